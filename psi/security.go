@@ -1,0 +1,196 @@
+package psi
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"time"
+
+	"golang.org/x/crypto/hkdf"
+
+	"github.com/postsockets/postsockets/post"
+)
+
+// Pin is the SHA-256 digest of a DER-encoded SubjectPublicKeyInfo.
+type Pin [32]byte
+
+// PinKey returns the pin of a public key.
+func PinKey(pub crypto.PublicKey) (Pin, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return Pin{}, err
+	}
+	return sha256.Sum256(der), nil
+}
+
+// PinCertificate returns the pin of a certificate's public key.
+func PinCertificate(c *x509.Certificate) Pin { return sha256.Sum256(c.RawSubjectPublicKeyInfo) }
+
+func (p Pin) String() string { return hex.EncodeToString(p[:]) }
+
+// Security is the trust configuration of an Association, shared by all
+// stacks.
+type Security struct {
+	// Certificates identify this end. A listener needs one unless PSK is set.
+	Certificates []tls.Certificate
+	// RootCAs verify the peer's chain; nil means the system roots.
+	RootCAs *x509.CertPool
+	// ServerName is the name checked in the server's certificate.
+	ServerName string
+	// PinnedKeys, if set, are the only peer keys accepted, and replace
+	// chain verification.
+	PinnedKeys []Pin
+	// PSK is a pre-shared key. Alone, it authenticates both ends.
+	PSK []byte
+	// ClientAuth makes a listener require and verify a client certificate.
+	ClientAuth bool
+	// InsecureSkipVerify disables peer authentication; for tests only.
+	InsecureSkipVerify bool
+	// SessionCache holds TLS resumption state for the Association.
+	SessionCache tls.ClientSessionCache
+	// NextProtos is the ALPN list for TLS-based stacks.
+	NextProtos []string
+}
+
+// VerifyPeer checks a peer's certificate chain against s. It is used by
+// stacks that authenticate without crypto/tls, and by TLSConfig.
+func (s *Security) VerifyPeer(chain []*x509.Certificate, server bool) error {
+	if s.InsecureSkipVerify {
+		return nil
+	}
+	if len(chain) == 0 {
+		return post.Errorf(post.ErrAuthentication, "peer sent no certificate")
+	}
+	if len(s.PinnedKeys) > 0 || len(s.PSK) > 0 {
+		pins := s.PinnedKeys
+		if len(s.PSK) > 0 {
+			c, err := PSKCertificate(s.PSK)
+			if err != nil {
+				return err
+			}
+			pins = append(append([]Pin(nil), pins...), PinCertificate(c.Leaf))
+		}
+		got := PinCertificate(chain[0])
+		for _, p := range pins {
+			if p == got {
+				return nil
+			}
+		}
+		return post.Errorf(post.ErrAuthentication, "peer key %s is not pinned", got)
+	}
+	opts := x509.VerifyOptions{Roots: s.RootCAs, Intermediates: x509.NewCertPool()}
+	for _, c := range chain[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if server {
+		opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	} else {
+		opts.DNSName = s.ServerName
+	}
+	if _, err := chain[0].Verify(opts); err != nil {
+		return fmt.Errorf("%w: %v", post.ErrAuthentication, err)
+	}
+	return nil
+}
+
+// Identity returns the certificate this end presents: the first configured
+// one, or one derived from the PSK.
+func (s *Security) Identity() (*tls.Certificate, error) {
+	if len(s.Certificates) > 0 {
+		c := s.Certificates[0]
+		if c.Leaf == nil && len(c.Certificate) > 0 {
+			leaf, err := x509.ParseCertificate(c.Certificate[0])
+			if err != nil {
+				return nil, err
+			}
+			c.Leaf = leaf
+		}
+		return &c, nil
+	}
+	if len(s.PSK) > 0 {
+		return PSKCertificate(s.PSK)
+	}
+	return nil, errors.New("psi: no certificate or PSK configured")
+}
+
+// TLSConfig builds a crypto/tls configuration from s.
+func (s *Security) TLSConfig(server bool) (*tls.Config, error) {
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		NextProtos:         s.NextProtos,
+		ServerName:         s.ServerName,
+		ClientSessionCache: s.SessionCache,
+		// Verification is done in VerifyConnection so pins, PSK-derived
+		// keys and chains share one code path.
+		InsecureSkipVerify: true,
+	}
+	if server || len(s.Certificates) > 0 || len(s.PSK) > 0 {
+		id, err := s.Identity()
+		if err != nil {
+			if server {
+				return nil, err
+			}
+		} else {
+			cfg.Certificates = []tls.Certificate{*id}
+		}
+	}
+	if server && (s.ClientAuth || len(s.PSK) > 0) {
+		cfg.ClientAuth = tls.RequireAnyClientCert
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if server && cfg.ClientAuth == tls.NoClientCert {
+			return nil
+		}
+		return s.VerifyPeer(cs.PeerCertificates, server)
+	}
+	return cfg, nil
+}
+
+// PSKCertificate derives a deterministic Ed25519 self-signed certificate
+// from a pre-shared key, so TLS-based stacks can authenticate with a PSK:
+// both ends derive the same key and pin it.
+func PSKCertificate(psk []byte) (*tls.Certificate, error) {
+	if len(psk) < 16 {
+		return nil, errors.New("psi: PSK shorter than 16 bytes")
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, psk, nil, []byte("postsockets psk identity")), seed); err != nil {
+		return nil, err
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "postsockets-psk"},
+		NotBefore:    time.Unix(0, 0),
+		NotAfter:     time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{"postsockets-psk"},
+	}
+	der, err := x509.CreateCertificate(zeroReader{}, tmpl, tmpl, priv.Public(), priv)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}, nil
+}
+
+// zeroReader makes certificate creation deterministic; Ed25519 signing
+// does not consume randomness.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
