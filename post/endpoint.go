@@ -45,6 +45,17 @@ type Remote struct {
 	// ServerName is the name to authenticate; it defaults to the host part
 	// of Name.
 	ServerName string
+	// Ports overrides the port per stack name, for stacks that listen on
+	// another port than the one in Name.
+	Ports map[string]uint16
+}
+
+// PortFor returns the port to use for a stack, given the default port.
+func (r Remote) PortFor(stack string, def uint16) uint16 {
+	if p, ok := r.Ports[stack]; ok {
+		return p
+	}
+	return def
 }
 
 // RemoteAddr returns a Remote for a literal address.

@@ -189,3 +189,21 @@ type Transient interface {
 	// Close flushes pending data and closes in an orderly way.
 	Close() error
 }
+
+// Networker is implemented by stacks to say which IP protocol they run
+// over ("udp" or "tcp"), so racing can interleave them. Stacks that do not
+// implement it are taken to run over UDP unless named "tcp".
+type Networker interface {
+	Network() string
+}
+
+// StackNetwork returns the IP protocol a stack runs over.
+func StackNetwork(s Stack) string {
+	if n, ok := s.(Networker); ok {
+		return n.Network()
+	}
+	if s.Name() == "tcp" {
+		return "tcp"
+	}
+	return "udp"
+}

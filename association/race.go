@@ -1,0 +1,226 @@
+package association
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// Candidate is one stack on one path, a contender in a race.
+type Candidate struct {
+	Stack  psi.Stack
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+}
+
+func (c Candidate) String() string { return c.Stack.Name() + "/" + c.Remote.String() }
+
+func (c Candidate) key() candidateKey { return candidateKey{c.Stack.Name(), c.Remote} }
+
+// Candidates resolves the Remote and returns the ordered candidate list:
+// stacks filtered and ordered by policy, addresses interleaved by family,
+// UDP- and TCP-based stacks interleaved, the last winner first and recent
+// failures last.
+func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
+	stacks, err := a.stacks()
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := a.Resolve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	local := a.cfg.Local.Addr
+	var byNet [2][]Candidate // udp, tcp
+	for _, s := range stacks {
+		n := 0
+		if psi.StackNetwork(s) == "tcp" {
+			n = 1
+		}
+		for _, ad := range addrs {
+			if local.IsValid() && local.Addr().Is4() != ad.Addr().Is4() && !local.Addr().IsUnspecified() {
+				continue // a bound local of another family cannot reach it
+			}
+			ad = netip.AddrPortFrom(ad.Addr(), a.cfg.Remote.PortFor(s.Name(), ad.Port()))
+			byNet[n] = append(byNet[n], Candidate{Stack: s, Local: local, Remote: ad})
+		}
+	}
+	var out []Candidate
+	for i := 0; i < len(byNet[0]) || i < len(byNet[1]); i++ {
+		for n := range byNet {
+			if i < len(byNet[n]) {
+				out = append(out, byNet[n][i])
+			}
+		}
+	}
+	// Stack preference is primary: keep the most preferred stack's first
+	// candidate at the head even if it runs over TCP.
+	if len(out) > 0 && len(stacks) > 0 && out[0].Stack != stacks[0] {
+		if i := slices.IndexFunc(out, func(c Candidate) bool { return c.Stack == stacks[0] }); i > 0 {
+			c := out[i]
+			out = slices.Delete(out, i, i+1)
+			out = slices.Insert(out, 0, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, post.Errorf(post.ErrNoCandidates, "no address of %s fits local %s", a.cfg.Remote, local)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	ttl := a.failureTTL()
+	failed := func(c Candidate) bool {
+		t, ok := a.failures[c.key()]
+		if ok && now.Sub(t) > ttl {
+			delete(a.failures, c.key())
+			return false
+		}
+		return ok
+	}
+	slices.SortStableFunc(out, func(x, y Candidate) int {
+		fx, fy := failed(x), failed(y)
+		switch {
+		case fx == fy:
+			return 0
+		case fx:
+			return 1
+		default:
+			return -1
+		}
+	})
+	if w := a.winner; w != nil {
+		if i := slices.IndexFunc(out, func(c Candidate) bool {
+			return c.Stack.Name() == w.Stack && c.Remote == w.Remote && !failed(c)
+		}); i > 0 {
+			c := out[i]
+			out = slices.Delete(out, i, i+1)
+			out = slices.Insert(out, 0, c)
+		}
+	}
+	return out, nil
+}
+
+func (a *Association) stacks() ([]psi.Stack, error) {
+	if len(a.cfg.Stacks) == 0 {
+		return nil, post.Errorf(post.ErrNoCandidates, "no protocol stacks configured")
+	}
+	cands := make([]policy.Candidate, len(a.cfg.Stacks))
+	for i, s := range a.cfg.Stacks {
+		cands[i] = policy.Candidate{Name: s.Name(), Features: s.Features()}
+	}
+	sel, err := a.cfg.Policy.SelectStacks(cands)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]psi.Stack, 0, len(sel))
+	for _, c := range sel {
+		for _, s := range a.cfg.Stacks {
+			if s.Name() == c.Name {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// Stacks returns the stacks the policy allows, in order of preference.
+func (a *Association) Stacks() ([]psi.Stack, error) { return a.stacks() }
+
+type attempt struct {
+	c   Candidate
+	t   psi.Transient
+	err error
+}
+
+// Establish races the candidates and returns the first transient to
+// complete its handshake. Attempts start one attempt delay apart (RFC
+// 8305), or at once when the previous one fails; the losers are cancelled
+// and closed before Establish returns.
+func (a *Association) Establish(ctx context.Context) (psi.Transient, error) {
+	cands, err := a.Candidates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	delay := a.cfg.Policy.Delay()
+	a.log.Debug("race start", "candidates", len(cands), "first", cands[0].String(), "delay", delay)
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan attempt, len(cands))
+	next, running := 0, 0
+	start := func() {
+		c := cands[next]
+		next++
+		running++
+		a.log.Debug("race attempt", "n", next, "candidate", c.String())
+		cfg := a.TransientConfig(c.Local)
+		go func() {
+			t, err := c.Stack.Dial(rctx, c.Remote, cfg)
+			results <- attempt{c, t, err}
+		}()
+	}
+	start()
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	var errs []error
+	var win *attempt
+	for win == nil && running > 0 {
+		select {
+		case r := <-results:
+			running--
+			if r.err == nil {
+				win = &r
+				break
+			}
+			a.log.Debug("race attempt failed", "candidate", r.c.String(), "err", r.err)
+			errs = append(errs, fmt.Errorf("%s: %w", r.c, r.err))
+			if ctx.Err() == nil {
+				a.mu.Lock()
+				a.failures[r.c.key()] = time.Now()
+				a.mu.Unlock()
+			}
+			if next < len(cands) {
+				start()
+				timer.Reset(delay)
+			}
+		case <-timer.C:
+			if next < len(cands) {
+				start()
+				timer.Reset(delay)
+			}
+		}
+	}
+	cancel()
+	// Collect the losers so none outlives the race.
+	for running > 0 {
+		r := <-results
+		running--
+		if r.t != nil {
+			a.log.Debug("race closing late winner", "candidate", r.c.String())
+			r.t.Close()
+		}
+	}
+	if win == nil {
+		err := errors.Join(errs...)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = errors.Join(ctxErr, post.ErrTimeout, err)
+		}
+		return nil, &post.OpError{Op: "initiate", Path: a.cfg.Remote.String(), Err: err}
+	}
+	w := &Winner{Stack: win.c.Stack.Name(), Remote: win.c.Remote, Local: win.t.Path().Local, At: time.Now(), Attempts: next}
+	a.mu.Lock()
+	a.winner = w
+	delete(a.failures, win.c.key())
+	a.mu.Unlock()
+	a.log.Info("race won", "stack", w.Stack, "remote", w.Remote, "attempts", next)
+	a.ObservePath(win.t.Path())
+	return win.t, nil
+}
