@@ -1,0 +1,247 @@
+package congestion
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+)
+
+// Controller decides how many bytes may be in flight on a path.
+//
+// Packet numbers given to the methods must increase monotonically in send
+// order. A loss or timeout opens a recovery epoch that covers every packet
+// sent so far; further losses of those packets do not reduce the window
+// again, and the epoch ends when a packet sent after it began is
+// acknowledged.
+type Controller interface {
+	// OnPacketSent records that packet pn of the given size was sent;
+	// bytesInFlight includes it.
+	OnPacketSent(now time.Time, pn uint64, bytes int, bytesInFlight int)
+	// OnAck records that packet pn was acknowledged. priorInFlight is the
+	// number of bytes in flight before the acknowledgement that carried it
+	// was processed; the window grows only when the sender was limited by
+	// it. rtt must already include the sample this acknowledgement gave;
+	// it may be nil, and InitialRTT is then assumed.
+	OnAck(now time.Time, pn uint64, ackedBytes int, priorInFlight int, rtt *RTTStats)
+	// OnLoss records that packet pn was declared lost.
+	OnLoss(now time.Time, pn uint64, lostBytes int, priorInFlight int)
+	// OnRetransmissionTimeout records that the RTO fired: the window
+	// collapses to the minimum and slow start begins again.
+	OnRetransmissionTimeout()
+	// CanSend reports whether another packet may be sent with
+	// bytesInFlight already outstanding.
+	CanSend(bytesInFlight int) bool
+	// Window returns the congestion window in bytes.
+	Window() int
+	// InRecovery reports whether a recovery epoch is open.
+	InRecovery() bool
+	// PacingRate returns the rate in bytes per second at which to pace
+	// packets: 2*Window/SmoothedRTT in slow start, 1.25*Window/SmoothedRTT
+	// otherwise. rtt may be nil.
+	PacingRate(rtt *RTTStats) float64
+}
+
+// Config configures a Controller. The zero value gives the defaults.
+type Config struct {
+	// MSS is the largest packet payload, in bytes; default 1400.
+	MSS int
+	// InitialWindowPackets is the initial window in packets; default 32,
+	// as in quic-go.
+	InitialWindowPackets int
+	// MaxWindow caps the window in bytes; default 16 MiB.
+	MaxWindow int
+}
+
+// Defaults.
+const (
+	DefaultMSS                  = 1400
+	DefaultInitialWindowPackets = 32
+	DefaultMaxWindow            = 16 << 20
+	// MinWindowPackets is the smallest window, in packets, that a loss or
+	// timeout leaves (RFC 9002 kMinimumWindow).
+	MinWindowPackets = 2
+)
+
+func (c Config) withDefaults() Config {
+	if c.MSS <= 0 {
+		c.MSS = DefaultMSS
+	}
+	if c.InitialWindowPackets <= 0 {
+		c.InitialWindowPackets = DefaultInitialWindowPackets
+	}
+	if c.MaxWindow <= 0 {
+		c.MaxWindow = DefaultMaxWindow
+	}
+	c.MaxWindow = max(c.MaxWindow, MinWindowPackets*c.MSS)
+	return c
+}
+
+// New returns the controller with the given name: "cubic" (also the empty
+// name) or "newreno" (also "reno"). Other names give an error wrapping
+// post.ErrNotSupported.
+func New(name string, cfg Config) (Controller, error) {
+	switch name {
+	case "", "cubic":
+		return NewCubic(cfg), nil
+	case "newreno", "reno":
+		return NewReno(cfg), nil
+	}
+	return nil, fmt.Errorf("congestion: controller %q: %w", name, post.ErrNotSupported)
+}
+
+// window is the state NewReno and CUBIC share: the window, slow start
+// threshold and recovery epoch.
+type window struct {
+	mss       int
+	maxWindow int
+	minWindow int
+	cwnd      int
+	ssthresh  int
+
+	largestSent uint64
+	sentAny     bool
+	// Packets numbered up to recoveryEnd were sent before the last window
+	// reduction; their losses do not reduce the window again.
+	recoveryEnd   uint64
+	recoveryValid bool
+	inRecovery    bool
+	// rtoPending is set by a timeout and cleared by an acknowledgement of a
+	// packet sent after it, so back-to-back timeouts lower ssthresh once.
+	rtoPending bool
+}
+
+func newWindow(cfg Config) window {
+	cfg = cfg.withDefaults()
+	return window{
+		mss:       cfg.MSS,
+		maxWindow: cfg.MaxWindow,
+		minWindow: MinWindowPackets * cfg.MSS,
+		cwnd:      min(cfg.InitialWindowPackets*cfg.MSS, cfg.MaxWindow),
+		ssthresh:  cfg.MaxWindow,
+	}
+}
+
+func (w *window) OnPacketSent(_ time.Time, pn uint64, _ int, _ int) {
+	w.noteSent(pn)
+}
+
+func (w *window) noteSent(pn uint64) {
+	if !w.sentAny || pn > w.largestSent {
+		w.largestSent = pn
+		w.sentAny = true
+	}
+}
+
+func (w *window) CanSend(bytesInFlight int) bool { return bytesInFlight < w.cwnd }
+func (w *window) Window() int                    { return w.cwnd }
+func (w *window) InRecovery() bool               { return w.inRecovery }
+func (w *window) inSlowStart() bool              { return w.cwnd < w.ssthresh }
+
+func (w *window) PacingRate(rtt *RTTStats) float64 {
+	srtt := InitialRTT
+	if rtt != nil {
+		srtt = rtt.SmoothedRTT()
+	}
+	srtt = max(srtt, time.Microsecond)
+	gain := 1.25
+	if w.inSlowStart() {
+		gain = 2
+	}
+	return gain * float64(w.cwnd) / srtt.Seconds()
+}
+
+// beginEpoch reports whether losing packet pn starts a new congestion
+// event, and if so opens a recovery epoch covering all packets sent so far.
+func (w *window) beginEpoch(pn uint64) bool {
+	if w.recoveryValid && pn <= w.recoveryEnd {
+		return false
+	}
+	w.noteSent(pn)
+	w.recoveryValid = true
+	w.recoveryEnd = w.largestSent
+	w.inRecovery = true
+	return true
+}
+
+// onAck ends the recovery epoch when pn was sent after it began, and
+// reports whether the window may grow.
+func (w *window) onAck(pn uint64, ackedBytes, priorInFlight int) bool {
+	if w.recoveryValid && pn > w.recoveryEnd {
+		w.inRecovery = false
+		w.rtoPending = false
+	}
+	if w.inRecovery || ackedBytes <= 0 {
+		return false
+	}
+	return w.cwndLimited(priorInFlight)
+}
+
+// cwndLimited reports whether the sender was using its window, so that an
+// acknowledgement is evidence the network could carry more (RFC 9002
+// section 7.8). Slow start counts half a window as limited, as Linux does;
+// otherwise a few packets of slack are allowed for pacing.
+func (w *window) cwndLimited(priorInFlight int) bool {
+	if w.inSlowStart() {
+		return 2*priorInFlight >= w.cwnd
+	}
+	return priorInFlight+3*w.mss >= w.cwnd
+}
+
+// timeout opens an epoch for a retransmission timeout and reports whether
+// it is the first of a run of back-to-back timeouts.
+func (w *window) timeout() bool {
+	first := !w.rtoPending
+	w.rtoPending = true
+	w.recoveryValid = true
+	w.recoveryEnd = w.largestSent
+	w.inRecovery = false
+	return first
+}
+
+func (w *window) clamp(v int) int { return min(max(v, w.minWindow), w.maxWindow) }
+
+// reno is NewReno congestion control (RFC 6582, RFC 9002 section 7).
+type reno struct {
+	window
+	acked int // bytes acknowledged towards the next increase in avoidance
+}
+
+// NewReno returns a NewReno controller: slow start doubling the window per
+// round trip, congestion avoidance adding one MSS per window acknowledged,
+// and halving on loss once per recovery epoch.
+func NewReno(cfg Config) Controller {
+	return &reno{window: newWindow(cfg)}
+}
+
+func (r *reno) OnAck(_ time.Time, pn uint64, ackedBytes int, priorInFlight int, _ *RTTStats) {
+	if !r.onAck(pn, ackedBytes, priorInFlight) {
+		return
+	}
+	if r.inSlowStart() {
+		r.cwnd = min(r.cwnd+ackedBytes, r.maxWindow)
+		return
+	}
+	r.acked += ackedBytes
+	if r.acked >= r.cwnd {
+		r.acked -= r.cwnd
+		r.cwnd = min(r.cwnd+r.mss, r.maxWindow)
+	}
+}
+
+func (r *reno) OnLoss(_ time.Time, pn uint64, _ int, _ int) {
+	if !r.beginEpoch(pn) {
+		return
+	}
+	r.cwnd = r.clamp(r.cwnd / 2)
+	r.ssthresh = r.cwnd
+	r.acked = 0
+}
+
+func (r *reno) OnRetransmissionTimeout() {
+	if r.timeout() {
+		r.ssthresh = r.clamp(r.cwnd / 2)
+	}
+	r.cwnd = r.minWindow
+	r.acked = 0
+}

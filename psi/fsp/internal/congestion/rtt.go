@@ -1,0 +1,132 @@
+// Package congestion implements the congestion control of the FSP stack:
+// round-trip time estimation (RTTStats), the NewReno and CUBIC window
+// controllers behind the Controller interface, and a token-bucket Pacer.
+//
+// The package is pure logic: it performs no I/O and reads no clock. Every
+// method that depends on time takes the current time as an argument, so the
+// caller (or a test) owns the clock.
+//
+// Byte counts are in bytes of UDP payload, packet numbers are the sender's
+// monotonically increasing packet numbers, and none of the types are safe
+// for concurrent use: a connection drives its controller from one goroutine.
+package congestion
+
+import "time"
+
+// RTT estimation constants.
+const (
+	// InitialRTT is the smoothed RTT assumed before the first sample, as in
+	// RFC 9002.
+	InitialRTT = 100 * time.Millisecond
+	// MinRTO is the floor of the retransmission timeout. RFC 6298 asks for
+	// one second, which is too slow for modern paths; 200 ms is the floor
+	// Linux TCP uses and tolerates delayed acknowledgements.
+	MinRTO = 200 * time.Millisecond
+	// MaxRTO caps the retransmission timeout after backoff.
+	MaxRTO = 60 * time.Second
+	// granularity is the timer granularity of RFC 9002 (kGranularity).
+	granularity = time.Millisecond
+)
+
+// RTTStats estimates the round-trip time of a path following RFC 6298 and
+// RFC 9002 section 5. The zero value is ready to use and assumes InitialRTT
+// until the first sample.
+type RTTStats struct {
+	latest      time.Duration
+	smoothed    time.Duration
+	rttvar      time.Duration
+	min         time.Duration
+	maxAckDelay time.Duration
+	backoff     uint
+	hasSample   bool
+}
+
+// Update adds an RTT sample: the time from sending a packet to receiving its
+// acknowledgement. ackDelay is the time the peer reports it held the
+// acknowledgement; it is subtracted unless that would take the sample below
+// the minimum RTT, and it is capped by SetMaxAckDelay when one is set.
+// Samples that are not positive are ignored. A valid sample resets the
+// timeout backoff. Following Karn's algorithm, callers must not take
+// samples from retransmitted packets.
+func (r *RTTStats) Update(sample, ackDelay time.Duration) {
+	if sample <= 0 {
+		return
+	}
+	r.latest = sample
+	r.backoff = 0
+	if !r.hasSample {
+		r.hasSample = true
+		r.min = sample
+		r.smoothed = sample
+		r.rttvar = sample / 2
+		return
+	}
+	r.min = min(r.min, sample)
+	if r.maxAckDelay > 0 {
+		ackDelay = min(ackDelay, r.maxAckDelay)
+	}
+	adjusted := sample
+	if ackDelay > 0 && sample-ackDelay >= r.min {
+		adjusted = sample - ackDelay
+	}
+	diff := r.smoothed - adjusted
+	if diff < 0 {
+		diff = -diff
+	}
+	r.rttvar = (3*r.rttvar + diff) / 4
+	r.smoothed = (7*r.smoothed + adjusted) / 8
+}
+
+// SetMaxAckDelay sets the longest time the peer promises to delay an
+// acknowledgement. It caps the ackDelay given to Update and is added to the
+// RTO, as in the RFC 9002 probe timeout. The default is zero.
+func (r *RTTStats) SetMaxAckDelay(d time.Duration) { r.maxAckDelay = max(d, 0) }
+
+// HasSample reports whether Update has been given a valid sample.
+func (r *RTTStats) HasSample() bool { return r.hasSample }
+
+// SmoothedRTT returns the smoothed RTT, or InitialRTT before any sample.
+func (r *RTTStats) SmoothedRTT() time.Duration {
+	if !r.hasSample {
+		return InitialRTT
+	}
+	return r.smoothed
+}
+
+// RTTVar returns the RTT variation, or InitialRTT/2 before any sample.
+func (r *RTTStats) RTTVar() time.Duration {
+	if !r.hasSample {
+		return InitialRTT / 2
+	}
+	return r.rttvar
+}
+
+// MinRTT returns the smallest sample seen, or zero before any sample.
+func (r *RTTStats) MinRTT() time.Duration { return r.min }
+
+// LatestRTT returns the most recent sample, or zero before any sample.
+func (r *RTTStats) LatestRTT() time.Duration { return r.latest }
+
+// RTO returns the retransmission timeout: SmoothedRTT + max(4*RTTVar, 1ms)
+// + the max ack delay, at least MinRTO, doubled for every Backoff since the
+// last sample and capped at MaxRTO. Before any sample it is 300 ms.
+func (r *RTTStats) RTO() time.Duration {
+	rto := r.SmoothedRTT() + max(4*r.RTTVar(), granularity) + r.maxAckDelay
+	rto = max(rto, MinRTO)
+	for i := uint(0); i < r.backoff && rto < MaxRTO; i++ {
+		rto *= 2
+	}
+	return min(rto, MaxRTO)
+}
+
+// Backoff doubles the RTO after a retransmission timeout fired (RFC 6298
+// section 5.5). The next valid sample given to Update undoes it.
+func (r *RTTStats) Backoff() {
+	if r.backoff < 32 {
+		r.backoff++
+	}
+}
+
+// Backoffs returns how many times the RTO has been doubled since the last
+// sample; a connection may give up after too many.
+func (r *RTTStats) Backoffs() int { return int(r.backoff) }
