@@ -50,7 +50,11 @@ const (
 	hdrLen   = 4
 )
 
-// NewReader returns a reader of length-prefixed messages.
+// NewReader returns a reader of length-prefixed messages. A *bufio.Reader
+// is used as is; anything else is wrapped in a 64 KiB one.
+//
+// Errors from r other than io.EOF are returned without breaking the framing,
+// so a read that timed out (a deadline on a net.Conn) may be retried.
 func (LengthPrefix) NewReader(r io.Reader, maxMessage int64) MessageReader {
 	br, ok := r.(*bufio.Reader)
 	if !ok {
@@ -64,9 +68,11 @@ type lpReader struct {
 	max    int64
 	remain int   // bytes left in the current part
 	last   bool  // current part is the last of its message
+	open   bool  // a message has begun and not yet ended
 	inMsg  int64 // bytes of the current message so far
 	hdr    [hdrLen]byte
-	err    error
+	hdrN   int   // bytes of hdr read so far
+	err    error // sticky: the stream is unusable
 }
 
 func (l *lpReader) ReadMessage(p []byte) (int, bool, error) {
@@ -74,27 +80,33 @@ func (l *lpReader) ReadMessage(p []byte) (int, bool, error) {
 		return 0, false, l.err
 	}
 	for l.remain == 0 {
-		if _, err := io.ReadFull(l.r, l.hdr[:]); err != nil {
-			if err == io.ErrUnexpectedEOF {
-				err = fmt.Errorf("%w: truncated frame header", post.ErrMalformed)
+		for l.hdrN < hdrLen {
+			n, err := l.r.Read(l.hdr[l.hdrN:])
+			l.hdrN += n
+			if l.hdrN == hdrLen {
+				break
 			}
-			l.err = err
-			return 0, false, err
+			if err != nil {
+				return 0, false, l.fail(err, l.open || l.hdrN > 0)
+			}
 		}
+		l.hdrN = 0
 		h := binary.BigEndian.Uint32(l.hdr[:])
 		l.remain = int(h & maxChunk)
 		l.last = h&endBit != 0
+		l.open = true
 		if l.max > 0 && l.inMsg+int64(l.remain) > l.max {
 			l.err = fmt.Errorf("%w: inbound message over %d bytes", post.ErrMessageTooLarge, l.max)
 			return 0, false, l.err
 		}
-		if l.remain == 0 {
-			if l.last {
-				l.inMsg = 0
-				return 0, true, nil
-			}
-			// Empty non-final part: skip it.
+		if l.remain == 0 && l.last {
+			l.inMsg, l.open = 0, false
+			return 0, true, nil
 		}
+		// An empty non-final part carries nothing: read the next header.
+	}
+	if len(p) == 0 {
+		return 0, false, nil
 	}
 	if len(p) > l.remain {
 		p = p[:l.remain]
@@ -102,31 +114,55 @@ func (l *lpReader) ReadMessage(p []byte) (int, bool, error) {
 	n, err := l.r.Read(p)
 	l.remain -= n
 	l.inMsg += int64(n)
-	if err != nil {
-		if err == io.EOF {
-			err = fmt.Errorf("%w: stream ended inside a message", post.ErrMalformed)
-		}
-		l.err = err
-		return n, false, err
-	}
 	end := l.remain == 0 && l.last
 	if end {
-		l.inMsg = 0
+		l.inMsg, l.open = 0, false
+	}
+	if err != nil && !end {
+		if n > 0 && err != io.EOF {
+			// Deliver the bytes now; the error comes back on the next call.
+			return n, false, nil
+		}
+		return n, false, l.fail(err, true)
 	}
 	return n, end, nil
 }
 
-// NewWriter returns a writer of length-prefixed messages.
+// fail records err if it ends the stream and returns it; mid tells whether
+// the stream stopped inside a message.
+func (l *lpReader) fail(err error, mid bool) error {
+	if err != io.EOF {
+		return err // possibly transient, such as a deadline
+	}
+	if mid {
+		err = fmt.Errorf("%w: stream ended inside a message", post.ErrMalformed)
+	}
+	l.err = err
+	return err
+}
+
+// recordSize is the largest TLS record payload. Writes of whole multiples of
+// it leave no short records behind on a TLS connection.
+const recordSize = 16 << 10
+
+// NewWriter returns a writer of length-prefixed messages. Small parts are
+// gathered in a 64 KiB buffer; a large part is written straight from the
+// caller's slice after topping the buffer up to a multiple of recordSize, so
+// it is neither copied whole nor preceded by a tiny write for its header.
 func (LengthPrefix) NewWriter(w io.Writer) MessageWriter {
-	return &lpWriter{w: bufio.NewWriterSize(w, 64<<10)}
+	return &lpWriter{w: w, buf: make([]byte, 0, 64<<10)}
 }
 
 type lpWriter struct {
-	w   *bufio.Writer
-	hdr [hdrLen]byte
+	w   io.Writer
+	buf []byte
+	err error // sticky: a failed write leaves the stream in an unknown state
 }
 
 func (l *lpWriter) WriteMessage(p []byte, end bool) error {
+	if l.err != nil {
+		return l.err
+	}
 	for {
 		n := len(p)
 		last := end
@@ -137,11 +173,8 @@ func (l *lpWriter) WriteMessage(p []byte, end bool) error {
 		if last {
 			h |= endBit
 		}
-		binary.BigEndian.PutUint32(l.hdr[:], h)
-		if _, err := l.w.Write(l.hdr[:]); err != nil {
-			return err
-		}
-		if _, err := l.w.Write(p[:n]); err != nil {
+		if err := l.writePart(h, p[:n]); err != nil {
+			l.err = err
 			return err
 		}
 		p = p[n:]
@@ -151,7 +184,51 @@ func (l *lpWriter) WriteMessage(p []byte, end bool) error {
 	}
 }
 
-func (l *lpWriter) Flush() error { return l.w.Flush() }
+func (l *lpWriter) writePart(h uint32, p []byte) error {
+	if cap(l.buf)-len(l.buf) < hdrLen+len(p) && len(p) < cap(l.buf)/2 {
+		// Small part that does not fit: make room.
+		if err := l.Flush(); err != nil {
+			return err
+		}
+	}
+	if cap(l.buf)-len(l.buf) < hdrLen {
+		if err := l.Flush(); err != nil {
+			return err
+		}
+	}
+	l.buf = binary.BigEndian.AppendUint32(l.buf, h)
+	if len(p) <= cap(l.buf)-len(l.buf) {
+		l.buf = append(l.buf, p...)
+		return nil
+	}
+	// Large part: top the buffer up to a record boundary, write it, then
+	// write the rest of p directly.
+	k := min((recordSize-len(l.buf)%recordSize)%recordSize, len(p))
+	l.buf = append(l.buf, p[:k]...)
+	if err := l.Flush(); err != nil {
+		return err
+	}
+	if _, err := l.w.Write(p[k:]); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (l *lpWriter) Flush() error {
+	if l.err != nil {
+		return l.err
+	}
+	if len(l.buf) == 0 {
+		return nil
+	}
+	_, err := l.w.Write(l.buf)
+	if err != nil {
+		l.err = err
+		return err
+	}
+	l.buf = l.buf[:0]
+	return nil
+}
 
 // Line frames each message as one line ending in CRLF, as text protocols
 // such as SMTP and HTTP/1 headers do. Content must not contain CR or LF.
@@ -163,7 +240,8 @@ func (Line) Name() string { return "line" }
 // ErrLineContent is returned when a message for the Line framer holds CR or LF.
 var ErrLineContent = errors.New("framer: line message contains CR or LF")
 
-// NewReader returns a reader of CRLF-terminated lines.
+// NewReader returns a reader of CRLF-terminated lines. Like the
+// length-prefix reader, it survives errors from r other than io.EOF.
 func (Line) NewReader(r io.Reader, maxMessage int64) MessageReader {
 	br, ok := r.(*bufio.Reader)
 	if !ok {
@@ -176,58 +254,80 @@ type lineReader struct {
 	r     *bufio.Reader
 	max   int64
 	inMsg int64
-	cr    bool // previous part ended with a CR held back
-	err   error
+	cr    bool  // a CR was consumed; an LF must follow
+	err   error // sticky
 }
 
 func (l *lineReader) ReadMessage(p []byte) (int, bool, error) {
 	if l.err != nil {
 		return 0, false, l.err
 	}
+	if l.cr {
+		end, err := l.endLine()
+		return 0, end, err
+	}
 	if len(p) == 0 {
 		return 0, false, nil
 	}
-	n := 0
-	for n < len(p) {
-		c, err := l.r.ReadByte()
-		if err != nil {
-			if err == io.EOF && (l.inMsg > 0 || n > 0 || l.cr) {
-				err = fmt.Errorf("%w: stream ended inside a line", post.ErrMalformed)
-			}
-			l.err = err
-			return n, false, err
-		}
-		if l.cr {
-			l.cr = false
-			if c == '\n' {
-				l.inMsg = 0
-				return n, true, nil
-			}
-			l.err = fmt.Errorf("%w: CR not followed by LF", post.ErrMalformed)
-			return n, false, l.err
-		}
-		switch c {
-		case '\r':
-			l.cr = true
-			continue
-		case '\n':
-			l.err = fmt.Errorf("%w: bare LF in line", post.ErrMalformed)
-			return n, false, l.err
-		}
-		if l.max > 0 && l.inMsg+1 > l.max {
-			l.err = fmt.Errorf("%w: line over %d bytes", post.ErrMessageTooLarge, l.max)
-			return n, false, l.err
-		}
-		p[n] = c
-		n++
-		l.inMsg++
-		// Return early once the buffer has nothing more ready, so parts
-		// flow without waiting for the rest of the line.
-		if l.r.Buffered() == 0 {
-			return n, false, nil
+	if l.r.Buffered() == 0 {
+		if _, err := l.r.Peek(1); err != nil {
+			return 0, false, l.fail(err)
 		}
 	}
-	return n, false, nil
+	// Scan what is buffered, up to one byte past p, for the terminator.
+	b, _ := l.r.Peek(min(l.r.Buffered(), len(p)+1))
+	i := bytes.IndexAny(b, "\r\n")
+	found := i >= 0
+	if !found {
+		i = min(len(b), len(p))
+	}
+	if l.max > 0 && l.inMsg+int64(i) > l.max {
+		l.err = fmt.Errorf("%w: line over %d bytes", post.ErrMessageTooLarge, l.max)
+		return 0, false, l.err
+	}
+	n := copy(p, b[:i])
+	l.r.Discard(n)
+	l.inMsg += int64(n)
+	if !found {
+		return n, false, nil
+	}
+	if b[n] == '\n' {
+		l.err = fmt.Errorf("%w: bare LF in line", post.ErrMalformed)
+		return n, false, l.err
+	}
+	l.r.Discard(1) // the CR
+	l.cr = true
+	if l.r.Buffered() == 0 {
+		return n, false, nil // resolve the CR on the next call
+	}
+	end, err := l.endLine()
+	return n, end, err
+}
+
+// endLine consumes the LF after a CR and reports whether the line ended.
+func (l *lineReader) endLine() (bool, error) {
+	c, err := l.r.ReadByte()
+	if err != nil {
+		return false, l.fail(err)
+	}
+	l.cr = false
+	if c != '\n' {
+		l.err = fmt.Errorf("%w: CR not followed by LF", post.ErrMalformed)
+		return false, l.err
+	}
+	l.inMsg = 0
+	return true, nil
+}
+
+func (l *lineReader) fail(err error) error {
+	if err != io.EOF {
+		return err // possibly transient, such as a deadline
+	}
+	if l.inMsg > 0 || l.cr {
+		err = fmt.Errorf("%w: stream ended inside a line", post.ErrMalformed)
+	}
+	l.err = err
+	return err
 }
 
 // NewWriter returns a writer of CRLF-terminated lines.
