@@ -270,7 +270,12 @@ func (c *Context) SelectStacks(stacks []Candidate) ([]Candidate, error) {
 		}
 		out = append(out, scored{s, sc, i})
 	}
-	// A required stack excludes the others.
+	// A required stack excludes the others, and must itself survive.
+	for name, p := range c.Stacks {
+		if p == Require && !slices.ContainsFunc(out, func(o scored) bool { return o.Name == name }) {
+			return nil, post.Errorf(post.ErrNoCandidates, "required stack %s is unavailable (%s)", name, strings.Join(why, "; "))
+		}
+	}
 	for _, s := range out {
 		if s.score >= 900 {
 			out = slices.DeleteFunc(out, func(o scored) bool { return o.score < 900 })
