@@ -26,8 +26,9 @@ func (c Candidate) key() candidateKey { return candidateKey{c.Stack.Name(), c.Re
 
 // Candidates resolves the Remote and returns the ordered candidate list:
 // stacks filtered and ordered by policy, addresses interleaved by family,
-// UDP- and TCP-based stacks interleaved, the last winner first and recent
-// failures last.
+// UDP- and TCP-based stacks interleaved, and candidates that failed or
+// lost within Config.FailureTTL moved last, so the next race goes straight
+// to what worked and returns to the preferred order once that expires.
 func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 	stacks, err := a.stacks()
 	if err != nil {
@@ -95,15 +96,6 @@ func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 			return -1
 		}
 	})
-	if w := a.winner; w != nil {
-		if i := slices.IndexFunc(out, func(c Candidate) bool {
-			return c.Stack.Name() == w.Stack && c.Remote == w.Remote && !failed(c)
-		}); i > 0 {
-			c := out[i]
-			out = slices.Delete(out, i, i+1)
-			out = slices.Insert(out, 0, c)
-		}
-	}
 	return out, nil
 }
 
@@ -136,6 +128,7 @@ func (a *Association) Stacks() ([]psi.Stack, error) { return a.stacks() }
 
 type attempt struct {
 	c   Candidate
+	n   int // start order
 	t   psi.Transient
 	err error
 }
@@ -157,14 +150,14 @@ func (a *Association) Establish(ctx context.Context) (psi.Transient, error) {
 	results := make(chan attempt, len(cands))
 	next, running := 0, 0
 	start := func() {
-		c := cands[next]
+		c, n := cands[next], next
 		next++
 		running++
 		a.log.Debug("race attempt", "n", next, "candidate", c.String())
 		cfg := a.TransientConfig(c.Local)
 		go func() {
 			t, err := c.Stack.Dial(rctx, c.Remote, cfg)
-			results <- attempt{c, t, err}
+			results <- attempt{c, n, t, err}
 		}()
 	}
 	start()
@@ -199,10 +192,16 @@ func (a *Association) Establish(ctx context.Context) (psi.Transient, error) {
 		}
 	}
 	cancel()
-	// Collect the losers so none outlives the race.
+	// Collect the losers so none outlives the race. Those started before
+	// the winner were slower than it: remember them as failed.
 	for running > 0 {
 		r := <-results
 		running--
+		if win != nil && r.n < win.n {
+			a.mu.Lock()
+			a.failures[r.c.key()] = time.Now()
+			a.mu.Unlock()
+		}
 		if r.t != nil {
 			a.log.Debug("race closing late winner", "candidate", r.c.String())
 			r.t.Close()

@@ -1,0 +1,250 @@
+package association_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// fakeStack dials by calling dial; it records attempts.
+type fakeStack struct {
+	name     string
+	network  string
+	dial     func(ctx context.Context, remote netip.AddrPort) error
+	attempts atomic.Int32
+	mu       sync.Mutex
+	started  []time.Time
+}
+
+func (s *fakeStack) Name() string           { return s.name }
+func (s *fakeStack) Network() string        { return s.network }
+func (s *fakeStack) Features() psi.Features { return psi.Reliable }
+func (s *fakeStack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (psi.Transient, error) {
+	s.attempts.Add(1)
+	s.mu.Lock()
+	s.started = append(s.started, time.Now())
+	s.mu.Unlock()
+	if err := s.dial(ctx, remote); err != nil {
+		return nil, err
+	}
+	return &fakeTransient{stack: s.name, remote: remote}, nil
+}
+func (s *fakeStack) Listen(context.Context, netip.AddrPort, *psi.Config) (psi.Listener, error) {
+	return nil, post.ErrNotSupported
+}
+
+type fakeTransient struct {
+	psi.Transient
+	stack  string
+	remote netip.AddrPort
+	closed atomic.Bool
+}
+
+func (t *fakeTransient) Stack() string         { return t.stack }
+func (t *fakeTransient) Path() post.Path       { return post.Path{Remote: t.remote} }
+func (t *fakeTransient) Close() error          { t.closed.Store(true); return nil }
+func (t *fakeTransient) Association() [16]byte { return [16]byte{} }
+
+func hang(ctx context.Context, _ netip.AddrPort) error { <-ctx.Done(); return ctx.Err() }
+func refuse(context.Context, netip.AddrPort) error     { return post.ErrRefused }
+func ok(context.Context, netip.AddrPort) error         { return nil }
+
+var v4 = netip.MustParseAddrPort("127.0.0.1:9")
+
+func newAssoc(t *testing.T, pol policy.Context, stacks ...psi.Stack) *association.Association {
+	t.Helper()
+	a, err := association.New(association.Config{Remote: post.RemoteAddr(v4), Stacks: stacks, Policy: pol, FailureTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestRaceFirstWins(t *testing.T) {
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: ok}
+	tcp := &fakeStack{name: "tcp", network: "tcp", dial: ok}
+	a := newAssoc(t, policy.Context{}, fsp, tcp)
+	tr, err := a.Establish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Stack() != "fsp" {
+		t.Fatalf("winner %s, want fsp", tr.Stack())
+	}
+	if tcp.attempts.Load() != 0 {
+		t.Fatal("tcp attempted although fsp won at once")
+	}
+}
+
+func TestRaceFallbackAfterDelay(t *testing.T) {
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: hang}
+	quic := &fakeStack{name: "quic", network: "udp", dial: hang}
+	tcp := &fakeStack{name: "tcp", network: "tcp", dial: ok}
+	a := newAssoc(t, policy.Context{AttemptDelay: 20 * time.Millisecond}, fsp, quic, tcp)
+	tr, err := a.Establish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Stack() != "tcp" {
+		t.Fatalf("winner %s, want tcp", tr.Stack())
+	}
+	// UDP and TCP stacks interleave, so TCP is the second attempt.
+	if n := quic.attempts.Load(); n != 0 {
+		t.Fatalf("quic attempted %d times before tcp", n)
+	}
+	if d := tcp.started[0].Sub(fsp.started[0]); d < 20*time.Millisecond {
+		t.Fatalf("tcp started %v after fsp, before the attempt delay", d)
+	}
+	w, _ := a.Winner()
+	if w.Stack != "tcp" || w.Attempts != 2 {
+		t.Fatalf("winner %+v", w)
+	}
+}
+
+func TestRaceFailureStartsNextAtOnce(t *testing.T) {
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: refuse}
+	quic := &fakeStack{name: "quic", network: "udp", dial: ok}
+	a := newAssoc(t, policy.Context{AttemptDelay: time.Hour}, fsp, quic)
+	tr, err := a.Establish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Stack() != "quic" {
+		t.Fatalf("winner %s", tr.Stack())
+	}
+}
+
+func TestRaceAllFail(t *testing.T) {
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: refuse}
+	tcp := &fakeStack{name: "tcp", network: "tcp", dial: refuse}
+	a := newAssoc(t, policy.Context{}, fsp, tcp)
+	_, err := a.Establish(context.Background())
+	if !errors.Is(err, post.ErrRefused) {
+		t.Fatalf("got %v, want ErrRefused", err)
+	}
+	var op *post.OpError
+	if !errors.As(err, &op) || op.Op != "initiate" {
+		t.Fatalf("got %T %v", err, err)
+	}
+}
+
+func TestRaceProhibitedNeverAttempted(t *testing.T) {
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: ok}
+	tcp := &fakeStack{name: "tcp", network: "tcp", dial: ok}
+	pol := new(policy.Context).Stack("fsp", policy.Prohibit)
+	a := newAssoc(t, *pol, fsp, tcp)
+	for range 3 {
+		if _, err := a.Establish(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fsp.attempts.Load() != 0 {
+		t.Fatal("prohibited stack attempted")
+	}
+}
+
+func TestRaceCachesWinnerAndRecovers(t *testing.T) {
+	var fspUp atomic.Bool
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: func(ctx context.Context, r netip.AddrPort) error {
+		if fspUp.Load() {
+			return nil
+		}
+		return hang(ctx, r)
+	}}
+	tcp := &fakeStack{name: "tcp", network: "tcp", dial: ok}
+	a, err := association.New(association.Config{Remote: post.RemoteAddr(v4), Stacks: []psi.Stack{fsp, tcp},
+		Policy: policy.Context{AttemptDelay: 10 * time.Millisecond}, FailureTTL: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr, _ := a.Establish(context.Background()); tr.Stack() != "tcp" {
+		t.Fatalf("first winner %s", tr.Stack())
+	}
+	before := fsp.attempts.Load()
+	// Straight to the cached winner.
+	if tr, _ := a.Establish(context.Background()); tr.Stack() != "tcp" {
+		t.Fatalf("second winner %s", tr.Stack())
+	}
+	if fsp.attempts.Load() != before {
+		t.Fatal("cached winner did not go first")
+	}
+	// FSP recovers; once its failure ages out, FSP wins again.
+	fspUp.Store(true)
+	time.Sleep(60 * time.Millisecond)
+	var got string
+	for range 3 {
+		tr, err := a.Establish(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = tr.Stack()
+	}
+	if got != "fsp" {
+		t.Fatalf("after recovery winner %s, want fsp", got)
+	}
+}
+
+func TestRaceLosersClosedNoLeak(t *testing.T) {
+	base := runtime.NumGoroutine()
+	slow := &fakeStack{name: "quic", network: "udp"}
+	slow.dial = func(ctx context.Context, r netip.AddrPort) error {
+		// Completes after losing; must be closed by the race.
+		time.Sleep(30 * time.Millisecond)
+		return nil
+	}
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: hang}
+	tcp := &fakeStack{name: "tcp", network: "tcp", dial: func(ctx context.Context, r netip.AddrPort) error {
+		time.Sleep(15 * time.Millisecond)
+		return nil
+	}}
+	a := newAssoc(t, policy.Context{AttemptDelay: 10 * time.Millisecond}, fsp, tcp, slow)
+	tr, err := a.Establish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Stack() != "tcp" {
+		t.Fatalf("winner %s", tr.Stack())
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base {
+		t.Fatalf("%d goroutines left behind", n-base)
+	}
+}
+
+func TestResolveUnknownHost(t *testing.T) {
+	a, err := association.New(association.Config{Remote: post.RemoteName("no-such-host.invalid:443"),
+		Stacks: []psi.Stack{&fakeStack{name: "tcp", network: "tcp", dial: ok}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Establish(context.Background()); !errors.Is(err, post.ErrUnknownHost) {
+		t.Fatalf("got %v, want ErrUnknownHost", err)
+	}
+}
+
+func TestInterleaveFamilies(t *testing.T) {
+	in := []netip.AddrPort{
+		netip.MustParseAddrPort("1.1.1.1:1"), netip.MustParseAddrPort("2.2.2.2:1"),
+		netip.MustParseAddrPort("[::1]:1"), netip.MustParseAddrPort("[::2]:1"), netip.MustParseAddrPort("[::3]:1"),
+	}
+	got := association.InterleaveFamilies(in)
+	want := []string{"[::1]:1", "1.1.1.1:1", "[::2]:1", "2.2.2.2:1", "[::3]:1"}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Fatalf("got %v", got)
+		}
+	}
+}
