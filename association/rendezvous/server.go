@@ -232,11 +232,11 @@ func (s *Server) exchange(ctx context.Context, req *request) (int, *Offer) {
 			s.mu.Unlock()
 			return http.StatusServiceUnavailable, nil
 		}
-		e = &entry{offer: req.Offer, ready: make(chan struct{})}
+		e = &entry{offer: offer, ready: make(chan struct{})}
 		s.entries[mine] = e
 	case e.offer.Ufrag != req.Offer.Ufrag:
 		// A new ICE session from the same peer replaces the old one.
-		e.offer, e.answer, e.ready = req.Offer, nil, make(chan struct{})
+		e.offer, e.answer, e.ready = offer, nil, make(chan struct{})
 	}
 	if e.answer != nil {
 		// Matched while we were between polls.
