@@ -1,0 +1,127 @@
+package quic
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// Listener accepts QUIC connections and returns their root transients. It
+// implements psi.Listener.
+type Listener struct {
+	ql   *quicgo.EarlyListener
+	tr   *transport
+	cfg  *psi.Config
+	addr netip.AddrPort
+
+	ready chan *Transient
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+}
+
+var _ psi.Listener = (*Listener)(nil)
+
+// Listen accepts QUIC connections on local. Connections are accepted
+// before their handshake completes only when they carry 0-RTT data
+// (cfg.Allow0RTT); otherwise Accept returns a transient whose peer has
+// been authenticated.
+func (s *Stack) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config) (psi.Listener, error) {
+	l, err := s.listen(ctx, local, cfg)
+	if err != nil {
+		return nil, &post.OpError{Op: "listen", Stack: Name, Path: local.String(), Err: err}
+	}
+	return l, nil
+}
+
+func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config) (*Listener, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		cfg = &psi.Config{}
+	}
+	tc, err := tlsConfig(cfg, true, netip.AddrPort{})
+	if err != nil {
+		return nil, err
+	}
+	pc, _, err := s.openPacketConn(local, netip.AddrPort{})
+	if err != nil {
+		return nil, err
+	}
+	tr := &transport{t: &quicgo.Transport{Conn: pc}, pc: pc, refs: 1}
+	ql, err := tr.t.ListenEarly(tc, quicConfig(cfg, true))
+	if err != nil {
+		tr.release()
+		return nil, mapError(err)
+	}
+	l := &Listener{
+		ql:    ql,
+		tr:    tr,
+		cfg:   cfg,
+		addr:  addrPort(pc.LocalAddr()),
+		ready: make(chan *Transient),
+		done:  make(chan struct{}),
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	for {
+		qc, err := l.ql.Accept(context.Background())
+		if err != nil {
+			return
+		}
+		l.tr.acquire()
+		newConn(qc, l.tr, l.cfg, true, l.deliver)
+	}
+}
+
+// deliver hands a root transient to Accept; false once the listener is
+// closed.
+func (l *Listener) deliver(t *Transient) bool {
+	select {
+	case l.ready <- t:
+		return true
+	case <-l.done:
+		return false
+	case <-t.c.qc.Context().Done():
+		return false
+	}
+}
+
+// Accept returns the root transient of the next connection.
+func (l *Listener) Accept(ctx context.Context) (psi.Transient, error) {
+	select {
+	case t := <-l.ready:
+		return t, nil
+	case <-l.done:
+		return nil, &post.OpError{Op: "accept", Stack: Name, Path: l.addr.String(), Err: post.ErrClosed}
+	case <-ctx.Done():
+		return nil, &post.OpError{Op: "accept", Stack: Name, Path: l.addr.String(), Err: ctx.Err()}
+	}
+}
+
+// Addr returns the bound address.
+func (l *Listener) Addr() netip.AddrPort { return l.addr }
+
+// Close stops accepting. Connections not yet returned by Accept are
+// refused; accepted transients stay open, and the socket closes with the
+// last of them.
+func (l *Listener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		_ = l.ql.Close()
+		l.wg.Wait()
+		l.tr.release()
+	})
+	return nil
+}

@@ -1,0 +1,325 @@
+// Package quic is the QUIC protocol stack for Post Sockets, built on
+// github.com/quic-go/quic-go. It is the fallback for networks that pass
+// QUIC but not FSP.
+//
+// A root transient is a QUIC connection and its first bidirectional stream;
+// Fork opens another stream on the same connection, which the peer receives
+// from the parent transient's AcceptFork. Each stream starts with a short
+// header naming its kind (root or fork) and, for a root, the Association.
+// Messages are framed on the stream with framer.LengthPrefix. Whole messages
+// with a Lifetime and the Unreliable property travel as QUIC datagrams
+// tagged with the stream ID of their transient. With Config.Allow0RTT and
+// a session ticket in Security.SessionCache, Dial sends the first
+// idempotent messages as 0-RTT data.
+//
+// The connection is closed once its root and all its forks are closed and
+// each side has read the other's end of every stream, so Close does not
+// lose data written before it.
+package quic
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// Name is the stack name.
+const Name = "quic"
+
+// DefaultALPN is the application protocol used when Security.NextProtos is
+// empty.
+const DefaultALPN = "postsockets"
+
+// features are the capabilities of the QUIC stack.
+const features = psi.Reliable | psi.Ordered | psi.Fork | psi.ZeroRTT | psi.Datagrams | psi.Encrypted
+
+// Application and stream error codes sent to the peer.
+const (
+	codeNoError   = 0x0
+	codeClosed    = 0x1 // transient closed before the peer finished
+	codeMalformed = 0x2 // bad header or framing
+	codeTooLarge  = 0x3 // message over the receiver's limit
+	codeRefused   = 0x4 // fork or connection not accepted
+)
+
+// Stack is the QUIC protocol stack. The zero value is ready to use and
+// opens its own UDP sockets.
+type Stack struct {
+	// PacketConn, if set, supplies the socket for each Dial and Listen,
+	// bound to local (the zero AddrPort means any address and port). The
+	// stack owns the returned socket and closes it. Use it to put a network
+	// emulator underneath, or to share a socket with another stack.
+	PacketConn func(local netip.AddrPort) (net.PacketConn, error)
+}
+
+var _ psi.Stack = (*Stack)(nil)
+
+// Name returns "quic".
+func (*Stack) Name() string { return Name }
+
+// Features returns Reliable|Ordered|Fork|ZeroRTT|Datagrams|Encrypted.
+func (*Stack) Features() psi.Features { return features }
+
+// quicConfig returns the quic-go configuration for cfg.
+func quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
+	hs := cfg.Handshake()
+	return &quicgo.Config{
+		// quic-go aborts a handshake after twice HandshakeIdleTimeout.
+		HandshakeIdleTimeout: max(hs/2, time.Millisecond),
+		MaxIdleTimeout:       cfg.Idle(),
+		KeepAlivePeriod:      cfg.KeepAlive,
+		EnableDatagrams:      true,
+		Allow0RTT:            server && cfg.Allow0RTT,
+		// Flow-control windows sized for bulk messages; quic-go auto-tunes
+		// up to these.
+		MaxStreamReceiveWindow:     16 << 20,
+		MaxConnectionReceiveWindow: 32 << 20,
+		MaxIncomingStreams:         1000,
+		MaxIncomingUniStreams:      -1,
+	}
+}
+
+// tlsConfig returns the TLS configuration from cfg.Security.
+func tlsConfig(cfg *psi.Config, server bool, remote netip.AddrPort) (*tls.Config, error) {
+	sec := cfg.Security
+	tc, err := sec.TLSConfig(server)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", post.ErrAuthentication, err)
+	}
+	if len(tc.NextProtos) == 0 {
+		tc.NextProtos = []string{DefaultALPN}
+	}
+	if !server && tc.ClientSessionCache != nil {
+		key := sec.ServerName
+		if key == "" {
+			key = remote.String()
+		}
+		tc.ClientSessionCache = keyedCache{c: tc.ClientSessionCache, key: "quic:" + key}
+	}
+	return tc, nil
+}
+
+// keyedCache stores QUIC session tickets under a key of their own: crypto/tls
+// has no remote address to key them by when ServerName is empty, and a QUIC
+// ticket carries state a TCP+TLS resumption cannot use.
+type keyedCache struct {
+	c   tls.ClientSessionCache
+	key string
+}
+
+func (k keyedCache) Get(string) (*tls.ClientSessionState, bool) { return k.c.Get(k.key) }
+func (k keyedCache) Put(_ string, cs *tls.ClientSessionState)   { k.c.Put(k.key, cs) }
+
+// openPacketConn opens the UDP socket for local, or for a dial to remote.
+func (s *Stack) openPacketConn(local, remote netip.AddrPort) (net.PacketConn, bool, error) {
+	if s.PacketConn != nil {
+		pc, err := s.PacketConn(local)
+		return pc, false, err
+	}
+	network := "udp"
+	if !local.IsValid() && remote.IsValid() {
+		if remote.Addr().Unmap().Is4() {
+			local = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+			network = "udp4"
+		} else {
+			local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+			network = "udp6"
+		}
+	}
+	var ua *net.UDPAddr
+	if local.IsValid() {
+		ua = net.UDPAddrFromAddrPort(local)
+	}
+	pc, err := net.ListenUDP(network, ua)
+	if err != nil {
+		return nil, false, err
+	}
+	return pc, true, nil
+}
+
+// Dial opens a QUIC connection to remote and its root stream. It fails with
+// an error wrapping post.ErrRefused, post.ErrTimeout or
+// post.ErrAuthentication when the peer cannot be reached or trusted.
+func (s *Stack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (psi.Transient, error) {
+	t, err := s.dial(ctx, remote, cfg)
+	if err != nil {
+		return nil, &post.OpError{Op: "dial", Stack: Name, Path: remote.String(), Err: err}
+	}
+	return t, nil
+}
+
+func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (*Transient, error) {
+	if cfg == nil {
+		cfg = &psi.Config{}
+	}
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !remote.IsValid() {
+		return nil, post.Errorf(post.ErrUnknownHost, "invalid address %v", remote)
+	}
+	tc, err := tlsConfig(cfg, false, remote)
+	if err != nil {
+		return nil, err
+	}
+	pc, own, err := s.openPacketConn(cfg.Local, remote)
+	if err != nil {
+		return nil, err
+	}
+	if own {
+		setRecvErr(pc, true)
+	}
+	tr := &transport{t: &quicgo.Transport{Conn: pc}, pc: pc, refs: 1}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.Handshake())
+	defer cancel()
+	qcfg := quicConfig(cfg, false)
+	ua := net.UDPAddrFromAddrPort(remote)
+	var qc *quicgo.Conn
+	if cfg.Allow0RTT {
+		qc, err = tr.t.DialEarly(ctx, ua, tc, qcfg)
+	} else {
+		qc, err = tr.t.Dial(ctx, ua, tc, qcfg)
+	}
+	if err != nil {
+		tr.release()
+		return nil, dialError(ctx, err)
+	}
+	if own {
+		// Turn ICMP reporting off once the handshake is done; for a 0-RTT
+		// dial, once it completes in the background.
+		select {
+		case <-qc.HandshakeComplete():
+			setRecvErr(pc, false)
+		default:
+			go func() {
+				select {
+				case <-qc.HandshakeComplete():
+				case <-qc.Context().Done():
+				}
+				setRecvErr(pc, false)
+			}()
+		}
+	}
+	c := newConn(qc, tr, cfg, false, nil)
+	t, err := c.openRoot(cfg.Association)
+	if err != nil {
+		c.abort(codeClosed, "")
+		return nil, err
+	}
+	return t, nil
+}
+
+// dialError maps a quic-go dial failure onto post's sentinel errors.
+func dialError(ctx context.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || (ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded)) {
+		return fmt.Errorf("%w: handshake: %v", post.ErrTimeout, err)
+	}
+	return mapError(err)
+}
+
+// mapError wraps a quic-go error with the matching post sentinel, keeping
+// the original in the message.
+func mapError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		appErr   *quicgo.ApplicationError
+		trErr    *quicgo.TransportError
+		strErr   *quicgo.StreamError
+		idleErr  *quicgo.IdleTimeoutError
+		hsErr    *quicgo.HandshakeTimeoutError
+		resetErr *quicgo.StatelessResetError
+	)
+	switch {
+	case errors.Is(err, post.ErrClosed), errors.Is(err, post.ErrMalformed),
+		errors.Is(err, post.ErrMessageTooLarge), errors.Is(err, post.ErrAuthentication),
+		errors.Is(err, post.ErrTimeout), errors.Is(err, post.ErrRefused),
+		errors.Is(err, post.ErrReset):
+		return err
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w: %v", post.ErrRefused, err)
+	case errors.As(err, &idleErr), errors.As(err, &hsErr):
+		return fmt.Errorf("%w: %v", post.ErrTimeout, err)
+	case errors.As(err, &trErr):
+		if trErr.ErrorCode.IsCryptoError() {
+			return fmt.Errorf("%w: %v", post.ErrAuthentication, err)
+		}
+		if trErr.ErrorCode == quicgo.ConnectionRefused {
+			return fmt.Errorf("%w: %v", post.ErrRefused, err)
+		}
+		if trErr.Remote {
+			return fmt.Errorf("%w: %v", post.ErrReset, err)
+		}
+		return fmt.Errorf("%w: %v", post.ErrMalformed, err)
+	case errors.As(err, &appErr):
+		if !appErr.Remote {
+			return fmt.Errorf("%w: %v", post.ErrClosed, err)
+		}
+		switch appErr.ErrorCode {
+		case codeRefused:
+			return fmt.Errorf("%w: %v", post.ErrRefused, err)
+		case codeMalformed:
+			return fmt.Errorf("%w: peer: %v", post.ErrMalformed, err)
+		}
+		return fmt.Errorf("%w: %v", post.ErrReset, err)
+	case errors.As(err, &strErr):
+		if !strErr.Remote {
+			return fmt.Errorf("%w: %v", post.ErrClosed, err)
+		}
+		switch strErr.ErrorCode {
+		case codeRefused:
+			return fmt.Errorf("%w: %v", post.ErrRefused, err)
+		case codeTooLarge:
+			return fmt.Errorf("%w: peer: %v", post.ErrMessageTooLarge, err)
+		case codeMalformed:
+			return fmt.Errorf("%w: peer: %v", post.ErrMalformed, err)
+		}
+		return fmt.Errorf("%w: %v", post.ErrReset, err)
+	case errors.As(err, &resetErr):
+		return fmt.Errorf("%w: %v", post.ErrReset, err)
+	case errors.Is(err, quicgo.ErrTransportClosed), errors.Is(err, quicgo.ErrServerClosed),
+		errors.Is(err, net.ErrClosed), errors.Is(err, quicgo.ErrStreamClosed):
+		return fmt.Errorf("%w: %v", post.ErrClosed, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %v", post.ErrTimeout, err)
+	}
+	return err
+}
+
+// transport is a quic-go Transport shared by a listener and the
+// connections it accepted, or owned by one dialled connection. It closes
+// when the last user releases it.
+type transport struct {
+	t    *quicgo.Transport
+	pc   net.PacketConn
+	mu   sync.Mutex
+	refs int
+}
+
+func (t *transport) acquire() {
+	t.mu.Lock()
+	t.refs++
+	t.mu.Unlock()
+}
+
+func (t *transport) release() {
+	t.mu.Lock()
+	t.refs--
+	last := t.refs == 0
+	t.mu.Unlock()
+	if last {
+		t.t.Close()
+		t.pc.Close()
+	}
+}
