@@ -1,0 +1,91 @@
+package tcp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"syscall"
+
+	"github.com/postsockets/postsockets/post"
+)
+
+// TLS alerts that mean the peer did not accept our credentials.
+var authAlerts = map[uint8]bool{
+	42:  true, // bad_certificate
+	43:  true, // unsupported_certificate
+	44:  true, // certificate_revoked
+	45:  true, // certificate_expired
+	46:  true, // certificate_unknown
+	48:  true, // unknown_ca
+	49:  true, // access_denied
+	51:  true, // decrypt_error
+	116: true, // certificate_required
+}
+
+// alertCode extracts the code of a TLS alert, sent or received.
+func alertCode(err error) (uint8, bool) {
+	var ae tls.AlertError
+	if errors.As(err, &ae) {
+		return uint8(ae), true
+	}
+	// A received alert is a *net.OpError{Op: "remote error"} wrapping an
+	// unexported uint8 type.
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil {
+		if v := reflect.ValueOf(oe.Err); v.Kind() == reflect.Uint8 {
+			return uint8(v.Uint()), true
+		}
+	}
+	return 0, false
+}
+
+// classify returns the post sentinel that best describes err, or nil.
+func classify(err error) error {
+	for _, s := range []error{post.ErrClosed, post.ErrMalformed, post.ErrMessageTooLarge,
+		post.ErrAuthentication, post.ErrRefused, post.ErrTimeout, post.ErrReset,
+		post.ErrBackpressure, post.ErrNotSupported} {
+		if errors.Is(err, s) {
+			return nil // already wraps one
+		}
+	}
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	var cie x509.CertificateInvalidError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return post.ErrRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, io.ErrUnexpectedEOF):
+		return post.ErrReset
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, syscall.ETIMEDOUT):
+		return post.ErrTimeout
+	case errors.Is(err, net.ErrClosed):
+		return post.ErrClosed
+	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie):
+		return post.ErrAuthentication
+	}
+	if code, ok := alertCode(err); ok && authAlerts[code] {
+		return post.ErrAuthentication
+	}
+	return nil
+}
+
+// wrap returns err as a *post.OpError that also wraps the matching post
+// sentinel error.
+func wrap(op, path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if s := classify(err); s != nil {
+		err = fmt.Errorf("%w: %w", s, err)
+	}
+	return &post.OpError{Op: op, Stack: name, Path: path, Err: err}
+}

@@ -1,0 +1,226 @@
+package tcp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// listener accepts TCP connections, runs each handshake in its own
+// goroutine, and routes root transients to Accept and forks to their
+// parent's AcceptFork.
+type listener struct {
+	stack Stack
+	cfg   psi.Config
+	tls   *tls.Config
+	ln    *net.TCPListener
+	addr  netip.AddrPort
+	log   *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sem    chan struct{} // bounds concurrent handshakes
+	queue  chan *transient
+
+	mu     sync.Mutex
+	tokens map[token]*transient
+}
+
+var _ psi.Listener = (*listener)(nil)
+
+func newListener(s Stack, cfg psi.Config, tc *tls.Config, ln *net.TCPListener) *listener {
+	l := &listener{
+		stack:  s,
+		cfg:    cfg,
+		tls:    tc,
+		ln:     ln,
+		addr:   addrPort(ln.Addr()),
+		sem:    make(chan struct{}, s.maxHandshakes()),
+		queue:  make(chan *transient, s.backlog()),
+		tokens: make(map[token]*transient),
+	}
+	l.log = s.logger(&cfg).With("stack", name, "listen", l.addr.String())
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(1)
+	go l.serve()
+	return l
+}
+
+// Addr returns the listening address.
+func (l *listener) Addr() netip.AddrPort { return l.addr }
+
+// Accept returns the next root transient.
+func (l *listener) Accept(ctx context.Context) (psi.Transient, error) {
+	select {
+	case t := <-l.queue:
+		return t, nil
+	default:
+	}
+	select {
+	case t := <-l.queue:
+		return t, nil
+	case <-ctx.Done():
+		return nil, wrap("accept", l.addr.String(), ctx.Err())
+	case <-l.ctx.Done():
+		return nil, wrap("accept", l.addr.String(), post.ErrClosed)
+	}
+}
+
+// Close stops listening, aborts handshakes in progress and closes
+// transients that Accept has not returned. Accepted transients and their
+// forks stay open.
+func (l *listener) Close() error {
+	if l.ctx.Err() != nil {
+		return nil
+	}
+	l.cancel()
+	err := l.ln.Close()
+	l.wg.Wait()
+	for {
+		select {
+		case t := <-l.queue:
+			t.close(errors.New("listener closed"), false)
+		default:
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				return wrap("close", l.addr.String(), err)
+			}
+			return nil
+		}
+	}
+}
+
+func (l *listener) serve() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		select {
+		case l.sem <- struct{}{}:
+		case <-l.ctx.Done():
+			return
+		}
+		c, err := l.ln.AcceptTCP()
+		if err != nil {
+			<-l.sem
+			if l.ctx.Err() != nil {
+				return
+			}
+			// Out of descriptors and the like: back off and retry.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("tcp: accept", "err", err, "retry", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-l.ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		l.wg.Add(1)
+		go l.handshake(c)
+	}
+}
+
+// handshake runs the server side of the TLS handshake and hello on c and
+// hands the transient on.
+func (l *listener) handshake(c *net.TCPConn) {
+	defer l.wg.Done()
+	defer func() { <-l.sem }()
+	log := l.log.With("remote", addrPort(c.RemoteAddr()).String())
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Handshake())
+	defer cancel()
+
+	tc := tls.Server(c, l.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		log.Debug("tcp: handshake failed", "err", err)
+		c.Close()
+		return
+	}
+	dl := deadline{set: c.SetDeadline}
+	stop, _ := dl.watch(ctx)
+	t, parent, err := l.hello(tc)
+	stop()
+	if err == nil {
+		err = c.SetDeadline(time.Time{})
+	}
+	if err != nil {
+		log.Debug("tcp: hello failed", "err", err)
+		if t != nil {
+			t.close(err, false)
+		} else {
+			c.Close()
+		}
+		return
+	}
+	if parent != nil {
+		if !parent.deliverFork(t) {
+			t.close(errors.New("parent transient closed"), false)
+		}
+		return
+	}
+	select {
+	case l.queue <- t:
+	case <-l.ctx.Done():
+		t.close(errors.New("listener closed"), false)
+	}
+}
+
+// hello reads the client hello, makes the transient and answers. For a
+// fork it also returns the parent.
+func (l *listener) hello(tc *tls.Conn) (t, parent *transient, err error) {
+	var buf [clientHelloLen]byte
+	if _, err := io.ReadFull(tc, buf[:]); err != nil {
+		return nil, nil, err
+	}
+	ch, err := parseClientHello(buf[:])
+	if err != nil {
+		reply := serverHello{status: statusBad}
+		tc.Write(reply.marshal())
+		return nil, nil, err
+	}
+	t = newTransient(&l.stack, &l.cfg, tc, ch.assoc, newToken())
+	t.ln = l
+	t.forkCh = make(chan *transient, l.stack.backlog())
+	status := byte(statusOK)
+	if ch.kind == kindFork {
+		l.mu.Lock()
+		parent = l.tokens[ch.parent]
+		l.mu.Unlock()
+		status = statusUnknown
+		if parent != nil {
+			status = parent.canFork(ch.assoc, t.peerPin)
+		}
+	}
+	if status == statusOK {
+		l.mu.Lock()
+		l.tokens[t.token] = t
+		l.mu.Unlock()
+	}
+	reply := serverHello{status: status, token: t.token}
+	if status != statusOK {
+		reply.token = token{}
+	}
+	if _, err := tc.Write(reply.marshal()); err != nil {
+		return t, nil, err
+	}
+	if status != statusOK {
+		return t, nil, reply.err()
+	}
+	return t, parent, nil
+}
+
+// forget drops a closed transient's fork token.
+func (l *listener) forget(tok token) {
+	l.mu.Lock()
+	delete(l.tokens, tok)
+	l.mu.Unlock()
+}

@@ -1,0 +1,175 @@
+// Package tcp is the TCP+TLS protocol stack: Post Sockets messages framed
+// on a TLS 1.3 stream over TCP.
+//
+// Each transient is one TCP connection. After the TLS handshake the client
+// sends a small hello with the Association ID, and the server answers with a
+// random fork token for the new transient. A fork is a further connection
+// whose hello names the parent's token, so the listener hands it to the
+// parent's AcceptFork rather than to Accept. Only the dialling side can
+// fork, since TCP cannot dial back through NATs and firewalls.
+//
+// Messages are delimited by a framer.Framer (length-prefixed by default);
+// both ends must use the same one. Large messages stream through in parts
+// and are never held whole.
+package tcp
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/framer"
+)
+
+const name = "tcp"
+
+// Features are the features of the TCP stack and its transients.
+const Features = psi.Reliable | psi.Ordered | psi.Fork | psi.Encrypted
+
+// Stack is the TCP+TLS protocol stack. The zero value is ready to use.
+type Stack struct {
+	// Framer delimits messages on the stream; nil means
+	// framer.LengthPrefix. Both ends must use the same framing.
+	Framer framer.Framer
+	// KeepAlive is the TCP keep-alive interval used when
+	// Config.KeepAlive is zero. Zero means 15 s; negative disables
+	// keep-alives unless the Config asks for them.
+	KeepAlive time.Duration
+	// Logger is used when Config.Logger is nil.
+	Logger *slog.Logger
+	// Linger bounds how long Close waits to flush; zero means 5 s.
+	Linger time.Duration
+	// Backlog bounds the transients a listener has accepted but Accept has
+	// not returned, and the forks queued on one transient; zero means 64.
+	Backlog int
+	// MaxHandshakes bounds concurrent server handshakes; zero means 128.
+	MaxHandshakes int
+}
+
+var _ psi.Stack = Stack{}
+
+// Name returns "tcp".
+func (Stack) Name() string { return name }
+
+// Features returns Reliable|Ordered|Fork|Encrypted.
+func (Stack) Features() psi.Features { return Features }
+
+func (s *Stack) framer() framer.Framer {
+	if s.Framer == nil {
+		return framer.LengthPrefix{}
+	}
+	return s.Framer
+}
+
+func (s *Stack) logger(cfg *psi.Config) *slog.Logger {
+	if cfg.Logger == nil && s.Logger != nil {
+		return s.Logger
+	}
+	return cfg.Log()
+}
+
+func (s *Stack) linger() time.Duration {
+	if s.Linger <= 0 {
+		return 5 * time.Second
+	}
+	return s.Linger
+}
+
+func (s *Stack) backlog() int {
+	if s.Backlog <= 0 {
+		return 64
+	}
+	return s.Backlog
+}
+
+func (s *Stack) maxHandshakes() int {
+	if s.MaxHandshakes <= 0 {
+		return 128
+	}
+	return s.MaxHandshakes
+}
+
+// keepAlive derives TCP keep-alive settings: probes every interval once the
+// connection is quiet, giving up after about the idle timeout.
+func (s *Stack) keepAlive(cfg *psi.Config) net.KeepAliveConfig {
+	iv := cfg.KeepAlive
+	if iv <= 0 {
+		iv = s.KeepAlive
+	}
+	switch {
+	case iv < 0:
+		return net.KeepAliveConfig{Enable: false}
+	case iv == 0:
+		iv = 15 * time.Second
+	}
+	iv = max(iv, time.Second) // the kernel counts in seconds
+	count := max(1, int((cfg.Idle()-iv+iv-1)/iv))
+	return net.KeepAliveConfig{Enable: true, Idle: iv, Interval: iv, Count: count}
+}
+
+// Dial connects to remote, runs the TLS handshake and the hello exchange,
+// all bounded by ctx and cfg.Handshake(). cfg may be nil.
+//
+// With certificate-chain verification and no Security.ServerName, the
+// server's certificate must be valid for remote's IP address.
+func (s Stack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (psi.Transient, error) {
+	if cfg == nil {
+		cfg = &psi.Config{}
+	}
+	d := &dialer{stack: s, remote: remote, cfg: *cfg}
+	sec := cfg.Security
+	if sec.ServerName == "" && !sec.InsecureSkipVerify && len(sec.PinnedKeys) == 0 && len(sec.PSK) == 0 {
+		sec.ServerName = remote.Addr().Unmap().String()
+	}
+	tc, err := sec.TLSConfig(false)
+	if err != nil {
+		return nil, wrap("dial", remote.String(), err)
+	}
+	if tc.ClientSessionCache == nil {
+		// Let forks resume the root's TLS session.
+		tc.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	}
+	d.tls = tc
+	t, err := d.dial(ctx, kindRoot, token{}, cfg.Local)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Listen accepts TLS connections on local. The listener needs a
+// certificate or a PSK in cfg.Security. cfg may be nil.
+func (s Stack) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config) (psi.Listener, error) {
+	if cfg == nil {
+		cfg = &psi.Config{}
+	}
+	addr := ":0"
+	if local.IsValid() {
+		addr = local.String()
+	}
+	sec := cfg.Security
+	tc, err := sec.TLSConfig(true)
+	if err != nil {
+		return nil, wrap("listen", addr, err)
+	}
+	lc := net.ListenConfig{KeepAliveConfig: s.keepAlive(cfg)}
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, wrap("listen", addr, err)
+	}
+	return newListener(s, *cfg, tc, ln.(*net.TCPListener)), nil
+}
+
+// addrPort returns a's address and port with any IPv4-in-IPv6 mapping
+// removed.
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,359 @@
+package tcp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/framer"
+)
+
+// dialer holds what a client transient needs to fork.
+type dialer struct {
+	stack  Stack
+	remote netip.AddrPort
+	cfg    psi.Config
+	tls    *tls.Config
+}
+
+func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.AddrPort) (*transient, error) {
+	path := d.remote.String()
+	op := "dial"
+	if kind == kindFork {
+		op = "fork"
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(op, path, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Handshake())
+	defer cancel()
+
+	nd := net.Dialer{KeepAliveConfig: d.stack.keepAlive(&d.cfg)}
+	if local.IsValid() {
+		nd.LocalAddr = net.TCPAddrFromAddrPort(local)
+	}
+	c, err := nd.DialContext(ctx, "tcp", path)
+	if err != nil {
+		return nil, wrap(op, path, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	tc := tls.Client(c, d.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, wrap(op, path, err)
+	}
+
+	dl := deadline{set: c.SetDeadline}
+	stop, _ := dl.watch(ctx)
+	h := clientHello{kind: kind, assoc: d.cfg.Association, parent: parent}
+	_, err = tc.Write(h.marshal())
+	var buf [serverHelloLen]byte
+	if err == nil {
+		_, err = io.ReadFull(tc, buf[:])
+	}
+	stop()
+	if err != nil {
+		if err == io.EOF {
+			err = fmt.Errorf("%w: peer closed the connection during the hello", post.ErrReset)
+		}
+		return nil, wrap(op, path, err)
+	}
+	sh, err := parseServerHello(buf[:])
+	if err == nil {
+		err = sh.err()
+	}
+	if err != nil {
+		return nil, wrap(op, path, err)
+	}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		return nil, wrap(op, path, err)
+	}
+	t := newTransient(&d.stack, &d.cfg, tc, d.cfg.Association, sh.token)
+	t.dialer = d
+	ok = true
+	t.log.Debug("tcp: transient open", "kind", kind)
+	return t, nil
+}
+
+// transient is one TLS connection carrying framed messages.
+type transient struct {
+	conn   *tls.Conn
+	tcp    *net.TCPConn // nil if the conn is not TCP
+	local  netip.AddrPort
+	remote netip.AddrPort
+	assoc  [16]byte
+	token  token // peers fork from this transient by naming it
+	path   string
+	log    *slog.Logger
+	linger time.Duration
+
+	dialer  *dialer   // client side
+	ln      *listener // server side
+	peerPin *psi.Pin  // the peer's key, which forks must present too
+
+	r  framer.MessageReader
+	rd deadline
+
+	wmu  sync.Mutex
+	w    framer.MessageWriter
+	werr error // sticky write failure
+	wd   deadline
+
+	fmu    sync.Mutex
+	forkCh chan *transient // server side: forks awaiting AcceptFork
+
+	closeOnce sync.Once
+	closed    atomic.Pointer[error] // why the transient closed
+	done      chan struct{}
+}
+
+var _ psi.Transient = (*transient)(nil)
+
+func newTransient(s *Stack, cfg *psi.Config, tc *tls.Conn, assoc [16]byte, tok token) *transient {
+	raw := tc.NetConn()
+	fr := s.framer()
+	t := &transient{
+		conn:   tc,
+		local:  addrPort(raw.LocalAddr()),
+		remote: addrPort(raw.RemoteAddr()),
+		assoc:  assoc,
+		token:  tok,
+		linger: s.linger(),
+		r:      fr.NewReader(tc, cfg.Limit()),
+		w:      fr.NewWriter(tc),
+		done:   make(chan struct{}),
+	}
+	t.tcp, _ = raw.(*net.TCPConn)
+	t.path = t.local.String() + "->" + t.remote.String()
+	t.log = s.logger(cfg).With("stack", name, "path", t.path)
+	t.rd.set = raw.SetReadDeadline
+	t.wd.set = raw.SetWriteDeadline
+	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+		p := psi.PinCertificate(certs[0])
+		t.peerPin = &p
+	}
+	return t
+}
+
+func newToken() token {
+	var t token
+	rand.Read(t[:])
+	return t
+}
+
+func (t *transient) Stack() string             { return name }
+func (t *transient) Features() psi.Features    { return Features }
+func (t *transient) Association() [16]byte     { return t.assoc }
+func (t *transient) Paths() []post.Path        { return []post.Path{t.Path()} }
+func (t *transient) String() string            { return name + " " + t.path }
+func (t *transient) isClosed() bool            { return t.closed.Load() != nil }
+func (t *transient) closedErr(op string) error { return wrap(op, t.path, *t.closed.Load()) }
+
+// Path returns the connection's addresses and, on Linux, the kernel's
+// RTT, MTU, loss and delivery-rate estimates.
+func (t *transient) Path() post.Path {
+	p := post.Path{Local: t.local, Remote: t.remote, Active: !t.isClosed()}
+	if t.tcp != nil && p.Active {
+		fillPathInfo(t.tcp, &p)
+	}
+	return p
+}
+
+// ctxErr turns an interrupted I/O error into the context's error.
+func ctxErr(ctx context.Context, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		switch ctx.Err() {
+		case context.Canceled:
+			return context.Canceled
+		case context.DeadlineExceeded:
+			return fmt.Errorf("%w: %w", post.ErrTimeout, context.DeadlineExceeded)
+		}
+	}
+	return err
+}
+
+// WriteMessage appends p to the current message and flushes at its end. A
+// large p is written from the caller's buffer without being copied whole.
+// If ctx ends while data is being written, the stream is left inside a
+// frame, so the transient can no longer send.
+func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, _ *psi.WriteOptions) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.isClosed() {
+		return t.closedErr("send")
+	}
+	if t.werr != nil {
+		return t.werr
+	}
+	if err := ctx.Err(); err != nil {
+		return wrap("send", t.path, err)
+	}
+	stop, ok := t.wd.watch(ctx)
+	if !ok {
+		return t.closedErr("send")
+	}
+	err := t.w.WriteMessage(p, end)
+	if err == nil && end {
+		err = t.w.Flush()
+	}
+	stop()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, framer.ErrLineContent):
+		return wrap("send", t.path, err) // nothing was written
+	case t.isClosed():
+		return t.closedErr("send")
+	}
+	t.werr = wrap("send", t.path, ctxErr(ctx, err))
+	return t.werr
+}
+
+// ReadMessage reads from the current inbound message. It returns io.EOF
+// when the peer closed the stream between messages. A malformed or
+// over-limit message from the peer closes the transient.
+func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error) {
+	if t.isClosed() {
+		return 0, false, t.closedErr("receive")
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, false, wrap("receive", t.path, err)
+	}
+	stop, _ := t.rd.watch(ctx)
+	n, end, err := t.r.ReadMessage(p)
+	stop()
+	switch {
+	case err == nil || err == io.EOF:
+		return n, end, err
+	case t.isClosed():
+		return n, end, t.closedErr("receive")
+	case errors.Is(err, post.ErrMalformed), errors.Is(err, post.ErrMessageTooLarge):
+		t.log.Warn("tcp: closing transient after bad input", "err", err)
+		t.close(err, false)
+		return n, end, t.closedErr("receive")
+	}
+	return n, end, wrap("receive", t.path, ctxErr(ctx, err))
+}
+
+// Fork opens a new connection in the same Association. Only the dialling
+// side can fork, and only with the Wine traffic class.
+func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Transient, error) {
+	if class != psi.Wine {
+		return nil, wrap("fork", t.path, post.Errorf(post.ErrNotSupported, "traffic class %v", class))
+	}
+	if t.dialer == nil {
+		return nil, wrap("fork", t.path, post.Errorf(post.ErrNotSupported, "a TCP server cannot dial back"))
+	}
+	if t.isClosed() {
+		return nil, t.closedErr("fork")
+	}
+	local := t.dialer.cfg.Local
+	if local.IsValid() {
+		local = netip.AddrPortFrom(local.Addr(), 0)
+	}
+	f, err := t.dialer.dial(ctx, kindFork, t.token, local)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// AcceptFork returns the next fork the peer made of this transient. On the
+// dialling side, which the peer cannot fork to, it blocks until ctx ends or
+// the transient closes.
+func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
+	select {
+	case f := <-t.forkCh: // nil channel on the client side
+		return f, nil
+	case <-ctx.Done():
+		return nil, wrap("accept fork", t.path, ctx.Err())
+	case <-t.done:
+		return nil, t.closedErr("accept fork")
+	}
+}
+
+// canFork reports the hello status for a fork of t by a peer with the
+// given association and key.
+func (t *transient) canFork(assoc [16]byte, pin *psi.Pin) byte {
+	if t.isClosed() || assoc != t.assoc || (t.peerPin != nil && (pin == nil || *pin != *t.peerPin)) {
+		return statusUnknown
+	}
+	if len(t.forkCh) == cap(t.forkCh) {
+		return statusBusy
+	}
+	return statusOK
+}
+
+// deliverFork queues f for AcceptFork.
+func (t *transient) deliverFork(f *transient) bool {
+	t.fmu.Lock()
+	defer t.fmu.Unlock()
+	if t.isClosed() {
+		return false
+	}
+	select {
+	case t.forkCh <- f:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close flushes buffered data, sends a TLS close_notify and closes the
+// connection. A WriteMessage blocked in flow control gets the Stack's
+// linger time to finish. Forks not yet accepted are closed too.
+func (t *transient) Close() error {
+	return t.close(post.ErrClosed, true)
+}
+
+// close closes t for the given reason; orderly closes flush and send
+// close_notify, others just drop the connection.
+func (t *transient) close(why error, orderly bool) error {
+	var err error
+	t.closeOnce.Do(func() {
+		if why != post.ErrClosed {
+			why = fmt.Errorf("%w: %w", post.ErrClosed, why)
+		}
+		t.closed.Store(&why)
+		close(t.done)
+		if t.ln != nil {
+			t.ln.forget(t.token)
+		}
+		t.fmu.Lock()
+		for len(t.forkCh) > 0 {
+			(<-t.forkCh).close(errors.New("parent transient closed"), false)
+		}
+		t.fmu.Unlock()
+		if !orderly {
+			t.conn.NetConn().Close()
+			return
+		}
+		t.wd.freeze(time.Now().Add(t.linger))
+		t.wmu.Lock()
+		if t.werr == nil {
+			if ferr := t.w.Flush(); ferr != nil {
+				err = wrap("close", t.path, ferr)
+			}
+		}
+		t.wmu.Unlock()
+		t.conn.Close() // a failed close_notify is not worth reporting
+		t.log.Debug("tcp: transient closed")
+	})
+	return err
+}
