@@ -1,0 +1,175 @@
+// Package sockio moves batches of UDP datagrams between the FSP stack and a
+// socket with as few system calls and allocations as the platform allows.
+//
+// On Linux, New wraps a *net.UDPConn with recvmmsg and sendmmsg, and uses
+// UDP generic segmentation offload (UDP_SEGMENT) to send runs of
+// equal-sized packets to one address as a single message when the kernel
+// supports it. Any other net.PacketConn, such as a network emulator in
+// tests, is driven one datagram at a time through ReadFrom and WriteTo.
+//
+// The Linux path issues the system calls through golang.org/x/sys/unix
+// rather than golang.org/x/net/ipv4's ReadBatch, because the latter
+// allocates a *net.UDPAddr for every datagram received. Neither ReadBatch
+// nor WriteBatch allocates on that path, except to name the zone of a
+// link-local IPv6 address.
+//
+// A Conn keeps its system call buffers between calls: at most one goroutine
+// may call ReadBatch at a time, and at most one WriteBatch, though one of
+// each may run concurrently. Close may be called from any goroutine and
+// unblocks a pending ReadBatch.
+package sockio
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/postsockets/postsockets/post"
+)
+
+// Packet is one datagram. For ReadBatch, Buf's capacity is the space to
+// read into, and ReadBatch sets N to the length read and Addr to the
+// sender; a datagram longer than the space is truncated, as with ReadFrom.
+// For WriteBatch, Buf[:N] is sent to Addr.
+type Packet struct {
+	Buf  []byte
+	N    int
+	Addr netip.AddrPort
+}
+
+// Conn reads and writes batches of datagrams.
+type Conn interface {
+	// ReadBatch blocks until at least one datagram arrives, then fills up
+	// to min(len(pkts), MaxBatch()) packets and returns how many. Sender
+	// addresses are IPv4 when the datagram came over IPv4, even on a
+	// dual-stack socket.
+	ReadBatch(pkts []Packet) (int, error)
+	// WriteBatch sends every packet, in order, and returns how many were
+	// handed to the kernel before an error, if any.
+	WriteBatch(pkts []Packet) (int, error)
+	// LocalAddr returns the socket's local address.
+	LocalAddr() netip.AddrPort
+	// Close closes the underlying socket, unblocking ReadBatch.
+	Close() error
+	// MaxBatch is the most datagrams one system call moves: size read
+	// slices to it. WriteBatch accepts any number and splits them.
+	MaxBatch() int
+}
+
+// New returns a Conn that reads and writes pc and owns it: closing the Conn
+// closes pc. A *net.UDPConn on Linux gets the batched path; any other
+// PacketConn is used one datagram per call and must accept *net.UDPAddr
+// destinations in WriteTo.
+func New(pc net.PacketConn) Conn {
+	if u, ok := pc.(*net.UDPConn); ok {
+		if c := newBatchConn(u); c != nil {
+			return c
+		}
+		return &loopConn{pc: pc, udp: u}
+	}
+	return &loopConn{pc: pc}
+}
+
+// loopConn moves one datagram per system call.
+type loopConn struct {
+	pc  net.PacketConn
+	udp *net.UDPConn // pc, when it is a UDP socket; avoids net.Addr allocations
+}
+
+func (c *loopConn) MaxBatch() int             { return 1 }
+func (c *loopConn) Close() error              { return c.pc.Close() }
+func (c *loopConn) LocalAddr() netip.AddrPort { return addrPortOf(c.pc.LocalAddr()) }
+
+func (c *loopConn) ReadBatch(pkts []Packet) (int, error) {
+	if len(pkts) == 0 {
+		return 0, nil
+	}
+	p := &pkts[0]
+	b := p.Buf[:cap(p.Buf)]
+	var (
+		n   int
+		ap  netip.AddrPort
+		err error
+	)
+	if c.udp != nil {
+		n, ap, err = c.udp.ReadFromUDPAddrPort(b)
+	} else {
+		var addr net.Addr
+		n, addr, err = c.pc.ReadFrom(b)
+		ap = addrPortOf(addr)
+	}
+	if err != nil {
+		return 0, opError("read", err)
+	}
+	p.N = n
+	p.Addr = unmap(ap)
+	return 1, nil
+}
+
+func (c *loopConn) WriteBatch(pkts []Packet) (int, error) {
+	for i := range pkts {
+		p := &pkts[i]
+		if err := checkPacket(p); err != nil {
+			return i, err
+		}
+		var err error
+		if c.udp != nil {
+			_, err = c.udp.WriteToUDPAddrPort(p.Buf[:p.N], p.Addr)
+		} else {
+			_, err = c.pc.WriteTo(p.Buf[:p.N], net.UDPAddrFromAddrPort(p.Addr))
+		}
+		if err != nil {
+			return i, opError("write", err)
+		}
+	}
+	return len(pkts), nil
+}
+
+// checkPacket rejects packets that cannot be sent: the kernel refuses port
+// zero, and N must fit in Buf.
+func checkPacket(p *Packet) error {
+	if p.N < 0 || p.N > cap(p.Buf) {
+		return fmt.Errorf("sockio: packet length %d outside buffer of %d bytes", p.N, cap(p.Buf))
+	}
+	if !p.Addr.IsValid() || p.Addr.Port() == 0 {
+		return fmt.Errorf("sockio: invalid destination %v", p.Addr)
+	}
+	return nil
+}
+
+// opError wraps a socket error so that errors.Is finds the post sentinel
+// as well as the net or os error.
+func opError(op string, err error) error {
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("sockio: %s: %w: %w", op, post.ErrClosed, err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("sockio: %s: %w: %w", op, post.ErrTimeout, err)
+	}
+	return fmt.Errorf("sockio: %s: %w", op, err)
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	if ap.Addr().Is4In6() {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return ap
+}
+
+// addrPortOf converts a net.Addr to an unmapped AddrPort, or returns the
+// zero AddrPort if it has no IP address and port.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return unmap(a.AddrPort())
+	case nil:
+		return netip.AddrPort{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return unmap(ap)
+}

@@ -1,0 +1,385 @@
+//go:build linux
+
+package sockio
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/postsockets/postsockets/post"
+)
+
+const (
+	// batchSize is the most datagrams one recvmmsg or sendmmsg moves.
+	batchSize = 64
+	// maxGSOSegments is the most segments in one GSO message; the kernel's
+	// UDP_MAX_SEGMENTS is at least this.
+	maxGSOSegments = 64
+	// maxGSOBytes bounds a GSO message's payload by what fits one IPv4
+	// datagram, the smaller of the two families.
+	maxGSOBytes = 65535 - 20 - 8
+)
+
+var gsoSpace = unix.CmsgSpace(2)
+
+// batchConn is the Linux recvmmsg/sendmmsg Conn.
+type batchConn struct {
+	pc    *net.UDPConn
+	rc    syscall.RawConn
+	v6    bool // AF_INET6 socket, possibly dual-stack
+	local netip.AddrPort
+	r     mmsg
+	w     mmsg
+
+	// Owned by the writer.
+	gso      bool   // send runs of packets as one UDP_SEGMENT message
+	gsoOK    bool   // a GSO send has succeeded, so GSO itself works
+	gsoSends uint64 // GSO messages sent, for tests
+}
+
+// mmsg is the reusable state of one direction's system calls.
+type mmsg struct {
+	hs    []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	oob   []byte // UDP_SEGMENT control messages, gsoSpace per message
+	npkts []int  // packets carried by each message
+
+	n     int // messages passed to the system call
+	done  int // messages the system call moved
+	errno syscall.Errno
+
+	recvFn func(fd uintptr) bool
+	sendFn func(fd uintptr) bool
+}
+
+func newMmsg() mmsg {
+	m := mmsg{
+		hs:    make([]unix.Mmsghdr, batchSize),
+		iovs:  make([]unix.Iovec, batchSize),
+		names: make([]unix.RawSockaddrInet6, batchSize),
+		oob:   make([]byte, batchSize*gsoSpace),
+		npkts: make([]int, batchSize),
+	}
+	return m
+}
+
+func newBatchConn(pc *net.UDPConn) Conn {
+	rc, err := pc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var domain int
+	var gso bool
+	err = rc.Control(func(fd uintptr) {
+		domain, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+		_, gsoErr := unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+		gso = gsoErr == nil
+	})
+	if err != nil || (domain != unix.AF_INET && domain != unix.AF_INET6) {
+		return nil
+	}
+	c := &batchConn{
+		pc:    pc,
+		rc:    rc,
+		v6:    domain == unix.AF_INET6,
+		local: addrPortOf(pc.LocalAddr()),
+		r:     newMmsg(),
+		w:     newMmsg(),
+		gso:   gso,
+	}
+	c.r.recvFn = c.r.recv
+	c.w.sendFn = c.w.send
+	return c
+}
+
+func (c *batchConn) MaxBatch() int             { return batchSize }
+func (c *batchConn) Close() error              { return c.pc.Close() }
+func (c *batchConn) LocalAddr() netip.AddrPort { return c.local }
+
+func (m *mmsg) recv(fd uintptr) bool {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hs[0])), uintptr(m.n), 0, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait until readable
+		case 0:
+			m.done, m.errno = int(r), 0
+		default:
+			m.done, m.errno = 0, e
+		}
+		return true
+	}
+}
+
+func (m *mmsg) send(fd uintptr) bool {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hs[0])), uintptr(m.n), 0, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait until writable
+		case 0:
+			m.done, m.errno = int(r), 0
+		default:
+			m.done, m.errno = 0, e
+		}
+		return true
+	}
+}
+
+func (c *batchConn) ReadBatch(pkts []Packet) (int, error) {
+	n := min(len(pkts), batchSize)
+	if n == 0 {
+		return 0, nil
+	}
+	m := &c.r
+	for i := range n {
+		b := pkts[i].Buf[:cap(pkts[i].Buf)]
+		iov := &m.iovs[i]
+		iov.Base = nil
+		if len(b) > 0 {
+			iov.Base = &b[0]
+		}
+		iov.SetLen(len(b))
+		h := &m.hs[i]
+		h.Len = 0
+		h.Hdr = unix.Msghdr{
+			Name:    (*byte)(unsafe.Pointer(&m.names[i])),
+			Namelen: unix.SizeofSockaddrInet6,
+			Iov:     iov,
+		}
+		h.Hdr.SetIovlen(1)
+	}
+	m.n = n
+	err := c.rc.Read(m.recvFn)
+	for i := range n {
+		m.iovs[i].Base = nil // do not keep the caller's buffers alive
+	}
+	if err != nil {
+		return 0, opError("read", err)
+	}
+	if m.errno != 0 {
+		return 0, opError("read", os.NewSyscallError("recvmmsg", m.errno))
+	}
+	for i := range m.done {
+		pkts[i].N = int(m.hs[i].Len)
+		pkts[i].Addr = parseSockaddr(&m.names[i])
+	}
+	return m.done, nil
+}
+
+func (c *batchConn) WriteBatch(pkts []Packet) (int, error) {
+	sent := 0
+	for sent < len(pkts) {
+		n, err := c.writeSome(pkts[sent:], c.gso)
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+// writeSome sends up to one system call's worth of pkts and returns how
+// many packets went out.
+func (c *batchConn) writeSome(pkts []Packet, gso bool) (int, error) {
+	m := &c.w
+	n, err := c.pack(pkts, gso)
+	if n == 0 {
+		return 0, err
+	}
+	m.n = n
+	err = c.rc.Write(m.sendFn)
+	for i := range m.iovs {
+		m.iovs[i].Base = nil
+	}
+	if err != nil {
+		return 0, opError("write", err)
+	}
+	if m.errno != 0 {
+		if m.npkts[0] > 1 && (m.errno == unix.EIO || m.errno == unix.EINVAL) {
+			return c.gsoFailed(pkts[:m.npkts[0]], m.errno)
+		}
+		return 0, opError("write", os.NewSyscallError("sendmmsg", m.errno))
+	}
+	sent := 0
+	for _, k := range m.npkts[:m.done] {
+		sent += k
+		if k > 1 {
+			c.gsoOK = true
+			c.gsoSends++
+		}
+	}
+	return sent, nil
+}
+
+// gsoFailed resends the packets of a GSO message the kernel refused, one
+// datagram each. If that works and GSO never has, the kernel or device
+// cannot do it, and it is turned off for good.
+func (c *batchConn) gsoFailed(pkts []Packet, errno syscall.Errno) (int, error) {
+	sent := 0
+	for sent < len(pkts) {
+		n, err := c.writeSome(pkts[sent:], false)
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+	}
+	if !c.gsoOK && c.gso {
+		c.gso = false
+		slog.Debug("sockio: UDP GSO unavailable, sending one datagram per packet",
+			"local", c.local, "err", errno)
+	}
+	return sent, nil
+}
+
+// pack fills the writer's messages from the head of pkts, coalescing runs
+// of equal-sized packets to one address into GSO messages when gso is set,
+// and returns the number of messages. It stops before a packet that cannot
+// be sent, and returns its error only when that packet is the first.
+func (c *batchConn) pack(pkts []Packet, gso bool) (int, error) {
+	m := &c.w
+	nmsg, iv, i := 0, 0, 0
+	for i < len(pkts) && iv < batchSize {
+		p := &pkts[i]
+		if err := checkPacket(p); err != nil {
+			if nmsg == 0 {
+				return 0, err
+			}
+			break
+		}
+		namelen, err := c.putSockaddr(&m.names[nmsg], p.Addr)
+		if err != nil {
+			if nmsg == 0 {
+				return 0, err
+			}
+			break
+		}
+		first := iv
+		setIovec(&m.iovs[iv], p.Buf[:p.N])
+		iv++
+		segs, size, total := 1, p.N, p.N
+		for gso && size > 0 && i+segs < len(pkts) && iv < batchSize && segs < maxGSOSegments {
+			q := &pkts[i+segs]
+			if q.Addr != p.Addr || q.N <= 0 || q.N > size || q.N > cap(q.Buf) || total+q.N > maxGSOBytes {
+				break
+			}
+			setIovec(&m.iovs[iv], q.Buf[:q.N])
+			iv++
+			segs++
+			total += q.N
+			if q.N < size {
+				break // only the last segment may be short
+			}
+		}
+		h := &m.hs[nmsg]
+		h.Len = 0
+		h.Hdr = unix.Msghdr{
+			Name:    (*byte)(unsafe.Pointer(&m.names[nmsg])),
+			Namelen: namelen,
+			Iov:     &m.iovs[first],
+		}
+		h.Hdr.SetIovlen(segs)
+		if segs > 1 {
+			oob := m.oob[nmsg*gsoSpace : (nmsg+1)*gsoSpace]
+			clear(oob)
+			cm := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+			cm.Level = unix.IPPROTO_UDP
+			cm.Type = unix.UDP_SEGMENT
+			cm.SetLen(unix.CmsgLen(2))
+			binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(size))
+			h.Hdr.Control = &oob[0]
+			h.Hdr.SetControllen(len(oob))
+		}
+		m.npkts[nmsg] = segs
+		nmsg++
+		i += segs
+	}
+	return nmsg, nil
+}
+
+func setIovec(iov *unix.Iovec, b []byte) {
+	iov.Base = nil
+	if len(b) > 0 {
+		iov.Base = &b[0]
+	}
+	iov.SetLen(len(b))
+}
+
+// putSockaddr writes ap as a sockaddr of the socket's family and returns
+// its length. IPv4 addresses are mapped on IPv6 sockets.
+func (c *batchConn) putSockaddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort) (uint32, error) {
+	a := ap.Addr()
+	if c.v6 {
+		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.As16()}
+		putPort(&sa.Port, ap.Port())
+		if z := a.Zone(); z != "" {
+			sa.Scope_id = zoneIndex(z)
+		}
+		return unix.SizeofSockaddrInet6, nil
+	}
+	a = a.Unmap()
+	if !a.Is4() {
+		return 0, fmt.Errorf("sockio: IPv6 destination %v on an IPv4 socket: %w", ap, post.ErrNotSupported)
+	}
+	sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+	*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
+	putPort(&sa4.Port, ap.Port())
+	return unix.SizeofSockaddrInet4, nil
+}
+
+// parseSockaddr decodes a sockaddr the kernel filled in. Unknown families
+// give the zero AddrPort.
+func parseSockaddr(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), getPort(&sa4.Port))
+	case unix.AF_INET6:
+		a := netip.AddrFrom16(sa.Addr).Unmap()
+		if sa.Scope_id != 0 && a.Is6() {
+			a = a.WithZone(zoneName(sa.Scope_id))
+		}
+		return netip.AddrPortFrom(a, getPort(&sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// The sockaddr port fields hold the port in network byte order.
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	binary.BigEndian.PutUint16(b[:], port)
+}
+
+func getPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return binary.BigEndian.Uint16(b[:])
+}
+
+func zoneIndex(zone string) uint32 {
+	if ifi, err := net.InterfaceByName(zone); err == nil {
+		return uint32(ifi.Index)
+	}
+	n, _ := strconv.ParseUint(zone, 10, 32)
+	return uint32(n)
+}
+
+func zoneName(index uint32) string {
+	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
+		return ifi.Name
+	}
+	return strconv.FormatUint(uint64(index), 10)
+}
