@@ -1,0 +1,126 @@
+package carrier_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
+)
+
+// benchPair connects two Carriers over one stack.
+func benchPair(b *testing.B, stack string) (*carrier.Carrier, *carrier.Carrier) {
+	b.Helper()
+	scfg, ccfg := serverConfig(), clientConfig()
+	scfg.Policy.Stack(stack, policy.Require)
+	ccfg.Policy.Stack(stack, policy.Require)
+	ctx := context.Background()
+	l, err := carrier.Listen(ctx, localAny, scfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	c, err := carrier.Initiate(ctx, l.Remote("localhost"), ccfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	c.Send(ctx, []byte("hi"))
+	s, err := l.Accept(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if _, err := s.Receive(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return c, s
+}
+
+func benchBulk(b *testing.B, stack string, size int) {
+	c, s := benchPair(b, stack)
+	ctx := context.Background()
+	msg := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	done := make(chan error, 1)
+	b.ResetTimer()
+	go func() {
+		for range b.N {
+			if _, err := s.Receive(ctx); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range b.N {
+		if err := c.Send(ctx, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkCarrierBulk64KiB measures one-way throughput of 64 KiB messages.
+func BenchmarkCarrierBulk64KiB(b *testing.B) {
+	for _, st := range benchStacks {
+		b.Run(st, func(b *testing.B) { benchBulk(b, st, 64<<10) })
+	}
+}
+
+// BenchmarkCarrierSmallMessages measures one-way 64-byte message rate.
+func BenchmarkCarrierSmallMessages(b *testing.B) {
+	for _, st := range benchStacks {
+		b.Run(st, func(b *testing.B) {
+			benchBulk(b, st, 64)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkRawTLSBulk64KiB is the baseline: the same bytes over crypto/tls
+// on TCP with no framing.
+func BenchmarkRawTLSBulk64KiB(b *testing.B) {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{certs.Leaf}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	size := 64 << 10
+	total := int64(size) * int64(b.N)
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		_, err = io.CopyN(io.Discard, c, total)
+		done <- err
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: certs.Pool, ServerName: "localhost"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	msg := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+var _ net.Conn = (*tls.Conn)(nil)

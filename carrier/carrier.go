@@ -1,0 +1,624 @@
+// Package carrier is the application entry point of Post Sockets. A
+// Carrier sends and receives Messages to one remote endpoint over whichever
+// protocol stack won the race for its Association; Listeners, Sources,
+// Sinks and Responders are its special kinds. Carriers can be forked into
+// new Carriers to the same peer.
+package carrier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// Config configures Carriers and Listeners. The zero value is usable: it
+// races the default stacks with no policy constraints.
+type Config struct {
+	// Association, if set, is shared instead of making a new one; Local,
+	// Security, Policy and Stacks are then taken from it.
+	Association *association.Association
+	Local       post.Local
+	Security    psi.Security
+	Policy      policy.Context
+	// SystemPolicy is merged under Policy (see policy.Merge).
+	SystemPolicy *policy.Context
+	// Stacks to race; nil means DefaultStacks().
+	Stacks []psi.Stack
+	// MaxMessageSize bounds one message in either direction; zero means
+	// psi.DefaultMaxMessageSize.
+	MaxMessageSize int64
+	// SendBuffer bounds the bytes of messages queued but not yet sent;
+	// SendMsg blocks when it is full. Zero means 4 MiB.
+	SendBuffer int64
+	// IdleTimeout, if set, closes the transient after that long without
+	// traffic; the Carrier turns dormant and the next Send revives it.
+	IdleTimeout time.Duration
+	// Linger bounds how long Close waits to flush queued messages; zero
+	// means 10 s.
+	Linger time.Duration
+	// Class is the traffic class of Carriers forked with Fork.
+	Class psi.TrafficClass
+	// Transient is the template for the stacks' configuration (timeouts,
+	// keep-alive). Security, Local and MaxMessageSize are filled in.
+	Transient psi.Config
+	Logger    *slog.Logger
+}
+
+func (c *Config) sendBuffer() int64 {
+	if c.SendBuffer > 0 {
+		return c.SendBuffer
+	}
+	return 4 << 20
+}
+
+func (c *Config) maxMessage() int64 {
+	if c.MaxMessageSize > 0 {
+		return c.MaxMessageSize
+	}
+	return psi.DefaultMaxMessageSize
+}
+
+func (c *Config) linger() time.Duration {
+	if c.Linger > 0 {
+		return c.Linger
+	}
+	return 10 * time.Second
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (c *Config) stacks() []psi.Stack {
+	if len(c.Stacks) > 0 {
+		return c.Stacks
+	}
+	return DefaultStacks()
+}
+
+// associationConfig merges policies and builds the Association config.
+func (c *Config) associationConfig(remote post.Remote) (association.Config, error) {
+	pol := c.Policy
+	if c.SystemPolicy != nil {
+		var err error
+		if pol, err = policy.Merge(*c.SystemPolicy, c.Policy); err != nil {
+			return association.Config{}, err
+		}
+	}
+	t := c.Transient
+	t.MaxMessageSize = c.maxMessage()
+	return association.Config{
+		Local:     c.Local,
+		Remote:    remote,
+		Security:  c.Security,
+		Policy:    pol,
+		Stacks:    c.stacks(),
+		Transient: t,
+		Logger:    c.Logger,
+	}, nil
+}
+
+// State is the lifecycle state of a Carrier.
+type State int32
+
+// Carrier states.
+const (
+	Active State = iota
+	Dormant
+	Closed
+)
+
+func (s State) String() string {
+	return [...]string{"active", "dormant", "closed"}[s]
+}
+
+type kind uint8
+
+const (
+	kindFull kind = iota
+	kindSource
+	kindSink
+)
+
+// Carrier sends and receives Messages to one remote endpoint. It is safe
+// for concurrent use.
+type Carrier struct {
+	assoc     *association.Association
+	cfg       Config
+	log       *slog.Logger
+	initiator bool // can re-establish when dormant
+	kind      kind
+
+	ctx    context.Context // cancelled on Close
+	cancel context.CancelFunc
+
+	mu          sync.Mutex
+	t           psi.Transient // nil while dormant
+	state       State
+	revived     chan struct{} // closed and replaced when a transient is set
+	idleRetired bool          // the last transient was closed for idleness
+	activate    sync.Mutex    // serialises re-establishment
+	lastUse     atomic.Int64  // unix nanos of last traffic
+
+	wmu    sync.Mutex // serialises writes to the transient
+	queue  *sendQueue
+	nextID atomic.Uint64
+
+	rmu sync.Mutex // serialises reads
+	in  inbound
+
+	closing atomic.Bool
+	wg      sync.WaitGroup
+}
+
+// Initiate makes a Carrier to remote, racing the allowed stacks over every
+// candidate path, and returns once one transient is established.
+func Initiate(ctx context.Context, remote post.Remote, cfg *Config) (*Carrier, error) {
+	return initiate(ctx, remote, cfg, kindFull)
+}
+
+func initiate(ctx context.Context, remote post.Remote, cfg *Config, k kind) (*Carrier, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	a := cfg.Association
+	if a == nil {
+		acfg, err := cfg.associationConfig(remote)
+		if err != nil {
+			return nil, err
+		}
+		if a, err = association.New(acfg); err != nil {
+			return nil, err
+		}
+	}
+	t, err := a.Establish(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := newCarrier(a, t, *cfg, true, k)
+	return c, nil
+}
+
+// NewDormant makes a Carrier on an Association without establishing a
+// transient; the first Send does.
+func NewDormant(a *association.Association, cfg *Config) *Carrier {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	return newCarrier(a, nil, *cfg, true, kindFull)
+}
+
+func newCarrier(a *association.Association, t psi.Transient, cfg Config, initiator bool, k kind) *Carrier {
+	c := &Carrier{
+		assoc:     a,
+		cfg:       cfg,
+		initiator: initiator,
+		kind:      k,
+		t:         t,
+		revived:   make(chan struct{}),
+	}
+	c.log = cfg.logger().With("carrier", fmt.Sprintf("%p", c))
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.queue = newSendQueue(cfg.sendBuffer())
+	if t == nil {
+		c.state = Dormant
+	}
+	c.touch()
+	c.wg.Add(1)
+	go c.sendLoop()
+	if cfg.IdleTimeout > 0 {
+		c.wg.Add(1)
+		go c.idleLoop()
+	}
+	return c
+}
+
+func (c *Carrier) touch() { c.lastUse.Store(time.Now().UnixNano()) }
+
+// Association returns the Carrier's Association.
+func (c *Carrier) Association() *association.Association { return c.assoc }
+
+// State returns whether the Carrier is active, dormant or closed.
+func (c *Carrier) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Stack returns the name of the stack backing the Carrier, or "" when
+// dormant.
+func (c *Carrier) Stack() string {
+	if t := c.transient(); t != nil {
+		return t.Stack()
+	}
+	return ""
+}
+
+// Features returns the features of the backing stack.
+func (c *Carrier) Features() psi.Features {
+	if t := c.transient(); t != nil {
+		return t.Features()
+	}
+	return 0
+}
+
+// Path returns the path in use; the zero Path when dormant.
+func (c *Carrier) Path() post.Path {
+	if t := c.transient(); t != nil {
+		return t.Path()
+	}
+	return post.Path{}
+}
+
+// Paths returns every path the backing stack knows.
+func (c *Carrier) Paths() []post.Path {
+	if t := c.transient(); t != nil {
+		return t.Paths()
+	}
+	return nil
+}
+
+// Transient returns the backing transient, or nil when dormant. It is for
+// stack-specific inspection; do not read or write through it.
+func (c *Carrier) Transient() psi.Transient { return c.transient() }
+
+func (c *Carrier) transient() psi.Transient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// active returns the transient, establishing a new one if the Carrier is
+// dormant and was initiated locally.
+func (c *Carrier) active(ctx context.Context) (psi.Transient, error) {
+	c.mu.Lock()
+	t, st := c.t, c.state
+	c.mu.Unlock()
+	switch {
+	case st == Closed:
+		return nil, post.ErrClosed
+	case t != nil:
+		return t, nil
+	case !c.initiator:
+		return nil, post.Errorf(post.ErrDormant, "the transient is gone and this end cannot re-establish it")
+	}
+	c.activate.Lock()
+	defer c.activate.Unlock()
+	c.mu.Lock()
+	t, st = c.t, c.state
+	c.mu.Unlock()
+	if st == Closed {
+		return nil, post.ErrClosed
+	}
+	if t != nil {
+		return t, nil
+	}
+	c.log.Debug("reviving dormant carrier")
+	t, err := c.assoc.Establish(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.state == Closed {
+		c.mu.Unlock()
+		t.Close()
+		return nil, post.ErrClosed
+	}
+	c.t, c.state, c.idleRetired = t, Active, false
+	close(c.revived)
+	c.revived = make(chan struct{})
+	c.mu.Unlock()
+	c.touch()
+	return t, nil
+}
+
+// retire drops t if it still backs the Carrier, making the Carrier dormant.
+func (c *Carrier) retire(t psi.Transient, why error) {
+	c.mu.Lock()
+	if c.t != t || t == nil {
+		c.mu.Unlock()
+		return
+	}
+	c.t = nil
+	if c.state == Active {
+		c.state = Dormant
+	}
+	c.mu.Unlock()
+	c.assoc.ObservePath(t.Path())
+	c.log.Debug("carrier dormant", "reason", why)
+	t.Close()
+}
+
+func (c *Carrier) idleLoop() {
+	defer c.wg.Done()
+	d := c.cfg.IdleTimeout
+	tick := time.NewTicker(max(d/4, time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		idle := time.Since(time.Unix(0, c.lastUse.Load()))
+		if idle < d || c.queue.busy() {
+			continue
+		}
+		if t := c.transient(); t != nil {
+			c.wmu.Lock()
+			c.mu.Lock()
+			c.idleRetired = true
+			c.mu.Unlock()
+			c.retire(t, errors.New("idle timeout"))
+			c.wmu.Unlock()
+		}
+	}
+}
+
+// Fork makes a new Carrier to the same peer; the peer receives it from
+// AcceptFork. On FSP it is a clone made in zero round trips, on QUIC a new
+// stream, on TCP a new connection in the same Association.
+func (c *Carrier) Fork(ctx context.Context) (*Carrier, error) {
+	return c.ForkClass(ctx, c.cfg.Class)
+}
+
+// ForkClass is Fork with an explicit traffic class.
+func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carrier, error) {
+	if c.kind != kindFull {
+		return nil, post.Errorf(post.ErrNotSupported, "sources and sinks cannot be forked")
+	}
+	if class == psi.Milk && !c.assoc.Policy().AllowMilk {
+		return nil, post.Errorf(post.ErrPolicyConflict, "milk-like traffic needs Policy.AllowMilk")
+	}
+	t, err := c.active(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nt, err := t.Fork(ctx, class)
+	if err != nil {
+		return nil, &post.OpError{Op: "fork", Stack: t.Stack(), Err: err}
+	}
+	cfg := c.cfg
+	cfg.Class = class
+	return newCarrier(c.assoc, nt, cfg, false, kindFull), nil
+}
+
+// AcceptFork returns the next Carrier the peer forked from this one.
+func (c *Carrier) AcceptFork(ctx context.Context) (*Carrier, error) {
+	t, err := c.active(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nt, err := t.AcceptFork(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newCarrier(c.assoc, nt, c.cfg, false, kindFull), nil
+}
+
+// Close flushes queued messages (for at most Config.Linger), then closes
+// the transient. Messages still queued are reported with EventError.
+func (c *Carrier) Close() error {
+	if c.closing.Swap(true) {
+		c.wg.Wait()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.linger())
+	c.queue.drain(ctx)
+	cancel()
+	c.mu.Lock()
+	c.state = Closed
+	t := c.t
+	c.t = nil
+	close(c.revived)
+	c.revived = make(chan struct{})
+	c.mu.Unlock()
+	c.queue.close()
+	c.cancel()
+	c.wg.Wait()
+	var err error
+	if t != nil {
+		c.assoc.ObservePath(t.Path())
+		err = t.Close()
+	}
+	if errors.Is(err, post.ErrClosed) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return err
+}
+
+// Listener accepts Carriers from remote peers on every allowed stack.
+type Listener struct {
+	cfg    Config
+	lns    []psi.Listener
+	names  []string
+	ch     chan *Carrier
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	log    *slog.Logger
+	pol    policy.Context
+	errMu  sync.Mutex
+	errLog []error
+}
+
+// Listen listens on local with each stack the policy allows. Stacks share
+// the port number where they can; a UDP stack whose port is taken by
+// another listens on a free port, reported by Addrs and Remote.
+func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	acfg, err := cfg.associationConfig(post.Remote{})
+	if err != nil {
+		return nil, err
+	}
+	acfg.Local = local
+	a, err := association.New(acfg)
+	if err != nil {
+		return nil, err
+	}
+	stacks, err := a.Stacks()
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{
+		cfg:  *cfg,
+		ch:   make(chan *Carrier, 16),
+		done: make(chan struct{}),
+		log:  cfg.logger(),
+		pol:  acfg.Policy,
+	}
+	l.cfg.Local = local
+	addr := local.Addr
+	if !addr.IsValid() {
+		addr = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+	}
+	used := map[string]bool{}
+	for _, s := range stacks {
+		tcfg := a.TransientConfig(netip.AddrPort{})
+		try := addr
+		network := psi.StackNetwork(s)
+		if addr.Port() == 0 && len(l.lns) > 0 {
+			try = netip.AddrPortFrom(addr.Addr(), l.lns[0].Addr().Port())
+		}
+		if used[network] && addr.Port() == 0 {
+			try = netip.AddrPortFrom(addr.Addr(), 0)
+		}
+		ln, err := s.Listen(ctx, try, tcfg)
+		if err != nil && try.Port() != addr.Port() {
+			ln, err = s.Listen(ctx, addr, tcfg)
+		}
+		if err != nil {
+			l.Close()
+			return nil, &post.OpError{Op: "listen", Stack: s.Name(), Path: try.String(), Err: err}
+		}
+		used[network] = true
+		l.lns = append(l.lns, ln)
+		l.names = append(l.names, s.Name())
+	}
+	for i, ln := range l.lns {
+		l.wg.Add(1)
+		go l.acceptLoop(ln, l.names[i], acfg)
+	}
+	return l, nil
+}
+
+func (l *Listener) acceptLoop(ln psi.Listener, name string, acfg association.Config) {
+	defer l.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-l.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		t, err := ln.Accept(ctx)
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if errors.Is(err, post.ErrClosed) || errors.Is(err, context.Canceled) {
+				return
+			}
+			l.log.Debug("accept failed", "stack", name, "err", err)
+			continue
+		}
+		a := association.FromTransient(t, acfg)
+		c := newCarrier(a, t, l.cfg, false, kindFull)
+		select {
+		case l.ch <- c:
+		case <-l.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+// Accept returns the next Carrier a peer initiated.
+func (l *Listener) Accept(ctx context.Context) (*Carrier, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, post.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Addr returns the address of the first stack's listener.
+func (l *Listener) Addr() netip.AddrPort {
+	if len(l.lns) == 0 {
+		return netip.AddrPort{}
+	}
+	return l.lns[0].Addr()
+}
+
+// Addrs returns each stack's listening address by stack name.
+func (l *Listener) Addrs() map[string]netip.AddrPort {
+	m := make(map[string]netip.AddrPort, len(l.lns))
+	for i, ln := range l.lns {
+		m[l.names[i]] = ln.Addr()
+	}
+	return m
+}
+
+// Remote returns a Remote that reaches this Listener over every stack,
+// using host for the address (for example "127.0.0.1" or "localhost").
+func (l *Listener) Remote(host string) post.Remote {
+	port := l.Addr().Port()
+	r := post.Remote{Name: fmt.Sprintf("%s:%d", host, port), Ports: map[string]uint16{}}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		r.Name = netip.AddrPortFrom(ip, port).String()
+	}
+	for name, a := range l.Addrs() {
+		if a.Port() != port {
+			r.Ports[name] = a.Port()
+		}
+	}
+	return r
+}
+
+// Close stops listening. Carriers already accepted stay open.
+func (l *Listener) Close() error {
+	var errs []error
+	l.once.Do(func() {
+		close(l.done)
+		for _, ln := range l.lns {
+			if err := ln.Close(); err != nil && !errors.Is(err, post.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		l.wg.Wait()
+		for {
+			select {
+			case c := <-l.ch:
+				c.Close()
+				continue
+			default:
+			}
+			break
+		}
+	})
+	return errors.Join(errs...)
+}

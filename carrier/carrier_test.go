@@ -1,0 +1,390 @@
+package carrier_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+var certs = testcert.Must()
+
+func serverConfig() *carrier.Config {
+	return &carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}}
+}
+
+func clientConfig() *carrier.Config {
+	return &carrier.Config{Security: psi.Security{RootCAs: certs.Pool}}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func listen(t *testing.T, cfg *carrier.Config) *carrier.Listener {
+	t.Helper()
+	l, err := carrier.Listen(ctxT(t), post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// pair returns a connected client and server Carrier.
+func pair(t *testing.T, ccfg, scfg *carrier.Config) (client, server *carrier.Carrier) {
+	t.Helper()
+	if scfg == nil {
+		scfg = serverConfig()
+	}
+	if ccfg == nil {
+		ccfg = clientConfig()
+	}
+	l := listen(t, scfg)
+	ctx := ctxT(t)
+	c, err := carrier.Initiate(ctx, l.Remote("localhost"), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	// The server learns of a carrier when the first message arrives on
+	// some stacks, so send one.
+	if err := c.Send(ctx, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	m, err := s.Receive(ctx)
+	if err != nil || string(m.Content) != "hello" {
+		t.Fatalf("hello: %v %v", err, m)
+	}
+	return c, s
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func TestMessageSizes(t *testing.T) {
+	c, s := pair(t, nil, nil)
+	ctx := ctxT(t)
+	for _, n := range []int{0, 1, 1400, 64 << 10, 5 << 20} {
+		want := random(n)
+		if err := c.Send(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.Content, want) || m.Partial || !m.End {
+			t.Fatalf("size %d: got %d bytes partial=%v end=%v", n, len(m.Content), m.Partial, m.End)
+		}
+	}
+	// And back.
+	if err := s.Send(ctx, []byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.Receive(ctx); err != nil || string(m.Content) != "pong" {
+		t.Fatalf("reply: %v %v", err, m)
+	}
+}
+
+func TestPartialReceive(t *testing.T) {
+	c, s := pair(t, nil, nil)
+	ctx := ctxT(t)
+	want := random(1 << 20)
+	if err := c.Send(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for {
+		m, err := s.Ready(ctx, carrier.ReadyOptions{Min: 1000, Max: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Offset != int64(len(got)) {
+			t.Fatalf("offset %d, have %d", m.Offset, len(got))
+		}
+		if len(m.Content) > 10000 || (!m.End && len(m.Content) < 1000) {
+			t.Fatalf("part of %d bytes violates min/max", len(m.Content))
+		}
+		got = append(got, m.Content...)
+		if m.End {
+			break
+		}
+		if !m.Partial {
+			t.Fatal("part not marked partial")
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("content differs")
+	}
+}
+
+// hold blocks the Carrier's sender by starting a partial message, so
+// queued messages can be ordered; release completes it.
+func hold(t *testing.T, c *carrier.Carrier) (release func()) {
+	t.Helper()
+	w, err := c.NewMessageWriter(ctxT(t), post.Properties{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func recvAll(t *testing.T, c *carrier.Carrier, n int) []string {
+	t.Helper()
+	var out []string
+	for range n {
+		m, err := c.Receive(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(m.Content))
+	}
+	return out
+}
+
+func TestSchedulingNicenessLifetimeAntecedents(t *testing.T) {
+	c, s := pair(t, nil, nil)
+	ctx := ctxT(t)
+	release := hold(t, c)
+	// The first queued message is taken by the sender at once and waits
+	// for the held transient; the rest are ordered.
+	var mu sync.Mutex
+	events := map[string]post.EventKind{}
+	send := func(name string, p post.Properties, id post.MessageID) {
+		m := &post.Message{ID: id, Content: []byte(name), Properties: p, OnEvent: func(e post.SendEvent) {
+			mu.Lock()
+			events[name] = e.Kind
+			mu.Unlock()
+		}}
+		if err := c.SendMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("first", post.Properties{Niceness: 9}, 0)
+	time.Sleep(20 * time.Millisecond)
+	send("nice5", post.Properties{Niceness: 5}, 100)
+	send("nice1", post.Properties{Niceness: 1}, 0)
+	send("after-nice5", post.Properties{Niceness: 0, Antecedents: []post.MessageID{100}}, 0)
+	send("nice1-deadline", post.Properties{Niceness: 1, Lifetime: time.Minute}, 0)
+	send("expires", post.Properties{Niceness: 0, Lifetime: 10 * time.Millisecond}, 0)
+	send("nice0", post.Properties{Niceness: 0}, 0)
+	time.Sleep(50 * time.Millisecond)
+	release()
+	got := recvAll(t, s, 7)
+	want := []string{"held", "first", "nice0", "nice1-deadline", "nice1", "nice5", "after-nice5"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("order %q, want %q", got, want)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if events["expires"] != post.EventExpired {
+		t.Fatalf("expired message got event %v", events["expires"])
+	}
+	if events["nice0"] != post.EventSent {
+		t.Fatalf("nice0 event %v", events["nice0"])
+	}
+}
+
+func TestAntecedentExpiredDropsSuccessor(t *testing.T) {
+	c, s := pair(t, nil, nil)
+	ctx := ctxT(t)
+	release := hold(t, c)
+	c.Send(ctx, []byte("first"))
+	time.Sleep(20 * time.Millisecond)
+	gone := make(chan post.SendEvent, 1)
+	c.SendMsg(ctx, &post.Message{ID: 7, Content: []byte("dies"), Properties: post.Properties{Lifetime: time.Millisecond}})
+	c.SendMsg(ctx, &post.Message{Content: []byte("successor"), Properties: post.Properties{Antecedents: []post.MessageID{7}},
+		OnEvent: func(e post.SendEvent) { gone <- e }})
+	c.Send(ctx, []byte("last"))
+	time.Sleep(20 * time.Millisecond)
+	release()
+	if got := recvAll(t, s, 3); got[2] != "last" {
+		t.Fatalf("got %q", got)
+	}
+	if e := <-gone; e.Kind != post.EventExpired || !errors.Is(e.Err, post.ErrExpired) {
+		t.Fatalf("successor event %+v", e)
+	}
+}
+
+func TestBackPressure(t *testing.T) {
+	cfg := clientConfig()
+	cfg.SendBuffer = 256 << 10
+	c, _ := pair(t, cfg, nil)
+	// The server never reads. The sender fills the stacks' buffers and its
+	// own queue, then blocks; a deadline turns that into an error.
+	msg := make([]byte, 64<<10)
+	var err error
+	sent := 0
+	for i := 0; i < 10000; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err = c.Send(ctx, msg)
+		cancel()
+		if err != nil {
+			break
+		}
+		sent += len(msg)
+	}
+	if !errors.Is(err, post.ErrBackpressure) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v after %d bytes, want ErrBackpressure", err, sent)
+	}
+	if sent > 64<<20 {
+		t.Fatalf("sent %d bytes to a reader that never reads", sent)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	ctx := ctxT(t)
+	_, err := carrier.Initiate(ctx, post.RemoteName("no-such-host.invalid:1"), clientConfig())
+	if !errors.Is(err, post.ErrUnknownHost) {
+		t.Errorf("unknown host: %v", err)
+	}
+	// A port nobody listens on.
+	l := listen(t, serverConfig())
+	r := l.Remote("127.0.0.1")
+	l.Close()
+	_, err = carrier.Initiate(ctx, r, clientConfig())
+	if !errors.Is(err, post.ErrRefused) {
+		t.Errorf("refused: %v", err)
+	}
+
+	cfg := clientConfig()
+	cfg.MaxMessageSize = 1000
+	c, s := pair(t, cfg, nil)
+	if err := c.Send(ctx, make([]byte, 1001)); !errors.Is(err, post.ErrMessageTooLarge) {
+		t.Errorf("over limit: %v", err)
+	}
+	c.Close()
+	if err := c.Send(ctx, []byte("x")); !errors.Is(err, post.ErrClosed) {
+		t.Errorf("send after close: %v", err)
+	}
+	if _, err := s.Receive(ctx); !errors.Is(err, io.EOF) {
+		t.Errorf("receive after peer close: %v", err)
+	}
+}
+
+func TestInboundLimit(t *testing.T) {
+	scfg := serverConfig()
+	scfg.MaxMessageSize = 1 << 10
+	c, s := pair(t, nil, scfg)
+	ctx := ctxT(t)
+	c.Send(ctx, make([]byte, 4<<10))
+	if _, err := s.Receive(ctx); !errors.Is(err, post.ErrMessageTooLarge) {
+		t.Fatalf("got %v, want ErrMessageTooLarge", err)
+	}
+}
+
+func TestFork(t *testing.T) {
+	c, s := pair(t, nil, nil)
+	ctx := ctxT(t)
+	f, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Send(ctx, []byte("on fork")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(ctx, []byte("on parent")); err != nil {
+		t.Fatal(err)
+	}
+	sf, err := s.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	if m, err := sf.Receive(ctx); err != nil || string(m.Content) != "on fork" {
+		t.Fatalf("fork: %v %v", err, m)
+	}
+	if m, err := s.Receive(ctx); err != nil || string(m.Content) != "on parent" {
+		t.Fatalf("parent: %v %v", err, m)
+	}
+	if f.Association() != c.Association() {
+		t.Fatal("fork has another association")
+	}
+}
+
+func TestDormantRevives(t *testing.T) {
+	l := listen(t, serverConfig())
+	ctx := ctxT(t)
+	cfg := clientConfig()
+	cfg.IdleTimeout = 50 * time.Millisecond
+	c, err := carrier.Initiate(ctx, l.Remote("localhost"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Send(ctx, []byte("one"))
+	s1, _ := l.Accept(ctx)
+	defer s1.Close()
+	if m, err := s1.Receive(ctx); err != nil || string(m.Content) != "one" {
+		t.Fatalf("%v %v", err, m)
+	}
+	for c.State() != carrier.Dormant {
+		select {
+		case <-ctx.Done():
+			t.Fatal("never went dormant")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if c.Path().Remote.IsValid() {
+		t.Fatal("dormant carrier has a path")
+	}
+	if err := c.Send(ctx, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if m, err := s2.Receive(ctx); err != nil || string(m.Content) != "two" {
+		t.Fatalf("%v %v", err, m)
+	}
+	if c.State() != carrier.Active {
+		t.Fatalf("state %v", c.State())
+	}
+}
+
+func TestNoGoroutineLeak(t *testing.T) {
+	checkLeaks(t)
+	c, s := pair(t, nil, nil)
+	ctx := ctxT(t)
+	c.Send(ctx, []byte("x"))
+	s.Receive(ctx)
+	c.Close()
+	s.Close()
+}

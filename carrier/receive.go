@@ -1,0 +1,165 @@
+package carrier
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// ReadyOptions choose between complete and partial reception. The zero
+// value asks for complete messages.
+type ReadyOptions struct {
+	// Max, if positive, asks for partial messages of at most Max bytes.
+	Max int
+	// Min is the least number of bytes of an incomplete message worth
+	// delivering; the final part of a message may be shorter. Defaults to 1.
+	Min int
+}
+
+// inbound holds bytes read from the transient but not yet delivered.
+type inbound struct {
+	buf []byte
+	off int64 // offset of buf[0] in the current message
+	end bool  // buf completes the message
+}
+
+const keepInboundCap = 1 << 20
+
+// Receive returns the next complete Message. Messages larger than
+// Config.MaxMessageSize fail with an error wrapping post.ErrMessageTooLarge;
+// use Ready with Max set to receive them in parts.
+func (c *Carrier) Receive(ctx context.Context) (*post.Message, error) {
+	return c.Ready(ctx, ReadyOptions{})
+}
+
+// Ready waits for the next complete Message, or for the next part of one
+// when opts.Max is set. Nothing is read from the network until Ready is
+// called, so a slow receiver applies back-pressure to the sender through
+// the stack's flow control. If ctx ends, bytes already read are kept for
+// the next call.
+func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, error) {
+	if c.kind == kindSource {
+		return nil, post.Errorf(post.ErrNotSupported, "a source cannot receive")
+	}
+	partial := opts.Max > 0
+	if opts.Min <= 0 {
+		opts.Min = 1
+	}
+	if partial && opts.Min > opts.Max {
+		return nil, errors.New("carrier: ReadyOptions.Min exceeds Max")
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	in := &c.in
+	limit := c.cfg.maxMessage()
+	for {
+		if partial && (len(in.buf) >= opts.Min || in.end) {
+			return c.deliver(min(len(in.buf), opts.Max)), nil
+		}
+		if !partial && in.end {
+			return c.deliver(len(in.buf)), nil
+		}
+		t, err := c.readable(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// Make room for the next read.
+		want := 64 << 10
+		if partial {
+			want = opts.Max - len(in.buf)
+		} else if rest := limit + 1 - in.off - int64(len(in.buf)); rest < int64(want) {
+			want = int(max(rest, 1))
+		}
+		if cap(in.buf)-len(in.buf) < want {
+			nb := make([]byte, len(in.buf), max(len(in.buf)+want, 2*cap(in.buf)))
+			copy(nb, in.buf)
+			in.buf = nb
+		}
+		free := in.buf[len(in.buf):cap(in.buf)]
+		if partial && len(free) > want {
+			free = free[:want]
+		}
+		n, end, err := t.ReadMessage(ctx, free)
+		in.buf = in.buf[:len(in.buf)+n]
+		in.end = end
+		if n > 0 {
+			c.touch()
+		}
+		if !partial && !end && in.off+int64(len(in.buf)) > limit {
+			c.retire(t, post.ErrMessageTooLarge)
+			return nil, post.Errorf(post.ErrMessageTooLarge, "inbound message over %d bytes", limit)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				// Our own cancellation: the transient stays usable and
+				// the bytes read so far stay buffered.
+				return nil, ctx.Err()
+			}
+			c.retire(t, err)
+			if c.revivable(t) {
+				continue
+			}
+			if errors.Is(err, io.EOF) && len(in.buf) == 0 {
+				return nil, io.EOF
+			}
+			return nil, &post.OpError{Op: "receive", Stack: t.Stack(), Path: t.Path().String(), Err: err}
+		}
+	}
+}
+
+// revivable reports whether a read error on t came from the Carrier retiring
+// t itself (idle timeout) while it can revive, so reading should wait.
+func (c *Carrier) revivable(t psi.Transient) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.initiator && c.state != Closed && c.t != t && c.idleRetired
+}
+
+func (c *Carrier) deliver(n int) *post.Message {
+	in := &c.in
+	m := &post.Message{
+		Content: append([]byte(nil), in.buf[:n]...),
+		Offset:  in.off,
+	}
+	rest := len(in.buf) - n
+	m.End = in.end && rest == 0
+	m.Partial = !(m.End && in.off == 0)
+	copy(in.buf, in.buf[n:])
+	in.buf = in.buf[:rest]
+	if m.End {
+		in.off = 0
+		in.end = false
+	} else {
+		in.off += int64(n)
+	}
+	if rest == 0 && cap(in.buf) > keepInboundCap {
+		in.buf = nil
+	}
+	return m
+}
+
+// readable returns the transient to read from, waiting through dormancy
+// for a Carrier that can revive.
+func (c *Carrier) readable(ctx context.Context) (psi.Transient, error) {
+	for {
+		c.mu.Lock()
+		t, st, ch := c.t, c.state, c.revived
+		c.mu.Unlock()
+		switch {
+		case t != nil:
+			return t, nil
+		case st == Closed:
+			return nil, post.ErrClosed
+		case !c.initiator:
+			return nil, post.Errorf(post.ErrDormant, "transient closed")
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,214 @@
+package carrier
+
+import (
+	"context"
+	"sync"
+
+	"github.com/postsockets/postsockets/post"
+)
+
+// Source is a Carrier over which messages can only be sent. Sources cannot
+// be forked.
+type Source struct{ c *Carrier }
+
+// NewSource initiates a send-only Carrier to remote.
+func NewSource(ctx context.Context, remote post.Remote, cfg *Config) (*Source, error) {
+	c, err := initiate(ctx, remote, cfg, kindSource)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{c}, nil
+}
+
+// SendMsg queues a message; see Carrier.SendMsg.
+func (s *Source) SendMsg(ctx context.Context, m *post.Message) error { return s.c.SendMsg(ctx, m) }
+
+// Send queues content with default properties.
+func (s *Source) Send(ctx context.Context, content []byte) error { return s.c.Send(ctx, content) }
+
+// Flush waits until queued messages are handed to the stack.
+func (s *Source) Flush(ctx context.Context) error { return s.c.Flush(ctx) }
+
+// Path returns the path in use.
+func (s *Source) Path() post.Path { return s.c.Path() }
+
+// Close flushes and closes the Source.
+func (s *Source) Close() error { return s.c.Close() }
+
+// Sink receives messages from every peer that initiates a Carrier to it.
+// It never sends and cannot be forked.
+type Sink struct {
+	l    *Listener
+	msgs chan *post.Message
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+// NewSink listens on local and receives from all peers. At most 64
+// complete messages are buffered; beyond that the Sink stops reading and
+// the peers' stacks apply back-pressure.
+func NewSink(ctx context.Context, local post.Local, cfg *Config) (*Sink, error) {
+	l, err := Listen(ctx, local, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{l: l, msgs: make(chan *post.Message, 64), done: make(chan struct{})}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+func (s *Sink) acceptLoop() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-s.done; cancel() }()
+	for {
+		c, err := s.l.Accept(ctx)
+		if err != nil {
+			return
+		}
+		c.kind = kindSink
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			for {
+				m, err := c.Receive(ctx)
+				if err != nil {
+					return
+				}
+				select {
+				case s.msgs <- m:
+				case <-s.done:
+					return
+				}
+			}
+		}()
+	}
+}
+
+// Receive returns the next message from any peer.
+func (s *Sink) Receive(ctx context.Context) (*post.Message, error) {
+	select {
+	case m := <-s.msgs:
+		return m, nil
+	case <-s.done:
+		return nil, post.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Listener returns the Sink's listener, for its addresses.
+func (s *Sink) Listener() *Listener { return s.l }
+
+// Close stops the Sink and every Carrier it accepted.
+func (s *Sink) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.done)
+		err = s.l.Close()
+		s.wg.Wait()
+	})
+	return err
+}
+
+// Request is a message received by a Responder, with a Source that replies
+// to its sender.
+type Request struct {
+	*post.Message
+	Reply *Source
+}
+
+// Responder receives messages from many remote peers; each comes with a
+// Source to send replies back to the peer it came from. Responders cannot
+// be forked.
+type Responder struct {
+	l    *Listener
+	reqs chan Request
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+// NewResponder listens on local.
+func NewResponder(ctx context.Context, local post.Local, cfg *Config) (*Responder, error) {
+	l, err := Listen(ctx, local, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r := &Responder{l: l, reqs: make(chan Request, 64), done: make(chan struct{})}
+	r.wg.Add(1)
+	go r.acceptLoop()
+	return r, nil
+}
+
+func (r *Responder) acceptLoop() {
+	defer r.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-r.done; cancel() }()
+	for {
+		c, err := r.l.Accept(ctx)
+		if err != nil {
+			return
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			defer c.Close()
+			reply := &Source{c}
+			for {
+				m, err := c.Receive(ctx)
+				if err != nil {
+					return
+				}
+				select {
+				case r.reqs <- Request{Message: m, Reply: reply}:
+				case <-r.done:
+					return
+				}
+			}
+		}()
+	}
+}
+
+// Receive returns the next request from any peer.
+func (r *Responder) Receive(ctx context.Context) (Request, error) {
+	select {
+	case q := <-r.reqs:
+		return q, nil
+	case <-r.done:
+		return Request{}, post.ErrClosed
+	case <-ctx.Done():
+		return Request{}, ctx.Err()
+	}
+}
+
+// Serve calls handler for each request until ctx ends or the Responder is
+// closed. Handlers run one at a time.
+func (r *Responder) Serve(ctx context.Context, handler func(Request)) error {
+	for {
+		q, err := r.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		handler(q)
+	}
+}
+
+// Listener returns the Responder's listener, for its addresses.
+func (r *Responder) Listener() *Listener { return r.l }
+
+// Close stops the Responder and the Carriers it accepted.
+func (r *Responder) Close() error {
+	var err error
+	r.once.Do(func() {
+		close(r.done)
+		err = r.l.Close()
+		r.wg.Wait()
+	})
+	return err
+}

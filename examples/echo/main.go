@@ -1,0 +1,198 @@
+// Command echo is a Post Sockets echo server and client.
+//
+//	go run ./examples/echo                 # server and client in one process
+//	go run ./examples/echo -mode server -listen 127.0.0.1:18003 -psk secret-of-16-bytes+
+//	go run ./examples/echo -mode client -remote 127.0.0.1:18003 -psk secret-of-16-bytes+ hello
+//
+// Both ends authenticate each other with the pre-shared key; every stack
+// the policy allows is raced, and the winner is printed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+func main() {
+	mode := flag.String("mode", "demo", "demo, server or client")
+	listen := flag.String("listen", "127.0.0.1:18003", "server address")
+	remote := flag.String("remote", "127.0.0.1:18003", "client's remote")
+	psk := flag.String("psk", "postsockets-echo-demo-key", "pre-shared key (at least 16 bytes)")
+	stack := flag.String("stack", "", "require one stack (fsp, quic, tcp)")
+	verbose := flag.Bool("v", false, "log racing decisions")
+	flag.Parse()
+	log.SetFlags(0)
+
+	cfg := &carrier.Config{Security: psi.Security{PSK: []byte(*psk)}}
+	if *stack != "" {
+		cfg.Policy.Stack(*stack, policy.Require)
+	}
+	if *verbose {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var err error
+	switch *mode {
+	case "demo":
+		err = demo(ctx, cfg)
+	case "server":
+		err = serve(ctx, *listen, cfg, nil)
+	case "client":
+		err = client(ctx, post.RemoteName(*remote), cfg, flag.Args())
+	default:
+		err = fmt.Errorf("unknown mode %q", *mode)
+	}
+	if err != nil {
+		log.Fatal("echo: ", err)
+	}
+}
+
+// serve echoes every message on every Carrier, and on every fork of it.
+func serve(ctx context.Context, addr string, cfg *carrier.Config, ready chan<- *carrier.Listener) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return err
+	}
+	l, err := carrier.Listen(ctx, post.Local{Addr: ap}, cfg)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	for name, a := range l.Addrs() {
+		fmt.Printf("server: listening on %s %s\n", name, a)
+	}
+	if ready != nil {
+		ready <- l
+	}
+	for {
+		c, err := l.Accept(ctx)
+		if err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, post.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		fmt.Printf("server: accepted a carrier over %s from %s\n", c.Stack(), c.Path().Remote)
+		go echo(ctx, c, "server")
+	}
+}
+
+func echo(ctx context.Context, c *carrier.Carrier, who string) {
+	defer c.Close()
+	go func() {
+		for {
+			f, err := c.AcceptFork(ctx)
+			if err != nil {
+				return
+			}
+			fmt.Printf("%s: accepted a fork\n", who)
+			go echo(ctx, f, who+"/fork")
+		}
+	}()
+	for {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				fmt.Printf("%s: receive: %v\n", who, err)
+			}
+			return
+		}
+		fmt.Printf("%s: received %d bytes, echoing\n", who, len(m.Content))
+		if err := c.Send(ctx, m.Content); err != nil {
+			fmt.Printf("%s: send: %v\n", who, err)
+			return
+		}
+	}
+}
+
+func client(ctx context.Context, r post.Remote, cfg *carrier.Config, words []string) error {
+	if len(words) == 0 {
+		words = []string{"hello, post sockets"}
+	}
+	c, err := carrier.Initiate(ctx, r, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	w, _ := c.Association().Winner()
+	fmt.Printf("client: initiated over %s on %s after %d attempt(s)\n", c.Stack(), c.Path(), w.Attempts)
+	for _, s := range words {
+		done := make(chan post.SendEvent, 1)
+		m := &post.Message{Content: []byte(s), OnEvent: func(e post.SendEvent) { done <- e }}
+		if err := c.SendMsg(ctx, m); err != nil {
+			return err
+		}
+		fmt.Printf("client: message %d (%d bytes) %s\n", m.ID, len(s), (<-done).Kind)
+		reply, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("client: echo of %d bytes: %q\n", len(reply.Content), abbrev(reply.Content))
+	}
+	return nil
+}
+
+func demo(ctx context.Context, cfg *carrier.Config) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := make(chan *carrier.Listener, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, "127.0.0.1:0", cfg, ready) }()
+	var l *carrier.Listener
+	select {
+	case l = <-ready:
+	case err := <-errc:
+		return err
+	}
+	r := l.Remote("127.0.0.1")
+	if err := client(ctx, r, cfg, []string{"hello, post sockets", strings.Repeat("x", 100000)}); err != nil {
+		return err
+	}
+
+	// A second Carrier with a fork, and a message whose lifetime is
+	// already over when it would be sent.
+	c, err := carrier.Initiate(ctx, r, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	f, err := c.Fork(ctx)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fmt.Printf("client: forked a carrier over %s\n", f.Stack())
+	if err := f.Send(ctx, []byte("via the fork")); err != nil {
+		return err
+	}
+	m, err := f.Receive(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("client: fork echo %q\n", m.Content)
+	fmt.Println("demo: done")
+	cancel()
+	return nil
+}
+
+func abbrev(b []byte) string {
+	if len(b) <= 40 {
+		return string(b)
+	}
+	return string(b[:20]) + "..." + string(b[len(b)-10:])
+}
