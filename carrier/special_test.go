@@ -69,4 +69,3 @@ func TestResponder(t *testing.T) {
 		}
 	}
 }
-
