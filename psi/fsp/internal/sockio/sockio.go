@@ -61,21 +61,30 @@ type Conn interface {
 // New returns a Conn that reads and writes pc and owns it: closing the Conn
 // closes pc. A *net.UDPConn on Linux gets the batched path; any other
 // PacketConn is used one datagram per call and must accept *net.UDPAddr
-// destinations in WriteTo.
+// destinations in WriteTo; if it also has the ReadFromUDPAddrPort and
+// WriteToUDPAddrPort methods of *net.UDPConn, those are used instead and
+// save the net.Addr allocations.
 func New(pc net.PacketConn) Conn {
 	if u, ok := pc.(*net.UDPConn); ok {
 		if c := newBatchConn(u); c != nil {
 			return c
 		}
-		return &loopConn{pc: pc, udp: u}
 	}
-	return &loopConn{pc: pc}
+	c := &loopConn{pc: pc}
+	c.ap, _ = pc.(addrPortConn)
+	return c
+}
+
+// addrPortConn is the allocation-free part of *net.UDPConn's API.
+type addrPortConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
 }
 
 // loopConn moves one datagram per system call.
 type loopConn struct {
-	pc  net.PacketConn
-	udp *net.UDPConn // pc, when it is a UDP socket; avoids net.Addr allocations
+	pc net.PacketConn
+	ap addrPortConn // pc, if it has the methods; nil otherwise
 }
 
 func (c *loopConn) MaxBatch() int             { return 1 }
@@ -93,8 +102,8 @@ func (c *loopConn) ReadBatch(pkts []Packet) (int, error) {
 		ap  netip.AddrPort
 		err error
 	)
-	if c.udp != nil {
-		n, ap, err = c.udp.ReadFromUDPAddrPort(b)
+	if c.ap != nil {
+		n, ap, err = c.ap.ReadFromUDPAddrPort(b)
 	} else {
 		var addr net.Addr
 		n, addr, err = c.pc.ReadFrom(b)
@@ -115,8 +124,8 @@ func (c *loopConn) WriteBatch(pkts []Packet) (int, error) {
 			return i, err
 		}
 		var err error
-		if c.udp != nil {
-			_, err = c.udp.WriteToUDPAddrPort(p.Buf[:p.N], p.Addr)
+		if c.ap != nil {
+			_, err = c.ap.WriteToUDPAddrPort(p.Buf[:p.N], p.Addr)
 		} else {
 			_, err = c.pc.WriteTo(p.Buf[:p.N], net.UDPAddrFromAddrPort(p.Addr))
 		}

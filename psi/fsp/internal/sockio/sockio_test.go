@@ -24,6 +24,12 @@ type wrapper struct{ net.PacketConn }
 var kinds = map[string]func(*net.UDPConn) Conn{
 	"default": func(u *net.UDPConn) Conn { return New(u) },
 	"generic": func(u *net.UDPConn) Conn { return New(wrapper{u}) },
+	"generic-addrport": func(u *net.UDPConn) Conn {
+		return New(struct {
+			net.PacketConn
+			addrPortConn
+		}{u, u})
+	},
 }
 
 func listen(t testing.TB, network, addr string) *net.UDPConn {
