@@ -1,0 +1,118 @@
+package fsp
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// Packet sizes.
+const (
+	// MaxDatagramSize is the largest data datagram FSP sends: it fits an
+	// Ethernet MTU over IPv6.
+	MaxDatagramSize = 1452
+	// MaxPayload is the most message bytes one data packet carries.
+	MaxPayload = MaxDatagramSize - wire.HeaderLen - crypto.TagLen
+	// maxHandshakeSize bounds handshake datagrams, which carry the
+	// certificate chain.
+	maxHandshakeSize = 4096
+)
+
+// Config configures Dial and Listen. The zero value is usable.
+type Config struct {
+	// Security holds certificates, pins, a PSK and verification options.
+	// A listener without certificates or PSK uses a fresh self-signed
+	// Ed25519 certificate.
+	Security psi.Security
+	// MaxMessageSize bounds a message read with ReceiveMessage; zero
+	// means psi.DefaultMaxMessageSize.
+	MaxMessageSize int64
+	// IdleTimeout closes a connection that has heard nothing from its peer
+	// for this long, with an error wrapping post.ErrTimeout; zero means
+	// 30 s. With keep-alives on it is the peer-dead timeout.
+	IdleTimeout time.Duration
+	// KeepAlive is the KEEP_ALIVE interval while idle; zero means a third
+	// of IdleTimeout (at least 500 ms), negative disables keep-alives.
+	KeepAlive time.Duration
+	// HandshakeTimeout bounds connection setup; zero means 10 s.
+	HandshakeTimeout time.Duration
+	// ReceiveWindow is the receive buffer in bytes, advertised to the
+	// peer as a window of packets; zero means 8 MiB.
+	ReceiveWindow int
+	// SendBuffer bounds the bytes written but not yet acknowledged; zero
+	// means 8 MiB.
+	SendBuffer int
+	// Congestion names the congestion controller: "cubic" (default) or
+	// "newreno".
+	Congestion string
+	// DisablePacing turns the pacer off.
+	DisablePacing bool
+	// Association is sent to the peer in CONNECT_PARAM.
+	Association [16]byte
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) clone() *Config {
+	if c == nil {
+		return &Config{}
+	}
+	cc := *c
+	return &cc
+}
+
+func (c *Config) idle() time.Duration {
+	if c.IdleTimeout > 0 {
+		return c.IdleTimeout
+	}
+	return 30 * time.Second
+}
+
+func (c *Config) keepAlive() time.Duration {
+	switch {
+	case c.KeepAlive < 0:
+		return 0
+	case c.KeepAlive > 0:
+		return max(c.KeepAlive, 10*time.Millisecond)
+	}
+	return max(c.idle()/3, 500*time.Millisecond)
+}
+
+func (c *Config) handshake() time.Duration {
+	if c.HandshakeTimeout > 0 {
+		return c.HandshakeTimeout
+	}
+	return 10 * time.Second
+}
+
+func (c *Config) recvPackets() int {
+	w := c.ReceiveWindow
+	if w <= 0 {
+		w = 8 << 20
+	}
+	return min(max(w/MaxPayload, 16), wire.MaxWindow)
+}
+
+func (c *Config) sendBuffer() int {
+	if c.SendBuffer > 0 {
+		return max(c.SendBuffer, MaxPayload)
+	}
+	return 8 << 20
+}
+
+func (c *Config) maxMessage() int64 {
+	if c.MaxMessageSize > 0 {
+		return c.MaxMessageSize
+	}
+	return psi.DefaultMaxMessageSize
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}

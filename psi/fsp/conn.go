@@ -1,0 +1,1155 @@
+package fsp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+type state uint8
+
+const (
+	stateInitiating  state = iota // INIT_CONNECT sent
+	stateRequesting               // CONNECT_REQUEST sent
+	stateAffirming                // responder: ACK_CONNECT_REQ sent, awaiting the first protected packet
+	stateEstablished              // keys installed
+	stateClosing                  // RELEASE queued, waiting for its acknowledgement
+	stateClosed
+)
+
+const (
+	overhead       = wire.HeaderLen + fcrypto.TagLen
+	maxBatch       = 16
+	ackEvery       = 2
+	maxAckDelay    = time.Millisecond
+	maxBackoffs    = 10
+	hsInitialRTO   = 250 * time.Millisecond
+	hsMaxRTO       = 2 * time.Second
+	ackBufferBytes = overhead + 12 + 8*wire.MaxGaps
+)
+
+type txData struct {
+	buf   *[]byte
+	n     int
+	op    wire.Opcode
+	flags uint8
+	pn    uint64 // packet number of the latest transmission
+}
+
+type rxData struct {
+	buf     *[]byte
+	data    []byte
+	eot     bool
+	release bool
+}
+
+// Conn is an FSP connection: a reliable, ordered, encrypted sequence of
+// messages in each direction. WriteMessage and ReadMessage may be called
+// concurrently with each other, but not each with itself.
+type Conn struct {
+	t         *Transport
+	cfg       *Config
+	log       *slog.Logger
+	initiator bool
+	listener  *Listener
+	pendKey   pendingKey
+	local     uint32 // our ALFID, set by Transport.register
+	peer      uint32 // the peer's ALFID
+
+	done        chan struct{} // closed by teardown
+	established chan struct{} // closed when the handshake ends either way
+	released    chan struct{} // closed when our RELEASE is acknowledged
+	readable    chan struct{}
+	writable    chan struct{}
+
+	mu     sync.Mutex
+	remote peerAddr
+	state  state
+	err    error
+
+	// Handshake.
+	hsKey      []byte // tag key of handshake packets
+	resetKey   []byte // tag key of unauthenticated RESETs sent to us
+	nonce      [fcrypto.NonceLen]byte
+	peerNonce  []byte
+	kp         *fcrypto.KeyPair
+	hsPacket   []byte
+	hsTries    int
+	hsDeadline time.Time
+	confirmed  bool
+	peerParam  wire.ConnectParam
+	peerCerts  []*x509.Certificate
+
+	// Keys. A session's master secret derives the keys of every
+	// connection of the session with that connection's ALFID pair.
+	master []byte
+	keyGen uint32
+	tx     *fcrypto.Direction
+	rx     [2]*fcrypto.Direction // by key phase
+	replay fcrypto.ReplayWindow
+	pn     uint64
+
+	// Send side.
+	snd        *reliability.Sender[txData]
+	sndBytes   int
+	sndLimit   int
+	peerLimit  uint64 // sequence numbers below it fit the peer's window
+	cc         congestion.Controller
+	rtt        congestion.RTTStats
+	pacer      *congestion.Pacer
+	ackRes     reliability.AckResult[txData]
+	gapsIn     []reliability.Gap
+	sending    bool
+	sendAgain  bool
+	out        []*[]byte
+	probes     int
+	paceAt     time.Time
+	rtoAt      time.Time
+	lossAt     time.Time
+	releaseSeq uint64
+
+	// Receive side.
+	rcv          *reliability.Receiver[rxData]
+	rcvCap       int
+	readQ        []rxData
+	readOff      int
+	peerReleased bool
+	ackPending   int
+	ackNow       bool
+	ackReq       bool // send a KEEP_ALIVE asking for an acknowledgement
+	ackAt        time.Time
+	largestAt    time.Time
+	advLimit     uint64
+	gapsOut      []reliability.Gap
+	wgaps        []wire.Gap
+
+	lastRecv time.Time
+	lastKA   time.Time
+	timer    *time.Timer
+	timerAt  time.Time
+
+	pkt wire.Packet
+}
+
+func newConn(t *Transport, cfg *Config, initiator bool, remote peerAddr) *Conn {
+	c := &Conn{
+		t:           t,
+		cfg:         cfg,
+		log:         cfg.logger(),
+		initiator:   initiator,
+		remote:      remote,
+		done:        make(chan struct{}),
+		established: make(chan struct{}),
+		released:    make(chan struct{}),
+		readable:    make(chan struct{}, 1),
+		writable:    make(chan struct{}, 1),
+		rcvCap:      cfg.recvPackets(),
+		sndLimit:    cfg.sendBuffer(),
+	}
+	c.lastRecv = time.Now()
+	c.hsDeadline = c.lastRecv.Add(cfg.handshake())
+	return c
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// LocalAddr returns the local address.
+func (c *Conn) LocalAddr() net.Addr { return c.t.Conn.LocalAddr() }
+
+// RemoteAddr returns the peer's current address; it follows the peer
+// when it moves.
+func (c *Conn) RemoteAddr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.remote.addr != nil {
+		return c.remote.addr
+	}
+	return net.UDPAddrFromAddrPort(c.remote.ap)
+}
+
+// LocalALFID and RemoteALFID return the connection's ALFIDs.
+func (c *Conn) LocalALFID() uint32 { return c.local }
+
+// RemoteALFID returns the peer's ALFID.
+func (c *Conn) RemoteALFID() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peer
+}
+
+// PeerCertificates returns the certificate chain the server presented;
+// nil on the server side.
+func (c *Conn) PeerCertificates() []*x509.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerCerts
+}
+
+// Association returns the association ID the peer sent in CONNECT_PARAM.
+func (c *Conn) Association() [16]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerParam.Association
+}
+
+// RTT returns the smoothed round-trip time and its variation.
+func (c *Conn) RTT() (srtt, rttvar time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rtt.SmoothedRTT(), c.rtt.RTTVar()
+}
+
+// Done is closed when the connection is closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection closed, or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// ---- Handshake ----------------------------------------------------------
+
+func (c *Conn) myParam() wire.ConnectParam {
+	return wire.ConnectParam{Window: uint32(c.rcvCap), Association: c.cfg.Association}
+}
+
+func (c *Conn) dial(ctx context.Context) error {
+	kp, err := fcrypto.NewKeyPair()
+	if err != nil {
+		return err
+	}
+	rand.Read(c.nonce[:])
+	c.mu.Lock()
+	c.kp = kp
+	psk := c.cfg.Security.PSK
+	c.hsKey = fcrypto.HandshakeKey(psk, c.local)
+	c.resetKey = c.hsKey
+	p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: c.local}}
+	c.hsPacket = handshakePacket(nil, c.hsKey, &p, c.nonce[:])
+	c.state = stateInitiating
+	c.sendHandshake(time.Now())
+	c.armTimer()
+	c.mu.Unlock()
+
+	select {
+	case <-c.established:
+	case <-ctx.Done():
+		c.teardown(ctx.Err(), false)
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	err = c.err
+	c.mu.Unlock()
+	return err
+}
+
+func (c *Conn) sendHandshake(now time.Time) {
+	c.t.write(c.hsPacket, &c.remote)
+	c.rtoAt = now.Add(min(hsInitialRTO<<c.hsTries, hsMaxRTO))
+	c.hsTries++
+}
+
+// onHandshakeReply handles ACK_INIT_CONNECT and ACK_CONNECT_REQ at the
+// initiator, and refusals while connecting. Called with c.mu held.
+func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
+	if c.hsKey == nil {
+		return
+	}
+	if _, ok := fcrypto.VerifyHandshakeTag(c.hsKey, b); !ok || len(pkt.Payload) < fcrypto.TagLen {
+		return
+	}
+	body := pkt.Payload[:len(pkt.Payload)-fcrypto.TagLen]
+	now := time.Now()
+	switch {
+	case pkt.Opcode == wire.AckInitConnect && c.state == stateInitiating:
+		if len(body) != fcrypto.CookieLen {
+			return
+		}
+		p := wire.Packet{
+			Header:       wire.Header{Opcode: wire.ConnectRequest, Src: c.local},
+			HasParam:     true,
+			Param:        c.myParam(),
+			EphemeralKey: c.kp.Public[:],
+		}
+		payload := append(append(make([]byte, 0, fcrypto.CookieLen+fcrypto.NonceLen), body...), c.nonce[:]...)
+		c.hsPacket = handshakePacket(nil, c.hsKey, &p, payload)
+		c.state = stateRequesting
+		c.hsTries = 0
+		c.sendHandshake(now)
+	case pkt.Opcode == wire.AckConnectReq && c.state == stateRequesting:
+		if err := c.finishDial(pkt, body, now); err != nil {
+			c.failLocked(err)
+			return
+		}
+		c.trySend()
+	}
+}
+
+func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {
+	if !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen || pkt.Src <= 0xffff {
+		return post.Errorf(post.ErrMalformed, "fsp: bad ACK_CONNECT_REQ")
+	}
+	h, err := parseServerHello(body)
+	if err != nil {
+		return err
+	}
+	shared, err := c.kp.Shared(pkt.EphemeralKey)
+	if err != nil {
+		return post.Errorf(post.ErrAuthentication, "fsp: bad ephemeral key")
+	}
+	myParam := c.myParam()
+	digest := transcript(c.local, pkt.Src, c.nonce[:], h.nonce, c.kp.Public[:], pkt.EphemeralKey,
+		&myParam, &pkt.Param, h.chain)
+	master := fcrypto.MasterSecret(shared, c.cfg.Security.PSK, c.nonce[:], h.nonce)
+	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
+	if string(confirm[:]) != string(h.confirm) {
+		return post.Errorf(post.ErrAuthentication, "fsp: key confirmation failed (PSK mismatch?)")
+	}
+	if err := verifyServer(c.cfg, h, digest); err != nil {
+		return err
+	}
+	for _, der := range h.chain {
+		if cert, err := x509.ParseCertificate(der); err == nil {
+			c.peerCerts = append(c.peerCerts, cert)
+		}
+	}
+	c.peer = pkt.Src
+	c.peerParam = pkt.Param
+	c.master = master
+	c.installKeys()
+	c.kp, c.hsPacket = nil, nil
+	c.establish(now)
+	// Confirm to the responder at once; repeated until it answers.
+	c.ackReq = true
+	c.rtoAt = now.Add(hsInitialRTO)
+	close(c.established)
+	return nil
+}
+
+// respond runs the responder's side on a CONNECT_REQUEST whose cookie
+// checked out.
+func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
+	l := c.listener
+	kp, err := fcrypto.NewKeyPair()
+	if err != nil {
+		return err
+	}
+	shared, err := kp.Shared(pkt.EphemeralKey)
+	if err != nil {
+		return post.Errorf(post.ErrMalformed, "fsp: bad ephemeral key")
+	}
+	rand.Read(c.nonce[:])
+	myParam := c.myParam()
+	chain := l.id.Certificate
+	digest := transcript(pkt.Src, c.local, clientNonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
+		&pkt.Param, &myParam, chain)
+	master := fcrypto.MasterSecret(shared, c.cfg.Security.PSK, clientNonce, c.nonce[:])
+	sig, err := signTranscript(l.id.PrivateKey, digest)
+	if err != nil {
+		return err
+	}
+	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
+	hello := serverHello{nonce: c.nonce[:], chain: chain, sig: sig, confirm: confirm[:]}
+	p := wire.Packet{
+		Header:       wire.Header{Opcode: wire.AckConnectReq, Dst: pkt.Src, Src: c.local},
+		HasParam:     true,
+		Param:        myParam,
+		EphemeralKey: kp.Public[:],
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hsKey = key
+	c.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, c.local)
+	c.peerNonce = append([]byte(nil), clientNonce...)
+	c.peerParam = pkt.Param
+	c.master = master
+	c.installKeys()
+	c.hsPacket = handshakePacket(make([]byte, 0, wire.HeaderLen+64+fcrypto.TagLen+600+l.chainLen), key, &p, hello.append(nil))
+	c.state = stateAffirming
+	c.t.write(c.hsPacket, &c.remote)
+	c.armTimer()
+	return nil
+}
+
+// resendAffirm answers a repeated CONNECT_REQUEST.
+func (c *Conn) resendAffirm(nonce []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateAffirming && string(nonce) == string(c.peerNonce) {
+		c.t.write(c.hsPacket, &c.remote)
+	}
+}
+
+// installKeys derives the traffic keys of generation keyGen from master.
+func (c *Conn) installKeys() {
+	ini, resp := c.local, c.peer
+	if !c.initiator {
+		ini, resp = c.peer, c.local
+	}
+	i2r, r2i := fcrypto.TrafficSecrets(c.master, ini, resp)
+	tx, rx := i2r, r2i
+	if !c.initiator {
+		tx, rx = r2i, i2r
+	}
+	c.tx = fcrypto.NewDirection(tx)
+	c.rx[c.keyGen&1] = fcrypto.NewDirection(rx)
+}
+
+// InstallKey mixes a secret agreed by the upper layer (for example by an
+// application-level key exchange run over this connection) into the
+// session keys. Packets sent after the call use the new keys, marked by
+// the key phase flag; both ends must install the same secret, and
+// packets the peer protects with a key not installed here yet are dropped
+// until it is (retransmission recovers them).
+func (c *Conn) InstallKey(secret []byte) error {
+	if len(secret) < 16 {
+		return post.Errorf(post.ErrAuthentication, "fsp: installed key shorter than 16 bytes")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateEstablished {
+		return c.stateErr()
+	}
+	c.master = fcrypto.InstallSecret(c.master, secret)
+	c.keyGen++
+	c.installKeys()
+	return nil
+}
+
+func (c *Conn) establish(now time.Time) {
+	c.state = stateEstablished
+	c.snd = reliability.NewSender[txData](1)
+	c.rcv = reliability.NewReceiver[rxData](1)
+	c.peerLimit = 1 + uint64(c.peerParam.Window)
+	c.advLimit = 1 + uint64(c.rcvCap)
+	cc, err := congestion.New(c.cfg.Congestion, congestion.Config{MSS: MaxDatagramSize})
+	if err != nil {
+		cc = congestion.NewCubic(congestion.Config{MSS: MaxDatagramSize})
+	}
+	c.cc = cc
+	c.rtt.SetMaxAckDelay(maxAckDelay)
+	if !c.cfg.DisablePacing {
+		c.pacer = congestion.NewPacer(MaxDatagramSize)
+	}
+	c.lastRecv, c.lastKA = now, now
+}
+
+// failLocked ends a connection attempt. Called with c.mu held.
+func (c *Conn) failLocked(err error) {
+	c.mu.Unlock()
+	c.teardown(err, false)
+	c.mu.Lock()
+}
+
+// ---- Receiving ----------------------------------------------------------
+
+// handlePacket processes one datagram addressed to this connection.
+func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) {
+	c.mu.Lock()
+	var deliver *Listener
+	c.receive(b, from, pkt, &deliver)
+	c.mu.Unlock()
+	if deliver != nil {
+		deliver.deliver(c)
+	}
+}
+
+func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Listener) {
+	switch c.state {
+	case stateClosed:
+		return
+	case stateInitiating, stateRequesting:
+		if pkt.Opcode == wire.Reset {
+			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
+				c.failLocked(post.Errorf(post.ErrRefused, "fsp: connection refused"))
+			}
+			return
+		}
+		c.onHandshakeReply(b, pkt)
+		return
+	}
+	if pkt.Opcode <= wire.AckConnectReq {
+		return // stray handshake packet
+	}
+	if pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen {
+		// Unauthenticated RESET: only believed when closing with all data
+		// acknowledged, when the peer already forgot the connection.
+		if c.state == stateClosing && c.snd.Base() >= c.releaseSeq {
+			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
+				c.releaseDone()
+			}
+			return
+		}
+	}
+	d := c.rx[0]
+	if pkt.Flags&wire.FlagKeyPhase != 0 {
+		d = c.rx[1]
+	}
+	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+		return
+	}
+	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
+	if !c.replay.Check(pn) {
+		return
+	}
+	buf := getBuf()
+	pt, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload)
+	if err != nil {
+		putBuf(buf)
+		return
+	}
+	newest := pn >= c.replay.Largest()
+	c.replay.Mark(pn)
+	now := time.Now()
+	c.lastRecv = now
+	if newest && from.ap != c.remote.ap {
+		c.log.Debug("fsp: peer moved", "from", c.remote, "to", from)
+		c.remote = *from
+	}
+	if c.state == stateAffirming {
+		c.establish(now)
+		c.hsPacket = nil
+		*deliver = c.listener
+	}
+	c.confirmed = true
+	if c.initiator && c.ackReq && c.snd.Len() == 0 {
+		c.rtoAt = time.Time{}
+	}
+	c.ackReq = false
+
+	c.onAck(now, pkt)
+	keep := false
+	switch pkt.Opcode {
+	case wire.PureData, wire.Persist, wire.Release:
+		keep = c.onData(now, pkt, buf, pt)
+	case wire.KeepAlive:
+		if pkt.Flags&wire.FlagAckRequest != 0 {
+			c.ackNow = true
+		}
+	case wire.Reset:
+		putBuf(buf)
+		c.failLocked(post.Errorf(post.ErrReset, "fsp: connection reset by peer"))
+		return
+	}
+	if !keep {
+		putBuf(buf)
+	}
+	c.trySend()
+}
+
+// onAck processes the acknowledgement fields every protected packet
+// carries.
+func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
+	expected := wire.DecodeSeq(c.snd.Base(), pkt.Expected)
+	if lim := expected + uint64(pkt.Window); lim > c.peerLimit {
+		c.peerLimit = lim
+	}
+	if expected <= c.snd.Base() && !pkt.HasSNACK {
+		return
+	}
+	c.gapsIn = c.gapsIn[:0]
+	var ackDelay time.Duration
+	if pkt.HasSNACK {
+		for _, g := range pkt.SNACK.Gaps {
+			c.gapsIn = append(c.gapsIn, reliability.Gap{Gap: uint64(g.Gap), Data: uint64(g.Data)})
+		}
+		ackDelay = time.Duration(pkt.SNACK.AckDelay) * time.Microsecond
+	}
+	prior := c.snd.BytesInFlight()
+	c.snd.OnAck(now, expected, c.gapsIn, 0, c.lossDelay(), &c.ackRes)
+	res := &c.ackRes
+	if res.HasRTT {
+		c.rtt.Update(res.RTTSample, ackDelay)
+	}
+	for _, e := range res.Acked {
+		c.cc.OnAck(now, e.Value.pn, e.Bytes, prior, &c.rtt)
+		c.sndBytes -= e.Value.n + overhead
+		if e.Value.buf != nil {
+			putBuf(e.Value.buf)
+			e.Value.buf = nil
+		}
+		if e.Value.op == wire.Release {
+			c.releaseDone()
+		}
+	}
+	c.onLost(now, res.Lost, prior)
+	if res.Progress || len(res.Acked) > 0 {
+		c.rtoAt = time.Time{}
+		if c.snd.BytesInFlight() > 0 {
+			c.rtoAt = now.Add(c.rtt.RTO())
+		}
+		signal(c.writable)
+	}
+	if c.pacer != nil {
+		c.pacer.SetRate(c.cc.PacingRate(&c.rtt))
+	}
+	c.lossAt = c.snd.DetectLoss(now, c.lossDelay(), &c.ackRes)
+	c.onLost(now, c.ackRes.Lost, prior)
+}
+
+func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior int) {
+	for _, e := range lost {
+		c.cc.OnLoss(now, e.Value.pn, e.Bytes, prior)
+	}
+}
+
+func (c *Conn) lossDelay() time.Duration {
+	d := max(c.rtt.SmoothedRTT(), c.rtt.LatestRTT())
+	return max(d*9/8, time.Millisecond)
+}
+
+func (c *Conn) releaseDone() {
+	select {
+	case <-c.released:
+	default:
+		close(c.released)
+	}
+}
+
+// onData buffers a data packet; it reports whether buf was kept.
+func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) bool {
+	seq := wire.DecodeSeq(c.rcv.Expected(), pkt.Seq)
+	inOrder := seq == c.rcv.Expected()
+	d := rxData{buf: buf, data: pt, eot: pkt.Flags&wire.FlagEOT != 0, release: pkt.Opcode == wire.Release}
+	kept := c.rcv.Insert(seq, d, c.rcv.Expected()+uint64(c.window()))
+	c.ackPending++
+	if !kept || !inOrder || c.rcv.HasGaps() || d.release || pkt.Flags&wire.FlagAckRequest != 0 {
+		c.ackNow = true
+	}
+	if kept && seq >= c.rcv.Largest() {
+		c.largestAt = now
+	}
+	popped := false
+	for {
+		v, ok := c.rcv.Pop()
+		if !ok {
+			break
+		}
+		popped = true
+		if v.release {
+			putBuf(v.buf)
+			c.peerReleased = true
+			continue
+		}
+		c.readQ = append(c.readQ, v)
+	}
+	if popped {
+		signal(c.readable)
+	}
+	if c.ackPending >= ackEvery {
+		c.ackNow = true
+	} else if c.ackAt.IsZero() {
+		c.ackAt = now.Add(maxAckDelay)
+	}
+	return kept
+}
+
+// window is the receive window in packets beyond the expected sequence
+// number.
+func (c *Conn) window() int { return max(c.rcvCap-len(c.readQ), 0) }
+
+// ---- Sending ------------------------------------------------------------
+
+// trySend sends what the windows, the pacer and pending acknowledgements
+// allow. Called with c.mu held; it drops the lock while writing.
+func (c *Conn) trySend() {
+	if c.sending {
+		c.sendAgain = true
+		return
+	}
+	c.sending = true
+	for c.state == stateEstablished || c.state == stateClosing {
+		c.sendAgain = false
+		now := time.Now()
+		c.fill(now)
+		if len(c.out) == 0 {
+			break
+		}
+		to := c.remote
+		out := c.out
+		c.mu.Unlock()
+		for _, b := range out {
+			c.t.write(*b, &to)
+			putBuf(b)
+		}
+		c.mu.Lock()
+		clear(out)
+		full := len(out) == maxBatch
+		c.out = out[:0]
+		if !full && !c.sendAgain {
+			break
+		}
+	}
+	c.sending = false
+	c.armTimer()
+}
+
+// fill builds up to maxBatch packets into c.out.
+func (c *Conn) fill(now time.Time) {
+	if c.out == nil {
+		c.out = make([]*[]byte, 0, maxBatch)
+	}
+	for len(c.out) < maxBatch {
+		probe := c.probes > 0
+		if !probe && !c.cc.CanSend(c.snd.BytesInFlight()) {
+			break
+		}
+		if c.pacer != nil && !probe {
+			if d := c.pacer.TimeUntilSend(now, MaxDatagramSize); d > 0 {
+				c.paceAt = now.Add(d)
+				break
+			}
+		}
+		e := c.snd.NextToSend(c.peerLimit)
+		if e == nil {
+			break
+		}
+		if probe {
+			c.probes--
+		}
+		c.sendData(now, e)
+	}
+	if c.ackReq || c.ackNow && len(c.out) < maxBatch {
+		c.sendAck(now)
+	}
+}
+
+func (c *Conn) phaseFlag() uint8 {
+	if c.keyGen&1 != 0 {
+		return wire.FlagKeyPhase
+	}
+	return 0
+}
+
+func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
+	lim := c.rcv.Expected() + uint64(c.window())
+	c.advLimit = lim
+	return wire.Packet{Header: wire.Header{
+		Opcode:   op,
+		Flags:    flags | c.phaseFlag(),
+		Window:   uint32(min(c.window(), wire.MaxWindow)),
+		Seq:      uint32(seq),
+		Expected: uint32(c.rcv.Expected()),
+		PN:       uint32(c.pn),
+		Dst:      c.peer,
+		Src:      c.local,
+	}}
+}
+
+func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
+	pn := c.pn
+	c.pn++
+	b := getBuf()
+	hdr := wire.AppendHeader((*b)[:0], p)
+	out, err := c.tx.Seal(hdr, pn, hdr, payload)
+	if err != nil {
+		putBuf(b)
+		return nil
+	}
+	*b = out[:len(out):cap(out)]
+	return b
+}
+
+func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
+	p := c.header(e.Value.op, e.Value.flags, e.Seq)
+	var payload []byte
+	if e.Value.buf != nil {
+		payload = (*e.Value.buf)[:e.Value.n]
+	}
+	pn := c.pn
+	b := c.seal(&p, payload)
+	if b == nil {
+		return
+	}
+	c.out = append(c.out, b)
+	c.snd.OnSent(e, now)
+	e.Value.pn = pn
+	c.cc.OnPacketSent(now, pn, e.Bytes, c.snd.BytesInFlight())
+	if c.pacer != nil {
+		c.pacer.OnSent(now, e.Bytes)
+	}
+	if c.rtoAt.IsZero() {
+		c.rtoAt = now.Add(c.rtt.RTO())
+	}
+	// The packet carries the cumulative acknowledgement.
+	c.ackPending = 0
+	c.ackAt = time.Time{}
+	if !c.rcv.HasGaps() {
+		c.ackNow = false
+	}
+}
+
+// sendAck sends a KEEP_ALIVE with a SELECTIVE_NACK header.
+func (c *Conn) sendAck(now time.Time) {
+	var flags uint8
+	if c.ackReq {
+		flags = wire.FlagAckRequest
+	}
+	p := c.header(wire.KeepAlive, flags, c.snd.Next())
+	p.HasSNACK = true
+	p.SNACK.Latest = uint32(c.rcv.Largest())
+	if !c.largestAt.IsZero() {
+		p.SNACK.AckDelay = uint32(min(now.Sub(c.largestAt).Microseconds(), 1<<31))
+	}
+	c.gapsOut = c.rcv.Gaps(c.gapsOut[:0], wire.MaxGaps)
+	c.wgaps = c.wgaps[:0]
+	for _, g := range c.gapsOut {
+		c.wgaps = append(c.wgaps, wire.Gap{Gap: uint32(min(g.Gap, 1<<32-1)), Data: uint32(min(g.Data, 1<<32-1))})
+	}
+	p.SNACK.Gaps = c.wgaps
+	if b := c.seal(&p, nil); b != nil {
+		c.out = append(c.out, b)
+	}
+	c.ackNow, c.ackReq = false, false
+	c.ackPending = 0
+	c.ackAt = time.Time{}
+}
+
+// ---- Timers -------------------------------------------------------------
+
+// armTimer makes sure the timer fires by the earliest deadline. Called with
+// c.mu held.
+func (c *Conn) armTimer() {
+	if c.state == stateClosed {
+		return
+	}
+	var next time.Time
+	at := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	switch c.state {
+	case stateInitiating, stateRequesting:
+		at(c.rtoAt)
+		at(c.hsDeadline)
+	case stateAffirming:
+		at(c.hsDeadline)
+	default:
+		at(c.rtoAt)
+		at(c.ackAt)
+		at(c.lossAt)
+		at(c.paceAt)
+		at(c.lastRecv.Add(c.cfg.idle()))
+		if ka := c.cfg.keepAlive(); ka > 0 {
+			at(c.lastKA.Add(ka))
+		}
+	}
+	if next.IsZero() || (!c.timerAt.IsZero() && !next.Before(c.timerAt)) {
+		return
+	}
+	c.timerAt = next
+	d := time.Until(next)
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.onTimer)
+	} else {
+		c.timer.Reset(d)
+	}
+}
+
+func (c *Conn) onTimer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timerAt = time.Time{}
+	now := time.Now()
+	switch c.state {
+	case stateClosed:
+		return
+	case stateInitiating, stateRequesting:
+		if !now.Before(c.hsDeadline) {
+			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: handshake timed out"))
+			return
+		}
+		if !now.Before(c.rtoAt) {
+			c.sendHandshake(now)
+		}
+		c.armTimer()
+		return
+	case stateAffirming:
+		if !now.Before(c.hsDeadline) {
+			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: handshake not confirmed"))
+			return
+		}
+		c.armTimer()
+		return
+	}
+	if idle := c.cfg.idle(); now.Sub(c.lastRecv) >= idle {
+		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer silent for %v", idle))
+		return
+	}
+	if !c.ackAt.IsZero() && !now.Before(c.ackAt) {
+		c.ackNow = true
+	}
+	if !c.paceAt.IsZero() && !now.Before(c.paceAt) {
+		c.paceAt = time.Time{}
+	}
+	if !c.lossAt.IsZero() && !now.Before(c.lossAt) {
+		prior := c.snd.BytesInFlight()
+		c.lossAt = c.snd.DetectLoss(now, c.lossDelay(), &c.ackRes)
+		c.onLost(now, c.ackRes.Lost, prior)
+	}
+	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
+		c.rtoAt = time.Time{}
+		switch {
+		case c.initiator && !c.confirmed:
+			c.ackReq = true
+			c.rtt.Backoff()
+			c.rtoAt = now.Add(c.rtt.RTO())
+		case c.snd.BytesInFlight() > 0 || c.snd.HasRetransmission():
+			c.snd.OnTimeout(2)
+			c.cc.OnRetransmissionTimeout()
+			c.rtt.Backoff()
+			c.probes = 2
+			c.rtoAt = now.Add(c.rtt.RTO())
+		case c.snd.HasPending():
+			// Blocked by the peer's window: probe for an update.
+			c.ackReq = true
+			c.rtt.Backoff()
+			c.rtoAt = now.Add(c.rtt.RTO())
+		}
+		if c.rtt.Backoffs() > maxBackoffs {
+			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer not acknowledging"))
+			return
+		}
+	}
+	if ka := c.cfg.keepAlive(); ka > 0 && now.Sub(c.lastKA) >= ka {
+		c.lastKA = now
+		if now.Sub(c.lastRecv) >= ka {
+			c.ackReq = true
+		}
+	}
+	c.trySend()
+}
+
+// ---- Application interface ----------------------------------------------
+
+func (c *Conn) stateErr() error {
+	if c.err != nil {
+		return c.err
+	}
+	return post.Errorf(post.ErrClosed, "fsp: connection closed")
+}
+
+func (c *Conn) wait(ctx context.Context, ch chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// WriteMessage appends p to the current outbound message (transmit
+// transaction); end completes it, so the peer reads it as one message. It
+// blocks while the send buffer is full.
+func (c *Conn) WriteMessage(ctx context.Context, p []byte, end bool) error {
+	if len(p) == 0 && !end {
+		return nil
+	}
+	pushed := false
+	for !pushed || len(p) > 0 {
+		c.mu.Lock()
+		for c.state == stateEstablished && !c.peerReleased && c.sndBytes >= c.sndLimit {
+			c.mu.Unlock()
+			if err := c.wait(ctx, c.writable); err != nil {
+				return err
+			}
+			c.mu.Lock()
+		}
+		if c.state != stateEstablished {
+			err := c.stateErr()
+			c.mu.Unlock()
+			return err
+		}
+		if c.peerReleased {
+			c.mu.Unlock()
+			return post.Errorf(post.ErrClosed, "fsp: peer released the connection")
+		}
+		for (!pushed || len(p) > 0) && c.sndBytes < c.sndLimit {
+			n := min(len(p), MaxPayload)
+			var buf *[]byte
+			if n > 0 {
+				buf = getBuf()
+				copy((*buf)[:n], p)
+			}
+			p = p[n:]
+			var flags uint8
+			if end && len(p) == 0 {
+				flags = wire.FlagEOT
+			}
+			c.snd.Push(txData{buf: buf, n: n, op: wire.PureData, flags: flags}, n+overhead)
+			c.sndBytes += n + overhead
+			pushed = true
+		}
+		c.trySend()
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// SendMessage writes p as one whole message.
+func (c *Conn) SendMessage(ctx context.Context, p []byte) error {
+	return c.WriteMessage(ctx, p, true)
+}
+
+// ReadMessage reads from the current inbound message into p; end is true
+// when the returned bytes complete the message. After the peer released
+// the connection and everything was read it returns io.EOF.
+func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err error) {
+	c.mu.Lock()
+	for {
+		if len(c.readQ) > 0 {
+			d := &c.readQ[0]
+			n = copy(p, d.data[c.readOff:])
+			c.readOff += n
+			if c.readOff < len(d.data) {
+				c.mu.Unlock()
+				return n, false, nil
+			}
+			end = d.eot
+			putBuf(d.buf)
+			c.readQ[0] = rxData{}
+			c.readQ = c.readQ[1:]
+			if len(c.readQ) == 0 {
+				c.readQ = nil
+			}
+			c.readOff = 0
+			// Announce a window that grew by a quarter or more.
+			if c.state == stateEstablished && c.rcv.Expected()+uint64(c.window()) >= c.advLimit+uint64(c.rcvCap/4) {
+				c.ackNow = true
+				c.trySend()
+			}
+			c.mu.Unlock()
+			return n, end, nil
+		}
+		if c.peerReleased {
+			c.mu.Unlock()
+			return 0, false, io.EOF
+		}
+		if c.state == stateClosed {
+			err := c.stateErr()
+			c.mu.Unlock()
+			return 0, false, err
+		}
+		c.mu.Unlock()
+		if err := c.wait(ctx, c.readable); err != nil {
+			return 0, false, err
+		}
+		c.mu.Lock()
+	}
+}
+
+// ReceiveMessage reads one whole message, up to Config.MaxMessageSize.
+func (c *Conn) ReceiveMessage(ctx context.Context) ([]byte, error) {
+	var msg []byte
+	limit := c.cfg.maxMessage()
+	buf := make([]byte, MaxPayload)
+	for {
+		n, end, err := c.ReadMessage(ctx, buf)
+		if err != nil {
+			return msg, err
+		}
+		if int64(len(msg)+n) > limit {
+			return nil, post.Errorf(post.ErrMessageTooLarge, "fsp: message over %d bytes", limit)
+		}
+		msg = append(msg, buf[:n]...)
+		if end {
+			if msg == nil {
+				msg = []byte{}
+			}
+			return msg, nil
+		}
+	}
+}
+
+// Close flushes what was written, sends RELEASE and waits for its
+// acknowledgement (bounded by the idle timeout), then frees the
+// connection.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	switch {
+	case c.state == stateClosed:
+		c.mu.Unlock()
+		return nil
+	case c.state == stateEstablished && !c.peerReleased:
+		seq := c.snd.Push(txData{op: wire.Release, flags: wire.FlagEOT}, overhead)
+		c.sndBytes += overhead
+		c.releaseSeq = seq
+		c.state = stateClosing
+		c.trySend()
+		c.mu.Unlock()
+		select {
+		case <-c.released:
+		case <-c.done:
+		}
+	default:
+		c.mu.Unlock()
+	}
+	c.teardown(post.Errorf(post.ErrClosed, "fsp: connection closed"), false)
+	return nil
+}
+
+// teardown frees the connection. With reset it tells the peer by a
+// protected RESET.
+func (c *Conn) teardown(err error, reset bool) {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	if reset && c.tx != nil && c.rcv != nil {
+		p := c.header(wire.Reset, 0, c.snd.Next())
+		if b := c.seal(&p, nil); b != nil {
+			c.t.write(*b, &c.remote)
+			putBuf(b)
+		}
+	}
+	c.state, c.err = stateClosed, err
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	for _, d := range c.readQ {
+		putBuf(d.buf)
+	}
+	c.readQ = nil
+	if c.rcv != nil {
+		c.rcv.Drain(func(d rxData) { putBuf(d.buf) })
+	}
+	if c.snd != nil {
+		for seq := c.snd.Base(); seq < c.snd.Next(); seq++ {
+			if e := c.snd.Get(seq); e != nil && e.Value.buf != nil {
+				putBuf(e.Value.buf)
+				e.Value.buf = nil
+			}
+		}
+	}
+	select {
+	case <-c.established:
+	default:
+		close(c.established)
+	}
+	close(c.done)
+	c.mu.Unlock()
+	c.t.unregister(c)
+}

@@ -1,0 +1,407 @@
+// Package reliability tracks FSP's sequence space: on the send side the
+// packets in flight, their acknowledgement by cumulative acks and
+// selective negative acknowledgements (SNACK gap lists), loss detection by
+// packet and time thresholds and retransmission timeouts; on the receive
+// side reordering, duplicate suppression and the gap list to report.
+package reliability
+
+import (
+	"time"
+)
+
+// Gap is a SNACK gap descriptor: Gap sequence numbers missing, then Data
+// received.
+type Gap struct{ Gap, Data uint64 }
+
+// PacketThreshold is how many later packets must be acknowledged before
+// an unacknowledged one is declared lost (fast retransmit).
+const PacketThreshold = 3
+
+// Entry is one sequence number on the send side.
+type Entry[T any] struct {
+	Seq       uint64
+	Value     T
+	Bytes     int
+	SentAt    time.Time
+	Sent      bool // transmitted at least once
+	InFlight  bool // counted in bytes in flight
+	Lost      bool // queued for retransmission
+	Acked     bool
+	Retrans   bool // transmitted more than once: no RTT sample (Karn)
+	sendOrder uint64
+}
+
+// Sender tracks the send sequence space. It is not safe for concurrent use.
+type Sender[T any] struct {
+	base     uint64      // lowest sequence number not yet acknowledged
+	entries  []*Entry[T] // entries[i] has Seq base+i
+	unsent   int         // index of the first never-sent entry
+	lost     []uint64    // sequence numbers to retransmit, ascending
+	inFlight int
+	order    uint64 // transmission counter
+
+	largestAcked      uint64
+	largestAckedOrder uint64
+	anyAcked          bool
+	free              []*Entry[T]
+}
+
+// NewSender returns a sender whose first sequence number is first.
+func NewSender[T any](first uint64) *Sender[T] { return &Sender[T]{base: first} }
+
+// Base is the lowest unacknowledged sequence number.
+func (s *Sender[T]) Base() uint64 { return s.base }
+
+// Next is the sequence number the next Push gets.
+func (s *Sender[T]) Next() uint64 { return s.base + uint64(len(s.entries)) }
+
+// Len is the number of unacknowledged entries, sent or not.
+func (s *Sender[T]) Len() int { return len(s.entries) }
+
+// BytesInFlight is the bytes sent and neither acknowledged nor lost.
+func (s *Sender[T]) BytesInFlight() int { return s.inFlight }
+
+// Push appends a new entry and returns its sequence number.
+func (s *Sender[T]) Push(v T, bytes int) uint64 {
+	var e *Entry[T]
+	if n := len(s.free); n > 0 {
+		e, s.free = s.free[n-1], s.free[:n-1]
+		*e = Entry[T]{}
+	} else {
+		e = new(Entry[T])
+	}
+	e.Seq, e.Value, e.Bytes = s.Next(), v, bytes
+	s.entries = append(s.entries, e)
+	return e.Seq
+}
+
+// Get returns the entry for seq, or nil.
+func (s *Sender[T]) Get(seq uint64) *Entry[T] {
+	if seq < s.base || seq-s.base >= uint64(len(s.entries)) {
+		return nil
+	}
+	return s.entries[seq-s.base]
+}
+
+// HasPending reports whether a retransmission or a new entry awaits
+// sending.
+func (s *Sender[T]) HasPending() bool { return len(s.lost) > 0 || s.unsent < len(s.entries) }
+
+// HasRetransmission reports whether a lost entry awaits retransmission.
+func (s *Sender[T]) HasRetransmission() bool { return len(s.lost) > 0 }
+
+// PeekNew returns the next never-sent entry, or nil.
+func (s *Sender[T]) PeekNew() *Entry[T] {
+	if s.unsent < len(s.entries) {
+		return s.entries[s.unsent]
+	}
+	return nil
+}
+
+// NextToSend returns the next entry to transmit: retransmissions first.
+// limit excludes new entries with Seq >= limit (flow control); lost ones
+// are always allowed since the peer has already had room for them.
+func (s *Sender[T]) NextToSend(limit uint64) *Entry[T] {
+	for len(s.lost) > 0 {
+		seq := s.lost[0]
+		s.lost = s.lost[1:]
+		if e := s.Get(seq); e != nil && e.Lost && !e.Acked {
+			return e
+		}
+	}
+	if e := s.PeekNew(); e != nil && e.Seq < limit {
+		return e
+	}
+	return nil
+}
+
+// OnSent records a transmission of e.
+func (s *Sender[T]) OnSent(e *Entry[T], now time.Time) {
+	if e.Sent {
+		e.Retrans = true
+	} else if s.unsent < len(s.entries) && s.entries[s.unsent] == e {
+		s.unsent++
+	}
+	e.Sent, e.Lost, e.SentAt = true, false, now
+	s.order++
+	e.sendOrder = s.order
+	if !e.InFlight {
+		e.InFlight = true
+		s.inFlight += e.Bytes
+	}
+}
+
+// AckResult is what one acknowledgement did.
+type AckResult[T any] struct {
+	// Acked are the newly acknowledged entries; they are recycled by the
+	// next call to OnAck, so copy what you need.
+	Acked []*Entry[T]
+	// AckedBytes counts acknowledged bytes that were in flight.
+	AckedBytes int
+	// RTTSample is valid when HasRTT: the time since the newest newly
+	// acknowledged entry was sent, if it was sent only once.
+	RTTSample time.Duration
+	HasRTT    bool
+	// Lost are entries newly declared lost.
+	Lost []*Entry[T]
+	// LostBytes counts newly lost bytes.
+	LostBytes int
+	// LargestAcked is the largest acknowledged sequence number.
+	LargestAcked uint64
+	// Progress reports whether the cumulative point advanced.
+	Progress bool
+}
+
+// OnAck processes a cumulative acknowledgement (everything below expected
+// arrived) and the gap list that follows expected. res is reset and
+// filled; its slices are reused.
+func (s *Sender[T]) OnAck(now time.Time, expected uint64, gaps []Gap, latest uint64, lossDelay time.Duration, res *AckResult[T]) {
+	for _, e := range res.Acked {
+		s.free = append(s.free, e)
+	}
+	*res = AckResult[T]{Acked: res.Acked[:0], Lost: res.Lost[:0]}
+	if expected > s.Next() {
+		expected = s.Next() // acknowledges data never sent: ignore the excess
+	}
+	var newest *Entry[T]
+	ack := func(e *Entry[T]) {
+		if e.Acked || !e.Sent {
+			return
+		}
+		e.Acked = true
+		if e.InFlight {
+			e.InFlight = false
+			s.inFlight -= e.Bytes
+			res.AckedBytes += e.Bytes
+		}
+		if newest == nil || e.sendOrder > newest.sendOrder {
+			newest = e
+		}
+		res.Acked = append(res.Acked, e)
+	}
+	// Selective part: ranges received beyond the first gap.
+	seq := expected
+	for _, g := range gaps {
+		seq += g.Gap
+		for i := uint64(0); i < g.Data && seq < s.Next(); i++ {
+			if e := s.Get(seq); e != nil {
+				ack(e)
+			}
+			seq++
+		}
+	}
+	// Cumulative part.
+	for s.base < expected && len(s.entries) > 0 {
+		e := s.entries[0]
+		ack(e)
+		if !e.Acked { // never sent: cannot be acknowledged
+			break
+		}
+		s.entries[0] = nil
+		s.entries = s.entries[1:]
+		s.base++
+		if s.unsent > 0 {
+			s.unsent--
+		}
+		res.Progress = true
+	}
+	if len(s.entries) == 0 {
+		s.entries = s.entries[:0:0]
+		s.unsent = 0
+	}
+	if newest != nil {
+		if !s.anyAcked || newest.sendOrder > s.largestAckedOrder {
+			s.largestAckedOrder = newest.sendOrder
+		}
+		if !s.anyAcked || newest.Seq > s.largestAcked {
+			s.largestAcked = newest.Seq
+		}
+		s.anyAcked = true
+		if !newest.Retrans {
+			res.RTTSample, res.HasRTT = now.Sub(newest.SentAt), true
+		}
+	}
+	_ = latest
+	res.LargestAcked = s.largestAcked
+	s.detectLoss(now, lossDelay, res)
+}
+
+// DetectLoss declares lost the in-flight entries sent before the largest
+// acknowledged one that are PacketThreshold behind it or older than
+// lossDelay. It returns the earliest time a remaining entry could be
+// declared lost by time, or zero.
+func (s *Sender[T]) DetectLoss(now time.Time, lossDelay time.Duration, res *AckResult[T]) time.Time {
+	*res = AckResult[T]{Acked: res.Acked[:0], Lost: res.Lost[:0]}
+	return s.detectLoss(now, lossDelay, res)
+}
+
+func (s *Sender[T]) detectLoss(now time.Time, lossDelay time.Duration, res *AckResult[T]) time.Time {
+	var next time.Time
+	if !s.anyAcked {
+		return next
+	}
+	for _, e := range s.entries {
+		if e.Seq > s.largestAcked || !e.Sent {
+			break
+		}
+		if !e.InFlight || e.Acked || e.sendOrder > s.largestAckedOrder {
+			continue
+		}
+		if s.largestAcked-e.Seq >= PacketThreshold || now.Sub(e.SentAt) >= lossDelay {
+			s.markLost(e)
+			res.Lost = append(res.Lost, e)
+			res.LostBytes += e.Bytes
+			continue
+		}
+		if t := e.SentAt.Add(lossDelay); next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	return next
+}
+
+func (s *Sender[T]) markLost(e *Entry[T]) {
+	if e.InFlight {
+		e.InFlight = false
+		s.inFlight -= e.Bytes
+	}
+	if !e.Lost {
+		e.Lost = true
+		// Keep the queue ascending: most losses arrive in order.
+		i := len(s.lost)
+		for i > 0 && s.lost[i-1] > e.Seq {
+			i--
+		}
+		s.lost = append(s.lost, 0)
+		copy(s.lost[i+1:], s.lost[i:])
+		s.lost[i] = e.Seq
+	}
+}
+
+// OldestInFlight returns the in-flight entry sent longest ago, or nil.
+func (s *Sender[T]) OldestInFlight() *Entry[T] {
+	var old *Entry[T]
+	for _, e := range s.entries {
+		if !e.Sent {
+			break
+		}
+		if e.InFlight && (old == nil || e.sendOrder < old.sendOrder) {
+			old = e
+		}
+	}
+	return old
+}
+
+// OnTimeout handles a retransmission timeout: the oldest unacknowledged
+// entries (up to n) are queued for retransmission. It returns how many.
+func (s *Sender[T]) OnTimeout(n int) int {
+	k := 0
+	for _, e := range s.entries {
+		if k >= n || !e.Sent {
+			break
+		}
+		if !e.Acked && !e.Lost {
+			s.markLost(e)
+			k++
+		}
+	}
+	return k
+}
+
+// Receiver tracks the receive sequence space: it buffers out-of-order
+// entries, drops duplicates and releases entries in order. It is not safe
+// for concurrent use.
+type Receiver[T any] struct {
+	expected uint64
+	ooo      map[uint64]T
+	largest  uint64
+}
+
+// NewReceiver returns a receiver expecting first.
+func NewReceiver[T any](first uint64) *Receiver[T] {
+	return &Receiver[T]{expected: first, largest: first - 1}
+}
+
+// Expected is the next in-order sequence number.
+func (r *Receiver[T]) Expected() uint64 { return r.expected }
+
+// Largest is the largest sequence number received.
+func (r *Receiver[T]) Largest() uint64 { return r.largest }
+
+// Buffered is the number of out-of-order entries held.
+func (r *Receiver[T]) Buffered() int { return len(r.ooo) }
+
+// HasGaps reports whether entries beyond a missing one are held.
+func (r *Receiver[T]) HasGaps() bool { return len(r.ooo) > 0 }
+
+// Insert offers seq. It returns false for a duplicate or an entry at or
+// beyond limit (outside the advertised window). In-order entries are
+// returned by Pop.
+func (r *Receiver[T]) Insert(seq uint64, v T, limit uint64) bool {
+	if seq < r.expected || seq >= limit {
+		return false
+	}
+	if _, dup := r.ooo[seq]; dup {
+		return false
+	}
+	if r.ooo == nil {
+		r.ooo = make(map[uint64]T)
+	}
+	r.ooo[seq] = v
+	if seq > r.largest || r.largest+1 == r.expected && seq >= r.expected {
+		r.largest = seq
+	}
+	return true
+}
+
+// Pop returns the next in-order entry, if it has arrived.
+func (r *Receiver[T]) Pop() (T, bool) {
+	v, ok := r.ooo[r.expected]
+	if ok {
+		delete(r.ooo, r.expected)
+		r.expected++
+		if len(r.ooo) == 0 {
+			r.ooo = nil // give the map back while idle
+		}
+	}
+	return v, ok
+}
+
+// Gaps appends to dst the gap list from Expected up to Largest, at most
+// max descriptors.
+func (r *Receiver[T]) Gaps(dst []Gap, max int) []Gap {
+	if len(r.ooo) == 0 {
+		return dst
+	}
+	seq := r.expected
+	for len(dst) < max && seq <= r.largest {
+		var g Gap
+		for seq <= r.largest {
+			if _, ok := r.ooo[seq]; ok {
+				break
+			}
+			g.Gap++
+			seq++
+		}
+		for seq <= r.largest {
+			if _, ok := r.ooo[seq]; !ok {
+				break
+			}
+			g.Data++
+			seq++
+		}
+		if g.Data == 0 {
+			break
+		}
+		dst = append(dst, g)
+	}
+	return dst
+}
+
+// Drain calls f for every buffered entry and forgets them.
+func (r *Receiver[T]) Drain(f func(T)) {
+	for _, v := range r.ooo {
+		f(v)
+	}
+	r.ooo = nil
+}

@@ -1,0 +1,169 @@
+package fsp
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// maxPending bounds responder connections awaiting confirmation.
+const maxPending = 4096
+
+// Listener accepts FSP connections.
+type Listener struct {
+	t             *Transport
+	cfg           *Config
+	id            *tls.Certificate
+	chainLen      int
+	ownsTransport bool
+	accept        chan *Conn
+	done          chan struct{}
+	closeOnce     sync.Once
+}
+
+// Accept returns the next connection whose handshake completed.
+func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
+	select {
+	case c := <-l.accept:
+		return c, nil
+	case <-l.done:
+		return nil, post.Errorf(post.ErrClosed, "fsp: listener closed")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Addr returns the listening address.
+func (l *Listener) Addr() net.Addr { return l.t.Conn.LocalAddr() }
+
+// Transport returns the transport the listener runs on.
+func (l *Listener) Transport() *Transport { return l.t }
+
+// Close stops accepting; new connection attempts are refused with RESET.
+// If Listen created the socket, Close also closes it and every
+// connection on it.
+func (l *Listener) Close() error {
+	l.t.mu.Lock()
+	if l.t.listener == l {
+		l.t.listener = nil
+	}
+	l.t.mu.Unlock()
+	l.shutdown()
+	if l.ownsTransport {
+		return l.t.Close()
+	}
+	return nil
+}
+
+func (l *Listener) shutdown() {
+	l.closeOnce.Do(func() {
+		close(l.done)
+		for {
+			select {
+			case c := <-l.accept:
+				c.teardown(post.Errorf(post.ErrClosed, "fsp: listener closed"), true)
+			default:
+				return
+			}
+		}
+	})
+}
+
+func (l *Listener) closed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// deliver hands a confirmed connection to Accept.
+func (l *Listener) deliver(c *Conn) {
+	if l.closed() {
+		c.teardown(post.Errorf(post.ErrRefused, "fsp: listener closed"), true)
+		return
+	}
+	select {
+	case l.accept <- c:
+	default:
+		c.teardown(post.Errorf(post.ErrRefused, "fsp: accept queue full"), true)
+	}
+}
+
+// handleListener answers INIT_CONNECT and CONNECT_REQUEST. Until a cookie
+// checks out it keeps no state at all.
+func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
+	t.mu.Lock()
+	l := t.listener
+	t.mu.Unlock()
+	if pkt.Opcode != wire.InitConnect && pkt.Opcode != wire.ConnectRequest {
+		return
+	}
+	if l == nil || l.closed() {
+		t.sendReset(from, pkt.Src, 0)
+		return
+	}
+	key := fcrypto.HandshakeKey(l.cfg.Security.PSK, pkt.Src)
+	if _, ok := fcrypto.VerifyHandshakeTag(key, b); !ok || len(pkt.Payload) < fcrypto.TagLen {
+		return
+	}
+	body := pkt.Payload[:len(pkt.Payload)-fcrypto.TagLen]
+	now := time.Now()
+	switch pkt.Opcode {
+	case wire.InitConnect:
+		if len(body) != fcrypto.NonceLen {
+			return
+		}
+		cookie := t.jar.Make(now, from.ap, pkt.Src, body)
+		reply := wire.Packet{Header: wire.Header{Opcode: wire.AckInitConnect, Dst: pkt.Src}}
+		var arr [wire.HeaderLen + fcrypto.CookieLen + fcrypto.TagLen]byte
+		t.write(handshakePacket(arr[:0], key, &reply, cookie[:]), from)
+	case wire.ConnectRequest:
+		if len(body) != fcrypto.CookieLen+fcrypto.NonceLen || !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen {
+			return
+		}
+		cookie, nonce := body[:fcrypto.CookieLen], body[fcrypto.CookieLen:]
+		if !t.jar.Verify(now, cookie, from.ap, pkt.Src, nonce) {
+			return
+		}
+		pk := pendingKey{from.ap, pkt.Src}
+		t.mu.Lock()
+		c := t.pending[pk]
+		full := len(t.pending) >= maxPending
+		t.mu.Unlock()
+		if c != nil {
+			c.resendAffirm(nonce)
+			return
+		}
+		if full {
+			t.sendReset(from, pkt.Src, 0)
+			return
+		}
+		c = newConn(t, l.cfg, false, *from)
+		c.peer = pkt.Src
+		c.listener = l
+		if err := t.register(c); err != nil {
+			return
+		}
+		t.mu.Lock()
+		if t.pending[pk] != nil { // lost a race with a duplicate
+			t.mu.Unlock()
+			t.unregister(c)
+			return
+		}
+		c.pendKey = pk
+		t.pending[pk] = c
+		t.mu.Unlock()
+		if err := c.respond(key, nonce, pkt); err != nil {
+			t.log.Debug("fsp: handshake failed", "peer", from, "err", err)
+			c.teardown(err, true)
+		}
+	}
+}

@@ -1,0 +1,429 @@
+package fsp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// Transport runs FSP over one net.PacketConn: a UDP socket, an ICE
+// connection, an emulated link or a socket shared with QUIC. One goroutine
+// reads the socket and hands packets to connections by destination
+// ALFID; datagrams that are not FSP (first octet not zero, so every QUIC
+// packet) are queued for ReadNonFSPPacket.
+//
+// The zero value with Conn set is ready; the Transport starts reading at
+// the first Dial or Listen. Close stops it without closing Conn.
+type Transport struct {
+	// Conn carries the datagrams. It must not be changed once used.
+	Conn net.PacketConn
+	// Logger receives transport-level debug logs; nil discards them.
+	Logger *slog.Logger
+
+	once    sync.Once
+	owned   bool // Conn was created by Dial or Listen: Close closes it
+	udp     *net.UDPConn
+	log     *slog.Logger
+	jar     *fcrypto.CookieJar
+	done    chan struct{} // closed by Close
+	loopEnd chan struct{} // closed when the read loop returns
+
+	mu       sync.Mutex
+	conns    map[uint32]*Conn     // by local ALFID
+	pending  map[pendingKey]*Conn // responder connections awaiting confirmation
+	listener *Listener
+	closed   bool
+	closeErr error
+	// closeWhenIdle closes an owned transport with its last connection.
+	closeWhenIdle bool
+
+	foreign chan foreignPacket
+}
+
+type pendingKey struct {
+	addr  netip.AddrPort
+	alfid uint32
+}
+
+type foreignPacket struct {
+	b    []byte
+	addr net.Addr
+}
+
+// peerAddr is a remote address in both forms: netip for the UDP fast path
+// and net.Addr for any other PacketConn.
+type peerAddr struct {
+	ap   netip.AddrPort
+	addr net.Addr
+}
+
+func (p peerAddr) String() string {
+	if p.addr != nil {
+		return p.addr.String()
+	}
+	return p.ap.String()
+}
+
+func toPeerAddr(a net.Addr) peerAddr {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ap := v.AddrPort()
+		return peerAddr{ap: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), addr: a}
+	case nil:
+		return peerAddr{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return peerAddr{ap: ap, addr: a}
+}
+
+func (t *Transport) init() {
+	t.once.Do(func() {
+		t.udp, _ = t.Conn.(*net.UDPConn)
+		t.log = t.Logger
+		if t.log == nil {
+			t.log = slog.New(slog.DiscardHandler)
+		}
+		t.jar = fcrypto.NewCookieJar(30 * time.Second)
+		t.done = make(chan struct{})
+		t.loopEnd = make(chan struct{})
+		t.conns = make(map[uint32]*Conn)
+		t.pending = make(map[pendingKey]*Conn)
+		t.foreign = make(chan foreignPacket, 64)
+		go t.readLoop()
+	})
+}
+
+// LocalAddr returns the local address of the underlying connection.
+func (t *Transport) LocalAddr() net.Addr { return t.Conn.LocalAddr() }
+
+// Close closes every connection and stops the read loop. It closes Conn
+// only if Dial or Listen created it.
+func (t *Transport) Close() error {
+	t.init()
+	t.closeWith(post.ErrClosed)
+	<-t.loopEnd
+	return nil
+}
+
+func (t *Transport) closeWith(err error) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed, t.closeErr = true, err
+	conns := make([]*Conn, 0, len(t.conns))
+	for _, c := range t.conns {
+		conns = append(conns, c)
+	}
+	l := t.listener
+	t.mu.Unlock()
+	close(t.done)
+	if l != nil {
+		l.shutdown()
+	}
+	for _, c := range conns {
+		c.teardown(post.Errorf(post.ErrClosed, "fsp: transport closed"), false)
+	}
+	if t.owned {
+		t.Conn.Close()
+	} else {
+		// Unblock the read loop without closing the caller's socket.
+		t.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// ReadNonFSPPacket returns the next datagram that is not FSP, for a
+// protocol sharing the socket (QUIC sets bit 0x40 of its first octet; FSP
+// never does). At most 64 such datagrams are queued; more are dropped.
+func (t *Transport) ReadNonFSPPacket(ctx context.Context, b []byte) (int, net.Addr, error) {
+	t.init()
+	select {
+	case p := <-t.foreign:
+		return copy(b, p.b), p.addr, nil
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	case <-t.done:
+		return 0, nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
+	}
+}
+
+// WriteTo sends a non-FSP datagram on the shared socket.
+func (t *Transport) WriteTo(b []byte, addr net.Addr) (int, error) {
+	return t.Conn.WriteTo(b, addr)
+}
+
+func (t *Transport) write(b []byte, to *peerAddr) error {
+	var err error
+	if t.udp != nil && to.ap.IsValid() {
+		_, err = t.udp.WriteToUDPAddrPort(b, to.ap)
+	} else {
+		_, err = t.Conn.WriteTo(b, to.addr)
+	}
+	return err
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxDatagramSize); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
+
+func (t *Transport) readLoop() {
+	defer close(t.loopEnd)
+	buf := make([]byte, maxHandshakeSize)
+	var pkt wire.Packet
+	for {
+		var (
+			n    int
+			from peerAddr
+			err  error
+		)
+		if t.udp != nil {
+			var ap netip.AddrPort
+			n, ap, err = t.udp.ReadFromUDPAddrPort(buf)
+			from.ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		} else {
+			var a net.Addr
+			n, a, err = t.Conn.ReadFrom(buf)
+			if err == nil {
+				from = toPeerAddr(a)
+			}
+		}
+		if err != nil {
+			select {
+			case <-t.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, net.ErrClosed) {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, post.ErrClosed) {
+				go t.closeWith(post.Errorf(post.ErrClosed, "fsp: socket closed"))
+				return
+			}
+			// Transient errors such as ICMP port unreachable: keep reading.
+			continue
+		}
+		t.handle(buf[:n], &from, &pkt)
+	}
+}
+
+func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
+	if len(b) == 0 || b[0]&0xc0 != 0 || !wire.IsFSP(b) {
+		t.queueForeign(b, from)
+		return
+	}
+	if err := wire.Parse(b, pkt); err != nil {
+		return // malformed: dropped silently
+	}
+	if pkt.Dst == 0 {
+		t.handleListener(b, from, pkt)
+		return
+	}
+	t.mu.Lock()
+	c := t.conns[pkt.Dst]
+	t.mu.Unlock()
+	if c == nil {
+		if pkt.Opcode != wire.Reset && pkt.Opcode != wire.KeepAlive && pkt.Opcode != wire.AckInitConnect {
+			t.sendReset(from, pkt.Src, pkt.Dst)
+		}
+		return
+	}
+	c.handlePacket(b, from, pkt)
+}
+
+func (t *Transport) queueForeign(b []byte, from *peerAddr) {
+	addr := from.addr
+	if addr == nil {
+		addr = net.UDPAddrFromAddrPort(from.ap)
+	}
+	select {
+	case t.foreign <- foreignPacket{append([]byte(nil), b...), addr}:
+	default:
+	}
+}
+
+// handshakePacket builds a handshake packet tagged with the handshake key.
+func handshakePacket(dst []byte, key []byte, p *wire.Packet, payload []byte) []byte {
+	dst = wire.AppendHeader(dst, p)
+	dst = append(dst, payload...)
+	tag := fcrypto.HandshakeTag(key, dst)
+	return append(dst, tag[:]...)
+}
+
+// sendReset refuses a packet with an unauthenticated RESET. Peers accept
+// those only while connecting.
+func (t *Transport) sendReset(to *peerAddr, dst, src uint32) {
+	if dst == 0 {
+		return
+	}
+	var psk []byte
+	t.mu.Lock()
+	if t.listener != nil {
+		psk = t.listener.cfg.Security.PSK
+	}
+	t.mu.Unlock()
+	p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: dst, Src: src}}
+	var arr [wire.HeaderLen + fcrypto.TagLen]byte
+	t.write(handshakePacket(arr[:0], fcrypto.HandshakeKey(psk, dst), &p, nil), to)
+}
+
+// newALFID registers c under a fresh random ALFID above the well-known
+// range.
+func (t *Transport) register(c *Conn) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return post.Errorf(post.ErrClosed, "fsp: transport closed")
+	}
+	for {
+		var b [4]byte
+		rand.Read(b[:])
+		id := binary.BigEndian.Uint32(b[:])
+		if id <= 0xffff {
+			continue
+		}
+		if _, taken := t.conns[id]; !taken {
+			c.local = id
+			t.conns[id] = c
+			return nil
+		}
+	}
+}
+
+func (t *Transport) unregister(c *Conn) {
+	t.mu.Lock()
+	if t.conns[c.local] == c {
+		delete(t.conns, c.local)
+	}
+	if c.pendKey != (pendingKey{}) && t.pending[c.pendKey] == c {
+		delete(t.pending, c.pendKey)
+	}
+	idle := t.closeWhenIdle && len(t.conns) == 0 && t.listener == nil
+	t.mu.Unlock()
+	if idle {
+		go t.closeWith(post.Errorf(post.ErrClosed, "fsp: transport closed"))
+	}
+}
+
+// Dial opens a connection to addr over the transport.
+func (t *Transport) Dial(ctx context.Context, addr net.Addr, cfg *Config) (*Conn, error) {
+	if t.Conn == nil {
+		return nil, errors.New("fsp: Transport.Conn is nil")
+	}
+	t.init()
+	c := newConn(t, cfg.clone(), true, toPeerAddr(addr))
+	if err := t.register(c); err != nil {
+		return nil, err
+	}
+	if err := c.dial(ctx); err != nil {
+		return nil, &post.OpError{Op: "dial", Stack: "fsp", Path: addr.String(), Err: err}
+	}
+	return c, nil
+}
+
+// Dial opens a connection to addr over a new UDP socket, which is closed
+// with the connection.
+func Dial(ctx context.Context, addr netip.AddrPort, cfg *Config) (*Conn, error) {
+	network := "udp4"
+	local := &net.UDPAddr{IP: net.IPv4zero}
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+		network, local = "udp6", &net.UDPAddr{IP: net.IPv6unspecified}
+	}
+	pc, err := net.ListenUDP(network, local)
+	if err != nil {
+		return nil, &post.OpError{Op: "dial", Stack: "fsp", Path: addr.String(), Err: err}
+	}
+	t := &Transport{Conn: pc, owned: true, closeWhenIdle: true}
+	if cfg != nil {
+		t.Logger = cfg.Logger
+	}
+	c, err := t.Dial(ctx, net.UDPAddrFromAddrPort(addr), cfg)
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Listen listens for FSP connections on a new UDP socket at addr.
+// Closing the Listener closes the socket and its connections.
+func Listen(addr netip.AddrPort, cfg *Config) (*Listener, error) {
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil, &post.OpError{Op: "listen", Stack: "fsp", Path: addr.String(), Err: err}
+	}
+	t := &Transport{Conn: pc, owned: true}
+	if cfg != nil {
+		t.Logger = cfg.Logger
+	}
+	l, err := t.Listen(cfg)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	l.ownsTransport = true
+	return l, nil
+}
+
+// Listen accepts connections on the transport. A transport has at most
+// one listener.
+func (t *Transport) Listen(cfg *Config) (*Listener, error) {
+	if t.Conn == nil {
+		return nil, errors.New("fsp: Transport.Conn is nil")
+	}
+	cfg = cfg.clone()
+	id, err := identity(cfg)
+	if err != nil {
+		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: err}
+	}
+	t.init()
+	l := &Listener{t: t, cfg: cfg, id: id, accept: make(chan *Conn, 256), done: make(chan struct{})}
+	for _, der := range id.Certificate {
+		l.chainLen += 2 + len(der)
+	}
+	if l.chainLen > maxHandshakeSize-512 {
+		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: fmt.Errorf("fsp: certificate chain of %d bytes does not fit a handshake packet", l.chainLen)}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
+	}
+	if t.listener != nil {
+		return nil, errors.New("fsp: transport already has a listener")
+	}
+	t.listener = l
+	return l, nil
+}
+
+// PendingHandshakes returns the number of responder connections that
+// passed the cookie check but are not yet confirmed. The listener keeps no
+// other per-peer state.
+func (t *Transport) PendingHandshakes() int {
+	t.init()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending)
+}
+
+// NumConns returns the number of connections registered on the transport.
+func (t *Transport) NumConns() int {
+	t.init()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
