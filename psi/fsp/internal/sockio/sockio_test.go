@@ -385,3 +385,89 @@ func BenchmarkPlainLoop(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "pkts/s")
 }
+
+// TestConcurrentReadWrite runs a reader and a writer goroutine on one Conn
+// against an echo peer, keeping at most one batch in flight so that no
+// datagram is dropped.
+func TestConcurrentReadWrite(t *testing.T) {
+	const total, window = 1024, 64
+	for name, mk := range kinds {
+		t.Run(name, func(t *testing.T) {
+			au, bu := listen(t, "udp4", "127.0.0.1:0"), listen(t, "udp4", "127.0.0.1:0")
+			a, b := mk(au), mk(bu)
+			au.SetReadDeadline(time.Now().Add(safety))
+			bu.SetReadDeadline(time.Now().Add(safety))
+
+			echoErr := make(chan error, 1)
+			go func() { // echo: read a batch, send it back
+				in := make([]Packet, b.MaxBatch())
+				for i := range in {
+					in[i].Buf = make([]byte, 1500)
+				}
+				for got := 0; got < total; {
+					n, err := b.ReadBatch(in)
+					if err != nil {
+						echoErr <- err
+						return
+					}
+					for i := range in[:n] {
+						in[i].Addr = a.LocalAddr()
+					}
+					if _, err := b.WriteBatch(in[:n]); err != nil {
+						echoErr <- err
+						return
+					}
+					got += n
+				}
+				echoErr <- nil
+			}()
+
+			credit := make(chan struct{}, window)
+			for range window {
+				credit <- struct{}{}
+			}
+			writeErr := make(chan error, 1)
+			go func() {
+				out := make([]Packet, 8)
+				for seq := 0; seq < total; seq += len(out) {
+					for i := range out {
+						<-credit
+						out[i] = Packet{Buf: payload(seq+i, 1000), N: 1000, Addr: b.LocalAddr()}
+					}
+					if _, err := a.WriteBatch(out); err != nil {
+						writeErr <- err
+						return
+					}
+				}
+				writeErr <- nil
+			}()
+
+			in := make([]Packet, a.MaxBatch())
+			for i := range in {
+				in[i].Buf = make([]byte, 1500)
+			}
+			seen := make([]bool, total)
+			for got := 0; got < total; {
+				n, err := a.ReadBatch(in)
+				if err != nil {
+					t.Fatalf("after %d echoes: %v", got, err)
+				}
+				for _, p := range in[:n] {
+					seq := int(binary.BigEndian.Uint16(p.Buf))
+					if p.N != 1000 || seq >= total || seen[seq] || !bytes.Equal(p.Buf[:p.N], payload(seq, 1000)) {
+						t.Fatalf("bad echo: seq %d, %d bytes", seq, p.N)
+					}
+					seen[seq] = true
+					credit <- struct{}{}
+				}
+				got += n
+			}
+			if err := <-writeErr; err != nil {
+				t.Fatal(err)
+			}
+			if err := <-echoErr; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
