@@ -74,6 +74,7 @@ type Association struct {
 
 type candidateKey struct {
 	stack  string
+	local  netip.Addr
 	remote netip.AddrPort
 }
 

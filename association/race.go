@@ -22,7 +22,7 @@ type Candidate struct {
 
 func (c Candidate) String() string { return c.Stack.Name() + "/" + c.Remote.String() }
 
-func (c Candidate) key() candidateKey { return candidateKey{c.Stack.Name(), c.Remote} }
+func (c Candidate) key() candidateKey { return candidateKey{c.Stack.Name(), c.Local.Addr(), c.Remote} }
 
 // Candidates resolves the Remote and returns the ordered candidate list:
 // stacks filtered and ordered by policy, addresses interleaved by family,
@@ -38,7 +38,6 @@ func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 	if err != nil {
 		return nil, err
 	}
-	local := a.cfg.Local.Addr
 	var byNet [2][]Candidate // udp, tcp
 	for _, s := range stacks {
 		n := 0
@@ -46,11 +45,10 @@ func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 			n = 1
 		}
 		for _, ad := range addrs {
-			if local.IsValid() && local.Addr().Is4() != ad.Addr().Is4() && !local.Addr().IsUnspecified() {
-				continue // a bound local of another family cannot reach it
-			}
 			ad = netip.AddrPortFrom(ad.Addr(), a.cfg.Remote.PortFor(s.Name(), ad.Port()))
-			byNet[n] = append(byNet[n], Candidate{Stack: s, Local: local, Remote: ad})
+			for _, local := range a.localsFor(ad) {
+				byNet[n] = append(byNet[n], Candidate{Stack: s, Local: local, Remote: ad})
+			}
 		}
 	}
 	var out []Candidate
@@ -71,7 +69,7 @@ func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, post.Errorf(post.ErrNoCandidates, "no address of %s fits local %s", a.cfg.Remote, local)
+		return nil, post.Errorf(post.ErrNoCandidates, "no address of %s fits local %s", a.cfg.Remote, a.cfg.Local)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -248,3 +248,39 @@ func TestInterleaveFamilies(t *testing.T) {
 		}
 	}
 }
+
+func TestGatherLocals(t *testing.T) {
+	all, err := association.GatherLocals(&policy.Context{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lo string
+	for _, l := range all {
+		if l.Addr.IsLoopback() {
+			lo = l.Interface
+		}
+	}
+	if lo == "" {
+		t.Skip("no loopback interface with an address")
+	}
+	pol := new(policy.Context).Interface(lo, policy.Prohibit)
+	some, err := association.GatherLocals(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range some {
+		if l.Interface == lo {
+			t.Fatalf("prohibited interface %s gathered", lo)
+		}
+	}
+	// Requiring the loopback interface binds attempts to its address.
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: ok}
+	a := newAssoc(t, *new(policy.Context).Interface(lo, policy.Require), fsp)
+	cands, err := a.Candidates(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cands) == 0 || !cands[0].Local.Addr().IsLoopback() {
+		t.Fatalf("candidates %v", cands)
+	}
+}

@@ -117,7 +117,9 @@ func (n *Conn) SetReadDeadline(t time.Time) error { n.rd.set(t); return nil }
 // SetWriteDeadline sets the write deadline.
 func (n *Conn) SetWriteDeadline(t time.Time) error { n.wd.set(t); return nil }
 
-var errDeadline = errors.New("carrier: deadline exceeded")
+// errDeadline is what a Conn's deadline context reports, as the context
+// contract asks.
+var errDeadline = context.DeadlineExceeded
 
 // deadline is a resettable deadline whose channel closes when it passes.
 type deadline struct {
