@@ -57,14 +57,19 @@ const (
 // so a read that timed out (a deadline on a net.Conn) may be retried.
 func (LengthPrefix) NewReader(r io.Reader, maxMessage int64) MessageReader {
 	br, ok := r.(*bufio.Reader)
-	if !ok {
-		br = bufio.NewReaderSize(r, 64<<10)
+	if ok {
+		return &lpReader{r: br, max: maxMessage}
 	}
-	return &lpReader{r: br, max: maxMessage}
+	return &lpReader{r: bufio.NewReaderSize(r, 64<<10), src: r, max: maxMessage}
 }
+
+// directRead is the smallest read that bypasses the buffer when it is empty,
+// saving a copy of bulk content.
+const directRead = 4 << 10
 
 type lpReader struct {
 	r      *bufio.Reader
+	src    io.Reader // under r, if NewReader made r
 	max    int64
 	remain int   // bytes left in the current part
 	last   bool  // current part is the last of its message
@@ -111,7 +116,13 @@ func (l *lpReader) ReadMessage(p []byte) (int, bool, error) {
 	if len(p) > l.remain {
 		p = p[:l.remain]
 	}
-	n, err := l.r.Read(p)
+	var n int
+	var err error
+	if l.src != nil && len(p) >= directRead && l.r.Buffered() == 0 {
+		n, err = l.src.Read(p)
+	} else {
+		n, err = l.r.Read(p)
+	}
 	l.remain -= n
 	l.inMsg += int64(n)
 	end := l.remain == 0 && l.last

@@ -139,7 +139,8 @@ func (l *listener) handshake(c *net.TCPConn) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Handshake())
 	defer cancel()
 
-	tc := tls.Server(c, l.tls)
+	cc := &corkConn{Conn: c}
+	tc := tls.Server(cc, l.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		log.Debug("tcp: handshake failed", "err", err)
 		c.Close()
@@ -147,7 +148,7 @@ func (l *listener) handshake(c *net.TCPConn) {
 	}
 	dl := deadline{set: c.SetDeadline}
 	stop, _ := dl.watch(ctx)
-	t, parent, err := l.hello(tc)
+	t, parent, err := l.hello(cc, tc)
 	stop()
 	if err == nil {
 		err = c.SetDeadline(time.Time{})
@@ -176,7 +177,7 @@ func (l *listener) handshake(c *net.TCPConn) {
 
 // hello reads the client hello, makes the transient and answers. For a
 // fork it also returns the parent.
-func (l *listener) hello(tc *tls.Conn) (t, parent *transient, err error) {
+func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err error) {
 	var buf [clientHelloLen]byte
 	if _, err := io.ReadFull(tc, buf[:]); err != nil {
 		return nil, nil, err
@@ -187,7 +188,7 @@ func (l *listener) hello(tc *tls.Conn) (t, parent *transient, err error) {
 		tc.Write(reply.marshal())
 		return nil, nil, err
 	}
-	t = newTransient(&l.stack, &l.cfg, tc, ch.assoc, newToken())
+	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken())
 	t.ln = l
 	t.forkCh = make(chan *transient, l.stack.backlog())
 	status := byte(statusOK)

@@ -54,7 +54,8 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 			c.Close()
 		}
 	}()
-	tc := tls.Client(c, d.tls)
+	cc := &corkConn{Conn: c}
+	tc := tls.Client(cc, d.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, wrap(op, path, err)
 	}
@@ -84,7 +85,7 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 	if err := c.SetDeadline(time.Time{}); err != nil {
 		return nil, wrap(op, path, err)
 	}
-	t := newTransient(&d.stack, &d.cfg, tc, d.cfg.Association, sh.token)
+	t := newTransient(&d.stack, &d.cfg, cc, tc, d.cfg.Association, sh.token)
 	t.dialer = d
 	ok = true
 	t.log.Debug("tcp: transient open", "kind", kind)
@@ -94,6 +95,7 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 // transient is one TLS connection carrying framed messages.
 type transient struct {
 	conn   *tls.Conn
+	cork   *corkConn    // under conn
 	tcp    *net.TCPConn // nil if the conn is not TCP
 	local  netip.AddrPort
 	remote netip.AddrPort
@@ -125,11 +127,12 @@ type transient struct {
 
 var _ psi.Transient = (*transient)(nil)
 
-func newTransient(s *Stack, cfg *psi.Config, tc *tls.Conn, assoc [16]byte, tok token) *transient {
-	raw := tc.NetConn()
+func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [16]byte, tok token) *transient {
+	raw := cc.Conn
 	fr := s.framer()
 	t := &transient{
 		conn:   tc,
+		cork:   cc,
 		local:  addrPort(raw.LocalAddr()),
 		remote: addrPort(raw.RemoteAddr()),
 		assoc:  assoc,
@@ -175,15 +178,17 @@ func (t *transient) Path() post.Path {
 	return p
 }
 
-// ctxErr turns an interrupted I/O error into the context's error.
+// ctxErr turns an I/O error caused by ctx into the context's error. The
+// conn's deadline may fire just before ctx's own timer.
 func ctxErr(ctx context.Context, err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		switch ctx.Err() {
-		case context.Canceled:
-			return context.Canceled
-		case context.DeadlineExceeded:
-			return fmt.Errorf("%w: %w", post.ErrTimeout, context.DeadlineExceeded)
-		}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if ctx.Err() == context.Canceled {
+		return context.Canceled
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return fmt.Errorf("%w: %w", post.ErrTimeout, context.DeadlineExceeded)
 	}
 	return err
 }
@@ -208,9 +213,13 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, _ *psi
 	if !ok {
 		return t.closedErr("send")
 	}
+	t.cork.cork()
 	err := t.w.WriteMessage(p, end)
 	if err == nil && end {
 		err = t.w.Flush()
+	}
+	if cerr := t.cork.uncork(); err == nil {
+		err = cerr
 	}
 	stop()
 	switch {
@@ -340,18 +349,22 @@ func (t *transient) close(why error, orderly bool) error {
 			(<-t.forkCh).close(errors.New("parent transient closed"), false)
 		}
 		t.fmu.Unlock()
+		if orderly {
+			t.wd.freeze(time.Now().Add(t.linger))
+			t.wmu.Lock()
+			if t.werr == nil {
+				if ferr := t.w.Flush(); ferr != nil {
+					err = wrap("close", t.path, ferr)
+				}
+			}
+			orderly = t.werr == nil && err == nil
+			t.wmu.Unlock()
+		}
 		if !orderly {
-			t.conn.NetConn().Close()
+			// The stream may be cut inside a record: no close_notify.
+			t.cork.Conn.Close()
 			return
 		}
-		t.wd.freeze(time.Now().Add(t.linger))
-		t.wmu.Lock()
-		if t.werr == nil {
-			if ferr := t.w.Flush(); ferr != nil {
-				err = wrap("close", t.path, ferr)
-			}
-		}
-		t.wmu.Unlock()
 		t.conn.Close() // a failed close_notify is not worth reporting
 		t.log.Debug("tcp: transient closed")
 	})
