@@ -8,36 +8,12 @@ import (
 	"testing"
 
 	"github.com/postsockets/postsockets/carrier"
-	"github.com/postsockets/postsockets/policy"
 )
 
 // benchPair connects two Carriers over one stack.
 func benchPair(b *testing.B, stack string) (*carrier.Carrier, *carrier.Carrier) {
 	b.Helper()
-	scfg, ccfg := serverConfig(), clientConfig()
-	scfg.Policy.Stack(stack, policy.Require)
-	ccfg.Policy.Stack(stack, policy.Require)
-	ctx := context.Background()
-	l, err := carrier.Listen(ctx, localAny, scfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close() })
-	c, err := carrier.Initiate(ctx, l.Remote("localhost"), ccfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	c.Send(ctx, []byte("hi"))
-	s, err := l.Accept(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	if _, err := s.Receive(ctx); err != nil {
-		b.Fatal(err)
-	}
-	return c, s
+	return pairOn(b, stack, nil, nil)
 }
 
 func benchBulk(b *testing.B, stack string, size int) {

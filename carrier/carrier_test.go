@@ -14,6 +14,7 @@ import (
 
 	"github.com/postsockets/postsockets/carrier"
 	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -28,13 +29,13 @@ func clientConfig() *carrier.Config {
 	return &carrier.Config{Security: psi.Security{RootCAs: certs.Pool}}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func listen(t *testing.T, cfg *carrier.Config) *carrier.Listener {
+func listen(t testing.TB, cfg *carrier.Config) *carrier.Listener {
 	t.Helper()
 	l, err := carrier.Listen(ctxT(t), post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}, cfg)
 	if err != nil {
@@ -46,12 +47,30 @@ func listen(t *testing.T, cfg *carrier.Config) *carrier.Listener {
 
 // pair returns a connected client and server Carrier.
 func pair(t *testing.T, ccfg, scfg *carrier.Config) (client, server *carrier.Carrier) {
+	return pairOn(t, "", ccfg, scfg)
+}
+
+// forStacks runs f once per built-in stack.
+func forStacks(t *testing.T, f func(t *testing.T, stack string)) {
+	for _, st := range benchStacks {
+		t.Run(st, func(t *testing.T) { f(t, st) })
+	}
+}
+
+// pairOn is pair over one required stack ("" for the race winner).
+func pairOn(t testing.TB, stack string, ccfg, scfg *carrier.Config) (client, server *carrier.Carrier) {
 	t.Helper()
 	if scfg == nil {
 		scfg = serverConfig()
 	}
 	if ccfg == nil {
 		ccfg = clientConfig()
+	}
+	if stack != "" {
+		scfg.Policy = scfg.Policy.Clone()
+		ccfg.Policy = ccfg.Policy.Clone()
+		scfg.Policy.Stack(stack, policy.Require)
+		ccfg.Policy.Stack(stack, policy.Require)
 	}
 	l := listen(t, scfg)
 	ctx := ctxT(t)
@@ -74,6 +93,9 @@ func pair(t *testing.T, ccfg, scfg *carrier.Config) (client, server *carrier.Car
 	if err != nil || string(m.Content) != "hello" {
 		t.Fatalf("hello: %v %v", err, m)
 	}
+	if stack != "" && (c.Stack() != stack || s.Stack() != stack) {
+		t.Fatalf("stacks %s/%s, want %s", c.Stack(), s.Stack(), stack)
+	}
 	return c, s
 }
 
@@ -83,8 +105,10 @@ func random(n int) []byte {
 	return b
 }
 
-func TestMessageSizes(t *testing.T) {
-	c, s := pair(t, nil, nil)
+func TestMessageSizes(t *testing.T) { forStacks(t, testMessageSizes) }
+
+func testMessageSizes(t *testing.T, stack string) {
+	c, s := pairOn(t, stack, nil, nil)
 	ctx := ctxT(t)
 	for _, n := range []int{0, 1, 1400, 64 << 10, 5 << 20} {
 		want := random(n)
@@ -108,8 +132,10 @@ func TestMessageSizes(t *testing.T) {
 	}
 }
 
-func TestPartialReceive(t *testing.T) {
-	c, s := pair(t, nil, nil)
+func TestPartialReceive(t *testing.T) { forStacks(t, testPartialReceive) }
+
+func testPartialReceive(t *testing.T, stack string) {
+	c, s := pairOn(t, stack, nil, nil)
 	ctx := ctxT(t)
 	want := random(1 << 20)
 	if err := c.Send(ctx, want); err != nil {
@@ -171,8 +197,10 @@ func recvAll(t *testing.T, c *carrier.Carrier, n int) []string {
 	return out
 }
 
-func TestSchedulingNicenessLifetimeAntecedents(t *testing.T) {
-	c, s := pair(t, nil, nil)
+func TestSchedulingNicenessLifetimeAntecedents(t *testing.T) { forStacks(t, testScheduling) }
+
+func testScheduling(t *testing.T, stack string) {
+	c, s := pairOn(t, stack, nil, nil)
 	ctx := ctxT(t)
 	release := hold(t, c)
 	// The first queued message is taken by the sender at once and waits
@@ -240,10 +268,12 @@ func TestAntecedentExpiredDropsSuccessor(t *testing.T) {
 	}
 }
 
-func TestBackPressure(t *testing.T) {
+func TestBackPressure(t *testing.T) { forStacks(t, testBackPressure) }
+
+func testBackPressure(t *testing.T, stack string) {
 	cfg := clientConfig()
 	cfg.SendBuffer = 256 << 10
-	c, _ := pair(t, cfg, nil)
+	c, _ := pairOn(t, stack, cfg, nil)
 	// The server never reads. The sender fills the stacks' buffers and its
 	// own queue, then blocks; a deadline turns that into an error.
 	msg := make([]byte, 64<<10)
@@ -296,10 +326,12 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestInboundLimit(t *testing.T) {
+func TestInboundLimit(t *testing.T) { forStacks(t, testInboundLimit) }
+
+func testInboundLimit(t *testing.T, stack string) {
 	scfg := serverConfig()
 	scfg.MaxMessageSize = 1 << 10
-	c, s := pair(t, nil, scfg)
+	c, s := pairOn(t, stack, nil, scfg)
 	ctx := ctxT(t)
 	c.Send(ctx, make([]byte, 4<<10))
 	if _, err := s.Receive(ctx); !errors.Is(err, post.ErrMessageTooLarge) {
@@ -307,8 +339,10 @@ func TestInboundLimit(t *testing.T) {
 	}
 }
 
-func TestFork(t *testing.T) {
-	c, s := pair(t, nil, nil)
+func TestFork(t *testing.T) { forStacks(t, testFork) }
+
+func testFork(t *testing.T, stack string) {
+	c, s := pairOn(t, stack, nil, nil)
 	ctx := ctxT(t)
 	f, err := c.Fork(ctx)
 	if err != nil {
@@ -379,9 +413,11 @@ func TestDormantRevives(t *testing.T) {
 	}
 }
 
-func TestNoGoroutineLeak(t *testing.T) {
+func TestNoGoroutineLeak(t *testing.T) { forStacks(t, testNoGoroutineLeak) }
+
+func testNoGoroutineLeak(t *testing.T, stack string) {
 	checkLeaks(t)
-	c, s := pair(t, nil, nil)
+	c, s := pairOn(t, stack, nil, nil)
 	ctx := ctxT(t)
 	c.Send(ctx, []byte("x"))
 	s.Receive(ctx)

@@ -2,11 +2,12 @@ package carrier
 
 import (
 	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/quic"
 	"github.com/postsockets/postsockets/psi/tcp"
 )
 
 // DefaultStacks returns a new set of the built-in stacks in default order
 // of preference.
 func DefaultStacks() []psi.Stack {
-	return []psi.Stack{&tcp.Stack{}}
+	return []psi.Stack{&quic.Stack{}, &tcp.Stack{}}
 }
