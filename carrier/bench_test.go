@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
 )
 
 // benchPair connects two Carriers over one stack.
@@ -100,3 +101,53 @@ func BenchmarkRawTLSBulk64KiB(b *testing.B) {
 }
 
 var _ net.Conn = (*tls.Conn)(nil)
+
+// BenchmarkTimeToFirstMessage measures Initiate to the peer receiving the
+// first message, on a fresh Association each time, for each stack alone
+// and for the race of all of them.
+func BenchmarkTimeToFirstMessage(b *testing.B) {
+	for _, st := range append(append([]string(nil), benchStacks...), "race") {
+		b.Run(st, func(b *testing.B) {
+			scfg, ccfg := serverConfig(), clientConfig()
+			if st != "race" {
+				ccfg.Policy.Stack(st, policy.Require)
+			}
+			ctx := context.Background()
+			l, err := carrier.Listen(ctx, localAny, scfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			got := make(chan string, 1)
+			go func() {
+				for {
+					s, err := l.Accept(ctx)
+					if err != nil {
+						return
+					}
+					go func() {
+						defer s.Close()
+						if _, err := s.Receive(ctx); err == nil {
+							got <- s.Stack()
+						}
+					}()
+				}
+			}()
+			r := l.Remote("127.0.0.1")
+			b.ResetTimer()
+			for range b.N {
+				c, err := carrier.Initiate(ctx, r, ccfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := c.Send(ctx, []byte("first")); err != nil {
+					b.Fatal(err)
+				}
+				<-got
+				b.StopTimer()
+				c.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
