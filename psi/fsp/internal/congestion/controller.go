@@ -20,9 +20,10 @@ type Controller interface {
 	OnPacketSent(now time.Time, pn uint64, bytes int, bytesInFlight int)
 	// OnAck records that packet pn was acknowledged. priorInFlight is the
 	// number of bytes in flight before the acknowledgement that carried it
-	// was processed; the window grows only when the sender was limited by
-	// it. rtt must already include the sample this acknowledgement gave;
-	// it may be nil, and InitialRTT is then assumed.
+	// was processed, the same for every packet one acknowledgement covers;
+	// the window grows only when the sender was limited by it. rtt must
+	// already include the sample this acknowledgement gave; it may be nil,
+	// and InitialRTT is then assumed.
 	OnAck(now time.Time, pn uint64, ackedBytes int, priorInFlight int, rtt *RTTStats)
 	// OnLoss records that packet pn was declared lost.
 	OnLoss(now time.Time, pn uint64, lostBytes int, priorInFlight int)
