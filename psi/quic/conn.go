@@ -1,13 +1,18 @@
 package quic
 
 import (
+	"cmp"
+	"context"
+	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
 
@@ -31,12 +36,26 @@ type conn struct {
 
 	maxDgram atomic.Int64 // largest datagram payload seen to fit; 0 unknown
 
+	// early is set on a dialled connection returned before its handshake
+	// completed, which sends 0-RTT data. recovered is closed once the
+	// handshake is done and, if the server rejected 0-RTT, every stream
+	// has been reopened and its data sent again.
+	early     bool
+	recovered chan struct{}
+	// rootDone, if set, is called once when the server's root transient
+	// was handed over or the connection ended without one.
+	rootDone func()
+	rootOnce sync.Once
+
 	mu       sync.Mutex
 	wg       sync.WaitGroup // goroutines started with spawn
 	exiting  bool           // the connection is gone; spawn runs inline
 	ts       map[quicgo.StreamID]*Transient
 	live     int // transients not yet closed and drained
 	gotRoot  bool
+	inflight map[quicgo.StreamID]struct{} // accepted streams whose header is unread
+	settled  *sync.Cond                   // signalled when an inflight stream is settled
+	replayed bool                         // the 0-RTT outcome is known; new streams are not replayed
 	pending  map[quicgo.StreamID][][]byte
 	npending int
 	linger   *time.Timer
@@ -44,16 +63,31 @@ type conn struct {
 
 // newConn wraps qc and starts its stream and datagram loops. The
 // connection holds one reference to tr, released when qc is closed.
-func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoot func(*Transient) bool) *conn {
+func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoot func(*Transient) bool, rootDone func()) *conn {
 	c := &conn{
-		qc:      qc,
-		tr:      tr,
-		cfg:     cfg,
-		log:     cfg.Log().With("stack", Name, "remote", qc.RemoteAddr().String()),
-		server:  server,
-		onRoot:  onRoot,
-		ts:      make(map[quicgo.StreamID]*Transient),
-		pending: make(map[quicgo.StreamID][][]byte),
+		qc:        qc,
+		tr:        tr,
+		cfg:       cfg,
+		log:       cfg.Log().With("stack", Name, "remote", qc.RemoteAddr().String()),
+		server:    server,
+		onRoot:    onRoot,
+		rootDone:  rootDone,
+		recovered: make(chan struct{}),
+		ts:        make(map[quicgo.StreamID]*Transient),
+		inflight:  make(map[quicgo.StreamID]struct{}),
+		pending:   make(map[quicgo.StreamID][][]byte),
+	}
+	c.settled = sync.NewCond(&c.mu)
+	select {
+	case <-qc.HandshakeComplete():
+	default:
+		c.early = !server
+	}
+	if c.early {
+		c.spawn(c.watchEarly)
+	} else {
+		c.replayed = true
+		close(c.recovered)
 	}
 	if server {
 		// A client that never opens its root stream is dropped.
@@ -81,9 +115,71 @@ func (c *conn) supervise() {
 	if c.linger != nil {
 		c.linger.Stop()
 	}
+	c.settled.Broadcast()
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.finishRoot()
 	c.tr.release()
+}
+
+func (c *conn) finishRoot() {
+	if c.rootDone != nil {
+		c.rootOnce.Do(c.rootDone)
+	}
+}
+
+// waitRecovered waits until the 0-RTT outcome is settled; see recovered.
+func (c *conn) waitRecovered(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-c.recovered:
+		return nil
+	default:
+	}
+	select {
+	case <-c.recovered:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-done:
+		return post.ErrClosed
+	case <-c.qc.Context().Done():
+		return mapError(context.Cause(c.qc.Context()))
+	}
+}
+
+// watchEarly settles a 0-RTT connection. If the server rejected the 0-RTT
+// data, quic-go has discarded every stream opened so far; they are opened
+// again in their original order, each with its header and the messages
+// written in 0-RTT, so no data is lost.
+func (c *conn) watchEarly() {
+	select {
+	case <-c.qc.HandshakeComplete():
+	case <-c.qc.Context().Done():
+		return
+	}
+	if c.qc.Context().Err() != nil {
+		return
+	}
+	rejected := !c.qc.ConnectionState().Used0RTT
+	if rejected {
+		c.log.Debug("0-RTT rejected; replaying streams")
+		if _, err := c.qc.NextConnection(c.qc.Context()); err != nil {
+			return
+		}
+	}
+	c.mu.Lock()
+	c.replayed = true
+	list := make([]*Transient, 0, len(c.ts))
+	for _, t := range c.ts {
+		list = append(list, t)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(list, func(a, b *Transient) int { return cmp.Compare(a.streamID(), b.streamID()) })
+	remap := make(map[uint64]uint64)
+	for _, t := range list {
+		t.replay(rejected, remap)
+	}
+	close(c.recovered)
 }
 
 // spawn runs f on a goroutine that supervise waits for. Once the
@@ -109,39 +205,109 @@ func (c *conn) abort(code quicgo.ApplicationErrorCode, msg string) {
 }
 
 // openRoot opens the dialler's root stream.
-func (c *conn) openRoot(assoc [16]byte) (*Transient, error) {
-	s, err := c.qc.OpenStream()
-	if err != nil {
-		return nil, mapError(err)
+func (c *conn) openRoot(ctx context.Context, assoc [16]byte) (*Transient, error) {
+	return c.openTransient(ctx, header{kind: kindRoot, association: assoc}, nil, assoc, psi.Wine)
+}
+
+// maxReplay bounds the 0-RTT data kept per stream for a replay; messages
+// beyond it wait for the handshake.
+const maxReplay = 256 << 10
+
+// openTransient opens a stream, sends its header and registers it. While
+// the 0-RTT outcome is open, the stream is recorded for a replay.
+func (c *conn) openTransient(ctx context.Context, hdr header, parent *Transient, assoc [16]byte, class psi.TrafficClass) (*Transient, error) {
+	for {
+		c.mu.Lock()
+		if !c.replayed {
+			s, err := c.qc.OpenStream()
+			if err != nil {
+				c.mu.Unlock()
+				if errors.Is(err, quicgo.Err0RTTRejected) {
+					if err := c.waitRecovered(ctx, nil); err != nil {
+						return nil, err
+					}
+					continue
+				}
+				return nil, mapError(err)
+			}
+			if parent != nil {
+				hdr.parent = uint64(parent.streamID())
+			}
+			t := newTransient(c, s, hdr, assoc, class)
+			t.replayOn = true
+			dq := c.registerLocked(t)
+			c.mu.Unlock()
+			// Small writes are queued without blocking. If 0-RTT is
+			// rejected, the header is sent again with the replay.
+			if _, err := s.Write(appendHeader(nil, hdr)); err != nil && !errors.Is(err, quicgo.Err0RTTRejected) {
+				t.abort(codeClosed)
+				return nil, mapError(err)
+			}
+			for _, d := range dq {
+				t.pushDatagram(d)
+			}
+			return t, nil
+		}
+		c.mu.Unlock()
+		if err := c.waitRecovered(ctx, nil); err != nil {
+			return nil, err
+		}
+		s, err := c.qc.OpenStreamSync(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, mapError(err)
+		}
+		if parent != nil {
+			// The parent may have moved in a replay.
+			hdr.parent = uint64(parent.streamID())
+		}
+		if _, err := s.Write(appendHeader(nil, hdr)); err != nil {
+			s.CancelWrite(codeClosed)
+			s.CancelRead(codeClosed)
+			return nil, mapError(err)
+		}
+		t := newTransient(c, s, hdr, assoc, class)
+		c.register(t)
+		return t, nil
 	}
-	hdr := appendHeader(nil, header{kind: kindRoot, association: assoc})
-	if _, err := s.Write(hdr); err != nil {
-		s.CancelWrite(codeClosed)
-		return nil, mapError(err)
-	}
-	t := newTransient(c, s, assoc, psi.Wine)
-	c.register(t)
-	return t, nil
 }
 
 // register adds t to the connection's transients and hands it any
 // datagrams that arrived before its stream did.
 func (c *conn) register(t *Transient) {
 	c.mu.Lock()
-	c.ts[t.id] = t
+	dq := c.registerLocked(t)
+	c.mu.Unlock()
+	for _, d := range dq {
+		t.pushDatagram(d)
+	}
+}
+
+func (c *conn) registerLocked(t *Transient) [][]byte {
+	id := t.streamID()
+	c.ts[id] = t
 	c.live++
 	if c.linger != nil {
 		c.linger.Stop()
 		c.linger = nil
 	}
-	dq := c.pending[t.id]
+	dq := c.pending[id]
 	if dq != nil {
-		delete(c.pending, t.id)
+		delete(c.pending, id)
 		c.npending -= len(dq)
 	}
-	c.mu.Unlock()
-	for _, d := range dq {
-		t.pushDatagram(d)
+	return dq
+}
+
+// rekey moves t from stream old to its new stream after a 0-RTT replay.
+func (c *conn) rekey(t *Transient, old quicgo.StreamID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ts[old] == t {
+		delete(c.ts, old)
+		c.ts[t.streamID()] = t
 	}
 }
 
@@ -150,9 +316,10 @@ func (c *conn) register(t *Transient) {
 // last data of either side is not cut off, but no longer than the idle
 // timeout.
 func (c *conn) release(t *Transient) {
+	id := t.streamID()
 	c.mu.Lock()
-	if c.ts[t.id] == t {
-		delete(c.ts, t.id)
+	if c.ts[id] == t {
+		delete(c.ts, id)
 	}
 	c.live--
 	last := c.live == 0
@@ -168,20 +335,44 @@ func (c *conn) release(t *Transient) {
 	}
 }
 
-// lookup returns the live transient on stream id.
-func (c *conn) lookup(id quicgo.StreamID) *Transient {
+// parent returns the live transient that stream child names as its
+// parent. A parent the peer opened earlier may still have its header in
+// flight (streams are handled concurrently): wait for it. Parents opened
+// later are never waited for, so forks cannot wait on each other.
+func (c *conn) parent(child quicgo.StreamID, id uint64) *Transient {
+	if id > maxStreamID {
+		return nil
+	}
+	pid := quicgo.StreamID(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ts[id]
+	for {
+		if p := c.ts[pid]; p != nil {
+			return p
+		}
+		if _, ok := c.inflight[pid]; !ok || pid >= child || c.exiting {
+			return nil
+		}
+		c.settled.Wait()
+	}
 }
 
 // acceptStreams takes the streams the peer opens.
 func (c *conn) acceptStreams() {
 	for {
 		s, err := c.qc.AcceptStream(c.qc.Context())
+		if errors.Is(err, quicgo.Err0RTTRejected) {
+			if c.waitRecovered(c.qc.Context(), nil) != nil {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			return
 		}
+		c.mu.Lock()
+		c.inflight[s.StreamID()] = struct{}{}
+		c.mu.Unlock()
 		c.spawn(func() { c.handleStream(s) })
 	}
 }
@@ -189,6 +380,13 @@ func (c *conn) acceptStreams() {
 // handleStream reads a new stream's header and hands the stream to the
 // listener or to the parent transient.
 func (c *conn) handleStream(s *quicgo.Stream) {
+	settle := sync.OnceFunc(func() {
+		c.mu.Lock()
+		delete(c.inflight, s.StreamID())
+		c.settled.Broadcast()
+		c.mu.Unlock()
+	})
+	defer settle()
 	_ = s.SetReadDeadline(time.Now().Add(c.cfg.Handshake()))
 	h, err := readHeader(s)
 	_ = s.SetReadDeadline(time.Time{})
@@ -209,8 +407,9 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 			s.CancelWrite(codeRefused)
 			return
 		}
-		t := newTransient(c, s, h.association, psi.Wine)
+		t := newTransient(c, s, h, h.association, psi.Wine)
 		c.register(t)
+		settle()
 		if !c.qc.ConnectionState().Used0RTT {
 			// Without 0-RTT the client's data follows its handshake, so
 			// waiting costs nothing and the client is authenticated
@@ -221,25 +420,26 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 			}
 			if c.qc.Context().Err() != nil {
 				t.abort(codeRefused)
+				c.finishRoot()
 				return
 			}
 		}
-		if !c.onRoot(t) {
+		ok = c.onRoot(t)
+		c.finishRoot()
+		if !ok {
 			t.abort(codeRefused)
 			c.abort(codeRefused, "listener closed")
 		}
 	case kindFork:
-		var p *Transient
-		if h.parent <= maxStreamID {
-			p = c.lookup(quicgo.StreamID(h.parent))
-		}
+		p := c.parent(s.StreamID(), h.parent)
 		if p == nil {
 			s.CancelRead(codeRefused)
 			s.CancelWrite(codeRefused)
 			return
 		}
-		t := newTransient(c, s, p.assoc, h.class)
+		t := newTransient(c, s, h, p.assoc, h.class)
 		c.register(t)
+		settle()
 		if !p.pushFork(t) {
 			t.abort(codeRefused)
 		}

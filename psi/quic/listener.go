@@ -4,12 +4,17 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	quicgo "github.com/quic-go/quic-go"
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
+
+// maxBacklog bounds connections waiting for Accept or for their root
+// stream; more are refused.
+const maxBacklog = 256
 
 // Listener accepts QUIC connections and returns their root transients. It
 // implements psi.Listener.
@@ -19,10 +24,11 @@ type Listener struct {
 	cfg  *psi.Config
 	addr netip.AddrPort
 
-	ready chan *Transient
-	done  chan struct{}
-	once  sync.Once
-	wg    sync.WaitGroup
+	ready   chan *Transient
+	done    chan struct{}
+	backlog atomic.Int32 // connections without a root transient taken by Accept
+	once    sync.Once
+	wg      sync.WaitGroup
 }
 
 var _ psi.Listener = (*Listener)(nil)
@@ -80,8 +86,13 @@ func (l *Listener) acceptLoop() {
 		if err != nil {
 			return
 		}
+		if l.backlog.Load() >= maxBacklog {
+			_ = qc.CloseWithError(codeRefused, "backlog full")
+			continue
+		}
+		l.backlog.Add(1)
 		l.tr.acquire()
-		newConn(qc, l.tr, l.cfg, true, l.deliver)
+		newConn(qc, l.tr, l.cfg, true, l.deliver, func() { l.backlog.Add(-1) })
 	}
 }
 

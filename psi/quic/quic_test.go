@@ -26,6 +26,8 @@ var loopback = netip.MustParseAddrPort("127.0.0.1:0")
 
 var certs = testcert.Must()
 
+var unreliableOpts = &psi.WriteOptions{Properties: &post.Properties{Lifetime: time.Second, Unreliable: true}}
+
 func serverConfig() *psi.Config {
 	return &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}}
 }
@@ -384,6 +386,9 @@ func TestZeroRTT(t *testing.T) {
 			t.Fatal(err)
 		}
 		cli := c.(*Transient)
+		if cli.c.early != want0RTT {
+			t.Errorf("dial %d: returned before the handshake: %v", i, cli.c.early)
+		}
 		msg := fmt.Sprintf("request %d", i)
 		send(t, ctx, cli, []byte(msg), idem)
 		s, err := l.Accept(ctx)
@@ -814,4 +819,92 @@ func TestNoLeaks(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestZeroRTTRejected dials a server that cannot decrypt the session
+// ticket: the 0-RTT data is rejected and sent again, so nothing is lost.
+func TestZeroRTTRejected(t *testing.T) {
+	var st Stack
+	ctx := testContext(t)
+	cache := tls.NewLRUClientSessionCache(4)
+	ccfg := clientConfig()
+	ccfg.Allow0RTT = true
+	ccfg.Security.SessionCache = cache // keyed by ServerName "localhost"
+	idem := &psi.WriteOptions{Properties: &post.Properties{Idempotent: true}}
+
+	// Get a ticket from a first server.
+	scfg := serverConfig()
+	scfg.Allow0RTT = true
+	cli, srv, _ := pair(t, &st, scfg, ccfg)
+	send(t, ctx, srv, []byte("ticket"), nil)
+	if _, err := readAll(ctx, cli, 64); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second server has other ticket keys.
+	l, err := st.Listen(ctx, loopback, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := st.Dial(ctx, l.Addr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !c.(*Transient).c.early {
+		t.Fatal("second dial did not attempt 0-RTT")
+	}
+	send(t, ctx, c, []byte("first"), idem)
+	send(t, ctx, c, []byte("second"), idem)
+	f, err := c.Fork(ctx, psi.Wine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, ctx, f, []byte("on fork"), idem)
+	ff, err := f.Fork(ctx, psi.Wine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, ctx, ff, []byte("on fork of fork"), idem)
+	ff.Close()
+	send(t, ctx, c, []byte("after handshake"), nil)
+
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, want := range []string{"first", "second", "after handshake"} {
+		if m, err := readAll(ctx, s, 64); err != nil || string(m) != want {
+			t.Fatalf("root: got %q, %v; want %q", m, err, want)
+		}
+	}
+	sf, err := s.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	if m, err := readAll(ctx, sf, 64); err != nil || string(m) != "on fork" {
+		t.Fatalf("fork: %q, %v", m, err)
+	}
+	sff, err := sf.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sff.Close()
+	if m, err := readAll(ctx, sff, 64); err != nil || string(m) != "on fork of fork" {
+		t.Fatalf("fork of fork: %q, %v", m, err)
+	}
+	if _, _, err := sff.ReadMessage(ctx, make([]byte, 1)); err != io.EOF {
+		t.Fatalf("fork of fork after Close: %v", err)
+	}
+	send(t, ctx, sf, []byte("reply"), nil)
+	if m, err := readAll(ctx, f, 64); err != nil || string(m) != "reply" {
+		t.Fatalf("reply on fork: %q, %v", m, err)
+	}
+	if c.(*Transient).Used0RTT() || s.(*Transient).Used0RTT() {
+		t.Errorf("Used0RTT after rejection")
+	}
+	f.Close()
 }

@@ -210,8 +210,8 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config
 			}()
 		}
 	}
-	c := newConn(qc, tr, cfg, false, nil)
-	t, err := c.openRoot(cfg.Association)
+	c := newConn(qc, tr, cfg, false, nil, nil)
+	t, err := c.openRoot(ctx, cfg.Association)
 	if err != nil {
 		c.abort(codeClosed, "")
 		return nil, err
@@ -227,8 +227,8 @@ func dialError(ctx context.Context, err error) error {
 	return mapError(err)
 }
 
-// mapError wraps a quic-go error with the matching post sentinel, keeping
-// the original in the message.
+// mapError wraps a quic-go error with the matching post sentinel; the
+// original stays in the chain for errors.As.
 func mapError(err error) error {
 	if err == nil {
 		return nil
@@ -248,51 +248,53 @@ func mapError(err error) error {
 		errors.Is(err, post.ErrReset):
 		return err
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("%w: %v", post.ErrRefused, err)
+		return fmt.Errorf("%w: %w", post.ErrRefused, err)
 	case errors.As(err, &idleErr), errors.As(err, &hsErr):
-		return fmt.Errorf("%w: %v", post.ErrTimeout, err)
+		return fmt.Errorf("%w: %w", post.ErrTimeout, err)
 	case errors.As(err, &trErr):
 		if trErr.ErrorCode.IsCryptoError() {
-			return fmt.Errorf("%w: %v", post.ErrAuthentication, err)
+			return fmt.Errorf("%w: %w", post.ErrAuthentication, err)
 		}
 		if trErr.ErrorCode == quicgo.ConnectionRefused {
-			return fmt.Errorf("%w: %v", post.ErrRefused, err)
+			return fmt.Errorf("%w: %w", post.ErrRefused, err)
 		}
 		if trErr.Remote {
-			return fmt.Errorf("%w: %v", post.ErrReset, err)
+			return fmt.Errorf("%w: %w", post.ErrReset, err)
 		}
-		return fmt.Errorf("%w: %v", post.ErrMalformed, err)
+		return fmt.Errorf("%w: %w", post.ErrMalformed, err)
 	case errors.As(err, &appErr):
 		if !appErr.Remote {
-			return fmt.Errorf("%w: %v", post.ErrClosed, err)
+			return fmt.Errorf("%w: %w", post.ErrClosed, err)
 		}
 		switch appErr.ErrorCode {
 		case codeRefused:
-			return fmt.Errorf("%w: %v", post.ErrRefused, err)
+			return fmt.Errorf("%w: %w", post.ErrRefused, err)
 		case codeMalformed:
-			return fmt.Errorf("%w: peer: %v", post.ErrMalformed, err)
+			return fmt.Errorf("%w: peer: %w", post.ErrMalformed, err)
 		}
-		return fmt.Errorf("%w: %v", post.ErrReset, err)
+		return fmt.Errorf("%w: %w", post.ErrReset, err)
 	case errors.As(err, &strErr):
 		if !strErr.Remote {
-			return fmt.Errorf("%w: %v", post.ErrClosed, err)
+			return fmt.Errorf("%w: %w", post.ErrClosed, err)
 		}
 		switch strErr.ErrorCode {
 		case codeRefused:
-			return fmt.Errorf("%w: %v", post.ErrRefused, err)
+			return fmt.Errorf("%w: %w", post.ErrRefused, err)
 		case codeTooLarge:
-			return fmt.Errorf("%w: peer: %v", post.ErrMessageTooLarge, err)
+			return fmt.Errorf("%w: peer: %w", post.ErrMessageTooLarge, err)
 		case codeMalformed:
-			return fmt.Errorf("%w: peer: %v", post.ErrMalformed, err)
+			return fmt.Errorf("%w: peer: %w", post.ErrMalformed, err)
 		}
-		return fmt.Errorf("%w: %v", post.ErrReset, err)
+		return fmt.Errorf("%w: %w", post.ErrReset, err)
+	case errors.Is(err, quicgo.Err0RTTRejected):
+		return fmt.Errorf("%w: %w", post.ErrReset, err)
 	case errors.As(err, &resetErr):
-		return fmt.Errorf("%w: %v", post.ErrReset, err)
+		return fmt.Errorf("%w: %w", post.ErrReset, err)
 	case errors.Is(err, quicgo.ErrTransportClosed), errors.Is(err, quicgo.ErrServerClosed),
 		errors.Is(err, net.ErrClosed), errors.Is(err, quicgo.ErrStreamClosed):
-		return fmt.Errorf("%w: %v", post.ErrClosed, err)
+		return fmt.Errorf("%w: %w", post.ErrClosed, err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %v", post.ErrTimeout, err)
+		return fmt.Errorf("%w: %w", post.ErrTimeout, err)
 	}
 	return err
 }

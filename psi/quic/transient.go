@@ -2,6 +2,7 @@ package quic
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,13 +35,13 @@ type Stats struct {
 // with its forks. It implements psi.Transient.
 type Transient struct {
 	c     *conn
-	s     *quicgo.Stream
-	id    quicgo.StreamID
+	hdr   header // as sent at open, for a 0-RTT replay
 	assoc [16]byte
 	class psi.TrafficClass
 
 	// Read side, guarded by rmu.
 	rmu     sync.Mutex
+	rs      *quicgo.Stream // stream br reads from
 	br      *bufio.Reader
 	fr      framer.MessageReader
 	inMsg   bool   // inside a stream message
@@ -50,37 +51,119 @@ type Transient struct {
 
 	// Write side, guarded by wmu.
 	wmu    sync.Mutex
+	ws     *quicgo.Stream // stream fw writes to
 	fw     framer.MessageWriter
 	wInMsg bool  // inside a stream message
 	werr   error // sticky write error
 
-	mu       sync.Mutex
-	closed   bool
-	released bool
-	waiting  bool // a reader waits for stream data at a message boundary
-	dq       [][]byte
-	forks    []*Transient
-	forkSig  chan struct{}
-	done     chan struct{}
-	stats    Stats
+	mu        sync.Mutex
+	s         *quicgo.Stream // current stream; replaced by a 0-RTT replay
+	id        quicgo.StreamID
+	replayOn  bool   // 0-RTT data is recorded in replayBuf
+	replayBuf []byte // framed messages sent as 0-RTT data
+	closed    bool
+	released  bool
+	waiting   bool // a reader waits for stream data at a message boundary
+	dq        [][]byte
+	forks     []*Transient
+	forkSig   chan struct{}
+	done      chan struct{}
+	stats     Stats
 }
 
 var _ psi.Transient = (*Transient)(nil)
 
-func newTransient(c *conn, s *quicgo.Stream, assoc [16]byte, class psi.TrafficClass) *Transient {
+func newTransient(c *conn, s *quicgo.Stream, hdr header, assoc [16]byte, class psi.TrafficClass) *Transient {
 	t := &Transient{
 		c:       c,
+		hdr:     hdr,
 		s:       s,
 		id:      s.StreamID(),
 		assoc:   assoc,
 		class:   class,
-		br:      bufio.NewReaderSize(s, 64<<10),
 		forkSig: make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
-	t.fr = framer.LengthPrefix{}.NewReader(t.br, c.cfg.Limit())
-	t.fw = framer.LengthPrefix{}.NewWriter(s)
+	t.setReader(s)
+	t.setWriter(s)
 	return t
+}
+
+func (t *Transient) setReader(s *quicgo.Stream) {
+	t.rs = s
+	t.br = bufio.NewReaderSize(s, 64<<10)
+	t.fr = framer.LengthPrefix{}.NewReader(t.br, t.c.cfg.Limit())
+	t.inMsg, t.rerr = false, nil
+}
+
+func (t *Transient) setWriter(s *quicgo.Stream) {
+	t.ws = s
+	t.fw = framer.LengthPrefix{}.NewWriter(s)
+	t.wInMsg, t.werr = false, nil
+}
+
+// stream returns the current stream.
+func (t *Transient) stream() *quicgo.Stream {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.s
+}
+
+// streamID returns the current stream's ID, which names the transient in
+// fork headers and datagrams.
+func (t *Transient) streamID() quicgo.StreamID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.id
+}
+
+// syncReader moves the reader to the stream that replaced its own in a
+// 0-RTT replay; it reports whether it did.
+func (t *Transient) syncReader() bool {
+	if s := t.stream(); s != t.rs {
+		t.setReader(s)
+		return true
+	}
+	return false
+}
+
+// replay settles the 0-RTT outcome for t. If 0-RTT was rejected, t gets a
+// new stream carrying its header and the messages it sent as 0-RTT data;
+// remap maps old stream IDs to new ones, for fork headers.
+func (t *Transient) replay(rejected bool, remap map[uint64]uint64) {
+	t.mu.Lock()
+	data := t.replayBuf
+	t.replayBuf, t.replayOn = nil, false
+	oldID := t.id
+	t.mu.Unlock()
+	if !rejected {
+		return
+	}
+	hdr := t.hdr
+	if hdr.kind == kindFork {
+		p, ok := remap[hdr.parent]
+		if !ok {
+			t.abort(codeRefused)
+			return
+		}
+		hdr.parent = p
+	}
+	s, err := t.c.qc.OpenStream()
+	if err != nil {
+		t.abort(codeClosed)
+		return
+	}
+	t.mu.Lock()
+	t.s, t.id = s, s.StreamID()
+	if t.waiting {
+		_ = s.SetReadDeadline(time.Now())
+	}
+	t.mu.Unlock()
+	t.c.rekey(t, oldID)
+	remap[uint64(oldID)] = uint64(s.StreamID())
+	if _, err := s.Write(append(appendHeader(nil, hdr), data...)); err != nil {
+		t.abort(codeClosed)
+	}
 }
 
 // Stack returns "quic".
@@ -123,8 +206,9 @@ func (t *Transient) isClosed() bool {
 
 // WriteMessage appends p to the current outbound message. A whole message
 // with a Lifetime and the Unreliable property goes as a datagram when it
-// fits in one. Before the handshake completes only idempotent whole
-// messages are sent (as 0-RTT data); others wait for it.
+// fits in one. On a 0-RTT connection, idempotent whole messages go at once
+// as 0-RTT data (and are sent again if the server rejects it); other
+// messages wait for the handshake.
 func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *WriteOptions) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
@@ -141,46 +225,89 @@ func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if end && !t.wInMsg && props != nil && props.Lifetime > 0 && props.Unreliable && t.sendDatagram(p) {
 		return nil
 	}
-	if props == nil || !props.Idempotent || !end || t.wInMsg {
-		select {
-		case <-t.c.qc.HandshakeComplete():
-		default:
-			select {
-			case <-t.c.qc.HandshakeComplete():
-			case <-ctx.Done():
-				return t.opError("send", ctx.Err())
-			case <-t.done:
-				return t.opError("send", post.ErrClosed)
-			}
+	if end && !t.wInMsg && props != nil && props.Idempotent {
+		if done, err := t.write0RTT(ctx, p); done {
+			return err
 		}
 	}
+	if err := t.c.waitRecovered(ctx, t.done); err != nil {
+		return t.opError("send", err)
+	}
+	if s := t.stream(); s != t.ws {
+		t.setWriter(s)
+	}
+	s := t.ws
 	stop := func() bool { return false }
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = t.s.SetWriteDeadline(time.Now()) })
+		stop = context.AfterFunc(ctx, func() { _ = s.SetWriteDeadline(time.Now()) })
 	}
 	err := t.fw.WriteMessage(p, end)
 	if err == nil {
 		err = t.fw.Flush()
 	}
 	if !stop() && ctx.Done() != nil {
-		_ = t.s.SetWriteDeadline(time.Time{})
+		_ = s.SetWriteDeadline(time.Time{})
 	}
 	if err != nil {
-		// The stream is cut inside a frame; it cannot go on.
-		switch {
-		case t.isClosed():
-			err = post.ErrClosed
-		case ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded):
-			err = fmt.Errorf("%w (stream abandoned)", ctx.Err())
-		default:
-			err = mapError(err)
-		}
-		t.werr = err
-		t.s.CancelWrite(codeClosed)
-		return t.opError("send", err)
+		return t.opError("send", t.failWrite(ctx, s, err))
 	}
 	t.wInMsg = !end
 	return nil
+}
+
+// write0RTT sends a whole idempotent message as 0-RTT data, recording it
+// for a replay. done is false when the connection is past 0-RTT or the
+// replay buffer is full, and the message must take the normal path.
+func (t *Transient) write0RTT(ctx context.Context, p []byte) (done bool, err error) {
+	t.mu.Lock()
+	if !t.replayOn || len(t.replayBuf)+len(p)+8 > maxReplay {
+		t.mu.Unlock()
+		return false, nil
+	}
+	var buf bytes.Buffer
+	w := framer.LengthPrefix{}.NewWriter(&buf)
+	if err := w.WriteMessage(p, true); err == nil {
+		_ = w.Flush()
+	}
+	t.replayBuf = append(t.replayBuf, buf.Bytes()...)
+	s := t.s
+	t.mu.Unlock()
+	// s is t.ws: the writer has no buffered data, as every write flushes.
+	stop := func() bool { return false }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { _ = s.SetWriteDeadline(time.Now()) })
+	}
+	_, err = s.Write(buf.Bytes())
+	if !stop() && ctx.Done() != nil {
+		_ = s.SetWriteDeadline(time.Time{})
+	}
+	if errors.Is(err, quicgo.Err0RTTRejected) {
+		// The replay sends it again on a new stream.
+		if err := t.c.waitRecovered(ctx, t.done); err != nil {
+			return true, t.opError("send", err)
+		}
+		return true, nil
+	}
+	if err != nil {
+		return true, t.opError("send", t.failWrite(ctx, s, err))
+	}
+	return true, nil
+}
+
+// failWrite records a write error: the stream is cut inside a frame and
+// cannot go on.
+func (t *Transient) failWrite(ctx context.Context, s *quicgo.Stream, err error) error {
+	switch {
+	case t.isClosed():
+		err = post.ErrClosed
+	case ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("%w (stream abandoned)", ctx.Err())
+	default:
+		err = mapError(err)
+	}
+	t.werr = err
+	s.CancelWrite(codeClosed)
+	return err
 }
 
 // WriteOptions is psi.WriteOptions.
@@ -196,7 +323,7 @@ func (t *Transient) sendDatagram(p []byte) bool {
 		return false
 	}
 	b := make([]byte, 0, 8+len(p))
-	b = appendDatagramTag(b, uint64(t.id))
+	b = appendDatagramTag(b, uint64(t.streamID()))
 	b = append(b, p...)
 	err := t.c.qc.SendDatagram(b)
 	var tooLarge *quicgo.DatagramTooLargeError
@@ -239,11 +366,22 @@ func (t *Transient) pushDatagram(msg []byte) {
 func (t *Transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error) {
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
-	n, end, err := t.read(ctx, p)
-	if err != nil && err != io.EOF {
-		err = t.opError("receive", err)
+	for {
+		n, end, err := t.read(ctx, p)
+		if err != nil && t.c.early && errors.Is(err, quicgo.Err0RTTRejected) {
+			// Nothing was received on a rejected stream: go on with
+			// the stream that replaced it.
+			if werr := t.c.waitRecovered(ctx, t.done); werr != nil {
+				err = werr
+			} else if t.syncReader() {
+				continue
+			}
+		}
+		if err != nil && err != io.EOF {
+			err = t.opError("receive", err)
+		}
+		return n, end, err
 	}
-	return n, end, err
 }
 
 func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
@@ -252,6 +390,9 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 	}
 	if t.dActive {
 		return t.readDatagram(p)
+	}
+	if t.c.early {
+		t.syncReader()
 	}
 	if t.rerr != nil {
 		return 0, false, t.rerr
@@ -395,11 +536,11 @@ func (t *Transient) fail(err error) error {
 		t.rerr = fmt.Errorf("%w: read abandoned inside a message: %v", post.ErrClosed, err)
 		return err
 	case errors.Is(err, post.ErrMessageTooLarge):
-		t.s.CancelRead(codeTooLarge)
-		t.s.CancelWrite(codeTooLarge)
+		t.rs.CancelRead(codeTooLarge)
+		t.rs.CancelWrite(codeTooLarge)
 	case errors.Is(err, post.ErrMalformed):
-		t.s.CancelRead(codeMalformed)
-		t.s.CancelWrite(codeMalformed)
+		t.rs.CancelRead(codeMalformed)
+		t.rs.CancelWrite(codeMalformed)
 	case errors.Is(err, os.ErrDeadlineExceeded) && t.isClosed():
 		err = post.ErrClosed
 	default:
@@ -426,22 +567,7 @@ func (t *Transient) fork(ctx context.Context, class psi.TrafficClass) (*Transien
 	if class > psi.Milk {
 		return nil, fmt.Errorf("%w: traffic class %d", post.ErrNotSupported, class)
 	}
-	s, err := t.c.qc.OpenStreamSync(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, mapError(err)
-	}
-	hdr := appendHeader(nil, header{kind: kindFork, class: class, parent: uint64(t.id)})
-	if _, err := s.Write(hdr); err != nil {
-		s.CancelWrite(codeClosed)
-		s.CancelRead(codeClosed)
-		return nil, mapError(err)
-	}
-	f := newTransient(t.c, s, t.assoc, class)
-	t.c.register(f)
-	return f, nil
+	return t.c.openTransient(ctx, header{kind: kindFork, class: class}, t, t.assoc, class)
 }
 
 // pushFork queues a fork the peer opened; false if t is closed.
@@ -522,7 +648,8 @@ func addrPort(a net.Addr) netip.AddrPort {
 // written, and reads and discards what the peer still sends until it ends
 // its side too (at most the idle timeout). A blocked ReadMessage or
 // WriteMessage returns post.ErrClosed; forks not yet accepted are refused.
-// The connection closes when its last transient is closed.
+// The connection closes when its last transient is closed. Close does not
+// block.
 func (t *Transient) Close() error {
 	t.mu.Lock()
 	if t.closed {
@@ -539,32 +666,49 @@ func (t *Transient) Close() error {
 	for _, f := range forks {
 		f.abort(codeRefused)
 	}
+	select {
+	case <-t.c.recovered:
+		t.closeWrite()
+		t.c.spawn(t.drain)
+	default:
+		// Finish once a 0-RTT replay has settled which stream is ours.
+		t.c.spawn(func() {
+			_ = t.c.waitRecovered(context.Background(), nil)
+			t.closeWrite()
+			t.drain()
+		})
+	}
+	return nil
+}
 
-	// Cut a write blocked by flow control: Close must not hang.
-	_ = t.s.SetWriteDeadline(time.Now())
+// closeWrite ends the write side after a write in progress, which is cut
+// short so that Close does not wait for flow control.
+func (t *Transient) closeWrite() {
+	s := t.stream()
+	_ = s.SetWriteDeadline(time.Now())
 	t.wmu.Lock()
-	if t.werr == nil && !t.wInMsg {
-		_ = t.s.Close()
+	defer t.wmu.Unlock()
+	// A replayed stream not yet written through fw holds whole messages
+	// only.
+	if t.ws != s || (t.werr == nil && !t.wInMsg) {
+		_ = s.Close()
 	} else {
-		t.s.CancelWrite(codeClosed)
+		s.CancelWrite(codeClosed)
 	}
 	t.werr = post.ErrClosed
-	t.wmu.Unlock()
-
-	t.c.spawn(t.drain)
-	return nil
 }
 
 // drain discards the peer's remaining data until it ends its side, so the
 // connection knows both sides are done.
 func (t *Transient) drain() {
 	t.rmu.Lock()
+	t.syncReader()
 	if t.rerr == nil {
-		_ = t.s.SetReadDeadline(time.Now().Add(t.c.cfg.Idle()))
+		_ = t.rs.SetReadDeadline(time.Now().Add(t.c.cfg.Idle()))
 		_, _ = io.Copy(io.Discard, t.br)
 	}
 	t.rerr = post.ErrClosed
-	t.s.CancelRead(codeClosed)
+	t.rs.CancelRead(codeClosed)
 	t.rmu.Unlock()
 	t.releaseOnce()
 }
@@ -582,8 +726,9 @@ func (t *Transient) abort(code quicgo.StreamErrorCode) {
 	for _, f := range forks {
 		f.abort(code)
 	}
-	t.s.CancelRead(code)
-	t.s.CancelWrite(code)
+	s := t.stream()
+	s.CancelRead(code)
+	s.CancelWrite(code)
 	t.releaseOnce()
 }
 
