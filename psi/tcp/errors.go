@@ -28,21 +28,21 @@ var authAlerts = map[uint8]bool{
 	116: true, // certificate_required
 }
 
-// alertCode extracts the code of a TLS alert, sent or received.
-func alertCode(err error) (uint8, bool) {
-	var ae tls.AlertError
-	if errors.As(err, &ae) {
-		return uint8(ae), true
-	}
-	// A received alert is a *net.OpError{Op: "remote error"} wrapping an
-	// unexported uint8 type.
+// alertCode extracts the code of a TLS alert and whether the peer sent it.
+func alertCode(err error) (code uint8, remote, ok bool) {
+	// An alert is a *net.OpError{Op: "local error" or "remote error"}
+	// wrapping an unexported uint8 type.
 	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil {
+	if errors.As(err, &oe) && (oe.Op == "remote error" || oe.Op == "local error") && oe.Err != nil {
 		if v := reflect.ValueOf(oe.Err); v.Kind() == reflect.Uint8 {
-			return uint8(v.Uint()), true
+			return uint8(v.Uint()), oe.Op == "remote error", true
 		}
 	}
-	return 0, false
+	var ae tls.AlertError
+	if errors.As(err, &ae) {
+		return uint8(ae), false, true
+	}
+	return 0, false, false
 }
 
 // classify returns the post sentinel that best describes err, or nil.
@@ -72,8 +72,14 @@ func classify(err error) error {
 	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie):
 		return post.ErrAuthentication
 	}
-	if code, ok := alertCode(err); ok && authAlerts[code] {
-		return post.ErrAuthentication
+	if code, remote, ok := alertCode(err); ok {
+		switch {
+		case authAlerts[code]:
+			return post.ErrAuthentication
+		case remote:
+			return post.ErrReset
+		}
+		return post.ErrMalformed // we could not decode what the peer sent
 	}
 	return nil
 }

@@ -60,7 +60,9 @@ func TestGarbageClosesTransient(t *testing.T) {
 		stack   Stack
 		garbage []byte
 		eof     bool // close the stream after the garbage
+		raw     bool // write the garbage under TLS
 	}{
+		{name: "bad TLS record", garbage: append([]byte{23, 3, 3, 0, 32}, make([]byte, 32)...), raw: true},
 		{name: "truncated frame", garbage: []byte{0x80, 0, 0, 100, 1, 2, 3}, eof: true},
 		{name: "truncated header", garbage: []byte{0x80, 0}, eof: true},
 		{name: "bare LF", stack: Stack{Framer: framer.Line{}}, garbage: []byte("abc\ndef\r\n")},
@@ -76,7 +78,11 @@ func TestGarbageClosesTransient(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sv.Close()
-			if _, err := c.Write(tt.garbage); err != nil {
+			w := io.Writer(c)
+			if tt.raw {
+				w = c.NetConn()
+			}
+			if _, err := w.Write(tt.garbage); err != nil {
 				t.Fatal(err)
 			}
 			if tt.eof {
@@ -107,9 +113,9 @@ func TestGarbageClosesTransient(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sv2.Close()
-			w := tt.stack.framer().NewWriter(good)
-			w.WriteMessage([]byte("ok"), true)
-			w.Flush()
+			mw := tt.stack.framer().NewWriter(good)
+			mw.WriteMessage([]byte("ok"), true)
+			mw.Flush()
 			if n, end, err := sv2.ReadMessage(ctx, buf); err != nil || !end || string(buf[:n]) != "ok" {
 				t.Fatalf("next client: %q %v %v", buf[:n], end, err)
 			}

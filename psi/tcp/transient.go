@@ -252,12 +252,17 @@ func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error
 		return n, end, err
 	case t.isClosed():
 		return n, end, t.closedErr("receive")
-	case errors.Is(err, post.ErrMalformed), errors.Is(err, post.ErrMessageTooLarge):
+	}
+	err = ctxErr(ctx, err)
+	if s := classify(err); s != nil {
+		err = fmt.Errorf("%w: %w", s, err)
+	}
+	if errors.Is(err, post.ErrMalformed) || errors.Is(err, post.ErrMessageTooLarge) {
 		t.log.Warn("tcp: closing transient after bad input", "err", err)
 		t.close(err, false)
 		return n, end, t.closedErr("receive")
 	}
-	return n, end, wrap("receive", t.path, ctxErr(ctx, err))
+	return n, end, wrap("receive", t.path, err)
 }
 
 // Fork opens a new connection in the same Association. Only the dialling
