@@ -51,7 +51,8 @@ const (
 )
 
 // NewReader returns a reader of length-prefixed messages. A *bufio.Reader
-// is used as is; anything else is wrapped in a 64 KiB one.
+// is used as is; anything else is wrapped in a 32 KiB one, which large
+// reads bypass.
 //
 // Errors from r other than io.EOF are returned without breaking the framing,
 // so a read that timed out (a deadline on a net.Conn) may be retried.
@@ -60,7 +61,7 @@ func (LengthPrefix) NewReader(r io.Reader, maxMessage int64) MessageReader {
 	if ok {
 		return &lpReader{r: br, max: maxMessage}
 	}
-	return &lpReader{r: bufio.NewReaderSize(r, 64<<10), src: r, max: maxMessage}
+	return &lpReader{r: bufio.NewReaderSize(r, 32<<10), src: r, max: maxMessage}
 }
 
 // directRead is the smallest read that bypasses the buffer when it is empty,
@@ -161,8 +162,11 @@ const recordSize = 16 << 10
 // caller's slice after topping the buffer up to a multiple of recordSize, so
 // it is neither copied whole nor preceded by a tiny write for its header.
 func (LengthPrefix) NewWriter(w io.Writer) MessageWriter {
-	return &lpWriter{w: w, buf: make([]byte, 0, 64<<10)}
+	return &lpWriter{w: w}
 }
+
+// writeBufSize is the lpWriter's buffer, allocated on first use.
+const writeBufSize = 64 << 10
 
 type lpWriter struct {
 	w   io.Writer
@@ -196,6 +200,9 @@ func (l *lpWriter) WriteMessage(p []byte, end bool) error {
 }
 
 func (l *lpWriter) writePart(h uint32, p []byte) error {
+	if l.buf == nil {
+		l.buf = make([]byte, 0, writeBufSize)
+	}
 	if cap(l.buf)-len(l.buf) < hdrLen+len(p) && len(p) < cap(l.buf)/2 {
 		// Small part that does not fit: make room.
 		if err := l.Flush(); err != nil {

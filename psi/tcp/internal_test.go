@@ -213,3 +213,59 @@ func FuzzParseServerHello(f *testing.F) {
 		h.err() // any status maps to an error or nil without panicking
 	})
 }
+
+// A fork must come from the same client identity as its parent: knowing
+// the token is not enough.
+func TestForkNeedsSameIdentity(t *testing.T) {
+	a, b := testcert.Must(), testcert.Must()
+	pinA, pinB := psi.PinCertificate(a.Leaf.Leaf), psi.PinCertificate(b.Leaf.Leaf)
+	scfg := &psi.Config{Security: psi.Security{
+		Certificates: []tls.Certificate{a.Leaf},
+		ClientAuth:   true,
+		PinnedKeys:   []psi.Pin{pinA, pinB},
+	}}
+	var s Stack
+	ln, err := s.Listen(context.Background(), netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ccfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{a.Leaf}, PinnedKeys: []psi.Pin{pinA}}}
+	ctx := context.Background()
+	c, err := s.Dial(ctx, ln.Addr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sv, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.Close()
+	tok := sv.(*transient).token
+	if tok != c.(*transient).token {
+		t.Fatal("client did not learn the server's fork token")
+	}
+	for _, tc := range []struct {
+		cert tls.Certificate
+		want byte
+	}{{b.Leaf, statusUnknown}, {a.Leaf, statusOK}} {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{
+			InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{tc.cert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write((&clientHello{kind: kindFork, parent: tok}).marshal())
+		var buf [serverHelloLen]byte
+		if _, err := io.ReadFull(conn, buf[:]); err != nil {
+			t.Fatal(err)
+		}
+		if sh, _ := parseServerHello(buf[:]); sh.status != tc.want {
+			t.Fatalf("fork with %v: status %d, want %d", tc.cert.Leaf.Subject, sh.status, tc.want)
+		}
+	}
+	if _, err := sv.AcceptFork(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -34,6 +34,9 @@ type listener struct {
 
 	mu     sync.Mutex
 	tokens map[token]*transient
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ psi.Listener = (*listener)(nil)
@@ -80,23 +83,17 @@ func (l *listener) Accept(ctx context.Context) (psi.Transient, error) {
 // transients that Accept has not returned. Accepted transients and their
 // forks stay open.
 func (l *listener) Close() error {
-	if l.ctx.Err() != nil {
-		return nil
-	}
-	l.cancel()
-	err := l.ln.Close()
-	l.wg.Wait()
-	for {
-		select {
-		case t := <-l.queue:
-			t.close(errors.New("listener closed"), false)
-		default:
-			if err != nil && !errors.Is(err, net.ErrClosed) {
-				return wrap("close", l.addr.String(), err)
-			}
-			return nil
+	l.closeOnce.Do(func() {
+		l.cancel()
+		if err := l.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			l.closeErr = wrap("close", l.addr.String(), err)
 		}
-	}
+		l.wg.Wait()
+		for len(l.queue) > 0 {
+			(<-l.queue).close(errors.New("listener closed"), false)
+		}
+	})
+	return l.closeErr
 }
 
 func (l *listener) serve() {
