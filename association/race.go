@@ -131,11 +131,24 @@ type attempt struct {
 	err error
 }
 
+// EstablishOptions tune one race.
+type EstablishOptions struct {
+	// Allow0RTT lets stacks holding resumption state send the first
+	// message as 0-RTT data. Set it only when that message is idempotent;
+	// a policy prohibiting 0-RTT overrides it.
+	Allow0RTT bool
+}
+
 // Establish races the candidates and returns the first transient to
 // complete its handshake. Attempts start one attempt delay apart (RFC
 // 8305), or at once when the previous one fails; the losers are cancelled
 // and closed before Establish returns.
 func (a *Association) Establish(ctx context.Context) (psi.Transient, error) {
+	return a.EstablishWith(ctx, EstablishOptions{})
+}
+
+// EstablishWith is Establish with options.
+func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) (psi.Transient, error) {
 	cands, err := a.Candidates(ctx)
 	if err != nil {
 		return nil, err
@@ -153,6 +166,7 @@ func (a *Association) Establish(ctx context.Context) (psi.Transient, error) {
 		running++
 		a.log.Debug("race attempt", "n", next, "candidate", c.String())
 		cfg := a.TransientConfig(c.Local)
+		cfg.Allow0RTT = opts.Allow0RTT && a.cfg.Policy.Disabled()&psi.ZeroRTT == 0
 		go func() {
 			t, err := c.Stack.Dial(rctx, c.Remote, cfg)
 			results <- attempt{c, n, t, err}

@@ -49,6 +49,10 @@ type Config struct {
 	Linger time.Duration
 	// Class is the traffic class of Carriers forked with Fork.
 	Class psi.TrafficClass
+	// Lazy makes Initiate return a dormant Carrier without sending a
+	// packet; the first message establishes the transient, as 0-RTT data
+	// when it is Idempotent and the Association holds a session ticket.
+	Lazy bool
 	// Transient is the template for the stacks' configuration (timeouts,
 	// keep-alive). Security, Local and MaxMessageSize are filled in.
 	Transient psi.Config
@@ -185,6 +189,9 @@ func initiate(ctx context.Context, remote post.Remote, cfg *Config, k kind) (*Ca
 			return nil, err
 		}
 	}
+	if cfg.Lazy {
+		return newCarrier(a, nil, *cfg, true, k), nil
+	}
 	t, err := a.Establish(ctx)
 	if err != nil {
 		return nil, err
@@ -285,6 +292,11 @@ func (c *Carrier) transient() psi.Transient {
 // active returns the transient, establishing a new one if the Carrier is
 // dormant and was initiated locally.
 func (c *Carrier) active(ctx context.Context) (psi.Transient, error) {
+	return c.activeFor(ctx, nil)
+}
+
+// activeFor is active for sending m, which may travel as 0-RTT data.
+func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient, error) {
 	c.mu.Lock()
 	t, st := c.t, c.state
 	c.mu.Unlock()
@@ -308,7 +320,7 @@ func (c *Carrier) active(ctx context.Context) (psi.Transient, error) {
 		return t, nil
 	}
 	c.log.Debug("reviving dormant carrier")
-	t, err := c.assoc.Establish(ctx)
+	t, err := c.assoc.EstablishWith(ctx, association.EstablishOptions{Allow0RTT: m != nil && m.Idempotent})
 	if err != nil {
 		return nil, err
 	}
@@ -491,6 +503,9 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 	used := map[string]bool{}
 	for _, s := range stacks {
 		tcfg := a.TransientConfig(netip.AddrPort{})
+		// Accept 0-RTT unless the policy prohibits it; clients only send
+		// idempotent messages that way.
+		tcfg.Allow0RTT = acfg.Policy.Disabled()&psi.ZeroRTT == 0
 		try := addr
 		network := psi.StackNetwork(s)
 		if addr.Port() == 0 && len(l.lns) > 0 {

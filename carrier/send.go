@@ -89,7 +89,7 @@ func (c *Carrier) write(om *outMsg) error {
 		ctx, cancel = context.WithDeadline(ctx, om.deadline)
 		defer cancel()
 	}
-	t, err := c.active(ctx)
+	t, err := c.activeFor(ctx, om.m)
 	if err != nil {
 		if !om.deadline.IsZero() && errors.Is(err, context.DeadlineExceeded) {
 			return post.ErrExpired

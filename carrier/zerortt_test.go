@@ -1,0 +1,68 @@
+package carrier_test
+
+import (
+	"testing"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+)
+
+// TestZeroRTTIdempotentFirstMessage: a second, lazy Carrier on the same
+// Association sends its idempotent first message as QUIC 0-RTT data.
+func TestZeroRTTIdempotentFirstMessage(t *testing.T) {
+	scfg := serverConfig()
+	l := listen(t, scfg)
+	ctx := ctxT(t)
+	cfg := clientConfig()
+	cfg.Policy.Stack("quic", policy.Require)
+	c1, err := carrier.Initiate(ctx, l.Remote("localhost"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A round trip makes sure the session ticket has arrived.
+	c1.Send(ctx, []byte("one"))
+	s1, _ := l.Accept(ctx)
+	s1.Receive(ctx)
+	s1.Send(ctx, []byte("ack"))
+	if _, err := c1.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c1.Close()
+	s1.Close()
+
+	cfg2 := *cfg
+	cfg2.Association = c1.Association()
+	cfg2.Lazy = true
+	c2, err := carrier.Initiate(ctx, post.Remote{}, &cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if c2.State() != carrier.Dormant {
+		t.Fatalf("lazy carrier is %v", c2.State())
+	}
+	if err := c2.SendMsg(ctx, &post.Message{Content: []byte("idempotent"), Properties: post.Properties{Idempotent: true}}); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	m, err := s2.Receive(ctx)
+	if err != nil || string(m.Content) != "idempotent" {
+		t.Fatalf("%v %v", err, m)
+	}
+	z, ok := c2.Transient().(interface {
+		Used0RTT() bool
+		HandshakeComplete() <-chan struct{}
+	})
+	if !ok {
+		t.Fatalf("%T does not report 0-RTT", c2.Transient())
+	}
+	<-z.HandshakeComplete()
+	if !z.Used0RTT() {
+		t.Fatal("the idempotent first message did not use 0-RTT")
+	}
+}
