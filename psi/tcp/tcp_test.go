@@ -845,3 +845,76 @@ func TestNoGoroutineLeak(t *testing.T) {
 	buf := make([]byte, 1<<16)
 	t.Fatalf("%d goroutines before, %d after:\n%s", before, after, buf[:runtime.Stack(buf, true)])
 }
+
+// Close gives a writer blocked by a peer that does not read the Stack's
+// linger time, then drops the connection.
+func TestCloseWithBlockedWriter(t *testing.T) {
+	s := tcp.Stack{Linger: 20 * time.Millisecond}
+	c, sv := connect(t, s, listen(t, s, serverConfig()), clientConfig())
+	_ = sv // never reads
+	errc := make(chan error, 1)
+	go func() {
+		big := make([]byte, 1<<20)
+		for {
+			if err := c.WriteMessage(context.Background(), big, true, nil); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond) // let the writer fill the socket buffers
+	c.Close()
+	if err := <-errc; !errors.Is(err, post.ErrClosed) {
+		t.Fatalf("blocked writer after Close: %v", err)
+	}
+}
+
+func TestLocalAddress(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := l.Addr().(*net.TCPAddr).AddrPort()
+	l.Close()
+	var s tcp.Stack
+	ln := listen(t, s, serverConfig())
+	cfg := clientConfig()
+	cfg.Local = local
+	c, sv := connect(t, s, ln, cfg)
+	if c.Path().Local != local || sv.Path().Remote != local {
+		t.Fatalf("client path %v, server path %v, want local %v", c.Path(), sv.Path(), local)
+	}
+	// Forks cannot share the port; they keep the address.
+	f, err := c.Fork(context.Background(), psi.Wine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if fl := f.Path().Local; fl.Addr() != local.Addr() || fl.Port() == local.Port() {
+		t.Fatalf("fork local %v", fl)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	l.Close()
+	var s tcp.Stack
+	ln, err := s.Listen(context.Background(), netip.MustParseAddrPort("[::1]:0"), serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, sv := connect(t, s, ln, clientConfig())
+	if err := c.WriteMessage(context.Background(), []byte("v6"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := recv(sv, 10); err != nil || string(m) != "v6" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	if !c.Path().Remote.Addr().Is6() {
+		t.Fatalf("path %v", c.Path())
+	}
+}
