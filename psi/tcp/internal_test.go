@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/postsockets/postsockets/internal/testcert"
 	"github.com/postsockets/postsockets/post"
@@ -267,5 +268,26 @@ func TestForkNeedsSameIdentity(t *testing.T) {
 	}
 	if _, err := sv.AcceptFork(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestKeepAlive(t *testing.T) {
+	tests := []struct {
+		stack, cfg, idle time.Duration
+		want             time.Duration
+		count            int
+	}{
+		{0, 0, 0, 15 * time.Second, 1},
+		{0, 5 * time.Second, 0, 5 * time.Second, 5},
+		{-1, 0, 0, -1, 0},
+		{-1, 2 * time.Second, 0, 2 * time.Second, 14},
+		{0, time.Millisecond, time.Minute, time.Second, 59},
+	}
+	for _, tt := range tests {
+		s := Stack{KeepAlive: tt.stack}
+		kc, d := s.keepAlive(&psi.Config{KeepAlive: tt.cfg, IdleTimeout: tt.idle})
+		if d != tt.want || kc.Count != tt.count || kc.Enable != (d > 0) {
+			t.Errorf("%+v: got %v %+v", tt, d, kc)
+		}
 	}
 }

@@ -94,21 +94,22 @@ func (s *Stack) maxHandshakes() int {
 }
 
 // keepAlive derives TCP keep-alive settings: probes every interval once the
-// connection is quiet, giving up after about the idle timeout.
-func (s *Stack) keepAlive(cfg *psi.Config) net.KeepAliveConfig {
+// connection is quiet, giving up after about the idle timeout. The
+// duration is the net.Dialer/ListenConfig KeepAlive field: -1 disables.
+func (s *Stack) keepAlive(cfg *psi.Config) (net.KeepAliveConfig, time.Duration) {
 	iv := cfg.KeepAlive
 	if iv <= 0 {
 		iv = s.KeepAlive
 	}
 	switch {
 	case iv < 0:
-		return net.KeepAliveConfig{Enable: false}
+		return net.KeepAliveConfig{}, -1
 	case iv == 0:
 		iv = 15 * time.Second
 	}
 	iv = max(iv, time.Second) // the kernel counts in seconds
 	count := max(1, int((cfg.Idle()-iv+iv-1)/iv))
-	return net.KeepAliveConfig{Enable: true, Idle: iv, Interval: iv, Count: count}
+	return net.KeepAliveConfig{Enable: true, Idle: iv, Interval: iv, Count: count}, iv
 }
 
 // Dial connects to remote, runs the TLS handshake and the hello exchange,
@@ -156,7 +157,8 @@ func (s Stack) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config
 	if err != nil {
 		return nil, wrap("listen", addr, err)
 	}
-	lc := net.ListenConfig{KeepAliveConfig: s.keepAlive(cfg)}
+	var lc net.ListenConfig
+	lc.KeepAliveConfig, lc.KeepAlive = s.keepAlive(cfg)
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, wrap("listen", addr, err)

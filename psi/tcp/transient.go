@@ -40,7 +40,8 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Handshake())
 	defer cancel()
 
-	nd := net.Dialer{KeepAliveConfig: d.stack.keepAlive(&d.cfg)}
+	var nd net.Dialer
+	nd.KeepAliveConfig, nd.KeepAlive = d.stack.keepAlive(&d.cfg)
 	if local.IsValid() {
 		nd.LocalAddr = net.TCPAddrFromAddrPort(local)
 	}
