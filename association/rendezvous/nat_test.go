@@ -166,6 +166,9 @@ func (n *natNet) blockDirect(t *testing.T) {
 func (n *natNet) startTURN(t *testing.T) {
 	t.Helper()
 	logPath := filepath.Join(n.dir, "turnserver.log")
+	if dir := os.Getenv("PS_NAT_DEBUG"); strings.HasPrefix(dir, "/") {
+		logPath = filepath.Join(dir, "turnserver.log")
+	}
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
