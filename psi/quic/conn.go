@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
@@ -33,8 +32,6 @@ type conn struct {
 	// onRoot hands a server's root transient to its listener; it reports
 	// whether the listener took it.
 	onRoot func(*Transient) bool
-
-	maxDgram atomic.Int64 // largest datagram payload seen to fit; 0 unknown
 
 	// early is set on a dialled connection returned before its handshake
 	// completed, which sends 0-RTT data. recovered is closed once the

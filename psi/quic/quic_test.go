@@ -810,6 +810,12 @@ func TestNoLeaks(t *testing.T) {
 				tr.Close()
 			}
 		}
+		// A connection the listener never hands out.
+		c, err := st.Dial(ctx, l.Addr(), clientConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for runtime.NumGoroutine() > before {

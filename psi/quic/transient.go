@@ -316,22 +316,12 @@ type WriteOptions = psi.WriteOptions
 // sendDatagram sends p as one datagram; false means it must go on the
 // stream instead.
 func (t *Transient) sendDatagram(p []byte) bool {
-	if !t.c.qc.ConnectionState().SupportsDatagrams.Remote {
-		return false
-	}
-	if m := t.c.maxDgram.Load(); m > 0 && int64(len(p))+8 > m {
-		return false
-	}
 	b := make([]byte, 0, 8+len(p))
 	b = appendDatagramTag(b, uint64(t.streamID()))
 	b = append(b, p...)
-	err := t.c.qc.SendDatagram(b)
-	var tooLarge *quicgo.DatagramTooLargeError
-	if errors.As(err, &tooLarge) {
-		t.c.maxDgram.Store(tooLarge.MaxDatagramPayloadSize)
-		return false
-	}
-	if err != nil {
+	// quic-go refuses a datagram that does not fit the current packet
+	// size (DatagramTooLargeError) or that the peer does not accept.
+	if err := t.c.qc.SendDatagram(b); err != nil {
 		return false
 	}
 	t.mu.Lock()
@@ -393,6 +383,18 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 	}
 	if t.c.early {
 		t.syncReader()
+	}
+	if t.rerr == io.EOF && !t.inMsg {
+		// Datagrams may still come after the peer ended its stream.
+		t.mu.Lock()
+		if len(t.dq) > 0 {
+			t.dcur, t.dActive = t.dq[0], true
+			t.dq[0] = nil
+			t.dq = t.dq[1:]
+			t.mu.Unlock()
+			return t.readDatagram(p)
+		}
+		t.mu.Unlock()
 	}
 	if t.rerr != nil {
 		return 0, false, t.rerr
