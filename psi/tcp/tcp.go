@@ -10,7 +10,13 @@
 //
 // Messages are delimited by a framer.Framer (length-prefixed by default);
 // both ends must use the same one. Large messages stream through in parts
-// and are never held whole.
+// and are never held whole. A transient flushes at the end of each message
+// and whenever its 64 KiB buffer fills; small non-final parts may wait
+// for more of their message.
+//
+// Config.IdleTimeout does not close quiet transients: it sets how long TCP
+// keep-alive probes (every Config.KeepAlive) may go unanswered before the
+// kernel drops a dead peer. Config.Allow0RTT is ignored.
 package tcp
 
 import (
