@@ -914,3 +914,70 @@ func TestZeroRTTRejected(t *testing.T) {
 	}
 	f.Close()
 }
+
+// TestReadCancel cancels reads waiting at a message boundary and inside a
+// message; the transient keeps working.
+func TestReadCancel(t *testing.T) {
+	var st Stack
+	cli, srv, _ := pair(t, &st, serverConfig(), clientConfig())
+	ctx := testContext(t)
+	short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	if _, _, err := srv.ReadMessage(short, make([]byte, 8)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read at boundary: %v", err)
+	}
+	if err := cli.WriteMessage(ctx, []byte("part"), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, end, err := srv.ReadMessage(ctx, buf); err != nil || end || string(buf[:n]) != "part" {
+		t.Fatalf("first part: %q %v %v", buf[:n], end, err)
+	}
+	short, cancel = context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	if _, _, err := srv.ReadMessage(short, buf); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read inside message: %v", err)
+	}
+	if err := cli.WriteMessage(ctx, []byte("end"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, end, err := srv.ReadMessage(ctx, buf); err != nil || !end || string(buf[:n]) != "end" {
+		t.Fatalf("last part: %q %v %v", buf[:n], end, err)
+	}
+	send(t, ctx, cli, []byte("next"), nil)
+	if m, err := readAll(ctx, srv, 8); err != nil || string(m) != "next" {
+		t.Fatalf("after cancelled reads: %q, %v", m, err)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	pc.Close()
+	var st Stack
+	ctx := testContext(t)
+	l, err := st.Listen(ctx, netip.MustParseAddrPort("[::1]:0"), serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := st.Dial(ctx, l.Addr(), clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	send(t, ctx, c, []byte("v6"), nil)
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if m, err := readAll(ctx, s, 8); err != nil || string(m) != "v6" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	if !s.Path().Remote.Addr().Is6() {
+		t.Errorf("server path %v", s.Path())
+	}
+}

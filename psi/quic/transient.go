@@ -423,6 +423,9 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 			if err == errInterrupted {
 				continue
 			}
+			if ctxErr(ctx, err) {
+				return 0, false, err
+			}
 			if err == io.EOF {
 				t.mu.Lock()
 				more := len(t.dq) > 0
@@ -441,6 +444,9 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 			}
 			if err == errInterrupted {
 				continue
+			}
+			if ctxErr(ctx, err) {
+				return 0, false, err
 			}
 			if err == io.EOF {
 				err = fmt.Errorf("%w: stream ended inside a message", post.ErrMalformed)
@@ -466,6 +472,12 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 	}
 	t.inMsg = !end
 	return n, end, nil
+}
+
+// ctxErr reports whether err is ctx's own error, which leaves the
+// transient usable.
+func ctxErr(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && err == ctx.Err()
 }
 
 // errInterrupted reports a wait cut short by a datagram or a stale
