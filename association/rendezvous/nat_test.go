@@ -146,6 +146,10 @@ table ip filter {
 }
 `)
 	}
+	// pub forwards unknown destinations upstream, where they vanish
+	// silently as on the Internet (coturn drops an allocation whose relay
+	// socket sees "network unreachable").
+	nsRun(t, n.pub, "ip", "route", "add", "default", "via", natAWAN)
 	n.startTURN(t)
 	return n
 }
@@ -177,6 +181,7 @@ func (n *natNet) startTURN(t *testing.T) {
 		"--listening-ip="+turnAddr, "--relay-ip="+turnAddr, "--listening-port="+strconv.Itoa(turnPort),
 		"--lt-cred-mech", "--user="+turnUser+":"+turnPass, "--realm="+turnRealm,
 		"--no-tls", "--no-dtls", "--no-cli", "--no-multicast-peers",
+		"--denied-peer-ip=10.0.0.0-10.255.255.255",
 		"--min-port=50000", "--max-port=50999",
 		"--pidfile="+filepath.Join(n.dir, "turnserver.pid"), "--log-file=stdout", "--simple-log", "-v")
 	cmd.Stdout, cmd.Stderr = logf, logf
