@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -114,6 +115,7 @@ type Conn struct {
 	sendAgain  bool
 	out        []*[]byte
 	probes     int
+	backoff    uint
 	paceAt     time.Time
 	rtoAt      time.Time
 	lossAt     time.Time
@@ -593,9 +595,10 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	}
 	c.onLost(now, res.Lost, prior)
 	if res.Progress || len(res.Acked) > 0 {
+		c.backoff = 0
 		c.rtoAt = time.Time{}
 		if c.snd.BytesInFlight() > 0 {
-			c.rtoAt = now.Add(c.rtt.RTO())
+			c.rtoAt = now.Add(c.rto())
 		}
 		signal(c.writable)
 	}
@@ -610,6 +613,12 @@ func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior in
 	for _, e := range lost {
 		c.cc.OnLoss(now, e.Value.pn, e.Bytes, prior)
 	}
+}
+
+// rto is the retransmission timeout with exponential backoff; the
+// backoff resets on any acknowledgement progress.
+func (c *Conn) rto() time.Duration {
+	return min(c.rtt.RTO()<<min(c.backoff, 16), congestion.MaxRTO)
 }
 
 func (c *Conn) lossDelay() time.Duration {
@@ -788,7 +797,7 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 		c.pacer.OnSent(now, e.Bytes)
 	}
 	if c.rtoAt.IsZero() {
-		c.rtoAt = now.Add(c.rtt.RTO())
+		c.rtoAt = now.Add(c.rto())
 	}
 	// The packet carries the cumulative acknowledgement.
 	c.ackPending = 0
@@ -912,21 +921,23 @@ func (c *Conn) onTimer() {
 		switch {
 		case c.initiator && !c.confirmed:
 			c.ackReq = true
-			c.rtt.Backoff()
-			c.rtoAt = now.Add(c.rtt.RTO())
+			c.backoff++
+			c.rtoAt = now.Add(c.rto())
 		case c.snd.BytesInFlight() > 0 || c.snd.HasRetransmission():
-			c.snd.OnTimeout(2)
+			// Go back: everything in flight is presumed lost and resent
+			// as the collapsed window allows.
+			c.snd.OnTimeout(c.snd.Len())
 			c.cc.OnRetransmissionTimeout()
-			c.rtt.Backoff()
-			c.probes = 2
-			c.rtoAt = now.Add(c.rtt.RTO())
+			c.backoff++
+			c.probes = 1
+			c.rtoAt = now.Add(c.rto())
 		case c.snd.HasPending():
 			// Blocked by the peer's window: probe for an update.
 			c.ackReq = true
-			c.rtt.Backoff()
-			c.rtoAt = now.Add(c.rtt.RTO())
+			c.backoff++
+			c.rtoAt = now.Add(c.rto())
 		}
-		if c.rtt.Backoffs() > maxBackoffs {
+		if c.backoff > maxBackoffs {
 			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer not acknowledging"))
 			return
 		}
@@ -1152,4 +1163,14 @@ func (c *Conn) teardown(err error, reset bool) {
 	close(c.done)
 	c.mu.Unlock()
 	c.t.unregister(c)
+}
+
+func (c *Conn) debugState() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := fmt.Sprintf("%x->%x remote=%v state=%d ini=%v conf=%v readQ=%d peerRel=%v rtoAt=%v timerAt=%v ackReq=%v sending=%v probes=%d pn=%d", c.local, c.peer, c.remote, c.state, c.initiator, c.confirmed, len(c.readQ), c.peerReleased, time.Until(c.rtoAt), time.Until(c.timerAt), c.ackReq, c.sending, c.probes, c.replay.Largest())
+	if c.snd != nil {
+		s += fmt.Sprintf(" snd base=%d next=%d inflight=%d pending=%v peerLimit=%d cwnd=%d rcvExp=%d ooo=%d", c.snd.Base(), c.snd.Next(), c.snd.BytesInFlight(), c.snd.HasPending(), c.peerLimit, c.cc.Window(), c.rcv.Expected(), c.rcv.Buffered())
+	}
+	return s
 }

@@ -161,7 +161,8 @@ func TestCloseReleases(t *testing.T) {
 func TestManyConns(t *testing.T) {
 	scfg, ccfg := pair(t)
 	l := listen(t, scfg)
-	ctx := testContext(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	const n = 20
 	go func() {
 		for {
@@ -174,6 +175,9 @@ func TestManyConns(t *testing.T) {
 				for {
 					m, err := s.ReceiveMessage(ctx)
 					if err != nil {
+						if err != io.EOF {
+							t.Logf("server: %v %s", err, s.debugState())
+						}
 						return
 					}
 					if s.SendMessage(ctx, m) != nil {
@@ -201,7 +205,7 @@ func TestManyConns(t *testing.T) {
 				}
 				got, err := c.ReceiveMessage(ctx)
 				if err != nil || !bytes.Equal(got, msg) {
-					errs <- fmt.Errorf("conn %d: %v", i, err)
+					errs <- fmt.Errorf("conn %d: %v %s", i, err, c.debugState())
 					return
 				}
 			}
@@ -209,6 +213,13 @@ func TestManyConns(t *testing.T) {
 	}
 	wg.Wait()
 	close(errs)
+	if len(errs) > 0 {
+		l.t.mu.Lock()
+		for id, c := range l.t.conns {
+			t.Logf("server conn %x peer %x: %s", id, c.peer, c.debugState())
+		}
+		l.t.mu.Unlock()
+	}
 	for err := range errs {
 		t.Error(err)
 	}

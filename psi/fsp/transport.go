@@ -51,6 +51,8 @@ type Transport struct {
 	foreign chan foreignPacket
 }
 
+const socketBuffer = 4 << 20
+
 type pendingKey struct {
 	addr  netip.AddrPort
 	alfid uint32
@@ -90,6 +92,11 @@ func toPeerAddr(a net.Addr) peerAddr {
 func (t *Transport) init() {
 	t.once.Do(func() {
 		t.udp, _ = t.Conn.(*net.UDPConn)
+		if t.owned && t.udp != nil {
+			// Best effort: the kernel caps these at net.core.[rw]mem_max.
+			t.udp.SetReadBuffer(socketBuffer)
+			t.udp.SetWriteBuffer(socketBuffer)
+		}
 		t.log = t.Logger
 		if t.log == nil {
 			t.log = slog.New(slog.DiscardHandler)

@@ -44,6 +44,7 @@ type Sender[T any] struct {
 	largestAckedOrder uint64
 	anyAcked          bool
 	free              []*Entry[T]
+	retired           []*Entry[T] // left the window; recycled at the next OnAck
 }
 
 // NewSender returns a sender whose first sequence number is first.
@@ -133,8 +134,8 @@ func (s *Sender[T]) OnSent(e *Entry[T], now time.Time) {
 
 // AckResult is what one acknowledgement did.
 type AckResult[T any] struct {
-	// Acked are the newly acknowledged entries; they are recycled by the
-	// next call to OnAck, so copy what you need.
+	// Acked are the newly acknowledged entries; those that left the
+	// window are recycled by the next call to OnAck.
 	Acked []*Entry[T]
 	// AckedBytes counts acknowledged bytes that were in flight.
 	AckedBytes int
@@ -156,9 +157,9 @@ type AckResult[T any] struct {
 // arrived) and the gap list that follows expected. res is reset and
 // filled; its slices are reused.
 func (s *Sender[T]) OnAck(now time.Time, expected uint64, gaps []Gap, latest uint64, lossDelay time.Duration, res *AckResult[T]) {
-	for _, e := range res.Acked {
-		s.free = append(s.free, e)
-	}
+	s.free = append(s.free, s.retired...)
+	clear(s.retired)
+	s.retired = s.retired[:0]
 	*res = AckResult[T]{Acked: res.Acked[:0], Lost: res.Lost[:0]}
 	if expected > s.Next() {
 		expected = s.Next() // acknowledges data never sent: ignore the excess
@@ -197,6 +198,7 @@ func (s *Sender[T]) OnAck(now time.Time, expected uint64, gaps []Gap, latest uin
 		if !e.Acked { // never sent: cannot be acknowledged
 			break
 		}
+		s.retired = append(s.retired, e)
 		s.entries[0] = nil
 		s.entries = s.entries[1:]
 		s.base++
