@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/postsockets/postsockets/internal/ice"
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi/fsp"
 )
 
 // Client talks to a rendezvous Server.
@@ -177,11 +179,23 @@ type Session struct {
 	Controlling bool
 	// Local and Remote describe the selected candidate pair.
 	Local, Remote ice.CandidateInfo
-	agent         *ice.Agent
+
+	agent     *ice.Agent
+	mu        sync.Mutex
+	transport *fsp.Transport // set by FSP
 }
 
-// Close ends the session and releases its sockets.
-func (s *Session) Close() error { return s.agent.Close() }
+// Close ends the session, any FSP connection on it, and releases its
+// sockets.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	t := s.transport
+	s.mu.Unlock()
+	if t != nil {
+		t.Close()
+	}
+	return s.agent.Close()
+}
 
 // Connect gathers local candidates, exchanges them with Peer through the
 // rendezvous server, runs ICE connectivity checks and returns the path.

@@ -62,6 +62,13 @@ func newServer(t *testing.T, srv *Server) string {
 	return ts.URL
 }
 
+func newServerB(b *testing.B) string {
+	srv := &Server{MaxWait: time.Second}
+	ts := httptest.NewServer(srv)
+	b.Cleanup(func() { srv.Close(); ts.Close() })
+	return ts.URL
+}
+
 // connectBoth runs Connect for alice and bob at once.
 func connectBoth(t *testing.T, ctx context.Context, url string, cfgA, cfgB ice.Config) (*Session, *Session) {
 	t.Helper()

@@ -63,6 +63,9 @@ func (pc *PacketConn) reader() {
 }
 
 // ReadFrom reads one datagram. A datagram longer than p is truncated.
+// Once the path fails (the peer fell silent for DisconnectedTimeout plus
+// FailedTimeout) reads and writes return an error matching both
+// post.ErrTimeout and net.ErrClosed.
 func (pc *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	select {
 	case d := <-pc.in:
@@ -70,7 +73,7 @@ func (pc *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	case <-pc.closed:
 		return 0, nil, errClosed
 	case <-pc.agent.failed:
-		return 0, nil, post.Errorf(post.ErrTimeout, "ice: path to peer failed")
+		return 0, nil, errFailed
 	case <-pc.readDone:
 		select {
 		case <-pc.closed:
@@ -90,6 +93,8 @@ func (pc *PacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		return 0, errClosed
 	case <-pc.wd.wait():
 		return 0, errTimeout
+	case <-pc.agent.failed:
+		return 0, errFailed
 	default:
 	}
 	n, err := pc.c.Write(p)
@@ -200,4 +205,7 @@ func (e *netError) Is(target error) bool {
 var (
 	errTimeout = &netError{msg: "ice: i/o timeout", timeout: true, is: []error{os.ErrDeadlineExceeded, post.ErrTimeout}}
 	errClosed  = &netError{msg: "ice: use of closed connection", is: []error{net.ErrClosed, post.ErrClosed}}
+	// errFailed is permanent: ICE consent expired and the path is gone.
+	// It matches net.ErrClosed so that read loops stop.
+	errFailed = &netError{msg: "ice: path to peer failed", is: []error{net.ErrClosed, post.ErrTimeout}}
 )

@@ -333,3 +333,42 @@ func FuzzParseCandidate(f *testing.F) {
 		_ = ci.String()
 	})
 }
+
+func TestPathFailure(t *testing.T) {
+	checkGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := loopbackConfig()
+	cfg.KeepAliveInterval = 50 * time.Millisecond
+	cfg.DisconnectedTimeout = 200 * time.Millisecond
+	cfg.FailedTimeout = 200 * time.Millisecond
+	a, b := newPeer(t, ctx, cfg), newPeer(t, ctx, cfg)
+	if err := a.agent.AddRemote(b.ufrag, b.pwd, b.cands); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.agent.AddRemote(a.ufrag, a.pwd, a.cands); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.agent.Connect(ctx, false)
+		done <- err
+	}()
+	ca, err := a.agent.Connect(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The peer vanishes: reads fail once consent expires, with an error
+	// that stops read loops.
+	b.agent.Close()
+	_, _, err = ca.ReadFrom(make([]byte, 100))
+	if !errors.Is(err, post.ErrTimeout) || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after the peer vanished: %v", err)
+	}
+	if _, err := ca.WriteTo([]byte("x"), nil); !errors.Is(err, post.ErrTimeout) {
+		t.Fatalf("write after the peer vanished: %v", err)
+	}
+}
