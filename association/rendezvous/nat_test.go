@@ -391,37 +391,39 @@ func natPeer(self, peer, url string, res *peerResult) error {
 	return transfer(ctx, s, size, res)
 }
 
-// transfer says hello both ways, then the controlling side sends size
-// pseudo-random bytes and the other returns their SHA-256.
+// transfer says hello both ways over FSP, then the controlling side sends
+// size pseudo-random bytes and the other returns their SHA-256.
 func transfer(ctx context.Context, s *Session, size int, res *peerResult) error {
-	res.Transport = "rconn"
-	r := newRconn(s.Conn, s.PeerAddr)
-	defer r.Close()
-	stop := context.AfterFunc(ctx, func() { r.fail(ctx.Err()) })
-	defer stop()
-	if err := r.Send([]byte("hello from " + os.Getenv("PS_NAT_SELF"))); err != nil {
+	res.Transport = "fsp"
+	c, err := s.FSP(ctx, fspConfig())
+	if err != nil {
 		return err
 	}
-	m, err := r.Recv()
+	defer c.Close()
+	if err := c.SendMessage(ctx, []byte("hello from "+os.Getenv("PS_NAT_SELF"))); err != nil {
+		return err
+	}
+	m, err := c.ReceiveMessage(ctx)
 	if err != nil {
 		return err
 	}
 	res.Hello = string(m)
 	start := time.Now()
+	const chunk = 256 << 10
 	if s.Controlling {
 		data := make([]byte, size)
 		rand.NewChaCha8([32]byte{1, 2, 3}).Read(data)
 		sum := sha256.Sum256(data)
 		res.SHA256, res.Bytes = hex.EncodeToString(sum[:]), size
-		for off := 0; off < len(data); off += 64 << 10 {
-			if err := r.Send(data[off:min(off+64<<10, len(data))]); err != nil {
+		for off := 0; off < len(data); off += chunk {
+			if err := c.SendMessage(ctx, data[off:min(off+chunk, len(data))]); err != nil {
 				return err
 			}
 		}
-		if err := r.Send(nil); err != nil { // end of file
+		if err := c.SendMessage(ctx, nil); err != nil { // end of file
 			return err
 		}
-		m, err := r.Recv()
+		m, err := c.ReceiveMessage(ctx)
 		if err != nil {
 			return err
 		}
@@ -431,7 +433,7 @@ func transfer(ctx context.Context, s *Session, size int, res *peerResult) error 
 	} else {
 		h := sha256.New()
 		for {
-			m, err := r.Recv()
+			m, err := c.ReceiveMessage(ctx)
 			if err != nil {
 				return err
 			}
@@ -442,12 +444,12 @@ func transfer(ctx context.Context, s *Session, size int, res *peerResult) error 
 			res.Bytes += len(m)
 		}
 		res.SHA256 = hex.EncodeToString(h.Sum(nil))
-		if err := r.Send([]byte(res.SHA256)); err != nil {
+		if err := c.SendMessage(ctx, []byte(res.SHA256)); err != nil {
 			return err
 		}
-		if err := r.Flush(); err != nil {
-			return err
-		}
+		// Wait for the sender to close, so the last message is not
+		// lost with our socket.
+		c.ReceiveMessage(ctx)
 	}
 	res.Seconds = time.Since(start).Seconds()
 	return nil
