@@ -1,0 +1,106 @@
+package reliability
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+func TestSenderAckAndLoss(t *testing.T) {
+	s := NewSender[int](1)
+	now := time.Now()
+	for i := range 10 {
+		s.Push(i, 100)
+	}
+	for e := s.NextToSend(100); e != nil; e = s.NextToSend(100) {
+		s.OnSent(e, now)
+	}
+	if s.BytesInFlight() != 1000 || s.HasPending() {
+		t.Fatalf("in flight %d", s.BytesInFlight())
+	}
+	var res AckResult[int]
+	// 1..3 arrived, 4 and 5 missing, 6..10 arrived.
+	s.OnAck(now.Add(time.Millisecond), 4, []Gap{{Gap: 2, Data: 5}}, 10, time.Second, &res)
+	if len(res.Acked) != 8 || !res.HasRTT || s.Base() != 4 {
+		t.Fatalf("acked %d, base %d", len(res.Acked), s.Base())
+	}
+	if len(res.Lost) != 2 || res.Lost[0].Seq != 4 || res.Lost[1].Seq != 5 {
+		t.Fatalf("lost %v", len(res.Lost))
+	}
+	e := s.NextToSend(4) // retransmissions ignore the flow-control limit
+	if e == nil || e.Seq != 4 {
+		t.Fatal("no retransmission of 4")
+	}
+	s.OnSent(e, now)
+	e = s.NextToSend(4)
+	s.OnSent(e, now)
+	s.OnAck(now, 11, nil, 10, time.Second, &res)
+	if s.Len() != 0 || s.BytesInFlight() != 0 || res.HasRTT {
+		t.Fatalf("len %d inflight %d rtt %v (retransmitted: no sample)", s.Len(), s.BytesInFlight(), res.HasRTT)
+	}
+}
+
+func TestSenderTimeout(t *testing.T) {
+	s := NewSender[int](1)
+	now := time.Now()
+	for i := range 4 {
+		s.OnSent(s.entries[s.Push(i, 10)-1], now)
+	}
+	if n := s.OnTimeout(s.Len()); n != 4 || s.BytesInFlight() != 0 {
+		t.Fatalf("timeout marked %d", n)
+	}
+	for i := uint64(1); i <= 4; i++ {
+		if e := s.NextToSend(0); e == nil || e.Seq != i {
+			t.Fatalf("retransmission order at %d", i)
+		}
+	}
+}
+
+func TestReceiverReorder(t *testing.T) {
+	r := NewReceiver[uint64](1)
+	seqs := rand.Perm(200)
+	var got []uint64
+	for _, i := range seqs {
+		seq := uint64(i + 1)
+		if !r.Insert(seq, seq, 1000) {
+			t.Fatalf("insert %d refused", seq)
+		}
+		if r.Insert(seq, seq, 1000) {
+			t.Fatal("duplicate accepted")
+		}
+		for v, ok := r.Pop(); ok; v, ok = r.Pop() {
+			got = append(got, v)
+		}
+		gaps := r.Gaps(nil, 64)
+		for _, g := range gaps {
+			if g.Gap == 0 || g.Data == 0 {
+				t.Fatalf("bad gap %+v", g)
+			}
+		}
+	}
+	for i, v := range got {
+		if v != uint64(i+1) {
+			t.Fatalf("order broken at %d: %d", i, v)
+		}
+	}
+	if len(got) != 200 || r.Insert(5, 5, 1000) || r.Insert(2000, 0, 1000) {
+		t.Fatal("late duplicate or out-of-window accepted")
+	}
+}
+
+func TestGaps(t *testing.T) {
+	r := NewReceiver[int](1)
+	for _, s := range []uint64{3, 4, 7, 9} {
+		r.Insert(s, 0, 100)
+	}
+	gaps := r.Gaps(nil, 64)
+	want := []Gap{{2, 2}, {2, 1}, {1, 1}}
+	if len(gaps) != len(want) {
+		t.Fatalf("gaps %v", gaps)
+	}
+	for i := range want {
+		if gaps[i] != want[i] {
+			t.Fatalf("gaps %v, want %v", gaps, want)
+		}
+	}
+}
