@@ -141,7 +141,34 @@ type Conn struct {
 	timer    *time.Timer
 	timerAt  time.Time
 
-	pkt wire.Packet
+	pkt   wire.Packet
+	stats Stats
+}
+
+// Stats are counters of one connection.
+type Stats struct {
+	PacketsSent     uint64 // protected packets sent, retransmissions included
+	PacketsReceived uint64 // protected packets accepted
+	// PacketsDropped counts packets that failed authentication or were
+	// replayed; they change nothing.
+	PacketsDropped   uint64
+	Retransmissions  uint64
+	SmoothedRTT      time.Duration
+	RTTVar           time.Duration
+	CongestionWindow int
+	BytesInFlight    int
+}
+
+// Stats returns the connection's counters.
+func (c *Conn) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.SmoothedRTT, s.RTTVar = c.rtt.SmoothedRTT(), c.rtt.RTTVar()
+	if c.cc != nil {
+		s.CongestionWindow, s.BytesInFlight = c.cc.Window(), c.snd.BytesInFlight()
+	}
+	return s
 }
 
 func newConn(t *Transport, cfg *Config, initiator bool, remote peerAddr) *Conn {
@@ -471,6 +498,11 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) {
 	c.receive(b, from, pkt, &deliver)
 	c.mu.Unlock()
 	if deliver != nil {
+		c.t.mu.Lock()
+		if c.t.pending[c.pendKey] == c {
+			delete(c.t.pending, c.pendKey)
+		}
+		c.t.mu.Unlock()
 		deliver.deliver(c)
 	}
 }
@@ -507,18 +539,22 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		d = c.rx[1]
 	}
 	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+		c.stats.PacketsDropped++
 		return
 	}
 	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
 	if !c.replay.Check(pn) {
+		c.stats.PacketsDropped++
 		return
 	}
 	buf := getBuf()
 	pt, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload)
 	if err != nil {
+		c.stats.PacketsDropped++
 		putBuf(buf)
 		return
 	}
+	c.stats.PacketsReceived++
 	newest := pn >= c.replay.Largest()
 	c.replay.Mark(pn)
 	now := time.Now()
@@ -767,6 +803,7 @@ func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
 func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
 	pn := c.pn
 	c.pn++
+	c.stats.PacketsSent++
 	b := getBuf()
 	hdr := wire.AppendHeader((*b)[:0], p)
 	out, err := c.tx.Seal(hdr, pn, hdr, payload)
@@ -790,6 +827,9 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 		return
 	}
 	c.out = append(c.out, b)
+	if e.Sent {
+		c.stats.Retransmissions++
+	}
 	c.snd.OnSent(e, now)
 	e.Value.pn = pn
 	c.cc.OnPacketSent(now, pn, e.Bytes, c.snd.BytesInFlight())
