@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/association/rendezvous"
+	"github.com/postsockets/postsockets/internal/ice"
+	"github.com/postsockets/postsockets/psi/fsp"
+)
+
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	if err := runDemo(context.Background(), &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"bob: got HELLO BOB", "bob: got THIS IS FSP OVER ICE", "alice is controlling: true"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestChat runs two chat loops: lines typed at alice appear at bob, and
+// alice's end of input ends both.
+func TestChat(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rs := &rendezvous.Server{}
+	ts := httptest.NewServer(rs)
+	defer ts.Close()
+	defer rs.Close()
+	iceCfg := ice.Config{
+		NetworkTypes:    []string{ice.UDP4},
+		IncludeLoopback: true,
+		IPFilter:        func(a netip.Addr) bool { return a.IsLoopback() },
+	}
+	psk := []byte("sixteen bytes at least")
+	var (
+		wg  sync.WaitGroup
+		bs  *rendezvous.Session
+		bc  *fsp.Conn
+		err error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		bs, bc, err = connect(ctx, rendezvous.ConnectConfig{Self: "bob", Peer: "alice", RendezvousURL: ts.URL, ICE: iceCfg}, psk)
+	}()
+	as, ac, errA := connect(ctx, rendezvous.ConnectConfig{Self: "alice", Peer: "bob", RendezvousURL: ts.URL, ICE: iceCfg}, psk)
+	wg.Wait()
+	if errA != nil || err != nil {
+		t.Fatal(errA, err)
+	}
+	defer as.Close()
+	defer bs.Close()
+
+	var bobOut syncBuffer
+	bobDone := make(chan error, 1)
+	bobIn, bobInW := io.Pipe()
+	defer bobInW.Close()
+	go func() { bobDone <- chat(ctx, bc, "alice", bobIn, &bobOut) }()
+	if err := chat(ctx, ac, "bob", strings.NewReader("first line\nsecond line\n"), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bobDone; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bobOut.String(), "alice: first line\nalice: second line\n"; got != want {
+		t.Fatalf("bob printed %q, want %q", got, want)
+	}
+}
