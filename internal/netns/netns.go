@@ -143,12 +143,13 @@ func (n *NS) command(args []string) (string, []string) {
 
 // Run runs a command inside the namespace.
 func (n *NS) Run(args ...string) error {
-	_, err := n.Output(args...)
+	_, err := n.Exec(args...)
 	return err
 }
 
-// Output runs a command inside the namespace and returns its stdout.
-func (n *NS) Output(args ...string) (string, error) {
+// Exec runs a command inside the namespace and returns its stdout. On
+// failure the error includes stderr.
+func (n *NS) Exec(args ...string) (string, error) {
 	name, rest := n.command(args)
 	return output(nil, name, rest...)
 }
@@ -259,6 +260,16 @@ func (n *NS) SetLinkUp(dev string, up bool) error {
 		state = "up"
 	}
 	return n.Run("ip", "link", "set", dev, state)
+}
+
+// MoveLink moves an interface into another namespace. The interface
+// arrives down and without addresses.
+func (n *NS) MoveLink(dev string, to *NS) error {
+	target := to.name
+	if target == "" {
+		target = strconv.Itoa(os.Getpid())
+	}
+	return n.Run("ip", "link", "set", dev, "netns", target)
 }
 
 // AddAddr adds an address to an interface.

@@ -365,3 +365,37 @@ func TestIPv6(t *testing.T) {
 		t.Fatalf("source %v", src)
 	}
 }
+
+func TestMoveLink(t *testing.T) {
+	a, b, c := New(t, "a"), New(t, "b"), New(t, "c")
+	v := Link(t, a, b, netip.MustParsePrefix("10.8.0.1/24"), netip.MustParsePrefix("10.8.0.2/24"))
+	if err := b.MoveLink(v.BName, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddAddr(v.BName, v.BAddr); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetLinkUp(v.BName, true); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Exec("ip", "-o", "addr", "show", "dev", v.BName)
+	if err != nil || !strings.Contains(out, "10.8.0.2/24") {
+		t.Fatalf("%q %v", out, err)
+	}
+	if _, err := b.Exec("ip", "link", "show", v.BName); err == nil {
+		t.Fatal("link still in the old namespace")
+	}
+	to := netip.MustParseAddrPort("10.8.0.2:9")
+	_, srcs := udpEcho(t, c, to)
+	s, err := a.ListenUDP(netip.AddrPort{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetReadDeadline(time.Now().Add(guard))
+	s.WriteToUDPAddrPort([]byte("moved"), to)
+	if _, _, err := s.ReadFromUDPAddrPort(make([]byte, 8)); err != nil {
+		t.Fatal(err)
+	}
+	<-srcs
+}
