@@ -117,17 +117,8 @@ func (c *Client) poll(ctx context.Context, hc *http.Client, url string, body []b
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
-		var r response
-		if len(data) > MaxRequestSize {
-			return Offer{}, false, post.Errorf(post.ErrMalformed, "rendezvous: answer too large")
-		}
-		if err := json.Unmarshal(data, &r); err != nil {
-			return Offer{}, false, post.Errorf(post.ErrMalformed, "rendezvous: bad answer: %v", err)
-		}
-		if err := r.Offer.Validate(); err != nil {
-			return Offer{}, false, err
-		}
-		return r.Offer, false, nil
+		o, err := decodeAnswer(data)
+		return o, false, err
 	case http.StatusNoContent:
 		return Offer{}, true, errAgain
 	case http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
@@ -138,6 +129,21 @@ func (c *Client) poll(ctx context.Context, hc *http.Client, url string, body []b
 		return Offer{}, false, post.Errorf(post.ErrMalformed, "rendezvous: %s", serverMessage(resp, data))
 	}
 	return Offer{}, false, post.Errorf(post.ErrRefused, "rendezvous: %s", serverMessage(resp, data))
+}
+
+// decodeAnswer parses and validates the body of a 200 answer.
+func decodeAnswer(data []byte) (Offer, error) {
+	if len(data) > MaxRequestSize {
+		return Offer{}, post.Errorf(post.ErrMalformed, "rendezvous: answer too large")
+	}
+	var r response
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Offer{}, post.Errorf(post.ErrMalformed, "rendezvous: bad answer: %v", err)
+	}
+	if err := r.Offer.Validate(); err != nil {
+		return Offer{}, err
+	}
+	return r.Offer, nil
 }
 
 func serverMessage(resp *http.Response, data []byte) string {

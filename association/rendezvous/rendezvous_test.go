@@ -390,3 +390,23 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeAnswer(f *testing.F) {
+	good, _ := json.Marshal(response{Offer: offer("abcd")})
+	f.Add(good)
+	f.Add([]byte(`{"offer":{"ufrag":"abcd","pwd":"abcdefghijklmnopqrstuvwxyz","candidates":["1 1 UDP 1 ::1 1 typ host"],"controlling":true}}`))
+	f.Add([]byte(`{"offer":null}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o, err := decodeAnswer(data)
+		if err != nil {
+			if !errors.Is(err, post.ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if o.Validate() != nil {
+			t.Fatalf("accepted invalid answer %+v", o)
+		}
+	})
+}
