@@ -41,6 +41,7 @@ const (
 )
 
 type txData struct {
+	acked func() // called once the peer acknowledged the entry
 	buf   *[]byte
 	n     int
 	op    wire.Opcode
@@ -141,8 +142,8 @@ type Conn struct {
 	timer    *time.Timer
 	timerAt  time.Time
 
-	pkt   wire.Packet
-	stats Stats
+	stats    Stats
+	ackedFns []func()
 }
 
 // Stats are counters of one connection.
@@ -496,7 +497,12 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) {
 	c.mu.Lock()
 	var deliver *Listener
 	c.receive(b, from, pkt, &deliver)
+	fns := c.ackedFns
+	c.ackedFns = nil
 	c.mu.Unlock()
+	for _, f := range fns {
+		f()
+	}
 	if deliver != nil {
 		c.t.mu.Lock()
 		if c.t.pending[c.pendKey] == c {
@@ -627,6 +633,10 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 		}
 		if e.Value.op == wire.Release {
 			c.releaseDone()
+		}
+		if e.Value.acked != nil {
+			c.ackedFns = append(c.ackedFns, e.Value.acked)
+			e.Value.acked = nil
 		}
 	}
 	c.onLost(now, res.Lost, prior)
@@ -1015,6 +1025,12 @@ func (c *Conn) wait(ctx context.Context, ch chan struct{}) error {
 // transaction); end completes it, so the peer reads it as one message. It
 // blocks while the send buffer is full.
 func (c *Conn) WriteMessage(ctx context.Context, p []byte, end bool) error {
+	return c.writeMessage(ctx, p, end, nil)
+}
+
+// writeMessage is WriteMessage that calls acked once the peer
+// acknowledged the whole message.
+func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func()) error {
 	if len(p) == 0 && !end {
 		return nil
 	}
@@ -1045,11 +1061,11 @@ func (c *Conn) WriteMessage(ctx context.Context, p []byte, end bool) error {
 				copy((*buf)[:n], p)
 			}
 			p = p[n:]
-			var flags uint8
+			d := txData{buf: buf, n: n, op: wire.PureData}
 			if end && len(p) == 0 {
-				flags = wire.FlagEOT
+				d.flags, d.acked = wire.FlagEOT, acked
 			}
-			c.snd.Push(txData{buf: buf, n: n, op: wire.PureData, flags: flags}, n+overhead)
+			c.snd.Push(d, n+overhead)
 			c.sndBytes += n + overhead
 			pushed = true
 		}

@@ -345,12 +345,19 @@ func (t *Transport) Dial(ctx context.Context, addr net.Addr, cfg *Config) (*Conn
 // Dial opens a connection to addr over a new UDP socket, which is closed
 // with the connection.
 func Dial(ctx context.Context, addr netip.AddrPort, cfg *Config) (*Conn, error) {
+	return dialUDP(ctx, netip.AddrPort{}, addr, cfg)
+}
+
+func dialUDP(ctx context.Context, local, addr netip.AddrPort, cfg *Config) (*Conn, error) {
 	network := "udp4"
-	local := &net.UDPAddr{IP: net.IPv4zero}
+	laddr := &net.UDPAddr{IP: net.IPv4zero}
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
-		network, local = "udp6", &net.UDPAddr{IP: net.IPv6unspecified}
+		network, laddr = "udp6", &net.UDPAddr{IP: net.IPv6unspecified}
 	}
-	pc, err := net.ListenUDP(network, local)
+	if local.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(local)
+	}
+	pc, err := net.ListenUDP(network, laddr)
 	if err != nil {
 		return nil, &post.OpError{Op: "dial", Stack: "fsp", Path: addr.String(), Err: err}
 	}

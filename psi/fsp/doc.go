@@ -1,0 +1,91 @@
+// Package fsp implements the Flexible Session Protocol (FSP, version 0)
+// over UDP: an encrypted, reliable, message-delimited transport whose
+// connections are identified by a pair of 32-bit upper-layer thread IDs
+// (ALFIDs) rather than by addresses, so a connection follows its peer
+// across address changes.
+//
+// Use it on its own like quic-go:
+//
+//	l, _ := fsp.Listen(addr, &fsp.Config{Security: sec})
+//	c, _ := l.Accept(ctx)
+//	msg, _ := c.ReceiveMessage(ctx)
+//
+//	c, _ := fsp.Dial(ctx, addr, &fsp.Config{Security: sec})
+//	c.SendMessage(ctx, msg)
+//
+// or over any net.PacketConn with a Transport (an ICE connection, an
+// emulated link, a socket shared with QUIC: FSP datagrams always start
+// with a zero octet, QUIC ones have bit 0x40 set, and non-FSP datagrams
+// are handed out by Transport.ReadNonFSPPacket). Stack adapts FSP to
+// psi.Stack.
+//
+// # Protocol
+//
+// Every datagram starts with a 28-octet fixed header: version (0),
+// opcode, header stack pointer (the offset of the payload), flags
+// (end-of-transaction, ack-request, key phase), the advertised receive
+// window in packets (24 bits), the sequence number, the expected sequence
+// number (cumulative acknowledgement), the packet number, and the
+// destination and source ALFIDs. Optional headers (CONNECT_PARAM,
+// EPHEMERAL_KEY, SELECTIVE_NACK) are stacked between the fixed header and
+// the header stack pointer. The opcodes are those of the reference
+// implementation: INIT_CONNECT=1, ACK_INIT_CONNECT, CONNECT_REQUEST,
+// ACK_CONNECT_REQ, RESET, PERSIST, PURE_DATA, ADJOURN, ACK_FLUSH, RESTORE,
+// RELEASE, MULTIPLY, KEEP_ALIVE=13.
+//
+// Connection setup uses a stateless cookie: INIT_CONNECT carries the
+// initiator's nonce; ACK_INIT_CONNECT returns a cookie, a timestamp and a
+// MAC over the initiator's address, ALFID, nonce and the timestamp under
+// a listener secret rotated every 30 s, so the listener keeps no state
+// per peer; CONNECT_REQUEST echoes the cookie with the nonce and an X25519
+// public key; ACK_CONNECT_REQ carries the responder's nonce and key, its
+// certificate chain, a signature over the transcript with the certificate
+// key (Ed25519, ECDSA or RSA-PSS), and a key-confirmation MAC. The
+// initiator verifies the chain with psi.Security.VerifyPeer (pins, a PSK
+// or CA roots). Handshake packets carry a truncated HMAC-SHA256 tag under
+// a key derived from the PSK (if any) and the initiator's ALFID. The
+// responder hands the connection to Accept when the first packet
+// protected with the new keys arrives.
+//
+// Keys: the session master secret is HKDF-Extract over the X25519 output
+// and the PSK, salted with both nonces. Each connection derives its
+// per-direction traffic secrets from the master secret and its ALFID
+// pair, so a clone (MULTIPLY) can derive its own keys from the same
+// master secret without a new exchange. Packets are protected with
+// AES-128-GCM, the header being the associated data and the nonce a
+// per-direction IV XOR the 64-bit packet number; the key changes every
+// 2^20 packets (epoch keys derived from the traffic secret), as the notes
+// require. A sliding 1024-packet replay window drops replayed packets;
+// packets failing authentication are dropped silently. Conn.InstallKey
+// mixes a secret agreed by the upper layer into the master secret; the
+// key phase flag tells the receiver which generation protects a packet.
+//
+// Reliability: the receiver acknowledges cumulatively in every packet
+// and, in KEEP_ALIVE packets, with a SELECTIVE_NACK header listing the
+// gaps. The sender declares a packet lost when three later ones were
+// acknowledged or after 9/8 RTT (fast retransmit), and on the RTO
+// (RFC 6298, from the congestion package's RTT estimator) presumes all in
+// flight lost and resends under a collapsed window. Congestion control is
+// CUBIC (or NewReno) with pacing. The receive window is advertised in
+// packets. Keep-alives run while idle; a peer silent for IdleTimeout, or
+// one that leaves ten backed-off retransmission timeouts unanswered, is
+// declared dead with post.ErrTimeout. Close flushes, sends RELEASE and
+// waits for its acknowledgement; the peer then reads io.EOF.
+//
+// # Deviations from the reference implementation
+//
+//   - The wire format is not compatible: the signature (version, opcode,
+//     header stack pointer) comes first so the first octet is zero, a
+//     separate 32-bit packet number drives nonces and replay protection
+//     (sequence numbers count data packets, retransmissions keep theirs),
+//     and both ALFIDs are in every header.
+//   - Extension headers are type-length-value records, skipped if unknown.
+//   - The handshake authenticates with certificates or a PSK rather than
+//     the reference's CHAKA exchange, which can run above InstallKey.
+//   - The handshake packet with the certificate chain must fit 4 KiB.
+//   - ADJOURN, RESTORE, ACK_FLUSH, PERSIST-with-SNACK and MULTIPLY
+//     (clones) are not implemented yet: Fork returns post.ErrNotSupported.
+//   - Initial sequence numbers are 1, not random: packets are encrypted.
+//   - Unauthenticated RESETs are believed only while connecting and, as a
+//     last word, while closing with everything acknowledged.
+package fsp

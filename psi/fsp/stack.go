@@ -1,0 +1,162 @@
+package fsp
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// Stack is FSP as a psi.Stack. The zero value dials and listens on
+// sockets of its own; with Transport set it shares that transport's
+// socket (for example with QUIC).
+type Stack struct {
+	Transport *Transport
+	// Base, if set, supplies the FSP-specific settings (windows, buffers,
+	// congestion control); psi.Config fields override the shared ones.
+	Base *Config
+}
+
+var _ psi.Stack = (*Stack)(nil)
+
+// Features of FSP transients.
+const Features = psi.Reliable | psi.Ordered | psi.MessageBoundaries | psi.Encrypted | psi.Mobility
+
+// Name returns "fsp".
+func (*Stack) Name() string { return "fsp" }
+
+// Features returns what FSP transients offer.
+func (*Stack) Features() psi.Features { return Features }
+
+func (s *Stack) config(pc *psi.Config) *Config {
+	cfg := s.Base.clone()
+	if pc == nil {
+		return cfg
+	}
+	cfg.Security = pc.Security
+	cfg.MaxMessageSize = pc.MaxMessageSize
+	cfg.HandshakeTimeout = pc.HandshakeTimeout
+	cfg.IdleTimeout = pc.IdleTimeout
+	cfg.KeepAlive = pc.KeepAlive
+	cfg.Association = pc.Association
+	if pc.Logger != nil {
+		cfg.Logger = pc.Logger
+	}
+	return cfg
+}
+
+// Dial opens a transient to remote.
+func (s *Stack) Dial(ctx context.Context, remote netip.AddrPort, pc *psi.Config) (psi.Transient, error) {
+	cfg := s.config(pc)
+	var (
+		c   *Conn
+		err error
+	)
+	if s.Transport != nil {
+		c, err = s.Transport.Dial(ctx, net.UDPAddrFromAddrPort(remote), cfg)
+	} else {
+		var local netip.AddrPort
+		if pc != nil {
+			local = pc.Local
+		}
+		c, err = dialUDP(ctx, local, remote, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &transient{c: c, assoc: cfg.Association}, nil
+}
+
+// Listen accepts transients on local.
+func (s *Stack) Listen(ctx context.Context, local netip.AddrPort, pc *psi.Config) (psi.Listener, error) {
+	cfg := s.config(pc)
+	var (
+		l   *Listener
+		err error
+	)
+	if s.Transport != nil {
+		l, err = s.Transport.Listen(cfg)
+	} else {
+		l, err = Listen(local, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &listener{l}, nil
+}
+
+type listener struct{ l *Listener }
+
+func (l *listener) Accept(ctx context.Context) (psi.Transient, error) {
+	c, err := l.l.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &transient{c: c, assoc: c.Association()}, nil
+}
+
+func (l *listener) Addr() netip.AddrPort { return addrPort(l.l.Addr()) }
+func (l *listener) Close() error         { return l.l.Close() }
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// transient adapts a Conn to psi.Transient.
+type transient struct {
+	c     *Conn
+	assoc [16]byte
+}
+
+// Conn returns the FSP connection behind a transient made by Stack, or
+// nil.
+func ConnOf(t psi.Transient) *Conn {
+	if tr, ok := t.(*transient); ok {
+		return tr.c
+	}
+	return nil
+}
+
+func (t *transient) Stack() string          { return "fsp" }
+func (t *transient) Features() psi.Features { return Features }
+func (t *transient) Association() [16]byte  { return t.assoc }
+func (t *transient) Close() error           { return t.c.Close() }
+func (t *transient) Paths() []post.Path     { return []post.Path{t.Path()} }
+func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error) {
+	return t.c.ReadMessage(ctx, p)
+}
+
+func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *psi.WriteOptions) error {
+	var acked func()
+	if end && opts != nil {
+		acked = opts.Acked
+	}
+	return t.c.writeMessage(ctx, p, end, acked)
+}
+
+func (t *transient) Fork(context.Context, psi.TrafficClass) (psi.Transient, error) {
+	return nil, post.Errorf(post.ErrNotSupported, "fsp: connection multiplication (MULTIPLY) is not implemented yet")
+}
+
+func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
+	return nil, post.Errorf(post.ErrNotSupported, "fsp: connection multiplication (MULTIPLY) is not implemented yet")
+}
+
+func (t *transient) Path() post.Path {
+	st := t.c.Stats()
+	return post.Path{
+		Local:  addrPort(t.c.LocalAddr()),
+		Remote: addrPort(t.c.RemoteAddr()),
+		MTU:    MaxDatagramSize,
+		RTT:    st.SmoothedRTT,
+		RTTVar: st.RTTVar,
+		Active: true,
+	}
+}
