@@ -12,10 +12,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/postsockets/postsockets/internal/netns"
 
 	"github.com/postsockets/postsockets/internal/ice"
 )
@@ -48,108 +50,79 @@ const (
 )
 
 type natNet struct {
-	pub, natA, natB, peerA, peerB string
+	pub, natA, natB, peerA, peerB *netns.NS
 	dir                           string
 }
 
 func natPrereqs(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("NAT tests need root for network namespaces (CI runs as root with iproute2, nftables and coturn installed)")
-	}
-	for _, bin := range []string{"ip", "nft", "turnserver"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("NAT tests need %s: apt-get install -y iproute2 nftables coturn", bin)
-		}
-	}
 	if testing.Short() {
 		t.Skip("NAT tests skipped in short mode")
 	}
-}
-
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	if err := netns.Available(); err != nil {
+		t.Skipf("NAT tests need root, iproute2 and nftables (CI: apt-get install -y iproute2 nftables coturn): %v", err)
+	}
+	if _, err := exec.LookPath("turnserver"); err != nil {
+		t.Skip("NAT tests need turnserver: apt-get install -y coturn")
 	}
 }
 
-func nsRun(t *testing.T, ns string, args ...string) {
+func must(t *testing.T, err error) {
 	t.Helper()
-	run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
-}
-
-func nft(t *testing.T, ns, rules string) {
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft in %s: %v\n%s\n%s", ns, err, out, rules)
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
 // setupNAT builds the namespaces and starts coturn; Cleanup undoes it.
 func setupNAT(t *testing.T) *natNet {
 	t.Helper()
-	p := fmt.Sprintf("psF%d-", os.Getpid())
-	n := &natNet{pub: p + "pub", natA: p + "natA", natB: p + "natB", peerA: p + "peerA", peerB: p + "peerB", dir: t.TempDir()}
-	for _, ns := range []string{n.pub, n.natA, n.natB, n.peerA, n.peerB} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		nsRun(t, ns, "ip", "link", "set", "lo", "up")
+	pfx := netip.MustParsePrefix
+	n := &natNet{
+		pub:  netns.New(t, "pub"),
+		natA: netns.New(t, "natA"), natB: netns.New(t, "natB"),
+		peerA: netns.New(t, "peerA"), peerB: netns.New(t, "peerB"),
+		dir: t.TempDir(),
 	}
-	// pub: the server address and one link to each NAT.
-	nsRun(t, n.pub, "ip", "addr", "add", turnAddr+"/32", "dev", "lo")
-	nsRun(t, n.pub, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	for i, nat := range []struct{ ns, peer, pubIf, wan, pubAddr, lan, host string }{
-		{n.natA, n.peerA, "pa", natAWAN, "203.0.113.1", "10.0.1", "10.0.1.2"},
-		{n.natB, n.peerB, "pb", natBWAN, "203.0.113.5", "10.0.2", "10.0.2.2"},
+	// pub: the server address, and one link to each NAT.
+	must(t, n.pub.AddAddr("lo", pfx(turnAddr+"/32")))
+	must(t, n.pub.EnableForwarding())
+	for _, nat := range []struct {
+		ns, peer            *netns.NS
+		wan, pubAddr, lanGW string
+	}{
+		{n.natA, n.peerA, natAWAN, "203.0.113.1", "10.0.1.1"},
+		{n.natB, n.peerB, natBWAN, "203.0.113.5", "10.0.2.1"},
 	} {
-		_ = i
-		run(t, "ip", "-n", nat.ns, "link", "add", "wan", "type", "veth", "peer", "name", nat.pubIf, "netns", n.pub)
-		nsRun(t, nat.ns, "ip", "addr", "add", nat.wan+"/30", "dev", "wan")
-		nsRun(t, nat.ns, "ip", "link", "set", "wan", "up")
-		nsRun(t, n.pub, "ip", "addr", "add", nat.pubAddr+"/30", "dev", nat.pubIf)
-		nsRun(t, n.pub, "ip", "link", "set", nat.pubIf, "up")
-		nsRun(t, nat.ns, "ip", "route", "add", "default", "via", nat.pubAddr)
-
-		run(t, "ip", "-n", nat.ns, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", nat.peer)
-		nsRun(t, nat.ns, "ip", "addr", "add", nat.lan+".1/24", "dev", "lan")
-		nsRun(t, nat.ns, "ip", "link", "set", "lan", "up")
-		nsRun(t, nat.peer, "ip", "addr", "add", nat.host+"/24", "dev", "eth0")
-		nsRun(t, nat.peer, "ip", "link", "set", "eth0", "up")
-		nsRun(t, nat.peer, "ip", "route", "add", "default", "via", nat.lan+".1")
-
-		nsRun(t, nat.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		nft(t, nat.ns, `table ip nat {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		oifname "wan" masquerade
-	}
-}
-table ip filter {
+		wan := netns.Link(t, nat.ns, n.pub, pfx(nat.wan+"/30"), pfx(nat.pubAddr+"/30"))
+		must(t, nat.ns.DefaultRoute(netip.MustParseAddr(nat.pubAddr)))
+		lanAddr := netip.MustParseAddr(nat.lanGW)
+		lan := netns.Link(t, nat.ns, nat.peer, netip.PrefixFrom(lanAddr, 24), netip.PrefixFrom(lanAddr.Next(), 24))
+		must(t, nat.peer.DefaultRoute(lanAddr))
+		must(t, nat.ns.EnableForwarding())
+		must(t, nat.ns.Masquerade(wan.AName))
+		must(t, nat.ns.Nft(fmt.Sprintf(`table ip pst_fw {
 	# Like a home router, drop unsolicited input from the WAN. This also
 	# keeps conntrack from committing entries for early hole-punching
 	# packets, which would make masquerade pick new ports (a symmetric
 	# NAT).
 	chain input {
 		type filter hook input priority filter; policy drop;
-		iifname { "lo", "lan" } accept
+		iifname { "lo", %[2]q } accept
 		ct state established,related accept
 	}
 	chain forward {
 		type filter hook forward priority filter; policy drop;
-		iifname "lan" oifname "wan" accept
+		iifname %[2]q oifname %[1]q accept
 		ct state established,related accept
 	}
 }
-`)
+`, wan.AName, lan.AName)))
 	}
 	// pub forwards unknown destinations upstream, where they vanish
 	// silently as on the Internet (coturn drops an allocation whose relay
 	// socket sees "network unreachable").
-	nsRun(t, n.pub, "ip", "route", "add", "default", "via", natAWAN)
+	must(t, n.pub.DefaultRoute(netip.MustParseAddr(natAWAN)))
 	n.startTURN(t)
 	return n
 }
@@ -157,14 +130,14 @@ table ip filter {
 // blockDirect drops UDP between the two NATs' public addresses, leaving
 // only the path through the TURN relay.
 func (n *natNet) blockDirect(t *testing.T) {
-	nft(t, n.pub, fmt.Sprintf(`table ip block {
+	must(t, n.pub.Nft(fmt.Sprintf(`table ip block {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		ip saddr %[1]s ip daddr %[2]s drop
 		ip saddr %[2]s ip daddr %[1]s drop
 	}
 }
-`, natAWAN, natBWAN))
+`, natAWAN, natBWAN)))
 }
 
 func (n *natNet) startTURN(t *testing.T) {
@@ -177,7 +150,7 @@ func (n *natNet) startTURN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", n.pub, "turnserver", "-n",
+	cmd := exec.Command("ip", "netns", "exec", n.pub.Name(), "turnserver", "-n",
 		"--listening-ip="+turnAddr, "--relay-ip="+turnAddr, "--listening-port="+strconv.Itoa(turnPort),
 		"--lt-cred-mech", "--user="+turnUser+":"+turnPass, "--realm="+turnRealm,
 		"--no-tls", "--no-dtls", "--no-cli", "--no-multicast-peers",
@@ -199,8 +172,8 @@ func (n *natNet) startTURN(t *testing.T) {
 		}
 	})
 	// Wait until coturn answers a STUN binding request.
-	err = inNetns(n.pub, func() error {
-		c, err := net.ListenPacket("udp4", "0.0.0.0:0")
+	err = func() error {
+		c, err := n.pub.ListenPacket("udp4", "0.0.0.0:0")
 		if err != nil {
 			return err
 		}
@@ -219,7 +192,7 @@ func (n *natNet) startTURN(t *testing.T) {
 			}
 		}
 		return errors.New("coturn does not answer STUN")
-	})
+	}()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,49 +205,11 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// inNetns runs f on an OS thread switched to network namespace ns. Sockets
-// f opens stay in ns.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		err = f()
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			// Only a thread back in its own namespace may be reused;
-			// otherwise it exits with this goroutine.
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
-
 // startRendezvous serves a rendezvous Server in the pub namespace.
 func (n *natNet) startRendezvous(t *testing.T) string {
 	t.Helper()
-	var ln net.Listener
-	if err := inNetns(n.pub, func() (err error) {
-		ln, err = net.Listen("tcp4", turnAddr+":0")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	ln, err := n.pub.Listen("tcp4", turnAddr+":0")
+	must(t, err)
 	rs := &Server{MaxWait: 2 * time.Second}
 	hs := &http.Server{Handler: rs}
 	done := make(chan struct{})
@@ -309,11 +244,14 @@ func (n *natNet) runPeers(t *testing.T, url string, size int) (alice, bob peerRe
 	defer cancel()
 	var wg sync.WaitGroup
 	results := make([]peerResult, 2)
-	for i, p := range []struct{ ns, self, peer string }{{n.peerA, "alice", "bob"}, {n.peerB, "bob", "alice"}} {
+	for i, p := range []struct {
+		ns         *netns.NS
+		self, peer string
+	}{{n.peerA, "alice", "bob"}, {n.peerB, "bob", "alice"}} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.ns, exe, "-test.run=^TestNATPeer$", "-test.v", "-test.count=1")
+			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.ns.Name(), exe, "-test.run=^TestNATPeer$", "-test.v", "-test.count=1")
 			cmd.Env = append(os.Environ(),
 				"PS_NAT_SELF="+p.self, "PS_NAT_PEER="+p.peer, "PS_NAT_RDV="+url,
 				"PS_NAT_SIZE="+strconv.Itoa(size))
