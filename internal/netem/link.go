@@ -244,11 +244,17 @@ func (l *link[D]) run() {
 
 // close drops everything still scheduled and stops the goroutine.
 func (l *link[D]) close() {
+	l.shutdown()
+	<-l.done
+}
+
+// shutdown makes the goroutine stop after any delivery in progress,
+// which closing the socket then unblocks; wait with <-l.done.
+func (l *link[D]) shutdown() {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
 	l.signal()
-	<-l.done
 }
 
 func (l *link[D]) push(p packet[D]) {

@@ -185,8 +185,8 @@ func (r *Relay) Close() error {
 	}
 	r.closed = true
 	r.mu.Unlock()
-	r.up.close()
-	r.down.close()
+	r.up.shutdown()
+	r.down.shutdown()
 	err := r.front.Close()
 	r.mu.Lock()
 	for k, m := range r.maps {
@@ -195,5 +195,7 @@ func (r *Relay) Close() error {
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
+	<-r.up.done
+	<-r.down.done
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -329,15 +330,20 @@ func TestDoRestoresNamespace(t *testing.T) {
 
 func TestHostLink(t *testing.T) {
 	ns := New(t, "peer")
-	v := Link(t, Host(), ns, netip.MustParsePrefix("10.211.0.1/30"), netip.MustParsePrefix("10.211.0.2/30"))
-	_, srcs := udpEcho(t, ns, netip.MustParseAddrPort("10.211.0.2:7"))
+	// The host is shared with other test processes: pick a random /30.
+	x, y := byte(rand.IntN(256)), byte(rand.IntN(64)*4)
+	hostAddr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 211, x, y + 1}), 30)
+	peerAddr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 211, x, y + 2}), 30)
+	v := Link(t, Host(), ns, hostAddr, peerAddr)
+	to := netip.AddrPortFrom(peerAddr.Addr(), 7)
+	_, srcs := udpEcho(t, ns, to)
 	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(v.AAddr.Addr(), 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(guard))
-	c.WriteToUDPAddrPort([]byte("x"), netip.MustParseAddrPort("10.211.0.2:7"))
+	c.WriteToUDPAddrPort([]byte("x"), to)
 	if _, _, err := c.ReadFromUDPAddrPort(make([]byte, 4)); err != nil {
 		t.Fatal(err)
 	}
