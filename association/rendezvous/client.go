@@ -55,6 +55,7 @@ func (c *Client) Exchange(ctx context.Context, self, peer string, offer Offer) (
 	url := strings.TrimSuffix(c.URL, "/") + "/exchange"
 	backoff, failures := 100*time.Millisecond, 0
 	for {
+		start := time.Now()
 		answer, retry, err := c.poll(ctx, hc, url, body)
 		if err == nil {
 			if answer.Controlling != Controlling(peer, self) {
@@ -75,7 +76,9 @@ func (c *Client) Exchange(ctx context.Context, self, peer string, offer Offer) (
 		} else {
 			failures = 0
 		}
-		if !errors.Is(err, errAgain) {
+		// Back off after errors, and after polls the server ended early,
+		// so a misbehaving server is not hammered.
+		if !errors.Is(err, errAgain) || time.Since(start) < minPoll {
 			t := time.NewTimer(backoff)
 			select {
 			case <-ctx.Done():
@@ -84,9 +87,14 @@ func (c *Client) Exchange(ctx context.Context, self, peer string, offer Offer) (
 			case <-t.C:
 			}
 			backoff = min(2*backoff, 5*time.Second)
+		} else {
+			backoff = 100 * time.Millisecond
 		}
 	}
 }
+
+// minPoll is the shortest poll after which the client polls again at once.
+const minPoll = 50 * time.Millisecond
 
 var (
 	errAgain = errors.New("rendezvous: no answer yet")

@@ -12,12 +12,14 @@ import (
 )
 
 // PacketConn carries datagrams over the selected candidate pair. It is
-// connected to one peer: WriteTo ignores its address argument, and ReadFrom
-// reports the peer's address on the selected pair. Closing it closes the
-// Agent.
+// connected to one peer: WriteTo ignores its address argument and always
+// sends on the currently selected pair, and ReadFrom always reports the
+// peer's address on the pair first selected, so layers above that key
+// state by address see one stable peer. Closing it closes the Agent.
 type PacketConn struct {
 	agent *Agent
 	c     *pice.Conn
+	peer  net.Addr // the remote address first selected
 
 	in       chan []byte
 	closed   chan struct{}
@@ -37,6 +39,7 @@ func newPacketConn(a *Agent, c *pice.Conn) *PacketConn {
 	}
 	pc.rd.ch = make(chan struct{})
 	pc.wd.ch = make(chan struct{})
+	pc.peer = pc.RemoteAddr()
 	go pc.reader()
 	return pc
 }
@@ -69,7 +72,7 @@ func (pc *PacketConn) reader() {
 func (pc *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	select {
 	case d := <-pc.in:
-		return copy(p, d), pc.RemoteAddr(), nil
+		return copy(p, d), pc.peer, nil
 	case <-pc.closed:
 		return 0, nil, errClosed
 	case <-pc.agent.failed:
@@ -120,7 +123,7 @@ func (pc *PacketConn) LocalAddr() net.Addr {
 	return &net.UDPAddr{}
 }
 
-// RemoteAddr is the peer's address on the selected pair.
+// RemoteAddr is the peer's address on the currently selected pair.
 func (pc *PacketConn) RemoteAddr() net.Addr {
 	if a := pc.c.RemoteAddr(); a != nil {
 		return a
