@@ -53,8 +53,9 @@ type conn struct {
 	inflight map[quicgo.StreamID]struct{} // accepted streams whose header is unread
 	settled  *sync.Cond                   // signalled when an inflight stream is settled
 	replayed bool                         // the 0-RTT outcome is known; new streams are not replayed
-	pending  map[quicgo.StreamID][][]byte
+	pending  map[quicgo.StreamID][][]byte // datagrams for streams not yet accepted
 	npending int
+	accepted quicgo.StreamID // highest stream ID the peer opened, -1 if none
 	linger   *time.Timer
 }
 
@@ -73,6 +74,7 @@ func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoo
 		ts:        make(map[quicgo.StreamID]*Transient),
 		inflight:  make(map[quicgo.StreamID]struct{}),
 		pending:   make(map[quicgo.StreamID][][]byte),
+		accepted:  -1,
 	}
 	c.settled = sync.NewCond(&c.mu)
 	select {
@@ -122,6 +124,18 @@ func (c *conn) supervise() {
 func (c *conn) finishRoot() {
 	if c.rootDone != nil {
 		c.rootOnce.Do(c.rootDone)
+	}
+}
+
+// settled0RTT reports whether the 0-RTT outcome is settled. Until then
+// datagrams go on the stream: SendDatagram reads the server's transport
+// parameters, which quic-go installs without a lock (quic-go#4303).
+func (c *conn) settled0RTT() bool {
+	select {
+	case <-c.recovered:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -211,11 +225,15 @@ func (c *conn) openRoot(ctx context.Context, assoc [16]byte) (*Transient, error)
 const maxReplay = 256 << 10
 
 // openTransient opens a stream, sends its header and registers it. While
-// the 0-RTT outcome is open, the stream is recorded for a replay.
+// the 0-RTT outcome is open, the root stream is recorded for a replay.
+// Forks wait for the handshake instead: opening a stream while quic-go
+// installs the server's transport parameters is a data race in quic-go
+// (quic-go/quic-go#4303), and the root is opened right after the dial,
+// long before the server's reply can arrive.
 func (c *conn) openTransient(ctx context.Context, hdr header, parent *Transient, assoc [16]byte, class psi.TrafficClass) (*Transient, error) {
 	for {
 		c.mu.Lock()
-		if !c.replayed {
+		if !c.replayed && parent == nil {
 			s, err := c.qc.OpenStream()
 			if err != nil {
 				c.mu.Unlock()
@@ -369,6 +387,7 @@ func (c *conn) acceptStreams() {
 		}
 		c.mu.Lock()
 		c.inflight[s.StreamID()] = struct{}{}
+		c.accepted = max(c.accepted, s.StreamID())
 		c.mu.Unlock()
 		c.spawn(func() { c.handleStream(s) })
 	}
@@ -380,6 +399,11 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 	settle := sync.OnceFunc(func() {
 		c.mu.Lock()
 		delete(c.inflight, s.StreamID())
+		if dq, ok := c.pending[s.StreamID()]; ok {
+			// Refused: its early datagrams go too.
+			delete(c.pending, s.StreamID())
+			c.npending -= len(dq)
+		}
 		c.settled.Broadcast()
 		c.mu.Unlock()
 	})
@@ -443,6 +467,12 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 	}
 }
 
+// peerStream reports whether id is a bidirectional stream the peer opens.
+func (c *conn) peerStream(id quicgo.StreamID) bool {
+	clientOpened := id&1 == 0
+	return id&2 == 0 && clientOpened == c.server
+}
+
 // receiveDatagrams hands each datagram to the transient it names.
 func (c *conn) receiveDatagrams() {
 	for {
@@ -459,8 +489,10 @@ func (c *conn) receiveDatagrams() {
 		c.mu.Lock()
 		t := c.ts[sid]
 		if t == nil {
-			// The stream may still be on its way.
-			if c.npending < maxPending {
+			// A stream the peer has not opened yet may still be on its
+			// way; datagrams for any other are dropped.
+			_, inflight := c.inflight[sid]
+			if c.peerStream(sid) && (sid > c.accepted || inflight) && c.npending < maxPending {
 				c.pending[sid] = append(c.pending[sid], msg)
 				c.npending++
 			}

@@ -222,7 +222,7 @@ func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if opts != nil {
 		props = opts.Properties
 	}
-	if end && !t.wInMsg && props != nil && props.Lifetime > 0 && props.Unreliable && t.sendDatagram(p) {
+	if end && !t.wInMsg && props != nil && props.Lifetime > 0 && props.Unreliable && t.c.settled0RTT() && t.sendDatagram(p) {
 		return nil
 	}
 	if end && !t.wInMsg && props != nil && props.Idempotent {
