@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -409,4 +410,32 @@ func FuzzDecodeAnswer(f *testing.F) {
 			t.Fatalf("accepted invalid answer %+v", o)
 		}
 	})
+}
+
+func TestAuthorizeAndUnreachable(t *testing.T) {
+	checkGoroutines(t)
+	srv := &Server{Authorize: func(r *http.Request, self string) error {
+		if r.Header.Get("Authorization") != "Bearer "+self {
+			return errors.New("bad token")
+		}
+		return nil
+	}}
+	c := &Client{URL: newServer(t, srv)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Exchange(ctx, "alice", "bob", offer("aliceUfrag")); !errors.Is(err, post.ErrRefused) || !strings.Contains(err.Error(), "bad token") {
+		t.Fatalf("unauthorized exchange: %v", err)
+	}
+
+	// A server that is not there is reported after a few attempts.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close()
+	c = &Client{URL: url}
+	if _, err := c.Exchange(ctx, "alice", "bob", offer("aliceUfrag")); !errors.Is(err, post.ErrRefused) {
+		t.Fatalf("exchange with no server: %v", err)
+	}
 }
