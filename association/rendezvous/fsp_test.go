@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -114,6 +116,49 @@ func BenchmarkFSPOverICE(b *testing.B) {
 	if errA != nil || errB != nil {
 		b.Fatal(errA, errB)
 	}
+	msg := make([]byte, 1<<20)
+	b.SetBytes(int64(len(msg)))
+	b.ResetTimer()
+	go func() {
+		for range b.N {
+			if err := ca.SendMessage(ctx, msg); err != nil {
+				return
+			}
+		}
+	}()
+	for range b.N {
+		if _, err := cb.ReceiveMessage(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFSPOverUDP is the baseline for BenchmarkFSPOverICE: the same
+// transfer over a plain loopback UDP socket.
+func BenchmarkFSPOverUDP(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l, err := fsp.Listen(netip.MustParseAddrPort("127.0.0.1:0"), fspConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	var (
+		wg   sync.WaitGroup
+		cb   *fsp.Conn
+		errB error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cb, errB = l.Accept(ctx)
+	}()
+	ca, err := fsp.Dial(ctx, l.Addr().(*net.UDPAddr).AddrPort(), fspConfig())
+	wg.Wait()
+	if err != nil || errB != nil {
+		b.Fatal(err, errB)
+	}
+	defer ca.Close()
 	msg := make([]byte, 1<<20)
 	b.SetBytes(int64(len(msg)))
 	b.ResetTimer()
