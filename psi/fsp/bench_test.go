@@ -401,4 +401,3 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		}
 	})
 }
-

@@ -31,7 +31,7 @@ const (
 
 const (
 	overhead       = wire.HeaderLen + fcrypto.TagLen
-	maxBatch       = 16
+	maxBatch       = 32
 	ackEvery       = 2
 	maxAckDelay    = time.Millisecond
 	maxBackoffs    = 10
@@ -144,6 +144,7 @@ type Conn struct {
 
 	stats    Stats
 	ackedFns []func()
+	dirty    bool // queued for flush by the read loop (read loop only)
 }
 
 // Stats are counters of one connection.
@@ -492,17 +493,15 @@ func (c *Conn) failLocked(err error) {
 
 // ---- Receiving ----------------------------------------------------------
 
-// handlePacket processes one datagram addressed to this connection.
-func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) {
+// handlePacket processes one datagram addressed to this connection. It
+// reports whether the connection has something to send: the read loop
+// then calls flush once per batch of datagrams.
+func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) bool {
 	c.mu.Lock()
 	var deliver *Listener
 	c.receive(b, from, pkt, &deliver)
-	fns := c.ackedFns
-	c.ackedFns = nil
+	more := c.state == stateEstablished || c.state == stateClosing
 	c.mu.Unlock()
-	for _, f := range fns {
-		f()
-	}
 	if deliver != nil {
 		c.t.mu.Lock()
 		if c.t.pending[c.pendKey] == c {
@@ -510,6 +509,21 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) {
 		}
 		c.t.mu.Unlock()
 		deliver.deliver(c)
+	}
+	return more
+}
+
+// flush sends what the received packets called for and runs the
+// acknowledgement callbacks. Called by the read loop.
+func (c *Conn) flush() {
+	c.mu.Lock()
+	c.dirty = false
+	c.trySend()
+	fns := c.ackedFns
+	c.ackedFns = nil
+	c.mu.Unlock()
+	for _, f := range fns {
+		f()
 	}
 }
 
@@ -597,7 +611,6 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	if !keep {
 		putBuf(buf)
 	}
-	c.trySend()
 }
 
 // onAck processes the acknowledgement fields every protected packet
@@ -742,8 +755,8 @@ func (c *Conn) trySend() {
 		to := c.remote
 		out := c.out
 		c.mu.Unlock()
+		c.t.writeBatch(out, &to)
 		for _, b := range out {
-			c.t.write(*b, &to)
 			putBuf(b)
 		}
 		c.mu.Lock()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/postsockets/postsockets/post"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/sockio"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -34,6 +35,10 @@ type Transport struct {
 	once    sync.Once
 	owned   bool // Conn was created by Dial or Listen: Close closes it
 	udp     *net.UDPConn
+	sio     sockio.Conn // batched I/O on udp
+	wmu     sync.Mutex  // serialises sio.WriteBatch
+	wpkts   []sockio.Packet
+	dirty   []*Conn // connections with work after a read batch; read loop only
 	log     *slog.Logger
 	jar     *fcrypto.CookieJar
 	done    chan struct{} // closed by Close
@@ -92,6 +97,9 @@ func toPeerAddr(a net.Addr) peerAddr {
 func (t *Transport) init() {
 	t.once.Do(func() {
 		t.udp, _ = t.Conn.(*net.UDPConn)
+		if t.udp != nil {
+			t.sio = sockio.New(t.udp)
+		}
 		if t.owned && t.udp != nil {
 			// Best effort: the kernel caps these at net.core.[rw]mem_max.
 			t.udp.SetReadBuffer(socketBuffer)
@@ -171,6 +179,26 @@ func (t *Transport) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return t.Conn.WriteTo(b, addr)
 }
 
+// writeBatch sends datagrams to one peer, in one system call where the
+// platform allows (sendmmsg, and UDP GSO for runs of full packets).
+func (t *Transport) writeBatch(bufs []*[]byte, to *peerAddr) {
+	if t.sio == nil || !to.ap.IsValid() {
+		for _, b := range bufs {
+			t.write(*b, to)
+		}
+		return
+	}
+	t.wmu.Lock()
+	pk := t.wpkts[:0]
+	for _, b := range bufs {
+		pk = append(pk, sockio.Packet{Buf: *b, N: len(*b), Addr: to.ap})
+	}
+	t.sio.WriteBatch(pk)
+	clear(pk)
+	t.wpkts = pk[:0]
+	t.wmu.Unlock()
+}
+
 func (t *Transport) write(b []byte, to *peerAddr) error {
 	var err error
 	if t.udp != nil && to.ap.IsValid() {
@@ -188,6 +216,10 @@ func putBuf(b *[]byte) { bufPool.Put(b) }
 
 func (t *Transport) readLoop() {
 	defer close(t.loopEnd)
+	if t.sio != nil {
+		t.readBatches()
+		return
+	}
 	buf := make([]byte, maxHandshakeSize)
 	var pkt wire.Packet
 	for {
@@ -225,7 +257,57 @@ func (t *Transport) readLoop() {
 			continue
 		}
 		t.handle(buf[:n], &from, &pkt)
+		t.flushDirty()
 	}
+}
+
+// readBatches is the read loop over sockio: many datagrams per system
+// call, then one round of sending per connection that got any.
+func (t *Transport) readBatches() {
+	n := t.sio.MaxBatch()
+	if t.closeWhenIdle {
+		n = min(n, 8) // a single-connection socket: keep it small
+	}
+	pkts := make([]sockio.Packet, n)
+	mem := make([]byte, n*maxHandshakeSize)
+	for i := range pkts {
+		pkts[i].Buf = mem[i*maxHandshakeSize : (i+1)*maxHandshakeSize : (i+1)*maxHandshakeSize]
+	}
+	var pkt wire.Packet
+	for {
+		k, err := t.sio.ReadBatch(pkts)
+		if err != nil {
+			select {
+			case <-t.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, net.ErrClosed) {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, post.ErrClosed) {
+				go t.closeWith(post.Errorf(post.ErrClosed, "fsp: socket closed"))
+				return
+			}
+			continue
+		}
+		for i := range k {
+			from := peerAddr{ap: pkts[i].Addr}
+			t.handle(pkts[i].Buf[:pkts[i].N], &from, &pkt)
+		}
+		t.flushDirty()
+	}
+}
+
+// flushDirty lets every connection that received packets send what it
+// owes (acknowledgements, data the acknowledgements released).
+func (t *Transport) flushDirty() {
+	for i, c := range t.dirty {
+		c.flush()
+		t.dirty[i] = nil
+	}
+	t.dirty = t.dirty[:0]
 }
 
 func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
@@ -249,7 +331,10 @@ func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
 		}
 		return
 	}
-	c.handlePacket(b, from, pkt)
+	if c.handlePacket(b, from, pkt) && !c.dirty {
+		c.dirty = true
+		t.dirty = append(t.dirty, c)
+	}
 }
 
 func (t *Transport) queueForeign(b []byte, from *peerAddr) {
