@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -437,5 +438,42 @@ func TestAuthorizeAndUnreachable(t *testing.T) {
 	c = &Client{URL: url}
 	if _, err := c.Exchange(ctx, "alice", "bob", offer("aliceUfrag")); !errors.Is(err, post.ErrRefused) {
 		t.Fatalf("exchange with no server: %v", err)
+	}
+}
+
+// TestManyPairs exchanges offers for many pairs at once; each peer must get
+// exactly its partner's offer.
+func TestManyPairs(t *testing.T) {
+	checkGoroutines(t)
+	srv := &Server{MaxWait: 200 * time.Millisecond}
+	c := &Client{URL: newServer(t, srv)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const pairs = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*pairs)
+	for i := range pairs {
+		for _, side := range [][2]string{{"a", "b"}, {"b", "a"}} {
+			self, peer := fmt.Sprintf("%s%d", side[0], i), fmt.Sprintf("%s%d", side[1], i)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o, err := c.Exchange(ctx, self, peer, offer(self+"ufrag"))
+				if err == nil && o.Ufrag != peer+"ufrag" {
+					err = fmt.Errorf("%s got %s's offer", self, o.Ufrag)
+				}
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if n := srv.Len(); n != 0 {
+		t.Errorf("%d entries left", n)
 	}
 }

@@ -395,16 +395,16 @@ func (a *Agent) AddRemote(ufrag, pwd string, candidates []string) error {
 // controlling. Connect may be called once; it fails with an error wrapping
 // post.ErrTimeout when the checks fail or ctx expires.
 func (a *Agent) Connect(ctx context.Context, controlling bool) (*PacketConn, error) {
-	select {
-	case <-a.connecting:
-	default:
-		return nil, post.Errorf(post.ErrNotSupported, "ice: Connect called twice")
-	}
 	a.mu.Lock()
 	ufrag, pwd := a.remoteUfrag, a.remotePwd
 	a.mu.Unlock()
 	if ufrag == "" {
 		return nil, post.Errorf(post.ErrNoCandidates, "ice: connect before AddRemote")
+	}
+	select {
+	case <-a.connecting:
+	default:
+		return nil, post.Errorf(post.ErrNotSupported, "ice: Connect called twice")
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
