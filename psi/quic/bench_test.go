@@ -2,7 +2,9 @@ package quic
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/postsockets/postsockets/psi"
 )
@@ -74,11 +76,23 @@ func benchRoundTrip(b *testing.B, cli, srv psi.Transient, opts *psi.WriteOptions
 	buf := make([]byte, 256)
 	b.ResetTimer()
 	for range b.N {
-		if err := cli.WriteMessage(ctx, msg, true, opts); err != nil {
-			b.Fatal(err)
-		}
-		if _, _, err := cli.ReadMessage(ctx, buf); err != nil {
-			b.Fatal(err)
+		for {
+			if err := cli.WriteMessage(ctx, msg, true, opts); err != nil {
+				b.Fatal(err)
+			}
+			rctx, cancel := ctx, context.CancelFunc(func() {})
+			if opts != nil {
+				// A lost datagram is sent again.
+				rctx, cancel = context.WithTimeout(ctx, time.Second)
+			}
+			_, _, err := cli.ReadMessage(rctx, buf)
+			cancel()
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				b.Fatal(err)
+			}
 		}
 	}
 }

@@ -267,6 +267,8 @@ func mapError(err error) error {
 			return fmt.Errorf("%w: %w", post.ErrClosed, err)
 		}
 		switch appErr.ErrorCode {
+		case codeNoError:
+			return fmt.Errorf("%w: connection closed by peer: %w", post.ErrClosed, err)
 		case codeRefused:
 			return fmt.Errorf("%w: %w", post.ErrRefused, err)
 		case codeMalformed:

@@ -386,15 +386,9 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 	}
 	if t.rerr == io.EOF && !t.inMsg {
 		// Datagrams may still come after the peer ended its stream.
-		t.mu.Lock()
-		if len(t.dq) > 0 {
-			t.dcur, t.dActive = t.dq[0], true
-			t.dq[0] = nil
-			t.dq = t.dq[1:]
-			t.mu.Unlock()
+		if t.popDatagram(false) {
 			return t.readDatagram(p)
 		}
-		t.mu.Unlock()
 	}
 	if t.rerr != nil {
 		return 0, false, t.rerr
@@ -403,16 +397,9 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 		// At a message boundary: take a datagram, or wait for stream data
 		// while letting datagrams and ctx interrupt the wait.
 		for {
-			t.mu.Lock()
-			if len(t.dq) > 0 {
-				t.dcur, t.dActive = t.dq[0], true
-				t.dq[0] = nil
-				t.dq = t.dq[1:]
-				t.mu.Unlock()
+			if t.popDatagram(true) {
 				return t.readDatagram(p)
 			}
-			t.waiting = true
-			t.mu.Unlock()
 			err := t.peek(ctx)
 			t.mu.Lock()
 			t.waiting = false
@@ -488,6 +475,9 @@ var errInterrupted = errors.New("interrupted")
 // a datagram arrived or a stale deadline fired, ctx's error when ctx is
 // done, post.ErrClosed after Close.
 func (t *Transient) peek(ctx context.Context) error {
+	if t.br.Buffered() > 0 {
+		return nil
+	}
 	stop := func() bool { return false }
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, t.interruptRead)
@@ -524,6 +514,22 @@ func (t *Transient) clearReadDeadline() {
 	if !t.closed {
 		_ = t.s.SetReadDeadline(time.Time{})
 	}
+}
+
+// popDatagram makes the oldest queued datagram the one being read. If
+// there is none and wait is set, it marks the reader as waiting, so that
+// pushDatagram interrupts its wait.
+func (t *Transient) popDatagram(wait bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.dq) == 0 {
+		t.waiting = wait
+		return false
+	}
+	t.dcur, t.dActive = t.dq[0], true
+	t.dq[0] = nil
+	t.dq = t.dq[1:]
+	return true
 }
 
 // readDatagram copies from the datagram being read.
