@@ -8,13 +8,23 @@
 // header naming its kind (root or fork) and, for a root, the Association.
 // Messages are framed on the stream with framer.LengthPrefix. Whole messages
 // with a Lifetime and the Unreliable property travel as QUIC datagrams
-// tagged with the stream ID of their transient. With Config.Allow0RTT and
-// a session ticket in Security.SessionCache, Dial sends the first
-// idempotent messages as 0-RTT data.
+// tagged with the stream ID of their transient.
+//
+// With Config.Allow0RTT and a session ticket in Security.SessionCache, Dial
+// returns before the handshake completes and idempotent whole messages on
+// the root go as 0-RTT data; if the server rejects them they are sent again
+// on a new stream, so nothing is lost. Other messages, forks and datagrams
+// wait for the handshake.
 //
 // The connection is closed once its root and all its forks are closed and
 // each side has read the other's end of every stream, so Close does not
 // lose data written before it.
+//
+// Errors wrap post's sentinels: a dial to a closed port fails with
+// post.ErrRefused (on Linux, where ICMP errors are read during the
+// handshake) or post.ErrTimeout, a peer that cannot be trusted with
+// post.ErrAuthentication, bad input from the peer with post.ErrMalformed
+// (ending only that transient), and use after Close with post.ErrClosed.
 package quic
 
 import (

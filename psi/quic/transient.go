@@ -209,7 +209,7 @@ func (t *Transient) isClosed() bool {
 // fits in one. On a 0-RTT connection, idempotent whole messages go at once
 // as 0-RTT data (and are sent again if the server rejects it); other
 // messages wait for the handshake.
-func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *WriteOptions) error {
+func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *psi.WriteOptions) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	if t.isClosed() {
@@ -309,9 +309,6 @@ func (t *Transient) failWrite(ctx context.Context, s *quicgo.Stream, err error) 
 	s.CancelWrite(codeClosed)
 	return err
 }
-
-// WriteOptions is psi.WriteOptions.
-type WriteOptions = psi.WriteOptions
 
 // sendDatagram sends p as one datagram; false means it must go on the
 // stream instead.
