@@ -2,9 +2,35 @@ package rendezvous
 
 import (
 	"context"
+	"net"
+	"net/netip"
 
 	"github.com/postsockets/postsockets/psi/fsp"
 )
+
+// Transport returns the FSP transport over the session's path, made on
+// first use. It belongs to the session: Close closes it. Use it as
+// fsp.Stack{Transport: s.Transport()} to run psi transients over the path,
+// dialling PeerAddrPort on the controlling side and listening on the
+// other.
+func (s *Session) Transport() *fsp.Transport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.transport == nil {
+		s.transport = &fsp.Transport{Conn: s.Conn}
+	}
+	return s.transport
+}
+
+// PeerAddrPort is PeerAddr as a netip.AddrPort.
+func (s *Session) PeerAddrPort() netip.AddrPort {
+	if u, ok := s.PeerAddr.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(s.PeerAddr.String())
+	return ap
+}
 
 // FSP runs an FSP connection over the session's path: the controlling
 // side dials the peer, the other side accepts one connection. cfg should
@@ -12,15 +38,7 @@ import (
 // server does not. The FSP transport belongs to the session: Close the
 // session after the connection.
 func (s *Session) FSP(ctx context.Context, cfg *fsp.Config) (*fsp.Conn, error) {
-	s.mu.Lock()
-	if s.transport == nil {
-		s.transport = &fsp.Transport{Conn: s.Conn}
-		if cfg != nil {
-			s.transport.Logger = cfg.Logger
-		}
-	}
-	t := s.transport
-	s.mu.Unlock()
+	t := s.Transport()
 	if s.Controlling {
 		return t.Dial(ctx, s.PeerAddr, cfg)
 	}

@@ -175,3 +175,46 @@ func BenchmarkFSPOverUDP(b *testing.B) {
 		}
 	}
 }
+
+// TestStackOverICE runs psi transients from fsp.Stack over the path, as a
+// carrier would.
+func TestStackOverICE(t *testing.T) {
+	checkGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url := newServer(t, &Server{MaxWait: time.Second})
+	sa, sb := connectBoth(t, ctx, url, loopbackICE(), loopbackICE())
+	pcfg := &psi.Config{Security: psi.Security{PSK: []byte("rendezvous test pre-shared key")}}
+
+	l, err := (&fsp.Stack{Transport: sb.Transport()}).Listen(ctx, netip.AddrPort{}, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan psi.Transient, 1)
+	go func() {
+		tr, err := l.Accept(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- tr
+	}()
+	ta, err := (&fsp.Stack{Transport: sa.Transport()}).Dial(ctx, sa.PeerAddrPort(), pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ta.Close()
+	tb := <-accepted
+	if tb == nil {
+		t.FailNow()
+	}
+	defer tb.Close()
+	if err := ta.WriteMessage(ctx, []byte("over a psi transient"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	n, end, err := tb.ReadMessage(ctx, buf)
+	if err != nil || !end || string(buf[:n]) != "over a psi transient" {
+		t.Fatalf("read %q end=%v err=%v", buf[:n], end, err)
+	}
+}
