@@ -21,7 +21,8 @@ type PacketConn struct {
 	c     *pice.Conn
 	peer  net.Addr // the remote address first selected
 
-	in       chan []byte
+	in       chan *[]byte
+	pool     sync.Pool // datagram buffers of capacity smallPacket
 	closed   chan struct{}
 	readDone chan struct{} // closed when the reader goroutine exits
 	readErr  error         // set before readDone is closed
@@ -33,16 +34,27 @@ func newPacketConn(a *Agent, c *pice.Conn) *PacketConn {
 	pc := &PacketConn{
 		agent:    a,
 		c:        c,
-		in:       make(chan []byte),
+		in:       make(chan *[]byte, readQueue),
 		closed:   make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
 	pc.rd.ch = make(chan struct{})
 	pc.wd.ch = make(chan struct{})
+	pc.pool.New = func() any {
+		b := make([]byte, smallPacket)
+		return &b
+	}
 	pc.peer = pc.RemoteAddr()
 	go pc.reader()
 	return pc
 }
+
+const (
+	// readQueue is how many datagrams the reader may run ahead of ReadFrom.
+	readQueue = 128
+	// smallPacket is the size of pooled datagram buffers.
+	smallPacket = 2048
+)
 
 // reader moves datagrams from pion's buffer to ReadFrom. pion's buffer
 // (1 MB) queues datagrams while no ReadFrom is waiting.
@@ -55,8 +67,15 @@ func (pc *PacketConn) reader() {
 			pc.readErr = err
 			return
 		}
-		p := make([]byte, n)
-		copy(p, buf[:n])
+		var p *[]byte
+		if n <= smallPacket {
+			p = pc.pool.Get().(*[]byte)
+			*p = (*p)[:n]
+		} else {
+			b := make([]byte, n)
+			p = &b
+		}
+		copy(*p, buf[:n])
 		select {
 		case pc.in <- p:
 		case <-pc.closed:
@@ -72,7 +91,11 @@ func (pc *PacketConn) reader() {
 func (pc *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	select {
 	case d := <-pc.in:
-		return copy(p, d), pc.peer, nil
+		n := copy(p, *d)
+		if cap(*d) == smallPacket {
+			pc.pool.Put(d)
+		}
+		return n, pc.peer, nil
 	case <-pc.closed:
 		return 0, nil, errClosed
 	case <-pc.agent.failed:
