@@ -24,9 +24,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/postsockets/postsockets/internal/netns"
-
 	"github.com/postsockets/postsockets/internal/ice"
+	"github.com/postsockets/postsockets/internal/netns"
 )
 
 // The NAT tests build this network out of network namespaces:
@@ -38,6 +37,10 @@ import (
 // natA and natB masquerade their LANs behind their public addresses. Each
 // peer runs as a copy of the test binary (TestNATPeer) inside its
 // namespace, since pion opens sockets from its own goroutines.
+//
+// They need root, iproute2, nftables and coturn (turnserver), and skip
+// otherwise. PS_NAT_DEBUG=/some/dir keeps the peers' debug logs and the
+// coturn log there.
 
 const (
 	turnAddr  = "198.51.100.1"
