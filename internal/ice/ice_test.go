@@ -372,3 +372,23 @@ func TestPathFailure(t *testing.T) {
 		t.Fatalf("write after the peer vanished: %v", err)
 	}
 }
+
+func TestCloseDuringConnect(t *testing.T) {
+	checkGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := newPeer(t, ctx, loopbackConfig()), newPeer(t, ctx, loopbackConfig())
+	if err := a.agent.AddRemote(b.ufrag, b.pwd, b.cands); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.agent.Connect(ctx, false) // b never answers
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	a.agent.Close()
+	if err := <-done; !errors.Is(err, post.ErrClosed) {
+		t.Fatalf("connect interrupted by Close: %v", err)
+	}
+}
