@@ -2,6 +2,7 @@ package carrier
 
 import (
 	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp"
 	"github.com/postsockets/postsockets/psi/quic"
 	"github.com/postsockets/postsockets/psi/tcp"
 )
@@ -9,5 +10,5 @@ import (
 // DefaultStacks returns a new set of the built-in stacks in default order
 // of preference.
 func DefaultStacks() []psi.Stack {
-	return []psi.Stack{&quic.Stack{}, &tcp.Stack{}}
+	return []psi.Stack{&fsp.Stack{}, &quic.Stack{}, &tcp.Stack{}}
 }

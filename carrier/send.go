@@ -209,6 +209,7 @@ type sendQueue struct {
 	seq      uint64
 	inflight int
 	closed   bool
+	held     bool          // tests: keep next from taking messages
 	wake     chan struct{} // to the single consumer
 	changed  chan struct{} // broadcast to producers and drainers; lazy
 }
@@ -288,7 +289,7 @@ func (q *sendQueue) next(ctx context.Context) (om *outMsg, antFailed, ok bool) {
 			return nil, false, false
 		}
 	pop:
-		for q.h.Len() > 0 {
+		for q.h.Len() > 0 && !q.held {
 			om = heap.Pop(&q.h).(*outMsg)
 			for _, a := range om.m.Antecedents {
 				if a == om.m.ID {
@@ -416,4 +417,15 @@ func (h *msgHeap) Pop() any {
 	old[n-1] = nil
 	*h = old[:n-1]
 	return om
+}
+
+// hold stops or restarts the sender taking messages (for tests).
+func (q *sendQueue) hold(on bool) {
+	q.mu.Lock()
+	q.held = on
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }

@@ -9,4 +9,4 @@ import (
 var localAny = post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}
 
 // benchStacks are the stacks compared side by side.
-var benchStacks = []string{"quic", "tcp"}
+var benchStacks = []string{"fsp", "quic", "tcp"}

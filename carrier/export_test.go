@@ -1,0 +1,8 @@
+package carrier
+
+// HoldSender stops c's sender taking queued messages until release is
+// called, so tests can queue several and observe their order.
+func HoldSender(c *Carrier) (release func()) {
+	c.queue.hold(true)
+	return func() { c.queue.hold(false) }
+}
