@@ -125,7 +125,8 @@ type Conn struct {
 	// Receive side.
 	rcv          *reliability.Receiver[rxData]
 	rcvCap       int
-	readQ        []rxData
+	readQ        []rxData // in-order packets for ReadMessage, from readHead
+	readHead     int
 	readOff      int
 	peerReleased bool
 	ackPending   int
@@ -718,7 +719,7 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 			c.peerReleased = true
 			continue
 		}
-		c.readQ = append(c.readQ, v)
+		c.pushRead(v)
 	}
 	if popped {
 		signal(c.readable)
@@ -733,7 +734,30 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 
 // window is the receive window in packets beyond the expected sequence
 // number.
-func (c *Conn) window() int { return max(c.rcvCap-len(c.readQ), 0) }
+func (c *Conn) window() int { return max(c.rcvCap-c.readLen(), 0) }
+
+func (c *Conn) readLen() int { return len(c.readQ) - c.readHead }
+
+func (c *Conn) pushRead(v rxData) {
+	if len(c.readQ) == cap(c.readQ) && c.readHead > len(c.readQ)/2 {
+		n := copy(c.readQ, c.readQ[c.readHead:])
+		clear(c.readQ[n:])
+		c.readQ, c.readHead = c.readQ[:n], 0
+	}
+	c.readQ = append(c.readQ, v)
+}
+
+func (c *Conn) popRead() {
+	c.readQ[c.readHead] = rxData{}
+	c.readHead++
+	if c.readHead == len(c.readQ) {
+		c.readHead = 0
+		c.readQ = c.readQ[:0]
+		if cap(c.readQ) > 256 {
+			c.readQ = nil // do not pin a burst's worth of memory while idle
+		}
+	}
+}
 
 // ---- Sending ------------------------------------------------------------
 
@@ -1047,45 +1071,65 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 	if len(p) == 0 && !end {
 		return nil
 	}
+	// Copy into packet buffers outside the lock, a batch at a time, so
+	// the read loop is not held up by large writes.
+	var staged [maxBatch]txData
 	pushed := false
 	for !pushed || len(p) > 0 {
+		k := 0
+		for k < maxBatch && (!pushed || len(p) > 0) {
+			n := min(len(p), MaxPayload)
+			d := txData{n: n, op: wire.PureData}
+			if n > 0 {
+				d.buf = getBuf()
+				copy((*d.buf)[:n], p)
+			}
+			p = p[n:]
+			if end && len(p) == 0 {
+				d.flags, d.acked = wire.FlagEOT, acked
+			}
+			staged[k] = d
+			k++
+			pushed = true
+		}
 		c.mu.Lock()
 		for c.state == stateEstablished && !c.peerReleased && c.sndBytes >= c.sndLimit {
 			c.mu.Unlock()
 			if err := c.wait(ctx, c.writable); err != nil {
+				releaseStaged(staged[:k])
 				return err
 			}
 			c.mu.Lock()
 		}
-		if c.state != stateEstablished {
-			err := c.stateErr()
+		var err error
+		switch {
+		case c.state != stateEstablished:
+			err = c.stateErr()
+		case c.peerReleased:
+			err = post.Errorf(post.ErrClosed, "fsp: peer released the connection")
+		}
+		if err != nil {
 			c.mu.Unlock()
+			releaseStaged(staged[:k])
 			return err
 		}
-		if c.peerReleased {
-			c.mu.Unlock()
-			return post.Errorf(post.ErrClosed, "fsp: peer released the connection")
-		}
-		for (!pushed || len(p) > 0) && c.sndBytes < c.sndLimit {
-			n := min(len(p), MaxPayload)
-			var buf *[]byte
-			if n > 0 {
-				buf = getBuf()
-				copy((*buf)[:n], p)
-			}
-			p = p[n:]
-			d := txData{buf: buf, n: n, op: wire.PureData}
-			if end && len(p) == 0 {
-				d.flags, d.acked = wire.FlagEOT, acked
-			}
-			c.snd.Push(d, n+overhead)
-			c.sndBytes += n + overhead
-			pushed = true
+		for i := range k {
+			c.snd.Push(staged[i], staged[i].n+overhead)
+			c.sndBytes += staged[i].n + overhead
+			staged[i] = txData{}
 		}
 		c.trySend()
 		c.mu.Unlock()
 	}
 	return nil
+}
+
+func releaseStaged(ds []txData) {
+	for _, d := range ds {
+		if d.buf != nil {
+			putBuf(d.buf)
+		}
+	}
 }
 
 // SendMessage writes p as one whole message.
@@ -1099,8 +1143,8 @@ func (c *Conn) SendMessage(ctx context.Context, p []byte) error {
 func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err error) {
 	c.mu.Lock()
 	for {
-		if len(c.readQ) > 0 {
-			d := &c.readQ[0]
+		if c.readLen() > 0 {
+			d := &c.readQ[c.readHead]
 			n = copy(p, d.data[c.readOff:])
 			c.readOff += n
 			if c.readOff < len(d.data) {
@@ -1109,11 +1153,7 @@ func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err 
 			}
 			end = d.eot
 			putBuf(d.buf)
-			c.readQ[0] = rxData{}
-			c.readQ = c.readQ[1:]
-			if len(c.readQ) == 0 {
-				c.readQ = nil
-			}
+			c.popRead()
 			c.readOff = 0
 			// Announce a window that grew by a quarter or more.
 			if c.state == stateEstablished && c.rcv.Expected()+uint64(c.window()) >= c.advLimit+uint64(c.rcvCap/4) {
@@ -1209,10 +1249,10 @@ func (c *Conn) teardown(err error, reset bool) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	for _, d := range c.readQ {
+	for _, d := range c.readQ[c.readHead:] {
 		putBuf(d.buf)
 	}
-	c.readQ = nil
+	c.readQ, c.readHead = nil, 0
 	if c.rcv != nil {
 		c.rcv.Drain(func(d rxData) { putBuf(d.buf) })
 	}
@@ -1237,7 +1277,7 @@ func (c *Conn) teardown(err error, reset bool) {
 func (c *Conn) debugState() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := fmt.Sprintf("%x->%x remote=%v state=%d ini=%v conf=%v readQ=%d peerRel=%v rtoAt=%v timerAt=%v ackReq=%v sending=%v probes=%d pn=%d", c.local, c.peer, c.remote, c.state, c.initiator, c.confirmed, len(c.readQ), c.peerReleased, time.Until(c.rtoAt), time.Until(c.timerAt), c.ackReq, c.sending, c.probes, c.replay.Largest())
+	s := fmt.Sprintf("%x->%x remote=%v state=%d ini=%v conf=%v readQ=%d peerRel=%v rtoAt=%v timerAt=%v ackReq=%v sending=%v probes=%d pn=%d", c.local, c.peer, c.remote, c.state, c.initiator, c.confirmed, c.readLen(), c.peerReleased, time.Until(c.rtoAt), time.Until(c.timerAt), c.ackReq, c.sending, c.probes, c.replay.Largest())
 	if c.snd != nil {
 		s += fmt.Sprintf(" snd base=%d next=%d inflight=%d pending=%v peerLimit=%d cwnd=%d rcvExp=%d ooo=%d", c.snd.Base(), c.snd.Next(), c.snd.BytesInFlight(), c.snd.HasPending(), c.peerLimit, c.cc.Window(), c.rcv.Expected(), c.rcv.Buffered())
 	}

@@ -273,7 +273,10 @@ func (t *Transport) readBatches() {
 	for i := range pkts {
 		pkts[i].Buf = mem[i*maxHandshakeSize : (i+1)*maxHandshakeSize : (i+1)*maxHandshakeSize]
 	}
-	var pkt wire.Packet
+	var (
+		pkt  wire.Packet
+		from peerAddr
+	)
 	for {
 		k, err := t.sio.ReadBatch(pkts)
 		if err != nil {
@@ -293,7 +296,7 @@ func (t *Transport) readBatches() {
 			continue
 		}
 		for i := range k {
-			from := peerAddr{ap: pkts[i].Addr}
+			from = peerAddr{ap: pkts[i].Addr}
 			t.handle(pkts[i].Buf[:pkts[i].N], &from, &pkt)
 		}
 		t.flushDirty()

@@ -317,6 +317,9 @@ type Receiver[T any] struct {
 	expected uint64
 	ooo      map[uint64]T
 	largest  uint64
+	// The in-order fast path: the entry at expected, kept out of the map.
+	head    T
+	hasHead bool
 }
 
 // NewReceiver returns a receiver expecting first.
@@ -343,6 +346,16 @@ func (r *Receiver[T]) Insert(seq uint64, v T, limit uint64) bool {
 	if seq < r.expected || seq >= limit {
 		return false
 	}
+	if seq == r.expected {
+		if r.hasHead {
+			return false
+		}
+		r.head, r.hasHead = v, true
+		if seq > r.largest {
+			r.largest = seq
+		}
+		return true
+	}
 	if _, dup := r.ooo[seq]; dup {
 		return false
 	}
@@ -358,6 +371,17 @@ func (r *Receiver[T]) Insert(seq uint64, v T, limit uint64) bool {
 
 // Pop returns the next in-order entry, if it has arrived.
 func (r *Receiver[T]) Pop() (T, bool) {
+	if r.hasHead {
+		v := r.head
+		var zero T
+		r.head, r.hasHead = zero, false
+		r.expected++
+		return v, true
+	}
+	if len(r.ooo) == 0 {
+		var zero T
+		return zero, false
+	}
 	v, ok := r.ooo[r.expected]
 	if ok {
 		delete(r.ooo, r.expected)
@@ -402,6 +426,11 @@ func (r *Receiver[T]) Gaps(dst []Gap, max int) []Gap {
 
 // Drain calls f for every buffered entry and forgets them.
 func (r *Receiver[T]) Drain(f func(T)) {
+	if r.hasHead {
+		f(r.head)
+		var zero T
+		r.head, r.hasHead = zero, false
+	}
 	for _, v := range r.ooo {
 		f(v)
 	}
