@@ -10,6 +10,28 @@
 // authenticate each other end to end (for example with FSP and a pre-shared
 // key or pinned keys), and deployments that need more can check requests
 // in Server.Authorize.
+//
+// # Protocol
+//
+// A peer POSTs to /exchange a JSON body
+//
+//	{"self": "alice", "peer": "bob",
+//	 "offer": {"ufrag": "...", "pwd": "...", "candidates": ["candidate:..."]}}
+//
+// and the server holds the request until bob has posted the mirror image
+// (self "bob", peer "alice"), or for at most Server.MaxWait. Answers:
+//
+//	200 {"offer": {...}}  the peer's offer; "controlling" says whether the
+//	                      peer is the ICE-controlling side
+//	204                   not yet: post again (the registration is kept
+//	                      for Server.EntryTTL)
+//	400                   malformed request; 413 too large
+//	403                   refused by Server.Authorize
+//	409                   a newer poll for the same names displaced this one
+//	503                   server full or closing: retry later
+//
+// Names are 1 to 128 bytes of letters, digits and "-._@:+". The side whose
+// name sorts first is ICE-controlling and dials; the other listens.
 package rendezvous
 
 import (
