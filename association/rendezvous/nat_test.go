@@ -78,7 +78,10 @@ func must(t *testing.T, err error) {
 }
 
 // setupNAT builds the namespaces and starts coturn; Cleanup undoes it.
-func setupNAT(t *testing.T) *natNet {
+// Both NATs map endpoint-independently (one public port per socket) and
+// filter by address and port. With symmetricA, natA instead picks a new
+// random port for every destination, as a symmetric NAT does.
+func setupNAT(t *testing.T, symmetricA bool) *natNet {
 	t.Helper()
 	pfx := netip.MustParsePrefix
 	n := &natNet{
@@ -93,9 +96,10 @@ func setupNAT(t *testing.T) *natNet {
 	for _, nat := range []struct {
 		ns, peer            *netns.NS
 		wan, pubAddr, lanGW string
+		symmetric           bool
 	}{
-		{n.natA, n.peerA, natAWAN, "203.0.113.1", "10.0.1.1"},
-		{n.natB, n.peerB, natBWAN, "203.0.113.5", "10.0.2.1"},
+		{n.natA, n.peerA, natAWAN, "203.0.113.1", "10.0.1.1", symmetricA},
+		{n.natB, n.peerB, natBWAN, "203.0.113.5", "10.0.2.1", false},
 	} {
 		wan := netns.Link(t, nat.ns, n.pub, pfx(nat.wan+"/30"), pfx(nat.pubAddr+"/30"))
 		must(t, nat.ns.DefaultRoute(netip.MustParseAddr(nat.pubAddr)))
@@ -103,7 +107,17 @@ func setupNAT(t *testing.T) *natNet {
 		lan := netns.Link(t, nat.ns, nat.peer, netip.PrefixFrom(lanAddr, 24), netip.PrefixFrom(lanAddr.Next(), 24))
 		must(t, nat.peer.DefaultRoute(lanAddr))
 		must(t, nat.ns.EnableForwarding())
-		must(t, nat.ns.Masquerade(wan.AName))
+		if nat.symmetric {
+			must(t, nat.ns.Nft(fmt.Sprintf(`table ip pst_symnat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname %q masquerade random
+	}
+}
+`, wan.AName)))
+		} else {
+			must(t, nat.ns.Masquerade(wan.AName))
+		}
 		must(t, nat.ns.Nft(fmt.Sprintf(`table ip pst_fw {
 	# Like a home router, drop unsolicited input from the WAN. This also
 	# keeps conntrack from committing entries for early hole-punching
@@ -421,7 +435,7 @@ func checkTransfer(t *testing.T, alice, bob peerResult) {
 
 func TestNATDirect(t *testing.T) {
 	natPrereqs(t)
-	n := setupNAT(t)
+	n := setupNAT(t, false)
 	url := n.startRendezvous(t)
 	alice, bob := n.runPeers(t, url, fileSize())
 	checkTransfer(t, alice, bob)
@@ -438,8 +452,23 @@ func TestNATDirect(t *testing.T) {
 
 func TestNATRelay(t *testing.T) {
 	natPrereqs(t)
-	n := setupNAT(t)
+	n := setupNAT(t, false)
 	n.blockDirect(t)
+	url := n.startRendezvous(t)
+	alice, bob := n.runPeers(t, url, fileSize())
+	checkTransfer(t, alice, bob)
+	for _, r := range []peerResult{alice, bob} {
+		if r.Local != string(ice.Relay) && r.Remote != string(ice.Relay) {
+			t.Errorf("relayed path expected, selected %s->%s", r.Local, r.Remote)
+		}
+	}
+}
+
+// TestNATSymmetric puts alice behind a symmetric NAT and bob behind a
+// port-restricted one: no direct path exists, so they use the relay.
+func TestNATSymmetric(t *testing.T) {
+	natPrereqs(t)
+	n := setupNAT(t, true)
 	url := n.startRendezvous(t)
 	alice, bob := n.runPeers(t, url, fileSize())
 	checkTransfer(t, alice, bob)
