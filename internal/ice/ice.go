@@ -65,7 +65,8 @@ type Config struct {
 	// CandidateTypes restricts the candidate types gathered; empty means
 	// host, plus srflx when STUN is set and relay when TURN is set.
 	CandidateTypes []CandidateType
-	// IncludeLoopback gathers loopback host candidates (for tests).
+	// IncludeLoopback gathers loopback host candidates, for tests. Only
+	// 127.0.0.0/8: pion never gathers ::1.
 	IncludeLoopback bool
 	// PortMin and PortMax bound the local UDP ports; zero means any.
 	PortMin, PortMax uint16

@@ -392,3 +392,59 @@ func TestCloseDuringConnect(t *testing.T) {
 		t.Fatalf("connect interrupted by Close: %v", err)
 	}
 }
+
+// TestIPv6 connects over a global or unique-local IPv6 address of this
+// host (pion never gathers ::1).
+func TestIPv6(t *testing.T) {
+	var v6 netip.Addr
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is6() && p.Addr().IsGlobalUnicast() {
+			v6 = p.Addr()
+			break
+		}
+	}
+	if !v6.IsValid() {
+		t.Skip("no global or unique-local IPv6 address")
+	}
+	checkGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := Config{
+		NetworkTypes: []string{UDP6},
+		IPFilter:     func(a netip.Addr) bool { return a == v6 },
+	}
+	a, b := newPeer(t, ctx, cfg), newPeer(t, ctx, cfg)
+	if err := a.agent.AddRemote(b.ufrag, b.pwd, b.cands); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.agent.AddRemote(a.ufrag, a.pwd, a.cands); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		c, err := b.agent.Connect(ctx, false)
+		if err == nil {
+			buf := make([]byte, 10)
+			var n int
+			n, _, err = c.ReadFrom(buf)
+			if err == nil && string(buf[:n]) != "v6" {
+				err = errors.New("wrong payload " + string(buf[:n]))
+			}
+		}
+		done <- err
+	}()
+	ca, err := a.agent.Connect(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _, _ := a.agent.Selected(); l.Network != UDP6 || !l.Addr.Addr().Is6() {
+		t.Errorf("selected local %+v", l)
+	}
+	if _, err := ca.WriteTo([]byte("v6"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
