@@ -31,10 +31,11 @@ const (
 
 const (
 	overhead       = wire.HeaderLen + fcrypto.TagLen
-	maxBatch       = 32
+	maxBatch       = 64
 	ackEvery       = 2
 	maxAckDelay    = time.Millisecond
 	maxBackoffs    = 10
+	minPacingDelay = time.Millisecond
 	hsInitialRTO   = 250 * time.Millisecond
 	hsMaxRTO       = 2 * time.Second
 	ackBufferBytes = overhead + 12 + 8*wire.MaxGaps
@@ -806,7 +807,9 @@ func (c *Conn) fill(now time.Time) {
 			break
 		}
 		if c.pacer != nil && !probe {
-			if d := c.pacer.TimeUntilSend(now, MaxDatagramSize); d > 0 {
+			// Delays below the timer granularity are not worth a timer:
+			// send now and let the pacer run into debt, as quic-go does.
+			if d := c.pacer.TimeUntilSend(now, MaxDatagramSize); d > minPacingDelay {
 				c.paceAt = now.Add(d)
 				break
 			}
@@ -1144,17 +1147,23 @@ func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err 
 	c.mu.Lock()
 	for {
 		if c.readLen() > 0 {
-			d := &c.readQ[c.readHead]
-			n = copy(p, d.data[c.readOff:])
-			c.readOff += n
-			if c.readOff < len(d.data) {
-				c.mu.Unlock()
-				return n, false, nil
+			// Copy as many queued packets of the current message as fit.
+			for c.readLen() > 0 {
+				d := &c.readQ[c.readHead]
+				k := copy(p[n:], d.data[c.readOff:])
+				n += k
+				c.readOff += k
+				if c.readOff < len(d.data) {
+					break
+				}
+				end = d.eot
+				putBuf(d.buf)
+				c.popRead()
+				c.readOff = 0
+				if end || n == len(p) {
+					break
+				}
 			}
-			end = d.eot
-			putBuf(d.buf)
-			c.popRead()
-			c.readOff = 0
 			// Announce a window that grew by a quarter or more.
 			if c.state == stateEstablished && c.rcv.Expected()+uint64(c.window()) >= c.advLimit+uint64(c.rcvCap/4) {
 				c.ackNow = true
