@@ -477,3 +477,26 @@ func TestManyPairs(t *testing.T) {
 		t.Errorf("%d entries left", n)
 	}
 }
+
+// TestRestartBeforePickup: bob answers alice, restarts with a new ICE
+// session before alice collects the answer; alice gets the newer one.
+func TestRestartBeforePickup(t *testing.T) {
+	checkGoroutines(t)
+	srv := &Server{MaxWait: 10 * time.Millisecond}
+	url := newServer(t, srv)
+	a, _ := json.Marshal(request{Self: "alice", Peer: "bob", Offer: offer("aliceUfrag")})
+	b1, _ := json.Marshal(request{Self: "bob", Peer: "alice", Offer: offer("bobOld")})
+	b2, _ := json.Marshal(request{Self: "bob", Peer: "alice", Offer: offer("bobNew")})
+	if code, _ := post1(t, url+"/exchange", "application/json", a); code != http.StatusNoContent {
+		t.Fatalf("alice: %d", code)
+	}
+	for _, b := range [][]byte{b1, b2} {
+		if code, msg := post1(t, url+"/exchange", "application/json", b); code != http.StatusOK || !strings.Contains(msg, "aliceUfrag") {
+			t.Fatalf("bob: %d %s", code, msg)
+		}
+	}
+	code, msg := post1(t, url+"/exchange", "application/json", a)
+	if code != http.StatusOK || !strings.Contains(msg, "bobNew") {
+		t.Fatalf("alice again: %d %s", code, msg)
+	}
+}

@@ -207,12 +207,13 @@ func (s *Server) exchange(ctx context.Context, req *request) (int, *Offer) {
 	s.sweep()
 	now := s.clock()
 
-	// The peer is already waiting for us: match at once.
-	if pe := s.entries[theirs]; pe != nil && (pe.answer == nil || pe.answer.Ufrag == offer.Ufrag) {
+	// The peer is already waiting for us: match at once. If the peer has
+	// not yet collected an earlier answer from us, it gets this one.
+	if pe := s.entries[theirs]; pe != nil {
 		if pe.answer == nil {
-			pe.answer = &offer
 			close(pe.ready)
 		}
+		pe.answer = &offer
 		pe.expires = now.Add(s.ttl())
 		delete(s.entries, mine)
 		answer := pe.offer
