@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi/fsp"
 )
 
@@ -48,4 +49,11 @@ func (s *Session) FSP(ctx context.Context, cfg *fsp.Config) (*fsp.Conn, error) {
 	}
 	defer l.Close()
 	return l.Accept(ctx)
+}
+
+// Path describes the session's path for a carrier: the local and remote
+// addresses of the selected candidate pair. For a relayed pair the local
+// address is the relay's.
+func (s *Session) Path() post.Path {
+	return post.Path{Local: s.Local.Addr, Remote: s.Remote.Addr, Active: true}
 }

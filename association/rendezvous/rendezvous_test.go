@@ -112,6 +112,9 @@ func TestConnectLoopback(t *testing.T) {
 	if sa.Local.Type != ice.Host || sa.Remote.Type != ice.Host {
 		t.Errorf("selected %v -> %v", sa.Local, sa.Remote)
 	}
+	if p := sa.Path(); p.Local != sa.Local.Addr || p.Remote != sb.Local.Addr || sa.PeerAddrPort() != sb.Local.Addr {
+		t.Errorf("alice's path %v, peer %v; bob's local %v", p, sa.PeerAddrPort(), sb.Local.Addr)
+	}
 	if sa.PeerAddr.String() != sb.Local.Addr.String() {
 		t.Errorf("alice's peer address %v, bob's local %v", sa.PeerAddr, sb.Local.Addr)
 	}
