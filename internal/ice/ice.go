@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,7 +64,7 @@ type Config struct {
 	// both.
 	NetworkTypes []string
 	// CandidateTypes restricts the candidate types gathered; empty means
-	// host, plus srflx when STUN is set and relay when TURN is set.
+	// host, plus srflx when STUN or TURN is set and relay when TURN is set.
 	CandidateTypes []CandidateType
 	// IncludeLoopback gathers loopback host candidates, for tests. Only
 	// 127.0.0.0/8: pion never gathers ::1.
@@ -171,6 +172,9 @@ func (c *Config) agentConfig() (*pice.AgentConfig, error) {
 		default:
 			return nil, post.Errorf(post.ErrNotSupported, "ice: candidate type %q cannot be gathered", t)
 		}
+	}
+	if !slices.Contains(types, ServerReflexive) && !slices.Contains(types, Relay) {
+		ac.Urls = nil // pion refuses servers it would not use
 	}
 	return ac, nil
 }

@@ -281,6 +281,12 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("NewAgent(%+v) succeeded", cfg)
 		}
 	}
+	// Servers that the candidate types do not need are ignored.
+	a, err := NewAgent(Config{STUN: []string{"stun:192.0.2.1:3478"}, CandidateTypes: []CandidateType{Host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
 }
 
 func TestGatherAfterClose(t *testing.T) {
