@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -528,4 +529,85 @@ func (t *Transport) NumConns() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.conns)
+}
+
+// NonFSPConn returns a net.PacketConn that reads the datagrams FSP does
+// not claim and writes through the shared socket, so another protocol
+// (quic-go's Transport, for one) can run on the same port.
+func (t *Transport) NonFSPConn() net.PacketConn {
+	t.init()
+	return &foreignConn{t: t}
+}
+
+type foreignConn struct {
+	t        *Transport
+	mu       sync.Mutex
+	deadline time.Time
+	changed  chan struct{} // closed when the deadline changes
+}
+
+func (f *foreignConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		f.mu.Lock()
+		d := f.deadline
+		if f.changed == nil {
+			f.changed = make(chan struct{})
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		var expired <-chan time.Time
+		if !d.IsZero() {
+			wait := time.Until(d)
+			if wait <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			tm := time.NewTimer(wait)
+			defer tm.Stop()
+			expired = tm.C
+		}
+		select {
+		case p := <-f.t.foreign:
+			return copy(b, p.b), p.addr, nil
+		case <-f.t.done:
+			return 0, nil, net.ErrClosed
+		case <-expired:
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-changed:
+		}
+	}
+}
+
+func (f *foreignConn) WriteTo(b []byte, addr net.Addr) (int, error) { return f.t.WriteTo(b, addr) }
+func (f *foreignConn) LocalAddr() net.Addr                          { return f.t.LocalAddr() }
+
+// Close does not close the shared socket.
+func (f *foreignConn) Close() error { return nil }
+
+func (f *foreignConn) SetDeadline(t time.Time) error { return f.SetReadDeadline(t) }
+func (f *foreignConn) SetReadDeadline(t time.Time) error {
+	f.mu.Lock()
+	f.deadline = t
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
+	f.mu.Unlock()
+	return nil
+}
+func (f *foreignConn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetReadBuffer and SetWriteBuffer size the shared socket's buffers.
+func (f *foreignConn) SetReadBuffer(n int) error {
+	if f.t.udp != nil {
+		return f.t.udp.SetReadBuffer(n)
+	}
+	return nil
+}
+
+// SetWriteBuffer sizes the shared socket's send buffer.
+func (f *foreignConn) SetWriteBuffer(n int) error {
+	if f.t.udp != nil {
+		return f.t.udp.SetWriteBuffer(n)
+	}
+	return nil
 }
