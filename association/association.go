@@ -46,6 +46,9 @@ type Config struct {
 	// FailureTTL is how long a failed candidate is tried last; zero means
 	// 5 minutes.
 	FailureTTL time.Duration
+	// Rendezvous tunes peer-to-peer establishment, used when Remote.Peer
+	// is set.
+	Rendezvous RendezvousConfig
 	Logger     *slog.Logger
 }
 
@@ -125,7 +128,11 @@ func FromTransient(t psi.Transient, cfg Config) *Association {
 }
 
 // ID returns the Association's identifier, shared with the peer.
-func (a *Association) ID() [16]byte { return a.id }
+func (a *Association) ID() [16]byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.id
+}
 
 // Local returns the configured Local.
 func (a *Association) Local() post.Local { return a.cfg.Local }
@@ -194,7 +201,7 @@ func (a *Association) failureTTL() time.Duration {
 func (a *Association) TransientConfig(local netip.AddrPort) *psi.Config {
 	c := a.cfg.Transient
 	c.Security = a.cfg.Security
-	c.Association = a.id
+	c.Association = a.ID()
 	if local.IsValid() {
 		c.Local = local
 	} else if a.cfg.Local.Addr.IsValid() {

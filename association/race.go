@@ -149,6 +149,9 @@ func (a *Association) Establish(ctx context.Context) (psi.Transient, error) {
 
 // EstablishWith is Establish with options.
 func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) (psi.Transient, error) {
+	if a.cfg.Remote.Peer != "" {
+		return a.establishP2P(ctx)
+	}
 	cands, err := a.Candidates(ctx)
 	if err != nil {
 		return nil, err

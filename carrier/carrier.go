@@ -56,7 +56,9 @@ type Config struct {
 	// Transient is the template for the stacks' configuration (timeouts,
 	// keep-alive). Security, Local and MaxMessageSize are filled in.
 	Transient psi.Config
-	Logger    *slog.Logger
+	// Rendezvous tunes peer-to-peer Initiate (a Remote with Peer set).
+	Rendezvous association.RendezvousConfig
+	Logger     *slog.Logger
 }
 
 func (c *Config) sendBuffer() int64 {
@@ -111,8 +113,9 @@ func (c *Config) associationConfig(remote post.Remote) (association.Config, erro
 		Security:  c.Security,
 		Policy:    pol,
 		Stacks:    c.stacks(),
-		Transient: t,
-		Logger:    c.Logger,
+		Transient:  t,
+		Rendezvous: c.Rendezvous,
+		Logger:     c.Logger,
 	}, nil
 }
 

@@ -16,6 +16,9 @@ type Local struct {
 	Addr netip.AddrPort
 	// Interface restricts the Local to one named network interface.
 	Interface string
+	// Peer is this end's identity at a rendezvous server, for peer-to-peer
+	// Associations.
+	Peer string
 }
 
 // String returns a human-readable form of l.

@@ -1,0 +1,156 @@
+package association
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/postsockets/postsockets/association/rendezvous"
+	"github.com/postsockets/postsockets/internal/ice"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp"
+)
+
+// RendezvousConfig tunes peer-to-peer establishment. STUN and TURN servers
+// come from the Policy Context's ICEServers.
+type RendezvousConfig struct {
+	// HTTP is the client for the rendezvous server; nil means
+	// http.DefaultClient.
+	HTTP *http.Client
+	// IncludeLoopback gathers loopback candidates, for tests on one host.
+	IncludeLoopback bool
+	// IPv4Only gathers IPv4 candidates only.
+	IPv4Only bool
+	// KeepAlive is the ICE keep-alive interval that holds NAT bindings
+	// open; zero means 2 s.
+	KeepAlive time.Duration
+}
+
+// iceConfig builds the ICE configuration from the policy and settings.
+func (a *Association) iceConfig() (ice.Config, error) {
+	rc := a.cfg.Rendezvous
+	cfg := ice.Config{
+		NetworkTypes:      []string{ice.UDP4, ice.UDP6},
+		IncludeLoopback:   rc.IncludeLoopback,
+		KeepAliveInterval: rc.KeepAlive,
+		Logger:            a.cfg.Logger,
+	}
+	if rc.IPv4Only {
+		cfg.NetworkTypes = []string{ice.UDP4}
+	}
+	if rc.IncludeLoopback {
+		cfg.IPFilter = func(ip netip.Addr) bool { return ip.IsLoopback() }
+	}
+	for _, s := range a.cfg.Policy.ICEServers {
+		switch {
+		case strings.HasPrefix(s.URL, "stun:"):
+			cfg.STUN = append(cfg.STUN, s.URL)
+		case strings.HasPrefix(s.URL, "turn:"):
+			cfg.TURN = append(cfg.TURN, ice.TURNServer{URL: s.URL, Username: s.Username, Password: s.Password})
+		default:
+			return cfg, post.Errorf(post.ErrPolicyConflict, "ICE server %q is neither stun: nor turn:", s.URL)
+		}
+	}
+	return cfg, nil
+}
+
+// establishP2P rendezvouses with the peer, runs ICE, then FSP over the
+// selected pair: the ICE-controlling side dials, the other accepts.
+func (a *Association) establishP2P(ctx context.Context) (psi.Transient, error) {
+	r := a.cfg.Remote
+	if a.cfg.Local.Peer == "" || r.Rendezvous == "" {
+		return nil, post.Errorf(post.ErrNoCandidates, "a peer-to-peer remote needs Local.Peer and Remote.Rendezvous")
+	}
+	stacks, err := a.stacks()
+	if err != nil {
+		return nil, err
+	}
+	if !containsStack(stacks, fspName) {
+		return nil, post.Errorf(post.ErrNoCandidates, "peer-to-peer runs FSP, which the policy rules out")
+	}
+	icfg, err := a.iceConfig()
+	if err != nil {
+		return nil, err
+	}
+	a.log.Debug("rendezvous", "self", a.cfg.Local.Peer, "peer", r.Peer, "server", r.Rendezvous)
+	sess, err := rendezvous.Connect(ctx, rendezvous.ConnectConfig{
+		Self:          a.cfg.Local.Peer,
+		Peer:          r.Peer,
+		RendezvousURL: r.Rendezvous,
+		HTTP:          a.cfg.Rendezvous.HTTP,
+		ICE:           icfg,
+	})
+	if err != nil {
+		return nil, &post.OpError{Op: "rendezvous", Path: r.String(), Err: err}
+	}
+	a.log.Info("ice selected", "local", sess.Local, "remote", sess.Remote, "controlling", sess.Controlling)
+	stack := &fsp.Stack{Transport: sess.Transport()}
+	cfg := a.TransientConfig(netip.AddrPort{})
+	cfg.Local = netip.AddrPort{}
+	var t psi.Transient
+	var ln psi.Listener
+	if sess.Controlling {
+		t, err = stack.Dial(ctx, sess.PeerAddrPort(), cfg)
+	} else {
+		ln, err = stack.Listen(ctx, netip.AddrPort{}, cfg)
+		if err == nil {
+			t, err = ln.Accept(ctx)
+		}
+	}
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		sess.Close()
+		return nil, &post.OpError{Op: "initiate", Stack: fspName, Path: sess.PeerAddrPort().String(), Err: err}
+	}
+	a.mu.Lock()
+	if !sess.Controlling {
+		// Both ends share the dialler's Association ID.
+		a.id = t.Association()
+	}
+	a.winner = &Winner{Stack: fspName, Remote: sess.PeerAddrPort(), At: time.Now(), Attempts: 1}
+	a.mu.Unlock()
+	return &p2pTransient{Transient: t, ln: ln, sess: sess}, nil
+}
+
+const fspName = "fsp"
+
+func containsStack(stacks []psi.Stack, name string) bool {
+	for _, s := range stacks {
+		if s.Name() == name {
+			return true
+		}
+	}
+	return false
+}
+
+// p2pTransient owns the ICE session under an FSP transient.
+type p2pTransient struct {
+	psi.Transient
+	ln   psi.Listener
+	sess *rendezvous.Session
+}
+
+// Path reports the FSP path with the ICE candidate types.
+func (t *p2pTransient) Path() post.Path {
+	p := t.Transient.Path()
+	p.Interface = fmt.Sprintf("ice:%s/%s", t.sess.Local.Type, t.sess.Remote.Type)
+	return p
+}
+
+// Session returns the ICE session, for its selected candidates.
+func (t *p2pTransient) Session() *rendezvous.Session { return t.sess }
+
+func (t *p2pTransient) Close() error {
+	err := t.Transient.Close()
+	if t.ln != nil {
+		t.ln.Close()
+	}
+	t.sess.Close()
+	return err
+}

@@ -1,0 +1,67 @@
+package carrier_test
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/association/rendezvous"
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// TestP2PInitiate: both peers Initiate toward each other through a
+// rendezvous server and exchange messages over FSP on the ICE path.
+func TestP2PInitiate(t *testing.T) {
+	srv := &rendezvous.Server{MaxWait: time.Second}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	defer srv.Close()
+	ctx := ctxT(t)
+	cfg := func(self string) *carrier.Config {
+		return &carrier.Config{
+			Local:      post.Local{Peer: self},
+			Security:   psi.Security{PSK: []byte("peer-to-peer test key")},
+			Rendezvous: association.RendezvousConfig{IncludeLoopback: true, IPv4Only: true},
+		}
+	}
+	type res struct {
+		c   *carrier.Carrier
+		err error
+	}
+	bc := make(chan res, 1)
+	go func() {
+		c, err := carrier.Initiate(ctx, post.Remote{Peer: "alice", Rendezvous: hs.URL}, cfg("bob"))
+		bc <- res{c, err}
+	}()
+	alice, err := carrier.Initiate(ctx, post.Remote{Peer: "bob", Rendezvous: hs.URL}, cfg("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	rb := <-bc
+	if rb.err != nil {
+		t.Fatal(rb.err)
+	}
+	bob := rb.c
+	defer bob.Close()
+	if alice.Association().ID() != bob.Association().ID() {
+		t.Fatal("different Associations")
+	}
+	big := random(1 << 20)
+	alice.Send(ctx, []byte("hello bob"))
+	bob.Send(ctx, []byte("hello alice"))
+	alice.Send(ctx, big)
+	if m, err := bob.Receive(ctx); err != nil || string(m.Content) != "hello bob" {
+		t.Fatalf("%v %v", err, m)
+	}
+	if m, err := alice.Receive(ctx); err != nil || string(m.Content) != "hello alice" {
+		t.Fatalf("%v %v", err, m)
+	}
+	if m, err := bob.Receive(ctx); err != nil || len(m.Content) != len(big) {
+		t.Fatalf("%v", err)
+	}
+	t.Logf("%s over %s", alice.Stack(), alice.Path().Interface)
+}
