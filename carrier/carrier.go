@@ -108,11 +108,11 @@ func (c *Config) associationConfig(remote post.Remote) (association.Config, erro
 	t := c.Transient
 	t.MaxMessageSize = c.maxMessage()
 	return association.Config{
-		Local:     c.Local,
-		Remote:    remote,
-		Security:  c.Security,
-		Policy:    pol,
-		Stacks:    c.stacks(),
+		Local:      c.Local,
+		Remote:     remote,
+		Security:   c.Security,
+		Policy:     pol,
+		Stacks:     c.stacks(),
 		Transient:  t,
 		Rendezvous: c.Rendezvous,
 		Logger:     c.Logger,
