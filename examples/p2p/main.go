@@ -1,9 +1,10 @@
-// Command p2p is a peer-to-peer chat over FSP. Two peers that name each
-// other meet at a rendezvous server (examples/rendezvous), connect through
-// their NATs with ICE, then send lines from stdin as FSP messages and
-// print the lines they receive.
+// Command p2p is a peer-to-peer chat over Post Sockets. Two peers that name
+// each other meet at a rendezvous server (examples/rendezvous): each calls
+// carrier.Initiate with a Remote naming the other peer and the server, ICE
+// finds a path through their NATs, and FSP runs over it. Lines from stdin
+// go to the peer as messages; received lines are printed.
 //
-//	go run ./examples/rendezvous -listen :8080
+//	go run ./examples/rendezvous -listen 127.0.0.1:8080
 //	go run ./examples/p2p -rendezvous http://127.0.0.1:8080 -self alice -peer bob
 //	go run ./examples/p2p -rendezvous http://127.0.0.1:8080 -self bob -peer alice
 //
@@ -20,17 +21,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/postsockets/postsockets/association"
 	"github.com/postsockets/postsockets/association/rendezvous"
-	"github.com/postsockets/postsockets/internal/ice"
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
-	"github.com/postsockets/postsockets/psi/fsp"
 )
 
 func main() {
@@ -42,19 +43,14 @@ func main() {
 	turn := flag.String("turn", "", "turn:host:port relay server")
 	turnUser := flag.String("turn-user", "", "TURN username")
 	turnPass := flag.String("turn-pass", "", "TURN password")
-	loopback := flag.Bool("loopback", false, "also offer loopback addresses (both peers on one host without other interfaces)")
+	loopback := flag.Bool("loopback", false, "offer loopback addresses only (both peers on one host)")
 	timeout := flag.Duration("timeout", 2*time.Minute, "how long to wait for the peer")
 	demo := flag.Bool("demo", false, "run a rendezvous server and two peers in this process")
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()
 
-	var log *slog.Logger
-	if *verbose {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-
 	if *demo {
 		if err := runDemo(ctx, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "p2p:", err)
@@ -70,64 +66,60 @@ func main() {
 		fmt.Fprintln(os.Stderr, "p2p: -self and -peer are required (or use -demo)")
 		os.Exit(2)
 	}
-	cfg := rendezvous.ConnectConfig{Self: *self, Peer: *peer, RendezvousURL: *url}
-	cfg.ICE.IncludeLoopback = *loopback
-	cfg.ICE.Logger = log
-	if *stun != "" {
-		cfg.ICE.STUN = strings.Split(*stun, ",")
+	cfg := config(*self, []byte(*psk), *loopback)
+	if *verbose {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, s := range strings.Split(*stun, ",") {
+		if s != "" {
+			cfg.Policy.ICEServers = append(cfg.Policy.ICEServers, policy.ICEServer{URL: s})
+		}
 	}
 	if *turn != "" {
-		cfg.ICE.TURN = []ice.TURNServer{{URL: *turn, Username: *turnUser, Password: *turnPass}}
+		cfg.Policy.ICEServers = append(cfg.Policy.ICEServers, policy.ICEServer{URL: *turn, Username: *turnUser, Password: *turnPass})
 	}
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	fmt.Fprintf(os.Stderr, "waiting for %s at %s...\n", *peer, *url)
-	s, c, err := connect(cctx, cfg, []byte(*psk))
+	c, err := carrier.Initiate(cctx, post.Remote{Peer: *peer, Rendezvous: *url}, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "p2p:", err)
 		os.Exit(1)
 	}
-	defer s.Close()
-	defer c.Close()
-	fmt.Fprintf(os.Stderr, "connected to %s: %s -> %s\n", *peer, s.Local, s.Remote)
+	fmt.Fprintf(os.Stderr, "connected to %s over %s: %s (%s)\n", *peer, c.Stack(), c.Path(), c.Path().Interface)
 	if err := chat(ctx, c, *peer, os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "p2p:", err)
 		os.Exit(1)
 	}
 }
 
-// connect meets the peer and opens an FSP connection to it.
-func connect(ctx context.Context, cfg rendezvous.ConnectConfig, psk []byte) (*rendezvous.Session, *fsp.Conn, error) {
-	s, err := rendezvous.Connect(ctx, cfg)
-	if err != nil {
-		return nil, nil, err
+// config is the Carrier configuration of one peer.
+func config(self string, psk []byte, loopback bool) *carrier.Config {
+	return &carrier.Config{
+		Local:      post.Local{Peer: self},
+		Security:   psi.Security{PSK: psk},
+		Rendezvous: association.RendezvousConfig{IncludeLoopback: loopback, IPv4Only: loopback},
 	}
-	c, err := s.FSP(ctx, &fsp.Config{Security: psi.Security{PSK: psk}})
-	if err != nil {
-		s.Close()
-		return nil, nil, err
-	}
-	return s, c, nil
 }
 
 // chat sends each line of in as a message and prints each message
-// received, until in ends, the peer closes or ctx ends.
-func chat(ctx context.Context, c *fsp.Conn, peer string, in io.Reader, out io.Writer) error {
+// received, until in ends, the peer closes or ctx ends. It closes c.
+func chat(ctx context.Context, c *carrier.Carrier, peer string, in io.Reader, out io.Writer) error {
 	errc := make(chan error, 2)
 	go func() {
 		for {
-			m, err := c.ReceiveMessage(ctx)
+			m, err := c.Receive(ctx)
 			if err != nil {
 				errc <- err
 				return
 			}
-			fmt.Fprintf(out, "%s: %s\n", peer, m)
+			fmt.Fprintf(out, "%s: %s\n", peer, m.Content)
 		}
 	}()
 	go func() {
 		sc := bufio.NewScanner(in)
 		for sc.Scan() {
-			if err := c.SendMessage(ctx, sc.Bytes()); err != nil {
+			if err := c.Send(ctx, append([]byte(nil), sc.Bytes()...)); err != nil {
 				errc <- err
 				return
 			}
@@ -140,10 +132,35 @@ func chat(ctx context.Context, c *fsp.Conn, peer string, in io.Reader, out io.Wr
 	case <-ctx.Done():
 	}
 	c.Close() // flushes what was sent
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, post.ErrClosed) && ctx.Err() == nil {
 		return err
 	}
 	return nil
+}
+
+// pair connects alice and bob through the rendezvous server at url.
+func pair(ctx context.Context, url string, psk []byte) (alice, bob *carrier.Carrier, err error) {
+	type res struct {
+		c   *carrier.Carrier
+		err error
+	}
+	bc := make(chan res, 1)
+	go func() {
+		c, err := carrier.Initiate(ctx, post.Remote{Peer: "alice", Rendezvous: url}, config("bob", psk, true))
+		bc <- res{c, err}
+	}()
+	alice, err = carrier.Initiate(ctx, post.Remote{Peer: "bob", Rendezvous: url}, config("alice", psk, true))
+	b := <-bc
+	if err != nil || b.err != nil {
+		if alice != nil {
+			alice.Close()
+		}
+		if b.c != nil {
+			b.c.Close()
+		}
+		return nil, nil, errors.Join(err, b.err)
+	}
+	return alice, b.c, nil
 }
 
 // runDemo starts a rendezvous server on loopback, connects alice and bob
@@ -163,51 +180,24 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintln(out, "rendezvous server at", url)
 
-	iceCfg := ice.Config{
-		NetworkTypes:    []string{ice.UDP4},
-		IncludeLoopback: true,
-		IPFilter:        func(a netip.Addr) bool { return a.IsLoopback() },
+	alice, bob, err := pair(ctx, url, []byte("postsockets p2p demo pre-shared key"))
+	if err != nil {
+		return err
 	}
-	psk := []byte("postsockets p2p demo pre-shared key")
-	var (
-		wg     sync.WaitGroup
-		bs     *rendezvous.Session
-		bc     *fsp.Conn
-		errBob error
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		bs, bc, errBob = connect(ctx, rendezvous.ConnectConfig{Self: "bob", Peer: "alice", RendezvousURL: url, ICE: iceCfg}, psk)
-	}()
-	as, ac, err := connect(ctx, rendezvous.ConnectConfig{Self: "alice", Peer: "bob", RendezvousURL: url, ICE: iceCfg}, psk)
-	wg.Wait()
-	if err != nil || errBob != nil {
-		if as != nil {
-			ac.Close()
-			as.Close()
-		}
-		if bs != nil {
-			bc.Close()
-			bs.Close()
-		}
-		return errors.Join(err, errBob)
-	}
-	defer as.Close()
-	defer bs.Close()
-	fmt.Fprintf(out, "alice (%s) -> bob (%s), alice is controlling: %v\n", as.Local, as.Remote, as.Controlling)
+	defer alice.Close()
+	fmt.Fprintf(out, "alice -> bob over %s on %s (%s)\n", alice.Stack(), alice.Path(), alice.Path().Interface)
 
 	// Bob answers every line until alice closes.
 	done := make(chan error, 1)
 	go func() {
-		defer bc.Close()
+		defer bob.Close()
 		for {
-			m, err := bc.ReceiveMessage(ctx)
+			m, err := bob.Receive(ctx)
 			if err != nil {
 				done <- nil
 				return
 			}
-			if err := bc.SendMessage(ctx, []byte("got "+strings.ToUpper(string(m)))); err != nil {
+			if err := bob.Send(ctx, []byte("got "+strings.ToUpper(string(m.Content)))); err != nil {
 				done <- err
 				return
 			}
@@ -215,15 +205,15 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	}()
 	for _, line := range []string{"hello bob", "this is FSP over ICE"} {
 		fmt.Fprintf(out, "alice: %s\n", line)
-		if err := ac.SendMessage(ctx, []byte(line)); err != nil {
+		if err := alice.Send(ctx, []byte(line)); err != nil {
 			return err
 		}
-		m, err := ac.ReceiveMessage(ctx)
+		m, err := alice.Receive(ctx)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "bob: %s\n", m)
+		fmt.Fprintf(out, "bob: %s\n", m.Content)
 	}
-	ac.Close()
+	alice.Close()
 	return <-done
 }

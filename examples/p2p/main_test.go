@@ -5,15 +5,12 @@ import (
 	"context"
 	"io"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/postsockets/postsockets/association/rendezvous"
-	"github.com/postsockets/postsockets/internal/ice"
-	"github.com/postsockets/postsockets/psi/fsp"
 )
 
 func TestDemo(t *testing.T) {
@@ -21,7 +18,7 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"bob: got HELLO BOB", "bob: got THIS IS FSP OVER ICE", "alice is controlling: true"} {
+	for _, want := range []string{"bob: got HELLO BOB", "bob: got THIS IS FSP OVER ICE", "over fsp"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -55,37 +52,16 @@ func TestChat(t *testing.T) {
 	ts := httptest.NewServer(rs)
 	defer ts.Close()
 	defer rs.Close()
-	iceCfg := ice.Config{
-		NetworkTypes:    []string{ice.UDP4},
-		IncludeLoopback: true,
-		IPFilter:        func(a netip.Addr) bool { return a.IsLoopback() },
+	alice, bob, err := pair(ctx, ts.URL, []byte("sixteen bytes at least"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	psk := []byte("sixteen bytes at least")
-	var (
-		wg  sync.WaitGroup
-		bs  *rendezvous.Session
-		bc  *fsp.Conn
-		err error
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		bs, bc, err = connect(ctx, rendezvous.ConnectConfig{Self: "bob", Peer: "alice", RendezvousURL: ts.URL, ICE: iceCfg}, psk)
-	}()
-	as, ac, errA := connect(ctx, rendezvous.ConnectConfig{Self: "alice", Peer: "bob", RendezvousURL: ts.URL, ICE: iceCfg}, psk)
-	wg.Wait()
-	if errA != nil || err != nil {
-		t.Fatal(errA, err)
-	}
-	defer as.Close()
-	defer bs.Close()
-
 	var bobOut syncBuffer
 	bobDone := make(chan error, 1)
 	bobIn, bobInW := io.Pipe()
 	defer bobInW.Close()
-	go func() { bobDone <- chat(ctx, bc, "alice", bobIn, &bobOut) }()
-	if err := chat(ctx, ac, "bob", strings.NewReader("first line\nsecond line\n"), io.Discard); err != nil {
+	go func() { bobDone <- chat(ctx, bob, "alice", bobIn, &bobOut) }()
+	if err := chat(ctx, alice, "bob", strings.NewReader("first line\nsecond line\n"), io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-bobDone; err != nil {
