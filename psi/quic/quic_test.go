@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -979,5 +980,120 @@ func TestIPv6(t *testing.T) {
 	}
 	if !s.Path().Remote.Addr().Is6() {
 		t.Errorf("server path %v", s.Path())
+	}
+}
+
+// TestConcurrentForks opens forks from both ends at once and moves data on
+// all of them concurrently.
+func TestConcurrentForks(t *testing.T) {
+	var st Stack
+	cli, srv, _ := pair(t, &st, serverConfig(), clientConfig())
+	ctx := testContext(t)
+	const n = 16
+	type end struct{ from, to psi.Transient }
+	pairs := make(chan end, 4*n)
+	var wg sync.WaitGroup
+	for _, side := range [][2]*Transient{{cli, srv}, {srv, cli}} {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for range n {
+				f, err := side[0].Fork(ctx, psi.Wine)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				// The peer sees the fork once bytes arrive: send first.
+				if err := f.WriteMessage(ctx, []byte("hello"), true, nil); err != nil {
+					t.Error(err)
+					return
+				}
+				pairs <- end{f, nil}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range n {
+				f, err := side[1].AcceptFork(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if m, err := readAll(ctx, f, 16); err != nil || string(m) != "hello" {
+					t.Errorf("fork greeting %q, %v", m, err)
+				}
+				pairs <- end{nil, f}
+			}
+		}()
+	}
+	wg.Wait()
+	close(pairs)
+	var mine, theirs []psi.Transient
+	for p := range pairs {
+		if p.from != nil {
+			mine = append(mine, p.from)
+		} else {
+			theirs = append(theirs, p.to)
+		}
+	}
+	if len(mine) != 2*n || len(theirs) != 2*n {
+		t.Fatalf("%d opened, %d accepted", len(mine), len(theirs))
+	}
+	// Every accepted fork echoes one 64 KiB message.
+	for _, f := range theirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer f.Close()
+			m, err := readAll(ctx, f, 8<<10)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := f.WriteMessage(ctx, m, true, nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	for i, f := range mine {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer f.Close()
+			msg := pattern(64<<10, byte(i))
+			if err := f.WriteMessage(ctx, msg, true, nil); err != nil {
+				t.Error(err)
+				return
+			}
+			if m, err := readAll(ctx, f, 8<<10); err != nil || !bytes.Equal(m, msg) {
+				t.Errorf("fork %d echo: %d bytes, %v", i, len(m), err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestListenerCloseRefusesPending closes a listener while a connection
+// waits for Accept: the client learns it was refused.
+func TestListenerCloseRefusesPending(t *testing.T) {
+	var st Stack
+	ctx := testContext(t)
+	l, err := st.Listen(ctx, loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.Dial(ctx, l.Addr(), clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Wait until the server has the root queued for Accept.
+	lq := l.(*Listener)
+	for lq.backlog.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	l.Close()
+	if _, _, err := c.ReadMessage(ctx, make([]byte, 1)); !errors.Is(err, post.ErrRefused) {
+		t.Fatalf("read on a refused connection: %v", err)
 	}
 }
