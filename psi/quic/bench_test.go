@@ -14,6 +14,11 @@ import (
 func BenchmarkQUICTransient64KiB(b *testing.B) {
 	var st Stack
 	cli, srv, _ := pair(b, &st, serverConfig(), clientConfig())
+	benchBulk(b, cli, srv)
+}
+
+// benchBulk sends b.N 64 KiB messages from cli to srv.
+func benchBulk(b *testing.B, cli, srv psi.Transient) {
 	ctx := context.Background()
 	msg := pattern(64<<10, 0)
 	done := make(chan error, 1)
