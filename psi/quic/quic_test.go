@@ -1097,3 +1097,38 @@ func TestListenerCloseRefusesPending(t *testing.T) {
 		t.Fatalf("read on a refused connection: %v", err)
 	}
 }
+
+// TestWriteCancel cancels a write blocked by flow control: the message is
+// abandoned, the peer sees the stream reset, and other transients go on.
+func TestWriteCancel(t *testing.T) {
+	var st Stack
+	cli, srv, _ := pair(t, &st, serverConfig(), clientConfig())
+	ctx := testContext(t)
+	cf, err := cli.Fork(ctx, psi.Wine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
+	sf, err := srv.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+
+	// Nobody reads: the write blocks once the flow-control window is full.
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := cli.WriteMessage(short, pattern(64<<20, 0), true, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("blocked write: %v", err)
+	}
+	if err := cli.WriteMessage(ctx, []byte("x"), true, nil); err == nil {
+		t.Error("write after an abandoned message succeeded")
+	}
+	if _, err := readAll(ctx, srv, 64<<10); !errors.Is(err, post.ErrReset) {
+		t.Errorf("peer read of an abandoned message: %v", err)
+	}
+	send(t, ctx, cf, []byte("fork"), nil)
+	if m, err := readAll(ctx, sf, 16); err != nil || string(m) != "fork" {
+		t.Fatalf("fork: %q, %v", m, err)
+	}
+}

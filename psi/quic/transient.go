@@ -237,17 +237,12 @@ func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 		t.setWriter(s)
 	}
 	s := t.ws
-	stop := func() bool { return false }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = s.SetWriteDeadline(time.Now()) })
-	}
+	stop := cutWrite(ctx, s)
 	err := t.fw.WriteMessage(p, end)
 	if err == nil {
 		err = t.fw.Flush()
 	}
-	if !stop() && ctx.Done() != nil {
-		_ = s.SetWriteDeadline(time.Time{})
-	}
+	stop()
 	if err != nil {
 		return t.opError("send", t.failWrite(ctx, s, err))
 	}
@@ -273,14 +268,9 @@ func (t *Transient) write0RTT(ctx context.Context, p []byte) (done bool, err err
 	s := t.s
 	t.mu.Unlock()
 	// s is t.ws: the writer has no buffered data, as every write flushes.
-	stop := func() bool { return false }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = s.SetWriteDeadline(time.Now()) })
-	}
+	stop := cutWrite(ctx, s)
 	_, err = s.Write(buf.Bytes())
-	if !stop() && ctx.Done() != nil {
-		_ = s.SetWriteDeadline(time.Time{})
-	}
+	stop()
 	if errors.Is(err, quicgo.Err0RTTRejected) {
 		// The replay sends it again on a new stream.
 		if err := t.c.waitRecovered(ctx, t.done); err != nil {
@@ -440,14 +430,9 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 	}
 	// Stream data is buffered: the framer only blocks if a frame header is
 	// split across packets.
-	stop := func() bool { return false }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, t.interruptRead)
-	}
+	stop := whenDone(ctx, t.interruptRead, t.clearReadDeadline)
 	n, end, err := t.fr.ReadMessage(p)
-	if !stop() && ctx.Done() != nil {
-		t.clearReadDeadline()
-	}
+	stop()
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 			err = ctx.Err()
@@ -475,10 +460,7 @@ func (t *Transient) peek(ctx context.Context) error {
 	if t.br.Buffered() > 0 {
 		return nil
 	}
-	stop := func() bool { return false }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, t.interruptRead)
-	}
+	stop := whenDone(ctx, t.interruptRead, t.clearReadDeadline)
 	_, err := t.br.Peek(1)
 	stop()
 	if err == nil {
@@ -495,6 +477,40 @@ func (t *Transient) peek(ctx context.Context) error {
 		return errInterrupted
 	}
 	return err
+}
+
+// whenDone runs cut if ctx is done before the returned stop is called;
+// stop then runs undo. A cut that races with stop never outlives it, so no
+// stale deadline is left for the next call.
+func whenDone(ctx context.Context, cut, undo func()) (stop func()) {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	var mu sync.Mutex
+	armed := true
+	stopFunc := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if armed {
+			cut()
+		}
+	})
+	return func() {
+		if stopFunc() {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		armed = false
+		undo()
+	}
+}
+
+// cutWrite makes a write on s return when ctx is done.
+func cutWrite(ctx context.Context, s *quicgo.Stream) (stop func()) {
+	return whenDone(ctx,
+		func() { _ = s.SetWriteDeadline(time.Now()) },
+		func() { _ = s.SetWriteDeadline(time.Time{}) })
 }
 
 func (t *Transient) interruptRead() {
