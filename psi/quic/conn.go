@@ -56,7 +56,9 @@ type conn struct {
 	pending  map[quicgo.StreamID][][]byte // datagrams for streams not yet accepted
 	npending int
 	accepted quicgo.StreamID // highest stream ID the peer opened, -1 if none
-	linger   *time.Timer
+	// timer drops a server connection that sends no root stream, and
+	// later one whose transients are all closed (see release).
+	timer *time.Timer
 }
 
 // newConn wraps qc and starts its stream and datagram loops. The
@@ -90,7 +92,7 @@ func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoo
 	}
 	if server {
 		// A client that never opens its root stream is dropped.
-		c.linger = time.AfterFunc(cfg.Handshake(), func() {
+		c.timer = time.AfterFunc(cfg.Handshake(), func() {
 			c.mu.Lock()
 			got := c.gotRoot
 			c.mu.Unlock()
@@ -111,8 +113,8 @@ func (c *conn) supervise() {
 	<-c.qc.Context().Done()
 	c.mu.Lock()
 	c.exiting = true
-	if c.linger != nil {
-		c.linger.Stop()
+	if c.timer != nil {
+		c.timer.Stop()
 	}
 	c.settled.Broadcast()
 	c.mu.Unlock()
@@ -304,9 +306,9 @@ func (c *conn) registerLocked(t *Transient) [][]byte {
 	id := t.streamID()
 	c.ts[id] = t
 	c.live++
-	if c.linger != nil {
-		c.linger.Stop()
-		c.linger = nil
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
 	}
 	dq := c.pending[id]
 	if dq != nil {
@@ -339,10 +341,10 @@ func (c *conn) release(t *Transient) {
 	c.live--
 	last := c.live == 0
 	if last && c.server && !c.exiting {
-		if c.linger != nil {
-			c.linger.Stop()
+		if c.timer != nil {
+			c.timer.Stop()
 		}
-		c.linger = time.AfterFunc(c.cfg.Idle(), func() { c.abort(codeNoError, "") })
+		c.timer = time.AfterFunc(c.cfg.Idle(), func() { c.abort(codeNoError, "") })
 	}
 	c.mu.Unlock()
 	if last && !c.server {

@@ -1118,7 +1118,7 @@ func TestWriteCancel(t *testing.T) {
 	// Nobody reads: the write blocks once the flow-control window is full.
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	if err := cli.WriteMessage(short, pattern(64<<20, 0), true, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if err := cli.WriteMessage(short, pattern(8<<20, 0), true, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("blocked write: %v", err)
 	}
 	if err := cli.WriteMessage(ctx, []byte("x"), true, nil); err == nil {

@@ -160,7 +160,9 @@ func (s *Stack) openPacketConn(local, remote netip.AddrPort) (net.PacketConn, bo
 
 // Dial opens a QUIC connection to remote and its root stream. It fails with
 // an error wrapping post.ErrRefused, post.ErrTimeout or
-// post.ErrAuthentication when the peer cannot be reached or trusted.
+// post.ErrAuthentication when the peer cannot be reached or trusted. A
+// 0-RTT dial returns before the handshake completes; a handshake failure
+// then shows on the transient's first blocking call.
 func (s *Stack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (psi.Transient, error) {
 	t, err := s.dial(ctx, remote, cfg)
 	if err != nil {
