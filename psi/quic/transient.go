@@ -20,6 +20,10 @@ import (
 	"github.com/postsockets/postsockets/psi/framer"
 )
 
+// readBuffer is the read buffer of a transient; reads at least this large
+// bypass it.
+const readBuffer = 16 << 10
+
 // maxDatagramQueue bounds the datagrams waiting to be read on one
 // transient; when it is full the oldest is dropped.
 const maxDatagramQueue = 256
@@ -91,7 +95,7 @@ func newTransient(c *conn, s *quicgo.Stream, hdr header, assoc [16]byte, class p
 
 func (t *Transient) setReader(s *quicgo.Stream) {
 	t.rs = s
-	t.br = bufio.NewReaderSize(s, 64<<10)
+	t.br = bufio.NewReaderSize(s, readBuffer)
 	t.fr = framer.LengthPrefix{}.NewReader(t.br, t.c.cfg.Limit())
 	t.inMsg, t.rerr = false, nil
 }
@@ -433,10 +437,19 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 	stop := whenDone(ctx, t.interruptRead, t.clearReadDeadline)
 	n, end, err := t.fr.ReadMessage(p)
 	stop()
-	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			err = ctx.Err()
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The framer resumes after a deadline: only Close ends the
+		// transient here.
+		switch {
+		case t.isClosed():
+			err = post.ErrClosed
+		case ctx.Err() != nil:
+			return n, false, ctx.Err()
+		default:
+			return n, false, nil
 		}
+	}
+	if err != nil {
 		return n, false, t.fail(err)
 	}
 	t.inMsg = !end
@@ -563,10 +576,6 @@ func (t *Transient) fail(err error) error {
 	switch {
 	case err == io.EOF:
 		t.rerr = io.EOF
-		return err
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		// Only reached inside a frame header: the framer cannot resume.
-		t.rerr = fmt.Errorf("%w: read abandoned inside a message: %v", post.ErrClosed, err)
 		return err
 	case errors.Is(err, post.ErrMessageTooLarge):
 		t.rs.CancelRead(codeTooLarge)
