@@ -56,11 +56,10 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 	if err != nil {
 		return nil, err
 	}
-	pc, _, err := s.openPacketConn(local, netip.AddrPort{})
+	tr, _, err := s.openTransport(local, netip.AddrPort{})
 	if err != nil {
 		return nil, err
 	}
-	tr := &transport{t: &quicgo.Transport{Conn: pc}, pc: pc, refs: 1}
 	ql, err := tr.t.ListenEarly(tc, quicConfig(cfg, true))
 	if err != nil {
 		tr.release()
@@ -70,7 +69,7 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 		ql:    ql,
 		tr:    tr,
 		cfg:   cfg,
-		addr:  addrPort(pc.LocalAddr()),
+		addr:  addrPort(ql.Addr()),
 		ready: make(chan *Transient),
 		done:  make(chan struct{}),
 	}

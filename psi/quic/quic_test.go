@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	quicgo "github.com/quic-go/quic-go"
+
 	"github.com/postsockets/postsockets/internal/testcert"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
@@ -1130,5 +1132,84 @@ func TestWriteCancel(t *testing.T) {
 	send(t, ctx, cf, []byte("fork"), nil)
 	if m, err := readAll(ctx, sf, 16); err != nil || string(m) != "fork" {
 		t.Fatalf("fork: %q, %v", m, err)
+	}
+}
+
+// TestSharedTransport listens and dials on one caller-owned quic-go
+// Transport, and reads a non-QUIC packet from the same socket.
+func TestSharedTransport(t *testing.T) {
+	ctx := testContext(t)
+	pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(loopback))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quicgo.Transport{Conn: pc}
+	defer pc.Close()
+	defer tr.Close()
+	shared := Stack{Transport: func(netip.AddrPort) (*quicgo.Transport, error) { return tr, nil }}
+	var plain Stack
+
+	// Incoming: a plain client reaches the shared listener.
+	l, err := shared.Listen(ctx, netip.AddrPort{}, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := pc.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	if l.Addr().Port() != port {
+		t.Errorf("listener on %v, socket on port %d", l.Addr(), port)
+	}
+	c1, err := plain.Dial(ctx, l.Addr(), clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	s1, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+
+	// Outgoing: the shared stack dials another listener from the same port.
+	l2, err := plain.Listen(ctx, loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	c2, err := shared.Dial(ctx, l2.Addr(), clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	s2, err := l2.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := s2.Path().Remote.Port(); got != port {
+		t.Errorf("dial came from port %d, want the shared port %d", got, port)
+	}
+	send(t, ctx, c1, []byte("in"), nil)
+	if m, err := readAll(ctx, s1, 8); err != nil || string(m) != "in" {
+		t.Fatalf("incoming: %q, %v", m, err)
+	}
+	send(t, ctx, c2, []byte("out"), nil)
+	if m, err := readAll(ctx, s2, 8); err != nil || string(m) != "out" {
+		t.Fatalf("outgoing: %q, %v", m, err)
+	}
+
+	// Another protocol on the same socket: QUIC leaves it alone.
+	raw, err := net.DialUDP("udp4", nil, pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write([]byte{0x00, 'f', 's', 'p'}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	n, _, err := tr.ReadNonQUICPacket(ctx, buf)
+	if err != nil || string(buf[:n]) != "\x00fsp" {
+		t.Fatalf("non-QUIC packet %q, %v", buf[:n], err)
 	}
 }

@@ -71,6 +71,14 @@ type Stack struct {
 	// stack owns the returned socket and closes it. Use it to put a network
 	// emulator underneath, or to share a socket with another stack.
 	PacketConn func(local netip.AddrPort) (net.PacketConn, error)
+	// Transport, if set, supplies the quic-go Transport for each Dial and
+	// Listen instead, and takes precedence over PacketConn. The caller owns
+	// it and closes it once every transient and listener on it is closed.
+	// Any number of dials can share one Transport, and it serves one Listen
+	// at a time, so one UDP port can both listen and dial; another protocol
+	// can read its packets from the same socket with
+	// Transport.ReadNonQUICPacket.
+	Transport func(local netip.AddrPort) (*quicgo.Transport, error)
 }
 
 var _ psi.Stack = (*Stack)(nil)
@@ -131,6 +139,23 @@ type keyedCache struct {
 func (k keyedCache) Get(string) (*tls.ClientSessionState, bool) { return k.c.Get(k.key) }
 func (k keyedCache) Put(_ string, cs *tls.ClientSessionState)   { k.c.Put(k.key, cs) }
 
+// openTransport returns the Transport for local, or for a dial to remote;
+// own reports whether the stack opened the UDP socket itself.
+func (s *Stack) openTransport(local, remote netip.AddrPort) (tr *transport, own bool, err error) {
+	if s.Transport != nil {
+		t, err := s.Transport(local)
+		if err != nil {
+			return nil, false, err
+		}
+		return &transport{t: t, refs: 1}, false, nil
+	}
+	pc, own, err := s.openPacketConn(local, remote)
+	if err != nil {
+		return nil, false, err
+	}
+	return &transport{t: &quicgo.Transport{Conn: pc}, pc: pc, owned: true, refs: 1}, own, nil
+}
+
 // openPacketConn opens the UDP socket for local, or for a dial to remote.
 func (s *Stack) openPacketConn(local, remote netip.AddrPort) (net.PacketConn, bool, error) {
 	if s.PacketConn != nil {
@@ -183,14 +208,14 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config
 	if err != nil {
 		return nil, err
 	}
-	pc, own, err := s.openPacketConn(cfg.Local, remote)
+	tr, own, err := s.openTransport(cfg.Local, remote)
 	if err != nil {
 		return nil, err
 	}
+	pc := tr.pc
 	if own {
 		setRecvErr(pc, true)
 	}
-	tr := &transport{t: &quicgo.Transport{Conn: pc}, pc: pc, refs: 1}
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Handshake())
 	defer cancel()
@@ -314,13 +339,14 @@ func mapError(err error) error {
 }
 
 // transport is a quic-go Transport shared by a listener and the
-// connections it accepted, or owned by one dialled connection. It closes
-// when the last user releases it.
+// connections it accepted, or used by one dialled connection. One the
+// stack made closes when the last user releases it.
 type transport struct {
-	t    *quicgo.Transport
-	pc   net.PacketConn
-	mu   sync.Mutex
-	refs int
+	t     *quicgo.Transport
+	pc    net.PacketConn // nil unless owned
+	owned bool           // the stack made t and closes it
+	mu    sync.Mutex
+	refs  int
 }
 
 func (t *transport) acquire() {
@@ -334,7 +360,7 @@ func (t *transport) release() {
 	t.refs--
 	last := t.refs == 0
 	t.mu.Unlock()
-	if last {
+	if last && t.owned {
 		t.t.Close()
 		t.pc.Close()
 	}
