@@ -14,8 +14,16 @@ import (
 // lossyPair connects a client and a server whose outbound packets both
 // pass through netem with the given impairment.
 func lossyPair(t testing.TB, imp netem.Config) (client, server *Conn) {
+	return lossyPairConfig(t, imp, nil)
+}
+
+func lossyPairConfig(t testing.TB, imp netem.Config, tweak func(*Config)) (client, server *Conn) {
 	t.Helper()
 	scfg, ccfg := pair(t)
+	if tweak != nil {
+		tweak(scfg)
+		tweak(ccfg)
+	}
 	spc, err := netem.Listen("udp4", "127.0.0.1:0", imp)
 	if err != nil {
 		t.Fatal(err)
