@@ -816,6 +816,10 @@ func (c *Conn) fill(now time.Time) {
 		}
 		e := c.snd.NextToSend(c.peerLimit)
 		if e == nil {
+			if c.snd.PeekNew() != nil && c.rtoAt.IsZero() {
+				// Blocked by the peer's window: probe if no update comes.
+				c.rtoAt = now.Add(c.rto())
+			}
 			break
 		}
 		if probe {

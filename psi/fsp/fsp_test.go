@@ -224,3 +224,37 @@ func TestManyConns(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestFlowControl(t *testing.T) {
+	scfg, ccfg := pair(t)
+	scfg.ReceiveWindow = 32 << 10 // 23 packets
+	ccfg.SendBuffer = 64 << 10
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	msg := randBytes(3 << 20)
+	errc := make(chan error, 1)
+	go func() { errc <- c.SendMessage(ctx, msg) }()
+	// Read in small pieces so the window opens a little at a time.
+	var got []byte
+	buf := make([]byte, 700)
+	for {
+		n, end, err := s.ReadMessage(ctx, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+		if end {
+			break
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatal("mismatch")
+	}
+	if st := c.Stats(); st.BytesInFlight > 32<<10+MaxDatagramSize {
+		t.Fatalf("sender exceeded the window: %+v", st)
+	}
+}

@@ -103,8 +103,8 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 	t.mu.Lock()
 	l := t.listener
 	t.mu.Unlock()
-	if pkt.Opcode != wire.InitConnect && pkt.Opcode != wire.ConnectRequest {
-		return
+	if pkt.Opcode != wire.InitConnect && pkt.Opcode != wire.ConnectRequest || pkt.Src <= 0xffff {
+		return // initiators use ALFIDs above the well-known range
 	}
 	if l == nil || l.closed() {
 		t.sendReset(from, pkt.Src, 0)
