@@ -484,6 +484,7 @@ func (c *Conn) establish(now time.Time) {
 		c.pacer = congestion.NewPacer(MaxDatagramSize)
 	}
 	c.lastRecv, c.lastKA = now, now
+	c.log.Debug("fsp: connection established", "local", c.local, "peer", c.peer, "remote", c.remote, "initiator", c.initiator)
 }
 
 // failLocked ends a connection attempt. Called with c.mu held.
@@ -1259,6 +1260,7 @@ func (c *Conn) teardown(err error, reset bool) {
 		}
 	}
 	c.state, c.err = stateClosed, err
+	c.log.Debug("fsp: connection closed", "local", c.local, "peer", c.peer, "remote", c.remote, "err", err)
 	if c.timer != nil {
 		c.timer.Stop()
 	}

@@ -26,7 +26,8 @@ import (
 // packet) are queued for ReadNonFSPPacket.
 //
 // The zero value with Conn set is ready; the Transport starts reading at
-// the first Dial or Listen. Close stops it without closing Conn.
+// the first Dial or Listen. Close stops it without closing Conn, by
+// setting a read deadline in the past: Conn must honour it.
 type Transport struct {
 	// Conn carries the datagrams. It must not be changed once used.
 	Conn net.PacketConn
