@@ -216,7 +216,7 @@ func (c *Conn) RemoteAddr() net.Addr {
 	return net.UDPAddrFromAddrPort(c.remote.ap)
 }
 
-// LocalALFID and RemoteALFID return the connection's ALFIDs.
+// LocalALFID returns the connection's ALFID at this end.
 func (c *Conn) LocalALFID() uint32 { return c.local }
 
 // RemoteALFID returns the peer's ALFID.

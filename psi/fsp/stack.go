@@ -21,14 +21,14 @@ type Stack struct {
 
 var _ psi.Stack = (*Stack)(nil)
 
-// Features of FSP transients.
-const Features = psi.Reliable | psi.Ordered | psi.MessageBoundaries | psi.Encrypted | psi.Mobility
+// TransientFeatures are the features of FSP transients.
+const TransientFeatures = psi.Reliable | psi.Ordered | psi.MessageBoundaries | psi.Encrypted | psi.Mobility
 
 // Name returns "fsp".
 func (*Stack) Name() string { return "fsp" }
 
 // Features returns what FSP transients offer.
-func (*Stack) Features() psi.Features { return Features }
+func (*Stack) Features() psi.Features { return TransientFeatures }
 
 func (s *Stack) config(pc *psi.Config) *Config {
 	cfg := s.Base.clone()
@@ -115,7 +115,7 @@ type transient struct {
 	assoc [16]byte
 }
 
-// Conn returns the FSP connection behind a transient made by Stack, or
+// ConnOf returns the FSP connection behind a transient made by Stack, or
 // nil.
 func ConnOf(t psi.Transient) *Conn {
 	if tr, ok := t.(*transient); ok {
@@ -125,7 +125,7 @@ func ConnOf(t psi.Transient) *Conn {
 }
 
 func (t *transient) Stack() string          { return "fsp" }
-func (t *transient) Features() psi.Features { return Features }
+func (t *transient) Features() psi.Features { return TransientFeatures }
 func (t *transient) Association() [16]byte  { return t.assoc }
 func (t *transient) Close() error           { return t.c.Close() }
 func (t *transient) Paths() []post.Path     { return []post.Path{t.Path()} }
