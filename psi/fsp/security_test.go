@@ -350,3 +350,59 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Fatalf("%d goroutines before, %d after:\n%s", before, n, strings.Join(fsp, "\n\n"))
 	}
 }
+
+// dropFirst returns a write hook that drops the first datagram of each
+// listed opcode.
+func dropFirst(ops ...wire.Opcode) func(b []byte, send func([]byte)) {
+	var mu sync.Mutex
+	pending := map[wire.Opcode]bool{}
+	for _, op := range ops {
+		pending[op] = true
+	}
+	return func(b []byte, send func([]byte)) {
+		if len(b) < 2 {
+			send(b)
+			return
+		}
+		op := wire.Opcode(b[1])
+		mu.Lock()
+		drop := pending[op]
+		delete(pending, op)
+		mu.Unlock()
+		if !drop {
+			send(b)
+		}
+	}
+}
+
+func TestHandshakeLoss(t *testing.T) {
+	scfg, ccfg := pair(t)
+	spc, cpc := mustUDP(t), mustUDP(t)
+	st := &Transport{Conn: &hookConn{PacketConn: spc, onWrite: dropFirst(wire.AckInitConnect, wire.AckConnectReq)}}
+	ct := &Transport{Conn: &hookConn{PacketConn: cpc, onWrite: dropFirst(wire.InitConnect, wire.ConnectRequest, wire.KeepAlive)}}
+	t.Cleanup(func() { ct.Close(); st.Close() })
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t)
+	acc := make(chan *Conn, 1)
+	go func() { s, _ := l.Accept(ctx); acc <- s }()
+	c, err := ct.Dial(ctx, spc.LocalAddr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first confirmation was dropped: the responder still learns of
+	// the connection from the retried one, before any data flows.
+	s := <-acc
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	go s.SendMessage(ctx, []byte("late but there"))
+	if m, err := c.ReceiveMessage(ctx); err != nil || string(m) != "late but there" {
+		t.Fatal(m, err)
+	}
+	if n := st.PendingHandshakes(); n != 0 {
+		t.Fatalf("%d handshakes still pending", n)
+	}
+}
