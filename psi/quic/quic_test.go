@@ -1204,6 +1204,10 @@ func TestSharedTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
+	// quic-go only queues non-QUIC packets once someone reads them.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	tr.ReadNonQUICPacket(done, nil)
 	if _, err := raw.Write([]byte{0x00, 'f', 's', 'p'}); err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,8 @@ type Stack struct {
 	// Any number of dials can share one Transport, and it serves one Listen
 	// at a time, so one UDP port can both listen and dial; another protocol
 	// can read its packets from the same socket with
-	// Transport.ReadNonQUICPacket.
+	// Transport.ReadNonQUICPacket (which queues them only after its first
+	// call).
 	Transport func(local netip.AddrPort) (*quicgo.Transport, error)
 }
 
