@@ -36,6 +36,8 @@ const (
 	maxAckDelay    = time.Millisecond
 	maxBackoffs    = 10
 	minPacingDelay = time.Millisecond
+	closePoll      = 250 * time.Millisecond
+	closeStall     = 3 * time.Second // Close gives up after this long without acknowledgements
 	hsInitialRTO   = 250 * time.Millisecond
 	hsMaxRTO       = 2 * time.Second
 	ackBufferBytes = overhead + 12 + 8*wire.MaxGaps
@@ -104,24 +106,25 @@ type Conn struct {
 	pn     uint64
 
 	// Send side.
-	snd        *reliability.Sender[txData]
-	sndBytes   int
-	sndLimit   int
-	peerLimit  uint64 // sequence numbers below it fit the peer's window
-	cc         congestion.Controller
-	rtt        congestion.RTTStats
-	pacer      *congestion.Pacer
-	ackRes     reliability.AckResult[txData]
-	gapsIn     []reliability.Gap
-	sending    bool
-	sendAgain  bool
-	out        []*[]byte
-	probes     int
-	backoff    uint
-	paceAt     time.Time
-	rtoAt      time.Time
-	lossAt     time.Time
-	releaseSeq uint64
+	snd          *reliability.Sender[txData]
+	sndBytes     int
+	sndLimit     int
+	peerLimit    uint64 // sequence numbers below it fit the peer's window
+	cc           congestion.Controller
+	rtt          congestion.RTTStats
+	pacer        *congestion.Pacer
+	ackRes       reliability.AckResult[txData]
+	gapsIn       []reliability.Gap
+	sending      bool
+	sendAgain    bool
+	out          []*[]byte
+	probes       int
+	backoff      uint
+	paceAt       time.Time
+	rtoAt        time.Time
+	lossAt       time.Time
+	releaseSeq   uint64
+	lastProgress time.Time // last acknowledgement progress
 
 	// Receive side.
 	rcv          *reliability.Receiver[rxData]
@@ -657,6 +660,7 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	}
 	c.onLost(now, res.Lost, prior)
 	if res.Progress || len(res.Acked) > 0 {
+		c.lastProgress = now
 		c.backoff = 0
 		c.rtoAt = time.Time{}
 		if c.snd.BytesInFlight() > 0 {
@@ -1218,8 +1222,8 @@ func (c *Conn) ReceiveMessage(ctx context.Context) ([]byte, error) {
 }
 
 // Close flushes what was written, sends RELEASE and waits for its
-// acknowledgement (bounded by the idle timeout), then frees the
-// connection.
+// acknowledgement, then frees the connection. It gives up waiting when
+// the peer acknowledges nothing for 3 s (or four RTOs, if longer).
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	switch {
@@ -1231,17 +1235,38 @@ func (c *Conn) Close() error {
 		c.sndBytes += overhead
 		c.releaseSeq = seq
 		c.state = stateClosing
+		c.lastProgress = time.Now()
 		c.trySend()
 		c.mu.Unlock()
-		select {
-		case <-c.released:
-		case <-c.done:
-		}
+		c.waitReleased()
 	default:
 		c.mu.Unlock()
 	}
 	c.teardown(post.Errorf(post.ErrClosed, "fsp: connection closed"), false)
 	return nil
+}
+
+// waitReleased waits for the acknowledgement of our RELEASE, giving up
+// when the peer stops acknowledging anything for a while.
+func (c *Conn) waitReleased() {
+	tm := time.NewTimer(closePoll)
+	defer tm.Stop()
+	for {
+		select {
+		case <-c.released:
+			return
+		case <-c.done:
+			return
+		case <-tm.C:
+		}
+		c.mu.Lock()
+		stalled := time.Since(c.lastProgress) > max(closeStall, 4*c.rtt.RTO())
+		c.mu.Unlock()
+		if stalled {
+			return
+		}
+		tm.Reset(closePoll)
+	}
 }
 
 // teardown frees the connection. With reset it tells the peer by a

@@ -406,3 +406,28 @@ func TestHandshakeLoss(t *testing.T) {
 		t.Fatalf("%d handshakes still pending", n)
 	}
 }
+
+func TestCloseVanishedPeer(t *testing.T) {
+	scfg, ccfg := pair(t)
+	spc, _ := netem.Listen("udp4", "127.0.0.1:0", netem.Config{})
+	cpc, _ := netem.Listen("udp4", "127.0.0.1:0", netem.Config{})
+	st, ct := &Transport{Conn: spc}, &Transport{Conn: cpc}
+	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
+	l, _ := st.Listen(scfg)
+	ctx := testContext(t)
+	go l.Accept(ctx)
+	c, err := ct.Dial(ctx, spc.LocalAddr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpc.SetBlackhole(true)
+	c.SendMessage(ctx, randBytes(100000))
+	// Close must return (without the default 30 s idle timeout) even
+	// though nothing it sends arrives.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ReadMessage(ctx, nil); !errors.Is(err, post.ErrClosed) {
+		t.Fatalf("read after close: %v", err)
+	}
+}
