@@ -149,7 +149,18 @@ type Conn struct {
 
 	stats    Stats
 	ackedFns []func()
-	dirty    bool // queued for flush by the read loop (read loop only)
+
+	// Clones (MULTIPLY). A clone shares its parent's master secret; its
+	// keys derive from the forking end's new ALFID and the parent's ALFID
+	// at the other end. Until the peer's clone answers, a forked clone
+	// sends MULTIPLY packets to the parent's peer ALFID.
+	parent                     *Conn
+	peerKnown                  bool             // the peer's ALFID is known
+	clones                     map[uint32]*Conn // by the peer clone's ALFID; parent side
+	usedClones                 map[uint32]bool  // clone ALFIDs ever seen or used: no key reuse, no replays
+	forks                      chan *Conn       // clones the peer made, for AcceptFork
+	keyInitiator, keyResponder uint32           // the ALFID pair the keys derive from
+	dirty                      bool             // queued for flush by the read loop (read loop only)
 }
 
 // Stats are counters of one connection.
@@ -367,7 +378,7 @@ func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {
 			c.peerCerts = append(c.peerCerts, cert)
 		}
 	}
-	c.peer = pkt.Src
+	c.peer, c.peerKnown = pkt.Src, true
 	c.peerParam = pkt.Param
 	c.master = master
 	c.installKeys()
@@ -416,6 +427,7 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 	c.hsKey = key
 	c.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, c.local)
 	c.peerNonce = append([]byte(nil), clientNonce...)
+	c.peerKnown = true
 	c.peerParam = pkt.Param
 	c.master = master
 	c.installKeys()
@@ -437,11 +449,13 @@ func (c *Conn) resendAffirm(nonce []byte) {
 
 // installKeys derives the traffic keys of generation keyGen from master.
 func (c *Conn) installKeys() {
-	ini, resp := c.local, c.peer
-	if !c.initiator {
-		ini, resp = c.peer, c.local
+	if c.keyInitiator == 0 {
+		c.keyInitiator, c.keyResponder = c.local, c.peer
+		if !c.initiator {
+			c.keyInitiator, c.keyResponder = c.peer, c.local
+		}
 	}
-	i2r, r2i := fcrypto.TrafficSecrets(c.master, ini, resp)
+	i2r, r2i := fcrypto.TrafficSecrets(c.master, c.keyInitiator, c.keyResponder)
 	tx, rx := i2r, r2i
 	if !c.initiator {
 		tx, rx = r2i, i2r
@@ -502,8 +516,12 @@ func (c *Conn) failLocked(err error) {
 // handlePacket processes one datagram addressed to this connection. It
 // reports whether the connection has something to send: the read loop
 // then calls flush once per batch of datagrams.
-func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) bool {
+func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 	c.mu.Lock()
+	if c.peerKnown && pkt.Src != c.peer && c.state >= stateEstablished && pkt.Opcode > wire.AckConnectReq {
+		c.mu.Unlock()
+		return c.routeClone(b, from, pkt)
+	}
 	var deliver *Listener
 	c.receive(b, from, pkt, &deliver)
 	more := c.state == stateEstablished || c.state == stateClosing
@@ -516,7 +534,135 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) bool {
 		c.t.mu.Unlock()
 		deliver.deliver(c)
 	}
-	return more
+	if !more {
+		return nil
+	}
+	return c
+}
+
+// routeClone hands a packet from one of the peer's clones of c to that
+// clone, making the clone when a MULTIPLY authenticates.
+func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
+	c.mu.Lock()
+	clone := c.clones[pkt.Src]
+	fresh := false
+	if clone == nil && pkt.Opcode == wire.Multiply && c.state == stateEstablished && !c.usedClones[pkt.Src] {
+		clone, fresh = c.newClone(pkt.Src, false), true
+	}
+	c.mu.Unlock()
+	if clone == nil {
+		return nil
+	}
+	fc := clone.handlePacket(b, from, pkt)
+	if !fresh {
+		return fc
+	}
+	clone.mu.Lock()
+	ok := clone.stats.PacketsReceived > 0
+	clone.mu.Unlock()
+	c.mu.Lock()
+	if !ok {
+		// The MULTIPLY did not authenticate: forget the clone.
+		delete(c.clones, pkt.Src)
+		delete(c.usedClones, pkt.Src)
+		c.mu.Unlock()
+		clone.teardown(post.Errorf(post.ErrMalformed, "fsp: forged MULTIPLY"), false)
+		return nil
+	}
+	q := c.forkQueue()
+	c.mu.Unlock()
+	select {
+	case q <- clone:
+	default:
+		clone.teardown(post.Errorf(post.ErrRefused, "fsp: fork queue full"), true)
+		return nil
+	}
+	return fc
+}
+
+func (c *Conn) forkQueue() chan *Conn {
+	if c.forks == nil {
+		c.forks = make(chan *Conn, 16)
+	}
+	return c.forks
+}
+
+// newClone makes a clone of c, called with c.mu held. If forked, this end
+// forks it and the peer's ALFID is learnt from its first answer;
+// otherwise the peer forked it with ALFID peerClone.
+func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
+	cl := newConn(c.t, c.cfg, forked, c.remote)
+	cl.parent = c
+	cl.master = c.master
+	cl.peerParam = c.peerParam
+	for {
+		if err := c.t.register(cl); err != nil {
+			return nil
+		}
+		if !forked || !c.usedClones[cl.local] {
+			break
+		}
+		c.t.unregister(cl) // never reuse a clone ALFID: it would reuse keys
+	}
+	if c.usedClones == nil {
+		c.usedClones = make(map[uint32]bool)
+	}
+	if forked {
+		cl.peer = c.peer
+		cl.keyInitiator, cl.keyResponder = cl.local, c.peer
+		c.usedClones[cl.local] = true
+	} else {
+		cl.peer, cl.peerKnown = peerClone, true
+		cl.keyInitiator, cl.keyResponder = peerClone, c.local
+		c.usedClones[peerClone] = true
+		if c.clones == nil {
+			c.clones = make(map[uint32]*Conn)
+		}
+		c.clones[peerClone] = cl
+	}
+	cl.installKeys()
+	cl.establish(time.Now())
+	cl.confirmed = !forked
+	return cl
+}
+
+// Fork clones the connection (MULTIPLY): the clone shares the session
+// keys, so it needs no handshake and its first packet can carry data. The
+// peer receives it from AcceptFork.
+func (c *Conn) Fork(ctx context.Context) (*Conn, error) {
+	c.mu.Lock()
+	if c.state != stateEstablished || c.peerReleased {
+		err := c.stateErr()
+		c.mu.Unlock()
+		return nil, err
+	}
+	cl := c.newClone(0, true)
+	c.mu.Unlock()
+	if cl == nil {
+		return nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
+	}
+	// Announce the clone now, and again until the peer's clone answers.
+	cl.mu.Lock()
+	cl.ackReq = true
+	cl.rtoAt = time.Now().Add(hsInitialRTO)
+	cl.trySend()
+	cl.mu.Unlock()
+	return cl, nil
+}
+
+// AcceptFork returns the next clone the peer forked from this connection.
+func (c *Conn) AcceptFork(ctx context.Context) (*Conn, error) {
+	c.mu.Lock()
+	q := c.forkQueue()
+	c.mu.Unlock()
+	select {
+	case cl := <-q:
+		return cl, nil
+	case <-c.done:
+		return nil, c.Err()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // flush sends what the received packets called for and runs the
@@ -602,7 +748,16 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 
 	c.onAck(now, pkt)
 	keep := false
+	if !c.peerKnown {
+		c.peer, c.peerKnown = pkt.Src, true // the peer's clone answered
+	}
 	switch pkt.Opcode {
+	case wire.Multiply:
+		if len(pt) > 0 || pkt.Flags&wire.FlagEOT != 0 {
+			keep = c.onData(now, pkt, buf, pt)
+		} else if pkt.Flags&wire.FlagAckRequest != 0 {
+			c.ackNow = true // an announcement without data
+		}
 	case wire.PureData, wire.Persist, wire.Release:
 		keep = c.onData(now, pkt, buf, pt)
 	case wire.KeepAlive:
@@ -847,6 +1002,9 @@ func (c *Conn) phaseFlag() uint8 {
 func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
 	lim := c.rcv.Expected() + uint64(c.window())
 	c.advLimit = lim
+	if !c.peerKnown && (op == wire.PureData || op == wire.KeepAlive) {
+		op = wire.Multiply
+	}
 	return wire.Packet{Header: wire.Header{
 		Opcode:   op,
 		Flags:    flags | c.phaseFlag(),
@@ -1310,7 +1468,15 @@ func (c *Conn) teardown(err error, reset bool) {
 		close(c.established)
 	}
 	close(c.done)
+	parent, peer := c.parent, c.peer
 	c.mu.Unlock()
+	if parent != nil {
+		parent.mu.Lock()
+		if parent.clones[peer] == c {
+			delete(parent.clones, peer)
+		}
+		parent.mu.Unlock()
+	}
 	c.t.unregister(c)
 }
 

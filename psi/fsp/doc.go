@@ -49,9 +49,19 @@
 //
 // Keys: the session master secret is HKDF-Extract over the X25519 output
 // and the PSK, salted with both nonces. Each connection derives its
-// per-direction traffic secrets from the master secret and its ALFID
-// pair, so a clone (MULTIPLY) can derive its own keys from the same
-// master secret without a new exchange. Packets are protected with
+// per-direction traffic secrets from the master secret and an ALFID
+// pair, so a clone derives its own keys from the same master secret
+// without a new exchange.
+//
+// Clones (Conn.Fork, MULTIPLY): the forking end registers a fresh ALFID
+// (never reused within the session, so keys never repeat), derives keys
+// from it and the parent's ALFID at the peer, and sends MULTIPLY packets
+// to the parent's peer ALFID; they may carry data at once (zero round
+// trips). The peer's parent connection routes packets by source ALFID;
+// the first MULTIPLY that authenticates creates the peer's clone, which
+// Conn.AcceptFork returns and which answers from its own ALFID; the
+// forking end then addresses that. A replayed MULTIPLY of a known clone
+// ALFID is ignored. Clones are independent connections once made. Packets are protected with
 // AES-128-GCM, the header being the associated data and the nonce a
 // per-direction IV XOR the 64-bit packet number; the key changes every
 // 2^20 packets (epoch keys derived from the traffic secret), as the notes
@@ -83,8 +93,10 @@
 //   - The handshake authenticates with certificates or a PSK rather than
 //     the reference's CHAKA exchange, which can run above InstallKey.
 //   - The handshake packet with the certificate chain must fit 4 KiB.
-//   - ADJOURN, RESTORE, ACK_FLUSH, PERSIST-with-SNACK and MULTIPLY
-//     (clones) are not implemented yet: Fork returns post.ErrNotSupported.
+//   - ADJOURN, RESTORE, ACK_FLUSH and PERSIST-with-SNACK are not
+//     implemented; acknowledgements travel in KEEP_ALIVE packets.
+//   - Clones are wine-class only: milk-class forks return
+//     post.ErrNotSupported.
 //   - Initial sequence numbers are 1, not random: packets are encrypted.
 //   - Unauthenticated RESETs are believed only while connecting and, as a
 //     last word, while closing with everything acknowledged.

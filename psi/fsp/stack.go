@@ -22,7 +22,8 @@ type Stack struct {
 var _ psi.Stack = (*Stack)(nil)
 
 // TransientFeatures are the features of FSP transients.
-const TransientFeatures = psi.Reliable | psi.Ordered | psi.MessageBoundaries | psi.Encrypted | psi.Mobility
+const TransientFeatures = psi.Reliable | psi.Ordered | psi.MessageBoundaries | psi.Encrypted | psi.Mobility |
+	psi.Fork | psi.ZeroRTT
 
 // Name returns "fsp".
 func (*Stack) Name() string { return "fsp" }
@@ -141,12 +142,23 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	return t.c.writeMessage(ctx, p, end, acked)
 }
 
-func (t *transient) Fork(context.Context, psi.TrafficClass) (psi.Transient, error) {
-	return nil, post.Errorf(post.ErrNotSupported, "fsp: connection multiplication (MULTIPLY) is not implemented yet")
+func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Transient, error) {
+	if class != psi.Wine {
+		return nil, post.Errorf(post.ErrNotSupported, "fsp: milk-class clones are not implemented")
+	}
+	c, err := t.c.Fork(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &transient{c: c, assoc: t.assoc}, nil
 }
 
 func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
-	return nil, post.Errorf(post.ErrNotSupported, "fsp: connection multiplication (MULTIPLY) is not implemented yet")
+	c, err := t.c.AcceptFork(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &transient{c: c, assoc: t.assoc}, nil
 }
 
 func (t *transient) Path() post.Path {

@@ -68,7 +68,23 @@ func TestStack(t *testing.T) {
 	if p := c.Path(); p.Remote != l.Addr() || p.RTT <= 0 {
 		t.Fatalf("path %+v", p)
 	}
-	if _, err := c.Fork(ctx, psi.Wine); !errors.Is(err, post.ErrNotSupported) {
+	if _, err := c.Fork(ctx, psi.Milk); !errors.Is(err, post.ErrNotSupported) {
 		t.Fatal(err)
+	}
+	f, err := c.Fork(ctx, psi.Wine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.WriteMessage(ctx, []byte("fork"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	sf, err := s.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	if n, end, err := sf.ReadMessage(ctx, buf); err != nil || !end || string(buf[:n]) != "fork" {
+		t.Fatalf("fork read: %q %v %v", buf[:n], end, err)
 	}
 }

@@ -336,9 +336,9 @@ func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
 		}
 		return
 	}
-	if c.handlePacket(b, from, pkt) && !c.dirty {
-		c.dirty = true
-		t.dirty = append(t.dirty, c)
+	if fc := c.handlePacket(b, from, pkt); fc != nil && !fc.dirty {
+		fc.dirty = true
+		t.dirty = append(t.dirty, fc)
 	}
 }
 
