@@ -40,7 +40,7 @@ type Config struct {
 	// HandshakeTimeout bounds connection setup; zero means 10 s.
 	HandshakeTimeout time.Duration
 	// ReceiveWindow is the receive buffer in bytes, advertised to the
-	// peer as a window of packets; zero means 8 MiB.
+	// peer as a window of packets; zero means 4 MiB.
 	ReceiveWindow int
 	// SendBuffer bounds the bytes written but not yet acknowledged; zero
 	// means 8 MiB.
@@ -91,7 +91,7 @@ func (c *Config) handshake() time.Duration {
 func (c *Config) recvPackets() int {
 	w := c.ReceiveWindow
 	if w <= 0 {
-		w = 8 << 20
+		w = 4 << 20
 	}
 	return min(max(w/MaxPayload, 16), wire.MaxWindow)
 }
