@@ -1,0 +1,85 @@
+package fsp
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// nullConn is a PacketConn that discards writes and never delivers
+// anything: the fuzz test feeds the transport directly.
+type nullConn struct {
+	once sync.Once
+	done chan struct{}
+}
+
+func (n *nullConn) ReadFrom([]byte) (int, net.Addr, error) {
+	<-n.done
+	return 0, nil, net.ErrClosed
+}
+func (n *nullConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
+func (n *nullConn) Close() error                               { n.once.Do(func() { close(n.done) }); return nil }
+func (n *nullConn) LocalAddr() net.Addr                        { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (n *nullConn) SetDeadline(time.Time) error                { return nil }
+func (n *nullConn) SetReadDeadline(time.Time) error            { n.Close(); return nil }
+func (n *nullConn) SetWriteDeadline(time.Time) error           { return nil }
+
+// FuzzTransportInput feeds arbitrary datagrams to a transport with a
+// listener and an established connection: nothing may panic, and the
+// connection must survive.
+func FuzzTransportInput(f *testing.F) {
+	const peer = 0x20000
+	f.Add([]byte{})
+	p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: peer}}
+	f.Add(handshakePacket(nil, fcrypto.HandshakeKey(nil, peer), &p, make([]byte, 32)))
+	p = wire.Packet{Header: wire.Header{Opcode: wire.ConnectRequest, Src: peer}, HasParam: true, EphemeralKey: make([]byte, 32)}
+	f.Add(handshakePacket(nil, fcrypto.HandshakeKey(nil, peer), &p, make([]byte, 56)))
+	for _, op := range []wire.Opcode{wire.PureData, wire.KeepAlive, wire.Multiply, wire.Reset, wire.Release, wire.AckConnectReq} {
+		p = wire.Packet{Header: wire.Header{Opcode: op, Dst: 0x30000, Src: peer, Seq: 1}, HasSNACK: true,
+			SNACK: wire.SNACK{Gaps: []wire.Gap{{Gap: 1, Data: 1}}}}
+		f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 40)...))
+		p.Src = peer + 1
+		f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 40)...))
+	}
+	f.Add([]byte{0x40, 1, 2, 3}) // QUIC-looking
+
+	t := &Transport{Conn: &nullConn{done: make(chan struct{})}}
+	l, err := t.Listen(nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer t.Close()
+	_ = l
+	// An established connection with known keys, ALFID 0x30000.
+	c := newConn(t, &Config{}, false, peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")})
+	c.local, c.peer, c.peerKnown = 0x30000, peer, true
+	t.mu.Lock()
+	t.conns[c.local] = c
+	t.mu.Unlock()
+	c.master = make([]byte, 32)
+	c.installKeys()
+	c.mu.Lock()
+	c.establish(time.Now())
+	c.mu.Unlock()
+
+	from := peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")}
+	var pkt wire.Packet
+	f.Fuzz(func(tt *testing.T, b []byte) {
+		t.handle(b, &from, &pkt)
+		t.flushDirty()
+		select {
+		case <-t.foreign: // drain
+		default:
+		}
+		if c.Err() != nil {
+			// Only an authenticated RESET may end the connection, and
+			// the fuzzer cannot forge one.
+			tt.Fatalf("connection died: %v", c.Err())
+		}
+	})
+}
