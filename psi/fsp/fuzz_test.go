@@ -23,11 +23,11 @@ func (n *nullConn) ReadFrom([]byte) (int, net.Addr, error) {
 	return 0, nil, net.ErrClosed
 }
 func (n *nullConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
-func (n *nullConn) Close() error                               { n.once.Do(func() { close(n.done) }); return nil }
-func (n *nullConn) LocalAddr() net.Addr                        { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (n *nullConn) SetDeadline(time.Time) error                { return nil }
-func (n *nullConn) SetReadDeadline(time.Time) error            { n.Close(); return nil }
-func (n *nullConn) SetWriteDeadline(time.Time) error           { return nil }
+func (n *nullConn) Close() error                              { n.once.Do(func() { close(n.done) }); return nil }
+func (n *nullConn) LocalAddr() net.Addr                       { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (n *nullConn) SetDeadline(time.Time) error               { return nil }
+func (n *nullConn) SetReadDeadline(time.Time) error           { n.Close(); return nil }
+func (n *nullConn) SetWriteDeadline(time.Time) error          { return nil }
 
 // FuzzTransportInput feeds arbitrary datagrams to a transport with a
 // listener and an established connection: nothing may panic, and the
