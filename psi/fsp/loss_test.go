@@ -119,3 +119,16 @@ func TestLossyTransfer(t *testing.T) {
 	c, s := lossyPair(t, netem.Config{Loss: 0.05, Reorder: 0.02, ReorderDelay: 2 * time.Millisecond, Duplicate: 0.01, Seed: 7})
 	transfer(t, c, s, total)
 }
+
+func TestLossyDelayedTransfer(t *testing.T) {
+	c, s := lossyPair(t, netem.Config{Loss: 0.03, Delay: 5 * time.Millisecond, Jitter: time.Millisecond,
+		Reorder: 0.02, Duplicate: 0.01, Rate: 20 << 20, Seed: 5})
+	// 3% random loss each way holds loss-based congestion control to a
+	// window of a few packets (Mathis), so keep this one small.
+	transfer(t, c, s, 3<<20)
+	st := c.Stats()
+	t.Logf("sender %+v", st)
+	if st.SmoothedRTT < 10*time.Millisecond {
+		t.Fatalf("RTT estimate %v below the emulated 10 ms", st.SmoothedRTT)
+	}
+}
