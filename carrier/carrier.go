@@ -258,6 +258,17 @@ func (c *Carrier) Stack() string {
 	return ""
 }
 
+// Class returns the Carrier's traffic class: Wine (reliable, older data
+// first) or Milk (newest data wins; older data may be dropped). Root
+// Carriers are always Wine; a Carrier forked with ForkClass(ctx, psi.Milk)
+// is Milk where the stack supports it.
+func (c *Carrier) Class() psi.TrafficClass {
+	if t, ok := c.transient().(interface{ Class() psi.TrafficClass }); ok {
+		return t.Class()
+	}
+	return c.cfg.Class
+}
+
 // Features returns the features of the backing stack.
 func (c *Carrier) Features() psi.Features {
 	if t := c.transient(); t != nil {
