@@ -149,6 +149,7 @@ type Carrier struct {
 	log       *slog.Logger
 	initiator bool // can re-establish when dormant
 	kind      kind
+	class     psi.TrafficClass
 
 	ctx    context.Context // cancelled on Close
 	cancel context.CancelFunc
@@ -266,7 +267,7 @@ func (c *Carrier) Class() psi.TrafficClass {
 	if t, ok := c.transient().(interface{ Class() psi.TrafficClass }); ok {
 		return t.Class()
 	}
-	return c.cfg.Class
+	return c.class
 }
 
 // Features returns the features of the backing stack.
@@ -418,9 +419,9 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	if err != nil {
 		return nil, &post.OpError{Op: "fork", Stack: t.Stack(), Err: err}
 	}
-	cfg := c.cfg
-	cfg.Class = class
-	return newCarrier(c.assoc, nt, cfg, false, kindFull), nil
+	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
+	f.class = class
+	return f, nil
 }
 
 // AcceptFork returns the next Carrier the peer forked from this one.
