@@ -437,3 +437,23 @@ func testNoGoroutineLeak(t *testing.T, stack string) {
 	c.Close()
 	s.Close()
 }
+
+// TestAckedEvent: FSP tells when the peer has acknowledged a message.
+func TestAckedEvent(t *testing.T) {
+	c, _ := pairOn(t, "fsp", nil, nil)
+	ctx := ctxT(t)
+	ev := make(chan post.SendEvent, 4)
+	if err := c.SendMsg(ctx, &post.Message{Content: random(100000), OnEvent: func(e post.SendEvent) { ev <- e }}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []post.EventKind{post.EventSent, post.EventAcked} {
+		select {
+		case e := <-ev:
+			if e.Kind != want {
+				t.Fatalf("event %v, want %v", e.Kind, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %v event", want)
+		}
+	}
+}
