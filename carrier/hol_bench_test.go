@@ -24,7 +24,10 @@ import (
 // Head-of-line independence: K independent flows of small paced messages
 // cross a path that loses 2% of the packets in each direction; the server
 // echoes every message and the client records each one's round trip from
-// the moment it was handed to Carrier.Send. Each flow runs on its own FSP
+// the moment it was handed to Carrier.Send. Two workloads: paced (each
+// flow sends every 5 ms whatever happens to earlier messages, so a stall
+// delays everything queued behind it) and request/response (at most one
+// message outstanding per flow). Each flow runs on its own FSP
 // clone or QUIC stream (Carrier.Fork); on TCP+TLS all flows share one
 // connection, as HTTP/2 would, so one lost segment stalls them all.
 //
@@ -37,14 +40,15 @@ import (
 //
 //	go test -run '^$' -bench HeadOfLine -benchtime 400x ./carrier
 //
-// An op is one round: one message on every flow.
+// An op is one round: one message on every flow. docs/benchmarks-hol.md
+// has the results.
 
 const (
 	holFlows    = 8
 	holMsgSize  = 200
 	holInterval = 5 * time.Millisecond // per flow
 	holLoss     = 2                    // percent, each direction
-	holHeader   = 14                   // flow u16, seq u32, scheduled ns i64
+	holHeader   = 14                   // flow u16, seq u32, send time i64 (ns since start)
 )
 
 var (
