@@ -67,7 +67,13 @@ func (c *Carrier) sendLoop() {
 		c.queue.done(om, err == nil)
 		switch {
 		case err == nil:
+			om.evMu.Lock()
 			emit(om.m, post.EventSent, nil)
+			om.sentEmitted = true
+			if om.ackPending {
+				emit(om.m, post.EventAcked, nil)
+			}
+			om.evMu.Unlock()
 		case errors.Is(err, post.ErrExpired):
 			emit(om.m, post.EventExpired, err)
 		default:
@@ -98,8 +104,17 @@ func (c *Carrier) write(om *outMsg) error {
 	}
 	opts := &psi.WriteOptions{Properties: &om.m.Properties}
 	if om.m.OnEvent != nil {
+		// The acknowledgement may race the sent event; report it after.
 		m := om.m
-		opts.Acked = func() { emit(m, post.EventAcked, nil) }
+		opts.Acked = func() {
+			om.evMu.Lock()
+			defer om.evMu.Unlock()
+			if om.sentEmitted {
+				emit(m, post.EventAcked, nil)
+			} else {
+				om.ackPending = true
+			}
+		}
 	}
 	c.wmu.Lock()
 	err = t.WriteMessage(ctx, om.m.Content, true, opts)
@@ -194,6 +209,10 @@ type outMsg struct {
 	queued   time.Time
 	deadline time.Time
 	idx      int
+
+	evMu        sync.Mutex // orders the sent and acknowledged events
+	sentEmitted bool
+	ackPending  bool
 }
 
 // sendQueue orders outbound messages and bounds their total size.
