@@ -416,3 +416,60 @@ func TestRTOFloor(t *testing.T) {
 		t.Errorf("RTO %v on a 1 ms path, want floor %v", r.RTO(), MinRTO)
 	}
 }
+
+func TestPTO(t *testing.T) {
+	var r RTTStats
+	if got, want := r.PTO(), 300*time.Millisecond; got != want {
+		t.Errorf("initial PTO %v, want %v", got, want)
+	}
+	r.SetMaxAckDelay(time.Millisecond)
+	for range 50 {
+		r.Update(500*time.Microsecond, 0)
+	}
+	// 0.5 ms + max(4*var, 1 ms) + 1 ms ack delay, no 200 ms floor.
+	want := r.SmoothedRTT() + max(4*r.RTTVar(), time.Millisecond) + time.Millisecond
+	if got := r.PTO(); got != want || got > 3*time.Millisecond {
+		t.Errorf("PTO %v on a 0.5 ms path, want %v", got, want)
+	}
+	if r.RTO() != MinRTO {
+		t.Errorf("RTO %v, want the default floor %v", r.RTO(), MinRTO)
+	}
+	r.Backoff()
+	r.Backoff()
+	if got := r.PTO(); got != 4*want {
+		t.Errorf("PTO %v after two backoffs, want %v", got, 4*want)
+	}
+	for range 100 {
+		r.Backoff()
+	}
+	if r.PTO() != MaxRTO {
+		t.Errorf("PTO %v after many backoffs, want cap %v", r.PTO(), MaxRTO)
+	}
+}
+
+func TestSetMinRTO(t *testing.T) {
+	var r RTTStats
+	for range 50 {
+		r.Update(time.Millisecond, 0)
+	}
+	if r.MinRTOFloor() != MinRTO {
+		t.Fatalf("default floor %v", r.MinRTOFloor())
+	}
+	r.SetMinRTO(20 * time.Millisecond)
+	if r.RTO() != 20*time.Millisecond || r.MinRTOFloor() != 20*time.Millisecond {
+		t.Errorf("RTO %v with a 20 ms floor", r.RTO())
+	}
+	r.Backoff()
+	if r.RTO() != 40*time.Millisecond {
+		t.Errorf("RTO %v after a backoff, want 40ms", r.RTO())
+	}
+	r.Update(time.Millisecond, 0)
+	r.SetMinRTO(time.Microsecond) // raised to the granularity
+	if got, want := r.RTO(), r.PTO(); got != want {
+		t.Errorf("RTO %v with the lowest floor, want PTO %v", got, want)
+	}
+	r.SetMinRTO(0)
+	if r.RTO() != MinRTO {
+		t.Errorf("RTO %v after restoring the default, want %v", r.RTO(), MinRTO)
+	}
+}

@@ -18,9 +18,11 @@ const (
 	// InitialRTT is the smoothed RTT assumed before the first sample, as in
 	// RFC 9002.
 	InitialRTT = 100 * time.Millisecond
-	// MinRTO is the floor of the retransmission timeout. RFC 6298 asks for
-	// one second, which is too slow for modern paths; 200 ms is the floor
-	// Linux TCP uses and tolerates delayed acknowledgements.
+	// MinRTO is the default floor of the retransmission timeout. RFC 6298
+	// asks for one second, which is too slow for modern paths; 200 ms is
+	// the floor Linux TCP uses and tolerates delayed acknowledgements.
+	// SetMinRTO changes it per estimator. A lone message whose packet is
+	// lost waits out this floor when nothing follows it; PTO has none.
 	MinRTO = 200 * time.Millisecond
 	// MaxRTO caps the retransmission timeout after backoff.
 	MaxRTO = 60 * time.Second
@@ -37,6 +39,7 @@ type RTTStats struct {
 	rttvar      time.Duration
 	min         time.Duration
 	maxAckDelay time.Duration
+	minRTO      time.Duration // zero means MinRTO
 	backoff     uint
 	hasSample   bool
 }
@@ -82,6 +85,29 @@ func (r *RTTStats) Update(sample, ackDelay time.Duration) {
 // RTO, as in the RFC 9002 probe timeout. The default is zero.
 func (r *RTTStats) SetMaxAckDelay(d time.Duration) { r.maxAckDelay = max(d, 0) }
 
+// SetMinRTO sets the floor of RTO for this estimator; zero or less
+// restores MinRTO, and floors below the timer granularity (1 ms) are raised
+// to it. A sender whose acknowledgements are bounded by SetMaxAckDelay
+// (which RTO adds) can use a low floor to repair the loss of a lone
+// packet quickly, at the price of spurious timeouts when the path's delay
+// jumps by more than the variance term.
+func (r *RTTStats) SetMinRTO(d time.Duration) {
+	if d <= 0 {
+		r.minRTO = 0
+		return
+	}
+	r.minRTO = max(d, granularity)
+}
+
+// MinRTOFloor returns the floor RTO applies: MinRTO unless SetMinRTO
+// changed it.
+func (r *RTTStats) MinRTOFloor() time.Duration {
+	if r.minRTO > 0 {
+		return r.minRTO
+	}
+	return MinRTO
+}
+
 // HasSample reports whether Update has been given a valid sample.
 func (r *RTTStats) HasSample() bool { return r.hasSample }
 
@@ -108,15 +134,32 @@ func (r *RTTStats) MinRTT() time.Duration { return r.min }
 func (r *RTTStats) LatestRTT() time.Duration { return r.latest }
 
 // RTO returns the retransmission timeout: SmoothedRTT + max(4*RTTVar, 1ms)
-// + the max ack delay, at least MinRTO, doubled for every Backoff since the
-// last sample and capped at MaxRTO. Before any sample it is 300 ms.
+// + the max ack delay, at least MinRTOFloor (MinRTO by default), doubled
+// for every Backoff since the last sample and capped at MaxRTO. Before any
+// sample it is 300 ms.
 func (r *RTTStats) RTO() time.Duration {
-	rto := r.SmoothedRTT() + max(4*r.RTTVar(), granularity) + r.maxAckDelay
-	rto = max(rto, MinRTO)
-	for i := uint(0); i < r.backoff && rto < MaxRTO; i++ {
-		rto *= 2
+	return r.backedOff(max(r.pto(), r.MinRTOFloor()))
+}
+
+// PTO returns the probe timeout of RFC 9002 section 6.2.1: SmoothedRTT +
+// max(4*RTTVar, 1ms) + the max ack delay, doubled for every Backoff since
+// the last sample and capped at MaxRTO, with no MinRTO floor. It is the
+// time after which a sender with unacknowledged data and nothing else to
+// send should probe (send one packet, new data or a retransmission)
+// rather than wait for the RTO: on a short path it is a few milliseconds
+// where the RTO is 200. Unlike an RTO expiry, a probe should not collapse
+// the congestion window. Before any sample it is 300 ms.
+func (r *RTTStats) PTO() time.Duration { return r.backedOff(r.pto()) }
+
+func (r *RTTStats) pto() time.Duration {
+	return r.SmoothedRTT() + max(4*r.RTTVar(), granularity) + r.maxAckDelay
+}
+
+func (r *RTTStats) backedOff(d time.Duration) time.Duration {
+	for i := uint(0); i < r.backoff && d < MaxRTO; i++ {
+		d *= 2
 	}
-	return min(rto, MaxRTO)
+	return min(d, MaxRTO)
 }
 
 // Backoff doubles the RTO after a retransmission timeout fired (RFC 6298
