@@ -54,6 +54,21 @@ type Config struct {
 	Association [16]byte
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
+
+	// forkAnnounce is how long a fresh clone waits for data before it
+	// announces itself with an empty MULTIPLY; zero means forkAnnounce.
+	forkAnnounce time.Duration
+}
+
+// forkAnnounce is the default delay before a clone with nothing to send
+// announces itself.
+const forkAnnounce = 5 * time.Millisecond
+
+func (c *Config) announceDelay() time.Duration {
+	if c.forkAnnounce > 0 {
+		return c.forkAnnounce
+	}
+	return forkAnnounce
 }
 
 func (c *Config) clone() *Config {

@@ -641,11 +641,13 @@ func (c *Conn) Fork(ctx context.Context) (*Conn, error) {
 	if cl == nil {
 		return nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
 	}
-	// Announce the clone now, and again until the peer's clone answers.
+	// The clone announces itself with its first packet: the first message
+	// written travels in it (zero round trips). If nothing is written
+	// within forkAnnounce, a MULTIPLY without data announces it, repeated
+	// until the peer's clone answers.
 	cl.mu.Lock()
-	cl.ackReq = true
-	cl.rtoAt = time.Now().Add(hsInitialRTO)
-	cl.trySend()
+	cl.rtoAt = time.Now().Add(c.cfg.announceDelay())
+	cl.armTimer()
 	cl.mu.Unlock()
 	return cl, nil
 }
