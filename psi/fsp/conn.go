@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -309,7 +311,10 @@ func (c *Conn) dial(ctx context.Context) error {
 }
 
 func (c *Conn) sendHandshake(now time.Time) {
-	c.t.write(c.hsPacket, &c.remote)
+	if err := c.t.write(c.hsPacket, &c.remote); err != nil && errors.Is(err, syscall.ECONNREFUSED) && c.t.recvErr.Load() {
+		c.failLocked(post.Errorf(post.ErrRefused, "fsp: port unreachable"))
+		return
+	}
 	c.rtoAt = now.Add(min(hsInitialRTO<<c.hsTries, hsMaxRTO))
 	c.hsTries++
 }

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -56,6 +58,9 @@ type Transport struct {
 	closeWhenIdle bool
 
 	foreign chan foreignPacket
+	// recvErr is set while ICMP errors are reported on an owned dialing
+	// socket: ECONNREFUSED then refuses the connections being set up.
+	recvErr atomic.Bool
 }
 
 const socketBuffer = 4 << 20
@@ -255,6 +260,9 @@ func (t *Transport) readLoop() {
 				go t.closeWith(post.Errorf(post.ErrClosed, "fsp: socket closed"))
 				return
 			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				t.refused()
+			}
 			// Transient errors such as ICMP port unreachable: keep reading.
 			continue
 		}
@@ -295,6 +303,9 @@ func (t *Transport) readBatches() {
 				go t.closeWith(post.Errorf(post.ErrClosed, "fsp: socket closed"))
 				return
 			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				t.refused()
+			}
 			continue
 		}
 		for i := range k {
@@ -302,6 +313,29 @@ func (t *Transport) readBatches() {
 			t.handle(pkts[i].Buf[:pkts[i].N], &from, &pkt)
 		}
 		t.flushDirty()
+	}
+}
+
+// refused handles an ICMP port unreachable reported on an owned dialing
+// socket: the connections still in their handshake fail with
+// post.ErrRefused. Later errors are ignored (the socket stops reporting
+// them once the handshake is done).
+func (t *Transport) refused() {
+	if !t.recvErr.Load() {
+		return
+	}
+	t.mu.Lock()
+	var conns []*Conn
+	for _, c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		if c.state == stateInitiating || c.state == stateRequesting {
+			c.failLocked(post.Errorf(post.ErrRefused, "fsp: port unreachable"))
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -455,7 +489,15 @@ func dialUDP(ctx context.Context, local, addr netip.AddrPort, cfg *Config) (*Con
 	if cfg != nil {
 		t.Logger = cfg.Logger
 	}
+	// Report ICMP errors during the handshake, so a closed port refuses
+	// the dial at once.
+	if setRecvErr(pc, true) {
+		t.recvErr.Store(true)
+	}
 	c, err := t.Dial(ctx, net.UDPAddrFromAddrPort(addr), cfg)
+	if t.recvErr.Swap(false) {
+		setRecvErr(pc, false)
+	}
 	if err != nil {
 		t.Close()
 		return nil, err
