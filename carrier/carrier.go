@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -484,8 +485,11 @@ type Listener struct {
 }
 
 // Listen listens on local with each stack the policy allows. Stacks share
-// the port number where they can; a UDP stack whose port is taken by
-// another listens on a free port, reported by Addrs and Remote.
+// the port number: TCP and UDP stacks bind the same number, and a second
+// UDP stack shares the first one's socket where the stacks support it
+// (psi.PacketSharer and psi.PacketListener: FSP and QUIC do). Otherwise a
+// UDP stack whose port is taken listens on a free port, reported by Addrs
+// and Remote.
 func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -516,21 +520,37 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 		addr = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 	}
 	used := map[string]bool{}
+	var spare net.PacketConn // a UDP socket's foreign datagrams, to share
 	for _, s := range stacks {
 		tcfg := a.TransientConfig(netip.AddrPort{})
 		// Accept 0-RTT unless the policy prohibits it; clients only send
 		// idempotent messages that way.
 		tcfg.Allow0RTT = acfg.Policy.Disabled()&psi.ZeroRTT == 0
-		try := addr
 		network := psi.StackNetwork(s)
+		var ln psi.Listener
+		var err error
+		try := addr
 		if addr.Port() == 0 && len(l.lns) > 0 {
 			try = netip.AddrPortFrom(addr.Addr(), l.lns[0].Addr().Port())
 		}
-		if used[network] && addr.Port() == 0 {
-			try = netip.AddrPortFrom(addr.Addr(), 0)
+		switch pl, ok := s.(psi.PacketListener); {
+		case network == "udp" && used["udp"] && spare != nil && ok:
+			// Share the first UDP stack's socket and port.
+			ln, err = pl.ListenPacket(ctx, spare, tcfg)
+			spare = nil
+		case network == "udp" && !used["udp"]:
+			if sh, ok := s.(psi.PacketSharer); ok {
+				ln, spare, err = sh.ListenShared(ctx, try, tcfg)
+			} else {
+				ln, err = s.Listen(ctx, try, tcfg)
+			}
+		default:
+			if used[network] && addr.Port() == 0 {
+				try = netip.AddrPortFrom(addr.Addr(), 0)
+			}
+			ln, err = s.Listen(ctx, try, tcfg)
 		}
-		ln, err := s.Listen(ctx, try, tcfg)
-		if err != nil && try.Port() != addr.Port() {
+		if err != nil && try != addr {
 			ln, err = s.Listen(ctx, addr, tcfg)
 		}
 		if err != nil {

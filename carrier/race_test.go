@@ -172,3 +172,35 @@ func TestRaceLosersLeaveNothing(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestListenSharesPort: every stack listens on one port number (FSP and
+// QUIC share one UDP socket), so "host:port" reaches each of them.
+func TestListenSharesPort(t *testing.T) {
+	l := listen(t, serverConfig())
+	ctx := ctxT(t)
+	port := l.Addr().Port()
+	for name, a := range l.Addrs() {
+		if a.Port() != port {
+			t.Fatalf("%s listens on port %d, not %d", name, a.Port(), port)
+		}
+	}
+	for _, st := range benchStacks {
+		cfg := clientConfig()
+		cfg.Policy.Stack(st, policy.Require)
+		c, err := carrier.Initiate(ctx, post.RemoteName(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String()), cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", st, err)
+		}
+		c.Send(ctx, []byte(st))
+		s, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.Receive(ctx)
+		if err != nil || string(m.Content) != st || s.Stack() != st {
+			t.Fatalf("%s: %v %v on %s", st, err, m, s.Stack())
+		}
+		c.Close()
+		s.Close()
+	}
+}

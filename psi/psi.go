@@ -11,6 +11,7 @@ package psi
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -206,4 +207,20 @@ func StackNetwork(s Stack) string {
 		return "tcp"
 	}
 	return "udp"
+}
+
+// PacketSharer is implemented by stacks that can share their UDP socket
+// with another stack. ListenShared listens like Listen and also returns
+// the datagrams that are not the stack's own as a net.PacketConn whose
+// writes leave from the same socket. It stays usable until the listener
+// closes.
+type PacketSharer interface {
+	ListenShared(ctx context.Context, local netip.AddrPort, cfg *Config) (Listener, net.PacketConn, error)
+}
+
+// PacketListener is implemented by stacks that can listen on a
+// caller-supplied net.PacketConn, such as the one a PacketSharer returns.
+// The listener does not close pc.
+type PacketListener interface {
+	ListenPacket(ctx context.Context, pc net.PacketConn, cfg *Config) (Listener, error)
 }
