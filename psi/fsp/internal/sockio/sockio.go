@@ -4,14 +4,22 @@
 // On Linux, New wraps a *net.UDPConn with recvmmsg and sendmmsg, and uses
 // UDP generic segmentation offload (UDP_SEGMENT) to send runs of
 // equal-sized packets to one address as a single message when the kernel
-// supports it. Any other net.PacketConn, such as a network emulator in
-// tests, is driven one datagram at a time through ReadFrom and WriteTo.
+// supports it. It also turns on UDP generic receive offload (UDP_GRO), so
+// that the kernel may deliver a run of datagrams of one flow, such as a GSO
+// message over loopback, as one message; ReadBatch splits it again and
+// returns one Packet per datagram, keeping what does not fit the caller's
+// slice for the next call. Any other net.PacketConn, such as a network
+// emulator in tests, is driven one datagram at a time through ReadFrom and
+// WriteTo.
 //
 // The Linux path issues the system calls through golang.org/x/sys/unix
 // rather than golang.org/x/net/ipv4's ReadBatch, because the latter
 // allocates a *net.UDPAddr for every datagram received. Neither ReadBatch
 // nor WriteBatch allocates on that path, except to name the zone of a
-// link-local IPv6 address.
+// link-local IPv6 address and, with GRO, for the receive buffers at the
+// first ReadBatch: 8 slots of 64 KiB, since the kernel drops the tail of a
+// coalesced message that does not fit, and the segments are copied from
+// them to the caller's Packets.
 //
 // A Conn keeps its system call buffers between calls: at most one goroutine
 // may call ReadBatch at a time, and at most one WriteBatch, though one of

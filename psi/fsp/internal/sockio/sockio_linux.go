@@ -27,6 +27,17 @@ const (
 	// maxGSOBytes bounds a GSO message's payload by what fits one IPv4
 	// datagram, the smaller of the two families.
 	maxGSOBytes = 65535 - 20 - 8
+
+	// groSlots is the most messages one recvmmsg reads when UDP GRO is on.
+	// Every message needs a slot of groSlotSize bytes, since the kernel
+	// truncates, and so loses the tail of, a coalesced datagram longer than
+	// the space given; a slot usually carries dozens of datagrams.
+	groSlots = 8
+	// groSlotSize holds the largest UDP payload of either family.
+	groSlotSize = 65535
+	// groOOBSpace is the control space per message: room for the UDP_GRO
+	// message (an int) and a little to spare for any other.
+	groOOBSpace = 64
 )
 
 var gsoSpace = unix.CmsgSpace(2)
@@ -39,6 +50,11 @@ type batchConn struct {
 	local netip.AddrPort
 	r     mmsg
 	w     mmsg
+
+	// Owned by the reader.
+	gro    bool // UDP_GRO is on: read through g
+	g      groState
+	groMsg uint64 // coalesced messages received, for tests
 
 	// Owned by the writer.
 	gso      bool   // send runs of packets as one UDP_SEGMENT message
@@ -79,11 +95,15 @@ func newBatchConn(pc *net.UDPConn) Conn {
 		return nil
 	}
 	var domain int
-	var gso bool
+	var gso, gro bool
 	err = rc.Control(func(fd uintptr) {
 		domain, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
 		_, gsoErr := unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
 		gso = gsoErr == nil
+		// Kernels before 5.0 refuse UDP_GRO; they then segment any
+		// coalesced datagram before queueing it, as for every socket
+		// without the option.
+		gro = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 	})
 	if err != nil || (domain != unix.AF_INET && domain != unix.AF_INET6) {
 		return nil
@@ -96,6 +116,7 @@ func newBatchConn(pc *net.UDPConn) Conn {
 		r:     newMmsg(),
 		w:     newMmsg(),
 		gso:   gso,
+		gro:   gro,
 	}
 	c.r.recvFn = c.r.recv
 	c.w.sendFn = c.w.send
@@ -144,6 +165,9 @@ func (c *batchConn) ReadBatch(pkts []Packet) (int, error) {
 	n := min(len(pkts), batchSize)
 	if n == 0 {
 		return 0, nil
+	}
+	if c.gro {
+		return c.readGRO(pkts[:n])
 	}
 	m := &c.r
 	for i := range n {

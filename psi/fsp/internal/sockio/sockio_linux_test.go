@@ -3,6 +3,8 @@
 package sockio
 
 import (
+	"bytes"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -16,6 +18,11 @@ func init() {
 	kinds["nogso"] = func(u *net.UDPConn) Conn {
 		c := New(u)
 		c.(*batchConn).gso = false
+		return c
+	}
+	kinds["nogro"] = func(u *net.UDPConn) Conn {
+		c := New(u)
+		c.(*batchConn).setGRO(false)
 		return c
 	}
 }
@@ -126,12 +133,17 @@ func TestMaxBatch(t *testing.T) {
 }
 
 func TestNoAllocs(t *testing.T) {
-	for _, gso := range []bool{false, true} {
+	for _, tc := range []struct{ gso, gro bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		gso := tc.gso
 		s := batch(t, New(listen(t, "udp4", "127.0.0.1:0")))
 		s.gso = s.gso && gso
 		ru := listen(t, "udp4", "127.0.0.1:0")
+		ru.SetReadBuffer(4 << 20)
 		ru.SetReadDeadline(time.Now().Add(safety))
-		r := New(ru)
+		r := batch(t, New(ru))
+		if !tc.gro {
+			r.setGRO(false)
+		}
 		out := equalBatch(batchSize, 1400, r.LocalAddr())
 		in := make([]Packet, batchSize)
 		for i := range in {
@@ -150,7 +162,7 @@ func TestNoAllocs(t *testing.T) {
 			}
 		})
 		if allocs != 0 {
-			t.Errorf("gso=%v: %.1f allocations per batch round trip, want 0", s.gso, allocs)
+			t.Errorf("gso=%v gro=%v: %.1f allocations per batch round trip, want 0", s.gso, r.gro, allocs)
 		}
 	}
 }
@@ -274,6 +286,234 @@ func FuzzPack(f *testing.F) {
 				t.Fatalf("%d packets in one call", k)
 			}
 			pkts = pkts[k:]
+		}
+	})
+}
+
+// groPair returns a GSO sender and a GRO receiver over IPv4 loopback,
+// skipping the test if the kernel lacks either.
+func groPair(t *testing.T) (s, r *batchConn, ru *net.UDPConn) {
+	t.Helper()
+	s = batch(t, New(listen(t, "udp4", "127.0.0.1:0")))
+	if !s.gso {
+		t.Skip("kernel without UDP_SEGMENT")
+	}
+	ru = listen(t, "udp4", "127.0.0.1:0")
+	ru.SetReadBuffer(4 << 20)
+	ru.SetReadDeadline(time.Now().Add(safety))
+	r = batch(t, New(ru))
+	if !r.gro {
+		t.Skip("kernel without UDP_GRO")
+	}
+	return s, r, ru
+}
+
+// readInOrder reads len(sent) packets from r in slices of k packets and
+// checks that they are sent's, intact and in order.
+func readInOrder(t *testing.T, r Conn, from netip.AddrPort, sent []Packet, k, capacity int) {
+	t.Helper()
+	bufs := make([]Packet, k)
+	for i := range bufs {
+		bufs[i].Buf = make([]byte, capacity)
+	}
+	for got := 0; got < len(sent); {
+		n, err := r.ReadBatch(bufs)
+		if err != nil {
+			t.Fatalf("ReadBatch after %d of %d packets: %v", got, len(sent), err)
+		}
+		if n < 1 || n > k {
+			t.Fatalf("ReadBatch returned %d of at most %d", n, k)
+		}
+		for _, p := range bufs[:n] {
+			if got == len(sent) {
+				t.Fatalf("more packets than the %d sent", len(sent))
+			}
+			want := sent[got].Buf[:sent[got].N]
+			want = want[:min(len(want), capacity)]
+			if p.Addr != from {
+				t.Errorf("packet %d from %v, want %v", got, p.Addr, from)
+			}
+			if !bytes.Equal(p.Buf[:p.N], want) {
+				t.Fatalf("packet %d: got %d bytes (seq %d), want %d bytes of seq %d",
+					got, p.N, binary.BigEndian.Uint16(p.Buf), len(want), got)
+			}
+			got++
+		}
+	}
+}
+
+// TestGRO sends GSO bursts and reads them back coalesced: every datagram
+// must come out on its own, intact and in order.
+func TestGRO(t *testing.T) {
+	s, r, _ := groPair(t)
+	pkts := equalBatch(100, 1000, r.LocalAddr())
+	pkts[99].N = 500 // a short tail segment
+	if n, err := s.WriteBatch(pkts); err != nil || n != len(pkts) {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	readInOrder(t, r, s.LocalAddr(), pkts, batchSize, 2048)
+	if r.groMsg == 0 {
+		t.Error("no coalesced message received")
+	}
+	if r.g.msgs != 0 || r.g.cur != 0 {
+		t.Errorf("buffers not empty after reading everything: %+v", r.g.msgs)
+	}
+}
+
+// TestGROMixed reads runs of different sizes, some coalesced and some not.
+func TestGROMixed(t *testing.T) {
+	s, r, _ := groPair(t)
+	pkts := mixedBatch([]netip.AddrPort{r.LocalAddr()})
+	// Empty and single datagrams between the runs.
+	pkts = append(pkts, Packet{Buf: payload(64, 2), N: 2, Addr: r.LocalAddr()})
+	pkts = append(pkts, equalBatch(3, 1400, r.LocalAddr())...)
+	for i := 65; i < len(pkts); i++ {
+		pkts[i].Buf = payload(i, 1400)
+	}
+	if n, err := s.WriteBatch(pkts); err != nil || n != len(pkts) {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	readInOrder(t, r, s.LocalAddr(), pkts, batchSize, 2048)
+	if r.groMsg == 0 {
+		t.Error("no coalesced message received")
+	}
+}
+
+// TestGRORemainder reads coalesced messages into fewer Packets than they
+// hold: the rest must come out of later calls, in order.
+func TestGRORemainder(t *testing.T) {
+	for _, k := range []int{1, 3, 7, 64} {
+		s, r, _ := groPair(t)
+		pkts := equalBatch(150, 1200, r.LocalAddr())
+		if n, err := s.WriteBatch(pkts); err != nil || n != len(pkts) {
+			t.Fatalf("WriteBatch = %d, %v", n, err)
+		}
+		readInOrder(t, r, s.LocalAddr(), pkts, k, 1500)
+		// A second burst after the buffers emptied.
+		if _, err := s.WriteBatch(pkts[:20]); err != nil {
+			t.Fatal(err)
+		}
+		readInOrder(t, r, s.LocalAddr(), pkts[:20], k, 1500)
+	}
+}
+
+// TestGROTruncation reads coalesced datagrams into Packets smaller than
+// they are: each is cut to its Packet, and none is lost.
+func TestGROTruncation(t *testing.T) {
+	s, r, _ := groPair(t)
+	pkts := equalBatch(40, 1000, r.LocalAddr())
+	if _, err := s.WriteBatch(pkts); err != nil {
+		t.Fatal(err)
+	}
+	readInOrder(t, r, s.LocalAddr(), pkts, 16, 100)
+}
+
+// TestGROOff checks the fallback: with UDP_GRO off, GSO sends arrive one
+// datagram per message and ReadBatch fills the caller's buffers directly.
+func TestGROOff(t *testing.T) {
+	s, r, _ := groPair(t)
+	if err := r.setGRO(false); err != nil {
+		t.Fatal(err)
+	}
+	pkts := equalBatch(100, 1000, r.LocalAddr())
+	if _, err := s.WriteBatch(pkts); err != nil {
+		t.Fatal(err)
+	}
+	readInOrder(t, r, s.LocalAddr(), pkts, 5, 1500)
+	if r.groMsg != 0 || r.g.buf != nil {
+		t.Errorf("GRO path used with GRO off")
+	}
+}
+
+// FuzzGROSegmentSize parses arbitrary control data, and control data with
+// a UDP_GRO message after arbitrary others.
+func FuzzGROSegmentSize(f *testing.F) {
+	f.Add([]byte{}, uint16(1400), uint8(0))
+	f.Add(make([]byte, 40), uint16(1), uint8(3))
+	f.Add([]byte{20, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 104, 0, 0, 0, 120, 5, 0, 0}, uint16(0), uint8(1))
+	f.Fuzz(func(t *testing.T, raw []byte, size uint16, others uint8) {
+		groSegmentSize(raw) // must not panic
+
+		// others cmsgs of other levels, then the UDP_GRO one.
+		var oob []byte
+		put := func(level, typ int32, data []byte) {
+			h := make([]byte, unix.CmsgSpace(len(data)))
+			c := (*unix.Cmsghdr)(unsafe.Pointer(&h[0]))
+			c.Level, c.Type = level, typ
+			c.SetLen(unix.CmsgLen(len(data)))
+			copy(h[unix.CmsgLen(0):], data)
+			oob = append(oob, h...)
+		}
+		for i := range int(others % 4) {
+			put(unix.SOL_IP, int32(i), raw[:min(len(raw), 13)])
+		}
+		var d [4]byte
+		binary.NativeEndian.PutUint32(d[:], uint32(size))
+		put(unix.IPPROTO_UDP, unix.UDP_GRO, d[:])
+		if got := groSegmentSize(oob); got != int(size) {
+			t.Fatalf("segment size %d, want %d", got, size)
+		}
+		// Cut short, it must not be found beyond its bounds.
+		if got := groSegmentSize(oob[:len(oob)-1]); got != 0 && got != int(size) {
+			t.Fatalf("truncated control data gave %d", got)
+		}
+	})
+}
+
+// FuzzGRODrain splits arbitrary coalesced messages into Packets of
+// arbitrary capacities: the output is each message's segments in order,
+// each cut to its Packet.
+func FuzzGRODrain(f *testing.F) {
+	f.Add([]byte{10, 3, 0, 0, 7, 7}, []byte{5, 2, 9})
+	f.Add([]byte{255, 255, 1, 0}, []byte{1})
+	f.Fuzz(func(t *testing.T, msgs, caps []byte) {
+		if len(caps) == 0 {
+			return
+		}
+		var g groState
+		g.buf = make([]byte, groSlots*groSlotSize)
+		var want [][]byte // the segments, in order
+		for i := 0; i+1 < len(msgs) && g.msgs < groSlots; i += 2 {
+			m := g.msgs
+			total, seg := int(msgs[i])*37, int(msgs[i+1])*5
+			for j := range total {
+				g.buf[m*groSlotSize+j] = byte(m*31 + j)
+			}
+			g.lens[m], g.segs[m] = total, seg
+			g.addrs[m] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(m)}), 1)
+			step := seg
+			if step <= 0 || step > total {
+				step = total
+			}
+			for off := 0; ; off += step {
+				want = append(want, g.buf[m*groSlotSize+off:m*groSlotSize+min(off+step, total)])
+				if off+step >= total {
+					break
+				}
+			}
+			g.msgs++
+		}
+		pkts := make([]Packet, len(caps))
+		for i, c := range caps {
+			pkts[i].Buf = make([]byte, int(c)*7)
+		}
+		got := 0
+		for g.msgs > 0 {
+			n := g.drain(pkts)
+			if n < 1 || n > len(pkts) {
+				t.Fatalf("drain gave %d packets into %d", n, len(pkts))
+			}
+			for _, p := range pkts[:n] {
+				w := want[got]
+				w = w[:min(len(w), cap(p.Buf))]
+				if !bytes.Equal(p.Buf[:p.N], w) {
+					t.Fatalf("packet %d: %d bytes, want %d", got, p.N, len(w))
+				}
+				got++
+			}
+		}
+		if got != len(want) {
+			t.Fatalf("%d packets, want %d", got, len(want))
 		}
 	})
 }

@@ -1,0 +1,182 @@
+//go:build linux
+
+package sockio
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// UDP generic receive offload
+//
+// With UDP_GRO set, the kernel may hand the socket several datagrams of one
+// flow as a single message: the payloads back to back, all but the last of
+// the size given in a UDP_GRO control message. Over loopback, a message
+// sent with UDP_SEGMENT arrives whole this way instead of being segmented
+// on receive, so one copy to user space moves dozens of datagrams.
+//
+// The reader receives into groSlots internal buffers large enough for any
+// coalesced message and copies each segment to the next Packet of the
+// caller. Segments that do not fit the caller's batch stay in the buffers
+// and are returned by the next ReadBatch before any new system call.
+
+// groState is what the reader keeps between calls while GRO is on.
+type groState struct {
+	buf   []byte // groSlots slots of groSlotSize bytes, allocated on first use
+	oob   []byte // groOOBSpace bytes of control space per slot
+	lens  [groSlots]int
+	segs  [groSlots]int // segment size; 0 if the message is one datagram
+	addrs [groSlots]netip.AddrPort
+
+	msgs int // messages in the buffers
+	cur  int // message being handed out
+	off  int // bytes of message cur already handed out
+}
+
+// readGRO fills pkts, first from segments left over from the last call,
+// otherwise with one recvmmsg.
+func (c *batchConn) readGRO(pkts []Packet) (int, error) {
+	g := &c.g
+	if g.cur < g.msgs {
+		return g.drain(pkts), nil
+	}
+	if g.buf == nil {
+		g.buf = make([]byte, groSlots*groSlotSize)
+		g.oob = make([]byte, groSlots*groOOBSpace)
+	}
+	m := &c.r
+	n := min(len(pkts), groSlots)
+	for i := range n {
+		iov := &m.iovs[i]
+		iov.Base = &g.buf[i*groSlotSize]
+		iov.SetLen(groSlotSize)
+		h := &m.hs[i]
+		h.Len = 0
+		h.Hdr = unix.Msghdr{
+			Name:    (*byte)(unsafe.Pointer(&m.names[i])),
+			Namelen: unix.SizeofSockaddrInet6,
+			Iov:     iov,
+			Control: &g.oob[i*groOOBSpace],
+		}
+		h.Hdr.SetIovlen(1)
+		h.Hdr.SetControllen(groOOBSpace)
+	}
+	m.n = n
+	err := c.rc.Read(m.recvFn)
+	if err != nil {
+		return 0, opError("read", err)
+	}
+	if m.errno != 0 {
+		return 0, opError("read", os.NewSyscallError("recvmmsg", m.errno))
+	}
+	for i := range m.done {
+		h := &m.hs[i]
+		g.lens[i] = min(int(h.Len), groSlotSize)
+		oob := g.oob[i*groOOBSpace : (i+1)*groOOBSpace]
+		g.segs[i] = groSegmentSize(oob[:min(int(h.Hdr.Controllen), len(oob))])
+		if g.segs[i] > 0 && g.segs[i] < g.lens[i] {
+			c.groMsg++
+		}
+		g.addrs[i] = parseSockaddr(&m.names[i])
+	}
+	g.msgs, g.cur, g.off = m.done, 0, 0
+	return g.drain(pkts), nil
+}
+
+// drain copies buffered datagrams to pkts, in order, and returns how many.
+// A datagram longer than a Packet's capacity is truncated to it.
+func (g *groState) drain(pkts []Packet) int {
+	k := 0
+	for k < len(pkts) && g.cur < g.msgs {
+		i := g.cur
+		total, seg := g.lens[i], g.segs[i]
+		if seg <= 0 || seg > total {
+			seg = total
+		}
+		msg := g.buf[i*groSlotSize : i*groSlotSize+total]
+		for k < len(pkts) {
+			end := min(g.off+seg, total)
+			p := &pkts[k]
+			p.N = copy(p.Buf[:cap(p.Buf)], msg[g.off:end])
+			p.Addr = g.addrs[i]
+			k++
+			g.off = end
+			if end == total {
+				break
+			}
+		}
+		if g.off == total {
+			g.cur++
+			g.off = 0
+		}
+	}
+	if g.cur == g.msgs {
+		g.cur, g.msgs = 0, 0
+	}
+	return k
+}
+
+// The layout of struct cmsghdr: a size_t length, then level and type.
+const (
+	cmsgHdrLen = unix.SizeofCmsghdr
+	cmsgLenLen = int(unsafe.Sizeof(unix.Cmsghdr{}.Len))
+)
+
+// groSegmentSize returns the segment size of a UDP_GRO control message in
+// oob, the control data of one received message, or 0 if there is none or
+// it is malformed.
+func groSegmentSize(oob []byte) int {
+	for len(oob) >= cmsgHdrLen {
+		var l uint64
+		if cmsgLenLen == 8 {
+			l = binary.NativeEndian.Uint64(oob)
+		} else {
+			l = uint64(binary.NativeEndian.Uint32(oob))
+		}
+		if l < uint64(unix.CmsgLen(0)) || l > uint64(len(oob)) {
+			return 0
+		}
+		level := int32(binary.NativeEndian.Uint32(oob[cmsgLenLen:]))
+		typ := int32(binary.NativeEndian.Uint32(oob[cmsgLenLen+4:]))
+		data := oob[unix.CmsgLen(0):l]
+		if level == unix.IPPROTO_UDP && typ == unix.UDP_GRO {
+			switch {
+			case len(data) >= 4:
+				return max(int(int32(binary.NativeEndian.Uint32(data))), 0)
+			case len(data) >= 2:
+				return int(binary.NativeEndian.Uint16(data))
+			}
+			return 0
+		}
+		next := unix.CmsgSpace(int(l) - unix.CmsgLen(0))
+		if next >= len(oob) {
+			return 0
+		}
+		oob = oob[next:]
+	}
+	return 0
+}
+
+// setGRO turns UDP_GRO on or off, for tests.
+func (c *batchConn) setGRO(on bool) error {
+	v := 0
+	if on {
+		v = 1
+	}
+	var serr error
+	err := c.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, v)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err == nil || !on {
+		// A kernel that refuses the option never coalesces.
+		c.gro = on
+	}
+	return err
+}
