@@ -309,9 +309,16 @@ func (r holResult) pct(p float64) time.Duration {
 }
 
 func (r holResult) String() string {
-	return fmt.Sprintf("%d msgs p50 %v p90 %v p99 %v max %v", len(r.rtts),
+	return fmt.Sprintf("%d msgs p50 %v p90 %v p99 %v p99.9 %v max %v, %.2f%% over 20ms", len(r.rtts),
 		r.pct(0.50).Round(time.Microsecond), r.pct(0.90).Round(time.Microsecond),
-		r.pct(0.99).Round(time.Microsecond), r.rtts[len(r.rtts)-1].Round(time.Microsecond))
+		r.pct(0.99).Round(time.Microsecond), r.pct(0.999).Round(time.Microsecond),
+		r.rtts[len(r.rtts)-1].Round(time.Microsecond), r.over(20*time.Millisecond))
+}
+
+// over returns the percentage of messages slower than d.
+func (r holResult) over(d time.Duration) float64 {
+	i, _ := slices.BinarySearch(r.rtts, d+1)
+	return 100 * float64(len(r.rtts)-i) / float64(len(r.rtts))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -537,6 +544,7 @@ func BenchmarkHeadOfLine(b *testing.B) {
 					b.ReportMetric(ms(res.pct(0.50)), "p50-ms")
 					b.ReportMetric(ms(res.pct(0.99)), "p99-ms")
 					b.ReportMetric(ms(res.rtts[len(res.rtts)-1]), "max-ms")
+					b.ReportMetric(res.over(20*time.Millisecond), "%>20ms")
 					b.Logf("%s %s: %v", mode, st, res)
 				})
 			}
