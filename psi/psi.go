@@ -220,7 +220,8 @@ type PacketSharer interface {
 
 // PacketListener is implemented by stacks that can listen on a
 // caller-supplied net.PacketConn, such as the one a PacketSharer returns.
-// The listener does not close pc.
+// The listener and the transients it accepted hold pc; the last of them
+// to close closes it.
 type PacketListener interface {
 	ListenPacket(ctx context.Context, pc net.PacketConn, cfg *Config) (Listener, error)
 }
