@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
@@ -163,6 +164,17 @@ type Conn struct {
 	forks                      chan *Conn       // clones the peer made, for AcceptFork
 	keyInitiator, keyResponder uint32           // the ALFID pair the keys derive from
 	dirty                      bool             // queued for flush by the read loop (read loop only)
+
+	// Milk class (clones only): every message is one transaction, and a
+	// newer complete message supersedes older unacknowledged ones.
+	milk       bool
+	maxPayload int      // message bytes per data packet
+	milkLive   uint64   // sender: lowest sequence number still delivered (the skip point sent)
+	msgStart   uint64   // sender: first sequence number of the message being written
+	skipSent   uint64   // sender: the skip point last sent
+	newest     uint64   // sender: first sequence number of the newest complete message
+	asm        []rxData // receiver: the incomplete message being reassembled
+	readMid    bool     // receiver: ReadMessage returned part of the current message
 }
 
 // Stats are counters of one connection.
@@ -171,12 +183,17 @@ type Stats struct {
 	PacketsReceived uint64 // protected packets accepted
 	// PacketsDropped counts packets that failed authentication or were
 	// replayed; they change nothing.
-	PacketsDropped   uint64
-	Retransmissions  uint64
-	SmoothedRTT      time.Duration
-	RTTVar           time.Duration
-	CongestionWindow int
-	BytesInFlight    int
+	PacketsDropped  uint64
+	Retransmissions uint64
+	// Milk-class clones only: Superseded counts data packets the sender
+	// gave up on because a newer message superseded them, Skipped the
+	// sequence numbers the receiver stopped waiting for, Evicted the
+	// complete messages dropped unread to make room for newer ones.
+	Superseded, Skipped, Evicted uint64
+	SmoothedRTT                  time.Duration
+	RTTVar                       time.Duration
+	CongestionWindow             int
+	BytesInFlight                int
 }
 
 // Stats returns the connection's counters.
@@ -205,6 +222,7 @@ func newConn(t *Transport, cfg *Config, initiator bool, remote peerAddr) *Conn {
 		writable:    make(chan struct{}, 1),
 		rcvCap:      cfg.recvPackets(),
 		sndLimit:    cfg.sendBuffer(),
+		maxPayload:  MaxPayload,
 	}
 	c.lastRecv = time.Now()
 	c.hsDeadline = c.lastRecv.Add(cfg.handshake())
@@ -230,6 +248,17 @@ func (c *Conn) RemoteAddr() net.Addr {
 		return c.remote.addr
 	}
 	return net.UDPAddrFromAddrPort(c.remote.ap)
+}
+
+// Class returns the connection's traffic class: psi.Milk for milk clones,
+// psi.Wine otherwise.
+func (c *Conn) Class() psi.TrafficClass {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.milk {
+		return psi.Milk
+	}
+	return psi.Wine
 }
 
 // LocalALFID returns the connection's ALFID at this end.
@@ -633,8 +662,20 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 
 // Fork clones the connection (MULTIPLY): the clone shares the session
 // keys, so it needs no handshake and its first packet can carry data. The
-// peer receives it from AcceptFork.
+// peer receives it from AcceptFork. The clone is wine-class, like every
+// connection: see ForkClass.
 func (c *Conn) Fork(ctx context.Context) (*Conn, error) {
+	return c.ForkClass(ctx, psi.Wine)
+}
+
+// ForkClass clones the connection with the given traffic class. A milk
+// clone (psi.Milk) delivers the newest messages: each message is one
+// transmit transaction, and once a newer message is complete the older
+// unacknowledged ones are neither sent nor retransmitted again, the
+// receiver skips what is missing of them, and a receiver whose reader is
+// slow drops the oldest complete messages unread. Messages stay whole and
+// in order: a reader never sees an older message after a newer one.
+func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, error) {
 	c.mu.Lock()
 	if c.state != stateEstablished || c.peerReleased {
 		err := c.stateErr()
@@ -645,6 +686,11 @@ func (c *Conn) Fork(ctx context.Context) (*Conn, error) {
 	c.mu.Unlock()
 	if cl == nil {
 		return nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
+	}
+	if class == psi.Milk {
+		cl.mu.Lock()
+		cl.setMilk()
+		cl.mu.Unlock()
 	}
 	// The clone announces itself with its first packet: the first message
 	// written travels in it (zero round trips). If nothing is written
@@ -758,6 +804,12 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	if !c.peerKnown {
 		c.peer, c.peerKnown = pkt.Src, true // the peer's clone answered
 	}
+	if pkt.HasSkip && !c.milk && c.parent != nil && c.stats.PacketsReceived == 1 {
+		c.setMilk() // the peer forked a milk clone; a root stays wine
+	}
+	if c.milk && pkt.HasSkip {
+		c.skipTo(wire.DecodeSeq(c.rcv.Expected(), pkt.Skip))
+	}
 	switch pkt.Opcode {
 	case wire.Multiply:
 		if len(pt) > 0 || pkt.Flags&wire.FlagEOT != 0 {
@@ -806,6 +858,13 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 		c.rtt.Update(res.RTTSample, ackDelay)
 	}
 	for _, e := range res.Acked {
+		if e.Abandoned {
+			// Accounted for when abandoned; the peer skipped it or got it.
+			if e.Sent {
+				c.cc.OnAck(now, e.Value.pn, e.Bytes, prior, &c.rtt)
+			}
+			continue
+		}
 		c.cc.OnAck(now, e.Value.pn, e.Bytes, prior, &c.rtt)
 		c.sndBytes -= e.Value.n + overhead
 		if e.Value.buf != nil {
@@ -825,7 +884,7 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 		c.lastProgress = now
 		c.backoff = 0
 		c.rtoAt = time.Time{}
-		if c.snd.BytesInFlight() > 0 {
+		if c.snd.BytesInFlight() > 0 || c.milk && c.snd.Base() < c.milkLive {
 			c.rtoAt = now.Add(c.rto())
 		}
 		signal(c.writable)
@@ -840,6 +899,9 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior int) {
 	for _, e := range lost {
 		c.cc.OnLoss(now, e.Value.pn, e.Bytes, prior)
+	}
+	if len(lost) > 0 {
+		c.supersede()
 	}
 }
 
@@ -875,23 +937,7 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 	if kept && seq >= c.rcv.Largest() {
 		c.largestAt = now
 	}
-	popped := false
-	for {
-		v, ok := c.rcv.Pop()
-		if !ok {
-			break
-		}
-		popped = true
-		if v.release {
-			putBuf(v.buf)
-			c.peerReleased = true
-			continue
-		}
-		c.pushRead(v)
-	}
-	if popped {
-		signal(c.readable)
-	}
+	c.popInOrder()
 	if c.ackPending >= ackEvery {
 		c.ackNow = true
 	} else if c.ackAt.IsZero() {
@@ -900,9 +946,115 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 	return kept
 }
 
+// popInOrder moves the in-order packets to the read queue. On a milk
+// connection only complete messages go there, the oldest unread ones
+// evicted when the queue is full.
+func (c *Conn) popInOrder() {
+	popped := false
+	for {
+		v, ok := c.rcv.Pop()
+		if !ok {
+			break
+		}
+		if v.release {
+			putBuf(v.buf)
+			c.peerReleased = true
+			c.dropAsm()
+			popped = true
+			continue
+		}
+		if !c.milk {
+			c.pushRead(v)
+			popped = true
+			continue
+		}
+		c.asm = append(c.asm, v)
+		if v.eot {
+			for i, d := range c.asm {
+				c.pushRead(d)
+				c.asm[i] = rxData{}
+			}
+			c.asm = c.asm[:0]
+			c.evict()
+			popped = true
+		}
+	}
+	if popped {
+		signal(c.readable)
+	}
+}
+
+func (c *Conn) dropAsm() {
+	for i, d := range c.asm {
+		putBuf(d.buf)
+		c.asm[i] = rxData{}
+	}
+	c.asm = c.asm[:0]
+}
+
+// evict drops the oldest complete messages the reader has not begun while
+// the read queue holds more than the receive buffer, never the newest.
+func (c *Conn) evict() {
+	for c.readLen() > c.rcvCap {
+		i := c.readHead
+		if c.readMid || c.readOff > 0 {
+			for i < len(c.readQ) && !c.readQ[i].eot {
+				i++
+			}
+			i++ // the message being read stays
+		}
+		j := i
+		for j < len(c.readQ) && !c.readQ[j].eot {
+			j++
+		}
+		if j >= len(c.readQ)-1 {
+			return // the newest message stays
+		}
+		for k := i; k <= j; k++ {
+			putBuf(c.readQ[k].buf)
+		}
+		n := copy(c.readQ[i:], c.readQ[j+1:])
+		clear(c.readQ[i+n:])
+		c.readQ = c.readQ[:i+n]
+		c.stats.Evicted++
+	}
+}
+
+// skipTo stops waiting for the sequence numbers below seq, which the
+// milk sender superseded: buffered packets below it and the incomplete
+// message are dropped.
+func (c *Conn) skipTo(seq uint64) {
+	exp := c.rcv.Expected()
+	if seq <= exp {
+		return
+	}
+	c.stats.Skipped += seq - exp
+	c.rcv.SkipTo(seq, func(d rxData) { putBuf(d.buf) })
+	c.dropAsm()
+	c.ackNow = true
+	c.popInOrder()
+}
+
+// setMilk makes c a milk-class connection.
+func (c *Conn) setMilk() {
+	c.milk = true
+	c.maxPayload = MaxPayload - wire.SkipLen
+	c.milkLive, c.msgStart, c.newest = 1, 1, 1
+	if c.snd != nil {
+		c.milkLive, c.msgStart, c.newest = c.snd.Next(), c.snd.Next(), c.snd.Next()
+	}
+}
+
 // window is the receive window in packets beyond the expected sequence
 // number.
-func (c *Conn) window() int { return max(c.rcvCap-c.readLen(), 0) }
+func (c *Conn) window() int {
+	if c.milk {
+		// Complete messages waiting to be read never close the window:
+		// older ones are evicted for newer ones.
+		return max(c.rcvCap-len(c.asm), 0)
+	}
+	return max(c.rcvCap-c.readLen(), 0)
+}
 
 func (c *Conn) readLen() int { return len(c.readQ) - c.readHead }
 
@@ -983,6 +1135,11 @@ func (c *Conn) fill(now time.Time) {
 		}
 		e := c.snd.NextToSend(c.peerLimit)
 		if e == nil {
+			if c.milk && c.snd.PeekNew() != nil && c.skipSent < c.milkLive {
+				// Blocked by the peer's window, which superseded data may
+				// fill: tell it the skip point and ask for an update.
+				c.ackReq = true
+			}
 			if c.snd.PeekNew() != nil && c.rtoAt.IsZero() {
 				// Blocked by the peer's window: probe if no update comes.
 				c.rtoAt = now.Add(c.rto())
@@ -1009,6 +1166,9 @@ func (c *Conn) phaseFlag() uint8 {
 func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
 	lim := c.rcv.Expected() + uint64(c.window())
 	c.advLimit = lim
+	if c.milk {
+		c.skipSent = c.milkLive
+	}
 	if !c.peerKnown && (op == wire.PureData || op == wire.KeepAlive) {
 		op = wire.Multiply
 	}
@@ -1021,7 +1181,7 @@ func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
 		PN:       uint32(c.pn),
 		Dst:      c.peer,
 		Src:      c.local,
-	}}
+	}, HasSkip: c.milk, Skip: uint32(c.milkLive)}
 }
 
 func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
@@ -1191,12 +1351,18 @@ func (c *Conn) onTimer() {
 			// Go back: everything in flight is presumed lost and resent
 			// as the collapsed window allows.
 			c.snd.OnTimeout(c.snd.Len())
+			c.supersede()
 			c.cc.OnRetransmissionTimeout()
 			c.backoff++
 			c.probes = 1
 			c.rtoAt = now.Add(c.rto())
 		case c.snd.HasPending():
 			// Blocked by the peer's window: probe for an update.
+			c.ackReq = true
+			c.backoff++
+			c.rtoAt = now.Add(c.rto())
+		case c.milk && c.snd.Base() < c.milkLive:
+			// The peer has not acknowledged the skip point: repeat it.
 			c.ackReq = true
 			c.backoff++
 			c.rtoAt = now.Add(c.rto())
@@ -1255,7 +1421,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 	for !pushed || len(p) > 0 {
 		k := 0
 		for k < maxBatch && (!pushed || len(p) > 0) {
-			n := min(len(p), MaxPayload)
+			n := min(len(p), c.maxPayload)
 			d := txData{n: n, op: wire.PureData}
 			if n > 0 {
 				d.buf = getBuf()
@@ -1271,6 +1437,12 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 		}
 		c.mu.Lock()
 		for c.state == stateEstablished && !c.peerReleased && c.sndBytes >= c.sndLimit {
+			if c.milk && c.msgStart > c.milkLive {
+				// Milk: the send buffer overflows; the oldest message
+				// goes, sent or not.
+				c.abandon(c.messageEnd(c.milkLive) + 1)
+				continue
+			}
 			c.mu.Unlock()
 			if err := c.wait(ctx, c.writable); err != nil {
 				releaseStaged(staged[:k])
@@ -1291,14 +1463,70 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 			return err
 		}
 		for i := range k {
-			c.snd.Push(staged[i], staged[i].n+overhead)
+			eot := staged[i].flags&wire.FlagEOT != 0
+			seq := c.snd.Push(staged[i], staged[i].n+overhead)
 			c.sndBytes += staged[i].n + overhead
 			staged[i] = txData{}
+			if c.milk && eot {
+				// A complete message supersedes the older ones.
+				c.newest, c.msgStart = c.msgStart, seq+1
+				c.supersede()
+			}
 		}
 		c.trySend()
 		c.mu.Unlock()
 	}
 	return nil
+}
+
+// messageEnd returns the sequence number of the last packet of the
+// message containing seq, or the last one pushed.
+func (c *Conn) messageEnd(seq uint64) uint64 {
+	for ; seq+1 < c.snd.Next(); seq++ {
+		if e := c.snd.Get(seq); e != nil && e.Value.flags&wire.FlagEOT != 0 {
+			break
+		}
+	}
+	return seq
+}
+
+// supersede abandons, on a milk connection, the superseded messages (older
+// than the newest complete one) that lost a packet, with every message
+// before them: lost superseded data is not retransmitted.
+func (c *Conn) supersede() {
+	if !c.milk || c.newest <= c.milkLive {
+		return
+	}
+	if seq, ok := c.snd.LastLost(c.newest); ok {
+		c.abandon(min(c.messageEnd(seq)+1, c.newest))
+	}
+}
+
+// abandon gives up on the unacknowledged messages below seq on a milk
+// connection: they are neither sent nor retransmitted again, and the skip
+// point sent in every packet tells the receiver not to wait for them.
+func (c *Conn) abandon(seq uint64) {
+	if seq <= c.milkLive {
+		return
+	}
+	c.snd.Abandon(seq, func(e *reliability.Entry[txData]) {
+		if e.Value.buf != nil {
+			putBuf(e.Value.buf)
+			e.Value.buf = nil
+		}
+		c.sndBytes -= e.Value.n + overhead
+		e.Value.acked = nil
+		c.stats.Superseded++
+	})
+	c.milkLive = seq
+	// Every packet carries the skip point; send one now, and keep asking
+	// for acknowledgements until the peer's cumulative acknowledgement
+	// passes it.
+	c.ackNow = true
+	if c.rtoAt.IsZero() {
+		c.rtoAt = time.Now().Add(c.rto())
+	}
+	signal(c.writable)
 }
 
 func releaseStaged(ds []txData) {
@@ -1338,6 +1566,7 @@ func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err 
 					break
 				}
 			}
+			c.readMid = !end
 			// Announce a window that grew by a quarter or more.
 			if c.state == stateEstablished && c.rcv.Expected()+uint64(c.window()) >= c.advLimit+uint64(c.rcvCap/4) {
 				c.ackNow = true
@@ -1458,6 +1687,7 @@ func (c *Conn) teardown(err error, reset bool) {
 		putBuf(d.buf)
 	}
 	c.readQ, c.readHead = nil, 0
+	c.dropAsm()
 	if c.rcv != nil {
 		c.rcv.Drain(func(d rxData) { putBuf(d.buf) })
 	}
@@ -1492,6 +1722,7 @@ func (c *Conn) debugState() string {
 	defer c.mu.Unlock()
 	s := fmt.Sprintf("%x->%x remote=%v state=%d ini=%v conf=%v readQ=%d peerRel=%v rtoAt=%v timerAt=%v ackReq=%v sending=%v probes=%d pn=%d", c.local, c.peer, c.remote, c.state, c.initiator, c.confirmed, c.readLen(), c.peerReleased, time.Until(c.rtoAt), time.Until(c.timerAt), c.ackReq, c.sending, c.probes, c.replay.Largest())
 	if c.snd != nil {
+		s += fmt.Sprintf(" milk=%v sndBytes=%d live=%d msgStart=%d newest=%d skipSent=%d asm=%d", c.milk, c.sndBytes, c.milkLive, c.msgStart, c.newest, c.skipSent, len(c.asm))
 		s += fmt.Sprintf(" snd base=%d next=%d inflight=%d pending=%v peerLimit=%d cwnd=%d rcvExp=%d ooo=%d", c.snd.Base(), c.snd.Next(), c.snd.BytesInFlight(), c.snd.HasPending(), c.peerLimit, c.cc.Window(), c.rcv.Expected(), c.rcv.Buffered())
 	}
 	return s

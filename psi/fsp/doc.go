@@ -56,12 +56,46 @@
 // Clones (Conn.Fork, MULTIPLY): the forking end registers a fresh ALFID
 // (never reused within the session, so keys never repeat), derives keys
 // from it and the parent's ALFID at the peer, and sends MULTIPLY packets
-// to the parent's peer ALFID; they may carry data at once (zero round
-// trips). The peer's parent connection routes packets by source ALFID;
+// to the parent's peer ALFID; they carry data at once (zero round trips):
+// Fork sends nothing, and the first message written travels in the
+// clone's very first packet. A clone with nothing written for 5 ms
+// announces itself with an empty MULTIPLY instead. The peer's parent connection routes packets by source ALFID;
 // the first MULTIPLY that authenticates creates the peer's clone, which
 // Conn.AcceptFork returns and which answers from its own ALFID; the
 // forking end then addresses that. A replayed MULTIPLY of a known clone
-// ALFID is ignored. Clones are independent connections once made. Packets are protected with
+// ALFID is ignored. Clones are independent connections once made.
+//
+// Traffic classes: a connection is wine-class (everything delivered, in
+// order) unless it is a clone forked with Conn.ForkClass(ctx, psi.Milk)
+// (psi.Transient.Fork with psi.Milk); the root connection always stays
+// wine. On a milk clone, in both directions:
+//
+//   - Each message is one transmit transaction. A message is superseded
+//     once a newer message is complete (its last packet written).
+//   - Lost packets of a superseded message are not retransmitted: the
+//     sender abandons that message and every older one.
+//   - When the send buffer (Config.SendBuffer) overflows, the oldest
+//     messages are abandoned, sent or not, to make room; the message
+//     being written never is (a milk message larger than the send buffer
+//     blocks the writer as on a wine connection).
+//   - Every packet carries a SKIP extension with the sender's skip point,
+//     the first sequence number it has not abandoned; the receiver stops
+//     waiting for anything below it, dropping the incomplete message
+//     (receivers only hand complete messages to the reader).
+//   - Complete messages waiting for a slow reader do not close the receive
+//     window: when they exceed the receive buffer the oldest unread ones
+//     are dropped (never the newest, nor the one being read).
+//   - Messages are delivered whole and in sending order: a reader never
+//     gets an older message after a newer one, but may miss some.
+//
+// A milk message must fit the receive window (Config.ReceiveWindow).
+// Stats.Superseded, Skipped and Evicted count what was given up.
+//
+// A dial on a socket of its own (Dial, Stack without a Transport) turns
+// on IP_RECVERR during the handshake, so an ICMP port unreachable ends it
+// at once with post.ErrRefused instead of the handshake timeout.
+//
+// Packets are protected with
 // AES-128-GCM, the header being the associated data and the nonce a
 // per-direction IV XOR the 64-bit packet number; the key changes every
 // 2^20 packets (epoch keys derived from the traffic secret), as the notes
@@ -95,8 +129,8 @@
 //   - The handshake packet with the certificate chain must fit 4 KiB.
 //   - ADJOURN, RESTORE, ACK_FLUSH and PERSIST-with-SNACK are not
 //     implemented; acknowledgements travel in KEEP_ALIVE packets.
-//   - Clones are wine-class only: milk-class forks return
-//     post.ErrNotSupported.
+//   - Milk-class clones and the SKIP extension are ours; the reference
+//     implementation has no traffic classes.
 //   - Initial sequence numbers are 1, not random: packets are encrypted.
 //   - Unauthenticated RESETs are believed only while connecting and, as a
 //     last word, while closing with everything acknowledged.

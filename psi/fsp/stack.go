@@ -23,7 +23,7 @@ var _ psi.Stack = (*Stack)(nil)
 
 // TransientFeatures are the features of FSP transients.
 const TransientFeatures = psi.Reliable | psi.Ordered | psi.MessageBoundaries | psi.Encrypted | psi.Mobility |
-	psi.Fork | psi.ZeroRTT
+	psi.Fork | psi.ZeroRTT | psi.MilkClones
 
 // Name returns "fsp".
 func (*Stack) Name() string { return "fsp" }
@@ -143,10 +143,7 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 }
 
 func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Transient, error) {
-	if class != psi.Wine {
-		return nil, post.Errorf(post.ErrNotSupported, "fsp: milk-class clones are not implemented")
-	}
-	c, err := t.c.Fork(ctx)
+	c, err := t.c.ForkClass(ctx, class)
 	if err != nil {
 		return nil, err
 	}

@@ -19,15 +19,18 @@ const PacketThreshold = 3
 
 // Entry is one sequence number on the send side.
 type Entry[T any] struct {
-	Seq       uint64
-	Value     T
-	Bytes     int
-	SentAt    time.Time
-	Sent      bool // transmitted at least once
-	InFlight  bool // counted in bytes in flight
-	Lost      bool // queued for retransmission
-	Acked     bool
-	Retrans   bool // transmitted more than once: no RTT sample (Karn)
+	Seq      uint64
+	Value    T
+	Bytes    int
+	SentAt   time.Time
+	Sent     bool // transmitted at least once
+	InFlight bool // counted in bytes in flight
+	Lost     bool // queued for retransmission
+	Acked    bool
+	Retrans  bool // transmitted more than once: no RTT sample (Karn)
+	// Abandoned entries are never sent or retransmitted again; they
+	// leave the window when a cumulative acknowledgement passes them.
+	Abandoned bool
 	sendOrder uint64
 }
 
@@ -106,7 +109,7 @@ func (s *Sender[T]) NextToSend(limit uint64) *Entry[T] {
 	for len(s.lost) > 0 {
 		seq := s.lost[0]
 		s.lost = s.lost[1:]
-		if e := s.Get(seq); e != nil && e.Lost && !e.Acked {
+		if e := s.Get(seq); e != nil && e.Lost && !e.Acked && !e.Abandoned {
 			return e
 		}
 	}
@@ -166,7 +169,14 @@ func (s *Sender[T]) OnAck(now time.Time, expected uint64, gaps []Gap, latest uin
 	}
 	var newest *Entry[T]
 	ack := func(e *Entry[T]) {
-		if e.Acked || !e.Sent {
+		if e.Acked {
+			return
+		}
+		if !e.Sent {
+			if e.Abandoned { // given up before it was ever sent
+				e.Acked = true
+				res.Acked = append(res.Acked, e)
+			}
 			return
 		}
 		e.Acked = true
@@ -269,6 +279,9 @@ func (s *Sender[T]) markLost(e *Entry[T]) {
 	}
 	if !e.Lost {
 		e.Lost = true
+		if e.Abandoned {
+			return // lost, but not to be retransmitted
+		}
 		// Keep the queue ascending: most losses arrive in order.
 		i := len(s.lost)
 		for i > 0 && s.lost[i-1] > e.Seq {
@@ -278,6 +291,50 @@ func (s *Sender[T]) markLost(e *Entry[T]) {
 		copy(s.lost[i+1:], s.lost[i:])
 		s.lost[i] = e.Seq
 	}
+}
+
+// Abandon gives up on every unacknowledged entry below seq: none is sent
+// or retransmitted again, and f is called for each newly abandoned one.
+// Entries already in flight stay counted until acknowledged or declared
+// lost. The receiver must be told to skip them (the cumulative
+// acknowledgement only passes them once it has).
+func (s *Sender[T]) Abandon(seq uint64, f func(*Entry[T])) {
+	for _, e := range s.entries {
+		if e.Seq >= seq {
+			break
+		}
+		if e.Acked || e.Abandoned {
+			continue
+		}
+		e.Abandoned = true
+		f(e)
+	}
+	if seq > s.base {
+		s.unsent = max(s.unsent, int(min(seq-s.base, uint64(len(s.entries)))))
+	}
+	k := 0
+	for _, q := range s.lost {
+		if q >= seq {
+			s.lost[k] = q
+			k++
+		}
+	}
+	s.lost = s.lost[:k]
+}
+
+// LastLost returns the largest sequence number below seq that is queued
+// for retransmission.
+func (s *Sender[T]) LastLost(seq uint64) (uint64, bool) {
+	for i := len(s.lost) - 1; i >= 0; i-- {
+		q := s.lost[i]
+		if q >= seq {
+			continue
+		}
+		if e := s.Get(q); e != nil && e.Lost && !e.Acked && !e.Abandoned {
+			return q, true
+		}
+	}
+	return 0, false
 }
 
 // OldestInFlight returns the in-flight entry sent longest ago, or nil.
@@ -422,6 +479,33 @@ func (r *Receiver[T]) Gaps(dst []Gap, max int) []Gap {
 		dst = append(dst, g)
 	}
 	return dst
+}
+
+// SkipTo gives up on everything below seq: buffered entries below it are
+// passed to f and forgotten, and seq becomes the expected sequence number.
+// It does nothing if seq is not beyond Expected.
+func (r *Receiver[T]) SkipTo(seq uint64, f func(T)) {
+	if seq <= r.expected {
+		return
+	}
+	if r.hasHead {
+		f(r.head)
+		var zero T
+		r.head, r.hasHead = zero, false
+	}
+	for s, v := range r.ooo {
+		if s < seq {
+			f(v)
+			delete(r.ooo, s)
+		}
+	}
+	if len(r.ooo) == 0 {
+		r.ooo = nil
+	}
+	r.expected = seq
+	if r.largest+1 < seq {
+		r.largest = seq - 1
+	}
 }
 
 // Drain calls f for every buffered entry and forgets them.

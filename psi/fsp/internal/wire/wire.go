@@ -50,6 +50,10 @@ const (
 	ExtConnectParam  = 0x11
 	ExtEphemeralKey  = 0x12
 	ExtSelectiveNACK = 0x13
+	// ExtSkip marks a packet of a milk-class connection and carries the
+	// sender's skip point: the lowest sequence number it still delivers.
+	// The receiver gives up waiting for anything below it.
+	ExtSkip = 0x14
 )
 
 // Header flags.
@@ -67,6 +71,9 @@ const HeaderLen = 28
 
 // MaxWindow is the largest receive window the 24-bit field carries.
 const MaxWindow = 1<<24 - 1
+
+// SkipLen is the length of the SKIP extension.
+const SkipLen = 8
 
 // MaxGaps bounds the gap descriptors in one SELECTIVE_NACK header.
 const MaxGaps = 64
@@ -134,6 +141,10 @@ type Packet struct {
 	EphemeralKey []byte
 	HasSNACK     bool
 	SNACK        SNACK
+	// HasSkip is set for the SKIP extension: Skip is the sender's lowest
+	// live sequence number (milk-class connections only).
+	HasSkip bool
+	Skip    uint32
 	// HeaderBytes is the fixed header plus extensions: the associated
 	// data of the packet protection.
 	HeaderBytes []byte
@@ -225,6 +236,12 @@ func parseExtensions(b []byte, p *Packet) error {
 				return err
 			}
 			p.HasSNACK = true
+		case ExtSkip:
+			if p.HasSkip || len(body) != 4 {
+				return fmt.Errorf("%w: SKIP", ErrMalformed)
+			}
+			p.HasSkip = true
+			p.Skip = binary.BigEndian.Uint32(body)
 		default:
 			// Unknown extensions are skipped, so later versions can add
 			// headers without breaking older receivers.
@@ -289,6 +306,10 @@ func AppendHeader(dst []byte, p *Packet) []byte {
 			dst = binary.BigEndian.AppendUint32(dst, g.Gap)
 			dst = binary.BigEndian.AppendUint32(dst, g.Data)
 		}
+	}
+	if p.HasSkip {
+		dst = append(dst, ExtSkip, 0, 0, SkipLen)
+		dst = binary.BigEndian.AppendUint32(dst, p.Skip)
 	}
 	binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start))
 	return dst
