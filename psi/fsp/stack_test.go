@@ -2,10 +2,8 @@ package fsp
 
 import (
 	"bytes"
-	"errors"
 	"testing"
 
-	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
 
@@ -68,8 +66,8 @@ func TestStack(t *testing.T) {
 	if p := c.Path(); p.Remote != l.Addr() || p.RTT <= 0 {
 		t.Fatalf("path %+v", p)
 	}
-	if _, err := c.Fork(ctx, psi.Milk); !errors.Is(err, post.ErrNotSupported) {
-		t.Fatal(err)
+	if !c.Features().Has(psi.MilkClones) {
+		t.Fatal("no milk clones")
 	}
 	f, err := c.Fork(ctx, psi.Wine)
 	if err != nil {
