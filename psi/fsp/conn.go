@@ -48,6 +48,7 @@ const (
 
 type txData struct {
 	acked func() // called once the peer acknowledged the entry
+	path  *path  // where the latest transmission went
 	buf   *[]byte
 	n     int
 	op    wire.Opcode
@@ -175,6 +176,13 @@ type Conn struct {
 	newest     uint64   // sender: first sequence number of the newest complete message
 	asm        []rxData // receiver: the incomplete message being reassembled
 	readMid    bool     // receiver: ReadMessage returned part of the current message
+
+	// Paths (path.go).
+	paths     []*path
+	active    *path // the path data is sent on; its address is remote
+	latest    *path // the path of the newest authenticated packet
+	respNonce uint64
+	hasResp   bool // a PATH_RESPONSE is owed
 }
 
 // Stats are counters of one connection.
@@ -535,6 +543,7 @@ func (c *Conn) establish(now time.Time) {
 		c.pacer = congestion.NewPacer(MaxDatagramSize)
 	}
 	c.lastRecv, c.lastKA = now, now
+	c.initPaths(now)
 	c.log.Debug("fsp: connection established", "local", c.local, "peer", c.peer, "remote", c.remote, "initiator", c.initiator)
 }
 
@@ -784,15 +793,12 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	c.replay.Mark(pn)
 	now := time.Now()
 	c.lastRecv = now
-	if newest && from.ap != c.remote.ap {
-		c.log.Debug("fsp: peer moved", "from", c.remote, "to", from)
-		c.remote = *from
-	}
 	if c.state == stateAffirming {
 		c.establish(now)
 		c.hsPacket = nil
 		*deliver = c.listener
 	}
+	c.onPathPacket(from, len(b), newest, pkt, now)
 	c.confirmed = true
 	if c.initiator && c.ackReq && c.snd.Len() == 0 {
 		c.rtoAt = time.Time{}
@@ -856,6 +862,9 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	res := &c.ackRes
 	if res.HasRTT {
 		c.rtt.Update(res.RTTSample, ackDelay)
+		if c.active != nil {
+			c.active.rtt.Update(res.RTTSample, ackDelay)
+		}
 	}
 	for _, e := range res.Acked {
 		if e.Abandoned {
@@ -899,6 +908,9 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior int) {
 	for _, e := range lost {
 		c.cc.OnLoss(now, e.Value.pn, e.Bytes, prior)
+		if e.Value.path != nil {
+			e.Value.path.lost++
+		}
 	}
 	if len(lost) > 0 {
 		c.supersede()
@@ -1151,7 +1163,7 @@ func (c *Conn) fill(now time.Time) {
 		}
 		c.sendData(now, e)
 	}
-	if c.ackReq || c.ackNow && len(c.out) < maxBatch {
+	if c.ackReq || c.hasResp || c.ackNow && len(c.out) < maxBatch {
 		c.sendAck(now)
 	}
 }
@@ -1216,6 +1228,10 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	}
 	c.snd.OnSent(e, now)
 	e.Value.pn = pn
+	e.Value.path = c.active
+	if c.active != nil {
+		c.active.sent++
+	}
 	c.cc.OnPacketSent(now, pn, e.Bytes, c.snd.BytesInFlight())
 	if c.pacer != nil {
 		c.pacer.OnSent(now, e.Bytes)
@@ -1249,6 +1265,10 @@ func (c *Conn) sendAck(now time.Time) {
 		c.wgaps = append(c.wgaps, wire.Gap{Gap: uint32(min(g.Gap, 1<<32-1)), Data: uint32(min(g.Data, 1<<32-1))})
 	}
 	p.SNACK.Gaps = c.wgaps
+	if c.hasResp {
+		p.HasResponse, p.Response = true, c.respNonce
+		c.hasResp = false
+	}
 	if b := c.seal(&p, nil); b != nil {
 		c.out = append(c.out, b)
 	}

@@ -91,6 +91,31 @@
 // A milk message must fit the receive window (Config.ReceiveWindow).
 // Stats.Superseded, Skipped and Evicted count what was given up.
 //
+// Mobility and path validation: connections are found by ALFID, so an
+// authenticated packet may come from any address. The address of the
+// handshake is validated (the cookie proved it). An authenticated packet
+// with the highest packet number yet from a new address does not move
+// the connection: the receiver sends a KEEP_ALIVE carrying a
+// PATH_CHALLENGE extension (a random 64-bit nonce) there, and keeps
+// sending data to the validated address. The peer echoes the nonce in a
+// PATH_RESPONSE extension; its arrival, on any path, validates the
+// address the challenge went to, and the connection moves there if the
+// peer's newest packets come from it. Until validated, nothing but
+// challenges goes to an address, at most three times the bytes received
+// from it (anti-amplification), and a challenge is repeated at most once
+// per RTO. A replayed packet is dropped by the replay window; a fresh
+// packet raced from a forged address costs one small challenge and moves
+// nothing. Data sent to an address the peer left is lost and
+// retransmitted once the new one is validated.
+//
+// Multihoming: the connection keeps up to 8 paths (peer addresses), each
+// with its validation state, RTT estimate (from the acknowledgements of
+// data sent on it, and from challenge round trips) and counts of data
+// packets sent and declared lost; Conn.Paths and the psi transient's
+// Paths report them, Active on the one data is sent on: the validated
+// path the peer's newest packet arrived on. A peer with several local
+// addresses may send from any of them.
+//
 // A dial on a socket of its own (Dial, Stack without a Transport) turns
 // on IP_RECVERR during the handshake, so an ICMP port unreachable ends it
 // at once with post.ErrRefused instead of the handshake timeout.

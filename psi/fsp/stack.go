@@ -129,7 +129,21 @@ func (t *transient) Stack() string          { return "fsp" }
 func (t *transient) Features() psi.Features { return TransientFeatures }
 func (t *transient) Association() [16]byte  { return t.assoc }
 func (t *transient) Close() error           { return t.c.Close() }
-func (t *transient) Paths() []post.Path     { return []post.Path{t.Path()} }
+func (t *transient) Paths() []post.Path {
+	var out []post.Path
+	for _, p := range t.c.Paths() {
+		out = append(out, post.Path{
+			Local:  addrPort(p.Local),
+			Remote: addrPort(p.Remote),
+			MTU:    MaxDatagramSize,
+			RTT:    p.RTT,
+			RTTVar: p.RTTVar,
+			Loss:   p.Loss,
+			Active: p.Active,
+		})
+	}
+	return out
+}
 func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error) {
 	return t.c.ReadMessage(ctx, p)
 }

@@ -54,6 +54,10 @@ const (
 	// sender's skip point: the lowest sequence number it still delivers.
 	// The receiver gives up waiting for anything below it.
 	ExtSkip = 0x14
+	// ExtPathChallenge carries an 8-octet nonce the receiver must echo in
+	// ExtPathResponse: it validates the address the challenge went to.
+	ExtPathChallenge = 0x15
+	ExtPathResponse  = 0x16
 )
 
 // Header flags.
@@ -145,6 +149,9 @@ type Packet struct {
 	// live sequence number (milk-class connections only).
 	HasSkip bool
 	Skip    uint32
+	// Path validation nonces (PATH_CHALLENGE, PATH_RESPONSE extensions).
+	HasChallenge, HasResponse bool
+	Challenge, Response       uint64
 	// HeaderBytes is the fixed header plus extensions: the associated
 	// data of the packet protection.
 	HeaderBytes []byte
@@ -242,6 +249,16 @@ func parseExtensions(b []byte, p *Packet) error {
 			}
 			p.HasSkip = true
 			p.Skip = binary.BigEndian.Uint32(body)
+		case ExtPathChallenge, ExtPathResponse:
+			if len(body) != 8 {
+				return fmt.Errorf("%w: path validation extension", ErrMalformed)
+			}
+			v := binary.BigEndian.Uint64(body)
+			if typ == ExtPathChallenge {
+				p.HasChallenge, p.Challenge = true, v
+			} else {
+				p.HasResponse, p.Response = true, v
+			}
 		default:
 			// Unknown extensions are skipped, so later versions can add
 			// headers without breaking older receivers.
@@ -310,6 +327,14 @@ func AppendHeader(dst []byte, p *Packet) []byte {
 	if p.HasSkip {
 		dst = append(dst, ExtSkip, 0, 0, SkipLen)
 		dst = binary.BigEndian.AppendUint32(dst, p.Skip)
+	}
+	if p.HasChallenge {
+		dst = append(dst, ExtPathChallenge, 0, 0, 12)
+		dst = binary.BigEndian.AppendUint64(dst, p.Challenge)
+	}
+	if p.HasResponse {
+		dst = append(dst, ExtPathResponse, 0, 0, 12)
+		dst = binary.BigEndian.AppendUint64(dst, p.Response)
 	}
 	binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start))
 	return dst
