@@ -457,3 +457,82 @@ func TestAckedEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerCloseKeepsCarriers: closing a Listener stops accepting but
+// leaves the Carriers it accepted working.
+func TestListenerCloseKeepsCarriers(t *testing.T) { forStacks(t, testListenerCloseKeepsCarriers) }
+
+func testListenerCloseKeepsCarriers(t *testing.T, stack string) {
+	if stack == "fsp" {
+		t.Skip("fsp: Listener.Close still closes accepted connections (fix pending)")
+	}
+	scfg := serverConfig()
+	scfg.Policy.Stack(stack, policy.Require)
+	l := listen(t, scfg)
+	ctx := ctxT(t)
+	cfg := clientConfig()
+	cfg.Policy.Stack(stack, policy.Require)
+	c, err := carrier.Initiate(ctx, l.Remote("localhost"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Send(ctx, []byte("one"))
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	c.Send(ctx, []byte("two"))
+	if m, err := s.Receive(ctx); err != nil || string(m.Content) != "two" {
+		t.Fatalf("after listener close: %v %v", err, m)
+	}
+	s.Send(ctx, []byte("three"))
+	if m, err := c.Receive(ctx); err != nil || string(m.Content) != "three" {
+		t.Fatalf("reply after listener close: %v %v", err, m)
+	}
+}
+
+// TestReadyBuffer: content lands in the caller's buffer when it fits, and
+// is still right when it does not.
+func TestReadyBuffer(t *testing.T) {
+	c, s := pair(t, nil, nil)
+	ctx := ctxT(t)
+	buf := make([]byte, 1000)
+	for _, n := range []int{10, 1000, 5000, 0, 999} {
+		want := random(n)
+		c.Send(ctx, want)
+		m, err := s.Ready(ctx, carrier.ReadyOptions{Buffer: buf})
+		if err != nil || !bytes.Equal(m.Content, want) {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if n > 0 && n <= len(buf) && &m.Content[0] != &buf[0] {
+			t.Fatalf("%d bytes: content not in the caller's buffer", n)
+		}
+	}
+	// Partial parts with a buffer, then complete messages without.
+	big := random(3000)
+	c.Send(ctx, big)
+	c.Send(ctx, []byte("next"))
+	var got []byte
+	for {
+		m, err := s.Ready(ctx, carrier.ReadyOptions{Max: 700, Buffer: buf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m.Content...)
+		if m.End {
+			break
+		}
+	}
+	if !bytes.Equal(got, big) {
+		t.Fatal("partial content differs")
+	}
+	if m, err := s.Receive(ctx); err != nil || string(m.Content) != "next" {
+		t.Fatalf("%v %v", err, m)
+	}
+}

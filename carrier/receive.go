@@ -17,13 +17,20 @@ type ReadyOptions struct {
 	// Min is the least number of bytes of an incomplete message worth
 	// delivering; the final part of a message may be shorter. Defaults to 1.
 	Min int
+	// Buffer, if set, is where the content is read: the returned Content
+	// aliases it when the message fits, so a caller that reuses Buffer
+	// receives without allocating. The Carrier keeps no reference to it
+	// after Ready returns.
+	Buffer []byte
 }
 
 // inbound holds bytes read from the transient but not yet delivered.
 type inbound struct {
-	buf []byte
-	off int64 // offset of buf[0] in the current message
-	end bool  // buf completes the message
+	buf  []byte
+	user bool  // buf is the caller's ReadyOptions.Buffer
+	cap  int   // capacity to allocate after handing buf over
+	off  int64 // offset of buf[0] in the current message
+	end  bool  // buf completes the message
 }
 
 const keepInboundCap = 1 << 20
@@ -55,12 +62,23 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 	defer c.rmu.Unlock()
 	in := &c.in
 	limit := c.cfg.maxMessage()
+	if opts.Buffer != nil && len(in.buf) == 0 && !in.end {
+		// Read straight into the caller's buffer, and never keep it.
+		own := in.buf
+		in.buf, in.user = opts.Buffer[:0], true
+		defer func() {
+			if in.user {
+				in.buf = append(own[:0], in.buf...)
+				in.user = false
+			}
+		}()
+	}
 	for {
 		if partial && (len(in.buf) >= opts.Min || in.end) {
-			return c.deliver(min(len(in.buf), opts.Max)), nil
+			return c.deliver(min(len(in.buf), opts.Max), opts), nil
 		}
 		if !partial && in.end {
-			return c.deliver(len(in.buf)), nil
+			return c.deliver(len(in.buf), opts), nil
 		}
 		t, err := c.readable(ctx)
 		if err != nil {
@@ -73,10 +91,14 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 		} else if rest := limit + 1 - in.off - int64(len(in.buf)); rest < int64(want) {
 			want = int(max(rest, 1))
 		}
-		if cap(in.buf)-len(in.buf) < want {
-			nb := make([]byte, len(in.buf), max(len(in.buf)+want, 2*cap(in.buf)))
+		if free := cap(in.buf) - len(in.buf); free == 0 || !in.user && free < want {
+			size := max(len(in.buf)+want, 2*cap(in.buf))
+			if len(in.buf) == 0 && in.cap > 0 {
+				size = in.cap // the size of the last large message
+			}
+			nb := make([]byte, len(in.buf), size)
 			copy(nb, in.buf)
-			in.buf = nb
+			in.buf, in.user = nb, false
 		}
 		free := in.buf[len(in.buf):cap(in.buf)]
 		if partial && len(free) > want {
@@ -118,13 +140,28 @@ func (c *Carrier) revivable(t psi.Transient) bool {
 	return c.initiator && c.state != Closed && c.t != t && c.idleRetired
 }
 
-func (c *Carrier) deliver(n int) *post.Message {
+func (c *Carrier) deliver(n int, opts ReadyOptions) *post.Message {
 	in := &c.in
-	m := &post.Message{
-		Content: append([]byte(nil), in.buf[:n]...),
-		Offset:  in.off,
-	}
+	m := &post.Message{Offset: in.off}
 	rest := len(in.buf) - n
+	if rest == 0 && (in.user || n >= 32<<10 && n >= cap(in.buf)/2) {
+		// The content is in the caller's buffer, or is a large part that
+		// fills most of ours: hand it over rather than copy it.
+		m.Content = in.buf[:n:n]
+		m.End = in.end
+		m.Partial = !(m.End && in.off == 0)
+		if !in.user {
+			in.cap = min(n+4096, keepInboundCap)
+		}
+		in.buf, in.user = nil, false
+		if m.End {
+			in.off, in.end = 0, false
+		} else {
+			in.off += int64(n)
+		}
+		return m
+	}
+	m.Content = append([]byte(nil), in.buf[:n]...)
 	m.End = in.end && rest == 0
 	m.Partial = !(m.End && in.off == 0)
 	copy(in.buf, in.buf[n:])
