@@ -114,7 +114,13 @@
 // packets sent and declared lost; Conn.Paths and the psi transient's
 // Paths report them, Active on the one data is sent on: the validated
 // path the peer's newest packet arrived on. A peer with several local
-// addresses may send from any of them.
+// addresses may send from any of them (a Transport over a PacketConn
+// that spreads its writes over several sockets, or a socket whose source
+// address the routing picks): the other end validates each address and
+// answers on the one the newest packet came from. Paths are per
+// connection (clones keep their own), identified by the peer's address;
+// the local address reported is the Transport's socket's. Lost counts
+// packets declared lost, spurious declarations (reordering) included.
 //
 // A dial on a socket of its own (Dial, Stack without a Transport) turns
 // on IP_RECVERR during the handshake, so an ICMP port unreachable ends it
