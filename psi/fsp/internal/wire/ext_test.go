@@ -1,0 +1,29 @@
+package wire
+
+import "testing"
+
+func TestSkipAndPathValidationRoundTrip(t *testing.T) {
+	in := Packet{Header: Header{Opcode: KeepAlive, Seq: 9, Dst: 0x10001, Src: 0x20002},
+		HasSkip: true, Skip: 0xfffffff0,
+		HasChallenge: true, Challenge: 0x0102030405060708,
+		HasResponse: true, Response: 0x1112131415161718}
+	b := AppendHeader(nil, &in)
+	var out Packet
+	if err := Parse(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !out.HasSkip || out.Skip != in.Skip || !out.HasChallenge || out.Challenge != in.Challenge ||
+		!out.HasResponse || out.Response != in.Response {
+		t.Fatalf("%+v", out)
+	}
+	if len(out.HeaderBytes) != HeaderLen+SkipLen+12+12 {
+		t.Fatalf("header of %d bytes", len(out.HeaderBytes))
+	}
+	// A SKIP of the wrong length is malformed.
+	bad := append([]byte(nil), b[:HeaderLen]...)
+	bad = append(bad, ExtSkip, 0, 0, 6, 1, 2)
+	bad[2], bad[3] = 0, byte(len(bad))
+	if err := Parse(bad, &out); err == nil {
+		t.Fatal("short SKIP accepted")
+	}
+}
