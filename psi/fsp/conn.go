@@ -247,8 +247,9 @@ func signal(ch chan struct{}) {
 // LocalAddr returns the local address.
 func (c *Conn) LocalAddr() net.Addr { return c.t.Conn.LocalAddr() }
 
-// RemoteAddr returns the peer's current address; it follows the peer
-// when it moves.
+// RemoteAddr returns the peer's current address, the one data is sent
+// to; it follows the peer when it moves, once the new address is
+// validated (see Paths).
 func (c *Conn) RemoteAddr() net.Addr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
