@@ -144,7 +144,11 @@ func TestMilkForkStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sf.Close()
-	if ConnOf(sf).Class() != psi.Milk {
+	type classer interface{ Class() psi.TrafficClass }
+	if f.(classer).Class() != psi.Milk || ct.Class() != psi.Wine {
+		t.Fatal("transient classes")
+	}
+	if ConnOf(sf).Class() != psi.Milk || sf.(classer).Class() != psi.Milk {
 		t.Fatal("accepted clone is not milk")
 	}
 	buf := make([]byte, 64)

@@ -125,6 +125,9 @@ func ConnOf(t psi.Transient) *Conn {
 	return nil
 }
 
+// Class reports the traffic class: psi.Milk for milk clones.
+func (t *transient) Class() psi.TrafficClass { return t.c.Class() }
+
 func (t *transient) Stack() string          { return "fsp" }
 func (t *transient) Features() psi.Features { return TransientFeatures }
 func (t *transient) Association() [16]byte  { return t.assoc }
