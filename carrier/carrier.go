@@ -536,8 +536,11 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 		switch pl, ok := s.(psi.PacketListener); {
 		case network == "udp" && used["udp"] && spare != nil && ok:
 			// Share the first UDP stack's socket and port.
-			ln, err = pl.ListenPacket(ctx, spare, tcfg)
+			pc := spare
 			spare = nil
+			if ln, err = pl.ListenPacket(ctx, pc, tcfg); err != nil {
+				pc.Close()
+			}
 		case network == "udp" && !used["udp"]:
 			if sh, ok := s.(psi.PacketSharer); ok {
 				ln, spare, err = sh.ListenShared(ctx, try, tcfg)
@@ -554,12 +557,18 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 			ln, err = s.Listen(ctx, addr, tcfg)
 		}
 		if err != nil {
+			if spare != nil {
+				spare.Close()
+			}
 			l.Close()
 			return nil, &post.OpError{Op: "listen", Stack: s.Name(), Path: try.String(), Err: err}
 		}
 		used[network] = true
 		l.lns = append(l.lns, ln)
 		l.names = append(l.names, s.Name())
+	}
+	if spare != nil {
+		spare.Close() // no other UDP stack wants the shared socket
 	}
 	for i, ln := range l.lns {
 		l.wg.Add(1)

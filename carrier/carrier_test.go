@@ -463,9 +463,6 @@ func TestAckedEvent(t *testing.T) {
 func TestListenerCloseKeepsCarriers(t *testing.T) { forStacks(t, testListenerCloseKeepsCarriers) }
 
 func testListenerCloseKeepsCarriers(t *testing.T, stack string) {
-	if stack == "fsp" {
-		t.Skip("fsp: Listener.Close still closes accepted connections (fix pending)")
-	}
 	scfg := serverConfig()
 	scfg.Policy.Stack(stack, policy.Require)
 	l := listen(t, scfg)

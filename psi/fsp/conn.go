@@ -37,10 +37,12 @@ const (
 	maxBatch       = 64
 	ackEvery       = 2
 	maxAckDelay    = time.Millisecond
+	minRTO         = 50 * time.Millisecond
 	maxBackoffs    = 10
 	minPacingDelay = time.Millisecond
 	closePoll      = 250 * time.Millisecond
 	closeStall     = 3 * time.Second // Close gives up after this long without acknowledgements
+	closeBackoffs  = 5               // and this many unanswered retransmission timeouts
 	hsInitialRTO   = 250 * time.Millisecond
 	hsMaxRTO       = 2 * time.Second
 	ackBufferBytes = overhead + 12 + 8*wire.MaxGaps
@@ -540,6 +542,9 @@ func (c *Conn) establish(now time.Time) {
 	}
 	c.cc = cc
 	c.rtt.SetMaxAckDelay(maxAckDelay)
+	// A lower floor than TCP's 200 ms repairs a lone lost packet (the last
+	// of a message, say) quickly; see docs/benchmarks-hol.md.
+	c.rtt.SetMinRTO(minRTO)
 	if !c.cfg.DisablePacing {
 		c.pacer = congestion.NewPacer(MaxDatagramSize)
 	}
@@ -1675,7 +1680,10 @@ func (c *Conn) waitReleased() {
 		case <-tm.C:
 		}
 		c.mu.Lock()
-		stalled := time.Since(c.lastProgress) > max(closeStall, 4*c.rtt.RTO())
+		// Give up only after several retransmissions went unanswered:
+		// giving up on time alone, before a backed-off retransmission is
+		// due, would lose the tail of the data on a lossy path.
+		stalled := time.Since(c.lastProgress) > closeStall && c.backoff >= closeBackoffs
 		c.mu.Unlock()
 		if stalled {
 			return

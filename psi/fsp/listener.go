@@ -46,16 +46,21 @@ func (l *Listener) Addr() net.Addr { return l.t.Conn.LocalAddr() }
 func (l *Listener) Transport() *Transport { return l.t }
 
 // Close stops accepting; new connection attempts are refused with RESET.
-// If Listen created the socket, Close also closes it and every
-// connection on it.
+// Connections already accepted stay open. If Listen created the socket, it
+// closes with the last of them (and the last user of NonFSPConn).
 func (l *Listener) Close() error {
 	l.t.mu.Lock()
 	if l.t.listener == l {
 		l.t.listener = nil
 	}
+	idle := false
+	if l.ownsTransport {
+		l.t.closeWhenIdle = true
+		idle = len(l.t.conns) == 0 && l.t.foreignUsers == 0
+	}
 	l.t.mu.Unlock()
 	l.shutdown()
-	if l.ownsTransport {
+	if idle {
 		return l.t.Close()
 	}
 	return nil

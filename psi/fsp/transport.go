@@ -56,6 +56,9 @@ type Transport struct {
 	closeErr error
 	// closeWhenIdle closes an owned transport with its last connection.
 	closeWhenIdle bool
+	// foreignUsers counts open NonFSPConn handles; they keep an idle
+	// transport open.
+	foreignUsers int
 
 	foreign chan foreignPacket
 	// recvErr is set while ICMP errors are reported on an owned dialing
@@ -443,7 +446,7 @@ func (t *Transport) unregister(c *Conn) {
 	if c.pendKey != (pendingKey{}) && t.pending[c.pendKey] == c {
 		delete(t.pending, c.pendKey)
 	}
-	idle := t.closeWhenIdle && len(t.conns) == 0 && t.listener == nil
+	idle := t.closeWhenIdle && len(t.conns) == 0 && t.listener == nil && t.foreignUsers == 0
 	t.mu.Unlock()
 	if idle {
 		go t.closeWith(post.Errorf(post.ErrClosed, "fsp: transport closed"))
@@ -577,13 +580,20 @@ func (t *Transport) NumConns() int {
 // NonFSPConn returns a net.PacketConn that reads the datagrams FSP does
 // not claim and writes through the shared socket, so another protocol
 // (quic-go's Transport, for one) can run on the same port.
+//
+// Each handle holds the transport open until closed; closing it does not
+// close a socket that other users still need.
 func (t *Transport) NonFSPConn() net.PacketConn {
 	t.init()
+	t.mu.Lock()
+	t.foreignUsers++
+	t.mu.Unlock()
 	return &foreignConn{t: t}
 }
 
 type foreignConn struct {
 	t        *Transport
+	once     sync.Once
 	mu       sync.Mutex
 	deadline time.Time
 	changed  chan struct{} // closed when the deadline changes
@@ -623,8 +633,21 @@ func (f *foreignConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (f *foreignConn) WriteTo(b []byte, addr net.Addr) (int, error) { return f.t.WriteTo(b, addr) }
 func (f *foreignConn) LocalAddr() net.Addr                          { return f.t.LocalAddr() }
 
-// Close does not close the shared socket.
-func (f *foreignConn) Close() error { return nil }
+// Close releases this handle; the shared socket closes once the transport
+// is idle and closing was asked for.
+func (f *foreignConn) Close() error {
+	f.once.Do(func() {
+		t := f.t
+		t.mu.Lock()
+		t.foreignUsers--
+		idle := t.closeWhenIdle && len(t.conns) == 0 && t.listener == nil && t.foreignUsers == 0
+		t.mu.Unlock()
+		if idle {
+			go t.closeWith(post.Errorf(post.ErrClosed, "fsp: transport closed"))
+		}
+	})
+	return nil
+}
 
 func (f *foreignConn) SetDeadline(t time.Time) error { return f.SetReadDeadline(t) }
 func (f *foreignConn) SetReadDeadline(t time.Time) error {
