@@ -278,7 +278,10 @@ func (t *Transport) readLoop() {
 // call, then one round of sending per connection that got any.
 func (t *Transport) readBatches() {
 	n := t.sio.MaxBatch()
-	if t.closeWhenIdle {
+	t.mu.Lock()
+	small := t.closeWhenIdle && t.listener == nil
+	t.mu.Unlock()
+	if small {
 		n = min(n, 8) // a single-connection socket: keep it small
 	}
 	pkts := make([]sockio.Packet, n)
