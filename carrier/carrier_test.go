@@ -301,6 +301,7 @@ func testBackPressure(t *testing.T, stack string) {
 	if !errors.Is(err, post.ErrBackpressure) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v after %d bytes, want ErrBackpressure", err, sent)
 	}
+	t.Logf("sender blocked after %d bytes", sent)
 	if sent > 64<<20 {
 		t.Fatalf("sent %d bytes to a reader that never reads", sent)
 	}

@@ -50,8 +50,23 @@ func (c *Carrier) Flush(ctx context.Context) error { return c.queue.drain(ctx) }
 
 func (c *Carrier) sendLoop() {
 	defer c.wg.Done()
+	var held psi.Transient // holds messages written with More
 	for {
-		om, antFailed, ok := c.queue.next(c.ctx)
+		om, antFailed, ok := c.queue.tryNext()
+		if !ok && held != nil {
+			// Nothing more at once: send what the stack holds back.
+			if f, isF := held.(psi.Flusher); isF {
+				c.wmu.Lock()
+				if err := f.Flush(c.ctx); err != nil {
+					c.retire(held, err)
+				}
+				c.wmu.Unlock()
+			}
+			held = nil
+		}
+		if !ok {
+			om, antFailed, ok = c.queue.next(c.ctx)
+		}
 		if !ok {
 			return
 		}
@@ -62,7 +77,11 @@ func (c *Carrier) sendLoop() {
 		case !om.deadline.IsZero() && time.Now().After(om.deadline):
 			err = post.ErrExpired
 		default:
-			err = c.write(om)
+			var t psi.Transient
+			t, err = c.write(om)
+			if err == nil && om.more {
+				held = t
+			}
 		}
 		c.queue.done(om, err == nil)
 		switch {
@@ -88,7 +107,7 @@ func emit(m *post.Message, k post.EventKind, err error) {
 	}
 }
 
-func (c *Carrier) write(om *outMsg) error {
+func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 	ctx := c.ctx
 	if !om.deadline.IsZero() {
 		var cancel context.CancelFunc
@@ -98,11 +117,11 @@ func (c *Carrier) write(om *outMsg) error {
 	t, err := c.activeFor(ctx, om.m)
 	if err != nil {
 		if !om.deadline.IsZero() && errors.Is(err, context.DeadlineExceeded) {
-			return post.ErrExpired
+			return nil, post.ErrExpired
 		}
-		return err
+		return nil, err
 	}
-	opts := &psi.WriteOptions{Properties: &om.m.Properties}
+	opts := &psi.WriteOptions{Properties: &om.m.Properties, More: om.more && !om.m.Immediate}
 	if om.m.OnEvent != nil {
 		// The acknowledgement may race the sent event; report it after.
 		m := om.m
@@ -126,12 +145,12 @@ func (c *Carrier) write(om *outMsg) error {
 			// the stack may have sent part of it, so the transient's
 			// framing is no longer trustworthy.
 			c.retire(t, err)
-			return fmt.Errorf("%w: %v", post.ErrExpired, err)
+			return nil, fmt.Errorf("%w: %v", post.ErrExpired, err)
 		}
 		c.retire(t, err)
-		return &post.OpError{Op: "send", Stack: t.Stack(), Path: t.Path().String(), Err: err}
+		return nil, &post.OpError{Op: "send", Stack: t.Stack(), Path: t.Path().String(), Err: err}
 	}
-	return nil
+	return t, nil
 }
 
 // MessageWriter sends one Message in parts, for content too large to hold
@@ -209,6 +228,7 @@ type outMsg struct {
 	queued   time.Time
 	deadline time.Time
 	idx      int
+	more     bool // another message was ready when this one was taken
 
 	evMu        sync.Mutex // orders the sent and acknowledged events
 	sentEmitted bool
@@ -307,32 +327,53 @@ func (q *sendQueue) next(ctx context.Context) (om *outMsg, antFailed, ok bool) {
 			q.mu.Unlock()
 			return nil, false, false
 		}
-	pop:
-		for q.h.Len() > 0 && !q.held {
-			om = heap.Pop(&q.h).(*outMsg)
-			for _, a := range om.m.Antecedents {
-				if a == om.m.ID {
-					continue
-				}
-				if _, queued := q.pending[a]; queued {
-					q.waiters[a] = append(q.waiters[a], om)
-					continue pop
-				}
-				if _, bad := q.failed[a]; bad {
-					antFailed = true
-				}
-			}
-			q.inflight++
-			q.mu.Unlock()
+		om, antFailed, ok = q.take()
+		q.mu.Unlock()
+		if ok {
 			return om, antFailed, true
 		}
-		q.mu.Unlock()
 		select {
 		case <-q.wake:
 		case <-ctx.Done():
 			return nil, false, false
 		}
 	}
+}
+
+// tryNext is next without waiting: ok is false when nothing is ready.
+func (q *sendQueue) tryNext() (om *outMsg, antFailed, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil, false, false
+	}
+	return q.take()
+}
+
+// take pops the next eligible message, parking those whose antecedents
+// are still pending. q.mu is held.
+func (q *sendQueue) take() (om *outMsg, antFailed, ok bool) {
+pop:
+	for q.h.Len() > 0 && !q.held {
+		om = heap.Pop(&q.h).(*outMsg)
+		antFailed = false
+		for _, a := range om.m.Antecedents {
+			if a == om.m.ID {
+				continue
+			}
+			if _, queued := q.pending[a]; queued {
+				q.waiters[a] = append(q.waiters[a], om)
+				continue pop
+			}
+			if _, bad := q.failed[a]; bad {
+				antFailed = true
+			}
+		}
+		q.inflight++
+		om.more = q.h.Len() > 0
+		return om, antFailed, true
+	}
+	return nil, false, false
 }
 
 // done resolves a message taken with next.

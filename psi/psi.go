@@ -164,6 +164,16 @@ type WriteOptions struct {
 	// Acked, if set, is called once the peer has acknowledged the whole
 	// message. Stacks that cannot tell never call it.
 	Acked func()
+	// More says that more messages follow at once: a stack that
+	// implements Flusher may hold this one back to send them together,
+	// until a write without More or a Flush.
+	More bool
+}
+
+// Flusher is implemented by stacks that may hold back messages written
+// with WriteOptions.More; Flush sends them.
+type Flusher interface {
+	Flush(ctx context.Context) error
 }
 
 // Transient is one protocol stack instance on one Path. Its methods may be

@@ -198,7 +198,7 @@ func ctxErr(ctx context.Context, err error) error {
 // large p is written from the caller's buffer without being copied whole.
 // If ctx ends while data is being written, the stream is left inside a
 // frame, so the transient can no longer send.
-func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, _ *psi.WriteOptions) error {
+func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *psi.WriteOptions) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	if t.isClosed() {
@@ -216,7 +216,7 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, _ *psi
 	}
 	t.cork.cork()
 	err := t.w.WriteMessage(p, end)
-	if err == nil && end {
+	if err == nil && end && (opts == nil || !opts.More) {
 		err = t.w.Flush()
 	}
 	if cerr := t.cork.uncork(); err == nil {
@@ -233,6 +233,33 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, _ *psi
 	}
 	t.werr = wrap("send", t.path, ctxErr(ctx, err))
 	return t.werr
+}
+
+// Flush sends messages held back by WriteOptions.More.
+func (t *transient) Flush(ctx context.Context) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.isClosed() {
+		return t.closedErr("send")
+	}
+	if t.werr != nil {
+		return t.werr
+	}
+	stop, ok := t.wd.watch(ctx)
+	if !ok {
+		return t.closedErr("send")
+	}
+	t.cork.cork()
+	err := t.w.Flush()
+	if cerr := t.cork.uncork(); err == nil {
+		err = cerr
+	}
+	stop()
+	if err != nil && !t.isClosed() {
+		t.werr = wrap("send", t.path, ctxErr(ctx, err))
+		return t.werr
+	}
+	return err
 }
 
 // ReadMessage reads from the current inbound message. It returns io.EOF
