@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"sync"
@@ -532,5 +533,26 @@ func TestReadyBuffer(t *testing.T) {
 	}
 	if m, err := s.Receive(ctx); err != nil || string(m.Content) != "next" {
 		t.Fatalf("%v %v", err, m)
+	}
+}
+
+// TestBurstFlushed: a burst of small messages queued back to back is sent
+// together, and the last one is not held back once the queue is empty.
+func TestBurstFlushed(t *testing.T) { forStacks(t, testBurstFlushed) }
+
+func testBurstFlushed(t *testing.T, stack string) {
+	c, s := pairOn(t, stack, nil, nil)
+	ctx := ctxT(t)
+	const n = 2000
+	for i := range n {
+		if err := c.Send(ctx, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		m, err := s.Receive(ctx)
+		if err != nil || string(m.Content) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %v %v", i, err, m)
+		}
 	}
 }
