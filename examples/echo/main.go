@@ -190,6 +190,16 @@ func demo(ctx context.Context, cfg *carrier.Config) error {
 		return err
 	}
 	fmt.Printf("client: fork echo %q\n", m.Content)
+
+	// A message whose lifetime is over before it can be sent is dropped
+	// and reported, not sent late.
+	ev := make(chan post.SendEvent, 2)
+	stale := &post.Message{Content: []byte("stale"), Properties: post.Properties{Lifetime: time.Nanosecond},
+		OnEvent: func(e post.SendEvent) { ev <- e }}
+	if err := f.SendMsg(ctx, stale); err != nil {
+		return err
+	}
+	fmt.Printf("client: message with a 1 ns lifetime: %s\n", (<-ev).Kind)
 	fmt.Println("demo: done")
 	cancel()
 	return nil
