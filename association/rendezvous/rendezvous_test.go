@@ -10,31 +10,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/postsockets/postsockets/internal/ice"
+	"github.com/postsockets/postsockets/internal/leakcheck"
 	"github.com/postsockets/postsockets/post"
 )
 
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		var n int
-		for range 100 {
-			if n = runtime.NumGoroutine(); n <= before {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		buf := make([]byte, 1<<16)
-		t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-	})
-}
+func checkGoroutines(t *testing.T) { leakcheck.Check(t) }
 
 func loopbackICE() ice.Config {
 	return ice.Config{

@@ -7,12 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/leakcheck"
 	"github.com/postsockets/postsockets/post"
 )
 
@@ -27,21 +27,7 @@ func loopbackConfig() Config {
 
 // checkGoroutines fails t if goroutines started during the test are still
 // running shortly after it ends.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		var n int
-		for range 100 {
-			if n = runtime.NumGoroutine(); n <= before {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		buf := make([]byte, 1<<16)
-		t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-	})
-}
+func checkGoroutines(t *testing.T) { leakcheck.Check(t) }
 
 type peer struct {
 	agent *Agent

@@ -3,30 +3,15 @@ package netem
 import (
 	"encoding/binary"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postsockets/postsockets/internal/leakcheck"
 )
 
 // checkLeaks fails the test if goroutines started during it outlive it.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		// Exiting goroutines need a moment to be reaped; this is a
-		// bound on waiting, not an assertion about speed.
-		for range 500 {
-			if runtime.NumGoroutine() <= before {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf)
-	})
-}
+func checkLeaks(t *testing.T) { leakcheck.Check(t) }
 
 func listenUDP(t testing.TB) *net.UDPConn {
 	t.Helper()
