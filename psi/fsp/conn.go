@@ -1431,12 +1431,21 @@ func (c *Conn) wait(ctx context.Context, ch chan struct{}) error {
 // transaction); end completes it, so the peer reads it as one message. It
 // blocks while the send buffer is full.
 func (c *Conn) WriteMessage(ctx context.Context, p []byte, end bool) error {
-	return c.writeMessage(ctx, p, end, nil)
+	return c.writeMessage(ctx, p, end, nil, false)
+}
+
+// Flush sends what writes with more set held back.
+func (c *Conn) Flush() {
+	c.mu.Lock()
+	c.trySend()
+	c.mu.Unlock()
 }
 
 // writeMessage is WriteMessage that calls acked once the peer
-// acknowledged the whole message.
-func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func()) error {
+// acknowledged the whole message. With more, it queues the packets
+// without sending them, so several messages leave in one batch; a later
+// write without more, or Flush, sends them.
+func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(), more bool) error {
 	if len(p) == 0 && !end {
 		return nil
 	}
@@ -1469,6 +1478,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 				c.abandon(c.messageEnd(c.milkLive) + 1)
 				continue
 			}
+			c.trySend() // packets held back by more must not wait forever
 			c.mu.Unlock()
 			if err := c.wait(ctx, c.writable); err != nil {
 				releaseStaged(staged[:k])
@@ -1499,7 +1509,9 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 				c.supersede()
 			}
 		}
-		c.trySend()
+		if !more || len(p) > 0 {
+			c.trySend()
+		}
 		c.mu.Unlock()
 	}
 	return nil

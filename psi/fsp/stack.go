@@ -153,10 +153,17 @@ func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error
 
 func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *psi.WriteOptions) error {
 	var acked func()
+	more := false
 	if end && opts != nil {
-		acked = opts.Acked
+		acked, more = opts.Acked, opts.More
 	}
-	return t.c.writeMessage(ctx, p, end, acked)
+	return t.c.writeMessage(ctx, p, end, acked, more)
+}
+
+// Flush sends messages held back by psi.WriteOptions.More.
+func (t *transient) Flush(context.Context) error {
+	t.c.Flush()
+	return nil
 }
 
 func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Transient, error) {
