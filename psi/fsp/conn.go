@@ -886,15 +886,18 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 			putBuf(e.Value.buf)
 			e.Value.buf = nil
 		}
-		if e.Value.op == wire.Release {
-			c.releaseDone()
-		}
 		if e.Value.acked != nil {
 			c.ackedFns = append(c.ackedFns, e.Value.acked)
 			e.Value.acked = nil
 		}
 	}
 	c.onLost(now, res.Lost, prior)
+	if c.state == stateClosing && c.snd.Base() > c.releaseSeq {
+		// Everything up to and including the RELEASE is acknowledged. A
+		// selective acknowledgement of the RELEASE alone is not enough:
+		// data before it may still need retransmitting.
+		c.releaseDone()
+	}
 	if res.Progress || len(res.Acked) > 0 {
 		c.lastProgress = now
 		c.backoff = 0

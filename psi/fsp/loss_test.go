@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"io"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -122,14 +121,6 @@ func TestLossyTransfer(t *testing.T) {
 }
 
 func TestLossyDelayedTransfer(t *testing.T) {
-	if os.Getenv("POSTSOCKETS_KNOWN_FLAKY") == "" {
-		// Known bug: in about one run in five the sender's retransmission
-		// timer stops firing near the end of this transfer (rtoAt and the
-		// armed timer both in the past, nothing sent), and the receiver
-		// waits out the 30 s peer-dead timeout. Set POSTSOCKETS_KNOWN_FLAKY=1
-		// to run it while fixing that.
-		t.Skip("known intermittent FSP timer stall; set POSTSOCKETS_KNOWN_FLAKY=1 to run")
-	}
 	c, s := lossyPair(t, netem.Config{Loss: 0.03, Delay: 5 * time.Millisecond, Jitter: time.Millisecond,
 		Reorder: 0.02, Duplicate: 0.01, Rate: 20 << 20, Seed: 5})
 	// 3% random loss each way holds loss-based congestion control to a
