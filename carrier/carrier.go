@@ -475,13 +475,11 @@ type Listener struct {
 	lns    []psi.Listener
 	names  []string
 	ch     chan *Carrier
-	done   chan struct{}
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
 	once   sync.Once
 	wg     sync.WaitGroup
 	log    *slog.Logger
-	pol    policy.Context
-	errMu  sync.Mutex
-	errLog []error
 }
 
 // Listen listens on local with each stack the policy allows. Stacks share
@@ -508,12 +506,11 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 		return nil, err
 	}
 	l := &Listener{
-		cfg:  *cfg,
-		ch:   make(chan *Carrier, 16),
-		done: make(chan struct{}),
-		log:  cfg.logger(),
-		pol:  acfg.Policy,
+		cfg: *cfg,
+		ch:  make(chan *Carrier, 16),
+		log: cfg.logger(),
 	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.cfg.Local = local
 	addr := local.Addr
 	if !addr.IsValid() {
@@ -579,34 +576,28 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 
 func (l *Listener) acceptLoop(ln psi.Listener, name string, acfg association.Config) {
 	defer l.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-l.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	var delay time.Duration // backoff on repeated accept errors
 	for {
-		t, err := ln.Accept(ctx)
+		t, err := ln.Accept(l.ctx)
 		if err != nil {
+			if l.ctx.Err() != nil || errors.Is(err, post.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.log.Debug("accept failed", "stack", name, "err", err, "retry", delay)
 			select {
-			case <-l.done:
-				return
-			default:
-			}
-			if errors.Is(err, post.ErrClosed) || errors.Is(err, context.Canceled) {
+			case <-time.After(delay):
+			case <-l.ctx.Done():
 				return
 			}
-			l.log.Debug("accept failed", "stack", name, "err", err)
 			continue
 		}
+		delay = 0
 		a := association.FromTransient(t, acfg)
 		c := newCarrier(a, t, l.cfg, false, kindFull)
 		select {
 		case l.ch <- c:
-		case <-l.done:
+		case <-l.ctx.Done():
 			c.Close()
 			return
 		}
@@ -618,7 +609,7 @@ func (l *Listener) Accept(ctx context.Context) (*Carrier, error) {
 	select {
 	case c := <-l.ch:
 		return c, nil
-	case <-l.done:
+	case <-l.ctx.Done():
 		return nil, post.ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -662,7 +653,7 @@ func (l *Listener) Remote(host string) post.Remote {
 func (l *Listener) Close() error {
 	var errs []error
 	l.once.Do(func() {
-		close(l.done)
+		l.cancel()
 		for _, ln := range l.lns {
 			if err := ln.Close(); err != nil && !errors.Is(err, post.ErrClosed) {
 				errs = append(errs, err)

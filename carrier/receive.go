@@ -94,7 +94,7 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 		if free := cap(in.buf) - len(in.buf); free == 0 || !in.user && free < want {
 			size := max(len(in.buf)+want, 2*cap(in.buf))
 			if len(in.buf) == 0 && in.cap > 0 {
-				size = in.cap // the size of the last large message
+				size = max(in.cap, want) // at least the last large message
 			}
 			nb := make([]byte, len(in.buf), size)
 			copy(nb, in.buf)

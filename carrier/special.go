@@ -61,9 +61,7 @@ func NewSink(ctx context.Context, local post.Local, cfg *Config) (*Sink, error) 
 
 func (s *Sink) acceptLoop() {
 	defer s.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { <-s.done; cancel() }()
+	ctx := s.l.ctx // cancelled when the Sink closes its listener
 	for {
 		c, err := s.l.Accept(ctx)
 		if err != nil {
@@ -147,9 +145,7 @@ func NewResponder(ctx context.Context, local post.Local, cfg *Config) (*Responde
 
 func (r *Responder) acceptLoop() {
 	defer r.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { <-r.done; cancel() }()
+	ctx := r.l.ctx // cancelled when the Responder closes its listener
 	for {
 		c, err := r.l.Accept(ctx)
 		if err != nil {

@@ -203,7 +203,7 @@ type Transient interface {
 
 // Networker is implemented by stacks to say which IP protocol they run
 // over ("udp" or "tcp"), so racing can interleave them. Stacks that do not
-// implement it are taken to run over UDP unless named "tcp".
+// implement it are taken to run over UDP.
 type Networker interface {
 	Network() string
 }
@@ -212,9 +212,6 @@ type Networker interface {
 func StackNetwork(s Stack) string {
 	if n, ok := s.(Networker); ok {
 		return n.Network()
-	}
-	if s.Name() == "tcp" {
-		return "tcp"
 	}
 	return "udp"
 }

@@ -61,6 +61,10 @@ var _ psi.Stack = Stack{}
 // Name returns "tcp".
 func (Stack) Name() string { return name }
 
+// Network returns "tcp" (psi.Networker), so racing interleaves it with
+// the UDP-based stacks.
+func (Stack) Network() string { return "tcp" }
+
 // Features returns Reliable|Ordered|Fork|Encrypted.
 func (Stack) Features() psi.Features { return Features }
 
