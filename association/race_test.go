@@ -24,6 +24,7 @@ type fakeStack struct {
 	attempts atomic.Int32
 	mu       sync.Mutex
 	started  []time.Time
+	made     []*fakeTransient
 }
 
 func (s *fakeStack) Name() string           { return s.name }
@@ -37,7 +38,11 @@ func (s *fakeStack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Co
 	if err := s.dial(ctx, remote); err != nil {
 		return nil, err
 	}
-	return &fakeTransient{stack: s.name, remote: remote}, nil
+	tr := &fakeTransient{stack: s.name, remote: remote}
+	s.mu.Lock()
+	s.made = append(s.made, tr)
+	s.mu.Unlock()
+	return tr, nil
 }
 func (s *fakeStack) Listen(context.Context, netip.AddrPort, *psi.Config) (psi.Listener, error) {
 	return nil, post.ErrNotSupported
@@ -214,6 +219,13 @@ func TestRaceLosersClosedNoLeak(t *testing.T) {
 	}
 	if tr.Stack() != "tcp" {
 		t.Fatalf("winner %s", tr.Stack())
+	}
+	// The QUIC attempt completed after TCP won: Establish closed it.
+	slow.mu.Lock()
+	late := slow.made
+	slow.mu.Unlock()
+	if len(late) != 1 || !late[0].closed.Load() {
+		t.Fatalf("late winners %d, closed %v", len(late), len(late) == 1 && late[0].closed.Load())
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
