@@ -48,16 +48,7 @@ func TestLossyPath(t *testing.T) {
 	}}
 	cli, srv, _ := pair(t, &st, serverConfig(), clientConfig())
 	ctx := testContext(t)
-	cf, err := cli.Fork(ctx, psi.Wine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cf.Close()
-	sf, err := srv.AcceptFork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
+	cf, sf := forkPair(t, ctx, cli, srv, psi.Wine)
 
 	size := 2 << 20
 	if testing.Short() {

@@ -229,16 +229,7 @@ func TestForks(t *testing.T) {
 	}
 
 	// Client forks; the server gets the fork from its root.
-	cf, err := cli.Fork(ctx, psi.Wine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cf.Close()
-	sf, err := srv.AcceptFork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
+	cf, sf := forkPair(t, ctx, cli, srv, psi.Wine)
 	check(cf, sf, "client fork up")
 	check(sf, cf, "client fork down")
 	if sf.Association() != cli.Association() {
@@ -246,16 +237,7 @@ func TestForks(t *testing.T) {
 	}
 
 	// The server forks too.
-	sf2, err := srv.Fork(ctx, psi.Milk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf2.Close()
-	cf2, err := cli.AcceptFork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cf2.Close()
+	sf2, cf2 := forkPair(t, ctx, srv, cli, psi.Milk)
 	if cf2.(*Transient).Class() != psi.Milk {
 		t.Errorf("fork class %v, want milk", cf2.(*Transient).Class())
 	}
@@ -263,16 +245,7 @@ func TestForks(t *testing.T) {
 	check(sf2, cf2, "server fork down")
 
 	// A fork of a fork arrives on that fork, not on the root.
-	ff, err := cf.Fork(ctx, psi.Wine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ff.Close()
-	sff, err := sf.AcceptFork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sff.Close()
+	ff, sff := forkPair(t, ctx, cf, sf, psi.Wine)
 	check(ff, sff, "grandchild")
 
 	// Roots still work, and nothing else is waiting on the root.
@@ -517,16 +490,7 @@ func TestMessageTooLarge(t *testing.T) {
 	scfg.MaxMessageSize = 1000
 	cli, srv, _ := pair(t, &st, scfg, clientConfig())
 	ctx := testContext(t)
-	cf, err := cli.Fork(ctx, psi.Wine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cf.Close()
-	sf, err := srv.AcceptFork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
+	cf, sf := forkPair(t, ctx, cli, srv, psi.Wine)
 
 	send(t, ctx, cli, pattern(1000, 0), nil) // at the limit: fine
 	if m, err := readAll(ctx, srv, 4096); err != nil || len(m) != 1000 {
@@ -551,16 +515,7 @@ func TestMalformed(t *testing.T) {
 	var st Stack
 	cli, srv, _ := pair(t, &st, serverConfig(), clientConfig())
 	ctx := testContext(t)
-	cf, err := cli.Fork(ctx, psi.Wine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cf.Close()
-	sf, err := srv.AcceptFork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
+	cf, sf := forkPair(t, ctx, cli, srv, psi.Wine)
 
 	// A stream that ends inside a message.
 	if _, err := cf.(*Transient).s.Write([]byte{0x80, 0, 0, 100, 'x'}); err != nil {
@@ -1106,16 +1061,7 @@ func TestWriteCancel(t *testing.T) {
 	var st Stack
 	cli, srv, _ := pair(t, &st, serverConfig(), clientConfig())
 	ctx := testContext(t)
-	cf, err := cli.Fork(ctx, psi.Wine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cf.Close()
-	sf, err := srv.AcceptFork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
+	cf, sf := forkPair(t, ctx, cli, srv, psi.Wine)
 
 	// Nobody reads: the write blocks once the flow-control window is full.
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
@@ -1216,4 +1162,20 @@ func TestSharedTransport(t *testing.T) {
 	if err != nil || string(buf[:n]) != "\x00fsp" {
 		t.Fatalf("non-QUIC packet %q, %v", buf[:n], err)
 	}
+}
+
+// forkPair forks from a and accepts the fork on b; both close at cleanup.
+func forkPair(t testing.TB, ctx context.Context, a, b psi.Transient, class psi.TrafficClass) (fa, fb psi.Transient) {
+	t.Helper()
+	fa, err := a.Fork(ctx, class)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fa.Close() })
+	fb, err = b.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fb.Close() })
+	return fa, fb
 }
