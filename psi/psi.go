@@ -107,7 +107,7 @@ type Config struct {
 // DefaultMaxMessageSize is the default bound on one inbound message.
 const DefaultMaxMessageSize = 16 << 20
 
-// Limits returns the effective message limit.
+// Limit returns the effective message limit.
 func (c *Config) Limit() int64 {
 	if c == nil || c.MaxMessageSize <= 0 {
 		return DefaultMaxMessageSize
