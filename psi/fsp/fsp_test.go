@@ -258,3 +258,18 @@ func TestFlowControl(t *testing.T) {
 		t.Fatalf("sender exceeded the window: %+v", st)
 	}
 }
+
+// dialAccept dials l over tr and returns both ends.
+func dialAccept(t testing.TB, ctx context.Context, tr *Transport, l *Listener, ccfg *Config) (c, s *Conn) {
+	t.Helper()
+	acc := make(chan *Conn, 1)
+	go func() { s, _ := l.Accept(ctx); acc <- s }()
+	c, err := tr.Dial(ctx, l.Addr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s = <-acc; s == nil {
+		t.Fatal("accept failed")
+	}
+	return c, s
+}

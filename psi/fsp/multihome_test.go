@@ -82,16 +82,7 @@ func TestMultihoming(t *testing.T) {
 	tr := &Transport{Conn: mc}
 	t.Cleanup(func() { mc.Close(); tr.Close() })
 	ctx := testContext(t)
-	acc := make(chan *Conn, 1)
-	go func() { s, _ := l.Accept(ctx); acc <- s }()
-	c, err := tr.Dial(ctx, l.Addr(), ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-acc
-	if s == nil {
-		t.Fatal("accept failed")
-	}
+	c, s := dialAccept(t, ctx, tr, l, ccfg)
 	t.Cleanup(func() { c.Close(); s.Close() })
 	transferMid(t, c, s, 4<<20, func() {})
 	transferMid(t, s, c, 4<<20, func() {})

@@ -75,16 +75,7 @@ func TestTamperedPacketsDropped(t *testing.T) {
 	tr := &Transport{Conn: hc}
 	t.Cleanup(func() { tr.Close(); raw.Close() })
 	ctx := testContext(t)
-	acc := make(chan *Conn, 1)
-	go func() { s, _ := l.Accept(ctx); acc <- s }()
-	c, err := tr.Dial(ctx, l.Addr(), ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-acc
-	if s == nil {
-		t.Fatal("accept failed")
-	}
+	c, s := dialAccept(t, ctx, tr, l, ccfg)
 	for i := range 20 {
 		msg := randBytes(20000 + i*1000)
 		go c.SendMessage(ctx, msg)

@@ -125,16 +125,7 @@ func TestForgedAddressDoesNotMove(t *testing.T) {
 	tr := &Transport{Conn: h}
 	t.Cleanup(func() { tr.Close(); h.Close() })
 	ctx := testContext(t)
-	acc := make(chan *Conn, 1)
-	go func() { s, _ := l.Accept(ctx); acc <- s }()
-	c, err := tr.Dial(ctx, l.Addr(), ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-acc
-	if s == nil {
-		t.Fatal("accept failed")
-	}
+	c, s := dialAccept(t, ctx, tr, l, ccfg)
 	t.Cleanup(func() { c.Close(); s.Close() })
 	real := s.RemoteAddr().String()
 
