@@ -18,7 +18,7 @@ import (
 // content in order, ignoring message boundaries.
 type Conn struct {
 	c      *Carrier
-	rd, wd deadline
+	rd, wd *deadline
 	once   sync.Once
 }
 
@@ -123,65 +123,51 @@ var errDeadline = context.DeadlineExceeded
 
 // deadline is a resettable deadline whose channel closes when it passes.
 type deadline struct {
-	mu *sync.Mutex
-	st *deadlineState
-}
-
-type deadlineState struct {
+	mu    sync.Mutex
 	t     time.Time
 	timer *time.Timer
 	ch    chan struct{}
 }
 
-func newDeadline() deadline {
-	return deadline{mu: new(sync.Mutex), st: &deadlineState{ch: make(chan struct{})}}
-}
+func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
 
-func (d deadline) set(t time.Time) {
+func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := d.st
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
 	}
-	s.t = t
-	closed := isClosed(s.ch)
-	if t.IsZero() {
-		if closed {
-			s.ch = make(chan struct{})
-		}
-		return
+	d.t = t
+	if isClosed(d.ch) && (t.IsZero() || time.Until(t) > 0) {
+		d.ch = make(chan struct{})
 	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			s.ch = make(chan struct{})
-		}
-		ch := s.ch
-		s.timer = time.AfterFunc(dur, func() {
+	switch dur := time.Until(t); {
+	case t.IsZero():
+	case dur > 0:
+		ch := d.ch
+		d.timer = time.AfterFunc(dur, func() {
 			d.mu.Lock()
 			if !isClosed(ch) {
 				close(ch)
 			}
 			d.mu.Unlock()
 		})
-		return
-	}
-	if !closed {
-		close(s.ch)
+	case !isClosed(d.ch):
+		close(d.ch)
 	}
 }
 
-func (d deadline) expired() bool {
+func (d *deadline) expired() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return !d.st.t.IsZero() && !time.Now().Before(d.st.t)
+	return !d.t.IsZero() && !time.Now().Before(d.t)
 }
 
-func (d deadline) ctx() context.Context {
+func (d *deadline) ctx() context.Context {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return chanCtx(d.st.ch)
+	return chanCtx(d.ch)
 }
 
 func isClosed(ch chan struct{}) bool {

@@ -1,10 +1,13 @@
 package carrier_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/postsockets/postsockets/carrier"
 )
@@ -52,4 +55,24 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestConnDeadline: a read deadline interrupts a blocked Read with a
+// timeout, and clearing it lets the next Read get the data.
+func TestConnDeadline(t *testing.T) {
+	c, s := pair(t, nil, nil)
+	conn := carrier.NewConn(s)
+	conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	buf := make([]byte, 16)
+	_, err := conn.Read(buf)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("got %v, want a timeout", err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	c.Send(ctxT(t), []byte("late"))
+	n, err := conn.Read(buf)
+	if err != nil || string(buf[:n]) != "late" {
+		t.Fatalf("%q %v", buf[:n], err)
+	}
 }
