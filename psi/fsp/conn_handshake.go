@@ -1,0 +1,262 @@
+package fsp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// ---- Handshake ----------------------------------------------------------
+
+func (c *Conn) myParam() wire.ConnectParam {
+	return wire.ConnectParam{Window: uint32(c.rcvCap), Association: c.cfg.Association}
+}
+
+func (c *Conn) dial(ctx context.Context) error {
+	kp, err := fcrypto.NewKeyPair()
+	if err != nil {
+		return err
+	}
+	rand.Read(c.nonce[:])
+	c.mu.Lock()
+	c.kp = kp
+	psk := c.cfg.Security.PSK
+	c.hsKey = fcrypto.HandshakeKey(psk, c.local)
+	c.resetKey = c.hsKey
+	p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: c.local}}
+	c.hsPacket = handshakePacket(nil, c.hsKey, &p, c.nonce[:])
+	c.state = stateInitiating
+	c.sendHandshake(time.Now())
+	c.armTimer()
+	c.mu.Unlock()
+
+	select {
+	case <-c.established:
+	case <-ctx.Done():
+		c.teardown(ctx.Err(), false)
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	err = c.err
+	c.mu.Unlock()
+	return err
+}
+
+func (c *Conn) sendHandshake(now time.Time) {
+	if err := c.t.write(c.hsPacket, &c.remote); err != nil && errors.Is(err, syscall.ECONNREFUSED) && c.t.recvErr.Load() {
+		c.failLocked(post.Errorf(post.ErrRefused, "fsp: port unreachable"))
+		return
+	}
+	c.rtoAt = now.Add(min(hsInitialRTO<<c.hsTries, hsMaxRTO))
+	c.hsTries++
+}
+
+// onHandshakeReply handles ACK_INIT_CONNECT and ACK_CONNECT_REQ at the
+// initiator, and refusals while connecting. Called with c.mu held.
+func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
+	if c.hsKey == nil {
+		return
+	}
+	if _, ok := fcrypto.VerifyHandshakeTag(c.hsKey, b); !ok || len(pkt.Payload) < fcrypto.TagLen {
+		return
+	}
+	body := pkt.Payload[:len(pkt.Payload)-fcrypto.TagLen]
+	now := time.Now()
+	switch {
+	case pkt.Opcode == wire.AckInitConnect && c.state == stateInitiating:
+		if len(body) != fcrypto.CookieLen {
+			return
+		}
+		p := wire.Packet{
+			Header:       wire.Header{Opcode: wire.ConnectRequest, Src: c.local},
+			HasParam:     true,
+			Param:        c.myParam(),
+			EphemeralKey: c.kp.Public[:],
+		}
+		payload := append(append(make([]byte, 0, fcrypto.CookieLen+fcrypto.NonceLen), body...), c.nonce[:]...)
+		c.hsPacket = handshakePacket(nil, c.hsKey, &p, payload)
+		c.state = stateRequesting
+		c.hsTries = 0
+		c.sendHandshake(now)
+	case pkt.Opcode == wire.AckConnectReq && c.state == stateRequesting:
+		if err := c.finishDial(pkt, body, now); err != nil {
+			c.failLocked(err)
+			return
+		}
+		c.trySend()
+	}
+}
+
+func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {
+	if !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen || pkt.Src <= 0xffff {
+		return post.Errorf(post.ErrMalformed, "fsp: bad ACK_CONNECT_REQ")
+	}
+	h, err := parseServerHello(body)
+	if err != nil {
+		return err
+	}
+	shared, err := c.kp.Shared(pkt.EphemeralKey)
+	if err != nil {
+		return post.Errorf(post.ErrAuthentication, "fsp: bad ephemeral key")
+	}
+	myParam := c.myParam()
+	digest := transcript(c.local, pkt.Src, c.nonce[:], h.nonce, c.kp.Public[:], pkt.EphemeralKey,
+		&myParam, &pkt.Param, h.chain)
+	master := fcrypto.MasterSecret(shared, c.cfg.Security.PSK, c.nonce[:], h.nonce)
+	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
+	if string(confirm[:]) != string(h.confirm) {
+		return post.Errorf(post.ErrAuthentication, "fsp: key confirmation failed (PSK mismatch?)")
+	}
+	if err := verifyServer(c.cfg, h, digest); err != nil {
+		return err
+	}
+	for _, der := range h.chain {
+		if cert, err := x509.ParseCertificate(der); err == nil {
+			c.peerCerts = append(c.peerCerts, cert)
+		}
+	}
+	c.peer, c.peerKnown = pkt.Src, true
+	c.peerParam = pkt.Param
+	c.master = master
+	c.installKeys()
+	c.kp, c.hsPacket = nil, nil
+	c.establish(now)
+	// Confirm to the responder at once; repeated until it answers.
+	c.ackReq = true
+	c.rtoAt = now.Add(hsInitialRTO)
+	close(c.established)
+	return nil
+}
+
+// respond runs the responder's side on a CONNECT_REQUEST whose cookie
+// checked out.
+func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
+	l := c.listener
+	kp, err := fcrypto.NewKeyPair()
+	if err != nil {
+		return err
+	}
+	shared, err := kp.Shared(pkt.EphemeralKey)
+	if err != nil {
+		return post.Errorf(post.ErrMalformed, "fsp: bad ephemeral key")
+	}
+	rand.Read(c.nonce[:])
+	myParam := c.myParam()
+	chain := l.id.Certificate
+	digest := transcript(pkt.Src, c.local, clientNonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
+		&pkt.Param, &myParam, chain)
+	master := fcrypto.MasterSecret(shared, c.cfg.Security.PSK, clientNonce, c.nonce[:])
+	sig, err := signTranscript(l.id.PrivateKey, digest)
+	if err != nil {
+		return err
+	}
+	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
+	hello := serverHello{nonce: c.nonce[:], chain: chain, sig: sig, confirm: confirm[:]}
+	p := wire.Packet{
+		Header:       wire.Header{Opcode: wire.AckConnectReq, Dst: pkt.Src, Src: c.local},
+		HasParam:     true,
+		Param:        myParam,
+		EphemeralKey: kp.Public[:],
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hsKey = key
+	c.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, c.local)
+	c.peerNonce = append([]byte(nil), clientNonce...)
+	c.peerKnown = true
+	c.peerParam = pkt.Param
+	c.master = master
+	c.installKeys()
+	c.hsPacket = handshakePacket(make([]byte, 0, wire.HeaderLen+64+fcrypto.TagLen+600+l.chainLen), key, &p, hello.append(nil))
+	c.state = stateAffirming
+	c.t.write(c.hsPacket, &c.remote)
+	c.armTimer()
+	return nil
+}
+
+// resendAffirm answers a repeated CONNECT_REQUEST.
+func (c *Conn) resendAffirm(nonce []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateAffirming && string(nonce) == string(c.peerNonce) {
+		c.t.write(c.hsPacket, &c.remote)
+	}
+}
+
+// installKeys derives the traffic keys of generation keyGen from master.
+func (c *Conn) installKeys() {
+	if c.keyInitiator == 0 {
+		c.keyInitiator, c.keyResponder = c.local, c.peer
+		if !c.initiator {
+			c.keyInitiator, c.keyResponder = c.peer, c.local
+		}
+	}
+	i2r, r2i := fcrypto.TrafficSecrets(c.master, c.keyInitiator, c.keyResponder)
+	tx, rx := i2r, r2i
+	if !c.initiator {
+		tx, rx = r2i, i2r
+	}
+	c.tx = fcrypto.NewDirection(tx)
+	c.rx[c.keyGen&1] = fcrypto.NewDirection(rx)
+}
+
+// InstallKey mixes a secret agreed by the upper layer (for example by an
+// application-level key exchange run over this connection) into the
+// session keys. Packets sent after the call use the new keys, marked by
+// the key phase flag; both ends must install the same secret, and
+// packets the peer protects with a key not installed here yet are dropped
+// until it is (retransmission recovers them).
+func (c *Conn) InstallKey(secret []byte) error {
+	if len(secret) < 16 {
+		return post.Errorf(post.ErrAuthentication, "fsp: installed key shorter than 16 bytes")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateEstablished {
+		return c.stateErr()
+	}
+	c.master = fcrypto.InstallSecret(c.master, secret)
+	c.keyGen++
+	c.installKeys()
+	return nil
+}
+
+func (c *Conn) establish(now time.Time) {
+	c.state = stateEstablished
+	c.snd = reliability.NewSender[txData](1)
+	c.rcv = reliability.NewReceiver[rxData](1)
+	c.peerLimit = 1 + uint64(c.peerParam.Window)
+	c.advLimit = 1 + uint64(c.rcvCap)
+	cc, err := congestion.New(c.cfg.Congestion, congestion.Config{MSS: MaxDatagramSize})
+	if err != nil {
+		cc = congestion.NewCubic(congestion.Config{MSS: MaxDatagramSize})
+	}
+	c.cc = cc
+	c.rtt.SetMaxAckDelay(maxAckDelay)
+	// A lower floor than TCP's 200 ms repairs a lone lost packet (the last
+	// of a message, say) quickly; see docs/benchmarks-hol.md.
+	c.rtt.SetMinRTO(minRTO)
+	if !c.cfg.DisablePacing {
+		c.pacer = congestion.NewPacer(MaxDatagramSize)
+	}
+	c.lastRecv, c.lastKA = now, now
+	c.initPaths(now)
+	c.log.Debug("fsp: connection established", "local", c.local, "peer", c.peer, "remote", c.remote, "initiator", c.initiator)
+}
+
+// failLocked ends a connection attempt. Called with c.mu held.
+func (c *Conn) failLocked(err error) {
+	c.mu.Unlock()
+	c.teardown(err, false)
+	c.mu.Lock()
+}

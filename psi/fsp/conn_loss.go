@@ -1,0 +1,234 @@
+package fsp
+
+import (
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// onAck processes the acknowledgement fields every protected packet
+// carries.
+func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
+	expected := wire.DecodeSeq(c.snd.Base(), pkt.Expected)
+	if lim := expected + uint64(pkt.Window); lim > c.peerLimit {
+		c.peerLimit = lim
+	}
+	if expected <= c.snd.Base() && !pkt.HasSNACK {
+		return
+	}
+	c.gapsIn = c.gapsIn[:0]
+	var ackDelay time.Duration
+	if pkt.HasSNACK {
+		for _, g := range pkt.SNACK.Gaps {
+			c.gapsIn = append(c.gapsIn, reliability.Gap{Gap: uint64(g.Gap), Data: uint64(g.Data)})
+		}
+		ackDelay = time.Duration(pkt.SNACK.AckDelay) * time.Microsecond
+	}
+	prior := c.snd.BytesInFlight()
+	c.snd.OnAck(now, expected, c.gapsIn, 0, c.lossDelay(), &c.ackRes)
+	res := &c.ackRes
+	if res.HasRTT {
+		c.rtt.Update(res.RTTSample, ackDelay)
+		if c.active != nil {
+			c.active.rtt.Update(res.RTTSample, ackDelay)
+		}
+	}
+	for _, e := range res.Acked {
+		if e.Abandoned {
+			// Accounted for when abandoned; the peer skipped it or got it.
+			if e.Sent {
+				c.cc.OnAck(now, e.Value.pn, e.Bytes, prior, &c.rtt)
+			}
+			continue
+		}
+		c.cc.OnAck(now, e.Value.pn, e.Bytes, prior, &c.rtt)
+		c.sndBytes -= e.Value.n + overhead
+		if e.Value.buf != nil {
+			putBuf(e.Value.buf)
+			e.Value.buf = nil
+		}
+		if e.Value.acked != nil {
+			c.ackedFns = append(c.ackedFns, e.Value.acked)
+			e.Value.acked = nil
+		}
+	}
+	c.onLost(now, res.Lost, prior)
+	if c.state == stateClosing && c.snd.Base() > c.releaseSeq {
+		// Everything up to and including the RELEASE is acknowledged. A
+		// selective acknowledgement of the RELEASE alone is not enough:
+		// data before it may still need retransmitting.
+		c.releaseDone()
+	}
+	if res.Progress || len(res.Acked) > 0 {
+		c.lastProgress = now
+		c.backoff = 0
+		c.rtoAt = time.Time{}
+		if c.snd.BytesInFlight() > 0 || c.milk && c.snd.Base() < c.milkLive {
+			c.rtoAt = now.Add(c.rto())
+		}
+		signal(c.writable)
+	}
+	if c.pacer != nil {
+		c.pacer.SetRate(c.cc.PacingRate(&c.rtt))
+	}
+	c.lossAt = c.snd.DetectLoss(now, c.lossDelay(), &c.ackRes)
+	c.onLost(now, c.ackRes.Lost, prior)
+}
+
+func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior int) {
+	for _, e := range lost {
+		c.cc.OnLoss(now, e.Value.pn, e.Bytes, prior)
+		if e.Value.path != nil {
+			e.Value.path.lost++
+		}
+	}
+	if len(lost) > 0 {
+		c.supersede()
+	}
+}
+
+// rto is the retransmission timeout with exponential backoff; the
+// backoff resets on any acknowledgement progress.
+func (c *Conn) rto() time.Duration {
+	return min(c.rtt.RTO()<<min(c.backoff, 16), congestion.MaxRTO)
+}
+
+func (c *Conn) lossDelay() time.Duration {
+	d := max(c.rtt.SmoothedRTT(), c.rtt.LatestRTT())
+	return max(d*9/8, time.Millisecond)
+}
+
+func (c *Conn) releaseDone() {
+	select {
+	case <-c.released:
+	default:
+		close(c.released)
+	}
+}
+
+// ---- Timers -------------------------------------------------------------
+
+// armTimer makes sure the timer fires by the earliest deadline. Called with
+// c.mu held.
+func (c *Conn) armTimer() {
+	if c.state == stateClosed {
+		return
+	}
+	var next time.Time
+	at := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	switch c.state {
+	case stateInitiating, stateRequesting:
+		at(c.rtoAt)
+		at(c.hsDeadline)
+	case stateAffirming:
+		at(c.hsDeadline)
+	default:
+		at(c.rtoAt)
+		at(c.ackAt)
+		at(c.lossAt)
+		at(c.paceAt)
+		at(c.lastRecv.Add(c.cfg.idle()))
+		if ka := c.cfg.keepAlive(); ka > 0 {
+			at(c.lastKA.Add(ka))
+		}
+	}
+	if next.IsZero() || (!c.timerAt.IsZero() && !next.Before(c.timerAt)) {
+		return
+	}
+	c.timerAt = next
+	d := time.Until(next)
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.onTimer)
+	} else {
+		c.timer.Reset(d)
+	}
+}
+
+func (c *Conn) onTimer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timerAt = time.Time{}
+	now := time.Now()
+	switch c.state {
+	case stateClosed:
+		return
+	case stateInitiating, stateRequesting:
+		if !now.Before(c.hsDeadline) {
+			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: handshake timed out"))
+			return
+		}
+		if !now.Before(c.rtoAt) {
+			c.sendHandshake(now)
+		}
+		c.armTimer()
+		return
+	case stateAffirming:
+		if !now.Before(c.hsDeadline) {
+			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: handshake not confirmed"))
+			return
+		}
+		c.armTimer()
+		return
+	}
+	if idle := c.cfg.idle(); now.Sub(c.lastRecv) >= idle {
+		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer silent for %v", idle))
+		return
+	}
+	if !c.ackAt.IsZero() && !now.Before(c.ackAt) {
+		c.ackNow = true
+	}
+	if !c.paceAt.IsZero() && !now.Before(c.paceAt) {
+		c.paceAt = time.Time{}
+	}
+	if !c.lossAt.IsZero() && !now.Before(c.lossAt) {
+		prior := c.snd.BytesInFlight()
+		c.lossAt = c.snd.DetectLoss(now, c.lossDelay(), &c.ackRes)
+		c.onLost(now, c.ackRes.Lost, prior)
+	}
+	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
+		c.rtoAt = time.Time{}
+		switch {
+		case c.initiator && !c.confirmed:
+			c.ackReq = true
+			c.backoff++
+			c.rtoAt = now.Add(c.rto())
+		case c.snd.BytesInFlight() > 0 || c.snd.HasRetransmission():
+			// Go back: everything in flight is presumed lost and resent
+			// as the collapsed window allows.
+			c.snd.OnTimeout(c.snd.Len())
+			c.supersede()
+			c.cc.OnRetransmissionTimeout()
+			c.backoff++
+			c.probes = 1
+			c.rtoAt = now.Add(c.rto())
+		case c.snd.HasPending():
+			// Blocked by the peer's window: probe for an update.
+			c.ackReq = true
+			c.backoff++
+			c.rtoAt = now.Add(c.rto())
+		case c.milk && c.snd.Base() < c.milkLive:
+			// The peer has not acknowledged the skip point: repeat it.
+			c.ackReq = true
+			c.backoff++
+			c.rtoAt = now.Add(c.rto())
+		}
+		if c.backoff > maxBackoffs {
+			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer not acknowledging"))
+			return
+		}
+	}
+	if ka := c.cfg.keepAlive(); ka > 0 && now.Sub(c.lastKA) >= ka {
+		c.lastKA = now
+		if now.Sub(c.lastRecv) >= ka {
+			c.ackReq = true
+		}
+	}
+	c.trySend()
+}

@@ -1,0 +1,366 @@
+package fsp
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// ---- Receiving ----------------------------------------------------------
+
+// handlePacket processes one datagram addressed to this connection. It
+// reports whether the connection has something to send: the read loop
+// then calls flush once per batch of datagrams.
+func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
+	c.mu.Lock()
+	if c.peerKnown && pkt.Src != c.peer && c.state >= stateEstablished && pkt.Opcode > wire.AckConnectReq {
+		c.mu.Unlock()
+		return c.routeClone(b, from, pkt)
+	}
+	var deliver *Listener
+	c.receive(b, from, pkt, &deliver)
+	more := c.state == stateEstablished || c.state == stateClosing
+	c.mu.Unlock()
+	if deliver != nil {
+		c.t.mu.Lock()
+		if c.t.pending[c.pendKey] == c {
+			delete(c.t.pending, c.pendKey)
+		}
+		c.t.mu.Unlock()
+		deliver.deliver(c)
+	}
+	if !more {
+		return nil
+	}
+	return c
+}
+
+func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Listener) {
+	switch c.state {
+	case stateClosed:
+		return
+	case stateInitiating, stateRequesting:
+		if pkt.Opcode == wire.Reset {
+			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
+				c.failLocked(post.Errorf(post.ErrRefused, "fsp: connection refused"))
+			}
+			return
+		}
+		c.onHandshakeReply(b, pkt)
+		return
+	}
+	if pkt.Opcode <= wire.AckConnectReq {
+		return // stray handshake packet
+	}
+	if pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen {
+		// Unauthenticated RESET: only believed when closing with all data
+		// acknowledged, when the peer already forgot the connection.
+		if c.state == stateClosing && c.snd.Base() >= c.releaseSeq {
+			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
+				c.releaseDone()
+			}
+			return
+		}
+	}
+	d := c.rx[0]
+	if pkt.Flags&wire.FlagKeyPhase != 0 {
+		d = c.rx[1]
+	}
+	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+		c.stats.PacketsDropped++
+		return
+	}
+	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
+	if !c.replay.Check(pn) {
+		c.stats.PacketsDropped++
+		return
+	}
+	buf := getBuf()
+	pt, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload)
+	if err != nil {
+		c.stats.PacketsDropped++
+		putBuf(buf)
+		return
+	}
+	c.stats.PacketsReceived++
+	newest := pn >= c.replay.Largest()
+	c.replay.Mark(pn)
+	now := time.Now()
+	c.lastRecv = now
+	if c.state == stateAffirming {
+		c.establish(now)
+		c.hsPacket = nil
+		*deliver = c.listener
+	}
+	c.onPathPacket(from, len(b), newest, pkt, now)
+	c.confirmed = true
+	if c.initiator && c.ackReq && c.snd.Len() == 0 {
+		c.rtoAt = time.Time{}
+	}
+	c.ackReq = false
+
+	c.onAck(now, pkt)
+	keep := false
+	if !c.peerKnown {
+		c.peer, c.peerKnown = pkt.Src, true // the peer's clone answered
+	}
+	if pkt.HasSkip && !c.milk && c.parent != nil && c.stats.PacketsReceived == 1 {
+		c.setMilk() // the peer forked a milk clone; a root stays wine
+	}
+	if c.milk && pkt.HasSkip {
+		c.skipTo(wire.DecodeSeq(c.rcv.Expected(), pkt.Skip))
+	}
+	switch pkt.Opcode {
+	case wire.Multiply:
+		if len(pt) > 0 || pkt.Flags&wire.FlagEOT != 0 {
+			keep = c.onData(now, pkt, buf, pt)
+		} else if pkt.Flags&wire.FlagAckRequest != 0 {
+			c.ackNow = true // an announcement without data
+		}
+	case wire.PureData, wire.Persist, wire.Release:
+		keep = c.onData(now, pkt, buf, pt)
+	case wire.KeepAlive:
+		if pkt.Flags&wire.FlagAckRequest != 0 {
+			c.ackNow = true
+		}
+	case wire.Reset:
+		putBuf(buf)
+		c.failLocked(post.Errorf(post.ErrReset, "fsp: connection reset by peer"))
+		return
+	}
+	if !keep {
+		putBuf(buf)
+	}
+}
+
+// onData buffers a data packet; it reports whether buf was kept.
+func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) bool {
+	seq := wire.DecodeSeq(c.rcv.Expected(), pkt.Seq)
+	inOrder := seq == c.rcv.Expected()
+	d := rxData{buf: buf, data: pt, eot: pkt.Flags&wire.FlagEOT != 0, release: pkt.Opcode == wire.Release}
+	kept := c.rcv.Insert(seq, d, c.rcv.Expected()+uint64(c.window()))
+	c.ackPending++
+	if !kept || !inOrder || c.rcv.HasGaps() || d.release || pkt.Flags&wire.FlagAckRequest != 0 {
+		c.ackNow = true
+	}
+	if kept && seq >= c.rcv.Largest() {
+		c.largestAt = now
+	}
+	c.popInOrder()
+	if c.ackPending >= ackEvery {
+		c.ackNow = true
+	} else if c.ackAt.IsZero() {
+		c.ackAt = now.Add(maxAckDelay)
+	}
+	return kept
+}
+
+// popInOrder moves the in-order packets to the read queue. On a milk
+// connection only complete messages go there, the oldest unread ones
+// evicted when the queue is full.
+func (c *Conn) popInOrder() {
+	popped := false
+	for {
+		v, ok := c.rcv.Pop()
+		if !ok {
+			break
+		}
+		if v.release {
+			putBuf(v.buf)
+			c.peerReleased = true
+			c.dropAsm()
+			popped = true
+			continue
+		}
+		if !c.milk {
+			c.pushRead(v)
+			popped = true
+			continue
+		}
+		c.asm = append(c.asm, v)
+		if v.eot {
+			for i, d := range c.asm {
+				c.pushRead(d)
+				c.asm[i] = rxData{}
+			}
+			c.asm = c.asm[:0]
+			c.evict()
+			popped = true
+		}
+	}
+	if popped {
+		signal(c.readable)
+	}
+}
+
+func (c *Conn) dropAsm() {
+	for i, d := range c.asm {
+		putBuf(d.buf)
+		c.asm[i] = rxData{}
+	}
+	c.asm = c.asm[:0]
+}
+
+// evict drops the oldest complete messages the reader has not begun while
+// the read queue holds more than the receive buffer, never the newest.
+func (c *Conn) evict() {
+	for c.readLen() > c.rcvCap {
+		i := c.readHead
+		if c.readMid || c.readOff > 0 {
+			for i < len(c.readQ) && !c.readQ[i].eot {
+				i++
+			}
+			i++ // the message being read stays
+		}
+		j := i
+		for j < len(c.readQ) && !c.readQ[j].eot {
+			j++
+		}
+		if j >= len(c.readQ)-1 {
+			return // the newest message stays
+		}
+		for k := i; k <= j; k++ {
+			putBuf(c.readQ[k].buf)
+		}
+		n := copy(c.readQ[i:], c.readQ[j+1:])
+		clear(c.readQ[i+n:])
+		c.readQ = c.readQ[:i+n]
+		c.stats.Evicted++
+	}
+}
+
+// skipTo stops waiting for the sequence numbers below seq, which the
+// milk sender superseded: buffered packets below it and the incomplete
+// message are dropped.
+func (c *Conn) skipTo(seq uint64) {
+	exp := c.rcv.Expected()
+	if seq <= exp {
+		return
+	}
+	c.stats.Skipped += seq - exp
+	c.rcv.SkipTo(seq, func(d rxData) { putBuf(d.buf) })
+	c.dropAsm()
+	c.ackNow = true
+	c.popInOrder()
+}
+
+// setMilk makes c a milk-class connection.
+func (c *Conn) setMilk() {
+	c.milk = true
+	c.maxPayload = MaxPayload - wire.SkipLen
+	c.milkLive, c.msgStart, c.newest = 1, 1, 1
+	if c.snd != nil {
+		c.milkLive, c.msgStart, c.newest = c.snd.Next(), c.snd.Next(), c.snd.Next()
+	}
+}
+
+// window is the receive window in packets beyond the expected sequence
+// number.
+func (c *Conn) window() int {
+	if c.milk {
+		// Complete messages waiting to be read never close the window:
+		// older ones are evicted for newer ones.
+		return max(c.rcvCap-len(c.asm), 0)
+	}
+	return max(c.rcvCap-c.readLen(), 0)
+}
+
+func (c *Conn) readLen() int { return len(c.readQ) - c.readHead }
+
+func (c *Conn) pushRead(v rxData) {
+	if len(c.readQ) == cap(c.readQ) && c.readHead > len(c.readQ)/2 {
+		n := copy(c.readQ, c.readQ[c.readHead:])
+		clear(c.readQ[n:])
+		c.readQ, c.readHead = c.readQ[:n], 0
+	}
+	c.readQ = append(c.readQ, v)
+}
+
+func (c *Conn) popRead() {
+	c.readQ[c.readHead] = rxData{}
+	c.readHead++
+	if c.readHead == len(c.readQ) {
+		c.readHead = 0
+		c.readQ = c.readQ[:0]
+		if cap(c.readQ) > 256 {
+			c.readQ = nil // do not pin a burst's worth of memory while idle
+		}
+	}
+}
+
+// ReadMessage reads from the current inbound message into p; end is true
+// when the returned bytes complete the message. After the peer released
+// the connection and everything was read it returns io.EOF.
+func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err error) {
+	c.mu.Lock()
+	for {
+		if c.readLen() > 0 {
+			// Copy as many queued packets of the current message as fit.
+			for c.readLen() > 0 {
+				d := &c.readQ[c.readHead]
+				k := copy(p[n:], d.data[c.readOff:])
+				n += k
+				c.readOff += k
+				if c.readOff < len(d.data) {
+					break
+				}
+				end = d.eot
+				putBuf(d.buf)
+				c.popRead()
+				c.readOff = 0
+				if end || n == len(p) {
+					break
+				}
+			}
+			c.readMid = !end
+			// Announce a window that grew by a quarter or more.
+			if c.state == stateEstablished && c.rcv.Expected()+uint64(c.window()) >= c.advLimit+uint64(c.rcvCap/4) {
+				c.ackNow = true
+				c.trySend()
+			}
+			c.mu.Unlock()
+			return n, end, nil
+		}
+		if c.peerReleased {
+			c.mu.Unlock()
+			return 0, false, io.EOF
+		}
+		if c.state == stateClosed {
+			err := c.stateErr()
+			c.mu.Unlock()
+			return 0, false, err
+		}
+		c.mu.Unlock()
+		if err := c.wait(ctx, c.readable); err != nil {
+			return 0, false, err
+		}
+		c.mu.Lock()
+	}
+}
+
+// ReceiveMessage reads one whole message, up to Config.MaxMessageSize.
+func (c *Conn) ReceiveMessage(ctx context.Context) ([]byte, error) {
+	var msg []byte
+	limit := c.cfg.maxMessage()
+	buf := make([]byte, MaxPayload)
+	for {
+		n, end, err := c.ReadMessage(ctx, buf)
+		if err != nil {
+			return msg, err
+		}
+		if int64(len(msg)+n) > limit {
+			return nil, post.Errorf(post.ErrMessageTooLarge, "fsp: message over %d bytes", limit)
+		}
+		msg = append(msg, buf[:n]...)
+		if end {
+			if msg == nil {
+				msg = []byte{}
+			}
+			return msg, nil
+		}
+	}
+}

@@ -1,0 +1,363 @@
+package fsp
+
+import (
+	"context"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// flush sends what the received packets called for and runs the
+// acknowledgement callbacks. Called by the read loop.
+func (c *Conn) flush() {
+	c.mu.Lock()
+	c.dirty = false
+	c.trySend()
+	fns := c.ackedFns
+	c.ackedFns = nil
+	c.mu.Unlock()
+	for _, f := range fns {
+		f()
+	}
+}
+
+// ---- Sending ------------------------------------------------------------
+
+// trySend sends what the windows, the pacer and pending acknowledgements
+// allow. Called with c.mu held; it drops the lock while writing.
+func (c *Conn) trySend() {
+	if c.sending {
+		c.sendAgain = true
+		return
+	}
+	c.sending = true
+	for c.state == stateEstablished || c.state == stateClosing {
+		c.sendAgain = false
+		now := time.Now()
+		c.fill(now)
+		if len(c.out) == 0 {
+			break
+		}
+		to := c.remote
+		out := c.out
+		c.mu.Unlock()
+		c.t.writeBatch(out, &to)
+		for _, b := range out {
+			putBuf(b)
+		}
+		c.mu.Lock()
+		clear(out)
+		full := len(out) == maxBatch
+		c.out = out[:0]
+		if !full && !c.sendAgain {
+			break
+		}
+	}
+	c.sending = false
+	c.armTimer()
+}
+
+// fill builds up to maxBatch packets into c.out.
+func (c *Conn) fill(now time.Time) {
+	if c.out == nil {
+		c.out = make([]*[]byte, 0, maxBatch)
+	}
+	for len(c.out) < maxBatch {
+		probe := c.probes > 0
+		if !probe && !c.cc.CanSend(c.snd.BytesInFlight()) {
+			break
+		}
+		if c.pacer != nil && !probe {
+			// Delays below the timer granularity are not worth a timer:
+			// send now and let the pacer run into debt, as quic-go does.
+			if d := c.pacer.TimeUntilSend(now, MaxDatagramSize); d > minPacingDelay {
+				c.paceAt = now.Add(d)
+				break
+			}
+		}
+		e := c.snd.NextToSend(c.peerLimit)
+		if e == nil {
+			if c.milk && c.snd.PeekNew() != nil && c.skipSent < c.milkLive {
+				// Blocked by the peer's window, which superseded data may
+				// fill: tell it the skip point and ask for an update.
+				c.ackReq = true
+			}
+			if c.snd.PeekNew() != nil && c.rtoAt.IsZero() {
+				// Blocked by the peer's window: probe if no update comes.
+				c.rtoAt = now.Add(c.rto())
+			}
+			break
+		}
+		if probe {
+			c.probes--
+		}
+		c.sendData(now, e)
+	}
+	if c.ackReq || c.hasResp || c.ackNow && len(c.out) < maxBatch {
+		c.sendAck(now)
+	}
+}
+
+func (c *Conn) phaseFlag() uint8 {
+	if c.keyGen&1 != 0 {
+		return wire.FlagKeyPhase
+	}
+	return 0
+}
+
+func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
+	lim := c.rcv.Expected() + uint64(c.window())
+	c.advLimit = lim
+	if c.milk {
+		c.skipSent = c.milkLive
+	}
+	if !c.peerKnown && (op == wire.PureData || op == wire.KeepAlive) {
+		op = wire.Multiply
+	}
+	return wire.Packet{Header: wire.Header{
+		Opcode:   op,
+		Flags:    flags | c.phaseFlag(),
+		Window:   uint32(min(c.window(), wire.MaxWindow)),
+		Seq:      uint32(seq),
+		Expected: uint32(c.rcv.Expected()),
+		PN:       uint32(c.pn),
+		Dst:      c.peer,
+		Src:      c.local,
+	}, HasSkip: c.milk, Skip: uint32(c.milkLive)}
+}
+
+func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
+	pn := c.pn
+	c.pn++
+	c.stats.PacketsSent++
+	b := getBuf()
+	hdr := wire.AppendHeader((*b)[:0], p)
+	out, err := c.tx.Seal(hdr, pn, hdr, payload)
+	if err != nil {
+		putBuf(b)
+		return nil
+	}
+	*b = out[:len(out):cap(out)]
+	return b
+}
+
+func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
+	p := c.header(e.Value.op, e.Value.flags, e.Seq)
+	var payload []byte
+	if e.Value.buf != nil {
+		payload = (*e.Value.buf)[:e.Value.n]
+	}
+	pn := c.pn
+	b := c.seal(&p, payload)
+	if b == nil {
+		return
+	}
+	c.out = append(c.out, b)
+	if e.Sent {
+		c.stats.Retransmissions++
+	}
+	c.snd.OnSent(e, now)
+	e.Value.pn = pn
+	e.Value.path = c.active
+	if c.active != nil {
+		c.active.sent++
+	}
+	c.cc.OnPacketSent(now, pn, e.Bytes, c.snd.BytesInFlight())
+	if c.pacer != nil {
+		c.pacer.OnSent(now, e.Bytes)
+	}
+	if c.rtoAt.IsZero() {
+		c.rtoAt = now.Add(c.rto())
+	}
+	// The packet carries the cumulative acknowledgement.
+	c.ackPending = 0
+	c.ackAt = time.Time{}
+	if !c.rcv.HasGaps() {
+		c.ackNow = false
+	}
+}
+
+// sendAck sends a KEEP_ALIVE with a SELECTIVE_NACK header.
+func (c *Conn) sendAck(now time.Time) {
+	var flags uint8
+	if c.ackReq {
+		flags = wire.FlagAckRequest
+	}
+	p := c.header(wire.KeepAlive, flags, c.snd.Next())
+	p.HasSNACK = true
+	p.SNACK.Latest = uint32(c.rcv.Largest())
+	if !c.largestAt.IsZero() {
+		p.SNACK.AckDelay = uint32(min(now.Sub(c.largestAt).Microseconds(), 1<<31))
+	}
+	c.gapsOut = c.rcv.Gaps(c.gapsOut[:0], wire.MaxGaps)
+	c.wgaps = c.wgaps[:0]
+	for _, g := range c.gapsOut {
+		c.wgaps = append(c.wgaps, wire.Gap{Gap: uint32(min(g.Gap, 1<<32-1)), Data: uint32(min(g.Data, 1<<32-1))})
+	}
+	p.SNACK.Gaps = c.wgaps
+	if c.hasResp {
+		p.HasResponse, p.Response = true, c.respNonce
+		c.hasResp = false
+	}
+	if b := c.seal(&p, nil); b != nil {
+		c.out = append(c.out, b)
+	}
+	c.ackNow, c.ackReq = false, false
+	c.ackPending = 0
+	c.ackAt = time.Time{}
+}
+
+// WriteMessage appends p to the current outbound message (transmit
+// transaction); end completes it, so the peer reads it as one message. It
+// blocks while the send buffer is full.
+func (c *Conn) WriteMessage(ctx context.Context, p []byte, end bool) error {
+	return c.writeMessage(ctx, p, end, nil, false)
+}
+
+// Flush sends what writes with more set held back.
+func (c *Conn) Flush() {
+	c.mu.Lock()
+	c.trySend()
+	c.mu.Unlock()
+}
+
+// writeMessage is WriteMessage that calls acked once the peer
+// acknowledged the whole message. With more, it queues the packets
+// without sending them, so several messages leave in one batch; a later
+// write without more, or Flush, sends them.
+func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(), more bool) error {
+	if len(p) == 0 && !end {
+		return nil
+	}
+	// Copy into packet buffers outside the lock, a batch at a time, so
+	// the read loop is not held up by large writes.
+	var staged [maxBatch]txData
+	pushed := false
+	for !pushed || len(p) > 0 {
+		k := 0
+		for k < maxBatch && (!pushed || len(p) > 0) {
+			n := min(len(p), c.maxPayload)
+			d := txData{n: n, op: wire.PureData}
+			if n > 0 {
+				d.buf = getBuf()
+				copy((*d.buf)[:n], p)
+			}
+			p = p[n:]
+			if end && len(p) == 0 {
+				d.flags, d.acked = wire.FlagEOT, acked
+			}
+			staged[k] = d
+			k++
+			pushed = true
+		}
+		c.mu.Lock()
+		for c.state == stateEstablished && !c.peerReleased && c.sndBytes >= c.sndLimit {
+			if c.milk && c.msgStart > c.milkLive {
+				// Milk: the send buffer overflows; the oldest message
+				// goes, sent or not.
+				c.abandon(c.messageEnd(c.milkLive) + 1)
+				continue
+			}
+			c.trySend() // packets held back by more must not wait forever
+			c.mu.Unlock()
+			if err := c.wait(ctx, c.writable); err != nil {
+				releaseStaged(staged[:k])
+				return err
+			}
+			c.mu.Lock()
+		}
+		var err error
+		switch {
+		case c.state != stateEstablished:
+			err = c.stateErr()
+		case c.peerReleased:
+			err = post.Errorf(post.ErrClosed, "fsp: peer released the connection")
+		}
+		if err != nil {
+			c.mu.Unlock()
+			releaseStaged(staged[:k])
+			return err
+		}
+		for i := range k {
+			eot := staged[i].flags&wire.FlagEOT != 0
+			seq := c.snd.Push(staged[i], staged[i].n+overhead)
+			c.sndBytes += staged[i].n + overhead
+			staged[i] = txData{}
+			if c.milk && eot {
+				// A complete message supersedes the older ones.
+				c.newest, c.msgStart = c.msgStart, seq+1
+				c.supersede()
+			}
+		}
+		if !more || len(p) > 0 {
+			c.trySend()
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// messageEnd returns the sequence number of the last packet of the
+// message containing seq, or the last one pushed.
+func (c *Conn) messageEnd(seq uint64) uint64 {
+	for ; seq+1 < c.snd.Next(); seq++ {
+		if e := c.snd.Get(seq); e != nil && e.Value.flags&wire.FlagEOT != 0 {
+			break
+		}
+	}
+	return seq
+}
+
+// supersede abandons, on a milk connection, the superseded messages (older
+// than the newest complete one) that lost a packet, with every message
+// before them: lost superseded data is not retransmitted.
+func (c *Conn) supersede() {
+	if !c.milk || c.newest <= c.milkLive {
+		return
+	}
+	if seq, ok := c.snd.LastLost(c.newest); ok {
+		c.abandon(min(c.messageEnd(seq)+1, c.newest))
+	}
+}
+
+// abandon gives up on the unacknowledged messages below seq on a milk
+// connection: they are neither sent nor retransmitted again, and the skip
+// point sent in every packet tells the receiver not to wait for them.
+func (c *Conn) abandon(seq uint64) {
+	if seq <= c.milkLive {
+		return
+	}
+	c.snd.Abandon(seq, func(e *reliability.Entry[txData]) {
+		if e.Value.buf != nil {
+			putBuf(e.Value.buf)
+			e.Value.buf = nil
+		}
+		c.sndBytes -= e.Value.n + overhead
+		e.Value.acked = nil
+		c.stats.Superseded++
+	})
+	c.milkLive = seq
+	// Every packet carries the skip point; send one now, and keep asking
+	// for acknowledgements until the peer's cumulative acknowledgement
+	// passes it.
+	c.ackNow = true
+	if c.rtoAt.IsZero() {
+		c.rtoAt = time.Now().Add(c.rto())
+	}
+	signal(c.writable)
+}
+
+func releaseStaged(ds []txData) {
+	for _, d := range ds {
+		if d.buf != nil {
+			putBuf(d.buf)
+		}
+	}
+}
+
+// SendMessage writes p as one whole message.
+func (c *Conn) SendMessage(ctx context.Context, p []byte) error {
+	return c.WriteMessage(ctx, p, true)
+}
