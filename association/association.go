@@ -73,6 +73,8 @@ type Association struct {
 	winner   *Winner
 	failures map[candidateKey]time.Time
 	paths    map[netip.AddrPort]post.Path
+
+	bg sync.WaitGroup // races' losing attempts still being collected
 }
 
 type candidateKey struct {

@@ -141,8 +141,9 @@ type EstablishOptions struct {
 
 // Establish races the candidates and returns the first transient to
 // complete its handshake. Attempts start one attempt delay apart (RFC
-// 8305), or at once when the previous one fails; the losers are cancelled
-// and closed before Establish returns.
+// 8305), or at once when the previous one fails. Establish returns as soon
+// as one wins; the losers are cancelled and collected in the background,
+// any that complete late are closed, and Wait waits for that.
 func (a *Association) Establish(ctx context.Context) (psi.Transient, error) {
 	return a.EstablishWith(ctx, EstablishOptions{})
 }
@@ -159,8 +160,8 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	delay := a.cfg.Policy.Delay()
 	a.log.Debug("race start", "candidates", len(cands), "first", cands[0].String(), "delay", delay)
 
+	var win *attempt
 	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	results := make(chan attempt, len(cands))
 	next, running := 0, 0
 	start := func() {
@@ -179,7 +180,6 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	var errs []error
-	var win *attempt
 	for win == nil && running > 0 {
 		select {
 		case r := <-results:
@@ -207,20 +207,19 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 		}
 	}
 	cancel()
-	// Collect the losers so none outlives the race. Those started before
-	// the winner were slower than it: remember them as failed.
-	for running > 0 {
-		r := <-results
-		running--
-		if win != nil && r.n < win.n {
-			a.mu.Lock()
-			a.failures[r.c.key()] = time.Now()
-			a.mu.Unlock()
+	if running > 0 {
+		// RFC 8305: return the winner now. The losers are cancelled;
+		// those started before the winner were slower than it, so they
+		// are remembered as failed. They are collected, and any that
+		// completed late closed, in the background (see Wait).
+		now := time.Now()
+		a.mu.Lock()
+		for _, c := range cands[:win.n] {
+			a.failures[c.key()] = now
 		}
-		if r.t != nil {
-			a.log.Debug("race closing late winner", "candidate", r.c.String())
-			r.t.Close()
-		}
+		a.mu.Unlock()
+		a.bg.Add(1)
+		go a.collectLosers(results, running)
 	}
 	if win == nil {
 		err := errors.Join(errs...)
@@ -237,4 +236,33 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	a.log.Info("race won", "stack", w.Stack, "remote", w.Remote, "attempts", next)
 	a.ObservePath(win.t.Path())
 	return win.t, nil
+}
+
+// collectLosers waits for the n attempts still running after a race was
+// won and closes any that completed late.
+func (a *Association) collectLosers(results <-chan attempt, n int) {
+	defer a.bg.Done()
+	for ; n > 0; n-- {
+		if r := <-results; r.t != nil {
+			a.log.Debug("race closing late winner", "candidate", r.c.String())
+			r.t.Close()
+		}
+	}
+}
+
+// Wait blocks until the losing attempts of every race won so far have
+// returned and been closed, or ctx ends. Establish does not wait for
+// them; call Wait before checking that nothing outlives the Association.
+func (a *Association) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		a.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -220,7 +220,11 @@ func TestRaceLosersClosedNoLeak(t *testing.T) {
 	if tr.Stack() != "tcp" {
 		t.Fatalf("winner %s", tr.Stack())
 	}
-	// The QUIC attempt completed after TCP won: Establish closed it.
+	// The QUIC attempt completed after TCP won: it is closed in the
+	// background.
+	if err := a.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	slow.mu.Lock()
 	late := slow.made
 	slow.mu.Unlock()
@@ -233,6 +237,47 @@ func TestRaceLosersClosedNoLeak(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > base {
 		t.Fatalf("%d goroutines left behind", n-base)
+	}
+}
+
+// TestRaceReturnsWinnerAtOnce: the winner is returned while a loser that
+// ignores cancellation is still dialling (RFC 8305); the loser is closed
+// in the background once it completes, and Wait waits for that.
+func TestRaceReturnsWinnerAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	stuck := &fakeStack{name: "fsp", network: "udp", dial: func(context.Context, netip.AddrPort) error {
+		<-release // a handshake that does not notice cancellation
+		return nil
+	}}
+	tcp := &fakeStack{name: "tcp", network: "tcp", dial: ok}
+	a := newAssoc(t, policy.Context{AttemptDelay: 10 * time.Millisecond}, stuck, tcp)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tr, err := a.Establish(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Stack() != "tcp" {
+		t.Fatalf("winner %s", tr.Stack())
+	}
+	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancelShort()
+	if err := a.Wait(short); err == nil {
+		t.Fatal("Wait returned while a loser was still dialling")
+	}
+	close(release)
+	if err := a.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stuck.mu.Lock()
+	late := stuck.made
+	stuck.mu.Unlock()
+	if len(late) != 1 || !late[0].closed.Load() {
+		t.Fatal("the late winner was not closed")
+	}
+	// The loser was slower than the winner: the next race starts with tcp.
+	if tr, _ := a.Establish(ctx); tr.Stack() != "tcp" {
+		t.Fatalf("second winner %s", tr.Stack())
 	}
 }
 
