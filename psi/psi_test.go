@@ -73,3 +73,32 @@ func TestVerifyPeer(t *testing.T) {
 }
 
 func chain1(c *x509.Certificate) []*x509.Certificate { return []*x509.Certificate{c} }
+
+func TestPeerIdentity(t *testing.T) {
+	p := testcert.Must()
+	leaf := p.Leaf.Leaf
+	ca := psi.Security{RootCAs: p.Pool}
+	if id := ca.PeerIdentity(nil, false); id.Leaf() != nil || id.Verified || id.Pin != (psi.Pin{}) {
+		t.Fatalf("empty chain: %+v", id)
+	}
+	id := ca.PeerIdentity(chain1(leaf), false)
+	if !id.Verified || id.PSK || id.Pin != psi.PinCertificate(leaf) || id.Leaf() != leaf {
+		t.Fatalf("client side: %+v", id)
+	}
+	if id := ca.PeerIdentity(chain1(leaf), true); id.Verified {
+		t.Fatal("listener without ClientAuth claims a verified client")
+	}
+	ca.ClientAuth = true
+	if id := ca.PeerIdentity(chain1(leaf), true); !id.Verified {
+		t.Fatal("listener with ClientAuth: client not marked verified")
+	}
+	psk := psi.Security{PSK: []byte("0123456789abcdef")}
+	c, _ := psk.Identity()
+	if id := psk.PeerIdentity(chain1(c.Leaf), true); !id.PSK || !id.Verified {
+		t.Fatalf("PSK peer: %+v", id)
+	}
+	skip := psi.Security{InsecureSkipVerify: true}
+	if id := skip.PeerIdentity(chain1(leaf), false); id.Verified {
+		t.Fatal("InsecureSkipVerify claims a verified peer")
+	}
+}

@@ -194,3 +194,79 @@ func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// Identity is what a transient verified about its peer during the
+// handshake. Forks, clones and resumed sessions carry the identity of the
+// connection that made them.
+type Identity struct {
+	// Chain is the certificate chain the peer presented, leaf first; nil
+	// if it presented none (a listener without ClientAuth or PSK does not
+	// ask for one).
+	Chain []*x509.Certificate
+	// Pin is the pin of the leaf's public key; zero without a chain.
+	Pin Pin
+	// PSK reports that the peer's key is the one derived from the
+	// configured PSK: it proved it holds the PSK.
+	PSK bool
+	// Verified reports that Chain passed VerifyPeer. It is false when
+	// verification was skipped (InsecureSkipVerify, or a listener that
+	// does not ask for client certificates).
+	Verified bool
+}
+
+// Leaf returns the peer's end-entity certificate, or nil.
+func (id Identity) Leaf() *x509.Certificate {
+	if len(id.Chain) == 0 {
+		return nil
+	}
+	return id.Chain[0]
+}
+
+// PeerIdentity builds the Identity of a peer whose chain a stack has
+// accepted under s. server says whether this end is the listener. Every
+// stack uses it, so identities mean the same on each.
+func (s *Security) PeerIdentity(chain []*x509.Certificate, server bool) Identity {
+	if len(chain) == 0 {
+		return Identity{}
+	}
+	id := Identity{Chain: chain, Pin: PinCertificate(chain[0])}
+	if len(s.PSK) > 0 {
+		if c, err := PSKCertificate(s.PSK); err == nil && PinCertificate(c.Leaf) == id.Pin {
+			id.PSK = true
+		}
+	}
+	id.Verified = !s.InsecureSkipVerify && (!server || s.ClientAuth || len(s.PSK) > 0)
+	return id
+}
+
+// PeerIdentifier is implemented by transients that can tell what they
+// verified about their peer. All built-in stacks implement it.
+type PeerIdentifier interface {
+	PeerIdentity() Identity
+}
+
+// PeerIdentityOf returns t's peer identity, and false if t cannot tell.
+func PeerIdentityOf(t Transient) (Identity, bool) {
+	if p, ok := t.(PeerIdentifier); ok {
+		return p.PeerIdentity(), true
+	}
+	return Identity{}, false
+}
+
+// SecurityChecker is implemented by stacks that cannot give every
+// guarantee a Security may ask for. CheckSecurity returns an error
+// wrapping post.ErrNotSupported that says what is missing; a race leaves
+// such a stack out (with a logged reason) rather than weaken the trust
+// settings. server says whether s is for a listener.
+type SecurityChecker interface {
+	CheckSecurity(s *Security, server bool) error
+}
+
+// CheckStackSecurity reports whether st can honour s; stacks that do not
+// implement SecurityChecker are taken to honour every setting.
+func CheckStackSecurity(st Stack, s *Security, server bool) error {
+	if c, ok := st.(SecurityChecker); ok {
+		return c.CheckSecurity(s, server)
+	}
+	return nil
+}

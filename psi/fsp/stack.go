@@ -128,7 +128,13 @@ func ConnOf(t psi.Transient) *Conn {
 // Class reports the traffic class: psi.Milk for milk clones.
 func (t *transient) Class() psi.TrafficClass { return t.c.Class() }
 
-func (t *transient) Stack() string          { return "fsp" }
+func (t *transient) Stack() string { return "fsp" }
+
+// PeerIdentity returns what the handshake verified about the peer.
+func (t *transient) PeerIdentity() psi.Identity {
+	return t.c.cfg.Security.PeerIdentity(t.c.PeerCertificates(), !t.c.initiator)
+}
+
 func (t *transient) Features() psi.Features { return TransientFeatures }
 func (t *transient) Association() [16]byte  { return t.assoc }
 func (t *transient) Close() error           { return t.c.Close() }

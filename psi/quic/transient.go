@@ -179,6 +179,14 @@ func (t *Transient) Features() psi.Features { return features }
 // Association returns the Association ID sent by the dialler.
 func (t *Transient) Association() [16]byte { return t.assoc }
 
+// PeerIdentity returns what the connection's TLS handshake verified about
+// the peer; forks share their connection's. A 0-RTT transient learns it
+// only when the handshake completes (see HandshakeComplete).
+func (t *Transient) PeerIdentity() psi.Identity {
+	certs := t.c.qc.ConnectionState().TLS.PeerCertificates
+	return t.c.cfg.Security.PeerIdentity(certs, t.c.server)
+}
+
 // Class returns the traffic class the transient was forked with. QUIC
 // streams deliver everything, so Milk is recorded but not acted on.
 func (t *Transient) Class() psi.TrafficClass { return t.class }

@@ -185,7 +185,7 @@ func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err 
 		tc.Write(reply.marshal())
 		return nil, nil, err
 	}
-	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken())
+	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken(), true)
 	t.ln = l
 	t.forkCh = make(chan *transient, l.stack.backlog())
 	status := byte(statusOK)

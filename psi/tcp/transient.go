@@ -86,7 +86,7 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 	if err := c.SetDeadline(time.Time{}); err != nil {
 		return nil, wrap(op, path, err)
 	}
-	t := newTransient(&d.stack, &d.cfg, cc, tc, d.cfg.Association, sh.token)
+	t := newTransient(&d.stack, &d.cfg, cc, tc, d.cfg.Association, sh.token, false)
 	t.dialer = d
 	ok = true
 	t.log.Debug("tcp: transient open", "kind", kind)
@@ -109,6 +109,7 @@ type transient struct {
 	dialer  *dialer   // client side
 	ln      *listener // server side
 	peerPin *psi.Pin  // the peer's key, which forks must present too
+	peer    psi.Identity
 
 	r  framer.MessageReader
 	rd deadline
@@ -128,7 +129,7 @@ type transient struct {
 
 var _ psi.Transient = (*transient)(nil)
 
-func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [16]byte, tok token) *transient {
+func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [16]byte, tok token, server bool) *transient {
 	raw := cc.Conn
 	fr := s.framer()
 	t := &transient{
@@ -151,6 +152,7 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
 		p := psi.PinCertificate(certs[0])
 		t.peerPin = &p
+		t.peer = cfg.Security.PeerIdentity(certs, server)
 	}
 	return t
 }
@@ -161,7 +163,11 @@ func newToken() token {
 	return t
 }
 
-func (t *transient) Stack() string             { return name }
+func (t *transient) Stack() string { return name }
+
+// PeerIdentity returns what the TLS handshake verified about the peer.
+func (t *transient) PeerIdentity() psi.Identity { return t.peer }
+
 func (t *transient) Features() psi.Features    { return Features }
 func (t *transient) Association() [16]byte     { return t.assoc }
 func (t *transient) Paths() []post.Path        { return []post.Path{t.Path()} }
