@@ -84,8 +84,10 @@ func (c TrafficClass) String() string {
 // are filled in by the stack.
 type Config struct {
 	Security Security
-	// MaxMessageSize bounds one inbound message held by a stack that must
-	// frame messages itself. Zero means DefaultMaxMessageSize.
+	// MaxMessageSize bounds what a receiver holds of one inbound message
+	// at once: a whole message read with a single buffer, a datagram. A
+	// message larger than it still streams through ReadMessage in parts
+	// on every stack. Zero means DefaultMaxMessageSize.
 	MaxMessageSize int64
 	// HandshakeTimeout bounds Dial; zero means 10 s.
 	HandshakeTimeout time.Duration
@@ -101,10 +103,26 @@ type Config struct {
 	// Association identifies the Association a transient belongs to, so
 	// the peer can group forks of one Carrier.
 	Association [16]byte
-	Logger      *slog.Logger
+	// Linger bounds how long Close waits for the peer to confirm that it
+	// has everything sent; zero means DefaultLinger. CloseContext takes
+	// its bound from its context instead.
+	Linger time.Duration
+	Logger *slog.Logger
 }
 
-// DefaultMaxMessageSize is the default bound on one inbound message.
+// DefaultLinger is the default bound on Close.
+const DefaultLinger = 3 * time.Second
+
+// LingerTime returns the effective Linger.
+func (c *Config) LingerTime() time.Duration {
+	if c == nil || c.Linger <= 0 {
+		return DefaultLinger
+	}
+	return c.Linger
+}
+
+// DefaultMaxMessageSize is the default bound on what a receiver holds of
+// one inbound message at once.
 const DefaultMaxMessageSize = 16 << 20
 
 // Limit returns the effective message limit.
@@ -179,16 +197,33 @@ type Flusher interface {
 // Transient is one protocol stack instance on one Path. Its methods may be
 // called from different goroutines, but WriteMessage calls must not overlap
 // each other, nor ReadMessage calls each other.
+//
+// Every stack keeps the delivery and close contract of docs/design.md
+// ("Delivery and close contract"); psi/psitest checks it. In short: a
+// message arrives whole, in order, or the reader gets an error for it;
+// nothing is lost while the calls that sent it return nil; Close returns
+// nil only once the peer's stack has everything; nothing hangs.
 type Transient interface {
 	Stack() string
 	Features() Features
 	// WriteMessage appends p to the current outbound message; end completes
-	// the message. It blocks while flow control forbids sending.
+	// the message. It blocks while flow control forbids sending, until ctx
+	// ends. A nil return means the stack holds p and will deliver it unless
+	// the transient fails, which Close then reports. A part written with
+	// end false is sent without waiting for the end. After an error the
+	// message is incomplete: the reader never sees it as complete.
 	WriteMessage(ctx context.Context, p []byte, end bool, opts *WriteOptions) error
 	// ReadMessage reads from the current inbound message into p. end is
-	// true when the returned bytes complete the message.
+	// true when the returned bytes complete the message; a message is
+	// never followed by an extra empty part. A message of any length
+	// streams through in parts; MaxMessageSize does not bound it here.
+	// After the peer's orderly close, and once everything was read, it
+	// returns io.EOF. A message the peer aborted, or cut by the peer's
+	// Abort, gives an error wrapping post.ErrReset.
 	ReadMessage(ctx context.Context, p []byte) (n int, end bool, err error)
-	// Fork opens a new transient to the same peer.
+	// Fork opens a new transient to the same peer. A fork the peer cannot
+	// take yet is held back by flow control or fails here or at its first
+	// WriteMessage; it is never dropped silently.
 	Fork(ctx context.Context, class TrafficClass) (Transient, error)
 	// AcceptFork returns the next transient the peer forked from this one.
 	AcceptFork(ctx context.Context) (Transient, error)
@@ -197,8 +232,76 @@ type Transient interface {
 	Paths() []post.Path
 	// Association is the Association ID the peer sent or that was dialled.
 	Association() [16]byte
-	// Close flushes pending data and closes in an orderly way.
+	// Close ends the transient in order: it sends what is pending, then
+	// waits, at most Config.Linger, until the peer's stack confirms it
+	// has everything. It returns nil only then; otherwise it aborts the
+	// transient and returns an error (wrapping post.ErrTimeout if the
+	// linger ran out). Blocked calls return post.ErrClosed at once;
+	// unread inbound data is discarded.
 	Close() error
+}
+
+// ContextCloser is implemented by transients whose Close can be bounded
+// by a context instead of Config.Linger. Every stack in this module
+// implements it; use CloseContext to call it.
+type ContextCloser interface {
+	// CloseContext is Close, waiting for the peer at most until ctx ends.
+	CloseContext(ctx context.Context) error
+}
+
+// Aborter is implemented by transients that can end at once. Every stack
+// in this module implements it; use Abort to call it.
+type Aborter interface {
+	// Abort ends the transient at once and tells the peer, whose pending
+	// and later calls fail with an error wrapping post.ErrReset. Data not
+	// yet delivered is dropped. Blocked local calls return an error
+	// wrapping post.ErrClosed (and err, if not nil). Abort after Close or
+	// Abort does nothing.
+	Abort(err error)
+}
+
+// MessageAborter is implemented by transients that can abandon the
+// outbound message in progress. Every stack in this module implements
+// it; use AbortMessage to call it.
+type MessageAborter interface {
+	// AbortMessage abandons the message being written, so that the
+	// peer's ReadMessage returns an error wrapping post.ErrReset for it
+	// instead of completing it. With no message in progress it does
+	// nothing. It returns nil if the transient goes on carrying the next
+	// messages; otherwise it aborted the whole transient (as Abort) and
+	// returns an error saying so.
+	AbortMessage(ctx context.Context) error
+}
+
+// CloseContext closes t, waiting for the peer at most until ctx ends. A
+// transient that does not implement ContextCloser is closed with Close.
+func CloseContext(ctx context.Context, t Transient) error {
+	if c, ok := t.(ContextCloser); ok {
+		return c.CloseContext(ctx)
+	}
+	return t.Close()
+}
+
+// Abort ends t at once, telling the peer. A transient that does not
+// implement Aborter is closed with Close, in the background.
+func Abort(t Transient, err error) {
+	if a, ok := t.(Aborter); ok {
+		a.Abort(err)
+		return
+	}
+	go t.Close()
+}
+
+// AbortMessage abandons the outbound message in progress on t. A
+// transient that does not implement MessageAborter is aborted whole, and
+// the error says so.
+func AbortMessage(ctx context.Context, t Transient) error {
+	if a, ok := t.(MessageAborter); ok {
+		return a.AbortMessage(ctx)
+	}
+	err := post.Errorf(post.ErrReset, "message aborted: %s transient aborted", t.Stack())
+	Abort(t, err)
+	return err
 }
 
 // Networker is implemented by stacks to say which IP protocol they run
