@@ -22,6 +22,10 @@ var (
 	ErrAuthentication  = errors.New("post: peer authentication failed")
 	ErrReset           = errors.New("post: reset by peer")
 	ErrDormant         = errors.New("post: carrier is dormant")
+	// ErrPeerClosed: the peer closed; nothing more can be sent to it.
+	ErrPeerClosed = errors.New("post: closed by peer")
+	// ErrInvalid: an API call got an argument it cannot use.
+	ErrInvalid = errors.New("post: invalid argument")
 )
 
 // OpError describes a failed operation on one stack and path.
