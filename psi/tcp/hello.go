@@ -31,7 +31,7 @@ const (
 const (
 	statusOK      = 0
 	statusUnknown = 1 // no transient has the parent token
-	statusBusy    = 2 // the parent's fork queue is full
+	statusBusy    = 2 // the accept queue or the parent's fork queue is full
 	statusBad     = 3 // the hello was not understood
 )
 
@@ -101,7 +101,7 @@ func (h *serverHello) err() error {
 	case statusUnknown:
 		return post.Errorf(post.ErrRefused, "peer knows no transient to fork from")
 	case statusBusy:
-		return post.Errorf(post.ErrBackpressure, "peer's fork queue is full")
+		return post.Errorf(post.ErrBackpressure, "peer's accept or fork queue is full")
 	case statusBad:
 		return post.Errorf(post.ErrMalformed, "peer rejected our hello")
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -16,8 +17,10 @@ import (
 )
 
 // listener accepts TCP connections, runs each handshake in its own
-// goroutine, and routes root transients to Accept and forks to their
-// parent's AcceptFork.
+// goroutine under a short deadline and a per-source quota (see slots),
+// and routes root transients to Accept and forks to their parent's
+// AcceptFork. A full accept queue refuses new roots rather than holding
+// their handshake slots.
 type listener struct {
 	stack Stack
 	cfg   psi.Config
@@ -29,8 +32,9 @@ type listener struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	sem    chan struct{} // bounds concurrent handshakes
+	slots  *slots
 	queue  chan *transient
+	queued atomic.Int32 // roots in queue or promised a place in it
 
 	mu     sync.Mutex
 	tokens map[token]*transient
@@ -48,7 +52,7 @@ func newListener(s Stack, cfg psi.Config, tc *tls.Config, ln *net.TCPListener) *
 		tls:    tc,
 		ln:     ln,
 		addr:   addrPort(ln.Addr()),
-		sem:    make(chan struct{}, s.maxHandshakes()),
+		slots:  newSlots(s.maxHandshakes(), s.perSource(), s.perPrefix()),
 		queue:  make(chan *transient, s.backlog()),
 		tokens: make(map[token]*transient),
 	}
@@ -66,11 +70,13 @@ func (l *listener) Addr() netip.AddrPort { return l.addr }
 func (l *listener) Accept(ctx context.Context) (psi.Transient, error) {
 	select {
 	case t := <-l.queue:
+		l.queued.Add(-1)
 		return t, nil
 	default:
 	}
 	select {
 	case t := <-l.queue:
+		l.queued.Add(-1)
 		return t, nil
 	case <-ctx.Done():
 		return nil, wrap("accept", l.addr.String(), ctx.Err())
@@ -89,9 +95,7 @@ func (l *listener) Close() error {
 			l.closeErr = wrap("close", l.addr.String(), err)
 		}
 		l.wg.Wait()
-		for len(l.queue) > 0 {
-			(<-l.queue).close(errors.New("listener closed"), false)
-		}
+		l.drain()
 	})
 	return l.closeErr
 }
@@ -100,14 +104,8 @@ func (l *listener) serve() {
 	defer l.wg.Done()
 	var backoff time.Duration
 	for {
-		select {
-		case l.sem <- struct{}{}:
-		case <-l.ctx.Done():
-			return
-		}
 		c, err := l.ln.AcceptTCP()
 		if err != nil {
-			<-l.sem
 			if l.ctx.Err() != nil {
 				return
 			}
@@ -122,18 +120,34 @@ func (l *listener) serve() {
 			continue
 		}
 		backoff = 0
+		sl := l.slots.acquire(addrPort(c.RemoteAddr()).Addr(), func() { c.Close() })
+		if sl == nil {
+			// Over its source's quota: reset at once, keep nothing.
+			c.SetLinger(0)
+			c.Close()
+			continue
+		}
 		l.wg.Add(1)
-		go l.handshake(c)
+		go l.handshake(c, sl)
 	}
+}
+
+// handshakeTimeout bounds an incoming connection's TLS handshake and hello.
+func (l *listener) handshakeTimeout() time.Duration {
+	d := l.stack.ServerHandshakeTimeout
+	if d <= 0 {
+		d = 3 * time.Second
+	}
+	return min(d, l.cfg.Handshake())
 }
 
 // handshake runs the server side of the TLS handshake and hello on c and
 // hands the transient on.
-func (l *listener) handshake(c *net.TCPConn) {
+func (l *listener) handshake(c *net.TCPConn, sl *slot) {
 	defer l.wg.Done()
-	defer func() { <-l.sem }()
+	defer l.slots.release(sl)
 	log := l.log.With("remote", addrPort(c.RemoteAddr()).String())
-	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Handshake())
+	ctx, cancel := context.WithTimeout(l.ctx, l.handshakeTimeout())
 	defer cancel()
 
 	cc := &corkConn{Conn: c}
@@ -147,9 +161,6 @@ func (l *listener) handshake(c *net.TCPConn) {
 	stop, _ := dl.watch(ctx)
 	t, parent, err := l.hello(cc, tc)
 	stop()
-	if err == nil {
-		err = c.SetDeadline(time.Time{})
-	}
 	if err != nil {
 		log.Debug("tcp: hello failed", "err", err)
 		if t != nil {
@@ -159,16 +170,37 @@ func (l *listener) handshake(c *net.TCPConn) {
 		}
 		return
 	}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		t.close(err, false)
+		if parent == nil {
+			l.queued.Add(-1)
+		}
+		return
+	}
 	if parent != nil {
 		if !parent.deliverFork(t) {
 			t.close(errors.New("parent transient closed"), false)
 		}
 		return
 	}
-	select {
-	case l.queue <- t:
-	case <-l.ctx.Done():
-		t.close(errors.New("listener closed"), false)
+	// hello reserved a place: the send never blocks.
+	l.queue <- t
+	if l.ctx.Err() != nil {
+		// Close may have drained the queue already.
+		l.drain()
+	}
+}
+
+// drain closes transients that Accept has not returned.
+func (l *listener) drain() {
+	for {
+		select {
+		case t := <-l.queue:
+			l.queued.Add(-1)
+			t.close(errors.New("listener closed"), false)
+		default:
+			return
+		}
 	}
 }
 
@@ -189,6 +221,13 @@ func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err 
 	t.ln = l
 	t.forkCh = make(chan *transient, l.stack.backlog())
 	status := byte(statusOK)
+	if ch.kind == kindRoot {
+		// Promise a place in the accept queue, or refuse now.
+		if l.queued.Add(1) > int32(cap(l.queue)) {
+			l.queued.Add(-1)
+			status = statusBusy
+		}
+	}
 	if ch.kind == kindFork {
 		l.mu.Lock()
 		parent = l.tokens[ch.parent]
@@ -208,6 +247,9 @@ func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err 
 		reply.token = token{}
 	}
 	if _, err := tc.Write(reply.marshal()); err != nil {
+		if status == statusOK && parent == nil {
+			l.queued.Add(-1)
+		}
 		return t, nil, err
 	}
 	if status != statusOK {

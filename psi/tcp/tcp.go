@@ -53,7 +53,17 @@ type Stack struct {
 	// not returned, and the forks queued on one transient; zero means 64.
 	Backlog int
 	// MaxHandshakes bounds concurrent server handshakes; zero means 128.
+	// When all are taken, a newcomer evicts the oldest handshake of the
+	// /24 or /48 prefix holding the most.
 	MaxHandshakes int
+	// MaxHandshakesPerSource bounds concurrent server handshakes from one
+	// address; four times as many are allowed from one /24 (IPv4) or /48
+	// (IPv6) prefix. Zero means MaxHandshakes/16, at least 1. Connections
+	// over quota are reset at once.
+	MaxHandshakesPerSource int
+	// ServerHandshakeTimeout bounds the TLS handshake and hello of an
+	// incoming connection; zero means 3 s. Config.HandshakeTimeout caps it.
+	ServerHandshakeTimeout time.Duration
 }
 
 var _ psi.Stack = Stack{}
@@ -101,6 +111,17 @@ func (s *Stack) maxHandshakes() int {
 		return 128
 	}
 	return s.MaxHandshakes
+}
+
+func (s *Stack) perSource() int {
+	if s.MaxHandshakesPerSource > 0 {
+		return s.MaxHandshakesPerSource
+	}
+	return max(1, s.maxHandshakes()/16)
+}
+
+func (s *Stack) perPrefix() int {
+	return min(4*s.perSource(), s.maxHandshakes())
 }
 
 // keepAlive derives TCP keep-alive settings: probes every interval once the

@@ -1,0 +1,120 @@
+package tcp
+
+import (
+	"net/netip"
+	"sync"
+)
+
+// slots admits server handshakes: at most max at once, perAddr from one
+// address and perPrefix from one /24 (IPv4) or /48 (IPv6). When every slot
+// is taken, a newcomer evicts the oldest handshake of the prefix holding
+// the most slots (the oldest among equals), if that prefix holds more than
+// the newcomer's; so idle sockets never lock a quiet source out.
+type slots struct {
+	max, perAddr, perPrefix int
+
+	mu    sync.Mutex
+	seq   uint64
+	total int
+	addrs map[netip.Addr]int
+	pfxs  map[netip.Prefix][]*slot // oldest first
+}
+
+// slot is one admitted handshake.
+type slot struct {
+	addr  netip.Addr
+	pfx   netip.Prefix
+	evict func() // aborts the handshake
+	seq   uint64 // admission order
+	done  bool
+}
+
+func newSlots(max, perAddr, perPrefix int) *slots {
+	return &slots{max: max, perAddr: perAddr, perPrefix: perPrefix,
+		addrs: make(map[netip.Addr]int), pfxs: make(map[netip.Prefix][]*slot)}
+}
+
+// sourcePrefix is the /24 or /48 that addr belongs to.
+func sourcePrefix(addr netip.Addr) netip.Prefix {
+	addr = addr.Unmap()
+	bits := 48
+	if addr.Is4() {
+		bits = 24
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// acquire admits a handshake from addr, or returns nil if its source is
+// over quota. evict is called, without the lock held, if a later
+// newcomer takes the slot.
+func (s *slots) acquire(addr netip.Addr, evict func()) *slot {
+	addr = addr.Unmap()
+	pfx := sourcePrefix(addr)
+	var victim *slot
+	s.mu.Lock()
+	if s.addrs[addr] >= s.perAddr || len(s.pfxs[pfx]) >= s.perPrefix {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.total >= s.max {
+		var most []*slot
+		for _, l := range s.pfxs {
+			if len(l) > len(most) || len(l) == len(most) && l[0].seq < most[0].seq {
+				most = l
+			}
+		}
+		if len(most) <= len(s.pfxs[pfx]) {
+			s.mu.Unlock()
+			return nil
+		}
+		victim = most[0]
+		s.removeLocked(victim)
+	}
+	s.seq++
+	sl := &slot{addr: addr, pfx: pfx, evict: evict, seq: s.seq}
+	s.total++
+	s.addrs[addr]++
+	s.pfxs[pfx] = append(s.pfxs[pfx], sl)
+	s.mu.Unlock()
+	if victim != nil {
+		victim.evict()
+	}
+	return sl
+}
+
+// release frees sl; releasing an evicted slot does nothing.
+func (s *slots) release(sl *slot) {
+	s.mu.Lock()
+	if !sl.done {
+		s.removeLocked(sl)
+	}
+	s.mu.Unlock()
+}
+
+func (s *slots) removeLocked(sl *slot) {
+	sl.done = true
+	s.total--
+	if s.addrs[sl.addr]--; s.addrs[sl.addr] == 0 {
+		delete(s.addrs, sl.addr)
+	}
+	l := s.pfxs[sl.pfx]
+	for i, x := range l {
+		if x == sl {
+			l = append(l[:i], l[i+1:]...)
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(s.pfxs, sl.pfx)
+	} else {
+		s.pfxs[sl.pfx] = l
+	}
+}
+
+// inUse returns the number of handshakes admitted.
+func (s *slots) inUse() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
