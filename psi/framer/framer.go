@@ -17,8 +17,8 @@ import (
 type MessageReader interface {
 	// ReadMessage reads from the current message into p; end is true when
 	// the returned bytes complete it. A malformed stream gives an error
-	// wrapping post.ErrMalformed, an over-long message one wrapping
-	// post.ErrMessageTooLarge.
+	// wrapping post.ErrMalformed; a message the writer aborted one
+	// wrapping post.ErrReset, after which the next message follows.
 	ReadMessage(p []byte) (n int, end bool, err error)
 }
 
@@ -29,7 +29,18 @@ type MessageWriter interface {
 	Flush() error
 }
 
-// Framer makes readers and writers for one framing.
+// MessageAborter is implemented by writers whose framing can abandon the
+// message in progress, so that the reader gets an error for it.
+type MessageAborter interface {
+	// AbortMessage ends the message in progress as aborted and flushes.
+	// With no message in progress it does nothing.
+	AbortMessage() error
+}
+
+// Framer makes readers and writers for one framing. Messages of any
+// length stream through in parts: maxMessage is for framings that must
+// hold a message whole, and LengthPrefix and Line, which do not, ignore
+// it.
 type Framer interface {
 	Name() string
 	NewReader(r io.Reader, maxMessage int64) MessageReader
@@ -38,7 +49,8 @@ type Framer interface {
 
 // LengthPrefix frames each part with a 4-byte big-endian header: the top bit
 // marks the last part of a message and the low 31 bits give the part's
-// length. It carries any content.
+// length. It carries any content. The header 0xFFFFFFFF, which no part
+// uses, aborts the message in progress.
 type LengthPrefix struct{}
 
 // Name returns "length-prefix".
@@ -46,7 +58,9 @@ func (LengthPrefix) Name() string { return "length-prefix" }
 
 const (
 	endBit   = 1 << 31
-	maxChunk = endBit - 1
+	lenMask  = endBit - 1
+	maxChunk = endBit - 2 // lenMask|endBit is the abort marker
+	abortHdr = endBit | lenMask
 	hdrLen   = 4
 )
 
@@ -59,9 +73,9 @@ const (
 func (LengthPrefix) NewReader(r io.Reader, maxMessage int64) MessageReader {
 	br, ok := r.(*bufio.Reader)
 	if ok {
-		return &lpReader{r: br, max: maxMessage}
+		return &lpReader{r: br}
 	}
-	return &lpReader{r: bufio.NewReaderSize(r, 32<<10), src: r, max: maxMessage}
+	return &lpReader{r: bufio.NewReaderSize(r, 32<<10), src: r}
 }
 
 // directRead is the smallest read that bypasses the buffer when it is empty,
@@ -71,11 +85,9 @@ const directRead = 4 << 10
 type lpReader struct {
 	r      *bufio.Reader
 	src    io.Reader // under r, if NewReader made r
-	max    int64
-	remain int   // bytes left in the current part
-	last   bool  // current part is the last of its message
-	open   bool  // a message has begun and not yet ended
-	inMsg  int64 // bytes of the current message so far
+	remain int       // bytes left in the current part
+	last   bool      // current part is the last of its message
+	open   bool      // a message has begun and not yet ended
 	hdr    [hdrLen]byte
 	hdrN   int   // bytes of hdr read so far
 	err    error // sticky: the stream is unusable
@@ -98,15 +110,19 @@ func (l *lpReader) ReadMessage(p []byte) (int, bool, error) {
 		}
 		l.hdrN = 0
 		h := binary.BigEndian.Uint32(l.hdr[:])
-		l.remain = int(h & maxChunk)
+		if h == abortHdr {
+			if !l.open {
+				l.err = fmt.Errorf("%w: abort marker outside a message", post.ErrMalformed)
+				return 0, false, l.err
+			}
+			l.open = false
+			return 0, false, ErrAborted
+		}
+		l.remain = int(h & lenMask)
 		l.last = h&endBit != 0
 		l.open = true
-		if l.max > 0 && l.inMsg+int64(l.remain) > l.max {
-			l.err = fmt.Errorf("%w: inbound message over %d bytes", post.ErrMessageTooLarge, l.max)
-			return 0, false, l.err
-		}
 		if l.remain == 0 && l.last {
-			l.inMsg, l.open = 0, false
+			l.open = false
 			return 0, true, nil
 		}
 		// An empty non-final part carries nothing: read the next header.
@@ -119,16 +135,23 @@ func (l *lpReader) ReadMessage(p []byte) (int, bool, error) {
 	}
 	var n int
 	var err error
+	if !l.last && len(p) == l.remain && len(p) > 1 && l.r.Buffered() < len(p) {
+		// Leave the part's last byte to the buffer, which then also
+		// takes in an empty last part sent right after it.
+		p = p[:len(p)-1]
+	}
 	if l.src != nil && len(p) >= directRead && l.r.Buffered() == 0 {
 		n, err = l.src.Read(p)
 	} else {
 		n, err = l.r.Read(p)
 	}
 	l.remain -= n
-	l.inMsg += int64(n)
 	end := l.remain == 0 && l.last
+	if l.remain == 0 && !l.last {
+		end = l.takeEmptyEnd()
+	}
 	if end {
-		l.inMsg, l.open = 0, false
+		l.open = false
 	}
 	if err != nil && !end {
 		if n > 0 && err != io.EOF {
@@ -138,6 +161,26 @@ func (l *lpReader) ReadMessage(p []byte) (int, bool, error) {
 		return n, false, l.fail(err, true)
 	}
 	return n, end, nil
+}
+
+// ErrAborted is returned by a length-prefix reader for a message its
+// writer aborted; the next message follows.
+var ErrAborted = post.Errorf(post.ErrReset, "message aborted by the sender")
+
+// takeEmptyEnd consumes an empty last part already buffered behind a part
+// that has just been read, so that the data carries the end of the
+// message instead of an empty part after it.
+func (l *lpReader) takeEmptyEnd() bool {
+	if l.r.Buffered() < hdrLen {
+		return false
+	}
+	b, _ := l.r.Peek(hdrLen)
+	if binary.BigEndian.Uint32(b) != endBit {
+		return false
+	}
+	l.r.Discard(hdrLen)
+	l.last = true
+	return true
 }
 
 // fail records err if it ends the stream and returns it; mid tells whether
@@ -162,21 +205,34 @@ const recordSize = 16 << 10
 // caller's slice after topping the buffer up to a multiple of recordSize, so
 // it is neither copied whole nor preceded by a tiny write for its header.
 func (LengthPrefix) NewWriter(w io.Writer) MessageWriter {
-	return &lpWriter{w: w}
+	return &lpWriter{w: w, last: -1}
 }
 
 // writeBufSize is the lpWriter's buffer, allocated on first use.
 const writeBufSize = 64 << 10
 
 type lpWriter struct {
-	w   io.Writer
-	buf []byte
-	err error // sticky: a failed write leaves the stream in an unknown state
+	w    io.Writer
+	buf  []byte
+	last int   // offset in buf of the last part's header, if its data is there too; else -1
+	open bool  // a message has begun and not yet ended
+	err  error // sticky: a failed write leaves the stream in an unknown state
 }
 
 func (l *lpWriter) WriteMessage(p []byte, end bool) error {
 	if l.err != nil {
 		return l.err
+	}
+	l.open = !end
+	if len(p) == 0 && end && l.last >= 0 && l.last+hdrLen <= len(l.buf) {
+		// End the message on its last part, still buffered, rather than
+		// with an empty part after it.
+		h := binary.BigEndian.Uint32(l.buf[l.last:])
+		if h&endBit == 0 {
+			binary.BigEndian.PutUint32(l.buf[l.last:], h|endBit)
+			l.last = -1
+			return nil
+		}
 	}
 	for {
 		n := len(p)
@@ -214,9 +270,12 @@ func (l *lpWriter) writePart(h uint32, p []byte) error {
 			return err
 		}
 	}
+	l.last = -1
+	off := len(l.buf)
 	l.buf = binary.BigEndian.AppendUint32(l.buf, h)
 	if len(p) <= cap(l.buf)-len(l.buf) {
 		l.buf = append(l.buf, p...)
+		l.last = off
 		return nil
 	}
 	// Large part: top the buffer up to a record boundary, write it, then
@@ -236,6 +295,7 @@ func (l *lpWriter) Flush() error {
 	if l.err != nil {
 		return l.err
 	}
+	l.last = -1
 	if len(l.buf) == 0 {
 		return nil
 	}
@@ -246,6 +306,22 @@ func (l *lpWriter) Flush() error {
 	}
 	l.buf = l.buf[:0]
 	return nil
+}
+
+// AbortMessage writes the abort marker if a message is in progress, and
+// flushes.
+func (l *lpWriter) AbortMessage() error {
+	if l.err != nil {
+		return l.err
+	}
+	if l.open {
+		if l.buf == nil {
+			l.buf = make([]byte, 0, writeBufSize)
+		}
+		l.buf = binary.BigEndian.AppendUint32(l.buf, abortHdr)
+		l.open = false
+	}
+	return l.Flush()
 }
 
 // Line frames each message as one line ending in CRLF, as text protocols
@@ -265,12 +341,11 @@ func (Line) NewReader(r io.Reader, maxMessage int64) MessageReader {
 	if !ok {
 		br = bufio.NewReaderSize(r, 16<<10)
 	}
-	return &lineReader{r: br, max: maxMessage}
+	return &lineReader{r: br}
 }
 
 type lineReader struct {
 	r     *bufio.Reader
-	max   int64
 	inMsg int64
 	cr    bool  // a CR was consumed; an LF must follow
 	err   error // sticky
@@ -298,10 +373,6 @@ func (l *lineReader) ReadMessage(p []byte) (int, bool, error) {
 	found := i >= 0
 	if !found {
 		i = min(len(b), len(p))
-	}
-	if l.max > 0 && l.inMsg+int64(i) > l.max {
-		l.err = fmt.Errorf("%w: line over %d bytes", post.ErrMessageTooLarge, l.max)
-		return 0, false, l.err
 	}
 	n := copy(p, b[:i])
 	l.r.Discard(n)

@@ -177,10 +177,10 @@ func TestLengthPrefixErrors(t *testing.T) {
 		{name: "truncated payload", in: cat(hdr(5, true), []byte("abc")), want: post.ErrMalformed},
 		{name: "end after non-final part", in: cat(hdr(1, false), []byte("a")), want: post.ErrMalformed},
 		{name: "end after empty part", in: hdr(0, false), want: post.ErrMalformed},
-		{name: "too large", in: cat(hdr(11, true), make([]byte, 11)), max: 10, want: post.ErrMessageTooLarge},
-		{name: "too large in parts", in: cat(hdr(6, false), make([]byte, 6), hdr(5, true), make([]byte, 5)), max: 10, want: post.ErrMessageTooLarge},
-		{name: "limit resets per message", in: cat(hdr(10, true), make([]byte, 10), hdr(10, true), make([]byte, 10)), max: 10, msgs: 2, isEOF: true},
-		{name: "huge header", in: []byte{0xff, 0xff, 0xff, 0xff}, max: 1 << 20, want: post.ErrMessageTooLarge},
+		{name: "over the limit streams", in: cat(hdr(11, true), make([]byte, 11)), max: 10, msgs: 1, isEOF: true},
+		{name: "over the limit in parts", in: cat(hdr(6, false), make([]byte, 6), hdr(5, true), make([]byte, 5)), max: 10, msgs: 1, isEOF: true},
+		{name: "abort outside a message", in: []byte{0xff, 0xff, 0xff, 0xff}, max: 1 << 20, want: post.ErrMalformed},
+		{name: "aborted message", in: cat(hdr(2, false), []byte("ab"), []byte{0xff, 0xff, 0xff, 0xff}), want: post.ErrReset},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,7 +215,7 @@ func TestLineErrors(t *testing.T) {
 		{name: "unterminated", in: "abc", want: post.ErrMalformed},
 		{name: "dangling CR", in: "abc\r", want: post.ErrMalformed},
 		{name: "at limit", in: "abcd\r\n", max: 4, msgs: 1, isEOF: true},
-		{name: "over limit", in: "abcde\r\n", max: 4, want: post.ErrMessageTooLarge},
+		{name: "over the limit streams", in: "abcde\r\n", max: 4, msgs: 1, isEOF: true},
 	}
 	for _, tt := range tests {
 		for _, bufSize := range []int{1, 3, 64} {
@@ -407,14 +407,15 @@ func checkStream(t *testing.T, f Framer, data []byte, max int64, rng *rand.Rand)
 		}
 		total += int64(n)
 		inMsg += int64(n)
-		if max > 0 && inMsg > max {
-			t.Fatalf("delivered %d bytes of one message, limit %d", inMsg, max)
-		}
 		if end {
 			inMsg = 0
 		}
+		if errors.Is(err, post.ErrReset) {
+			inMsg = 0 // an aborted message; the next one follows
+			continue
+		}
 		if err != nil {
-			if err != io.EOF && !errors.Is(err, post.ErrMalformed) && !errors.Is(err, post.ErrMessageTooLarge) {
+			if err != io.EOF && !errors.Is(err, post.ErrMalformed) {
 				t.Fatalf("unexpected error %v", err)
 			}
 			// Errors stick.
@@ -542,3 +543,64 @@ func BenchmarkLengthPrefixRead64B(b *testing.B)    { benchmarkRead(b, LengthPref
 func BenchmarkLengthPrefixRead64KiB(b *testing.B)  { benchmarkRead(b, LengthPrefix{}, 64<<10) }
 func BenchmarkLineRead64B(b *testing.B)            { benchmarkRead(b, Line{}, 64) }
 func BenchmarkLineRead4KiB(b *testing.B)           { benchmarkRead(b, Line{}, 4<<10) }
+
+func TestLengthPrefixAbort(t *testing.T) {
+	var stream bytes.Buffer
+	w := LengthPrefix{}.NewWriter(&stream)
+	a := w.(MessageAborter)
+	if err := a.AbortMessage(); err != nil { // nothing in progress
+		t.Fatal(err)
+	}
+	w.WriteMessage([]byte("doomed"), false)
+	if err := a.AbortMessage(); err != nil {
+		t.Fatal(err)
+	}
+	w.WriteMessage([]byte("next"), true)
+	w.Flush()
+	r := LengthPrefix{}.NewReader(&stream, 0)
+	buf := make([]byte, 64)
+	n, end, err := r.ReadMessage(buf)
+	if n != 6 || end || err != nil {
+		t.Fatalf("first part: %d %v %v", n, end, err)
+	}
+	if _, _, err := r.ReadMessage(buf); !errors.Is(err, post.ErrReset) {
+		t.Fatalf("aborted message: err = %v, want ErrReset", err)
+	}
+	n, end, err = r.ReadMessage(buf)
+	if string(buf[:n]) != "next" || !end || err != nil {
+		t.Fatalf("next message: %q %v %v", buf[:n], end, err)
+	}
+}
+
+// TestLengthPrefixNoEmptyEnd checks that a message ended by an empty write
+// after its data arrives with end on the data, not on an extra empty part.
+func TestLengthPrefixNoEmptyEnd(t *testing.T) {
+	for _, size := range []int{5, 40 << 10, 200 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			var stream bytes.Buffer
+			w := LengthPrefix{}.NewWriter(&stream)
+			w.WriteMessage(make([]byte, size), false)
+			w.WriteMessage(nil, true)
+			w.Flush()
+			r := LengthPrefix{}.NewReader(&stream, 0)
+			buf := make([]byte, 1<<20)
+			got := 0
+			for {
+				n, end, err := r.ReadMessage(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 && end {
+					t.Fatalf("empty last part after %d bytes", got)
+				}
+				got += n
+				if end {
+					break
+				}
+			}
+			if got != size {
+				t.Fatalf("got %d bytes, want %d", got, size)
+			}
+		})
+	}
+}
