@@ -54,8 +54,13 @@ func FuzzLink(f *testing.F) {
 		}
 		n := uint64(len(sizes))
 		for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
+			// A packet is counted just before its delivery, so wait for
+			// the deliveries too.
 			st := l.stats.snapshot()
-			if st.Packets+st.Dropped == n+st.Duplicated {
+			mu.Lock()
+			delivered := uint64(len(got))
+			mu.Unlock()
+			if st.Packets+st.Dropped == n+st.Duplicated && delivered == st.Packets {
 				break
 			}
 			if time.Now().After(end) {

@@ -56,7 +56,7 @@ func FuzzTransportInput(f *testing.F) {
 	defer t.Close()
 	_ = l
 	// An established connection with known keys, ALFID 0x30000.
-	c := newConn(t, &Config{}, false, peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")})
+	c := newConn(t, &Config{IdleTimeout: 24 * time.Hour, KeepAlive: -1}, false, peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")})
 	c.local, c.peer, c.peerKnown = 0x30000, peer, true
 	t.mu.Lock()
 	t.conns[c.local] = c

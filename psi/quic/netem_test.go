@@ -90,15 +90,18 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 // TestKeepAlive keeps an idle connection up across several idle timeouts.
+// The idle timeout is ten keep-alive intervals, so only a scheduling stall
+// of most of a second on a loaded machine could end the connection.
 func TestKeepAlive(t *testing.T) {
+	t.Parallel()
 	var st Stack
 	scfg, ccfg := serverConfig(), clientConfig()
-	scfg.IdleTimeout = 200 * time.Millisecond
-	ccfg.IdleTimeout = 200 * time.Millisecond
-	ccfg.KeepAlive = 50 * time.Millisecond
+	scfg.IdleTimeout = time.Second
+	ccfg.IdleTimeout = time.Second
+	ccfg.KeepAlive = 100 * time.Millisecond
 	cli, srv, _ := pair(t, &st, scfg, ccfg)
 	ctx := testContext(t)
-	time.Sleep(600 * time.Millisecond) // three idle timeouts; not a timing assertion
+	time.Sleep(2500 * time.Millisecond) // 2.5 idle timeouts; not a timing assertion
 	send(t, ctx, cli, []byte("still up"), nil)
 	if m, err := readAll(ctx, srv, 16); err != nil || string(m) != "still up" {
 		t.Fatalf("%q, %v", m, err)
