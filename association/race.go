@@ -97,7 +97,17 @@ func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 	return out, nil
 }
 
+// stacks returns the stacks to dial with: those the policy allows, in
+// order of preference, that can meet the trust settings.
 func (a *Association) stacks() ([]psi.Stack, error) {
+	stacks, err := a.selectStacks()
+	if err != nil {
+		return nil, err
+	}
+	return a.secureStacks(stacks, false)
+}
+
+func (a *Association) selectStacks() ([]psi.Stack, error) {
 	if len(a.cfg.Stacks) == 0 {
 		return nil, post.Errorf(post.ErrNoCandidates, "no protocol stacks configured")
 	}
@@ -121,7 +131,8 @@ func (a *Association) stacks() ([]psi.Stack, error) {
 	return out, nil
 }
 
-// Stacks returns the stacks the policy allows, in order of preference.
+// Stacks returns the stacks the policy allows that can dial under the
+// trust settings, in order of preference.
 func (a *Association) Stacks() ([]psi.Stack, error) { return a.stacks() }
 
 type attempt struct {
@@ -180,7 +191,8 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	var errs []error
-	for win == nil && running > 0 {
+	authErr := false // an attempt failed authentication
+	for win == nil && running > 0 && !authErr {
 		select {
 		case r := <-results:
 			running--
@@ -195,6 +207,13 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 				a.failures[r.c.key()] = time.Now()
 				a.mu.Unlock()
 			}
+			if authFailed(r.err) {
+				// Every attempt shares these trust settings and would
+				// fail the same way: end the race now.
+				a.log.Debug("race ends on an authentication failure", "candidate", r.c.String())
+				authErr = true
+				continue
+			}
 			if next < len(cands) {
 				start()
 				timer.Reset(delay)
@@ -208,16 +227,19 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	}
 	cancel()
 	if running > 0 {
-		// RFC 8305: return the winner now. The losers are cancelled;
+		// RFC 8305: return the winner (or the authentication failure)
+		// now. The losers are cancelled;
 		// those started before the winner were slower than it, so they
 		// are remembered as failed. They are collected, and any that
 		// completed late closed, in the background (see Wait).
-		now := time.Now()
-		a.mu.Lock()
-		for _, c := range cands[:win.n] {
-			a.failures[c.key()] = now
+		if win != nil {
+			now := time.Now()
+			a.mu.Lock()
+			for _, c := range cands[:win.n] {
+				a.failures[c.key()] = now
+			}
+			a.mu.Unlock()
 		}
-		a.mu.Unlock()
 		a.bg.Add(1)
 		go a.collectLosers(results, running)
 	}
@@ -225,6 +247,8 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 		err := errors.Join(errs...)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			err = errors.Join(ctxErr, post.ErrTimeout, err)
+		} else if hint := a.trustHint(); authErr && hint != nil {
+			err = errors.Join(err, hint)
 		}
 		return nil, &post.OpError{Op: "initiate", Path: a.cfg.Remote.String(), Err: err}
 	}

@@ -501,7 +501,7 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 	if err != nil {
 		return nil, err
 	}
-	stacks, err := a.Stacks()
+	stacks, err := a.ListenStacks()
 	if err != nil {
 		return nil, err
 	}

@@ -118,7 +118,7 @@ func (s *Security) Identity() (*tls.Certificate, error) {
 	if len(s.PSK) > 0 {
 		return PSKCertificate(s.PSK)
 	}
-	return nil, errors.New("psi: no certificate or PSK configured")
+	return nil, post.Errorf(post.ErrAuthentication, "no certificate or PSK to prove who this end is: set Security.Certificates or Security.PSK")
 }
 
 // TLSConfig builds a crypto/tls configuration from s.

@@ -31,6 +31,17 @@ func (*Stack) Name() string { return "fsp" }
 // Features returns what FSP transients offer.
 func (*Stack) Features() psi.Features { return TransientFeatures }
 
+// CheckSecurity reports the trust settings FSP cannot meet. Its handshake
+// does not carry a client certificate yet, so a listener cannot require
+// one; with a PSK the handshake itself proves the client holds it.
+// Remove this once the handshake authenticates clients (issue 9).
+func (*Stack) CheckSecurity(s *psi.Security, server bool) error {
+	if server && s.ClientAuth && len(s.PSK) == 0 && !s.InsecureSkipVerify {
+		return post.Errorf(post.ErrNotSupported, "fsp cannot require client certificates yet")
+	}
+	return nil
+}
+
 func (s *Stack) config(pc *psi.Config) *Config {
 	cfg := s.Base.clone()
 	if pc == nil {
