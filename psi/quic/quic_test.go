@@ -445,21 +445,24 @@ func TestAuthentication(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		// Without a certificate the client is refused.
-		c, err := st.Dial(ctx, l.Addr(), clientConfig())
-		if err == nil {
-			// TLS 1.3 clients finish before the server checks them; the
-			// failure shows on first use.
-			_, _, err = c.ReadMessage(ctx, make([]byte, 1))
-			c.Close()
+		// Without a certificate, or with one the server does not trust,
+		// the client is refused by Dial itself, not on first use.
+		wrong := clientConfig()
+		wrong.Security.Certificates = []tls.Certificate{other.Leaf}
+		for _, ccfg := range []*psi.Config{clientConfig(), wrong} {
+			c, err := st.Dial(ctx, l.Addr(), ccfg)
+			if err == nil {
+				c.Close()
+				t.Fatal("dial succeeded")
+			}
+			if !errors.Is(err, post.ErrAuthentication) {
+				t.Fatalf("refused client: %v", err)
+			}
 		}
-		if !errors.Is(err, post.ErrAuthentication) {
-			t.Fatalf("client without certificate: %v", err)
-		}
-		// With one, it gets in.
+		// With one, it gets in, and each end knows the other's key.
 		ccfg := clientConfig()
 		ccfg.Security.Certificates = []tls.Certificate{certs.Leaf}
-		c, err = st.Dial(ctx, l.Addr(), ccfg)
+		c, err := st.Dial(ctx, l.Addr(), ccfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -469,6 +472,13 @@ func TestAuthentication(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
+		pin := pinOf(certs.Leaf)
+		for _, tr := range []psi.Transient{c, s} {
+			id, ok := psi.PeerIdentityOf(tr)
+			if !ok || !id.Verified || id.Pin != pin {
+				t.Fatalf("peer identity %+v, %v", id, ok)
+			}
+		}
 	})
 }
 

@@ -209,6 +209,7 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config
 	if err != nil {
 		return nil, err
 	}
+	auth := watchClientAuth(tc)
 	tr, own, err := s.openTransport(cfg.Local, remote)
 	if err != nil {
 		return nil, err
@@ -249,6 +250,17 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config
 		}
 	}
 	c := newConn(qc, tr, cfg, false, nil, nil)
+	select {
+	case <-qc.HandshakeComplete():
+		// Fail here, not on first use, if the server refuses our
+		// certificate.
+		if err := auth.wait(ctx, qc); err != nil {
+			c.abort(codeClosed, "")
+			return nil, err
+		}
+	default:
+		// 0-RTT: the session resumed was accepted with its certificate.
+	}
 	t, err := c.openRoot(ctx, cfg.Association)
 	if err != nil {
 		c.abort(codeClosed, "")

@@ -153,7 +153,8 @@ func (l *listener) handshake(c *net.TCPConn, sl *slot) {
 	cc := &corkConn{Conn: c}
 	tc := tls.Server(cc, l.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		log.Debug("tcp: handshake failed", "err", err)
+		// A refused client certificate wraps post.ErrAuthentication.
+		log.Debug("tcp: handshake failed", "err", wrap("accept", c.RemoteAddr().String(), err))
 		c.Close()
 		return
 	}

@@ -493,6 +493,36 @@ func TestAuthentication(t *testing.T) {
 		ccfg.Security.Certificates = []tls.Certificate{certs.Leaf}
 		testAuth(t, scfg, ccfg, nil)
 	})
+	t.Run("client auth wrong certificate", func(t *testing.T) {
+		scfg := serverConfig()
+		scfg.Security.ClientAuth = true
+		scfg.Security.RootCAs = certs.Pool
+		ccfg := clientConfig()
+		ccfg.Security.Certificates = []tls.Certificate{other.Leaf}
+		testAuth(t, scfg, ccfg, post.ErrAuthentication)
+	})
+	t.Run("client auth identity", func(t *testing.T) {
+		scfg := serverConfig()
+		scfg.Security.ClientAuth = true
+		scfg.Security.RootCAs = certs.Pool
+		ccfg := clientConfig()
+		ccfg.Security.Certificates = []tls.Certificate{certs.Leaf}
+		var s tcp.Stack
+		c, sv := connect(t, s, listen(t, s, scfg), ccfg)
+		for _, tr := range []psi.Transient{c, sv} {
+			if id, ok := psi.PeerIdentityOf(tr); !ok || !id.Verified || id.Pin != pin {
+				t.Fatalf("peer identity %+v, %v", id, ok)
+			}
+		}
+		f, err := c.Fork(context.Background(), psi.Wine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if id, _ := psi.PeerIdentityOf(f); id.Pin != pin {
+			t.Fatalf("fork's peer identity %+v", id)
+		}
+	})
 	t.Run("client auth missing", func(t *testing.T) {
 		scfg := serverConfig()
 		scfg.Security.ClientAuth = true

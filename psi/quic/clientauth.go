@@ -1,0 +1,77 @@
+package quic
+
+import (
+	"context"
+	"crypto/tls"
+	"sync"
+	"sync/atomic"
+
+	quicgo "github.com/quic-go/quic-go"
+)
+
+// clientAuth lets a dialler learn whether the server accepted its
+// certificate. A TLS 1.3 client finishes its handshake before the server
+// has checked the client's certificate, so without it a rejected client
+// would only learn of the rejection on first use. The server sends its
+// session ticket (with HANDSHAKE_DONE) once it has accepted the client,
+// and closes the connection with a TLS alert if it has not.
+type clientAuth struct {
+	asked    atomic.Bool // the server sent a CertificateRequest
+	accepted chan struct{}
+	once     sync.Once
+}
+
+// watchClientAuth hooks tc so the dial can wait for the server's verdict.
+func watchClientAuth(tc *tls.Config) *clientAuth {
+	w := &clientAuth{accepted: make(chan struct{})}
+	certs := tc.Certificates
+	tc.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		w.asked.Store(true)
+		for i := range certs {
+			if cri.SupportsCertificate(&certs[i]) == nil {
+				return &certs[i], nil
+			}
+		}
+		return new(tls.Certificate), nil // no certificate; the server decides
+	}
+	tc.ClientSessionCache = ticketSignal{c: tc.ClientSessionCache, w: w}
+	return w
+}
+
+// wait returns once the server accepted the client, or with the reason it
+// did not. It returns at once if the server asked for no certificate.
+func (w *clientAuth) wait(ctx context.Context, qc *quicgo.Conn) error {
+	if !w.asked.Load() {
+		return nil
+	}
+	select {
+	case <-w.accepted:
+		return nil
+	case <-qc.Context().Done():
+		return mapError(context.Cause(qc.Context()))
+	case <-ctx.Done():
+		return dialError(ctx, ctx.Err())
+	}
+}
+
+// ticketSignal is a session cache that reports the server's first ticket.
+type ticketSignal struct {
+	c tls.ClientSessionCache // may be nil
+	w *clientAuth
+}
+
+func (t ticketSignal) Get(key string) (*tls.ClientSessionState, bool) {
+	if t.c == nil {
+		return nil, false
+	}
+	return t.c.Get(key)
+}
+
+func (t ticketSignal) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		t.w.once.Do(func() { close(t.w.accepted) })
+	}
+	if t.c != nil {
+		t.c.Put(key, cs)
+	}
+}
