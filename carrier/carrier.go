@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -44,9 +43,12 @@ type Config struct {
 	SendBuffer int64
 	// IdleTimeout, if set, closes the transient after that long without
 	// traffic; the Carrier turns dormant and the next Send revives it.
+	// Only an idle timeout makes a Carrier dormant: after the peer closes,
+	// Send fails with an error wrapping post.ErrPeerClosed.
 	IdleTimeout time.Duration
-	// Linger bounds how long Close waits to flush queued messages; zero
-	// means 10 s.
+	// Linger bounds Close: sending what is queued and waiting until the
+	// peer's stack has it. Zero means psi.DefaultLinger (3 s). Use
+	// CloseContext for a per-call bound.
 	Linger time.Duration
 	// Class is the traffic class of Carriers forked with Fork.
 	Class psi.TrafficClass
@@ -80,7 +82,7 @@ func (c *Config) linger() time.Duration {
 	if c.Linger > 0 {
 		return c.Linger
 	}
-	return 10 * time.Second
+	return psi.DefaultLinger
 }
 
 func (c *Config) logger() *slog.Logger {
@@ -108,6 +110,9 @@ func (c *Config) associationConfig(remote post.Remote) (association.Config, erro
 	}
 	t := c.Transient
 	t.MaxMessageSize = c.maxMessage()
+	if t.Linger <= 0 {
+		t.Linger = c.Linger
+	}
 	return association.Config{
 		Local:      c.Local,
 		Remote:     remote,
@@ -123,7 +128,9 @@ func (c *Config) associationConfig(remote post.Remote) (association.Config, erro
 // State is the lifecycle state of a Carrier.
 type State int32
 
-// Carrier states.
+// Carrier states. A Carrier is Closed once Close or Abort was called, or
+// once its transient ended other than by an idle timeout: the peer closed
+// or reset it, or the path failed.
 const (
 	Active State = iota
 	Dormant
@@ -131,7 +138,15 @@ const (
 )
 
 func (s State) String() string {
-	return [...]string{"active", "dormant", "closed"}[s]
+	switch s {
+	case Active:
+		return "active"
+	case Dormant:
+		return "dormant"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
 }
 
 type kind uint8
@@ -158,20 +173,28 @@ type Carrier struct {
 	mu          sync.Mutex
 	t           psi.Transient // nil while dormant
 	state       State
-	revived     chan struct{} // closed and replaced when a transient is set
-	idleRetired bool          // the last transient was closed for idleness
+	revived     chan struct{} // closed and replaced when t or state changes
+	selfRetired bool          // the Carrier itself ended the last transient (idle timeout)
+	ended       error         // why the transient ended, not by this side's choice
+	sendErr     error         // the transient cannot send any more
+	lost        error         // the first message accepted but not delivered
 	activate    sync.Mutex    // serialises re-establishment
 	lastUse     atomic.Int64  // unix nanos of last traffic
 
-	wmu    sync.Mutex // serialises writes to the transient
+	wlock  chan struct{} // held (full) while writing to the transient
 	queue  *sendQueue
 	nextID atomic.Uint64
 
 	rmu sync.Mutex // serialises reads
 	in  inbound
 
-	closing atomic.Bool
-	wg      sync.WaitGroup
+	closing  atomic.Bool
+	aborted  chan struct{} // closed by Abort
+	abortOne sync.Once
+	closed   chan struct{} // closed when Close or Abort has finished
+	wg       sync.WaitGroup
+	ownAssoc bool        // the Association was made for this Carrier
+	writer   atomic.Bool // a MessageWriter holds the transient
 }
 
 // Initiate makes a Carrier to remote, racing the allowed stacks over every
@@ -195,13 +218,16 @@ func initiate(ctx context.Context, remote post.Remote, cfg *Config, k kind) (*Ca
 		}
 	}
 	if cfg.Lazy {
-		return newCarrier(a, nil, *cfg, true, k), nil
+		c := newCarrier(a, nil, *cfg, true, k)
+		c.ownAssoc = cfg.Association == nil
+		return c, nil
 	}
 	t, err := a.Establish(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c := newCarrier(a, t, *cfg, true, k)
+	c.ownAssoc = cfg.Association == nil
 	return c, nil
 }
 
@@ -222,6 +248,9 @@ func newCarrier(a *association.Association, t psi.Transient, cfg Config, initiat
 		kind:      k,
 		t:         t,
 		revived:   make(chan struct{}),
+		aborted:   make(chan struct{}),
+		closed:    make(chan struct{}),
+		wlock:     make(chan struct{}, 1),
 	}
 	c.log = cfg.logger().With("carrier", fmt.Sprintf("%p", c))
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -313,12 +342,10 @@ func (c *Carrier) active(ctx context.Context) (psi.Transient, error) {
 
 // activeFor is active for sending m, which may travel as 0-RTT data.
 func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient, error) {
-	c.mu.Lock()
-	t, st := c.t, c.state
-	c.mu.Unlock()
+	t, err := c.sendable()
 	switch {
-	case st == Closed:
-		return nil, post.ErrClosed
+	case err != nil:
+		return nil, err
 	case t != nil:
 		return t, nil
 	case !c.initiator:
@@ -326,27 +353,21 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient
 	}
 	c.activate.Lock()
 	defer c.activate.Unlock()
-	c.mu.Lock()
-	t, st = c.t, c.state
-	c.mu.Unlock()
-	if st == Closed {
-		return nil, post.ErrClosed
-	}
-	if t != nil {
-		return t, nil
+	if t, err = c.sendable(); t != nil || err != nil {
+		return t, err
 	}
 	c.log.Debug("reviving dormant carrier")
-	t, err := c.assoc.EstablishWith(ctx, association.EstablishOptions{Allow0RTT: m != nil && m.Idempotent})
+	t, err = c.assoc.EstablishWith(ctx, association.EstablishOptions{Allow0RTT: m != nil && m.Idempotent})
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
 	if c.state == Closed {
 		c.mu.Unlock()
-		t.Close()
+		psi.Abort(t, post.ErrClosed)
 		return nil, post.ErrClosed
 	}
-	c.t, c.state, c.idleRetired = t, Active, false
+	c.t, c.state, c.selfRetired = t, Active, false
 	close(c.revived)
 	c.revived = make(chan struct{})
 	c.mu.Unlock()
@@ -354,14 +375,32 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient
 	return t, nil
 }
 
-// retire drops t if it still backs the Carrier, making the Carrier dormant.
+// sendable returns the transient to send on: nil with a nil error while
+// dormant, and an error once the Carrier or its transient has ended.
+func (c *Carrier) sendable() (psi.Transient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.sendErr != nil:
+		return nil, c.sendErr
+	case c.state == Closed && c.ended != nil:
+		return nil, endedError("send", c.ended)
+	case c.state == Closed:
+		return nil, post.ErrClosed
+	}
+	return c.t, nil
+}
+
+// retire drops t if it still backs the Carrier and closes it, making the
+// Carrier dormant: it was the Carrier's own choice (idle timeout), so the
+// initiating side may revive it.
 func (c *Carrier) retire(t psi.Transient, why error) {
 	c.mu.Lock()
 	if c.t != t || t == nil {
 		c.mu.Unlock()
 		return
 	}
-	c.t = nil
+	c.t, c.selfRetired = nil, true
 	if c.state == Active {
 		c.state = Dormant
 	}
@@ -386,13 +425,9 @@ func (c *Carrier) idleLoop() {
 		if idle < d || c.queue.busy() {
 			continue
 		}
-		if t := c.transient(); t != nil {
-			c.wmu.Lock()
-			c.mu.Lock()
-			c.idleRetired = true
-			c.mu.Unlock()
+		if t := c.transient(); t != nil && c.lockWrite(c.ctx) {
 			c.retire(t, errors.New("idle timeout"))
-			c.wmu.Unlock()
+			c.unlockWrite()
 		}
 	}
 }
@@ -409,8 +444,17 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	if c.kind != kindFull {
 		return nil, post.Errorf(post.ErrNotSupported, "sources and sinks cannot be forked")
 	}
+	if err := c.forkAllowed(); err != nil {
+		return nil, err
+	}
 	if class == psi.Milk && !c.assoc.Policy().AllowMilk {
 		return nil, post.Errorf(post.ErrPolicyConflict, "milk-like traffic needs Policy.AllowMilk")
+	}
+	if class == psi.Milk && c.assoc.Policy().Disabled()&psi.MilkClones != 0 {
+		return nil, post.Errorf(post.ErrPolicyConflict, "the policy prohibits milk clones")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	t, err := c.active(ctx)
 	if err != nil {
@@ -418,55 +462,37 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	}
 	nt, err := t.Fork(ctx, class)
 	if err != nil {
-		return nil, &post.OpError{Op: "fork", Stack: t.Stack(), Err: err}
+		return nil, opError("fork", t, err)
 	}
 	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
 	f.class = class
 	return f, nil
 }
 
-// AcceptFork returns the next Carrier the peer forked from this one.
+// forkAllowed refuses forking when the policy prohibits the fork feature.
+func (c *Carrier) forkAllowed() error {
+	if c.assoc.Policy().Disabled()&psi.Fork != 0 {
+		return post.Errorf(post.ErrPolicyConflict, "the policy prohibits forking")
+	}
+	return nil
+}
+
+// AcceptFork returns the next Carrier the peer forked from this one. It
+// fails with an error wrapping post.ErrPolicyConflict when the policy
+// prohibits forking.
 func (c *Carrier) AcceptFork(ctx context.Context) (*Carrier, error) {
+	if err := c.forkAllowed(); err != nil {
+		return nil, err
+	}
 	t, err := c.active(ctx)
 	if err != nil {
 		return nil, err
 	}
 	nt, err := t.AcceptFork(ctx)
 	if err != nil {
-		return nil, err
+		return nil, opError("accept fork", t, err)
 	}
 	return newCarrier(c.assoc, nt, c.cfg, false, kindFull), nil
-}
-
-// Close flushes queued messages (for at most Config.Linger), then closes
-// the transient. Messages still queued are reported with EventError.
-func (c *Carrier) Close() error {
-	if c.closing.Swap(true) {
-		c.wg.Wait()
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.linger())
-	c.queue.drain(ctx)
-	cancel()
-	c.mu.Lock()
-	c.state = Closed
-	t := c.t
-	c.t = nil
-	close(c.revived)
-	c.revived = make(chan struct{})
-	c.mu.Unlock()
-	c.queue.close()
-	c.cancel()
-	c.wg.Wait()
-	var err error
-	if t != nil {
-		c.assoc.ObservePath(t.Path())
-		err = t.Close()
-	}
-	if errors.Is(err, post.ErrClosed) || errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return err
 }
 
 // Listener accepts Carriers from remote peers on every allowed stack.

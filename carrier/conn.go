@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -20,6 +21,7 @@ type Conn struct {
 	c      *Carrier
 	rd, wd *deadline
 	once   sync.Once
+	closed atomic.Bool
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -34,6 +36,9 @@ func (n *Conn) Carrier() *Carrier { return n.c }
 
 // Read reads message content.
 func (n *Conn) Read(p []byte) (int, error) {
+	if n.closed.Load() {
+		return 0, net.ErrClosed
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -42,13 +47,16 @@ func (n *Conn) Read(p []byte) (int, error) {
 		if err == nil {
 			return copy(p, m.Content), nil
 		}
+		if n.closed.Load() {
+			return 0, net.ErrClosed
+		}
 		if errors.Is(err, errDeadline) {
 			if n.rd.expired() {
 				return 0, os.ErrDeadlineExceeded
 			}
 			continue // the deadline moved while we waited
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, post.ErrClosed) && n.c.closing.Load() {
+		if errors.Is(err, io.EOF) {
 			return 0, io.EOF
 		}
 		return 0, err
@@ -58,12 +66,18 @@ func (n *Conn) Read(p []byte) (int, error) {
 // Write sends p as one Message (or several, if p exceeds the Carrier's
 // message limit). p is copied.
 func (n *Conn) Write(p []byte) (int, error) {
+	if n.closed.Load() {
+		return 0, net.ErrClosed
+	}
 	limit := int(min(n.c.cfg.maxMessage(), 1<<30))
 	written := 0
 	for len(p) > 0 || written == 0 {
 		chunk := p[:min(len(p), limit)]
 		err := n.c.Send(n.wd.ctx(), append([]byte(nil), chunk...))
 		if err != nil {
+			if n.closed.Load() {
+				return written, net.ErrClosed
+			}
 			if errors.Is(err, errDeadline) {
 				return written, os.ErrDeadlineExceeded
 			}
@@ -78,13 +92,15 @@ func (n *Conn) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// Close closes the Carrier.
+// Close wakes blocked Read and Write calls at once, then closes the
+// Carrier (see Carrier.Close). Later calls fail with net.ErrClosed.
 func (n *Conn) Close() error {
-	var err error
+	err := net.ErrClosed
 	n.once.Do(func() {
-		err = n.c.Close()
+		n.closed.Store(true)
 		n.rd.set(time.Unix(1, 0))
 		n.wd.set(time.Unix(1, 0))
+		err = n.c.Close()
 	})
 	return err
 }
@@ -106,16 +122,31 @@ func (n *Conn) RemoteAddr() net.Addr { return Addr{n.c.Stack(), n.c.Path().Remot
 
 // SetDeadline sets both deadlines.
 func (n *Conn) SetDeadline(t time.Time) error {
+	if n.closed.Load() {
+		return net.ErrClosed
+	}
 	n.rd.set(t)
 	n.wd.set(t)
 	return nil
 }
 
 // SetReadDeadline sets the read deadline; it interrupts a blocked Read.
-func (n *Conn) SetReadDeadline(t time.Time) error { n.rd.set(t); return nil }
+func (n *Conn) SetReadDeadline(t time.Time) error {
+	if n.closed.Load() {
+		return net.ErrClosed
+	}
+	n.rd.set(t)
+	return nil
+}
 
 // SetWriteDeadline sets the write deadline.
-func (n *Conn) SetWriteDeadline(t time.Time) error { n.wd.set(t); return nil }
+func (n *Conn) SetWriteDeadline(t time.Time) error {
+	if n.closed.Load() {
+		return net.ErrClosed
+	}
+	n.wd.set(t)
+	return nil
+}
 
 // errDeadline is what a Conn's deadline context reports, as the context
 // contract asks.

@@ -3,6 +3,7 @@ package carrier
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/postsockets/postsockets/post"
@@ -37,7 +38,8 @@ const keepInboundCap = 1 << 20
 
 // Receive returns the next complete Message. Messages larger than
 // Config.MaxMessageSize fail with an error wrapping post.ErrMessageTooLarge;
-// use Ready with Max set to receive them in parts.
+// use Ready with Max set to receive them in parts. After the peer's
+// orderly close and the last message, it returns io.EOF.
 func (c *Carrier) Receive(ctx context.Context) (*post.Message, error) {
 	return c.Ready(ctx, ReadyOptions{})
 }
@@ -46,7 +48,8 @@ func (c *Carrier) Receive(ctx context.Context) (*post.Message, error) {
 // when opts.Max is set. Nothing is read from the network until Ready is
 // called, so a slow receiver applies back-pressure to the sender through
 // the stack's flow control. If ctx ends, bytes already read are kept for
-// the next call.
+// the next call. A message the sender abandoned, or cut by the peer's
+// close, gives an error, never a part with End set.
 func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, error) {
 	if c.kind == kindSource {
 		return nil, post.Errorf(post.ErrNotSupported, "a source cannot receive")
@@ -120,14 +123,27 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 				// the bytes read so far stay buffered.
 				return nil, ctx.Err()
 			}
-			c.retire(t, err)
 			if c.revivable(t) {
 				continue
 			}
-			if errors.Is(err, io.EOF) && len(in.buf) == 0 {
+			cut := in.off > 0 || len(in.buf) > 0
+			if cut {
+				// Drop the rest of a message that will never complete.
+				in.buf, in.off, in.end = in.buf[:0], 0, false
+			}
+			if errors.Is(err, io.EOF) && cut {
+				err = fmt.Errorf("%w: the peer closed in the middle of a message", io.ErrUnexpectedEOF)
+			}
+			if !messageReset(err) {
+				c.lose(t, opError("receive", t, err))
+			}
+			if c.closing.Load() {
+				return nil, post.ErrClosed
+			}
+			if errors.Is(err, io.EOF) {
 				return nil, io.EOF
 			}
-			return nil, &post.OpError{Op: "receive", Stack: t.Stack(), Path: t.Path().String(), Err: err}
+			return nil, opError("receive", t, err)
 		}
 	}
 }
@@ -137,7 +153,36 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 func (c *Carrier) revivable(t psi.Transient) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.initiator && c.state != Closed && c.t != t && c.idleRetired
+	return c.initiator && c.state != Closed && c.t != t && c.selfRetired
+}
+
+// messageReset reports whether a read error is the peer abandoning one
+// message (psi.MessageAborter), after which the transient goes on.
+func messageReset(err error) bool {
+	return false // TODO(G2): framer.ErrAborted once psi/framer exports it
+}
+
+// lose drops t after it ended other than by this side's choice (the peer
+// closed or reset it, or the path failed): the Carrier is closed, and
+// later calls fail with why. It is not dormant, so nothing revives it.
+func (c *Carrier) lose(t psi.Transient, why error) {
+	c.mu.Lock()
+	if c.t != t || t == nil || c.state == Closed {
+		c.mu.Unlock()
+		return
+	}
+	c.t, c.state, c.ended = nil, Closed, why
+	c.signal()
+	c.mu.Unlock()
+	c.assoc.ObservePath(t.Path())
+	c.log.Debug("carrier ended", "err", why)
+	t.Close()
+}
+
+// signal wakes the callers waiting in readable. c.mu is held.
+func (c *Carrier) signal() {
+	close(c.revived)
+	c.revived = make(chan struct{})
 }
 
 func (c *Carrier) deliver(n int, opts ReadyOptions) *post.Message {
@@ -183,11 +228,16 @@ func (c *Carrier) deliver(n int, opts ReadyOptions) *post.Message {
 func (c *Carrier) readable(ctx context.Context) (psi.Transient, error) {
 	for {
 		c.mu.Lock()
-		t, st, ch := c.t, c.state, c.revived
+		t, st, ch, ended := c.t, c.state, c.revived, c.ended
 		c.mu.Unlock()
 		switch {
 		case t != nil:
 			return t, nil
+		case st == Closed && ended != nil && !c.closing.Load():
+			if errors.Is(ended, io.EOF) && !errors.Is(ended, io.ErrUnexpectedEOF) {
+				return nil, io.EOF
+			}
+			return nil, ended
 		case st == Closed:
 			return nil, post.ErrClosed
 		case !c.initiator:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -14,12 +15,21 @@ import (
 
 // SendMsg queues m for sending and returns once it is queued. Messages are
 // sent in order of niceness, then lifetime (earliest deadline first), then
-// submission; a message waits for its antecedents; a message whose
-// lifetime passes before it is sent is dropped and reported with
-// EventExpired. SendMsg blocks while Config.SendBuffer bytes are queued,
-// and fails with an error wrapping post.ErrBackpressure if ctx ends first.
-// The Carrier keeps m.Content until it is sent: do not modify it.
+// submission; a message waits for its antecedents, which must be messages
+// already submitted on this Carrier; a message whose lifetime passes
+// before it is sent is dropped and reported with EventExpired. SendMsg
+// blocks while Config.SendBuffer bytes are queued, and fails with an error
+// wrapping post.ErrBackpressure if ctx ends first; a ctx that has already
+// ended queues nothing. After the peer closed, it fails with an error
+// wrapping post.ErrPeerClosed. The Carrier keeps m.Content until it is
+// sent: do not modify it.
 func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
+	if m == nil {
+		return post.Errorf(post.ErrInvalid, "nil message")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if c.kind == kindSink {
 		return post.Errorf(post.ErrNotSupported, "a sink cannot send")
 	}
@@ -29,8 +39,18 @@ func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 	if c.closing.Load() {
 		return post.ErrClosed
 	}
+	if _, err := c.sendable(); err != nil {
+		return err
+	}
+	for _, a := range m.Antecedents {
+		if a != m.ID && !c.knownID(a) {
+			return post.Errorf(post.ErrInvalid, "antecedent %d was not sent on this carrier", a)
+		}
+	}
 	if m.ID == 0 {
 		m.ID = post.MessageID(c.nextID.Add(1))
+	} else {
+		c.queue.remember(m.ID)
 	}
 	om := &outMsg{m: m, size: int64(len(m.Content)), queued: time.Now()}
 	if d, ok := m.Deadline(om.queued); ok {
@@ -38,6 +58,12 @@ func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 	}
 	c.touch()
 	return c.queue.push(ctx, om)
+}
+
+// knownID reports whether id names a message submitted on this Carrier:
+// one numbered by it, or one of the last IDs the caller chose.
+func (c *Carrier) knownID(id post.MessageID) bool {
+	return id != 0 && (uint64(id) <= c.nextID.Load() || c.queue.knows(id))
 }
 
 // Send queues content as a Message with default properties.
@@ -48,6 +74,19 @@ func (c *Carrier) Send(ctx context.Context, content []byte) error {
 // Flush waits until every queued message has been handed to the stack.
 func (c *Carrier) Flush(ctx context.Context) error { return c.queue.drain(ctx) }
 
+// lockWrite takes the right to write to the transient, unless ctx ends
+// first.
+func (c *Carrier) lockWrite(ctx context.Context) bool {
+	select {
+	case c.wlock <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *Carrier) unlockWrite() { <-c.wlock }
+
 func (c *Carrier) sendLoop() {
 	defer c.wg.Done()
 	var held psi.Transient // holds messages written with More
@@ -55,12 +94,11 @@ func (c *Carrier) sendLoop() {
 		om, antFailed, ok := c.queue.tryNext()
 		if !ok && held != nil {
 			// Nothing more at once: send what the stack holds back.
-			if f, isF := held.(psi.Flusher); isF {
-				c.wmu.Lock()
+			if f, isF := held.(psi.Flusher); isF && c.lockWrite(c.ctx) {
 				if err := f.Flush(c.ctx); err != nil {
-					c.retire(held, err)
+					c.sendFailed(held, err)
 				}
-				c.wmu.Unlock()
+				c.unlockWrite()
 			}
 			held = nil
 		}
@@ -96,6 +134,7 @@ func (c *Carrier) sendLoop() {
 		case errors.Is(err, post.ErrExpired):
 			emit(om.m, post.EventExpired, err)
 		default:
+			c.noteLost(err)
 			emit(om.m, post.EventError, err)
 		}
 	}
@@ -121,7 +160,14 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 		}
 		return nil, err
 	}
-	opts := &psi.WriteOptions{Properties: &om.m.Properties, More: om.more && !om.m.Immediate}
+	props := &om.m.Properties
+	if props.Unreliable && c.assoc.Policy().Disabled()&psi.Datagrams != 0 {
+		// The policy prohibits datagrams: send it reliably.
+		p := *props
+		p.Unreliable = false
+		props = &p
+	}
+	opts := &psi.WriteOptions{Properties: props, More: om.more && !om.m.Immediate}
 	if om.m.OnEvent != nil {
 		// The acknowledgement may race the sent event; report it after.
 		m := om.m
@@ -135,41 +181,102 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 			}
 		}
 	}
-	c.wmu.Lock()
+	if !c.lockWrite(ctx) {
+		if !om.deadline.IsZero() && c.ctx.Err() == nil {
+			return nil, post.ErrExpired
+		}
+		return nil, post.ErrClosed
+	}
 	err = t.WriteMessage(ctx, om.m.Content, true, opts)
-	c.wmu.Unlock()
+	if err != nil && ctx.Err() != nil && c.ctx.Err() == nil {
+		// The lifetime ran out while flow control held the message;
+		// the stack may have sent part of it, so abandon it.
+		c.abandon(t, err)
+		c.unlockWrite()
+		return nil, fmt.Errorf("%w: %w", post.ErrExpired, opError("send", t, err))
+	}
+	c.unlockWrite()
 	c.touch()
 	if err != nil {
-		if !om.deadline.IsZero() && ctx.Err() != nil && c.ctx.Err() == nil {
-			// The lifetime ran out while flow control held the message;
-			// the stack may have sent part of it, so the transient's
-			// framing is no longer trustworthy.
-			c.retire(t, err)
-			return nil, fmt.Errorf("%w: %v", post.ErrExpired, err)
-		}
-		c.retire(t, err)
-		return nil, &post.OpError{Op: "send", Stack: t.Stack(), Path: t.Path().String(), Err: err}
+		return nil, c.sendFailed(t, err)
 	}
 	return t, nil
 }
 
+// abandon ends the message in progress on t after a write this side cut
+// short, so that the peer never takes it as complete. A stack that cannot
+// abort one message aborts the transient, which the Carrier then retires
+// as its own choice (the initiating side may revive it). The caller holds
+// the write lock.
+func (c *Carrier) abandon(t psi.Transient, why error) {
+	if err := psi.AbortMessage(c.ctx, t); err != nil {
+		c.retire(t, fmt.Errorf("message abandoned (%v): %w", why, err))
+	}
+}
+
+// sendFailed records that writing to t failed with err, not by this
+// side's choice: the transient sends no more (the peer closed or reset it,
+// or the path failed), and later sends fail with the error. It returns
+// the error to report for the message.
+func (c *Carrier) sendFailed(t psi.Transient, err error) error {
+	e := opError("send", t, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.t == t && c.sendErr == nil && !c.closing.Load() {
+		c.sendErr = e
+		if errors.Is(err, post.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, post.ErrReset) {
+			c.sendErr = endedError("send", e)
+		}
+	}
+	if c.sendErr != nil {
+		return c.sendErr
+	}
+	return e
+}
+
+// noteLost records the first message that was accepted but not delivered;
+// Close reports it.
+func (c *Carrier) noteLost(err error) {
+	c.mu.Lock()
+	if c.lost == nil {
+		c.lost = err
+	}
+	c.mu.Unlock()
+}
+
 // MessageWriter sends one Message in parts, for content too large to hold
-// in memory. It holds the Carrier's transient until Close, so queued
-// messages wait for it.
+// in memory at once. No limit applies to its total length: a receiver's
+// Config.MaxMessageSize bounds only what it holds at once, so a receiver
+// reading parts with Ready and ReadyOptions.Max takes a message of any
+// length, while Receive (whole messages) fails with an error wrapping
+// post.ErrMessageTooLarge once the message exceeds the receiver's limit.
+//
+// A message whose Write failed, or that was aborted, never reaches the
+// reader as complete: its reader gets an error for it instead. The
+// MessageWriter holds the Carrier's transient until Close or Abort, so
+// queued messages wait for it. It is not safe for concurrent use.
 type MessageWriter struct {
 	c     *Carrier
 	t     psi.Transient
 	props post.Properties
 	ctx   context.Context
 	n     int64
-	done  bool
+	err   error // the first failure; the message was abandoned
+	done  bool  // the transient was released
 }
 
 // NewMessageWriter starts a partial Message. Each Write sends a part;
-// Close completes the Message. ctx bounds every part.
+// Close completes the Message and Abort abandons it. ctx bounds every
+// part: when it ends, the message is abandoned.
 func (c *Carrier) NewMessageWriter(ctx context.Context, props post.Properties) (*MessageWriter, error) {
 	if c.kind == kindSink {
 		return nil, post.Errorf(post.ErrNotSupported, "a sink cannot send")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if c.closing.Load() {
+		return nil, post.ErrClosed
 	}
 	if err := c.queue.drain(ctx); err != nil {
 		return nil, err
@@ -178,45 +285,82 @@ func (c *Carrier) NewMessageWriter(ctx context.Context, props post.Properties) (
 	if err != nil {
 		return nil, err
 	}
-	c.wmu.Lock()
+	if !c.lockWrite(ctx) {
+		return nil, ctx.Err()
+	}
+	c.writer.Store(true)
 	return &MessageWriter{c: c, t: t, props: props, ctx: ctx}, nil
 }
 
-// Write sends p as the next part of the message.
+var (
+	errWriterDone    = post.Errorf(post.ErrClosed, "message writer already closed")
+	errWriterAborted = post.Errorf(post.ErrReset, "message aborted by the sender")
+)
+
+// Write sends p as the next part of the message. After an error the
+// message is abandoned and Close returns the error.
 func (w *MessageWriter) Write(p []byte) (int, error) {
-	if w.done {
-		return 0, post.ErrClosed
-	}
-	if w.n+int64(len(p)) > w.c.cfg.maxMessage() {
-		return 0, post.Errorf(post.ErrMessageTooLarge, "limit %d", w.c.cfg.maxMessage())
+	switch {
+	case w.err != nil:
+		return 0, w.err
+	case w.done:
+		return 0, errWriterDone
 	}
 	if err := w.t.WriteMessage(w.ctx, p, false, nil); err != nil {
-		w.abort(err)
-		return 0, err
+		w.fail(err)
+		return 0, w.err
 	}
 	w.n += int64(len(p))
 	w.c.touch()
 	return len(p), nil
 }
 
-func (w *MessageWriter) abort(err error) {
-	w.done = true
-	w.c.wmu.Unlock()
-	w.c.retire(w.t, err)
+// fail abandons the message after err and releases the transient.
+func (w *MessageWriter) fail(err error) {
+	if w.ctx.Err() != nil || err == errWriterAborted {
+		w.err = opError("send", w.t, err)
+		w.c.abandon(w.t, err)
+	} else {
+		w.err = w.c.sendFailed(w.t, err)
+	}
+	w.release()
 }
 
-// Close completes the message.
+func (w *MessageWriter) release() {
+	if !w.done {
+		w.done = true
+		w.c.writer.Store(false)
+		w.c.unlockWrite()
+	}
+}
+
+// Close completes the message and returns nil once the stack holds all of
+// it. If a Write failed or the message was aborted, Close returns that
+// error: the reader never sees the message as complete.
 func (w *MessageWriter) Close() error {
+	switch {
+	case w.err != nil:
+		return w.err
+	case w.done:
+		return nil
+	}
+	if err := w.t.WriteMessage(w.ctx, nil, true, &psi.WriteOptions{Properties: &w.props}); err != nil {
+		w.fail(err)
+		return w.err
+	}
+	w.release()
+	return nil
+}
+
+// Abort abandons the message: the peer's reader gets an error wrapping
+// post.ErrReset for it instead of a complete message. On a stack that
+// cannot abandon one message the Carrier's transient is aborted as well.
+// Abort after Close does nothing.
+func (w *MessageWriter) Abort() error {
 	if w.done {
 		return nil
 	}
-	err := w.t.WriteMessage(w.ctx, nil, true, &psi.WriteOptions{Properties: &w.props})
-	if err != nil {
-		w.abort(err)
-		return err
-	}
-	w.done = true
-	w.c.wmu.Unlock()
+	w.fail(errWriterAborted)
 	return nil
 }
 
@@ -243,6 +387,8 @@ type sendQueue struct {
 	waiters  map[post.MessageID][]*outMsg // parked on an antecedent
 	failed   map[post.MessageID]struct{}
 	failedQ  []post.MessageID
+	chosen   map[post.MessageID]struct{} // recent IDs the caller set
+	chosenQ  []post.MessageID
 	bytes    int64
 	limit    int64
 	seq      uint64
@@ -253,13 +399,42 @@ type sendQueue struct {
 	changed  chan struct{} // broadcast to producers and drainers; lazy
 }
 
+// maxFailedIDs bounds the failed IDs remembered for antecedents, and the
+// caller-chosen IDs remembered as sent.
 const maxFailedIDs = 4096
+
+// remember records an ID the caller chose, so that later messages may
+// name it as an antecedent.
+func (q *sendQueue) remember(id post.MessageID) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.chosen[id]; ok {
+		return
+	}
+	q.chosen[id] = struct{}{}
+	q.chosenQ = append(q.chosenQ, id)
+	if len(q.chosenQ) > maxFailedIDs {
+		delete(q.chosen, q.chosenQ[0])
+		q.chosenQ = q.chosenQ[1:]
+	}
+}
+
+// knows reports whether id is queued, failed or a remembered chosen ID.
+func (q *sendQueue) knows(id post.MessageID) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, p := q.pending[id]
+	_, f := q.failed[id]
+	_, c := q.chosen[id]
+	return p || f || c
+}
 
 func newSendQueue(limit int64) *sendQueue {
 	return &sendQueue{
 		pending: make(map[post.MessageID]*outMsg),
 		waiters: make(map[post.MessageID][]*outMsg),
 		failed:  make(map[post.MessageID]struct{}),
+		chosen:  make(map[post.MessageID]struct{}),
 		limit:   limit,
 		wake:    make(chan struct{}, 1),
 	}
@@ -424,8 +599,8 @@ func (q *sendQueue) drain(ctx context.Context) error {
 	return nil
 }
 
-// close fails every message not yet taken.
-func (q *sendQueue) close() {
+// close fails every message not yet taken and returns how many.
+func (q *sendQueue) close() int {
 	q.mu.Lock()
 	q.closed = true
 	var left []*outMsg
@@ -441,6 +616,7 @@ func (q *sendQueue) close() {
 	for _, om := range left {
 		emit(om.m, post.EventError, post.Errorf(post.ErrClosed, "carrier closed before message %d was sent", om.m.ID))
 	}
+	return len(left)
 }
 
 // msgHeap orders by niceness, then deadline (none last), then sequence.
