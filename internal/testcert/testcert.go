@@ -19,6 +19,7 @@ type Pair struct {
 	Pool  *x509.CertPool
 	Leaf  tls.Certificate
 	Names []string
+	caKey *ecdsa.PrivateKey
 }
 
 // New returns a fresh CA and a leaf valid for the names, "localhost",
@@ -76,7 +77,36 @@ func New(names ...string) (*Pair, error) {
 		Pool:  pool,
 		Leaf:  tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
 		Names: names,
+		caKey: caKey,
 	}, nil
+}
+
+// Issue returns another leaf signed by p's CA, for a client: its common
+// name is name and it may authenticate either end.
+func (p *Pair) Issue(name string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(now.UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{name},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.CA, &key.PublicKey, p.caKey)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // Must is New that panics on error; for tests.

@@ -141,9 +141,18 @@ func (t *transient) Class() psi.TrafficClass { return t.c.Class() }
 
 func (t *transient) Stack() string { return "fsp" }
 
-// PeerIdentity returns what the handshake verified about the peer.
+// PeerIdentity returns what the handshake verified about the peer. A
+// client that sent no certificate but completed a handshake keyed with the
+// PSK has proved it holds the PSK; it is reported by the PSK's pin.
 func (t *transient) PeerIdentity() psi.Identity {
-	return t.c.cfg.Security.PeerIdentity(t.c.PeerCertificates(), !t.c.initiator)
+	sec := &t.c.cfg.Security
+	id := sec.PeerIdentity(t.c.PeerCertificates(), !t.c.initiator)
+	if id.Leaf() == nil && !t.c.initiator && len(sec.PSK) > 0 {
+		if c, err := psi.PSKCertificate(sec.PSK); err == nil {
+			id = psi.Identity{Pin: psi.PinCertificate(c.Leaf), PSK: true, Verified: !sec.InsecureSkipVerify}
+		}
+	}
+	return id
 }
 
 func (t *transient) Features() psi.Features { return TransientFeatures }

@@ -1,0 +1,204 @@
+package carrier_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp"
+)
+
+// authDeadline is the contract: a wrong credential fails Initiate within
+// one second on loopback.
+const authDeadline = time.Second
+
+// credential is one client credential tried against a listener that
+// requires client authentication.
+type credential struct {
+	name string
+	sec  psi.Security
+	ok   bool
+}
+
+// trustScheme is a listener's trust settings and the credentials tried
+// against it.
+type trustScheme struct {
+	name   string
+	server psi.Security
+	good   psi.Pin // the pin the listener must see for the right client
+	creds  []credential
+}
+
+func trustSchemes(t *testing.T) []trustScheme {
+	ca := testcert.Must()
+	other := testcert.Must()
+	client, err := ca.Issue("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverPin := psi.PinCertificate(ca.Leaf.Leaf)
+	clientPin := psi.PinCertificate(client.Leaf)
+	psk := []byte("the right pre-shared key, 32 b..")
+	pskCert, err := psi.PSKCertificate(psk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := []tls.Certificate{client}
+	return []trustScheme{{
+		name:   "ca",
+		server: psi.Security{Certificates: []tls.Certificate{ca.Leaf}, RootCAs: ca.Pool, ClientAuth: true},
+		good:   clientPin,
+		creds: []credential{
+			{name: "no certificate", sec: psi.Security{RootCAs: ca.Pool}},
+			{name: "wrong certificate", sec: psi.Security{RootCAs: ca.Pool, Certificates: []tls.Certificate{other.Leaf}}},
+			{name: "wrong pin", sec: psi.Security{PinnedKeys: []psi.Pin{psi.PinCertificate(other.Leaf.Leaf)}, Certificates: mine}},
+			{name: "right certificate", sec: psi.Security{RootCAs: ca.Pool, Certificates: mine}, ok: true},
+		},
+	}, {
+		name:   "pins",
+		server: psi.Security{Certificates: []tls.Certificate{ca.Leaf}, PinnedKeys: []psi.Pin{clientPin}, ClientAuth: true},
+		good:   clientPin,
+		creds: []credential{
+			{name: "no certificate", sec: psi.Security{PinnedKeys: []psi.Pin{serverPin}}},
+			{name: "wrong certificate", sec: psi.Security{PinnedKeys: []psi.Pin{serverPin}, Certificates: []tls.Certificate{other.Leaf}}},
+			{name: "right pin", sec: psi.Security{PinnedKeys: []psi.Pin{serverPin}, Certificates: mine}, ok: true},
+		},
+	}, {
+		name:   "psk",
+		server: psi.Security{PSK: psk, ClientAuth: true},
+		good:   psi.PinCertificate(pskCert.Leaf),
+		creds: []credential{
+			{name: "no credential", sec: psi.Security{PinnedKeys: []psi.Pin{psi.PinCertificate(pskCert.Leaf)}}},
+			{name: "wrong PSK", sec: psi.Security{PSK: []byte("a wrong pre-shared key, 32 bytes")}},
+			{name: "right PSK", sec: psi.Security{PSK: psk}, ok: true},
+		},
+	}}
+}
+
+// TestTrustTable runs every stack, and the race, against every credential:
+// only the right one gets through, each failure wraps ErrAuthentication
+// within a second, and the listener never hands out a refused client.
+func TestTrustTable(t *testing.T) {
+	schemes := trustSchemes(t)
+	for _, stack := range []string{"fsp", "quic", "tcp", ""} {
+		name := stack
+		if name == "" {
+			name = "race"
+		}
+		t.Run(name, func(t *testing.T) {
+			for _, sc := range schemes {
+				t.Run(sc.name, func(t *testing.T) { testTrust(t, stack, sc) })
+			}
+		})
+	}
+}
+
+func testTrust(t *testing.T, stack string, sc trustScheme) {
+	if stack == "fsp" && psi.CheckStackSecurity(&fsp.Stack{}, &psi.Security{ClientAuth: true}, true) != nil {
+		t.Skip("waiting for FSP client auth")
+	}
+	scfg := &carrier.Config{Security: sc.server}
+	if stack != "" {
+		scfg.Policy.Stack(stack, policy.Require)
+	}
+	l := listen(t, scfg)
+	remote := l.Remote("localhost")
+	for _, cr := range sc.creds {
+		if cr.ok {
+			continue
+		}
+		t.Run(cr.name, func(t *testing.T) {
+			ccfg := &carrier.Config{Security: cr.sec}
+			if stack != "" {
+				ccfg.Policy.Stack(stack, policy.Require)
+			}
+			start := time.Now()
+			c, err := carrier.Initiate(ctxT(t), remote, ccfg)
+			took := time.Since(start)
+			if err == nil {
+				c.Close()
+				t.Fatalf("Initiate succeeded over %s", c.Stack())
+			}
+			if !errors.Is(err, post.ErrAuthentication) {
+				t.Fatalf("error does not wrap ErrAuthentication: %v", err)
+			}
+			if took > authDeadline {
+				t.Fatalf("failed after %v, want within %v: %v", took, authDeadline, err)
+			}
+		})
+	}
+	// The right client gets through, and is the first and only Carrier
+	// the listener hands out.
+	for _, cr := range sc.creds {
+		if !cr.ok {
+			continue
+		}
+		ccfg := &carrier.Config{Security: cr.sec}
+		if stack != "" {
+			ccfg.Policy.Stack(stack, policy.Require)
+		}
+		c, err := carrier.Initiate(ctxT(t), remote, ccfg)
+		if err != nil {
+			t.Fatalf("%s: %v", cr.name, err)
+		}
+		defer c.Close()
+		if stack != "" && c.Stack() != stack {
+			t.Fatalf("%s: carrier over %s", cr.name, c.Stack())
+		}
+		if id := c.Peer(); !id.Verified || id.Leaf() == nil {
+			t.Fatalf("%s: client sees an unverified server: %+v", cr.name, id)
+		}
+		if err := c.Send(ctxT(t), []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		s, err := l.Accept(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if id := s.Peer(); !id.Verified || id.Pin != sc.good {
+			t.Fatalf("%s: listener sees peer %s (verified %v), want %s", cr.name, id.Pin, id.Verified, sc.good)
+		}
+		m, err := s.Receive(ctxT(t))
+		if err != nil || string(m.Content) != "hello" {
+			t.Fatalf("receive: %v, %v", m, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if s, err := l.Accept(ctx); err == nil {
+		s.Close()
+		t.Fatalf("the listener handed out a refused client (peer %s)", s.Peer().Pin)
+	}
+}
+
+// A nil or empty Config fails fast and says what trust to configure.
+func TestNoTrustConfigured(t *testing.T) {
+	l := listen(t, serverConfig())
+	for _, cfg := range []*carrier.Config{nil, {}} {
+		start := time.Now()
+		c, err := carrier.Initiate(ctxT(t), l.Remote("localhost"), cfg)
+		if err == nil {
+			c.Close()
+			t.Fatal("Initiate trusted a certificate from an unknown CA")
+		}
+		if !errors.Is(err, post.ErrAuthentication) || !strings.Contains(err.Error(), "Security.RootCAs") {
+			t.Fatalf("unclear error: %v", err)
+		}
+		if took := time.Since(start); took > authDeadline {
+			t.Fatalf("failed after %v", took)
+		}
+	}
+	_, err := carrier.Listen(ctxT(t), localAny, nil)
+	if !errors.Is(err, post.ErrAuthentication) || !strings.Contains(err.Error(), "Security.Certificates") {
+		t.Fatalf("Listen without a certificate: %v", err)
+	}
+}
