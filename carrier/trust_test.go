@@ -202,3 +202,46 @@ func TestNoTrustConfigured(t *testing.T) {
 		t.Fatalf("Listen without a certificate: %v", err)
 	}
 }
+
+// Forks report the identity their root verified, at both ends.
+func TestPeerIdentityOfForks(t *testing.T) {
+	for _, sc := range trustSchemes(t) {
+		if sc.name == "pins" {
+			continue
+		}
+		var right psi.Security
+		for _, cr := range sc.creds {
+			if cr.ok {
+				right = cr.sec
+			}
+		}
+		t.Run(sc.name, func(t *testing.T) {
+			forStacks(t, func(t *testing.T, stack string) {
+				if stack == "fsp" && psi.CheckStackSecurity(&fsp.Stack{}, &sc.server, true) != nil {
+					t.Skip("waiting for FSP client auth")
+				}
+				c, s := pairOn(t, stack, &carrier.Config{Security: right}, &carrier.Config{Security: sc.server})
+				ctx := ctxT(t)
+				f, err := c.Fork(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if err := f.Send(ctx, []byte("fork")); err != nil {
+					t.Fatal(err)
+				}
+				g, err := s.AcceptFork(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer g.Close()
+				if c.Peer().Pin != f.Peer().Pin || !f.Peer().Verified || f.Peer().Leaf() == nil {
+					t.Fatalf("client fork sees %+v, root %+v", f.Peer(), c.Peer())
+				}
+				if got := g.Peer(); got.Pin != sc.good || !got.Verified || got.Pin != s.Peer().Pin {
+					t.Fatalf("server fork sees %s (verified %v), want %s", got.Pin, got.Verified, sc.good)
+				}
+			})
+		})
+	}
+}

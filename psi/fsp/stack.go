@@ -125,6 +125,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 type transient struct {
 	c     *Conn
 	assoc [16]byte
+	fork  *psi.Identity // a fork's peer: that of the transient it came from
 }
 
 // ConnOf returns the FSP connection behind a transient made by Stack, or
@@ -145,6 +146,9 @@ func (t *transient) Stack() string { return "fsp" }
 // client that sent no certificate but completed a handshake keyed with the
 // PSK has proved it holds the PSK; it is reported by the PSK's pin.
 func (t *transient) PeerIdentity() psi.Identity {
+	if t.fork != nil {
+		return *t.fork
+	}
 	sec := &t.c.cfg.Security
 	id := sec.PeerIdentity(t.c.PeerCertificates(), !t.c.initiator)
 	if id.Leaf() == nil && !t.c.initiator && len(sec.PSK) > 0 {
@@ -197,7 +201,7 @@ func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Trans
 	if err != nil {
 		return nil, err
 	}
-	return &transient{c: c, assoc: t.assoc}, nil
+	return t.forked(c), nil
 }
 
 func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
@@ -205,7 +209,13 @@ func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &transient{c: c, assoc: t.assoc}, nil
+	return t.forked(c), nil
+}
+
+// forked wraps a clone of t's connection; it keeps t's peer identity.
+func (t *transient) forked(c *Conn) *transient {
+	id := t.PeerIdentity()
+	return &transient{c: c, assoc: t.assoc, fork: &id}
 }
 
 func (t *transient) Path() post.Path {

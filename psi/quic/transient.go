@@ -183,6 +183,11 @@ func (t *Transient) Association() [16]byte { return t.assoc }
 // the peer; forks share their connection's. A 0-RTT transient learns it
 // only when the handshake completes (see HandshakeComplete).
 func (t *Transient) PeerIdentity() psi.Identity {
+	select {
+	case <-t.c.qc.HandshakeComplete():
+	default:
+		return psi.Identity{}
+	}
 	certs := t.c.qc.ConnectionState().TLS.PeerCertificates
 	return t.c.cfg.Security.PeerIdentity(certs, t.c.server)
 }
