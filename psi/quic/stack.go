@@ -119,6 +119,18 @@ func tlsConfig(cfg *psi.Config, server bool, remote netip.AddrPort) (*tls.Config
 	if len(tc.NextProtos) == 0 {
 		tc.NextProtos = []string{DefaultALPN}
 	}
+	if server {
+		// quic-go drops a refused client without telling the listener;
+		// log why (the error wraps post.ErrAuthentication).
+		verify, log := tc.VerifyConnection, cfg.Log()
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			err := verify(cs)
+			if err != nil {
+				log.Debug("quic: client refused", "stack", Name, "err", err)
+			}
+			return err
+		}
+	}
 	if !server && tc.ClientSessionCache != nil {
 		key := sec.ServerName
 		if key == "" {
