@@ -227,11 +227,11 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	}
 	cancel()
 	if running > 0 {
-		// RFC 8305: return the winner (or the authentication failure)
-		// now. The losers are cancelled;
-		// those started before the winner were slower than it, so they
-		// are remembered as failed. They are collected, and any that
-		// completed late closed, in the background (see Wait).
+		// RFC 8305: return the winner, or the authentication failure,
+		// now. The others are cancelled; those started before the winner
+		// were slower than it, so they are remembered as failed. They are
+		// collected, and any that completed late closed, in the
+		// background (see Wait).
 		if win != nil {
 			now := time.Now()
 			a.mu.Lock()

@@ -198,9 +198,11 @@ func (s *Stack) openPacketConn(local, remote netip.AddrPort) (net.PacketConn, bo
 
 // Dial opens a QUIC connection to remote and its root stream. It fails with
 // an error wrapping post.ErrRefused, post.ErrTimeout or
-// post.ErrAuthentication when the peer cannot be reached or trusted. A
-// 0-RTT dial returns before the handshake completes; a handshake failure
-// then shows on the transient's first blocking call.
+// post.ErrAuthentication when the peer cannot be reached or trusted. When
+// the server asks for a client certificate, Dial returns only once the
+// server has accepted it. A 0-RTT dial returns before the handshake
+// completes; a handshake failure then shows on the transient's first
+// blocking call.
 func (s *Stack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (psi.Transient, error) {
 	t, err := s.dial(ctx, remote, cfg)
 	if err != nil {
