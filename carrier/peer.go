@@ -15,3 +15,7 @@ func (c *Carrier) Peer() psi.Identity {
 
 // Peer returns the wrapped Carrier's verified peer identity.
 func (n *Conn) Peer() psi.Identity { return n.c.Peer() }
+
+// Peer returns the verified identity of the Source's peer; for a
+// Responder's Request.Reply, that of the peer that sent the request.
+func (s *Source) Peer() psi.Identity { return s.c.Peer() }

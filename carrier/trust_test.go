@@ -245,3 +245,32 @@ func TestPeerIdentityOfForks(t *testing.T) {
 		})
 	}
 }
+
+// A Responder's handler can authorize each request by its sender's key.
+func TestResponderPeer(t *testing.T) {
+	ctx := ctxT(t)
+	sc := trustSchemes(t)[2] // psk
+	r, err := carrier.NewResponder(ctx, localAny, &carrier.Config{Security: sc.server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go r.Serve(ctx, func(q carrier.Request) {
+		q.Reply.Send(ctx, []byte(q.Reply.Peer().Pin.String()))
+	})
+	c, err := carrier.Initiate(ctx, r.Listener().Remote("localhost"), &carrier.Config{Security: sc.creds[2].sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Send(ctx, []byte("who am I?")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Content) != sc.good.String() {
+		t.Fatalf("responder saw %s, want %s", m.Content, sc.good)
+	}
+}
