@@ -28,6 +28,26 @@ type RendezvousConfig struct {
 	// KeepAlive is the ICE keep-alive interval that holds NAT bindings
 	// open; zero means 2 s.
 	KeepAlive time.Duration
+	// Peers pins human peer names to peer IDs: Remote.Peer and
+	// Local.Peer may be a name listed here, or a peer ID itself.
+	Peers map[string]rendezvous.PeerID
+}
+
+// PeerID resolves a peer name to the peer ID it stands for: the ID pinned
+// to it in Peers, or the name itself if it is a peer ID. Errors wrap
+// post.ErrAuthentication.
+func (rc *RendezvousConfig) PeerID(name string) (rendezvous.PeerID, error) {
+	if id, ok := rc.Peers[name]; ok {
+		if _, err := id.Pin(); err != nil {
+			return "", post.Errorf(post.ErrAuthentication, "peer %q is pinned to a malformed ID: %v", name, err)
+		}
+		return id, nil
+	}
+	id, err := rendezvous.ParsePeerID(name)
+	if err != nil {
+		return "", post.Errorf(post.ErrAuthentication, "peer %q is neither a peer ID nor pinned to one in Rendezvous.Peers", name)
+	}
+	return id, nil
 }
 
 // iceConfig builds the ICE configuration from the policy and settings.
@@ -58,12 +78,39 @@ func (a *Association) iceConfig() (ice.Config, error) {
 	return cfg, nil
 }
 
+// p2pIdentity returns this end's key and the IDs to register as and to
+// ask for. The key is Security.Certificates[0], which must be Ed25519.
+func (a *Association) p2pIdentity() (key *rendezvous.Key, self, peer rendezvous.PeerID, err error) {
+	if len(a.cfg.Security.Certificates) == 0 {
+		return nil, "", "", post.Errorf(post.ErrAuthentication,
+			"peer-to-peer needs this peer's key in Security.Certificates (see rendezvous.GenerateKey)")
+	}
+	if key, err = rendezvous.KeyFromCertificate(a.cfg.Security.Certificates[0]); err != nil {
+		return nil, "", "", err
+	}
+	self = key.ID
+	if a.cfg.Local.Peer != "" {
+		if self, err = a.cfg.Rendezvous.PeerID(a.cfg.Local.Peer); err != nil {
+			return nil, "", "", err
+		}
+	}
+	if peer, err = a.cfg.Rendezvous.PeerID(a.cfg.Remote.Peer); err != nil {
+		return nil, "", "", err
+	}
+	return key, self, peer, nil
+}
+
 // establishP2P rendezvouses with the peer, runs ICE, then FSP over the
-// selected pair: the ICE-controlling side dials, the other accepts.
+// selected pair: the ICE-controlling side dials, the other accepts. Both
+// ends authenticate each other by the keys their peer IDs name.
 func (a *Association) establishP2P(ctx context.Context) (psi.Transient, error) {
 	r := a.cfg.Remote
-	if a.cfg.Local.Peer == "" || r.Rendezvous == "" {
-		return nil, post.Errorf(post.ErrNoCandidates, "a peer-to-peer remote needs Local.Peer and Remote.Rendezvous")
+	if r.Rendezvous == "" {
+		return nil, post.Errorf(post.ErrNoCandidates, "a peer-to-peer remote needs Remote.Rendezvous")
+	}
+	key, self, peer, err := a.p2pIdentity()
+	if err != nil {
+		return nil, err
 	}
 	stacks, err := a.stacks()
 	if err != nil {
@@ -76,10 +123,11 @@ func (a *Association) establishP2P(ctx context.Context) (psi.Transient, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.log.Debug("rendezvous", "self", a.cfg.Local.Peer, "peer", r.Peer, "server", r.Rendezvous)
+	a.log.Debug("rendezvous", "self", self, "peer", peer, "name", r.Peer, "server", r.Rendezvous)
 	sess, err := rendezvous.Connect(ctx, rendezvous.ConnectConfig{
-		Self:          a.cfg.Local.Peer,
-		Peer:          r.Peer,
+		Key:           key,
+		Self:          self,
+		Peer:          peer,
 		RendezvousURL: r.Rendezvous,
 		HTTP:          a.cfg.Rendezvous.HTTP,
 		ICE:           icfg,
@@ -91,17 +139,27 @@ func (a *Association) establishP2P(ctx context.Context) (psi.Transient, error) {
 	stack := &fsp.Stack{Transport: sess.Transport()}
 	cfg := a.TransientConfig(netip.AddrPort{})
 	cfg.Local = netip.AddrPort{}
+	cfg.Security = sess.Security(cfg.Security)
 	var t psi.Transient
 	var ln psi.Listener
 	if sess.Controlling {
 		t, err = stack.Dial(ctx, sess.PeerAddrPort(), cfg)
+		if err == nil {
+			err = proveP2P(ctx, t, sess)
+		}
 	} else {
 		ln, err = stack.Listen(ctx, netip.AddrPort{}, cfg)
 		if err == nil {
 			t, err = ln.Accept(ctx)
 		}
+		if err == nil {
+			err = checkP2P(ctx, t, sess, cfg.Handshake())
+		}
 	}
 	if err != nil {
+		if t != nil {
+			t.Close()
+		}
 		if ln != nil {
 			ln.Close()
 		}

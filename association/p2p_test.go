@@ -2,6 +2,8 @@ package association_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -13,49 +15,76 @@ import (
 	"github.com/postsockets/postsockets/psi/fsp"
 )
 
-// TestP2PLoopback: two peers name each other and a rendezvous server, and
-// each gets an FSP transient over the ICE-selected path.
-func TestP2PLoopback(t *testing.T) {
-	srv := &rendezvous.Server{MaxWait: time.Second}
+// newRendezvous serves a rendezvous server on loopback and returns its URL.
+func newRendezvous(t *testing.T, cfg rendezvous.Config) string {
+	t.Helper()
+	cfg.MaxWait = time.Second
+	srv := rendezvous.NewServer(cfg)
 	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sec := psi.Security{PSK: []byte("peer-to-peer test key")}
-	peer := func(self, other string) *association.Association {
-		a, err := association.New(association.Config{
-			Local:      post.Local{Peer: self},
-			Remote:     post.Remote{Peer: other, Rendezvous: hs.URL},
-			Security:   sec,
-			Stacks:     []psi.Stack{&fsp.Stack{}},
-			Rendezvous: association.RendezvousConfig{IncludeLoopback: true, IPv4Only: true},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	alice, bob := peer("alice", "bob"), peer("bob", "alice")
-	type res struct {
-		t   psi.Transient
-		err error
-	}
-	bc := make(chan res, 1)
-	go func() {
-		tr, err := bob.Establish(ctx)
-		bc <- res{tr, err}
-	}()
-	ta, err := alice.Establish(ctx)
+	t.Cleanup(func() { srv.Close(); hs.Close() })
+	return hs.URL
+}
+
+func genKey(t *testing.T) *rendezvous.Key {
+	t.Helper()
+	k, err := rendezvous.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ta.Close()
-	rb := <-bc
-	if rb.err != nil {
-		t.Fatal(rb.err)
+	return k
+}
+
+// p2pPeer is the Association of a peer holding key, registering as local
+// (empty: its own ID) and asking for remote, with the names in peers
+// pinned.
+func p2pPeer(t *testing.T, url string, key *rendezvous.Key, local, remote string, peers map[string]rendezvous.PeerID) *association.Association {
+	t.Helper()
+	a, err := association.New(association.Config{
+		Local:    post.Local{Peer: local},
+		Remote:   post.Remote{Peer: remote, Rendezvous: url},
+		Security: psi.Security{Certificates: []tls.Certificate{key.Certificate}},
+		Stacks:   []psi.Stack{&fsp.Stack{}},
+		Rendezvous: association.RendezvousConfig{
+			IncludeLoopback: true, IPv4Only: true, Peers: peers,
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	tb := rb.t
+	return a
+}
+
+type result struct {
+	t   psi.Transient
+	err error
+}
+
+// establishBoth runs Establish on a and b at once.
+func establishBoth(ctx context.Context, a, b *association.Association) (ra, rb result) {
+	bc := make(chan result, 1)
+	go func() {
+		tr, err := b.Establish(ctx)
+		bc <- result{tr, err}
+	}()
+	tr, err := a.Establish(ctx)
+	return result{tr, err}, <-bc
+}
+
+// TestP2PLoopback: two peers name each other and a rendezvous server, and
+// each gets an FSP transient over the ICE-selected path.
+func TestP2PLoopback(t *testing.T) {
+	url := newRendezvous(t, rendezvous.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ka, kb := genKey(t), genKey(t)
+	alice := p2pPeer(t, url, ka, "", "bob", map[string]rendezvous.PeerID{"bob": kb.ID})
+	bob := p2pPeer(t, url, kb, "", "alice", map[string]rendezvous.PeerID{"alice": ka.ID})
+	ra, rb := establishBoth(ctx, alice, bob)
+	if ra.err != nil || rb.err != nil {
+		t.Fatalf("alice %v, bob %v", ra.err, rb.err)
+	}
+	ta, tb := ra.t, rb.t
+	defer ta.Close()
 	defer tb.Close()
 	if alice.ID() != bob.ID() {
 		t.Fatal("peers ended on different Association IDs")
@@ -73,5 +102,99 @@ func TestP2PLoopback(t *testing.T) {
 		if err != nil || !end || string(buf[:n]) != "hi peer" {
 			t.Fatalf("%q %v %v", buf[:n], end, err)
 		}
+	}
+}
+
+// TestP2PUnpinned: a peer name that is neither pinned nor a peer ID, or
+// no key of one's own, fails at once.
+func TestP2PUnpinned(t *testing.T) {
+	ctx := context.Background()
+	a := p2pPeer(t, "http://127.0.0.1:1", genKey(t), "", "alice", nil)
+	if _, err := a.Establish(ctx); !errors.Is(err, post.ErrAuthentication) {
+		t.Errorf("unpinned name: %v", err)
+	}
+	a, err := association.New(association.Config{Remote: post.Remote{Peer: string(genKey(t).ID), Rendezvous: "http://127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Establish(ctx); !errors.Is(err, post.ErrAuthentication) {
+		t.Errorf("no key: %v", err)
+	}
+}
+
+// keysAround returns keys for alice and bob with alice's ID sorting
+// before bob's (so alice dials) or after it (so bob dials).
+func keysAround(t *testing.T, aliceDials bool) (alice, bob *rendezvous.Key) {
+	for {
+		alice, bob = genKey(t), genKey(t)
+		if rendezvous.Controlling(alice.ID, bob.ID) == aliceDials {
+			return alice, bob
+		}
+	}
+}
+
+// TestP2PImpersonation: mallory claims alice's ID towards bob, who has
+// alice's ID pinned. An honest rendezvous server refuses mallory; a
+// compromised one matches them, and then bob's end to end check refuses
+// mallory, whichever side listens.
+func TestP2PImpersonation(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		aliceDials, honest bool
+	}{
+		{"honest server", true, true},
+		{"compromised server, bob listens", true, false},
+		{"compromised server, bob dials", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := newRendezvous(t, rendezvous.Config{InsecureSkipAuth: !tc.honest})
+			ka, kb := keysAround(t, tc.aliceDials)
+			km := genKey(t)
+			mallory := p2pPeer(t, url, km, string(ka.ID), string(kb.ID), nil)
+			bob := p2pPeer(t, url, kb, "", "alice", map[string]rendezvous.PeerID{"alice": ka.ID})
+			timeout := 20 * time.Second
+			if tc.honest {
+				timeout = 3 * time.Second // bob waits in vain
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			// Once bob has given up, mallory gets a moment more.
+			mctx, mcancel := context.WithCancel(ctx)
+			defer mcancel()
+			mc := make(chan result, 1)
+			go func() {
+				tr, err := mallory.Establish(mctx)
+				mc <- result{tr, err}
+			}()
+			tr, err := bob.Establish(ctx)
+			rb := result{tr, err}
+			time.AfterFunc(time.Second, mcancel)
+			rm := <-mc
+			if rb.err == nil {
+				rb.t.Close()
+				t.Fatal("bob established a transient with mallory")
+			}
+			if tc.honest {
+				if !errors.Is(rm.err, post.ErrAuthentication) {
+					t.Fatalf("mallory at an honest server: %v", rm.err)
+				}
+				return
+			}
+			if !errors.Is(rb.err, post.ErrAuthentication) {
+				t.Fatalf("bob: %v, want ErrAuthentication", rb.err)
+			}
+			t.Logf("bob: %v", rb.err)
+			if rm.err != nil {
+				t.Logf("mallory: %v", rm.err)
+				return
+			}
+			// Mallory dialled and bob hung up on its proof: nothing from
+			// bob ever reaches mallory.
+			defer rm.t.Close()
+			buf := make([]byte, 64)
+			if n, _, err := rm.t.ReadMessage(ctx, buf); err == nil {
+				t.Fatalf("mallory read %q from bob", buf[:n])
+			}
+		})
 	}
 }

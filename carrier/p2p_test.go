@@ -1,6 +1,7 @@
 package carrier_test
 
 import (
+	"crypto/tls"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -15,16 +16,24 @@ import (
 // TestP2PInitiate: both peers Initiate toward each other through a
 // rendezvous server and exchange messages over FSP on the ICE path.
 func TestP2PInitiate(t *testing.T) {
-	srv := &rendezvous.Server{MaxWait: time.Second}
+	srv := rendezvous.NewServer(rendezvous.Config{MaxWait: time.Second})
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
 	defer srv.Close()
 	ctx := ctxT(t)
+	keys := map[string]*rendezvous.Key{}
+	ids := map[string]rendezvous.PeerID{}
+	for _, name := range []string{"alice", "bob"} {
+		k, err := rendezvous.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[name], ids[name] = k, k.ID
+	}
 	cfg := func(self string) *carrier.Config {
 		return &carrier.Config{
-			Local:      post.Local{Peer: self},
-			Security:   psi.Security{PSK: []byte("peer-to-peer test key")},
-			Rendezvous: association.RendezvousConfig{IncludeLoopback: true, IPv4Only: true},
+			Security:   psi.Security{Certificates: []tls.Certificate{keys[self].Certificate}},
+			Rendezvous: association.RendezvousConfig{IncludeLoopback: true, IPv4Only: true, Peers: ids},
 		}
 	}
 	type res struct {

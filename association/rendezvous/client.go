@@ -15,31 +15,51 @@ import (
 
 	"github.com/postsockets/postsockets/internal/ice"
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/fsp"
 )
 
 // Client talks to a rendezvous Server.
 type Client struct {
-	// URL is the server's base URL, such as "http://host:8080"; requests
-	// go to URL + "/exchange".
+	// URL is the server's base URL, such as "https://host:8080";
+	// requests go to URL + "/exchange".
 	URL string
 	// HTTP is the client used; nil means http.DefaultClient. Its timeout,
 	// if any, must exceed the server's MaxWait.
 	HTTP *http.Client
+	// Key is this peer's identity; it signs every request.
+	Key *Key
+	// Self is the ID to register as; empty means Key.ID. A server
+	// refuses any other (this is for tests of that).
+	Self PeerID
 }
 
 func isNotSupported(err error) bool { return errors.Is(err, post.ErrNotSupported) }
 
-// Exchange registers offer as self wanting to talk to peer and waits until
-// peer has registered wanting self, then returns peer's offer. It polls
-// until ctx ends; errors wrap post.ErrTimeout (ctx expired),
-// post.ErrMalformed (bad offer or answer), post.ErrRefused (rejected by
-// the server) or post.ErrPolicyConflict (another poll for the same names
-// displaced this one).
-func (c *Client) Exchange(ctx context.Context, self, peer string, offer Offer) (Offer, error) {
+// maxAuthRetries bounds the 401 answers in a row before Exchange gives up.
+const maxAuthRetries = 3
+
+// Exchange registers offer as Key's peer ID wanting to talk to peer and
+// waits until peer has registered wanting this one, then returns peer's
+// offer. It polls until ctx ends; errors wrap post.ErrTimeout (ctx
+// expired), post.ErrMalformed (bad offer or answer),
+// post.ErrAuthentication (the server does not accept the key),
+// post.ErrRefused (rejected by the server) or post.ErrPolicyConflict
+// (another poll for the same names displaced this one).
+func (c *Client) Exchange(ctx context.Context, peer PeerID, offer Offer) (Offer, error) {
 	offer.Controlling = false
-	if !ValidID(self) || !ValidID(peer) || self == peer {
-		return Offer{}, post.Errorf(post.ErrMalformed, "rendezvous: bad names %q, %q", self, peer)
+	if c.Key == nil {
+		return Offer{}, post.Errorf(post.ErrAuthentication, "rendezvous: the client has no Key")
+	}
+	self := c.Self
+	if self == "" {
+		self = c.Key.ID
+	}
+	if _, err := ParsePeerID(string(peer)); err != nil {
+		return Offer{}, err
+	}
+	if self == peer {
+		return Offer{}, post.Errorf(post.ErrMalformed, "rendezvous: self and peer are the same")
 	}
 	if err := offer.Validate(); err != nil {
 		return Offer{}, err
@@ -53,10 +73,12 @@ func (c *Client) Exchange(ctx context.Context, self, peer string, offer Offer) (
 		hc = http.DefaultClient
 	}
 	url := strings.TrimSuffix(c.URL, "/") + "/exchange"
-	backoff, failures := 100*time.Millisecond, 0
+	backoff, failures, denied := 100*time.Millisecond, 0, 0
+	nonce := ""
 	for {
 		start := time.Now()
-		answer, retry, err := c.poll(ctx, hc, url, body)
+		answer, next, retry, err := c.poll(ctx, hc, url, body, nonce)
+		nonce = next // each nonce is used once
 		if err == nil {
 			if answer.Controlling != Controlling(peer, self) {
 				return Offer{}, post.Errorf(post.ErrMalformed, "rendezvous: server disagrees on the controlling side")
@@ -69,6 +91,17 @@ func (c *Client) Exchange(ctx context.Context, self, peer string, offer Offer) (
 		if !retry {
 			return Offer{}, err
 		}
+		if errors.Is(err, errNonce) && nonce != "" {
+			continue
+		}
+		if errors.Is(err, errUnauthorized) {
+			// Sign again over the fresh nonce, at once.
+			if denied++; denied > maxAuthRetries || nonce == "" {
+				return Offer{}, post.Errorf(post.ErrAuthentication, "%v", err)
+			}
+			continue
+		}
+		denied = 0
 		if errors.Is(err, errUnreachable) {
 			if failures++; failures >= 5 {
 				return Offer{}, post.Errorf(post.ErrRefused, "%v", err)
@@ -99,44 +132,72 @@ const minPoll = 50 * time.Millisecond
 var (
 	errAgain = errors.New("rendezvous: no answer yet")
 	errBusy  = errors.New("rendezvous: server busy")
+	// errNonce is the 401 answer to an unsigned request: sign over its
+	// nonce.
+	errNonce = errors.New("rendezvous: no nonce")
+	// errUnauthorized is a 401: sign again over the fresh nonce.
+	errUnauthorized = errors.New("rendezvous: unauthorized")
 	// errUnreachable is a transport error, retried a few times.
 	errUnreachable = errors.New("rendezvous: server unreachable")
 )
 
-// poll makes one long-poll request.
-func (c *Client) poll(ctx context.Context, hc *http.Client, url string, body []byte) (Offer, bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+// poll makes one long-poll request, signed over nonce unless it is
+// empty (then it only fetches a nonce). It returns the nonce for the next
+// request.
+func (c *Client) poll(ctx context.Context, hc *http.Client, url string, body []byte, nonce string) (Offer, string, bool, error) {
+	send := body
+	if nonce == "" {
+		send = nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(send))
 	if err != nil {
-		return Offer{}, false, fmt.Errorf("rendezvous: %w", err)
+		return Offer{}, "", false, fmt.Errorf("rendezvous: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if nonce != "" {
+		k, sig := signRequest(c.Key, nonce, body)
+		req.Header.Set(HeaderNonce, nonce)
+		req.Header.Set(HeaderKey, k)
+		req.Header.Set(HeaderSignature, sig)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
-			return Offer{}, true, errAgain
+			return Offer{}, "", true, errAgain
 		}
-		return Offer{}, true, fmt.Errorf("%w: %w", errUnreachable, err)
+		return Offer{}, "", true, fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	defer resp.Body.Close()
+	next := resp.Header.Get(HeaderNonce)
+	if len(next) > 2*nonceLen {
+		next = ""
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxRequestSize+1))
 	if err != nil {
-		return Offer{}, true, fmt.Errorf("%w: %w", errBusy, err)
+		return Offer{}, next, true, fmt.Errorf("%w: %w", errBusy, err)
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
 		o, err := decodeAnswer(data)
-		return o, false, err
+		return o, next, false, err
 	case http.StatusNoContent:
-		return Offer{}, true, errAgain
+		return Offer{}, next, true, errAgain
+	case http.StatusUnauthorized:
+		if nonce == "" {
+			return Offer{}, next, true, errNonce
+		}
+		return Offer{}, next, true, fmt.Errorf("%w: %s", errUnauthorized, serverMessage(resp, data))
 	case http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return Offer{}, true, fmt.Errorf("%w: %s", errBusy, resp.Status)
+		return Offer{}, next, true, fmt.Errorf("%w: %s", errBusy, resp.Status)
 	case http.StatusConflict:
-		return Offer{}, false, post.Errorf(post.ErrPolicyConflict, "rendezvous: %s", serverMessage(resp, data))
+		return Offer{}, next, false, post.Errorf(post.ErrPolicyConflict, "rendezvous: %s", serverMessage(resp, data))
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		return Offer{}, false, post.Errorf(post.ErrMalformed, "rendezvous: %s", serverMessage(resp, data))
+		return Offer{}, next, false, post.Errorf(post.ErrMalformed, "rendezvous: %s", serverMessage(resp, data))
+	case http.StatusForbidden:
+		return Offer{}, next, false, post.Errorf(post.ErrAuthentication, "rendezvous: %s", serverMessage(resp, data))
 	}
-	return Offer{}, false, post.Errorf(post.ErrRefused, "rendezvous: %s", serverMessage(resp, data))
+	return Offer{}, next, false, post.Errorf(post.ErrRefused, "rendezvous: %s", serverMessage(resp, data))
 }
 
 // decodeAnswer parses and validates the body of a 200 answer.
@@ -171,8 +232,14 @@ func ctxErr(ctx context.Context) error {
 
 // ConnectConfig configures Connect.
 type ConnectConfig struct {
-	// Self and Peer are this side's and the other side's names.
-	Self, Peer string
+	// Key is this side's identity. It signs the requests to the server,
+	// and Session.Security presents it to the peer.
+	Key *Key
+	// Self is the ID to register as; empty means Key.ID. Servers and
+	// peers refuse any other (this is for tests of that).
+	Self PeerID
+	// Peer is the other side's ID.
+	Peer PeerID
 	// RendezvousURL is the server's base URL.
 	RendezvousURL string
 	// HTTP is the client for the server; nil means http.DefaultClient.
@@ -193,6 +260,12 @@ type Session struct {
 	Controlling bool
 	// Local and Remote describe the selected candidate pair.
 	Local, Remote ice.CandidateInfo
+	// Self and Peer are the IDs the two sides registered as.
+	Self, Peer PeerID
+
+	key                     *Key
+	peerPin                 psi.Pin
+	localUfrag, remoteUfrag string
 
 	agent     *ice.Agent
 	mu        sync.Mutex
@@ -216,8 +289,18 @@ func (s *Session) Close() error {
 // It blocks until the peer has also called Connect, the checks end, or ctx
 // ends.
 func Connect(ctx context.Context, cfg ConnectConfig) (*Session, error) {
-	if !ValidID(cfg.Self) || !ValidID(cfg.Peer) || cfg.Self == cfg.Peer {
-		return nil, post.Errorf(post.ErrMalformed, "rendezvous: bad names %q, %q", cfg.Self, cfg.Peer)
+	if cfg.Key == nil {
+		return nil, post.Errorf(post.ErrAuthentication, "rendezvous: Connect needs a Key")
+	}
+	if cfg.Self == "" {
+		cfg.Self = cfg.Key.ID
+	}
+	pin, err := cfg.Peer.Pin()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Self == cfg.Peer {
+		return nil, post.Errorf(post.ErrMalformed, "rendezvous: self and peer are the same")
 	}
 	agent, err := ice.NewAgent(cfg.ICE)
 	if err != nil {
@@ -228,6 +311,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Session, error) {
 		agent.Close()
 		return nil, err
 	}
+	s.peerPin = pin
 	return s, nil
 }
 
@@ -243,8 +327,8 @@ func connect(ctx context.Context, cfg ConnectConfig, agent *ice.Agent) (*Session
 	if len(cands) > ice.MaxCandidates {
 		cands = cands[:ice.MaxCandidates]
 	}
-	c := &Client{URL: cfg.RendezvousURL, HTTP: cfg.HTTP}
-	answer, err := c.Exchange(ctx, cfg.Self, cfg.Peer, Offer{Ufrag: ufrag, Pwd: pwd, Candidates: cands})
+	c := &Client{URL: cfg.RendezvousURL, HTTP: cfg.HTTP, Key: cfg.Key, Self: cfg.Self}
+	answer, err := c.Exchange(ctx, cfg.Peer, Offer{Ufrag: ufrag, Pwd: pwd, Candidates: cands})
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +340,12 @@ func connect(ctx context.Context, cfg ConnectConfig, agent *ice.Agent) (*Session
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{Conn: conn, PeerAddr: conn.RemoteAddr(), Controlling: controlling, agent: agent}
+	s := &Session{
+		Conn: conn, PeerAddr: conn.RemoteAddr(), Controlling: controlling,
+		Self: cfg.Self, Peer: cfg.Peer, key: cfg.Key,
+		localUfrag: ufrag, remoteUfrag: answer.Ufrag,
+		agent: agent,
+	}
 	s.Local, s.Remote, _ = agent.Selected()
 	return s, nil
 }

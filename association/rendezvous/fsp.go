@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi/fsp"
@@ -34,21 +35,59 @@ func (s *Session) PeerAddrPort() netip.AddrPort {
 }
 
 // FSP runs an FSP connection over the session's path: the controlling
-// side dials the peer, the other side accepts one connection. cfg should
-// authenticate the peer (Security.PSK or PinnedKeys), since the rendezvous
-// server does not. The FSP transport belongs to the session: Close the
-// session after the connection.
+// side dials the peer, the other side accepts one connection. Both ends
+// authenticate each other by key (Security), whatever cfg.Security says
+// otherwise; the dialer proves its key in its first message. The FSP
+// transport belongs to the session: Close the session after the
+// connection. Errors wrap post.ErrAuthentication when the peer is not who
+// its ID says.
 func (s *Session) FSP(ctx context.Context, cfg *fsp.Config) (*fsp.Conn, error) {
+	c := *cfg
+	c.Security = s.Security(cfg.Security)
 	t := s.Transport()
 	if s.Controlling {
-		return t.Dial(ctx, s.PeerAddr, cfg)
+		conn, err := t.Dial(ctx, s.PeerAddr, &c)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.CheckPeer(conn.PeerCertificates()); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if err := conn.SendMessage(ctx, s.Proof()); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
 	}
-	l, err := t.Listen(cfg)
+	l, err := t.Listen(&c)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Close()
-	return l.Accept(ctx)
+	conn, err := l.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, proofTimeout(c.HandshakeTimeout))
+	defer cancel()
+	p, err := conn.ReceiveMessage(pctx)
+	if err == nil {
+		err = s.CheckProof(p)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// proofTimeout bounds the wait for the dialer's proof.
+func proofTimeout(handshake time.Duration) time.Duration {
+	if handshake > 0 {
+		return handshake
+	}
+	return 10 * time.Second
 }
 
 // Path describes the session's path for a carrier: the local and remote

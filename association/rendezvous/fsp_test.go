@@ -15,14 +15,14 @@ import (
 	"github.com/postsockets/postsockets/psi/fsp"
 )
 
-func fspConfig() *fsp.Config {
-	return &fsp.Config{Security: psi.Security{PSK: []byte("rendezvous test pre-shared key")}}
-}
+// fspConfig is the FSP configuration of the peers; Session.FSP adds the
+// keys.
+func fspConfig() *fsp.Config { return &fsp.Config{} }
 
 // fspPair rendezvouses alice and bob on loopback and connects them with FSP.
 func fspPair(t *testing.T, ctx context.Context) (*fsp.Conn, *fsp.Conn) {
 	t.Helper()
-	url := newServer(t, &Server{MaxWait: time.Second})
+	url := newServer(t, NewServer(Config{MaxWait: time.Second}))
 	sa, sb := connectBoth(t, ctx, url, loopbackICE(), loopbackICE())
 	var (
 		wg   sync.WaitGroup
@@ -96,9 +96,9 @@ func BenchmarkFSPOverICE(b *testing.B) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sb, errB = Connect(ctx, ConnectConfig{Self: "bob", Peer: "alice", RendezvousURL: url, ICE: loopbackICE()})
+		sb, errB = Connect(ctx, ConnectConfig{Key: testKey("bob"), Peer: id("alice"), RendezvousURL: url, ICE: loopbackICE()})
 	}()
-	sa, errA = Connect(ctx, ConnectConfig{Self: "alice", Peer: "bob", RendezvousURL: url, ICE: loopbackICE()})
+	sa, errA = Connect(ctx, ConnectConfig{Key: testKey("alice"), Peer: id("bob"), RendezvousURL: url, ICE: loopbackICE()})
 	wg.Wait()
 	if errA != nil || errB != nil {
 		b.Fatal(errA, errB)
@@ -182,11 +182,9 @@ func TestStackOverICE(t *testing.T) {
 	checkGoroutines(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	url := newServer(t, &Server{MaxWait: time.Second})
+	url := newServer(t, NewServer(Config{MaxWait: time.Second}))
 	sa, sb := connectBoth(t, ctx, url, loopbackICE(), loopbackICE())
-	pcfg := &psi.Config{Security: psi.Security{PSK: []byte("rendezvous test pre-shared key")}}
-
-	l, err := (&fsp.Stack{Transport: sb.Transport()}).Listen(ctx, netip.AddrPort{}, pcfg)
+	l, err := (&fsp.Stack{Transport: sb.Transport()}).Listen(ctx, netip.AddrPort{}, &psi.Config{Security: sb.Security(psi.Security{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +197,7 @@ func TestStackOverICE(t *testing.T) {
 		}
 		accepted <- tr
 	}()
-	ta, err := (&fsp.Stack{Transport: sa.Transport()}).Dial(ctx, sa.PeerAddrPort(), pcfg)
+	ta, err := (&fsp.Stack{Transport: sa.Transport()}).Dial(ctx, sa.PeerAddrPort(), &psi.Config{Security: sa.Security(psi.Security{})})
 	if err != nil {
 		t.Fatal(err)
 	}

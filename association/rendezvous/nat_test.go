@@ -223,11 +223,12 @@ func tail(b []byte, n int) []byte {
 }
 
 // startRendezvous serves a rendezvous Server in the pub namespace.
-func (n *natNet) startRendezvous(t *testing.T) string {
+func (n *natNet) startRendezvous(t *testing.T, cfg Config) string {
 	t.Helper()
 	ln, err := n.pub.Listen("tcp4", turnAddr+":0")
 	must(t, err)
-	rs := &Server{MaxWait: 2 * time.Second}
+	cfg.MaxWait = 2 * time.Second
+	rs := NewServer(cfg)
 	hs := &http.Server{Handler: rs}
 	done := make(chan struct{})
 	go func() { hs.Serve(ln); close(done) }()
@@ -250,8 +251,27 @@ type peerResult struct {
 
 const resultPrefix = "PSRESULT "
 
+// natRole is what one peer process does: it holds the test key of key,
+// registers as self's ID (normally key's own) and asks for peer's.
+type natRole struct{ key, self, peer string }
+
+var alicePeer, bobPeer = natRole{"alice", "alice", "bob"}, natRole{"bob", "bob", "alice"}
+
 // runPeers runs alice in peerA and bob in peerB and returns their results.
 func (n *natNet) runPeers(t *testing.T, url string, size int) (alice, bob peerResult) {
+	t.Helper()
+	r := n.run(t, url, size, 0, alicePeer, bobPeer)
+	for i, r := range r {
+		if r.Err != "" {
+			t.Fatalf("peer %d: %s", i, r.Err)
+		}
+	}
+	return r[0], r[1]
+}
+
+// run runs roles a in peerA and b in peerB, each for at most timeout
+// (zero means 90 s), and returns their results.
+func (n *natNet) run(t *testing.T, url string, size int, timeout time.Duration, a, b natRole) []peerResult {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -262,16 +282,16 @@ func (n *natNet) runPeers(t *testing.T, url string, size int) (alice, bob peerRe
 	var wg sync.WaitGroup
 	results := make([]peerResult, 2)
 	for i, p := range []struct {
-		ns         *netns.NS
-		self, peer string
-	}{{n.peerA, "alice", "bob"}, {n.peerB, "bob", "alice"}} {
+		ns *netns.NS
+		natRole
+	}{{n.peerA, a}, {n.peerB, b}} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.ns.Name(), exe, "-test.run=^TestNATPeer$", "-test.v", "-test.count=1")
 			cmd.Env = append(os.Environ(),
-				"PS_NAT_SELF="+p.self, "PS_NAT_PEER="+p.peer, "PS_NAT_RDV="+url,
-				"PS_NAT_SIZE="+strconv.Itoa(size))
+				"PS_NAT_KEY="+p.key, "PS_NAT_SELF="+p.self, "PS_NAT_PEER="+p.peer, "PS_NAT_RDV="+url,
+				"PS_NAT_SIZE="+strconv.Itoa(size), "PS_NAT_TIMEOUT="+timeout.String())
 			out, err := cmd.CombinedOutput()
 			if dir := os.Getenv("PS_NAT_DEBUG"); strings.HasPrefix(dir, "/") {
 				os.WriteFile(filepath.Join(dir, p.self+".log"), out, 0o644)
@@ -287,18 +307,13 @@ func (n *natNet) runPeers(t *testing.T, url string, size int) (alice, bob peerRe
 			if err != nil && r.Err == "" {
 				r.Err = err.Error()
 			}
-			if r.Err != "" || err != nil {
+			if (r.Err != "" || err != nil) && testing.Verbose() {
 				t.Logf("%s output:\n%s", p.self, tail(out, 4000))
 			}
 		}()
 	}
 	wg.Wait()
-	for i, r := range results {
-		if r.Err != "" {
-			t.Fatalf("peer %d: %s", i, r.Err)
-		}
-	}
-	return results[0], results[1]
+	return results
 }
 
 // TestNATPeer is one peer of the NAT tests, run by runPeers as a
@@ -309,7 +324,8 @@ func TestNATPeer(t *testing.T) {
 		t.Skip("helper for the NAT tests")
 	}
 	var res peerResult
-	err := natPeer(self, os.Getenv("PS_NAT_PEER"), os.Getenv("PS_NAT_RDV"), &res)
+	role := natRole{key: os.Getenv("PS_NAT_KEY"), self: self, peer: os.Getenv("PS_NAT_PEER")}
+	err := natPeer(role, os.Getenv("PS_NAT_RDV"), &res)
 	if err != nil {
 		res.Err = err.Error()
 	}
@@ -317,16 +333,20 @@ func TestNATPeer(t *testing.T) {
 	fmt.Printf("\n%s%s\n", resultPrefix, b)
 }
 
-func natPeer(self, peer, url string, res *peerResult) error {
+func natPeer(role natRole, url string, res *peerResult) error {
 	size, _ := strconv.Atoi(os.Getenv("PS_NAT_SIZE"))
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	timeout, _ := time.ParseDuration(os.Getenv("PS_NAT_TIMEOUT"))
+	if timeout <= 0 {
+		timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var logger *slog.Logger
 	if os.Getenv("PS_NAT_DEBUG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
 	}
 	s, err := Connect(ctx, ConnectConfig{
-		Self: self, Peer: peer, RendezvousURL: url,
+		Key: testKey(role.key), Self: id(role.self), Peer: id(role.peer), RendezvousURL: url,
 		ICE: ice.Config{
 			NetworkTypes: []string{ice.UDP4},
 			Logger:       logger,
@@ -436,7 +456,7 @@ func checkTransfer(t *testing.T, alice, bob peerResult) {
 func TestNATDirect(t *testing.T) {
 	natPrereqs(t)
 	n := setupNAT(t, false)
-	url := n.startRendezvous(t)
+	url := n.startRendezvous(t, Config{})
 	alice, bob := n.runPeers(t, url, fileSize())
 	checkTransfer(t, alice, bob)
 	for _, r := range []peerResult{alice, bob} {
@@ -454,7 +474,7 @@ func TestNATRelay(t *testing.T) {
 	natPrereqs(t)
 	n := setupNAT(t, false)
 	n.blockDirect(t)
-	url := n.startRendezvous(t)
+	url := n.startRendezvous(t, Config{})
 	alice, bob := n.runPeers(t, url, fileSize())
 	checkTransfer(t, alice, bob)
 	for _, r := range []peerResult{alice, bob} {
@@ -469,7 +489,7 @@ func TestNATRelay(t *testing.T) {
 func TestNATSymmetric(t *testing.T) {
 	natPrereqs(t)
 	n := setupNAT(t, true)
-	url := n.startRendezvous(t)
+	url := n.startRendezvous(t, Config{})
 	alice, bob := n.runPeers(t, url, fileSize())
 	checkTransfer(t, alice, bob)
 	for _, r := range []peerResult{alice, bob} {

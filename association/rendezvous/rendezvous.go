@@ -1,42 +1,48 @@
-// Package rendezvous lets two peers that know each other's names find a
-// direct path: each side registers "I am A and I want to talk to B" with
+// Package rendezvous lets two peers that know each other's peer IDs find
+// a direct path: each side registers "I am A and I want to talk to B" with
 // its ICE credentials and candidates at a rendezvous server, which hands A's
 // offer to B only once B has asked for A in turn (mutual consent). The peers
 // then run ICE connectivity checks and end up with a datagram path, direct
 // through NATs where possible and relayed through TURN otherwise.
 //
-// The server speaks JSON over HTTP with long polling. It does not
-// authenticate peer names: anyone may claim any name, so the peers must
-// authenticate each other end to end (for example with FSP and a pre-shared
-// key or pinned keys), and deployments that need more can check requests
-// in Server.Authorize.
+// Peers are named by PeerIDs, digests of their public keys. The server
+// accepts a registration, and hands out an answer, only to a client that
+// signs its request with the key of the ID it registers as, over a fresh
+// server nonce (see HeaderNonce). It bounds what each source address and
+// each key may hold, and drops a registration as soon as its client goes
+// away. The server still sees the offers, so the peers authenticate each
+// other end to end as well: Session.Security pins the peer's key for the
+// connection run over the path.
 //
 // # Protocol
 //
 // A peer POSTs to /exchange a JSON body
 //
-//	{"self": "alice", "peer": "bob",
+//	{"self": "<its peer ID>", "peer": "<the other's peer ID>",
 //	 "offer": {"ufrag": "...", "pwd": "...", "candidates": ["candidate:..."]}}
 //
-// and the server holds the request until bob has posted the mirror image
-// (self "bob", peer "alice"), or for at most Server.MaxWait. Answers:
+// signed as HeaderNonce describes, and the server holds the request until
+// the peer has posted the mirror image, or for at most Config.MaxWait.
+// Every answer carries a fresh nonce. Answers:
 //
 //	200 {"offer": {...}}  the peer's offer; "controlling" says whether the
 //	                      peer is the ICE-controlling side
 //	204                   not yet: post again (the registration is kept
-//	                      for Server.EntryTTL)
+//	                      for Config.EntryTTL)
 //	400                   malformed request; 413 too large
-//	403                   refused by Server.Authorize
+//	401                   unsigned, stale nonce or bad signature: sign
+//	                      over the nonce in this answer
+//	403                   signed by another key than self's, or refused
+//	                      by Config.Authorize
 //	409                   a newer poll for the same names displaced this one
+//	429                   this client is over its limits: retry later
 //	503                   server full or closing: retry later
 //
-// Names are 1 to 128 bytes of letters, digits and "-._@:+". The side whose
-// name sorts first is ICE-controlling and dials; the other listens.
+// The side whose ID sorts first is ICE-controlling and dials; the other
+// listens.
 package rendezvous
 
 import (
-	"strings"
-
 	"github.com/postsockets/postsockets/internal/ice"
 	"github.com/postsockets/postsockets/post"
 )
@@ -54,26 +60,8 @@ type Offer struct {
 
 // Controlling reports whether self is the ICE-controlling side (and so the
 // dialling side of any protocol run over the path) when it talks to peer:
-// the side whose name sorts first.
-func Controlling(self, peer string) bool { return self < peer }
-
-// MaxIDLength bounds a peer name.
-const MaxIDLength = 128
-
-// ValidID reports whether id is an acceptable peer name: 1 to 128 bytes of
-// letters, digits and "-._@:+".
-func ValidID(id string) bool {
-	if id == "" || len(id) > MaxIDLength {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._@:+", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
+// the side whose ID sorts first.
+func Controlling(self, peer PeerID) bool { return self < peer }
 
 // Validate checks an offer received from the network.
 func (o *Offer) Validate() error {
@@ -96,8 +84,8 @@ func (o *Offer) Validate() error {
 
 // request is the body of a POST to /exchange.
 type request struct {
-	Self  string `json:"self"`
-	Peer  string `json:"peer"`
+	Self  PeerID `json:"self"`
+	Peer  PeerID `json:"peer"`
 	Offer Offer  `json:"offer"`
 }
 

@@ -3,6 +3,8 @@ package rendezvous
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +32,74 @@ func loopbackICE() ice.Config {
 	}
 }
 
+// testKeys holds one key per test name, made on first use.
+var testKeys = struct {
+	sync.Mutex
+	m map[string]*Key
+}{m: make(map[string]*Key)}
+
+// testKey returns the test key for a name such as "alice". It is derived
+// from the name, so the NAT tests' subprocesses agree on it.
+func testKey(name string) *Key {
+	testKeys.Lock()
+	defer testKeys.Unlock()
+	k := testKeys.m[name]
+	if k == nil {
+		seed := sha256.Sum256([]byte("postsockets rendezvous test key " + name))
+		var err error
+		if k, err = NewKey(ed25519.NewKeyFromSeed(seed[:])); err != nil {
+			panic(err)
+		}
+		testKeys.m[name] = k
+	}
+	return k
+}
+
+// id returns the peer ID of the test key for a name.
+func id(name string) PeerID { return testKey(name).ID }
+
+// client returns a Client at url with the test key for name.
+func client(url, name string) *Client { return &Client{URL: url, Key: testKey(name)} }
+
+// body returns the JSON request of self wanting peer.
+func body(self, peer, ufrag string) []byte {
+	b, _ := json.Marshal(request{Self: id(self), Peer: id(peer), Offer: offer(ufrag)})
+	return b
+}
+
+// postAs posts a request signed with k over a fresh nonce.
+func postAs(t *testing.T, url string, k *Key, body []byte) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	nonce := resp.Header.Get(HeaderNonce)
+	if resp.StatusCode != http.StatusUnauthorized || nonce == "" {
+		t.Fatalf("unsigned request: %d, nonce %q", resp.StatusCode, nonce)
+	}
+	return postSigned(t, url, k, nonce, body)
+}
+
+// postSigned posts a request signed with k over nonce.
+func postSigned(t *testing.T, url string, k *Key, nonce string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	pub, sig := signRequest(k, nonce, body)
+	req.Header.Set(HeaderNonce, nonce)
+	req.Header.Set(HeaderKey, pub)
+	req.Header.Set(HeaderSignature, sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.String()
+}
+
 func offer(ufrag string) Offer {
 	return Offer{
 		Ufrag:      ufrag,
@@ -51,7 +121,7 @@ func newServer(t *testing.T, srv *Server) string {
 }
 
 func newServerB(b *testing.B) string {
-	srv := &Server{MaxWait: time.Second}
+	srv := NewServer(Config{MaxWait: time.Second})
 	ts := httptest.NewServer(srv)
 	b.Cleanup(func() { srv.Close(); ts.Close() })
 	return ts.URL
@@ -68,9 +138,9 @@ func connectBoth(t *testing.T, ctx context.Context, url string, cfgA, cfgB ice.C
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sb, errB = Connect(ctx, ConnectConfig{Self: "bob", Peer: "alice", RendezvousURL: url, ICE: cfgB})
+		sb, errB = Connect(ctx, ConnectConfig{Key: testKey("bob"), Peer: id("alice"), RendezvousURL: url, ICE: cfgB})
 	}()
-	sa, errA := Connect(ctx, ConnectConfig{Self: "alice", Peer: "bob", RendezvousURL: url, ICE: cfgA})
+	sa, errA := Connect(ctx, ConnectConfig{Key: testKey("alice"), Peer: id("bob"), RendezvousURL: url, ICE: cfgA})
 	wg.Wait()
 	if errA != nil || errB != nil {
 		if sa != nil {
@@ -89,10 +159,10 @@ func TestConnectLoopback(t *testing.T) {
 	checkGoroutines(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	url := newServer(t, &Server{MaxWait: 200 * time.Millisecond})
+	url := newServer(t, NewServer(Config{MaxWait: 200 * time.Millisecond}))
 	sa, sb := connectBoth(t, ctx, url, loopbackICE(), loopbackICE())
 
-	if !sa.Controlling || sb.Controlling {
+	if sa.Controlling != Controlling(id("alice"), id("bob")) || sb.Controlling == sa.Controlling {
 		t.Fatalf("controlling: alice %v, bob %v", sa.Controlling, sb.Controlling)
 	}
 	if sa.Local.Type != ice.Host || sa.Remote.Type != ice.Host {
@@ -128,8 +198,8 @@ func TestConnectLoopback(t *testing.T) {
 // once that peer asks for its owner.
 func TestConsent(t *testing.T) {
 	checkGoroutines(t)
-	srv := &Server{MaxWait: 50 * time.Millisecond}
-	c := &Client{URL: newServer(t, srv)}
+	srv := NewServer(Config{MaxWait: 50 * time.Millisecond})
+	url := newServer(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -139,7 +209,7 @@ func TestConsent(t *testing.T) {
 	}
 	alice := make(chan result, 1)
 	go func() {
-		o, err := c.Exchange(ctx, "alice", "bob", offer("aliceUfrag"))
+		o, err := client(url, "alice").Exchange(ctx, id("bob"), offer("aliceUfrag"))
 		alice <- result{o, err}
 	}()
 	// Wait until alice is registered.
@@ -151,7 +221,7 @@ func TestConsent(t *testing.T) {
 	// alice's registration, so both time out empty-handed.
 	for _, names := range [][2]string{{"mallory", "alice"}, {"bob", "carol"}} {
 		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		o, err := c.Exchange(short, names[0], names[1], offer(names[0]+"Ufrag"))
+		o, err := client(url, names[0]).Exchange(short, id(names[1]), offer(names[0]+"Ufrag"))
 		cancel()
 		if !errors.Is(err, post.ErrTimeout) {
 			t.Fatalf("%s asking for %s: got %+v, %v", names[0], names[1], o, err)
@@ -164,17 +234,18 @@ func TestConsent(t *testing.T) {
 	}
 
 	// Bob asks for alice: both get the other's offer.
-	o, err := c.Exchange(ctx, "bob", "alice", offer("bobUfrag"))
-	if err != nil || o.Ufrag != "aliceUfrag" || !o.Controlling {
+	o, err := client(url, "bob").Exchange(ctx, id("alice"), offer("bobUfrag"))
+	if err != nil || o.Ufrag != "aliceUfrag" || o.Controlling != Controlling(id("alice"), id("bob")) {
 		t.Fatalf("bob got %+v, %v", o, err)
 	}
 	r := <-alice
-	if r.err != nil || r.o.Ufrag != "bobUfrag" || r.o.Controlling {
+	if r.err != nil || r.o.Ufrag != "bobUfrag" || r.o.Controlling != Controlling(id("bob"), id("alice")) {
 		t.Fatalf("alice got %+v, %v", r.o, r.err)
 	}
-	// Only mallory's and bob's unanswered registrations remain.
-	if n := srv.Len(); n != 2 {
-		t.Errorf("%d entries left after the exchange, want 2", n)
+	// Mallory's and bob's polls went away, and their registrations with
+	// them.
+	if n := srv.Len(); n != 0 {
+		t.Errorf("%d entries left after the exchange, want 0", n)
 	}
 }
 
@@ -192,11 +263,11 @@ func post1(t *testing.T, url, ctype string, body []byte) (int, string) {
 
 func TestMalformed(t *testing.T) {
 	checkGoroutines(t)
-	srv := &Server{MaxWait: 10 * time.Millisecond}
+	srv := NewServer(Config{MaxWait: 10 * time.Millisecond})
 	url := newServer(t, srv)
-	good, _ := json.Marshal(request{Self: "a", Peer: "b", Offer: offer("abcd")})
+	good := body("a", "b", "abcd")
 	mk := func(f func(*request)) string {
-		r := request{Self: "a", Peer: "b", Offer: offer("abcd")}
+		r := request{Self: id("a"), Peer: id("b"), Offer: offer("abcd")}
 		f(&r)
 		b, _ := json.Marshal(r)
 		return string(b)
@@ -210,7 +281,8 @@ func TestMalformed(t *testing.T) {
 		"wrong types":    `{"self":1,"peer":2}`,
 		"no self":        mk(func(r *request) { r.Self = "" }),
 		"bad self":       mk(func(r *request) { r.Self = "a/b" }),
-		"long self":      mk(func(r *request) { r.Self = strings.Repeat("a", MaxIDLength+1) }),
+		"long self":      mk(func(r *request) { r.Self += "a" }),
+		"bad peer":       mk(func(r *request) { r.Peer = "bob" }),
 		"self is peer":   mk(func(r *request) { r.Peer = r.Self }),
 		"no ufrag":       mk(func(r *request) { r.Offer.Ufrag = "" }),
 		"short pwd":      mk(func(r *request) { r.Offer.Pwd = "x" }),
@@ -219,11 +291,11 @@ func TestMalformed(t *testing.T) {
 		"many cands":     mk(func(r *request) { r.Offer.Candidates = make([]string, ice.MaxCandidates+1) }),
 		"long candidate": mk(func(r *request) { r.Offer.Candidates = []string{strings.Repeat("1", 1000)} }),
 	} {
-		if code, msg := post1(t, url+"/exchange", "application/json", []byte(body)); code != http.StatusBadRequest {
+		if code, msg := postAs(t, url+"/exchange", testKey("a"), []byte(body)); code != http.StatusBadRequest {
 			t.Errorf("%s: status %d %s, want 400", name, code, msg)
 		}
 	}
-	if code, _ := post1(t, url+"/exchange", "application/json", bytes.Repeat([]byte(" "), MaxRequestSize+1)); code != http.StatusRequestEntityTooLarge {
+	if code, _ := postAs(t, url+"/exchange", testKey("a"), bytes.Repeat([]byte(" "), MaxRequestSize+1)); code != http.StatusRequestEntityTooLarge {
 		t.Errorf("huge body: status %d, want 413", code)
 	}
 	if code, _ := post1(t, url+"/other", "application/json", good); code != http.StatusNotFound {
@@ -237,12 +309,12 @@ func TestMalformed(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET: status %d", resp.StatusCode)
 	}
-	if code, _ := post1(t, url+"/exchange", "application/json", good); code != http.StatusNoContent {
+	if code, _ := postAs(t, url+"/exchange", testKey("a"), good); code != http.StatusNoContent {
 		t.Errorf("good request: status %d, want 204", code)
 	}
 	// The client reports 400 as post.ErrMalformed without retrying.
-	c := &Client{URL: url}
-	if _, err := c.Exchange(context.Background(), "a", "a", offer("abcd")); !errors.Is(err, post.ErrMalformed) {
+	c := client(url, "a")
+	if _, err := c.Exchange(context.Background(), id("a"), offer("abcd")); !errors.Is(err, post.ErrMalformed) {
 		t.Errorf("client with self == peer: %v", err)
 	}
 }
@@ -262,10 +334,10 @@ func (c *fakeClock) advance(d time.Duration) {
 func TestExpiry(t *testing.T) {
 	checkGoroutines(t)
 	clock := &fakeClock{t: time.Unix(1e9, 0)}
-	srv := &Server{MaxWait: 10 * time.Millisecond, EntryTTL: time.Minute, now: clock.now}
+	srv := NewServer(Config{MaxWait: 10 * time.Millisecond, EntryTTL: time.Minute})
+	srv.now = clock.now
 	url := newServer(t, srv)
-	body, _ := json.Marshal(request{Self: "alice", Peer: "bob", Offer: offer("aliceUfrag")})
-	if code, _ := post1(t, url+"/exchange", "application/json", body); code != http.StatusNoContent {
+	if code, _ := postAs(t, url+"/exchange", testKey("alice"), body("alice", "bob", "aliceUfrag")); code != http.StatusNoContent {
 		t.Fatalf("status %d", code)
 	}
 	if n := srv.Len(); n != 1 {
@@ -280,23 +352,21 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("%d entries after the TTL, want 0", n)
 	}
 	// Bob no longer sees alice's stale offer.
-	body, _ = json.Marshal(request{Self: "bob", Peer: "alice", Offer: offer("bobUfrag")})
-	if code, msg := post1(t, url+"/exchange", "application/json", body); code != http.StatusNoContent {
+	if code, msg := postAs(t, url+"/exchange", testKey("bob"), body("bob", "alice", "bobUfrag")); code != http.StatusNoContent {
 		t.Fatalf("bob after expiry: status %d %s", code, msg)
 	}
 }
 
 func TestBounds(t *testing.T) {
 	checkGoroutines(t)
-	srv := &Server{MaxWait: 10 * time.Millisecond, MaxEntries: 2}
+	srv := NewServer(Config{MaxWait: 10 * time.Millisecond, MaxEntries: 2})
 	url := newServer(t, srv)
 	for i, self := range []string{"a", "b", "c"} {
-		body, _ := json.Marshal(request{Self: self, Peer: "z", Offer: offer("abcd")})
 		want := http.StatusNoContent
 		if i == 2 {
 			want = http.StatusServiceUnavailable
 		}
-		if code, msg := post1(t, url+"/exchange", "application/json", body); code != want {
+		if code, msg := postAs(t, url+"/exchange", testKey(self), body(self, "z", "abcd")); code != want {
 			t.Errorf("registration %d: status %d %s, want %d", i, code, msg, want)
 		}
 	}
@@ -305,18 +375,18 @@ func TestBounds(t *testing.T) {
 // TestPickupBetweenPolls matches a peer that is not polling at the moment.
 func TestPickupBetweenPolls(t *testing.T) {
 	checkGoroutines(t)
-	srv := &Server{MaxWait: 10 * time.Millisecond}
+	srv := NewServer(Config{MaxWait: 10 * time.Millisecond})
 	url := newServer(t, srv)
-	a, _ := json.Marshal(request{Self: "alice", Peer: "bob", Offer: offer("aliceUfrag")})
-	b, _ := json.Marshal(request{Self: "bob", Peer: "alice", Offer: offer("bobUfrag")})
-	if code, _ := post1(t, url+"/exchange", "application/json", a); code != http.StatusNoContent {
+	a, b := body("alice", "bob", "aliceUfrag"), body("bob", "alice", "bobUfrag")
+	alice, bob := testKey("alice"), testKey("bob")
+	if code, _ := postAs(t, url+"/exchange", alice, a); code != http.StatusNoContent {
 		t.Fatalf("alice: %d", code)
 	}
-	code, msg := post1(t, url+"/exchange", "application/json", b)
+	code, msg := postAs(t, url+"/exchange", bob, b)
 	if code != http.StatusOK || !strings.Contains(msg, "aliceUfrag") {
 		t.Fatalf("bob: %d %s", code, msg)
 	}
-	code, msg = post1(t, url+"/exchange", "application/json", a)
+	code, msg = postAs(t, url+"/exchange", alice, a)
 	if code != http.StatusOK || !strings.Contains(msg, "bobUfrag") {
 		t.Fatalf("alice again: %d %s", code, msg)
 	}
@@ -327,13 +397,14 @@ func TestPickupBetweenPolls(t *testing.T) {
 
 func TestDisplacedAndClose(t *testing.T) {
 	checkGoroutines(t)
-	srv := &Server{MaxWait: time.Minute}
-	c := &Client{URL: newServer(t, srv)}
+	srv := NewServer(Config{MaxWait: time.Minute})
+	url := newServer(t, srv)
+	c := client(url, "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	first := make(chan error, 1)
 	go func() {
-		_, err := c.Exchange(ctx, "alice", "bob", offer("aliceUfrag"))
+		_, err := c.Exchange(ctx, id("bob"), offer("aliceUfrag"))
 		first <- err
 	}()
 	for srv.Len() == 0 {
@@ -341,7 +412,7 @@ func TestDisplacedAndClose(t *testing.T) {
 	}
 	second := make(chan error, 1)
 	go func() {
-		_, err := c.Exchange(ctx, "alice", "bob", offer("aliceUfrag"))
+		_, err := c.Exchange(ctx, id("bob"), offer("aliceUfrag"))
 		second <- err
 	}()
 	if err := <-first; !errors.Is(err, post.ErrPolicyConflict) {
@@ -352,7 +423,7 @@ func TestDisplacedAndClose(t *testing.T) {
 	srv.Close()
 	short, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel2()
-	if _, err := c.Exchange(short, "bob", "alice", offer("bobUfrag")); !errors.Is(err, post.ErrTimeout) {
+	if _, err := client(url, "bob").Exchange(short, id("alice"), offer("bobUfrag")); !errors.Is(err, post.ErrTimeout) {
 		t.Fatalf("exchange with a closed server: %v", err)
 	}
 	cancel()
@@ -362,9 +433,8 @@ func TestDisplacedAndClose(t *testing.T) {
 }
 
 func FuzzDecodeRequest(f *testing.F) {
-	good, _ := json.Marshal(request{Self: "alice", Peer: "bob", Offer: offer("abcd")})
-	f.Add(good)
-	f.Add([]byte(`{"self":"a","peer":"b","offer":{"ufrag":"abcd","pwd":"abcdefghijklmnopqrstuvwxyz","candidates":["candidate:1 1 udp 1694498815 192.0.2.7 40000 typ srflx raddr 10.0.0.2 rport 5000"]}}`))
+	f.Add(body("alice", "bob", "abcd"))
+	f.Add([]byte(`{"self":"` + string(id("a")) + `","peer":"` + string(id("b")) + `","offer":{"ufrag":"abcd","pwd":"abcdefghijklmnopqrstuvwxyz","candidates":["candidate:1 1 udp 1694498815 192.0.2.7 40000 typ srflx raddr 10.0.0.2 rport 5000"]}}`))
 	f.Add([]byte(`{"self":"a","peer":"b","offer":{"candidates":[null]}}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`[`))
@@ -376,7 +446,9 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if !ValidID(req.Self) || !ValidID(req.Peer) || req.Self == req.Peer || req.Offer.Validate() != nil {
+		_, errS := req.Self.Pin()
+		_, errP := req.Peer.Pin()
+		if errS != nil || errP != nil || req.Self == req.Peer || req.Offer.Validate() != nil {
 			t.Fatalf("accepted invalid request %+v", req)
 		}
 	})
@@ -404,16 +476,16 @@ func FuzzDecodeAnswer(f *testing.F) {
 
 func TestAuthorizeAndUnreachable(t *testing.T) {
 	checkGoroutines(t)
-	srv := &Server{Authorize: func(r *http.Request, self string) error {
-		if r.Header.Get("Authorization") != "Bearer "+self {
-			return errors.New("bad token")
+	srv := NewServer(Config{Authorize: func(r *http.Request, self PeerID) error {
+		if self != id("bob") {
+			return errors.New("not on the list")
 		}
 		return nil
-	}}
-	c := &Client{URL: newServer(t, srv)}
+	}})
+	c := client(newServer(t, srv), "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := c.Exchange(ctx, "alice", "bob", offer("aliceUfrag")); !errors.Is(err, post.ErrRefused) || !strings.Contains(err.Error(), "bad token") {
+	if _, err := c.Exchange(ctx, id("bob"), offer("aliceUfrag")); !errors.Is(err, post.ErrAuthentication) || !strings.Contains(err.Error(), "not on the list") {
 		t.Fatalf("unauthorized exchange: %v", err)
 	}
 
@@ -424,8 +496,8 @@ func TestAuthorizeAndUnreachable(t *testing.T) {
 	}
 	url := "http://" + ln.Addr().String()
 	ln.Close()
-	c = &Client{URL: url}
-	if _, err := c.Exchange(ctx, "alice", "bob", offer("aliceUfrag")); !errors.Is(err, post.ErrRefused) {
+	c = client(url, "alice")
+	if _, err := c.Exchange(ctx, id("bob"), offer("aliceUfrag")); !errors.Is(err, post.ErrRefused) {
 		t.Fatalf("exchange with no server: %v", err)
 	}
 }
@@ -434,8 +506,9 @@ func TestAuthorizeAndUnreachable(t *testing.T) {
 // exactly its partner's offer.
 func TestManyPairs(t *testing.T) {
 	checkGoroutines(t)
-	srv := &Server{MaxWait: 200 * time.Millisecond}
-	c := &Client{URL: newServer(t, srv)}
+	// All clients share one source address: lift its limits.
+	srv := NewServer(Config{MaxWait: 200 * time.Millisecond, MaxPerSource: 1000, RequestRate: 1e4, RequestBurst: 1000})
+	url := newServer(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const pairs = 50
@@ -447,7 +520,7 @@ func TestManyPairs(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				o, err := c.Exchange(ctx, self, peer, offer(self+"ufrag"))
+				o, err := client(url, self).Exchange(ctx, id(peer), offer(self+"ufrag"))
 				if err == nil && o.Ufrag != peer+"ufrag" {
 					err = fmt.Errorf("%s got %s's offer", self, o.Ufrag)
 				}
@@ -471,20 +544,18 @@ func TestManyPairs(t *testing.T) {
 // session before alice collects the answer; alice gets the newer one.
 func TestRestartBeforePickup(t *testing.T) {
 	checkGoroutines(t)
-	srv := &Server{MaxWait: 10 * time.Millisecond}
+	srv := NewServer(Config{MaxWait: 10 * time.Millisecond})
 	url := newServer(t, srv)
-	a, _ := json.Marshal(request{Self: "alice", Peer: "bob", Offer: offer("aliceUfrag")})
-	b1, _ := json.Marshal(request{Self: "bob", Peer: "alice", Offer: offer("bobOld")})
-	b2, _ := json.Marshal(request{Self: "bob", Peer: "alice", Offer: offer("bobNew")})
-	if code, _ := post1(t, url+"/exchange", "application/json", a); code != http.StatusNoContent {
+	a, b1, b2 := body("alice", "bob", "aliceUfrag"), body("bob", "alice", "bobOld"), body("bob", "alice", "bobNew")
+	if code, _ := postAs(t, url+"/exchange", testKey("alice"), a); code != http.StatusNoContent {
 		t.Fatalf("alice: %d", code)
 	}
 	for _, b := range [][]byte{b1, b2} {
-		if code, msg := post1(t, url+"/exchange", "application/json", b); code != http.StatusOK || !strings.Contains(msg, "aliceUfrag") {
+		if code, msg := postAs(t, url+"/exchange", testKey("bob"), b); code != http.StatusOK || !strings.Contains(msg, "aliceUfrag") {
 			t.Fatalf("bob: %d %s", code, msg)
 		}
 	}
-	code, msg := post1(t, url+"/exchange", "application/json", a)
+	code, msg := postAs(t, url+"/exchange", testKey("alice"), a)
 	if code != http.StatusOK || !strings.Contains(msg, "bobNew") {
 		t.Fatalf("alice again: %d %s", code, msg)
 	}

@@ -3,12 +3,14 @@ package rendezvous
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -17,40 +19,104 @@ import (
 
 // Server defaults.
 const (
-	DefaultMaxEntries = 4096
-	DefaultEntryTTL   = 60 * time.Second
-	DefaultMaxWait    = 25 * time.Second
+	DefaultMaxEntries   = 4096
+	DefaultMaxPerSource = 64
+	DefaultMaxPerKey    = 16
+	DefaultRequestRate  = 20
+	DefaultRequestBurst = 40
+	DefaultMaxSources   = 1 << 16
+	DefaultMaxNonces    = 1 << 16
+	DefaultEntryTTL     = 10 * time.Second
+	DefaultMaxWait      = 25 * time.Second
+	DefaultNonceTTL     = 30 * time.Second
 	// MaxRequestSize bounds a request body.
 	MaxRequestSize = 64 << 10
 )
 
-// Server is the rendezvous point, an http.Handler serving POST /exchange.
-// The zero value is ready to use. A Server holds no goroutines of its own;
-// Close releases the requests waiting in it.
-type Server struct {
-	// MaxEntries bounds the registrations held; zero means
-	// DefaultMaxEntries. Beyond it, new registrations get 503.
+// Config sets a Server's limits. The zero value of each field means its
+// default.
+//
+// A source is a client's IPv4 address or IPv6 /64, as the server's
+// connection sees it (behind a reverse proxy, the proxy's).
+type Config struct {
+	// MaxEntries bounds the registrations held; beyond it, new
+	// registrations get 503.
 	MaxEntries int
-	// EntryTTL is how long a registration lives after its last poll; zero
-	// means DefaultEntryTTL.
+	// MaxPerSource bounds the registrations held for one source, and
+	// MaxPerKey those held for one peer ID; beyond them, new
+	// registrations from that client get 429.
+	MaxPerSource, MaxPerKey int
+	// RequestRate and RequestBurst shape each source's requests (a token
+	// bucket); beyond them, requests get 429.
+	RequestRate  float64
+	RequestBurst int
+	// MaxSources bounds the sources tracked at once, and MaxNonces the
+	// used nonces remembered; beyond them, requests get 503.
+	MaxSources, MaxNonces int
+	// EntryTTL is how long a registration outlives a poll that ended
+	// without an answer, for the client to poll again. A registration
+	// whose client goes away while polling is dropped at once.
 	EntryTTL time.Duration
-	// MaxWait bounds one long poll; the client polls again after it. Zero
-	// means DefaultMaxWait.
+	// MaxWait bounds one long poll; the client polls again after it.
 	MaxWait time.Duration
-	// Authorize, if set, may reject a request to register as self; its
-	// error text is returned with status 403.
-	Authorize func(r *http.Request, self string) error
+	// NonceTTL is how long a server nonce may be used.
+	NonceTTL time.Duration
+	// Authorize, if set, may reject an authenticated request to register
+	// as self; its error text is returned with status 403.
+	Authorize func(r *http.Request, self PeerID) error
 	Logger    *slog.Logger
+	// InsecureSkipAuth accepts requests under any name without checking
+	// keys, as a compromised server would; for tests of the peers' own
+	// checks only.
+	InsecureSkipAuth bool
+}
 
-	now func() time.Time // for tests; nil means time.Now
+func orDefault[T int | float64 | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func (c Config) withDefaults() Config {
+	c.MaxEntries = orDefault(c.MaxEntries, DefaultMaxEntries)
+	c.MaxPerSource = orDefault(c.MaxPerSource, DefaultMaxPerSource)
+	c.MaxPerKey = orDefault(c.MaxPerKey, DefaultMaxPerKey)
+	c.RequestRate = orDefault(c.RequestRate, DefaultRequestRate)
+	c.RequestBurst = orDefault(c.RequestBurst, DefaultRequestBurst)
+	c.MaxSources = orDefault(c.MaxSources, DefaultMaxSources)
+	c.MaxNonces = orDefault(c.MaxNonces, DefaultMaxNonces)
+	c.EntryTTL = orDefault(c.EntryTTL, DefaultEntryTTL)
+	c.MaxWait = orDefault(c.MaxWait, DefaultMaxWait)
+	c.NonceTTL = orDefault(c.NonceTTL, DefaultNonceTTL)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Server is the rendezvous point, an http.Handler serving POST /exchange.
+// It holds no goroutines of its own; Close releases the requests waiting
+// in it. The zero value uses the default Config.
+type Server struct {
+	cfg  Config
+	once sync.Once
+	now  func() time.Time // for tests; nil means time.Now
 
 	mu      sync.Mutex
 	entries map[key]*entry
+	sources map[netip.Prefix]*source
+	perKey  map[PeerID]int
+	nonces  nonces
+	swept   time.Time
 	closed  bool
 	done    chan struct{}
 }
 
-type key struct{ self, peer string }
+// NewServer returns a Server with the given limits.
+func NewServer(cfg Config) *Server { return &Server{cfg: cfg} }
+
+type key struct{ self, peer PeerID }
 
 // entry is the registration of self wanting peer.
 type entry struct {
@@ -59,13 +125,26 @@ type entry struct {
 	ready   chan struct{} // closed when answer is set
 	waiter  chan struct{} // closed to displace the current long poll
 	expires time.Time
+	src     netip.Prefix
+}
+
+// source is what the server tracks of one client address.
+type source struct {
+	tokens  float64
+	last    time.Time
+	entries int
 }
 
 func (s *Server) init() {
-	if s.entries == nil {
+	s.once.Do(func() {
+		s.cfg = s.cfg.withDefaults()
 		s.entries = make(map[key]*entry)
+		s.sources = make(map[netip.Prefix]*source)
+		s.perKey = make(map[PeerID]int)
 		s.done = make(chan struct{})
-	}
+		s.nonces.ttl = s.cfg.NonceTTL
+		rand.Read(s.nonces.secret[:])
+	})
 }
 
 func (s *Server) clock() time.Time {
@@ -75,54 +154,112 @@ func (s *Server) clock() time.Time {
 	return time.Now()
 }
 
-func (s *Server) ttl() time.Duration {
-	if s.EntryTTL > 0 {
-		return s.EntryTTL
-	}
-	return DefaultEntryTTL
-}
-
-func (s *Server) log() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
-
 // Len returns the number of registrations held.
 func (s *Server) Len() int {
+	s.init()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.init()
-	s.sweep()
+	s.sweep(s.clock(), true)
 	return len(s.entries)
 }
 
 // Close ends every pending long poll with 503 and refuses new requests.
 func (s *Server) Close() error {
+	s.init()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.init()
 	if !s.closed {
 		s.closed = true
 		close(s.done)
 		clear(s.entries)
+		clear(s.sources)
+		clear(s.perKey)
 	}
 	return nil
 }
 
-// sweep drops expired registrations that no request is waiting on.
-func (s *Server) sweep() {
-	now := s.clock()
+// sweep drops expired registrations that no request is waiting on, and
+// idle sources; unless forced, at most once a second.
+func (s *Server) sweep(now time.Time, force bool) {
+	if !force && now.Sub(s.swept) < time.Second {
+		return
+	}
+	s.swept = now
 	for k, e := range s.entries {
 		if e.waiter == nil && now.After(e.expires) {
-			delete(s.entries, k)
+			s.remove(k, e)
+		}
+	}
+	for p, src := range s.sources {
+		if src.entries == 0 && s.refill(src, now) >= float64(s.cfg.RequestBurst) {
+			delete(s.sources, p)
 		}
 	}
 }
 
+// remove drops a registration and its share of its client's limits.
+func (s *Server) remove(k key, e *entry) {
+	if e == nil || s.entries[k] != e {
+		return
+	}
+	delete(s.entries, k)
+	if src := s.sources[e.src]; src != nil {
+		src.entries--
+	}
+	if s.perKey[k.self]--; s.perKey[k.self] <= 0 {
+		delete(s.perKey, k.self)
+	}
+}
+
+// refill brings a source's token bucket up to now and returns its tokens.
+func (s *Server) refill(src *source, now time.Time) float64 {
+	if d := now.Sub(src.last); d > 0 {
+		src.tokens = min(float64(s.cfg.RequestBurst), src.tokens+d.Seconds()*s.cfg.RequestRate)
+		src.last = now
+	}
+	return src.tokens
+}
+
+// sourceOf returns the client's source prefix.
+func sourceOf(r *http.Request) netip.Prefix {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	a := ap.Addr().Unmap()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// admit takes a token from the request's source: 0 if admitted, else the
+// status to answer.
+func (s *Server) admit(src netip.Prefix, now time.Time) int {
+	if s.closed {
+		return http.StatusServiceUnavailable
+	}
+	s.sweep(now, false)
+	st := s.sources[src]
+	if st == nil {
+		if len(s.sources) >= s.cfg.MaxSources {
+			return http.StatusServiceUnavailable
+		}
+		st = &source{tokens: float64(s.cfg.RequestBurst), last: now}
+		s.sources[src] = st
+	}
+	if s.refill(st, now) < 1 {
+		return http.StatusTooManyRequests
+	}
+	st.tokens--
+	return 0
+}
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.init()
 	if r.URL.Path != "/exchange" {
 		httpError(w, http.StatusNotFound, "not found")
 		return
@@ -130,6 +267,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		httpError(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	src := sourceOf(r)
+	s.mu.Lock()
+	now := s.clock()
+	status := s.admit(src, now)
+	w.Header().Set(HeaderNonce, s.nonces.mint(now, random8()))
+	s.mu.Unlock()
+	if status != 0 {
+		w.Header().Set("Retry-After", "1")
+		httpError(w, status, "server busy or too many requests from this client")
+		return
+	}
+	nonce, pubHdr, sigHdr := r.Header.Get(HeaderNonce), r.Header.Get(HeaderKey), r.Header.Get(HeaderSignature)
+	if nonce == "" || pubHdr == "" || sigHdr == "" {
+		w.Header().Set("WWW-Authenticate", "Postsockets-Peer")
+		httpError(w, http.StatusUnauthorized, "sign the request with the peer key over the nonce in "+HeaderNonce)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestSize))
@@ -142,18 +296,42 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "reading request: "+err.Error())
 		return
 	}
+	self, err := s.authenticate(nonce, pubHdr, sigHdr, body)
+	if s.cfg.InsecureSkipAuth {
+		if req, derr := decodeRequest(body); derr == nil {
+			self, err = req.Self, nil
+		}
+	}
+	if err != nil {
+		if errors.Is(err, post.ErrMalformed) {
+			httpError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		w.Header().Set("WWW-Authenticate", "Postsockets-Peer")
+		httpError(w, http.StatusUnauthorized, err.Error())
+		return
+	}
 	req, err := decodeRequest(body)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if s.Authorize != nil {
-		if err := s.Authorize(r, req.Self); err != nil {
+	if req.Self != self {
+		httpError(w, http.StatusForbidden, "the request is not signed by the key of "+string(req.Self))
+		return
+	}
+	if s.cfg.Authorize != nil {
+		if err := s.cfg.Authorize(r, req.Self); err != nil {
 			httpError(w, http.StatusForbidden, err.Error())
 			return
 		}
 	}
-	status, answer := s.exchange(r.Context(), req)
+	// The body is read: the long poll may outlast the server's read and
+	// write timeouts. Unsupported writers (tests) just keep their own.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.MaxWait + 10*time.Second))
+	status, answer := s.exchange(r.Context(), req, src)
 	switch status {
 	case http.StatusOK:
 		writeJSON(w, status, response{Offer: *answer})
@@ -161,10 +339,45 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 	case http.StatusConflict:
 		httpError(w, status, "displaced by a newer poll for the same names")
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
+		httpError(w, status, "too many registrations from this client")
 	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 		httpError(w, status, "server busy or closing")
 	}
+}
+
+func random8() (b [8]byte) {
+	rand.Read(b[:])
+	return b
+}
+
+// authenticate checks a request's signature and nonce and returns the
+// signer's peer ID.
+func (s *Server) authenticate(nonce, pubHdr, sigHdr string, body []byte) (PeerID, error) {
+	s.mu.Lock()
+	_, err := s.nonces.check(nonce, s.clock())
+	s.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	pub, err := verifyRequest(nonce, pubHdr, sigHdr, body)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Check again: another request may have used the nonce meanwhile.
+	b, err := s.nonces.check(nonce, s.clock())
+	if err != nil {
+		return "", err
+	}
+	if s.nonces.used() >= s.cfg.MaxNonces {
+		return "", post.Errorf(post.ErrRefused, "rendezvous: server busy")
+	}
+	s.nonces.use(b)
+	return IDFromPublicKey(pub)
 }
 
 // decodeRequest parses and validates a request body.
@@ -177,8 +390,11 @@ func decodeRequest(body []byte) (*request, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, post.Errorf(post.ErrMalformed, "rendezvous: trailing data after JSON")
 	}
-	if !ValidID(req.Self) || !ValidID(req.Peer) {
-		return nil, post.Errorf(post.ErrMalformed, "rendezvous: bad peer name")
+	if _, err := ParsePeerID(string(req.Self)); err != nil {
+		return nil, err
+	}
+	if _, err := ParsePeerID(string(req.Peer)); err != nil {
+		return nil, err
 	}
 	if req.Self == req.Peer {
 		return nil, post.Errorf(post.ErrMalformed, "rendezvous: self and peer are the same")
@@ -192,19 +408,18 @@ func decodeRequest(body []byte) (*request, error) {
 
 // exchange registers req and waits for the peer's matching registration.
 // It returns 200 with the peer's offer, 204 when the poll timed out,
-// 409 when displaced by a newer poll, or 503.
-func (s *Server) exchange(ctx context.Context, req *request) (int, *Offer) {
+// 409 when displaced by a newer poll, 429 past the client's limits, or
+// 503.
+func (s *Server) exchange(ctx context.Context, req *request, src netip.Prefix) (int, *Offer) {
 	mine, theirs := key{req.Self, req.Peer}, key{req.Peer, req.Self}
 	offer := req.Offer
 	offer.Controlling = Controlling(req.Self, req.Peer)
 
 	s.mu.Lock()
-	s.init()
 	if s.closed {
 		s.mu.Unlock()
 		return http.StatusServiceUnavailable, nil
 	}
-	s.sweep()
 	now := s.clock()
 
 	// The peer is already waiting for us: match at once. If the peer has
@@ -214,27 +429,30 @@ func (s *Server) exchange(ctx context.Context, req *request) (int, *Offer) {
 			close(pe.ready)
 		}
 		pe.answer = &offer
-		pe.expires = now.Add(s.ttl())
-		delete(s.entries, mine)
+		pe.expires = now.Add(s.cfg.EntryTTL)
+		s.remove(mine, s.entries[mine])
 		answer := pe.offer
 		s.mu.Unlock()
-		s.log().Debug("rendezvous: matched", "self", req.Self, "peer", req.Peer)
+		s.cfg.Logger.Debug("rendezvous: matched", "self", req.Self, "peer", req.Peer)
 		return http.StatusOK, &answer
 	}
 
 	e := s.entries[mine]
 	switch {
 	case e == nil:
-		max := s.MaxEntries
-		if max <= 0 {
-			max = DefaultMaxEntries
-		}
-		if len(s.entries) >= max {
+		st := s.sources[src]
+		switch {
+		case len(s.entries) >= s.cfg.MaxEntries:
 			s.mu.Unlock()
 			return http.StatusServiceUnavailable, nil
+		case st == nil || st.entries >= s.cfg.MaxPerSource || s.perKey[req.Self] >= s.cfg.MaxPerKey:
+			s.mu.Unlock()
+			return http.StatusTooManyRequests, nil
 		}
-		e = &entry{offer: offer, ready: make(chan struct{})}
+		e = &entry{offer: offer, ready: make(chan struct{}), src: src}
 		s.entries[mine] = e
+		st.entries++
+		s.perKey[req.Self]++
 	case e.offer.Ufrag != req.Offer.Ufrag:
 		// A new ICE session from the same peer replaces the old one.
 		e.offer, e.answer, e.ready = offer, nil, make(chan struct{})
@@ -242,7 +460,7 @@ func (s *Server) exchange(ctx context.Context, req *request) (int, *Offer) {
 	if e.answer != nil {
 		// Matched while we were between polls.
 		answer := *e.answer
-		delete(s.entries, mine)
+		s.remove(mine, e)
 		s.mu.Unlock()
 		return http.StatusOK, &answer
 	}
@@ -253,13 +471,10 @@ func (s *Server) exchange(ctx context.Context, req *request) (int, *Offer) {
 	e.waiter = waiter
 	s.mu.Unlock()
 
-	wait := s.MaxWait
-	if wait <= 0 {
-		wait = DefaultMaxWait
-	}
-	t := time.NewTimer(wait)
+	t := time.NewTimer(s.cfg.MaxWait)
 	defer t.Stop()
 	status := http.StatusNoContent
+	gone := false
 	select {
 	case <-ready:
 		status = http.StatusOK
@@ -269,6 +484,7 @@ func (s *Server) exchange(ctx context.Context, req *request) (int, *Offer) {
 		return http.StatusServiceUnavailable, nil
 	case <-t.C:
 	case <-ctx.Done():
+		gone = true
 	}
 
 	s.mu.Lock()
@@ -280,12 +496,17 @@ func (s *Server) exchange(ctx context.Context, req *request) (int, *Offer) {
 		return http.StatusConflict, nil
 	}
 	e.waiter = nil
-	if status == http.StatusOK {
-		delete(s.entries, mine)
-		s.log().Debug("rendezvous: matched", "self", req.Self, "peer", req.Peer)
+	switch {
+	case status == http.StatusOK:
+		s.remove(mine, e)
+		s.cfg.Logger.Debug("rendezvous: matched", "self", req.Self, "peer", req.Peer)
 		return status, e.answer
+	case gone:
+		// The client went away: free its registration at once.
+		s.remove(mine, e)
+		return http.StatusServiceUnavailable, nil
 	}
-	e.expires = s.clock().Add(s.ttl())
+	e.expires = s.clock().Add(s.cfg.EntryTTL)
 	return status, nil
 }
 

@@ -1,23 +1,31 @@
-// Command p2p is a peer-to-peer chat over Post Sockets. Two peers that name
-// each other meet at a rendezvous server (examples/rendezvous): each calls
-// carrier.Initiate with a Remote naming the other peer and the server, ICE
-// finds a path through their NATs, and FSP runs over it. Lines from stdin
-// go to the peer as messages; received lines are printed.
+// Command p2p is a peer-to-peer chat over Post Sockets. Two peers that
+// know each other's peer IDs meet at a rendezvous server
+// (examples/rendezvous): each calls carrier.Initiate with a Remote naming
+// the other peer and the server, ICE finds a path through their NATs, and
+// FSP runs over it. Each peer proves its key to the server and to the
+// other peer; a peer ID is the digest of a key, so no one else can answer
+// for it. Lines from stdin go to the peer as messages; received lines are
+// printed.
 //
 //	go run ./examples/rendezvous -listen 127.0.0.1:8080
-//	go run ./examples/p2p -rendezvous http://127.0.0.1:8080 -self alice -peer bob
-//	go run ./examples/p2p -rendezvous http://127.0.0.1:8080 -self bob -peer alice
+//	go run ./examples/p2p -key alice.pem -id     # prints alice's peer ID
+//	go run ./examples/p2p -key bob.pem -id       # prints bob's peer ID
+//	go run ./examples/p2p -key alice.pem -peer <bob's ID> -loopback
+//	go run ./examples/p2p -key bob.pem -peer <alice's ID> -loopback
 //
-// With -demo it runs a server and both peers in one process.
+// -key creates the key file on first use. With -demo it runs a server and
+// two peers with fresh keys in one process.
 package main
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,9 +44,9 @@ import (
 
 func main() {
 	url := flag.String("rendezvous", "http://127.0.0.1:8080", "rendezvous server URL")
-	self := flag.String("self", "", "this peer's name")
-	peer := flag.String("peer", "", "the other peer's name")
-	psk := flag.String("psk", "postsockets p2p example", "pre-shared key both peers use to authenticate each other")
+	keyFile := flag.String("key", "", "this peer's key file (PEM), created if missing; empty means a new key for this run")
+	showID := flag.Bool("id", false, "print this peer's ID and exit")
+	peer := flag.String("peer", "", "the other peer's ID")
 	stun := flag.String("stun", "", "comma-separated stun:host:port servers")
 	turn := flag.String("turn", "", "turn:host:port relay server")
 	turnUser := flag.String("turn-user", "", "TURN username")
@@ -58,15 +66,22 @@ func main() {
 		}
 		return
 	}
-	if len(*psk) < 16 {
-		fmt.Fprintln(os.Stderr, "p2p: -psk must be at least 16 bytes")
+	key, err := loadKey(*keyFile, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "p2p:", err)
+		os.Exit(1)
+	}
+	if *showID {
+		fmt.Println(key.ID)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "this peer's ID (give it to the other side): %s\n", key.ID)
+	peerID, err := rendezvous.ParsePeerID(*peer)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "p2p: -peer must be the other peer's ID (it prints it at start, or with -id)")
 		os.Exit(2)
 	}
-	if *self == "" || *peer == "" {
-		fmt.Fprintln(os.Stderr, "p2p: -self and -peer are required (or use -demo)")
-		os.Exit(2)
-	}
-	cfg := config(*self, []byte(*psk), *loopback)
+	cfg := config(key, "peer", peerID, *loopback)
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -80,25 +95,64 @@ func main() {
 	}
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	fmt.Fprintf(os.Stderr, "waiting for %s at %s...\n", *peer, *url)
-	c, err := carrier.Initiate(cctx, post.Remote{Peer: *peer, Rendezvous: *url}, cfg)
+	fmt.Fprintf(os.Stderr, "waiting for %s at %s...\n", peerID, *url)
+	c, err := carrier.Initiate(cctx, post.Remote{Peer: "peer", Rendezvous: *url}, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "p2p:", err)
 		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "connected to %s over %s: %s (%s)\n", *peer, c.Stack(), c.Path(), c.Path().Interface)
-	if err := chat(ctx, c, *peer, os.Stdin, os.Stdout); err != nil {
+	fmt.Fprintf(os.Stderr, "connected to %s over %s: %s (%s)\n", peerID, c.Stack(), c.Path(), c.Path().Interface)
+	if err := chat(ctx, c, "peer", os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "p2p:", err)
 		os.Exit(1)
 	}
 }
 
-// config is the Carrier configuration of one peer.
-func config(self string, psk []byte, loopback bool) *carrier.Config {
+// loadKey reads the key in file, creating the file with a new key if it
+// does not exist; an empty name means a new key that is not saved.
+func loadKey(file string, log io.Writer) (*rendezvous.Key, error) {
+	if file == "" {
+		return rendezvous.GenerateKey()
+	}
+	data, err := os.ReadFile(file)
+	if err == nil {
+		return rendezvous.ParseKeyPEM(data)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	key, err := rendezvous.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	pemData, err := key.MarshalPEM()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(pemData); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "created a new key in %s\n", file)
+	return key, nil
+}
+
+// config is the Carrier configuration of a peer with key that knows the
+// other peer by name, pinned to its ID.
+func config(key *rendezvous.Key, name string, peer rendezvous.PeerID, loopback bool) *carrier.Config {
 	return &carrier.Config{
-		Local:      post.Local{Peer: self},
-		Security:   psi.Security{PSK: psk},
-		Rendezvous: association.RendezvousConfig{IncludeLoopback: loopback, IPv4Only: loopback},
+		Security: psi.Security{Certificates: []tls.Certificate{key.Certificate}},
+		Rendezvous: association.RendezvousConfig{
+			IncludeLoopback: loopback, IPv4Only: loopback,
+			Peers: map[string]rendezvous.PeerID{name: peer},
+		},
 	}
 }
 
@@ -138,18 +192,19 @@ func chat(ctx context.Context, c *carrier.Carrier, peer string, in io.Reader, ou
 	return nil
 }
 
-// pair connects alice and bob through the rendezvous server at url.
-func pair(ctx context.Context, url string, psk []byte) (alice, bob *carrier.Carrier, err error) {
+// pair connects alice and bob, holding the given keys, through the
+// rendezvous server at url.
+func pair(ctx context.Context, url string, ka, kb *rendezvous.Key) (alice, bob *carrier.Carrier, err error) {
 	type res struct {
 		c   *carrier.Carrier
 		err error
 	}
 	bc := make(chan res, 1)
 	go func() {
-		c, err := carrier.Initiate(ctx, post.Remote{Peer: "alice", Rendezvous: url}, config("bob", psk, true))
+		c, err := carrier.Initiate(ctx, post.Remote{Peer: "alice", Rendezvous: url}, config(kb, "alice", ka.ID, true))
 		bc <- res{c, err}
 	}()
-	alice, err = carrier.Initiate(ctx, post.Remote{Peer: "bob", Rendezvous: url}, config("alice", psk, true))
+	alice, err = carrier.Initiate(ctx, post.Remote{Peer: "bob", Rendezvous: url}, config(ka, "bob", kb.ID, true))
 	b := <-bc
 	if err != nil || b.err != nil {
 		if alice != nil {
@@ -172,15 +227,24 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rs := &rendezvous.Server{}
-	hs := &http.Server{Handler: rs}
+	rs := rendezvous.NewServer(rendezvous.Config{})
+	hs := &http.Server{Handler: rs, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln)
 	defer hs.Close()
 	defer rs.Close()
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintln(out, "rendezvous server at", url)
 
-	alice, bob, err := pair(ctx, url, []byte("postsockets p2p demo pre-shared key"))
+	ka, err := rendezvous.GenerateKey()
+	if err != nil {
+		return err
+	}
+	kb, err := rendezvous.GenerateKey()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "alice is %s\nbob is %s\n", ka.ID, kb.ID)
+	alice, bob, err := pair(ctx, url, ka, kb)
 	if err != nil {
 		return err
 	}

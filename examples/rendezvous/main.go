@@ -1,6 +1,8 @@
 // Command rendezvous runs a rendezvous server for peer-to-peer
-// connections: peers that name each other exchange their ICE candidates
-// through it, then connect directly (see examples/p2p).
+// connections: peers that name each other by peer ID exchange their ICE
+// candidates through it, then connect directly (see examples/p2p). Each
+// peer proves its key on every request; the server bounds what each
+// client may hold and cuts slow or idle connections.
 //
 //	go run ./examples/rendezvous -listen :8080
 package main
@@ -21,8 +23,11 @@ import (
 
 func main() {
 	listen := flag.String("listen", ":8080", "address to serve HTTP on")
-	ttl := flag.Duration("ttl", rendezvous.DefaultEntryTTL, "how long an unanswered registration lives")
+	ttl := flag.Duration("ttl", rendezvous.DefaultEntryTTL, "how long a registration outlives a poll that ended unanswered")
 	maxWait := flag.Duration("max-wait", rendezvous.DefaultMaxWait, "longest single long poll")
+	perSource := flag.Int("max-per-source", rendezvous.DefaultMaxPerSource, "registrations per client address")
+	perKey := flag.Int("max-per-key", rendezvous.DefaultMaxPerKey, "registrations per peer ID")
+	conns := flag.Int("max-conns-per-source", 64, "open connections per client address")
 	verbose := flag.Bool("v", false, "log each match")
 	flag.Parse()
 
@@ -39,16 +44,45 @@ func main() {
 		log.Error("listen", "err", err)
 		os.Exit(1)
 	}
-	srv := &rendezvous.Server{EntryTTL: *ttl, MaxWait: *maxWait, Logger: log}
-	if err := serve(ctx, ln, srv, log); err != nil {
+	srv := rendezvous.NewServer(rendezvous.Config{
+		EntryTTL: *ttl, MaxWait: *maxWait,
+		MaxPerSource: *perSource, MaxPerKey: *perKey,
+		Logger: log,
+	})
+	if err := serve(ctx, limitPerSource(ln, *conns), srv, *maxWait, log); err != nil {
 		log.Error("serve", "err", err)
 		os.Exit(1)
 	}
 }
 
+// Timeouts of the HTTP server. A request's headers and body must arrive
+// within ReadTimeout; the handler lifts that deadline for the long poll
+// once it has the body, and bounds the answer's write itself.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	idleTimeout       = 60 * time.Second
+	maxHeaderBytes    = 8 << 10
+)
+
+// newHTTPServer is the HTTP server for srv.
+func newHTTPServer(srv http.Handler, maxWait time.Duration) *http.Server {
+	if maxWait <= 0 {
+		maxWait = rendezvous.DefaultMaxWait
+	}
+	return &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      readTimeout + maxWait + 10*time.Second,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
+}
+
 // serve runs srv on ln until ctx ends.
-func serve(ctx context.Context, ln net.Listener, srv *rendezvous.Server, log *slog.Logger) error {
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+func serve(ctx context.Context, ln net.Listener, srv *rendezvous.Server, maxWait time.Duration, log *slog.Logger) error {
+	hs := newHTTPServer(srv, maxWait)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	log.Info("rendezvous server listening", "addr", ln.Addr().String())
