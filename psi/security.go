@@ -121,6 +121,12 @@ func (s *Security) Identity() (*tls.Certificate, error) {
 	return nil, post.Errorf(post.ErrAuthentication, "no certificate or PSK to prove who this end is: set Security.Certificates or Security.PSK")
 }
 
+// ClientCertRequired reports whether a listener with these settings
+// requires and verifies a client certificate: with ClientAuth, and with a
+// PSK (the client then proves it holds the PSK-derived key). Every stack
+// follows it.
+func (s *Security) ClientCertRequired() bool { return s.ClientAuth || len(s.PSK) > 0 }
+
 // TLSConfig builds a crypto/tls configuration from s.
 func (s *Security) TLSConfig(server bool) (*tls.Config, error) {
 	cfg := &tls.Config{
@@ -142,7 +148,7 @@ func (s *Security) TLSConfig(server bool) (*tls.Config, error) {
 			cfg.Certificates = []tls.Certificate{*id}
 		}
 	}
-	if server && (s.ClientAuth || len(s.PSK) > 0) {
+	if server && s.ClientCertRequired() {
 		cfg.ClientAuth = tls.RequireAnyClientCert
 	}
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -235,7 +241,7 @@ func (s *Security) PeerIdentity(chain []*x509.Certificate, server bool) Identity
 			id.PSK = true
 		}
 	}
-	id.Verified = !s.InsecureSkipVerify && (!server || s.ClientAuth || len(s.PSK) > 0)
+	id.Verified = !s.InsecureSkipVerify && (!server || s.ClientCertRequired())
 	return id
 }
 

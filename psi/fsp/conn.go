@@ -95,7 +95,14 @@ type Conn struct {
 	hsDeadline time.Time
 	confirmed  bool
 	peerParam  wire.ConnectParam
-	peerCerts  []*x509.Certificate
+	peerCerts  []*x509.Certificate // the peer's verified chain; clones inherit it
+	// Client authentication: the responder keeps the transcript until a
+	// CLIENT_AUTH checks out; the initiator sends authMsg in place of its
+	// acknowledgements, and Dial waits (authWait) until the responder
+	// confirms it.
+	clientDigest []byte
+	authMsg      []byte
+	authWait     bool
 
 	// Keys. A session's master secret derives the keys of every
 	// connection of the session with that connection's ALFID pair.
@@ -277,8 +284,10 @@ func (c *Conn) RemoteALFID() uint32 {
 	return c.peer
 }
 
-// PeerCertificates returns the certificate chain the server presented;
-// nil on the server side.
+// PeerCertificates returns the peer's verified certificate chain, leaf
+// first: the listener's at the initiator; the client's at the listener
+// when it required one (Security.ClientAuth or PSK; nil otherwise).
+// Clones and keys installed with InstallKey keep it.
 func (c *Conn) PeerCertificates() []*x509.Certificate {
 	c.mu.Lock()
 	defer c.mu.Unlock()

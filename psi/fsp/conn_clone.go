@@ -64,6 +64,7 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 	cl.parent = c
 	cl.master = c.master
 	cl.peerParam = c.peerParam
+	cl.peerCerts = c.peerCerts // a clone speaks for the same peer
 	for {
 		if err := c.t.register(cl); err != nil {
 			return nil

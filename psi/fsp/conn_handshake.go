@@ -28,6 +28,11 @@ func (c *Conn) dial(ctx context.Context) error {
 	}
 	rand.Read(c.nonce[:])
 	c.mu.Lock()
+	if err := dialSecurity(&c.cfg.Security, c.remote.ap.Addr()); err != nil {
+		c.failLocked(err)
+		c.mu.Unlock()
+		return err
+	}
 	c.kp = kp
 	psk := c.cfg.Security.PSK
 	c.hsKey = fcrypto.HandshakeKey(psk, c.local)
@@ -110,31 +115,126 @@ func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {
 	}
 	myParam := c.myParam()
 	digest := transcript(c.local, pkt.Src, c.nonce[:], h.nonce, c.kp.Public[:], pkt.EphemeralKey,
-		&myParam, &pkt.Param, h.chain)
+		&myParam, &pkt.Param, h.flags, h.cred.Chain)
 	master := fcrypto.MasterSecret(shared, c.cfg.Security.PSK, c.nonce[:], h.nonce)
 	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
 	if string(confirm[:]) != string(h.confirm) {
 		return post.Errorf(post.ErrAuthentication, "fsp: key confirmation failed (PSK mismatch?)")
 	}
-	if err := verifyServer(c.cfg, h, digest); err != nil {
-		return err
-	}
-	for _, der := range h.chain {
-		if cert, err := x509.ParseCertificate(der); err == nil {
-			c.peerCerts = append(c.peerCerts, cert)
-		}
-	}
 	c.peer, c.peerKnown = pkt.Src, true
 	c.peerParam = pkt.Param
 	c.master = master
 	c.installKeys()
+	// From here on a refusal can be told to the responder, under the
+	// session keys, so it forgets the attempt at once.
+	certs, err := verifyCredential(&c.cfg.Security, &h.cred, digest, false)
+	if err != nil {
+		c.sendAuthReset()
+		return err
+	}
+	c.peerCerts = certs
+	if h.flags&helloClientCert != 0 {
+		msg, err := clientCredential(c.cfg, digest)
+		if err != nil {
+			c.sendAuthReset()
+			return err
+		}
+		c.authMsg, c.authWait = msg, true
+	}
 	c.kp, c.hsPacket = nil, nil
 	c.establish(now)
-	// Confirm to the responder at once; repeated until it answers.
+	// Confirm to the responder at once (with CLIENT_AUTH if it asked);
+	// repeated until it answers.
 	c.ackReq = true
 	c.rtoAt = now.Add(hsInitialRTO)
-	close(c.established)
+	if !c.authWait {
+		close(c.established)
+	}
 	return nil
+}
+
+// sendAuthReset tells the peer, in a RESET protected under the session
+// keys, that its credentials were refused. Called with c.mu held.
+func (c *Conn) sendAuthReset() {
+	if c.tx == nil {
+		return
+	}
+	p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Flags: c.phaseFlag(), PN: uint32(c.pn), Dst: c.peer, Src: c.local}}
+	hdr := wire.AppendHeader(make([]byte, 0, overhead+1), &p)
+	pn := c.pn
+	c.pn++
+	if out, err := c.tx.Seal(hdr, pn, hdr, []byte{wire.ResetAuthentication}); err == nil {
+		c.t.write(out, &c.remote)
+	}
+}
+
+// sendClientAuth sends the initiator's CLIENT_AUTH, each time under a
+// fresh packet number, until the responder's first protected packet
+// confirms it. It goes out on its own: it may be larger than a data
+// packet. Called with c.mu held.
+func (c *Conn) sendClientAuth() {
+	p := c.header(wire.ClientAuth, wire.FlagAckRequest, c.snd.Next())
+	hdr := wire.AppendHeader(make([]byte, 0, overhead+len(c.authMsg)), &p)
+	pn := c.pn
+	c.pn++
+	c.stats.PacketsSent++
+	if out, err := c.tx.Seal(hdr, pn, hdr, c.authMsg); err == nil {
+		c.t.write(out, &c.remote)
+	}
+	c.ackNow, c.ackReq = false, false
+	c.ackPending = 0
+	c.ackAt = time.Time{}
+}
+
+// onRefusal handles a RESET while connecting that carries
+// wire.ResetAuthentication under RefusalKey(our nonce): the listener's
+// handshake key is not ours. It reports whether the packet was one.
+// Called with c.mu held.
+func (c *Conn) onRefusal(b []byte, pkt *wire.Packet) bool {
+	if c.state != stateInitiating || len(pkt.Payload) != 1+fcrypto.TagLen || pkt.Payload[0] != wire.ResetAuthentication {
+		return false
+	}
+	if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.RefusalKey(c.nonce[:]), b); !ok {
+		return false
+	}
+	c.failLocked(post.Errorf(post.ErrAuthentication,
+		"fsp: the listener refused the handshake: PSK mismatch (both ends need the same Security.PSK, or none)"))
+	return true
+}
+
+// affirm filters the protected packets a responder receives before it
+// hands the connection to Accept. A RESET ends the attempt. When the
+// listener requires a client certificate, only a CLIENT_AUTH whose chain
+// passes VerifyPeer and whose signature covers the transcript lets the
+// connection through; a bad one is refused with a protected RESET. It
+// reports whether the connection is now confirmed. Called with c.mu held.
+func (c *Conn) affirm(pkt *wire.Packet, pt []byte) bool {
+	if pkt.Opcode == wire.Reset {
+		c.failLocked(post.Errorf(post.ErrReset, "fsp: initiator gave up the handshake"))
+		return false
+	}
+	if c.clientDigest == nil {
+		return true
+	}
+	if pkt.Opcode != wire.ClientAuth {
+		return false // nothing else before the client proved itself
+	}
+	cred, rest, err := wire.ParseCredential(pt)
+	var certs []*x509.Certificate
+	switch {
+	case err != nil || len(rest) != 0:
+		err = post.Errorf(post.ErrMalformed, "fsp: bad CLIENT_AUTH")
+	default:
+		certs, err = verifyCredential(&c.cfg.Security, &cred, clientTranscript(c.clientDigest, cred.Chain), true)
+	}
+	if err != nil {
+		c.log.Debug("fsp: client authentication failed", "remote", c.remote, "err", err)
+		c.sendAuthReset()
+		c.failLocked(err)
+		return false
+	}
+	c.peerCerts, c.clientDigest = certs, nil
+	return true
 }
 
 // respond runs the responder's side on a CONNECT_REQUEST whose cookie
@@ -152,15 +252,23 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 	rand.Read(c.nonce[:])
 	myParam := c.myParam()
 	chain := l.id.Certificate
+	var flags byte
+	if c.cfg.Security.ClientCertRequired() {
+		flags |= helloClientCert
+	}
 	digest := transcript(pkt.Src, c.local, clientNonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
-		&pkt.Param, &myParam, chain)
+		&pkt.Param, &myParam, flags, chain)
 	master := fcrypto.MasterSecret(shared, c.cfg.Security.PSK, clientNonce, c.nonce[:])
 	sig, err := signTranscript(l.id.PrivateKey, digest)
 	if err != nil {
 		return err
 	}
 	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
-	hello := serverHello{nonce: c.nonce[:], chain: chain, sig: sig, confirm: confirm[:]}
+	hello := serverHello{nonce: c.nonce[:], flags: flags, cred: wire.Credential{Chain: chain, Sig: sig}, confirm: confirm[:]}
+	body, err := hello.append(nil)
+	if err != nil {
+		return err
+	}
 	p := wire.Packet{
 		Header:       wire.Header{Opcode: wire.AckConnectReq, Dst: pkt.Src, Src: c.local},
 		HasParam:     true,
@@ -177,7 +285,10 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 	c.peerParam = pkt.Param
 	c.master = master
 	c.installKeys()
-	c.hsPacket = handshakePacket(make([]byte, 0, wire.HeaderLen+64+fcrypto.TagLen+600+l.chainLen), key, &p, hello.append(nil))
+	if flags&helloClientCert != 0 {
+		c.clientDigest = digest
+	}
+	c.hsPacket = handshakePacket(make([]byte, 0, wire.HeaderLen+64+fcrypto.TagLen+len(body)), key, &p, body)
 	c.state = stateAffirming
 	c.t.write(c.hsPacket, &c.remote)
 	c.armTimer()

@@ -135,6 +135,9 @@ func (c *Conn) armTimer() {
 		at(c.lossAt)
 		at(c.paceAt)
 		at(c.lastRecv.Add(c.cfg.idle()))
+		if c.authWait {
+			at(c.hsDeadline)
+		}
 		if ka := c.cfg.keepAlive(); ka > 0 {
 			at(c.lastKA.Add(ka))
 		}
@@ -175,6 +178,10 @@ func (c *Conn) onTimer() {
 			return
 		}
 		c.armTimer()
+		return
+	}
+	if c.authWait && !now.Before(c.hsDeadline) {
+		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: listener did not confirm our CLIENT_AUTH"))
 		return
 	}
 	if idle := c.cfg.idle(); now.Sub(c.lastRecv) >= idle {

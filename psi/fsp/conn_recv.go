@@ -45,6 +45,9 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		return
 	case stateInitiating, stateRequesting:
 		if pkt.Opcode == wire.Reset {
+			if c.onRefusal(b, pkt) {
+				return
+			}
 			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
 				c.failLocked(post.Errorf(post.ErrRefused, "fsp: connection refused"))
 			}
@@ -70,7 +73,7 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	if pkt.Flags&wire.FlagKeyPhase != 0 {
 		d = c.rx[1]
 	}
-	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen && pkt.Opcode != wire.ClientAuth {
 		c.stats.PacketsDropped++
 		return
 	}
@@ -86,6 +89,10 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		putBuf(buf)
 		return
 	}
+	if c.state == stateAffirming && !c.affirm(pkt, pt) {
+		putBuf(buf)
+		return
+	}
 	c.stats.PacketsReceived++
 	newest := pn >= c.replay.Largest()
 	c.replay.Mark(pn)
@@ -98,6 +105,10 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	}
 	c.onPathPacket(from, len(b), newest, pkt, now)
 	c.confirmed = true
+	if c.authWait && pkt.Opcode != wire.Reset {
+		c.authWait = false // the responder accepted our CLIENT_AUTH
+		close(c.established)
+	}
 	if c.initiator && c.ackReq && c.snd.Len() == 0 {
 		c.rtoAt = time.Time{}
 	}
@@ -127,8 +138,15 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		if pkt.Flags&wire.FlagAckRequest != 0 {
 			c.ackNow = true
 		}
+	case wire.ClientAuth:
+		c.ackNow = true // confirm it (again)
 	case wire.Reset:
+		auth := len(pt) > 0 && pt[0] == wire.ResetAuthentication
 		putBuf(buf)
+		if auth {
+			c.failLocked(post.Errorf(post.ErrAuthentication, "fsp: the peer refused our credentials"))
+			return
+		}
 		c.failLocked(post.Errorf(post.ErrReset, "fsp: connection reset by peer"))
 		return
 	}

@@ -96,7 +96,11 @@ func (c *Conn) fill(now time.Time) {
 		c.sendData(now, e)
 	}
 	if c.ackReq || c.hasResp || c.ackNow && len(c.out) < maxBatch {
-		c.sendAck(now)
+		if c.authWait {
+			c.sendClientAuth()
+		} else {
+			c.sendAck(now)
+		}
 	}
 }
 

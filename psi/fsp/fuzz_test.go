@@ -49,7 +49,8 @@ func FuzzTransportInput(f *testing.F) {
 	f.Add([]byte{0x40, 1, 2, 3}) // QUIC-looking
 
 	t := &Transport{Conn: &nullConn{done: make(chan struct{})}}
-	l, err := t.Listen(nil)
+	scfg, _ := pair(f)
+	l, err := t.Listen(scfg)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package fsp
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,14 +10,14 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/big"
-	"time"
+	"hash"
+	"net/netip"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
@@ -26,17 +27,28 @@ import (
 //	INIT_CONNECT      client nonce
 //	ACK_INIT_CONNECT  cookie = timestamp | MAC(listener secret, client address, ALFID, nonce, timestamp)
 //	CONNECT_REQUEST   cookie | client nonce; EPHEMERAL_KEY, CONNECT_PARAM
-//	ACK_CONNECT_REQ   server nonce | certificate chain | signature | key confirmation;
+//	ACK_CONNECT_REQ   server nonce | flags | server credential | key confirmation;
 //	                  EPHEMERAL_KEY, CONNECT_PARAM
+//	CLIENT_AUTH       client credential, protected under the new keys; sent
+//	                  only when flags ask for a client certificate
 //
-// All four carry a truncated HMAC-SHA256 tag under HandshakeKey(PSK,
-// client ALFID). The signature covers the transcript below, so the
-// ephemeral keys cannot be swapped; the confirmation MAC proves the server
-// derived the same master secret (it matters with a PSK).
+// The first four carry a truncated HMAC-SHA256 tag under HandshakeKey(PSK,
+// client ALFID). A credential is a certificate chain and a signature with
+// the leaf's key: the server signs the transcript below, so the ephemeral
+// keys cannot be swapped; the client signs the transcript and its own
+// chain. The confirmation MAC proves the server derived the same master
+// secret (it matters with a PSK). A listener refuses an INIT_CONNECT whose
+// tag fails under its key (a PSK mismatch) with a RESET carrying
+// wire.ResetAuthentication, tagged under RefusalKey(client nonce) and
+// smaller than the INIT_CONNECT; it refuses a bad CLIENT_AUTH with the
+// same reason in a RESET protected under the session keys.
+
+// helloClientCert is the ACK_CONNECT_REQ flag asking for CLIENT_AUTH.
+const helloClientCert = 1
 
 // transcript hashes everything both ends contributed.
 func transcript(clientALFID, serverALFID uint32, cNonce, sNonce, cPub, sPub []byte,
-	cParam, sParam *wire.ConnectParam, chain [][]byte) []byte {
+	cParam, sParam *wire.ConnectParam, flags byte, chain [][]byte) []byte {
 	h := sha256.New()
 	h.Write([]byte("fsp/0 transcript"))
 	var b [8]byte
@@ -54,12 +66,31 @@ func transcript(clientALFID, serverALFID uint32, cNonce, sNonce, cPub, sPub []by
 		h.Write(pb[:8])
 		h.Write(p.Association[:])
 	}
+	h.Write([]byte{flags})
+	writeChain(h, chain)
+	return h.Sum(nil)
+}
+
+// clientTranscript is what the client signs in CLIENT_AUTH: the
+// handshake transcript, which already binds the server's chain, and the
+// client's own chain.
+func clientTranscript(digest []byte, chain [][]byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("fsp/0 client auth"))
+	h.Write(digest)
+	writeChain(h, chain)
+	return h.Sum(nil)
+}
+
+func writeChain(h hash.Hash, chain [][]byte) {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(len(chain)))
+	h.Write(b[:])
 	for _, c := range chain {
 		binary.BigEndian.PutUint32(b[:], uint32(len(c)))
-		h.Write(b[:4])
+		h.Write(b[:])
 		h.Write(c)
 	}
-	return h.Sum(nil)
 }
 
 func signTranscript(key crypto.PrivateKey, digest []byte) ([]byte, error) {
@@ -91,102 +122,130 @@ func verifyTranscript(pub crypto.PublicKey, digest, sig []byte) bool {
 // serverHello is the body of ACK_CONNECT_REQ.
 type serverHello struct {
 	nonce   []byte
-	chain   [][]byte
-	sig     []byte
+	flags   byte
+	cred    wire.Credential
 	confirm []byte
 }
 
-func (h *serverHello) append(b []byte) []byte {
+func (h *serverHello) append(b []byte) ([]byte, error) {
 	b = append(b, h.nonce...)
-	b = append(b, byte(len(h.chain)))
-	for _, c := range h.chain {
-		b = binary.BigEndian.AppendUint16(b, uint16(len(c)))
-		b = append(b, c...)
+	b = append(b, h.flags)
+	b, err := wire.AppendCredential(b, &h.cred)
+	if err != nil {
+		return nil, err
 	}
-	b = binary.BigEndian.AppendUint16(b, uint16(len(h.sig)))
-	b = append(b, h.sig...)
-	return append(b, h.confirm...)
+	return append(b, h.confirm...), nil
 }
 
 func parseServerHello(b []byte) (*serverHello, error) {
 	bad := post.Errorf(post.ErrMalformed, "fsp: bad ACK_CONNECT_REQ")
-	h := new(serverHello)
 	if len(b) < fcrypto.NonceLen+1 {
 		return nil, bad
 	}
-	h.nonce, b = b[:fcrypto.NonceLen], b[fcrypto.NonceLen:]
-	n := int(b[0])
-	b = b[1:]
-	for range n {
-		if len(b) < 2 {
-			return nil, bad
-		}
-		l := int(binary.BigEndian.Uint16(b))
-		if len(b) < 2+l {
-			return nil, bad
-		}
-		h.chain = append(h.chain, b[2:2+l])
-		b = b[2+l:]
-	}
-	if len(b) < 2 {
+	h := &serverHello{nonce: b[:fcrypto.NonceLen], flags: b[fcrypto.NonceLen]}
+	cred, rest, err := wire.ParseCredential(b[fcrypto.NonceLen+1:])
+	if err != nil || len(rest) != fcrypto.TagLen {
 		return nil, bad
 	}
-	l := int(binary.BigEndian.Uint16(b))
-	if len(b) != 2+l+fcrypto.TagLen {
-		return nil, bad
-	}
-	h.sig, h.confirm = b[2:2+l], b[2+l:]
+	h.cred, h.confirm = cred, rest
 	return h, nil
 }
 
 // identity resolves the certificate a listener presents: the configured
-// one, the PSK-derived one, or a fresh self-signed Ed25519 certificate
-// (clients then need a pin or InsecureSkipVerify).
+// one or the PSK-derived one. A listener with neither cannot prove who
+// it is, so it is an error.
 func identity(cfg *Config) (*tls.Certificate, error) {
-	if len(cfg.Security.Certificates) > 0 || len(cfg.Security.PSK) > 0 {
-		return cfg.Security.Identity()
+	s := &cfg.Security
+	if len(s.Certificates) == 0 && len(s.PSK) == 0 {
+		return nil, post.Errorf(post.ErrAuthentication,
+			"fsp: a listener needs an identity: set Security.Certificates or Security.PSK")
 	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	id, err := s.Identity()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: fsp: %v", post.ErrAuthentication, err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "fsp-ephemeral"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	if len(id.Certificate) > wire.MaxChain {
+		return nil, fmt.Errorf("fsp: certificate chain of %d certificates; at most %d fit", len(id.Certificate), wire.MaxChain)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}, nil
+	return id, nil
 }
 
-// verifyServer checks the server's chain and transcript signature.
-func verifyServer(cfg *Config, h *serverHello, digest []byte) error {
-	if len(h.chain) == 0 {
-		return post.Errorf(post.ErrAuthentication, "fsp: server sent no certificate")
+// dialSecurity checks that a dialer can verify the listener at all, and
+// names the address as the server name to check when chains are
+// verified without one, as the TCP stack does.
+func dialSecurity(s *psi.Security, remote netip.Addr) error {
+	if s.InsecureSkipVerify || len(s.PSK) > 0 || len(s.PinnedKeys) > 0 {
+		return nil
 	}
-	certs := make([]*x509.Certificate, 0, len(h.chain))
-	for _, der := range h.chain {
-		c, err := x509.ParseCertificate(der)
+	if s.RootCAs == nil && s.ServerName == "" {
+		return post.Errorf(post.ErrAuthentication, "fsp: no trust configured to verify the listener: "+
+			"set Security.PSK, Security.PinnedKeys, or Security.RootCAs and ServerName (InsecureSkipVerify for tests only)")
+	}
+	if s.ServerName == "" && remote.IsValid() {
+		s.ServerName = remote.Unmap().String()
+	}
+	return nil
+}
+
+// clientCredential builds the body of CLIENT_AUTH.
+func clientCredential(cfg *Config, digest []byte) ([]byte, error) {
+	s := &cfg.Security
+	if len(s.Certificates) == 0 && len(s.PSK) == 0 {
+		return nil, post.Errorf(post.ErrAuthentication,
+			"fsp: the listener requires a client certificate: set Security.Certificates or Security.PSK")
+	}
+	id, err := s.Identity()
+	if err != nil {
+		return nil, fmt.Errorf("%w: fsp: client identity: %v", post.ErrAuthentication, err)
+	}
+	sig, err := signTranscript(id.PrivateKey, clientTranscript(digest, id.Certificate))
+	if err != nil {
+		return nil, fmt.Errorf("%w: fsp: %v", post.ErrAuthentication, err)
+	}
+	cred := wire.Credential{Chain: id.Certificate, Sig: sig}
+	if n := wire.HeaderLen + cred.Len() + fcrypto.TagLen; n > maxHandshakeSize {
+		return nil, post.Errorf(post.ErrNotSupported,
+			"fsp: client certificate chain and signature take %d bytes; a handshake packet carries at most %d", n, maxHandshakeSize)
+	}
+	return wire.AppendCredential(nil, &cred)
+}
+
+// verifyCredential checks a peer's chain with VerifyPeer and its
+// signature over digest with the leaf's key. server says whether this
+// end is the listener (checking a client).
+func verifyCredential(s *psi.Security, cred *wire.Credential, digest []byte, server bool) ([]*x509.Certificate, error) {
+	who := "server"
+	if server {
+		who = "client"
+	}
+	if len(cred.Chain) == 0 {
+		return nil, post.Errorf(post.ErrAuthentication, "fsp: %s sent no certificate", who)
+	}
+	certs := make([]*x509.Certificate, 0, len(cred.Chain))
+	for _, der := range cred.Chain {
+		// The certificates outlive the packet buffer, which is reused.
+		c, err := x509.ParseCertificate(bytes.Clone(der))
 		if err != nil {
-			return fmt.Errorf("%w: fsp: bad server certificate: %v", post.ErrAuthentication, err)
+			return nil, fmt.Errorf("%w: fsp: bad %s certificate: %v", post.ErrAuthentication, who, err)
 		}
 		certs = append(certs, c)
 	}
-	if err := cfg.Security.VerifyPeer(certs, false); err != nil {
-		return err
+	if err := s.VerifyPeer(certs, server); err != nil {
+		return nil, fmt.Errorf("fsp: %s: %w", who, err)
 	}
-	if !verifyTranscript(certs[0].PublicKey, digest, h.sig) {
-		return post.Errorf(post.ErrAuthentication, "fsp: bad transcript signature")
+	if !verifyTranscript(certs[0].PublicKey, digest, cred.Sig) {
+		return nil, post.Errorf(post.ErrAuthentication, "fsp: bad %s transcript signature", who)
 	}
-	return nil
+	return certs, nil
+}
+
+// refuse answers an INIT_CONNECT whose tag failed under the listener's
+// key with a RESET carrying wire.ResetAuthentication, tagged under
+// RefusalKey(nonce) and smaller than the request, so a client with the
+// wrong PSK learns at once.
+func (t *Transport) refuse(from *peerAddr, pkt *wire.Packet) {
+	nonce := pkt.Payload[:fcrypto.NonceLen]
+	p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: pkt.Src}}
+	var arr [wire.HeaderLen + 1 + fcrypto.TagLen]byte
+	t.write(handshakePacket(arr[:0], fcrypto.RefusalKey(nonce), &p, []byte{wire.ResetAuthentication}), from)
 }

@@ -3,11 +3,15 @@ package fsp
 import (
 	"bytes"
 	"testing"
+
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
 func FuzzParseServerHello(f *testing.F) {
-	h := serverHello{nonce: make([]byte, 32), chain: [][]byte{[]byte("cert")}, sig: []byte("sig"), confirm: make([]byte, 16)}
-	f.Add(h.append(nil))
+	h := serverHello{nonce: make([]byte, 32), flags: helloClientCert,
+		cred: wire.Credential{Chain: [][]byte{[]byte("cert")}, Sig: []byte("sig")}, confirm: make([]byte, 16)}
+	b, _ := h.append(nil)
+	f.Add(b)
 	f.Add([]byte{})
 	f.Add(make([]byte, 33))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -15,7 +19,8 @@ func FuzzParseServerHello(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !bytes.Equal(h.append(nil), b) {
+		enc, err := h.append(nil)
+		if err != nil || !bytes.Equal(enc, b) {
 			t.Fatal("parse and append disagree")
 		}
 	})

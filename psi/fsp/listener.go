@@ -117,6 +117,11 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 	}
 	key := fcrypto.HandshakeKey(l.cfg.Security.PSK, pkt.Src)
 	if _, ok := fcrypto.VerifyHandshakeTag(key, b); !ok || len(pkt.Payload) < fcrypto.TagLen {
+		if !ok && pkt.Opcode == wire.InitConnect && len(pkt.Payload) == fcrypto.NonceLen+fcrypto.TagLen {
+			// Not our handshake key: a PSK mismatch. Say so, no louder
+			// than the request.
+			t.refuse(from, pkt)
+		}
 		return
 	}
 	body := pkt.Payload[:len(pkt.Payload)-fcrypto.TagLen]

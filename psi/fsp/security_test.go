@@ -197,16 +197,36 @@ func TestPSK(t *testing.T) {
 	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "psk" {
 		t.Fatal(m, err)
 	}
-	// A wrong PSK cannot even start a handshake: the listener drops its
-	// INIT_CONNECT silently.
-	_, err := Dial(ctx, addrOf(l), &Config{Security: psi.Security{PSK: []byte("fedcba9876543210fedcba9876543210")}, HandshakeTimeout: 500 * time.Millisecond})
-	if !errors.Is(err, post.ErrTimeout) {
+	// A wrong PSK cannot even start a handshake: the listener refuses its
+	// INIT_CONNECT with a RESET the client can tell is meant for it.
+	_, err := Dial(ctx, addrOf(l), &Config{Security: psi.Security{PSK: []byte("fedcba9876543210fedcba9876543210")}})
+	if !errors.Is(err, post.ErrAuthentication) {
 		t.Fatalf("wrong PSK: %v", err)
 	}
 }
 
+// TestZeroConfig: without trust settings neither end starts, and the
+// error says what to configure.
 func TestZeroConfig(t *testing.T) {
-	l := listen(t, nil)
+	for _, cfg := range []*Config{nil, {}} {
+		_, err := Listen(loopback, cfg)
+		if !errors.Is(err, post.ErrAuthentication) || !strings.Contains(err.Error(), "Security.Certificates") {
+			t.Fatalf("listen: %v", err)
+		}
+	}
+	scfg, _ := pair(t)
+	l := listen(t, scfg)
+	for _, cfg := range []*Config{nil, {}} {
+		start := time.Now()
+		_, err := Dial(testContext(t), addrOf(l), cfg)
+		if !errors.Is(err, post.ErrAuthentication) || !strings.Contains(err.Error(), "Security.PSK") {
+			t.Fatalf("dial: %v", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("dial failed after %v", d)
+		}
+	}
+	// InsecureSkipVerify is enough for a dialer, if a test wants it.
 	c, s := connect(t, l, &Config{Security: psi.Security{InsecureSkipVerify: true}})
 	ctx := testContext(t)
 	go s.SendMessage(ctx, []byte("zero"))
@@ -246,13 +266,15 @@ func TestInstallKey(t *testing.T) {
 func TestRefused(t *testing.T) {
 	// A transport whose listener closed refuses with RESET.
 	lt := &Transport{Conn: mustUDP(t)}
-	l2, err := lt.Listen(nil)
+	scfg, ccfg := pair(t)
+	l2, err := lt.Listen(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l2.Close()
 	t.Cleanup(func() { lt.Close() })
-	_, err = Dial(testContext(t), lt.Conn.LocalAddr().(*net.UDPAddr).AddrPort(), &Config{HandshakeTimeout: 5 * time.Second})
+	ccfg.HandshakeTimeout = 5 * time.Second
+	_, err = Dial(testContext(t), lt.Conn.LocalAddr().(*net.UDPAddr).AddrPort(), ccfg)
 	if !errors.Is(err, post.ErrRefused) {
 		t.Fatalf("want ErrRefused, got %v", err)
 	}

@@ -57,6 +57,12 @@ func HandshakeKey(psk []byte, clientALFID uint32) []byte {
 	return expand(prk, "handshake", binary.BigEndian.AppendUint32(nil, clientALFID), SecretLen)
 }
 
+// RefusalKey is the key of the tag on a listener's refusal of an
+// INIT_CONNECT whose handshake tag failed (a PSK mismatch). It derives
+// from the initiator's random nonce, which only the initiator and the
+// path saw: an off-path attacker cannot forge a refusal.
+func RefusalKey(clientNonce []byte) []byte { return expand(clientNonce, "refuse", nil, SecretLen) }
+
 // HandshakeTag returns the truncated HMAC-SHA256 of msg under key.
 func HandshakeTag(key, msg []byte) [TagLen]byte {
 	m := hmac.New(sha256.New, key)

@@ -31,12 +31,16 @@ const (
 	Release                          // RELEASE (FINISH)
 	Multiply                         // MULTIPLY (clone)
 	KeepAlive                        // KEEP_ALIVE
-	maxOpcode      = KeepAlive
+	// ClientAuth (CLIENT_AUTH) is ours: the initiator's certificate chain
+	// and transcript signature, protected under the new session keys,
+	// sent when ACK_CONNECT_REQ asks for a client certificate.
+	ClientAuth
+	maxOpcode = ClientAuth
 )
 
 var opNames = [...]string{"", "INIT_CONNECT", "ACK_INIT_CONNECT", "CONNECT_REQUEST",
 	"ACK_CONNECT_REQ", "RESET", "PERSIST", "PURE_DATA", "ADJOURN", "ACK_FLUSH",
-	"RESTORE", "RELEASE", "MULTIPLY", "KEEP_ALIVE"}
+	"RESTORE", "RELEASE", "MULTIPLY", "KEEP_ALIVE", "CLIENT_AUTH"}
 
 func (o Opcode) String() string {
 	if o >= 1 && o <= maxOpcode {

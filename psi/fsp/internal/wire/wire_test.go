@@ -50,7 +50,7 @@ func TestParseRejects(t *testing.T) {
 		"short":       func(b []byte) []byte { return b[:HeaderLen-1] },
 		"version":     func(b []byte) []byte { b[0] = 1; return b },
 		"opcode":      func(b []byte) []byte { b[1] = 0; return b },
-		"opcode high": func(b []byte) []byte { b[1] = 14; return b },
+		"opcode high": func(b []byte) []byte { b[1] = 15; return b },
 		"hsp small":   func(b []byte) []byte { b[3] = 4; return b },
 		"hsp large":   func(b []byte) []byte { b[2] = 0xff; return b },
 		"ext length":  func(b []byte) []byte { b[HeaderLen+3] = 2; return b },
@@ -121,4 +121,43 @@ func FuzzParseExtensions(f *testing.F) {
 			}
 		}
 	})
+}
+
+func FuzzParseCredential(f *testing.F) {
+	good, _ := AppendCredential(nil, &Credential{Chain: [][]byte{[]byte("leaf"), []byte("ca")}, Sig: []byte("signature")})
+	f.Add(good)
+	f.Add(append(good, 1, 2, 3))
+	f.Add([]byte{0, 0, 0})
+	f.Add([]byte{MaxChain + 1})
+	f.Add([]byte{1, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, rest, err := ParseCredential(b)
+		if err != nil {
+			return
+		}
+		if len(c.Chain) > MaxChain {
+			t.Fatal("too many certificates")
+		}
+		enc, err := AppendCredential(nil, &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Len() != len(enc) || !bytes.Equal(append(enc, rest...), b) {
+			t.Fatal("parse and append disagree")
+		}
+	})
+}
+
+func TestCredentialLimits(t *testing.T) {
+	if _, err := AppendCredential(nil, &Credential{Chain: make([][]byte, MaxChain+1)}); err == nil {
+		t.Fatal("too many certificates encoded")
+	}
+	if _, err := AppendCredential(nil, &Credential{Sig: make([]byte, 1<<16)}); err == nil {
+		t.Fatal("oversized signature encoded")
+	}
+	for _, b := range [][]byte{nil, {1, 0, 0, 0, 0}, {1, 0, 5, 1}, {0, 0}} {
+		if _, _, err := ParseCredential(b); err == nil {
+			t.Errorf("%x accepted", b)
+		}
+	}
 }
