@@ -13,7 +13,6 @@ import (
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
-	"github.com/postsockets/postsockets/psi/fsp"
 )
 
 // authDeadline is the contract: a wrong credential fails Initiate within
@@ -102,9 +101,6 @@ func TestTrustTable(t *testing.T) {
 }
 
 func testTrust(t *testing.T, stack string, sc trustScheme) {
-	if stack == "fsp" && psi.CheckStackSecurity(&fsp.Stack{}, &psi.Security{ClientAuth: true}, true) != nil {
-		t.Skip("waiting for FSP client auth")
-	}
 	scfg := &carrier.Config{Security: sc.server}
 	if stack != "" {
 		scfg.Policy.Stack(stack, policy.Require)

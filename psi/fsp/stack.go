@@ -31,22 +31,13 @@ func (*Stack) Name() string { return "fsp" }
 // Features returns what FSP transients offer.
 func (*Stack) Features() psi.Features { return TransientFeatures }
 
-// CheckSecurity reports the trust settings FSP cannot meet. Its handshake
-// does not carry a client certificate yet, so a listener cannot require
-// one; with a PSK the handshake itself proves the client holds it.
-// Remove this once the handshake authenticates clients (issue 9).
-func (*Stack) CheckSecurity(s *psi.Security, server bool) error {
-	if server && s.ClientAuth && len(s.PSK) == 0 && !s.InsecureSkipVerify {
-		return post.Errorf(post.ErrNotSupported, "fsp cannot require client certificates yet")
-	}
-	return nil
-}
-
 func (s *Stack) config(pc *psi.Config) *Config {
 	cfg := s.Base.clone()
 	if pc == nil {
 		return cfg
 	}
+	// Every trust setting holds on FSP as on TLS: ClientAuth (and a PSK)
+	// make the listener require CLIENT_AUTH, checked by VerifyPeer.
 	cfg.Security = pc.Security
 	cfg.MaxMessageSize = pc.MaxMessageSize
 	cfg.HandshakeTimeout = pc.HandshakeTimeout
@@ -142,21 +133,14 @@ func (t *transient) Class() psi.TrafficClass { return t.c.Class() }
 
 func (t *transient) Stack() string { return "fsp" }
 
-// PeerIdentity returns what the handshake verified about the peer. A
-// client that sent no certificate but completed a handshake keyed with the
-// PSK has proved it holds the PSK; it is reported by the PSK's pin.
+// PeerIdentity returns what the handshake verified about the peer: the
+// listener's chain at the initiator, the client's CLIENT_AUTH chain at a
+// listener that required one (with a PSK, the PSK-derived certificate).
 func (t *transient) PeerIdentity() psi.Identity {
 	if t.fork != nil {
 		return *t.fork
 	}
-	sec := &t.c.cfg.Security
-	id := sec.PeerIdentity(t.c.PeerCertificates(), !t.c.initiator)
-	if id.Leaf() == nil && !t.c.initiator && len(sec.PSK) > 0 {
-		if c, err := psi.PSKCertificate(sec.PSK); err == nil {
-			id = psi.Identity{Pin: psi.PinCertificate(c.Leaf), PSK: true, Verified: !sec.InsecureSkipVerify}
-		}
-	}
-	return id
+	return t.c.cfg.Security.PeerIdentity(t.c.PeerCertificates(), !t.c.initiator)
 }
 
 func (t *transient) Features() psi.Features { return TransientFeatures }
