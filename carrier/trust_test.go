@@ -213,9 +213,6 @@ func TestPeerIdentityOfForks(t *testing.T) {
 		}
 		t.Run(sc.name, func(t *testing.T) {
 			forStacks(t, func(t *testing.T, stack string) {
-				if stack == "fsp" && psi.CheckStackSecurity(&fsp.Stack{}, &sc.server, true) != nil {
-					t.Skip("waiting for FSP client auth")
-				}
 				c, s := pairOn(t, stack, &carrier.Config{Security: right}, &carrier.Config{Security: sc.server})
 				ctx := ctxT(t)
 				f, err := c.Fork(ctx)
