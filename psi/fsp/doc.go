@@ -31,22 +31,51 @@
 // the header stack pointer. The opcodes are those of the reference
 // implementation: INIT_CONNECT=1, ACK_INIT_CONNECT, CONNECT_REQUEST,
 // ACK_CONNECT_REQ, RESET, PERSIST, PURE_DATA, ADJOURN, ACK_FLUSH, RESTORE,
-// RELEASE, MULTIPLY, KEEP_ALIVE=13.
+// RELEASE, MULTIPLY, KEEP_ALIVE=13, and CLIENT_AUTH=14 (ours).
 //
 // Connection setup uses a stateless cookie: INIT_CONNECT carries the
 // initiator's nonce; ACK_INIT_CONNECT returns a cookie, a timestamp and a
 // MAC over the initiator's address, ALFID, nonce and the timestamp under
 // a listener secret rotated every 30 s, so the listener keeps no state
 // per peer; CONNECT_REQUEST echoes the cookie with the nonce and an X25519
-// public key; ACK_CONNECT_REQ carries the responder's nonce and key, its
-// certificate chain, a signature over the transcript with the certificate
-// key (Ed25519, ECDSA or RSA-PSS), and a key-confirmation MAC. The
-// initiator verifies the chain with psi.Security.VerifyPeer (pins, a PSK
-// or CA roots). Handshake packets carry a truncated HMAC-SHA256 tag under
-// a key derived from the PSK (if any) and the initiator's ALFID. The
-// responder hands the connection to Accept when the first packet
-// protected with the new keys arrives.
+// public key; ACK_CONNECT_REQ carries the responder's nonce and key, a
+// flags octet, its credential (certificate chain and a signature over the
+// transcript with the certificate key: Ed25519, ECDSA or RSA-PSS) and a
+// key-confirmation MAC. The transcript binds both ALFIDs, nonces,
+// ephemeral keys and CONNECT_PARAMs, the flags and the responder's chain.
+// The initiator verifies the chain with psi.Security.VerifyPeer (pins, a
+// PSK or CA roots). Handshake packets carry a truncated HMAC-SHA256 tag
+// under a key derived from the PSK (if any) and the initiator's ALFID.
 //
+// Client authentication: a listener whose Security asks for a client
+// certificate (psi.Security.ClientCertRequired: ClientAuth or a PSK, as
+// for TLS) sets a flag in ACK_CONNECT_REQ. The initiator then sends
+// CLIENT_AUTH (opcode 14), its first packet protected under the new keys,
+// so its identity is not sent in clear: its chain (Certificates[0], or the
+// PSK-derived certificate) and a signature over the transcript and its
+// own chain. It repeats it, under fresh packet numbers, until the
+// responder answers, and Dial returns only then. The responder accepts
+// nothing else from the initiator before it; it checks the chain with
+// VerifyPeer(chain, true) and the signature, and only then hands the
+// connection to Accept (without client authentication: on the first
+// packet protected with the new keys). Both credentials must fit a 4 KiB
+// handshake packet (at most 8 certificates); a larger client chain fails
+// Dial with post.ErrNotSupported. Conn.PeerCertificates returns the
+// peer's verified chain on both ends; clones and InstallKey keep it.
+//
+// Refusals are fast and fail with post.ErrAuthentication: a listener
+// answers an INIT_CONNECT whose tag fails under its key (a PSK mismatch)
+// with a RESET carrying reason ResetAuthentication, smaller than the
+// request and tagged under a key derived from the initiator's nonce, so
+// only that initiator believes it; it keeps no state for it. Once keys
+// exist, either end that refuses the other's credentials (wrong chain, pin
+// or signature, no client certificate) says so in a protected RESET with
+// that reason, and the other end fails at once. Listen without
+// Certificates or a PSK, and Dial with nothing to verify the listener by
+// (no PSK, PinnedKeys, RootCAs or ServerName, nor InsecureSkipVerify),
+// fail at once with an error that says what to configure. Without a
+// ServerName, a chain is checked against the listener's IP address.
+
 // Keys: the session master secret is HKDF-Extract over the X25519 output
 // and the PSK, salted with both nonces. Each connection derives its
 // per-direction traffic secrets from the master secret and an ALFID
@@ -157,7 +186,8 @@
 //   - Extension headers are type-length-value records, skipped if unknown.
 //   - The handshake authenticates with certificates or a PSK rather than
 //     the reference's CHAKA exchange, which can run above InstallKey.
-//   - The handshake packet with the certificate chain must fit 4 KiB.
+//   - The handshake packets with a certificate chain (ACK_CONNECT_REQ,
+//     CLIENT_AUTH) must fit 4 KiB; they are not fragmented by FSP.
 //   - ADJOURN, RESTORE, ACK_FLUSH and PERSIST-with-SNACK are not
 //     implemented; acknowledgements travel in KEEP_ALIVE packets.
 //   - Milk-class clones and the SKIP extension are ours; the reference
