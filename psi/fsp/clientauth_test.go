@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,5 +249,41 @@ func TestRefusalNoLarger(t *testing.T) {
 	}
 	if l.Transport().NumConns() != 0 || l.Transport().PendingHandshakes() != 0 {
 		t.Fatal("refusal left state")
+	}
+}
+
+// TestClientAuthLoss: a lost CLIENT_AUTH and a lost confirmation are
+// recovered by repeating CLIENT_AUTH under fresh packet numbers.
+func TestClientAuthLoss(t *testing.T) {
+	srv, cli := testcert.Must(), testcert.Must()
+	var cDrops, sDrops atomic.Int32
+	drop := func(op wire.Opcode, n *atomic.Int32) func(b []byte, send func([]byte)) {
+		return func(b []byte, send func([]byte)) {
+			if len(b) > 1 && wire.Opcode(b[1]) == op && n.Add(1) == 1 {
+				return
+			}
+			send(b)
+		}
+	}
+	lt := &Transport{Conn: &hookConn{PacketConn: mustUDP(t), onWrite: drop(wire.KeepAlive, &sDrops)}}
+	t.Cleanup(func() { lt.Close() })
+	l, err := lt.Listen(&Config{Security: psi.Security{Certificates: []tls.Certificate{srv.Leaf}, ClientAuth: true, RootCAs: cli.Pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := &Transport{Conn: &hookConn{PacketConn: mustUDP(t), onWrite: drop(wire.ClientAuth, &cDrops)}}
+	t.Cleanup(func() { ct.Close() })
+	ctx := testContext(t)
+	c, s := dialAccept(t, ctx, ct, l, &Config{Security: psi.Security{
+		RootCAs: srv.Pool, ServerName: "localhost", Certificates: []tls.Certificate{cli.Leaf}}})
+	defer c.Close()
+	defer s.Close()
+	if cDrops.Load() < 2 || sDrops.Load() < 1 {
+		t.Fatalf("CLIENT_AUTH sent %d times, confirmations %d", cDrops.Load(), sDrops.Load())
+	}
+	checkPeer(t, "listener", s, &cli.Leaf)
+	go s.SendMessage(ctx, []byte("after loss"))
+	if m, err := c.ReceiveMessage(ctx); err != nil || string(m) != "after loss" {
+		t.Fatal(m, err)
 	}
 }

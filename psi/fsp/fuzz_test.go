@@ -1,12 +1,17 @@
 package fsp
 
 import (
+	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
@@ -37,9 +42,10 @@ func FuzzTransportInput(f *testing.F) {
 	f.Add([]byte{})
 	p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: peer}}
 	f.Add(handshakePacket(nil, fcrypto.HandshakeKey(nil, peer), &p, make([]byte, 32)))
+	f.Add(handshakePacket(nil, fcrypto.HandshakeKey([]byte("another key"), peer), &p, make([]byte, 32))) // refused
 	p = wire.Packet{Header: wire.Header{Opcode: wire.ConnectRequest, Src: peer}, HasParam: true, EphemeralKey: make([]byte, 32)}
 	f.Add(handshakePacket(nil, fcrypto.HandshakeKey(nil, peer), &p, make([]byte, 56)))
-	for _, op := range []wire.Opcode{wire.PureData, wire.KeepAlive, wire.Multiply, wire.Reset, wire.Release, wire.AckConnectReq} {
+	for _, op := range []wire.Opcode{wire.PureData, wire.KeepAlive, wire.Multiply, wire.Reset, wire.Release, wire.AckConnectReq, wire.ClientAuth} {
 		p = wire.Packet{Header: wire.Header{Opcode: op, Dst: 0x30000, Src: peer, Seq: 1}, HasSNACK: true,
 			SNACK: wire.SNACK{Gaps: []wire.Gap{{Gap: 1, Data: 1}}}}
 		f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 40)...))
@@ -81,6 +87,44 @@ func FuzzTransportInput(f *testing.F) {
 			// Only an authenticated RESET may end the connection, and
 			// the fuzzer cannot forge one.
 			tt.Fatalf("connection died: %v", c.Err())
+		}
+	})
+}
+
+// FuzzClientAuth feeds arbitrary CLIENT_AUTH bodies to a responder that
+// requires a client certificate: nothing may panic, none may pass (the
+// chain check is off, so only the signature over the transcript stands),
+// and each refusal wraps a post sentinel.
+func FuzzClientAuth(f *testing.F) {
+	cli := testcert.Must()
+	ones := bytes.Repeat([]byte{1}, 32)
+	sig, err := signTranscript(cli.Leaf.PrivateKey, clientTranscript(ones, cli.Leaf.Certificate))
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := wire.AppendCredential(nil, &wire.Credential{Chain: cli.Leaf.Certificate, Sig: sig})
+	f.Add(good) // signed over another transcript
+	f.Add([]byte{})
+	f.Add([]byte{0, 0, 0})
+	f.Add(append(good, 0))
+
+	t := &Transport{Conn: &nullConn{done: make(chan struct{})}}
+	t.init()
+	defer t.Close()
+	cfg := &Config{Security: psi.Security{ClientAuth: true, InsecureSkipVerify: true}}
+	digest := bytes.Repeat([]byte{2}, 32)
+	pkt := &wire.Packet{Header: wire.Header{Opcode: wire.ClientAuth}}
+	f.Fuzz(func(tt *testing.T, body []byte) {
+		c := newConn(t, cfg, false, peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")})
+		c.state, c.clientDigest = stateAffirming, digest
+		c.mu.Lock()
+		ok := c.affirm(pkt, body)
+		c.mu.Unlock()
+		if ok {
+			tt.Fatal("a forged CLIENT_AUTH passed")
+		}
+		if err := c.Err(); !errors.Is(err, post.ErrAuthentication) && !errors.Is(err, post.ErrMalformed) {
+			tt.Fatalf("refusal error %v", err)
 		}
 	})
 }
