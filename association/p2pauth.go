@@ -8,14 +8,13 @@ import (
 	"github.com/postsockets/postsockets/association/rendezvous"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
-	"github.com/postsockets/postsockets/psi/fsp"
 )
 
-// peerChain returns the certificate chain t's peer presented, if the stack
-// can tell.
+// peerChain returns the certificate chain t's peer presented and the
+// stack verified, if the stack can tell.
 func peerChain(t psi.Transient) []*x509.Certificate {
-	if c := fsp.ConnOf(t); c != nil {
-		return c.PeerCertificates()
+	if id, ok := psi.PeerIdentityOf(t); ok && id.Verified {
+		return id.Chain
 	}
 	return nil
 }
@@ -30,9 +29,17 @@ func proveP2P(ctx context.Context, t psi.Transient, sess *rendezvous.Session) er
 	return t.WriteMessage(ctx, sess.Proof(), true, nil)
 }
 
-// checkP2P runs on the listening side: the dialer's first message must
-// prove the key of the peer's ID, within the handshake timeout.
+// checkP2P runs on the listening side: a client certificate, if the stack
+// verified one, must carry the key of the peer's ID, and the dialer's
+// first message must prove that key, within the handshake timeout. (The
+// proof stays while some stacks cannot authenticate clients in their
+// handshake.)
 func checkP2P(ctx context.Context, t psi.Transient, sess *rendezvous.Session, timeout time.Duration) error {
+	if chain := peerChain(t); chain != nil {
+		if err := sess.CheckPeer(chain); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	buf := make([]byte, rendezvous.ProofSize+1)
