@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -286,4 +287,33 @@ func TestClientAuthLoss(t *testing.T) {
 	if m, err := c.ReceiveMessage(ctx); err != nil || string(m) != "after loss" {
 		t.Fatal(m, err)
 	}
+}
+
+// TestClientAuthRefusalLost: when the protected refusal of a CLIENT_AUTH
+// is lost, the listener's RESET to the repeated CLIENT_AUTH ends the dial
+// well before the handshake timeout.
+func TestClientAuthRefusalLost(t *testing.T) {
+	srv, cli, other := testcert.Must(), testcert.Must(), testcert.Must()
+	var dropped atomic.Int32
+	lt := &Transport{Conn: &hookConn{PacketConn: mustUDP(t), onWrite: func(b []byte, send func([]byte)) {
+		if len(b) > 1 && wire.Opcode(b[1]) == wire.Reset && len(b) > overhead && dropped.Add(1) == 1 {
+			return // the protected refusal, one octet longer than a bare RESET
+		}
+		send(b)
+	}}}
+	t.Cleanup(func() { lt.Close() })
+	l, err := lt.Listen(&Config{Security: psi.Security{Certificates: []tls.Certificate{srv.Leaf}, ClientAuth: true, RootCAs: cli.Pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = Dial(testContext(t), l.Addr().(*net.UDPAddr).AddrPort(), &Config{Security: psi.Security{
+		RootCAs: srv.Pool, ServerName: "localhost", Certificates: []tls.Certificate{other.Leaf}}})
+	if err == nil || dropped.Load() != 1 {
+		t.Fatalf("dial: %v (%d refusals dropped)", err, dropped.Load())
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("failed after %v: %v", took, err)
+	}
+	t.Logf("failed after %v: %v", time.Since(start), err)
 }

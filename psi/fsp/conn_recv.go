@@ -68,6 +68,15 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 			}
 			return
 		}
+		// Or while waiting for the listener to confirm CLIENT_AUTH, as
+		// during the rest of the handshake: it refused us and lost the
+		// protected refusal, or it restarted.
+		if c.authWait {
+			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
+				c.failLocked(post.Errorf(post.ErrRefused, "fsp: the listener dropped the connection before confirming CLIENT_AUTH"))
+			}
+			return
+		}
 	}
 	d := c.rx[0]
 	if pkt.Flags&wire.FlagKeyPhase != 0 {
