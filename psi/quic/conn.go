@@ -340,6 +340,10 @@ func (c *conn) release(t *Transient) {
 	}
 	c.live--
 	last := c.live == 0
+	code := quicgo.ApplicationErrorCode(codeNoError)
+	if t.wasAborted() {
+		code = codeAborted
+	}
 	if last && c.server && !c.exiting {
 		if c.timer != nil {
 			c.timer.Stop()
@@ -347,8 +351,8 @@ func (c *conn) release(t *Transient) {
 		c.timer = time.AfterFunc(c.cfg.Idle(), func() { c.abort(codeNoError, "") })
 	}
 	c.mu.Unlock()
-	if last && !c.server {
-		c.abort(codeNoError, "")
+	if last && (!c.server || code != codeNoError) {
+		c.abort(code, "")
 	}
 }
 

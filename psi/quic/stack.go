@@ -61,6 +61,7 @@ const (
 	codeMalformed = 0x2 // bad header or framing
 	codeTooLarge  = 0x3 // message over the receiver's limit
 	codeRefused   = 0x4 // fork or connection not accepted
+	codeAborted   = 0x5 // Abort, or a message abandoned by a failed write
 )
 
 // Stack is the QUIC protocol stack. The zero value is ready to use and

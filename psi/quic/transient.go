@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
@@ -47,6 +48,7 @@ type Transient struct {
 	rmu     sync.Mutex
 	rs      *quicgo.Stream // stream br reads from
 	br      *bufio.Reader
+	rc      atomic.Pointer[countReader] // under br
 	fr      framer.MessageReader
 	inMsg   bool   // inside a stream message
 	dcur    []byte // rest of the datagram being read
@@ -67,6 +69,7 @@ type Transient struct {
 	replayBuf []byte // framed messages sent as 0-RTT data
 	closed    bool
 	released  bool
+	aborted   bool // ended by Abort: the last transient closes the connection with codeAborted
 	waiting   bool // a reader waits for stream data at a message boundary
 	dq        [][]byte
 	forks     []*Transient
@@ -75,7 +78,12 @@ type Transient struct {
 	stats     Stats
 }
 
-var _ psi.Transient = (*Transient)(nil)
+var (
+	_ psi.Transient      = (*Transient)(nil)
+	_ psi.ContextCloser  = (*Transient)(nil)
+	_ psi.Aborter        = (*Transient)(nil)
+	_ psi.MessageAborter = (*Transient)(nil)
+)
 
 func newTransient(c *conn, s *quicgo.Stream, hdr header, assoc [16]byte, class psi.TrafficClass) *Transient {
 	t := &Transient{
@@ -90,12 +98,67 @@ func newTransient(c *conn, s *quicgo.Stream, hdr header, assoc [16]byte, class p
 	}
 	t.setReader(s)
 	t.setWriter(s)
+	t.watchEnd(s)
 	return t
+}
+
+// countReader counts the bytes read from a stream.
+type countReader struct {
+	s *quicgo.Stream
+	n atomic.Int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.s.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// watchEnd confirms the peer's end of stream s once all of s has arrived,
+// whether or not it has been read: see confirmEnd.
+func (t *Transient) watchEnd(s *quicgo.Stream) {
+	s.SetReceiveFinalSizeCallback(func(size int64) {
+		// Called from quic-go's event loop, which must not block.
+		go t.confirmEnd(s, size)
+	})
+}
+
+// confirmEnd waits until every byte of s up to its final size has
+// arrived, then ends our side of the stream. The peer's Close waits for
+// that end as the confirmation that its data was delivered; QUIC does not
+// tell the application when its stream data is acknowledged.
+func (t *Transient) confirmEnd(s *quicgo.Stream, size int64) {
+	var read int64
+	if cr := t.rc.Load(); cr != nil && cr.s == s {
+		read = cr.n.Load()
+	}
+	// Peeking past the end returns io.EOF once everything is there.
+	// What the peer can send beyond what was read is bounded by flow
+	// control, and so is this buffer.
+	buf := make([]byte, max(size-read, 0)+1)
+	for {
+		_, err := s.Peek(buf)
+		switch {
+		case err == io.EOF:
+			t.peerClosed()
+			return
+		case err == nil || t.isClosed():
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A deadline set to wake a reader; look again once it
+			// is cleared.
+			time.Sleep(10 * time.Millisecond)
+		default:
+			return // reset, or the connection is gone
+		}
+	}
 }
 
 func (t *Transient) setReader(s *quicgo.Stream) {
 	t.rs = s
-	t.br = bufio.NewReaderSize(s, readBuffer)
+	cr := &countReader{s: s}
+	t.rc.Store(cr)
+	t.br = bufio.NewReaderSize(cr, readBuffer)
 	t.fr = framer.LengthPrefix{}.NewReader(t.br, t.c.cfg.Limit())
 	t.inMsg, t.rerr = false, nil
 }
@@ -157,6 +220,7 @@ func (t *Transient) replay(rejected bool, remap map[uint64]uint64) {
 		t.abort(codeClosed)
 		return
 	}
+	t.watchEnd(s)
 	t.mu.Lock()
 	t.s, t.id = s, s.StreamID()
 	if t.waiting {
@@ -588,7 +652,10 @@ func (t *Transient) readDatagram(p []byte) (int, bool, error) {
 func (t *Transient) fail(err error) error {
 	switch {
 	case err == io.EOF:
-		t.rerr = io.EOF
+		if t.rerr != io.EOF {
+			t.rerr = io.EOF
+			t.c.spawn(t.peerClosed)
+		}
 		return err
 	case errors.Is(err, post.ErrMessageTooLarge):
 		t.rs.CancelRead(codeTooLarge)
@@ -699,13 +766,22 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-// Close ends the transient's outbound stream after the data already
-// written, and reads and discards what the peer still sends until it ends
-// its side too (at most the idle timeout). A blocked ReadMessage or
-// WriteMessage returns post.ErrClosed; forks not yet accepted are refused.
-// The connection closes when its last transient is closed. Close does not
-// block.
+// Close is CloseContext bounded by Config.Linger.
 func (t *Transient) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), t.c.cfg.LingerTime())
+	defer cancel()
+	return t.CloseContext(ctx)
+}
+
+// CloseContext ends the transient's outbound stream after the data already
+// written, then reads and discards what the peer still sends until the
+// peer ends its side too, which it does once its stack has read all of
+// ours: that is the confirmation. It returns nil only then. If ctx ends
+// first, or the peer resets the stream, the transient is aborted and an
+// error returned. A blocked ReadMessage or WriteMessage returns
+// post.ErrClosed at once; forks not yet accepted are refused. The
+// connection closes when its last transient is done.
+func (t *Transient) CloseContext(ctx context.Context) error {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -721,51 +797,140 @@ func (t *Transient) Close() error {
 	for _, f := range forks {
 		f.abort(codeRefused)
 	}
-	select {
-	case <-t.c.recovered:
-		t.closeWrite()
-		t.c.spawn(t.drain)
-	default:
-		// Finish once a 0-RTT replay has settled which stream is ours.
-		t.c.spawn(func() {
-			_ = t.c.waitRecovered(context.Background(), nil)
-			t.closeWrite()
-			t.drain()
-		})
+	if err := t.c.waitRecovered(ctx, nil); err != nil {
+		t.abort(codeClosed)
+		return t.opError("close", closeErr(ctx, err))
 	}
+	if err := t.closeWrite(); err != nil {
+		t.abort(codeClosed)
+		return t.opError("close", err)
+	}
+	if err := t.awaitPeer(ctx); err != nil {
+		t.abort(codeClosed)
+		return t.opError("close", closeErr(ctx, err))
+	}
+	t.releaseOnce()
 	return nil
 }
 
+// closeErr reports a Close cut short by ctx as a timeout.
+func closeErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil && (err == ctx.Err() || errors.Is(err, os.ErrDeadlineExceeded)) {
+		return post.Errorf(post.ErrTimeout, "peer did not confirm the close: %v", ctx.Err())
+	}
+	return mapError(err)
+}
+
 // closeWrite ends the write side after a write in progress, which is cut
-// short so that Close does not wait for flow control.
-func (t *Transient) closeWrite() {
+// short so that Close does not wait for flow control. It returns an error
+// if a message was left incomplete, so the stream had to be reset.
+func (t *Transient) closeWrite() error {
 	s := t.stream()
 	_ = s.SetWriteDeadline(time.Now())
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	var err error
 	// A replayed stream not yet written through fw holds whole messages
 	// only.
-	if t.ws != s || (t.werr == nil && !t.wInMsg) {
+	switch {
+	case t.ws != s || (t.werr == nil && !t.wInMsg):
 		_ = s.Close()
-	} else {
-		s.CancelWrite(codeClosed)
+	case t.werr != nil && !errors.Is(t.werr, post.ErrClosed):
+		err = t.werr
+	case t.werr == nil:
+		s.CancelWrite(codeAborted)
+		err = post.Errorf(post.ErrClosed, "closed inside a message, which was aborted")
 	}
 	t.werr = post.ErrClosed
+	return err
 }
 
-// drain discards the peer's remaining data until it ends its side, so the
-// connection knows both sides are done.
-func (t *Transient) drain() {
+// awaitPeer discards the peer's data until it ends its side of the stream,
+// or ctx ends.
+func (t *Transient) awaitPeer(ctx context.Context) error {
 	t.rmu.Lock()
+	defer t.rmu.Unlock()
 	t.syncReader()
-	if t.rerr == nil {
-		_ = t.rs.SetReadDeadline(time.Now().Add(t.c.cfg.Idle()))
-		_, _ = io.Copy(io.Discard, t.br)
+	switch {
+	case t.rerr == io.EOF:
+		return nil
+	case t.rerr != nil && !errors.Is(t.rerr, post.ErrClosed):
+		return t.rerr
 	}
+	if d, ok := ctx.Deadline(); ok {
+		_ = t.rs.SetReadDeadline(d)
+	} else {
+		_ = t.rs.SetReadDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { _ = t.rs.SetReadDeadline(time.Now()) })
+	_, err := io.Copy(io.Discard, t.br)
+	stop()
 	t.rerr = post.ErrClosed
-	t.rs.CancelRead(codeClosed)
-	t.rmu.Unlock()
-	t.releaseOnce()
+	return err
+}
+
+// peerClosed ends the write side once the peer ended its own: the peer
+// reads nothing more, and our end confirms its close.
+func (t *Transient) peerClosed() {
+	s := t.stream()
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.werr != nil || t.ws != s {
+		return
+	}
+	if t.wInMsg {
+		s.CancelWrite(codeClosed)
+	} else {
+		_ = s.Close()
+	}
+	t.werr = post.Errorf(post.ErrClosed, "the peer closed the transient")
+}
+
+// Abort ends the transient at once: its stream is reset in both
+// directions, and if it was the connection's last transient the
+// connection closes with an error code.
+func (t *Transient) Abort(err error) {
+	t.mu.Lock()
+	if t.released {
+		t.mu.Unlock()
+		return
+	}
+	t.aborted = true
+	t.mu.Unlock()
+	t.abort(codeAborted)
+}
+
+// AbortMessage abandons the message being written: the framing carries an
+// abort marker, the peer's reader gets an error wrapping post.ErrReset for
+// that message, and the next message follows as usual. If the stream was
+// cut inside a frame, the transient is aborted instead.
+func (t *Transient) AbortMessage(ctx context.Context) error {
+	t.wmu.Lock()
+	if t.isClosed() {
+		t.wmu.Unlock()
+		return t.opError("abort message", post.ErrClosed)
+	}
+	if t.werr == nil && !t.wInMsg {
+		t.wmu.Unlock()
+		return nil
+	}
+	err := t.werr
+	if err == nil {
+		s := t.ws
+		stop := cutWrite(ctx, s)
+		err = t.fw.(framer.MessageAborter).AbortMessage()
+		stop()
+		if err == nil {
+			t.wInMsg = false
+			t.wmu.Unlock()
+			return nil
+		}
+		err = t.failWrite(ctx, s, err)
+	}
+	t.wmu.Unlock()
+	err = post.Errorf(post.ErrReset, "message aborted with its transient: %v", err)
+	t.Abort(err)
+	return t.opError("abort message", err)
 }
 
 // abort ends the transient at once with code, without draining.
@@ -785,6 +950,12 @@ func (t *Transient) abort(code quicgo.StreamErrorCode) {
 	s.CancelRead(code)
 	s.CancelWrite(code)
 	t.releaseOnce()
+}
+
+func (t *Transient) wasAborted() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.aborted
 }
 
 func (t *Transient) releaseOnce() {
