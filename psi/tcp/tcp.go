@@ -47,7 +47,9 @@ type Stack struct {
 	KeepAlive time.Duration
 	// Logger is used when Config.Logger is nil.
 	Logger *slog.Logger
-	// Linger bounds how long Close waits to flush; zero means 5 s.
+	// Linger bounds how long Close waits for the peer to acknowledge
+	// everything sent, when Config.Linger is zero; zero means
+	// psi.DefaultLinger.
 	Linger time.Duration
 	// Backlog bounds the transients a listener has accepted but Accept has
 	// not returned, and the forks queued on one transient; zero means 64.
@@ -90,13 +92,6 @@ func (s *Stack) logger(cfg *psi.Config) *slog.Logger {
 		return s.Logger
 	}
 	return cfg.Log()
-}
-
-func (s *Stack) linger() time.Duration {
-	if s.Linger <= 0 {
-		return 5 * time.Second
-	}
-	return s.Linger
 }
 
 func (s *Stack) backlog() int {

@@ -124,10 +124,28 @@ type transient struct {
 
 	closeOnce sync.Once
 	closed    atomic.Pointer[error] // why the transient closed
+	peerEnded atomic.Bool           // the peer closed its side in order
 	done      chan struct{}
 }
 
-var _ psi.Transient = (*transient)(nil)
+var (
+	_ psi.Transient      = (*transient)(nil)
+	_ psi.ContextCloser  = (*transient)(nil)
+	_ psi.Aborter        = (*transient)(nil)
+	_ psi.MessageAborter = (*transient)(nil)
+)
+
+// lingerTime is the bound on Close: Config.Linger, else Stack.Linger, else
+// psi.DefaultLinger.
+func lingerTime(s *Stack, cfg *psi.Config) time.Duration {
+	switch {
+	case cfg.Linger > 0:
+		return cfg.Linger
+	case s.Linger > 0:
+		return s.Linger
+	}
+	return psi.DefaultLinger
+}
 
 func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [16]byte, tok token, server bool) *transient {
 	raw := cc.Conn
@@ -139,7 +157,7 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 		remote: addrPort(raw.RemoteAddr()),
 		assoc:  assoc,
 		token:  tok,
-		linger: s.linger(),
+		linger: lingerTime(s, cfg),
 		r:      fr.NewReader(tc, cfg.Limit()),
 		w:      fr.NewWriter(tc),
 		done:   make(chan struct{}),
@@ -213,6 +231,9 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if t.werr != nil {
 		return t.werr
 	}
+	if t.peerEnded.Load() {
+		return wrap("send", t.path, post.Errorf(post.ErrClosed, "the peer closed the transient"))
+	}
 	if err := ctx.Err(); err != nil {
 		return wrap("send", t.path, err)
 	}
@@ -282,7 +303,10 @@ func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error
 	n, end, err := t.r.ReadMessage(p)
 	stop()
 	switch {
-	case err == nil || err == io.EOF:
+	case err == io.EOF:
+		t.peerEnded.Store(true)
+		return n, end, err
+	case err == nil:
 		return n, end, err
 	case t.isClosed():
 		return n, end, t.closedErr("receive")
@@ -363,18 +387,89 @@ func (t *transient) deliverFork(f *transient) bool {
 	}
 }
 
-// Close flushes buffered data, sends a TLS close_notify and closes the
-// connection. A WriteMessage blocked in flow control gets the Stack's
-// linger time to finish. Forks not yet accepted are closed too.
+// Close is CloseContext bounded by the linger: Config.Linger, else
+// Stack.Linger, else psi.DefaultLinger.
 func (t *transient) Close() error {
-	return t.close(post.ErrClosed, true)
+	ctx, cancel := context.WithTimeout(context.Background(), t.linger)
+	defer cancel()
+	return t.CloseContext(ctx)
 }
 
-// close closes t for the given reason; orderly closes flush and send
-// close_notify, others just drop the connection.
-func (t *transient) close(why error, orderly bool) error {
-	var err error
+// CloseContext flushes buffered data and waits, until ctx ends, for the
+// peer's kernel to acknowledge all of it; then it sends a TLS close_notify
+// and a FIN and closes the connection. It returns nil only if everything
+// was acknowledged. A WriteMessage blocked in flow control is cut short,
+// and its message aborted. If ctx ends first, the connection is reset and
+// the error wraps post.ErrTimeout. Forks not yet accepted are closed too.
+//
+// Where the kernel cannot report acknowledgements (outside Linux), Close
+// waits for the peer's end of stream instead.
+func (t *transient) CloseContext(ctx context.Context) error {
+	if !t.shut(post.ErrClosed) {
+		return nil
+	}
+	err := t.finish(ctx)
+	if err != nil {
+		t.reset()
+		return wrap("close", t.path, err)
+	}
+	t.log.Debug("tcp: transient closed")
+	return nil
+}
+
+// Abort resets the connection at once; the peer's calls fail with an
+// error wrapping post.ErrReset.
+func (t *transient) Abort(err error) {
+	if err == nil {
+		err = errors.New("aborted")
+	}
+	if t.shut(err) {
+		t.reset()
+	}
+}
+
+// AbortMessage abandons the message being written with the framer's abort
+// marker; the peer's reader gets an error wrapping post.ErrReset for it
+// and then the next message. A framer without an abort marker, or a
+// stream cut inside a frame, aborts the transient instead.
+func (t *transient) AbortMessage(ctx context.Context) error {
+	t.wmu.Lock()
+	if t.isClosed() {
+		t.wmu.Unlock()
+		return t.closedErr("abort message")
+	}
+	err := t.werr
+	if err == nil {
+		a, ok := t.w.(framer.MessageAborter)
+		if !ok {
+			err = post.Errorf(post.ErrNotSupported, "the %T framing cannot abort a message", t.w)
+		} else if stop, ok := t.wd.watch(ctx); !ok {
+			err = post.ErrClosed
+		} else {
+			t.cork.cork()
+			err = a.AbortMessage()
+			if cerr := t.cork.uncork(); err == nil {
+				err = cerr
+			}
+			stop()
+			if err == nil {
+				t.wmu.Unlock()
+				return nil
+			}
+		}
+	}
+	t.wmu.Unlock()
+	err = post.Errorf(post.ErrReset, "message aborted with its transient: %v", err)
+	t.Abort(err)
+	return wrap("abort message", t.path, err)
+}
+
+// shut marks t closed for why, wakes blocked calls and closes the forks
+// not yet accepted. Only the first call does so and returns true.
+func (t *transient) shut(why error) bool {
+	did := false
 	t.closeOnce.Do(func() {
+		did = true
 		if why != post.ErrClosed {
 			why = fmt.Errorf("%w: %w", post.ErrClosed, why)
 		}
@@ -388,24 +483,125 @@ func (t *transient) close(why error, orderly bool) error {
 			(<-t.forkCh).close(errors.New("parent transient closed"), false)
 		}
 		t.fmu.Unlock()
-		if orderly {
-			t.wd.freeze(time.Now().Add(t.linger))
-			t.wmu.Lock()
-			if t.werr == nil {
-				if ferr := t.w.Flush(); ferr != nil {
-					err = wrap("close", t.path, ferr)
-				}
-			}
-			orderly = t.werr == nil && err == nil
-			t.wmu.Unlock()
+		t.rd.freeze(aLongTimeAgo)
+		t.wd.freeze(aLongTimeAgo)
+	})
+	return did
+}
+
+// finish flushes, waits for the acknowledgement of everything sent, and
+// closes the connection in order.
+func (t *transient) finish(ctx context.Context) error {
+	raw := t.cork.Conn
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.werr != nil {
+		return t.werr
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Time{}
+	}
+	_ = raw.SetWriteDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
+	defer stop()
+	t.cork.cork()
+	err := t.w.Flush()
+	if cerr := t.cork.uncork(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return ctxErr(ctx, err)
+	}
+	if t.tcp != nil {
+		if err := t.awaitAcked(ctx); err != nil {
+			return err
 		}
-		if !orderly {
-			// The stream may be cut inside a record: no close_notify.
-			t.cork.Conn.Close()
+	}
+	// Orderly end: close_notify and FIN. Their loss costs nothing but a
+	// clean end of stream at the peer, so they are not waited for, except
+	// where acknowledgements cannot be read.
+	_ = t.conn.CloseWrite()
+	if t.tcp != nil {
+		_ = t.tcp.CloseWrite()
+		if _, _, ok := sendState(t.tcp); !ok {
+			if err := t.awaitPeerEnd(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	t.discardInput()
+	raw.Close()
+	return nil
+}
+
+// awaitAcked waits until the peer's kernel has acknowledged everything
+// written, polling the send queue.
+func (t *transient) awaitAcked(ctx context.Context) error {
+	wait := time.Millisecond
+	for {
+		n, reset, ok := sendState(t.tcp)
+		switch {
+		case !ok:
+			return nil // awaitPeerEnd does the waiting
+		case reset:
+			return post.Errorf(post.ErrReset, "connection reset with %d bytes unacknowledged", n)
+		case n == 0:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return post.Errorf(post.ErrTimeout, "%d bytes not acknowledged by the peer: %v", n, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// awaitPeerEnd reads and discards until the peer ends its stream.
+func (t *transient) awaitPeerEnd(ctx context.Context) error {
+	raw := t.cork.Conn
+	dl, _ := ctx.Deadline()
+	_ = raw.SetReadDeadline(dl)
+	_, err := io.Copy(io.Discard, raw)
+	if err != nil {
+		return ctxErr(ctx, err)
+	}
+	return nil
+}
+
+// discardInput drops what the peer sent that was not read, so closing
+// does not answer it with a reset that could cut the peer's reading of
+// our close_notify.
+func (t *transient) discardInput() {
+	raw := t.cork.Conn
+	_ = raw.SetReadDeadline(time.Now())
+	var buf [4096]byte
+	for {
+		if _, err := raw.Read(buf[:]); err != nil {
 			return
 		}
-		t.conn.Close() // a failed close_notify is not worth reporting
-		t.log.Debug("tcp: transient closed")
-	})
-	return err
+	}
+}
+
+// reset drops the connection with an RST.
+func (t *transient) reset() {
+	if t.tcp != nil {
+		_ = t.tcp.SetLinger(0)
+	}
+	t.cork.Conn.Close()
+}
+
+// close drops t for the given reason without flushing; orderly says
+// whether to send a TLS close_notify first.
+func (t *transient) close(why error, orderly bool) error {
+	if !t.shut(why) {
+		return nil
+	}
+	if orderly {
+		_ = t.conn.Close()
+		return nil
+	}
+	t.cork.Conn.Close()
+	return nil
 }
