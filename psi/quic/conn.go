@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -56,6 +57,8 @@ type conn struct {
 	pending  map[quicgo.StreamID][][]byte // datagrams for streams not yet accepted
 	npending int
 	accepted quicgo.StreamID // highest stream ID the peer opened, -1 if none
+	ended    bool            // every transient of ours is released
+	peerDone bool            // the peer said every transient of its is released
 	// timer drops a server connection that sends no root stream, and
 	// later one whose transients are all closed (see release).
 	timer *time.Timer
@@ -102,6 +105,7 @@ func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoo
 		})
 	}
 	c.spawn(c.acceptStreams)
+	c.spawn(c.acceptDone)
 	c.spawn(c.receiveDatagrams)
 	go c.supervise()
 	return c
@@ -328,10 +332,11 @@ func (c *conn) rekey(t *Transient, old quicgo.StreamID) {
 	}
 }
 
-// release drops t. Once no transient is left, the dialler closes the
-// connection; the listener side waits for the dialler to do so, so the
-// last data of either side is not cut off, but no longer than the idle
-// timeout.
+// release drops t. Once no transient is left, the connection tells the
+// peer so on a unidirectional stream, and closes once the peer has said
+// the same: closing earlier would discard what the peer's stack holds
+// unread. Without word from the peer it closes after the idle timeout.
+// A transient ended by Abort closes the connection at once.
 func (c *conn) release(t *Transient) {
 	id := t.streamID()
 	c.mu.Lock()
@@ -340,19 +345,68 @@ func (c *conn) release(t *Transient) {
 	}
 	c.live--
 	last := c.live == 0
-	code := quicgo.ApplicationErrorCode(codeNoError)
-	if t.wasAborted() {
-		code = codeAborted
+	if t.wasAborted() && last {
+		c.mu.Unlock()
+		c.abort(codeAborted, "")
+		return
 	}
-	if last && c.server && !c.exiting {
+	both := false
+	if last && !c.exiting {
+		c.ended = true
+		both = c.peerDone
 		if c.timer != nil {
 			c.timer.Stop()
 		}
 		c.timer = time.AfterFunc(c.cfg.Idle(), func() { c.abort(codeNoError, "") })
 	}
 	c.mu.Unlock()
-	if last && (!c.server || code != codeNoError) {
-		c.abort(code, "")
+	switch {
+	case both:
+		c.abort(codeNoError, "")
+	case last:
+		c.spawn(c.sendDone)
+	}
+}
+
+// sendDone tells the peer that every transient of ours is released.
+func (c *conn) sendDone() {
+	ctx, cancel := context.WithTimeout(c.qc.Context(), c.cfg.Handshake())
+	defer cancel()
+	if c.waitRecovered(ctx, nil) != nil {
+		return
+	}
+	s, err := c.qc.OpenUniStreamSync(ctx)
+	if err != nil {
+		return
+	}
+	_, _ = s.Write([]byte{doneByte})
+	_ = s.Close()
+}
+
+// doneByte is the content of the "done" stream.
+const doneByte = 0xD0
+
+// acceptDone waits for the peer's "done" stream and closes the
+// connection if ours are all released too.
+func (c *conn) acceptDone() {
+	s, err := c.qc.AcceptUniStream(c.qc.Context())
+	if err != nil {
+		return
+	}
+	var b [1]byte
+	_ = s.SetReadDeadline(time.Now().Add(c.cfg.Handshake()))
+	_, err = io.ReadFull(s, b[:])
+	s.CancelRead(codeNoError)
+	if err != nil || b[0] != doneByte {
+		c.log.Debug("bad done stream", "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.peerDone = true
+	both := c.ended
+	c.mu.Unlock()
+	if both {
+		c.abort(codeNoError, "")
 	}
 }
 

@@ -757,11 +757,15 @@ func TestNoLeaks(t *testing.T) {
 				t.Fatal(err)
 			}
 			send(t, ctx, c, pattern(100<<10, 0), nil)
-			// A fork the server never accepts, and one nobody reads.
-			if _, err := s.Fork(ctx, psi.Wine); err != nil {
+			// A fork the client never accepts, and one nobody reads.
+			// The connection lives until every transient is closed on
+			// both ends (or the idle timeout), so the server closes
+			// its fork too.
+			sf2, err := s.Fork(ctx, psi.Wine)
+			if err != nil {
 				t.Fatal(err)
 			}
-			for _, tr := range []psi.Transient{f, sf, c, s} {
+			for _, tr := range []psi.Transient{f, sf, c, s, sf2} {
 				tr.Close()
 			}
 		}

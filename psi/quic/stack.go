@@ -106,7 +106,8 @@ func quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 		MaxStreamReceiveWindow:     16 << 20,
 		MaxConnectionReceiveWindow: 32 << 20,
 		MaxIncomingStreams:         1000,
-		MaxIncomingUniStreams:      -1,
+		// One unidirectional stream: the peer's "done" (see conn.release).
+		MaxIncomingUniStreams: 1,
 	}
 }
 
