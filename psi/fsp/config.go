@@ -39,12 +39,35 @@ type Config struct {
 	KeepAlive time.Duration
 	// HandshakeTimeout bounds connection setup; zero means 10 s.
 	HandshakeTimeout time.Duration
-	// ReceiveWindow is the receive buffer in bytes, advertised to the
-	// peer as a window of packets; zero means 4 MiB.
+	// ReceiveWindow is the largest receive buffer of a connection, in
+	// bytes, advertised to the peer as a window of packets; zero means
+	// 4 MiB. A window starts at about 90 KiB and doubles, up to this,
+	// while the reader consumes half of it within about two round trips
+	// (auto-tuning to the bandwidth-delay product), so a connection that
+	// is not read holds little.
 	ReceiveWindow int
+	// MaxUnacceptedForks bounds the clones the peer forked that
+	// AcceptFork has not returned yet, per connection; zero means 64. The
+	// peer's Fork waits for room (fork credit) rather than overflow it,
+	// so no clone is ever dropped.
+	MaxUnacceptedForks int
+	// MemoryBudget bounds, for a listener, the memory all its
+	// connections and clones may commit: their fixed state, their
+	// receive windows (all the received data they may buffer) and the
+	// clones their peers may still fork; zero means 256 MiB. One peer
+	// address may take a quarter of it. Past the budget windows and fork
+	// credit stop growing, which slows the peers down, and new
+	// connections are refused (the dialer gets an error wrapping
+	// post.ErrRefused); data already received is never dropped.
+	// Listener.Stats reports the accounting. Dialing ignores it.
+	MemoryBudget int64
 	// SendBuffer bounds the bytes written but not yet acknowledged; zero
 	// means 8 MiB.
 	SendBuffer int
+	// Linger bounds how long Close waits for the peer to acknowledge
+	// everything sent; zero means psi.DefaultLinger (3 s). CloseContext
+	// takes its bound from its context instead.
+	Linger time.Duration
 	// Congestion names the congestion controller: "cubic" (default) or
 	// "newreno".
 	Congestion string
@@ -96,6 +119,13 @@ func (c *Config) keepAlive() time.Duration {
 	return max(c.idle()/3, 500*time.Millisecond)
 }
 
+func (c *Config) linger() time.Duration {
+	if c.Linger > 0 {
+		return c.Linger
+	}
+	return psi.DefaultLinger
+}
+
 func (c *Config) handshake() time.Duration {
 	if c.HandshakeTimeout > 0 {
 		return c.HandshakeTimeout
@@ -109,6 +139,20 @@ func (c *Config) recvPackets() int {
 		w = 4 << 20
 	}
 	return min(max(w/MaxPayload, 16), wire.MaxWindow)
+}
+
+func (c *Config) maxForks() int {
+	if c.MaxUnacceptedForks > 0 {
+		return max(c.MaxUnacceptedForks, initialForkCredit)
+	}
+	return 64
+}
+
+func (c *Config) memoryBudget() int64 {
+	if c.MemoryBudget > 0 {
+		return c.MemoryBudget
+	}
+	return 256 << 20
 }
 
 func (c *Config) sendBuffer() int {

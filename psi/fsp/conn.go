@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -34,10 +35,8 @@ const (
 	maxAckDelay    = time.Millisecond
 	minRTO         = 50 * time.Millisecond
 	maxBackoffs    = 10
+	maxWindowProbe = 2 * time.Second // the longest interval between window probes
 	minPacingDelay = time.Millisecond
-	closePoll      = 250 * time.Millisecond
-	closeStall     = 3 * time.Second // Close gives up after this long without acknowledgements
-	closeBackoffs  = 5               // and this many unanswered retransmission timeouts
 	hsInitialRTO   = 250 * time.Millisecond
 	hsMaxRTO       = 2 * time.Second
 	ackBufferBytes = overhead + 12 + 8*wire.MaxGaps
@@ -128,15 +127,22 @@ type Conn struct {
 	out          []*[]byte
 	probes       int
 	backoff      uint
+	probeBackoff uint // window probes sent since the window last opened
 	paceAt       time.Time
 	rtoAt        time.Time
 	lossAt       time.Time
-	releaseSeq   uint64
+	midMessage   bool      // a message was begun and not ended
+	releaseSeq   uint64    // Close is done once everything up to it is acknowledged
+	sentRelease  bool      // and it is our RELEASE
 	lastProgress time.Time // last acknowledgement progress
 
 	// Receive side.
 	rcv          *reliability.Receiver[rxData]
-	rcvCap       int
+	rcvCap       int    // receive window in packets: readable plus out-of-order
+	rcvMax       int    // the most rcvCap grows to
+	readCount    uint64 // packets the reader consumed
+	tuneAt       time.Time
+	tuneRead     uint64   // readCount at tuneAt
 	readQ        []rxData // in-order packets for ReadMessage, from readHead
 	readHead     int
 	readOff      int
@@ -169,6 +175,22 @@ type Conn struct {
 	forks                      chan *Conn       // clones the peer made, for AcceptFork
 	keyInitiator, keyResponder uint32           // the ALFID pair the keys derive from
 	dirty                      bool             // queued for flush by the read loop (read loop only)
+
+	// Fork credit (conn_credit.go). The peer's clones of c: made,
+	// taken by AcceptFork, and allowed (the credit given, and the value
+	// last sent). c's own clones: forked, and allowed by the peer.
+	forkMade, forkTaken, forkCredit, creditSent uint64
+	forked, peerCredit                          uint64
+	forkable                                    chan struct{} // signalled when peerCredit grows
+	creditAt                                    time.Time     // a blocked Fork asks for credit again then
+	forkWaiters                                 int           // Forks waiting for credit
+	acceptsForks                                bool          // AcceptFork was called: grant credit
+
+	// Memory accounting (budget.go): the listener budget this connection
+	// is charged to, the peer's share it counts against, and its charge.
+	bud     *budget
+	budPeer netip.Addr
+	charged int64
 
 	// Milk class (clones only): every message is one transaction, and a
 	// newer complete message supersedes older unacknowledged ones.
@@ -232,7 +254,11 @@ func newConn(t *Transport, cfg *Config, initiator bool, remote peerAddr) *Conn {
 		released:    make(chan struct{}),
 		readable:    make(chan struct{}, 1),
 		writable:    make(chan struct{}, 1),
-		rcvCap:      cfg.recvPackets(),
+		forkable:    make(chan struct{}, 1),
+		forkCredit:  initialForkCredit,
+		peerCredit:  initialForkCredit,
+		rcvCap:      min(initialWindow, cfg.recvPackets()),
+		rcvMax:      cfg.recvPackets(),
 		sndLimit:    cfg.sendBuffer(),
 		maxPayload:  MaxPayload,
 	}

@@ -6,19 +6,31 @@ import (
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
 // routeClone hands a packet from one of the peer's clones of c to that
-// clone, making the clone when a MULTIPLY authenticates.
+// clone, making the clone when a MULTIPLY authenticates. A RELEASE or a
+// RESET makes it too: a clone closed or aborted before its first packet
+// left sends that first, and the peer must count it against the fork
+// credit all the same.
 func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 	c.mu.Lock()
 	clone := c.clones[pkt.Src]
 	fresh := false
-	if clone == nil && pkt.Opcode == wire.Multiply && c.state == stateEstablished && !c.usedClones[pkt.Src] {
+	creates := pkt.Opcode == wire.Multiply || pkt.Opcode == wire.Release || pkt.Opcode == wire.Reset
+	if clone == nil && creates && c.state == stateEstablished && !c.usedClones[pkt.Src] {
 		clone, fresh = c.newClone(pkt.Src, false), true
 	}
+	gone := clone == nil && c.usedClones[pkt.Src] && c.clones[pkt.Src] == nil
 	c.mu.Unlock()
+	if gone && pkt.Opcode != wire.Reset && pkt.Opcode != wire.KeepAlive {
+		// A clone of the peer's this end forgot, whose peer did not hear
+		// the last word (the acknowledgement of its RELEASE, say): tell
+		// it, as the transport does for a forgotten connection.
+		c.t.sendReset(from, pkt.Src, pkt.Dst)
+	}
 	if clone == nil {
 		return nil
 	}
@@ -38,20 +50,40 @@ func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 		clone.teardown(post.Errorf(post.ErrMalformed, "fsp: forged MULTIPLY"), false)
 		return nil
 	}
+	if c.forkMade >= c.forkCredit {
+		// Only a peer ignoring the fork credit gets here: refuse loudly.
+		delete(c.clones, pkt.Src)
+		c.mu.Unlock()
+		clone.teardown(post.Errorf(post.ErrRefused, "fsp: clone beyond the fork credit"), true)
+		return nil
+	}
+	c.forkMade++
+	// The clone takes over the budget reserved for it with the credit.
+	c.charged -= cloneCost
+	clone.mu.Lock()
+	if clone.state == stateClosed {
+		c.bud.give(c.budPeer, cloneCost) // reset by its first packet
+	} else {
+		clone.bud, clone.budPeer, clone.charged = c.bud, c.budPeer, cloneCost
+	}
+	clone.mu.Unlock()
 	q := c.forkQueue()
-	c.mu.Unlock()
 	select {
-	case q <- clone:
+	case q <- clone: // never full: the credit bounds the queue
 	default:
+		c.mu.Unlock()
 		clone.teardown(post.Errorf(post.ErrRefused, "fsp: fork queue full"), true)
 		return nil
 	}
+	c.grantForks()
+	c.sendCredit()
+	c.mu.Unlock()
 	return fc
 }
 
 func (c *Conn) forkQueue() chan *Conn {
 	if c.forks == nil {
-		c.forks = make(chan *Conn, 16)
+		c.forks = make(chan *Conn, c.cfg.maxForks())
 	}
 	return c.forks
 }
@@ -63,6 +95,11 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 	cl := newConn(c.t, c.cfg, forked, c.remote)
 	cl.parent = c
 	cl.master = c.master
+	// The peer may fork from a clone once it grants credit (AcceptFork).
+	cl.forkCredit, cl.peerCredit = 0, 0
+	// A clone's peer forgets it like a connection: by an unauthenticated
+	// RESET, believed only as the last word of a close.
+	cl.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, cl.local)
 	cl.peerParam = c.peerParam
 	cl.peerCerts = c.peerCerts // a clone speaks for the same peer
 	for {
@@ -100,6 +137,12 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 // keys, so it needs no handshake and its first packet can carry data. The
 // peer receives it from AcceptFork. The clone is wine-class, like every
 // connection: see ForkClass.
+//
+// Fork waits while the peer has as many clones of this connection
+// waiting for AcceptFork as it allows (its Config.MaxUnacceptedForks,
+// told by fork credit); ctx bounds the wait. A root connection may fork
+// a few clones before hearing any credit, a clone none: forking from a
+// clone waits until the peer called AcceptFork on it.
 func (c *Conn) Fork(ctx context.Context) (*Conn, error) {
 	return c.ForkClass(ctx, psi.Wine)
 }
@@ -113,10 +156,25 @@ func (c *Conn) Fork(ctx context.Context) (*Conn, error) {
 // in order: a reader never sees an older message after a newer one.
 func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, error) {
 	c.mu.Lock()
-	if c.state != stateEstablished || c.peerReleased {
-		err := c.stateErr()
-		c.mu.Unlock()
-		return nil, err
+	for {
+		if c.state != stateEstablished || c.peerReleased {
+			err := c.stateErr()
+			if c.state == stateEstablished {
+				err = post.Errorf(post.ErrClosed, "fsp: peer released the connection")
+			}
+			c.mu.Unlock()
+			return nil, err
+		}
+		if c.forked < c.peerCredit {
+			break
+		}
+		if err := c.waitCredit(ctx); err != nil {
+			return nil, err
+		}
+	}
+	c.forked++
+	if c.forked < c.peerCredit {
+		signal(c.forkable) // credit for another waiting Fork
 	}
 	cl := c.newClone(0, true)
 	c.mu.Unlock()
@@ -143,9 +201,21 @@ func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, er
 func (c *Conn) AcceptFork(ctx context.Context) (*Conn, error) {
 	c.mu.Lock()
 	q := c.forkQueue()
+	if !c.acceptsForks {
+		c.acceptsForks = true
+		c.grantForks()
+		c.sendCredit()
+	}
 	c.mu.Unlock()
 	select {
 	case cl := <-q:
+		c.tookFork()
+		return cl, nil
+	default:
+	}
+	select {
+	case cl := <-q:
+		c.tookFork()
 		return cl, nil
 	case <-c.done:
 		return nil, c.Err()

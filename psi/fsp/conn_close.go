@@ -1,6 +1,8 @@
 package fsp
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -8,55 +10,121 @@ import (
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
-// Close flushes what was written, sends RELEASE and waits for its
-// acknowledgement, then frees the connection. It gives up waiting when
-// the peer acknowledges nothing for 3 s (or four RTOs, if longer).
+// Close is CloseContext bounded by Config.Linger (default 3 s).
 func (c *Conn) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.linger())
+	defer cancel()
+	return c.CloseContext(ctx)
+}
+
+// CloseContext ends the connection in order: it flushes what was
+// written, sends RELEASE and waits until the peer acknowledged everything
+// up to it, then frees the connection and returns nil. Against a live
+// peer that reads this takes about a round trip. If ctx ends first
+// (against a vanished peer, or one whose reader keeps its window shut),
+// it aborts the connection with a RESET and returns an error wrapping
+// post.ErrTimeout; if the connection failed (reset by the peer, peer
+// dead), it returns why. Once the peer released the connection Close
+// only waits for the data still unacknowledged. Blocked calls return
+// post.ErrClosed at once; unread inbound data is discarded. A second
+// Close returns nil.
+func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Lock()
 	switch {
 	case c.state == stateClosed:
+		err := c.err
 		c.mu.Unlock()
-		return nil
+		if c.closedHere(err) {
+			return nil
+		}
+		return err
 	case c.state == stateEstablished && !c.peerReleased:
 		seq := c.snd.Push(txData{op: wire.Release, flags: wire.FlagEOT}, overhead)
 		c.sndBytes += overhead
-		c.releaseSeq = seq
+		c.releaseSeq, c.sentRelease = seq, true
 		c.state = stateClosing
 		c.lastProgress = time.Now()
 		c.trySend()
+	case c.state == stateEstablished:
+		// The peer released first: acknowledge its RELEASE now (the read
+		// loop may not have yet, and nothing would once the connection
+		// is gone), then wait for our data to be acknowledged.
+		c.releaseSeq = c.snd.Next() - 1
+		c.state = stateClosing
+		c.ackNow = true
+		c.trySend()
+		if c.snd.Base() > c.releaseSeq {
+			c.releaseDone()
+		}
+	case c.state != stateClosing:
+		// Still connecting: nothing was sent.
 		c.mu.Unlock()
-		c.waitReleased()
-	default:
-		c.mu.Unlock()
+		c.teardown(errLocalClose, false)
+		return nil
 	}
-	c.teardown(post.Errorf(post.ErrClosed, "fsp: connection closed"), false)
-	return nil
+	c.mu.Unlock()
+	select {
+	case <-c.released:
+		c.teardown(errLocalClose, false)
+		return nil
+	case <-c.done:
+		c.mu.Lock()
+		err := c.err
+		c.mu.Unlock()
+		if c.closedHere(err) {
+			return nil // a concurrent Close finished
+		}
+		return err
+	case <-ctx.Done():
+		err := post.Errorf(post.ErrTimeout, "fsp: close: peer did not acknowledge everything sent: %v", ctx.Err())
+		c.teardown(post.Errorf(post.ErrClosed, "fsp: connection closed: %v", err), true)
+		return err
+	}
 }
 
-// waitReleased waits for the acknowledgement of our RELEASE, giving up
-// when the peer stops acknowledging anything for a while.
-func (c *Conn) waitReleased() {
-	tm := time.NewTimer(closePoll)
-	defer tm.Stop()
-	for {
-		select {
-		case <-c.released:
-			return
-		case <-c.done:
-			return
-		case <-tm.C:
-		}
-		c.mu.Lock()
-		// Give up only after several retransmissions went unanswered:
-		// giving up on time alone, before a backed-off retransmission is
-		// due, would lose the tail of the data on a lossy path.
-		stalled := time.Since(c.lastProgress) > closeStall && c.backoff >= closeBackoffs
-		c.mu.Unlock()
-		if stalled {
-			return
-		}
-		tm.Reset(closePoll)
+// errLocalClose ends a connection closed in order by the application.
+var errLocalClose = post.Errorf(post.ErrClosed, "fsp: connection closed")
+
+// closedHere reports whether err ended the connection by a local Close
+// or Abort that already reported its outcome.
+func (c *Conn) closedHere(err error) bool {
+	return err == errLocalClose || errors.Is(err, errAborted)
+}
+
+// errAborted marks the error of a connection ended by Abort.
+var errAborted = errors.New("fsp: aborted")
+
+// Abort ends the connection at once and tells the peer with a RESET; the
+// peer's pending and later calls fail with an error wrapping
+// post.ErrReset. Data not yet delivered is dropped. Blocked local calls
+// return an error wrapping post.ErrClosed (and err, if not nil). Abort
+// after Close or Abort does nothing.
+func (c *Conn) Abort(err error) {
+	c.teardown(&abortError{err: err}, true)
+}
+
+// inMessage reports whether a message was begun and not ended.
+func (c *Conn) inMessage() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.midMessage
+}
+
+// abortError is the error of calls on a connection aborted with a cause.
+type abortError struct{ err error }
+
+func (e *abortError) Error() string {
+	if e.err == nil {
+		return "post: closed: fsp: aborted"
 	}
+	return "post: closed: fsp: aborted: " + e.err.Error()
+}
+
+func (e *abortError) Unwrap() []error {
+	if e.err == nil {
+		return []error{post.ErrClosed, errAborted}
+	}
+	return []error{post.ErrClosed, errAborted, e.err}
 }
 
 // teardown frees the connection. With reset it tells the peer by a
@@ -101,8 +169,20 @@ func (c *Conn) teardown(err error, reset bool) {
 		close(c.established)
 	}
 	close(c.done)
-	parent, peer := c.parent, c.peer
+	c.uncharge()
+	parent, peer, forks := c.parent, c.peer, c.forks
 	c.mu.Unlock()
+	// Clones the application never accepted are reset: the peer's
+	// writes on them fail rather than vanish.
+	for forks != nil {
+		select {
+		case cl := <-forks:
+			cl.teardown(post.Errorf(post.ErrClosed, "fsp: parent closed before the clone was accepted"), true)
+			continue
+		default:
+		}
+		break
+	}
 	if parent != nil {
 		parent.mu.Lock()
 		if parent.clones[peer] == c {

@@ -64,7 +64,7 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	}
 	if res.Progress || len(res.Acked) > 0 {
 		c.lastProgress = now
-		c.backoff = 0
+		c.backoff, c.probeBackoff = 0, 0
 		c.rtoAt = time.Time{}
 		if c.snd.BytesInFlight() > 0 || c.milk && c.snd.Base() < c.milkLive {
 			c.rtoAt = now.Add(c.rto())
@@ -94,6 +94,14 @@ func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior in
 // backoff resets on any acknowledgement progress.
 func (c *Conn) rto() time.Duration {
 	return min(c.rtt.RTO()<<min(c.backoff, 16), congestion.MaxRTO)
+}
+
+// windowProbe is the interval between probes of a closed peer window:
+// the RTO doubled per probe, up to maxWindowProbe and
+// well within the idle timeout.
+func (c *Conn) windowProbe() time.Duration {
+	limit := min(maxWindowProbe, max(c.cfg.idle()/4, minRTO))
+	return min(c.rtt.RTO()<<min(c.probeBackoff, 16), limit)
 }
 
 func (c *Conn) lossDelay() time.Duration {
@@ -134,6 +142,7 @@ func (c *Conn) armTimer() {
 		at(c.ackAt)
 		at(c.lossAt)
 		at(c.paceAt)
+		at(c.creditAt)
 		at(c.lastRecv.Add(c.cfg.idle()))
 		if c.authWait {
 			at(c.hsDeadline)
@@ -216,10 +225,13 @@ func (c *Conn) onTimer() {
 			c.probes = 1
 			c.rtoAt = now.Add(c.rto())
 		case c.snd.HasPending():
-			// Blocked by the peer's window: probe for an update.
+			// Blocked by the peer's window: probe for an update. A paused
+			// reader is no fault: the probes back off to a cap, and only
+			// a peer that stops answering them is declared dead (by
+			// IdleTimeout, as the answers keep it alive).
 			c.ackReq = true
-			c.backoff++
-			c.rtoAt = now.Add(c.rto())
+			c.probeBackoff = min(c.probeBackoff+1, 16)
+			c.rtoAt = now.Add(c.windowProbe())
 		case c.milk && c.snd.Base() < c.milkLive:
 			// The peer has not acknowledged the skip point: repeat it.
 			c.ackReq = true
@@ -231,6 +243,7 @@ func (c *Conn) onTimer() {
 			return
 		}
 	}
+	c.onCreditTimer(now)
 	if ka := c.cfg.keepAlive(); ka > 0 && now.Sub(c.lastKA) >= ka {
 		c.lastKA = now
 		if now.Sub(c.lastRecv) >= ka {

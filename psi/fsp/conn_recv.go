@@ -62,7 +62,7 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	if pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen {
 		// Unauthenticated RESET: only believed when closing with all data
 		// acknowledged, when the peer already forgot the connection.
-		if c.state == stateClosing && c.snd.Base() >= c.releaseSeq {
+		if c.state == stateClosing && c.sentRelease && c.snd.Base() >= c.releaseSeq {
 			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
 				c.releaseDone()
 			}
@@ -124,6 +124,7 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	c.ackReq = false
 
 	c.onAck(now, pkt)
+	c.onCredit(pkt)
 	keep := false
 	if !c.peerKnown {
 		c.peer, c.peerKnown = pkt.Src, true // the peer's clone answered
@@ -176,6 +177,9 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 	}
 	if kept && seq >= c.rcv.Largest() {
 		c.largestAt = now
+	}
+	if c.tuneAt.IsZero() {
+		c.tuneAt = now // the first auto-tuning epoch starts with the data
 	}
 	c.popInOrder()
 	if c.ackPending >= ackEvery {
@@ -278,6 +282,8 @@ func (c *Conn) skipTo(seq uint64) {
 // setMilk makes c a milk-class connection.
 func (c *Conn) setMilk() {
 	c.milk = true
+	// Milk messages must fit the window whole: no auto-tuning.
+	c.growWindow(c.rcvMax)
 	c.maxPayload = MaxPayload - wire.SkipLen
 	c.milkLive, c.msgStart, c.newest = 1, 1, 1
 	if c.snd != nil {
@@ -294,6 +300,36 @@ func (c *Conn) window() int {
 		return max(c.rcvCap-len(c.asm), 0)
 	}
 	return max(c.rcvCap-c.readLen(), 0)
+}
+
+// autoTune doubles the receive window, up to its maximum and as far as
+// the memory budget allows, when the reader consumed half of it within
+// about two round trips: the window, not the reader, then limits the
+// transfer. The window never shrinks. Called with c.mu held.
+func (c *Conn) autoTune(now time.Time) {
+	if c.rcvCap >= c.rcvMax || c.tuneAt.IsZero() {
+		return
+	}
+	read := c.readCount - c.tuneRead
+	if read < uint64(c.rcvCap/2) {
+		return
+	}
+	// Consuming the fraction read/rcvCap of the window in less than
+	// 4·RTT·fraction means the whole window goes in about two round
+	// trips or less.
+	limit := time.Duration(4 * float64(c.rtt.SmoothedRTT()) * float64(read) / float64(c.rcvCap))
+	if now.Sub(c.tuneAt) < limit {
+		c.growWindow(min(2*c.rcvCap, c.rcvMax))
+	}
+	c.tuneAt, c.tuneRead = now, c.readCount
+}
+
+// growWindow raises the receive window to n packets if the budget has
+// room. Called with c.mu held.
+func (c *Conn) growWindow(n int) {
+	if n > c.rcvCap && c.charge(int64(n-c.rcvCap)*bufCost) {
+		c.rcvCap = n
+	}
 }
 
 func (c *Conn) readLen() int { return len(c.readQ) - c.readHead }
@@ -338,12 +374,14 @@ func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err 
 				end = d.eot
 				putBuf(d.buf)
 				c.popRead()
+				c.readCount++
 				c.readOff = 0
 				if end || n == len(p) {
 					break
 				}
 			}
 			c.readMid = !end
+			c.autoTune(time.Now())
 			// Announce a window that grew by a quarter or more.
 			if c.state == stateEstablished && c.rcv.Expected()+uint64(c.window()) >= c.advLimit+uint64(c.rcvCap/4) {
 				c.ackNow = true

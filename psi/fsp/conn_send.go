@@ -201,6 +201,10 @@ func (c *Conn) sendAck(now time.Time) {
 		c.wgaps = append(c.wgaps, wire.Gap{Gap: uint32(min(g.Gap, 1<<32-1)), Data: uint32(min(g.Data, 1<<32-1))})
 	}
 	p.SNACK.Gaps = c.wgaps
+	if c.acceptsForks {
+		p.HasCredit, p.Credit = true, uint32(c.forkCredit)
+		c.creditSent = c.forkCredit
+	}
 	if c.hasResp {
 		p.HasResponse, p.Response = true, c.respNonce
 		c.hasResp = false
@@ -286,6 +290,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 		}
 		for i := range k {
 			eot := staged[i].flags&wire.FlagEOT != 0
+			c.midMessage = !eot
 			seq := c.snd.Push(staged[i], staged[i].n+overhead)
 			c.sndBytes += staged[i].n + overhead
 			staged[i] = txData{}

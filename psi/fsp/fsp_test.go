@@ -139,16 +139,27 @@ func TestCloseReleases(t *testing.T) {
 	l := listen(t, scfg)
 	c, s := connect(t, l, ccfg)
 	ctx := testContext(t)
-	msg := randBytes(100 << 10)
+	msg := randBytes(1 << 20)
 	if err := c.SendMessage(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
+	// Close returns nil once the peer's stack has everything, which
+	// takes a reader: a closed receive window holds it back.
+	type res struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		b, err := s.ReceiveMessage(ctx)
+		ch <- res{b, err}
+	}()
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.ReceiveMessage(ctx)
-	if err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("after close: %v, %d bytes", err, len(got))
+	r := <-ch
+	if r.err != nil || !bytes.Equal(r.b, msg) {
+		t.Fatalf("after close: %v, %d bytes", r.err, len(r.b))
 	}
 	if _, _, err := s.ReadMessage(ctx, make([]byte, 10)); err != io.EOF {
 		t.Fatalf("want io.EOF after RELEASE, got %v", err)

@@ -23,6 +23,7 @@ type Listener struct {
 	chainLen      int
 	ownsTransport bool
 	accept        chan *Conn
+	bud           *budget // memory budget (budget.go)
 	done          chan struct{}
 	closeOnce     sync.Once
 }
@@ -171,6 +172,11 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		c.pendKey = pk
 		t.pending[pk] = c
 		t.mu.Unlock()
+		if !l.admit(c, from.ap.Addr()) {
+			c.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), false)
+			t.sendReset(from, pkt.Src, 0)
+			return
+		}
 		if err := c.respond(key, nonce, pkt); err != nil {
 			t.log.Debug("fsp: handshake failed", "peer", from, "err", err)
 			c.teardown(err, true)

@@ -76,7 +76,7 @@ func transfer(t *testing.T, c, s *Conn, total int) {
 				return
 			}
 		}
-		errc <- c.Close()
+		errc <- c.CloseContext(ctx) // more than the default linger over a slow path
 	}()
 	got := sha256.New()
 	buf := make([]byte, 32<<10)

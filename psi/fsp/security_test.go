@@ -435,10 +435,17 @@ func TestCloseVanishedPeer(t *testing.T) {
 	}
 	cpc.SetBlackhole(true)
 	c.SendMessage(ctx, randBytes(100000))
-	// Close must return (without the default 30 s idle timeout) even
-	// though nothing it sends arrives.
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
+	// Close must return within its linger (not the default 30 s idle
+	// timeout) though nothing it sends arrives, and say it failed.
+	start := time.Now()
+	if err := c.Close(); !errors.Is(err, post.ErrTimeout) {
+		t.Fatalf("close against a vanished peer: %v", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("close took %v, linger is 3 s", d)
+	}
+	if err := c.Close(); err == nil {
+		t.Fatal("second close after a failed one returned nil")
 	}
 	if _, _, err := c.ReadMessage(ctx, nil); !errors.Is(err, post.ErrClosed) {
 		t.Fatalf("read after close: %v", err)

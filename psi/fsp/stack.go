@@ -44,6 +44,9 @@ func (s *Stack) config(pc *psi.Config) *Config {
 	cfg.IdleTimeout = pc.IdleTimeout
 	cfg.KeepAlive = pc.KeepAlive
 	cfg.Association = pc.Association
+	if pc.Linger > 0 {
+		cfg.Linger = pc.Linger
+	}
 	if pc.Logger != nil {
 		cfg.Logger = pc.Logger
 	}
@@ -146,6 +149,23 @@ func (t *transient) PeerIdentity() psi.Identity {
 func (t *transient) Features() psi.Features { return TransientFeatures }
 func (t *transient) Association() [16]byte  { return t.assoc }
 func (t *transient) Close() error           { return t.c.Close() }
+
+// CloseContext is Close bounded by ctx (psi.ContextCloser).
+func (t *transient) CloseContext(ctx context.Context) error { return t.c.CloseContext(ctx) }
+
+// Abort ends the transient at once and resets the peer (psi.Aborter).
+func (t *transient) Abort(err error) { t.c.Abort(err) }
+
+// AbortMessage abandons the message being written (psi.MessageAborter).
+// FSP cannot drop one message and go on, so it aborts the whole
+// transient and says so; with no message in progress it does nothing.
+func (t *transient) AbortMessage(context.Context) error {
+	if !t.c.inMessage() {
+		return nil
+	}
+	t.c.Abort(nil)
+	return post.Errorf(post.ErrClosed, "fsp: message aborted: the connection was reset")
+}
 func (t *transient) Paths() []post.Path {
 	var out []post.Path
 	for _, p := range t.c.Paths() {

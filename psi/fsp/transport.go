@@ -543,7 +543,7 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: err}
 	}
 	t.init()
-	l := &Listener{t: t, cfg: cfg, id: id, accept: make(chan *Conn, 256), done: make(chan struct{})}
+	l := &Listener{t: t, cfg: cfg, id: id, accept: make(chan *Conn, 256), bud: newBudget(cfg.memoryBudget()), done: make(chan struct{})}
 	for _, der := range id.Certificate {
 		l.chainLen += 2 + len(der)
 	}

@@ -27,3 +27,21 @@ func TestSkipAndPathValidationRoundTrip(t *testing.T) {
 		t.Fatal("short SKIP accepted")
 	}
 }
+
+func TestForkCreditRoundTrip(t *testing.T) {
+	in := Packet{Header: Header{Opcode: KeepAlive, Dst: 0x10001, Src: 0x20002}, HasCredit: true, Credit: 0xfffffffe}
+	b := AppendHeader(nil, &in)
+	var out Packet
+	if err := Parse(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !out.HasCredit || out.Credit != in.Credit || len(out.HeaderBytes) != HeaderLen+ForkCreditLen {
+		t.Fatalf("%+v", out)
+	}
+	bad := append([]byte(nil), b...)
+	bad = append(bad, b[HeaderLen:]...) // the extension twice
+	bad[2], bad[3] = 0, byte(len(bad))
+	if err := Parse(bad, &out); err == nil {
+		t.Fatal("duplicate FORK_CREDIT accepted")
+	}
+}

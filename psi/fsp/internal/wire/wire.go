@@ -62,7 +62,14 @@ const (
 	// ExtPathResponse: it validates the address the challenge went to.
 	ExtPathChallenge = 0x15
 	ExtPathResponse  = 0x16
+	// ExtForkCredit carries the fork credit: how many clones, counted
+	// from the start of the connection, the sender lets its peer fork
+	// from it (the low 32 bits of the count).
+	ExtForkCredit = 0x17
 )
+
+// ForkCreditLen is the length of the FORK_CREDIT extension.
+const ForkCreditLen = 8
 
 // Header flags.
 const (
@@ -156,6 +163,9 @@ type Packet struct {
 	// Path validation nonces (PATH_CHALLENGE, PATH_RESPONSE extensions).
 	HasChallenge, HasResponse bool
 	Challenge, Response       uint64
+	// HasCredit is set for the FORK_CREDIT extension.
+	HasCredit bool
+	Credit    uint32
 	// HeaderBytes is the fixed header plus extensions: the associated
 	// data of the packet protection.
 	HeaderBytes []byte
@@ -253,6 +263,12 @@ func parseExtensions(b []byte, p *Packet) error {
 			}
 			p.HasSkip = true
 			p.Skip = binary.BigEndian.Uint32(body)
+		case ExtForkCredit:
+			if p.HasCredit || len(body) != 4 {
+				return fmt.Errorf("%w: FORK_CREDIT", ErrMalformed)
+			}
+			p.HasCredit = true
+			p.Credit = binary.BigEndian.Uint32(body)
 		case ExtPathChallenge, ExtPathResponse:
 			if len(body) != 8 {
 				return fmt.Errorf("%w: path validation extension", ErrMalformed)
@@ -331,6 +347,10 @@ func AppendHeader(dst []byte, p *Packet) []byte {
 	if p.HasSkip {
 		dst = append(dst, ExtSkip, 0, 0, SkipLen)
 		dst = binary.BigEndian.AppendUint32(dst, p.Skip)
+	}
+	if p.HasCredit {
+		dst = append(dst, ExtForkCredit, 0, 0, ForkCreditLen)
+		dst = binary.BigEndian.AppendUint32(dst, p.Credit)
 	}
 	if p.HasChallenge {
 		dst = append(dst, ExtPathChallenge, 0, 0, 12)

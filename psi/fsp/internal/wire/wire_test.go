@@ -97,6 +97,7 @@ func FuzzDecodePacket(f *testing.F) {
 		if !bytes.Equal(q.Payload, payload) || q.Header != p.Header || q.HasParam != p.HasParam ||
 			q.Param != p.Param || !bytes.Equal(q.EphemeralKey, p.EphemeralKey) ||
 			q.HasSNACK != p.HasSNACK || q.SNACK.Latest != p.SNACK.Latest || q.SNACK.AckDelay != p.SNACK.AckDelay ||
+			q.HasCredit != p.HasCredit || q.Credit != p.Credit ||
 			!reflect.DeepEqual(append([]Gap{}, q.SNACK.Gaps...), append([]Gap{}, p.SNACK.Gaps...)) {
 			t.Fatalf("decode(encode(x)) != x:\n%+v\n%+v", p, q)
 		}
@@ -107,6 +108,7 @@ func FuzzParseExtensions(f *testing.F) {
 	f.Add([]byte{ExtSelectiveNACK, 0, 0, 20, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3})
 	f.Add([]byte{ExtConnectParam, 0, 0, 28, 0, 0, 0, 1, 0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
 	f.Add([]byte{ExtEphemeralKey, 0, 0, 5, 1, 0x7f, 0, 0, 4})
+	f.Add([]byte{ExtForkCredit, 0, 0, ForkCreditLen, 0, 0, 0, 64})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p Packet
 		if ParseExtensions(b, &p) != nil {

@@ -1,0 +1,356 @@
+package fsp
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+)
+
+// TestForkBurst forks many clones at once, each sending many messages:
+// every clone arrives whole, none is dropped for want of room (issue 11).
+func TestForkBurst(t *testing.T) {
+	forks, msgs := 1000, 100
+	if testing.Short() {
+		forks = 200
+	}
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	counts := make([]int, forks)
+	var mu sync.Mutex
+	var readers sync.WaitGroup
+	go func() {
+		for {
+			f, err := s.AcceptFork(ctx)
+			if err != nil {
+				return
+			}
+			readers.Go(func() {
+				defer f.Close()
+				n, id := 0, -1
+				for {
+					m, err := f.ReceiveMessage(ctx)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						t.Errorf("clone %d: %v", id, err)
+						return
+					}
+					id = int(binary.BigEndian.Uint32(m))
+					if got := int(binary.BigEndian.Uint32(m[4:])); got != n {
+						t.Errorf("clone %d: message %d, want %d", id, got, n)
+					}
+					n++
+				}
+				if id >= 0 {
+					mu.Lock()
+					counts[id] = n
+					mu.Unlock()
+				}
+			})
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range forks {
+		wg.Go(func() {
+			f, err := c.Fork(ctx)
+			if err != nil {
+				t.Errorf("fork %d: %v", i, err)
+				return
+			}
+			m := make([]byte, 64)
+			binary.BigEndian.PutUint32(m, uint32(i))
+			for j := range msgs {
+				binary.BigEndian.PutUint32(m[4:], uint32(j))
+				if err := f.SendMessage(ctx, m); err != nil {
+					t.Errorf("fork %d: send: %v", i, err)
+					return
+				}
+			}
+			if err := f.Close(); err != nil {
+				t.Errorf("fork %d: close: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	// Every Close returned nil: the peer's stack has everything.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		missing := 0
+		for _, n := range counts {
+			if n != msgs {
+				missing++
+			}
+		}
+		mu.Unlock()
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d clones incomplete", missing, forks)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestForkCredit: a peer that does not accept clones holds Fork back
+// (back-pressure), it never drops them; accepting lets Fork go on.
+func TestForkCredit(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	var clones []*Conn
+	for range initialForkCredit {
+		f, err := c.Fork(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.SendMessage(ctx, []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		clones = append(clones, f)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.Fork(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("fork beyond the credit: %v", err)
+	}
+	// Accepting one lets the waiting Fork through, and the peer then
+	// grants credit ahead.
+	done := make(chan error, 1)
+	go func() {
+		f, err := c.Fork(ctx)
+		if err == nil {
+			err = f.SendMessage(ctx, []byte("hello"))
+			clones = append(clones, f)
+		}
+		done <- err
+	}()
+	for i := range initialForkCredit + 1 {
+		f, err := s.AcceptFork(ctx)
+		if err != nil {
+			t.Fatal(i, err)
+		}
+		if m, err := f.ReceiveMessage(ctx); err != nil || string(m) != "hello" {
+			t.Fatal(i, string(m), err)
+		}
+		if i == 0 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if st := l.Stats(); st.UnacceptedForks != 0 || st.Committed > st.Budget {
+		t.Fatalf("%+v", st)
+	}
+	for _, f := range clones {
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestForkCloseTakesARoundTrip closes clones right after forking them
+// and after writing: against a live peer each Close takes about a round
+// trip, never the linger.
+func TestForkCloseTakesARoundTrip(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	go func() {
+		for {
+			f, err := s.AcceptFork(ctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				defer f.Close()
+				for {
+					m, err := f.ReceiveMessage(ctx)
+					if err != nil || f.SendMessage(ctx, m) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	for i := range 40 {
+		f, err := c.Fork(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			// Write and read the echo first.
+			if err := f.SendMessage(ctx, []byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := f.ReceiveMessage(ctx); err != nil || string(m) != "ping" {
+				t.Fatal(string(m), err)
+			}
+		}
+		start := time.Now()
+		if err := f.Close(); err != nil {
+			t.Logf("clone: %s", f.debugState())
+			t.Logf("parent: %s", c.debugState())
+			t.Fatalf("close %d: %v", i, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("close %d took %v", i, d)
+		}
+	}
+}
+
+// TestPausedReader: a reader that pauses for many times the idle timeout
+// keeps its connection (answered window probes are no fault) and then
+// reads everything intact (issue 11).
+func TestPausedReader(t *testing.T) {
+	scfg, ccfg := pair(t)
+	scfg.IdleTimeout, ccfg.IdleTimeout = 400*time.Millisecond, 400*time.Millisecond
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	msg := randBytes(4 << 20) // well over the window and the send buffer
+	errc := make(chan error, 1)
+	go func() { errc <- c.SendMessage(ctx, msg) }()
+	time.Sleep(4 * time.Second) // ten idle timeouts, dozens of probes
+	if err := c.Err(); err != nil {
+		t.Fatalf("sender failed while the reader paused: %v", err)
+	}
+	c.mu.Lock()
+	backoff, sent := c.backoff, c.stats.PacketsSent
+	c.mu.Unlock()
+	if backoff != 0 {
+		t.Fatalf("answered window probes counted as %d backoffs", backoff)
+	}
+	t.Logf("sender sent %d packets", sent)
+	got, err := s.ReceiveMessage(ctx)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("after the pause: %v, %d bytes", err, len(got))
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAbort: Abort ends at once and the peer's calls fail with
+// post.ErrReset; local calls with post.ErrClosed and the cause.
+func TestAbort(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	if err := c.SendMessage(ctx, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "before" {
+		t.Fatal(string(m), err)
+	}
+	cause := errors.New("gave up")
+	start := time.Now()
+	c.Abort(cause)
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("abort took %v", d)
+	}
+	if _, err := s.ReceiveMessage(ctx); !errors.Is(err, post.ErrReset) {
+		t.Fatalf("peer read after abort: %v", err)
+	}
+	if err := c.SendMessage(ctx, []byte("after")); !errors.Is(err, post.ErrClosed) || !errors.Is(err, cause) {
+		t.Fatalf("send after abort: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("close after abort: %v", err)
+	}
+}
+
+// TestMemoryBudget: a peer opening connections and clones it never lets
+// the listener accept or read cannot make the listener commit more than
+// its budget; it is refused loudly, and another client still connects
+// and transfers (issue 10).
+func TestMemoryBudget(t *testing.T) {
+	scfg, ccfg := pair(t)
+	scfg.MemoryBudget = 16 << 20
+	l := listen(t, scfg)
+	ctx := testContext(t)
+	// The attacker dials from 127.0.0.2 and never gets accepted.
+	apc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Skip("no 127.0.0.2:", err)
+	}
+	at := &Transport{Conn: apc}
+	t.Cleanup(func() { at.Close(); apc.Close() })
+	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	refused := 0
+	for range 40 {
+		c, err := at.Dial(actx, l.Addr(), ccfg)
+		if err != nil {
+			if !errors.Is(err, post.ErrRefused) {
+				t.Fatalf("attacker dial: %v", err)
+			}
+			refused++
+			continue
+		}
+		for range 8 {
+			wg.Go(func() {
+				f, err := c.Fork(actx)
+				if err != nil {
+					return // no credit: held back
+				}
+				for f.SendMessage(actx, make([]byte, 64<<10)) == nil {
+				}
+			})
+		}
+		wg.Go(func() {
+			for c.SendMessage(actx, make([]byte, 64<<10)) == nil {
+			}
+		})
+	}
+	if refused == 0 {
+		t.Fatal("the attacker was never refused")
+	}
+	// A legitimate client from another address still gets in: the
+	// server accepts everything, but reads only from 127.0.0.1.
+	legit := make(chan *Conn, 1)
+	go func() {
+		for {
+			s, err := l.Accept(ctx)
+			if err != nil {
+				return
+			}
+			if s.RemoteAddr().(*net.UDPAddr).IP.Equal(net.IPv4(127, 0, 0, 1)) {
+				legit <- s
+			}
+		}
+	}()
+	c, err := Dial(ctx, addrOf(l), ccfg)
+	if err != nil {
+		t.Fatalf("legitimate dial: %v", err)
+	}
+	defer c.Close()
+	s := <-legit
+	msg := randBytes(1 << 20)
+	go c.SendMessage(ctx, msg)
+	if got, err := s.ReceiveMessage(ctx); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("legitimate transfer: %v", err)
+	}
+	wg.Wait()
+	st := l.Stats()
+	t.Logf("%+v, attacker refused %d times", st, refused)
+	if st.Peak > st.Budget || st.Committed > st.Budget || st.Buffered > st.Committed {
+		t.Fatalf("over budget: %+v", st)
+	}
+}
