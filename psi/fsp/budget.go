@@ -14,11 +14,13 @@ const (
 	// receiver, timers and path table.
 	connBase = 16 << 10
 	// initialWindow is the receive window a connection starts with, in
-	// packets (about 90 KiB); it grows with the bandwidth-delay product.
-	initialWindow = 64
+	// packets (about 135 KiB), and cloneWindow that of a clone (about
+	// 45 KiB); they grow with the bandwidth-delay product.
+	initialWindow = 96
+	cloneWindow   = 32
 	// cloneCost is what the budget reserves for each clone the peer may
 	// fork: its fixed state and initial window.
-	cloneCost = connBase + initialWindow*bufCost
+	cloneCost = connBase + cloneWindow*bufCost
 )
 
 // budget is the memory a listener commits to its peers: for every

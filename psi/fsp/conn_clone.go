@@ -95,6 +95,7 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 	cl := newConn(c.t, c.cfg, forked, c.remote)
 	cl.parent = c
 	cl.master = c.master
+	cl.rcvCap = min(cloneWindow, cl.rcvMax)
 	// The peer may fork from a clone once it grants credit (AcceptFork).
 	cl.forkCredit, cl.peerCredit = 0, 0
 	// A clone's peer forgets it like a connection: by an unauthenticated

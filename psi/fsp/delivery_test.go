@@ -291,12 +291,14 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	at := &Transport{Conn: apc}
 	t.Cleanup(func() { at.Close(); apc.Close() })
-	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	refused := 0
 	for range 40 {
-		c, err := at.Dial(actx, l.Addr(), ccfg)
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := at.Dial(dctx, l.Addr(), ccfg)
+		dcancel()
 		if err != nil {
 			if !errors.Is(err, post.ErrRefused) {
 				t.Fatalf("attacker dial: %v", err)
@@ -347,6 +349,7 @@ func TestMemoryBudget(t *testing.T) {
 	if got, err := s.ReceiveMessage(ctx); err != nil || !bytes.Equal(got, msg) {
 		t.Fatalf("legitimate transfer: %v", err)
 	}
+	cancel()
 	wg.Wait()
 	st := l.Stats()
 	t.Logf("%+v, attacker refused %d times", st, refused)
