@@ -144,17 +144,16 @@ func (a *Association) establishP2P(ctx context.Context) (psi.Transient, error) {
 	var ln psi.Listener
 	if sess.Controlling {
 		t, err = stack.Dial(ctx, sess.PeerAddrPort(), cfg)
-		if err == nil {
-			err = proveP2P(ctx, t, sess)
-		}
 	} else {
 		ln, err = stack.Listen(ctx, netip.AddrPort{}, cfg)
 		if err == nil {
-			t, err = ln.Accept(ctx)
+			t, err = acceptPeer(ctx, ln, sess, cfg.Handshake())
 		}
-		if err == nil {
-			err = checkP2P(ctx, t, sess, cfg.Handshake())
-		}
+	}
+	if err == nil {
+		// The handshake checked the pin; check again that it was this
+		// peer's, whichever side this is.
+		err = sess.CheckPeer(peerChain(t))
 	}
 	if err != nil {
 		if t != nil {

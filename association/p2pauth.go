@@ -19,43 +19,17 @@ func peerChain(t psi.Transient) []*x509.Certificate {
 	return nil
 }
 
-// proveP2P runs on the dialling side: it checks that the listener showed
-// the key of the peer's ID (the stack's handshake has already checked it
-// against the pin), then proves this side's key in the first message.
-func proveP2P(ctx context.Context, t psi.Transient, sess *rendezvous.Session) error {
-	if err := sess.CheckPeer(peerChain(t)); err != nil {
-		return err
-	}
-	return t.WriteMessage(ctx, sess.Proof(), true, nil)
-}
-
-// checkP2P runs on the listening side: a client certificate, if the stack
-// verified one, must carry the key of the peer's ID, and the dialer's
-// first message must prove that key, within the handshake timeout. (The
-// proof stays while some stacks cannot authenticate clients in their
-// handshake.)
-func checkP2P(ctx context.Context, t psi.Transient, sess *rendezvous.Session, timeout time.Duration) error {
-	if chain := peerChain(t); chain != nil {
-		if err := sess.CheckPeer(chain); err != nil {
-			return err
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// acceptPeer accepts the peer's transient on the listening side of a
+// peer-to-peer path. The stack's handshake refuses a dialer without the
+// pinned key without handing it to Accept, so the wait is bounded: the
+// peer has just proved it can reach this end through ICE, and dials at
+// once.
+func acceptPeer(ctx context.Context, ln psi.Listener, sess *rendezvous.Session, timeout time.Duration) (psi.Transient, error) {
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	buf := make([]byte, rendezvous.ProofSize+1)
-	n := 0
-	for n < len(buf) {
-		m, end, err := t.ReadMessage(ctx, buf[n:])
-		if err != nil {
-			if ctx.Err() != nil {
-				return post.Errorf(post.ErrAuthentication, "p2p: peer %s sent no proof of its key within %v", sess.Peer, timeout)
-			}
-			return post.Errorf(post.ErrAuthentication, "p2p: reading the proof of peer %s: %v", sess.Peer, err)
-		}
-		n += m
-		if end {
-			return sess.CheckProof(buf[:n])
-		}
+	t, err := ln.Accept(actx)
+	if err != nil && ctx.Err() == nil && actx.Err() != nil {
+		return nil, post.Errorf(post.ErrTimeout, "p2p: peer %s completed no authenticated handshake within %v", sess.Peer, timeout)
 	}
-	return sess.CheckProof(buf[:n]) // too long: refused
+	return t, err
 }

@@ -338,30 +338,6 @@ func FuzzParsePeerID(f *testing.F) {
 	})
 }
 
-// FuzzCheckProof feeds a listener's session arbitrary first messages:
-// only the real dialer's proof passes.
-func FuzzCheckProof(f *testing.F) {
-	dialer := &Session{Self: id("alice"), Peer: id("bob"), key: testKey("alice"), localUfrag: "aaaa", remoteUfrag: "bbbb"}
-	listener := &Session{Self: id("bob"), Peer: id("alice"), key: testKey("bob"), localUfrag: "bbbb", remoteUfrag: "aaaa"}
-	good := dialer.Proof()
-	if err := listener.CheckProof(good); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(good)
-	f.Add(good[:10])
-	f.Add(append([]byte(proofMagic), make([]byte, ProofSize)...))
-	f.Fuzz(func(t *testing.T, p []byte) {
-		err := listener.CheckProof(p)
-		if err == nil && !bytes.Equal(p, good) {
-			// Ed25519 signatures are not malleable in Go's verifier.
-			t.Fatalf("accepted a proof that is not alice's: %x", p)
-		}
-		if err != nil && !errors.Is(err, post.ErrAuthentication) {
-			t.Fatalf("error %v does not wrap ErrAuthentication", err)
-		}
-	})
-}
-
 // FuzzAuthHeaders feeds the server's request authentication arbitrary
 // headers.
 func FuzzAuthHeaders(f *testing.F) {
@@ -387,4 +363,3 @@ func FuzzAuthHeaders(f *testing.F) {
 		}
 	})
 }
-

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi/fsp"
@@ -37,57 +36,35 @@ func (s *Session) PeerAddrPort() netip.AddrPort {
 // FSP runs an FSP connection over the session's path: the controlling
 // side dials the peer, the other side accepts one connection. Both ends
 // authenticate each other by key (Security), whatever cfg.Security says
-// otherwise; the dialer proves its key in its first message. The FSP
-// transport belongs to the session: Close the session after the
-// connection. Errors wrap post.ErrAuthentication when the peer is not who
-// its ID says.
+// otherwise. The FSP transport belongs to the session: Close the session
+// after the connection. Errors wrap post.ErrAuthentication when the peer
+// is not who its ID says; the listening side then waits for a peer that
+// is, until ctx ends.
 func (s *Session) FSP(ctx context.Context, cfg *fsp.Config) (*fsp.Conn, error) {
 	c := *cfg
 	c.Security = s.Security(cfg.Security)
 	t := s.Transport()
+	var conn *fsp.Conn
 	if s.Controlling {
-		conn, err := t.Dial(ctx, s.PeerAddr, &c)
+		var err error
+		if conn, err = t.Dial(ctx, s.PeerAddr, &c); err != nil {
+			return nil, err
+		}
+	} else {
+		l, err := t.Listen(&c)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.CheckPeer(conn.PeerCertificates()); err != nil {
-			conn.Close()
+		defer l.Close()
+		if conn, err = l.Accept(ctx); err != nil {
 			return nil, err
 		}
-		if err := conn.SendMessage(ctx, s.Proof()); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		return conn, nil
 	}
-	l, err := t.Listen(&c)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
-	conn, err := l.Accept(ctx)
-	if err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, proofTimeout(c.HandshakeTimeout))
-	defer cancel()
-	p, err := conn.ReceiveMessage(pctx)
-	if err == nil {
-		err = s.CheckProof(p)
-	}
-	if err != nil {
+	if err := s.CheckPeer(conn.PeerCertificates()); err != nil {
 		conn.Close()
 		return nil, err
 	}
 	return conn, nil
-}
-
-// proofTimeout bounds the wait for the dialer's proof.
-func proofTimeout(handshake time.Duration) time.Duration {
-	if handshake > 0 {
-		return handshake
-	}
-	return 10 * time.Second
 }
 
 // Path describes the session's path for a carrier: the local and remote

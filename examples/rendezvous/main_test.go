@@ -20,7 +20,9 @@ func TestServe(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, rendezvous.NewServer(rendezvous.Config{}), 0, slog.New(slog.DiscardHandler)) }()
+	go func() {
+		done <- serve(ctx, ln, rendezvous.NewServer(rendezvous.Config{}), 0, slog.New(slog.DiscardHandler))
+	}()
 
 	resp, err := http.Post("http://"+ln.Addr().String()+"/exchange", "application/json", strings.NewReader("{"))
 	if err != nil {
