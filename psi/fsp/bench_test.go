@@ -319,6 +319,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		scfg, ccfg := pair(b)
 		ccfg.KeepAlive = -1
 		scfg.KeepAlive = -1
+		scfg.MemoryBudget = 1 << 30 // n connections from one address
 		for range b.N {
 			l := listen(b, scfg)
 			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

@@ -15,9 +15,9 @@ const (
 	connBase = 16 << 10
 	// initialWindow is the receive window a connection starts with, in
 	// packets (about 135 KiB), and cloneWindow that of a clone (about
-	// 45 KiB); they grow with the bandwidth-delay product.
+	// 22 KiB); they grow with the bandwidth-delay product.
 	initialWindow = 96
-	cloneWindow   = 32
+	cloneWindow   = 16
 	// cloneCost is what the budget reserves for each clone the peer may
 	// fork: its fixed state and initial window.
 	cloneCost = connBase + cloneWindow*bufCost

@@ -41,7 +41,7 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// ReceiveWindow is the largest receive buffer of a connection, in
 	// bytes, advertised to the peer as a window of packets; zero means
-	// 4 MiB. A window starts at about 135 KiB (45 KiB for a clone) and
+	// 4 MiB. A window starts at about 135 KiB (22 KiB for a clone) and
 	// doubles, up to this, while the reader consumes half of it within
 	// about two round trips (auto-tuning to the bandwidth-delay
 	// product), so a connection that is not read holds little.

@@ -357,3 +357,27 @@ func TestMemoryBudget(t *testing.T) {
 		t.Fatalf("over budget: %+v", st)
 	}
 }
+
+// TestWindowAutoTune: a reader keeping up makes the receive window grow
+// from its initial size; an idle one leaves it small.
+func TestWindowAutoTune(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	msg := randBytes(16 << 20)
+	go c.SendMessage(ctx, msg)
+	if got, err := s.ReceiveMessage(ctx); err != nil || !bytes.Equal(got, msg) {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	grown := s.rcvCap
+	s.mu.Unlock()
+	c.mu.Lock()
+	idle := c.rcvCap
+	c.mu.Unlock()
+	t.Logf("window %d packets after the transfer, %d unread", grown, idle)
+	if grown <= initialWindow || idle != initialWindow {
+		t.Fatalf("window %d after a transfer, %d idle; started at %d", grown, idle, initialWindow)
+	}
+}
