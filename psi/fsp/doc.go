@@ -92,7 +92,42 @@
 // the first MULTIPLY that authenticates creates the peer's clone, which
 // Conn.AcceptFork returns and which answers from its own ALFID; the
 // forking end then addresses that. A replayed MULTIPLY of a known clone
-// ALFID is ignored. Clones are independent connections once made.
+// ALFID is ignored. Clones are independent connections once made. A
+// clone closed or aborted before its first packet left announces itself
+// with its RELEASE or RESET, which makes the peer's clone too.
+//
+// Fork credit (ours; like QUIC's MAX_STREAMS): a clone is never dropped
+// for want of room. Each end tells its peer, in a FORK_CREDIT extension
+// (type 0x17, 4 octets) on its acknowledgements, how many clones counted
+// from the start of the connection the peer may fork from it. Credit is
+// granted once the application calls AcceptFork, four clones ahead of
+// those that arrived and at most Config.MaxUnacceptedForks (default 64)
+// ahead of those AcceptFork returned. Before hearing any, an end may fork
+// four clones from a root connection, none from a clone. A Fork beyond
+// the credit waits (bounded by its context) and asks for credit with an
+// acknowledgement request every RTO, at most every second. A clone
+// arriving beyond the credit is refused with a RESET; clones still
+// queued when their parent closes are reset, so the forking end's writes
+// fail rather than vanish.
+//
+// Flow control and memory: a receive window starts small (about 135 KiB,
+// 22 KiB for a clone) and doubles, up to Config.ReceiveWindow (4 MiB),
+// whenever the reader consumed half of it within about two round trips,
+// as quic-go's auto-tuning does; it never shrinks. A sender blocked by a
+// closed window probes it with an acknowledgement request after an RTO,
+// then at doubling intervals capped at 2 s (and at a quarter of
+// IdleTimeout): answered probes are no fault, so a reader may pause as
+// long as it likes, and only a silent peer is declared dead, by
+// IdleTimeout. A listener charges every connection and clone it holds to
+// its memory budget (Config.MemoryBudget, default 256 MiB; a quarter per
+// peer address): 16 KiB of fixed state, its receive window in packet
+// buffers and, for a root connection, the four clones its peer may fork
+// before hearing credit. A window or a credit grows only if the budget
+// has room, and a connection that does not fit is refused with a RESET
+// during the handshake (post.ErrRefused at the dialer), as is one that
+// finds the accept queue (256) full. So what peers make a listener hold
+// never exceeds the budget, and data inside a window already advertised
+// is never dropped. Listener.Stats reports the accounting.
 //
 // Traffic classes: a connection is wine-class (everything delivered, in
 // order) unless it is a clone forked with Conn.ForkClass(ctx, psi.Milk)
@@ -172,9 +207,20 @@
 // flight lost and resends under a collapsed window. Congestion control is
 // CUBIC (or NewReno) with pacing. The receive window is advertised in
 // packets. Keep-alives run while idle; a peer silent for IdleTimeout, or
-// one that leaves ten backed-off retransmission timeouts unanswered, is
-// declared dead with post.ErrTimeout. Close flushes, sends RELEASE and
-// waits for its acknowledgement; the peer then reads io.EOF.
+// one that leaves ten backed-off retransmission timeouts of data
+// unanswered, is declared dead with post.ErrTimeout.
+//
+// Close flushes, sends RELEASE and waits for the cumulative
+// acknowledgement of everything up to it (the peer then reads io.EOF),
+// at most Config.Linger (3 s) or until the context of CloseContext ends;
+// against a live peer that reads, about a round trip. It returns nil only
+// if everything was acknowledged; otherwise it aborts the connection with
+// a RESET and returns an error wrapping post.ErrTimeout, so Close against
+// a vanished peer returns that error after the linger. A connection
+// whose peer released first only waits for the acknowledgement of its
+// own data, after acknowledging the peer's RELEASE. Abort sends a RESET
+// and frees the connection at once; the peer's calls fail with
+// post.ErrReset.
 //
 // # Deviations from the reference implementation
 //
@@ -192,6 +238,8 @@
 //     implemented; acknowledgements travel in KEEP_ALIVE packets.
 //   - Milk-class clones and the SKIP extension are ours; the reference
 //     implementation has no traffic classes.
+//   - Fork credit (FORK_CREDIT) is ours; the reference has no limit on
+//     clones but its socket table.
 //   - Initial sequence numbers are 1, not random: packets are encrypted.
 //   - Unauthenticated RESETs are believed only while connecting and, as a
 //     last word, while closing with everything acknowledged.
