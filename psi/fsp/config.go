@@ -78,6 +78,15 @@ type Config struct {
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 
+	// A listener holds a handshake between its ACK_CONNECT_REQ and the
+	// client's first protected packet. MaxPendingPerAddress and
+	// MaxPendingPerPrefix bound those it holds for one source IP address
+	// and for one /24 (IPv4) or /48 (IPv6) prefix, MaxPending all of
+	// them; zero means 8, 64 and 4096. Past a bound the oldest of that
+	// address, prefix or (for MaxPending) largest prefix is forgotten and
+	// its client retries: nobody is refused.
+	MaxPending, MaxPendingPerAddress, MaxPendingPerPrefix int
+
 	// forkAnnounce is how long a fresh clone waits for data before it
 	// announces itself with an empty MULTIPLY; zero means forkAnnounce.
 	forkAnnounce time.Duration
@@ -174,4 +183,18 @@ func (c *Config) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return c.Logger
+}
+
+func (c *Config) pendingQuotas() (perAddr, perPrefix, total int) {
+	perAddr, perPrefix, total = defaultMaxPendingPerAddr, defaultMaxPendingPerPrefix, defaultMaxPending
+	if c.MaxPendingPerAddress > 0 {
+		perAddr = c.MaxPendingPerAddress
+	}
+	if c.MaxPendingPerPrefix > 0 {
+		perPrefix = c.MaxPendingPerPrefix
+	}
+	if c.MaxPending > 0 {
+		total = c.MaxPending
+	}
+	return perAddr, perPrefix, total
 }

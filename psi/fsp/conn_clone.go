@@ -21,6 +21,11 @@ func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 	fresh := false
 	creates := pkt.Opcode == wire.Multiply || pkt.Opcode == wire.Release || pkt.Opcode == wire.Reset
 	if clone == nil && creates && c.state == stateEstablished && !c.usedClones[pkt.Src] {
+		if !c.cloneOpens(pkt) {
+			c.stats.PacketsDropped++
+			c.mu.Unlock()
+			return nil
+		}
 		clone, fresh = c.newClone(pkt.Src, false), true
 	}
 	gone := clone == nil && c.usedClones[pkt.Src] && c.clones[pkt.Src] == nil
@@ -29,7 +34,7 @@ func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 		// A clone of the peer's this end forgot, whose peer did not hear
 		// the last word (the acknowledgement of its RELEASE, say): tell
 		// it, as the transport does for a forgotten connection.
-		c.t.sendReset(from, pkt.Src, pkt.Dst)
+		c.t.sendReset(from, pkt.Src, pkt.Dst, len(b))
 	}
 	if clone == nil {
 		return nil
@@ -79,6 +84,23 @@ func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 	c.sendCredit()
 	c.mu.Unlock()
 	return fc
+}
+
+// cloneOpens reports whether the packet that would open the peer's
+// clone pkt.Src authenticates under that clone's keys. It runs before
+// anything is allocated or registered for the clone, so a forged MULTIPLY
+// (or RELEASE, or RESET) costs a key derivation and a failed open. Called with c.mu held.
+func (c *Conn) cloneOpens(pkt *wire.Packet) bool {
+	if c.master == nil || pkt.Flags&wire.FlagKeyPhase != 0 || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+		return false
+	}
+	// The peer forked it, so the peer is the clone's initiator.
+	i2r, _ := fcrypto.TrafficSecrets(c.master, pkt.Src, c.local)
+	d := fcrypto.NewDirection(i2r)
+	buf := getBuf()
+	_, err := d.Open((*buf)[:0], wire.DecodeSeq(1, pkt.PN), pkt.HeaderBytes, pkt.Payload)
+	putBuf(buf)
+	return err == nil
 }
 
 func (c *Conn) forkQueue() chan *Conn {

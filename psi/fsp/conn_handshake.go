@@ -318,7 +318,9 @@ func (c *Conn) installKeys() {
 		tx, rx = r2i, i2r
 	}
 	c.tx = fcrypto.NewDirection(tx)
-	c.rx[c.keyGen&1] = fcrypto.NewDirection(rx)
+	d := fcrypto.NewDirection(rx)
+	d.Start(c.replay.Largest()) // keys only for the peer's current epoch and the next
+	c.rx[c.keyGen&1] = d
 }
 
 // InstallKey mixes a secret agreed by the upper layer (for example by an

@@ -27,9 +27,7 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 	c.mu.Unlock()
 	if deliver != nil {
 		c.t.mu.Lock()
-		if c.t.pending[c.pendKey] == c {
-			delete(c.t.pending, c.pendKey)
-		}
+		c.t.pending.remove(c)
 		c.t.mu.Unlock()
 		deliver.deliver(c)
 	}
@@ -48,7 +46,9 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 			if c.onRefusal(b, pkt) {
 				return
 			}
-			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
+			// Only a listener that saw our nonce can refuse us; any other
+			// RESET is ignored until the handshake times out.
+			if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.RefusalKey(c.nonce[:]), b); ok {
 				c.failLocked(post.Errorf(post.ErrRefused, "fsp: connection refused"))
 			}
 			return

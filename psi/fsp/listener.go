@@ -12,9 +12,6 @@ import (
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
-// maxPending bounds responder connections awaiting confirmation.
-const maxPending = 4096
-
 // Listener accepts FSP connections.
 type Listener struct {
 	t             *Transport
@@ -113,7 +110,7 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		return // initiators use ALFIDs above the well-known range
 	}
 	if l == nil || l.closed() {
-		t.sendReset(from, pkt.Src, 0)
+		t.refuseHandshake(from, pkt, len(b))
 		return
 	}
 	key := fcrypto.HandshakeKey(l.cfg.Security.PSK, pkt.Src)
@@ -146,15 +143,10 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		}
 		pk := pendingKey{from.ap, pkt.Src}
 		t.mu.Lock()
-		c := t.pending[pk]
-		full := len(t.pending) >= maxPending
+		c := t.pending.get(pk)
 		t.mu.Unlock()
 		if c != nil {
 			c.resendAffirm(nonce)
-			return
-		}
-		if full {
-			t.sendReset(from, pkt.Src, 0)
 			return
 		}
 		c = newConn(t, l.cfg, false, *from)
@@ -164,17 +156,15 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 			return
 		}
 		t.mu.Lock()
-		if t.pending[pk] != nil { // lost a race with a duplicate
-			t.mu.Unlock()
-			t.unregister(c)
-			return
-		}
-		c.pendKey = pk
-		t.pending[pk] = c
+		evicted := t.pending.add(pk, c, l.cfg)
 		t.mu.Unlock()
+		for _, e := range evicted {
+			// Silently: its client retransmits CONNECT_REQUEST.
+			e.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake evicted from the pending table"), false)
+		}
 		if !l.admit(c, from.ap.Addr()) {
 			c.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), false)
-			t.sendReset(from, pkt.Src, 0)
+			t.refuseHandshake(from, pkt, len(b))
 			return
 		}
 		if err := c.respond(key, nonce, pkt); err != nil {

@@ -50,7 +50,7 @@ type Transport struct {
 
 	mu       sync.Mutex
 	conns    map[uint32]*Conn     // by local ALFID
-	pending  map[pendingKey]*Conn // responder connections awaiting confirmation
+	pending  pendingTable // responder connections awaiting confirmation
 	listener *Listener
 	closed   bool
 	closeErr error
@@ -123,7 +123,6 @@ func (t *Transport) init() {
 		t.done = make(chan struct{})
 		t.loopEnd = make(chan struct{})
 		t.conns = make(map[uint32]*Conn)
-		t.pending = make(map[pendingKey]*Conn)
 		t.foreign = make(chan foreignPacket, 64)
 		go t.readLoop()
 	})
@@ -372,7 +371,7 @@ func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
 	t.mu.Unlock()
 	if c == nil {
 		if pkt.Opcode != wire.Reset && pkt.Opcode != wire.KeepAlive && pkt.Opcode != wire.AckInitConnect {
-			t.sendReset(from, pkt.Src, pkt.Dst)
+			t.sendReset(from, pkt.Src, pkt.Dst, len(b))
 		}
 		return
 	}
@@ -401,10 +400,14 @@ func handshakePacket(dst []byte, key []byte, p *wire.Packet, payload []byte) []b
 	return append(dst, tag[:]...)
 }
 
-// sendReset refuses a packet with an unauthenticated RESET. Peers accept
-// those only while connecting.
-func (t *Transport) sendReset(to *peerAddr, dst, src uint32) {
-	if dst == 0 {
+// resetLen is the size of an unauthenticated RESET.
+const resetLen = wire.HeaderLen + fcrypto.TagLen
+
+// sendReset refuses a packet of reqLen bytes to an unknown ALFID with an
+// unauthenticated RESET, which peers believe only while closing. It is
+// never larger than the packet: shorter packets get no answer.
+func (t *Transport) sendReset(to *peerAddr, dst, src uint32, reqLen int) {
+	if dst == 0 || reqLen < resetLen {
 		return
 	}
 	var psk []byte
@@ -413,9 +416,34 @@ func (t *Transport) sendReset(to *peerAddr, dst, src uint32) {
 		psk = t.listener.cfg.Security.PSK
 	}
 	t.mu.Unlock()
+	t.writeReset(to, dst, src, fcrypto.HandshakeKey(psk, dst))
+}
+
+// refuseHandshake answers an INIT_CONNECT or CONNECT_REQUEST of reqLen
+// bytes, when no listener takes it, with a RESET tagged under
+// RefusalKey(client nonce): only a party that saw the request can refuse
+// a dial, and the answer is smaller than the request.
+func (t *Transport) refuseHandshake(to *peerAddr, pkt *wire.Packet, reqLen int) {
+	if len(pkt.Payload) < fcrypto.TagLen || reqLen < resetLen {
+		return
+	}
+	body := pkt.Payload[:len(pkt.Payload)-fcrypto.TagLen]
+	var nonce []byte
+	switch {
+	case pkt.Opcode == wire.InitConnect && len(body) == fcrypto.NonceLen:
+		nonce = body
+	case pkt.Opcode == wire.ConnectRequest && len(body) == fcrypto.CookieLen+fcrypto.NonceLen:
+		nonce = body[fcrypto.CookieLen:]
+	default:
+		return
+	}
+	t.writeReset(to, pkt.Src, 0, fcrypto.RefusalKey(nonce))
+}
+
+func (t *Transport) writeReset(to *peerAddr, dst, src uint32, key []byte) {
 	p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: dst, Src: src}}
-	var arr [wire.HeaderLen + fcrypto.TagLen]byte
-	t.write(handshakePacket(arr[:0], fcrypto.HandshakeKey(psk, dst), &p, nil), to)
+	var arr [resetLen]byte
+	t.write(handshakePacket(arr[:0], key, &p, nil), to)
 }
 
 // newALFID registers c under a fresh random ALFID above the well-known
@@ -446,9 +474,7 @@ func (t *Transport) unregister(c *Conn) {
 	if t.conns[c.local] == c {
 		delete(t.conns, c.local)
 	}
-	if c.pendKey != (pendingKey{}) && t.pending[c.pendKey] == c {
-		delete(t.pending, c.pendKey)
-	}
+	t.pending.remove(c)
 	idle := t.closeWhenIdle && len(t.conns) == 0 && t.listener == nil && t.foreignUsers == 0
 	t.mu.Unlock()
 	if idle {
@@ -564,12 +590,12 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 
 // PendingHandshakes returns the number of responder connections that
 // passed the cookie check but are not yet confirmed. The listener keeps no
-// other per-peer state.
+// other per-peer state; see Config.MaxPending for its bounds.
 func (t *Transport) PendingHandshakes() int {
 	t.init()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.pending)
+	return t.pending.len()
 }
 
 // NumConns returns the number of connections registered on the transport.

@@ -147,11 +147,23 @@ type epochKey struct {
 // uses the key of epoch pn>>EpochBits, derived from the traffic secret,
 // and the nonce IV XOR pn, so no (key, nonce) pair repeats. Direction is
 // not safe for concurrent use.
+//
+// A Direction used to Open keys only three epochs: the one of the largest
+// packet number authenticated (current), the one before it (cached, for
+// late packets) and the next one. Other epochs are rejected before any
+// key is derived, and a packet that fails authentication changes nothing,
+// so forged packet numbers cost a forger's victim no more than any other
+// forged packet.
 type Direction struct {
 	secret []byte
 	iv     [ivLen]byte
-	keys   [2]epochKey // the two most recently used epochs
+	keys   [2]epochKey // Seal: the two most recently used epochs
 	nonce  [ivLen]byte
+
+	// Open.
+	cur        uint64   // epoch of the largest packet number authenticated
+	prev, curK epochKey // keys of epochs cur-1 (if cached) and cur
+	next       epochKey // key of epoch cur+1, derived on first need
 }
 
 // NewDirection returns the protection for one direction.
@@ -161,18 +173,30 @@ func NewDirection(secret []byte) *Direction {
 	return d
 }
 
+// Start sets the packet number a receiving direction expects first: until
+// a packet authenticates, the epoch of pn is current. A fresh Direction
+// starts at zero.
+func (d *Direction) Start(pn uint64) {
+	d.cur = pn >> EpochBits
+	d.prev, d.curK, d.next = epochKey{}, epochKey{}, epochKey{}
+}
+
+func (d *Direction) derive(epoch uint64) (cipher.AEAD, error) {
+	key := expand(d.secret, "key", binary.BigEndian.AppendUint64(nil, epoch), KeyLen)
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(blk)
+}
+
 func (d *Direction) aead(epoch uint64) (cipher.AEAD, error) {
 	for i := range d.keys {
 		if k := &d.keys[i]; k.aead != nil && k.epoch == epoch {
 			return k.aead, nil
 		}
 	}
-	key := expand(d.secret, "key", binary.BigEndian.AppendUint64(nil, epoch), KeyLen)
-	blk, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	a, err := cipher.NewGCM(blk)
+	a, err := d.derive(epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +207,41 @@ func (d *Direction) aead(epoch uint64) (cipher.AEAD, error) {
 	}
 	d.keys[slot] = epochKey{epoch, a}
 	return a, nil
+}
+
+// openKey returns the key slot for epoch, deriving the current or the
+// next epoch's key on first use; nil for any other epoch.
+func (d *Direction) openKey(epoch uint64) *epochKey {
+	var k *epochKey
+	switch epoch {
+	case d.cur:
+		k = &d.curK
+	case d.cur + 1:
+		k = &d.next
+	default:
+		if d.cur > 0 && epoch == d.cur-1 && d.prev.aead != nil {
+			return &d.prev
+		}
+		return nil
+	}
+	if k.aead == nil {
+		a, err := d.derive(epoch)
+		if err != nil {
+			return nil
+		}
+		*k = epochKey{epoch, a}
+	}
+	return k
+}
+
+// Cached reports whether the key of epoch is held for Open.
+func (d *Direction) Cached(epoch uint64) bool {
+	for _, k := range []*epochKey{&d.prev, &d.curK, &d.next} {
+		if k.aead != nil && k.epoch == epoch {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *Direction) setNonce(pn uint64) []byte {
@@ -207,18 +266,25 @@ func (d *Direction) Seal(dst []byte, pn uint64, header, payload []byte) ([]byte,
 
 // Open decrypts ciphertext (payload and tag), appends the plaintext to
 // dst and returns it, or ErrOpen. dst may be ciphertext[:0] to decrypt in
-// place.
+// place. Only packet numbers of the current epoch, the one before (while
+// its key is cached) and the next one can open; a packet of the next
+// epoch that authenticates makes it current.
 func (d *Direction) Open(dst []byte, pn uint64, header, ciphertext []byte) ([]byte, error) {
 	if pn >= maxPN || len(ciphertext) < TagLen {
 		return nil, ErrOpen
 	}
-	a, err := d.aead(pn >> EpochBits)
-	if err != nil {
-		return nil, err
+	epoch := pn >> EpochBits
+	k := d.openKey(epoch)
+	if k == nil {
+		return nil, ErrOpen
 	}
-	pt, err := a.Open(dst, d.setNonce(pn), ciphertext, header)
+	pt, err := k.aead.Open(dst, d.setNonce(pn), ciphertext, header)
 	if err != nil {
 		return nil, ErrOpen
+	}
+	if epoch == d.cur+1 {
+		d.prev, d.curK, d.next = d.curK, d.next, epochKey{}
+		d.cur = epoch
 	}
 	return pt, nil
 }

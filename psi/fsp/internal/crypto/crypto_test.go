@@ -12,7 +12,7 @@ func testDirection() *Direction { return NewDirection(bytes.Repeat([]byte{7}, Se
 func TestSealOpen(t *testing.T) {
 	tx, rx := testDirection(), testDirection()
 	hdr := []byte("header")
-	for _, pn := range []uint64{0, 1, 1<<EpochBits - 1, 1 << EpochBits, 5 << EpochBits} {
+	for _, pn := range []uint64{0, 1, 1<<EpochBits - 1, 1 << EpochBits, 2 << EpochBits} {
 		ct, err := tx.Seal(nil, pn, hdr, []byte("hello"))
 		if err != nil {
 			t.Fatal(err)
@@ -32,6 +32,11 @@ func TestSealOpen(t *testing.T) {
 		if _, err := rx.Open(nil, pn, hdr, ct); err != ErrOpen {
 			t.Fatal("tampered ciphertext opened")
 		}
+	}
+	// Epochs beyond the next one never open.
+	ct, _ := tx.Seal(nil, 5<<EpochBits, hdr, []byte("x"))
+	if _, err := rx.Open(nil, 5<<EpochBits, hdr, ct); err != ErrOpen {
+		t.Fatal("an epoch three ahead opened")
 	}
 	// Keys differ between epochs.
 	a, _ := tx.Seal(nil, 1, hdr, []byte("x"))
@@ -149,4 +154,88 @@ func FuzzOpen(f *testing.F) {
 			t.Fatal("opened a forgery")
 		}
 	})
+}
+
+// forge returns a packet that fails authentication at pn.
+func forge(pn uint64) (hdr, ct []byte) {
+	ct = make([]byte, 64)
+	for i := range ct {
+		ct[i] = byte(pn >> (i % 8 * 8))
+	}
+	return []byte("hdr"), ct
+}
+
+// TestForgedEpochsKeepLiveKey opens genuine packets of epoch 3 while
+// forged packets claim every nearby epoch: none derives a key beyond the
+// next epoch or evicts the live one, and genuine packets keep opening.
+func TestForgedEpochsKeepLiveKey(t *testing.T) {
+	tx, rx := testDirection(), testDirection()
+	const epoch = 3
+	rx.Start(epoch << EpochBits)
+	hdr := []byte("hdr")
+	pn := uint64(epoch<<EpochBits | 10)
+	open := func() {
+		t.Helper()
+		pn++
+		ct, _ := tx.Seal(nil, pn, hdr, []byte("data"))
+		if _, err := rx.Open(nil, pn, hdr, ct); err != nil {
+			t.Fatalf("genuine pn %d: %v", pn, err)
+		}
+	}
+	open()
+	for e := uint64(0); e < 64; e++ {
+		h, ct := forge(e<<EpochBits | 99)
+		if _, err := rx.Open(nil, e<<EpochBits|99, h, ct); err != ErrOpen {
+			t.Fatalf("forgery of epoch %d opened", e)
+		}
+		if !rx.Cached(epoch) {
+			t.Fatalf("a forgery of epoch %d evicted the live key", e)
+		}
+		for _, k := range []*epochKey{&rx.prev, &rx.curK, &rx.next} {
+			if k.aead != nil && k.epoch != epoch && k.epoch != epoch+1 {
+				t.Fatalf("a forgery of epoch %d made key of epoch %d", e, k.epoch)
+			}
+		}
+		open()
+	}
+	// A genuine packet of the next epoch moves the window; a late one of
+	// the old epoch still opens.
+	late := pn + 1
+	lateCT, _ := tx.Seal(nil, late, hdr, []byte("late"))
+	pn = (epoch+1)<<EpochBits - 1
+	open()
+	if rx.cur != epoch+1 {
+		t.Fatalf("current epoch %d", rx.cur)
+	}
+	if _, err := rx.Open(nil, late, hdr, lateCT); err != nil {
+		t.Fatalf("late packet of the previous epoch: %v", err)
+	}
+}
+
+// BenchmarkOpenForged compares the cost of dropping a forged packet of
+// the current epoch with one that claims a random epoch: they match,
+// because no key is derived for the latter.
+func BenchmarkOpenForged(b *testing.B) {
+	for _, name := range []string{"current-epoch", "random-epoch"} {
+		b.Run(name, func(b *testing.B) {
+			rx := testDirection()
+			tx := testDirection()
+			ct, _ := tx.Seal(nil, 1, []byte("hdr"), make([]byte, 1200))
+			rx.Open(nil, 1, []byte("hdr"), ct) // the live key
+			forged := append([]byte(nil), ct...)
+			forged[0] ^= 1
+			buf := make([]byte, 0, 1300)
+			b.SetBytes(int64(len(ct)))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				pn := uint64(2 + i)
+				if name == "random-epoch" {
+					pn = uint64(i)*0x9e3779b97f4a7c15>>2 | 1<<EpochBits*2
+				}
+				if _, err := rx.Open(buf, pn, []byte("hdr"), forged); err == nil {
+					b.Fatal("forgery opened")
+				}
+			}
+		})
+	}
 }
