@@ -82,10 +82,15 @@ type Config struct {
 	// client's first protected packet. MaxPendingPerAddress and
 	// MaxPendingPerPrefix bound those it holds for one source IP address
 	// and for one /24 (IPv4) or /48 (IPv6) prefix, MaxPending all of
-	// them; zero means 8, 64 and 4096. Past a bound the oldest of that
-	// address, prefix or (for MaxPending) largest prefix is forgotten and
-	// its client retries: nobody is refused.
+	// them; zero means 32, 128 and 4096. Past a bound the oldest of that
+	// address, prefix or (for MaxPending) largest prefix is forgotten if
+	// older than a second, else the new request is dropped; clients
+	// retransmit, and nobody is refused.
 	MaxPending, MaxPendingPerAddress, MaxPendingPerPrefix int
+	// MaxHandshakeRate bounds the key exchanges a listener runs a second
+	// for one such prefix; zero means 100. Past it the prefix's
+	// CONNECT_REQUESTs are dropped, and their clients retransmit.
+	MaxHandshakeRate int
 
 	// forkAnnounce is how long a fresh clone waits for data before it
 	// announces itself with an empty MULTIPLY; zero means forkAnnounce.
@@ -197,4 +202,11 @@ func (c *Config) pendingQuotas() (perAddr, perPrefix, total int) {
 		total = c.MaxPending
 	}
 	return perAddr, perPrefix, total
+}
+
+func (c *Config) handshakeRate() int {
+	if c.MaxHandshakeRate > 0 {
+		return c.MaxHandshakeRate
+	}
+	return defaultHandshakeRate
 }

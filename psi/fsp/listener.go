@@ -149,6 +149,19 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 			c.resendAffirm(nonce)
 			return
 		}
+		if !t.limiter.allow(pendingPrefix(from.ap.Addr()), now, l.cfg.handshakeRate()) {
+			return // the client retransmits
+		}
+		t.mu.Lock()
+		evicted, room := t.pending.makeRoom(from.ap.Addr(), now, l.cfg)
+		t.mu.Unlock()
+		for _, e := range evicted {
+			// Silently: its client, if any, retransmits CONNECT_REQUEST.
+			e.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake evicted from the pending table"), false)
+		}
+		if !room {
+			return // every entry in the way is fresh: the client retransmits
+		}
 		c = newConn(t, l.cfg, false, *from)
 		c.peer = pkt.Src
 		c.listener = l
@@ -156,12 +169,8 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 			return
 		}
 		t.mu.Lock()
-		evicted := t.pending.add(pk, c, l.cfg)
+		t.pending.add(pk, c, now)
 		t.mu.Unlock()
-		for _, e := range evicted {
-			// Silently: its client retransmits CONNECT_REQUEST.
-			e.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake evicted from the pending table"), false)
-		}
 		if !l.admit(c, from.ap.Addr()) {
 			c.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), false)
 			t.refuseHandshake(from, pkt, len(b))

@@ -1,30 +1,43 @@
 package fsp
 
 import (
+	"hash/maphash"
 	"net/netip"
+	"time"
 )
 
 // Default quotas of the pending table (see Config.MaxPending).
 const (
 	defaultMaxPending          = 4096
-	defaultMaxPendingPerAddr   = 8
-	defaultMaxPendingPerPrefix = 64
+	defaultMaxPendingPerAddr   = 32
+	defaultMaxPendingPerPrefix = 128
+	defaultHandshakeRate       = 100
+	rateBuckets                = 1024
+	// pendingMinAge protects a fresh entry from eviction: its client may
+	// hold the answer already and be about to confirm.
+	pendingMinAge = time.Second
 )
 
 // pendingTable holds the responder connections between ACK_CONNECT_REQ
 // and the client's first protected packet. The cookie proved each
 // client's address, but not that it will finish, so every source address
 // and every prefix (/24 for IPv4, /48 for IPv6) gets a bounded share.
-// Adding never fails: past a quota the oldest entry of the same address
-// is forgotten, else the oldest of the same prefix, else (table full) the
-// oldest of the prefix holding the most. A flood therefore only ever
-// evicts its own entries, or those of the largest prefix; a client whose
-// entry is forgotten retransmits CONNECT_REQUEST and gets a new one.
-// Guarded by Transport.mu.
+// Past a quota the oldest entry of the same address is forgotten, else
+// the oldest of the same prefix, else (table full) the oldest of the
+// prefix holding the most, if older than pendingMinAge; otherwise the new
+// request is dropped and its client retransmits. A flood thus only ever
+// displaces entries of its own address or prefix, or of the largest
+// prefix, and never answers anyone with a refusal. Guarded by
+// Transport.mu.
 type pendingTable struct {
 	byKey    map[pendingKey]*Conn
-	byPrefix map[netip.Prefix][]*Conn // oldest first
+	byPrefix map[netip.Prefix][]pendingEntry // oldest first
 	perAddr  map[netip.Addr]int
+}
+
+type pendingEntry struct {
+	c  *Conn
+	at time.Time
 }
 
 // pendingPrefix returns the prefix an address is counted under; every
@@ -45,28 +58,43 @@ func (pt *pendingTable) len() int { return len(pt.byKey) }
 
 func (pt *pendingTable) get(k pendingKey) *Conn { return pt.byKey[k] }
 
-// add records c under k and returns the connections evicted to make room,
-// which the caller tears down once Transport.mu is released.
-func (pt *pendingTable) add(k pendingKey, c *Conn, cfg *Config) (evicted []*Conn) {
+// makeRoom evicts what a new entry from addr needs and reports whether
+// there is room. The caller tears the evicted connections down once
+// Transport.mu is released.
+func (pt *pendingTable) makeRoom(addr netip.Addr, now time.Time, cfg *Config) (evicted []*Conn, ok bool) {
+	pfx := pendingPrefix(addr)
+	perAddr, perPrefix, total := cfg.pendingQuotas()
+	for pt.perAddr[addr] >= perAddr {
+		if !pt.evictOldest(pfx, addr, true, now, &evicted) {
+			return evicted, false
+		}
+	}
+	for len(pt.byPrefix[pfx]) >= perPrefix {
+		if !pt.evictOldest(pfx, addr, false, now, &evicted) {
+			return evicted, false
+		}
+	}
+	for len(pt.byKey) >= total {
+		if !pt.evictOldest(pt.largest(), addr, false, now, &evicted) {
+			return evicted, false
+		}
+	}
+	return evicted, true
+}
+
+// add records c under k; call makeRoom first.
+func (pt *pendingTable) add(k pendingKey, c *Conn, now time.Time) {
 	if pt.byKey == nil {
 		pt.byKey = make(map[pendingKey]*Conn)
-		pt.byPrefix = make(map[netip.Prefix][]*Conn)
+		pt.byPrefix = make(map[netip.Prefix][]pendingEntry)
 		pt.perAddr = make(map[netip.Addr]int)
 	}
 	addr := k.addr.Addr()
 	pfx := pendingPrefix(addr)
-	perAddr, perPrefix, total := cfg.pendingQuotas()
-	for pt.perAddr[addr] >= perAddr && pt.evictOldest(pfx, addr, true, &evicted) {
-	}
-	for len(pt.byPrefix[pfx]) >= perPrefix && pt.evictOldest(pfx, addr, false, &evicted) {
-	}
-	for len(pt.byKey) >= total && pt.evictOldest(pt.largest(), addr, false, &evicted) {
-	}
 	c.pendKey = k
 	pt.byKey[k] = c
-	pt.byPrefix[pfx] = append(pt.byPrefix[pfx], c)
+	pt.byPrefix[pfx] = append(pt.byPrefix[pfx], pendingEntry{c, now})
 	pt.perAddr[addr]++
-	return evicted
 }
 
 // largest returns the prefix with the most entries.
@@ -82,12 +110,16 @@ func (pt *pendingTable) largest() netip.Prefix {
 }
 
 // evictOldest forgets the oldest entry of pfx (of address addr only, if
-// sameAddr) and appends it to evicted; false if there was none.
-func (pt *pendingTable) evictOldest(pfx netip.Prefix, addr netip.Addr, sameAddr bool, evicted *[]*Conn) bool {
-	for _, c := range pt.byPrefix[pfx] {
-		if !sameAddr || c.pendKey.addr.Addr() == addr {
-			pt.remove(c)
-			*evicted = append(*evicted, c)
+// sameAddr) and appends it to evicted; false if there is none older than
+// pendingMinAge.
+func (pt *pendingTable) evictOldest(pfx netip.Prefix, addr netip.Addr, sameAddr bool, now time.Time, evicted *[]*Conn) bool {
+	for _, e := range pt.byPrefix[pfx] {
+		if !sameAddr || e.c.pendKey.addr.Addr() == addr {
+			if now.Sub(e.at) < pendingMinAge {
+				return false
+			}
+			pt.remove(e.c)
+			*evicted = append(*evicted, e.c)
 			return true
 		}
 	}
@@ -108,7 +140,7 @@ func (pt *pendingTable) remove(c *Conn) {
 	pfx := pendingPrefix(addr)
 	q := pt.byPrefix[pfx]
 	for i, e := range q {
-		if e == c {
+		if e.c == c {
 			q = append(q[:i], q[i+1:]...)
 			break
 		}
@@ -118,4 +150,40 @@ func (pt *pendingTable) remove(c *Conn) {
 	} else {
 		pt.byPrefix[pfx] = q
 	}
+}
+
+// handshakeLimiter shares the listener's costly work, a key exchange and a
+// signature per CONNECT_REQUEST, between prefixes: each prefix (as in
+// pendingTable) has a token bucket of rate tokens a second, holding at
+// most rate. Buckets sit in a fixed array indexed by a keyed hash of the
+// prefix, so memory is bounded whatever the sources. Read loop only.
+type handshakeLimiter struct {
+	seed    maphash.Seed
+	buckets *[rateBuckets]rateBucket
+}
+
+type rateBucket struct {
+	tokens float64
+	last   int64 // UnixNano of the last refill
+}
+
+// allow takes a token from the bucket of prefix p.
+func (h *handshakeLimiter) allow(p netip.Prefix, now time.Time, rate int) bool {
+	if h.buckets == nil {
+		h.seed = maphash.MakeSeed()
+		h.buckets = new([rateBuckets]rateBucket)
+	}
+	b := &h.buckets[maphash.Comparable(h.seed, p)%rateBuckets]
+	ns := now.UnixNano()
+	if b.last == 0 {
+		b.tokens = float64(rate)
+	} else {
+		b.tokens = min(float64(rate), b.tokens+float64(rate)*float64(ns-b.last)/1e9)
+	}
+	b.last = ns
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

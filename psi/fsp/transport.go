@@ -45,12 +45,13 @@ type Transport struct {
 	dirty   []*Conn // connections with work after a read batch; read loop only
 	log     *slog.Logger
 	jar     *fcrypto.CookieJar
-	done    chan struct{} // closed by Close
-	loopEnd chan struct{} // closed when the read loop returns
+	limiter handshakeLimiter // read loop only
+	done    chan struct{}    // closed by Close
+	loopEnd chan struct{}    // closed when the read loop returns
 
 	mu       sync.Mutex
-	conns    map[uint32]*Conn     // by local ALFID
-	pending  pendingTable // responder connections awaiting confirmation
+	conns    map[uint32]*Conn // by local ALFID
+	pending  pendingTable     // responder connections awaiting confirmation
 	listener *Listener
 	closed   bool
 	closeErr error

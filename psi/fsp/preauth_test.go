@@ -1,0 +1,512 @@
+package fsp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// Attacks before authentication (issue 10): each runs against a real
+// listener on loopback.
+
+// flooder completes the cookie exchange from one address as fast as the
+// listener answers, with a fresh ALFID each time, and never confirms:
+// every CONNECT_REQUEST carries a valid cookie and a valid key.
+type flooder struct {
+	pc       *net.UDPConn
+	to       net.Addr
+	requests atomic.Int64 // CONNECT_REQUESTs sent
+}
+
+func newFlooder(t *testing.T, from netip.Addr, to net.Addr) *flooder {
+	pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return &flooder{pc: pc, to: to}
+}
+
+var floodNonce = make([]byte, fcrypto.NonceLen)
+
+func (f *flooder) init(alfid uint32) {
+	p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: alfid}}
+	f.pc.WriteTo(handshakePacket(nil, fcrypto.HandshakeKey(nil, alfid), &p, floodNonce), f.to)
+}
+
+// run floods until ctx ends, keeping window cookie exchanges in flight.
+func (f *flooder) run(ctx context.Context, base uint32) {
+	kp, _ := fcrypto.NewKeyPair()
+	const window = 32
+	next := base
+	for range window {
+		f.init(next)
+		next++
+	}
+	buf := make([]byte, maxHandshakeSize)
+	var pkt wire.Packet
+	for ctx.Err() == nil {
+		f.pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		n, err := f.pc.Read(buf)
+		if err != nil {
+			// Lost in a full socket buffer: start new exchanges.
+			for range window {
+				f.init(next)
+				next++
+			}
+			continue
+		}
+		if wire.Parse(buf[:n], &pkt) != nil || pkt.Opcode != wire.AckInitConnect {
+			continue
+		}
+		alfid := pkt.Dst
+		key := fcrypto.HandshakeKey(nil, alfid)
+		cookie := pkt.Payload[:fcrypto.CookieLen]
+		req := wire.Packet{Header: wire.Header{Opcode: wire.ConnectRequest, Src: alfid},
+			HasParam: true, Param: wire.ConnectParam{Window: 64}, EphemeralKey: kp.Public[:]}
+		f.pc.WriteTo(handshakePacket(nil, key, &req, append(append([]byte(nil), cookie...), floodNonce...)), f.to)
+		f.requests.Add(1)
+		f.init(next)
+		next++
+	}
+}
+
+// TestPendingFloodLegitDials floods the pending table from twenty
+// addresses of one /24 while a client in another prefix dials ten times a
+// second: every dial succeeds, and the flood holds no more than its
+// prefix's quota.
+func TestPendingFloodLegitDials(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var floods []*flooder
+	for i := range 20 {
+		f := newFlooder(t, netip.AddrFrom4([4]byte{127, 0, 0, byte(10 + i)}), l.Addr())
+		floods = append(floods, f)
+		wg.Add(1)
+		go func() { defer wg.Done(); f.run(ctx, uint32(0x100000*(i+1))) }()
+	}
+	go func() {
+		for ctx.Err() == nil {
+			c, err := l.Accept(ctx)
+			if err == nil {
+				defer c.Close()
+			}
+		}
+	}()
+	// Let the flood fill its share first.
+	time.Sleep(300 * time.Millisecond)
+	var (
+		mu         sync.Mutex
+		dials, ok  int
+		maxPending int
+		slowest    time.Duration
+		dialers    sync.WaitGroup
+	)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		<-tick.C
+		dialers.Go(func() {
+			start := time.Now()
+			dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer dcancel()
+			c, err := dialUDP(dctx, netip.MustParseAddrPort("127.1.0.1:0"), addrOf(l), ccfg)
+			took := time.Since(start)
+			pending := l.Transport().PendingHandshakes()
+			if err == nil {
+				c.Close()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			dials++
+			if err != nil {
+				t.Logf("dial %d: %v", dials, err)
+				return
+			}
+			ok++
+			slowest = max(slowest, took)
+			maxPending = max(maxPending, pending)
+		})
+	}
+	dialers.Wait()
+	wg.Wait()
+	var reqs int64
+	for _, f := range floods {
+		reqs += f.requests.Load()
+	}
+	t.Logf("%d/%d dials succeeded (slowest %v) against %d valid CONNECT_REQUESTs; pending peaked at %d",
+		ok, dials, slowest, reqs, maxPending)
+	if dials < 20 || ok*100 < dials*99 {
+		t.Fatalf("%d of %d legitimate dials succeeded", ok, dials)
+	}
+	if reqs < 500 {
+		t.Fatalf("the flood sent only %d requests", reqs)
+	}
+	if maxPending > defaultMaxPendingPerPrefix+2 {
+		t.Fatalf("one prefix holds %d pending handshakes", maxPending)
+	}
+}
+
+// TestPendingQuotas checks the eviction order of the pending table, and
+// that fresh entries are never evicted.
+func TestPendingQuotas(t *testing.T) {
+	var pt pendingTable
+	cfg := &Config{MaxPending: 10, MaxPendingPerAddress: 2, MaxPendingPerPrefix: 4}
+	t0 := time.Now()
+	now := t0
+	add := func(addr string, alfid uint32) (*Conn, []*Conn, bool) {
+		now = now.Add(time.Millisecond)
+		k := pendingKey{netip.MustParseAddrPort(addr), alfid}
+		ev, ok := pt.makeRoom(k.addr.Addr(), now, cfg)
+		if !ok {
+			return nil, ev, false
+		}
+		c := &Conn{}
+		pt.add(k, c, now)
+		return c, ev, true
+	}
+	a1, _, _ := add("10.0.0.1:1", 0x10001)
+	add("10.0.0.1:2", 0x10002)
+	if _, ev, ok := add("10.0.0.1:3", 0x10003); ok || len(ev) != 0 {
+		t.Fatal("a fresh entry was evicted")
+	}
+	now = now.Add(pendingMinAge)
+	if _, ev, ok := add("10.0.0.1:3", 0x10003); !ok || len(ev) != 1 || ev[0] != a1 {
+		t.Fatal("the address quota did not evict the address's oldest")
+	}
+	b1, _, _ := add("10.0.0.2:1", 0x10004)
+	add("10.0.0.2:1", 0x10005)
+	// The prefix is full (4): the next address of it evicts the
+	// prefix's oldest.
+	_, ev, _ := add("10.0.0.3:1", 0x10006)
+	if len(ev) != 1 || ev[0].pendKey.alfid != 0x10002 {
+		t.Fatalf("prefix eviction took %+v", ev)
+	}
+	// Other prefixes fill the table; the largest prefix pays.
+	for i := range 6 {
+		if _, ev, _ := add(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i), 1}), 1).String(), uint32(0x20000+i)); len(ev) != 0 {
+			t.Fatalf("evicted %d entries with room", len(ev))
+		}
+	}
+	if _, _, ok := add("10.9.0.1:1", 0x30000); ok {
+		t.Fatal("a full table of fresh entries took another")
+	}
+	now = now.Add(pendingMinAge)
+	_, ev, _ = add("10.9.0.1:1", 0x30000)
+	if len(ev) != 1 || pendingPrefix(ev[0].pendKey.addr.Addr()) != netip.MustParsePrefix("10.0.0.0/24") {
+		t.Fatalf("a full table evicted %+v", ev)
+	}
+	if pt.len() != 10 {
+		t.Fatalf("%d entries", pt.len())
+	}
+	pt.remove(b1)
+	if pt.len() != 9 || pt.get(b1.pendKey) != nil {
+		t.Fatal("remove")
+	}
+	var all []*Conn
+	for _, c := range pt.byKey {
+		all = append(all, c)
+	}
+	for _, c := range all {
+		pt.remove(c)
+	}
+	if pt.len() != 0 || len(pt.perAddr) != 0 || len(pt.byPrefix) != 0 {
+		t.Fatalf("left %d entries, %d addresses, %d prefixes", pt.len(), len(pt.perAddr), len(pt.byPrefix))
+	}
+}
+
+// exchange sends b from pc and returns the sizes of the datagrams that
+// came back before the answer to a marker INIT_CONNECT sent after it.
+func exchange(t *testing.T, pc *net.UDPConn, to net.Addr, b []byte) []int {
+	t.Helper()
+	const marker = 0xfffffff0
+	pc.WriteTo(b, to)
+	m := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: marker}}
+	pc.WriteTo(handshakePacket(nil, fcrypto.HandshakeKey(nil, marker), &m, floodNonce), to)
+	var sizes []int
+	buf := make([]byte, maxHandshakeSize)
+	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		n, err := pc.Read(buf)
+		if err != nil {
+			t.Fatalf("no answer to the marker: %v", err)
+		}
+		if n >= wire.HeaderLen && wire.PeekDst(buf[:n]) == marker &&
+			(wire.Opcode(buf[1]) == wire.AckInitConnect || wire.Opcode(buf[1]) == wire.Reset) {
+			return sizes
+		}
+		sizes = append(sizes, n)
+	}
+}
+
+// TestNoAmplification sends every kind of unauthenticated packet to a
+// listener with a live connection: nothing that comes back is larger than
+// what caused it.
+func TestNoAmplification(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	_, s := connect(t, l, ccfg)
+	pc := mustUDP(t)
+	type probe struct {
+		name string
+		b    []byte
+	}
+	var probes []probe
+	hdr := func(op wire.Opcode, dst, src uint32, payload int) []byte {
+		p := wire.Packet{Header: wire.Header{Opcode: op, Dst: dst, Src: src, PN: 7}}
+		return append(wire.AppendHeader(nil, &p), randBytes(payload)...)
+	}
+	for op := wire.InitConnect; op <= wire.KeepAlive; op++ {
+		for _, dst := range []uint32{0, 0x1234567, s.LocalALFID()} {
+			for _, n := range []int{0, 1, 15, 16, 17, 40, 200} {
+				probes = append(probes, probe{op.String(), hdr(op, dst, 0x20000, n)})
+			}
+		}
+	}
+	// Well-formed handshake packets, valid or with a bad cookie.
+	in := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: 0x30000}}
+	probes = append(probes, probe{"INIT_CONNECT", handshakePacket(nil, fcrypto.HandshakeKey(nil, 0x30000), &in, floodNonce)})
+	req := wire.Packet{Header: wire.Header{Opcode: wire.ConnectRequest, Src: 0x30000}, HasParam: true, EphemeralKey: randBytes(32)}
+	probes = append(probes, probe{"CONNECT_REQUEST bad cookie", handshakePacket(nil, fcrypto.HandshakeKey(nil, 0x30000), &req, randBytes(fcrypto.CookieLen+fcrypto.NonceLen))})
+	// Random bytes that pass the FSP version and opcode check.
+	for range 300 {
+		b := randBytes(wire.HeaderLen + int(randBytes(1)[0]))
+		b[0], b[1] = 0, 1+b[1]%byte(wire.KeepAlive)
+		binary.BigEndian.PutUint16(b[2:], wire.HeaderLen)
+		if b[5]&1 == 0 {
+			binary.BigEndian.PutUint32(b[20:], s.LocalALFID())
+		}
+		probes = append(probes, probe{"random", b})
+	}
+	check := func(to net.Addr) (replies int) {
+		for _, p := range probes {
+			for _, n := range exchange(t, pc, to, p.b) {
+				replies++
+				if n > len(p.b) {
+					t.Errorf("%s of %d bytes got a %d-byte reply", p.name, len(p.b), n)
+				}
+			}
+		}
+		return replies
+	}
+	r := check(l.Addr())
+	// A transport whose listener closed refuses handshakes with RESET.
+	lt := &Transport{Conn: mustUDP(t)}
+	t.Cleanup(func() { lt.Close() })
+	l2, err := lt.Listen(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Close()
+	r += check(lt.Conn.LocalAddr())
+	t.Logf("%d probes, %d replies, none larger than its probe", 2*len(probes), r)
+}
+
+// TestHandshakeResetNeedsNonce dials a raw socket playing the server: a
+// RESET tagged only with the (public) handshake key does not stop the
+// dial; one bound to the client's nonce refuses it.
+func TestHandshakeResetNeedsNonce(t *testing.T) {
+	srv := mustUDP(t)
+	ctx := testContext(t)
+	errc := make(chan error, 1)
+	go func() {
+		c, err := Dial(ctx, srv.LocalAddr().(*net.UDPAddr).AddrPort(), &Config{HandshakeTimeout: 5 * time.Second})
+		if c != nil {
+			c.Close()
+		}
+		errc <- err
+	}()
+	buf := make([]byte, maxHandshakeSize)
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := srv.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkt wire.Packet
+	if err := wire.Parse(buf[:n], &pkt); err != nil || pkt.Opcode != wire.InitConnect {
+		t.Fatalf("got %v %v", pkt.Opcode, err)
+	}
+	alfid := pkt.Src
+	nonce := append([]byte(nil), pkt.Payload[:fcrypto.NonceLen]...)
+	reset := func(key []byte) {
+		p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: alfid}}
+		srv.WriteTo(handshakePacket(nil, key, &p, nil), from)
+	}
+	hsKey := fcrypto.HandshakeKey(nil, alfid)
+	reset(hsKey)
+	reset(fcrypto.ResetKey(hsKey, make([]byte, fcrypto.NonceLen)))
+	select {
+	case err := <-errc:
+		t.Fatalf("a RESET without the nonce ended the dial: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	reset(fcrypto.ResetKey(hsKey, nonce))
+	select {
+	case err := <-errc:
+		if !errors.Is(err, post.ErrRefused) {
+			t.Fatalf("want ErrRefused, got %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the nonce-bound RESET did not refuse the dial")
+	}
+}
+
+// forgedData returns a protected-looking packet to conn s with packet
+// number pn that does not authenticate.
+func forgedData(s *Conn, op wire.Opcode, src uint32, pn uint32) []byte {
+	p := wire.Packet{Header: wire.Header{Opcode: op, Dst: s.LocalALFID(), Src: src, PN: pn, Flags: wire.FlagEOT}}
+	return append(wire.AppendHeader(nil, &p), randBytes(200)...)
+}
+
+// TestForgedEpochKeepsLiveKey sends packets with random packet numbers to
+// a live connection: they are dropped without deriving keys for far
+// epochs or evicting the live one, and the connection carries on.
+func TestForgedEpochKeepsLiveKey(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	if err := c.SendMessage(ctx, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReceiveMessage(ctx); err != nil || string(got) != "before" {
+		t.Fatal(got, err)
+	}
+	pc := mustUDP(t)
+	before := s.Stats().PacketsDropped
+	const forged = 2000
+	for i := range forged {
+		pc.WriteTo(forgedData(s, wire.PureData, c.LocalALFID(), binary.BigEndian.Uint32(randBytes(4))), l.Addr())
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond) // stay within the socket buffer
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for s.Stats().PacketsDropped-before < forged*9/10 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.mu.Lock()
+	rx := s.rx[0]
+	live := s.replay.Largest() >> fcrypto.EpochBits
+	cached := rx.Cached(live)
+	var stray []uint64
+	for e := range uint64(4096) {
+		if e != live && e != live+1 && rx.Cached(e) {
+			stray = append(stray, e)
+		}
+	}
+	s.mu.Unlock()
+	if !cached || len(stray) > 0 {
+		t.Fatalf("live key cached %v; keys of other epochs %v", cached, stray)
+	}
+	if err := c.SendMessage(ctx, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReceiveMessage(ctx); err != nil || string(got) != "after" {
+		t.Fatal(got, err)
+	}
+	t.Logf("%d forged packets dropped", s.Stats().PacketsDropped-before)
+}
+
+// TestForgedMultiplyAllocatesNothing sends MULTIPLY packets that do not
+// authenticate: no clone is registered or offered, and each costs a
+// small, fixed amount of memory.
+func TestForgedMultiplyAllocatesNothing(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	pc := mustUDP(t)
+	conns := l.Transport().NumConns()
+	before := s.Stats().PacketsDropped
+	for i := range 500 {
+		pc.WriteTo(forgedData(s, wire.Multiply, 0x40000+uint32(i), 1), l.Addr())
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for s.Stats().PacketsDropped-before < 400 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := l.Transport().NumConns(); n != conns {
+		t.Fatalf("%d connections registered, was %d", n, conns)
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if cl, err := s.AcceptFork(actx); err == nil {
+		t.Fatalf("a forged MULTIPLY made clone %x", cl.LocalALFID())
+	}
+	// In process: the bytes one forged MULTIPLY allocates, against a
+	// genuine clone.
+	b := forgedData(s, wire.Multiply, 0x50000, 1)
+	var pkt wire.Packet
+	from := peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:9")}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	const runs = 200
+	for i := range runs {
+		binary.BigEndian.PutUint32(b[24:], 0x50000+uint32(i))
+		wire.Parse(b, &pkt)
+		if s.routeClone(b, &from, &pkt) != nil {
+			t.Fatal("forged MULTIPLY routed")
+		}
+	}
+	runtime.ReadMemStats(&ms1)
+	per := (ms1.TotalAlloc - ms0.TotalAlloc) / runs
+	// A genuine clone, for scale.
+	runtime.ReadMemStats(&ms0)
+	s.mu.Lock()
+	cl := s.newClone(0x60000, false)
+	s.mu.Unlock()
+	runtime.ReadMemStats(&ms1)
+	cl.teardown(post.ErrClosed, false)
+	clone := ms1.TotalAlloc - ms0.TotalAlloc
+	if per >= clone {
+		t.Fatalf("a forged MULTIPLY allocates %d bytes, a clone %d", per, clone)
+	}
+	// A genuine fork still works.
+	ctx := testContext(t)
+	f, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.SendMessage(ctx, []byte("clone"))
+	sf, err := s.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	if got, err := sf.ReceiveMessage(ctx); err != nil || string(got) != "clone" {
+		t.Fatal(got, err)
+	}
+	t.Logf("a forged MULTIPLY allocates %d transient bytes and registers nothing; a clone allocates %d", per, clone)
+}
+
+// BenchmarkForgedMultiply measures dropping a MULTIPLY that does not
+// authenticate.
+func BenchmarkForgedMultiply(b *testing.B) {
+	scfg, ccfg := pair(b)
+	l := listen(b, scfg)
+	_, s := connect(b, l, ccfg)
+	pkt := forgedData(s, wire.Multiply, 0x50000, 1)
+	var p wire.Packet
+	from := peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:9")}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		binary.BigEndian.PutUint32(pkt[24:], 0x50000+uint32(i))
+		wire.Parse(pkt, &p)
+		s.routeClone(pkt, &from, &p)
+	}
+}
