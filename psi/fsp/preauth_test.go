@@ -307,7 +307,7 @@ func TestNoAmplification(t *testing.T) {
 	// A transport whose listener closed refuses handshakes with RESET.
 	lt := &Transport{Conn: mustUDP(t)}
 	t.Cleanup(func() { lt.Close() })
-	l2, err := lt.Listen(nil)
+	l2, err := lt.Listen(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,9 +322,11 @@ func TestNoAmplification(t *testing.T) {
 func TestHandshakeResetNeedsNonce(t *testing.T) {
 	srv := mustUDP(t)
 	ctx := testContext(t)
+	_, ccfg := pair(t)
+	ccfg.HandshakeTimeout = 5 * time.Second
 	errc := make(chan error, 1)
 	go func() {
-		c, err := Dial(ctx, srv.LocalAddr().(*net.UDPAddr).AddrPort(), &Config{HandshakeTimeout: 5 * time.Second})
+		c, err := Dial(ctx, srv.LocalAddr().(*net.UDPAddr).AddrPort(), ccfg)
 		if c != nil {
 			c.Close()
 		}
@@ -346,15 +348,14 @@ func TestHandshakeResetNeedsNonce(t *testing.T) {
 		p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: alfid}}
 		srv.WriteTo(handshakePacket(nil, key, &p, nil), from)
 	}
-	hsKey := fcrypto.HandshakeKey(nil, alfid)
-	reset(hsKey)
-	reset(fcrypto.ResetKey(hsKey, make([]byte, fcrypto.NonceLen)))
+	reset(fcrypto.HandshakeKey(nil, alfid))
+	reset(fcrypto.RefusalKey(make([]byte, fcrypto.NonceLen)))
 	select {
 	case err := <-errc:
 		t.Fatalf("a RESET without the nonce ended the dial: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	reset(fcrypto.ResetKey(hsKey, nonce))
+	reset(fcrypto.RefusalKey(nonce))
 	select {
 	case err := <-errc:
 		if !errors.Is(err, post.ErrRefused) {
