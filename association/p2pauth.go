@@ -3,6 +3,7 @@ package association
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"time"
 
 	"github.com/postsockets/postsockets/association/rendezvous"
@@ -23,11 +24,38 @@ func peerChain(t psi.Transient) []*x509.Certificate {
 // peer-to-peer path. The stack's handshake refuses a dialer without the
 // pinned key without handing it to Accept, so the wait is bounded: the
 // peer has just proved it can reach this end through ICE, and dials at
-// once.
+// once. A listener that reports refusals (FSP's) ends the wait at the
+// first: nobody else comes over this path.
 func acceptPeer(ctx context.Context, ln psi.Listener, sess *rendezvous.Session, timeout time.Duration) (psi.Transient, error) {
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t, err := ln.Accept(actx)
+	var (
+		t   psi.Transient
+		err error
+	)
+	if r, ok := ln.(interface{ Refused() <-chan error }); ok {
+		type accepted struct {
+			t   psi.Transient
+			err error
+		}
+		ch := make(chan accepted, 1)
+		go func() {
+			t, err := ln.Accept(actx)
+			ch <- accepted{t, err}
+		}()
+		select {
+		case a := <-ch:
+			t, err = a.t, a.err
+		case rerr := <-r.Refused():
+			cancel()
+			if a := <-ch; a.t != nil {
+				a.t.Close()
+			}
+			return nil, fmt.Errorf("p2p: peer %s: %w", sess.Peer, rerr)
+		}
+	} else {
+		t, err = ln.Accept(actx)
+	}
 	if err != nil && ctx.Err() == nil && actx.Err() != nil {
 		return nil, post.Errorf(post.ErrTimeout, "p2p: peer %s completed no authenticated handshake within %v", sess.Peer, timeout)
 	}

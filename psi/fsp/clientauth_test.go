@@ -111,6 +111,19 @@ func TestClientAuthMatrix(t *testing.T) {
 					}
 					time.Sleep(10 * time.Millisecond)
 				}
+				// A refusal after the key exchange is reported to the
+				// listener; a PSK mismatch is refused statelessly.
+				if tc.server.PSK == nil {
+					select {
+					case rerr := <-l.Refused():
+						if !errors.Is(rerr, post.ErrAuthentication) {
+							t.Fatalf("listener's refusal: %v", rerr)
+						}
+						t.Logf("listener: %v", rerr)
+					case <-time.After(time.Second):
+						t.Fatal("the listener did not report the refusal")
+					}
+				}
 				t.Logf("refused after %v: %v", took, err)
 				return
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"syscall"
 	"time"
 
@@ -210,6 +211,12 @@ func (c *Conn) onRefusal(b []byte, pkt *wire.Packet) bool {
 // reports whether the connection is now confirmed. Called with c.mu held.
 func (c *Conn) affirm(pkt *wire.Packet, pt []byte) bool {
 	if pkt.Opcode == wire.Reset {
+		if len(pt) > 0 && pt[0] == wire.ResetAuthentication {
+			err := post.Errorf(post.ErrAuthentication, "fsp: the client at %v refused our credentials", c.remote)
+			c.listener.refuse(err)
+			c.failLocked(err)
+			return false
+		}
 		c.failLocked(post.Errorf(post.ErrReset, "fsp: initiator gave up the handshake"))
 		return false
 	}
@@ -223,13 +230,14 @@ func (c *Conn) affirm(pkt *wire.Packet, pt []byte) bool {
 	var certs []*x509.Certificate
 	switch {
 	case err != nil || len(rest) != 0:
-		err = post.Errorf(post.ErrMalformed, "fsp: bad CLIENT_AUTH")
+		err = post.Errorf(post.ErrAuthentication, "fsp: malformed CLIENT_AUTH")
 	default:
 		certs, err = verifyCredential(&c.cfg.Security, &cred, clientTranscript(c.clientDigest, cred.Chain), true)
 	}
 	if err != nil {
 		c.log.Debug("fsp: client authentication failed", "remote", c.remote, "err", err)
 		c.sendAuthReset()
+		c.listener.refuse(fmt.Errorf("fsp: client at %v refused: %w", c.remote, err))
 		c.failLocked(err)
 		return false
 	}

@@ -23,6 +23,30 @@ type Listener struct {
 	bud           *budget // memory budget (budget.go)
 	done          chan struct{}
 	closeOnce     sync.Once
+	refusedOnce   sync.Once
+	refused       chan error // see Refused
+}
+
+// Refused delivers the error of each client the listener refused for its
+// credentials after the key exchange (a CLIENT_AUTH that did not check
+// out), and of each client that refused the listener's (a protected
+// RESET). Such clients completed the cookie round trip, so their address
+// is real. A listener waiting for one known peer, as on a peer-to-peer
+// path, can stop waiting; others may ignore it. Errors wrap
+// post.ErrAuthentication; they are dropped while 8 are unread.
+func (l *Listener) Refused() <-chan error { return l.refusals() }
+
+func (l *Listener) refusals() chan error {
+	l.refusedOnce.Do(func() { l.refused = make(chan error, 8) })
+	return l.refused
+}
+
+// refuse reports a refused client to Refused.
+func (l *Listener) refuse(err error) {
+	select {
+	case l.refusals() <- err:
+	default:
+	}
 }
 
 // Accept returns the next connection whose handshake completed.

@@ -103,6 +103,10 @@ func (l *listener) Accept(ctx context.Context) (psi.Transient, error) {
 	return &transient{c: c, assoc: c.Association()}, nil
 }
 
+// Refused reports clients refused for their credentials: see
+// Listener.Refused.
+func (l *listener) Refused() <-chan error { return l.l.Refused() }
+
 func (l *listener) Addr() netip.AddrPort { return addrPort(l.l.Addr()) }
 func (l *listener) Close() error         { return l.l.Close() }
 
