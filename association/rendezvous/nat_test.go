@@ -439,18 +439,22 @@ func fileSize() int {
 
 func checkTransfer(t *testing.T, alice, bob peerResult) {
 	t.Helper()
-	if !alice.Controlling || bob.Controlling {
+	if alice.Controlling != Controlling(id("alice"), id("bob")) || bob.Controlling == alice.Controlling {
 		t.Errorf("controlling: alice %v, bob %v", alice.Controlling, bob.Controlling)
 	}
 	if alice.Hello != "hello from bob" || bob.Hello != "hello from alice" {
 		t.Errorf("hellos: alice got %q, bob got %q", alice.Hello, bob.Hello)
 	}
-	if alice.SHA256 != bob.SHA256 || bob.Bytes != fileSize() {
-		t.Errorf("file: sent %d bytes %s, received %d bytes %s", alice.Bytes, alice.SHA256, bob.Bytes, bob.SHA256)
+	sender, receiver := alice, bob
+	if bob.Controlling {
+		sender, receiver = bob, alice
+	}
+	if sender.SHA256 != receiver.SHA256 || receiver.Bytes != fileSize() {
+		t.Errorf("file: sent %d bytes %s, received %d bytes %s", sender.Bytes, sender.SHA256, receiver.Bytes, receiver.SHA256)
 	}
 	t.Logf("alice %s->%s (peer %s), bob %s->%s (peer %s); %d bytes over %s in %.2fs (%.1f MB/s)",
 		alice.Local, alice.Remote, alice.RemoteAddr, bob.Local, bob.Remote, bob.RemoteAddr,
-		bob.Bytes, alice.Transport, alice.Seconds, float64(bob.Bytes)/alice.Seconds/1e6)
+		receiver.Bytes, sender.Transport, sender.Seconds, float64(receiver.Bytes)/sender.Seconds/1e6)
 }
 
 func TestNATDirect(t *testing.T) {
@@ -495,6 +499,55 @@ func TestNATSymmetric(t *testing.T) {
 	for _, r := range []peerResult{alice, bob} {
 		if r.Local != string(ice.Relay) && r.Remote != string(ice.Relay) {
 			t.Errorf("relayed path expected, selected %s->%s", r.Local, r.Remote)
+		}
+	}
+}
+
+// nameAround returns a test key name whose ID sorts before (or after)
+// the ID of name, so that its holder is (or is not) the controlling side.
+func nameAround(name string, before bool) string {
+	for i := 0; ; i++ {
+		n := "bob" + strconv.Itoa(i)
+		if (id(n) < id(name)) == before {
+			return n
+		}
+	}
+}
+
+// TestNATImpersonation: mallory, behind NAT A, claims alice's ID towards
+// bob behind NAT B. An honest server refuses mallory. A compromised one
+// matches them and ICE finds a path, but the FSP handshake refuses
+// mallory whichever side listens: nobody says hello, and the dialling
+// side reports the authentication failure.
+func TestNATImpersonation(t *testing.T) {
+	natPrereqs(t)
+	n := setupNAT(t, false)
+	honest := n.startRendezvous(t, Config{})
+	r := n.run(t, honest, 0, 5*time.Second, natRole{"mallory", "alice", "bob"}, bobPeer)
+	if !strings.Contains(r[0].Err, "not signed by the key") {
+		t.Errorf("mallory at an honest server: %q", r[0].Err)
+	}
+	if r[1].Err == "" || r[1].Hello != "" {
+		t.Errorf("bob at an honest server: %+v", r[1])
+	}
+
+	evil := n.startRendezvous(t, Config{InsecureSkipAuth: true})
+	for _, bobListens := range []bool{true, false} {
+		bob := nameAround("alice", !bobListens)
+		r := n.run(t, evil, 0, 8*time.Second, natRole{"mallory", "alice", bob}, natRole{bob, bob, "alice"})
+		t.Logf("bob listens %v: mallory %+v; bob %+v", bobListens, r[0], r[1])
+		if r[0].Hello != "" || r[1].Hello != "" || r[0].Err == "" || r[1].Err == "" {
+			t.Fatalf("mallory and bob talked: %+v, %+v", r[0], r[1])
+		}
+		if r[0].RemoteAddr != "" && r[0].Controlling != bobListens {
+			t.Errorf("mallory controlling %v, bob listens %v", r[0].Controlling, bobListens)
+		}
+		dialer := r[1]
+		if bobListens {
+			dialer = r[0]
+		}
+		if !strings.Contains(dialer.Err, "authentication failed") {
+			t.Errorf("dialler's error %q, want an authentication failure", dialer.Err)
 		}
 	}
 }
