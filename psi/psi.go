@@ -214,8 +214,9 @@ type Transient interface {
 	// message is incomplete: the reader never sees it as complete.
 	WriteMessage(ctx context.Context, p []byte, end bool, opts *WriteOptions) error
 	// ReadMessage reads from the current inbound message into p. end is
-	// true when the returned bytes complete the message; a message is
-	// never followed by an extra empty part. A message of any length
+	// true when the returned bytes complete the message. An empty part
+	// carries the end only if the writer wrote the end alone after the
+	// message's data had been sent. A message of any length
 	// streams through in parts; MaxMessageSize does not bound it here.
 	// After the peer's orderly close, and once everything was read, it
 	// returns io.EOF. A message the peer aborted, or cut by the peer's

@@ -299,6 +299,9 @@ func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if t.werr != nil {
 		return t.opError("send", t.werr)
 	}
+	if err := ctx.Err(); err != nil {
+		return t.opError("send", err)
+	}
 	var props *post.Properties
 	if opts != nil {
 		props = opts.Properties
@@ -525,6 +528,11 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 		default:
 			return n, false, nil
 		}
+	}
+	if errors.Is(err, framer.ErrAborted) {
+		// The peer abandoned this message; the next one follows.
+		t.inMsg = false
+		return n, false, err
 	}
 	if err != nil {
 		return n, false, t.fail(err)

@@ -243,7 +243,8 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	}
 	t.cork.cork()
 	err := t.w.WriteMessage(p, end)
-	if err == nil && end && (opts == nil || !opts.More) {
+	if err == nil && (opts == nil || !opts.More) {
+		// Parts go out without waiting for the end of their message.
 		err = t.w.Flush()
 	}
 	if cerr := t.cork.uncork(); err == nil {

@@ -1,0 +1,734 @@
+package psitest
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// pattern returns n bytes that depend on seed and position.
+func pattern(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	fill(b, seed, 0)
+	return b
+}
+
+// fill writes the bytes of pattern(seed) from offset off into b.
+func fill(b []byte, seed uint64, off int64) {
+	for i := range b {
+		x := uint64(off+int64(i))*0x9E3779B97F4A7C15 + seed*0xBF58476D1CE4E5B9
+		b[i] = byte(x >> 56)
+	}
+}
+
+// readMsg reads one whole message with reads of at most bufSize bytes. It
+// reports an empty part carrying the end after data (which the contract
+// forbids) as an error.
+func readMsg(ctx context.Context, tr psi.Transient, bufSize int) ([]byte, error) {
+	var msg []byte
+	buf := make([]byte, bufSize)
+	for {
+		n, end, err := tr.ReadMessage(ctx, buf)
+		msg = append(msg, buf[:n]...)
+		if err != nil {
+			return msg, err
+		}
+		if end {
+			if n == 0 && len(msg) > 0 {
+				return msg, fmt.Errorf("an empty last part followed %d bytes of data", len(msg))
+			}
+			if msg == nil {
+				msg = []byte{}
+			}
+			return msg, nil
+		}
+	}
+}
+
+// writeParts writes msg in parts of at most part bytes.
+func writeParts(ctx context.Context, tr psi.Transient, msg []byte, part int) error {
+	for {
+		n := min(part, len(msg))
+		if err := tr.WriteMessage(ctx, msg[:n], n == len(msg), nil); err != nil {
+			return err
+		}
+		msg = msg[n:]
+		if len(msg) == 0 {
+			return nil
+		}
+	}
+}
+
+// within runs f and fails t if it does not return within d.
+func within[T any](t *testing.T, d time.Duration, what string, f func() T) T {
+	t.Helper()
+	ch := make(chan T, 1)
+	go func() { ch <- f() }()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("%s did not return within %v", what, d)
+		panic("unreachable")
+	}
+}
+
+func testBoundaries(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 30*time.Second)
+	rng := rand.New(rand.NewPCG(1, 2))
+	sizes := []int{0, 1, 2, 3, 100, 1400, 4096, 16 << 10, 64<<10 + 3, 300 << 10}
+	var msgs [][]byte
+	for i := range 3 {
+		for _, n := range sizes {
+			msgs = append(msgs, pattern(n, uint64(i*100+n)))
+		}
+	}
+	rng.Shuffle(len(msgs), func(i, j int) { msgs[i], msgs[j] = msgs[j], msgs[i] })
+	errc := make(chan error, 1)
+	go func() {
+		wr := rand.New(rand.NewPCG(3, 4))
+		for i, m := range msgs {
+			var err error
+			if i%2 == 0 {
+				err = p.A.WriteMessage(ctx, m, true, nil)
+			} else {
+				err = writeParts(ctx, p.A, m, 1+wr.IntN(len(m)+1))
+			}
+			if err != nil {
+				errc <- fmt.Errorf("message %d: %w", i, err)
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for i, want := range msgs {
+		got, err := readMsg(ctx, p.B, 1+rng.IntN(9000))
+		if err != nil {
+			t.Fatalf("message %d (%d bytes): %v", i, len(want), err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("message %d: got %d bytes, want %d (or contents differ)", i, len(got), len(want))
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testNoEmptyEndPart(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 30*time.Second)
+	sizes := []int{10, 40 << 10, 200 << 10}
+	// The end written with the last data part arrives with it.
+	for i, n := range sizes {
+		if err := writeParts(ctx, p.A, pattern(n, uint64(i)), max(1, n/3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, n := range sizes {
+		got, err := readMsg(ctx, p.B, 64<<10)
+		if err != nil {
+			t.Fatalf("message of %d bytes: %v", n, err)
+		}
+		if !bytes.Equal(got, pattern(n, uint64(i))) {
+			t.Fatalf("message %d: got %d bytes, want %d", i, len(got), n)
+		}
+	}
+	// An end written alone after the data may come as an empty part, but
+	// only as the message's last.
+	for i, n := range sizes {
+		if err := p.A.WriteMessage(ctx, pattern(n, uint64(i)), false, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.A.WriteMessage(ctx, nil, true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 64<<10)
+	for i, n := range sizes {
+		var got []byte
+		for {
+			k, end, err := p.B.ReadMessage(ctx, buf)
+			if err != nil {
+				t.Fatalf("message of %d bytes: %v", n, err)
+			}
+			got = append(got, buf[:k]...)
+			if end {
+				break
+			}
+		}
+		if !bytes.Equal(got, pattern(n, uint64(i))) {
+			t.Fatalf("message %d ended alone: got %d bytes, want %d", i, len(got), n)
+		}
+	}
+}
+
+func testPartialMessages(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	first := pattern(1000, 7)
+	if err := p.A.WriteMessage(ctx, first, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The first part arrives before the message ends.
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var got []byte
+	buf := make([]byte, 4096)
+	for len(got) < len(first) {
+		n, end, err := p.B.ReadMessage(rctx, buf)
+		if err != nil {
+			t.Fatalf("reading the first part after %d bytes: %v", len(got), err)
+		}
+		if end {
+			t.Fatal("message ended before its last part was written")
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, first) {
+		t.Fatal("first part differs")
+	}
+	second := pattern(500, 8)
+	if err := p.A.WriteMessage(ctx, second, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := readMsg(ctx, p.B, 4096)
+	if err != nil || !bytes.Equal(rest, second) {
+		t.Fatalf("second part: %d bytes, %v", len(rest), err)
+	}
+}
+
+// streamLarge sends one message of size bytes in parts and checks that it
+// arrives whole, reading in parts smaller than the receiver's limit.
+func streamLarge(t *testing.T, p Pair, size int64, limit int64) {
+	ctx := testContext(t, 120*time.Second)
+	const part = 64 << 10
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, part)
+		for off := int64(0); off < size; off += part {
+			n := min(part, size-off)
+			fill(buf[:n], 42, off)
+			if err := p.A.WriteMessage(ctx, buf[:n], off+n == size, nil); err != nil {
+				errc <- fmt.Errorf("write at %d: %w", off, err)
+				return
+			}
+		}
+		errc <- nil
+	}()
+	buf := make([]byte, 32<<10)
+	want := make([]byte, len(buf))
+	var off int64
+	for {
+		n, end, err := p.B.ReadMessage(ctx, buf)
+		if int64(n) > limit && limit > 0 {
+			t.Fatalf("one read returned %d bytes, over the limit %d", n, limit)
+		}
+		fill(want[:n], 42, off)
+		if !bytes.Equal(buf[:n], want[:n]) {
+			t.Fatalf("content differs at offset %d", off)
+		}
+		off += int64(n)
+		if err != nil {
+			t.Fatalf("after %d of %d bytes: %v", off, size, err)
+		}
+		if end {
+			break
+		}
+	}
+	if off != size {
+		t.Fatalf("message ended after %d bytes, want %d", off, size)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testLargeInParts(t *testing.T, mp MakePair) {
+	const limit = 64 << 10
+	p := mp(t, tuned(func(c *psi.Config) { c.MaxMessageSize = limit }))
+	size := int64(64 << 20)
+	if testing.Short() {
+		size = 4 << 20
+	}
+	streamLarge(t, p, size, limit)
+}
+
+func testLimits(t *testing.T, mp MakePair) {
+	p := mp(t, tuned(func(c *psi.Config) { c.MaxMessageSize = 1000 }))
+	ctx := testContext(t, 20*time.Second)
+	for _, n := range []int{1000, 1001, 5000, 100 << 10} {
+		msg := pattern(n, uint64(n))
+		if err := p.A.WriteMessage(ctx, msg, true, nil); err != nil {
+			t.Fatalf("write %d bytes: %v", n, err)
+		}
+		got, err := readMsg(ctx, p.B, 512)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("%d bytes over a 1000-byte limit: got %d bytes, %v", n, len(got), err)
+		}
+	}
+}
+
+func testCancelledContext(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := p.A.WriteMessage(cancelled, []byte("cancelled"), true, nil); err == nil {
+		t.Error("WriteMessage with a cancelled context returned nil")
+	}
+	if err := p.A.WriteMessage(ctx, []byte("after"), true, nil); err != nil {
+		t.Fatalf("write after a cancelled write: %v", err)
+	}
+	got, err := readMsg(ctx, p.B, 64)
+	if err != nil || string(got) != "after" {
+		t.Fatalf("got %q, %v; want only %q", got, err, "after")
+	}
+}
+
+func testForkBurst(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	if !p.A.Features().Has(psi.Fork) {
+		t.Skip("stack cannot fork")
+	}
+	forks, msgs := 1000, 100
+	if testing.Short() {
+		forks = 200
+	}
+	ctx := testContext(t, 120*time.Second)
+	var (
+		got    sync.Map // fork index -> messages received
+		recvWG sync.WaitGroup
+		failed atomic.Int32
+	)
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		for range forks {
+			f, err := p.B.AcceptFork(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("AcceptFork: %v", err)
+				}
+				return
+			}
+			recvWG.Add(1)
+			go func() {
+				defer recvWG.Done()
+				defer f.Close()
+				idx := -1
+				for i := range msgs {
+					m, err := readMsg(ctx, f, 256)
+					if err != nil {
+						t.Errorf("fork %d, message %d: %v", idx, i, err)
+						failed.Add(1)
+						return
+					}
+					if len(m) < 8 || binary.BigEndian.Uint32(m[4:]) != uint32(i) {
+						t.Errorf("fork %d, message %d: bad content %x", idx, i, m)
+						failed.Add(1)
+						return
+					}
+					idx = int(binary.BigEndian.Uint32(m))
+				}
+				got.Store(idx, msgs)
+			}()
+		}
+	}()
+	var sendWG sync.WaitGroup
+	for i := range forks {
+		sendWG.Add(1)
+		go func() {
+			defer sendWG.Done()
+			var f psi.Transient
+			var err error
+			for {
+				// A fork the peer cannot take yet may fail loudly; the
+				// forking side then tries again.
+				f, err = p.A.Fork(ctx, psi.Wine)
+				if err == nil || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				t.Errorf("fork %d: %v", i, err)
+				return
+			}
+			for j := range msgs {
+				m := make([]byte, 8, 40)
+				binary.BigEndian.PutUint32(m, uint32(i))
+				binary.BigEndian.PutUint32(m[4:], uint32(j))
+				m = append(m, pattern(j%32, uint64(i))...)
+				if err := f.WriteMessage(ctx, m, true, nil); err != nil {
+					t.Errorf("fork %d, write %d: %v", i, j, err)
+					f.Close()
+					return
+				}
+			}
+			if err := f.Close(); err != nil {
+				t.Errorf("fork %d: Close: %v", i, err)
+			}
+		}()
+	}
+	sendWG.Wait()
+	<-acceptDone
+	recvWG.Wait()
+	n := 0
+	got.Range(func(_, _ any) bool { n++; return true })
+	if n != forks {
+		t.Fatalf("%d of %d forks arrived complete", n, forks)
+	}
+}
+
+func testCloseReadAll(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	for i := range 50 {
+		if err := p.A.WriteMessage(ctx, pattern(100+i, uint64(i)), true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		if m, err := readMsg(ctx, p.B, 1024); err != nil || !bytes.Equal(m, pattern(100+i, uint64(i))) {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if err := within(t, linger+time.Second, "Close", p.A.Close); err != nil {
+		t.Fatalf("Close after everything was read: %v", err)
+	}
+	if _, _, err := p.B.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
+		t.Fatalf("read after the peer's Close: %v, want io.EOF", err)
+	}
+	if err := within(t, linger+time.Second, "Close", p.B.Close); err != nil {
+		t.Fatalf("Close after the peer's: %v", err)
+	}
+}
+
+func testCloseUnreadByPeer(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	for i := range 50 {
+		if err := p.A.WriteMessage(ctx, pattern(1000, uint64(i)), true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- p.A.Close() }()
+	time.Sleep(500 * time.Millisecond) // well inside the linger
+	for i := range 50 {
+		if m, err := readMsg(ctx, p.B, 700); err != nil || !bytes.Equal(m, pattern(1000, uint64(i))) {
+			t.Fatalf("message %d after the sender's Close: %v", i, err)
+		}
+	}
+	if _, _, err := p.B.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
+		t.Fatalf("read after the last message: %v, want io.EOF", err)
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(linger + time.Second):
+		t.Fatal("Close did not return")
+	}
+}
+
+func testCloseWithUnreadData(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	for i := range 20 {
+		if err := p.A.WriteMessage(ctx, pattern(500, uint64(i)), true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	// B closes without reading: its unread data is discarded.
+	if err := within(t, linger+time.Second, "Close", p.B.Close); err != nil {
+		t.Fatalf("Close with unread data: %v", err)
+	}
+	if _, _, err := p.B.ReadMessage(ctx, make([]byte, 8)); !errors.Is(err, post.ErrClosed) {
+		t.Errorf("read after Close: %v, want ErrClosed", err)
+	}
+	// A learns of it: its writes fail soon.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := p.A.WriteMessage(wctx, []byte("anyone?"), true, nil)
+		cancel()
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes still succeed 3 s after the peer closed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	within(t, linger+time.Second, "Close", p.A.Close)
+}
+
+func testPeerCloseEndsSends(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	if err := within(t, linger+time.Second, "Close", p.A.Close); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, _, err := p.B.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
+		t.Fatalf("read after the peer's Close: %v, want io.EOF", err)
+	}
+	err := p.B.WriteMessage(ctx, []byte("late"), true, nil)
+	if err == nil {
+		t.Fatal("WriteMessage after the peer's close returned nil")
+	}
+	if !errors.Is(err, post.ErrClosed) && !errors.Is(err, post.ErrReset) {
+		t.Errorf("WriteMessage after the peer's close: %v, want ErrClosed or ErrReset", err)
+	}
+}
+
+func testCloseContextBounded(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	if p.VanishB == nil {
+		t.Skip("pair cannot make B vanish")
+	}
+	ctx := testContext(t, 20*time.Second)
+	p.VanishB()
+	// These fit in the sender's buffers, so the writes return nil; none
+	// can be acknowledged.
+	for i := range 10 {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := p.A.WriteMessage(wctx, pattern(1000, uint64(i)), true, nil)
+		cancel()
+		if err != nil {
+			break
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	err := within(t, 2*time.Second, "CloseContext", func() error { return psi.CloseContext(cctx, p.A) })
+	if err == nil {
+		t.Fatal("Close returned nil although the peer acknowledged nothing")
+	}
+}
+
+func testAbort(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	if err := p.A.WriteMessage(ctx, []byte("abc"), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	got := 0
+	for got < 3 {
+		n, end, err := p.B.ReadMessage(ctx, buf)
+		if err != nil || end {
+			t.Fatalf("partial message: %d, %v, %v", n, end, err)
+		}
+		got += n
+	}
+	start := time.Now()
+	psi.Abort(p.A, errors.New("psitest abort"))
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Abort took %v", d)
+	}
+	_, end, err := within(t, 3*time.Second, "ReadMessage after the peer's Abort", func() readResult {
+		n, end, err := p.B.ReadMessage(ctx, buf)
+		return readResult{n, end, err}
+	}).unpack()
+	if end || !errors.Is(err, post.ErrReset) {
+		t.Fatalf("read after the peer's Abort: end %v, %v; want an error wrapping ErrReset", end, err)
+	}
+	if err := p.A.WriteMessage(ctx, []byte("x"), true, nil); !errors.Is(err, post.ErrClosed) {
+		t.Errorf("write after Abort: %v, want ErrClosed", err)
+	}
+}
+
+type readResult struct {
+	n   int
+	end bool
+	err error
+}
+
+func (r readResult) unpack() (int, bool, error) { return r.n, r.end, r.err }
+
+func testAbortMessage(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	if err := p.A.WriteMessage(ctx, []byte("doomed"), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	aerr := psi.AbortMessage(ctx, p.A)
+	buf := make([]byte, 64)
+	var err error
+	for {
+		var end bool
+		var n int
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		n, end, err = p.B.ReadMessage(rctx, buf)
+		cancel()
+		if end {
+			t.Fatalf("the aborted message arrived complete (%q)", buf[:n])
+		}
+		if err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, post.ErrReset) {
+		t.Fatalf("read of an aborted message: %v, want an error wrapping ErrReset", err)
+	}
+	if aerr != nil {
+		t.Logf("AbortMessage aborted the transient: %v", aerr)
+		return
+	}
+	// The transient goes on.
+	if err := p.A.WriteMessage(ctx, []byte("next"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := readMsg(ctx, p.B, 64); err != nil || string(m) != "next" {
+		t.Fatalf("message after an aborted one: %q, %v", m, err)
+	}
+}
+
+func testPausedReader(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	pause := 20 * idleTimeout
+	if testing.Short() {
+		pause = 3 * idleTimeout
+	}
+	ctx := testContext(t, pause+60*time.Second)
+	const size, msg = 16 << 20, 64 << 10
+	errc := make(chan error, 1)
+	go func() {
+		for off := 0; off < size; off += msg {
+			if err := p.A.WriteMessage(ctx, pattern(msg, uint64(off)), true, nil); err != nil {
+				errc <- fmt.Errorf("write at %d: %w", off, err)
+				return
+			}
+		}
+		errc <- p.A.Close()
+	}()
+	time.Sleep(pause)
+	for off := 0; off < size; off += msg {
+		m, err := readMsg(ctx, p.B, 32<<10)
+		if err != nil || !bytes.Equal(m, pattern(msg, uint64(off))) {
+			t.Fatalf("after a %v pause, message at %d: %d bytes, %v", pause, off, len(m), err)
+		}
+	}
+	if _, _, err := p.B.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
+		t.Errorf("after the last message: %v, want io.EOF", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testVanishedPeer(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	if p.VanishB == nil {
+		t.Skip("pair cannot make B vanish")
+	}
+	ctx := testContext(t, 30*time.Second)
+	if err := p.A.WriteMessage(ctx, []byte("hello"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := readMsg(ctx, p.B, 64); err != nil || string(m) != "hello" {
+		t.Fatalf("before: %q, %v", m, err)
+	}
+	p.VanishB()
+	bound := 4*idleTimeout + 2*time.Second
+	r := within(t, bound, "ReadMessage from a vanished peer", func() readResult {
+		n, end, err := p.A.ReadMessage(ctx, make([]byte, 64))
+		return readResult{n, end, err}
+	})
+	if r.err == nil || r.err == io.EOF {
+		t.Fatalf("read from a vanished peer: %v, want an error", r.err)
+	}
+	if !errors.Is(r.err, post.ErrTimeout) && !errors.Is(r.err, post.ErrReset) && !errors.Is(r.err, post.ErrClosed) {
+		t.Errorf("read from a vanished peer: %v, want ErrTimeout, ErrReset or ErrClosed", r.err)
+	}
+	err := within(t, bound, "WriteMessage to a vanished peer", func() error {
+		return p.A.WriteMessage(ctx, []byte("anyone?"), true, nil)
+	})
+	if err == nil {
+		t.Log("a write after the peer was declared dead returned nil")
+	}
+	if err := within(t, linger+time.Second, "Close", p.A.Close); err == nil {
+		t.Error("Close to a vanished peer returned nil")
+	}
+}
+
+func testExitAfterClose(t *testing.T, mp MakePair) {
+	t.Run("ReaderKeepsUp", func(t *testing.T) {
+		p := mp(t, short)
+		ctx := testContext(t, 60*time.Second)
+		const size = 8 << 20
+		errc := make(chan error, 1)
+		go func() {
+			big := pattern(size, 9)
+			if err := writeParts(ctx, p.A, big, 1<<20); err != nil {
+				errc <- err
+				return
+			}
+			for i := range 10 {
+				if err := p.A.WriteMessage(ctx, pattern(100, uint64(i)), true, nil); err != nil {
+					errc <- err
+					return
+				}
+			}
+			err := p.A.Close()
+			if p.ExitA != nil {
+				p.ExitA()
+			}
+			errc <- err
+		}()
+		m, err := readMsg(ctx, p.B, 256<<10)
+		if err != nil || !bytes.Equal(m, pattern(size, 9)) {
+			t.Fatalf("large message: %d of %d bytes, %v", len(m), size, err)
+		}
+		for i := range 10 {
+			if m, err := readMsg(ctx, p.B, 64); err != nil || !bytes.Equal(m, pattern(100, uint64(i))) {
+				t.Fatalf("message %d: %v", i, err)
+			}
+		}
+		if _, _, err := p.B.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
+			t.Fatalf("after the last message: %v, want io.EOF", err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("sender: %v", err)
+		}
+	})
+	t.Run("ReaderStartsLater", func(t *testing.T) {
+		p := mp(t, short)
+		ctx := testContext(t, 30*time.Second)
+		for i := range 10 {
+			if err := p.A.WriteMessage(ctx, pattern(10<<10, uint64(i)), true, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := within(t, linger+time.Second, "Close", p.A.Close); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if p.ExitA != nil {
+			p.ExitA()
+		}
+		for i := range 10 {
+			if m, err := readMsg(ctx, p.B, 4096); err != nil || !bytes.Equal(m, pattern(10<<10, uint64(i))) {
+				t.Fatalf("message %d after the sender exited: %v", i, err)
+			}
+		}
+		if _, _, err := p.B.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
+			t.Fatalf("after the last message: %v, want io.EOF", err)
+		}
+	})
+}
