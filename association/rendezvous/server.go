@@ -39,8 +39,10 @@ const (
 // A source is a client's IPv4 address or IPv6 /64, as the server's
 // connection sees it (behind a reverse proxy, the proxy's).
 type Config struct {
-	// MaxEntries bounds the registrations held; beyond it, new
-	// registrations get 503.
+	// MaxEntries bounds the registrations held. When it is reached, a
+	// new registration displaces the oldest one of the source holding the
+	// most (if that source holds more than the newcomer's), so a client
+	// that holds little is never locked out; otherwise it gets 503.
 	MaxEntries int
 	// MaxPerSource bounds the registrations held for one source, and
 	// MaxPerKey those held for one peer ID; beyond them, new
@@ -50,8 +52,10 @@ type Config struct {
 	// bucket); beyond them, requests get 429.
 	RequestRate  float64
 	RequestBurst int
-	// MaxSources bounds the sources tracked at once, and MaxNonces the
-	// used nonces remembered; beyond them, requests get 503.
+	// MaxSources bounds the sources tracked at once: past it, one that
+	// holds no registration is forgotten for each new one (only its
+	// request rate is lost). MaxNonces bounds the used nonces remembered;
+	// past it, requests get 503.
 	MaxSources, MaxNonces int
 	// EntryTTL is how long a registration outlives a poll that ended
 	// without an answer, for the client to poll again. A registration
@@ -125,7 +129,9 @@ type entry struct {
 	ready   chan struct{} // closed when answer is set
 	waiter  chan struct{} // closed to displace the current long poll
 	expires time.Time
+	created time.Time
 	src     netip.Prefix
+	evicted bool // displaced to make room for another client
 }
 
 // source is what the server tracks of one client address.
@@ -211,6 +217,54 @@ func (s *Server) remove(k key, e *entry) {
 	}
 }
 
+// evictFor makes room in a full table for a registration from newcomer:
+// it drops the oldest registration of the source that holds the most, if
+// that is more than newcomer holds. Its poll ends with 503.
+func (s *Server) evictFor(newcomer *source) bool {
+	var busiest netip.Prefix
+	most := 0
+	for p, src := range s.sources {
+		if src.entries > most {
+			busiest, most = p, src.entries
+		}
+	}
+	if most <= newcomer.entries || s.sources[busiest] == newcomer {
+		return false
+	}
+	var (
+		victim  *entry
+		victimK key
+	)
+	for k, e := range s.entries {
+		if e.src == busiest && (victim == nil || e.created.Before(victim.created)) {
+			victim, victimK = e, k
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	s.remove(victimK, victim)
+	if victim.waiter != nil {
+		victim.evicted = true
+		close(victim.waiter)
+		victim.waiter = nil
+	}
+	s.cfg.Logger.Debug("rendezvous: table full, evicted a registration", "source", busiest, "held", most)
+	return true
+}
+
+// forgetIdleSource drops one tracked source that holds no registration,
+// to make room for another.
+func (s *Server) forgetIdleSource() bool {
+	for p, src := range s.sources {
+		if src.entries == 0 {
+			delete(s.sources, p)
+			return true
+		}
+	}
+	return false
+}
+
 // refill brings a source's token bucket up to now and returns its tokens.
 func (s *Server) refill(src *source, now time.Time) float64 {
 	if d := now.Sub(src.last); d > 0 {
@@ -244,7 +298,7 @@ func (s *Server) admit(src netip.Prefix, now time.Time) int {
 	s.sweep(now, false)
 	st := s.sources[src]
 	if st == nil {
-		if len(s.sources) >= s.cfg.MaxSources {
+		if len(s.sources) >= s.cfg.MaxSources && !s.forgetIdleSource() {
 			return http.StatusServiceUnavailable
 		}
 		st = &source{tokens: float64(s.cfg.RequestBurst), last: now}
@@ -442,14 +496,14 @@ func (s *Server) exchange(ctx context.Context, req *request, src netip.Prefix) (
 	case e == nil:
 		st := s.sources[src]
 		switch {
-		case len(s.entries) >= s.cfg.MaxEntries:
-			s.mu.Unlock()
-			return http.StatusServiceUnavailable, nil
 		case st == nil || st.entries >= s.cfg.MaxPerSource || s.perKey[req.Self] >= s.cfg.MaxPerKey:
 			s.mu.Unlock()
 			return http.StatusTooManyRequests, nil
+		case len(s.entries) >= s.cfg.MaxEntries && !s.evictFor(st):
+			s.mu.Unlock()
+			return http.StatusServiceUnavailable, nil
 		}
-		e = &entry{offer: offer, ready: make(chan struct{}), src: src}
+		e = &entry{offer: offer, ready: make(chan struct{}), src: src, created: now}
 		s.entries[mine] = e
 		st.entries++
 		s.perKey[req.Self]++
@@ -479,6 +533,12 @@ func (s *Server) exchange(ctx context.Context, req *request, src netip.Prefix) (
 	case <-ready:
 		status = http.StatusOK
 	case <-waiter:
+		s.mu.Lock()
+		evicted := e.evicted
+		s.mu.Unlock()
+		if evicted {
+			return http.StatusServiceUnavailable, nil
+		}
 		return http.StatusConflict, nil
 	case <-s.done:
 		return http.StatusServiceUnavailable, nil
