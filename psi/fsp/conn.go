@@ -134,6 +134,7 @@ type Conn struct {
 	midMessage   bool      // a message was begun and not ended
 	releaseSeq   uint64    // Close is done once everything up to it is acknowledged
 	sentRelease  bool      // and it is our RELEASE
+	timeWait     bool      // closed after the peer released: acknowledge a while (conn_close.go)
 	lastProgress time.Time // last acknowledgement progress
 
 	// Receive side.

@@ -34,7 +34,7 @@ func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 		// A clone of the peer's this end forgot, whose peer did not hear
 		// the last word (the acknowledgement of its RELEASE, say): tell
 		// it, as the transport does for a forgotten connection.
-		c.t.sendReset(from, pkt.Src, pkt.Dst, len(b))
+		c.resetForgotten(from, pkt.Src, len(b))
 	}
 	if clone == nil {
 		return nil
@@ -103,6 +103,18 @@ func (c *Conn) cloneOpens(pkt *wire.Packet) bool {
 	return err == nil
 }
 
+// resetForgotten answers a packet of a clone of the peer's that c forgot
+// with an unauthenticated RESET under the session's PSK, which that clone
+// believes only as the last word of its close.
+func (c *Conn) resetForgotten(to *peerAddr, clone uint32, n int) {
+	if n < wire.HeaderLen+fcrypto.TagLen {
+		return // no reply larger than the packet
+	}
+	p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: clone, Src: c.local}}
+	var arr [wire.HeaderLen + fcrypto.TagLen]byte
+	c.t.write(handshakePacket(arr[:0], fcrypto.HandshakeKey(c.cfg.Security.PSK, clone), &p, nil), to)
+}
+
 func (c *Conn) forkQueue() chan *Conn {
 	if c.forks == nil {
 		c.forks = make(chan *Conn, c.cfg.maxForks())
@@ -120,9 +132,6 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 	cl.rcvCap = min(cloneWindow, cl.rcvMax)
 	// The peer may fork from a clone once it grants credit (AcceptFork).
 	cl.forkCredit, cl.peerCredit = 0, 0
-	// A clone's peer forgets it like a connection: by an unauthenticated
-	// RESET, believed only as the last word of a close.
-	cl.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, cl.local)
 	cl.peerParam = c.peerParam
 	cl.peerCerts = c.peerCerts // a clone speaks for the same peer
 	for {
@@ -150,8 +159,14 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 		}
 		c.clones[peerClone] = cl
 	}
+	// A clone's peer forgets it like a connection: by an unauthenticated
+	// RESET, believed only as the last word of a close.
+	cl.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, cl.local)
 	cl.installKeys()
 	cl.establish(time.Now())
+	// Until it hears otherwise, a clone may send what a fresh clone
+	// takes: every clone starts with the same small window.
+	cl.peerLimit = 1 + cloneWindow
 	cl.confirmed = !forked
 	return cl
 }
@@ -195,6 +210,11 @@ func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, er
 			return nil, err
 		}
 	}
+	// On a listener the clone is charged to its budget like the peer's.
+	if !c.bud.take(c.budPeer, cloneCost) {
+		c.mu.Unlock()
+		return nil, post.Errorf(post.ErrBackpressure, "fsp: fork: listener memory budget exhausted")
+	}
 	c.forked++
 	if c.forked < c.peerCredit {
 		signal(c.forkable) // credit for another waiting Fork
@@ -202,8 +222,12 @@ func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, er
 	cl := c.newClone(0, true)
 	c.mu.Unlock()
 	if cl == nil {
+		c.bud.give(c.budPeer, cloneCost)
 		return nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
 	}
+	cl.mu.Lock()
+	cl.bud, cl.budPeer, cl.charged = c.bud, c.budPeer, cloneCost
+	cl.mu.Unlock()
 	if class == psi.Milk {
 		cl.mu.Lock()
 		cl.setMilk()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -65,6 +66,9 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Unlock()
 	select {
 	case <-c.released:
+		c.mu.Lock()
+		c.timeWait = c.peerReleased
+		c.mu.Unlock()
 		c.teardown(errLocalClose, false)
 		return nil
 	case <-c.done:
@@ -171,6 +175,10 @@ func (c *Conn) teardown(err error, reset bool) {
 	close(c.done)
 	c.uncharge()
 	parent, peer, forks := c.parent, c.peer, c.forks
+	var linger time.Duration
+	if c.timeWait {
+		linger = min(max(4*c.rtt.RTO(), minTimeWait), maxTimeWait)
+	}
 	c.mu.Unlock()
 	// Clones the application never accepted are reset: the peer's
 	// writes on them fail rather than vanish.
@@ -183,6 +191,15 @@ func (c *Conn) teardown(err error, reset bool) {
 		}
 		break
 	}
+	if linger > 0 {
+		time.AfterFunc(linger, func() { c.forget(parent, peer) })
+		return
+	}
+	c.forget(parent, peer)
+}
+
+// forget removes a closed connection from its transport and parent.
+func (c *Conn) forget(parent *Conn, peer uint32) {
 	if parent != nil {
 		parent.mu.Lock()
 		if parent.clones[peer] == c {
@@ -191,6 +208,46 @@ func (c *Conn) teardown(err error, reset bool) {
 		parent.mu.Unlock()
 	}
 	c.t.unregister(c)
+}
+
+// Time-wait: a connection closed after its peer released it stays known
+// a while, so that a RELEASE the peer sends again, because our last
+// acknowledgement was lost, gets that acknowledgement again instead of a
+// RESET its Close could not take for success.
+const (
+	minTimeWait = 200 * time.Millisecond
+	maxTimeWait = time.Second
+)
+
+// ackAfterClose answers an authenticated packet of the peer's during
+// time-wait with the final cumulative acknowledgement. Called with c.mu
+// held.
+func (c *Conn) ackAfterClose(pkt *wire.Packet) {
+	if pkt.Opcode == wire.Reset || pkt.Opcode == wire.KeepAlive && pkt.Flags&wire.FlagAckRequest == 0 {
+		return // nothing owed; and no acknowledgement ping-pong
+	}
+	d := c.rx[0]
+	if pkt.Flags&wire.FlagKeyPhase != 0 {
+		d = c.rx[1]
+	}
+	if d == nil || c.snd == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+		return
+	}
+	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
+	if !c.replay.Check(pn) {
+		return
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	if _, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload); err != nil {
+		return
+	}
+	c.replay.Mark(pn)
+	p := c.header(wire.KeepAlive, 0, c.snd.Next())
+	if b := c.seal(&p, nil); b != nil {
+		c.t.write(*b, &c.remote)
+		putBuf(b)
+	}
 }
 
 func (c *Conn) debugState() string {

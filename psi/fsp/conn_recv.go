@@ -40,6 +40,9 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Listener) {
 	switch c.state {
 	case stateClosed:
+		if c.timeWait {
+			c.ackAfterClose(pkt)
+		}
 		return
 	case stateInitiating, stateRequesting:
 		if pkt.Opcode == wire.Reset {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 )
 
 // TestForkBurst forks many clones at once, each sending many messages:
@@ -77,8 +78,17 @@ func TestForkBurst(t *testing.T) {
 					return
 				}
 			}
+			st := f.debugState()
 			if err := f.Close(); err != nil {
-				t.Errorf("fork %d: close: %v", i, err)
+				s.mu.Lock()
+				peer := s.clones[f.LocalALFID()]
+				used := s.usedClones[f.LocalALFID()]
+				s.mu.Unlock()
+				ps := "gone"
+				if peer != nil {
+					ps = peer.debugState()
+				}
+				t.Errorf("fork %d: close: %v\nbefore: %s\nafter: %s\npeer (used %v): %s", i, err, st, f.debugState(), used, ps)
 			}
 		})
 	}
@@ -166,7 +176,16 @@ func TestForkCredit(t *testing.T) {
 // and after writing: against a live peer each Close takes about a round
 // trip, never the linger.
 func TestForkCloseTakesARoundTrip(t *testing.T) {
+	t.Run("certificate", func(t *testing.T) { testForkClose(t, nil) })
+	t.Run("psk", func(t *testing.T) { testForkClose(t, bytes.Repeat([]byte{7}, 32)) })
+}
+
+func testForkClose(t *testing.T, psk []byte) {
 	scfg, ccfg := pair(t)
+	if psk != nil {
+		scfg = &Config{Security: psi.Security{PSK: psk}}
+		ccfg = &Config{Security: psi.Security{PSK: psk}}
+	}
 	l := listen(t, scfg)
 	c, s := connect(t, l, ccfg)
 	ctx := testContext(t)
@@ -379,5 +398,46 @@ func TestWindowAutoTune(t *testing.T) {
 	t.Logf("window %d packets after the transfer, %d unread", grown, idle)
 	if grown <= initialWindow || idle != initialWindow {
 		t.Fatalf("window %d after a transfer, %d idle; started at %d", grown, idle, initialWindow)
+	}
+}
+
+// TestForkCloseForgottenPeer: a clone whose peer already forgot it (its
+// acknowledgement of the RELEASE lost, say) ends its Close on the RESET
+// the peer's parent answers with, not on the linger.
+func TestForkCloseForgottenPeer(t *testing.T) {
+	for _, psk := range [][]byte{nil, bytes.Repeat([]byte{9}, 32)} {
+		scfg, ccfg := pair(t)
+		if psk != nil {
+			scfg = &Config{Security: psi.Security{PSK: psk}}
+			ccfg = &Config{Security: psi.Security{PSK: psk}}
+		}
+		l := listen(t, scfg)
+		c, s := connect(t, l, ccfg)
+		ctx := testContext(t)
+		f, err := c.Fork(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.SendMessage(ctx, []byte("last")); err != nil {
+			t.Fatal(err)
+		}
+		sf, err := s.AcceptFork(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := sf.ReceiveMessage(ctx); err != nil || string(m) != "last" {
+			t.Fatal(string(m), err)
+		}
+		for f.Stats().BytesInFlight > 0 {
+			time.Sleep(time.Millisecond)
+		}
+		sf.teardown(errLocalClose, false) // forgets it without a word
+		start := time.Now()
+		if err := f.Close(); err != nil {
+			t.Fatalf("psk %v: %v", psk != nil, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("psk %v: close took %v", psk != nil, d)
+		}
 	}
 }
