@@ -43,6 +43,9 @@ func (l *Listener) refusals() chan error {
 
 // refuse reports a refused client to Refused.
 func (l *Listener) refuse(err error) {
+	if l == nil {
+		return
+	}
 	select {
 	case l.refusals() <- err:
 	default:
