@@ -68,12 +68,17 @@ func verifyRequest(nonce, key, sig string, body []byte) (ed25519.PublicKey, erro
 const nonceLen = 32
 
 // nonces mints and checks stateless server nonces, and remembers the used
-// ones for NonceTTL in two generations.
+// ones for NonceTTL in two generations. When max are remembered it starts
+// a new generation early and forgets the oldest, refusing from then on
+// the nonces minted before the ones it still remembers: a flood costs
+// clients a fresh nonce, never a replay.
 type nonces struct {
 	secret    [32]byte
 	ttl       time.Duration
+	max       int
 	cur, prev map[[nonceLen]byte]struct{}
 	rotated   time.Time
+	floor     time.Time // nonces minted before are refused
 }
 
 func (n *nonces) mac(b []byte) []byte {
@@ -102,7 +107,7 @@ func (n *nonces) check(s string, now time.Time) ([nonceLen]byte, error) {
 		return b, post.Errorf(post.ErrAuthentication, "rendezvous: bad nonce")
 	}
 	t := time.Unix(0, int64(binary.BigEndian.Uint64(b[:8])))
-	if age := now.Sub(t); age > n.ttl || age < -time.Second {
+	if age := now.Sub(t); age > n.ttl || age < -time.Second || !n.floor.IsZero() && !t.After(n.floor) {
 		return b, post.Errorf(post.ErrAuthentication, "rendezvous: nonce expired")
 	}
 	n.rotate(now)
@@ -116,7 +121,14 @@ func (n *nonces) check(s string, now time.Time) ([nonceLen]byte, error) {
 }
 
 // use records a checked nonce as used.
-func (n *nonces) use(b [nonceLen]byte) { n.cur[b] = struct{}{} }
+func (n *nonces) use(b [nonceLen]byte, now time.Time) {
+	if n.max > 0 && n.used() >= n.max {
+		// Every nonce in prev was minted before cur began.
+		n.floor = n.rotated
+		n.prev, n.cur, n.rotated = n.cur, make(map[[nonceLen]byte]struct{}), now
+	}
+	n.cur[b] = struct{}{}
+}
 
 // used returns how many nonces are remembered.
 func (n *nonces) used() int { return len(n.cur) + len(n.prev) }

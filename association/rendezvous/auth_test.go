@@ -179,6 +179,37 @@ func TestNonceExpiry(t *testing.T) {
 	}
 }
 
+// TestNonceFlood: past MaxNonces the server forgets the oldest used
+// nonces but still refuses every replay, and fresh nonces keep working.
+func TestNonceFlood(t *testing.T) {
+	srv := NewServer(Config{MaxNonces: 4, MaxWait: 10 * time.Millisecond, RequestRate: 1000, RequestBurst: 1000})
+	url := newServer(t, srv) + "/exchange"
+	var used []string
+	for i := range 12 {
+		resp, err := http.Post(url, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		nonce := resp.Header.Get(HeaderNonce)
+		if code, msg := postSigned(t, url, testKey("alice"), nonce, body("alice", "bob", "aaaa")); code != http.StatusNoContent {
+			t.Fatalf("request %d: %d %s", i, code, msg)
+		}
+		used = append(used, nonce)
+	}
+	srv.mu.Lock()
+	n := srv.nonces.used()
+	srv.mu.Unlock()
+	if n > 5 {
+		t.Errorf("%d used nonces remembered, MaxNonces 4", n)
+	}
+	for i, nonce := range used {
+		if code, _ := postSigned(t, url, testKey("alice"), nonce, body("alice", "bob", "aaaa")); code != http.StatusUnauthorized {
+			t.Errorf("replay of nonce %d: %d", i, code)
+		}
+	}
+}
+
 // TestDisconnectFrees: a client that goes away while polling frees its
 // registration at once, not after EntryTTL.
 func TestDisconnectFrees(t *testing.T) {

@@ -28,7 +28,7 @@ const (
 	DefaultMaxNonces    = 1 << 16
 	DefaultEntryTTL     = 10 * time.Second
 	DefaultMaxWait      = 25 * time.Second
-	DefaultNonceTTL     = 30 * time.Second
+	DefaultNonceTTL     = 15 * time.Second
 	// MaxRequestSize bounds a request body.
 	MaxRequestSize = 64 << 10
 )
@@ -55,7 +55,8 @@ type Config struct {
 	// MaxSources bounds the sources tracked at once: past it, one that
 	// holds no registration is forgotten for each new one (only its
 	// request rate is lost). MaxNonces bounds the used nonces remembered;
-	// past it, requests get 503.
+	// past it, the server forgets the oldest and refuses the nonces minted
+	// before those it remembers, so clients sign again over a fresh one.
 	MaxSources, MaxNonces int
 	// EntryTTL is how long a registration outlives a poll that ended
 	// without an answer, for the client to poll again. A registration
@@ -148,7 +149,7 @@ func (s *Server) init() {
 		s.sources = make(map[netip.Prefix]*source)
 		s.perKey = make(map[PeerID]int)
 		s.done = make(chan struct{})
-		s.nonces.ttl = s.cfg.NonceTTL
+		s.nonces.ttl, s.nonces.max = s.cfg.NonceTTL, s.cfg.MaxNonces
 		rand.Read(s.nonces.secret[:])
 	})
 }
@@ -427,10 +428,7 @@ func (s *Server) authenticate(nonce, pubHdr, sigHdr string, body []byte) (PeerID
 	if err != nil {
 		return "", err
 	}
-	if s.nonces.used() >= s.cfg.MaxNonces {
-		return "", post.Errorf(post.ErrRefused, "rendezvous: server busy")
-	}
-	s.nonces.use(b)
+	s.nonces.use(b, s.clock())
 	return IDFromPublicKey(pub)
 }
 
