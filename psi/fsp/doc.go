@@ -70,7 +70,9 @@
 // only that initiator believes it; it keeps no state for it. Once keys
 // exist, either end that refuses the other's credentials (wrong chain, pin
 // or signature, no client certificate) says so in a protected RESET with
-// that reason, and the other end fails at once. Listen without
+// that reason, and the other end fails at once; a listener reports such
+// refusals on Listener.Refused (a peer-to-peer listener, waiting for one
+// peer, stops there). Listen without
 // Certificates or a PSK, and Dial with nothing to verify the listener by
 // (no PSK, PinnedKeys, RootCAs or ServerName, nor InsecureSkipVerify),
 // fail at once with an error that says what to configure. Without a
