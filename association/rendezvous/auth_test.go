@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -395,4 +396,91 @@ func FuzzAuthHeaders(f *testing.F) {
 			t.Fatalf("error %v wraps no sentinel", err)
 		}
 	})
+}
+
+// TestFillAttack runs a fill attack against a server with the default
+// limits: one address registers under as many keys as it can for 3 s
+// while pairs from another address meet ten times a second. At least 99%
+// of them must meet within 2 s.
+func TestFillAttack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3 s attack")
+	}
+	checkGoroutines(t)
+	srv := NewServer(Config{})
+	url := newServer(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	attack, stop := context.WithCancel(ctx)
+	defer stop()
+	attacker := clientFrom("127.0.0.2")
+	defer attacker.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for i := range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; attack.Err() == nil; j++ {
+				k, _ := GenerateKey()
+				c := &Client{URL: url, HTTP: attacker, Key: k}
+				c.Exchange(attack, id(fmt.Sprintf("victim%d-%d", i, j)), offer("attackUfrag"))
+			}
+		}()
+	}
+
+	var (
+		mu    sync.Mutex
+		times []time.Duration
+		fails int
+		held  int
+	)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var lwg sync.WaitGroup
+	for i := 0; i < 30; i, _ = i+1, <-tick.C {
+		held = max(held, srv.Len())
+		lwg.Add(1)
+		go func() {
+			defer lwg.Done()
+			// Each pair is another client behind its own address.
+			legit := clientFrom(fmt.Sprintf("127.0.1.%d", 1+i))
+			defer legit.CloseIdleConnections()
+			ka, _ := GenerateKey()
+			kb, _ := GenerateKey()
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			start := time.Now()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := (&Client{URL: url, HTTP: legit, Key: kb}).Exchange(pctx, ka.ID, offer("bobUfrag"))
+				errc <- err
+			}()
+			_, err := (&Client{URL: url, HTTP: legit, Key: ka}).Exchange(pctx, kb.ID, offer("aliceUfrag"))
+			err = errors.Join(err, <-errc)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fails++
+				t.Logf("pair failed: %v", err)
+				return
+			}
+			times = append(times, time.Since(start))
+		}()
+	}
+	lwg.Wait()
+	stop()
+	wg.Wait()
+	total := len(times) + fails
+	slices.Sort(times)
+	var p99 time.Duration
+	if len(times) > 0 {
+		p99 = times[len(times)*99/100]
+	}
+	t.Logf("fill attack: %d/%d pairs met (p99 %v); the attacker held at most %d registrations", len(times), total, p99, held)
+	if fails*100 > total {
+		t.Errorf("%d of %d pairs failed to meet during the attack", fails, total)
+	}
+	if held > DefaultMaxPerSource+2 {
+		t.Errorf("one address held %d registrations, limit %d", held, DefaultMaxPerSource)
+	}
 }

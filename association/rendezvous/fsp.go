@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi/fsp"
@@ -38,8 +39,8 @@ func (s *Session) PeerAddrPort() netip.AddrPort {
 // authenticate each other by key (Security), whatever cfg.Security says
 // otherwise. The FSP transport belongs to the session: Close the session
 // after the connection. Errors wrap post.ErrAuthentication when the peer
-// is not who its ID says; the listening side then waits for a peer that
-// is, until ctx ends.
+// is not who its ID says; the listening side, which never sees a refused
+// dialler, fails with post.ErrTimeout after the handshake timeout.
 func (s *Session) FSP(ctx context.Context, cfg *fsp.Config) (*fsp.Conn, error) {
 	c := *cfg
 	c.Security = s.Security(cfg.Security)
@@ -56,7 +57,18 @@ func (s *Session) FSP(ctx context.Context, cfg *fsp.Config) (*fsp.Conn, error) {
 			return nil, err
 		}
 		defer l.Close()
-		if conn, err = l.Accept(ctx); err != nil {
+		// The peer dials as soon as ICE completes; a dialler the
+		// handshake refuses never reaches Accept.
+		timeout := c.HandshakeTimeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if conn, err = l.Accept(actx); err != nil {
+			if ctx.Err() == nil && actx.Err() != nil {
+				return nil, post.Errorf(post.ErrTimeout, "p2p: peer %s completed no authenticated handshake within %v", s.Peer, timeout)
+			}
 			return nil, err
 		}
 	}

@@ -523,7 +523,7 @@ func TestNATImpersonation(t *testing.T) {
 	natPrereqs(t)
 	n := setupNAT(t, false)
 	honest := n.startRendezvous(t, Config{})
-	r := n.run(t, honest, 0, 5*time.Second, natRole{"mallory", "alice", "bob"}, bobPeer)
+	r := n.run(t, honest, 0, 3*time.Second, natRole{"mallory", "alice", "bob"}, bobPeer)
 	if !strings.Contains(r[0].Err, "not signed by the key") {
 		t.Errorf("mallory at an honest server: %q", r[0].Err)
 	}
@@ -534,7 +534,7 @@ func TestNATImpersonation(t *testing.T) {
 	evil := n.startRendezvous(t, Config{InsecureSkipAuth: true})
 	for _, bobListens := range []bool{true, false} {
 		bob := nameAround("alice", !bobListens)
-		r := n.run(t, evil, 0, 8*time.Second, natRole{"mallory", "alice", bob}, natRole{bob, bob, "alice"})
+		r := n.run(t, evil, 0, 5*time.Second, natRole{"mallory", "alice", bob}, natRole{bob, bob, "alice"})
 		t.Logf("bob listens %v: mallory %+v; bob %+v", bobListens, r[0], r[1])
 		if r[0].Hello != "" || r[1].Hello != "" || r[0].Err == "" || r[1].Err == "" {
 			t.Fatalf("mallory and bob talked: %+v, %+v", r[0], r[1])
