@@ -236,6 +236,9 @@ func (c *Conn) Flush() {
 // without sending them, so several messages leave in one batch; a later
 // write without more, or Flush, sends them.
 func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(), more bool) error {
+	if err := ctx.Err(); err != nil {
+		return err // a cancelled write sends nothing
+	}
 	if len(p) == 0 && !end {
 		return nil
 	}

@@ -1,0 +1,51 @@
+package fsp
+
+import (
+	"net"
+	"testing"
+
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/psitest"
+)
+
+// TestConformance runs the delivery and close contract's suite.
+func TestConformance(t *testing.T) {
+	psitest.TestTransient(t, func(t *testing.T, tune func(*psi.Config)) psitest.Pair {
+		ctx := testContext(t)
+		s, c := pair(t)
+		scfg, ccfg := &psi.Config{Security: s.Security}, &psi.Config{Security: c.Security}
+		tune(scfg)
+		tune(ccfg)
+		conn := func() *psitest.VanishingConn {
+			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return psitest.NewVanishingConn(pc)
+		}
+		sconn, cconn := conn(), conn()
+		st, ct := &Transport{Conn: sconn}, &Transport{Conn: cconn}
+		t.Cleanup(func() { ct.Close(); st.Close(); cconn.Close(); sconn.Close() })
+		l, err := (&Stack{Transport: st}).Listen(ctx, loopback, scfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		a, err := (&Stack{Transport: ct}).Dial(ctx, l.Addr(), ccfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		b, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return psitest.Pair{
+			A: a, B: b,
+			// A process exit closes the socket without a word.
+			ExitA:   func() { cconn.Vanish(); ct.Close(); cconn.Close() },
+			VanishB: sconn.Vanish,
+		}
+	})
+}
