@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -39,8 +40,9 @@ func (s *Session) PeerAddrPort() netip.AddrPort {
 // authenticate each other by key (Security), whatever cfg.Security says
 // otherwise. The FSP transport belongs to the session: Close the session
 // after the connection. Errors wrap post.ErrAuthentication when the peer
-// is not who its ID says; the listening side, which never sees a refused
-// dialler, fails with post.ErrTimeout after the handshake timeout.
+// is not who its ID says, on both sides (the listening side learns it from
+// fsp.Listener.Refused); a listening side that hears from nobody fails
+// with post.ErrTimeout after the handshake timeout.
 func (s *Session) FSP(ctx context.Context, cfg *fsp.Config) (*fsp.Conn, error) {
 	c := *cfg
 	c.Security = s.Security(cfg.Security)
@@ -65,7 +67,27 @@ func (s *Session) FSP(ctx context.Context, cfg *fsp.Config) (*fsp.Conn, error) {
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		if conn, err = l.Accept(actx); err != nil {
+		type accepted struct {
+			c   *fsp.Conn
+			err error
+		}
+		ch := make(chan accepted, 1)
+		go func() {
+			c, err := l.Accept(actx)
+			ch <- accepted{c, err}
+		}()
+		select {
+		case a := <-ch:
+			conn, err = a.c, a.err
+		case rerr := <-l.Refused():
+			// Nobody but the peer comes over this path.
+			cancel()
+			if a := <-ch; a.c != nil {
+				a.c.Close()
+			}
+			return nil, fmt.Errorf("p2p: peer %s: %w", s.Peer, rerr)
+		}
+		if err != nil {
 			if ctx.Err() == nil && actx.Err() != nil {
 				return nil, post.Errorf(post.ErrTimeout, "p2p: peer %s completed no authenticated handshake within %v", s.Peer, timeout)
 			}
