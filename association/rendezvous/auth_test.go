@@ -484,3 +484,21 @@ func TestFillAttack(t *testing.T) {
 		t.Errorf("one address held %d registrations, limit %d", held, DefaultMaxPerSource)
 	}
 }
+
+func FuzzParseKeyPEM(f *testing.F) {
+	good, _ := testKey("alice").MarshalPEM()
+	f.Add(good)
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := ParseKeyPEM(data)
+		if err != nil {
+			if !errors.Is(err, post.ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if id, err := IDFromPublicKey(k.Private.Public()); err != nil || id != k.ID {
+			t.Fatalf("key %s does not match its ID", k.ID)
+		}
+	})
+}

@@ -5,10 +5,16 @@
 // client may hold and cuts slow or idle connections.
 //
 //	go run ./examples/rendezvous -listen :8080
+//	go run ./examples/rendezvous -listen :8443 -cert cert.pem -key key.pem
+//
+// Over plain HTTP anyone on the path sees the peers' ICE offers; serve
+// HTTPS (-cert, -key) where that matters. The peers' keys protect their
+// connection either way.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"log/slog"
@@ -28,6 +34,8 @@ func main() {
 	perSource := flag.Int("max-per-source", rendezvous.DefaultMaxPerSource, "registrations per client address")
 	perKey := flag.Int("max-per-key", rendezvous.DefaultMaxPerKey, "registrations per peer ID")
 	conns := flag.Int("max-conns-per-source", 64, "open connections per client address")
+	certFile := flag.String("cert", "", "TLS certificate chain (PEM) to serve HTTPS")
+	keyFile := flag.String("key", "", "TLS private key (PEM) for -cert")
 	verbose := flag.Bool("v", false, "log each match")
 	flag.Parse()
 
@@ -49,7 +57,20 @@ func main() {
 		MaxPerSource: *perSource, MaxPerKey: *perKey,
 		Logger: log,
 	})
-	if err := serve(ctx, limitPerSource(ln, *conns), srv, *maxWait, log); err != nil {
+	if (*certFile == "") != (*keyFile == "") {
+		log.Error("-cert and -key go together")
+		os.Exit(2)
+	}
+	l := limitPerSource(ln, *conns)
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			log.Error("tls", "err", err)
+			os.Exit(1)
+		}
+		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	if err := serve(ctx, l, srv, *maxWait, log); err != nil {
 		log.Error("serve", "err", err)
 		os.Exit(1)
 	}
