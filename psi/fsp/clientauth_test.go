@@ -330,3 +330,40 @@ func TestClientAuthRefusalLost(t *testing.T) {
 	}
 	t.Logf("failed after %v: %v", time.Since(start), err)
 }
+
+// TestForgedRefusal: a refusal is believed only under the key of the
+// dialer's own nonce; one an off-path party could make is ignored.
+func TestForgedRefusal(t *testing.T) {
+	answer := func(forge bool) error {
+		fake := mustUDP(t)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := Dial(testContext(t), fake.LocalAddr().(*net.UDPAddr).AddrPort(),
+				&Config{Security: psi.Security{PSK: []byte("0123456789abcdef0123456789abcdef")}, HandshakeTimeout: 700 * time.Millisecond})
+			errc <- err
+		}()
+		buf := make([]byte, 2048)
+		fake.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := fake.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var req wire.Packet
+		if err := wire.Parse(buf[:n], &req); err != nil || req.Opcode != wire.InitConnect {
+			t.Fatalf("request %x: %v", buf[:n], err)
+		}
+		nonce := req.Payload[:fcrypto.NonceLen]
+		if forge {
+			nonce = randBytes(fcrypto.NonceLen)
+		}
+		p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: req.Src}}
+		fake.WriteTo(handshakePacket(nil, fcrypto.RefusalKey(nonce), &p, []byte{wire.ResetAuthentication}), from)
+		return <-errc
+	}
+	if err := answer(true); !errors.Is(err, post.ErrTimeout) {
+		t.Fatalf("forged refusal: %v, want the handshake timeout", err)
+	}
+	if err := answer(false); !errors.Is(err, post.ErrAuthentication) {
+		t.Fatalf("refusal: %v", err)
+	}
+}
