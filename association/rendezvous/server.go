@@ -22,8 +22,8 @@ const (
 	DefaultMaxEntries   = 4096
 	DefaultMaxPerSource = 64
 	DefaultMaxPerKey    = 16
-	DefaultRequestRate  = 20
-	DefaultRequestBurst = 40
+	DefaultRequestRate  = 100
+	DefaultRequestBurst = 200
 	DefaultMaxSources   = 1 << 16
 	DefaultMaxNonces    = 1 << 16
 	DefaultEntryTTL     = 10 * time.Second
