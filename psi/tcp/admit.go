@@ -7,9 +7,9 @@ import (
 
 // slots admits server handshakes: at most max at once, perAddr from one
 // address and perPrefix from one /24 (IPv4) or /48 (IPv6). When every slot
-// is taken, a newcomer evicts the oldest handshake of the prefix holding
-// the most slots (the oldest among equals), if that prefix holds more than
-// the newcomer's; so idle sockets never lock a quiet source out.
+// is taken, a newcomer from a quieter prefix evicts a handshake of the
+// busiest (see victimLocked); so idle sockets never lock a quiet source
+// out.
 type slots struct {
 	max, perAddr, perPrefix int
 
@@ -58,17 +58,12 @@ func (s *slots) acquire(addr netip.Addr, evict func()) *slot {
 		return nil
 	}
 	if s.total >= s.max {
-		var most []*slot
-		for _, l := range s.pfxs {
-			if len(l) > len(most) || len(l) == len(most) && l[0].seq < most[0].seq {
-				most = l
-			}
-		}
-		if len(most) <= len(s.pfxs[pfx]) {
+		victim = s.victimLocked()
+		if len(s.pfxs[victim.pfx]) <= len(s.pfxs[pfx]) {
+			// No source holds more than the newcomer's: a fair share.
 			s.mu.Unlock()
 			return nil
 		}
-		victim = most[0]
 		s.removeLocked(victim)
 	}
 	s.seq++
@@ -81,6 +76,27 @@ func (s *slots) acquire(addr netip.Addr, evict func()) *slot {
 		victim.evict()
 	}
 	return sl
+}
+
+// victimLocked picks the handshake a newcomer may evict: the oldest from
+// the busiest address of the busiest prefix (the one with the oldest
+// handshake among equals). acquire evicts it only if that prefix holds
+// more than the newcomer's, so a client from a quiet prefix is evicted
+// only by one from a prefix quieter still.
+func (s *slots) victimLocked() *slot {
+	var most []*slot
+	for _, l := range s.pfxs {
+		if len(l) > len(most) || len(l) == len(most) && l[0].seq < most[0].seq {
+			most = l
+		}
+	}
+	victim := most[0]
+	for _, sl := range most[1:] {
+		if s.addrs[sl.addr] > s.addrs[victim.addr] {
+			victim = sl
+		}
+	}
+	return victim
 }
 
 // release frees sl; releasing an evicted slot does nothing.

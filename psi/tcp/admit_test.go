@@ -43,8 +43,8 @@ func TestSlotsQuota(t *testing.T) {
 	if s.acquire(netip.MustParseAddr("10.0.9.1"), evict(a1)) == nil || !evicted[a2] {
 		t.Fatalf("eviction of the oldest: %v", evicted)
 	}
-	// A prefix holding two cannot evict one holding one.
-	if s.acquire(netip.MustParseAddr("10.0.9.2"), evict(a1)) != nil {
+	// A prefix holding one cannot evict one holding one.
+	if s.acquire(netip.MustParseAddr("10.0.9.2"), evict(b1)) != nil || evicted[b1] {
 		t.Fatal("evicted a fair share")
 	}
 }

@@ -1,0 +1,25 @@
+// Package cases aims the attackers of package attack at the listeners of
+// this module, one case per row of the table in docs/security.md. The FSP
+// rows that forge packets are tests in psi/fsp (TestAttack*).
+package cases
+
+import "github.com/postsockets/postsockets/internal/attack"
+
+// A Row is one attack case: Run sets up a fresh listener, runs the case
+// with o and tears it down.
+type Row struct {
+	Name string
+	// Open names the fix this row waits for, if it has not landed: the
+	// tests then run it but do not assert.
+	Open string
+	Run  func(o attack.Options) (*attack.Result, error)
+}
+
+// All is every row that needs no access to a stack's internals.
+var All = []Row{
+	{Name: "TCP slowloris", Run: TCPSlowloris},
+	{Name: "FSP connections and clones never accepted or read", Run: FSPUnaccepted, Open: "FSP memory budget (issue 10, helper E)"},
+	{Name: "FSP observer with a faster path", Run: FSPObserver, Open: "FSP path validation of the old path (issue 10, helper D)"},
+	{Name: "Rendezvous fill", Run: RendezvousFill, Open: "rendezvous per-client limits and freeing entries (issue 10, helper C)"},
+	{Name: "Rendezvous slow-body clients", Run: RendezvousSlowBody, Open: "rendezvous request timeouts (issue 10, helper C)"},
+}

@@ -1,0 +1,222 @@
+package cases
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/internal/attack"
+	"github.com/postsockets/postsockets/internal/netem"
+	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp"
+)
+
+func fspListener() (*fsp.Listener, *fsp.Config, error) {
+	scfg := &fsp.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
+	l, err := fsp.Listen(netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, &fsp.Config{Security: psi.Security{InsecureSkipVerify: true}, HandshakeTimeout: 3 * time.Second}, nil
+}
+
+func fspAddr(l *fsp.Listener) netip.AddrPort {
+	return l.Addr().(*net.UDPAddr).AddrPort()
+}
+
+func fspDial(l *fsp.Listener, ccfg *fsp.Config) func(context.Context) error {
+	return func(ctx context.Context) error {
+		c, err := fsp.Dial(ctx, fspAddr(l), ccfg)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+}
+
+// FSPUnaccepted opens connections from 4 addresses, 2 each, forks 3
+// clones of each, and has every connection and clone send a 4 MiB
+// message that the server never accepts or reads. The attacker runs in
+// the same process: the heap figures include its own send buffers.
+func FSPUnaccepted(o attack.Options) (*attack.Result, error) {
+	l, ccfg, err := fspListener()
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	var opened, refused int
+	c := attack.Case{
+		Name:   "FSP connections and clones never accepted or read",
+		Budget: 64 << 20,
+		Dial:   fspDial(l, ccfg),
+		Attack: func(ctx context.Context, b *attack.Bytes) {
+			var mu sync.Mutex
+			var closers []func()
+			var wg sync.WaitGroup
+			msg := make([]byte, 4<<20)
+			for _, src := range attack.Sources(4) {
+				for range 2 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						conn, abort, err := dialFrom(ctx, src, fspAddr(l), ccfg)
+						if err != nil {
+							mu.Lock()
+							refused++
+							mu.Unlock()
+							return
+						}
+						conns := []*fsp.Conn{conn}
+						for range 3 {
+							if f, err := conn.Fork(ctx); err == nil {
+								conns = append(conns, f)
+							} else {
+								mu.Lock()
+								refused++
+								mu.Unlock()
+							}
+						}
+						mu.Lock()
+						closers = append(closers, abort)
+						opened += len(conns)
+						mu.Unlock()
+						for _, c := range conns {
+							go c.SendMessage(ctx, msg)
+						}
+					}()
+				}
+			}
+			wg.Wait()
+			<-ctx.Done()
+			for _, abort := range closers {
+				abort()
+			}
+		},
+		Settle: time.Second,
+		Check: func() (string, error) {
+			return fmt.Sprintf("%d connections and clones opened, %d refused", opened, refused), nil
+		},
+	}
+	return attack.Run(c, o), nil
+}
+
+// dialFrom dials over a socket bound to src; abort drops the connection
+// and its clones without a goodbye.
+func dialFrom(ctx context.Context, src netip.Addr, to netip.AddrPort, cfg *fsp.Config) (c *fsp.Conn, abort func(), err error) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src.AsSlice()})
+	if err != nil {
+		return nil, nil, err
+	}
+	tr := &fsp.Transport{Conn: pc}
+	abort = func() { pc.Close(); tr.Close() }
+	c, err = tr.Dial(ctx, net.UDPAddrFromAddrPort(to), cfg)
+	if err != nil {
+		abort()
+		return nil, nil, err
+	}
+	return c, abort, nil
+}
+
+// FSPObserver sends 8 MiB from the server to a client whose packets,
+// once connected, an attacker with a faster path copies from its own
+// address; the attacker relays the server's answers to the client until
+// an eighth has arrived (long enough for the server to validate its
+// address), then drops them. The transfer must complete intact.
+func FSPObserver(o attack.Options) (*attack.Result, error) {
+	l, ccfg, err := fspListener()
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	var stalled time.Duration
+	var terr error
+	var obs *attack.Observer
+	c := attack.Case{
+		Name:   "FSP observer with a faster path",
+		Budget: 64 << 20,
+		Dial:   fspDial(l, ccfg),
+		Attack: func(ctx context.Context, b *attack.Bytes) {
+			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				terr = err
+				return
+			}
+			spy, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 66, 0, 1)})
+			if err != nil {
+				pc.Close()
+				terr = err
+				return
+			}
+			obs = attack.NewObserver(netem.New(pc, netem.Config{Delay: 10 * time.Millisecond}), spy)
+			tr := &fsp.Transport{Conn: obs}
+			defer func() { obs.Close(); tr.Close() }()
+			// The listener also queues the legitimate dials: pick the
+			// victim's connection out.
+			acc := make(chan *fsp.Conn, 1)
+			go func() {
+				for {
+					s, err := l.Accept(ctx)
+					if err != nil {
+						acc <- nil
+						return
+					}
+					if ra := s.RemoteAddr().String(); ra == pc.LocalAddr().String() || ra == spy.LocalAddr().String() {
+						acc <- s
+						return
+					}
+					go s.Close()
+				}
+			}()
+			cc, err := tr.Dial(ctx, l.Addr(), ccfg)
+			if err != nil {
+				terr = err
+				return
+			}
+			s := <-acc
+			if s == nil {
+				terr = fmt.Errorf("accept failed")
+				return
+			}
+			defer func() { go s.Close() }()
+			obs.StartCopy()
+			msg := make([]byte, 8<<20)
+			rand.Read(msg)
+			go s.SendMessage(ctx, msg)
+			got := make([]byte, 0, len(msg))
+			buf := make([]byte, 64<<10)
+			last := time.Now()
+			for len(got) < len(msg) {
+				n, _, err := cc.ReadMessage(ctx, buf)
+				if err != nil {
+					terr = fmt.Errorf("transfer: %w after %d of %d bytes", err, len(got), len(msg))
+					return
+				}
+				stalled = max(stalled, time.Since(last))
+				last = time.Now()
+				got = append(got, buf[:n]...)
+				if len(got) >= len(msg)/8 {
+					obs.StopRelay()
+				}
+			}
+			if !bytes.Equal(got, msg) {
+				terr = fmt.Errorf("transfer corrupted")
+			}
+			<-ctx.Done()
+		},
+		Check: func() (string, error) {
+			note := fmt.Sprintf("longest stall %v", stalled.Round(time.Millisecond))
+			if obs != nil {
+				note += fmt.Sprintf(", %d datagrams copied, %d dropped", obs.Copied.Load(), obs.Dropped.Load())
+			}
+			return note, terr
+		},
+	}
+	return attack.Run(c, o), nil
+}
