@@ -18,8 +18,8 @@ type Row struct {
 // All is every row that needs no access to a stack's internals.
 var All = []Row{
 	{Name: "TCP slowloris", Run: TCPSlowloris},
-	{Name: "FSP connections and clones never accepted or read", Run: FSPUnaccepted, Open: "FSP memory budget (issue 10, helper E)"},
+	{Name: "FSP connections and clones never accepted or read", Run: FSPUnaccepted},
 	{Name: "FSP observer with a faster path", Run: FSPObserver, Open: "FSP path validation of the old path (issue 10, helper D)"},
-	{Name: "Rendezvous fill", Run: RendezvousFill, Open: "rendezvous per-client limits and freeing entries (issue 10, helper C)"},
-	{Name: "Rendezvous slow-body clients", Run: RendezvousSlowBody, Open: "rendezvous request timeouts (issue 10, helper C)"},
+	{Name: "Rendezvous fill", Run: RendezvousFill},
+	{Name: "Rendezvous slow-body clients", Run: RendezvousSlowBody},
 }

@@ -18,8 +18,11 @@ import (
 	"github.com/postsockets/postsockets/psi/fsp"
 )
 
+// memoryBudget is the FSP listeners' Config.MemoryBudget here.
+const memoryBudget = 32 << 20
+
 func fspListener() (*fsp.Listener, *fsp.Config, error) {
-	scfg := &fsp.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
+	scfg := &fsp.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}, MemoryBudget: memoryBudget}
 	l, err := fsp.Listen(netip.MustParseAddrPort("127.0.0.1:0"), scfg)
 	if err != nil {
 		return nil, nil, err
@@ -41,10 +44,9 @@ func fspDial(l *fsp.Listener, ccfg *fsp.Config) func(context.Context) error {
 	}
 }
 
-// FSPUnaccepted opens connections from 4 addresses, 2 each, forks 3
-// clones of each, and has every connection and clone send a 4 MiB
-// message that the server never accepts or reads. The attacker runs in
-// the same process: the heap figures include its own send buffers.
+// FSPUnaccepted opens connections from 8 addresses, 6 each, forks 3
+// clones of each, and has every connection and clone send as much as
+// the server lets it, which the server never accepts or reads.
 func FSPUnaccepted(o attack.Options) (*attack.Result, error) {
 	l, ccfg, err := fspListener()
 	if err != nil {
@@ -53,20 +55,28 @@ func FSPUnaccepted(o attack.Options) (*attack.Result, error) {
 	defer l.Close()
 	var opened, refused int
 	c := attack.Case{
-		Name:   "FSP connections and clones never accepted or read",
-		Budget: 64 << 20,
+		Name: "FSP connections and clones never accepted or read",
+		// The attacker runs in this process, and its own send buffers
+		// count in the heap: the listener's accounting is checked
+		// against its budget in Check.
+		Budget: 4 * memoryBudget,
 		Dial:   fspDial(l, ccfg),
 		Attack: func(ctx context.Context, b *attack.Bytes) {
 			var mu sync.Mutex
 			var closers []func()
 			var wg sync.WaitGroup
-			msg := make([]byte, 4<<20)
-			for _, src := range attack.Sources(4) {
-				for range 2 {
+			// A small send buffer keeps the attacker's own memory (it
+			// runs in this process) out of the figures: it writes as
+			// long as the server's windows take data.
+			acfg := *ccfg
+			acfg.SendBuffer = 128 << 10
+			msg := make([]byte, 64<<10)
+			for _, src := range attack.Sources(8) {
+				for range 6 {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						conn, abort, err := dialFrom(ctx, src, fspAddr(l), ccfg)
+						conn, abort, err := dialFrom(ctx, src, fspAddr(l), &acfg)
 						if err != nil {
 							mu.Lock()
 							refused++
@@ -88,7 +98,10 @@ func FSPUnaccepted(o attack.Options) (*attack.Result, error) {
 						opened += len(conns)
 						mu.Unlock()
 						for _, c := range conns {
-							go c.SendMessage(ctx, msg)
+							go func() {
+								for c.SendMessage(ctx, msg) == nil {
+								}
+							}()
 						}
 					}()
 				}
@@ -101,7 +114,13 @@ func FSPUnaccepted(o attack.Options) (*attack.Result, error) {
 		},
 		Settle: time.Second,
 		Check: func() (string, error) {
-			return fmt.Sprintf("%d connections and clones opened, %d refused", opened, refused), nil
+			st := l.Stats()
+			note := fmt.Sprintf("%d connections and clones opened, %d refused; the listener committed at most %s of its %s budget",
+				opened, refused, attack.MiB(uint64(st.Peak)), attack.MiB(uint64(st.Budget)))
+			if st.Peak > st.Budget {
+				return note, fmt.Errorf("listener over its memory budget")
+			}
+			return note, nil
 		},
 	}
 	return attack.Run(c, o), nil

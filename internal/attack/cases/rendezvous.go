@@ -2,7 +2,6 @@ package cases
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,7 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/postsockets/postsockets/association/rendezvous"
@@ -24,18 +23,24 @@ var offer = rendezvous.Offer{
 	Candidates: []string{"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"},
 }
 
-var pairs atomic.Int64
-
 // exchangeDial is one legitimate rendezvous: two fresh peers that name
 // each other must both get the other's offer.
 func exchangeDial(url string) func(context.Context) error {
 	return func(ctx context.Context) error {
-		n := pairs.Add(1)
-		a, b := fmt.Sprintf("alice-%d", n), fmt.Sprintf("bob-%d", n)
-		cl := &rendezvous.Client{URL: url}
+		ka, err := rendezvous.GenerateKey()
+		if err != nil {
+			return err
+		}
+		kb, err := rendezvous.GenerateKey()
+		if err != nil {
+			return err
+		}
 		errc := make(chan error, 1)
-		go func() { _, err := cl.Exchange(ctx, b, a, offer); errc <- err }()
-		_, err := cl.Exchange(ctx, a, b, offer)
+		go func() {
+			_, err := (&rendezvous.Client{URL: url, Key: kb}).Exchange(ctx, ka.ID, offer)
+			errc <- err
+		}()
+		_, err = (&rendezvous.Client{URL: url, Key: ka}).Exchange(ctx, kb.ID, offer)
 		if err2 := <-errc; err == nil {
 			err = err2
 		}
@@ -43,39 +48,78 @@ func exchangeDial(url string) func(context.Context) error {
 	}
 }
 
-// RendezvousFill registers fresh names as fast as 64 workers can, each
-// hanging up 10 ms into its long poll, from one client.
+// attackerAddr is where the rendezvous attackers come from; the
+// legitimate clients use 127.0.0.1.
+var attackerAddr = netip.MustParseAddr("127.0.0.2")
+
+// RendezvousFill has one client (one address, a fresh key for every 16
+// registrations) register as fast as 64 workers can, each hanging up
+// 30 ms into its long poll.
 func RendezvousFill(o attack.Options) (*attack.Result, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	srv := &rendezvous.Server{}
+	srv := rendezvous.NewServer(rendezvous.Config{})
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln)
 	defer func() { srv.Close(); hs.Close() }()
 	url := "http://" + ln.Addr().String()
-	var n int
-	var codes map[int]int
+	var mu sync.Mutex
+	var posted, peak int
+	errs := map[string]int{}
 	c := attack.Case{
 		Name:   "Rendezvous fill",
 		Budget: 64 << 20,
 		Dial:   exchangeDial(url),
 		Attack: func(ctx context.Context, b *attack.Bytes) {
-			n, codes = attack.PostFlood(ctx, url+"/exchange", 64, 10*time.Millisecond, func(i int) []byte {
-				body, _ := json.Marshal(map[string]any{"self": fmt.Sprintf("m-%d", i), "peer": fmt.Sprintf("v-%d", i), "offer": offer})
-				return body
-			})
+			hc := attack.ClientFrom(attackerAddr)
+			defer hc.CloseIdleConnections()
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Go(func() {
+					for ctx.Err() == nil {
+						k, err := rendezvous.GenerateKey()
+						if err != nil {
+							return
+						}
+						cl := &rendezvous.Client{URL: url, HTTP: hc, Key: k}
+						for range 16 {
+							peer, _ := rendezvous.GenerateKey()
+							rctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+							_, err := cl.Exchange(rctx, peer.ID, offer)
+							cancel()
+							mu.Lock()
+							posted++
+							peak = max(peak, srv.Len())
+							if err != nil {
+								errs[shortErr(err)]++
+							}
+							mu.Unlock()
+						}
+					}
+				})
+			}
+			wg.Wait()
 		},
 		Check: func() (string, error) {
-			return fmt.Sprintf("%d registrations posted (status: %v), %d entries held after", n, codes, srv.Len()), nil
+			return fmt.Sprintf("%d registrations attempted, at most %d entries held, %d after", posted, peak, srv.Len()), nil
 		},
 	}
 	return attack.Run(c, o), nil
 }
 
-// RendezvousSlowBody runs the example rendezvous server binary and holds
-// 300 connections that send a request body one byte every 500 ms.
+func shortErr(err error) string {
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		s = s[i+2:]
+	}
+	return s
+}
+
+// RendezvousSlowBody runs the example rendezvous server binary and opens
+// 300 connections from one address that send a request body one byte
+// every 500 ms.
 func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
 	bin, err := buildExample("rendezvous")
 	if err != nil {
@@ -108,10 +152,14 @@ func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
 		Name: "Rendezvous slow-body clients",
 		Dial: exchangeDial(url),
 		Attack: func(ctx context.Context, b *attack.Bytes) {
-			held, most = attack.SlowBody(ctx, netip.MustParseAddrPort(addr), "/exchange", 300, 500*time.Millisecond)
+			held, most = attack.SlowBody(ctx, attackerAddr, netip.MustParseAddrPort(addr), "/exchange", 300, 500*time.Millisecond)
 		},
 		Check: func() (string, error) {
-			return fmt.Sprintf("%d slow clients connected at most, %d still connected at the end", most, held), nil
+			note := fmt.Sprintf("300 slow clients: %d connected at most, %d still connected at the end", most, held)
+			if most > 64 {
+				return note, fmt.Errorf("the server held %d connections from one address", most)
+			}
+			return note, nil
 		},
 	}
 	return attack.Run(c, o), nil
@@ -133,6 +181,7 @@ func buildExample(name string) (string, error) {
 	cmd := exec.Command("go", "build", "-o", bin, "./examples/"+name)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
 		return "", fmt.Errorf("building examples/%s: %v: %s", name, err, out)
 	}
 	return bin, nil
