@@ -268,8 +268,12 @@ func (a *Association) collectLosers(results <-chan attempt, n int) {
 	defer a.bg.Done()
 	for ; n > 0; n-- {
 		if r := <-results; r.t != nil {
-			a.log.Debug("race closing late winner", "candidate", r.c.String())
-			r.t.Close()
+			a.log.Debug("race aborting late winner", "candidate", r.c.String())
+			if ab, ok := r.t.(psi.Aborter); ok {
+				ab.Abort(errors.New("lost the race"))
+			} else {
+				r.t.Close()
+			}
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/framer"
 )
 
 // ReadyOptions choose between complete and partial reception. The zero
@@ -159,7 +160,7 @@ func (c *Carrier) revivable(t psi.Transient) bool {
 // messageReset reports whether a read error is the peer abandoning one
 // message (psi.MessageAborter), after which the transient goes on.
 func messageReset(err error) bool {
-	return false // TODO(G2): framer.ErrAborted once psi/framer exports it
+	return errors.Is(err, framer.ErrAborted)
 }
 
 // lose drops t after it ended other than by this side's choice (the peer
