@@ -261,9 +261,14 @@ type MessageWriter struct {
 	props post.Properties
 	ctx   context.Context
 	n     int64
-	err   error // the first failure; the message was abandoned
-	done  bool  // the transient was released
+	tail  []byte // the end of the last Write, sent with the end of the message
+	err   error  // the first failure; the message was abandoned
+	done  bool   // the transient was released
 }
+
+// maxTail bounds the bytes a MessageWriter holds back so that Close sends
+// them with the end of the message, never an empty last part.
+const maxTail = 16 << 10
 
 // NewMessageWriter starts a partial Message. Each Write sends a part;
 // Close completes the Message and Abort abandons it. ctx bounds every
@@ -297,7 +302,9 @@ var (
 	errWriterAborted = post.Errorf(post.ErrReset, "message aborted by the sender")
 )
 
-// Write sends p as the next part of the message. After an error the
+// Write sends p as the next part of the message, except for its last few
+// KiB, which are copied and sent with the next Write or with Close, so
+// that the message never ends with an empty part. After an error the
 // message is abandoned and Close returns the error.
 func (w *MessageWriter) Write(p []byte) (int, error) {
 	switch {
@@ -306,10 +313,20 @@ func (w *MessageWriter) Write(p []byte) (int, error) {
 	case w.done:
 		return 0, errWriterDone
 	}
-	if err := w.t.WriteMessage(w.ctx, p, false, nil); err != nil {
-		w.fail(err)
-		return 0, w.err
+	if len(p) == 0 {
+		return 0, nil
 	}
+	k := len(p) - min(len(p), maxTail)
+	for _, part := range [][]byte{w.tail, p[:k]} {
+		if len(part) == 0 {
+			continue
+		}
+		if err := w.t.WriteMessage(w.ctx, part, false, nil); err != nil {
+			w.fail(err)
+			return 0, w.err
+		}
+	}
+	w.tail = append(w.tail[:0], p[k:]...)
 	w.n += int64(len(p))
 	w.c.touch()
 	return len(p), nil
@@ -344,7 +361,7 @@ func (w *MessageWriter) Close() error {
 	case w.done:
 		return nil
 	}
-	if err := w.t.WriteMessage(w.ctx, nil, true, &psi.WriteOptions{Properties: &w.props}); err != nil {
+	if err := w.t.WriteMessage(w.ctx, w.tail, true, &psi.WriteOptions{Properties: &w.props}); err != nil {
 		w.fail(err)
 		return w.err
 	}
