@@ -3,6 +3,7 @@ package post
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors. Errors returned by this module wrap them, so test with
@@ -44,7 +45,11 @@ func (e *OpError) Error() string {
 	if e.Path != "" {
 		s += " " + e.Path
 	}
-	return s + ": " + e.Err.Error()
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, s+": ") {
+		return msg // an OpError for the same operation, wrapped again
+	}
+	return s + ": " + msg
 }
 
 func (e *OpError) Unwrap() error { return e.Err }

@@ -44,6 +44,11 @@ func TestErrors(t *testing.T) {
 	if !(&post.OpError{Err: post.ErrTimeout}).Timeout() {
 		t.Fatal("Timeout")
 	}
+	// The same operation wrapped twice names itself once.
+	again := &post.OpError{Op: "dial", Stack: "tcp", Path: "1.2.3.4:5", Err: err}
+	if got := again.Error(); got != "dial tcp 1.2.3.4:5: post: connection refused: port 5" {
+		t.Fatal(got)
+	}
 }
 
 func TestDeadline(t *testing.T) {

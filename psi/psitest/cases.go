@@ -301,7 +301,11 @@ func testCancelledContext(t *testing.T, mp MakePair) {
 func testForkBurst(t *testing.T, mp MakePair) {
 	// A thousand forks load a small machine; the case is about flow
 	// control, not about declaring a busy peer dead.
-	p := mp(t, tuned(func(c *psi.Config) { c.IdleTimeout = 15 * time.Second; c.KeepAlive = time.Second; c.Linger = 20 * time.Second }))
+	p := mp(t, tuned(func(c *psi.Config) {
+		c.IdleTimeout = 15 * time.Second
+		c.KeepAlive = time.Second
+		c.Linger = 20 * time.Second
+	}))
 	if !p.A.Features().Has(psi.Fork) {
 		t.Skip("stack cannot fork")
 	}

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -314,58 +315,75 @@ func mapError(err error) error {
 		errors.Is(err, post.ErrReset):
 		return err
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("%w: %w", post.ErrRefused, err)
+		return tag(post.ErrRefused, err)
 	case errors.As(err, &idleErr), errors.As(err, &hsErr):
-		return fmt.Errorf("%w: %w", post.ErrTimeout, err)
+		return tag(post.ErrTimeout, err)
 	case errors.As(err, &trErr):
 		if trErr.ErrorCode.IsCryptoError() {
-			return fmt.Errorf("%w: %w", post.ErrAuthentication, err)
+			return tag(post.ErrAuthentication, err)
 		}
 		if trErr.ErrorCode == quicgo.ConnectionRefused {
-			return fmt.Errorf("%w: %w", post.ErrRefused, err)
+			return tag(post.ErrRefused, err)
 		}
 		if trErr.Remote {
-			return fmt.Errorf("%w: %w", post.ErrReset, err)
+			return tag(post.ErrReset, err)
 		}
-		return fmt.Errorf("%w: %w", post.ErrMalformed, err)
+		return tag(post.ErrMalformed, err)
 	case errors.As(err, &appErr):
 		if !appErr.Remote {
-			return fmt.Errorf("%w: %w", post.ErrClosed, err)
+			return tag(post.ErrClosed, err)
 		}
 		switch appErr.ErrorCode {
 		case codeNoError:
 			return fmt.Errorf("%w: connection closed by peer: %w", post.ErrClosed, err)
 		case codeRefused:
-			return fmt.Errorf("%w: %w", post.ErrRefused, err)
+			return tag(post.ErrRefused, err)
 		case codeMalformed:
 			return fmt.Errorf("%w: peer: %w", post.ErrMalformed, err)
 		}
-		return fmt.Errorf("%w: %w", post.ErrReset, err)
+		return tag(post.ErrReset, err)
 	case errors.As(err, &strErr):
 		if !strErr.Remote {
-			return fmt.Errorf("%w: %w", post.ErrClosed, err)
+			return tag(post.ErrClosed, err)
 		}
 		switch strErr.ErrorCode {
 		case codeRefused:
-			return fmt.Errorf("%w: %w", post.ErrRefused, err)
+			return tag(post.ErrRefused, err)
 		case codeTooLarge:
 			return fmt.Errorf("%w: peer: %w", post.ErrMessageTooLarge, err)
 		case codeMalformed:
 			return fmt.Errorf("%w: peer: %w", post.ErrMalformed, err)
 		}
-		return fmt.Errorf("%w: %w", post.ErrReset, err)
+		return tag(post.ErrReset, err)
 	case errors.Is(err, quicgo.Err0RTTRejected):
-		return fmt.Errorf("%w: %w", post.ErrReset, err)
+		return tag(post.ErrReset, err)
 	case errors.As(err, &resetErr):
-		return fmt.Errorf("%w: %w", post.ErrReset, err)
+		return tag(post.ErrReset, err)
 	case errors.Is(err, quicgo.ErrTransportClosed), errors.Is(err, quicgo.ErrServerClosed),
 		errors.Is(err, net.ErrClosed), errors.Is(err, quicgo.ErrStreamClosed):
-		return fmt.Errorf("%w: %w", post.ErrClosed, err)
+		return tag(post.ErrClosed, err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %w", post.ErrTimeout, err)
+		return tag(post.ErrTimeout, err)
 	}
 	return err
 }
+
+// tagged is an error under a post sentinel. Its text does not repeat the
+// sentinel's last word when err's text starts with it, as quic-go's
+// "timeout: no recent network activity" does.
+type tagged struct{ sentinel, err error }
+
+func tag(sentinel, err error) error { return &tagged{sentinel, err} }
+
+func (e *tagged) Error() string {
+	s, m := e.sentinel.Error(), e.err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		m = strings.TrimPrefix(m, s[i+2:]+": ")
+	}
+	return s + ": " + m
+}
+
+func (e *tagged) Unwrap() []error { return []error{e.sentinel, e.err} }
 
 // transport is a quic-go Transport shared by a listener and the
 // connections it accepted, or used by one dialled connection. One the

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	quicgo "github.com/quic-go/quic-go"
+
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -94,4 +96,18 @@ func FuzzParseDatagram(f *testing.F) {
 			t.Fatalf("parse(%x) = %d, %x", b, id, msg)
 		}
 	})
+}
+
+func TestErrorTextOnce(t *testing.T) {
+	err := mapError(&quicgo.IdleTimeoutError{})
+	if !errors.Is(err, post.ErrTimeout) {
+		t.Fatalf("%v does not wrap ErrTimeout", err)
+	}
+	var idle *quicgo.IdleTimeoutError
+	if !errors.As(err, &idle) {
+		t.Fatalf("%v does not keep quic-go's error", err)
+	}
+	if got, want := err.Error(), "post: timeout: no recent network activity"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
 }
