@@ -16,7 +16,9 @@ import (
 )
 
 // RendezvousConfig tunes peer-to-peer establishment. STUN and TURN servers
-// come from the Policy Context's ICEServers.
+// come from the Policy Context's ICEServers. This peer's key is
+// Security.Certificates[0], an Ed25519 key (rendezvous.GenerateKey makes
+// one); the peers authenticate each other by it, not by PSK or CA roots.
 type RendezvousConfig struct {
 	// HTTP is the client for the rendezvous server; nil means
 	// http.DefaultClient.
