@@ -205,11 +205,12 @@ type Conn struct {
 	readMid    bool     // receiver: ReadMessage returned part of the current message
 
 	// Paths (path.go).
-	paths     []*path
-	active    *path // the path data is sent on; its address is remote
-	latest    *path // the path of the newest authenticated packet
-	respNonce uint64
-	hasResp   bool // a PATH_RESPONSE is owed
+	paths  []*path
+	active *path     // the path data is sent on; its address is remote
+	latest *path     // the path of the newest authenticated packet
+	prev   *path     // the active path before the last move, watched for a fall back
+	moved  time.Time // when the last move happened
+	resps  []uint64  // PATH_RESPONSEs owed, oldest first
 }
 
 // Stats are counters of one connection.

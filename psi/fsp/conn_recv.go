@@ -92,6 +92,7 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
 	if !c.replay.Check(pn) {
 		c.stats.PacketsDropped++
+		c.onDuplicate(d, pn, from, pkt)
 		return
 	}
 	buf := getBuf()

@@ -95,11 +95,14 @@ func (c *Conn) fill(now time.Time) {
 		}
 		c.sendData(now, e)
 	}
-	if c.ackReq || c.hasResp || c.ackNow && len(c.out) < maxBatch {
+	if c.ackReq || len(c.resps) > 0 || c.ackNow && len(c.out) < maxBatch {
 		if c.authWait {
 			c.sendClientAuth()
 		} else {
 			c.sendAck(now)
+			for len(c.resps) > 0 && len(c.out) < maxBatch {
+				c.sendAck(now) // one PATH_RESPONSE a packet
+			}
 		}
 	}
 }
@@ -205,9 +208,9 @@ func (c *Conn) sendAck(now time.Time) {
 		p.HasCredit, p.Credit = true, uint32(c.forkCredit)
 		c.creditSent = c.forkCredit
 	}
-	if c.hasResp {
-		p.HasResponse, p.Response = true, c.respNonce
-		c.hasResp = false
+	if len(c.resps) > 0 {
+		p.HasResponse, p.Response = true, c.resps[0]
+		c.resps = c.resps[1:]
 	}
 	if b := c.seal(&p, nil); b != nil {
 		c.out = append(c.out, b)

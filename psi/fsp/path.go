@@ -22,10 +22,23 @@ import (
 // received from it (anti-amplification), and data keeps going to the
 // validated address. The connection sends on the validated path its
 // peer's newest packet came from.
+//
+// An observer that copies the peer's packets and resends them from its
+// own, faster address makes its address look like the peer's newest, and
+// can get it validated (RFC 9000 §9.3.3). But the peer's own packets
+// still arrive from the old address, as duplicates of the copies. So
+// when the newest packets come from another address, the active path is
+// probed as well (the peer answers from wherever it is), and duplicates
+// from a known path are authenticated too: a path heard from after the
+// other appeared is still the peer's. The connection then stays on it,
+// or, if it already moved, falls back at once, and demotes the other
+// path, not moving there again while the old one is heard. A real move
+// leaves the old path silent, and the connection follows it.
 
 const (
 	maxPaths      = 8
 	amplification = 3
+	maxProbes     = 3 // probes of a silent path before it is given up
 )
 
 type path struct {
@@ -38,6 +51,13 @@ type path struct {
 	rtt        congestion.RTTStats
 	sent, lost uint64 // data packets sent on the path, declared lost
 	lastRecv   time.Time
+
+	// Is the peer still there? (validated paths)
+	heard   time.Time // last authenticated packet, duplicates included
+	probed  time.Time // last probe sent
+	probes  int       // probes sent since last heard
+	since   time.Time // when the path last became the peer's newest
+	demoted bool      // lost to an active path still heard from
 }
 
 // PathInfo describes one path of a connection: a peer address it has
@@ -117,8 +137,8 @@ func (c *Conn) onPathPacket(from *peerAddr, n int, newest bool, pkt *wire.Packet
 	if c.active == nil {
 		c.initPaths(now)
 	}
-	if pkt.HasChallenge {
-		c.respNonce, c.hasResp = pkt.Challenge, true
+	if pkt.HasChallenge && len(c.resps) < maxPaths {
+		c.resps = append(c.resps, pkt.Challenge)
 	}
 	if pkt.HasResponse {
 		for _, q := range c.paths {
@@ -134,20 +154,119 @@ func (c *Conn) onPathPacket(from *peerAddr, n int, newest bool, pkt *wire.Packet
 		return
 	}
 	p.lastRecv = now
+	p.heard, p.probes = now, 0
 	if !p.validated {
 		p.recvBytes += n
 	}
-	if newest {
+	if newest && c.latest != p {
 		c.latest = p
+		p.since = now
 	}
-	switch {
-	case c.latest.validated && c.latest != c.active:
-		c.log.Debug("fsp: peer moved", "from", c.remote, "to", c.latest.addr)
-		c.active = c.latest
-		c.remote = c.latest.addr
-	case !c.latest.validated && (c.latest.challenged.IsZero() || now.Sub(c.latest.challenged) >= c.rto()):
-		c.challenge(c.latest, now)
+	c.steer(now)
+}
+
+// onDuplicate handles a packet rejected as a replay while the peer's
+// newest packets come from another path than the active one, or just
+// after a move: if it authenticates and comes from a known path, the
+// peer (whose packet someone copied) is still there. Called with c.mu
+// held.
+func (c *Conn) onDuplicate(d *fcrypto.Direction, pn uint64, from *peerAddr, pkt *wire.Packet) {
+	if c.active == nil || c.latest == c.active && c.prev == nil {
+		return
 	}
+	var p *path
+	for _, q := range c.paths {
+		if q.validated && samePeer(&q.addr, from) {
+			p = q
+		}
+	}
+	if p == nil {
+		return
+	}
+	buf := getBuf()
+	_, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload)
+	putBuf(buf)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	p.heard, p.probes = now, 0
+	c.steer(now)
+}
+
+// steer chooses the path data goes to. Called with c.mu held.
+func (c *Conn) steer(now time.Time) {
+	rto := c.rto()
+	if p := c.prev; p != nil {
+		switch {
+		case p == c.active:
+			c.prev = nil
+		case p.heard.After(c.moved):
+			// The peer still sends from the old address: the newest
+			// packets from the new one were copies (RFC 9000 §9.3.3).
+			c.log.Debug("fsp: old path still heard, moving back", "from", c.active.addr, "to", p.addr)
+			c.active.demoted = true
+			c.active, c.remote, c.prev = p, p.addr, nil
+		case now.Sub(p.probed) >= rto:
+			if p.probes >= maxProbes {
+				c.prev = nil // silent: the move was real
+			} else {
+				c.probe(p, now)
+			}
+		}
+	}
+	l, a := c.latest, c.active
+	if l == a {
+		return
+	}
+	if l.demoted {
+		// Stay while the active path is heard from; probe it when it
+		// falls silent, and give it up after maxProbes.
+		if now.Sub(a.heard) < rto || now.Sub(a.probed) < rto {
+			return
+		}
+		if a.probes < maxProbes {
+			c.probe(a, now)
+			return
+		}
+		l.demoted = false
+	}
+	// The newest packets come from elsewhere: is the peer still on the
+	// active path? Packets in flight before it moved may arrive for
+	// about half a round trip.
+	stillThere := a.heard.After(l.since.Add(c.rtt.SmoothedRTT() / 2))
+	if !stillThere && now.Sub(a.probed) >= rto && a.probes < maxProbes {
+		c.probe(a, now)
+	}
+	if !l.validated {
+		if l.challenged.IsZero() || now.Sub(l.challenged) >= rto {
+			c.challenge(l, now)
+		}
+		return
+	}
+	if stillThere {
+		l.demoted = true
+		return
+	}
+	c.log.Debug("fsp: peer moved", "from", c.remote, "to", l.addr)
+	c.prev, c.active, c.remote, c.moved = a, l, l.addr, now
+}
+
+// probe sends a PATH_CHALLENGE to a validated path, so the peer answers
+// from wherever it is. Called with c.mu held.
+func (c *Conn) probe(p *path, now time.Time) {
+	h := c.header(wire.KeepAlive, 0, c.snd.Next())
+	var nb [8]byte
+	rand.Read(nb[:])
+	h.HasChallenge, h.Challenge = true, binary.BigEndian.Uint64(nb[:])|1
+	b := c.seal(&h, nil)
+	if b == nil {
+		return
+	}
+	p.probed = now
+	p.probes++
+	c.t.write(*b, &p.addr)
+	putBuf(b)
 }
 
 // challenge sends a PATH_CHALLENGE to an unvalidated path, within the
