@@ -1,0 +1,338 @@
+package httpcarrier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/carrier"
+)
+
+// Server serves an http.Handler to clients of Transport: each fork of a
+// root Carrier carries one request and its response.
+type Server struct {
+	Handler http.Handler
+	// MaxHeaderBytes bounds a request head or trailer block; zero means
+	// DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// ReadHeaderTimeout bounds reading the root's preface and each
+	// request head; zero means 30 s.
+	ReadHeaderTimeout time.Duration
+	// BaseContext, if set, is the parent of every request's context.
+	BaseContext context.Context
+	Logger      *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[*carrier.Listener]struct{}
+	roots     map[*carrier.Carrier]struct{}
+	shutdown  bool
+	txs       sync.WaitGroup // transactions
+	conns     sync.WaitGroup // root serving goroutines
+	ctx       context.Context
+	cancel    context.CancelFunc
+}
+
+// Serve serves h on every Carrier l accepts; see Server.Serve.
+func Serve(l *carrier.Listener, h http.Handler) error {
+	return (&Server{Handler: h}).Serve(l)
+}
+
+func (s *Server) init() {
+	if s.ctx == nil {
+		base := s.BaseContext
+		if base == nil {
+			base = context.Background()
+		}
+		s.ctx, s.cancel = context.WithCancel(base)
+		s.listeners = map[*carrier.Listener]struct{}{}
+		s.roots = map[*carrier.Carrier]struct{}{}
+	}
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) headerTimeout() time.Duration {
+	if s.ReadHeaderTimeout > 0 {
+		return s.ReadHeaderTimeout
+	}
+	return 30 * time.Second
+}
+
+func (s *Server) maxHeader() int {
+	if s.MaxHeaderBytes > 0 {
+		return s.MaxHeaderBytes
+	}
+	return DefaultMaxHeaderBytes
+}
+
+// Serve accepts root Carriers from l and serves their forks until
+// Shutdown or Close, then returns http.ErrServerClosed. l is closed when
+// Serve returns.
+func (s *Server) Serve(l *carrier.Listener) error {
+	s.mu.Lock()
+	s.init()
+	if s.shutdown {
+		s.mu.Unlock()
+		l.Close()
+		return http.ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	ctx := s.ctx
+	s.mu.Unlock()
+	defer l.Close()
+	for {
+		root, err := l.Accept(ctx)
+		if err != nil {
+			s.mu.Lock()
+			down := s.shutdown
+			delete(s.listeners, l)
+			s.mu.Unlock()
+			if down {
+				return http.ErrServerClosed
+			}
+			return err
+		}
+		s.ServeCarrier(root)
+	}
+}
+
+// ServeCarrier serves one root Carrier, for example one accepted from a
+// Listener of your own, in the background.
+func (s *Server) ServeCarrier(root *carrier.Carrier) {
+	s.mu.Lock()
+	s.init()
+	if s.shutdown {
+		s.mu.Unlock()
+		root.Abort()
+		return
+	}
+	s.roots[root] = struct{}{}
+	s.conns.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.conns.Done()
+		s.serveRoot(root)
+		s.mu.Lock()
+		delete(s.roots, root)
+		s.mu.Unlock()
+	}()
+}
+
+func (s *Server) serveRoot(root *carrier.Carrier) {
+	log := s.log().With("peer", root.Path().Remote.String(), "stack", root.Stack())
+	ctx, cancel := context.WithTimeout(s.ctx, s.headerTimeout())
+	m, err := readSmall(ctx, root, len(preface))
+	cancel()
+	if err != nil || string(m) != string(preface) {
+		log.Debug("not an HTTP client", "err", err)
+		root.Abort()
+		return
+	}
+	ctx, cancel = context.WithCancel(s.ctx)
+	defer cancel()
+	go func() {
+		// Nothing more comes on the root; its end ends the forks' accept.
+		for {
+			if _, err := readSmall(ctx, root, 64); err != nil {
+				cancel()
+				return
+			}
+		}
+	}()
+	for {
+		f, err := root.AcceptFork(ctx)
+		if err != nil {
+			break
+		}
+		s.txs.Add(1)
+		go func() {
+			defer s.txs.Done()
+			s.serveFork(f, log)
+		}()
+	}
+	if s.ctx.Err() != nil {
+		root.Abort()
+	} else {
+		root.Close()
+	}
+}
+
+// Shutdown stops accepting root Carriers, tells every client to go away
+// (a goaway message on each root) and waits until the clients have closed
+// their roots and every request has its response, or ctx ends; then it
+// aborts what is left. It returns ctx's error in that case.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.init()
+	s.shutdown = true
+	ls := make([]*carrier.Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	roots := make([]*carrier.Carrier, 0, len(s.roots))
+	for r := range s.roots {
+		roots = append(roots, r)
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	for _, r := range roots {
+		r.Send(ctx, goAway)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		s.txs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close aborts every root Carrier and transaction at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.init()
+	s.shutdown = true
+	ls := make([]*carrier.Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	s.mu.Unlock()
+	s.cancel()
+	for _, l := range ls {
+		l.Close()
+	}
+	s.conns.Wait()
+	s.txs.Wait()
+	return nil
+}
+
+// serveFork reads one request from f, runs the handler and sends the
+// response; then it closes f.
+func (s *Server) serveFork(f *carrier.Carrier, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	hctx, hcancel := context.WithTimeout(ctx, s.headerTimeout())
+	hm, err := readHead(hctx, f, s.maxHeader())
+	hcancel()
+	if err != nil {
+		if errors.Is(err, errHeadTooLarge) {
+			s.refuse(f, http.StatusRequestHeaderFieldsTooLarge)
+			return
+		}
+		log.Debug("no request head", "err", err)
+		f.Abort()
+		return
+	}
+	req, err := parseRequestHead(hm.head)
+	if err != nil {
+		log.Debug("bad request head", "err", err)
+		s.refuse(f, http.StatusBadRequest)
+		return
+	}
+	req.RemoteAddr = f.Path().Remote.String()
+	ctx = context.WithValue(ctx, http.LocalAddrContextKey, carrier.Addr{Stack: f.Stack(), AddrPort: f.Path().Local})
+	req = req.WithContext(ctx)
+	w := &responseWriter{f: f, req: req, ctx: ctx, header: http.Header{}, log: log}
+	// watch turns the client's abort of the fork into the request's
+	// cancellation, once the request has been read.
+	watch := func() {
+		go func() {
+			if _, err := f.Ready(ctx, carrier.ReadyOptions{Max: 1}); err != nil && ctx.Err() == nil {
+				cancel()
+			}
+		}()
+	}
+	if hm.end && len(hm.rest) == 0 && req.Trailer == nil {
+		if req.ContentLength > 0 {
+			s.refuse(f, http.StatusBadRequest)
+			return
+		}
+		req.ContentLength = 0
+		watch()
+	} else {
+		b := &body{c: f, ctx: ctx, pre: hm.rest, end: hm.end, want: req.ContentLength}
+		b.atEnd = func() error {
+			if req.Trailer != nil {
+				m, err := readSmall(ctx, f, s.maxHeader())
+				if err != nil {
+					return fmt.Errorf("httpcarrier: reading trailers: %w", err)
+				}
+				tr, err := parseTrailers(m)
+				if err != nil {
+					return err
+				}
+				for k, v := range tr {
+					req.Trailer[k] = v
+				}
+			}
+			watch()
+			return nil
+		}
+		if req.Header.Get("Expect") == "100-continue" {
+			b.onRead = func() { w.WriteHeader(http.StatusContinue) }
+		}
+		req.Body = b
+	}
+	if !s.run(w, req, log) {
+		f.Abort()
+		return
+	}
+	if err := w.finish(); err != nil {
+		log.Debug("response not sent", "err", err)
+		f.Abort()
+		return
+	}
+	cancel()
+	f.Close()
+}
+
+// run calls the handler, recovering a panic as net/http does.
+func (s *Server) run(w *responseWriter, req *http.Request, log *slog.Logger) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = false
+			if v != http.ErrAbortHandler {
+				buf := make([]byte, 16<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				log.Error("http handler panic", "panic", v, "stack", string(buf))
+			}
+		}
+	}()
+	h := s.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	h.ServeHTTP(w, req)
+	return true
+}
+
+// refuse answers a request that could not be read and ends the fork.
+func (s *Server) refuse(f *carrier.Carrier, code int) {
+	h := http.Header{"Content-Length": {"0"}}
+	ctx, cancel := context.WithTimeout(s.ctx, s.headerTimeout())
+	defer cancel()
+	if err := f.Send(ctx, responseHead(code, h)); err != nil {
+		f.Abort()
+		return
+	}
+	f.Close()
+}

@@ -1,0 +1,457 @@
+package httpcarrier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/post"
+)
+
+// Transport is an http.RoundTripper that carries each request on its own
+// fork of one root Carrier per origin (host:port of the request URL). It
+// is safe for concurrent use; the zero value is usable.
+type Transport struct {
+	// Config configures the root Carriers (security, policy, stacks). Its
+	// IdleTimeout and Lazy fields are ignored: the Transport manages idle
+	// roots itself.
+	Config *carrier.Config
+	// Remote maps an origin ("host:port") to the Remote to initiate;
+	// nil means post.RemoteName.
+	Remote func(origin string) post.Remote
+	// IdleTimeout closes a root Carrier with no request for that long;
+	// zero means 90 s.
+	IdleTimeout time.Duration
+	// DialTimeout bounds initiating a root Carrier; zero means 30 s.
+	DialTimeout time.Duration
+	// MaxResponseHeaderBytes bounds a response head or trailer block;
+	// zero means DefaultMaxHeaderBytes.
+	MaxResponseHeaderBytes int
+	Logger                 *slog.Logger
+
+	mu     sync.Mutex
+	conns  map[string]*rootConn
+	assocs map[string]*association.Association // kept across roots: the race winner is cached
+}
+
+// rootConn is one origin's root Carrier and its transactions.
+type rootConn struct {
+	t        *Transport
+	origin   string
+	ready    chan struct{} // closed when root or err is set
+	root     *carrier.Carrier
+	err      error
+	inflight int
+	draining bool // goaway received, closed idle, or failed: no new forks
+	idle     *time.Timer
+}
+
+func (t *Transport) log() *slog.Logger {
+	if t.Logger != nil {
+		return t.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (t *Transport) maxHeader() int {
+	if t.MaxResponseHeaderBytes > 0 {
+		return t.MaxResponseHeaderBytes
+	}
+	return DefaultMaxHeaderBytes
+}
+
+// origin returns the pool key of u: host:port, with the scheme's default
+// port.
+func origin(req *http.Request) (string, error) {
+	if req.URL == nil || req.URL.Host == "" {
+		return "", post.Errorf(post.ErrInvalid, "request URL has no host")
+	}
+	host, port := req.URL.Hostname(), req.URL.Port()
+	if port == "" {
+		switch req.URL.Scheme {
+		case "https":
+			port = "443"
+		default:
+			port = "80"
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// RoundTrip sends req on a new fork and returns the response once its
+// head arrived; the body streams from the fork. Cancelling the request's
+// context, or closing the body before its end, aborts the fork.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	closeBody := func() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+	}
+	key, err := origin(req)
+	if err != nil {
+		closeBody()
+		return nil, err
+	}
+	head, err := appendRequestHead(nil, req)
+	if err != nil {
+		closeBody()
+		return nil, err
+	}
+	ctx := req.Context()
+	var rc *rootConn
+	var fork *carrier.Carrier
+	for attempt := 0; ; attempt++ {
+		if rc, err = t.get(ctx, key); err != nil {
+			closeBody()
+			return nil, err
+		}
+		if fork, err = rc.root.Fork(ctx); err == nil {
+			break
+		}
+		// Nothing was sent: a fresh root may take it.
+		t.release(rc, true)
+		if attempt > 0 || ctx.Err() != nil {
+			closeBody()
+			return nil, fmt.Errorf("httpcarrier: fork to %s: %w", key, err)
+		}
+		t.log().Debug("fork failed; new root", "origin", key, "err", err)
+	}
+	tx := &clientTx{t: t, rc: rc, fork: fork, req: req}
+	tx.stop = context.AfterFunc(ctx, func() { fork.Abort() })
+	resp, err := tx.roundTrip(ctx, head)
+	if err != nil {
+		tx.finish(false)
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// clientTx is one request/response exchange on its fork.
+type clientTx struct {
+	t        *Transport
+	rc       *rootConn
+	fork     *carrier.Carrier
+	req      *http.Request
+	stop     func() bool
+	once     sync.Once
+	wrote    chan error // the request writer's result
+	finished chan struct{}
+}
+
+func (tx *clientTx) roundTrip(ctx context.Context, head []byte) (*http.Response, error) {
+	tx.wrote = make(chan error, 1)
+	tx.finished = make(chan struct{})
+	if noBody(tx.req.Body) && len(tx.req.Trailer) == 0 {
+		tx.wrote <- tx.fork.SendMsg(ctx, &post.Message{Content: head})
+	} else {
+		go func() { tx.wrote <- tx.writeBody(ctx, head) }()
+	}
+	limit := tx.t.maxHeader()
+	for n := 0; ; n++ {
+		hm, err := readHead(ctx, tx.fork, limit)
+		if err != nil {
+			select {
+			case werr := <-tx.wrote:
+				if werr != nil {
+					return nil, fmt.Errorf("httpcarrier: writing request: %w (response: %v)", werr, err)
+				}
+			default:
+			}
+			return nil, fmt.Errorf("httpcarrier: reading response: %w", err)
+		}
+		resp, err := parseResponseHead(hm.head, tx.req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return nil, post.Errorf(post.ErrNotSupported, "httpcarrier: protocol upgrades are not carried")
+		}
+		if resp.StatusCode < 200 {
+			if !hm.end || len(hm.rest) > 0 || n >= 16 {
+				return nil, post.Errorf(post.ErrMalformed, "httpcarrier: bad informational response")
+			}
+			if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
+				if err := tr.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		if hm.end && len(hm.rest) == 0 && resp.ContentLength < 0 {
+			resp.ContentLength = 0
+		}
+		b := &body{c: tx.fork, ctx: ctx, pre: hm.rest, end: hm.end, want: resp.ContentLength}
+		if tx.req.Method == http.MethodHead {
+			b.want = -1 // the length of the body a GET would have
+		}
+		b.atEnd = func() error { return tx.readTrailers(b.ctx, resp) }
+		b.onDone = tx.finish
+		resp.Body = b
+		return resp, nil
+	}
+}
+
+// writeBody sends the request message in parts: the head, then the body
+// as it is read; the end of the message ends the body. Declared trailers
+// follow as a second message.
+func (tx *clientTx) writeBody(ctx context.Context, head []byte) error {
+	req := tx.req
+	defer req.Body.Close()
+	w, err := tx.fork.NewMessageWriter(ctx, post.Properties{})
+	if err != nil {
+		return err
+	}
+	// The head goes out with the first part of the body.
+	buf := make([]byte, max(partSize, len(head)+4096))
+	n := copy(buf, head)
+	var sent int64
+	for {
+		m, rerr := req.Body.Read(buf[n:])
+		sent += int64(m)
+		if n += m; n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			n = 0
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			w.Abort()
+			return fmt.Errorf("httpcarrier: reading request body: %w", rerr)
+		}
+	}
+	if req.ContentLength > 0 && sent != req.ContentLength {
+		w.Abort()
+		return fmt.Errorf("httpcarrier: ContentLength=%d with Body length %d", req.ContentLength, sent)
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	if len(req.Trailer) > 0 {
+		return tx.fork.Send(ctx, trailerBlock(req.Trailer))
+	}
+	return nil
+}
+
+// readTrailers runs at the end of the response body: the server sends at
+// most one trailer message after the response, then ends the fork.
+func (tx *clientTx) readTrailers(ctx context.Context, resp *http.Response) error {
+	b, err := readSmall(ctx, tx.fork, tx.t.maxHeader())
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("httpcarrier: reading trailers: %w", err)
+	}
+	tr, err := parseTrailers(b)
+	if err != nil {
+		return err
+	}
+	if resp.Trailer == nil {
+		resp.Trailer = http.Header{}
+	}
+	for k, v := range tr {
+		resp.Trailer[k] = v
+	}
+	return nil
+}
+
+// finish ends the transaction: clean after the whole response was read,
+// otherwise the fork is aborted.
+func (tx *clientTx) finish(clean bool) {
+	tx.once.Do(func() {
+		tx.stop()
+		if clean {
+			go tx.fork.Close()
+		} else {
+			tx.fork.Abort()
+		}
+		tx.t.release(tx.rc, false)
+	})
+}
+
+// get returns origin's root Carrier with a transaction counted on it,
+// initiating one if there is none.
+func (t *Transport) get(ctx context.Context, key string) (*rootConn, error) {
+	for {
+		t.mu.Lock()
+		rc := t.conns[key]
+		if rc == nil {
+			rc = &rootConn{t: t, origin: key, ready: make(chan struct{})}
+			if t.conns == nil {
+				t.conns = map[string]*rootConn{}
+			}
+			t.conns[key] = rc
+			go t.dial(rc)
+		}
+		t.mu.Unlock()
+		select {
+		case <-rc.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		t.mu.Lock()
+		switch {
+		case rc.err != nil:
+			t.mu.Unlock()
+			return nil, rc.err
+		case rc.draining:
+			t.mu.Unlock()
+			continue // the pool no longer holds it
+		}
+		rc.inflight++
+		if rc.idle != nil {
+			rc.idle.Stop()
+			rc.idle = nil
+		}
+		t.mu.Unlock()
+		return rc, nil
+	}
+}
+
+// dial initiates rc's root Carrier on the origin's Association, so that a
+// later root reuses the stack that won the first race.
+func (t *Transport) dial(rc *rootConn) {
+	d := t.DialTimeout
+	if d <= 0 {
+		d = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var cfg carrier.Config
+	if t.Config != nil {
+		cfg = *t.Config
+	}
+	cfg.IdleTimeout, cfg.Lazy = 0, false
+	t.mu.Lock()
+	if a := t.assocs[rc.origin]; a != nil {
+		cfg.Association = a
+	}
+	t.mu.Unlock()
+	remote := post.RemoteName(rc.origin)
+	if t.Remote != nil {
+		remote = t.Remote(rc.origin)
+	}
+	root, err := carrier.Initiate(ctx, remote, &cfg)
+	if err == nil {
+		if err = root.Send(ctx, preface); err != nil {
+			root.Abort()
+		}
+	}
+	t.mu.Lock()
+	if err != nil {
+		rc.err = fmt.Errorf("httpcarrier: %s: %w", rc.origin, err)
+		if t.conns[rc.origin] == rc {
+			delete(t.conns, rc.origin)
+		}
+	} else {
+		rc.root = root
+		if t.assocs == nil {
+			t.assocs = map[string]*association.Association{}
+		}
+		t.assocs[rc.origin] = root.Association()
+	}
+	close(rc.ready)
+	t.mu.Unlock()
+	if err != nil {
+		t.log().Debug("root carrier failed", "origin", rc.origin, "err", err)
+		return
+	}
+	t.log().Debug("root carrier", "origin", rc.origin, "stack", root.Stack())
+	go t.watch(rc)
+}
+
+// watch reads the root Carrier: a goaway message or the root's end stops
+// new forks on it.
+func (t *Transport) watch(rc *rootConn) {
+	for {
+		m, err := readSmall(context.Background(), rc.root, 64)
+		if err != nil {
+			t.log().Debug("root carrier ended", "origin", rc.origin, "err", err)
+			t.drain(rc)
+			return
+		}
+		if string(m) == string(goAway) {
+			t.log().Debug("origin going away", "origin", rc.origin)
+			t.drain(rc)
+		}
+	}
+}
+
+// drain takes rc out of the pool; it closes once idle.
+func (t *Transport) drain(rc *rootConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.drainLocked(rc)
+}
+
+func (t *Transport) drainLocked(rc *rootConn) {
+	if !rc.draining {
+		rc.draining = true
+		if t.conns[rc.origin] == rc {
+			delete(t.conns, rc.origin)
+		}
+	}
+	if rc.inflight == 0 && rc.root != nil {
+		if rc.idle != nil {
+			rc.idle.Stop()
+			rc.idle = nil
+		}
+		go rc.root.Close()
+	}
+}
+
+// release ends a transaction on rc; failed drains the root.
+func (t *Transport) release(rc *rootConn, failed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rc.inflight--
+	if failed || rc.draining {
+		t.drainLocked(rc)
+		return
+	}
+	if rc.inflight == 0 {
+		d := t.IdleTimeout
+		if d <= 0 {
+			d = 90 * time.Second
+		}
+		rc.idle = time.AfterFunc(d, func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if rc.inflight == 0 && !rc.draining {
+				t.drainLocked(rc)
+			}
+		})
+	}
+}
+
+// CloseIdleConnections closes the root Carriers with no request in
+// flight and drains the others; http.Client.CloseIdleConnections calls it.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, rc := range t.conns {
+		select {
+		case <-rc.ready:
+			if rc.err == nil {
+				t.drainLocked(rc)
+			}
+		default:
+		}
+	}
+}
