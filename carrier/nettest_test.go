@@ -1,0 +1,67 @@
+package carrier_test
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/net/nettest"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+)
+
+// TestNetConn runs x/net's net.Conn conformance tests over Conn on each
+// stack.
+func TestNetConn(t *testing.T) {
+	for _, st := range benchStacks {
+		t.Run(st, func(t *testing.T) {
+			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+				return connPipe(st)
+			})
+		})
+	}
+}
+
+// connPipe connects two Conns over one required stack.
+func connPipe(stack string) (c1, c2 net.Conn, stop func(), err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	scfg, ccfg := serverConfig(), clientConfig()
+	scfg.Policy.Stack(stack, policy.Require)
+	// Several cases close with the peer not reading: keep the bound short.
+	scfg.Linger, ccfg.Linger = 500*time.Millisecond, 500*time.Millisecond
+	ccfg.Policy.Stack(stack, policy.Require)
+	l, err := carrier.Listen(ctx, post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}, scfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := carrier.Initiate(ctx, l.Remote("127.0.0.1"), ccfg)
+	if err != nil {
+		l.Close()
+		return nil, nil, nil, err
+	}
+	// The server learns of a Carrier with its first message on some
+	// stacks.
+	var s *carrier.Carrier
+	if err = c.Send(ctx, []byte("hello")); err == nil {
+		if s, err = l.Accept(ctx); err == nil {
+			_, err = s.Receive(ctx)
+		}
+	}
+	if err != nil {
+		c.Abort()
+		l.Close()
+		return nil, nil, nil, err
+	}
+	c1, c2 = carrier.NewConn(c), carrier.NewConn(s)
+	stop = func() {
+		c1.Close()
+		c2.Close()
+		l.Close()
+	}
+	return c1, c2, stop, nil
+}
