@@ -261,7 +261,10 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 	myParam := c.myParam()
 	chain := l.id.Certificate
 	var flags byte
-	if c.cfg.Security.ClientCertRequired() {
+	// A PSK alone needs no CLIENT_AUTH: CONNECT_REQUEST's tag and the
+	// master secret already prove the initiator holds it, so the
+	// handshake keeps its single round trip.
+	if c.cfg.Security.ClientAuth {
 		flags |= helloClientCert
 	}
 	digest := transcript(pkt.Src, c.local, clientNonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
@@ -295,6 +298,8 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 	c.installKeys()
 	if flags&helloClientCert != 0 {
 		c.clientDigest = digest
+	} else if l.pskLeaf != nil {
+		c.peerCerts = []*x509.Certificate{l.pskLeaf}
 	}
 	c.hsPacket = handshakePacket(make([]byte, 0, wire.HeaderLen+64+fcrypto.TagLen+len(body)), key, &p, body)
 	c.state = stateAffirming

@@ -47,9 +47,10 @@
 // PSK or CA roots). Handshake packets carry a truncated HMAC-SHA256 tag
 // under a key derived from the PSK (if any) and the initiator's ALFID.
 //
-// Client authentication: a listener whose Security asks for a client
-// certificate (psi.Security.ClientCertRequired: ClientAuth or a PSK, as
-// for TLS) sets a flag in ACK_CONNECT_REQ. The initiator then sends
+// Client authentication: with a PSK, CONNECT_REQUEST's tag and the master
+// secret prove that the initiator holds it, and its identity is the
+// PSK-derived certificate, as on the TLS stacks. A listener with
+// ClientAuth sets a flag in ACK_CONNECT_REQ. The initiator then sends
 // CLIENT_AUTH (opcode 14), its first packet protected under the new keys,
 // so its identity is not sent in clear: its chain (Certificates[0], or the
 // PSK-derived certificate) and a signature over the transcript and its

@@ -3,6 +3,7 @@ package fsp
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ type Listener struct {
 	t             *Transport
 	cfg           *Config
 	id            *tls.Certificate
+	pskLeaf       *x509.Certificate // the PSK-derived identity of initiators, with a PSK
 	chainLen      int
 	ownsTransport bool
 	accept        chan *Conn

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/sockio"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -571,6 +572,13 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 	}
 	t.init()
 	l := &Listener{t: t, cfg: cfg, id: id, accept: make(chan *Conn, 256), bud: newBudget(cfg.memoryBudget()), done: make(chan struct{})}
+	if psk := cfg.Security.PSK; len(psk) > 0 {
+		c, err := psi.PSKCertificate(psk)
+		if err != nil {
+			return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: fmt.Errorf("%w: %v", post.ErrAuthentication, err)}
+		}
+		l.pskLeaf = c.Leaf
+	}
 	for _, der := range id.Certificate {
 		l.chainLen += 2 + len(der)
 	}
