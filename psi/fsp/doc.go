@@ -175,6 +175,29 @@
 // nothing. Data sent to an address the peer left is lost and
 // retransmitted once the new one is validated.
 //
+// An observer that resends the peer's packets from its own, faster
+// address can get that address validated (RFC 9000 §9.3.3). As there,
+// when the newest packets come from another address the active path is
+// probed too, and duplicates arriving from it are authenticated: if the
+// peer is still heard from the old address after the new one appeared,
+// the connection stays there, or moves back at once, and the new path is
+// demoted until the old one falls silent for maxProbes RTOs. Data stops
+// for at most about one round trip plus one RTO.
+//
+// Before a peer proves itself a listener holds little: INIT_CONNECT gets
+// a stateless cookie; a CONNECT_REQUEST with a valid cookie costs a key
+// exchange and a signature, at most Config.MaxHandshakeRate a second per
+// /24 (IPv4) or /48 (IPv6) prefix, and one pending connection until the
+// client's first protected packet, within Config.MaxPendingPerAddress,
+// MaxPendingPerPrefix and MaxPending. Past a quota the oldest entry of
+// the same address, prefix or (table full) largest prefix is dropped if
+// older than a second, else the request is; clients retransmit, nobody
+// gets a refusal for it. No reply to an unauthenticated packet is larger
+// than the packet (a RESET to an unknown ALFID answers only packets of
+// at least its 44 bytes). Keys are derived only for the current key
+// epoch and the next, and only a packet that authenticates moves the
+// epoch; a clone is allocated only after its first packet authenticates.
+//
 // Multihoming: the connection keeps up to 8 paths (peer addresses), each
 // with its validation state, RTT estimate (from the acknowledgements of
 // data sent on it, and from challenge round trips) and counts of data
@@ -244,6 +267,9 @@
 //   - Fork credit (FORK_CREDIT) is ours; the reference has no limit on
 //     clones but its socket table.
 //   - Initial sequence numbers are 1, not random: packets are encrypted.
-//   - Unauthenticated RESETs are believed only while connecting and, as a
-//     last word, while closing with everything acknowledged.
+//   - Unauthenticated RESETs are believed only while connecting, when
+//     tagged under the initiator's nonce (RefusalKey: only a party that
+//     saw the INIT_CONNECT or CONNECT_REQUEST can refuse a dial; others
+//     are ignored until the handshake times out), and, as a last word,
+//     while closing with everything acknowledged.
 package fsp

@@ -514,3 +514,96 @@ func BenchmarkForgedMultiply(b *testing.B) {
 		s.routeClone(pkt, &from, &p)
 	}
 }
+
+// sizeConn is a PacketConn that records the largest datagram written.
+type sizeConn struct {
+	nullConn
+	mu      sync.Mutex
+	largest int
+}
+
+func (s *sizeConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	s.mu.Lock()
+	s.largest = max(s.largest, len(b))
+	s.mu.Unlock()
+	return len(b), nil
+}
+
+// FuzzUnauthenticatedReply feeds arbitrary datagrams to a transport with a
+// listener and one connection: whatever comes back is no larger than the
+// datagram that caused it (a valid cookie, which proves the address,
+// cannot be forged by the fuzzer).
+func FuzzUnauthenticatedReply(f *testing.F) {
+	in := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: 0x20000}}
+	f.Add(handshakePacket(nil, fcrypto.HandshakeKey(nil, 0x20000), &in, floodNonce))
+	f.Add(handshakePacket(nil, fcrypto.HandshakeKey([]byte("psk"), 0x20000), &in, floodNonce))
+	for _, op := range []wire.Opcode{wire.PureData, wire.KeepAlive, wire.Multiply, wire.Reset, wire.Release} {
+		for _, dst := range []uint32{0x30000, 0x40000} {
+			p := wire.Packet{Header: wire.Header{Opcode: op, Dst: dst, Src: 0x20000}}
+			f.Add(wire.AppendHeader(nil, &p))
+			f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 16)...))
+		}
+	}
+	sc := &sizeConn{nullConn: nullConn{done: make(chan struct{})}}
+	t := &Transport{Conn: sc}
+	scfg, _ := pair(f)
+	if _, err := t.Listen(scfg); err != nil {
+		f.Fatal(err)
+	}
+	defer t.Close()
+	c := newConn(t, &Config{IdleTimeout: 24 * time.Hour, KeepAlive: -1}, false, peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")})
+	c.local, c.peer, c.peerKnown = 0x30000, 0x20000, true
+	t.mu.Lock()
+	t.conns[c.local] = c
+	t.mu.Unlock()
+	c.master = make([]byte, 32)
+	c.installKeys()
+	c.mu.Lock()
+	c.establish(time.Now())
+	c.mu.Unlock()
+	from := peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:3")}
+	var pkt wire.Packet
+	f.Fuzz(func(tt *testing.T, b []byte) {
+		sc.mu.Lock()
+		sc.largest = 0
+		sc.mu.Unlock()
+		t.handle(b, &from, &pkt)
+		t.flushDirty()
+		select {
+		case <-t.foreign:
+		default:
+		}
+		sc.mu.Lock()
+		largest := sc.largest
+		sc.mu.Unlock()
+		if largest > len(b) {
+			tt.Fatalf("a %d-byte datagram got a %d-byte reply", len(b), largest)
+		}
+	})
+}
+
+// BenchmarkForgedData drops forged data packets at a live connection,
+// with the packet number the connection expects and with random ones
+// (other key epochs): both cost one failed open, no key derivation.
+func BenchmarkForgedData(b *testing.B) {
+	for _, name := range []string{"expected-pn", "random-pn"} {
+		b.Run(name, func(b *testing.B) {
+			scfg, ccfg := pair(b)
+			l := listen(b, scfg)
+			c, s := connect(b, l, ccfg)
+			from := peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:9")}
+			var p wire.Packet
+			pkt := forgedData(s, wire.PureData, c.LocalALFID(), 100)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				pn := uint32(100 + i)
+				if name == "random-pn" {
+					pn = uint32(i) * 0x9e3779b9
+				}
+				binary.BigEndian.PutUint32(pkt[16:], pn)
+				wire.Parse(pkt, &p)
+				s.handlePacket(pkt, &from, &p)
+			}
+		})
+	}
+}
