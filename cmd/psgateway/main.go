@@ -1,0 +1,73 @@
+// Command psgateway connects ordinary HTTP software to HTTP over FSP
+// clones, both ways.
+//
+// A front gateway accepts HTTP/1.1 and HTTP/2 (over TLS, or h2c with prior
+// knowledge) from any client and forwards each request over its own FSP
+// clone to a postsockets HTTP origin, such as a back gateway:
+//
+//	psgateway -mode front -listen 127.0.0.1:8080 -origin gw.example:4433 -psk-file psk.hex
+//
+// A back gateway accepts HTTP over FSP clones and forwards to an ordinary
+// HTTP origin:
+//
+//	psgateway -mode back -listen :4433 -origin http://127.0.0.1:8081 -psk-file psk.hex
+//
+// Each gateway adds the address it received the request from to the
+// Forwarded header (RFC 7239). There is no built-in secret: the two ends
+// trust each other by a pre-shared key (-psk-file) or certificates
+// (-cert, -key, -ca, -pins).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stderr))
+}
+
+// run starts the gateway and serves until ctx ends, then shuts down
+// gracefully (at most 10 s).
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	o, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "psgateway:", err)
+		return 2
+	}
+	log, err := o.logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "psgateway:", err)
+		return 2
+	}
+	g, err := start(ctx, o, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	select {
+	case err := <-g.done:
+		log.Error("gateway stopped", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.shutdown(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	return 0
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// options are the gateway's settings, from flags and an optional config
+// file of "name = value" lines (flags on the command line win).
+type options struct {
+	mode           string
+	listen         string
+	origin         string
+	tlsCert        string
+	tlsKey         string
+	pskFile        string
+	cert, key      string
+	ca             string
+	pins           string
+	serverName     string
+	stack          string
+	preserveHost   bool
+	trustForwarded bool
+	logLevel       string
+}
+
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("psgateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: psgateway -mode front|back [flags]
+
+front: accepts HTTP/1.1 and HTTP/2 (TLS, or h2c with prior knowledge) from
+       ordinary clients and forwards each request over its own FSP clone to
+       a postsockets HTTP origin (-origin host:port).
+back:  accepts HTTP over FSP clones and forwards to an ordinary HTTP origin
+       (-origin http://host:port).
+
+`)
+		fs.PrintDefaults()
+	}
+	config := fs.String("config", "", "file of `name = value` lines setting these flags")
+	fs.StringVar(&o.mode, "mode", "", "front or back")
+	fs.StringVar(&o.listen, "listen", "", "address to listen on (front: HTTP, default 127.0.0.1:8080; back: postsockets, default :4433)")
+	fs.StringVar(&o.origin, "origin", "", "front: the postsockets origin host:port; back: the HTTP origin URL")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "front: certificate `file` (PEM) for HTTPS to clients; without it the front serves HTTP/1.1 and h2c")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "front: private key `file` (PEM) for -tls-cert")
+	fs.StringVar(&o.pskFile, "psk-file", "", "`file` holding the pre-shared key in hex; authenticates both gateways")
+	fs.StringVar(&o.cert, "cert", "", "postsockets certificate `file` (PEM): the back's identity, or the front's client certificate")
+	fs.StringVar(&o.key, "key", "", "private key `file` (PEM) for -cert")
+	fs.StringVar(&o.ca, "ca", "", "CA `file` (PEM) verifying the peer gateway; default the system roots")
+	fs.StringVar(&o.pins, "pins", "", "comma-separated hex SHA-256 public key pins of the peer gateway; replace CA verification")
+	fs.StringVar(&o.serverName, "server-name", "", "front: name to verify in the back's certificate (default the -origin host)")
+	fs.StringVar(&o.stack, "stack", "fsp", "postsockets stack: fsp, quic, tcp, or any (race them)")
+	fs.BoolVar(&o.preserveHost, "preserve-host", true, "pass the client's Host on instead of the origin's")
+	fs.BoolVar(&o.trustForwarded, "trust-forwarded", false, "front: keep a Forwarded header the client sent (the back always keeps the front's)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *config != "" {
+		if err := applyConfig(fs, *config); err != nil {
+			return nil, err
+		}
+	}
+	switch o.mode {
+	case "front":
+		if o.listen == "" {
+			o.listen = "127.0.0.1:8080"
+		}
+	case "back":
+		if o.listen == "" {
+			o.listen = ":4433"
+		}
+	default:
+		return nil, errors.New("-mode must be front or back")
+	}
+	if o.origin == "" {
+		return nil, errors.New("-origin is required")
+	}
+	return o, nil
+}
+
+// applyConfig sets the flags named in file that the command line did not.
+func applyConfig(fs *flag.FlagSet, file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		if !ok {
+			return fmt.Errorf("%s:%d: want name = value", file, n)
+		}
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		if name == "config" {
+			return fmt.Errorf("%s:%d: config files do not nest", file, n)
+		}
+		if set[name] {
+			continue
+		}
+		if err := fs.Set(name, value); err != nil {
+			return fmt.Errorf("%s:%d: %w", file, n, err)
+		}
+	}
+	return sc.Err()
+}
+
+func (o *options) logger(w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
+}
+
+// security builds the postsockets trust settings. There is no built-in
+// secret: without a PSK, certificate or pins the gateways cannot meet.
+func (o *options) security() (psi.Security, error) {
+	var s psi.Security
+	if o.pskFile != "" {
+		b, err := os.ReadFile(o.pskFile)
+		if err != nil {
+			return s, err
+		}
+		if s.PSK, err = hex.DecodeString(strings.TrimSpace(string(b))); err != nil {
+			return s, fmt.Errorf("-psk-file: %w", err)
+		}
+		if len(s.PSK) < 16 {
+			return s, errors.New("-psk-file: the key must be at least 16 bytes (32 hex digits)")
+		}
+	}
+	if o.cert != "" || o.key != "" {
+		c, err := tls.LoadX509KeyPair(o.cert, o.key)
+		if err != nil {
+			return s, fmt.Errorf("-cert/-key: %w", err)
+		}
+		s.Certificates = []tls.Certificate{c}
+	}
+	if o.ca != "" {
+		b, err := os.ReadFile(o.ca)
+		if err != nil {
+			return s, err
+		}
+		s.RootCAs = x509.NewCertPool()
+		if !s.RootCAs.AppendCertsFromPEM(b) {
+			return s, errors.New("-ca: no certificate found")
+		}
+	}
+	for p := range strings.SplitSeq(o.pins, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		var pin psi.Pin
+		if b, err := hex.DecodeString(p); err != nil || len(b) != len(pin) {
+			return s, fmt.Errorf("-pins: %q is not a hex SHA-256", p)
+		} else {
+			copy(pin[:], b)
+		}
+		s.PinnedKeys = append(s.PinnedKeys, pin)
+	}
+	s.ServerName = o.serverName
+	if o.mode == "back" && len(s.PSK) == 0 && len(s.Certificates) == 0 {
+		return s, errors.New("back: set -psk-file or -cert/-key")
+	}
+	return s, nil
+}
+
+// policy requires the chosen stack.
+func (o *options) policy() (policy.Context, error) {
+	var p policy.Context
+	switch o.stack {
+	case "any", "":
+	case "fsp", "quic", "tcp":
+		p.Stack(o.stack, policy.Require)
+	default:
+		return p, fmt.Errorf("-stack %q: want fsp, quic, tcp or any", o.stack)
+	}
+	return p, nil
+}
