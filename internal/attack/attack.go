@@ -274,7 +274,6 @@ func Run(c Case, o Options) *Result {
 type TB interface {
 	Helper()
 	Errorf(format string, args ...any)
-	Logf(format string, args ...any)
 }
 
 // Assert fails t unless at least 99% of the legitimate dials during the
@@ -282,7 +281,6 @@ type TB interface {
 // was larger than the attacker's smallest packet, and Check passed.
 func (r *Result) Assert(t TB) {
 	t.Helper()
-	t.Logf("%s", r)
 	if r.Attack.N == 0 || r.Attack.Rate() < 0.99 {
 		t.Errorf("%s: %d of %d legitimate dials succeeded during the attack: %v", r.Name, r.Attack.OK, r.Attack.N, r.Attack.Errs)
 	}
@@ -305,6 +303,9 @@ func (r *Result) String() string {
 	}
 	if r.CheckErr != nil {
 		s += "; FAILED: " + r.CheckErr.Error()
+	}
+	if len(r.Attack.Errs) > 0 {
+		s += fmt.Sprintf("; failed dials: %v", r.Attack.Errs)
 	}
 	return s
 }

@@ -58,8 +58,8 @@ func runAttack(t *testing.T, c attack.Case, open string) *attack.Result {
 	t.Helper()
 	r := attack.Run(c, attack.Options{Duration: *attackDuration, Baseline: 500 * time.Millisecond})
 	t.Logf("ROW %s", r.Row())
+	t.Logf("%s", r)
 	if open != "" {
-		t.Logf("%s", r)
 		t.Skipf("not asserted until this lands: %s", open)
 	}
 	r.Assert(t)

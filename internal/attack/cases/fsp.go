@@ -46,13 +46,29 @@ func fspDial(l *fsp.Listener, ccfg *fsp.Config) func(context.Context) error {
 
 // FSPUnaccepted opens connections from 8 addresses, 6 each, forks 3
 // clones of each, and has every connection and clone send as much as
-// the server lets it, which the server never accepts or reads.
+// the server lets it; the server application never reads them nor
+// accepts the clones.
 func FSPUnaccepted(o attack.Options) (*attack.Result, error) {
 	l, ccfg, err := fspListener()
 	if err != nil {
 		return nil, err
 	}
 	defer l.Close()
+	// The application accepts every connection but never reads the
+	// attacker's, nor accepts their clones; it closes the legitimate ones.
+	// (Left in the accept queue, even closed ones hold their share of the
+	// budget until accepted.)
+	go func() {
+		for {
+			s, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			if ap, _ := netip.ParseAddrPort(s.RemoteAddr().String()); ap.Addr() == netip.MustParseAddr("127.0.0.1") {
+				go s.Close()
+			}
+		}
+	}()
 	var opened, refused int
 	c := attack.Case{
 		Name: "FSP connections and clones never accepted or read",
