@@ -34,7 +34,7 @@ func start(ctx context.Context, o *options, log *slog.Logger) (*gateway, error) 
 	if err != nil {
 		return nil, err
 	}
-	cfg := &carrier.Config{Security: sec, Policy: pol, Logger: log}
+	cfg := &carrier.Config{Security: sec, Policy: pol, Stacks: o.stacks, Logger: log}
 	if o.mode == "front" {
 		return startFront(ctx, o, cfg, log)
 	}

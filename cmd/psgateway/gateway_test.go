@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/psi"
 )
 
 // nginx starts nginx with its own configuration in a temporary directory,
@@ -108,6 +109,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 // gateways starts a back gateway to origin and a front gateway to it,
 // trusting each other by a PSK, and returns the front's address.
 func gateways(t *testing.T, origin string, frontArgs ...string) string {
+	return gatewaysOn(t, origin, "127.0.0.1", nil, nil, frontArgs...)
+}
+
+// gatewaysOn is gateways with the back listening on backIP and each
+// side's postsockets stacks given (nil for the defaults).
+func gatewaysOn(t *testing.T, origin, backIP string, frontStacks, backStacks []psi.Stack, frontArgs ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	psk := make([]byte, 32)
@@ -116,11 +123,12 @@ func gateways(t *testing.T, origin string, frontArgs ...string) string {
 	os.WriteFile(pskFile, []byte(hex.EncodeToString(psk)+"\n"), 0o600)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx := context.Background()
-	startOne := func(args ...string) *gateway {
+	startOne := func(stacks []psi.Stack, args ...string) *gateway {
 		o, err := parseOptions(args, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
+		o.stacks = stacks
 		g, err := start(ctx, o, log)
 		if err != nil {
 			t.Fatal(err)
@@ -132,8 +140,8 @@ func gateways(t *testing.T, origin string, frontArgs ...string) string {
 		})
 		return g
 	}
-	back := startOne("-mode", "back", "-listen", "127.0.0.1:0", "-origin", origin, "-psk-file", pskFile)
-	front := startOne(append([]string{"-mode", "front", "-listen", "127.0.0.1:0", "-origin", back.addr, "-psk-file", pskFile}, frontArgs...)...)
+	back := startOne(backStacks, "-mode", "back", "-listen", net.JoinHostPort(backIP, "0"), "-origin", origin, "-psk-file", pskFile)
+	front := startOne(frontStacks, append([]string{"-mode", "front", "-listen", "127.0.0.1:0", "-origin", back.addr, "-psk-file", pskFile}, frontArgs...)...)
 	return front.addr
 }
 
@@ -189,11 +197,17 @@ func TestCurlThroughGateways(t *testing.T) {
 	small := files(t, root, []int{10, 200, 3000, 9000, 20_000})
 	origin := nginx(t, root, "")
 	front := "http://" + gateways(t, origin)
-	out := t.TempDir()
+	checkTransfers(t, front, sums, small, 1000)
+}
 
+// checkTransfers fetches every file in sums over HTTP/1.1 and h2c, then n
+// small files 16 at a time, and checks each body's SHA-256.
+func checkTransfers(t *testing.T, front string, sums, small map[string]string, n int) {
+	out := t.TempDir()
 	for _, proto := range []string{"--http1.1", "--http2-prior-knowledge"} {
 		for name, sum := range sums {
 			dst := filepath.Join(out, name)
+			start := time.Now()
 			code := curl(t, proto, "-o", dst, "-w", "%{http_code} %{http_version}", front+"/"+name)
 			if got := fileSum(t, dst); got != sum {
 				t.Fatalf("%s %s: sha256 %s, want %s (%s)", proto, name, got, sum, code)
@@ -201,27 +215,28 @@ func TestCurlThroughGateways(t *testing.T) {
 			if wantV := map[string]string{"--http1.1": "1.1", "--http2-prior-knowledge": "2"}[proto]; code != "200 "+wantV {
 				t.Fatalf("%s %s: %q", proto, name, code)
 			}
+			t.Logf("%s %s in %v", proto, name, time.Since(start).Round(time.Millisecond))
 		}
 	}
 	if code, _ := exec.Command("curl", "-sS", "-o", os.DevNull, "-w", "%{http_code}", front+"/missing").Output(); string(code) != "404" {
 		t.Fatalf("missing file: %q", code)
 	}
 
-	// 1,000 small requests, 16 at a time.
+	// Many small requests, 16 at a time.
 	var cfg strings.Builder
 	names := make([]string, 0, len(small))
 	for name := range small {
 		names = append(names, name)
 	}
-	for i := range 1000 {
+	for i := range n {
 		fmt.Fprintf(&cfg, "url = \"%s/%s?i=%d\"\noutput = \"%s/s%d\"\n", front, names[i%len(names)], i, out, i)
 	}
 	cfgFile := filepath.Join(out, "curl.cfg")
 	os.WriteFile(cfgFile, []byte(cfg.String()), 0o600)
 	start := time.Now()
 	curl(t, "--parallel", "--parallel-max", "16", "-K", cfgFile)
-	t.Logf("1,000 small requests in %v", time.Since(start))
-	for i := range 1000 {
+	t.Logf("%d small requests in %v", n, time.Since(start))
+	for i := range n {
 		if got, want := fileSum(t, filepath.Join(out, "s"+strconv.Itoa(i))), small[names[i%len(names)]]; got != want {
 			t.Fatalf("request %d: sha256 %s, want %s", i, got, want)
 		}

@@ -34,6 +34,8 @@ type options struct {
 	preserveHost   bool
 	trustForwarded bool
 	logLevel       string
+
+	stacks []psi.Stack // tests: stacks bound to a namespace
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/netns"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// nsStack makes a stack's sockets inside a namespace: the association
+// races stacks on goroutines of its own, which would otherwise open them
+// in the test's namespace. FSP clones reuse the root's socket.
+type nsStack struct {
+	psi.Stack
+	ns *netns.NS
+}
+
+func (s nsStack) Network() string { return psi.StackNetwork(s.Stack) }
+
+func (s nsStack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (t psi.Transient, err error) {
+	err = s.ns.Do(func() error {
+		var e error
+		t, e = s.Stack.Dial(ctx, remote, cfg)
+		return e
+	})
+	return t, err
+}
+
+func (s nsStack) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config) (l psi.Listener, err error) {
+	err = s.ns.Do(func() error {
+		var e error
+		l, e = s.Stack.Listen(ctx, local, cfg)
+		return e
+	})
+	return l, err
+}
+
+func fspIn(ns *netns.NS) []psi.Stack {
+	for _, s := range carrier.DefaultStacks() {
+		if s.Name() == "fsp" {
+			return []psi.Stack{nsStack{s, ns}}
+		}
+	}
+	panic("no fsp stack")
+}
+
+// TestCurlThroughGatewaysLossy is TestCurlThroughGateways with the FSP
+// hop between the gateways crossing a link between two namespaces that
+// drops 2% of the packets each way (nftables numgen). curl, nginx and the
+// gateways' HTTP sides stay in the test's namespace.
+func TestCurlThroughGatewaysLossy(t *testing.T) {
+	needCurl(t)
+	if err := netns.Available(); err != nil {
+		t.Skipf("the lossy link needs network namespaces (root, iproute2, nftables): %v", err)
+	}
+	root := t.TempDir()
+	sizes := []int{0, 1, 1000, 100_000, 1 << 20, 10 << 20}
+	if !testing.Short() {
+		sizes = append(sizes, 100<<20)
+	}
+	sums := files(t, root, sizes)
+	small := files(t, root, []int{10, 200, 3000, 9000, 20_000})
+	origin := nginx(t, root, "")
+
+	srv, cli := netns.New(t, "gwback"), netns.New(t, "gwfront")
+	srvAddr, cliAddr := netip.MustParsePrefix("10.203.0.1/24"), netip.MustParsePrefix("10.203.0.2/24")
+	netns.Link(t, srv, cli, srvAddr, cliAddr)
+	for _, ns := range []*netns.NS{srv, cli} {
+		if err := ns.Drop(2, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	front := "http://" + gatewaysOn(t, origin, srvAddr.Addr().String(), fspIn(cli), fspIn(srv))
+	checkTransfers(t, front, sums, small, 1000)
+}
