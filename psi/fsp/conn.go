@@ -92,6 +92,7 @@ type Conn struct {
 	hsPacket   []byte
 	hsTries    int
 	hsDeadline time.Time
+	reaffirmAt time.Time // responder: earliest resend of ACK_CONNECT_REQ
 	confirmed  bool
 	peerParam  wire.ConnectParam
 	peerCerts  []*x509.Certificate // the peer's verified chain; clones inherit it

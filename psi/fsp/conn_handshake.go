@@ -312,7 +312,11 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 func (c *Conn) resendAffirm(nonce []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == stateAffirming && string(nonce) == string(c.peerNonce) {
+	now := time.Now()
+	// At most one answer per half initial RTO: a CONNECT_REQUEST replayed
+	// from the client's address must not make the large answer a flood.
+	if c.state == stateAffirming && string(nonce) == string(c.peerNonce) && !now.Before(c.reaffirmAt) {
+		c.reaffirmAt = now.Add(hsInitialRTO / 2)
 		c.t.write(c.hsPacket, &c.remote)
 	}
 }

@@ -22,13 +22,16 @@ const (
 // and the client's first protected packet. The cookie proved each
 // client's address, but not that it will finish, so every source address
 // and every prefix (/24 for IPv4, /48 for IPv6) gets a bounded share.
-// Past a quota the oldest entry of the same address is forgotten, else
-// the oldest of the same prefix, else (table full) the oldest of the
-// prefix holding the most, if older than pendingMinAge; otherwise the new
-// request is dropped and its client retransmits. A flood thus only ever
-// displaces entries of its own address or prefix, or of the largest
-// prefix, and never answers anyone with a refusal. Guarded by
-// Transport.mu.
+// Past a quota the table makes room from whoever holds the most: past
+// the address quota the address's own oldest entry goes; past the prefix
+// quota the oldest of the prefix's largest address; past the table size
+// the oldest of the largest prefix. An entry younger than pendingMinAge
+// (its client may be about to confirm) is only taken from a holder
+// larger than the requester's own; otherwise the new request is dropped
+// and its client retransmits. So a flood only ever displaces entries of
+// its own address or prefix, nobody gets a refusal, and a client whose
+// address and prefix hold less than the flood's always gets in.
+// Guarded by Transport.mu.
 type pendingTable struct {
 	byKey    map[pendingKey]*Conn
 	byPrefix map[netip.Prefix][]pendingEntry // oldest first
@@ -65,17 +68,19 @@ func (pt *pendingTable) makeRoom(addr netip.Addr, now time.Time, cfg *Config) (e
 	pfx := pendingPrefix(addr)
 	perAddr, perPrefix, total := cfg.pendingQuotas()
 	for pt.perAddr[addr] >= perAddr {
-		if !pt.evictOldest(pfx, addr, true, now, &evicted) {
+		if !pt.evict(pfx, addr, false, now, &evicted) {
 			return evicted, false
 		}
 	}
 	for len(pt.byPrefix[pfx]) >= perPrefix {
-		if !pt.evictOldest(pfx, addr, false, now, &evicted) {
+		big := pt.largestAddr(pfx)
+		if !pt.evict(pfx, big, pt.perAddr[big] > pt.perAddr[addr], now, &evicted) {
 			return evicted, false
 		}
 	}
 	for len(pt.byKey) >= total {
-		if !pt.evictOldest(pt.largest(), addr, false, now, &evicted) {
+		big := pt.largestPrefix()
+		if !pt.evict(big, netip.Addr{}, len(pt.byPrefix[big]) > len(pt.byPrefix[pfx]), now, &evicted) {
 			return evicted, false
 		}
 	}
@@ -97,8 +102,8 @@ func (pt *pendingTable) add(k pendingKey, c *Conn, now time.Time) {
 	pt.perAddr[addr]++
 }
 
-// largest returns the prefix with the most entries.
-func (pt *pendingTable) largest() netip.Prefix {
+// largestPrefix returns the prefix with the most entries.
+func (pt *pendingTable) largestPrefix() netip.Prefix {
 	var best netip.Prefix
 	n := -1
 	for p, q := range pt.byPrefix {
@@ -109,19 +114,31 @@ func (pt *pendingTable) largest() netip.Prefix {
 	return best
 }
 
-// evictOldest forgets the oldest entry of pfx (of address addr only, if
-// sameAddr) and appends it to evicted; false if there is none older than
-// pendingMinAge.
-func (pt *pendingTable) evictOldest(pfx netip.Prefix, addr netip.Addr, sameAddr bool, now time.Time, evicted *[]*Conn) bool {
+// largestAddr returns the address of pfx with the most entries.
+func (pt *pendingTable) largestAddr(pfx netip.Prefix) netip.Addr {
+	var best netip.Addr
 	for _, e := range pt.byPrefix[pfx] {
-		if !sameAddr || e.c.pendKey.addr.Addr() == addr {
-			if now.Sub(e.at) < pendingMinAge {
-				return false
-			}
-			pt.remove(e.c)
-			*evicted = append(*evicted, e.c)
-			return true
+		if a := e.c.pendKey.addr.Addr(); pt.perAddr[a] > pt.perAddr[best] {
+			best = a
 		}
+	}
+	return best
+}
+
+// evict forgets the oldest entry of pfx (of address addr only, if addr is
+// valid) and appends it to evicted. Unless force is set, only an entry
+// older than pendingMinAge goes. It reports whether one went.
+func (pt *pendingTable) evict(pfx netip.Prefix, addr netip.Addr, force bool, now time.Time, evicted *[]*Conn) bool {
+	for _, e := range pt.byPrefix[pfx] {
+		if addr.IsValid() && e.c.pendKey.addr.Addr() != addr {
+			continue
+		}
+		if !force && now.Sub(e.at) < pendingMinAge {
+			return false
+		}
+		pt.remove(e.c)
+		*evicted = append(*evicted, e.c)
+		return true
 	}
 	return false
 }

@@ -83,18 +83,30 @@ func (f *flooder) run(ctx context.Context, base uint32) {
 }
 
 // TestPendingFloodLegitDials floods the pending table from twenty
-// addresses of one /24 while a client in another prefix dials ten times a
-// second: every dial succeeds, and the flood holds no more than its
-// prefix's quota.
+// addresses while a client in another prefix dials ten times a second:
+// every dial succeeds. The addresses share one /24, whose entries stay
+// within the prefix quota, or each has its own, and together they
+// overflow a smaller table.
 func TestPendingFloodLegitDials(t *testing.T) {
-	scfg, ccfg := pair(t)
+	t.Run("one-prefix", func(t *testing.T) {
+		scfg, ccfg := pair(t)
+		pendingFlood(t, scfg, ccfg, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{127, 0, 0, byte(10 + i)}) })
+	})
+	t.Run("many-prefixes", func(t *testing.T) {
+		scfg, ccfg := pair(t)
+		scfg.MaxPending = 256
+		pendingFlood(t, scfg, ccfg, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{127, 0, byte(10 + i), 1}) })
+	})
+}
+
+func pendingFlood(t *testing.T, scfg, ccfg *Config, attacker func(int) netip.Addr) {
 	l := listen(t, scfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	var wg sync.WaitGroup
 	var floods []*flooder
 	for i := range 20 {
-		f := newFlooder(t, netip.AddrFrom4([4]byte{127, 0, 0, byte(10 + i)}), l.Addr())
+		f := newFlooder(t, attacker(i), l.Addr())
 		floods = append(floods, f)
 		wg.Add(1)
 		go func() { defer wg.Done(); f.run(ctx, uint32(0x100000*(i+1))) }()
@@ -128,7 +140,12 @@ func TestPendingFloodLegitDials(t *testing.T) {
 			took := time.Since(start)
 			tr := l.Transport()
 			tr.mu.Lock()
-			pending := len(tr.pending.byPrefix[netip.MustParsePrefix("127.0.0.0/24")])
+			pending := 0
+			for p, q := range tr.pending.byPrefix {
+				if p != netip.MustParsePrefix("127.1.0.0/24") {
+					pending = max(pending, len(q))
+				}
+			}
 			tr.mu.Unlock()
 			if err == nil {
 				c.Close()
@@ -151,74 +168,89 @@ func TestPendingFloodLegitDials(t *testing.T) {
 	for _, f := range floods {
 		reqs += f.requests.Load()
 	}
-	t.Logf("%d/%d dials succeeded (slowest %v) against %d valid CONNECT_REQUESTs; the flood's pending entries peaked at %d",
+	t.Logf("%d/%d dials succeeded (slowest %v) against %d valid CONNECT_REQUESTs; the flood's largest prefix held up to %d pending",
 		ok, dials, slowest, reqs, maxPending)
-	if dials < 20 || ok*100 < dials*99 {
+	if dials < 18 || ok*100 < dials*99 {
 		t.Fatalf("%d of %d legitimate dials succeeded", ok, dials)
 	}
 	if reqs < 500 {
 		t.Fatalf("the flood sent only %d requests", reqs)
 	}
-	if maxPending > defaultMaxPendingPerPrefix {
-		t.Fatalf("the flooding prefix holds %d pending handshakes", maxPending)
+	if _, perPrefix, _ := scfg.pendingQuotas(); maxPending > perPrefix {
+		t.Fatalf("a flooding prefix holds %d pending handshakes", maxPending)
 	}
 }
 
-// TestPendingQuotas checks the eviction order of the pending table, and
-// that fresh entries are never evicted.
+// TestPendingQuotas checks whom the pending table evicts: the largest
+// holder, and a fresh entry only when the holder is larger than the
+// requester.
 func TestPendingQuotas(t *testing.T) {
 	var pt pendingTable
-	cfg := &Config{MaxPending: 10, MaxPendingPerAddress: 2, MaxPendingPerPrefix: 4}
-	t0 := time.Now()
-	now := t0
-	add := func(addr string, alfid uint32) (*Conn, []*Conn, bool) {
+	cfg := &Config{MaxPending: 10, MaxPendingPerAddress: 3, MaxPendingPerPrefix: 4}
+	now := time.Now()
+	alfid := uint32(0x10000)
+	add := func(addr string) ([]*Conn, bool) {
+		t.Helper()
 		now = now.Add(time.Millisecond)
-		k := pendingKey{netip.MustParseAddrPort(addr), alfid}
+		alfid++
+		k := pendingKey{netip.AddrPortFrom(netip.MustParseAddr(addr), 1), alfid}
 		ev, ok := pt.makeRoom(k.addr.Addr(), now, cfg)
-		if !ok {
-			return nil, ev, false
+		if ok {
+			pt.add(k, &Conn{}, now)
 		}
-		c := &Conn{}
-		pt.add(k, c, now)
-		return c, ev, true
+		return ev, ok
 	}
-	a1, _, _ := add("10.0.0.1:1", 0x10001)
-	add("10.0.0.1:2", 0x10002)
-	if _, ev, ok := add("10.0.0.1:3", 0x10003); ok || len(ev) != 0 {
-		t.Fatal("a fresh entry was evicted")
+	evictedFrom := func(ev []*Conn, want string) {
+		t.Helper()
+		if len(ev) != 1 || ev[0].pendKey.addr.Addr().String() != want {
+			var got []string
+			for _, c := range ev {
+				got = append(got, c.pendKey.addr.String())
+			}
+			t.Fatalf("evicted %v, want one of %s", got, want)
+		}
+	}
+	for range 3 {
+		add("10.0.0.1")
+	}
+	// The address quota: its own fresh entries are kept, the request
+	// dropped; an old one makes room.
+	if ev, ok := add("10.0.0.1"); ok || len(ev) != 0 {
+		t.Fatal("a fresh entry of the address was evicted")
 	}
 	now = now.Add(pendingMinAge)
-	if _, ev, ok := add("10.0.0.1:3", 0x10003); !ok || len(ev) != 1 || ev[0] != a1 {
-		t.Fatal("the address quota did not evict the address's oldest")
+	ev, _ := add("10.0.0.1")
+	evictedFrom(ev, "10.0.0.1")
+	add("10.0.0.2")
+	// The prefix quota: the prefix's largest address pays, fresh or not.
+	ev, ok := add("10.0.0.3")
+	evictedFrom(ev, "10.0.0.1")
+	ev, ok = add("10.0.0.2")
+	evictedFrom(ev, "10.0.0.1")
+	// Now .1, .2, .2, .3: .2 is the largest itself and its entries are
+	// fresh.
+	if ev, ok = add("10.0.0.2"); ok || len(ev) != 0 {
+		t.Fatalf("evicted %d for an address as large as any", len(ev))
 	}
-	b1, _, _ := add("10.0.0.2:1", 0x10004)
-	add("10.0.0.2:1", 0x10005)
-	// The prefix is full (4): the next address of it evicts the
-	// prefix's oldest.
-	_, ev, _ := add("10.0.0.3:1", 0x10006)
-	if len(ev) != 1 || ev[0].pendKey.alfid != 0x10002 {
-		t.Fatalf("prefix eviction took %+v", ev)
-	}
-	// Other prefixes fill the table; the largest prefix pays.
+	// The table: the largest prefix pays.
 	for i := range 6 {
-		if _, ev, _ := add(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i), 1}), 1).String(), uint32(0x20000+i)); len(ev) != 0 {
+		if ev, ok := add(netip.AddrFrom4([4]byte{10, 1, byte(i), 1}).String()); !ok || len(ev) != 0 {
 			t.Fatalf("evicted %d entries with room", len(ev))
 		}
 	}
-	if _, _, ok := add("10.9.0.1:1", 0x30000); ok {
-		t.Fatal("a full table of fresh entries took another")
+	ev, ok = add("10.9.0.1")
+	if !ok || len(ev) != 1 || pendingPrefix(ev[0].pendKey.addr.Addr()) != netip.MustParsePrefix("10.0.0.0/24") {
+		t.Fatalf("a full table evicted %d entries", len(ev))
 	}
-	now = now.Add(pendingMinAge)
-	_, ev, _ = add("10.9.0.1:1", 0x30000)
-	if len(ev) != 1 || pendingPrefix(ev[0].pendKey.addr.Addr()) != netip.MustParsePrefix("10.0.0.0/24") {
-		t.Fatalf("a full table evicted %+v", ev)
+	// A smaller prefix always gets room.
+	for range 2 {
+		add("10.0.0.9") // 10.0.0.0/24 is the largest: it pays
+	}
+	if ev, ok := add("10.1.0.1"); !ok || len(ev) != 1 {
+		t.Fatalf("a smaller prefix got no room (%d evicted)", len(ev))
 	}
 	if pt.len() != 10 {
 		t.Fatalf("%d entries", pt.len())
-	}
-	pt.remove(b1)
-	if pt.len() != 9 || pt.get(b1.pendKey) != nil {
-		t.Fatal("remove")
 	}
 	var all []*Conn
 	for _, c := range pt.byKey {
