@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postsockets/postsockets/association"
 	"github.com/postsockets/postsockets/post"
 )
 
@@ -261,12 +262,32 @@ func (n *NetListener) Addr() net.Addr { return Addr{"post", n.l.Addr()} }
 
 // Dialer returns a function with the signature of net.Dialer.DialContext
 // that initiates a Carrier to address, for http.Transport.DialContext.
+// Carriers to the same address share one Association, so later dials
+// reuse the stack and path that won the first race.
 func Dialer(cfg *Config) func(ctx context.Context, network, address string) (net.Conn, error) {
+	var mu sync.Mutex
+	assocs := map[string]*association.Association{}
 	return func(ctx context.Context, _, address string) (net.Conn, error) {
-		c, err := Initiate(ctx, post.RemoteName(address), cfg)
+		var c Config
+		if cfg != nil {
+			c = *cfg
+		}
+		mu.Lock()
+		if a := assocs[address]; a != nil && c.Association == nil {
+			c.Association = a
+		}
+		mu.Unlock()
+		car, err := Initiate(ctx, post.RemoteName(address), &c)
 		if err != nil {
 			return nil, err
 		}
-		return NewConn(c), nil
+		if c.Association == nil {
+			mu.Lock()
+			if assocs[address] == nil {
+				assocs[address] = car.Association()
+			}
+			mu.Unlock()
+		}
+		return NewConn(car), nil
 	}
 }
