@@ -624,7 +624,7 @@ func (l *Listener) acceptLoop(ln psi.Listener, name string, acfg association.Con
 		select {
 		case l.ch <- c:
 		case <-l.ctx.Done():
-			c.Close()
+			c.Abort() // never accepted: nothing to finish
 			return
 		}
 	}
@@ -675,7 +675,8 @@ func (l *Listener) Remote(host string) post.Remote {
 	return r
 }
 
-// Close stops listening. Carriers already accepted stay open.
+// Close stops listening. Carriers already accepted stay open; those not
+// yet accepted are aborted.
 func (l *Listener) Close() error {
 	var errs []error
 	l.once.Do(func() {
@@ -689,7 +690,7 @@ func (l *Listener) Close() error {
 		for {
 			select {
 			case c := <-l.ch:
-				c.Close()
+				c.Abort() // never accepted: nothing to finish
 				continue
 			default:
 			}

@@ -46,6 +46,7 @@ var confCases = []confCase{
 	{"ForkBurst", confForkBurst},
 	{"CloseDelivers", confCloseDelivers},
 	{"CloseWithUnreadData", confCloseUnread},
+	{"CloseLivePeer", confCloseLive},
 	{"Abort", confAbort},
 	{"PausedReader", confPausedReader},
 	{"VanishedPeer", confVanishedPeer},
@@ -360,6 +361,53 @@ func confCloseDelivers(t *testing.T, stack string) {
 	}
 }
 
+// confCloseLive: closing a fork or a Carrier against a live peer takes
+// about a round trip: far less than the linger, which a Close that waited
+// for a timer would use up.
+func confCloseLive(t *testing.T, stack string) {
+	c, s := confPair(t, stack, nil, nil)
+	ctx := ctxT(t)
+	go func() {
+		for {
+			f, err := s.AcceptFork(ctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				for {
+					if _, err := f.Receive(ctx); err != nil {
+						f.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	const bound = time.Second // the linger is 3 s
+	for i := range 20 {
+		f, err := c.Fork(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Send(ctx, []byte("x"))
+		start := time.Now()
+		if err := f.Close(); err != nil {
+			t.Fatalf("fork %d close: %v", i, err)
+		}
+		if d := time.Since(start); d > bound {
+			t.Fatalf("fork %d close took %v against a live peer", i, d)
+		}
+	}
+	c.Send(ctx, []byte("x"))
+	start := time.Now()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > bound {
+		t.Fatalf("close took %v against a live peer", d)
+	}
+}
+
 // confCloseUnread: closing with inbound data unread discards it; Close
 // still succeeds and wakes a blocked reader.
 func confCloseUnread(t *testing.T, stack string) {
@@ -506,9 +554,11 @@ func confVanishedPeer(t *testing.T, stack string) {
 		t.Fatalf("Close took %v with a 500 ms linger", d)
 	}
 	start = time.Now()
-	if _, err := s.Receive(ctx); err == nil || ctx.Err() != nil {
+	_, err = s.Receive(ctx)
+	if err == nil || ctx.Err() != nil {
 		t.Fatalf("reader of a vanished peer: %v", err)
 	}
+	checkPrefixOnce(t, err)
 	if d := time.Since(start); d > 6*time.Second {
 		t.Fatalf("reader failed after %v with a 2 s idle timeout", d)
 	}
@@ -626,16 +676,31 @@ func confHygiene(t *testing.T, stack string) {
 	if m, err := s.Receive(ctx); err != nil || string(m.Content) != "last" {
 		t.Fatalf("after bad input: %v %v (the cancelled send arrived?)", err, m)
 	}
-	// Each prefix once.
-	c.Close()
+	// A stack error reaches the caller with each prefix once.
 	s.Abort()
 	_, err := c.Receive(ctx)
-	if err != nil {
-		msg := err.Error()
-		for _, p := range []string{"receive", "post: "} {
-			if strings.Count(msg, p) > 1 {
-				t.Errorf("prefix %q repeats: %s", p, msg)
-			}
+	if err == nil {
+		t.Fatal("receive after the peer aborted returned nil")
+	}
+	checkPrefixOnce(t, err)
+	checkPrefixOnce(t, c.Send(ctx, []byte("x")))
+}
+
+// checkPrefixOnce fails if err's text repeats its operation prefix or
+// any part twice in a row ("receive quic A->B: receive quic A->B: ...",
+// "timeout: timeout").
+func checkPrefixOnce(t *testing.T, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	parts := strings.Split(err.Error(), ": ")
+	if parts[0] != "post" && strings.Count(err.Error(), parts[0]+": ") > 1 {
+		t.Errorf("prefix %q repeats: %v", parts[0], err)
+	}
+	for i := 1; i < len(parts); i++ {
+		if parts[i] == parts[i-1] {
+			t.Errorf("%q twice in a row: %v", parts[i], err)
 		}
 	}
 }

@@ -177,7 +177,11 @@ func (c *Carrier) lose(t psi.Transient, why error) {
 	c.mu.Unlock()
 	c.assoc.ObservePath(t.Path())
 	c.log.Debug("carrier ended", "err", why)
-	t.Close()
+	if errors.Is(why, io.EOF) && !errors.Is(why, io.ErrUnexpectedEOF) {
+		t.Close() // the peer closed in order: this ends our side too
+	} else {
+		psi.Abort(t, why)
+	}
 }
 
 // signal wakes the callers waiting in readable. c.mu is held.
