@@ -21,6 +21,9 @@ func TestConformance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// As Listen and Dial size the sockets they own.
+			pc.SetReadBuffer(socketBuffer)
+			pc.SetWriteBuffer(socketBuffer)
 			return psitest.NewVanishingConn(pc)
 		}
 		sconn, cconn := conn(), conn()
