@@ -40,6 +40,19 @@ type Option func(*options)
 
 type options struct {
 	skip map[string]string
+	only map[string]bool
+}
+
+// Only runs just the named cases, for a pair that suits only them.
+func Only(names ...string) Option {
+	return func(o *options) {
+		if o.only == nil {
+			o.only = map[string]bool{}
+		}
+		for _, n := range names {
+			o.only[n] = true
+		}
+	}
 }
 
 // Skip skips the named case (such as "ForkBurst") with the reason, which
@@ -90,6 +103,9 @@ func TestTransient(t *testing.T, mp MakePair, opts ...Option) {
 		t.Run(c.name, func(t *testing.T) {
 			if why, ok := o.skip[c.name]; ok {
 				t.Skip(why)
+			}
+			if o.only != nil && !o.only[c.name] {
+				t.Skip("not run for this pair")
 			}
 			c.fn(t, mp)
 		})

@@ -4,6 +4,7 @@ package tcp
 
 import (
 	"net"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,4 +30,22 @@ func sendState(c *net.TCPConn) (unacked int, reset, ok bool) {
 	}
 	// Before our FIN, only a reset leads to CLOSE.
 	return unacked, info.State == unix.BPF_TCP_CLOSE, true
+}
+
+// unanswered reports whether c has data the peer has not acknowledged and
+// has received no acknowledgement for at least d: the peer has vanished.
+// A peer whose reader paused still answers the zero-window probes.
+func unanswered(c *net.TCPConn, d time.Duration) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	rc.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	if err != nil || info == nil {
+		return false
+	}
+	return info.Unacked > 0 && time.Duration(info.Last_ack_recv)*time.Millisecond >= d
 }

@@ -2,8 +2,14 @@
 
 package tcp
 
-import "net"
+import (
+	"net"
+	"time"
+)
 
 // sendState cannot read the send queue here; Close waits for the peer's
 // end of stream instead.
 func sendState(c *net.TCPConn) (unacked int, reset, ok bool) { return 0, false, false }
+
+// unanswered cannot tell here; the kernel's retransmission limit applies.
+func unanswered(c *net.TCPConn, d time.Duration) bool { return false }

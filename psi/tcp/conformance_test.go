@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/netns"
 	"github.com/postsockets/postsockets/internal/testcert"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/psitest"
@@ -45,4 +46,49 @@ func TestConformance(t *testing.T) {
 			ExitA: func() { a.(*transient).cork.Conn.Close() },
 		}
 	})
+}
+
+// TestConformanceVanish runs the cases that need a peer to vanish, in a
+// network namespace whose firewall then drops every TCP packet.
+func TestConformanceVanish(t *testing.T) {
+	netns.Require(t)
+	certs := testcert.Must()
+	psitest.TestTransient(t, func(t *testing.T, tune func(*psi.Config)) psitest.Pair {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		t.Cleanup(cancel)
+		ns := netns.New(t, "tcpvanish")
+		scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}}
+		ccfg := &psi.Config{Security: psi.Security{RootCAs: certs.Pool}}
+		tune(scfg)
+		tune(ccfg)
+		var s Stack
+		var a, b psi.Transient
+		err := ns.Do(func() error {
+			ln, err := s.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { ln.Close() })
+			if a, err = s.Dial(ctx, ln.Addr(), ccfg); err != nil {
+				return err
+			}
+			t.Cleanup(func() { a.Close() })
+			if b, err = ln.Accept(ctx); err != nil {
+				return err
+			}
+			t.Cleanup(func() { b.Close() })
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return psitest.Pair{
+			A: a, B: b,
+			VanishB: func() {
+				if err := ns.Drop(100, "meta l4proto tcp"); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	}, psitest.Only("VanishedPeer", "CloseContextBounded"))
 }

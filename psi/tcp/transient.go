@@ -163,6 +163,9 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 		done:   make(chan struct{}),
 	}
 	t.tcp, _ = raw.(*net.TCPConn)
+	if t.tcp != nil {
+		go t.watchPeer(cfg.Idle())
+	}
 	t.path = t.local.String() + "->" + t.remote.String()
 	t.log = s.logger(cfg).With("stack", name, "path", t.path)
 	t.rd.set = raw.SetReadDeadline
@@ -407,6 +410,9 @@ func (t *transient) Close() error {
 // waits for the peer's end of stream instead.
 func (t *transient) CloseContext(ctx context.Context) error {
 	if !t.shut(post.ErrClosed) {
+		if why := *t.closed.Load(); why != post.ErrClosed {
+			return wrap("close", t.path, why) // it failed or was aborted
+		}
 		return nil
 	}
 	err := t.finish(ctx)
@@ -580,6 +586,30 @@ func (t *transient) discardInput() {
 	var buf [4096]byte
 	for {
 		if _, err := raw.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// watchPeer ends the transient when data it sent has gone unacknowledged
+// for the idle timeout. Keep-alives detect a vanished peer only on an idle
+// connection, and TCP_USER_TIMEOUT would also end one whose reader merely
+// paused.
+func (t *transient) watchPeer(idle time.Duration) {
+	tick := time.NewTicker(max(idle/4, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-tick.C:
+		}
+		if unanswered(t.tcp, idle) {
+			err := post.Errorf(post.ErrTimeout, "peer silent for %v with data unacknowledged", idle)
+			t.log.Debug("tcp: peer vanished", "err", err)
+			if t.shut(err) {
+				t.reset()
+			}
 			return
 		}
 	}
