@@ -202,14 +202,46 @@ func (t *p2pTransient) Path() post.Path {
 	return p
 }
 
+// The embedded interface hides the FSP transient's optional methods;
+// these pass them on, so a P2P Carrier behaves as any FSP one.
+
+// PeerIdentity reports the FSP transient's verified peer.
+func (t *p2pTransient) PeerIdentity() psi.Identity {
+	id, _ := psi.PeerIdentityOf(t.Transient)
+	return id
+}
+
+// AbortMessage abandons the message being written, as FSP does.
+func (t *p2pTransient) AbortMessage(ctx context.Context) error {
+	return psi.AbortMessage(ctx, t.Transient)
+}
+
+// Abort resets the peer at once, then releases the path.
+func (t *p2pTransient) Abort(err error) {
+	psi.Abort(t.Transient, err)
+	t.release()
+}
+
+// CloseContext is Close with the linger bounded by ctx.
+func (t *p2pTransient) CloseContext(ctx context.Context) error {
+	err := psi.CloseContext(ctx, t.Transient)
+	t.release()
+	return err
+}
+
 // Session returns the ICE session, for its selected candidates.
 func (t *p2pTransient) Session() *rendezvous.Session { return t.sess }
 
 func (t *p2pTransient) Close() error {
 	err := t.Transient.Close()
+	t.release()
+	return err
+}
+
+// release closes the listener and the ICE session under the transient.
+func (t *p2pTransient) release() {
 	if t.ln != nil {
 		t.ln.Close()
 	}
 	t.sess.Close()
-	return err
 }

@@ -98,6 +98,26 @@ func TestP2PLoopback(t *testing.T) {
 		t.Fatalf("stack %s", ta.Stack())
 	}
 	t.Logf("path %s via %s", ta.Path(), ta.Path().Interface)
+	// The P2P transient keeps the FSP transient's optional methods.
+	if _, ok := ta.(psi.Aborter); !ok {
+		t.Fatal("P2P transient hides Abort")
+	}
+	if _, ok := ta.(psi.MessageAborter); !ok {
+		t.Fatal("P2P transient hides AbortMessage")
+	}
+	if _, ok := ta.(psi.ContextCloser); !ok {
+		t.Fatal("P2P transient hides CloseContext")
+	}
+	// Each side shows the other's verified key, as Carrier.Peer reports it.
+	for _, c := range []struct {
+		tr   psi.Transient
+		want rendezvous.PeerID
+	}{{ta, kb.ID}, {tb, ka.ID}} {
+		id, ok := psi.PeerIdentityOf(c.tr)
+		if !ok || !id.Verified || rendezvous.IDFromPin(id.Pin) != c.want {
+			t.Fatalf("peer identity %v (ok %v, verified %v), want %s", rendezvous.IDFromPin(id.Pin), ok, id.Verified, c.want)
+		}
+	}
 	for _, pair := range [][2]psi.Transient{{ta, tb}, {tb, ta}} {
 		if err := pair[0].WriteMessage(ctx, []byte("hi peer"), true, nil); err != nil {
 			t.Fatal(err)

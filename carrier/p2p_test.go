@@ -59,6 +59,12 @@ func TestP2PInitiate(t *testing.T) {
 	if alice.Association().ID() != bob.Association().ID() {
 		t.Fatal("different Associations")
 	}
+	if p := alice.Peer(); !p.Verified || rendezvous.IDFromPin(p.Pin) != ids["bob"] {
+		t.Fatalf("alice sees %s (verified %v), want bob", rendezvous.IDFromPin(p.Pin), p.Verified)
+	}
+	if p := bob.Peer(); !p.Verified || rendezvous.IDFromPin(p.Pin) != ids["alice"] {
+		t.Fatalf("bob sees %s (verified %v), want alice", rendezvous.IDFromPin(p.Pin), p.Verified)
+	}
 	big := random(1 << 20)
 	alice.Send(ctx, []byte("hello bob"))
 	bob.Send(ctx, []byte("hello alice"))
