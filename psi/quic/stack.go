@@ -16,9 +16,12 @@
 // on a new stream, so nothing is lost. Other messages, forks and datagrams
 // wait for the handshake.
 //
-// The connection is closed once its root and all its forks are closed and
-// each side has read the other's end of every stream, so Close does not
-// lose data written before it.
+// Close returns nil once the peer's stack has every byte of the stream:
+// the peer ends its side of the stream as soon as everything up to our FIN
+// has arrived, whether its application has read it or not. The connection
+// is closed once both ends have released every transient (each tells the
+// other on a one-byte unidirectional stream) or after the idle timeout, so
+// closing never discards what the peer holds unread.
 //
 // Errors wrap post's sentinels: a dial to a closed port fails with
 // post.ErrRefused (on Linux, where ICMP errors are read during the

@@ -10,13 +10,15 @@
 //
 // Messages are delimited by a framer.Framer (length-prefixed by default);
 // both ends must use the same one. Large messages stream through in parts
-// and are never held whole. A transient flushes at the end of each message
-// and whenever its 64 KiB buffer fills; small non-final parts may wait
-// for more of their message.
+// and are never held whole. Every WriteMessage is flushed unless
+// WriteOptions.More holds it back. Close returns nil once the peer's
+// kernel has acknowledged everything sent (on Linux; elsewhere once the
+// peer has ended its stream).
 //
 // Config.IdleTimeout does not close quiet transients: it sets how long TCP
 // keep-alive probes (every Config.KeepAlive) may go unanswered before the
-// kernel drops a dead peer. Config.Allow0RTT is ignored.
+// kernel drops a dead peer, and, on Linux, how long sent data may go
+// unacknowledged. Config.Allow0RTT is ignored.
 package tcp
 
 import (
