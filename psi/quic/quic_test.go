@@ -1065,7 +1065,9 @@ func TestWriteCancel(t *testing.T) {
 	cf, sf := forkPair(t, ctx, cli, srv, psi.Wine)
 
 	// Nobody reads: the write blocks once the flow-control window is full.
-	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	// (A context that ends before the write starts sends nothing and
+	// leaves the transient usable, so give the write time to start.)
+	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if err := cli.WriteMessage(short, pattern(8<<20, 0), true, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("blocked write: %v", err)
