@@ -423,6 +423,31 @@ func testCloseReadAll(t *testing.T, mp MakePair) {
 	}
 }
 
+func testConcurrentClose(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	if err := p.A.WriteMessage(ctx, pattern(1000, 1), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- p.A.Close() }()
+	}
+	if m, err := readMsg(ctx, p.B, 1024); err != nil || len(m) != 1000 {
+		t.Fatalf("message: %d bytes, %v", len(m), err)
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Errorf("concurrent Close: %v", err)
+			}
+		case <-time.After(linger + time.Second):
+			t.Fatal("concurrent Close did not return")
+		}
+	}
+}
+
 func testCloseUnreadByPeer(t *testing.T, mp MakePair) {
 	p := mp(t, short)
 	ctx := testContext(t, 20*time.Second)

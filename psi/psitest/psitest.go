@@ -82,6 +82,7 @@ var cases = []testCase{
 	{"ForkBurst", testForkBurst},
 	{"CloseReadAll", testCloseReadAll},
 	{"CloseUnreadByPeer", testCloseUnreadByPeer},
+	{"ConcurrentClose", testConcurrentClose},
 	{"CloseWithUnreadData", testCloseWithUnreadData},
 	{"PeerCloseEndsSends", testPeerCloseEndsSends},
 	{"CloseContextBounded", testCloseContextBounded},

@@ -69,7 +69,9 @@ type Transient struct {
 	replayBuf []byte // framed messages sent as 0-RTT data
 	closed    bool
 	released  bool
-	aborted   bool // ended by Abort: the last transient closes the connection with codeAborted
+	aborted   bool          // ended by Abort: the last transient closes the connection with codeAborted
+	closing   chan struct{} // closed when CloseContext has its result
+	closeErr  error
 	waiting   bool // a reader waits for stream data at a message boundary
 	dq        [][]byte
 	forks     []*Transient
@@ -792,10 +794,24 @@ func (t *Transient) Close() error {
 func (t *Transient) CloseContext(ctx context.Context) error {
 	t.mu.Lock()
 	if t.closed {
+		closing, aborted := t.closing, t.aborted
 		t.mu.Unlock()
+		switch {
+		case closing != nil:
+			// Another Close is under way: report its result.
+			select {
+			case <-closing:
+				return t.closeErr
+			case <-ctx.Done():
+				return t.opError("close", closeErr(ctx, ctx.Err()))
+			}
+		case aborted:
+			return t.opError("close", post.Errorf(post.ErrClosed, "aborted"))
+		}
 		return nil
 	}
 	t.closed = true
+	t.closing = make(chan struct{})
 	close(t.done)
 	forks := t.forks
 	t.forks = nil
@@ -805,6 +821,13 @@ func (t *Transient) CloseContext(ctx context.Context) error {
 	for _, f := range forks {
 		f.abort(codeRefused)
 	}
+	t.closeErr = t.finishClose(ctx)
+	close(t.closing)
+	return t.closeErr
+}
+
+// finishClose ends the stream and waits for the peer's confirmation.
+func (t *Transient) finishClose(ctx context.Context) error {
 	if err := t.c.waitRecovered(ctx, nil); err != nil {
 		t.abort(codeClosed)
 		return t.opError("close", closeErr(ctx, err))

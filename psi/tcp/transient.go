@@ -125,6 +125,8 @@ type transient struct {
 	closeOnce sync.Once
 	closed    atomic.Pointer[error] // why the transient closed
 	peerEnded atomic.Bool           // the peer closed its side in order
+	closeRes  chan struct{}         // closed once CloseContext has closeErr
+	closeErr  error
 	done      chan struct{}
 }
 
@@ -161,6 +163,8 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 		r:      fr.NewReader(tc, cfg.Limit()),
 		w:      fr.NewWriter(tc),
 		done:   make(chan struct{}),
+
+		closeRes: make(chan struct{}),
 	}
 	t.tcp, _ = raw.(*net.TCPConn)
 	if t.tcp != nil {
@@ -413,15 +417,24 @@ func (t *transient) CloseContext(ctx context.Context) error {
 		if why := *t.closed.Load(); why != post.ErrClosed {
 			return wrap("close", t.path, why) // it failed or was aborted
 		}
-		return nil
+		// Another Close is under way: report its result.
+		select {
+		case <-t.closeRes:
+			return t.closeErr
+		case <-ctx.Done():
+			return wrap("close", t.path, ctxErr(ctx, ctx.Err()))
+		}
 	}
 	err := t.finish(ctx)
 	if err != nil {
 		t.reset()
-		return wrap("close", t.path, err)
+		err = wrap("close", t.path, err)
+	} else {
+		t.log.Debug("tcp: transient closed")
 	}
-	t.log.Debug("tcp: transient closed")
-	return nil
+	t.closeErr = err
+	close(t.closeRes)
+	return err
 }
 
 // Abort resets the connection at once; the peer's calls fail with an
