@@ -245,3 +245,28 @@ func (t *p2pTransient) release() {
 	}
 	t.sess.Close()
 }
+
+// The optional interfaces of the transient underneath show through.
+var (
+	_ psi.PeerIdentifier = (*p2pTransient)(nil)
+	_ psi.Flusher        = (*p2pTransient)(nil)
+	_ psi.ContextCloser  = (*p2pTransient)(nil)
+	_ psi.Aborter        = (*p2pTransient)(nil)
+	_ psi.MessageAborter = (*p2pTransient)(nil)
+)
+
+// Flush sends the messages held back by WriteOptions.More.
+func (t *p2pTransient) Flush(ctx context.Context) error {
+	if f, ok := t.Transient.(psi.Flusher); ok {
+		return f.Flush(ctx)
+	}
+	return nil
+}
+
+// Class reports the traffic class of the transient underneath.
+func (t *p2pTransient) Class() psi.TrafficClass {
+	if c, ok := t.Transient.(interface{ Class() psi.TrafficClass }); ok {
+		return c.Class()
+	}
+	return psi.Wine
+}

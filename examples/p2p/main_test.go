@@ -61,6 +61,15 @@ func TestChat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each Carrier shows the other's verified key.
+	for _, c := range []struct {
+		c    *carrier.Carrier
+		want rendezvous.PeerID
+	}{{alice, kb.ID}, {bob, ka.ID}} {
+		if p := c.c.Peer(); !p.Verified || rendezvous.IDFromPin(p.Pin) != c.want {
+			t.Errorf("peer %+v, want verified %s", p, c.want)
+		}
+	}
 	var bobOut syncBuffer
 	bobDone := make(chan error, 1)
 	bobIn, bobInW := io.Pipe()
