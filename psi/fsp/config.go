@@ -47,9 +47,9 @@ type Config struct {
 	// product), so a connection that is not read holds little.
 	ReceiveWindow int
 	// MaxUnacceptedForks bounds the clones the peer forked that
-	// AcceptFork has not returned yet, per connection; zero means 64. The
-	// peer's Fork waits for room (fork credit) rather than overflow it,
-	// so no clone is ever dropped.
+	// AcceptFork has not returned yet, per connection; zero means 64, and
+	// less than 4 counts as 4. The peer's Fork waits for room (fork
+	// credit) rather than overflow it, so no clone is ever dropped.
 	MaxUnacceptedForks int
 	// MemoryBudget bounds, for a listener, the memory all its
 	// connections and clones may commit: their fixed state, their

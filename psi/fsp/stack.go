@@ -95,6 +95,15 @@ func (s *Stack) Listen(ctx context.Context, local netip.AddrPort, pc *psi.Config
 
 type listener struct{ l *Listener }
 
+// ListenerOf returns the FSP listener behind a psi.Listener made by
+// Stack, or nil: its Stats report the memory budget.
+func ListenerOf(l psi.Listener) *Listener {
+	if fl, ok := l.(*listener); ok {
+		return fl.l
+	}
+	return nil
+}
+
 func (l *listener) Accept(ctx context.Context) (psi.Transient, error) {
 	c, err := l.l.Accept(ctx)
 	if err != nil {
