@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -350,6 +351,41 @@ func TestRequestRate(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("other source: %d", resp.StatusCode)
+	}
+}
+
+// TestClientAddr: behind a proxy, the limits apply to the address the
+// proxy reports, IPv6 clients by /64.
+func TestClientAddr(t *testing.T) {
+	srv := NewServer(Config{RequestRate: 1, RequestBurst: 2, ClientAddr: func(r *http.Request) netip.Addr {
+		a, _ := netip.ParseAddr(r.Header.Get("X-Client"))
+		return a
+	}})
+	url := newServer(t, srv) + "/exchange"
+	post := func(client string) int {
+		req, _ := http.NewRequest(http.MethodPost, url, nil)
+		req.Header.Set("X-Client", client)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i, c := range []struct {
+		client string
+		want   int
+	}{
+		{"2001:db8::1", http.StatusUnauthorized},
+		{"2001:db8::2", http.StatusUnauthorized},
+		{"2001:db8::3", http.StatusTooManyRequests}, // same /64
+		{"2001:db8:0:1::1", http.StatusUnauthorized},
+		{"192.0.2.1", http.StatusUnauthorized},
+		{"", http.StatusUnauthorized}, // the connection's address
+	} {
+		if got := post(c.client); got != c.want {
+			t.Errorf("request %d from %q: %d, want %d", i, c.client, got, c.want)
+		}
 	}
 }
 

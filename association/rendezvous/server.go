@@ -36,8 +36,8 @@ const (
 // Config sets a Server's limits. The zero value of each field means its
 // default.
 //
-// A source is a client's IPv4 address or IPv6 /64, as the server's
-// connection sees it (behind a reverse proxy, the proxy's).
+// A source is a client's IPv4 address or IPv6 /64: by default as the
+// server's connection sees it, so behind a reverse proxy set ClientAddr.
 type Config struct {
 	// MaxEntries bounds the registrations held. When it is reached, a
 	// new registration displaces the oldest one of the source holding the
@@ -69,7 +69,11 @@ type Config struct {
 	// Authorize, if set, may reject an authenticated request to register
 	// as self; its error text is returned with status 403.
 	Authorize func(r *http.Request, self PeerID) error
-	Logger    *slog.Logger
+	// ClientAddr, if set, returns a request's client address, such as
+	// the one a trusted reverse proxy reports; an invalid address means
+	// the connection's.
+	ClientAddr func(r *http.Request) netip.Addr
+	Logger     *slog.Logger
 	// InsecureSkipAuth accepts requests under any name without checking
 	// keys, as a compromised server would; for tests of the peers' own
 	// checks only.
@@ -276,12 +280,19 @@ func (s *Server) refill(src *source, now time.Time) float64 {
 }
 
 // sourceOf returns the client's source prefix.
-func sourceOf(r *http.Request) netip.Prefix {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Prefix{}
+func (s *Server) sourceOf(r *http.Request) netip.Prefix {
+	var a netip.Addr
+	if s.cfg.ClientAddr != nil {
+		a = s.cfg.ClientAddr(r)
 	}
-	a := ap.Addr().Unmap()
+	if !a.IsValid() {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			return netip.Prefix{}
+		}
+		a = ap.Addr()
+	}
+	a = a.Unmap()
 	bits := 32
 	if a.Is6() {
 		bits = 64
@@ -324,7 +335,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	src := sourceOf(r)
+	src := s.sourceOf(r)
 	s.mu.Lock()
 	now := s.clock()
 	status := s.admit(src, now)
