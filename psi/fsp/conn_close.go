@@ -66,6 +66,12 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Unlock()
 	select {
 	case <-c.released:
+	case <-c.done:
+	case <-ctx.Done():
+	}
+	// Success wins over a context that ended at the same time.
+	select {
+	case <-c.released:
 		c.mu.Lock()
 		c.timeWait = c.peerReleased
 		c.mu.Unlock()
@@ -79,7 +85,7 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 			return nil // a concurrent Close finished
 		}
 		return err
-	case <-ctx.Done():
+	default:
 		err := post.Errorf(post.ErrTimeout, "fsp: close: peer did not acknowledge everything sent: %v", ctx.Err())
 		c.teardown(post.Errorf(post.ErrClosed, "fsp: connection closed: %v", err), true)
 		return err

@@ -52,6 +52,8 @@ func FuzzTransportInput(f *testing.F) {
 		p.Src = peer + 1
 		f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 40)...))
 	}
+	p = wire.Packet{Header: wire.Header{Opcode: wire.KeepAlive, Dst: 0x30000, Src: peer}, HasCredit: true, Credit: 1 << 31}
+	f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 16)...))
 	f.Add([]byte{0x40, 1, 2, 3}) // QUIC-looking
 
 	t := &Transport{Conn: &nullConn{done: make(chan struct{})}}
