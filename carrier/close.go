@@ -21,11 +21,13 @@ func (c *Carrier) Close() error {
 // queued, closes the transient and waits until the peer's stack confirms
 // it has everything. Against a live peer that takes about a round trip.
 // It returns nil only if every message SendMsg accepted was delivered to
-// the peer's stack; otherwise it returns an error, and the messages not
-// sent are reported with EventError. If ctx ends first, the Carrier is
-// aborted (see Abort) and the error wraps post.ErrTimeout and ctx's error.
-// Unread inbound data is discarded. Calls after the first wait for it to
-// finish and return nil.
+// the peer's stack, apart from those dropped for their lifetime
+// (EventExpired); otherwise it returns an error, and the messages not sent
+// are reported with EventError. If ctx ends first, the Carrier is aborted
+// (see Abort) and the error wraps post.ErrTimeout and ctx's error. Unread
+// inbound data is discarded; a blocked Ready returns post.ErrClosed once
+// the transient closes. Calls after the first wait for it to finish and
+// return nil.
 func (c *Carrier) CloseContext(ctx context.Context) error {
 	if c.closing.Swap(true) {
 		return c.waitClosed(ctx)

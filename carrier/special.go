@@ -32,8 +32,14 @@ func (s *Source) Flush(ctx context.Context) error { return s.c.Flush(ctx) }
 // Path returns the path in use.
 func (s *Source) Path() post.Path { return s.c.Path() }
 
-// Close flushes and closes the Source.
+// Close flushes and closes the Source; see Carrier.Close.
 func (s *Source) Close() error { return s.c.Close() }
+
+// CloseContext is Close bounded by ctx; see Carrier.CloseContext.
+func (s *Source) CloseContext(ctx context.Context) error { return s.c.CloseContext(ctx) }
+
+// Abort ends the Source at once; see Carrier.Abort.
+func (s *Source) Abort() error { return s.c.Abort() }
 
 // Sink receives messages from every peer that initiates a Carrier to it.
 // It never sends and cannot be forked.
