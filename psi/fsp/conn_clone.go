@@ -91,14 +91,16 @@ func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 // anything is allocated or registered for the clone, so a forged MULTIPLY
 // (or RELEASE, or RESET) costs a key derivation and a failed open. Called with c.mu held.
 func (c *Conn) cloneOpens(pkt *wire.Packet) bool {
-	if c.master == nil || pkt.Flags&wire.FlagKeyPhase != 0 || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+	pn := wire.DecodeSeq(1, pkt.PN)
+	if c.master == nil || pkt.Flags&wire.FlagKeyPhase != 0 || len(pkt.Payload) > MaxPayload+fcrypto.TagLen ||
+		pn>>fcrypto.EpochBits > 1 { // a fresh clone opens only the first two epochs
 		return false
 	}
 	// The peer forked it, so the peer is the clone's initiator.
 	i2r, _ := fcrypto.TrafficSecrets(c.master, pkt.Src, c.local)
 	d := fcrypto.NewDirection(i2r)
 	buf := getBuf()
-	_, err := d.Open((*buf)[:0], wire.DecodeSeq(1, pkt.PN), pkt.HeaderBytes, pkt.Payload)
+	_, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload)
 	putBuf(buf)
 	return err == nil
 }
