@@ -21,6 +21,7 @@ const maxBacklog = 256
 type Listener struct {
 	ql   *quicgo.EarlyListener
 	tr   *transport
+	hs   *handshakes // nil on a transport the caller supplied
 	cfg  *psi.Config
 	addr netip.AddrPort
 
@@ -60,12 +61,18 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 	if err != nil {
 		return nil, err
 	}
+	var hs *handshakes
+	if tr.owned {
+		hs = newHandshakes(orDefault(s.MaxHandshakes, 128), orDefault(s.MaxHandshakesPerSource, 8))
+		hs.install(tr.t)
+	}
 	ql, err := tr.t.ListenEarly(tc, quicConfig(cfg, true))
 	if err != nil {
 		tr.release()
 		return nil, mapError(err)
 	}
 	l := &Listener{
+		hs:    hs,
 		ql:    ql,
 		tr:    tr,
 		cfg:   cfg,
@@ -85,6 +92,15 @@ func (l *Listener) acceptLoop() {
 		if err != nil {
 			return
 		}
+		// An early connection still counts against its source's
+		// handshakes until the handshake completes.
+		go func() {
+			select {
+			case <-qc.HandshakeComplete():
+			case <-qc.Context().Done():
+			}
+			handshakeDone(qc)
+		}()
 		if l.backlog.Load() >= maxBacklog {
 			_ = qc.CloseWithError(codeRefused, "backlog full")
 			continue
@@ -118,6 +134,13 @@ func (l *Listener) Accept(ctx context.Context) (psi.Transient, error) {
 	case <-ctx.Done():
 		return nil, &post.OpError{Op: "accept", Stack: Name, Path: l.addr.String(), Err: ctx.Err()}
 	}
+}
+
+func orDefault(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // Addr returns the bound address.

@@ -85,6 +85,13 @@ type Stack struct {
 	// Transport.ReadNonQUICPacket (which queues them only after its first
 	// call).
 	Transport func(local netip.AddrPort) (*quicgo.Transport, error)
+	// MaxHandshakes bounds a listener's handshakes in progress; zero means
+	// 128. MaxHandshakesPerSource bounds those from one address, and four
+	// times as many from one /24 or /48 prefix; zero means 8. Past them
+	// new connections are refused. Past 8 in progress, new clients must
+	// first prove their address with a Retry. These apply to the
+	// transports the stack opens itself, not to those from Transport.
+	MaxHandshakes, MaxHandshakesPerSource int
 }
 
 var _ psi.Stack = (*Stack)(nil)

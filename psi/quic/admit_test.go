@@ -1,0 +1,78 @@
+package quic
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+)
+
+// deaf is a client socket that drops everything it receives, so its
+// handshakes never complete.
+type deaf struct {
+	net.PacketConn // not the *net.UDPConn, which quic-go would read directly
+	done           chan struct{}
+	once           sync.Once
+}
+
+func (d *deaf) ReadFrom([]byte) (int, net.Addr, error) {
+	<-d.done
+	return 0, nil, net.ErrClosed
+}
+
+func (d *deaf) Close() error {
+	d.once.Do(func() { close(d.done) })
+	return d.PacketConn.Close()
+}
+
+// Handshakes that never complete, from one address, hold at most that
+// address's quota; a client from elsewhere still connects, and clients
+// beyond a few handshakes in progress go through a Retry.
+func TestHandshakeQuota(t *testing.T) {
+	st := &Stack{}
+	l, err := st.listen(context.Background(), loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			tr, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			tr.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 30 {
+		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &deaf{PacketConn: pc, done: make(chan struct{})}
+		context.AfterFunc(ctx, func() { d.Close() })
+		wg.Go(func() {
+			quicgo.Dial(ctx, d, net.UDPAddrFromAddrPort(l.addr), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}}, &quicgo.Config{})
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := l.hs.inProgress(); n > 8 {
+		t.Fatalf("%d handshakes in progress from one address", n)
+	}
+	for range 5 {
+		tr, err := st.Dial(context.Background(), l.addr, clientConfig())
+		if err != nil {
+			t.Fatalf("legitimate dial: %v", err)
+		}
+		tr.Close()
+	}
+	cancel()
+	wg.Wait()
+}
