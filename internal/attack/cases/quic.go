@@ -3,7 +3,6 @@ package cases
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -23,9 +22,9 @@ import (
 // it on, so the client's handshake never completes.
 type deafConn struct {
 	net.PacketConn // an interface: quic-go must not see the *net.UDPConn
-	b    *attack.Bytes
-	done chan struct{}
-	once sync.Once
+	b              *attack.Bytes
+	done           chan struct{}
+	once           sync.Once
 }
 
 func newDeafConn(pc *net.UDPConn, b *attack.Bytes) *deafConn {
@@ -90,10 +89,6 @@ func QUICHandshakeFlood(o attack.Options) (*attack.Result, error) {
 		Dial: func(ctx context.Context) error {
 			t, err := st.Dial(ctx, ln.Addr(), ccfg)
 			if err != nil {
-				var ae *quicgo.ApplicationError
-				if errors.As(err, &ae) {
-					return fmt.Errorf("%w (code %d %q)", err, ae.ErrorCode, ae.ErrorMessage)
-				}
 				return err
 			}
 			go t.Close()
