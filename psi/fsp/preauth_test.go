@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -638,4 +639,62 @@ func BenchmarkForgedData(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzPendingTable runs random additions, removals and clock steps on a
+// small pending table and checks its quotas and bookkeeping.
+func FuzzPendingTable(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 0x80, 0x41, 7, 7, 7, 7, 7, 0xc0})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		var pt pendingTable
+		cfg := &Config{MaxPending: 12, MaxPendingPerAddress: 3, MaxPendingPerPrefix: 5}
+		now := time.Unix(1000, 0)
+		var live []*Conn
+		for i, op := range ops {
+			switch op >> 6 {
+			case 0, 1: // add from one of 16 addresses in 4 prefixes
+				addr := netip.AddrFrom4([4]byte{10, op >> 2 & 3, 0, op & 3})
+				k := pendingKey{netip.AddrPortFrom(addr, 1), uint32(0x10000 + i)}
+				ev, ok := pt.makeRoom(addr, now, cfg)
+				for _, e := range ev {
+					live = slicesDelete(live, e)
+				}
+				if ok {
+					c := &Conn{}
+					pt.add(k, c, now)
+					live = append(live, c)
+				}
+			case 2: // remove
+				if len(live) > 0 {
+					c := live[int(op)%len(live)]
+					pt.remove(c)
+					live = slicesDelete(live, c)
+				}
+			case 3:
+				now = now.Add(time.Duration(op&63) * 50 * time.Millisecond)
+			}
+			if pt.len() != len(live) || pt.len() > 12 {
+				t.Fatalf("%d entries, %d live", pt.len(), len(live))
+			}
+			n := 0
+			for p, q := range pt.byPrefix {
+				if len(q) == 0 || len(q) > 5 {
+					t.Fatalf("prefix %v holds %d", p, len(q))
+				}
+				n += len(q)
+			}
+			for a, k := range pt.perAddr {
+				if k <= 0 || k > 3 {
+					t.Fatalf("address %v holds %d", a, k)
+				}
+			}
+			if n != pt.len() {
+				t.Fatalf("queues hold %d of %d", n, pt.len())
+			}
+		}
+	})
+}
+
+func slicesDelete(s []*Conn, c *Conn) []*Conn {
+	return slices.DeleteFunc(s, func(e *Conn) bool { return e == c })
 }
