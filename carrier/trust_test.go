@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -318,4 +319,33 @@ func TestTrustSameOutcome(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestListenChainTooLargeForFSP: a certificate chain larger than an FSP
+// handshake packet leaves FSP out of the listener (with a logged reason)
+// instead of failing Listen; the other stacks serve.
+func TestListenChainTooLargeForFSP(t *testing.T) {
+	var names []string
+	for i := range 250 {
+		names = append(names, fmt.Sprintf("host-%04d.example.com", i))
+	}
+	big := testcert.Must(names...)
+	if n := len(big.Leaf.Certificate[0]); n < 5000 {
+		t.Fatalf("certificate of %d bytes is not large enough", n)
+	}
+	l := listen(t, &carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{big.Leaf}}})
+	if _, ok := l.Addrs()["fsp"]; ok {
+		t.Fatal("FSP listens with a chain it cannot send")
+	}
+	go func() {
+		if s, err := l.Accept(ctxT(t)); err == nil {
+			s.Close()
+		}
+	}()
+	c, err := carrier.Initiate(ctxT(t), l.Remote("localhost"), &carrier.Config{Security: psi.Security{RootCAs: big.Pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t.Logf("listening on %v; connected over %s", l.Addrs(), c.Stack())
 }

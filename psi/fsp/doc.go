@@ -61,7 +61,8 @@
 // connection to Accept (without client authentication: on the first
 // packet protected with the new keys). Both credentials must fit a 4 KiB
 // handshake packet (at most 8 certificates); a larger client chain fails
-// Dial with post.ErrNotSupported. Conn.PeerCertificates returns the
+// Dial with post.ErrNotSupported, and a larger listener chain Listen (and
+// Stack.CheckSecurity, so a race's listener leaves FSP out). Conn.PeerCertificates returns the
 // peer's verified chain on both ends; clones and InstallKey keep it.
 //
 // Refusals are fast and fail with post.ErrAuthentication: a listener

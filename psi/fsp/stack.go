@@ -2,11 +2,13 @@ package fsp
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/netip"
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
 // Stack is FSP as a psi.Stack. The zero value dials and listens on
@@ -31,13 +33,48 @@ func (*Stack) Name() string { return "fsp" }
 // Features returns what FSP transients offer.
 func (*Stack) Features() psi.Features { return TransientFeatures }
 
+// maxListenerChain bounds the encoded chain a listener sends in
+// ACK_CONNECT_REQ, leaving room for the rest of the packet.
+const maxListenerChain = maxHandshakeSize - 512
+
+// chainLen is the encoded size of a certificate chain.
+func chainLen(id *tls.Certificate) int {
+	n := 0
+	for _, der := range id.Certificate {
+		n += 2 + len(der)
+	}
+	return n
+}
+
+// CheckSecurity (psi.SecurityChecker) reports whether a listener's
+// certificate chain fits an FSP handshake packet: the Association leaves
+// FSP out of a listener with a larger one rather than fail it. A
+// dialler's chain is checked only when a listener asks for it.
+func (*Stack) CheckSecurity(s *psi.Security, server bool) error {
+	if !server {
+		return nil
+	}
+	id, err := s.Identity()
+	if err != nil {
+		return nil // Listen says what is missing
+	}
+	if len(id.Certificate) > wire.MaxChain {
+		return post.Errorf(post.ErrNotSupported, "fsp: a chain of %d certificates; at most %d fit", len(id.Certificate), wire.MaxChain)
+	}
+	if n := chainLen(id); n > maxListenerChain {
+		return post.Errorf(post.ErrNotSupported, "fsp: the certificate chain takes %d bytes; an FSP handshake packet carries at most %d", n, maxListenerChain)
+	}
+	return nil
+}
+
 func (s *Stack) config(pc *psi.Config) *Config {
 	cfg := s.Base.clone()
 	if pc == nil {
 		return cfg
 	}
-	// Every trust setting holds on FSP as on TLS: ClientAuth (and a PSK)
-	// make the listener require CLIENT_AUTH, checked by VerifyPeer.
+	// Every trust setting holds on FSP as on TLS: ClientAuth makes the
+	// listener require CLIENT_AUTH, checked by VerifyPeer; a PSK keys the
+	// handshake, which proves the initiator holds it.
 	cfg.Security = pc.Security
 	cfg.MaxMessageSize = pc.MaxMessageSize
 	cfg.HandshakeTimeout = pc.HandshakeTimeout

@@ -579,11 +579,9 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 		}
 		l.pskLeaf = c.Leaf
 	}
-	for _, der := range id.Certificate {
-		l.chainLen += 2 + len(der)
-	}
-	if l.chainLen > maxHandshakeSize-512 {
-		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: fmt.Errorf("fsp: certificate chain of %d bytes does not fit a handshake packet", l.chainLen)}
+	l.chainLen = chainLen(id)
+	if l.chainLen > maxListenerChain {
+		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: post.Errorf(post.ErrNotSupported, "fsp: certificate chain of %d bytes does not fit a handshake packet", l.chainLen)}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
