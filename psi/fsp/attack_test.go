@@ -86,13 +86,28 @@ func cpuPer(start time.Duration, packets int64) string {
 }
 
 // TestAttackConnectRequestFlood: one address completes the cookie
-// exchange as fast as the listener answers and never confirms.
+// exchange as fast as the listener answers and never confirms, while the
+// client dials from the same /24 and from another.
 func TestAttackConnectRequestFlood(t *testing.T) {
-	l, _, dial := attackListener(t, nil)
+	for _, from := range []string{"127.0.0.1", "127.1.0.1"} {
+		t.Run(from, func(t *testing.T) { connectRequestFlood(t, netip.MustParseAddr(from)) })
+	}
+}
+
+func connectRequestFlood(t *testing.T, from netip.Addr) {
+	l, ccfg, _ := attackListener(t, nil)
+	dial := func(ctx context.Context) error {
+		c, err := dialUDP(ctx, netip.AddrPortFrom(from, 0), addrOf(l), ccfg)
+		if err != nil {
+			return err
+		}
+		go c.Close()
+		return nil
+	}
 	pc := udpFrom(t, netip.MustParseAddr("127.0.0.10"))
 	var requests atomic.Int64
 	c := attack.Case{
-		Name:   "FSP CONNECT_REQUEST flood with valid cookies, one address",
+		Name:   "FSP CONNECT_REQUEST flood with valid cookies from 127.0.0.10, client at " + from.String(),
 		Budget: 32 << 20,
 		Dial:   dial,
 		Attack: func(ctx context.Context, b *attack.Bytes) {
