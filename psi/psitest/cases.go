@@ -633,9 +633,11 @@ func testAbortMessage(t *testing.T, mp MakePair) {
 
 func testPausedReader(t *testing.T, mp MakePair) {
 	p := mp(t, short)
-	pause := 20 * idleTimeout
+	// Many times the retransmission timeout, and longer than the idle
+	// timeout.
+	pause := 30 * time.Second
 	if testing.Short() {
-		pause = 3 * idleTimeout
+		pause = 2 * idleTimeout
 	}
 	ctx := testContext(t, pause+60*time.Second)
 	const size, msg = 16 << 20, 64 << 10

@@ -61,9 +61,11 @@ func Skip(name, reason string) Option {
 	return func(o *options) { o.skip[name] = reason }
 }
 
-// Timeouts the cases configure, short so the suite runs in seconds.
+// Timeouts the cases configure, short so the suite runs in seconds, yet
+// long enough that a loaded machine under the race detector does not take
+// a stall for a dead peer.
 const (
-	idleTimeout = 1500 * time.Millisecond
+	idleTimeout = 2500 * time.Millisecond
 	linger      = 3 * time.Second
 )
 
