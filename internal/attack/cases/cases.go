@@ -20,7 +20,7 @@ var All = []Row{
 	{Name: "TCP slowloris", Run: TCPSlowloris},
 	{Name: "QUIC handshakes never completed", Run: QUICHandshakeFlood},
 	{Name: "FSP connections and clones never accepted or read", Run: FSPUnaccepted},
-	{Name: "FSP observer with a faster path", Run: FSPObserver, Open: "FSP path validation of the old path (issue 10, helper D)"},
+	{Name: "FSP observer with a faster path", Run: FSPObserver},
 	{Name: "Rendezvous fill", Run: RendezvousFill},
 	{Name: "Rendezvous slow-body clients", Run: RendezvousSlowBody},
 }

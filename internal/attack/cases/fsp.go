@@ -250,6 +250,12 @@ func FSPObserver(o attack.Options) (*attack.Result, error) {
 			if obs != nil {
 				note += fmt.Sprintf(", %d datagrams copied, %d dropped", obs.Copied.Load(), obs.Dropped.Load())
 			}
+			// The contract is one round trip plus one retransmission
+			// timeout (about 60 ms here); a generous bound for a busy
+			// machine.
+			if terr == nil && stalled > time.Second {
+				terr = fmt.Errorf("data stopped for %v", stalled)
+			}
 			return note, terr
 		},
 	}
