@@ -173,10 +173,14 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		pk := pendingKey{from.ap, pkt.Src}
 		t.mu.Lock()
 		c := t.pending.get(pk)
+		confirmed := c == nil && t.responders[pk] != nil
 		t.mu.Unlock()
 		if c != nil {
 			c.resendAffirm(nonce)
 			return
+		}
+		if confirmed {
+			return // a copy of a handshake that completed: no second one
 		}
 		if !t.limiter.allow(pendingPrefix(from.ap.Addr()), now, l.cfg.handshakeRate()) {
 			return // the client retransmits
@@ -199,6 +203,10 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		}
 		t.mu.Lock()
 		t.pending.add(pk, c, now)
+		if t.responders == nil {
+			t.responders = make(map[pendingKey]*Conn)
+		}
+		t.responders[pk] = c
 		t.mu.Unlock()
 		if !l.admit(c, from.ap.Addr()) {
 			c.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), false)

@@ -698,3 +698,45 @@ func FuzzPendingTable(f *testing.F) {
 func slicesDelete(s []*Conn, c *Conn) []*Conn {
 	return slices.DeleteFunc(s, func(e *Conn) bool { return e == c })
 }
+
+// TestReplayedConnectRequest resends a client's CONNECT_REQUEST, cookie
+// still good, from the client's address after the handshake completed:
+// the listener starts no second handshake (no key exchange, no large
+// answer toward the client).
+func TestReplayedConnectRequest(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	raw := mustUDP(t)
+	var req []byte
+	var mu sync.Mutex
+	hc := &hookConn{PacketConn: raw, onWrite: func(b []byte, send func([]byte)) {
+		if len(b) > 1 && wire.Opcode(b[1]) == wire.ConnectRequest {
+			mu.Lock()
+			req = append([]byte(nil), b...)
+			mu.Unlock()
+		}
+		send(b)
+	}}
+	tr := &Transport{Conn: hc}
+	t.Cleanup(func() { tr.Close() })
+	ctx := testContext(t)
+	c, s := dialAccept(t, ctx, tr, l, ccfg)
+	t.Cleanup(func() { c.Close(); s.Close() })
+	if err := c.SendMessage(ctx, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReceiveMessage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conns := l.Transport().NumConns()
+	mu.Lock()
+	b := req
+	mu.Unlock()
+	for range 20 {
+		raw.WriteTo(b, l.Addr())
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n, p := l.Transport().NumConns(), l.Transport().PendingHandshakes(); n != conns || p != 0 {
+		t.Fatalf("replays made %d connections (was %d), %d pending", n, conns, p)
+	}
+}

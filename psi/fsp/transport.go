@@ -62,6 +62,12 @@ type Transport struct {
 	// transport open.
 	foreignUsers int
 
+	// responders holds every responder connection by its handshake's
+	// client address and ALFID until it closes, so a replayed
+	// CONNECT_REQUEST cannot start a second one (its cookie is still
+	// good). Guarded by mu.
+	responders map[pendingKey]*Conn
+
 	foreign chan foreignPacket
 	// recvErr is set while ICMP errors are reported on an owned dialing
 	// socket: ECONNREFUSED then refuses the connections being set up.
@@ -477,6 +483,9 @@ func (t *Transport) unregister(c *Conn) {
 		delete(t.conns, c.local)
 	}
 	t.pending.remove(c)
+	if k := c.pendKey; k != (pendingKey{}) && t.responders[k] == c {
+		delete(t.responders, k)
+	}
 	idle := t.closeWhenIdle && len(t.conns) == 0 && t.listener == nil && t.foreignUsers == 0
 	t.mu.Unlock()
 	if idle {
