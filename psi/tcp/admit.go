@@ -134,3 +134,42 @@ func (s *slots) inUse() int {
 	defer s.mu.Unlock()
 	return s.total
 }
+
+// queueShare counts the roots in the accept queue, or promised a place in
+// it, in total and per source address: one address may hold a quarter of
+// the queue, so clients that complete handshakes and wait never fill it.
+type queueShare struct {
+	mu      sync.Mutex
+	max     int
+	perAddr int
+	total   int
+	addrs   map[netip.Addr]int
+}
+
+func newQueueShare(n int) *queueShare {
+	return &queueShare{max: n, perAddr: max(1, n/4), addrs: make(map[netip.Addr]int)}
+}
+
+// reserve promises addr a place, or returns false.
+func (q *queueShare) reserve(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.total >= q.max || q.addrs[addr] >= q.perAddr {
+		return false
+	}
+	q.total++
+	q.addrs[addr]++
+	return true
+}
+
+// release gives addr's place back.
+func (q *queueShare) release(addr netip.Addr) {
+	addr = addr.Unmap()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.total--
+	if q.addrs[addr]--; q.addrs[addr] <= 0 {
+		delete(q.addrs, addr)
+	}
+}

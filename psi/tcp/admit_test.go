@@ -3,6 +3,7 @@ package tcp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -126,26 +127,39 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// A full accept queue refuses new roots with a clear back-pressure error
-// instead of holding their handshakes.
+// A full accept queue, or a source's share of it, refuses new roots with
+// a clear back-pressure error instead of holding their handshakes.
 func TestAcceptQueueFull(t *testing.T) {
-	l := testListener(t, Stack{Backlog: 2})
-	cfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}}
+	l := testListener(t, Stack{Backlog: 8})
+	dial := func(from string) (psi.Transient, error) {
+		cfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}, Local: netip.MustParseAddrPort(from + ":0")}
+		return Stack{}.Dial(context.Background(), l.Addr(), cfg)
+	}
+	// One address holds a quarter of the queue.
 	for range 2 {
-		tr, err := Stack{}.Dial(context.Background(), l.Addr(), cfg)
+		tr, err := dial("127.0.0.2")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tr.Close()
 	}
-	_, err := Stack{}.Dial(context.Background(), l.Addr(), cfg)
-	if !errors.Is(err, post.ErrBackpressure) {
-		t.Fatalf("third dial: %v", err)
+	if _, err := dial("127.0.0.2"); !errors.Is(err, post.ErrBackpressure) {
+		t.Fatalf("over the address's share: %v", err)
+	}
+	for i := range 6 {
+		tr, err := dial(fmt.Sprintf("127.0.0.%d", 3+i/2))
+		if err != nil {
+			t.Fatalf("another address: %v", err)
+		}
+		defer tr.Close()
+	}
+	if _, err := dial("127.0.0.9"); !errors.Is(err, post.ErrBackpressure) {
+		t.Fatalf("full queue: %v", err)
 	}
 	if _, err := l.Accept(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := Stack{}.Dial(context.Background(), l.Addr(), cfg)
+	tr, err := dial("127.0.0.9")
 	if err != nil {
 		t.Fatalf("dial after Accept: %v", err)
 	}

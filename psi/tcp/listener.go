@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -34,7 +33,7 @@ type listener struct {
 	wg     sync.WaitGroup
 	slots  *slots
 	queue  chan *transient
-	queued atomic.Int32 // roots in queue or promised a place in it
+	queued *queueShare // roots in queue or promised a place in it
 
 	mu     sync.Mutex
 	tokens map[token]*transient
@@ -53,6 +52,7 @@ func newListener(s Stack, cfg psi.Config, tc *tls.Config, ln *net.TCPListener) *
 		ln:     ln,
 		addr:   addrPort(ln.Addr()),
 		slots:  newSlots(s.maxHandshakes(), s.perSource(), s.perPrefix()),
+		queued: newQueueShare(s.backlog()),
 		queue:  make(chan *transient, s.backlog()),
 		tokens: make(map[token]*transient),
 	}
@@ -70,13 +70,13 @@ func (l *listener) Addr() netip.AddrPort { return l.addr }
 func (l *listener) Accept(ctx context.Context) (psi.Transient, error) {
 	select {
 	case t := <-l.queue:
-		l.queued.Add(-1)
+		l.queued.release(t.remote.Addr())
 		return t, nil
 	default:
 	}
 	select {
 	case t := <-l.queue:
-		l.queued.Add(-1)
+		l.queued.release(t.remote.Addr())
 		return t, nil
 	case <-ctx.Done():
 		return nil, wrap("accept", l.addr.String(), ctx.Err())
@@ -174,7 +174,7 @@ func (l *listener) handshake(c *net.TCPConn, sl *slot) {
 	if err := c.SetDeadline(time.Time{}); err != nil {
 		t.close(err, false)
 		if parent == nil {
-			l.queued.Add(-1)
+			l.queued.release(t.remote.Addr())
 		}
 		return
 	}
@@ -197,7 +197,7 @@ func (l *listener) drain() {
 	for {
 		select {
 		case t := <-l.queue:
-			l.queued.Add(-1)
+			l.queued.release(t.remote.Addr())
 			t.close(errors.New("listener closed"), false)
 		default:
 			return
@@ -224,8 +224,7 @@ func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err 
 	status := byte(statusOK)
 	if ch.kind == kindRoot {
 		// Promise a place in the accept queue, or refuse now.
-		if l.queued.Add(1) > int32(cap(l.queue)) {
-			l.queued.Add(-1)
+		if !l.queued.reserve(t.remote.Addr()) {
 			status = statusBusy
 		}
 	}
@@ -249,7 +248,7 @@ func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err 
 	}
 	if _, err := tc.Write(reply.marshal()); err != nil {
 		if status == statusOK && parent == nil {
-			l.queued.Add(-1)
+			l.queued.release(t.remote.Addr())
 		}
 		return t, nil, err
 	}
