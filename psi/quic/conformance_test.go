@@ -1,10 +1,12 @@
 package quic
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/internal/netem"
 
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/psitest"
@@ -54,4 +56,33 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-var _ = context.Background
+
+// TestConformanceLossy runs the cases about delivery and close over an
+// emulated path with a 10 ms round trip and 2% loss each way, so that
+// retransmissions are in play when Close waits for the peer.
+func TestConformanceLossy(t *testing.T) {
+	psitest.TestTransient(t, func(t *testing.T, tune func(*psi.Config)) psitest.Pair {
+		ctx := testContext(t)
+		scfg, ccfg := serverConfig(), clientConfig()
+		tune(scfg)
+		tune(ccfg)
+		st, _ := netemStack(netem.Config{Delay: 5 * time.Millisecond, Loss: 0.02})
+		l, err := st.Listen(ctx, loopback, scfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		a, err := st.Dial(ctx, l.Addr(), ccfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		b, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return psitest.Pair{A: a, B: b}
+	}, psitest.Only("Boundaries", "NoEmptyEndPart", "CloseReadAll",
+		"CloseUnreadByPeer", "ConcurrentClose", "PeerCloseEndsSends", "Abort", "AbortMessage", "ExitAfterClose"))
+}

@@ -336,7 +336,9 @@ func (c *conn) rekey(t *Transient, old quicgo.StreamID) {
 // peer so on a unidirectional stream, and closes once the peer has said
 // the same: closing earlier would discard what the peer's stack holds
 // unread. Without word from the peer it closes after the idle timeout.
-// A transient ended by Abort closes the connection at once.
+// A last transient ended by Abort closes the connection with an error
+// code a few round trips later, once its stream resets have had time to
+// arrive.
 func (c *conn) release(t *Transient) {
 	id := t.streamID()
 	c.mu.Lock()
@@ -345,9 +347,16 @@ func (c *conn) release(t *Transient) {
 	}
 	c.live--
 	last := c.live == 0
-	if t.wasAborted() && last {
+	if t.wasAborted() && last && !c.exiting {
+		// Give the stream resets a few round trips to arrive, lost
+		// packets included, before the connection close cuts them off.
+		c.ended = true
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		grace := min(max(4*c.qc.ConnectionStats().SmoothedRTT, 200*time.Millisecond), 2*time.Second)
+		c.timer = time.AfterFunc(grace, func() { c.abort(codeAborted, "") })
 		c.mu.Unlock()
-		c.abort(codeAborted, "")
 		return
 	}
 	both := false
