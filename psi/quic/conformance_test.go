@@ -56,7 +56,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-
 // TestConformanceLossy runs the cases about delivery and close over an
 // emulated path with a 10 ms round trip and 2% loss each way, so that
 // retransmissions are in play when Close waits for the peer.
