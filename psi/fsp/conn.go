@@ -91,6 +91,7 @@ type Conn struct {
 	kp         *fcrypto.KeyPair
 	hsPacket   []byte
 	hsTries    int
+	hsSentAt   time.Time // the last handshake packet left then
 	hsDeadline time.Time
 	reaffirmAt time.Time // responder: earliest resend of ACK_CONNECT_REQ
 	confirmed  bool

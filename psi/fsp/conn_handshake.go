@@ -64,6 +64,7 @@ func (c *Conn) sendHandshake(now time.Time) {
 	}
 	c.rtoAt = now.Add(min(hsInitialRTO<<c.hsTries, hsMaxRTO))
 	c.hsTries++
+	c.hsSentAt = now
 }
 
 // onHandshakeReply handles ACK_INIT_CONNECT and ACK_CONNECT_REQ at the
@@ -144,6 +145,7 @@ func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {
 	}
 	c.kp, c.hsPacket = nil, nil
 	c.establish(now)
+	c.handshakeRTT(now)
 	// Confirm to the responder at once (with CLIENT_AUTH if it asked);
 	// repeated until it answers.
 	c.ackReq = true
@@ -304,6 +306,7 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 	c.hsPacket = handshakePacket(make([]byte, 0, wire.HeaderLen+64+fcrypto.TagLen+len(body)), key, &p, body)
 	c.state = stateAffirming
 	c.t.write(c.hsPacket, &c.remote)
+	c.hsSentAt = time.Now()
 	c.armTimer()
 	return nil
 }
@@ -318,6 +321,7 @@ func (c *Conn) resendAffirm(nonce []byte) {
 	if c.state == stateAffirming && string(nonce) == string(c.peerNonce) && !now.Before(c.reaffirmAt) {
 		c.reaffirmAt = now.Add(hsInitialRTO / 2)
 		c.t.write(c.hsPacket, &c.remote)
+		c.hsTries++ // the next RTT sample would be ambiguous
 	}
 }
 

@@ -104,6 +104,20 @@ func (c *Conn) windowProbe() time.Duration {
 	return min(c.rtt.RTO()<<min(c.probeBackoff, 16), limit)
 }
 
+// handshakeRTT takes the handshake's last exchange as the first RTT
+// sample, unless it was sent more than once (which copy was answered is
+// unknown): a receiver that never sends data has no other, and its
+// window auto-tuning needs one. Called with c.mu held.
+func (c *Conn) handshakeRTT(now time.Time) {
+	sent := 0 // the responder counts resends only
+	if c.initiator {
+		sent = 1
+	}
+	if c.hsTries == sent && !c.hsSentAt.IsZero() && now.After(c.hsSentAt) {
+		c.rtt.Update(now.Sub(c.hsSentAt), 0)
+	}
+}
+
 func (c *Conn) lossDelay() time.Duration {
 	d := max(c.rtt.SmoothedRTT(), c.rtt.LatestRTT())
 	return max(d*9/8, time.Millisecond)

@@ -113,6 +113,7 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	c.lastRecv = now
 	if c.state == stateAffirming {
 		c.establish(now)
+		c.handshakeRTT(now)
 		c.hsPacket = nil
 		*deliver = c.listener
 	}
