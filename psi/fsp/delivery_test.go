@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/netem"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -439,5 +440,27 @@ func TestForkCloseForgottenPeer(t *testing.T) {
 		if d := time.Since(start); d > time.Second {
 			t.Fatalf("psk %v: close took %v", psk != nil, d)
 		}
+	}
+}
+
+// TestWindowAutoTuneDelayed: over a path with a 60 ms round trip a
+// receiver that only reads grows its window past the initial one, so the
+// window does not cap the transfer at a window per round trip.
+func TestWindowAutoTuneDelayed(t *testing.T) {
+	c, s := lossyPair(t, netem.Config{Delay: 30 * time.Millisecond})
+	ctx := testContext(t)
+	msg := randBytes(8 << 20)
+	go c.SendMessage(ctx, msg)
+	start := time.Now()
+	if got, err := s.ReceiveMessage(ctx); err != nil || !bytes.Equal(got, msg) {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	s.mu.Lock()
+	w, srtt := s.rcvCap, s.rtt.SmoothedRTT()
+	s.mu.Unlock()
+	t.Logf("8 MiB in %v; window %d packets, receiver's RTT %v", took, w, srtt)
+	if w <= initialWindow {
+		t.Fatalf("window stayed at %d packets", w)
 	}
 }
