@@ -179,13 +179,15 @@ func confLarge(t *testing.T, stack string) {
 			errc <- err
 			return
 		}
-		for p := want; len(p) > 0; p = p[min(len(p), 50_000):] {
-			if _, err := w.Write(p[:min(len(p), 50_000)]); err != nil {
+		p := want
+		for ; len(p) > 50_000; p = p[50_000:] {
+			if _, err := w.Write(p[:50_000]); err != nil {
 				errc <- err
 				return
 			}
 		}
-		errc <- w.Close()
+		_, err = w.WriteLast(p)
+		errc <- err
 	}()
 	got := readParts(t, ctx, s, 64<<10)
 	if err := <-errc; err != nil {

@@ -261,14 +261,9 @@ type MessageWriter struct {
 	props post.Properties
 	ctx   context.Context
 	n     int64
-	tail  []byte // the end of the last Write, sent with the end of the message
-	err   error  // the first failure; the message was abandoned
-	done  bool   // the transient was released
+	err   error // the first failure; the message was abandoned
+	done  bool  // the transient was released
 }
-
-// maxTail bounds the bytes a MessageWriter holds back so that Close sends
-// them with the end of the message, never an empty last part.
-const maxTail = 16 << 10
 
 // NewMessageWriter starts a partial Message. Each Write sends a part;
 // Close completes the Message and Abort abandons it. ctx bounds every
@@ -302,9 +297,7 @@ var (
 	errWriterAborted = post.Errorf(post.ErrReset, "message aborted by the sender")
 )
 
-// Write sends p as the next part of the message, except for its last few
-// KiB, which are copied and sent with the next Write or with Close, so
-// that the message never ends with an empty part. After an error the
+// Write sends p as the next part of the message. After an error the
 // message is abandoned and Close returns the error.
 func (w *MessageWriter) Write(p []byte) (int, error) {
 	switch {
@@ -316,17 +309,10 @@ func (w *MessageWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	k := len(p) - min(len(p), maxTail)
-	for _, part := range [][]byte{w.tail, p[:k]} {
-		if len(part) == 0 {
-			continue
-		}
-		if err := w.t.WriteMessage(w.ctx, part, false, nil); err != nil {
-			w.fail(err)
-			return 0, w.err
-		}
+	if err := w.t.WriteMessage(w.ctx, p, false, nil); err != nil {
+		w.fail(err)
+		return 0, w.err
 	}
-	w.tail = append(w.tail[:0], p[k:]...)
 	w.n += int64(len(p))
 	w.c.touch()
 	return len(p), nil
@@ -353,18 +339,35 @@ func (w *MessageWriter) release() {
 
 // Close completes the message and returns nil once the stack holds all of
 // it. If a Write failed or the message was aborted, Close returns that
-// error: the reader never sees the message as complete.
-func (w *MessageWriter) Close() error {
+// error: the reader never sees the message as complete. The end travels
+// alone, so a reader of parts gets an empty last part; WriteLast sends
+// the last bytes with it instead.
+func (w *MessageWriter) Close() error { return w.finish(nil) }
+
+// WriteLast sends p as the last part of the message and completes it, as
+// Close does.
+func (w *MessageWriter) WriteLast(p []byte) (int, error) {
+	if err := w.finish(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (w *MessageWriter) finish(p []byte) error {
 	switch {
 	case w.err != nil:
 		return w.err
 	case w.done:
+		if p != nil {
+			return errWriterDone
+		}
 		return nil
 	}
-	if err := w.t.WriteMessage(w.ctx, w.tail, true, &psi.WriteOptions{Properties: &w.props}); err != nil {
+	if err := w.t.WriteMessage(w.ctx, p, true, &psi.WriteOptions{Properties: &w.props}); err != nil {
 		w.fail(err)
 		return w.err
 	}
+	w.n += int64(len(p))
 	w.release()
 	return nil
 }
