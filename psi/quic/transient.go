@@ -330,6 +330,7 @@ func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	}
 	stop()
 	if err != nil {
+		t.wInMsg = true // left incomplete
 		return t.opError("send", t.failWrite(ctx, s, err))
 	}
 	t.wInMsg = !end
@@ -803,7 +804,7 @@ func (t *Transient) CloseContext(ctx context.Context) error {
 			case <-closing:
 				return t.closeErr
 			case <-ctx.Done():
-				return t.opError("close", closeErr(ctx, ctx.Err()))
+				return t.opError("close", closeFailure(ctx, ctx.Err()))
 			}
 		case aborted:
 			return t.opError("close", post.Errorf(post.ErrClosed, "aborted"))
@@ -830,7 +831,7 @@ func (t *Transient) CloseContext(ctx context.Context) error {
 func (t *Transient) finishClose(ctx context.Context) error {
 	if err := t.c.waitRecovered(ctx, nil); err != nil {
 		t.abort(codeClosed)
-		return t.opError("close", closeErr(ctx, err))
+		return t.opError("close", closeFailure(ctx, err))
 	}
 	if err := t.closeWrite(); err != nil {
 		t.abort(codeClosed)
@@ -838,14 +839,14 @@ func (t *Transient) finishClose(ctx context.Context) error {
 	}
 	if err := t.awaitPeer(ctx); err != nil {
 		t.abort(codeClosed)
-		return t.opError("close", closeErr(ctx, err))
+		return t.opError("close", closeFailure(ctx, err))
 	}
 	t.releaseOnce()
 	return nil
 }
 
-// closeErr reports a Close cut short by ctx as a timeout.
-func closeErr(ctx context.Context, err error) error {
+// closeFailure reports a Close cut short by ctx as a timeout.
+func closeFailure(ctx context.Context, err error) error {
 	if ctx.Err() != nil && (err == ctx.Err() || errors.Is(err, os.ErrDeadlineExceeded)) {
 		return post.Errorf(post.ErrTimeout, "peer did not confirm the close: %v", ctx.Err())
 	}
@@ -941,9 +942,9 @@ func (t *Transient) AbortMessage(ctx context.Context) error {
 		t.wmu.Unlock()
 		return t.opError("abort message", post.ErrClosed)
 	}
-	if t.werr == nil && !t.wInMsg {
+	if !t.wInMsg {
 		t.wmu.Unlock()
-		return nil
+		return nil // no message in progress
 	}
 	err := t.werr
 	if err == nil {
