@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -73,6 +74,70 @@ func TestHandshakeQuota(t *testing.T) {
 		}
 		tr.Close()
 	}
+	cancel()
+	wg.Wait()
+}
+
+// Connections from one address that complete the handshake but never
+// open their root stream hold at most a quarter of the backlog.
+func TestBacklogShare(t *testing.T) {
+	st := &Stack{}
+	l, err := st.listen(context.Background(), loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quicgo.Transport{Conn: pc}
+	defer tr.Close()
+	tc := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4) // within the address's handshake quota
+	for range maxBacklog/4 + 8 {
+		wg.Go(func() {
+			sem <- struct{}{}
+			qc, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(l.addr), tc, &quicgo.Config{})
+			<-sem
+			if err == nil {
+				<-ctx.Done()
+				qc.CloseWithError(0, "")
+			}
+		})
+	}
+	src := netip.MustParseAddr("127.0.0.2")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l.srcMu.Lock()
+		n := l.bySrc[src]
+		l.srcMu.Unlock()
+		if n > maxBacklog/4 {
+			t.Fatalf("%d connections of one address in the backlog", n)
+		}
+		if n == maxBacklog/4 || time.Now().After(deadline) {
+			t.Logf("%d connections of one address in the backlog", n)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	go func() {
+		for {
+			tr, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			tr.Close()
+		}
+	}()
+	c, err := st.Dial(ctx, l.addr, clientConfig())
+	if err != nil {
+		t.Fatalf("legitimate dial: %v", err)
+	}
+	c.Close()
 	cancel()
 	wg.Wait()
 }

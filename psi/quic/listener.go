@@ -13,7 +13,7 @@ import (
 )
 
 // maxBacklog bounds connections waiting for Accept or for their root
-// stream; more are refused.
+// stream, a quarter of them from one address; more are refused.
 const maxBacklog = 256
 
 // Listener accepts QUIC connections and returns their root transients. It
@@ -28,6 +28,8 @@ type Listener struct {
 	ready   chan *Transient
 	done    chan struct{}
 	backlog atomic.Int32 // connections without a root transient taken by Accept
+	srcMu   sync.Mutex
+	bySrc   map[netip.Addr]int // backlog per client address
 	once    sync.Once
 	wg      sync.WaitGroup
 }
@@ -101,13 +103,37 @@ func (l *Listener) acceptLoop() {
 			}
 			handshakeDone(qc)
 		}()
-		if l.backlog.Load() >= maxBacklog {
+		src := addrPort(qc.RemoteAddr()).Addr()
+		if l.backlog.Load() >= maxBacklog || !l.takeShare(src) {
 			_ = qc.CloseWithError(codeRefused, "backlog full")
 			continue
 		}
 		l.backlog.Add(1)
 		l.tr.acquire()
-		newConn(qc, l.tr, l.cfg, true, l.deliver, func() { l.backlog.Add(-1) })
+		newConn(qc, l.tr, l.cfg, true, l.deliver, func() { l.backlog.Add(-1); l.giveShare(src) })
+	}
+}
+
+// takeShare counts a connection from src in the backlog, of which one
+// address may hold a quarter.
+func (l *Listener) takeShare(src netip.Addr) bool {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	if l.bySrc[src] >= maxBacklog/4 {
+		return false
+	}
+	if l.bySrc == nil {
+		l.bySrc = make(map[netip.Addr]int)
+	}
+	l.bySrc[src]++
+	return true
+}
+
+func (l *Listener) giveShare(src netip.Addr) {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	if l.bySrc[src]--; l.bySrc[src] <= 0 {
+		delete(l.bySrc, src)
 	}
 }
 
