@@ -423,6 +423,48 @@ func testCloseReadAll(t *testing.T, mp MakePair) {
 	}
 }
 
+// testClosePrompt checks that Close against a live peer that has read
+// everything takes about a round trip (bounded here by a second), for a
+// root and for a fork.
+func testClosePrompt(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	pairs := [][2]psi.Transient{{p.A, p.B}}
+	if p.A.Features().Has(psi.Fork) {
+		f, err := p.A.Fork(ctx, psi.Wine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.WriteMessage(ctx, []byte("fork"), true, nil); err != nil {
+			t.Fatal(err)
+		}
+		g, err := p.B.AcceptFork(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close(); g.Close() })
+		if m, err := readMsg(ctx, g, 64); err != nil || string(m) != "fork" {
+			t.Fatalf("fork: %q, %v", m, err)
+		}
+		pairs = append(pairs, [2]psi.Transient{f, g})
+	}
+	for i, pr := range pairs {
+		if err := pr[0].WriteMessage(ctx, pattern(10<<10, uint64(i)), true, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readMsg(ctx, pr[1], 4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := len(pairs) - 1; i >= 0; i-- {
+		start := time.Now()
+		err := within(t, linger+time.Second, "Close", pairs[i][0].Close)
+		if d := time.Since(start); err != nil || d > time.Second {
+			t.Errorf("transient %d: Close took %v: %v", i, d, err)
+		}
+	}
+}
+
 func testConcurrentClose(t *testing.T, mp MakePair) {
 	p := mp(t, short)
 	ctx := testContext(t, 20*time.Second)

@@ -85,6 +85,7 @@ var cases = []testCase{
 	{"CloseReadAll", testCloseReadAll},
 	{"CloseUnreadByPeer", testCloseUnreadByPeer},
 	{"ConcurrentClose", testConcurrentClose},
+	{"ClosePrompt", testClosePrompt},
 	{"CloseWithUnreadData", testCloseWithUnreadData},
 	{"PeerCloseEndsSends", testPeerCloseEndsSends},
 	{"CloseContextBounded", testCloseContextBounded},
