@@ -68,6 +68,7 @@ func TestConformance(t *testing.T) {
 					if why, ok := pending[st+"/"+tc.name]; ok && os.Getenv("CONFORMANCE_PENDING") == "" {
 						t.Skip(why)
 					}
+					checkLeaks(t)
 					tc.run(t, st)
 				})
 			}
