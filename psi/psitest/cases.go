@@ -465,6 +465,54 @@ func testClosePrompt(t *testing.T, mp MakePair) {
 	}
 }
 
+// testForkBothWays forks from the accepting side too, where the stack
+// allows it, and carries messages both ways on the forks.
+func testForkBothWays(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	if !p.A.Features().Has(psi.Fork) {
+		t.Skip("stack cannot fork")
+	}
+	ctx := testContext(t, 20*time.Second)
+	for _, dir := range []struct {
+		name     string
+		from, to psi.Transient
+	}{{"dialler", p.A, p.B}, {"acceptor", p.B, p.A}} {
+		f, err := dir.from.Fork(ctx, psi.Wine)
+		if errors.Is(err, post.ErrNotSupported) {
+			t.Logf("the %s cannot fork: %v", dir.name, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("fork from the %s: %v", dir.name, err)
+		}
+		if err := f.WriteMessage(ctx, []byte("ping"), true, nil); err != nil {
+			t.Fatal(err)
+		}
+		g, err := dir.to.AcceptFork(ctx)
+		if err != nil {
+			t.Fatalf("accept the %s's fork: %v", dir.name, err)
+		}
+		if m, err := readMsg(ctx, g, 64); err != nil || string(m) != "ping" {
+			t.Fatalf("%s's fork: %q, %v", dir.name, m, err)
+		}
+		if err := g.WriteMessage(ctx, []byte("pong"), true, nil); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := readMsg(ctx, f, 64); err != nil || string(m) != "pong" {
+			t.Fatalf("reply on the %s's fork: %q, %v", dir.name, m, err)
+		}
+		if err := within(t, linger+time.Second, "Close", f.Close); err != nil {
+			t.Fatalf("Close of the %s's fork: %v", dir.name, err)
+		}
+		if _, _, err := g.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
+			t.Fatalf("read after the %s closed its fork: %v, want io.EOF", dir.name, err)
+		}
+		if err := within(t, linger+time.Second, "Close", g.Close); err != nil {
+			t.Fatalf("Close of the accepted fork: %v", err)
+		}
+	}
+}
+
 func testConcurrentClose(t *testing.T, mp MakePair) {
 	p := mp(t, short)
 	ctx := testContext(t, 20*time.Second)
