@@ -68,7 +68,7 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 		hs = newHandshakes(orDefault(s.MaxHandshakes, 128), orDefault(s.MaxHandshakesPerSource, 8))
 		hs.install(tr.t)
 	}
-	ql, err := tr.t.ListenEarly(tc, quicConfig(cfg, true))
+	ql, err := tr.t.ListenEarly(tc, s.quicConfig(cfg, true))
 	if err != nil {
 		tr.release()
 		return nil, mapError(err)

@@ -1182,3 +1182,47 @@ func forkPair(t testing.TB, ctx context.Context, a, b psi.Transient, class psi.T
 	t.Cleanup(func() { fb.Close() })
 	return fa, fb
 }
+
+// TestForkBackPressure checks that forks the peer has not accepted are
+// held back at its stream limit: Fork waits instead of failing or
+// dropping, and goes on once the peer accepts.
+func TestForkBackPressure(t *testing.T) {
+	st := &Stack{MaxStreams: 4}
+	cli, srv, _ := pair(t, st, serverConfig(), clientConfig())
+	ctx := testContext(t)
+	var forks []psi.Transient
+	for range 3 { // the root is the fourth stream
+		f, err := cli.Fork(ctx, psi.Wine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send(t, ctx, f, []byte("x"), nil)
+		forks = append(forks, f)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := cli.Fork(short, psi.Wine); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("fork past the peer's stream limit: %v, want it held back until the context ends", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		f, err := cli.Fork(ctx, psi.Wine)
+		if err == nil {
+			f.Close()
+		}
+		got <- err
+	}()
+	// The server accepts and closes one fork; a stream is free again.
+	sf, err := srv.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := readAll(ctx, sf, 8); err != nil || string(m) != "x" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	forks[0].Close()
+	sf.Close()
+	if err := <-got; err != nil {
+		t.Fatalf("fork once a stream was free: %v", err)
+	}
+}

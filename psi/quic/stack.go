@@ -92,6 +92,11 @@ type Stack struct {
 	// first prove their address with a Retry. These apply to the
 	// transports the stack opens itself, not to those from Transport.
 	MaxHandshakes, MaxHandshakesPerSource int
+	// MaxStreams bounds the streams the peer may have open at once on one
+	// connection: its root and its forks, accepted or not. A Fork past
+	// the peer's bound waits (back-pressure) until one of them is done, or
+	// its context ends. Zero means 1000.
+	MaxStreams int
 }
 
 var _ psi.Stack = (*Stack)(nil)
@@ -103,7 +108,7 @@ func (*Stack) Name() string { return Name }
 func (*Stack) Features() psi.Features { return features }
 
 // quicConfig returns the quic-go configuration for cfg.
-func quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
+func (s *Stack) quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 	hs := cfg.Handshake()
 	return &quicgo.Config{
 		// quic-go aborts a handshake after twice HandshakeIdleTimeout.
@@ -116,7 +121,7 @@ func quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 		// up to these.
 		MaxStreamReceiveWindow:     16 << 20,
 		MaxConnectionReceiveWindow: 32 << 20,
-		MaxIncomingStreams:         1000,
+		MaxIncomingStreams:         int64(orDefault(s.MaxStreams, 1000)),
 		// One unidirectional stream: the peer's "done" (see conn.release).
 		MaxIncomingUniStreams: 1,
 	}
@@ -248,7 +253,7 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Handshake())
 	defer cancel()
-	qcfg := quicConfig(cfg, false)
+	qcfg := s.quicConfig(cfg, false)
 	ua := net.UDPAddrFromAddrPort(remote)
 	var qc *quicgo.Conn
 	if cfg.Allow0RTT {
