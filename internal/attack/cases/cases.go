@@ -18,6 +18,7 @@ type Row struct {
 // All is every row that needs no access to a stack's internals.
 var All = []Row{
 	{Name: "TCP slowloris", Run: TCPSlowloris},
+	{Name: "TCP slowloris from 64 /24 prefixes", Run: TCPSlowloris64},
 	{Name: "QUIC handshakes never completed", Run: QUICHandshakeFlood},
 	{Name: "FSP connections and clones never accepted or read", Run: FSPUnaccepted},
 	{Name: "FSP observer with a faster path", Run: FSPObserver},
