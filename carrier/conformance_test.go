@@ -197,12 +197,23 @@ func confLarge(t *testing.T, stack string) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("got %d bytes, want %d", len(got), total)
 	}
-	// Whole, the same message is over the receiver's limit.
-	go func() { errc <- c.Send(ctx, want) }()
-	if _, err := s.Receive(ctx); !errors.Is(err, post.ErrMessageTooLarge) {
-		t.Fatalf("Receive over the limit: %v", err)
+	// Whole, the same message is over the receiver's limit; it stays
+	// pending for Ready, and the next message follows.
+	if err := c.Send(ctx, want); err != nil {
+		t.Fatal(err)
 	}
-	<-errc
+	c.Send(ctx, []byte("next"))
+	for range 2 {
+		if _, err := s.Receive(ctx); !errors.Is(err, post.ErrMessageTooLarge) {
+			t.Fatalf("Receive over the limit: %v", err)
+		}
+	}
+	if got := readParts(t, ctx, s, 64<<10); !bytes.Equal(got, want) {
+		t.Fatalf("after Receive refused it: %d bytes, want %d", len(got), total)
+	}
+	if m, err := s.Receive(ctx); err != nil || string(m.Content) != "next" {
+		t.Fatalf("the next message: %v %v", err, m)
+	}
 }
 
 // confWriterAbort: an aborted MessageWriter never reaches the reader as

@@ -37,9 +37,10 @@ type inbound struct {
 
 const keepInboundCap = 1 << 20
 
-// Receive returns the next complete Message. Messages larger than
-// Config.MaxMessageSize fail with an error wrapping post.ErrMessageTooLarge;
-// use Ready with Max set to receive them in parts. After the peer's
+// Receive returns the next complete Message. A message larger than
+// Config.MaxMessageSize fails with an error wrapping
+// post.ErrMessageTooLarge and stays pending: Ready with Max set receives
+// it in parts. After the peer's
 // orderly close and the last message, it returns io.EOF.
 func (c *Carrier) Receive(ctx context.Context) (*post.Message, error) {
 	return c.Ready(ctx, ReadyOptions{})
@@ -84,6 +85,11 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 		if !partial && in.end {
 			return c.deliver(len(in.buf), opts), nil
 		}
+		if !partial && in.off+int64(len(in.buf)) > limit {
+			// The message stays pending, for Ready with Max to take in
+			// parts.
+			return nil, post.Errorf(post.ErrMessageTooLarge, "inbound message over %d bytes; read it in parts with Ready", limit)
+		}
 		t, err := c.readable(ctx)
 		if err != nil {
 			return nil, err
@@ -113,10 +119,6 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 		in.end = end
 		if n > 0 {
 			c.touch()
-		}
-		if !partial && !end && in.off+int64(len(in.buf)) > limit {
-			c.retire(t, post.ErrMessageTooLarge)
-			return nil, post.Errorf(post.ErrMessageTooLarge, "inbound message over %d bytes", limit)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
