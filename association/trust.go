@@ -14,6 +14,9 @@ import (
 // is left, the reasons are the error. server says whether the stacks will
 // listen.
 func (a *Association) secureStacks(stacks []psi.Stack, server bool) ([]psi.Stack, error) {
+	if err := a.cfg.Security.Check(); err != nil {
+		return nil, err
+	}
 	out := stacks[:0:0]
 	var why []error
 	for _, s := range stacks {

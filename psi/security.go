@@ -48,7 +48,8 @@ type Security struct {
 	// PinnedKeys, if set, are the only peer keys accepted, and replace
 	// chain verification.
 	PinnedKeys []Pin
-	// PSK is a pre-shared key. Alone, it authenticates both ends.
+	// PSK is a pre-shared key. It authenticates both ends, and is used
+	// alone: with Certificates, PinnedKeys or RootCAs it is refused (Check).
 	PSK []byte
 	// ClientAuth makes a listener require and verify a client certificate.
 	ClientAuth bool
@@ -121,6 +122,26 @@ func (s *Security) Identity() (*tls.Certificate, error) {
 	return nil, post.Errorf(post.ErrAuthentication, "no certificate or PSK to prove who this end is: set Security.Certificates or Security.PSK")
 }
 
+// Check rejects settings whose meaning would differ by stack. A PSK is a
+// whole trust configuration: it identifies both ends. Combined with
+// Certificates, PinnedKeys or RootCAs it is ambiguous (FSP keys its
+// handshake with the PSK, so it would need the PSK and a certificate,
+// while TLS can only take the PSK as one more pinned key, the PSK or a
+// certificate), so every stack refuses it with post.ErrInvalid.
+func (s *Security) Check() error {
+	if len(s.PSK) == 0 {
+		return nil
+	}
+	if len(s.Certificates) > 0 || len(s.PinnedKeys) > 0 || s.RootCAs != nil {
+		return post.Errorf(post.ErrInvalid,
+			"Security.PSK cannot be combined with Certificates, PinnedKeys or RootCAs: use a PSK alone, or certificates and pins")
+	}
+	if len(s.PSK) < 16 {
+		return post.Errorf(post.ErrInvalid, "Security.PSK is shorter than 16 bytes")
+	}
+	return nil
+}
+
 // ClientCertRequired reports whether a listener with these settings
 // requires and verifies a client certificate: with ClientAuth, and with a
 // PSK (the client then proves it holds the PSK-derived key). Every stack
@@ -129,6 +150,9 @@ func (s *Security) ClientCertRequired() bool { return s.ClientAuth || len(s.PSK)
 
 // TLSConfig builds a crypto/tls configuration from s.
 func (s *Security) TLSConfig(server bool) (*tls.Config, error) {
+	if err := s.Check(); err != nil {
+		return nil, err
+	}
 	cfg := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         s.NextProtos,

@@ -156,6 +156,9 @@ func parseServerHello(b []byte) (*serverHello, error) {
 // it is, so it is an error.
 func identity(cfg *Config) (*tls.Certificate, error) {
 	s := &cfg.Security
+	if err := s.Check(); err != nil {
+		return nil, err
+	}
 	if len(s.Certificates) == 0 && len(s.PSK) == 0 {
 		return nil, post.Errorf(post.ErrAuthentication,
 			"fsp: a listener needs an identity: set Security.Certificates or Security.PSK")
@@ -174,6 +177,9 @@ func identity(cfg *Config) (*tls.Certificate, error) {
 // names the address as the server name to check when chains are
 // verified without one, as the TCP stack does.
 func dialSecurity(s *psi.Security, remote netip.Addr) error {
+	if err := s.Check(); err != nil {
+		return err
+	}
 	if s.InsecureSkipVerify || len(s.PSK) > 0 || len(s.PinnedKeys) > 0 {
 		return nil
 	}
