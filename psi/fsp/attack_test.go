@@ -60,7 +60,7 @@ func runAttack(t *testing.T, c attack.Case, open string) *attack.Result {
 	t.Logf("ROW %s", r.Row())
 	t.Logf("%s", r)
 	if open != "" {
-		t.Skipf("not asserted until this lands: %s", open)
+		t.Skipf("open, not asserted: %s", open)
 	}
 	r.Assert(t)
 	return r
@@ -264,10 +264,12 @@ func TestAttackForgedMultiply(t *testing.T) {
 }
 
 // resetInjector is a client socket an attacker answers first: for every
-// INIT_CONNECT and CONNECT_REQUEST the client sends, it injects the RESETs
-// an attacker without the client's nonce can make, as if from the server.
+// INIT_CONNECT and CONNECT_REQUEST the client sends, it injects RESETs as
+// if from the server: those an attacker off the path can make (without
+// the client's nonce) or, onPath, one under the nonce it read.
 type resetInjector struct {
 	*net.UDPConn
+	onPath   bool
 	in       chan rxPacket
 	done     chan struct{}
 	once     sync.Once
@@ -279,8 +281,8 @@ type rxPacket struct {
 	addr net.Addr
 }
 
-func newResetInjector(pc *net.UDPConn, injected *atomic.Int64) *resetInjector {
-	r := &resetInjector{UDPConn: pc, in: make(chan rxPacket, 64), done: make(chan struct{}), injected: injected}
+func newResetInjector(pc *net.UDPConn, onPath bool, injected *atomic.Int64) *resetInjector {
+	r := &resetInjector{UDPConn: pc, onPath: onPath, in: make(chan rxPacket, 64), done: make(chan struct{}), injected: injected}
 	go func() {
 		for {
 			buf := make([]byte, maxHandshakeSize)
@@ -301,7 +303,17 @@ func newResetInjector(pc *net.UDPConn, injected *atomic.Int64) *resetInjector {
 func (r *resetInjector) WriteTo(b []byte, addr net.Addr) (int, error) {
 	var pkt wire.Packet
 	if wire.Parse(b, &pkt) == nil && (pkt.Opcode == wire.InitConnect || pkt.Opcode == wire.ConnectRequest) {
-		for _, key := range [][]byte{fcrypto.HandshakeKey(nil, pkt.Src), fcrypto.RefusalKey(make([]byte, fcrypto.NonceLen))} {
+		keys := [][]byte{fcrypto.HandshakeKey(nil, pkt.Src), fcrypto.RefusalKey(make([]byte, fcrypto.NonceLen))}
+		if r.onPath {
+			nonce := pkt.Payload
+			if pkt.Opcode == wire.ConnectRequest && len(nonce) >= fcrypto.CookieLen {
+				nonce = nonce[fcrypto.CookieLen:]
+			}
+			if len(nonce) >= fcrypto.NonceLen {
+				keys = [][]byte{fcrypto.RefusalKey(nonce[:fcrypto.NonceLen])}
+			}
+		}
+		for _, key := range keys {
 			p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: pkt.Src}}
 			select {
 			case r.in <- rxPacket{handshakePacket(nil, key, &p, nil), addr}:
@@ -330,6 +342,13 @@ func (r *resetInjector) Close() error {
 // TestAttackHandshakeReset: every legitimate dial gets forged RESETs
 // before the server's answers.
 func TestAttackHandshakeReset(t *testing.T) {
+	t.Run("off-path", func(t *testing.T) { handshakeReset(t, false, "") })
+	t.Run("on-path", func(t *testing.T) {
+		handshakeReset(t, true, "an attacker on the path reads the client's nonce, and a refusal before key agreement cannot be authenticated otherwise (as with a TCP RST or a QUIC Initial CONNECTION_CLOSE)")
+	})
+}
+
+func handshakeReset(t *testing.T, onPath bool, open string) {
 	l, ccfg, _ := attackListener(t, nil)
 	var injected atomic.Int64
 	var on atomic.Bool
@@ -340,7 +359,7 @@ func TestAttackHandshakeReset(t *testing.T) {
 		}
 		var conn net.PacketConn = pc
 		if on.Load() {
-			conn = newResetInjector(pc, &injected)
+			conn = newResetInjector(pc, onPath, &injected)
 		}
 		tr := &Transport{Conn: conn}
 		c, err := tr.Dial(ctx, l.Addr(), ccfg)
@@ -353,7 +372,7 @@ func TestAttackHandshakeReset(t *testing.T) {
 		return nil
 	}
 	ca := attack.Case{
-		Name:   "FSP RESET during the handshake",
+		Name:   "FSP RESET during the handshake, attacker " + map[bool]string{false: "off", true: "on"}[onPath] + " the path",
 		Budget: 32 << 20,
 		Dial:   dial,
 		Attack: func(ctx context.Context, b *attack.Bytes) {
@@ -365,5 +384,5 @@ func TestAttackHandshakeReset(t *testing.T) {
 			return fmt.Sprintf("%d forged RESETs injected", injected.Load()), nil
 		},
 	}
-	runAttack(t, ca, "")
+	runAttack(t, ca, open)
 }

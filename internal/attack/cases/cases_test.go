@@ -21,7 +21,7 @@ func TestAttack(t *testing.T) {
 			}
 			t.Logf("%s", r)
 			if row.Open != "" {
-				t.Skipf("not asserted until this lands: %s", row.Open)
+				t.Skipf("open, not asserted: %s", row.Open)
 			}
 			r.Assert(t)
 		})
