@@ -104,6 +104,11 @@ type Conn struct {
 	clientDigest []byte
 	authMsg      []byte
 	authWait     bool
+	// Resumption (resume.go): the ticket a dial presents, the secret
+	// this session's tickets derive from, and whether it was resumed.
+	resume  *resumeState
+	resBase []byte
+	resumed bool
 
 	// Keys. A session's master secret derives the keys of every
 	// connection of the session with that connection's ALFID pair.

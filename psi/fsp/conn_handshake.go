@@ -38,10 +38,18 @@ func (c *Conn) dial(ctx context.Context) error {
 	psk := c.cfg.Security.PSK
 	c.hsKey = fcrypto.HandshakeKey(psk, c.local)
 	c.resetKey = c.hsKey
-	p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: c.local}}
-	c.hsPacket = handshakePacket(nil, c.hsKey, &p, c.nonce[:])
+	now := time.Now()
+	if rs := c.takeTicket(now); rs != nil {
+		// Resume with one round trip; a listener that cannot take the
+		// ticket answers with a cookie, as to INIT_CONNECT.
+		c.resume = rs
+		c.hsPacket = c.restorePacket(rs, now)
+	} else {
+		p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: c.local}}
+		c.hsPacket = handshakePacket(nil, c.hsKey, &p, c.nonce[:])
+	}
 	c.state = stateInitiating
-	c.sendHandshake(time.Now())
+	c.sendHandshake(now)
 	c.armTimer()
 	c.mu.Unlock()
 
@@ -73,6 +81,17 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 	if c.hsKey == nil {
 		return
 	}
+	if c.resume != nil && pkt.Opcode == wire.AckConnectReq && c.state == stateInitiating {
+		if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.BinderKey(c.resume.secret), b); !ok || len(pkt.Payload) < fcrypto.TagLen {
+			return
+		}
+		if err := c.finishResume(pkt, pkt.Payload[:len(pkt.Payload)-fcrypto.TagLen], time.Now()); err != nil {
+			c.failLocked(err)
+			return
+		}
+		c.trySend()
+		return
+	}
 	if _, ok := fcrypto.VerifyHandshakeTag(c.hsKey, b); !ok || len(pkt.Payload) < fcrypto.TagLen {
 		return
 	}
@@ -89,6 +108,7 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 			Param:        c.myParam(),
 			EphemeralKey: c.kp.Public[:],
 		}
+		c.resume = nil // the listener did not take our ticket: full handshake
 		payload := append(append(make([]byte, 0, fcrypto.CookieLen+fcrypto.NonceLen), body...), c.nonce[:]...)
 		c.hsPacket = handshakePacket(nil, c.hsKey, &p, payload)
 		c.state = stateRequesting
@@ -126,6 +146,7 @@ func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {
 	c.peer, c.peerKnown = pkt.Src, true
 	c.peerParam = pkt.Param
 	c.master = master
+	c.resBase = fcrypto.ResumptionBase(master)
 	c.installKeys()
 	// From here on a refusal can be told to the responder, under the
 	// session keys, so it forgets the attempt at once.
@@ -297,6 +318,7 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 	c.peerKnown = true
 	c.peerParam = pkt.Param
 	c.master = master
+	c.resBase = fcrypto.ResumptionBase(master)
 	c.installKeys()
 	if flags&helloClientCert != 0 {
 		c.clientDigest = digest

@@ -85,7 +85,7 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	if pkt.Flags&wire.FlagKeyPhase != 0 {
 		d = c.rx[1]
 	}
-	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen && pkt.Opcode != wire.ClientAuth {
+	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen && pkt.Opcode != wire.ClientAuth && pkt.Opcode != wire.Ticket {
 		c.stats.PacketsDropped++
 		return
 	}
@@ -116,6 +116,7 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		c.handshakeRTT(now)
 		c.hsPacket = nil
 		*deliver = c.listener
+		c.issueTicket(now)
 	}
 	c.onPathPacket(from, len(b), newest, pkt, now)
 	c.confirmed = true
@@ -155,6 +156,8 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		}
 	case wire.ClientAuth:
 		c.ackNow = true // confirm it (again)
+	case wire.Ticket:
+		c.storeTicket(pt)
 	case wire.Reset:
 		auth := len(pt) > 0 && pt[0] == wire.ResetAuthentication
 		putBuf(buf)

@@ -26,7 +26,10 @@ type Listener struct {
 	done          chan struct{}
 	closeOnce     sync.Once
 	refusedOnce   sync.Once
-	refused       chan error // see Refused
+	refused       chan error     // see Refused
+	tickets       ticketKeys     // resumption (ticket.go)
+	idDigest      [32]byte       // names this listener's identity in its tickets
+	strikes       strikeRegister // anti-replay of RESTORE (strike.go)
 }
 
 // Refused delivers the error of each client the listener refused for its
@@ -135,11 +138,15 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 	t.mu.Lock()
 	l := t.listener
 	t.mu.Unlock()
-	if pkt.Opcode != wire.InitConnect && pkt.Opcode != wire.ConnectRequest || pkt.Src <= 0xffff {
+	if pkt.Opcode != wire.InitConnect && pkt.Opcode != wire.ConnectRequest && pkt.Opcode != wire.Restore || pkt.Src <= 0xffff {
 		return // initiators use ALFIDs above the well-known range
 	}
 	if l == nil || l.closed() {
 		t.refuseHandshake(from, pkt, len(b))
+		return
+	}
+	if pkt.Opcode == wire.Restore {
+		t.handleRestore(l, b, from, pkt)
 		return
 	}
 	key := fcrypto.HandshakeKey(l.cfg.Security.PSK, pkt.Src)

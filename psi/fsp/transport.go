@@ -442,6 +442,8 @@ func (t *Transport) refuseHandshake(to *peerAddr, pkt *wire.Packet, reqLen int) 
 		nonce = body
 	case pkt.Opcode == wire.ConnectRequest && len(body) == fcrypto.CookieLen+fcrypto.NonceLen:
 		nonce = body[fcrypto.CookieLen:]
+	case pkt.Opcode == wire.Restore && len(body) > fcrypto.NonceLen:
+		nonce = body[:fcrypto.NonceLen]
 	default:
 		return
 	}
@@ -589,6 +591,7 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 		l.pskLeaf = c.Leaf
 	}
 	l.chainLen = chainLen(id)
+	l.idDigest = identityDigest(id.Certificate)
 	if l.chainLen > maxListenerChain {
 		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: post.Errorf(post.ErrNotSupported, "fsp: certificate chain of %d bytes does not fit a handshake packet", l.chainLen)}
 	}

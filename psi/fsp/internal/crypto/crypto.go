@@ -422,3 +422,18 @@ func (j *CookieJar) Verify(now time.Time, c []byte, addr netip.AddrPort, alfid u
 	return hmac.Equal(c[8:], cookieMAC(cur, addr, alfid, nonce, ts)) ||
 		hmac.Equal(c[8:], cookieMAC(old, addr, alfid, nonce, ts))
 }
+
+// ResumptionBase derives, from a session's master secret, the secret its
+// resumption tickets derive from.
+func ResumptionBase(master []byte) []byte { return expand(master, "resumption", nil, SecretLen) }
+
+// ResumptionSecret derives the secret of one ticket from the resumption
+// base and the ticket's nonce.
+func ResumptionSecret(base, ticketNonce []byte) []byte {
+	return expand(base, "ticket", ticketNonce, SecretLen)
+}
+
+// BinderKey is the key of the tag on RESTORE and on its answer: only
+// the holder of the ticket's secret (the client, and the server that
+// opens the ticket) can make it.
+func BinderKey(resumption []byte) []byte { return expand(resumption, "binder", nil, SecretLen) }

@@ -35,12 +35,15 @@ const (
 	// and transcript signature, protected under the new session keys,
 	// sent when ACK_CONNECT_REQ asks for a client certificate.
 	ClientAuth
-	maxOpcode = ClientAuth
+	// Ticket (NEW_TICKET) is ours: a resumption ticket the responder
+	// sends, protected, once the connection is confirmed.
+	Ticket
+	maxOpcode = Ticket
 )
 
 var opNames = [...]string{"", "INIT_CONNECT", "ACK_INIT_CONNECT", "CONNECT_REQUEST",
 	"ACK_CONNECT_REQ", "RESET", "PERSIST", "PURE_DATA", "ADJOURN", "ACK_FLUSH",
-	"RESTORE", "RELEASE", "MULTIPLY", "KEEP_ALIVE", "CLIENT_AUTH"}
+	"RESTORE", "RELEASE", "MULTIPLY", "KEEP_ALIVE", "CLIENT_AUTH", "NEW_TICKET"}
 
 func (o Opcode) String() string {
 	if o >= 1 && o <= maxOpcode {

@@ -50,7 +50,7 @@ func TestParseRejects(t *testing.T) {
 		"short":       func(b []byte) []byte { return b[:HeaderLen-1] },
 		"version":     func(b []byte) []byte { b[0] = 1; return b },
 		"opcode":      func(b []byte) []byte { b[1] = 0; return b },
-		"opcode high": func(b []byte) []byte { b[1] = 15; return b },
+		"opcode high": func(b []byte) []byte { b[1] = 16; return b },
 		"hsp small":   func(b []byte) []byte { b[3] = 4; return b },
 		"hsp large":   func(b []byte) []byte { b[2] = 0xff; return b },
 		"ext length":  func(b []byte) []byte { b[HeaderLen+3] = 2; return b },

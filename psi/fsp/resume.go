@@ -1,0 +1,278 @@
+package fsp
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// The resumed handshake (see doc.go, "Resumption"):
+//
+//	RESTORE           client nonce | ticket age (ms) | sealed ticket;
+//	                  EPHEMERAL_KEY, CONNECT_PARAM
+//	ACK_CONNECT_REQ   server nonce | flags (helloResumed) | key confirmation;
+//	                  EPHEMERAL_KEY, CONNECT_PARAM
+//
+// Both are tagged under BinderKey(resumption secret). The master secret
+// mixes a fresh X25519 output with the resumption secret, so forward
+// secrecy holds once the exchange completes; nobody signs anything.
+
+// helloResumed is the ACK_CONNECT_REQ flag of a resumed handshake.
+const helloResumed = 2
+
+// resumeState is a ticket the client holds, taken out of the cache.
+type resumeState struct {
+	blob     []byte // the sealed ticket
+	secret   []byte // resumption secret
+	received time.Time
+	chain    []*x509.Certificate // the server's verified chain
+}
+
+// ticketCacheKey names the listener a ticket is for in
+// Security.SessionCache: the server name checked, and the address.
+func (c *Conn) ticketCacheKey() string {
+	return "fsp:" + c.cfg.Security.ServerName + "|" + c.remote.String()
+}
+
+// takeTicket removes and returns the cached ticket for this dial's
+// listener: a ticket is used once. Called with c.mu held.
+func (c *Conn) takeTicket(now time.Time) *resumeState {
+	cache := c.cfg.Security.SessionCache
+	if cache == nil || c.parent != nil {
+		return nil
+	}
+	key := c.ticketCacheKey()
+	cs, ok := cache.Get(key)
+	if !ok || cs == nil {
+		return nil
+	}
+	cache.Put(key, nil)
+	blob, st, err := cs.ResumptionState()
+	if err != nil || st == nil || len(st.Extra) < 1 || len(st.Extra[0]) != 1+8+fcrypto.SecretLen || st.Extra[0][0] != ticketVersion {
+		return nil
+	}
+	meta := st.Extra[0]
+	rs := &resumeState{
+		blob:     blob,
+		received: time.UnixMilli(int64(binary.BigEndian.Uint64(meta[1:]))),
+		secret:   meta[9:],
+	}
+	if now.Sub(rs.received) >= ticketLifetime || len(blob) > maxTicket {
+		return nil
+	}
+	for _, der := range st.Extra[1:] {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil
+		}
+		rs.chain = append(rs.chain, cert)
+	}
+	return rs
+}
+
+// storeTicket caches a NEW_TICKET from the listener. Called with c.mu
+// held.
+func (c *Conn) storeTicket(pt []byte) {
+	cache := c.cfg.Security.SessionCache
+	if cache == nil || !c.initiator || c.parent != nil || c.resBase == nil || len(pt) < ticketNonceLen+ticketSealing+ticketFixed || len(pt) > ticketNonceLen+maxTicket {
+		return
+	}
+	secret := fcrypto.ResumptionSecret(c.resBase, pt[:ticketNonceLen])
+	meta := make([]byte, 0, 1+8+fcrypto.SecretLen)
+	meta = append(meta, ticketVersion)
+	meta = binary.BigEndian.AppendUint64(meta, uint64(time.Now().UnixMilli()))
+	meta = append(meta, secret...)
+	extra := [][]byte{meta}
+	for _, cert := range c.peerCerts {
+		extra = append(extra, cert.Raw)
+	}
+	cs, err := tls.NewResumptionState(bytes.Clone(pt[ticketNonceLen:]), &tls.SessionState{Extra: extra})
+	if err == nil {
+		cache.Put(c.ticketCacheKey(), cs)
+	}
+}
+
+// issueTicket sends the client a NEW_TICKET once the connection is
+// confirmed: its nonce and the ticket, sealed under the listener's
+// ticket key, holding the resumption secret and the client's verified
+// identity. It is sent once; a lost ticket costs a full handshake next
+// time. Called with c.mu held.
+func (c *Conn) issueTicket(now time.Time) {
+	l := c.listener
+	if l == nil || c.initiator || c.resBase == nil || c.tx == nil {
+		return
+	}
+	var nonce [ticketNonceLen]byte
+	rand.Read(nonce[:])
+	tk := ticket{issued: now, secret: fcrypto.ResumptionSecret(c.resBase, nonce[:]), server: l.idDigest}
+	if !(len(c.peerCerts) == 1 && c.peerCerts[0] == l.pskLeaf) {
+		for _, cert := range c.peerCerts {
+			tk.chain = append(tk.chain, cert.Raw)
+		}
+	}
+	blob := l.tickets.seal(&tk, now)
+	if len(blob) > maxTicket || len(tk.chain) > wire.MaxChain {
+		return // RESTORE would not fit a handshake packet
+	}
+	body := append(nonce[:], blob...)
+	p := c.header(wire.Ticket, 0, c.snd.Next())
+	hdr := wire.AppendHeader(make([]byte, 0, overhead+len(body)), &p)
+	pn := c.pn
+	c.pn++
+	c.stats.PacketsSent++
+	if out, err := c.tx.Seal(hdr, pn, hdr, body); err == nil {
+		c.t.write(out, &c.remote)
+	}
+}
+
+// restorePacket builds RESTORE for rs. Called with c.mu held.
+func (c *Conn) restorePacket(rs *resumeState, now time.Time) []byte {
+	p := wire.Packet{
+		Header:       wire.Header{Opcode: wire.Restore, Src: c.local},
+		HasParam:     true,
+		Param:        c.myParam(),
+		EphemeralKey: c.kp.Public[:],
+	}
+	payload := make([]byte, 0, fcrypto.NonceLen+4+len(rs.blob))
+	payload = append(payload, c.nonce[:]...)
+	payload = binary.BigEndian.AppendUint32(payload, uint32(max(0, now.Sub(rs.received).Milliseconds())))
+	payload = append(payload, rs.blob...)
+	return handshakePacket(nil, fcrypto.BinderKey(rs.secret), &p, payload)
+}
+
+// restoreRequest is a parsed RESTORE body.
+type restoreRequest struct {
+	nonce  []byte
+	age    time.Duration
+	ticket []byte
+}
+
+// parseRestore splits a RESTORE's payload (tag included). It never
+// panics.
+func parseRestore(pkt *wire.Packet) (*restoreRequest, error) {
+	b := pkt.Payload
+	if !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen || pkt.Src <= 0xffff ||
+		len(b) < fcrypto.NonceLen+4+ticketSealing+ticketFixed+fcrypto.TagLen {
+		return nil, post.Errorf(post.ErrMalformed, "fsp: bad RESTORE")
+	}
+	b = b[:len(b)-fcrypto.TagLen]
+	return &restoreRequest{
+		nonce:  b[:fcrypto.NonceLen],
+		age:    time.Duration(binary.BigEndian.Uint32(b[fcrypto.NonceLen:])) * time.Millisecond,
+		ticket: b[fcrypto.NonceLen+4:],
+	}, nil
+}
+
+// resumeSecret is what the resumed master secret mixes with the X25519
+// output: the ticket's secret, and the PSK if any.
+func resumeSecret(res, psk []byte) []byte { return append(bytes.Clone(res), psk...) }
+
+// respondResumed runs the responder's side of a RESTORE whose ticket and
+// binder checked out.
+func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet) error {
+	l := c.listener
+	kp, err := fcrypto.NewKeyPair()
+	if err != nil {
+		return err
+	}
+	shared, err := kp.Shared(pkt.EphemeralKey)
+	if err != nil {
+		return post.Errorf(post.ErrMalformed, "fsp: bad ephemeral key")
+	}
+	var certs []*x509.Certificate
+	for _, der := range tk.chain {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return post.Errorf(post.ErrMalformed, "fsp: ticket holds a bad certificate")
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 && l.pskLeaf != nil {
+		certs = []*x509.Certificate{l.pskLeaf}
+	}
+	rand.Read(c.nonce[:])
+	myParam := c.myParam()
+	flags := byte(helloResumed)
+	digest := transcript(pkt.Src, c.local, req.nonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
+		&pkt.Param, &myParam, flags, [][]byte{req.ticket})
+	master := fcrypto.MasterSecret(shared, resumeSecret(tk.secret, c.cfg.Security.PSK), req.nonce, c.nonce[:])
+	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
+	body := make([]byte, 0, fcrypto.NonceLen+1+fcrypto.TagLen)
+	body = append(append(append(body, c.nonce[:]...), flags), confirm[:]...)
+	p := wire.Packet{
+		Header:       wire.Header{Opcode: wire.AckConnectReq, Dst: pkt.Src, Src: c.local},
+		HasParam:     true,
+		Param:        myParam,
+		EphemeralKey: kp.Public[:],
+	}
+	binder := fcrypto.BinderKey(tk.secret)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hsKey = binder
+	c.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, c.local)
+	c.peerNonce = bytes.Clone(req.nonce)
+	c.peerKnown = true
+	c.peerParam = pkt.Param
+	c.master = master
+	c.resBase = fcrypto.ResumptionBase(master)
+	c.resumed = true
+	c.installKeys()
+	c.peerCerts = certs
+	c.hsPacket = handshakePacket(nil, binder, &p, body)
+	c.state = stateAffirming
+	c.t.write(c.hsPacket, &c.remote)
+	c.armTimer()
+	return nil
+}
+
+// finishResume completes a resumed dial on the listener's answer, whose
+// tag checked out under the binder key. Called with c.mu held.
+func (c *Conn) finishResume(pkt *wire.Packet, body []byte, now time.Time) error {
+	rs := c.resume
+	if !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen || pkt.Src <= 0xffff ||
+		len(body) != fcrypto.NonceLen+1+fcrypto.TagLen || body[fcrypto.NonceLen] != helloResumed {
+		return post.Errorf(post.ErrMalformed, "fsp: bad resumed ACK_CONNECT_REQ")
+	}
+	sNonce, flags, confirmGot := body[:fcrypto.NonceLen], body[fcrypto.NonceLen], body[fcrypto.NonceLen+1:]
+	shared, err := c.kp.Shared(pkt.EphemeralKey)
+	if err != nil {
+		return post.Errorf(post.ErrAuthentication, "fsp: bad ephemeral key")
+	}
+	myParam := c.myParam()
+	digest := transcript(c.local, pkt.Src, c.nonce[:], sNonce, c.kp.Public[:], pkt.EphemeralKey,
+		&myParam, &pkt.Param, flags, [][]byte{rs.blob})
+	master := fcrypto.MasterSecret(shared, resumeSecret(rs.secret, c.cfg.Security.PSK), c.nonce[:], sNonce)
+	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
+	if string(confirm[:]) != string(confirmGot) {
+		return post.Errorf(post.ErrAuthentication, "fsp: resumed key confirmation failed")
+	}
+	c.peer, c.peerKnown = pkt.Src, true
+	c.peerParam = pkt.Param
+	c.master = master
+	c.resBase = fcrypto.ResumptionBase(master)
+	c.installKeys()
+	c.peerCerts = rs.chain
+	c.resumed = true
+	c.resume, c.kp, c.hsPacket = nil, nil, nil
+	c.establish(now)
+	c.ackReq = true
+	c.rtoAt = now.Add(hsInitialRTO)
+	close(c.established)
+	return nil
+}
+
+// Resumed reports whether the connection was set up by resuming an
+// earlier session with a ticket, without a certificate exchange.
+func (c *Conn) Resumed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resumed
+}

@@ -1,0 +1,94 @@
+package fsp
+
+import (
+	"time"
+
+	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// handleRestore answers a RESTORE. A ticket the listener cannot take
+// (another listener's, an old key, expired, another identity, a claim
+// outside the anti-replay window, a full strike register) gets the
+// cookie of a full handshake, which the client continues, and so does a
+// replay of a RESTORE already taken; one whose binder fails gets nothing.
+// Every answer is smaller than the RESTORE: it carries the ticket.
+func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wire.Packet) {
+	req, err := parseRestore(pkt)
+	if err != nil {
+		return
+	}
+	pk := pendingKey{from.ap, pkt.Src}
+	t.mu.Lock()
+	c := t.pending.get(pk)
+	confirmed := c == nil && t.responders[pk] != nil
+	t.mu.Unlock()
+	if c != nil {
+		c.resendAffirm(req.nonce) // the client repeats its RESTORE
+		return
+	}
+	if confirmed {
+		return
+	}
+	now := time.Now()
+	tk, err := l.tickets.open(req.ticket, now)
+	if err != nil || tk.server != l.idDigest {
+		t.restoreFallback(l, from, pkt, req.nonce, now)
+		return
+	}
+	if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.BinderKey(tk.secret), b); !ok {
+		return
+	}
+	if !t.limiter.allow(pendingPrefix(from.ap.Addr()), now, l.cfg.handshakeRate()) {
+		return // the client retransmits
+	}
+	if l.strikes.check(req.nonce, tk.issued.Add(req.age), now) != strikeFresh {
+		// A replay, or a copy the register cannot judge: no resumption,
+		// only a cookie. (A client whose first RESTORE was taken but
+		// dropped below gets here too, and goes on with a full handshake.)
+		t.restoreFallback(l, from, pkt, req.nonce, now)
+		return
+	}
+	t.mu.Lock()
+	evicted, room := t.pending.makeRoom(from.ap.Addr(), now, l.cfg)
+	t.mu.Unlock()
+	for _, e := range evicted {
+		e.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake evicted from the pending table"), false)
+	}
+	if !room {
+		return
+	}
+	c = newConn(t, l.cfg, false, *from)
+	c.peer = pkt.Src
+	c.listener = l
+	if err := t.register(c); err != nil {
+		return
+	}
+	t.mu.Lock()
+	t.pending.add(pk, c, now)
+	if t.responders == nil {
+		t.responders = make(map[pendingKey]*Conn)
+	}
+	t.responders[pk] = c
+	t.mu.Unlock()
+	if !l.admit(c, from.ap.Addr()) {
+		c.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), false)
+		t.refuseHandshake(from, pkt, len(b))
+		return
+	}
+	if err := c.respondResumed(tk, req, pkt); err != nil {
+		t.log.Debug("fsp: resumption failed", "peer", from, "err", err)
+		c.teardown(err, true)
+	}
+}
+
+// restoreFallback answers a RESTORE whose ticket is not taken with
+// ACK_INIT_CONNECT, as if it were an INIT_CONNECT with the same nonce:
+// the client goes on with a full handshake.
+func (t *Transport) restoreFallback(l *Listener, from *peerAddr, pkt *wire.Packet, nonce []byte, now time.Time) {
+	cookie := t.jar.Make(now, from.ap, pkt.Src, nonce)
+	reply := wire.Packet{Header: wire.Header{Opcode: wire.AckInitConnect, Dst: pkt.Src}}
+	var arr [wire.HeaderLen + fcrypto.CookieLen + fcrypto.TagLen]byte
+	t.write(handshakePacket(arr[:0], fcrypto.HandshakeKey(l.cfg.Security.PSK, pkt.Src), &reply, cookie[:]), from)
+}
