@@ -392,7 +392,7 @@ func (c *Carrier) sendable() (psi.Transient, error) {
 }
 
 // retire drops t if it still backs the Carrier and closes it, making the
-// Carrier dormant: it was the Carrier's own choice (idle timeout), so the
+// Carrier dormant: an idle timeout, the Carrier's own choice, so the
 // initiating side may revive it.
 func (c *Carrier) retire(t psi.Transient, why error) {
 	c.mu.Lock()

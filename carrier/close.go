@@ -146,7 +146,8 @@ func opError(op string, t psi.Transient, err error) error {
 // endedError is the error for op on a Carrier whose transient ended with
 // err: it wraps post.ErrPeerClosed when the peer closed or reset it.
 func endedError(op string, err error) error {
-	if errors.Is(err, post.ErrPeerClosed) {
+	var local localEnd
+	if errors.Is(err, post.ErrPeerClosed) || errors.As(err, &local) {
 		return err
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, post.ErrClosed) || errors.Is(err, post.ErrReset) {

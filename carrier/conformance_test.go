@@ -256,16 +256,23 @@ func confWriterAbort(t *testing.T, stack string) {
 		}
 		got += len(m.Content)
 	}
-	// The Carrier goes on: the next message arrives, on the same Carrier
-	// where the stack aborts only the message.
-	if err := c.Send(ctx, []byte("after")); err != nil {
+	// Where the stack aborts only the message, the Carrier goes on and the
+	// next message arrives; where it aborts the transient, the Carrier
+	// has ended and says so, with nothing re-established.
+	err = c.Send(ctx, []byte("after"))
+	if c.State() == carrier.Closed {
+		if err == nil || errors.Is(err, post.ErrPeerClosed) {
+			t.Fatalf("send on a Carrier ended by the abort: %v", err)
+		}
+		t.Logf("the abort ended the Carrier: %v", err)
+		return
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	if s.State() != carrier.Closed {
-		m, err := s.Receive(ctx)
-		if err != nil || string(m.Content) != "after" {
-			t.Fatalf("after the abort: %v %v", err, m)
-		}
+	m, err := s.Receive(ctx)
+	if err != nil || string(m.Content) != "after" {
+		t.Fatalf("after the abort: %v %v", err, m)
 	}
 }
 

@@ -179,7 +179,8 @@ func (c *Carrier) lose(t psi.Transient, why error) {
 	c.mu.Unlock()
 	c.assoc.ObservePath(t.Path())
 	c.log.Debug("carrier ended", "err", why)
-	if errors.Is(why, io.EOF) && !errors.Is(why, io.ErrUnexpectedEOF) {
+	var local localEnd
+	if errors.Is(why, io.EOF) && !errors.Is(why, io.ErrUnexpectedEOF) && !errors.As(why, &local) {
 		t.Close() // the peer closed in order: this ends our side too
 	} else {
 		psi.Abort(t, why)

@@ -205,14 +205,19 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 
 // abandon ends the message in progress on t after a write this side cut
 // short, so that the peer never takes it as complete. A stack that cannot
-// abort one message aborts the transient, which the Carrier then retires
-// as its own choice (the initiating side may revive it). The caller holds
-// the write lock.
+// abort one message alone (FSP) aborts the transient, and that ends the
+// Carrier: it is not dormant, as only an idle timeout makes it so. The
+// caller holds the write lock.
 func (c *Carrier) abandon(t psi.Transient, why error) {
 	if err := psi.AbortMessage(c.ctx, t); err != nil {
-		c.retire(t, fmt.Errorf("message abandoned (%v): %w", why, err))
+		c.lose(t, localEnd{fmt.Errorf("a message was abandoned (%v) and the %s transient with it: %w", why, t.Stack(), err)})
 	}
 }
+
+// localEnd is why this side ended its transient, as opposed to the peer.
+type localEnd struct{ error }
+
+func (e localEnd) Unwrap() error { return e.error }
 
 // sendFailed records that writing to t failed with err, not by this
 // side's choice: the transient sends no more (the peer closed or reset it,
@@ -294,7 +299,7 @@ func (c *Carrier) NewMessageWriter(ctx context.Context, props post.Properties) (
 
 var (
 	errWriterDone    = post.Errorf(post.ErrClosed, "message writer already closed")
-	errWriterAborted = post.Errorf(post.ErrReset, "message aborted by the sender")
+	errWriterAborted = post.Errorf(post.ErrClosed, "message aborted with MessageWriter.Abort")
 )
 
 // Write sends p as the next part of the message. After an error the
