@@ -42,8 +42,8 @@ const maxAuthRetries = 3
 // Exchange registers offer as Key's peer ID wanting to talk to peer and
 // waits until peer has registered wanting this one, then returns peer's
 // offer. It polls until ctx ends; errors wrap post.ErrTimeout (ctx
-// expired), post.ErrMalformed (bad offer or answer),
-// post.ErrAuthentication (the server does not accept the key),
+// expired), post.ErrMalformed (bad offer or answer), post.ErrInvalid
+// (peer is this client itself), post.ErrAuthentication (the server does not accept the key),
 // post.ErrRefused (rejected by the server) or post.ErrPolicyConflict
 // (another poll for the same names displaced this one).
 func (c *Client) Exchange(ctx context.Context, peer PeerID, offer Offer) (Offer, error) {
@@ -59,7 +59,7 @@ func (c *Client) Exchange(ctx context.Context, peer PeerID, offer Offer) (Offer,
 		return Offer{}, err
 	}
 	if self == peer {
-		return Offer{}, post.Errorf(post.ErrMalformed, "rendezvous: self and peer are the same")
+		return Offer{}, post.Errorf(post.ErrInvalid, "rendezvous: self and peer are the same")
 	}
 	if err := offer.Validate(); err != nil {
 		return Offer{}, err
@@ -300,7 +300,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Session, error) {
 		return nil, err
 	}
 	if cfg.Self == cfg.Peer {
-		return nil, post.Errorf(post.ErrMalformed, "rendezvous: self and peer are the same")
+		return nil, post.Errorf(post.ErrInvalid, "rendezvous: self and peer are the same")
 	}
 	agent, err := ice.NewAgent(cfg.ICE)
 	if err != nil {

@@ -314,9 +314,9 @@ func TestMalformed(t *testing.T) {
 	if code, _ := postAs(t, url+"/exchange", testKey("a"), good); code != http.StatusNoContent {
 		t.Errorf("good request: status %d, want 204", code)
 	}
-	// The client reports 400 as post.ErrMalformed without retrying.
+	// Asking for oneself is an API mistake, refused before any request.
 	c := client(url, "a")
-	if _, err := c.Exchange(context.Background(), id("a"), offer("abcd")); !errors.Is(err, post.ErrMalformed) {
+	if _, err := c.Exchange(context.Background(), id("a"), offer("abcd")); !errors.Is(err, post.ErrInvalid) {
 		t.Errorf("client with self == peer: %v", err)
 	}
 }
