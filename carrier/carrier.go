@@ -359,6 +359,9 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient
 	c.log.Debug("reviving dormant carrier")
 	t, err = c.assoc.EstablishWith(ctx, association.EstablishOptions{Allow0RTT: m != nil && m.Idempotent})
 	if err != nil {
+		if settled(err) {
+			c.endWith(err)
+		}
 		return nil, err
 	}
 	c.mu.Lock()
@@ -373,6 +376,27 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient
 	c.mu.Unlock()
 	c.touch()
 	return t, nil
+}
+
+// settled reports whether a failure to establish would recur on every
+// try: the peer refused the credentials, or the settings are unusable.
+// Reviving again would only race again for the same answer.
+func settled(err error) bool {
+	return errors.Is(err, post.ErrAuthentication) || errors.Is(err, post.ErrInvalid) ||
+		errors.Is(err, post.ErrPolicyConflict)
+}
+
+// endWith closes a dormant Carrier that cannot be revived: later Sends
+// and Receives fail with err at once.
+func (c *Carrier) endWith(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == Closed || c.t != nil {
+		return
+	}
+	c.state, c.ended = Closed, err
+	c.signal()
+	c.log.Debug("carrier ended: it cannot be established", "err", err)
 }
 
 // sendable returns the transient to send on: nil with a nil error while

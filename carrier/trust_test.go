@@ -358,3 +358,36 @@ func TestListenChainTooLargeForFSP(t *testing.T) {
 	defer c.Close()
 	t.Logf("listening on %v; connected over %s", l.Addrs(), c.Stack())
 }
+
+// TestLazyWrongCredential: a lazy Carrier whose first message meets a
+// refusal is ended by it; later Sends and Receives fail at once with
+// ErrAuthentication instead of racing again for the same answer.
+func TestLazyWrongCredential(t *testing.T) {
+	l := listen(t, &carrier.Config{Security: psi.Security{PSK: []byte("the right pre-shared key, 32 b..")}})
+	c, err := carrier.Initiate(ctxT(t), l.Remote("127.0.0.1"),
+		&carrier.Config{Lazy: true, Security: psi.Security{PSK: []byte("a wrong pre-shared key, 32 by...")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ev := make(chan post.SendEvent, 4)
+	if err := c.SendMsg(ctxT(t), &post.Message{Content: []byte("hi"), OnEvent: func(e post.SendEvent) { ev <- e }}); err != nil && !errors.Is(err, post.ErrAuthentication) {
+		t.Fatalf("first Send: %v", err)
+	}
+	select {
+	case e := <-ev:
+		if !errors.Is(e.Err, post.ErrAuthentication) {
+			t.Fatalf("send event %v: %v, want ErrAuthentication", e.Kind, e.Err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no send event within 1 s")
+	}
+	if err := c.Send(ctxT(t), []byte("again")); !errors.Is(err, post.ErrAuthentication) {
+		t.Errorf("second Send: %v, want ErrAuthentication", err)
+	}
+	ctx, cancel := context.WithTimeout(ctxT(t), time.Second)
+	defer cancel()
+	if _, err := c.Receive(ctx); !errors.Is(err, post.ErrAuthentication) {
+		t.Errorf("Receive: %v, want ErrAuthentication", err)
+	}
+}
