@@ -169,17 +169,16 @@ func (w *responseWriter) send(last bool) error {
 			return w.err
 		}
 	}
-	if len(out) > 0 {
-		if _, err := w.mw.Write(out); err != nil {
-			w.err = err
-			return err
-		}
+	var err error
+	switch {
+	case last:
+		_, err = w.mw.WriteLast(out) // the end travels with the last bytes
+	case len(out) > 0:
+		_, err = w.mw.Write(out)
 	}
 	w.buf = w.buf[:0]
-	if last {
-		w.err = w.mw.Close()
-	}
-	return w.err
+	w.err = err
+	return err
 }
 
 // Flush sends the head and what the handler wrote so far.

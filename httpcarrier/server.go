@@ -23,6 +23,11 @@ type Server struct {
 	// ReadHeaderTimeout bounds reading the root's preface and each
 	// request head; zero means 30 s.
 	ReadHeaderTimeout time.Duration
+	// MaxConcurrentRequests bounds the requests served at once on one
+	// root Carrier; the server takes no more forks of it until one ends
+	// (the stack's fork flow control holds the client back). Zero means
+	// 256.
+	MaxConcurrentRequests int
 	// BaseContext, if set, is the parent of every request's context.
 	BaseContext context.Context
 	Logger      *slog.Logger
@@ -149,7 +154,19 @@ func (s *Server) serveRoot(root *carrier.Carrier) {
 			}
 		}
 	}()
+	n := s.MaxConcurrentRequests
+	if n <= 0 {
+		n = 256
+	}
+	slots := make(chan struct{}, n)
 	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
 		f, err := root.AcceptFork(ctx)
 		if err != nil {
 			break
@@ -157,6 +174,7 @@ func (s *Server) serveRoot(root *carrier.Carrier) {
 		s.txs.Add(1)
 		go func() {
 			defer s.txs.Done()
+			defer func() { <-slots }()
 			s.serveFork(f, log)
 		}()
 	}

@@ -221,25 +221,26 @@ func (tx *clientTx) writeBody(ctx context.Context, head []byte) error {
 	for {
 		m, rerr := req.Body.Read(buf[n:])
 		sent += int64(m)
-		if n += m; n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
-				return err
-			}
-			n = 0
-		}
+		n += m
 		if rerr == io.EOF {
-			break
+			break // what is left goes with the end of the message
 		}
 		if rerr != nil {
 			w.Abort()
 			return fmt.Errorf("httpcarrier: reading request body: %w", rerr)
+		}
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			n = 0
 		}
 	}
 	if req.ContentLength > 0 && sent != req.ContentLength {
 		w.Abort()
 		return fmt.Errorf("httpcarrier: ContentLength=%d with Body length %d", req.ContentLength, sent)
 	}
-	if err := w.Close(); err != nil {
+	if _, err := w.WriteLast(buf[:n]); err != nil {
 		return err
 	}
 	if len(req.Trailer) > 0 {

@@ -136,7 +136,9 @@ func gatewaysOn(t *testing.T, origin, backIP string, frontStacks, backStacks []p
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
+			st := time.Now()
 			g.shutdown(ctx)
+			t.Logf("%s shutdown in %v", o.mode, time.Since(st))
 		})
 		return g
 	}
