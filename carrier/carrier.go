@@ -193,8 +193,9 @@ type Carrier struct {
 	abortOne sync.Once
 	closed   chan struct{} // closed when Close or Abort has finished
 	wg       sync.WaitGroup
-	ownAssoc bool        // the Association was made for this Carrier
-	writer   atomic.Bool // a MessageWriter holds the transient
+	ownAssoc bool          // the Association was made for this Carrier
+	forks    chan struct{} // Fork calls in flight, shared with the forks
+	writer   atomic.Bool   // a MessageWriter holds the transient
 }
 
 // Initiate makes a Carrier to remote, racing the allowed stacks over every
@@ -251,6 +252,7 @@ func newCarrier(a *association.Association, t psi.Transient, cfg Config, initiat
 		aborted:   make(chan struct{}),
 		closed:    make(chan struct{}),
 		wlock:     make(chan struct{}, 1),
+		forks:     make(chan struct{}, maxForking),
 	}
 	c.log = cfg.logger().With("carrier", fmt.Sprintf("%p", c))
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -463,6 +465,12 @@ func (c *Carrier) Fork(ctx context.Context) (*Carrier, error) {
 	return c.ForkClass(ctx, c.cfg.Class)
 }
 
+// maxForking bounds the Fork calls of one Carrier and its forks that are
+// in flight at once, so that a burst of forks waits here instead of
+// crowding the peer's handshake quota (a TCP fork is a new connection and
+// handshake; FSP and QUIC forks return at once and rarely wait).
+const maxForking = 4
+
 // ForkClass is Fork with an explicit traffic class.
 func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carrier, error) {
 	if c.kind != kindFull {
@@ -484,11 +492,18 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	if err != nil {
 		return nil, err
 	}
+	select {
+	case c.forks <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	nt, err := t.Fork(ctx, class)
+	<-c.forks
 	if err != nil {
 		return nil, opError("fork", t, err)
 	}
 	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
+	f.forks = c.forks
 	f.class = class
 	return f, nil
 }

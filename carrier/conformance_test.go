@@ -32,7 +32,6 @@ var confStacks = []string{"fsp", "quic", "tcp", "race"}
 // change is making; the case skips with the reason until it lands.
 // CONFORMANCE_PENDING=1 runs them anyway.
 var pending = map[string]string{
-	"tcp/ForkBurst":        "pending G1: psi/tcp's per-source handshake quota resets fork connections in a burst",
 	"quic/PausedReader30s": "pending G1: a QUIC connection whose reader pauses 30 s idles out (no recent network activity)",
 	"tcp/VanishedPeer":     "pending G1: a psi/tcp reader of a vanished peer does not fail within the idle timeout",
 }
