@@ -336,3 +336,12 @@ type PacketSharer interface {
 type PacketListener interface {
 	ListenPacket(ctx context.Context, pc net.PacketConn, cfg *Config) (Listener, error)
 }
+
+// PacketDialer is implemented by datagram stacks that can dial over a
+// caller-supplied net.PacketConn connected to one peer, such as the pair
+// ICE selected or an emulated link. remote is the peer's address as pc
+// reports it. The transient and its forks hold pc; the last of them to
+// close closes it. If DialPacket fails, pc is closed.
+type PacketDialer interface {
+	DialPacket(ctx context.Context, pc net.PacketConn, remote net.Addr, cfg *Config) (Transient, error)
+}

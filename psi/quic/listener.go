@@ -2,6 +2,8 @@ package quic
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -27,6 +29,7 @@ type Listener struct {
 
 	ready   chan *Transient
 	done    chan struct{}
+	refused chan error   // see Refused
 	backlog atomic.Int32 // connections without a root transient taken by Accept
 	srcMu   sync.Mutex
 	bySrc   map[netip.Addr]int // backlog per client address
@@ -74,13 +77,14 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 		return nil, mapError(err)
 	}
 	l := &Listener{
-		hs:    hs,
-		ql:    ql,
-		tr:    tr,
-		cfg:   cfg,
-		addr:  addrPort(ql.Addr()),
-		ready: make(chan *Transient),
-		done:  make(chan struct{}),
+		hs:      hs,
+		ql:      ql,
+		tr:      tr,
+		cfg:     cfg,
+		addr:    addrPort(ql.Addr()),
+		ready:   make(chan *Transient),
+		done:    make(chan struct{}),
+		refused: make(chan error, 8),
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -100,6 +104,7 @@ func (l *Listener) acceptLoop() {
 			select {
 			case <-qc.HandshakeComplete():
 			case <-qc.Context().Done():
+				l.clientRefused(qc)
 			}
 			handshakeDone(qc)
 		}()
@@ -159,6 +164,31 @@ func (l *Listener) Accept(ctx context.Context) (psi.Transient, error) {
 		return nil, &post.OpError{Op: "accept", Stack: Name, Path: l.addr.String(), Err: post.ErrClosed}
 	case <-ctx.Done():
 		return nil, &post.OpError{Op: "accept", Stack: Name, Path: l.addr.String(), Err: ctx.Err()}
+	}
+}
+
+// Refused delivers the error of each client the listener refused for its
+// credentials and of each client that refused the listener's, both
+// wrapping post.ErrAuthentication. It holds 8; more are dropped until
+// they are read. A peer-to-peer listener, which expects one known peer,
+// ends its wait at the first.
+func (l *Listener) Refused() <-chan error { return l.refused }
+
+// clientRefused reports a connection that ended in its handshake on a
+// TLS failure: this end refused the client, or the client this end.
+func (l *Listener) clientRefused(qc *quicgo.Conn) {
+	var te *quicgo.TransportError
+	err := context.Cause(qc.Context())
+	if !errors.As(err, &te) || !te.ErrorCode.IsCryptoError() {
+		return
+	}
+	who := "the client was refused"
+	if te.Remote {
+		who = "the client refused this listener"
+	}
+	select {
+	case l.refused <- fmt.Errorf("%w: %s: %w", post.ErrAuthentication, who, err):
+	default:
 	}
 }
 

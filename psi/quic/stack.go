@@ -222,19 +222,21 @@ func (s *Stack) openPacketConn(local, remote netip.AddrPort) (net.PacketConn, bo
 // completes; a handshake failure then shows on the transient's first
 // blocking call.
 func (s *Stack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (psi.Transient, error) {
-	t, err := s.dial(ctx, remote, cfg)
+	t, err := s.dial(ctx, remote, nil, cfg)
 	if err != nil {
 		return nil, &post.OpError{Op: "dial", Stack: Name, Path: remote.String(), Err: err}
 	}
 	return t, nil
 }
 
-func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (*Transient, error) {
+// dial dials remote, or ua if it is set (an address of a PacketConn the
+// caller supplied, which need not be UDP's).
+func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, ua net.Addr, cfg *psi.Config) (*Transient, error) {
 	if cfg == nil {
 		cfg = &psi.Config{}
 	}
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	if !remote.IsValid() {
+	if !remote.IsValid() && ua == nil {
 		return nil, post.Errorf(post.ErrUnknownHost, "invalid address %v", remote)
 	}
 	tc, err := tlsConfig(cfg, false, remote)
@@ -254,7 +256,9 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config
 	ctx, cancel := context.WithTimeout(ctx, cfg.Handshake())
 	defer cancel()
 	qcfg := s.quicConfig(cfg, false)
-	ua := net.UDPAddrFromAddrPort(remote)
+	if ua == nil {
+		ua = net.UDPAddrFromAddrPort(remote)
+	}
 	var qc *quicgo.Conn
 	if cfg.Allow0RTT {
 		qc, err = tr.t.DialEarly(ctx, ua, tc, qcfg)
