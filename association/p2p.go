@@ -12,7 +12,6 @@ import (
 	"github.com/postsockets/postsockets/internal/ice"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
-	"github.com/postsockets/postsockets/psi/fsp"
 )
 
 // RendezvousConfig tunes peer-to-peer establishment. STUN and TURN servers
@@ -102,9 +101,13 @@ func (a *Association) p2pIdentity() (key *rendezvous.Key, self, peer rendezvous.
 	return key, self, peer, nil
 }
 
-// establishP2P rendezvouses with the peer, runs ICE, then FSP over the
-// selected pair: the ICE-controlling side dials, the other accepts. Both
-// ends authenticate each other by the keys their peer IDs name.
+// establishP2P rendezvouses with the peer, runs ICE, then a datagram
+// stack over the selected pair: the ICE-controlling side dials, the other
+// accepts. The stacks offered are those the policy allows that can run
+// over a path they did not open (psi.PacketDialer and
+// psi.PacketListener), in the policy's order; both ends run the
+// controlling side's first choice that the other offered too. Both ends
+// authenticate each other by the keys their peer IDs name.
 func (a *Association) establishP2P(ctx context.Context) (psi.Transient, error) {
 	r := a.cfg.Remote
 	if r.Rendezvous == "" {
@@ -118,14 +121,22 @@ func (a *Association) establishP2P(ctx context.Context) (psi.Transient, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !containsStack(stacks, fspName) {
-		return nil, post.Errorf(post.ErrNoCandidates, "peer-to-peer runs FSP, which the policy rules out")
+	var names []string
+	byName := map[string]psi.Stack{}
+	for _, s := range stacks {
+		if rendezvous.RunsOverPath(s) && byName[s.Name()] == nil && len(names) < rendezvous.MaxStacks {
+			names = append(names, s.Name())
+			byName[s.Name()] = s
+		}
+	}
+	if len(names) == 0 {
+		return nil, post.Errorf(post.ErrNoCandidates, "peer-to-peer needs a datagram stack that runs over the ICE path (FSP or QUIC), which the policy rules out")
 	}
 	icfg, err := a.iceConfig()
 	if err != nil {
 		return nil, err
 	}
-	a.log.Debug("rendezvous", "self", self, "peer", peer, "name", r.Peer, "server", r.Rendezvous)
+	a.log.Debug("rendezvous", "self", self, "peer", peer, "name", r.Peer, "server", r.Rendezvous, "stacks", names)
 	sess, err := rendezvous.Connect(ctx, rendezvous.ConnectConfig{
 		Key:           key,
 		Self:          self,
@@ -133,85 +144,51 @@ func (a *Association) establishP2P(ctx context.Context) (psi.Transient, error) {
 		RendezvousURL: r.Rendezvous,
 		HTTP:          a.cfg.Rendezvous.HTTP,
 		ICE:           icfg,
+		Stacks:        names,
 	})
 	if err != nil {
 		return nil, &post.OpError{Op: "rendezvous", Path: r.String(), Err: err}
 	}
-	a.log.Info("ice selected", "local", sess.Local, "remote", sess.Remote, "controlling", sess.Controlling)
-	stack := &fsp.Stack{Transport: sess.Transport()}
+	a.log.Info("ice selected", "local", sess.Local, "remote", sess.Remote, "controlling", sess.Controlling, "stack", sess.Stack)
 	cfg := a.TransientConfig(netip.AddrPort{})
-	cfg.Local = netip.AddrPort{}
-	cfg.Security = sess.Security(cfg.Security)
-	var t psi.Transient
-	var ln psi.Listener
-	if sess.Controlling {
-		t, err = stack.Dial(ctx, sess.PeerAddrPort(), cfg)
-	} else {
-		ln, err = stack.Listen(ctx, netip.AddrPort{}, cfg)
-		if err == nil {
-			t, err = acceptPeer(ctx, ln, sess, cfg.Handshake())
-		}
-	}
-	if err == nil {
-		// The handshake checked the pin; check again that it was this
-		// peer's, whichever side this is.
-		err = sess.CheckPeer(peerChain(t))
-	}
+	t, err := sess.Establish(ctx, byName[sess.Stack], cfg)
 	if err != nil {
-		if t != nil {
-			t.Close()
-		}
-		if ln != nil {
-			ln.Close()
-		}
-		sess.Close()
-		return nil, &post.OpError{Op: "initiate", Stack: fspName, Path: sess.PeerAddrPort().String(), Err: err}
+		return nil, &post.OpError{Op: "initiate", Stack: sess.Stack, Path: sess.PeerAddrPort().String(), Err: err}
 	}
 	a.mu.Lock()
 	if !sess.Controlling {
 		// Both ends share the dialler's Association ID.
 		a.id = t.Association()
 	}
-	a.winner = &Winner{Stack: fspName, Remote: sess.PeerAddrPort(), At: time.Now(), Attempts: 1}
+	a.winner = &Winner{Stack: sess.Stack, Remote: sess.PeerAddrPort(), At: time.Now(), Attempts: 1}
 	a.mu.Unlock()
-	return &p2pTransient{Transient: t, ln: ln, sess: sess}, nil
+	return &p2pTransient{Transient: t, sess: sess}, nil
 }
 
-const fspName = "fsp"
-
-func containsStack(stacks []psi.Stack, name string) bool {
-	for _, s := range stacks {
-		if s.Name() == name {
-			return true
-		}
-	}
-	return false
-}
-
-// p2pTransient owns the ICE session under an FSP transient.
+// p2pTransient is a transient over an ICE session. The transient holds
+// the session's path and closes it once its stack is done with it.
 type p2pTransient struct {
 	psi.Transient
-	ln   psi.Listener
 	sess *rendezvous.Session
 }
 
-// Path reports the FSP path with the ICE candidate types.
+// Path reports the transient's path with the ICE candidate types.
 func (t *p2pTransient) Path() post.Path {
 	p := t.Transient.Path()
 	p.Interface = fmt.Sprintf("ice:%s/%s", t.sess.Local.Type, t.sess.Remote.Type)
 	return p
 }
 
-// The embedded interface hides the FSP transient's optional methods;
-// these pass them on, so a P2P Carrier behaves as any FSP one.
+// The embedded interface hides the transient's optional methods; these
+// pass them on, so a P2P Carrier behaves as any other.
 
-// PeerIdentity reports the FSP transient's verified peer.
+// PeerIdentity reports the transient's verified peer.
 func (t *p2pTransient) PeerIdentity() psi.Identity {
 	id, _ := psi.PeerIdentityOf(t.Transient)
 	return id
 }
 
-// AbortMessage abandons the message being written, as FSP does.
+// AbortMessage abandons the message being written, as the stack does.
 func (t *p2pTransient) AbortMessage(ctx context.Context) error {
 	return psi.AbortMessage(ctx, t.Transient)
 }
@@ -219,32 +196,19 @@ func (t *p2pTransient) AbortMessage(ctx context.Context) error {
 // Abort resets the peer at once, then releases the path.
 func (t *p2pTransient) Abort(err error) {
 	psi.Abort(t.Transient, err)
-	t.release()
+	t.sess.Close()
 }
 
 // CloseContext is Close with the linger bounded by ctx.
 func (t *p2pTransient) CloseContext(ctx context.Context) error {
-	err := psi.CloseContext(ctx, t.Transient)
-	t.release()
-	return err
+	return psi.CloseContext(ctx, t.Transient)
 }
 
 // Session returns the ICE session, for its selected candidates.
 func (t *p2pTransient) Session() *rendezvous.Session { return t.sess }
 
-func (t *p2pTransient) Close() error {
-	err := t.Transient.Close()
-	t.release()
-	return err
-}
-
-// release closes the listener and the ICE session under the transient.
-func (t *p2pTransient) release() {
-	if t.ln != nil {
-		t.ln.Close()
-	}
-	t.sess.Close()
-}
+// Close closes the transient; its stack closes the path once done.
+func (t *p2pTransient) Close() error { return t.Transient.Close() }
 
 // The optional interfaces of the transient underneath show through.
 var (

@@ -10,9 +10,11 @@ import (
 
 	"github.com/postsockets/postsockets/association"
 	"github.com/postsockets/postsockets/association/rendezvous"
+	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/fsp"
+	"github.com/postsockets/postsockets/psi/quic"
 )
 
 // newRendezvous serves a rendezvous server on loopback and returns its URL.
@@ -36,19 +38,31 @@ func genKey(t *testing.T) *rendezvous.Key {
 
 // p2pPeer is the Association of a peer holding key, registering as local
 // (empty: its own ID) and asking for remote, with the names in peers
-// pinned.
+// pinned. It has FSP and QUIC, FSP first.
 func p2pPeer(t *testing.T, url string, key *rendezvous.Key, local, remote string, peers map[string]rendezvous.PeerID, handshake ...time.Duration) *association.Association {
 	t.Helper()
-	var tc psi.Config
+	var hs time.Duration
 	if len(handshake) > 0 {
-		tc.HandshakeTimeout = handshake[0]
+		hs = handshake[0]
+	}
+	return p2pPeerWith(t, url, key, local, remote, peers, hs, false)
+}
+
+// p2pPeerWith is p2pPeer with a handshake timeout (zero: the default)
+// and, with noFSP, a policy that prohibits FSP.
+func p2pPeerWith(t *testing.T, url string, key *rendezvous.Key, local, remote string, peers map[string]rendezvous.PeerID, handshake time.Duration, noFSP bool) *association.Association {
+	t.Helper()
+	var pol policy.Context
+	if noFSP {
+		pol.Stack("fsp", policy.Prohibit)
 	}
 	a, err := association.New(association.Config{
-		Transient: tc,
+		Policy:    pol,
+		Transient: psi.Config{HandshakeTimeout: handshake},
 		Local:     post.Local{Peer: local},
 		Remote:    post.Remote{Peer: remote, Rendezvous: url},
 		Security:  psi.Security{Certificates: []tls.Certificate{key.Certificate}},
-		Stacks:    []psi.Stack{&fsp.Stack{}},
+		Stacks:    []psi.Stack{&fsp.Stack{}, &quic.Stack{}},
 		Rendezvous: association.RendezvousConfig{
 			IncludeLoopback: true, IPv4Only: true, Peers: peers,
 		},
@@ -76,14 +90,30 @@ func establishBoth(actx, bctx context.Context, a, b *association.Association) (r
 }
 
 // TestP2PLoopback: two peers name each other and a rendezvous server, and
-// each gets an FSP transient over the ICE-selected path.
+// each gets a transient over the ICE-selected path: FSP by default, QUIC
+// when either side's policy prohibits FSP.
 func TestP2PLoopback(t *testing.T) {
+	for _, c := range []struct {
+		name                 string
+		aliceNoFSP, bobNoFSP bool
+		want                 string
+	}{
+		{"default", false, false, "fsp"},
+		{"fsp prohibited", true, true, "quic"},
+		{"fsp prohibited at alice", true, false, "quic"},
+		{"fsp prohibited at bob", false, true, "quic"},
+	} {
+		t.Run(c.name, func(t *testing.T) { testP2PLoopback(t, c.aliceNoFSP, c.bobNoFSP, c.want) })
+	}
+}
+
+func testP2PLoopback(t *testing.T, aliceNoFSP, bobNoFSP bool, want string) {
 	url := newRendezvous(t, rendezvous.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ka, kb := genKey(t), genKey(t)
-	alice := p2pPeer(t, url, ka, "", "bob", map[string]rendezvous.PeerID{"bob": kb.ID})
-	bob := p2pPeer(t, url, kb, "", "alice", map[string]rendezvous.PeerID{"alice": ka.ID})
+	alice := p2pPeerWith(t, url, ka, "", "bob", map[string]rendezvous.PeerID{"bob": kb.ID}, 0, aliceNoFSP)
+	bob := p2pPeerWith(t, url, kb, "", "alice", map[string]rendezvous.PeerID{"alice": ka.ID}, 0, bobNoFSP)
 	ra, rb := establishBoth(ctx, ctx, alice, bob)
 	if ra.err != nil || rb.err != nil {
 		t.Fatalf("alice %v, bob %v", ra.err, rb.err)
@@ -94,11 +124,14 @@ func TestP2PLoopback(t *testing.T) {
 	if alice.ID() != bob.ID() {
 		t.Fatal("peers ended on different Association IDs")
 	}
-	if ta.Stack() != "fsp" {
-		t.Fatalf("stack %s", ta.Stack())
+	if ta.Stack() != want || tb.Stack() != want {
+		t.Fatalf("stacks %s and %s, want %s", ta.Stack(), tb.Stack(), want)
+	}
+	if w, ok := alice.Winner(); !ok || w.Stack != want {
+		t.Fatalf("winner %+v", w)
 	}
 	t.Logf("path %s via %s", ta.Path(), ta.Path().Interface)
-	// The P2P transient keeps the FSP transient's optional methods.
+	// The P2P transient keeps the stack's optional methods.
 	if _, ok := ta.(psi.Aborter); !ok {
 		t.Fatal("P2P transient hides Abort")
 	}
@@ -161,9 +194,16 @@ func keysAround(t *testing.T, aliceDials bool) (alice, bob *rendezvous.Key) {
 // TestP2PImpersonation: mallory claims alice's ID towards bob, who has
 // alice's ID pinned. An honest rendezvous server refuses mallory; a
 // compromised one matches them, and then the handshake over the path
-// refuses mallory, whichever side listens: neither gets a transient, and
-// both sides learn why at once (the listener from its stack's refusal).
+// refuses mallory, whichever side listens, on FSP and on QUIC: neither
+// gets a transient, and both sides learn why at once (the listener from
+// its stack's refusal).
 func TestP2PImpersonation(t *testing.T) {
+	for _, stack := range []string{"fsp", "quic"} {
+		t.Run(stack, func(t *testing.T) { testP2PImpersonation(t, stack == "quic") })
+	}
+}
+
+func testP2PImpersonation(t *testing.T, noFSP bool) {
 	for _, tc := range []struct {
 		name               string
 		aliceDials, honest bool
@@ -176,8 +216,8 @@ func TestP2PImpersonation(t *testing.T) {
 			url := newRendezvous(t, rendezvous.Config{InsecureSkipAuth: !tc.honest})
 			ka, kb := keysAround(t, tc.aliceDials)
 			km := genKey(t)
-			mallory := p2pPeer(t, url, km, string(ka.ID), string(kb.ID), nil, 2*time.Second)
-			bob := p2pPeer(t, url, kb, "", "alice", map[string]rendezvous.PeerID{"alice": ka.ID}, 2*time.Second)
+			mallory := p2pPeerWith(t, url, km, string(ka.ID), string(kb.ID), nil, 2*time.Second, noFSP)
+			bob := p2pPeerWith(t, url, kb, "", "alice", map[string]rendezvous.PeerID{"alice": ka.ID}, 2*time.Second, noFSP)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			bctx := ctx

@@ -9,13 +9,21 @@ import (
 	"github.com/postsockets/postsockets/association"
 	"github.com/postsockets/postsockets/association/rendezvous"
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
 
 // TestP2PInitiate: both peers Initiate toward each other through a
-// rendezvous server and exchange messages over FSP on the ICE path.
+// rendezvous server and exchange messages over FSP on the ICE path, and
+// over QUIC when the policy prohibits FSP.
 func TestP2PInitiate(t *testing.T) {
+	for _, stack := range []string{"fsp", "quic"} {
+		t.Run(stack, func(t *testing.T) { testP2PInitiate(t, stack) })
+	}
+}
+
+func testP2PInitiate(t *testing.T, stack string) {
 	srv := rendezvous.NewServer(rendezvous.Config{MaxWait: time.Second})
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
@@ -31,10 +39,14 @@ func TestP2PInitiate(t *testing.T) {
 		keys[name], ids[name] = k, k.ID
 	}
 	cfg := func(self string) *carrier.Config {
-		return &carrier.Config{
+		c := &carrier.Config{
 			Security:   psi.Security{Certificates: []tls.Certificate{keys[self].Certificate}},
 			Rendezvous: association.RendezvousConfig{IncludeLoopback: true, IPv4Only: true, Peers: ids},
 		}
+		if stack != "fsp" {
+			c.Policy.Stack("fsp", policy.Prohibit)
+		}
+		return c
 	}
 	type res struct {
 		c   *carrier.Carrier
@@ -77,6 +89,9 @@ func TestP2PInitiate(t *testing.T) {
 	}
 	if m, err := bob.Receive(ctx); err != nil || len(m.Content) != len(big) {
 		t.Fatalf("%v", err)
+	}
+	if alice.Stack() != stack || bob.Stack() != stack {
+		t.Fatalf("stacks %s and %s, want %s", alice.Stack(), bob.Stack(), stack)
 	}
 	t.Logf("%s over %s", alice.Stack(), alice.Path().Interface)
 }

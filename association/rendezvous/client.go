@@ -16,7 +16,6 @@ import (
 	"github.com/postsockets/postsockets/internal/ice"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
-	"github.com/postsockets/postsockets/psi/fsp"
 )
 
 // Client talks to a rendezvous Server.
@@ -246,6 +245,11 @@ type ConnectConfig struct {
 	HTTP *http.Client
 	// ICE configures candidate gathering and checks.
 	ICE ice.Config
+	// Stacks names the protocol stacks this side can run over the path
+	// (see RunsOverPath), in order of preference; empty means "fsp". They
+	// travel in the offer, and both sides pick the same one (see
+	// Session.Stack).
+	Stacks []string
 }
 
 // Session is an established peer-to-peer datagram path.
@@ -262,26 +266,24 @@ type Session struct {
 	Local, Remote ice.CandidateInfo
 	// Self and Peer are the IDs the two sides registered as.
 	Self, Peer PeerID
+	// Stack names the protocol stack to run over the path: the
+	// controlling side's most preferred stack that both sides offered.
+	Stack string
 
 	key                     *Key
 	peerPin                 psi.Pin
 	localUfrag, remoteUfrag string
 
 	agent     *ice.Agent
-	mu        sync.Mutex
-	transport *fsp.Transport // set by FSP
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Close ends the session, any FSP connection on it, and releases its
-// sockets.
+// Close ends the session and any connection on its path, and releases
+// its sockets.
 func (s *Session) Close() error {
-	s.mu.Lock()
-	t := s.transport
-	s.mu.Unlock()
-	if t != nil {
-		t.Close()
-	}
-	return s.agent.Close()
+	s.closeOnce.Do(func() { s.closeErr = s.agent.Close() })
+	return s.closeErr
 }
 
 // Connect gathers local candidates, exchanges them with Peer through the
@@ -327,22 +329,31 @@ func connect(ctx context.Context, cfg ConnectConfig, agent *ice.Agent) (*Session
 	if len(cands) > ice.MaxCandidates {
 		cands = cands[:ice.MaxCandidates]
 	}
+	stacks := cfg.Stacks
+	if len(stacks) == 0 {
+		stacks = defaultStacks
+	}
+	offer := Offer{Ufrag: ufrag, Pwd: pwd, Candidates: cands, Stacks: stacks}
 	c := &Client{URL: cfg.RendezvousURL, HTTP: cfg.HTTP, Key: cfg.Key, Self: cfg.Self}
-	answer, err := c.Exchange(ctx, cfg.Peer, Offer{Ufrag: ufrag, Pwd: pwd, Candidates: cands})
+	answer, err := c.Exchange(ctx, cfg.Peer, offer)
+	if err != nil {
+		return nil, err
+	}
+	controlling := Controlling(cfg.Self, cfg.Peer)
+	stack, err := AgreeStack(controlling, stacks, answer.Stacks)
 	if err != nil {
 		return nil, err
 	}
 	if err := agent.AddRemote(answer.Ufrag, answer.Pwd, answer.Candidates); err != nil {
 		return nil, err
 	}
-	controlling := Controlling(cfg.Self, cfg.Peer)
 	conn, err := agent.Connect(ctx, controlling)
 	if err != nil {
 		return nil, err
 	}
 	s := &Session{
 		Conn: conn, PeerAddr: conn.RemoteAddr(), Controlling: controlling,
-		Self: cfg.Self, Peer: cfg.Peer, key: cfg.Key,
+		Self: cfg.Self, Peer: cfg.Peer, Stack: stack, key: cfg.Key,
 		localUfrag: ufrag, remoteUfrag: answer.Ufrag,
 		agent: agent,
 	}

@@ -55,6 +55,9 @@ const (
 type natNet struct {
 	pub, natA, natB, peerA, peerB *netns.NS
 	dir                           string
+	// stacks is what both peers offer to run over the path, comma
+	// separated; empty means the default (FSP).
+	stacks string
 }
 
 func natPrereqs(t *testing.T) {
@@ -291,7 +294,7 @@ func (n *natNet) run(t *testing.T, url string, size int, timeout time.Duration, 
 			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.ns.Name(), exe, "-test.run=^TestNATPeer$", "-test.v", "-test.count=1")
 			cmd.Env = append(os.Environ(),
 				"PS_NAT_KEY="+p.key, "PS_NAT_SELF="+p.self, "PS_NAT_PEER="+p.peer, "PS_NAT_RDV="+url,
-				"PS_NAT_SIZE="+strconv.Itoa(size), "PS_NAT_TIMEOUT="+timeout.String())
+				"PS_NAT_SIZE="+strconv.Itoa(size), "PS_NAT_TIMEOUT="+timeout.String(), "PS_NAT_STACKS="+n.stacks)
 			out, err := cmd.CombinedOutput()
 			if dir := os.Getenv("PS_NAT_DEBUG"); strings.HasPrefix(dir, "/") {
 				os.WriteFile(filepath.Join(dir, p.self+".log"), out, 0o644)
@@ -345,8 +348,13 @@ func natPeer(role natRole, url string, res *peerResult) error {
 	if os.Getenv("PS_NAT_DEBUG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
 	}
+	var stacks []string
+	if v := os.Getenv("PS_NAT_STACKS"); v != "" {
+		stacks = strings.Split(v, ",")
+	}
 	s, err := Connect(ctx, ConnectConfig{
 		Key: testKey(role.key), Self: id(role.self), Peer: id(role.peer), RendezvousURL: url,
+		Stacks: stacks,
 		ICE: ice.Config{
 			NetworkTypes: []string{ice.UDP4},
 			Logger:       logger,
@@ -366,19 +374,20 @@ func natPeer(role natRole, url string, res *peerResult) error {
 	return transfer(ctx, s, size, res)
 }
 
-// transfer says hello both ways over FSP, then the controlling side sends
-// size pseudo-random bytes and the other returns their SHA-256.
+// transfer says hello both ways over the stack the peers agreed on, then
+// the controlling side sends size pseudo-random bytes and the other
+// returns their SHA-256.
 func transfer(ctx context.Context, s *Session, size int, res *peerResult) error {
-	res.Transport = "fsp"
-	c, err := s.FSP(ctx, fspConfig())
+	res.Transport = s.Stack
+	c, err := s.Establish(ctx, stackByName(s.Stack), nil)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.SendMessage(ctx, []byte("hello from "+os.Getenv("PS_NAT_SELF"))); err != nil {
+	if err := send(ctx, c, []byte("hello from "+os.Getenv("PS_NAT_SELF"))); err != nil {
 		return err
 	}
-	m, err := c.ReceiveMessage(ctx)
+	m, err := receive(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -391,14 +400,14 @@ func transfer(ctx context.Context, s *Session, size int, res *peerResult) error 
 		sum := sha256.Sum256(data)
 		res.SHA256, res.Bytes = hex.EncodeToString(sum[:]), size
 		for off := 0; off < len(data); off += chunk {
-			if err := c.SendMessage(ctx, data[off:min(off+chunk, len(data))]); err != nil {
+			if err := send(ctx, c, data[off:min(off+chunk, len(data))]); err != nil {
 				return err
 			}
 		}
-		if err := c.SendMessage(ctx, nil); err != nil { // end of file
+		if err := send(ctx, c, nil); err != nil { // end of file
 			return err
 		}
-		m, err := c.ReceiveMessage(ctx)
+		m, err := receive(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -408,7 +417,7 @@ func transfer(ctx context.Context, s *Session, size int, res *peerResult) error 
 	} else {
 		h := sha256.New()
 		for {
-			m, err := c.ReceiveMessage(ctx)
+			m, err := receive(ctx, c)
 			if err != nil {
 				return err
 			}
@@ -419,12 +428,12 @@ func transfer(ctx context.Context, s *Session, size int, res *peerResult) error 
 			res.Bytes += len(m)
 		}
 		res.SHA256 = hex.EncodeToString(h.Sum(nil))
-		if err := c.SendMessage(ctx, []byte(res.SHA256)); err != nil {
+		if err := send(ctx, c, []byte(res.SHA256)); err != nil {
 			return err
 		}
 		// Wait for the sender to close, so the last message is not
 		// lost with our socket.
-		c.ReceiveMessage(ctx)
+		receive(ctx, c)
 	}
 	res.Seconds = time.Since(start).Seconds()
 	return nil
@@ -503,6 +512,20 @@ func TestNATSymmetric(t *testing.T) {
 	}
 }
 
+// TestNATQUIC: peers that offer QUIC alone, as an Association with FSP
+// prohibited does, run QUIC over the ICE pair through the two NATs.
+func TestNATQUIC(t *testing.T) {
+	natPrereqs(t)
+	n := setupNAT(t, false)
+	n.stacks = "quic"
+	url := n.startRendezvous(t, Config{})
+	alice, bob := n.runPeers(t, url, fileSize())
+	checkTransfer(t, alice, bob)
+	if alice.Transport != "quic" || bob.Transport != "quic" {
+		t.Errorf("stacks: alice %s, bob %s", alice.Transport, bob.Transport)
+	}
+}
+
 // nameAround returns a test key name whose ID sorts before (or after)
 // the ID of name, so that its holder is (or is not) the controlling side.
 func nameAround(name string, before bool) string {
@@ -516,12 +539,19 @@ func nameAround(name string, before bool) string {
 
 // TestNATImpersonation: mallory, behind NAT A, claims alice's ID towards
 // bob behind NAT B. An honest server refuses mallory. A compromised one
-// matches them and ICE finds a path, but the FSP handshake refuses
-// mallory whichever side listens: nobody says hello, and both sides report
-// the authentication failure.
+// matches them and ICE finds a path, but the handshake refuses mallory
+// whichever side listens, on FSP and on QUIC: nobody says hello, and both
+// sides report the authentication failure.
 func TestNATImpersonation(t *testing.T) {
 	natPrereqs(t)
+	for _, stack := range []string{"fsp", "quic"} {
+		t.Run(stack, func(t *testing.T) { natImpersonation(t, stack) })
+	}
+}
+
+func natImpersonation(t *testing.T, stack string) {
 	n := setupNAT(t, false)
+	n.stacks = stack
 	honest := n.startRendezvous(t, Config{})
 	r := n.run(t, honest, 0, 3*time.Second, natRole{"mallory", "alice", "bob"}, bobPeer)
 	if !strings.Contains(r[0].Err, "not signed by the key") {

@@ -19,7 +19,8 @@
 // A peer POSTs to /exchange a JSON body
 //
 //	{"self": "<its peer ID>", "peer": "<the other's peer ID>",
-//	 "offer": {"ufrag": "...", "pwd": "...", "candidates": ["candidate:..."]}}
+//	 "offer": {"ufrag": "...", "pwd": "...", "candidates": ["candidate:..."],
+//	           "stacks": ["fsp", "quic"]}}
 //
 // signed as HeaderNonce describes, and the server holds the request until
 // the peer has posted the mirror image, or for at most Config.MaxWait.
@@ -39,10 +40,15 @@
 //	503                   server full or closing: retry later
 //
 // The side whose ID sorts first is ICE-controlling and dials; the other
-// listens.
+// listens. "stacks" lists the protocol stacks a peer can run over the
+// path, in its order of preference (absent means "fsp" alone); both sides
+// run the controlling side's first choice that the other offered too.
 package rendezvous
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/postsockets/postsockets/internal/ice"
 	"github.com/postsockets/postsockets/post"
 )
@@ -56,6 +62,57 @@ type Offer struct {
 	// the peer that made the offer is the ICE-controlling side. It is
 	// ignored in requests.
 	Controlling bool `json:"controlling,omitempty"`
+	// Stacks names the protocol stacks the peer can run over the path,
+	// in its order of preference; empty means "fsp" alone, as peers
+	// offered before they named stacks.
+	Stacks []string `json:"stacks,omitempty"`
+}
+
+// MaxStacks bounds the stacks an offer names; MaxStackName bounds a name.
+const (
+	MaxStacks    = 8
+	MaxStackName = 16
+)
+
+// defaultStacks is what an offer that names no stacks stands for.
+var defaultStacks = []string{"fsp"}
+
+// validStacks checks the stack names of an offer.
+func (o *Offer) validStacks() error {
+	if len(o.Stacks) > MaxStacks {
+		return post.Errorf(post.ErrMalformed, "rendezvous: %d stacks offered, limit %d", len(o.Stacks), MaxStacks)
+	}
+	for _, name := range o.Stacks {
+		if name == "" || len(name) > MaxStackName || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789+-_") != "" {
+			return post.Errorf(post.ErrMalformed, "rendezvous: bad stack name %q", name)
+		}
+	}
+	return nil
+}
+
+// AgreeStack returns the stack both sides run over the path, given
+// whether this side is controlling, the stacks it offered and those the
+// peer offered (empty: "fsp"): the controlling side's first choice that
+// the other side offered too. Both sides reach the same answer. Errors
+// wrap post.ErrNoCandidates.
+func AgreeStack(controlling bool, mine, theirs []string) (string, error) {
+	if len(mine) == 0 {
+		mine = defaultStacks
+	}
+	if len(theirs) == 0 {
+		theirs = defaultStacks
+	}
+	first, other := mine, theirs
+	if !controlling {
+		first, other = theirs, mine
+	}
+	for _, name := range first {
+		if slices.Contains(other, name) {
+			return name, nil
+		}
+	}
+	return "", post.Errorf(post.ErrNoCandidates, "p2p: this side runs %s over the path, the peer %s: none in common",
+		strings.Join(mine, ","), strings.Join(theirs, ","))
 }
 
 // Controlling reports whether self is the ICE-controlling side (and so the
@@ -79,7 +136,7 @@ func (o *Offer) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return o.validStacks()
 }
 
 // request is the body of a POST to /exchange.

@@ -2,9 +2,9 @@
 // know each other's peer IDs meet at a rendezvous server
 // (examples/rendezvous): each calls carrier.Initiate with a Remote naming
 // the other peer and the server, ICE finds a path through their NATs, and
-// FSP runs over it. Each peer proves its key to the server and to the
-// other peer; a peer ID is the digest of a key, so no one else can answer
-// for it. Lines from stdin go to the peer as messages; received lines are
+// FSP runs over it (QUIC where the policy prohibits FSP). Each peer proves
+// its key to the server and to the other peer; a peer ID is the digest of
+// a key, so no one else can answer for it. Lines from stdin go to the peer as messages; received lines are
 // printed.
 //
 //	go run ./examples/rendezvous -listen 127.0.0.1:8080
