@@ -33,7 +33,7 @@ var confStacks = []string{"fsp", "quic", "tcp", "race"}
 // CONFORMANCE_PENDING=1 runs them anyway.
 var pending = map[string]string{
 	"quic/PausedReader30s": "pending G1: a QUIC connection whose reader pauses 30 s idles out (no recent network activity)",
-	"tcp/VanishedPeer": "pending G1: psi/tcp keeps a 15 s keep-alive interval under a 2 s idle timeout (tcp.go keepAlive), so a reader of a vanished peer waits far past it",
+	"tcp/VanishedPeer":     "pending G1: psi/tcp keeps a 15 s keep-alive interval under a 2 s idle timeout (tcp.go keepAlive), so a reader of a vanished peer waits far past it",
 }
 
 type confCase struct {
