@@ -464,3 +464,74 @@ func TestWindowAutoTuneDelayed(t *testing.T) {
 		t.Fatalf("window stayed at %d packets", w)
 	}
 }
+
+// TestForkClosedAtOnce: clones closed or aborted before their first
+// packet still reach the peer (read as io.EOF or post.ErrReset), so the
+// fork credit stays in step and later forks go on.
+func TestForkClosedAtOnce(t *testing.T) {
+	scfg, ccfg := pair(t)
+	scfg.forkAnnounce, ccfg.forkAnnounce = time.Hour, time.Hour // nothing but the close announces them
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	const n = 3 * initialForkCredit
+	for i := range n {
+		f, err := c.Fork(ctx)
+		if err != nil {
+			t.Fatal(i, err)
+		}
+		abort := i%2 == 1
+		if abort {
+			f.Abort(nil)
+		} else if err := f.Close(); err != nil {
+			t.Fatal(i, err)
+		}
+		sf, err := s.AcceptFork(ctx)
+		if err != nil {
+			t.Fatal(i, err)
+		}
+		_, _, err = sf.ReadMessage(ctx, make([]byte, 8))
+		if abort && !errors.Is(err, post.ErrReset) || !abort && err != io.EOF {
+			t.Fatalf("clone %d (aborted %v): read %v", i, abort, err)
+		}
+		sf.Close()
+	}
+}
+
+// TestUnacceptedForksReset: closing a connection resets the clones its
+// peer forked that were never accepted; their writers see it.
+func TestUnacceptedForksReset(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	f, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SendMessage(ctx, []byte("never read")); err != nil {
+		t.Fatal(err)
+	}
+	for s.Stats().PacketsReceived == 0 || l.Stats().UnacceptedForks == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	s.Close()
+	if _, err := f.ReceiveMessage(ctx); !errors.Is(err, post.ErrReset) {
+		t.Fatalf("clone of a closed parent: %v", err)
+	}
+}
+
+// TestForkOverBudget: a listener's own Fork fails loudly, with
+// post.ErrBackpressure, when its memory budget has no room for the clone.
+func TestForkOverBudget(t *testing.T) {
+	scfg, ccfg := pair(t)
+	scfg.MemoryBudget = connCharge() + cloneCost/2
+	l := listen(t, scfg)
+	_, s := connect(t, l, ccfg)
+	if _, err := s.Fork(testContext(t)); !errors.Is(err, post.ErrBackpressure) {
+		t.Fatalf("fork over the budget: %v", err)
+	}
+	if st := l.Stats(); st.Committed > st.Budget {
+		t.Fatalf("%+v", st)
+	}
+}
