@@ -75,6 +75,11 @@ type Config struct {
 	DisablePacing bool
 	// Association is sent to the peer in CONNECT_PARAM.
 	Association [16]byte
+	// Allow0RTT lets a dial holding a resumption ticket return at once
+	// and send its first message as 0-RTT data in RESTORE (it must be
+	// idempotent: a replay outside the anti-replay window is refused, but
+	// see doc.go), and lets a listener take such messages.
+	Allow0RTT bool
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 

@@ -109,6 +109,14 @@ type Conn struct {
 	resume  *resumeState
 	resBase []byte
 	resumed bool
+	// 0-RTT (conn_early.go): the initiator's early state and message
+	// (kept until the listener took it or it was queued again), and
+	// whether the first message went or came as 0-RTT data.
+	earlyState uint8
+	earlyData  []byte
+	earlyAcked func()
+	used0RTT   bool
+	earlyIn    bool
 
 	// Keys. A session's master secret derives the keys of every
 	// connection of the session with that connection's ALFID pair.

@@ -195,6 +195,9 @@ func (c *Conn) Fork(ctx context.Context) (*Conn, error) {
 // slow drops the oldest complete messages unread. Messages stay whole and
 // in order: a reader never sees an older message after a newer one.
 func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, error) {
+	if err := c.awaitEarly(ctx); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	for {
 		if c.state != stateEstablished || c.peerReleased {

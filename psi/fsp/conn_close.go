@@ -30,6 +30,7 @@ func (c *Conn) Close() error {
 // post.ErrClosed at once; unread inbound data is discarded. A second
 // Close returns nil.
 func (c *Conn) CloseContext(ctx context.Context) error {
+	c.awaitEarly(ctx) // a 0-RTT dial or message: close what the handshake makes
 	c.mu.Lock()
 	switch {
 	case c.state == stateClosed:

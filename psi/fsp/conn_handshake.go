@@ -43,7 +43,17 @@ func (c *Conn) dial(ctx context.Context) error {
 		// Resume with one round trip; a listener that cannot take the
 		// ticket answers with a cookie, as to INIT_CONNECT.
 		c.resume = rs
-		c.hsPacket = c.restorePacket(rs, now)
+		if c.cfg.Allow0RTT {
+			// 0-RTT: return at once; RESTORE leaves with the first
+			// write, or after earlyWait (conn_early.go).
+			c.earlyState = earlyArmed
+			c.state = stateInitiating
+			c.rtoAt = now.Add(earlyWait)
+			c.armTimer()
+			c.mu.Unlock()
+			return nil
+		}
+		c.hsPacket = c.restorePacket(rs, now, nil)
 	} else {
 		p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: c.local}}
 		c.hsPacket = handshakePacket(nil, c.hsKey, &p, c.nonce[:])
@@ -66,6 +76,10 @@ func (c *Conn) dial(ctx context.Context) error {
 }
 
 func (c *Conn) sendHandshake(now time.Time) {
+	if c.earlyState == earlyArmed {
+		c.earlyState = earlyNone // nothing written in time: RESTORE without data
+		c.hsPacket = c.restorePacket(c.resume, now, nil)
+	}
 	if err := c.t.write(c.hsPacket, &c.remote); err != nil && errors.Is(err, syscall.ECONNREFUSED) && c.t.recvErr.Load() {
 		c.failLocked(post.Errorf(post.ErrRefused, "fsp: port unreachable"))
 		return
@@ -172,7 +186,7 @@ func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {
 	c.ackReq = true
 	c.rtoAt = now.Add(hsInitialRTO)
 	if !c.authWait {
-		close(c.established)
+		c.openEstablished()
 	}
 	return nil
 }

@@ -24,12 +24,15 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 	var deliver *Listener
 	c.receive(b, from, pkt, &deliver)
 	more := c.state == stateEstablished || c.state == stateClosing
+	early := c.earlyIn // handed to Accept already, on its 0-RTT message
 	c.mu.Unlock()
 	if deliver != nil {
 		c.t.mu.Lock()
 		c.t.pending.remove(c)
 		c.t.mu.Unlock()
-		deliver.deliver(c)
+		if !early {
+			deliver.deliver(c)
+		}
 	}
 	if !more {
 		return nil
@@ -116,13 +119,14 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		c.handshakeRTT(now)
 		c.hsPacket = nil
 		*deliver = c.listener
+		close(c.established)
 		c.issueTicket(now)
 	}
 	c.onPathPacket(from, len(b), newest, pkt, now)
 	c.confirmed = true
 	if c.authWait && pkt.Opcode != wire.Reset {
 		c.authWait = false // the responder accepted our CLIENT_AUTH
-		close(c.established)
+		c.openEstablished()
 	}
 	if c.initiator && c.ackReq && c.snd.Len() == 0 {
 		c.rtoAt = time.Time{}

@@ -224,6 +224,9 @@ func (c *Conn) sendAck(now time.Time) {
 // transaction); end completes it, so the peer reads it as one message. It
 // blocks while the send buffer is full.
 func (c *Conn) WriteMessage(ctx context.Context, p []byte, end bool) error {
+	if done, err := c.writeEarly(ctx, p, end, nil, true); done || err != nil {
+		return err
+	}
 	return c.writeMessage(ctx, p, end, nil, false)
 }
 

@@ -15,7 +15,8 @@ import (
 
 // The resumed handshake (see doc.go, "Resumption"):
 //
-//	RESTORE           client nonce | ticket age (ms) | sealed ticket;
+//	RESTORE           client nonce | ticket age (ms) | ticket length (16 bits) |
+//	                  sealed ticket | [0-RTT message, sealed under the early key];
 //	                  EPHEMERAL_KEY, CONNECT_PARAM
 //	ACK_CONNECT_REQ   server nonce | flags (helloResumed) | key confirmation;
 //	                  EPHEMERAL_KEY, CONNECT_PARAM
@@ -24,8 +25,12 @@ import (
 // mixes a fresh X25519 output with the resumption secret, so forward
 // secrecy holds once the exchange completes; nobody signs anything.
 
-// helloResumed is the ACK_CONNECT_REQ flag of a resumed handshake.
-const helloResumed = 2
+// ACK_CONNECT_REQ flags of a resumed handshake: resumed, and the 0-RTT
+// message was taken.
+const (
+	helloResumed = 2
+	helloEarly   = 4
+)
 
 // resumeState is a ticket the client holds, taken out of the cache.
 type resumeState struct {
@@ -132,19 +137,34 @@ func (c *Conn) issueTicket(now time.Time) {
 	}
 }
 
-// restorePacket builds RESTORE for rs. Called with c.mu held.
-func (c *Conn) restorePacket(rs *resumeState, now time.Time) []byte {
+// restorePacket builds RESTORE for rs, carrying early (sealed under the
+// early key) unless it is nil. Called with c.mu held.
+func (c *Conn) restorePacket(rs *resumeState, now time.Time, early []byte) []byte {
 	p := wire.Packet{
 		Header:       wire.Header{Opcode: wire.Restore, Src: c.local},
 		HasParam:     true,
 		Param:        c.myParam(),
 		EphemeralKey: c.kp.Public[:],
 	}
-	payload := make([]byte, 0, fcrypto.NonceLen+4+len(rs.blob))
-	payload = append(payload, c.nonce[:]...)
-	payload = binary.BigEndian.AppendUint32(payload, uint32(max(0, now.Sub(rs.received).Milliseconds())))
-	payload = append(payload, rs.blob...)
-	return handshakePacket(nil, fcrypto.BinderKey(rs.secret), &p, payload)
+	b := wire.AppendHeader(make([]byte, 0, maxHandshakeSize), &p)
+	b = append(b, c.nonce[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(max(0, now.Sub(rs.received).Milliseconds())))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(rs.blob)))
+	b = append(b, rs.blob...)
+	if early != nil {
+		// The early key protects the message; everything before it is
+		// its associated data.
+		d := fcrypto.NewDirection(fcrypto.EarlySecret(rs.secret, c.nonce[:]))
+		b, _ = d.Seal(b, 0, b, early)
+	}
+	tag := fcrypto.HandshakeTag(fcrypto.BinderKey(rs.secret), b)
+	return append(b, tag[:]...)
+}
+
+// earlyRoom is the largest 0-RTT message RESTORE can carry for rs without
+// exceeding a data packet. Called with c.mu held.
+func earlyRoom(rs *resumeState) int {
+	return MaxDatagramSize - restoreOverhead - 2 - len(rs.blob) - fcrypto.TagLen
 }
 
 // restoreRequest is a parsed RESTORE body.
@@ -152,6 +172,8 @@ type restoreRequest struct {
 	nonce  []byte
 	age    time.Duration
 	ticket []byte
+	aad    []byte // the packet up to the 0-RTT message
+	early  []byte // the sealed 0-RTT message, if any
 }
 
 // parseRestore splits a RESTORE's payload (tag included). It never
@@ -159,15 +181,25 @@ type restoreRequest struct {
 func parseRestore(pkt *wire.Packet) (*restoreRequest, error) {
 	b := pkt.Payload
 	if !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen || pkt.Src <= 0xffff ||
-		len(b) < fcrypto.NonceLen+4+ticketSealing+ticketFixed+fcrypto.TagLen {
+		len(b) < fcrypto.NonceLen+6+ticketSealing+ticketFixed+fcrypto.TagLen {
 		return nil, post.Errorf(post.ErrMalformed, "fsp: bad RESTORE")
 	}
 	b = b[:len(b)-fcrypto.TagLen]
-	return &restoreRequest{
+	n := int(binary.BigEndian.Uint16(b[fcrypto.NonceLen+4:]))
+	rest := b[fcrypto.NonceLen+6:]
+	if n > len(rest) || (n < len(rest) && len(rest)-n < fcrypto.TagLen) {
+		return nil, post.Errorf(post.ErrMalformed, "fsp: bad RESTORE")
+	}
+	r := &restoreRequest{
 		nonce:  b[:fcrypto.NonceLen],
 		age:    time.Duration(binary.BigEndian.Uint32(b[fcrypto.NonceLen:])) * time.Millisecond,
-		ticket: b[fcrypto.NonceLen+4:],
-	}, nil
+		ticket: rest[:n],
+		aad:    pkt.HeaderBytes[:len(pkt.HeaderBytes)+fcrypto.NonceLen+6+n],
+	}
+	if n < len(rest) {
+		r.early = rest[n:]
+	}
+	return r, nil
 }
 
 // resumeSecret is what the resumed master secret mixes with the X25519
@@ -200,6 +232,11 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet)
 	rand.Read(c.nonce[:])
 	myParam := c.myParam()
 	flags := byte(helloResumed)
+	c.mu.Lock()
+	if c.openEarly(tk.secret, req) {
+		flags |= helloEarly
+	}
+	c.mu.Unlock()
 	digest := transcript(pkt.Src, c.local, req.nonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
 		&pkt.Param, &myParam, flags, [][]byte{req.ticket})
 	master := fcrypto.MasterSecret(shared, resumeSecret(tk.secret, c.cfg.Security.PSK), req.nonce, c.nonce[:])
@@ -238,7 +275,7 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet)
 func (c *Conn) finishResume(pkt *wire.Packet, body []byte, now time.Time) error {
 	rs := c.resume
 	if !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen || pkt.Src <= 0xffff ||
-		len(body) != fcrypto.NonceLen+1+fcrypto.TagLen || body[fcrypto.NonceLen] != helloResumed {
+		len(body) != fcrypto.NonceLen+1+fcrypto.TagLen || body[fcrypto.NonceLen]&^helloEarly != helloResumed {
 		return post.Errorf(post.ErrMalformed, "fsp: bad resumed ACK_CONNECT_REQ")
 	}
 	sNonce, flags, confirmGot := body[:fcrypto.NonceLen], body[fcrypto.NonceLen], body[fcrypto.NonceLen+1:]
@@ -261,11 +298,12 @@ func (c *Conn) finishResume(pkt *wire.Packet, body []byte, now time.Time) error 
 	c.installKeys()
 	c.peerCerts = rs.chain
 	c.resumed = true
+	c.used0RTT = flags&helloEarly != 0 && c.earlyState == earlySent
 	c.resume, c.kp, c.hsPacket = nil, nil, nil
 	c.establish(now)
 	c.ackReq = true
 	c.rtoAt = now.Add(hsInitialRTO)
-	close(c.established)
+	c.openEstablished()
 	return nil
 }
 

@@ -80,6 +80,12 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 	if err := c.respondResumed(tk, req, pkt); err != nil {
 		t.log.Debug("fsp: resumption failed", "peer", from, "err", err)
 		c.teardown(err, true)
+		return
+	}
+	if c.Used0RTT() {
+		// The 0-RTT message is readable now: hand the connection out. It
+		// sends nothing until the client confirms (writes wait).
+		l.deliver(c)
 	}
 }
 

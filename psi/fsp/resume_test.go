@@ -1,8 +1,14 @@
 package fsp
 
 import (
+	"context"
+	"net"
+
 	"bytes"
 	"crypto/tls"
+	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 	"testing"
 	"time"
 
@@ -81,4 +87,268 @@ func TestResumption(t *testing.T) {
 		t.Fatal("third connection not resumed")
 	}
 	pingPong(t, c3, s3)
+}
+
+// resumable returns a listener and a client configuration whose cache
+// holds a ticket for it, after one full handshake.
+func resumable(t *testing.T, allow0RTT bool) (*Listener, *Config, tls.ClientSessionCache) {
+	t.Helper()
+	scfg, ccfg := pair(t)
+	scfg.Allow0RTT = allow0RTT
+	cache := tls.NewLRUClientSessionCache(4)
+	ccfg.Security.SessionCache = cache
+	ccfg.Allow0RTT = allow0RTT
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	pingPong(t, c, s)
+	waitTicket(t, cache, c)
+	c.Close()
+	return l, ccfg, cache
+}
+
+func TestZeroRTT(t *testing.T) {
+	l, ccfg, _ := resumable(t, true)
+	ctx := testContext(t)
+	c, err := Dial(ctx, addrOf(l), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-c.HandshakeComplete():
+		t.Fatal("a 0-RTT dial waited for the handshake")
+	default:
+	}
+	if err := c.SendMessage(ctx, []byte("early")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.ReceiveMessage(ctx)
+	if err != nil || string(got) != "early" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if !s.Used0RTT() {
+		t.Fatal("listener did not get the message as 0-RTT")
+	}
+	pingPong(t, c, s)
+	if !c.Used0RTT() || !c.Resumed() {
+		t.Fatalf("client: 0-RTT %v, resumed %v", c.Used0RTT(), c.Resumed())
+	}
+}
+
+// TestZeroRTTFirstFlight shows that the idempotent first message of a
+// 0-RTT dial travels in the client's very first datagram, RESTORE, and
+// that this one datagram is enough for Accept to return the connection
+// with the message: everything the client sends after it is dropped until
+// the listener has read it.
+func TestZeroRTTFirstFlight(t *testing.T) {
+	l, ccfg, _ := resumable(t, true)
+	h := &recConn{PacketConn: mustUDP(t)}
+	tr := &Transport{Conn: h}
+	t.Cleanup(func() { tr.Close(); h.Close() })
+	// The ticket was cached for the first client's address key; this
+	// transport dials the same listener address, so the key matches.
+	ctx := testContext(t)
+	first := true
+	h.drop = func([]byte) bool {
+		if first {
+			first = false
+			return false
+		}
+		return true
+	}
+	c, err := tr.Dial(ctx, l.Addr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n := len(h.packetsFrom(c.LocalALFID())); n != 0 {
+		t.Fatalf("%d packets left before the first message was written", n)
+	}
+	msg := []byte("idempotent first message")
+	if err := c.SendMessage(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.ReceiveMessage(ctx)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("listener read %q, %v", got, err)
+	}
+	pkts := h.packetsFrom(c.LocalALFID())
+	p := pkts[0]
+	if p.Opcode != wire.Restore || p.Dst != 0 {
+		t.Fatalf("first packet %v to %x, want RESTORE to the listener", p.Opcode, p.Dst)
+	}
+	req, err := parseRestore(&p)
+	if err != nil || len(req.early) != len(msg)+fcrypto.TagLen {
+		t.Fatalf("RESTORE carries %d sealed bytes (%v), want the message", len(req.early), err)
+	}
+	t.Logf("first datagram: RESTORE of %d bytes with the %d-byte message; %d datagrams sent in all, later ones dropped",
+		len(p.HeaderBytes)+len(p.Payload), len(msg), len(pkts))
+	h.mu.Lock()
+	h.drop = nil
+	h.mu.Unlock()
+	pingPong(t, c, s)
+	if !c.Used0RTT() || !s.Used0RTT() {
+		t.Fatal("0-RTT not reported")
+	}
+}
+
+// TestZeroRTTReplay replays a captured 0-RTT RESTORE, from the client's
+// address and from another: the message is delivered once, no second
+// connection is made, and each answer is smaller than the replay.
+func TestZeroRTTReplay(t *testing.T) {
+	l, ccfg, _ := resumable(t, true)
+	h := &recConn{PacketConn: mustUDP(t)}
+	tr := &Transport{Conn: h}
+	t.Cleanup(func() { tr.Close(); h.Close() })
+	ctx := testContext(t)
+	c, err := tr.Dial(ctx, l.Addr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMessage(ctx, []byte("once")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "once" {
+		t.Fatal(m, err)
+	}
+	pingPong(t, c, s)
+	restore := h.sent[0]
+	c.Close()
+	s.Close()
+
+	attacker := mustUDP(t)
+	for _, from := range []net.PacketConn{h.PacketConn, attacker} {
+		for range 3 {
+			if _, err := from.WriteTo(restore, l.Addr()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	attacker.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	buf := make([]byte, 4096)
+	for {
+		n, _, err := attacker.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		if n >= len(restore) {
+			t.Fatalf("a %d-byte answer to a %d-byte replay", n, len(restore))
+		}
+		var p wire.Packet
+		if wire.Parse(buf[:n], &p) == nil && p.Opcode != wire.AckInitConnect {
+			t.Fatalf("replay answered with %v", p.Opcode)
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if s2, err := l.Accept(actx); err == nil {
+		m, _ := s2.ReceiveMessage(actx)
+		t.Fatalf("replay made a second connection (message %q)", m)
+	}
+}
+
+// TestResumeOtherIdentity: a listener with another identity at the same
+// address refuses the ticket; the client falls back to a full handshake,
+// sees the new identity, and its 0-RTT message arrives once, after it.
+func TestResumeOtherIdentity(t *testing.T) {
+	a, b := testcert.Must(), testcert.Must()
+	cache := tls.NewLRUClientSessionCache(4)
+	ccfg := &Config{Allow0RTT: true, Security: psi.Security{SessionCache: cache,
+		PinnedKeys: []psi.Pin{psi.PinCertificate(a.Leaf.Leaf), psi.PinCertificate(b.Leaf.Leaf)}}}
+	la := listen(t, &Config{Allow0RTT: true, Security: psi.Security{Certificates: []tls.Certificate{a.Leaf}}})
+	c, s := connect(t, la, ccfg)
+	pingPong(t, c, s)
+	waitTicket(t, cache, c)
+	addr := addrOf(la)
+	c.Close()
+	s.Close()
+	la.Close()
+
+	var lb *Listener
+	var err error
+	for range 100 { // the port frees once the connections are gone
+		if lb, err = Listen(addr, &Config{Allow0RTT: true, Security: psi.Security{Certificates: []tls.Certificate{b.Leaf}}}); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	ctx := testContext(t)
+	c2, err := Dial(ctx, addr, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if err := c2.SendMessage(ctx, []byte("after fallback")); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := lb.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if m, err := s2.ReceiveMessage(ctx); err != nil || string(m) != "after fallback" {
+		t.Fatal(m, err)
+	}
+	pingPong(t, c2, s2)
+	if c2.Resumed() || c2.Used0RTT() || s2.Used0RTT() {
+		t.Fatal("another identity's listener took the ticket")
+	}
+	if pc := c2.PeerCertificates(); len(pc) == 0 || !pc[0].Equal(b.Leaf.Leaf) {
+		t.Fatal("client does not see the new listener's identity")
+	}
+	actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if m, err := s2.ReceiveMessage(actx); err == nil {
+		t.Fatalf("message delivered twice: %q", m)
+	}
+}
+
+// TestZeroRTTOnlyIdempotent: through the psi interface, a first message
+// not marked idempotent waits for the handshake even with Allow0RTT.
+func TestZeroRTTOnlyIdempotent(t *testing.T) {
+	for _, idem := range []bool{false, true} {
+		l, ccfg, _ := resumable(t, true)
+		st := &Stack{}
+		ctx := testContext(t)
+		tr, err := st.Dial(ctx, addrOf(l), &psi.Config{Security: ccfg.Security, Allow0RTT: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		props := &post.Properties{Idempotent: idem}
+		if err := tr.WriteMessage(ctx, []byte("m"), true, &psi.WriteOptions{Properties: props}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "m" {
+			t.Fatal(m, err)
+		}
+		c := ConnOf(tr)
+		<-c.HandshakeComplete()
+		if c.Used0RTT() != idem || s.Used0RTT() != idem || !c.Resumed() {
+			t.Fatalf("idempotent %v: client 0-RTT %v, listener 0-RTT %v, resumed %v", idem, c.Used0RTT(), s.Used0RTT(), c.Resumed())
+		}
+		tr.Close()
+		s.Close()
+	}
 }

@@ -81,6 +81,7 @@ func (s *Stack) config(pc *psi.Config) *Config {
 	cfg.IdleTimeout = pc.IdleTimeout
 	cfg.KeepAlive = pc.KeepAlive
 	cfg.Association = pc.Association
+	cfg.Allow0RTT = pc.Allow0RTT
 	if pc.Linger > 0 {
 		cfg.Linger = pc.Linger
 	}
@@ -240,6 +241,11 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	more := false
 	if end && opts != nil {
 		acked, more = opts.Acked, opts.More
+	}
+	// Only a message marked idempotent may travel as 0-RTT data.
+	idem := opts != nil && opts.Properties != nil && opts.Properties.Idempotent
+	if done, err := t.c.writeEarly(ctx, p, end, acked, idem); done || err != nil {
+		return err
 	}
 	return t.c.writeMessage(ctx, p, end, acked, more)
 }

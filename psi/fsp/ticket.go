@@ -32,7 +32,7 @@ const (
 	maxTicket = maxHandshakeSize - restoreOverhead
 	// restoreOverhead is RESTORE without its ticket: header, extensions
 	// (ephemeral key, CONNECT_PARAM), nonce, ticket age and tag.
-	restoreOverhead = wire.HeaderLen + 4 + fcrypto.PublicLen + 28 + fcrypto.NonceLen + 4 + fcrypto.TagLen
+	restoreOverhead = wire.HeaderLen + 4 + fcrypto.PublicLen + 28 + fcrypto.NonceLen + 6 + fcrypto.TagLen
 )
 
 var errTicket = errors.New("fsp: bad ticket")

@@ -433,6 +433,13 @@ func ResumptionSecret(base, ticketNonce []byte) []byte {
 	return expand(base, "ticket", ticketNonce, SecretLen)
 }
 
+// EarlySecret is the traffic secret of a resumed dial's 0-RTT message:
+// it derives from the ticket's secret and the client's nonce only, so it
+// has no forward secrecy and a replay would open; see the strike register.
+func EarlySecret(resumption, clientNonce []byte) []byte {
+	return expand(resumption, "early", clientNonce, SecretLen)
+}
+
 // BinderKey is the key of the tag on RESTORE and on its answer: only
 // the holder of the ticket's secret (the client, and the server that
 // opens the ticket) can make it.
