@@ -195,6 +195,9 @@ func TestStatusCodes(t *testing.T) {
 			w.WriteHeader(http.StatusEarlyHints)
 			w.Header().Del("Link")
 			io.WriteString(w, "final")
+		case "/prefix":
+			io.WriteString(w, "body")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "late")
 		case "/none":
 			w.WriteHeader(http.StatusNoContent)
 		case "/missing":
@@ -224,6 +227,15 @@ func TestStatusCodes(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "final" || len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload" {
 		t.Fatalf("body %q hints %q", b, hints)
+	}
+	resp, err = client.Get(url + "/prefix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "body" || resp.Trailer.Get("X-Late") != "late" {
+		t.Fatalf("prefix trailer: %q %v %v", b, err, resp.Trailer)
 	}
 	for path, code := range map[string]int{"/none": 204, "/missing": 404} {
 		resp, err := client.Get(url + path)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +81,7 @@ func (w *responseWriter) writeHeader(code int) {
 	}
 	for _, v := range w.header["Trailer"] {
 		for k := range strings.SplitSeq(v, ",") {
-			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
+			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); validFieldName(k) && !forbiddenTrailer(k) {
 				w.trailers = append(w.trailers, k)
 			}
 		}
@@ -134,6 +135,9 @@ func (w *responseWriter) send(last bool) error {
 	}
 	out := w.buf
 	if w.mw == nil {
+		if last {
+			w.trailers = append(w.trailers, w.prefixTrailers()...)
+		}
 		if _, ok := w.header["Content-Type"]; !ok && len(w.buf) > 0 && w.bodyAllowed() {
 			w.header.Set("Content-Type", http.DetectContentType(w.buf))
 		}
@@ -211,19 +215,22 @@ func (w *responseWriter) finish() error {
 	if err := w.send(true); err != nil {
 		return err
 	}
+	if extra := w.prefixTrailers(); len(extra) > 0 && !slices.Contains(w.trailers, extra[0]) {
+		w.log.Warn("trailers not declared before the head was sent are dropped; name them in the Trailer header", "trailers", extra)
+	}
+	if len(w.trailers) == 0 {
+		return nil
+	}
+	// The head declared trailers: the client waits for the message, even
+	// when the handler set no values.
 	tr := http.Header{}
 	for _, k := range w.trailers {
 		if vs := w.header[k]; len(vs) > 0 {
 			tr[k] = vs
 		}
-	}
-	for k, vs := range w.header {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && name != "" {
-			tr[http.CanonicalHeaderKey(name)] = vs
+		if vs := w.header[http.TrailerPrefix+k]; len(vs) > 0 {
+			tr[k] = vs
 		}
-	}
-	if len(tr) == 0 {
-		return nil
 	}
 	clean, err := cleanHeader(tr)
 	if err != nil {
@@ -235,4 +242,17 @@ func (w *responseWriter) finish() error {
 		}
 	}
 	return w.f.Send(w.ctx, trailerBlock(clean))
+}
+
+// prefixTrailers returns the names the handler set under
+// http.TrailerPrefix.
+func (w *responseWriter) prefixTrailers() []string {
+	var names []string
+	for k := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && name != "" && validFieldName(name) {
+			names = append(names, http.CanonicalHeaderKey(name))
+		}
+	}
+	slices.Sort(names)
+	return names
 }

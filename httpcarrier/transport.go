@@ -197,7 +197,9 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte) (*http.Response,
 		if tx.req.Method == http.MethodHead {
 			b.want = -1 // the length of the body a GET would have
 		}
-		b.atEnd = func() error { return tx.readTrailers(b.ctx, resp) }
+		if resp.Trailer != nil {
+			b.atEnd = func() error { return tx.readTrailers(b.ctx, resp) }
+		}
 		b.onDone = tx.finish
 		resp.Body = b
 		return resp, nil
@@ -249,22 +251,19 @@ func (tx *clientTx) writeBody(ctx context.Context, head []byte) error {
 	return nil
 }
 
-// readTrailers runs at the end of the response body: the server sends at
-// most one trailer message after the response, then ends the fork.
+// readTrailers runs at the end of a response body whose head declared
+// trailers: the trailer message follows the response message.
 func (tx *clientTx) readTrailers(ctx context.Context, resp *http.Response) error {
 	b, err := readSmall(ctx, tx.fork, tx.t.maxHeader())
-	if errors.Is(err, io.EOF) {
-		return nil
-	}
 	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		return fmt.Errorf("httpcarrier: reading trailers: %w", err)
 	}
 	tr, err := parseTrailers(b)
 	if err != nil {
 		return err
-	}
-	if resp.Trailer == nil {
-		resp.Trailer = http.Header{}
 	}
 	for k, v := range tr {
 		resp.Trailer[k] = v

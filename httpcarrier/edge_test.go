@@ -1,0 +1,134 @@
+package httpcarrier_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestEarlyResponse: a handler that answers without reading a large body
+// reaches the client as a normal response.
+func TestEarlyResponse(t *testing.T) {
+	client, url, _, _ := setup(t, "fsp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	resp, err := client.Post(url+"/up", "application/octet-stream", bytes.NewReader(make([]byte, 20<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge || string(b) != "too large\n" {
+		t.Fatalf("%d %q %v", resp.StatusCode, b, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the body took %v to end", d)
+	}
+}
+
+// TestBodyCloseEarly: closing a response body before its end aborts the
+// fork; the handler's writes fail and its context ends within a second.
+func TestBodyCloseEarly(t *testing.T) {
+	ended := make(chan error, 1)
+	client, url, _, _ := setup(t, "fsp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < 1<<14; i++ {
+			if _, err := w.Write(chunk); err != nil {
+				break
+			}
+		}
+		select {
+		case <-r.Context().Done():
+			ended <- nil
+		case <-time.After(time.Second):
+			ended <- fmt.Errorf("handler context alive 1 s after the client closed the body")
+		}
+	}))
+	resp, err := client.Get(url + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler still writing 10 s after the client closed the body")
+	}
+}
+
+// TestLimits: a head over the server's limit gets 431; Expect:
+// 100-continue gets a 100 once the handler reads.
+func TestLimits(t *testing.T) {
+	client, url, srv, _ := setup(t, "fsp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}))
+	srv.MaxHeaderBytes = 4096
+	req, _ := http.NewRequest("GET", url+"/", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 8000))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d, want 431", resp.StatusCode)
+	}
+
+	var got []int
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { got = append(got, code); return nil },
+	})
+	req, _ = http.NewRequestWithContext(ctx, "PUT", url+"/", strings.NewReader(strings.Repeat("x", 1<<20)))
+	req.Header.Set("Expect", "100-continue")
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "1048576" || len(got) != 1 || got[0] != 100 {
+		t.Fatalf("body %q, informational %v", b, got)
+	}
+}
+
+// TestBrokenRequestBody: a request body that fails reaches the handler
+// as an error, never as a complete body.
+func TestBrokenRequestBody(t *testing.T) {
+	seen := make(chan error, 1)
+	client, url, _, _ := setup(t, "quic", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		seen <- err
+	}))
+	body := io.MultiReader(strings.NewReader(strings.Repeat("x", 100_000)), errReader{})
+	req, _ := http.NewRequest("POST", url+"/", body)
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	select {
+	case err := <-seen:
+		if err == nil {
+			t.Fatal("handler read a complete body")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler did not finish reading")
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, fmt.Errorf("disk on fire") }
