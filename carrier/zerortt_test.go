@@ -9,13 +9,20 @@ import (
 )
 
 // TestZeroRTTIdempotentFirstMessage: a second, lazy Carrier on the same
-// Association sends its idempotent first message as QUIC 0-RTT data.
+// Association sends its idempotent first message as 0-RTT data, on QUIC
+// and on FSP.
 func TestZeroRTTIdempotentFirstMessage(t *testing.T) {
+	for _, stack := range []string{"quic", "fsp"} {
+		t.Run(stack, func(t *testing.T) { testZeroRTTFirstMessage(t, stack) })
+	}
+}
+
+func testZeroRTTFirstMessage(t *testing.T, stack string) {
 	scfg := serverConfig()
 	l := listen(t, scfg)
 	ctx := ctxT(t)
 	cfg := clientConfig()
-	cfg.Policy.Stack("quic", policy.Require)
+	cfg.Policy.Stack(stack, policy.Require)
 	c1, err := carrier.Initiate(ctx, l.Remote("localhost"), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -198,6 +198,14 @@ func (t *transient) PeerIdentity() psi.Identity {
 }
 
 func (t *transient) Features() psi.Features { return TransientFeatures }
+
+// Used0RTT reports whether the first message went (initiator) or came
+// (listener) as 0-RTT data; see Conn.Used0RTT.
+func (t *transient) Used0RTT() bool { return t.c.Used0RTT() }
+
+// HandshakeComplete is closed once the handshake ended; a 0-RTT dial
+// returns before.
+func (t *transient) HandshakeComplete() <-chan struct{} { return t.c.HandshakeComplete() }
 func (t *transient) Association() [16]byte  { return t.assoc }
 func (t *transient) Close() error           { return t.c.Close() }
 
