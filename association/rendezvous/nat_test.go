@@ -58,7 +58,22 @@ type natNet struct {
 	// stacks is what both peers offer to run over the path, comma
 	// separated; empty means the default (FSP).
 	stacks string
+	// carrier runs each peer as a P2P Carrier with FSP prohibited
+	// (NATCarrierPeer) instead of on a bare Session.
+	carrier bool
 }
+
+// NATResult is what a NAT test peer reports.
+type NATResult = peerResult
+
+// NATCarrierPeer, set by the external carrier_nat_test.go, runs one NAT
+// test peer as a P2P Carrier holding key, asking for peer through the
+// rendezvous server at url with the test network's STUN and TURN server.
+// The carrier package imports this one, so only an external test can.
+var NATCarrierPeer func(ctx context.Context, key *Key, peer PeerID, url string, ice []NATICEServer, size int, res *NATResult) error
+
+// NATICEServer is a STUN or TURN server of the test network.
+type NATICEServer struct{ URL, Username, Password string }
 
 func natPrereqs(t *testing.T) {
 	t.Helper()
@@ -294,7 +309,7 @@ func (n *natNet) run(t *testing.T, url string, size int, timeout time.Duration, 
 			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.ns.Name(), exe, "-test.run=^TestNATPeer$", "-test.v", "-test.count=1")
 			cmd.Env = append(os.Environ(),
 				"PS_NAT_KEY="+p.key, "PS_NAT_SELF="+p.self, "PS_NAT_PEER="+p.peer, "PS_NAT_RDV="+url,
-				"PS_NAT_SIZE="+strconv.Itoa(size), "PS_NAT_TIMEOUT="+timeout.String(), "PS_NAT_STACKS="+n.stacks)
+				"PS_NAT_SIZE="+strconv.Itoa(size), "PS_NAT_TIMEOUT="+timeout.String(), "PS_NAT_STACKS="+n.stacks, "PS_NAT_CARRIER="+strconv.FormatBool(n.carrier))
 			out, err := cmd.CombinedOutput()
 			if dir := os.Getenv("PS_NAT_DEBUG"); strings.HasPrefix(dir, "/") {
 				os.WriteFile(filepath.Join(dir, p.self+".log"), out, 0o644)
@@ -347,6 +362,15 @@ func natPeer(role natRole, url string, res *peerResult) error {
 	var logger *slog.Logger
 	if os.Getenv("PS_NAT_DEBUG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
+	}
+	if os.Getenv("PS_NAT_CARRIER") == "true" {
+		if NATCarrierPeer == nil {
+			return errors.New("no NATCarrierPeer")
+		}
+		return NATCarrierPeer(ctx, testKey(role.key), id(role.peer), url, []NATICEServer{
+			{URL: fmt.Sprintf("stun:%s:%d", turnAddr, turnPort)},
+			{URL: fmt.Sprintf("turn:%s:%d?transport=udp", turnAddr, turnPort), Username: turnUser, Password: turnPass},
+		}, size, res)
 	}
 	var stacks []string
 	if v := os.Getenv("PS_NAT_STACKS"); v != "" {
@@ -518,6 +542,20 @@ func TestNATQUIC(t *testing.T) {
 	natPrereqs(t)
 	n := setupNAT(t, false)
 	n.stacks = "quic"
+	url := n.startRendezvous(t, Config{})
+	alice, bob := n.runPeers(t, url, fileSize())
+	checkTransfer(t, alice, bob)
+	if alice.Transport != "quic" || bob.Transport != "quic" {
+		t.Errorf("stacks: alice %s, bob %s", alice.Transport, bob.Transport)
+	}
+}
+
+// TestNATCarrierQUIC: two P2P Carriers whose policy prohibits FSP meet
+// through the two NATs and run QUIC over the ICE pair.
+func TestNATCarrierQUIC(t *testing.T) {
+	natPrereqs(t)
+	n := setupNAT(t, false)
+	n.carrier = true
 	url := n.startRendezvous(t, Config{})
 	alice, bob := n.runPeers(t, url, fileSize())
 	checkTransfer(t, alice, bob)
