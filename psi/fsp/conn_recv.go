@@ -328,8 +328,11 @@ func (c *Conn) autoTune(now time.Time) {
 	}
 	// Consuming the fraction read/rcvCap of the window in less than
 	// 4·RTT·fraction means the whole window goes in about two round
-	// trips or less.
-	limit := time.Duration(4 * float64(c.rtt.SmoothedRTT()) * float64(read) / float64(c.rcvCap))
+	// trips or less. The round trip a window update takes includes the
+	// peer's acknowledgement delay, which a receiver's own samples (the
+	// handshake's) do not.
+	rtt := c.rtt.SmoothedRTT() + maxAckDelay
+	limit := time.Duration(4 * float64(rtt) * float64(read) / float64(c.rcvCap))
 	if now.Sub(c.tuneAt) < limit {
 		c.growWindow(min(2*c.rcvCap, c.rcvMax))
 	}
