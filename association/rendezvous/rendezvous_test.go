@@ -460,6 +460,8 @@ func FuzzDecodeAnswer(f *testing.F) {
 	good, _ := json.Marshal(response{Offer: offer("abcd")})
 	f.Add(good)
 	f.Add([]byte(`{"offer":{"ufrag":"abcd","pwd":"abcdefghijklmnopqrstuvwxyz","candidates":["1 1 UDP 1 ::1 1 typ host"],"controlling":true}}`))
+	f.Add([]byte(`{"offer":{"ufrag":"abcd","pwd":"abcdefghijklmnopqrstuvwxyz","candidates":["1 1 UDP 1 ::1 1 typ host"],"stacks":["quic","fsp"]}}`))
+	f.Add([]byte(`{"offer":{"ufrag":"abcd","pwd":"abcdefghijklmnopqrstuvwxyz","candidates":["1 1 UDP 1 ::1 1 typ host"],"stacks":["","QUIC",null]}}`))
 	f.Add([]byte(`{"offer":null}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, data []byte) {

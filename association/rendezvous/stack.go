@@ -53,7 +53,10 @@ func (s *Session) Establish(ctx context.Context, stack psi.Stack, cfg *psi.Confi
 }
 
 func (s *Session) establish(ctx context.Context, stack psi.Stack, cfg *psi.Config) (psi.Transient, error) {
-	if !RunsOverPath(stack) {
+	switch {
+	case stack == nil || stack.Name() != s.Stack:
+		return nil, post.Errorf(post.ErrPolicyConflict, "p2p: the peers agreed on stack %q, not this one", s.Stack)
+	case !RunsOverPath(stack):
 		return nil, post.Errorf(post.ErrNotSupported, "p2p: stack %s cannot run over a path it did not open", stack.Name())
 	}
 	var c psi.Config

@@ -292,3 +292,27 @@ func BenchmarkFSPOverUDP(b *testing.B) {
 		}
 	}
 }
+
+// TestEstablishWrongStack: a stack other than the one both sides agreed
+// on is refused, and the session is closed.
+func TestEstablishWrongStack(t *testing.T) {
+	checkGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url := newServer(t, NewServer(Config{MaxWait: time.Second}))
+	sa, sb, errA, errB := connectStacks(t, ctx, url, []string{"fsp", "quic"}, []string{"quic", "fsp"})
+	if errA != nil || errB != nil {
+		t.Fatalf("connect: alice %v, bob %v", errA, errB)
+	}
+	defer sb.Close()
+	other := "fsp"
+	if sa.Stack == "fsp" {
+		other = "quic"
+	}
+	if _, err := sa.Establish(ctx, stackByName(other), nil); !errors.Is(err, post.ErrPolicyConflict) {
+		t.Fatalf("alice agreed on %s, established %s: %v", sa.Stack, other, err)
+	}
+	if _, err := sa.Conn.WriteTo([]byte("x"), sa.PeerAddr); err == nil {
+		t.Fatal("session still open")
+	}
+}
