@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/internal/leakcheck"
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
@@ -244,6 +245,7 @@ func TestRaceLosersClosedNoLeak(t *testing.T) {
 // ignores cancellation is still dialling (RFC 8305); the loser is closed
 // in the background once it completes, and Wait waits for that.
 func TestRaceReturnsWinnerAtOnce(t *testing.T) {
+	leakcheck.Check(t)
 	release := make(chan struct{})
 	stuck := &fakeStack{name: "fsp", network: "udp", dial: func(context.Context, netip.AddrPort) error {
 		<-release // a handshake that does not notice cancellation
