@@ -49,3 +49,6 @@ func unanswered(c *net.TCPConn, d time.Duration) bool {
 	}
 	return info.Unacked > 0 && time.Duration(info.Last_ack_recv)*time.Millisecond >= d
 }
+
+// ackReporting says whether sendState can read the send queue.
+const ackReporting = true

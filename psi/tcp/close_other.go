@@ -13,3 +13,6 @@ func sendState(c *net.TCPConn) (unacked int, reset, ok bool) { return 0, false, 
 
 // unanswered cannot tell here; the kernel's retransmission limit applies.
 func unanswered(c *net.TCPConn, d time.Duration) bool { return false }
+
+// ackReporting says whether sendState can read the send queue.
+const ackReporting = false

@@ -114,10 +114,11 @@ type transient struct {
 	r  framer.MessageReader
 	rd deadline
 
-	wmu  sync.Mutex
-	w    framer.MessageWriter
-	werr error // sticky write failure
-	wd   deadline
+	wmu    sync.Mutex
+	w      framer.MessageWriter
+	werr   error // sticky write failure
+	wEnded bool  // close_notify and FIN sent after the peer's end
+	wd     deadline
 
 	fmu    sync.Mutex
 	forkCh chan *transient // server side: forks awaiting AcceptFork
@@ -312,7 +313,9 @@ func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error
 	stop()
 	switch {
 	case err == io.EOF:
-		t.peerEnded.Store(true)
+		if !t.peerEnded.Swap(true) && !ackReporting {
+			go t.endWrite()
+		}
 		return n, end, err
 	case err == nil:
 		return n, end, err
@@ -525,13 +528,15 @@ func (t *transient) finish(ctx context.Context) error {
 	_ = raw.SetWriteDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
 	defer stop()
-	t.cork.cork()
-	err := t.w.Flush()
-	if cerr := t.cork.uncork(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return ctxErr(ctx, err)
+	if !t.wEnded {
+		t.cork.cork()
+		err := t.w.Flush()
+		if cerr := t.cork.uncork(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return ctxErr(ctx, err)
+		}
 	}
 	if t.tcp != nil {
 		if err := t.awaitAcked(ctx); err != nil {
@@ -541,7 +546,9 @@ func (t *transient) finish(ctx context.Context) error {
 	// Orderly end: close_notify and FIN. Their loss costs nothing but a
 	// clean end of stream at the peer, so they are not waited for, except
 	// where acknowledgements cannot be read.
-	_ = t.conn.CloseWrite()
+	if !t.wEnded {
+		_ = t.conn.CloseWrite()
+	}
 	if t.tcp != nil {
 		_ = t.tcp.CloseWrite()
 		if _, _, ok := sendState(t.tcp); !ok {
@@ -553,6 +560,31 @@ func (t *transient) finish(ctx context.Context) error {
 	t.discardInput()
 	raw.Close()
 	return nil
+}
+
+// endWrite ends our side once the peer has ended its own in order, where
+// the kernel cannot report acknowledgements: our end is what the peer's
+// Close waits for then. (Elsewhere it is not sent: the peer has closed,
+// and would answer it with a reset.)
+func (t *transient) endWrite() {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.werr != nil || t.wEnded || t.isClosed() {
+		return
+	}
+	t.cork.cork()
+	err := t.w.Flush()
+	if cerr := t.cork.uncork(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return
+	}
+	_ = t.conn.CloseWrite()
+	if t.tcp != nil {
+		_ = t.tcp.CloseWrite()
+	}
+	t.wEnded = true
 }
 
 // awaitAcked waits until the peer's kernel has acknowledged everything
