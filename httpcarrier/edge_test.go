@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postsockets/postsockets/httpcarrier"
 )
 
 // TestEarlyResponse: a handler that answers without reading a large body
@@ -73,11 +75,10 @@ func TestBodyCloseEarly(t *testing.T) {
 // TestLimits: a head over the server's limit gets 431; Expect:
 // 100-continue gets a 100 once the handler reads.
 func TestLimits(t *testing.T) {
-	client, url, srv, _ := setup(t, "fsp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	client, url, _, _ := setup(t, "fsp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprint(w, n)
-	}))
-	srv.MaxHeaderBytes = 4096
+	}), func(s *httpcarrier.Server) { s.MaxHeaderBytes = 4096 })
 	req, _ := http.NewRequest("GET", url+"/", nil)
 	req.Header.Set("X-Big", strings.Repeat("a", 8000))
 	resp, err := client.Do(req)
@@ -132,3 +133,42 @@ func TestBrokenRequestBody(t *testing.T) {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, fmt.Errorf("disk on fire") }
+
+// TestStaleIdleFork: a request that takes an idle fork the server has
+// closed meanwhile is sent again on a new fork.
+func TestStaleIdleFork(t *testing.T) {
+	client, url, _, _ := setup(t, "fsp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), func(s *httpcarrier.Server) { s.IdleTimeout = 50 * time.Millisecond })
+	for i := range 6 {
+		resp, err := client.Get(url + "/")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "ok" {
+			t.Fatalf("request %d: %q %v", i, b, err)
+		}
+		if i%2 == 1 {
+			time.Sleep(200 * time.Millisecond) // the server closes the idle fork
+		}
+	}
+	// A handler that leaves the body unread ends its fork's reuse.
+	for i := range 4 {
+		resp, err := client.Do(mustRequest(t, "PUT", url+"/", bytes.NewReader(make([]byte, 300_000))))
+		if err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+}
+
+func mustRequest(t *testing.T, method, url string, body io.Reader) *http.Request {
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}

@@ -32,7 +32,7 @@ var certs = testcert.Must()
 
 // setup serves h over stack ("" races them all) and returns a client and
 // the origin URL.
-func setup(t *testing.T, stack string, h http.Handler) (*http.Client, string, *httpcarrier.Server, *atomic.Int32) {
+func setup(t *testing.T, stack string, h http.Handler, opts ...func(*httpcarrier.Server)) (*http.Client, string, *httpcarrier.Server, *atomic.Int32) {
 	t.Helper()
 	scfg := &carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}}
 	ccfg := &carrier.Config{Security: psi.Security{RootCAs: certs.Pool}}
@@ -47,6 +47,9 @@ func setup(t *testing.T, stack string, h http.Handler) (*http.Client, string, *h
 		t.Fatal(err)
 	}
 	srv := &httpcarrier.Server{Handler: h}
+	for _, o := range opts {
+		o(srv)
+	}
 	roots := new(atomic.Int32)
 	go func() {
 		for {

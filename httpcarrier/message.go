@@ -173,3 +173,10 @@ func (b *body) done(clean bool) {
 		}
 	})
 }
+
+// readToEnd reports whether the body was read to the end of its message.
+func (b *body) readToEnd() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err == io.EOF
+}

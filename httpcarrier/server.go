@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postsockets/postsockets/carrier"
@@ -28,6 +30,9 @@ type Server struct {
 	// (the stack's fork flow control holds the client back). Zero means
 	// 256.
 	MaxConcurrentRequests int
+	// IdleTimeout bounds the wait for the next request on a fork the
+	// client keeps open between requests; zero means 5 minutes.
+	IdleTimeout time.Duration
 	// BaseContext, if set, is the parent of every request's context.
 	BaseContext context.Context
 	Logger      *slog.Logger
@@ -71,6 +76,13 @@ func (s *Server) headerTimeout() time.Duration {
 		return s.ReadHeaderTimeout
 	}
 	return 30 * time.Second
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return 5 * time.Minute
 }
 
 func (s *Server) maxHeader() int {
@@ -243,51 +255,82 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// serveFork reads one request from f, runs the handler and sends the
-// response; then it closes f.
+// serveFork serves the transactions on f one after another, until the
+// client closes f or a transaction does not end cleanly.
 func (s *Server) serveFork(f *carrier.Carrier, log *slog.Logger) {
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	hctx, hcancel := context.WithTimeout(ctx, s.headerTimeout())
-	hm, err := readHead(hctx, f, s.maxHeader())
-	hcancel()
-	if err != nil {
-		if errors.Is(err, errHeadTooLarge) {
-			s.refuse(f, http.StatusRequestHeaderFieldsTooLarge)
+	for first := true; ; first = false {
+		reuse, err := s.serveOne(f, first, log)
+		if err != nil {
+			log.Debug("transaction failed", "err", err)
+			f.Abort()
 			return
 		}
-		log.Debug("no request head", "err", err)
-		f.Abort()
-		return
+		if !reuse {
+			f.Close()
+			return
+		}
+	}
+}
+
+// serveOne reads one request from f, runs the handler and sends the
+// response. It reports whether f can carry the next transaction; an error
+// means f must be aborted.
+func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reuse bool, err error) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	wait := s.headerTimeout()
+	if !first {
+		wait = s.idleTimeout() // the client keeps idle forks for the next request
+	}
+	hctx, hcancel := context.WithTimeout(ctx, wait)
+	hm, err := readHead(hctx, f, s.maxHeader())
+	hcancel()
+	switch {
+	case !first && errors.Is(err, io.EOF):
+		return false, nil // the client closed the idle fork
+	case errors.Is(err, errHeadTooLarge):
+		s.refuse(f, http.StatusRequestHeaderFieldsTooLarge)
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("no request head: %w", err)
 	}
 	req, err := parseRequestHead(hm.head)
 	if err != nil {
 		log.Debug("bad request head", "err", err)
 		s.refuse(f, http.StatusBadRequest)
-		return
+		return false, nil
 	}
 	req.RemoteAddr = f.Path().Remote.String()
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, carrier.Addr{Stack: f.Stack(), AddrPort: f.Path().Local})
 	req = req.WithContext(ctx)
 	w := &responseWriter{f: f, req: req, ctx: ctx, header: http.Header{}, log: log}
-	// watch turns the client's abort of the fork into the request's
-	// cancellation, once the request has been read.
+	// The watch turns the client's abort of the fork into the request's
+	// cancellation, once the request has been read: nothing else may
+	// arrive before the response has ended.
+	var watching sync.WaitGroup
+	var violated atomic.Bool
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
 	watch := func() {
-		go func() {
-			if _, err := f.Ready(ctx, carrier.ReadyOptions{Max: 1}); err != nil && ctx.Err() == nil {
+		watching.Go(func() {
+			_, err := f.Ready(wctx, carrier.ReadyOptions{Max: 1})
+			if wctx.Err() == nil {
+				violated.Store(true)
+				log.Debug("fork aborted or misused during the transaction", "err", err)
 				cancel()
 			}
-		}()
+		})
 	}
+	var b *body
 	if hm.end && len(hm.rest) == 0 && req.Trailer == nil {
 		if req.ContentLength > 0 {
 			s.refuse(f, http.StatusBadRequest)
-			return
+			return false, nil
 		}
 		req.ContentLength = 0
 		watch()
 	} else {
-		b := &body{c: f, ctx: ctx, pre: hm.rest, end: hm.end, want: req.ContentLength}
+		b = &body{c: f, ctx: ctx, pre: hm.rest, end: hm.end, want: req.ContentLength}
 		b.atEnd = func() error {
 			if req.Trailer != nil {
 				m, err := readSmall(ctx, f, s.maxHeader())
@@ -310,17 +353,20 @@ func (s *Server) serveFork(f *carrier.Carrier, log *slog.Logger) {
 		}
 		req.Body = b
 	}
-	if !s.run(w, req, log) {
-		f.Abort()
-		return
+	ok := s.run(w, req, log)
+	wcancel()
+	watching.Wait()
+	switch {
+	case !ok:
+		return false, errors.New("handler panicked")
+	case violated.Load():
+		return false, errors.New("client aborted")
 	}
 	if err := w.finish(); err != nil {
-		log.Debug("response not sent", "err", err)
-		f.Abort()
-		return
+		return false, fmt.Errorf("response not sent: %w", err)
 	}
-	cancel()
-	f.Close()
+	// The next request may follow only if this one was read to its end.
+	return b == nil || b.readToEnd(), nil
 }
 
 // run calls the handler, recovering a panic as net/http does.

@@ -54,6 +54,7 @@ type rootConn struct {
 	inflight int
 	draining bool // goaway received, closed idle, or failed: no new forks
 	idle     *time.Timer
+	forks    []*carrier.Carrier // idle forks, for the next requests
 }
 
 func (t *Transport) log() *slog.Logger {
@@ -108,35 +109,70 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	ctx := req.Context()
-	var rc *rootConn
-	var fork *carrier.Carrier
+	// An idle fork from an earlier request may have been closed by the
+	// server meanwhile; only a request that can be sent again takes one.
+	reusable := idempotent(req) && (noBody(req.Body) || req.GetBody != nil)
+	reqBody := req.Body
+	closeBody = func() {
+		if reqBody != nil {
+			reqBody.Close()
+		}
+	}
 	for attempt := 0; ; attempt++ {
-		if rc, err = t.get(ctx, key); err != nil {
+		rc, err := t.get(ctx, key)
+		if err != nil {
 			closeBody()
 			return nil, err
 		}
-		if fork, err = rc.root.Fork(ctx); err == nil {
-			break
+		var fork *carrier.Carrier
+		if reusable && attempt == 0 {
+			fork = t.takeIdle(rc)
 		}
-		// Nothing was sent: a fresh root may take it.
-		t.release(rc, true)
-		if attempt > 0 || ctx.Err() != nil {
-			closeBody()
-			return nil, fmt.Errorf("httpcarrier: fork to %s: %w", key, err)
+		reused := fork != nil
+		if fork == nil {
+			if fork, err = rc.root.Fork(ctx); err != nil {
+				// Nothing was sent: a fresh root may take it.
+				t.release(rc, true)
+				if attempt > 0 || ctx.Err() != nil {
+					closeBody()
+					return nil, fmt.Errorf("httpcarrier: fork to %s: %w", key, err)
+				}
+				t.log().Debug("fork failed; new root", "origin", key, "err", err)
+				continue
+			}
 		}
-		t.log().Debug("fork failed; new root", "origin", key, "err", err)
-	}
-	tx := &clientTx{t: t, rc: rc, fork: fork, req: req}
-	tx.stop = context.AfterFunc(ctx, func() { fork.Abort() })
-	resp, err := tx.roundTrip(ctx, head)
-	if err != nil {
+		tx := &clientTx{t: t, rc: rc, fork: fork, req: req, body: reqBody}
+		tx.stop = context.AfterFunc(ctx, func() { fork.Abort() })
+		resp, stale, err := tx.roundTrip(ctx, head, reused)
+		if err == nil {
+			return resp, nil
+		}
 		tx.finish(false)
 		if ctx.Err() != nil {
-			err = ctx.Err()
+			closeBody()
+			return nil, ctx.Err()
 		}
+		if stale && attempt == 0 {
+			t.log().Debug("idle fork was gone; retrying on a new one", "origin", key, "err", err)
+			if !noBody(reqBody) {
+				if reqBody, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		closeBody()
 		return nil, err
 	}
-	return resp, nil
+}
+
+// idempotent reports whether req may be sent twice (RFC 9110 9.2.2).
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
 }
 
 // clientTx is one request/response exchange on its fork.
@@ -145,16 +181,18 @@ type clientTx struct {
 	rc       *rootConn
 	fork     *carrier.Carrier
 	req      *http.Request
+	body     io.ReadCloser // the request body of this attempt
 	stop     func() bool
 	once     sync.Once
 	wrote    chan error // the request writer's result
-	finished chan struct{}
 }
 
-func (tx *clientTx) roundTrip(ctx context.Context, head []byte) (*http.Response, error) {
+// roundTrip sends the request and reads the response head. stale reports
+// that a reused fork failed before any response arrived: the server had
+// closed it, and a new fork may take the request.
+func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (resp *http.Response, stale bool, err error) {
 	tx.wrote = make(chan error, 1)
-	tx.finished = make(chan struct{})
-	if noBody(tx.req.Body) && len(tx.req.Trailer) == 0 {
+	if noBody(tx.body) && len(tx.req.Trailer) == 0 {
 		tx.wrote <- tx.fork.SendMsg(ctx, &post.Message{Content: head})
 	} else {
 		go func() { tx.wrote <- tx.writeBody(ctx, head) }()
@@ -163,29 +201,30 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte) (*http.Response,
 	for n := 0; ; n++ {
 		hm, err := readHead(ctx, tx.fork, limit)
 		if err != nil {
+			stale = reused && n == 0
 			select {
 			case werr := <-tx.wrote:
 				if werr != nil {
-					return nil, fmt.Errorf("httpcarrier: writing request: %w (response: %v)", werr, err)
+					return nil, stale, fmt.Errorf("httpcarrier: writing request: %w (response: %v)", werr, err)
 				}
 			default:
 			}
-			return nil, fmt.Errorf("httpcarrier: reading response: %w", err)
+			return nil, stale, fmt.Errorf("httpcarrier: reading response: %w", err)
 		}
-		resp, err := parseResponseHead(hm.head, tx.req)
+		resp, err = parseResponseHead(hm.head, tx.req)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
-			return nil, post.Errorf(post.ErrNotSupported, "httpcarrier: protocol upgrades are not carried")
+			return nil, false, post.Errorf(post.ErrNotSupported, "httpcarrier: protocol upgrades are not carried")
 		}
 		if resp.StatusCode < 200 {
 			if !hm.end || len(hm.rest) > 0 || n >= 16 {
-				return nil, post.Errorf(post.ErrMalformed, "httpcarrier: bad informational response")
+				return nil, false, post.Errorf(post.ErrMalformed, "httpcarrier: bad informational response")
 			}
 			if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
 				if err := tr.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
-					return nil, err
+					return nil, false, err
 				}
 			}
 			continue
@@ -202,7 +241,7 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte) (*http.Response,
 		}
 		b.onDone = tx.finish
 		resp.Body = b
-		return resp, nil
+		return resp, false, nil
 	}
 }
 
@@ -211,7 +250,10 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte) (*http.Response,
 // follow as a second message.
 func (tx *clientTx) writeBody(ctx context.Context, head []byte) error {
 	req := tx.req
-	defer req.Body.Close()
+	if tx.body == nil {
+		tx.body = http.NoBody
+	}
+	defer tx.body.Close()
 	w, err := tx.fork.NewMessageWriter(ctx, post.Properties{})
 	if err != nil {
 		return err
@@ -221,7 +263,7 @@ func (tx *clientTx) writeBody(ctx context.Context, head []byte) error {
 	n := copy(buf, head)
 	var sent int64
 	for {
-		m, rerr := req.Body.Read(buf[n:])
+		m, rerr := tx.body.Read(buf[n:])
 		sent += int64(m)
 		n += m
 		if rerr == io.EOF {
@@ -271,18 +313,56 @@ func (tx *clientTx) readTrailers(ctx context.Context, resp *http.Response) error
 	return nil
 }
 
-// finish ends the transaction: clean after the whole response was read,
-// otherwise the fork is aborted.
+// finish ends the transaction: after the whole exchange, the fork waits
+// in the root's pool for the next request; otherwise it is aborted.
 func (tx *clientTx) finish(clean bool) {
 	tx.once.Do(func() {
-		tx.stop()
-		if clean {
-			go tx.fork.Close()
-		} else {
-			tx.fork.Abort()
+		stopped := tx.stop()
+		if clean && stopped {
+			select {
+			case err := <-tx.wrote:
+				clean = err == nil
+			default:
+				clean = false // the request is still being sent
+			}
+		}
+		if !clean || !stopped || !tx.t.putIdle(tx.rc, tx.fork) {
+			if clean && stopped {
+				go tx.fork.Close()
+			} else {
+				tx.fork.Abort()
+			}
 		}
 		tx.t.release(tx.rc, false)
 	})
+}
+
+// maxIdleForks bounds the idle forks kept per root.
+const maxIdleForks = 64
+
+// takeIdle returns an idle fork of rc, or nil.
+func (t *Transport) takeIdle(rc *rootConn) *carrier.Carrier {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(rc.forks) > 0 {
+		f := rc.forks[len(rc.forks)-1]
+		rc.forks = rc.forks[:len(rc.forks)-1]
+		if f.State() != carrier.Closed {
+			return f
+		}
+	}
+	return nil
+}
+
+// putIdle keeps f for the next request on rc; false if rc takes no more.
+func (t *Transport) putIdle(rc *rootConn, f *carrier.Carrier) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rc.draining || len(rc.forks) >= maxIdleForks {
+		return false
+	}
+	rc.forks = append(rc.forks, f)
+	return true
 }
 
 // get returns origin's root Carrier with a transaction counted on it,
@@ -407,6 +487,10 @@ func (t *Transport) drainLocked(rc *rootConn) {
 			delete(t.conns, rc.origin)
 		}
 	}
+	for _, f := range rc.forks {
+		go f.Close()
+	}
+	rc.forks = nil
 	if rc.inflight == 0 && rc.root != nil {
 		if rc.idle != nil {
 			rc.idle.Stop()

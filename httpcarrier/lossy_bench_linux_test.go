@@ -1,0 +1,214 @@
+package httpcarrier_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/httpcarrier"
+	"github.com/postsockets/postsockets/internal/netns"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// The benchmark's two namespaces, joined by a veth pair whose ends drop
+// 2% of arriving packets (nftables numgen), each way.
+var (
+	benchSrv = netip.MustParsePrefix("10.204.0.1/24")
+	benchCli = netip.MustParsePrefix("10.204.0.2/24")
+)
+
+const (
+	benchStreams   = 8   // concurrent request streams
+	benchPerStream = 250 // requests per stream
+	benchBody      = 1024
+)
+
+// nsStack makes a stack's sockets inside a namespace: the association
+// races stacks on goroutines of its own, which would otherwise open them
+// in the test's namespace. FSP clones reuse the root's socket.
+type nsStack struct {
+	psi.Stack
+	ns *netns.NS
+}
+
+func (s nsStack) Network() string { return psi.StackNetwork(s.Stack) }
+
+func (s nsStack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (t psi.Transient, err error) {
+	err = s.ns.Do(func() error {
+		var e error
+		t, e = s.Stack.Dial(ctx, remote, cfg)
+		return e
+	})
+	return t, err
+}
+
+func (s nsStack) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config) (l psi.Listener, err error) {
+	err = s.ns.Do(func() error {
+		var e error
+		l, e = s.Stack.Listen(ctx, local, cfg)
+		return e
+	})
+	return l, err
+}
+
+func fspIn(ns *netns.NS) []psi.Stack {
+	for _, s := range carrier.DefaultStacks() {
+		if s.Name() == "fsp" {
+			return []psi.Stack{nsStack{s, ns}}
+		}
+	}
+	panic("no fsp stack")
+}
+
+// BenchmarkHTTPLossy measures request latency with 2% loss each way:
+// eight concurrent streams of small GETs (1 KiB bodies), over HTTP on FSP
+// clones, HTTP/1.1 on one TCP+TLS connection and HTTP/2 over TLS. It
+// reports p50 and p99 per protocol; run it once:
+//
+//	go test -run XXX -bench HTTPLossy -benchtime 1x ./httpcarrier
+func BenchmarkHTTPLossy(b *testing.B) {
+	if err := netns.Available(); err != nil {
+		b.Skipf("needs network namespaces (root, iproute2, nftables): %v", err)
+	}
+	srv, cli := netns.New(b, "hbsrv"), netns.New(b, "hbcli")
+	netns.Link(b, srv, cli, benchSrv, benchCli)
+	body := make([]byte, benchBody)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })
+	var p99s = map[string]time.Duration{}
+	for _, proto := range []string{"fsp", "http1-tls", "http2-tls"} {
+		b.Run(proto, func(b *testing.B) {
+			client, url := benchClient(b, proto, srv, cli, h)
+			for range 16 { // warm up without loss
+				if err := get(client, url); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for _, ns := range []*netns.NS{srv, cli} {
+				if err := ns.Drop(2, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+			defer func() {
+				srv.ClearDrops()
+				cli.ClearDrops()
+			}()
+			b.ResetTimer()
+			var lats []time.Duration
+			for range b.N {
+				l, err := runStreams(client, url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				lats = append(lats, l...)
+			}
+			b.StopTimer()
+			slices.Sort(lats)
+			p50, p99 := lats[len(lats)/2], lats[len(lats)*99/100]
+			p99s[proto] = p99
+			b.ReportMetric(float64(p50)/1e6, "p50-ms")
+			b.ReportMetric(float64(p99)/1e6, "p99-ms")
+			b.Logf("%s: %d requests, p50 %v, p99 %v, max %v", proto, len(lats), p50, p99, lats[len(lats)-1])
+		})
+	}
+	if f, ok := p99s["fsp"]; ok && f > 0 {
+		b.Logf("p99 ratio to HTTP over FSP clones: HTTP/1.1 %.1fx, HTTP/2 %.1fx",
+			float64(p99s["http1-tls"])/float64(f), float64(p99s["http2-tls"])/float64(f))
+	}
+}
+
+// runStreams runs the streams and returns every request's latency.
+func runStreams(client *http.Client, url string) ([]time.Duration, error) {
+	var mu sync.Mutex
+	var lats []time.Duration
+	var wg sync.WaitGroup
+	errs := make(chan error, benchStreams)
+	for range benchStreams {
+		wg.Go(func() {
+			for range benchPerStream {
+				start := time.Now()
+				if err := get(client, url); err != nil {
+					errs <- err
+					return
+				}
+				d := time.Since(start)
+				mu.Lock()
+				lats = append(lats, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return lats, <-errs
+}
+
+func get(client *http.Client, url string) error {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil && n != benchBody {
+		err = fmt.Errorf("%d bytes", n)
+	}
+	return err
+}
+
+// benchClient serves h in srv over proto and returns a client in cli.
+func benchClient(b *testing.B, proto string, srv, cli *netns.NS, h http.Handler) (*http.Client, string) {
+	ctx := context.Background()
+	switch proto {
+	case "fsp":
+		scfg := &carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}, Stacks: fspIn(srv)}
+		ccfg := &carrier.Config{Security: psi.Security{RootCAs: certs.Pool}, Stacks: fspIn(cli)}
+		scfg.Policy.Stack("fsp", policy.Require)
+		ccfg.Policy.Stack("fsp", policy.Require)
+		l, err := carrier.Listen(ctx, post.Local{Addr: netip.AddrPortFrom(benchSrv.Addr(), 0)}, scfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := &httpcarrier.Server{Handler: h}
+		go s.Serve(l)
+		b.Cleanup(func() { s.Close() })
+		remote := l.Remote(benchSrv.Addr().String())
+		remote.ServerName = "localhost"
+		tr := &httpcarrier.Transport{Config: ccfg, Remote: func(string) post.Remote { return remote }}
+		b.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: time.Minute}, "http://" + remote.Name + "/"
+	default:
+		ln, err := srv.Listen("tcp", net.JoinHostPort(benchSrv.Addr().String(), "0"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		hs := &http.Server{Handler: h}
+		tcfg := &tls.Config{Certificates: []tls.Certificate{certs.Leaf}}
+		tr := &http.Transport{
+			DialContext:     cli.DialContext,
+			TLSClientConfig: &tls.Config{RootCAs: certs.Pool, ServerName: "localhost"},
+			MaxConnsPerHost: 1, // one connection
+		}
+		if proto == "http2-tls" {
+			tcfg.NextProtos = []string{"h2", "http/1.1"}
+			tr.ForceAttemptHTTP2 = true
+		} else {
+			hs.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+			tcfg.NextProtos = []string{"http/1.1"}
+		}
+		go hs.Serve(tls.NewListener(ln, tcfg))
+		b.Cleanup(func() { hs.Close() })
+		b.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: time.Minute}, "https://" + ln.Addr().String() + "/"
+	}
+}
