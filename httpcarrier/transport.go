@@ -177,14 +177,14 @@ func idempotent(req *http.Request) bool {
 
 // clientTx is one request/response exchange on its fork.
 type clientTx struct {
-	t        *Transport
-	rc       *rootConn
-	fork     *carrier.Carrier
-	req      *http.Request
-	body     io.ReadCloser // the request body of this attempt
-	stop     func() bool
-	once     sync.Once
-	wrote    chan error // the request writer's result
+	t     *Transport
+	rc    *rootConn
+	fork  *carrier.Carrier
+	req   *http.Request
+	body  io.ReadCloser // the request body of this attempt
+	stop  func() bool
+	once  sync.Once
+	wrote chan error // the request writer's result
 }
 
 // roundTrip sends the request and reads the response head. stale reports
