@@ -27,6 +27,9 @@ func TestPacketStacksOverICE(t *testing.T) {
 	certs := testcert.Must()
 	for _, st := range []packetStack{&fsp.Stack{}, &quic.Stack{}} {
 		t.Run(st.(psi.Stack).Name(), func(t *testing.T) {
+			if _, ok := st.(*fsp.Stack); ok && testing.Short() {
+				t.Skip("short: TestFSPOverICE covers FSP on an ICE path")
+			}
 			psitest.TestTransient(t, func(t *testing.T, tune func(*psi.Config)) psitest.Pair {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				t.Cleanup(cancel)
