@@ -31,7 +31,8 @@
 // the header stack pointer. The opcodes are those of the reference
 // implementation: INIT_CONNECT=1, ACK_INIT_CONNECT, CONNECT_REQUEST,
 // ACK_CONNECT_REQ, RESET, PERSIST, PURE_DATA, ADJOURN, ACK_FLUSH, RESTORE,
-// RELEASE, MULTIPLY, KEEP_ALIVE=13, and CLIENT_AUTH=14 (ours).
+// RELEASE, MULTIPLY, KEEP_ALIVE=13, and CLIENT_AUTH=14 and NEW_TICKET=15
+// (ours).
 //
 // Connection setup uses a stateless cookie: INIT_CONNECT carries the
 // initiator's nonce; ACK_INIT_CONNECT returns a cookie, a timestamp and a
@@ -80,6 +81,53 @@
 // fail at once with an error that says what to configure. Without a
 // ServerName, a chain is checked against the listener's IP address.
 
+// Resumption and 0-RTT: once a connection is confirmed, the listener
+// sends the initiator a NEW_TICKET (protected, sent once: a lost ticket
+// costs a full handshake next time): a ticket nonce and a ticket sealed
+// with AES-128-GCM under a ticket key of the listener's, which rotates
+// every hour (the previous key still opens), so the listener keeps no
+// state per client. The ticket holds its issue time, the resumption
+// secret (from the master secret and the ticket nonce), a digest of the
+// listener's certificate chain, and the client's verified chain. The
+// initiator keeps it in Security.SessionCache (an Association's cache)
+// under "fsp:" + ServerName + "|" + address, with the listener's chain.
+// The next Dial there takes it out (a ticket is used once) and sends
+// RESTORE instead of INIT_CONNECT: its nonce, the ticket's age as it
+// measured it, the ticket, and an X25519 key, tagged under a binder key
+// from the resumption secret. A listener that opens the ticket, finds
+// its own identity in it and checks the binder answers with
+// ACK_CONNECT_REQ carrying its nonce, its X25519 key, a resumed flag and
+// the key confirmation, tagged under the binder key: one round trip, no
+// certificate, no signature. The master secret mixes the fresh X25519
+// output with the resumption secret (and the PSK), so everything after
+// that round trip has forward secrecy again. Both ends keep the
+// identities of the session that issued the ticket (PeerCertificates).
+// A ticket the listener does not take (another listener or identity, an
+// old key, expired) gets the ACK_INIT_CONNECT of a full handshake, which
+// the initiator continues with the same nonce. Answers to RESTORE are
+// smaller than it, since it carries the ticket.
+//
+// With Config.Allow0RTT (psi.Config.Allow0RTT, which the carrier sets
+// for an idempotent first message) and a ticket, Dial returns at once;
+// the first whole message written, if it fits one datagram and (through
+// the psi transient) is marked Idempotent, travels in RESTORE sealed
+// under an early key derived from the resumption secret and the client
+// nonce only (no forward secrecy). Otherwise RESTORE leaves at the first
+// write, or 5 ms after Dial, without data. A listener with Allow0RTT that
+// takes the ticket delivers the message and hands the connection to
+// Accept at once; it sends nothing on it before the initiator's first
+// protected packet. A message the listener did not take is sent again
+// after the handshake, first, so nothing is lost or reordered.
+// Conn.Used0RTT reports 0-RTT on both ends. Replay protection follows
+// RFC 8446 §8: tickets are single use at the client, and a listener takes
+// a RESTORE only if the send time it claims (issue time plus age) is
+// within 10 s of its clock and its nonce was not seen: a strike register
+// remembers each taken nonce for 20 s, bounded to 16384 entries (when
+// full, RESTOREs get a full handshake). A replayed RESTORE gets only the
+// cookie of a full handshake, so its 0-RTT message is delivered once per
+// listener. Ticket keys belong to one listener and die with it, so a
+// ticket opens only where that listener's register sees every copy.
+//
 // Keys: the session master secret is HKDF-Extract over the X25519 output
 // and the PSK, salted with both nonces. Each connection derives its
 // per-direction traffic secrets from the master secret and an ALFID
@@ -261,8 +309,10 @@
 //     the reference's CHAKA exchange, which can run above InstallKey.
 //   - The handshake packets with a certificate chain (ACK_CONNECT_REQ,
 //     CLIENT_AUTH) must fit 4 KiB; they are not fragmented by FSP.
-//   - ADJOURN, RESTORE, ACK_FLUSH and PERSIST-with-SNACK are not
-//     implemented; acknowledgements travel in KEEP_ALIVE packets.
+//   - ADJOURN, ACK_FLUSH and PERSIST-with-SNACK are not implemented;
+//     acknowledgements travel in KEEP_ALIVE packets. RESTORE resumes a
+//     session from a ticket the listener sealed (NEW_TICKET is ours),
+//     not a closed connection the listener remembers.
 //   - Milk-class clones and the SKIP extension are ours; the reference
 //     implementation has no traffic classes.
 //   - Fork credit (FORK_CREDIT) is ours; the reference has no limit on
