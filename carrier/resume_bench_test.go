@@ -89,7 +89,7 @@ func benchResumed(b *testing.B, stack, mode string, rtt time.Duration) {
 	}
 	msg := &post.Message{Content: []byte("first"), Properties: post.Properties{Idempotent: mode == "0rtt"}}
 	b.ResetTimer()
-	for range b.N {
+	for i := range b.N {
 		var c *carrier.Carrier
 		if assoc == nil {
 			c, err = carrier.Initiate(ctx, remote, cfg)
@@ -110,7 +110,8 @@ func benchResumed(b *testing.B, stack, mode string, rtt time.Duration) {
 			b.Fatal(err)
 		}
 		if assoc != nil && mode == "0rtt" && !used0RTT(c) {
-			b.Fatal("the first message did not go as 0-RTT")
+			r, _ := c.Transient().(interface{ Resumed() bool })
+			b.Fatalf("the first message did not go as 0-RTT (iteration %d, %T, resumed %v)", i, c.Transient(), r != nil && r.Resumed())
 		}
 		c.Close()
 		b.StartTimer()

@@ -16,7 +16,7 @@ import (
 
 // earlyWait is how long a 0-RTT dial waits for its first message before
 // RESTORE leaves without one.
-const earlyWait = 5 * time.Millisecond
+const earlyWait = 20 * time.Millisecond
 
 // Early states of an initiator.
 const (

@@ -113,7 +113,7 @@
 // the psi transient) is marked Idempotent, travels in RESTORE sealed
 // under an early key derived from the resumption secret and the client
 // nonce only (no forward secrecy). Otherwise RESTORE leaves at the first
-// write, or 5 ms after Dial, without data. A listener with Allow0RTT that
+// write, or 20 ms after Dial, without data. A listener with Allow0RTT that
 // takes the ticket delivers the message and hands the connection to
 // Accept at once; it sends nothing on it before the initiator's first
 // protected packet. A message the listener did not take is sent again

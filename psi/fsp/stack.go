@@ -297,3 +297,6 @@ func (t *transient) Path() post.Path {
 		Active: true,
 	}
 }
+
+// Resumed reports whether the connection resumed a session from a ticket.
+func (t *transient) Resumed() bool { return t.c.Resumed() }
