@@ -110,7 +110,6 @@ func (c *Conn) openEarly(secret []byte, req *restoreRequest) bool {
 		return false
 	}
 	c.pushRead(rxData{buf: buf, data: pt, eot: true})
-	c.readCount-- // not a packet of the receive window
 	c.earlyIn = true
 	signal(c.readable)
 	return true

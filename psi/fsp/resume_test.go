@@ -352,3 +352,29 @@ func TestZeroRTTOnlyIdempotent(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestZeroRTTDeadListener: a 0-RTT dial to a listener that is gone
+// returns at once, but its message is not reported delivered: Close
+// fails once the handshake times out, and nothing hangs.
+func TestZeroRTTDeadListener(t *testing.T) {
+	l, ccfg, _ := resumable(t, true)
+	l.Close()
+	ccfg.HandshakeTimeout = 500 * time.Millisecond
+	ctx := testContext(t)
+	c, err := Dial(ctx, addrOf(l), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMessage(ctx, []byte("lost?")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = c.Close()
+	if err == nil {
+		t.Fatal("Close reported a message to a dead listener delivered")
+	}
+	t.Logf("Close: %v", err)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+}
