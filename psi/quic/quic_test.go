@@ -1226,3 +1226,38 @@ func TestForkBackPressure(t *testing.T) {
 		t.Fatalf("fork once a stream was free: %v", err)
 	}
 }
+
+// TestConnectionEndsWhenBothDone checks that a connection closes as soon
+// as both ends have closed every transient, well before the idle timeout,
+// and not while one end still holds one.
+func TestConnectionEndsWhenBothDone(t *testing.T) {
+	var st Stack
+	scfg, ccfg := serverConfig(), clientConfig()
+	scfg.IdleTimeout = 20 * time.Second
+	ccfg.IdleTimeout = 20 * time.Second
+	cli, srv, _ := pair(t, &st, scfg, ccfg)
+	ctx := testContext(t)
+	send(t, ctx, cli, []byte("x"), nil)
+	if err := cli.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cli.c.qc.Context().Done():
+		t.Fatal("connection closed while the server still holds its transient")
+	case <-time.After(300 * time.Millisecond):
+	}
+	// The server still reads what it holds.
+	if m, err := readAll(ctx, srv, 8); err != nil || string(m) != "x" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*conn{cli.c, srv.c} {
+		select {
+		case <-c.qc.Context().Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("connection still open 5 s after both ends closed")
+		}
+	}
+}
