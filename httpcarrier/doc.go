@@ -2,7 +2,8 @@
 // SCTP streams design: each request/response exchange is one transaction
 // on its own fork of one root Carrier per origin (an FSP clone, a QUIC
 // stream or a new TCP connection), so that a loss stalls only the
-// transaction it hit.
+// transaction it hit. A fork carries one transaction at a time; after a
+// clean one it may carry the next.
 //
 // The request is one message: its head (as in HTTP/1.1) followed by the
 // body, sent in parts as the body is read. The end of the message ends
