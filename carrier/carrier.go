@@ -401,6 +401,23 @@ func (c *Carrier) endWith(err error) {
 	c.log.Debug("carrier ended: it cannot be established", "err", err)
 }
 
+// Used0RTT reports whether the Carrier's transient sent (initiator) or
+// received (listener) its first message as 0-RTT data, waiting, at most
+// until ctx ends, for the handshake to settle it. It is false for a
+// dormant Carrier and for stacks without 0-RTT (psi.ZeroRTTReporter).
+func (c *Carrier) Used0RTT(ctx context.Context) (bool, error) {
+	z, ok := c.transient().(psi.ZeroRTTReporter)
+	if !ok {
+		return false, nil
+	}
+	select {
+	case <-z.HandshakeComplete():
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	return z.Used0RTT(), nil
+}
+
 // sendable returns the transient to send on: nil with a nil error while
 // dormant, and an error once the Carrier or its transient has ended.
 func (c *Carrier) sendable() (psi.Transient, error) {

@@ -13,11 +13,12 @@ import (
 // and on FSP.
 func TestZeroRTTIdempotentFirstMessage(t *testing.T) {
 	for _, stack := range []string{"quic", "fsp"} {
-		t.Run(stack, func(t *testing.T) { testZeroRTTFirstMessage(t, stack) })
+		t.Run(stack, func(t *testing.T) { testZeroRTTFirstMessage(t, stack, true) })
+		t.Run(stack+"/not-idempotent", func(t *testing.T) { testZeroRTTFirstMessage(t, stack, false) })
 	}
 }
 
-func testZeroRTTFirstMessage(t *testing.T, stack string) {
+func testZeroRTTFirstMessage(t *testing.T, stack string, idem bool) {
 	scfg := serverConfig()
 	l := listen(t, scfg)
 	ctx := ctxT(t)
@@ -49,7 +50,7 @@ func testZeroRTTFirstMessage(t *testing.T, stack string) {
 	if c2.State() != carrier.Dormant {
 		t.Fatalf("lazy carrier is %v", c2.State())
 	}
-	if err := c2.SendMsg(ctx, &post.Message{Content: []byte("idempotent"), Properties: post.Properties{Idempotent: true}}); err != nil {
+	if err := c2.SendMsg(ctx, &post.Message{Content: []byte("idempotent"), Properties: post.Properties{Idempotent: idem}}); err != nil {
 		t.Fatal(err)
 	}
 	s2, err := l.Accept(ctx)
@@ -61,15 +62,10 @@ func testZeroRTTFirstMessage(t *testing.T, stack string) {
 	if err != nil || string(m.Content) != "idempotent" {
 		t.Fatalf("%v %v", err, m)
 	}
-	z, ok := c2.Transient().(interface {
-		Used0RTT() bool
-		HandshakeComplete() <-chan struct{}
-	})
-	if !ok {
-		t.Fatalf("%T does not report 0-RTT", c2.Transient())
-	}
-	<-z.HandshakeComplete()
-	if !z.Used0RTT() {
-		t.Fatal("the idempotent first message did not use 0-RTT")
+	for who, c := range map[string]*carrier.Carrier{"initiator": c2, "listener": s2} {
+		used, err := c.Used0RTT(ctx)
+		if err != nil || used != idem {
+			t.Fatalf("%s: idempotent %v, 0-RTT %v (%v)", who, idem, used, err)
+		}
 	}
 }

@@ -305,6 +305,17 @@ func AbortMessage(ctx context.Context, t Transient) error {
 	return err
 }
 
+// ZeroRTTReporter is implemented by transients that can carry their
+// first message as 0-RTT data (FSP and QUIC).
+type ZeroRTTReporter interface {
+	// Used0RTT reports whether the first message went (initiator) or
+	// came (listener) as 0-RTT data that the listener took. It is final
+	// once HandshakeComplete is closed.
+	Used0RTT() bool
+	// HandshakeComplete is closed when the handshake ends either way.
+	HandshakeComplete() <-chan struct{}
+}
+
 // Networker is implemented by stacks to say which IP protocol they run
 // over ("udp" or "tcp"), so racing can interleave them. Stacks that do not
 // implement it are taken to run over UDP.
