@@ -513,6 +513,39 @@ func testForkBothWays(t *testing.T, mp MakePair) {
 	}
 }
 
+// testCloseWhilePeerWrites closes B while A is in the middle of a
+// message: B's Close succeeds (everything B sent arrived), A's message is
+// abandoned and A's later writes fail.
+func testCloseWhilePeerWrites(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	if err := p.B.WriteMessage(ctx, []byte("from B"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := readMsg(ctx, p.A, 64); err != nil || string(m) != "from B" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	if err := p.A.WriteMessage(ctx, []byte("half a message"), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, linger+time.Second, "Close", p.B.Close); err != nil {
+		t.Fatalf("Close while the peer is inside a message: %v", err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := p.A.WriteMessage(wctx, []byte(" more"), false, nil)
+		cancel()
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes still succeed 3 s after the peer closed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func testConcurrentClose(t *testing.T, mp MakePair) {
 	p := mp(t, short)
 	ctx := testContext(t, 20*time.Second)

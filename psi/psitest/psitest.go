@@ -86,6 +86,7 @@ var cases = []testCase{
 	{"CloseReadAll", testCloseReadAll},
 	{"CloseUnreadByPeer", testCloseUnreadByPeer},
 	{"ConcurrentClose", testConcurrentClose},
+	{"CloseWhilePeerWrites", testCloseWhilePeerWrites},
 	{"ClosePrompt", testClosePrompt},
 	{"CloseWithUnreadData", testCloseWithUnreadData},
 	{"PeerCloseEndsSends", testPeerCloseEndsSends},

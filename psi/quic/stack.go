@@ -66,6 +66,7 @@ const (
 	codeTooLarge  = 0x3 // message over the receiver's limit
 	codeRefused   = 0x4 // fork or connection not accepted
 	codeAborted   = 0x5 // Abort, or a message abandoned by a failed write
+	codeConfirmed = 0x6 // the peer's close confirmed; our message in progress abandoned
 )
 
 // Stack is the QUIC protocol stack. The zero value is ready to use and

@@ -898,6 +898,10 @@ func (t *Transient) awaitPeer(ctx context.Context) error {
 	_, err := io.Copy(io.Discard, t.br)
 	stop()
 	t.rerr = post.ErrClosed
+	var se *quicgo.StreamError
+	if errors.As(err, &se) && se.Remote && se.ErrorCode == codeConfirmed {
+		return nil // the peer had everything, and dropped a message of its own
+	}
 	return err
 }
 
@@ -911,7 +915,7 @@ func (t *Transient) peerClosed() {
 		return
 	}
 	if t.wInMsg {
-		s.CancelWrite(codeClosed)
+		s.CancelWrite(codeConfirmed)
 	} else {
 		_ = s.Close()
 	}
