@@ -73,7 +73,8 @@ func fspIn(ns *netns.NS) []psi.Stack {
 
 // BenchmarkHTTPLossy measures request latency with 2% loss each way:
 // eight concurrent streams of small GETs (1 KiB bodies), over HTTP on FSP
-// clones, HTTP/1.1 on one TCP+TLS connection and HTTP/2 over TLS. It
+// clones, HTTP/1.1 on one TCP+TLS connection and HTTP/2 over TLS, across
+// a veth pair (microsecond round trips) and across a 20 ms delay line. It
 // reports p50 and p99 per protocol; run it once:
 //
 //	go test -run XXX -bench HTTPLossy -benchtime 1x ./httpcarrier
@@ -81,61 +82,75 @@ func BenchmarkHTTPLossy(b *testing.B) {
 	if err := netns.Available(); err != nil {
 		b.Skipf("needs network namespaces (root, iproute2, nftables): %v", err)
 	}
-	srv, cli := netns.New(b, "hbsrv"), netns.New(b, "hbcli")
-	netns.Link(b, srv, cli, benchSrv, benchCli)
 	body := make([]byte, benchBody)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })
-	var p99s = map[string]time.Duration{}
-	for _, proto := range []string{"fsp", "http1-tls", "http2-tls"} {
-		b.Run(proto, func(b *testing.B) {
-			client, url := benchClient(b, proto, srv, cli, h)
-			for range 16 { // warm up without loss
-				if err := get(client, url); err != nil {
-					b.Fatal(err)
-				}
+	for _, path := range []struct {
+		name      string
+		perStream int
+		link      func(b *testing.B, srv, cli *netns.NS) netip.Addr
+	}{
+		{"veth", benchPerStream, func(b *testing.B, srv, cli *netns.NS) netip.Addr {
+			netns.Link(b, srv, cli, benchSrv, benchCli)
+			return benchSrv.Addr()
+		}},
+		{"rtt20ms", benchPerStream / 2, func(b *testing.B, srv, cli *netns.NS) netip.Addr {
+			a, c := netip.MustParseAddr("10.205.0.1"), netip.MustParseAddr("10.205.0.2")
+			if err := netns.DelayLink(b, srv, cli, "hbtun", a, c, 10*time.Millisecond); err != nil {
+				b.Skipf("no delay line: %v", err)
 			}
-			for _, ns := range []*netns.NS{srv, cli} {
-				if err := ns.Drop(2, ""); err != nil {
-					b.Fatal(err)
-				}
+			return a
+		}},
+	} {
+		b.Run(path.name, func(b *testing.B) {
+			srv, cli := netns.New(b, "hbsrv"), netns.New(b, "hbcli")
+			addr := path.link(b, srv, cli)
+			for _, proto := range []string{"fsp", "http1-tls", "http2-tls"} {
+				b.Run(proto, func(b *testing.B) {
+					client, url := benchClient(b, proto, srv, cli, addr, h)
+					for range 16 { // warm up without loss
+						if err := get(client, url); err != nil {
+							b.Fatal(err)
+						}
+					}
+					for _, ns := range []*netns.NS{srv, cli} {
+						if err := ns.Drop(2, ""); err != nil {
+							b.Fatal(err)
+						}
+					}
+					defer func() {
+						srv.ClearDrops()
+						cli.ClearDrops()
+					}()
+					b.ResetTimer()
+					var lats []time.Duration
+					for range b.N {
+						l, err := runStreams(client, url, path.perStream)
+						if err != nil {
+							b.Fatal(err)
+						}
+						lats = append(lats, l...)
+					}
+					b.StopTimer()
+					slices.Sort(lats)
+					p50, p99 := lats[len(lats)/2], lats[len(lats)*99/100]
+					b.ReportMetric(float64(p50)/1e6, "p50-ms")
+					b.ReportMetric(float64(p99)/1e6, "p99-ms")
+					b.Logf("%s %s: %d requests, p50 %v, p99 %v, max %v", path.name, proto, len(lats), p50, p99, lats[len(lats)-1])
+				})
 			}
-			defer func() {
-				srv.ClearDrops()
-				cli.ClearDrops()
-			}()
-			b.ResetTimer()
-			var lats []time.Duration
-			for range b.N {
-				l, err := runStreams(client, url)
-				if err != nil {
-					b.Fatal(err)
-				}
-				lats = append(lats, l...)
-			}
-			b.StopTimer()
-			slices.Sort(lats)
-			p50, p99 := lats[len(lats)/2], lats[len(lats)*99/100]
-			p99s[proto] = p99
-			b.ReportMetric(float64(p50)/1e6, "p50-ms")
-			b.ReportMetric(float64(p99)/1e6, "p99-ms")
-			b.Logf("%s: %d requests, p50 %v, p99 %v, max %v", proto, len(lats), p50, p99, lats[len(lats)-1])
 		})
-	}
-	if f, ok := p99s["fsp"]; ok && f > 0 {
-		b.Logf("p99 ratio to HTTP over FSP clones: HTTP/1.1 %.1fx, HTTP/2 %.1fx",
-			float64(p99s["http1-tls"])/float64(f), float64(p99s["http2-tls"])/float64(f))
 	}
 }
 
 // runStreams runs the streams and returns every request's latency.
-func runStreams(client *http.Client, url string) ([]time.Duration, error) {
+func runStreams(client *http.Client, url string, perStream int) ([]time.Duration, error) {
 	var mu sync.Mutex
 	var lats []time.Duration
 	var wg sync.WaitGroup
 	errs := make(chan error, benchStreams)
 	for range benchStreams {
 		wg.Go(func() {
-			for range benchPerStream {
+			for range perStream {
 				start := time.Now()
 				if err := get(client, url); err != nil {
 					errs <- err
@@ -167,7 +182,7 @@ func get(client *http.Client, url string) error {
 }
 
 // benchClient serves h in srv over proto and returns a client in cli.
-func benchClient(b *testing.B, proto string, srv, cli *netns.NS, h http.Handler) (*http.Client, string) {
+func benchClient(b *testing.B, proto string, srv, cli *netns.NS, addr netip.Addr, h http.Handler) (*http.Client, string) {
 	ctx := context.Background()
 	switch proto {
 	case "fsp":
@@ -175,20 +190,20 @@ func benchClient(b *testing.B, proto string, srv, cli *netns.NS, h http.Handler)
 		ccfg := &carrier.Config{Security: psi.Security{RootCAs: certs.Pool}, Stacks: fspIn(cli)}
 		scfg.Policy.Stack("fsp", policy.Require)
 		ccfg.Policy.Stack("fsp", policy.Require)
-		l, err := carrier.Listen(ctx, post.Local{Addr: netip.AddrPortFrom(benchSrv.Addr(), 0)}, scfg)
+		l, err := carrier.Listen(ctx, post.Local{Addr: netip.AddrPortFrom(addr, 0)}, scfg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		s := &httpcarrier.Server{Handler: h}
 		go s.Serve(l)
 		b.Cleanup(func() { s.Close() })
-		remote := l.Remote(benchSrv.Addr().String())
+		remote := l.Remote(addr.String())
 		remote.ServerName = "localhost"
 		tr := &httpcarrier.Transport{Config: ccfg, Remote: func(string) post.Remote { return remote }}
 		b.Cleanup(tr.CloseIdleConnections)
 		return &http.Client{Transport: tr, Timeout: time.Minute}, "http://" + remote.Name + "/"
 	default:
-		ln, err := srv.Listen("tcp", net.JoinHostPort(benchSrv.Addr().String(), "0"))
+		ln, err := srv.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
 		if err != nil {
 			b.Fatal(err)
 		}
