@@ -43,6 +43,7 @@ func (c *Carrier) CloseContext(ctx context.Context) error {
 		}
 	}()
 	var errs []error
+	var closeErr error
 	c.queue.drain(ctx)
 	t := c.stop()
 	if n := c.queue.close(); n > 0 {
@@ -67,12 +68,15 @@ func (c *Carrier) CloseContext(ctx context.Context) error {
 				errs = append(errs, post.Errorf(post.ErrClosed, "closed with a MessageWriter open"))
 			}
 		default:
-			if err := psi.CloseContext(ctx, t); err != nil && lost == nil && !benign(err) {
-				errs = append(errs, opError("close", t, err))
+			if err := psi.CloseContext(ctx, t); err != nil && !benign(err) {
+				closeErr = opError("close", t, err) // says why, timeout included
+				if lost == nil {
+					errs = append(errs, closeErr)
+				}
 			}
 		}
 	}
-	if err := ctx.Err(); err != nil {
+	if err := ctx.Err(); err != nil && closeErr == nil {
 		select {
 		case <-c.aborted:
 			errs = append(errs, post.Errorf(post.ErrClosed, "aborted while closing"))

@@ -628,14 +628,17 @@ func (q *sendQueue) drain(ctx context.Context) error {
 func (q *sendQueue) close() int {
 	q.mu.Lock()
 	q.closed = true
-	var left []*outMsg
-	for _, om := range q.pending {
-		left = append(left, om)
+	// The message in flight, if any, is the sender's to report.
+	left := []*outMsg(q.h)
+	for _, ws := range q.waiters {
+		left = append(left, ws...)
+	}
+	for _, om := range left {
+		delete(q.pending, om.m.ID)
+		q.bytes -= om.size
 	}
 	q.h = nil
-	clear(q.pending)
 	clear(q.waiters)
-	q.bytes = 0
 	q.notify()
 	q.mu.Unlock()
 	for _, om := range left {
