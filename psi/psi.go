@@ -108,6 +108,11 @@ type Config struct {
 	// its bound from its context instead.
 	Linger time.Duration
 	Logger *slog.Logger
+	// TraceDir, if set, makes every transient write a trace of its
+	// connection, one file per connection named by stack, role and
+	// connection ID (qlog JSON-SEQ; see docs/tracing.md). Empty means the
+	// POSTSOCKETS_QLOGDIR environment variable; no trace if that is empty.
+	TraceDir string
 }
 
 // DefaultLinger is the default bound on Close.

@@ -82,6 +82,11 @@ type Config struct {
 	Allow0RTT bool
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
+	// TraceDir, if set, makes every established connection write a qlog
+	// trace, fsp_<client|server>_<ALFID>.sqlog, to this directory (see
+	// docs/tracing.md). Empty means the POSTSOCKETS_QLOGDIR environment
+	// variable; no trace if that is empty too.
+	TraceDir string
 
 	// A listener holds a handshake between its ACK_CONNECT_REQ and the
 	// client's first protected packet. MaxPendingPerAddress and

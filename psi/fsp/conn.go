@@ -179,6 +179,7 @@ type Conn struct {
 
 	stats    Stats
 	ackedFns []func()
+	qlog     *tracer // the trace (trace.go); nil when tracing is off
 
 	// Clones (MULTIPLY). A clone shares its parent's master secret; its
 	// keys derive from the forking end's new ALFID and the parent's ALFID
@@ -234,7 +235,11 @@ type Stats struct {
 	PacketsReceived uint64 // protected packets accepted
 	// PacketsDropped counts packets that failed authentication or were
 	// replayed; they change nothing.
-	PacketsDropped  uint64
+	PacketsDropped uint64
+	// PacketsLost counts data packets declared lost, by acknowledgements,
+	// the loss timer or a retransmission timeout; Retransmissions counts
+	// their resends.
+	PacketsLost     uint64
 	Retransmissions uint64
 	// Milk-class clones only: Superseded counts data packets the sender
 	// gave up on because a newer message superseded them, Skipped the

@@ -154,6 +154,9 @@ func (c *Conn) teardown(err error, reset bool) {
 		}
 	}
 	c.state, c.err = stateClosed, err
+	if c.qlog != nil {
+		c.traceClose(err)
+	}
 	c.log.Debug("fsp: connection closed", "local", c.local, "peer", c.peer, "remote", c.remote, "err", err)
 	if c.timer != nil {
 		c.timer.Stop()

@@ -216,6 +216,9 @@ func (c *Conn) sendClientAuth() {
 	pn := c.pn
 	c.pn++
 	c.stats.PacketsSent++
+	if c.qlog != nil {
+		c.qlog.sent(pn, &p, len(c.authMsg))
+	}
 	if out, err := c.tx.Seal(hdr, pn, hdr, c.authMsg); err == nil {
 		c.t.write(out, &c.remote)
 	}
@@ -398,6 +401,9 @@ func (c *Conn) InstallKey(secret []byte) error {
 	c.master = fcrypto.InstallSecret(c.master, secret)
 	c.keyGen++
 	c.installKeys()
+	if c.qlog != nil {
+		c.qlog.keyUpdated(c.keyGen)
+	}
 	return nil
 }
 
@@ -421,6 +427,7 @@ func (c *Conn) establish(now time.Time) {
 	}
 	c.lastRecv, c.lastKA = now, now
 	c.initPaths(now)
+	c.traceStart(now)
 	c.log.Debug("fsp: connection established", "local", c.local, "peer", c.peer, "remote", c.remote, "initiator", c.initiator)
 }
 

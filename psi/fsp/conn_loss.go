@@ -55,6 +55,9 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 			e.Value.acked = nil
 		}
 	}
+	if c.qlog != nil {
+		c.qlog.acked(now, res, expected)
+	}
 	c.onLost(now, res.Lost, prior)
 	if c.state == stateClosing && c.snd.Base() > c.releaseSeq {
 		// Everything up to and including the RELEASE is acknowledged. A
@@ -76,10 +79,17 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	}
 	c.lossAt = c.snd.DetectLoss(now, c.lossDelay(), &c.ackRes)
 	c.onLost(now, c.ackRes.Lost, prior)
+	if c.qlog != nil {
+		c.traceMetrics(now)
+	}
 }
 
 func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior int) {
+	c.stats.PacketsLost += uint64(len(lost))
 	for _, e := range lost {
+		if c.qlog != nil {
+			c.qlog.lost(now, e)
+		}
 		c.cc.OnLoss(now, e.Value.pn, e.Bytes, prior)
 		if e.Value.path != nil {
 			e.Value.path.lost++
@@ -232,10 +242,14 @@ func (c *Conn) onTimer() {
 		case c.snd.BytesInFlight() > 0 || c.snd.HasRetransmission():
 			// Go back: everything in flight is presumed lost and resent
 			// as the collapsed window allows.
-			c.snd.OnTimeout(c.snd.Len())
+			n := c.snd.OnTimeout(c.snd.Len())
+			c.stats.PacketsLost += uint64(n)
 			c.supersede()
 			c.cc.OnRetransmissionTimeout()
 			c.backoff++
+			if c.qlog != nil {
+				c.qlog.timeout(now, n, c.backoff)
+			}
 			c.probes = 1
 			c.rtoAt = now.Add(c.rto())
 		case c.snd.HasPending():
@@ -256,6 +270,9 @@ func (c *Conn) onTimer() {
 			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer not acknowledging"))
 			return
 		}
+	}
+	if c.qlog != nil {
+		c.traceMetrics(now)
 	}
 	c.onCreditTimer(now)
 	if ka := c.cfg.keepAlive(); ka > 0 && now.Sub(c.lastKA) >= ka {

@@ -123,6 +123,9 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		c.issueTicket(now)
 	}
 	c.onPathPacket(from, len(b), newest, pkt, now)
+	if c.qlog != nil {
+		c.qlog.received(now, pn, pkt, len(pt))
+	}
 	c.confirmed = true
 	if c.authWait && pkt.Opcode != wire.Reset {
 		c.authWait = false // the responder accepted our CLIENT_AUTH

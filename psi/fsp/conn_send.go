@@ -139,6 +139,9 @@ func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
 	pn := c.pn
 	c.pn++
 	c.stats.PacketsSent++
+	if c.qlog != nil {
+		c.qlog.sent(pn, p, len(payload))
+	}
 	b := getBuf()
 	hdr := wire.AppendHeader((*b)[:0], p)
 	out, err := c.tx.Seal(hdr, pn, hdr, payload)
@@ -157,6 +160,9 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 		payload = (*e.Value.buf)[:e.Value.n]
 	}
 	pn := c.pn
+	if c.qlog != nil {
+		c.qlog.retx = e.Sent
+	}
 	b := c.seal(&p, payload)
 	if b == nil {
 		return

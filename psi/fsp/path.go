@@ -145,6 +145,9 @@ func (c *Conn) onPathPacket(from *peerAddr, n int, newest bool, pkt *wire.Packet
 			if !q.validated && q.nonce == pkt.Response && !q.challenged.IsZero() {
 				q.validated = true
 				q.rtt.Update(now.Sub(q.challenged), 0)
+				if c.qlog != nil {
+					c.qlog.path("fsp:path_validated", nil, q, now.Sub(q.challenged))
+				}
 				c.log.Debug("fsp: path validated", "local", c.local, "addr", q.addr)
 			}
 		}
@@ -206,6 +209,9 @@ func (c *Conn) steer(now time.Time) {
 			// packets from the new one were copies (RFC 9000 §9.3.3).
 			c.log.Debug("fsp: old path still heard, moving back", "from", c.active.addr, "to", p.addr)
 			c.active.demoted = true
+			if c.qlog != nil {
+				c.qlog.path("fsp:path_migrated", c.active, p, 0)
+			}
 			c.active, c.remote, c.prev = p, p.addr, nil
 		case now.Sub(p.probed) >= rto:
 			if p.probes >= maxProbes {
@@ -249,6 +255,9 @@ func (c *Conn) steer(now time.Time) {
 		return
 	}
 	c.log.Debug("fsp: peer moved", "from", c.remote, "to", l.addr)
+	if c.qlog != nil {
+		c.qlog.path("fsp:path_migrated", a, l, 0)
+	}
 	c.prev, c.active, c.remote, c.moved = a, l, l.addr, now
 }
 

@@ -88,6 +88,9 @@ func (s *Stack) config(pc *psi.Config) *Config {
 	if pc.Logger != nil {
 		cfg.Logger = pc.Logger
 	}
+	if pc.TraceDir != "" {
+		cfg.TraceDir = pc.TraceDir
+	}
 	return cfg
 }
 
