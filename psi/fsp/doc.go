@@ -91,7 +91,9 @@
 // listener's certificate chain, and the client's verified chain. The
 // initiator keeps it in Security.SessionCache (an Association's cache)
 // under "fsp:" + ServerName + "|" + address, with the listener's chain.
-// The next Dial there takes it out (a ticket is used once) and sends
+// The next Dial there takes it out (a ticket is used once), checks the
+// stored chain against its own trust settings (VerifyPeer; no signature
+// is checked, and the cache may be shared by other settings) and sends
 // RESTORE instead of INIT_CONNECT: its nonce, the ticket's age as it
 // measured it, the ticket, and an X25519 key, tagged under a binder key
 // from the resumption secret. A listener that opens the ticket, finds

@@ -79,6 +79,12 @@ func (c *Conn) takeTicket(now time.Time) *resumeState {
 		}
 		rs.chain = append(rs.chain, cert)
 	}
+	// The cache may be shared by dials with other trust settings: the
+	// listener's chain must pass this dial's (no signature is checked,
+	// and a pin costs a hash).
+	if c.cfg.Security.VerifyPeer(rs.chain, false) != nil {
+		return nil
+	}
 	return rs
 }
 

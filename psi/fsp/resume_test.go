@@ -378,3 +378,17 @@ func TestZeroRTTDeadListener(t *testing.T) {
 		t.Fatalf("Close took %v", d)
 	}
 }
+
+// TestResumeRechecksTrust: a ticket cached by a dial that trusted the
+// listener is not used by a dial, sharing the cache, that does not: it
+// fails as a full handshake would.
+func TestResumeRechecksTrust(t *testing.T) {
+	l, ccfg, cache := resumable(t, false)
+	other := &Config{Security: psi.Security{SessionCache: cache, ServerName: ccfg.Security.ServerName,
+		PinnedKeys: []psi.Pin{psi.PinCertificate(testcert.Must().Leaf.Leaf)}}}
+	ctx := testContext(t)
+	if c, err := Dial(ctx, addrOf(l), other); err == nil {
+		c.Close()
+		t.Fatal("a dial that does not trust the listener resumed its session")
+	}
+}
