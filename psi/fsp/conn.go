@@ -335,7 +335,8 @@ func (c *Conn) RemoteALFID() uint32 {
 // PeerCertificates returns the peer's verified certificate chain, leaf
 // first: the listener's at the initiator; the client's at the listener
 // when it required one (Security.ClientAuth or PSK; nil otherwise).
-// Clones and keys installed with InstallKey keep it.
+// Clones, keys installed with InstallKey and sessions resumed from a
+// ticket keep it; a 0-RTT dial has it once HandshakeComplete is closed.
 func (c *Conn) PeerCertificates() []*x509.Certificate {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -392,3 +392,36 @@ func TestResumeRechecksTrust(t *testing.T) {
 		t.Fatal("a dial that does not trust the listener resumed its session")
 	}
 }
+
+// TestZeroRTTRefusedByListener: a listener without Allow0RTT resumes the
+// session but does not take the 0-RTT message, which the client sends
+// again after the handshake: it arrives once.
+func TestZeroRTTRefusedByListener(t *testing.T) {
+	l, ccfg, _ := resumable(t, false)
+	ccfg.Allow0RTT = true
+	ctx := testContext(t)
+	c, err := Dial(ctx, addrOf(l), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, m := range []string{"first", "second"} {
+		if err := c.SendMessage(ctx, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, want := range []string{"first", "second"} {
+		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != want {
+			t.Fatalf("got %q, %v; want %q", m, err, want)
+		}
+	}
+	if !c.Resumed() || c.Used0RTT() || s.Used0RTT() {
+		t.Fatalf("resumed %v, client 0-RTT %v, listener 0-RTT %v", c.Resumed(), c.Used0RTT(), s.Used0RTT())
+	}
+	pingPong(t, c, s)
+}
