@@ -83,6 +83,7 @@ type body struct {
 	want   int64  // declared Content-Length, or -1
 	n      int64
 	atEnd  func() error
+	more   bool   // another message (trailers) follows this one
 	onRead func() // before the first read from the carrier (100-continue)
 	onDone func(clean bool)
 
@@ -174,9 +175,11 @@ func (b *body) done(clean bool) {
 	})
 }
 
-// readToEnd reports whether the body was read to the end of its message.
+// readToEnd reports whether the body was read to the end of its message,
+// or the whole message has arrived (unread bytes only in b) and there is
+// nothing after it.
 func (b *body) readToEnd() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.err == io.EOF
+	return b.err == io.EOF || b.end && !b.more && (b.err == nil || b.err == http.ErrBodyReadAfterClose)
 }

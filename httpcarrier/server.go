@@ -330,7 +330,7 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 		req.ContentLength = 0
 		watch()
 	} else {
-		b = &body{c: f, ctx: ctx, pre: hm.rest, end: hm.end, want: req.ContentLength}
+		b = &body{c: f, ctx: ctx, pre: hm.rest, end: hm.end, want: req.ContentLength, more: req.Trailer != nil}
 		b.atEnd = func() error {
 			if req.Trailer != nil {
 				m, err := readSmall(ctx, f, s.maxHeader())
