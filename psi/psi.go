@@ -100,6 +100,12 @@ type Config struct {
 	// Allow0RTT lets the first message travel as 0-RTT data when the stack
 	// holds resumption state. Only idempotent messages should use it.
 	Allow0RTT bool
+	// Disabled lists optional features the policy prohibits: the stack
+	// switches them off rather than merely not asking for them. Datagrams:
+	// none are sent or accepted. Fork: Fork fails with an error wrapping
+	// post.ErrPolicyConflict and the peer's forks are refused. ZeroRTT:
+	// as Allow0RTT false.
+	Disabled Features
 	// Association identifies the Association a transient belongs to, so
 	// the peer can group forks of one Carrier.
 	Association [16]byte

@@ -522,7 +522,7 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 		}
 	case kindFork:
 		p := c.parent(s.StreamID(), h.parent)
-		if p == nil {
+		if p == nil || c.cfg.Disabled.Has(psi.Fork) {
 			s.CancelRead(codeRefused)
 			s.CancelWrite(codeRefused)
 			return

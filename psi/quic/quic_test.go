@@ -1261,3 +1261,36 @@ func TestConnectionEndsWhenBothDone(t *testing.T) {
 		}
 	}
 }
+
+// TestDisabledFeatures checks that features the policy prohibits are
+// switched off: no datagram is sent, and forking fails on both sides.
+func TestDisabledFeatures(t *testing.T) {
+	var st Stack
+	scfg, ccfg := serverConfig(), clientConfig()
+	ccfg.Disabled = psi.Datagrams | psi.Fork
+	scfg.Disabled = psi.Fork
+	cli, srv, _ := pair(t, &st, scfg, ccfg)
+	ctx := testContext(t)
+	unreliable := &psi.WriteOptions{Properties: &post.Properties{Lifetime: time.Second, Unreliable: true}}
+	send(t, ctx, cli, []byte("on the stream"), unreliable)
+	if m, err := readAll(ctx, srv, 64); err != nil || string(m) != "on the stream" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	if n := cli.Stats().DatagramsSent; n != 0 {
+		t.Errorf("%d datagrams sent with datagrams disabled", n)
+	}
+	// The server may not send them either: the client did not offer them.
+	send(t, ctx, srv, []byte("reply"), unreliable)
+	if m, err := readAll(ctx, cli, 64); err != nil || string(m) != "reply" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	if n := srv.Stats().DatagramsSent; n != 0 {
+		t.Errorf("server sent %d datagrams to a client that disabled them", n)
+	}
+	if _, err := cli.Fork(ctx, psi.Wine); !errors.Is(err, post.ErrPolicyConflict) {
+		t.Errorf("fork with forking disabled: %v", err)
+	}
+	if _, err := srv.Fork(ctx, psi.Wine); !errors.Is(err, post.ErrPolicyConflict) {
+		t.Errorf("server fork with forking disabled: %v", err)
+	}
+}

@@ -116,8 +116,8 @@ func (s *Stack) quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 		HandshakeIdleTimeout: max(hs/2, time.Millisecond),
 		MaxIdleTimeout:       cfg.Idle(),
 		KeepAlivePeriod:      cfg.KeepAlive,
-		EnableDatagrams:      true,
-		Allow0RTT:            server && cfg.Allow0RTT,
+		EnableDatagrams:      !cfg.Disabled.Has(psi.Datagrams),
+		Allow0RTT:            server && cfg.Allow0RTT && !cfg.Disabled.Has(psi.ZeroRTT),
 		// Flow-control windows sized for bulk messages; quic-go auto-tunes
 		// up to these.
 		MaxStreamReceiveWindow:     16 << 20,
@@ -261,7 +261,7 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, ua net.Addr, cf
 		ua = net.UDPAddrFromAddrPort(remote)
 	}
 	var qc *quicgo.Conn
-	if cfg.Allow0RTT {
+	if cfg.Allow0RTT && !cfg.Disabled.Has(psi.ZeroRTT) {
 		qc, err = tr.t.DialEarly(ctx, ua, tc, qcfg)
 	} else {
 		qc, err = tr.t.Dial(ctx, ua, tc, qcfg)

@@ -308,7 +308,8 @@ func (t *Transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if opts != nil {
 		props = opts.Properties
 	}
-	if end && !t.wInMsg && props != nil && props.Lifetime > 0 && props.Unreliable && t.c.settled0RTT() && t.sendDatagram(p) {
+	if end && !t.wInMsg && props != nil && props.Lifetime > 0 && props.Unreliable && !t.c.cfg.Disabled.Has(psi.Datagrams) &&
+		t.c.settled0RTT() && t.sendDatagram(p) {
 		return nil
 	}
 	if end && !t.wInMsg && props != nil && props.Idempotent {
@@ -699,6 +700,9 @@ func (t *Transient) fork(ctx context.Context, class psi.TrafficClass) (*Transien
 	}
 	if class > psi.Milk {
 		return nil, fmt.Errorf("%w: traffic class %d", post.ErrNotSupported, class)
+	}
+	if t.c.cfg.Disabled.Has(psi.Fork) {
+		return nil, post.Errorf(post.ErrPolicyConflict, "the policy prohibits forking")
 	}
 	return t.c.openTransient(ctx, header{kind: kindFork, class: class}, t, t.assoc, class)
 }

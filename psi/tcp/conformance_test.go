@@ -3,12 +3,14 @@ package tcp
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/postsockets/postsockets/internal/netns"
 	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/psitest"
 )
@@ -91,4 +93,37 @@ func TestConformanceVanish(t *testing.T) {
 			},
 		}
 	}, psitest.Only("VanishedPeer", "CloseContextBounded"))
+}
+
+// TestForkDisabled checks that a policy prohibiting forks switches them
+// off on both sides.
+func TestForkDisabled(t *testing.T) {
+	certs := testcert.Must()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var s Stack
+	for _, side := range []string{"client", "server"} {
+		scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}}
+		ccfg := &psi.Config{Security: psi.Security{RootCAs: certs.Pool}}
+		want := post.ErrPolicyConflict
+		if side == "client" {
+			ccfg.Disabled = psi.Fork
+		} else {
+			scfg.Disabled = psi.Fork
+			want = post.ErrRefused
+		}
+		ln, err := s.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		a, err := s.Dial(ctx, ln.Addr(), ccfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if _, err := a.Fork(ctx, psi.Wine); !errors.Is(err, want) {
+			t.Errorf("%s disabled forks: Fork returned %v, want %v", side, err, want)
+		}
+	}
 }

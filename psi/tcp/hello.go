@@ -33,6 +33,7 @@ const (
 	statusUnknown = 1 // no transient has the parent token
 	statusBusy    = 2 // the accept queue or the parent's fork queue is full
 	statusBad     = 3 // the hello was not understood
+	statusNoFork  = 4 // the server's policy prohibits forking
 )
 
 type token [16]byte
@@ -104,6 +105,8 @@ func (h *serverHello) err() error {
 		return post.Errorf(post.ErrBackpressure, "peer's accept or fork queue is full")
 	case statusBad:
 		return post.Errorf(post.ErrMalformed, "peer rejected our hello")
+	case statusNoFork:
+		return post.Errorf(post.ErrRefused, "peer's policy prohibits forking")
 	}
 	return post.Errorf(post.ErrMalformed, "server hello status %d", h.status)
 }

@@ -126,6 +126,7 @@ type transient struct {
 	closeOnce sync.Once
 	closed    atomic.Pointer[error] // why the transient closed
 	peerEnded atomic.Bool           // the peer closed its side in order
+	noFork    bool                  // the policy prohibits forking
 	closeRes  chan struct{}         // closed once CloseContext has closeErr
 	closeErr  error
 	done      chan struct{}
@@ -168,6 +169,7 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 		closeRes: make(chan struct{}),
 	}
 	t.tcp, _ = raw.(*net.TCPConn)
+	t.noFork = cfg.Disabled.Has(psi.Fork)
 	if t.tcp != nil {
 		go t.watchPeer(cfg.Idle())
 	}
@@ -340,6 +342,9 @@ func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Trans
 	if class != psi.Wine {
 		return nil, wrap("fork", t.path, post.Errorf(post.ErrNotSupported, "traffic class %v", class))
 	}
+	if t.noFork {
+		return nil, wrap("fork", t.path, post.Errorf(post.ErrPolicyConflict, "the policy prohibits forking"))
+	}
 	if t.dialer == nil {
 		return nil, wrap("fork", t.path, post.Errorf(post.ErrNotSupported, "a TCP server cannot dial back"))
 	}
@@ -376,6 +381,9 @@ func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 func (t *transient) canFork(assoc [16]byte, pin *psi.Pin) byte {
 	if t.isClosed() || assoc != t.assoc || (t.peerPin != nil && (pin == nil || *pin != *t.peerPin)) {
 		return statusUnknown
+	}
+	if t.noFork {
+		return statusNoFork
 	}
 	if len(t.forkCh) == cap(t.forkCh) {
 		return statusBusy
