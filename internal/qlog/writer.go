@@ -93,17 +93,24 @@ type ReferenceTime struct {
 // if missing) and writes its header. It never overwrites a trace: if the
 // name is taken, a counter is appended.
 func Create(dir, stack, role, id, schema string) (*Writer, error) {
+	f, err := CreateFile(dir, stack, role, id)
+	if err != nil {
+		return nil, err
+	}
+	return NewWriter(f, stack, role, id, schema, time.Now()), nil
+}
+
+// CreateFile makes the empty file FileName(stack, role, id) in dir,
+// creating dir if missing; if the name is taken, a counter is appended.
+func CreateFile(dir, stack, role, id string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	name := FileName(stack, role, id)
 	for i := 2; ; i++ {
 		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err == nil {
-			return NewWriter(f, stack, role, id, schema, time.Now()), nil
-		}
-		if !errors.Is(err, fs.ErrExist) || i > 100 {
-			return nil, err
+		if err == nil || !errors.Is(err, fs.ErrExist) || i > 100 {
+			return f, err
 		}
 		name = strings.TrimSuffix(FileName(stack, role, id), ".sqlog") + fmt.Sprintf("-%d.sqlog", i)
 	}

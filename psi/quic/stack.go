@@ -125,6 +125,7 @@ func (s *Stack) quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 		MaxIncomingStreams:         int64(orDefault(s.MaxStreams, 1000)),
 		// One unidirectional stream: the peer's "done" (see conn.release).
 		MaxIncomingUniStreams: 1,
+		Tracer:                tracer(cfg),
 	}
 }
 

@@ -175,6 +175,7 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 	}
 	t.path = t.local.String() + "->" + t.remote.String()
 	t.log = s.logger(cfg).With("stack", name, "path", t.path)
+	startTrace(cfg, t, server)
 	t.rd.set = raw.SetReadDeadline
 	t.wd.set = raw.SetWriteDeadline
 	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {

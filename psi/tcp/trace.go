@@ -1,0 +1,72 @@
+package tcp
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/postsockets/postsockets/internal/qlog"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// TraceSchema names the TCP trace events (docs/tracing.md).
+const TraceSchema = "urn:postsockets:qlog:events:tcp-1"
+
+// TraceInterval is how often a traced connection samples the kernel's
+// TCP_INFO.
+const TraceInterval = 50 * time.Millisecond
+
+// startTrace writes, with Config.TraceDir (or POSTSOCKETS_QLOGDIR) set, a
+// trace of samples of the kernel's TCP_INFO (Linux): RTT, congestion
+// window, retransmissions and bytes, when they change and at close. The
+// kernel keeps TCP's packets to itself, so there are no packet events.
+func startTrace(cfg *psi.Config, t *transient, server bool) {
+	dir := qlog.Dir(cfg.TraceDir)
+	if dir == "" || t.tcp == nil {
+		return
+	}
+	role := "server"
+	if !server {
+		role = "client"
+	}
+	id := fmt.Sprintf("%d-%d", t.local.Port(), t.remote.Port())
+	w, err := qlog.Create(dir, name, role, id, TraceSchema)
+	if err != nil {
+		t.log.Warn("tcp: no trace", "err", err)
+		return
+	}
+	w.Event(time.Now(), "tcp:connection_started", struct {
+		Local  string `json:"local"`
+		Remote string `json:"remote"`
+	}{t.local.String(), t.remote.String()})
+	go traceLoop(w, t.tcp, t.done, t.closedErr)
+}
+
+// traceLoop samples c until done is closed, then once more.
+func traceLoop(w *qlog.Writer, c *net.TCPConn, done <-chan struct{}, why func(string) error) {
+	tick := time.NewTicker(TraceInterval)
+	defer tick.Stop()
+	var last tcpSample
+	sample := func() {
+		s, ok := sampleTCP(c)
+		if ok && s != last {
+			w.Event(time.Now(), "tcp:metrics_updated", s)
+			last = s
+		}
+	}
+	sample()
+	for {
+		select {
+		case <-tick.C:
+			sample()
+			continue
+		case <-done:
+		}
+		break
+	}
+	sample()
+	w.Event(time.Now(), "tcp:connection_closed", struct {
+		Error string `json:"error"`
+	}{why("close").Error()})
+	w.Close()
+}
