@@ -183,3 +183,16 @@ func (b *body) readToEnd() bool {
 	defer b.mu.Unlock()
 	return b.err == io.EOF || b.end && !b.more && (b.err == nil || b.err == http.ErrBodyReadAfterClose)
 }
+
+// drain reads and drops the rest of the message, at most limit bytes,
+// even after the handler closed the body; it reports whether the message
+// was read to its end.
+func (b *body) drain(limit int64) bool {
+	b.mu.Lock()
+	if b.err == http.ErrBodyReadAfterClose {
+		b.err = nil
+	}
+	b.mu.Unlock()
+	io.Copy(io.Discard, io.LimitReader(b, limit))
+	return b.readToEnd()
+}

@@ -365,9 +365,24 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 	if err := w.finish(); err != nil {
 		return false, fmt.Errorf("response not sent: %w", err)
 	}
-	// The next request may follow only if this one was read to its end.
-	return b == nil || b.readToEnd(), nil
+	// The next request may follow only once this one was read to its end.
+	// A client whose request was sent whole keeps the fork for its next
+	// request, so read and drop what the handler left, for a while.
+	if b == nil || b.readToEnd() {
+		return true, nil
+	}
+	stop := time.AfterFunc(drainTimeout, cancel)
+	ok = b.drain(maxDrain)
+	stop.Stop()
+	return ok, nil
 }
+
+// A request body the handler left unread is drained, at most this much
+// and this long, so that its fork can carry the next request.
+const (
+	maxDrain     = 16 << 20
+	drainTimeout = 2 * time.Second
+)
 
 // run calls the handler, recovering a panic as net/http does.
 func (s *Server) run(w *responseWriter, req *http.Request, log *slog.Logger) (ok bool) {
