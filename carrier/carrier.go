@@ -178,6 +178,7 @@ type Carrier struct {
 	ended       error         // why the transient ended, not by this side's choice
 	sendErr     error         // the transient cannot send any more
 	lost        error         // the first message accepted but not delivered
+	wrote       psi.Transient // the transient the last message was handed to
 	activate    sync.Mutex    // serialises re-establishment
 	lastUse     atomic.Int64  // unix nanos of last traffic
 

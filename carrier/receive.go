@@ -82,13 +82,14 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 		if partial && (len(in.buf) >= opts.Min || in.end) {
 			return c.deliver(min(len(in.buf), opts.Max), opts), nil
 		}
-		if !partial && in.end {
-			return c.deliver(len(in.buf), opts), nil
-		}
 		if !partial && in.off+int64(len(in.buf)) > limit {
 			// The message stays pending, for Ready with Max to take in
-			// parts.
+			// parts. Checked before the end: one read may bring the
+			// rest of a message and its end at once.
 			return nil, post.Errorf(post.ErrMessageTooLarge, "inbound message over %d bytes; read it in parts with Ready", limit)
+		}
+		if !partial && in.end {
+			return c.deliver(len(in.buf), opts), nil
 		}
 		t, err := c.readable(ctx)
 		if err != nil {
@@ -175,12 +176,17 @@ func (c *Carrier) lose(t psi.Transient, why error) {
 		return
 	}
 	c.t, c.state, c.ended = nil, Closed, why
+	var local localEnd
+	orderly := errors.Is(why, io.EOF) && !errors.Is(why, io.ErrUnexpectedEOF) && !errors.As(why, &local)
+	if !orderly && c.wrote == t && c.lost == nil && !errors.As(why, &local) {
+		// Nothing confirms that the messages handed to t arrived.
+		c.lost = opError("send", t, why)
+	}
 	c.signal()
 	c.mu.Unlock()
 	c.assoc.ObservePath(t.Path())
 	c.log.Debug("carrier ended", "err", why)
-	var local localEnd
-	if errors.Is(why, io.EOF) && !errors.Is(why, io.ErrUnexpectedEOF) && !errors.As(why, &local) {
+	if orderly {
 		t.Close() // the peer closed in order: this ends our side too
 	} else {
 		psi.Abort(t, why)

@@ -200,6 +200,9 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 	if err != nil {
 		return nil, c.sendFailed(t, err)
 	}
+	c.mu.Lock()
+	c.wrote = t
+	c.mu.Unlock()
 	return t, nil
 }
 
