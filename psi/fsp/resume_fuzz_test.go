@@ -1,8 +1,11 @@
 package fsp
 
 import (
+	"crypto/tls"
+
 	"bytes"
 	"encoding/binary"
+	"github.com/postsockets/postsockets/psi"
 	"net"
 	"net/netip"
 	"testing"
@@ -94,4 +97,69 @@ type maxWriteConn struct {
 func (s *maxWriteConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	s.max = max(s.max, len(b))
 	return len(b), nil
+}
+
+// FuzzResumedHello feeds a resuming initiator arbitrary answers to its
+// RESTORE, tagged under its binder key so they get past the tag: nothing
+// may panic, and none completes the handshake (the key confirmation
+// needs the listener's half of the exchange).
+func FuzzResumedHello(f *testing.F) {
+	good := append(bytes.Repeat([]byte{1}, fcrypto.NonceLen), helloResumed|helloEarly)
+	f.Add(append(good, make([]byte, fcrypto.TagLen)...), true, true)
+	f.Add(good, true, false)
+	f.Add([]byte{}, false, true)
+	tr := &Transport{Conn: &nullConn{done: make(chan struct{})}}
+	tr.init()
+	defer tr.Close()
+	secret := bytes.Repeat([]byte{5}, 32)
+	f.Fuzz(func(t *testing.T, body []byte, param, key bool) {
+		c := newConn(tr, &Config{}, true, peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")})
+		c.local = 0x20000
+		kp, err := fcrypto.NewKeyPair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.kp, c.hsKey = kp, fcrypto.HandshakeKey(nil, c.local)
+		c.resume = &resumeState{blob: []byte("ticket"), secret: secret, received: time.Now()}
+		c.state = stateInitiating
+		p := wire.Packet{Header: wire.Header{Opcode: wire.AckConnectReq, Dst: c.local, Src: 0x30000}, HasParam: param}
+		if key {
+			p.EphemeralKey = bytes.Repeat([]byte{9}, fcrypto.PublicLen)
+		}
+		b := handshakePacket(nil, fcrypto.BinderKey(secret), &p, body)
+		var pkt wire.Packet
+		if wire.Parse(b, &pkt) != nil {
+			return
+		}
+		c.mu.Lock()
+		c.onHandshakeReply(b, &pkt)
+		st := c.state
+		c.mu.Unlock()
+		if st == stateEstablished {
+			t.Fatal("a forged answer completed a resumed handshake")
+		}
+	})
+}
+
+// FuzzNewTicket feeds an initiator arbitrary NEW_TICKET bodies, then
+// takes what was cached: nothing may panic.
+func FuzzNewTicket(f *testing.F) {
+	f.Add(make([]byte, ticketNonceLen+ticketSealing+ticketFixed))
+	f.Add([]byte{})
+	tr := &Transport{Conn: &nullConn{done: make(chan struct{})}}
+	tr.init()
+	defer tr.Close()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		cache := tls.NewLRUClientSessionCache(1)
+		c := newConn(tr, &Config{Security: psi.Security{SessionCache: cache, InsecureSkipVerify: true}}, true,
+			peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")})
+		c.resBase = bytes.Repeat([]byte{3}, 32)
+		c.mu.Lock()
+		c.storeTicket(body)
+		rs := c.takeTicket(time.Now())
+		c.mu.Unlock()
+		if rs != nil && !bytes.Equal(rs.blob, body[ticketNonceLen:]) {
+			t.Fatal("cached ticket differs from the one received")
+		}
+	})
 }
