@@ -1,16 +1,15 @@
 package fsp
 
 import (
-	"crypto/tls"
-
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
-	"github.com/postsockets/postsockets/psi"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/psi"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
