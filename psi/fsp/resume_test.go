@@ -1,19 +1,18 @@
 package fsp
 
 import (
-	"context"
-	"net"
-
 	"bytes"
+	"context"
 	"crypto/tls"
-	"github.com/postsockets/postsockets/post"
-	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
-	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
 // waitTicket waits until cache holds a ticket for the listener at key.
