@@ -40,14 +40,15 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 	if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.BinderKey(tk.secret), b); !ok {
 		return
 	}
-	if !t.limiter.allow(pendingPrefix(from.ap.Addr()), now, l.cfg.handshakeRate()) {
-		return // the client retransmits
-	}
 	if l.strikes.check(req.nonce, tk.issued.Add(req.age), now) != strikeFresh {
 		// A replay, or a copy the register cannot judge: no resumption,
-		// only a cookie. (A client whose first RESTORE was taken but
-		// dropped below gets here too, and goes on with a full handshake.)
+		// only a cookie, and no share of the handshake rate. (A client
+		// whose first RESTORE was taken but dropped below gets here too
+		// when it repeats it, and goes on with a full handshake.)
 		t.restoreFallback(l, from, pkt, req.nonce, now)
+		return
+	}
+	if !t.limiter.allow(pendingPrefix(from.ap.Addr()), now, l.cfg.handshakeRate()) {
 		return
 	}
 	t.mu.Lock()
