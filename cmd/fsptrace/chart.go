@@ -86,6 +86,7 @@ func render(s *series, w io.Writer, width, height vg.Length) error {
 	if err != nil {
 		return err
 	}
+	seq.Legend.Left = true // the sequence numbers climb to the right
 	cwnd, err := panel("Congestion window", "KiB",
 		line{name: "congestion window", xys: s.CWND, color: blue},
 		line{name: "bytes in flight", xys: s.InFlight, color: gray})

@@ -50,7 +50,7 @@ func TestRoundTrip(t *testing.T) {
 func TestCreateNeverOverwrites(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "sub")
 	for range 2 {
-		w, err := Create(dir, "tcp", "server", "1", "")
+		w, err := Create(dir, "tcp", "server", "1", "", time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -91,13 +91,13 @@ type ReferenceTime struct {
 
 // Create makes the trace file FileName(stack, role, id) in dir (created
 // if missing) and writes its header. It never overwrites a trace: if the
-// name is taken, a counter is appended.
-func Create(dir, stack, role, id, schema string) (*Writer, error) {
+// name is taken, a counter is appended. Event times count from start.
+func Create(dir, stack, role, id, schema string, start time.Time) (*Writer, error) {
 	f, err := CreateFile(dir, stack, role, id)
 	if err != nil {
 		return nil, err
 	}
-	return NewWriter(f, stack, role, id, schema, time.Now()), nil
+	return NewWriter(f, stack, role, id, schema, start), nil
 }
 
 // CreateFile makes the empty file FileName(stack, role, id) in dir,

@@ -299,6 +299,20 @@
 // and frees the connection at once; the peer's calls fail with
 // post.ErrReset.
 //
+// # Tracing
+//
+// With Config.TraceDir (psi.Config.TraceDir) or the POSTSOCKETS_QLOGDIR
+// environment variable set, every established connection writes a qlog
+// trace (JSON-SEQ) named fsp_<client|server>_<ALFID>.sqlog: packets sent,
+// received and lost, acknowledgements, RTT, congestion window, pacing
+// rate, congestion state, path validation and migration, and key updates,
+// as events fsp:packet_sent, fsp:packet_received, fsp:packets_acked,
+// fsp:packet_lost, fsp:retransmission_timeout, fsp:metrics_updated,
+// fsp:congestion_state_updated, fsp:path_validated, fsp:path_migrated,
+// fsp:key_updated, fsp:connection_started and fsp:connection_closed.
+// docs/tracing.md gives their fields; cmd/fsptrace charts a trace. With
+// tracing off each hook costs a nil check.
+//
 // # Deviations from the reference implementation
 //
 //   - The wire format is not compatible: the signature (version, opcode,

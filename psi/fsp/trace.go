@@ -34,7 +34,7 @@ func (c *Conn) traceStart(now time.Time) {
 	if c.initiator {
 		role = "client"
 	}
-	w, err := qlog.Create(dir, "fsp", role, fmt.Sprintf("%08x", c.local), TraceSchema)
+	w, err := qlog.Create(dir, "fsp", role, fmt.Sprintf("%08x", c.local), TraceSchema, now)
 	if err != nil {
 		c.log.Warn("fsp: no trace", "err", err)
 		return

@@ -48,6 +48,9 @@ func TestTraceLossyTransfer(t *testing.T) {
 	var cwnd, rtt bool
 	for _, e := range evs {
 		count[e.Name]++
+		if e.Time < 0 {
+			t.Fatalf("%s at %v ms, before the trace began", e.Name, e.Time)
+		}
 		switch e.Name {
 		case "fsp:packet_sent":
 			var p packetEvent

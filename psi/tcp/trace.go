@@ -30,7 +30,7 @@ func startTrace(cfg *psi.Config, t *transient, server bool) {
 		role = "client"
 	}
 	id := fmt.Sprintf("%d-%d", t.local.Port(), t.remote.Port())
-	w, err := qlog.Create(dir, name, role, id, TraceSchema)
+	w, err := qlog.Create(dir, name, role, id, TraceSchema, time.Now())
 	if err != nil {
 		t.log.Warn("tcp: no trace", "err", err)
 		return
