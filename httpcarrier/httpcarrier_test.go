@@ -22,6 +22,7 @@ import (
 
 	"github.com/postsockets/postsockets/carrier"
 	"github.com/postsockets/postsockets/httpcarrier"
+	"github.com/postsockets/postsockets/internal/leakcheck"
 	"github.com/postsockets/postsockets/internal/testcert"
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
@@ -34,6 +35,7 @@ var certs = testcert.Must()
 // the origin URL.
 func setup(t *testing.T, stack string, h http.Handler, opts ...func(*httpcarrier.Server)) (*http.Client, string, *httpcarrier.Server, *atomic.Int32) {
 	t.Helper()
+	leakcheck.Check(t)
 	scfg := &carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}}
 	ccfg := &carrier.Config{Security: psi.Security{RootCAs: certs.Pool}}
 	if stack != "" {
@@ -61,7 +63,14 @@ func setup(t *testing.T, stack string, h http.Handler, opts ...func(*httpcarrier
 			srv.ServeCarrier(c)
 		}
 	}()
-	t.Cleanup(func() { l.Close(); srv.Close() })
+	t.Cleanup(func() {
+		// After the client closed its roots (the cleanup below runs
+		// first), a graceful shutdown lets both ends close in order.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		l.Close()
+	})
 	remote := l.Remote("localhost")
 	tr := &httpcarrier.Transport{Config: ccfg, Remote: func(string) post.Remote { return remote }}
 	t.Cleanup(tr.CloseIdleConnections)
