@@ -24,8 +24,8 @@ const (
 // Config configures Dial and Listen. The zero value is usable.
 type Config struct {
 	// Security holds certificates, pins, a PSK and verification options.
-	// A listener without certificates or PSK uses a fresh self-signed
-	// Ed25519 certificate.
+	// A listener needs certificates or a PSK: without them Listen fails
+	// with an error wrapping post.ErrAuthentication.
 	Security psi.Security
 	// MaxMessageSize bounds a message read with ReceiveMessage; zero
 	// means psi.DefaultMaxMessageSize.
