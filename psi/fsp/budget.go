@@ -35,14 +35,19 @@ type budget struct {
 	mu      sync.Mutex
 	limit   int64
 	share   int64 // per peer address
+	pshare  int64 // per /24 or /48 prefix
 	used    int64
 	peak    int64
 	refused uint64
 	peers   map[netip.Addr]int64
+	pfxs    map[netip.Prefix]int64
 }
 
 func newBudget(limit int64) *budget {
-	return &budget{limit: limit, share: max(limit/4, connCharge()), peers: make(map[netip.Addr]int64)}
+	// One prefix may take half: a host with many addresses (an IPv6
+	// /64, a /24) cannot take all of it by using four.
+	return &budget{limit: limit, share: max(limit/4, connCharge()), pshare: max(limit/2, connCharge()),
+		peers: make(map[netip.Addr]int64), pfxs: make(map[netip.Prefix]int64)}
 }
 
 // connCharge is what a new connection takes from the budget: its fixed
@@ -53,7 +58,7 @@ func connCharge() int64 {
 }
 
 // take charges n bytes to peer; it reports false, charging nothing, when
-// that would exceed the total or the peer's share. A nil budget takes
+// that would exceed the total, the peer's share or its prefix's. A nil budget takes
 // everything.
 func (b *budget) take(peer netip.Addr, n int64) bool {
 	if b == nil || n <= 0 {
@@ -61,12 +66,14 @@ func (b *budget) take(peer netip.Addr, n int64) bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used+n > b.limit || b.peers[peer]+n > b.share {
+	pfx := pendingPrefix(peer)
+	if b.used+n > b.limit || b.peers[peer]+n > b.share || b.pfxs[pfx]+n > b.pshare {
 		b.refused++
 		return false
 	}
 	b.used += n
 	b.peers[peer] += n
+	b.pfxs[pfx] += n
 	b.peak = max(b.peak, b.used)
 	return true
 }
@@ -83,6 +90,12 @@ func (b *budget) give(peer netip.Addr, n int64) {
 		b.peers[peer] = v
 	} else {
 		delete(b.peers, peer)
+	}
+	pfx := pendingPrefix(peer)
+	if v := b.pfxs[pfx] - n; v > 0 {
+		b.pfxs[pfx] = v
+	} else {
+		delete(b.pfxs, pfx)
 	}
 }
 

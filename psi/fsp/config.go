@@ -55,7 +55,8 @@ type Config struct {
 	// connections and clones may commit: their fixed state, their
 	// receive windows (all the received data they may buffer) and the
 	// clones their peers may still fork; zero means 256 MiB. One peer
-	// address may take a quarter of it. Past the budget windows and fork
+	// address may take a quarter of it, and one /24 (IPv4) or /48 (IPv6)
+	// prefix half. Past the budget windows and fork
 	// credit stop growing, which slows the peers down, and new
 	// connections are refused (the dialer gets an error wrapping
 	// post.ErrRefused); data already received is never dropped.
