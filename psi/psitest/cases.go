@@ -755,12 +755,14 @@ func testAbortMessage(t *testing.T, mp MakePair) {
 }
 
 func testPausedReader(t *testing.T, mp MakePair) {
-	p := mp(t, short)
-	// Many times the retransmission timeout, and longer than the idle
-	// timeout.
+	// The pause is many times the retransmission timeout and longer than
+	// the idle timeout, which is longer here than elsewhere so that a
+	// stall of a loaded machine is not taken for a dead peer.
+	const idle = 2 * idleTimeout
+	p := mp(t, tuned(func(c *psi.Config) { c.IdleTimeout = idle; c.KeepAlive = idle / 4 }))
 	pause := 30 * time.Second
 	if testing.Short() {
-		pause = 2 * idleTimeout
+		pause = idle + time.Second
 	}
 	ctx := testContext(t, pause+60*time.Second)
 	const size, msg = 16 << 20, 64 << 10
