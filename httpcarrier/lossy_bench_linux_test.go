@@ -19,6 +19,8 @@ import (
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // The benchmark's two namespaces, joined by a veth pair whose ends drop
@@ -73,7 +75,8 @@ func fspIn(ns *netns.NS) []psi.Stack {
 
 // BenchmarkHTTPLossy measures request latency with 2% loss each way:
 // eight concurrent streams of small GETs (1 KiB bodies), over HTTP on FSP
-// clones, HTTP/1.1 on one TCP+TLS connection and HTTP/2 over TLS, across
+// clones, HTTP/1.1 on one TCP+TLS connection, HTTP/2 over TLS and HTTP/3
+// (quic-go), across
 // a veth pair (microsecond round trips) and across a 20 ms delay line. It
 // reports p50 and p99 per protocol; run it once:
 //
@@ -104,7 +107,7 @@ func BenchmarkHTTPLossy(b *testing.B) {
 		b.Run(path.name, func(b *testing.B) {
 			srv, cli := netns.New(b, "hbsrv"), netns.New(b, "hbcli")
 			addr := path.link(b, srv, cli)
-			for _, proto := range []string{"fsp", "http1-tls", "http2-tls"} {
+			for _, proto := range []string{"fsp", "http1-tls", "http2-tls", "http3"} {
 				b.Run(proto, func(b *testing.B) {
 					client, url := benchClient(b, proto, srv, cli, addr, h)
 					for range 16 { // warm up without loss
@@ -202,6 +205,30 @@ func benchClient(b *testing.B, proto string, srv, cli *netns.NS, addr netip.Addr
 		tr := &httpcarrier.Transport{Config: ccfg, Remote: func(string) post.Remote { return remote }}
 		b.Cleanup(tr.CloseIdleConnections)
 		return &http.Client{Transport: tr, Timeout: time.Minute}, "http://" + remote.Name + "/"
+	case "http3":
+		pc, err := srv.ListenPacket("udp", net.JoinHostPort(addr.String(), "0"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		hs := &http3.Server{Handler: h, TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{certs.Leaf}})}
+		go hs.Serve(pc)
+		b.Cleanup(func() { hs.Close(); pc.Close() })
+		cpc, err := cli.ListenPacket("udp", ":0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		tr := &http3.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: certs.Pool, ServerName: "localhost"},
+			Dial: func(ctx context.Context, a string, tcfg *tls.Config, qcfg *quic.Config) (*quic.Conn, error) {
+				ua, err := net.ResolveUDPAddr("udp", a)
+				if err != nil {
+					return nil, err
+				}
+				return quic.DialEarly(ctx, cpc, ua, tcfg, qcfg)
+			},
+		}
+		b.Cleanup(func() { tr.Close(); cpc.Close() })
+		return &http.Client{Transport: tr, Timeout: time.Minute}, "https://" + pc.LocalAddr().String() + "/"
 	default:
 		ln, err := srv.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
 		if err != nil {
