@@ -39,8 +39,7 @@ func BenchmarkResumedFirstMessage(b *testing.B) {
 }
 
 func benchResumed(b *testing.B, stack, mode string, rtt time.Duration) {
-	ctx := context.Background()
-	l, err := carrier.Listen(ctx, localAny, serverConfig())
+	l, err := carrier.Listen(context.Background(), localAny, serverConfig())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,6 +54,14 @@ func benchResumed(b *testing.B, stack, mode string, rtt time.Duration) {
 		defer r.Close()
 		remote = post.Remote{Name: r.Addr().String()}
 	}
+	benchFirstMessage(b, l, remote, clientConfig(), stack, mode)
+}
+
+// benchFirstMessage times Initiate to l's Carrier receiving the first
+// message, in the given mode (full, resumed, 0rtt), over stack.
+func benchFirstMessage(b *testing.B, l *carrier.Listener, remote post.Remote, cfg *carrier.Config, stack, mode string) {
+	ctx := context.Background()
+	var err error
 	got := make(chan error, 1)
 	go func() {
 		for {
@@ -72,7 +79,6 @@ func benchResumed(b *testing.B, stack, mode string, rtt time.Duration) {
 			}()
 		}
 	}()
-	cfg := clientConfig()
 	cfg.Policy.Stack(stack, policy.Require)
 	var assoc *carrier.Config
 	if mode != "full" {
