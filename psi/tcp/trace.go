@@ -18,7 +18,8 @@ const TraceInterval = 50 * time.Millisecond
 
 // startTrace writes, with Config.TraceDir (or POSTSOCKETS_QLOGDIR) set, a
 // trace of samples of the kernel's TCP_INFO (Linux): RTT, congestion
-// window, retransmissions and bytes, when they change and at close. The
+// window, retransmissions and bytes, when they change, until the socket
+// is closed. The
 // kernel keeps TCP's packets to itself, so there are no packet events.
 func startTrace(cfg *psi.Config, t *transient, server bool) {
 	dir := qlog.Dir(cfg.TraceDir)
@@ -39,32 +40,42 @@ func startTrace(cfg *psi.Config, t *transient, server bool) {
 		Local  string `json:"local"`
 		Remote string `json:"remote"`
 	}{t.local.String(), t.remote.String()})
-	go traceLoop(w, t.tcp, t.done, t.closedErr)
+	go traceLoop(w, t.tcp, t.done, t.linger+time.Second, t.closedErr)
 }
 
-// traceLoop samples c until done is closed, then once more.
-func traceLoop(w *qlog.Writer, c *net.TCPConn, done <-chan struct{}, why func(string) error) {
+// traceLoop samples c until the socket is closed, or for at most linger
+// after done is closed (Close flushes and waits for acknowledgements
+// then).
+func traceLoop(w *qlog.Writer, c *net.TCPConn, done <-chan struct{}, linger time.Duration, why func(string) error) {
 	tick := time.NewTicker(TraceInterval)
 	defer tick.Stop()
-	var last tcpSample
-	sample := func() {
+	var (
+		last tcpSample
+		end  <-chan time.Time
+	)
+	for {
 		s, ok := sampleTCP(c)
-		if ok && s != last {
+		if !ok {
+			break
+		}
+		if s != last {
 			w.Event(time.Now(), "tcp:metrics_updated", s)
 			last = s
 		}
-	}
-	sample()
-	for {
 		select {
 		case <-tick.C:
-			sample()
 			continue
 		case <-done:
+			done = nil
+			end = time.After(linger)
+			continue
+		case <-end:
 		}
 		break
 	}
-	sample()
+	if done != nil {
+		<-done // no samples (outside Linux): the end is still to come
+	}
 	w.Event(time.Now(), "tcp:connection_closed", struct {
 		Error string `json:"error"`
 	}{why("close").Error()})
