@@ -424,3 +424,44 @@ func TestZeroRTTRefusedByListener(t *testing.T) {
 	}
 	pingPong(t, c, s)
 }
+
+// TestZeroRTTLostRestore: the first RESTORE, with the 0-RTT message, is
+// lost; its retransmission delivers the message, once.
+func TestZeroRTTLostRestore(t *testing.T) {
+	l, ccfg, _ := resumable(t, true)
+	h := &recConn{PacketConn: mustUDP(t)}
+	tr := &Transport{Conn: h}
+	t.Cleanup(func() { tr.Close(); h.Close() })
+	first := true
+	h.drop = func([]byte) bool {
+		d := first
+		first = false
+		return d
+	}
+	ctx := testContext(t)
+	c, err := tr.Dial(ctx, l.Addr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMessage(ctx, []byte("retried")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "retried" {
+		t.Fatal(m, err)
+	}
+	pingPong(t, c, s)
+	if !s.Used0RTT() || !c.Used0RTT() {
+		t.Fatal("the retransmitted RESTORE lost its 0-RTT message")
+	}
+	actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if m, err := s.ReceiveMessage(actx); err == nil {
+		t.Fatalf("message delivered twice: %q", m)
+	}
+}
