@@ -76,3 +76,26 @@ func TestCurlThroughGatewaysLossy(t *testing.T) {
 	front := "http://" + gatewaysOn(t, origin, srvAddr.Addr().String(), fspIn(cli), fspIn(srv))
 	checkTransfers(t, front, sums, small, 1000)
 }
+
+// TestH2LoadThroughGatewaysLossy is TestH2LoadThroughGateways with the FSP
+// hop across the lossy namespace link.
+func TestH2LoadThroughGatewaysLossy(t *testing.T) {
+	needCurl(t)
+	if err := netns.Available(); err != nil {
+		t.Skipf("the lossy link needs network namespaces (root, iproute2, nftables): %v", err)
+	}
+	root := t.TempDir()
+	files(t, root, []int{1000})
+	origin := nginx(t, root, "")
+	srv, cli := netns.New(t, "gwback"), netns.New(t, "gwfront")
+	srvAddr, cliAddr := netip.MustParsePrefix("10.206.0.1/24"), netip.MustParsePrefix("10.206.0.2/24")
+	netns.Link(t, srv, cli, srvAddr, cliAddr)
+	for _, ns := range []*netns.NS{srv, cli} {
+		if err := ns.Drop(2, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	front := "http://" + gatewaysOn(t, origin, srvAddr.Addr().String(), fspIn(cli), fspIn(srv))
+	rps, p99 := h2load(t, front, "/f1000.bin", 2000)
+	t.Logf("h2load -c 1 -m 8, 2,000 requests of 1,000 bytes, 2%% loss each way on the FSP hop: %.0f req/s, p99 %v", rps, p99)
+}
