@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/strike"
 	"github.com/postsockets/postsockets/post"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -26,10 +27,10 @@ type Listener struct {
 	done          chan struct{}
 	closeOnce     sync.Once
 	refusedOnce   sync.Once
-	refused       chan error     // see Refused
-	tickets       ticketKeys     // resumption (ticket.go)
-	idDigest      [32]byte       // names this listener's identity in its tickets
-	strikes       strikeRegister // anti-replay of RESTORE (strike.go)
+	refused       chan error       // see Refused
+	tickets       ticketKeys       // resumption (ticket.go)
+	idDigest      [32]byte         // names this listener's identity in its tickets
+	strikes       *strike.Register // anti-replay of RESTORE (strike.go)
 }
 
 // Refused delivers the error of each client the listener refused for its

@@ -3,6 +3,7 @@ package fsp
 import (
 	"time"
 
+	"github.com/postsockets/postsockets/internal/strike"
 	"github.com/postsockets/postsockets/post"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -40,7 +41,7 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 	if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.BinderKey(tk.secret), b); !ok {
 		return
 	}
-	if l.strikes.check(req.nonce, tk.issued.Add(req.age), now) != strikeFresh {
+	if l.strikes.Check(req.nonce, tk.issued.Add(req.age), now) != strike.Fresh {
 		// A replay, or a copy the register cannot judge: no resumption,
 		// only a cookie, and no share of the handshake rate. (A client
 		// whose first RESTORE was taken but dropped below gets here too
