@@ -90,8 +90,19 @@ func wrap(op, path string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if oe, ok := err.(*net.OpError); ok && oe.Err != nil {
+		err = netCause{oe} // the OpError names what we name already
+	}
 	if s := classify(err); s != nil {
 		err = fmt.Errorf("%w: %w", s, err)
 	}
 	return &post.OpError{Op: op, Stack: name, Path: path, Err: err}
 }
+
+// netCause is a *net.OpError that prints only its cause, for an error
+// that already names the operation and addresses; it still unwraps to
+// the *net.OpError.
+type netCause struct{ oe *net.OpError }
+
+func (e netCause) Error() string { return e.oe.Err.Error() }
+func (e netCause) Unwrap() error { return e.oe }
