@@ -546,6 +546,34 @@ func testCloseWhilePeerWrites(t *testing.T, mp MakePair) {
 	}
 }
 
+// testCloseWhilePeerBlocked closes A while B is blocked writing a message
+// A does not read: A's Close succeeds at once (everything A sent arrived)
+// and B's write fails instead of waiting.
+func testCloseWhilePeerBlocked(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	if err := p.A.WriteMessage(ctx, []byte("from A"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := readMsg(ctx, p.B, 64); err != nil || string(m) != "from A" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	werr := make(chan error, 1)
+	go func() { werr <- p.B.WriteMessage(ctx, make([]byte, 256<<20), true, nil) }()
+	time.Sleep(200 * time.Millisecond) // B fills the windows and blocks
+	if err := within(t, linger+time.Second, "Close", p.A.Close); err != nil {
+		t.Fatalf("Close while the peer is blocked writing: %v", err)
+	}
+	select {
+	case err := <-werr:
+		if err == nil {
+			t.Fatal("a 256 MiB write to a closed peer returned nil")
+		}
+	case <-time.After(linger + 2*time.Second):
+		t.Fatal("the peer's blocked write did not end after Close")
+	}
+}
+
 func testConcurrentClose(t *testing.T, mp MakePair) {
 	p := mp(t, short)
 	ctx := testContext(t, 20*time.Second)

@@ -87,6 +87,7 @@ var cases = []testCase{
 	{"CloseUnreadByPeer", testCloseUnreadByPeer},
 	{"ConcurrentClose", testConcurrentClose},
 	{"CloseWhilePeerWrites", testCloseWhilePeerWrites},
+	{"CloseWhilePeerBlocked", testCloseWhilePeerBlocked},
 	{"ClosePrompt", testClosePrompt},
 	{"CloseWithUnreadData", testCloseWithUnreadData},
 	{"PeerCloseEndsSends", testPeerCloseEndsSends},

@@ -70,6 +70,7 @@ type Transient struct {
 	closed    bool
 	released  bool
 	aborted   bool          // ended by Abort: the last transient closes the connection with codeAborted
+	peerDone  bool          // the peer ended its side: writes are cut
 	closing   chan struct{} // closed when CloseContext has its result
 	closeErr  error
 	waiting   bool // a reader waits for stream data at a message boundary
@@ -375,17 +376,28 @@ func (t *Transient) write0RTT(ctx context.Context, p []byte) (done bool, err err
 // failWrite records a write error: the stream is cut inside a frame and
 // cannot go on.
 func (t *Transient) failWrite(ctx context.Context, s *quicgo.Stream, err error) error {
+	code := quicgo.StreamErrorCode(codeClosed)
 	switch {
 	case t.isClosed():
 		err = post.ErrClosed
+	case t.peerHasClosed():
+		// peerClosed cut the write: the peer reads no more.
+		err = post.Errorf(post.ErrClosed, "the peer closed the transient")
+		code = codeConfirmed
 	case ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		err = fmt.Errorf("%w (stream abandoned)", ctx.Err())
 	default:
 		err = mapError(err)
 	}
 	t.werr = err
-	s.CancelWrite(codeClosed)
+	s.CancelWrite(code)
 	return err
+}
+
+func (t *Transient) peerHasClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.peerDone
 }
 
 // sendDatagram sends p as one datagram; false means it must go on the
@@ -913,6 +925,12 @@ func (t *Transient) awaitPeer(ctx context.Context) error {
 // reads nothing more, and our end confirms its close.
 func (t *Transient) peerClosed() {
 	s := t.stream()
+	t.mu.Lock()
+	t.peerDone = true
+	t.mu.Unlock()
+	// A write blocked in flow control would wait for a peer that reads
+	// no more: cut it.
+	_ = s.SetWriteDeadline(time.Now())
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	if t.werr != nil || t.ws != s {
