@@ -62,6 +62,9 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Allow0RTT {
+		guardZeroRTT(tc) // replayed 0-RTT data is refused (antireplay.go)
+	}
 	tr, _, err := s.openTransport(local, netip.AddrPort{})
 	if err != nil {
 		return nil, err
