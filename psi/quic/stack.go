@@ -14,7 +14,8 @@
 // returns before the handshake completes and idempotent whole messages on
 // the root go as 0-RTT data; if the server rejects them they are sent again
 // on a new stream, so nothing is lost. Other messages, forks and datagrams
-// wait for the handshake.
+// wait for the handshake. A listener takes 0-RTT data on a ticket at most
+// once (antireplay.go), so a replayed first flight is not delivered twice.
 //
 // Close returns nil once the peer's stack has every byte of the stream:
 // the peer ends its side of the stream as soon as everything up to our FIN
