@@ -44,7 +44,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if err := chart(fs.Arg(0), *out, vg.Length(*width)*vg.Inch, vg.Length(*height)*vg.Inch, stdin, stdout); err != nil {
+	if err := chart(fs.Arg(0), *out, vg.Length(*width)*vg.Inch, vg.Length(*height)*vg.Inch, stdin, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "fsptrace:", err)
 		return 1
 	}
@@ -52,7 +52,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 // chart reads the trace in and writes its chart to out.
-func chart(in, out string, width, height vg.Length, stdin io.Reader, stdout io.Writer) (err error) {
+func chart(in, out string, width, height vg.Length, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	r := stdin
 	if in != "-" {
 		f, err := os.Open(in)
@@ -69,6 +69,9 @@ func chart(in, out string, width, height vg.Length, stdin io.Reader, stdout io.W
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
+	if s.Truncated {
+		fmt.Fprintf(stderr, "fsptrace: %s ends inside a record (its connection still open?); charting the events before it\n", in)
+	}
 	if out == "" || out == "-" {
 		return render(s, stdout, width, height)
 	}
@@ -77,11 +80,12 @@ func chart(in, out string, width, height vg.Length, stdin io.Reader, stdout io.W
 		return err
 	}
 	defer func() {
+		fi, serr := f.Stat()
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
-		if err != nil {
-			err = errors.Join(err, os.Remove(out))
+		if err != nil && serr == nil && fi.Mode().IsRegular() {
+			err = errors.Join(err, os.Remove(out)) // no half chart; but never /dev/null
 		}
 	}()
 	return render(s, f, width, height)

@@ -21,7 +21,8 @@ type series struct {
 	CWND, InFlight plotter.XYs
 	// RTT estimates in milliseconds.
 	LatestRTT, SmoothedRTT, MinRTT plotter.XYs
-	Events                         int // FSP events read
+	Events                         int  // FSP events read
+	Truncated                      bool // the trace ended inside a record
 }
 
 // maxValue bounds the values charted: larger ones, which no trace FSP
@@ -63,6 +64,7 @@ func parse(r io.Reader) (*series, error) {
 			return nil, err
 		}
 	}
+	s.Truncated = rd.Truncated
 	if s.Events == 0 {
 		return nil, post.Errorf(post.ErrInvalid, "fsptrace: no FSP events in the trace")
 	}

@@ -116,3 +116,26 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+func TestTruncatedLastRecord(t *testing.T) {
+	in := "\x1e{\"file_schema\":\"urn:ietf:params:qlog:file:sequential\"}\n\x1e{\"time\":1,\"name\":\"a\",\"data\":{}}\n\x1e{\"time\":2,\"na"
+	r := NewReader(strings.NewReader(in))
+	var n int
+	for {
+		_, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 1 || !r.Truncated {
+		t.Fatalf("%d events, truncated %v; want 1, true", n, r.Truncated)
+	}
+	// Cut short anywhere but the last record, it is malformed.
+	if _, _, err := ReadAll(strings.NewReader(in[:len(in)-20] + "\x1e{}\n")); !errors.Is(err, post.ErrMalformed) {
+		t.Fatalf("err %v", err)
+	}
+}

@@ -25,6 +25,10 @@ type Reader struct {
 	s      *bufio.Scanner
 	n      int // records read
 	header *Header
+	// Truncated is set when the trace ended inside its last record, as
+	// the trace of a connection still open (or of a process that
+	// exited) does: that record is dropped, as RFC 7464 allows.
+	Truncated bool
 }
 
 // NewReader reads a trace from r.
@@ -53,23 +57,25 @@ func splitRecords(data []byte, atEOF bool) (int, []byte, error) {
 	return start, nil, nil
 }
 
-// next returns the next non-empty record.
-func (r *Reader) next() ([]byte, error) {
+// next returns the next non-empty record, and whether it ends with a
+// line feed, as a complete record does.
+func (r *Reader) next() ([]byte, bool, error) {
 	for r.s.Scan() {
-		b := bytes.TrimSpace(r.s.Bytes())
+		raw := r.s.Bytes()
+		b := bytes.TrimSpace(raw)
 		if len(b) == 0 {
 			continue
 		}
 		r.n++
-		return b, nil
+		return b, raw[len(raw)-1] == '\n', nil
 	}
 	if err := r.s.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, post.Errorf(post.ErrMalformed, "qlog: record %d longer than %d bytes", r.n+1, MaxRecord)
+			return nil, false, post.Errorf(post.ErrMalformed, "qlog: record %d longer than %d bytes", r.n+1, MaxRecord)
 		}
-		return nil, err
+		return nil, false, err
 	}
-	return nil, io.EOF
+	return nil, false, io.EOF
 }
 
 // Header reads the header record, which must be the first; later calls
@@ -81,9 +87,9 @@ func (r *Reader) Header() (*Header, error) {
 	if r.n > 0 {
 		return nil, post.Errorf(post.ErrInvalid, "qlog: Header after Next")
 	}
-	b, err := r.next()
+	b, _, err := r.next()
 	if err == io.EOF {
-		return nil, post.Errorf(post.ErrMalformed, "qlog: empty trace")
+		return nil, post.Errorf(post.ErrMalformed, "qlog: empty trace (a connection still open may not have written it out yet)")
 	}
 	if err != nil {
 		return nil, err
@@ -107,12 +113,16 @@ func (r *Reader) Next() (Event, error) {
 			return Event{}, err
 		}
 	}
-	b, err := r.next()
+	b, complete, err := r.next()
 	if err != nil {
 		return Event{}, err
 	}
 	var e Event
 	if err := json.Unmarshal(b, &e); err != nil {
+		if !complete && r.atEnd() {
+			r.Truncated = true
+			return Event{}, io.EOF
+		}
 		return Event{}, post.Errorf(post.ErrMalformed, "qlog: record %d: %v", r.n, err)
 	}
 	if e.Name == "" {
@@ -121,7 +131,17 @@ func (r *Reader) Next() (Event, error) {
 	return e, nil
 }
 
-// ReadAll reads a whole trace.
+// atEnd reports whether no record follows.
+func (r *Reader) atEnd() bool {
+	for r.s.Scan() {
+		if len(bytes.TrimSpace(r.s.Bytes())) > 0 {
+			return false
+		}
+	}
+	return r.s.Err() == nil
+}
+
+// ReadAll reads a whole trace; a truncated last record is dropped.
 func ReadAll(r io.Reader) (*Header, []Event, error) {
 	rd := NewReader(r)
 	h, err := rd.Header()
