@@ -62,6 +62,10 @@ type Config struct {
 	// Rendezvous tunes peer-to-peer Initiate (a Remote with Peer set).
 	Rendezvous association.RendezvousConfig
 	Logger     *slog.Logger
+	// OnEvent, if set, receives the Carrier's connection-level events
+	// (carrier/events.go), one at a time from a goroutine of the
+	// Carrier's own; Closed is the last.
+	OnEvent func(Event)
 }
 
 func (c *Config) sendBuffer() int64 {
@@ -197,6 +201,12 @@ type Carrier struct {
 	ownAssoc bool          // the Association was made for this Carrier
 	forks    chan struct{} // Fork calls in flight, shared with the forks
 	writer   atomic.Bool   // a MessageWriter holds the transient
+
+	ev        *events // nil without Config.OnEvent
+	cnt       counters
+	fam       *family // numbers the forks of the root
+	forkNo    uint64
+	firstDone atomic.Bool // the first message was stamped
 }
 
 // Initiate makes a Carrier to remote, racing the allowed stacks over every
@@ -261,6 +271,8 @@ func newCarrier(a *association.Association, t psi.Transient, cfg Config, initiat
 	if t == nil {
 		c.state = Dormant
 	}
+	c.fam = &family{}
+	c.startEvents(t)
 	c.touch()
 	c.wg.Add(1)
 	go c.sendLoop()
@@ -377,6 +389,7 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient
 	close(c.revived)
 	c.revived = make(chan struct{})
 	c.mu.Unlock()
+	c.watch(t)
 	c.touch()
 	return t, nil
 }
@@ -523,6 +536,7 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
 	f.forks = c.forks
 	f.class = class
+	c.adopt(f)
 	return f, nil
 }
 
@@ -549,7 +563,9 @@ func (c *Carrier) AcceptFork(ctx context.Context) (*Carrier, error) {
 	if err != nil {
 		return nil, opError("accept fork", t, err)
 	}
-	return newCarrier(c.assoc, nt, c.cfg, false, kindFull), nil
+	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
+	c.adopt(f)
+	return f, nil
 }
 
 // Listener accepts Carriers from remote peers on every allowed stack.
@@ -563,6 +579,10 @@ type Listener struct {
 	once   sync.Once
 	wg     sync.WaitGroup
 	log    *slog.Logger
+
+	accepted   []atomic.Uint64 // per stack, as names
+	acceptErrs atomic.Uint64
+	since      time.Time
 }
 
 // Listen listens on local with each stack the policy allows. Stacks share
@@ -650,14 +670,15 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 	if spare != nil {
 		spare.Close() // no other UDP stack wants the shared socket
 	}
+	l.accepted, l.since = make([]atomic.Uint64, len(l.lns)), time.Now()
 	for i, ln := range l.lns {
 		l.wg.Add(1)
-		go l.acceptLoop(ln, l.names[i], acfg)
+		go l.acceptLoop(ln, i, l.names[i], acfg)
 	}
 	return l, nil
 }
 
-func (l *Listener) acceptLoop(ln psi.Listener, name string, acfg association.Config) {
+func (l *Listener) acceptLoop(ln psi.Listener, idx int, name string, acfg association.Config) {
 	defer l.wg.Done()
 	var delay time.Duration // backoff on repeated accept errors
 	for {
@@ -666,6 +687,7 @@ func (l *Listener) acceptLoop(ln psi.Listener, name string, acfg association.Con
 			if l.ctx.Err() != nil || errors.Is(err, post.ErrClosed) {
 				return
 			}
+			l.acceptErrs.Add(1)
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			l.log.Debug("accept failed", "stack", name, "err", err, "retry", delay)
 			select {
@@ -678,6 +700,7 @@ func (l *Listener) acceptLoop(ln psi.Listener, name string, acfg association.Con
 		delay = 0
 		a := association.FromTransient(t, acfg)
 		c := newCarrier(a, t, l.cfg, false, kindFull)
+		l.accepted[idx].Add(1)
 		select {
 		case l.ch <- c:
 		case <-l.ctx.Done():

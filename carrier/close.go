@@ -125,6 +125,7 @@ func (c *Carrier) stop() psi.Transient {
 	t := c.t
 	c.t = nil
 	c.signal()
+	c.endEvents(t, nil)
 	return t
 }
 

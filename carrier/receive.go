@@ -186,6 +186,7 @@ func (c *Carrier) lose(t psi.Transient, why error) {
 	c.mu.Unlock()
 	c.assoc.ObservePath(t.Path())
 	c.log.Debug("carrier ended", "err", why)
+	c.endEvents(t, why)
 	if orderly {
 		t.Close() // the peer closed in order: this ends our side too
 	} else {
@@ -202,6 +203,7 @@ func (c *Carrier) signal() {
 func (c *Carrier) deliver(n int, opts ReadyOptions) *post.Message {
 	in := &c.in
 	m := &post.Message{Offset: in.off}
+	defer c.noteReceived(m)
 	rest := len(in.buf) - n
 	if rest == 0 && (in.user || n >= 32<<10 && n >= cap(in.buf)/2) {
 		// The content is in the caller's buffer, or is a large part that

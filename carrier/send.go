@@ -124,6 +124,7 @@ func (c *Carrier) sendLoop() {
 		c.queue.done(om, err == nil)
 		switch {
 		case err == nil:
+			c.noteSent(om.size)
 			om.evMu.Lock()
 			emit(om.m, post.EventSent, nil)
 			om.sentEmitted = true
@@ -376,6 +377,7 @@ func (w *MessageWriter) finish(p []byte) error {
 		return w.err
 	}
 	w.n += int64(len(p))
+	w.c.noteSent(w.n)
 	w.release()
 	return nil
 }

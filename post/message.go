@@ -1,6 +1,7 @@
 package post
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -49,6 +50,16 @@ type Message struct {
 	End bool
 	// Offset is the position of this part's first byte in the whole message.
 	Offset int64
+
+	// Received messages only: From is the sender's address, Peer its
+	// verified identity ("pin:<hex>" or "psk:<hex>", the pin of its key)
+	// when the handshake proved one, Fork the number of the forked
+	// Carrier it came on (0: the root), and Early reports that it came as
+	// 0-RTT data.
+	From  netip.AddrPort
+	Peer  string
+	Fork  uint64
+	Early bool
 }
 
 // Deadline returns the wall-clock time by which the message must have been

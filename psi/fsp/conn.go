@@ -77,6 +77,7 @@ type Conn struct {
 	released    chan struct{} // closed when our RELEASE is acknowledged
 	readable    chan struct{}
 	writable    chan struct{}
+	events      eventHook // psi.EventSource handler
 
 	mu     sync.Mutex
 	remote peerAddr

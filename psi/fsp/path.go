@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -149,6 +150,7 @@ func (c *Conn) onPathPacket(from *peerAddr, n int, newest bool, pkt *wire.Packet
 					c.qlog.path("fsp:path_validated", nil, q, now.Sub(q.challenged))
 				}
 				c.log.Debug("fsp: path validated", "local", c.local, "addr", q.addr)
+				c.emit(psi.EventPathValidated, nil, q, nil)
 			}
 		}
 	}
@@ -212,6 +214,7 @@ func (c *Conn) steer(now time.Time) {
 			if c.qlog != nil {
 				c.qlog.path("fsp:path_migrated", c.active, p, 0)
 			}
+			c.emit(psi.EventPathChange, c.active, p, nil)
 			c.active, c.remote, c.prev = p, p.addr, nil
 		case now.Sub(p.probed) >= rto:
 			if p.probes >= maxProbes {
@@ -235,6 +238,7 @@ func (c *Conn) steer(now time.Time) {
 			c.probe(a, now)
 			return
 		}
+		c.emit(psi.EventSoftError, a, nil, errSilentPath)
 		l.demoted = false
 	}
 	// The newest packets come from elsewhere: is the peer still on the
@@ -258,6 +262,7 @@ func (c *Conn) steer(now time.Time) {
 	if c.qlog != nil {
 		c.qlog.path("fsp:path_migrated", a, l, 0)
 	}
+	c.emit(psi.EventPathChange, a, l, nil)
 	c.prev, c.active, c.remote, c.moved = a, l, l.addr, now
 }
 

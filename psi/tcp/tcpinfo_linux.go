@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 )
 
 // fillPathInfo adds the kernel's TCP_INFO estimates to p.
@@ -31,4 +32,26 @@ func fillPathInfo(c *net.TCPConn, p *post.Path) {
 	if info.Segs_out > 0 {
 		p.Loss = min(1, float64(info.Total_retrans)/float64(info.Segs_out))
 	}
+}
+
+// fillStats copies the kernel's TCP_INFO counters into s.
+func fillStats(c *net.TCPConn, s *psi.TransientStats) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	var info *unix.TCPInfo
+	rc.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	if err != nil || info == nil {
+		return
+	}
+	s.PacketsSent, s.PacketsReceived = uint64(info.Segs_out), uint64(info.Segs_in)
+	s.Retransmissions, s.PacketsLost = uint64(info.Total_retrans), uint64(info.Lost)
+	s.BytesSent, s.BytesReceived = info.Bytes_sent, info.Bytes_received
+	s.SmoothedRTT = time.Duration(info.Rtt) * time.Microsecond
+	s.RTTVar = time.Duration(info.Rttvar) * time.Microsecond
+	s.MinRTT = time.Duration(info.Min_rtt) * time.Microsecond
+	s.CongestionWindow = int(info.Snd_cwnd) * int(info.Snd_mss)
 }

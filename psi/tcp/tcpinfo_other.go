@@ -6,7 +6,11 @@ import (
 	"net"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 )
 
 // fillPathInfo leaves the estimates zero where TCP_INFO is not read.
 func fillPathInfo(*net.TCPConn, *post.Path) {}
+
+// fillStats leaves the counters zero where TCP_INFO is not read.
+func fillStats(*net.TCPConn, *psi.TransientStats) {}

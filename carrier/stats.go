@@ -1,0 +1,125 @@
+package carrier
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// Stats are a Carrier's counters. Messages and bytes count application
+// messages and content; the protocol counters come from the stack
+// (psi.StatsReporter) and stay zero where it cannot tell.
+type Stats struct {
+	Stack string
+	Path  post.Path
+	// Race is the Association's last race: the winning stack and path
+	// and how many attempts it started.
+	Race             association.Winner
+	MessagesSent     uint64
+	MessagesReceived uint64
+	BytesSent        uint64
+	BytesReceived    uint64
+	// Forks counts Carriers forked from or accepted on this one.
+	Forks uint64
+	// Fork is this Carrier's number among its root's forks (0: the root).
+	Fork uint64
+	// EventsDropped counts events Config.OnEvent was too slow for.
+	EventsDropped uint64
+	psi.TransientStats
+}
+
+// counters are the Carrier's own atomic counters.
+type counters struct {
+	msgsOut, msgsIn, bytesOut, bytesIn, forks atomic.Uint64
+}
+
+// family numbers the forks of one root Carrier.
+type family struct{ next atomic.Uint64 }
+
+// Stats returns the Carrier's counters.
+func (c *Carrier) Stats() Stats {
+	s := Stats{
+		MessagesSent: c.cnt.msgsOut.Load(), MessagesReceived: c.cnt.msgsIn.Load(),
+		BytesSent: c.cnt.bytesOut.Load(), BytesReceived: c.cnt.bytesIn.Load(),
+		Forks: c.cnt.forks.Load(), Fork: c.forkNo,
+	}
+	if c.ev != nil {
+		s.EventsDropped = c.ev.dropped.Load()
+	}
+	s.Race, _ = c.assoc.Winner()
+	if t := c.transient(); t != nil {
+		s.Stack, s.Path = t.Stack(), t.Path()
+		if r, ok := t.(psi.StatsReporter); ok {
+			s.TransientStats = r.TransientStats()
+		}
+	}
+	return s
+}
+
+// noteSent counts a message handed to the stack in full.
+func (c *Carrier) noteSent(size int64) {
+	c.cnt.msgsOut.Add(1)
+	c.cnt.bytesOut.Add(uint64(size))
+}
+
+// noteReceived counts a delivered part and stamps m with its sender, the
+// fork it came on and whether it came as 0-RTT data.
+func (c *Carrier) noteReceived(m *post.Message) {
+	c.cnt.bytesIn.Add(uint64(len(m.Content)))
+	if m.End {
+		c.cnt.msgsIn.Add(1)
+	}
+	m.Fork = c.forkNo
+	t := c.transient()
+	if t == nil {
+		return
+	}
+	c.pollPath(t)
+	m.From = t.Path().Remote
+	if id, ok := psi.PeerIdentityOf(t); ok && id.Chain != nil {
+		m.Peer = "pin:" + id.Pin.String()
+		if id.PSK {
+			m.Peer = "psk:" + id.Pin.String()
+		}
+	}
+	if z, ok := t.(psi.ZeroRTTReporter); ok && m.Offset == 0 && !c.firstDone.Swap(true) {
+		select {
+		case <-z.HandshakeComplete():
+			m.Early = z.Used0RTT()
+		default:
+			m.Early = z.Used0RTT() // not final yet: the handshake is running
+		}
+	} else {
+		c.firstDone.Store(true)
+	}
+}
+
+// ListenerStats are a Listener's counters.
+type ListenerStats struct {
+	// Accepted counts Carriers accepted, by stack name.
+	Accepted map[string]uint64
+	// AcceptErrors counts failed accepts (handshakes refused or broken).
+	AcceptErrors uint64
+	Since        time.Time
+}
+
+// Stats returns the Listener's counters.
+func (l *Listener) Stats() ListenerStats {
+	s := ListenerStats{Accepted: map[string]uint64{}, AcceptErrors: l.acceptErrs.Load(), Since: l.since}
+	for i, n := range l.names {
+		if i < len(l.accepted) {
+			s.Accepted[n] = l.accepted[i].Load()
+		}
+	}
+	return s
+}
+
+// adopt numbers f, forked from or accepted on c, in c's family.
+func (c *Carrier) adopt(f *Carrier) {
+	c.cnt.forks.Add(1)
+	f.fam = c.fam
+	f.forkNo = c.fam.next.Add(1)
+}
