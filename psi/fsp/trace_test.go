@@ -153,3 +153,59 @@ func TestTraceKeyUpdate(t *testing.T) {
 	}
 	t.Fatal("no fsp:key_updated event")
 }
+
+// TestTraceMobility records the server's view of a client that moves: the
+// new address is validated, and data follows it.
+func TestTraceMobility(t *testing.T) {
+	dir := t.TempDir()
+	scfg, ccfg := pair(t)
+	scfg.TraceDir = dir
+	l := listen(t, scfg)
+	mc := newMovingConn(t)
+	tr := &Transport{Conn: mc}
+	t.Cleanup(func() { mc.Close(); tr.Close() })
+	ctx := testContext(t)
+	acc := make(chan *Conn, 1)
+	go func() { s, _ := l.Accept(ctx); acc <- s }()
+	c, err := tr.Dial(ctx, l.Addr(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-acc
+	first := s.RemoteAddr().String()
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; i < 2 || s.RemoteAddr().String() == first; i++ {
+		if i == 1 {
+			mc.move(t)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not follow the client")
+		}
+		go c.SendMessage(ctx, []byte("ping"))
+		if _, err := s.ReceiveMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		go s.SendMessage(ctx, []byte("pong"))
+		if _, err := c.ReceiveMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	moved := s.RemoteAddr().String()
+	s.Abort(nil)
+	_, evs := readTrace(t, filepath.Join(dir, fmt.Sprintf("fsp_server_%08x.sqlog", s.local)))
+	var validated, migrated bool
+	for _, e := range evs {
+		var p pathEvent
+		switch e.Name {
+		case "fsp:path_validated":
+			json.Unmarshal(e.Data, &p)
+			validated = validated || p.Address == moved
+		case "fsp:path_migrated":
+			json.Unmarshal(e.Data, &p)
+			migrated = migrated || p.Address == moved && p.From != ""
+		}
+	}
+	if !validated || !migrated {
+		t.Fatalf("to %s: validated %v, migrated %v", moved, validated, migrated)
+	}
+}
