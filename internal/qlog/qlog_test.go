@@ -139,3 +139,20 @@ func TestTruncatedLastRecord(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestFlushInterval checks that events of a live trace reach the file
+// about every FlushInterval.
+func TestFlushInterval(t *testing.T) {
+	var buf bytes.Buffer
+	start := time.Now()
+	w := NewWriter(nopCloser{&buf}, "fsp", "client", "1", "", start)
+	w.Event(start.Add(time.Millisecond), "a", nil)
+	if buf.Len() != 0 {
+		t.Fatal("written out at once")
+	}
+	w.Event(start.Add(FlushInterval), "b", nil)
+	_, evs, err := ReadAll(bytes.NewReader(buf.Bytes()))
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("%d events after %v, %v", len(evs), FlushInterval, err)
+	}
+}

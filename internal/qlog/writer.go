@@ -50,7 +50,12 @@ type Writer struct {
 	c     io.Closer
 	start time.Time
 	err   error
+	flush time.Time // when the buffer was last written out
 }
+
+// FlushInterval is how long events may wait in a Writer's buffer while
+// others follow, so that the trace of a live connection can be read.
+const FlushInterval = time.Second
 
 // Header is the first record of a trace.
 type Header struct {
@@ -120,7 +125,7 @@ func CreateFile(dir, stack, role, id string) (*os.File, error) {
 // from start.
 func NewWriter(w io.WriteCloser, stack, role, id, schema string, start time.Time) *Writer {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	t := &Writer{w: bw, enc: json.NewEncoder(bw), c: w, start: start}
+	t := &Writer{w: bw, enc: json.NewEncoder(bw), c: w, start: start, flush: start}
 	h := Header{
 		FileSchema:          "urn:ietf:params:qlog:file:sequential",
 		SerializationFormat: "application/qlog+json-seq",
@@ -174,6 +179,10 @@ func (t *Writer) Event(at time.Time, name string, data any) {
 		return
 	}
 	t.record(eventRecord{Time: ms, Name: name, Data: data})
+	if t.err == nil && at.Sub(t.flush) >= FlushInterval {
+		t.flush = at
+		t.err = t.w.Flush()
+	}
 }
 
 // Close flushes the trace and closes its file. It returns the first
