@@ -74,7 +74,15 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 	select {
 	case <-c.released:
 		c.mu.Lock()
-		c.timeWait = c.peerReleased
+		// Acknowledge now what arrived with the acknowledgement of our
+		// RELEASE (nothing would once the connection is closed), and stay
+		// in time-wait: the peer may still be sending, and its stream
+		// completes only when we acknowledge it (issue 11).
+		if c.ackPending > 0 || c.ackNow || !c.ackAt.IsZero() {
+			c.ackNow = true
+			c.trySend()
+		}
+		c.timeWait = true
 		c.mu.Unlock()
 		c.teardown(errLocalClose, false)
 		return nil
@@ -166,7 +174,10 @@ func (c *Conn) teardown(err error, reset bool) {
 	}
 	c.readQ, c.readHead = nil, 0
 	c.dropAsm()
-	if c.rcv != nil {
+	if c.rcv != nil && c.timeWait {
+		// Time-wait goes on acknowledging: keep which packets arrived.
+		c.rcv.Strip(func(d rxData) rxData { putBuf(d.buf); return rxData{} })
+	} else if c.rcv != nil {
 		c.rcv.Drain(func(d rxData) { putBuf(d.buf) })
 	}
 	if c.snd != nil {
@@ -220,18 +231,19 @@ func (c *Conn) forget(parent *Conn, peer uint32) {
 	c.t.unregister(c)
 }
 
-// Time-wait: a connection closed after its peer released it stays known
-// a while, so that a RELEASE the peer sends again, because our last
-// acknowledgement was lost, gets that acknowledgement again instead of a
-// RESET its Close could not take for success.
+// Time-wait: a connection closed in order stays known a while, so that
+// the peer's data and RELEASE that arrive after our Close, or that it
+// sends again because our last acknowledgement was lost, are acknowledged
+// (and discarded, as unread data is at Close) instead of met by a RESET
+// its Close could not take for success.
 const (
 	minTimeWait = 200 * time.Millisecond
 	maxTimeWait = time.Second
 )
 
 // ackAfterClose answers an authenticated packet of the peer's during
-// time-wait with the final cumulative acknowledgement. Called with c.mu
-// held.
+// time-wait with a cumulative and selective acknowledgement; data it
+// carries is counted as received and discarded. Called with c.mu held.
 func (c *Conn) ackAfterClose(pkt *wire.Packet) {
 	if pkt.Opcode == wire.Reset || pkt.Opcode == wire.KeepAlive && pkt.Flags&wire.FlagAckRequest == 0 {
 		return // nothing owed; and no acknowledgement ping-pong
@@ -253,7 +265,18 @@ func (c *Conn) ackAfterClose(pkt *wire.Packet) {
 		return
 	}
 	c.replay.Mark(pn)
+	switch pkt.Opcode {
+	case wire.PureData, wire.Persist, wire.Release, wire.Multiply:
+		exp := c.rcv.Expected()
+		c.rcv.Insert(wire.DecodeSeq(exp, pkt.Seq), rxData{}, exp+uint64(c.window()))
+		for {
+			if _, ok := c.rcv.Pop(); !ok {
+				break
+			}
+		}
+	}
 	p := c.header(wire.KeepAlive, 0, c.snd.Next())
+	c.snack(&p, time.Now())
 	if b := c.seal(&p, nil); b != nil {
 		c.t.write(*b, &c.remote)
 		putBuf(b)

@@ -199,17 +199,7 @@ func (c *Conn) sendAck(now time.Time) {
 		flags = wire.FlagAckRequest
 	}
 	p := c.header(wire.KeepAlive, flags, c.snd.Next())
-	p.HasSNACK = true
-	p.SNACK.Latest = uint32(c.rcv.Largest())
-	if !c.largestAt.IsZero() {
-		p.SNACK.AckDelay = uint32(min(now.Sub(c.largestAt).Microseconds(), 1<<31))
-	}
-	c.gapsOut = c.rcv.Gaps(c.gapsOut[:0], wire.MaxGaps)
-	c.wgaps = c.wgaps[:0]
-	for _, g := range c.gapsOut {
-		c.wgaps = append(c.wgaps, wire.Gap{Gap: uint32(min(g.Gap, 1<<32-1)), Data: uint32(min(g.Data, 1<<32-1))})
-	}
-	p.SNACK.Gaps = c.wgaps
+	c.snack(&p, now)
 	if c.acceptsForks {
 		p.HasCredit, p.Credit = true, uint32(c.forkCredit)
 		c.creditSent = c.forkCredit
@@ -224,6 +214,21 @@ func (c *Conn) sendAck(now time.Time) {
 	c.ackNow, c.ackReq = false, false
 	c.ackPending = 0
 	c.ackAt = time.Time{}
+}
+
+// snack adds the SELECTIVE_NACK header: the gaps in what was received.
+func (c *Conn) snack(p *wire.Packet, now time.Time) {
+	p.HasSNACK = true
+	p.SNACK.Latest = uint32(c.rcv.Largest())
+	if !c.largestAt.IsZero() {
+		p.SNACK.AckDelay = uint32(min(now.Sub(c.largestAt).Microseconds(), 1<<31))
+	}
+	c.gapsOut = c.rcv.Gaps(c.gapsOut[:0], wire.MaxGaps)
+	c.wgaps = c.wgaps[:0]
+	for _, g := range c.gapsOut {
+		c.wgaps = append(c.wgaps, wire.Gap{Gap: uint32(min(g.Gap, 1<<32-1)), Data: uint32(min(g.Data, 1<<32-1))})
+	}
+	p.SNACK.Gaps = c.wgaps
 }
 
 // WriteMessage appends p to the current outbound message (transmit

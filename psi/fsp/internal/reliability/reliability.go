@@ -508,6 +508,18 @@ func (r *Receiver[T]) SkipTo(seq uint64, f func(T)) {
 	}
 }
 
+// Strip replaces every held entry v by f(v), keeping which sequence
+// numbers were received: a closed connection frees the buffers but still
+// acknowledges what it had.
+func (r *Receiver[T]) Strip(f func(T) T) {
+	if r.hasHead {
+		r.head = f(r.head)
+	}
+	for seq, v := range r.ooo {
+		r.ooo[seq] = f(v)
+	}
+}
+
 // Drain calls f for every buffered entry and forgets them.
 func (r *Receiver[T]) Drain(f func(T)) {
 	if r.hasHead {

@@ -104,3 +104,20 @@ func TestGaps(t *testing.T) {
 		}
 	}
 }
+
+func TestReceiverStrip(t *testing.T) {
+	r := NewReceiver[int](1)
+	r.Insert(1, 10, 100)
+	r.Insert(3, 30, 100)
+	r.Strip(func(v int) int { return -v })
+	if v, ok := r.Pop(); !ok || v != -10 {
+		t.Fatalf("head after Strip: %d %v", v, ok)
+	}
+	// Seq 3 is still known to have arrived: seq 2 completes up to 4.
+	r.Insert(2, 20, 100)
+	for _, ok := r.Pop(); ok; _, ok = r.Pop() {
+	}
+	if r.Expected() != 4 {
+		t.Fatalf("expected %d after Strip, want 4", r.Expected())
+	}
+}
