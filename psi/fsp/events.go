@@ -52,7 +52,7 @@ func (t *transient) TransientStats() psi.TransientStats {
 	s := t.c.Stats()
 	return psi.TransientStats{
 		PacketsSent: s.PacketsSent, PacketsReceived: s.PacketsReceived,
-		Retransmissions: s.Retransmissions, PacketsLost: s.Retransmissions,
+		Retransmissions: s.Retransmissions, PacketsLost: s.PacketsLost,
 		SmoothedRTT: s.SmoothedRTT, RTTVar: s.RTTVar, CongestionWindow: s.CongestionWindow,
 	}
 }
