@@ -119,6 +119,21 @@ func (l *Listener) admit(c *Conn, peer netip.Addr) bool {
 	return true
 }
 
+// roomFor reports whether a new connection from peer would fit the
+// budget, its share and the accept queue, charging nothing: a handshake
+// is charged (admit) only once its client confirms it.
+func (l *Listener) roomFor(peer netip.Addr) bool {
+	b := l.bud
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := connCharge()
+	if len(l.accept) >= cap(l.accept) || b.used+n > b.limit || b.peers[peer]+n > b.share || b.pfxs[pendingPrefix(peer)]+n > b.pshare {
+		b.refused++
+		return false
+	}
+	return true
+}
+
 // charge takes n bytes from c's budget for c. Called with c.mu held.
 func (c *Conn) charge(n int64) bool {
 	if !c.bud.take(c.budPeer, n) {

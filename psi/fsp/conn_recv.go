@@ -25,12 +25,18 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 	c.receive(b, from, pkt, &deliver)
 	more := c.state == stateEstablished || c.state == stateClosing
 	early := c.earlyIn // handed to Accept already, on its 0-RTT message
+	charged := c.bud != nil
 	c.mu.Unlock()
 	if deliver != nil {
 		c.t.mu.Lock()
 		c.t.pending.remove(c)
 		c.t.mu.Unlock()
-		if !early {
+		switch {
+		case !charged && !deliver.admit(c, from.ap.Addr()):
+			// The budget filled during the handshake.
+			c.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), true)
+			return nil
+		case !early:
 			deliver.deliver(c)
 		}
 	}

@@ -216,7 +216,10 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		}
 		t.responders[pk] = c
 		t.mu.Unlock()
-		if !l.admit(c, from.ap.Addr()) {
+		// Refused loudly now if the budget has no room, but charged only
+		// once the client confirms (handlePacket): a flood of handshakes
+		// never completed must not fill the budget and lock others out.
+		if !l.roomFor(from.ap.Addr()) {
 			c.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), false)
 			t.refuseHandshake(from, pkt, len(b))
 			return
