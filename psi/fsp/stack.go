@@ -81,7 +81,7 @@ func (s *Stack) config(pc *psi.Config) *Config {
 	cfg.IdleTimeout = pc.IdleTimeout
 	cfg.KeepAlive = pc.KeepAlive
 	cfg.Association = pc.Association
-	cfg.Allow0RTT = pc.Allow0RTT
+	cfg.Allow0RTT = pc.Allow0RTT && !pc.Disabled.Has(psi.ZeroRTT)
 	if pc.Linger > 0 {
 		cfg.Linger = pc.Linger
 	}
