@@ -465,3 +465,45 @@ func TestZeroRTTLostRestore(t *testing.T) {
 		t.Fatalf("message delivered twice: %q", m)
 	}
 }
+
+// TestZeroRTTFork: a clone forked from a 0-RTT dial before its handshake
+// completed waits for it, and keeps the resumed identity.
+func TestZeroRTTFork(t *testing.T) {
+	l, ccfg, _ := resumable(t, true)
+	ctx := testContext(t)
+	c, err := Dial(ctx, addrOf(l), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMessage(ctx, []byte("root")); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "root" {
+		t.Fatal(m, err)
+	}
+	if err := f.SendMessage(ctx, []byte("clone")); err != nil {
+		t.Fatal(err)
+	}
+	sf, err := s.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	if m, err := sf.ReceiveMessage(ctx); err != nil || string(m) != "clone" {
+		t.Fatal(m, err)
+	}
+	if pc := f.PeerCertificates(); len(pc) == 0 || !pc[0].Equal(c.PeerCertificates()[0]) {
+		t.Fatal("the clone of a resumed session lost the listener's identity")
+	}
+}
