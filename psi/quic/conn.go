@@ -84,6 +84,13 @@ func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoo
 	c.settled = sync.NewCond(&c.mu)
 	select {
 	case <-qc.HandshakeComplete():
+		if !server && !qc.ConnectionState().Used0RTT {
+			// A 0-RTT attempt rejected before we got here leaves quic-go
+			// refusing streams until NextConnection; without one,
+			// NextConnection does nothing. The handshake is complete,
+			// so it returns at once.
+			_, _ = qc.NextConnection(qc.Context())
+		}
 	default:
 		c.early = !server
 	}
