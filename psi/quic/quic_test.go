@@ -362,8 +362,13 @@ func TestZeroRTT(t *testing.T) {
 			t.Fatal(err)
 		}
 		cli := c.(*Transient)
-		if cli.c.early != want0RTT {
-			t.Errorf("dial %d: returned before the handshake: %v", i, cli.c.early)
+		switch {
+		case cli.c.early && !want0RTT:
+			t.Errorf("dial %d returned before the handshake without a ticket", i)
+		case !cli.c.early && want0RTT:
+			// On a loaded machine the handshake can complete before
+			// Dial returns.
+			t.Logf("dial %d: the handshake completed before Dial returned", i)
 		}
 		msg := fmt.Sprintf("request %d", i)
 		send(t, ctx, cli, []byte(msg), idem)
