@@ -33,7 +33,7 @@ const (
 	maxBatch       = 64
 	ackEvery       = 2
 	maxAckDelay    = time.Millisecond
-	minRTO         = 50 * time.Millisecond
+	minRTO         = time.Millisecond + maxAckDelay // granularity + ack delay; probes come first (conn_loss.go)
 	maxBackoffs    = 10
 	maxWindowProbe = 2 * time.Second // the longest interval between window probes
 	minPacingDelay = time.Millisecond
@@ -143,6 +143,7 @@ type Conn struct {
 	out          []*[]byte
 	probes       int
 	backoff      uint
+	ptoCount     uint // probe timeouts since the last acknowledgement progress
 	probeBackoff uint // window probes sent since the window last opened
 	paceAt       time.Time
 	rtoAt        time.Time
@@ -242,6 +243,9 @@ type Stats struct {
 	// their resends.
 	PacketsLost     uint64
 	Retransmissions uint64
+	// Probes counts probe timeouts: tail-loss probes sent because no
+	// acknowledgement came within the probe timeout.
+	Probes uint64
 	// Milk-class clones only: Superseded counts data packets the sender
 	// gave up on because a newer message superseded them, Skipped the
 	// sequence numbers the receiver stopped waiting for, Evicted the

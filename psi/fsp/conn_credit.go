@@ -96,7 +96,7 @@ func (c *Conn) waitCredit(ctx context.Context) error {
 
 // creditProbe is the interval between credit requests of a blocked Fork.
 func (c *Conn) creditProbe() time.Duration {
-	return min(max(c.rtt.RTO(), minRTO), forkCreditProbeMax)
+	return min(max(c.rtt.RTO(), minProbeInterval), forkCreditProbeMax)
 }
 
 // onCreditTimer asks again for credit while a Fork waits. Called with

@@ -67,10 +67,10 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	}
 	if res.Progress || len(res.Acked) > 0 {
 		c.lastProgress = now
-		c.backoff, c.probeBackoff = 0, 0
+		c.backoff, c.probeBackoff, c.ptoCount = 0, 0, 0
 		c.rtoAt = time.Time{}
 		if c.snd.BytesInFlight() > 0 || c.milk && c.snd.Base() < c.milkLive {
-			c.rtoAt = now.Add(c.rto())
+			c.rtoAt = now.Add(c.lossTimeout())
 		}
 		signal(c.writable)
 	}
@@ -100,17 +100,43 @@ func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior in
 	}
 }
 
+const (
+	// minProbeInterval is the shortest interval between window and fork
+	// credit probes, which ask a paused peer rather than repair a loss.
+	minProbeInterval = 50 * time.Millisecond
+	// ptoProbes is how many probe timeouts, each sending up to two
+	// probes, pass before a retransmission timeout declares everything
+	// in flight lost.
+	ptoProbes = 2
+	// minDeadAfter is the least time without acknowledgement progress
+	// before maxBackoffs declares the peer dead: with an RTO floor of a
+	// few milliseconds ten backoffs alone would take a loaded host's
+	// stall for a dead peer.
+	minDeadAfter = 5 * time.Second
+)
+
 // rto is the retransmission timeout with exponential backoff; the
 // backoff resets on any acknowledgement progress.
 func (c *Conn) rto() time.Duration {
 	return min(c.rtt.RTO()<<min(c.backoff, 16), congestion.MaxRTO)
 }
 
+// lossTimeout is when to act on unacknowledged data: a probe timeout
+// (RFC 9002 §6.2: smoothed RTT + max(4·RTT variance, 1 ms) + the
+// peer's maximum acknowledgement delay, doubled per probe) for the first
+// ptoProbes expiries, the backed-off RTO after them.
+func (c *Conn) lossTimeout() time.Duration {
+	if c.ptoCount < ptoProbes {
+		return min(c.rtt.PTO()<<c.ptoCount, congestion.MaxRTO)
+	}
+	return c.rto()
+}
+
 // windowProbe is the interval between probes of a closed peer window:
 // the RTO doubled per probe, up to maxWindowProbe and
 // well within the idle timeout.
 func (c *Conn) windowProbe() time.Duration {
-	limit := min(maxWindowProbe, max(c.cfg.idle()/4, minRTO))
+	limit := min(maxWindowProbe, max(c.cfg.idle()/4, minProbeInterval))
 	return min(c.rtt.RTO()<<min(c.probeBackoff, 16), limit)
 }
 
@@ -239,6 +265,15 @@ func (c *Conn) onTimer() {
 			c.ackReq = true
 			c.backoff++
 			c.rtoAt = now.Add(c.rto())
+		case c.ptoCount < ptoProbes && c.snd.BytesInFlight() > 0:
+			// Tail-loss probe: resend the newest data in flight (and the
+			// oldest), beyond the congestion window, and wait a doubled
+			// probe timeout for the acknowledgement that repairs the
+			// loss. Nothing is declared lost yet.
+			c.ptoCount++
+			c.probes = c.snd.Probe(2)
+			c.stats.Probes++
+			c.rtoAt = now.Add(c.lossTimeout())
 		case c.snd.BytesInFlight() > 0 || c.snd.HasRetransmission():
 			// Go back: everything in flight is presumed lost and resent
 			// as the collapsed window allows.
@@ -266,7 +301,7 @@ func (c *Conn) onTimer() {
 			c.backoff++
 			c.rtoAt = now.Add(c.rto())
 		}
-		if c.backoff > maxBackoffs {
+		if c.backoff > maxBackoffs && now.Sub(c.lastProgress) >= minDeadAfter {
 			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer not acknowledging"))
 			return
 		}

@@ -182,7 +182,10 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 		c.pacer.OnSent(now, e.Bytes)
 	}
 	if c.rtoAt.IsZero() {
-		c.rtoAt = now.Add(c.rto())
+		c.rtoAt = now.Add(c.lossTimeout())
+	}
+	if c.lastProgress.IsZero() {
+		c.lastProgress = now // the dead-peer clock starts with the data
 	}
 	// The packet carries the cumulative acknowledgement.
 	c.ackPending = 0

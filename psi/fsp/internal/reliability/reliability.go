@@ -337,6 +337,30 @@ func (s *Sender[T]) LastLost(seq uint64) (uint64, bool) {
 	return 0, false
 }
 
+// Probe queues for retransmission, without taking them for lost, the
+// newest in-flight entry and, if n > 1, the oldest: a tail-loss probe
+// (RFC 9002 section 6.2.4) that repairs a lost last packet, or draws an
+// acknowledgement that reveals the losses. It returns how many.
+func (s *Sender[T]) Probe(n int) int {
+	var newest *Entry[T]
+	for i := len(s.entries) - 1; i >= 0; i-- {
+		if e := s.entries[i]; e.InFlight && !e.Acked && !e.Abandoned {
+			newest = e
+			break
+		}
+	}
+	if newest == nil || n < 1 {
+		return 0
+	}
+	k := 1
+	if old := s.OldestInFlight(); n > 1 && old != nil && old != newest && !old.Abandoned {
+		s.markLost(old)
+		k++
+	}
+	s.markLost(newest)
+	return k
+}
+
 // OldestInFlight returns the in-flight entry sent longest ago, or nil.
 func (s *Sender[T]) OldestInFlight() *Entry[T] {
 	var old *Entry[T]

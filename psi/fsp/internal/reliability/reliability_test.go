@@ -121,3 +121,33 @@ func TestReceiverStrip(t *testing.T) {
 		t.Fatalf("expected %d after Strip, want 4", r.Expected())
 	}
 }
+
+func TestProbe(t *testing.T) {
+	s := NewSender[int](1)
+	now := time.Unix(0, 0)
+	if s.Probe(2) != 0 {
+		t.Fatal("probe with nothing in flight")
+	}
+	for i := range 4 {
+		s.OnSent(s.Get(s.Push(i, 100)), now)
+	}
+	var res AckResult[int]
+	s.OnAck(now, 2, nil, 0, time.Second, &res) // the first is acknowledged
+	if n := s.Probe(2); n != 2 {
+		t.Fatalf("Probe(2) = %d", n)
+	}
+	var got []uint64
+	for e := s.NextToSend(100); e != nil; e = s.NextToSend(100) {
+		got = append(got, e.Seq)
+		s.OnSent(e, now)
+	}
+	if len(got) != 2 || got[0] != 2 || got[1] != 4 {
+		t.Fatalf("probed %v, want oldest and newest in flight [2 4]", got)
+	}
+	if s.BytesInFlight() != 300 {
+		t.Fatalf("in flight %d after the probes", s.BytesInFlight())
+	}
+	if n := s.Probe(1); n != 1 || s.NextToSend(100).Seq != 4 {
+		t.Fatal("Probe(1) does not requeue the newest")
+	}
+}

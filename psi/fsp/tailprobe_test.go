@@ -1,0 +1,134 @@
+package fsp
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/internal/netem"
+	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// dropData drops the next data packet it is asked to send once armed.
+type dropData struct {
+	net.PacketConn
+	armed atomic.Bool
+}
+
+func (d *dropData) WriteTo(b []byte, addr net.Addr) (int, error) {
+	var p wire.Packet
+	if d.armed.Load() && wire.Parse(b, &p) == nil && p.Opcode == wire.PureData && d.armed.CompareAndSwap(true, false) {
+		return len(b), nil
+	}
+	return d.PacketConn.WriteTo(b, addr)
+}
+
+// TestTailLossProbe loses the only packet of a lone message over a path
+// of a few milliseconds' round trip: a tail-loss probe repairs it after
+// about a probe timeout, not after an RTO floor of tens of milliseconds
+// (issue 15).
+func TestTailLossProbe(t *testing.T) {
+	imp := netem.Config{Delay: 2 * time.Millisecond} // round trip about 4 ms
+	scfg, ccfg := pair(t)
+	spc, err := netem.Listen("udp4", "127.0.0.1:0", imp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpc, err := netem.Listen("udp4", "127.0.0.1:0", imp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop := &dropData{PacketConn: cpc}
+	st, ct := &Transport{Conn: spc}, &Transport{Conn: drop}
+	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t)
+	ch := make(chan *Conn, 1)
+	go func() {
+		s, _ := l.Accept(ctx)
+		ch <- s
+	}()
+	c, err := ct.Dial(ctx, spc.LocalAddr().(*net.UDPAddr), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-ch
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Abort(nil); s.Abort(nil) })
+	ping := func(ctx context.Context) time.Duration {
+		t.Helper()
+		t0 := time.Now()
+		if err := c.SendMessage(ctx, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ReceiveMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d := time.Since(t0)
+		if err := s.SendMessage(ctx, []byte("pong")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ReceiveMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for range 20 {
+		ping(ctx) // RTT samples
+	}
+	best := time.Hour
+	for range 5 {
+		drop.armed.Store(true)
+		best = min(best, ping(ctx))
+	}
+	st0 := c.Stats()
+	t.Logf("lone lost packet repaired after %v at best (smoothed RTT %v, rttvar %v, probes %d)", best, st0.SmoothedRTT, st0.RTTVar, st0.Probes)
+	if st0.Probes == 0 {
+		t.Errorf("no tail-loss probe was sent")
+	}
+	// Contract: the repair does not wait for the old 50 ms RTO floor
+	// (a loose bound: the probe timeout here is about 6 to 10 ms).
+	if best >= 40*time.Millisecond {
+		t.Errorf("lone lost packet repaired after %v at best, want a probe timeout, well under 40 ms", best)
+	}
+}
+
+// TestLossTimeout: the first expiries are probe timeouts, doubled each
+// time, then the backed-off RTO with a floor that suits the path.
+func TestLossTimeout(t *testing.T) {
+	c := &Conn{}
+	c.rtt.SetMaxAckDelay(maxAckDelay)
+	c.rtt.SetMinRTO(minRTO)
+	c.rtt.Update(400*time.Microsecond, 0)
+	for range 20 {
+		c.rtt.Update(400*time.Microsecond, 0) // rttvar decays to 0
+	}
+	pto := c.rtt.SmoothedRTT() + time.Millisecond + maxAckDelay // 4·rttvar < 1 ms
+	if got := c.lossTimeout(); got != c.rtt.PTO() || got > pto+time.Microsecond {
+		t.Fatalf("first timeout %v, want the PTO %v", got, pto)
+	}
+	c.ptoCount = 1
+	if got := c.lossTimeout(); got != 2*c.rtt.PTO() {
+		t.Fatalf("second timeout %v, want twice the PTO %v", got, c.rtt.PTO())
+	}
+	c.ptoCount = ptoProbes
+	if got := c.lossTimeout(); got != max(c.rtt.PTO(), minRTO) || got >= 10*time.Millisecond {
+		t.Fatalf("RTO %v after the probes; want the PTO with a floor of %v", got, minRTO)
+	}
+	c.backoff = 3
+	if got := c.lossTimeout(); got != 8*max(c.rtt.PTO(), minRTO) {
+		t.Fatalf("backed-off RTO %v", got)
+	}
+	c.backoff = 40
+	if got := c.lossTimeout(); got != congestion.MaxRTO {
+		t.Fatalf("RTO capped at %v, want %v", got, congestion.MaxRTO)
+	}
+}
