@@ -207,6 +207,7 @@ type Carrier struct {
 	fam       *family // numbers the forks of the root
 	forkNo    uint64
 	firstDone atomic.Bool // the first message was stamped
+	lastStats atomic.Pointer[Stats]
 }
 
 // Initiate makes a Carrier to remote, racing the allowed stacks over every
@@ -463,6 +464,7 @@ func (c *Carrier) retire(t psi.Transient, why error) {
 	}
 	c.mu.Unlock()
 	c.assoc.ObservePath(t.Path())
+	c.keepStats(t)
 	c.log.Debug("carrier dormant", "reason", why)
 	t.Close()
 }

@@ -59,6 +59,7 @@ func (c *Carrier) CloseContext(ctx context.Context) error {
 	}
 	if t != nil {
 		c.assoc.ObservePath(t.Path())
+		c.keepStats(t)
 		switch {
 		case ctx.Err() != nil || c.writer.Load():
 			// Part of a message may be on its way: make sure the peer
@@ -111,6 +112,7 @@ func (c *Carrier) Abort() error {
 	c.queue.close()
 	c.cancel()
 	if t != nil {
+		c.keepStats(t)
 		psi.Abort(t, post.ErrClosed)
 	}
 	c.wg.Wait()

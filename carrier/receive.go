@@ -185,6 +185,7 @@ func (c *Carrier) lose(t psi.Transient, why error) {
 	c.signal()
 	c.mu.Unlock()
 	c.assoc.ObservePath(t.Path())
+	c.keepStats(t)
 	c.log.Debug("carrier ended", "err", why)
 	c.endEvents(t, why)
 	if orderly {

@@ -36,6 +36,19 @@ type counters struct {
 	msgsOut, msgsIn, bytesOut, bytesIn, forks atomic.Uint64
 }
 
+// keepStats remembers t's stack, path and counters for Stats once t is
+// gone.
+func (c *Carrier) keepStats(t psi.Transient) {
+	if t == nil {
+		return
+	}
+	s := &Stats{Stack: t.Stack(), Path: t.Path()}
+	if r, ok := t.(psi.StatsReporter); ok {
+		s.TransientStats = r.TransientStats()
+	}
+	c.lastStats.Store(s)
+}
+
 // family numbers the forks of one root Carrier.
 type family struct{ next atomic.Uint64 }
 
@@ -55,6 +68,9 @@ func (c *Carrier) Stats() Stats {
 		if r, ok := t.(psi.StatsReporter); ok {
 			s.TransientStats = r.TransientStats()
 		}
+	} else if last := c.lastStats.Load(); last != nil {
+		// Closed or dormant: what the last transient reported.
+		s.Stack, s.Path, s.TransientStats = last.Stack, last.Path, last.TransientStats
 	}
 	return s
 }

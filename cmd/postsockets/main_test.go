@@ -1,0 +1,223 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bin is the tool, built once into a temporary directory.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "postsockets-bin")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "postsockets")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// jsonLines reads JSON objects from r into a channel.
+func jsonLines(t *testing.T, r io.Reader) <-chan map[string]any {
+	ch := make(chan map[string]any, 16)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			var v map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+				t.Errorf("not JSON: %q: %v", sc.Text(), err)
+				continue
+			}
+			ch <- v
+		}
+	}()
+	return ch
+}
+
+// next returns the next JSON object whose event is ev.
+func next(t *testing.T, ch <-chan map[string]any, ev string) map[string]any {
+	t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case v, ok := <-ch:
+			if !ok {
+				t.Fatalf("output ended before a %q event", ev)
+			}
+			if v["event"] == ev {
+				return v
+			}
+		case <-timeout:
+			t.Fatalf("no %q event", ev)
+		}
+	}
+}
+
+func TestSendRecv50MB(t *testing.T) {
+	size := 50 << 20
+	if testing.Short() {
+		size = 4 << 20
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	data := make([]byte, size)
+	rand.Read(data)
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	want := hex.EncodeToString(sum[:])
+	for _, stack := range []string{"fsp", "quic", "tcp", ""} {
+		name := stack
+		if name == "" {
+			name = "race"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := ctxT(t, 2*time.Minute)
+			dst := filepath.Join(dir, "dst-"+name)
+			args := []string{"recv", "-json", "-o", dst}
+			if stack != "" {
+				args = append(args, "-stack", stack)
+			}
+			recv := exec.CommandContext(ctx, bin, append(args, "127.0.0.1:0")...)
+			rout, _ := recv.StdoutPipe()
+			var rerr bytes.Buffer
+			recv.Stderr = &rerr
+			if err := recv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			lines := jsonLines(t, rout)
+			pin := next(t, lines, "pin")["pin"].(string)
+			addr := next(t, lines, "listening")["addr"].(string)
+			sargs := []string{"send", "-json", "-pin", pin}
+			if stack != "" {
+				sargs = append(sargs, "-stack", stack)
+			}
+			send := exec.CommandContext(ctx, bin, append(sargs, addr, src)...)
+			sout, err := send.Output()
+			if err != nil {
+				t.Fatalf("send: %v\n%s\nrecv stderr: %s", err, sout, rerr.String())
+			}
+			var sres map[string]any
+			for _, l := range strings.Split(strings.TrimSpace(string(sout)), "\n") {
+				var v map[string]any
+				if err := json.Unmarshal([]byte(l), &v); err != nil {
+					t.Fatalf("send -json printed %q: %v", l, err)
+				}
+				if v["event"] == "sent" {
+					sres = v
+				}
+			}
+			if sres["sha256"] != want || (stack != "" && sres["stack"] != stack) {
+				t.Fatalf("send reported %v", sres)
+			}
+			rres := next(t, lines, "received")
+			if rres["sha256"] != want || rres["bytes"].(float64) != float64(size) {
+				t.Fatalf("recv reported %v", rres)
+			}
+			if err := recv.Wait(); err != nil {
+				t.Fatalf("recv: %v\n%s", err, rerr.String())
+			}
+			got, err := os.ReadFile(dst)
+			if err != nil || sha256.Sum256(got) != sum {
+				t.Fatalf("the received file differs (%v)", err)
+			}
+			t.Logf("%s: %v s", name, sres["seconds"])
+		})
+	}
+}
+
+func TestBench(t *testing.T) {
+	ctx := ctxT(t, time.Minute)
+	for _, stack := range []string{"fsp", "race"} {
+		args := []string{"bench", "-t", "300ms", "-pings", "5"}
+		if stack != "race" {
+			args = append(args, "-stack", stack)
+		}
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", stack, err, out)
+		}
+		s := string(out)
+		for _, w := range []string{"bit/s", "rtt p50", "loss", "connected over"} {
+			if !strings.Contains(s, w) {
+				t.Fatalf("%s: bench printed no %q:\n%s", stack, w, s)
+			}
+		}
+		if stack == "fsp" && !strings.Contains(s, "over fsp") {
+			t.Fatalf("bench -stack fsp:\n%s", s)
+		}
+		out, err = exec.CommandContext(ctx, bin, append(args, "-json")...).Output()
+		if err != nil {
+			t.Fatalf("%s -json: %v", stack, err)
+		}
+		var res map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var v map[string]any
+			if err := json.Unmarshal([]byte(l), &v); err != nil {
+				t.Fatalf("-json printed %q: %v", l, err)
+			}
+			if v["event"] == "bench" {
+				res = v
+			}
+		}
+		if res == nil || res["throughput_bps"].(float64) <= 0 || res["stack"] == "" {
+			t.Fatalf("%s -json: %s", stack, out)
+		}
+	}
+}
+
+func TestCatAndUsage(t *testing.T) {
+	ctx := ctxT(t, time.Minute)
+	if err := exec.CommandContext(ctx, bin, "nosuch").Run(); err == nil {
+		t.Fatal("an unknown command succeeded")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("unknown command: %v", err)
+	}
+	lst := exec.CommandContext(ctx, bin, "listen", "-json", "127.0.0.1:0")
+	lout, _ := lst.StdoutPipe()
+	if err := lst.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer lst.Process.Kill()
+	lines := jsonLines(t, lout)
+	pin := next(t, lines, "pin")["pin"].(string)
+	addr := next(t, lines, "listening")["addr"].(string)
+	cat := exec.CommandContext(ctx, bin, "cat", "-pin", pin, addr)
+	cat.Stdin = strings.NewReader("hello\nworld\n")
+	if out, err := cat.CombinedOutput(); err != nil {
+		t.Fatalf("cat: %v\n%s", err, out)
+	}
+	for _, w := range []string{"hello", "world"} {
+		m := next(t, lines, "message")
+		if m["content"] != w || m["from"] == "" {
+			t.Fatalf("listen got %v, want %q", m, w)
+		}
+	}
+}
