@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strings"
 	"syscall"
 
 	"github.com/postsockets/postsockets/post"
@@ -90,8 +91,9 @@ func wrap(op, path string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if oe, ok := err.(*net.OpError); ok && oe.Err != nil {
-		err = netCause{oe} // the OpError names what we name already
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil && strings.HasSuffix(err.Error(), oe.Error()) {
+		err = netCause{err, oe} // the OpError names what we name already
 	}
 	if s := classify(err); s != nil {
 		err = fmt.Errorf("%w: %w", s, err)
@@ -99,10 +101,15 @@ func wrap(op, path string, err error) error {
 	return &post.OpError{Op: op, Stack: name, Path: path, Err: err}
 }
 
-// netCause is a *net.OpError that prints only its cause, for an error
-// that already names the operation and addresses; it still unwraps to
-// the *net.OpError.
-type netCause struct{ oe *net.OpError }
+// netCause is an error ending in a *net.OpError's text that prints only
+// the OpError's cause, for an error that already names the operation and
+// addresses; it still unwraps to the same chain.
+type netCause struct {
+	err error // its text ends with oe's
+	oe  *net.OpError
+}
 
-func (e netCause) Error() string { return e.oe.Err.Error() }
-func (e netCause) Unwrap() error { return e.oe }
+func (e netCause) Error() string {
+	return strings.TrimSuffix(e.err.Error(), e.oe.Error()) + e.oe.Err.Error()
+}
+func (e netCause) Unwrap() error { return e.err }
