@@ -62,6 +62,9 @@ func testZeroRTTFirstMessage(t *testing.T, stack string, idem bool) {
 	if err != nil || string(m.Content) != "idempotent" {
 		t.Fatalf("%v %v", err, m)
 	}
+	if m.Early != idem {
+		t.Fatalf("the first message says Early %v; idempotent %v", m.Early, idem)
+	}
 	for who, c := range map[string]*carrier.Carrier{"initiator": c2, "listener": s2} {
 		used, err := c.Used0RTT(ctx)
 		if err != nil || used != idem {
