@@ -204,6 +204,7 @@ func (a *Association) TransientConfig(local netip.AddrPort) *psi.Config {
 	c := a.cfg.Transient
 	c.Security = a.cfg.Security
 	c.Association = a.ID()
+	c.Disabled |= a.cfg.Policy.Disabled() // prohibited features stay off in the stack too
 	if local.IsValid() {
 		c.Local = local
 	} else if a.cfg.Local.Addr.IsValid() {

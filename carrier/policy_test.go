@@ -59,3 +59,28 @@ func TestPolicyProhibitsDatagrams(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyPeerProhibitsFork: when only the listener prohibits forks, a
+// client's fork fails loudly on every stack: Fork, its Send or its Close
+// returns an error, and nothing is accepted.
+func TestPolicyPeerProhibitsFork(t *testing.T) { forStacks(t, testPolicyPeerProhibitsFork) }
+
+func testPolicyPeerProhibitsFork(t *testing.T, stack string) {
+	ccfg, scfg := clientConfig(), serverConfig()
+	scfg.Policy.Feature(psi.Fork, policy.Prohibit)
+	c, _ := pairOn(t, stack, ccfg, scfg)
+	ctx := ctxT(t)
+	f, err := c.Fork(ctx)
+	if err != nil {
+		return
+	}
+	if err := f.Send(ctx, []byte("on a prohibited fork")); err != nil {
+		return
+	}
+	if _, err := f.Receive(ctx); err == nil {
+		t.Fatal("the fork got a reply")
+	}
+	if err := f.Close(); err == nil {
+		t.Error("Fork, Send, Receive and Close all succeeded on a fork the peer prohibits")
+	}
+}

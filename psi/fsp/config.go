@@ -81,6 +81,9 @@ type Config struct {
 	// idempotent: a replay outside the anti-replay window is refused, but
 	// see doc.go), and lets a listener take such messages.
 	Allow0RTT bool
+	// NoForks refuses clones: Fork fails with post.ErrPolicyConflict and
+	// the peer's clones are reset, so its first write on one fails.
+	NoForks bool
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 	// TraceDir, if set, makes every established connection write a qlog

@@ -55,6 +55,12 @@ func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 		clone.teardown(post.Errorf(post.ErrMalformed, "fsp: forged MULTIPLY"), false)
 		return nil
 	}
+	if c.cfg.NoForks {
+		delete(c.clones, pkt.Src)
+		c.mu.Unlock()
+		clone.teardown(post.Errorf(post.ErrPolicyConflict, "fsp: forks are prohibited here"), true)
+		return nil
+	}
 	if c.forkMade >= c.forkCredit {
 		// Only a peer ignoring the fork credit gets here: refuse loudly.
 		delete(c.clones, pkt.Src)
@@ -195,6 +201,9 @@ func (c *Conn) Fork(ctx context.Context) (*Conn, error) {
 // slow drops the oldest complete messages unread. Messages stay whole and
 // in order: a reader never sees an older message after a newer one.
 func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, error) {
+	if c.cfg.NoForks {
+		return nil, post.Errorf(post.ErrPolicyConflict, "fsp: forks are prohibited")
+	}
 	if err := c.awaitEarly(ctx); err != nil {
 		return nil, err
 	}
@@ -251,6 +260,9 @@ func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, er
 
 // AcceptFork returns the next clone the peer forked from this connection.
 func (c *Conn) AcceptFork(ctx context.Context) (*Conn, error) {
+	if c.cfg.NoForks {
+		return nil, post.Errorf(post.ErrPolicyConflict, "fsp: forks are prohibited")
+	}
 	c.mu.Lock()
 	q := c.forkQueue()
 	if !c.acceptsForks {

@@ -82,6 +82,7 @@ func (s *Stack) config(pc *psi.Config) *Config {
 	cfg.KeepAlive = pc.KeepAlive
 	cfg.Association = pc.Association
 	cfg.Allow0RTT = pc.Allow0RTT && !pc.Disabled.Has(psi.ZeroRTT)
+	cfg.NoForks = pc.Disabled.Has(psi.Fork)
 	if pc.Linger > 0 {
 		cfg.Linger = pc.Linger
 	}
