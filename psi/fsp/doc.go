@@ -278,13 +278,19 @@
 //
 // Reliability: the receiver acknowledges cumulatively in every packet
 // and, in KEEP_ALIVE packets, with a SELECTIVE_NACK header listing the
-// gaps. The sender declares a packet lost when three later ones were
-// acknowledged or after 9/8 RTT (fast retransmit), and on the RTO
-// (RFC 6298, from the congestion package's RTT estimator) presumes all in
-// flight lost and resends under a collapsed window. Congestion control is
-// CUBIC (or NewReno) with pacing. The receive window is advertised in
-// packets. Keep-alives run while idle; a peer silent for IdleTimeout, or
-// one that leaves ten backed-off retransmission timeouts of data
+// gaps; a packet out of order is acknowledged at once. The sender
+// declares a packet lost when three later ones were acknowledged or after
+// 9/8 RTT (fast retransmit). When no acknowledgement comes within a probe
+// timeout (RFC 9002 §6.2: smoothed RTT + max(4·RTT variance, 1 ms) + the
+// peer's 1 ms maximum acknowledgement delay, doubled per probe) it sends
+// tail-loss probes, the newest and oldest data in flight again, beyond
+// the congestion window: a lone lost last packet costs about two round
+// trips. After two probe timeouts the RTO (the same formula, floored at
+// 2 ms and doubled per expiry) presumes all in flight lost and resends
+// under a collapsed window. Congestion control is CUBIC (or NewReno)
+// with pacing. The receive window is advertised in packets. Keep-alives
+// run while idle; a peer silent for IdleTimeout, or one that leaves ten
+// backed-off retransmission timeouts and at least 5 s of data
 // unanswered, is declared dead with post.ErrTimeout.
 //
 // Close flushes, sends RELEASE and waits for the cumulative
@@ -295,7 +301,11 @@
 // a RESET and returns an error wrapping post.ErrTimeout, so Close against
 // a vanished peer returns that error after the linger. A connection
 // whose peer released first only waits for the acknowledgement of its
-// own data, after acknowledging the peer's RELEASE. Abort sends a RESET
+// own data, after acknowledging the peer's RELEASE. After Close the
+// connection stays known for a short time-wait (4 RTOs, 200 ms to 1 s),
+// acknowledging and discarding what the peer still sends, so a peer that
+// sent as we closed completes its own Close in about a round trip too.
+// Abort sends a RESET
 // and frees the connection at once; the peer's calls fail with
 // post.ErrReset.
 //
