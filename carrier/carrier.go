@@ -590,9 +590,10 @@ type Listener struct {
 // Listen listens on local with each stack the policy allows. Stacks share
 // the port number: TCP and UDP stacks bind the same number, and a second
 // UDP stack shares the first one's socket where the stacks support it
-// (psi.PacketSharer and psi.PacketListener: FSP and QUIC do). Otherwise a
-// UDP stack whose port is taken listens on a free port, reported by Addrs
-// and Remote.
+// (psi.PacketSharer and psi.PacketListener: FSP and QUIC do). With port
+// 0, Listen picks a number free on every network. Otherwise a UDP stack
+// whose port is taken listens on a free port, reported by Addrs and
+// Remote.
 func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -621,6 +622,27 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 	if !addr.IsValid() {
 		addr = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 	}
+	// With port 0, a later stack may find the first one's port number
+	// taken on its network: start again on a new port rather than split.
+	for attempt := 1; ; attempt++ {
+		if retry, err := l.listenAll(ctx, a, acfg, stacks, addr, attempt < 8); err != nil {
+			return nil, err
+		} else if !retry {
+			break
+		}
+	}
+	l.accepted, l.since = make([]atomic.Uint64, len(l.lns)), time.Now()
+	for i, ln := range l.lns {
+		l.wg.Add(1)
+		go l.acceptLoop(ln, i, l.names[i], acfg)
+	}
+	return l, nil
+}
+
+// listenAll listens with each stack, as Listen describes. With retry set,
+// it reports true, listening on nothing, when a stack could not take the
+// port number an earlier one picked for a port 0 request.
+func (l *Listener) listenAll(ctx context.Context, a *association.Association, acfg association.Config, stacks []psi.Stack, addr netip.AddrPort, retry bool) (bool, error) {
 	used := map[string]bool{}
 	var spare net.PacketConn // a UDP socket's foreign datagrams, to share
 	for _, s := range stacks {
@@ -655,6 +677,16 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 			}
 			ln, err = s.Listen(ctx, try, tcfg)
 		}
+		if err != nil && try != addr && retry && addr.Port() == 0 {
+			if spare != nil {
+				spare.Close()
+			}
+			for _, ln := range l.lns {
+				ln.Close()
+			}
+			l.lns, l.names = nil, nil
+			return true, nil
+		}
 		if err != nil && try != addr {
 			ln, err = s.Listen(ctx, addr, tcfg)
 		}
@@ -663,7 +695,7 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 				spare.Close()
 			}
 			l.Close()
-			return nil, &post.OpError{Op: "listen", Stack: s.Name(), Path: try.String(), Err: err}
+			return false, &post.OpError{Op: "listen", Stack: s.Name(), Path: try.String(), Err: err}
 		}
 		used[network] = true
 		l.lns = append(l.lns, ln)
@@ -672,12 +704,7 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 	if spare != nil {
 		spare.Close() // no other UDP stack wants the shared socket
 	}
-	l.accepted, l.since = make([]atomic.Uint64, len(l.lns)), time.Now()
-	for i, ln := range l.lns {
-		l.wg.Add(1)
-		go l.acceptLoop(ln, i, l.names[i], acfg)
-	}
-	return l, nil
+	return false, nil
 }
 
 func (l *Listener) acceptLoop(ln psi.Listener, idx int, name string, acfg association.Config) {

@@ -1,0 +1,49 @@
+package carrier_test
+
+import (
+	"context"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp"
+	"github.com/postsockets/postsockets/psi/tcp"
+)
+
+// busyTCP is TCP whose first listen on a given port number finds it
+// taken, as when another program holds the TCP port of the number the
+// UDP stacks picked.
+type busyTCP struct {
+	tcp.Stack
+	failed atomic.Bool
+}
+
+func (b *busyTCP) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config) (psi.Listener, error) {
+	if local.Port() != 0 && !b.failed.Swap(true) {
+		return nil, syscall.EADDRINUSE
+	}
+	return b.Stack.Listen(ctx, local, cfg)
+}
+
+// TestListenPortZeroSharedWhenTaken: with port 0, a TCP port taken on the
+// number the UDP stack picked makes Listen pick another number for all,
+// not listen on two, so "host:port" still reaches every stack
+// (TestListenSharesPort failed this way on a busy machine).
+func TestListenPortZeroSharedWhenTaken(t *testing.T) {
+	cfg := serverConfig()
+	cfg.Stacks = []psi.Stack{&fsp.Stack{}, &busyTCP{}}
+	l, err := carrier.Listen(context.Background(), post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for name, a := range l.Addrs() {
+		if a.Port() != l.Addr().Port() {
+			t.Fatalf("%s listens on port %d, not %d: %v", name, a.Port(), l.Addr().Port(), l.Addrs())
+		}
+	}
+}
