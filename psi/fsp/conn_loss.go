@@ -1,9 +1,11 @@
 package fsp
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
 	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -282,6 +284,11 @@ func (c *Conn) onTimer() {
 			c.supersede()
 			c.cc.OnRetransmissionTimeout()
 			c.backoff++
+			if c.events.lossAt.IsZero() || c.lastProgress.After(c.events.lossAt) {
+				// Once per stall: the first timeout since progress.
+				c.events.lossAt = now
+				c.emit(psi.EventSoftError, c.active, nil, fmt.Errorf("%w: %d packets presumed lost", errRetransmissionTimeout, n))
+			}
 			if c.qlog != nil {
 				c.qlog.timeout(now, n, c.backoff)
 			}

@@ -11,10 +11,14 @@ import (
 
 // eventHook holds a connection's psi.EventSource handler.
 type eventHook struct {
-	h atomic.Pointer[func(psi.Event)]
+	h      atomic.Pointer[func(psi.Event)]
+	lossAt time.Time // the last retransmission timeout reported; under Conn.mu
 }
 
-var errSilentPath = errors.New("fsp: a path fell silent after probing")
+var (
+	errSilentPath            = errors.New("fsp: a path fell silent after probing")
+	errRetransmissionTimeout = errors.New("fsp: retransmission timeout")
+)
 
 // SetEventHandler (psi.EventSource) reports path changes, validations
 // and silent paths of the connection. h is called with the connection's
