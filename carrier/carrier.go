@@ -208,6 +208,7 @@ type Carrier struct {
 	forkNo    uint64
 	firstDone atomic.Bool // the first message was stamped
 	lastStats atomic.Pointer[Stats]
+	sender    atomic.Pointer[senderInfo]
 }
 
 // Initiate makes a Carrier to remote, racing the allowed stacks over every

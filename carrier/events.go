@@ -68,27 +68,37 @@ type events struct {
 // startEvents starts delivering events if Config.OnEvent is set, and
 // watches t.
 func (c *Carrier) startEvents(t psi.Transient) {
-	if c.cfg.OnEvent == nil {
-		return
+	if c.cfg.OnEvent != nil {
+		c.ev = &events{ch: make(chan Event, eventQueueLen)}
+		go func(ch <-chan Event, h func(Event)) {
+			for ev := range ch {
+				h(ev)
+			}
+		}(c.ev.ch, c.cfg.OnEvent)
 	}
-	c.ev = &events{ch: make(chan Event, eventQueueLen)}
-	go func(ch <-chan Event, h func(Event)) {
-		for ev := range ch {
-			h(ev)
-		}
-	}(c.ev.ch, c.cfg.OnEvent)
 	c.watch(t)
 }
 
 // watch subscribes to t's events (psi.EventSource); for other stacks the
-// Carrier notices a new remote address as messages arrive.
+// Carrier notices a new remote address as messages arrive. A path change
+// also refreshes what received messages say of their sender.
 func (c *Carrier) watch(t psi.Transient) {
-	if c.ev == nil || t == nil {
+	if t == nil {
+		return
+	}
+	es, ok := t.(psi.EventSource)
+	if c.ev == nil {
+		if ok {
+			es.SetEventHandler(func(e psi.Event) {
+				if e.Kind == psi.EventPathChange {
+					c.sender.Store(nil)
+				}
+			})
+		}
 		return
 	}
 	p := t.Path()
 	c.ev.last.Store(&p)
-	es, ok := t.(psi.EventSource)
 	if !ok {
 		return
 	}
@@ -100,6 +110,8 @@ func (c *Carrier) watch(t psi.Transient) {
 			k = PathValidated
 		case psi.EventSoftError:
 			k = SoftError
+		default:
+			c.sender.Store(nil)
 		}
 		c.post(Event{Kind: k, Stack: stack, Old: e.Old, New: e.New, Err: e.Err, Time: e.Time})
 	})

@@ -116,7 +116,7 @@ func (l *eventLog) of(k carrier.EventKind) []carrier.Event {
 
 // movingPair connects an FSP client on a movingPC to a listener, both
 // logging events.
-func movingPair(t *testing.T) (mc *movingPC, c, s *carrier.Carrier, clog, slog *eventLog) {
+func movingPair(t *testing.T, idle time.Duration) (mc *movingPC, c, s *carrier.Carrier, clog, slog *eventLog) {
 	mc = newMovingPC(t)
 	tr := &fsp.Transport{Conn: mc}
 	t.Cleanup(func() { mc.Close(); tr.Close() })
@@ -125,13 +125,13 @@ func movingPair(t *testing.T) (mc *movingPC, c, s *carrier.Carrier, clog, slog *
 	scfg.OnEvent, ccfg.OnEvent = slog.add, clog.add
 	ccfg.Stacks = []psi.Stack{&fsp.Stack{Transport: tr}}
 	scfg.Stacks = []psi.Stack{&fsp.Stack{}}
-	ccfg.Transient.IdleTimeout = time.Second
+	ccfg.Transient.IdleTimeout = idle
 	c, s = pairOn(t, "fsp", ccfg, scfg)
 	return
 }
 
 func TestEventPathChangeOnRebind(t *testing.T) {
-	mc, c, s, _, slog := movingPair(t)
+	mc, c, s, _, slog := movingPair(t, 0)
 	ctx := ctxT(t)
 	msg := random(300000)
 	for i := range 2 {
@@ -165,14 +165,21 @@ func TestEventPathChangeOnRebind(t *testing.T) {
 }
 
 func TestEventBlockedPath(t *testing.T) {
-	mc, c, _, clog, _ := movingPair(t)
+	mc, c, s, clog, _ := movingPair(t, 3*time.Second) // time for the probes and a timeout
 	ctx := ctxT(t)
+	// A round trip first: the client's handshake is confirmed.
+	if err := s.Send(ctx, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
 	mc.blocked.Store(true)
 	c.Send(ctx, random(100000)) // in flight when the path is blocked
 	if _, err := c.Receive(ctx); err == nil {
 		t.Fatal("receive on a blocked path succeeded")
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for len(clog.of(carrier.ClosedEvent)) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -1,6 +1,7 @@
 package carrier
 
 import (
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -93,24 +94,45 @@ func (c *Carrier) noteReceived(m *post.Message) {
 	if t == nil {
 		return
 	}
-	c.pollPath(t)
-	m.From = t.Path().Remote
-	if id, ok := psi.PeerIdentityOf(t); ok && id.Chain != nil {
-		m.Peer = "pin:" + id.Pin.String()
-		if id.PSK {
-			m.Peer = "psk:" + id.Pin.String()
-		}
-	}
+	si := c.senderOf(t)
+	m.From, m.Peer = si.from, si.peer
 	if z, ok := t.(psi.ZeroRTTReporter); ok && m.Offset == 0 && !c.firstDone.Swap(true) {
-		select {
-		case <-z.HandshakeComplete():
-			m.Early = z.Used0RTT()
-		default:
-			m.Early = z.Used0RTT() // not final yet: the handshake is running
-		}
+		m.Early = z.Used0RTT()
 	} else {
 		c.firstDone.Store(true)
 	}
+}
+
+// senderInfo caches what received messages say of their sender, so
+// that a stream of small messages does not ask the stack each time.
+type senderInfo struct {
+	t    psi.Transient
+	at   time.Time
+	from netip.AddrPort
+	peer string
+}
+
+// senderRefresh bounds how stale a received message's From may be after
+// the peer moved.
+const senderRefresh = 50 * time.Millisecond
+
+func (c *Carrier) senderOf(t psi.Transient) *senderInfo {
+	si := c.sender.Load()
+	if si != nil && si.t == t && time.Since(si.at) < senderRefresh {
+		return si
+	}
+	c.pollPath(t)
+	n := &senderInfo{t: t, at: time.Now(), from: t.Path().Remote}
+	if si != nil && si.t == t && si.peer != "" {
+		n.peer = si.peer // a verified identity does not change
+	} else if id, ok := psi.PeerIdentityOf(t); ok && id.Chain != nil {
+		n.peer = "pin:" + id.Pin.String()
+		if id.PSK {
+			n.peer = "psk:" + id.Pin.String()
+		}
+	}
+	c.sender.Store(n)
+	return n
 }
 
 // ListenerStats are a Listener's counters.
