@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -219,5 +220,37 @@ func TestCatAndUsage(t *testing.T) {
 		if m["content"] != w || m["from"] == "" {
 			t.Fatalf("listen got %v, want %q", m, w)
 		}
+	}
+}
+
+// TestMetrics: -metrics serves the Carriers' counters to Prometheus.
+func TestMetrics(t *testing.T) {
+	ctx := ctxT(t, time.Minute)
+	lst := exec.CommandContext(ctx, bin, "listen", "-json", "-metrics", "127.0.0.1:0", "127.0.0.1:0")
+	lout, _ := lst.StdoutPipe()
+	if err := lst.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer lst.Process.Kill()
+	lines := jsonLines(t, lout)
+	url := next(t, lines, "metrics")["url"].(string)
+	pin := next(t, lines, "pin")["pin"].(string)
+	addr := next(t, lines, "listening")["addr"].(string)
+	cat := exec.CommandContext(ctx, bin, "cat", "-pin", pin, addr)
+	cat.Stdin = strings.NewReader("one\ntwo\nthree\n")
+	if out, err := cat.CombinedOutput(); err != nil {
+		t.Fatalf("cat: %v\n%s", err, out)
+	}
+	for range 3 {
+		next(t, lines, "message")
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !bytes.Contains(body, []byte(`postsockets_messages_total{dir="received"`)) || !bytes.Contains(body, []byte("} 3")) {
+		t.Fatalf("metrics:\n%s", body)
 	}
 }

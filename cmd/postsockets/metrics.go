@@ -82,5 +82,6 @@ func (o *options) serveMetrics(ctx context.Context) error {
 		}
 	}()
 	o.out.note("metrics on http://%s/metrics", ln.Addr())
+	o.out.event(map[string]any{"event": "metrics", "url": "http://" + ln.Addr().String() + "/metrics"})
 	return nil
 }
