@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -48,10 +49,14 @@ func TestProgressBar(t *testing.T) {
 		t.Fatalf("send: %v\n%s", err, out.String())
 	}
 	s := out.String()
-	for _, w := range []string{"sending", "100%", "MB/s", "sent 67108864 bytes", "connected over tcp"} {
+	for _, w := range []string{"sending", "100%", "B/s)", "sent 67108864 bytes", "connected over tcp"} {
 		if !strings.Contains(s, w) {
 			t.Fatalf("no %q under a terminal:\n%q", w, s)
 		}
+	}
+	// [elapsed:time left]
+	if !regexp.MustCompile(`\[[0-9hms.]+:[0-9hms.]+\]`).MatchString(s) {
+		t.Fatalf("no elapsed and remaining time under a terminal:\n%q", s)
 	}
 	if next(t, lines, "received")["bytes"].(float64) != float64(len(data)) {
 		t.Fatal("recv got another size")
