@@ -244,6 +244,9 @@ func (c *Context) SelectStacks(stacks []Candidate) ([]Candidate, error) {
 		case !s.Features.Has(required):
 			why = append(why, fmt.Sprintf("%s lacks %s", s.Name, required&^s.Features))
 			continue
+		case s.Features.Has(psi.Plaintext) && !c.AllowsPlaintext(s.Name):
+			why = append(why, s.Name+" is unencrypted and the policy does not opt in (avoid or prohibit the encrypted feature, or require the stack)")
+			continue
 		case s.Features&prohibited&^optional != 0:
 			why = append(why, fmt.Sprintf("%s has prohibited %s", s.Name, s.Features&prohibited&^optional))
 			continue
@@ -291,6 +294,19 @@ func (c *Context) SelectStacks(stacks []Candidate) ([]Candidate, error) {
 		res[i] = s.Candidate
 	}
 	return res, nil
+}
+
+// AllowsPlaintext reports whether the policy opts in to the named stack
+// sending in the clear (a stack with the psi.Plaintext feature, such as
+// psi/raw's plain TCP). Only an explicit rule does: the "encrypted"
+// feature avoided (allowed unencrypted) or prohibited (required
+// unencrypted), or the stack itself required by name.
+func (c *Context) AllowsPlaintext(stack string) bool {
+	if c.Stacks[stack] == Require {
+		return true
+	}
+	p := c.Features[psi.Encrypted.String()]
+	return p == Avoid || p == Prohibit
 }
 
 // AllowInterface reports whether an interface may be used, and its order

@@ -34,10 +34,13 @@ const (
 	Mobility                               // survives an address change
 	Multipath                              // several paths at once
 	MilkClones                             // forks may drop old data for new
+	// Plaintext marks a stack that sends in the clear (psi/raw's plain
+	// TCP): a policy selects it only if it opts in (policy.SelectStacks).
+	Plaintext
 )
 
 var featureNames = []string{"reliable", "ordered", "message-boundaries", "fork",
-	"0-rtt", "datagrams", "encrypted", "mobility", "multipath", "milk-clones"}
+	"0-rtt", "datagrams", "encrypted", "mobility", "multipath", "milk-clones", "plaintext"}
 
 // Has reports whether f includes all of g.
 func (f Features) Has(g Features) bool { return f&g == g }
