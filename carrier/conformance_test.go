@@ -31,11 +31,7 @@ var confStacks = []string{"fsp", "quic", "tcp", "race"}
 // pending names the cases a stack still fails because of a fix another
 // change is making; the case skips with the reason until it lands.
 // CONFORMANCE_PENDING=1 runs them anyway.
-var pending = map[string]string{
-	"tcp/ForkBurst":        "pending G1: psi/tcp resets a fork when the parent's AcceptFork queue is full (deliverFork) instead of holding it back; seen under -race",
-	"quic/PausedReader30s": "pending G1: a QUIC connection whose reader pauses 30 s idles out (no recent network activity)",
-	"tcp/VanishedPeer":     "pending G1: psi/tcp keeps a 15 s keep-alive interval under a 2 s idle timeout (tcp.go keepAlive), so a reader of a vanished peer waits far past it",
-}
+var pending = map[string]string{}
 
 type confCase struct {
 	name string

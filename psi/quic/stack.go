@@ -24,6 +24,10 @@
 // other on a one-byte unidirectional stream) or after the idle timeout, so
 // closing never discards what the peer holds unread.
 //
+// Config.IdleTimeout ends a connection only when the peer stops answering:
+// PINGs go every Config.KeepAlive (default a third of the idle timeout),
+// so a quiet connection, or one whose reader has paused, stays up.
+//
 // Errors wrap post's sentinels: a dial to a closed port fails with
 // post.ErrRefused (on Linux, where ICMP errors are read during the
 // handshake) or post.ErrTimeout, a peer that cannot be trusted with
@@ -116,7 +120,7 @@ func (s *Stack) quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 		// quic-go aborts a handshake after twice HandshakeIdleTimeout.
 		HandshakeIdleTimeout: max(hs/2, time.Millisecond),
 		MaxIdleTimeout:       cfg.Idle(),
-		KeepAlivePeriod:      cfg.KeepAlive,
+		KeepAlivePeriod:      keepAlive(cfg),
 		EnableDatagrams:      !cfg.Disabled.Has(psi.Datagrams),
 		Allow0RTT:            server && cfg.Allow0RTT && !cfg.Disabled.Has(psi.ZeroRTT),
 		// Flow-control windows sized for bulk messages; quic-go auto-tunes
@@ -128,6 +132,17 @@ func (s *Stack) quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 		MaxIncomingUniStreams: 1,
 		Tracer:                tracer(cfg),
 	}
+}
+
+// keepAlive is the PING interval: cfg.KeepAlive, else a third of the idle
+// timeout. A connection whose reader has paused sends nothing while flow
+// control holds its data back; the PINGs keep it up for as long as the
+// peer answers, so only an unanswered peer idles out.
+func keepAlive(cfg *psi.Config) time.Duration {
+	if cfg.KeepAlive > 0 {
+		return cfg.KeepAlive
+	}
+	return max(cfg.Idle()/3, time.Millisecond)
 }
 
 // tlsConfig returns the TLS configuration from cfg.Security.

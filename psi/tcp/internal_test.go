@@ -277,7 +277,9 @@ func TestKeepAlive(t *testing.T) {
 		want             time.Duration
 		count            int
 	}{
-		{0, 0, 0, 15 * time.Second, 1},
+		{0, 0, 0, 10 * time.Second, 2}, // a third of the 30 s default idle
+		{0, 0, 2 * time.Second, time.Second, 1},
+		{0, 0, 9 * time.Second, 3 * time.Second, 2},
 		{0, 5 * time.Second, 0, 5 * time.Second, 5},
 		{-1, 0, 0, -1, 0},
 		{-1, 2 * time.Second, 0, 2 * time.Second, 14},

@@ -160,7 +160,7 @@ func (l *listener) handshake(c *net.TCPConn, sl *slot) {
 	}
 	dl := deadline{set: c.SetDeadline}
 	stop, _ := dl.watch(ctx)
-	t, parent, err := l.hello(cc, tc)
+	t, parent, err := l.hello(ctx, cc, tc, sl)
 	stop()
 	if err != nil {
 		log.Debug("tcp: hello failed", "err", err)
@@ -175,6 +175,8 @@ func (l *listener) handshake(c *net.TCPConn, sl *slot) {
 		t.close(err, false)
 		if parent == nil {
 			l.queued.release(t.remote.Addr())
+		} else {
+			parent.unreserveFork()
 		}
 		return
 	}
@@ -206,8 +208,10 @@ func (l *listener) drain() {
 }
 
 // hello reads the client hello, makes the transient and answers. For a
-// fork it also returns the parent.
-func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err error) {
+// fork it also returns the parent, in whose AcceptFork queue it reserved
+// a place; a fork waiting for one gives its handshake slot sl back, since
+// it has proven to be the parent's peer.
+func (l *listener) hello(ctx context.Context, cc *corkConn, tc *tls.Conn, sl *slot) (t, parent *transient, err error) {
 	var buf [clientHelloLen]byte
 	if _, err := io.ReadFull(tc, buf[:]); err != nil {
 		return nil, nil, err
@@ -220,7 +224,8 @@ func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err 
 	}
 	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken(), true)
 	t.ln = l
-	t.forkCh = make(chan *transient, l.stack.backlog())
+	t.forkCh = make(chan *transient, l.stack.maxUnacceptedForks())
+	t.forkRoom = make(chan struct{}, cap(t.forkCh))
 	status := byte(statusOK)
 	if ch.kind == kindRoot {
 		// Promise a place in the accept queue, or refuse now.
@@ -234,7 +239,8 @@ func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err 
 		l.mu.Unlock()
 		status = statusUnknown
 		if parent != nil {
-			status = parent.canFork(ch.assoc, t.peerPin)
+			l.slots.release(sl)
+			status = parent.reserveFork(ctx, ch.assoc, t.peerPin)
 		}
 	}
 	if status == statusOK {
@@ -247,8 +253,11 @@ func (l *listener) hello(cc *corkConn, tc *tls.Conn) (t, parent *transient, err 
 		reply.token = token{}
 	}
 	if _, err := tc.Write(reply.marshal()); err != nil {
-		if status == statusOK && parent == nil {
+		switch {
+		case status == statusOK && parent == nil:
 			l.queued.release(t.remote.Addr())
+		case status == statusOK:
+			parent.unreserveFork()
 		}
 		return t, nil, err
 	}

@@ -16,9 +16,9 @@
 // peer has ended its stream).
 //
 // Config.IdleTimeout does not close quiet transients: it sets how long TCP
-// keep-alive probes (every Config.KeepAlive) may go unanswered before the
-// kernel drops a dead peer, and, on Linux, how long sent data may go
-// unacknowledged. Config.Allow0RTT is ignored.
+// keep-alive probes (every Config.KeepAlive, at most a third of the idle
+// timeout, at least 1 s) may go unanswered before the kernel drops a dead
+// peer, and, on Linux, how long sent data may go unacknowledged. Config.Allow0RTT is ignored.
 package tcp
 
 import (
@@ -45,7 +45,8 @@ type Stack struct {
 	Framer framer.Framer
 	// KeepAlive is the TCP keep-alive interval used when
 	// Config.KeepAlive is zero. Zero means 15 s; negative disables
-	// keep-alives unless the Config asks for them.
+	// keep-alives unless the Config asks for them. Either is capped at a
+	// third of Config.IdleTimeout, so a vanished peer is found within it.
 	KeepAlive time.Duration
 	// Logger is used when Config.Logger is nil.
 	Logger *slog.Logger
@@ -54,8 +55,15 @@ type Stack struct {
 	// psi.DefaultLinger.
 	Linger time.Duration
 	// Backlog bounds the transients a listener has accepted but Accept has
-	// not returned, and the forks queued on one transient; zero means 64.
+	// not returned; zero means 64.
 	Backlog int
+	// MaxUnacceptedForks bounds the forks the peer made of one server
+	// transient that AcceptFork has not returned; zero means Backlog.
+	// Past it, as many again are held back: the peer's Fork waits, until
+	// AcceptFork makes room or ServerHandshakeTimeout passes, and then
+	// fails with an error wrapping post.ErrBackpressure. Further forks
+	// fail so at once. A fork is never dropped once Fork returned it.
+	MaxUnacceptedForks int
 	// MaxHandshakes bounds concurrent server handshakes; zero means 128.
 	// When all are taken, a newcomer evicts the oldest handshake of the
 	// /24 or /48 prefix holding the most.
@@ -103,6 +111,13 @@ func (s *Stack) backlog() int {
 	return s.Backlog
 }
 
+func (s *Stack) maxUnacceptedForks() int {
+	if s.MaxUnacceptedForks > 0 {
+		return s.MaxUnacceptedForks
+	}
+	return s.backlog()
+}
+
 func (s *Stack) maxHandshakes() int {
 	if s.MaxHandshakes <= 0 {
 		return 128
@@ -121,22 +136,26 @@ func (s *Stack) perPrefix() int {
 	return min(4*s.perSource(), s.maxHandshakes())
 }
 
-// keepAlive derives TCP keep-alive settings: probes every interval once the
-// connection is quiet, giving up after about the idle timeout. The
-// duration is the net.Dialer/ListenConfig KeepAlive field: -1 disables.
+// keepAlive derives TCP keep-alive settings from the idle timeout: the
+// first probe after a third of it of quiet (or after the configured
+// interval, if shorter), then probes at that interval until about the
+// idle timeout has passed unanswered. The duration is the
+// net.Dialer/ListenConfig KeepAlive field: -1 disables.
 func (s *Stack) keepAlive(cfg *psi.Config) (net.KeepAliveConfig, time.Duration) {
 	iv := cfg.KeepAlive
 	if iv <= 0 {
 		iv = s.KeepAlive
 	}
+	idle := cfg.Idle()
 	switch {
 	case iv < 0:
 		return net.KeepAliveConfig{}, -1
 	case iv == 0:
 		iv = 15 * time.Second
 	}
+	iv = min(iv, idle/3)
 	iv = max(iv, time.Second) // the kernel counts in seconds
-	count := max(1, int((cfg.Idle()-iv+iv-1)/iv))
+	count := max(1, int((idle-iv+iv-1)/iv))
 	return net.KeepAliveConfig{Enable: true, Idle: iv, Interval: iv, Count: count}, iv
 }
 

@@ -120,8 +120,10 @@ type transient struct {
 	wEnded bool  // close_notify and FIN sent after the peer's end
 	wd     deadline
 
-	fmu    sync.Mutex
-	forkCh chan *transient // server side: forks awaiting AcceptFork
+	fmu      sync.Mutex
+	forkCh   chan *transient // server side: forks awaiting AcceptFork
+	forkRoom chan struct{}   // places in forkCh, taken at the hello
+	forkWait atomic.Int32    // forks waiting for a place
 
 	closeOnce sync.Once
 	closed    atomic.Pointer[error] // why the transient closed
@@ -369,6 +371,7 @@ func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Trans
 func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 	select {
 	case f := <-t.forkCh: // nil channel on the client side
+		<-t.forkRoom
 		return f, nil
 	case <-ctx.Done():
 		return nil, wrap("accept fork", t.path, ctx.Err())
@@ -377,22 +380,48 @@ func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 	}
 }
 
-// canFork reports the hello status for a fork of t by a peer with the
-// given association and key.
-func (t *transient) canFork(assoc [16]byte, pin *psi.Pin) byte {
+// reserveFork takes a place in the AcceptFork queue for a fork of t by a
+// peer with the given association and key, and returns the hello status.
+// When the queue is full it waits for AcceptFork to make room, holding
+// the forking side's Fork back, until ctx ends; at most as many forks
+// wait as the queue holds, and the rest are refused with statusBusy.
+func (t *transient) reserveFork(ctx context.Context, assoc [16]byte, pin *psi.Pin) byte {
 	if t.isClosed() || assoc != t.assoc || (t.peerPin != nil && (pin == nil || *pin != *t.peerPin)) {
 		return statusUnknown
 	}
 	if t.noFork {
 		return statusNoFork
 	}
-	if len(t.forkCh) == cap(t.forkCh) {
+	select {
+	case t.forkRoom <- struct{}{}:
+		return statusOK
+	default:
+	}
+	if int(t.forkWait.Add(1)) > cap(t.forkRoom) {
+		t.forkWait.Add(-1)
 		return statusBusy
 	}
-	return statusOK
+	defer t.forkWait.Add(-1)
+	select {
+	case t.forkRoom <- struct{}{}:
+		return statusOK
+	case <-ctx.Done():
+		return statusBusy
+	case <-t.done:
+		return statusUnknown
+	}
 }
 
-// deliverFork queues f for AcceptFork.
+// unreserveFork gives back a place reserveFork took for a fork that
+// failed before deliverFork.
+func (t *transient) unreserveFork() {
+	select {
+	case <-t.forkRoom:
+	default:
+	}
+}
+
+// deliverFork queues f for AcceptFork in the place reserveFork took.
 func (t *transient) deliverFork(f *transient) bool {
 	t.fmu.Lock()
 	defer t.fmu.Unlock()
@@ -403,7 +432,7 @@ func (t *transient) deliverFork(f *transient) bool {
 	case t.forkCh <- f:
 		return true
 	default:
-		return false
+		return false // not reached: the place was reserved
 	}
 }
 
