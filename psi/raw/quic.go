@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -119,6 +120,17 @@ func (q *quicConn) release(abort bool) {
 	if !last {
 		return
 	}
+	if abort {
+		q.shut()
+		return
+	}
+	// Give what the last stream sent one linger to arrive: quic-go cannot
+	// tell when a stream's data is acknowledged, and closing the
+	// connection at once would drop what is still in flight.
+	time.AfterFunc(q.cfg.LingerTime(), q.shut)
+}
+
+func (q *quicConn) shut() {
 	q.qc.CloseWithError(0, "")
 	q.pc.Close()
 }
