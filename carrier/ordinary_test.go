@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -22,6 +23,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	quicgo "github.com/quic-go/quic-go"
 
 	"github.com/postsockets/postsockets/carrier"
 	"github.com/postsockets/postsockets/policy"
@@ -291,6 +294,65 @@ http {
 		}
 		if tc.body != nil && !bytes.Equal(got, tc.body) {
 			t.Fatalf("request %d: body of %d bytes, want %d", i, len(got), len(tc.body))
+		}
+	}
+}
+
+// TestCarrierQUICURL: quic://host:port?alpn=… gives a Carrier on one
+// stream of an ordinary QUIC server, and Fork a new stream.
+func TestCarrierQUICURL(t *testing.T) {
+	dir := t.TempDir()
+	roots := selfSigned(t, dir)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := quicgo.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"x-echo"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			go func() {
+				for {
+					s, err := c.AcceptStream(context.Background())
+					if err != nil {
+						return
+					}
+					go func() { io.Copy(s, s); s.Close() }()
+				}
+			}()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("quic://localhost:%d?alpn=x-echo", ln.Addr().(*net.UDPAddr).Port)
+	cfg := &carrier.Config{Security: psi.Security{RootCAs: roots}, Linger: 200 * time.Millisecond}
+	c, err := carrier.InitiateURL(ctx, url, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, cc := range []*carrier.Carrier{c, f, c} {
+		if err := cc.Send(ctx, []byte("echo "+cc.Stack())); err != nil {
+			t.Fatal(err)
+		}
+		m, err := cc.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Content) != "echo raw-quic" {
+			t.Fatalf("got %q", m.Content)
 		}
 	}
 }

@@ -101,8 +101,8 @@ func (q *quicConn) open(ctx context.Context) (psi.Transient, error) {
 	t.path = q.path
 	t.fork = q.open
 	t.close = func(abort bool) error {
+		st.CancelRead(0) // unread inbound data is discarded
 		if abort {
-			st.CancelRead(0)
 			st.CancelWrite(0)
 		}
 		q.release(abort)

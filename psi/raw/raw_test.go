@@ -281,3 +281,72 @@ func TestQUICStreamsAndForks(t *testing.T) {
 		t.Fatalf("QUIC to an unverified server: %v", err)
 	}
 }
+
+// Close ends a blocked read at once with ErrClosed; Abort resets the
+// connection, so the server sees an error rather than an orderly end.
+func TestCloseAndAbort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, err := io.Copy(io.Discard, c)
+				served <- err
+				c.Close()
+			}()
+		}
+	}()
+	addr := ln.Addr().(*net.TCPAddr).AddrPort()
+	ctx := context.Background()
+	st := &raw.TCP{}
+	tr, err := st.Dial(ctx, addr, &psi.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, _, err := tr.ReadMessage(ctx, make([]byte, 8))
+		read <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := tr.WriteMessage(ctx, []byte("bye"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-read:
+		if !errors.Is(err, post.ErrClosed) {
+			t.Fatalf("blocked read after Close: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("blocked read did not end within 1 s of Close")
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("server after an orderly close: %v", err)
+	}
+	if err := tr.WriteMessage(ctx, []byte("late"), true, nil); !errors.Is(err, post.ErrClosed) {
+		t.Fatalf("write after Close: %v", err)
+	}
+
+	tr, err = st.Dial(ctx, addr, &psi.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.WriteMessage(ctx, []byte("partial"), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	psi.Abort(tr, nil)
+	if err := <-served; err == nil {
+		t.Fatal("server saw an orderly end after Abort")
+	}
+}

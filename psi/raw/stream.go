@@ -24,20 +24,34 @@ type conn interface {
 
 // stream is a transient over one byte stream, framed by a framer.
 type stream struct {
-	name  string
-	feat  psi.Features
-	c     conn
-	r     framer.MessageReader
-	w     framer.MessageWriter
-	path  post.Path
-	id    psi.Identity
-	fork  func(ctx context.Context) (psi.Transient, error) // nil: no forks
-	close func(abort bool) error                           // extra teardown after c
+	name   string
+	feat   psi.Features
+	c      conn
+	r      framer.MessageReader
+	w      framer.MessageWriter
+	path   post.Path
+	id     psi.Identity
+	linger time.Duration
+	fork   func(ctx context.Context) (psi.Transient, error) // nil: no forks
+	close  func(abort bool) error                           // extra teardown after c
 
+	wmu    chan struct{} // held while the framer's writer is in use
 	mu     sync.Mutex
 	closed bool
 	once   sync.Once
 }
+
+// lockWrite takes the writer, or fails when ctx ends first.
+func (s *stream) lockWrite(ctx context.Context) error {
+	select {
+	case s.wmu <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *stream) unlockWrite() { <-s.wmu }
 
 func newStream(name string, feat psi.Features, c net.Conn, f framer.Framer, cfg *psi.Config, id psi.Identity) *stream {
 	s := newStreamOn(name, feat, c, f, cfg, id)
@@ -49,7 +63,8 @@ func newStreamOn(name string, feat psi.Features, c conn, f framer.Framer, cfg *p
 	if f == nil {
 		f = framer.LengthPrefix{}
 	}
-	return &stream{name: name, feat: feat, c: c, r: f.NewReader(c, cfg.Limit()), w: f.NewWriter(c), id: id}
+	return &stream{name: name, feat: feat, c: c, r: f.NewReader(c, cfg.Limit()), w: f.NewWriter(c), id: id,
+		wmu: make(chan struct{}, 1), linger: cfg.LingerTime()}
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -101,6 +116,13 @@ func (s *stream) WriteMessage(ctx context.Context, p []byte, end bool, opts *psi
 		return post.Errorf(post.ErrClosed, "%s: write after close", s.name)
 	}
 	more := opts != nil && opts.More
+	if err := s.lockWrite(ctx); err != nil {
+		return s.ioError(ctx, "send", err)
+	}
+	defer s.unlockWrite()
+	if s.isClosed() {
+		return post.Errorf(post.ErrClosed, "%s: write after close", s.name)
+	}
 	err := during(ctx, s.c.SetWriteDeadline, func() error {
 		if err := s.w.WriteMessage(p, end); err != nil {
 			return err
@@ -115,6 +137,10 @@ func (s *stream) WriteMessage(ctx context.Context, p []byte, end bool, opts *psi
 
 // Flush sends messages held back by WriteOptions.More.
 func (s *stream) Flush(ctx context.Context) error {
+	if err := s.lockWrite(ctx); err != nil {
+		return s.ioError(ctx, "flush", err)
+	}
+	defer s.unlockWrite()
 	return s.ioError(ctx, "flush", during(ctx, s.c.SetWriteDeadline, s.w.Flush))
 }
 
@@ -156,22 +182,36 @@ func (s *stream) ioError(ctx context.Context, op string, err error) error {
 // Close flushes what is pending and closes the connection. An ordinary
 // server gives no confirmation of receipt beyond TCP's own, so Close
 // returns nil once the data is written.
-func (s *stream) Close() error { return s.CloseContext(context.Background()) }
+func (s *stream) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.linger)
+	defer cancel()
+	return s.CloseContext(ctx)
+}
 
 // CloseContext is Close bounded by ctx.
 func (s *stream) CloseContext(ctx context.Context) error {
 	var err error
 	s.once.Do(func() {
-		ferr := during(ctx, s.c.SetWriteDeadline, s.w.Flush)
+		ferr := s.lockWrite(ctx)
+		if ferr == nil {
+			ferr = during(ctx, s.c.SetWriteDeadline, s.w.Flush)
+			s.unlockWrite()
+		}
+		if ferr != nil {
+			err = s.ioError(ctx, "close", ferr) // before closed, which would mask why
+		}
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
-		err = s.c.Close()
-		if s.close != nil {
-			err = errors.Join(err, s.close(ferr != nil))
-		}
 		if ferr != nil {
-			err = s.ioError(ctx, "close", ferr)
+			s.reset()
+		}
+		cerr := s.c.Close()
+		if s.close != nil {
+			cerr = errors.Join(cerr, s.close(ferr != nil))
+		}
+		if err == nil && cerr != nil {
+			err = s.ioError(ctx, "close", cerr)
 		}
 	})
 	return err
@@ -183,9 +223,7 @@ func (s *stream) Abort(error) {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
-		if tc, ok := s.c.(interface{ SetLinger(int) error }); ok {
-			tc.SetLinger(0) // RST, so the server sees the abort
-		}
+		s.reset()
 		s.c.Close()
 		if s.close != nil {
 			s.close(true)
@@ -193,10 +231,26 @@ func (s *stream) Abort(error) {
 	})
 }
 
+// reset makes the coming close of a TCP connection an RST, so the server
+// sees the abort.
+func (s *stream) reset() {
+	c := any(s.c)
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn()
+	}
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
+		tc.SetLinger(0)
+	}
+}
+
 // AbortMessage abandons the outbound message: with a framing that can
 // mark it (length prefix) the transient goes on, otherwise it is aborted.
 func (s *stream) AbortMessage(ctx context.Context) error {
 	if a, ok := s.w.(framer.MessageAborter); ok {
+		if err := s.lockWrite(ctx); err != nil {
+			return s.ioError(ctx, "abort message", err)
+		}
+		defer s.unlockWrite()
 		return s.ioError(ctx, "abort message", during(ctx, s.c.SetWriteDeadline, a.AbortMessage))
 	}
 	err := post.Errorf(post.ErrReset, "%s: the framing cannot abandon a message, transient aborted", s.name)
