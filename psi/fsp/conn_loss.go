@@ -308,7 +308,11 @@ func (c *Conn) onTimer() {
 			c.backoff++
 			c.rtoAt = now.Add(c.rto())
 		}
-		if c.backoff > maxBackoffs && now.Sub(c.lastProgress) >= minDeadAfter {
+		since := c.lastProgress
+		if since.IsZero() {
+			since = c.lastRecv // no data acknowledged yet: since establishment
+		}
+		if c.backoff > maxBackoffs && now.Sub(since) >= minDeadAfter {
 			c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer not acknowledging"))
 			return
 		}
