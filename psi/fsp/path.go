@@ -201,7 +201,7 @@ func (c *Conn) onDuplicate(d *fcrypto.Direction, pn uint64, from *peerAddr, pkt 
 
 // steer chooses the path data goes to. Called with c.mu held.
 func (c *Conn) steer(now time.Time) {
-	rto := c.rto()
+	rto := max(c.rto(), minProbeInterval) // path probes keep the old floor
 	if p := c.prev; p != nil {
 		switch {
 		case p == c.active:
