@@ -7,12 +7,10 @@ import (
 )
 
 // TestCloseAfterWriteTakesARoundTrip: Close right after a small write, to
-// a peer that reads, takes about a round trip (docs/design.md, Close). On
-// loopback it takes about 64 ms: the peer's kernel delays its ACK (40 ms
-// minimum on Linux) and awaitAcked polls SIOCOUTQ with a backoff doubling
-// to 50 ms, so it looks at 31 ms and then at 63 ms.
+// a peer that reads, takes about a round trip (docs/design.md, Close), not
+// the peer kernel's delayed-ACK timer (40 ms at least on Linux): the
+// reader acknowledges at once when it has read everything (quickAck).
 func TestCloseAfterWriteTakesARoundTrip(t *testing.T) {
-	t.Skip("bug: Close after a write waits for the peer's delayed ACK (~40 ms) rounded up by the SIOCOUTQ poll backoff (~64 ms on loopback); the reader could set TCP_QUICKACK, or Close poll finer")
 	var worst time.Duration
 	for range 5 {
 		c, s := pair(t)
@@ -35,7 +33,8 @@ func TestCloseAfterWriteTakesARoundTrip(t *testing.T) {
 		worst = max(worst, time.Since(start))
 		s.Close()
 	}
-	if worst > 20*time.Millisecond {
+	// Below the 40 ms delayed-ACK floor, with room for a loaded machine.
+	if worst > 30*time.Millisecond {
 		t.Fatalf("Close after a write took up to %v on loopback", worst)
 	}
 }

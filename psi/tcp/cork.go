@@ -3,6 +3,7 @@ package tcp
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // corkSize bounds the TLS records gathered before a write system call.
@@ -19,8 +20,17 @@ var corkPool = sync.Pool{New: func() any {
 // only while corked.
 type corkConn struct {
 	net.Conn
-	mu  sync.Mutex
-	buf *[]byte // non-nil while corked
+	mu      sync.Mutex
+	buf     *[]byte     // non-nil while corked
+	drained atomic.Bool // the last Read emptied the kernel's receive queue
+}
+
+// Read notes whether it emptied the kernel's receive queue: a read shorter
+// than its buffer took all there was.
+func (c *corkConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.drained.Store(n < len(p))
+	return n, err
 }
 
 func (c *corkConn) cork() {

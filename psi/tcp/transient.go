@@ -316,6 +316,12 @@ func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error
 	stop, _ := t.rd.watch(ctx)
 	n, end, err := t.r.ReadMessage(p)
 	stop()
+	if (end || err == io.EOF) && t.tcp != nil && t.cork.drained.Swap(false) {
+		// Everything the peer sent is read: acknowledge it now, not after
+		// the delayed-ACK timer, so a peer closing after its last message
+		// returns within about a round trip.
+		quickAck(t.tcp)
+	}
 	switch {
 	case err == io.EOF:
 		if !t.peerEnded.Swap(true) && !ackReporting {
@@ -628,6 +634,7 @@ func (t *transient) endWrite() {
 // awaitAcked waits until the peer's kernel has acknowledged everything
 // written, polling the send queue.
 func (t *transient) awaitAcked(ctx context.Context) error {
+	start := time.Now()
 	wait := time.Millisecond
 	for {
 		n, reset, ok := sendState(t.tcp)
@@ -644,7 +651,12 @@ func (t *transient) awaitAcked(ctx context.Context) error {
 			return post.Errorf(post.ErrTimeout, "%d bytes not acknowledged by the peer: %v", n, ctx.Err())
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 50*time.Millisecond)
+		// Finely at first, where a reader's quick ACK lands within about
+		// a round trip; then coarsely, for a slow or paused peer.
+		wait = min(2*wait, 8*time.Millisecond)
+		if time.Since(start) > 250*time.Millisecond {
+			wait = 50 * time.Millisecond
+		}
 	}
 }
 
