@@ -59,7 +59,13 @@ func testStats(t *testing.T, stack string) {
 	if err != nil || m.Fork != 1 {
 		t.Fatalf("fork message: %v fork %v", err, m)
 	}
-	cs, ss := c.Stats(), s.Stats()
+	// A message is counted once its write returns, which may be just
+	// after the peer read it.
+	cs := c.Stats()
+	for end := time.Now().Add(2 * time.Second); cs.MessagesSent < 3 && time.Now().Before(end); cs = c.Stats() {
+		time.Sleep(time.Millisecond)
+	}
+	ss := s.Stats()
 	if cs.MessagesSent != 3 || cs.BytesSent != 3000 || cs.Forks != 1 || cs.Stack != stack || cs.Race.Stack != stack || cs.Race.Attempts == 0 {
 		t.Fatalf("client stats %+v", cs)
 	}
