@@ -193,18 +193,18 @@ func FSPObserver(o attack.Options) (*attack.Result, error) {
 			tr := &fsp.Transport{Conn: obs}
 			defer func() { obs.Close(); tr.Close() }()
 			// The listener also queues the legitimate dials: pick the
-			// victim's connection out.
+			// victim's connection out, and close the others.
 			acc := make(chan *fsp.Conn, 1)
 			go func() {
 				for {
-					s, err := l.Accept(ctx)
+					s, err := l.Accept(context.Background())
 					if err != nil {
-						acc <- nil
+						close(acc)
 						return
 					}
 					if ra := s.RemoteAddr().String(); ra == pc.LocalAddr().String() || ra == spy.LocalAddr().String() {
 						acc <- s
-						return
+						continue
 					}
 					go s.Close()
 				}
@@ -214,7 +214,11 @@ func FSPObserver(o attack.Options) (*attack.Result, error) {
 				terr = err
 				return
 			}
-			s := <-acc
+			var s *fsp.Conn
+			select {
+			case s = <-acc:
+			case <-ctx.Done():
+			}
 			if s == nil {
 				terr = fmt.Errorf("accept failed")
 				return

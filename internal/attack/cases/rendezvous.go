@@ -117,9 +117,9 @@ func shortErr(err error) string {
 	return s
 }
 
-// RendezvousSlowBody runs the example rendezvous server binary and opens
+// RendezvousSlowBody runs the example rendezvous server binary and keeps
 // 300 connections from one address that send a request body one byte
-// every 500 ms.
+// every 500 ms, reconnecting when the server hangs up.
 func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
 	bin, err := buildExample("rendezvous")
 	if err != nil {
@@ -148,16 +148,22 @@ func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
 		}
 	}
 	var held, most int
+	var longest time.Duration
 	c := attack.Case{
 		Name: "Rendezvous slow-body clients",
 		Dial: exchangeDial(url),
 		Attack: func(ctx context.Context, b *attack.Bytes) {
-			held, most = attack.SlowBody(ctx, attackerAddr, netip.MustParseAddrPort(addr), "/exchange", 300, 500*time.Millisecond)
+			held, most, longest = attack.SlowBody(ctx, attackerAddr, netip.MustParseAddrPort(addr), "/exchange", 300, 500*time.Millisecond)
 		},
 		Check: func() (string, error) {
-			note := fmt.Sprintf("300 slow clients: %d connected at most, %d still connected at the end", most, held)
+			note := fmt.Sprintf("300 slow clients reconnecting: %d connected at most, %d at the end, the longest for %v",
+				most, held, longest.Round(100*time.Millisecond))
 			if most > 64 {
 				return note, fmt.Errorf("the server held %d connections from one address", most)
+			}
+			// The example's ReadTimeout is 10 s.
+			if longest > 12*time.Second {
+				return note, fmt.Errorf("a slow client stayed connected for %v", longest)
 			}
 			return note, nil
 		},
