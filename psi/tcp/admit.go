@@ -3,13 +3,17 @@ package tcp
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // slots admits server handshakes: at most max at once, perAddr from one
 // address and perPrefix from one /24 (IPv4) or /48 (IPv6). When every slot
-// is taken, a newcomer from a quieter prefix evicts a handshake of the
-// busiest (see victimLocked); so idle sockets never lock a quiet source
-// out.
+// is taken, a newcomer evicts a stalled handshake, one whose client has
+// sent nothing, the longest stalled first; failing that, one from a
+// busier prefix that has made no progress for a while (see victimLocked).
+// So idle sockets, however many their sources, never lock out a client
+// that talks, and a handshake making progress is never evicted for them.
 type slots struct {
 	max, perAddr, perPrefix int
 
@@ -27,7 +31,24 @@ type slot struct {
 	evict func() // aborts the handshake
 	seq   uint64 // admission order
 	done  bool
+	// since is when the handshake last made progress (UnixNano): its
+	// admission, then the last read that returned bytes.
+	since atomic.Int64
+	heard atomic.Bool // the client has sent something
+	// input reports bytes the kernel holds unread; nil means none known.
+	input func() bool
 }
+
+// progress records that the client sent bytes.
+func (sl *slot) progress() {
+	sl.since.Store(time.Now().UnixNano())
+	sl.heard.Store(true)
+}
+
+// protectFor is how long a handshake that has made progress is safe from
+// eviction after it: longer than a round trip of any path a handshake can
+// finish over within its timeout.
+const protectFor = time.Second
 
 func newSlots(max, perAddr, perPrefix int) *slots {
 	return &slots{max: max, perAddr: perAddr, perPrefix: perPrefix,
@@ -46,9 +67,10 @@ func sourcePrefix(addr netip.Addr) netip.Prefix {
 }
 
 // acquire admits a handshake from addr, or returns nil if its source is
-// over quota. evict is called, without the lock held, if a later
-// newcomer takes the slot.
-func (s *slots) acquire(addr netip.Addr, evict func()) *slot {
+// over quota or every slot is held by a handshake it may not evict. evict
+// is called, without the lock held, if a later newcomer takes the slot;
+// input, if not nil, reports whether the client's bytes wait unread.
+func (s *slots) acquire(addr netip.Addr, evict func(), input func() bool) *slot {
 	addr = addr.Unmap()
 	pfx := sourcePrefix(addr)
 	var victim *slot
@@ -58,16 +80,16 @@ func (s *slots) acquire(addr netip.Addr, evict func()) *slot {
 		return nil
 	}
 	if s.total >= s.max {
-		victim = s.victimLocked()
-		if len(s.pfxs[victim.pfx]) <= len(s.pfxs[pfx]) {
-			// No source holds more than the newcomer's: a fair share.
+		victim = s.victimLocked(pfx)
+		if victim == nil {
 			s.mu.Unlock()
 			return nil
 		}
 		s.removeLocked(victim)
 	}
 	s.seq++
-	sl := &slot{addr: addr, pfx: pfx, evict: evict, seq: s.seq}
+	sl := &slot{addr: addr, pfx: pfx, evict: evict, seq: s.seq, input: input}
+	sl.since.Store(time.Now().UnixNano())
 	s.total++
 	s.addrs[addr]++
 	s.pfxs[pfx] = append(s.pfxs[pfx], sl)
@@ -78,22 +100,45 @@ func (s *slots) acquire(addr netip.Addr, evict func()) *slot {
 	return sl
 }
 
-// victimLocked picks the handshake a newcomer may evict: the oldest from
-// the busiest address of the busiest prefix (the one with the oldest
-// handshake among equals). acquire evicts it only if that prefix holds
-// more than the newcomer's, so a client from a quiet prefix is evicted
-// only by one from a prefix quieter still.
-func (s *slots) victimLocked() *slot {
-	var most []*slot
-	for _, l := range s.pfxs {
-		if len(l) > len(most) || len(l) == len(most) && l[0].seq < most[0].seq {
-			most = l
+// victimLocked picks the handshake a newcomer from pfx may evict, or nil.
+// First the longest-stalled handshake whose client has sent nothing (its
+// bytes may not have been read yet: input is asked). Otherwise, among
+// those without progress for protectFor, the longest without from the
+// busiest prefix, provided it holds more than the newcomer's, so a client
+// from a quiet prefix is evicted only by one from a prefix quieter still.
+func (s *slots) victimLocked(pfx netip.Prefix) *slot {
+	for range 4 {
+		var stalled *slot
+		for _, l := range s.pfxs {
+			for _, sl := range l {
+				if !sl.heard.Load() && (stalled == nil || sl.seq < stalled.seq) {
+					stalled = sl
+				}
+			}
 		}
+		if stalled == nil {
+			break
+		}
+		if stalled.input == nil || !stalled.input() {
+			return stalled
+		}
+		stalled.progress() // its bytes wait for its goroutine
 	}
-	victim := most[0]
-	for _, sl := range most[1:] {
-		if s.addrs[sl.addr] > s.addrs[victim.addr] {
-			victim = sl
+	cutoff := time.Now().Add(-protectFor).UnixNano()
+	var victim *slot
+	var most int
+	for p, l := range s.pfxs {
+		if len(l) <= len(s.pfxs[pfx]) || len(l) < most || p == pfx {
+			continue
+		}
+		for _, sl := range l {
+			since := sl.since.Load()
+			if since > cutoff {
+				continue
+			}
+			if victim == nil || len(l) > most || since < victim.since.Load() {
+				victim, most = sl, len(l)
+			}
 		}
 	}
 	return victim

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,19 +23,19 @@ func TestSlotsQuota(t *testing.T) {
 	d1 := netip.MustParseAddr("2001:db8:1:2::1")
 	evicted := map[netip.Addr]bool{}
 	evict := func(a netip.Addr) func() { return func() { evicted[a] = true } }
-	sa1 := s.acquire(a1, evict(a1))
-	if sa1 == nil || s.acquire(a1, evict(a1)) != nil {
+	sa1 := s.acquire(a1, evict(a1), nil)
+	if sa1 == nil || s.acquire(a1, evict(a1), nil) != nil {
 		t.Fatal("per-address quota")
 	}
-	if s.acquire(a2, evict(a2)) == nil || s.acquire(a3, evict(a3)) != nil {
+	if s.acquire(a2, evict(a2), nil) == nil || s.acquire(a3, evict(a3), nil) != nil {
 		t.Fatal("per-prefix quota")
 	}
-	if s.acquire(b1, evict(b1)) == nil || s.acquire(c1, evict(c1)) == nil {
+	if s.acquire(b1, evict(b1), nil) == nil || s.acquire(c1, evict(c1), nil) == nil {
 		t.Fatal("other prefixes refused")
 	}
 	// Full: a newcomer from a fresh prefix evicts the oldest handshake of
 	// the busiest prefix (10.0.0.0/24 holds two).
-	if s.acquire(d1, evict(d1)) == nil || !evicted[a1] || s.inUse() != 4 {
+	if s.acquire(d1, evict(d1), nil) == nil || !evicted[a1] || s.inUse() != 4 {
 		t.Fatalf("eviction: %v, %d in use", evicted, s.inUse())
 	}
 	s.release(sa1) // already evicted: no effect
@@ -41,12 +43,55 @@ func TestSlotsQuota(t *testing.T) {
 		t.Fatalf("double release: %d in use", s.inUse())
 	}
 	// Every prefix holds one now: a newcomer evicts the oldest.
-	if s.acquire(netip.MustParseAddr("10.0.9.1"), evict(a1)) == nil || !evicted[a2] {
+	if s.acquire(netip.MustParseAddr("10.0.9.1"), evict(a1), nil) == nil || !evicted[a2] {
 		t.Fatalf("eviction of the oldest: %v", evicted)
 	}
-	// A prefix holding one cannot evict one holding one.
-	if s.acquire(netip.MustParseAddr("10.0.9.2"), evict(b1)) != nil || evicted[b1] {
+	// Once every client has talked, long enough ago to be evictable, a
+	// prefix holding one cannot evict one holding one.
+	s.mu.Lock()
+	for _, l := range s.pfxs {
+		for _, sl := range l {
+			sl.progress()
+			sl.since.Add(-int64(2 * protectFor))
+		}
+	}
+	s.mu.Unlock()
+	if s.acquire(netip.MustParseAddr("10.0.9.2"), evict(b1), nil) != nil || evicted[b1] {
 		t.Fatal("evicted a fair share")
+	}
+}
+
+// A full table evicts a handshake whose client has sent nothing, the
+// longest stalled first, before any that made progress; one making
+// progress is safe for protectFor; unread bytes count as progress.
+func TestSlotsPreferStalled(t *testing.T) {
+	s := newSlots(3, 3, 3)
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i), 1}) }
+	evicted := map[int]bool{}
+	acquire := func(i int, input func() bool) *slot {
+		return s.acquire(addr(i), func() { evicted[i] = true }, input)
+	}
+	talking := acquire(0, nil) // the oldest, but making progress
+	talking.progress()
+	acquire(1, func() bool { return true }) // its bytes wait unread
+	acquire(2, nil)                         // stalled
+	if acquire(3, nil) == nil || !evicted[2] || evicted[0] || evicted[1] {
+		t.Fatalf("evicted %v, want the stalled one", evicted)
+	}
+	// 3 is stalled now; 0 and 1 have made progress.
+	if acquire(4, nil) == nil || !evicted[3] {
+		t.Fatalf("evicted %v, want the newer stalled one", evicted)
+	}
+	// 4 is stalled; once it talks, nobody may be evicted.
+	s.mu.Lock()
+	for _, l := range s.pfxs {
+		for _, sl := range l {
+			sl.progress()
+		}
+	}
+	s.mu.Unlock()
+	if acquire(5, nil) != nil || evicted[0] || evicted[1] || evicted[4] {
+		t.Fatalf("evicted %v while every handshake makes progress", evicted)
 	}
 }
 
@@ -169,5 +214,93 @@ func TestAcceptQueueFull(t *testing.T) {
 		if time.Since(start) > time.Second {
 			t.Fatalf("%d handshake slots held", l.slots.inUse())
 		}
+	}
+}
+
+// reconnecting holds idle connections to addr from each of from, per
+// address at once, opening a new one as soon as the server drops one,
+// until the test ends. It returns how many it opened.
+func reconnecting(t *testing.T, addr netip.AddrPort, from []netip.Addr, per int) *atomic.Int64 {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	var opened atomic.Int64
+	for _, src := range from {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		for range per {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var buf [512]byte
+				for ctx.Err() == nil {
+					c, err := d.DialContext(ctx, "tcp", addr.String())
+					if err != nil {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					opened.Add(1)
+					stop := context.AfterFunc(ctx, func() { c.Close() })
+					for {
+						if _, err := c.Read(buf[:]); err != nil {
+							break
+						}
+					}
+					stop()
+					c.Close()
+				}
+			}()
+		}
+	}
+	return &opened
+}
+
+// Idle sockets from 200 /24 prefixes of 3 hosts each, reconnecting at
+// once when dropped, so sources far outnumber the handshake slots: at
+// least 99% of legitimate dials, ten a second, still succeed, because a
+// newcomer evicts a stalled handshake, never one making progress.
+func TestSlowlorisManyPrefixes(t *testing.T) {
+	l := testListener(t, Stack{})
+	go func() {
+		for {
+			tr, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			tr.Close()
+		}
+	}()
+	var from []netip.Addr
+	for p := range 200 {
+		for h := range 3 {
+			from = append(from, netip.AddrFrom4([4]byte{127, 20 + byte(p/100), byte(p % 100), byte(1 + h)}))
+		}
+	}
+	opened := reconnecting(t, l.Addr(), from, 2)
+	time.Sleep(500 * time.Millisecond) // let the attack fill the table
+	n := 30
+	if !testing.Short() {
+		n = 100
+	}
+	cfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}, HandshakeTimeout: 2 * time.Second}
+	ok := 0
+	var worst time.Duration
+	for range n {
+		start := time.Now()
+		tr, err := Stack{}.Dial(context.Background(), l.Addr(), cfg)
+		if err == nil {
+			ok++
+			worst = max(worst, time.Since(start))
+			tr.Close()
+		} else {
+			t.Logf("dial: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%d/%d dials succeeded (slowest %v) against %d attack connections", ok, n, worst, opened.Load())
+	if ok*100 < 99*n {
+		t.Fatalf("%d of %d legitimate dials succeeded", ok, n)
+	}
+	if in := l.slots.inUse(); in > l.stack.maxHandshakes() {
+		t.Fatalf("%d handshakes in progress", in)
 	}
 }

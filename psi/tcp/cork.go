@@ -21,8 +21,9 @@ var corkPool = sync.Pool{New: func() any {
 type corkConn struct {
 	net.Conn
 	mu      sync.Mutex
-	buf     *[]byte     // non-nil while corked
-	drained atomic.Bool // the last Read emptied the kernel's receive queue
+	buf     *[]byte              // non-nil while corked
+	drained atomic.Bool          // the last Read emptied the kernel's receive queue
+	hs      atomic.Pointer[slot] // the server handshake, while it runs
 }
 
 // Read notes whether it emptied the kernel's receive queue: a read shorter
@@ -30,6 +31,9 @@ type corkConn struct {
 func (c *corkConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.drained.Store(n < len(p))
+	if sl := c.hs.Load(); sl != nil && n > 0 {
+		sl.progress()
+	}
 	return n, err
 }
 

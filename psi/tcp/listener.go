@@ -120,7 +120,7 @@ func (l *listener) serve() {
 			continue
 		}
 		backoff = 0
-		sl := l.slots.acquire(addrPort(c.RemoteAddr()).Addr(), func() { c.Close() })
+		sl := l.slots.acquire(addrPort(c.RemoteAddr()).Addr(), func() { c.Close() }, func() bool { return unread(c) })
 		if sl == nil {
 			// Over its source's quota: reset at once, keep nothing.
 			c.SetLinger(0)
@@ -151,6 +151,8 @@ func (l *listener) handshake(c *net.TCPConn, sl *slot) {
 	defer cancel()
 
 	cc := &corkConn{Conn: c}
+	cc.hs.Store(sl)
+	defer cc.hs.Store(nil)
 	tc := tls.Server(cc, l.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		// A refused client certificate wraps post.ErrAuthentication.

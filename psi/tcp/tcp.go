@@ -65,8 +65,11 @@ type Stack struct {
 	// fail so at once. A fork is never dropped once Fork returned it.
 	MaxUnacceptedForks int
 	// MaxHandshakes bounds concurrent server handshakes; zero means 128.
-	// When all are taken, a newcomer evicts the oldest handshake of the
-	// /24 or /48 prefix holding the most.
+	// When all are taken, a newcomer evicts the handshake stalled longest
+	// whose client has sent nothing; failing that, one silent for a
+	// second from the /24 or /48 prefix holding the most, if that holds
+	// more than the newcomer's. A handshake making progress is not
+	// evicted.
 	MaxHandshakes int
 	// MaxHandshakesPerSource bounds concurrent server handshakes from one
 	// address; four times as many are allowed from one /24 (IPv4) or /48
