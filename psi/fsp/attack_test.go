@@ -90,8 +90,7 @@ func cpuPer(start time.Duration, packets int64) string {
 // client dials from the same /24 and from another.
 func TestAttackConnectRequestFlood(t *testing.T) {
 	t.Run("same /24", func(t *testing.T) {
-		connectRequestFlood(t, netip.MustParseAddr("127.0.0.1"),
-			"a client in the flooder's /24 shares the prefix's pending quota: in a 10 s flood most of its dials time out")
+		connectRequestFlood(t, netip.MustParseAddr("127.0.0.1"), "")
 	})
 	t.Run("other /24", func(t *testing.T) { connectRequestFlood(t, netip.MustParseAddr("127.1.0.1"), "") })
 }

@@ -102,7 +102,8 @@ type Config struct {
 	// retransmit, and nobody is refused.
 	MaxPending, MaxPendingPerAddress, MaxPendingPerPrefix int
 	// MaxHandshakeRate bounds the key exchanges a listener runs a second
-	// for one such prefix; zero means 100. Past it the prefix's
+	// for one such prefix, and a quarter of it for one address; zero
+	// means 100. Past either, the prefix's
 	// CONNECT_REQUESTs are dropped, and their clients retransmit.
 	MaxHandshakeRate int
 

@@ -170,9 +170,10 @@ func (pt *pendingTable) remove(c *Conn) {
 }
 
 // handshakeLimiter shares the listener's costly work, a key exchange and a
-// signature per CONNECT_REQUEST, between prefixes: each prefix (as in
-// pendingTable) has a token bucket of rate tokens a second, holding at
-// most rate. Buckets sit in a fixed array indexed by a keyed hash of the
+// signature per CONNECT_REQUEST, between prefixes and between the
+// addresses of a prefix: each prefix (as in pendingTable) has a token
+// bucket of rate tokens a second, holding at most rate, and each address
+// one of a quarter of that. Buckets sit in a fixed array indexed by a keyed hash of the
 // prefix, so memory is bounded whatever the sources. Read loop only.
 type handshakeLimiter struct {
 	seed    maphash.Seed
@@ -182,6 +183,17 @@ type handshakeLimiter struct {
 type rateBucket struct {
 	tokens float64
 	last   int64 // UnixNano of the last refill
+}
+
+// allowFrom takes a token for a handshake from a: first from a's own
+// bucket, refilled at a quarter of rate, then from its prefix's. One
+// address flooding thus takes at most a quarter of its prefix's share,
+// and its neighbours keep the rest.
+func (h *handshakeLimiter) allowFrom(a netip.Addr, now time.Time, rate int) bool {
+	if !h.allow(netip.PrefixFrom(a, a.BitLen()), now, max(rate/4, 1)) {
+		return false
+	}
+	return h.allow(pendingPrefix(a), now, rate)
 }
 
 // allow takes a token from the bucket of prefix p.
