@@ -134,11 +134,15 @@ func (l *listener) serve() {
 
 // handshakeTimeout bounds an incoming connection's TLS handshake and hello.
 func (l *listener) handshakeTimeout() time.Duration {
-	d := l.stack.ServerHandshakeTimeout
+	return l.stack.serverHandshakeTimeout(&l.cfg)
+}
+
+func (s *Stack) serverHandshakeTimeout(cfg *psi.Config) time.Duration {
+	d := s.ServerHandshakeTimeout
 	if d <= 0 {
 		d = 3 * time.Second
 	}
-	return min(d, l.cfg.Handshake())
+	return min(d, cfg.Handshake())
 }
 
 // handshake runs the server side of the TLS handshake and hello on c and
@@ -242,7 +246,15 @@ func (l *listener) hello(ctx context.Context, cc *corkConn, tc *tls.Conn, sl *sl
 		status = statusUnknown
 		if parent != nil {
 			l.slots.release(sl)
-			status = parent.reserveFork(ctx, ch.assoc, t.peerPin)
+			// Wait for room with a quarter of the time left to spare
+			// for the reply that says there is none.
+			wctx := ctx
+			if d, ok := ctx.Deadline(); ok {
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithDeadline(ctx, d.Add(-time.Until(d)/4))
+				defer cancel()
+			}
+			status = parent.reserveFork(wctx, ch.assoc, t.peerPin)
 		}
 	}
 	if status == statusOK {

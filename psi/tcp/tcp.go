@@ -69,7 +69,9 @@ type Stack struct {
 	// whose client has sent nothing; failing that, one silent for a
 	// second from the /24 or /48 prefix holding the most, if that holds
 	// more than the newcomer's. A handshake making progress is not
-	// evicted.
+	// evicted. On Linux the listener also sets TCP_DEFER_ACCEPT, so a
+	// socket that sends nothing within the handshake timeout never takes
+	// a slot.
 	MaxHandshakes int
 	// MaxHandshakesPerSource bounds concurrent server handshakes from one
 	// address; four times as many are allowed from one /24 (IPv4) or /48
@@ -209,6 +211,7 @@ func (s Stack) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config
 	}
 	var lc net.ListenConfig
 	lc.KeepAliveConfig, lc.KeepAlive = s.keepAlive(cfg)
+	lc.Control = deferAccept(s.serverHandshakeTimeout(cfg))
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, wrap("listen", addr, err)

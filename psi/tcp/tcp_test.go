@@ -934,3 +934,49 @@ func TestIPv6(t *testing.T) {
 		t.Fatalf("path %v", c.Path())
 	}
 }
+
+// Past MaxUnacceptedForks a Fork waits for AcceptFork to make room, and
+// fails loudly with post.ErrBackpressure if none comes within the
+// server's handshake timeout; a fork Fork returned is never dropped.
+func TestForkHeldBack(t *testing.T) {
+	s := tcp.Stack{MaxUnacceptedForks: 2, ServerHandshakeTimeout: 500 * time.Millisecond}
+	c, sv := connect(t, s, listen(t, s, serverConfig()), clientConfig())
+	ctx := context.Background()
+	for i := range 2 {
+		f, err := c.Fork(ctx, psi.Wine)
+		if err != nil {
+			t.Fatalf("fork %d: %v", i, err)
+		}
+		defer f.Close()
+	}
+	// The queue is full: the next Fork waits, then fails loudly.
+	if _, err := c.Fork(ctx, psi.Wine); !errors.Is(err, post.ErrBackpressure) {
+		t.Fatalf("fork past the bound: %v", err)
+	}
+	// A waiting Fork completes once AcceptFork makes room.
+	done := make(chan error, 1)
+	go func() {
+		f, err := c.Fork(ctx, psi.Wine)
+		if err == nil {
+			t.Cleanup(func() { f.Close() })
+			err = f.WriteMessage(ctx, []byte("third"), true, nil)
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let it wait; not a timing assertion
+	var accepted []psi.Transient
+	for range 3 {
+		f, err := sv.AcceptFork(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		accepted = append(accepted, f)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("held-back fork: %v", err)
+	}
+	if m, err := recv(accepted[2], 64); err != nil || string(m) != "third" {
+		t.Fatalf("held-back fork's message: %q %v", m, err)
+	}
+}
