@@ -225,10 +225,10 @@ func TestClientAuthTooLarge(t *testing.T) {
 	srv, cli := testcert.Must(), testcert.Must()
 	l := listen(t, &Config{Security: psi.Security{Certificates: []tls.Certificate{srv.Leaf}, ClientAuth: true, RootCAs: cli.Pool}})
 	big := cli.Leaf
-	big.Certificate = [][]byte{cli.Leaf.Certificate[0], make([]byte, maxHandshakeSize)}
+	big.Certificate = [][]byte{cli.Leaf.Certificate[0], make([]byte, maxFlightSize)}
 	_, err := Dial(testContext(t), addrOf(l), &Config{Security: psi.Security{
 		RootCAs: srv.Pool, ServerName: "localhost", Certificates: []tls.Certificate{big}}})
-	if !errors.Is(err, post.ErrNotSupported) || !strings.Contains(err.Error(), "handshake packet") {
+	if !errors.Is(err, post.ErrNotSupported) || !strings.Contains(err.Error(), "handshake flight") {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -16,9 +16,15 @@ const (
 	MaxDatagramSize = 1452
 	// MaxPayload is the most message bytes one data packet carries.
 	MaxPayload = MaxDatagramSize - wire.HeaderLen - crypto.TagLen
-	// maxHandshakeSize bounds handshake datagrams, which carry the
-	// certificate chain.
+	// BaseDatagramSize is the largest handshake datagram: a UDP payload
+	// that fits the 1,280-byte IPv6 minimum MTU (1280 - 40 - 8).
+	BaseDatagramSize = 1232
+	// maxHandshakeSize bounds the datagrams FSP reads before a
+	// connection is set up (RESTORE with its ticket).
 	maxHandshakeSize = 4096
+	// maxFlightSize bounds a handshake flight (a certificate chain and
+	// signature), sent in fragments of at most BaseDatagramSize.
+	maxFlightSize = 16384
 )
 
 // Config configures Dial and Listen. The zero value is usable.

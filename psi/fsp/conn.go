@@ -91,6 +91,11 @@ type Conn struct {
 	peerNonce  []byte
 	kp         *fcrypto.KeyPair
 	hsPacket   []byte
+	hsFlight   [][]byte   // responder: the ACK_CONNECT_REQ fragments
+	hsNext     int        // responder: the next fragment to send
+	hsCredit   int        // responder: bytes it may send, 3x those received
+	hsFrags    reassembly // initiator: ACK_CONNECT_REQ; responder: CLIENT_AUTH
+	hsFragsIn  int        // initiator: fragments since CONNECT_REQUEST left
 	hsTries    int
 	hsSentAt   time.Time // the last handshake packet left then
 	hsDeadline time.Time

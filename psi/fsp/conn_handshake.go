@@ -123,13 +123,30 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 			EphemeralKey: c.kp.Public[:],
 		}
 		c.resume = nil // the listener did not take our ticket: full handshake
-		payload := append(append(make([]byte, 0, fcrypto.CookieLen+fcrypto.NonceLen), body...), c.nonce[:]...)
+		// Padded to BaseDatagramSize: the listener answers with up to
+		// three times what it received (flight.go).
+		pad := BaseDatagramSize - len(wire.AppendHeader(nil, &p)) - fcrypto.TagLen
+		payload := make([]byte, max(pad, fcrypto.CookieLen+fcrypto.NonceLen))
+		copy(payload[copy(payload, body):], c.nonce[:])
 		c.hsPacket = handshakePacket(nil, c.hsKey, &p, payload)
 		c.state = stateRequesting
 		c.hsTries = 0
 		c.sendHandshake(now)
 	case pkt.Opcode == wire.AckConnectReq && c.state == stateRequesting:
-		if err := c.finishDial(pkt, body, now); err != nil {
+		flight, err := c.hsFrags.add(body)
+		if err != nil {
+			return // not ours, or damaged: the signature would fail anyway
+		}
+		if flight == nil {
+			// The listener sends three fragments for each request;
+			// ask for more once they arrived.
+			if c.hsFragsIn++; c.hsFragsIn >= 3 {
+				c.hsFragsIn = 0
+				c.t.write(c.hsPacket, &c.remote)
+			}
+			return
+		}
+		if err := c.finishDial(pkt, flight, now); err != nil {
 			c.failLocked(err)
 			return
 		}
@@ -212,15 +229,19 @@ func (c *Conn) sendAuthReset() {
 // packet. Called with c.mu held.
 func (c *Conn) sendClientAuth() {
 	p := c.header(wire.ClientAuth, wire.FlagAckRequest, c.snd.Next())
-	hdr := wire.AppendHeader(make([]byte, 0, overhead+len(c.authMsg)), &p)
-	pn := c.pn
-	c.pn++
-	c.stats.PacketsSent++
-	if c.qlog != nil {
-		c.qlog.sent(pn, &p, len(c.authMsg))
-	}
-	if out, err := c.tx.Seal(hdr, pn, hdr, c.authMsg); err == nil {
-		c.t.write(out, &c.remote)
+	room := BaseDatagramSize - len(wire.AppendHeader(nil, &p)) - fcrypto.TagLen
+	for _, frag := range splitFlight(c.authMsg, room) {
+		p.PN = uint32(c.pn)
+		hdr := wire.AppendHeader(make([]byte, 0, BaseDatagramSize), &p)
+		pn := c.pn
+		c.pn++
+		c.stats.PacketsSent++
+		if c.qlog != nil {
+			c.qlog.sent(pn, &p, len(frag))
+		}
+		if out, err := c.tx.Seal(hdr, pn, hdr, frag); err == nil {
+			c.t.write(out, &c.remote)
+		}
 	}
 	c.ackNow, c.ackReq = false, false
 	c.ackPending = 0
@@ -266,7 +287,15 @@ func (c *Conn) affirm(pkt *wire.Packet, pt []byte) bool {
 	if pkt.Opcode != wire.ClientAuth {
 		return false // nothing else before the client proved itself
 	}
-	cred, rest, err := wire.ParseCredential(pt)
+	msg, err := c.hsFrags.add(pt)
+	if err == nil && msg == nil {
+		return false // more fragments to come
+	}
+	var cred wire.Credential
+	var rest []byte
+	if err == nil {
+		cred, rest, err = wire.ParseCredential(msg)
+	}
 	var certs []*x509.Certificate
 	switch {
 	case err != nil || len(rest) != 0:
@@ -287,7 +316,7 @@ func (c *Conn) affirm(pkt *wire.Packet, pt []byte) bool {
 
 // respond runs the responder's side on a CONNECT_REQUEST whose cookie
 // checked out.
-func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
+func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet, reqLen int) error {
 	l := c.listener
 	kp, err := fcrypto.NewKeyPair()
 	if err != nil {
@@ -342,19 +371,51 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet) error {
 	} else if l.pskLeaf != nil {
 		c.peerCerts = []*x509.Certificate{l.pskLeaf}
 	}
-	c.hsPacket = handshakePacket(make([]byte, 0, wire.HeaderLen+64+fcrypto.TagLen+len(body)), key, &p, body)
+	room := BaseDatagramSize - len(wire.AppendHeader(nil, &p)) - fcrypto.TagLen
+	for _, frag := range splitFlight(body, room) {
+		c.hsFlight = append(c.hsFlight, handshakePacket(make([]byte, 0, BaseDatagramSize), key, &p, frag))
+	}
 	c.state = stateAffirming
-	c.t.write(c.hsPacket, &c.remote)
+	c.hsCredit = 3 * reqLen
+	c.sendFlight()
 	c.hsSentAt = time.Now()
 	c.armTimer()
 	return nil
 }
 
-// resendAffirm answers a repeated CONNECT_REQUEST.
-func (c *Conn) resendAffirm(nonce []byte) {
+// sendFlight sends the next ACK_CONNECT_REQ fragments as far as the
+// anti-amplification credit goes. Called with c.mu held.
+func (c *Conn) sendFlight() {
+	for c.hsNext < len(c.hsFlight) && c.hsCredit >= len(c.hsFlight[c.hsNext]) {
+		c.hsCredit -= len(c.hsFlight[c.hsNext])
+		c.t.write(c.hsFlight[c.hsNext], &c.remote)
+		c.hsNext++
+	}
+}
+
+// resendAffirm answers a repeated CONNECT_REQUEST (or RESTORE) of reqLen
+// bytes: with the fragments not sent yet, or the whole answer again.
+func (c *Conn) resendAffirm(nonce []byte, reqLen int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
+	if c.hsFlight != nil {
+		if c.state != stateAffirming || string(nonce) != string(c.peerNonce) {
+			return
+		}
+		c.hsCredit = min(c.hsCredit+3*reqLen, 3*BaseDatagramSize)
+		if c.hsNext < len(c.hsFlight) {
+			c.sendFlight() // the client asks for the rest
+			return
+		}
+		if !now.Before(c.reaffirmAt) {
+			c.reaffirmAt = now.Add(hsInitialRTO / 2)
+			c.hsNext = 0
+			c.sendFlight()
+			c.hsTries++
+		}
+		return
+	}
 	// At most one answer per half initial RTO: a CONNECT_REQUEST replayed
 	// from the client's address must not make the large answer a flood.
 	if c.state == stateAffirming && string(nonce) == string(c.peerNonce) && !now.Before(c.reaffirmAt) {

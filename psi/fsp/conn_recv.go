@@ -123,7 +123,7 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	if c.state == stateAffirming {
 		c.establish(now)
 		c.handshakeRTT(now)
-		c.hsPacket = nil
+		c.hsPacket, c.hsFlight = nil, nil
 		*deliver = c.listener
 		close(c.established)
 		c.issueTicket(now)

@@ -60,10 +60,23 @@
 // nothing else from the initiator before it; it checks the chain with
 // VerifyPeer(chain, true) and the signature, and only then hands the
 // connection to Accept (without client authentication: on the first
-// packet protected with the new keys). Both credentials must fit a 4 KiB
-// handshake packet (at most 8 certificates); a larger client chain fails
-// Dial with post.ErrNotSupported, and a larger listener chain Listen (and
-// Stack.CheckSecurity, so a race's listener leaves FSP out). Conn.PeerCertificates returns the
+// packet protected with the new keys). Both credentials must fit 16 KiB
+// (at most 8 certificates); a larger client chain fails Dial with
+// post.ErrNotSupported, and a larger listener chain Listen (and
+// Stack.CheckSecurity, so a race's listener leaves FSP out).
+//
+// Handshake flights never rely on IP fragmentation: every handshake
+// datagram fits BaseDatagramSize (1,232 octets, the UDP payload of a
+// 1,280-byte IPv6 path). ACK_CONNECT_REQ and CLIENT_AUTH carry their
+// flight in fragments (offset, total length, chunk), each a complete
+// packet with its own tag or AEAD, reassembled in at most 16 KiB; a
+// fragment that overlaps another or disagrees on the length is dropped.
+// The initiator pads CONNECT_REQUEST to BaseDatagramSize, and the
+// listener sends at most three times the CONNECT_REQUEST bytes it
+// received (as QUIC before address validation, though the cookie already
+// proved the address); the initiator repeats CONNECT_REQUEST for each
+// three fragments received while some are missing, so a long listener
+// chain costs one more round trip per 3.6 KB. Conn.PeerCertificates returns the
 // peer's verified chain on both ends; clones and InstallKey keep it.
 //
 // Refusals are fast and fail with post.ErrAuthentication: a listener
@@ -334,7 +347,8 @@
 //   - The handshake authenticates with certificates or a PSK rather than
 //     the reference's CHAKA exchange, which can run above InstallKey.
 //   - The handshake packets with a certificate chain (ACK_CONNECT_REQ,
-//     CLIENT_AUTH) must fit 4 KiB; they are not fragmented by FSP.
+//     CLIENT_AUTH) are fragmented by FSP into datagrams of at most
+//     BaseDatagramSize.
 //   - ADJOURN, ACK_FLUSH and PERSIST-with-SNACK are not implemented;
 //     acknowledgements travel in KEEP_ALIVE packets. RESTORE resumes a
 //     session from a ticket the listener sealed (NEW_TICKET is ours),

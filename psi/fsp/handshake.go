@@ -209,9 +209,9 @@ func clientCredential(cfg *Config, digest []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: fsp: %v", post.ErrAuthentication, err)
 	}
 	cred := wire.Credential{Chain: id.Certificate, Sig: sig}
-	if n := wire.HeaderLen + cred.Len() + fcrypto.TagLen; n > maxHandshakeSize {
+	if n := cred.Len(); n > maxFlightSize {
 		return nil, post.Errorf(post.ErrNotSupported,
-			"fsp: client certificate chain and signature take %d bytes; a handshake packet carries at most %d", n, maxHandshakeSize)
+			"fsp: client certificate chain and signature take %d bytes; a handshake flight carries at most %d", n, maxFlightSize)
 	}
 	return wire.AppendCredential(nil, &cred)
 }

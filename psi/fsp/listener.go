@@ -171,10 +171,11 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		var arr [wire.HeaderLen + fcrypto.CookieLen + fcrypto.TagLen]byte
 		t.write(handshakePacket(arr[:0], key, &reply, cookie[:]), from)
 	case wire.ConnectRequest:
-		if len(body) != fcrypto.CookieLen+fcrypto.NonceLen || !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen {
+		if len(body) < fcrypto.CookieLen+fcrypto.NonceLen || !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen {
 			return
 		}
-		cookie, nonce := body[:fcrypto.CookieLen], body[fcrypto.CookieLen:]
+		// The rest is padding.
+		cookie, nonce := body[:fcrypto.CookieLen], body[fcrypto.CookieLen:fcrypto.CookieLen+fcrypto.NonceLen]
 		if !t.jar.Verify(now, cookie, from.ap, pkt.Src, nonce) {
 			return
 		}
@@ -184,7 +185,7 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		confirmed := c == nil && t.responders[pk] != nil
 		t.mu.Unlock()
 		if c != nil {
-			c.resendAffirm(nonce)
+			c.resendAffirm(nonce, len(b))
 			return
 		}
 		if confirmed {
@@ -224,7 +225,7 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 			t.refuseHandshake(from, pkt, len(b))
 			return
 		}
-		if err := c.respond(key, nonce, pkt); err != nil {
+		if err := c.respond(key, nonce, pkt, len(b)); err != nil {
 			t.log.Debug("fsp: handshake failed", "peer", from, "err", err)
 			c.teardown(err, true)
 		}

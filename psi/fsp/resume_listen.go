@@ -26,7 +26,7 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 	confirmed := c == nil && t.responders[pk] != nil
 	t.mu.Unlock()
 	if c != nil {
-		c.resendAffirm(req.nonce) // the client repeats its RESTORE
+		c.resendAffirm(req.nonce, len(b)) // the client repeats its RESTORE
 		return
 	}
 	if confirmed {

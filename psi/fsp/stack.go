@@ -35,7 +35,7 @@ func (*Stack) Features() psi.Features { return TransientFeatures }
 
 // maxListenerChain bounds the encoded chain a listener sends in
 // ACK_CONNECT_REQ, leaving room for the rest of the packet.
-const maxListenerChain = maxHandshakeSize - 512
+const maxListenerChain = maxFlightSize - 512
 
 // chainLen is the encoded size of a certificate chain.
 func chainLen(id *tls.Certificate) int {
@@ -62,7 +62,7 @@ func (*Stack) CheckSecurity(s *psi.Security, server bool) error {
 		return post.Errorf(post.ErrNotSupported, "fsp: a chain of %d certificates; at most %d fit", len(id.Certificate), wire.MaxChain)
 	}
 	if n := chainLen(id); n > maxListenerChain {
-		return post.Errorf(post.ErrNotSupported, "fsp: the certificate chain takes %d bytes; an FSP handshake packet carries at most %d", n, maxListenerChain)
+		return post.Errorf(post.ErrNotSupported, "fsp: the certificate chain takes %d bytes; an FSP handshake flight carries at most %d", n, maxListenerChain)
 	}
 	return nil
 }

@@ -440,8 +440,8 @@ func (t *Transport) refuseHandshake(to *peerAddr, pkt *wire.Packet, reqLen int) 
 	switch {
 	case pkt.Opcode == wire.InitConnect && len(body) == fcrypto.NonceLen:
 		nonce = body
-	case pkt.Opcode == wire.ConnectRequest && len(body) == fcrypto.CookieLen+fcrypto.NonceLen:
-		nonce = body[fcrypto.CookieLen:]
+	case pkt.Opcode == wire.ConnectRequest && len(body) >= fcrypto.CookieLen+fcrypto.NonceLen:
+		nonce = body[fcrypto.CookieLen : fcrypto.CookieLen+fcrypto.NonceLen]
 	case pkt.Opcode == wire.Restore && len(body) > fcrypto.NonceLen:
 		nonce = body[:fcrypto.NonceLen]
 	default:
