@@ -371,11 +371,10 @@ func (c *Conn) popRead() {
 	c.readQ[c.readHead] = rxData{}
 	c.readHead++
 	if c.readHead == len(c.readQ) {
+		// Keep the capacity: regrowing it every burst was most of the
+		// bulk path's allocation. Close frees it.
 		c.readHead = 0
 		c.readQ = c.readQ[:0]
-		if cap(c.readQ) > 256 {
-			c.readQ = nil // do not pin a burst's worth of memory while idle
-		}
 	}
 }
 

@@ -36,12 +36,16 @@ type Entry[T any] struct {
 
 // Sender tracks the send sequence space. It is not safe for concurrent use.
 type Sender[T any] struct {
-	base     uint64      // lowest sequence number not yet acknowledged
-	entries  []*Entry[T] // entries[i] has Seq base+i
-	unsent   int         // index of the first never-sent entry
-	lost     []uint64    // sequence numbers to retransmit, ascending
+	base     uint64          // lowest sequence number not yet acknowledged
+	entries  ring[*Entry[T]] // entry i has Seq base+i
+	unsent   int             // index of the first never-sent entry
+	lost     []uint64        // sequence numbers to retransmit, ascending, from lostHead
+	lostHead int
 	inFlight int
-	order    uint64 // transmission counter
+	// sacked holds the selectively acknowledged sequence numbers above
+	// base: exactly the acknowledged entries still in the window.
+	sacked rangeSet
+	order  uint64 // transmission counter
 
 	largestAcked      uint64
 	largestAckedOrder uint64
@@ -57,10 +61,15 @@ func NewSender[T any](first uint64) *Sender[T] { return &Sender[T]{base: first} 
 func (s *Sender[T]) Base() uint64 { return s.base }
 
 // Next is the sequence number the next Push gets.
-func (s *Sender[T]) Next() uint64 { return s.base + uint64(len(s.entries)) }
+func (s *Sender[T]) Next() uint64 { return s.base + uint64(s.entries.Len()) }
 
 // Len is the number of unacknowledged entries, sent or not.
-func (s *Sender[T]) Len() int { return len(s.entries) }
+func (s *Sender[T]) Len() int { return s.entries.Len() }
+
+func (s *Sender[T]) at(i int) *Entry[T] { return s.entries.At(i) }
+
+// pending is the retransmission queue.
+func (s *Sender[T]) pending() []uint64 { return s.lost[s.lostHead:] }
 
 // BytesInFlight is the bytes sent and neither acknowledged nor lost.
 func (s *Sender[T]) BytesInFlight() int { return s.inFlight }
@@ -75,29 +84,29 @@ func (s *Sender[T]) Push(v T, bytes int) uint64 {
 		e = new(Entry[T])
 	}
 	e.Seq, e.Value, e.Bytes = s.Next(), v, bytes
-	s.entries = append(s.entries, e)
+	s.entries.PushBack(e)
 	return e.Seq
 }
 
 // Get returns the entry for seq, or nil.
 func (s *Sender[T]) Get(seq uint64) *Entry[T] {
-	if seq < s.base || seq-s.base >= uint64(len(s.entries)) {
+	if seq < s.base || seq-s.base >= uint64(s.entries.Len()) {
 		return nil
 	}
-	return s.entries[seq-s.base]
+	return s.at(int(seq - s.base))
 }
 
 // HasPending reports whether a retransmission or a new entry awaits
 // sending.
-func (s *Sender[T]) HasPending() bool { return len(s.lost) > 0 || s.unsent < len(s.entries) }
+func (s *Sender[T]) HasPending() bool { return len(s.pending()) > 0 || s.unsent < s.entries.Len() }
 
 // HasRetransmission reports whether a lost entry awaits retransmission.
-func (s *Sender[T]) HasRetransmission() bool { return len(s.lost) > 0 }
+func (s *Sender[T]) HasRetransmission() bool { return len(s.pending()) > 0 }
 
 // PeekNew returns the next never-sent entry, or nil.
 func (s *Sender[T]) PeekNew() *Entry[T] {
-	if s.unsent < len(s.entries) {
-		return s.entries[s.unsent]
+	if s.unsent < s.entries.Len() {
+		return s.at(s.unsent)
 	}
 	return nil
 }
@@ -106,9 +115,12 @@ func (s *Sender[T]) PeekNew() *Entry[T] {
 // limit excludes new entries with Seq >= limit (flow control); lost ones
 // are always allowed since the peer has already had room for them.
 func (s *Sender[T]) NextToSend(limit uint64) *Entry[T] {
-	for len(s.lost) > 0 {
-		seq := s.lost[0]
-		s.lost = s.lost[1:]
+	for len(s.pending()) > 0 {
+		seq := s.lost[s.lostHead]
+		s.lostHead++
+		if s.lostHead == len(s.lost) {
+			s.lost, s.lostHead = s.lost[:0], 0
+		}
 		if e := s.Get(seq); e != nil && e.Lost && !e.Acked && !e.Abandoned {
 			return e
 		}
@@ -123,7 +135,7 @@ func (s *Sender[T]) NextToSend(limit uint64) *Entry[T] {
 func (s *Sender[T]) OnSent(e *Entry[T], now time.Time) {
 	if e.Sent {
 		e.Retrans = true
-	} else if s.unsent < len(s.entries) && s.entries[s.unsent] == e {
+	} else if s.unsent < s.entries.Len() && s.at(s.unsent) == e {
 		s.unsent++
 	}
 	e.Sent, e.Lost, e.SentAt = true, false, now
@@ -190,35 +202,46 @@ func (s *Sender[T]) OnAck(now time.Time, expected uint64, gaps []Gap, latest uin
 		}
 		res.Acked = append(res.Acked, e)
 	}
-	// Selective part: ranges received beyond the first gap.
-	seq := expected
+	// Selective part: ranges received beyond the first gap. Only the
+	// parts not acknowledged before are visited, so a gap list repeated
+	// while a hole stays open costs O(ranges), not O(window). Entries
+	// from base to base+unsent are all sent or abandoned: ack marks them.
+	seq, top := expected, s.base+uint64(s.unsent)
 	for _, g := range gaps {
-		seq += g.Gap
-		for i := uint64(0); i < g.Data && seq < s.Next(); i++ {
-			if e := s.Get(seq); e != nil {
-				ack(e)
-			}
-			seq++
+		if g.Gap >= top-min(seq, top) {
+			break
 		}
+		seq += g.Gap
+		hi := top
+		if g.Data < top-seq {
+			hi = seq + g.Data
+		}
+		if lo := max(seq, s.base); lo < hi {
+			s.sacked.Add(lo, hi, func(lo, hi uint64) {
+				for q := lo; q < hi; q++ {
+					ack(s.at(int(q - s.base)))
+				}
+			})
+		}
+		seq = hi
 	}
 	// Cumulative part.
-	for s.base < expected && len(s.entries) > 0 {
-		e := s.entries[0]
+	for s.base < expected && s.entries.Len() > 0 {
+		e := s.at(0)
 		ack(e)
 		if !e.Acked { // never sent: cannot be acknowledged
 			break
 		}
 		s.retired = append(s.retired, e)
-		s.entries[0] = nil
-		s.entries = s.entries[1:]
+		s.entries.PopFront()
 		s.base++
 		if s.unsent > 0 {
 			s.unsent--
 		}
 		res.Progress = true
 	}
-	if len(s.entries) == 0 {
-		s.entries = s.entries[:0:0]
+	s.sacked.RemoveBelow(s.base)
+	if s.entries.Len() == 0 {
 		s.unsent = 0
 	}
 	if newest != nil {
@@ -252,11 +275,13 @@ func (s *Sender[T]) detectLoss(now time.Time, lossDelay time.Duration, res *AckR
 	if !s.anyAcked {
 		return next
 	}
-	for _, e := range s.entries {
+	// Only the unacknowledged entries, between the acknowledged spans,
+	// can be lost: the walk skips the spans.
+	for e := range s.unacked() {
 		if e.Seq > s.largestAcked || !e.Sent {
 			break
 		}
-		if !e.InFlight || e.Acked || e.sendOrder > s.largestAckedOrder {
+		if !e.InFlight || e.sendOrder > s.largestAckedOrder {
 			continue
 		}
 		if s.largestAcked-e.Seq >= PacketThreshold || now.Sub(e.SentAt) >= lossDelay {
@@ -272,6 +297,26 @@ func (s *Sender[T]) detectLoss(now time.Time, lossDelay time.Duration, res *AckR
 	return next
 }
 
+// unacked yields the entries not yet acknowledged, in sequence order.
+func (s *Sender[T]) unacked() func(yield func(*Entry[T]) bool) {
+	return func(yield func(*Entry[T]) bool) {
+		i, n := 0, s.entries.Len()
+		for _, sp := range s.sacked.s {
+			for ; i < n && s.base+uint64(i) < sp.lo; i++ {
+				if !yield(s.at(i)) {
+					return
+				}
+			}
+			i = max(i, int(sp.hi-s.base))
+		}
+		for ; i < n; i++ {
+			if !yield(s.at(i)) {
+				return
+			}
+		}
+	}
+}
+
 func (s *Sender[T]) markLost(e *Entry[T]) {
 	if e.InFlight {
 		e.InFlight = false
@@ -284,7 +329,7 @@ func (s *Sender[T]) markLost(e *Entry[T]) {
 		}
 		// Keep the queue ascending: most losses arrive in order.
 		i := len(s.lost)
-		for i > 0 && s.lost[i-1] > e.Seq {
+		for i > s.lostHead && s.lost[i-1] > e.Seq {
 			i--
 		}
 		s.lost = append(s.lost, 0)
@@ -299,20 +344,22 @@ func (s *Sender[T]) markLost(e *Entry[T]) {
 // lost. The receiver must be told to skip them (the cumulative
 // acknowledgement only passes them once it has).
 func (s *Sender[T]) Abandon(seq uint64, f func(*Entry[T])) {
-	for _, e := range s.entries {
+	for e := range s.unacked() {
 		if e.Seq >= seq {
 			break
 		}
-		if e.Acked || e.Abandoned {
+		if e.Abandoned {
 			continue
 		}
 		e.Abandoned = true
 		f(e)
 	}
 	if seq > s.base {
-		s.unsent = max(s.unsent, int(min(seq-s.base, uint64(len(s.entries)))))
+		s.unsent = max(s.unsent, int(min(seq-s.base, uint64(s.entries.Len()))))
 	}
 	k := 0
+	s.lost = s.lost[s.lostHead:]
+	s.lostHead = 0
 	for _, q := range s.lost {
 		if q >= seq {
 			s.lost[k] = q
@@ -325,7 +372,7 @@ func (s *Sender[T]) Abandon(seq uint64, f func(*Entry[T])) {
 // LastLost returns the largest sequence number below seq that is queued
 // for retransmission.
 func (s *Sender[T]) LastLost(seq uint64) (uint64, bool) {
-	for i := len(s.lost) - 1; i >= 0; i-- {
+	for i := len(s.lost) - 1; i >= s.lostHead; i-- {
 		q := s.lost[i]
 		if q >= seq {
 			continue
@@ -343,8 +390,8 @@ func (s *Sender[T]) LastLost(seq uint64) (uint64, bool) {
 // acknowledgement that reveals the losses. It returns how many.
 func (s *Sender[T]) Probe(n int) int {
 	var newest *Entry[T]
-	for i := len(s.entries) - 1; i >= 0; i-- {
-		if e := s.entries[i]; e.InFlight && !e.Acked && !e.Abandoned {
+	for i := s.entries.Len() - 1; i >= 0; i-- {
+		if e := s.at(i); e.InFlight && !e.Acked && !e.Abandoned {
 			newest = e
 			break
 		}
@@ -364,7 +411,7 @@ func (s *Sender[T]) Probe(n int) int {
 // OldestInFlight returns the in-flight entry sent longest ago, or nil.
 func (s *Sender[T]) OldestInFlight() *Entry[T] {
 	var old *Entry[T]
-	for _, e := range s.entries {
+	for e := range s.unacked() {
 		if !e.Sent {
 			break
 		}
@@ -379,11 +426,11 @@ func (s *Sender[T]) OldestInFlight() *Entry[T] {
 // entries (up to n) are queued for retransmission. It returns how many.
 func (s *Sender[T]) OnTimeout(n int) int {
 	k := 0
-	for _, e := range s.entries {
+	for e := range s.unacked() {
 		if k >= n || !e.Sent {
 			break
 		}
-		if !e.Acked && !e.Lost {
+		if !e.Lost {
 			s.markLost(e)
 			k++
 		}
@@ -396,11 +443,17 @@ func (s *Sender[T]) OnTimeout(n int) int {
 // for concurrent use.
 type Receiver[T any] struct {
 	expected uint64
-	ooo      map[uint64]T
 	largest  uint64
-	// The in-order fast path: the entry at expected, kept out of the map.
-	head    T
-	hasHead bool
+	// slots holds the window from expected: slot i is seq expected+i.
+	// It grows to the farthest entry received and keeps its capacity.
+	slots ring[slot[T]]
+	held  int      // entries in slots
+	recvd rangeSet // the held sequence numbers, for the gap list
+}
+
+type slot[T any] struct {
+	v  T
+	ok bool
 }
 
 // NewReceiver returns a receiver expecting first.
@@ -414,11 +467,14 @@ func (r *Receiver[T]) Expected() uint64 { return r.expected }
 // Largest is the largest sequence number received.
 func (r *Receiver[T]) Largest() uint64 { return r.largest }
 
-// Buffered is the number of out-of-order entries held.
-func (r *Receiver[T]) Buffered() int { return len(r.ooo) }
+// Buffered is the number of entries held and not yet popped.
+func (r *Receiver[T]) Buffered() int { return r.held }
 
 // HasGaps reports whether entries beyond a missing one are held.
-func (r *Receiver[T]) HasGaps() bool { return len(r.ooo) > 0 }
+func (r *Receiver[T]) HasGaps() bool {
+	n := r.recvd.Len()
+	return n > 1 || n == 1 && r.recvd.s[0].lo > r.expected
+}
 
 // Insert offers seq. It returns false for a duplicate or an entry at or
 // beyond limit (outside the advertised window). In-order entries are
@@ -427,24 +483,18 @@ func (r *Receiver[T]) Insert(seq uint64, v T, limit uint64) bool {
 	if seq < r.expected || seq >= limit {
 		return false
 	}
-	if seq == r.expected {
-		if r.hasHead {
-			return false
-		}
-		r.head, r.hasHead = v, true
-		if seq > r.largest {
-			r.largest = seq
-		}
-		return true
+	off := seq - r.expected
+	for uint64(r.slots.Len()) <= off {
+		r.slots.PushBack(slot[T]{})
 	}
-	if _, dup := r.ooo[seq]; dup {
+	sl := r.slots.Ptr(int(off))
+	if sl.ok {
 		return false
 	}
-	if r.ooo == nil {
-		r.ooo = make(map[uint64]T)
-	}
-	r.ooo[seq] = v
-	if seq > r.largest || r.largest+1 == r.expected && seq >= r.expected {
+	sl.v, sl.ok = v, true
+	r.held++
+	r.recvd.Add(seq, seq+1, nil)
+	if seq > r.largest || r.largest+1 == r.expected {
 		r.largest = seq
 	}
 	return true
@@ -452,55 +502,27 @@ func (r *Receiver[T]) Insert(seq uint64, v T, limit uint64) bool {
 
 // Pop returns the next in-order entry, if it has arrived.
 func (r *Receiver[T]) Pop() (T, bool) {
-	if r.hasHead {
-		v := r.head
-		var zero T
-		r.head, r.hasHead = zero, false
-		r.expected++
-		return v, true
-	}
-	if len(r.ooo) == 0 {
+	if r.slots.Len() == 0 || !r.slots.Ptr(0).ok {
 		var zero T
 		return zero, false
 	}
-	v, ok := r.ooo[r.expected]
-	if ok {
-		delete(r.ooo, r.expected)
-		r.expected++
-		if len(r.ooo) == 0 {
-			r.ooo = nil // give the map back while idle
-		}
-	}
-	return v, ok
+	v := r.slots.PopFront().v
+	r.held--
+	r.expected++
+	r.recvd.RemoveBelow(r.expected)
+	return v, true
 }
 
 // Gaps appends to dst the gap list from Expected up to Largest, at most
-// max descriptors.
+// max descriptors. It costs O(descriptors), whatever the window.
 func (r *Receiver[T]) Gaps(dst []Gap, max int) []Gap {
-	if len(r.ooo) == 0 {
-		return dst
-	}
 	seq := r.expected
-	for len(dst) < max && seq <= r.largest {
-		var g Gap
-		for seq <= r.largest {
-			if _, ok := r.ooo[seq]; ok {
-				break
-			}
-			g.Gap++
-			seq++
-		}
-		for seq <= r.largest {
-			if _, ok := r.ooo[seq]; !ok {
-				break
-			}
-			g.Data++
-			seq++
-		}
-		if g.Data == 0 {
+	for _, sp := range r.recvd.s {
+		if len(dst) >= max {
 			break
 		}
-		dst = append(dst, g)
+		dst = append(dst, Gap{Gap: sp.lo - seq, Data: sp.hi - sp.lo})
+		seq = sp.hi
 	}
 	return dst
 }
@@ -512,21 +534,15 @@ func (r *Receiver[T]) SkipTo(seq uint64, f func(T)) {
 	if seq <= r.expected {
 		return
 	}
-	if r.hasHead {
-		f(r.head)
-		var zero T
-		r.head, r.hasHead = zero, false
-	}
-	for s, v := range r.ooo {
-		if s < seq {
-			f(v)
-			delete(r.ooo, s)
+	for r.slots.Len() > 0 && r.expected < seq {
+		if sl := r.slots.PopFront(); sl.ok {
+			r.held--
+			f(sl.v)
 		}
-	}
-	if len(r.ooo) == 0 {
-		r.ooo = nil
+		r.expected++
 	}
 	r.expected = seq
+	r.recvd.RemoveBelow(seq)
 	if r.largest+1 < seq {
 		r.largest = seq - 1
 	}
@@ -536,23 +552,21 @@ func (r *Receiver[T]) SkipTo(seq uint64, f func(T)) {
 // numbers were received: a closed connection frees the buffers but still
 // acknowledges what it had.
 func (r *Receiver[T]) Strip(f func(T) T) {
-	if r.hasHead {
-		r.head = f(r.head)
-	}
-	for seq, v := range r.ooo {
-		r.ooo[seq] = f(v)
+	for i := range r.slots.Len() {
+		if sl := r.slots.Ptr(i); sl.ok {
+			sl.v = f(sl.v)
+		}
 	}
 }
 
 // Drain calls f for every buffered entry and forgets them.
 func (r *Receiver[T]) Drain(f func(T)) {
-	if r.hasHead {
-		f(r.head)
-		var zero T
-		r.head, r.hasHead = zero, false
+	for i := range r.slots.Len() {
+		if sl := r.slots.Ptr(i); sl.ok {
+			f(sl.v)
+		}
 	}
-	for _, v := range r.ooo {
-		f(v)
-	}
-	r.ooo = nil
+	r.slots = ring[slot[T]]{} // a drained receiver is done: free the window
+	r.held = 0
+	r.recvd = rangeSet{}
 }

@@ -44,7 +44,7 @@ func TestSenderTimeout(t *testing.T) {
 	s := NewSender[int](1)
 	now := time.Now()
 	for i := range 4 {
-		s.OnSent(s.entries[s.Push(i, 10)-1], now)
+		s.OnSent(s.Get(s.Push(i, 10)), now)
 	}
 	if n := s.OnTimeout(s.Len()); n != 4 || s.BytesInFlight() != 0 {
 		t.Fatalf("timeout marked %d", n)
