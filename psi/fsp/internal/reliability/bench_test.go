@@ -41,9 +41,8 @@ func BenchmarkGaps(b *testing.B) {
 }
 
 // BenchmarkOnAck measures processing one SNACK with a full 4 MiB window in
-// flight and 1 or many holes: the same gap list arrives again (as it does
-// once per acknowledged packet while a hole is open) after one more packet
-// above the holes is acknowledged.
+// flight and 1 or many holes: the same gap list arrives again, as it does
+// for every packet received while a hole stays open.
 func BenchmarkOnAck(b *testing.B) {
 	for _, holes := range []int{1, 32, 256} {
 		b.Run(fmt.Sprintf("holes=%d", holes), func(b *testing.B) {

@@ -14,9 +14,14 @@ func (r *rangeSet) Len() int { return len(r.s) }
 
 // Add inserts [lo, hi) and calls f, if not nil, for each sub-interval that
 // was not already in the set, in ascending order.
-func (r *rangeSet) Add(lo, hi uint64, f func(lo, hi uint64)) {
+func (r *rangeSet) Add(lo, hi uint64, f func(lo, hi uint64)) { r.add(0, lo, hi, f) }
+
+// add is Add for an interval known to lie above every span before index
+// from: ascending intervals pass the index it returns (the span that now
+// holds [lo, hi)) to the next call and cost O(1) each when they repeat.
+func (r *rangeSet) add(from int, lo, hi uint64, f func(lo, hi uint64)) int {
 	if lo >= hi {
-		return
+		return from
 	}
 	n := len(r.s)
 	if n == 0 || r.s[n-1].hi < lo { // beyond the top: append
@@ -24,7 +29,7 @@ func (r *rangeSet) Add(lo, hi uint64, f func(lo, hi uint64)) {
 		if f != nil {
 			f(lo, hi)
 		}
-		return
+		return n
 	}
 	if last := &r.s[n-1]; last.lo <= lo && last.hi >= lo { // extends the top
 		if hi > last.hi {
@@ -33,10 +38,13 @@ func (r *rangeSet) Add(lo, hi uint64, f func(lo, hi uint64)) {
 			}
 			last.hi = hi
 		}
-		return
+		return n - 1
 	}
 	// First span that touches or follows [lo, hi): its hi >= lo.
-	i := sort.Search(n, func(k int) bool { return r.s[k].hi >= lo })
+	i := from
+	if i >= n || r.s[i].hi < lo {
+		i += sort.Search(n-i, func(k int) bool { return r.s[i+k].hi >= lo })
+	}
 	// Spans i..j-1 touch or overlap [lo, hi).
 	j := i
 	for j < n && r.s[j].lo <= hi {
@@ -58,12 +66,16 @@ func (r *rangeSet) Add(lo, hi uint64, f func(lo, hi uint64)) {
 		r.s = append(r.s, span{})
 		copy(r.s[i+1:], r.s[i:])
 		r.s[i] = span{lo, hi}
-		return
+		return i
+	}
+	if j == i+1 && r.s[i].lo <= lo && r.s[i].hi >= hi {
+		return i // already held: the repeated gap list
 	}
 	merged := span{min(lo, r.s[i].lo), max(hi, r.s[j-1].hi)}
 	r.s[i] = merged
 	k := copy(r.s[i+1:], r.s[j:])
 	r.s = r.s[:i+1+k]
+	return i
 }
 
 // Contains reports whether seq is in the set.

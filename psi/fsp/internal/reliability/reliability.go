@@ -206,7 +206,7 @@ func (s *Sender[T]) OnAck(now time.Time, expected uint64, gaps []Gap, latest uin
 	// parts not acknowledged before are visited, so a gap list repeated
 	// while a hole stays open costs O(ranges), not O(window). Entries
 	// from base to base+unsent are all sent or abandoned: ack marks them.
-	seq, top := expected, s.base+uint64(s.unsent)
+	seq, top, at := expected, s.base+uint64(s.unsent), 0
 	for _, g := range gaps {
 		if g.Gap >= top-min(seq, top) {
 			break
@@ -217,7 +217,7 @@ func (s *Sender[T]) OnAck(now time.Time, expected uint64, gaps []Gap, latest uin
 			hi = seq + g.Data
 		}
 		if lo := max(seq, s.base); lo < hi {
-			s.sacked.Add(lo, hi, func(lo, hi uint64) {
+			at = s.sacked.add(at, lo, hi, func(lo, hi uint64) {
 				for q := lo; q < hi; q++ {
 					ack(s.at(int(q - s.base)))
 				}
