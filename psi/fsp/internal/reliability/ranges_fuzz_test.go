@@ -16,12 +16,14 @@ func FuzzRangeSet(f *testing.F) {
 		var r rangeSet
 		ref := map[uint64]bool{}
 		floor := uint64(0)
+		hint, prevHi := 0, uint64(0) // for ascending adds, as OnAck makes them
 		for len(ops) >= 3 {
 			op, a, b := ops[0], uint64(ops[1]), uint64(ops[2]%16)
 			ops = ops[3:]
 			if op%4 == 3 {
 				floor = max(floor, a)
 				r.RemoveBelow(a)
+				hint, prevHi = 0, 0
 				for k := range ref {
 					if k < a {
 						delete(ref, k)
@@ -29,14 +31,21 @@ func FuzzRangeSet(f *testing.F) {
 				}
 			} else {
 				var got []uint64
-				r.Add(a, a+b, func(lo, hi uint64) {
+				visit := func(lo, hi uint64) {
 					if lo >= hi {
 						t.Fatalf("empty callback span [%d,%d)", lo, hi)
 					}
 					for q := lo; q < hi; q++ {
 						got = append(got, q)
 					}
-				})
+				}
+				if op%4 == 2 && a >= prevHi {
+					hint = r.add(hint, a, a+b, visit)
+				} else {
+					r.Add(a, a+b, visit)
+					hint = 0
+				}
+				prevHi = a + b
 				var want []uint64
 				for q := a; q < a+b; q++ {
 					if !ref[q] {
@@ -164,4 +173,29 @@ func FuzzReceiverGaps(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRingWrap(t *testing.T) {
+	var q ring[int]
+	next, want := 0, 0
+	for round := range 200 {
+		for range round % 7 {
+			q.PushBack(next)
+			next++
+		}
+		for range round % 5 {
+			if q.Len() == 0 {
+				break
+			}
+			if v := q.PopFront(); v != want {
+				t.Fatalf("popped %d, want %d", v, want)
+			}
+			want++
+		}
+		for i := range q.Len() {
+			if q.At(i) != want+i {
+				t.Fatalf("At(%d) = %d, want %d", i, q.At(i), want+i)
+			}
+		}
+	}
 }
