@@ -266,8 +266,14 @@ func TestTCPRelay(t *testing.T) {
 	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
 		t.Fatalf("echo through relay: %v", err)
 	}
+	// The relay counts a chunk once its write returns, which may be after
+	// the echo of it came back.
+	want := uint64(len(msg))
 	st := r.Stats()
-	if st.Accepted != 1 || st.Active != 1 || st.BytesUp != uint64(len(msg)) || st.BytesDown != uint64(len(msg)) {
+	for end := time.Now().Add(time.Second); (st.BytesUp != want || st.BytesDown != want) && time.Now().Before(end); st = r.Stats() {
+		time.Sleep(time.Millisecond)
+	}
+	if st.Accepted != 1 || st.Active != 1 || st.BytesUp != want || st.BytesDown != want {
 		t.Fatalf("stats %+v", st)
 	}
 }

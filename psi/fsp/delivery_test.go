@@ -238,14 +238,14 @@ func testForkClose(t *testing.T, psk []byte) {
 // reads everything intact (issue 11).
 func TestPausedReader(t *testing.T) {
 	scfg, ccfg := pair(t)
-	scfg.IdleTimeout, ccfg.IdleTimeout = 400*time.Millisecond, 400*time.Millisecond
+	scfg.IdleTimeout, ccfg.IdleTimeout = time.Second, time.Second
 	l := listen(t, scfg)
 	c, s := connect(t, l, ccfg)
 	ctx := testContext(t)
 	msg := randBytes(4 << 20) // well over the window and the send buffer
 	errc := make(chan error, 1)
 	go func() { errc <- c.SendMessage(ctx, msg) }()
-	time.Sleep(4 * time.Second) // ten idle timeouts, dozens of probes
+	time.Sleep(5 * time.Second) // five idle timeouts, dozens of probes
 	if err := c.Err(); err != nil {
 		t.Fatalf("sender failed while the reader paused: %v", err)
 	}

@@ -90,7 +90,10 @@ func TestPendingFloodKeepsBudget(t *testing.T) {
 	t.Logf("%d/%d dials from 100 ms away succeeded (slowest %v) against %d valid CONNECT_REQUESTs from %d prefixes (%d prefixes pending at the end)", ok, dials, slowest, reqs, flooders, n)
 	// Refusals are what the flood caused; a slow dial is the flood's
 	// CPU and socket load on a shared test machine.
-	if refused > 0 || committed > 4*connCharge() {
+	// The legitimate connections themselves stay charged while they close
+	// (a round trip of 100 ms, then time-wait), so they may all overlap;
+	// the flood's 32 prefixes of unconfirmed handshakes must add nothing.
+	if refused > 0 || committed > int64(4+dials)*connCharge() {
 		t.Fatalf("%d of %d legitimate dials refused; the budget held %d bytes for handshakes never confirmed", refused, dials, committed)
 	}
 }
