@@ -14,8 +14,14 @@ const (
 	// MaxDatagramSize is the largest data datagram FSP sends: it fits an
 	// Ethernet MTU over IPv6.
 	MaxDatagramSize = 1452
-	// MaxPayload is the most message bytes one data packet carries.
+	// MaxPayload is the most message bytes a data packet may carry; a
+	// receiver takes packets up to MaxDatagramSize.
 	MaxPayload = MaxDatagramSize - wire.HeaderLen - crypto.TagLen
+	// basePayload is the most message bytes a data packet carries: FSP
+	// sends no datagram larger than BaseDatagramSize (the base PLPMTU of
+	// RFC 8899), so no path of at least 1,280 bytes needs IP
+	// fragmentation or can blackhole its packets.
+	basePayload = BaseDatagramSize - wire.HeaderLen - crypto.TagLen
 	// BaseDatagramSize is the largest handshake datagram: a UDP payload
 	// that fits the 1,280-byte IPv6 minimum MTU (1280 - 40 - 8).
 	BaseDatagramSize = 1232

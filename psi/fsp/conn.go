@@ -292,7 +292,7 @@ func newConn(t *Transport, cfg *Config, initiator bool, remote peerAddr) *Conn {
 		rcvCap:      min(initialWindow, cfg.recvPackets()),
 		rcvMax:      cfg.recvPackets(),
 		sndLimit:    cfg.sendBuffer(),
-		maxPayload:  MaxPayload,
+		maxPayload:  basePayload,
 	}
 	c.lastRecv = time.Now()
 	c.hsDeadline = c.lastRecv.Add(cfg.handshake())

@@ -305,7 +305,7 @@ func (c *Conn) setMilk() {
 	c.milk = true
 	// Milk messages must fit the window whole: no auto-tuning.
 	c.growWindow(c.rcvMax)
-	c.maxPayload = MaxPayload - wire.SkipLen
+	c.maxPayload = basePayload - wire.SkipLen
 	c.milkLive, c.msgStart, c.newest = 1, 1, 1
 	if c.snd != nil {
 		c.milkLive, c.msgStart, c.newest = c.snd.Next(), c.snd.Next(), c.snd.Next()

@@ -76,7 +76,16 @@
 // received (as QUIC before address validation, though the cookie already
 // proved the address); the initiator repeats CONNECT_REQUEST for each
 // three fragments received while some are missing, so a long listener
-// chain costs one more round trip per 3.6 KB. Conn.PeerCertificates returns the
+// chain costs one more round trip per 3.6 KB.
+//
+// Path MTU: data packets too are at most BaseDatagramSize, the base
+// PLPMTU of RFC 8899 (DPLPMTUD), so a path of at least 1,280 bytes never
+// fragments or blackholes them, and a path whose MTU drops to 1,280
+// mid-transfer loses nothing; Path().MTU reports it. Probing upward is
+// not implemented: a packet keeps its sequence number and size when
+// retransmitted, so a connection that had raised its size could not
+// resend in-flight data through a black hole without re-packetization.
+// A receiver takes packets up to MaxDatagramSize. Conn.PeerCertificates returns the
 // peer's verified chain on both ends; clones and InstallKey keep it.
 //
 // Refusals are fast and fail with post.ErrAuthentication: a listener

@@ -168,9 +168,9 @@ func (c *Conn) restorePacket(rs *resumeState, now time.Time, early []byte) []byt
 }
 
 // earlyRoom is the largest 0-RTT message RESTORE can carry for rs without
-// exceeding a data packet. Called with c.mu held.
+// exceeding BaseDatagramSize. Called with c.mu held.
 func earlyRoom(rs *resumeState) int {
-	return MaxDatagramSize - restoreOverhead - 2 - len(rs.blob) - fcrypto.TagLen
+	return BaseDatagramSize - restoreOverhead - 2 - len(rs.blob) - fcrypto.TagLen
 }
 
 // restoreRequest is a parsed RESTORE body.

@@ -235,7 +235,7 @@ func (t *transient) Paths() []post.Path {
 		out = append(out, post.Path{
 			Local:  addrPort(p.Local),
 			Remote: addrPort(p.Remote),
-			MTU:    MaxDatagramSize,
+			MTU:    BaseDatagramSize,
 			RTT:    p.RTT,
 			RTTVar: p.RTTVar,
 			Loss:   p.Loss,
@@ -295,7 +295,7 @@ func (t *transient) Path() post.Path {
 	return post.Path{
 		Local:  addrPort(t.c.LocalAddr()),
 		Remote: addrPort(t.c.RemoteAddr()),
-		MTU:    MaxDatagramSize,
+		MTU:    BaseDatagramSize,
 		RTT:    st.SmoothedRTT,
 		RTTVar: st.RTTVar,
 		Active: true,

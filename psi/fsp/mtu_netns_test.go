@@ -1,0 +1,112 @@
+package fsp
+
+import (
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/postsockets/postsockets/internal/netns"
+	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// smallPathPair joins two namespaces by a veth link and returns a client
+// and server connected over it with certificate chains of about 6 KB on
+// both ends. setup runs on the link before the handshake.
+func smallPathPair(t *testing.T, setup func(cns, sns *netns.NS, v *netns.Veth)) (c, s *Conn) {
+	netns.Require(t)
+	cns, sns := netns.New(t, "mtuc"), netns.New(t, "mtus")
+	ca, sa := netip.MustParsePrefix("10.72.1.2/24"), netip.MustParsePrefix("10.72.1.1/24")
+	v := netns.Link(t, cns, sns, ca, sa)
+	setup(cns, sns, v)
+	srv, cli := testcert.Must(), testcert.Must()
+	spc, err := sns.ListenUDP(netip.AddrPortFrom(sa.Addr(), 4433))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpc, err := cns.ListenUDP(netip.MustParseAddrPort("0.0.0.0:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, ct := &Transport{Conn: spc}, &Transport{Conn: cpc}
+	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
+	l, err := st.Listen(&Config{Security: psi.Security{
+		Certificates: []tls.Certificate{longChain(t, srv, 6000)}, ClientAuth: true, RootCAs: cli.Pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t)
+	acc := make(chan *Conn, 1)
+	go func() { s, _ := l.Accept(ctx); acc <- s }()
+	c, err = ct.Dial(ctx, net.UDPAddrFromAddrPort(netip.AddrPortFrom(sa.Addr(), 4433)), &Config{Security: psi.Security{
+		RootCAs: srv.Pool, ServerName: "localhost", Certificates: []tls.Certificate{longChain(t, cli, 6000)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s = <-acc; s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c, s
+}
+
+// noFragments drops IPv4 fragments in and out of ns: nothing FSP sends
+// may rely on them.
+func noFragments(t *testing.T, ns *netns.NS) {
+	for _, f := range []func(int, string) error{ns.Drop, ns.DropOutput} {
+		if err := f(100, "ip frag-off & 0x3fff != 0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestNetnsMTU1280: over a link whose MTU is 1,280 and that drops IP
+// fragments, FSP connects with long certificate chains on both ends and
+// a transfer completes intact.
+func TestNetnsMTU1280(t *testing.T) {
+	c, s := smallPathPair(t, func(cns, sns *netns.NS, v *netns.Veth) {
+		for _, e := range []struct {
+			ns  *netns.NS
+			dev string
+		}{{cns, v.AName}, {sns, v.BName}} {
+			if err := e.ns.Run("ip", "link", "set", "dev", e.dev, "mtu", "1280"); err != nil {
+				t.Fatal(err)
+			}
+			noFragments(t, e.ns)
+		}
+	})
+	total := 20 << 20
+	if testing.Short() {
+		total = 8 << 20
+	}
+	transferMid(t, s, c, total, func() {})
+	if mtu := (&transient{c: c}).Path().MTU; mtu != BaseDatagramSize {
+		t.Fatalf("Path().MTU = %d", mtu)
+	}
+}
+
+// TestNetnsMTUDrop: the path's MTU drops to 1,280 in the middle of a
+// transfer, larger packets silently dropped, and the transfer completes.
+func TestNetnsMTUDrop(t *testing.T) {
+	var cns, sns *netns.NS
+	var veth *netns.Veth
+	c, s := smallPathPair(t, func(a, b *netns.NS, v *netns.Veth) { cns, sns, veth = a, b, v })
+	total := 20 << 20
+	if testing.Short() {
+		total = 8 << 20
+	}
+	transferMid(t, s, c, total, func() {
+		// (An nftables "meta length > 1280" rule would also see the
+		// kernel's GRO/GSO batches, larger than any packet on the wire.)
+		for _, e := range []struct {
+			ns  *netns.NS
+			dev string
+		}{{cns, veth.AName}, {sns, veth.BName}} {
+			if err := e.ns.Run("ip", "link", "set", "dev", e.dev, "mtu", "1280"); err != nil {
+				t.Error(err)
+			}
+			noFragments(t, e.ns)
+		}
+	})
+}
