@@ -103,3 +103,47 @@ func TestHandshakeLongChainBaseSize(t *testing.T) {
 		t.Fatal(m, err)
 	}
 }
+
+// TestResumptionBaseSize: with client authentication, the ticket, RESTORE
+// and its answer all fit BaseDatagramSize, so resumption works over a
+// path that drops anything larger; a client chain too long for RESTORE
+// gets no ticket and connects with a full handshake.
+func TestResumptionBaseSize(t *testing.T) {
+	srv, cli := testcert.Must(), testcert.Must()
+	var sMax, cMax atomic.Int64
+	var sOps, cOps [256]atomic.Int64
+	lt := &Transport{Conn: mtuConn(t, BaseDatagramSize, &sMax, &sOps)}
+	t.Cleanup(func() { lt.Close() })
+	l, err := lt.Listen(&Config{Security: psi.Security{
+		Certificates: []tls.Certificate{srv.Leaf}, ClientAuth: true, RootCAs: cli.Pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := &Transport{Conn: mtuConn(t, BaseDatagramSize, &cMax, &cOps)}
+	t.Cleanup(func() { ct.Close() })
+	ctx := testContext(t)
+	for _, tc := range []struct {
+		name   string
+		id     tls.Certificate
+		resume bool
+	}{{"leaf", cli.Leaf, true}, {"long chain", longChain(t, cli, 6000), false}} {
+		cache := tls.NewLRUClientSessionCache(4)
+		ccfg := &Config{Security: psi.Security{RootCAs: srv.Pool, ServerName: "localhost",
+			Certificates: []tls.Certificate{tc.id}, SessionCache: cache}}
+		c1, s1 := dialAccept(t, ctx, ct, l, ccfg)
+		pingPong(t, c1, s1)
+		if tc.resume {
+			waitTicket(t, cache, c1)
+		}
+		c1.Close()
+		c2, s2 := dialAccept(t, ctx, ct, l, ccfg)
+		pingPong(t, c2, s2)
+		if c2.Resumed() != tc.resume {
+			t.Fatalf("%s: resumed %v", tc.name, c2.Resumed())
+		}
+		c2.Close()
+	}
+	if sMax.Load() > BaseDatagramSize || cMax.Load() > BaseDatagramSize {
+		t.Fatalf("largest datagrams: listener %d, client %d bytes", sMax.Load(), cMax.Load())
+	}
+}

@@ -27,9 +27,9 @@ const (
 	ticketFixed = 1 + 8 + fcrypto.SecretLen + sha256.Size + 1
 	// ticketSealing is what sealing adds: key ID, GCM nonce and tag.
 	ticketSealing = 4 + 12 + fcrypto.TagLen
-	// maxTicket bounds a sealed ticket so that RESTORE fits a handshake
-	// packet.
-	maxTicket = maxHandshakeSize - restoreOverhead
+	// maxTicket bounds a sealed ticket so that RESTORE fits
+	// BaseDatagramSize: a client chain too long for that gets no ticket.
+	maxTicket = BaseDatagramSize - restoreOverhead
 	// restoreOverhead is RESTORE without its ticket: header, extensions
 	// (ephemeral key, CONNECT_PARAM), nonce, ticket age and tag.
 	restoreOverhead = wire.HeaderLen + 4 + fcrypto.PublicLen + 28 + fcrypto.NonceLen + 6 + fcrypto.TagLen
