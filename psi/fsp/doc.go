@@ -87,7 +87,7 @@
 // resend in-flight data through a black hole without re-packetization.
 // A receiver takes packets up to MaxDatagramSize. A resumption ticket
 // is issued only if RESTORE carrying it fits BaseDatagramSize (a client
-// chain of more than about 800 bytes gets none). Conn.PeerCertificates returns the
+// chain of more than about 1 KB gets none). Conn.PeerCertificates returns the
 // peer's verified chain on both ends; clones and InstallKey keep it.
 //
 // Refusals are fast and fail with post.ErrAuthentication: a listener
