@@ -331,15 +331,15 @@ func TestTrustSameOutcome(t *testing.T) {
 }
 
 // TestListenChainTooLargeForFSP: a certificate chain larger than an FSP
-// handshake packet leaves FSP out of the listener (with a logged reason)
-// instead of failing Listen; the other stacks serve.
+// handshake flight (16 KiB) leaves FSP out of the listener (with a
+// logged reason) instead of failing Listen; the other stacks serve.
 func TestListenChainTooLargeForFSP(t *testing.T) {
 	var names []string
-	for i := range 250 {
+	for i := range 900 {
 		names = append(names, fmt.Sprintf("host-%04d.example.com", i))
 	}
 	big := testcert.Must(names...)
-	if n := len(big.Leaf.Certificate[0]); n < 5000 {
+	if n := len(big.Leaf.Certificate[0]); n < 16<<10 {
 		t.Fatalf("certificate of %d bytes is not large enough", n)
 	}
 	l := listen(t, &carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{big.Leaf}}})
