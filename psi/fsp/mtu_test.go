@@ -147,3 +147,34 @@ func TestResumptionBaseSize(t *testing.T) {
 		t.Fatalf("largest datagrams: listener %d, client %d bytes", sMax.Load(), cMax.Load())
 	}
 }
+
+// TestHandshakeFragmentLoss: a lost fragment of a long listener chain
+// (the second, then the fifth) is sent again and the dial completes.
+func TestHandshakeFragmentLoss(t *testing.T) {
+	srv, cli := testcert.Must(), testcert.Must()
+	var n atomic.Int32
+	lt := &Transport{Conn: &hookConn{PacketConn: mustUDP(t), onWrite: func(b []byte, send func([]byte)) {
+		if len(b) > 1 && wire.Opcode(b[1]) == wire.AckConnectReq {
+			if k := n.Add(1); k == 2 || k == 5 {
+				return
+			}
+		}
+		send(b)
+	}}}
+	t.Cleanup(func() { lt.Close() })
+	l, err := lt.Listen(&Config{Security: psi.Security{
+		Certificates: []tls.Certificate{longChain(t, srv, 6000)}, RootCAs: cli.Pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := &Transport{Conn: mustUDP(t)}
+	t.Cleanup(func() { ct.Close() })
+	ctx := testContext(t)
+	c, s := dialAccept(t, ctx, ct, l, &Config{Security: psi.Security{RootCAs: srv.Pool, ServerName: "localhost"}})
+	defer c.Close()
+	defer s.Close()
+	if n.Load() < 8 {
+		t.Fatalf("%d ACK_CONNECT_REQ fragments sent", n.Load())
+	}
+	pingPong(t, c, s)
+}
