@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -560,6 +562,7 @@ func benchHol(b *testing.B, n *holNet, modes []holMode) {
 					b.ReportMetric(ms(res.rtts[len(res.rtts)-1]), "max-ms")
 					b.ReportMetric(res.stalled, "%stalled")
 					b.Logf("%s %s: %v", mode, st, res)
+					holDump(b, res)
 				})
 			}
 		})
@@ -582,5 +585,24 @@ func TestHeadOfLineLossIntact(t *testing.T) {
 			}
 			t.Logf("%v", res)
 		})
+	}
+}
+
+// holDump writes res's round trips, one per line in milliseconds, to
+// $HOL_DUMP/<benchmark name>.txt when HOL_DUMP names a directory;
+// internal/benchchart draws them as latency CDFs. Unset, it does nothing.
+func holDump(b *testing.B, res holResult) {
+	dir := os.Getenv("HOL_DUMP")
+	if dir == "" {
+		return
+	}
+	var sb strings.Builder
+	for _, d := range res.rtts {
+		sb.WriteString(strconv.FormatFloat(ms(d), 'f', -1, 64))
+		sb.WriteByte('\n')
+	}
+	name := strings.ReplaceAll(strings.TrimPrefix(b.Name(), "Benchmark"), "/", "_")
+	if err := os.WriteFile(filepath.Join(dir, name+".txt"), []byte(sb.String()), 0o644); err != nil {
+		b.Error(err)
 	}
 }

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Runs the side-by-side benchmarks quoted in docs/benchmarks.md and prints
-# their raw output. Usage: bash docs/bench.sh [count] > docs/bench-raw.txt
+# their raw output, then draws it as SVG charts in docs/charts (progress on
+# stderr). Usage: bash docs/bench.sh [count] > docs/bench-raw.txt
+# CHARTS=0 skips the charts. The head-of-line CDFs (root, netns) are made
+# apart, see docs/benchmarks-hol.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-3}
-run() { go test -run '^$' -count "$count" -benchtime "${BT:-1s}" "$@" 2>&1 | grep -E '^(Benchmark|goos|goarch|cpu|pkg)'; }
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+run() { go test -run '^$' -count "$count" -benchtime "${BT:-1s}" "$@" 2>&1 | grep -E '^(Benchmark|goos|goarch|cpu|pkg)' | tee -a "$raw"; }
 # Carrier over each stack against raw TLS (issue: foundation).
 run -bench 'BenchmarkCarrierBulk64KiB|BenchmarkRawTLSBulk64KiB|BenchmarkCarrierSmallMessages' ./carrier
 # Time to first message per stack and for the race.
@@ -14,3 +19,8 @@ run -bench 'BenchmarkBulk|BenchmarkHandshakeFirstMessage|BenchmarkRoundTrip' ./p
 BT=1x run -bench 'BenchmarkIdleConnMemory' ./psi/fsp
 # The TCP stack's transient against raw TLS.
 run -bench 'BenchmarkTransient64KiB|BenchmarkRawTLS64KiB' ./psi/tcp
+# Charts of the tables in docs/benchmarks.md.
+if [ "${CHARTS:-1}" != 0 ]; then
+	go run ./internal/benchchart -out docs/charts -as RawTLSBulk64KiB=CarrierBulk64KiB/raw-tls \
+		-as Transient64KiB=TCPTransient64KiB/psi-tcp -as RawTLS64KiB=TCPTransient64KiB/raw-tls "$raw" >&2
+fi
