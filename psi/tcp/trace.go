@@ -40,7 +40,26 @@ func startTrace(cfg *psi.Config, t *transient, server bool) {
 		Local  string `json:"local"`
 		Remote string `json:"remote"`
 	}{t.local.String(), t.remote.String()})
-	go traceLoop(w, t.tcp, t.done, t.linger+time.Second, t.closedErr)
+	t.traced = make(chan struct{})
+	go func() {
+		traceLoop(w, t.tcp, t.done, t.linger+time.Second, t.closedErr)
+		close(t.traced)
+	}()
+}
+
+// waitTrace waits, after the socket is closed, until the trace is written
+// out, so that a program that exits after Close keeps it; at most a
+// second.
+func (t *transient) waitTrace() {
+	if t.traced == nil {
+		return
+	}
+	tm := time.NewTimer(time.Second)
+	defer tm.Stop()
+	select {
+	case <-t.traced:
+	case <-tm.C:
+	}
 }
 
 // traceLoop samples c until the socket is closed, or for at most linger

@@ -31,6 +31,11 @@ func TestTrace(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Close returns once the trace is written out: a program that exits
+	// right after it keeps its trace.
+	if !closedTrace(t, dir, "client") {
+		t.Fatal("the client's trace is not complete when Close returns")
+	}
 	sv.Close()
 	want := map[string]bool{"client": false, "server": false}
 	deadline := time.Now().Add(5 * time.Second)

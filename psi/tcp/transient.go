@@ -132,6 +132,7 @@ type transient struct {
 	closeRes  chan struct{}         // closed once CloseContext has closeErr
 	closeErr  error
 	done      chan struct{}
+	traced    chan struct{} // closed once the trace is written out; nil untraced
 }
 
 var (
@@ -479,6 +480,7 @@ func (t *transient) CloseContext(ctx context.Context) error {
 	} else {
 		t.log.Debug("tcp: transient closed")
 	}
+	t.waitTrace()
 	t.closeErr = err
 	close(t.closeRes)
 	return err
