@@ -8,7 +8,7 @@
 // TLS and QUIC verify the server exactly as the other stacks do
 // (psi.Security: RootCAs, ServerName, PinnedKeys). Plain TCP is
 // unencrypted and unauthenticated: its Features lack psi.Encrypted, so a
-// policy selects it only when it explicitly opts in (policy.AllowsPlaintext).
+// policy selects it only when it explicitly opts in (policy.Context.AllowsPlaintext).
 //
 // These stacks only dial: Listen fails with an error wrapping
 // post.ErrNotSupported, since an ordinary server has nothing to accept
