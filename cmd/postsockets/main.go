@@ -18,6 +18,10 @@
 // a listener without -psk, -cert or -pin-key makes a key for the run and
 // prints the -pin the other side needs; -psk FILE makes FILE with a new
 // key when it does not exist, to copy to the other side.
+//
+// cat closes the Carrier when its input ends, as nc -N does: `cat -l`
+// started with no input (< /dev/null, a background job) hangs up on the
+// peer at once. Use listen to only receive.
 package main
 
 import (
