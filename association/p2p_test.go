@@ -216,8 +216,11 @@ func testP2PImpersonation(t *testing.T, noFSP bool) {
 			url := newRendezvous(t, rendezvous.Config{InsecureSkipAuth: !tc.honest})
 			ka, kb := keysAround(t, tc.aliceDials)
 			km := genKey(t)
-			mallory := p2pPeerWith(t, url, km, string(ka.ID), string(kb.ID), nil, 2*time.Second, noFSP)
-			bob := p2pPeerWith(t, url, kb, "", "alice", map[string]rendezvous.PeerID{"alice": ka.ID}, 2*time.Second, noFSP)
+			// The handshake timeout only bounds a side that hears nothing;
+			// refusals come at once. It is generous so that a loaded
+			// machine's slow ICE check does not end a listener first.
+			mallory := p2pPeerWith(t, url, km, string(ka.ID), string(kb.ID), nil, 6*time.Second, noFSP)
+			bob := p2pPeerWith(t, url, kb, "", "alice", map[string]rendezvous.PeerID{"alice": ka.ID}, 6*time.Second, noFSP)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			bctx := ctx
