@@ -238,8 +238,16 @@ func (c *Conn) steer(now time.Time) {
 			c.probe(a, now)
 			return
 		}
+		// The active path fell silent through every probe: the peer
+		// did move. Follow it now; the test below would still see the
+		// active path's last packets as newer than the move and demote
+		// the new path again, forever.
 		c.emit(psi.EventSoftError, a, nil, errSilentPath)
 		l.demoted = false
+		if l.validated {
+			c.moveTo(a, l, now)
+			return
+		}
 	}
 	// The newest packets come from elsewhere: is the peer still on the
 	// active path? Packets in flight before it moved may arrive for
@@ -258,6 +266,12 @@ func (c *Conn) steer(now time.Time) {
 		l.demoted = true
 		return
 	}
+	c.moveTo(a, l, now)
+}
+
+// moveTo makes l the active path in place of a, keeping a to fall back
+// to if it is heard from again. Called with c.mu held.
+func (c *Conn) moveTo(a, l *path, now time.Time) {
 	c.log.Debug("fsp: peer moved", "from", c.remote, "to", l.addr)
 	if c.qlog != nil {
 		c.qlog.path("fsp:path_migrated", a, l, 0)
