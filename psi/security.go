@@ -73,11 +73,11 @@ func (s *Security) VerifyPeer(chain []*x509.Certificate, server bool) error {
 	if len(s.PinnedKeys) > 0 || len(s.PSK) > 0 {
 		pins := s.PinnedKeys
 		if len(s.PSK) > 0 {
-			c, err := PSKCertificate(s.PSK)
+			pin, err := PSKPin(s.PSK)
 			if err != nil {
 				return err
 			}
-			pins = append(append([]Pin(nil), pins...), PinCertificate(c.Leaf))
+			pins = append(append([]Pin(nil), pins...), pin)
 		}
 		got := PinCertificate(chain[0])
 		for _, p := range pins {
@@ -188,14 +188,10 @@ func (s *Security) TLSConfig(server bool) (*tls.Config, error) {
 // from a pre-shared key, so TLS-based stacks can authenticate with a PSK:
 // both ends derive the same key and pin it.
 func PSKCertificate(psk []byte) (*tls.Certificate, error) {
-	if len(psk) < 16 {
-		return nil, errors.New("psi: PSK shorter than 16 bytes")
-	}
-	seed := make([]byte, ed25519.SeedSize)
-	if _, err := io.ReadFull(hkdf.New(sha256.New, psk, nil, []byte("postsockets psk identity")), seed); err != nil {
+	priv, err := pskKey(psk)
+	if err != nil {
 		return nil, err
 	}
-	priv := ed25519.NewKeyFromSeed(seed)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
 		Subject:      pkix.Name{CommonName: "postsockets-psk"},
@@ -214,6 +210,29 @@ func PSKCertificate(psk []byte) (*tls.Certificate, error) {
 		return nil, err
 	}
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}, nil
+}
+
+// pskKey derives the Ed25519 key of PSKCertificate.
+func pskKey(psk []byte) (ed25519.PrivateKey, error) {
+	if len(psk) < 16 {
+		return nil, errors.New("psi: PSK shorter than 16 bytes")
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, psk, nil, []byte("postsockets psk identity")), seed); err != nil {
+		return nil, err
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// PSKPin returns the pin of PSKCertificate(psk) without building the
+// certificate, which costs several times more: verification and peer
+// identities need only the pin.
+func PSKPin(psk []byte) (Pin, error) {
+	priv, err := pskKey(psk)
+	if err != nil {
+		return Pin{}, err
+	}
+	return PinKey(priv.Public())
 }
 
 // zeroReader makes certificate creation deterministic; Ed25519 signing
@@ -261,7 +280,7 @@ func (s *Security) PeerIdentity(chain []*x509.Certificate, server bool) Identity
 	}
 	id := Identity{Chain: chain, Pin: PinCertificate(chain[0])}
 	if len(s.PSK) > 0 {
-		if c, err := PSKCertificate(s.PSK); err == nil && PinCertificate(c.Leaf) == id.Pin {
+		if pin, err := PSKPin(s.PSK); err == nil && pin == id.Pin {
 			id.PSK = true
 		}
 	}
