@@ -51,6 +51,33 @@ func pingPong(t testing.TB, a, b *Conn) {
 	}
 }
 
+// acceptWant accepts the next connection on l and reads want from it, in
+// order. The connection is closed when the test ends.
+func acceptWant(t testing.TB, ctx context.Context, l *Listener, want ...string) *Conn {
+	t.Helper()
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, w := range want {
+		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != w {
+			t.Fatalf("got %q, %v; want %q", m, err, w)
+		}
+	}
+	return s
+}
+
+// noMore fails if s delivers another message within d.
+func noMore(t testing.TB, ctx context.Context, s *Conn, d time.Duration) {
+	t.Helper()
+	actx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if m, err := s.ReceiveMessage(actx); err == nil {
+		t.Fatalf("message delivered twice: %q", m)
+	}
+}
+
 func TestResumption(t *testing.T) {
 	srv, cli := testcert.Must(), testcert.Must()
 	scfg := &Config{Security: psi.Security{Certificates: []tls.Certificate{srv.Leaf}, ClientAuth: true, RootCAs: cli.Pool}}
@@ -121,15 +148,7 @@ func TestZeroRTT(t *testing.T) {
 	if err := c.SendMessage(ctx, []byte("early")); err != nil {
 		t.Fatal(err)
 	}
-	s, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	got, err := s.ReceiveMessage(ctx)
-	if err != nil || string(got) != "early" {
-		t.Fatalf("got %q, %v", got, err)
-	}
+	s := acceptWant(t, ctx, l, "early")
 	if !s.Used0RTT() {
 		t.Fatal("listener did not get the message as 0-RTT")
 	}
@@ -172,15 +191,7 @@ func TestZeroRTTFirstFlight(t *testing.T) {
 	if err := c.SendMessage(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
-	s, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	got, err := s.ReceiveMessage(ctx)
-	if err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("listener read %q, %v", got, err)
-	}
+	s := acceptWant(t, ctx, l, string(msg))
 	pkts := h.packetsFrom(c.LocalALFID())
 	p := pkts[0]
 	if p.Opcode != wire.Restore || p.Dst != 0 {
@@ -217,13 +228,7 @@ func TestZeroRTTReplay(t *testing.T) {
 	if err := c.SendMessage(ctx, []byte("once")); err != nil {
 		t.Fatal(err)
 	}
-	s, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "once" {
-		t.Fatal(m, err)
-	}
+	s := acceptWant(t, ctx, l, "once")
 	pingPong(t, c, s)
 	restore := h.sent[0]
 	c.Close()
@@ -298,14 +303,7 @@ func TestResumeOtherIdentity(t *testing.T) {
 	if err := c2.SendMessage(ctx, []byte("after fallback")); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := lb.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	if m, err := s2.ReceiveMessage(ctx); err != nil || string(m) != "after fallback" {
-		t.Fatal(m, err)
-	}
+	s2 := acceptWant(t, ctx, lb, "after fallback")
 	pingPong(t, c2, s2)
 	if c2.Resumed() || c2.Used0RTT() || s2.Used0RTT() {
 		t.Fatal("another identity's listener took the ticket")
@@ -313,11 +311,7 @@ func TestResumeOtherIdentity(t *testing.T) {
 	if pc := c2.PeerCertificates(); len(pc) == 0 || !pc[0].Equal(b.Leaf.Leaf) {
 		t.Fatal("client does not see the new listener's identity")
 	}
-	actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	defer cancel()
-	if m, err := s2.ReceiveMessage(actx); err == nil {
-		t.Fatalf("message delivered twice: %q", m)
-	}
+	noMore(t, ctx, s2, 100*time.Millisecond)
 }
 
 // TestZeroRTTOnlyIdempotent: through the psi interface, a first message
@@ -335,13 +329,7 @@ func TestZeroRTTOnlyIdempotent(t *testing.T) {
 		if err := tr.WriteMessage(ctx, []byte("m"), true, &psi.WriteOptions{Properties: props}); err != nil {
 			t.Fatal(err)
 		}
-		s, err := l.Accept(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "m" {
-			t.Fatal(m, err)
-		}
+		s := acceptWant(t, ctx, l, "m")
 		c := ConnOf(tr)
 		<-c.HandshakeComplete()
 		if c.Used0RTT() != idem || s.Used0RTT() != idem || !c.Resumed() {
@@ -409,16 +397,7 @@ func TestZeroRTTRefusedByListener(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for _, want := range []string{"first", "second"} {
-		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != want {
-			t.Fatalf("got %q, %v; want %q", m, err, want)
-		}
-	}
+	s := acceptWant(t, ctx, l, "first", "second")
 	if !c.Resumed() || c.Used0RTT() || s.Used0RTT() {
 		t.Fatalf("resumed %v, client 0-RTT %v, listener 0-RTT %v", c.Resumed(), c.Used0RTT(), s.Used0RTT())
 	}
@@ -447,23 +426,12 @@ func TestZeroRTTLostRestore(t *testing.T) {
 	if err := c.SendMessage(ctx, []byte("retried")); err != nil {
 		t.Fatal(err)
 	}
-	s, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "retried" {
-		t.Fatal(m, err)
-	}
+	s := acceptWant(t, ctx, l, "retried")
 	pingPong(t, c, s)
 	if !s.Used0RTT() || !c.Used0RTT() {
 		t.Fatal("the retransmitted RESTORE lost its 0-RTT message")
 	}
-	actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	defer cancel()
-	if m, err := s.ReceiveMessage(actx); err == nil {
-		t.Fatalf("message delivered twice: %q", m)
-	}
+	noMore(t, ctx, s, 100*time.Millisecond)
 }
 
 // TestZeroRTTFork: a clone forked from a 0-RTT dial before its handshake
@@ -484,14 +452,7 @@ func TestZeroRTTFork(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	s, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "root" {
-		t.Fatal(m, err)
-	}
+	s := acceptWant(t, ctx, l, "root")
 	if err := f.SendMessage(ctx, []byte("clone")); err != nil {
 		t.Fatal(err)
 	}
