@@ -73,14 +73,23 @@ func writeParts(ctx context.Context, tr psi.Transient, msg []byte, part int) err
 // within runs f and fails t if it does not return within d.
 func within[T any](t *testing.T, d time.Duration, what string, f func() T) T {
 	t.Helper()
+	return start(f)(t, d, what)
+}
+
+// start runs f in the background and returns a wait for its result that
+// fails t if f has not returned within d of the wait's call.
+func start[T any](f func() T) func(t *testing.T, d time.Duration, what string) T {
 	ch := make(chan T, 1)
 	go func() { ch <- f() }()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("%s did not return within %v", what, d)
-		panic("unreachable")
+	return func(t *testing.T, d time.Duration, what string) T {
+		t.Helper()
+		select {
+		case v := <-ch:
+			return v
+		case <-time.After(d):
+			t.Fatalf("%s did not return within %v", what, d)
+			panic("unreachable")
+		}
 	}
 }
 
@@ -580,21 +589,13 @@ func testConcurrentClose(t *testing.T, mp MakePair) {
 	if err := p.A.WriteMessage(ctx, pattern(1000, 1), true, nil); err != nil {
 		t.Fatal(err)
 	}
-	errs := make(chan error, 2)
-	for range 2 {
-		go func() { errs <- p.A.Close() }()
-	}
+	waits := []func(*testing.T, time.Duration, string) error{start(p.A.Close), start(p.A.Close)}
 	if m, err := readMsg(ctx, p.B, 1024); err != nil || len(m) != 1000 {
 		t.Fatalf("message: %d bytes, %v", len(m), err)
 	}
-	for range 2 {
-		select {
-		case err := <-errs:
-			if err != nil {
-				t.Errorf("concurrent Close: %v", err)
-			}
-		case <-time.After(linger + time.Second):
-			t.Fatal("concurrent Close did not return")
+	for _, wait := range waits {
+		if err := wait(t, linger+time.Second, "concurrent Close"); err != nil {
+			t.Errorf("concurrent Close: %v", err)
 		}
 	}
 }
@@ -607,8 +608,7 @@ func testCloseUnreadByPeer(t *testing.T, mp MakePair) {
 			t.Fatal(err)
 		}
 	}
-	closed := make(chan error, 1)
-	go func() { closed <- p.A.Close() }()
+	closed := start(p.A.Close)
 	time.Sleep(500 * time.Millisecond) // well inside the linger
 	for i := range 50 {
 		if m, err := readMsg(ctx, p.B, 700); err != nil || !bytes.Equal(m, pattern(1000, uint64(i))) {
@@ -618,13 +618,8 @@ func testCloseUnreadByPeer(t *testing.T, mp MakePair) {
 	if _, _, err := p.B.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
 		t.Fatalf("read after the last message: %v, want io.EOF", err)
 	}
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-	case <-time.After(linger + time.Second):
-		t.Fatal("Close did not return")
+	if err := closed(t, linger+time.Second, "Close"); err != nil {
+		t.Fatalf("Close: %v", err)
 	}
 }
 
