@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
@@ -174,7 +175,8 @@ func addrPort(a net.Addr) netip.AddrPort {
 type transient struct {
 	c     *Conn
 	assoc [16]byte
-	fork  *psi.Identity // a fork's peer: that of the transient it came from
+	fork  *psi.Identity                // a fork's peer: that of the transient it came from
+	id    atomic.Pointer[psi.Identity] // the root's peer, once the handshake verified it
 }
 
 // ConnOf returns the FSP connection behind a transient made by Stack, or
@@ -198,7 +200,15 @@ func (t *transient) PeerIdentity() psi.Identity {
 	if t.fork != nil {
 		return *t.fork
 	}
-	return t.c.cfg.Security.PeerIdentity(t.c.PeerCertificates(), !t.c.initiator)
+	if id := t.id.Load(); id != nil {
+		return *id
+	}
+	chain := t.c.PeerCertificates()
+	id := t.c.cfg.Security.PeerIdentity(chain, !t.c.initiator)
+	if len(chain) > 0 {
+		t.id.Store(&id)
+	}
+	return id
 }
 
 func (t *transient) Features() psi.Features { return TransientFeatures }
