@@ -100,15 +100,9 @@ func (b *budget) give(peer netip.Addr, n int64) {
 }
 
 // admit charges a new connection to the listener's budget. It reports
-// false, and the connection is to be refused, when the budget, the
-// peer's share or the accept queue is full.
+// false, and the connection is to be refused, when the budget or the
+// peer's share is full. The charge also bounds the accept queue.
 func (l *Listener) admit(c *Conn, peer netip.Addr) bool {
-	if len(l.accept) >= cap(l.accept) {
-		l.bud.mu.Lock()
-		l.bud.refused++
-		l.bud.mu.Unlock()
-		return false
-	}
 	n := connCharge()
 	if !l.bud.take(peer, n) {
 		return false
@@ -120,14 +114,14 @@ func (l *Listener) admit(c *Conn, peer netip.Addr) bool {
 }
 
 // roomFor reports whether a new connection from peer would fit the
-// budget, its share and the accept queue, charging nothing: a handshake
-// is charged (admit) only once its client confirms it.
+// budget and its share, charging nothing: a handshake is charged (admit)
+// only once its client confirms it.
 func (l *Listener) roomFor(peer netip.Addr) bool {
 	b := l.bud
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := connCharge()
-	if len(l.accept) >= cap(l.accept) || b.used+n > b.limit || b.peers[peer]+n > b.share || b.pfxs[pendingPrefix(peer)]+n > b.pshare {
+	if b.used+n > b.limit || b.peers[peer]+n > b.share || b.pfxs[pendingPrefix(peer)]+n > b.pshare {
 		b.refused++
 		return false
 	}
@@ -180,7 +174,7 @@ func (l *Listener) Stats() BudgetStats {
 	b.mu.Lock()
 	s := BudgetStats{Budget: b.limit, PeerShare: b.share, Committed: b.used, Peak: b.peak, Refused: b.refused}
 	b.mu.Unlock()
-	s.Unaccepted = len(l.accept)
+	s.Unaccepted = l.accept.len()
 	l.t.mu.Lock()
 	conns := make([]*Conn, 0, len(l.t.conns))
 	for _, c := range l.t.conns {

@@ -314,15 +314,37 @@ func (c *Conn) affirm(pkt *wire.Packet, pt []byte) bool {
 	return true
 }
 
+// connectReq is what the responder keeps of a CONNECT_REQUEST whose
+// cookie checked out, copied out of the read loop's buffer for a
+// handshake worker (hspool.go).
+type connectReq struct {
+	key    []byte // the handshake key
+	src    uint32
+	nonce  [fcrypto.NonceLen]byte
+	pub    [fcrypto.PublicLen]byte
+	param  wire.ConnectParam
+	reqLen int
+}
+
+func newConnectReq(key, nonce []byte, pkt *wire.Packet, reqLen int) *connectReq {
+	r := &connectReq{key: key, src: pkt.Src, param: pkt.Param, reqLen: reqLen}
+	copy(r.nonce[:], nonce)
+	copy(r.pub[:], pkt.EphemeralKey)
+	return r
+}
+
 // respond runs the responder's side on a CONNECT_REQUEST whose cookie
-// checked out.
-func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet, reqLen int) error {
+// checked out: the key exchange and the signature, on a handshake
+// worker. A connection torn down meanwhile (evicted, transport closed)
+// stays closed.
+func (c *Conn) respond(req *connectReq) error {
 	l := c.listener
+	key, clientNonce := req.key, req.nonce[:]
 	kp, err := fcrypto.NewKeyPair()
 	if err != nil {
 		return err
 	}
-	shared, err := kp.Shared(pkt.EphemeralKey)
+	shared, err := kp.Shared(req.pub[:])
 	if err != nil {
 		return post.Errorf(post.ErrMalformed, "fsp: bad ephemeral key")
 	}
@@ -336,8 +358,8 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet, reqLen int) er
 	if c.cfg.Security.ClientAuth {
 		flags |= helloClientCert
 	}
-	digest := transcript(pkt.Src, c.local, clientNonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
-		&pkt.Param, &myParam, flags, chain)
+	digest := transcript(req.src, c.local, clientNonce, c.nonce[:], req.pub[:], kp.Public[:],
+		&req.param, &myParam, flags, chain)
 	master := fcrypto.MasterSecret(shared, c.cfg.Security.PSK, clientNonce, c.nonce[:])
 	sig, err := signTranscript(l.id.PrivateKey, digest)
 	if err != nil {
@@ -350,7 +372,7 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet, reqLen int) er
 		return err
 	}
 	p := wire.Packet{
-		Header:       wire.Header{Opcode: wire.AckConnectReq, Dst: pkt.Src, Src: c.local},
+		Header:       wire.Header{Opcode: wire.AckConnectReq, Dst: req.src, Src: c.local},
 		HasParam:     true,
 		Param:        myParam,
 		EphemeralKey: kp.Public[:],
@@ -358,11 +380,14 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet, reqLen int) er
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return nil
+	}
 	c.hsKey = key
 	c.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, c.local)
 	c.peerNonce = append([]byte(nil), clientNonce...)
 	c.peerKnown = true
-	c.peerParam = pkt.Param
+	c.peerParam = req.param
 	c.master = master
 	c.resBase = fcrypto.ResumptionBase(master)
 	c.installKeys()
@@ -376,7 +401,7 @@ func (c *Conn) respond(key, clientNonce []byte, pkt *wire.Packet, reqLen int) er
 		c.hsFlight = append(c.hsFlight, handshakePacket(make([]byte, 0, BaseDatagramSize), key, &p, frag))
 	}
 	c.state = stateAffirming
-	c.hsCredit = 3 * reqLen
+	c.hsCredit = 3 * req.reqLen
 	c.sendFlight()
 	c.hsSentAt = time.Now()
 	c.armTimer()

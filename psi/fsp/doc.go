@@ -202,10 +202,12 @@
 // buffers and, for a root connection, the four clones its peer may fork
 // before hearing credit. A window or a credit grows only if the budget
 // has room, and a connection that does not fit is refused with a RESET
-// during the handshake (post.ErrRefused at the dialer), as is one that
-// finds the accept queue (256) full. So what peers make a listener hold
-// never exceeds the budget, and data inside a window already advertised
-// is never dropped. Listener.Stats reports the accounting.
+// during the handshake (post.ErrRefused at the dialer). The accept queue
+// has no fixed size: what waits in it is charged to the budget, so a
+// burst of dials waits for Accept instead of being reset after the
+// dialer's Dial returned. So what peers make a listener hold never
+// exceeds the budget, and data inside a window already advertised is
+// never dropped. Listener.Stats reports the accounting.
 //
 // Traffic classes: a connection is wine-class (everything delivered, in
 // order) unless it is a clone forked with Conn.ForkClass(ctx, psi.Milk)
@@ -262,7 +264,9 @@
 // Before a peer proves itself a listener holds little: INIT_CONNECT gets
 // a stateless cookie; a CONNECT_REQUEST with a valid cookie costs a key
 // exchange and a signature, at most Config.MaxHandshakeRate a second per
-// /24 (IPv4) or /48 (IPv6) prefix, and one pending connection until the
+// /24 (IPv4) or /48 (IPv6) prefix, run by at most GOMAXPROCS handshake
+// workers off the socket's read loop (a request finding their queue of
+// 1,024 full is dropped and retransmitted), and one pending connection until the
 // client's first protected packet, within Config.MaxPendingPerAddress,
 // MaxPendingPerPrefix and MaxPending. Past a quota the oldest entry of
 // the same address, prefix or (table full) largest prefix is dropped if

@@ -22,7 +22,7 @@ type Listener struct {
 	pskLeaf       *x509.Certificate // the PSK-derived identity of initiators, with a PSK
 	chainLen      int
 	ownsTransport bool
-	accept        chan *Conn
+	accept        acceptQueue
 	bud           *budget // memory budget (budget.go)
 	done          chan struct{}
 	closeOnce     sync.Once
@@ -60,14 +60,62 @@ func (l *Listener) refuse(err error) {
 
 // Accept returns the next connection whose handshake completed.
 func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
-	select {
-	case c := <-l.accept:
-		return c, nil
-	case <-l.done:
-		return nil, post.Errorf(post.ErrClosed, "fsp: listener closed")
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for {
+		if l.closed() {
+			return nil, post.Errorf(post.ErrClosed, "fsp: listener closed")
+		}
+		if c := l.accept.pop(); c != nil {
+			return c, nil
+		}
+		select {
+		case <-l.accept.ready:
+		case <-l.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
+}
+
+// acceptQueue holds confirmed connections until Accept takes them. It
+// has no fixed size: every connection in it is charged to the listener's
+// memory budget, which bounds it, so a burst of dials waits in it
+// instead of being reset after the client's Dial returned.
+type acceptQueue struct {
+	mu    sync.Mutex
+	q     []*Conn
+	head  int
+	ready chan struct{} // signalled when q gains one
+}
+
+func (a *acceptQueue) push(c *Conn) {
+	a.mu.Lock()
+	a.q = append(a.q, c)
+	a.mu.Unlock()
+	signal(a.ready)
+}
+
+// pop returns the oldest connection, or nil.
+func (a *acceptQueue) pop() *Conn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.head == len(a.q) {
+		return nil
+	}
+	c := a.q[a.head]
+	a.q[a.head] = nil
+	a.head++
+	if a.head == len(a.q) {
+		a.q, a.head = a.q[:0], 0
+	} else {
+		signal(a.ready) // for another Accept
+	}
+	return c
+}
+
+func (a *acceptQueue) len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.q) - a.head
 }
 
 // Addr returns the listening address.
@@ -100,13 +148,8 @@ func (l *Listener) Close() error {
 func (l *Listener) shutdown() {
 	l.closeOnce.Do(func() {
 		close(l.done)
-		for {
-			select {
-			case c := <-l.accept:
-				c.teardown(post.Errorf(post.ErrClosed, "fsp: listener closed"), true)
-			default:
-				return
-			}
+		for c := l.accept.pop(); c != nil; c = l.accept.pop() {
+			c.teardown(post.Errorf(post.ErrClosed, "fsp: listener closed"), true)
 		}
 	})
 }
@@ -120,16 +163,15 @@ func (l *Listener) closed() bool {
 	}
 }
 
-// deliver hands a confirmed connection to Accept.
+// deliver hands a confirmed connection, charged to the budget, to
+// Accept.
 func (l *Listener) deliver(c *Conn) {
+	l.accept.push(c)
 	if l.closed() {
-		c.teardown(post.Errorf(post.ErrRefused, "fsp: listener closed"), true)
-		return
-	}
-	select {
-	case l.accept <- c:
-	default:
-		c.teardown(post.Errorf(post.ErrRefused, "fsp: accept queue full"), true)
+		// Closed meanwhile: shutdown may have drained the queue already.
+		for c := l.accept.pop(); c != nil; c = l.accept.pop() {
+			c.teardown(post.Errorf(post.ErrRefused, "fsp: listener closed"), true)
+		}
 	}
 }
 
@@ -191,6 +233,9 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		if confirmed {
 			return // a copy of a handshake that completed: no second one
 		}
+		if !t.hs.room() {
+			return // every worker busy and the queue full: the client retransmits
+		}
 		if !t.limiter.allowFrom(from.ap.Addr(), now, l.cfg.handshakeRate()) {
 			return // the client retransmits
 		}
@@ -225,9 +270,17 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 			t.refuseHandshake(from, pkt, len(b))
 			return
 		}
-		if err := c.respond(key, nonce, pkt, len(b)); err != nil {
-			t.log.Debug("fsp: handshake failed", "peer", from, "err", err)
-			c.teardown(err, true)
+		// The key exchange and the signature run on a worker; the read
+		// loop goes on routing.
+		req := newConnectReq(key, nonce, pkt, len(b))
+		peer := *from
+		if !t.hs.submit(func() {
+			if err := c.respond(req); err != nil {
+				t.log.Debug("fsp: handshake failed", "peer", peer, "err", err)
+				c.teardown(err, true)
+			}
+		}) {
+			c.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake queue full"), false)
 		}
 	}
 }

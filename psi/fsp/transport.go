@@ -47,6 +47,7 @@ type Transport struct {
 	log     *slog.Logger
 	jar     *fcrypto.CookieJar
 	limiter handshakeLimiter // read loop only
+	hs      hsPool           // a listener's handshake workers (hspool.go)
 	done    chan struct{}    // closed by Close
 	loopEnd chan struct{}    // closed when the read loop returns
 
@@ -582,7 +583,7 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: err}
 	}
 	t.init()
-	l := &Listener{t: t, cfg: cfg, id: id, accept: make(chan *Conn, 256), bud: newBudget(cfg.memoryBudget()), done: make(chan struct{})}
+	l := &Listener{t: t, cfg: cfg, id: id, accept: acceptQueue{ready: make(chan struct{}, 1)}, bud: newBudget(cfg.memoryBudget()), done: make(chan struct{})}
 	if psk := cfg.Security.PSK; len(psk) > 0 {
 		c, err := psi.PSKCertificate(psk)
 		if err != nil {
