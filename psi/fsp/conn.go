@@ -234,6 +234,8 @@ type Conn struct {
 	prev   *path     // the active path before the last move, watched for a fall back
 	moved  time.Time // when the last move happened
 	resps  []uint64  // PATH_RESPONSEs owed, oldest first
+	pmtu   pmtud     // path MTU discovery on the active path (pmtud.go)
+	frags  dataFrags // data sequence numbers arriving in fragments (conn_frag.go)
 }
 
 // Stats are counters of one connection.

@@ -174,6 +174,7 @@ func (c *Conn) teardown(err error, reset bool) {
 	}
 	c.readQ, c.readHead = nil, 0
 	c.dropAsm()
+	c.dropFragments()
 	if c.rcv != nil && c.timeWait {
 		// Time-wait goes on acknowledging: keep which packets arrived.
 		c.rcv.Strip(func(d rxData) rxData { putBuf(d.buf); return rxData{} })

@@ -262,6 +262,9 @@ func (c *Conn) onTimer() {
 	}
 	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
 		c.rtoAt = time.Time{}
+		if c.snd.BytesInFlight() > 0 {
+			c.pmtuTimeout() // a black hole for large packets?
+		}
 		switch {
 		case c.initiator && !c.confirmed:
 			c.ackReq = true

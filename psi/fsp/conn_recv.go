@@ -189,6 +189,10 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 // onData buffers a data packet; it reports whether buf was kept.
 func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) bool {
 	seq := wire.DecodeSeq(c.rcv.Expected(), pkt.Seq)
+	if pkt.HasFragment {
+		c.onFragment(now, seq, pkt, pt)
+		return false
+	}
 	inOrder := seq == c.rcv.Expected()
 	d := rxData{buf: buf, data: pt, eot: pkt.Flags&wire.FlagEOT != 0, release: pkt.Opcode == wire.Release}
 	kept := c.rcv.Insert(seq, d, c.rcv.Expected()+uint64(c.window()))

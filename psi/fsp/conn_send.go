@@ -49,7 +49,7 @@ func (c *Conn) trySend() {
 		}
 		c.mu.Lock()
 		clear(out)
-		full := len(out) == maxBatch
+		full := len(out) >= maxBatch
 		c.out = out[:0]
 		if !full && !c.sendAgain {
 			break
@@ -95,6 +95,7 @@ func (c *Conn) fill(now time.Time) {
 		}
 		c.sendData(now, e)
 	}
+	c.pmtuTick(now)
 	if c.ackReq || len(c.resps) > 0 || c.ackNow && len(c.out) < maxBatch {
 		if c.authWait {
 			c.sendClientAuth()
@@ -163,11 +164,19 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	if c.qlog != nil {
 		c.qlog.retx = e.Sent
 	}
-	b := c.seal(&p, payload)
-	if b == nil {
-		return
+	if room := c.dataRoom(&p); len(payload) > room {
+		// Packetized before the path MTU fell.
+		var ok bool
+		if pn, ok = c.sendFragments(&p, payload, room); !ok {
+			return
+		}
+	} else {
+		b := c.seal(&p, payload)
+		if b == nil {
+			return
+		}
+		c.out = append(c.out, b)
 	}
-	c.out = append(c.out, b)
 	if e.Sent {
 		c.stats.Retransmissions++
 	}
@@ -269,7 +278,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 	for !pushed || len(p) > 0 {
 		k := 0
 		for k < maxBatch && (!pushed || len(p) > 0) {
-			n := min(len(p), c.maxPayload)
+			n := min(len(p), c.writePayload())
 			d := txData{n: n, op: wire.PureData}
 			if n > 0 {
 				d.buf = getBuf()

@@ -49,14 +49,15 @@ func longChain(t testing.TB, p *testcert.Pair, extra int) tls.Certificate {
 }
 
 // mtuConn drops datagrams larger than max, as a path whose MTU is
-// smaller would, and records the largest it was asked to send and the
-// bytes sent under each opcode.
+// smaller would, and records the largest it was asked to send (path MTU
+// probes aside) and the bytes sent under each opcode.
 func mtuConn(t *testing.T, max int, largest *atomic.Int64, byOp *[256]atomic.Int64) *hookConn {
 	return &hookConn{PacketConn: mustUDP(t), onWrite: func(b []byte, send func([]byte)) {
 		if len(b) > 1 {
 			byOp[b[1]].Add(int64(len(b)))
 		}
-		for {
+		for len(b) > 1 && wire.Opcode(b[1]) != wire.KeepAlive { // path MTU probes are KEEP_ALIVEs
+
 			old := largest.Load()
 			if int64(len(b)) <= old || largest.CompareAndSwap(old, int64(len(b))) {
 				break

@@ -75,6 +75,10 @@ type PathInfo struct {
 	// lost; Loss is their ratio.
 	Sent, Lost uint64
 	Loss       float64
+	// MTU is the largest datagram (UDP payload) the path is known to
+	// carry: found by probing on the active path (pmtud.go),
+	// BaseDatagramSize on the others.
+	MTU int
 }
 
 func (pa peerAddr) netAddr() net.Addr {
@@ -141,7 +145,7 @@ func (c *Conn) onPathPacket(from *peerAddr, n int, newest bool, pkt *wire.Packet
 	if pkt.HasChallenge && len(c.resps) < maxPaths {
 		c.resps = append(c.resps, pkt.Challenge)
 	}
-	if pkt.HasResponse {
+	if pkt.HasResponse && !c.pmtuResponse(pkt.Response) {
 		for _, q := range c.paths {
 			if !q.validated && q.nonce == pkt.Response && !q.challenged.IsZero() {
 				q.validated = true
@@ -216,6 +220,7 @@ func (c *Conn) steer(now time.Time) {
 			}
 			c.emit(psi.EventPathChange, c.active, p, nil)
 			c.active, c.remote, c.prev = p, p.addr, nil
+			c.pmtuReset()
 		case now.Sub(p.probed) >= rto:
 			if p.probes >= maxProbes {
 				c.prev = nil // silent: the move was real
@@ -278,6 +283,7 @@ func (c *Conn) moveTo(a, l *path, now time.Time) {
 	}
 	c.emit(psi.EventPathChange, a, l, nil)
 	c.prev, c.active, c.remote, c.moved = a, l, l.addr, now
+	c.pmtuReset() // the new path's MTU is unknown
 }
 
 // probe sends a PATH_CHALLENGE to a validated path, so the peer answers
@@ -322,12 +328,12 @@ func (c *Conn) Paths() []PathInfo {
 	defer c.mu.Unlock()
 	local := c.t.Conn.LocalAddr()
 	if c.active == nil {
-		return []PathInfo{{Local: local, Remote: c.remote.netAddr(), Validated: true, Active: true}}
+		return []PathInfo{{Local: local, Remote: c.remote.netAddr(), Validated: true, Active: true, MTU: c.plpmtu()}}
 	}
 	out := make([]PathInfo, 0, len(c.paths))
 	for _, p := range c.paths {
 		pi := PathInfo{Local: local, Remote: p.addr.netAddr(), Validated: p.validated, Active: p == c.active,
-			Sent: p.sent, Lost: p.lost}
+			Sent: p.sent, Lost: p.lost, MTU: BaseDatagramSize}
 		if p.rtt.HasSample() {
 			pi.RTT, pi.RTTVar = p.rtt.SmoothedRTT(), p.rtt.RTTVar()
 		}
@@ -335,6 +341,7 @@ func (c *Conn) Paths() []PathInfo {
 			pi.Loss = float64(p.lost) / float64(p.sent)
 		}
 		if pi.Active {
+			pi.MTU = c.plpmtu()
 			out = append([]PathInfo{pi}, out...)
 		} else {
 			out = append(out, pi)

@@ -245,7 +245,7 @@ func (t *transient) Paths() []post.Path {
 		out = append(out, post.Path{
 			Local:  addrPort(p.Local),
 			Remote: addrPort(p.Remote),
-			MTU:    BaseDatagramSize,
+			MTU:    p.MTU,
 			RTT:    p.RTT,
 			RTTVar: p.RTTVar,
 			Loss:   p.Loss,
@@ -305,7 +305,7 @@ func (t *transient) Path() post.Path {
 	return post.Path{
 		Local:  addrPort(t.c.LocalAddr()),
 		Remote: addrPort(t.c.RemoteAddr()),
-		MTU:    BaseDatagramSize,
+		MTU:    t.c.PathMTU(),
 		RTT:    st.SmoothedRTT,
 		RTTVar: st.RTTVar,
 		Active: true,

@@ -118,6 +118,7 @@ func (t *Transport) init() {
 		t.udp, _ = t.Conn.(*net.UDPConn)
 		if t.udp != nil {
 			t.sio = sockio.New(t.udp)
+			setNoFragment(t.udp) // path MTU discovery (pmtud.go)
 		}
 		if t.owned && t.udp != nil {
 			// Best effort: the kernel caps these at net.core.[rw]mem_max.

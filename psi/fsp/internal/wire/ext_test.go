@@ -45,3 +45,22 @@ func TestForkCreditRoundTrip(t *testing.T) {
 		t.Fatal("duplicate FORK_CREDIT accepted")
 	}
 }
+
+func TestFragmentRoundTrip(t *testing.T) {
+	in := Packet{Header: Header{Opcode: PureData, Seq: 7, Dst: 0x10001, Src: 0x20002},
+		HasFragment: true, FragOffset: 1176, FragTotal: 1408}
+	b := AppendHeader(nil, &in)
+	var out Packet
+	if err := Parse(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !out.HasFragment || out.FragOffset != 1176 || out.FragTotal != 1408 || len(out.HeaderBytes) != HeaderLen+FragmentLen {
+		t.Fatalf("%+v", out)
+	}
+	for _, bad := range [][2]uint16{{0, 0}, {10, 10}, {11, 10}} {
+		in.FragOffset, in.FragTotal = bad[0], bad[1]
+		if err := Parse(AppendHeader(nil, &in), &out); err == nil {
+			t.Fatalf("FRAGMENT at %d of %d accepted", bad[0], bad[1])
+		}
+	}
+}

@@ -69,7 +69,17 @@ const (
 	// from the start of the connection, the sender lets its peer fork
 	// from it (the low 32 bits of the count).
 	ExtForkCredit = 0x17
+	// ExtFragment marks a data packet carrying part of the payload of
+	// its sequence number: the octet offset of the part and the
+	// payload's total length (two octets each). A sender whose path MTU
+	// fell below the size it packetized the data at resends it this way;
+	// the receiver reassembles the payload before taking the sequence
+	// number.
+	ExtFragment = 0x18
 )
+
+// FragmentLen is the length of the FRAGMENT extension.
+const FragmentLen = 8
 
 // ForkCreditLen is the length of the FORK_CREDIT extension.
 const ForkCreditLen = 8
@@ -169,6 +179,11 @@ type Packet struct {
 	// HasCredit is set for the FORK_CREDIT extension.
 	HasCredit bool
 	Credit    uint32
+	// HasFragment is set for the FRAGMENT extension: the payload is the
+	// part [FragOffset, FragOffset+len) of a payload of FragTotal octets.
+	HasFragment bool
+	FragOffset  uint16
+	FragTotal   uint16
 	// HeaderBytes is the fixed header plus extensions: the associated
 	// data of the packet protection.
 	HeaderBytes []byte
@@ -272,6 +287,16 @@ func parseExtensions(b []byte, p *Packet) error {
 			}
 			p.HasCredit = true
 			p.Credit = binary.BigEndian.Uint32(body)
+		case ExtFragment:
+			if p.HasFragment || len(body) != 4 {
+				return fmt.Errorf("%w: FRAGMENT", ErrMalformed)
+			}
+			p.HasFragment = true
+			p.FragOffset = binary.BigEndian.Uint16(body)
+			p.FragTotal = binary.BigEndian.Uint16(body[2:])
+			if p.FragTotal == 0 || p.FragOffset >= p.FragTotal {
+				return fmt.Errorf("%w: FRAGMENT at %d of %d", ErrMalformed, p.FragOffset, p.FragTotal)
+			}
 		case ExtPathChallenge, ExtPathResponse:
 			if len(body) != 8 {
 				return fmt.Errorf("%w: path validation extension", ErrMalformed)
@@ -354,6 +379,11 @@ func AppendHeader(dst []byte, p *Packet) []byte {
 	if p.HasCredit {
 		dst = append(dst, ExtForkCredit, 0, 0, ForkCreditLen)
 		dst = binary.BigEndian.AppendUint32(dst, p.Credit)
+	}
+	if p.HasFragment {
+		dst = append(dst, ExtFragment, 0, 0, FragmentLen)
+		dst = binary.BigEndian.AppendUint16(dst, p.FragOffset)
+		dst = binary.BigEndian.AppendUint16(dst, p.FragTotal)
 	}
 	if p.HasChallenge {
 		dst = append(dst, ExtPathChallenge, 0, 0, 12)

@@ -14,6 +14,7 @@ func samplePackets() []Packet {
 			Param: ConnectParam{Window: 100, MaxMessage: 1 << 20, Association: [16]byte{1, 2, 3}}, EphemeralKey: bytes.Repeat([]byte{9}, 32)},
 		{Header: Header{Opcode: KeepAlive, Flags: FlagAckRequest, Expected: 10}, HasSNACK: true,
 			SNACK: SNACK{Latest: 20, AckDelay: 1000, Gaps: []Gap{{1, 2}, {3, 4}}}},
+		{Header: Header{Opcode: PureData, Seq: 8, Dst: 1 << 20, Src: 1 << 21}, HasFragment: true, FragOffset: 1160, FragTotal: 1408},
 	}
 }
 
@@ -98,6 +99,7 @@ func FuzzDecodePacket(f *testing.F) {
 			q.Param != p.Param || !bytes.Equal(q.EphemeralKey, p.EphemeralKey) ||
 			q.HasSNACK != p.HasSNACK || q.SNACK.Latest != p.SNACK.Latest || q.SNACK.AckDelay != p.SNACK.AckDelay ||
 			q.HasCredit != p.HasCredit || q.Credit != p.Credit ||
+			q.HasFragment != p.HasFragment || q.FragOffset != p.FragOffset || q.FragTotal != p.FragTotal ||
 			!reflect.DeepEqual(append([]Gap{}, q.SNACK.Gaps...), append([]Gap{}, p.SNACK.Gaps...)) {
 			t.Fatalf("decode(encode(x)) != x:\n%+v\n%+v", p, q)
 		}
@@ -109,10 +111,14 @@ func FuzzParseExtensions(f *testing.F) {
 	f.Add([]byte{ExtConnectParam, 0, 0, 28, 0, 0, 0, 1, 0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
 	f.Add([]byte{ExtEphemeralKey, 0, 0, 5, 1, 0x7f, 0, 0, 4})
 	f.Add([]byte{ExtForkCredit, 0, 0, ForkCreditLen, 0, 0, 0, 64})
+	f.Add([]byte{ExtFragment, 0, 0, FragmentLen, 4, 0x98, 5, 0x80})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p Packet
 		if ParseExtensions(b, &p) != nil {
 			return
+		}
+		if p.HasFragment && (p.FragTotal == 0 || p.FragOffset >= p.FragTotal) {
+			t.Fatalf("FRAGMENT at %d of %d accepted", p.FragOffset, p.FragTotal)
 		}
 		if len(p.SNACK.Gaps) > MaxGaps {
 			t.Fatal("too many gaps")

@@ -1,0 +1,215 @@
+package fsp
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// Datagram packetization-layer path MTU discovery (RFC 8899).
+//
+// A connection starts at the base PLPMTU, BaseDatagramSize, which any
+// path of 1,280 bytes carries. While it has data to send it probes the
+// active path with a padded KEEP_ALIVE carrying a PATH_CHALLENGE: the
+// largest size first (MaxDatagramSize), then a binary search between the
+// largest size confirmed and the smallest that failed. The peer's
+// PATH_RESPONSE confirms a probe; pmtuMaxProbes probes of one size lost
+// (or refused by the local interface) mark it too big. New data is then
+// packetized at the confirmed size. A completed search starts again
+// after pmtuRaise.
+//
+// Black holes: when a second probe timeout in a row expires with data
+// in flight while the size is above the base, the path is taken to have
+// stopped carrying large packets. The size drops to the base at once,
+// the tail-loss probes and every retransmission after it fit, and the
+// search starts again. Data packetized at the larger size is resent in
+// FRAGMENT packets that fit (conn_frag.go). A false alarm (plain loss)
+// costs the round trips until the old size is confirmed again.
+//
+// Probing works only if the network does not fragment: Transport sets
+// IP_PMTUDISC_PROBE on the sockets it can (pmtud_linux.go), so the
+// kernel neither fragments nor lowers the size on ICMP messages.
+
+const (
+	pmtuMaxProbes = 3                // MAX_PROBES: losses of one size before it is too big
+	pmtuStep      = 8                // the search ends when the bounds are this close
+	pmtuRaise     = 10 * time.Minute // PMTU_RAISE_TIMER
+	// minPMTUProbeTimeout bounds the wait for a probe's answer from
+	// below: a loaded peer answering late only makes the search stop
+	// lower.
+	minPMTUProbeTimeout = 50 * time.Millisecond
+)
+
+// pmtud is the search state of a connection's active path.
+type pmtud struct {
+	size    int    // the PLPMTU; 0 means BaseDatagramSize
+	tooBig  int    // the smallest size known not to pass; 0 if none
+	probe   int    // size of the probe in flight; 0 if none
+	nonce   uint64 // the probe's PATH_CHALLENGE
+	sentAt  time.Time
+	losses  int       // probes of this size lost in a row
+	raiseAt time.Time // set when the search completed: search again then
+	// extra is size - BaseDatagramSize, for writers that packetize
+	// outside the connection's lock.
+	extra      atomic.Int32
+	blackHoles uint64
+}
+
+// plpmtu returns the largest datagram the active path is known to carry.
+// Called with c.mu held.
+func (c *Conn) plpmtu() int { return max(c.pmtu.size, BaseDatagramSize) }
+
+// setPLPMTU changes the packetization size. Called with c.mu held.
+func (c *Conn) setPLPMTU(n int) {
+	c.pmtu.size = n
+	c.pmtu.extra.Store(int32(n - BaseDatagramSize))
+}
+
+// writePayload is how many message bytes a new data packet takes.
+func (c *Conn) writePayload() int { return c.maxPayload + int(c.pmtu.extra.Load()) }
+
+// PathMTU returns the largest datagram (UDP payload) the active path is
+// known to carry: BaseDatagramSize until probing confirms more.
+func (c *Conn) PathMTU() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.plpmtu()
+}
+
+// dataRoom is the payload a data packet with header p may carry at the
+// current size. Called with c.mu held.
+func (c *Conn) dataRoom(p *wire.Packet) int {
+	n := c.plpmtu() - wire.HeaderLen - fcrypto.TagLen
+	if p.HasSkip {
+		n -= wire.SkipLen
+	}
+	return n
+}
+
+// next returns the size to probe, or 0 once the search is complete.
+func (pm *pmtud) next() int {
+	lo, hi := max(pm.size, BaseDatagramSize), MaxDatagramSize+1
+	if pm.tooBig > 0 {
+		hi = pm.tooBig
+	}
+	switch {
+	case hi-lo <= pmtuStep:
+		return 0
+	case pm.tooBig == 0:
+		return MaxDatagramSize // the common case: the path takes the most
+	}
+	return (lo + hi) / 2
+}
+
+func (c *Conn) pmtuProbeTimeout() time.Duration {
+	return max(2*c.rtt.PTO(), minPMTUProbeTimeout)
+}
+
+// pmtuTick runs the search: it counts a probe unanswered in time as lost
+// and sends the next one. It probes only while the connection has data
+// to send. Called by fill with c.mu held.
+func (c *Conn) pmtuTick(now time.Time) {
+	pm := &c.pmtu
+	if c.active == nil || !c.peerKnown || c.state != stateEstablished {
+		return
+	}
+	if pm.probe != 0 {
+		if now.Sub(pm.sentAt) < c.pmtuProbeTimeout() {
+			return
+		}
+		pm.losses++
+		if pm.losses >= pmtuMaxProbes {
+			c.log.Debug("fsp: path MTU probe lost", "size", pm.probe, "local", c.local)
+			pm.tooBig, pm.probe, pm.losses = pm.probe, 0, 0
+		}
+	}
+	if !pm.raiseAt.IsZero() {
+		if now.Before(pm.raiseAt) {
+			return
+		}
+		pm.raiseAt, pm.tooBig = time.Time{}, 0
+	}
+	if c.snd.BytesInFlight() == 0 && !c.snd.HasPending() {
+		return
+	}
+	for {
+		size := pm.probe // a lost probe's size again
+		if size == 0 {
+			if size = pm.next(); size == 0 {
+				pm.raiseAt = now.Add(pmtuRaise)
+				c.log.Debug("fsp: path MTU search complete", "size", c.plpmtu(), "local", c.local)
+				return
+			}
+			var nb [8]byte
+			rand.Read(nb[:])
+			pm.nonce = binary.BigEndian.Uint64(nb[:]) | 1
+		}
+		err := c.sendPMTUProbe(size)
+		pm.probe, pm.sentAt = size, now
+		if !errors.Is(err, syscall.EMSGSIZE) {
+			return
+		}
+		// The local interface refuses it: too big, no need to wait.
+		pm.tooBig, pm.probe, pm.losses = size, 0, 0
+	}
+}
+
+// sendPMTUProbe sends a KEEP_ALIVE with the search's PATH_CHALLENGE,
+// padded to size bytes. Called with c.mu held.
+func (c *Conn) sendPMTUProbe(size int) error {
+	h := c.header(wire.KeepAlive, 0, c.snd.Next())
+	h.HasChallenge, h.Challenge = true, c.pmtu.nonce
+	pad := size - len(wire.AppendHeader(make([]byte, 0, 64), &h)) - fcrypto.TagLen
+	buf := getBuf()
+	defer putBuf(buf)
+	payload := (*buf)[:max(pad, 0)]
+	clear(payload)
+	b := c.seal(&h, payload)
+	if b == nil {
+		return nil
+	}
+	defer putBuf(b)
+	return c.t.write(*b, &c.active.addr)
+}
+
+// pmtuResponse takes a PATH_RESPONSE: if it answers the probe in flight,
+// its size becomes the PLPMTU. Called with c.mu held.
+func (c *Conn) pmtuResponse(nonce uint64) bool {
+	pm := &c.pmtu
+	if pm.probe == 0 || nonce != pm.nonce {
+		return false
+	}
+	if pm.probe > c.plpmtu() {
+		c.setPLPMTU(pm.probe)
+		c.log.Debug("fsp: path MTU raised", "size", pm.probe, "local", c.local)
+	}
+	pm.probe, pm.losses = 0, 0
+	return true
+}
+
+// pmtuTimeout is the black-hole detector, called when the loss timer
+// expires with data in flight: the second probe timeout in a row above
+// the base size drops the size to the base and restarts the search.
+// Called with c.mu held.
+func (c *Conn) pmtuTimeout() {
+	if c.plpmtu() <= BaseDatagramSize || c.ptoCount == 0 {
+		return
+	}
+	c.log.Debug("fsp: path MTU black hole, back to the base size", "size", c.plpmtu(), "local", c.local)
+	c.pmtu.blackHoles++
+	c.pmtuReset()
+}
+
+// pmtuReset starts over at the base size, on a black hole or a new
+// path. Called with c.mu held.
+func (c *Conn) pmtuReset() {
+	pm := &c.pmtu
+	c.setPLPMTU(BaseDatagramSize)
+	pm.tooBig, pm.probe, pm.losses, pm.raiseAt = 0, 0, 0, time.Time{}
+}

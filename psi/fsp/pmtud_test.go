@@ -1,0 +1,267 @@
+package fsp
+
+import (
+	"bytes"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
+)
+
+// capConn drops datagrams larger than the current cap, as a path whose
+// MTU is smaller would, and records the largest data datagram it passed
+// after a fall (below the cap, fragments aside).
+type capConn struct {
+	*hookConn
+	cap          atomic.Int64
+	largestAfter atomic.Int64 // largest data datagram sent while the cap was lowered
+}
+
+func newCapConn(t *testing.T, c int) *capConn {
+	cc := &capConn{}
+	cc.cap.Store(int64(c))
+	cc.hookConn = &hookConn{PacketConn: mustUDP(t), onWrite: func(b []byte, send func([]byte)) {
+		if int64(len(b)) > cc.cap.Load() {
+			return
+		}
+		send(b)
+	}}
+	return cc
+}
+
+// capPair connects a client and a server whose sockets drop what exceeds
+// their caps.
+func capPair(t *testing.T, c int) (cli, srv *Conn, cc, sc *capConn) {
+	scfg, ccfg := pair(t)
+	cc, sc = newCapConn(t, c), newCapConn(t, c)
+	st, ct := &Transport{Conn: sc}, &Transport{Conn: cc}
+	t.Cleanup(func() { ct.Close(); st.Close() })
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, srv = dialAccept(t, testContext(t), ct, l, ccfg)
+	t.Cleanup(func() { cli.Close(); srv.Close() })
+	return cli, srv, cc, sc
+}
+
+// searchDone transfers data from s to c until s completed its path MTU
+// search (probes are sent only with data to send), at most 20 s.
+func searchDone(t *testing.T, s, c *Conn) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		transferMid(t, s, c, 1<<20, func() {})
+		s.mu.Lock()
+		done := !s.pmtu.raiseAt.IsZero()
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("search not complete; PathMTU %d", s.PathMTU())
+		}
+	}
+}
+
+// TestPMTUDProbeUp: on paths that carry 1,452-byte datagrams, and
+// 1,350-byte ones, the sender finds the most the path takes (within the
+// search's granularity) and sends its data packets at that size.
+func TestPMTUDProbeUp(t *testing.T) {
+	for _, limit := range []int{MaxDatagramSize, 1350} {
+		c, s, _, _ := capPair(t, limit)
+		searchDone(t, s, c)
+		mtu := s.PathMTU()
+		if mtu > limit || mtu < limit-pmtuStep {
+			t.Fatalf("path of %d bytes: PathMTU %d", limit, mtu)
+		}
+		if ps := s.Paths(); ps[0].MTU != mtu {
+			t.Fatalf("Paths()[0].MTU = %d, PathMTU %d", ps[0].MTU, mtu)
+		}
+		if got := (&transient{c: s}).Path().MTU; got != mtu {
+			t.Fatalf("post.Path MTU %d", got)
+		}
+		t.Logf("path of %d bytes: PathMTU %d", limit, mtu)
+	}
+}
+
+// TestPMTUDBlackHole: the path stops carrying datagrams larger than
+// BaseDatagramSize in the middle of a transfer, silently. The sender
+// detects the black hole, falls back to the base size, resends what was
+// packetized larger in fragments, and the transfer completes intact;
+// the search afterwards finds no more than the base.
+func TestPMTUDBlackHole(t *testing.T) {
+	c, s, cc, sc := capPair(t, MaxDatagramSize)
+	transferMid(t, s, c, 4<<20, func() {
+		if mtu := s.PathMTU(); mtu != MaxDatagramSize {
+			t.Errorf("before the fall: PathMTU %d", mtu)
+		}
+		cc.cap.Store(BaseDatagramSize)
+		sc.cap.Store(BaseDatagramSize)
+	})
+	s.mu.Lock()
+	holes := s.pmtu.blackHoles
+	s.mu.Unlock()
+	if mtu := s.PathMTU(); mtu != BaseDatagramSize || holes == 0 {
+		t.Fatalf("after the fall: PathMTU %d, %d black holes", mtu, holes)
+	}
+	pingPong(t, c, s)
+}
+
+// TestPMTUDResumeSearch: after a black hole the search starts again, so
+// a path that carries large packets again is used at its size.
+func TestPMTUDResumeSearch(t *testing.T) {
+	c, s, _, _ := capPair(t, MaxDatagramSize)
+	transferMid(t, s, c, 1<<20, func() {})
+	s.mu.Lock()
+	s.ptoCount = 1
+	s.pmtuTimeout() // a false alarm
+	s.mu.Unlock()
+	if mtu := s.PathMTU(); mtu != BaseDatagramSize {
+		t.Fatalf("after the alarm: PathMTU %d", mtu)
+	}
+	searchDone(t, s, c)
+	if mtu := s.PathMTU(); mtu != MaxDatagramSize {
+		t.Fatalf("PathMTU %d after searching again", mtu)
+	}
+}
+
+// TestPMTUDSearch: the sizes probed converge on the path's MTU.
+func TestPMTUDSearch(t *testing.T) {
+	for _, path := range []int{BaseDatagramSize, 1240, 1252, 1300, 1400, 1451, MaxDatagramSize} {
+		var pm pmtud
+		probes := 0
+		for size := pm.next(); size != 0; size = pm.next() {
+			if probes++; probes > 20 {
+				t.Fatalf("path %d: no end", path)
+			}
+			if size <= max(pm.size, BaseDatagramSize) || size > MaxDatagramSize {
+				t.Fatalf("path %d: probe of %d at %d", path, size, pm.size)
+			}
+			if size <= path {
+				pm.size = size
+			} else {
+				pm.tooBig = size
+			}
+		}
+		got := max(pm.size, BaseDatagramSize)
+		if got > path || got < min(path, MaxDatagramSize)-pmtuStep {
+			t.Fatalf("path %d: found %d after %d probes", path, got, probes)
+		}
+	}
+}
+
+// fragConn returns an established connection (keys of its own) to feed
+// fragments directly.
+func fragConn(t testing.TB) *Conn {
+	tr := &Transport{Conn: &nullConn{done: make(chan struct{})}}
+	tr.init()
+	t.Cleanup(func() { tr.Close() })
+	c := newConn(tr, &Config{IdleTimeout: time.Hour, KeepAlive: -1}, false, peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")})
+	c.local, c.peer, c.peerKnown = 0x30000, 0x20000, true
+	c.master = make([]byte, 32)
+	c.installKeys()
+	c.mu.Lock()
+	c.establish(time.Now())
+	c.mu.Unlock()
+	return c
+}
+
+// feedFragment hands c one fragment of sequence number seq.
+func feedFragment(c *Conn, seq uint64, flags uint8, off, total int, data []byte) {
+	p := wire.Packet{Header: wire.Header{Opcode: wire.PureData, Flags: flags, Seq: uint32(seq)},
+		HasFragment: true, FragOffset: uint16(off), FragTotal: uint16(total)}
+	c.mu.Lock()
+	buf := getBuf()
+	pt := append((*buf)[:0], data...)
+	if !c.onData(time.Now(), &p, buf, pt) {
+		putBuf(buf)
+	}
+	c.mu.Unlock()
+}
+
+// TestDataFragments: fragments out of order, repeated and overlapping
+// make the payload whole, and its sequence number is delivered once.
+func TestDataFragments(t *testing.T) {
+	c := fragConn(t)
+	msg := randBytes(MaxPayload)
+	first := c.rcv.Expected()
+	// Sequence number first+1 completes before first.
+	feedFragment(c, first+1, wire.FlagEOT, 600, 700, []byte("-tail"))
+	feedFragment(c, first+1, wire.FlagEOT, 0, 700, bytes.Repeat([]byte("x"), 600))
+	feedFragment(c, first+1, wire.FlagEOT, 605, 700, bytes.Repeat([]byte("y"), 95))
+	feedFragment(c, first, 0, 1000, MaxPayload, msg[1000:])
+	feedFragment(c, first, 0, 1000, MaxPayload, msg[1000:]) // a copy
+	feedFragment(c, first, 0, 500, MaxPayload, msg[500:1100])
+	if c.rcv.Expected() != first {
+		t.Fatal("delivered with bytes missing")
+	}
+	feedFragment(c, first, 0, 0, MaxPayload, msg[:500])
+	ctx := testContext(t)
+	got, err := c.ReceiveMessage(ctx)
+	want := append(append(append([]byte(nil), msg...), bytes.Repeat([]byte("x"), 600)...), "-tail"...)
+	want = append(want, bytes.Repeat([]byte("y"), 95)...)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, want %d: %v", len(got), len(want), err)
+	}
+	// A fragment of a delivered sequence number changes nothing.
+	feedFragment(c, first, 0, 0, MaxPayload, msg[:500])
+	if len(c.frags.parts) != 0 || c.rcv.Expected() != first+2 {
+		t.Fatalf("%d partial, expected %d", len(c.frags.parts), c.rcv.Expected())
+	}
+}
+
+// TestDataFragmentsBounded: at most maxPartials sequence numbers are
+// reassembled at once, those nearest delivery kept.
+func TestDataFragmentsBounded(t *testing.T) {
+	c := fragConn(t)
+	first := c.rcv.Expected()
+	for i := range 3 * maxPartials {
+		feedFragment(c, first+uint64(3*maxPartials-i), 0, 0, 100, []byte("half"))
+	}
+	if len(c.frags.parts) != maxPartials {
+		t.Fatalf("%d partial", len(c.frags.parts))
+	}
+	for _, p := range c.frags.parts {
+		if p.seq > first+maxPartials {
+			t.Fatalf("kept %d", p.seq-first)
+		}
+	}
+	c.teardown(nil, false)
+	if len(c.frags.parts) != 0 {
+		t.Fatal("partials kept after the connection closed")
+	}
+}
+
+// FuzzDataFragments feeds arbitrary fragments: nothing panics, the
+// partial table stays bounded, and a whole payload is delivered with
+// the bytes its fragments carried.
+func FuzzDataFragments(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 0, 10, 'a'}, []byte{0, 0, 1, 0, 10, 'b'})
+	f.Add([]byte{1, 0, 200, 1, 0, 'a'}, []byte{0, 0, 0, 0, 1, 'z'})
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		c := fragConn(t)
+		for _, in := range [][]byte{a, b, a} {
+			if len(in) < 5 {
+				continue
+			}
+			seq := c.rcv.Expected() + uint64(in[0]%16)
+			off, total := int(in[1])<<8|int(in[2]), int(in[3])<<8|int(in[4])
+			if total == 0 || off >= total {
+				continue // Parse refuses these
+			}
+			feedFragment(c, seq, wire.FlagEOT, off, total, in[5:])
+			if len(c.frags.parts) > maxPartials {
+				t.Fatalf("%d partial", len(c.frags.parts))
+			}
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, d := range c.readQ[c.readHead:] {
+			if len(d.data) == 0 || len(d.data) > MaxPayload {
+				t.Fatalf("delivered %d bytes", len(d.data))
+			}
+		}
+	})
+}
