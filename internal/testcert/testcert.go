@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"math/big"
 	"net"
 	"time"
@@ -116,4 +117,34 @@ func Must(names ...string) *Pair {
 		panic(err)
 	}
 	return p
+}
+
+// LongChain returns p's leaf followed by self-signed filler certificates
+// that no verifier uses, about extra bytes more: a long chain that
+// spans several packets of any stack.
+func (p *Pair) LongChain(extra int) (tls.Certificate, error) {
+	id := p.Leaf
+	id.Certificate = append([][]byte(nil), p.Leaf.Certificate...)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	for n := 0; n < extra; {
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(int64(n + 1)),
+			Subject:      pkix.Name{CommonName: "filler"},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(time.Hour),
+			ExtraExtensions: []pkix.Extension{{
+				Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Value: make([]byte, 1400),
+			}},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		id.Certificate = append(id.Certificate, der)
+		n += len(der)
+	}
+	return id, nil
 }

@@ -113,6 +113,10 @@ func (*Stack) Name() string { return Name }
 // Features returns Reliable|Ordered|Fork|ZeroRTT|Datagrams|Encrypted.
 func (*Stack) Features() psi.Features { return features }
 
+// packetSize is the largest UDP payload QUIC sends: the base PLPMTU of
+// RFC 8899, which fits a 1,280-byte IPv6 path (see quicConfig).
+const packetSize = 1232
+
 // quicConfig returns the quic-go configuration for cfg.
 func (s *Stack) quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 	hs := cfg.Handshake()
@@ -131,6 +135,12 @@ func (s *Stack) quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 		// One unidirectional stream: the peer's "done" (see conn.release).
 		MaxIncomingUniStreams: 1,
 		Tracer:                tracer(cfg),
+		// quic-go (v0.65) probes the path MTU upward but has no black-hole
+		// detection: a path whose MTU falls mid-transfer would stall the
+		// connection for good. Stay at the base PLPMTU that fits any
+		// 1,280-byte path, as FSP's base does (docs/design.md, Path MTU).
+		DisablePathMTUDiscovery: true,
+		InitialPacketSize:       packetSize,
 	}
 }
 

@@ -770,6 +770,7 @@ func (t *Transient) Path() post.Path {
 		Remote: addrPort(t.c.qc.RemoteAddr()),
 		RTT:    st.SmoothedRTT,
 		RTTVar: st.MeanDeviation,
+		MTU:    packetSize,
 		Active: t.c.qc.Context().Err() == nil,
 	}
 	if st.PacketsSent > 0 {
