@@ -15,8 +15,9 @@ import (
 
 // TestEventPathChangeNetns moves an FSP client to its second address
 // mid-transfer (link 1 loses its address and goes down, so packets leave
-// through link 2) and expects one PathChange on the server, to the new
-// address.
+// through link 2) and expects one PathChange on each side: on the server
+// to the client's new address, on the client from its old local address
+// to the new one.
 func TestEventPathChangeNetns(t *testing.T) {
 	netns.Require(t)
 	cns, sns := netns.New(t, "evc"), netns.New(t, "evs")
@@ -94,13 +95,25 @@ func TestEventPathChangeNetns(t *testing.T) {
 	if !bytes.Equal(got, msg) || <-sent != nil {
 		t.Fatal("the transfer did not survive the move")
 	}
+	// Each side sees one PathChange to the new path: the server a new
+	// remote address, the client (told by the local address the
+	// server's packets now come to) a new local one.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(slog.of(carrier.PathChange)) == 0 && time.Now().Before(deadline) {
+	for (len(slog.of(carrier.PathChange)) == 0 || len(clog.of(carrier.PathChange)) == 0) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	time.Sleep(200 * time.Millisecond) // a second event would be a bug: give it time to show
 	pcs := slog.of(carrier.PathChange)
 	if len(pcs) != 1 || pcs[0].New.Remote.Addr() != c2.Addr() || pcs[0].Old.Remote.Addr() != c1.Addr() {
 		t.Fatalf("server PathChange events %+v, want one from %v to %v", pcs, c1.Addr(), c2.Addr())
 	}
-	t.Logf("server: %v -> %v; client events %d (a client is not told its own address changed)", pcs[0].Old.Remote, pcs[0].New.Remote, len(clog.of(carrier.PathChange)))
+	ccs := clog.of(carrier.PathChange)
+	if len(ccs) != 1 || ccs[0].New.Local.Addr() != c2.Addr() || ccs[0].Old.Local.Addr() != c1.Addr() ||
+		ccs[0].New.Remote != server || ccs[0].Old.Remote != server {
+		t.Fatalf("client PathChange events %+v, want one from local %v to %v, to %v", ccs, c1.Addr(), c2.Addr(), server)
+	}
+	if p := c.Path(); p.Local.Addr() != c2.Addr() || p.Remote != server {
+		t.Fatalf("client path after the move %v", p)
+	}
+	t.Logf("server: %v -> %v; client: %v -> %v", pcs[0].Old.Remote, pcs[0].New.Remote, ccs[0].Old.Local, ccs[0].New.Local)
 }

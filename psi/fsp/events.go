@@ -2,6 +2,7 @@ package fsp
 
 import (
 	"errors"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +14,9 @@ import (
 type eventHook struct {
 	h      atomic.Pointer[func(psi.Event)]
 	lossAt time.Time // the last retransmission timeout reported; under Conn.mu
+	// local is the local address the peer's newest packets came to, on
+	// a socket that knows (sockio.Packet.Dst); under Conn.mu.
+	local netip.Addr
 }
 
 var (
@@ -38,7 +42,7 @@ func (c *Conn) emit(k psi.EventKind, old, new *path, err error) {
 	if h == nil {
 		return
 	}
-	local := addrPort(c.LocalAddr())
+	local := c.localLocked()
 	ev := psi.Event{Kind: k, Err: err, Time: time.Now()}
 	if old != nil {
 		ev.Old = post.Path{Local: local, Remote: addrPort(old.addr.netAddr()), RTT: old.rtt.SmoothedRTT(), Active: old == c.active}
@@ -47,6 +51,55 @@ func (c *Conn) emit(k psi.EventKind, old, new *path, err error) {
 		ev.New = post.Path{Local: local, Remote: addrPort(new.addr.netAddr()), RTT: new.rtt.SmoothedRTT(), Active: true}
 	}
 	(*h)(ev)
+}
+
+// localLocked returns the connection's local address: the socket's,
+// with the address the peer's packets come to in place of an unspecified
+// one. Called with c.mu held.
+func (c *Conn) localLocked() netip.AddrPort {
+	ap := addrPort(c.LocalAddr())
+	if a := c.events.local; a.IsValid() && (!ap.IsValid() || ap.Addr().IsUnspecified()) {
+		return netip.AddrPortFrom(a, ap.Port())
+	}
+	return ap
+}
+
+// localAddrPort is localLocked for callers without c.mu.
+func (c *Conn) localAddrPort() netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.localLocked()
+}
+
+// noteLocal records the local address dst the peer's newest packet came
+// to. When it changes, this end moved (its old address went away, or a
+// route changed): the path is now another one, though the peer's address
+// is the same. Called with c.mu held.
+func (c *Conn) noteLocal(dst netip.Addr) {
+	if !dst.IsValid() || dst == c.events.local {
+		return
+	}
+	old := c.localLocked()
+	first := !c.events.local.IsValid()
+	c.events.local = dst
+	if first || c.active == nil {
+		return
+	}
+	c.log.Debug("fsp: local address changed", "from", old, "to", dst)
+	if c.qlog != nil {
+		c.qlog.localMoved(old, c.localLocked())
+	}
+	h := c.events.h.Load()
+	if h == nil {
+		return
+	}
+	a := c.active
+	remote := addrPort(a.addr.netAddr())
+	(*h)(psi.Event{
+		Kind: psi.EventPathChange, Time: time.Now(),
+		Old: post.Path{Local: old, Remote: remote, RTT: a.rtt.SmoothedRTT()},
+		New: post.Path{Local: c.localLocked(), Remote: remote, RTT: a.rtt.SmoothedRTT(), Active: true},
+	})
 }
 
 func (t *transient) SetEventHandler(h func(psi.Event)) { t.c.SetEventHandler(h) }

@@ -158,6 +158,9 @@ func (c *Conn) onPathPacket(from *peerAddr, n int, newest bool, pkt *wire.Packet
 			}
 		}
 	}
+	if newest {
+		c.noteLocal(from.dst)
+	}
 	p := c.pathFor(from, now)
 	if p == nil {
 		return

@@ -303,7 +303,7 @@ func (t *transient) forked(c *Conn) *transient {
 func (t *transient) Path() post.Path {
 	st := t.c.Stats()
 	return post.Path{
-		Local:  addrPort(t.c.LocalAddr()),
+		Local:  t.c.localAddrPort(),
 		Remote: addrPort(t.c.RemoteAddr()),
 		MTU:    t.c.PathMTU(),
 		RTT:    st.SmoothedRTT,

@@ -2,6 +2,7 @@ package fsp
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/postsockets/postsockets/internal/qlog"
@@ -194,7 +195,8 @@ type stateEvent struct {
 type pathEvent struct {
 	Address string  `json:"address"`
 	From    string  `json:"from,omitempty"`
-	RTT     float64 `json:"rtt,omitempty"` // milliseconds: the challenge's round trip
+	RTT     float64 `json:"rtt,omitempty"`   // milliseconds: the challenge's round trip
+	Local   bool    `json:"local,omitempty"` // this end's address changed, not the peer's
 }
 
 // path records a path event: fsp:path_validated or fsp:path_migrated.
@@ -204,6 +206,12 @@ func (t *tracer) path(name string, from, to *path, rtt time.Duration) {
 		ev.From = from.addr.String()
 	}
 	t.w.Event(time.Now(), name, ev)
+}
+
+// localMoved records fsp:path_migrated for a change of this end's
+// address: the peer's packets come to local address to, not from.
+func (t *tracer) localMoved(from, to netip.AddrPort) {
+	t.w.Event(time.Now(), "fsp:path_migrated", pathEvent{Address: to.String(), From: from.String(), Local: true})
 }
 
 type keyEvent struct {

@@ -92,6 +92,7 @@ type foreignPacket struct {
 type peerAddr struct {
 	ap   netip.AddrPort
 	addr net.Addr
+	dst  netip.Addr // on receive: the local address the packet came to, if known
 }
 
 func (p peerAddr) String() string {
@@ -324,7 +325,7 @@ func (t *Transport) readBatches() {
 			continue
 		}
 		for i := range k {
-			from = peerAddr{ap: pkts[i].Addr}
+			from = peerAddr{ap: pkts[i].Addr, dst: pkts[i].Dst}
 			t.handle(pkts[i].Buf[:pkts[i].N], &from, &pkt)
 		}
 		t.flushDirty()

@@ -31,6 +31,7 @@ type groState struct {
 	lens  [groSlots]int
 	segs  [groSlots]int // segment size; 0 if the message is one datagram
 	addrs [groSlots]netip.AddrPort
+	dsts  [groSlots]netip.Addr
 
 	msgs int // messages in the buffers
 	cur  int // message being handed out
@@ -88,7 +89,7 @@ func (c *batchConn) recvGRO(n int) error {
 		h := &m.hs[i]
 		g.lens[i] = min(int(h.Len), groSlotSize)
 		oob := g.oob[i*groOOBSpace : (i+1)*groOOBSpace]
-		g.segs[i] = groSegmentSize(oob[:min(int(h.Hdr.Controllen), len(oob))])
+		g.segs[i], g.dsts[i] = parseCmsgs(oob[:min(int(h.Hdr.Controllen), len(oob))])
 		if g.segs[i] > 0 && g.segs[i] < g.lens[i] {
 			c.groMsg++
 		}
@@ -113,7 +114,7 @@ func (g *groState) drain(pkts []Packet) int {
 			end := min(g.off+seg, total)
 			p := &pkts[k]
 			p.N = copy(p.Buf[:cap(p.Buf)], msg[g.off:end])
-			p.Addr = g.addrs[i]
+			p.Addr, p.Dst = g.addrs[i], g.dsts[i]
 			k++
 			g.off = end
 			if end == total {
@@ -141,6 +142,14 @@ const (
 // oob, the control data of one received message, or 0 if there is none or
 // it is malformed.
 func groSegmentSize(oob []byte) int {
+	seg, _ := parseCmsgs(oob)
+	return seg
+}
+
+// parseCmsgs returns what the control data of one received message says:
+// the UDP_GRO segment size (0 if none) and the local address of the
+// packet information (invalid if none). Malformed data ends the walk.
+func parseCmsgs(oob []byte) (seg int, dst netip.Addr) {
 	for len(oob) >= cmsgHdrLen {
 		var l uint64
 		if cmsgLenLen == 8 {
@@ -149,27 +158,34 @@ func groSegmentSize(oob []byte) int {
 			l = uint64(binary.NativeEndian.Uint32(oob))
 		}
 		if l < uint64(unix.CmsgLen(0)) || l > uint64(len(oob)) {
-			return 0
+			return seg, dst
 		}
 		level := int32(binary.NativeEndian.Uint32(oob[cmsgLenLen:]))
 		typ := int32(binary.NativeEndian.Uint32(oob[cmsgLenLen+4:]))
 		data := oob[unix.CmsgLen(0):l]
-		if level == unix.IPPROTO_UDP && typ == unix.UDP_GRO {
+		switch {
+		case level == unix.IPPROTO_UDP && typ == unix.UDP_GRO:
 			switch {
 			case len(data) >= 4:
-				return max(int(int32(binary.NativeEndian.Uint32(data))), 0)
+				seg = max(int(int32(binary.NativeEndian.Uint32(data))), 0)
 			case len(data) >= 2:
-				return int(binary.NativeEndian.Uint16(data))
+				seg = int(binary.NativeEndian.Uint16(data))
 			}
-			return 0
+		case level == unix.IPPROTO_IP && typ == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			// struct in_pktinfo: ifindex, spec_dst, addr (the header's
+			// destination).
+			dst = netip.AddrFrom4([4]byte(data[8:12]))
+		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			// struct in6_pktinfo: addr, ifindex.
+			dst = netip.AddrFrom16([16]byte(data[:16])).Unmap()
 		}
 		next := unix.CmsgSpace(int(l) - unix.CmsgLen(0))
 		if next >= len(oob) {
-			return 0
+			return seg, dst
 		}
 		oob = oob[next:]
 	}
-	return 0
+	return seg, dst
 }
 
 // setGRO turns UDP_GRO on or off, for tests.

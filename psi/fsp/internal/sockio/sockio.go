@@ -45,6 +45,11 @@ type Packet struct {
 	Buf  []byte
 	N    int
 	Addr netip.AddrPort
+	// Dst is the local address the datagram was sent to, when the
+	// platform tells (IP_PKTINFO on Linux): on a socket bound to the
+	// unspecified address it says which of the host's addresses the peer
+	// reaches. ReadBatch only; WriteBatch ignores it.
+	Dst netip.Addr
 }
 
 // Conn reads and writes batches of datagrams.

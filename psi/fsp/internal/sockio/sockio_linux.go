@@ -36,8 +36,11 @@ const (
 	// groSlotSize holds the largest UDP payload of either family.
 	groSlotSize = 65535
 	// groOOBSpace is the control space per message: room for the UDP_GRO
-	// message (an int) and a little to spare for any other.
-	groOOBSpace = 64
+	// message (an int), the packet information (in6_pktinfo) and a little
+	// to spare for any other.
+	groOOBSpace = 128
+	// pktinfoSpace is the control space per message without GRO.
+	pktinfoSpace = 64
 )
 
 var gsoSpace = unix.CmsgSpace(2)
@@ -50,6 +53,7 @@ type batchConn struct {
 	local netip.AddrPort
 	r     mmsg
 	w     mmsg
+	roob  []byte // read control space, pktinfoSpace per message
 
 	// Owned by the reader.
 	gro    bool // UDP_GRO is on: read through g
@@ -104,6 +108,13 @@ func newBatchConn(pc *net.UDPConn) Conn {
 		// coalesced datagram before queueing it, as for every socket
 		// without the option.
 		gro = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
+		// The local address each datagram came to (Packet.Dst). An
+		// IPv6 socket reports IPv4 datagrams as mapped addresses.
+		if domain == unix.AF_INET6 {
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		} else {
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		}
 	})
 	if err != nil || (domain != unix.AF_INET && domain != unix.AF_INET6) {
 		return nil
@@ -115,6 +126,7 @@ func newBatchConn(pc *net.UDPConn) Conn {
 		local: addrPortOf(pc.LocalAddr()),
 		r:     newMmsg(),
 		w:     newMmsg(),
+		roob:  make([]byte, batchSize*pktinfoSpace),
 		gso:   gso,
 		gro:   gro,
 	}
@@ -184,8 +196,10 @@ func (c *batchConn) ReadBatch(pkts []Packet) (int, error) {
 			Name:    (*byte)(unsafe.Pointer(&m.names[i])),
 			Namelen: unix.SizeofSockaddrInet6,
 			Iov:     iov,
+			Control: &c.roob[i*pktinfoSpace],
 		}
 		h.Hdr.SetIovlen(1)
+		h.Hdr.SetControllen(pktinfoSpace)
 	}
 	m.n = n
 	err := c.rc.Read(m.recvFn)
@@ -201,6 +215,8 @@ func (c *batchConn) ReadBatch(pkts []Packet) (int, error) {
 	for i := range m.done {
 		pkts[i].N = int(m.hs[i].Len)
 		pkts[i].Addr = parseSockaddr(&m.names[i])
+		oob := c.roob[i*pktinfoSpace : (i+1)*pktinfoSpace]
+		_, pkts[i].Dst = parseCmsgs(oob[:min(int(m.hs[i].Hdr.Controllen), len(oob))])
 	}
 	return m.done, nil
 }

@@ -517,3 +517,38 @@ func FuzzGRODrain(f *testing.F) {
 		}
 	})
 }
+
+// TestPacketDst: a socket bound to the unspecified address learns which
+// local address each datagram came to, with and without GRO, on IPv4 and
+// dual-stack IPv6 sockets.
+func TestPacketDst(t *testing.T) {
+	for _, tc := range []struct {
+		network, bind string
+		gro           bool
+	}{{"udp4", "0.0.0.0:0", true}, {"udp4", "0.0.0.0:0", false}, {"udp", "[::]:0", true}, {"udp", "[::]:0", false}} {
+		ru := listen(t, tc.network, tc.bind)
+		ru.SetReadDeadline(time.Now().Add(safety))
+		r := batch(t, New(ru))
+		if !tc.gro {
+			r.setGRO(false)
+		}
+		s := New(listen(t, "udp4", "127.0.0.1:0"))
+		to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), r.LocalAddr().Port())
+		if _, err := s.WriteBatch(equalBatch(2, 100, to)); err != nil {
+			t.Fatal(err)
+		}
+		in := []Packet{{Buf: make([]byte, 1500)}, {Buf: make([]byte, 1500)}}
+		for got := 0; got < 2; {
+			n, err := r.ReadBatch(in[got:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range in[got : got+n] {
+				if p.Dst != to.Addr() {
+					t.Errorf("%s %s gro=%v: Dst %v, want %v", tc.network, tc.bind, r.gro, p.Dst, to.Addr())
+				}
+			}
+			got += n
+		}
+	}
+}
