@@ -168,8 +168,23 @@ func (t *Transient) setReader(s *quicgo.Stream) {
 
 func (t *Transient) setWriter(s *quicgo.Stream) {
 	t.ws = s
-	t.fw = framer.LengthPrefix{}.NewWriter(s)
+	t.fw = framer.LengthPrefix{}.NewWriter(wholeWriter{s})
 	t.wInMsg, t.werr = false, nil
+}
+
+// wholeWriter writes to a stream, and counts a write that handed every
+// byte to QUIC as done even if a deadline passed meanwhile. quic-go
+// reports the deadline when its writer wakes up after the last bytes
+// were packed: the peer may already have read them all and closed
+// (peerClosed sets the deadline), and the message was delivered.
+type wholeWriter struct{ s io.Writer }
+
+func (w wholeWriter) Write(p []byte) (int, error) {
+	n, err := w.s.Write(p)
+	if n == len(p) && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nil
+	}
+	return n, err
 }
 
 // stream returns the current stream.
@@ -358,7 +373,7 @@ func (t *Transient) write0RTT(ctx context.Context, p []byte) (done bool, err err
 	t.mu.Unlock()
 	// s is t.ws: the writer has no buffered data, as every write flushes.
 	stop := cutWrite(ctx, s)
-	_, err = s.Write(buf.Bytes())
+	_, err = wholeWriter{s}.Write(buf.Bytes())
 	stop()
 	if errors.Is(err, quicgo.Err0RTTRejected) {
 		// The replay sends it again on a new stream.
