@@ -61,6 +61,7 @@ func mtuTransfer(t *testing.T, srv, cli *netns.NS, sa netip.Addr, stack string, 
 	}
 	defer s.Abort()
 	got := sha256.New()
+	start := time.Now()
 	for i := 0; i < total/size; i++ {
 		m, err := s.Receive(ctx)
 		if err != nil {
@@ -80,6 +81,8 @@ func mtuTransfer(t *testing.T, srv, cli *netns.NS, sa netip.Addr, stack string, 
 	if c.Stack() != stack {
 		t.Fatalf("ran over %s", c.Stack())
 	}
+	d := time.Since(start)
+	t.Logf("%s: %d MB in %v (%.0f MB/s)", stack, total>>20, d.Round(time.Millisecond), float64(total)/1e6/d.Seconds())
 	return c.Path()
 }
 

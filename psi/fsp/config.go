@@ -86,6 +86,10 @@ type Config struct {
 	Congestion string
 	// DisablePacing turns the pacer off.
 	DisablePacing bool
+	// DisablePathMTUDiscovery keeps every datagram within
+	// BaseDatagramSize: no probing for a larger path MTU (doc.go, "Path
+	// MTU").
+	DisablePathMTUDiscovery bool
 	// Association is sent to the peer in CONNECT_PARAM.
 	Association [16]byte
 	// Allow0RTT lets a dial holding a resumption ticket return at once

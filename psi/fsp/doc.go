@@ -78,14 +78,37 @@
 // three fragments received while some are missing, so a long listener
 // chain costs one more round trip per 3.6 KB.
 //
-// Path MTU: data packets too are at most BaseDatagramSize, the base
-// PLPMTU of RFC 8899 (DPLPMTUD), so a path of at least 1,280 bytes never
-// fragments or blackholes them, and a path whose MTU drops to 1,280
-// mid-transfer loses nothing; Path().MTU reports it. Probing upward is
-// not implemented: a packet keeps its sequence number and size when
-// retransmitted, so a connection that had raised its size could not
-// resend in-flight data through a black hole without re-packetization.
-// A receiver takes packets up to MaxDatagramSize. A resumption ticket
+// Path MTU (RFC 8899, datagram PLPMTUD; pmtud.go): a connection starts
+// at BaseDatagramSize, the base PLPMTU, which any path of 1,280 bytes
+// carries. While it has data to send it probes its active path with a
+// KEEP_ALIVE carrying a PATH_CHALLENGE and padded (encrypted zeros) to
+// the size tried: MaxDatagramSize (1,452) first, then a binary search
+// between the largest size confirmed and the smallest that failed, to
+// within 8 bytes. The peer's PATH_RESPONSE confirms a probe; three
+// probes of one size unanswered within max(2 PTO, 50 ms), or a local
+// EMSGSIZE, make it too big. New data is packetized at the size
+// confirmed (PathMTU, Paths, post.Path.MTU). A completed search runs
+// again after 10 minutes, and a new active path starts over at the base.
+// Black holes: a probe timeout that expires with data in flight above
+// the base size (no acknowledgement for a whole PTO; congestion loss is
+// detected by later acknowledgements instead) drops the size to the base
+// at once and restarts the search, so a path whose MTU falls
+// mid-transfer costs about a probe timeout and a round trip; a false
+// alarm costs about a round trip at the base size. A packet keeps its
+// sequence number when retransmitted, so data packetized at a larger
+// size that no longer fits is resent in FRAGMENT packets: the FRAGMENT
+// extension (type 0x18, 8 octets: offset and total length of the
+// payload, two octets each, the offset below the total) marks a
+// complete packet, under its own packet number, carrying that part of
+// the sequence number's payload; the receiver reassembles at most eight
+// sequence numbers at once inside its receive window (a fragment for a
+// ninth displaces the one farthest from delivery, or is dropped if it
+// is the farthest), takes the sequence number only when whole, and
+// acknowledges it as a whole, so it is retransmitted as a whole. On
+// Linux a Transport sets IP_PMTUDISC_PROBE on its socket (Don't
+// Fragment, no local fragmentation, ICMP ignored), so probes measure the
+// path itself. Config.DisablePathMTUDiscovery keeps every datagram
+// within the base. A receiver takes packets up to MaxDatagramSize. A resumption ticket
 // is issued only if RESTORE carrying it fits BaseDatagramSize (a client
 // chain of more than about 1 KB gets none). Conn.PeerCertificates returns the
 // peer's verified chain on both ends; clones and InstallKey keep it.
@@ -364,6 +387,8 @@
 //   - The handshake packets with a certificate chain (ACK_CONNECT_REQ,
 //     CLIENT_AUTH) are fragmented by FSP into datagrams of at most
 //     BaseDatagramSize.
+//   - Path MTU discovery, its padded probes and the FRAGMENT extension
+//     are ours.
 //   - ADJOURN, ACK_FLUSH and PERSIST-with-SNACK are not implemented;
 //     acknowledgements travel in KEEP_ALIVE packets. RESTORE resumes a
 //     session from a ticket the listener sealed (NEW_TICKET is ours),

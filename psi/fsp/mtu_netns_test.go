@@ -158,8 +158,7 @@ func routedPair(t *testing.T) (c, s *Conn, r *netns.NS, toClient string) {
 // sender's probes find the largest datagram FSP sends.
 func TestNetnsPMTUProbe(t *testing.T) {
 	c, s, _, _ := routedPair(t)
-	searchDone(t, s, c)
-	if mtu := (&transient{c: s}).Path().MTU; mtu <= 1400 {
+	if mtu := searchDone(t, s, c); mtu <= 1400 {
 		t.Fatalf("Path().MTU = %d on a 1,500-byte path", mtu)
 	}
 }
@@ -171,8 +170,7 @@ func TestNetnsPMTUProbe(t *testing.T) {
 // with a path MTU that fell.
 func TestNetnsMTUBlackHole(t *testing.T) {
 	c, s, r, dev := routedPair(t)
-	searchDone(t, s, c)
-	before := s.PathMTU()
+	before := searchDone(t, s, c)
 	total := 40 << 20
 	if testing.Short() {
 		total = 8 << 20
@@ -194,5 +192,107 @@ func TestNetnsMTUBlackHole(t *testing.T) {
 	t.Logf("path MTU %d, then %d; %d black holes; the second half took %v", before, after, holes, time.Since(fell))
 	if before <= 1400 || after > 1280-28 || holes == 0 {
 		t.Fatalf("path MTU %d, then %d; %d black holes", before, after, holes)
+	}
+}
+
+// TestNetnsMTUBlackHoleRTT is TestNetnsMTUBlackHole over a 20 ms round
+// trip (a TUN delay line between the router and the receiver, whose MTU
+// falls): it logs how long the receiver got nothing after the fall, in
+// round trips, for docs/benchmarks.md; it asserts completion and the
+// fall only.
+//
+//	go test -run NetnsMTUBlackHoleRTT -v ./psi/fsp
+func TestNetnsMTUBlackHoleRTT(t *testing.T) {
+	netns.Require(t)
+	cns, rns, sns := netns.New(t, "prc"), netns.New(t, "prr"), netns.New(t, "prs")
+	ra, ca := netip.MustParseAddr("10.74.1.1"), netip.MustParseAddr("10.74.1.2")
+	sr, rs := netip.MustParsePrefix("10.74.2.2/24"), netip.MustParsePrefix("10.74.2.1/24")
+	const rtt = 20 * time.Millisecond
+	if err := netns.DelayLink(t, rns, cns, "pmtun", ra, ca, rtt/2); err != nil {
+		t.Skipf("no delay line: %v", err)
+	}
+	netns.Link(t, sns, rns, sr, rs)
+	for _, err := range []error{rns.EnableForwarding(), cns.DefaultRoute(ra), sns.DefaultRoute(rs.Addr()),
+		rns.DropOutput(100, "icmp type destination-unreachable")} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	scfg, ccfg := pair(t)
+	spc, err := sns.ListenUDP(netip.AddrPortFrom(sr.Addr(), 4433))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpc, err := cns.ListenUDP(netip.MustParseAddrPort("0.0.0.0:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, ct := &Transport{Conn: spc}, &Transport{Conn: cpc}
+	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t)
+	c, s := dialAccept(t, ctx, ct, l, ccfg)
+	t.Cleanup(func() { c.Close(); s.Close() })
+	before := searchDone(t, s, c)
+
+	// Stream until well past the fall, then measure the receiver's
+	// longest silence after it.
+	const chunk = 16 << 10
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		msg := randBytes(chunk)
+		for {
+			select {
+			case <-stop:
+				errc <- s.SendMessage(ctx, []byte("end"))
+				return
+			default:
+			}
+			if err := s.SendMessage(ctx, msg); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	var fell, last time.Time
+	var gap time.Duration
+	stopped := false
+	buf := make([]byte, chunk)
+	for start := time.Now(); ; {
+		n, _, err := c.ReadMessage(ctx, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		if !fell.IsZero() && now.Sub(last) > gap {
+			gap = now.Sub(last)
+		}
+		last = now
+		switch {
+		case fell.IsZero() && now.Sub(start) > 10*rtt:
+			if err := rns.Run("ip", "link", "set", "dev", "pmtun", "mtu", "1280"); err != nil {
+				t.Fatal(err)
+			}
+			fell = time.Now()
+		case !fell.IsZero() && now.Sub(fell) > 50*rtt && !stopped:
+			close(stop)
+			stopped = true
+		case stopped && n == 3 && string(buf[:3]) == "end":
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			after := s.PathMTU()
+			st := s.Stats()
+			t.Logf("path MTU %d, then %d; receiver silent for %v (%.1f round trips of %v) after the fall; srtt %v, %d probe timeouts",
+				before, after, gap.Round(time.Millisecond), float64(gap)/float64(rtt), rtt, st.SmoothedRTT.Round(time.Millisecond), st.Probes)
+			if before <= 1400 || after > 1280-28 {
+				t.Fatalf("path MTU %d, then %d", before, after)
+			}
+			return
+		}
 	}
 }

@@ -24,13 +24,16 @@ import (
 // packetized at the confirmed size. A completed search starts again
 // after pmtuRaise.
 //
-// Black holes: when a second probe timeout in a row expires with data
-// in flight while the size is above the base, the path is taken to have
-// stopped carrying large packets. The size drops to the base at once,
-// the tail-loss probes and every retransmission after it fit, and the
-// search starts again. Data packetized at the larger size is resent in
-// FRAGMENT packets that fit (conn_frag.go). A false alarm (plain loss)
-// costs the round trips until the old size is confirmed again.
+// Black holes: when a probe timeout expires with data in flight while
+// the size is above the base (no acknowledgement for a whole PTO, which
+// ordinary congestion loss, detected by later packets' acknowledgements,
+// does not cause), the path is taken to have stopped carrying large
+// packets. The size drops to the base at once, so the tail-loss probes
+// and every retransmission after them fit, and the search starts again
+// from the largest size. Data packetized at the larger size is resent in
+// FRAGMENT packets that fit (conn_frag.go). A false alarm (a tail loss,
+// a stalled host) costs about one round trip at the base size, until the
+// first probe confirms the old size again.
 //
 // Probing works only if the network does not fragment: Transport sets
 // IP_PMTUDISC_PROBE on the sockets it can (pmtud_linux.go), so the
@@ -116,7 +119,7 @@ func (c *Conn) pmtuProbeTimeout() time.Duration {
 // to send. Called by fill with c.mu held.
 func (c *Conn) pmtuTick(now time.Time) {
 	pm := &c.pmtu
-	if c.active == nil || !c.peerKnown || c.state != stateEstablished {
+	if c.active == nil || !c.peerKnown || c.state != stateEstablished || c.cfg.DisablePathMTUDiscovery {
 		return
 	}
 	if pm.probe != 0 {
@@ -194,11 +197,10 @@ func (c *Conn) pmtuResponse(nonce uint64) bool {
 }
 
 // pmtuTimeout is the black-hole detector, called when the loss timer
-// expires with data in flight: the second probe timeout in a row above
-// the base size drops the size to the base and restarts the search.
-// Called with c.mu held.
+// expires with data in flight: above the base size, it drops the size to
+// the base and restarts the search. Called with c.mu held.
 func (c *Conn) pmtuTimeout() {
-	if c.plpmtu() <= BaseDatagramSize || c.ptoCount == 0 {
+	if c.plpmtu() <= BaseDatagramSize {
 		return
 	}
 	c.log.Debug("fsp: path MTU black hole, back to the base size", "size", c.plpmtu(), "local", c.local)
