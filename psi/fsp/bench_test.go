@@ -3,9 +3,6 @@ package fsp
 import (
 	"crypto/tls"
 	"io"
-	"net"
-	"net/netip"
-	"runtime"
 	"testing"
 
 	"github.com/quic-go/quic-go"
@@ -298,107 +295,6 @@ func BenchmarkRoundTrip(b *testing.B) {
 			if _, err := io.ReadFull(st, buf); err != nil {
 				b.Fatal(err)
 			}
-		}
-	})
-}
-
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
-// BenchmarkIdleConnMemory opens idle connections from one client socket
-// to one listener and reports the heap they hold per connection end
-// (both ends live in this process, so the total is divided by 2N).
-func BenchmarkIdleConnMemory(b *testing.B) {
-	const n = 200
-	b.Run("fsp", func(b *testing.B) {
-		scfg, ccfg := pair(b)
-		ccfg.KeepAlive = -1
-		scfg.KeepAlive = -1
-		scfg.MemoryBudget = 1 << 30 // n connections from one address
-		for range b.N {
-			l := listen(b, scfg)
-			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			tr := &Transport{Conn: pc}
-			ctx := testContext(b)
-			// Warm up pools and the transports.
-			warm, err := tr.Dial(ctx, l.Addr(), ccfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ws, _ := l.Accept(ctx)
-			warm.SendMessage(ctx, []byte("x"))
-			ws.ReceiveMessage(ctx)
-			before := heapInUse()
-			conns := make([]*Conn, 0, 2*n)
-			for range n {
-				c, err := tr.Dial(ctx, l.Addr(), ccfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				s, err := l.Accept(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				conns = append(conns, c, s)
-			}
-			after := heapInUse()
-			b.ReportMetric(float64(after-before)/(2*n), "bytes/conn")
-			runtime.KeepAlive(conns)
-			for _, c := range conns {
-				c.Close()
-			}
-			tr.Close()
-			pc.Close()
-			l.Close()
-		}
-	})
-	b.Run("quic", func(b *testing.B) {
-		stls, ctls := quicConfigs(b)
-		for range b.N {
-			ln, err := quic.ListenAddr("127.0.0.1:0", stls, quicConf)
-			if err != nil {
-				b.Fatal(err)
-			}
-			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			tr := &quic.Transport{Conn: pc}
-			ctx := testContext(b)
-			raddr := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ln.Addr().String()))
-			warm, err := tr.Dial(ctx, raddr, ctls, quicConf)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ws, _ := ln.Accept(ctx)
-			before := heapInUse()
-			var conns []*quic.Conn
-			for range n {
-				c, err := tr.Dial(ctx, raddr, ctls, quicConf)
-				if err != nil {
-					b.Fatal(err)
-				}
-				s, err := ln.Accept(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				conns = append(conns, c, s)
-			}
-			after := heapInUse()
-			b.ReportMetric(float64(after-before)/(2*n), "bytes/conn")
-			for _, c := range append(conns, warm, ws) {
-				c.CloseWithError(0, "")
-			}
-			tr.Close()
-			ln.Close()
 		}
 	})
 }
