@@ -19,15 +19,15 @@ import (
 // sent with UDP_SEGMENT arrives whole this way instead of being segmented
 // on receive, so one copy to user space moves dozens of datagrams.
 //
-// The reader receives into groSlots internal buffers large enough for any
-// coalesced message and copies each segment to the next Packet of the
-// caller. Segments that do not fit the caller's batch stay in the buffers
-// and are returned by the next ReadBatch before any new system call.
+// The reader receives into groSlots slots of its read state, each large
+// enough for any coalesced message, and hands each segment out in the
+// next Packet of the caller: copied by ReadBatch, lent by LendBatch.
+// Segments that do not fit the caller's batch stay in the slots and are
+// returned by the next call before any new system call.
 
 // groState is what the reader keeps between calls while GRO is on.
 type groState struct {
-	buf   []byte // groSlots slots of groSlotSize bytes, allocated on first use
-	oob   []byte // groOOBSpace bytes of control space per slot
+	buf   []byte // the receive space of the read state, while held
 	lens  [groSlots]int
 	segs  [groSlots]int // segment size; 0 if the message is one datagram
 	addrs [groSlots]netip.AddrPort
@@ -42,53 +42,23 @@ type groState struct {
 // there are none, from one recvmmsg. It does not top a short remainder up
 // with a non-blocking recvmmsg: measured with FSP bulk transfer, that
 // extra system call bought nothing.
-func (c *batchConn) readGRO(pkts []Packet) (int, error) {
+func (c *batchConn) readGRO(pkts []Packet, lend bool) (int, error) {
 	g := &c.g
 	if g.cur < g.msgs {
-		return g.drain(pkts), nil
+		return g.drain(pkts, lend), nil
 	}
-	if err := c.recvGRO(len(pkts)); err != nil {
-		return 0, err
+	c.rn, c.rlend = min(len(pkts), groSlots), lend
+	if err := c.rc.Read(c.recvFn); err != nil {
+		return 0, opError("read", err)
 	}
-	return g.drain(pkts), nil
-}
-
-// recvGRO waits for and receives up to n messages into the buffers, which
-// must have been drained.
-func (c *batchConn) recvGRO(n int) error {
-	g := &c.g
-	if g.buf == nil {
-		g.buf = make([]byte, groSlots*groSlotSize)
-		g.oob = make([]byte, groSlots*groOOBSpace)
-	}
-	m := &c.r
-	n = min(n, groSlots)
-	for i := range n {
-		iov := &m.iovs[i]
-		iov.Base = &g.buf[i*groSlotSize]
-		iov.SetLen(groSlotSize)
-		h := &m.hs[i]
-		h.Len = 0
-		h.Hdr = unix.Msghdr{
-			Name:    (*byte)(unsafe.Pointer(&m.names[i])),
-			Namelen: unix.SizeofSockaddrInet6,
-			Iov:     iov,
-			Control: &g.oob[i*groOOBSpace],
-		}
-		h.Hdr.SetIovlen(1)
-		h.Hdr.SetControllen(groOOBSpace)
-	}
-	m.n = n
-	if err := c.rc.Read(m.recvFn); err != nil {
-		return opError("read", err)
-	}
+	m := c.rs.m
 	if m.errno != 0 {
-		return opError("read", os.NewSyscallError("recvmmsg", m.errno))
+		return 0, opError("read", os.NewSyscallError("recvmmsg", m.errno))
 	}
 	for i := range m.done {
 		h := &m.hs[i]
 		g.lens[i] = min(int(h.Len), groSlotSize)
-		oob := g.oob[i*groOOBSpace : (i+1)*groOOBSpace]
+		oob := c.rs.oob[i*groOOBSpace : (i+1)*groOOBSpace]
 		g.segs[i], g.dsts[i] = parseCmsgs(oob[:min(int(h.Hdr.Controllen), len(oob))])
 		if g.segs[i] > 0 && g.segs[i] < g.lens[i] {
 			c.groMsg++
@@ -96,12 +66,13 @@ func (c *batchConn) recvGRO(n int) error {
 		g.addrs[i] = parseSockaddr(&m.names[i])
 	}
 	g.msgs, g.cur, g.off = m.done, 0, 0
-	return nil
+	return g.drain(pkts, lend), nil
 }
 
-// drain copies buffered datagrams to pkts, in order, and returns how many.
-// A datagram longer than a Packet's capacity is truncated to it.
-func (g *groState) drain(pkts []Packet) int {
+// drain hands buffered datagrams out in pkts, in order, and returns how
+// many: copied to each Packet's space, cut to its capacity, or with lend,
+// as slices of the receive space of at most LendSize bytes.
+func (g *groState) drain(pkts []Packet, lend bool) int {
 	k := 0
 	for k < len(pkts) && g.cur < g.msgs {
 		i := g.cur
@@ -113,7 +84,12 @@ func (g *groState) drain(pkts []Packet) int {
 		for k < len(pkts) {
 			end := min(g.off+seg, total)
 			p := &pkts[k]
-			p.N = copy(p.Buf[:cap(p.Buf)], msg[g.off:end])
+			if lend {
+				e := min(end, g.off+LendSize)
+				p.Buf, p.N = msg[g.off:e:e], e-g.off
+			} else {
+				p.N = copy(p.Buf[:cap(p.Buf)], msg[g.off:end])
+			}
 			p.Addr, p.Dst = g.addrs[i], g.dsts[i]
 			k++
 			g.off = end

@@ -16,10 +16,14 @@
 // rather than golang.org/x/net/ipv4's ReadBatch, because the latter
 // allocates a *net.UDPAddr for every datagram received. Neither ReadBatch
 // nor WriteBatch allocates on that path, except to name the zone of a
-// link-local IPv6 address and, with GRO, for the receive buffers at the
-// first ReadBatch: 8 slots of 64 KiB, since the kernel drops the tail of a
-// coalesced message that does not fit, and the segments are copied from
-// them to the caller's Packets.
+// link-local IPv6 address.
+//
+// The system call state and the receive space (8 slots of 64 KiB with
+// GRO, since the kernel drops the tail of a coalesced message that does
+// not fit) come from pools shared by all sockets. A reader holds them
+// only while it has datagrams in hand and gives them back before it waits
+// on an empty socket, so an idle socket holds no buffer. LendBatch hands
+// datagrams out as slices of that space instead of copying them.
 //
 // A Conn keeps its system call buffers between calls: at most one goroutine
 // may call ReadBatch at a time, and at most one WriteBatch, though one of
@@ -48,9 +52,13 @@ type Packet struct {
 	// Dst is the local address the datagram was sent to, when the
 	// platform tells (IP_PKTINFO on Linux): on a socket bound to the
 	// unspecified address it says which of the host's addresses the peer
-	// reaches. ReadBatch only; WriteBatch ignores it.
+	// reaches. ReadBatch and LendBatch only; WriteBatch ignores it.
 	Dst netip.Addr
 }
+
+// LendSize is the most of a datagram LendBatch hands out; longer ones are
+// cut to it, as ReadBatch cuts them to a Packet's capacity.
+const LendSize = 4096
 
 // Conn reads and writes batches of datagrams.
 type Conn interface {
@@ -59,6 +67,11 @@ type Conn interface {
 	// addresses are IPv4 when the datagram came over IPv4, even on a
 	// dual-stack socket.
 	ReadBatch(pkts []Packet) (int, error)
+	// LendBatch is ReadBatch into the Conn's own space: it ignores each
+	// Packet's Buf on entry and sets it to the datagram, at most LendSize
+	// bytes, in memory that stays valid only until the next LendBatch or
+	// ReadBatch call.
+	LendBatch(pkts []Packet) (int, error)
 	// WriteBatch sends every packet, in order, and returns how many were
 	// handed to the kernel before an error, if any.
 	WriteBatch(pkts []Packet) (int, error)
@@ -96,8 +109,9 @@ type addrPortConn interface {
 
 // loopConn moves one datagram per system call.
 type loopConn struct {
-	pc net.PacketConn
-	ap addrPortConn // pc, if it has the methods; nil otherwise
+	pc   net.PacketConn
+	ap   addrPortConn // pc, if it has the methods; nil otherwise
+	lend []byte       // LendSize bytes, allocated by the first LendBatch
 }
 
 func (c *loopConn) MaxBatch() int             { return 1 }
@@ -128,6 +142,24 @@ func (c *loopConn) ReadBatch(pkts []Packet) (int, error) {
 	p.N = n
 	p.Addr = unmap(ap)
 	return 1, nil
+}
+
+func (c *loopConn) LendBatch(pkts []Packet) (int, error) {
+	if len(pkts) == 0 {
+		return 0, nil
+	}
+	if c.lend == nil {
+		c.lend = make([]byte, LendSize)
+	}
+	p := &pkts[0]
+	p.Buf = c.lend
+	n, err := c.ReadBatch(pkts[:1])
+	if err != nil {
+		p.Buf = nil
+		return 0, err
+	}
+	p.Buf = c.lend[:p.N:p.N]
+	return n, nil
 }
 
 func (c *loopConn) WriteBatch(pkts []Packet) (int, error) {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -45,22 +46,35 @@ const (
 
 var gsoSpace = unix.CmsgSpace(2)
 
+// The receive space is groSlots GRO slots, and the same memory holds
+// batchSize lent slots of LendSize bytes.
+const _ = uint(groSlots*groSlotSize - batchSize*LendSize)
+
 // batchConn is the Linux recvmmsg/sendmmsg Conn.
+//
+// Its system call state and receive space are not its own: the reader
+// takes them from readPool when a read finds datagrams and gives them back
+// when the socket has nothing more, before it waits; the writer takes its
+// state from writePool for each WriteBatch. A socket that waits for
+// datagrams thus holds no buffer, however many it has received before.
 type batchConn struct {
 	pc    *net.UDPConn
 	rc    syscall.RawConn
 	v6    bool // AF_INET6 socket, possibly dual-stack
 	local netip.AddrPort
-	r     mmsg
-	w     mmsg
-	roob  []byte // read control space, pktinfoSpace per message
 
 	// Owned by the reader.
+	rs     *readState // held while datagrams are in hand; nil while idle
+	rn     int        // messages to ask for
+	rlend  bool       // read into lent space rather than rpkts
+	rpkts  []Packet   // the caller's packets during a read into them
+	recvFn func(fd uintptr) bool
 	gro    bool // UDP_GRO is on: read through g
 	g      groState
 	groMsg uint64 // coalesced messages received, for tests
 
 	// Owned by the writer.
+	w        *mmsg  // from writePool during WriteBatch
 	gso      bool   // send runs of packets as one UDP_SEGMENT message
 	gsoOK    bool   // a GSO send has succeeded, so GSO itself works
 	gsoSends uint64 // GSO messages sent, for tests
@@ -78,20 +92,40 @@ type mmsg struct {
 	done  int // messages the system call moved
 	errno syscall.Errno
 
-	recvFn func(fd uintptr) bool
 	sendFn func(fd uintptr) bool
 }
 
-func newMmsg() mmsg {
-	m := mmsg{
+func newMmsg() *mmsg {
+	m := &mmsg{
 		hs:    make([]unix.Mmsghdr, batchSize),
 		iovs:  make([]unix.Iovec, batchSize),
 		names: make([]unix.RawSockaddrInet6, batchSize),
 		oob:   make([]byte, batchSize*gsoSpace),
 		npkts: make([]int, batchSize),
 	}
+	m.sendFn = m.send
 	return m
 }
+
+// readState is the reader's system call state and receive space.
+type readState struct {
+	m   *mmsg
+	buf []byte // groSlots*groSlotSize bytes
+	oob []byte // control space: groOOBSpace per GRO slot, or pktinfoSpace per message
+}
+
+// The pools of system call state and receive space, shared by every
+// socket, as x/net shares its message buffers.
+var (
+	readPool = sync.Pool{New: func() any {
+		return &readState{
+			m:   newMmsg(),
+			buf: make([]byte, groSlots*groSlotSize),
+			oob: make([]byte, max(groSlots*groOOBSpace, batchSize*pktinfoSpace)),
+		}
+	}}
+	writePool = sync.Pool{New: func() any { return newMmsg() }}
+)
 
 func newBatchConn(pc *net.UDPConn) Conn {
 	rc, err := pc.SyscallConn()
@@ -124,14 +158,10 @@ func newBatchConn(pc *net.UDPConn) Conn {
 		rc:    rc,
 		v6:    domain == unix.AF_INET6,
 		local: addrPortOf(pc.LocalAddr()),
-		r:     newMmsg(),
-		w:     newMmsg(),
-		roob:  make([]byte, batchSize*pktinfoSpace),
 		gso:   gso,
 		gro:   gro,
 	}
-	c.r.recvFn = c.r.recv
-	c.w.sendFn = c.w.send
+	c.recvFn = c.recv
 	return c
 }
 
@@ -139,13 +169,23 @@ func (c *batchConn) MaxBatch() int             { return batchSize }
 func (c *batchConn) Close() error              { return c.pc.Close() }
 func (c *batchConn) LocalAddr() netip.AddrPort { return c.local }
 
-func (m *mmsg) recv(fd uintptr) bool {
+// recv is the reader's system call, run by rc.Read. It takes the read
+// state from the pool if it holds none and, when the socket is empty,
+// gives it back before rc.Read waits.
+func (c *batchConn) recv(fd uintptr) bool {
+	if c.rs == nil {
+		c.rs = readPool.Get().(*readState)
+		c.g.buf = c.rs.buf
+	}
+	c.setupRecv()
+	m := c.rs.m
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hs[0])), uintptr(m.n), 0, 0, 0)
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hs[0])), uintptr(c.rn), 0, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			c.release()
 			return false // wait until readable
 		case 0:
 			m.done, m.errno = int(r), 0
@@ -154,6 +194,105 @@ func (m *mmsg) recv(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// setupRecv points the first rn messages at the receive space: GRO slots,
+// lent slots or the caller's packets.
+func (c *batchConn) setupRecv() {
+	rs := c.rs
+	m := rs.m
+	for i := range c.rn {
+		iov := &m.iovs[i]
+		switch {
+		case c.gro:
+			setIovec(iov, rs.buf[i*groSlotSize:(i+1)*groSlotSize])
+		case c.rlend:
+			setIovec(iov, rs.buf[i*LendSize:(i+1)*LendSize])
+		default:
+			b := c.rpkts[i].Buf
+			setIovec(iov, b[:cap(b)])
+		}
+		h := &m.hs[i]
+		h.Len = 0
+		h.Hdr = unix.Msghdr{
+			Name:    (*byte)(unsafe.Pointer(&m.names[i])),
+			Namelen: unix.SizeofSockaddrInet6,
+			Iov:     iov,
+		}
+		h.Hdr.SetIovlen(1)
+		if c.gro {
+			h.Hdr.Control = &rs.oob[i*groOOBSpace]
+			h.Hdr.SetControllen(groOOBSpace)
+		} else {
+			h.Hdr.Control = &rs.oob[i*pktinfoSpace]
+			h.Hdr.SetControllen(pktinfoSpace)
+		}
+	}
+}
+
+// release gives the read state back to the pool. The reader must have
+// handed out every datagram in it.
+func (c *batchConn) release() {
+	rs := c.rs
+	if rs == nil {
+		return
+	}
+	c.forgetCaller()
+	c.rs, c.g.buf = nil, nil
+	readPool.Put(rs)
+}
+
+// forgetCaller drops the pointers to the caller's buffers, so that the
+// read state does not keep them alive.
+func (c *batchConn) forgetCaller() {
+	if c.rs != nil && !c.gro && !c.rlend {
+		for i := range c.rn {
+			c.rs.m.iovs[i].Base = nil
+		}
+	}
+}
+
+func (c *batchConn) ReadBatch(pkts []Packet) (int, error) { return c.read(pkts, false) }
+func (c *batchConn) LendBatch(pkts []Packet) (int, error) { return c.read(pkts, true) }
+
+func (c *batchConn) read(pkts []Packet, lend bool) (int, error) {
+	n := min(len(pkts), batchSize)
+	if n == 0 {
+		return 0, nil
+	}
+	if lend {
+		// The last datagrams lent must not keep the space alive once it
+		// goes back to the pool.
+		for i := range pkts[:n] {
+			pkts[i].Buf = nil
+		}
+	}
+	if c.gro {
+		return c.readGRO(pkts[:n], lend)
+	}
+	c.rn, c.rlend, c.rpkts = n, lend, pkts
+	err := c.rc.Read(c.recvFn)
+	c.forgetCaller()
+	c.rpkts = nil
+	if err != nil {
+		return 0, opError("read", err)
+	}
+	m := c.rs.m
+	if m.errno != 0 {
+		return 0, opError("read", os.NewSyscallError("recvmmsg", m.errno))
+	}
+	for i := range m.done {
+		p := &pkts[i]
+		p.N = int(m.hs[i].Len)
+		if lend {
+			off := i * LendSize
+			p.Buf = c.rs.buf[off : off+p.N : off+p.N]
+		}
+		p.Addr = parseSockaddr(&m.names[i])
+		oob := c.rs.oob[i*pktinfoSpace : (i+1)*pktinfoSpace]
+		_, p.Dst = parseCmsgs(oob[:min(int(m.hs[i].Hdr.Controllen), len(oob))])
+	}
+	return m.done, nil
 }
 
 func (m *mmsg) send(fd uintptr) bool {
@@ -173,55 +312,12 @@ func (m *mmsg) send(fd uintptr) bool {
 	}
 }
 
-func (c *batchConn) ReadBatch(pkts []Packet) (int, error) {
-	n := min(len(pkts), batchSize)
-	if n == 0 {
-		return 0, nil
-	}
-	if c.gro {
-		return c.readGRO(pkts[:n])
-	}
-	m := &c.r
-	for i := range n {
-		b := pkts[i].Buf[:cap(pkts[i].Buf)]
-		iov := &m.iovs[i]
-		iov.Base = nil
-		if len(b) > 0 {
-			iov.Base = &b[0]
-		}
-		iov.SetLen(len(b))
-		h := &m.hs[i]
-		h.Len = 0
-		h.Hdr = unix.Msghdr{
-			Name:    (*byte)(unsafe.Pointer(&m.names[i])),
-			Namelen: unix.SizeofSockaddrInet6,
-			Iov:     iov,
-			Control: &c.roob[i*pktinfoSpace],
-		}
-		h.Hdr.SetIovlen(1)
-		h.Hdr.SetControllen(pktinfoSpace)
-	}
-	m.n = n
-	err := c.rc.Read(m.recvFn)
-	for i := range n {
-		m.iovs[i].Base = nil // do not keep the caller's buffers alive
-	}
-	if err != nil {
-		return 0, opError("read", err)
-	}
-	if m.errno != 0 {
-		return 0, opError("read", os.NewSyscallError("recvmmsg", m.errno))
-	}
-	for i := range m.done {
-		pkts[i].N = int(m.hs[i].Len)
-		pkts[i].Addr = parseSockaddr(&m.names[i])
-		oob := c.roob[i*pktinfoSpace : (i+1)*pktinfoSpace]
-		_, pkts[i].Dst = parseCmsgs(oob[:min(int(m.hs[i].Hdr.Controllen), len(oob))])
-	}
-	return m.done, nil
-}
-
 func (c *batchConn) WriteBatch(pkts []Packet) (int, error) {
+	c.w = writePool.Get().(*mmsg)
+	defer func() {
+		writePool.Put(c.w)
+		c.w = nil
+	}()
 	sent := 0
 	for sent < len(pkts) {
 		n, err := c.writeSome(pkts[sent:], c.gso)
@@ -236,7 +332,7 @@ func (c *batchConn) WriteBatch(pkts []Packet) (int, error) {
 // writeSome sends up to one system call's worth of pkts and returns how
 // many packets went out.
 func (c *batchConn) writeSome(pkts []Packet, gso bool) (int, error) {
-	m := &c.w
+	m := c.w
 	n, err := c.pack(pkts, gso)
 	if n == 0 {
 		return 0, err
@@ -291,7 +387,7 @@ func (c *batchConn) gsoFailed(pkts []Packet, errno syscall.Errno) (int, error) {
 // and returns the number of messages. It stops before a packet that cannot
 // be sent, and returns its error only when that packet is the first.
 func (c *batchConn) pack(pkts []Packet, gso bool) (int, error) {
-	m := &c.w
+	m := c.w
 	nmsg, iv, i := 0, 0, 0
 	for i < len(pkts) && iv < batchSize {
 		p := &pkts[i]
