@@ -83,6 +83,8 @@ func (r *reassembly) add(frag []byte) ([]byte, error) {
 	if r.got < r.total {
 		return nil, nil
 	}
-	r.done = true
-	return r.buf, nil
+	// Done: the flight is the caller's now.
+	buf := r.buf
+	r.done, r.buf, r.parts = true, nil, nil
+	return buf, nil
 }

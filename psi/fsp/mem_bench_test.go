@@ -34,6 +34,7 @@ import (
 const memConns = 200
 
 func heapInUse() uint64 {
+	time.Sleep(100 * time.Millisecond) // the last packets handled
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats

@@ -134,7 +134,6 @@ func (t *Transport) init() {
 		t.done = make(chan struct{})
 		t.loopEnd = make(chan struct{})
 		t.conns = make(map[uint32]*Conn)
-		t.foreign = make(chan foreignPacket, 64)
 		go t.readLoop()
 	})
 }
@@ -185,7 +184,7 @@ func (t *Transport) closeWith(err error) {
 func (t *Transport) ReadNonFSPPacket(ctx context.Context, b []byte) (int, net.Addr, error) {
 	t.init()
 	select {
-	case p := <-t.foreign:
+	case p := <-t.foreignQueue():
 		return copy(b, p.b), p.addr, nil
 	case <-ctx.Done():
 		return 0, nil, ctx.Err()
@@ -230,6 +229,9 @@ func (t *Transport) write(b []byte, to *peerAddr) error {
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxDatagramSize); return &b }}
+
+// sockio lends datagrams of up to maxHandshakeSize bytes.
+const _ = uint(sockio.LendSize - maxHandshakeSize)
 
 func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
 func putBuf(b *[]byte) { bufPool.Put(b) }
@@ -294,17 +296,15 @@ func (t *Transport) readBatches() {
 	if small {
 		n = min(n, 8) // a single-connection socket: keep it small
 	}
+	// The datagrams are lent by sockio (at most sockio.LendSize =
+	// maxHandshakeSize bytes each), from space it holds only while busy.
 	pkts := make([]sockio.Packet, n)
-	mem := make([]byte, n*maxHandshakeSize)
-	for i := range pkts {
-		pkts[i].Buf = mem[i*maxHandshakeSize : (i+1)*maxHandshakeSize : (i+1)*maxHandshakeSize]
-	}
 	var (
 		pkt  wire.Packet
 		from peerAddr
 	)
 	for {
-		k, err := t.sio.ReadBatch(pkts)
+		k, err := t.sio.LendBatch(pkts)
 		if err != nil {
 			select {
 			case <-t.done:
@@ -328,6 +328,7 @@ func (t *Transport) readBatches() {
 			from = peerAddr{ap: pkts[i].Addr, dst: pkts[i].Dst}
 			t.handle(pkts[i].Buf[:pkts[i].N], &from, &pkt)
 		}
+		pkt = wire.Packet{} // keep no lent datagram alive while idle
 		t.flushDirty()
 	}
 }
@@ -398,9 +399,20 @@ func (t *Transport) queueForeign(b []byte, from *peerAddr) {
 		addr = net.UDPAddrFromAddrPort(from.ap)
 	}
 	select {
-	case t.foreign <- foreignPacket{append([]byte(nil), b...), addr}:
+	case t.foreignQueue() <- foreignPacket{append([]byte(nil), b...), addr}:
 	default:
 	}
+}
+
+// foreignQueue returns the queue of non-FSP datagrams, made at first use:
+// most transports never see one.
+func (t *Transport) foreignQueue() chan foreignPacket {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.foreign == nil {
+		t.foreign = make(chan foreignPacket, 64)
+	}
+	return t.foreign
 }
 
 // handshakePacket builds a handshake packet tagged with the handshake key.
@@ -671,7 +683,7 @@ func (f *foreignConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			expired = tm.C
 		}
 		select {
-		case p := <-f.t.foreign:
+		case p := <-f.t.foreignQueue():
 			return copy(b, p.b), p.addr, nil
 		case <-f.t.done:
 			return 0, nil, net.ErrClosed
