@@ -117,6 +117,7 @@ func (c *Config) associationConfig(remote post.Remote) (association.Config, erro
 	if t.Linger <= 0 {
 		t.Linger = c.Linger
 	}
+	t.Events = t.Events || c.OnEvent != nil
 	return association.Config{
 		Local:      c.Local,
 		Remote:     remote,

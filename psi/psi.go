@@ -122,6 +122,11 @@ type Config struct {
 	// connection ID (qlog JSON-SEQ; see docs/tracing.md). Empty means the
 	// POSTSOCKETS_QLOGDIR environment variable; no trace if that is empty.
 	TraceDir string
+	// Events asks for connection-level events (psi.EventSource) where
+	// watching costs something: QUIC then follows quic-go's qlog events
+	// (an allocation or two per packet). FSP and TCP report events
+	// regardless.
+	Events bool
 }
 
 // DefaultLinger is the default bound on Close.

@@ -84,7 +84,7 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	h.mu.Unlock()
 	hs := &handshake{h: h, addr: addr, pfx: pfx}
 	context.AfterFunc(ctx, hs.done)
-	return context.WithValue(ctx, handshakeKey{}, hs), nil
+	return withHooks(context.WithValue(ctx, handshakeKey{}, hs)), nil
 }
 
 func (hs *handshake) done() {

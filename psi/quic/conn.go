@@ -59,6 +59,7 @@ type conn struct {
 	accepted quicgo.StreamID // highest stream ID the peer opened, -1 if none
 	ended    bool            // every transient of ours is released
 	peerDone bool            // the peer said every transient of its is released
+	hooks *connHooks // quic-go's per-connection hooks; nil on a transport we did not set up
 	// timer drops a server connection that sends no root stream, and
 	// later one whose transients are all closed (see release).
 	timer *time.Timer
@@ -80,6 +81,7 @@ func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoo
 		inflight:  make(map[quicgo.StreamID]struct{}),
 		pending:   make(map[quicgo.StreamID][][]byte),
 		accepted:  -1,
+		hooks:     hooksOf(qc.Context()),
 	}
 	c.settled = sync.NewCond(&c.mu)
 	select {

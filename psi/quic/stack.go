@@ -281,7 +281,7 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, ua net.Addr, cf
 		setRecvErr(pc, true)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, cfg.Handshake())
+	ctx, cancel := context.WithTimeout(withHooks(ctx), cfg.Handshake())
 	defer cancel()
 	qcfg := s.quicConfig(cfg, false)
 	if ua == nil {

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/postsockets/postsockets/internal/qlog"
 )
@@ -23,33 +22,35 @@ func TestTrace(t *testing.T) {
 	if got, err := readAll(ctx, s, 64); err != nil || string(got) != "traced" {
 		t.Fatalf("read %q, %v", got, err)
 	}
-	c.Close()
-	s.Close()
-	// quic-go writes the trace out when the connection is gone.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		roles, err := readTraces(dir)
-		if err == nil && roles["client"] > 0 && roles["server"] > 0 {
-			t.Logf("events per role %v", roles)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("traces in %s: %v, %v", dir, roles, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	sDone := make(chan struct{})
+	go func() { s.Close(); close(sDone) }()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
 	}
+	// Close returns with the trace written out: a program that exits
+	// right after it keeps the trace.
+	roles, err := readTraces(dir, "client")
+	if err != nil || roles["client"] == 0 {
+		t.Fatalf("client trace when Close returned: %v, %v", roles, err)
+	}
+	<-sDone
+	if roles, err = readTraces(dir, "server"); err != nil || roles["server"] == 0 {
+		t.Fatalf("server trace when Close returned: %v, %v", roles, err)
+	}
+	roles, err = readTraces(dir, "")
+	t.Logf("events per role %v, %v", roles, err)
 }
 
-// readTraces parses every quic trace in dir, returning the events per
-// vantage point.
-func readTraces(dir string) (map[string]int, error) {
+// readTraces parses every quic trace in dir (of role, if set), returning
+// the events per vantage point.
+func readTraces(dir, role string) (map[string]int, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	roles := map[string]int{}
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), "quic_") || !strings.HasSuffix(e.Name(), ".sqlog") {
+		if !strings.HasPrefix(e.Name(), "quic_"+role) || !strings.HasSuffix(e.Name(), ".sqlog") {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))

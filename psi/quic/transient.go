@@ -855,6 +855,7 @@ func (t *Transient) CloseContext(ctx context.Context) error {
 		f.abort(codeRefused)
 	}
 	t.closeErr = t.finishClose(ctx)
+	t.c.finishTrace()
 	close(t.closing)
 	return t.closeErr
 }
