@@ -59,7 +59,7 @@ type conn struct {
 	accepted quicgo.StreamID // highest stream ID the peer opened, -1 if none
 	ended    bool            // every transient of ours is released
 	peerDone bool            // the peer said every transient of its is released
-	hooks *connHooks // quic-go's per-connection hooks; nil on a transport we did not set up
+	hooks    *connHooks      // quic-go's per-connection hooks; nil on a transport we did not set up
 	// timer drops a server connection that sends no root stream, and
 	// later one whose transients are all closed (see release).
 	timer *time.Timer
