@@ -117,10 +117,11 @@ func cmdBench(ctx context.Context, args []string) error {
 	}
 	res["event"], res["bytes"], res["throughput_bps"] = "bench", sent, float64(sent)*8/el.Seconds()
 	res["rtt_p50_ms"], res["rtt_p99_ms"], res["stack_rtt_ms"], res["loss_percent"] = ms(p50), ms(p99), ms(st0.SmoothedRTT), lossPct
-	res["retransmissions"], res["packets_sent"] = st0.Retransmissions, st0.PacketsSent
-	o.out.result(fmt.Sprintf("%-5s %s  %d bytes in %s  rtt p50 %s p99 %s (stack %s)  loss %.2f%% (%d retransmissions of %d packets)",
+	retx, retxText := retransmissions(st0)
+	res["retransmissions"], res["packets_sent"], res["packets_lost"] = retx, st0.PacketsSent, st0.PacketsLost
+	o.out.result(fmt.Sprintf("%-5s %s  %d bytes in %s  rtt p50 %s p99 %s (stack %s)  loss %.2f%% (%d lost, %s retransmissions, of %d packets)",
 		st0.Stack, rate(sent, el), sent, el.Round(time.Millisecond), fmtDur(p50), fmtDur(p99), fmtDur(st0.SmoothedRTT),
-		lossPct, st0.Retransmissions, st0.PacketsSent), res)
+		lossPct, st0.PacketsLost, retxText, st0.PacketsSent), res)
 	return nil
 }
 

@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/post"
 )
 
 // output prints human lines on stderr and results on stdout, or one
@@ -56,6 +60,7 @@ func (o *output) result(text string, v map[string]any) {
 // connected reports the stack that won, the path and the RTT.
 func (o *output) connected(role string, c *carrier.Carrier) {
 	st := c.Stats()
+	st.Path.Local = localOf(st.Path)
 	text := fmt.Sprintf("%s over %s: %s rtt %s", role, st.Stack, st.Path, fmtDur(st.Path.RTT))
 	if st.Race.Attempts > 0 {
 		text += fmt.Sprintf(" (won a race of %d attempts)", st.Race.Attempts)
@@ -74,13 +79,40 @@ func (o *output) connected(role string, c *carrier.Carrier) {
 // stats reports a Carrier's counters at the end of a run.
 func (o *output) stats(c *carrier.Carrier, elapsed time.Duration) map[string]any {
 	st := c.Stats()
+	retx, _ := retransmissions(st)
 	return map[string]any{
 		"stack": st.Stack, "remote": st.Path.Remote.String(), "rtt_ms": ms(st.SmoothedRTT),
 		"messages_sent": st.MessagesSent, "messages_received": st.MessagesReceived,
 		"bytes_sent": st.BytesSent, "bytes_received": st.BytesReceived,
 		"packets_sent": st.PacketsSent, "packets_lost": st.PacketsLost,
-		"retransmissions": st.Retransmissions, "forks": st.Forks, "seconds": elapsed.Seconds(),
+		"retransmissions": retx, "forks": st.Forks, "seconds": elapsed.Seconds(),
 	}
+}
+
+// retransmissions is a Carrier's retransmission count for JSON and for
+// text, or null and "n/a" where the stack does not count them: quic-go
+// reports lost packets but not the frames it sent again.
+func retransmissions(st carrier.Stats) (any, string) {
+	if st.Stack == "quic" {
+		return nil, "n/a"
+	}
+	return st.Retransmissions, strconv.FormatUint(st.Retransmissions, 10)
+}
+
+// localOf returns p's local address; where the socket is bound to the
+// unspecified address, the address the system sends from to p.Remote
+// (a UDP socket connected there sends nothing but learns it).
+func localOf(p post.Path) netip.AddrPort {
+	if !p.Remote.IsValid() || p.Local.IsValid() && !p.Local.Addr().IsUnspecified() {
+		return p.Local
+	}
+	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.Remote))
+	if err != nil {
+		return p.Local
+	}
+	defer uc.Close()
+	a := uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	return netip.AddrPortFrom(a, p.Local.Port())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
