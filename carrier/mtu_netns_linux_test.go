@@ -177,7 +177,7 @@ func TestNetnsMTUBlackHoleAllStacks(t *testing.T) {
 				}
 				fell = time.Now()
 			})
-			t.Logf("%s: path MTU %d at the end; the second half took %v", st, p.MTU, time.Since(fell))
+			t.Logf("%s: path MTU %d at the end; the last three quarters took %v", st, p.MTU, time.Since(fell))
 			if st == "fsp" && p.MTU > 1280-28 {
 				t.Fatalf("path MTU %d after the fall", p.MTU)
 			}

@@ -310,6 +310,11 @@ func BenchmarkBulkPMTU(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(c.PathMTU()), "pmtu")
+			c.mu.Lock()
+			b.ReportMetric(float64(c.pmtu.blackHoles), "blackholes")
+			b.ReportMetric(float64(c.stats.Probes), "ptos")
+			b.ReportMetric(float64(c.stats.PacketsSent)/float64(b.N), "pkts/op")
+			c.mu.Unlock()
 		})
 	}
 }
