@@ -79,6 +79,9 @@ type Conn struct {
 	writable    chan struct{}
 	events      eventHook // psi.EventSource handler
 
+	inq  inQueue    // datagrams for the connection loop (conn_loop.go)
+	rxMu sync.Mutex // serialises opening with rx, which may run outside mu
+
 	mu     sync.Mutex
 	remote peerAddr
 	state  state
@@ -198,7 +201,6 @@ type Conn struct {
 	usedClones                 map[uint32]bool  // clone ALFIDs ever seen or used: no key reuse, no replays
 	forks                      chan *Conn       // clones the peer made, for AcceptFork
 	keyInitiator, keyResponder uint32           // the ALFID pair the keys derive from
-	dirty                      bool             // queued for flush by the read loop (read loop only)
 
 	// Fork credit (conn_credit.go). The peer's clones of c: made,
 	// taken by AcceptFork, and allowed (the credit given, and the value
@@ -258,6 +260,9 @@ type Stats struct {
 	// sequence numbers the receiver stopped waiting for, Evicted the
 	// complete messages dropped unread to make room for newer ones.
 	Superseded, Skipped, Evicted uint64
+	// QueueDropped counts datagrams dropped before processing because
+	// the connection's receive queue was full.
+	QueueDropped uint64
 	SmoothedRTT                  time.Duration
 	RTTVar                       time.Duration
 	CongestionWindow             int
@@ -269,6 +274,7 @@ func (c *Conn) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.stats
+	s.QueueDropped = c.queueDropped()
 	s.SmoothedRTT, s.RTTVar = c.rtt.SmoothedRTT(), c.rtt.RTTVar()
 	if c.cc != nil {
 		s.CongestionWindow, s.BytesInFlight = c.cc.Window(), c.snd.BytesInFlight()

@@ -15,7 +15,7 @@ import (
 // RESET makes it too: a clone closed or aborted before its first packet
 // left sends that first, and the peer must count it against the fork
 // credit all the same.
-func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
+func (c *Conn) routeClone(in *inPacket, pkt *wire.Packet) *Conn {
 	c.mu.Lock()
 	clone := c.clones[pkt.Src]
 	fresh := false
@@ -34,12 +34,12 @@ func (c *Conn) routeClone(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 		// A clone of the peer's this end forgot, whose peer did not hear
 		// the last word (the acknowledgement of its RELEASE, say): tell
 		// it, as the transport does for a forgotten connection.
-		c.resetForgotten(from, pkt.Src, len(b))
+		c.resetForgotten(&in.from, pkt.Src, in.n)
 	}
 	if clone == nil {
 		return nil
 	}
-	fc := clone.handlePacket(b, from, pkt)
+	fc := clone.handlePacket(in, pkt)
 	if !fresh {
 		return fc
 	}

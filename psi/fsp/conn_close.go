@@ -262,7 +262,7 @@ func (c *Conn) ackAfterClose(pkt *wire.Packet) {
 	}
 	buf := getBuf()
 	defer putBuf(buf)
-	if _, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload); err != nil {
+	if _, err := c.open(d, (*buf)[:0], pn, pkt); err != nil {
 		return
 	}
 	c.replay.Mark(pn)

@@ -209,7 +209,7 @@ func (c *Conn) armTimer() {
 	c.timerAt = next
 	d := time.Until(next)
 	if c.timer == nil {
-		c.timer = time.AfterFunc(d, c.onTimer)
+		c.timer = time.AfterFunc(d, c.timerFired) // the loop runs onTimer
 	} else {
 		c.timer.Reset(d)
 	}

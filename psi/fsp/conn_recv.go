@@ -12,17 +12,23 @@ import (
 
 // ---- Receiving ----------------------------------------------------------
 
-// handlePacket processes one datagram addressed to this connection. It
-// reports whether the connection has something to send: the read loop
-// then calls flush once per batch of datagrams.
-func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
+// handlePacket processes one datagram addressed to this connection, in
+// the connection loop. It returns the connection (c or one of its clones)
+// that has something to send: the loop then calls flush once per batch.
+// A receiver that keeps in.buf sets it to nil.
+func (c *Conn) handlePacket(in *inPacket, pkt *wire.Packet) *Conn {
 	c.mu.Lock()
 	if c.peerKnown && pkt.Src != c.peer && c.state >= stateEstablished && pkt.Opcode > wire.AckConnectReq {
 		c.mu.Unlock()
-		return c.routeClone(b, from, pkt)
+		return c.routeClone(in, pkt)
+	}
+	var op opened
+	if c.openUnlocked(pkt, &op) {
+		c.mu.Unlock()
+		return nil
 	}
 	var deliver *Listener
-	c.receive(b, from, pkt, &deliver)
+	c.receive(in, pkt, &deliver, &op)
 	more := c.state == stateEstablished || c.state == stateClosing
 	early := c.earlyIn // handed to Accept already, on its 0-RTT message
 	charged := c.bud != nil
@@ -32,7 +38,7 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 		c.t.pending.remove(c)
 		c.t.mu.Unlock()
 		switch {
-		case !charged && !deliver.admit(c, from.ap.Addr()):
+		case !charged && !deliver.admit(c, in.from.ap.Addr()):
 			// The budget filled during the handshake.
 			c.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), true)
 			return nil
@@ -46,7 +52,54 @@ func (c *Conn) handlePacket(b []byte, from *peerAddr, pkt *wire.Packet) *Conn {
 	return c
 }
 
-func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Listener) {
+// opened is a protected packet decrypted in place before receive.
+type opened struct {
+	d  *fcrypto.Direction
+	pn uint64
+	pt []byte
+}
+
+// openUnlocked decrypts an established connection's protected packet in
+// place with c.mu released, so writers and readers are not held up by
+// the AEAD work; receive then checks the packet number again. It reports
+// true when the packet failed to open and is dropped. Other packets are
+// left for receive. Called with c.mu held; it holds it again on return.
+func (c *Conn) openUnlocked(pkt *wire.Packet, op *opened) bool {
+	if c.state != stateEstablished && c.state != stateClosing || pkt.Opcode <= wire.AckConnectReq ||
+		pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen {
+		return false
+	}
+	d := c.rx[0]
+	if pkt.Flags&wire.FlagKeyPhase != 0 {
+		d = c.rx[1]
+	}
+	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+		return false
+	}
+	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
+	if !c.replay.Check(pn) {
+		return false // a replay: receive looks at it
+	}
+	c.mu.Unlock()
+	pt, err := c.open(d, pkt.Payload[:0], pn, pkt)
+	c.mu.Lock()
+	if err != nil {
+		c.stats.PacketsDropped++
+		return true
+	}
+	*op = opened{d: d, pn: pn, pt: pt}
+	return false
+}
+
+// open decrypts pkt's payload with d into dst.
+func (c *Conn) open(d *fcrypto.Direction, dst []byte, pn uint64, pkt *wire.Packet) ([]byte, error) {
+	c.rxMu.Lock()
+	defer c.rxMu.Unlock()
+	return d.Open(dst, pn, pkt.HeaderBytes, pkt.Payload)
+}
+
+func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *opened) {
+	b, from := (*in.buf)[:in.n], &in.from
 	switch c.state {
 	case stateClosed:
 		if c.timeWait {
@@ -94,25 +147,36 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 	if pkt.Flags&wire.FlagKeyPhase != 0 {
 		d = c.rx[1]
 	}
+	if op.d != nil && op.d != d {
+		c.stats.PacketsDropped++ // the keys changed while it was opened
+		return
+	}
 	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen && pkt.Opcode != wire.ClientAuth && pkt.Opcode != wire.Ticket {
 		c.stats.PacketsDropped++
 		return
 	}
 	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
+	if op.d != nil {
+		pn = op.pn
+	}
 	if !c.replay.Check(pn) {
 		c.stats.PacketsDropped++
-		c.onDuplicate(d, pn, from, pkt)
+		if op.d == nil {
+			c.onDuplicate(d, pn, from, pkt)
+		}
 		return
 	}
-	buf := getBuf()
-	pt, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload)
-	if err != nil {
-		c.stats.PacketsDropped++
-		putBuf(buf)
-		return
+	// Decrypt in place: the datagram's buffer becomes the packet's.
+	buf := in.buf
+	pt := op.pt
+	if op.d == nil {
+		var err error
+		if pt, err = c.open(d, pkt.Payload[:0], pn, pkt); err != nil {
+			c.stats.PacketsDropped++
+			return
+		}
 	}
 	if c.state == stateAffirming && !c.affirm(pkt, pt) {
-		putBuf(buf)
 		return
 	}
 	c.stats.PacketsReceived++
@@ -173,7 +237,6 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		c.storeTicket(pt)
 	case wire.Reset:
 		auth := len(pt) > 0 && pt[0] == wire.ResetAuthentication
-		putBuf(buf)
 		if auth {
 			c.failLocked(post.Errorf(post.ErrAuthentication, "fsp: the peer refused our credentials"))
 			return
@@ -181,8 +244,8 @@ func (c *Conn) receive(b []byte, from *peerAddr, pkt *wire.Packet, deliver **Lis
 		c.failLocked(post.Errorf(post.ErrReset, "fsp: connection reset by peer"))
 		return
 	}
-	if !keep {
-		putBuf(buf)
+	if keep {
+		in.buf = nil // the loop frees it otherwise
 	}
 }
 

@@ -10,10 +10,9 @@ import (
 )
 
 // flush sends what the received packets called for and runs the
-// acknowledgement callbacks. Called by the read loop.
+// acknowledgement callbacks. Called by the connection loop.
 func (c *Conn) flush() {
 	c.mu.Lock()
-	c.dirty = false
 	c.trySend()
 	fns := c.ackedFns
 	c.ackedFns = nil

@@ -80,7 +80,7 @@ func FuzzTransportInput(f *testing.F) {
 	var pkt wire.Packet
 	f.Fuzz(func(tt *testing.T, b []byte) {
 		t.handle(b, &from, &pkt)
-		t.flushDirty()
+		t.settle()
 		select {
 		case <-t.foreign: // drain
 		default:

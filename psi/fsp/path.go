@@ -196,7 +196,7 @@ func (c *Conn) onDuplicate(d *fcrypto.Direction, pn uint64, from *peerAddr, pkt 
 		return
 	}
 	buf := getBuf()
-	_, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload)
+	_, err := c.open(d, (*buf)[:0], pn, pkt)
 	putBuf(buf)
 	if err != nil {
 		return

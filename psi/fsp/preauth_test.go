@@ -495,7 +495,7 @@ func TestForgedMultiplyAllocatesNothing(t *testing.T) {
 	for i := range runs {
 		binary.BigEndian.PutUint32(b[24:], 0x50000+uint32(i))
 		wire.Parse(b, &pkt)
-		if s.routeClone(b, &from, &pkt) != nil {
+		if inject(s, b, &from, true) != nil {
 			t.Fatal("forged MULTIPLY routed")
 		}
 	}
@@ -544,7 +544,7 @@ func BenchmarkForgedMultiply(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		binary.BigEndian.PutUint32(pkt[24:], 0x50000+uint32(i))
 		wire.Parse(pkt, &p)
-		s.routeClone(pkt, &from, &p)
+		inject(s, pkt, &from, true)
 	}
 }
 
@@ -601,7 +601,7 @@ func FuzzUnauthenticatedReply(f *testing.F) {
 		sc.largest = 0
 		sc.mu.Unlock()
 		t.handle(b, &from, &pkt)
-		t.flushDirty()
+		t.settle()
 		select {
 		case <-t.foreign:
 		default:
@@ -635,7 +635,7 @@ func BenchmarkForgedData(b *testing.B) {
 				}
 				binary.BigEndian.PutUint32(pkt[16:], pn)
 				wire.Parse(pkt, &p)
-				s.handlePacket(pkt, &from, &p)
+				inject(s, pkt, &from, false)
 			}
 		})
 	}

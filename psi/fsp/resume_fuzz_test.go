@@ -80,7 +80,7 @@ func FuzzRestore(f *testing.F) {
 		}
 		nc.max = 0
 		tr.handle(b, &from, &pkt)
-		tr.flushDirty()
+		tr.settle()
 		if nc.max >= len(b) {
 			t.Fatalf("a %d-byte answer to a %d-byte RESTORE", nc.max, len(b))
 		}

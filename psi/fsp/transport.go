@@ -43,7 +43,6 @@ type Transport struct {
 	sio     sockio.Conn // batched I/O on udp
 	wmu     sync.Mutex  // serialises sio.WriteBatch
 	wpkts   []sockio.Packet
-	dirty   []*Conn // connections with work after a read batch; read loop only
 	log     *slog.Logger
 	jar     *fcrypto.CookieJar
 	limiter handshakeLimiter // read loop only
@@ -282,12 +281,11 @@ func (t *Transport) readLoop() {
 			continue
 		}
 		t.handle(buf[:n], &from, &pkt)
-		t.flushDirty()
 	}
 }
 
 // readBatches is the read loop over sockio: many datagrams per system
-// call, then one round of sending per connection that got any.
+// call, each routed to its connection's loop (conn_loop.go).
 func (t *Transport) readBatches() {
 	n := t.sio.MaxBatch()
 	t.mu.Lock()
@@ -329,7 +327,6 @@ func (t *Transport) readBatches() {
 			t.handle(pkts[i].Buf[:pkts[i].N], &from, &pkt)
 		}
 		pkt = wire.Packet{} // keep no lent datagram alive while idle
-		t.flushDirty()
 	}
 }
 
@@ -356,16 +353,9 @@ func (t *Transport) refused() {
 	}
 }
 
-// flushDirty lets every connection that received packets send what it
-// owes (acknowledgements, data the acknowledgements released).
-func (t *Transport) flushDirty() {
-	for i, c := range t.dirty {
-		c.flush()
-		t.dirty[i] = nil
-	}
-	t.dirty = t.dirty[:0]
-}
-
+// handle routes one datagram: foreign ones to ReadNonFSPPacket, handshake
+// requests to the listener, the rest by destination ALFID to their
+// connection's queue. It only parses the clear header.
 func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
 	if len(b) == 0 || b[0]&0xc0 != 0 || !wire.IsFSP(b) {
 		t.queueForeign(b, from)
@@ -387,10 +377,15 @@ func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
 		}
 		return
 	}
-	if fc := c.handlePacket(b, from, pkt); fc != nil && !fc.dirty {
-		fc.dirty = true
-		t.dirty = append(t.dirty, fc)
+	// The connection's loop decrypts and processes it: copy it out of
+	// the read buffer and queue it.
+	buf := getBuf()
+	if cap(*buf) < len(b) {
+		*buf = make([]byte, len(b))
 	}
+	*buf = (*buf)[:cap(*buf)]
+	copy(*buf, b)
+	c.enqueue(buf, len(b), from)
 }
 
 func (t *Transport) queueForeign(b []byte, from *peerAddr) {

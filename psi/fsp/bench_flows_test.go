@@ -1,0 +1,164 @@
+package fsp
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/quic-go/quic-go"
+)
+
+// bulkFlows is how many parallel flows BenchmarkBulkFlows runs to one
+// server.
+const bulkFlows = 4
+
+// BenchmarkBulkFlows runs four bulk flows, each from its own client
+// socket, to one server socket on loopback and reports their aggregate
+// throughput (MB/s counts the bytes of all four): FSP to one Listener,
+// quic-go (one stream per connection) to one quic.Listener, and TLS over
+// TCP to one listener.
+//
+//	go test -run '^$' -bench 'BulkFlows' -benchtime 2s ./psi/fsp
+func BenchmarkBulkFlows(b *testing.B) {
+	b.Run("fsp", func(b *testing.B) {
+		scfg, ccfg := pair(b)
+		l := listen(b, scfg)
+		ctx := testContext(b)
+		var cs, ss []*Conn
+		for range bulkFlows {
+			c, s := connect(b, l, ccfg)
+			cs, ss = append(cs, c), append(ss, s)
+		}
+		runFlows(b, func(i, n int) error {
+			msg := randBytes(bulkMessage)
+			for range n {
+				if err := cs[i].SendMessage(ctx, msg); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, func(i, n int) error {
+			buf := make([]byte, bulkMessage)
+			for got := 0; got < n; {
+				_, end, err := ss[i].ReadMessage(ctx, buf)
+				if err != nil {
+					return err
+				}
+				if end {
+					got++
+				}
+			}
+			return nil
+		})
+	})
+	b.Run("quic", func(b *testing.B) {
+		stls, ctls := quicConfigs(b)
+		ln, err := quic.ListenAddr("127.0.0.1:0", stls, quicConf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		ctx := testContext(b)
+		var sends []*quic.Stream
+		var recvs []*quic.Stream
+		for range bulkFlows {
+			c, err := quic.DialAddr(ctx, ln.Addr().String(), ctls, quicConf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.CloseWithError(0, "")
+			st, err := c.OpenStreamSync(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			st.Write([]byte{0}) // the peer learns of a stream when it has data
+			sc, err := ln.Accept(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rs, err := sc.AcceptStream(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(rs, make([]byte, 1)); err != nil {
+				b.Fatal(err)
+			}
+			sends, recvs = append(sends, st), append(recvs, rs)
+		}
+		runFlows(b, func(i, n int) error {
+			msg := randBytes(bulkMessage)
+			for range n {
+				if _, err := sends[i].Write(msg); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, func(i, n int) error {
+			_, err := io.CopyN(io.Discard, recvs[i], int64(n)*bulkMessage)
+			return err
+		})
+	})
+	b.Run("tls-tcp", func(b *testing.B) {
+		stls, ctls := quicConfigs(b)
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", stls)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		var cs, ss []net.Conn
+		for range bulkFlows {
+			c, err := tls.Dial("tcp", ln.Addr().String(), ctls)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			s, err := ln.Accept()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			cs, ss = append(cs, c), append(ss, s)
+		}
+		runFlows(b, func(i, n int) error {
+			msg := randBytes(bulkMessage)
+			for range n {
+				if _, err := cs[i].Write(msg); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, func(i, n int) error {
+			_, err := io.CopyN(io.Discard, ss[i], int64(n)*bulkMessage)
+			return err
+		})
+	})
+}
+
+// runFlows splits b.N messages over bulkFlows senders and receivers
+// running at once and waits for all of them.
+func runFlows(b *testing.B, send, recv func(i, n int) error) {
+	b.SetBytes(bulkMessage)
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*bulkFlows)
+	for i := range bulkFlows {
+		n := b.N / bulkFlows
+		if i < b.N%bulkFlows {
+			n++
+		}
+		wg.Add(2)
+		go func() { defer wg.Done(); errs <- send(i, n) }()
+		go func() { defer wg.Done(); errs <- recv(i, n) }()
+	}
+	wg.Wait()
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		if err != nil && err != context.Canceled {
+			b.Fatal(err)
+		}
+	}
+}
