@@ -53,6 +53,13 @@ func BenchmarkBulkFlows(b *testing.B) {
 			}
 			return nil
 		})
+		var lost, dropped uint64
+		for i := range cs {
+			lost += cs[i].Stats().PacketsLost
+			dropped += ss[i].Stats().QueueDropped
+		}
+		b.ReportMetric(float64(lost), "lost")
+		b.ReportMetric(float64(dropped), "queue-drops")
 	})
 	b.Run("quic", func(b *testing.B) {
 		stls, ctls := quicConfigs(b)
