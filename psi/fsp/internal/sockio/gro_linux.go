@@ -47,7 +47,7 @@ func (c *batchConn) readGRO(pkts []Packet, lend bool) (int, error) {
 	if g.cur < g.msgs {
 		return g.drain(pkts, lend), nil
 	}
-	c.rn, c.rlend = min(len(pkts), groSlots), lend
+	c.ask, c.rlend = len(pkts), lend
 	if err := c.rc.Read(c.recvFn); err != nil {
 		return 0, opError("read", err)
 	}

@@ -18,12 +18,14 @@
 // nor WriteBatch allocates on that path, except to name the zone of a
 // link-local IPv6 address.
 //
-// The system call state and the receive space (8 slots of 64 KiB with
-// GRO, since the kernel drops the tail of a coalesced message that does
-// not fit) come from pools shared by all sockets. A reader holds them
-// only while it has datagrams in hand and gives them back before it waits
-// on an empty socket, so an idle socket holds no buffer. LendBatch hands
-// datagrams out as slices of that space instead of copying them.
+// The system call state and the receive space (with GRO, slots of 64 KiB,
+// since the kernel drops the tail of a coalesced message that does not
+// fit) come from pools shared by all sockets. A reader holds them only
+// while it has datagrams in hand and gives them back before it waits on
+// an empty socket, so an idle socket holds no buffer; it starts each busy
+// spell with 64 KiB and takes 512 KiB while a burst keeps filling that.
+// LendBatch hands datagrams out as slices of that space instead of
+// copying them.
 //
 // A Conn keeps its system call buffers between calls: at most one goroutine
 // may call ReadBatch at a time, and at most one WriteBatch, though one of

@@ -46,14 +46,15 @@ const (
 
 var gsoSpace = unix.CmsgSpace(2)
 
-// The receive space is groSlots GRO slots, and the same memory holds
-// batchSize lent slots of LendSize bytes.
-const _ = uint(groSlots*groSlotSize - batchSize*LendSize)
+// A reader starts each busy spell with a small read state, one GRO slot
+// or smallMsgs messages, and takes a full one (groSlots slots, batchSize
+// messages) once two system calls in a row filled the small one.
+const smallMsgs = 16
 
 // batchConn is the Linux recvmmsg/sendmmsg Conn.
 //
 // Its system call state and receive space are not its own: the reader
-// takes them from readPool when a read finds datagrams and gives them back
+// takes them from a pool when a read finds datagrams and gives them back
 // when the socket has nothing more, before it waits; the writer takes its
 // state from writePool for each WriteBatch. A socket that waits for
 // datagrams thus holds no buffer, however many it has received before.
@@ -65,7 +66,9 @@ type batchConn struct {
 
 	// Owned by the reader.
 	rs     *readState // held while datagrams are in hand; nil while idle
-	rn     int        // messages to ask for
+	ask    int        // messages the caller has room for
+	rn     int        // messages asked for in this system call
+	full   int        // system calls in a row that filled rs
 	rlend  bool       // read into lent space rather than rpkts
 	rpkts  []Packet   // the caller's packets during a read into them
 	recvFn func(fd uintptr) bool
@@ -95,36 +98,53 @@ type mmsg struct {
 	sendFn func(fd uintptr) bool
 }
 
-func newMmsg() *mmsg {
+func newMmsg(n int) *mmsg {
 	m := &mmsg{
-		hs:    make([]unix.Mmsghdr, batchSize),
-		iovs:  make([]unix.Iovec, batchSize),
-		names: make([]unix.RawSockaddrInet6, batchSize),
-		oob:   make([]byte, batchSize*gsoSpace),
-		npkts: make([]int, batchSize),
+		hs:    make([]unix.Mmsghdr, n),
+		iovs:  make([]unix.Iovec, n),
+		names: make([]unix.RawSockaddrInet6, n),
+		oob:   make([]byte, n*gsoSpace),
+		npkts: make([]int, n),
 	}
 	m.sendFn = m.send
 	return m
 }
 
-// readState is the reader's system call state and receive space.
+// readState is the reader's system call state and receive space: slots
+// GRO slots, or msgs messages of at most LendSize bytes when lent.
 type readState struct {
-	m   *mmsg
-	buf []byte // groSlots*groSlotSize bytes
-	oob []byte // control space: groOOBSpace per GRO slot, or pktinfoSpace per message
+	m     *mmsg
+	buf   []byte
+	oob   []byte // control space: groOOBSpace per GRO slot, or pktinfoSpace per message
+	slots int
+	msgs  int
+}
+
+func newReadState(slots, msgs int) *readState {
+	return &readState{
+		m:     newMmsg(msgs),
+		buf:   make([]byte, max(slots*groSlotSize, msgs*LendSize)),
+		oob:   make([]byte, max(slots*groOOBSpace, msgs*pktinfoSpace)),
+		slots: slots,
+		msgs:  msgs,
+	}
+}
+
+// limit is the most messages one system call may read into rs.
+func (rs *readState) limit(gro bool) int {
+	if gro {
+		return rs.slots
+	}
+	return rs.msgs
 }
 
 // The pools of system call state and receive space, shared by every
-// socket, as x/net shares its message buffers.
+// socket, as x/net shares its message buffers: small read states (64 KiB),
+// full ones (512 KiB) and writer states.
 var (
-	readPool = sync.Pool{New: func() any {
-		return &readState{
-			m:   newMmsg(),
-			buf: make([]byte, groSlots*groSlotSize),
-			oob: make([]byte, max(groSlots*groOOBSpace, batchSize*pktinfoSpace)),
-		}
-	}}
-	writePool = sync.Pool{New: func() any { return newMmsg() }}
+	smallReadPool = sync.Pool{New: func() any { return newReadState(1, smallMsgs) }}
+	readPool      = sync.Pool{New: func() any { return newReadState(groSlots, batchSize) }}
+	writePool     = sync.Pool{New: func() any { return newMmsg(batchSize) }}
 )
 
 func newBatchConn(pc *net.UDPConn) Conn {
@@ -169,14 +189,23 @@ func (c *batchConn) MaxBatch() int             { return batchSize }
 func (c *batchConn) Close() error              { return c.pc.Close() }
 func (c *batchConn) LocalAddr() netip.AddrPort { return c.local }
 
-// recv is the reader's system call, run by rc.Read. It takes the read
-// state from the pool if it holds none and, when the socket is empty,
-// gives it back before rc.Read waits.
+// recv is the reader's system call, run by rc.Read. It takes a read
+// state from a pool if it holds none, a full one in place of a small one
+// that keeps filling, and, when the socket is empty, gives it back before
+// rc.Read waits.
 func (c *batchConn) recv(fd uintptr) bool {
+	if c.rs != nil && c.rs.msgs < batchSize && c.full >= 2 {
+		c.release()
+	}
 	if c.rs == nil {
-		c.rs = readPool.Get().(*readState)
+		if c.full >= 2 {
+			c.rs = readPool.Get().(*readState)
+		} else {
+			c.rs = smallReadPool.Get().(*readState)
+		}
 		c.g.buf = c.rs.buf
 	}
+	c.rn = min(c.ask, c.rs.limit(c.gro))
 	c.setupRecv()
 	m := c.rs.m
 	for {
@@ -185,10 +214,16 @@ func (c *batchConn) recv(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			c.full = 0
 			c.release()
 			return false // wait until readable
 		case 0:
 			m.done, m.errno = int(r), 0
+			if m.done == c.rn {
+				c.full++
+			} else {
+				c.full = 0
+			}
 		default:
 			m.done, m.errno = 0, e
 		}
@@ -239,7 +274,11 @@ func (c *batchConn) release() {
 	}
 	c.forgetCaller()
 	c.rs, c.g.buf = nil, nil
-	readPool.Put(rs)
+	if rs.msgs < batchSize {
+		smallReadPool.Put(rs)
+	} else {
+		readPool.Put(rs)
+	}
 }
 
 // forgetCaller drops the pointers to the caller's buffers, so that the
@@ -270,7 +309,7 @@ func (c *batchConn) read(pkts []Packet, lend bool) (int, error) {
 	if c.gro {
 		return c.readGRO(pkts[:n], lend)
 	}
-	c.rn, c.rlend, c.rpkts = n, lend, pkts
+	c.ask, c.rlend, c.rpkts = n, lend, pkts
 	err := c.rc.Read(c.recvFn)
 	c.forgetCaller()
 	c.rpkts = nil

@@ -256,7 +256,7 @@ func FuzzPack(f *testing.F) {
 			}
 			pkts = append(pkts, Packet{Buf: buf[:n], N: n, Addr: addrs[d]})
 		}
-		c := &batchConn{w: newMmsg(), gso: true}
+		c := &batchConn{w: newMmsg(batchSize), gso: true}
 		for len(pkts) > 0 {
 			nmsg, err := c.pack(pkts, true)
 			if err != nil || nmsg == 0 {
@@ -604,6 +604,37 @@ func TestPacketDst(t *testing.T) {
 				}
 			}
 			got += n
+		}
+	}
+}
+
+// TestReadStateGrows: a reader starts small and takes a full read state
+// while a burst keeps filling the small one.
+func TestReadStateGrows(t *testing.T) {
+	for _, gro := range []bool{true, false} {
+		s, r, _ := groPair(t)
+		if !gro {
+			if err := r.setGRO(false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pkts := equalBatch(300, 1000, r.LocalAddr())
+		if n, err := s.WriteBatch(pkts); err != nil || n != len(pkts) {
+			t.Fatalf("WriteBatch = %d, %v", n, err)
+		}
+		in := make([]Packet, batchSize)
+		small, full := false, false
+		for got := 0; got < len(pkts); {
+			n, err := r.LendBatch(in)
+			if err != nil {
+				t.Fatalf("gro=%v: LendBatch after %d packets: %v", gro, got, err)
+			}
+			got += n
+			small = small || r.rs.msgs == smallMsgs
+			full = full || r.rs.msgs == batchSize
+		}
+		if !small || !full {
+			t.Errorf("gro=%v: small read state used %v, full one %v; want both", gro, small, full)
 		}
 	}
 }
