@@ -617,7 +617,7 @@ func confVanishedPeer(t *testing.T, stack string) {
 func nsStacks(ns *netns.NS) []psi.Stack {
 	var out []psi.Stack
 	for _, s := range carrier.DefaultStacks() {
-		out = append(out, nsStack{s, ns})
+		out = append(out, netns.Stack(s, ns))
 	}
 	return out
 }

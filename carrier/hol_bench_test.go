@@ -94,40 +94,10 @@ func (n *holNet) lossy(percent int) error {
 	return nil
 }
 
-// nsStack dials or listens with its socket made inside a namespace: the
-// association races stacks on goroutines of its own, which would otherwise
-// open sockets in the test's namespace. FSP clones and QUIC streams reuse
-// the socket; a TCP fork would not, but the TCP flows share one
-// connection here.
-type nsStack struct {
-	psi.Stack
-	ns *netns.NS
-}
-
-func (s nsStack) Network() string { return psi.StackNetwork(s.Stack) }
-
-func (s nsStack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (t psi.Transient, err error) {
-	err = s.ns.Do(func() error {
-		var e error
-		t, e = s.Stack.Dial(ctx, remote, cfg)
-		return e
-	})
-	return t, err
-}
-
-func (s nsStack) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config) (l psi.Listener, err error) {
-	err = s.ns.Do(func() error {
-		var e error
-		l, e = s.Stack.Listen(ctx, local, cfg)
-		return e
-	})
-	return l, err
-}
-
 func holStack(name string, ns *netns.NS) psi.Stack {
 	for _, s := range carrier.DefaultStacks() {
 		if s.Name() == name {
-			return nsStack{s, ns}
+			return netns.Stack(s, ns)
 		}
 	}
 	panic("no stack " + name)

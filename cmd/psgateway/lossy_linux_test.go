@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/netip"
 	"testing"
 
@@ -10,38 +9,10 @@ import (
 	"github.com/postsockets/postsockets/psi"
 )
 
-// nsStack makes a stack's sockets inside a namespace: the association
-// races stacks on goroutines of its own, which would otherwise open them
-// in the test's namespace. FSP clones reuse the root's socket.
-type nsStack struct {
-	psi.Stack
-	ns *netns.NS
-}
-
-func (s nsStack) Network() string { return psi.StackNetwork(s.Stack) }
-
-func (s nsStack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (t psi.Transient, err error) {
-	err = s.ns.Do(func() error {
-		var e error
-		t, e = s.Stack.Dial(ctx, remote, cfg)
-		return e
-	})
-	return t, err
-}
-
-func (s nsStack) Listen(ctx context.Context, local netip.AddrPort, cfg *psi.Config) (l psi.Listener, err error) {
-	err = s.ns.Do(func() error {
-		var e error
-		l, e = s.Stack.Listen(ctx, local, cfg)
-		return e
-	})
-	return l, err
-}
-
 func fspIn(ns *netns.NS) []psi.Stack {
 	for _, s := range carrier.DefaultStacks() {
 		if s.Name() == "fsp" {
-			return []psi.Stack{nsStack{s, ns}}
+			return []psi.Stack{netns.Stack(s, ns)}
 		}
 	}
 	panic("no fsp stack")
