@@ -262,11 +262,11 @@ type Stats struct {
 	Superseded, Skipped, Evicted uint64
 	// QueueDropped counts datagrams dropped before processing because
 	// the connection's receive queue was full.
-	QueueDropped uint64
-	SmoothedRTT                  time.Duration
-	RTTVar                       time.Duration
-	CongestionWindow             int
-	BytesInFlight                int
+	QueueDropped     uint64
+	SmoothedRTT      time.Duration
+	RTTVar           time.Duration
+	CongestionWindow int
+	BytesInFlight    int
 }
 
 // Stats returns the connection's counters.
