@@ -18,7 +18,9 @@ import (
 // inside its receive window; a fragment for another beyond them replaces
 // the farthest from delivery, or is dropped if it is itself the
 // farthest. The sender sends the fragments of one sequence number back
-// to back, so few are ever partial.
+// to back, so few are ever partial. One partial is free; the others are
+// charged to the listener's memory budget (once, until the connection
+// closes), and without room there is only the one.
 
 const maxPartials = 8
 
@@ -33,7 +35,21 @@ type partial struct {
 
 // dataFrags holds the partial sequence numbers of a connection.
 type dataFrags struct {
-	parts []*partial
+	parts   []*partial
+	charged bool // the budget holds maxPartials-1 buffers for it
+}
+
+// fragLimit is how many sequence numbers c may reassemble at once. Called
+// with c.mu held.
+func (c *Conn) fragLimit() int {
+	f := &c.frags
+	if !f.charged && len(f.parts) >= 1 {
+		f.charged = c.charge(int64(maxPartials-1) * bufCost)
+	}
+	if f.charged {
+		return maxPartials
+	}
+	return 1
 }
 
 // sendFragments seals the payload of data packet p in fragments that fit
@@ -84,7 +100,7 @@ func (c *Conn) onFragment(now time.Time, seq uint64, pkt *wire.Packet, pt []byte
 		return // the fragments disagree: drop this one
 	}
 	if pa == nil {
-		if len(f.parts) >= maxPartials {
+		if len(f.parts) >= c.fragLimit() {
 			far := 0
 			for i, q := range f.parts {
 				if q.seq > f.parts[far].seq {

@@ -366,11 +366,13 @@
 // environment variable set, every established connection writes a qlog
 // trace (JSON-SEQ) named fsp_<client|server>_<ALFID>.sqlog: packets sent,
 // received and lost, acknowledgements, RTT, congestion window, pacing
-// rate, congestion state, path validation and migration, and key updates,
+// rate, congestion state, path validation and migration, path MTU
+// changes and key updates,
 // as events fsp:packet_sent, fsp:packet_received, fsp:packets_acked,
 // fsp:packet_lost, fsp:retransmission_timeout, fsp:metrics_updated,
 // fsp:congestion_state_updated, fsp:path_validated, fsp:path_migrated,
-// fsp:key_updated, fsp:connection_started and fsp:connection_closed.
+// fsp:mtu_updated, fsp:key_updated, fsp:connection_started and
+// fsp:connection_closed.
 // docs/tracing.md gives their fields; cmd/fsptrace charts a trace. With
 // tracing off each hook costs a nil check.
 //

@@ -223,7 +223,7 @@ func (c *Conn) steer(now time.Time) {
 			}
 			c.emit(psi.EventPathChange, c.active, p, nil)
 			c.active, c.remote, c.prev = p, p.addr, nil
-			c.pmtuReset()
+			c.pmtuReset("path")
 		case now.Sub(p.probed) >= rto:
 			if p.probes >= maxProbes {
 				c.prev = nil // silent: the move was real
@@ -286,7 +286,7 @@ func (c *Conn) moveTo(a, l *path, now time.Time) {
 	}
 	c.emit(psi.EventPathChange, a, l, nil)
 	c.prev, c.active, c.remote, c.moved = a, l, l.addr, now
-	c.pmtuReset() // the new path's MTU is unknown
+	c.pmtuReset("path") // the new path's MTU is unknown
 }
 
 // probe sends a PATH_CHALLENGE to a validated path, so the peer answers

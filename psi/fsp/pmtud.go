@@ -68,8 +68,12 @@ type pmtud struct {
 // Called with c.mu held.
 func (c *Conn) plpmtu() int { return max(c.pmtu.size, BaseDatagramSize) }
 
-// setPLPMTU changes the packetization size. Called with c.mu held.
-func (c *Conn) setPLPMTU(n int) {
+// setPLPMTU changes the packetization size for trigger (probe,
+// black_hole or path). Called with c.mu held.
+func (c *Conn) setPLPMTU(n int, trigger string) {
+	if old := c.plpmtu(); old != n && c.qlog != nil {
+		c.qlog.mtuUpdated(old, n, trigger)
+	}
 	c.pmtu.size = n
 	c.pmtu.extra.Store(int32(n - BaseDatagramSize))
 }
@@ -189,7 +193,7 @@ func (c *Conn) pmtuResponse(nonce uint64) bool {
 		return false
 	}
 	if pm.probe > c.plpmtu() {
-		c.setPLPMTU(pm.probe)
+		c.setPLPMTU(pm.probe, "probe")
 		c.log.Debug("fsp: path MTU raised", "size", pm.probe, "local", c.local)
 	}
 	pm.probe, pm.losses = 0, 0
@@ -205,13 +209,13 @@ func (c *Conn) pmtuTimeout() {
 	}
 	c.log.Debug("fsp: path MTU black hole, back to the base size", "size", c.plpmtu(), "local", c.local)
 	c.pmtu.blackHoles++
-	c.pmtuReset()
+	c.pmtuReset("black_hole")
 }
 
 // pmtuReset starts over at the base size, on a black hole or a new
-// path. Called with c.mu held.
-func (c *Conn) pmtuReset() {
+// path (trigger). Called with c.mu held.
+func (c *Conn) pmtuReset(trigger string) {
 	pm := &c.pmtu
-	c.setPLPMTU(BaseDatagramSize)
+	c.setPLPMTU(BaseDatagramSize, trigger)
 	pm.tooBig, pm.probe, pm.losses, pm.raiseAt = 0, 0, 0, time.Time{}
 }

@@ -2,7 +2,11 @@ package fsp
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -231,6 +235,24 @@ func TestDataFragmentsBounded(t *testing.T) {
 	}
 }
 
+// TestDataFragmentsBudget: past the first, partial sequence numbers are
+// charged to the listener's budget; without room there is only one, and
+// data still arrives one sequence number at a time.
+func TestDataFragmentsBudget(t *testing.T) {
+	c := fragConn(t)
+	c.bud = newBudget(1) // full
+	first := c.rcv.Expected()
+	feedFragment(c, first, wire.FlagEOT, 0, 8, []byte("more"))
+	feedFragment(c, first+1, 0, 0, 100, []byte("half")) // farther: dropped
+	if len(c.frags.parts) != 1 || c.frags.parts[0].seq != first || c.frags.charged {
+		t.Fatalf("%d partial", len(c.frags.parts))
+	}
+	feedFragment(c, first, wire.FlagEOT, 4, 8, []byte("left"))
+	if m, err := c.ReceiveMessage(testContext(t)); err != nil || string(m) != "moreleft" {
+		t.Fatal(string(m), err)
+	}
+}
+
 // FuzzDataFragments feeds arbitrary fragments: nothing panics, the
 // partial table stays bounded, and a whole payload is delivered with
 // the bytes its fragments carried.
@@ -316,5 +338,42 @@ func BenchmarkBulkPMTU(b *testing.B) {
 			b.ReportMetric(float64(c.stats.PacketsSent)/float64(b.N), "pkts/op")
 			c.mu.Unlock()
 		})
+	}
+}
+
+// TestTraceMTU: the trace records the size a probe confirmed and the
+// fall of a black hole.
+func TestTraceMTU(t *testing.T) {
+	dir := t.TempDir()
+	scfg, ccfg := pair(t)
+	scfg.TraceDir = dir
+	cc, sc := newCapConn(t, MaxDatagramSize), newCapConn(t, MaxDatagramSize)
+	st, ct := &Transport{Conn: sc}, &Transport{Conn: cc}
+	t.Cleanup(func() { ct.Close(); st.Close() })
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, s := dialAccept(t, testContext(t), ct, l, ccfg)
+	defer c.Close()
+	searchDone(t, s, c)
+	s.mu.Lock()
+	s.pmtuTimeout()
+	s.mu.Unlock()
+	s.Abort(nil)
+	_, evs := readTrace(t, filepath.Join(dir, fmt.Sprintf("fsp_server_%08x.sqlog", s.local)))
+	var got []string
+	for _, e := range evs {
+		if e.Name == "fsp:mtu_updated" {
+			var m mtuEvent
+			if err := json.Unmarshal(e.Data, &m); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%d>%d %s", m.Old, m.New, m.Trigger))
+		}
+	}
+	// (A probe may confirm the size again before the end.)
+	if len(got) < 2 || got[0] != "1232>1452 probe" || !slices.Contains(got, "1452>1232 black_hole") {
+		t.Fatalf("fsp:mtu_updated events %q", got)
 	}
 }

@@ -214,6 +214,17 @@ func (t *tracer) localMoved(from, to netip.AddrPort) {
 	t.w.Event(time.Now(), "fsp:path_migrated", pathEvent{Address: to.String(), From: from.String(), Local: true})
 }
 
+type mtuEvent struct {
+	Old     int    `json:"old"`
+	New     int    `json:"new"`
+	Trigger string `json:"trigger"` // probe, black_hole or path
+}
+
+// mtuUpdated records a change of the path MTU data is packetized at.
+func (t *tracer) mtuUpdated(old, new int, trigger string) {
+	t.w.Event(time.Now(), "fsp:mtu_updated", mtuEvent{Old: old, New: new, Trigger: trigger})
+}
+
 type keyEvent struct {
 	Generation uint32 `json:"generation"`
 	Trigger    string `json:"trigger"`
