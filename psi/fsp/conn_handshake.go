@@ -301,7 +301,10 @@ func (c *Conn) affirm(pkt *wire.Packet, pt []byte) bool {
 	case err != nil || len(rest) != 0:
 		err = post.Errorf(post.ErrAuthentication, "fsp: malformed CLIENT_AUTH")
 	default:
+		// At most GOMAXPROCS handshakes verify or sign at once.
+		c.t.hs.acquire()
 		certs, err = verifyCredential(&c.cfg.Security, &cred, clientTranscript(c.clientDigest, cred.Chain), true)
+		c.t.hs.release()
 	}
 	if err != nil {
 		c.log.Debug("fsp: client authentication failed", "remote", c.remote, "err", err)
