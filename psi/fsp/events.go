@@ -2,8 +2,10 @@ package fsp
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -14,12 +16,14 @@ import (
 type eventHook struct {
 	h      atomic.Pointer[func(psi.Event)]
 	lossAt time.Time // the last retransmission timeout reported; under Conn.mu
+	icmpAt time.Time // the last ICMP error reported; under Conn.mu
 	// local is the local address the peer's newest packets came to, on
 	// a socket that knows (sockio.Packet.Dst); under Conn.mu.
 	local netip.Addr
 }
 
 var (
+	errICMP                  = errors.New("fsp: ICMP error from the path")
 	errSilentPath            = errors.New("fsp: a path fell silent after probing")
 	errRetransmissionTimeout = errors.New("fsp: retransmission timeout")
 )
@@ -100,6 +104,20 @@ func (c *Conn) noteLocal(dst netip.Addr) {
 		Old: post.Path{Local: old, Remote: remote, RTT: a.rtt.SmoothedRTT()},
 		New: post.Path{Local: c.localLocked(), Remote: remote, RTT: a.rtt.SmoothedRTT(), Active: true},
 	})
+}
+
+// icmpSoftError reports an ICMP error for a packet sent to the peer
+// (port or host unreachable) as a SoftError, at most once per
+// retransmission timeout: the connection goes on, and ends only by its
+// idle timeout if the peer stays away. Called with c.mu held.
+func (c *Conn) icmpSoftError(errno syscall.Errno) {
+	now := time.Now()
+	if now.Sub(c.events.icmpAt) < max(c.rto(), minProbeInterval) {
+		return
+	}
+	c.events.icmpAt = now
+	c.log.Debug("fsp: ICMP error", "remote", c.remote, "err", errno)
+	c.emit(psi.EventSoftError, c.active, nil, fmt.Errorf("%w: %w", errICMP, errno))
 }
 
 func (t *transient) SetEventHandler(h func(psi.Event)) { t.c.SetEventHandler(h) }

@@ -5,10 +5,12 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 )
 
 // closedPort returns a loopback UDP address nothing listens on.
@@ -57,5 +59,71 @@ func TestDialRefused(t *testing.T) {
 			t.Fatalf("%s: %v is not a dial OpError", name, err)
 		}
 		t.Logf("%s: refused after %v: %v", name, time.Since(start), err)
+	}
+}
+
+// TestICMPSoftError: once the handshake is done, an ICMP port unreachable
+// (the server's socket is gone) is a SoftError event on an owned dialing
+// socket, not the end of the connection.
+func TestICMPSoftError(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("ICMP errors are reported on Linux")
+	}
+	scfg, ccfg := pair(t)
+	spc := mustUDP(t)
+	st := &Transport{Conn: spc}
+	defer st.Close()
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := testContext(t)
+	c, err := Dial(ctx, spc.LocalAddr().(*net.UDPAddr).AddrPort(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Abort(nil) // its peer is gone
+	evs := make(chan psi.Event, 16)
+	c.SetEventHandler(func(e psi.Event) {
+		select {
+		case evs <- e:
+		default:
+		}
+	})
+	if err := c.SendMessage(ctx, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "hello" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	// The server vanishes without a word: its socket is closed under it.
+	spc.Close()
+	if err := c.SendMessage(ctx, []byte("anyone there?")); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case e := <-evs:
+			if e.Kind != psi.EventSoftError || !errors.Is(e.Err, syscall.ECONNREFUSED) {
+				t.Logf("event %v: %v", e.Kind, e.Err)
+				continue
+			}
+			if e.Old.Remote != spc.LocalAddr().(*net.UDPAddr).AddrPort() {
+				t.Fatalf("SoftError on path %v", e.Old)
+			}
+			t.Logf("SoftError: %v", e.Err)
+			if err := c.Err(); err != nil {
+				t.Fatalf("the connection ended on an ICMP error: %v", err)
+			}
+			return
+		case <-timeout:
+			t.Fatal("no SoftError for the ICMP port unreachable")
+		}
 	}
 }

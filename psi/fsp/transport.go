@@ -70,8 +70,12 @@ type Transport struct {
 
 	foreign chan foreignPacket
 	// recvErr is set while ICMP errors are reported on an owned dialing
-	// socket: ECONNREFUSED then refuses the connections being set up.
+	// socket: ECONNREFUSED then refuses the connections being set up,
+	// and an established connection reports ICMP errors as SoftErrors.
 	recvErr atomic.Bool
+	// icmpPending: a send returned an ICMP error, so the error queue
+	// has entries the read loop did not hear of.
+	icmpPending atomic.Bool
 }
 
 const socketBuffer = 4 << 20
@@ -211,7 +215,11 @@ func (t *Transport) writeBatch(bufs []*[]byte, to *peerAddr) {
 	for _, b := range bufs {
 		pk = append(pk, sockio.Packet{Buf: *b, N: len(*b), Addr: to.ap})
 	}
-	t.sio.WriteBatch(pk)
+	if _, err := t.sio.WriteBatch(pk); err != nil && t.recvErr.Load() && isICMPError(err) {
+		// The send took the ICMP error the read loop would have seen:
+		// have it drain the error queue after its next read.
+		t.icmpPending.Store(true)
+	}
 	clear(pk)
 	t.wpkts = pk[:0]
 	t.wmu.Unlock()
@@ -274,8 +282,8 @@ func (t *Transport) readLoop() {
 				go t.closeWith(post.Errorf(post.ErrClosed, "fsp: socket closed"))
 				return
 			}
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				t.refused()
+			if isICMPError(err) {
+				t.icmpErrors(err)
 			}
 			// Transient errors such as ICMP port unreachable: keep reading.
 			continue
@@ -317,8 +325,8 @@ func (t *Transport) readBatches() {
 				go t.closeWith(post.Errorf(post.ErrClosed, "fsp: socket closed"))
 				return
 			}
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				t.refused()
+			if isICMPError(err) {
+				t.icmpErrors(err)
 			}
 			continue
 		}
@@ -327,17 +335,30 @@ func (t *Transport) readBatches() {
 			t.handle(pkts[i].Buf[:pkts[i].N], &from, &pkt)
 		}
 		pkt = wire.Packet{} // keep no lent datagram alive while idle
+		if t.icmpPending.Load() {
+			t.icmpErrors(nil)
+		}
 	}
 }
 
-// refused handles an ICMP port unreachable reported on an owned dialing
-// socket: the connections still in their handshake fail with
-// post.ErrRefused. Later errors are ignored (the socket stops reporting
-// them once the handshake is done).
-func (t *Transport) refused() {
+// isICMPError reports whether a socket error is an ICMP error that
+// IP_RECVERR delivers: port, host or network unreachable.
+func isICMPError(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTDOWN)
+}
+
+// icmpErrors handles ICMP errors reported on an owned dialing socket (err
+// from a read, or nil when a send saw them). A port unreachable fails the
+// connections still in their handshake with post.ErrRefused; an
+// established connection whose peer address the error names reports a
+// SoftError and goes on. The error queue is drained either way.
+func (t *Transport) icmpErrors(err error) {
 	if !t.recvErr.Load() {
 		return
 	}
+	t.icmpPending.Store(false)
+	queued := drainICMP(t.Conn)
 	t.mu.Lock()
 	var conns []*Conn
 	for _, c := range t.conns {
@@ -346,8 +367,17 @@ func (t *Transport) refused() {
 	t.mu.Unlock()
 	for _, c := range conns {
 		c.mu.Lock()
-		if c.state == stateInitiating || c.state == stateRequesting {
-			c.failLocked(post.Errorf(post.ErrRefused, "fsp: port unreachable"))
+		switch {
+		case c.state == stateInitiating || c.state == stateRequesting:
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				c.failLocked(post.Errorf(post.ErrRefused, "fsp: port unreachable"))
+			}
+		case c.state == stateEstablished:
+			for _, e := range queued {
+				if !e.dst.IsValid() || e.dst == c.remote.ap {
+					c.icmpSoftError(e.errno)
+				}
+			}
 		}
 		c.mu.Unlock()
 	}
@@ -550,10 +580,10 @@ func dialUDP(ctx context.Context, local, addr netip.AddrPort, cfg *Config) (*Con
 		t.recvErr.Store(true)
 	}
 	c, err := t.Dial(ctx, net.UDPAddrFromAddrPort(addr), cfg)
-	if t.recvErr.Swap(false) {
-		setRecvErr(pc, false)
-	}
 	if err != nil {
+		if t.recvErr.Swap(false) {
+			setRecvErr(pc, false)
+		}
 		t.Close()
 		return nil, err
 	}
