@@ -92,9 +92,10 @@
 // Black holes: a probe timeout that expires with data in flight above
 // the base size (no acknowledgement for a whole PTO; congestion loss is
 // detected by later acknowledgements instead) drops the size to the base
-// at once and restarts the search, so a path whose MTU falls
-// mid-transfer costs about a probe timeout and a round trip; a false
-// alarm costs about a round trip at the base size. A packet keeps its
+// at once and restarts the search, probing the size it fell from first,
+// so a path whose MTU falls mid-transfer costs about a probe timeout and
+// a round trip, and a false alarm about a round trip at the base size
+// (docs/benchmarks.md, "Path MTU"). A packet keeps its
 // sequence number when retransmitted, so data packetized at a larger
 // size that no longer fits is resent in FRAGMENT packets: the FRAGMENT
 // extension (type 0x18, 8 octets: offset and total length of the

@@ -29,8 +29,8 @@ import (
 // ordinary congestion loss, detected by later packets' acknowledgements,
 // does not cause), the path is taken to have stopped carrying large
 // packets. The size drops to the base at once, so the tail-loss probes
-// and every retransmission after them fit, and the search starts again
-// from the largest size. Data packetized at the larger size is resent in
+// and every retransmission after them fit, and the search starts again,
+// with the size it fell from as the first probe. Data packetized at the larger size is resent in
 // FRAGMENT packets that fit (conn_frag.go). A false alarm (a tail loss,
 // a stalled host) costs about one round trip at the base size, until the
 // first probe confirms the old size again.
@@ -58,6 +58,7 @@ type pmtud struct {
 	sentAt  time.Time
 	losses  int       // probes of this size lost in a row
 	raiseAt time.Time // set when the search completed: search again then
+	retry   int       // after a black hole, the size it fell from: probed first
 	// extra is size - BaseDatagramSize, for writers that packetize
 	// outside the connection's lock.
 	extra      atomic.Int32
@@ -101,6 +102,11 @@ func (c *Conn) dataRoom(p *wire.Packet) int {
 
 // next returns the size to probe, or 0 once the search is complete.
 func (pm *pmtud) next() int {
+	if r := pm.retry; r > 0 {
+		// A false alarm is over in one round trip.
+		pm.retry = 0
+		return r
+	}
 	lo, hi := max(pm.size, BaseDatagramSize), MaxDatagramSize+1
 	if pm.tooBig > 0 {
 		hi = pm.tooBig
@@ -209,7 +215,9 @@ func (c *Conn) pmtuTimeout() {
 	}
 	c.log.Debug("fsp: path MTU black hole, back to the base size", "size", c.plpmtu(), "local", c.local)
 	c.pmtu.blackHoles++
+	old := c.plpmtu()
 	c.pmtuReset("black_hole")
+	c.pmtu.retry = old
 }
 
 // pmtuReset starts over at the base size, on a black hole or a new

@@ -151,6 +151,11 @@ func TestPMTUDSearch(t *testing.T) {
 			t.Fatalf("path %d: found %d after %d probes", path, got, probes)
 		}
 	}
+	// After a black hole the size it fell from is tried first, once.
+	pm := pmtud{retry: 1348}
+	if a, b := pm.next(), pm.next(); a != 1348 || b != MaxDatagramSize {
+		t.Fatalf("probes %d, %d after a black hole", a, b)
+	}
 }
 
 // fragConn returns an established connection (keys of its own) to feed
