@@ -1,8 +1,11 @@
 package httpcarrier
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -32,11 +35,47 @@ type responseWriter struct {
 	mw       *carrier.MessageWriter // once the head was sent
 	written  int64
 	err      error // the response could not be sent
+
+	tunnel   *headMsg // an Upgrade or CONNECT request: what came after its head
+	hijacked bool
 }
 
 var (
-	_ http.Flusher = (*responseWriter)(nil)
+	_ http.Flusher  = (*responseWriter)(nil)
+	_ http.Hijacker = (*responseWriter)(nil)
 )
+
+// errHijacked tells serveFork that the handler took the fork.
+var errHijacked = errors.New("httpcarrier: fork hijacked")
+
+// Hijack hands the fork of an Upgrade or CONNECT request to the handler
+// as a byte stream: reads return the client's bytes after the request
+// head, and what the handler writes is the response message, starting
+// with the response head (101, or 2xx to CONNECT) as on an HTTP/1.1
+// connection. Closing the connection ends the message and the fork.
+// Other requests get an error wrapping post.ErrNotSupported.
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.hijacked:
+		return nil, nil, http.ErrHijacked
+	case w.tunnel == nil:
+		return nil, nil, errNotTunnel
+	case w.status != 0 || w.mw != nil:
+		return nil, nil, post.Errorf(post.ErrInvalid, "httpcarrier: Hijack after the response started")
+	}
+	w.hijacked = true
+	// The stream outlives the request: its context is its own.
+	t := newTunnel(context.Background(), w.f, w.tunnel.rest, w.tunnel.end, nil, nil, nil)
+	return t, bufio.NewReadWriter(bufio.NewReader(t), bufio.NewWriter(t)), nil
+}
+
+func (w *responseWriter) isHijacked() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hijacked
+}
 
 func (w *responseWriter) Header() http.Header { return w.header }
 
@@ -47,6 +86,10 @@ func (w *responseWriter) WriteHeader(code int) {
 }
 
 func (w *responseWriter) writeHeader(code int) {
+	if w.hijacked {
+		w.log.Debug("WriteHeader after Hijack", "code", code)
+		return
+	}
 	if w.status != 0 {
 		w.log.Debug("superfluous WriteHeader", "code", code)
 		return
@@ -96,6 +139,9 @@ func (w *responseWriter) bodyAllowed() bool {
 func (w *responseWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
 	if w.status == 0 {
 		w.writeHeader(http.StatusOK)
 	}
@@ -192,6 +238,9 @@ func (w *responseWriter) Flush() { w.FlushError() }
 func (w *responseWriter) FlushError() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.hijacked {
+		return http.ErrHijacked
+	}
 	if w.status == 0 {
 		w.writeHeader(http.StatusOK)
 	}

@@ -260,6 +260,9 @@ func (s *Server) Close() error {
 func (s *Server) serveFork(f *carrier.Carrier, log *slog.Logger) {
 	for first := true; ; first = false {
 		reuse, err := s.serveOne(f, first, log)
+		if err == errHijacked {
+			return // the handler owns the fork
+		}
 		if err != nil {
 			log.Debug("transaction failed", "err", err)
 			f.Abort()
@@ -322,7 +325,13 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 		})
 	}
 	var b *body
-	if hm.end && len(hm.rest) == 0 && req.Trailer == nil {
+	if tunnelRequest(req) {
+		// The rest of the request message is the client's stream, for a
+		// handler that switches (Hijack); the handler sees no body, and
+		// the fork ends with the transaction unless hijacked.
+		req.ContentLength = 0
+		w.tunnel = &hm
+	} else if hm.end && len(hm.rest) == 0 && req.Trailer == nil {
 		if req.ContentLength > 0 {
 			s.refuse(f, http.StatusBadRequest)
 			return false, nil
@@ -361,6 +370,8 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 		return false, errors.New("handler panicked")
 	case violated.Load():
 		return false, errors.New("client aborted")
+	case w.isHijacked():
+		return false, errHijacked
 	}
 	if err := w.finish(); err != nil {
 		return false, fmt.Errorf("response not sent: %w", err)
@@ -368,6 +379,9 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 	// The next request may follow only once this one was read to its end.
 	// A client whose request was sent whole keeps the fork for its next
 	// request, so read and drop what the handler left, for a while.
+	if w.tunnel != nil {
+		return false, nil
+	}
 	if b == nil || b.readToEnd() {
 		return true, nil
 	}

@@ -111,7 +111,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	// An idle fork from an earlier request may have been closed by the
 	// server meanwhile; only a request that can be sent again takes one.
-	reusable := idempotent(req) && (noBody(req.Body) || req.GetBody != nil)
+	reusable := idempotent(req) && (noBody(req.Body) || req.GetBody != nil) && !tunnelRequest(req)
 	reqBody := req.Body
 	closeBody = func() {
 		if reqBody != nil {
@@ -185,6 +185,7 @@ type clientTx struct {
 	stop  func() bool
 	once  sync.Once
 	wrote chan error // the request writer's result
+	keep  bool       // the fork may carry another transaction
 }
 
 // roundTrip sends the request and reads the response head. stale reports
@@ -192,7 +193,28 @@ type clientTx struct {
 // closed it, and a new fork may take the request.
 func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (resp *http.Response, stale bool, err error) {
 	tx.wrote = make(chan error, 1)
-	if noBody(tx.body) && len(tx.req.Trailer) == 0 {
+	tx.keep = true
+	// An Upgrade or CONNECT request's message stays open after its head:
+	// if the server switches, the client's bytes follow in it.
+	var mw *carrier.MessageWriter
+	var wctx context.Context
+	var wstop context.CancelFunc
+	if tunnelRequest(tx.req) {
+		tx.keep = false
+		wctx, wstop = context.WithCancel(ctx)
+		if mw, err = tx.fork.NewMessageWriter(wctx, post.Properties{}); err == nil {
+			_, err = mw.Write(head)
+		}
+		if err != nil {
+			wstop()
+			return nil, false, fmt.Errorf("httpcarrier: writing request: %w", err)
+		}
+		defer func() {
+			if mw != nil { // not handed to a tunnel
+				wstop()
+			}
+		}()
+	} else if noBody(tx.body) && len(tx.req.Trailer) == 0 {
 		tx.wrote <- tx.fork.SendMsg(ctx, &post.Message{Content: head})
 	} else {
 		go func() { tx.wrote <- tx.writeBody(ctx, head) }()
@@ -215,8 +237,16 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (re
 		if err != nil {
 			return nil, false, err
 		}
+		if mw != nil && switched(tx.req, resp) {
+			tun := newTunnel(ctx, tx.fork, hm.rest, hm.end, mw, wctx, wstop)
+			tun.onClose = tx.endTunnel
+			mw = nil
+			resp.Body = tun
+			resp.ContentLength = -1
+			return resp, false, nil
+		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
-			return nil, false, post.Errorf(post.ErrNotSupported, "httpcarrier: protocol upgrades are not carried")
+			return nil, false, post.Errorf(post.ErrMalformed, "httpcarrier: 101 to a request that did not ask for an upgrade")
 		}
 		if resp.StatusCode < 200 {
 			if !hm.end || len(hm.rest) > 0 || n >= 16 {
@@ -228,6 +258,11 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (re
 				}
 			}
 			continue
+		}
+		if mw != nil {
+			// Not switched: the request message ends with its head.
+			tx.wrote <- mw.Close()
+			mw = nil
 		}
 		if hm.end && len(hm.rest) == 0 && resp.ContentLength < 0 {
 			resp.ContentLength = 0
@@ -326,13 +361,22 @@ func (tx *clientTx) finish(clean bool) {
 				clean = false // the request is still being sent
 			}
 		}
-		if !clean || !stopped || !tx.t.putIdle(tx.rc, tx.fork) {
+		if !clean || !stopped || !tx.keep || !tx.t.putIdle(tx.rc, tx.fork) {
 			if clean && stopped {
 				go tx.fork.Close()
 			} else {
 				tx.fork.Abort()
 			}
 		}
+		tx.t.release(tx.rc, false)
+	})
+}
+
+// endTunnel ends the transaction of a switched fork, which the tunnel
+// has closed.
+func (tx *clientTx) endTunnel() {
+	tx.once.Do(func() {
+		tx.stop()
 		tx.t.release(tx.rc, false)
 	})
 }

@@ -109,6 +109,9 @@ func appendRequestHead(b []byte, req *http.Request) ([]byte, error) {
 		return nil, post.Errorf(post.ErrInvalid, "invalid host %q", host)
 	}
 	uri := req.URL.RequestURI()
+	if method == http.MethodConnect {
+		uri = host // authority form
+	}
 	if strings.ContainsAny(uri, " \r\n") {
 		return nil, post.Errorf(post.ErrInvalid, "invalid request target %q", uri)
 	}
@@ -127,6 +130,13 @@ func appendRequestHead(b []byte, req *http.Request) ([]byte, error) {
 	}
 	if len(req.Trailer) > 0 {
 		h.Set("Trailer", strings.Join(trailerNames(req.Trailer), ", "))
+	}
+	if up := upgradeProtocol(req.Header); up != "" && tunnelRequest(req) && method != http.MethodConnect {
+		if !validFieldValue(up) {
+			return nil, post.Errorf(post.ErrInvalid, "invalid value for header field \"Upgrade\"")
+		}
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", up)
 	}
 	if err := h.Write(&buf); err != nil {
 		return nil, err
