@@ -242,7 +242,7 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (re
 			tun.onClose = tx.endTunnel
 			mw = nil
 			resp.Body = tun
-			resp.ContentLength = -1
+			resp.ContentLength = 0 // no body: a stream (as net/http's Transport says)
 			return resp, false, nil
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {

@@ -64,7 +64,7 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 		ErrorHandler: proxyError(log),
 	}
 	srv := &http.Server{
-		Handler:           accessLog(log, proxy),
+		Handler:           accessLog(log, withConnect(proxy, frontConnect(tr, o, log))),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
@@ -125,7 +125,7 @@ func startBack(ctx context.Context, o *options, cfg *carrier.Config, log *slog.L
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: proxyError(log),
 	}
-	srv := &httpcarrier.Server{Handler: accessLog(log, proxy), Logger: log}
+	srv := &httpcarrier.Server{Handler: accessLog(log, withConnect(proxy, backConnect(connectAllowed(o.connect), log))), Logger: log}
 	g := &gateway{addr: netip.AddrPortFrom(local.Addr(), l.Addr().Port()).String(), done: make(chan error, 1)}
 	go func() {
 		err := srv.Serve(l)
@@ -203,10 +203,6 @@ func proxyError(log *slog.Logger) func(http.ResponseWriter, *http.Request, error
 // accessLog logs each request at debug level.
 func accessLog(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodConnect {
-			http.Error(w, "CONNECT is not carried", http.StatusNotImplemented)
-			return
-		}
 		start := time.Now()
 		h.ServeHTTP(w, r)
 		log.Debug("request", "client", r.RemoteAddr, "proto", r.Proto, "method", r.Method, "uri", r.RequestURI, "took", time.Since(start))

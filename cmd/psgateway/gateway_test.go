@@ -116,6 +116,12 @@ func gateways(t *testing.T, origin string, frontArgs ...string) string {
 // side's postsockets stacks given (nil for the defaults).
 func gatewaysOn(t *testing.T, origin, backIP string, frontStacks, backStacks []psi.Stack, frontArgs ...string) string {
 	t.Helper()
+	return gatewaysArgs(t, origin, backIP, frontStacks, backStacks, nil, frontArgs)
+}
+
+// gatewaysArgs is gatewaysOn with extra flags for the back as well.
+func gatewaysArgs(t *testing.T, origin, backIP string, frontStacks, backStacks []psi.Stack, backArgs, frontArgs []string) string {
+	t.Helper()
 	dir := t.TempDir()
 	psk := make([]byte, 32)
 	rand.Read(psk)
@@ -142,7 +148,7 @@ func gatewaysOn(t *testing.T, origin, backIP string, frontStacks, backStacks []p
 		})
 		return g
 	}
-	back := startOne(backStacks, "-mode", "back", "-listen", net.JoinHostPort(backIP, "0"), "-origin", origin, "-psk-file", pskFile)
+	back := startOne(backStacks, append([]string{"-mode", "back", "-listen", net.JoinHostPort(backIP, "0"), "-origin", origin, "-psk-file", pskFile}, backArgs...)...)
 	front := startOne(frontStacks, append([]string{"-mode", "front", "-listen", "127.0.0.1:0", "-origin", back.addr, "-psk-file", pskFile}, frontArgs...)...)
 	return front.addr
 }

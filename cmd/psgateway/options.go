@@ -34,6 +34,7 @@ type options struct {
 	preserveHost   bool
 	trustForwarded bool
 	logLevel       string
+	connect        string
 
 	stacks []psi.Stack // tests: stacks bound to a namespace
 }
@@ -69,6 +70,7 @@ back:  accepts HTTP over FSP clones and forwards to an ordinary HTTP origin
 	fs.StringVar(&o.stack, "stack", "fsp", "postsockets stack: fsp, quic, tcp, or any (race them)")
 	fs.BoolVar(&o.preserveHost, "preserve-host", true, "pass the client's Host on instead of the origin's")
 	fs.BoolVar(&o.trustForwarded, "trust-forwarded", false, "front: keep a Forwarded header the client sent (the back always keeps the front's)")
+	fs.StringVar(&o.connect, "connect", "", "back: comma-separated `host:port` targets a CONNECT may reach, or * for any (an open proxy to whoever passes the front); default none")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

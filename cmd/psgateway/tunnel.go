@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Upgrade requests (WebSocket and the like) pass through both gateways
+// with httputil.ReverseProxy, which switches when the origin answers 101.
+// CONNECT is handled here: the front forwards it over its own fork, and
+// the back opens the TCP connection, for the targets -connect allows.
+
+const connectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
+
+// withConnect sends CONNECT requests to connect and the others to h.
+func withConnect(h, connect http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			connect.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// frontConnect forwards a client's CONNECT to the back over a fork of its
+// own and splices the client's connection (HTTP/1.1) or stream (HTTP/2)
+// to the fork once the back has connected.
+func frontConnect(tr http.RoundTripper, o *options, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// net/http cancels r's context when the client half-closes a
+		// hijacked connection; the tunnel outlives that, and ends with
+		// the splice instead.
+		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		defer cancel()
+		stop := context.AfterFunc(r.Context(), cancel)
+		out := (&http.Request{
+			Method: http.MethodConnect,
+			URL:    &url.URL{Scheme: "http", Host: o.origin},
+			Host:   r.Host,
+			Header: http.Header{},
+		}).WithContext(ctx)
+		addForwarded(out.Header, r, o.trustForwarded)
+		resp, err := tr.RoundTrip(out)
+		if !stop() && err == nil {
+			err = r.Context().Err() // the client went away meanwhile
+			resp.Body.Close()
+		}
+		if err != nil {
+			proxyError(log)(w, r, err)
+			return
+		}
+		back, ok := resp.Body.(io.ReadWriteCloser)
+		if resp.StatusCode/100 != 2 || !ok {
+			for k, vs := range resp.Header {
+				w.Header()[k] = vs
+			}
+			w.WriteHeader(resp.StatusCode)
+			io.Copy(w, resp.Body)
+			resp.Body.Close()
+			return
+		}
+		defer back.Close()
+		if err := spliceClient(w, r, back); err != nil {
+			log.Debug("connect tunnel ended", "target", r.Host, "err", err)
+		}
+	})
+}
+
+// spliceClient answers the client's CONNECT with 200 and copies between
+// it and back until both directions ended or one failed.
+func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriter) error {
+	rc := http.NewResponseController(w)
+	if r.ProtoMajor >= 2 {
+		// HTTP/2: the request body and the response are the stream.
+		w.WriteHeader(http.StatusOK)
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		return splice(r.Body, flushWriter{w, rc}, back, back)
+	}
+	conn, brw, err := rc.Hijack()
+	if err != nil {
+		http.Error(w, "cannot take the connection", http.StatusInternalServerError)
+		return err
+	}
+	defer conn.Close()
+	brw.WriteString(connectEstablished)
+	if err := brw.Flush(); err != nil {
+		return err
+	}
+	return splice(brw.Reader, conn, back, back)
+}
+
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
+}
+
+// backConnect connects a CONNECT from the front to its target over TCP,
+// if allowed says so, and splices the fork to it.
+func backConnect(allowed func(target string) bool, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := r.Host
+		if !allowed(target) {
+			log.Debug("CONNECT refused", "target", target, "client", r.RemoteAddr)
+			http.Error(w, "CONNECT to this target is not allowed", http.StatusForbidden)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", target)
+		cancel()
+		if err != nil {
+			log.Warn("CONNECT target unreachable", "target", target, "err", err)
+			http.Error(w, "cannot reach the target", http.StatusBadGateway)
+			return
+		}
+		defer c.Close()
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, "cannot take the stream", http.StatusInternalServerError)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString(connectEstablished)
+		if err := brw.Flush(); err != nil {
+			return
+		}
+		if err := splice(brw.Reader, conn, c, c); err != nil {
+			log.Debug("connect tunnel ended", "target", target, "err", err)
+		}
+	})
+}
+
+// connectAllowed parses -connect: comma-separated host:port targets, or
+// "*" for any. Empty allows none.
+func connectAllowed(list string) func(string) bool {
+	set := map[string]bool{}
+	for t := range strings.SplitSeq(list, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			set[strings.ToLower(t)] = true
+		}
+	}
+	return func(target string) bool {
+		if _, _, err := net.SplitHostPort(target); err != nil {
+			return false
+		}
+		return set["*"] || set[strings.ToLower(target)]
+	}
+}
+
+// splice copies aR to bW and bR to aW. A direction that reaches its end
+// is passed on with CloseWrite where the writer has it; splice returns
+// when both have ended or one failed (the caller closes both sides).
+func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer) error {
+	errc := make(chan error, 2)
+	one := func(dst io.Writer, src io.Reader) {
+		_, err := io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
+			err = cw.CloseWrite()
+		}
+		errc <- err
+	}
+	go one(bW, aR)
+	go one(aW, bR)
+	if err := <-errc; err != nil {
+		return err
+	}
+	return <-errc
+}

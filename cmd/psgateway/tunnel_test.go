@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestUpgradeThroughGateways: an unmodified net/http client asks the
+// front for a protocol switch (Connection: Upgrade, as WebSocket does),
+// an unmodified net/http origin switches with Hijack, and 1 MB goes each
+// way through both gateways over FSP clones, echoed back reversed in
+// case, checked byte for byte.
+func TestUpgradeThroughGateways(t *testing.T) {
+	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", http.StatusUpgradeRequired)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("origin Hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		// Echo as it comes, so both directions are open at once.
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := brw.Read(buf)
+			if n > 0 {
+				if _, werr := conn.Write(flip(buf[:n])); werr != nil {
+					t.Errorf("origin write: %v", werr)
+					return
+				}
+			}
+			if err == io.EOF {
+				conn.(*net.TCPConn).CloseWrite()
+				return
+			}
+			if err != nil {
+				t.Errorf("origin read: %v", err)
+				return
+			}
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go origin.Serve(ln)
+	t.Cleanup(func() { origin.Close() })
+	front := gateways(t, "http://"+ln.Addr().String())
+
+	data := randBytes(1 << 20)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+front+"/ws", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx)) // a Client Timeout would hide the body's Write
+	if err != nil {
+		t.Fatal(err)
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if resp.StatusCode != http.StatusSwitchingProtocols || !ok {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d %q %v %T", resp.StatusCode, b, resp.Header, resp.Body)
+	}
+	defer rwc.Close()
+	go func() {
+		for off := 0; off < len(data); off += 10_000 {
+			if _, err := rwc.Write(data[off:min(off+10_000, len(data))]); err != nil {
+				t.Errorf("client write: %v", err)
+				return
+			}
+		}
+	}()
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(rwc, got); err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	if !bytes.Equal(got, flip(data)) {
+		t.Fatal("echoed stream differs")
+	}
+}
+
+// flip inverts every bit: the origin's answer differs from what it got.
+func flip(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		out[i] = ^c
+	}
+	return out
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// TestConnectThroughGateways: curl tunnels with CONNECT (-p -x) through
+// the front; the back opens TCP to nginx, which it -connect allows, and
+// curl's HTTP inside the tunnel fetches files checked by SHA-256. A
+// target the back does not allow gets 403.
+func TestConnectThroughGateways(t *testing.T) {
+	needCurl(t)
+	root := t.TempDir()
+	sums := files(t, root, []int{0, 1000, 1 << 20, 10 << 20})
+	origin := nginx(t, root, "")
+	target := strings.TrimPrefix(origin, "http://")
+	front := gatewaysArgs(t, origin, "127.0.0.1", nil, nil, []string{"-connect", target}, nil)
+	out := t.TempDir()
+	for name, sum := range sums {
+		dst := filepath.Join(out, name)
+		code := curl(t, "-p", "-x", "http://"+front, "-o", dst, "-w", "%{http_connect} %{http_code}", origin+"/"+name)
+		if got := fileSum(t, dst); got != sum || code != "200 200" {
+			t.Fatalf("%s: %q sha256 %s, want %s", name, code, got, sum)
+		}
+	}
+	// Several requests on one tunnel: curl keeps the connection.
+	var urls []string
+	for name := range sums {
+		urls = append(urls, origin+"/"+name, "-o", filepath.Join(out, "again-"+name))
+	}
+	curl(t, append([]string{"-p", "-x", "http://" + front}, urls...)...)
+	for name, sum := range sums {
+		if got := fileSum(t, filepath.Join(out, "again-"+name)); got != sum {
+			t.Fatalf("again %s: sha256 %s, want %s", name, got, sum)
+		}
+	}
+	// A raw CONNECT: bytes both ways with a half-close in between.
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("raw CONNECT: %v %v", resp, err)
+	}
+	io.WriteString(c, "GET /f1000.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		rest, _ := io.ReadAll(br)
+		t.Fatalf("raw CONNECT: %v %q", err, rest)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if len(b) != 1000 {
+		t.Fatalf("raw CONNECT: %d body bytes", len(b))
+	}
+
+	// Not allowed: 403 from the back, passed on by the front.
+	cmd := exec.Command("curl", "-sS", "-p", "-x", "http://"+front, "-o", "/dev/null", "-w", "%{http_connect}", "http://127.0.0.1:1/")
+	code, _ := cmd.Output()
+	if string(code) != "403" {
+		t.Fatalf("CONNECT to a target not allowed: %q", code)
+	}
+}
