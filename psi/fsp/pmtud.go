@@ -132,6 +132,9 @@ func (c *Conn) pmtuTick(now time.Time) {
 	if c.active == nil || !c.peerKnown || c.state != stateEstablished || c.cfg.DisablePathMTUDiscovery {
 		return
 	}
+	if c.snd.BytesInFlight() == 0 && !c.snd.HasPending() {
+		return // idle: a probe in flight is counted lost (and resent) once data flows again
+	}
 	if pm.probe != 0 {
 		if now.Sub(pm.sentAt) < c.pmtuProbeTimeout() {
 			return
@@ -147,9 +150,6 @@ func (c *Conn) pmtuTick(now time.Time) {
 			return
 		}
 		pm.raiseAt, pm.tooBig = time.Time{}, 0
-	}
-	if c.snd.BytesInFlight() == 0 && !c.snd.HasPending() {
-		return
 	}
 	for {
 		size := pm.probe // a lost probe's size again

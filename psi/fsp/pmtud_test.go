@@ -382,3 +382,24 @@ func TestTraceMTU(t *testing.T) {
 		t.Fatalf("fsp:mtu_updated events %q", got)
 	}
 }
+
+// TestPMTUDIdleProbe: a probe unanswered while the connection has no
+// data to send is not counted lost again and again: its size stays a
+// candidate.
+func TestPMTUDIdleProbe(t *testing.T) {
+	c := fragConn(t)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	c.initPaths(now)
+	c.pmtu.probe, c.pmtu.sentAt, c.pmtu.nonce = MaxDatagramSize, now.Add(-time.Hour), 7
+	for range 2 * pmtuMaxProbes {
+		c.pmtuTick(now)
+	}
+	if c.pmtu.losses != 0 || c.pmtu.tooBig != 0 || c.pmtu.probe != MaxDatagramSize {
+		t.Fatalf("idle: %d losses, too big %d, probe %d", c.pmtu.losses, c.pmtu.tooBig, c.pmtu.probe)
+	}
+	if !c.pmtuResponse(7) || c.plpmtu() != MaxDatagramSize {
+		t.Fatalf("late answer: PathMTU %d", c.plpmtu())
+	}
+}
