@@ -149,6 +149,7 @@ type Conn struct {
 	sending      bool
 	sendAgain    bool
 	out          []*[]byte
+	outJobs      []sealJob // packets of out still to seal (conn_send.go)
 	probes       int
 	backoff      uint
 	ptoCount     uint // probe timeouts since the last acknowledgement progress

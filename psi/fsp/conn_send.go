@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/post"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
@@ -40,14 +41,16 @@ func (c *Conn) trySend() {
 			break
 		}
 		to := c.remote
-		out := c.out
+		out, jobs, tx := c.out, c.outJobs, c.tx
 		c.mu.Unlock()
+		out = sealOut(tx, out, jobs)
 		c.t.writeBatch(out, &to)
 		for _, b := range out {
 			putBuf(b)
 		}
 		c.mu.Lock()
 		clear(out)
+		c.outJobs = jobs[:0]
 		full := len(out) >= maxBatch
 		c.out = out[:0]
 		if !full && !c.sendAgain {
@@ -153,6 +156,60 @@ func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
 	return b
 }
 
+// sealJob is a packet of c.out built in plaintext, for trySend to seal
+// once it dropped c.mu.
+type sealJob struct {
+	idx  int // in c.out
+	pn   uint64
+	hlen int // header bytes: the additional data
+}
+
+// queueOut builds p with payload into c.out in plaintext, under the next
+// packet number; trySend seals it outside the lock. Called with c.mu held.
+func (c *Conn) queueOut(p *wire.Packet, payload []byte) {
+	pn := c.pn
+	c.pn++
+	c.stats.PacketsSent++
+	if c.qlog != nil {
+		c.qlog.sent(pn, p, len(payload))
+	}
+	b := getBuf()
+	hdr := wire.AppendHeader((*b)[:0], p)
+	*b = append(hdr, payload...)
+	c.outJobs = append(c.outJobs, sealJob{idx: len(c.out), pn: pn, hlen: len(hdr)})
+	c.out = append(c.out, b)
+}
+
+// sealOut seals the packets of out that jobs name with tx, in place, and
+// returns out without any that failed. tx is safe for concurrent sealing
+// and the packets are trySend's own: no lock is needed.
+func sealOut(tx *fcrypto.Direction, out []*[]byte, jobs []sealJob) []*[]byte {
+	failed := false
+	for _, j := range jobs {
+		b := out[j.idx]
+		hdr := (*b)[:j.hlen]
+		sealed, err := tx.Seal(hdr, j.pn, hdr, (*b)[j.hlen:])
+		if err != nil {
+			putBuf(b)
+			out[j.idx], failed = nil, true
+			continue
+		}
+		*b = sealed[:len(sealed):cap(sealed)]
+	}
+	if !failed {
+		return out
+	}
+	k := 0
+	for _, b := range out {
+		if b != nil {
+			out[k] = b
+			k++
+		}
+	}
+	clear(out[k:])
+	return out[:k]
+}
+
 func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	p := c.header(e.Value.op, e.Value.flags, e.Seq)
 	var payload []byte
@@ -170,11 +227,7 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 			return
 		}
 	} else {
-		b := c.seal(&p, payload)
-		if b == nil {
-			return
-		}
-		c.out = append(c.out, b)
+		c.queueOut(&p, payload)
 	}
 	if e.Sent {
 		c.stats.Retransmissions++
@@ -219,9 +272,7 @@ func (c *Conn) sendAck(now time.Time) {
 		p.HasResponse, p.Response = true, c.resps[0]
 		c.resps = c.resps[1:]
 	}
-	if b := c.seal(&p, nil); b != nil {
-		c.out = append(c.out, b)
-	}
+	c.queueOut(&p, nil)
 	c.ackNow, c.ackReq = false, false
 	c.ackPending = 0
 	c.ackAt = time.Time{}

@@ -145,8 +145,9 @@ type epochKey struct {
 
 // Direction protects one direction of a connection. Packet number pn
 // uses the key of epoch pn>>EpochBits, derived from the traffic secret,
-// and the nonce IV XOR pn, so no (key, nonce) pair repeats. Direction is
-// not safe for concurrent use.
+// and the nonce IV XOR pn, so no (key, nonce) pair repeats. Seal is safe
+// for concurrent use, with itself and with Open; Open is not safe for
+// concurrent use with itself or Start.
 //
 // A Direction used to Open keys only three epochs: the one of the largest
 // packet number authenticated (current), the one before it (cached, for
@@ -157,8 +158,10 @@ type epochKey struct {
 type Direction struct {
 	secret []byte
 	iv     [ivLen]byte
+	smu    sync.Mutex  // serialises Seal: guards keys and snonce
 	keys   [2]epochKey // Seal: the two most recently used epochs
-	nonce  [ivLen]byte
+	snonce [ivLen]byte // Seal's
+	nonce  [ivLen]byte // Open's
 
 	// Open.
 	cur        uint64   // epoch of the largest packet number authenticated
@@ -245,11 +248,16 @@ func (d *Direction) Cached(epoch uint64) bool {
 }
 
 func (d *Direction) setNonce(pn uint64) []byte {
-	d.nonce = d.iv
-	for i := 0; i < 8; i++ {
-		d.nonce[ivLen-1-i] ^= byte(pn >> (8 * i))
-	}
+	d.nonce = d.makeNonce(pn)
 	return d.nonce[:]
+}
+
+func (d *Direction) makeNonce(pn uint64) [ivLen]byte {
+	n := d.iv
+	for i := 0; i < 8; i++ {
+		n[ivLen-1-i] ^= byte(pn >> (8 * i))
+	}
+	return n
 }
 
 // Seal appends the encrypted payload and tag to dst.
@@ -257,11 +265,14 @@ func (d *Direction) Seal(dst []byte, pn uint64, header, payload []byte) ([]byte,
 	if pn >= maxPN {
 		return nil, errors.New("fsp/crypto: packet numbers exhausted")
 	}
+	d.smu.Lock()
+	defer d.smu.Unlock()
 	a, err := d.aead(pn >> EpochBits)
 	if err != nil {
 		return nil, err
 	}
-	return a.Seal(dst, d.setNonce(pn), payload, header), nil
+	d.snonce = d.makeNonce(pn)
+	return a.Seal(dst, d.snonce[:], payload, header), nil
 }
 
 // Open decrypts ciphertext (payload and tag), appends the plaintext to
