@@ -88,19 +88,10 @@ type KeyPair struct {
 	Public  [PublicLen]byte
 }
 
-// NewKeyPair generates an X25519 key pair.
-func NewKeyPair() (*KeyPair, error) {
-	k := new(KeyPair)
-	if _, err := rand.Read(k.Private[:]); err != nil {
-		return nil, err
-	}
-	pub, err := curve25519.X25519(k.Private[:], curve25519.Basepoint)
-	if err != nil {
-		return nil, err
-	}
-	copy(k.Public[:], pub)
-	return k, nil
-}
+// NewKeyPair generates an X25519 key pair (x25519.go).
+func NewKeyPair() (*KeyPair, error) { return newX25519() }
+
+var errNoInverse = errors.New("fsp/crypto: X25519 public key at infinity")
 
 // Shared computes the X25519 shared secret with a peer's public key. It
 // fails for low-order points.
