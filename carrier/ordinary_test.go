@@ -3,6 +3,7 @@ package carrier_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,11 +17,10 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -122,75 +122,6 @@ func TestCarrierRedis(t *testing.T) {
 	ask("GET missing", "$-1")
 }
 
-// httpFramer is an application-supplied framer for HTTP/1.1 clients:
-// requests go out as written; each response (head and Content-Length
-// body) is one message.
-type httpFramer struct{}
-
-func (httpFramer) Name() string { return "http1-client" }
-func (httpFramer) NewReader(r io.Reader, max int64) framer.MessageReader {
-	return &httpReader{r: bufio.NewReader(r), max: max}
-}
-func (httpFramer) NewWriter(w io.Writer) framer.MessageWriter {
-	return &rawWriter{w: bufio.NewWriter(w)}
-}
-
-type rawWriter struct{ w *bufio.Writer }
-
-func (w *rawWriter) WriteMessage(p []byte, end bool) error { _, err := w.w.Write(p); return err }
-func (w *rawWriter) Flush() error                          { return w.w.Flush() }
-
-type httpReader struct {
-	r   *bufio.Reader
-	max int64
-	buf []byte // rest of the current response
-}
-
-func (h *httpReader) ReadMessage(p []byte) (int, bool, error) {
-	if h.buf == nil {
-		var msg []byte
-		length := -1
-		for {
-			line, err := h.r.ReadString('\n')
-			if err != nil {
-				if err == io.EOF && len(msg) == 0 && line == "" {
-					return 0, false, io.EOF
-				}
-				return 0, false, fmt.Errorf("%w: response head: %v", post.ErrMalformed, err)
-			}
-			msg = append(msg, line...)
-			if int64(len(msg)) > h.max {
-				return 0, false, fmt.Errorf("%w: response head too long", post.ErrMalformed)
-			}
-			if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && strings.EqualFold(k, "content-length") {
-				n, err := strconv.Atoi(strings.TrimSpace(v))
-				if err != nil || n < 0 || int64(n) > h.max {
-					return 0, false, fmt.Errorf("%w: Content-Length %q", post.ErrMalformed, v)
-				}
-				length = n
-			}
-			if line == "\r\n" {
-				break
-			}
-		}
-		if length < 0 {
-			return 0, false, fmt.Errorf("%w: response without Content-Length", post.ErrMalformed)
-		}
-		body := make([]byte, length)
-		if _, err := io.ReadFull(h.r, body); err != nil {
-			return 0, false, fmt.Errorf("%w: body: %v", post.ErrMalformed, err)
-		}
-		h.buf = append(msg, body...)
-	}
-	n := copy(p, h.buf)
-	h.buf = h.buf[n:]
-	if len(h.buf) == 0 {
-		h.buf = nil
-		return n, true, nil
-	}
-	return n, false, nil
-}
-
 // selfSigned writes a certificate for "localhost" and its key to dir and
 // returns a pool that trusts it.
 func selfSigned(t *testing.T, dir string) *x509.CertPool {
@@ -249,6 +180,9 @@ http {
 		ssl_certificate %[1]s/cert.pem;
 		ssl_certificate_key %[1]s/key.pem;
 		root %[3]s;
+		gzip on;
+		gzip_types text/plain;
+		gzip_min_length 1;
 	}
 }
 `, dir, addr, root)
@@ -261,14 +195,14 @@ http {
 	defer cancel()
 
 	// Not trusted: the system roots do not know the certificate.
-	if c, err := carrier.InitiateURL(ctx, url, httpFramer{}, nil); !errors.Is(err, post.ErrAuthentication) && !errors.Is(err, post.ErrNoCandidates) {
+	if c, err := carrier.InitiateURL(ctx, url, framer.HTTP{}, nil); !errors.Is(err, post.ErrAuthentication) && !errors.Is(err, post.ErrNoCandidates) {
 		if c != nil {
 			c.Close()
 		}
 		t.Fatalf("untrusted server: err = %v, want an authentication failure", err)
 	}
 	cfg := &carrier.Config{Security: psi.Security{RootCAs: roots}}
-	c, err := carrier.InitiateURL(ctx, url, httpFramer{}, cfg)
+	c, err := carrier.InitiateURL(ctx, url, framer.HTTP{}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,21 +210,53 @@ http {
 	if c.Stack() != "raw-tls" {
 		t.Fatalf("stack %q", c.Stack())
 	}
-	for i, tc := range []struct {
-		target, status string
-		body           []byte
-	}{{"/a.txt", "200", body}, {"/missing", "404", nil}, {"/a.txt", "200", body}} {
-		req := "GET " + tc.target + " HTTP/1.1\r\nHost: localhost\r\n\r\n"
+	// framer.HTTP: one message per request and per response; bodies by
+	// Content-Length, chunked (nginx's gzip), or none (HEAD, 304); the
+	// requests are pipelined, and each response parses with net/http.
+	cases := []struct {
+		method, target, extra string
+		status                int
+		body                  []byte
+		chunked               bool
+	}{
+		{"GET", "/a.txt", "", 200, body, false},
+		{"GET", "/missing", "", 404, nil, false},
+		{"HEAD", "/a.txt", "", 200, []byte{}, false},
+		{"GET", "/a.txt", "Accept-Encoding: gzip\r\n", 200, body, true},
+		{"POST", "/a.txt", "Content-Length: 5\r\n", 405, nil, false},
+		{"GET", "/a.txt", "If-None-Match: *\r\n", 304, []byte{}, false},
+		{"GET", "/a.txt", "", 200, body, false},
+	}
+	for _, tc := range cases {
+		req := tc.method + " " + tc.target + " HTTP/1.1\r\nHost: localhost\r\n" + tc.extra + "\r\n"
+		if tc.method == "POST" {
+			req += "hello"
+		}
 		if err := c.Send(ctx, []byte(req)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for i, tc := range cases {
 		m, err := c.Receive(ctx)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
-		head, got, ok := bytes.Cut(m.Content, []byte("\r\n\r\n"))
-		if !ok || !bytes.HasPrefix(head, []byte("HTTP/1.1 "+tc.status+" ")) {
-			t.Fatalf("request %d: response %q", i, m.Content[:min(len(m.Content), 200)])
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(m.Content)), &http.Request{Method: tc.method})
+		if err != nil {
+			t.Fatalf("request %d: %v in %q", i, err, m.Content[:min(len(m.Content), 200)])
+		}
+		var r io.Reader = resp.Body
+		if tc.chunked {
+			if len(resp.TransferEncoding) == 0 || resp.Header.Get("Content-Encoding") != "gzip" {
+				t.Fatalf("request %d: want a chunked gzip response, got %v %v", i, resp.TransferEncoding, resp.Header)
+			}
+			if r, err = gzip.NewReader(resp.Body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := io.ReadAll(r)
+		if err != nil || resp.StatusCode != tc.status {
+			t.Fatalf("request %d (%s %s): status %d, %v", i, tc.method, tc.target, resp.StatusCode, err)
 		}
 		if tc.body != nil && !bytes.Equal(got, tc.body) {
 			t.Fatalf("request %d: body of %d bytes, want %d", i, len(got), len(tc.body))

@@ -23,3 +23,12 @@ func Example_tls() {
 	cfg := &carrier.Config{Stacks: []psi.Stack{&raw.TLS{ALPN: []string{"imap"}, Framer: framer.Line{}}}}
 	_ = cfg // carrier.Initiate(ctx, post.RemoteName("imap.example.com:993"), cfg)
 }
+
+// A Carrier to an ordinary web server over TLS with ALPN http/1.1: each
+// request sent and each response received is one message, head and body.
+func Example_http() {
+	cfg := &carrier.Config{Stacks: []psi.Stack{&raw.TLS{ALPN: []string{"http/1.1"}, Framer: framer.HTTP{}}}}
+	_ = cfg // c, _ := carrier.Initiate(ctx, post.RemoteName("example.com:443"), cfg)
+	// c.Send(ctx, []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"))
+	// m, _ := c.Receive(ctx) // http.ReadResponse(bufio.NewReader(bytes.NewReader(m.Content)), nil)
+}

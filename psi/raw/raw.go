@@ -3,7 +3,9 @@
 // TLS with a chosen ALPN, and QUIC with a chosen ALPN (one bidirectional
 // stream per transient). Messages are delimited by a framer.Framer chosen
 // per stack value: framer.LengthPrefix (the default), framer.Line for CRLF
-// text protocols such as RESP or SMTP, or one the application supplies.
+// text protocols such as RESP or SMTP, framer.HTTP for HTTP/1.1 (a
+// framer.PairFramer: its reader learns the methods its writer sent), or
+// one the application supplies.
 //
 // TLS and QUIC verify the server exactly as the other stacks do
 // (psi.Security: RootCAs, ServerName, PinnedKeys). Plain TCP is

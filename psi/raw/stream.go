@@ -63,7 +63,14 @@ func newStreamOn(name string, feat psi.Features, c conn, f framer.Framer, cfg *p
 	if f == nil {
 		f = framer.LengthPrefix{}
 	}
-	return &stream{name: name, feat: feat, c: c, r: f.NewReader(c, cfg.Limit()), w: f.NewWriter(c), id: id,
+	var r framer.MessageReader
+	var w framer.MessageWriter
+	if pf, ok := f.(framer.PairFramer); ok {
+		r, w = pf.NewPair(c, c, cfg.Limit())
+	} else {
+		r, w = f.NewReader(c, cfg.Limit()), f.NewWriter(c)
+	}
+	return &stream{name: name, feat: feat, c: c, r: r, w: w, id: id,
 		wmu: make(chan struct{}, 1), linger: cfg.LingerTime()}
 }
 
