@@ -123,7 +123,11 @@ func TestSendRecv50MB(t *testing.T) {
 			send := exec.CommandContext(ctx, bin, append(sargs, addr, src)...)
 			sout, err := send.Output()
 			if err != nil {
-				t.Fatalf("send: %v\n%s\nrecv stderr: %s", err, sout, rerr.String())
+				var serr []byte
+				if ee, ok := err.(*exec.ExitError); ok {
+					serr = ee.Stderr
+				}
+				t.Fatalf("send: %v\n%s\nsend stderr: %s\nrecv stderr: %s", err, sout, serr, rerr.String())
 			}
 			var sres map[string]any
 			for _, l := range strings.Split(strings.TrimSpace(string(sout)), "\n") {

@@ -225,6 +225,32 @@ func (c *conn) spawn(f func()) {
 	}()
 }
 
+// endWait bounds how long the last Close waits for the peer to hear our
+// end, at least; see awaitEnd.
+const endWait = 500 * time.Millisecond
+
+// awaitEnd is called by the Close of a transient whose peer had ended its
+// side first: the peer waits for our end (the stream's FIN) as its
+// confirmation, but quic-go sends it after Close returns, and a program
+// that exits at once would cut it off. If every transient of ours is
+// released, it waits until the connection ends (the peer says it
+// released its own) or at most max(10 RTT, endWait), or ctx ends.
+func (c *conn) awaitEnd(ctx context.Context) {
+	c.mu.Lock()
+	ended := c.ended
+	c.mu.Unlock()
+	if !ended {
+		return
+	}
+	tm := time.NewTimer(max(10*c.qc.ConnectionStats().SmoothedRTT, endWait))
+	defer tm.Stop()
+	select {
+	case <-c.qc.Context().Done():
+	case <-tm.C:
+	case <-ctx.Done():
+	}
+}
+
 // abort closes the connection at once.
 func (c *conn) abort(code quicgo.ApplicationErrorCode, msg string) {
 	_ = c.qc.CloseWithError(code, msg)

@@ -79,6 +79,10 @@ type Transient struct {
 	forkSig   chan struct{}
 	done      chan struct{}
 	stats     Stats
+	// endedFirst: the peer had ended its side when Close came to wait
+	// for it, so our end is what the peer waits for. Close's goroutine
+	// only.
+	endedFirst bool
 }
 
 var (
@@ -855,6 +859,9 @@ func (t *Transient) CloseContext(ctx context.Context) error {
 		f.abort(codeRefused)
 	}
 	t.closeErr = t.finishClose(ctx)
+	if t.closeErr == nil && t.endedFirst {
+		t.c.awaitEnd(ctx)
+	}
 	t.c.finishTrace()
 	close(t.closing)
 	return t.closeErr
@@ -916,6 +923,7 @@ func (t *Transient) awaitPeer(ctx context.Context) error {
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
 	t.syncReader()
+	t.endedFirst = t.rerr == io.EOF || t.peerHasClosed()
 	switch {
 	case t.rerr == io.EOF:
 		return nil
