@@ -234,29 +234,15 @@ func (h *httpReader) fail(err error) error {
 	return h.err
 }
 
-// readLine appends to h.acc up to and including the next LF, within limit
-// bytes in all; it returns the whole line once complete.
+// readLine reads a line, within limit bytes, keeping what it read in
+// h.acc across errors, so that a retry goes on where it stopped.
 func (h *httpReader) readLine(limit int) ([]byte, error) {
-	for {
-		b, err := h.r.ReadSlice('\n')
-		h.acc = append(h.acc, b...)
-		if len(h.acc) > limit {
-			return nil, malformed("line or head over %d bytes", limit)
-		}
-		switch {
-		case err == nil:
-			line := h.acc
-			h.acc = nil
-			if len(line) < 2 || line[len(line)-2] != '\r' {
-				return nil, malformed("bare LF")
-			}
-			return line, nil
-		case err == bufio.ErrBufferFull:
-			continue
-		default:
-			return nil, err
-		}
+	line, err := h.readLineInto(limit)
+	if err != nil {
+		return nil, err
 	}
+	h.acc = nil
+	return line, nil
 }
 
 func (h *httpReader) readHead() error {

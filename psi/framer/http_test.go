@@ -161,3 +161,45 @@ func FuzzHTTPReader(f *testing.F) {
 		}
 	})
 }
+
+// flaky returns its data a few bytes at a time, with an error that is
+// not io.EOF between the pieces, as a read deadline gives.
+type flaky struct {
+	data []byte
+	fail bool
+}
+
+var errFlaky = errors.New("timeout")
+
+func (f *flaky) Read(p []byte) (int, error) {
+	if f.fail = !f.fail; f.fail {
+		return 0, errFlaky
+	}
+	if len(f.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), 3)], f.data)
+	f.data = f.data[n:]
+	return n, nil
+}
+
+// TestHTTPRetry: errors other than io.EOF leave the framing intact.
+func TestHTTPRetry(t *testing.T) {
+	in := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	r := framer.HTTP{}.NewReader(&flaky{data: []byte(in)}, 0)
+	var got []byte
+	buf := make([]byte, 16)
+	for range 10000 {
+		n, _, err := r.ReadMessage(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil && err != errFlaky {
+			t.Fatal(err)
+		}
+	}
+	if string(got) != in {
+		t.Fatalf("got %q", got)
+	}
+}
