@@ -102,3 +102,12 @@ func (r *rangeSet) RemoveBelow(seq uint64) {
 
 // Reset empties the set and keeps its capacity.
 func (r *rangeSet) Reset() { r.s = r.s[:0] }
+
+func (r *rangeSet) oversized() bool { return cap(r.s) > 4*max(minRing, len(r.s)) }
+
+// shrink reallocates the spans if they use a quarter of their room or less.
+func (r *rangeSet) shrink() {
+	if r.oversized() {
+		r.s = append([]span(nil), r.s...)
+	}
+}

@@ -570,3 +570,54 @@ func (r *Receiver[T]) Drain(f func(T)) {
 	r.held = 0
 	r.recvd = rangeSet{}
 }
+
+// Oversized reports whether Compact would free memory now: the window,
+// the recycled entries or the retransmission queue hold far more room
+// than the entries in flight need.
+func (s *Sender[T]) Oversized() bool {
+	keep := s.keepFree()
+	return s.entries.Oversized() || len(s.free)+len(s.retired) > keep || cap(s.free) > 4*keep ||
+		cap(s.lost) > 4*max(minRing, len(s.lost)) || cap(s.retired) > 4*max(minRing, len(s.retired)) ||
+		s.sacked.oversized()
+}
+
+// keepFree is how many recycled entries Compact keeps: enough to refill
+// the current window.
+func (s *Sender[T]) keepFree() int { return max(minRing, s.entries.Len()) }
+
+// Compact gives back the memory a past burst left: it shrinks the window
+// and the retransmission queue to what they hold and keeps only as many
+// recycled entries as the window has. Call it once traffic has been low
+// for a while, and only once the last AckResult is no longer used (its
+// entries are recycled); a later burst allocates again.
+func (s *Sender[T]) Compact() {
+	s.free = append(s.free, s.retired...)
+	clear(s.retired)
+	s.retired = s.retired[:0]
+	s.entries.Shrink()
+	keep := s.keepFree()
+	if len(s.free) > keep {
+		clear(s.free[keep:])
+		s.free = s.free[:keep]
+	}
+	if cap(s.free) > 4*keep {
+		s.free = append([]*Entry[T](nil), s.free...)
+	}
+	if cap(s.lost) > 4*max(minRing, len(s.lost)) {
+		s.lost, s.lostHead = append([]uint64(nil), s.lost[s.lostHead:]...), 0
+	}
+	if cap(s.retired) > 4*max(minRing, len(s.retired)) {
+		s.retired = append([]*Entry[T](nil), s.retired...)
+	}
+	s.sacked.shrink()
+}
+
+// Oversized reports whether Compact would free memory now.
+func (r *Receiver[T]) Oversized() bool { return r.slots.Oversized() || r.recvd.oversized() }
+
+// Compact shrinks the window's buffer to the entries it holds, giving
+// back the memory a past burst or loss episode left.
+func (r *Receiver[T]) Compact() {
+	r.slots.Shrink()
+	r.recvd.shrink()
+}

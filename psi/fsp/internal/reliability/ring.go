@@ -43,10 +43,53 @@ func (q *ring[T]) Reset() {
 }
 
 func (q *ring[T]) grow() {
-	c := max(16, 2*len(q.buf))
+	c := max(minRing, 2*len(q.buf))
 	buf := make([]T, c)
 	for i := range q.n {
 		buf[i] = q.At(i)
 	}
 	q.buf, q.head = buf, 0
+}
+
+// minRing is the smallest buffer a ring allocates.
+const minRing = 16
+
+// Oversized reports whether Shrink would free memory now.
+func (q *ring[T]) Oversized() bool { return len(q.buf) > ringFit(q.n) }
+
+// Shrink moves the elements to a buffer sized for them (twice their
+// number, at least minRing slots) if the current one is over four times
+// that, and frees the buffer of an empty ring. A ring grown by a burst
+// thus gives its memory back once the burst is over.
+func (q *ring[T]) Shrink() {
+	if !q.Oversized() {
+		return
+	}
+	if q.n == 0 {
+		q.buf, q.head = nil, 0
+		return
+	}
+	buf := make([]T, fitSize(q.n))
+	for i := range q.n {
+		buf[i] = q.At(i)
+	}
+	q.buf, q.head = buf, 0
+}
+
+// fitSize is the power of two, at least minRing, that holds twice n.
+func fitSize(n int) int {
+	c := minRing
+	for c < 2*n {
+		c *= 2
+	}
+	return c
+}
+
+// ringFit is the largest buffer Shrink leaves for n elements: four times
+// their fit, or nothing at all for an empty ring past minRing.
+func ringFit(n int) int {
+	if n == 0 {
+		return minRing
+	}
+	return 4 * fitSize(n)
 }
