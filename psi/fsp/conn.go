@@ -157,6 +157,7 @@ type Conn struct {
 	paceAt       time.Time
 	rtoAt        time.Time
 	lossAt       time.Time
+	compactAt    time.Time // shrink oversized buffers (conn_mem.go)
 	midMessage   bool      // a message was begun and not ended
 	releaseSeq   uint64    // Close is done once everything up to it is acknowledged
 	sentRelease  bool      // and it is our RELEASE

@@ -103,6 +103,7 @@ func (c *Conn) run() {
 				q.spare = batch[:0]
 			}
 			q.running = false
+			q.pkt = wire.Packet{} // keep no pooled buffer alive while idle
 			q.mu.Unlock()
 			return
 		}

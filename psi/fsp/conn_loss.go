@@ -195,6 +195,8 @@ func (c *Conn) armTimer() {
 		at(c.lossAt)
 		at(c.paceAt)
 		at(c.creditAt)
+		c.scheduleCompact()
+		at(c.compactAt)
 		at(c.lastRecv.Add(c.cfg.idle()))
 		if c.authWait {
 			at(c.hsDeadline)
@@ -251,6 +253,9 @@ func (c *Conn) onTimer() {
 	}
 	if !c.ackAt.IsZero() && !now.Before(c.ackAt) {
 		c.ackNow = true
+	}
+	if !c.compactAt.IsZero() && !now.Before(c.compactAt) {
+		c.compact()
 	}
 	if !c.paceAt.IsZero() && !now.Before(c.paceAt) {
 		c.paceAt = time.Time{}

@@ -496,3 +496,52 @@ func BenchmarkHandshakeAlloc(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBurstMemory reports the heap per connection end (both ends in
+// this process) that a burst of 4 MiB leaves: "bytes/conn-burst" right
+// after it was read, "bytes/conn-idle" once the connections were quiet
+// for compactIdle and their windows shrank.
+func BenchmarkBurstMemory(b *testing.B) {
+	const pairs = 8
+	for range b.N {
+		g0 := runtime.NumGoroutine()
+		p := testcert.Must()
+		l, err := Listen(loopback, memServerConfig(p))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := testContext(b)
+		before := heapInUse()
+		var conns []io.Closer
+		msg := randBytes(256 << 10)
+		for range pairs {
+			c, err := Dial(ctx, addrOf(l), memClientConfig(p))
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := l.Accept(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c, s)
+			for range 16 {
+				if err := c.SendMessage(ctx, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range 16 {
+				if _, err := s.ReceiveMessage(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		burst := heapInUse()
+		time.Sleep(compactIdle + 500*time.Millisecond)
+		idle := heapInUse()
+		b.ReportMetric(float64(int64(burst-before))/(2*pairs), "bytes/conn-burst")
+		b.ReportMetric(float64(int64(idle-before))/(2*pairs), "bytes/conn-idle")
+		closeAll(conns)
+		l.Close()
+		settle(g0)
+	}
+}

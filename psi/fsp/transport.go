@@ -42,7 +42,6 @@ type Transport struct {
 	udp     *net.UDPConn
 	sio     sockio.Conn // batched I/O on udp
 	wmu     sync.Mutex  // serialises sio.WriteBatch
-	wpkts   []sockio.Packet
 	log     *slog.Logger
 	jar     *fcrypto.CookieJar
 	limiter handshakeLimiter // read loop only
@@ -210,20 +209,26 @@ func (t *Transport) writeBatch(bufs []*[]byte, to *peerAddr) {
 		}
 		return
 	}
-	t.wmu.Lock()
-	pk := t.wpkts[:0]
+	pp := wpktsPool.Get().(*[]sockio.Packet)
+	pk := (*pp)[:0]
 	for _, b := range bufs {
 		pk = append(pk, sockio.Packet{Buf: *b, N: len(*b), Addr: to.ap})
 	}
+	t.wmu.Lock()
 	if _, err := t.sio.WriteBatch(pk); err != nil && t.recvErr.Load() && isICMPError(err) {
 		// The send took the ICMP error the read loop would have seen:
 		// have it drain the error queue after its next read.
 		t.icmpPending.Store(true)
 	}
-	clear(pk)
-	t.wpkts = pk[:0]
 	t.wmu.Unlock()
+	clear(pk)
+	*pp = pk[:0]
+	wpktsPool.Put(pp)
 }
+
+// wpktsPool holds writeBatch's packet lists, so that a socket does not
+// keep one as long as its largest batch.
+var wpktsPool = sync.Pool{New: func() any { return new([]sockio.Packet) }}
 
 func (t *Transport) write(b []byte, to *peerAddr) error {
 	var err error
