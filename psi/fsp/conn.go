@@ -50,6 +50,7 @@ type txData struct {
 	op    wire.Opcode
 	flags uint8
 	pn    uint64 // packet number of the latest transmission
+	gpn   uint64 // its number for the session's congestion controller (conn_cc.go)
 }
 
 type rxData struct {
@@ -141,9 +142,8 @@ type Conn struct {
 	sndBytes     int
 	sndLimit     int
 	peerLimit    uint64 // sequence numbers below it fit the peer's window
-	cc           congestion.Controller
+	ccs          ccShare // the session's congestion controller and pacer (conn_cc.go)
 	rtt          congestion.RTTStats
-	pacer        *congestion.Pacer
 	ackRes       reliability.AckResult[txData]
 	gapsIn       []reliability.Gap
 	sending      bool
@@ -278,8 +278,9 @@ func (c *Conn) Stats() Stats {
 	s := c.stats
 	s.QueueDropped = c.queueDropped()
 	s.SmoothedRTT, s.RTTVar = c.rtt.SmoothedRTT(), c.rtt.RTTVar()
-	if c.cc != nil {
-		s.CongestionWindow, s.BytesInFlight = c.cc.Window(), c.snd.BytesInFlight()
+	if c.snd != nil {
+		s.CongestionWindow, _, _ = c.ccState()
+		s.BytesInFlight = c.snd.BytesInFlight()
 	}
 	return s
 }

@@ -172,6 +172,8 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 	cl.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, cl.local)
 	cl.installKeys()
 	cl.establish(time.Now())
+	// A clone shares its session's path: it starts from its RTT.
+	cl.rtt = c.rtt
 	// Until it hears otherwise, a clone may send what a fresh clone
 	// takes: every clone starts with the same small window.
 	cl.peerLimit = 1 + cloneWindow

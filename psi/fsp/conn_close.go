@@ -162,6 +162,7 @@ func (c *Conn) teardown(err error, reset bool) {
 		}
 	}
 	c.state, c.err = stateClosed, err
+	c.ccLeave()
 	if c.qlog != nil {
 		c.traceClose(err)
 	}
@@ -290,7 +291,7 @@ func (c *Conn) debugState() string {
 	s := fmt.Sprintf("%x->%x remote=%v state=%d ini=%v conf=%v readQ=%d peerRel=%v rtoAt=%v timerAt=%v ackReq=%v sending=%v probes=%d pn=%d", c.local, c.peer, c.remote, c.state, c.initiator, c.confirmed, c.readLen(), c.peerReleased, time.Until(c.rtoAt), time.Until(c.timerAt), c.ackReq, c.sending, c.probes, c.replay.Largest())
 	if c.snd != nil {
 		s += fmt.Sprintf(" milk=%v sndBytes=%d live=%d msgStart=%d newest=%d skipSent=%d asm=%d", c.milk, c.sndBytes, c.milkLive, c.msgStart, c.newest, c.skipSent, len(c.asm))
-		s += fmt.Sprintf(" snd base=%d next=%d inflight=%d pending=%v peerLimit=%d cwnd=%d rcvExp=%d ooo=%d", c.snd.Base(), c.snd.Next(), c.snd.BytesInFlight(), c.snd.HasPending(), c.peerLimit, c.cc.Window(), c.rcv.Expected(), c.rcv.Buffered())
+		s += fmt.Sprintf(" snd base=%d next=%d inflight=%d pending=%v peerLimit=%d cc=%s rcvExp=%d ooo=%d", c.snd.Base(), c.snd.Next(), c.snd.BytesInFlight(), c.snd.HasPending(), c.peerLimit, c.ccDebug(), c.rcv.Expected(), c.rcv.Buffered())
 	}
 	return s
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/post"
-	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -502,20 +501,13 @@ func (c *Conn) establish(now time.Time) {
 	c.rcv = reliability.NewReceiver[rxData](1)
 	c.peerLimit = 1 + uint64(c.peerParam.Window)
 	c.advLimit = 1 + uint64(c.rcvCap)
-	cc, err := congestion.New(c.cfg.Congestion, congestion.Config{MSS: MaxDatagramSize})
-	if err != nil {
-		cc = congestion.NewCubic(congestion.Config{MSS: MaxDatagramSize})
-	}
-	c.cc = cc
 	c.rtt.SetMaxAckDelay(maxAckDelay)
 	// A lower floor than TCP's 200 ms repairs a lone lost packet (the last
 	// of a message, say) quickly; see docs/benchmarks-hol.md.
 	c.rtt.SetMinRTO(minRTO)
-	if !c.cfg.DisablePacing {
-		c.pacer = congestion.NewPacer(MaxDatagramSize)
-	}
 	c.lastRecv, c.lastKA = now, now
 	c.initPaths(now)
+	c.ccJoin()
 	c.traceStart(now)
 	c.log.Debug("fsp: connection established", "local", c.local, "peer", c.peer, "remote", c.remote, "initiator", c.initiator)
 }

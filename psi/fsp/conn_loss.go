@@ -29,7 +29,7 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 		}
 		ackDelay = time.Duration(pkt.SNACK.AckDelay) * time.Microsecond
 	}
-	prior := c.snd.BytesInFlight()
+	prior := c.ccPrior()
 	c.snd.OnAck(now, expected, c.gapsIn, 0, c.lossDelay(), &c.ackRes)
 	res := &c.ackRes
 	if res.HasRTT {
@@ -38,15 +38,11 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 			c.active.rtt.Update(res.RTTSample, ackDelay)
 		}
 	}
+	c.ccOnAck(now, res.Acked, prior)
 	for _, e := range res.Acked {
 		if e.Abandoned {
-			// Accounted for when abandoned; the peer skipped it or got it.
-			if e.Sent {
-				c.cc.OnAck(now, e.Value.pn, e.Bytes, prior, &c.rtt)
-			}
-			continue
+			continue // accounted for when abandoned; the peer skipped it or got it
 		}
-		c.cc.OnAck(now, e.Value.pn, e.Bytes, prior, &c.rtt)
 		c.sndBytes -= e.Value.n + overhead
 		if e.Value.buf != nil {
 			putBuf(e.Value.buf)
@@ -76,11 +72,9 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 		}
 		signal(c.writable)
 	}
-	if c.pacer != nil {
-		c.pacer.SetRate(c.cc.PacingRate(&c.rtt))
-	}
 	c.lossAt = c.snd.DetectLoss(now, c.lossDelay(), &c.ackRes)
 	c.onLost(now, c.ackRes.Lost, prior)
+	c.rackDetect(now)
 	if c.qlog != nil {
 		c.traceMetrics(now)
 	}
@@ -92,11 +86,11 @@ func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior in
 		if c.qlog != nil {
 			c.qlog.lost(now, e)
 		}
-		c.cc.OnLoss(now, e.Value.pn, e.Bytes, prior)
 		if e.Value.path != nil {
 			e.Value.path.lost++
 		}
 	}
+	c.ccOnLost(now, lost, prior)
 	if len(lost) > 0 {
 		c.supersede()
 	}
@@ -261,9 +255,10 @@ func (c *Conn) onTimer() {
 		c.paceAt = time.Time{}
 	}
 	if !c.lossAt.IsZero() && !now.Before(c.lossAt) {
-		prior := c.snd.BytesInFlight()
+		prior := c.ccPrior()
 		c.lossAt = c.snd.DetectLoss(now, c.lossDelay(), &c.ackRes)
 		c.onLost(now, c.ackRes.Lost, prior)
+		c.rackDetect(now)
 	}
 	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
 		c.rtoAt = time.Time{}
@@ -287,10 +282,14 @@ func (c *Conn) onTimer() {
 		case c.snd.BytesInFlight() > 0 || c.snd.HasRetransmission():
 			// Go back: everything in flight is presumed lost and resent
 			// as the collapsed window allows.
+			var gpn uint64
+			if e := c.snd.Get(c.snd.Base()); e != nil {
+				gpn = e.Value.gpn
+			}
 			n := c.snd.OnTimeout(c.snd.Len())
 			c.stats.PacketsLost += uint64(n)
 			c.supersede()
-			c.cc.OnRetransmissionTimeout()
+			c.ccTimeout(now, gpn)
 			c.backoff++
 			if c.events.lossAt.IsZero() || c.lastProgress.After(c.events.lossAt) {
 				// Once per stall: the first timeout since progress.

@@ -68,13 +68,13 @@ func (c *Conn) fill(now time.Time) {
 	}
 	for len(c.out) < maxBatch {
 		probe := c.probes > 0
-		if !probe && !c.cc.CanSend(c.snd.BytesInFlight()) {
+		if !probe && !c.ccCanSend() {
 			break
 		}
-		if c.pacer != nil && !probe {
+		if !probe {
 			// Delays below the timer granularity are not worth a timer:
 			// send now and let the pacer run into debt, as quic-go does.
-			if d := c.pacer.TimeUntilSend(now, MaxDatagramSize); d > minPacingDelay {
+			if d := c.ccPaceDelay(now); d > minPacingDelay {
 				c.paceAt = now.Add(d)
 				break
 			}
@@ -211,7 +211,11 @@ func sealOut(tx *fcrypto.Direction, out []*[]byte, jobs []sealJob) []*[]byte {
 }
 
 func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
-	p := c.header(e.Value.op, e.Value.flags, e.Seq)
+	flags := e.Value.flags
+	if c.askAck(e) {
+		flags |= wire.FlagAckRequest
+	}
+	p := c.header(e.Value.op, flags, e.Seq)
 	var payload []byte
 	if e.Value.buf != nil {
 		payload = (*e.Value.buf)[:e.Value.n]
@@ -238,10 +242,7 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	if c.active != nil {
 		c.active.sent++
 	}
-	c.cc.OnPacketSent(now, pn, e.Bytes, c.snd.BytesInFlight())
-	if c.pacer != nil {
-		c.pacer.OnSent(now, e.Bytes)
-	}
+	e.Value.gpn = c.ccSent(now, e.Bytes)
 	if c.rtoAt.IsZero() {
 		c.rtoAt = now.Add(c.lossTimeout())
 	}

@@ -163,13 +163,11 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
 // when any of them changed, and a change of congestion state.
 func (c *Conn) traceMetrics(now time.Time) {
 	t := c.qlog
+	cwnd, recovery, rate := c.ccState()
 	m := metricsEvent{
 		MinRTT: ms(c.rtt.MinRTT()), SmoothedRTT: ms(c.rtt.SmoothedRTT()),
 		LatestRTT: ms(c.rtt.LatestRTT()), RTTVariance: ms(c.rtt.RTTVar()),
-		CWND: c.cc.Window(), InFlight: c.snd.BytesInFlight(),
-	}
-	if c.pacer != nil {
-		m.PacingRate = c.pacer.Rate()
+		CWND: cwnd, InFlight: c.snd.BytesInFlight(), PacingRate: rate,
 	}
 	cmp := m
 	cmp.InFlight = t.last.InFlight
@@ -177,7 +175,7 @@ func (c *Conn) traceMetrics(now time.Time) {
 		t.w.Event(now, "fsp:metrics_updated", m)
 	}
 	t.last = m
-	if r := c.cc.InRecovery(); r != t.recovery {
+	if r := recovery; r != t.recovery {
 		t.recovery = r
 		st := stateEvent{Old: "recovery", New: "normal"}
 		if r {

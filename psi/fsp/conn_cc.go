@@ -1,0 +1,422 @@
+package fsp
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
+)
+
+// Coupled congestion control. The connections of a session (the root and
+// its clones) send through one congestion controller and one pacer per
+// peer address, as QUIC's streams share their connection's: eight busy
+// clones take one flow's share of a bottleneck. Each keeps its own
+// sequence space, acknowledgements and retransmissions, so a loss on one
+// clone holds up no other.
+//
+// The session also shares what it learns of losses (RACK, RFC 8985): a
+// packet of one clone is lost once a packet sent after it on the same path
+// by a sibling has been acknowledged and a reordering window has passed.
+// A clone with one message outstanding learns of its loss from the
+// siblings' acknowledgements, as a QUIC stream does from the packets of
+// the others, instead of waiting for its probe timeout.
+//
+// Lock order: a connection's mu, then the group's; a connection never
+// takes a sibling's lock while holding its own (kick runs apart).
+
+// rackFloor is the least reordering window of session-wide loss
+// detection. Detection runs when a sibling's acknowledgement arrives, not
+// on a timer, so it can be well below the 1 ms timer granularity.
+const rackFloor = 100 * time.Microsecond
+
+// ccGroup is the congestion state a session's connections share.
+type ccGroup struct {
+	mu    sync.Mutex
+	size  atomic.Int32 // members
+	name  string       // the controller's name (Config.Congestion)
+	pace  bool
+	paths []*ccPath // at most maxPaths, the least used dropped first
+}
+
+// ccPath is the shared state of one peer address.
+type ccPath struct {
+	addr     peerAddr
+	cc       congestion.Controller
+	pacer    *congestion.Pacer // nil when pacing is off
+	inFlight int               // bytes in flight, every member's
+	pn       uint64            // the controller's packet numbers, session-wide
+	members  []*ccShare
+	// ackedSent is the send time of the newest packet acknowledged on the
+	// path by any member (first transmissions only: Karn).
+	ackedSent time.Time
+	lastAck   time.Time // when any member last had a packet acknowledged
+}
+
+// ccShare is a connection's part in its group.
+type ccShare struct {
+	c        *Conn
+	g        *ccGroup
+	p        *ccPath // where inFlight is counted
+	inFlight int
+	// Under g.mu: the send time of the oldest packet in flight (zero if
+	// none) and when it is lost by the reordering window; informed once
+	// the member armed its loss timer for it, lostKick once kicked to
+	// declare it lost.
+	baseSent, rackAt   time.Time
+	informed, lostKick bool
+	blocked            bool        // the window held data back
+	kicked             atomic.Bool // a kick is on its way
+}
+
+func newCCGroup(cfg *Config) *ccGroup {
+	return &ccGroup{name: cfg.Congestion, pace: !cfg.DisablePacing}
+}
+
+func (g *ccGroup) newPath(addr peerAddr) *ccPath {
+	cc, err := congestion.New(g.name, congestion.Config{MSS: MaxDatagramSize})
+	if err != nil {
+		cc = congestion.NewCubic(congestion.Config{MSS: MaxDatagramSize})
+	}
+	p := &ccPath{addr: addr, cc: cc}
+	if g.pace {
+		p.pacer = congestion.NewPacer(MaxDatagramSize)
+	}
+	return p
+}
+
+// ccJoin makes c a member of its parent's group, or of a new one. Called
+// with c.mu held, from establish.
+func (c *Conn) ccJoin() {
+	if c.parent != nil && c.parent.ccs.g != nil {
+		c.ccs.g = c.parent.ccs.g
+	} else {
+		c.ccs.g = newCCGroup(c.cfg)
+	}
+	c.ccs.c = c
+	c.ccs.g.size.Add(1)
+	c.ccs.g.mu.Lock()
+	c.ccAttach()
+	c.ccs.g.mu.Unlock()
+}
+
+// ccAttach moves c's share to the path of its current peer address.
+// Called with c.mu and g.mu held.
+func (c *Conn) ccAttach() *ccPath {
+	s := &c.ccs
+	if s.p != nil && samePeer(&s.p.addr, &c.remote) {
+		return s.p
+	}
+	g := s.g
+	var p *ccPath
+	for _, q := range g.paths {
+		if samePeer(&q.addr, &c.remote) {
+			p = q
+		}
+	}
+	if p == nil {
+		if len(g.paths) >= maxPaths {
+			victim := 0
+			for i, q := range g.paths {
+				if len(q.members) < len(g.paths[victim].members) {
+					victim = i
+				}
+			}
+			g.paths = append(g.paths[:victim], g.paths[victim+1:]...)
+		}
+		p = g.newPath(c.remote)
+		g.paths = append(g.paths, p)
+	}
+	s.leave()
+	s.p = p
+	p.members = append(p.members, s)
+	p.inFlight += s.inFlight
+	return p
+}
+
+// leave takes s off its path. Called with g.mu held.
+func (s *ccShare) leave() {
+	p := s.p
+	if p == nil {
+		return
+	}
+	p.inFlight -= s.inFlight
+	for i, m := range p.members {
+		if m == s {
+			p.members = append(p.members[:i], p.members[i+1:]...)
+			break
+		}
+	}
+	s.p = nil
+}
+
+// ccLeave takes c out of its group. Called with c.mu held, at teardown.
+func (c *Conn) ccLeave() {
+	s := &c.ccs
+	if s.g == nil {
+		return
+	}
+	s.g.size.Add(-1)
+	s.g.mu.Lock()
+	p := s.p
+	s.leave()
+	s.inFlight = 0
+	if p != nil {
+		p.kickBlocked(nil)
+	}
+	s.g.mu.Unlock()
+}
+
+// ccLock locks the group and returns c's path with c's bytes in flight
+// brought up to date. Unlock with g.mu.Unlock.
+func (c *Conn) ccLock() *ccPath {
+	c.ccs.g.mu.Lock()
+	p := c.ccAttach()
+	c.ccSync(p)
+	return p
+}
+
+func (c *Conn) ccUnlock() { c.ccs.g.mu.Unlock() }
+
+// ccSync brings c's share of the path's bytes in flight, and the send
+// time of its oldest packet in flight, up to date. Called with c.mu and
+// g.mu held.
+func (c *Conn) ccSync(p *ccPath) {
+	s := &c.ccs
+	n := 0
+	if c.snd != nil {
+		n = c.snd.BytesInFlight()
+	}
+	p.inFlight += n - s.inFlight
+	s.inFlight = n
+	var base time.Time
+	if n > 0 {
+		base = c.snd.OldestSentTime()
+	}
+	if !base.Equal(s.baseSent) {
+		s.baseSent, s.informed, s.lostKick = base, false, false
+		s.rackAt = time.Time{}
+		if !base.IsZero() {
+			s.rackAt = base.Add(c.rackDelay())
+		}
+	}
+}
+
+// ccCanSend reports whether the shared window has room, noting c as
+// blocked if not. Called with c.mu held.
+func (c *Conn) ccCanSend() bool {
+	p := c.ccLock()
+	ok := p.cc.CanSend(p.inFlight)
+	c.ccs.blocked = !ok
+	c.ccUnlock()
+	return ok
+}
+
+// ccPaceDelay returns how long the shared pacer holds the next packet.
+// Called with c.mu held.
+func (c *Conn) ccPaceDelay(now time.Time) time.Duration {
+	p := c.ccLock()
+	defer c.ccUnlock()
+	if p.pacer == nil {
+		return 0
+	}
+	return p.pacer.TimeUntilSend(now, MaxDatagramSize)
+}
+
+// ccSent records a data packet of the given size just sent, and returns
+// its session-wide packet number. Called with c.mu held, after
+// c.snd.OnSent.
+func (c *Conn) ccSent(now time.Time, bytes int) uint64 {
+	p := c.ccLock()
+	p.pn++
+	p.cc.OnPacketSent(now, p.pn, bytes, p.inFlight)
+	if p.pacer != nil {
+		p.pacer.OnSent(now, bytes)
+	}
+	pn := p.pn
+	c.ccUnlock()
+	return pn
+}
+
+// ccPrior returns the path's bytes in flight before an acknowledgement is
+// processed. Called with c.mu held.
+func (c *Conn) ccPrior() int {
+	p := c.ccLock()
+	n := p.inFlight
+	c.ccUnlock()
+	return n
+}
+
+// ccOnAck gives the acknowledged entries to the shared controller and
+// tells the siblings what the acknowledgement reveals: an opened window,
+// or packets of theirs sent before one now acknowledged. Called with c.mu
+// held.
+func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior int) {
+	p := c.ccLock()
+	defer c.ccUnlock()
+	newest := p.ackedSent
+	for _, e := range acked {
+		if e.Abandoned && !e.Sent {
+			continue
+		}
+		p.cc.OnAck(now, e.Value.gpn, e.Bytes, prior, &c.rtt)
+		if !e.Retrans && e.SentAt.After(newest) {
+			newest = e.SentAt
+		}
+	}
+	if p.pacer != nil {
+		p.pacer.SetRate(p.cc.PacingRate(&c.rtt))
+	}
+	p.ackedSent = newest
+	if len(acked) > 0 {
+		p.lastAck = now
+	}
+	p.kickBlocked(&c.ccs)
+	for _, m := range p.members {
+		if m == &c.ccs || m.baseSent.IsZero() || !m.baseSent.Before(newest) {
+			continue
+		}
+		switch {
+		case !now.Before(m.rackAt) && !m.lostKick:
+			m.lostKick, m.informed = true, true
+			m.c.kick()
+		case !m.informed:
+			m.informed = true
+			m.c.kick() // to arm its loss timer
+		}
+	}
+}
+
+// kickBlocked wakes the members the window held back once it has room.
+// Called with g.mu held.
+func (p *ccPath) kickBlocked(except *ccShare) {
+	if !p.cc.CanSend(p.inFlight) {
+		return
+	}
+	for _, m := range p.members {
+		if m.blocked && m != except {
+			m.blocked = false
+			m.c.kick()
+		}
+	}
+}
+
+// ccOnLost gives lost entries to the shared controller. Called with c.mu
+// held.
+func (c *Conn) ccOnLost(now time.Time, lost []*reliability.Entry[txData], prior int) {
+	if len(lost) == 0 {
+		return
+	}
+	p := c.ccLock()
+	for _, e := range lost {
+		p.cc.OnLoss(now, e.Value.gpn, e.Bytes, prior)
+	}
+	p.kickBlocked(&c.ccs)
+	c.ccUnlock()
+}
+
+// ccTimeout tells the shared controller a retransmission timeout fired
+// for c's packets from pn on. While siblings' packets are acknowledged the
+// path is not dead, only c's packets were lost: the window is reduced as
+// for a loss (once per recovery epoch), not collapsed, or one clone's
+// timeout would stall every other. Called with c.mu held.
+func (c *Conn) ccTimeout(now time.Time, pn uint64) {
+	p := c.ccLock()
+	if !p.lastAck.IsZero() && now.Sub(p.lastAck) < c.rto() {
+		p.cc.OnLoss(now, pn, 0, p.inFlight)
+	} else {
+		p.cc.OnRetransmissionTimeout()
+	}
+	c.ccUnlock()
+}
+
+// ccState returns the shared window and whether it is in recovery, and
+// the pacing rate. Called with c.mu held.
+func (c *Conn) ccState() (cwnd int, recovery bool, rate float64) {
+	if c.ccs.g == nil {
+		return 0, false, 0
+	}
+	p := c.ccLock()
+	defer c.ccUnlock()
+	if p.pacer != nil {
+		rate = p.pacer.Rate()
+	}
+	return p.cc.Window(), p.cc.InRecovery(), rate
+}
+
+// rackDelay is the reordering window of session-wide loss detection:
+// 9/8 of the round trip, at least rackFloor. Packets that ask for an
+// immediate acknowledgement (the last of a burst) are acknowledged without
+// delay, and the others are followed by one that does.
+func (c *Conn) rackDelay() time.Duration {
+	d := max(c.rtt.SmoothedRTT(), c.rtt.LatestRTT())
+	return max(d*9/8, rackFloor)
+}
+
+// rackDetect declares lost c's packets sent before the newest packet any
+// member acknowledged on the path and older than the reordering window,
+// and arms the loss timer for the others sent before it. Called with c.mu
+// held.
+func (c *Conn) rackDetect(now time.Time) {
+	if c.ccs.g == nil || c.snd == nil || c.snd.BytesInFlight() == 0 {
+		return
+	}
+	p := c.ccLock()
+	before := p.ackedSent
+	c.ccUnlock()
+	if before.IsZero() {
+		return
+	}
+	prior := c.ccPrior()
+	next := c.snd.DetectLossSentBefore(now, before, c.rackDelay(), &c.ackRes)
+	if !next.IsZero() && (c.lossAt.IsZero() || next.Before(c.lossAt)) {
+		c.lossAt = next
+	}
+	c.onLost(now, c.ackRes.Lost, prior)
+}
+
+// askAck reports whether a data packet should ask for an immediate
+// acknowledgement: it is the last c has to send, and siblings share its
+// loss detection, which the peer's acknowledgement delay would slow down.
+// Called with c.mu held, e taken from c.snd.NextToSend.
+func (c *Conn) askAck(e *reliability.Entry[txData]) bool {
+	if c.ccs.g == nil || c.ccs.g.size.Load() < 2 || c.snd.HasRetransmission() {
+		return false
+	}
+	n := c.snd.PeekNew()
+	return n == nil || n == e && e.Seq+1 == c.snd.Next()
+}
+
+// kick makes c run session-wide loss detection and send what the shared
+// window now allows, on a goroutine of its own: the caller holds a
+// sibling's lock.
+func (c *Conn) kick() {
+	if !c.ccs.kicked.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		c.mu.Lock()
+		c.ccs.kicked.Store(false)
+		if c.state == stateEstablished || c.state == stateClosing {
+			c.rackDetect(time.Now())
+			c.trySend()
+		}
+		c.mu.Unlock()
+	}()
+}
+
+// ccDebug describes c's share for debugState.
+func (c *Conn) ccDebug() string {
+	s := &c.ccs
+	if s.g == nil {
+		return "none"
+	}
+	s.g.mu.Lock()
+	defer s.g.mu.Unlock()
+	if s.p == nil {
+		return fmt.Sprintf("[left own=%d]", s.inFlight)
+	}
+	return fmt.Sprintf("[own=%d path=%d cwnd=%d members=%d blocked=%v kicked=%v]", s.inFlight, s.p.inFlight, s.p.cc.Window(), len(s.p.members), s.blocked, s.kicked.Load())
+}
