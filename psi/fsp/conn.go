@@ -141,7 +141,7 @@ type Conn struct {
 	snd          *reliability.Sender[txData]
 	sndBytes     int
 	sndLimit     int
-	peerLimit    uint64 // sequence numbers below it fit the peer's window
+	peerLimit    uint64  // sequence numbers below it fit the peer's window
 	ccs          ccShare // the session's congestion controller and pacer (conn_cc.go)
 	rtt          congestion.RTTStats
 	ackRes       reliability.AckResult[txData]
