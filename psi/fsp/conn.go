@@ -51,6 +51,7 @@ type txData struct {
 	flags uint8
 	pn    uint64 // packet number of the latest transmission
 	gpn   uint64 // its number for the session's congestion controller (conn_cc.go)
+	asked bool   // the latest transmission asked for an immediate acknowledgement
 }
 
 type rxData struct {

@@ -27,10 +27,11 @@ import (
 // Lock order: a connection's mu, then the group's; a connection never
 // takes a sibling's lock while holding its own (kick runs apart).
 
-// rackFloor is the least reordering window of session-wide loss
-// detection. Detection runs when a sibling's acknowledgement arrives, not
-// on a timer, so it can be well below the 1 ms timer granularity.
-const rackFloor = 100 * time.Microsecond
+// fastPTOFloor is the least variance term of the probe timeout of a
+// packet that asked for an immediate acknowledgement (Conn.lossTimeout),
+// in place of RFC 9002's 1 ms timer granularity: the fine timer keeps
+// microseconds, and a spurious probe costs one packet, not the window.
+const fastPTOFloor = 200 * time.Microsecond
 
 // ccGroup is the congestion state a session's connections share.
 type ccGroup struct {
@@ -39,6 +40,10 @@ type ccGroup struct {
 	name  string       // the controller's name (Config.Congestion)
 	pace  bool
 	paths []*ccPath // at most maxPaths, the least used dropped first
+	// The fine timer: members due a RACK check within a millisecond,
+	// sooner than Go's timers fire on an idle process (fine.go).
+	fine        []*ccShare
+	fineRunning bool
 }
 
 // ccPath is the shared state of one peer address.
@@ -50,8 +55,10 @@ type ccPath struct {
 	pn       uint64            // the controller's packet numbers, session-wide
 	members  []*ccShare
 	// ackedSent is the send time of the newest packet acknowledged on the
-	// path by any member (first transmissions only: Karn).
+	// path by any member (first transmissions only: Karn), and ackedRTT
+	// its round trip.
 	ackedSent time.Time
+	ackedRTT  time.Duration
 	lastAck   time.Time // when any member last had a packet acknowledged
 }
 
@@ -61,13 +68,15 @@ type ccShare struct {
 	g        *ccGroup
 	p        *ccPath // where inFlight is counted
 	inFlight int
-	// Under g.mu: the send time of the oldest packet in flight (zero if
-	// none) and when it is lost by the reordering window; informed once
-	// the member armed its loss timer for it, lostKick once kicked to
-	// declare it lost.
-	baseSent, rackAt   time.Time
-	informed, lostKick bool
+	// Under g.mu: the oldest packet in flight (base.sent zero if none),
+	// and whether the member was kicked to declare it lost (lostKick) or
+	// is due a kick from the group's fine timer at fineAt.
+	base     rackPacket
+	lostKick bool
+	fineAt   time.Time
+	inFine   bool // in g.fine
 	blocked            bool        // the window held data back
+	tailAsked          bool        // c's newest packet asked for an immediate acknowledgement (c.mu)
 	kicked             atomic.Bool // a kick is on its way
 }
 
@@ -191,16 +200,14 @@ func (c *Conn) ccSync(p *ccPath) {
 	}
 	p.inFlight += n - s.inFlight
 	s.inFlight = n
-	var base time.Time
+	var base rackPacket
 	if n > 0 {
-		base = c.snd.OldestSentTime()
-	}
-	if !base.Equal(s.baseSent) {
-		s.baseSent, s.informed, s.lostKick = base, false, false
-		s.rackAt = time.Time{}
-		if !base.IsZero() {
-			s.rackAt = base.Add(c.rackDelay())
+		if e := c.snd.OldestSent(); e != nil {
+			base = c.rackPacket(e)
 		}
+	}
+	if base != s.base {
+		s.base, s.lostKick, s.fineAt = base, false, time.Time{}
 	}
 }
 
@@ -264,6 +271,7 @@ func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior 
 		p.cc.OnAck(now, e.Value.gpn, e.Bytes, prior, &c.rtt)
 		if !e.Retrans && e.SentAt.After(newest) {
 			newest = e.SentAt
+			p.ackedRTT = now.Sub(e.SentAt)
 		}
 	}
 	if p.pacer != nil {
@@ -275,16 +283,21 @@ func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior 
 	}
 	p.kickBlocked(&c.ccs)
 	for _, m := range p.members {
-		if m == &c.ccs || m.baseSent.IsZero() || !m.baseSent.Before(newest) {
+		if m == &c.ccs || m.base.sent.IsZero() || m.lostKick {
 			continue
 		}
+		lost, at := m.base.check(now, p)
 		switch {
-		case !now.Before(m.rackAt) && !m.lostKick:
-			m.lostKick, m.informed = true, true
+		case lost:
+			m.lostKick = true
 			m.c.kick()
-		case !m.informed:
-			m.informed = true
-			m.c.kick() // to arm its loss timer
+		case !at.IsZero() && (m.fineAt.IsZero() || at.Before(m.fineAt)):
+			if at.Sub(now) < time.Millisecond {
+				c.ccs.g.schedule(m, at)
+			} else {
+				m.fineAt = at
+				m.c.kick() // to arm its loss timer
+			}
 		}
 	}
 }
@@ -346,35 +359,84 @@ func (c *Conn) ccState() (cwnd int, recovery bool, rate float64) {
 	return p.cc.Window(), p.cc.InRecovery(), rate
 }
 
-// rackDelay is the reordering window of session-wide loss detection:
-// 9/8 of the round trip, at least rackFloor. Packets that ask for an
-// immediate acknowledgement (the last of a burst) are acknowledged without
-// delay, and the others are followed by one that does.
-func (c *Conn) rackDelay() time.Duration {
-	d := max(c.rtt.SmoothedRTT(), c.rtt.LatestRTT())
-	return max(d*9/8, rackFloor)
+// rackPacket is what session-wide loss detection (RACK, RFC 8985) needs
+// of a packet in flight.
+type rackPacket struct {
+	sent  time.Time
+	asked bool          // it asked for an immediate acknowledgement
+	wait  time.Duration // otherwise: how long after it was sent it is lost
 }
 
-// rackDetect declares lost c's packets sent before the newest packet any
-// member acknowledged on the path and older than the reordering window,
-// and arms the loss timer for the others sent before it. Called with c.mu
-// held.
+// rackWindow is how much later than a packet that asked for an immediate
+// acknowledgement a packet acknowledged before it must have been sent for
+// it to be lost.
+const rackWindow = 10 * time.Microsecond
+
+func (c *Conn) rackPacket(e *reliability.Entry[txData]) rackPacket {
+	d := max(c.rtt.SmoothedRTT(), c.rtt.LatestRTT())
+	return rackPacket{sent: e.SentAt, asked: e.Value.asked, wait: d*9/8 + maxAckDelay}
+}
+
+// check applies the RACK rules to a packet given the newest packet
+// acknowledged on the path, and says whether it is lost, or else when to
+// check again (zero: when more is acknowledged).
+//
+// A packet that asked for an immediate acknowledgement (the last of a
+// burst) is acknowledged without delay. It is lost once a packet sent
+// rackWindow or more after it was acknowledged: its own acknowledgement
+// would have come first. (One sent last, with nothing after it, is
+// repaired by the probe timeout, which is short for such packets: see
+// Conn.lossTimeout.)
+//
+// Any other packet may be acknowledged up to the peer's maximum
+// acknowledgement delay late, when the next packet of its connection
+// arrives: it is lost once a packet sent after it was acknowledged and
+// 9/8 of the round trip plus that delay passed (RFC 9002's time
+// threshold).
+func (r rackPacket) check(now time.Time, p *ccPath) (lost bool, at time.Time) {
+	acked := p.ackedSent
+	if acked.IsZero() {
+		return false, time.Time{}
+	}
+	if !r.asked {
+		if !r.sent.Before(acked) {
+			return false, time.Time{}
+		}
+		at = r.sent.Add(r.wait)
+		return !now.Before(at), at
+	}
+	return !r.sent.Add(rackWindow).After(acked), time.Time{}
+}
+
+// rackDetect declares lost c's packets in flight that the RACK rules
+// (rackPacket.check) find lost, and arms the loss timer, or the group's
+// fine timer, for the others. Called with c.mu held.
 func (c *Conn) rackDetect(now time.Time) {
 	if c.ccs.g == nil || c.snd == nil || c.snd.BytesInFlight() == 0 {
 		return
 	}
 	p := c.ccLock()
-	before := p.ackedSent
+	pc := *p // the fields check reads
 	c.ccUnlock()
-	if before.IsZero() {
+	if pc.ackedSent.IsZero() {
 		return
 	}
 	prior := c.ccPrior()
-	next := c.snd.DetectLossSentBefore(now, before, c.rackDelay(), &c.ackRes)
-	if !next.IsZero() && (c.lossAt.IsZero() || next.Before(c.lossAt)) {
+	next := c.snd.DetectLossBy(now, pc.ackedSent, func(e *reliability.Entry[txData]) (bool, time.Time) {
+		return c.rackPacket(e).check(now, &pc)
+	}, &c.ackRes)
+	c.onLost(now, c.ackRes.Lost, prior)
+	if next.IsZero() {
+		return
+	}
+	if c.lossAt.IsZero() || next.Before(c.lossAt) {
 		c.lossAt = next
 	}
-	c.onLost(now, c.ackRes.Lost, prior)
+	if next.Sub(now) < time.Millisecond {
+		c.ccLock()
+		c.ccs.g.schedule(&c.ccs, next)
+		c.ccUnlock()
+	}
 }
 
 // askAck reports whether a data packet should ask for an immediate
@@ -389,6 +451,19 @@ func (c *Conn) askAck(e *reliability.Entry[txData]) bool {
 	return n == nil || n == e && e.Seq+1 == c.snd.Next()
 }
 
+// fineTimer has the group's fine timer kick c at next too, when that is
+// sooner than Go's timers keep. Called with c.mu held.
+func (c *Conn) fineTimer(now, next time.Time) {
+	if c.ccs.g == nil || next.Sub(now) >= time.Millisecond {
+		return
+	}
+	c.ccs.g.mu.Lock()
+	if c.ccs.fineAt.IsZero() || next.Before(c.ccs.fineAt) {
+		c.ccs.g.schedule(&c.ccs, next)
+	}
+	c.ccs.g.mu.Unlock()
+}
+
 // kick makes c run session-wide loss detection and send what the shared
 // window now allows, on a goroutine of its own: the caller holds a
 // sibling's lock.
@@ -401,7 +476,7 @@ func (c *Conn) kick() {
 		c.ccs.kicked.Store(false)
 		if c.state == stateEstablished || c.state == stateClosing {
 			c.rackDetect(time.Now())
-			c.trySend()
+			c.onTimerLocked() // a deadline the fine timer watched
 		}
 		c.mu.Unlock()
 	}()

@@ -121,8 +121,17 @@ func (c *Conn) rto() time.Duration {
 // (RFC 9002 §6.2: smoothed RTT + max(4·RTT variance, 1 ms) + the
 // peer's maximum acknowledgement delay, doubled per probe) for the first
 // ptoProbes expiries, the backed-off RTO after them.
+//
+// When the newest packet asked for an immediate acknowledgement (the last
+// of a burst, on a session with clones) the peer does not delay it: the
+// probe timeout drops the acknowledgement delay, and its floor is
+// fastPTOFloor rather than the 1 ms timer granularity.
 func (c *Conn) lossTimeout() time.Duration {
 	if c.ptoCount < ptoProbes {
+		if c.ccs.tailAsked && c.rtt.HasSample() {
+			pto := c.rtt.SmoothedRTT() + max(4*c.rtt.RTTVar(), fastPTOFloor)
+			return min(pto<<c.ptoCount, congestion.MaxRTO)
+		}
 		return min(c.rtt.PTO()<<c.ptoCount, congestion.MaxRTO)
 	}
 	return c.rto()
@@ -203,7 +212,9 @@ func (c *Conn) armTimer() {
 		return
 	}
 	c.timerAt = next
-	d := time.Until(next)
+	now := time.Now()
+	d := next.Sub(now)
+	c.fineTimer(now, next)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(d, c.timerFired) // the loop runs onTimer
 	} else {
@@ -214,6 +225,11 @@ func (c *Conn) armTimer() {
 func (c *Conn) onTimer() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.onTimerLocked()
+}
+
+// onTimerLocked acts on the deadlines that passed. Called with c.mu held.
+func (c *Conn) onTimerLocked() {
 	c.timerAt = time.Time{}
 	now := time.Now()
 	switch c.state {

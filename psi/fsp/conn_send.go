@@ -212,7 +212,9 @@ func sealOut(tx *fcrypto.Direction, out []*[]byte, jobs []sealJob) []*[]byte {
 
 func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	flags := e.Value.flags
-	if c.askAck(e) {
+	e.Value.asked = c.askAck(e)
+	c.ccs.tailAsked = e.Value.asked
+	if e.Value.asked {
 		flags |= wire.FlagAckRequest
 	}
 	p := c.header(e.Value.op, flags, e.Seq)

@@ -2,10 +2,9 @@ package reliability
 
 import "time"
 
-// OldestSentTime returns the send time of the oldest entry in flight, or
-// the zero time if none is.
-func (s *Sender[T]) OldestSentTime() time.Time {
-	var t time.Time
+// OldestSent returns the entry in flight sent longest ago, or nil.
+func (s *Sender[T]) OldestSent() *Entry[T] {
+	var old *Entry[T]
 	for e := range s.unacked() {
 		if !e.Sent {
 			break
@@ -13,45 +12,45 @@ func (s *Sender[T]) OldestSentTime() time.Time {
 		if !e.InFlight {
 			continue
 		}
-		if t.IsZero() || e.SentAt.Before(t) {
-			t = e.SentAt
+		if old == nil || e.SentAt.Before(old.SentAt) {
+			old = e
 		}
 		if !e.Retrans {
 			break // later first transmissions were sent later
 		}
 	}
-	return t
+	return old
 }
 
-// DetectLossSentBefore declares lost the entries in flight that were sent
-// before the given time and at least lossDelay ago: something sent after
-// them, elsewhere, was acknowledged (RACK, RFC 8985). It returns the
-// earliest time another entry sent before then is lost by that rule, or
-// zero.
-func (s *Sender[T]) DetectLossSentBefore(now, before time.Time, lossDelay time.Duration, res *AckResult[T]) time.Time {
+// DetectLossBy declares lost the entries in flight sent before until that
+// rule finds lost; rule also says when to ask again about one it did not
+// (zero: not until more is acknowledged). It returns the earliest such
+// time, or zero.
+func (s *Sender[T]) DetectLossBy(now, until time.Time, rule func(e *Entry[T]) (lost bool, at time.Time), res *AckResult[T]) time.Time {
 	*res = AckResult[T]{Acked: res.Acked[:0], Lost: res.Lost[:0]}
 	var next time.Time
 	for e := range s.unacked() {
 		if !e.Sent {
 			break
 		}
-		if !e.SentAt.Before(before) {
+		if !e.SentAt.Before(until) {
 			if !e.Retrans {
-				break
+				break // later first transmissions were sent later
 			}
 			continue
 		}
 		if !e.InFlight {
 			continue
 		}
-		if now.Sub(e.SentAt) >= lossDelay {
+		lost, at := rule(e)
+		if lost {
 			s.markLost(e)
 			res.Lost = append(res.Lost, e)
 			res.LostBytes += e.Bytes
 			continue
 		}
-		if t := e.SentAt.Add(lossDelay); next.IsZero() || t.Before(next) {
-			next = t
+		if !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
 		}
 	}
 	return next
