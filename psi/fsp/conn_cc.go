@@ -27,12 +27,6 @@ import (
 // Lock order: a connection's mu, then the group's; a connection never
 // takes a sibling's lock while holding its own (kick runs apart).
 
-// fastPTOFloor is the least variance term of the probe timeout of a
-// packet that asked for an immediate acknowledgement (Conn.lossTimeout),
-// in place of RFC 9002's 1 ms timer granularity: the fine timer keeps
-// microseconds, and a spurious probe costs one packet, not the window.
-const fastPTOFloor = 200 * time.Microsecond
-
 // ccGroup is the congestion state a session's connections share.
 type ccGroup struct {
 	mu    sync.Mutex
@@ -40,10 +34,6 @@ type ccGroup struct {
 	name  string       // the controller's name (Config.Congestion)
 	pace  bool
 	paths []*ccPath // at most maxPaths, the least used dropped first
-	// The fine timer: members due a RACK check within a millisecond,
-	// sooner than Go's timers fire on an idle process (fine.go).
-	fine        []*ccShare
-	fineRunning bool
 }
 
 // ccPath is the shared state of one peer address.
@@ -70,14 +60,11 @@ type ccShare struct {
 	inFlight int
 	// Under g.mu: the oldest packet in flight (base.sent zero if none),
 	// and whether the member was kicked to declare it lost (lostKick) or
-	// is due a kick from the group's fine timer at fineAt.
+	// to arm its loss timer for armedAt.
 	base     rackPacket
 	lostKick bool
-	fineAt   time.Time
-	inFine   bool // in g.fine
-	blocked            bool        // the window held data back
-	tailAsked          bool        // c's newest packet asked for an immediate acknowledgement (c.mu)
-	kicked             atomic.Bool // a kick is on its way
+	armedAt  time.Time
+	blocked  bool // the window held data back
 }
 
 func newCCGroup(cfg *Config) *ccGroup {
@@ -207,7 +194,7 @@ func (c *Conn) ccSync(p *ccPath) {
 		}
 	}
 	if base != s.base {
-		s.base, s.lostKick, s.fineAt = base, false, time.Time{}
+		s.base, s.lostKick, s.armedAt = base, false, time.Time{}
 	}
 }
 
@@ -291,13 +278,9 @@ func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior 
 		case lost:
 			m.lostKick = true
 			m.c.kick()
-		case !at.IsZero() && (m.fineAt.IsZero() || at.Before(m.fineAt)):
-			if at.Sub(now) < time.Millisecond {
-				c.ccs.g.schedule(m, at)
-			} else {
-				m.fineAt = at
-				m.c.kick() // to arm its loss timer
-			}
+		case !at.IsZero() && (m.armedAt.IsZero() || at.Before(m.armedAt)):
+			m.armedAt = at
+			m.c.kick() // to arm its loss timer
 		}
 	}
 }
@@ -409,8 +392,8 @@ func (r rackPacket) check(now time.Time, p *ccPath) (lost bool, at time.Time) {
 }
 
 // rackDetect declares lost c's packets in flight that the RACK rules
-// (rackPacket.check) find lost, and arms the loss timer, or the group's
-// fine timer, for the others. Called with c.mu held.
+// (rackPacket.check) find lost, and arms the loss timer for the others.
+// Called with c.mu held.
 func (c *Conn) rackDetect(now time.Time) {
 	if c.ccs.g == nil || c.snd == nil || c.snd.BytesInFlight() == 0 {
 		return
@@ -426,16 +409,8 @@ func (c *Conn) rackDetect(now time.Time) {
 		return c.rackPacket(e).check(now, &pc)
 	}, &c.ackRes)
 	c.onLost(now, c.ackRes.Lost, prior)
-	if next.IsZero() {
-		return
-	}
-	if c.lossAt.IsZero() || next.Before(c.lossAt) {
+	if !next.IsZero() && (c.lossAt.IsZero() || next.Before(c.lossAt)) {
 		c.lossAt = next
-	}
-	if next.Sub(now) < time.Millisecond {
-		c.ccLock()
-		c.ccs.g.schedule(&c.ccs, next)
-		c.ccUnlock()
 	}
 }
 
@@ -451,35 +426,20 @@ func (c *Conn) askAck(e *reliability.Entry[txData]) bool {
 	return n == nil || n == e && e.Seq+1 == c.snd.Next()
 }
 
-// fineTimer has the group's fine timer kick c at next too, when that is
-// sooner than Go's timers keep. Called with c.mu held.
-func (c *Conn) fineTimer(now, next time.Time) {
-	if c.ccs.g == nil || next.Sub(now) >= time.Millisecond {
-		return
-	}
-	c.ccs.g.mu.Lock()
-	if c.ccs.fineAt.IsZero() || next.Before(c.ccs.fineAt) {
-		c.ccs.g.schedule(&c.ccs, next)
-	}
-	c.ccs.g.mu.Unlock()
-}
-
-// kick makes c run session-wide loss detection and send what the shared
-// window now allows, on a goroutine of its own: the caller holds a
-// sibling's lock.
+// kick makes c's loop run its timer work (onTimer), session-wide loss
+// detection included, as if its timer fired: the caller holds a sibling's
+// lock, so c's own cannot be taken here.
 func (c *Conn) kick() {
-	if !c.ccs.kicked.CompareAndSwap(false, true) {
+	q := &c.inq
+	q.mu.Lock()
+	q.timer = true
+	if q.running {
+		q.mu.Unlock()
 		return
 	}
-	go func() {
-		c.mu.Lock()
-		c.ccs.kicked.Store(false)
-		if c.state == stateEstablished || c.state == stateClosing {
-			c.rackDetect(time.Now())
-			c.onTimerLocked() // a deadline the fine timer watched
-		}
-		c.mu.Unlock()
-	}()
+	q.running = true
+	q.mu.Unlock()
+	go c.run()
 }
 
 // ccDebug describes c's share for debugState.
@@ -493,5 +453,5 @@ func (c *Conn) ccDebug() string {
 	if s.p == nil {
 		return fmt.Sprintf("[left own=%d]", s.inFlight)
 	}
-	return fmt.Sprintf("[own=%d path=%d cwnd=%d members=%d blocked=%v kicked=%v]", s.inFlight, s.p.inFlight, s.p.cc.Window(), len(s.p.members), s.blocked, s.kicked.Load())
+	return fmt.Sprintf("[own=%d path=%d cwnd=%d members=%d blocked=%v]", s.inFlight, s.p.inFlight, s.p.cc.Window(), len(s.p.members), s.blocked)
 }

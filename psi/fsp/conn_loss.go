@@ -121,17 +121,8 @@ func (c *Conn) rto() time.Duration {
 // (RFC 9002 §6.2: smoothed RTT + max(4·RTT variance, 1 ms) + the
 // peer's maximum acknowledgement delay, doubled per probe) for the first
 // ptoProbes expiries, the backed-off RTO after them.
-//
-// When the newest packet asked for an immediate acknowledgement (the last
-// of a burst, on a session with clones) the peer does not delay it: the
-// probe timeout drops the acknowledgement delay, and its floor is
-// fastPTOFloor rather than the 1 ms timer granularity.
 func (c *Conn) lossTimeout() time.Duration {
 	if c.ptoCount < ptoProbes {
-		if c.ccs.tailAsked && c.rtt.HasSample() {
-			pto := c.rtt.SmoothedRTT() + max(4*c.rtt.RTTVar(), fastPTOFloor)
-			return min(pto<<c.ptoCount, congestion.MaxRTO)
-		}
 		return min(c.rtt.PTO()<<c.ptoCount, congestion.MaxRTO)
 	}
 	return c.rto()
@@ -212,9 +203,7 @@ func (c *Conn) armTimer() {
 		return
 	}
 	c.timerAt = next
-	now := time.Now()
-	d := next.Sub(now)
-	c.fineTimer(now, next)
+	d := time.Until(next)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(d, c.timerFired) // the loop runs onTimer
 	} else {
@@ -225,11 +214,6 @@ func (c *Conn) armTimer() {
 func (c *Conn) onTimer() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.onTimerLocked()
-}
-
-// onTimerLocked acts on the deadlines that passed. Called with c.mu held.
-func (c *Conn) onTimerLocked() {
 	c.timerAt = time.Time{}
 	now := time.Now()
 	switch c.state {
@@ -274,8 +258,9 @@ func (c *Conn) onTimerLocked() {
 		prior := c.ccPrior()
 		c.lossAt = c.snd.DetectLoss(now, c.lossDelay(), &c.ackRes)
 		c.onLost(now, c.ackRes.Lost, prior)
-		c.rackDetect(now)
 	}
+	// What the siblings' acknowledgements revealed (conn_cc.go).
+	c.rackDetect(now)
 	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
 		c.rtoAt = time.Time{}
 		if c.snd.BytesInFlight() > 0 {

@@ -213,7 +213,6 @@ func sealOut(tx *fcrypto.Direction, out []*[]byte, jobs []sealJob) []*[]byte {
 func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	flags := e.Value.flags
 	e.Value.asked = c.askAck(e)
-	c.ccs.tailAsked = e.Value.asked
 	if e.Value.asked {
 		flags |= wire.FlagAckRequest
 	}
