@@ -38,6 +38,7 @@ type responseWriter struct {
 
 	tunnel   *headMsg // an Upgrade or CONNECT request: what came after its head
 	hijacked bool
+	srvCtx   context.Context // ends with the Server: bounds a hijacked stream
 }
 
 var (
@@ -66,8 +67,8 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, post.Errorf(post.ErrInvalid, "httpcarrier: Hijack after the response started")
 	}
 	w.hijacked = true
-	// The stream outlives the request: its context is its own.
-	t := newTunnel(context.Background(), w.f, w.tunnel.rest, w.tunnel.end, nil, nil, nil)
+	// The stream outlives the request, not the Server.
+	t := newTunnel(w.srvCtx, w.f, w.tunnel.rest, w.tunnel.end, nil, nil, nil)
 	return t, bufio.NewReadWriter(bufio.NewReader(t), bufio.NewWriter(t)), nil
 }
 

@@ -330,7 +330,7 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 		// handler that switches (Hijack); the handler sees no body, and
 		// the fork ends with the transaction unless hijacked.
 		req.ContentLength = 0
-		w.tunnel = &hm
+		w.tunnel, w.srvCtx = &hm, s.ctx
 	} else if hm.end && len(hm.rest) == 0 && req.Trailer == nil {
 		if req.ContentLength > 0 {
 			s.refuse(f, http.StatusBadRequest)

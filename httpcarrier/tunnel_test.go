@@ -2,12 +2,14 @@ package httpcarrier_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postsockets/postsockets/post"
 )
@@ -122,5 +124,70 @@ func testUpgradeAndConnect(t *testing.T, stack string) {
 	resp.Body.Close()
 	if string(b) != "not hijacked" {
 		t.Fatalf("/hijack: %q", b)
+	}
+}
+
+// TestTunnelEnds: a hijacked stream ends with Server.Close, and a
+// switched response's stream with the request's context; blocked reads
+// return at once, on both sides.
+func TestTunnelEnds(t *testing.T) {
+	blocked := make(chan error, 1)
+	client, url, srv, _ := setup(t, "fsp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("Hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		_, err = brw.ReadByte() // the client sends nothing
+		blocked <- err
+	}))
+	open := func(ctx context.Context) io.ReadWriteCloser {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "echo")
+		resp, err := client.Transport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Body.(io.ReadWriteCloser)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rwc := open(ctx)
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := rwc.Read(make([]byte, 1))
+		readErr <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Fatal("read after cancel: no error")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a cancelled tunnel's Read did not return")
+	}
+	select {
+	case <-blocked: // the client's abort reached the handler
+	case <-time.After(2 * time.Second):
+		t.Fatal("the handler's Read did not return after the client aborted")
+	}
+	rwc.Close()
+
+	rwc = open(context.Background())
+	defer rwc.Close()
+	done := make(chan struct{})
+	go func() { srv.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Server.Close waits for a hijacked stream")
+	}
+	if err := <-blocked; err == nil {
+		t.Fatal("hijacked Read: no error after Close")
 	}
 }
