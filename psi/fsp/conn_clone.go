@@ -142,6 +142,7 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 	cl.forkCredit, cl.peerCredit = 0, 0
 	cl.peerParam = c.peerParam
 	cl.peerCerts = c.peerCerts // a clone speaks for the same peer
+	cl.inheritPMTU(c)          // and travels the same path
 	for {
 		if err := c.t.register(cl); err != nil {
 			return nil

@@ -88,7 +88,8 @@
 // probes of one size unanswered within max(2 PTO, 50 ms), or a local
 // EMSGSIZE, make it too big. New data is packetized at the size
 // confirmed (PathMTU, Paths, post.Path.MTU). A completed search runs
-// again after 10 minutes, and a new active path starts over at the base.
+// again after 10 minutes, and a new active path starts over at the base;
+// a clone starts where its parent is.
 // Black holes: a probe timeout that expires with data in flight above
 // the base size (no acknowledgement for a whole PTO; congestion loss is
 // detected by later acknowledgements instead) drops the size to the base

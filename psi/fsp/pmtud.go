@@ -191,6 +191,14 @@ func (c *Conn) sendPMTUProbe(size int) error {
 	return c.t.write(*b, &c.active.addr)
 }
 
+// inheritPMTU starts clone cl at its parent's path MTU and search state:
+// they share the path, so a completed search is not run again per
+// clone. Called with c.mu held.
+func (cl *Conn) inheritPMTU(c *Conn) {
+	cl.setPLPMTU(c.plpmtu(), "path")
+	cl.pmtu.tooBig, cl.pmtu.raiseAt = c.pmtu.tooBig, c.pmtu.raiseAt
+}
+
 // pmtuResponse takes a PATH_RESPONSE: if it answers the probe in flight,
 // its size becomes the PLPMTU. Called with c.mu held.
 func (c *Conn) pmtuResponse(nonce uint64) bool {

@@ -403,3 +403,34 @@ func TestPMTUDIdleProbe(t *testing.T) {
 		t.Fatalf("late answer: PathMTU %d", c.plpmtu())
 	}
 }
+
+// TestPMTUDClone: a clone starts at its parent's path MTU, without a
+// search of its own, and its data arrives.
+func TestPMTUDClone(t *testing.T) {
+	c, s, _, _ := capPair(t, MaxDatagramSize)
+	if mtu := searchDone(t, s, c); mtu != MaxDatagramSize {
+		t.Skipf("search ended at %d", mtu) // a spurious black hole on a loaded host
+	}
+	ctx := testContext(t)
+	cl, err := s.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	cl.mu.Lock()
+	mtu, done := cl.plpmtu(), !cl.pmtu.raiseAt.IsZero()
+	cl.mu.Unlock()
+	if mtu != MaxDatagramSize || !done {
+		t.Fatalf("clone PathMTU %d, search complete %v", mtu, done)
+	}
+	msg := randBytes(100 << 10)
+	go cl.SendMessage(ctx, msg)
+	peer, err := c.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if got, err := peer.ReceiveMessage(ctx); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("%d bytes: %v", len(got), err)
+	}
+}
