@@ -52,24 +52,20 @@ func (c *Conn) fragLimit() int {
 	return 1
 }
 
-// sendFragments seals the payload of data packet p in fragments that fit
-// room each and queues them. It returns the packet number of the last,
-// or false if sealing failed. Called with c.mu held.
-func (c *Conn) sendFragments(p *wire.Packet, payload []byte, room int) (uint64, bool) {
+// sendFragments queues the payload of data packet p in fragments that
+// fit room each, for trySend to seal. It returns the packet number of
+// the last. Called with c.mu held.
+func (c *Conn) sendFragments(p *wire.Packet, payload []byte, room int) uint64 {
 	chunk := room - wire.FragmentLen
 	var pn uint64
 	for off := 0; off < len(payload); off += chunk {
 		q := *p
 		q.HasFragment, q.FragOffset, q.FragTotal = true, uint16(off), uint16(len(payload))
 		pn = c.pn
-		q.PN = uint32(pn)
-		b := c.seal(&q, payload[off:min(off+chunk, len(payload))])
-		if b == nil {
-			return 0, false
-		}
-		c.out = append(c.out, b)
+		q.PN = uint32(pn) // each fragment is a packet of its own
+		c.queueOut(&q, payload[off:min(off+chunk, len(payload))])
 	}
-	return pn, true
+	return pn
 }
 
 // onFragment takes one fragment of data packet seq; once the payload is

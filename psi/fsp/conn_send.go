@@ -226,11 +226,7 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 		c.qlog.retx = e.Sent
 	}
 	if room := c.dataRoom(&p); len(payload) > room {
-		// Packetized before the path MTU fell.
-		var ok bool
-		if pn, ok = c.sendFragments(&p, payload, room); !ok {
-			return
-		}
+		pn = c.sendFragments(&p, payload, room) // packetized before the path MTU fell
 	} else {
 		c.queueOut(&p, payload)
 	}
