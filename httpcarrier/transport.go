@@ -262,6 +262,7 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (re
 		if mw != nil {
 			// Not switched: the request message ends with its head.
 			tx.wrote <- mw.Close()
+			wstop()
 			mw = nil
 		}
 		if hm.end && len(hm.rest) == 0 && resp.ContentLength < 0 {

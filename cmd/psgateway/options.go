@@ -52,6 +52,9 @@ front: accepts HTTP/1.1 and HTTP/2 (TLS, or h2c with prior knowledge) from
 back:  accepts HTTP over FSP clones and forwards to an ordinary HTTP origin
        (-origin http://host:port).
 
+Upgrade requests (WebSocket) pass through both; CONNECT is forwarded by the
+front and connected by the back to the targets listed in -connect.
+
 `)
 		fs.PrintDefaults()
 	}
