@@ -171,3 +171,53 @@ func TestConnectThroughGateways(t *testing.T) {
 		t.Fatalf("CONNECT to a target not allowed: %q", code)
 	}
 }
+
+// TestConnectH2C: CONNECT over HTTP/2 (h2c) to the front: the request
+// body and the response body are the stream (RFC 9113 8.5).
+func TestConnectH2C(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				c.Write(flip(b))
+			}()
+		}
+	}()
+	target := echo.Addr().String()
+	front := gatewaysArgs(t, "http://127.0.0.1:1", "127.0.0.1", nil, nil, []string{"-connect", target}, nil)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	data := randBytes(200_000)
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(data)
+		pw.Close() // END_STREAM: the back half-closes the TCP connection
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodConnect, "http://"+front, pr)
+	req.Host = target
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("%s %s", resp.Proto, resp.Status)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(got, flip(data)) {
+		t.Fatalf("got %d bytes (%v), want %d flipped", len(got), err, len(data))
+	}
+}
