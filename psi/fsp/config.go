@@ -11,16 +11,18 @@ import (
 
 // Packet sizes.
 const (
-	// MaxDatagramSize is the largest data datagram FSP sends: it fits an
-	// Ethernet MTU over IPv6.
+	// MaxDatagramSize is the largest data datagram FSP sends, once path
+	// MTU discovery confirmed the path carries it: it fits an Ethernet
+	// MTU over IPv6.
 	MaxDatagramSize = 1452
 	// MaxPayload is the most message bytes a data packet may carry; a
 	// receiver takes packets up to MaxDatagramSize.
 	MaxPayload = MaxDatagramSize - wire.HeaderLen - crypto.TagLen
-	// basePayload is the most message bytes a data packet carries: FSP
-	// sends no datagram larger than BaseDatagramSize (the base PLPMTU of
-	// RFC 8899), so no path of at least 1,280 bytes needs IP
-	// fragmentation or can blackhole its packets.
+	// basePayload is the most message bytes a data packet carries at the
+	// base PLPMTU (RFC 8899), BaseDatagramSize, where every connection
+	// starts: no path of at least 1,280 bytes needs IP fragmentation or
+	// can blackhole its packets. Path MTU discovery (pmtud.go) adds what
+	// the path carries beyond it.
 	basePayload = BaseDatagramSize - wire.HeaderLen - crypto.TagLen
 	// BaseDatagramSize is the largest handshake datagram: a UDP payload
 	// that fits the 1,280-byte IPv6 minimum MTU (1280 - 40 - 8).
