@@ -247,6 +247,9 @@ func (h *httpReader) readLine(limit int) ([]byte, error) {
 
 func (h *httpReader) readHead() error {
 	if h.switched {
+		if _, err := h.r.Peek(1); err != nil {
+			return err // nothing after the switch: the stream just ends
+		}
 		h.st, h.open = hsToEOF, true
 		return nil
 	}

@@ -95,7 +95,12 @@ func TestHTTPRequestsAndSwitch(t *testing.T) {
 		{"GET", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"},
 		{"CONNECT", "HTTP/1.1 200 Connection established\r\n\r\n"},
 	} {
-		r, w := framer.HTTP{}.NewPair(strings.NewReader(tc.head+"raw bytes\r\n\n"), io.Discard, 0)
+		r, w := framer.HTTP{}.NewPair(strings.NewReader(tc.head), io.Discard, 0)
+		w.WriteMessage([]byte(tc.method+" x:1 HTTP/1.1\r\n\r\n"), true)
+		if got, err := readHTTP(r, 5); err != nil || len(got) != 1 {
+			t.Fatalf("%s with nothing after the switch: %q %v", tc.method, got, err)
+		}
+		r, w = framer.HTTP{}.NewPair(strings.NewReader(tc.head+"raw bytes\r\n\n"), io.Discard, 0)
 		w.WriteMessage([]byte(tc.method+" x:1 HTTP/1.1\r\n\r\n"), true)
 		got, err := readHTTP(r, 5)
 		if err != nil || len(got) != 2 || got[0] != tc.head || got[1] != "raw bytes\r\n\n" {
