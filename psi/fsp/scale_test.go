@@ -76,7 +76,7 @@ type scaleResult struct {
 	AcceptSecs  float64 // from the start to the last Accept
 	WallSecs    float64 // from the start to the last message
 	CPUSecs     float64 // user+system CPU time over WallSecs
-	HeapPerConn float64 // heap bytes per open connection, all n open
+	HeapPerConn float64 // heap bytes per open connection: all n open, less after they closed
 	Err         string
 }
 
@@ -149,7 +149,6 @@ func cpuTime() time.Duration {
 // second line (or the end of control) says the clients are done, so it
 // stops waiting for those that failed.
 func runScaleServer(ctx context.Context, srv scaleServer, n int, control io.Reader) scaleResult {
-	base := heapInUse()
 	r := bufio.NewReader(control)
 	r.ReadString('\n')
 	ctx, cancel := context.WithCancel(ctx)
@@ -246,11 +245,15 @@ wait:
 	res.WallSecs = lastRead.Sub(t0).Seconds()
 	res.CPUSecs = (lastCPU - cpu0).Seconds()
 	mu.Unlock()
-	if res.Handshakes > 0 {
-		res.HeapPerConn = (float64(heapInUse()) - float64(base)) / float64(res.Handshakes)
-	}
+	open := heapInUse()
 	close(release)
 	answered.Wait()
+	// The baseline is taken once every connection closed (time-wait
+	// included), so the pools the run warmed count on both sides.
+	time.Sleep(2 * time.Second)
+	if res.Handshakes > 0 {
+		res.HeapPerConn = (float64(open) - float64(heapInUse())) / float64(res.Handshakes)
+	}
 	if firstErr != nil {
 		res.Err = firstErr.Error()
 	}
