@@ -1,0 +1,61 @@
+package fsp
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// TestAcceptQueueBurst: more dials than the old accept queue of 256
+// complete while nobody calls Accept; none is reset after its Dial
+// returned, and every one carries a message once accepted.
+func TestAcceptQueueBurst(t *testing.T) {
+	const n = 400
+	scfg, ccfg := pair(t)
+	scfg.MemoryBudget = 1 << 32 // n connections from one address
+	scfg.MaxHandshakeRate = 1 << 20
+	scfg.MaxPendingPerAddress, scfg.MaxPendingPerPrefix = n, n
+	l := listen(t, scfg)
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &Transport{Conn: pc}
+	t.Cleanup(func() { tr.Close(); pc.Close() })
+	ctx := testContext(t)
+	conns := make([]*Conn, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conns[i], errs[i] = tr.Dial(ctx, l.Addr(), ccfg)
+			if errs[i] == nil {
+				errs[i] = conns[i].SendMessage(ctx, []byte("hello"))
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+	}
+	for i := range n {
+		s, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatalf("accept %d: %v", i, err)
+		}
+		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "hello" {
+			t.Fatalf("accepted %d: %q, %v", i, m, err)
+		}
+		s.Close()
+	}
+	if st := l.Stats(); st.Unaccepted != 0 {
+		t.Fatalf("%d left unaccepted", st.Unaccepted)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
