@@ -45,3 +45,38 @@ func TestEventPathChangeQUIC(t *testing.T) {
 		t.Fatalf("server PathChange events %+v, want one to port %d (server path now %v)", pcs, newAddr.Port(), s.Path())
 	}
 }
+
+// TestEventBlockedPathQUIC: a QUIC client whose path is blocked reports
+// quic-go's repeated probe timeouts as a SoftError, then the end of its
+// transient (idle timeout) as a ConnectionError, then Closed.
+func TestEventBlockedPathQUIC(t *testing.T) {
+	mc := newMovingPC(t)
+	var clog eventLog
+	scfg, ccfg := serverConfig(), clientConfig()
+	ccfg.OnEvent = clog.add
+	ccfg.Transient.IdleTimeout = 2 * time.Second
+	ccfg.Stacks = []psi.Stack{&quic.Stack{PacketConn: func(netip.AddrPort) (net.PacketConn, error) { return mc, nil }}}
+	c, s := pairOn(t, "quic", ccfg, scfg)
+	ctx := ctxT(t)
+	if err := s.Send(ctx, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mc.blocked.Store(true)
+	c.Send(ctx, random(100000)) // in flight when the path is blocked
+	deadline := time.Now().Add(15 * time.Second)
+	for len(clog.of(carrier.ClosedEvent)) == 0 && time.Now().Before(deadline) {
+		if _, err := c.Receive(ctx); err != nil {
+			break
+		}
+	}
+	for len(clog.of(carrier.ClosedEvent)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(clog.of(carrier.SoftError)) == 0 || len(clog.of(carrier.ConnectionError)) != 1 || len(clog.of(carrier.ClosedEvent)) != 1 {
+		t.Fatalf("want a SoftError, one ConnectionError and Closed: %+v", clog.evs)
+	}
+	t.Logf("SoftError: %v; ConnectionError: %v", clog.of(carrier.SoftError)[0].Err, clog.of(carrier.ConnectionError)[0].Err)
+}
