@@ -34,6 +34,24 @@ func fillPathInfo(c *net.TCPConn, p *post.Path) {
 	}
 }
 
+// backoff returns the kernel's retransmission backoff (TCP_INFO's
+// tcpi_backoff: retransmission timeouts in a row); false once the socket
+// is gone.
+func backoff(c *net.TCPConn) (uint8, bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	cerr := rc.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	if cerr != nil || err != nil || info == nil {
+		return 0, false
+	}
+	return info.Backoff, true
+}
+
 // fillStats copies the kernel's TCP_INFO counters into s.
 func fillStats(c *net.TCPConn, s *psi.TransientStats) {
 	rc, err := c.SyscallConn()

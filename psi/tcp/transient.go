@@ -133,6 +133,10 @@ type transient struct {
 	closeErr  error
 	done      chan struct{}
 	traced    chan struct{} // closed once the trace is written out; nil untraced
+
+	events bool                            // Config.Events: SetEventHandler samples TCP_INFO
+	evh    atomic.Pointer[func(psi.Event)] // the psi.EventSource handler
+	evOnce atomic.Bool                     // the sampler was started
 }
 
 var (
@@ -140,6 +144,7 @@ var (
 	_ psi.ContextCloser  = (*transient)(nil)
 	_ psi.Aborter        = (*transient)(nil)
 	_ psi.MessageAborter = (*transient)(nil)
+	_ psi.EventSource    = (*transient)(nil)
 )
 
 // lingerTime is the bound on Close: Config.Linger, else Stack.Linger, else
@@ -173,6 +178,7 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 	}
 	t.tcp, _ = raw.(*net.TCPConn)
 	t.noFork = cfg.Disabled.Has(psi.Fork)
+	t.events = cfg.Events
 	if t.tcp != nil {
 		go t.watchPeer(cfg.Idle())
 	}
