@@ -22,7 +22,7 @@ type inPacket struct {
 
 // loopIdleCap is the most queue capacity a connection keeps when its loop
 // goes idle; a burst that grew it further allocates again next time.
-const loopIdleCap = 256
+const loopIdleCap = 32
 
 // inQueue is a connection's receive queue and the state of its loop.
 // Its mutex guards only the queue: it is never held across packet
@@ -37,7 +37,6 @@ type inQueue struct {
 	dropped uint64     // packets dropped because the queue was full
 
 	// The loop's own, used only by the goroutine running it.
-	pkt   wire.Packet
 	dirty []*Conn // connections with something to send after a batch
 }
 
@@ -83,6 +82,7 @@ func (c *Conn) timerFired() {
 // expiries until there are none, then returns. One goroutine at a time
 // runs it (inQueue.running).
 func (c *Conn) run() {
+	var pkt wire.Packet
 	q := &c.inq
 	q.mu.Lock()
 	spare := q.spare
@@ -110,8 +110,8 @@ func (c *Conn) run() {
 		q.mu.Unlock()
 		for i := range batch {
 			in := &batch[i]
-			if wire.Parse((*in.buf)[:in.n], &q.pkt) == nil {
-				if fc := c.handlePacket(in, &q.pkt); fc != nil && !containsConn(q.dirty, fc) {
+			if wire.Parse((*in.buf)[:in.n], &pkt) == nil {
+				if fc := c.handlePacket(in, &pkt); fc != nil && !containsConn(q.dirty, fc) {
 					q.dirty = append(q.dirty, fc)
 				}
 			}
