@@ -103,7 +103,6 @@ func (c *Conn) run() {
 				q.spare = batch[:0]
 			}
 			q.running = false
-			q.pkt = wire.Packet{} // keep no pooled buffer alive while idle
 			q.mu.Unlock()
 			return
 		}
