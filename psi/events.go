@@ -43,7 +43,9 @@ type Event struct {
 }
 
 // EventSource is implemented by transients that report connection-level
-// events (FSP). SetEventHandler replaces the handler; nil removes it. The
+// events: FSP always; QUIC (from quic-go's qlog hooks) and TCP (TCP_INFO)
+// when Config.Events is set. docs/design.md lists which stack reports
+// what. SetEventHandler replaces the handler; nil removes it. The
 // stack may call h with its locks held: h must not block nor call back
 // into the transient.
 type EventSource interface {
