@@ -187,7 +187,8 @@ func TestBench(t *testing.T) {
 		if stack == "quic" && !strings.Contains(s, "n/a retransmissions") {
 			t.Fatalf("bench -stack quic:\n%s", s)
 		}
-		out, err = exec.CommandContext(ctx, bin, append(args, "-json")...).Output()
+		// -events adds connection events as JSON lines too.
+		out, err = exec.CommandContext(ctx, bin, append(args, "-json", "-events")...).Output()
 		if err != nil {
 			t.Fatalf("%s -json: %v", stack, err)
 		}

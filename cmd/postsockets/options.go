@@ -40,6 +40,7 @@ type options struct {
 	verbose  bool
 	timeout  time.Duration
 	trace    string
+	events   bool
 	out      *output
 
 	collector *collector // with -metrics
@@ -60,6 +61,7 @@ func newOptions(name string) *options {
 	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on this address (for example :9090)")
 	f.BoolVar(&o.verbose, "v", false, "debug logging")
 	f.StringVar(&o.trace, "trace", "", "write a per-connection trace (qlog) into this directory")
+	f.BoolVar(&o.events, "events", false, "print connection events: path changes, soft errors, connection errors")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the peer")
 	return o
 }
@@ -99,6 +101,9 @@ func (o *options) config(server bool) (*carrier.Config, error) {
 	cfg.Security = sec
 	cfg.Transient.HandshakeTimeout = o.timeout
 	cfg.Transient.TraceDir = o.trace
+	if o.events {
+		cfg.OnEvent = o.out.connEvent
+	}
 	return cfg, nil
 }
 

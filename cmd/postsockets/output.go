@@ -76,6 +76,32 @@ func (o *output) connected(role string, c *carrier.Carrier) {
 	o.note("%s", text)
 }
 
+// connEvent prints a connection event (-events).
+func (o *output) connEvent(e carrier.Event) {
+	if o.json {
+		v := map[string]any{"event": "connection_event", "kind": e.Kind.String(), "stack": e.Stack}
+		if e.Old.Remote.IsValid() {
+			v["old"] = e.Old.String()
+		}
+		if e.New.Remote.IsValid() {
+			v["new"] = e.New.String()
+		}
+		if e.Err != nil {
+			v["error"] = e.Err.Error()
+		}
+		o.event(v)
+		return
+	}
+	text := fmt.Sprintf("event %s over %s", e.Kind, e.Stack)
+	if e.Kind == carrier.PathChange || e.Kind == carrier.PathValidated {
+		text += fmt.Sprintf(": %s -> %s", e.Old, e.New)
+	}
+	if e.Err != nil {
+		text += ": " + e.Err.Error()
+	}
+	o.note("%s", text)
+}
+
 // stats reports a Carrier's counters at the end of a run.
 func (o *output) stats(c *carrier.Carrier, elapsed time.Duration) map[string]any {
 	st := c.Stats()
