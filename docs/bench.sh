@@ -16,7 +16,7 @@ run -bench 'BenchmarkCarrierBulk64KiB|BenchmarkRawTLSBulk64KiB|BenchmarkCarrierS
 BT=200x run -bench 'BenchmarkTimeToFirstMessage' ./carrier
 # FSP against quic-go and TLS over TCP (issue: FSP).
 run -bench 'BenchmarkBulk|BenchmarkHandshakeFirstMessage|BenchmarkRoundTrip' ./psi/fsp
-BT=1x run -bench 'BenchmarkIdleConnMemory' ./psi/fsp
+BT=1x run -bench 'BenchmarkIdleConnMemory|BenchmarkBurstMemory' ./psi/fsp
 BT=200x run -bench 'BenchmarkHandshakeAlloc' -benchmem ./psi/fsp
 # The TCP stack's transient against raw TLS.
 run -bench 'BenchmarkTransient64KiB|BenchmarkRawTLS64KiB' ./psi/tcp
