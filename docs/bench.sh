@@ -18,6 +18,8 @@ BT=200x run -bench 'BenchmarkTimeToFirstMessage' ./carrier
 run -bench 'BenchmarkBulk|BenchmarkHandshakeFirstMessage|BenchmarkRoundTrip' ./psi/fsp
 BT=1x run -bench 'BenchmarkIdleConnMemory|BenchmarkBurstMemory' ./psi/fsp
 BT=200x run -bench 'BenchmarkHandshakeAlloc' -benchmem ./psi/fsp
+# One listener (a child process at GOMAXPROCS 1 and 2), 1,000 and 5,000 clients (issue 15).
+BT=1x run -bench 'BenchmarkServerScale' ./psi/fsp
 # The TCP stack's transient against raw TLS.
 run -bench 'BenchmarkTransient64KiB|BenchmarkRawTLS64KiB' ./psi/tcp
 # Charts of the tables in docs/benchmarks.md.
