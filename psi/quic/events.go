@@ -109,8 +109,9 @@ func endpoint(e quicqlog.TupleEndpointInfo) netip.AddrPort {
 // SetEventHandler (psi.EventSource) reports path changes (quic-go's
 // migration: the server follows a client whose address changed) and
 // SoftErrors (repeated probe timeouts) of the transient's connection.
-// Only connections dialled or accepted with Config.Events (or a trace)
-// on a socket the stack opened report them; quic-go tells nothing
+// Only connections dialled or accepted with Config.Events report them,
+// and on the listening side only over a quic-go Transport the stack set
+// up (its ConnContext carries the hooks); quic-go tells nothing
 // otherwise.
 func (t *Transient) SetEventHandler(h func(psi.Event)) {
 	ch := t.c.hooks
