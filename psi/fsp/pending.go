@@ -12,7 +12,7 @@ const (
 	defaultMaxPendingPerAddr   = 32
 	defaultMaxPendingPerPrefix = 128
 	defaultHandshakeRate       = 100
-	rateBuckets                = 1024
+	rateBuckets                = 4096
 	// pendingMinAge protects a fresh entry from eviction: its client may
 	// hold the answer already and be about to confirm.
 	pendingMinAge = time.Second
@@ -173,14 +173,21 @@ func (pt *pendingTable) remove(c *Conn) {
 // signature per CONNECT_REQUEST, between prefixes and between the
 // addresses of a prefix: each prefix (as in pendingTable) has a token
 // bucket of rate tokens a second, holding at most rate, and each address
-// one of a quarter of that. Buckets sit in a fixed array indexed by a keyed hash of the
-// prefix, so memory is bounded whatever the sources. Read loop only.
+// one of a quarter of that. Buckets sit in a fixed array, so memory is
+// bounded whatever the sources: a source may use either of two slots
+// chosen by a keyed hash, and keeps the one it holds (tagged with its
+// hash) until it has been idle for a second (its bucket full again).
+// A source finds a slot of its own unless both are held by busy others,
+// so a flood from a few hundred prefixes does not drain an honest
+// client's bucket; only past that, with thousands of busy sources, does a
+// newcomer share a bucket. Read loop only.
 type handshakeLimiter struct {
 	seed    maphash.Seed
 	buckets *[rateBuckets]rateBucket
 }
 
 type rateBucket struct {
+	tag    uint64 // hash of the source holding it; 0 when free
 	tokens float64
 	last   int64 // UnixNano of the last refill
 }
@@ -202,8 +209,25 @@ func (h *handshakeLimiter) allow(p netip.Prefix, now time.Time, rate int) bool {
 		h.seed = maphash.MakeSeed()
 		h.buckets = new([rateBuckets]rateBucket)
 	}
-	b := &h.buckets[maphash.Comparable(h.seed, p)%rateBuckets]
 	ns := now.UnixNano()
+	tag := maphash.Comparable(h.seed, p) | 1
+	b1 := &h.buckets[tag%rateBuckets]
+	b2 := &h.buckets[(tag>>32)%rateBuckets]
+	var b *rateBucket
+	switch {
+	case b1.tag == tag:
+		b = b1
+	case b2.tag == tag:
+		b = b2
+	case b1.tag == 0 || ns-b1.last >= 1e9:
+		b = b1
+		*b = rateBucket{tag: tag}
+	case b2.tag == 0 || ns-b2.last >= 1e9:
+		b = b2
+		*b = rateBucket{tag: tag}
+	default:
+		b = b1 // both held by busy sources: share the first
+	}
 	if b.last == 0 {
 		b.tokens = float64(rate)
 	} else {
