@@ -1,15 +1,23 @@
 package fsp
 
 import (
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
 )
 
-// hsQueueLen bounds the handshakes waiting for a worker. Past it the read
-// loop drops new requests, whose clients retransmit; a waiting job is a
-// pending connection, so the pending quotas bound it too.
+// hsQueueLen bounds the handshakes waiting for a worker. Past it a
+// request is dropped (its client retransmits) unless another prefix holds
+// more of the queue: then that prefix's newest job makes room. A waiting
+// job is a pending connection, so the pending quotas bound it too.
 const hsQueueLen = 1024
+
+// hsJob is one queued handshake: run does the work; drop, if set, tears
+// its connection down when the job is pushed out of the queue.
+type hsJob struct {
+	run, drop func()
+}
 
 // hsPool runs a listener's costly handshake work (key exchange and
 // signature) on at most GOMAXPROCS goroutines, so the read loop only
@@ -17,8 +25,19 @@ const hsQueueLen = 1024
 // on the connection's own loop, takes a token from the same bound
 // (acquire). Workers start with the first job and exit when the queue is
 // empty, so an idle transport holds none.
+//
+// The queue is fair between source prefixes (/24, /48; pendingPrefix):
+// each prefix has its own FIFO, workers take one job from each prefix in
+// turn, and a full queue makes room from the prefix holding the most.
+// So a flood from many prefixes that keeps the workers saturated delays
+// a client in a quiet prefix by one job per busy prefix, not by the whole
+// queue, and never shuts it out.
 type hsPool struct {
-	jobs chan func()
+	mu     sync.Mutex
+	queues map[netip.Prefix][]hsJob
+	ring   []netip.Prefix // prefixes with jobs, in serving order
+	n      int            // jobs queued
+
 	sem  chan struct{} // one token per running worker or acquire
 	once sync.Once
 	// waiting counts callers blocked in acquire: a worker hands them its
@@ -29,29 +48,94 @@ type hsPool struct {
 
 func (p *hsPool) init() {
 	p.once.Do(func() {
-		p.jobs = make(chan func(), hsQueueLen)
 		p.sem = make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
 	})
 }
 
-// submit queues job; it reports false, dropping it, when the queue is
-// full. It never blocks.
-func (p *hsPool) submit(job func()) bool {
+// submit queues job for source prefix src; it reports false, dropping
+// it, when the queue is full and no prefix holds more of it than src. A
+// job pushed out to make room has its drop called (after p.mu is
+// released). It never blocks.
+func (p *hsPool) submit(src netip.Prefix, job hsJob) bool {
 	p.init()
-	select {
-	case p.jobs <- job:
-	default:
-		return false
+	p.mu.Lock()
+	var out hsJob
+	if p.n >= hsQueueLen {
+		big := p.largest()
+		if len(p.queues[big]) <= len(p.queues[src]) {
+			p.mu.Unlock()
+			return false
+		}
+		q := p.queues[big]
+		out = q[len(q)-1]
+		q[len(q)-1] = hsJob{}
+		p.queues[big] = q[:len(q)-1] // never empties: it held more than src
+		p.n--
+	}
+	if p.queues == nil {
+		p.queues = make(map[netip.Prefix][]hsJob)
+	}
+	q, ok := p.queues[src]
+	if !ok || len(q) == 0 {
+		p.ring = append(p.ring, src)
+	}
+	p.queues[src] = append(q, job)
+	p.n++
+	p.mu.Unlock()
+	if out.drop != nil {
+		out.drop()
 	}
 	p.spawn()
 	return true
 }
 
-// room reports whether submit would take a job now. The read loop is the
-// only producer, so a true answer holds until it submits.
-func (p *hsPool) room() bool {
-	p.init()
-	return len(p.jobs) < cap(p.jobs)
+// room reports whether submit would take a job from src now.
+func (p *hsPool) room(src netip.Prefix) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n < hsQueueLen || len(p.queues[p.largest()]) > len(p.queues[src])
+}
+
+// largest returns the prefix with the most queued jobs. Called with p.mu
+// held; at most hsQueueLen prefixes have jobs.
+func (p *hsPool) largest() netip.Prefix {
+	var best netip.Prefix
+	n := -1
+	for _, pfx := range p.ring {
+		if l := len(p.queues[pfx]); l > n {
+			best, n = pfx, l
+		}
+	}
+	return best
+}
+
+// next takes the oldest job of the prefix whose turn it is.
+func (p *hsPool) next() (hsJob, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == 0 {
+		return hsJob{}, false
+	}
+	pfx := p.ring[0]
+	copy(p.ring, p.ring[1:])
+	p.ring = p.ring[:len(p.ring)-1]
+	q := p.queues[pfx]
+	job := q[0]
+	q[0] = hsJob{}
+	if q = q[1:]; len(q) == 0 {
+		delete(p.queues, pfx)
+	} else {
+		p.queues[pfx] = q
+		p.ring = append(p.ring, pfx)
+	}
+	p.n--
+	return job, true
+}
+
+func (p *hsPool) queued() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
 }
 
 // acquire waits for a worker token, for handshake work run on the
@@ -68,7 +152,7 @@ func (p *hsPool) acquire() {
 // that queued meanwhile.
 func (p *hsPool) release() {
 	<-p.sem
-	if len(p.jobs) > 0 {
+	if p.queued() > 0 {
 		p.spawn()
 	}
 }
@@ -84,20 +168,18 @@ func (p *hsPool) spawn() {
 
 func (p *hsPool) work() {
 	for {
-		select {
-		case job := <-p.jobs:
-			job()
+		if job, ok := p.next(); ok {
+			job.run()
 			if p.waiting.Load() > 0 {
 				<-p.sem // to the blocked acquire first (FIFO)
 				p.sem <- struct{}{}
 			}
 			continue
-		default:
 		}
 		<-p.sem
 		// A job queued after the check above, while every token was
 		// taken, started no worker: look again.
-		if len(p.jobs) == 0 {
+		if p.queued() == 0 {
 			return
 		}
 		select {

@@ -1,7 +1,9 @@
 package fsp
 
 import (
+	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,7 +32,7 @@ func TestHandshakePool(t *testing.T) {
 	const jobs = 200
 	wg.Add(jobs)
 	for range jobs {
-		if !p.submit(func() { enter(); wg.Done() }) {
+		if !p.submit(netip.Prefix{}, hsJob{run: func() { enter(); wg.Done() }}) {
 			t.Fatal("queue full below its length")
 		}
 	}
@@ -54,11 +56,11 @@ func TestHandshakePool(t *testing.T) {
 	}
 	var ran atomic.Int32
 	for range hsQueueLen {
-		if !p.submit(func() { ran.Add(1) }) {
+		if !p.submit(netip.Prefix{}, hsJob{run: func() { ran.Add(1) }}) {
 			t.Fatal("queue full below its length")
 		}
 	}
-	if p.room() || p.submit(func() {}) {
+	if p.room(netip.Prefix{}) || p.submit(netip.Prefix{}, hsJob{run: func() {}}) {
 		t.Fatal("a full queue took one more job")
 	}
 	for range limit {
@@ -70,5 +72,50 @@ func TestHandshakePool(t *testing.T) {
 			t.Fatalf("%d of %d queued jobs ran", ran.Load(), hsQueueLen)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHandshakePoolFair: a prefix that filled the queue cannot add more,
+// another prefix still gets in (pushing out the flood's newest job) and
+// is served after at most one job of each busier prefix.
+func TestHandshakePoolFair(t *testing.T) {
+	var p hsPool
+	limit := runtime.GOMAXPROCS(0)
+	for range limit {
+		p.acquire() // no worker runs until released
+	}
+	flood := netip.MustParsePrefix("127.3.0.0/24")
+	quiet := netip.MustParsePrefix("127.0.0.0/24")
+	var order []string
+	var mu sync.Mutex
+	note := func(s string) func() {
+		return func() { mu.Lock(); order = append(order, s); mu.Unlock() }
+	}
+	var dropped atomic.Int32
+	for range hsQueueLen {
+		if !p.submit(flood, hsJob{run: note("flood"), drop: func() { dropped.Add(1) }}) {
+			t.Fatal("queue full below its length")
+		}
+	}
+	if p.room(flood) || p.submit(flood, hsJob{run: note("flood")}) {
+		t.Fatal("the flood's prefix grew a full queue")
+	}
+	if !p.room(quiet) || !p.submit(quiet, hsJob{run: note("quiet")}) {
+		t.Fatal("a full queue refused a prefix holding none of it")
+	}
+	if dropped.Load() != 1 || p.queued() != hsQueueLen {
+		t.Fatalf("%d dropped, %d queued; want 1 and %d", dropped.Load(), p.queued(), hsQueueLen)
+	}
+	for range limit {
+		p.release()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.queued() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if i := slices.Index(order, "quiet"); i < 0 || i > limit+1 {
+		t.Fatalf("the quiet prefix's job ran %dth of %d", i+1, len(order))
 	}
 }

@@ -233,11 +233,12 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		if confirmed {
 			return // a copy of a handshake that completed: no second one
 		}
-		if !t.hs.room() {
-			return // every worker busy and the queue full: the client retransmits
-		}
 		if !t.limiter.allowFrom(from.ap.Addr(), now, l.cfg.handshakeRate()) {
 			return // the client retransmits
+		}
+		src := pendingPrefix(from.ap.Addr())
+		if !t.hs.room(src) {
+			return // the workers' queue full, no prefix holds more of it: the client retransmits
 		}
 		t.mu.Lock()
 		evicted, room := t.pending.makeRoom(from.ap.Addr(), now, l.cfg)
@@ -274,13 +275,17 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		// loop goes on routing.
 		req := newConnectReq(key, nonce, pkt, len(b))
 		peer := *from
-		if !t.hs.submit(func() {
+		drop := func() {
+			// Silently, as an eviction from the pending table.
+			c.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake queue full"), false)
+		}
+		if !t.hs.submit(src, hsJob{run: func() {
 			if err := c.respond(req); err != nil {
 				t.log.Debug("fsp: handshake failed", "peer", peer, "err", err)
 				c.teardown(err, true)
 			}
-		}) {
-			c.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake queue full"), false)
+		}, drop: drop}) {
+			drop()
 		}
 	}
 }
