@@ -96,6 +96,30 @@ func TestAttackConnectRequestFlood(t *testing.T) {
 }
 
 func connectRequestFlood(t *testing.T, from netip.Addr, open string) {
+	pcs := []*net.UDPConn{udpFrom(t, netip.MustParseAddr("127.0.0.10"))}
+	connectRequestFloodFrom(t, from, pcs, "127.0.0.10", 0, 32<<20, open)
+}
+
+// TestAttackConnectRequestFloodPrefixes: the flood of
+// TestAttackConnectRequestFlood from 4 addresses in each of 64 /24
+// prefixes, more valid requests a second than the handshake workers
+// serve, so the queue in front of them stays full, while the client dials
+// from a prefix of its own. Each address sends 40 requests a second (and
+// as many INIT_CONNECTs): a flood of packets faster than the socket is
+// read is a volumetric attack that no listener logic answers.
+func TestAttackConnectRequestFloodPrefixes(t *testing.T) {
+	var pcs []*net.UDPConn
+	for p := range 64 {
+		for h := range 4 {
+			pcs = append(pcs, udpFrom(t, netip.AddrFrom4([4]byte{127, 3, byte(p), byte(1 + h)})))
+		}
+	}
+	connectRequestFloodFrom(t, netip.MustParseAddr("127.0.0.1"), pcs, "4 addresses in each of 64 /24 prefixes", 40, 64<<20, "")
+}
+
+// budget bounds the heap's growth: the full pending table (4,096 entries)
+// and the attackers' own sockets, in the same process.
+func connectRequestFloodFrom(t *testing.T, from netip.Addr, pcs []*net.UDPConn, attackers string, perSec int, budget uint64, open string) {
 	l, ccfg, _ := attackListener(t, nil)
 	dial := func(ctx context.Context) error {
 		c, err := dialUDP(ctx, netip.AddrPortFrom(from, 0), addrOf(l), ccfg)
@@ -105,61 +129,79 @@ func connectRequestFlood(t *testing.T, from netip.Addr, open string) {
 		go c.Close()
 		return nil
 	}
-	pc := udpFrom(t, netip.MustParseAddr("127.0.0.10"))
 	var requests atomic.Int64
 	c := attack.Case{
-		Name:   "FSP CONNECT_REQUEST flood with valid cookies from 127.0.0.10, client at " + from.String(),
-		Budget: 32 << 20,
+		Name:   "FSP CONNECT_REQUEST flood with valid cookies from " + attackers + ", client at " + from.String(),
+		Budget: budget,
 		Dial:   dial,
 		Attack: func(ctx context.Context, b *attack.Bytes) {
-			kp, _ := fcrypto.NewKeyPair()
-			next := uint32(0x100000)
-			// Only INIT_CONNECT and its answers count for amplification:
-			// the cookie in CONNECT_REQUEST proves the address.
-			send := func(p []byte, counted bool) {
-				if _, err := pc.WriteTo(p, l.Addr()); err == nil && counted {
-					b.Sent(len(p))
-				}
+			var wg sync.WaitGroup
+			for i, pc := range pcs {
+				wg.Go(func() { floodCookies(ctx, pc, l.Addr(), uint32(0x100000+i<<20), perSec, b, &requests) })
 			}
-			init := func() {
-				p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: next}}
-				send(handshakePacket(nil, fcrypto.HandshakeKey(nil, next), &p, floodNonce), true)
-				next++
-			}
-			for range 32 {
-				init()
-			}
-			buf := make([]byte, maxHandshakeSize)
-			var pkt wire.Packet
-			for ctx.Err() == nil {
-				pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-				n, err := pc.Read(buf)
-				if err != nil {
-					for range 32 {
-						init()
-					}
-					continue
-				}
-				if n > 1 && wire.Opcode(buf[1]) != wire.AckConnectReq {
-					b.Recv(n)
-				}
-				if wire.Parse(buf[:n], &pkt) != nil || pkt.Opcode != wire.AckInitConnect || len(pkt.Payload) < fcrypto.CookieLen {
-					continue
-				}
-				alfid := pkt.Dst
-				req := wire.Packet{Header: wire.Header{Opcode: wire.ConnectRequest, Src: alfid},
-					HasParam: true, Param: wire.ConnectParam{Window: 64}, EphemeralKey: kp.Public[:]}
-				send(handshakePacket(nil, fcrypto.HandshakeKey(nil, alfid), &req,
-					append(append([]byte(nil), pkt.Payload[:fcrypto.CookieLen]...), floodNonce...)), false)
-				requests.Add(1)
-				init()
-			}
+			wg.Wait()
 		},
 		Check: func() (string, error) {
 			return fmt.Sprintf("%d valid CONNECT_REQUESTs, %d handshakes pending after", requests.Load(), l.Transport().PendingHandshakes()), nil
 		},
 	}
 	runAttack(t, c, open)
+}
+
+// floodCookies completes the cookie exchange from pc as fast as the
+// listener answers (or perSec times a second), with a fresh ALFID each
+// time, and never confirms.
+func floodCookies(ctx context.Context, pc *net.UDPConn, to net.Addr, next uint32, perSec int, b *attack.Bytes, requests *atomic.Int64) {
+	start := time.Now()
+	var sent int
+	kp, _ := fcrypto.NewKeyPair()
+	// Only INIT_CONNECT and its answers count for amplification:
+	// the cookie in CONNECT_REQUEST proves the address.
+	send := func(p []byte, counted bool) {
+		if _, err := pc.WriteTo(p, to); err == nil && counted {
+			b.Sent(len(p))
+		}
+	}
+	init := func() {
+		p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: next}}
+		send(handshakePacket(nil, fcrypto.HandshakeKey(nil, next), &p, floodNonce), true)
+		next++
+	}
+	burst := 32 // INIT_CONNECTs in flight
+	if perSec > 0 {
+		burst = 1
+	}
+	for range burst {
+		init()
+	}
+	buf := make([]byte, maxHandshakeSize)
+	var pkt wire.Packet
+	for ctx.Err() == nil {
+		pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		n, err := pc.Read(buf)
+		if err != nil {
+			for range burst {
+				init()
+			}
+			continue
+		}
+		if n > 1 && wire.Opcode(buf[1]) != wire.AckConnectReq {
+			b.Recv(n)
+		}
+		if wire.Parse(buf[:n], &pkt) != nil || pkt.Opcode != wire.AckInitConnect || len(pkt.Payload) < fcrypto.CookieLen {
+			continue
+		}
+		alfid := pkt.Dst
+		req := wire.Packet{Header: wire.Header{Opcode: wire.ConnectRequest, Src: alfid},
+			HasParam: true, Param: wire.ConnectParam{Window: 64}, EphemeralKey: kp.Public[:]}
+		send(handshakePacket(nil, fcrypto.HandshakeKey(nil, alfid), &req,
+			append(append([]byte(nil), pkt.Payload[:fcrypto.CookieLen]...), floodNonce...)), false)
+		requests.Add(1)
+		if sent++; perSec > 0 {
+			time.Sleep(time.Until(start.Add(time.Duration(sent) * time.Second / time.Duration(perSec))))
+		}
+		init()
+	}
 }
 
 // TestAttackUnknownALFID: 28-byte packets to ALFIDs nobody holds.
