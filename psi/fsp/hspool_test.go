@@ -119,3 +119,71 @@ func TestHandshakePoolFair(t *testing.T) {
 		t.Fatalf("the quiet prefix's job ran %dth of %d", i+1, len(order))
 	}
 }
+
+// TestHandshakeOffReadLoop: with every handshake token held, so no key
+// exchange can run, the socket's read loop still serves an established
+// connection, and a new dial waits in the queue (its client
+// retransmitting) until a worker is free, then completes.
+func TestHandshakeOffReadLoop(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	p := &l.t.hs
+	n := runtime.GOMAXPROCS(0)
+	for range n {
+		p.acquire()
+	}
+	held := true
+	defer func() {
+		if held {
+			for range n {
+				p.release()
+			}
+		}
+	}()
+	type dialed struct {
+		c   *Conn
+		err error
+	}
+	dc := make(chan dialed, 1)
+	go func() {
+		d, err := Dial(ctx, addrOf(l), ccfg)
+		dc <- dialed{d, err}
+	}()
+	for i := range 5 {
+		msg := []byte{byte(i)}
+		if err := c.SendMessage(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != string(msg) {
+			t.Fatalf("established connection while handshakes wait: %q, %v", m, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.queued() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the dial's handshake was never queued")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case d := <-dc:
+		t.Fatalf("dial completed with no handshake worker: %v", d.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	for range n {
+		p.release()
+	}
+	held = false
+	d := <-dc
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	defer d.c.Close()
+	a, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+}
