@@ -298,8 +298,10 @@
 // a stateless cookie; a CONNECT_REQUEST with a valid cookie costs a key
 // exchange and a signature, at most Config.MaxHandshakeRate a second per
 // /24 (IPv4) or /48 (IPv6) prefix, run by at most GOMAXPROCS handshake
-// workers off the socket's read loop (a request finding their queue of
-// 1,024 full is dropped and retransmitted), and one pending connection until the
+// workers off the socket's read loop, from a queue of 1,024 shared fairly
+// between prefixes (a request finding it full is dropped, and
+// retransmitted, unless another prefix holds more of it: then that
+// prefix's newest request goes), and one pending connection until the
 // client's first protected packet, within Config.MaxPendingPerAddress,
 // MaxPendingPerPrefix and MaxPending. Past a quota the oldest entry of
 // the same address, prefix or (table full) largest prefix is dropped if
