@@ -59,3 +59,24 @@ func TestAcceptQueueBurst(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestAcceptQueueNeverDrained: a queue that always holds a few
+// connections while Accept keeps pace does not grow its array by every
+// connection ever queued.
+func TestAcceptQueueNeverDrained(t *testing.T) {
+	var a acceptQueue
+	a.ready = make(chan struct{}, 1)
+	c := new(Conn)
+	for range 3 {
+		a.push(c)
+	}
+	for range 100000 {
+		a.push(c)
+		if a.pop() != c {
+			t.Fatal("pop returned another connection")
+		}
+	}
+	if a.len() != 3 || cap(a.q) > 256 {
+		t.Fatalf("%d queued in an array of %d", a.len(), cap(a.q))
+	}
+}

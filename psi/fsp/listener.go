@@ -104,9 +104,17 @@ func (a *acceptQueue) pop() *Conn {
 	c := a.q[a.head]
 	a.q[a.head] = nil
 	a.head++
-	if a.head == len(a.q) {
+	switch {
+	case a.head == len(a.q):
 		a.q, a.head = a.q[:0], 0
-	} else {
+	case a.head >= 64 && 2*a.head >= len(a.q):
+		// A queue that never drains (arrivals keep pace with Accept)
+		// would otherwise grow its array by every connection ever queued.
+		n := copy(a.q, a.q[a.head:])
+		clear(a.q[n:])
+		a.q, a.head = a.q[:n], 0
+	}
+	if a.head < len(a.q) {
 		signal(a.ready) // for another Accept
 	}
 	return c
