@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -26,8 +27,8 @@ import (
 // the stream is no longer HTTP: what follows is one last message that
 // ends with the stream.
 //
-// The reader bounds a head, and a chunk-size or trailer section, by
-// MaxHeaderBytes (zero means 1 MiB); it refuses obsolete line folding,
+// The reader bounds a head, each chunk-size line, a trailer section and
+// the empty lines before a request by MaxHeaderBytes (zero means 1 MiB); it refuses obsolete line folding,
 // bare LF, a message with both Transfer-Encoding and Content-Length, and
 // conflicting Content-Length values, with errors wrapping
 // post.ErrMalformed. Errors from the stream other than io.EOF leave the
@@ -162,7 +163,8 @@ type httpReader struct {
 	pend     []byte // bytes of the message parsed and not yet delivered
 	acc      []byte // a head or line being read
 	remain   int64
-	section  int  // bytes of chunk lines and trailers so far
+	section  int  // bytes of the last chunk line and trailers so far
+	blank    int  // bytes of empty lines skipped before a request line
 	switched bool // the stream is no longer HTTP
 	err      error
 }
@@ -269,9 +271,12 @@ func (h *httpReader) readHead() error {
 			if b[1] != '\n' {
 				return malformed("CR not followed by LF")
 			}
+			if h.blank += 2; h.blank > h.maxHead {
+				return malformed("over %d bytes of empty lines", h.maxHead)
+			}
 			h.r.Discard(2)
 		}
-		h.open = true
+		h.open, h.blank = true, 0
 	}
 	for {
 		start := len(h.acc)
@@ -296,6 +301,11 @@ func (h *httpReader) readLineInto(limit int) ([]byte, error) {
 	for {
 		from := len(h.acc)
 		b, err := h.r.ReadSlice('\n')
+		if cap(h.acc)-len(h.acc) < len(b) {
+			// Double, up to the limit: append's gentler growth of large
+			// slices would allocate five times a long head.
+			h.acc = slices.Grow(h.acc, max(len(b), min(len(h.acc), limit)))
+		}
 		h.acc = append(h.acc, b...)
 		if len(h.acc) > limit {
 			return nil, malformed("head over %d bytes", limit)
@@ -317,8 +327,9 @@ func (h *httpReader) readLineInto(limit int) ([]byte, error) {
 
 // parseHead checks a head and sets the state for its body.
 func (h *httpReader) parseHead(head []byte) error {
-	lines := bytes.Split(head[:len(head)-4], crlf)
-	start := lines[0]
+	// Lines are taken one at a time: a head of tiny fields must not
+	// cost a slice header per field on top of its bytes.
+	start, fields, _ := bytes.Cut(head[:len(head)-4], crlf)
 	var request bool
 	var status int
 	var method string
@@ -346,7 +357,9 @@ func (h *httpReader) parseHead(head []byte) error {
 	}
 	length := int64(-1)
 	var te [][]byte
-	for _, l := range lines[1:] {
+	for len(fields) > 0 {
+		var l []byte
+		l, fields, _ = bytes.Cut(fields, crlf)
 		name, value, ok := bytes.Cut(l, []byte(":"))
 		if !ok || !isToken(name) {
 			return malformed("bad field line %q", l[:min(len(l), 64)])
@@ -454,12 +467,16 @@ func (h *httpReader) readBody(p []byte) (int, bool, error) {
 	return n, false, nil
 }
 
+// readChunkSize reads a chunk-size line, bounded by the head's size. The
+// lines of a body's chunks are not added up: a stream of small chunks is
+// a long body, not a long head. The last chunk's line counts towards the
+// trailer section's bound.
 func (h *httpReader) readChunkSize() error {
-	line, err := h.readLine(h.maxHead - h.section)
+	line, err := h.readLine(h.maxHead)
 	if err != nil {
 		return err
 	}
-	h.section += len(line)
+	h.section = len(line)
 	size, _, _ := bytes.Cut(line[:len(line)-2], []byte(";"))
 	size = bytes.TrimRight(size, " \t")
 	if len(size) == 0 || len(size) > 15 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -206,5 +207,75 @@ func TestHTTPRetry(t *testing.T) {
 	}
 	if string(got) != in {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// TestHTTPExhaustion: what a hostile peer sends to make the reader hold
+// memory or spin. Each case either is refused with ErrMalformed within
+// the head bound or is read through with bounded memory.
+func TestHTTPExhaustion(t *testing.T) {
+	const limit = 64 << 10
+	h := framer.HTTP{MaxHeaderBytes: limit}
+	chunked := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for name, in := range map[string]string{
+		"blank lines forever":  strings.Repeat("\r\n", limit),
+		"chunk-size line":      chunked + strings.Repeat("0", 2*limit) + "1\r\nx\r\n0\r\n\r\n",
+		"chunk extension":      chunked + "1;" + strings.Repeat("a", 2*limit) + "\r\nx\r\n0\r\n\r\n",
+		"trailer flood":        chunked + "0\r\n" + strings.Repeat("T: v\r\n", limit/4) + "\r\n",
+		"field line unbounded": "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", 2*limit),
+	} {
+		_, err := readHTTP(h.NewReader(strings.NewReader(in), 0), 4096)
+		if !errors.Is(err, post.ErrMalformed) {
+			t.Errorf("%s: err = %v, want ErrMalformed", name, err)
+		}
+	}
+
+	// A stream of small chunks longer than the head bound is a body, not
+	// a head: it is read to its end (a server's event stream runs for
+	// hours in chunks of a few bytes).
+	var b strings.Builder
+	b.WriteString(chunked)
+	for range limit {
+		b.WriteString("1\r\nx\r\n")
+	}
+	b.WriteString("0\r\n\r\n")
+	msgs, err := readHTTP(h.NewReader(strings.NewReader(b.String()), 0), 4096)
+	if err != nil || len(msgs) != 1 {
+		t.Errorf("%d chunks of one byte: %d messages, %v", limit, len(msgs), err)
+	}
+
+	// A head of the most fields that fit: memory about the head's size,
+	// not a slice header per field on top.
+	head := "GET / HTTP/1.1\r\n" + strings.Repeat("a:\r\n", (1<<20-64)/4) + "\r\n"
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := framer.HTTP{}.NewReader(strings.NewReader(head), 0)
+	buf := make([]byte, 64<<10)
+	var got int
+	for {
+		n, end, err := r.ReadMessage(buf)
+		if got += n; err != nil || end {
+			if err != nil || got != len(head) {
+				t.Fatalf("a head of %d fields: %d bytes of %d, %v", (1<<20-64)/4, got, len(head), err)
+			}
+			break
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// The reader's buffer and its accumulation of the head.
+	if got := after.TotalAlloc - before.TotalAlloc; got > 4*uint64(len(head)) {
+		t.Errorf("a %d-byte head of %d fields allocated %d bytes", len(head), (1<<20-64)/4, got)
+	}
+
+	// 1xx responses are messages of their own: each is delivered, none
+	// is held.
+	b.Reset()
+	for range 10000 {
+		b.WriteString("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+	}
+	msgs, err = readHTTP(h.NewReader(strings.NewReader(b.String()), 0), 4096)
+	if err != nil || len(msgs) != 10000 {
+		t.Errorf("10,000 1xx: %d messages, %v", len(msgs), err)
 	}
 }
