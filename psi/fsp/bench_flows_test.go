@@ -1,3 +1,5 @@
+//go:build unix
+
 package fsp
 
 import (
@@ -7,22 +9,27 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
-
-// bulkFlows is how many parallel flows BenchmarkFourFlows runs to one
-// server.
-const bulkFlows = 4
 
 // BenchmarkFourFlows runs four bulk flows, each from its own client
 // socket, to one server socket on loopback and reports their aggregate
 // throughput (MB/s counts the bytes of all four): FSP to one Listener,
 // quic-go (one stream per connection) to one quic.Listener, and TLS over
-// TCP to one listener.
+// TCP to one listener. BenchmarkOneFlow is the same with one flow. Both
+// report the process's CPU time per message (cpu-ns/op, both ends,
+// steadier than MB/s on a shared machine) and CPU time over wall time
+// (cpu/wall: how many cores were busy).
 //
-//	go test -run '^$' -bench FourFlows -benchtime 2s ./psi/fsp
-func BenchmarkFourFlows(b *testing.B) {
+//	go test -run '^$' -bench 'OneFlow|FourFlows' -benchtime 2s ./psi/fsp
+func BenchmarkFourFlows(b *testing.B) { benchFlows(b, 4) }
+
+// BenchmarkOneFlow is BenchmarkFourFlows with one flow.
+func BenchmarkOneFlow(b *testing.B) { benchFlows(b, 1) }
+
+func benchFlows(b *testing.B, bulkFlows int) {
 	b.Run("fsp", func(b *testing.B) {
 		scfg, ccfg := pair(b)
 		l := listen(b, scfg)
@@ -32,7 +39,7 @@ func BenchmarkFourFlows(b *testing.B) {
 			c, s := connect(b, l, ccfg)
 			cs, ss = append(cs, c), append(ss, s)
 		}
-		runFlows(b, func(i, n int) error {
+		runFlows(b, bulkFlows, func(i, n int) error {
 			msg := randBytes(bulkMessage)
 			for range n {
 				if err := cs[i].SendMessage(ctx, msg); err != nil {
@@ -95,7 +102,7 @@ func BenchmarkFourFlows(b *testing.B) {
 			}
 			sends, recvs = append(sends, st), append(recvs, rs)
 		}
-		runFlows(b, func(i, n int) error {
+		runFlows(b, bulkFlows, func(i, n int) error {
 			msg := randBytes(bulkMessage)
 			for range n {
 				if _, err := sends[i].Write(msg); err != nil {
@@ -138,7 +145,7 @@ func BenchmarkFourFlows(b *testing.B) {
 			defer s.Close()
 			cs, ss = append(cs, c), append(ss, s)
 		}
-		runFlows(b, func(i, n int) error {
+		runFlows(b, bulkFlows, func(i, n int) error {
 			msg := randBytes(bulkMessage)
 			for range n {
 				if _, err := cs[i].Write(msg); err != nil {
@@ -155,8 +162,9 @@ func BenchmarkFourFlows(b *testing.B) {
 
 // runFlows splits b.N messages over bulkFlows senders and receivers
 // running at once and waits for all of them.
-func runFlows(b *testing.B, send, recv func(i, n int) error) {
+func runFlows(b *testing.B, bulkFlows int, send, recv func(i, n int) error) {
 	b.SetBytes(bulkMessage)
+	cpu0, wall0 := cpuTime(), time.Now()
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*bulkFlows)
@@ -171,6 +179,9 @@ func runFlows(b *testing.B, send, recv func(i, n int) error) {
 	}
 	wg.Wait()
 	b.StopTimer()
+	cpu, wall := cpuTime()-cpu0, time.Since(wall0)
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu/wall")
 	close(errs)
 	for err := range errs {
 		if err != nil && err != context.Canceled {

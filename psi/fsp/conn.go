@@ -241,6 +241,8 @@ type Conn struct {
 	resps  []uint64  // PATH_RESPONSEs owed, oldest first
 	pmtu   pmtud     // path MTU discovery on the active path (pmtud.go)
 	frags  dataFrags // data sequence numbers arriving in fragments (conn_frag.go)
+
+	loop loopState // the connection loop's own (conn_loop.go)
 }
 
 // Stats are counters of one connection.

@@ -1,7 +1,9 @@
 package fsp
 
 import (
+	"runtime"
 	"sync"
+	"time"
 
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
@@ -30,37 +32,105 @@ const loopIdleCap = 32
 type inQueue struct {
 	mu      sync.Mutex
 	pkts    []inPacket
-	spare   []inPacket // the loop's batch, swapped with pkts
-	limit   int        // the most packets queued; more are dropped
-	running bool       // a goroutine runs the loop
-	timer   bool       // the timer fired and the loop has not run it yet
-	dropped uint64     // packets dropped because the queue was full
+	spare   []inPacket    // the loop's batch, swapped with pkts
+	limit   int           // the most packets queued; more are dropped
+	running bool          // a goroutine runs the loop
+	timer   bool          // the timer fired and the loop has not run it yet
+	dropped uint64        // packets dropped because the queue was full
+	room    chan struct{} // signalled when the loop takes a batch (made when first full)
+}
 
-	// The loop's own, used only by the goroutine running it.
+// loopState is the loop's own, used only by the goroutine running it;
+// kept apart from inQueue, which the socket reader writes.
+type loopState struct {
 	dirty []*Conn // connections with something to send after a batch
 }
 
-// enqueue queues a datagram for c's loop, starting the loop if it is not
-// running. It takes ownership of buf. A full queue drops the datagram.
-func (c *Conn) enqueue(buf *[]byte, n int, from *peerAddr) {
+// routed is a datagram the socket reader routed to c.
+type routed struct {
+	c  *Conn
+	in inPacket
+}
+
+// rxBatch collects one read batch's datagrams, so that each connection's
+// queue is locked once per batch rather than once per datagram. The
+// socket reader's own.
+type rxBatch struct {
+	last    *Conn // the connection of the batch's last datagram
+	lastDst uint32
+	pend    []routed
+}
+
+// dispatch queues the collected datagrams, each run for one connection
+// at once. If a queue is filling up, the reader yields so that the
+// connection's loop gets to run before it must drop.
+func (rb *rxBatch) dispatch() {
+	busy := false
+	for i := 0; i < len(rb.pend); {
+		j := i + 1
+		for j < len(rb.pend) && rb.pend[j].c == rb.pend[i].c {
+			j++
+		}
+		busy = rb.pend[i].c.enqueue(rb.pend[i:j]) || busy
+		i = j
+	}
+	clear(rb.pend)
+	rb.pend, rb.last = rb.pend[:0], nil
+	if busy {
+		runtime.Gosched()
+	}
+}
+
+// queueWait is the longest the socket reader waits for room in a full
+// connection queue before dropping: a loop that lost its core for a
+// moment then leaves the datagrams in the socket buffer, as the old
+// single read loop did, instead of dropping a window's worth at once.
+const queueWait = 2 * time.Millisecond
+
+// enqueue queues datagrams for c's loop, starting the loop if it is not
+// running, and reports whether the queue is over half full. It takes
+// ownership of the buffers. If the queue is full it waits up to
+// queueWait for room, then drops.
+func (c *Conn) enqueue(rs []routed) bool {
 	q := &c.inq
 	q.mu.Lock()
 	if q.limit == 0 {
 		q.limit = c.cfg.recvPackets() + maxBatch
 	}
-	if len(q.pkts) >= q.limit {
+	waited := false
+	for i := 0; i < len(rs); i++ {
+		if len(q.pkts) < q.limit {
+			q.pkts = append(q.pkts, rs[i].in)
+			continue
+		}
+		if !waited && q.running {
+			waited = true
+			if q.room == nil {
+				q.room = make(chan struct{}, 1)
+			}
+			room := q.room
+			q.mu.Unlock()
+			t := time.NewTimer(queueWait)
+			select {
+			case <-room:
+			case <-t.C:
+			}
+			t.Stop()
+			q.mu.Lock()
+			i-- // try again
+			continue
+		}
 		q.dropped++
-		q.mu.Unlock()
-		putBuf(buf)
-		return
+		putBuf(rs[i].in.buf)
 	}
-	q.pkts = append(q.pkts, inPacket{buf: buf, n: n, from: *from})
-	start := !q.running
-	q.running = true
+	busy := len(q.pkts) > q.limit/2
+	start := !q.running && len(q.pkts) > 0
+	q.running = q.running || start
 	q.mu.Unlock()
 	if start {
 		go c.run()
 	}
+	return busy
 }
 
 // timerFired is the connection timer's callback: the loop runs the timer
@@ -94,6 +164,9 @@ func (c *Conn) run() {
 		q.pkts = spare[:0]
 		timer := q.timer
 		q.timer = false
+		if q.room != nil {
+			signal(q.room)
+		}
 		if len(batch) == 0 && !timer {
 			// Idle: keep small queues for next time, and no goroutine.
 			if cap(q.pkts) > loopIdleCap {
@@ -110,25 +183,35 @@ func (c *Conn) run() {
 		for i := range batch {
 			in := &batch[i]
 			if wire.Parse((*in.buf)[:in.n], &pkt) == nil {
-				if fc := c.handlePacket(in, &pkt); fc != nil && !containsConn(q.dirty, fc) {
-					q.dirty = append(q.dirty, fc)
+				if fc := c.handlePacket(in, &pkt); fc != nil && !containsConn(c.loop.dirty, fc) {
+					c.loop.dirty = append(c.loop.dirty, fc)
 				}
 			}
 			if in.buf != nil {
 				putBuf(in.buf)
 			}
 			batch[i] = inPacket{}
+			if (i+1)%maxBatch == 0 {
+				// A long queue: acknowledge as it is worked through,
+				// not only at its end.
+				c.loop.flushDirty()
+			}
 		}
 		if timer {
 			c.onTimer()
 		}
-		for i, fc := range q.dirty {
-			fc.flush()
-			q.dirty[i] = nil
-		}
-		q.dirty = q.dirty[:0]
+		c.loop.flushDirty()
 		spare = batch
 	}
+}
+
+// flushDirty lets the connections that got packets send what they owe.
+func (l *loopState) flushDirty() {
+	for i, fc := range l.dirty {
+		fc.flush()
+		l.dirty[i] = nil
+	}
+	l.dirty = l.dirty[:0]
 }
 
 func containsConn(cs []*Conn, c *Conn) bool {

@@ -313,6 +313,7 @@ func (t *Transport) readBatches() {
 	var (
 		pkt  wire.Packet
 		from peerAddr
+		rb   rxBatch
 	)
 	for {
 		k, err := t.sio.LendBatch(pkts)
@@ -337,8 +338,9 @@ func (t *Transport) readBatches() {
 		}
 		for i := range k {
 			from = peerAddr{ap: pkts[i].Addr, dst: pkts[i].Dst}
-			t.handle(pkts[i].Buf[:pkts[i].N], &from, &pkt)
+			t.route(pkts[i].Buf[:pkts[i].N], &from, &pkt, &rb)
 		}
+		rb.dispatch()
 		pkt = wire.Packet{} // keep no lent datagram alive while idle
 		if t.icmpPending.Load() {
 			t.icmpErrors(nil)
@@ -392,6 +394,12 @@ func (t *Transport) icmpErrors(err error) {
 // requests to the listener, the rest by destination ALFID to their
 // connection's queue. It only parses the clear header.
 func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
+	t.route(b, from, pkt, nil)
+}
+
+// route is handle that, given a batch, collects the datagrams for
+// connections there instead of queueing each at once.
+func (t *Transport) route(b []byte, from *peerAddr, pkt *wire.Packet, rb *rxBatch) {
 	if len(b) == 0 || b[0]&0xc0 != 0 || !wire.IsFSP(b) {
 		t.queueForeign(b, from)
 		return
@@ -403,9 +411,14 @@ func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
 		t.handleListener(b, from, pkt)
 		return
 	}
-	t.mu.Lock()
-	c := t.conns[pkt.Dst]
-	t.mu.Unlock()
+	var c *Conn
+	if rb != nil && rb.last != nil && rb.lastDst == pkt.Dst {
+		c = rb.last // within a batch, as good as the map
+	} else {
+		t.mu.Lock()
+		c = t.conns[pkt.Dst]
+		t.mu.Unlock()
+	}
 	if c == nil {
 		if pkt.Opcode != wire.Reset && pkt.Opcode != wire.KeepAlive && pkt.Opcode != wire.AckInitConnect {
 			t.sendReset(from, pkt.Src, pkt.Dst, len(b))
@@ -420,7 +433,13 @@ func (t *Transport) handle(b []byte, from *peerAddr, pkt *wire.Packet) {
 	}
 	*buf = (*buf)[:cap(*buf)]
 	copy(*buf, b)
-	c.enqueue(buf, len(b), from)
+	in := inPacket{buf: buf, n: len(b), from: *from}
+	if rb == nil {
+		c.enqueue([]routed{{c, in}})
+		return
+	}
+	rb.last, rb.lastDst = c, pkt.Dst
+	rb.pend = append(rb.pend, routed{c, in})
 }
 
 func (t *Transport) queueForeign(b []byte, from *peerAddr) {
