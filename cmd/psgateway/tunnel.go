@@ -2,12 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -113,17 +112,22 @@ func (f flushWriter) Write(p []byte) (int, error) {
 
 // backConnect connects a CONNECT from the front to its target over TCP,
 // if allowed says so, and splices the fork to it.
-func backConnect(allowed func(target string) bool, log *slog.Logger) http.Handler {
+func backConnect(policy *connectPolicy, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		target := r.Host
-		if !allowed(target) {
+		if !policy.allows(target) {
 			log.Debug("CONNECT refused", "target", target, "client", r.RemoteAddr)
 			http.Error(w, "CONNECT to this target is not allowed", http.StatusForbidden)
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", target)
+		c, err := policy.dialer(target).DialContext(ctx, "tcp", target)
 		cancel()
+		if errors.Is(err, errConnectAddr) {
+			log.Debug("CONNECT refused", "target", target, "client", r.RemoteAddr, "err", err)
+			http.Error(w, "CONNECT to this target is not allowed", http.StatusForbidden)
+			return
+		}
 		if err != nil {
 			log.Warn("CONNECT target unreachable", "target", target, "err", err)
 			http.Error(w, "cannot reach the target", http.StatusBadGateway)
@@ -144,23 +148,6 @@ func backConnect(allowed func(target string) bool, log *slog.Logger) http.Handle
 			log.Debug("connect tunnel ended", "target", target, "err", err)
 		}
 	})
-}
-
-// connectAllowed parses -connect: comma-separated host:port targets, or
-// "*" for any. Empty allows none.
-func connectAllowed(list string) func(string) bool {
-	set := map[string]bool{}
-	for t := range strings.SplitSeq(list, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			set[strings.ToLower(t)] = true
-		}
-	}
-	return func(target string) bool {
-		if _, _, err := net.SplitHostPort(target); err != nil {
-			return false
-		}
-		return set["*"] || set[strings.ToLower(target)]
-	}
 }
 
 // splice copies aR to bW and bR to aW. A direction that reaches its end
