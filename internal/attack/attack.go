@@ -145,6 +145,9 @@ func (b *Bytes) Sent(n int) {
 	}
 }
 
+// Totals returns the bytes sent and received so far.
+func (b *Bytes) Totals() (sent, recv int64) { return b.sent.Load(), b.recv.Load() }
+
 // Recv records one reply of n bytes received.
 func (b *Bytes) Recv(n int) {
 	b.recv.Add(int64(n))

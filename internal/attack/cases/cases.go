@@ -24,4 +24,6 @@ var All = []Row{
 	{Name: "FSP observer with a faster path", Run: FSPObserver},
 	{Name: "Rendezvous fill", Run: RendezvousFill},
 	{Name: "Rendezvous slow-body clients", Run: RendezvousSlowBody},
+	{Name: "QUIC junk datagrams, events on", Run: QUICJunk},
+	{Name: "FSP junk datagrams", Run: FSPJunk},
 }

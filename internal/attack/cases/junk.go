@@ -1,0 +1,178 @@
+package cases
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/internal/attack"
+	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/quic"
+)
+
+// longJunk makes datagrams of 1,200 bytes that look like QUIC
+// long-header Initials of version 1 (to be decrypted, and fail) or of an
+// unknown version (which ask for Version Negotiation).
+func longJunk(r *rand.Rand) []byte {
+	p := randBytes(r, 1200)
+	p[0] = 0xc0 | p[0]&0x0f
+	v := uint32(1)
+	if r.IntN(2) == 0 {
+		v = 0x1a2a3a4a
+	}
+	binary.BigEndian.PutUint32(p[1:], v)
+	p[5] = byte(8 + r.IntN(13)) // DCID length
+	return p
+}
+
+// shortJunk makes datagrams of 1 to 1,400 random bytes: half of them
+// with a QUIC short header (to a connection nobody has), and none of
+// 1,200 bytes or more with a long header (which QUIC may answer, with
+// Version Negotiation).
+func shortJunk(r *rand.Rand) []byte {
+	p := randBytes(r, 1+r.IntN(1400))
+	if r.IntN(2) == 0 || len(p) >= 1200 {
+		p[0] = 0x40 | p[0]&0x3f
+	}
+	return p
+}
+
+func randBytes(r *rand.Rand, n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(r.Uint32())
+	}
+	return p
+}
+
+// junkFlood sends junk from two sockets at 127.0.0.2 as fast as they
+// can: long headers of 1,200 bytes from one, counted in b, and short
+// junk from the other, counted in short. A listener may answer the first
+// (Version Negotiation, no larger than the packet) and should answer
+// nothing of the second.
+func junkFlood(ctx context.Context, to netip.AddrPort, b, short *attack.Bytes) {
+	var wg sync.WaitGroup
+	for i, kind := range []func(*rand.Rand) []byte{longJunk, shortJunk} {
+		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: attackerAddr.AsSlice()})
+		if err != nil {
+			return
+		}
+		bytes := b
+		if i == 1 {
+			bytes = short
+		}
+		wg.Go(func() {
+			defer pc.Close()
+			r := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+			attack.UDPFlood(ctx, pc, to, 0, func() []byte { return kind(r) }, nil, bytes)
+		})
+	}
+	wg.Wait()
+}
+
+// junkCheck fails if any short junk got an answer.
+func junkCheck(short *attack.Bytes) (string, error) {
+	if sent, recv := short.Totals(); recv > 0 {
+		return "", fmt.Errorf("%d bytes back for %d bytes of short junk", recv, sent)
+	}
+	return "no answer to short junk", nil
+}
+
+// goroutinesBack waits up to 5 s, once the listener is closed, for the
+// goroutines to fall back to what they were before it was made (within
+// 4), and records the figures in r.
+func goroutinesBack(r *attack.Result, before int) {
+	deadline := time.Now().Add(5 * time.Second)
+	n := runtime.NumGoroutine()
+	for n > before+4 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		n = runtime.NumGoroutine()
+	}
+	r.Note += fmt.Sprintf("; goroutines %d before the listener, %d after it closed", before, n)
+	if n > before+4 && r.CheckErr == nil {
+		r.CheckErr = fmt.Errorf("%d goroutines after the listener closed, %d before it", n, before)
+	}
+}
+
+// QUICJunk floods a QUIC listener that reports connection events (its
+// qlog hooks on) with junk datagrams while a client dials.
+func QUICJunk(o attack.Options) (*attack.Result, error) {
+	before := runtime.NumGoroutine()
+	ctx := context.Background()
+	scfg := &psi.Config{Events: true, Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
+	st := &quic.Stack{}
+	ln, err := st.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			t, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			go t.Close()
+		}
+	}()
+	ccfg := &psi.Config{Events: true, Security: psi.Security{InsecureSkipVerify: true}}
+	var short attack.Bytes
+	c := attack.Case{
+		Name:   "QUIC junk datagrams, events on",
+		Budget: 32 << 20,
+		Dial: func(ctx context.Context) error {
+			t, err := st.Dial(ctx, ln.Addr(), ccfg)
+			if err != nil {
+				return err
+			}
+			go t.Close()
+			return nil
+		},
+		Attack: func(ctx context.Context, b *attack.Bytes) { junkFlood(ctx, ln.Addr(), b, &short) },
+		Check:  func() (string, error) { return junkCheck(&short) },
+	}
+	r := attack.Run(c, o)
+	ln.Close()
+	goroutinesBack(r, before)
+	return r, nil
+}
+
+// FSPJunk floods an FSP listener (sockio's shared pools) with the same
+// junk.
+func FSPJunk(o attack.Options) (*attack.Result, error) {
+	before := runtime.NumGoroutine()
+	l, ccfg, err := fspListener()
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			go c.Close()
+		}
+	}()
+	var short attack.Bytes
+	c := attack.Case{
+		Name:   "FSP junk datagrams",
+		Budget: 32 << 20,
+		Dial:   fspDial(l, ccfg),
+		Attack: func(ctx context.Context, b *attack.Bytes) { junkFlood(ctx, fspAddr(l), b, &short) },
+		Check:  func() (string, error) { return junkCheck(&short) },
+	}
+	r := attack.Run(c, o)
+	l.Close()
+	goroutinesBack(r, before)
+	return r, nil
+}
