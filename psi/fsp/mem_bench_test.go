@@ -44,11 +44,16 @@ func heapInUse() uint64 {
 
 // BenchmarkIdleConnMemory reports the heap one idle connection end holds
 // ("bytes/conn"), for FSP and quic-go on three paths: "dial", a socket per
-// connection (fsp.Dial, quic.DialAddr); "shared", every connection dialled
-// over one Transport; and "listener", the accepted ends on one listener.
+// connection (fsp.Dial, quic.DialAddr; for FSP also "stack", Stack.Dial as
+// carrier.DefaultStacks dials, a transient over a socket of its own);
+// "shared", every connection dialled over one Transport; and "listener",
+// the accepted ends on one listener.
 func BenchmarkIdleConnMemory(b *testing.B) {
 	for _, stack := range []string{"fsp", "quic"} {
-		for _, path := range []string{"dial", "shared", "listener"} {
+		for _, path := range []string{"dial", "stack", "shared", "listener"} {
+			if path == "stack" && stack != "fsp" {
+				continue
+			}
 			b.Run(stack+"-"+path, func(b *testing.B) {
 				for range b.N {
 					b.ReportMetric(idleConnHeap(b, stack, path), "bytes/conn")
@@ -185,6 +190,11 @@ func memDialer(b *testing.B, p *testcert.Pair, stack, path, addr string) (func()
 	switch stack {
 	case "fsp":
 		cfg := memClientConfig(p)
+		if path == "stack" {
+			st := &Stack{}
+			pcfg := &psi.Config{Security: cfg.Security, KeepAlive: -1}
+			return func() (io.Closer, error) { return st.Dial(ctx, ap, pcfg) }, func() {}
+		}
 		if shared == nil {
 			return func() (io.Closer, error) { return Dial(ctx, ap, cfg) }, func() {}
 		}
