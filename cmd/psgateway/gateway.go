@@ -66,6 +66,7 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 	srv := &http.Server{
 		Handler:           accessLog(log, withConnect(proxy, frontConnect(tr, o, log))),
 		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute, // without it a keep-alive connection idles forever
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
 	}
@@ -76,6 +77,7 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	ln = limitPerAddr(ln, o.connsPerAddr)
 	g := &gateway{addr: ln.Addr().String(), done: make(chan error, 1)}
 	tlsOn := o.tlsCert != "" || o.tlsKey != ""
 	go func() {
