@@ -43,8 +43,14 @@ import (
 // The listener answers nobody until all n messages arrived, so all n
 // connections are open at once when it measures its heap.
 
-// scaleTransports is how many client sockets the n clients share.
-const scaleTransports = 50
+// scaleTransports is how many client sockets the n clients share:
+// FSP_SCALE_SOCKETS, or 50.
+func scaleTransports() int {
+	if n, err := strconv.Atoi(os.Getenv("FSP_SCALE_SOCKETS")); err == nil && n > 0 {
+		return n
+	}
+	return 50
+}
 
 // scaleServerConfig lifts the listener's per-source quotas: every client
 // comes from 127.0.0.1, where the defaults (25 handshakes a second and a
@@ -381,7 +387,7 @@ func runScaleClients(ctx context.Context, n int, dial scaleDialer) (int, error) 
 
 // fspScaleClients dials over scaleTransports shared client sockets.
 func fspScaleClients(tb testing.TB, addr netip.AddrPort, cfg *Config) (scaleDialer, func()) {
-	trs := make([]*Transport, scaleTransports)
+	trs := make([]*Transport, scaleTransports())
 	for i := range trs {
 		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -413,7 +419,7 @@ func fspScaleClients(tb testing.TB, addr netip.AddrPort, cfg *Config) (scaleDial
 }
 
 func quicScaleClients(tb testing.TB, addr netip.AddrPort, ctls *tls.Config) (scaleDialer, func()) {
-	trs := make([]*quic.Transport, scaleTransports)
+	trs := make([]*quic.Transport, scaleTransports())
 	for i := range trs {
 		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
