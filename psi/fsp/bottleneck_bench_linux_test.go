@@ -78,6 +78,7 @@ func (n *bottleneck) loss(b *testing.B, percent int) {
 type flow struct {
 	got  atomic.Int64
 	send func(ctx context.Context) error
+	note string // FSP: the senders' loss counters, when send returns
 }
 
 // measure runs the flows together for d and returns each one's goodput in
@@ -250,6 +251,15 @@ func (n *bottleneck) fspFlow(b *testing.B, clones int) *flow {
 			})
 		}
 		wg.Wait()
+		var st Stats
+		for _, s := range senders {
+			x := s.Stats()
+			st.PacketsSent += x.PacketsSent
+			st.PacketsLost += x.PacketsLost
+			st.Retransmissions += x.Retransmissions
+			st.Probes += x.Probes
+		}
+		f.note = fmt.Sprintf("fsp: %d packets sent, %d lost, %d retransmitted, %d probes", st.PacketsSent, st.PacketsLost, st.Retransmissions, st.Probes)
 		close(errs)
 		return <-errs
 	}
@@ -321,7 +331,9 @@ func BenchmarkFairness(b *testing.B) {
 		b.Run(m.name, func(b *testing.B) {
 			n := newBottleneck(b)
 			for range b.N {
-				r := measure(b, bnFair, n.fspFlow(b, m.clones), n.tcpFlow(b))
+				ff := n.fspFlow(b, m.clones)
+				r := measure(b, bnFair, ff, n.tcpFlow(b))
+				b.Log(ff.note)
 				b.ReportMetric(r[0], "fsp-Mbit/s")
 				b.ReportMetric(r[1], "tcp-Mbit/s")
 				b.ReportMetric(100*r[0]/(r[0]+r[1]), "fsp-%")
@@ -346,7 +358,11 @@ func BenchmarkGoodputLoss(b *testing.B) {
 						if stack == "quic" {
 							f = func(b *testing.B, _ int) *flow { return n.quicFlow(b) }
 						}
-						r := measure(b, bnGoodput, f(b, 0))
+						fl := f(b, 0)
+						r := measure(b, bnGoodput, fl)
+						if fl.note != "" {
+							b.Log(fl.note)
+						}
 						got[stack] = r[0]
 						b.ReportMetric(r[0], "Mbit/s")
 					}

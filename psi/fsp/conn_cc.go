@@ -44,6 +44,7 @@ type ccPath struct {
 	inFlight int               // bytes in flight, every member's
 	pn       uint64            // the controller's packet numbers, session-wide
 	members  []*ccShare
+	turn     int // the member kickBlocked wakes first
 	// ackedSent is the send time of the newest packet acknowledged on the
 	// path by any member (first transmissions only: Karn), and ackedRTT
 	// its round trip.
@@ -288,13 +289,23 @@ func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior 
 // kickBlocked wakes the members the window held back once it has room.
 // Called with g.mu held.
 func (p *ccPath) kickBlocked(except *ccShare) {
-	if !p.cc.CanSend(p.inFlight) {
+	room := p.cc.Window() - p.inFlight
+	if room <= 0 || len(p.members) == 0 {
 		return
 	}
-	for _, m := range p.members {
+	// As many as the room takes, a batch each, taking turns: waking them
+	// all for a packet's room only has them race for it.
+	n := room/(maxBatch*MaxDatagramSize) + 1
+	k := len(p.members)
+	for i := range k {
+		m := p.members[(p.turn+i)%k]
 		if m.blocked && m != except {
 			m.blocked = false
 			m.c.kick()
+			if n--; n == 0 {
+				p.turn = (p.turn + i + 1) % k
+				return
+			}
 		}
 	}
 }
@@ -350,6 +361,13 @@ type rackPacket struct {
 	wait  time.Duration // otherwise: how long after it was sent it is lost
 }
 
+// rackAckSlack is how late, beyond 5/4 of the round trip, a sibling's
+// acknowledgement may show a packet that did not ask for an immediate one
+// to be before it is lost: the peer's delayed-acknowledgement timer
+// (maxAckDelay) fires a millisecond or two late on a loaded host, and
+// clones' acknowledgements travel through different connection loops.
+const rackAckSlack = 3 * time.Millisecond
+
 // rackWindow is how much later than a packet that asked for an immediate
 // acknowledgement a packet acknowledged before it must have been sent for
 // it to be lost.
@@ -357,7 +375,7 @@ const rackWindow = 10 * time.Microsecond
 
 func (c *Conn) rackPacket(e *reliability.Entry[txData]) rackPacket {
 	d := max(c.rtt.SmoothedRTT(), c.rtt.LatestRTT())
-	return rackPacket{sent: e.SentAt, asked: e.Value.asked, wait: d*9/8 + maxAckDelay}
+	return rackPacket{sent: e.SentAt, asked: e.Value.asked, wait: d*5/4 + rackAckSlack}
 }
 
 // check applies the RACK rules to a packet given the newest packet
@@ -374,8 +392,8 @@ func (c *Conn) rackPacket(e *reliability.Entry[txData]) rackPacket {
 // Any other packet may be acknowledged up to the peer's maximum
 // acknowledgement delay late, when the next packet of its connection
 // arrives: it is lost once a packet sent after it was acknowledged and
-// 9/8 of the round trip plus that delay passed (RFC 9002's time
-// threshold).
+// 5/4 of the round trip plus rackAckSlack passed (RFC 9002's time
+// threshold, with room for the delay).
 func (r rackPacket) check(now time.Time, p *ccPath) (lost bool, at time.Time) {
 	acked := p.ackedSent
 	if acked.IsZero() {
