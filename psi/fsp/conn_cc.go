@@ -51,6 +51,9 @@ type ccPath struct {
 	ackedSent time.Time
 	ackedRTT  time.Duration
 	lastAck   time.Time // when any member last had a packet acknowledged
+	// rtt takes every member's samples: a clone alone sees a fraction of
+	// them, too few to follow the path's variance (lossRTT).
+	rtt congestion.RTTStats
 }
 
 // ccShare is a connection's part in its group.
@@ -78,6 +81,8 @@ func (g *ccGroup) newPath(addr peerAddr) *ccPath {
 		cc = congestion.NewCubic(congestion.Config{MSS: MaxDatagramSize})
 	}
 	p := &ccPath{addr: addr, cc: cc}
+	p.rtt.SetMaxAckDelay(maxAckDelay)
+	p.rtt.SetMinRTO(minRTO)
 	if g.pace {
 		p.pacer = congestion.NewPacer(MaxDatagramSize)
 	}
@@ -191,7 +196,7 @@ func (c *Conn) ccSync(p *ccPath) {
 	var base rackPacket
 	if n > 0 {
 		if e := c.snd.OldestSent(); e != nil {
-			base = c.rackPacket(e)
+			base = c.rackPacket(e, p)
 		}
 	}
 	if base != s.base {
@@ -248,9 +253,12 @@ func (c *Conn) ccPrior() int {
 // tells the siblings what the acknowledgement reveals: an opened window,
 // or packets of theirs sent before one now acknowledged. Called with c.mu
 // held.
-func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior int) {
+func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior int, sample, ackDelay time.Duration) {
 	p := c.ccLock()
 	defer c.ccUnlock()
+	if sample > 0 {
+		p.rtt.Update(sample, ackDelay)
+	}
 	newest := p.ackedSent
 	for _, e := range acked {
 		if e.Abandoned && !e.Sent {
@@ -330,8 +338,9 @@ func (c *Conn) ccOnLost(now time.Time, lost []*reliability.Entry[txData], prior 
 // for a loss (once per recovery epoch), not collapsed, or one clone's
 // timeout would stall every other. Called with c.mu held.
 func (c *Conn) ccTimeout(now time.Time, pn uint64) {
+	rto := c.rto()
 	p := c.ccLock()
-	if !p.lastAck.IsZero() && now.Sub(p.lastAck) < c.rto() {
+	if !p.lastAck.IsZero() && now.Sub(p.lastAck) < rto {
 		p.cc.OnLoss(now, pn, 0, p.inFlight)
 	} else {
 		p.cc.OnRetransmissionTimeout()
@@ -373,8 +382,13 @@ const rackAckSlack = 3 * time.Millisecond
 // it to be lost.
 const rackWindow = 10 * time.Microsecond
 
-func (c *Conn) rackPacket(e *reliability.Entry[txData]) rackPacket {
+// rackPacket describes e for the RACK rules; p is c's path (or a copy),
+// whose round trip counts too.
+func (c *Conn) rackPacket(e *reliability.Entry[txData], p *ccPath) rackPacket {
 	d := max(c.rtt.SmoothedRTT(), c.rtt.LatestRTT())
+	if p.rtt.HasSample() {
+		d = max(d, p.rtt.SmoothedRTT())
+	}
 	return rackPacket{sent: e.SentAt, asked: e.Value.asked, wait: d*5/4 + rackAckSlack}
 }
 
@@ -424,7 +438,7 @@ func (c *Conn) rackDetect(now time.Time) {
 	}
 	prior := c.ccPrior()
 	next := c.snd.DetectLossBy(now, pc.ackedSent, func(e *reliability.Entry[txData]) (bool, time.Time) {
-		return c.rackPacket(e).check(now, &pc)
+		return c.rackPacket(e, &pc).check(now, &pc)
 	}, &c.ackRes)
 	c.onLost(now, c.ackRes.Lost, prior)
 	if !next.IsZero() && (c.lossAt.IsZero() || next.Before(c.lossAt)) {
@@ -442,6 +456,22 @@ func (c *Conn) askAck(e *reliability.Entry[txData]) bool {
 	}
 	n := c.snd.PeekNew()
 	return n == nil || n == e && e.Seq+1 == c.snd.Next()
+}
+
+// lossRTT returns the estimator c's probe and retransmission timeouts
+// use: on a session with clones the path's, which takes every member's
+// samples, if it varies more than c's own. Called with c.mu held.
+func (c *Conn) lossRTT() *congestion.RTTStats {
+	if c.ccs.g == nil || c.ccs.g.size.Load() < 2 {
+		return &c.rtt
+	}
+	p := c.ccLock()
+	r := p.rtt
+	c.ccUnlock()
+	if !r.HasSample() || r.PTO() <= c.rtt.PTO() {
+		return &c.rtt
+	}
+	return &r
 }
 
 // kick makes c's loop run its timer work (onTimer), session-wide loss

@@ -38,7 +38,11 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 			c.active.rtt.Update(res.RTTSample, ackDelay)
 		}
 	}
-	c.ccOnAck(now, res.Acked, prior)
+	var sample time.Duration
+	if res.HasRTT {
+		sample = res.RTTSample
+	}
+	c.ccOnAck(now, res.Acked, prior, sample, ackDelay)
 	for _, e := range res.Acked {
 		if e.Abandoned {
 			continue // accounted for when abandoned; the peer skipped it or got it
@@ -114,7 +118,7 @@ const (
 // rto is the retransmission timeout with exponential backoff; the
 // backoff resets on any acknowledgement progress.
 func (c *Conn) rto() time.Duration {
-	return min(c.rtt.RTO()<<min(c.backoff, 16), congestion.MaxRTO)
+	return min(c.lossRTT().RTO()<<min(c.backoff, 16), congestion.MaxRTO)
 }
 
 // lossTimeout is when to act on unacknowledged data: a probe timeout
@@ -123,7 +127,7 @@ func (c *Conn) rto() time.Duration {
 // ptoProbes expiries, the backed-off RTO after them.
 func (c *Conn) lossTimeout() time.Duration {
 	if c.ptoCount < ptoProbes {
-		return min(c.rtt.PTO()<<c.ptoCount, congestion.MaxRTO)
+		return min(c.lossRTT().PTO()<<c.ptoCount, congestion.MaxRTO)
 	}
 	return c.rto()
 }
