@@ -170,6 +170,10 @@ func (p *hsPool) work() {
 	for {
 		if job, ok := p.next(); ok {
 			job.run()
+			// Let a runnable read loop in between jobs: a worker running
+			// jobs back to back is only preempted every 10 ms, and a read
+			// loop kept waiting that long drops datagrams of everyone.
+			runtime.Gosched()
 			if p.waiting.Load() > 0 {
 				<-p.sem // to the blocked acquire first (FIFO)
 				p.sem <- struct{}{}
