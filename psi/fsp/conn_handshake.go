@@ -340,6 +340,11 @@ func newConnectReq(key, nonce []byte, pkt *wire.Packet, reqLen int) *connectReq 
 // worker. A connection torn down meanwhile (evicted, transport closed)
 // stays closed.
 func (c *Conn) respond(req *connectReq) error {
+	select {
+	case <-c.done:
+		return nil // evicted while queued: no key exchange for nobody
+	default:
+	}
 	l := c.listener
 	key, clientNonce := req.key, req.nonce[:]
 	kp, err := fcrypto.NewKeyPair()
