@@ -68,7 +68,7 @@ type batchConn struct {
 	rs     *readState // held while datagrams are in hand; nil while idle
 	ask    int        // messages the caller has room for
 	rn     int        // messages asked for in this system call
-	full   int        // system calls in a row that filled rs
+	full   int        // system calls in a row that rs was too small for
 	rlend  bool       // read into lent space rather than rpkts
 	rpkts  []Packet   // the caller's packets during a read into them
 	recvFn func(fd uintptr) bool
@@ -219,8 +219,8 @@ func (c *batchConn) recv(fd uintptr) bool {
 			return false // wait until readable
 		case 0:
 			m.done, m.errno = int(r), 0
-			if m.done == c.rn {
-				c.full++
+			if m.done == c.rn && c.rn < c.ask {
+				c.full++ // the read state, not the caller, was the limit
 			} else {
 				c.full = 0
 			}

@@ -638,3 +638,27 @@ func TestReadStateGrows(t *testing.T) {
 		}
 	}
 }
+
+// TestReadStateStaysSmall: a caller with room for fewer datagrams than the
+// small read state holds never makes it take the full one.
+func TestReadStateStaysSmall(t *testing.T) {
+	s, r, _ := groPair(t)
+	if err := r.setGRO(false); err != nil {
+		t.Fatal(err)
+	}
+	pkts := equalBatch(200, 1000, r.LocalAddr())
+	if n, err := s.WriteBatch(pkts); err != nil || n != len(pkts) {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	in := make([]Packet, 8)
+	for got := 0; got < len(pkts); {
+		n, err := r.LendBatch(in)
+		if err != nil {
+			t.Fatalf("LendBatch after %d packets: %v", got, err)
+		}
+		got += n
+		if r.rs.msgs != smallMsgs {
+			t.Fatalf("a full read state for a caller of 8 packets")
+		}
+	}
+}
