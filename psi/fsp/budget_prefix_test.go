@@ -63,3 +63,42 @@ func TestHandshakeLimiterNoSharing(t *testing.T) {
 		t.Fatalf("the honest address was refused by %d of 20 limiters", refused)
 	}
 }
+
+// TestPendingIPv6Host: the addresses of one IPv6 /64 are one source for
+// the handshake rate and the pending quota, so a host cycling through
+// its /64 gets a quarter of its /48's rate and one address's entries,
+// and a neighbour in another /64 of the same /48 still gets in.
+func TestPendingIPv6Host(t *testing.T) {
+	now := time.Now()
+	var h handshakeLimiter
+	allowed := 0
+	for i := range 200 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 15: byte(i + 1)})
+		if h.allowFrom(a, now, 100) {
+			allowed++
+		}
+	}
+	if allowed != 25 {
+		t.Fatalf("one /64 got %d handshakes of a /48's 100 a second, want 25", allowed)
+	}
+	if !h.allowFrom(netip.MustParseAddr("2001:db8:0:2::1"), now, 100) {
+		t.Fatal("a neighbour in another /64 of the /48 was refused")
+	}
+
+	cfg := &Config{}
+	perAddr, _, _ := cfg.pendingQuotas()
+	var pt pendingTable
+	for i := range perAddr {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 14: byte(i >> 8), 15: byte(i + 1)})
+		if _, ok := pt.makeRoom(a, now, cfg); !ok {
+			t.Fatalf("entry %d of one /64 found no room", i)
+		}
+		pt.add(pendingKey{netip.AddrPortFrom(a, 1), 0x10000}, &Conn{}, now)
+	}
+	if _, ok := pt.makeRoom(netip.MustParseAddr("2001:db8:0:1::ffff"), now, cfg); ok {
+		t.Fatal("a /64 holding its quota of fresh entries got one more from a new address")
+	}
+	if _, ok := pt.makeRoom(netip.MustParseAddr("2001:db8:0:2::1"), now, cfg); !ok {
+		t.Fatal("a neighbour in another /64 found no room")
+	}
+}

@@ -43,6 +43,17 @@ type pendingEntry struct {
 	at time.Time
 }
 
+// pendingHost returns what counts as one source address: the address
+// itself for IPv4, its /64 for IPv6, where a host holds a whole /64 and
+// would otherwise take its /48's share by using many.
+func pendingHost(a netip.Addr) netip.Addr {
+	if a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 // pendingPrefix returns the prefix an address is counted under; every
 // non-IP address shares the zero prefix.
 func pendingPrefix(a netip.Addr) netip.Prefix {
@@ -65,6 +76,7 @@ func (pt *pendingTable) get(k pendingKey) *Conn { return pt.byKey[k] }
 // there is room. The caller tears the evicted connections down once
 // Transport.mu is released.
 func (pt *pendingTable) makeRoom(addr netip.Addr, now time.Time, cfg *Config) (evicted []*Conn, ok bool) {
+	addr = pendingHost(addr)
 	pfx := pendingPrefix(addr)
 	perAddr, perPrefix, total := cfg.pendingQuotas()
 	for pt.perAddr[addr] >= perAddr {
@@ -94,7 +106,7 @@ func (pt *pendingTable) add(k pendingKey, c *Conn, now time.Time) {
 		pt.byPrefix = make(map[netip.Prefix][]pendingEntry)
 		pt.perAddr = make(map[netip.Addr]int)
 	}
-	addr := k.addr.Addr()
+	addr := pendingHost(k.addr.Addr())
 	pfx := pendingPrefix(addr)
 	c.pendKey = k
 	pt.byKey[k] = c
@@ -118,7 +130,7 @@ func (pt *pendingTable) largestPrefix() netip.Prefix {
 func (pt *pendingTable) largestAddr(pfx netip.Prefix) netip.Addr {
 	var best netip.Addr
 	for _, e := range pt.byPrefix[pfx] {
-		if a := e.c.pendKey.addr.Addr(); pt.perAddr[a] > pt.perAddr[best] {
+		if a := pendingHost(e.c.pendKey.addr.Addr()); pt.perAddr[a] > pt.perAddr[best] {
 			best = a
 		}
 	}
@@ -130,7 +142,7 @@ func (pt *pendingTable) largestAddr(pfx netip.Prefix) netip.Addr {
 // older than pendingMinAge goes. It reports whether one went.
 func (pt *pendingTable) evict(pfx netip.Prefix, addr netip.Addr, force bool, now time.Time, evicted *[]*Conn) bool {
 	for _, e := range pt.byPrefix[pfx] {
-		if addr.IsValid() && e.c.pendKey.addr.Addr() != addr {
+		if addr.IsValid() && pendingHost(e.c.pendKey.addr.Addr()) != addr {
 			continue
 		}
 		if !force && now.Sub(e.at) < pendingMinAge {
@@ -150,7 +162,7 @@ func (pt *pendingTable) remove(c *Conn) {
 		return
 	}
 	delete(pt.byKey, k)
-	addr := k.addr.Addr()
+	addr := pendingHost(k.addr.Addr())
 	if pt.perAddr[addr]--; pt.perAddr[addr] <= 0 {
 		delete(pt.perAddr, addr)
 	}
@@ -172,8 +184,8 @@ func (pt *pendingTable) remove(c *Conn) {
 // handshakeLimiter shares the listener's costly work, a key exchange and a
 // signature per CONNECT_REQUEST, between prefixes and between the
 // addresses of a prefix: each prefix (as in pendingTable) has a token
-// bucket of rate tokens a second, holding at most rate, and each address
-// one of a quarter of that. Buckets sit in a fixed array, so memory is
+// bucket of rate tokens a second, holding at most rate, and each source
+// (pendingHost: an IPv4 address, an IPv6 /64) one of a quarter of that. Buckets sit in a fixed array, so memory is
 // bounded whatever the sources: a source may use either of two slots
 // chosen by a keyed hash, and keeps the one it holds (tagged with its
 // hash) until it has been idle for a second (its bucket full again).
@@ -197,7 +209,8 @@ type rateBucket struct {
 // address flooding thus takes at most a quarter of its prefix's share,
 // and its neighbours keep the rest.
 func (h *handshakeLimiter) allowFrom(a netip.Addr, now time.Time, rate int) bool {
-	if !h.allow(netip.PrefixFrom(a, a.BitLen()), now, max(rate/4, 1)) {
+	h64 := pendingHost(a)
+	if !h.allow(netip.PrefixFrom(h64, h64.BitLen()), now, max(rate/4, 1)) {
 		return false
 	}
 	return h.allow(pendingPrefix(a), now, rate)
