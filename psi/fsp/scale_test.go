@@ -533,13 +533,15 @@ func startScaleServer(tb testing.TB, stack string, n, procs int) (netip.AddrPort
 // handshakes per second (n over the time to the last Accept; and 90% of
 // n over the time to that Accept, without the stragglers), its heap
 // per connection with all n open, its CPU time over wall time, and the
-// clients that failed (any error: dial, send or the answer).
+// clients that failed (any error: dial, send or the answer), and the
+// listener's CPU time per connection (handshake and first message),
+// which the machine's load moves least.
 func BenchmarkServerScale(b *testing.B) {
 	for _, n := range []int{1000, 5000} {
 		for _, procs := range []int{1, 2} {
 			for _, stack := range []string{"fsp", "quic"} {
 				b.Run(fmt.Sprintf("%s/clients=%d/procs=%d", stack, n, procs), func(b *testing.B) {
-					var rate, rate90, heap, cpu, failed float64
+					var rate, rate90, heap, cpu, cpuPer, failed float64
 					for range b.N {
 						r, f := scaleRound(b, stack, n, procs)
 						rate += float64(r.Handshakes) / r.AcceptSecs
@@ -548,6 +550,9 @@ func BenchmarkServerScale(b *testing.B) {
 						}
 						heap += r.HeapPerConn
 						cpu += r.CPUSecs / r.WallSecs
+						if r.Handshakes > 0 {
+							cpuPer += r.CPUSecs * 1e6 / float64(r.Handshakes)
+						}
 						failed += float64(f)
 					}
 					k := float64(b.N)
@@ -555,6 +560,7 @@ func BenchmarkServerScale(b *testing.B) {
 					b.ReportMetric(rate90/k, "first90%-handshakes/s")
 					b.ReportMetric(heap/k, "heap-B/conn")
 					b.ReportMetric(cpu/k, "cpu/wall")
+					b.ReportMetric(cpuPer/k, "cpu-µs/conn")
 					b.ReportMetric(failed/k, "failures")
 					b.ReportMetric(0, "ns/op")
 				})
