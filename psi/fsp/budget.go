@@ -64,6 +64,7 @@ func (b *budget) take(peer netip.Addr, n int64) bool {
 	if b == nil || n <= 0 {
 		return true
 	}
+	peer = pendingHost(peer) // an IPv6 /64 is one peer
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	pfx := pendingPrefix(peer)
@@ -83,6 +84,7 @@ func (b *budget) give(peer netip.Addr, n int64) {
 	if b == nil || n <= 0 {
 		return
 	}
+	peer = pendingHost(peer)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.used -= n
@@ -117,6 +119,7 @@ func (l *Listener) admit(c *Conn, peer netip.Addr) bool {
 // budget and its share, charging nothing: a handshake is charged (admit)
 // only once its client confirms it.
 func (l *Listener) roomFor(peer netip.Addr) bool {
+	peer = pendingHost(peer)
 	b := l.bud
 	b.mu.Lock()
 	defer b.mu.Unlock()

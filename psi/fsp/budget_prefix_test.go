@@ -102,3 +102,21 @@ func TestPendingIPv6Host(t *testing.T) {
 		t.Fatal("a neighbour in another /64 found no room")
 	}
 }
+
+// TestBudgetIPv6Host: the addresses of one IPv6 /64 share one peer's
+// part of the budget, so a neighbour in another /64 of the /48 still
+// fits.
+func TestBudgetIPv6Host(t *testing.T) {
+	b := newBudget(64 << 20)
+	for i := range 64 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 15: byte(i + 1)})
+		for b.take(a, connCharge()) {
+		}
+	}
+	if b.used > b.share {
+		t.Fatalf("one /64 committed %d, over a peer's share of %d", b.used, b.share)
+	}
+	if !b.take(netip.MustParseAddr("2001:db8:0:2::1"), connCharge()) {
+		t.Fatal("a neighbour in another /64 of the /48 was refused")
+	}
+}
