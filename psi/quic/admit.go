@@ -58,6 +58,17 @@ type handshake struct {
 	once sync.Once
 }
 
+// sourceHost is what counts as one source address: the address itself
+// for IPv4, its /64 for IPv6, where a host holds a whole /64 and would
+// otherwise take its /48's share by using many.
+func sourceHost(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 func sourcePrefix(a netip.Addr) netip.Prefix {
 	bits := 48
 	if a.Is4() {
@@ -73,10 +84,12 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 		addr = ua.AddrPort().Addr().Unmap()
 	}
 	pfx := sourcePrefix(addr)
+	from := addr
+	addr = sourceHost(addr)
 	h.mu.Lock()
 	if h.total >= h.max || h.addrs[addr] >= h.perAddr || h.pfxs[pfx] >= h.perPrefix {
 		h.mu.Unlock()
-		return ctx, post.Errorf(post.ErrRefused, "quic: too many handshakes from %v", addr)
+		return ctx, post.Errorf(post.ErrRefused, "quic: too many handshakes from %v", from)
 	}
 	h.total++
 	h.addrs[addr]++

@@ -141,3 +141,24 @@ func TestBacklogShare(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// TestHandshakeQuotaIPv6Host: the addresses of one IPv6 /64 are one
+// source for the per-address quota; another /64 of the /48 still gets in.
+func TestHandshakeQuotaIPv6Host(t *testing.T) {
+	h := newHandshakes(128, 2)
+	from := func(a string) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		_, err := h.connContext(ctx, &quicgo.ClientInfo{RemoteAddr: net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(a), 443))})
+		return err
+	}
+	if from("2001:db8:0:1::1") != nil || from("2001:db8:0:1::2") != nil {
+		t.Fatal("the first two handshakes of a /64 refused")
+	}
+	if from("2001:db8:0:1::3") == nil {
+		t.Fatal("a third address of the same /64 went over its quota")
+	}
+	if err := from("2001:db8:0:2::1"); err != nil {
+		t.Fatalf("a neighbour in another /64: %v", err)
+	}
+}

@@ -111,7 +111,7 @@ func (l *Listener) acceptLoop() {
 			}
 			handshakeDone(qc)
 		}()
-		src := addrPort(qc.RemoteAddr()).Addr()
+		src := sourceHost(addrPort(qc.RemoteAddr()).Addr())
 		if l.backlog.Load() >= maxBacklog || !l.takeShare(src) {
 			_ = qc.CloseWithError(codeRefused, "backlog full")
 			continue
@@ -123,7 +123,7 @@ func (l *Listener) acceptLoop() {
 }
 
 // takeShare counts a connection from src in the backlog, of which one
-// address may hold a quarter.
+// address (sourceHost: an IPv6 /64) may hold a quarter.
 func (l *Listener) takeShare(src netip.Addr) bool {
 	l.srcMu.Lock()
 	defer l.srcMu.Unlock()

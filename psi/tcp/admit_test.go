@@ -304,3 +304,28 @@ func TestSlowlorisManyPrefixes(t *testing.T) {
 		t.Fatalf("%d handshakes in progress", in)
 	}
 }
+
+// TestSlotsIPv6Host: the addresses of one IPv6 /64 are one source, so a
+// host cycling through its /64 gets one address's quota, and a
+// neighbour in another /64 of its /48 still gets in.
+func TestSlotsIPv6Host(t *testing.T) {
+	s := newSlots(8, 1, 4)
+	if s.acquire(netip.MustParseAddr("2001:db8:0:1::1"), func() {}, nil) == nil {
+		t.Fatal("first handshake refused")
+	}
+	if s.acquire(netip.MustParseAddr("2001:db8:0:1::2"), func() {}, nil) != nil {
+		t.Fatal("a second address of the same /64 took a second slot")
+	}
+	if s.acquire(netip.MustParseAddr("2001:db8:0:2::1"), func() {}, nil) == nil {
+		t.Fatal("a neighbour in another /64 was refused")
+	}
+	q := newQueueShare(8) // two per source
+	a, b := netip.MustParseAddr("2001:db8:0:1::1"), netip.MustParseAddr("2001:db8:0:1::2")
+	if !q.reserve(a) || !q.reserve(b) || q.reserve(netip.MustParseAddr("2001:db8:0:1::3")) {
+		t.Fatal("the backlog share of one /64")
+	}
+	q.release(a)
+	if !q.reserve(netip.MustParseAddr("2001:db8:0:1::4")) {
+		t.Fatal("a released place of the /64 was not given back")
+	}
+}
