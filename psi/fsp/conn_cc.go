@@ -301,9 +301,9 @@ func (p *ccPath) kickBlocked(except *ccShare) {
 	if room <= 0 || len(p.members) == 0 {
 		return
 	}
-	// As many as the room takes, a batch each, taking turns: waking them
+	// As many as the room takes, a packet each, taking turns: waking them
 	// all for a packet's room only has them race for it.
-	n := room/(maxBatch*MaxDatagramSize) + 1
+	n := room/MaxDatagramSize + 1
 	k := len(p.members)
 	for i := range k {
 		m := p.members[(p.turn+i)%k]
@@ -370,12 +370,14 @@ type rackPacket struct {
 	wait  time.Duration // otherwise: how long after it was sent it is lost
 }
 
-// rackAckSlack is how late, beyond 5/4 of the round trip, a sibling's
-// acknowledgement may show a packet that did not ask for an immediate one
-// to be before it is lost: the peer's delayed-acknowledgement timer
-// (maxAckDelay) fires a millisecond or two late on a loaded host, and
-// clones' acknowledgements travel through different connection loops.
-const rackAckSlack = 3 * time.Millisecond
+// rackAckSlack is the most extra time, beyond 5/4 of the round trip and
+// the peer's acknowledgement delay, that a packet which did not ask for an
+// immediate acknowledgement may wait before a sibling's acknowledgement
+// shows it lost (a quarter of the round trip up to this): the peer's
+// delayed-acknowledgement timer fires a millisecond or two late on a
+// loaded host, and clones' acknowledgements travel through different
+// connection loops.
+const rackAckSlack = 2 * time.Millisecond
 
 // rackWindow is how much later than a packet that asked for an immediate
 // acknowledgement a packet acknowledged before it must have been sent for
@@ -389,7 +391,7 @@ func (c *Conn) rackPacket(e *reliability.Entry[txData], p *ccPath) rackPacket {
 	if p.rtt.HasSample() {
 		d = max(d, p.rtt.SmoothedRTT())
 	}
-	return rackPacket{sent: e.SentAt, asked: e.Value.asked, wait: d*5/4 + rackAckSlack}
+	return rackPacket{sent: e.SentAt, asked: e.Value.asked, wait: d*5/4 + maxAckDelay + min(d/4, rackAckSlack)}
 }
 
 // check applies the RACK rules to a packet given the newest packet
@@ -406,8 +408,8 @@ func (c *Conn) rackPacket(e *reliability.Entry[txData], p *ccPath) rackPacket {
 // Any other packet may be acknowledged up to the peer's maximum
 // acknowledgement delay late, when the next packet of its connection
 // arrives: it is lost once a packet sent after it was acknowledged and
-// 5/4 of the round trip plus rackAckSlack passed (RFC 9002's time
-// threshold, with room for the delay).
+// 5/4 of the round trip, the delay and some slack passed (RFC 9002's
+// time threshold, with room for the delay: rackAckSlack).
 func (r rackPacket) check(now time.Time, p *ccPath) (lost bool, at time.Time) {
 	acked := p.ackedSent
 	if acked.IsZero() {
