@@ -151,6 +151,7 @@ type Conn struct {
 	sendAgain    bool
 	out          []*[]byte
 	outJobs      []sealJob // packets of out still to seal (conn_send.go)
+	txFree       []*[]byte // send-queue buffers to free once sealed (freeTx)
 	probes       int
 	backoff      uint
 	ptoCount     uint // probe timeouts since the last acknowledgement progress

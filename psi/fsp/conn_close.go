@@ -185,7 +185,7 @@ func (c *Conn) teardown(err error, reset bool) {
 	if c.snd != nil {
 		for seq := c.snd.Base(); seq < c.snd.Next(); seq++ {
 			if e := c.snd.Get(seq); e != nil && e.Value.buf != nil {
-				putBuf(e.Value.buf)
+				c.freeTx(e.Value.buf)
 				e.Value.buf = nil
 			}
 		}

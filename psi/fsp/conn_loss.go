@@ -49,7 +49,7 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 		}
 		c.sndBytes -= e.Value.n + overhead
 		if e.Value.buf != nil {
-			putBuf(e.Value.buf)
+			c.freeTx(e.Value.buf)
 			e.Value.buf = nil
 		}
 		if e.Value.acked != nil {

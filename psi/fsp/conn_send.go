@@ -50,7 +50,9 @@ func (c *Conn) trySend() {
 		}
 		c.mu.Lock()
 		clear(out)
+		clear(jobs)
 		c.outJobs = jobs[:0]
+		c.freeSealed()
 		full := len(out) >= maxBatch
 		c.out = out[:0]
 		if !full && !c.sendAgain {
@@ -58,7 +60,18 @@ func (c *Conn) trySend() {
 		}
 	}
 	c.sending = false
+	c.freeSealed()
 	c.armTimer()
+}
+
+// freeSealed returns the buffers freeTx held back while trySend sealed.
+// Called with c.mu held, when no packet is being sealed.
+func (c *Conn) freeSealed() {
+	for i, b := range c.txFree {
+		putBuf(b)
+		c.txFree[i] = nil
+	}
+	c.txFree = c.txFree[:0]
 }
 
 // fill builds up to maxBatch packets into c.out.
@@ -156,16 +169,18 @@ func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
 	return b
 }
 
-// sealJob is a packet of c.out built in plaintext, for trySend to seal
-// once it dropped c.mu.
+// sealJob is a packet of c.out whose header is built, for trySend to
+// seal with its payload once it dropped c.mu.
 type sealJob struct {
-	idx  int // in c.out
-	pn   uint64
-	hlen int // header bytes: the additional data
+	idx     int // in c.out
+	pn      uint64
+	payload []byte // in a send-queue buffer, which freeTx keeps until sealed
 }
 
-// queueOut builds p with payload into c.out in plaintext, under the next
-// packet number; trySend seals it outside the lock. Called with c.mu held.
+// queueOut builds p's header into c.out under the next packet number;
+// trySend seals the payload after it outside the lock, reading it where
+// it is: a data packet's buffer is not freed meanwhile (freeTx). Called
+// with c.mu held.
 func (c *Conn) queueOut(p *wire.Packet, payload []byte) {
 	pn := c.pn
 	c.pn++
@@ -174,21 +189,31 @@ func (c *Conn) queueOut(p *wire.Packet, payload []byte) {
 		c.qlog.sent(pn, p, len(payload))
 	}
 	b := getBuf()
-	hdr := wire.AppendHeader((*b)[:0], p)
-	*b = append(hdr, payload...)
-	c.outJobs = append(c.outJobs, sealJob{idx: len(c.out), pn: pn, hlen: len(hdr)})
+	*b = wire.AppendHeader((*b)[:0], p)
+	c.outJobs = append(c.outJobs, sealJob{idx: len(c.out), pn: pn, payload: payload})
 	c.out = append(c.out, b)
 }
 
-// sealOut seals the packets of out that jobs name with tx, in place, and
-// returns out without any that failed. tx is safe for concurrent sealing
+// freeTx returns a send-queue buffer to the pool, or, while trySend may
+// be sealing from it outside the lock, leaves that to trySend. Called
+// with c.mu held.
+func (c *Conn) freeTx(b *[]byte) {
+	if c.sending {
+		c.txFree = append(c.txFree, b)
+		return
+	}
+	putBuf(b)
+}
+
+// sealOut seals the packets of out that jobs name with tx, appending the
+// encrypted payload to each header, and returns out without any that
+// failed. tx is safe for concurrent sealing
 // and the packets are trySend's own: no lock is needed.
 func sealOut(tx *fcrypto.Direction, out []*[]byte, jobs []sealJob) []*[]byte {
 	failed := false
 	for _, j := range jobs {
 		b := out[j.idx]
-		hdr := (*b)[:j.hlen]
-		sealed, err := tx.Seal(hdr, j.pn, hdr, (*b)[j.hlen:])
+		sealed, err := tx.Seal(*b, j.pn, *b, j.payload)
 		if err != nil {
 			putBuf(b)
 			out[j.idx], failed = nil, true
@@ -420,7 +445,7 @@ func (c *Conn) abandon(seq uint64) {
 	}
 	c.snd.Abandon(seq, func(e *reliability.Entry[txData]) {
 		if e.Value.buf != nil {
-			putBuf(e.Value.buf)
+			c.freeTx(e.Value.buf)
 			e.Value.buf = nil
 		}
 		c.sndBytes -= e.Value.n + overhead

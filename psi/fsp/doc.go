@@ -372,6 +372,23 @@
 // and frees the connection at once; the peer's calls fail with
 // post.ErrReset.
 //
+// # Engine
+//
+// A Transport's socket has one reader goroutine. It only parses the clear
+// header: handshake requests go to the listener (and its handshake
+// workers), every other datagram is copied to its connection's queue by
+// destination ALFID, once per read batch. Each connection has its own
+// loop (conn_loop.go), a goroutine started by the first datagram or timer
+// expiry and gone when the queue is empty, so an idle connection holds
+// none. The loop decrypts (in place, with the connection's lock released),
+// processes acknowledgements and loss detection, runs the connection's
+// timer, and sends what that released. The queue holds at most the
+// maximum receive window plus a batch; when it is full the reader waits
+// up to 2 ms for room, then drops (Stats.QueueDropped). Writers still send
+// from their own goroutine, but packets are built under the lock and
+// sealed after it is dropped, so no connection lock is held across AES-GCM
+// or a system call on the data path.
+//
 // # Tracing
 //
 // With Config.TraceDir (psi.Config.TraceDir) or the POSTSOCKETS_QLOGDIR
