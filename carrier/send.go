@@ -209,7 +209,7 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 
 // abandon ends the message in progress on t after a write this side cut
 // short, so that the peer never takes it as complete. A stack that cannot
-// abort one message alone (FSP) aborts the transient, and that ends the
+// abort one message alone (framer.Line) aborts the transient, and that ends the
 // Carrier: it is not dormant, as only an idle timeout makes it so. The
 // caller holds the write lock.
 func (c *Carrier) abandon(t psi.Transient, why error) {

@@ -59,6 +59,7 @@ type rxData struct {
 	data    []byte
 	eot     bool
 	release bool
+	abort   bool // the peer aborted the message (wire.FlagAbort)
 }
 
 // Conn is an FSP connection: a reliable, ordered, encrypted sequence of

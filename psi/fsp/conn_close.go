@@ -122,13 +122,6 @@ func (c *Conn) Abort(err error) {
 	c.teardown(&abortError{err: err}, true)
 }
 
-// inMessage reports whether a message was begun and not ended.
-func (c *Conn) inMessage() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.midMessage
-}
-
 // abortError is the error of calls on a connection aborted with a cause.
 type abortError struct{ err error }
 

@@ -2,10 +2,13 @@ package fsp
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi/framer"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
@@ -257,8 +260,15 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 		return false
 	}
 	inOrder := seq == c.rcv.Expected()
-	d := rxData{buf: buf, data: pt, eot: pkt.Flags&wire.FlagEOT != 0, release: pkt.Opcode == wire.Release}
-	kept := c.rcv.Insert(seq, d, c.rcv.Expected()+uint64(c.window()))
+	d := rxData{buf: buf, data: pt, eot: pkt.Flags&wire.FlagEOT != 0, release: pkt.Opcode == wire.Release,
+		abort: pkt.Flags&wire.FlagAbort != 0}
+	limit := c.rcv.Expected() + uint64(c.window())
+	if d.abort {
+		// Beyond the window by one (conn_send.go, sendLimit): the marker
+		// frees what the aborted message holds.
+		d.data, limit = nil, limit+1
+	}
+	kept := c.rcv.Insert(seq, d, limit)
 	c.ackPending++
 	if !kept || !inOrder || c.rcv.HasGaps() || d.release || pkt.Flags&wire.FlagAckRequest != 0 {
 		c.ackNow = true
@@ -295,6 +305,12 @@ func (c *Conn) popInOrder() {
 			popped = true
 			continue
 		}
+		if v.abort {
+			putBuf(v.buf)
+			c.abortRead()
+			popped = true
+			continue
+		}
 		if !c.milk {
 			c.pushRead(v)
 			popped = true
@@ -314,6 +330,32 @@ func (c *Conn) popInOrder() {
 	if popped {
 		signal(c.readable)
 	}
+}
+
+// errMessageAborted is ReadMessage's error for a message the peer
+// aborted: it wraps framer.ErrAborted (and so post.ErrReset), which the
+// Carrier knows as one message reset, the transient going on.
+var errMessageAborted = fmt.Errorf("fsp: %w", framer.ErrAborted)
+
+// abortRead handles the peer's abort marker: the unread part of the
+// message in progress is dropped, and on a wine connection the reader
+// gets an error wrapping post.ErrReset in its place (once). A milk reader,
+// which only gets whole messages, never sees the aborted one.
+func (c *Conn) abortRead() {
+	if c.milk {
+		c.dropAsm()
+		return
+	}
+	for c.readLen() > 0 && !c.readQ[len(c.readQ)-1].eot {
+		last := len(c.readQ) - 1
+		putBuf(c.readQ[last].buf)
+		c.readQ[last] = rxData{}
+		c.readQ = c.readQ[:last]
+	}
+	if c.readLen() == 0 {
+		c.readQ, c.readHead, c.readOff = c.readQ[:0], 0, 0
+	}
+	c.pushRead(rxData{eot: true, abort: true})
 }
 
 func (c *Conn) dropAsm() {
@@ -455,6 +497,16 @@ func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err 
 			// Copy as many queued packets of the current message as fit.
 			for c.readLen() > 0 {
 				d := &c.readQ[c.readHead]
+				if d.abort {
+					if n > 0 {
+						break
+					}
+					c.popRead()
+					c.readCount++
+					c.readOff, c.readMid = 0, false
+					c.mu.Unlock()
+					return 0, false, errMessageAborted
+				}
 				k := copy(p[n:], d.data[c.readOff:])
 				n += k
 				c.readOff += k
@@ -504,6 +556,9 @@ func (c *Conn) ReceiveMessage(ctx context.Context) ([]byte, error) {
 	buf := make([]byte, MaxPayload)
 	for {
 		n, end, err := c.ReadMessage(ctx, buf)
+		if errors.Is(err, post.ErrReset) {
+			return nil, err // a complete-message reader never sees an aborted part
+		}
 		if err != nil {
 			return msg, err
 		}

@@ -92,7 +92,7 @@ func (c *Conn) fill(now time.Time) {
 				break
 			}
 		}
-		e := c.snd.NextToSend(c.peerLimit)
+		e := c.snd.NextToSend(c.sendLimit())
 		if e == nil {
 			if c.milk && c.snd.PeekNew() != nil && c.skipSent < c.milkLive {
 				// Blocked by the peer's window, which superseded data may
@@ -121,6 +121,16 @@ func (c *Conn) fill(now time.Time) {
 			}
 		}
 	}
+}
+
+// sendLimit is the flow-control limit for new data: the peer's, one more
+// for an abort marker, which the receiver takes beyond its window since
+// it frees the window the aborted message holds.
+func (c *Conn) sendLimit() uint64 {
+	if e := c.snd.PeekNew(); e != nil && e.Seq == c.peerLimit && e.Value.flags&wire.FlagAbort != 0 {
+		return c.peerLimit + 1
+	}
+	return c.peerLimit
 }
 
 func (c *Conn) phaseFlag() uint8 {
@@ -410,6 +420,54 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 		}
 		c.mu.Unlock()
 	}
+	return nil
+}
+
+// AbortMessage abandons the outbound message in progress: its packets
+// not yet sent are dropped, and an abort marker (a data packet without
+// payload, flagged EOT and ABORT) ends the transaction, so the peer's
+// reader gets an error wrapping post.ErrReset for the message and the
+// next one follows. Packets already sent stay in reliability: the
+// receiver needs every sequence number. Without a message in progress it
+// does nothing.
+func (c *Conn) AbortMessage(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.midMessage {
+		return nil
+	}
+	switch {
+	case c.state != stateEstablished:
+		return c.stateErr()
+	case c.peerReleased:
+		return post.Errorf(post.ErrClosed, "fsp: peer released the connection")
+	}
+	for {
+		e := c.snd.Get(c.snd.Next() - 1)
+		if e == nil || e.Sent || e.Value.flags&wire.FlagEOT != 0 || c.snd.PopUnsent() != e {
+			break // sent, or an earlier message's
+		}
+		if e.Value.buf != nil {
+			putBuf(e.Value.buf)
+		}
+		c.sndBytes -= e.Value.n + overhead
+		e.Value = txData{}
+	}
+	// The marker is small and once per message: it does not wait for
+	// room in the send buffer.
+	seq := c.snd.Push(txData{op: wire.PureData, flags: wire.FlagEOT | wire.FlagAbort}, overhead)
+	c.sndBytes += overhead
+	c.midMessage = false
+	if c.milk {
+		// Not a message: it supersedes nothing, and is superseded by the
+		// next complete one.
+		c.msgStart = seq + 1
+	}
+	c.trySend()
+	signal(c.writable)
 	return nil
 }
 

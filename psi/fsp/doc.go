@@ -23,7 +23,7 @@
 //
 // Every datagram starts with a 28-octet fixed header: version (0),
 // opcode, header stack pointer (the offset of the payload), flags
-// (end-of-transaction, ack-request, key phase), the advertised receive
+// (end-of-transaction, ack-request, key phase, abort), the advertised receive
 // window in packets (24 bits), the sequence number, the expected sequence
 // number (cumulative acknowledgement), the packet number, and the
 // destination and source ALFIDs. Optional headers (CONNECT_PARAM,
@@ -33,6 +33,19 @@
 // ACK_CONNECT_REQ, RESET, PERSIST, PURE_DATA, ADJOURN, ACK_FLUSH, RESTORE,
 // RELEASE, MULTIPLY, KEEP_ALIVE=13, and CLIENT_AUTH=14 and NEW_TICKET=15
 // (ours).
+//
+// Aborting a message (Conn.AbortMessage, psi.MessageAborter): the
+// sender drops the packets of the message not yet sent, keeps those sent
+// in reliability (the receiver needs every sequence number), and ends
+// the transaction with an abort marker: a data packet without payload
+// flagged EOT and ABORT (0x08; ABORT without EOT is malformed). The
+// marker may use one sequence number beyond the peer's receive window,
+// since taking it frees the window the message holds. The receiver drops
+// what it holds unread of the message, and ReadMessage returns, once, an
+// error wrapping post.ErrReset (framer.ErrAborted) where the message
+// would have gone on; the next message follows. On a milk clone the
+// aborted message is dropped like a superseded one and its reader, which
+// only gets whole messages, never hears of it.
 //
 // Connection setup uses a stateless cookie: INIT_CONNECT carries the
 // initiator's nonce; ACK_INIT_CONNECT returns a cookie, a timestamp and a
@@ -424,6 +437,8 @@
 //     acknowledgements travel in KEEP_ALIVE packets. RESTORE resumes a
 //     session from a ticket the listener sealed (NEW_TICKET is ours),
 //     not a closed connection the listener remembers.
+//   - The ABORT flag (one message abandoned, the connection going on) is
+//     ours.
 //   - Milk-class clones and the SKIP extension are ours; the reference
 //     implementation has no traffic classes.
 //   - Fork credit (FORK_CREDIT) is ours; the reference has no limit on

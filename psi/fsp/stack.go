@@ -229,16 +229,13 @@ func (t *transient) CloseContext(ctx context.Context) error { return t.c.CloseCo
 // Abort ends the transient at once and resets the peer (psi.Aborter).
 func (t *transient) Abort(err error) { t.c.Abort(err) }
 
-// AbortMessage abandons the message being written (psi.MessageAborter).
-// FSP cannot drop one message and go on, so it aborts the whole
-// transient and says so; with no message in progress it does nothing.
-func (t *transient) AbortMessage(context.Context) error {
-	if !t.c.inMessage() {
-		return nil
-	}
-	t.c.Abort(nil)
-	return post.Errorf(post.ErrClosed, "fsp: message aborted: the connection was reset")
+// AbortMessage abandons the message being written (psi.MessageAborter):
+// an abort marker ends it, the peer's reader gets an error wrapping
+// post.ErrReset for it, and the transient goes on.
+func (t *transient) AbortMessage(ctx context.Context) error {
+	return t.c.AbortMessage(ctx)
 }
+
 func (t *transient) Paths() []post.Path {
 	var out []post.Path
 	for _, p := range t.c.Paths() {

@@ -53,3 +53,34 @@ func TestReceiverSkipTo(t *testing.T) {
 	}
 	r.SkipTo(3, func(int) { t.Fatal("skipped backwards") })
 }
+
+func TestPopUnsent(t *testing.T) {
+	s := NewSender[int](1)
+	now := time.Now()
+	for i := range 4 {
+		s.Push(i, 100)
+	}
+	s.OnSent(s.NextToSend(100), now)
+	s.OnSent(s.NextToSend(100), now)
+	// 1, 2 sent; 3, 4 never: only those go, newest first.
+	for _, want := range []uint64{4, 3} {
+		if e := s.PopUnsent(); e == nil || e.Seq != want {
+			t.Fatalf("PopUnsent = %+v, want seq %d", e, want)
+		}
+	}
+	if e := s.PopUnsent(); e != nil {
+		t.Fatalf("PopUnsent took sent entry %d", e.Seq)
+	}
+	if s.Next() != 3 || s.HasPending() {
+		t.Fatalf("next %d, pending %v", s.Next(), s.HasPending())
+	}
+	// The next push reuses the sequence number.
+	if seq := s.Push(9, 100); seq != 3 {
+		t.Fatalf("push after PopUnsent: seq %d", seq)
+	}
+	var res AckResult[int]
+	s.OnAck(now, 3, nil, 2, time.Second, &res)
+	if s.Base() != 3 || len(res.Acked) != 2 || s.BytesInFlight() != 0 {
+		t.Fatalf("base %d, acked %d, in flight %d", s.Base(), len(res.Acked), s.BytesInFlight())
+	}
+}

@@ -369,6 +369,20 @@ func (s *Sender[T]) Abandon(seq uint64, f func(*Entry[T])) {
 	s.lost = s.lost[:k]
 }
 
+// PopUnsent removes the newest entry if it was never sent and returns
+// it; the entry is recycled by the next OnAck. It returns nil if the
+// newest entry was sent (or there is none): sequence numbers that left
+// stay in the window.
+func (s *Sender[T]) PopUnsent() *Entry[T] {
+	n := s.entries.Len()
+	if n == 0 || s.unsent >= n || s.at(n-1).Sent {
+		return nil
+	}
+	e := s.entries.PopBack()
+	s.retired = append(s.retired, e)
+	return e
+}
+
 // LastLost returns the largest sequence number below seq that is queued
 // for retransmission.
 func (s *Sender[T]) LastLost(seq uint64) (uint64, bool) {

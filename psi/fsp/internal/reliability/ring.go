@@ -93,3 +93,16 @@ func ringFit(n int) int {
 	}
 	return 4 * fitSize(n)
 }
+
+// PopBack removes the back element, zeroing its slot.
+func (q *ring[T]) PopBack() T {
+	var zero T
+	i := (q.head + q.n - 1) & (len(q.buf) - 1)
+	v := q.buf[i]
+	q.buf[i] = zero
+	q.n--
+	if q.n == 0 {
+		q.head = 0
+	}
+	return v
+}

@@ -92,6 +92,11 @@ const (
 	FlagAckRequest = 1 << 1
 	// FlagKeyPhase is reserved for key installation by the upper layer.
 	FlagKeyPhase = 1 << 2
+	// FlagAbort (ours) marks, with FlagEOT, a data packet without payload
+	// that ends the transmit transaction as aborted: the receiver drops
+	// what it holds unread of the message and reports it reset. Parse
+	// rejects it without FlagEOT.
+	FlagAbort = 1 << 3
 )
 
 // HeaderLen is the length of the fixed header.
@@ -224,6 +229,9 @@ func Parse(b []byte, p *Packet) error {
 	p.SNACK.Gaps = gaps
 	p.Opcode = op
 	p.Flags = b[4]
+	if p.Flags&(FlagAbort|FlagEOT) == FlagAbort {
+		return fmt.Errorf("%w: ABORT flag without EOT", ErrMalformed)
+	}
 	p.Window = uint32(b[5])<<16 | uint32(b[6])<<8 | uint32(b[7])
 	p.Seq = binary.BigEndian.Uint32(b[8:])
 	p.Expected = binary.BigEndian.Uint32(b[12:])

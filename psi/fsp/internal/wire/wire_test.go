@@ -15,6 +15,7 @@ func samplePackets() []Packet {
 		{Header: Header{Opcode: KeepAlive, Flags: FlagAckRequest, Expected: 10}, HasSNACK: true,
 			SNACK: SNACK{Latest: 20, AckDelay: 1000, Gaps: []Gap{{1, 2}, {3, 4}}}},
 		{Header: Header{Opcode: PureData, Seq: 8, Dst: 1 << 20, Src: 1 << 21}, HasFragment: true, FragOffset: 1160, FragTotal: 1408},
+		{Header: Header{Opcode: PureData, Flags: FlagEOT | FlagAbort, Seq: 9, Dst: 1 << 20, Src: 1 << 21}},
 	}
 }
 
@@ -57,6 +58,7 @@ func TestParseRejects(t *testing.T) {
 		"ext length":  func(b []byte) []byte { b[HeaderLen+3] = 2; return b },
 		"snack odd":   func(b []byte) []byte { b[HeaderLen+3] -= 4; b[3] -= 4; return b[:len(b)-4] },
 		"empty gap":   func(b []byte) []byte { b[len(b)-1] = 0; return b },
+		"abort alone": func(b []byte) []byte { b[4] = FlagAbort; return b },
 	} {
 		b := mut(append([]byte(nil), good...))
 		var p Packet
@@ -86,6 +88,9 @@ func FuzzDecodePacket(f *testing.F) {
 		var p Packet
 		if err := Parse(b, &p); err != nil {
 			return
+		}
+		if p.Flags&FlagAbort != 0 && p.Flags&FlagEOT == 0 {
+			t.Fatalf("accepted ABORT without EOT: flags %#x", p.Flags)
 		}
 		// Re-encoding a decoded packet must decode to the same packet
 		// (unknown extensions are dropped, so compare decoded forms).
