@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/netem"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -147,5 +148,50 @@ func TestAbortMessageMilk(t *testing.T) {
 	}
 	if m, err := sf.ReceiveMessage(ctx); err != nil || string(m) != "next" {
 		t.Fatalf("after the aborted message: %q, %v", m, err)
+	}
+}
+
+// TestAbortMessageLossy aborts messages in progress on a lossy link
+// while the reader reads them: each ends, for the reader, with parts and
+// ErrReset, never complete, and the message after it arrives whole.
+func TestAbortMessageLossy(t *testing.T) {
+	c, s := lossyPairConfig(t, netem.Config{Loss: 0.05, Reorder: 0.02, Duplicate: 0.01, Seed: 7}, nil)
+	ctx := testContext(t)
+	const rounds = 4
+	errc := make(chan error, 1)
+	go func() {
+		for i := range rounds {
+			if err := c.WriteMessage(ctx, randBytes(300<<10), false); err != nil {
+				errc <- err
+				return
+			}
+			if err := c.AbortMessage(ctx); err != nil {
+				errc <- err
+				return
+			}
+			if err := c.SendMessage(ctx, []byte{byte(i)}); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	buf := make([]byte, 16<<10)
+	for i := range rounds {
+		for {
+			n, end, err := s.ReadMessage(ctx, buf)
+			if errors.Is(err, post.ErrReset) {
+				break
+			}
+			if err != nil || end {
+				t.Fatalf("round %d: aborted message: %d, end %v, %v", i, n, end, err)
+			}
+		}
+		if m, err := s.ReceiveMessage(ctx); err != nil || len(m) != 1 || m[0] != byte(i) {
+			t.Fatalf("round %d: message after the aborted one: %v, %v", i, m, err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
