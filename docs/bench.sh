@@ -27,3 +27,9 @@ if [ "${CHARTS:-1}" != 0 ]; then
 	go run ./internal/benchchart -out docs/charts -as RawTLSBulk64KiB=CarrierBulk64KiB/raw-tls \
 		-as Transient64KiB=TCPTransient64KiB/psi-tcp -as RawTLS64KiB=TCPTransient64KiB/raw-tls "$raw" >&2
 fi
+# Namespace benchmarks (root, ip, nft, tc; they skip otherwise), issue 15:
+# head-of-line at 2% loss on veth, and fairness and goodput under loss on
+# a 100 Mbit/s, 20 ms bottleneck. Printed only, not charted here.
+ns() { go test -run '^$' -count "$count" "$@" 2>&1 | grep -E '^(Benchmark|goos|goarch|cpu|pkg)'; }
+ns -bench 'BenchmarkHeadOfLine$' -benchtime 2000x ./carrier
+ns -bench 'BenchmarkFairness|BenchmarkGoodputLoss' -benchtime 1x ./psi/fsp

@@ -367,6 +367,7 @@ func (c *Conn) ccState() (cwnd int, recovery bool, rate float64) {
 type rackPacket struct {
 	sent  time.Time
 	asked bool          // it asked for an immediate acknowledgement
+	reo   time.Duration // if so: the reordering window
 	wait  time.Duration // otherwise: how long after it was sent it is lost
 }
 
@@ -379,9 +380,12 @@ type rackPacket struct {
 // connection loops.
 const rackAckSlack = 2 * time.Millisecond
 
-// rackWindow is how much later than a packet that asked for an immediate
-// acknowledgement a packet acknowledged before it must have been sent for
-// it to be lost.
+// rackWindow is the least reordering window: how much later than a packet
+// that asked for an immediate acknowledgement a packet acknowledged before
+// it must have been sent for it to be lost. The window is a quarter of the
+// minimum round trip (RFC 8985) above it: the clones' acknowledgements
+// are sent and processed by different connection loops, whose order
+// varies by more than this on a long path.
 const rackWindow = 10 * time.Microsecond
 
 // rackPacket describes e for the RACK rules; p is c's path (or a copy),
@@ -391,7 +395,8 @@ func (c *Conn) rackPacket(e *reliability.Entry[txData], p *ccPath) rackPacket {
 	if p.rtt.HasSample() {
 		d = max(d, p.rtt.SmoothedRTT())
 	}
-	return rackPacket{sent: e.SentAt, asked: e.Value.asked, wait: d*5/4 + maxAckDelay + min(d/4, rackAckSlack)}
+	reo := max(c.rtt.MinRTT()/4, rackWindow)
+	return rackPacket{sent: e.SentAt, asked: e.Value.asked, reo: reo, wait: d*5/4 + maxAckDelay + min(d/4, rackAckSlack)}
 }
 
 // check applies the RACK rules to a packet given the newest packet
@@ -399,9 +404,9 @@ func (c *Conn) rackPacket(e *reliability.Entry[txData], p *ccPath) rackPacket {
 // check again (zero: when more is acknowledged).
 //
 // A packet that asked for an immediate acknowledgement (the last of a
-// burst) is acknowledged without delay. It is lost once a packet sent
-// rackWindow or more after it was acknowledged: its own acknowledgement
-// would have come first. (One sent last, with nothing after it, is
+// burst) is acknowledged without delay. It is lost once a packet sent a
+// reordering window (rackWindow) or more after it was acknowledged: its
+// own acknowledgement would have come first. (One sent last, with nothing after it, is
 // repaired by the probe timeout, which is short for such packets: see
 // Conn.lossTimeout.)
 //
@@ -422,7 +427,7 @@ func (r rackPacket) check(now time.Time, p *ccPath) (lost bool, at time.Time) {
 		at = r.sent.Add(r.wait)
 		return !now.Before(at), at
 	}
-	return !r.sent.Add(rackWindow).After(acked), time.Time{}
+	return !r.sent.Add(r.reo).After(acked), time.Time{}
 }
 
 // rackDetect declares lost c's packets in flight that the RACK rules
