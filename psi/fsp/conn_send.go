@@ -429,11 +429,9 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 // reader gets an error wrapping post.ErrReset for the message and the
 // next one follows. Packets already sent stay in reliability: the
 // receiver needs every sequence number. Without a message in progress it
-// does nothing. It must not run concurrently with WriteMessage.
-func (c *Conn) AbortMessage(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+// does nothing. It never blocks (the context is not needed) and must not
+// run concurrently with WriteMessage.
+func (c *Conn) AbortMessage(context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.midMessage {
