@@ -1,0 +1,98 @@
+package fsp
+
+import (
+	"testing"
+	"time"
+)
+
+// TestClonesShareCongestion: a session's clones send through one
+// congestion controller per path (issue 15): bulk data on one clone moves
+// the window every clone sees, and the bytes in flight add up.
+func TestClonesShareCongestion(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	go func() {
+		for {
+			f, err := s.AcceptFork(ctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				for {
+					if _, err := f.ReceiveMessage(ctx); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	a, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*Conn{a, b} {
+		x.mu.Lock()
+		x.ccLock()
+		x.ccUnlock()
+		x.mu.Unlock()
+	}
+	if a.ccs.g != c.ccs.g || b.ccs.g != c.ccs.g || a.ccs.p != b.ccs.p {
+		t.Fatal("the clones do not share their session's congestion controller")
+	}
+	msg := randBytes(64 << 10)
+	for range 32 {
+		if err := a.SendMessage(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.SendMessage(ctx, []byte("small")); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.ccLock()
+	total, own := a.ccs.p.inFlight, a.ccs.inFlight
+	a.ccUnlock()
+	a.mu.Unlock()
+	if own > total {
+		t.Errorf("clone's bytes in flight %d exceed the path's %d", own, total)
+	}
+	// Once everything is acknowledged the window stops moving: both see it.
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Stats().BytesInFlight+b.Stats().BytesInFlight > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if wa, wb := a.Stats().CongestionWindow, b.Stats().CongestionWindow; wa != wb || wa == 0 {
+		t.Errorf("windows %d and %d: want one shared window", wa, wb)
+	}
+}
+
+// TestRACKRules: the session-wide loss rules (rackPacket.check).
+func TestRACKRules(t *testing.T) {
+	t0 := time.Now()
+	p := &ccPath{ackedSent: t0.Add(100 * time.Microsecond)}
+	asked := rackPacket{sent: t0, asked: true, reo: 50 * time.Microsecond}
+	if lost, _ := asked.check(t0.Add(200*time.Microsecond), p); !lost {
+		t.Error("an immediate-ack packet sent a window before an acknowledged one is not lost")
+	}
+	asked.reo = 200 * time.Microsecond
+	if lost, at := asked.check(t0.Add(200*time.Microsecond), p); lost || !at.IsZero() {
+		t.Error("reordering within the window is taken for a loss")
+	}
+	other := rackPacket{sent: t0, wait: 2 * time.Millisecond}
+	if lost, at := other.check(t0.Add(time.Millisecond), p); lost || !at.Equal(t0.Add(2*time.Millisecond)) {
+		t.Errorf("delayed-ack packet: lost %v, check again at %v", lost, at.Sub(t0))
+	}
+	if lost, _ := other.check(t0.Add(2*time.Millisecond), p); !lost {
+		t.Error("delayed-ack packet not lost after its wait")
+	}
+	later := rackPacket{sent: t0.Add(time.Millisecond), wait: time.Millisecond}
+	if lost, at := later.check(t0.Add(5*time.Millisecond), p); lost || !at.IsZero() {
+		t.Error("a packet sent after the newest acknowledged one is lost")
+	}
+}
