@@ -364,7 +364,15 @@
 // trips. After two probe timeouts the RTO (the same formula, floored at
 // 2 ms and doubled per expiry) presumes all in flight lost and resends
 // under a collapsed window. Congestion control is CUBIC (or NewReno)
-// with pacing. The receive window is advertised in packets. Keep-alives
+// with pacing. The connections of a session (the root and its clones)
+// share one controller and pacer per peer address, so eight busy clones
+// take one flow's share of a bottleneck, and share loss detection: the
+// last packet of a burst asks for an immediate acknowledgement, and is
+// lost once a sibling's packet sent a reordering window (a quarter of the
+// minimum RTT) after it is acknowledged (RACK). A clone's timeout while
+// its siblings are acknowledged reduces the shared window as a loss does
+// instead of collapsing it. Each keeps its own sequence space and
+// retransmissions. The receive window is advertised in packets. Keep-alives
 // run while idle; a peer silent for IdleTimeout, or one that leaves ten
 // backed-off retransmission timeouts and at least 5 s of data
 // unanswered, is declared dead with post.ErrTimeout.
