@@ -34,6 +34,11 @@ type ccGroup struct {
 	name  string       // the controller's name (Config.Congestion)
 	pace  bool
 	paths []*ccPath // at most maxPaths, the least used dropped first
+	// pn numbers the session's data packets for the controllers, across
+	// paths: a packet sent on one path and acknowledged or lost after its
+	// connection moved is given to the new path's controller, whose
+	// recovery epochs compare numbers.
+	pn uint64
 }
 
 // ccPath is the shared state of one peer address.
@@ -42,7 +47,6 @@ type ccPath struct {
 	cc       congestion.Controller
 	pacer    *congestion.Pacer // nil when pacing is off
 	inFlight int               // bytes in flight, every member's
-	pn       uint64            // the controller's packet numbers, session-wide
 	members  []*ccShare
 	turn     int // the member kickBlocked wakes first
 	// ackedSent is the send time of the newest packet acknowledged on the
@@ -230,12 +234,13 @@ func (c *Conn) ccPaceDelay(now time.Time) time.Duration {
 // c.snd.OnSent.
 func (c *Conn) ccSent(now time.Time, bytes int) uint64 {
 	p := c.ccLock()
-	p.pn++
-	p.cc.OnPacketSent(now, p.pn, bytes, p.inFlight)
+	g := c.ccs.g
+	g.pn++
+	p.cc.OnPacketSent(now, g.pn, bytes, p.inFlight)
 	if p.pacer != nil {
 		p.pacer.OnSent(now, bytes)
 	}
-	pn := p.pn
+	pn := g.pn
 	c.ccUnlock()
 	return pn
 }
