@@ -25,7 +25,8 @@ import (
 // the others, instead of waiting for its probe timeout.
 //
 // Lock order: a connection's mu, then the group's; a connection never
-// takes a sibling's lock while holding its own (kick runs apart).
+// takes a sibling's lock while holding its own (kick only queues timer
+// work on the sibling's loop).
 
 // ccGroup is the congestion state a session's connections share.
 type ccGroup struct {
