@@ -87,6 +87,27 @@ func (rb *rxBatch) dispatch() {
 // single read loop did, instead of dropping a window's worth at once.
 const queueWait = 2 * time.Millisecond
 
+// maxQueuedBytes bounds the datagrams queued on all of a Transport's
+// connections together (Transport.queued): a connection's own queue is
+// bounded by its receive window, but many authenticated connections with
+// starved loops would otherwise hold many windows at once. It is at
+// least one connection's full queue.
+const maxQueuedBytes = 64 << 20
+
+// queueRoom charges one datagram to the Transport's queue bound; false,
+// charging nothing, when the bound is reached.
+func (t *Transport) queueRoom(qlimit int) bool {
+	lim := t.queueCap
+	if lim <= 0 {
+		lim = max(maxQueuedBytes, int64(qlimit)*bufCost)
+	}
+	if t.queued.Add(bufCost) > lim {
+		t.queued.Add(-bufCost)
+		return false
+	}
+	return true
+}
+
 // enqueue queues datagrams for c's loop, starting the loop if it is not
 // running, and reports whether the queue is over half full. It takes
 // ownership of the buffers. If the queue is full it waits up to
@@ -100,6 +121,12 @@ func (c *Conn) enqueue(rs []routed) bool {
 	waited := false
 	for i := 0; i < len(rs); i++ {
 		if len(q.pkts) < q.limit {
+			if !c.t.queueRoom(q.limit) {
+				// The Transport's bound: drop, do not wait.
+				q.dropped++
+				putBuf(rs[i].in.buf)
+				continue
+			}
 			q.pkts = append(q.pkts, rs[i].in)
 			continue
 		}
@@ -197,6 +224,7 @@ func (c *Conn) run() {
 				c.loop.flushDirty()
 			}
 		}
+		c.t.queued.Add(-int64(len(batch)) * bufCost)
 		if timer {
 			c.onTimer()
 		}

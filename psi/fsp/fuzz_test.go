@@ -52,6 +52,12 @@ func FuzzTransportInput(f *testing.F) {
 		p.Src = peer + 1
 		f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 40)...))
 	}
+	// An aborted message: EOT with ABORT and no payload, and ABORT alone
+	// (malformed).
+	for _, fl := range []uint8{wire.FlagEOT | wire.FlagAbort, wire.FlagAbort} {
+		p = wire.Packet{Header: wire.Header{Opcode: wire.PureData, Flags: fl, Dst: 0x30000, Src: peer, Seq: 2}}
+		f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 16)...))
+	}
 	p = wire.Packet{Header: wire.Header{Opcode: wire.KeepAlive, Dst: 0x30000, Src: peer}, HasCredit: true, Credit: 1 << 31}
 	f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 16)...))
 	f.Add([]byte{0x40, 1, 2, 3}) // QUIC-looking

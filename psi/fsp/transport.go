@@ -72,6 +72,13 @@ type Transport struct {
 	// socket: ECONNREFUSED then refuses the connections being set up,
 	// and an established connection reports ICMP errors as SoftErrors.
 	recvErr atomic.Bool
+
+	// queued is the bytes (bufCost a datagram) the socket reader has
+	// queued on connections and their loops have not processed yet;
+	// queueCap bounds it (zero: maxQueuedBytes), so connections whose
+	// loops are starved cannot together hold more (conn_loop.go).
+	queued   atomic.Int64
+	queueCap int64
 	// icmpPending: a send returned an ICMP error, so the error queue
 	// has entries the read loop did not hear of.
 	icmpPending atomic.Bool
