@@ -85,6 +85,9 @@ func TestAbortMessage(t *testing.T) {
 	if m, err := s.ReceiveMessage(ctx); err != nil || !bytes.Equal(m, want) {
 		t.Fatalf("message after the aborted one: %d bytes, %v", len(m), err)
 	}
+	if sent, got := c.Stats().AbortsSent, s.Stats().AbortsReceived; sent != 1 || got != 1 {
+		t.Errorf("AbortsSent %d, AbortsReceived %d; want 1 and 1", sent, got)
+	}
 }
 
 // TestAbortMessagePartRead: parts read stay read; the unread rest of the

@@ -267,8 +267,12 @@ type Stats struct {
 	// sequence numbers the receiver stopped waiting for, Evicted the
 	// complete messages dropped unread to make room for newer ones.
 	Superseded, Skipped, Evicted uint64
+	// AbortsSent counts messages abandoned with AbortMessage, and
+	// AbortsReceived the peer's abort markers processed.
+	AbortsSent, AbortsReceived uint64
 	// QueueDropped counts datagrams dropped before processing because
-	// the connection's receive queue was full.
+	// the connection's receive queue, or the Transport's bound on all
+	// its connections' queues, was full.
 	QueueDropped     uint64
 	SmoothedRTT      time.Duration
 	RTTVar           time.Duration

@@ -307,6 +307,7 @@ func (c *Conn) popInOrder() {
 		}
 		if v.abort {
 			putBuf(v.buf)
+			c.stats.AbortsReceived++
 			c.abortRead()
 			popped = true
 			continue

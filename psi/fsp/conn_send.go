@@ -459,6 +459,7 @@ func (c *Conn) AbortMessage(context.Context) error {
 	seq := c.snd.Push(txData{op: wire.PureData, flags: wire.FlagEOT | wire.FlagAbort}, overhead)
 	c.sndBytes += overhead
 	c.midMessage = false
+	c.stats.AbortsSent++
 	if c.milk {
 		// Not a message: it supersedes nothing, and is superseded by the
 		// next complete one.
