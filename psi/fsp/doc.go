@@ -405,7 +405,9 @@
 // processes acknowledgements and loss detection, runs the connection's
 // timer, and sends what that released. The queue holds at most the
 // maximum receive window plus a batch; when it is full the reader waits
-// up to 2 ms for room, then drops (Stats.QueueDropped). Writers still send
+// up to 2 ms for room, then drops (Stats.QueueDropped). All of a
+// Transport's queues together hold at most 64 MiB (or one full queue, if
+// more); past that the reader drops at once. Writers still send
 // from their own goroutine, but packets are built under the lock and
 // sealed after it is dropped, so no connection lock is held across AES-GCM
 // or a system call on the data path.
