@@ -169,8 +169,8 @@ func (c *Conn) releaseDone() {
 
 // ---- Timers -------------------------------------------------------------
 
-// armTimer makes sure the timer fires by the earliest deadline. Called with
-// c.mu held.
+// armTimer sets the timer to the earliest deadline, earlier or later than
+// it was, or stops it if there is none. Called with c.mu held.
 func (c *Conn) armTimer() {
 	if c.state == stateClosed {
 		return
@@ -203,10 +203,19 @@ func (c *Conn) armTimer() {
 			at(c.lastKA.Add(ka))
 		}
 	}
-	if next.IsZero() || (!c.timerAt.IsZero() && !next.Before(c.timerAt)) {
+	// The timer follows the earliest deadline both ways: an
+	// acknowledgement that moves it later or removes it pushes the timer
+	// back or stops it, so it does not wake the loop for nothing.
+	if next.Equal(c.timerAt) {
 		return
 	}
 	c.timerAt = next
+	if next.IsZero() {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		return
+	}
 	d := time.Until(next)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(d, c.timerFired) // the loop runs onTimer
