@@ -252,8 +252,15 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxDatagramSize); re
 // sockio lends datagrams of up to maxHandshakeSize bytes.
 const _ = uint(sockio.LendSize - maxHandshakeSize)
 
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
-func putBuf(b *[]byte) { bufPool.Put(b) }
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+// putBuf returns b to the pool. A nil b (an entry without a buffer, such
+// as an abort marker) is ignored: the pool would hand it out again.
+func putBuf(b *[]byte) {
+	if b != nil {
+		bufPool.Put(b)
+	}
+}
 
 func (t *Transport) readLoop() {
 	defer close(t.loopEnd)
