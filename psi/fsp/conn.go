@@ -187,10 +187,12 @@ type Conn struct {
 	gapsOut      []reliability.Gap
 	wgaps        []wire.Gap
 
-	lastRecv time.Time
-	lastKA   time.Time
-	timer    *time.Timer
-	timerAt  time.Time
+	lastRecv    time.Time
+	lastKA      time.Time
+	quietAt     time.Time // the next quiet probe (conn_quiet.go)
+	quietProbes int
+	timer       *time.Timer
+	timerAt     time.Time
 
 	stats    Stats
 	ackedFns []func()

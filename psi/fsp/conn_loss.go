@@ -202,6 +202,7 @@ func (c *Conn) armTimer() {
 		if ka := c.cfg.keepAlive(); ka > 0 {
 			at(c.lastKA.Add(ka))
 		}
+		at(c.quietAt)
 	}
 	// The timer follows the earliest deadline both ways: an
 	// acknowledgement that moves it later or removes it pushes the timer
@@ -342,6 +343,7 @@ func (c *Conn) onTimer() {
 		c.traceMetrics(now)
 	}
 	c.onCreditTimer(now)
+	c.onQuietTimer(now)
 	if ka := c.cfg.keepAlive(); ka > 0 && now.Sub(c.lastKA) >= ka {
 		c.lastKA = now
 		if now.Sub(c.lastRecv) >= ka {

@@ -230,6 +230,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 		}
 	case wire.PureData, wire.Persist, wire.Release:
 		keep = c.onData(now, pkt, buf, pt)
+		c.onDataHeard(now)
 	case wire.KeepAlive:
 		if pkt.Flags&wire.FlagAckRequest != 0 {
 			c.ackNow = true

@@ -1,0 +1,41 @@
+package fsp
+
+import "time"
+
+// Quiet probes: a receiver whose peer was sending data and then fell
+// silent asks for an acknowledgement, at growing intervals, until it
+// hears anything. A receiver that lost its local address (the route
+// moved to another interface) hears nothing more, since the peer sends
+// to the old address; its probe leaves by the new route and lets the
+// peer validate and follow the new path long before the peer gives up
+// on an unacknowledged window, where the keep-alive interval (a third of
+// the idle timeout) would come too late.
+const (
+	quietAfter     = 250 * time.Millisecond
+	maxQuietProbes = 5 // 250 ms … 4 s after the last data
+)
+
+// onDataHeard rearms the quiet probes. Called with c.mu held.
+func (c *Conn) onDataHeard(now time.Time) {
+	c.quietProbes = 0
+	c.quietAt = now.Add(quietAfter)
+}
+
+// onQuietTimer sends a quiet probe if it is due and nothing was heard
+// since the last data. Called with c.mu held, from onTimer.
+func (c *Conn) onQuietTimer(now time.Time) {
+	if c.quietAt.IsZero() || now.Before(c.quietAt) {
+		return
+	}
+	if now.Sub(c.lastRecv) < quietAfter<<c.quietProbes {
+		c.quietAt = time.Time{} // the peer is heard: the path works
+		return
+	}
+	c.ackReq = true
+	c.quietProbes++
+	if c.quietProbes >= maxQuietProbes {
+		c.quietAt = time.Time{}
+		return
+	}
+	c.quietAt = now.Add(quietAfter << c.quietProbes)
+}
