@@ -230,7 +230,9 @@ func TestZeroRTTReplay(t *testing.T) {
 	}
 	s := acceptWant(t, ctx, l, "once")
 	pingPong(t, c, s)
+	h.mu.Lock()
 	restore := h.sent[0]
+	h.mu.Unlock()
 	c.Close()
 	s.Close()
 
