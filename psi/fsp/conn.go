@@ -66,14 +66,13 @@ type rxData struct {
 // messages in each direction. WriteMessage and ReadMessage may be called
 // concurrently with each other, but not each with itself.
 type Conn struct {
-	t         *Transport
-	cfg       *Config
-	log       *slog.Logger
-	initiator bool
-	listener  *Listener
-	pendKey   pendingKey
-	local     uint32 // our ALFID, set by Transport.register
-	peer      uint32 // the peer's ALFID
+	t        *Transport
+	cfg      *Config
+	log      *slog.Logger
+	listener *Listener
+	pendKey  pendingKey
+	local    uint32 // our ALFID, set by Transport.register
+	peer     uint32 // the peer's ALFID
 
 	done        chan struct{} // closed by teardown
 	established chan struct{} // closed when the handshake ends either way
@@ -85,10 +84,11 @@ type Conn struct {
 	inq  inQueue    // datagrams for the connection loop (conn_loop.go)
 	rxMu sync.Mutex // serialises opening with rx, which may run outside mu
 
-	mu     sync.Mutex
-	remote peerAddr
-	state  state
-	err    error
+	mu        sync.Mutex
+	remote    peerAddr
+	state     state
+	initiator bool
+	err       error
 
 	// Handshake.
 	hsKey      []byte // tag key of handshake packets
@@ -97,16 +97,17 @@ type Conn struct {
 	peerNonce  []byte
 	kp         *fcrypto.KeyPair
 	hsPacket   []byte
-	hsFlight   [][]byte   // responder: the ACK_CONNECT_REQ fragments
-	hsNext     int        // responder: the next fragment to send
-	hsCredit   int        // responder: bytes it may send, 3x those received
-	hsFrags    reassembly // initiator: ACK_CONNECT_REQ; responder: CLIENT_AUTH
-	hsFragsIn  int        // initiator: fragments since CONNECT_REQUEST left
+	hsFlight   *affirmFlight // responder: ACK_CONNECT_REQ (affirm.go)
+	hsNext     int           // responder: the next fragment to send
+	hsCredit   int           // responder: bytes it may send, 3x those received
+	hsFrags    reassembly    // initiator: ACK_CONNECT_REQ; responder: CLIENT_AUTH
+	hsFragsIn  int           // initiator: fragments since CONNECT_REQUEST left
 	hsTries    int
 	hsSentAt   time.Time // the last handshake packet left then
 	hsDeadline time.Time
 	reaffirmAt time.Time // responder: earliest resend of ACK_CONNECT_REQ
 	confirmed  bool
+	authWait   bool
 	peerParam  wire.ConnectParam
 	peerCerts  []*x509.Certificate // the peer's verified chain; clones inherit it
 	// Client authentication: the responder keeps the transcript until a
@@ -115,7 +116,6 @@ type Conn struct {
 	// confirms it.
 	clientDigest []byte
 	authMsg      []byte
-	authWait     bool
 	// Resumption (resume.go): the ticket a dial presents, the secret
 	// this session's tickets derive from, and whether it was resumed.
 	resume  *resumeState
@@ -125,15 +125,15 @@ type Conn struct {
 	// (kept until the listener took it or it was queued again), and
 	// whether the first message went or came as 0-RTT data.
 	earlyState uint8
-	earlyData  []byte
-	earlyAcked func()
 	used0RTT   bool
 	earlyIn    bool
+	keyGen     uint32 // the generation of the keys below (InstallKey)
+	earlyData  []byte
+	earlyAcked func()
 
 	// Keys. A session's master secret derives the keys of every
 	// connection of the session with that connection's ALFID pair.
 	master []byte
-	keyGen uint32
 	tx     *fcrypto.Direction
 	rx     [2]*fcrypto.Direction // by key phase
 	replay fcrypto.ReplayWindow
@@ -150,6 +150,7 @@ type Conn struct {
 	gapsIn       []reliability.Gap
 	sending      bool
 	sendAgain    bool
+	midMessage   bool // a message was begun and not ended
 	out          []*[]byte
 	outJobs      []sealJob // packets of out still to seal (conn_send.go)
 	txFree       []*[]byte // send-queue buffers to free once sealed (freeTx)
@@ -161,7 +162,6 @@ type Conn struct {
 	rtoAt        time.Time
 	lossAt       time.Time
 	compactAt    time.Time // shrink oversized buffers (conn_mem.go)
-	midMessage   bool      // a message was begun and not ended
 	releaseSeq   uint64    // Close is done once everything up to it is acknowledged
 	sentRelease  bool      // and it is our RELEASE
 	timeWait     bool      // closed after the peer released: acknowledge a while (conn_close.go)
@@ -177,10 +177,10 @@ type Conn struct {
 	readQ        []rxData // in-order packets for ReadMessage, from readHead
 	readHead     int
 	readOff      int
-	peerReleased bool
 	ackPending   int
 	ackNow       bool
 	ackReq       bool // send a KEEP_ALIVE asking for an acknowledgement
+	peerReleased bool
 	ackAt        time.Time
 	largestAt    time.Time
 	advLimit     uint64
@@ -203,7 +203,6 @@ type Conn struct {
 	// at the other end. Until the peer's clone answers, a forked clone
 	// sends MULTIPLY packets to the parent's peer ALFID.
 	parent                     *Conn
-	peerKnown                  bool             // the peer's ALFID is known
 	clones                     map[uint32]*Conn // by the peer clone's ALFID; parent side
 	usedClones                 map[uint32]bool  // clone ALFIDs ever seen or used: no key reuse, no replays
 	forks                      chan *Conn       // clones the peer made, for AcceptFork
@@ -217,7 +216,6 @@ type Conn struct {
 	forkable                                    chan struct{} // signalled when peerCredit grows
 	creditAt                                    time.Time     // a blocked Fork asks for credit again then
 	forkWaiters                                 int           // Forks waiting for credit
-	acceptsForks                                bool          // AcceptFork was called: grant credit
 
 	// Memory accounting (budget.go): the listener budget this connection
 	// is charged to, the peer's share it counts against, and its charge.
@@ -227,14 +225,16 @@ type Conn struct {
 
 	// Milk class (clones only): every message is one transaction, and a
 	// newer complete message supersedes older unacknowledged ones.
-	milk       bool
-	maxPayload int      // message bytes per data packet
-	milkLive   uint64   // sender: lowest sequence number still delivered (the skip point sent)
-	msgStart   uint64   // sender: first sequence number of the message being written
-	skipSent   uint64   // sender: the skip point last sent
-	newest     uint64   // sender: first sequence number of the newest complete message
-	asm        []rxData // receiver: the incomplete message being reassembled
-	readMid    bool     // receiver: ReadMessage returned part of the current message
+	maxPayload   int      // message bytes per data packet
+	milkLive     uint64   // sender: lowest sequence number still delivered (the skip point sent)
+	msgStart     uint64   // sender: first sequence number of the message being written
+	skipSent     uint64   // sender: the skip point last sent
+	newest       uint64   // sender: first sequence number of the newest complete message
+	asm          []rxData // receiver: the incomplete message being reassembled
+	readMid      bool     // receiver: ReadMessage returned part of the current message
+	milk         bool
+	peerKnown    bool // the peer's ALFID is known (clones, above)
+	acceptsForks bool // AcceptFork was called: grant credit (fork credit, above)
 
 	// Paths (path.go).
 	paths  []*path

@@ -372,17 +372,13 @@ func (c *Conn) respond(req *connectReq) error {
 	if err != nil {
 		return err
 	}
-	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
-	hello := serverHello{nonce: c.nonce[:], flags: flags, cred: wire.Credential{Chain: chain, Sig: sig}, confirm: confirm[:]}
-	body, err := hello.append(nil)
+	fl, err := newAffirmFlight(&affirmFlight{
+		dst: req.src, src: c.local, param: myParam, pub: kp.Public,
+		hello:   serverHello{nonce: c.nonce[:], flags: flags, cred: wire.Credential{Chain: chain, Sig: sig}},
+		confirm: fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest),
+	})
 	if err != nil {
 		return err
-	}
-	p := wire.Packet{
-		Header:       wire.Header{Opcode: wire.AckConnectReq, Dst: req.src, Src: c.local},
-		HasParam:     true,
-		Param:        myParam,
-		EphemeralKey: kp.Public[:],
 	}
 
 	c.mu.Lock()
@@ -403,10 +399,7 @@ func (c *Conn) respond(req *connectReq) error {
 	} else if l.pskLeaf != nil {
 		c.peerCerts = []*x509.Certificate{l.pskLeaf}
 	}
-	room := BaseDatagramSize - len(wire.AppendHeader(nil, &p)) - fcrypto.TagLen
-	for _, frag := range splitFlight(body, room) {
-		c.hsFlight = append(c.hsFlight, handshakePacket(make([]byte, 0, BaseDatagramSize), key, &p, frag))
-	}
+	c.hsFlight = fl
 	c.state = stateAffirming
 	c.hsCredit = 3 * req.reqLen
 	c.sendFlight()
@@ -418,9 +411,17 @@ func (c *Conn) respond(req *connectReq) error {
 // sendFlight sends the next ACK_CONNECT_REQ fragments as far as the
 // anti-amplification credit goes. Called with c.mu held.
 func (c *Conn) sendFlight() {
-	for c.hsNext < len(c.hsFlight) && c.hsCredit >= len(c.hsFlight[c.hsNext]) {
-		c.hsCredit -= len(c.hsFlight[c.hsNext])
-		c.t.write(c.hsFlight[c.hsNext], &c.remote)
+	fl := c.hsFlight
+	to := c.hsNext
+	for credit := c.hsCredit; to < fl.n && credit >= fl.size(to); to++ {
+		credit -= fl.size(to)
+	}
+	if to == c.hsNext {
+		return
+	}
+	for _, p := range fl.packets(c.hsKey, c.hsNext, to) {
+		c.hsCredit -= len(p)
+		c.t.write(p, &c.remote)
 		c.hsNext++
 	}
 }
@@ -436,7 +437,7 @@ func (c *Conn) resendAffirm(nonce []byte, reqLen int) {
 			return
 		}
 		c.hsCredit = min(c.hsCredit+3*reqLen, 3*BaseDatagramSize)
-		if c.hsNext < len(c.hsFlight) {
+		if c.hsNext < c.hsFlight.n {
 			c.sendFlight() // the client asks for the rest
 			return
 		}
