@@ -77,7 +77,9 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	ln = limitPerAddr(ln, o.connsPerAddr)
+	lim := limitConns(ln, o.connsPerAddr, o.conns)
+	srv.ConnState = lim.connState
+	ln = lim
 	g := &gateway{addr: ln.Addr().String(), done: make(chan error, 1)}
 	tlsOn := o.tlsCert != "" || o.tlsKey != ""
 	go func() {
