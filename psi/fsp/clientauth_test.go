@@ -292,6 +292,11 @@ func TestClientAuthLoss(t *testing.T) {
 		RootCAs: srv.Pool, ServerName: "localhost", Certificates: []tls.Certificate{cli.Leaf}}})
 	defer c.Close()
 	defer s.Close()
+	// The listener confirms after Accept returns: wait for its first
+	// acknowledgement rather than race it.
+	for deadline := time.Now().Add(5 * time.Second); sDrops.Load() < 1 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if cDrops.Load() < 2 || sDrops.Load() < 1 {
 		t.Fatalf("CLIENT_AUTH sent %d times, confirmations %d", cDrops.Load(), sDrops.Load())
 	}
