@@ -81,10 +81,13 @@ func (c *Conn) fill(now time.Time) {
 	}
 	for len(c.out) < maxBatch {
 		probe := c.probes > 0
-		if !probe && !c.ccCanSend() {
-			break
-		}
-		if !probe {
+		// Only data ready to go asks the shared window: a clone with
+		// nothing to send is not noted blocked, or the window's opening
+		// would wake it instead of one that waits (conn_cc.go).
+		if !probe && c.sendable() {
+			if !c.ccCanSend() {
+				break
+			}
 			// Delays below the timer granularity are not worth a timer:
 			// send now and let the pacer run into debt, as quic-go does.
 			if d := c.ccPaceDelay(now); d > minPacingDelay {
@@ -121,6 +124,16 @@ func (c *Conn) fill(now time.Time) {
 			}
 		}
 	}
+}
+
+// sendable reports whether NextToSend has an entry for fill: a
+// retransmission, or new data the peer's window takes.
+func (c *Conn) sendable() bool {
+	if c.snd.HasRetransmission() {
+		return true
+	}
+	e := c.snd.PeekNew()
+	return e != nil && e.Seq < c.sendLimit()
 }
 
 // sendLimit is the flow-control limit for new data: the peer's, one more

@@ -80,7 +80,11 @@ func TestForkBurst(t *testing.T) {
 				}
 			}
 			st := f.debugState()
-			if err := f.Close(); err != nil {
+			// Not Close: its linger (3 s) bounds a flow's drain, and a
+			// thousand clones share one window; the test's context
+			// bounds it instead, so a clone that never drains still
+			// fails.
+			if err := f.CloseContext(ctx); err != nil {
 				s.mu.Lock()
 				peer := s.clones[f.LocalALFID()]
 				used := s.usedClones[f.LocalALFID()]

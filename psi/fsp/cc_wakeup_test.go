@@ -1,0 +1,132 @@
+package fsp
+
+import (
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
+)
+
+// gateCC is a congestion controller whose window the test sets (under the
+// group's lock).
+type gateCC struct {
+	congestion.Controller
+	window int
+}
+
+func (g *gateCC) CanSend(inFlight int) bool { return inFlight < g.window }
+func (g *gateCC) Window() int               { return g.window }
+
+// TestCCWakeSkipsIdleClone: when the shared window opens, the clone whose
+// data waits for it is woken, not one that merely had nothing to send
+// while the window was full. A clone marked blocked for an
+// acknowledgement-only send took the wake-up meant for the waiting clone,
+// which then waited for nothing (issue: TestForkBurst's Close timed out).
+func TestCCWakeSkipsIdleClone(t *testing.T) {
+	scfg, ccfg := pair(t)
+	scfg.KeepAlive, ccfg.KeepAlive = -1, -1
+	// Nothing but the window's opening may let busy send: no pacing, no
+	// path MTU probes (which leave beyond the window and draw an
+	// acknowledgement), no keep-alives.
+	ccfg.DisablePacing, ccfg.DisablePathMTUDiscovery = true, true
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	got := make(chan string, 8)
+	var peers []*Conn
+	accepted := make(chan *Conn, 2)
+	go func() {
+		for {
+			f, err := s.AcceptFork(ctx)
+			if err != nil {
+				return
+			}
+			accepted <- f
+			go func() {
+				for {
+					m, err := f.ReceiveMessage(ctx)
+					if err != nil {
+						return
+					}
+					got <- string(m)
+				}
+			}()
+		}
+	}()
+	idle, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*Conn{idle, busy} {
+		if err := f.SendMessage(ctx, []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		<-got
+		peers = append(peers, <-accepted)
+	}
+	// Let everything be acknowledged and the session fall quiet: nothing
+	// may arrive later that would wake busy by chance.
+	all := append([]*Conn{c, s, idle, busy}, peers...)
+	heard := func() (n uint64) {
+		for _, f := range all {
+			f.mu.Lock()
+			n += f.stats.PacketsReceived
+			f.mu.Unlock()
+		}
+		return n
+	}
+	inFlight := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		p := c.ccLock()
+		defer c.ccUnlock()
+		return p.inFlight
+	}
+	last, since := heard(), time.Now()
+	for deadline := time.Now().Add(10 * time.Second); inFlight() > 0 || time.Since(since) < 300*time.Millisecond; time.Sleep(10 * time.Millisecond) {
+		if n := heard(); n != last {
+			last, since = n, time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session does not fall quiet")
+		}
+	}
+	g := c.ccs.g
+	gate := &gateCC{}
+	g.mu.Lock()
+	p := c.ccs.p
+	gate.Controller = p.cc
+	p.cc = gate // shut
+	g.mu.Unlock()
+
+	// idle sends what it owes (nothing) while the window is full.
+	idle.mu.Lock()
+	idle.trySend()
+	idle.mu.Unlock()
+	// busy's message waits for the window.
+	if err := busy.SendMessage(ctx, []byte("waiting")); err != nil {
+		t.Fatal(err)
+	}
+	// A packet's room opens, idle's turn first.
+	g.mu.Lock()
+	gate.window = 1
+	for i, m := range p.members {
+		if m == &idle.ccs {
+			p.turn = i
+		}
+	}
+	p.kickBlocked(nil)
+	g.mu.Unlock()
+	select {
+	case m := <-got:
+		if m != "waiting" {
+			t.Fatalf("got %q", m)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatalf("the message waiting for the window was not sent within 2 s of its opening: %s", busy.debugState())
+	}
+}
