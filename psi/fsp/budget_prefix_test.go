@@ -120,3 +120,47 @@ func TestBudgetIPv6Host(t *testing.T) {
 		t.Fatal("a neighbour in another /64 of the /48 was refused")
 	}
 }
+
+// TestHandshakeLimiterSpray: one attacker sprays valid requests from
+// more busy sources than the limiter has slots, in a handful of /16
+// (IPv4) or /32 (IPv6) prefixes, each source draining its buckets, and
+// keeps at it; honest clients elsewhere are still allowed, every time.
+// Before, a newcomer whose two slots were held by busy sources shared a
+// bucket the attacker had drained: refused for as long as the spray went
+// on.
+func TestHandshakeLimiterSpray(t *testing.T) {
+	sprays := map[string]func(i int) netip.Addr{
+		"IPv4, 4 to a /24, in 8 /16s": func(i int) netip.Addr {
+			return netip.AddrFrom4([4]byte{10, byte(i >> 10), byte(i >> 2), byte(1 + i&3)})
+		},
+		"IPv4, one to a /24, in 32 /16s": func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}) },
+		"IPv6, 4 /64s to a /48, in 8 /32s": func(i int) netip.Addr {
+			return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, byte(0xb0 + i>>11), byte(i >> 10), byte(i >> 2), 0, byte(i & 3), 15: 1})
+		},
+		"IPv6, one /64 to a /48, in 32 /32s": func(i int) netip.Addr {
+			return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, byte(0xa0 + i>>8), 0, byte(i), 15: 1})
+		},
+	}
+	for name, src := range sprays {
+		var h handshakeLimiter
+		now := time.Now()
+		honest := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("2001:dc9::1"), netip.MustParseAddr("2a00:1::5")}
+		refused := 0
+		for round := range 5 {
+			now = now.Add(300 * time.Millisecond) // every source stays busy
+			for i := range 8192 {
+				for h.allowFrom(src(i), now, 100) {
+				}
+			}
+			for _, a := range honest {
+				if !h.allowFrom(a, now, 100) {
+					refused++
+					t.Logf("%s, round %d: %v refused", name, round, a)
+				}
+			}
+		}
+		if refused > 0 {
+			t.Errorf("%s: honest clients refused %d times of %d while 8,192 sources sprayed", name, refused, 5*len(honest))
+		}
+	}
+}
