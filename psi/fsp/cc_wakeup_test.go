@@ -18,11 +18,34 @@ func (g *gateCC) CanSend(inFlight int) bool { return inFlight < g.window }
 func (g *gateCC) Window() int               { return g.window }
 
 // TestCCWakeSkipsIdleClone: when the shared window opens, the clone whose
-// data waits for it is woken, not one that merely had nothing to send
-// while the window was full. A clone marked blocked for an
-// acknowledgement-only send took the wake-up meant for the waiting clone,
-// which then waited for nothing (issue: TestForkBurst's Close timed out).
+// data waits for it is sent, not left waiting for a wake-up that went to
+// a clone with nothing to send. A clone noted blocked by an
+// acknowledgement-only send while the window was full took the wake-up,
+// and the waiting clone sat until the idle timeout (TestForkBurst's
+// clones outlived their Close).
 func TestCCWakeSkipsIdleClone(t *testing.T) {
+	t.Run("AckOnlySend", func(t *testing.T) {
+		testCCWake(t, func(idle *Conn) {
+			idle.mu.Lock()
+			idle.trySend() // nothing to send but what it owes
+			idle.mu.Unlock()
+		})
+	})
+	// A clone noted blocked whose data then vanished (superseded, or a
+	// queued retransmission acknowledged after all) passes the wake-up on.
+	t.Run("StaleBlocked", func(t *testing.T) {
+		testCCWake(t, func(idle *Conn) {
+			idle.ccs.g.mu.Lock()
+			idle.ccs.blocked = true
+			idle.ccs.g.mu.Unlock()
+		})
+	})
+}
+
+// testCCWake shuts the window of a session with two clones, has mark
+// leave the clone idle noted blocked or not, queues a message on the
+// other, and opens the window by one packet with idle's turn first.
+func testCCWake(t *testing.T, mark func(idle *Conn)) {
 	scfg, ccfg := pair(t)
 	scfg.KeepAlive, ccfg.KeepAlive = -1, -1
 	// Nothing but the window's opening may let busy send: no pacing, no
@@ -103,10 +126,7 @@ func TestCCWakeSkipsIdleClone(t *testing.T) {
 	p.cc = gate // shut
 	g.mu.Unlock()
 
-	// idle sends what it owes (nothing) while the window is full.
-	idle.mu.Lock()
-	idle.trySend()
-	idle.mu.Unlock()
+	mark(idle)
 	// busy's message waits for the window.
 	if err := busy.SendMessage(ctx, []byte("waiting")); err != nil {
 		t.Fatal(err)

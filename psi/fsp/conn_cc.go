@@ -74,6 +74,9 @@ type ccShare struct {
 	lostKick bool
 	armedAt  time.Time
 	blocked  bool // the window held data back
+	// woken: kickBlocked woke the member for room in the window, which
+	// it passes on if it finds nothing to send (ccPassOn).
+	woken atomic.Bool
 }
 
 func newCCGroup(cfg *Config) *ccGroup {
@@ -215,8 +218,25 @@ func (c *Conn) ccCanSend() bool {
 	p := c.ccLock()
 	ok := p.cc.CanSend(p.inFlight)
 	c.ccs.blocked = !ok
+	if !ok {
+		c.ccs.woken.Store(false) // the room went to others
+	}
 	c.ccUnlock()
 	return ok
+}
+
+// ccPassOn hands the room c was woken for, and found nothing to fill, to
+// the next blocked member: a wake-up must not end with a member that has
+// nothing to send (its data was superseded, or only a retransmission
+// already acknowledged was queued) while another waits. Called with c.mu
+// held.
+func (c *Conn) ccPassOn() {
+	if c.ccs.g == nil || !c.ccs.woken.Swap(false) {
+		return
+	}
+	p := c.ccLock()
+	p.kickBlocked(&c.ccs)
+	c.ccUnlock()
 }
 
 // ccPaceDelay returns how long the shared pacer holds the next packet.
@@ -315,6 +335,7 @@ func (p *ccPath) kickBlocked(except *ccShare) {
 		m := p.members[(p.turn+i)%k]
 		if m.blocked && m != except {
 			m.blocked = false
+			m.woken.Store(true)
 			m.c.kick()
 			if n--; n == 0 {
 				p.turn = (p.turn + i + 1) % k

@@ -97,6 +97,7 @@ func (c *Conn) fill(now time.Time) {
 		}
 		e := c.snd.NextToSend(c.sendLimit())
 		if e == nil {
+			c.ccPassOn()
 			if c.milk && c.snd.PeekNew() != nil && c.skipSent < c.milkLive {
 				// Blocked by the peer's window, which superseded data may
 				// fill: tell it the skip point and ask for an update.
