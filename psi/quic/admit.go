@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 
@@ -22,6 +23,11 @@ const retryAbove = 8
 // Transport.ConnContext; and turns on address validation under load
 // through Transport.VerifySourceAddress. A handshake counts from the
 // client's first Initial until it completes or the connection ends.
+// When all max are in progress, a newcomer whose prefix holds fewer than
+// the busiest prefix ends the oldest handshake of that prefix that has
+// been in progress for evictAge (as the TCP and FSP listeners make room
+// from the largest holder), so clients that passed the Retry and never
+// finish, from a few prefixes, cannot lock everyone else out.
 type handshakes struct {
 	max, perAddr, perPrefix int
 
@@ -29,11 +35,16 @@ type handshakes struct {
 	total int
 	addrs map[netip.Addr]int
 	pfxs  map[netip.Prefix]int
+	live  map[*handshake]struct{}
 }
+
+// evictAge protects a fresh handshake from eviction: its client, if
+// honest, finishes within a round trip or two.
+const evictAge = 500 * time.Millisecond
 
 func newHandshakes(max, perAddr int) *handshakes {
 	return &handshakes{max: max, perAddr: perAddr, perPrefix: min(4*perAddr, max),
-		addrs: make(map[netip.Addr]int), pfxs: make(map[netip.Prefix]int)}
+		addrs: make(map[netip.Addr]int), pfxs: make(map[netip.Prefix]int), live: make(map[*handshake]struct{})}
 }
 
 // install sets t's callbacks; t must not be in use yet.
@@ -55,7 +66,11 @@ type handshake struct {
 	h    *handshakes
 	addr netip.Addr
 	pfx  netip.Prefix
-	once sync.Once
+	at   time.Time
+	// Guarded by h.mu: the connection once accepted (early), which
+	// eviction closes, and whether the counts were given back.
+	qc       *quicgo.Conn
+	released bool
 }
 
 // sourceHost is what counts as one source address: the address itself
@@ -86,7 +101,15 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	pfx := sourcePrefix(addr)
 	from := addr
 	addr = sourceHost(addr)
+	now := time.Now()
 	h.mu.Lock()
+	var victim *handshake
+	if h.total >= h.max && h.addrs[addr] < h.perAddr && h.pfxs[pfx] < h.perPrefix {
+		victim = h.victimLocked(pfx, now)
+	}
+	if victim != nil {
+		h.releaseLocked(victim)
+	}
 	if h.total >= h.max || h.addrs[addr] >= h.perAddr || h.pfxs[pfx] >= h.perPrefix {
 		h.mu.Unlock()
 		return ctx, post.Errorf(post.ErrRefused, "quic: too many handshakes from %v", from)
@@ -94,25 +117,62 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	h.total++
 	h.addrs[addr]++
 	h.pfxs[pfx]++
+	hs := &handshake{h: h, addr: addr, pfx: pfx, at: now}
+	h.live[hs] = struct{}{}
 	h.mu.Unlock()
-	hs := &handshake{h: h, addr: addr, pfx: pfx}
+	if victim != nil {
+		// Not here: CloseWithError waits for the connection's loop.
+		go victim.qc.CloseWithError(codeRefused, "handshake evicted")
+	}
 	context.AfterFunc(ctx, hs.done)
 	return withHooks(context.WithValue(ctx, handshakeKey{}, hs)), nil
 }
 
-func (hs *handshake) done() {
-	hs.once.Do(func() {
-		h := hs.h
+// victimLocked returns the handshake to end for a newcomer from pfx: the
+// oldest, accepted and older than evictAge, of the prefix holding the
+// most, if that holds more than pfx; or nil. Called with h.mu held.
+func (h *handshakes) victimLocked(pfx netip.Prefix, now time.Time) *handshake {
+	var best *handshake
+	for hs := range h.live {
+		if hs.qc == nil || now.Sub(hs.at) < evictAge || h.pfxs[hs.pfx] <= h.pfxs[pfx] {
+			continue
+		}
+		if best == nil || h.pfxs[hs.pfx] > h.pfxs[best.pfx] || h.pfxs[hs.pfx] == h.pfxs[best.pfx] && hs.at.Before(best.at) {
+			best = hs
+		}
+	}
+	return best
+}
+
+// accepted records qc, accepted early, as its handshake's connection.
+func (h *handshakes) accepted(qc *quicgo.Conn) {
+	if hs, ok := qc.Context().Value(handshakeKey{}).(*handshake); ok && hs.h == h {
 		h.mu.Lock()
-		defer h.mu.Unlock()
-		h.total--
-		if h.addrs[hs.addr]--; h.addrs[hs.addr] == 0 {
-			delete(h.addrs, hs.addr)
-		}
-		if h.pfxs[hs.pfx]--; h.pfxs[hs.pfx] == 0 {
-			delete(h.pfxs, hs.pfx)
-		}
-	})
+		hs.qc = qc
+		h.mu.Unlock()
+	}
+}
+
+func (hs *handshake) done() {
+	hs.h.mu.Lock()
+	defer hs.h.mu.Unlock()
+	hs.h.releaseLocked(hs)
+}
+
+// releaseLocked gives hs's counts back, once. Called with h.mu held.
+func (h *handshakes) releaseLocked(hs *handshake) {
+	if hs.released {
+		return
+	}
+	hs.released = true
+	delete(h.live, hs)
+	h.total--
+	if h.addrs[hs.addr]--; h.addrs[hs.addr] == 0 {
+		delete(h.addrs, hs.addr)
+	}
+	if h.pfxs[hs.pfx]--; h.pfxs[hs.pfx] == 0 {
+		delete(h.pfxs, hs.pfx)
+	}
 }
 
 // handshakeDone releases qc's handshake once it completed.

@@ -162,3 +162,74 @@ func TestHandshakeQuotaIPv6Host(t *testing.T) {
 		t.Fatalf("a neighbour in another /64: %v", err)
 	}
 }
+
+// retryOnly is a client socket that reads only Retry packets: its
+// handshakes pass address validation and then never complete.
+type retryOnly struct{ *deaf }
+
+func (r retryOnly) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := r.PacketConn.ReadFrom(b)
+		if err != nil || n > 0 && b[0]&0xf0 == 0xf0 { // a QUIC v1 Retry
+			return n, a, err
+		}
+	}
+}
+
+// TestHandshakeEviction: clients from four prefixes pass the Retry and
+// never finish, holding every handshake the listener allows; a client
+// from a fifth prefix still connects, ending the oldest handshake of a
+// busiest prefix (before, it was refused until those timed out, as the
+// FSP and TCP listeners already made room).
+func TestHandshakeEviction(t *testing.T) {
+	st := &Stack{MaxHandshakes: 16, MaxHandshakesPerSource: 4}
+	l, err := st.listen(context.Background(), loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			tr, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			tr.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for p := range 4 {
+		for range 4 {
+			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, byte(20+p), 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := retryOnly{&deaf{PacketConn: pc, done: make(chan struct{})}}
+			context.AfterFunc(ctx, func() { d.Close() })
+			wg.Go(func() {
+				quicgo.Dial(ctx, d, net.UDPAddrFromAddrPort(l.addr), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}},
+					&quicgo.Config{HandshakeIdleTimeout: 20 * time.Second})
+			})
+		}
+	}
+	for l.hs.inProgress() < 16 {
+		if ctx.Err() != nil {
+			t.Fatalf("the attackers hold only %d handshakes", l.hs.inProgress())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(evictAge)
+	for i := range 3 {
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		tr, err := st.Dial(dctx, l.addr, clientConfig())
+		dcancel()
+		if err != nil {
+			t.Fatalf("dial %d with every handshake held by four prefixes: %v", i, err)
+		}
+		tr.Close()
+	}
+}

@@ -103,6 +103,9 @@ func (l *Listener) acceptLoop() {
 		}
 		// An early connection still counts against its source's
 		// handshakes until the handshake completes.
+		if l.hs != nil {
+			l.hs.accepted(qc)
+		}
 		go func() {
 			select {
 			case <-qc.HandshakeComplete():
