@@ -7,8 +7,8 @@ import (
 
 func benchmarkAck(b *testing.B, mk func(Config) Controller) {
 	c := mk(Config{InitialWindowPackets: 1000})
-	c.OnPacketSent(time.Time{}, 0, mss, mss)
-	c.OnLoss(time.Time{}, 0, mss, mss) // congestion avoidance, the costly path
+	c.OnPacketSent(time.Time{}, 0, mss, c.Window())
+	c.OnLoss(time.Time{}, 0, mss, c.Window()) // congestion avoidance, the costly path
 	var rtt RTTStats
 	now := time.Unix(0, 0)
 	b.ReportAllocs()
@@ -22,7 +22,7 @@ func benchmarkAck(b *testing.B, mk func(Config) Controller) {
 		if c.Window() >= DefaultMaxWindow {
 			b.StopTimer()
 			c = mk(Config{InitialWindowPackets: 1000})
-			c.OnLoss(now, pn, mss, mss)
+			c.OnLoss(now, pn, mss, c.Window())
 			b.StartTimer()
 		}
 	}

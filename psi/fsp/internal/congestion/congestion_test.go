@@ -473,3 +473,68 @@ func TestSetMinRTO(t *testing.T) {
 		t.Errorf("RTO %v after restoring the default, want %v", r.RTO(), MinRTO)
 	}
 }
+
+// TestLossReducesWindowInUse has a sender held by its peer's receive
+// window to a tenth of its congestion window: a loss must bring the
+// window below what was in flight, or the sender keeps its rate through
+// every loss (and crowds out flows that back off).
+func TestLossReducesWindowInUse(t *testing.T) {
+	for name, beta := range map[string]float64{"newreno": 0.5, "cubic": 0.7} {
+		c := controllers()[name](Config{InitialWindowPackets: 1000})
+		const flight = 100 * mss
+		now := time.Unix(0, 0)
+		for pn := range uint64(300) {
+			c.OnPacketSent(now, pn, mss, flight) // receive-window limited
+		}
+		c.OnLoss(now, 0, mss, flight-mss)
+		if got, want := c.Window(), int(beta*flight); math.Abs(float64(got-want)) > mss {
+			t.Errorf("%s: window %d after a loss with %d of %d in flight, want %d", name, got, flight, 1000*mss, want)
+		}
+		if c.CanSend(flight - mss) {
+			t.Errorf("%s: may still send with the old flight", name)
+		}
+	}
+}
+
+// TestLossCountsWindowInUse: the window counts as used when the flight
+// was within a few packets of it (pacing leaves such gaps), when the
+// flight before the acknowledgement that revealed the loss filled it
+// (the send-time count restarts at every reduction), and when nothing
+// says how much was in flight.
+func TestLossCountsWindowInUse(t *testing.T) {
+	for name, beta := range map[string]float64{"newreno": 0.5, "cubic": 0.7} {
+		mk := controllers()[name]
+		c := mk(Config{InitialWindowPackets: 100})
+		w := c.Window()
+		c.OnPacketSent(time.Time{}, 1, mss, w-2*mss) // paced: a gap of two packets
+		c.OnLoss(time.Time{}, 1, mss, 0)
+		if got, want := c.Window(), int(beta*float64(w)); math.Abs(float64(got-want)) > 1 {
+			t.Errorf("%s: pacing gap: window %d, want %d", name, got, want)
+		}
+		c = mk(Config{InitialWindowPackets: 100})
+		c.OnPacketSent(time.Time{}, 1, mss, mss)
+		c.OnLoss(time.Time{}, 1, mss, w)
+		if got, want := c.Window(), int(beta*float64(w)); math.Abs(float64(got-want)) > 1 {
+			t.Errorf("%s: full prior flight: window %d, want %d", name, got, want)
+		}
+		c = mk(Config{InitialWindowPackets: 100})
+		c.OnLoss(time.Time{}, 1, mss, 0)
+		if got, want := c.Window(), int(beta*float64(w)); math.Abs(float64(got-want)) > 1 {
+			t.Errorf("%s: unknown flight: window %d, want %d", name, got, want)
+		}
+	}
+}
+
+// TestCubicWmaxFromWindowInUse: the curve's plateau is the window in
+// use, not an unused one, so growth after the loss does not race back
+// to a window the path never carried.
+func TestCubicWmaxFromWindowInUse(t *testing.T) {
+	c := NewCubic(Config{InitialWindowPackets: 1000}).(*cubic)
+	for pn := range uint64(10) {
+		c.OnPacketSent(time.Time{}, pn, mss, 100*mss)
+	}
+	c.OnLoss(time.Time{}, 0, mss, 100*mss)
+	if got, want := c.wMax, float64(100*mss); got != want {
+		t.Errorf("Wmax %.0f, want %.0f (the flight, not the unused window)", got, want)
+	}
+}

@@ -25,7 +25,12 @@ type Controller interface {
 	// already include the sample this acknowledgement gave; it may be nil,
 	// and InitialRTT is then assumed.
 	OnAck(now time.Time, pn uint64, ackedBytes int, priorInFlight int, rtt *RTTStats)
-	// OnLoss records that packet pn was declared lost.
+	// OnLoss records that packet pn was declared lost. priorInFlight is
+	// the number of bytes in flight before the acknowledgement (or timer)
+	// that declared it; zero if unknown. A new congestion event reduces
+	// the window the sender was using: the larger of priorInFlight and
+	// the most in flight since the last reduction, at most the window
+	// (RFC 9438 section 4.6 and RFC 5681 reduce from the flight size).
 	OnLoss(now time.Time, pn uint64, lostBytes int, priorInFlight int)
 	// OnRetransmissionTimeout records that the RTO fired: the window
 	// collapses to the minimum and slow start begins again.
@@ -110,6 +115,9 @@ type window struct {
 	// rtoPending is set by a timeout and cleared by an acknowledgement of a
 	// packet sent after it, so back-to-back timeouts lower ssthresh once.
 	rtoPending bool
+	// maxFlight is the most bytes in flight reported by OnPacketSent
+	// since the last reduction.
+	maxFlight int
 }
 
 func newWindow(cfg Config) window {
@@ -123,8 +131,26 @@ func newWindow(cfg Config) window {
 	}
 }
 
-func (w *window) OnPacketSent(_ time.Time, pn uint64, _ int, _ int) {
+func (w *window) OnPacketSent(_ time.Time, pn uint64, _ int, bytesInFlight int) {
 	w.noteSent(pn)
+	w.maxFlight = max(w.maxFlight, bytesInFlight)
+}
+
+// used returns the window the sender was using when a congestion event
+// began: the window, or less when flow control or the application kept
+// the flight well below it. Reducing an unused window would not slow the
+// sender down: a flow held back by its peer's receive window would keep
+// its rate through every loss and crowd out the flows that do back off.
+// Linux reaches the same end by decaying an unused window (RFC 2861);
+// RFC 9438 section 4.6 asks that a window that is not in use not set
+// the next one. It also restarts the count for the next event.
+func (w *window) used(priorInFlight int) int {
+	f := max(w.maxFlight, priorInFlight)
+	w.maxFlight = 0
+	if f <= 0 || f+3*w.mss >= w.cwnd { // the slack cwndLimited allows
+		return w.cwnd
+	}
+	return max(f, w.minWindow)
 }
 
 func (w *window) noteSent(pn uint64) {
@@ -230,18 +256,18 @@ func (r *reno) OnAck(_ time.Time, pn uint64, ackedBytes int, priorInFlight int, 
 	}
 }
 
-func (r *reno) OnLoss(_ time.Time, pn uint64, _ int, _ int) {
+func (r *reno) OnLoss(_ time.Time, pn uint64, _ int, priorInFlight int) {
 	if !r.beginEpoch(pn) {
 		return
 	}
-	r.cwnd = r.clamp(r.cwnd / 2)
+	r.cwnd = r.clamp(r.used(priorInFlight) / 2)
 	r.ssthresh = r.cwnd
 	r.acked = 0
 }
 
 func (r *reno) OnRetransmissionTimeout() {
 	if r.timeout() {
-		r.ssthresh = r.clamp(r.cwnd / 2)
+		r.ssthresh = r.clamp(r.used(0) / 2)
 	}
 	r.cwnd = r.minWindow
 	r.acked = 0

@@ -93,9 +93,12 @@ func (c *cubic) OnAck(now time.Time, pn uint64, ackedBytes int, priorInFlight in
 }
 
 // reduce records a congestion event: Wmax with fast convergence and the
-// new slow start threshold.
-func (c *cubic) reduce() {
+// new slow start threshold, from the window in use (window.used).
+func (c *cubic) reduce(priorInFlight int) {
 	w := c.cwndF
+	if u := c.used(priorInFlight); u < c.cwnd {
+		w = float64(u)
+	}
 	if w < c.wMax {
 		c.wMax = w * (1 + cubicBeta) / 2
 	} else {
@@ -106,17 +109,17 @@ func (c *cubic) reduce() {
 	c.ssthresh = max(int(w*cubicBeta), c.minWindow)
 }
 
-func (c *cubic) OnLoss(_ time.Time, pn uint64, _ int, _ int) {
+func (c *cubic) OnLoss(_ time.Time, pn uint64, _ int, priorInFlight int) {
 	if !c.beginEpoch(pn) {
 		return
 	}
-	c.reduce()
+	c.reduce(priorInFlight)
 	c.set(float64(c.ssthresh))
 }
 
 func (c *cubic) OnRetransmissionTimeout() {
 	if c.timeout() {
-		c.reduce()
+		c.reduce(0)
 	}
 	c.epochStart = time.Time{}
 	c.set(float64(c.minWindow))

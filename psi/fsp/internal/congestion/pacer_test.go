@@ -47,8 +47,8 @@ func TestPacerBurst(t *testing.T) {
 func TestPacerSpreadsWindow(t *testing.T) {
 	const window = 100
 	c := NewReno(Config{InitialWindowPackets: window})
-	c.OnPacketSent(time.Time{}, 0, mss, mss)
-	c.OnLoss(time.Time{}, 0, mss, mss) // leave slow start: gain 1.25
+	c.OnPacketSent(time.Time{}, 0, mss, c.Window())
+	c.OnLoss(time.Time{}, 0, mss, c.Window()) // leave slow start: gain 1.25
 	var rtt RTTStats
 	rtt.Update(100*time.Millisecond, 0)
 	p := NewPacer(mss)
