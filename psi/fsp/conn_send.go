@@ -390,7 +390,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 			pushed = true
 		}
 		c.mu.Lock()
-		for c.state == stateEstablished && !c.peerReleased && c.sndBytes >= c.sndLimit {
+		for c.state == stateEstablished && !c.peerReleased && (c.sndBytes >= c.sndLimit || !c.milk && c.pmtuHold()) {
 			if c.milk && c.msgStart > c.milkLive {
 				// Milk: the send buffer overflows; the oldest message
 				// goes, sent or not.

@@ -79,6 +79,21 @@ func (c *Conn) setPLPMTU(n int, trigger string) {
 	c.pmtu.extra.Store(int32(n - BaseDatagramSize))
 }
 
+// pmtuAhead is how many packets a writer may packetize beyond those sent
+// while the search may still raise the size. Data is packetized when it
+// is written, so without a bound a bulk writer fills its whole send
+// buffer (8 MiB by default) at the base size before the first probe is
+// answered, and sends all of it at that size.
+const pmtuAhead = 64
+
+// pmtuHold reports whether a writer should wait before packetizing more:
+// the search has not finished below the largest size, and pmtuAhead
+// packets already wait to be sent. Called with c.mu held.
+func (c *Conn) pmtuHold() bool {
+	return !c.cfg.DisablePathMTUDiscovery && c.pmtu.raiseAt.IsZero() &&
+		c.plpmtu() < MaxDatagramSize && c.snd.Unsent() >= pmtuAhead
+}
+
 // writePayload is how many message bytes a new data packet takes.
 func (c *Conn) writePayload() int { return c.maxPayload + int(c.pmtu.extra.Load()) }
 
@@ -208,6 +223,7 @@ func (c *Conn) pmtuResponse(nonce uint64) bool {
 	}
 	if pm.probe > c.plpmtu() {
 		c.setPLPMTU(pm.probe, "probe")
+		signal(c.writable) // a writer held by pmtuHold packetizes at the new size
 		c.log.Debug("fsp: path MTU raised", "size", pm.probe, "local", c.local)
 	}
 	pm.probe, pm.losses = 0, 0

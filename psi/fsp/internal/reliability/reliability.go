@@ -100,6 +100,9 @@ func (s *Sender[T]) Get(seq uint64) *Entry[T] {
 // sending.
 func (s *Sender[T]) HasPending() bool { return len(s.pending()) > 0 || s.unsent < s.entries.Len() }
 
+// Unsent is the number of entries never sent.
+func (s *Sender[T]) Unsent() int { return s.entries.Len() - s.unsent }
+
 // HasRetransmission reports whether a lost entry awaits retransmission.
 func (s *Sender[T]) HasRetransmission() bool { return len(s.pending()) > 0 }
 
