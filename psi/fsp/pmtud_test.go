@@ -442,3 +442,38 @@ func TestPMTUDClone(t *testing.T) {
 		t.Fatalf("%d bytes: %v", len(got), err)
 	}
 }
+
+// TestPMTUDBulkAtFoundSize: a bulk writer on a 20 ms path writes far more
+// than a round trip's worth before the first probe is answered. Only the
+// packets queued before the answer may leave at the base size
+// (pmtuHold); the rest of the transfer uses the size found.
+func TestPMTUDBulkAtFoundSize(t *testing.T) {
+	scfg, ccfg := pair(t)
+	var base, large atomic.Int64
+	cc := &hookConn{PacketConn: mustUDP(t), onWrite: func(b []byte, send func([]byte)) {
+		switch len(b) {
+		case BaseDatagramSize:
+			base.Add(1)
+		case MaxDatagramSize:
+			large.Add(1)
+		}
+		p := bytes.Clone(b)
+		time.AfterFunc(20*time.Millisecond, func() { send(p) })
+	}}
+	st, ct := &Transport{Conn: mustUDP(t)}, &Transport{Conn: cc}
+	t.Cleanup(func() { ct.Close(); st.Close() })
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, srv := dialAccept(t, testContext(t), ct, l, ccfg)
+	t.Cleanup(func() { cli.Close(); srv.Close() })
+	const total = 2 << 20
+	transferMid(t, cli, srv, total, func() {})
+	t.Logf("datagrams of %d bytes: %d, of %d bytes: %d", BaseDatagramSize, base.Load(), MaxDatagramSize, large.Load())
+	// The initial window, pmtuAhead, one staged batch and their
+	// retransmissions; without the hold, all 1,800 or so.
+	if n := base.Load(); n > 6*pmtuAhead {
+		t.Errorf("%d of the %d MiB's datagrams sent at the base size", n, total>>20)
+	}
+}
