@@ -26,7 +26,10 @@ func TestForkBurst(t *testing.T) {
 	scfg, ccfg := pair(t)
 	l := listen(t, scfg)
 	c, s := connect(t, l, ccfg)
-	ctx := testContext(t)
+	// A hundred thousand messages under -race on a loaded machine may
+	// take longer than testContext's minute.
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
 	counts := make([]int, forks)
 	var mu sync.Mutex
 	var readers sync.WaitGroup
