@@ -1,6 +1,7 @@
 package fsp
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -17,15 +18,14 @@ type gateCC struct {
 func (g *gateCC) CanSend(inFlight int) bool { return inFlight < g.window }
 func (g *gateCC) Window() int               { return g.window }
 
-// TestCCWakeSkipsIdleClone: when the shared window opens, the clone whose
-// data waits for it is sent, not left waiting for a wake-up that went to
-// a clone with nothing to send. A clone noted blocked by an
-// acknowledgement-only send while the window was full took the wake-up,
-// and the waiting clone sat until the idle timeout (TestForkBurst's
-// clones outlived their Close).
-func TestCCWakeSkipsIdleClone(t *testing.T) {
+// TestCCWakeWaitingClone: when the shared window opens, the data of the
+// clone that waits for it is sent, not left waiting for a wake-up that
+// went to a clone with nothing to send, or never came. A clone noted
+// blocked by an acknowledgement-only send while the window was full took
+// the wake-up, and the waiting clone sat until the idle timeout.
+func TestCCWakeWaitingClone(t *testing.T) {
 	t.Run("AckOnlySend", func(t *testing.T) {
-		testCCWake(t, func(idle *Conn) {
+		testCCWake(t, openOnePacket, func(idle *Conn) {
 			idle.mu.Lock()
 			idle.trySend() // nothing to send but what it owes
 			idle.mu.Unlock()
@@ -34,18 +34,50 @@ func TestCCWakeSkipsIdleClone(t *testing.T) {
 	// A clone noted blocked whose data then vanished (superseded, or a
 	// queued retransmission acknowledged after all) passes the wake-up on.
 	t.Run("StaleBlocked", func(t *testing.T) {
-		testCCWake(t, func(idle *Conn) {
+		testCCWake(t, openOnePacket, func(idle *Conn) {
 			idle.ccs.g.mu.Lock()
 			idle.ccs.blocked = true
 			idle.ccs.g.mu.Unlock()
 		})
 	})
+	// The window of a path also opens when a member moves to another
+	// peer address, taking its bytes in flight along.
+	t.Run("PathMove", func(t *testing.T) {
+		testCCWake(t, func(idle *Conn, p *ccPath, gate *gateCC) {
+			idle.mu.Lock()
+			idle.remote = peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:9")}
+			idle.ccLock()
+			idle.ccUnlock()
+			idle.mu.Unlock()
+		}, func(idle *Conn) {
+			g := idle.ccs.g
+			g.mu.Lock()
+			idle.ccs.inFlight += 100 // as if idle's packets filled the window
+			idle.ccs.p.inFlight += 100
+			idle.ccs.p.cc.(*gateCC).window = 100
+			g.mu.Unlock()
+		})
+	})
+}
+
+// openOnePacket opens p's window by a packet, idle's turn first.
+func openOnePacket(idle *Conn, p *ccPath, gate *gateCC) {
+	g := idle.ccs.g
+	g.mu.Lock()
+	gate.window = 1
+	for i, m := range p.members {
+		if m == &idle.ccs {
+			p.turn = i
+		}
+	}
+	p.kickBlocked(nil)
+	g.mu.Unlock()
 }
 
 // testCCWake shuts the window of a session with two clones, has mark
-// leave the clone idle noted blocked or not, queues a message on the
-// other, and opens the window by one packet with idle's turn first.
-func testCCWake(t *testing.T, mark func(idle *Conn)) {
+// prepare the clone idle, queues a message on the other, busy, and has
+// open open the window.
+func testCCWake(t *testing.T, open func(idle *Conn, p *ccPath, gate *gateCC), mark func(idle *Conn)) {
 	scfg, ccfg := pair(t)
 	scfg.KeepAlive, ccfg.KeepAlive = -1, -1
 	// Nothing but the window's opening may let busy send: no pacing, no
@@ -131,16 +163,7 @@ func testCCWake(t *testing.T, mark func(idle *Conn)) {
 	if err := busy.SendMessage(ctx, []byte("waiting")); err != nil {
 		t.Fatal(err)
 	}
-	// A packet's room opens, idle's turn first.
-	g.mu.Lock()
-	gate.window = 1
-	for i, m := range p.members {
-		if m == &idle.ccs {
-			p.turn = i
-		}
-	}
-	p.kickBlocked(nil)
-	g.mu.Unlock()
+	open(idle, p, gate)
 	select {
 	case m := <-got:
 		if m != "waiting" {

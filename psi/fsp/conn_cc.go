@@ -139,7 +139,10 @@ func (c *Conn) ccAttach() *ccPath {
 		p = g.newPath(c.remote)
 		g.paths = append(g.paths, p)
 	}
-	s.leave()
+	if old := s.p; old != nil {
+		s.leave()
+		old.kickBlocked(nil) // c's bytes in flight left with it
+	}
 	s.p = p
 	p.members = append(p.members, s)
 	p.inFlight += s.inFlight
