@@ -1,9 +1,10 @@
 package fsp
 
 import (
-	"hash/maphash"
 	"net/netip"
 	"time"
+
+	"github.com/postsockets/postsockets/internal/hsrate"
 )
 
 // Default quotas of the pending table (see Config.MaxPending).
@@ -11,8 +12,7 @@ const (
 	defaultMaxPending          = 4096
 	defaultMaxPendingPerAddr   = 32
 	defaultMaxPendingPerPrefix = 128
-	defaultHandshakeRate       = 100
-	rateBuckets                = 4096
+	defaultHandshakeRate       = hsrate.DefaultRate
 	// pendingMinAge protects a fresh entry from eviction: its client may
 	// hold the answer already and be about to confirm.
 	pendingMinAge = time.Second
@@ -181,111 +181,13 @@ func (pt *pendingTable) remove(c *Conn) {
 	}
 }
 
-// handshakeLimiter shares the listener's costly work, a key exchange and a
-// signature per CONNECT_REQUEST, between prefixes and between the
-// addresses of a prefix: each prefix (as in pendingTable) has a token
-// bucket of rate tokens a second, holding at most rate, and each source
-// (pendingHost: an IPv4 address, an IPv6 /64) one of a quarter of that.
-// Buckets sit in fixed arrays, so memory is bounded whatever the
-// sources: a key may use either of two slots chosen by a keyed hash, and
-// keeps the one it holds (tagged with its hash) until it has been idle
-// for a second (its bucket full again). A bucket is never shared: a key
-// whose two slots are both held by busy others goes without. A source
-// without a slot of its own is limited by its prefix alone; a prefix
-// without one, by its wider prefix's bucket (a /16 for IPv4, a /32 for
-// IPv6, in an array of their own). So one attacker spraying requests
-// from more sources or prefixes than there are slots drains only
-// buckets of its own, down to its /16 or /32, and an honest client
-// elsewhere keeps its rate; only sources spread over more than
-// wideBuckets/2 busy /16s or /32s (a botnet) make newcomers share a
-// wide bucket. Read loop only.
-type handshakeLimiter struct {
-	seed     maphash.Seed
-	hosts    *[rateBuckets]rateBucket
-	prefixes *[rateBuckets]rateBucket
-	wide     *[wideBuckets]rateBucket
-}
+// handshakeLimiter shares the listener's costly work, a key exchange and
+// a signature per CONNECT_REQUEST, between prefixes and between the
+// sources of a prefix (internal/hsrate, as the QUIC and TCP listeners).
+// Read loop only.
+type handshakeLimiter struct{ l hsrate.Limiter }
 
-// wideBuckets is the size of the limiter's array of wide prefixes.
-const wideBuckets = 1024
-
-type rateBucket struct {
-	tag    uint64 // hash of the key holding it; 0 when free
-	tokens float64
-	last   int64 // UnixNano of the last refill
-}
-
-// allowFrom takes a token for a handshake from a: first from a's own
-// bucket, refilled at a quarter of rate, then from its prefix's. One
-// address flooding thus takes at most a quarter of its prefix's share,
-// and its neighbours keep the rest.
+// allowFrom takes a token for a handshake from a.
 func (h *handshakeLimiter) allowFrom(a netip.Addr, now time.Time, rate int) bool {
-	if h.hosts == nil {
-		h.seed = maphash.MakeSeed()
-		h.hosts = new([rateBuckets]rateBucket)
-		h.prefixes = new([rateBuckets]rateBucket)
-		h.wide = new([wideBuckets]rateBucket)
-	}
-	ns := now.UnixNano()
-	host := pendingHost(a)
-	if b := h.slot(h.hosts[:], netip.PrefixFrom(host, host.BitLen()), ns, false); b != nil && !b.take(ns, max(rate/4, 1)) {
-		return false
-	}
-	if b := h.slot(h.prefixes[:], pendingPrefix(a), ns, false); b != nil {
-		return b.take(ns, rate)
-	}
-	return h.slot(h.wide[:], widePrefix(a), ns, true).take(ns, rate)
-}
-
-// widePrefix returns the prefix a source is counted under when its
-// prefix has no bucket: a /16 for IPv4, a /32 for IPv6.
-func widePrefix(a netip.Addr) netip.Prefix {
-	switch {
-	case a.Is4():
-		p, _ := a.Prefix(16)
-		return p
-	case a.Is6():
-		p, _ := a.Prefix(32)
-		return p
-	}
-	return netip.Prefix{}
-}
-
-// slot returns the bucket key p holds in table, taking a free or idle
-// one of its two; nil if both are held by busy others, unless share is
-// set, when it is the first of them.
-func (h *handshakeLimiter) slot(table []rateBucket, p netip.Prefix, ns int64, share bool) *rateBucket {
-	tag := maphash.Comparable(h.seed, p) | 1
-	n := uint64(len(table))
-	b1, b2 := &table[tag%n], &table[(tag>>32)%n]
-	switch {
-	case b1.tag == tag:
-		return b1
-	case b2.tag == tag:
-		return b2
-	case b1.tag == 0 || ns-b1.last >= 1e9:
-		*b1 = rateBucket{tag: tag}
-		return b1
-	case b2.tag == 0 || ns-b2.last >= 1e9:
-		*b2 = rateBucket{tag: tag}
-		return b2
-	case share:
-		return b1
-	}
-	return nil
-}
-
-// take refills b at rate tokens a second, up to rate, and takes one.
-func (b *rateBucket) take(ns int64, rate int) bool {
-	if b.last == 0 {
-		b.tokens = float64(rate)
-	} else {
-		b.tokens = min(float64(rate), b.tokens+float64(rate)*float64(ns-b.last)/1e9)
-	}
-	b.last = ns
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return h.l.Allow(a, now, rate)
 }

@@ -9,6 +9,7 @@ import (
 
 	quicgo "github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/internal/hsrate"
 	"github.com/postsockets/postsockets/post"
 )
 
@@ -36,6 +37,12 @@ type handshakes struct {
 	addrs map[netip.Addr]int
 	pfxs  map[netip.Prefix]int
 	live  map[*handshake]struct{}
+	// The handshake rate (internal/hsrate): rate a second per prefix,
+	// charged to unproven for an Initial without a token (which, over
+	// it, gets a Retry) and to proven for one whose address a token
+	// proved (which, over it, is refused).
+	rate             int
+	unproven, proven hsrate.Limiter
 }
 
 // evictAge protects a fresh handshake from eviction: its client, if
@@ -53,10 +60,14 @@ func (h *handshakes) install(t *quicgo.Transport) {
 	t.ConnContext = h.connContext
 }
 
-func (h *handshakes) verify(net.Addr) bool {
+func (h *handshakes) verify(a net.Addr) bool {
+	var addr netip.Addr
+	if ua, ok := a.(*net.UDPAddr); ok {
+		addr = ua.AddrPort().Addr()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.total >= retryAbove
+	return h.total >= retryAbove || !h.unproven.Allow(addr, time.Now(), h.rate)
 }
 
 type handshakeKey struct{}
@@ -103,6 +114,10 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	addr = sourceHost(addr)
 	now := time.Now()
 	h.mu.Lock()
+	if ci.AddrVerified && !h.proven.Allow(from, now, h.rate) {
+		h.mu.Unlock()
+		return ctx, post.Errorf(post.ErrRefused, "quic: handshakes from %v over the rate", from)
+	}
 	var victim *handshake
 	if h.total >= h.max && h.addrs[addr] < h.perAddr && h.pfxs[pfx] < h.perPrefix {
 		victim = h.victimLocked(pfx, now)

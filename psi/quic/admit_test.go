@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,5 +232,62 @@ func TestHandshakeEviction(t *testing.T) {
 			t.Fatalf("dial %d with every handshake held by four prefixes: %v", i, err)
 		}
 		tr.Close()
+	}
+}
+
+// TestHandshakeRate: one address completing handshakes as fast as it can
+// gets a quarter of its prefix's rate for handshakes without a token and
+// as much again through a Retry, and is then refused, as from the FSP and
+// TCP listeners (internal/hsrate); a client elsewhere still connects,
+// and the address again after a pause. Before, the rate was unbounded.
+func TestHandshakeRate(t *testing.T) {
+	st := &Stack{MaxHandshakeRate: 8, MaxHandshakesPerSource: 16} // 2 a second from one address, 16 at once
+	l, err := st.listen(context.Background(), loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			tr, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			tr.Close()
+		}
+	}()
+	dial := func(from string) error {
+		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		qc, err := quicgo.Dial(ctx, pc, net.UDPAddrFromAddrPort(l.addr), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}}, &quicgo.Config{})
+		if err == nil {
+			qc.CloseWithError(0, "")
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for range 12 {
+		wg.Go(func() {
+			if dial("127.0.0.40") == nil {
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := ok.Load(); n == 0 || n > 8 {
+		t.Fatalf("%d of 12 handshakes at once from one address succeeded, want 4 (a few more if slow)", n)
+	}
+	if err := dial("127.1.0.1"); err != nil {
+		t.Fatalf("a client elsewhere: %v", err)
+	}
+	time.Sleep(time.Second)
+	if err := dial("127.0.0.40"); err != nil {
+		t.Fatalf("the address after a pause: %v", err)
 	}
 }

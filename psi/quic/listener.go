@@ -72,6 +72,7 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 	var hs *handshakes
 	if tr.owned {
 		hs = newHandshakes(orDefault(s.MaxHandshakes, 128), orDefault(s.MaxHandshakesPerSource, 8))
+		hs.rate = s.MaxHandshakeRate
 		hs.install(tr.t)
 	}
 	ql, err := tr.t.ListenEarly(tc, s.quicConfig(cfg, true))

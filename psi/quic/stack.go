@@ -98,6 +98,13 @@ type Stack struct {
 	// first prove their address with a Retry. These apply to the
 	// transports the stack opens itself, not to those from Transport.
 	MaxHandshakes, MaxHandshakesPerSource int
+	// MaxHandshakeRate bounds the handshakes a listener starts a second
+	// for one /24 or /48 prefix, a quarter of it for one source address
+	// (an IPv6 /64), as the FSP and TCP listeners do (internal/hsrate);
+	// zero means 100. An Initial over it from an address not yet proven
+	// gets a Retry (a spoofer spends the victim's tokens for unproven
+	// handshakes only); a proven one over it is refused.
+	MaxHandshakeRate int
 	// MaxStreams bounds the streams the peer may have open at once on one
 	// connection: its root and its forks, accepted or not. A Fork past
 	// the peer's bound waits (back-pressure) until one of them is done, or

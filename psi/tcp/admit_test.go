@@ -329,3 +329,48 @@ func TestSlotsIPv6Host(t *testing.T) {
 		t.Fatal("a released place of the /64 was not given back")
 	}
 }
+
+// TestHandshakeRate: one address completing handshakes as fast as it can
+// gets a quarter of its prefix's rate and then resets, as from the FSP and
+// QUIC listeners (internal/hsrate); a client elsewhere still connects,
+// and the address again after a pause. Before, the rate was unbounded.
+func TestHandshakeRate(t *testing.T) {
+	l := testListener(t, Stack{MaxHandshakeRate: 8, MaxHandshakes: 1024}) // 2 a second from one address, 64 at once
+	go func() {
+		for {
+			tr, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			tr.Close()
+		}
+	}()
+	dial := func(from string) error {
+		cfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}, Local: netip.MustParseAddrPort(from + ":0"), HandshakeTimeout: 5 * time.Second}
+		tr, err := Stack{}.Dial(context.Background(), l.Addr(), cfg)
+		if err == nil {
+			tr.Close()
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for range 12 {
+		wg.Go(func() {
+			if dial("127.0.0.40") == nil {
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := ok.Load(); n == 0 || n > 6 {
+		t.Fatalf("%d of 12 handshakes at once from one address succeeded, want 2 (a few more if slow)", n)
+	}
+	if err := dial("127.1.0.1"); err != nil {
+		t.Fatalf("a client elsewhere: %v", err)
+	}
+	time.Sleep(time.Second)
+	if err := dial("127.0.0.40"); err != nil {
+		t.Fatalf("the address after a pause: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/hsrate"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -32,6 +33,7 @@ type listener struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	slots  *slots
+	rate   hsrate.Limiter // serve's only
 	queue  chan *transient
 	queued *queueShare // roots in queue or promised a place in it
 
@@ -120,9 +122,13 @@ func (l *listener) serve() {
 			continue
 		}
 		backoff = 0
-		sl := l.slots.acquire(addrPort(c.RemoteAddr()).Addr(), func() { c.Close() }, func() bool { return unread(c) })
+		from := addrPort(c.RemoteAddr()).Addr()
+		var sl *slot
+		if l.rate.Allow(from, time.Now(), l.stack.MaxHandshakeRate) {
+			sl = l.slots.acquire(from, func() { c.Close() }, func() bool { return unread(c) })
+		}
 		if sl == nil {
-			// Over its source's quota: reset at once, keep nothing.
+			// Over its source's rate or quota: reset at once, keep nothing.
 			c.SetLinger(0)
 			c.Close()
 			continue

@@ -81,6 +81,11 @@ type Stack struct {
 	// ServerHandshakeTimeout bounds the TLS handshake and hello of an
 	// incoming connection; zero means 3 s. Config.HandshakeTimeout caps it.
 	ServerHandshakeTimeout time.Duration
+	// MaxHandshakeRate bounds the handshakes a listener starts a second
+	// for one /24 or /48 prefix, a quarter of it for one source address
+	// (an IPv6 /64), as the FSP and QUIC listeners do (internal/hsrate);
+	// zero means 100. Connections over it are reset at once.
+	MaxHandshakeRate int
 }
 
 var _ psi.Stack = Stack{}

@@ -1,0 +1,144 @@
+// Package hsrate limits how many costly handshakes (a key exchange and
+// a signature each) a listener runs a second for each source and each
+// prefix, in bounded memory whatever the sources. Every stack's listener
+// uses it (FSP, QUIC, TCP), so they refuse the same floods.
+package hsrate
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"time"
+)
+
+// DefaultRate is the handshakes a second a prefix may start by default.
+const DefaultRate = 100
+
+const (
+	slots     = 4096 // hosts, and prefixes
+	wideSlots = 1024
+)
+
+// Limiter shares handshakes between prefixes (/24 for IPv4, /48 for
+// IPv6) and between the sources of a prefix: each prefix has a token
+// bucket of rate tokens a second, holding at most rate, and each source
+// (Host: an IPv4 address, an IPv6 /64) one of a quarter of that.
+// Buckets sit in fixed arrays: a key may use either of two slots chosen
+// by a keyed hash, and keeps the one it holds (tagged with its hash)
+// until it has been idle for a second (its bucket full again). A bucket
+// is never shared: a key whose two slots are both held by busy others
+// goes without. A source without a slot of its own is limited by its
+// prefix alone; a prefix without one, by its wide prefix's bucket (a /16
+// for IPv4, a /32 for IPv6, in an array of its own). So one attacker
+// spraying requests from more sources or prefixes than there are slots
+// drains only buckets of its own, down to its /16 or /32, and an honest
+// client elsewhere keeps its rate; only sources spread over more than
+// about wideSlots/2 busy /16s or /32s (a botnet) make newcomers share a
+// wide bucket. The zero Limiter is ready; it is not safe for concurrent
+// use.
+type Limiter struct {
+	seed     maphash.Seed
+	hosts    *[slots]bucket
+	prefixes *[slots]bucket
+	wide     *[wideSlots]bucket
+}
+
+type bucket struct {
+	tag    uint64 // hash of the key holding it; 0 when free
+	tokens float64
+	last   int64 // UnixNano of the last refill
+}
+
+// Host returns what counts as one source: the address itself for IPv4,
+// its /64 for IPv6, where a host holds a whole /64.
+func Host(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
+// Prefix returns the prefix a source shares with its neighbours: /24
+// for IPv4, /48 for IPv6; every non-IP address shares the zero prefix.
+func Prefix(a netip.Addr) netip.Prefix { return prefix(a, 24, 48) }
+
+// wide returns the prefix a source is counted under when its prefix has
+// no bucket: /16 for IPv4, /32 for IPv6.
+func wide(a netip.Addr) netip.Prefix { return prefix(a, 16, 32) }
+
+func prefix(a netip.Addr, v4, v6 int) netip.Prefix {
+	a = a.Unmap()
+	bits := v6
+	if a.Is4() {
+		bits = v4
+	} else if !a.Is6() {
+		return netip.Prefix{}
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// Allow takes a token for a handshake from a at now: first from a's own
+// bucket (Host), refilled at a quarter of rate, then from its prefix's.
+// One address flooding thus takes at most a quarter of its prefix's
+// share, and its neighbours keep the rest.
+func (l *Limiter) Allow(a netip.Addr, now time.Time, rate int) bool {
+	if l.hosts == nil {
+		l.seed = maphash.MakeSeed()
+		l.hosts = new([slots]bucket)
+		l.prefixes = new([slots]bucket)
+		l.wide = new([wideSlots]bucket)
+	}
+	if rate <= 0 {
+		rate = DefaultRate
+	}
+	ns := now.UnixNano()
+	host := Host(a)
+	if b := l.slot(l.hosts[:], netip.PrefixFrom(host, host.BitLen()), ns, false); b != nil && !b.take(ns, max(rate/4, 1)) {
+		return false
+	}
+	if b := l.slot(l.prefixes[:], Prefix(a), ns, false); b != nil {
+		return b.take(ns, rate)
+	}
+	return l.slot(l.wide[:], wide(a), ns, true).take(ns, rate)
+}
+
+// slot returns the bucket key p holds in table, taking a free or idle
+// one of its two; nil if both are held by busy others, unless share is
+// set, when it is the first of them.
+func (l *Limiter) slot(table []bucket, p netip.Prefix, ns int64, share bool) *bucket {
+	tag := maphash.Comparable(l.seed, p) | 1
+	n := uint64(len(table))
+	b1, b2 := &table[tag%n], &table[(tag>>32)%n]
+	switch {
+	case b1.tag == tag:
+		return b1
+	case b2.tag == tag:
+		return b2
+	case b1.tag == 0 || ns-b1.last >= 1e9:
+		*b1 = bucket{tag: tag}
+		return b1
+	case b2.tag == 0 || ns-b2.last >= 1e9:
+		*b2 = bucket{tag: tag}
+		return b2
+	case share:
+		return b1
+	}
+	return nil
+}
+
+// take refills b at rate tokens a second, up to rate, and takes one.
+func (b *bucket) take(ns int64, rate int) bool {
+	if b.last == 0 {
+		b.tokens = float64(rate)
+	} else {
+		b.tokens = min(float64(rate), b.tokens+float64(rate)*float64(ns-b.last)/1e9)
+	}
+	b.last = ns
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
