@@ -74,6 +74,14 @@ type Conn interface {
 	// bytes, in memory that stays valid only until the next LendBatch or
 	// ReadBatch call.
 	LendBatch(pkts []Packet) (int, error)
+	// Keep lets the caller keep datagrams that the last LendBatch lent
+	// past the next read: it returns the Hold of their space, to which
+	// the caller adds a share for each datagram kept before it reads
+	// again, and releases each share when done. The next read then uses
+	// other space. Keep returns nil, and the caller must copy what it
+	// keeps, when the Conn already holds as much kept space as it allows
+	// or lends from a single buffer.
+	Keep() *Hold
 	// WriteBatch sends every packet, in order, and returns how many were
 	// handed to the kernel before an error, if any.
 	WriteBatch(pkts []Packet) (int, error)
@@ -163,6 +171,9 @@ func (c *loopConn) LendBatch(pkts []Packet) (int, error) {
 	p.Buf = c.lend[:p.N:p.N]
 	return n, nil
 }
+
+// Keep returns nil: a loopConn lends one small buffer, cheaper to copy.
+func (c *loopConn) Keep() *Hold { return nil }
 
 func (c *loopConn) WriteBatch(pkts []Packet) (int, error) {
 	for i := range pkts {

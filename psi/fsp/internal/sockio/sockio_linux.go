@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -65,12 +66,14 @@ type batchConn struct {
 	local netip.AddrPort
 
 	// Owned by the reader.
-	rs     *readState // held while datagrams are in hand; nil while idle
-	ask    int        // messages the caller has room for
-	rn     int        // messages asked for in this system call
-	full   int        // system calls in a row that rs was too small for
-	rlend  bool       // read into lent space rather than rpkts
-	rpkts  []Packet   // the caller's packets during a read into them
+	rs     *readState   // held while datagrams are in hand; nil while idle
+	kept   bool         // the caller keeps datagrams of rs: read into other space next
+	spaces atomic.Int32 // kept spaces not yet released (at most maxKept)
+	ask    int          // messages the caller has room for
+	rn     int          // messages asked for in this system call
+	full   int          // system calls in a row that rs was too small for
+	rlend  bool         // read into lent space rather than rpkts
+	rpkts  []Packet     // the caller's packets during a read into them
 	recvFn func(fd uintptr) bool
 	gro    bool // UDP_GRO is on: read through g
 	g      groState
@@ -113,6 +116,7 @@ func newMmsg(n int) *mmsg {
 // readState is the reader's system call state and receive space: slots
 // GRO slots, or msgs messages of at most LendSize bytes when lent.
 type readState struct {
+	h     Hold // the reader's share and those of kept datagrams
 	m     *mmsg
 	buf   []byte
 	oob   []byte // control space: groOOBSpace per GRO slot, or pktinfoSpace per message
@@ -121,13 +125,41 @@ type readState struct {
 }
 
 func newReadState(slots, msgs int) *readState {
-	return &readState{
+	rs := &readState{
 		m:     newMmsg(msgs),
 		buf:   make([]byte, max(slots*groSlotSize, msgs*LendSize)),
 		oob:   make([]byte, max(slots*groOOBSpace, msgs*pktinfoSpace)),
 		slots: slots,
 		msgs:  msgs,
 	}
+	pool := &readPool
+	if msgs < batchSize {
+		pool = &smallReadPool
+	}
+	rs.h.free = func() { pool.Put(rs) }
+	return rs
+}
+
+// maxKept bounds the receive spaces a socket's kept datagrams hold at
+// once, besides the one it reads into: eight full ones are 4 MiB. Past
+// it, Keep returns nil and the caller copies, so datagrams held by a slow
+// consumer cannot take the whole pool.
+const maxKept = 8
+
+func (c *batchConn) Keep() *Hold {
+	rs := c.rs
+	if rs == nil {
+		return nil
+	}
+	if !c.kept {
+		if c.spaces.Load() >= maxKept {
+			return nil
+		}
+		c.kept = true
+		c.spaces.Add(1)
+		rs.h.owner.Store(&c.spaces)
+	}
+	return &rs.h
 }
 
 // limit is the most messages one system call may read into rs.
@@ -142,10 +174,14 @@ func (rs *readState) limit(gro bool) int {
 // socket, as x/net shares its message buffers: small read states (64 KiB),
 // full ones (512 KiB) and writer states.
 var (
-	smallReadPool = sync.Pool{New: func() any { return newReadState(1, smallMsgs) }}
-	readPool      = sync.Pool{New: func() any { return newReadState(groSlots, batchSize) }}
-	writePool     = sync.Pool{New: func() any { return newMmsg(batchSize) }}
+	smallReadPool, readPool sync.Pool // made in init: a read state frees itself to them
+	writePool               = sync.Pool{New: func() any { return newMmsg(batchSize) }}
 )
+
+func init() {
+	smallReadPool.New = func() any { return newReadState(1, smallMsgs) }
+	readPool.New = func() any { return newReadState(groSlots, batchSize) }
+}
 
 func newBatchConn(pc *net.UDPConn) Conn {
 	rc, err := pc.SyscallConn()
@@ -194,8 +230,8 @@ func (c *batchConn) LocalAddr() netip.AddrPort { return c.local }
 // that keeps filling, and, when the socket is empty, gives it back before
 // rc.Read waits.
 func (c *batchConn) recv(fd uintptr) bool {
-	if c.rs != nil && c.rs.msgs < batchSize && c.full >= 2 {
-		c.release()
+	if c.rs != nil && (c.kept || c.rs.msgs < batchSize && c.full >= 2) {
+		c.release() // kept by the caller, or too small
 	}
 	if c.rs == nil {
 		if c.full >= 2 {
@@ -203,6 +239,7 @@ func (c *batchConn) recv(fd uintptr) bool {
 		} else {
 			c.rs = smallReadPool.Get().(*readState)
 		}
+		c.rs.h.refs.Store(1) // the reader's share
 		c.g.buf = c.rs.buf
 	}
 	c.rn = min(c.ask, c.rs.limit(c.gro))
@@ -265,20 +302,17 @@ func (c *batchConn) setupRecv() {
 	}
 }
 
-// release gives the read state back to the pool. The reader must have
-// handed out every datagram in it.
+// release gives up the reader's share of the read state, which goes back
+// to its pool unless the caller keeps datagrams in it. The reader must
+// have handed out every datagram in it.
 func (c *batchConn) release() {
 	rs := c.rs
 	if rs == nil {
 		return
 	}
 	c.forgetCaller()
-	c.rs, c.g.buf = nil, nil
-	if rs.msgs < batchSize {
-		smallReadPool.Put(rs)
-	} else {
-		readPool.Put(rs)
-	}
+	c.rs, c.g.buf, c.kept = nil, nil, false
+	rs.h.Release(1)
 }
 
 // forgetCaller drops the pointers to the caller's buffers, so that the
