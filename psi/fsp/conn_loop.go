@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postsockets/postsockets/psi/fsp/internal/sockio"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -15,12 +16,45 @@ import (
 // starts at the first packet or timer and exits when its queue is empty,
 // so an idle connection holds no goroutine.
 
-// inPacket is a datagram queued for a connection.
+// inPacket is a datagram queued for a connection: in a pooled buffer of
+// its own, or lent, in the socket's receive space that sockio lets the
+// loop keep (hold) until it has processed the datagram.
 type inPacket struct {
-	buf  *[]byte // pooled; nil once a receiver kept it
+	buf  *[]byte      // pooled; nil while lent, or once a receiver kept it
+	lent []byte       // the datagram in the socket's space, until copied or decrypted out
+	hold *sockio.Hold // lent's space: the loop releases its share
 	n    int
 	from peerAddr
 }
+
+// bytes returns the datagram.
+func (in *inPacket) bytes() []byte {
+	if in.buf != nil {
+		return (*in.buf)[:in.n]
+	}
+	return in.lent[:in.n]
+}
+
+// own gives a lent datagram a pooled buffer of its own, which receivers
+// may keep: the first n-plen bytes copied, the rest left for the caller
+// to fill (plen 0 copies it all). It returns the rest, empty. The share
+// of the lent space is still the loop's to release.
+func (in *inPacket) own(plen int) []byte {
+	buf := getBuf()
+	if cap(*buf) < in.n {
+		*buf = make([]byte, in.n)
+	}
+	*buf = (*buf)[:cap(*buf)]
+	h := in.n - plen
+	copy(*buf, in.lent[:h])
+	in.buf, in.lent = buf, nil
+	return (*buf)[h:h]
+}
+
+// lentPerConn bounds the lent datagrams queued on one connection: past it
+// the reader copies, so a slow loop pins little of the socket's kept
+// space (sockio bounds that per socket).
+const lentPerConn = 2 * maxBatch
 
 // loopIdleCap is the most queue capacity a connection keeps when its loop
 // goes idle; a burst that grew it further allocates again next time.
@@ -37,6 +71,7 @@ type inQueue struct {
 	running bool          // a goroutine runs the loop
 	timer   bool          // the timer fired and the loop has not run it yet
 	dropped uint64        // packets dropped because the queue was full
+	lent    int           // lent datagrams in pkts and the loop's batch
 	room    chan struct{} // signalled when the loop takes a batch (made when first full)
 }
 
@@ -58,7 +93,8 @@ type routed struct {
 type rxBatch struct {
 	last    *Conn // the connection of the batch's last datagram
 	lastDst uint32
-	pend    []routed
+	pend    []routed     // lent datagrams
+	hold    *sockio.Hold // their space, if connections may keep it
 }
 
 // dispatch queues the collected datagrams, each run for one connection
@@ -71,11 +107,11 @@ func (rb *rxBatch) dispatch() {
 		for j < len(rb.pend) && rb.pend[j].c == rb.pend[i].c {
 			j++
 		}
-		busy = rb.pend[i].c.enqueue(rb.pend[i:j]) || busy
+		busy = rb.pend[i].c.enqueue(rb.pend[i:j], rb.hold) || busy
 		i = j
 	}
 	clear(rb.pend)
-	rb.pend, rb.last = rb.pend[:0], nil
+	rb.pend, rb.last, rb.hold = rb.pend[:0], nil, nil
 	if busy {
 		runtime.Gosched()
 	}
@@ -110,15 +146,17 @@ func (t *Transport) queueRoom(qlimit int) bool {
 
 // enqueue queues datagrams for c's loop, starting the loop if it is not
 // running, and reports whether the queue is over half full. It takes
-// ownership of the buffers. If the queue is full it waits up to
-// queueWait for room, then drops.
-func (c *Conn) enqueue(rs []routed) bool {
+// ownership of the buffers; lent datagrams are kept in hold's space, up
+// to lentPerConn of them, and copied otherwise. If the queue is full it
+// waits up to queueWait for room, then drops.
+func (c *Conn) enqueue(rs []routed, hold *sockio.Hold) bool {
 	q := &c.inq
 	q.mu.Lock()
 	if q.limit == 0 {
 		q.limit = c.cfg.recvPackets() + maxBatch
 	}
 	waited := false
+	kept := 0
 	for i := 0; i < len(rs); i++ {
 		if len(q.pkts) < q.limit {
 			if !c.t.queueRoom(q.limit) {
@@ -127,7 +165,17 @@ func (c *Conn) enqueue(rs []routed) bool {
 				putBuf(rs[i].in.buf)
 				continue
 			}
-			q.pkts = append(q.pkts, rs[i].in)
+			in := &rs[i].in
+			if in.lent != nil {
+				if hold != nil && q.lent < lentPerConn {
+					in.hold = hold
+					q.lent++
+					kept++
+				} else {
+					in.own(0)
+				}
+			}
+			q.pkts = append(q.pkts, *in)
 			continue
 		}
 		if !waited && q.running {
@@ -136,6 +184,8 @@ func (c *Conn) enqueue(rs []routed) bool {
 				q.room = make(chan struct{}, 1)
 			}
 			room := q.room
+			hold.Add(kept) // the loop may take them now
+			kept = 0
 			q.mu.Unlock()
 			t := time.NewTimer(queueWait)
 			select {
@@ -150,6 +200,7 @@ func (c *Conn) enqueue(rs []routed) bool {
 		q.dropped++
 		putBuf(rs[i].in.buf)
 	}
+	hold.Add(kept) // before the loop can see them
 	busy := len(q.pkts) > q.limit/2
 	start := !q.running && len(q.pkts) > 0
 	q.running = q.running || start
@@ -185,8 +236,11 @@ func (c *Conn) run() {
 	spare := q.spare
 	q.spare = nil
 	q.mu.Unlock()
+	var rel lentRelease
 	for {
 		q.mu.Lock()
+		q.lent -= rel.done
+		rel.done = 0
 		batch := q.pkts
 		q.pkts = spare[:0]
 		timer := q.timer
@@ -209,7 +263,7 @@ func (c *Conn) run() {
 		q.mu.Unlock()
 		for i := range batch {
 			in := &batch[i]
-			if wire.Parse((*in.buf)[:in.n], &pkt) == nil {
+			if wire.Parse(in.bytes(), &pkt) == nil {
 				if fc := c.handlePacket(in, &pkt); fc != nil && !containsConn(c.loop.dirty, fc) {
 					c.loop.dirty = append(c.loop.dirty, fc)
 				}
@@ -217,13 +271,17 @@ func (c *Conn) run() {
 			if in.buf != nil {
 				putBuf(in.buf)
 			}
+			rel.add(in.hold)
 			batch[i] = inPacket{}
 			if (i+1)%maxBatch == 0 {
 				// A long queue: acknowledge as it is worked through,
 				// not only at its end.
+				rel.flush()
 				c.loop.flushDirty()
 			}
 		}
+		rel.flush()
+		pkt = wire.Packet{} // keep no lent space reachable
 		c.t.queued.Add(-int64(len(batch)) * bufCost)
 		if timer {
 			c.onTimer()
@@ -231,6 +289,33 @@ func (c *Conn) run() {
 		c.loop.flushDirty()
 		spare = batch
 	}
+}
+
+// lentRelease gives back the loop's shares of lent space, those of a run
+// of datagrams from one space at once.
+type lentRelease struct {
+	h    *sockio.Hold
+	n    int
+	done int // shares released since the queue's count was updated
+}
+
+func (r *lentRelease) add(h *sockio.Hold) {
+	if h == nil {
+		return
+	}
+	if h != r.h {
+		r.flush()
+		r.h = h
+	}
+	r.n++
+}
+
+func (r *lentRelease) flush() {
+	if r.h != nil {
+		r.h.Release(r.n)
+		r.done += r.n
+	}
+	r.h, r.n = nil, 0
 }
 
 // flushDirty lets the connections that got packets send what they owe.

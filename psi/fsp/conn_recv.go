@@ -26,9 +26,15 @@ func (c *Conn) handlePacket(in *inPacket, pkt *wire.Packet) *Conn {
 		return c.routeClone(in, pkt)
 	}
 	var op opened
-	if c.openUnlocked(pkt, &op) {
+	if c.openUnlocked(in, pkt, &op) {
 		c.mu.Unlock()
 		return nil
+	}
+	if in.buf == nil && in.lent != nil {
+		// Not opened out of the socket's space: receivers keep only
+		// buffers of their own.
+		in.own(0)
+		wire.Parse(in.bytes(), pkt)
 	}
 	var deliver *Listener
 	c.receive(in, pkt, &deliver, &op)
@@ -67,7 +73,7 @@ type opened struct {
 // the AEAD work; receive then checks the packet number again. It reports
 // true when the packet failed to open and is dropped. Other packets are
 // left for receive. Called with c.mu held; it holds it again on return.
-func (c *Conn) openUnlocked(pkt *wire.Packet, op *opened) bool {
+func (c *Conn) openUnlocked(in *inPacket, pkt *wire.Packet, op *opened) bool {
 	if c.state != stateEstablished && c.state != stateClosing || pkt.Opcode <= wire.AckConnectReq ||
 		pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen {
 		return false
@@ -84,7 +90,14 @@ func (c *Conn) openUnlocked(pkt *wire.Packet, op *opened) bool {
 		return false // a replay: receive looks at it
 	}
 	c.mu.Unlock()
-	pt, err := c.open(d, pkt.Payload[:0], pn, pkt)
+	dst := pkt.Payload[:0]
+	if in.buf == nil && in.lent != nil {
+		// Decrypt out of the socket's space into a buffer of its own:
+		// no copy (pkt still points into the space, held until the loop
+		// is done with the datagram).
+		dst = in.own(len(pkt.Payload))
+	}
+	pt, err := c.open(d, dst, pn, pkt)
 	c.mu.Lock()
 	if err != nil {
 		c.stats.PacketsDropped++
@@ -102,7 +115,7 @@ func (c *Conn) open(d *fcrypto.Direction, dst []byte, pn uint64, pkt *wire.Packe
 }
 
 func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *opened) {
-	b, from := (*in.buf)[:in.n], &in.from
+	b, from := in.bytes(), &in.from
 	switch c.state {
 	case stateClosed:
 		if c.timeWait {

@@ -354,6 +354,9 @@ func (t *Transport) readBatches() {
 			from = peerAddr{ap: pkts[i].Addr, dst: pkts[i].Dst}
 			t.route(pkts[i].Buf[:pkts[i].N], &from, &pkt, &rb)
 		}
+		if len(rb.pend) > 0 {
+			rb.hold = t.sio.Keep() // nil: connections copy them
+		}
 		rb.dispatch()
 		pkt = wire.Packet{} // keep no lent datagram alive while idle
 		if t.icmpPending.Load() {
@@ -439,17 +442,12 @@ func (t *Transport) route(b []byte, from *peerAddr, pkt *wire.Packet, rb *rxBatc
 		}
 		return
 	}
-	// The connection's loop decrypts and processes it: copy it out of
-	// the read buffer and queue it.
-	buf := getBuf()
-	if cap(*buf) < len(b) {
-		*buf = make([]byte, len(b))
-	}
-	*buf = (*buf)[:cap(*buf)]
-	copy(*buf, b)
-	in := inPacket{buf: buf, n: len(b), from: *from}
+	// The connection's loop decrypts and processes it. In a batch it is
+	// lent: enqueue keeps it in the socket's space or copies it.
+	in := inPacket{lent: b, n: len(b), from: *from}
 	if rb == nil {
-		c.enqueue([]routed{{c, in}})
+		in.own(0) // b is the read loop's buffer
+		c.enqueue([]routed{{c, in}}, nil)
 		return
 	}
 	rb.last, rb.lastDst = c, pkt.Dst

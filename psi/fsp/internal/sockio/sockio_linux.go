@@ -66,14 +66,15 @@ type batchConn struct {
 	local netip.AddrPort
 
 	// Owned by the reader.
-	rs     *readState   // held while datagrams are in hand; nil while idle
-	kept   bool         // the caller keeps datagrams of rs: read into other space next
-	spaces atomic.Int32 // kept spaces not yet released (at most maxKept)
-	ask    int          // messages the caller has room for
-	rn     int          // messages asked for in this system call
-	full   int          // system calls in a row that rs was too small for
-	rlend  bool         // read into lent space rather than rpkts
-	rpkts  []Packet     // the caller's packets during a read into them
+	rs     *readState    // held while datagrams are in hand; nil while idle
+	kept   bool          // the caller keeps datagrams of rs: read into other space next
+	spaces atomic.Int32  // kept spaces not yet released (at most maxKept)
+	keeps  atomic.Uint64 // spaces ever kept, for tests
+	ask    int           // messages the caller has room for
+	rn     int           // messages asked for in this system call
+	full   int           // system calls in a row that rs was too small for
+	rlend  bool          // read into lent space rather than rpkts
+	rpkts  []Packet      // the caller's packets during a read into them
 	recvFn func(fd uintptr) bool
 	gro    bool // UDP_GRO is on: read through g
 	g      groState
@@ -136,7 +137,14 @@ func newReadState(slots, msgs int) *readState {
 	if msgs < batchSize {
 		pool = &smallReadPool
 	}
-	rs.h.free = func() { pool.Put(rs) }
+	rs.h.free = func() {
+		if poisonFreed {
+			for i := range rs.buf {
+				rs.buf[i] = 0xdb
+			}
+		}
+		pool.Put(rs)
+	}
 	return rs
 }
 
@@ -145,6 +153,12 @@ func newReadState(slots, msgs int) *readState {
 // it, Keep returns nil and the caller copies, so datagrams held by a slow
 // consumer cannot take the whole pool.
 const maxKept = 8
+
+// KeptSpaces returns how many receive spaces the caller ever kept and how
+// many it still holds, for tests.
+func (c *batchConn) KeptSpaces() (ever uint64, held int) {
+	return c.keeps.Load(), int(c.spaces.Load())
+}
 
 func (c *batchConn) Keep() *Hold {
 	rs := c.rs
@@ -157,6 +171,7 @@ func (c *batchConn) Keep() *Hold {
 		}
 		c.kept = true
 		c.spaces.Add(1)
+		c.keeps.Add(1)
 		rs.h.owner.Store(&c.spaces)
 	}
 	return &rs.h
