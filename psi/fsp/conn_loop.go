@@ -51,10 +51,11 @@ func (in *inPacket) own(plen int) []byte {
 	return (*buf)[h:h]
 }
 
-// lentPerConn bounds the lent datagrams queued on one connection: past it
-// the reader copies, so a slow loop pins little of the socket's kept
-// space (sockio bounds that per socket).
-const lentPerConn = 2 * maxBatch
+// lentPerConn bounds the lent datagrams queued on one connection, about
+// two of the socket's receive spaces when dense: past it the reader
+// copies, so one slow loop cannot hold all the space sockio lets the
+// socket keep (16 spaces).
+const lentPerConn = 8 * maxBatch
 
 // loopIdleCap is the most queue capacity a connection keeps when its loop
 // goes idle; a burst that grew it further allocates again next time.

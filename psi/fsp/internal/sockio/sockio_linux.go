@@ -149,10 +149,10 @@ func newReadState(slots, msgs int) *readState {
 }
 
 // maxKept bounds the receive spaces a socket's kept datagrams hold at
-// once, besides the one it reads into: eight full ones are 4 MiB. Past
-// it, Keep returns nil and the caller copies, so datagrams held by a slow
+// once, besides the one it reads into: 16 full ones are 8 MiB. Past it,
+// Keep returns nil and the caller copies, so datagrams held by a slow
 // consumer cannot take the whole pool.
-const maxKept = 8
+const maxKept = 16
 
 // KeptSpaces returns how many receive spaces the caller ever kept and how
 // many it still holds, for tests.
