@@ -154,6 +154,8 @@ type Conn struct {
 	out          []*[]byte
 	outJobs      []sealJob // packets of out still to seal (conn_send.go)
 	txFree       []*[]byte // send-queue buffers to free once sealed (freeTx)
+	txSpare      []*[]byte // acknowledged send-queue buffers for writeMessage (recycleTx)
+	writing      int       // bulk writeMessage calls under way (recycleTx)
 	probes       int
 	backoff      uint
 	ptoCount     uint // probe timeouts since the last acknowledgement progress

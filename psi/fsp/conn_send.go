@@ -68,7 +68,7 @@ func (c *Conn) trySend() {
 // Called with c.mu held, when no packet is being sealed.
 func (c *Conn) freeSealed() {
 	for i, b := range c.txFree {
-		putBuf(b)
+		c.recycleTx(b)
 		c.txFree[i] = nil
 	}
 	c.txFree = c.txFree[:0]
@@ -226,7 +226,45 @@ func (c *Conn) freeTx(b *[]byte) {
 		c.txFree = append(c.txFree, b)
 		return
 	}
+	c.recycleTx(b)
+}
+
+// recycleTx keeps a freed send-queue buffer for writeMessage's next batch
+// while the connection has data queued, so that a bulk sender's buffers
+// go round the connection instead of through the shared pool, between
+// the writer's and the loop's cores; otherwise the spare buffers go back
+// to the pool. Called with c.mu held.
+func (c *Conn) recycleTx(b *[]byte) {
+	if len(c.txSpare) < maxBatch && c.state == stateEstablished && (c.writing > 0 || c.snd != nil && c.snd.Len() > 0) {
+		c.txSpare = append(c.txSpare, b)
+		return
+	}
 	putBuf(b)
+	c.putSpare(true)
+}
+
+// putSpare returns the spare send buffers to the pool if always is set
+// or the connection has nothing to send and no bulk writer. Called with
+// c.mu held.
+func (c *Conn) putSpare(always bool) {
+	if !always && (c.writing > 0 || c.snd != nil && c.snd.Len() > 0) {
+		return
+	}
+	for i, s := range c.txSpare {
+		putBuf(s)
+		c.txSpare[i] = nil
+	}
+	c.txSpare = c.txSpare[:0]
+}
+
+// takeSpare moves spare send buffers into dst and returns how many.
+// Called with c.mu held.
+func (c *Conn) takeSpare(dst []*[]byte) int {
+	k := len(c.txSpare) - min(len(c.txSpare), len(dst))
+	n := copy(dst, c.txSpare[k:])
+	clear(c.txSpare[k:])
+	c.txSpare = c.txSpare[:k]
+	return n
 }
 
 // sealOut seals the packets of out that jobs name with tx, appending the
@@ -371,6 +409,22 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 	// Copy into packet buffers outside the lock, a batch at a time, so
 	// the read loop is not held up by large writes.
 	var staged [maxBatch]txData
+	var spare [maxBatch]*[]byte // buffers acknowledged meanwhile (takeSpare)
+	ns := 0
+	if len(p) > c.writePayload() {
+		// A bulk write: acknowledged buffers are kept for it (recycleTx).
+		c.mu.Lock()
+		c.writing++
+		ns = c.takeSpare(spare[:min(len(p)/c.writePayload(), maxBatch)])
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			c.writing--
+			c.putSpare(false) // to the pool if nothing is left to send
+			c.mu.Unlock()
+			releaseSpare(spare[:ns])
+		}()
+	}
 	pushed := false
 	for !pushed || len(p) > 0 {
 		k := 0
@@ -378,7 +432,12 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 			n := min(len(p), c.writePayload())
 			d := txData{n: n, op: wire.PureData}
 			if n > 0 {
-				d.buf = getBuf()
+				if ns > 0 {
+					ns--
+					d.buf, spare[ns] = spare[ns], nil
+				} else {
+					d.buf = getBuf()
+				}
 				copy((*d.buf)[:n], p)
 			}
 			p = p[n:]
@@ -428,6 +487,9 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 				c.newest, c.msgStart = c.msgStart, seq+1
 				c.supersede()
 			}
+		}
+		if len(p) > 0 && ns == 0 {
+			ns = c.takeSpare(spare[:])
 		}
 		if !more || len(p) > 0 {
 			c.trySend()
@@ -532,6 +594,12 @@ func (c *Conn) abandon(seq uint64) {
 		c.rtoAt = time.Now().Add(c.rto())
 	}
 	signal(c.writable)
+}
+
+func releaseSpare(bs []*[]byte) {
+	for _, b := range bs {
+		putBuf(b)
+	}
 }
 
 func releaseStaged(ds []txData) {
