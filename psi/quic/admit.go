@@ -39,8 +39,8 @@ type handshakes struct {
 	live  map[*handshake]struct{}
 	// The handshake rate (internal/hsrate): rate a second per prefix,
 	// charged to unproven for an Initial without a token (which, over
-	// it, gets a Retry) and to proven for one whose address a token
-	// proved (which, over it, is refused).
+	// it, gets a Retry) and, once retryAbove are in progress, to proven
+	// for one whose address a token proved (which, over it, is refused).
 	rate             int
 	unproven, proven hsrate.Limiter
 }
@@ -114,7 +114,7 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	addr = sourceHost(addr)
 	now := time.Now()
 	h.mu.Lock()
-	if ci.AddrVerified && !h.proven.Allow(from, now, h.rate) {
+	if ci.AddrVerified && h.total >= retryAbove && !h.proven.Allow(from, now, h.rate) {
 		h.mu.Unlock()
 		return ctx, post.Errorf(post.ErrRefused, "quic: handshakes from %v over the rate", from)
 	}

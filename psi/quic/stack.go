@@ -103,7 +103,8 @@ type Stack struct {
 	// (an IPv6 /64), as the FSP and TCP listeners do (internal/hsrate);
 	// zero means 100. An Initial over it from an address not yet proven
 	// gets a Retry (a spoofer spends the victim's tokens for unproven
-	// handshakes only); a proven one over it is refused.
+	// handshakes only); a proven one over it is refused while 8 or more
+	// handshakes are in progress.
 	MaxHandshakeRate int
 	// MaxStreams bounds the streams the peer may have open at once on one
 	// connection: its root and its forks, accepted or not. A Fork past

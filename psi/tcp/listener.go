@@ -124,7 +124,9 @@ func (l *listener) serve() {
 		backoff = 0
 		from := addrPort(c.RemoteAddr()).Addr()
 		var sl *slot
-		if l.rate.Allow(from, time.Now(), l.stack.MaxHandshakeRate) {
+		// The handshake rate applies once the listener is busy: a burst
+		// of honest dials from one address is not refused at ease.
+		if l.slots.inUse() < rateAbove || l.rate.Allow(from, time.Now(), l.stack.MaxHandshakeRate) {
 			sl = l.slots.acquire(from, func() { c.Close() }, func() bool { return unread(c) })
 		}
 		if sl == nil {
@@ -137,6 +139,10 @@ func (l *listener) serve() {
 		go l.handshake(c, sl)
 	}
 }
+
+// rateAbove is the number of handshakes in progress from which a
+// listener limits their rate (Stack.MaxHandshakeRate).
+const rateAbove = 8
 
 // handshakeTimeout bounds an incoming connection's TLS handshake and hello.
 func (l *listener) handshakeTimeout() time.Duration {

@@ -84,7 +84,8 @@ type Stack struct {
 	// MaxHandshakeRate bounds the handshakes a listener starts a second
 	// for one /24 or /48 prefix, a quarter of it for one source address
 	// (an IPv6 /64), as the FSP and QUIC listeners do (internal/hsrate);
-	// zero means 100. Connections over it are reset at once.
+	// zero means 100. It applies while 8 or more handshakes are in
+	// progress; connections over it are then reset at once.
 	MaxHandshakeRate int
 }
 
