@@ -20,10 +20,15 @@ import (
 	"github.com/postsockets/postsockets/internal/netns"
 )
 
-// A 100 Mbit/s bottleneck with a 20 ms round trip: two namespaces joined
-// by a TUN delay line (netns.DelayLink, 10 ms each way) whose devices
-// shape what they send with tc tbf (100 Mbit/s, a queue of one
-// bandwidth-delay product, 250 KB). Needs root; run once each:
+// A 100 Mbit/s bottleneck with a 20 ms round trip: the client's
+// namespace reaches a router namespace over a veth pair, and the router
+// reaches the server's namespace over a TUN delay line (netns.DelayLink,
+// 10 ms each way) whose devices shape what they send with tc tbf (100
+// Mbit/s, a queue of one bandwidth-delay product, 250 KB). The data
+// queue is in the router, as on a real path: a queue in the sender's own
+// stack would hold kernel TCP to about a millisecond of data in it (TCP
+// small queues) but not UDP, and the flow that may fill that queue wins.
+// Needs root; run once each:
 //
 //	go test -run '^$' -bench 'Fairness|GoodputLoss' -benchtime 1x ./psi/fsp
 
@@ -37,22 +42,35 @@ const (
 )
 
 var (
-	bnSrv = netip.MustParseAddr("10.206.0.1")
-	bnCli = netip.MustParseAddr("10.206.0.2")
+	bnSrv    = netip.MustParseAddr("10.206.0.1")
+	bnRtrTun = netip.MustParseAddr("10.206.0.2")
+	bnRtr    = netip.MustParsePrefix("10.206.1.1/24")
+	bnCliP   = netip.MustParsePrefix("10.206.1.2/24")
+	bnCli    = bnCliP.Addr()
 )
 
-type bottleneck struct{ cli, srv *netns.NS }
+type bottleneck struct{ cli, rtr, srv *netns.NS }
 
 func newBottleneck(b *testing.B) *bottleneck {
 	b.Helper()
 	if err := netns.Available(); err != nil {
 		b.Skipf("needs network namespaces (root, iproute2, nftables): %v", err)
 	}
-	n := &bottleneck{cli: netns.New(b, "bncli"), srv: netns.New(b, "bnsrv")}
-	if err := netns.DelayLink(b, n.srv, n.cli, "bntun", bnSrv, bnCli, bnOneWay); err != nil {
+	n := &bottleneck{cli: netns.New(b, "bncli"), rtr: netns.New(b, "bnrtr"), srv: netns.New(b, "bnsrv")}
+	netns.Link(b, n.cli, n.rtr, bnCliP, bnRtr)
+	if err := netns.DelayLink(b, n.srv, n.rtr, "bntun", bnSrv, bnRtrTun, bnOneWay); err != nil {
 		b.Skipf("no delay line: %v", err)
 	}
-	for _, ns := range []*netns.NS{n.cli, n.srv} {
+	for _, err := range []error{
+		n.rtr.EnableForwarding(),
+		n.cli.DefaultRoute(bnRtr.Addr()),
+		n.srv.AddRoute(bnCliP.Masked(), bnRtrTun),
+	} {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, ns := range []*netns.NS{n.rtr, n.srv} {
 		if err := ns.Run("tc", "qdisc", "add", "dev", "bntun", "root", "tbf", "rate", bnRate, "burst", "32kb", "limit", "250kb"); err != nil {
 			b.Skipf("no tc tbf: %v", err)
 		}
