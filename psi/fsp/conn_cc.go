@@ -366,8 +366,14 @@ func (c *Conn) ccOnLost(now time.Time, lost []*reliability.Entry[txData], prior 
 // for c's packets from pn on. While siblings' packets are acknowledged the
 // path is not dead, only c's packets were lost: the window is reduced as
 // for a loss (once per recovery epoch), not collapsed, or one clone's
-// timeout would stall every other. Called with c.mu held.
-func (c *Conn) ccTimeout(now time.Time, pn uint64) {
+// timeout would stall every other. A timeout that found nothing in
+// flight to presume lost (lost is 0: a clone whose retransmissions wait
+// for room in the shared window) says nothing of the path and changes
+// nothing. Called with c.mu held.
+func (c *Conn) ccTimeout(now time.Time, pn uint64, lost int) {
+	if lost == 0 {
+		return
+	}
 	rto := c.rto()
 	p := c.ccLock()
 	if !p.lastAck.IsZero() && now.Sub(p.lastAck) < rto {

@@ -1,6 +1,7 @@
 package fsp
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -94,5 +95,27 @@ func TestRACKRules(t *testing.T) {
 	later := rackPacket{sent: t0.Add(time.Millisecond), wait: time.Millisecond}
 	if lost, at := later.check(t0.Add(5*time.Millisecond), p); lost || !at.IsZero() {
 		t.Error("a packet sent after the newest acknowledged one is lost")
+	}
+}
+
+// TestCCTimeoutNothingInFlight: a clone's retransmission timeout that
+// found nothing in flight (its retransmissions wait for room in the
+// shared window) leaves the session's window alone; one that presumed
+// packets lost with the path silent collapses it.
+func TestCCTimeoutNothingInFlight(t *testing.T) {
+	c := &Conn{cfg: &Config{}, remote: peerAddr{ap: netip.MustParseAddrPort("192.0.2.1:4000")}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ccJoin()
+	p := c.ccs.p
+	w := p.cc.Window()
+	now := time.Now()
+	c.ccTimeout(now, 1, 0)
+	if got := p.cc.Window(); got != w {
+		t.Fatalf("window %d after a timeout with nothing in flight, want %d", got, w)
+	}
+	c.ccTimeout(now, 1, 3)
+	if got := p.cc.Window(); got >= w {
+		t.Fatalf("window %d after a timeout that presumed 3 packets lost, want below %d", got, w)
 	}
 }

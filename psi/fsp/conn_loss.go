@@ -304,7 +304,7 @@ func (c *Conn) onTimer() {
 			n := c.snd.OnTimeout(c.snd.Len())
 			c.stats.PacketsLost += uint64(n)
 			c.supersede()
-			c.ccTimeout(now, gpn)
+			c.ccTimeout(now, gpn, n)
 			c.backoff++
 			if c.events.lossAt.IsZero() || c.lastProgress.After(c.events.lossAt) {
 				// Once per stall: the first timeout since progress.
