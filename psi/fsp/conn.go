@@ -82,6 +82,7 @@ type Conn struct {
 	events      eventHook // psi.EventSource handler
 
 	inq  inQueue    // datagrams for the connection loop (conn_loop.go)
+	pq   *peerQueue // the bytes queued for its peer address; set by register
 	rxMu sync.Mutex // serialises opening with rx, which may run outside mu
 
 	mu        sync.Mutex

@@ -1,8 +1,10 @@
 package fsp
 
 import (
+	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postsockets/postsockets/psi/fsp/internal/sockio"
@@ -131,18 +133,47 @@ const queueWait = 2 * time.Millisecond
 // least one connection's full queue.
 const maxQueuedBytes = 64 << 20
 
-// queueRoom charges one datagram to the Transport's queue bound; false,
-// charging nothing, when the bound is reached.
-func (t *Transport) queueRoom(qlimit int) bool {
-	lim := t.queueCap
+// peerQueue counts the bytes queued on the connections of one peer
+// address (the one each registered with), so that one peer's many
+// connections cannot take the whole of the Transport's bound: each peer
+// gets at most a quarter of it (Transport.peerCap in tests), and at least
+// one connection's full queue.
+type peerQueue struct {
+	queued atomic.Int64
+	addr   netip.Addr
+	conns  int // registered connections (Transport.mu)
+}
+
+// queueRoom charges one datagram for c to the Transport's queue bound and
+// to its peer's; false, charging nothing, when either is reached.
+func (t *Transport) queueRoom(c *Conn, qlimit int) bool {
+	lim, plim := t.queueCap, t.peerCap
 	if lim <= 0 {
 		lim = max(maxQueuedBytes, int64(qlimit)*bufCost)
 	}
+	if plim <= 0 {
+		plim = max(lim/4, int64(qlimit)*bufCost)
+	}
+	if pq := c.pq; pq != nil && pq.queued.Add(bufCost) > plim {
+		pq.queued.Add(-bufCost)
+		return false
+	}
 	if t.queued.Add(bufCost) > lim {
 		t.queued.Add(-bufCost)
+		if c.pq != nil {
+			c.pq.queued.Add(-bufCost)
+		}
 		return false
 	}
 	return true
+}
+
+// unqueue gives back the charge of n datagrams c's loop has processed.
+func (t *Transport) unqueue(c *Conn, n int) {
+	t.queued.Add(-int64(n) * bufCost)
+	if c.pq != nil {
+		c.pq.queued.Add(-int64(n) * bufCost)
+	}
 }
 
 // enqueue queues datagrams for c's loop, starting the loop if it is not
@@ -160,7 +191,7 @@ func (c *Conn) enqueue(rs []routed, hold *sockio.Hold) bool {
 	kept := 0
 	for i := 0; i < len(rs); i++ {
 		if len(q.pkts) < q.limit {
-			if !c.t.queueRoom(q.limit) {
+			if !c.t.queueRoom(c, q.limit) {
 				// The Transport's bound: drop, do not wait.
 				q.dropped++
 				putBuf(rs[i].in.buf)
@@ -283,7 +314,7 @@ func (c *Conn) run() {
 		}
 		rel.flush()
 		pkt = wire.Packet{} // keep no lent space reachable
-		c.t.queued.Add(-int64(len(batch)) * bufCost)
+		c.t.unqueue(c, len(batch))
 		if timer {
 			c.onTimer()
 		}

@@ -397,17 +397,23 @@
 //
 // A Transport's socket has one reader goroutine. It only parses the clear
 // header: handshake requests go to the listener (and its handshake
-// workers), every other datagram is copied to its connection's queue by
-// destination ALFID, once per read batch. Each connection has its own
+// workers), every other datagram goes to its connection's queue by
+// destination ALFID, once per read batch, without a copy: the queue keeps
+// it in the socket's receive space, which goes back to its pool when the
+// loops have processed all it holds (sockio.Hold; a connection keeps at
+// most 512 such datagrams and a socket 16 spaces, past which the reader
+// copies). Each connection has its own
 // loop (conn_loop.go), a goroutine started by the first datagram or timer
 // expiry and gone when the queue is empty, so an idle connection holds
-// none. The loop decrypts (in place, with the connection's lock released),
+// none. The loop decrypts (out of the receive space into a buffer of its
+// own, or in place, with the connection's lock released),
 // processes acknowledgements and loss detection, runs the connection's
 // timer, and sends what that released. The queue holds at most the
 // maximum receive window plus a batch; when it is full the reader waits
 // up to 2 ms for room, then drops (Stats.QueueDropped). All of a
 // Transport's queues together hold at most 64 MiB (or one full queue, if
-// more); past that the reader drops at once. Writers still send
+// more), and those of one peer address a quarter of that; past that the
+// reader drops at once. Writers still send
 // from their own goroutine, but packets are built under the lock and
 // sealed after it is dropped, so no connection lock is held across AES-GCM
 // or a system call on the data path.

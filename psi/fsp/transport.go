@@ -79,6 +79,11 @@ type Transport struct {
 	// loops are starved cannot together hold more (conn_loop.go).
 	queued   atomic.Int64
 	queueCap int64
+	// peers counts the queued bytes by peer address (conn_loop.go,
+	// peerQueue; guarded by mu); peerCap bounds each (zero: a quarter of
+	// the Transport's bound).
+	peers   map[netip.Addr]*peerQueue
+	peerCap int64
 	// icmpPending: a send returned an ICMP error, so the error queue
 	// has entries the read loop did not hear of.
 	icmpPending atomic.Bool
@@ -550,8 +555,40 @@ func (t *Transport) register(c *Conn) error {
 		if _, taken := t.conns[id]; !taken {
 			c.local = id
 			t.conns[id] = c
+			t.joinPeer(c)
 			return nil
 		}
+	}
+}
+
+// joinPeer counts c on its peer address's queue bound. Called with t.mu
+// held, once, when c is registered.
+func (t *Transport) joinPeer(c *Conn) {
+	a := c.remote.ap.Addr()
+	if !a.IsValid() {
+		return // not a UDP address: the Transport's bound only
+	}
+	pq := t.peers[a]
+	if pq == nil {
+		if t.peers == nil {
+			t.peers = make(map[netip.Addr]*peerQueue)
+		}
+		pq = &peerQueue{addr: a}
+		t.peers[a] = pq
+	}
+	pq.conns++
+	c.pq = pq
+}
+
+// leavePeer undoes joinPeer. The connection keeps its pointer: its loop
+// may still give back charges.
+func (t *Transport) leavePeer(c *Conn) {
+	pq := c.pq
+	if pq == nil {
+		return
+	}
+	if pq.conns--; pq.conns == 0 && t.peers[pq.addr] == pq {
+		delete(t.peers, pq.addr)
 	}
 }
 
@@ -559,6 +596,7 @@ func (t *Transport) unregister(c *Conn) {
 	t.mu.Lock()
 	if t.conns[c.local] == c {
 		delete(t.conns, c.local)
+		t.leavePeer(c)
 	}
 	t.pending.remove(c)
 	if k := c.pendKey; k != (pendingKey{}) && t.responders[k] == c {
