@@ -65,6 +65,10 @@ type rxData struct {
 // Conn is an FSP connection: a reliable, ordered, encrypted sequence of
 // messages in each direction. WriteMessage and ReadMessage may be called
 // concurrently with each other, but not each with itself.
+//
+// Small fields sit together, without padding between them: every pending
+// handshake holds a Conn, whose size is most of its cost
+// (TestPendingEntrySize).
 type Conn struct {
 	t        *Transport
 	cfg      *Config
