@@ -95,7 +95,7 @@ func TestConnectOwnLoopback(t *testing.T) {
 		{"127.0.0.1:" + port, "127.0.0.1:" + port, 200},
 		{"localhost:" + port, "localhost:" + port, 200},
 	} {
-		srv := httptest.NewServer(backConnect(newConnectPolicy(tc.list), log))
+		srv := httptest.NewServer(backConnect(newConnectPolicy(tc.list), 0, log))
 		c, err := net.Dial("tcp", srv.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)

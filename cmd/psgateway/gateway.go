@@ -129,7 +129,7 @@ func startBack(ctx context.Context, o *options, cfg *carrier.Config, log *slog.L
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: proxyError(log),
 	}
-	srv := &httpcarrier.Server{Handler: accessLog(log, withConnect(proxy, backConnect(newConnectPolicy(o.connect), log))), Logger: log}
+	srv := &httpcarrier.Server{Handler: accessLog(log, withConnect(proxy, backConnect(newConnectPolicy(o.connect), o.tunnelIdle, log))), Logger: log}
 	g := &gateway{addr: netip.AddrPortFrom(local.Addr(), l.Addr().Port()).String(), done: make(chan error, 1)}
 	go func() {
 		err := srv.Serve(l)

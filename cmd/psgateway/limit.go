@@ -17,6 +17,12 @@ const defaultConnsPerAddr = 256
 // all, below the descriptors a process usually may hold.
 const defaultConns = 4096
 
+// defaultTunnelIdle is -tunnel-idle-timeout's default: the tunnel
+// counterpart of the front's 2-minute keep-alive idle timeout, longer
+// since a tunnel's protocol may be quiet for a while (a held-open TLS
+// session), short enough that idle tunnels do not pile up.
+const defaultTunnelIdle = 10 * time.Minute
+
 // evictAfter protects a connection that has not sent its first request
 // yet from eviction for a while: its client is likely sending it.
 const evictAfter = time.Second

@@ -178,3 +178,61 @@ func TestFrontConnsTotal(t *testing.T) {
 		}
 	}
 }
+
+// TestTunnelIdleTimeout: a CONNECT tunnel carries bytes while they move
+// and is closed, at the front and the back, once none has moved either
+// way for -tunnel-idle-timeout; before, a hijacked tunnel idled forever.
+func TestTunnelIdleTimeout(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	targetClosed := make(chan struct{})
+	go func() {
+		c, err := echo.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, c) // until the back closes its side
+		c.Close()
+		close(targetClosed)
+	}()
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer origin.Close()
+	target := echo.Addr().String()
+	front := gatewaysArgs(t, origin.URL, "127.0.0.1", nil, nil,
+		[]string{"-connect", target, "-tunnel-idle-timeout", "500ms"}, []string{"-tunnel-idle-timeout", "500ms"})
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	// Busy for longer than the timeout: kept.
+	buf := make([]byte, 4)
+	for i := range 8 {
+		io.WriteString(c, "ping")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(br, buf); err != nil {
+			t.Fatalf("echo %d through a busy tunnel: %v", i, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	// Idle: closed within a few timeouts.
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := br.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("an idle tunnel still open after %v (read %d, %v)", time.Since(start), n, err)
+	}
+	select {
+	case <-targetClosed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the back kept its connection to the target")
+	}
+}

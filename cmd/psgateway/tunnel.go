@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,7 +67,7 @@ func frontConnect(tr http.RoundTripper, o *options, log *slog.Logger) http.Handl
 			return
 		}
 		defer back.Close()
-		if err := spliceClient(w, r, back); err != nil {
+		if err := spliceClient(w, r, back, o.tunnelIdle); err != nil {
 			log.Debug("connect tunnel ended", "target", r.Host, "err", err)
 		}
 	})
@@ -74,7 +75,7 @@ func frontConnect(tr http.RoundTripper, o *options, log *slog.Logger) http.Handl
 
 // spliceClient answers the client's CONNECT with 200 and copies between
 // it and back until both directions ended or one failed.
-func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriter) error {
+func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriter, idle time.Duration) error {
 	rc := http.NewResponseController(w)
 	if r.ProtoMajor >= 2 {
 		// HTTP/2: the request body and the response are the stream.
@@ -82,7 +83,7 @@ func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriter) er
 		if err := rc.Flush(); err != nil {
 			return err
 		}
-		return splice(r.Body, flushWriter{w, rc}, back, back)
+		return splice(r.Body, flushWriter{w, rc}, back, back, idle)
 	}
 	conn, brw, err := rc.Hijack()
 	if err != nil {
@@ -94,7 +95,7 @@ func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriter) er
 	if err := brw.Flush(); err != nil {
 		return err
 	}
-	return splice(brw.Reader, conn, back, back)
+	return splice(brw.Reader, conn, back, back, idle)
 }
 
 type flushWriter struct {
@@ -111,8 +112,9 @@ func (f flushWriter) Write(p []byte) (int, error) {
 }
 
 // backConnect connects a CONNECT from the front to its target over TCP,
-// if allowed says so, and splices the fork to it.
-func backConnect(policy *connectPolicy, log *slog.Logger) http.Handler {
+// if allowed says so, and splices the fork to it until the tunnel has
+// been idle for idle (0: no limit).
+func backConnect(policy *connectPolicy, idle time.Duration, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		target := r.Host
 		if !policy.allows(target) {
@@ -144,7 +146,7 @@ func backConnect(policy *connectPolicy, log *slog.Logger) http.Handler {
 		if err := brw.Flush(); err != nil {
 			return
 		}
-		if err := splice(brw.Reader, conn, c, c); err != nil {
+		if err := splice(brw.Reader, conn, c, c, idle); err != nil {
 			log.Debug("connect tunnel ended", "target", target, "err", err)
 		}
 	})
@@ -152,11 +154,16 @@ func backConnect(policy *connectPolicy, log *slog.Logger) http.Handler {
 
 // splice copies aR to bW and bR to aW. A direction that reaches its end
 // is passed on with CloseWrite where the writer has it; splice returns
-// when both have ended or one failed (the caller closes both sides).
-func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer) error {
+// when both have ended or one failed, or when no byte has moved either
+// way for idle (if > 0): a tunnel is a hijacked connection the HTTP
+// server no longer times. The caller closes both sides, which ends the
+// copies.
+func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer, idle time.Duration) error {
 	errc := make(chan error, 2)
+	var last atomic.Int64 // UnixNano of the latest bytes read either way
+	last.Store(time.Now().UnixNano())
 	one := func(dst io.Writer, src io.Reader) {
-		_, err := io.Copy(dst, src)
+		_, err := io.Copy(dst, activity{src, &last})
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
 			err = cw.CloseWrite()
 		}
@@ -164,8 +171,40 @@ func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer) error {
 	}
 	go one(bW, aR)
 	go one(aW, bR)
-	if err := <-errc; err != nil {
-		return err
+	var tick <-chan time.Time
+	if idle > 0 {
+		t := time.NewTicker(max(idle/4, 10*time.Millisecond))
+		defer t.Stop()
+		tick = t.C
 	}
-	return <-errc
+	for ended := 0; ended < 2; {
+		select {
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+			ended++
+		case now := <-tick:
+			if now.Sub(time.Unix(0, last.Load())) >= idle {
+				return errTunnelIdle
+			}
+		}
+	}
+	return nil
+}
+
+var errTunnelIdle = errors.New("tunnel idle")
+
+// activity notes when its reader last returned bytes.
+type activity struct {
+	r    io.Reader
+	last *atomic.Int64
+}
+
+func (a activity) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.last.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
