@@ -1,33 +1,50 @@
 package fsp
 
 import (
+	"crypto/tls"
 	"net/netip"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/testcert"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
 // maxPendingEntryBytes bounds the heap one pending handshake holds: a
 // connection that proved only its address (issue 10: state before a peer
-// proves itself must be small). With the test's one-fragment certificate
-// an entry held 6.2 KiB when it kept its ACK_CONNECT_REQ as packets (a
-// 1,232-byte buffer per fragment, so about 8.6 KiB with a three-fragment
-// chain), 5.1 KiB since (affirm.go; the Conn itself is 2.7 KiB of it).
-// The figure per entry varies a little with n, the maps' growth.
+// proves itself must be small). When an entry kept its ACK_CONNECT_REQ as
+// packets (a 1,232-byte buffer per fragment) it held 6.2 KiB with the
+// test certificate and 13.8 KiB with a 6 KB chain; 5.2 KiB either way
+// since (affirm.go; the Conn itself is 2.7 KiB of it). The figure per
+// entry varies a little with n, the maps' growth.
 const maxPendingEntryBytes = 5888
 
 // TestPendingEntrySize fills the pending table with answered, never
 // confirmed handshakes from one address and measures the live heap each
-// holds.
+// holds, with the test certificate (one fragment) and with a chain of
+// about 6 KB (six fragments), which must cost no more.
 func TestPendingEntrySize(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills the pending table")
 	}
-	const n = 2048
-	scfg, _ := pair(t)
+	t.Run("one fragment", func(t *testing.T) {
+		scfg, _ := pair(t)
+		pendingEntrySize(t, scfg, 2048)
+	})
+	t.Run("long chain", func(t *testing.T) {
+		scfg, _ := pair(t)
+		chain, err := testcert.Must().LongChain(6000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scfg.Security.Certificates = []tls.Certificate{chain}
+		pendingEntrySize(t, scfg, 1024)
+	})
+}
+
+func pendingEntrySize(t *testing.T, scfg *Config, n int) {
 	scfg.MaxPending, scfg.MaxPendingPerAddress, scfg.MaxPendingPerPrefix = n, n, n
 	scfg.MaxHandshakeRate = 1 << 20
 	scfg.HandshakeTimeout = time.Minute
@@ -88,7 +105,7 @@ func TestPendingEntrySize(t *testing.T) {
 				append(append([]byte(nil), pkt.Payload[:fcrypto.CookieLen]...), floodNonce...)), f.to)
 		}
 	}
-	per := (int64(heap()) - int64(before)) / n
+	per := (int64(heap()) - int64(before)) / int64(n)
 	t.Logf("%d pending handshakes, %d bytes of heap each (a full table of %d: %.1f MiB)", n, per, defaultMaxPending, float64(per*defaultMaxPending)/(1<<20))
 	runtime.KeepAlive(buf)
 	if per > maxPendingEntryBytes {
