@@ -538,3 +538,43 @@ func TestCubicWmaxFromWindowInUse(t *testing.T) {
 		t.Errorf("Wmax %.0f, want %.0f (the flight, not the unused window)", got, want)
 	}
 }
+
+// TestPacedSenderIsWindowLimited: a paced sender's flight dips a few
+// packets below the window between acknowledgements, but it fills the
+// window once a round: the window grows. One that never comes within
+// those packets of it in a round (held by its peer or its application)
+// does not grow.
+func TestPacedSenderIsWindowLimited(t *testing.T) {
+	for name, mk := range controllers() {
+		for _, fill := range []bool{true, false} {
+			c := mk(Config{InitialWindowPackets: 100})
+			now := time.Unix(1000, 0)
+			c.OnPacketSent(now, 0, mss, c.Window())
+			c.OnLoss(now, 0, mss, c.Window()) // congestion avoidance
+			var rtt RTTStats
+			rtt.Update(10*time.Millisecond, 0)
+			w0, pn := 0, uint64(1)
+			for r := range 22 {
+				if r == 2 { // the rounds of the loss above are over
+					w0 = c.Window()
+				}
+				n, first := c.Window()/mss, pn
+				for i := range n {
+					inFlight := min((i+1)*mss, c.Window()-6*mss)
+					if fill && i == n-1 {
+						inFlight = c.Window() // the last of the round fills it
+					}
+					c.OnPacketSent(now, pn, mss, inFlight)
+					pn++
+				}
+				for q := first; q < pn; q++ {
+					now = now.Add(rtt.SmoothedRTT() / time.Duration(n))
+					c.OnAck(now, q, mss, c.Window()-6*mss, &rtt) // paced: 6 packets short
+				}
+			}
+			if grew := c.Window() > w0; grew != fill {
+				t.Errorf("%s: window filled once a round %v: window %d -> %d", name, fill, w0, c.Window())
+			}
+		}
+	}
+}

@@ -118,6 +118,12 @@ type window struct {
 	// maxFlight is the most bytes in flight reported by OnPacketSent
 	// since the last reduction.
 	maxFlight int
+	// Round trips for cwndLimited, counted in packets: roundEnd is the
+	// largest packet sent when the current round began; filled records
+	// whether a packet sent in it filled the window, wasFilled the same
+	// for the round before.
+	roundEnd          uint64
+	filled, wasFilled bool
 }
 
 func newWindow(cfg Config) window {
@@ -134,6 +140,9 @@ func newWindow(cfg Config) window {
 func (w *window) OnPacketSent(_ time.Time, pn uint64, _ int, bytesInFlight int) {
 	w.noteSent(pn)
 	w.maxFlight = max(w.maxFlight, bytesInFlight)
+	if w.fills(bytesInFlight) {
+		w.filled = true
+	}
 }
 
 // used returns the window the sender was using when a congestion event
@@ -198,6 +207,10 @@ func (w *window) onAck(pn uint64, ackedBytes, priorInFlight int) bool {
 		w.inRecovery = false
 		w.rtoPending = false
 	}
+	if pn > w.roundEnd { // a round trip ended
+		w.wasFilled, w.filled = w.filled, false
+		w.roundEnd = w.largestSent
+	}
 	if w.inRecovery || ackedBytes <= 0 {
 		return false
 	}
@@ -206,13 +219,22 @@ func (w *window) onAck(pn uint64, ackedBytes, priorInFlight int) bool {
 
 // cwndLimited reports whether the sender was using its window, so that an
 // acknowledgement is evidence the network could carry more (RFC 9002
-// section 7.8). Slow start counts half a window as limited, as Linux does;
-// otherwise a few packets of slack are allowed for pacing.
+// section 7.8): the flight before the acknowledgement filled it, or a
+// packet sent in this round trip or the one before did. A paced sender's
+// flight dips below the window between acknowledgements; it is limited
+// by the window, not by the application, if the window fills once a
+// round (Linux keeps the same per-round flag).
 func (w *window) cwndLimited(priorInFlight int) bool {
+	return w.fills(priorInFlight) || w.filled || w.wasFilled
+}
+
+// fills reports whether bytesInFlight uses the window: in slow start
+// half of it, as Linux counts; otherwise all but a few packets of slack.
+func (w *window) fills(bytesInFlight int) bool {
 	if w.inSlowStart() {
-		return 2*priorInFlight >= w.cwnd
+		return 2*bytesInFlight >= w.cwnd
 	}
-	return priorInFlight+3*w.mss >= w.cwnd
+	return bytesInFlight+3*w.mss >= w.cwnd
 }
 
 // timeout opens an epoch for a retransmission timeout and reports whether
