@@ -138,9 +138,13 @@ func newReadState(slots, msgs int) *readState {
 		pool = &smallReadPool
 	}
 	rs.h.free = func() {
-		if poisonFreed {
-			for i := range rs.buf {
-				rs.buf[i] = 0xdb
+		if poisonFreed && len(rs.buf) > 0 {
+			// Doubling copies: the race detector checks each as one
+			// range, where a byte loop cost it a call a byte (a
+			// thousand-clone burst ran 5 times slower under -race).
+			rs.buf[0] = 0xdb
+			for n := 1; n < len(rs.buf); n *= 2 {
+				copy(rs.buf[n:], rs.buf[:n])
 			}
 		}
 		pool.Put(rs)
