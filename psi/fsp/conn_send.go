@@ -235,7 +235,7 @@ func (c *Conn) freeTx(b *[]byte) {
 // the writer's and the loop's cores; otherwise the spare buffers go back
 // to the pool. Called with c.mu held.
 func (c *Conn) recycleTx(b *[]byte) {
-	if len(c.txSpare) < maxBatch && c.state == stateEstablished && (c.writing > 0 || c.snd != nil && c.snd.Len() > 0) {
+	if len(c.txSpare) < 2*maxBatch && c.state == stateEstablished && (c.writing > 0 || c.snd != nil && c.snd.Len() > 0) {
 		c.txSpare = append(c.txSpare, b)
 		return
 	}
