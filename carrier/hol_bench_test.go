@@ -471,7 +471,7 @@ func holMeasure(tb testing.TB, n *holNet, stack string, mode holMode, rounds int
 			tb.Logf("tcp %s counters: %v", [...]string{"client", "server"}[i], parts)
 		}
 	case "fsp":
-		tb.Logf("fsp retransmissions: %d", hs.fspRetransmissions()-fspBefore)
+		tb.Logf("fsp retransmissions: %v", hs.fspRetransmissions().sub(fspBefore))
 	}
 	return res
 }
@@ -500,16 +500,33 @@ func holCounters(ns *netns.NS) map[string]int64 {
 	return m
 }
 
-// fspRetransmissions sums the retransmissions of the session's FSP
-// connections, both ends.
-func (hs *holSession) fspRetransmissions() uint64 {
-	var sum uint64
+// fspRetransmissions sums the loss-recovery counters of the session's
+// FSP connections, both ends.
+func (hs *holSession) fspRetransmissions() holFSPCounters {
+	var sum holFSPCounters
 	for _, c := range append(slices.Clone(hs.flows), hs.servers...) {
 		if conn := fsp.ConnOf(c.Transient()); conn != nil {
-			sum += conn.Stats().Retransmissions
+			st := conn.Stats()
+			sum.retx += st.Retransmissions
+			sum.probes += st.Probes
+			sum.lost += st.PacketsLost
+			sum.dups += st.Duplicates
 		}
 	}
 	return sum
+}
+
+// holFSPCounters: retransmissions, probe timeouts, packets declared lost
+// and duplicates received (spurious resends, or resends whose
+// acknowledgement was lost).
+type holFSPCounters struct{ retx, probes, lost, dups uint64 }
+
+func (a holFSPCounters) String() string {
+	return fmt.Sprintf("%d (probe timeouts %d, declared lost %d, duplicates received %d)", a.retx, a.probes, a.lost, a.dups)
+}
+
+func (a holFSPCounters) sub(b holFSPCounters) holFSPCounters {
+	return holFSPCounters{a.retx - b.retx, a.probes - b.probes, a.lost - b.lost, a.dups - b.dups}
 }
 
 // BenchmarkHeadOfLine reports the round-trip percentiles of 200-byte

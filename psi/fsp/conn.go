@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -41,6 +42,11 @@ const (
 	hsMaxRTO       = 2 * time.Second
 	ackBufferBytes = overhead + 12 + 8*wire.MaxGaps
 )
+
+// ptoGranularity is the least margin of a probe timeout over the smoothed
+// RTT: what the fine timer (finetimer.go) and a loaded host's scheduling
+// add, well below RFC 9002's 1 ms.
+const ptoGranularity = 250 * time.Microsecond
 
 type txData struct {
 	acked func() // called once the peer acknowledged the entry
@@ -199,6 +205,7 @@ type Conn struct {
 	quietAt     time.Time // the next quiet probe (conn_quiet.go)
 	quietProbes int
 	timer       *time.Timer
+	fineAt      atomic.Int64 // the deadline given to the Transport's fine timer (finetimer.go)
 	timerAt     time.Time
 
 	stats    Stats
@@ -271,6 +278,10 @@ type Stats struct {
 	// Probes counts probe timeouts: tail-loss probes sent because no
 	// acknowledgement came within the probe timeout.
 	Probes uint64
+	// Duplicates counts data packets received again: each is a spurious
+	// retransmission or probe by the peer, or a resend whose first
+	// acknowledgement was lost.
+	Duplicates uint64
 	// Milk-class clones only: Superseded counts data packets the sender
 	// gave up on because a newer message superseded them, Skipped the
 	// sequence numbers the receiver stopped waiting for, Evicted the

@@ -421,8 +421,12 @@ const rackAckSlack = 2 * time.Millisecond
 // it must have been sent for it to be lost. The window is a quarter of the
 // minimum round trip (RFC 8985) above it: the clones' acknowledgements
 // are sent and processed by different connection loops, whose order
-// varies by more than this on a long path.
-const rackWindow = 10 * time.Microsecond
+// varies by more than this on a long path. On a LAN a loaded host's
+// loops reorder by tens of microseconds: with a 10 µs floor half the
+// losses this declared on veth were spurious (each a resend and a window
+// reduction), while the probe timeout repairs a packet sent alone in a
+// few hundred microseconds (docs/benchmarks-hol.md).
+const rackWindow = 100 * time.Microsecond
 
 // rackPacket describes e for the RACK rules; p is c's path (or a copy),
 // whose round trip counts too.

@@ -160,6 +160,7 @@ func (c *Conn) teardown(err error, reset bool) {
 		c.traceClose(err)
 	}
 	c.log.Debug("fsp: connection closed", "local", c.local, "peer", c.peer, "remote", c.remote, "err", err)
+	c.fineAt.Store(0)
 	if c.timer != nil {
 		c.timer.Stop()
 	}

@@ -125,11 +125,68 @@ func (c *Conn) rto() time.Duration {
 // (RFC 9002 §6.2: smoothed RTT + max(4·RTT variance, 1 ms) + the
 // peer's maximum acknowledgement delay, doubled per probe) for the first
 // ptoProbes expiries, the backed-off RTO after them.
+//
+// When the newest packet sent asked for an immediate acknowledgement
+// (the last of a clone's burst: conn_cc.go, askAck), the peer
+// acknowledges everything on its arrival: the probe timeout has no
+// acknowledgement delay to allow for, and its margin over the smoothed
+// RTT is ptoGranularity, which the fine timer (finetimer.go) can keep,
+// not 1 ms. A spurious probe costs a small packet, not the window.
 func (c *Conn) lossTimeout() time.Duration {
 	if c.ptoCount < ptoProbes {
-		return min(c.lossRTT().PTO()<<c.ptoCount, congestion.MaxRTO)
+		r := c.lossRTT()
+		pto := r.PTO()
+		if c.tailAsked() {
+			pto = min(pto, r.SmoothedRTT()+max(4*r.RTTVar(), ptoGranularity))
+		}
+		return min(pto<<c.ptoCount, congestion.MaxRTO)
 	}
 	return c.rto()
+}
+
+// tailAsked reports whether the newest packet sent is in flight and
+// asked for an immediate acknowledgement.
+func (c *Conn) tailAsked() bool {
+	if c.snd == nil {
+		return false
+	}
+	e := c.snd.NewestSent()
+	return e != nil && e.InFlight && e.Value.asked
+}
+
+// lossAction is what an expired loss timer does (onTimer).
+type lossAction uint8
+
+const (
+	actNone        lossAction = iota
+	actConfirm                // the handshake is unconfirmed: ask for an acknowledgement
+	actProbe                  // a tail-loss probe of the data in flight
+	actResend                 // resend, as the probe, what is declared lost
+	actTimeout                // a retransmission timeout
+	actWindowProbe            // ask a peer whose window is closed for an update
+	actSkipPoint              // repeat a milk clone's skip point
+)
+
+// lossTimerAction chooses what an expired loss timer does: probes first
+// (at most ptoProbes), then a retransmission timeout. Called with c.mu
+// held.
+func (c *Conn) lossTimerAction() lossAction {
+	inFlight, lost := c.snd.BytesInFlight() > 0, c.snd.HasRetransmission()
+	switch {
+	case c.initiator && !c.confirmed:
+		return actConfirm
+	case c.ptoCount < ptoProbes && inFlight:
+		return actProbe
+	case c.ptoCount < ptoProbes && lost:
+		return actResend
+	case inFlight || lost:
+		return actTimeout
+	case c.snd.HasPending():
+		return actWindowProbe
+	case c.milk && c.snd.Base() < c.milkLive:
+		return actSkipPoint
+	}
+	return actNone
 }
 
 // windowProbe is the interval between probes of a closed peer window:
@@ -212,12 +269,22 @@ func (c *Conn) armTimer() {
 	}
 	c.timerAt = next
 	if next.IsZero() {
+		if c.t != nil {
+			c.t.fine.cancel(c)
+		}
 		if c.timer != nil {
 			c.timer.Stop()
 		}
 		return
 	}
 	d := time.Until(next)
+	// A near deadline also goes to the fine timer, which fires it on time
+	// where Go's timer would be up to a millisecond late; Go's stays
+	// armed in case the fine timer is later still (the runtime polls it
+	// as it polls sockets), and the one that fires second finds nothing due.
+	if c.t != nil && (d >= fineHorizon || !c.t.fine.schedule(c, next)) {
+		c.t.fine.cancel(c)
+	}
 	if c.timer == nil {
 		c.timer = time.AfterFunc(d, c.timerFired) // the loop runs onTimer
 	} else {
@@ -280,12 +347,12 @@ func (c *Conn) onTimer() {
 		if c.snd.BytesInFlight() > 0 {
 			c.pmtuTimeout() // a black hole for large packets?
 		}
-		switch {
-		case c.initiator && !c.confirmed:
+		switch c.lossTimerAction() {
+		case actConfirm:
 			c.ackReq = true
 			c.backoff++
 			c.rtoAt = now.Add(c.rto())
-		case c.ptoCount < ptoProbes && c.snd.BytesInFlight() > 0:
+		case actProbe:
 			// Tail-loss probe: resend the newest data in flight (and the
 			// oldest), beyond the congestion window, and wait a doubled
 			// probe timeout for the acknowledgement that repairs the
@@ -294,7 +361,15 @@ func (c *Conn) onTimer() {
 			c.probes = c.snd.Probe(2)
 			c.stats.Probes++
 			c.rtoAt = now.Add(c.lossTimeout())
-		case c.snd.BytesInFlight() > 0 || c.snd.HasRetransmission():
+		case actResend:
+			// Nothing in flight, but what was is declared lost (by a
+			// sibling's acknowledgement, just now, say) and waits to be
+			// resent: that resend is the probe, beyond the window. No
+			// timeout yet, which would reduce the window a second time.
+			c.ptoCount++
+			c.probes = 1
+			c.rtoAt = now.Add(c.lossTimeout())
+		case actTimeout:
 			// Go back: everything in flight is presumed lost and resent
 			// as the collapsed window allows.
 			var gpn uint64
@@ -316,7 +391,7 @@ func (c *Conn) onTimer() {
 			}
 			c.probes = 1
 			c.rtoAt = now.Add(c.rto())
-		case c.snd.HasPending():
+		case actWindowProbe:
 			// Blocked by the peer's window: probe for an update. A paused
 			// reader is no fault: the probes back off to a cap, and only
 			// a peer that stops answering them is declared dead (by
@@ -324,7 +399,7 @@ func (c *Conn) onTimer() {
 			c.ackReq = true
 			c.probeBackoff = min(c.probeBackoff+1, 16)
 			c.rtoAt = now.Add(c.windowProbe())
-		case c.milk && c.snd.Base() < c.milkLive:
+		case actSkipPoint:
 			// The peer has not acknowledged the skip point: repeat it.
 			c.ackReq = true
 			c.backoff++

@@ -283,6 +283,9 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 		d.data, limit = nil, limit+1
 	}
 	kept := c.rcv.Insert(seq, d, limit)
+	if !kept && seq < limit {
+		c.stats.Duplicates++
+	}
 	c.ackPending++
 	if !kept || !inOrder || c.rcv.HasGaps() || d.release || pkt.Flags&wire.FlagAckRequest != 0 {
 		c.ackNow = true

@@ -9,6 +9,7 @@ import (
 
 	"github.com/postsockets/postsockets/internal/netem"
 	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -130,5 +131,71 @@ func TestLossTimeout(t *testing.T) {
 	c.backoff = 40
 	if got := c.lossTimeout(); got != congestion.MaxRTO {
 		t.Fatalf("RTO capped at %v, want %v", got, congestion.MaxRTO)
+	}
+}
+
+// sentEntry pushes a data entry on c's sender and sends it at now.
+func sentEntry(c *Conn, now time.Time, asked bool) *reliability.Entry[txData] {
+	c.snd.Push(txData{n: 100}, 100+overhead)
+	e := c.snd.NextToSend(1 << 20)
+	c.snd.OnSent(e, now)
+	e.Value.asked = asked
+	return e
+}
+
+// TestLossTimeoutAsked: a packet that asked for an immediate
+// acknowledgement, sent last, is probed without waiting out the peer's
+// acknowledgement delay; the RTO after the probes keeps its floor.
+func TestLossTimeoutAsked(t *testing.T) {
+	c := &Conn{snd: reliability.NewSender[txData](1)}
+	c.rtt.SetMaxAckDelay(maxAckDelay)
+	c.rtt.SetMinRTO(minRTO)
+	for range 20 {
+		c.rtt.Update(80*time.Microsecond, 0) // rttvar decays to 0
+	}
+	now := time.Now()
+	sentEntry(c, now, false)
+	if got, want := c.lossTimeout(), c.rtt.PTO(); got != want || want < c.rtt.SmoothedRTT()+time.Millisecond+maxAckDelay {
+		t.Fatalf("probe timeout %v, want the PTO %v with 1 ms granularity and the acknowledgement delay", got, want)
+	}
+	sentEntry(c, now, true)
+	want := c.rtt.SmoothedRTT() + ptoGranularity
+	if got := c.lossTimeout(); got < want-time.Microsecond || got > want+time.Microsecond {
+		t.Fatalf("probe timeout %v for an asked tail, want %v", got, want)
+	}
+	c.ptoCount = 1
+	if got := c.lossTimeout(); got < 2*want-2*time.Microsecond || got > 2*want+2*time.Microsecond {
+		t.Fatalf("second probe timeout %v, want %v", got, 2*want)
+	}
+	c.ptoCount = ptoProbes
+	if got := c.lossTimeout(); got != c.rtt.RTO() || got < minRTO {
+		t.Fatalf("RTO %v after the probes, want %v (at least %v)", got, c.rtt.RTO(), minRTO)
+	}
+}
+
+// TestLossTimerAction: an expired loss timer probes what is in flight;
+// with nothing in flight but a declared loss waiting to be resent, the
+// resend is the probe (no retransmission timeout, no second window
+// reduction); only after ptoProbes does a timeout follow.
+func TestLossTimerAction(t *testing.T) {
+	c := &Conn{snd: reliability.NewSender[txData](1), confirmed: true}
+	if a := c.lossTimerAction(); a != actNone {
+		t.Fatalf("idle: action %d", a)
+	}
+	now := time.Now()
+	sentEntry(c, now, true)
+	if a := c.lossTimerAction(); a != actProbe {
+		t.Fatalf("one packet in flight: action %d, want a probe", a)
+	}
+	c.snd.Probe(1) // declared lost (a sibling's acknowledgement), not resent yet
+	if c.snd.BytesInFlight() != 0 || !c.snd.HasRetransmission() {
+		t.Fatal("test setup: the packet should wait for its resend")
+	}
+	if a := c.lossTimerAction(); a != actResend {
+		t.Fatalf("lost packet awaiting its resend: action %d, want the resend as the probe", a)
+	}
+	c.ptoCount = ptoProbes
+	if a := c.lossTimerAction(); a != actTimeout {
+		t.Fatalf("after %d probes: action %d, want a timeout", ptoProbes, a)
 	}
 }

@@ -48,6 +48,7 @@ type Transport struct {
 	hs      hsPool           // a listener's handshake workers (hspool.go)
 	done    chan struct{}    // closed by Close
 	loopEnd chan struct{}    // closed when the read loop returns
+	fine    fineTimer        // the connections' near deadlines (finetimer.go)
 
 	mu       sync.Mutex
 	conns    map[uint32]*Conn // by local ALFID
@@ -178,6 +179,7 @@ func (t *Transport) closeWith(err error) {
 	l := t.listener
 	t.mu.Unlock()
 	close(t.done)
+	t.fine.close()
 	if l != nil {
 		l.shutdown()
 	}

@@ -425,6 +425,15 @@ func (s *Sender[T]) Probe(n int) int {
 	return k
 }
 
+// NewestSent returns the entry with the highest sequence number sent so
+// far, acknowledged or not, or nil.
+func (s *Sender[T]) NewestSent() *Entry[T] {
+	if s.unsent == 0 {
+		return nil
+	}
+	return s.at(s.unsent - 1)
+}
+
 // OldestInFlight returns the in-flight entry sent longest ago, or nil.
 func (s *Sender[T]) OldestInFlight() *Entry[T] {
 	var old *Entry[T]
