@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/postsockets/postsockets/internal/hsrate"
 )
 
 // defaultConnsPerAddr is -max-conns-per-addr's default: enough for the
@@ -48,17 +50,6 @@ type connLimiter struct {
 	conns          map[*addrConn]struct{} // when total > 0
 }
 
-// clientHost returns what counts as one client: an IPv4 address, or an
-// IPv6 /64, which one host holds whole (as the stacks' quotas count).
-func clientHost(a netip.Addr) netip.Addr {
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
-}
-
 // limitConns wraps ln; see connLimiter.
 func limitConns(ln net.Listener, perAddr, total int) *connLimiter {
 	return &connLimiter{Listener: ln, perAddr: perAddr, total: total,
@@ -73,7 +64,7 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		}
 		var a netip.Addr
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			a = clientHost(ta.AddrPort().Addr())
+			a = hsrate.Host(ta.AddrPort().Addr()) // an IPv6 /64 is one client
 		}
 		if ac := l.admit(c, a); ac != nil {
 			return ac, nil
