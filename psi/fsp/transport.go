@@ -697,7 +697,6 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: err}
 	}
-	t.init()
 	l := &Listener{t: t, cfg: cfg, id: id, accept: acceptQueue{ready: make(chan struct{}, 1)}, bud: newBudget(cfg.memoryBudget()), done: make(chan struct{})}
 	if psk := cfg.Security.PSK; len(psk) > 0 {
 		c, err := psi.PSKCertificate(psk)
@@ -712,15 +711,20 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 	if l.chainLen > maxListenerChain {
 		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: post.Errorf(post.ErrNotSupported, "fsp: certificate chain of %d bytes does not fit a handshake packet", l.chainLen)}
 	}
+	// The listener is in place before the read loop starts, so that a
+	// handshake already queued on Conn is answered, not refused.
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
+	switch {
+	case t.closed:
+		t.mu.Unlock()
 		return nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
-	}
-	if t.listener != nil {
+	case t.listener != nil:
+		t.mu.Unlock()
 		return nil, errors.New("fsp: transport already has a listener")
 	}
 	t.listener = l
+	t.mu.Unlock()
+	t.init()
 	return l, nil
 }
 
