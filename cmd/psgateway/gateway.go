@@ -77,8 +77,8 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	lim := limitConns(ln, o.connsPerAddr, o.conns)
-	srv.ConnState = lim.connState
+	lim := httpcarrier.LimitListener(ln, o.connsPerAddr, o.conns)
+	srv.ConnState = lim.ConnState
 	ln = lim
 	g := &gateway{addr: ln.Addr().String(), done: make(chan error, 1)}
 	tlsOn := o.tlsCert != "" || o.tlsKey != ""

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postsockets/postsockets/httpcarrier"
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -78,8 +79,8 @@ front and connected by the back to the targets listed in -connect.
 	fs.BoolVar(&o.preserveHost, "preserve-host", true, "pass the client's Host on instead of the origin's")
 	fs.BoolVar(&o.trustForwarded, "trust-forwarded", false, "front: keep a Forwarded header the client sent (the back always keeps the front's)")
 	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", defaultTunnelIdle, "close a CONNECT tunnel through which no byte moved either way for this long; 0 means never")
-	fs.IntVar(&o.conns, "max-conns", defaultConns, "front: open connections (tunnels included) in all; when full, a newcomer from an address holding fewer replaces an idle keep-alive connection of the busiest address, or is closed; 0 means no limit")
-	fs.IntVar(&o.connsPerAddr, "max-conns-per-addr", defaultConnsPerAddr, "front: open connections (tunnels included) one client address (an IPv6 /64) may hold; 0 means no limit")
+	fs.IntVar(&o.conns, "max-conns", httpcarrier.DefaultMaxConns, "front: open connections (tunnels included) in all; when full, a newcomer from an address holding fewer replaces an idle keep-alive connection of the busiest address, or is closed; 0 means no limit")
+	fs.IntVar(&o.connsPerAddr, "max-conns-per-addr", httpcarrier.DefaultMaxConnsPerAddr, "front: open connections (tunnels included) one client address (an IPv6 /64) may hold; 0 means no limit")
 	fs.StringVar(&o.connect, "connect", "", "back: comma-separated `host:port` targets a CONNECT may reach, or * for any (an open proxy to whoever passes the front); default none. A name, or any target under *, that resolves to loopback, link-local, unspecified or multicast addresses is refused; list such a target as an address or localhost")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {

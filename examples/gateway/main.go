@@ -5,7 +5,10 @@
 // its Transport). Unmodified clients talk to the front, the unmodified
 // server hears from the back, and every request crosses on an FSP clone
 // of its own. cmd/psgateway is the full program (HTTP/2, TLS, CONNECT,
-// Forwarded, config files); this is the smallest working shape of it.
+// Forwarded, config files); this is the smallest working shape of it,
+// with the same bounds on the front's clients: header and keep-alive
+// timeouts, and at most -max-conns connections, -max-conns-per-addr from
+// one address (httpcarrier.LimitListener).
 //
 //	go run ./examples/gateway          # origin, back, front and a client in one process
 //	go run ./examples/gateway -mode back -listen 127.0.0.1:4433 -origin http://127.0.0.1:8081
@@ -43,6 +46,8 @@ func main() {
 	listen := flag.String("listen", "", "address to listen on")
 	origin := flag.String("origin", "", "back: the web server's URL; front: the back's host:port")
 	pskHex := flag.String("psk", "", "pre-shared key in hex shared by both gateways (the back makes one up if empty)")
+	maxConns := flag.Int("max-conns", httpcarrier.DefaultMaxConns, "front: open connections in all; 0 means no limit")
+	maxPerAddr := flag.Int("max-conns-per-addr", httpcarrier.DefaultMaxConnsPerAddr, "front: open connections from one address; 0 means no limit")
 	flag.Parse()
 	ctx := context.Background()
 	var psk []byte
@@ -73,7 +78,11 @@ func main() {
 		if psk == nil {
 			log.Fatal("-psk is required")
 		}
-		err = http.ListenAndServe(*listen, front(*origin, psk))
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", *listen); err == nil {
+			srv, lim := frontServer(front(*origin, psk), ln, *maxPerAddr, *maxConns)
+			err = srv.Serve(lim)
+		}
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
@@ -134,6 +143,16 @@ func front(origin string, psk []byte) http.Handler {
 	}
 }
 
+// frontServer returns an http.Server for h and ln wrapped to hold at
+// most total connections and perAddr from one client address (<= 0: no
+// limit; httpcarrier.ConnLimiter), to serve with srv.Serve(lim). A client
+// must send its request head within 30 s and a keep-alive connection
+// idles at most 2 minutes, as at cmd/psgateway's front.
+func frontServer(h http.Handler, ln net.Listener, perAddr, total int) (srv *http.Server, lim net.Listener) {
+	l := httpcarrier.LimitListener(ln, perAddr, total)
+	return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ConnState: l.ConnState}, l
+}
+
 // demo runs a web server, both gateways and an ordinary client in one
 // process over loopback.
 func demo(ctx context.Context, out io.Writer) error {
@@ -148,10 +167,17 @@ func demo(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer stop()
-	fe := httptest.NewServer(front(addr, psk))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fe, lim := frontServer(front(addr, psk), ln, httpcarrier.DefaultMaxConnsPerAddr, httpcarrier.DefaultMaxConns)
+	go fe.Serve(lim)
 	defer fe.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
 	for _, p := range []string{"/", "/index.html"} {
-		resp, err := http.Get(fe.URL + p)
+		resp, err := client.Get("http://" + ln.Addr().String() + p)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,182 @@
+package httpcarrier
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/postsockets/postsockets/internal/hsrate"
+	"github.com/postsockets/postsockets/post"
+)
+
+// Default bounds of a front's ordinary HTTP listener (LimitListener), as
+// cmd/psgateway applies them.
+const (
+	// DefaultMaxConns bounds the open connections in all: below the
+	// descriptors a process usually may hold.
+	DefaultMaxConns = 4096
+	// DefaultMaxConnsPerAddr bounds those of one client address: enough
+	// for the users behind one NAT, far below a process's descriptors.
+	DefaultMaxConnsPerAddr = 256
+)
+
+// evictAfter protects a connection that has not sent its first request
+// yet from eviction for a while: its client is likely sending it.
+const evictAfter = time.Second
+
+// ConnLimiter is a net.Listener for an ordinary http.Server in front of
+// a Transport (a front gateway): one client address holds at most
+// perAddr open connections and all of them at most total, hijacked ones
+// (CONNECT, Upgrade) included, so that addresses opening keep-alive
+// connections and idling cannot use up the process's descriptors and
+// lock everyone out. An IPv6 /64 counts as one address.
+//
+// Past the per-address limit a connection is closed as soon as it is
+// accepted. Past the total, a newcomer whose address holds fewer
+// connections than another takes the place of one of that address's
+// connections that is idle between requests, or has sent no request for
+// a second: the busiest address's first, oldest first. A client may lose
+// an idle keep-alive connection at any time (it opens another); a request
+// in progress or a hijacked connection is never cut. If there is none the
+// newcomer is closed. Refusing costs neither a goroutine nor memory: the
+// accept loop closes the socket. A limit <= 0 means none.
+//
+// The server must report its connections' states to ConnState
+// (http.Server.ConnState), or no connection is ever idle to evict.
+type ConnLimiter struct {
+	net.Listener
+	perAddr, total int
+	mu             sync.Mutex
+	open           map[netip.Addr]int
+	conns          map[*limitedConn]struct{}
+}
+
+// LimitListener wraps ln; see ConnLimiter.
+func LimitListener(ln net.Listener, perAddr, total int) *ConnLimiter {
+	return &ConnLimiter{Listener: ln, perAddr: perAddr, total: total,
+		open: make(map[netip.Addr]int), conns: make(map[*limitedConn]struct{})}
+}
+
+// Accept returns the next connection within the limits, closing those
+// over them.
+func (l *ConnLimiter) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		var a netip.Addr
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			a = hsrate.Host(ta.AddrPort().Addr()) // an IPv6 /64 is one client
+		}
+		if lc := l.admit(c, a); lc != nil {
+			return lc, nil
+		}
+		c.Close()
+	}
+}
+
+// Open returns the connections counted in.
+func (l *ConnLimiter) Open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// admit counts c in, evicting a connection of the busiest address if
+// the listener is full, or returns nil.
+func (l *ConnLimiter) admit(c net.Conn, a netip.Addr) *limitedConn {
+	for range 4 { // an evicted connection may have been closed meanwhile
+		l.mu.Lock()
+		if l.perAddr > 0 && l.open[a] >= l.perAddr {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.total <= 0 || len(l.conns) < l.total {
+			l.open[a]++
+			lc := &limitedConn{Conn: c, l: l, a: a, since: time.Now()}
+			l.conns[lc] = struct{}{}
+			l.mu.Unlock()
+			return lc
+		}
+		victim := l.victimLocked(a)
+		l.mu.Unlock()
+		if victim == nil {
+			return nil
+		}
+		victim.Close()
+	}
+	return nil
+}
+
+// victimLocked returns the connection to close for a newcomer from a,
+// or nil. Called with l.mu held.
+func (l *ConnLimiter) victimLocked(a netip.Addr) *limitedConn {
+	now := time.Now()
+	var best *limitedConn
+	for c := range l.conns {
+		if !c.evictable(now) || l.open[c.a] <= l.open[a] {
+			continue
+		}
+		if best == nil || l.open[c.a] > l.open[best.a] || l.open[c.a] == l.open[best.a] && c.since.Before(best.since) {
+			best = c
+		}
+	}
+	return best
+}
+
+// ConnState follows the server's connections (set it as
+// http.Server.ConnState): which are idle between requests and may be
+// evicted.
+func (l *ConnLimiter) ConnState(c net.Conn, s http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*limitedConn)
+	if !ok || lc.l != l {
+		return
+	}
+	l.mu.Lock()
+	lc.state, lc.since = s, time.Now()
+	l.mu.Unlock()
+}
+
+// limitedConn gives its place back when closed.
+type limitedConn struct {
+	net.Conn
+	l     *ConnLimiter
+	a     netip.Addr
+	state http.ConnState // guarded by l.mu, as since
+	since time.Time      // when it entered state
+	once  sync.Once
+}
+
+// evictable reports whether c may make room for a newcomer: idle between
+// requests, or silent since it connected. Called with l.mu held.
+func (c *limitedConn) evictable(now time.Time) bool {
+	return c.state == http.StateIdle || c.state == http.StateNew && now.Sub(c.since) >= evictAfter
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.open[c.a]--; c.l.open[c.a] <= 0 {
+			delete(c.l.open, c.a)
+		}
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// CloseWrite half-closes a TCP connection (a CONNECT tunnel passes a
+// client's end of stream on with it).
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return post.Errorf(post.ErrNotSupported, "httpcarrier: %T cannot half-close", c.Conn)
+}

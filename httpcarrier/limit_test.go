@@ -1,0 +1,87 @@
+package httpcarrier
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/internal/fronttest"
+	"github.com/postsockets/postsockets/post"
+)
+
+// limitedServer serves h on loopback behind LimitListener(perAddr,
+// total) and returns its address.
+func limitedServer(t *testing.T, h http.Handler, perAddr, total int) (string, *ConnLimiter) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := LimitListener(ln, perAddr, total)
+	srv := &http.Server{Handler: h, ConnState: lim.ConnState}
+	go srv.Serve(lim)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), lim
+}
+
+func TestLimitListenerPerAddr(t *testing.T) {
+	addr, lim := limitedServer(t, fronttest.SlowHandler(nil), 4, 0)
+	fronttest.PerAddr(t, addr, 4)
+	if n := lim.Open(); n > 5 {
+		t.Fatalf("%d connections counted, at most 5 open", n)
+	}
+}
+
+func TestLimitListenerTotal(t *testing.T) {
+	release := make(chan struct{})
+	addr, _ := limitedServer(t, fronttest.SlowHandler(release), 4, 6)
+	fronttest.Total(t, addr, release)
+}
+
+// TestLimitListenerCounts: every connection closed, by either side, by
+// eviction or refusal, gives its place back; nothing stays counted.
+func TestLimitListenerCounts(t *testing.T) {
+	addr, lim := limitedServer(t, fronttest.SlowHandler(nil), 2, 3)
+	var cs []net.Conn
+	for _, ip := range []string{"127.0.0.5", "127.0.0.5", "127.0.0.5", "127.0.0.6", "127.0.0.7"} {
+		c := fronttest.DialFrom(t, ip, addr)
+		fronttest.Get(c)
+		cs = append(cs, c)
+	}
+	if n := lim.Open(); n > 3 {
+		t.Fatalf("%d connections counted, limit 3", n)
+	}
+	for _, c := range cs {
+		c.Close()
+	}
+	fronttest.Eventually(t, 5*time.Second, "places still counted after every client closed", func() error {
+		if n := lim.Open(); n != 0 {
+			return errors.New("still counted")
+		}
+		return nil
+	})
+	lim.mu.Lock()
+	addrs := len(lim.open)
+	lim.mu.Unlock()
+	if addrs != 0 {
+		t.Fatalf("%d addresses still counted", addrs)
+	}
+}
+
+// TestLimitedConnCloseWrite: a connection that cannot half-close says
+// so, instead of returning nil.
+func TestLimitedConnCloseWrite(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	lc := &limitedConn{Conn: a, l: LimitListener(nil, 0, 0)}
+	lc.l.conns[lc] = struct{}{}
+	lc.l.open[lc.a]++
+	if err := lc.CloseWrite(); !errors.Is(err, post.ErrNotSupported) {
+		t.Fatalf("CloseWrite on a pipe: %v", err)
+	}
+	lc.Close()
+	if lc.l.Open() != 0 {
+		t.Fatal("closed connection still counted")
+	}
+}
