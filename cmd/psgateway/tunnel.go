@@ -75,7 +75,7 @@ func frontConnect(tr http.RoundTripper, o *options, log *slog.Logger) http.Handl
 
 // spliceClient answers the client's CONNECT with 200 and copies between
 // it and back until both directions ended or one failed.
-func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriter, idle time.Duration) error {
+func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriteCloser, idle time.Duration) error {
 	rc := http.NewResponseController(w)
 	if r.ProtoMajor >= 2 {
 		// HTTP/2: the request body and the response are the stream.
@@ -83,7 +83,12 @@ func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriter, id
 		if err := rc.Flush(); err != nil {
 			return err
 		}
-		return splice(r.Body, flushWriter{w, rc}, back, back, idle)
+		return splice(r.Body, flushWriter{w, rc}, back, back, idle, func() {
+			back.Close()
+			now := time.Now()
+			rc.SetReadDeadline(now)
+			rc.SetWriteDeadline(now)
+		})
 	}
 	conn, brw, err := rc.Hijack()
 	if err != nil {
@@ -95,7 +100,7 @@ func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriter, id
 	if err := brw.Flush(); err != nil {
 		return err
 	}
-	return splice(brw.Reader, conn, back, back, idle)
+	return splice(brw.Reader, conn, back, back, idle, func() { conn.Close(); back.Close() })
 }
 
 type flushWriter struct {
@@ -146,7 +151,7 @@ func backConnect(policy *connectPolicy, idle time.Duration, log *slog.Logger) ht
 		if err := brw.Flush(); err != nil {
 			return
 		}
-		if err := splice(brw.Reader, conn, c, c, idle); err != nil {
+		if err := splice(brw.Reader, conn, c, c, idle, func() { conn.Close(); c.Close() }); err != nil {
 			log.Debug("connect tunnel ended", "target", target, "err", err)
 		}
 	})
@@ -156,34 +161,50 @@ func backConnect(policy *connectPolicy, idle time.Duration, log *slog.Logger) ht
 // is passed on with CloseWrite where the writer has it; splice returns
 // when both have ended or one failed, or when no byte has moved either
 // way for idle (if > 0): a tunnel is a hijacked connection the HTTP
-// server no longer times. The caller closes both sides, which ends the
-// copies.
-func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer, idle time.Duration) error {
-	errc := make(chan error, 2)
+// server no longer times. Returning early it calls stop, which must end
+// the copies (close both sides, or set their deadlines), and waits until
+// nothing writes to aW any more: aW may be an HTTP/2 ResponseWriter,
+// which must not be used once the handler returned.
+func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer, idle time.Duration, stop func()) error {
+	toB, toA := make(chan error, 1), make(chan error, 1)
 	var last atomic.Int64 // UnixNano of the latest bytes read either way
 	last.Store(time.Now().UnixNano())
-	one := func(dst io.Writer, src io.Reader) {
+	one := func(dst io.Writer, src io.Reader, errc chan<- error) {
 		_, err := io.Copy(dst, activity{src, &last})
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
 			err = cw.CloseWrite()
 		}
 		errc <- err
 	}
-	go one(bW, aR)
-	go one(aW, bR)
+	go one(bW, aR, toB)
+	go one(aW, bR, toA)
 	var tick <-chan time.Time
 	if idle > 0 {
 		t := time.NewTicker(max(idle/4, 10*time.Millisecond))
 		defer t.Stop()
 		tick = t.C
 	}
-	for ended := 0; ended < 2; {
+	wait := toA // nil once the copy to aW has ended
+	defer func() {
+		if toB != nil || wait != nil {
+			stop()
+		}
+		if wait != nil {
+			<-wait
+		}
+	}()
+	for toB != nil || wait != nil {
 		select {
-		case err := <-errc:
+		case err := <-toB:
+			toB = nil
 			if err != nil {
 				return err
 			}
-			ended++
+		case err := <-wait:
+			wait = nil
+			if err != nil {
+				return err
+			}
 		case now := <-tick:
 			if now.Sub(time.Unix(0, last.Load())) >= idle {
 				return errTunnelIdle

@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -219,5 +222,50 @@ func TestConnectH2C(t *testing.T) {
 	got, err := io.ReadAll(resp.Body)
 	if err != nil || !bytes.Equal(got, flip(data)) {
 		t.Fatalf("got %d bytes (%v), want %d flipped", len(got), err, len(data))
+	}
+}
+
+// blockedWriter's Write blocks until stop, as an HTTP/2 ResponseWriter
+// waiting for flow control until its write deadline.
+type blockedWriter struct {
+	in      atomic.Bool // a Write is in progress
+	stopped chan struct{}
+}
+
+func (w *blockedWriter) Write(p []byte) (int, error) {
+	w.in.Store(true)
+	defer w.in.Store(false)
+	<-w.stopped
+	return 0, os.ErrDeadlineExceeded
+}
+
+// TestSpliceStopsWriter: a splice that ends early (here idle, with a
+// write to the client blocked) stops both sides and returns only once
+// nothing writes to the client any more: on HTTP/2 the client is the
+// ResponseWriter, and a Write after the handler returned panics. Before,
+// splice returned with the copy still writing.
+func TestSpliceStopsWriter(t *testing.T) {
+	aR, aRw := io.Pipe() // the client sends nothing
+	defer aRw.Close()
+	bR, bRw := io.Pipe()
+	aW := &blockedWriter{stopped: make(chan struct{})}
+	go bRw.Write([]byte("from the target")) // then the target is quiet
+	stop := func() {
+		close(aW.stopped)
+		aR.Close()
+		bR.Close()
+	}
+	done := make(chan error, 1)
+	go func() { done <- splice(aR, aW, bR, io.Discard, 50*time.Millisecond, stop) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errTunnelIdle) {
+			t.Fatalf("splice: %v, want errTunnelIdle", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an idle splice did not end within 5 s")
+	}
+	if aW.in.Load() {
+		t.Fatal("splice returned while a copy still wrote to the client")
 	}
 }
