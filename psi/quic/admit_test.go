@@ -6,11 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/postsockets/postsockets/psi/psitest"
 )
 
 // deaf is a client socket that drops everything it receives, so its
@@ -31,6 +32,42 @@ func (d *deaf) Close() error {
 	return d.PacketConn.Close()
 }
 
+// rawTLS is a quic-go client's TLS configuration for the test listeners.
+func rawTLS() *tls.Config {
+	return &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}}
+}
+
+// dialDeaf starts a handshake to addr from ip whose client never
+// completes it: it reads nothing, or with retry only Retry packets, so it
+// passes address validation first. It ends with ctx; wg waits for it.
+func dialDeaf(t *testing.T, ctx context.Context, wg *sync.WaitGroup, ip net.IP, addr netip.AddrPort, retry bool) {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &deaf{PacketConn: pc, done: make(chan struct{})}
+	context.AfterFunc(ctx, func() { d.Close() })
+	var c net.PacketConn = d
+	if retry {
+		c = retryOnly{d}
+	}
+	wg.Go(func() {
+		quicgo.Dial(ctx, c, net.UDPAddrFromAddrPort(addr), rawTLS(), &quicgo.Config{HandshakeIdleTimeout: 20 * time.Second})
+	})
+}
+
+// waitInProgress waits until l counts n handshakes in progress, for at
+// most 10 s.
+func waitInProgress(t *testing.T, l *Listener, n int) {
+	t.Helper()
+	for start := time.Now(); l.hs.inProgress() < n; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%d handshakes in progress, want %d", l.hs.inProgress(), n)
+		}
+	}
+}
+
 // Handshakes that never complete, from one address, hold at most that
 // address's quota; a client from elsewhere still connects, and clients
 // beyond a few handshakes in progress go through a Retry.
@@ -41,28 +78,12 @@ func TestHandshakeQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			tr, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			tr.Close()
-		}
-	}()
+	psitest.CloseAccepted(l)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	for range 30 {
-		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := &deaf{PacketConn: pc, done: make(chan struct{})}
-		context.AfterFunc(ctx, func() { d.Close() })
-		wg.Go(func() {
-			quicgo.Dial(ctx, d, net.UDPAddrFromAddrPort(l.addr), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}}, &quicgo.Config{})
-		})
+		dialDeaf(t, ctx, &wg, net.IPv4(127, 0, 0, 2), l.addr, false)
 	}
 	time.Sleep(300 * time.Millisecond)
 	if n := l.hs.inProgress(); n > 8 {
@@ -96,7 +117,7 @@ func TestBacklogShare(t *testing.T) {
 	}
 	tr := &quicgo.Transport{Conn: pc}
 	defer tr.Close()
-	tc := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}}
+	tc := rawTLS()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4) // within the address's handshake quota
 	for range maxBacklog/4 + 8 {
@@ -125,15 +146,7 @@ func TestBacklogShare(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	go func() {
-		for {
-			tr, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			tr.Close()
-		}
-	}()
+	psitest.CloseAccepted(l)
 	c, err := st.Dial(ctx, l.addr, clientConfig())
 	if err != nil {
 		t.Fatalf("legitimate dial: %v", err)
@@ -189,15 +202,7 @@ func TestHandshakeEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			tr, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			tr.Close()
-		}
-	}()
+	psitest.CloseAccepted(l)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -205,24 +210,10 @@ func TestHandshakeEviction(t *testing.T) {
 	defer cancel()
 	for p := range 4 {
 		for range 4 {
-			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, byte(20+p), 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			d := retryOnly{&deaf{PacketConn: pc, done: make(chan struct{})}}
-			context.AfterFunc(ctx, func() { d.Close() })
-			wg.Go(func() {
-				quicgo.Dial(ctx, d, net.UDPAddrFromAddrPort(l.addr), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}},
-					&quicgo.Config{HandshakeIdleTimeout: 20 * time.Second})
-			})
+			dialDeaf(t, ctx, &wg, net.IPv4(127, byte(20+p), 0, 1), l.addr, true)
 		}
 	}
-	for l.hs.inProgress() < 16 {
-		if ctx.Err() != nil {
-			t.Fatalf("the attackers hold only %d handshakes", l.hs.inProgress())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitInProgress(t, l, 16)
 	time.Sleep(evictAge)
 	for i := range 3 {
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -247,29 +238,7 @@ func TestHandshakeRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			tr, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			tr.Close()
-		}
-	}()
-	dial := func(from string) error {
-		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		qc, err := quicgo.Dial(ctx, pc, net.UDPAddrFromAddrPort(l.addr), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}}, &quicgo.Config{})
-		if err == nil {
-			qc.CloseWithError(0, "")
-		}
-		return err
-	}
+	psitest.CloseAccepted(l)
 	// The rate applies to proven handshakes once the listener is busy:
 	// 8 deaf clients from other addresses hold handshakes in progress.
 	hctx, hcancel := context.WithCancel(context.Background())
@@ -277,40 +246,22 @@ func TestHandshakeRate(t *testing.T) {
 	defer wg.Wait()
 	defer hcancel()
 	for i := range 8 {
-		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 3, byte(1+i))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := &deaf{PacketConn: pc, done: make(chan struct{})}
-		context.AfterFunc(hctx, func() { d.Close() })
-		wg.Go(func() {
-			quicgo.Dial(hctx, d, net.UDPAddrFromAddrPort(l.addr), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{DefaultALPN}}, &quicgo.Config{})
-		})
+		dialDeaf(t, hctx, &wg, net.IPv4(127, 0, 3, byte(1+i)), l.addr, false)
 	}
-	for start := time.Now(); l.hs.inProgress() < 8; time.Sleep(5 * time.Millisecond) {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("%d handshakes in progress", l.hs.inProgress())
-		}
-	}
-	var dials sync.WaitGroup
-	var ok atomic.Int64
-	for range 40 {
-		dials.Go(func() {
-			if dial("127.0.0.40") == nil {
-				ok.Add(1)
-			}
-		})
-	}
-	dials.Wait()
+	waitInProgress(t, l, 8)
 	// Through a Retry (8 in progress), 2 a second.
-	if n := ok.Load(); n == 0 || n > 24 {
-		t.Fatalf("%d of 40 handshakes at once from one address succeeded, want about 10", n)
-	}
-	if err := dial("127.1.0.1"); err != nil {
-		t.Fatalf("a client elsewhere: %v", err)
-	}
-	time.Sleep(time.Second)
-	if err := dial("127.0.0.40"); err != nil {
-		t.Fatalf("the address after a pause: %v", err)
-	}
+	psitest.HandshakeRate(t, func(from string) error {
+		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		qc, err := quicgo.Dial(ctx, pc, net.UDPAddrFromAddrPort(l.addr), rawTLS(), &quicgo.Config{})
+		if err == nil {
+			qc.CloseWithError(0, "")
+		}
+		return err
+	}, 24)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/psitest"
 )
 
 func TestSlotsQuota(t *testing.T) {
@@ -132,15 +133,7 @@ func TestSlowloris(t *testing.T) {
 	}{{"one address", 1, 300}, {"64 prefixes", 64, 8}} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := testListener(t, Stack{ServerHandshakeTimeout: 20 * time.Second})
-			go func() {
-				for {
-					tr, err := l.Accept(context.Background())
-					if err != nil {
-						return
-					}
-					tr.Close()
-				}
-			}()
+			psitest.CloseAccepted(l)
 			for p := range tc.prefixes {
 				idleSockets(t, netip.AddrFrom4([4]byte{127, 10, byte(p), 1}), l.Addr(), tc.per)
 			}
@@ -260,15 +253,7 @@ func reconnecting(t *testing.T, addr netip.AddrPort, from []netip.Addr, per int)
 // newcomer evicts a stalled handshake, never one making progress.
 func TestSlowlorisManyPrefixes(t *testing.T) {
 	l := testListener(t, Stack{})
-	go func() {
-		for {
-			tr, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			tr.Close()
-		}
-	}()
+	psitest.CloseAccepted(l)
 	var from []netip.Addr
 	for p := range 200 {
 		for h := range 3 {
@@ -336,43 +321,15 @@ func TestSlotsIPv6Host(t *testing.T) {
 // and the address again after a pause. Before, the rate was unbounded.
 func TestHandshakeRate(t *testing.T) {
 	l := testListener(t, Stack{MaxHandshakeRate: 8, MaxHandshakes: 1024, Backlog: 256}) // 2 a second from one address, 64 at once
-	go func() {
-		for {
-			tr, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			tr.Close()
-		}
-	}()
-	dial := func(from string) error {
+	psitest.CloseAccepted(l)
+	// The first 8 are admitted before the listener is busy, then 2 a
+	// second.
+	psitest.HandshakeRate(t, func(from string) error {
 		cfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}, Local: netip.MustParseAddrPort(from + ":0"), HandshakeTimeout: 5 * time.Second}
 		tr, err := Stack{}.Dial(context.Background(), l.Addr(), cfg)
 		if err == nil {
 			tr.Close()
 		}
 		return err
-	}
-	var wg sync.WaitGroup
-	var ok atomic.Int64
-	for range 40 {
-		wg.Go(func() {
-			if dial("127.0.0.40") == nil {
-				ok.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	// The first 8 are admitted before the listener is busy, then 2.
-	t.Logf("%d of 40 succeeded", ok.Load())
-	if n := ok.Load(); n == 0 || n > 20 {
-		t.Fatalf("%d of 40 handshakes at once from one address succeeded, want about 10", n)
-	}
-	if err := dial("127.1.0.1"); err != nil {
-		t.Fatalf("a client elsewhere: %v", err)
-	}
-	time.Sleep(time.Second)
-	if err := dial("127.0.0.40"); err != nil {
-		t.Fatalf("the address after a pause: %v", err)
-	}
+	}, 20)
 }
