@@ -1,7 +1,9 @@
 package fsp
 
 import (
+	"context"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,37 +17,15 @@ func TestQueuedBytesBounded(t *testing.T) {
 	l := listen(t, scfg)
 	const limit = 40 * bufCost
 	l.t.queueCap = limit
-	const n = 6
-	cs, ss := make([]*Conn, n), make([]*Conn, n)
-	for i := range n {
-		cs[i], ss[i] = connect(t, l, ccfg)
-	}
-	for _, s := range ss {
-		s.mu.Lock()
-	}
 	ctx := testContext(t)
 	msg := randBytes(64 << 10)
-	for _, c := range cs {
-		if err := c.SendMessage(ctx, msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var peak int64
-	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
-		peak = max(peak, l.t.queued.Load())
-		time.Sleep(time.Millisecond)
-	}
-	for _, s := range ss {
-		s.mu.Unlock()
-	}
+	ss, peak, resume := stalledSends(t, ctx, l, ccfg, 6, msg, 300*time.Millisecond)
+	resume()
 	if peak > limit {
 		t.Fatalf("queued %d bytes, bound %d", peak, limit)
 	}
 	var dropped uint64
 	for _, s := range ss {
-		if got, err := s.ReceiveMessage(ctx); err != nil || len(got) != len(msg) {
-			t.Fatalf("after the stall: %d bytes, %v", len(got), err)
-		}
 		dropped += s.Stats().QueueDropped
 	}
 	if dropped == 0 {
@@ -70,26 +50,9 @@ func TestQueuedBytesPerPeer(t *testing.T) {
 	// more than the Transport's 130; the other peer's burst is 45.
 	const peerLimit = 60 * bufCost
 	l.t.queueCap, l.t.peerCap = 130*bufCost, peerLimit
-	const n = 3
-	cs, ss := make([]*Conn, n), make([]*Conn, n)
-	for i := range n {
-		cs[i], ss[i] = connect(t, l, ccfg)
-	}
-	for _, s := range ss {
-		s.mu.Lock()
-	}
 	ctx := testContext(t)
 	msg := randBytes(64 << 10)
-	for _, c := range cs {
-		if err := c.SendMessage(ctx, msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var peak int64
-	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
-		peak = max(peak, l.t.queued.Load())
-		time.Sleep(time.Millisecond)
-	}
+	_, peak, resume := stalledSends(t, ctx, l, ccfg, 3, msg, 200*time.Millisecond)
 	if peak > peerLimit {
 		t.Errorf("one peer queued %d bytes, per-peer bound %d", peak, peerLimit)
 	}
@@ -110,21 +73,58 @@ func TestQueuedBytesPerPeer(t *testing.T) {
 	if got, err := os.ReceiveMessage(ctx); err != nil || len(got) != len(msg) {
 		t.Fatalf("the other peer: %d bytes, %v", len(got), err)
 	}
-	for _, s := range ss {
-		s.mu.Unlock()
-	}
+	resume()
 	if d := os.Stats().QueueDropped; d != 0 {
 		t.Errorf("the other peer had %d datagrams dropped", d)
-	}
-	for _, s := range ss {
-		if got, err := s.ReceiveMessage(ctx); err != nil || len(got) != len(msg) {
-			t.Fatalf("after the stall: %d bytes, %v", len(got), err)
-		}
 	}
 	l.t.mu.Lock()
 	peers := len(l.t.peers)
 	l.t.mu.Unlock()
 	if peers != 2 {
 		t.Errorf("%d peers counted, want 2", peers)
+	}
+}
+
+// stalledSends connects n clients to l, stalls the loops of their server
+// connections (their locks held) and sends msg on each. It returns the
+// server connections, still stalled, the most bytes l's Transport queued
+// during d, and resume, which lets them go on and checks that each then
+// receives msg whole (the test's end lets them go on if it did not).
+func stalledSends(t *testing.T, ctx context.Context, l *Listener, ccfg *Config, n int, msg []byte, d time.Duration) (ss []*Conn, peak int64, resume func()) {
+	t.Helper()
+	cs := make([]*Conn, n)
+	ss = make([]*Conn, n)
+	for i := range n {
+		cs[i], ss[i] = connect(t, l, ccfg)
+	}
+	var once sync.Once
+	unlock := func() {
+		once.Do(func() {
+			for _, s := range ss {
+				s.mu.Unlock()
+			}
+		})
+	}
+	for _, s := range ss {
+		s.mu.Lock()
+	}
+	t.Cleanup(unlock)
+	for _, c := range cs {
+		if err := c.SendMessage(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		peak = max(peak, l.t.queued.Load())
+		time.Sleep(time.Millisecond)
+	}
+	return ss, peak, func() {
+		t.Helper()
+		unlock()
+		for _, s := range ss {
+			if got, err := s.ReceiveMessage(ctx); err != nil || len(got) != len(msg) {
+				t.Fatalf("after the stall: %d bytes, %v", len(got), err)
+			}
+		}
 	}
 }
