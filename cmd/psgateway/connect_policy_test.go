@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"testing"
 )
@@ -67,21 +64,7 @@ func TestConnectPolicyResolved(t *testing.T) {
 // CONNECT to its own loopback, by address or by localhost; listed
 // literally, the same target is connected.
 func TestConnectOwnLoopback(t *testing.T) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	_, port, _ := net.SplitHostPort(echo.Addr().String())
+	_, port, _ := net.SplitHostPort(tcpTarget(t, func(c net.Conn) { c.Close() }))
 	log := slog.New(slog.DiscardHandler)
 	for _, tc := range []struct {
 		list, target string
@@ -96,12 +79,7 @@ func TestConnectOwnLoopback(t *testing.T) {
 		{"localhost:" + port, "localhost:" + port, 200},
 	} {
 		srv := httptest.NewServer(backConnect(newConnectPolicy(tc.list), 0, log))
-		c, err := net.Dial("tcp", srv.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(c, "CONNECT "+tc.target+" HTTP/1.1\r\nHost: "+tc.target+"\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+		c, _, resp, err := rawConnect(t, srv.Listener.Addr().String(), tc.target)
 		if err != nil || resp.StatusCode != tc.code {
 			t.Errorf("-connect %q, CONNECT %s: %v %v, want %d", tc.list, tc.target, resp, err, tc.code)
 		}

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,34 +38,18 @@ func TestFrontConnsTotal(t *testing.T) {
 // and is closed, at the front and the back, once none has moved either
 // way for -tunnel-idle-timeout; before, a hijacked tunnel idled forever.
 func TestTunnelIdleTimeout(t *testing.T) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
 	targetClosed := make(chan struct{})
-	go func() {
-		c, err := echo.Accept()
-		if err != nil {
-			return
-		}
+	var once sync.Once
+	target := tcpTarget(t, func(c net.Conn) {
 		io.Copy(c, c) // until the back closes its side
 		c.Close()
-		close(targetClosed)
-	}()
+		once.Do(func() { close(targetClosed) })
+	})
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer origin.Close()
-	target := echo.Addr().String()
 	front := gatewaysArgs(t, origin.URL, "127.0.0.1", nil, nil,
 		[]string{"-connect", target, "-tunnel-idle-timeout", "500ms"}, []string{"-tunnel-idle-timeout", "500ms"})
-	c, err := net.Dial("tcp", front)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	c, br, resp, err := rawConnect(t, front, target)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("CONNECT: %v %v", resp, err)
 	}

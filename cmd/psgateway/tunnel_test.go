@@ -144,14 +144,7 @@ func TestConnectThroughGateways(t *testing.T) {
 		}
 	}
 	// A raw CONNECT: bytes both ways with a half-close in between.
-	c, err := net.Dial("tcp", front)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	c, br, resp, err := rawConnect(t, front, target)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("raw CONNECT: %v %v", resp, err)
 	}
@@ -178,25 +171,11 @@ func TestConnectThroughGateways(t *testing.T) {
 // TestConnectH2C: CONNECT over HTTP/2 (h2c) to the front: the request
 // body and the response body are the stream (RFC 9113 8.5).
 func TestConnectH2C(t *testing.T) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b, _ := io.ReadAll(c)
-				c.Write(flip(b))
-			}()
-		}
-	}()
-	target := echo.Addr().String()
+	target := tcpTarget(t, func(c net.Conn) {
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		c.Write(flip(b))
+	})
 	front := gatewaysArgs(t, "http://127.0.0.1:1", "127.0.0.1", nil, nil, []string{"-connect", target}, nil)
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
@@ -268,4 +247,40 @@ func TestSpliceStopsWriter(t *testing.T) {
 	if aW.in.Load() {
 		t.Fatal("splice returned while a copy still wrote to the client")
 	}
+}
+
+// tcpTarget listens on loopback for CONNECT targets, serving each
+// connection with serve in a goroutine of its own, until the test ends;
+// it returns the address.
+func tcpTarget(t *testing.T, serve func(net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// rawConnect sends CONNECT target to the HTTP/1.1 proxy at proxy and
+// returns the connection and its reader, with the response (nil on a
+// failed dial) and any error reading it.
+func rawConnect(t *testing.T, proxy, target string) (net.Conn, *bufio.Reader, *http.Response, error) {
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	return c, br, resp, err
 }
