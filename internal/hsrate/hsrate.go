@@ -37,6 +37,7 @@ const (
 // use.
 type Limiter struct {
 	seed     maphash.Seed
+	epoch    time.Time // times count from it, monotonic where now is
 	hosts    *[slots]bucket
 	prefixes *[slots]bucket
 	wide     *[wideSlots]bucket
@@ -86,6 +87,7 @@ func prefix(a netip.Addr, v4, v6 int) netip.Prefix {
 func (l *Limiter) Allow(a netip.Addr, now time.Time, rate int) bool {
 	if l.hosts == nil {
 		l.seed = maphash.MakeSeed()
+		l.epoch = now.Add(-time.Second)
 		l.hosts = new([slots]bucket)
 		l.prefixes = new([slots]bucket)
 		l.wide = new([wideSlots]bucket)
@@ -93,7 +95,9 @@ func (l *Limiter) Allow(a netip.Addr, now time.Time, rate int) bool {
 	if rate <= 0 {
 		rate = DefaultRate
 	}
-	ns := now.UnixNano()
+	// Against the epoch, not UnixNano: a step of the wall clock must
+	// not drain or fill the buckets.
+	ns := int64(now.Sub(l.epoch))
 	host := Host(a)
 	if b := l.slot(l.hosts[:], netip.PrefixFrom(host, host.BitLen()), ns, false); b != nil && !b.take(ns, max(rate/4, 1)) {
 		return false
@@ -129,11 +133,13 @@ func (l *Limiter) slot(table []bucket, p netip.Prefix, ns int64, share bool) *bu
 }
 
 // take refills b at rate tokens a second, up to rate, and takes one.
+// Time going back (a caller's clock without monotonic readings) refills
+// nothing and takes nothing away.
 func (b *bucket) take(ns int64, rate int) bool {
 	if b.last == 0 {
 		b.tokens = float64(rate)
 	} else {
-		b.tokens = min(float64(rate), b.tokens+float64(rate)*float64(ns-b.last)/1e9)
+		b.tokens = min(float64(rate), b.tokens+float64(rate)*float64(max(ns-b.last, 0))/1e9)
 	}
 	b.last = ns
 	if b.tokens < 1 {

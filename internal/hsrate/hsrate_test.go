@@ -38,3 +38,22 @@ func TestAllow(t *testing.T) {
 		t.Fatal("no token came back after 100 ms")
 	}
 }
+
+// TestAllowClockStep: a step back of a wall clock (times without
+// monotonic readings) neither refuses a source for the length of the
+// step nor refills its bucket. Before, an hour's step back left the
+// source's bucket 90,000 tokens short: refused for an hour.
+func TestAllowClockStep(t *testing.T) {
+	var l Limiter
+	wall := time.Now().Round(0)
+	a := netip.MustParseAddr("192.0.2.1")
+	for l.Allow(a, wall, 100) {
+	}
+	back := wall.Add(-time.Hour)
+	if l.Allow(a, back, 100) {
+		t.Fatal("the step back refilled the bucket")
+	}
+	if !l.Allow(a, back.Add(time.Second), 100) {
+		t.Fatal("a second after an hour's step back, still refused")
+	}
+}
