@@ -84,34 +84,14 @@ type handshake struct {
 	released bool
 }
 
-// sourceHost is what counts as one source address: the address itself
-// for IPv4, its /64 for IPv6, where a host holds a whole /64 and would
-// otherwise take its /48's share by using many.
-func sourceHost(a netip.Addr) netip.Addr {
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
-}
-
-func sourcePrefix(a netip.Addr) netip.Prefix {
-	bits := 48
-	if a.Is4() {
-		bits = 24
-	}
-	p, _ := a.Prefix(bits)
-	return p
-}
-
 func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (context.Context, error) {
 	var addr netip.Addr
 	if ua, ok := ci.RemoteAddr.(*net.UDPAddr); ok {
 		addr = ua.AddrPort().Addr().Unmap()
 	}
-	pfx := sourcePrefix(addr)
+	pfx := hsrate.Prefix(addr)
 	from := addr
-	addr = sourceHost(addr)
+	addr = hsrate.Host(addr)
 	now := time.Now()
 	h.mu.Lock()
 	if ci.AddrVerified && h.total >= retryAbove && !h.proven.Allow(from, now, h.rate) {

@@ -10,6 +10,7 @@ import (
 
 	quicgo "github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/internal/hsrate"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -115,7 +116,7 @@ func (l *Listener) acceptLoop() {
 			}
 			handshakeDone(qc)
 		}()
-		src := sourceHost(addrPort(qc.RemoteAddr()).Addr())
+		src := hsrate.Host(addrPort(qc.RemoteAddr()).Addr())
 		if l.backlog.Load() >= maxBacklog || !l.takeShare(src) {
 			_ = qc.CloseWithError(codeRefused, "backlog full")
 			continue
@@ -127,7 +128,7 @@ func (l *Listener) acceptLoop() {
 }
 
 // takeShare counts a connection from src in the backlog, of which one
-// address (sourceHost: an IPv6 /64) may hold a quarter.
+// address (hsrate.Host: an IPv6 /64) may hold a quarter.
 func (l *Listener) takeShare(src netip.Addr) bool {
 	l.srcMu.Lock()
 	defer l.srcMu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/postsockets/postsockets/internal/hsrate"
 )
 
 // slots admits server handshakes: at most max at once, perAddr from one
@@ -55,36 +57,13 @@ func newSlots(max, perAddr, perPrefix int) *slots {
 		addrs: make(map[netip.Addr]int), pfxs: make(map[netip.Prefix][]*slot)}
 }
 
-// sourceHost is what counts as one source address: the address itself
-// for IPv4, its /64 for IPv6, where a host holds a whole /64 and would
-// otherwise take its /48's share by using many.
-func sourceHost(addr netip.Addr) netip.Addr {
-	addr = addr.Unmap()
-	if addr.Is6() {
-		p, _ := addr.Prefix(64)
-		return p.Addr()
-	}
-	return addr
-}
-
-// sourcePrefix is the /24 or /48 that addr belongs to.
-func sourcePrefix(addr netip.Addr) netip.Prefix {
-	addr = addr.Unmap()
-	bits := 48
-	if addr.Is4() {
-		bits = 24
-	}
-	p, _ := addr.Prefix(bits)
-	return p
-}
-
 // acquire admits a handshake from addr, or returns nil if its source is
 // over quota or every slot is held by a handshake it may not evict. evict
 // is called, without the lock held, if a later newcomer takes the slot;
 // input, if not nil, reports whether the client's bytes wait unread.
 func (s *slots) acquire(addr netip.Addr, evict func(), input func() bool) *slot {
-	addr = sourceHost(addr)
-	pfx := sourcePrefix(addr)
+	addr = hsrate.Host(addr)
+	pfx := hsrate.Prefix(addr)
 	var victim *slot
 	s.mu.Lock()
 	if s.addrs[addr] >= s.perAddr || len(s.pfxs[pfx]) >= s.perPrefix {
@@ -209,7 +188,7 @@ func newQueueShare(n int) *queueShare {
 
 // reserve promises addr a place, or returns false.
 func (q *queueShare) reserve(addr netip.Addr) bool {
-	addr = sourceHost(addr)
+	addr = hsrate.Host(addr)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.total >= q.max || q.addrs[addr] >= q.perAddr {
@@ -222,7 +201,7 @@ func (q *queueShare) reserve(addr netip.Addr) bool {
 
 // release gives addr's place back.
 func (q *queueShare) release(addr netip.Addr) {
-	addr = sourceHost(addr)
+	addr = hsrate.Host(addr)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.total--
