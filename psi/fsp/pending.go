@@ -44,29 +44,12 @@ type pendingEntry struct {
 }
 
 // pendingHost returns what counts as one source address: the address
-// itself for IPv4, its /64 for IPv6, where a host holds a whole /64 and
-// would otherwise take its /48's share by using many.
-func pendingHost(a netip.Addr) netip.Addr {
-	if a.Is6() && !a.Is4In6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
-}
+// itself for IPv4, its /64 for IPv6 (hsrate.Host).
+func pendingHost(a netip.Addr) netip.Addr { return hsrate.Host(a) }
 
-// pendingPrefix returns the prefix an address is counted under; every
-// non-IP address shares the zero prefix.
-func pendingPrefix(a netip.Addr) netip.Prefix {
-	switch {
-	case a.Is4():
-		p, _ := a.Prefix(24)
-		return p
-	case a.Is6():
-		p, _ := a.Prefix(48)
-		return p
-	}
-	return netip.Prefix{}
-}
+// pendingPrefix returns the /24 or /48 an address is counted under;
+// every non-IP address shares the zero prefix (hsrate.Prefix).
+func pendingPrefix(a netip.Addr) netip.Prefix { return hsrate.Prefix(a) }
 
 func (pt *pendingTable) len() int { return len(pt.byKey) }
 

@@ -128,3 +128,26 @@ func stalledSends(t *testing.T, ctx context.Context, l *Listener, ccfg *Config, 
 		}
 	}
 }
+
+// TestPeerQueueIPv6Host: the connections of one IPv6 /64 share one
+// peer's queue bound, as every per-address bound counts a /64 as one
+// source; another /64 has its own, and nothing stays counted once they
+// are gone. Before, each address of a /64 had a quarter of its own.
+func TestPeerQueueIPv6Host(t *testing.T) {
+	tr := &Transport{}
+	conn := func(a string) *Conn {
+		c := &Conn{remote: peerAddr{ap: netip.MustParseAddrPort(a)}}
+		tr.joinPeer(c)
+		return c
+	}
+	a, b, c := conn("[2001:db8:0:1::1]:443"), conn("[2001:db8:0:1::2]:443"), conn("[2001:db8:0:2::1]:443")
+	if a.pq == nil || a.pq != b.pq || a.pq == c.pq {
+		t.Fatalf("peer queues: %p %p %p, want the first two shared", a.pq, b.pq, c.pq)
+	}
+	for _, x := range []*Conn{a, b, c} {
+		tr.leavePeer(x)
+	}
+	if len(tr.peers) != 0 {
+		t.Fatalf("%d peers still counted", len(tr.peers))
+	}
+}

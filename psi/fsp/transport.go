@@ -563,10 +563,11 @@ func (t *Transport) register(c *Conn) error {
 	}
 }
 
-// joinPeer counts c on its peer address's queue bound. Called with t.mu
-// held, once, when c is registered.
+// joinPeer counts c on its peer address's queue bound (an IPv6 /64 is
+// one peer, as for every other per-address bound). Called with t.mu held,
+// once, when c is registered.
 func (t *Transport) joinPeer(c *Conn) {
-	a := c.remote.ap.Addr()
+	a := pendingHost(c.remote.ap.Addr())
 	if !a.IsValid() {
 		return // not a UDP address: the Transport's bound only
 	}
