@@ -16,6 +16,14 @@
 // Forwarded header (RFC 7239). There is no built-in secret: the two ends
 // trust each other by a pre-shared key (-psk-file) or certificates
 // (-cert, -key, -ca, -pins).
+//
+// The front bounds its clients: at most -max-conns connections (4,096)
+// and -max-conns-per-addr (256) from one address, an IPv6 /64 counting
+// as one, CONNECT tunnels included; when full, a newcomer from a quieter
+// address replaces an idle keep-alive connection of the busiest
+// (httpcarrier.LimitListener). Request heads must arrive within 30 s and
+// keep-alive connections idle at most 2 minutes; a CONNECT tunnel closes,
+// at both gateways, once no byte moved for -tunnel-idle-timeout (10 min).
 package main
 
 import (

@@ -60,6 +60,13 @@ back:  accepts HTTP over FSP clones and forwards to an ordinary HTTP origin
 Upgrade requests (WebSocket) pass through both; CONNECT is forwarded by the
 front and connected by the back to the targets listed in -connect.
 
+Limits: the front holds at most -max-conns client connections, and
+-max-conns-per-addr from one address (an IPv6 /64), tunnels included;
+when full, a newcomer from a quieter address replaces an idle keep-alive
+connection of the busiest. Request heads must arrive within 30 s,
+keep-alive connections idle at most 2 minutes, and a tunnel closes once
+idle for -tunnel-idle-timeout.
+
 `)
 		fs.PrintDefaults()
 	}
