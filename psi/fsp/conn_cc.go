@@ -8,6 +8,7 @@ import (
 
 	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
 	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
 // Coupled congestion control. The connections of a session (the root and
@@ -356,10 +357,23 @@ func (c *Conn) ccOnLost(now time.Time, lost []*reliability.Entry[txData], prior 
 	}
 	p := c.ccLock()
 	for _, e := range lost {
-		p.cc.OnLoss(now, e.Value.gpn, e.Bytes, prior)
+		p.cc.OnLoss(now, e.Value.gpn, c.lossWeight(e.Bytes), prior)
 	}
 	p.kickBlocked(&c.ccs)
 	c.ccUnlock()
+}
+
+// lossWeight is the size a lost packet of the given bytes weighs for
+// the controller, whose MSS is MaxDatagramSize: a full packet at the
+// current path MTU (with or without a skip point) weighs a full MSS (0),
+// a smaller one its share of a full packet (congestion.Controller.OnLoss).
+// Called with c.mu held.
+func (c *Conn) lossWeight(bytes int) int {
+	full := c.plpmtu() - wire.SkipLen
+	if bytes >= full {
+		return 0
+	}
+	return max(bytes*MaxDatagramSize/full, 1)
 }
 
 // ccTimeout tells the shared controller a retransmission timeout fired

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
 // TestClonesShareCongestion: a session's clones send through one
@@ -117,5 +119,29 @@ func TestCCTimeoutNothingInFlight(t *testing.T) {
 	c.ccTimeout(now, 1, 3)
 	if got := p.cc.Window(); got >= w {
 		t.Fatalf("window %d after a timeout that presumed 3 packets lost, want below %d", got, w)
+	}
+}
+
+// TestLossWeight: a lost packet weighs as its share of a full packet at
+// the path MTU, so a lost 200-byte message is a fraction of a
+// congestion event, a lost full packet a whole one (0).
+func TestLossWeight(t *testing.T) {
+	for _, mtu := range []int{BaseDatagramSize, MaxDatagramSize} {
+		c := &Conn{}
+		c.setPLPMTU(mtu, "path")
+		if got := c.lossWeight(mtu); got != 0 {
+			t.Errorf("MTU %d: full packet weighs %d, want 0 (a full MSS)", mtu, got)
+		}
+		if got := c.lossWeight(mtu - wire.SkipLen); got != 0 {
+			t.Errorf("MTU %d: full packet with a skip point weighs %d, want 0", mtu, got)
+		}
+		small := 244
+		got := c.lossWeight(small)
+		if want := small * MaxDatagramSize / (mtu - wire.SkipLen); got != want {
+			t.Errorf("MTU %d: %d-byte packet weighs %d, want %d", mtu, small, got, want)
+		}
+		if c.lossWeight(0) != 1 {
+			t.Errorf("MTU %d: an empty packet weighs %d, want 1", mtu, c.lossWeight(0))
+		}
 	}
 }

@@ -578,3 +578,46 @@ func TestPacedSenderIsWindowLimited(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallLossWeight: a lost packet weighs as its size (RFC 7141):
+// losses of small packets start a congestion event only once their
+// bytes add up to one MSS, a full-size loss (or one of unknown size)
+// at once, and a timeout starts the count again.
+func TestSmallLossWeight(t *testing.T) {
+	const small = mss / 5
+	for name, mk := range controllers() {
+		s := newSim(t, mk(Config{InitialWindowPackets: 100}))
+		w := s.c.Window()
+		for i := range 4 {
+			s.c.OnLoss(s.now, s.send(), small, w)
+			if s.c.Window() != w || s.c.InRecovery() {
+				t.Fatalf("%s: loss %d of a %d-byte packet reduced the window %d -> %d", name, i+1, small, w, s.c.Window())
+			}
+		}
+		s.c.OnLoss(s.now, s.send(), small, w)
+		if s.c.Window() >= w || !s.c.InRecovery() {
+			t.Fatalf("%s: five fifths of an MSS lost left the window at %d", name, s.c.Window())
+		}
+		for _, size := range []int{mss, 0, 2 * mss} {
+			e := s.send()
+			s.c.OnAck(s.now, e, mss, s.c.Window(), nil) // ends recovery
+			w = s.c.Window()
+			s.c.OnLoss(s.now, s.send(), size, w)
+			if s.c.Window() >= w {
+				t.Errorf("%s: a loss weighing %d bytes left the window at %d", name, size, w)
+			}
+		}
+		// Small losses before a timeout do not count after it.
+		e := s.send()
+		s.c.OnAck(s.now, e, mss, s.c.Window(), nil)
+		s.c.OnLoss(s.now, s.send(), 4*small, s.c.Window())
+		s.c.OnRetransmissionTimeout()
+		e = s.send()
+		s.c.OnAck(s.now, e, mss, s.c.Window(), nil)
+		w = s.c.Window()
+		s.c.OnLoss(s.now, s.send(), small, w)
+		if s.c.Window() != w {
+			t.Errorf("%s: a small loss after a timeout reduced the window %d -> %d", name, w, s.c.Window())
+		}
+	}
+}

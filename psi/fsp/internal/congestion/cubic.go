@@ -109,8 +109,8 @@ func (c *cubic) reduce(priorInFlight int) {
 	c.ssthresh = max(int(w*cubicBeta), c.minWindow)
 }
 
-func (c *cubic) OnLoss(_ time.Time, pn uint64, _ int, priorInFlight int) {
-	if !c.beginEpoch(pn) {
+func (c *cubic) OnLoss(_ time.Time, pn uint64, lostBytes int, priorInFlight int) {
+	if !c.beginEpoch(pn, lostBytes) {
 		return
 	}
 	c.reduce(priorInFlight)
