@@ -58,6 +58,7 @@ type txData struct {
 	pn    uint64 // packet number of the latest transmission
 	gpn   uint64 // its number for the session's congestion controller (conn_cc.go)
 	asked bool   // the latest transmission asked for an immediate acknowledgement
+	big   bool   // the latest transmission was larger than BaseDatagramSize (pmtud.go)
 }
 
 type rxData struct {
@@ -282,6 +283,9 @@ type Stats struct {
 	// retransmission or probe by the peer, or a resend whose first
 	// acknowledgement was lost.
 	Duplicates uint64
+	// MTUFallbacks counts path MTU black holes confirmed (pmtud.go): the
+	// size fell back to BaseDatagramSize.
+	MTUFallbacks uint64
 	// Milk-class clones only: Superseded counts data packets the sender
 	// gave up on because a newer message superseded them, Skipped the
 	// sequence numbers the receiver stopped waiting for, Evicted the
@@ -306,6 +310,7 @@ func (c *Conn) Stats() Stats {
 	defer c.mu.Unlock()
 	s := c.stats
 	s.QueueDropped = c.queueDropped()
+	s.MTUFallbacks = c.pmtu.blackHoles
 	s.SmoothedRTT, s.RTTVar = c.rtt.SmoothedRTT(), c.rtt.RTTVar()
 	if c.snd != nil {
 		s.CongestionWindow, _, _ = c.ccState()

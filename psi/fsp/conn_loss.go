@@ -48,6 +48,7 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 			continue // accounted for when abandoned; the peer skipped it or got it
 		}
 		c.sndBytes -= e.Value.n + overhead
+		c.pmtuAcked(e.Value.big)
 		if e.Value.buf != nil {
 			c.freeTx(e.Value.buf)
 			e.Value.buf = nil
@@ -345,7 +346,7 @@ func (c *Conn) onTimer() {
 	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
 		c.rtoAt = time.Time{}
 		if c.snd.BytesInFlight() > 0 {
-			c.pmtuTimeout() // a black hole for large packets?
+			c.pmtuSuspect(now) // a black hole for large packets?
 		}
 		switch c.lossTimerAction() {
 		case actConfirm:

@@ -312,6 +312,7 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	if c.qlog != nil {
 		c.qlog.retx = e.Sent
 	}
+	e.Value.big = c.isBig(len(payload))
 	if room := c.dataRoom(&p); len(payload) > room {
 		pn = c.sendFragments(&p, payload, room) // packetized before the path MTU fell
 	} else {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -24,16 +25,22 @@ import (
 // packetized at the confirmed size. A completed search starts again
 // after pmtuRaise.
 //
-// Black holes: when a probe timeout expires with data in flight while
-// the size is above the base (no acknowledgement for a whole PTO, which
-// ordinary congestion loss, detected by later packets' acknowledgements,
-// does not cause), the path is taken to have stopped carrying large
-// packets. The size drops to the base at once, so the tail-loss probes
-// and every retransmission after them fit, and the search starts again,
-// with the size it fell from as the first probe. Data packetized at the larger size is resent in
-// FRAGMENT packets that fit (conn_frag.go). A false alarm (a tail loss,
-// a stalled host) costs about one round trip at the base size, until the
-// first probe confirms the old size again.
+// Black holes (RFC 8899 section 4.3): a probe timeout alone is no
+// evidence, since random loss of a tail packet, an outage or a stalled
+// host causes it as well. A black hole is suspected once
+// pmtuBlackHoleStrikes loss timer expiries in a row found a packet
+// larger than the base size unacknowledged, with no such packet
+// acknowledged meanwhile. The suspicion is then tested: two KEEP_ALIVEs
+// with PATH_CHALLENGEs leave back to back, one padded to the current
+// size and one to the base size. An answer to the large one, or an
+// acknowledgement of large data, clears the suspicion; the small one
+// answered while the large one (sent first) was not is a failed round.
+// pmtuConfirmRounds failed rounds in a row confirm the black hole: the
+// size drops to the base and the search starts again, with the size it
+// fell from as the first probe. Data packetized at the larger size is
+// resent in FRAGMENT packets that fit (conn_frag.go). An outage answers
+// neither probe, random loss rarely drops the large one twice while the
+// small one passes, and a flow of small packets never suspects its path.
 //
 // Probing works only if the network does not fragment: Transport sets
 // IP_PMTUDISC_PROBE on the sockets it can (pmtud_linux.go), so the
@@ -43,6 +50,11 @@ const (
 	pmtuMaxProbes = 3                // MAX_PROBES: losses of one size before it is too big
 	pmtuStep      = 8                // the search ends when the bounds are this close
 	pmtuRaise     = 10 * time.Minute // PMTU_RAISE_TIMER
+	// pmtuBlackHoleStrikes is how many loss timer expiries in a row with
+	// a large packet unacknowledged make a black hole worth testing, and
+	// pmtuConfirmRounds how many failed tests in a row confirm it.
+	pmtuBlackHoleStrikes = 3
+	pmtuConfirmRounds    = 2
 	// minPMTUProbeTimeout bounds the wait for a probe's answer from
 	// below: a loaded peer answering late only makes the search stop
 	// lower.
@@ -59,6 +71,15 @@ type pmtud struct {
 	losses  int       // probes of this size lost in a row
 	raiseAt time.Time // set when the search completed: search again then
 	retry   int       // after a black hole, the size it fell from: probed first
+	// Black-hole detection: loss timer expiries in a row with a packet
+	// above the base size unacknowledged (reset when one is
+	// acknowledged); the test round's nonces, large and small (0 once
+	// answered or when none is out), when it was sent, and the failed
+	// rounds in a row.
+	strikes        int
+	bhBig, bhSmall uint64
+	bhAt           time.Time
+	bhFails        int
 	// extra is size - BaseDatagramSize, for writers that packetize
 	// outside the connection's lock.
 	extra      atomic.Int32
@@ -174,11 +195,9 @@ func (c *Conn) pmtuTick(now time.Time) {
 				c.log.Debug("fsp: path MTU search complete", "size", c.plpmtu(), "local", c.local)
 				return
 			}
-			var nb [8]byte
-			rand.Read(nb[:])
-			pm.nonce = binary.BigEndian.Uint64(nb[:]) | 1
+			pm.nonce = pmtuNonce()
 		}
-		err := c.sendPMTUProbe(size)
+		err := c.sendPMTUProbe(size, pm.nonce)
 		pm.probe, pm.sentAt = size, now
 		if !errors.Is(err, syscall.EMSGSIZE) {
 			return
@@ -188,11 +207,11 @@ func (c *Conn) pmtuTick(now time.Time) {
 	}
 }
 
-// sendPMTUProbe sends a KEEP_ALIVE with the search's PATH_CHALLENGE,
-// padded to size bytes. Called with c.mu held.
-func (c *Conn) sendPMTUProbe(size int) error {
+// sendPMTUProbe sends a KEEP_ALIVE with PATH_CHALLENGE nonce, padded to
+// size bytes. Called with c.mu held.
+func (c *Conn) sendPMTUProbe(size int, nonce uint64) error {
 	h := c.header(wire.KeepAlive, 0, c.snd.Next())
-	h.HasChallenge, h.Challenge = true, c.pmtu.nonce
+	h.HasChallenge, h.Challenge = true, nonce
 	pad := size - len(wire.AppendHeader(make([]byte, 0, 64), &h)) - fcrypto.TagLen
 	buf := getBuf()
 	defer putBuf(buf)
@@ -214,10 +233,29 @@ func (cl *Conn) inheritPMTU(c *Conn) {
 	cl.pmtu.tooBig, cl.pmtu.raiseAt = c.pmtu.tooBig, c.pmtu.raiseAt
 }
 
-// pmtuResponse takes a PATH_RESPONSE: if it answers the probe in flight,
-// its size becomes the PLPMTU. Called with c.mu held.
+// pmtuResponse takes a PATH_RESPONSE: if it answers the search's probe
+// in flight, its size becomes the PLPMTU; if it answers the black-hole
+// confirmation while large packets still go unacknowledged, the size
+// falls back to the base. Called with c.mu held.
 func (c *Conn) pmtuResponse(nonce uint64) bool {
 	pm := &c.pmtu
+	switch {
+	case pm.bhBig != 0 && nonce == pm.bhBig:
+		// The current size gets through: no black hole.
+		pm.bhBig, pm.strikes, pm.bhFails = 0, 0, 0
+		return true
+	case pm.bhSmall != 0 && nonce == pm.bhSmall:
+		pm.bhSmall = 0
+		if pm.bhBig != 0 && pm.strikes >= pmtuBlackHoleStrikes {
+			// The small probe passed, the large one sent before it did not.
+			if pm.bhFails++; pm.bhFails >= pmtuConfirmRounds {
+				c.pmtuFallBack()
+			} else {
+				c.pmtuTestRound(time.Now())
+			}
+		}
+		return true
+	}
 	if pm.probe == 0 || nonce != pm.nonce {
 		return false
 	}
@@ -230,10 +268,76 @@ func (c *Conn) pmtuResponse(nonce uint64) bool {
 	return true
 }
 
-// pmtuTimeout is the black-hole detector, called when the loss timer
-// expires with data in flight: above the base size, it drops the size to
-// the base and restarts the search. Called with c.mu held.
-func (c *Conn) pmtuTimeout() {
+// isBig reports whether a data packet of payload n, sent at the current
+// size, is a datagram larger than the base size. Called with c.mu held.
+func (c *Conn) isBig(n int) bool {
+	return min(n, c.plpmtu()-overhead)+overhead > BaseDatagramSize
+}
+
+// pmtuAcked notes an acknowledged packet: a large one shows the path
+// carries the current size, and clears the suspicion. Called with c.mu
+// held.
+func (c *Conn) pmtuAcked(big bool) {
+	if big {
+		c.pmtu.strikes, c.pmtu.bhFails = 0, 0
+	}
+}
+
+// pmtuSuspect is the black-hole detector, called when the loss timer
+// expires with data in flight: above the base size, with a large packet
+// unacknowledged, it counts a strike (a timer that finds only small
+// packets unacknowledged clears them), and from pmtuBlackHoleStrikes on
+// tests the path (pmtuTestRound), again if the last round went
+// unanswered for a probe timeout. Called with c.mu held.
+func (c *Conn) pmtuSuspect(now time.Time) {
+	pm := &c.pmtu
+	if c.plpmtu() <= BaseDatagramSize || c.active == nil || c.cfg.DisablePathMTUDiscovery {
+		return
+	}
+	if !c.bigInFlight() {
+		pm.strikes, pm.bhFails = 0, 0
+		return
+	}
+	pm.strikes++
+	if pm.strikes < pmtuBlackHoleStrikes || pm.bhSmall != 0 && now.Sub(pm.bhAt) < c.pmtuProbeTimeout() {
+		return
+	}
+	c.pmtuTestRound(now)
+}
+
+// pmtuTestRound sends a probe at the current size and then one at the
+// base size, each with its own PATH_CHALLENGE. Called with c.mu held.
+func (c *Conn) pmtuTestRound(now time.Time) {
+	pm := &c.pmtu
+	pm.bhBig, pm.bhSmall, pm.bhAt = pmtuNonce(), pmtuNonce(), now
+	if err := c.sendPMTUProbe(c.plpmtu(), pm.bhBig); errors.Is(err, syscall.EMSGSIZE) {
+		c.pmtuFallBack() // the local interface refuses it
+		return
+	}
+	c.sendPMTUProbe(BaseDatagramSize, pm.bhSmall)
+}
+
+func pmtuNonce() uint64 {
+	var nb [8]byte
+	rand.Read(nb[:])
+	return binary.BigEndian.Uint64(nb[:]) | 1
+}
+
+// bigInFlight reports whether the oldest or the newest packet in flight
+// was sent larger than the base size. Called with c.mu held.
+func (c *Conn) bigInFlight() bool {
+	for _, e := range [2]*reliability.Entry[txData]{c.snd.OldestSent(), c.snd.NewestSent()} {
+		if e != nil && e.InFlight && e.Value.big {
+			return true
+		}
+	}
+	return false
+}
+
+// pmtuFallBack drops the size to the base on a confirmed black hole and
+// restarts the search, the size it fell from first. Called with c.mu
+// held.
+func (c *Conn) pmtuFallBack() {
 	if c.plpmtu() <= BaseDatagramSize {
 		return
 	}
@@ -250,4 +354,5 @@ func (c *Conn) pmtuReset(trigger string) {
 	pm := &c.pmtu
 	c.setPLPMTU(BaseDatagramSize, trigger)
 	pm.tooBig, pm.probe, pm.losses, pm.raiseAt = 0, 0, 0, time.Time{}
+	pm.strikes, pm.bhBig, pm.bhSmall, pm.bhFails = 0, 0, 0, 0
 }

@@ -126,7 +126,7 @@ func TestPMTUDResumeSearch(t *testing.T) {
 	c, s, _, _ := capPair(t, MaxDatagramSize)
 	transferMid(t, s, c, 1<<20, func() {})
 	s.mu.Lock()
-	s.pmtuTimeout() // a false alarm
+	s.pmtuFallBack() // a false alarm
 	s.mu.Unlock()
 	if mtu := s.PathMTU(); mtu != BaseDatagramSize {
 		t.Fatalf("after the alarm: PathMTU %d", mtu)
@@ -371,7 +371,7 @@ func TestTraceMTU(t *testing.T) {
 	defer c.Close()
 	searchDone(t, s, c)
 	s.mu.Lock()
-	s.pmtuTimeout()
+	s.pmtuFallBack()
 	s.mu.Unlock()
 	s.Abort(nil)
 	_, evs := readTrace(t, filepath.Join(dir, fmt.Sprintf("fsp_server_%08x.sqlog", s.local)))
