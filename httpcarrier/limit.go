@@ -37,8 +37,9 @@ const evictAfter = time.Second
 // Past the per-address limit a connection is closed as soon as it is
 // accepted. Past the total, a newcomer whose address holds fewer
 // connections than another takes the place of one of that address's
-// connections that is idle between requests, or has sent no request for
-// a second: the busiest address's first, oldest first. A client may lose
+// connections that is idle between requests, or has not completed a
+// request head for a second (net/http reports a connection active only
+// once it has): the busiest address's first, oldest first. A client may lose
 // an idle keep-alive connection at any time (it opens another); a request
 // in progress or a hijacked connection is never cut. If there is none the
 // newcomer is closed. Refusing costs neither a goroutine nor memory: the

@@ -39,6 +39,14 @@ func TestLimitListenerTotal(t *testing.T) {
 	fronttest.Total(t, addr, release)
 }
 
+// TestLimitListenerSlowHeads: connections sending their request heads
+// slowly are evicted for a newcomer after a second, as silent ones are,
+// not kept until the header timeout.
+func TestLimitListenerSlowHeads(t *testing.T) {
+	addr, _ := limitedServer(t, fronttest.SlowHandler(nil), 4, 6)
+	fronttest.SlowHeads(t, addr)
+}
+
 // TestLimitListenerCounts: every connection closed, by either side, by
 // eviction or refusal, gives its place back; nothing stays counted.
 func TestLimitListenerCounts(t *testing.T) {

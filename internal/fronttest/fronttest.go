@@ -126,6 +126,55 @@ func Total(t *testing.T, addr string, release chan struct{}) {
 	}
 }
 
+// SlowHeads checks a front at addr that holds at most 6 connections, at
+// most 4 from one address: connections that send only part of a request
+// head fill it; while their heads are younger than a second a newcomer
+// is closed, and after it a newcomer from a quieter address replaces one
+// of the busiest address's, so slow heads hold the front no longer than
+// that, not until the server's header timeout. The others still finish
+// their requests.
+func SlowHeads(t *testing.T, addr string) {
+	t.Helper()
+	type held struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	var slow []held
+	for i := range 6 {
+		ip := "127.0.0.5"
+		if i >= 4 {
+			ip = "127.0.0.6"
+		}
+		c := DialFrom(t, ip, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\n")
+		slow = append(slow, held{c, bufio.NewReader(c)})
+	}
+	if err := Get(DialFrom(t, "127.0.0.7", addr)); err == nil {
+		t.Fatal("a newcomer was served while six fresh request heads were arriving")
+	}
+	time.Sleep(evictAfter)
+	Eventually(t, 5*time.Second, "slow request heads kept a newcomer out", func() error {
+		return Get(DialFrom(t, "127.0.0.7", addr))
+	})
+	evicted := 0
+	for _, h := range slow {
+		io.WriteString(h.c, "Host: x\r\n\r\n")
+		h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if resp, err := http.ReadResponse(h.br, nil); err != nil {
+			evicted++
+		} else {
+			io.ReadAll(resp.Body)
+		}
+	}
+	if evicted != 1 {
+		t.Fatalf("%d slow heads closed, want 1", evicted)
+	}
+}
+
+// evictAfter is how long a front leaves a connection without a complete
+// request head alone (httpcarrier's evictAfter), with a margin.
+const evictAfter = 1100 * time.Millisecond
+
 // SlowHandler answers "ok", GET /slow once release is closed (or its
 // client went away).
 func SlowHandler(release <-chan struct{}) http.Handler {
