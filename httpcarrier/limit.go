@@ -53,6 +53,10 @@ type ConnLimiter struct {
 	mu             sync.Mutex
 	open           map[netip.Addr]int
 	conns          map[*limitedConn]struct{}
+	// cands counts the conns that are new or idle, the only ones that
+	// may become victims: with none, a full listener refuses a newcomer
+	// without looking through every connection.
+	cands int
 }
 
 // LimitListener wraps ln; see ConnLimiter.
@@ -98,8 +102,9 @@ func (l *ConnLimiter) admit(c net.Conn, a netip.Addr) *limitedConn {
 		}
 		if l.total <= 0 || len(l.conns) < l.total {
 			l.open[a]++
-			lc := &limitedConn{Conn: c, l: l, a: a, since: time.Now()}
+			lc := &limitedConn{Conn: c, l: l, a: a, since: time.Now()} // StateNew
 			l.conns[lc] = struct{}{}
+			l.cands++
 			l.mu.Unlock()
 			return lc
 		}
@@ -116,6 +121,9 @@ func (l *ConnLimiter) admit(c net.Conn, a netip.Addr) *limitedConn {
 // victimLocked returns the connection to close for a newcomer from a,
 // or nil. Called with l.mu held.
 func (l *ConnLimiter) victimLocked(a netip.Addr) *limitedConn {
+	if l.cands == 0 {
+		return nil // every connection is serving a request or hijacked
+	}
 	now := time.Now()
 	var best *limitedConn
 	for c := range l.conns {
@@ -141,8 +149,20 @@ func (l *ConnLimiter) ConnState(c net.Conn, s http.ConnState) {
 		return
 	}
 	l.mu.Lock()
+	if _, ok := l.conns[lc]; ok {
+		l.cands += candidate(s) - candidate(lc.state)
+	}
 	lc.state, lc.since = s, time.Now()
 	l.mu.Unlock()
+}
+
+// candidate is 1 for the states in which a connection may be evicted
+// (once old enough), else 0.
+func candidate(s http.ConnState) int {
+	if s == http.StateNew || s == http.StateIdle {
+		return 1
+	}
+	return 0
 }
 
 // limitedConn gives its place back when closed.
@@ -168,6 +188,7 @@ func (c *limitedConn) Close() error {
 			delete(c.l.open, c.a)
 		}
 		delete(c.l.conns, c)
+		c.l.cands -= candidate(c.state)
 		c.l.mu.Unlock()
 	})
 	return c.Conn.Close()
