@@ -36,7 +36,7 @@ func TestCCWakeWaitingClone(t *testing.T) {
 	t.Run("StaleBlocked", func(t *testing.T) {
 		testCCWake(t, openOnePacket, func(idle *Conn) {
 			idle.ccs.g.mu.Lock()
-			idle.ccs.blocked = true
+			idle.ccs.p.block(&idle.ccs) // ahead of busy on the waiting list
 			idle.ccs.g.mu.Unlock()
 		})
 	})
@@ -60,16 +60,11 @@ func TestCCWakeWaitingClone(t *testing.T) {
 	})
 }
 
-// openOnePacket opens p's window by a packet, idle's turn first.
+// openOnePacket opens p's window by a packet.
 func openOnePacket(idle *Conn, p *ccPath, gate *gateCC) {
 	g := idle.ccs.g
 	g.mu.Lock()
 	gate.window = 1
-	for i, m := range p.members {
-		if m == &idle.ccs {
-			p.turn = i
-		}
-	}
 	p.kickBlocked(nil)
 	g.mu.Unlock()
 }

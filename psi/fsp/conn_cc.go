@@ -49,8 +49,15 @@ type ccPath struct {
 	cc       congestion.Controller
 	pacer    *congestion.Pacer // nil when pacing is off
 	inFlight int               // bytes in flight, every member's
-	members  []*ccShare
-	turn     int // the member kickBlocked wakes first
+	members  []*ccShare        // ccShare.midx is the index
+	// wait lists the members the window held back, in order, from
+	// waitHead (block, popWaiting); rack is a heap of the members with
+	// packets in flight, by rackPacket.key (rackSet, rackDue). Per
+	// acknowledgement, work grows with what the acknowledgement changes,
+	// not with the members (conn_cc_queue.go).
+	wait     []*ccShare
+	waitHead int
+	rack     []*ccShare
 	// ackedSent is the send time of the newest packet acknowledged on the
 	// path by any member (first transmissions only: Karn), and ackedRTT
 	// its round trip.
@@ -68,13 +75,20 @@ type ccShare struct {
 	g        *ccGroup
 	p        *ccPath // where inFlight is counted
 	inFlight int
+	midx     int // index in p.members
 	// Under g.mu: the oldest packet in flight (base.sent zero if none),
 	// and whether the member was kicked to declare it lost (lostKick) or
-	// to arm its loss timer for armedAt.
+	// to arm its loss timer for armedAt; while neither, it is in p.rack
+	// (hidx, 1-based) under key.
 	base     rackPacket
 	lostKick bool
 	armedAt  time.Time
-	blocked  bool // the window held data back
+	key      time.Time
+	hidx     int
+	blocked  bool    // the window held data back
+	queued   *ccPath // the path whose waiting list holds s
+	// wake, if set, replaces c.kick (tests of the group alone).
+	wake func()
 	// woken: kickBlocked woke the member for room in the window, which
 	// it passes on if it finds nothing to send (ccPassOn).
 	woken atomic.Bool
@@ -140,13 +154,18 @@ func (c *Conn) ccAttach() *ccPath {
 		p = g.newPath(c.remote)
 		g.paths = append(g.paths, p)
 	}
+	blocked := s.blocked
 	if old := s.p; old != nil {
 		s.leave()
 		old.kickBlocked(nil) // c's bytes in flight left with it
 	}
 	s.p = p
+	s.midx = len(p.members)
 	p.members = append(p.members, s)
 	p.inFlight += s.inFlight
+	if blocked {
+		p.block(s)
+	}
 	return p
 }
 
@@ -157,12 +176,15 @@ func (s *ccShare) leave() {
 		return
 	}
 	p.inFlight -= s.inFlight
-	for i, m := range p.members {
-		if m == s {
-			p.members = append(p.members[:i], p.members[i+1:]...)
-			break
-		}
+	if i, last := s.midx, len(p.members)-1; i <= last && p.members[i] == s {
+		p.members[i] = p.members[last]
+		p.members[i].midx = i
+		p.members[last] = nil
+		p.members = p.members[:last]
 	}
+	p.rackRemove(s)
+	s.base, s.lostKick, s.armedAt = rackPacket{}, false, time.Time{}
+	s.queued, s.blocked = nil, false
 	s.p = nil
 }
 
@@ -212,7 +234,7 @@ func (c *Conn) ccSync(p *ccPath) {
 		}
 	}
 	if base != s.base {
-		s.base, s.lostKick, s.armedAt = base, false, time.Time{}
+		p.rackSet(s, base)
 	}
 }
 
@@ -221,8 +243,10 @@ func (c *Conn) ccSync(p *ccPath) {
 func (c *Conn) ccCanSend() bool {
 	p := c.ccLock()
 	ok := p.cc.CanSend(p.inFlight)
-	c.ccs.blocked = !ok
-	if !ok {
+	if ok {
+		c.ccs.blocked = false // a stale entry on the waiting list, if any
+	} else {
+		p.block(&c.ccs)
 		c.ccs.woken.Store(false) // the room went to others
 	}
 	c.ccUnlock()
@@ -286,6 +310,8 @@ func (c *Conn) ccPrior() int {
 func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior int, sample, ackDelay time.Duration) {
 	p := c.ccLock()
 	defer c.ccUnlock()
+	// The path's estimator takes every member's samples, and drives the
+	// shared controller and pacer: a clone's own sees a fraction of them.
 	if sample > 0 {
 		p.rtt.Update(sample, ackDelay)
 	}
@@ -294,34 +320,46 @@ func (c *Conn) ccOnAck(now time.Time, acked []*reliability.Entry[txData], prior 
 		if e.Abandoned && !e.Sent {
 			continue
 		}
-		p.cc.OnAck(now, e.Value.gpn, e.Bytes, prior, &c.rtt)
+		p.cc.OnAck(now, e.Value.gpn, e.Bytes, prior, &p.rtt)
 		if !e.Retrans && e.SentAt.After(newest) {
 			newest = e.SentAt
 			p.ackedRTT = now.Sub(e.SentAt)
 		}
 	}
 	if p.pacer != nil {
-		p.pacer.SetRate(p.cc.PacingRate(&c.rtt))
+		p.pacer.SetRate(p.cc.PacingRate(&p.rtt))
 	}
 	p.ackedSent = newest
 	if len(acked) > 0 {
 		p.lastAck = now
 	}
 	p.kickBlocked(&c.ccs)
-	for _, m := range p.members {
-		if m == &c.ccs || m.base.sent.IsZero() || m.lostKick {
-			continue
-		}
+	// Only the members with a packet sent before the newest acknowledged
+	// one have news (rackDue); each is told once per oldest packet. c
+	// learns its own from rackDetect, after this.
+	for m := p.rackDue(p.ackedSent); m != nil; m = p.rackDue(p.ackedSent) {
 		lost, at := m.base.check(now, p)
 		switch {
 		case lost:
 			m.lostKick = true
-			m.c.kick()
-		case !at.IsZero() && (m.armedAt.IsZero() || at.Before(m.armedAt)):
-			m.armedAt = at
-			m.c.kick() // to arm its loss timer
+		case !at.IsZero():
+			m.armedAt = at // to arm its loss timer
+		default:
+			continue // cannot happen: the key says it has news
+		}
+		if m != &c.ccs {
+			m.kick()
 		}
 	}
+}
+
+// kick wakes s's connection (Conn.kick).
+func (s *ccShare) kick() {
+	if s.wake != nil {
+		s.wake()
+		return
+	}
+	s.c.kick()
 }
 
 // kickBlocked wakes the members the window held back once it has room.
@@ -331,21 +369,28 @@ func (p *ccPath) kickBlocked(except *ccShare) {
 	if room <= 0 || len(p.members) == 0 {
 		return
 	}
-	// As many as the room takes, a packet each, taking turns: waking them
-	// all for a packet's room only has them race for it.
+	// As many as the room takes, a packet each, in the order they were
+	// held back: waking them all for a packet's room only has them race
+	// for it. except (the member acknowledged, which sends next anyway)
+	// keeps its place.
 	n := room/MaxDatagramSize + 1
-	k := len(p.members)
-	for i := range k {
-		m := p.members[(p.turn+i)%k]
-		if m.blocked && m != except {
-			m.blocked = false
-			m.woken.Store(true)
-			m.c.kick()
-			if n--; n == 0 {
-				p.turn = (p.turn + i + 1) % k
-				return
-			}
+	var skipped *ccShare
+	for n > 0 {
+		m := p.popWaiting()
+		if m == nil {
+			break
 		}
+		if m == except {
+			skipped = m
+			continue
+		}
+		m.blocked = false
+		m.woken.Store(true)
+		m.kick()
+		n--
+	}
+	if skipped != nil {
+		p.unpop(skipped)
 	}
 }
 

@@ -621,3 +621,51 @@ func TestSmallLossWeight(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomLossReduction: a loss with the flow's queue nearly empty (the
+// round trip at its minimum) keeps more of the window than one with the
+// queue full (the round trip doubled), which gets the full reduction.
+func TestRandomLossReduction(t *testing.T) {
+	for name, want := range map[string][2]float64{"newreno": {0.8, 0.5}, "cubic": {randomLossBeta, cubicBeta}} {
+		for i, queued := range []time.Duration{0, 20 * time.Millisecond} {
+			s := newSim(t, controllers()[name](Config{InitialWindowPackets: 100}))
+			s.rtt.Update(20*time.Millisecond, 0)
+			s.rtt.Update(20*time.Millisecond+queued, 0)
+			a := s.send()
+			s.c.OnAck(s.now, a, mss, s.c.Window(), &s.rtt)
+			before := s.c.Window()
+			s.c.OnLoss(s.now, s.send(), mss, before)
+			if got := float64(s.c.Window()) / float64(before); math.Abs(got-want[i]) > 0.01 {
+				t.Errorf("%s, %v queued: loss scaled window by %.3f, want %.2f", name, queued, got, want[i])
+			}
+		}
+	}
+}
+
+// TestRandomLossQueueEstimate: a few packets' worth of standing queue in
+// a large window is a queue; jitter that delays only some packets of a
+// round trip is not.
+func TestRandomLossQueueEstimate(t *testing.T) {
+	s := newSim(t, NewCubic(Config{InitialWindowPackets: 100, MaxWindow: 100 * mss}))
+	c := s.c.(*cubic)
+	s.round(20 * time.Millisecond)
+	if !c.queueEmpty() {
+		t.Fatal("no queueing taken for a queue")
+	}
+	// 1 ms more on every packet of two round trips: about 4.8 of 100
+	// packets queued.
+	s.round(21 * time.Millisecond)
+	s.round(21 * time.Millisecond)
+	if c.queueEmpty() {
+		t.Fatal("a standing queue of about 5 packets taken for an empty queue")
+	}
+	// Jitter: most samples 6 ms late, but not all.
+	for range 2 {
+		first, last := s.round(26 * time.Millisecond)
+		s.rtt.Update(20*time.Millisecond, 0)
+		s.c.OnAck(s.now, (first+last)/2, 0, s.c.Window(), &s.rtt)
+	}
+	if !c.queueEmpty() {
+		t.Fatal("jitter taken for a queue")
+	}
+}

@@ -130,6 +130,54 @@ type window struct {
 	// for the round before.
 	roundEnd          uint64
 	filled, wasFilled bool
+	// For queueEmpty: the path's minimum round trip, and the least sample
+	// of this round trip and of the one before (0: none yet).
+	minRTT, roundMin, prevRoundMin time.Duration
+}
+
+// Queue-aware reduction (after TCP Veno, Fu and Liew, IEEE JSAC 2003). A
+// loss while the path's queue holds fewer than randomLossBacklog packets
+// of the flow's is taken for a random one (a radio, a flaky link), not
+// for congestion: the window is reduced by the gentler randomLossBeta,
+// once per recovery epoch as any reduction. A loss at a full queue (a
+// tail drop, as when sharing a bottleneck) gets the full reduction, so
+// the rule changes nothing among flows that fill a queue, while a flow
+// losing 1% of its packets at random no longer runs far below the path.
+const (
+	randomLossBacklog = 3    // packets queued, as Veno's beta
+	randomLossBeta    = 0.85 // the window kept
+)
+
+// noteRTT records the latest sample for queueEmpty; rtt may be nil.
+func (w *window) noteRTT(rtt *RTTStats) {
+	if rtt == nil || !rtt.HasSample() {
+		return
+	}
+	w.minRTT = rtt.MinRTT()
+	if l := rtt.LatestRTT(); w.roundMin == 0 || l < w.roundMin {
+		w.roundMin = l
+	}
+}
+
+// queueEmpty reports whether the flow's packets queued on the path are
+// fewer than randomLossBacklog: the loss being reduced for is likely not
+// a queue's. The queue is the window times the share of the round trip
+// spent above its minimum, by the least sample of the last one or two
+// round trips: a standing queue delays every packet, while a host's or
+// link's jitter (the smoothed estimate follows it) delays only some.
+func (w *window) queueEmpty() bool {
+	rtt := w.roundMin
+	if w.prevRoundMin > 0 && (rtt == 0 || w.prevRoundMin < rtt) {
+		rtt = w.prevRoundMin
+	}
+	if w.minRTT <= 0 || rtt <= 0 {
+		return false
+	}
+	if rtt <= w.minRTT {
+		return true
+	}
+	queued := float64(w.cwnd) * float64(rtt-w.minRTT) / float64(rtt)
+	return queued < randomLossBacklog*float64(w.mss)
 }
 
 func newWindow(cfg Config) window {
@@ -238,6 +286,7 @@ func (w *window) onAck(pn uint64, ackedBytes, priorInFlight int) bool {
 	}
 	if pn > w.roundEnd { // a round trip ended
 		w.wasFilled, w.filled = w.filled, false
+		w.prevRoundMin, w.roundMin = w.roundMin, 0
 		w.roundEnd = w.largestSent
 	}
 	if w.inRecovery || ackedBytes <= 0 {
@@ -288,12 +337,14 @@ type reno struct {
 
 // NewReno returns a NewReno controller: slow start doubling the window per
 // round trip, congestion avoidance adding one MSS per window acknowledged,
-// and halving on loss once per recovery epoch.
+// and halving on loss once per recovery epoch (keeping 0.8 of it for a
+// loss with the queue empty: see randomLossBacklog).
 func NewReno(cfg Config) Controller {
 	return &reno{window: newWindow(cfg)}
 }
 
-func (r *reno) OnAck(_ time.Time, pn uint64, ackedBytes int, priorInFlight int, _ *RTTStats) {
+func (r *reno) OnAck(_ time.Time, pn uint64, ackedBytes int, priorInFlight int, rtt *RTTStats) {
+	r.noteRTT(rtt)
 	if !r.onAck(pn, ackedBytes, priorInFlight) {
 		return
 	}
@@ -312,7 +363,11 @@ func (r *reno) OnLoss(_ time.Time, pn uint64, lostBytes int, priorInFlight int) 
 	if !r.beginEpoch(pn, lostBytes) {
 		return
 	}
-	r.cwnd = r.clamp(r.used(priorInFlight) / 2)
+	beta := 0.5
+	if r.queueEmpty() {
+		beta = 0.8 // Veno's
+	}
+	r.cwnd = r.clamp(int(float64(r.used(priorInFlight)) * beta))
 	r.ssthresh = r.cwnd
 	r.acked = 0
 }

@@ -27,8 +27,9 @@ type cubic struct {
 
 // NewCubic returns a CUBIC controller (RFC 9438): window growth follows
 // W(t) = C(t-K)^3 + Wmax with C = 0.4, reductions multiply the window by
-// 0.7, fast convergence lowers Wmax when the window shrinks between events,
-// and the window never grows slower than Reno's would.
+// 0.7 (0.85 for a loss with the queue empty: see randomLossBacklog), fast
+// convergence lowers Wmax when the window shrinks between events, and the
+// window never grows slower than Reno's would.
 func NewCubic(cfg Config) Controller {
 	c := &cubic{window: newWindow(cfg)}
 	c.cwndF = float64(c.cwnd)
@@ -48,6 +49,7 @@ func (c *cubic) wCubic(t float64) float64 {
 }
 
 func (c *cubic) OnAck(now time.Time, pn uint64, ackedBytes int, priorInFlight int, rtt *RTTStats) {
+	c.noteRTT(rtt)
 	if !c.onAck(pn, ackedBytes, priorInFlight) {
 		if !c.inRecovery && ackedBytes > 0 {
 			// Application limited: restart the epoch when growth resumes,
@@ -93,33 +95,37 @@ func (c *cubic) OnAck(now time.Time, pn uint64, ackedBytes int, priorInFlight in
 }
 
 // reduce records a congestion event: Wmax with fast convergence and the
-// new slow start threshold, from the window in use (window.used).
-func (c *cubic) reduce(priorInFlight int) {
+// new slow start threshold, the window in use (window.used) times beta.
+func (c *cubic) reduce(priorInFlight int, beta float64) {
 	w := c.cwndF
 	if u := c.used(priorInFlight); u < c.cwnd {
 		w = float64(u)
 	}
 	if w < c.wMax {
-		c.wMax = w * (1 + cubicBeta) / 2
+		c.wMax = w * (1 + beta) / 2
 	} else {
 		c.wMax = w
 	}
 	c.cwndPrior = w
 	c.epochStart = time.Time{}
-	c.ssthresh = max(int(w*cubicBeta), c.minWindow)
+	c.ssthresh = max(int(w*beta), c.minWindow)
 }
 
 func (c *cubic) OnLoss(_ time.Time, pn uint64, lostBytes int, priorInFlight int) {
 	if !c.beginEpoch(pn, lostBytes) {
 		return
 	}
-	c.reduce(priorInFlight)
+	beta := cubicBeta
+	if c.queueEmpty() {
+		beta = randomLossBeta
+	}
+	c.reduce(priorInFlight, beta)
 	c.set(float64(c.ssthresh))
 }
 
 func (c *cubic) OnRetransmissionTimeout() {
 	if c.timeout() {
-		c.reduce(0)
+		c.reduce(0, cubicBeta)
 	}
 	c.epochStart = time.Time{}
 	c.set(float64(c.minWindow))
