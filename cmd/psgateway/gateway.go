@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/postsockets/postsockets/carrier"
@@ -63,8 +64,9 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: proxyError(log),
 	}
+	stopTunnels := make(chan struct{})
 	srv := &http.Server{
-		Handler:           accessLog(log, withConnect(proxy, frontConnect(tr, o, log))),
+		Handler:           accessLog(log, withConnect(proxy, frontConnect(tr, o, stopTunnels, log))),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute, // without it a keep-alive connection idles forever
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -73,6 +75,7 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetHTTP2(true)
 	srv.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	srv.RegisterOnShutdown(sync.OnceFunc(func() { close(stopTunnels) }))
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.listen)
 	if err != nil {
 		return nil, err

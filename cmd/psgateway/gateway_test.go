@@ -122,6 +122,13 @@ func gatewaysOn(t *testing.T, origin, backIP string, frontStacks, backStacks []p
 // gatewaysArgs is gatewaysOn with extra flags for the back as well.
 func gatewaysArgs(t *testing.T, origin, backIP string, frontStacks, backStacks []psi.Stack, backArgs, frontArgs []string) string {
 	t.Helper()
+	front, _ := gatewayPair(t, origin, backIP, frontStacks, backStacks, backArgs, frontArgs)
+	return front.addr
+}
+
+// gatewayPair is gatewaysArgs returning the gateways.
+func gatewayPair(t *testing.T, origin, backIP string, frontStacks, backStacks []psi.Stack, backArgs, frontArgs []string) (front, back *gateway) {
+	t.Helper()
 	dir := t.TempDir()
 	psk := make([]byte, 32)
 	rand.Read(psk)
@@ -148,9 +155,9 @@ func gatewaysArgs(t *testing.T, origin, backIP string, frontStacks, backStacks [
 		})
 		return g
 	}
-	back := startOne(backStacks, append([]string{"-mode", "back", "-listen", net.JoinHostPort(backIP, "0"), "-origin", origin, "-psk-file", pskFile}, backArgs...)...)
-	front := startOne(frontStacks, append([]string{"-mode", "front", "-listen", "127.0.0.1:0", "-origin", back.addr, "-psk-file", pskFile}, frontArgs...)...)
-	return front.addr
+	back = startOne(backStacks, append([]string{"-mode", "back", "-listen", net.JoinHostPort(backIP, "0"), "-origin", origin, "-psk-file", pskFile}, backArgs...)...)
+	front = startOne(frontStacks, append([]string{"-mode", "front", "-listen", "127.0.0.1:0", "-origin", back.addr, "-psk-file", pskFile}, frontArgs...)...)
+	return front, back
 }
 
 // files writes files of the given sizes under dir and returns their

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -73,5 +74,35 @@ func TestTunnelIdleTimeout(t *testing.T) {
 	case <-targetClosed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the back kept its connection to the target")
+	}
+}
+
+// TestShutdownEndsTunnels: the front's shutdown ends its CONNECT tunnels
+// (http.Server.Shutdown does not close hijacked connections), at once,
+// not after -tunnel-idle-timeout; before, they outlived the gateway.
+func TestShutdownEndsTunnels(t *testing.T) {
+	target := tcpTarget(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.Close()
+	})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer origin.Close()
+	front, _ := gatewayPair(t, origin.URL, "127.0.0.1", nil, nil, []string{"-connect", target}, nil)
+	c, br, resp, err := rawConnect(t, front.addr, target)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	io.WriteString(c, "ping")
+	buf := make([]byte, 4)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(br, buf); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	front.shutdown(ctx)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := br.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a tunnel still open 5 s after the front shut down (read %d, %v)", n, err)
 	}
 }

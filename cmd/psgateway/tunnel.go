@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/postsockets/postsockets/post"
 )
 
 // Upgrade requests (WebSocket and the like) pass through both gateways
@@ -32,7 +34,9 @@ func withConnect(h, connect http.Handler) http.Handler {
 // frontConnect forwards a client's CONNECT to the back over a fork of its
 // own and splices the client's connection (HTTP/1.1) or stream (HTTP/2)
 // to the fork once the back has connected.
-func frontConnect(tr http.RoundTripper, o *options, log *slog.Logger) http.Handler {
+// A tunnel also ends when done is closed (the front's Shutdown, which
+// does not close hijacked connections).
+func frontConnect(tr http.RoundTripper, o *options, done <-chan struct{}, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// net/http cancels r's context when the client half-closes a
 		// hijacked connection; the tunnel outlives that, and ends with
@@ -67,7 +71,7 @@ func frontConnect(tr http.RoundTripper, o *options, log *slog.Logger) http.Handl
 			return
 		}
 		defer back.Close()
-		if err := spliceClient(w, r, back, o.tunnelIdle); err != nil {
+		if err := spliceClient(w, r, back, o.tunnelIdle, done); err != nil {
 			log.Debug("connect tunnel ended", "target", r.Host, "err", err)
 		}
 	})
@@ -75,7 +79,7 @@ func frontConnect(tr http.RoundTripper, o *options, log *slog.Logger) http.Handl
 
 // spliceClient answers the client's CONNECT with 200 and copies between
 // it and back until both directions ended or one failed.
-func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriteCloser, idle time.Duration) error {
+func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriteCloser, idle time.Duration, done <-chan struct{}) error {
 	rc := http.NewResponseController(w)
 	if r.ProtoMajor >= 2 {
 		// HTTP/2: the request body and the response are the stream.
@@ -83,7 +87,7 @@ func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriteClose
 		if err := rc.Flush(); err != nil {
 			return err
 		}
-		return splice(r.Body, flushWriter{w, rc}, back, back, idle, func() {
+		return splice(r.Body, flushWriter{w, rc}, back, back, idle, done, func() {
 			back.Close()
 			now := time.Now()
 			rc.SetReadDeadline(now)
@@ -100,7 +104,7 @@ func spliceClient(w http.ResponseWriter, r *http.Request, back io.ReadWriteClose
 	if err := brw.Flush(); err != nil {
 		return err
 	}
-	return splice(brw.Reader, conn, back, back, idle, func() { conn.Close(); back.Close() })
+	return splice(brw.Reader, conn, back, back, idle, done, func() { conn.Close(); back.Close() })
 }
 
 type flushWriter struct {
@@ -151,7 +155,7 @@ func backConnect(policy *connectPolicy, idle time.Duration, log *slog.Logger) ht
 		if err := brw.Flush(); err != nil {
 			return
 		}
-		if err := splice(brw.Reader, conn, c, c, idle, func() { conn.Close(); c.Close() }); err != nil {
+		if err := splice(brw.Reader, conn, c, c, idle, nil, func() { conn.Close(); c.Close() }); err != nil {
 			log.Debug("connect tunnel ended", "target", target, "err", err)
 		}
 	})
@@ -161,11 +165,12 @@ func backConnect(policy *connectPolicy, idle time.Duration, log *slog.Logger) ht
 // is passed on with CloseWrite where the writer has it; splice returns
 // when both have ended or one failed, or when no byte has moved either
 // way for idle (if > 0): a tunnel is a hijacked connection the HTTP
-// server no longer times. Returning early it calls stop, which must end
+// server no longer times; or when done is closed. Returning early it
+// calls stop, which must end
 // the copies (close both sides, or set their deadlines), and waits until
 // nothing writes to aW any more: aW may be an HTTP/2 ResponseWriter,
 // which must not be used once the handler returned.
-func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer, idle time.Duration, stop func()) error {
+func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer, idle time.Duration, done <-chan struct{}, stop func()) error {
 	toB, toA := make(chan error, 1), make(chan error, 1)
 	var last atomic.Int64 // UnixNano of the latest bytes read either way
 	last.Store(time.Now().UnixNano())
@@ -209,12 +214,19 @@ func splice(aR io.Reader, aW io.Writer, bR io.Reader, bW io.Writer, idle time.Du
 			if now.Sub(time.Unix(0, last.Load())) >= idle {
 				return errTunnelIdle
 			}
+		case <-done:
+			return errShutdown
 		}
 	}
 	return nil
 }
 
-var errTunnelIdle = errors.New("tunnel idle")
+// errShutdown ends a tunnel when its gateway shuts down.
+var errShutdown = post.Errorf(post.ErrClosed, "psgateway: shutting down")
+
+// errTunnelIdle ends a tunnel through which nothing moved for its idle
+// timeout.
+var errTunnelIdle = post.Errorf(post.ErrTimeout, "psgateway: tunnel idle")
 
 // activity notes when its reader last returned bytes.
 type activity struct {

@@ -235,7 +235,7 @@ func TestSpliceStopsWriter(t *testing.T) {
 		bR.Close()
 	}
 	done := make(chan error, 1)
-	go func() { done <- splice(aR, aW, bR, io.Discard, 50*time.Millisecond, stop) }()
+	go func() { done <- splice(aR, aW, bR, io.Discard, 50*time.Millisecond, nil, stop) }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, errTunnelIdle) {
