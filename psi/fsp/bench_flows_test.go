@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/psi/fsp/internal/sockio"
 	"github.com/quic-go/quic-go"
 )
 
@@ -39,6 +40,7 @@ func benchFlows(b *testing.B, bulkFlows int) {
 			c, s := connect(b, l, ccfg)
 			cs, ss = append(cs, c), append(ss, s)
 		}
+		drops := sockio.Drops(l.t.udp)
 		runFlows(b, bulkFlows, func(i, n int) error {
 			msg := randBytes(bulkMessage)
 			for range n {
@@ -60,13 +62,17 @@ func benchFlows(b *testing.B, bulkFlows int) {
 			}
 			return nil
 		})
-		var lost, dropped uint64
+		var lost, dropped, dups uint64
 		for i := range cs {
 			lost += cs[i].Stats().PacketsLost
 			dropped += ss[i].Stats().QueueDropped
+			dups += ss[i].Stats().Duplicates
 		}
+		b.ReportMetric(float64(dups), "dups")
 		b.ReportMetric(float64(lost), "lost")
 		b.ReportMetric(float64(dropped), "queue-drops")
+		// Datagrams the listener's socket buffer overflowed with.
+		b.ReportMetric(float64(sockio.Drops(l.t.udp)-drops), "rcvbuf-drops")
 	})
 	b.Run("quic", func(b *testing.B) {
 		stls, ctls := quicConfigs(b)

@@ -92,6 +92,13 @@ type Transport struct {
 
 const socketBuffer = 4 << 20
 
+// listenerSocketBuffer is a listener's socket receive buffer: it takes
+// every connection's packets, and at 4 MiB four bulk flows overflowed it
+// whenever the reader lost its core for a moment (docs/benchmarks.md).
+// The kernel grants it only to a process that may force it (root or
+// CAP_NET_ADMIN), else it caps it at net.core.rmem_max.
+const listenerSocketBuffer = 16 << 20
+
 type pendingKey struct {
 	addr  netip.AddrPort
 	alfid uint32
@@ -137,8 +144,13 @@ func (t *Transport) init() {
 			setNoFragment(t.udp) // path MTU discovery (pmtud.go)
 		}
 		if t.owned && t.udp != nil {
-			// Best effort: the kernel caps these at net.core.[rw]mem_max.
-			t.udp.SetReadBuffer(socketBuffer)
+			// Best effort: the kernel caps these at net.core.[rw]mem_max
+			// unless the process may force them (sockio.SetReadBuffer).
+			rb := socketBuffer
+			if t.listener != nil {
+				rb = listenerSocketBuffer
+			}
+			sockio.SetReadBuffer(t.udp, rb)
 			t.udp.SetWriteBuffer(socketBuffer)
 		}
 		t.log = t.Logger
