@@ -88,16 +88,11 @@ type Transport struct {
 	// icmpPending: a send returned an ICMP error, so the error queue
 	// has entries the read loop did not hear of.
 	icmpPending atomic.Bool
+	// rcvbuf sizes a listener's socket buffer (rcvbuf.go); reader only.
+	rcvbuf rcvbufTuner
 }
 
 const socketBuffer = 4 << 20
-
-// listenerSocketBuffer is a listener's socket receive buffer: it takes
-// every connection's packets, and at 4 MiB four bulk flows overflowed it
-// whenever the reader lost its core for a moment (docs/benchmarks.md).
-// The kernel grants it only to a process that may force it (root or
-// CAP_NET_ADMIN), else it caps it at net.core.rmem_max.
-const listenerSocketBuffer = 16 << 20
 
 type pendingKey struct {
 	addr  netip.AddrPort
@@ -146,11 +141,10 @@ func (t *Transport) init() {
 		if t.owned && t.udp != nil {
 			// Best effort: the kernel caps these at net.core.[rw]mem_max
 			// unless the process may force them (sockio.SetReadBuffer).
-			rb := socketBuffer
+			sockio.SetReadBuffer(t.udp, socketBuffer)
 			if t.listener != nil {
-				rb = listenerSocketBuffer
+				t.rcvbuf = rcvbufTuner{on: true, size: socketBuffer, drops: sockio.Drops(t.udp)}
 			}
-			sockio.SetReadBuffer(t.udp, rb)
 			t.udp.SetWriteBuffer(socketBuffer)
 		}
 		t.log = t.Logger
@@ -373,6 +367,7 @@ func (t *Transport) readBatches() {
 			from = peerAddr{ap: pkts[i].Addr, dst: pkts[i].Dst}
 			t.route(pkts[i].Buf[:pkts[i].N], &from, &pkt, &rb)
 		}
+		t.tuneRcvbuf(k, k-len(rb.pend))
 		if len(rb.pend) > 0 {
 			rb.hold = t.sio.Keep() // nil: connections copy them
 		}
