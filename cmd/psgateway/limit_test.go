@@ -106,3 +106,46 @@ func TestShutdownEndsTunnels(t *testing.T) {
 		t.Fatalf("a tunnel still open 5 s after the front shut down (read %d, %v)", n, err)
 	}
 }
+
+// TestTunnelIdleTimeoutH2C: an idle CONNECT tunnel over HTTP/2 (h2c) is
+// closed too, its stream ended, and the front's handler returns without
+// writing to the finished stream (which would panic).
+func TestTunnelIdleTimeoutH2C(t *testing.T) {
+	target := tcpTarget(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.Close()
+	})
+	front := gatewaysArgs(t, "http://127.0.0.1:1", "127.0.0.1", nil, nil, []string{"-connect", target}, []string{"-tunnel-idle-timeout", "300ms"})
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodConnect, "http://"+front, pr)
+	req.Host = target
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	go pw.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(resp.Body)
+		ended <- err
+	}()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle HTTP/2 tunnel still open after 10 s")
+	}
+}
