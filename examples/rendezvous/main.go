@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/association/rendezvous"
+	"github.com/postsockets/postsockets/httpcarrier"
 )
 
 func main() {
@@ -33,7 +34,7 @@ func main() {
 	maxWait := flag.Duration("max-wait", rendezvous.DefaultMaxWait, "longest single long poll")
 	perSource := flag.Int("max-per-source", rendezvous.DefaultMaxPerSource, "registrations per client address")
 	perKey := flag.Int("max-per-key", rendezvous.DefaultMaxPerKey, "registrations per peer ID")
-	conns := flag.Int("max-conns-per-source", 64, "open connections per client address")
+	conns := flag.Int("max-conns-per-source", 64, "open connections per client address (an IPv6 /64 counts as one); 0 means no limit")
 	certFile := flag.String("cert", "", "TLS certificate chain (PEM) to serve HTTPS")
 	keyFile := flag.String("key", "", "TLS private key (PEM) for -cert")
 	verbose := flag.Bool("v", false, "log each match")
@@ -61,7 +62,7 @@ func main() {
 		log.Error("-cert and -key go together")
 		os.Exit(2)
 	}
-	l := limitPerSource(ln, *conns)
+	var l net.Listener = httpcarrier.LimitListener(ln, *conns, 0) // an IPv6 /64 is one source
 	if *certFile != "" {
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/association/rendezvous"
+	"github.com/postsockets/postsockets/httpcarrier"
 )
 
 func TestServe(t *testing.T) {
@@ -49,7 +50,7 @@ func TestSlowClients(t *testing.T) {
 	defer srv.Close()
 	hs := newHTTPServer(srv, time.Second)
 	hs.ReadHeaderTimeout, hs.ReadTimeout = 200*time.Millisecond, 300*time.Millisecond
-	go hs.Serve(limitPerSource(ln, 3))
+	go hs.Serve(httpcarrier.LimitListener(ln, 3, 0))
 	defer hs.Close()
 
 	for name, send := range map[string]string{
