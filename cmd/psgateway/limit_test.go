@@ -116,23 +116,9 @@ func TestTunnelIdleTimeoutH2C(t *testing.T) {
 		c.Close()
 	})
 	front := gatewaysArgs(t, "http://127.0.0.1:1", "127.0.0.1", nil, nil, []string{"-connect", target}, []string{"-tunnel-idle-timeout", "300ms"})
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodConnect, "http://"+front, pr)
-	req.Host = target
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatal(resp.Status)
-	}
+	resp := h2cConnect(t, front, target, pr)
 	go pw.Write([]byte("ping"))
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(resp.Body, buf); err != nil {

@@ -177,27 +177,13 @@ func TestConnectH2C(t *testing.T) {
 		c.Write(flip(b))
 	})
 	front := gatewaysArgs(t, "http://127.0.0.1:1", "127.0.0.1", nil, nil, []string{"-connect", target}, nil)
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
 	data := randBytes(200_000)
 	pr, pw := io.Pipe()
 	go func() {
 		pw.Write(data)
 		pw.Close() // END_STREAM: the back half-closes the TCP connection
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodConnect, "http://"+front, pr)
-	req.Host = target
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
-		t.Fatalf("%s %s", resp.Proto, resp.Status)
-	}
+	resp := h2cConnect(t, front, target, pr)
 	got, err := io.ReadAll(resp.Body)
 	if err != nil || !bytes.Equal(got, flip(data)) {
 		t.Fatalf("got %d bytes (%v), want %d flipped", len(got), err, len(data))
@@ -283,4 +269,28 @@ func rawConnect(t *testing.T, proxy, target string) (net.Conn, *bufio.Reader, *h
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	return c, br, resp, err
+}
+
+// h2cConnect sends CONNECT target over h2c to front, with body as the
+// client's side of the stream, and returns the 200 response, whose body
+// is the other side; closed, and the request cancelled, when the test
+// ends (at most 30 s).
+func h2cConnect(t *testing.T, front, target string, body io.Reader) *http.Response {
+	t.Helper()
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodConnect, "http://"+front, body)
+	req.Host = target
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("%s %s", resp.Proto, resp.Status)
+	}
+	return resp
 }

@@ -78,20 +78,7 @@ func PerAddr(t *testing.T, addr string, perAddr int) {
 // request in progress is never cut.
 func Total(t *testing.T, addr string, release chan struct{}) {
 	t.Helper()
-	type held struct {
-		c  net.Conn
-		br *bufio.Reader
-	}
-	var slow []held
-	for i := range 6 {
-		ip := "127.0.0.5" // 4 from one address, 2 from another
-		if i >= 4 {
-			ip = "127.0.0.6"
-		}
-		c := DialFrom(t, ip, addr)
-		io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-		slow = append(slow, held{c, bufio.NewReader(c)})
-	}
+	slow := fill(t, addr, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
 	if err := Get(DialFrom(t, "127.0.0.7", addr)); err == nil {
 		t.Fatal("a seventh connection was served while six requests were in progress")
 	}
@@ -135,20 +122,7 @@ func Total(t *testing.T, addr string, release chan struct{}) {
 // their requests.
 func SlowHeads(t *testing.T, addr string) {
 	t.Helper()
-	type held struct {
-		c  net.Conn
-		br *bufio.Reader
-	}
-	var slow []held
-	for i := range 6 {
-		ip := "127.0.0.5"
-		if i >= 4 {
-			ip = "127.0.0.6"
-		}
-		c := DialFrom(t, ip, addr)
-		io.WriteString(c, "GET / HTTP/1.1\r\n")
-		slow = append(slow, held{c, bufio.NewReader(c)})
-	}
+	slow := fill(t, addr, "GET / HTTP/1.1\r\n")
 	if err := Get(DialFrom(t, "127.0.0.7", addr)); err == nil {
 		t.Fatal("a newcomer was served while six fresh request heads were arriving")
 	}
@@ -174,6 +148,28 @@ func SlowHeads(t *testing.T, addr string) {
 // evictAfter is how long a front leaves a connection without a complete
 // request head alone (httpcarrier's evictAfter), with a margin.
 const evictAfter = 1100 * time.Millisecond
+
+// held is a connection the checks hold open, with its reader.
+type held struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// fill opens 6 connections to addr, 4 from 127.0.0.5 and 2 from
+// 127.0.0.6, and sends send on each.
+func fill(t *testing.T, addr, send string) []held {
+	var hs []held
+	for i := range 6 {
+		ip := "127.0.0.5"
+		if i >= 4 {
+			ip = "127.0.0.6"
+		}
+		c := DialFrom(t, ip, addr)
+		io.WriteString(c, send)
+		hs = append(hs, held{c, bufio.NewReader(c)})
+	}
+	return hs
+}
 
 // SlowHandler answers "ok", GET /slow once release is closed (or its
 // client went away).
