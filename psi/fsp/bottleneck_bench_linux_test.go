@@ -341,15 +341,23 @@ func (n *bottleneck) quicFlow(b *testing.B) *flow {
 // at once, and reports FSP's share of the goodput after the first 2 s.
 // Clones share one congestion controller, so eight of them should take
 // one flow's share: 40-60%.
+//
+// The tcp case, a second kernel TCP CUBIC flow in FSP's place, shows how
+// far the share of two equal flows swings from run to run on this path.
 func BenchmarkFairness(b *testing.B) {
 	for _, m := range []struct {
 		name   string
 		clones int
-	}{{"fsp", 0}, {"fsp-8clones", 8}} {
+	}{{"tcp", -1}, {"fsp", 0}, {"fsp-8clones", 8}} {
 		b.Run(m.name, func(b *testing.B) {
 			n := newBottleneck(b)
 			for range b.N {
-				ff := n.fspFlow(b, m.clones)
+				var ff *flow
+				if m.clones < 0 {
+					ff = n.tcpFlow(b)
+				} else {
+					ff = n.fspFlow(b, m.clones)
+				}
 				r := measure(b, bnFair, ff, n.tcpFlow(b))
 				b.Log(ff.note)
 				b.ReportMetric(r[0], "fsp-Mbit/s")

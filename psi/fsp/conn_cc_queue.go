@@ -84,7 +84,7 @@ func (b rackPacket) key() time.Time {
 // packet before.
 func (p *ccPath) rackSet(s *ccShare, base rackPacket) {
 	s.base, s.lostKick, s.armedAt = base, false, time.Time{}
-	if base.sent.IsZero() {
+	if base.sent.IsZero() || base.bulk && !base.asked {
 		p.rackRemove(s)
 		return
 	}

@@ -94,6 +94,12 @@ func TestRACKRules(t *testing.T) {
 	if lost, _ := other.check(t0.Add(2*time.Millisecond), p); !lost {
 		t.Error("delayed-ack packet not lost after its wait")
 	}
+	if lost, at := (rackPacket{sent: t0, wait: time.Millisecond, bulk: true}).check(t0.Add(time.Second), p); lost || !at.IsZero() {
+		t.Error("a bulk connection's packet that did not ask is lost by a sibling's acknowledgement")
+	}
+	if lost, _ := (rackPacket{sent: t0, asked: true, reo: 50 * time.Microsecond, bulk: true}).check(t0, p); !lost {
+		t.Error("a bulk connection's packet that asked is not lost by a sibling's acknowledgement")
+	}
 	later := rackPacket{sent: t0.Add(time.Millisecond), wait: time.Millisecond}
 	if lost, at := later.check(t0.Add(5*time.Millisecond), p); lost || !at.IsZero() {
 		t.Error("a packet sent after the newest acknowledged one is lost")

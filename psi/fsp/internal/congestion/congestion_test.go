@@ -629,6 +629,7 @@ func TestRandomLossReduction(t *testing.T) {
 	for name, want := range map[string][2]float64{"newreno": {0.8, 0.5}, "cubic": {randomLossBeta, cubicBeta}} {
 		for i, queued := range []time.Duration{0, 20 * time.Millisecond} {
 			s := newSim(t, controllers()[name](Config{InitialWindowPackets: 100}))
+			s.c.OnLoss(s.now, s.send(), mss, s.c.Window()) // out of slow start
 			s.rtt.Update(20*time.Millisecond, 0)
 			s.rtt.Update(20*time.Millisecond+queued, 0)
 			a := s.send()
@@ -648,6 +649,8 @@ func TestRandomLossReduction(t *testing.T) {
 func TestRandomLossQueueEstimate(t *testing.T) {
 	s := newSim(t, NewCubic(Config{InitialWindowPackets: 100, MaxWindow: 100 * mss}))
 	c := s.c.(*cubic)
+	s.c.OnLoss(s.now, s.send(), mss, s.c.Window()) // out of slow start
+	s.round(20 * time.Millisecond)
 	s.round(20 * time.Millisecond)
 	if !c.queueEmpty() {
 		t.Fatal("no queueing taken for a queue")
@@ -667,5 +670,17 @@ func TestRandomLossQueueEstimate(t *testing.T) {
 	}
 	if !c.queueEmpty() {
 		t.Fatal("jitter taken for a queue")
+	}
+}
+
+// TestRandomLossSlowStart: in slow start every loss gets the full
+// reduction, the queue estimate lagging the round trip's doubling.
+func TestRandomLossSlowStart(t *testing.T) {
+	s := newSim(t, NewCubic(Config{}))
+	s.round(20 * time.Millisecond)
+	before := s.c.Window()
+	s.c.OnLoss(s.now, s.send(), mss, before)
+	if got := float64(s.c.Window()) / float64(before); math.Abs(got-cubicBeta) > 0.01 {
+		t.Fatalf("a loss in slow start scaled the window by %.3f, want %.2f", got, cubicBeta)
 	}
 }

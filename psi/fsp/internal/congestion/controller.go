@@ -165,7 +165,13 @@ func (w *window) noteRTT(rtt *RTTStats) {
 // spent above its minimum, by the least sample of the last one or two
 // round trips: a standing queue delays every packet, while a host's or
 // link's jitter (the smoothed estimate follows it) delays only some.
+//
+// In slow start it is false: the queue a round trip's doubling builds
+// shows in that round trip's samples only, too late for them.
 func (w *window) queueEmpty() bool {
+	if w.inSlowStart() {
+		return false
+	}
 	rtt := w.roundMin
 	if w.prevRoundMin > 0 && (rtt == 0 || w.prevRoundMin < rtt) {
 		rtt = w.prevRoundMin
