@@ -159,6 +159,9 @@ func dialFrom(ctx context.Context, src netip.Addr, to netip.AddrPort, cfg *fsp.C
 	return c, abort, nil
 }
 
+// transferTimeout bounds FSPObserver's transfer.
+const transferTimeout = 60 * time.Second
+
 // FSPObserver sends 8 MiB from the server to a client whose packets,
 // once connected, an attacker with a faster path copies from its own
 // address; the attacker relays the server's answers to the client until
@@ -227,12 +230,18 @@ func FSPObserver(o attack.Options) (*attack.Result, error) {
 			obs.StartCopy()
 			msg := make([]byte, 8<<20)
 			rand.Read(msg)
-			go s.SendMessage(ctx, msg)
+			// The transfer may outlast the attack's ctx: how fast 8 MiB
+			// arrive depends on the machine (and the race detector), and
+			// what is checked is that it arrives whole and never stalls.
+			// transferTimeout only keeps a broken transfer from hanging.
+			tctx, cancel := context.WithTimeout(context.Background(), transferTimeout)
+			defer cancel()
+			go s.SendMessage(tctx, msg)
 			got := make([]byte, 0, len(msg))
 			buf := make([]byte, 64<<10)
 			last := time.Now()
 			for len(got) < len(msg) {
-				n, _, err := cc.ReadMessage(ctx, buf)
+				n, _, err := cc.ReadMessage(tctx, buf)
 				if err != nil {
 					terr = fmt.Errorf("transfer: %w after %d of %d bytes", err, len(got), len(msg))
 					return
