@@ -114,7 +114,7 @@ func TestAttackConnectRequestFloodPrefixes(t *testing.T) {
 			pcs = append(pcs, udpFrom(t, netip.AddrFrom4([4]byte{127, 3, byte(p), byte(1 + h)})))
 		}
 	}
-	connectRequestFloodFrom(t, netip.MustParseAddr("127.0.0.1"), pcs, "4 addresses in each of 64 /24 prefixes", 40, 64<<20, "")
+	connectRequestFloodFrom(t, netip.MustParseAddr("127.0.0.1"), pcs, "4 addresses in each of 64 /24 prefixes", attack.Paced(40), 64<<20, "")
 }
 
 // budget bounds the heap's growth: the full pending table (4,096 entries)

@@ -97,7 +97,9 @@ func QUICHandshakeFlood(o attack.Options) (*attack.Result, error) {
 		Attack: func(ctx context.Context, b *attack.Bytes) {
 			tc := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{quic.DefaultALPN}}
 			var wg sync.WaitGroup
-			for range 100 {
+			// 100, or fewer in a slower build (attack.Paced): still more
+			// than a source may have in progress.
+			for range attack.Paced(100) {
 				wg.Go(func() {
 					for ctx.Err() == nil {
 						pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: attackerAddr.AsSlice()})
