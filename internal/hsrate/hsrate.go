@@ -80,10 +80,11 @@ func prefix(a netip.Addr, v4, v6 int) netip.Prefix {
 	return p
 }
 
-// Allow takes a token for a handshake from a at now: first from a's own
-// bucket (Host), refilled at a quarter of rate, then from its prefix's.
-// One address flooding thus takes at most a quarter of its prefix's
-// share, and its neighbours keep the rest.
+// Allow takes a token for a handshake from a at now from a's own bucket
+// (Host), refilled at a quarter of rate, and one from its prefix's, or
+// neither if either is empty: a source refused for its prefix keeps its
+// own tokens. One address flooding thus takes at most a quarter of its
+// prefix's share, and its neighbours keep the rest.
 func (l *Limiter) Allow(a netip.Addr, now time.Time, rate int) bool {
 	if l.hosts == nil {
 		l.seed = maphash.MakeSeed()
@@ -99,13 +100,22 @@ func (l *Limiter) Allow(a netip.Addr, now time.Time, rate int) bool {
 	// not drain or fill the buckets.
 	ns := int64(now.Sub(l.epoch))
 	host := Host(a)
-	if b := l.slot(l.hosts[:], netip.PrefixFrom(host, host.BitLen()), ns, false); b != nil && !b.take(ns, max(rate/4, 1)) {
+	hb := l.slot(l.hosts[:], netip.PrefixFrom(host, host.BitLen()), ns, false)
+	if hb != nil && !hb.refill(ns, max(rate/4, 1)) {
 		return false
 	}
-	if b := l.slot(l.prefixes[:], Prefix(a), ns, false); b != nil {
-		return b.take(ns, rate)
+	pb := l.slot(l.prefixes[:], Prefix(a), ns, false)
+	if pb == nil {
+		pb = l.slot(l.wide[:], wide(a), ns, true)
 	}
-	return l.slot(l.wide[:], wide(a), ns, true).take(ns, rate)
+	if !pb.refill(ns, rate) {
+		return false
+	}
+	if hb != nil {
+		hb.tokens--
+	}
+	pb.tokens--
+	return true
 }
 
 // slot returns the bucket key p holds in table, taking a free or idle
@@ -132,19 +142,15 @@ func (l *Limiter) slot(table []bucket, p netip.Prefix, ns int64, share bool) *bu
 	return nil
 }
 
-// take refills b at rate tokens a second, up to rate, and takes one.
-// Time going back (a caller's clock without monotonic readings) refills
-// nothing and takes nothing away.
-func (b *bucket) take(ns int64, rate int) bool {
+// refill refills b at rate tokens a second, up to rate, and reports
+// whether it holds a token. Time going back (a caller's clock without
+// monotonic readings) refills nothing and takes nothing away.
+func (b *bucket) refill(ns int64, rate int) bool {
 	if b.last == 0 {
 		b.tokens = float64(rate)
 	} else {
 		b.tokens = min(float64(rate), b.tokens+float64(rate)*float64(max(ns-b.last, 0))/1e9)
 	}
 	b.last = ns
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.tokens >= 1
 }

@@ -57,3 +57,30 @@ func TestAllowClockStep(t *testing.T) {
 		t.Fatal("a second after an hour's step back, still refused")
 	}
 }
+
+// TestAllowKeepsRefusedTokens: a source refused because its prefix is
+// drained keeps its own tokens, and gets the prefix's share once it
+// refills. Before, each refused try took a token of its own: 30 tries
+// left it 5 of the 20 the prefix had 200 ms later.
+func TestAllowKeepsRefusedTokens(t *testing.T) {
+	var l Limiter
+	now := time.Now()
+	for _, a := range []string{"192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"} {
+		for l.Allow(netip.MustParseAddr(a), now, 100) {
+		}
+	}
+	x := netip.MustParseAddr("192.0.2.1")
+	for range 30 {
+		if l.Allow(x, now, 100) {
+			t.Fatal("allowed from a drained prefix")
+		}
+	}
+	now = now.Add(200 * time.Millisecond)
+	n := 0
+	for l.Allow(x, now, 100) {
+		n++
+	}
+	if n != 20 {
+		t.Fatalf("%d allowed once the prefix refilled 20, want 20", n)
+	}
+}
