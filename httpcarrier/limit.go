@@ -39,14 +39,15 @@ const evictAfter = time.Second
 // connections than another takes the place of one of that address's
 // connections that is idle between requests, or has not completed a
 // request head for a second (net/http reports a connection active only
-// once it has): the busiest address's first, oldest first. A client may lose
-// an idle keep-alive connection at any time (it opens another); a request
-// in progress or a hijacked connection is never cut. If there is none the
-// newcomer is closed. Refusing costs neither a goroutine nor memory: the
-// accept loop closes the socket. A limit <= 0 means none.
+// once it has): the busiest address's first, oldest first. A client may
+// lose an idle keep-alive connection at any time (it opens another); a
+// request in progress or a hijacked connection is never cut. If there is
+// none the newcomer is closed. Refusing costs neither a goroutine nor
+// memory: the accept loop closes the socket. A limit <= 0 means none.
 //
-// The server must report its connections' states to ConnState
-// (http.Server.ConnState), or no connection is ever idle to evict.
+// Evicting needs the connections' states: set http.Server.ConnState to
+// ConnState. Until it reports one, the limiter evicts nothing and closes
+// every newcomer past the total.
 type ConnLimiter struct {
 	net.Listener
 	perAddr, total int
@@ -57,6 +58,8 @@ type ConnLimiter struct {
 	// may become victims: with none, a full listener refuses a newcomer
 	// without looking through every connection.
 	cands int
+	// tracked: ConnState was called, so states are known.
+	tracked bool
 }
 
 // LimitListener wraps ln; see ConnLimiter.
@@ -121,8 +124,8 @@ func (l *ConnLimiter) admit(c net.Conn, a netip.Addr) *limitedConn {
 // victimLocked returns the connection to close for a newcomer from a,
 // or nil. Called with l.mu held.
 func (l *ConnLimiter) victimLocked(a netip.Addr) *limitedConn {
-	if l.cands == 0 {
-		return nil // every connection is serving a request or hijacked
+	if l.cands == 0 || !l.tracked {
+		return nil // every connection serves a request or is hijacked, or no state is known
 	}
 	now := time.Now()
 	var best *limitedConn
@@ -149,6 +152,7 @@ func (l *ConnLimiter) ConnState(c net.Conn, s http.ConnState) {
 		return
 	}
 	l.mu.Lock()
+	l.tracked = true
 	if _, ok := l.conns[lc]; ok {
 		l.cands += candidate(s) - candidate(lc.state)
 	}

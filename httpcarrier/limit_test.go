@@ -48,6 +48,37 @@ func TestLimitListenerSlowHeads(t *testing.T) {
 	fronttest.SlowHeads(t, addr)
 }
 
+// TestLimitListenerUntracked: a server that does not report its
+// connections' states to the limiter gets no eviction: a newcomer past
+// the total is closed, and the connections held keep working. Before,
+// they all looked new and silent after a second, and a request could be
+// cut.
+func TestLimitListenerUntracked(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: fronttest.SlowHandler(nil)}
+	go srv.Serve(LimitListener(ln, 0, 2))
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+	held := []net.Conn{fronttest.DialFrom(t, "127.0.0.5", addr), fronttest.DialFrom(t, "127.0.0.5", addr)}
+	for _, c := range held {
+		if err := fronttest.Get(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := fronttest.Get(fronttest.DialFrom(t, "127.0.0.6", addr)); err == nil {
+		t.Fatal("a newcomer past the total was served")
+	}
+	for _, c := range held {
+		if err := fronttest.Get(c); err != nil {
+			t.Fatalf("a connection held was closed: %v", err)
+		}
+	}
+}
+
 // TestLimitListenerCounts: every connection closed, by either side, by
 // eviction or refusal, gives its place back; nothing stays counted.
 func TestLimitListenerCounts(t *testing.T) {
