@@ -41,7 +41,6 @@ type Transport struct {
 	owned   bool // Conn was created by Dial or Listen: Close closes it
 	udp     *net.UDPConn
 	sio     sockio.Conn // batched I/O on udp
-	wmu     sync.Mutex  // serialises sio.WriteBatch
 	log     *slog.Logger
 	jar     *fcrypto.CookieJar
 	limiter handshakeLimiter // read loop only
@@ -234,13 +233,12 @@ func (t *Transport) writeBatch(bufs []*[]byte, to *peerAddr) {
 	for _, b := range bufs {
 		pk = append(pk, sockio.Packet{Buf: *b, N: len(*b), Addr: to.ap})
 	}
-	t.wmu.Lock()
+	// Connections' loops send at once: WriteBatch needs no lock.
 	if _, err := t.sio.WriteBatch(pk); err != nil && t.recvErr.Load() && isICMPError(err) {
 		// The send took the ICMP error the read loop would have seen:
 		// have it drain the error queue after its next read.
 		t.icmpPending.Store(true)
 	}
-	t.wmu.Unlock()
 	clear(pk)
 	*pp = pk[:0]
 	wpktsPool.Put(pp)

@@ -27,10 +27,12 @@
 // LendBatch hands datagrams out as slices of that space instead of
 // copying them.
 //
-// A Conn keeps its system call buffers between calls: at most one goroutine
-// may call ReadBatch at a time, and at most one WriteBatch, though one of
-// each may run concurrently. Close may be called from any goroutine and
-// unblocks a pending ReadBatch.
+// A Conn keeps its read state between calls: at most one goroutine may
+// call ReadBatch or LendBatch at a time. WriteBatch may be called from
+// many goroutines at once, each call with state of its own; on Linux
+// their system calls run in parallel unless the socket buffer is full.
+// Close may be called from any goroutine and unblocks a pending
+// ReadBatch.
 package sockio
 
 import (

@@ -80,11 +80,10 @@ type batchConn struct {
 	g      groState
 	groMsg uint64 // coalesced messages received, for tests
 
-	// Owned by the writer.
-	w        *mmsg  // from writePool during WriteBatch
-	gso      bool   // send runs of packets as one UDP_SEGMENT message
-	gsoOK    bool   // a GSO send has succeeded, so GSO itself works
-	gsoSends uint64 // GSO messages sent, for tests
+	// Shared by the writers, each with its own mmsg from writePool.
+	gso      atomic.Bool   // send runs of packets as one UDP_SEGMENT message
+	gsoOK    atomic.Bool   // a GSO send has succeeded, so GSO itself works
+	gsoSends atomic.Uint64 // GSO messages sent, for tests
 }
 
 // mmsg is the reusable state of one direction's system calls.
@@ -233,9 +232,9 @@ func newBatchConn(pc *net.UDPConn) Conn {
 		rc:    rc,
 		v6:    domain == unix.AF_INET6,
 		local: addrPortOf(pc.LocalAddr()),
-		gso:   gso,
 		gro:   gro,
 	}
+	c.gso.Store(gso)
 	c.recvFn = c.recv
 	return c
 }
@@ -405,14 +404,11 @@ func (m *mmsg) send(fd uintptr) bool {
 }
 
 func (c *batchConn) WriteBatch(pkts []Packet) (int, error) {
-	c.w = writePool.Get().(*mmsg)
-	defer func() {
-		writePool.Put(c.w)
-		c.w = nil
-	}()
+	m := writePool.Get().(*mmsg)
+	defer writePool.Put(m)
 	sent := 0
 	for sent < len(pkts) {
-		n, err := c.writeSome(pkts[sent:], c.gso)
+		n, err := c.writeSome(m, pkts[sent:], c.gso.Load())
 		sent += n
 		if err != nil {
 			return sent, err
@@ -423,14 +419,23 @@ func (c *batchConn) WriteBatch(pkts []Packet) (int, error) {
 
 // writeSome sends up to one system call's worth of pkts and returns how
 // many packets went out.
-func (c *batchConn) writeSome(pkts []Packet, gso bool) (int, error) {
-	m := c.w
-	n, err := c.pack(pkts, gso)
+func (c *batchConn) writeSome(m *mmsg, pkts []Packet, gso bool) (int, error) {
+	n, err := c.pack(m, pkts, gso)
 	if n == 0 {
 		return 0, err
 	}
 	m.n = n
-	err = c.rc.Write(m.sendFn)
+	// Try without the descriptor's write lock first, so that writers
+	// of different connections send at once; wait for room under it
+	// only when the socket buffer is full.
+	err = c.rc.Control(func(fd uintptr) {
+		if !m.send(fd) {
+			m.errno = unix.EAGAIN
+		}
+	})
+	if err == nil && m.errno == unix.EAGAIN {
+		err = c.rc.Write(m.sendFn)
+	}
 	for i := range m.iovs {
 		m.iovs[i].Base = nil
 	}
@@ -439,7 +444,7 @@ func (c *batchConn) writeSome(pkts []Packet, gso bool) (int, error) {
 	}
 	if m.errno != 0 {
 		if m.npkts[0] > 1 && (m.errno == unix.EIO || m.errno == unix.EINVAL) {
-			return c.gsoFailed(pkts[:m.npkts[0]], m.errno)
+			return c.gsoFailed(m, pkts[:m.npkts[0]], m.errno)
 		}
 		return 0, opError("write", os.NewSyscallError("sendmmsg", m.errno))
 	}
@@ -447,8 +452,8 @@ func (c *batchConn) writeSome(pkts []Packet, gso bool) (int, error) {
 	for _, k := range m.npkts[:m.done] {
 		sent += k
 		if k > 1 {
-			c.gsoOK = true
-			c.gsoSends++
+			c.gsoOK.Store(true)
+			c.gsoSends.Add(1)
 		}
 	}
 	return sent, nil
@@ -457,17 +462,16 @@ func (c *batchConn) writeSome(pkts []Packet, gso bool) (int, error) {
 // gsoFailed resends the packets of a GSO message the kernel refused, one
 // datagram each. If that works and GSO never has, the kernel or device
 // cannot do it, and it is turned off for good.
-func (c *batchConn) gsoFailed(pkts []Packet, errno syscall.Errno) (int, error) {
+func (c *batchConn) gsoFailed(m *mmsg, pkts []Packet, errno syscall.Errno) (int, error) {
 	sent := 0
 	for sent < len(pkts) {
-		n, err := c.writeSome(pkts[sent:], false)
+		n, err := c.writeSome(m, pkts[sent:], false)
 		sent += n
 		if err != nil {
 			return sent, err
 		}
 	}
-	if !c.gsoOK && c.gso {
-		c.gso = false
+	if !c.gsoOK.Load() && c.gso.Swap(false) {
 		slog.Debug("sockio: UDP GSO unavailable, sending one datagram per packet",
 			"local", c.local, "err", errno)
 	}
@@ -478,8 +482,7 @@ func (c *batchConn) gsoFailed(pkts []Packet, errno syscall.Errno) (int, error) {
 // of equal-sized packets to one address into GSO messages when gso is set,
 // and returns the number of messages. It stops before a packet that cannot
 // be sent, and returns its error only when that packet is the first.
-func (c *batchConn) pack(pkts []Packet, gso bool) (int, error) {
-	m := c.w
+func (c *batchConn) pack(m *mmsg, pkts []Packet, gso bool) (int, error) {
 	nmsg, iv, i := 0, 0, 0
 	for i < len(pkts) && iv < batchSize {
 		p := &pkts[i]

@@ -19,7 +19,7 @@ import (
 func init() {
 	kinds["nogso"] = func(u *net.UDPConn) Conn {
 		c := New(u)
-		c.(*batchConn).gso = false
+		c.(*batchConn).gso.Store(false)
 		return c
 	}
 	kinds["nogro"] = func(u *net.UDPConn) Conn {
@@ -50,7 +50,7 @@ func equalBatch(n, size int, dst netip.AddrPort) []Packet {
 func TestGSO(t *testing.T) {
 	su := listen(t, "udp4", "127.0.0.1:0")
 	s := batch(t, New(su))
-	if !s.gso {
+	if !s.gso.Load() {
 		t.Skip("kernel without UDP_SEGMENT")
 	}
 	ru := listen(t, "udp4", "127.0.0.1:0")
@@ -61,8 +61,8 @@ func TestGSO(t *testing.T) {
 		t.Fatalf("WriteBatch = %d, %v", n, err)
 	}
 	// 64 packets per call: one GSO message of 64, then one of 36.
-	if s.gsoSends != 2 || !s.gsoOK {
-		t.Errorf("GSO messages sent: %d, want 2", s.gsoSends)
+	if s.gsoSends.Load() != 2 || !s.gsoOK.Load() {
+		t.Errorf("GSO messages sent: %d, want 2", s.gsoSends.Load())
 	}
 	receive(t, r, ru, s.LocalAddr(), pkts, len(pkts))
 }
@@ -73,7 +73,7 @@ func TestGSO(t *testing.T) {
 func TestGSOFallback(t *testing.T) {
 	su := listen(t, "udp4", "127.0.0.1:0")
 	s := batch(t, New(su))
-	if !s.gso {
+	if !s.gso.Load() {
 		t.Skip("kernel without UDP_SEGMENT")
 	}
 	rc, _ := su.SyscallConn()
@@ -88,8 +88,8 @@ func TestGSOFallback(t *testing.T) {
 	if n, err := s.WriteBatch(pkts); err != nil || n != len(pkts) {
 		t.Fatalf("WriteBatch = %d, %v", n, err)
 	}
-	if s.gso || s.gsoSends != 0 {
-		t.Errorf("GSO still on (%v) after EINVAL, %d GSO sends", s.gso, s.gsoSends)
+	if s.gso.Load() || s.gsoSends.Load() != 0 {
+		t.Errorf("GSO still on (%v) after EINVAL, %d GSO sends", s.gso.Load(), s.gsoSends.Load())
 	}
 	receive(t, r, ru, s.LocalAddr(), pkts, len(pkts))
 	// Later batches go straight to the fallback.
@@ -104,7 +104,7 @@ func TestGSOFallback(t *testing.T) {
 func TestGSOErrorAfterSuccess(t *testing.T) {
 	su := listen(t, "udp4", "127.0.0.1:0")
 	s := batch(t, New(su))
-	if !s.gso {
+	if !s.gso.Load() {
 		t.Skip("kernel without UDP_SEGMENT")
 	}
 	ru := listen(t, "udp4", "127.0.0.1:0")
@@ -119,7 +119,7 @@ func TestGSOErrorAfterSuccess(t *testing.T) {
 	if n, err := s.WriteBatch(pkts); err != nil || n != len(pkts) {
 		t.Fatalf("WriteBatch = %d, %v", n, err)
 	}
-	if !s.gso {
+	if !s.gso.Load() {
 		t.Error("GSO turned off although it had worked")
 	}
 	receive(t, r, ru, s.LocalAddr(), pkts, len(pkts))
@@ -141,7 +141,7 @@ func TestNoAllocs(t *testing.T) {
 	for _, tc := range []struct{ gso, gro bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
 		gso := tc.gso
 		s := batch(t, New(listen(t, "udp4", "127.0.0.1:0")))
-		s.gso = s.gso && gso
+		s.gso.Store(s.gso.Load() && gso)
 		ru := listen(t, "udp4", "127.0.0.1:0")
 		ru.SetReadBuffer(4 << 20)
 		ru.SetReadDeadline(time.Now().Add(safety))
@@ -167,7 +167,7 @@ func TestNoAllocs(t *testing.T) {
 			}
 		})
 		if allocs != 0 {
-			t.Errorf("gso=%v gro=%v: %.1f allocations per batch round trip, want 0", s.gso, r.gro, allocs)
+			t.Errorf("gso=%v gro=%v: %.1f allocations per batch round trip, want 0", s.gso.Load(), r.gro, allocs)
 		}
 	}
 }
@@ -256,15 +256,17 @@ func FuzzPack(f *testing.F) {
 			}
 			pkts = append(pkts, Packet{Buf: buf[:n], N: n, Addr: addrs[d]})
 		}
-		c := &batchConn{w: newMmsg(batchSize), gso: true}
+		c := &batchConn{}
+		c.gso.Store(true)
+		w := newMmsg(batchSize)
 		for len(pkts) > 0 {
-			nmsg, err := c.pack(pkts, true)
+			nmsg, err := c.pack(w, pkts, true)
 			if err != nil || nmsg == 0 {
 				t.Fatalf("pack: %d messages, %v", nmsg, err)
 			}
 			k := 0
 			for m := range nmsg {
-				segs := c.w.npkts[m]
+				segs := w.npkts[m]
 				if segs < 1 || segs > maxGSOSegments {
 					t.Fatalf("message with %d segments", segs)
 				}
@@ -282,7 +284,7 @@ func FuzzPack(f *testing.F) {
 				if segs > 1 && total > maxGSOBytes {
 					t.Fatalf("GSO message of %d bytes", total)
 				}
-				if got := int(c.w.hs[m].Hdr.Iovlen); got != segs {
+				if got := int(w.hs[m].Hdr.Iovlen); got != segs {
 					t.Fatalf("iovlen %d, want %d", got, segs)
 				}
 				k += segs
@@ -300,7 +302,7 @@ func FuzzPack(f *testing.F) {
 func groPair(t *testing.T) (s, r *batchConn, ru *net.UDPConn) {
 	t.Helper()
 	s = batch(t, New(listen(t, "udp4", "127.0.0.1:0")))
-	if !s.gso {
+	if !s.gso.Load() {
 		t.Skip("kernel without UDP_SEGMENT")
 	}
 	ru = listen(t, "udp4", "127.0.0.1:0")
