@@ -8,9 +8,9 @@ import "github.com/postsockets/postsockets/psi/fsp/internal/sockio"
 // a long queue in front of every handshake, though, so during a flood of
 // handshake packets legitimate dials waited seconds behind it. So the
 // buffer grows, to maxListenerBuffer at once, only when the socket drops
-// datagrams while nearly all it carries is for established connections,
-// and goes back to socketBuffer as soon as handshakes and other
-// unrouted datagrams are more than a small share.
+// datagrams, or is half full, while nearly all it carries is for
+// established connections, and goes back to socketBuffer as soon as
+// handshakes and other unrouted datagrams are more than a small share.
 
 const (
 	// maxListenerBuffer is the largest buffer a listener grows to. The
@@ -54,8 +54,10 @@ func (t *Transport) tuneRcvbuf(k, other int) {
 		r.size = socketBuffer
 		sockio.SetReadBuffer(t.udp, r.size)
 	case !busy && r.size < maxListenerBuffer:
-		d := sockio.Drops(t.udp)
-		if d != r.drops {
+		// Grow on a drop, or before one: when the reader left half the
+		// buffer full.
+		q, size, d := sockio.Backlog(t.udp)
+		if d != r.drops || q > size/2 {
 			r.drops = d
 			r.size = maxListenerBuffer
 			sockio.SetReadBuffer(t.udp, r.size)

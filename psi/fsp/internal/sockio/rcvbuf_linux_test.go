@@ -53,4 +53,7 @@ func TestDrops(t *testing.T) {
 	if n := Drops(pc); n == 0 {
 		t.Fatal("Drops = 0 after overflowing the buffer")
 	}
+	if q, size, _ := Backlog(pc); q <= 0 || size <= 0 {
+		t.Fatalf("Backlog: %d bytes queued in %d after overflowing", q, size)
+	}
 }

@@ -13,3 +13,6 @@ func SetReadBuffer(pc *net.UDPConn, n int) int {
 
 // Drops returns 0: the platform does not tell.
 func Drops(*net.UDPConn) uint64 { return 0 }
+
+// Backlog returns zeros: the platform does not tell.
+func Backlog(*net.UDPConn) (queued, size int, drops uint64) { return 0, 0, 0 }
