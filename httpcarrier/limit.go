@@ -60,12 +60,39 @@ type ConnLimiter struct {
 	cands int
 	// tracked: ConnState was called, so states are known.
 	tracked bool
+	// holding[k] is the number of addresses holding k connections, and
+	// most the largest such k: a newcomer from an address holding that
+	// many has no victim, found without looking.
+	holding map[int]int
+	most    int
 }
 
 // LimitListener wraps ln; see ConnLimiter.
 func LimitListener(ln net.Listener, perAddr, total int) *ConnLimiter {
 	return &ConnLimiter{Listener: ln, perAddr: perAddr, total: total,
-		open: make(map[netip.Addr]int), conns: make(map[*limitedConn]struct{})}
+		open: make(map[netip.Addr]int), conns: make(map[*limitedConn]struct{}), holding: make(map[int]int)}
+}
+
+// count adds d (1 or -1) to the connections a holds. Called with l.mu
+// held.
+func (l *ConnLimiter) count(a netip.Addr, d int) {
+	k := l.open[a]
+	if k > 0 {
+		if l.holding[k]--; l.holding[k] == 0 {
+			delete(l.holding, k)
+			if k == l.most && d < 0 {
+				l.most--
+			}
+		}
+	}
+	k += d
+	if k <= 0 {
+		delete(l.open, a)
+		return
+	}
+	l.open[a] = k
+	l.holding[k]++
+	l.most = max(l.most, k)
 }
 
 // Accept returns the next connection within the limits, closing those
@@ -104,7 +131,7 @@ func (l *ConnLimiter) admit(c net.Conn, a netip.Addr) *limitedConn {
 			return nil
 		}
 		if l.total <= 0 || len(l.conns) < l.total {
-			l.open[a]++
+			l.count(a, 1)
 			lc := &limitedConn{Conn: c, l: l, a: a, since: time.Now()} // StateNew
 			l.conns[lc] = struct{}{}
 			l.cands++
@@ -124,8 +151,10 @@ func (l *ConnLimiter) admit(c net.Conn, a netip.Addr) *limitedConn {
 // victimLocked returns the connection to close for a newcomer from a,
 // or nil. Called with l.mu held.
 func (l *ConnLimiter) victimLocked(a netip.Addr) *limitedConn {
-	if l.cands == 0 || !l.tracked {
-		return nil // every connection serves a request or is hijacked, or no state is known
+	if l.cands == 0 || !l.tracked || l.open[a] >= l.most {
+		// Every connection serves a request or is hijacked, no state is
+		// known, or no address holds more than a.
+		return nil
 	}
 	now := time.Now()
 	var best *limitedConn
@@ -188,9 +217,7 @@ func (c *limitedConn) evictable(now time.Time) bool {
 func (c *limitedConn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()
-		if c.l.open[c.a]--; c.l.open[c.a] <= 0 {
-			delete(c.l.open, c.a)
-		}
+		c.l.count(c.a, -1)
 		delete(c.l.conns, c)
 		c.l.cands -= candidate(c.state)
 		c.l.mu.Unlock()

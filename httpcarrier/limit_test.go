@@ -102,10 +102,63 @@ func TestLimitListenerCounts(t *testing.T) {
 		return nil
 	})
 	lim.mu.Lock()
-	addrs, cands := len(lim.open), lim.cands
+	addrs, cands, most, holding := len(lim.open), lim.cands, lim.most, len(lim.holding)
 	lim.mu.Unlock()
-	if addrs != 0 || cands != 0 {
-		t.Fatalf("%d addresses, %d eviction candidates still counted", addrs, cands)
+	if addrs != 0 || cands != 0 || most != 0 || holding != 0 {
+		t.Fatalf("still counted: %d addresses, %d eviction candidates, most %d, %d counts", addrs, cands, most, holding)
+	}
+}
+
+// TestLimitListenerMost: the most any address holds follows admissions
+// and closes in any order.
+func TestLimitListenerMost(t *testing.T) {
+	l := LimitListener(nil, 0, 0)
+	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	var as, bs []*limitedConn
+	for range 3 {
+		as = append(as, l.admit(nopConn{}, a))
+	}
+	bs = append(bs, l.admit(nopConn{}, b), l.admit(nopConn{}, b))
+	check := func(want int) {
+		t.Helper()
+		if l.most != want {
+			t.Fatalf("most %d, want %d (%v)", l.most, want, l.holding)
+		}
+	}
+	check(3)
+	as[0].Close()
+	check(2)
+	bs[0].Close()
+	check(2)
+	as[1].Close()
+	check(1)
+	bs[1].Close()
+	as[2].Close()
+	check(0)
+}
+
+// nopConn is a net.Conn whose Close does nothing.
+type nopConn struct{ net.Conn }
+
+func (nopConn) Close() error { return nil }
+
+// BenchmarkLimitListenerBusiest: what refusing a newcomer from the
+// busiest address costs a full listener with idle connections elsewhere
+// (it looked through all 4,096 before it kept the most any address holds).
+func BenchmarkLimitListenerBusiest(b *testing.B) {
+	l := LimitListener(nil, 256, 4096)
+	busy := netip.MustParseAddr("192.0.2.1")
+	for i := range 4096 {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i / 16), 1}) // 16 each
+		if i < 255 {
+			a = busy
+		}
+		l.ConnState(l.admit(nopConn{}, a), http.StateIdle)
+	}
+	for b.Loop() {
+		if l.admit(nopConn{}, busy) != nil {
+			b.Fatal("admitted past the total")
+		}
 	}
 }
 
