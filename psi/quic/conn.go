@@ -269,13 +269,26 @@ const maxReplay = 256 << 10
 // the 0-RTT outcome is open, the root stream is recorded for a replay.
 // Forks wait for the handshake instead: opening a stream while quic-go
 // installs the server's transport parameters is a data race in quic-go
-// (quic-go/quic-go#4303), and the root is opened right after the dial,
-// long before the server's reply can arrive.
+// (quic-go/quic-go#4303); the root is opened right after the dial, before
+// the server's reply is handled, or after the handshake (paramsGate).
 func (c *conn) openTransient(ctx context.Context, hdr header, parent *Transient, assoc [16]byte, class psi.TrafficClass) (*Transient, error) {
 	for {
 		c.mu.Lock()
 		if !c.replayed && parent == nil {
+			g := c.paramsGate()
+			g.mu.Lock()
+			if g.arrived {
+				// The server's reply is being handled: open the root
+				// once the handshake is complete (early.go).
+				g.mu.Unlock()
+				c.mu.Unlock()
+				if err := c.waitRecovered(ctx, nil); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			s, err := c.qc.OpenStream()
+			g.mu.Unlock()
 			if err != nil {
 				c.mu.Unlock()
 				if errors.Is(err, quicgo.Err0RTTRejected) {
@@ -328,6 +341,15 @@ func (c *conn) openTransient(ctx context.Context, hdr header, parent *Transient,
 		c.register(t)
 		return t, nil
 	}
+}
+
+// paramsGate returns the gate between the root stream and the server's
+// transport parameters (early.go).
+func (c *conn) paramsGate() *paramsGate {
+	if c.hooks == nil {
+		return new(paramsGate) // not dialled early: never marked
+	}
+	return &c.hooks.gate
 }
 
 // register adds t to the connection's transients and hands it any

@@ -36,6 +36,7 @@ func (t *Transient) TransientStats() psi.TransientStats {
 // qc.Context().
 type connHooks struct {
 	file *bufferedFile // nil without a trace
+	gate paramsGate    // for a 0-RTT dial's root stream (early.go)
 
 	mu       sync.Mutex
 	h        func(psi.Event)

@@ -297,6 +297,7 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, ua net.Addr, cf
 	}
 	var qc *quicgo.Conn
 	if cfg.Allow0RTT && !cfg.Disabled.Has(psi.ZeroRTT) {
+		qcfg.Tracer = gateTracer(qcfg.Tracer)
 		qc, err = tr.t.DialEarly(ctx, ua, tc, qcfg)
 	} else {
 		qc, err = tr.t.Dial(ctx, ua, tc, qcfg)
