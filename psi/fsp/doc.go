@@ -416,7 +416,11 @@
 // reader drops at once. Writers still send
 // from their own goroutine, but packets are built under the lock and
 // sealed after it is dropped, so no connection lock is held across AES-GCM
-// or a system call on the data path.
+// or a system call on the data path, and the connections of one socket
+// send at once (sockio.Conn.WriteBatch takes no lock). A listener's
+// socket buffer grows from 4 to 16 MiB while the socket overflows with
+// its connections' data, and shrinks back when handshakes are more than
+// a sixteenth of what it reads (rcvbuf.go).
 //
 // # Tracing
 //
