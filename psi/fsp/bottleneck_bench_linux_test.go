@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,8 +17,10 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/postsockets/postsockets/internal/netns"
+	"github.com/postsockets/postsockets/psi/fsp/internal/sockio"
 )
 
 // A 100 Mbit/s bottleneck with a 20 ms round trip: the client's
@@ -90,6 +93,53 @@ func (n *bottleneck) loss(b *testing.B, percent int) {
 			}
 		}
 	}
+}
+
+// drops describes where packets were dropped: at the bottleneck's queue
+// (the router's tbf), and at the server's UDP sockets.
+func (n *bottleneck) drops() string {
+	var tbf, udp string
+	if out, err := n.rtr.Exec("tc", "-s", "qdisc", "show", "dev", "bntun"); err == nil {
+		if i := strings.Index(out, "dropped "); i >= 0 {
+			tbf, _, _ = strings.Cut(out[i+len("dropped "):], ",")
+		}
+	}
+	if out, err := n.srv.Exec("cat", "/proc/net/snmp"); err == nil {
+		var names []string
+		for line := range strings.Lines(out) {
+			f := strings.Fields(line)
+			if len(f) == 0 || f[0] != "Udp:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for i, name := range names {
+				if (name == "RcvbufErrors" || name == "InErrors") && i < len(f) {
+					udp += name + " " + f[i] + " "
+				}
+			}
+		}
+	}
+	// Devices that dropped (a TUN device of the delay line, say, when the
+	// process reading it falls behind), from /proc/net/dev.
+	var dev string
+	for _, ns := range []*netns.NS{n.cli, n.rtr, n.srv} {
+		out, err := ns.Exec("cat", "/proc/net/dev")
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(out) {
+			name, rest, ok := strings.Cut(line, ":")
+			f := strings.Fields(rest)
+			if !ok || len(f) < 12 || f[3] == "0" && f[11] == "0" {
+				continue
+			}
+			dev += fmt.Sprintf("%s/%s rx %s tx %s ", ns.Name(), strings.TrimSpace(name), f[3], f[11])
+		}
+	}
+	return fmt.Sprintf("drops (whole run): bottleneck queue %s, devices %s, server UDP %s", tbf, dev, udp)
 }
 
 // flow is one bulk sender and the bytes its receiver read.
@@ -169,7 +219,19 @@ func (n *bottleneck) tcpFlow(b *testing.B) *flow {
 		if err != nil {
 			return err
 		}
-		context.AfterFunc(ctx, func() { c.Close() })
+		closed := make(chan struct{})
+		defer func() { <-closed }() // the note is written
+		context.AfterFunc(ctx, func() {
+			defer close(closed)
+			if rc, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) {
+					if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+						f.note = fmt.Sprintf("tcp: %d segments sent, %d retransmitted", info.Data_segs_out, info.Total_retrans)
+					}
+				})
+			}
+			c.Close()
+		})
 		msg := randBytes(bnChunk)
 		for ctx.Err() == nil {
 			if _, err := c.Write(msg); err != nil {
@@ -205,6 +267,15 @@ func (n *bottleneck) fspFlow(b *testing.B, clones int) *flow {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The buffers fsp.Listen and fsp.Dial give the sockets they open
+	// (quic-go sizes the ones it is given itself): with the kernel's
+	// default the server's socket overflowed whenever the loaded host
+	// held its reader back, and FSP lost more packets there than at the
+	// bottleneck (BenchmarkFairness's drops line).
+	for _, pc := range []*net.UDPConn{spc, cpc} {
+		sockio.SetReadBuffer(pc, socketBuffer)
+		pc.SetWriteBuffer(socketBuffer)
+	}
 	st, ct := &Transport{Conn: spc}, &Transport{Conn: cpc}
 	b.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
 	l, err := st.Listen(scfg)
@@ -212,7 +283,12 @@ func (n *bottleneck) fspFlow(b *testing.B, clones int) *flow {
 		b.Fatal(err)
 	}
 	f := &flow{}
+	var rmu sync.Mutex
+	var receivers []*Conn
 	read := func(ctx context.Context, c *Conn) {
+		rmu.Lock()
+		receivers = append(receivers, c)
+		rmu.Unlock()
 		buf := make([]byte, bnChunk)
 		for {
 			k, _, err := c.ReadMessage(ctx, buf)
@@ -277,7 +353,15 @@ func (n *bottleneck) fspFlow(b *testing.B, clones int) *flow {
 			st.Retransmissions += x.Retransmissions
 			st.Probes += x.Probes
 		}
-		f.note = fmt.Sprintf("fsp: %d packets sent, %d lost, %d retransmitted, %d probes", st.PacketsSent, st.PacketsLost, st.Retransmissions, st.Probes)
+		var rs Stats
+		rmu.Lock()
+		for _, r := range receivers {
+			x := r.Stats()
+			rs.Duplicates += x.Duplicates
+			rs.QueueDropped += x.QueueDropped
+		}
+		rmu.Unlock()
+		f.note = fmt.Sprintf("fsp: %d packets sent, %d lost, %d retransmitted, %d probes; receiver: %d duplicates, %d dropped by its queue bound", st.PacketsSent, st.PacketsLost, st.Retransmissions, st.Probes, rs.Duplicates, rs.QueueDropped)
 		close(errs)
 		return <-errs
 	}
@@ -358,8 +442,11 @@ func BenchmarkFairness(b *testing.B) {
 				} else {
 					ff = n.fspFlow(b, m.clones)
 				}
-				r := measure(b, bnFair, ff, n.tcpFlow(b))
+				tf := n.tcpFlow(b)
+				r := measure(b, bnFair, ff, tf)
 				b.Log(ff.note)
+				b.Log(tf.note)
+				b.Log(n.drops())
 				b.ReportMetric(r[0], "fsp-Mbit/s")
 				b.ReportMetric(r[1], "tcp-Mbit/s")
 				b.ReportMetric(100*r[0]/(r[0]+r[1]), "fsp-%")

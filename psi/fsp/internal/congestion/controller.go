@@ -162,9 +162,11 @@ func (w *window) noteRTT(rtt *RTTStats) {
 // queueEmpty reports whether the flow's packets queued on the path are
 // fewer than randomLossBacklog: the loss being reduced for is likely not
 // a queue's. The queue is the window times the share of the round trip
-// spent above its minimum, by the least sample of the last one or two
-// round trips: a standing queue delays every packet, while a host's or
-// link's jitter (the smoothed estimate follows it) delays only some.
+// spent above its minimum, by the least sample of this round trip (the
+// last one's until this one has any): a standing queue delays every
+// packet, while a host's or link's jitter (the smoothed estimate follows
+// it) delays only some. The round before does not count: a queue that
+// drained then may be full again now (a competing flow's burst).
 //
 // In slow start it is false: the queue a round trip's doubling builds
 // shows in that round trip's samples only, too late for them.
@@ -173,8 +175,8 @@ func (w *window) queueEmpty() bool {
 		return false
 	}
 	rtt := w.roundMin
-	if w.prevRoundMin > 0 && (rtt == 0 || w.prevRoundMin < rtt) {
-		rtt = w.prevRoundMin
+	if rtt == 0 {
+		rtt = w.prevRoundMin // the round trip just began
 	}
 	if w.minRTT <= 0 || rtt <= 0 {
 		return false
