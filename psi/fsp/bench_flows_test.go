@@ -62,13 +62,17 @@ func benchFlows(b *testing.B, bulkFlows int) {
 			}
 			return nil
 		})
-		var lost, dropped, dups uint64
+		var lost, dropped, dups, probes, rejected uint64
 		for i := range cs {
 			lost += cs[i].Stats().PacketsLost
+			probes += cs[i].Stats().Probes
 			dropped += ss[i].Stats().QueueDropped
 			dups += ss[i].Stats().Duplicates
+			rejected += ss[i].Stats().PacketsDropped
 		}
 		b.ReportMetric(float64(dups), "dups")
+		b.ReportMetric(float64(probes), "probes")
+		b.ReportMetric(float64(rejected), "rejected")
 		b.ReportMetric(float64(lost), "lost")
 		b.ReportMetric(float64(dropped), "queue-drops")
 		// Datagrams the listener's socket buffer overflowed with.
