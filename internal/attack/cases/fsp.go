@@ -87,8 +87,11 @@ func FSPUnaccepted(o attack.Options) (*attack.Result, error) {
 			acfg := *ccfg
 			acfg.SendBuffer = 128 << 10
 			msg := make([]byte, 64<<10)
+			// Every connection and clone moves data until the server's
+			// windows close, CPU the race detector multiplies: a slower
+			// build opens fewer per source (attack.Paced).
 			for _, src := range attack.Sources(8) {
-				for range 6 {
+				for range attack.Paced(6) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
