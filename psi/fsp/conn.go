@@ -180,6 +180,7 @@ type Conn struct {
 	sentRelease  bool      // and it is our RELEASE
 	timeWait     bool      // closed after the peer released: acknowledge a while (conn_close.go)
 	lastProgress time.Time // last acknowledgement progress
+	collapsedAt  time.Time // a timeout collapsed the window: until the next acknowledgement (spuriousTimeout)
 
 	// Receive side.
 	rcv          *reliability.Receiver[rxData]
@@ -283,6 +284,10 @@ type Stats struct {
 	// retransmission or probe by the peer, or a resend whose first
 	// acknowledgement was lost.
 	Duplicates uint64
+	// SpuriousTimeouts counts retransmission timeouts taken back: a
+	// packet presumed lost was acknowledged without a resend, and the
+	// congestion window the timeout collapsed was restored.
+	SpuriousTimeouts uint64
 	// MTUFallbacks counts path MTU black holes confirmed (pmtud.go): the
 	// size fell back to BaseDatagramSize.
 	MTUFallbacks uint64

@@ -428,10 +428,11 @@ func (c *Conn) lossWeight(bytes int) int {
 // timeout would stall every other. A timeout that found nothing in
 // flight to presume lost (lost is 0: a clone whose retransmissions wait
 // for room in the shared window) says nothing of the path and changes
-// nothing. Called with c.mu held.
-func (c *Conn) ccTimeout(now time.Time, pn uint64, lost int) {
+// nothing. It reports whether it collapsed the window. Called with c.mu
+// held.
+func (c *Conn) ccTimeout(now time.Time, pn uint64, lost int) (collapsed bool) {
 	if lost == 0 {
-		return
+		return false
 	}
 	rto := c.rto()
 	p := c.ccLock()
@@ -439,8 +440,24 @@ func (c *Conn) ccTimeout(now time.Time, pn uint64, lost int) {
 		p.cc.OnLoss(now, pn, 0, p.inFlight)
 	} else {
 		p.cc.OnRetransmissionTimeout()
+		collapsed = true
 	}
 	c.ccUnlock()
+	return collapsed
+}
+
+// ccUndoTimeout takes back the collapse of the shared window by a
+// timeout found spurious (congestion.Undoer), unless a congestion event
+// came after it. Called with c.mu held.
+func (c *Conn) ccUndoTimeout() bool {
+	p := c.ccLock()
+	defer c.ccUnlock()
+	u, ok := p.cc.(congestion.Undoer)
+	if !ok || !u.UndoTimeout() {
+		return false
+	}
+	p.kickBlocked(&c.ccs)
+	return true
 }
 
 // ccState returns the shared window and whether it is in recovery, and

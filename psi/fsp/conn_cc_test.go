@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/netem"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -149,5 +150,40 @@ func TestLossWeight(t *testing.T) {
 		if c.lossWeight(0) != 1 {
 			t.Errorf("MTU %d: an empty packet weighs %d, want 1", mtu, c.lossWeight(0))
 		}
+	}
+}
+
+// TestSpuriousTimeoutUndone: the receiver's acknowledgements are held
+// up 400 ms (a stalled path, not a lossy one): the sender's timeout
+// collapses the shared window, and the late acknowledgements of packets
+// it never resent take the collapse back.
+func TestSpuriousTimeoutUndone(t *testing.T) {
+	c, s, _, sc := netemCapPair(t, netem.Config{})
+	pingPong(t, c, s)
+	ctx := testContext(t)
+	before := c.Stats().CongestionWindow
+	sc.PacketConn.(*netem.PacketConn).SetConfig(netem.Config{Delay: 400 * time.Millisecond})
+	// The last acknowledgement is older than a timeout: the path looks
+	// dead, not lossy (ccTimeout).
+	time.Sleep(100 * time.Millisecond)
+	msg := make([]byte, 1000)
+	for range 20 {
+		if err := c.SendMessage(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		if _, err := s.ReceiveMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().BytesInFlight > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := c.Stats()
+	t.Logf("window %d before, %d after; %d spurious timeouts, %d probe timeouts", before, st.CongestionWindow, st.SpuriousTimeouts, st.Probes)
+	if st.SpuriousTimeouts == 0 || st.CongestionWindow < before/2 {
+		t.Fatalf("window %d before, %d after; %d spurious timeouts", before, st.CongestionWindow, st.SpuriousTimeouts)
 	}
 }

@@ -43,6 +43,9 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 		sample = res.RTTSample
 	}
 	c.ccOnAck(now, res.Acked, prior, sample, ackDelay)
+	if !c.collapsedAt.IsZero() && len(res.Acked) > 0 {
+		c.spuriousTimeout(res.Acked)
+	}
 	for _, e := range res.Acked {
 		if e.Abandoned {
 			continue // accounted for when abandoned; the peer skipped it or got it
@@ -82,6 +85,31 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	c.rackDetect(now)
 	if c.qlog != nil {
 		c.traceMetrics(now)
+	}
+}
+
+// spuriousTimeout looks at the acknowledgements after a timeout that
+// collapsed the window: one that covers a packet sent before the timeout
+// and never sent again shows that what the timeout presumed lost was
+// only late (the path or a host stalled), and the window comes back
+// (ccUndoTimeout). Resent packets prove nothing either way (which copy
+// arrived is unknown); once a packet first sent after the timeout is
+// acknowledged, the originals' acknowledgements would have come first,
+// and the timeout stands. Called with c.mu held.
+func (c *Conn) spuriousTimeout(acked []*reliability.Entry[txData]) {
+	at := c.collapsedAt
+	for _, e := range acked {
+		switch {
+		case e.Abandoned || !e.Sent || e.Retrans:
+		case e.SentAt.Before(at):
+			c.collapsedAt = time.Time{}
+			if c.ccUndoTimeout() {
+				c.stats.SpuriousTimeouts++
+			}
+			return
+		default:
+			c.collapsedAt = time.Time{}
+		}
 	}
 }
 
@@ -380,7 +408,9 @@ func (c *Conn) onTimer() {
 			n := c.snd.OnTimeout(c.snd.Len())
 			c.stats.PacketsLost += uint64(n)
 			c.supersede()
-			c.ccTimeout(now, gpn, n)
+			if c.ccTimeout(now, gpn, n) {
+				c.collapsedAt = now
+			}
 			c.backoff++
 			if c.events.lossAt.IsZero() || c.lastProgress.After(c.events.lossAt) {
 				// Once per stall: the first timeout since progress.

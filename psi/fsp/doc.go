@@ -103,12 +103,17 @@
 // confirmed (PathMTU, Paths, post.Path.MTU). A completed search runs
 // again after 10 minutes, and a new active path starts over at the base;
 // a clone starts where its parent is.
-// Black holes: a probe timeout that expires with data in flight above
-// the base size (no acknowledgement for a whole PTO; congestion loss is
-// detected by later acknowledgements instead) drops the size to the base
-// at once and restarts the search, probing the size it fell from first,
-// so a path whose MTU falls mid-transfer costs about a probe timeout and
-// a round trip, and a false alarm about a round trip at the base size
+// Black holes (RFC 8899 section 4.3): a probe timeout alone is no
+// evidence (a lost tail, an outage, a stalled host cause it too). Three
+// loss timer expiries in a row with a packet above the base size
+// unacknowledged, and none acknowledged meanwhile, make the connection
+// test the path: a probe at the current size and one at the base size
+// leave back to back, and two rounds in a row where the small one is
+// answered and the large one (sent first) is not drop the size to the
+// base and restart the search, probing the size it fell from first. A
+// path whose MTU falls mid-transfer costs a few probe timeouts and two
+// round trips; random loss, an outage or a flow of small packets keeps
+// the size. Stats.MTUFallbacks counts the falls
 // (docs/benchmarks.md, "Path MTU"). A packet keeps its
 // sequence number when retransmitted, so data packetized at a larger
 // size that no longer fits is resent in FRAGMENT packets: the FRAGMENT

@@ -684,3 +684,39 @@ func TestRandomLossSlowStart(t *testing.T) {
 		t.Fatalf("a loss in slow start scaled the window by %.3f, want %.2f", got, cubicBeta)
 	}
 }
+
+// TestUndoTimeout: a timeout found spurious gives the window and the
+// threshold back, once; not after a congestion event that followed it.
+func TestUndoTimeout(t *testing.T) {
+	for name, mk := range controllers() {
+		s := newSim(t, mk(Config{InitialWindowPackets: 40}))
+		s.c.OnLoss(s.now, s.send(), mss, 0)
+		e := s.send()
+		s.c.OnAck(s.now, e, mss, s.c.Window(), nil)
+		w := s.c.Window()
+		s.c.OnRetransmissionTimeout()
+		s.c.OnRetransmissionTimeout() // back-to-back: one run
+		if s.c.Window() != MinWindowPackets*mss {
+			t.Fatalf("%s: window %d after the timeout", name, s.c.Window())
+		}
+		u := s.c.(Undoer)
+		if !u.UndoTimeout() || s.c.Window() != w || s.c.InRecovery() {
+			t.Fatalf("%s: after the undo window %d (want %d), recovery %v", name, s.c.Window(), w, s.c.InRecovery())
+		}
+		if u.UndoTimeout() {
+			t.Fatalf("%s: undone twice", name)
+		}
+		// Slow start does not resume: the threshold came back too.
+		e = s.send()
+		s.c.OnAck(s.now, e, mss, s.c.Window(), nil)
+		if got := s.c.Window(); got > w+mss {
+			t.Fatalf("%s: window %d after an ack, from %d: slow start", name, got, w)
+		}
+		// A loss after the timeout is real congestion: no undo.
+		s.c.OnRetransmissionTimeout()
+		s.c.OnLoss(s.now, s.send(), mss, 0)
+		if u.UndoTimeout() {
+			t.Fatalf("%s: undone after a congestion event", name)
+		}
+	}
+}

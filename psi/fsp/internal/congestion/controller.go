@@ -51,6 +51,17 @@ type Controller interface {
 	PacingRate(rtt *RTTStats) float64
 }
 
+// Undoer is implemented by a Controller that can take back a
+// retransmission timeout found spurious: a packet it presumed lost was
+// acknowledged without having been sent again, so the path only stalled
+// (a host that stopped scheduling, a delay spike), and the window the
+// timeout collapsed goes back to what it was (as RFC 4015's Eifel
+// response restores it). UndoTimeout reports whether it did: not if a
+// congestion event came after the timeout, nor twice.
+type Undoer interface {
+	UndoTimeout() bool
+}
+
 // Config configures a Controller. The zero value gives the defaults.
 type Config struct {
 	// MSS is the largest packet payload, in bytes; default 1400.
@@ -118,6 +129,9 @@ type window struct {
 	// lostBytes adds up the losses of packets sent after the last
 	// reduction until they weigh one MSS (beginEpoch).
 	lostBytes int
+	// undoable: a timeout collapsed the window and no congestion event
+	// followed; UndoTimeout may restore what it saved.
+	undoable bool
 	// rtoPending is set by a timeout and cleared by an acknowledgement of a
 	// packet sent after it, so back-to-back timeouts lower ssthresh once.
 	rtoPending bool
@@ -282,6 +296,7 @@ func (w *window) beginEpoch(pn uint64, lostBytes int) bool {
 	w.recoveryValid = true
 	w.recoveryEnd = w.largestSent
 	w.inRecovery = true
+	w.undoable = false
 	return true
 }
 
@@ -341,6 +356,8 @@ func (w *window) clamp(v int) int { return min(max(v, w.minWindow), w.maxWindow)
 type reno struct {
 	window
 	acked int // bytes acknowledged towards the next increase in avoidance
+	// the window and threshold before the first of a run of timeouts
+	undoCwnd, undoSsthresh int
 }
 
 // NewReno returns a NewReno controller: slow start doubling the window per
@@ -382,8 +399,23 @@ func (r *reno) OnLoss(_ time.Time, pn uint64, lostBytes int, priorInFlight int) 
 
 func (r *reno) OnRetransmissionTimeout() {
 	if r.timeout() {
+		r.undoCwnd, r.undoSsthresh, r.undoable = r.cwnd, r.ssthresh, true
 		r.ssthresh = r.clamp(r.used(0) / 2)
 	}
 	r.cwnd = r.minWindow
 	r.acked = 0
+}
+
+func (r *reno) UndoTimeout() bool {
+	if !r.undoable {
+		return false
+	}
+	r.cwnd, r.ssthresh, r.acked = r.undoCwnd, r.undoSsthresh, 0
+	r.undone()
+	return true
+}
+
+// undone ends the timeout state after an undo.
+func (w *window) undone() {
+	w.undoable, w.rtoPending, w.inRecovery = false, false, false
 }

@@ -23,6 +23,9 @@ type cubic struct {
 	k          float64   // seconds from epochStart to the plateau
 	epochStart time.Time // zero when no congestion avoidance epoch is open
 	wEst       float64   // Reno-friendly window estimate
+	// before the first of a run of timeouts: cwndF, ssthresh, wMax and
+	// cwndPrior
+	undo [4]float64
 }
 
 // NewCubic returns a CUBIC controller (RFC 9438): window growth follows
@@ -125,8 +128,21 @@ func (c *cubic) OnLoss(_ time.Time, pn uint64, lostBytes int, priorInFlight int)
 
 func (c *cubic) OnRetransmissionTimeout() {
 	if c.timeout() {
+		c.undo = [4]float64{c.cwndF, float64(c.ssthresh), c.wMax, c.cwndPrior}
+		c.undoable = true
 		c.reduce(0, cubicBeta)
 	}
 	c.epochStart = time.Time{}
 	c.set(float64(c.minWindow))
+}
+
+func (c *cubic) UndoTimeout() bool {
+	if !c.undoable {
+		return false
+	}
+	c.set(c.undo[0])
+	c.ssthresh, c.wMax, c.cwndPrior = int(c.undo[1]), c.undo[2], c.undo[3]
+	c.epochStart = time.Time{}
+	c.undone()
+	return true
 }
