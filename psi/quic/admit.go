@@ -13,16 +13,18 @@ import (
 	"github.com/postsockets/postsockets/post"
 )
 
-// retryAbove is the number of handshakes in progress past which a
-// listener asks new clients to prove their address with a Retry (RFC 9000
-// §8.1.2) before it keeps any state or sends more than the Retry: under
-// load, no reply to a spoofed Initial is larger than it.
-const retryAbove = 8
+// rateAbove is the number of handshakes in progress past which a
+// listener refuses a proven client over its handshake rate. Below it a
+// client that dials one handshake after another is not limited, since
+// QUIC, unlike FSP, cannot drop it silently for a retransmission.
+const rateAbove = 8
 
 // handshakes bounds a listener's handshakes in progress, in total and per
 // source address and /24 or /48 prefix, through quic-go's
-// Transport.ConnContext; and turns on address validation under load
-// through Transport.VerifySourceAddress. A handshake counts from the
+// Transport.ConnContext; and makes every client without a token prove its
+// address with a Retry (RFC 9000 §8.1.2) through
+// Transport.VerifySourceAddress, so that no reply to an unproven Initial
+// is larger than it and nothing is kept for it. A handshake counts from the
 // client's first Initial until it completes or the connection ends.
 // When all max are in progress, a newcomer whose prefix holds fewer than
 // the busiest prefix ends the oldest handshake of that prefix that has
@@ -38,11 +40,10 @@ type handshakes struct {
 	pfxs  map[netip.Prefix]int
 	live  map[*handshake]struct{}
 	// The handshake rate (internal/hsrate): rate a second per prefix,
-	// charged to unproven for an Initial without a token (which, over
-	// it, gets a Retry) and, once retryAbove are in progress, to proven
-	// for one whose address a token proved (which, over it, is refused).
-	rate             int
-	unproven, proven hsrate.Limiter
+	// charged, once rateAbove are in progress, to a client whose address
+	// a token proved (which, over it, is refused).
+	rate   int
+	proven hsrate.Limiter
 }
 
 // evictAge protects a fresh handshake from eviction: its client, if
@@ -60,15 +61,10 @@ func (h *handshakes) install(t *quicgo.Transport) {
 	t.ConnContext = h.connContext
 }
 
-func (h *handshakes) verify(a net.Addr) bool {
-	var addr netip.Addr
-	if ua, ok := a.(*net.UDPAddr); ok {
-		addr = ua.AddrPort().Addr()
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.total >= retryAbove || !h.unproven.Allow(addr, time.Now(), h.rate)
-}
+// verify asks for a Retry from every Initial that carries no valid token.
+// A client that connected before holds a token from NEW_TOKEN (the stack
+// keeps them, see Stack.tokenStore) and skips the round trip.
+func (h *handshakes) verify(net.Addr) bool { return true }
 
 type handshakeKey struct{}
 
@@ -94,7 +90,7 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	addr = hsrate.Host(addr)
 	now := time.Now()
 	h.mu.Lock()
-	if ci.AddrVerified && h.total >= retryAbove && !h.proven.Allow(from, now, h.rate) {
+	if ci.AddrVerified && h.total >= rateAbove && !h.proven.Allow(from, now, h.rate) {
 		h.mu.Unlock()
 		return ctx, post.Errorf(post.ErrRefused, "quic: handshakes from %v over the rate", from)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,7 +84,7 @@ func TestHandshakeQuota(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for range 30 {
-		dialDeaf(t, ctx, &wg, net.IPv4(127, 0, 0, 2), l.addr, false)
+		dialDeaf(t, ctx, &wg, net.IPv4(127, 0, 0, 2), l.addr, true)
 	}
 	time.Sleep(300 * time.Millisecond)
 	if n := l.hs.inProgress(); n > 8 {
@@ -246,10 +247,10 @@ func TestHandshakeRate(t *testing.T) {
 	defer wg.Wait()
 	defer hcancel()
 	for i := range 8 {
-		dialDeaf(t, hctx, &wg, net.IPv4(127, 0, 3, byte(1+i)), l.addr, false)
+		dialDeaf(t, hctx, &wg, net.IPv4(127, 0, 3, byte(1+i)), l.addr, true)
 	}
 	waitInProgress(t, l, 8)
-	// Through a Retry (8 in progress), 2 a second.
+	// 8 in progress: 2 a second.
 	psitest.HandshakeRate(t, func(from string) error {
 		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
 		if err != nil {
@@ -264,4 +265,133 @@ func TestHandshakeRate(t *testing.T) {
 		}
 		return err
 	}, 24)
+}
+
+// counting is a client socket that records the sizes of what it sends
+// and receives, and passes nothing up: its client never gets past its
+// first Initial, as a spoofer's victim would not.
+type counting struct {
+	*deaf
+	mu              sync.Mutex
+	sent, got       int
+	minSent, maxGot int
+}
+
+func (c *counting) WriteTo(b []byte, a net.Addr) (int, error) {
+	c.mu.Lock()
+	c.sent += len(b)
+	if c.minSent == 0 || len(b) < c.minSent {
+		c.minSent = len(b)
+	}
+	c.mu.Unlock()
+	return c.deaf.PacketConn.WriteTo(b, a)
+}
+
+// TestNoAmplification: a listener answers an Initial from an address it
+// has not seen prove itself with a Retry smaller than the Initial, and
+// keeps nothing for it, whatever its load (before, below 8 handshakes in
+// progress it sent its whole first flight, up to three times as large).
+func TestNoAmplification(t *testing.T) {
+	st := &Stack{}
+	l, err := st.listen(context.Background(), loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &counting{deaf: &deaf{PacketConn: pc, done: make(chan struct{})}}
+	defer c.Close()
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			n, _, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			c.got += n
+			c.maxGot = max(c.maxGot, n)
+			c.mu.Unlock()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	context.AfterFunc(ctx, func() { c.Close() })
+	quicgo.Dial(ctx, c, net.UDPAddrFromAddrPort(l.addr), rawTLS(), &quicgo.Config{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.Logf("sent %d B (smallest %d), got back %d B (largest %d)", c.sent, c.minSent, c.got, c.maxGot)
+	if c.got == 0 {
+		t.Fatal("no Retry")
+	}
+	if c.maxGot > c.minSent || c.got > c.sent {
+		t.Errorf("replies to unproven Initials: %d B, largest %d B, for %d B sent, smallest %d B", c.got, c.maxGot, c.sent, c.minSent)
+	}
+	if n := l.hs.inProgress(); n != 0 {
+		t.Errorf("%d handshakes in progress for an unproven address", n)
+	}
+}
+
+// retryCounter counts the Retry packets a client socket receives.
+type retryCounter struct {
+	net.PacketConn
+	n *atomic.Int32
+}
+
+func (r retryCounter) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := r.PacketConn.ReadFrom(b)
+	if err == nil && n > 0 && b[0]&0xf0 == 0xf0 {
+		r.n.Add(1)
+	}
+	return n, a, err
+}
+
+// TestTokenSkipsRetry: a stack's first dial to a listener goes through a
+// Retry; its next ones present the listener's NEW_TOKEN and do not.
+func TestTokenSkipsRetry(t *testing.T) {
+	srv := &Stack{}
+	l, err := srv.listen(context.Background(), loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	psitest.CloseAccepted(l)
+	var retries atomic.Int32
+	st := &Stack{PacketConn: func(netip.AddrPort) (net.PacketConn, error) {
+		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return retryCounter{pc, &retries}, err
+	}}
+	var first int32
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		tr, err := st.Dial(ctx, l.addr, clientConfig())
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		// The token comes with the handshake's confirmation: on the first
+		// dial, wait for the listener, which closes what it accepts, to
+		// have sent it.
+		if i == 0 {
+			if err := tr.WriteMessage(ctx, []byte("x"), true, nil); err != nil {
+				t.Fatal(err)
+			}
+			for err == nil {
+				_, _, err = tr.ReadMessage(ctx, make([]byte, 16))
+			}
+		}
+		tr.Close()
+		cancel()
+		// A ClientHello may span two Initials, each answered by a Retry.
+		got := retries.Load()
+		if i == 0 {
+			first = got
+		}
+		if got == 0 || got != first {
+			t.Fatalf("dial %d: %d Retry packets so far, %d on the first dial", i, got, first)
+		}
+	}
 }

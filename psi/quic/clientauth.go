@@ -16,6 +16,7 @@ import (
 // session ticket (with HANDSHAKE_DONE) once it has accepted the client,
 // and closes the connection with a TLS alert if it has not.
 type clientAuth struct {
+	keeps    bool        // a session cache keeps the tickets
 	asked    atomic.Bool // the server sent a CertificateRequest
 	accepted chan struct{}
 	once     sync.Once
@@ -34,6 +35,7 @@ func watchClientAuth(tc *tls.Config) *clientAuth {
 		}
 		return new(tls.Certificate), nil // no certificate; the server decides
 	}
+	w.keeps = tc.ClientSessionCache != nil
 	tc.ClientSessionCache = ticketSignal{c: tc.ClientSessionCache, w: w}
 	return w
 }
@@ -52,6 +54,15 @@ func (w *clientAuth) wait(ctx context.Context, qc *quicgo.Conn) error {
 	case <-ctx.Done():
 		return dialError(ctx, ctx.Err())
 	}
+}
+
+// ticket returns a channel closed when the server's first session ticket
+// arrives, or nil if no cache keeps tickets.
+func (w *clientAuth) ticket() <-chan struct{} {
+	if !w.keeps {
+		return nil
+	}
+	return w.accepted
 }
 
 // ticketSignal is a session cache that reports the server's first ticket.

@@ -44,6 +44,9 @@ type conn struct {
 	// was handed over or the connection ended without one.
 	rootDone func()
 	rootOnce sync.Once
+	// ticket, on a dialled connection whose Association keeps session
+	// tickets, is closed when the server's first ticket arrived.
+	ticket <-chan struct{}
 
 	mu       sync.Mutex
 	wg       sync.WaitGroup // goroutines started with spawn
@@ -250,6 +253,34 @@ func (c *conn) awaitEnd(ctx context.Context) {
 	case <-ctx.Done():
 	}
 }
+
+// awaitTicket waits, before a client's close, for the server's session
+// ticket if none came yet, for at most a few round trips: after a 0-RTT
+// exchange the reply and the peer's close arrive a round trip before it,
+// and a connection closed then would leave the Association only a ticket
+// already used, which the listener's anti-replay refuses.
+func (c *conn) awaitTicket(ctx context.Context) {
+	if c.ticket == nil {
+		return
+	}
+	select {
+	case <-c.ticket:
+		return
+	default:
+	}
+	tm := time.NewTimer(max(4*c.qc.ConnectionStats().SmoothedRTT, ticketWait))
+	defer tm.Stop()
+	select {
+	case <-c.ticket:
+	case <-c.qc.Context().Done():
+	case <-tm.C:
+	case <-ctx.Done():
+	}
+}
+
+// ticketWait is the least awaitTicket waits, for a path whose round trip
+// is not measured yet.
+const ticketWait = 20 * time.Millisecond
 
 // abort closes the connection at once.
 func (c *conn) abort(code quicgo.ApplicationErrorCode, msg string) {

@@ -47,10 +47,17 @@ func (s *Stack) DialPacket(ctx context.Context, pc net.PacketConn, remote net.Ad
 	return t, nil
 }
 
-// over returns a copy of s that runs over pc.
+// over returns a copy of s's settings that runs over pc and shares s's
+// address tokens.
 func (s *Stack) over(pc net.PacketConn) *Stack {
-	st := *s
-	st.Transport = nil
-	st.PacketConn = func(netip.AddrPort) (net.PacketConn, error) { return pc, nil }
-	return &st
+	st := &Stack{
+		PacketConn:             func(netip.AddrPort) (net.PacketConn, error) { return pc, nil },
+		MaxHandshakes:          s.MaxHandshakes,
+		MaxHandshakesPerSource: s.MaxHandshakesPerSource,
+		MaxHandshakeRate:       s.MaxHandshakeRate,
+		MaxStreams:             s.MaxStreams,
+		tokens:                 s.tokenStore(false),
+	}
+	st.tokensOnce.Do(func() {})
+	return st
 }

@@ -94,18 +94,22 @@ type Stack struct {
 	// MaxHandshakes bounds a listener's handshakes in progress; zero means
 	// 128. MaxHandshakesPerSource bounds those from one address, and four
 	// times as many from one /24 or /48 prefix; zero means 8. Past them
-	// new connections are refused. Past 8 in progress, new clients must
-	// first prove their address with a Retry. These apply to the
-	// transports the stack opens itself, not to those from Transport.
+	// new connections are refused. A client first proves its address
+	// with a Retry unless it holds a token from an earlier connection, so
+	// no reply to an unproven Initial is larger than it. These apply to
+	// the transports the stack opens itself, not to those from Transport.
 	MaxHandshakes, MaxHandshakesPerSource int
 	// MaxHandshakeRate bounds the handshakes a listener starts a second
 	// for one /24 or /48 prefix, a quarter of it for one source address
 	// (an IPv6 /64), as the FSP and TCP listeners do (internal/hsrate);
-	// zero means 100. An Initial over it from an address not yet proven
-	// gets a Retry (a spoofer spends the victim's tokens for unproven
-	// handshakes only); a proven one over it is refused while 8 or more
-	// handshakes are in progress.
+	// zero means 100. A handshake over it is refused while 8 or more are
+	// in progress.
 	MaxHandshakeRate int
+
+	// tokens keeps the address tokens listeners gave this stack's dials
+	// (NEW_TOKEN), so a second dial to a server skips its Retry.
+	tokens     quicgo.TokenStore
+	tokensOnce sync.Once
 	// MaxStreams bounds the streams the peer may have open at once on one
 	// connection: its root and its forks, accepted or not. A Fork past
 	// the peer's bound waits (back-pressure) until one of them is done, or
@@ -120,6 +124,16 @@ func (*Stack) Name() string { return Name }
 
 // Features returns Reliable|Ordered|Fork|ZeroRTT|Datagrams|Encrypted.
 func (*Stack) Features() psi.Features { return features }
+
+// tokenStore returns the stack's store of address tokens for a client,
+// nil for a server.
+func (s *Stack) tokenStore(server bool) quicgo.TokenStore {
+	if server {
+		return nil
+	}
+	s.tokensOnce.Do(func() { s.tokens = newTokenStore() })
+	return s.tokens
+}
 
 // packetSize is the largest UDP payload QUIC sends: the base PLPMTU of
 // RFC 8899, which fits a 1,280-byte IPv6 path (see quicConfig).
@@ -143,6 +157,7 @@ func (s *Stack) quicConfig(cfg *psi.Config, server bool) *quicgo.Config {
 		// One unidirectional stream: the peer's "done" (see conn.release).
 		MaxIncomingUniStreams: 1,
 		Tracer:                tracer(cfg),
+		TokenStore:            s.tokenStore(server),
 		// quic-go (v0.65) probes the path MTU upward but has no black-hole
 		// detection: a path whose MTU falls mid-transfer would stall the
 		// connection for good. Stay at the base PLPMTU that fits any
@@ -323,6 +338,7 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, ua net.Addr, cf
 		}
 	}
 	c := newConn(qc, tr, cfg, false, nil, nil)
+	c.ticket = auth.ticket()
 	select {
 	case <-qc.HandshakeComplete():
 		// Fail here, not on first use, if the server refuses our

@@ -881,6 +881,7 @@ func (t *Transient) finishClose(ctx context.Context) error {
 		t.abort(codeClosed)
 		return t.opError("close", closeFailure(ctx, err))
 	}
+	t.c.awaitTicket(ctx)
 	t.releaseOnce()
 	return nil
 }
