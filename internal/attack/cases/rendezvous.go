@@ -78,7 +78,9 @@ func RendezvousFill(o attack.Options) (*attack.Result, error) {
 			hc := attack.ClientFrom(attackerAddr)
 			defer hc.CloseIdleConnections()
 			var wg sync.WaitGroup
-			for range 64 {
+			// 64 workers, fewer in a slower build (attack.Paced): still
+			// more requests than the server admits from one source.
+			for range attack.Paced(64) {
 				wg.Go(func() {
 					for ctx.Err() == nil {
 						k, err := rendezvous.GenerateKey()
