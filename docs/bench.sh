@@ -33,3 +33,6 @@ fi
 ns() { go test -run '^$' -count "$count" "$@" 2>&1 | grep -E '^(Benchmark|goos|goarch|cpu|pkg)'; }
 ns -bench 'BenchmarkHeadOfLine$' -benchtime 2000x ./carrier
 ns -bench 'BenchmarkFairness|BenchmarkGoodputLoss' -benchtime 1x ./psi/fsp
+# Per-acknowledgement cost of a session's shared congestion state with 1
+# and 1,000 clones (issue 15; no sockets). Printed only.
+ns -bench 'BenchmarkCCOnAck' -benchtime 20000x ./psi/fsp

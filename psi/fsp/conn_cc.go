@@ -491,10 +491,10 @@ type rackPacket struct {
 // RFC 9002's packet threshold, and the one lost). With as many, the
 // siblings' acknowledgements decide only for a packet that asked for an
 // immediate one: a bulk clone's acknowledgements are delayed by its own
-// peer loop, on a loaded host by more than rackAckSlack, and sibling
-// acknowledgements then declared about 300 spurious losses in a 20 s
-// BenchmarkFairness run with 8 clones (2.5 times the window reductions of
-// one connection; docs/benchmarks.md).
+// peer loop, on a loaded host by more than rackAckSlack: with the rule
+// for every packet, a traced BenchmarkFairness run with 8 clones took 2.5
+// times the losses and window reductions of one without it
+// (docs/benchmarks.md).
 const rackOwnPackets = 4
 
 // rackAckSlack is the most extra time, beyond 5/4 of the round trip and

@@ -369,7 +369,9 @@
 // trips. After two probe timeouts the RTO (the same formula, floored at
 // 2 ms and doubled per expiry) presumes all in flight lost and resends
 // under a collapsed window. Congestion control is CUBIC (or NewReno)
-// with pacing. The connections of a session (the root and its clones)
+// with pacing; a loss while the flow has fewer than three packets queued
+// on the path (by the least RTT of the round trip) is taken for a random
+// one and keeps 0.85 of the window instead of 0.7 (as TCP Veno). The connections of a session (the root and its clones)
 // share one controller and pacer per peer address, so eight busy clones
 // take one flow's share of a bottleneck, and share loss detection: the
 // last packet of a burst asks for an immediate acknowledgement, and is
