@@ -291,7 +291,7 @@ func (c *Conn) pmtuAcked(big bool) {
 // unanswered for a probe timeout. Called with c.mu held.
 func (c *Conn) pmtuSuspect(now time.Time) {
 	pm := &c.pmtu
-	if c.plpmtu() <= BaseDatagramSize || c.active == nil || c.cfg.DisablePathMTUDiscovery {
+	if c.plpmtu() <= BaseDatagramSize || c.active == nil || !c.peerKnown || c.state != stateEstablished || c.cfg.DisablePathMTUDiscovery {
 		return
 	}
 	if !c.bigInFlight() {
