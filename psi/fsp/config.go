@@ -120,9 +120,9 @@ type Config struct {
 	// retransmit, and nobody is refused.
 	MaxPending, MaxPendingPerAddress, MaxPendingPerPrefix int
 	// MaxHandshakeRate bounds the key exchanges a listener runs a second
-	// for one such prefix, and a quarter of it for one address; zero
-	// means 100. Past either, the prefix's
-	// CONNECT_REQUESTs are dropped, and their clients retransmit.
+	// for one such prefix, and a quarter of it for one address, while 8
+	// or more handshakes are pending; zero means 100. Past either, the
+	// prefix's CONNECT_REQUESTs are dropped, and their clients retransmit.
 	MaxHandshakeRate int
 
 	// forkAnnounce is how long a fresh clone waits for data before it

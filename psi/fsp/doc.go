@@ -315,7 +315,7 @@
 // Before a peer proves itself a listener holds little: INIT_CONNECT gets
 // a stateless cookie; a CONNECT_REQUEST with a valid cookie costs a key
 // exchange and a signature, at most Config.MaxHandshakeRate a second per
-// /24 (IPv4) or /48 (IPv6) prefix, run by at most GOMAXPROCS handshake
+// /24 (IPv4) or /48 (IPv6) prefix once 8 are pending, run by at most GOMAXPROCS handshake
 // workers off the socket's read loop, from a queue of 1,024 shared fairly
 // between prefixes (a request finding it full is dropped, and
 // retransmitted, unless another prefix holds more of it: then that

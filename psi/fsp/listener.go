@@ -241,7 +241,7 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		if confirmed {
 			return // a copy of a handshake that completed: no second one
 		}
-		if !t.limiter.allowFrom(from.ap.Addr(), now, l.cfg.handshakeRate()) {
+		if !t.allowHandshake(from.ap.Addr(), now, l.cfg.handshakeRate()) {
 			return // the client retransmits
 		}
 		src := pendingPrefix(from.ap.Addr())

@@ -174,3 +174,19 @@ type handshakeLimiter struct{ l hsrate.Limiter }
 func (h *handshakeLimiter) allowFrom(a netip.Addr, now time.Time, rate int) bool {
 	return h.l.Allow(a, now, rate)
 }
+
+// rateAbove is the number of pending handshakes past which a listener
+// holds sources to its handshake rate, as the QUIC and TCP listeners do:
+// below it the workers have room, and a client that dials one handshake
+// after another (a benchmark, a proxy for many users) is not slowed.
+const rateAbove = 8
+
+// allowHandshake reports whether a handshake from a may start now: always
+// while fewer than rateAbove are pending, else within the rate. Read
+// loop only.
+func (t *Transport) allowHandshake(a netip.Addr, now time.Time, rate int) bool {
+	t.mu.Lock()
+	busy := t.pending.len() >= rateAbove
+	t.mu.Unlock()
+	return !busy || t.limiter.allowFrom(a, now, rate)
+}

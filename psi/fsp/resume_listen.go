@@ -49,7 +49,7 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 		t.restoreFallback(l, from, pkt, req.nonce, now)
 		return
 	}
-	if !t.limiter.allowFrom(from.ap.Addr(), now, l.cfg.handshakeRate()) {
+	if !t.allowHandshake(from.ap.Addr(), now, l.cfg.handshakeRate()) {
 		return
 	}
 	t.mu.Lock()

@@ -99,6 +99,7 @@ type mmsg struct {
 	errno syscall.Errno
 
 	sendFn func(fd uintptr) bool
+	tryFn  func(fd uintptr) // send once; EAGAIN in errno if the buffer is full
 }
 
 func newMmsg(n int) *mmsg {
@@ -110,7 +111,15 @@ func newMmsg(n int) *mmsg {
 		npkts: make([]int, n),
 	}
 	m.sendFn = m.send
+	m.tryFn = m.try
 	return m
+}
+
+// try sends once, leaving EAGAIN in m.errno if the socket buffer is full.
+func (m *mmsg) try(fd uintptr) {
+	if !m.send(fd) {
+		m.errno = unix.EAGAIN
+	}
 }
 
 // readState is the reader's system call state and receive space: slots
@@ -428,11 +437,7 @@ func (c *batchConn) writeSome(m *mmsg, pkts []Packet, gso bool) (int, error) {
 	// Try without the descriptor's write lock first, so that writers
 	// of different connections send at once; wait for room under it
 	// only when the socket buffer is full.
-	err = c.rc.Control(func(fd uintptr) {
-		if !m.send(fd) {
-			m.errno = unix.EAGAIN
-		}
-	})
+	err = c.rc.Control(m.tryFn)
 	if err == nil && m.errno == unix.EAGAIN {
 		err = c.rc.Write(m.sendFn)
 	}
