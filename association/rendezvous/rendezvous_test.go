@@ -198,7 +198,12 @@ func TestConnectLoopback(t *testing.T) {
 // once that peer asks for its owner.
 func TestConsent(t *testing.T) {
 	checkGoroutines(t)
-	srv := NewServer(Config{MaxWait: 50 * time.Millisecond})
+	// One poll outlasts the short exchanges below, so that each ends
+	// while its poll waits and the server drops its registration at once.
+	// With polls shorter than the exchanges, one could end between two
+	// polls, when no request of its client is open: the registration then
+	// rightly waits out EntryTTL for the next poll.
+	srv := NewServer(Config{MaxWait: 5 * time.Second})
 	url := newServer(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
