@@ -350,6 +350,9 @@ func TestDualRelayFallback(t *testing.T) {
 	c := listenUDP(t)
 	c.WriteToUDPAddrPort(seqPacket(1, 8), u.Addr())
 	echoCheck(t, dialTCP(t, tr.Addr()), []byte("tcp works"))
+	// The UDP relay reads the datagram on its own goroutine, which the
+	// TCP echo does not wait for.
+	waitFor(t, "the UDP relay to drop the datagram", func() bool { return u.Stats().Up.Dropped == 1 })
 	if st := u.Stats(); st.Up.Dropped != 1 || st.Up.Packets != 0 {
 		t.Fatalf("stats %+v", st)
 	}
