@@ -105,16 +105,24 @@ func (s *stream) AcceptFork(context.Context) (psi.Transient, error) {
 }
 
 // during runs f with set applied as the deadline ctx implies, and moves
-// the deadline to now if ctx ends first.
+// the deadline to now if ctx ends first. If ctx ended, it waits for that
+// move: run late, it would land on the next call's deadline and time out
+// a read or write whose context is still live.
 func during(ctx context.Context, set func(time.Time) error, f func() error) error {
 	if d, ok := ctx.Deadline(); ok {
 		set(d)
 	} else {
 		set(time.Time{})
 	}
-	stop := context.AfterFunc(ctx, func() { set(time.Unix(1, 0)) })
+	moved := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		set(time.Unix(1, 0))
+		close(moved)
+	})
 	err := f()
-	stop()
+	if !stop() {
+		<-moved
+	}
 	return err
 }
 
