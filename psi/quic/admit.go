@@ -44,15 +44,18 @@ type handshakes struct {
 	// a token proved (which, over it, is refused).
 	rate   int
 	proven hsrate.Limiter
+	// conns bounds each source's live connections, handshakes included.
+	conns *sourceConns
 }
 
 // evictAge protects a fresh handshake from eviction: its client, if
 // honest, finishes within a round trip or two.
 const evictAge = 500 * time.Millisecond
 
-func newHandshakes(max, perAddr int) *handshakes {
+func newHandshakes(max, perAddr, connsPerSource int) *handshakes {
 	return &handshakes{max: max, perAddr: perAddr, perPrefix: min(4*perAddr, max),
-		addrs: make(map[netip.Addr]int), pfxs: make(map[netip.Prefix]int), live: make(map[*handshake]struct{})}
+		addrs: make(map[netip.Addr]int), pfxs: make(map[netip.Prefix]int), live: make(map[*handshake]struct{}),
+		conns: newSourceConns(connsPerSource)}
 }
 
 // install sets t's callbacks; t must not be in use yet.
@@ -88,6 +91,15 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	pfx := hsrate.Prefix(addr)
 	from := addr
 	addr = hsrate.Host(addr)
+	if !h.conns.take(addr) {
+		return ctx, post.Errorf(post.ErrBackpressure, "quic: %v holds its %d connections", from, h.conns.max)
+	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			h.conns.give(addr)
+		}
+	}()
 	now := time.Now()
 	h.mu.Lock()
 	if ci.AddrVerified && h.total >= rateAbove && !h.proven.Allow(from, now, h.rate) {
@@ -116,6 +128,8 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 		go victim.qc.CloseWithError(codeRefused, "handshake evicted")
 	}
 	context.AfterFunc(ctx, hs.done)
+	admitted = true
+	context.AfterFunc(ctx, func() { h.conns.give(addr) })
 	return withHooks(context.WithValue(ctx, handshakeKey{}, hs)), nil
 }
 

@@ -3,6 +3,7 @@ package quic
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -12,6 +13,8 @@ import (
 
 	quicgo "github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/psitest"
 )
 
@@ -160,7 +163,7 @@ func TestBacklogShare(t *testing.T) {
 // TestHandshakeQuotaIPv6Host: the addresses of one IPv6 /64 are one
 // source for the per-address quota; another /64 of the /48 still gets in.
 func TestHandshakeQuotaIPv6Host(t *testing.T) {
-	h := newHandshakes(128, 2)
+	h := newHandshakes(128, 2, 1024)
 	from := func(a string) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
@@ -392,6 +395,85 @@ func TestTokenSkipsRetry(t *testing.T) {
 		}
 		if got == 0 || got != first {
 			t.Fatalf("dial %d: %d Retry packets so far, %d on the first dial", i, got, first)
+		}
+	}
+}
+
+// TestConnsPerSource: one source holds at most MaxConnsPerSource live
+// connections on a listener, accepted or not; the next is refused, a
+// client elsewhere still connects, and a closed connection makes room
+// (before, a source's established connections were unbounded on QUIC
+// while FSP's memory budget bounded them).
+func TestConnsPerSource(t *testing.T) {
+	l, err := (&Stack{MaxConnsPerSource: 4}).listen(context.Background(), loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // the server holds what it accepts; the clients end them
+		for {
+			tr, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			defer psi.Abort(tr, nil)
+		}
+	}()
+	from := func(ip net.IP) *Stack {
+		return &Stack{PacketConn: func(netip.AddrPort) (net.PacketConn, error) {
+			return net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+		}}
+	}
+	src := net.IPv4(127, 0, 0, 2)
+	dial := func(st *Stack) (psi.Transient, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return st.Dial(ctx, l.addr, clientConfig())
+	}
+	var held []psi.Transient
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := range 4 {
+		c, err := dial(from(src))
+		if err != nil {
+			t.Fatalf("connection %d of 4: %v", i, err)
+		}
+		held = append(held, c)
+	}
+	if c, err := dial(from(src)); err == nil {
+		c.Close()
+		t.Fatal("a fifth connection from one source got in")
+	} else if !errors.Is(err, post.ErrRefused) {
+		t.Fatalf("fifth connection: %v, want ErrRefused", err)
+	}
+	c, err := dial(from(net.IPv4(127, 0, 0, 1)))
+	if err != nil {
+		t.Fatalf("a client elsewhere: %v", err)
+	}
+	c.Close()
+	psi.Abort(held[0], nil)
+	held = held[1:]
+	a := netip.MustParseAddr("127.0.0.2")
+	for start := time.Now(); l.hs.conns.of(a) > 3; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d connections counted after one of 4 ended", l.hs.conns.of(a))
+		}
+	}
+	c, err = dial(from(src))
+	if err != nil {
+		t.Fatalf("after one ended: %v", err)
+	}
+	held = append(held, c)
+	for _, c := range held {
+		psi.Abort(c, nil)
+	}
+	held = nil
+	for start := time.Now(); l.hs.conns.of(a) > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d connections still counted after all ended", l.hs.conns.of(a))
 		}
 	}
 }

@@ -55,6 +55,7 @@ func (s *Stack) over(pc net.PacketConn) *Stack {
 		MaxHandshakes:          s.MaxHandshakes,
 		MaxHandshakesPerSource: s.MaxHandshakesPerSource,
 		MaxHandshakeRate:       s.MaxHandshakeRate,
+		MaxConnsPerSource:      s.MaxConnsPerSource,
 		MaxStreams:             s.MaxStreams,
 		tokens:                 s.tokenStore(false),
 	}

@@ -105,6 +105,13 @@ type Stack struct {
 	// zero means 100. A handshake over it is refused while 8 or more are
 	// in progress.
 	MaxHandshakeRate int
+	// MaxConnsPerSource bounds the live connections one source (an IPv4
+	// address or an IPv6 /64) holds on a listener, from its first
+	// Initial until the connection ends, accepted or not; zero means
+	// 1024. Past it a new connection is refused (the client's dial fails
+	// with post.ErrRefused). It applies to the transports the stack opens
+	// itself, as the handshake bounds do.
+	MaxConnsPerSource int
 
 	// tokens keeps the address tokens listeners gave this stack's dials
 	// (NEW_TOKEN), so a second dial to a server skips its Retry.
