@@ -31,7 +31,7 @@ const (
 const (
 	statusOK      = 0
 	statusUnknown = 1 // no transient has the parent token
-	statusBusy    = 2 // the accept queue or the parent's fork queue is full
+	statusBusy    = 2 // the accept queue, the parent's fork queue or the source's connection quota is full
 	statusBad     = 3 // the hello was not understood
 	statusNoFork  = 4 // the server's policy prohibits forking
 )
@@ -102,7 +102,7 @@ func (h *serverHello) err() error {
 	case statusUnknown:
 		return post.Errorf(post.ErrRefused, "peer knows no transient to fork from")
 	case statusBusy:
-		return post.Errorf(post.ErrBackpressure, "peer's accept or fork queue is full")
+		return post.Errorf(post.ErrBackpressure, "peer's accept or fork queue, or its quota of connections from us, is full")
 	case statusBad:
 		return post.Errorf(post.ErrMalformed, "peer rejected our hello")
 	case statusNoFork:

@@ -36,6 +36,7 @@ type listener struct {
 	rate   hsrate.Limiter // serve's only
 	queue  chan *transient
 	queued *queueShare // roots in queue or promised a place in it
+	conns  *connCount  // live transients per source
 
 	mu     sync.Mutex
 	tokens map[token]*transient
@@ -56,6 +57,7 @@ func newListener(s Stack, cfg psi.Config, tc *tls.Config, ln *net.TCPListener) *
 		slots:  newSlots(s.maxHandshakes(), s.perSource(), s.perPrefix()),
 		queued: newQueueShare(s.backlog()),
 		queue:  make(chan *transient, s.backlog()),
+		conns:  newConnCount(s.maxConnsPerSource()),
 		tokens: make(map[token]*transient),
 	}
 	l.log = s.logger(&cfg).With("stack", name, "listen", l.addr.String())
@@ -240,18 +242,23 @@ func (l *listener) hello(ctx context.Context, cc *corkConn, tc *tls.Conn, sl *sl
 		tc.Write(reply.marshal())
 		return nil, nil, err
 	}
-	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken(), true)
+	// Count the transient against its source's quota, or refuse it; shut
+	// uncounts it however it ends.
+	uncount := l.conns.acquire(addrPort(cc.Conn.RemoteAddr()).Addr())
+	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken(), true, uncount)
 	t.ln = l
 	t.forkCh = make(chan *transient, l.stack.maxUnacceptedForks())
 	t.forkRoom = make(chan struct{}, cap(t.forkCh))
 	status := byte(statusOK)
-	if ch.kind == kindRoot {
+	if uncount == nil {
+		status = statusBusy
+	} else if ch.kind == kindRoot {
 		// Promise a place in the accept queue, or refuse now.
 		if !l.queued.reserve(t.remote.Addr()) {
 			status = statusBusy
 		}
 	}
-	if ch.kind == kindFork {
+	if ch.kind == kindFork && uncount != nil {
 		l.mu.Lock()
 		parent = l.tokens[ch.parent]
 		l.mu.Unlock()

@@ -87,6 +87,14 @@ type Stack struct {
 	// zero means 100. It applies while 8 or more handshakes are in
 	// progress; connections over it are then reset at once.
 	MaxHandshakeRate int
+	// MaxConnsPerSource bounds the live connections, roots and forks,
+	// accepted or waiting, that one source (an IPv4 address or an IPv6
+	// /64) may hold on a listener; zero means 1024. A connection counts
+	// from the end of its TLS handshake until it is closed (or aborted,
+	// or dropped with its parent or the listener); past the bound a new
+	// one is refused, and its Dial or Fork fails with an error wrapping
+	// post.ErrBackpressure, as over the accept queue.
+	MaxConnsPerSource int
 }
 
 var _ psi.Stack = Stack{}
@@ -127,6 +135,13 @@ func (s *Stack) maxUnacceptedForks() int {
 		return s.MaxUnacceptedForks
 	}
 	return s.backlog()
+}
+
+func (s *Stack) maxConnsPerSource() int {
+	if s.MaxConnsPerSource <= 0 {
+		return 1024
+	}
+	return s.MaxConnsPerSource
 }
 
 func (s *Stack) maxHandshakes() int {

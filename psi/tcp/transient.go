@@ -86,7 +86,7 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 	if err := c.SetDeadline(time.Time{}); err != nil {
 		return nil, wrap(op, path, err)
 	}
-	t := newTransient(&d.stack, &d.cfg, cc, tc, d.cfg.Association, sh.token, false)
+	t := newTransient(&d.stack, &d.cfg, cc, tc, d.cfg.Association, sh.token, false, nil)
 	t.dialer = d
 	ok = true
 	t.log.Debug("tcp: transient open", "kind", kind)
@@ -108,6 +108,7 @@ type transient struct {
 
 	dialer  *dialer   // client side
 	ln      *listener // server side
+	uncount func()    // server side: releases its count in ln.conns
 	peerPin *psi.Pin  // the peer's key, which forks must present too
 	peer    psi.Identity
 
@@ -159,7 +160,9 @@ func lingerTime(s *Stack, cfg *psi.Config) time.Duration {
 	return psi.DefaultLinger
 }
 
-func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [16]byte, tok token, server bool) *transient {
+// newTransient makes a transient on cc. A server's passes the func that
+// uncounts it from its source's quota (nil if refused); a client's nil.
+func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [16]byte, tok token, server bool, uncount func()) *transient {
 	raw := cc.Conn
 	fr := s.framer()
 	t := &transient{
@@ -173,6 +176,8 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 		r:      fr.NewReader(tc, cfg.Limit()),
 		w:      fr.NewWriter(tc),
 		done:   make(chan struct{}),
+
+		uncount: uncount,
 
 		closeRes: make(chan struct{}),
 	}
@@ -552,6 +557,9 @@ func (t *transient) shut(why error) bool {
 		close(t.done)
 		if t.ln != nil {
 			t.ln.forget(t.token)
+		}
+		if t.uncount != nil {
+			t.uncount()
 		}
 		t.fmu.Lock()
 		for len(t.forkCh) > 0 {
