@@ -45,7 +45,7 @@ type handshakes struct {
 	rate   int
 	proven hsrate.Limiter
 	// conns bounds each source's live connections, handshakes included.
-	conns *sourceConns
+	conns *hsrate.Conns
 }
 
 // evictAge protects a fresh handshake from eviction: its client, if
@@ -55,7 +55,7 @@ const evictAge = 500 * time.Millisecond
 func newHandshakes(max, perAddr, connsPerSource int) *handshakes {
 	return &handshakes{max: max, perAddr: perAddr, perPrefix: min(4*perAddr, max),
 		addrs: make(map[netip.Addr]int), pfxs: make(map[netip.Prefix]int), live: make(map[*handshake]struct{}),
-		conns: newSourceConns(connsPerSource)}
+		conns: hsrate.NewConns(connsPerSource)}
 }
 
 // install sets t's callbacks; t must not be in use yet.
@@ -91,13 +91,14 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	pfx := hsrate.Prefix(addr)
 	from := addr
 	addr = hsrate.Host(addr)
-	if !h.conns.take(addr) {
-		return ctx, post.Errorf(post.ErrBackpressure, "quic: %v holds its %d connections", from, h.conns.max)
+	release := h.conns.Acquire(addr)
+	if release == nil {
+		return ctx, post.Errorf(post.ErrBackpressure, "quic: %v holds its %d connections", from, h.conns.Max())
 	}
 	admitted := false
 	defer func() {
 		if !admitted {
-			h.conns.give(addr)
+			release()
 		}
 	}()
 	now := time.Now()
@@ -129,7 +130,7 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	}
 	context.AfterFunc(ctx, hs.done)
 	admitted = true
-	context.AfterFunc(ctx, func() { h.conns.give(addr) })
+	context.AfterFunc(ctx, release)
 	return withHooks(context.WithValue(ctx, handshakeKey{}, hs)), nil
 }
 

@@ -457,9 +457,9 @@ func TestConnsPerSource(t *testing.T) {
 	psi.Abort(held[0], nil)
 	held = held[1:]
 	a := netip.MustParseAddr("127.0.0.2")
-	for start := time.Now(); l.hs.conns.of(a) > 3; time.Sleep(5 * time.Millisecond) {
+	for start := time.Now(); l.hs.conns.Of(a) > 3; time.Sleep(5 * time.Millisecond) {
 		if time.Since(start) > 5*time.Second {
-			t.Fatalf("%d connections counted after one of 4 ended", l.hs.conns.of(a))
+			t.Fatalf("%d connections counted after one of 4 ended", l.hs.conns.Of(a))
 		}
 	}
 	c, err = dial(from(src))
@@ -471,9 +471,9 @@ func TestConnsPerSource(t *testing.T) {
 		psi.Abort(c, nil)
 	}
 	held = nil
-	for start := time.Now(); l.hs.conns.of(a) > 0; time.Sleep(5 * time.Millisecond) {
+	for start := time.Now(); l.hs.conns.Of(a) > 0; time.Sleep(5 * time.Millisecond) {
 		if time.Since(start) > 5*time.Second {
-			t.Fatalf("%d connections still counted after all ended", l.hs.conns.of(a))
+			t.Fatalf("%d connections still counted after all ended", l.hs.conns.Of(a))
 		}
 	}
 }

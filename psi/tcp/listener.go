@@ -35,8 +35,8 @@ type listener struct {
 	slots  *slots
 	rate   hsrate.Limiter // serve's only
 	queue  chan *transient
-	queued *queueShare // roots in queue or promised a place in it
-	conns  *connCount  // live transients per source
+	queued *queueShare   // roots in queue or promised a place in it
+	conns  *hsrate.Conns // live transients per source
 
 	mu     sync.Mutex
 	tokens map[token]*transient
@@ -57,7 +57,7 @@ func newListener(s Stack, cfg psi.Config, tc *tls.Config, ln *net.TCPListener) *
 		slots:  newSlots(s.maxHandshakes(), s.perSource(), s.perPrefix()),
 		queued: newQueueShare(s.backlog()),
 		queue:  make(chan *transient, s.backlog()),
-		conns:  newConnCount(s.maxConnsPerSource()),
+		conns:  hsrate.NewConns(s.maxConnsPerSource()),
 		tokens: make(map[token]*transient),
 	}
 	l.log = s.logger(&cfg).With("stack", name, "listen", l.addr.String())
@@ -244,7 +244,7 @@ func (l *listener) hello(ctx context.Context, cc *corkConn, tc *tls.Conn, sl *sl
 	}
 	// Count the transient against its source's quota, or refuse it; shut
 	// uncounts it however it ends.
-	uncount := l.conns.acquire(addrPort(cc.Conn.RemoteAddr()).Addr())
+	uncount := l.conns.Acquire(addrPort(cc.Conn.RemoteAddr()).Addr())
 	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken(), true, uncount)
 	t.ln = l
 	t.forkCh = make(chan *transient, l.stack.maxUnacceptedForks())

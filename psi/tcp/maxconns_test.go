@@ -23,7 +23,7 @@ func waitConns(t *testing.T, l *listener, addr string, n, srcs int) {
 	t.Helper()
 	a := netip.MustParseAddr(addr)
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		got, gotSrcs := l.conns.of(a), l.conns.sources()
+		got, gotSrcs := l.conns.Of(a), l.conns.Sources()
 		if got == n && gotSrcs <= srcs {
 			return
 		}
@@ -204,10 +204,7 @@ func TestConnCountEmpties(t *testing.T) {
 	waitConns(t, l, "127.0.0.2", 1, 1)
 	sf1.Close()
 	waitConns(t, l, "127.0.0.2", 0, 0)
-	l.conns.mu.Lock()
-	n := len(l.conns.addrs)
-	l.conns.mu.Unlock()
-	if n != 0 {
+	if n := l.conns.Sources(); n != 0 {
 		t.Fatalf("%d sources left in the count map", n)
 	}
 }
