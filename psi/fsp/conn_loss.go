@@ -452,9 +452,20 @@ func (c *Conn) onTimer() {
 	c.onQuietTimer(now)
 	if ka := c.cfg.keepAlive(); ka > 0 && now.Sub(c.lastKA) >= ka {
 		c.lastKA = now
-		if now.Sub(c.lastRecv) >= ka {
+		if keepAliveProbe(now, c.lastRecv, ka) {
 			c.ackReq = true
 		}
 	}
 	c.trySend()
+}
+
+// keepAliveProbe reports whether a keep-alive tick at now asks the peer
+// for an acknowledgement: when nothing came for half the interval, not a
+// whole one. A tick that lands just short of a full interval after the
+// last packet would otherwise wait another, and with the interval at a
+// third (or, at its 500 ms floor, half) of the idle timeout the peer's
+// answer could come after the timeout: silence is probed within 1.5
+// intervals.
+func keepAliveProbe(now, lastRecv time.Time, ka time.Duration) bool {
+	return now.Sub(lastRecv) >= ka/2
 }
