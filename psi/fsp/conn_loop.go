@@ -154,18 +154,29 @@ func (t *Transport) queueRoom(c *Conn, qlimit int) bool {
 	if plim <= 0 {
 		plim = max(lim/4, int64(qlimit)*bufCost)
 	}
-	if pq := c.pq; pq != nil && pq.queued.Add(bufCost) > plim {
-		pq.queued.Add(-bufCost)
+	if pq := c.pq; pq != nil && !charge(&pq.queued, bufCost, plim) {
 		return false
 	}
-	if t.queued.Add(bufCost) > lim {
-		t.queued.Add(-bufCost)
+	if !charge(&t.queued, bufCost, lim) {
 		if c.pq != nil {
 			c.pq.queued.Add(-bufCost)
 		}
 		return false
 	}
 	return true
+}
+
+// charge adds n to v unless that would pass lim; v never reads above lim.
+func charge(v *atomic.Int64, n, lim int64) bool {
+	for {
+		old := v.Load()
+		if old+n > lim {
+			return false
+		}
+		if v.CompareAndSwap(old, old+n) {
+			return true
+		}
+	}
 }
 
 // unqueue gives back the charge of n datagrams c's loop has processed.
