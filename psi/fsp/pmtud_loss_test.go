@@ -11,7 +11,6 @@ import (
 // loss imp, whose sockets also drop datagrams larger than their caps.
 func netemCapPair(t *testing.T, imp netem.Config) (cli, srv *Conn, cc, sc *capConn) {
 	t.Helper()
-	scfg, ccfg := pair(t)
 	wrap := func(seed int64) *capConn {
 		imp.Seed = seed
 		pc, err := netem.Listen("udp4", "127.0.0.1:0", imp)
@@ -19,24 +18,10 @@ func netemCapPair(t *testing.T, imp netem.Config) (cli, srv *Conn, cc, sc *capCo
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { pc.Close() })
-		c := &capConn{}
-		c.cap.Store(MaxDatagramSize)
-		c.hookConn = &hookConn{PacketConn: pc, onWrite: func(b []byte, send func([]byte)) {
-			if int64(len(b)) <= c.cap.Load() {
-				send(b)
-			}
-		}}
-		return c
+		return capConnOver(pc, MaxDatagramSize)
 	}
 	cc, sc = wrap(41), wrap(42)
-	st, ct := &Transport{Conn: sc}, &Transport{Conn: cc}
-	t.Cleanup(func() { ct.Close(); st.Close() })
-	l, err := st.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, srv = dialAccept(t, testContext(t), ct, l, ccfg)
-	t.Cleanup(func() { cli.Close(); srv.Close() })
+	cli, srv = capPairOver(t, cc, sc)
 	return cli, srv, cc, sc
 }
 

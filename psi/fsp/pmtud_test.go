@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -23,10 +24,13 @@ type capConn struct {
 	largestAfter atomic.Int64 // largest data datagram sent while the cap was lowered
 }
 
-func newCapConn(t *testing.T, c int) *capConn {
+func newCapConn(t *testing.T, c int) *capConn { return capConnOver(mustUDP(t), c) }
+
+// capConnOver wraps pc in a capConn with cap c.
+func capConnOver(pc net.PacketConn, c int) *capConn {
 	cc := &capConn{}
 	cc.cap.Store(int64(c))
-	cc.hookConn = &hookConn{PacketConn: mustUDP(t), onWrite: func(b []byte, send func([]byte)) {
+	cc.hookConn = &hookConn{PacketConn: pc, onWrite: func(b []byte, send func([]byte)) {
 		if int64(len(b)) > cc.cap.Load() {
 			return
 		}
@@ -38,8 +42,15 @@ func newCapConn(t *testing.T, c int) *capConn {
 // capPair connects a client and a server whose sockets drop what exceeds
 // their caps.
 func capPair(t *testing.T, c int) (cli, srv *Conn, cc, sc *capConn) {
-	scfg, ccfg := pair(t)
 	cc, sc = newCapConn(t, c), newCapConn(t, c)
+	cli, srv = capPairOver(t, cc, sc)
+	return cli, srv, cc, sc
+}
+
+// capPairOver connects a client on cc to a server on sc.
+func capPairOver(t *testing.T, cc, sc *capConn) (cli, srv *Conn) {
+	t.Helper()
+	scfg, ccfg := pair(t)
 	st, ct := &Transport{Conn: sc}, &Transport{Conn: cc}
 	t.Cleanup(func() { ct.Close(); st.Close() })
 	l, err := st.Listen(scfg)
@@ -48,7 +59,7 @@ func capPair(t *testing.T, c int) (cli, srv *Conn, cc, sc *capConn) {
 	}
 	cli, srv = dialAccept(t, testContext(t), ct, l, ccfg)
 	t.Cleanup(func() { cli.Close(); srv.Close() })
-	return cli, srv, cc, sc
+	return cli, srv
 }
 
 // searchDone transfers data from s to c until s completed its path MTU
