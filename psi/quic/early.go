@@ -37,42 +37,15 @@ func gateTracer(next func(context.Context, bool, quicgo.ConnectionID) qlogwriter
 		if ch == nil || !isClient {
 			return inner
 		}
-		return &gateTrace{g: &ch.gate, next: inner}
+		return &tapTrace{tap: ch.gate.observe, next: inner}
 	}
 }
 
-type gateTrace struct {
-	g    *paramsGate
-	next qlogwriter.Trace // or nil
-}
-
-func (t *gateTrace) AddProducer() qlogwriter.Recorder {
-	r := &gateRecorder{g: t.g}
-	if t.next != nil {
-		r.next = t.next.AddProducer()
-	}
-	return r
-}
-
-type gateRecorder struct {
-	g    *paramsGate
-	next qlogwriter.Recorder // or nil
-}
-
-func (r *gateRecorder) RecordEvent(ev qlogwriter.Event) {
+// observe marks the gate when the server's transport parameters arrive.
+func (g *paramsGate) observe(ev qlogwriter.Event) {
 	if ps, ok := ev.(qlog.ParametersSet); ok && ps.Initiator == qlog.InitiatorRemote {
-		r.g.mu.Lock()
-		r.g.arrived = true
-		r.g.mu.Unlock()
+		g.mu.Lock()
+		g.arrived = true
+		g.mu.Unlock()
 	}
-	if r.next != nil {
-		r.next.RecordEvent(ev)
-	}
-}
-
-func (r *gateRecorder) Close() error {
-	if r.next != nil {
-		return r.next.Close()
-	}
-	return nil
 }

@@ -125,37 +125,3 @@ func (t *Transient) SetEventHandler(h func(psi.Event)) {
 }
 
 var _ psi.EventSource = (*Transient)(nil)
-
-// eventTrace is the qlogwriter.Trace of a connection with hooks: every
-// event goes to the hooks and, if there is one, the trace file.
-type eventTrace struct {
-	ch   *connHooks
-	file *qlogwriter.FileSeq // nil without a trace
-}
-
-func (t *eventTrace) AddProducer() qlogwriter.Recorder {
-	r := &eventRecorder{ch: t.ch}
-	if t.file != nil {
-		r.next = t.file.AddProducer()
-	}
-	return r
-}
-
-type eventRecorder struct {
-	ch   *connHooks
-	next qlogwriter.Recorder
-}
-
-func (r *eventRecorder) RecordEvent(ev qlogwriter.Event) {
-	r.ch.observe(ev)
-	if r.next != nil {
-		r.next.RecordEvent(ev)
-	}
-}
-
-func (r *eventRecorder) Close() error {
-	if r.next != nil {
-		return r.next.Close()
-	}
-	return nil
-}

@@ -55,7 +55,11 @@ func tracer(cfg *psi.Config) func(context.Context, bool, quicgo.ConnectionID) ql
 		}
 		switch {
 		case ch != nil && events:
-			return &eventTrace{ch: ch, file: seq}
+			t := &tapTrace{tap: ch.observe}
+			if seq != nil {
+				t.next = seq
+			}
+			return t
 		case seq != nil:
 			return seq
 		}
