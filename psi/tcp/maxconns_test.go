@@ -109,15 +109,7 @@ func TestMaxConnsPerSource(t *testing.T) {
 func TestMaxConnsPerSourceForks(t *testing.T) {
 	l := testListener(t, Stack{MaxConnsPerSource: 4})
 	ctx := context.Background()
-	c, err := dialFrom(l, "127.0.0.2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	root, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, root := rootFrom(t, l, "127.0.0.2")
 	var forks []psi.Transient
 	for i := range 3 {
 		f, err := c.Fork(ctx, psi.Wine)
@@ -152,15 +144,7 @@ func TestMaxConnsPerSourceForks(t *testing.T) {
 func TestConnCountEmpties(t *testing.T) {
 	l := testListener(t, Stack{MaxConnsPerSource: 3, MaxUnacceptedForks: 1, ServerHandshakeTimeout: 400 * time.Millisecond})
 	ctx := context.Background()
-	c, err := dialFrom(l, "127.0.0.2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	root, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, root := rootFrom(t, l, "127.0.0.2")
 	f1, err := c.Fork(ctx, psi.Wine)
 	if err != nil {
 		t.Fatal(err)
@@ -207,4 +191,20 @@ func TestConnCountEmpties(t *testing.T) {
 	if n := l.conns.Sources(); n != 0 {
 		t.Fatalf("%d sources left in the count map", n)
 	}
+}
+
+// rootFrom dials l from ip and accepts the root; the client end closes
+// with the test.
+func rootFrom(t *testing.T, l *listener, ip string) (c, root psi.Transient) {
+	t.Helper()
+	c, err := dialFrom(l, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	root, err = l.Accept(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, root
 }
