@@ -380,7 +380,9 @@
 // its siblings are acknowledged reduces the shared window as a loss does
 // instead of collapsing it. Each keeps its own sequence space and
 // retransmissions. The receive window is advertised in packets. Keep-alives
-// run while idle; a peer silent for IdleTimeout, or one that leaves ten
+// tick every Config.KeepAlive (a third of IdleTimeout, at least 500 ms)
+// while idle and ask for an acknowledgement once the peer has been silent
+// for half that; a peer silent for IdleTimeout, or one that leaves ten
 // backed-off retransmission timeouts and at least 5 s of data
 // unanswered, is declared dead with post.ErrTimeout.
 //
