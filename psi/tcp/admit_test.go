@@ -322,8 +322,24 @@ func TestSlotsIPv6Host(t *testing.T) {
 func TestHandshakeRate(t *testing.T) {
 	l := testListener(t, Stack{MaxHandshakeRate: 8, MaxHandshakes: 1024, Backlog: 256}) // 2 a second from one address, 64 at once
 	psitest.CloseAccepted(l)
-	// The first 8 are admitted before the listener is busy, then 2 a
-	// second.
+	// The rate applies once the listener is busy: 8 clients from other
+	// addresses start a TLS record and stall, holding handshakes in
+	// progress for the whole test (without them, on a fast machine, the
+	// dials finished too soon to keep 8 in progress, and 26 of 40 got in).
+	for i := range 8 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 3, byte(1+i))}}
+		c, err := d.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.Write([]byte{0x16, 0x03, 0x01}) // a handshake record's first bytes
+	}
+	for start := time.Now(); l.slots.inUse() < 8; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d handshakes in progress, want 8", l.slots.inUse())
+		}
+	}
 	psitest.HandshakeRate(t, func(from string) error {
 		cfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}, Local: netip.MustParseAddrPort(from + ":0"), HandshakeTimeout: 5 * time.Second}
 		tr, err := Stack{}.Dial(context.Background(), l.Addr(), cfg)
