@@ -89,6 +89,12 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 	case <-c.done:
 		c.mu.Lock()
 		err := c.err
+		if !c.closedHere(err) {
+			// The connection failed while closing (the peer reset it, or
+			// went silent through the linger): Close reports that, and
+			// later calls see a closed connection, as after any Close.
+			c.err = &closeFailed{err: err}
+		}
 		c.mu.Unlock()
 		if c.closedHere(err) {
 			return nil // a concurrent Close finished
@@ -109,6 +115,13 @@ var errLocalClose = post.Errorf(post.ErrClosed, "fsp: connection closed")
 func (c *Conn) closedHere(err error) bool {
 	return err == errLocalClose || errors.Is(err, errAborted)
 }
+
+// closeFailed is the error of calls after a Close that failed with err.
+type closeFailed struct{ err error }
+
+func (e *closeFailed) Error() string { return "post: closed: fsp: close failed: " + e.err.Error() }
+
+func (e *closeFailed) Unwrap() []error { return []error{post.ErrClosed, e.err} }
 
 // errAborted marks the error of a connection ended by Abort.
 var errAborted = errors.New("fsp: aborted")
