@@ -700,6 +700,13 @@ func testCloseContextBounded(t *testing.T, mp MakePair) {
 	if err == nil {
 		t.Fatal("Close returned nil although the peer acknowledged nothing")
 	}
+	// Closed, though the Close failed: later calls say so.
+	if _, _, err := p.A.ReadMessage(ctx, make([]byte, 64)); !errors.Is(err, post.ErrClosed) {
+		t.Errorf("read after a failed Close: %v, want ErrClosed", err)
+	}
+	if err := p.A.WriteMessage(ctx, []byte("x"), true, nil); !errors.Is(err, post.ErrClosed) {
+		t.Errorf("write after a failed Close: %v, want ErrClosed", err)
+	}
 }
 
 func testAbort(t *testing.T, mp MakePair) {
