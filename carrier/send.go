@@ -349,8 +349,9 @@ func (w *MessageWriter) release() {
 // Close completes the message and returns nil once the stack holds all of
 // it. If a Write failed or the message was aborted, Close returns that
 // error: the reader never sees the message as complete. The end travels
-// alone, so a reader of parts gets an empty last part; WriteLast sends
-// the last bytes with it instead.
+// alone, so a reader of parts may get it as an empty last part (or with
+// the last data, if that was still unread); WriteLast
+// sends the last bytes with it instead.
 func (w *MessageWriter) Close() error { return w.finish(nil) }
 
 // WriteLast sends p as the last part of the message and completes it, as

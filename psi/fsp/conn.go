@@ -96,6 +96,10 @@ type Conn struct {
 	pq   *peerQueue // the bytes queued for its peer address; set by register
 	rxMu sync.Mutex // serialises opening with rx, which may run outside mu
 
+	// whole holds ReceiveMessage's progress between calls (which must not
+	// overlap, as ReadMessage's must not).
+	whole wholeRead
+
 	mu        sync.Mutex
 	remote    peerAddr
 	state     state

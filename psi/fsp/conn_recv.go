@@ -567,24 +567,43 @@ func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err 
 	}
 }
 
-// ReceiveMessage reads one whole message, up to Config.MaxMessageSize.
+// wholeRead is what ReceiveMessage keeps of the message in progress when a
+// call returns before its end: the bytes read so far, or that the rest of
+// a message over the limit is to be discarded.
+type wholeRead struct {
+	part []byte
+	skip bool
+}
+
+// ReceiveMessage reads one whole message, up to Config.MaxMessageSize. A
+// larger message fails with an error wrapping post.ErrMessageTooLarge and
+// is discarded; bytes read before ctx ends are kept for the next call, so
+// a call never returns the rest of a message as a whole one.
 func (c *Conn) ReceiveMessage(ctx context.Context) ([]byte, error) {
-	var msg []byte
+	w := &c.whole
 	limit := c.cfg.maxMessage()
 	buf := make([]byte, MaxPayload)
 	for {
 		n, end, err := c.ReadMessage(ctx, buf)
 		if errors.Is(err, post.ErrReset) {
+			w.part, w.skip = nil, false
 			return nil, err // a complete-message reader never sees an aborted part
 		}
 		if err != nil {
-			return msg, err
+			return nil, err
 		}
-		if int64(len(msg)+n) > limit {
+		if w.skip {
+			w.skip = !end
+			continue
+		}
+		if int64(len(w.part)+n) > limit {
+			w.part, w.skip = nil, !end
 			return nil, post.Errorf(post.ErrMessageTooLarge, "fsp: message over %d bytes", limit)
 		}
-		msg = append(msg, buf[:n]...)
+		w.part = append(w.part, buf[:n]...)
 		if end {
+			msg := w.part
+			w.part = nil
 			if msg == nil {
 				msg = []byte{}
 			}

@@ -543,3 +543,44 @@ func TestForkOverBudget(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// TestReceiveMessageResumes: a ReceiveMessage that fails part way never
+// makes the next call return the rest of that message as a whole one. A
+// message over MaxMessageSize is discarded, and bytes read before the
+// context ended are kept (before, the next call returned the tail).
+func TestReceiveMessageResumes(t *testing.T) {
+	scfg, ccfg := pair(t)
+	scfg.MaxMessageSize = 4000
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	big := randBytes(3 * MaxPayload)
+	for _, m := range [][]byte{big, []byte("next")} {
+		if err := c.SendMessage(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.ReceiveMessage(ctx); !errors.Is(err, post.ErrMessageTooLarge) {
+		t.Fatalf("message over the limit: %v", err)
+	}
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "next" {
+		t.Fatalf("after a message over the limit: %q, %v", m, err)
+	}
+
+	// A message whose end comes after the reader's context ended.
+	if err := c.WriteMessage(ctx, []byte("first part "), false); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err := s.ReceiveMessage(short)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("message without its end: %v", err)
+	}
+	if err := c.WriteMessage(ctx, []byte("and the end"), true); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "first part and the end" {
+		t.Fatalf("after the context ended: %q, %v", m, err)
+	}
+}
