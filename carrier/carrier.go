@@ -35,7 +35,10 @@ type Config struct {
 	SystemPolicy *policy.Context
 	// Stacks to race; nil means DefaultStacks().
 	Stacks []psi.Stack
-	// MaxMessageSize bounds one message in either direction; zero means
+	// MaxMessageSize bounds a whole message in either direction: SendMsg
+	// refuses a larger one and Receive fails on one (both with errors
+	// wrapping post.ErrMessageTooLarge). Messages in parts
+	// (NewMessageWriter, Ready with Max) are not bounded. Zero means
 	// psi.DefaultMaxMessageSize.
 	MaxMessageSize int64
 	// SendBuffer bounds the bytes of messages queued but not yet sent;

@@ -21,8 +21,10 @@ import (
 // blocks while Config.SendBuffer bytes are queued, and fails with an error
 // wrapping post.ErrBackpressure if ctx ends first; a ctx that has already
 // ended queues nothing. After the peer closed, it fails with an error
-// wrapping post.ErrPeerClosed. The Carrier keeps m.Content until it is
-// sent: do not modify it.
+// wrapping post.ErrPeerClosed. Content over Config.MaxMessageSize is
+// refused with an error wrapping post.ErrMessageTooLarge (NewMessageWriter
+// sends it in parts). The Carrier keeps m.Content until it is sent: do not
+// modify it.
 func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 	if m == nil {
 		return post.Errorf(post.ErrInvalid, "nil message")
