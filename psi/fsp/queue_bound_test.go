@@ -2,6 +2,7 @@ package fsp
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -14,9 +15,8 @@ import (
 func TestQueuedBytesBounded(t *testing.T) {
 	scfg, ccfg := pair(t)
 	scfg.KeepAlive, ccfg.KeepAlive = -1, -1
-	l := listen(t, scfg)
 	const limit = 40 * bufCost
-	l.t.queueCap = limit
+	l := listenCapped(t, scfg, limit, 0)
 	ctx := testContext(t)
 	msg := randBytes(64 << 10)
 	ss, peak, resume := stalledSends(t, ctx, l, ccfg, 6, msg, 300*time.Millisecond)
@@ -45,11 +45,10 @@ func TestQueuedBytesBounded(t *testing.T) {
 func TestQueuedBytesPerPeer(t *testing.T) {
 	scfg, ccfg := pair(t)
 	scfg.KeepAlive, ccfg.KeepAlive = -1, -1
-	l := listen(t, scfg)
 	// Three stalled connections queue 135 datagrams without a bound,
 	// more than the Transport's 130; the other peer's burst is 45.
 	const peerLimit = 60 * bufCost
-	l.t.queueCap, l.t.peerCap = 130*bufCost, peerLimit
+	l := listenCapped(t, scfg, 130*bufCost, peerLimit)
 	ctx := testContext(t)
 	msg := randBytes(64 << 10)
 	_, peak, resume := stalledSends(t, ctx, l, ccfg, 3, msg, 200*time.Millisecond)
@@ -83,6 +82,26 @@ func TestQueuedBytesPerPeer(t *testing.T) {
 	if peers != 2 {
 		t.Errorf("%d peers counted, want 2", peers)
 	}
+}
+
+// listenCapped is listen with the Transport's queue bounds set before its
+// read loop starts, which reads them without a lock (setting them on a
+// running listener was a data race the race detector reported).
+func listenCapped(t *testing.T, cfg *Config, queueCap, peerCap int64) *Listener {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(loopback))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &Transport{Conn: pc, owned: true, queueCap: queueCap, peerCap: peerCap}
+	l, err := tr.Listen(cfg)
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	l.ownsTransport = true
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 // stalledSends connects n clients to l, stalls the loops of their server
