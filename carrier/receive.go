@@ -122,10 +122,10 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 			c.touch()
 		}
 		if err != nil {
-			if ctx.Err() != nil {
+			if cerr := ctxEnded(ctx); cerr != nil {
 				// Our own cancellation: the transient stays usable and
 				// the bytes read so far stay buffered.
-				return nil, ctx.Err()
+				return nil, cerr
 			}
 			if c.revivable(t) {
 				continue

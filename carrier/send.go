@@ -191,7 +191,7 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 		return nil, post.ErrClosed
 	}
 	err = t.WriteMessage(ctx, om.m.Content, true, opts)
-	if err != nil && ctx.Err() != nil && c.ctx.Err() == nil {
+	if err != nil && ctxEnded(ctx) != nil && c.ctx.Err() == nil {
 		// The lifetime ran out while flow control held the message;
 		// the stack may have sent part of it, so abandon it.
 		c.abandon(t, err)
@@ -331,7 +331,7 @@ func (w *MessageWriter) Write(p []byte) (int, error) {
 
 // fail abandons the message after err and releases the transient.
 func (w *MessageWriter) fail(err error) {
-	if w.ctx.Err() != nil || err == errWriterAborted {
+	if ctxEnded(w.ctx) != nil || err == errWriterAborted {
 		w.err = opError("send", w.t, err)
 		w.c.abandon(w.t, err)
 	} else {
