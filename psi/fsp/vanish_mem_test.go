@@ -22,14 +22,7 @@ func TestUnreadPeersVanish(t *testing.T) {
 	scfg, ccfg := pair(t)
 	scfg.MemoryBudget, scfg.IdleTimeout = budget, time.Second
 	ccfg.SendBuffer = 128 << 10
-	heap := func() uint64 {
-		// Twice: a sync.Pool keeps its buffers through one collection.
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
+	heap := attack.LiveHeap // two collections: a sync.Pool keeps its buffers through one
 	l := listen(t, scfg)
 	goroutines := runtime.NumGoroutine()
 	before := heap()
