@@ -59,8 +59,10 @@ func (in *inPacket) own(plen int) []byte {
 // socket keep (16 spaces).
 const lentPerConn = 8 * maxBatch
 
-// loopIdleCap is the most queue capacity a connection keeps when its loop
-// goes idle; a burst that grew it further allocates again next time.
+// loopIdleCap is the most queue capacity a connection keeps once compact
+// (conn_mem.go) found the queue oversized: a burst's capacity is kept
+// while traffic flows, so that a bulk flow, whose loop goes idle every
+// few hundred datagrams, does not regrow its queue each time.
 const loopIdleCap = 32
 
 // inQueue is a connection's receive queue and the state of its loop.
@@ -76,6 +78,24 @@ type inQueue struct {
 	dropped uint64        // packets dropped because the queue was full
 	lent    int           // lent datagrams in pkts and the loop's batch
 	room    chan struct{} // signalled when the loop takes a batch (made when first full)
+	grown   bool          // a batch was larger than loopIdleCap since the last trim
+	trim    bool          // compact asked the loop to drop the capacity when idle
+}
+
+// oversized reports whether the queue holds a burst's capacity that
+// compact should have dropped.
+func (q *inQueue) oversized() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.grown && !q.trim
+}
+
+// shrink has the loop drop the queue's capacity past loopIdleCap when it
+// next goes idle.
+func (q *inQueue) shrink() {
+	q.mu.Lock()
+	q.trim = q.grown
+	q.mu.Unlock()
 }
 
 // loopState is the loop's own, used only by the goroutine running it;
@@ -291,13 +311,19 @@ func (c *Conn) run() {
 		if q.room != nil {
 			signal(q.room)
 		}
+		q.grown = q.grown || len(batch) > loopIdleCap
 		if len(batch) == 0 && !timer {
-			// Idle: keep small queues for next time, and no goroutine.
-			if cap(q.pkts) > loopIdleCap {
-				q.pkts = nil
-			}
-			if cap(batch) <= loopIdleCap {
-				q.spare = batch[:0]
+			// Idle: no goroutine. Both slices keep their capacity for
+			// the next batch until compact asks for it back.
+			q.spare = batch[:0]
+			if q.trim {
+				q.trim, q.grown = false, false
+				if cap(q.pkts) > loopIdleCap {
+					q.pkts = nil
+				}
+				if cap(q.spare) > loopIdleCap {
+					q.spare = nil
+				}
 			}
 			q.running = false
 			q.mu.Unlock()

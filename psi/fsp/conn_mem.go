@@ -6,8 +6,9 @@ import (
 	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 )
 
-// Memory after a burst. The send window, the receive window and the read
-// queue keep their capacity while traffic flows, so a steady transfer
+// Memory after a burst. The send window, the receive window, the read
+// queue and the loop's queue (conn_loop.go) keep their capacity while
+// traffic flows, so a steady transfer
 // allocates nothing; once one of them has held far more room than it
 // uses for compactIdle, the timer shrinks it back (reliability's Compact),
 // and an idle connection holds only what an idle connection needs.
@@ -26,7 +27,8 @@ func (c *Conn) scheduleCompact() {
 func (c *Conn) oversized() bool {
 	return c.snd != nil && c.snd.Oversized() ||
 		c.rcv != nil && c.rcv.Oversized() ||
-		cap(c.readQ) > 4*max(16, c.readLen())
+		cap(c.readQ) > 4*max(16, c.readLen()) ||
+		c.inq.oversized()
 }
 
 // compact shrinks whatever is still oversized at compactAt. c.mu is held.
@@ -46,4 +48,5 @@ func (c *Conn) compact() {
 		}
 		c.readQ, c.readHead = q, 0
 	}
+	c.inq.shrink()
 }
