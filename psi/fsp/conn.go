@@ -199,6 +199,7 @@ type Conn struct {
 	ackPending   int
 	ackNow       bool
 	ackReq       bool // send a KEEP_ALIVE asking for an acknowledgement
+	replyWait    bool // the reader got the peer's last packet: a reply may carry its acknowledgement (conn_loop.go)
 	peerReleased bool
 	ackAt        time.Time
 	largestAt    time.Time

@@ -388,12 +388,37 @@ func (r *lentRelease) flush() {
 }
 
 // flushDirty lets the connections that got packets send what they owe.
+//
+// When a reader was just handed a packet whose sender asked for an
+// immediate acknowledgement (the last of its burst: a request, say), the
+// loop first yields: the reader it woke runs on this core (Go runs a
+// goroutine another readied next) instead of waiting for the
+// acknowledgement's sealing and system call, and a reply it writes at
+// once carries the acknowledgement, which then costs no packet of its
+// own. A reader that does not reply delays the acknowledgement by its
+// turn on the core only.
 func (l *loopState) flushDirty() {
+	yield := false
+	for _, fc := range l.dirty {
+		yield = fc.takeReplyWait() || yield
+	}
+	if yield {
+		runtime.Gosched()
+	}
 	for i, fc := range l.dirty {
 		fc.flush()
 		l.dirty[i] = nil
 	}
 	l.dirty = l.dirty[:0]
+}
+
+// takeReplyWait reports and clears replyWait.
+func (c *Conn) takeReplyWait() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.replyWait
+	c.replyWait = false
+	return w
 }
 
 func containsConn(cs []*Conn, c *Conn) bool {

@@ -297,6 +297,9 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 		c.tuneAt = now // the first auto-tuning epoch starts with the data
 	}
 	c.popInOrder()
+	if kept && inOrder && pkt.Flags&wire.FlagAckRequest != 0 && !c.rcv.HasGaps() && c.readLen() > 0 {
+		c.replyWait = true
+	}
 	if c.ackPending >= ackEvery {
 		c.ackNow = true
 	} else if c.ackAt.IsZero() {
