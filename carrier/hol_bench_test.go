@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/attack"
 	"github.com/postsockets/postsockets/internal/netns"
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
@@ -38,7 +39,7 @@ import (
 // There is no added delay (nftables cannot delay and the kernel here may
 // lack sch_netem), so the round trip is tens of microseconds and latency
 // under loss is dominated by how fast each stack notices and repairs a
-// loss; BenchmarkHeadOfLineRTT (Linux) repeats the paced run over a 20 ms
+// loss; BenchmarkHeadOfLineRTT (Linux) repeats both workloads over a 20 ms
 // round trip made by a user-space delay line between TUN devices. The
 // benchmarks and the test need root and nft, and skip otherwise.
 //
@@ -275,6 +276,36 @@ func checkHolMsg(b []byte) error {
 type holResult struct {
 	rtts    []time.Duration // sorted
 	stalled float64         // percentage more than holStall over the base RTT
+	cpu     time.Duration   // the process's CPU time (both ends, the delay line) during the run
+	stalls  time.Duration   // how long a 10 ms sleeper overslept, in oversleeps of holStallMin or more
+}
+
+// holStallMin is the oversleep of the stall meter's 10 ms sleep that
+// counts as a stall of the process: its goroutines got no core (the
+// other helpers' load, or a collection) and every stack in it waited.
+const holStallMin = 5 * time.Millisecond
+
+// stallMeter measures how long the process went without running a
+// sleeping goroutine on time, until stop is closed: host stalls, which
+// the in-process delay line shares, are told apart from the protocol's.
+func stallMeter(stop <-chan struct{}) <-chan time.Duration {
+	out := make(chan time.Duration, 1)
+	go func() {
+		var total time.Duration
+		for {
+			t := time.Now()
+			select {
+			case <-stop:
+				out <- total
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if over := time.Since(t) - 10*time.Millisecond; over >= holStallMin {
+				total += over
+			}
+		}
+	}()
+	return out
 }
 
 // holStall is the extra round trip that counts a message as stalled.
@@ -289,10 +320,10 @@ func (r holResult) pct(p float64) time.Duration {
 }
 
 func (r holResult) String() string {
-	return fmt.Sprintf("%d msgs p50 %v p90 %v p99 %v p99.9 %v max %v, %.2f%% stalled", len(r.rtts),
+	return fmt.Sprintf("%d msgs p50 %v p90 %v p99 %v p99.9 %v max %v, %.2f%% stalled; process stalls %v", len(r.rtts),
 		r.pct(0.50).Round(time.Microsecond), r.pct(0.90).Round(time.Microsecond),
 		r.pct(0.99).Round(time.Microsecond), r.pct(0.999).Round(time.Microsecond),
-		r.rtts[len(r.rtts)-1].Round(time.Microsecond), r.stalled)
+		r.rtts[len(r.rtts)-1].Round(time.Microsecond), r.stalled, r.stalls.Round(time.Millisecond))
 }
 
 // over returns the percentage of messages slower than d.
@@ -447,9 +478,15 @@ func holMeasure(tb testing.TB, n *holNet, stack string, mode holMode, rounds int
 	if started != nil {
 		started()
 	}
+	cpu := attack.CPU()
+	stop := make(chan struct{})
+	stalls := stallMeter(stop)
 	res, err := hs.run(ctx, mode, rounds)
+	close(stop)
 	if err == nil {
 		res.stalled = res.over(n.baseRTT + holStall)
+		res.cpu = attack.CPU() - cpu
+		res.stalls = <-stalls
 	}
 	// Tear down over a clean path so Close does not wait out losses.
 	if lerr := n.lossy(0); lerr != nil {
@@ -511,22 +548,24 @@ func (hs *holSession) fspRetransmissions() holFSPCounters {
 			sum.probes += st.Probes
 			sum.lost += st.PacketsLost
 			sum.dups += st.Duplicates
+			sum.sent += st.PacketsSent
 		}
 	}
 	return sum
 }
 
-// holFSPCounters: retransmissions, probe timeouts, packets declared lost
-// and duplicates received (spurious resends, or resends whose
-// acknowledgement was lost).
-type holFSPCounters struct{ retx, probes, lost, dups uint64 }
+// holFSPCounters: retransmissions, probe timeouts, packets declared lost,
+// duplicates received (spurious resends, or resends whose acknowledgement
+// was lost) and packets sent.
+type holFSPCounters struct{ retx, probes, lost, dups, sent uint64 }
 
 func (a holFSPCounters) String() string {
-	return fmt.Sprintf("%d (probe timeouts %d, declared lost %d, duplicates received %d)", a.retx, a.probes, a.lost, a.dups)
+	return fmt.Sprintf("%d (probe timeouts %d, declared lost %d, duplicates received %d; packets sent %d)",
+		a.retx, a.probes, a.lost, a.dups, a.sent)
 }
 
 func (a holFSPCounters) sub(b holFSPCounters) holFSPCounters {
-	return holFSPCounters{a.retx - b.retx, a.probes - b.probes, a.lost - b.lost, a.dups - b.dups}
+	return holFSPCounters{a.retx - b.retx, a.probes - b.probes, a.lost - b.lost, a.dups - b.dups, a.sent - b.sent}
 }
 
 // BenchmarkHeadOfLine reports the round-trip percentiles of 200-byte
@@ -548,6 +587,8 @@ func benchHol(b *testing.B, n *holNet, modes []holMode) {
 					b.ReportMetric(ms(res.pct(0.99)), "p99-ms")
 					b.ReportMetric(ms(res.rtts[len(res.rtts)-1]), "max-ms")
 					b.ReportMetric(res.stalled, "%stalled")
+					b.ReportMetric(float64(res.cpu.Microseconds())/float64(len(res.rtts)), "cpu-us/msg")
+					b.ReportMetric(ms(res.stalls), "stall-ms")
 					b.Logf("%s %s: %v", mode, st, res)
 					holDump(b, res)
 				})
