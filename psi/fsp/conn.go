@@ -175,6 +175,7 @@ type Conn struct {
 	probes       int
 	backoff      uint
 	ptoCount     uint // probe timeouts since the last acknowledgement progress
+	lossDeferred bool // the loss timer's expiry was put off once for input waiting (deferLoss)
 	probeBackoff uint // window probes sent since the window last opened
 	paceAt       time.Time
 	rtoAt        time.Time

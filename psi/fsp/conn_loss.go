@@ -8,6 +8,7 @@ import (
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
 	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
+	"github.com/postsockets/postsockets/psi/fsp/internal/sockio"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -74,6 +75,7 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	if res.Progress || len(res.Acked) > 0 {
 		c.lastProgress = now
 		c.backoff, c.probeBackoff, c.ptoCount = 0, 0, 0
+		c.lossDeferred = false
 		c.rtoAt = time.Time{}
 		if c.snd.BytesInFlight() > 0 || c.milk && c.snd.Base() < c.milkLive {
 			c.rtoAt = now.Add(c.lossTimeout())
@@ -181,6 +183,47 @@ func (c *Conn) tailAsked() bool {
 	}
 	e := c.snd.NewestSent()
 	return e != nil && e.InFlight && e.Value.asked
+}
+
+// lossDeferMax bounds how long deferLoss puts off an expired loss timer.
+const lossDeferMax = 10 * time.Millisecond
+
+// deferLoss puts off, once, a probe or retransmission timeout that
+// expired while datagrams for c wait unprocessed, in its loop's queue or
+// unread in its socket: on a busy host the timer's goroutine can run
+// before the socket's reader, and the acknowledgements that would have
+// stopped the timer are often among them (most of BenchmarkFourFlows'
+// probes fired so, their packets all duplicates at the peer). The timer
+// fires again a quarter of the timeout later (at least ptoGranularity, at
+// most lossDeferMax), and then acts whatever waits. It reports whether
+// it put the timer off. Called with c.mu held, rtoAt expired.
+func (c *Conn) deferLoss(now time.Time) bool {
+	if c.lossDeferred {
+		return false
+	}
+	if a := c.lossTimerAction(); a != actProbe && a != actTimeout || !c.inputWaiting() {
+		return false
+	}
+	c.lossDeferred = true
+	c.rtoAt = now.Add(min(max(c.lossTimeout()/4, ptoGranularity), lossDeferMax))
+	return true
+}
+
+// inputWaiting reports whether datagrams wait for c's loop, or unread in
+// its Transport's socket (for any of its connections). Called with c.mu
+// held.
+func (c *Conn) inputWaiting() bool {
+	c.inq.mu.Lock()
+	n := len(c.inq.pkts)
+	c.inq.mu.Unlock()
+	if n > 0 {
+		return true
+	}
+	if c.t == nil || c.t.udp == nil {
+		return false
+	}
+	queued, _, _ := sockio.Backlog(c.t.udp)
+	return queued > 0
 }
 
 // lossAction is what an expired loss timer does (onTimer).
@@ -371,8 +414,9 @@ func (c *Conn) onTimer() {
 	}
 	// What the siblings' acknowledgements revealed (conn_cc.go).
 	c.rackDetect(now)
-	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
+	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) && !c.deferLoss(now) {
 		c.rtoAt = time.Time{}
+		c.lossDeferred = false
 		if c.snd.BytesInFlight() > 0 {
 			c.pmtuSuspect(now) // a black hole for large packets?
 		}

@@ -199,3 +199,39 @@ func TestLossTimerAction(t *testing.T) {
 		t.Fatalf("after %d probes: action %d, want a timeout", ptoProbes, a)
 	}
 }
+
+// TestDeferLoss: an expired probe timeout with datagrams waiting for the
+// loop is put off once, a quarter of the timeout (within its bounds); the
+// next expiry acts, and acknowledgement progress allows a deferral again.
+// Nothing waiting, or a window probe, acts at once.
+func TestDeferLoss(t *testing.T) {
+	c := &Conn{snd: reliability.NewSender[txData](1), confirmed: true}
+	c.rtt.SetMaxAckDelay(maxAckDelay)
+	now := time.Now()
+	if c.deferLoss(now) {
+		t.Fatal("deferred with nothing in flight")
+	}
+	sentEntry(c, now, false)
+	if c.deferLoss(now) {
+		t.Fatal("deferred with nothing waiting")
+	}
+	c.inq.pkts = append(c.inq.pkts, inPacket{n: 1})
+	if !c.deferLoss(now) {
+		t.Fatal("not deferred with a datagram waiting")
+	}
+	want := min(max(c.lossTimeout()/4, ptoGranularity), lossDeferMax)
+	if got := c.rtoAt.Sub(now); got != want {
+		t.Fatalf("deferred by %v, want %v", got, want)
+	}
+	if c.deferLoss(now) {
+		t.Fatal("deferred twice")
+	}
+	c.lossDeferred = false // as acknowledgement progress does (onAck)
+	c.ptoCount = ptoProbes
+	if !c.deferLoss(now) {
+		t.Fatal("retransmission timeout not deferred with a datagram waiting")
+	}
+	if got := c.rtoAt.Sub(now); got > lossDeferMax {
+		t.Fatalf("deferred by %v, more than %v", got, lossDeferMax)
+	}
+}
