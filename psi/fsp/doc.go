@@ -255,10 +255,11 @@
 // Idle memory: a socket holds no receive buffer while it waits; its read
 // loop borrows one from a pool shared by all sockets (64 KiB, 512 KiB
 // while a burst lasts) and gives it back when the socket is empty. Send
-// and receive windows and the read queue a burst grew shrink back once
-// they have held over four times what they use for a second. An idle
-// connection costs about 14 KB of heap with a socket of its own (Dial)
-// and 11 KB on a shared Transport (docs/benchmarks.md).
+// and receive windows, the read queue and the connection loop's queue a
+// burst grew shrink back once they have held over four times what they
+// use for a second (the loop's queue once it grew past 32 datagrams). An
+// idle connection costs about 14 KB of heap with a socket of its own
+// (Dial) and 11 KB on a shared Transport (docs/benchmarks.md).
 //
 // Traffic classes: a connection is wine-class (everything delivered, in
 // order) unless it is a clone forked with Conn.ForkClass(ctx, psi.Milk)
@@ -368,7 +369,10 @@
 // the congestion window: a lone lost last packet costs about two round
 // trips. After two probe timeouts the RTO (the same formula, floored at
 // 2 ms and doubled per expiry) presumes all in flight lost and resends
-// under a collapsed window. Congestion control is CUBIC (or NewReno)
+// under a collapsed window. Either expiry, if datagrams for the
+// connection wait unread (in its socket or its loop's queue), is put off
+// once by a quarter of the timeout, at most 10 ms: on a busy host they
+// are often the acknowledgements. Congestion control is CUBIC (or NewReno)
 // with pacing; a loss while the flow has fewer than three packets queued
 // on the path (by the least RTT of the round trip) is taken for a random
 // one and keeps 0.85 of the window instead of 0.7 (as TCP Veno). The connections of a session (the root and its clones)
