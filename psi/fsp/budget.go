@@ -7,30 +7,42 @@ import (
 
 // Memory costs the budget counts, in bytes.
 const (
-	// bufCost is one buffered packet: a pooled datagram buffer and its
-	// bookkeeping.
-	bufCost = MaxDatagramSize + 64
+	// rxCost is one received packet a connection buffers, as the budget
+	// counts it: a pooled datagram buffer (its MaxDatagramSize bytes take
+	// the allocator's 1,536-byte class), the slice header it is pooled
+	// by and its slots in the receive ring and the read queue, rounded
+	// up.
+	rxCost = 1536 + 128
 	// connBase is a connection's fixed state: the Conn, its sender,
 	// receiver, timers and path table.
 	connBase = 16 << 10
-	// initialWindow is the receive window a connection starts with, in
-	// packets (about 135 KiB), and cloneWindow that of a clone (about
+	// initialWindow is the receive window a connection advertises first,
+	// in packets (about 135 KiB), and cloneWindow that of a clone (about
 	// 22 KiB); they grow with the bandwidth-delay product.
 	initialWindow = 96
 	cloneWindow   = 16
-	// cloneCost is what the budget reserves for each clone the peer may
-	// fork: its fixed state and initial window.
-	cloneCost = connBase + cloneWindow*bufCost
+	// baseWindow is the part of every window the budget holds from the
+	// start: packets a connection buffers whatever the budget, so that
+	// it always makes progress. The rest is charged as it fills (hold).
+	baseWindow = 4
+	// holdChunk is the packets a window's charge grows by at least, so
+	// that a transfer takes the budget's lock once per chunk.
+	holdChunk = 16
+	// cloneCost is what a clone takes from the budget when it is made:
+	// its fixed state and its base window, like a connection.
+	cloneCost = connBase + baseWindow*rxCost
 )
 
-// budget is the memory a listener commits to its peers: for every
-// connection and clone its fixed state, its receive window (the most it
-// buffers) and the clones its peer may still fork from it. A connection
-// or clone is only made, and a window or a fork credit only grows, while
-// the charge fits both the total and the peer's share, so what peers can
-// make the listener hold never exceeds the budget. Data inside a window
-// already advertised is never dropped: past the budget windows and fork
-// credit stop growing (back-pressure) and new connections are refused.
+// budget is the memory a listener's peers may make it hold: every
+// connection's and clone's fixed state and the received packets it
+// buffers. A connection or clone is only made while its fixed state and
+// base window fit both the total and the peer's shares; beyond the base
+// window, a window is advertised in full but charged only as packets
+// fill it (Conn.hold), so idle connections cost little and what peers
+// can make the listener hold never exceeds the budget. When the budget
+// has no room for a data packet the receiver drops it unacknowledged,
+// as the network may: the sender retransmits it, and delivery stays
+// whole and in order. Past the budget new connections are refused.
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
@@ -51,11 +63,8 @@ func newBudget(limit int64) *budget {
 }
 
 // connCharge is what a new connection takes from the budget: its fixed
-// state, its initial window and the clones its peer may fork before
-// hearing from it.
-func connCharge() int64 {
-	return connBase + initialWindow*bufCost + initialForkCredit*cloneCost
-}
+// state and its base window.
+func connCharge() int64 { return connBase + baseWindow*rxCost }
 
 // take charges n bytes to peer; it reports false, charging nothing, when
 // that would exceed the total, the peer's share or its prefix's. A nil budget takes
@@ -77,6 +86,30 @@ func (b *budget) take(peer netip.Addr, n int64) bool {
 	b.pfxs[pfx] += n
 	b.peak = max(b.peak, b.used)
 	return true
+}
+
+// takeUnits charges peer k units of unit bytes, k as large as fits the
+// total and the peer's shares, at most most; it reports k, zero, charging
+// nothing, when not even least units fit. A nil budget takes most.
+func (b *budget) takeUnits(peer netip.Addr, unit int64, least, most int) int {
+	if b == nil {
+		return most
+	}
+	peer = pendingHost(peer)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pfx := pendingPrefix(peer)
+	k := int(min(int64(most), (b.limit-b.used)/unit, (b.share-b.peers[peer])/unit, (b.pshare-b.pfxs[pfx])/unit))
+	if k < least || k <= 0 {
+		b.refused++
+		return 0
+	}
+	n := int64(k) * unit
+	b.used += n
+	b.peers[peer] += n
+	b.pfxs[pfx] += n
+	b.peak = max(b.peak, b.used)
+	return k
 }
 
 // give returns n bytes charged to peer.
@@ -110,7 +143,7 @@ func (l *Listener) admit(c *Conn, peer netip.Addr) bool {
 		return false
 	}
 	c.mu.Lock()
-	c.bud, c.budPeer, c.charged = l.bud, peer, n
+	c.bud, c.budPeer, c.charged, c.held = l.bud, peer, n, baseWindow
 	c.mu.Unlock()
 	return true
 }
@@ -140,14 +173,70 @@ func (c *Conn) charge(n int64) bool {
 	return true
 }
 
-// reserveClone charges the budget for one more clone the peer may fork.
-// Called with c.mu held.
-func (c *Conn) reserveClone() bool { return c.charge(cloneCost) }
-
 // uncharge returns everything charged to c. Called with c.mu held.
 func (c *Conn) uncharge() {
 	c.bud.give(c.budPeer, c.charged)
-	c.charged = 0
+	c.charged, c.held = 0, 0
+}
+
+// hold makes sure the budget holds room for n buffered packets of c's,
+// charging more (holdChunk ahead while the window allows) if need be; it
+// reports false when the budget has no room. A connection without a
+// budget (a dialer's) always has room: its window bounds it. Called with
+// c.mu held.
+func (c *Conn) hold(n int) bool {
+	if c.bud == nil || n <= c.held {
+		return true
+	}
+	least := n - c.held
+	most := max(least, min(n+holdChunk, c.rcvCap+1)-c.held)
+	k := c.bud.takeUnits(c.budPeer, rxCost, least, most)
+	if k == 0 {
+		return false
+	}
+	c.held += k
+	c.charged += int64(k) * rxCost
+	return true
+}
+
+// holdFor makes sure the budget holds room for c to buffer data packet
+// seq, inside its window (hold). Called with c.mu held.
+func (c *Conn) holdFor(seq uint64) bool {
+	if c.bud == nil {
+		return true
+	}
+	grow := max(int(seq-c.rcv.Expected())+1-c.rcv.Span(), 0)
+	return c.hold(c.needed() + grow)
+}
+
+// needed is the room c's buffered packets take: those waiting to be read
+// or reassembled and the receiver's span, whose gaps will fill. Called
+// with c.mu held.
+func (c *Conn) needed() int {
+	n := c.readLen() + len(c.asm)
+	if c.rcv != nil {
+		n += c.rcv.Span()
+	}
+	return n
+}
+
+// overHeld reports whether c holds much more room than it uses. Called
+// with c.mu held.
+func (c *Conn) overHeld() bool {
+	return c.bud != nil && c.held > max(baseWindow, c.needed())+holdChunk
+}
+
+// release gives back the room c holds beyond what it uses, down to its
+// base window. Called with c.mu held.
+func (c *Conn) release() {
+	if c.bud == nil {
+		return
+	}
+	if n := c.held - max(baseWindow, c.needed()); n > 0 {
+		c.bud.give(c.budPeer, int64(n)*rxCost)
+		c.held -= n
+		c.charged -= int64(n) * rxCost
+	}
 }
 
 // BudgetStats describe a listener's memory budget.
@@ -156,14 +245,16 @@ type BudgetStats struct {
 	// one peer address may take.
 	Budget, PeerShare int64
 	// Committed is what the listener's connections and clones may hold
-	// at most right now: fixed state, receive windows and reserved fork
-	// credit. It never exceeds Budget. Peak is its highest value.
+	// at most right now: fixed state and the room held for received
+	// packets (base windows, and what windows filled since they were last
+	// idle). It never exceeds Budget. Peak is its highest value.
 	Committed, Peak int64
 	// Buffered is the received data held now, in bytes of packet
-	// buffers; it never exceeds the windows counted in Committed.
+	// buffers; it never exceeds the room counted in Committed.
 	Buffered int64
-	// Refused counts connections, clones and window growth refused for
-	// want of budget.
+	// Refused counts connections, clones and buffer room refused for
+	// want of budget (each data packet so dropped counts too: see
+	// Stats.BudgetDropped).
 	Refused uint64
 	// Conns counts the listener's connections and clones, Unaccepted
 	// those waiting for Accept, UnacceptedForks the clones waiting for
@@ -188,7 +279,7 @@ func (l *Listener) Stats() BudgetStats {
 		c.mu.Lock()
 		if c.bud == b {
 			s.Conns++
-			s.Buffered += int64(c.buffered()) * bufCost
+			s.Buffered += int64(c.buffered()) * rxCost
 			s.UnacceptedForks += len(c.forks)
 		}
 		c.mu.Unlock()

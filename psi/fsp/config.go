@@ -63,18 +63,21 @@ type Config struct {
 	// MaxUnacceptedForks bounds the clones the peer forked that
 	// AcceptFork has not returned yet, per connection; zero means 64, and
 	// less than 4 counts as 4. The peer's Fork waits for room (fork
-	// credit) rather than overflow it, so no clone is ever dropped.
+	// credit) rather than overflow it, so no clone is ever refused.
 	MaxUnacceptedForks int
-	// MemoryBudget bounds, for a listener, the memory all its
-	// connections and clones may commit: their fixed state, their
-	// receive windows (all the received data they may buffer) and the
-	// clones their peers may still fork; zero means 256 MiB. One peer
-	// address may take a quarter of it, and one /24 (IPv4) or /48 (IPv6)
-	// prefix half. Past the budget windows and fork
-	// credit stop growing, which slows the peers down, and new
-	// connections are refused (the dialer gets an error wrapping
-	// post.ErrRefused); data already received is never dropped.
-	// Listener.Stats reports the accounting. Dialing ignores it.
+	// MemoryBudget bounds, for a listener, the memory its peers may make
+	// all its connections and clones hold: their fixed state and the
+	// packets they buffer; zero means 256 MiB. One peer address may take
+	// a quarter of it, and one /24 (IPv4) or /48 (IPv6) prefix half. A
+	// connection or clone takes about 22.5 KiB when it is made (its fixed
+	// state and a base window of 4 packets), so the default holds about
+	// 11,650 idle connections, 2,912 from one address; received packets
+	// past the base window are charged as they arrive. Past the budget
+	// new connections are refused (the dialer gets an error wrapping
+	// post.ErrRefused) and data packets past the base window are dropped
+	// unacknowledged, for the sender to retransmit; data acknowledged is
+	// never dropped. Listener.Stats reports the accounting. Dialing
+	// ignores it.
 	MemoryBudget int64
 	// SendBuffer bounds the bytes written but not yet acknowledged; zero
 	// means 8 MiB.

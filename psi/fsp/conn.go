@@ -240,10 +240,12 @@ type Conn struct {
 	forkWaiters                                 int           // Forks waiting for credit
 
 	// Memory accounting (budget.go): the listener budget this connection
-	// is charged to, the peer's share it counts against, and its charge.
+	// is charged to, the peer's share it counts against, its charge, and
+	// the received packets that charge holds room for.
 	bud     *budget
 	budPeer netip.Addr
 	charged int64
+	held    int
 
 	// Milk class (clones only): every message is one transaction, and a
 	// newer complete message supersedes older unacknowledged ones.
@@ -305,6 +307,11 @@ type Stats struct {
 	// AbortsSent counts messages abandoned with AbortMessage, and
 	// AbortsReceived the peer's abort markers processed.
 	AbortsSent, AbortsReceived uint64
+	// BudgetDropped counts data packets a listener's connection dropped
+	// unacknowledged because its memory budget had no room for them (the
+	// sender retransmits them), and clones whose first packet it so
+	// dropped.
+	BudgetDropped uint64
 	// QueueDropped counts datagrams dropped before processing because
 	// the connection's receive queue, or the Transport's bound on all
 	// its connections' queues, was full.

@@ -26,7 +26,11 @@ func (c *Conn) routeClone(in *inPacket, pkt *wire.Packet) *Conn {
 			c.mu.Unlock()
 			return nil
 		}
-		clone, fresh = c.newClone(pkt.Src, false), true
+		if clone = c.newPeerClone(pkt.Src); clone == nil {
+			c.mu.Unlock()
+			return nil
+		}
+		fresh = true
 	}
 	gone := clone == nil && c.usedClones[pkt.Src] && c.clones[pkt.Src] == nil
 	c.mu.Unlock()
@@ -69,15 +73,6 @@ func (c *Conn) routeClone(in *inPacket, pkt *wire.Packet) *Conn {
 		return nil
 	}
 	c.forkMade++
-	// The clone takes over the budget reserved for it with the credit.
-	c.charged -= cloneCost
-	clone.mu.Lock()
-	if clone.state == stateClosed {
-		c.bud.give(c.budPeer, cloneCost) // reset by its first packet
-	} else {
-		clone.bud, clone.budPeer, clone.charged = c.bud, c.budPeer, cloneCost
-	}
-	clone.mu.Unlock()
 	q := c.forkQueue()
 	select {
 	case q <- clone: // never full: the credit bounds the queue
@@ -90,6 +85,35 @@ func (c *Conn) routeClone(in *inPacket, pkt *wire.Packet) *Conn {
 	c.sendCredit()
 	c.mu.Unlock()
 	return fc
+}
+
+// newPeerClone makes the clone pkt.Src the peer forked, charged to c's
+// budget. Without room in the budget it makes none: the opening packet
+// is dropped unacknowledged and the peer's clone sends it again. Called
+// with c.mu held.
+func (c *Conn) newPeerClone(src uint32) *Conn {
+	if !c.bud.take(c.budPeer, cloneCost) {
+		c.stats.BudgetDropped++
+		return nil
+	}
+	cl := c.newClone(src, false)
+	if cl == nil {
+		c.bud.give(c.budPeer, cloneCost)
+		return nil
+	}
+	cl.chargeClone(c)
+	return cl
+}
+
+// chargeClone records that c's budget holds cloneCost for clone cl of
+// c's. Called with c.mu held.
+func (cl *Conn) chargeClone(c *Conn) {
+	if c.bud == nil {
+		return
+	}
+	cl.mu.Lock()
+	cl.bud, cl.budPeer, cl.charged, cl.held = c.bud, c.budPeer, cloneCost, baseWindow
+	cl.mu.Unlock()
 }
 
 // cloneOpens reports whether the packet that would open the peer's
@@ -237,14 +261,13 @@ func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, er
 		signal(c.forkable) // credit for another waiting Fork
 	}
 	cl := c.newClone(0, true)
-	c.mu.Unlock()
 	if cl == nil {
 		c.bud.give(c.budPeer, cloneCost)
+		c.mu.Unlock()
 		return nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
 	}
-	cl.mu.Lock()
-	cl.bud, cl.budPeer, cl.charged = c.bud, c.budPeer, cloneCost
-	cl.mu.Unlock()
+	cl.chargeClone(c)
+	c.mu.Unlock()
 	if class == psi.Milk {
 		cl.mu.Lock()
 		cl.setMilk()

@@ -11,16 +11,16 @@ import (
 // FORK_CREDIT extension of its acknowledgements, how many clones counted
 // from the start of the connection the peer may fork from it. A Fork
 // beyond the credit waits for more instead of being refused, so a clone
-// is never dropped for want of room.
+// is never lost for want of room.
 //
 // Credit is granted once the application calls AcceptFork, a few clones
 // (initialForkCredit) ahead of those that arrived, and never more than
-// Config.MaxUnacceptedForks ahead of those AcceptFork returned. Each
-// clone granted but not yet arrived has its memory reserved in the
-// listener's budget; past the budget the credit stops growing. Before
+// Config.MaxUnacceptedForks ahead of those AcceptFork returned. Before
 // hearing any credit a root connection may fork initialForkCredit
-// clones (the peer reserved them when it admitted the connection), a
-// clone none.
+// clones, a clone none. Credit bounds how many clones wait; their memory
+// is charged to a listener's budget when they arrive: a clone's first
+// packet arriving when the budget has no room is dropped unacknowledged,
+// and the peer's clone sends it again.
 const initialForkCredit = 4
 
 // forkCreditProbeMax caps the interval between requests for credit of a
@@ -28,15 +28,13 @@ const initialForkCredit = 4
 const forkCreditProbeMax = time.Second
 
 // grantForks raises the credit given to the peer as far as the rules
-// above and the budget allow. Called with c.mu held.
+// above allow. Called with c.mu held.
 func (c *Conn) grantForks() {
 	if !c.acceptsForks || c.state != stateEstablished {
 		return
 	}
 	target := min(c.forkTaken+uint64(c.cfg.maxForks()), c.forkMade+initialForkCredit)
-	for c.forkCredit < target && c.reserveClone() {
-		c.forkCredit++
-	}
+	c.forkCredit = max(c.forkCredit, target)
 }
 
 // sendCredit sends an acknowledgement carrying new credit. Called with

@@ -44,7 +44,7 @@ type dataFrags struct {
 func (c *Conn) fragLimit() int {
 	f := &c.frags
 	if !f.charged && len(f.parts) >= 1 {
-		f.charged = c.charge(int64(maxPartials-1) * bufCost)
+		f.charged = c.charge(int64(maxPartials-1) * rxCost)
 	}
 	if f.charged {
 		return maxPartials

@@ -153,6 +153,10 @@ const queueWait = 2 * time.Millisecond
 // least one connection's full queue.
 const maxQueuedBytes = 64 << 20
 
+// bufCost is one datagram queued for a connection's loop, as the queue
+// bounds count it: a pooled datagram buffer and its bookkeeping.
+const bufCost = MaxDatagramSize + 64
+
 // peerQueue counts the bytes queued on the connections of one peer
 // address (the one each registered with), so that one peer's many
 // connections cannot take the whole of the Transport's bound: each peer

@@ -11,7 +11,9 @@ import (
 // traffic flows, so a steady transfer
 // allocates nothing; once one of them has held far more room than it
 // uses for compactIdle, the timer shrinks it back (reliability's Compact),
-// and an idle connection holds only what an idle connection needs.
+// and an idle connection holds only what an idle connection needs. So
+// does the room a listener's memory budget holds for received packets
+// (budget.go): it goes back to the base window.
 
 // compactIdle is how long a buffer stays oversized before it shrinks.
 const compactIdle = time.Second
@@ -28,7 +30,8 @@ func (c *Conn) oversized() bool {
 	return c.snd != nil && c.snd.Oversized() ||
 		c.rcv != nil && c.rcv.Oversized() ||
 		cap(c.readQ) > 4*max(16, c.readLen()) ||
-		c.inq.oversized()
+		c.inq.oversized() ||
+		c.overHeld()
 }
 
 // compact shrinks whatever is still oversized at compactAt. c.mu is held.
@@ -49,4 +52,5 @@ func (c *Conn) compact() {
 		c.readQ, c.readHead = q, 0
 	}
 	c.inq.shrink()
+	c.release()
 }

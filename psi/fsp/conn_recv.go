@@ -276,11 +276,18 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 	inOrder := seq == c.rcv.Expected()
 	d := rxData{buf: buf, data: pt, eot: pkt.Flags&wire.FlagEOT != 0, release: pkt.Opcode == wire.Release,
 		abort: pkt.Flags&wire.FlagAbort != 0}
-	limit := c.rcv.Expected() + uint64(c.window())
+	exp := c.rcv.Expected()
+	limit := exp + uint64(c.window())
 	if d.abort {
 		// Beyond the window by one (conn_send.go, sendLimit): the marker
 		// frees what the aborted message holds.
 		d.data, limit = nil, limit+1
+	}
+	if seq >= exp && seq < limit && !c.holdFor(seq) {
+		// No room in the memory budget: dropped unacknowledged, as the
+		// network might have; the sender retransmits it.
+		c.stats.BudgetDropped++
+		return false
 	}
 	kept := c.rcv.Insert(seq, d, limit)
 	if !kept && seq < limit {
@@ -453,8 +460,8 @@ func (c *Conn) window() int {
 	return max(c.rcvCap-c.readLen(), 0)
 }
 
-// autoTune doubles the receive window, up to its maximum and as far as
-// the memory budget allows, when the reader consumed half of it within
+// autoTune doubles the receive window, up to its maximum, when the
+// reader consumed half of it within
 // about two round trips: the window, not the reader, then limits the
 // transfer. The window never shrinks. Called with c.mu held.
 func (c *Conn) autoTune(now time.Time) {
@@ -478,12 +485,10 @@ func (c *Conn) autoTune(now time.Time) {
 	c.tuneAt, c.tuneRead = now, c.readCount
 }
 
-// growWindow raises the receive window to n packets if the budget has
-// room. Called with c.mu held.
+// growWindow raises the receive window to n packets. The budget is
+// charged only as packets fill it (hold). Called with c.mu held.
 func (c *Conn) growWindow(n int) {
-	if n > c.rcvCap && c.charge(int64(n-c.rcvCap)*bufCost) {
-		c.rcvCap = n
-	}
+	c.rcvCap = max(c.rcvCap, n)
 }
 
 func (c *Conn) readLen() int { return len(c.readQ) - c.readHead }

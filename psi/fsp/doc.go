@@ -217,7 +217,7 @@
 // clone closed or aborted before its first packet left announces itself
 // with its RELEASE or RESET, which makes the peer's clone too.
 //
-// Fork credit (ours; like QUIC's MAX_STREAMS): a clone is never dropped
+// Fork credit (ours; like QUIC's MAX_STREAMS): a clone is never lost
 // for want of room. Each end tells its peer, in a FORK_CREDIT extension
 // (type 0x17, 4 octets) on its acknowledgements, how many clones counted
 // from the start of the connection the peer may fork from it. Credit is
@@ -227,9 +227,10 @@
 // four clones from a root connection, none from a clone. A Fork beyond
 // the credit waits (bounded by its context) and asks for credit with an
 // acknowledgement request every RTO, at most every second. A clone
-// arriving beyond the credit is refused with a RESET; clones still
-// queued when their parent closes are reset, so the forking end's writes
-// fail rather than vanish.
+// arriving beyond the credit is refused with a RESET (one arriving within
+// it while the listener's memory budget is full waits: see below);
+// clones still queued when their parent closes are reset, so the forking
+// end's writes fail rather than vanish.
 //
 // Flow control and memory: a receive window starts small (about 135 KiB,
 // 22 KiB for a clone) and doubles, up to Config.ReceiveWindow (4 MiB),
@@ -241,16 +242,25 @@
 // long as it likes, and only a silent peer is declared dead, by
 // IdleTimeout. A listener charges every connection and clone it holds to
 // its memory budget (Config.MemoryBudget, default 256 MiB; a quarter per
-// peer address): 16 KiB of fixed state, its receive window in packet
-// buffers and, for a root connection, the four clones its peer may fork
-// before hearing credit. A window or a credit grows only if the budget
-// has room, and a connection that does not fit is refused with a RESET
-// during the handshake (post.ErrRefused at the dialer). The accept queue
-// has no fixed size: what waits in it is charged to the budget, so a
-// burst of dials waits for Accept instead of being reset after the
-// dialer's Dial returned. So what peers make a listener hold never
-// exceeds the budget, and data inside a window already advertised is
-// never dropped. Listener.Stats reports the accounting.
+// peer address, half per /24 or /48): 16 KiB of fixed state and a base
+// window of 4 packet buffers (1,664 bytes each) when it is made, 22.5 KiB
+// in all, so the default budget holds about 11,650 idle connections,
+// 2,912 from one address. Received packets past the base window are
+// charged as they arrive, in chunks of 16, the gaps before an
+// out-of-order one included, and the room goes back to the base window
+// once the connection has idled for a second. A data packet the budget
+// has no room for is dropped unacknowledged, as the network might drop
+// it: the sender retransmits it, and delivery stays whole and in order.
+// The base window is held all along, so every connection makes progress
+// however full the budget. A clone is charged like a connection when its
+// first packet arrives; without room that packet is dropped the same way
+// and the peer's clone sends it again. A connection that does not fit is
+// refused with a RESET during the handshake (post.ErrRefused at the
+// dialer). The accept queue has no fixed size: what waits in it is
+// charged to the budget, so a burst of dials waits for Accept instead of
+// being reset after the dialer's Dial returned. So what peers make a
+// listener hold never exceeds the budget. Listener.Stats reports the
+// accounting, Stats.BudgetDropped the packets dropped.
 //
 // Idle memory: a socket holds no receive buffer while it waits; its read
 // loop borrows one from a pool shared by all sockets (64 KiB, 512 KiB

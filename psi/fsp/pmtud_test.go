@@ -264,7 +264,7 @@ func TestDataFragmentsBounded(t *testing.T) {
 // data still arrives one sequence number at a time.
 func TestDataFragmentsBudget(t *testing.T) {
 	c := fragConn(t)
-	c.bud = newBudget(1) // full
+	c.bud, c.held = newBudget(1), baseWindow // full but for the base window, as admitted
 	first := c.rcv.Expected()
 	feedFragment(c, first, wire.FlagEOT, 0, 8, []byte("more"))
 	feedFragment(c, first+1, 0, 0, 100, []byte("half")) // farther: dropped

@@ -496,6 +496,10 @@ func (r *Receiver[T]) Largest() uint64 { return r.largest }
 // Buffered is the number of entries held and not yet popped.
 func (r *Receiver[T]) Buffered() int { return r.held }
 
+// Span is the number of sequence numbers from Expected up to the
+// farthest entry held: the slots the window uses, filled or not.
+func (r *Receiver[T]) Span() int { return r.slots.Len() }
+
 // HasGaps reports whether entries beyond a missing one are held.
 func (r *Receiver[T]) HasGaps() bool {
 	n := r.recvd.Len()
