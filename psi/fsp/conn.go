@@ -170,7 +170,7 @@ type Conn struct {
 	out          []*[]byte
 	outJobs      []sealJob // packets of out still to seal (conn_send.go)
 	txFree       []*[]byte // send-queue buffers to free once sealed (freeTx)
-	txSpare      []*[]byte // acknowledged send-queue buffers for writeMessage (recycleTx), at most 128
+	txSpare      []*[]byte // acknowledged send-queue buffers for writeMessage (recycleTx)
 	writing      int       // bulk writeMessage calls under way (recycleTx)
 	probes       int
 	backoff      uint

@@ -233,14 +233,21 @@ func (c *Conn) freeTx(b *[]byte) {
 // while the connection has data queued, so that a bulk sender's buffers
 // go round the connection instead of through the shared pool, between
 // the writer's and the loop's cores; otherwise the spare buffers go back
-// to the pool. Called with c.mu held.
+// to the pool. While a bulk write is under way, the spares and the
+// queued data together may fill the send buffer (one acknowledgement
+// frees hundreds of packets); otherwise 2*maxBatch spares are kept. Past
+// that only b goes back. Called with c.mu held.
 func (c *Conn) recycleTx(b *[]byte) {
-	if len(c.txSpare) < 2*maxBatch && c.state == stateEstablished && (c.writing > 0 || c.snd != nil && c.snd.Len() > 0) {
+	if c.state != stateEstablished || c.writing == 0 && (c.snd == nil || c.snd.Len() == 0) {
+		putBuf(b)
+		c.putSpare(true)
+		return
+	}
+	if len(c.txSpare) < 2*maxBatch || c.writing > 0 && c.sndBytes+(len(c.txSpare)+1)*MaxDatagramSize <= c.sndLimit {
 		c.txSpare = append(c.txSpare, b)
 		return
 	}
 	putBuf(b)
-	c.putSpare(true)
 }
 
 // putSpare returns the spare send buffers to the pool if always is set
@@ -416,7 +423,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 		// A bulk write: acknowledged buffers are kept for it (recycleTx).
 		c.mu.Lock()
 		c.writing++
-		ns = c.takeSpare(spare[:min(len(p)/c.writePayload(), maxBatch)])
+		ns = c.takeSpare(spare[:min((len(p)+c.writePayload()-1)/c.writePayload(), maxBatch)])
 		c.mu.Unlock()
 		defer func() {
 			c.mu.Lock()
