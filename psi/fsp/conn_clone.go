@@ -15,7 +15,7 @@ import (
 // RESET makes it too: a clone closed or aborted before its first packet
 // left sends that first, and the peer must count it against the fork
 // credit all the same.
-func (c *Conn) routeClone(in *inPacket, pkt *wire.Packet) *Conn {
+func (c *Conn) routeClone(in *inPacket, pkt *wire.Packet, now time.Time) *Conn {
 	c.mu.Lock()
 	clone := c.clones[pkt.Src]
 	fresh := false
@@ -43,7 +43,7 @@ func (c *Conn) routeClone(in *inPacket, pkt *wire.Packet) *Conn {
 	if clone == nil {
 		return nil
 	}
-	fc := clone.handlePacket(in, pkt)
+	fc := clone.handlePacket(in, pkt, now)
 	if !fresh {
 		return fc
 	}

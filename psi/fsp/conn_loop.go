@@ -334,10 +334,19 @@ func (c *Conn) run() {
 			return
 		}
 		q.mu.Unlock()
+		// One reading of the clock serves a run of datagrams from one
+		// address; a datagram from another reads it again, so that the
+		// path logic (path.go) sees the paths' packets in order.
+		now := time.Now()
+		var last peerAddr
 		for i := range batch {
 			in := &batch[i]
+			if i > 0 && !sameSource(&in.from, &last) {
+				now = time.Now()
+			}
+			last = in.from
 			if wire.Parse(in.bytes(), &pkt) == nil {
-				if fc := c.handlePacket(in, &pkt); fc != nil && !containsConn(c.loop.dirty, fc) {
+				if fc := c.handlePacket(in, &pkt, now); fc != nil && !containsConn(c.loop.dirty, fc) {
 					c.loop.dirty = append(c.loop.dirty, fc)
 				}
 			}
@@ -351,6 +360,7 @@ func (c *Conn) run() {
 				// not only at its end.
 				rel.flush()
 				c.loop.flushDirty()
+				now = time.Now()
 			}
 		}
 		rel.flush()
@@ -423,6 +433,12 @@ func (c *Conn) takeReplyWait() bool {
 	w := c.replyWait
 	c.replyWait = false
 	return w
+}
+
+// sameSource reports whether two datagrams came from one UDP address to
+// one local address.
+func sameSource(a, b *peerAddr) bool {
+	return a.ap.IsValid() && a.ap == b.ap && a.dst == b.dst
 }
 
 func containsConn(cs []*Conn, c *Conn) bool {

@@ -31,9 +31,9 @@ func inject(c *Conn, b []byte, from *peerAddr, route bool) *Conn {
 		return nil
 	}
 	if route {
-		return c.routeClone(in, &pkt)
+		return c.routeClone(in, &pkt, time.Now())
 	}
-	return c.handlePacket(in, &pkt)
+	return c.handlePacket(in, &pkt, time.Now())
 }
 
 // settle waits (at most a second) until the loops of t's connections have

@@ -18,12 +18,13 @@ import (
 // handlePacket processes one datagram addressed to this connection, in
 // the connection loop. It returns the connection (c or one of its clones)
 // that has something to send: the loop then calls flush once per batch.
-// A receiver that keeps in.buf sets it to nil.
-func (c *Conn) handlePacket(in *inPacket, pkt *wire.Packet) *Conn {
+// A receiver that keeps in.buf sets it to nil. now is the loop's clock,
+// read once for a run of packets (time.Now is dear on some hosts).
+func (c *Conn) handlePacket(in *inPacket, pkt *wire.Packet, now time.Time) *Conn {
 	c.mu.Lock()
 	if c.peerKnown && pkt.Src != c.peer && c.state >= stateEstablished && pkt.Opcode > wire.AckConnectReq {
 		c.mu.Unlock()
-		return c.routeClone(in, pkt)
+		return c.routeClone(in, pkt, now)
 	}
 	var op opened
 	if c.openUnlocked(in, pkt, &op) {
@@ -37,7 +38,7 @@ func (c *Conn) handlePacket(in *inPacket, pkt *wire.Packet) *Conn {
 		wire.Parse(in.bytes(), pkt)
 	}
 	var deliver *Listener
-	c.receive(in, pkt, &deliver, &op)
+	c.receive(in, pkt, &deliver, &op, now)
 	more := c.state == stateEstablished || c.state == stateClosing
 	early := c.earlyIn // handed to Accept already, on its 0-RTT message
 	charged := c.bud != nil
@@ -114,7 +115,7 @@ func (c *Conn) open(d *fcrypto.Direction, dst []byte, pn uint64, pkt *wire.Packe
 	return d.Open(dst, pn, pkt.HeaderBytes, pkt.Payload)
 }
 
-func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *opened) {
+func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *opened, now time.Time) {
 	b, from := in.bytes(), &in.from
 	switch c.state {
 	case stateClosed:
@@ -198,7 +199,6 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	c.stats.PacketsReceived++
 	newest := pn >= c.replay.Largest()
 	c.replay.Mark(pn)
-	now := time.Now()
 	c.lastRecv = now
 	if c.state == stateAffirming {
 		c.establish(now)
