@@ -239,18 +239,23 @@ func (c *Conn) ccSync(p *ccPath) {
 }
 
 // ccCanSend reports whether the shared window has room, noting c as
-// blocked if not. Called with c.mu held.
-func (c *Conn) ccCanSend() bool {
+// blocked if not, and if it has, how long the shared pacer holds the next
+// packet: one lock of the group for both, as fill asks before every
+// packet. Called with c.mu held.
+func (c *Conn) ccCanSend(now time.Time) (ok bool, pace time.Duration) {
 	p := c.ccLock()
-	ok := p.cc.CanSend(p.inFlight)
+	ok = p.cc.CanSend(p.inFlight)
 	if ok {
 		c.ccs.blocked = false // a stale entry on the waiting list, if any
+		if p.pacer != nil {
+			pace = p.pacer.TimeUntilSend(now, MaxDatagramSize)
+		}
 	} else {
 		p.block(&c.ccs)
 		c.ccs.woken.Store(false) // the room went to others
 	}
 	c.ccUnlock()
-	return ok
+	return ok, pace
 }
 
 // ccPassOn hands the room c was woken for, and found nothing to fill, to
@@ -265,17 +270,6 @@ func (c *Conn) ccPassOn() {
 	p := c.ccLock()
 	p.kickBlocked(&c.ccs)
 	c.ccUnlock()
-}
-
-// ccPaceDelay returns how long the shared pacer holds the next packet.
-// Called with c.mu held.
-func (c *Conn) ccPaceDelay(now time.Time) time.Duration {
-	p := c.ccLock()
-	defer c.ccUnlock()
-	if p.pacer == nil {
-		return 0
-	}
-	return p.pacer.TimeUntilSend(now, MaxDatagramSize)
 }
 
 // ccSent records a data packet of the given size just sent, and returns

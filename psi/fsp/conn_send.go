@@ -85,12 +85,13 @@ func (c *Conn) fill(now time.Time) {
 		// nothing to send is not noted blocked, or the window's opening
 		// would wake it instead of one that waits (conn_cc.go).
 		if !probe && c.sendable() {
-			if !c.ccCanSend() {
+			ok, d := c.ccCanSend(now)
+			if !ok {
 				break
 			}
 			// Delays below the timer granularity are not worth a timer:
 			// send now and let the pacer run into debt, as quic-go does.
-			if d := c.ccPaceDelay(now); d > minPacingDelay {
+			if d > minPacingDelay {
 				c.paceAt = now.Add(d)
 				break
 			}
