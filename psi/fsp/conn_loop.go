@@ -168,9 +168,11 @@ type peerQueue struct {
 	conns  int // registered connections (Transport.mu)
 }
 
-// queueRoom charges one datagram for c to the Transport's queue bound and
-// to its peer's; false, charging nothing, when either is reached.
-func (t *Transport) queueRoom(c *Conn, qlimit int) bool {
+// queueRoom charges up to n datagrams for c to the Transport's queue
+// bound and to its peer's, as many as both take, and returns how many:
+// a run of datagrams is charged at once, not each (the counters are
+// shared with every connection's loop).
+func (t *Transport) queueRoom(c *Conn, qlimit, n int) int {
 	lim, plim := t.queueCap, t.peerCap
 	if lim <= 0 {
 		lim = max(maxQueuedBytes, int64(qlimit)*bufCost)
@@ -178,27 +180,28 @@ func (t *Transport) queueRoom(c *Conn, qlimit int) bool {
 	if plim <= 0 {
 		plim = max(lim/4, int64(qlimit)*bufCost)
 	}
-	if pq := c.pq; pq != nil && !charge(&pq.queued, bufCost, plim) {
-		return false
+	pq := c.pq
+	if pq != nil {
+		n = charge(&pq.queued, n, plim)
 	}
-	if !charge(&t.queued, bufCost, lim) {
-		if c.pq != nil {
-			c.pq.queued.Add(-bufCost)
-		}
-		return false
+	m := charge(&t.queued, n, lim)
+	if pq != nil && m < n {
+		pq.queued.Add(-int64(n-m) * bufCost)
 	}
-	return true
+	return m
 }
 
-// charge adds n to v unless that would pass lim; v never reads above lim.
-func charge(v *atomic.Int64, n, lim int64) bool {
+// charge adds up to n datagrams (bufCost each) to v, as many as keep it
+// within lim, and returns how many; v never reads above lim.
+func charge(v *atomic.Int64, n int, lim int64) int {
 	for {
 		old := v.Load()
-		if old+n > lim {
-			return false
+		k := min(int64(n), (lim-old)/bufCost)
+		if k <= 0 {
+			return 0
 		}
-		if v.CompareAndSwap(old, old+n) {
-			return true
+		if v.CompareAndSwap(old, old+k*bufCost) {
+			return int(k)
 		}
 	}
 }
@@ -224,14 +227,19 @@ func (c *Conn) enqueue(rs []routed, hold *sockio.Hold) bool {
 	}
 	waited := false
 	kept := 0
+	credit := 0 // datagrams charged to the Transport's bound, not yet queued
 	for i := 0; i < len(rs); i++ {
 		if len(q.pkts) < q.limit {
-			if !c.t.queueRoom(c, q.limit) {
+			if credit == 0 {
+				credit = c.t.queueRoom(c, q.limit, min(len(rs)-i, q.limit-len(q.pkts)))
+			}
+			if credit == 0 {
 				// The Transport's bound: drop, do not wait.
 				q.dropped++
 				putBuf(rs[i].in.buf)
 				continue
 			}
+			credit--
 			in := &rs[i].in
 			if in.lent != nil {
 				if hold != nil && q.lent < lentPerConn {
@@ -268,6 +276,9 @@ func (c *Conn) enqueue(rs []routed, hold *sockio.Hold) bool {
 		putBuf(rs[i].in.buf)
 	}
 	hold.Add(kept) // before the loop can see them
+	if credit > 0 {
+		c.t.unqueue(c, credit)
+	}
 	busy := len(q.pkts) > q.limit/2
 	start := !q.running && len(q.pkts) > 0
 	q.running = q.running || start
