@@ -292,11 +292,13 @@ func (d *Direction) Open(dst []byte, pn uint64, header, ciphertext []byte) ([]by
 }
 
 // ReplayWindow rejects packet numbers seen before or too old to tell.
-// The zero value is ready.
+// The zero value is ready. Its bitmap is a ring (RFC 6479): packet number
+// pn is bit pn mod ReplayWindowSize, so a new largest clears the bits it
+// passes instead of shifting the whole map.
 type ReplayWindow struct {
 	largest uint64
 	any     bool
-	bits    [replayWords]uint64 // bit i: largest-i seen
+	bits    [replayWords]uint64 // bit pn%ReplayWindowSize: pn seen, for pn in (largest-ReplayWindowSize, largest]
 }
 
 const (
@@ -314,47 +316,46 @@ func (w *ReplayWindow) Check(pn uint64) bool {
 	if !w.any || pn > w.largest {
 		return true
 	}
-	off := w.largest - pn
-	if off >= ReplayWindowSize {
+	if w.largest-pn >= ReplayWindowSize {
 		return false
 	}
-	return w.bits[off/64]&(1<<(off%64)) == 0
+	i := pn % ReplayWindowSize
+	return w.bits[i/64]&(1<<(i%64)) == 0
 }
 
 // Mark records pn as seen; call it only after the packet authenticated.
 func (w *ReplayWindow) Mark(pn uint64) {
-	if !w.any {
-		w.any, w.largest = true, pn
-		w.bits[0] = 1
+	switch {
+	case !w.any:
+		w.any = true
+		w.bits = [replayWords]uint64{}
+	case pn > w.largest:
+		w.clear(w.largest, pn-w.largest)
+	case w.largest-pn >= ReplayWindowSize:
 		return
 	}
-	if pn > w.largest {
-		w.shift(pn - w.largest)
-		w.largest = pn
-		w.bits[0] |= 1
-		return
-	}
-	off := w.largest - pn
-	if off < ReplayWindowSize {
-		w.bits[off/64] |= 1 << (off % 64)
-	}
+	w.largest = max(w.largest, pn)
+	i := pn % ReplayWindowSize
+	w.bits[i/64] |= 1 << (i % 64)
 }
 
-func (w *ReplayWindow) shift(n uint64) {
+// clear forgets the packet numbers after, after+n: the window moves over
+// them, and their bits held numbers ReplayWindowSize older.
+func (w *ReplayWindow) clear(after, n uint64) {
 	if n >= ReplayWindowSize {
 		w.bits = [replayWords]uint64{}
 		return
 	}
-	words, bits := int(n/64), n%64
-	for i := replayWords - 1; i >= 0; i-- {
-		var v uint64
-		if j := i - words; j >= 0 {
-			v = w.bits[j] << bits
-			if bits != 0 && j > 0 {
-				v |= w.bits[j-1] >> (64 - bits)
-			}
+	for pn := after + 1; n > 0; {
+		i := pn % ReplayWindowSize
+		bit := i % 64
+		k := min(n, 64-bit) // bits to clear in this word
+		mask := ^uint64(0)
+		if k < 64 {
+			mask = 1<<k - 1
 		}
-		w.bits[i] = v
+		w.bits[i/64] &^= mask << bit
+		pn, n = pn+k, n-k
 	}
 }
 

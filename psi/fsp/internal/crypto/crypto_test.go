@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -95,6 +96,42 @@ func TestReplayWindow(t *testing.T) {
 	}
 	if !accept(5000) || accept(5000-ReplayWindowSize) || !accept(5000-ReplayWindowSize+1) {
 		t.Fatal("window edge wrong")
+	}
+}
+
+// TestReplayWindowModel checks the window against a set of every packet
+// number seen, for random walks with reordering, jumps and replays.
+func TestReplayWindowModel(t *testing.T) {
+	for seed := range uint64(50) {
+		r := rand.New(rand.NewPCG(seed, 1))
+		var w ReplayWindow
+		seen := map[uint64]bool{}
+		var largest uint64
+		for range 20000 {
+			var pn uint64
+			switch k := r.IntN(10); {
+			case k < 6 || len(seen) == 0:
+				pn = largest + uint64(r.IntN(3)) // mostly in order
+			case k < 8:
+				pn = largest - min(largest, uint64(r.IntN(2*ReplayWindowSize))) // late or replayed
+			case k < 9:
+				pn = largest + uint64(r.IntN(3*ReplayWindowSize)) // a jump
+			default:
+				pn = largest + uint64(r.IntN(200))
+			}
+			want := !seen[pn] && (len(seen) == 0 || pn > largest || largest-pn < ReplayWindowSize)
+			if got := w.Check(pn); got != want {
+				t.Fatalf("seed %d: Check(%d) = %v with largest %d, want %v", seed, pn, got, largest, want)
+			}
+			if want {
+				w.Mark(pn)
+				seen[pn] = true
+				largest = max(largest, pn)
+			}
+			if w.Largest() != largest {
+				t.Fatalf("seed %d: Largest() = %d, want %d", seed, w.Largest(), largest)
+			}
+		}
 	}
 }
 
