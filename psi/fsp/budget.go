@@ -192,6 +192,12 @@ func (c *Conn) hold(n int) bool {
 	most := max(least, min(n+holdChunk, c.rcvCap+1)-c.held)
 	k := c.bud.takeUnits(c.budPeer, rxCost, least, most)
 	if k == 0 {
+		if s := len(c.rxSpare); s > 0 {
+			// Emptied buffers kept for reuse (recycleRx) give their
+			// room to packets.
+			c.putRxSpare()
+			return c.hold(n - s)
+		}
 		return false
 	}
 	c.held += k
@@ -210,10 +216,11 @@ func (c *Conn) holdFor(seq uint64) bool {
 }
 
 // needed is the room c's buffered packets take: those waiting to be read
-// or reassembled and the receiver's span, whose gaps will fill. Called
-// with c.mu held.
+// or reassembled, the receiver's span, whose gaps will fill, and the
+// emptied buffers kept for the next ones (recycleRx). Called with c.mu
+// held.
 func (c *Conn) needed() int {
-	n := c.readLen() + len(c.asm)
+	n := c.readLen() + len(c.asm) + len(c.rxSpare)
 	if c.rcv != nil {
 		n += c.rcv.Span()
 	}

@@ -193,8 +193,9 @@ type Conn struct {
 	rcvMax       int    // the most rcvCap grows to
 	readCount    uint64 // packets the reader consumed
 	tuneAt       time.Time
-	tuneRead     uint64   // readCount at tuneAt
-	readQ        []rxData // in-order packets for ReadMessage, from readHead
+	tuneRead     uint64    // readCount at tuneAt
+	readQ        []rxData  // in-order packets for ReadMessage, from readHead
+	rxSpare      []*[]byte // buffers ReadMessage emptied, for openUnlocked (recycleRx)
 	readHead     int
 	readOff      int
 	ackPending   int

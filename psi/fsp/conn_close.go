@@ -181,6 +181,7 @@ func (c *Conn) teardown(err error, reset bool) {
 		putBuf(d.buf)
 	}
 	c.readQ, c.readHead = nil, 0
+	c.putRxSpare()
 	c.dropAsm()
 	c.dropFragments()
 	if c.rcv != nil && c.timeWait {

@@ -41,8 +41,14 @@ func (in *inPacket) bytes() []byte {
 // may keep: the first n-plen bytes copied, the rest left for the caller
 // to fill (plen 0 copies it all). It returns the rest, empty. The share
 // of the lent space is still the loop's to release.
-func (in *inPacket) own(plen int) []byte {
-	buf := getBuf()
+func (in *inPacket) own(plen int) []byte { return in.ownInto(plen, nil) }
+
+// ownInto is own into buf, a pooled buffer the caller took; nil takes
+// one from the pool.
+func (in *inPacket) ownInto(plen int, buf *[]byte) []byte {
+	if buf == nil {
+		buf = getBuf()
+	}
 	if cap(*buf) < in.n {
 		*buf = make([]byte, in.n)
 	}

@@ -31,7 +31,8 @@ func (c *Conn) oversized() bool {
 		c.rcv != nil && c.rcv.Oversized() ||
 		cap(c.readQ) > 4*max(16, c.readLen()) ||
 		c.inq.oversized() ||
-		c.overHeld()
+		c.overHeld() ||
+		len(c.rxSpare) > 0
 }
 
 // compact shrinks whatever is still oversized at compactAt. c.mu is held.
@@ -44,6 +45,7 @@ func (c *Conn) compact() {
 	if c.rcv != nil {
 		c.rcv.Compact()
 	}
+	c.putRxSpare()
 	if n := c.readLen(); cap(c.readQ) > 4*max(16, n) {
 		var q []rxData
 		if n > 0 {

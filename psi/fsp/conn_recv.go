@@ -90,13 +90,18 @@ func (c *Conn) openUnlocked(in *inPacket, pkt *wire.Packet, op *opened) bool {
 	if !c.replay.Check(pn) {
 		return false // a replay: receive looks at it
 	}
+	lent := in.buf == nil && in.lent != nil
+	var spare *[]byte
+	if lent {
+		spare = c.takeRx()
+	}
 	c.mu.Unlock()
 	dst := pkt.Payload[:0]
-	if in.buf == nil && in.lent != nil {
+	if lent {
 		// Decrypt out of the socket's space into a buffer of its own:
 		// no copy (pkt still points into the space, held until the loop
 		// is done with the datagram).
-		dst = in.own(len(pkt.Payload))
+		dst = in.ownInto(len(pkt.Payload), spare)
 	}
 	pt, err := c.open(d, dst, pn, pkt)
 	c.mu.Lock()
@@ -493,6 +498,47 @@ func (c *Conn) growWindow(n int) {
 
 func (c *Conn) readLen() int { return len(c.readQ) - c.readHead }
 
+// recycleRx keeps a buffer ReadMessage has emptied for the loop to
+// decrypt the next lent datagram into (openUnlocked), at most maxBatch of
+// them, so that a bulk receiver's buffers go round the connection
+// instead of through sync.Pool, between the reader's and the loop's
+// cores; compact gives them back. On a listener a spare takes the room
+// the budget already holds for c (needed counts it), never more: it is
+// kept only while that room covers it. Called with c.mu held, before the
+// packet it held leaves the read queue.
+func (c *Conn) recycleRx(b *[]byte) {
+	if b == nil {
+		return
+	}
+	if len(c.rxSpare) < maxBatch && c.state == stateEstablished && (c.bud == nil || c.needed() <= c.held) {
+		c.rxSpare = append(c.rxSpare, b)
+		return
+	}
+	putBuf(b)
+}
+
+// takeRx returns a buffer recycleRx kept, or nil. Called with c.mu held.
+func (c *Conn) takeRx() *[]byte {
+	n := len(c.rxSpare)
+	if n == 0 {
+		return nil
+	}
+	b := c.rxSpare[n-1]
+	c.rxSpare[n-1] = nil
+	c.rxSpare = c.rxSpare[:n-1]
+	return b
+}
+
+// putRxSpare gives the buffers recycleRx kept back to the pool. Called
+// with c.mu held.
+func (c *Conn) putRxSpare() {
+	for i, b := range c.rxSpare {
+		putBuf(b)
+		c.rxSpare[i] = nil
+	}
+	c.rxSpare = nil
+}
+
 func (c *Conn) pushRead(v rxData) {
 	if len(c.readQ) == cap(c.readQ) && c.readHead > len(c.readQ)/2 {
 		n := copy(c.readQ, c.readQ[c.readHead:])
@@ -540,7 +586,7 @@ func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err 
 					break
 				}
 				end = d.eot
-				putBuf(d.buf)
+				c.recycleRx(d.buf)
 				c.popRead()
 				c.readCount++
 				c.readOff = 0
