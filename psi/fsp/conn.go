@@ -172,6 +172,7 @@ type Conn struct {
 	txFree       []*[]byte // send-queue buffers to free once sealed (freeTx)
 	txSpare      []*[]byte // acknowledged send-queue buffers for writeMessage (recycleTx)
 	writing      int       // bulk writeMessage calls under way (recycleTx)
+	pmtuWait     bool      // a writer waits in pmtuHold: trySend wakes it (pmtuWake)
 	probes       int
 	backoff      uint
 	ptoCount     uint // probe timeouts since the last acknowledgement progress

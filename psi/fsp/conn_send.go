@@ -61,6 +61,7 @@ func (c *Conn) trySend() {
 	}
 	c.sending = false
 	c.freeSealed()
+	c.pmtuWake()
 	c.armTimer()
 }
 
@@ -466,6 +467,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 				continue
 			}
 			c.trySend() // packets held back by more must not wait forever
+			c.pmtuWait = c.pmtuWait || !c.milk && c.pmtuHold()
 			c.mu.Unlock()
 			if err := c.wait(ctx, c.writable); err != nil {
 				releaseStaged(staged[:k])

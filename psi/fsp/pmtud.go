@@ -115,6 +115,17 @@ func (c *Conn) pmtuHold() bool {
 		c.plpmtu() < MaxDatagramSize && c.snd.Unsent() >= pmtuAhead
 }
 
+// pmtuWake wakes a writer held by pmtuHold once it may go on: packets
+// were sent, or the search completed. Neither is an acknowledgement, the
+// writer's usual wake-up, and against a silent peer none comes. Called
+// with c.mu held.
+func (c *Conn) pmtuWake() {
+	if c.pmtuWait && !c.pmtuHold() {
+		c.pmtuWait = false
+		signal(c.writable)
+	}
+}
+
 // writePayload is how many message bytes a new data packet takes.
 func (c *Conn) writePayload() int { return c.maxPayload + int(c.pmtu.extra.Load()) }
 
