@@ -201,8 +201,8 @@ type Conn struct {
 	readOff      int
 	ackPending   int
 	ackNow       bool
-	ackReq       bool // send a KEEP_ALIVE asking for an acknowledgement
-	replyWait    bool // the reader got the peer's last packet: a reply may carry its acknowledgement (conn_loop.go)
+	ackReq       bool        // send a KEEP_ALIVE asking for an acknowledgement
+	replyWait    atomic.Bool // the reader got the peer's last packet: a reply may carry its acknowledgement (conn_loop.go)
 	peerReleased bool
 	ackAt        time.Time
 	largestAt    time.Time

@@ -431,7 +431,7 @@ func (r *lentRelease) flush() {
 func (l *loopState) flushDirty() {
 	yield := false
 	for _, fc := range l.dirty {
-		yield = fc.takeReplyWait() || yield
+		yield = fc.replyWait.Swap(false) || yield
 	}
 	if yield {
 		runtime.Gosched()
@@ -441,15 +441,6 @@ func (l *loopState) flushDirty() {
 		l.dirty[i] = nil
 	}
 	l.dirty = l.dirty[:0]
-}
-
-// takeReplyWait reports and clears replyWait.
-func (c *Conn) takeReplyWait() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	w := c.replyWait
-	c.replyWait = false
-	return w
 }
 
 // sameSource reports whether two datagrams came from one UDP address to

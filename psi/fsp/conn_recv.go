@@ -310,7 +310,7 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 	}
 	c.popInOrder()
 	if kept && inOrder && pkt.Flags&wire.FlagAckRequest != 0 && !c.rcv.HasGaps() && c.readLen() > 0 {
-		c.replyWait = true
+		c.replyWait.Store(true)
 	}
 	if c.ackPending >= ackEvery {
 		c.ackNow = true
