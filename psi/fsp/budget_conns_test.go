@@ -196,22 +196,9 @@ func TestHostileWindowsBounded(t *testing.T) {
 			if err != nil {
 				t.Fatalf("dial: %v; %+v", err, l.Stats())
 			}
-			conns := []*Conn{c}
-			for range 3 {
-				f, err := c.Fork(ctx)
-				if errors.Is(err, post.ErrReset) {
-					break // refused once the handshake ended: the budget filled meanwhile
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				conns = append(conns, f)
-			}
-			for _, c := range conns {
-				senders.Go(func() {
-					for c.SendMessage(sctx, msg) == nil {
-					}
-				})
+			// A fork refused once the handshake ended: the budget filled meanwhile.
+			if err := sendOnForks(ctx, sctx, c, 3, msg, &senders); err != nil && !errors.Is(err, post.ErrReset) {
+				t.Fatal(err)
 			}
 		}
 	}

@@ -61,19 +61,8 @@ func TestUnreadPeersVanish(t *testing.T) {
 			if err != nil {
 				t.Fatalf("dial %d: %v; %+v", len(aborts), err, l.Stats())
 			}
-			conns := []*Conn{c}
-			for range 3 {
-				f, err := c.Fork(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				conns = append(conns, f)
-			}
-			for _, c := range conns {
-				senders.Go(func() {
-					for c.SendMessage(sctx, msg) == nil {
-					}
-				})
+			if err := sendOnForks(ctx, sctx, c, 3, msg, &senders); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
@@ -131,4 +120,26 @@ func TestUnreadPeersVanish(t *testing.T) {
 			t.Fatalf("%d goroutines, %d before the peers came", runtime.NumGoroutine(), goroutines)
 		}
 	}
+}
+
+// sendOnForks forks n clones of c and starts a sender on c and on each
+// clone that sends msg until sctx ends. It returns the first Fork error;
+// c and the clones made before it send anyway.
+func sendOnForks(ctx, sctx context.Context, c *Conn, n int, msg []byte, senders *sync.WaitGroup) error {
+	conns := []*Conn{c}
+	var err error
+	for range n {
+		var f *Conn
+		if f, err = c.Fork(ctx); err != nil {
+			break
+		}
+		conns = append(conns, f)
+	}
+	for _, c := range conns {
+		senders.Go(func() {
+			for c.SendMessage(sctx, msg) == nil {
+			}
+		})
+	}
+	return err
 }
