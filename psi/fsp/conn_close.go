@@ -162,7 +162,11 @@ func (c *Conn) teardown(err error, reset bool) {
 	}
 	if reset && c.tx != nil && c.rcv != nil {
 		p := c.header(wire.Reset, 0, c.snd.Next())
-		if b := c.seal(&p, nil); b != nil {
+		var reason []byte
+		if errors.Is(err, post.ErrRefused) {
+			reason = []byte{wire.ResetRefused}
+		}
+		if b := c.seal(&p, reason); b != nil {
 			c.t.write(*b, &c.remote)
 			putBuf(b)
 		}

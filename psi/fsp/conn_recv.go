@@ -258,9 +258,12 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	case wire.Ticket:
 		c.storeTicket(pt)
 	case wire.Reset:
-		auth := len(pt) > 0 && pt[0] == wire.ResetAuthentication
-		if auth {
+		switch {
+		case len(pt) > 0 && pt[0] == wire.ResetAuthentication:
 			c.failLocked(post.Errorf(post.ErrAuthentication, "fsp: the peer refused our credentials"))
+			return
+		case len(pt) > 0 && pt[0] == wire.ResetRefused:
+			c.failLocked(post.Errorf(post.ErrRefused, "fsp: the peer refused the connection"))
 			return
 		}
 		c.failLocked(post.Errorf(post.ErrReset, "fsp: connection reset by peer"))

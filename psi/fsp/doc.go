@@ -256,7 +256,8 @@
 // first packet arrives; without room that packet is dropped the same way
 // and the peer's clone sends it again. A connection that does not fit is
 // refused with a RESET during the handshake (post.ErrRefused at the
-// dialer). The accept queue has no fixed size: what waits in it is
+// dialer; a refusal sent once keys exist, as when the budget filled while
+// the handshake ran, carries reason ResetRefused and fails the same way). The accept queue has no fixed size: what waits in it is
 // charged to the budget, so a burst of dials waits for Accept instead of
 // being reset after the dialer's Dial returned. So what peers make a
 // listener hold never exceeds the budget. Listener.Stats reports the

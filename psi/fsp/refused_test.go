@@ -127,3 +127,18 @@ func TestICMPSoftError(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedReset: a listener that refuses a connection once keys exist
+// (its budget filled during the handshake, it closed with the connection
+// unaccepted) says so in the protected RESET, and the peer's calls fail
+// with post.ErrRefused, not post.ErrReset.
+func TestRefusedReset(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	s.teardown(post.Errorf(post.ErrRefused, "fsp: listener over its memory budget"), true)
+	ctx := testContext(t)
+	if _, err := c.ReceiveMessage(ctx); !errors.Is(err, post.ErrRefused) {
+		t.Fatalf("after a refusal: %v; want post.ErrRefused", err)
+	}
+}

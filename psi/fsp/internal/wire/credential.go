@@ -26,6 +26,11 @@ const MaxChain = 8
 // accept).
 const ResetAuthentication = 1
 
+// ResetRefused is the reason octet of a protected RESET that refuses a
+// connection or clone the sender will not keep (a listener over its
+// memory budget or closed, a clone beyond the fork credit).
+const ResetRefused = 2
+
 // Len returns the encoded length of c.
 func (c *Credential) Len() int {
 	n := 1 + 2 + len(c.Sig)
