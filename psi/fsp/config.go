@@ -71,8 +71,9 @@ type Config struct {
 	// a quarter of it, and one /24 (IPv4) or /48 (IPv6) prefix half. A
 	// connection or clone takes about 22.5 KiB when it is made (its fixed
 	// state and a base window of 4 packets), so the default holds about
-	// 11,650 idle connections, 2,912 from one address; received packets
-	// past the base window are charged as they arrive. Past the budget
+	// 11,650 idle connections, 2,912 from one address (MaxConnsPerSource
+	// stops one at 1,024 by default); received packets past the base
+	// window are charged as they arrive. Past the budget
 	// new connections are refused (the dialer gets an error wrapping
 	// post.ErrRefused) and data packets past the base window are dropped
 	// unacknowledged, for the sender to retransmit; data acknowledged is
@@ -127,6 +128,16 @@ type Config struct {
 	// or more handshakes are pending; zero means 100. Past either, the
 	// prefix's CONNECT_REQUESTs are dropped, and their clients retransmit.
 	MaxHandshakeRate int
+	// MaxConnsPerSource bounds the connections one source (an IPv4
+	// address or an IPv6 /64) holds on a listener, as psi/quic and
+	// psi/tcp bound theirs: from the CONNECT_REQUEST (or RESTORE) that
+	// starts its key exchange until it closes, pending, waiting for
+	// Accept or accepted; zero means 1024. Past it a new connection is
+	// refused at once (the dialer gets an error wrapping
+	// post.ErrRefused). Clones do not count: fork credit and the memory
+	// budget bound them, as MaxStreams bounds a QUIC connection's
+	// streams. Dialing ignores it.
+	MaxConnsPerSource int
 
 	// forkAnnounce is how long a fresh clone waits for data before it
 	// announces itself with an empty MULTIPLY; zero means forkAnnounce.
@@ -239,6 +250,16 @@ func (c *Config) pendingQuotas() (perAddr, perPrefix, total int) {
 	}
 	return perAddr, perPrefix, total
 }
+
+func (c *Config) maxConnsPerSource() int {
+	if c.MaxConnsPerSource > 0 {
+		return c.MaxConnsPerSource
+	}
+	return defaultMaxConnsPerSource
+}
+
+// defaultMaxConnsPerSource is psi/quic's and psi/tcp's default.
+const defaultMaxConnsPerSource = 1024
 
 func (c *Config) handshakeRate() int {
 	if c.MaxHandshakeRate > 0 {

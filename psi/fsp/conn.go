@@ -248,6 +248,10 @@ type Conn struct {
 	budPeer netip.Addr
 	charged int64
 	held    int
+	// uncount gives back this connection's place in its listener's count
+	// of the peer's connections (Config.MaxConnsPerSource), once, at
+	// teardown; nil but on a listener's root connections.
+	uncount func()
 
 	// Milk class (clones only): every message is one transaction, and a
 	// newer complete message supersedes older unacknowledged ones.

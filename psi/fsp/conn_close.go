@@ -209,12 +209,17 @@ func (c *Conn) teardown(err error, reset bool) {
 	}
 	close(c.done)
 	c.uncharge()
+	uncount := c.uncount
+	c.uncount = nil
 	parent, peer, forks := c.parent, c.peer, c.forks
 	var linger time.Duration
 	if c.timeWait {
 		linger = min(max(4*c.rtt.RTO(), minTimeWait), maxTimeWait)
 	}
 	c.mu.Unlock()
+	if uncount != nil {
+		uncount()
+	}
 	// Clones the application never accepted are reset: the peer's
 	// writes on them fail rather than vanish.
 	for forks != nil {

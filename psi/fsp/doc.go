@@ -245,7 +245,8 @@
 // peer address, half per /24 or /48): 16 KiB of fixed state and a base
 // window of 4 packet buffers (1,664 bytes each) when it is made, 22.5 KiB
 // in all, so the default budget holds about 11,650 idle connections,
-// 2,912 from one address. Received packets past the base window are
+// 2,912 from one address (more than the count bound below lets in).
+// Received packets past the base window are
 // charged as they arrive, in chunks of 16, the gaps before an
 // out-of-order one included, and the room goes back to the base window
 // once the connection has idled for a second. A data packet the budget
@@ -262,6 +263,24 @@
 // being reset after the dialer's Dial returned. So what peers make a
 // listener hold never exceeds the budget. Listener.Stats reports the
 // accounting, Stats.BudgetDropped the packets dropped.
+//
+// Connections per source: a listener also counts the connections of
+// each source (an IPv4 address or an IPv6 /64), as psi/quic and psi/tcp
+// do, up to Config.MaxConnsPerSource (1,024 by default). A connection
+// counts from the CONNECT_REQUEST or RESTORE that starts its key
+// exchange (its cookie or ticket checked) until it closes: pending,
+// waiting for Accept or accepted; a resumed one like any other. A
+// source at its bound gets a RESET keyed by the request's nonce and no
+// larger than the request, before any key exchange, and its dial fails
+// at once with post.ErrRefused (a 0-RTT dial, which returns before the
+// listener answers, fails its next read or write so, its early data
+// never delivered). A handshake evicted from the pending
+// table, timed out or refused gives its place back, as does a
+// connection at its teardown (close, abort, idle timeout, the peer's
+// RESET, a listener closed with it unaccepted). Clones do not count:
+// fork credit bounds those not yet accepted and the memory budget all
+// of them (as MaxStreams bounds a QUIC connection's streams); psi/tcp
+// counts its forks, each a TCP connection of its own.
 //
 // Idle memory: a socket holds no receive buffer while it waits; its read
 // loop borrows one from a pool shared by all sockets (64 KiB, 512 KiB

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/hsrate"
 	"github.com/postsockets/postsockets/internal/strike"
 	"github.com/postsockets/postsockets/post"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
@@ -23,7 +24,8 @@ type Listener struct {
 	chainLen      int
 	ownsTransport bool
 	accept        acceptQueue
-	bud           *budget // memory budget (budget.go)
+	bud           *budget       // memory budget (budget.go)
+	conns         *hsrate.Conns // connections per source (Config.MaxConnsPerSource)
 	done          chan struct{}
 	closeOnce     sync.Once
 	refusedOnce   sync.Once
@@ -241,11 +243,20 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		if confirmed {
 			return // a copy of a handshake that completed: no second one
 		}
+		// The connection counts against its source's bound from here
+		// until it closes; a source at its bound is refused before any
+		// key exchange.
+		uncount := t.countConn(l, from, pkt, len(b))
+		if uncount == nil {
+			return
+		}
 		if !t.allowHandshake(from.ap.Addr(), now, l.cfg.handshakeRate()) {
+			uncount()
 			return // the client retransmits
 		}
 		src := pendingPrefix(from.ap.Addr())
 		if !t.hs.room(src) {
+			uncount()
 			return // the workers' queue full, no prefix holds more of it: the client retransmits
 		}
 		t.mu.Lock()
@@ -256,12 +267,15 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 			e.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake evicted from the pending table"), false)
 		}
 		if !room {
+			uncount()
 			return // every entry in the way is fresh: the client retransmits
 		}
 		c = newConn(t, l.cfg, false, *from)
 		c.peer = pkt.Src
 		c.listener = l
+		c.uncount = uncount
 		if err := t.register(c); err != nil {
+			uncount()
 			return
 		}
 		t.mu.Lock()

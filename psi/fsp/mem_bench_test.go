@@ -228,8 +228,9 @@ func memServerConfig(p *testcert.Pair) *Config {
 		Security:  psi.Security{Certificates: []tls.Certificate{p.Leaf}},
 		KeepAlive: -1,
 		// Many connections from one address, as fast as they come.
-		MemoryBudget:     1 << 30,
-		MaxHandshakeRate: 1 << 20,
+		MemoryBudget:      1 << 30,
+		MaxHandshakeRate:  1 << 20,
+		MaxConnsPerSource: 1 << 30,
 	}
 }
 

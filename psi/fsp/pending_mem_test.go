@@ -46,6 +46,7 @@ func TestPendingEntrySize(t *testing.T) {
 
 func pendingEntrySize(t *testing.T, scfg *Config, n int) {
 	scfg.MaxPending, scfg.MaxPendingPerAddress, scfg.MaxPendingPerPrefix = n, n, n
+	scfg.MaxConnsPerSource = n // pending handshakes count against it
 	scfg.MaxHandshakeRate = 1 << 20
 	scfg.HandshakeTimeout = time.Minute
 	l := listen(t, scfg)

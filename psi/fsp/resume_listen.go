@@ -41,15 +41,23 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 	if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.BinderKey(tk.secret), b); !ok {
 		return
 	}
+	// A resumed connection counts against its source's bound as a new
+	// one does (listener.go), before the strike register records it.
+	uncount := t.countConn(l, from, pkt, len(b))
+	if uncount == nil {
+		return
+	}
 	if l.strikes.Check(req.nonce, tk.issued.Add(req.age), now) != strike.Fresh {
 		// A replay, or a copy the register cannot judge: no resumption,
 		// only a cookie, and no share of the handshake rate. (A client
 		// whose first RESTORE was taken but dropped below gets here too
 		// when it repeats it, and goes on with a full handshake.)
+		uncount()
 		t.restoreFallback(l, from, pkt, req.nonce, now)
 		return
 	}
 	if !t.allowHandshake(from.ap.Addr(), now, l.cfg.handshakeRate()) {
+		uncount()
 		return
 	}
 	t.mu.Lock()
@@ -59,12 +67,15 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 		e.teardown(post.Errorf(post.ErrTimeout, "fsp: handshake evicted from the pending table"), false)
 	}
 	if !room {
+		uncount()
 		return
 	}
 	c = newConn(t, l.cfg, false, *from)
 	c.peer = pkt.Src
 	c.listener = l
+	c.uncount = uncount
 	if err := t.register(c); err != nil {
+		uncount()
 		return
 	}
 	t.mu.Lock()

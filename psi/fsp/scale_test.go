@@ -54,8 +54,9 @@ func scaleTransports() int {
 }
 
 // scaleServerConfig lifts the listener's per-source quotas: every client
-// comes from 127.0.0.1, where the defaults (25 handshakes a second and a
-// quarter of a 256 MiB budget per address) protect a public listener.
+// comes from 127.0.0.1, where the defaults (25 handshakes a second, a
+// quarter of a 256 MiB budget and 1,024 connections per address)
+// protect a public listener.
 func scaleServerConfig(leaf tls.Certificate) *Config {
 	return &Config{
 		Security:             psi.Security{Certificates: []tls.Certificate{leaf}},
@@ -64,6 +65,7 @@ func scaleServerConfig(leaf tls.Certificate) *Config {
 		MaxPending:           1 << 20,
 		MaxPendingPerAddress: 1 << 20,
 		MaxPendingPerPrefix:  1 << 20,
+		MaxConnsPerSource:    1 << 30,
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/hsrate"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
@@ -703,7 +704,8 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: err}
 	}
-	l := &Listener{t: t, cfg: cfg, id: id, accept: acceptQueue{ready: make(chan struct{}, 1)}, bud: newBudget(cfg.memoryBudget()), done: make(chan struct{})}
+	l := &Listener{t: t, cfg: cfg, id: id, accept: acceptQueue{ready: make(chan struct{}, 1)}, bud: newBudget(cfg.memoryBudget()),
+		conns: hsrate.NewConns(cfg.maxConnsPerSource()), done: make(chan struct{})}
 	if psk := cfg.Security.PSK; len(psk) > 0 {
 		c, err := psi.PSKCertificate(psk)
 		if err != nil {
