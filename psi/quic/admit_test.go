@@ -478,3 +478,19 @@ func TestConnsPerSource(t *testing.T) {
 		}
 	}
 }
+
+// TestConnsPerSourceSuite runs the per-source bound every stack keeps
+// (psitest.ConnsPerSource): 4 connections from one address, the fifth
+// refused with post.ErrRefused.
+func TestConnsPerSourceSuite(t *testing.T) {
+	l, err := (&Stack{MaxConnsPerSource: 4}).listen(context.Background(), loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	psitest.ConnsPerSource(t, l, 4, func(ctx context.Context, from string) (psi.Transient, error) {
+		cfg := clientConfig()
+		cfg.Local = netip.MustParseAddrPort(from + ":0")
+		return (&Stack{}).Dial(ctx, l.Addr(), cfg)
+	}, func(from string) int { return l.hs.conns.Of(netip.MustParseAddr(from)) }, post.ErrRefused)
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/psitest"
 )
 
 func dialFrom(l *listener, from string) (psi.Transient, error) {
@@ -207,4 +208,15 @@ func rootFrom(t *testing.T, l *listener, ip string) (c, root psi.Transient) {
 		t.Fatal(err)
 	}
 	return c, root
+}
+
+// TestMaxConnsPerSourceSuite runs the per-source bound every stack keeps
+// (psitest.ConnsPerSource): 4 roots from one address, the fifth refused
+// with back-pressure.
+func TestMaxConnsPerSourceSuite(t *testing.T) {
+	l := testListener(t, Stack{MaxConnsPerSource: 4})
+	psitest.ConnsPerSource(t, l, 4, func(ctx context.Context, from string) (psi.Transient, error) {
+		cfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}, Local: netip.MustParseAddrPort(from + ":0")}
+		return Stack{}.Dial(ctx, l.Addr(), cfg)
+	}, func(from string) int { return l.conns.Of(netip.MustParseAddr(from)) }, post.ErrBackpressure)
 }
