@@ -26,4 +26,7 @@ var All = []Row{
 	{Name: "Rendezvous slow-body clients", Run: RendezvousSlowBody},
 	{Name: "QUIC junk datagrams, events on", Run: QUICJunk},
 	{Name: "FSP junk datagrams", Run: FSPJunk},
+	{Name: "FSP connections held from one address", Run: FSPConnsOneSource},
+	{Name: "QUIC connections held from one address", Run: QUICConnsOneSource},
+	{Name: "TCP connections held from one address", Run: TCPConnsOneSource},
 }

@@ -1,0 +1,106 @@
+package cases
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/postsockets/postsockets/internal/attack"
+	"github.com/postsockets/postsockets/internal/testcert"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp"
+	"github.com/postsockets/postsockets/psi/quic"
+	"github.com/postsockets/postsockets/psi/tcp"
+)
+
+// connsBound is the listeners' per-source connection bound
+// (MaxConnsPerSource) in the rows that hold connections: small, so a
+// short run reaches it (an eighth of it under the race detector,
+// attack.Paced); the default, 1,024, is checked by each stack's tests.
+var connsBound = attack.Paced(64)
+
+// FSPConnsOneSource, QUICConnsOneSource and TCPConnsOneSource complete
+// handshakes from 127.0.0.2, four at a time, and hold every connection
+// they get open and idle, while a client dials from 127.0.0.1; the
+// listener's application serves each connection until its peer ends it.
+// The listener lets one source hold connsBound connections: the attacker
+// must never hold more, must be refused past them with the stack's
+// error, and the client must get in.
+func FSPConnsOneSource(o attack.Options) (*attack.Result, error) {
+	return connsOneSource(o, "FSP", &fsp.Stack{Base: &fsp.Config{MaxConnsPerSource: connsBound}}, post.ErrRefused)
+}
+
+// QUICConnsOneSource: see FSPConnsOneSource.
+func QUICConnsOneSource(o attack.Options) (*attack.Result, error) {
+	return connsOneSource(o, "QUIC", &quic.Stack{MaxConnsPerSource: connsBound}, post.ErrRefused)
+}
+
+// TCPConnsOneSource: see FSPConnsOneSource. TCP refuses with
+// back-pressure, as over its accept queue.
+func TCPConnsOneSource(o attack.Options) (*attack.Result, error) {
+	return connsOneSource(o, "TCP", tcp.Stack{MaxConnsPerSource: connsBound}, post.ErrBackpressure)
+}
+
+func connsOneSource(o attack.Options, stack string, st psi.Stack, refused error) (*attack.Result, error) {
+	ctx := context.Background()
+	p := testcert.Must()
+	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{p.Leaf}}}
+	ln, err := st.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			t, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 512)
+				for {
+					if _, _, err := t.ReadMessage(ctx, buf); err != nil {
+						break
+					}
+				}
+				t.Close()
+			}()
+		}
+	}()
+	ccfg := &psi.Config{Security: psi.Security{RootCAs: p.Pool, ServerName: "localhost"}}
+	acfg := *ccfg
+	acfg.Local = netip.MustParseAddrPort("127.0.0.2:0")
+	var h *attack.Held
+	c := attack.Case{
+		Name:   fmt.Sprintf("%s connections held from one address, bound %d", stack, connsBound),
+		Budget: 32 << 20,
+		Dial: func(ctx context.Context) error {
+			t, err := st.Dial(ctx, ln.Addr(), ccfg)
+			if err != nil {
+				return err
+			}
+			return t.Close()
+		},
+		Attack: func(ctx context.Context, _ *attack.Bytes) {
+			h = attack.HoldConns(ctx, 4, func(ctx context.Context) (io.Closer, error) {
+				return st.Dial(ctx, ln.Addr(), &acfg)
+			}, refused)
+		},
+		Check: func() (string, error) {
+			note := fmt.Sprintf("attacker held at most %d connections, %d dials refused", h.Most, h.Refused)
+			switch {
+			case h.Most > connsBound:
+				return note, fmt.Errorf("one source held %d connections, over the bound of %d", h.Most, connsBound)
+			case h.Most < connsBound || h.Refused == 0:
+				return note, fmt.Errorf("the attacker never reached the bound of %d (held %d, %d refused)", connsBound, h.Most, h.Refused)
+			case len(h.Other) > 0:
+				return note, fmt.Errorf("dials failed otherwise than with %v: %v", refused, h.Other)
+			}
+			return note, nil
+		},
+	}
+	return attack.Run(c, o), nil
+}

@@ -1,0 +1,64 @@
+package attack
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+)
+
+// Held is what HoldConns saw.
+type Held struct {
+	Most    int            // connections held at once, at most
+	Refused int            // dials refused with the expected error
+	Other   map[string]int // other dial errors, by text, before the end
+}
+
+// HoldConns runs workers dialers from one source, each keeping every
+// connection dial gets and dialling again at once, or 20 ms after a
+// failure, until ctx ends; then it closes them all. A failure wrapping
+// refused counts as a refusal. Fewer than 8 dials run at once, so the
+// listeners' handshake rates (internal/hsrate), which apply only past
+// 8 handshakes in progress, do not slow the attacker down: the
+// per-source connection bound is what stops it.
+func HoldConns(ctx context.Context, workers int, dial func(context.Context) (io.Closer, error), refused error) *Held {
+	h := &Held{Other: map[string]int{}}
+	var mu sync.Mutex
+	var held []io.Closer
+	// Dials get ctx's end as a cancellation, not its deadline, which a
+	// stack may set on its socket and see pass (an i/o timeout) just
+	// before ctx reports it.
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for dctx.Err() == nil {
+				c, err := dial(dctx)
+				mu.Lock()
+				switch {
+				case err == nil:
+					held = append(held, c)
+					h.Most = max(h.Most, len(held))
+				case errors.Is(err, refused):
+					h.Refused++
+				case dctx.Err() == nil:
+					h.Other[err.Error()]++
+				}
+				mu.Unlock()
+				if err != nil {
+					sleep(dctx, 20*time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var closing sync.WaitGroup
+	for _, c := range held {
+		closing.Go(func() { c.Close() })
+	}
+	closing.Wait()
+	return h
+}
