@@ -16,8 +16,10 @@ type Held struct {
 }
 
 // HoldConns runs workers dialers from one source, each keeping every
-// connection dial gets and dialling again at once, or 20 ms after a
-// failure, until ctx ends; then it closes them all. A failure wrapping
+// connection dial gets and dialling again at once, or 100 ms after a
+// failure (so refused handshakes, a full TLS handshake each on TCP, do
+// not take the cores other tests run on), until ctx ends; then it
+// closes them all. A failure wrapping
 // refused counts as a refusal. Fewer than 8 dials run at once, so the
 // listeners' handshake rates (internal/hsrate), which apply only past
 // 8 handshakes in progress, do not slow the attacker down: the
@@ -49,7 +51,7 @@ func HoldConns(ctx context.Context, workers int, dial func(context.Context) (io.
 				}
 				mu.Unlock()
 				if err != nil {
-					sleep(dctx, 20*time.Millisecond)
+					sleep(dctx, 100*time.Millisecond)
 				}
 			}
 		})

@@ -269,7 +269,8 @@
 // do, up to Config.MaxConnsPerSource (1,024 by default). A connection
 // counts from the CONNECT_REQUEST or RESTORE that starts its key
 // exchange (its cookie or ticket checked) until it closes: pending,
-// waiting for Accept or accepted; a resumed one like any other. A
+// waiting for Accept or accepted; a resumed one like any other; under
+// the address it connected from, wherever it moves afterwards. A
 // source at its bound gets a RESET keyed by the request's nonce and no
 // larger than the request, before any key exchange, and its dial fails
 // at once with post.ErrRefused (a 0-RTT dial, which returns before the
