@@ -158,6 +158,7 @@ type deadline struct {
 	mu    sync.Mutex
 	t     time.Time
 	timer *time.Timer
+	gen   uint64 // counts sets; a timer of an earlier one closes nothing
 	ch    chan struct{}
 }
 
@@ -166,7 +167,14 @@ func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.setLocked(t)
+}
+
+func (d *deadline) setLocked(t time.Time) {
+	d.gen++
 	if d.timer != nil {
+		// Stop fails if the timer has fired and its function waits for
+		// mu: the generation tells that function it is stale.
 		d.timer.Stop()
 		d.timer = nil
 	}
@@ -177,10 +185,10 @@ func (d *deadline) set(t time.Time) {
 	switch dur := time.Until(t); {
 	case t.IsZero():
 	case dur > 0:
-		ch := d.ch
+		ch, gen := d.ch, d.gen
 		d.timer = time.AfterFunc(dur, func() {
 			d.mu.Lock()
-			if !isClosed(ch) {
+			if d.gen == gen && !isClosed(ch) {
 				close(ch)
 			}
 			d.mu.Unlock()
