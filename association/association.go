@@ -74,7 +74,7 @@ type Association struct {
 	failures map[candidateKey]time.Time
 	paths    map[netip.AddrPort]post.Path
 
-	bg sync.WaitGroup // races' losing attempts still being collected
+	bg losers // races' losing attempts still being collected
 }
 
 type candidateKey struct {

@@ -240,7 +240,7 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 			}
 			a.mu.Unlock()
 		}
-		a.bg.Add(1)
+		a.bg.add()
 		go a.collectLosers(results, running)
 	}
 	if win == nil {
@@ -265,7 +265,7 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 // collectLosers waits for the n attempts still running after a race was
 // won and closes any that completed late.
 func (a *Association) collectLosers(results <-chan attempt, n int) {
-	defer a.bg.Done()
+	defer a.bg.done()
 	for ; n > 0; n-- {
 		if r := <-results; r.t != nil {
 			a.log.Debug("race aborting late winner", "candidate", r.c.String())
@@ -281,16 +281,4 @@ func (a *Association) collectLosers(results <-chan attempt, n int) {
 // Wait blocks until the losing attempts of every race won so far have
 // returned and been closed, or ctx ends. Establish does not wait for
 // them; call Wait before checking that nothing outlives the Association.
-func (a *Association) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		a.bg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (a *Association) Wait(ctx context.Context) error { return a.bg.wait(ctx) }
