@@ -278,8 +278,17 @@ func TestRaceReturnsWinnerAtOnce(t *testing.T) {
 		t.Fatal("the late winner was not closed")
 	}
 	// The loser was slower than the winner: the next race starts with tcp.
-	if tr, _ := a.Establish(ctx); tr.Stack() != "tcp" {
-		t.Fatalf("second winner %s", tr.Stack())
+	if cands, err := a.Candidates(ctx); err != nil || cands[0].Stack.Name() != "tcp" {
+		t.Fatalf("next race's candidates %v, %v; want tcp first", cands, err)
+	}
+	// tcp wins it even if a loaded host holds tcp's dial past the attempt
+	// delay, when fsp starts too: fsp now hangs (nothing dials it).
+	stuck.dial = hang
+	if tr, err := a.Establish(ctx); err != nil || tr.Stack() != "tcp" {
+		t.Fatalf("second race: %v, %v", tr, err)
+	}
+	if err := a.Wait(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
