@@ -1,6 +1,7 @@
 package fsp
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"github.com/postsockets/postsockets/internal/testcert"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 	"github.com/postsockets/postsockets/psi/psitest"
 )
 
@@ -232,4 +235,70 @@ func TestMaxConnsPerSourceZeroRTT(t *testing.T) {
 		t.Fatalf("%d connections wait for Accept, want none", st.Unaccepted)
 	}
 	waitSource(t, l, "127.0.0.1", 1)
+}
+
+// TestMaxConnsPerSourceRefusal: a CONNECT_REQUEST past its source's
+// bound gets a RESET no larger than the request and keyed by its nonce,
+// which the dialer takes for a refusal, and no ACK_CONNECT_REQ: the
+// listener runs no key exchange for it.
+func TestMaxConnsPerSourceRefusal(t *testing.T) {
+	scfg, _ := pair(t)
+	scfg.MaxConnsPerSource = 1
+	l := listen(t, scfg)
+	f := newFlooder(t, netip.MustParseAddr("127.0.0.7"), l.Addr())
+	kp, _ := fcrypto.NewKeyPair()
+	buf := make([]byte, maxHandshakeSize)
+	// next returns the next datagram for alfid.
+	next := func(alfid uint32) ([]byte, wire.Packet) {
+		t.Helper()
+		f.pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			n, err := f.pc.Read(buf)
+			if err != nil {
+				t.Fatalf("no answer for %x: %v", alfid, err)
+			}
+			var pkt wire.Packet
+			if wire.Parse(buf[:n], &pkt) == nil && pkt.Dst == alfid {
+				return bytes.Clone(buf[:n]), pkt
+			}
+		}
+	}
+	// connect runs the cookie exchange and sends CONNECT_REQUEST; it
+	// returns the request and the answer.
+	connect := func(alfid uint32) (req, answer []byte, op wire.Opcode) {
+		t.Helper()
+		f.init(alfid)
+		_, ack := next(alfid)
+		if ack.Opcode != wire.AckInitConnect {
+			t.Fatalf("answer to INIT_CONNECT: opcode %d", ack.Opcode)
+		}
+		p := wire.Packet{Header: wire.Header{Opcode: wire.ConnectRequest, Src: alfid},
+			HasParam: true, Param: wire.ConnectParam{Window: 64}, EphemeralKey: kp.Public[:]}
+		body := append(bytes.Clone(ack.Payload[:fcrypto.CookieLen]), floodNonce...)
+		// Padded as a dialer pads it: the listener's answer may be as
+		// large as the request.
+		body = append(body, make([]byte, 1024)...)
+		req = handshakePacket(nil, fcrypto.HandshakeKey(nil, alfid), &p, body)
+		f.pc.WriteTo(req, f.to)
+		answer, pkt := next(alfid)
+		return req, answer, pkt.Opcode
+	}
+	if _, _, op := connect(0x200001); op != wire.AckConnectReq {
+		t.Fatalf("first CONNECT_REQUEST: opcode %d, want ACK_CONNECT_REQ", op)
+	}
+	waitSource(t, l, "127.0.0.7", 1)
+	req, answer, op := connect(0x200002)
+	if op != wire.Reset {
+		t.Fatalf("CONNECT_REQUEST past the bound: opcode %d, want RESET", op)
+	}
+	if len(answer) > len(req) {
+		t.Fatalf("a %d-byte RESET to a %d-byte CONNECT_REQUEST", len(answer), len(req))
+	}
+	if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.RefusalKey(floodNonce), answer); !ok {
+		t.Fatal("the RESET is not keyed by the request's nonce: the dialer would ignore it")
+	}
+	if got := l.conns.Of(netip.MustParseAddr("127.0.0.7")); got != 1 {
+		t.Fatalf("%d counted after a refusal, want 1", got)
+	}
+	t.Logf("%d-byte RESET to a %d-byte CONNECT_REQUEST", len(answer), len(req))
 }
