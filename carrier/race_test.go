@@ -58,15 +58,20 @@ func TestRaceUDPBlockedFallsBackToTCP(t *testing.T) {
 	if took < delay {
 		t.Fatalf("tcp won after %v, before the attempt delay", took)
 	}
-	// The next Initiate on the same Association goes straight to TCP.
+	// The next Initiate on the same Association goes straight to TCP: it
+	// is the first candidate. (The attempts are not counted: a TCP
+	// handshake that a loaded host held past the 100 ms delay let the
+	// blackholed stacks start too, 1 of 6 runs under -race.)
+	if cands, err := c.Association().Candidates(ctx); err != nil || cands[0].Stack.Name() != "tcp" {
+		t.Fatalf("next race's candidates %v, %v; want tcp first", cands, err)
+	}
 	cfg.Association = c.Association()
-	start = time.Now()
 	c2, err := carrier.Initiate(ctx, post.Remote{}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if w, _ := c2.Association().Winner(); c2.Stack() != "tcp" || w.Attempts != 1 {
+	if w, _ := c2.Association().Winner(); c2.Stack() != "tcp" {
 		t.Fatalf("second race: %s after %d attempts", c2.Stack(), w.Attempts)
 	}
 }
