@@ -8,10 +8,11 @@ import (
 // Memory costs the budget counts, in bytes.
 const (
 	// rxCost is one received packet a connection buffers, as the budget
-	// counts it: a pooled datagram buffer (its MaxDatagramSize bytes take
-	// the allocator's 1,536-byte class), the slice header it is pooled
-	// by and its slots in the receive ring and the read queue, rounded
-	// up.
+	// counts it: a small pooled datagram buffer (smallBufSize, the
+	// allocator's 1,536-byte class), the slice header it is pooled by
+	// and its slots in the receive ring and the read queue, rounded up.
+	// A connection that takes jumbo datagrams pays rxJumboCost instead
+	// (conn_jumbo.go).
 	rxCost = 1536 + 128
 	// connBase is a connection's fixed state: the Conn, its sender,
 	// receiver, timers and path table.
@@ -190,7 +191,7 @@ func (c *Conn) hold(n int) bool {
 	}
 	least := n - c.held
 	most := max(least, min(n+holdChunk, c.rcvCap+1)-c.held)
-	k := c.bud.takeUnits(c.budPeer, rxCost, least, most)
+	k := c.bud.takeUnits(c.budPeer, c.rxUnit(), least, most)
 	if k == 0 {
 		if s := len(c.rxSpare); s > 0 {
 			// Emptied buffers kept for reuse (recycleRx) give their
@@ -201,7 +202,7 @@ func (c *Conn) hold(n int) bool {
 		return false
 	}
 	c.held += k
-	c.charged += int64(k) * rxCost
+	c.charged += int64(k) * c.rxUnit()
 	return true
 }
 
@@ -240,9 +241,9 @@ func (c *Conn) release() {
 		return
 	}
 	if n := c.held - max(baseWindow, c.needed()); n > 0 {
-		c.bud.give(c.budPeer, int64(n)*rxCost)
+		c.bud.give(c.budPeer, int64(n)*c.rxUnit())
 		c.held -= n
-		c.charged -= int64(n) * rxCost
+		c.charged -= int64(n) * c.rxUnit()
 	}
 }
 
@@ -286,7 +287,7 @@ func (l *Listener) Stats() BudgetStats {
 		c.mu.Lock()
 		if c.bud == b {
 			s.Conns++
-			s.Buffered += int64(c.buffered()) * rxCost
+			s.Buffered += int64(c.buffered()) * c.rxUnit()
 			s.UnacceptedForks += len(c.forks)
 		}
 		c.mu.Unlock()

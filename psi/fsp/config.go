@@ -11,13 +11,25 @@ import (
 
 // Packet sizes.
 const (
-	// MaxDatagramSize is the largest data datagram FSP sends, once path
-	// MTU discovery confirmed the path carries it: it fits an Ethernet
-	// MTU over IPv6.
+	// MaxDatagramSize is the largest datagram of a standard Ethernet
+	// path (a 1,500-byte MTU over IPv6): path MTU discovery tries it
+	// before any larger size, and it is the most it looks for on a
+	// net.PacketConn that is not a UDP socket (Config.MaxPathMTU).
 	MaxDatagramSize = 1452
-	// MaxPayload is the most message bytes a data packet may carry; a
-	// receiver takes packets up to MaxDatagramSize.
+	// JumboDatagramSize is the largest datagram path MTU discovery
+	// looks for by default on a UDP socket: the UDP payload of a
+	// 9,000-byte (jumbo) MTU over IPv4. The local interface's MTU bounds
+	// it further: the kernel refuses larger probes at once.
+	JumboDatagramSize = 8972
+	// LargestDatagramSize is the most Config.MaxPathMTU may be: the
+	// largest datagram FSP sends or takes.
+	LargestDatagramSize = 9216
+	// MaxPayload is the most message bytes a data packet of
+	// MaxDatagramSize carries.
 	MaxPayload = MaxDatagramSize - wire.HeaderLen - crypto.TagLen
+	// maxJumboPayload is the most message bytes a data packet of
+	// LargestDatagramSize carries.
+	maxJumboPayload = LargestDatagramSize - wire.HeaderLen - crypto.TagLen
 	// basePayload is the most message bytes a data packet carries at the
 	// base PLPMTU (RFC 8899), BaseDatagramSize, where every connection
 	// starts: no path of at least 1,280 bytes needs IP fragmentation or
@@ -96,6 +108,22 @@ type Config struct {
 	// BaseDatagramSize: no probing for a larger path MTU (doc.go, "Path
 	// MTU").
 	DisablePathMTUDiscovery bool
+	// MaxPathMTU is the largest datagram (UDP payload) path MTU
+	// discovery looks for, and the largest a connection takes from its
+	// peer; zero means JumboDatagramSize on a UDP socket, where the
+	// local interface's MTU bounds the search (1,472 on Ethernet over
+	// IPv4, 8,972 on a 9,000-byte MTU or on loopback), and
+	// MaxDatagramSize on any other net.PacketConn. It is clamped to
+	// [MaxDatagramSize, LargestDatagramSize]. Handshakes keep to
+	// BaseDatagramSize whatever it is. A received datagram above
+	// MaxDatagramSize is taken only once authenticated. A listener's
+	// connections take one only if MaxPathMTU is set (zero: they take
+	// MaxDatagramSize, and send up to the default): from the first, the
+	// listener charges every packet such a connection buffers at the
+	// jumbo buffer's size (about 9.6 KB instead of 1.7 KB) to
+	// MemoryBudget, so the budget holds fewer full windows; without the
+	// room it drops the datagram, and the peer's search stops below.
+	MaxPathMTU int
 	// Association is sent to the peer in CONNECT_PARAM.
 	Association [16]byte
 	// Allow0RTT lets a dial holding a resumption ticket return at once
@@ -200,6 +228,29 @@ func (c *Config) recvPackets() int {
 		w = 4 << 20
 	}
 	return min(max(w/MaxPayload, 16), wire.MaxWindow)
+}
+
+// listenerRxMax is the largest datagram a listener's connection takes,
+// given its search's ceiling: that ceiling if MaxPathMTU is set, and
+// otherwise MaxDatagramSize, since the memory budget then charges every
+// packet the connection buffers at the jumbo size (conn_jumbo.go).
+func (c *Config) listenerRxMax(ceil int) int {
+	if c.MaxPathMTU > 0 {
+		return ceil
+	}
+	return MaxDatagramSize
+}
+
+// maxPathMTU is the ceiling of path MTU discovery and the largest
+// datagram taken, on a UDP socket (udp) or another net.PacketConn.
+func (c *Config) maxPathMTU(udp bool) int {
+	switch {
+	case c.MaxPathMTU > 0:
+		return min(max(c.MaxPathMTU, MaxDatagramSize), LargestDatagramSize)
+	case udp:
+		return JumboDatagramSize
+	}
+	return MaxDatagramSize
 }
 
 func (c *Config) maxForks() int {

@@ -156,37 +156,40 @@ type Conn struct {
 	pn     uint64
 
 	// Send side.
-	snd          *reliability.Sender[txData]
-	sndBytes     int
-	sndLimit     int
-	peerLimit    uint64  // sequence numbers below it fit the peer's window
-	ccs          ccShare // the session's congestion controller and pacer (conn_cc.go)
-	rtt          congestion.RTTStats
-	ackRes       reliability.AckResult[txData]
-	gapsIn       []reliability.Gap
-	sending      bool
-	sendAgain    bool
-	midMessage   bool // a message was begun and not ended
-	out          []*[]byte
-	outJobs      []sealJob // packets of out still to seal (conn_send.go)
-	txFree       []*[]byte // send-queue buffers to free once sealed (freeTx)
-	txSpare      []*[]byte // acknowledged send-queue buffers for writeMessage (recycleTx)
-	writing      int       // bulk writeMessage calls under way (recycleTx)
-	pmtuWait     bool      // a writer waits in pmtuHold: trySend wakes it (pmtuWake)
-	probes       int
-	backoff      uint
-	ptoCount     uint // probe timeouts since the last acknowledgement progress
-	lossDeferred bool // the loss timer's expiry was put off once for input waiting (deferLoss)
-	probeBackoff uint // window probes sent since the window last opened
-	paceAt       time.Time
-	rtoAt        time.Time
-	lossAt       time.Time
-	compactAt    time.Time // shrink oversized buffers (conn_mem.go)
-	releaseSeq   uint64    // Close is done once everything up to it is acknowledged
-	sentRelease  bool      // and it is our RELEASE
-	timeWait     bool      // closed after the peer released: acknowledge a while (conn_close.go)
-	lastProgress time.Time // last acknowledgement progress
-	collapsedAt  time.Time // a timeout collapsed the window: until the next acknowledgement (spuriousTimeout)
+	snd       *reliability.Sender[txData]
+	sndBytes  int
+	sndLimit  int
+	peerLimit uint64 // sequence numbers below it fit the peer's window
+	// The peer's next expected sequence number and its window, as it
+	// last said (jumboLimit).
+	peerExp, peerWin uint64
+	ccs              ccShare // the session's congestion controller and pacer (conn_cc.go)
+	rtt              congestion.RTTStats
+	ackRes           reliability.AckResult[txData]
+	gapsIn           []reliability.Gap
+	sending          bool
+	sendAgain        bool
+	midMessage       bool // a message was begun and not ended
+	out              []*[]byte
+	outJobs          []sealJob // packets of out still to seal (conn_send.go)
+	txFree           []*[]byte // send-queue buffers to free once sealed (freeTx)
+	txSpare          []*[]byte // acknowledged send-queue buffers for writeMessage (recycleTx)
+	writing          int       // bulk writeMessage calls under way (recycleTx)
+	pmtuWait         bool      // a writer waits in pmtuHold: trySend wakes it (pmtuWake)
+	probes           int
+	backoff          uint
+	ptoCount         uint // probe timeouts since the last acknowledgement progress
+	lossDeferred     bool // the loss timer's expiry was put off once for input waiting (deferLoss)
+	probeBackoff     uint // window probes sent since the window last opened
+	paceAt           time.Time
+	rtoAt            time.Time
+	lossAt           time.Time
+	compactAt        time.Time // shrink oversized buffers (conn_mem.go)
+	releaseSeq       uint64    // Close is done once everything up to it is acknowledged
+	sentRelease      bool      // and it is our RELEASE
+	timeWait         bool      // closed after the peer released: acknowledge a while (conn_close.go)
+	lastProgress     time.Time // last acknowledgement progress
+	collapsedAt      time.Time // a timeout collapsed the window: until the next acknowledgement (spuriousTimeout)
 
 	// Receive side.
 	rcv          *reliability.Receiver[rxData]
@@ -255,7 +258,12 @@ type Conn struct {
 
 	// Milk class (clones only): every message is one transaction, and a
 	// newer complete message supersedes older unacknowledged ones.
-	maxPayload   int      // message bytes per data packet
+	maxPayload int // message bytes per data packet
+	// readExtra is what the packets in readQ carry beyond MaxPayload
+	// each, and rcvEdge the end of the window advertised furthest
+	// (conn_jumbo.go).
+	readExtra    int
+	rcvEdge      uint64
 	milkLive     uint64   // sender: lowest sequence number still delivered (the skip point sent)
 	msgStart     uint64   // sender: first sequence number of the message being written
 	skipSent     uint64   // sender: the skip point last sent
@@ -275,6 +283,10 @@ type Conn struct {
 	resps  []uint64  // PATH_RESPONSEs owed, oldest first
 	pmtu   pmtud     // path MTU discovery on the active path (pmtud.go)
 	frags  dataFrags // data sequence numbers arriving in fragments (conn_frag.go)
+	// rxJumbo: c took a datagram above MaxDatagramSize, so a listener
+	// charges its buffered packets at rxJumboCost (conn_jumbo.go).
+	rxJumbo bool
+	rxMax   int // the largest datagram c takes
 
 	loop loopState // the connection loop's own (conn_loop.go)
 }
@@ -363,6 +375,9 @@ func newConn(t *Transport, cfg *Config, initiator bool, remote peerAddr) *Conn {
 		sndLimit:    cfg.sendBuffer(),
 		maxPayload:  basePayload,
 	}
+	_, udp := t.Conn.(*net.UDPConn)
+	c.pmtu.ceil = cfg.maxPathMTU(udp)
+	c.rxMax = c.pmtu.ceil
 	c.lastRecv = time.Now()
 	c.hsDeadline = c.lastRecv.Add(cfg.handshake())
 	return c

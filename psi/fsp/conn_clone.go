@@ -122,14 +122,14 @@ func (cl *Conn) chargeClone(c *Conn) {
 // (or RELEASE, or RESET) costs a key derivation and a failed open. Called with c.mu held.
 func (c *Conn) cloneOpens(pkt *wire.Packet) bool {
 	pn := wire.DecodeSeq(1, pkt.PN)
-	if c.master == nil || pkt.Flags&wire.FlagKeyPhase != 0 || len(pkt.Payload) > MaxPayload+fcrypto.TagLen ||
+	if c.master == nil || pkt.Flags&wire.FlagKeyPhase != 0 || len(pkt.Payload) > c.maxDatagram()-wire.HeaderLen ||
 		pn>>fcrypto.EpochBits > 1 { // a fresh clone opens only the first two epochs
 		return false
 	}
 	// The peer forked it, so the peer is the clone's initiator.
 	i2r, _ := fcrypto.TrafficSecrets(c.master, pkt.Src, c.local)
 	d := fcrypto.NewDirection(i2r)
-	buf := getBuf()
+	buf := getBufFor(len(pkt.Payload))
 	_, err := d.Open((*buf)[:0], pn, pkt.HeaderBytes, pkt.Payload)
 	putBuf(buf)
 	return err == nil
@@ -167,6 +167,7 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 	cl.peerParam = c.peerParam
 	cl.peerCerts = c.peerCerts // a clone speaks for the same peer
 	cl.inheritPMTU(c)          // and travels the same path
+	cl.rxMax = c.rxMax
 	for {
 		if err := c.t.register(cl); err != nil {
 			return nil
@@ -202,6 +203,7 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 	// Until it hears otherwise, a clone may send what a fresh clone
 	// takes: every clone starts with the same small window.
 	cl.peerLimit = 1 + cloneWindow
+	cl.peerExp, cl.peerWin = 1, cloneWindow
 	cl.confirmed = !forked
 	return cl
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/post"
-	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -184,7 +183,7 @@ func (c *Conn) teardown(err error, reset bool) {
 	for _, d := range c.readQ[c.readHead:] {
 		putBuf(d.buf)
 	}
-	c.readQ, c.readHead = nil, 0
+	c.readQ, c.readHead, c.readExtra = nil, 0, 0
 	c.putRxSpare()
 	c.dropAsm()
 	c.dropFragments()
@@ -271,14 +270,14 @@ func (c *Conn) ackAfterClose(pkt *wire.Packet) {
 	if pkt.Flags&wire.FlagKeyPhase != 0 {
 		d = c.rx[1]
 	}
-	if d == nil || c.snd == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+	if d == nil || c.snd == nil || len(pkt.Payload) > c.maxDatagram()-wire.HeaderLen {
 		return
 	}
 	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
 	if !c.replay.Check(pn) {
 		return
 	}
-	buf := getBuf()
+	buf := getBufFor(len(pkt.Payload))
 	defer putBuf(buf)
 	if _, err := c.open(d, (*buf)[:0], pn, pkt); err != nil {
 		return

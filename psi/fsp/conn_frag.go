@@ -3,6 +3,7 @@ package fsp
 import (
 	"time"
 
+	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -30,7 +31,7 @@ type partial struct {
 	buf   *[]byte
 	total int
 	got   int
-	have  [(MaxPayload + 63) / 64]uint64 // which payload bytes arrived
+	have  [(maxJumboPayload + 63) / 64]uint64 // which payload bytes arrived
 }
 
 // dataFrags holds the partial sequence numbers of a connection.
@@ -44,12 +45,23 @@ type dataFrags struct {
 func (c *Conn) fragLimit() int {
 	f := &c.frags
 	if !f.charged && len(f.parts) >= 1 {
-		f.charged = c.charge(int64(maxPartials-1) * rxCost)
+		f.charged = c.charge(int64(maxPartials-1) * c.rxUnit())
 	}
 	if f.charged {
 		return maxPartials
 	}
 	return 1
+}
+
+// maxFragTotal is the largest payload c reassembles: a packet's of
+// MaxDatagramSize, or of the largest datagram c takes once it takes jumbo
+// ones (only data packetized at such a size is sent in fragments later).
+// Called with c.mu held.
+func (c *Conn) maxFragTotal() int {
+	if c.rxJumbo {
+		return c.maxDatagram() - wire.HeaderLen - fcrypto.TagLen
+	}
+	return MaxPayload
 }
 
 // sendFragments queues the payload of data packet p in fragments that
@@ -74,7 +86,7 @@ func (c *Conn) sendFragments(p *wire.Packet, payload []byte, room int) uint64 {
 func (c *Conn) onFragment(now time.Time, seq uint64, pkt *wire.Packet, pt []byte) {
 	exp := c.rcv.Expected()
 	total, off := int(pkt.FragTotal), int(pkt.FragOffset)
-	if seq < exp || seq >= exp+uint64(c.window()) || total > MaxPayload || len(pt) == 0 || off+len(pt) > total {
+	if seq < exp || seq >= exp+uint64(c.window()) || total > c.maxFragTotal() || len(pt) == 0 || off+len(pt) > total {
 		c.ackNow = true // a duplicate, or out of bounds: say where we are
 		return
 	}
@@ -109,10 +121,7 @@ func (c *Conn) onFragment(now time.Time, seq uint64, pkt *wire.Packet, pt []byte
 			putBuf(f.parts[far].buf)
 			f.parts = append(f.parts[:far], f.parts[far+1:]...)
 		}
-		b := getBuf()
-		if cap(*b) < total {
-			*b = make([]byte, MaxDatagramSize)
-		}
+		b := getBufFor(total)
 		*b = (*b)[:cap(*b)] // pooled buffers come back at any length
 		pa = &partial{seq: seq, buf: b, total: total}
 		f.parts = append(f.parts, pa)

@@ -506,6 +506,7 @@ func (c *Conn) establish(now time.Time) {
 	c.snd = reliability.NewSender[txData](1)
 	c.rcv = reliability.NewReceiver[rxData](1)
 	c.peerLimit = 1 + uint64(c.peerParam.Window)
+	c.peerExp, c.peerWin = 1, uint64(c.peerParam.Window)
 	c.advLimit = 1 + uint64(c.rcvCap)
 	c.rtt.SetMaxAckDelay(maxAckDelay)
 	// A lower floor than TCP's 200 ms repairs a lone lost packet (the last

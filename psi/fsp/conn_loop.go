@@ -46,11 +46,12 @@ func (in *inPacket) own(plen int) []byte { return in.ownInto(plen, nil) }
 // ownInto is own into buf, a pooled buffer the caller took; nil takes
 // one from the pool.
 func (in *inPacket) ownInto(plen int, buf *[]byte) []byte {
-	if buf == nil {
-		buf = getBuf()
+	if buf != nil && cap(*buf) < in.n {
+		putBuf(buf) // a small spare for a jumbo datagram
+		buf = nil
 	}
-	if cap(*buf) < in.n {
-		*buf = make([]byte, in.n)
+	if buf == nil {
+		buf = getBufFor(in.n)
 	}
 	*buf = (*buf)[:cap(*buf)]
 	h := in.n - plen
@@ -160,8 +161,20 @@ const queueWait = 2 * time.Millisecond
 const maxQueuedBytes = 64 << 20
 
 // bufCost is one datagram queued for a connection's loop, as the queue
-// bounds count it: a pooled datagram buffer and its bookkeeping.
-const bufCost = MaxDatagramSize + 64
+// bounds count it: a small pooled datagram buffer and its bookkeeping;
+// jumboCost is one above smallBufSize (queueCost).
+const (
+	bufCost   = smallBufSize + 64
+	jumboCost = jumboBufSize + 64
+)
+
+// queueCost is what the queue bounds charge for a datagram of n bytes.
+func queueCost(n int) int64 {
+	if n <= smallBufSize {
+		return bufCost
+	}
+	return jumboCost
+}
 
 // peerQueue counts the bytes queued on the connections of one peer
 // address (the one each registered with), so that one peer's many
@@ -174,11 +187,12 @@ type peerQueue struct {
 	conns  int // registered connections (Transport.mu)
 }
 
-// queueRoom charges up to n datagrams for c to the Transport's queue
-// bound and to its peer's, as many as both take, and returns how many:
-// a run of datagrams is charged at once, not each (the counters are
-// shared with every connection's loop).
-func (t *Transport) queueRoom(c *Conn, qlimit, n int) int {
+// queueRoom charges up to n bytes for c's datagrams to the Transport's
+// queue bound and to its peer's, as much as both take, and returns how
+// much: a run of datagrams is charged at once, not each (the counters
+// are shared with every connection's loop). qlimit is c's queue limit
+// in datagrams.
+func (t *Transport) queueRoom(c *Conn, qlimit int, n int64) int64 {
 	lim, plim := t.queueCap, t.peerCap
 	if lim <= 0 {
 		lim = max(maxQueuedBytes, int64(qlimit)*bufCost)
@@ -192,31 +206,32 @@ func (t *Transport) queueRoom(c *Conn, qlimit, n int) int {
 	}
 	m := charge(&t.queued, n, lim)
 	if pq != nil && m < n {
-		pq.queued.Add(-int64(n-m) * bufCost)
+		pq.queued.Add(m - n)
 	}
 	return m
 }
 
-// charge adds up to n datagrams (bufCost each) to v, as many as keep it
-// within lim, and returns how many; v never reads above lim.
-func charge(v *atomic.Int64, n int, lim int64) int {
+// charge adds up to n bytes to v, as many as keep it within lim, and
+// returns how many; v never reads above lim.
+func charge(v *atomic.Int64, n, lim int64) int64 {
 	for {
 		old := v.Load()
-		k := min(int64(n), (lim-old)/bufCost)
+		k := min(n, lim-old)
 		if k <= 0 {
 			return 0
 		}
-		if v.CompareAndSwap(old, old+k*bufCost) {
-			return int(k)
+		if v.CompareAndSwap(old, old+k) {
+			return k
 		}
 	}
 }
 
-// unqueue gives back the charge of n datagrams c's loop has processed.
-func (t *Transport) unqueue(c *Conn, n int) {
-	t.queued.Add(-int64(n) * bufCost)
+// unqueue gives back n bytes charged for datagrams c's loop has
+// processed, or that were not queued.
+func (t *Transport) unqueue(c *Conn, n int64) {
+	t.queued.Add(-n)
 	if c.pq != nil {
-		c.pq.queued.Add(-int64(n) * bufCost)
+		c.pq.queued.Add(-n)
 	}
 }
 
@@ -233,19 +248,24 @@ func (c *Conn) enqueue(rs []routed, hold *sockio.Hold) bool {
 	}
 	waited := false
 	kept := 0
-	credit := 0 // datagrams charged to the Transport's bound, not yet queued
+	var credit int64 // bytes charged to the Transport's bound, not yet queued
 	for i := 0; i < len(rs); i++ {
 		if len(q.pkts) < q.limit {
-			if credit == 0 {
-				credit = c.t.queueRoom(c, q.limit, min(len(rs)-i, q.limit-len(q.pkts)))
+			cost := queueCost(rs[i].in.n)
+			if credit < cost {
+				var want int64
+				for k := i; k < len(rs) && k-i < q.limit-len(q.pkts); k++ {
+					want += queueCost(rs[k].in.n)
+				}
+				credit += c.t.queueRoom(c, q.limit, want-credit)
 			}
-			if credit == 0 {
+			if credit < cost {
 				// The Transport's bound: drop, do not wait.
 				q.dropped++
 				putBuf(rs[i].in.buf)
 				continue
 			}
-			credit--
+			credit -= cost
 			in := &rs[i].in
 			if in.lent != nil {
 				if hold != nil && q.lent < lentPerConn {
@@ -356,8 +376,10 @@ func (c *Conn) run() {
 		// path logic (path.go) sees the paths' packets in order.
 		now := time.Now()
 		var last peerAddr
+		var queued int64 // the batch's charge to the queue bounds
 		for i := range batch {
 			in := &batch[i]
+			queued += queueCost(in.n)
 			if i > 0 && !sameSource(&in.from, &last) {
 				now = time.Now()
 			}
@@ -382,7 +404,7 @@ func (c *Conn) run() {
 		}
 		rel.flush()
 		pkt = wire.Packet{} // keep no lent space reachable
-		c.t.unqueue(c, len(batch))
+		c.t.unqueue(c, queued)
 		if timer {
 			c.onTimer()
 		}

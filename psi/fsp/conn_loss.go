@@ -19,6 +19,9 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	if lim := expected + uint64(pkt.Window); lim > c.peerLimit {
 		c.peerLimit = lim
 	}
+	if expected >= c.peerExp {
+		c.peerExp, c.peerWin = expected, uint64(pkt.Window)
+	}
 	if expected <= c.snd.Base() && !pkt.HasSNACK {
 		return
 	}

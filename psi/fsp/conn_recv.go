@@ -83,7 +83,7 @@ func (c *Conn) openUnlocked(in *inPacket, pkt *wire.Packet, op *opened) bool {
 	if pkt.Flags&wire.FlagKeyPhase != 0 {
 		d = c.rx[1]
 	}
-	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen {
+	if d == nil || c.tooLong(in.n, pkt) {
 		return false
 	}
 	pn := wire.DecodeSeq(c.replay.Largest()+1, pkt.PN)
@@ -173,7 +173,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 		c.stats.PacketsDropped++ // the keys changed while it was opened
 		return
 	}
-	if d == nil || len(pkt.Payload) > MaxPayload+fcrypto.TagLen && pkt.Opcode != wire.ClientAuth && pkt.Opcode != wire.Ticket {
+	if d == nil || c.tooLong(len(b), pkt) && pkt.Opcode != wire.ClientAuth && pkt.Opcode != wire.Ticket {
 		c.stats.PacketsDropped++
 		return
 	}
@@ -199,6 +199,10 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 		}
 	}
 	if c.state == stateAffirming && !c.affirm(pkt, pt) {
+		return
+	}
+	if len(b) > MaxDatagramSize && pkt.Opcode != wire.ClientAuth && pkt.Opcode != wire.Ticket && !c.takeJumbo() {
+		c.stats.PacketsDropped++
 		return
 	}
 	c.stats.PacketsReceived++
@@ -290,6 +294,15 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 		// Beyond the window by one (conn_send.go, sendLimit): the marker
 		// frees what the aborted message holds.
 		d.data, limit = nil, limit+1
+	}
+	if c.rxJumbo {
+		limit = max(limit, c.rcvEdge) // the window's end never retreats
+		if !c.milk && len(d.data) > MaxPayload && seq >= exp+c.jumboRoom(len(d.data)) {
+			// A jumbo packet past the window's bytes: the peer ignored
+			// jumboLimit. Dropped unacknowledged.
+			c.stats.PacketsDropped++
+			return false
+		}
 	}
 	if seq >= exp && seq < limit && !c.holdFor(seq) {
 		// No room in the memory budget: dropped unacknowledged, as the
@@ -384,6 +397,7 @@ func (c *Conn) abortRead() {
 	}
 	for c.readLen() > 0 && !c.readQ[len(c.readQ)-1].eot {
 		last := len(c.readQ) - 1
+		c.readExtra -= extraBytes(&c.readQ[last])
 		putBuf(c.readQ[last].buf)
 		c.readQ[last] = rxData{}
 		c.readQ = c.readQ[:last]
@@ -421,6 +435,7 @@ func (c *Conn) evict() {
 			return // the newest message stays
 		}
 		for k := i; k <= j; k++ {
+			c.readExtra -= extraBytes(&c.readQ[k])
 			putBuf(c.readQ[k].buf)
 		}
 		n := copy(c.readQ[i:], c.readQ[j+1:])
@@ -465,7 +480,7 @@ func (c *Conn) window() int {
 		// older ones are evicted for newer ones.
 		return max(c.rcvCap-len(c.asm), 0)
 	}
-	return max(c.rcvCap-c.readLen(), 0)
+	return max(c.rcvCap-c.readLen()-(c.readExtra+MaxPayload-1)/MaxPayload, 0)
 }
 
 // autoTune doubles the receive window, up to its maximum, when the
@@ -549,9 +564,11 @@ func (c *Conn) pushRead(v rxData) {
 		c.readQ, c.readHead = c.readQ[:n], 0
 	}
 	c.readQ = append(c.readQ, v)
+	c.readExtra += extraBytes(&v)
 }
 
 func (c *Conn) popRead() {
+	c.readExtra -= extraBytes(&c.readQ[c.readHead])
 	c.readQ[c.readHead] = rxData{}
 	c.readHead++
 	if c.readHead == len(c.readQ) {

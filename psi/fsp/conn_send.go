@@ -141,10 +141,18 @@ func (c *Conn) sendable() bool {
 
 // sendLimit is the flow-control limit for new data: the peer's, one more
 // for an abort marker, which the receiver takes beyond its window since
-// it frees the window the aborted message holds.
+// it frees the window the aborted message holds, and less for a jumbo
+// packet (jumboLimit).
 func (c *Conn) sendLimit() uint64 {
-	if e := c.snd.PeekNew(); e != nil && e.Seq == c.peerLimit && e.Value.flags&wire.FlagAbort != 0 {
+	e := c.snd.PeekNew()
+	switch {
+	case e == nil:
+		return c.peerLimit
+	case e.Seq == c.peerLimit && e.Value.flags&wire.FlagAbort != 0:
 		return c.peerLimit + 1
+	}
+	if e.Value.n > MaxPayload && !c.milk {
+		return min(c.peerLimit, jumboLimit(c.peerExp, c.peerWin, maxJumboPayload))
 	}
 	return c.peerLimit
 }
@@ -159,6 +167,7 @@ func (c *Conn) phaseFlag() uint8 {
 func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
 	lim := c.rcv.Expected() + uint64(c.window())
 	c.advLimit = lim
+	c.rcvEdge = max(c.rcvEdge, lim)
 	if c.milk {
 		c.skipSent = c.milkLive
 	}
@@ -184,7 +193,7 @@ func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
 	if c.qlog != nil {
 		c.qlog.sent(pn, p, len(payload))
 	}
-	b := getBuf()
+	b := getBufFor(len(payload) + sealRoom)
 	hdr := wire.AppendHeader((*b)[:0], p)
 	out, err := c.tx.Seal(hdr, pn, hdr, payload)
 	if err != nil {
@@ -194,6 +203,11 @@ func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
 	*b = out[:len(out):cap(out)]
 	return b
 }
+
+// sealRoom is what a packet adds to its payload: the header with any
+// extensions and the AEAD tag, with room to spare. A full packet of
+// MaxDatagramSize with it fits a small buffer (smallBufSize).
+const sealRoom = wire.HeaderLen + 40 + fcrypto.TagLen
 
 // sealJob is a packet of c.out whose header is built, for trySend to
 // seal with its payload once it dropped c.mu.
@@ -214,7 +228,7 @@ func (c *Conn) queueOut(p *wire.Packet, payload []byte) {
 	if c.qlog != nil {
 		c.qlog.sent(pn, p, len(payload))
 	}
-	b := getBuf()
+	b := getBufFor(len(payload) + sealRoom)
 	*b = wire.AppendHeader((*b)[:0], p)
 	c.outJobs = append(c.outJobs, sealJob{idx: len(c.out), pn: pn, payload: payload})
 	c.out = append(c.out, b)
@@ -245,7 +259,7 @@ func (c *Conn) recycleTx(b *[]byte) {
 		c.putSpare(true)
 		return
 	}
-	if len(c.txSpare) < 2*maxBatch || c.writing > 0 && c.sndBytes+(len(c.txSpare)+1)*MaxDatagramSize <= c.sndLimit {
+	if len(c.txSpare) < 2*maxBatch || c.writing > 0 && c.sndBytes+(len(c.txSpare)+1)*cap(*b) <= c.sndLimit {
 		c.txSpare = append(c.txSpare, b)
 		return
 	}
@@ -445,8 +459,12 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 				if ns > 0 {
 					ns--
 					d.buf, spare[ns] = spare[ns], nil
+					if cap(*d.buf) < n { // a small spare for a jumbo packet
+						putBuf(d.buf)
+						d.buf = getBufFor(n)
+					}
 				} else {
-					d.buf = getBuf()
+					d.buf = getBufFor(n)
 				}
 				copy((*d.buf)[:n], p)
 			}

@@ -95,11 +95,18 @@
 // at BaseDatagramSize, the base PLPMTU, which any path of 1,280 bytes
 // carries. While it has data to send it probes its active path with a
 // KEEP_ALIVE carrying a PATH_CHALLENGE and padded (encrypted zeros) to
-// the size tried: MaxDatagramSize (1,452) first, then a binary search
-// between the largest size confirmed and the smallest that failed, to
-// within 8 bytes. The peer's PATH_RESPONSE confirms a probe; three
-// probes of one size unanswered within max(2 PTO, 50 ms), or a local
-// EMSGSIZE, make it too big. New data is packetized at the size
+// the size tried: MaxDatagramSize (1,452) first, then the ceiling
+// (Config.MaxPathMTU: by default JumboDatagramSize, 8,972, on a UDP
+// socket and MaxDatagramSize on any other net.PacketConn), then a
+// binary search between the largest size confirmed and the smallest
+// that failed, to within 8 bytes. The peer's PATH_RESPONSE
+// confirms a probe; three probes of one size unanswered within max(2
+// PTO, 50 ms), or a local EMSGSIZE, make it too big: on a UDP socket the
+// kernel refuses a probe above the local interface's MTU at once, so an
+// Ethernet path (1,500) costs no wait for the jumbo sizes, and loopback
+// (65,536) or a 9,000-byte link finds 8,972. A writer waits for the
+// search (at most 64 packets packetized ahead) only until
+// MaxDatagramSize is confirmed. New data is packetized at the size
 // confirmed (PathMTU, Paths, post.Path.MTU). A completed search runs
 // again after 10 minutes, and a new active path starts over at the base;
 // a clone starts where its parent is.
@@ -128,7 +135,17 @@
 // Linux a Transport sets IP_PMTUDISC_PROBE on its socket (Don't
 // Fragment, no local fragmentation, ICMP ignored), so probes measure the
 // path itself. Config.DisablePathMTUDiscovery keeps every datagram
-// within the base. A receiver takes packets up to MaxDatagramSize. A resumption ticket
+// within the base. A receiver takes datagrams up to its own
+// Config.MaxPathMTU, so a peer's search stops there, and one above
+// MaxDatagramSize only once authenticated, on an established
+// connection: from the first, the connection decrypts into jumbo
+// buffers and a listener charges each packet it buffers at the jumbo
+// size (about 9.6 KB instead of 1.7 KB, the room already held included)
+// to its memory budget; without room the datagram is dropped and the
+// peer's probe of that size is lost. Its largest receive window in
+// packets then falls to keep about Config.ReceiveWindow bytes (never
+// below the window already advertised). Handshake datagrams stay within
+// BaseDatagramSize whatever the ceiling. A resumption ticket
 // is issued only if RESTORE carrying it fits BaseDatagramSize (a client
 // chain of more than about 1 KB gets none). Conn.PeerCertificates returns the
 // peer's verified chain on both ends; clones and InstallKey keep it.
@@ -249,7 +266,9 @@
 // Received packets past the base window are
 // charged as they arrive, in chunks of 16, the gaps before an
 // out-of-order one included, and the room goes back to the base window
-// once the connection has idled for a second. A data packet the budget
+// once the connection has idled for a second. A connection that took a
+// datagram above MaxDatagramSize pays 9,600 bytes a packet instead, the
+// room it already held included ("Path MTU" above). A data packet the budget
 // has no room for is dropped unacknowledged, as the network might drop
 // it: the sender retransmits it, and delivery stays whole and in order.
 // The base window is held all along, so every connection makes progress
@@ -284,7 +303,7 @@
 // counts its forks, each a TCP connection of its own.
 //
 // Idle memory: a socket holds no receive buffer while it waits; its read
-// loop borrows one from a pool shared by all sockets (64 KiB, 512 KiB
+// loop borrows one from a pool shared by all sockets (144 KiB, 576 KiB
 // while a burst lasts) and gives it back when the socket is empty. Send
 // and receive windows, the read queue and the connection loop's queue a
 // burst grew shrink back once they have held over four times what they

@@ -274,6 +274,7 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		c.peer = pkt.Src
 		c.listener = l
 		c.uncount = uncount
+		c.rxMax = l.cfg.listenerRxMax(c.rxMax)
 		if err := t.register(c); err != nil {
 			uncount()
 			return

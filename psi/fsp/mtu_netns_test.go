@@ -2,6 +2,7 @@ package fsp
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -115,16 +116,26 @@ func TestNetnsMTUDrop(t *testing.T) {
 }
 
 // routedPair joins a client and a server namespace through a router
-// namespace (links of 1,500 bytes) and returns the ends, the router and
-// the router's interface toward the client, which data from the server
-// leaves by.
-func routedPair(t *testing.T) (c, s *Conn, r *netns.NS, toClient string) {
+// namespace (links of 1,500 bytes; the server's of serverMTU if not
+// zero) and returns the ends, the router and the router's interface
+// toward the client, which data from the server leaves by.
+func routedPair(t *testing.T, serverMTU int) (c, s *Conn, r *netns.NS, toClient string) {
 	netns.Require(t)
 	cns, rns, sns := netns.New(t, "pmc"), netns.New(t, "pmr"), netns.New(t, "pms")
 	cr, rc := netip.MustParsePrefix("10.73.1.2/24"), netip.MustParsePrefix("10.73.1.1/24")
 	sr, rs := netip.MustParsePrefix("10.73.2.2/24"), netip.MustParsePrefix("10.73.2.1/24")
 	vc := netns.Link(t, cns, rns, cr, rc)
-	netns.Link(t, sns, rns, sr, rs)
+	vs := netns.Link(t, sns, rns, sr, rs)
+	if serverMTU > 0 {
+		for _, e := range []struct {
+			ns  *netns.NS
+			dev string
+		}{{sns, vs.AName}, {rns, vs.BName}} {
+			if err := e.ns.Run("ip", "link", "set", "dev", e.dev, "mtu", fmt.Sprint(serverMTU)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if err := rns.EnableForwarding(); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +168,7 @@ func routedPair(t *testing.T) (c, s *Conn, r *netns.NS, toClient string) {
 // TestNetnsPMTUProbe: across a router on links of 1,500 bytes, the
 // sender's probes find the largest datagram FSP sends.
 func TestNetnsPMTUProbe(t *testing.T) {
-	c, s, _, _ := routedPair(t)
+	c, s, _, _ := routedPair(t, 0)
 	if mtu := searchDone(t, s, c); mtu <= 1400 {
 		t.Fatalf("Path().MTU = %d on a 1,500-byte path", mtu)
 	}
@@ -169,7 +180,7 @@ func TestNetnsPMTUProbe(t *testing.T) {
 // hole, resends at the base size, and the transfer completes intact,
 // with a path MTU that fell.
 func TestNetnsMTUBlackHole(t *testing.T) {
-	c, s, r, dev := routedPair(t)
+	c, s, r, dev := routedPair(t, 0)
 	before := searchDone(t, s, c)
 	total := 40 << 20
 	if testing.Short() {
@@ -295,4 +306,49 @@ func TestNetnsMTUBlackHoleRTT(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestNetnsJumbo: over a veth link of a 9,000-byte MTU the search finds
+// the jumbo size (8,972 bytes of UDP payload over IPv4), and over one of
+// 1,500 bytes, where the kernel refuses the larger probes at once, at
+// least MaxDatagramSize and at most what the link carries; the
+// transfers complete intact.
+func TestNetnsJumbo(t *testing.T) {
+	for _, tc := range []struct{ mtu, lo, hi int }{
+		{9000, JumboDatagramSize - pmtuStep, JumboDatagramSize},
+		{1500, MaxDatagramSize, 1500 - 28},
+	} {
+		c, s := smallPathPair(t, func(cns, sns *netns.NS, v *netns.Veth) {
+			for _, e := range []struct {
+				ns  *netns.NS
+				dev string
+			}{{cns, v.AName}, {sns, v.BName}} {
+				if err := e.ns.Run("ip", "link", "set", "dev", e.dev, "mtu", fmt.Sprint(tc.mtu)); err != nil {
+					t.Fatal(err)
+				}
+				noFragments(t, e.ns)
+			}
+		})
+		mtu := searchDone(t, s, c)
+		t.Logf("link MTU %d: PathMTU %d", tc.mtu, mtu)
+		if mtu < tc.lo || mtu > tc.hi {
+			t.Fatalf("link MTU %d: PathMTU %d, want %d to %d", tc.mtu, mtu, tc.lo, tc.hi)
+		}
+	}
+}
+
+// TestNetnsJumboNarrowPath: the server's link takes 9,000 bytes but the
+// router's link toward the client only 1,500, and the router's ICMP
+// errors are ignored (IP_PMTUDISC_PROBE): the jumbo probes are lost one
+// size after another, the search still ends at what the path carries,
+// and all but the first packets of the transfer leave at MaxDatagramSize
+// or more (pmtuHold waits for MaxDatagramSize only).
+func TestNetnsJumboNarrowPath(t *testing.T) {
+	c, s, _, _ := routedPair(t, 9000)
+	mtu := searchDone(t, s, c)
+	t.Logf("PathMTU %d", mtu)
+	if mtu < MaxDatagramSize || mtu > 1500-28 {
+		t.Fatalf("PathMTU %d across a 1,500-byte link", mtu)
+	}
+	pingPong(t, c, s)
 }

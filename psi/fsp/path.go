@@ -195,7 +195,7 @@ func (c *Conn) onDuplicate(d *fcrypto.Direction, pn uint64, from *peerAddr, pkt 
 	if p == nil {
 		return
 	}
-	buf := getBuf()
+	buf := getBufFor(len(pkt.Payload))
 	_, err := c.open(d, (*buf)[:0], pn, pkt)
 	putBuf(buf)
 	if err != nil {

@@ -17,9 +17,13 @@ import (
 //
 // A connection starts at the base PLPMTU, BaseDatagramSize, which any
 // path of 1,280 bytes carries. While it has data to send it probes the
-// active path with a padded KEEP_ALIVE carrying a PATH_CHALLENGE: the
-// largest size first (MaxDatagramSize), then a binary search between the
-// largest size confirmed and the smallest that failed. The peer's
+// active path with a padded KEEP_ALIVE carrying a PATH_CHALLENGE:
+// MaxDatagramSize first (an Ethernet path), then the search's ceiling
+// (Config.MaxPathMTU: by default 8,972 on a UDP socket, 1,452
+// otherwise), then a binary search between the largest size confirmed
+// and the smallest that failed. On a UDP socket the kernel refuses a
+// probe larger than the local interface's MTU at once (EMSGSIZE), so on
+// an Ethernet path the sizes above it cost no wait. The peer's
 // PATH_RESPONSE confirms a probe; pmtuMaxProbes probes of one size lost
 // (or refused by the local interface) mark it too big. New data is then
 // packetized at the confirmed size. A completed search starts again
@@ -63,6 +67,7 @@ const (
 
 // pmtud is the search state of a connection's active path.
 type pmtud struct {
+	ceil    int    // the largest size searched for; 0 means MaxDatagramSize
 	size    int    // the PLPMTU; 0 means BaseDatagramSize
 	tooBig  int    // the smallest size known not to pass; 0 if none
 	probe   int    // size of the probe in flight; 0 if none
@@ -108,11 +113,14 @@ func (c *Conn) setPLPMTU(n int, trigger string) {
 const pmtuAhead = 64
 
 // pmtuHold reports whether a writer should wait before packetizing more:
-// the search has not finished below the largest size, and pmtuAhead
-// packets already wait to be sent. Called with c.mu held.
+// the search has not finished below MaxDatagramSize (or its ceiling, if
+// lower), and pmtuAhead packets already wait to be sent. Sizes above
+// MaxDatagramSize save CPU but are worth no wait: on a path whose
+// interface takes jumbo datagrams but whose links do not, their probes
+// are lost one by one. Called with c.mu held.
 func (c *Conn) pmtuHold() bool {
 	return !c.cfg.DisablePathMTUDiscovery && c.pmtu.raiseAt.IsZero() &&
-		c.plpmtu() < MaxDatagramSize && c.snd.Unsent() >= pmtuAhead
+		c.plpmtu() < min(MaxDatagramSize, c.pmtu.max()) && c.snd.Unsent() >= pmtuAhead
 }
 
 // pmtuWake wakes a writer held by pmtuHold once it may go on: packets
@@ -147,6 +155,14 @@ func (c *Conn) dataRoom(p *wire.Packet) int {
 	return n
 }
 
+// max is the largest size the search looks for.
+func (pm *pmtud) max() int {
+	if pm.ceil > 0 {
+		return pm.ceil
+	}
+	return MaxDatagramSize
+}
+
 // next returns the size to probe, or 0 once the search is complete.
 func (pm *pmtud) next() int {
 	if r := pm.retry; r > 0 {
@@ -154,15 +170,21 @@ func (pm *pmtud) next() int {
 		pm.retry = 0
 		return r
 	}
-	lo, hi := max(pm.size, BaseDatagramSize), MaxDatagramSize+1
+	top := pm.max()
+	lo, hi := max(pm.size, BaseDatagramSize), top+1
 	if pm.tooBig > 0 {
 		hi = pm.tooBig
 	}
 	switch {
 	case hi-lo <= pmtuStep:
 		return 0
+	case lo < MaxDatagramSize && MaxDatagramSize < hi:
+		// The common case, an Ethernet path, first: writers wait for
+		// it (pmtuHold), and a peer or a link that takes no more loses
+		// a larger probe only after three probe timeouts.
+		return MaxDatagramSize
 	case pm.tooBig == 0:
-		return MaxDatagramSize // the common case: the path takes the most
+		return top // the path may take the most
 	}
 	return (lo + hi) / 2
 }
@@ -224,7 +246,7 @@ func (c *Conn) sendPMTUProbe(size int, nonce uint64) error {
 	h := c.header(wire.KeepAlive, 0, c.snd.Next())
 	h.HasChallenge, h.Challenge = true, nonce
 	pad := size - len(wire.AppendHeader(make([]byte, 0, 64), &h)) - fcrypto.TagLen
-	buf := getBuf()
+	buf := getBufFor(size)
 	defer putBuf(buf)
 	payload := (*buf)[:max(pad, 0)]
 	clear(payload)

@@ -74,7 +74,7 @@ type Transport struct {
 	// and an established connection reports ICMP errors as SoftErrors.
 	recvErr atomic.Bool
 
-	// queued is the bytes (bufCost a datagram) the socket reader has
+	// queued is the bytes (queueCost a datagram) the socket reader has
 	// queued on connections and their loops have not processed yet;
 	// queueCap bounds it (zero: maxQueuedBytes), so connections whose
 	// loops are starved cannot together hold more (conn_loop.go).
@@ -259,17 +259,49 @@ func (t *Transport) write(b []byte, to *peerAddr) error {
 	return err
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxDatagramSize); return &b }}
+// Datagram buffers come in two sizes: most datagrams fit a small one
+// (the allocator's 1,536-byte class, room for a full MaxDatagramSize
+// packet), and those above it, on a path that carries more, a jumbo one
+// (the 9,472-byte class, room for LargestDatagramSize).
+const (
+	smallBufSize = 1536
+	jumboBufSize = 9472
+)
 
-// sockio lends datagrams of up to maxHandshakeSize bytes.
-const _ = uint(sockio.LendSize - maxHandshakeSize)
+var (
+	bufPool      = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+	jumboBufPool = sync.Pool{New: func() any { b := make([]byte, jumboBufSize); return &b }}
+)
 
+// sockio lends datagrams of up to LargestDatagramSize bytes, and so
+// every handshake datagram.
+const (
+	_ = uint(sockio.LendSize - LargestDatagramSize)
+	_ = uint(sockio.LendSize - maxHandshakeSize)
+	_ = uint(jumboBufSize - LargestDatagramSize - 128)
+)
+
+// getBuf returns a small pooled buffer, which holds MaxDatagramSize bytes.
 func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
 
-// putBuf returns b to the pool. A nil b (an entry without a buffer, such
-// as an abort marker) is ignored: the pool would hand it out again.
+// getBufFor returns a pooled buffer of at least n bytes, n at most
+// jumboBufSize.
+func getBufFor(n int) *[]byte {
+	if n <= smallBufSize {
+		return bufPool.Get().(*[]byte)
+	}
+	return jumboBufPool.Get().(*[]byte)
+}
+
+// putBuf returns b to the pool of its size. A nil b (an entry without a
+// buffer, such as an abort marker) is ignored: the pool would hand it
+// out again; so is a buffer smaller than a small one.
 func putBuf(b *[]byte) {
-	if b != nil {
+	switch {
+	case b == nil:
+	case cap(*b) >= jumboBufSize:
+		jumboBufPool.Put(b)
+	case cap(*b) >= smallBufSize:
 		bufPool.Put(b)
 	}
 }
@@ -280,7 +312,7 @@ func (t *Transport) readLoop() {
 		t.readBatches()
 		return
 	}
-	buf := make([]byte, maxHandshakeSize)
+	buf := make([]byte, sockio.LendSize)
 	var pkt wire.Packet
 	for {
 		var (
@@ -333,8 +365,8 @@ func (t *Transport) readBatches() {
 	if small {
 		n = min(n, 8) // a single-connection socket: keep it small
 	}
-	// The datagrams are lent by sockio (at most sockio.LendSize =
-	// maxHandshakeSize bytes each), from space it holds only while busy.
+	// The datagrams are lent by sockio (at most sockio.LendSize bytes
+	// each), from space it holds only while busy.
 	pkts := make([]sockio.Packet, n)
 	var (
 		pkt  wire.Packet

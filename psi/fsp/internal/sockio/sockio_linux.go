@@ -198,8 +198,8 @@ func (rs *readState) limit(gro bool) int {
 }
 
 // The pools of system call state and receive space, shared by every
-// socket, as x/net shares its message buffers: small read states (64 KiB),
-// full ones (512 KiB) and writer states.
+// socket, as x/net shares its message buffers: small read states (144
+// KiB), full ones (576 KiB) and writer states.
 var (
 	smallReadPool, readPool sync.Pool // made in init: a read state frees itself to them
 	writePool               = sync.Pool{New: func() any { return newMmsg(batchSize) }}
