@@ -104,7 +104,9 @@
 // PTO, 50 ms), or a local EMSGSIZE, make it too big: on a UDP socket the
 // kernel refuses a probe above the local interface's MTU at once, so an
 // Ethernet path (1,500) costs no wait for the jumbo sizes, and loopback
-// (65,536) or a 9,000-byte link finds 8,972. A writer waits for the
+// (65,536) or a 9,000-byte link finds 8,972. A probe above 1,452 lost
+// rather than refused (a peer that takes no more, or a path narrower
+// than the local link) ends the search at 1,452. A writer waits for the
 // search (at most 64 packets packetized ahead) only until
 // MaxDatagramSize is confirmed. New data is packetized at the size
 // confirmed (PathMTU, Paths, post.Path.MTU). A completed search runs

@@ -339,10 +339,8 @@ func TestNetnsJumbo(t *testing.T) {
 
 // TestNetnsJumboNarrowPath: the server's link takes 9,000 bytes but the
 // router's link toward the client only 1,500, and the router's ICMP
-// errors are ignored (IP_PMTUDISC_PROBE): the jumbo probes are lost one
-// size after another, the search still ends at what the path carries,
-// and all but the first packets of the transfer leave at MaxDatagramSize
-// or more (pmtuHold waits for MaxDatagramSize only).
+// errors are ignored (IP_PMTUDISC_PROBE): the jumbo probe is lost, and
+// the search ends at MaxDatagramSize, which the path carries.
 func TestNetnsJumboNarrowPath(t *testing.T) {
 	c, s, _, _ := routedPair(t, 9000)
 	mtu := searchDone(t, s, c)

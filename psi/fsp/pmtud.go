@@ -23,7 +23,9 @@ import (
 // otherwise), then a binary search between the largest size confirmed
 // and the smallest that failed. On a UDP socket the kernel refuses a
 // probe larger than the local interface's MTU at once (EMSGSIZE), so on
-// an Ethernet path the sizes above it cost no wait. The peer's
+// an Ethernet path the sizes above it cost no wait; a probe above
+// MaxDatagramSize lost in the network (or dropped by a peer that takes
+// no more) ends the search at MaxDatagramSize. The peer's
 // PATH_RESPONSE confirms a probe; pmtuMaxProbes probes of one size lost
 // (or refused by the local interface) mark it too big. New data is then
 // packetized at the confirmed size. A completed search starts again
@@ -76,6 +78,9 @@ type pmtud struct {
 	losses  int       // probes of this size lost in a row
 	raiseAt time.Time // set when the search completed: search again then
 	retry   int       // after a black hole, the size it fell from: probed first
+	// lostJumbo: a probe above MaxDatagramSize was lost (not refused by
+	// the local interface), so the search ends at MaxDatagramSize.
+	lostJumbo bool
 	// Black-hole detection: loss timer expiries in a row with a packet
 	// above the base size unacknowledged (reset when one is
 	// acknowledged); the test round's nonces, large and small (0 once
@@ -185,6 +190,11 @@ func (pm *pmtud) next() int {
 		return MaxDatagramSize
 	case pm.tooBig == 0:
 		return top // the path may take the most
+	case pm.lostJumbo && lo >= MaxDatagramSize:
+		// A peer that takes no more (a listener's default) or a path
+		// narrower than the local interface: each step of a search
+		// above would cost three probe timeouts, for little.
+		return 0
 	}
 	return (lo + hi) / 2
 }
@@ -212,13 +222,14 @@ func (c *Conn) pmtuTick(now time.Time) {
 		if pm.losses >= pmtuMaxProbes {
 			c.log.Debug("fsp: path MTU probe lost", "size", pm.probe, "local", c.local)
 			pm.tooBig, pm.probe, pm.losses = pm.probe, 0, 0
+			pm.lostJumbo = pm.tooBig > MaxDatagramSize
 		}
 	}
 	if !pm.raiseAt.IsZero() {
 		if now.Before(pm.raiseAt) {
 			return
 		}
-		pm.raiseAt, pm.tooBig = time.Time{}, 0
+		pm.raiseAt, pm.tooBig, pm.lostJumbo = time.Time{}, 0, false
 	}
 	for {
 		size := pm.probe // a lost probe's size again
@@ -386,6 +397,6 @@ func (c *Conn) pmtuFallBack() {
 func (c *Conn) pmtuReset(trigger string) {
 	pm := &c.pmtu
 	c.setPLPMTU(BaseDatagramSize, trigger)
-	pm.tooBig, pm.probe, pm.losses, pm.raiseAt = 0, 0, 0, time.Time{}
+	pm.tooBig, pm.probe, pm.losses, pm.raiseAt, pm.lostJumbo = 0, 0, 0, time.Time{}, false
 	pm.strikes, pm.bhBig, pm.bhSmall, pm.bhFails = 0, 0, 0, 0
 }
