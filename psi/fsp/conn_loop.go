@@ -46,8 +46,8 @@ func (in *inPacket) own(plen int) []byte { return in.ownInto(plen, nil) }
 // ownInto is own into buf, a pooled buffer the caller took; nil takes
 // one from the pool.
 func (in *inPacket) ownInto(plen int, buf *[]byte) []byte {
-	if buf != nil && cap(*buf) < in.n {
-		putBuf(buf) // a small spare for a jumbo datagram
+	if buf != nil && !fits(buf, in.n) {
+		putBuf(buf) // a spare of the other size
 		buf = nil
 	}
 	if buf == nil {

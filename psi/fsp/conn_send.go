@@ -459,7 +459,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 				if ns > 0 {
 					ns--
 					d.buf, spare[ns] = spare[ns], nil
-					if cap(*d.buf) < n { // a small spare for a jumbo packet
+					if !fits(d.buf, n) { // a spare of the other size
 						putBuf(d.buf)
 						d.buf = getBufFor(n)
 					}

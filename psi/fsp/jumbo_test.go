@@ -2,6 +2,8 @@ package fsp
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -262,4 +264,94 @@ func TestPMTUDJumboDefault(t *testing.T) {
 	if mtu := searchDone(t, c, s); mtu != MaxDatagramSize {
 		t.Fatalf("dialer to listener: PathMTU %d", mtu)
 	}
+}
+
+// FuzzJumboReceive feeds a connection that takes jumbo datagrams
+// arbitrary data packets and fragments of up to 64 KiB, and reads some:
+// nothing panics, partial reassemblies stay bounded, nothing delivered
+// is larger than the largest datagram's payload, and the bytes the read
+// queue counts beyond MaxPayload (readExtra, the window's byte room)
+// match its packets after every step.
+func FuzzJumboReceive(f *testing.F) {
+	f.Add([]byte{0, 0x22, 0xf0, 1, 0, 0, 0x22, 0xf0, 2})
+	f.Add([]byte{1, 0, 0, 0x23, 0, 0, 0, 0x10, 0, 3, 2, 0x20, 0})
+	f.Fuzz(fuzzJumboReceive)
+}
+
+func fuzzJumboReceive(t *testing.T, in []byte) {
+	{
+		c := fragConn(t)
+		c.mu.Lock()
+		c.pmtu.ceil, c.rxMax, c.rxJumbo = JumboDatagramSize, JumboDatagramSize, true
+		c.mu.Unlock()
+		ctx := testContext(t)
+		buf := make([]byte, 4096)
+		for len(in) >= 5 {
+			op, seq := in[0]%3, c.rcv.Expected()+uint64(in[0]/3%8)
+			a, b := int(in[1])<<8|int(in[2]), int(in[3])<<8|int(in[4])
+			in = in[5:]
+			switch op {
+			case 0: // a whole data packet of a bytes
+				p := wire.Packet{Header: wire.Header{Opcode: wire.PureData, Flags: wire.FlagEOT, Seq: uint32(seq)}}
+				n := min(a, maxJumboPayload)
+				pb := getBufFor(n)
+				c.mu.Lock()
+				if !c.onData(time.Now(), &p, pb, (*pb)[:n]) {
+					putBuf(pb)
+				}
+				c.mu.Unlock()
+			case 1: // a fragment: offset a, total b
+				if b == 0 || a >= b {
+					continue
+				}
+				feedFragment(c, seq, wire.FlagEOT, a, b, bytes.Repeat([]byte{'f'}, min(b-a, 1500)))
+			case 2: // a read
+				c.mu.Lock()
+				more := c.readLen() > 0
+				c.mu.Unlock()
+				if more {
+					rctx, cancel := context.WithTimeout(ctx, time.Second)
+					if _, _, err := c.ReadMessage(rctx, buf[:max(a%len(buf), 1)]); errors.Is(err, context.DeadlineExceeded) {
+						c.mu.Lock()
+						t.Fatalf("read blocked with %d packets queued: %+v", c.readLen(), c.readQ[c.readHead])
+					}
+					cancel()
+				}
+			}
+			c.mu.Lock()
+			extra := 0
+			for _, d := range c.readQ[c.readHead:] {
+				if len(d.data) > maxJumboPayload {
+					t.Fatalf("delivered %d bytes", len(d.data))
+				}
+				extra += extraBytes(&d)
+			}
+			if extra != c.readExtra || len(c.frags.parts) > maxPartials || c.window() < 0 {
+				t.Fatalf("readExtra %d, packets carry %d; %d partial; window %d", c.readExtra, extra, len(c.frags.parts), c.window())
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// TestBufSizes: a datagram buffer is small for what a small one holds and
+// jumbo otherwise, a spare of the other size does not fit, and putBuf
+// hands each back to its pool.
+func TestBufSizes(t *testing.T) {
+	for _, tc := range []struct{ n, size int }{
+		{1, smallBufSize}, {MaxDatagramSize, smallBufSize}, {smallBufSize, smallBufSize},
+		{smallBufSize + 1, jumboBufSize}, {LargestDatagramSize + sealRoom, jumboBufSize},
+	} {
+		b := getBufFor(tc.n)
+		if cap(*b) != tc.size || !fits(b, tc.n) {
+			t.Errorf("getBufFor(%d): capacity %d, want %d", tc.n, cap(*b), tc.size)
+		}
+		putBuf(b)
+	}
+	small, jumbo := getBufFor(100), getBufFor(5000)
+	if fits(small, 5000) || fits(jumbo, 100) {
+		t.Error("a spare of the other size fits")
+	}
+	putBuf(small)
+	putBuf(jumbo)
 }

@@ -293,6 +293,13 @@ func getBufFor(n int) *[]byte {
 	return jumboBufPool.Get().(*[]byte)
 }
 
+// fits reports whether b is the size getBufFor(n) returns: large
+// enough, and not a jumbo buffer for what a small one holds (that would
+// hold six times the memory the window or the send buffer counts).
+func fits(b *[]byte, n int) bool {
+	return cap(*b) >= n && (n > smallBufSize || cap(*b) < jumboBufSize)
+}
+
 // putBuf returns b to the pool of its size. A nil b (an entry without a
 // buffer, such as an abort marker) is ignored: the pool would hand it
 // out again; so is a buffer smaller than a small one.
