@@ -164,6 +164,16 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 			}
 			return
 		}
+		// Or before the listener's first protected packet: it gave up
+		// the handshake (its HandshakeTimeout, an eviction from its
+		// pending table) after its answer left, and forgot us; without
+		// this the connection would wait for the idle timeout.
+		if c.initiator && !c.confirmed && c.parent == nil {
+			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
+				c.failLocked(post.Errorf(post.ErrReset, "fsp: the listener dropped the handshake before confirming it"))
+			}
+			return
+		}
 	}
 	d := c.rx[0]
 	if pkt.Flags&wire.FlagKeyPhase != 0 {

@@ -532,6 +532,10 @@
 //   - Unauthenticated RESETs are believed only while connecting, when
 //     tagged under the initiator's nonce (RefusalKey: only a party that
 //     saw the INIT_CONNECT or CONNECT_REQUEST can refuse a dial; others
-//     are ignored until the handshake times out), and, as a last word,
-//     while closing with everything acknowledged.
+//     are ignored until the handshake times out); tagged under its own
+//     ALFID, after the dialer has the listener's answer but before any
+//     protected packet of the listener's confirmed it (the listener gave
+//     the handshake up, or refused a CLIENT_AUTH, and forgot it: the
+//     connection fails at once rather than at its idle timeout); and, as
+//     a last word, while closing with everything acknowledged.
 package fsp

@@ -56,10 +56,14 @@ func scaleTransports() int {
 // scaleServerConfig lifts the listener's per-source quotas: every client
 // comes from 127.0.0.1, where the defaults (25 handshakes a second, a
 // quarter of a 256 MiB budget and 1,024 connections per address)
-// protect a public listener.
+// protect a public listener. It waits for a client's confirmation as long
+// as the clients wait for the handshake (scaleClientConfig): a client too
+// busy to read the answer for the default 10 s would find its connection
+// given up.
 func scaleServerConfig(leaf tls.Certificate) *Config {
 	return &Config{
 		Security:             psi.Security{Certificates: []tls.Certificate{leaf}},
+		HandshakeTimeout:     time.Minute,
 		MemoryBudget:         1 << 40, // an accounting limit: allocates nothing
 		MaxHandshakeRate:     1 << 30,
 		MaxPending:           1 << 20,
@@ -275,8 +279,12 @@ wait:
 }
 
 // scaleQuiet is how long the listener waits for a new connection or
-// message before it answers those it has.
-const scaleQuiet = 10 * time.Second
+// message before it answers those it has. It only ends a run in which
+// clients were lost, so it is generous: on a loaded host a client whose
+// first message was dropped may resend it seconds later (its first RTT
+// sample, the handshake's, includes the listener's queue of key
+// exchanges: 8.5 s after Accept was seen at load 10).
+const scaleQuiet = 30 * time.Second
 
 type fspScaleServer struct{ l *Listener }
 
@@ -305,14 +313,16 @@ func (c fspScaleConn) answer(ctx context.Context) error {
 		return err
 	}
 	// The client got its answer; how it closes is not measured (on a
-	// starved machine its Close may run out of Linger and reset, or the
-	// clients may all be done, ending ctx, before this end has read the
-	// close; a client that failed reports it itself).
+	// starved machine its Close may run out of Linger and reset, its
+	// RELEASE, dropped in the burst of closes and resent on a timeout
+	// grown from a handshake of seconds, may come after this end's idle
+	// timeout, or the clients may all be done, ending ctx, before this
+	// end has read the close; a client that failed reports it itself).
 	_, err := c.c.ReceiveMessage(ctx)
 	if ctx.Err() != nil {
 		return nil
 	}
-	if !errors.Is(err, io.EOF) && !errors.Is(err, post.ErrReset) {
+	if !errors.Is(err, io.EOF) && !errors.Is(err, post.ErrReset) && !errors.Is(err, post.ErrTimeout) {
 		return fmt.Errorf("after the answer: %v", err)
 	}
 	return nil

@@ -489,7 +489,11 @@ func (t *Transport) route(b []byte, from *peerAddr, pkt *wire.Packet, rb *rxBatc
 		t.mu.Unlock()
 	}
 	if c == nil {
-		if pkt.Opcode != wire.Reset && pkt.Opcode != wire.KeepAlive && pkt.Opcode != wire.AckInitConnect {
+		// A packet for a connection we do not know gets a RESET, unless
+		// it asks for no answer: a bare acknowledgement (KEEP_ALIVE
+		// without an acknowledgement request) or a RESET itself.
+		ackReq := pkt.Opcode == wire.KeepAlive && pkt.Flags&wire.FlagAckRequest != 0
+		if pkt.Opcode != wire.Reset && (pkt.Opcode != wire.KeepAlive || ackReq) && pkt.Opcode != wire.AckInitConnect {
 			t.sendReset(from, pkt.Src, pkt.Dst, len(b))
 		}
 		return
