@@ -16,8 +16,10 @@ import (
 )
 
 // TestDefaultBudgetHoldsConns: the default budget (256 MiB) admits at
-// least 10,000 idle connections, and a quarter of them from one source
-// address, as psi/tcp and psi/quic do (Stack.MaxConnsPerSource, 1,024).
+// least 10,000 idle connections, and from one source address at least
+// the 1,024 its count bound lets in (Config.MaxConnsPerSource, as
+// psi/tcp's and psi/quic's Stack.MaxConnsPerSource), so the budget never
+// stops an idle source first.
 func TestDefaultBudgetHoldsConns(t *testing.T) {
 	b := newBudget((&Config{}).memoryBudget())
 	n := 0
