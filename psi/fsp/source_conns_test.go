@@ -156,7 +156,7 @@ func TestMaxConnsPerSourceResumed(t *testing.T) {
 
 // TestMaxConnsPerSourceHandshakeFailures: handshakes that never complete
 // count while they are pending, within the bound, and every one is
-// uncounted once it is evicted, timed out or refused by either end's
+// uncounted once it timed out or either end refused the other's
 // credentials: nothing leaks.
 func TestMaxConnsPerSourceHandshakeFailures(t *testing.T) {
 	scfg, ccfg := pair(t)
@@ -204,6 +204,29 @@ func TestMaxConnsPerSourceHandshakeFailures(t *testing.T) {
 	if n := l.conns.Sources(); n != 0 {
 		t.Fatalf("%d sources counted after every handshake failed", n)
 	}
+
+	// A listener requiring a client certificate refuses a dialer with
+	// another CA's.
+	ca, other := testcert.Must(), testcert.Must()
+	acfg, _ := pair(t)
+	acfg.MaxConnsPerSource = 4
+	acfg.Security.ClientAuth, acfg.Security.RootCAs = true, ca.Pool
+	al := listen(t, acfg)
+	wrong := *ccfg
+	wrong.Security.Certificates = []tls.Certificate{other.Leaf}
+	if c, err := dialSource(testContext(t), al, "127.0.0.8", &wrong); err == nil {
+		c.Close()
+		t.Fatal("a client the listener does not trust connected")
+	}
+	select {
+	case err := <-al.Refused():
+		if !errors.Is(err, post.ErrAuthentication) {
+			t.Fatalf("the listener refused the client: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener reported no refusal")
+	}
+	waitSource(t, al, "127.0.0.8", 0)
 }
 
 // TestMaxConnsPerSourceZeroRTT: a 0-RTT dial past the bound returns at
