@@ -97,6 +97,7 @@ func TestRaceFallbackAfterDelay(t *testing.T) {
 	quic := &fakeStack{name: "quic", network: "udp", dial: hang}
 	tcp := &fakeStack{name: "tcp", network: "tcp", dial: ok}
 	a := newAssoc(t, policy.Context{AttemptDelay: 20 * time.Millisecond}, fsp, quic, tcp)
+	begin := time.Now()
 	tr, err := a.Establish(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -108,8 +109,10 @@ func TestRaceFallbackAfterDelay(t *testing.T) {
 	if n := quic.attempts.Load(); n != 0 {
 		t.Fatalf("quic attempted %d times before tcp", n)
 	}
-	if d := tcp.started[0].Sub(fsp.started[0]); d < 20*time.Millisecond {
-		t.Fatalf("tcp started %v after fsp, before the attempt delay", d)
+	// From the race's start: fsp's own clock starts when its goroutine
+	// runs, which a loaded host may delay (tcp 11 ms after fsp, 2 of 100).
+	if d := tcp.started[0].Sub(begin); d < 20*time.Millisecond {
+		t.Fatalf("tcp started %v after the race, before the attempt delay", d)
 	}
 	w, _ := a.Winner()
 	if w.Stack != "tcp" || w.Attempts != 2 {
@@ -202,15 +205,18 @@ func TestRaceCachesWinnerAndRecovers(t *testing.T) {
 
 func TestRaceLosersClosedNoLeak(t *testing.T) {
 	base := runtime.NumGoroutine()
+	// Events, not sleeps, order the attempts: tcp completes once quic has
+	// started, and quic completes once it has lost (the race cancels it).
+	quicStarted := make(chan struct{})
 	slow := &fakeStack{name: "quic", network: "udp"}
 	slow.dial = func(ctx context.Context, r netip.AddrPort) error {
-		// Completes after losing; must be closed by the race.
-		time.Sleep(30 * time.Millisecond)
-		return nil
+		close(quicStarted)
+		<-ctx.Done()
+		return nil // completes after losing; must be closed by the race
 	}
 	fsp := &fakeStack{name: "fsp", network: "udp", dial: hang}
 	tcp := &fakeStack{name: "tcp", network: "tcp", dial: func(ctx context.Context, r netip.AddrPort) error {
-		time.Sleep(15 * time.Millisecond)
+		<-quicStarted
 		return nil
 	}}
 	a := newAssoc(t, policy.Context{AttemptDelay: 10 * time.Millisecond}, fsp, tcp, slow)
