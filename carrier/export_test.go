@@ -6,3 +6,6 @@ func HoldSender(c *Carrier) (release func()) {
 	c.queue.hold(true)
 	return func() { c.queue.hold(false) }
 }
+
+// ConnClosed reports whether n's Close has been called.
+func ConnClosed(n *Conn) bool { return n.closed.Load() }
