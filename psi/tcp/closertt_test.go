@@ -2,6 +2,7 @@ package tcp_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -10,9 +11,12 @@ import (
 // a peer that reads, takes about a round trip (docs/design.md, Close), not
 // the peer kernel's delayed-ACK timer (40 ms at least on Linux): the
 // reader acknowledges at once when it has read everything (quickAck).
+// The timer would slow every Close; a loaded host that is late to run the
+// reader slows some (the worst of 5 took 32 ms in 1 of 25 -race runs), so
+// the median of 9 is checked.
 func TestCloseAfterWriteTakesARoundTrip(t *testing.T) {
-	var worst time.Duration
-	for range 5 {
+	var took []time.Duration
+	for range 9 {
 		c, s := pair(t)
 		go func() {
 			buf := make([]byte, 64)
@@ -30,11 +34,12 @@ func TestCloseAfterWriteTakesARoundTrip(t *testing.T) {
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
 		}
-		worst = max(worst, time.Since(start))
+		took = append(took, time.Since(start))
 		s.Close()
 	}
+	slices.Sort(took)
 	// Below the 40 ms delayed-ACK floor, with room for a loaded machine.
-	if worst > 30*time.Millisecond {
-		t.Fatalf("Close after a write took up to %v on loopback", worst)
+	if med := took[len(took)/2]; med > 30*time.Millisecond {
+		t.Fatalf("Close after a write took %v (median), %v at worst on loopback", med, took[len(took)-1])
 	}
 }
