@@ -18,6 +18,9 @@ BT=200x run -bench 'BenchmarkTimeToFirstMessage' ./carrier
 run -bench 'BenchmarkBulk|BenchmarkHandshakeFirstMessage|BenchmarkRoundTrip' ./psi/fsp
 BT=1x run -bench 'BenchmarkIdleConnMemory|BenchmarkBurstMemory' ./psi/fsp
 BT=200x run -bench 'BenchmarkHandshakeAlloc' -benchmem ./psi/fsp
+# One and four bulk flows to one listener against quic-go and TLS over TCP,
+# with CPU per message, the one-core seal rate, and FSP with jumbo datagrams (issue 15).
+BT=2s run -bench 'BenchmarkOneFlow|BenchmarkFourFlows' ./psi/fsp
 # One listener (a child process at GOMAXPROCS 1 and 2), 1,000 and 5,000 clients (issue 15).
 BT=1x run -bench 'BenchmarkServerScale' ./psi/fsp
 # The TCP stack's transient against raw TLS.
