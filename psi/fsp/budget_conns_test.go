@@ -146,13 +146,17 @@ func TestManyConnsOneSource(t *testing.T) {
 // than its budget, by its accounting and in its heap once the peers are
 // gone; packets past it were dropped unacknowledged; and a client
 // connected before the attack still completes a transfer.
-func TestHostileWindowsBounded(t *testing.T) {
+func TestHostileWindowsBounded(t *testing.T) { hostileWindows(t, 0) }
+
+// hostileWindows is TestHostileWindowsBounded with the listener's
+// Config.MaxPathMTU set to mtu.
+func hostileWindows(t *testing.T, mtu int) {
 	if testing.Short() {
 		t.Skip("attack, several seconds")
 	}
 	const budget = 8 << 20
 	scfg, ccfg := pair(t)
-	scfg.MemoryBudget = budget
+	scfg.MemoryBudget, scfg.MaxPathMTU = budget, mtu
 	ccfg.SendBuffer = 128 << 10
 	l := listen(t, scfg)
 	ctx := testContext(t)

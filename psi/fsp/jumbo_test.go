@@ -355,3 +355,9 @@ func TestBufSizes(t *testing.T) {
 	putBuf(small)
 	putBuf(jumbo)
 }
+
+// TestHostileWindowsBoundedJumbo is TestHostileWindowsBounded with a
+// listener that takes jumbo datagrams: the attackers' connections and
+// clones switch to jumbo buffers, and the budget, charging them at that
+// size, still bounds the heap and every reading of the accounting.
+func TestHostileWindowsBoundedJumbo(t *testing.T) { hostileWindows(t, JumboDatagramSize) }
