@@ -59,6 +59,9 @@ type txData struct {
 	gpn   uint64 // its number for the session's congestion controller (conn_cc.go)
 	asked bool   // the latest transmission asked for an immediate acknowledgement
 	big   bool   // the latest transmission was larger than BaseDatagramSize (pmtud.go)
+	// prevSent is when the transmission before the latest went
+	// (spuriousTimeout); zero if there was one only.
+	prevSent time.Time
 }
 
 type rxData struct {

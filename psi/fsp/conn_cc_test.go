@@ -154,36 +154,88 @@ func TestLossWeight(t *testing.T) {
 }
 
 // TestSpuriousTimeoutUndone: the receiver's acknowledgements are held
-// up 400 ms (a stalled path, not a lossy one): the sender's timeout
-// collapses the shared window, and the late acknowledgements of packets
-// it never resent take the collapse back.
+// up (a stalled path, not a lossy one): the sender's timeout collapses
+// the shared window, and the late acknowledgements of packets it never
+// resent take the collapse back.
+//
+// The undo can only tell when the packets went out before the timeout:
+// one first sent after it, acknowledged before any original, rightly
+// keeps the collapse. So the path first has a 30 ms delay, which makes
+// the probe timeout long enough for the 20 packets to leave before it,
+// and the stall is long against that timeout. A round in which a loaded
+// host stalled the sender beyond a probe timeout anyway proves nothing
+// and is run again.
 func TestSpuriousTimeoutUndone(t *testing.T) {
 	c, s, _, sc := netemCapPair(t, netem.Config{})
-	pingPong(t, c, s)
+	path := sc.PacketConn.(*netem.PacketConn)
+	path.SetConfig(netem.Config{Delay: 30 * time.Millisecond})
+	for range 4 {
+		pingPong(t, c, s)
+	}
+	for round := 1; ; round++ {
+		if spuriousTimeoutRound(t, c, s, path) {
+			return
+		}
+		if round == 5 {
+			t.Fatalf("in %d rounds the sender never sent 20 packets within a probe timeout", round)
+		}
+	}
+}
+
+// spuriousTimeoutRound stalls the acknowledgements of 20 messages; it
+// reports false if the sender's timers fired before it had sent them all.
+func spuriousTimeoutRound(t *testing.T, c, s *Conn, path *netem.PacketConn) bool {
 	ctx := testContext(t)
-	before := c.Stats().CongestionWindow
-	sc.PacketConn.(*netem.PacketConn).SetConfig(netem.Config{Delay: 400 * time.Millisecond})
-	// The last acknowledgement is older than a timeout: the path looks
-	// dead, not lossy (ccTimeout).
-	time.Sleep(100 * time.Millisecond)
+	st := c.Stats()
+	before, probes, lost, undone := st.CongestionWindow, st.Probes, st.PacketsLost, st.SpuriousTimeouts
+	// Long against the timeouts: two probe timeouts, then the
+	// retransmission timeout that collapses the window, all well before
+	// the first acknowledgement comes back.
+	stall := max(400*time.Millisecond, 20*(st.SmoothedRTT+4*st.RTTVar))
+	path.SetConfig(netem.Config{Delay: stall})
+	defer path.SetConfig(netem.Config{Delay: 30 * time.Millisecond})
 	msg := make([]byte, 1000)
 	for range 20 {
 		if err := c.SendMessage(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Sent before any loss timer fired?
+	for {
+		c.mu.Lock()
+		pending, fired := c.snd.HasPending(), c.stats.Probes > probes || c.stats.PacketsLost > lost
+		c.mu.Unlock()
+		if fired {
+			t.Logf("a loss timer fired before the 20 packets were sent: another round")
+			drainRound(t, c, s)
+			return false
+		}
+		if !pending {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	drainRound(t, c, s)
+	st = c.Stats()
+	t.Logf("stall %v: window %d before, %d after; %d spurious timeouts, %d probe timeouts", stall, before, st.CongestionWindow, st.SpuriousTimeouts-undone, st.Probes-probes)
+	if st.SpuriousTimeouts == undone || st.CongestionWindow < before/2 {
+		t.Fatalf("window %d before, %d after; %d spurious timeouts", before, st.CongestionWindow, st.SpuriousTimeouts-undone)
+	}
+	return true
+}
+
+// drainRound reads the 20 messages and waits for their acknowledgements.
+func drainRound(t *testing.T, c, s *Conn) {
+	ctx := testContext(t)
 	for range 20 {
 		if _, err := s.ReceiveMessage(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Stats().BytesInFlight > 0 && time.Now().Before(deadline) {
+	for c.Stats().BytesInFlight > 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d bytes never acknowledged", c.Stats().BytesInFlight)
+		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	st := c.Stats()
-	t.Logf("window %d before, %d after; %d spurious timeouts, %d probe timeouts", before, st.CongestionWindow, st.SpuriousTimeouts, st.Probes)
-	if st.SpuriousTimeouts == 0 || st.CongestionWindow < before/2 {
-		t.Fatalf("window %d before, %d after; %d spurious timeouts", before, st.CongestionWindow, st.SpuriousTimeouts)
 	}
 }

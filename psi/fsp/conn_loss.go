@@ -48,7 +48,7 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	}
 	c.ccOnAck(now, res.Acked, prior, sample, ackDelay)
 	if !c.collapsedAt.IsZero() && len(res.Acked) > 0 {
-		c.spuriousTimeout(res.Acked)
+		c.spuriousTimeout(now, res.Acked)
 	}
 	for _, e := range res.Acked {
 		if e.Abandoned {
@@ -97,16 +97,21 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 // collapsed the window: one that covers a packet sent before the timeout
 // and never sent again shows that what the timeout presumed lost was
 // only late (the path or a host stalled), and the window comes back
-// (ccUndoTimeout). Resent packets prove nothing either way (which copy
-// arrived is unknown); once a packet first sent after the timeout is
-// acknowledged, the originals' acknowledgements would have come first,
-// and the timeout stands. Called with c.mu held.
-func (c *Conn) spuriousTimeout(acked []*reliability.Entry[txData]) {
+// (ccUndoTimeout). A resent packet proves nothing either way (which copy
+// arrived is unknown), unless its acknowledgement came sooner after the
+// latest copy than the path's minimum RTT and the copy before that went
+// before the timeout: then that earlier copy arrived. (After a stall the
+// first late acknowledgements let the sender resend the rest at once,
+// just before their own late acknowledgements come.) Once a packet first
+// sent after the timeout is acknowledged, the originals' acknowledgements
+// would have come first, and the timeout stands. Called with c.mu held.
+func (c *Conn) spuriousTimeout(now time.Time, acked []*reliability.Entry[txData]) {
 	at := c.collapsedAt
 	for _, e := range acked {
 		switch {
-		case e.Abandoned || !e.Sent || e.Retrans:
-		case e.SentAt.Before(at):
+		case e.Abandoned || !e.Sent:
+		case e.Retrans && !c.earlierCopyAcked(now, e):
+		case e.Retrans || e.SentAt.Before(at):
 			c.collapsedAt = time.Time{}
 			if c.ccUndoTimeout() {
 				c.stats.SpuriousTimeouts++
@@ -116,6 +121,15 @@ func (c *Conn) spuriousTimeout(acked []*reliability.Entry[txData]) {
 			c.collapsedAt = time.Time{}
 		}
 	}
+}
+
+// earlierCopyAcked reports whether an acknowledgement at now of the
+// resent entry e can only be of a copy sent before the timeout that
+// collapsed the window: its latest copy is younger than the minimum RTT,
+// and the copy before went before the timeout.
+func (c *Conn) earlierCopyAcked(now time.Time, e *reliability.Entry[txData]) bool {
+	minRTT := c.lossRTT().MinRTT()
+	return minRTT > 0 && now.Sub(e.SentAt) < minRTT && e.Value.prevSent.Before(c.collapsedAt)
 }
 
 func (c *Conn) onLost(now time.Time, lost []*reliability.Entry[txData], prior int) {

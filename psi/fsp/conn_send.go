@@ -343,6 +343,7 @@ func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	}
 	if e.Sent {
 		c.stats.Retransmissions++
+		e.Value.prevSent = e.SentAt
 	}
 	c.snd.OnSent(e, now)
 	e.Value.pn = pn
