@@ -310,7 +310,10 @@ func TestMemoryBudget(t *testing.T) {
 	scfg, ccfg := pair(t)
 	scfg.MemoryBudget = 16 << 20
 	l := listen(t, scfg)
-	ctx := testContext(t)
+	// An unmeasured safety limit: under -race on a loaded host the
+	// attack's resent data takes the cores for tens of seconds.
+	ctx, stop := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer stop()
 	// The attacker dials from 127.0.0.2 and never gets accepted.
 	apc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
 	if err != nil {
@@ -321,11 +324,19 @@ func TestMemoryBudget(t *testing.T) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	refused := 0
-	for range 40 {
+	refused, slow := 0, 0
+	// Until the budget has refused it three times: it is full then.
+	for i := 0; i < 40 && refused < 3; i++ {
 		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
 		c, err := at.Dial(dctx, l.Addr(), ccfg)
 		dcancel()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// Under -race on a loaded host the listener, busy dropping
+			// the attacker's resent data, may not answer in 5 s: it
+			// committed nothing to this dial, which is what is checked.
+			slow++
+			continue
+		}
 		if err != nil {
 			if !errors.Is(err, post.ErrRefused) {
 				t.Fatalf("attacker dial: %v", err)
@@ -379,7 +390,7 @@ func TestMemoryBudget(t *testing.T) {
 	cancel()
 	wg.Wait()
 	st := l.Stats()
-	t.Logf("%+v, attacker refused %d times", st, refused)
+	t.Logf("%+v, attacker refused %d times, %d dials unanswered in 5 s", st, refused, slow)
 	if st.Peak > st.Budget || st.Committed > st.Budget || st.Buffered > st.Committed {
 		t.Fatalf("over budget: %+v", st)
 	}
