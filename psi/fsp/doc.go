@@ -138,16 +138,20 @@
 // Fragment, no local fragmentation, ICMP ignored), so probes measure the
 // path itself. Config.DisablePathMTUDiscovery keeps every datagram
 // within the base. A receiver takes datagrams up to its own
-// Config.MaxPathMTU, so a peer's search stops there, and one above
-// MaxDatagramSize only once authenticated, on an established
+// Config.MaxPathMTU (a listener's connections only if it is set, and
+// otherwise MaxDatagramSize), so a peer's search stops there, and one
+// above MaxDatagramSize only once authenticated, on an established
 // connection: from the first, the connection decrypts into jumbo
 // buffers and a listener charges each packet it buffers at the jumbo
 // size (about 9.6 KB instead of 1.7 KB, the room already held included)
 // to its memory budget; without room the datagram is dropped and the
-// peer's probe of that size is lost. Its largest receive window in
-// packets then falls to keep about Config.ReceiveWindow bytes (never
-// below the window already advertised). Handshake datagrams stay within
-// BaseDatagramSize whatever the ceiling. A resumption ticket
+// peer's probe of that size is lost. A receive window still counts
+// packets of MaxPayload bytes: the receiver counts what its unread
+// packets carry beyond that as taken window, a sender sends a jumbo
+// packet only within the bytes of the window last advertised, and the
+// receiver drops one beyond its byte room (conn_jumbo.go), so a window
+// holds about Config.ReceiveWindow bytes whatever the packet size.
+// Handshake datagrams stay within BaseDatagramSize whatever the ceiling. A resumption ticket
 // is issued only if RESTORE carrying it fits BaseDatagramSize (a client
 // chain of more than about 1 KB gets none). Conn.PeerCertificates returns the
 // peer's verified chain on both ends; clones and InstallKey keep it.
