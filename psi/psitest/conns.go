@@ -7,21 +7,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
 
 // ConnsPerSource checks a listener l that lets one source hold at most n
 // (2 or more) live connections: dial(ctx, from) dials a root transient to
 // l from the IPv4 loopback address from, count(from) is what l counts for
-// from's source, and refused is the sentinel a dial over the bound wraps.
-// n dials from one address get in, the next is refused at once, a client
+// from's source. n dials from one address get in, the next is refused at
+// once with an error wrapping post.ErrRefused, a client
 // at another address still gets in, a connection its client closes or
 // aborts makes room for one more, and once every client has closed the
 // counts are back to zero (the refused dial held nothing). The listener's
 // application accepts every transient, reads it until it ends and then
 // closes it. Every stack runs it (FSP, QUIC, TCP), so a source is bounded
 // alike on whichever stack wins a race.
-func ConnsPerSource(t *testing.T, l psi.Listener, n int, dial func(ctx context.Context, from string) (psi.Transient, error), count func(from string) int, refused error) {
+func ConnsPerSource(t *testing.T, l psi.Listener, n int, dial func(ctx context.Context, from string) (psi.Transient, error), count func(from string) int) {
 	t.Helper()
 	ctx := testContext(t, time.Minute)
 	go func() {
@@ -82,8 +83,8 @@ func ConnsPerSource(t *testing.T, l psi.Listener, n int, dial func(ctx context.C
 			tr.Close()
 			t.Fatalf("%s: a connection past the bound of %d got in", what, n)
 		}
-		if !errors.Is(err, refused) {
-			t.Fatalf("%s: %v, want an error wrapping %v", what, err, refused)
+		if !errors.Is(err, post.ErrRefused) {
+			t.Fatalf("%s: %v, want an error wrapping post.ErrRefused", what, err)
 		}
 		t.Logf("%s: refused after %v: %v", what, time.Since(start).Round(time.Millisecond), err)
 	}

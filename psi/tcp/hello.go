@@ -31,9 +31,10 @@ const (
 const (
 	statusOK      = 0
 	statusUnknown = 1 // no transient has the parent token
-	statusBusy    = 2 // the accept queue, the parent's fork queue or the source's connection quota is full
+	statusBusy    = 2 // the accept queue or the parent's fork queue is full, or a fork past the source's quota
 	statusBad     = 3 // the hello was not understood
 	statusNoFork  = 4 // the server's policy prohibits forking
+	statusQuota   = 5 // a root past the source's connection quota
 )
 
 type token [16]byte
@@ -103,6 +104,8 @@ func (h *serverHello) err() error {
 		return post.Errorf(post.ErrRefused, "peer knows no transient to fork from")
 	case statusBusy:
 		return post.Errorf(post.ErrBackpressure, "peer's accept or fork queue, or its quota of connections from us, is full")
+	case statusQuota:
+		return post.Errorf(post.ErrRefused, "peer holds its quota of connections from our source")
 	case statusBad:
 		return post.Errorf(post.ErrMalformed, "peer rejected our hello")
 	case statusNoFork:

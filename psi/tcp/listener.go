@@ -251,7 +251,12 @@ func (l *listener) hello(ctx context.Context, cc *corkConn, tc *tls.Conn, sl *sl
 	t.forkRoom = make(chan struct{}, cap(t.forkCh))
 	status := byte(statusOK)
 	if uncount == nil {
+		// A root past the quota is refused as on FSP and QUIC; a fork
+		// (its own TCP connection here) waits for room elsewhere.
 		status = statusBusy
+		if ch.kind == kindRoot {
+			status = statusQuota
+		}
 	} else if ch.kind == kindRoot {
 		// Promise a place in the accept queue, or refuse now.
 		if !l.queued.reserve(t.remote.Addr()) {

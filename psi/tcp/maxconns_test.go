@@ -56,8 +56,8 @@ func TestMaxConnsPerSource(t *testing.T) {
 		}
 	}
 	waitConns(t, l, "127.0.0.2", 8, 1)
-	if _, err := dialFrom(l, "127.0.0.2"); !errors.Is(err, post.ErrBackpressure) {
-		t.Fatalf("9th root from one source: %v, want ErrBackpressure", err)
+	if _, err := dialFrom(l, "127.0.0.2"); !errors.Is(err, post.ErrRefused) {
+		t.Fatalf("9th root from one source: %v, want ErrRefused", err)
 	}
 	other, err := dialFrom(l, "127.0.0.1")
 	if err != nil {
@@ -87,7 +87,7 @@ func TestMaxConnsPerSource(t *testing.T) {
 		}
 		clients = append(clients, c)
 	}
-	if _, err := dialFrom(l, "127.0.0.2"); !errors.Is(err, post.ErrBackpressure) {
+	if _, err := dialFrom(l, "127.0.0.2"); !errors.Is(err, post.ErrRefused) {
 		t.Fatalf("over the quota again: %v", err)
 	}
 
@@ -169,7 +169,7 @@ func TestConnCountEmpties(t *testing.T) {
 	if _, err := c.Fork(ctx, psi.Wine); !errors.Is(err, post.ErrBackpressure) {
 		t.Fatalf("over the quota: %v", err)
 	}
-	if _, err := dialFrom(l, "127.0.0.2"); !errors.Is(err, post.ErrBackpressure) {
+	if _, err := dialFrom(l, "127.0.0.2"); !errors.Is(err, post.ErrRefused) {
 		t.Fatalf("root over the quota: %v", err)
 	}
 	// A fork naming no transient, from another source.
@@ -212,11 +212,11 @@ func rootFrom(t *testing.T, l *listener, ip string) (c, root psi.Transient) {
 
 // TestMaxConnsPerSourceSuite runs the per-source bound every stack keeps
 // (psitest.ConnsPerSource): 4 roots from one address, the fifth refused
-// with back-pressure.
+// with post.ErrRefused as on FSP and QUIC.
 func TestMaxConnsPerSourceSuite(t *testing.T) {
 	l := testListener(t, Stack{MaxConnsPerSource: 4})
 	psitest.ConnsPerSource(t, l, 4, func(ctx context.Context, from string) (psi.Transient, error) {
 		cfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}, Local: netip.MustParseAddrPort(from + ":0")}
 		return Stack{}.Dial(ctx, l.Addr(), cfg)
-	}, func(from string) int { return l.conns.Of(netip.MustParseAddr(from)) }, post.ErrBackpressure)
+	}, func(from string) int { return l.conns.Of(netip.MustParseAddr(from)) })
 }

@@ -92,8 +92,9 @@ type Stack struct {
 	// /64) may hold on a listener; zero means 1024. A connection counts
 	// from the end of its TLS handshake until it is closed (or aborted,
 	// or dropped with its parent or the listener); past the bound a new
-	// one is refused, and its Dial or Fork fails with an error wrapping
-	// post.ErrBackpressure, as over the accept queue.
+	// root's Dial fails with an error wrapping post.ErrRefused, as on FSP
+	// and QUIC, and a Fork with one wrapping post.ErrBackpressure (a fork
+	// is a connection of its own here, a stream on the other stacks).
 	MaxConnsPerSource int
 }
 

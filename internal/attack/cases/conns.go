@@ -27,24 +27,24 @@ var connsBound = attack.Paced(64)
 // they get open and idle, while a client dials from 127.0.0.1; the
 // listener's application serves each connection until its peer ends it.
 // The listener lets one source hold connsBound connections: the attacker
-// must never hold more, must be refused past them with the stack's
-// error, and the client must get in.
+// must never hold more, must be refused past them with post.ErrRefused,
+// and the client must get in.
 func FSPConnsOneSource(o attack.Options) (*attack.Result, error) {
-	return connsOneSource(o, "FSP", &fsp.Stack{Base: &fsp.Config{MaxConnsPerSource: connsBound}}, post.ErrRefused)
+	return connsOneSource(o, "FSP", &fsp.Stack{Base: &fsp.Config{MaxConnsPerSource: connsBound}})
 }
 
 // QUICConnsOneSource: see FSPConnsOneSource.
 func QUICConnsOneSource(o attack.Options) (*attack.Result, error) {
-	return connsOneSource(o, "QUIC", &quic.Stack{MaxConnsPerSource: connsBound}, post.ErrRefused)
+	return connsOneSource(o, "QUIC", &quic.Stack{MaxConnsPerSource: connsBound})
 }
 
-// TCPConnsOneSource: see FSPConnsOneSource. TCP refuses with
-// back-pressure, as over its accept queue.
+// TCPConnsOneSource: see FSPConnsOneSource.
 func TCPConnsOneSource(o attack.Options) (*attack.Result, error) {
-	return connsOneSource(o, "TCP", tcp.Stack{MaxConnsPerSource: connsBound}, post.ErrBackpressure)
+	return connsOneSource(o, "TCP", tcp.Stack{MaxConnsPerSource: connsBound})
 }
 
-func connsOneSource(o attack.Options, stack string, st psi.Stack, refused error) (*attack.Result, error) {
+func connsOneSource(o attack.Options, stack string, st psi.Stack) (*attack.Result, error) {
+	refused := post.ErrRefused
 	ctx := context.Background()
 	p := testcert.Must()
 	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{p.Leaf}}}
