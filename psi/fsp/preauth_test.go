@@ -97,6 +97,33 @@ func (f *flooder) run(ctx context.Context, base uint32) {
 	}
 }
 
+// sync returns once the listener has read every datagram the flooder
+// sent before it: the listener reads its socket in order on one loop, so
+// its answer to a later INIT_CONNECT (sent again every 200 ms in case the
+// flood overflowed its socket buffer) comes after them. Call it after
+// run returned.
+func (f *flooder) sync(t *testing.T) {
+	t.Helper()
+	const alfid = 0xfffffff0
+	buf := make([]byte, maxHandshakeSize)
+	var pkt wire.Packet
+	// An unmeasured safety limit.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		f.init(alfid)
+		f.pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		for {
+			n, err := f.pc.Read(buf)
+			if err != nil {
+				break
+			}
+			if wire.Parse(buf[:n], &pkt) == nil && pkt.Opcode == wire.AckInitConnect && pkt.Dst == alfid {
+				return
+			}
+		}
+	}
+	t.Fatal("the listener answered no INIT_CONNECT after the flood in 10 s")
+}
+
 // TestPendingFloodLegitDials floods the pending table from twenty
 // addresses while a client in another prefix dials twenty times, ten a
 // second, until the last dial is done: every dial succeeds. The
