@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestAcceptQueueBurst: more dials than the old accept queue of 256
@@ -15,11 +16,17 @@ func TestAcceptQueueBurst(t *testing.T) {
 	scfg.MemoryBudget = 1 << 32 // n connections from one address
 	scfg.MaxHandshakeRate = 1 << 20
 	scfg.MaxPendingPerAddress, scfg.MaxPendingPerPrefix = n, n
+	// The 400 handshakes share one client socket and, under -race on a
+	// loaded host, the cores: both ends wait as long as the test
+	// (testContext), not 10 s, so a slow handshake is not taken for a
+	// lost one (dial 21 timed out so in a -race run at load 7-10).
+	scfg.HandshakeTimeout, ccfg.HandshakeTimeout = time.Minute, time.Minute
 	l := listen(t, scfg)
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	pc.SetReadBuffer(socketBuffer) // as an owned socket's: 400 answers at once
 	tr := &Transport{Conn: pc}
 	t.Cleanup(func() { tr.Close(); pc.Close() })
 	ctx := testContext(t)
