@@ -143,7 +143,10 @@ func TestMaxConnsPerSourceForks(t *testing.T) {
 // unknown parent and a refused root are uncounted, and everything closed
 // leaves the count map empty.
 func TestConnCountEmpties(t *testing.T) {
-	l := testListener(t, Stack{MaxConnsPerSource: 3, MaxUnacceptedForks: 1, ServerHandshakeTimeout: 400 * time.Millisecond})
+	// The handshake timeout ends the queued fork's wait (at three
+	// quarters of it), but it also bounds every fork's TLS handshake and
+	// hello, which took over 400 ms on a loaded host under -race.
+	l := testListener(t, Stack{MaxConnsPerSource: 3, MaxUnacceptedForks: 1, ServerHandshakeTimeout: 2 * time.Second})
 	ctx := context.Background()
 	c, root := rootFrom(t, l, "127.0.0.2")
 	f1, err := c.Fork(ctx, psi.Wine)
