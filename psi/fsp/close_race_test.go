@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postsockets/postsockets/post"
 )
 
 // closeRaceLinger is Config.Linger in the close race test: what a side
@@ -126,5 +128,43 @@ func closeRace(t *testing.T, i int, c, s *Conn, delay time.Duration) {
 	}
 	if sCloseAfter > closeRaceBound {
 		t.Errorf("run %d: server Close took %v (err %v; send %v)", i, sCloseAfter, sCloseErr, sendErr)
+	}
+}
+
+// TestPeerCloseEndsBlockedWrite: a writer blocked on flow control by a
+// peer that never reads fails with post.ErrClosed as soon as the peer's
+// RELEASE arrives, not when the peer, gone, stops answering for an idle
+// timeout (here 60 s; the test's 10 s limit is a hang guard).
+func TestPeerCloseEndsBlockedWrite(t *testing.T) {
+	scfg, ccfg := pair(t)
+	scfg.IdleTimeout, ccfg.IdleTimeout = time.Minute, time.Minute
+	l := listen(t, scfg)
+	c, s := connect(t, l, ccfg)
+	ctx := testContext(t)
+	werr := make(chan error, 1)
+	go func() { werr <- s.SendMessage(ctx, make([]byte, 64<<20)) }()
+	// The writer blocks once the client's window is full.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s.mu.Lock()
+		full := s.sndBytes >= s.sndLimit
+		s.mu.Unlock()
+		if full {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never filled the window")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-werr:
+		if !errors.Is(err, post.ErrClosed) {
+			t.Fatalf("blocked write after the peer closed: %v; want post.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blocked write did not end when the peer closed")
 	}
 }

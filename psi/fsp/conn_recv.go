@@ -361,6 +361,7 @@ func (c *Conn) popInOrder() {
 			c.peerReleased = true
 			c.dropAsm()
 			popped = true
+			signal(c.writable) // a writer waiting for room fails now
 			continue
 		}
 		if v.abort {
