@@ -15,11 +15,15 @@ type Held struct {
 	Other   map[string]int // other dial errors, by text, before the end
 }
 
+// holdGrace bounds how long HoldConns goes on past its context's end
+// for a first refusal: a safety limit, not a speed check.
+const holdGrace = 20 * time.Second
+
 // HoldConns runs workers dialers from one source, each keeping every
 // connection dial gets and dialling again at once, or 100 ms after a
 // failure (so refused handshakes, a full TLS handshake each on TCP, do
-// not take the cores other tests run on), until ctx ends; then it
-// closes them all. A failure wrapping
+// not take the cores other tests run on), until ctx ends and a dial was
+// refused, or holdGrace after ctx ends; then it closes them all. A failure wrapping
 // refused counts as a refusal. Fewer than 8 dials run at once, so the
 // listeners' handshake rates (internal/hsrate), which apply only past
 // 8 handshakes in progress, do not slow the attacker down: the
@@ -31,9 +35,28 @@ func HoldConns(ctx context.Context, workers int, dial func(context.Context) (io.
 	// Dials get ctx's end as a cancellation, not its deadline, which a
 	// stack may set on its socket and see pass (an i/o timeout) just
 	// before ctx reports it.
+	// They go on past ctx's end until one was refused (the bound
+	// reached), which a loaded host may not see in a short run, for at
+	// most holdGrace more.
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
+	refusedOnce := make(chan struct{})
+	var once sync.Once
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-dctx.Done():
+			return
+		}
+		grace := time.NewTimer(holdGrace)
+		defer grace.Stop()
+		select {
+		case <-refusedOnce:
+		case <-grace.C:
+		case <-dctx.Done():
+		}
+		cancel()
+	}()
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
@@ -46,6 +69,7 @@ func HoldConns(ctx context.Context, workers int, dial func(context.Context) (io.
 					h.Most = max(h.Most, len(held))
 				case errors.Is(err, refused):
 					h.Refused++
+					once.Do(func() { close(refusedOnce) })
 				case dctx.Err() == nil:
 					h.Other[err.Error()]++
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/postsockets/postsockets/internal/attack"
 	"github.com/postsockets/postsockets/internal/testcert"
@@ -24,8 +25,9 @@ var connsBound = attack.Paced(64)
 
 // FSPConnsOneSource, QUICConnsOneSource and TCPConnsOneSource complete
 // handshakes from 127.0.0.2, four at a time, and hold every connection
-// they get open and idle, while a client dials from 127.0.0.1; the
-// listener's application serves each connection until its peer ends it.
+// they get open and idle, while a client dials from 127.0.1.x, a new
+// address each time; the listener's application serves each connection
+// until its peer ends it.
 // The listener lets one source hold connsBound connections: the attacker
 // must never hold more, must be refused past them with post.ErrRefused,
 // and the client must get in.
@@ -74,11 +76,18 @@ func connsOneSource(o attack.Options, stack string, st psi.Stack) (*attack.Resul
 	acfg := *ccfg
 	acfg.Local = netip.MustParseAddrPort("127.0.0.2:0")
 	var h *attack.Held
+	var legit atomic.Uint32
 	c := attack.Case{
 		Name:   fmt.Sprintf("%s connections held from one address, bound %d", stack, connsBound),
 		Budget: 32 << 20,
 		Dial: func(ctx context.Context) error {
-			t, err := st.Dial(ctx, ln.Addr(), ccfg)
+			// Each dial from an address of its own, in another /24: the
+			// client's own dials, ten a second, each counted until the
+			// listener's end of it closes, held a bound of 8 (under -race)
+			// from one address when a loaded host slowed them to a second.
+			cfg := *ccfg
+			cfg.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 1, byte(1 + legit.Add(1)%250)}), 0)
+			t, err := st.Dial(ctx, ln.Addr(), &cfg)
 			if err != nil {
 				return err
 			}
