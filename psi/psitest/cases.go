@@ -876,7 +876,10 @@ func testExitAfterClose(t *testing.T, mp MakePair) {
 					return
 				}
 			}
-			err := p.A.Close()
+			// The reader needs as long as it takes (8 MiB under -race on a
+			// loaded host can take longer than the linger, and a Close
+			// past it would rightly abort): bound the wait by ctx.
+			err := psi.CloseContext(ctx, p.A)
 			if p.ExitA != nil {
 				p.ExitA()
 			}
