@@ -17,6 +17,14 @@ import (
 func udpPair(t *testing.T, scfg, ccfg *Config) (cli, srv *Conn, l *Listener, ct, st *Transport) {
 	t.Helper()
 	st, ct = &Transport{Conn: mustUDP(t)}, &Transport{Conn: mustUDP(t)}
+	cli, srv, l = pairOver(t, st, ct, scfg, ccfg)
+	return cli, srv, l, ct, st
+}
+
+// pairOver connects a client on ct to a listener on st; the test's
+// cleanup closes the connections and both transports.
+func pairOver(t *testing.T, st, ct *Transport, scfg, ccfg *Config) (cli, srv *Conn, l *Listener) {
+	t.Helper()
 	t.Cleanup(func() { ct.Close(); st.Close() })
 	l, err := st.Listen(scfg)
 	if err != nil {
@@ -24,7 +32,7 @@ func udpPair(t *testing.T, scfg, ccfg *Config) (cli, srv *Conn, l *Listener, ct,
 	}
 	cli, srv = dialAccept(t, testContext(t), ct, l, ccfg)
 	t.Cleanup(func() { cli.Close(); srv.Close() })
-	return cli, srv, l, ct, st
+	return cli, srv, l
 }
 
 // waitUntil polls cond until it holds, at most 10 s: a bound on work the

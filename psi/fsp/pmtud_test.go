@@ -51,14 +51,7 @@ func capPair(t *testing.T, c int) (cli, srv *Conn, cc, sc *capConn) {
 func capPairOver(t *testing.T, cc, sc *capConn) (cli, srv *Conn) {
 	t.Helper()
 	scfg, ccfg := pair(t)
-	st, ct := &Transport{Conn: sc}, &Transport{Conn: cc}
-	t.Cleanup(func() { ct.Close(); st.Close() })
-	l, err := st.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, srv = dialAccept(t, testContext(t), ct, l, ccfg)
-	t.Cleanup(func() { cli.Close(); srv.Close() })
+	cli, srv, _ = pairOver(t, &Transport{Conn: sc}, &Transport{Conn: cc}, scfg, ccfg)
 	return cli, srv
 }
 
