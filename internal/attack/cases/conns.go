@@ -55,23 +55,15 @@ func connsOneSource(o attack.Options, stack string, st psi.Stack) (*attack.Resul
 		return nil, err
 	}
 	defer ln.Close()
-	go func() {
+	serve(ctx, ln, func(t psi.Transient) {
+		buf := make([]byte, 512)
 		for {
-			t, err := ln.Accept(ctx)
-			if err != nil {
-				return
+			if _, _, err := t.ReadMessage(ctx, buf); err != nil {
+				break
 			}
-			go func() {
-				buf := make([]byte, 512)
-				for {
-					if _, _, err := t.ReadMessage(ctx, buf); err != nil {
-						break
-					}
-				}
-				t.Close()
-			}()
 		}
-	}()
+		t.Close()
+	})
 	ccfg := &psi.Config{Security: psi.Security{RootCAs: p.Pool, ServerName: "localhost"}}
 	acfg := *ccfg
 	acfg.Local = netip.MustParseAddrPort("127.0.0.2:0")

@@ -114,15 +114,7 @@ func QUICJunk(o attack.Options) (*attack.Result, error) {
 		return nil, err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			t, err := ln.Accept(ctx)
-			if err != nil {
-				return
-			}
-			go t.Close()
-		}
-	}()
+	serve(ctx, ln, closeTransient)
 	ccfg := &psi.Config{Events: true, Security: psi.Security{InsecureSkipVerify: true}}
 	var short attack.Bytes
 	c := attack.Case{

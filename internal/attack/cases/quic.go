@@ -72,15 +72,7 @@ func QUICHandshakeFlood(o attack.Options) (*attack.Result, error) {
 		return nil, err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			t, err := ln.Accept(ctx)
-			if err != nil {
-				return
-			}
-			go t.Close()
-		}
-	}()
+	serve(ctx, ln, closeTransient)
 	ccfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}}
 	var started atomic.Int64
 	c := attack.Case{

@@ -36,15 +36,7 @@ func tcpSlowloris(o attack.Options, name string, one []netip.Addr, prefixes int)
 		return nil, err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			t, err := ln.Accept(ctx)
-			if err != nil {
-				return
-			}
-			t.Close()
-		}
-	}()
+	serve(ctx, ln, closeTransient)
 	ccfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}}
 	var held, most int
 	c := attack.Case{
