@@ -142,6 +142,7 @@ func closeRace(t *testing.T, i int, c, s *Conn, delay time.Duration) {
 func TestPeerCloseEndsBlockedWrite(t *testing.T) {
 	scfg, ccfg := pair(t)
 	scfg.IdleTimeout, ccfg.IdleTimeout = time.Minute, time.Minute
+	scfg.Linger = 100 * time.Millisecond // the cleanup's Close of s: its peer is gone
 	l := listen(t, scfg)
 	c, s := connect(t, l, ccfg)
 	ctx := testContext(t)
