@@ -46,12 +46,14 @@ type Security struct {
 	// ServerName is the name checked in the server's certificate.
 	ServerName string
 	// PinnedKeys, if set, are the only peer keys accepted, and replace
-	// chain verification.
+	// chain verification. A listener checks clients only with ClientAuth
+	// (or a PSK): without it, a client presenting no key is accepted.
 	PinnedKeys []Pin
 	// PSK is a pre-shared key. It authenticates both ends, and is used
 	// alone: with Certificates, PinnedKeys or RootCAs it is refused (Check).
 	PSK []byte
-	// ClientAuth makes a listener require and verify a client certificate.
+	// ClientAuth makes a listener require and verify a client certificate
+	// (against PinnedKeys, or else RootCAs).
 	ClientAuth bool
 	// InsecureSkipVerify disables peer authentication; for tests only.
 	InsecureSkipVerify bool

@@ -15,7 +15,8 @@
 // Each gateway adds the address it received the request from to the
 // Forwarded header (RFC 7239). There is no built-in secret: the two ends
 // trust each other by a pre-shared key (-psk-file) or certificates
-// (-cert, -key, -ca, -pins).
+// (-cert, -key, -ca, -pins): each gateway presents its own certificate and
+// checks the other's, the back refusing a front that presents none.
 //
 // The front bounds its clients: at most -max-conns connections (4,096)
 // and -max-conns-per-addr (256) from one address, an IPv6 /64 counting

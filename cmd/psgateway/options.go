@@ -77,7 +77,7 @@ idle for -tunnel-idle-timeout.
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "front: certificate `file` (PEM) for HTTPS to clients; without it the front serves HTTP/1.1 and h2c")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "front: private key `file` (PEM) for -tls-cert")
 	fs.StringVar(&o.pskFile, "psk-file", "", "`file` holding the pre-shared key in hex; authenticates both gateways")
-	fs.StringVar(&o.cert, "cert", "", "postsockets certificate `file` (PEM): the back's identity, or the front's client certificate")
+	fs.StringVar(&o.cert, "cert", "", "postsockets certificate `file` (PEM): the back's identity, or the front's client certificate (a back trusting by certificates requires one)")
 	fs.StringVar(&o.key, "key", "", "private key `file` (PEM) for -cert")
 	fs.StringVar(&o.ca, "ca", "", "CA `file` (PEM) verifying the peer gateway; default the system roots")
 	fs.StringVar(&o.pins, "pins", "", "comma-separated hex SHA-256 public key pins of the peer gateway; replace CA verification")
@@ -209,6 +209,10 @@ func (o *options) security() (psi.Security, error) {
 	if o.mode == "back" && len(s.PSK) == 0 && len(s.Certificates) == 0 {
 		return s, errors.New("back: set -psk-file or -cert/-key")
 	}
+	// Trusting by certificates, the back serves its origin only to a
+	// front that proves a key -pins or -ca accepts: a listener checks
+	// clients only with ClientAuth (with a PSK, every stack does anyway).
+	s.ClientAuth = o.mode == "back" && len(s.PSK) == 0
 	return s, nil
 }
 
