@@ -15,9 +15,10 @@
 //
 // Every run prints the stack that won, the path and the round-trip time;
 // -json prints one JSON object per line instead. Trust is never built in:
-// a listener without -psk, -cert or -pin-key makes a key for the run and
-// prints the -pin the other side needs; -psk FILE makes FILE with a new
-// key when it does not exist, to copy to the other side.
+// a listener without -psk or -cert makes a key for the run and prints the
+// -pin the other side needs; -psk FILE makes FILE with a new key when it
+// does not exist, to copy to the other side. A listener given -pin or -ca
+// requires a client certificate (-cert, -key) that they accept.
 //
 // cat closes the Carrier when its input ends, as nc -N does: `cat -l`
 // started with no input (< /dev/null, a background job) hangs up on the

@@ -54,8 +54,8 @@ func newOptions(name string) *options {
 	f.StringVar(&o.psk, "psk", "", "pre-shared key file; created with a new key if missing (copy it to the other side)")
 	f.StringVar(&o.cert, "cert", "", "certificate chain (PEM) identifying this end; with -key")
 	f.StringVar(&o.key, "key", "", "private key (PEM) of -cert")
-	f.StringVar(&o.pins, "pin", "", "comma-separated hex SHA-256 pins of the peer keys to accept")
-	f.StringVar(&o.ca, "ca", "", "CA certificates (PEM) that verify the peer")
+	f.StringVar(&o.pins, "pin", "", "comma-separated hex SHA-256 pins of the peer keys to accept (a listener then requires a client certificate)")
+	f.StringVar(&o.ca, "ca", "", "CA certificates (PEM) that verify the peer (a listener then requires a client certificate)")
 	f.BoolVar(&o.insecure, "insecure", false, "do not authenticate the peer (tests only)")
 	f.BoolVar(&o.json, "json", false, "machine-readable output: one JSON object per line on stdout")
 	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on this address (for example :9090)")
@@ -140,6 +140,9 @@ func (o *options) security(server bool) (psi.Security, error) {
 			return s, usagef("-ca %s: no PEM certificates", o.ca)
 		}
 	}
+	// A listener told which peers to accept checks its clients' keys:
+	// without ClientAuth it would accept a client presenting none.
+	s.ClientAuth = server && (len(s.PinnedKeys) > 0 || s.RootCAs != nil)
 	switch {
 	case o.cert != "":
 		c, err := tls.LoadX509KeyPair(o.cert, o.key)
