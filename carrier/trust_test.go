@@ -294,6 +294,15 @@ func TestTrustSameOutcome(t *testing.T) {
 		{"listener PSK, client PSK and own certificate",
 			psi.Security{PSK: psk},
 			psi.Security{PSK: psk, Certificates: []tls.Certificate{client}}},
+		// FSP keys its handshake with the PSK whatever InsecureSkipVerify
+		// says, while TLS would skip the PSK's pin: an impostor without
+		// the PSK was refused on FSP and accepted on QUIC and TCP.
+		{"listener without PSK, client PSK and InsecureSkipVerify",
+			psi.Security{Certificates: []tls.Certificate{ca.Leaf}},
+			psi.Security{PSK: psk, InsecureSkipVerify: true}},
+		{"listener PSK and InsecureSkipVerify, client without PSK",
+			psi.Security{PSK: psk, InsecureSkipVerify: true},
+			psi.Security{PinnedKeys: []psi.Pin{psi.PinCertificate(ca.Leaf.Leaf)}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

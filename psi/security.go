@@ -50,7 +50,8 @@ type Security struct {
 	// (or a PSK): without it, a client presenting no key is accepted.
 	PinnedKeys []Pin
 	// PSK is a pre-shared key. It authenticates both ends, and is used
-	// alone: with Certificates, PinnedKeys or RootCAs it is refused (Check).
+	// alone: with Certificates, PinnedKeys, RootCAs or InsecureSkipVerify
+	// it is refused (Check).
 	PSK []byte
 	// ClientAuth makes a listener require and verify a client certificate
 	// (against PinnedKeys, or else RootCAs).
@@ -134,9 +135,9 @@ func (s *Security) Check() error {
 	if len(s.PSK) == 0 {
 		return nil
 	}
-	if len(s.Certificates) > 0 || len(s.PinnedKeys) > 0 || s.RootCAs != nil {
+	if len(s.Certificates) > 0 || len(s.PinnedKeys) > 0 || s.RootCAs != nil || s.InsecureSkipVerify {
 		return post.Errorf(post.ErrInvalid,
-			"Security.PSK cannot be combined with Certificates, PinnedKeys or RootCAs: use a PSK alone, or certificates and pins")
+			"Security.PSK cannot be combined with Certificates, PinnedKeys, RootCAs or InsecureSkipVerify: use a PSK alone, or certificates and pins")
 	}
 	if len(s.PSK) < 16 {
 		return post.Errorf(post.ErrInvalid, "Security.PSK is shorter than 16 bytes")
