@@ -4,7 +4,9 @@ import (
 	"context"
 	"sync"
 
+	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 )
 
 // Source is a Carrier over which messages can only be sent. Sources cannot
@@ -42,7 +44,9 @@ func (s *Source) CloseContext(ctx context.Context) error { return s.c.CloseConte
 func (s *Source) Abort() error { return s.c.Abort() }
 
 // Sink receives messages from every peer that initiates a Carrier to it.
-// It never sends and cannot be forked.
+// It never sends and cannot be forked; its listener refuses the peers'
+// forks, so a peer's Fork or the fork's first messages fail instead of
+// waiting unread.
 type Sink struct {
 	l    *Listener
 	msgs chan *post.Message
@@ -51,11 +55,13 @@ type Sink struct {
 	wg   sync.WaitGroup
 }
 
-// NewSink listens on local and receives from all peers. At most 64
-// complete messages are buffered; beyond that the Sink stops reading and
-// the peers' stacks apply back-pressure.
+// NewSink listens on local and receives from all peers. It queues at
+// most 64 complete messages, and each peer's Carrier holds at most one
+// more while it waits for room; beyond that the Sink stops reading that
+// peer and its stack applies back-pressure. So with n peers up to 64+n
+// messages, each up to Config.MaxMessageSize, are held at once.
 func NewSink(ctx context.Context, local post.Local, cfg *Config) (*Sink, error) {
-	l, err := Listen(ctx, local, cfg)
+	l, err := Listen(ctx, local, noForks(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +134,8 @@ type Request struct {
 
 // Responder receives messages from many remote peers; each comes with a
 // Source to send replies back to the peer it came from. Responders cannot
-// be forked.
+// be forked, and refuse the peers' forks as a Sink does. Requests are
+// queued as a Sink queues messages.
 type Responder struct {
 	l    *Listener
 	reqs chan Request
@@ -139,7 +146,7 @@ type Responder struct {
 
 // NewResponder listens on local.
 func NewResponder(ctx context.Context, local post.Local, cfg *Config) (*Responder, error) {
-	l, err := Listen(ctx, local, cfg)
+	l, err := Listen(ctx, local, noForks(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -213,4 +220,17 @@ func (r *Responder) Close() error {
 		r.wg.Wait()
 	})
 	return err
+}
+
+// noForks returns cfg with forking prohibited. Sinks and Responders never
+// call AcceptFork, so their stacks refuse the peers' forks, which then
+// fail at the forking side, instead of holding them unread.
+func noForks(cfg *Config) *Config {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.Policy = c.Policy.Clone()
+	c.Policy.Feature(psi.Fork, policy.Prohibit)
+	return &c
 }
