@@ -45,7 +45,9 @@ type Config struct {
 	// SendMsg blocks when it is full. Zero means 4 MiB.
 	SendBuffer int64
 	// IdleTimeout, if set, closes the transient after that long without
-	// traffic; the Carrier turns dormant and the next Send revives it.
+	// traffic; the Carrier turns dormant and the next Send revives it. Only
+	// a Carrier from Initiate can be revived: on one from Accept, or a
+	// fork, Send then fails with an error wrapping post.ErrDormant.
 	// Only an idle timeout makes a Carrier dormant: after the peer closes,
 	// Send fails with an error wrapping post.ErrPeerClosed.
 	IdleTimeout time.Duration
@@ -370,7 +372,7 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient
 	case t != nil:
 		return t, nil
 	case !c.initiator:
-		return nil, post.Errorf(post.ErrDormant, "the transient is gone and this end cannot re-establish it")
+		return nil, errCannotRevive
 	}
 	c.activate.Lock()
 	defer c.activate.Unlock()
@@ -399,6 +401,11 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient
 	c.touch()
 	return t, nil
 }
+
+// errCannotRevive is what a dormant Carrier that did not initiate (one
+// from Accept, or a fork) answers a send: only a Carrier from Initiate
+// establishes a transient again.
+var errCannotRevive = post.Errorf(post.ErrDormant, "the transient idled out and this end cannot re-establish it")
 
 // settled reports whether a failure to establish would recur on every
 // try: the peer refused the credentials, or the settings are unusable.
@@ -596,12 +603,17 @@ type Listener struct {
 // the port number: TCP and UDP stacks bind the same number, and a second
 // UDP stack shares the first one's socket where the stacks support it
 // (psi.PacketSharer and psi.PacketListener: FSP and QUIC do). With port
-// 0, Listen picks a number free on every network. Otherwise a UDP stack
-// whose port is taken listens on a free port, reported by Addrs and
-// Remote.
+// 0, Listen picks a number free on every network (a UDP stack that
+// cannot share the socket then listens on a free port of its own,
+// reported by Addrs and Remote); a port number that is taken fails
+// Listen. Listen binds local.Addr: a Local with Interface set is refused
+// with an error wrapping post.ErrNotSupported.
 func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
+	}
+	if local.Interface != "" {
+		return nil, post.Errorf(post.ErrNotSupported, "listen: Local.Interface %q: a listener binds Local.Addr only; give an address of the interface", local.Interface)
 	}
 	acfg, err := cfg.associationConfig(post.Remote{})
 	if err != nil {

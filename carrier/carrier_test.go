@@ -556,3 +556,26 @@ func testBurstFlushed(t *testing.T, stack string) {
 		}
 	}
 }
+
+// TestAcceptedDormantRefusesSend: a Carrier from Accept that idled out
+// cannot re-establish its transient, so Send fails at once with
+// ErrDormant on every stack; before, Send returned nil and the message
+// was only reported failed by its events.
+func TestAcceptedDormantRefusesSend(t *testing.T) { forStacks(t, testAcceptedDormantRefusesSend) }
+
+func testAcceptedDormantRefusesSend(t *testing.T, stack string) {
+	scfg := serverConfig()
+	scfg.IdleTimeout = 50 * time.Millisecond
+	_, s := pairOn(t, stack, nil, scfg)
+	ctx := ctxT(t)
+	for s.State() != carrier.Dormant {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("never went dormant: %v", s.State())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := s.Send(ctx, []byte("into the void")); !errors.Is(err, post.ErrDormant) {
+		t.Fatalf("Send on a dormant accepted Carrier: %v, want ErrDormant", err)
+	}
+}

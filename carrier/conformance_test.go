@@ -755,6 +755,15 @@ func confHygiene(t *testing.T, stack string) {
 	if err := c.SendMsg(ctx, &post.Message{Content: []byte("x"), Properties: post.Properties{Antecedents: []post.MessageID{1 << 40}}}); !errors.Is(err, post.ErrInvalid) {
 		t.Fatalf("unknown antecedent: %v", err)
 	}
+	if err := c.SendMsg(ctx, &post.Message{Content: []byte("x"), Properties: post.Properties{Lifetime: -time.Second}}); !errors.Is(err, post.ErrInvalid) {
+		t.Fatalf("negative lifetime: %v", err)
+	}
+	if _, err := c.NewMessageWriter(ctx, post.Properties{Lifetime: -time.Second}); !errors.Is(err, post.ErrInvalid) {
+		t.Fatalf("NewMessageWriter with a negative lifetime: %v", err)
+	}
+	if _, err := s.Ready(ctx, carrier.ReadyOptions{Max: 2, Min: 5}); !errors.Is(err, post.ErrInvalid) {
+		t.Fatalf("Ready with Min over Max: %v", err)
+	}
 	if got := carrier.State(42).String(); got == "" {
 		t.Fatal("empty State string")
 	}

@@ -2,6 +2,7 @@ package carrier_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
@@ -44,6 +45,21 @@ func TestListenPortZeroSharedWhenTaken(t *testing.T) {
 	for name, a := range l.Addrs() {
 		if a.Port() != l.Addr().Port() {
 			t.Fatalf("%s listens on port %d, not %d: %v", name, a.Port(), l.Addr().Port(), l.Addrs())
+		}
+	}
+}
+
+// TestListenRefusesInterface: Listen binds Local.Addr only, so a Local
+// naming an interface is refused (ErrNotSupported) rather than listened
+// on every interface; before, the name was ignored.
+func TestListenRefusesInterface(t *testing.T) {
+	for _, name := range []string{"lo", "no-such-interface"} {
+		l, err := carrier.Listen(ctxT(t), post.Local{Interface: name}, serverConfig())
+		if l != nil {
+			l.Close()
+		}
+		if !errors.Is(err, post.ErrNotSupported) {
+			t.Fatalf("Listen on interface %q: %v, want ErrNotSupported", name, err)
 		}
 	}
 }

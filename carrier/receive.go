@@ -18,6 +18,8 @@ type ReadyOptions struct {
 	Max int
 	// Min is the least number of bytes of an incomplete message worth
 	// delivering; the final part of a message may be shorter. Defaults to 1.
+	// With Max set, a Min over Max fails with an error wrapping
+	// post.ErrInvalid.
 	Min int
 	// Buffer, if set, is where the content is read: the returned Content
 	// aliases it when the message fits, so a caller that reuses Buffer
@@ -61,7 +63,7 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 		opts.Min = 1
 	}
 	if partial && opts.Min > opts.Max {
-		return nil, errors.New("carrier: ReadyOptions.Min exceeds Max")
+		return nil, post.Errorf(post.ErrInvalid, "ReadyOptions.Min %d exceeds Max %d", opts.Min, opts.Max)
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()

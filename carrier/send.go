@@ -29,6 +29,9 @@ func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 	if m == nil {
 		return post.Errorf(post.ErrInvalid, "nil message")
 	}
+	if m.Lifetime < 0 {
+		return post.Errorf(post.ErrInvalid, "negative lifetime %v", m.Lifetime)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -41,8 +44,10 @@ func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 	if c.closing.Load() {
 		return post.ErrClosed
 	}
-	if _, err := c.sendable(); err != nil {
+	if t, err := c.sendable(); err != nil {
 		return err
+	} else if t == nil && !c.initiator {
+		return errCannotRevive
 	}
 	for _, a := range m.Antecedents {
 		if a != m.ID && !c.knownID(a) {
@@ -282,6 +287,9 @@ type MessageWriter struct {
 func (c *Carrier) NewMessageWriter(ctx context.Context, props post.Properties) (*MessageWriter, error) {
 	if c.kind == kindSink {
 		return nil, post.Errorf(post.ErrNotSupported, "a sink cannot send")
+	}
+	if props.Lifetime < 0 {
+		return nil, post.Errorf(post.ErrInvalid, "negative lifetime %v", props.Lifetime)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -14,7 +14,10 @@ type Local struct {
 	// Addr is the local address to bind; the zero value lets the system
 	// choose the address and port.
 	Addr netip.AddrPort
-	// Interface restricts the Local to one named network interface.
+	// Interface restricts the Local to one named network interface when
+	// initiating. A listener binds Addr only: carrier.Listen refuses a
+	// Local with Interface set (an error wrapping ErrNotSupported) rather
+	// than listen on every interface.
 	Interface string
 	// Peer is this end's identity at a rendezvous server, for peer-to-peer
 	// Associations.

@@ -7,7 +7,12 @@ import (
 )
 
 // Sentinel errors. Errors returned by this module wrap them, so test with
-// errors.Is.
+// errors.Is. The exception is a blocking call whose context ended while
+// it waited (Receive, Ready, Accept, Fork and the like): as in the
+// standard library it returns the context's error, context.Canceled or
+// context.DeadlineExceeded, possibly wrapped; a call that gives up work
+// already under way says so with a sentinel as well (SendMsg's
+// ErrBackpressure, CloseContext's ErrTimeout).
 var (
 	ErrClosed          = errors.New("post: closed")
 	ErrExpired         = errors.New("post: message lifetime expired")
