@@ -85,7 +85,7 @@ type inQueue struct {
 	dropped uint64        // packets dropped because the queue was full
 	lent    int           // lent datagrams in pkts and the loop's batch
 	room    chan struct{} // signalled when the loop takes a batch (made when first full)
-	grown   bool          // a batch was larger than loopIdleCap since the last trim
+	grown   bool          // a batch's capacity was past loopIdleCap since the last trim
 	trim    bool          // compact asked the loop to drop the capacity when idle
 }
 
@@ -352,7 +352,9 @@ func (c *Conn) run() {
 		if q.room != nil {
 			signal(q.room)
 		}
-		q.grown = q.grown || len(batch) > loopIdleCap
+		// By capacity, which is what the trim drops: append's size
+		// classes take it past loopIdleCap with fewer datagrams queued.
+		q.grown = q.grown || cap(batch) > loopIdleCap
 		if len(batch) == 0 && !timer {
 			// Idle: no goroutine. Both slices keep their capacity for
 			// the next batch until compact asks for it back.
