@@ -177,21 +177,22 @@ func (c *Conn) charge(n int64) bool {
 // uncharge returns everything charged to c. Called with c.mu held.
 func (c *Conn) uncharge() {
 	c.bud.give(c.budPeer, c.charged)
-	c.charged, c.held = 0, 0
+	c.charged, c.held, c.bigHeld = 0, 0, 0
 }
 
 // hold makes sure the budget holds room for n buffered packets of c's,
-// charging more (holdChunk ahead while the window allows) if need be; it
-// reports false when the budget has no room. A connection without a
-// budget (a dialer's) always has room: its window bounds it. Called with
-// c.mu held.
+// in small buffers (a jumbo one costs more: holdJumbo), charging more
+// (holdChunk ahead while the window allows) if need be; it reports false
+// when the budget has no room. A connection without a budget (a
+// dialer's) always has room: its window bounds it. Called with c.mu
+// held.
 func (c *Conn) hold(n int) bool {
 	if c.bud == nil || n <= c.held {
 		return true
 	}
 	least := n - c.held
 	most := max(least, min(n+holdChunk, c.rcvCap+1)-c.held)
-	k := c.bud.takeUnits(c.budPeer, c.rxUnit(), least, most)
+	k := c.bud.takeUnits(c.budPeer, rxCost, least, most)
 	if k == 0 {
 		if s := len(c.rxSpare); s > 0 {
 			// Emptied buffers kept for reuse (recycleRx) give their
@@ -202,7 +203,7 @@ func (c *Conn) hold(n int) bool {
 		return false
 	}
 	c.held += k
-	c.charged += int64(k) * c.rxUnit()
+	c.charged += int64(k) * rxCost
 	return true
 }
 
@@ -231,19 +232,25 @@ func (c *Conn) needed() int {
 // overHeld reports whether c holds much more room than it uses. Called
 // with c.mu held.
 func (c *Conn) overHeld() bool {
-	return c.bud != nil && c.held > max(baseWindow, c.needed())+holdChunk
+	return c.bud != nil && (c.held > max(baseWindow, c.needed())+holdChunk ||
+		c.bigHeld > max(c.jumboBase(), c.rxBig)+jumboChunk)
 }
 
 // release gives back the room c holds beyond what it uses, down to its
-// base window. Called with c.mu held.
+// base window (and its jumbo base). Called with c.mu held.
 func (c *Conn) release() {
 	if c.bud == nil {
 		return
 	}
 	if n := c.held - max(baseWindow, c.needed()); n > 0 {
-		c.bud.give(c.budPeer, int64(n)*c.rxUnit())
+		c.bud.give(c.budPeer, int64(n)*rxCost)
 		c.held -= n
-		c.charged -= int64(n) * c.rxUnit()
+		c.charged -= int64(n) * rxCost
+	}
+	if n := c.bigHeld - max(c.jumboBase(), c.rxBig); n > 0 {
+		c.bud.give(c.budPeer, int64(n)*jumboExtra)
+		c.bigHeld -= n
+		c.charged -= int64(n) * jumboExtra
 	}
 }
 
@@ -287,12 +294,25 @@ func (l *Listener) Stats() BudgetStats {
 		c.mu.Lock()
 		if c.bud == b {
 			s.Conns++
-			s.Buffered += int64(c.buffered()) * c.rxUnit()
+			s.Buffered += c.bufferedBytes()
 			s.UnacceptedForks += len(c.forks)
 		}
 		c.mu.Unlock()
 	}
 	return s
+}
+
+// bufferedBytes is what the received packets c holds take, as the
+// budget counts them: the jumbo buffers among them at rxJumboCost, the
+// others at rxCost. Called with c.mu held.
+func (c *Conn) bufferedBytes() int64 {
+	big := c.rxBig
+	for _, b := range c.rxSpare {
+		if isJumbo(b) {
+			big-- // emptied: not received data
+		}
+	}
+	return int64(c.buffered())*rxCost + int64(big)*jumboExtra
 }
 
 // buffered is the number of received packets c holds. Called with c.mu

@@ -144,12 +144,21 @@ func TestManyConnsOneSource(t *testing.T) {
 // the windows of connections and clones the application accepts but
 // never reads, far past the memory budget. The listener holds no more
 // than its budget, by its accounting and in its heap once the peers are
-// gone; packets past it were dropped unacknowledged; and a client
-// connected before the attack still completes a transfer.
-func TestHostileWindowsBounded(t *testing.T) { hostileWindows(t, 0) }
+// gone; packets past it were dropped unacknowledged; a client connected
+// before the attack still completes a transfer; every connection's
+// accounting matches what it buffers (rxAccountErr), and once they are
+// all closed nothing is charged. The listener takes datagrams of at most
+// MaxDatagramSize (as on an Ethernet path): the windows fill with the
+// most packets per byte; TestHostileWindowsBoundedJumbo has the default
+// Config, which takes jumbo ones on loopback.
+func TestHostileWindowsBounded(t *testing.T) { hostileWindows(t, MaxDatagramSize) }
 
 // hostileWindows is TestHostileWindowsBounded with the listener's
-// Config.MaxPathMTU set to mtu.
+// Config.MaxPathMTU set to mtu. With zero (the default, which takes
+// JumboDatagramSize on loopback) the attackers send jumbo datagrams from
+// their first data packet on, without a search, as a hostile peer may:
+// their windows then hold jumbo packets, as many as the windows' bytes
+// take (conn_jumbo.go).
 func hostileWindows(t *testing.T, mtu int) {
 	if testing.Short() {
 		t.Skip("attack, several seconds")
@@ -205,6 +214,12 @@ func hostileWindows(t *testing.T, mtu int) {
 			if err != nil {
 				t.Fatalf("dial: %v; %+v", err, l.Stats())
 			}
+			if mtu == 0 {
+				c.mu.Lock()
+				c.setPLPMTU(JumboDatagramSize, "path") // its forks start there too
+				c.pmtu.raiseAt = time.Now().Add(pmtuRaise)
+				c.mu.Unlock()
+			}
 			// A fork refused once the handshake ended: the budget filled meanwhile.
 			if err := sendOnForks(ctx, sctx, c, 3, msg, &senders); err != nil && !errors.Is(err, post.ErrReset) {
 				t.Fatal(err)
@@ -213,10 +228,16 @@ func hostileWindows(t *testing.T, mtu int) {
 	}
 	// Up to 64 connections and 192 clones, whose windows (96 and 16
 	// packets) and fixed state would take about 19 MiB: wait until the
-	// budget is full.
+	// budget is full. Sending jumbo packets only, each address may stop
+	// short of its share by less than the largest charge it wants: a
+	// connection's first jumbo datagram's.
+	full := int64(budget - connCharge())
+	if mtu == 0 {
+		full = budget - 4*baseWindow*jumboExtra
+	}
 	for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		st := l.Stats()
-		if st.Committed > budget-connCharge() {
+		if st.Committed > full {
 			break
 		}
 		if time.Now().After(end) {
@@ -248,18 +269,43 @@ func hostileWindows(t *testing.T, mtu int) {
 		heap = min(heap, attack.LiveHeap())
 	}
 	var dropped uint64
+	var all []*Conn // the attackers' connections and clones at the server
 	mu.Lock()
 	for _, s := range held {
 		dropped += s.Stats().BudgetDropped
+		all = append(all, s)
 		s.mu.Lock()
 		for _, cl := range s.clones {
 			cl.mu.Lock()
 			dropped += cl.stats.BudgetDropped
 			cl.mu.Unlock()
+			all = append(all, cl)
 		}
 		s.mu.Unlock()
 	}
 	mu.Unlock()
+	jumbo := 0
+	for _, c := range all {
+		checkRx(t, c)
+		c.mu.Lock()
+		if c.rxBig > 0 {
+			jumbo++
+		}
+		c.mu.Unlock()
+	}
+	t.Logf("%d of %d connections and clones buffer jumbo packets", jumbo, len(all))
+	if mtu == 0 && jumbo == 0 {
+		t.Fatal("no attacker's window held a jumbo packet")
+	}
+	defer func() {
+		// Closed, the attackers' connections give back all they were
+		// charged.
+		for _, c := range all {
+			c.teardown(post.ErrClosed, false)
+			checkRx(t, c)
+		}
+		waitUntil(t, "budget back to zero", func() bool { return l.Stats().Committed == 0 })
+	}()
 	t.Logf("%+v; %d attacker dials refused, %d packets dropped for want of budget; heap %s before, %s once the attackers were gone",
 		st, refused, dropped, attack.MiB(before), attack.MiB(heap))
 	if st.Peak > st.Budget || st.Committed > st.Budget || st.Buffered > st.Committed {

@@ -118,13 +118,12 @@ type Config struct {
 	// MaxDatagramSize on any other net.PacketConn. It is clamped to
 	// [MaxDatagramSize, LargestDatagramSize]. Handshakes keep to
 	// BaseDatagramSize whatever it is. A received datagram above
-	// MaxDatagramSize is taken only once authenticated. A listener's
-	// connections take one only if MaxPathMTU is set (zero: they take
-	// MaxDatagramSize, and send up to the default): from the first, the
-	// listener charges every packet such a connection buffers at the
-	// jumbo buffer's size (about 9.6 KB instead of 1.7 KB) to
-	// MemoryBudget, so the budget holds fewer full windows; without the
-	// room it drops the datagram, and the peer's search stops below.
+	// MaxDatagramSize is taken only once authenticated, on an
+	// established connection. A listener charges each packet a connection
+	// buffers to MemoryBudget by the buffer it holds: about 9.6 KB for a
+	// jumbo datagram's, 1.7 KB for another's; the first jumbo datagram
+	// charges room for four of them, held until the close, and without
+	// that room it is dropped, and the peer's search stops below.
 	MaxPathMTU int
 	// Association is sent to the peer in CONNECT_PARAM.
 	Association [16]byte
@@ -230,17 +229,6 @@ func (c *Config) recvPackets() int {
 		w = 4 << 20
 	}
 	return min(max(w/MaxPayload, 16), wire.MaxWindow)
-}
-
-// listenerRxMax is the largest datagram a listener's connection takes,
-// given its search's ceiling: that ceiling if MaxPathMTU is set, and
-// otherwise MaxDatagramSize, since the memory budget then charges every
-// packet the connection buffers at the jumbo size (conn_jumbo.go).
-func (c *Config) listenerRxMax(ceil int) int {
-	if c.MaxPathMTU > 0 {
-		return ceil
-	}
-	return MaxDatagramSize
 }
 
 // maxPathMTU is the ceiling of path MTU discovery and the largest

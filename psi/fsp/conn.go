@@ -249,12 +249,14 @@ type Conn struct {
 	forkWaiters                                 int           // Forks waiting for credit
 
 	// Memory accounting (budget.go): the listener budget this connection
-	// is charged to, the peer's share it counts against, its charge, and
-	// the received packets that charge holds room for.
+	// is charged to, the peer's share it counts against, its charge, the
+	// received packets that charge holds room for, and the jumbo buffers
+	// among them it holds room for (conn_jumbo.go).
 	bud     *budget
 	budPeer netip.Addr
 	charged int64
 	held    int
+	bigHeld int
 	// uncount gives back this connection's place in its listener's count
 	// of the peer's connections (Config.MaxConnsPerSource), once, at
 	// teardown; nil but on a listener's root connections.
@@ -287,9 +289,11 @@ type Conn struct {
 	resps  []uint64  // PATH_RESPONSEs owed, oldest first
 	pmtu   pmtud     // path MTU discovery on the active path (pmtud.go)
 	frags  dataFrags // data sequence numbers arriving in fragments (conn_frag.go)
-	// rxJumbo: c took a datagram above MaxDatagramSize, so a listener
-	// charges its buffered packets at rxJumboCost (conn_jumbo.go).
+	// rxJumbo: c took a datagram above MaxDatagramSize, and its charge
+	// holds a base of jumbo buffers; rxBig counts the jumbo buffers its
+	// received packets hold (conn_jumbo.go).
 	rxJumbo bool
+	rxBig   int
 	rxMax   int // the largest datagram c takes
 
 	loop loopState // the connection loop's own (conn_loop.go)

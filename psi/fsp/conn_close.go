@@ -181,7 +181,7 @@ func (c *Conn) teardown(err error, reset bool) {
 		c.timer.Stop()
 	}
 	for _, d := range c.readQ[c.readHead:] {
-		putBuf(d.buf)
+		c.freeRx(d.buf)
 	}
 	c.readQ, c.readHead, c.readExtra = nil, 0, 0
 	c.putRxSpare()
@@ -189,9 +189,9 @@ func (c *Conn) teardown(err error, reset bool) {
 	c.dropFragments()
 	if c.rcv != nil && c.timeWait {
 		// Time-wait goes on acknowledging: keep which packets arrived.
-		c.rcv.Strip(func(d rxData) rxData { putBuf(d.buf); return rxData{} })
+		c.rcv.Strip(func(d rxData) rxData { c.freeRx(d.buf); return rxData{} })
 	} else if c.rcv != nil {
-		c.rcv.Drain(func(d rxData) { putBuf(d.buf) })
+		c.rcv.Drain(func(d rxData) { c.freeRx(d.buf) })
 	}
 	if c.snd != nil {
 		for seq := c.snd.Base(); seq < c.snd.Next(); seq++ {

@@ -45,7 +45,7 @@ type dataFrags struct {
 func (c *Conn) fragLimit() int {
 	f := &c.frags
 	if !f.charged && len(f.parts) >= 1 {
-		f.charged = c.charge(int64(maxPartials-1) * c.rxUnit())
+		f.charged = c.charge(int64(maxPartials-1) * c.partialCost())
 	}
 	if f.charged {
 		return maxPartials

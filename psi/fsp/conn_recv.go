@@ -314,13 +314,16 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 			return false
 		}
 	}
-	if seq >= exp && seq < limit && !c.holdFor(seq) {
+	if seq >= exp && seq < limit && (isJumbo(buf) && !c.holdJumbo() || !c.holdFor(seq)) {
 		// No room in the memory budget: dropped unacknowledged, as the
 		// network might have; the sender retransmits it.
 		c.stats.BudgetDropped++
 		return false
 	}
 	kept := c.rcv.Insert(seq, d, limit)
+	if kept {
+		c.keepRx(buf)
+	}
 	if !kept && seq < limit {
 		c.stats.Duplicates++
 	}
@@ -357,7 +360,7 @@ func (c *Conn) popInOrder() {
 			break
 		}
 		if v.release {
-			putBuf(v.buf)
+			c.freeRx(v.buf)
 			c.peerReleased = true
 			c.dropAsm()
 			popped = true
@@ -365,7 +368,7 @@ func (c *Conn) popInOrder() {
 			continue
 		}
 		if v.abort {
-			putBuf(v.buf)
+			c.freeRx(v.buf)
 			c.stats.AbortsReceived++
 			c.abortRead()
 			popped = true
@@ -409,7 +412,7 @@ func (c *Conn) abortRead() {
 	for c.readLen() > 0 && !c.readQ[len(c.readQ)-1].eot {
 		last := len(c.readQ) - 1
 		c.readExtra -= extraBytes(&c.readQ[last])
-		putBuf(c.readQ[last].buf)
+		c.freeRx(c.readQ[last].buf)
 		c.readQ[last] = rxData{}
 		c.readQ = c.readQ[:last]
 	}
@@ -421,7 +424,7 @@ func (c *Conn) abortRead() {
 
 func (c *Conn) dropAsm() {
 	for i, d := range c.asm {
-		putBuf(d.buf)
+		c.freeRx(d.buf)
 		c.asm[i] = rxData{}
 	}
 	c.asm = c.asm[:0]
@@ -447,7 +450,7 @@ func (c *Conn) evict() {
 		}
 		for k := i; k <= j; k++ {
 			c.readExtra -= extraBytes(&c.readQ[k])
-			putBuf(c.readQ[k].buf)
+			c.freeRx(c.readQ[k].buf)
 		}
 		n := copy(c.readQ[i:], c.readQ[j+1:])
 		clear(c.readQ[i+n:])
@@ -465,7 +468,7 @@ func (c *Conn) skipTo(seq uint64) {
 		return
 	}
 	c.stats.Skipped += seq - exp
-	c.rcv.SkipTo(seq, func(d rxData) { putBuf(d.buf) })
+	c.rcv.SkipTo(seq, func(d rxData) { c.freeRx(d.buf) })
 	c.dropAsm()
 	c.ackNow = true
 	c.popInOrder()
@@ -532,18 +535,18 @@ func (c *Conn) readLen() int { return len(c.readQ) - c.readHead }
 // them, so that a bulk receiver's buffers go round the connection
 // instead of through sync.Pool, between the reader's and the loop's
 // cores; compact gives them back. On a listener a spare takes the room
-// the budget already holds for c (needed counts it), never more: it is
-// kept only while that room covers it. Called with c.mu held, before the
-// packet it held leaves the read queue.
+// the budget already holds for c (needed counts it, and rxBig a jumbo
+// one), never more: it is kept only while that room covers it. Called
+// with c.mu held, before the packet it held leaves the read queue.
 func (c *Conn) recycleRx(b *[]byte) {
 	if b == nil {
 		return
 	}
-	if len(c.rxSpare) < maxBatch && c.state == stateEstablished && (c.bud == nil || c.needed() <= c.held) {
+	if len(c.rxSpare) < maxBatch && c.state == stateEstablished && (c.bud == nil || c.needed() <= c.held && c.rxBig <= c.bigHeld) {
 		c.rxSpare = append(c.rxSpare, b)
 		return
 	}
-	putBuf(b)
+	c.freeRx(b)
 }
 
 // takeRx returns a buffer recycleRx kept, or nil. Called with c.mu held.
@@ -555,6 +558,7 @@ func (c *Conn) takeRx() *[]byte {
 	b := c.rxSpare[n-1]
 	c.rxSpare[n-1] = nil
 	c.rxSpare = c.rxSpare[:n-1]
+	c.dropRx(b) // the loop's now, until a packet keeps it
 	return b
 }
 
@@ -562,7 +566,7 @@ func (c *Conn) takeRx() *[]byte {
 // with c.mu held.
 func (c *Conn) putRxSpare() {
 	for i, b := range c.rxSpare {
-		putBuf(b)
+		c.freeRx(b)
 		c.rxSpare[i] = nil
 	}
 	c.rxSpare = nil

@@ -137,15 +137,18 @@
 // Linux a Transport sets IP_PMTUDISC_PROBE on its socket (Don't
 // Fragment, no local fragmentation, ICMP ignored), so probes measure the
 // path itself. Config.DisablePathMTUDiscovery keeps every datagram
-// within the base. A receiver takes datagrams up to its own
-// Config.MaxPathMTU (a listener's connections only if it is set, and
-// otherwise MaxDatagramSize), so a peer's search stops there, and one
+// within the base. A receiver, dialer or listener, takes datagrams up
+// to its own Config.MaxPathMTU, so a peer's search stops there, and one
 // above MaxDatagramSize only once authenticated, on an established
-// connection: from the first, the connection decrypts into jumbo
-// buffers and a listener charges each packet it buffers at the jumbo
-// size (about 9.6 KB instead of 1.7 KB, the room already held included)
-// to its memory budget; without room the datagram is dropped and the
-// peer's probe of that size is lost. A receive window still counts
+// connection. A listener charges each packet a connection buffers to
+// its memory budget by the buffer it holds: about 9.6 KB for a jumbo
+// datagram's, 1.7 KB for another's. The first jumbo datagram charges
+// room for four jumbo buffers, held until the close, so that the
+// connection always makes progress; without that room the datagram is
+// dropped and the peer's probe of that size is lost. Past those four,
+// jumbo buffers are charged as packets fill them, like the window's
+// room ("Flow control and memory" below), and one without room is dropped
+// unacknowledged like any packet without room. A receive window still counts
 // packets of MaxPayload bytes: the receiver counts what its unread
 // packets carry beyond that as taken window, a sender sends a jumbo
 // packet only within the bytes of the window last advertised, and the
@@ -272,9 +275,11 @@
 // Received packets past the base window are
 // charged as they arrive, in chunks of 16, the gaps before an
 // out-of-order one included, and the room goes back to the base window
-// once the connection has idled for a second. A connection that took a
-// datagram above MaxDatagramSize pays 9,600 bytes a packet instead, the
-// room it already held included ("Path MTU" above). A data packet the budget
+// once the connection has idled for a second. A packet in a jumbo
+// buffer (a datagram above MaxDatagramSize) costs 9,600 bytes instead:
+// the difference is charged the same way, in chunks of 4, beyond the 4
+// a connection holds from its first jumbo datagram on ("Path MTU"
+// above). A data packet the budget
 // has no room for is dropped unacknowledged, as the network might drop
 // it: the sender retransmits it, and delivery stays whole and in order.
 // The base window is held all along, so every connection makes progress

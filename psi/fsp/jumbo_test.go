@@ -48,13 +48,12 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 // TestPMTUDJumboLoopback: on loopback the search goes past
 // MaxDatagramSize up to its ceiling (JumboDatagramSize by default on a
-// UDP socket); a listener that takes jumbo datagrams (MaxPathMTU set)
-// charges its buffered packets at rxJumboCost and gives it all back at
-// the close, and the queue bounds are back to zero once the loops are
-// done.
+// UDP socket); a listener's connection takes jumbo datagrams by default,
+// charges its buffered packets by their buffers (rxAccountErr) and gives
+// it all back at the close, and the queue bounds are back to zero once
+// the loops are done.
 func TestPMTUDJumboLoopback(t *testing.T) {
 	scfg, ccfg := pair(t)
-	scfg.MaxPathMTU = JumboDatagramSize
 	c, s, l, ct, st := udpPair(t, scfg, ccfg)
 	mtu := searchDone(t, c, s) // the dialer sends to the listener
 	t.Logf("PathMTU %d", mtu)
@@ -64,20 +63,23 @@ func TestPMTUDJumboLoopback(t *testing.T) {
 		t.Fatalf("PathMTU %d on loopback", mtu)
 	}
 	s.mu.Lock()
-	jumbo, charged, held := s.rxJumbo, s.charged, s.held
+	jumbo, charged := s.rxJumbo, s.charged
 	s.mu.Unlock()
 	if !jumbo {
 		t.Fatal("the listener's connection did not switch to jumbo buffers")
 	}
-	if min := connBase + int64(held)*rxJumboCost; charged < min {
-		t.Fatalf("charged %d for %d packets held at jumbo size (at least %d)", charged, held, min)
+	if min := connCharge() + baseWindow*jumboExtra; charged < min {
+		t.Fatalf("charged %d, at least %d once jumbo", charged, min)
 	}
 	if got := l.Stats().Committed; got < charged {
 		t.Fatalf("budget committed %d, connection charged %d", got, charged)
 	}
+	checkRx(t, s)
 	pingPong(t, c, s)
+	checkRx(t, s)
 	c.Close()
 	s.Close()
+	checkRx(t, s)
 	waitUntil(t, "budget back to zero", func() bool { return l.Stats().Committed == 0 })
 	waitUntil(t, "queue bounds back to zero", func() bool { return st.queued.Load() == 0 && ct.queued.Load() == 0 })
 }
@@ -92,7 +94,7 @@ func TestPMTUDJumboLimits(t *testing.T) {
 	}{
 		{"sender 4000", 4000, JumboDatagramSize, 4000},
 		{"receiver 1452", 0, MaxDatagramSize, MaxDatagramSize},
-		{"default listener", 0, 0, MaxDatagramSize},
+		{"default listener", 0, 0, JumboDatagramSize},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			scfg, ccfg := pair(t)
@@ -129,13 +131,14 @@ func TestMaxPathMTUClamped(t *testing.T) {
 	}
 }
 
-// TestTakeJumboBudget: the first jumbo datagram charges the room a
-// listener's connection holds again at rxJumboCost; without that room in
-// the budget it is dropped and nothing changes. Once taken, the packets
-// buffered are charged at the jumbo size, the window in packets stays
-// (jumboLimit keeps its bytes), and the close gives everything back.
+// TestTakeJumboBudget: the first jumbo datagram charges a listener's
+// connection for a base window of jumbo buffers; without that room in
+// the budget it is dropped and nothing changes. Once taken, each jumbo
+// packet buffered is charged at the jumbo size, the window in packets
+// stays (jumboLimit keeps its bytes), and the close gives everything
+// back.
 func TestTakeJumboBudget(t *testing.T) {
-	delta := int64(baseWindow) * (rxJumboCost - rxCost)
+	delta := int64(baseWindow) * jumboExtra
 	for _, room := range []int64{delta - 1, delta + 2*rxJumboCost} {
 		c := fragConn(t)
 		b := newBudget(connCharge() + room)
@@ -165,16 +168,18 @@ func TestTakeJumboBudget(t *testing.T) {
 		// Room for two jumbo packets past the base window, not three.
 		first := c.rcv.Expected()
 		for i := range uint64(6) {
-			if !feedData(c, first+i) {
+			if !feedJumbo(c, first+i, maxJumboPayload) {
 				t.Fatalf("packet %d dropped", i)
 			}
+			checkRx(t, c)
 		}
-		if feedData(c, first+6) {
+		if feedJumbo(c, first+6, maxJumboPayload) {
 			t.Fatal("kept a packet past the budget")
 		}
 		if b.used > b.limit {
 			t.Fatalf("%d bytes used of %d", b.used, b.limit)
 		}
+		checkRx(t, c)
 		c.teardown(nil, false)
 		if b.used != 0 {
 			t.Fatalf("%d bytes charged after the close", b.used)
@@ -187,7 +192,6 @@ func TestTakeJumboBudget(t *testing.T) {
 // the connection to jumbo buffers.
 func TestJumboForgedDropped(t *testing.T) {
 	scfg, ccfg := pair(t)
-	scfg.MaxPathMTU = JumboDatagramSize
 	ccfg.DisablePathMTUDiscovery = true // the client itself sends nothing large
 	c, s, l, _, _ := udpPair(t, scfg, ccfg)
 	pingPong(t, c, s)
@@ -220,11 +224,10 @@ func TestJumboForgedDropped(t *testing.T) {
 
 // TestJumboClone: a clone starts at its session's jumbo path MTU, so its
 // very first packet may be a jumbo datagram: the listener opens the
-// clone with it, charges the clone at the jumbo size, and gives it all
-// back at the close.
+// clone with it, charges the clone for its jumbo buffers, and gives it
+// all back at the close.
 func TestJumboClone(t *testing.T) {
 	scfg, ccfg := pair(t)
-	scfg.MaxPathMTU = JumboDatagramSize
 	c, s, l, _, _ := udpPair(t, scfg, ccfg)
 	if mtu := searchDone(t, c, s); mtu <= MaxDatagramSize {
 		t.Fatalf("PathMTU %d on loopback", mtu)
@@ -252,6 +255,7 @@ func TestJumboClone(t *testing.T) {
 	if !jumbo {
 		t.Fatal("the listener's clone did not switch to jumbo buffers")
 	}
+	checkRx(t, peer)
 	cl.Close()
 	peer.Close()
 	c.Close()
@@ -259,53 +263,79 @@ func TestJumboClone(t *testing.T) {
 	waitUntil(t, "budget back to zero", func() bool { return l.Stats().Committed == 0 })
 }
 
-// TestPMTUDJumboDefault: by default a dialer takes jumbo datagrams and a
-// listener does not (Config.MaxPathMTU): the listener's search toward
-// the dialer reaches the jumbo size, the dialer's toward the listener
-// stops at MaxDatagramSize.
+// TestPMTUDJumboDefault: by default both a dialer and a listener take
+// jumbo datagrams: on loopback both searches go past MaxDatagramSize.
 func TestPMTUDJumboDefault(t *testing.T) {
 	scfg, ccfg := pair(t)
 	c, s, _, _, _ := udpPair(t, scfg, ccfg)
 	if mtu := searchDone(t, s, c); mtu <= MaxDatagramSize {
 		t.Fatalf("listener to dialer: PathMTU %d", mtu)
 	}
-	if mtu := searchDone(t, c, s); mtu != MaxDatagramSize {
+	if mtu := searchDone(t, c, s); mtu <= MaxDatagramSize {
 		t.Fatalf("dialer to listener: PathMTU %d", mtu)
 	}
 }
 
-// FuzzJumboReceive feeds a connection that takes jumbo datagrams
-// arbitrary data packets and fragments of up to 64 KiB, and reads some:
-// nothing panics, partial reassemblies stay bounded, nothing delivered
-// is larger than the largest datagram's payload, and the bytes the read
-// queue counts beyond MaxPayload (readExtra, the window's byte room)
-// match its packets after every step.
+// FuzzJumboReceive feeds a listener's connection (wine or milk) that
+// takes jumbo datagrams, charged to a budget of little room, arbitrary
+// data packets, fragments of up to 64 KiB, abort markers, RELEASEs and
+// skips, and reads some: nothing panics, partial
+// reassemblies stay bounded, nothing delivered is larger than the
+// largest datagram's payload, the bytes the read queue counts beyond
+// MaxPayload (readExtra, the window's byte room) match its packets and
+// the budget's charge matches the buffers held (rxAccountErr) after
+// every step, and the close gives back everything charged.
 func FuzzJumboReceive(f *testing.F) {
-	f.Add([]byte{0, 0x22, 0xf0, 1, 0, 0, 0x22, 0xf0, 2})
-	f.Add([]byte{1, 0, 0, 0x23, 0, 0, 0, 0x10, 0, 3, 2, 0x20, 0})
+	f.Add([]byte{0, 0, 0x22, 0xf0, 1, 0, 0, 0x22, 0xf0, 2})
+	f.Add([]byte{0, 1, 0, 0, 0x23, 0, 0, 0, 0x10, 0, 3, 2, 0x20, 0})
+	f.Add([]byte{1, 6, 0x22, 0xf0, 0, 1, 0, 0x22, 0xf0, 0, 0, 5, 0, 0, 0, 0})
+	f.Add([]byte{0, 0, 0x22, 0xf0, 0, 1, 9, 0x22, 0xf0, 0, 0, 3, 0x22, 0xf0, 0, 0, 4, 0x22, 0xf0, 0, 0})
+	f.Add([]byte("190000A0000")) // milk: a jumbo abort marker out of order, skipped
 	f.Fuzz(fuzzJumboReceive)
 }
 
 func fuzzJumboReceive(t *testing.T, in []byte) {
+	if len(in) == 0 {
+		return
+	}
 	{
-		c := fragConn(t)
+		c, bud := budgetConn(t, baseWindow*jumboExtra+(maxPartials-1)*rxJumboCost+16*rxJumboCost)
 		c.mu.Lock()
-		c.pmtu.ceil, c.rxMax, c.rxJumbo = JumboDatagramSize, JumboDatagramSize, true
+		if in[0]&1 != 0 {
+			c.setMilk()
+		}
+		if !c.takeJumbo() {
+			t.Fatal("jumbo refused")
+		}
 		c.mu.Unlock()
+		in = in[1:]
 		ctx := testContext(t)
 		buf := make([]byte, 4096)
+		data := func(seq uint64, op wire.Opcode, flags uint8, a int) { // a data packet of a bytes
+			p := wire.Packet{Header: wire.Header{Opcode: op, Flags: flags, Seq: uint32(seq)}}
+			n := min(a, maxJumboPayload)
+			pb := getBufFor(n)
+			c.mu.Lock()
+			if !c.onData(time.Now(), &p, pb, (*pb)[:n]) {
+				putBuf(pb)
+			}
+			c.mu.Unlock()
+		}
 		for len(in) >= 5 {
-			op, seq := in[0]%3, c.rcv.Expected()+uint64(in[0]/3%8)
+			op, seq := in[0]%6, c.rcv.Expected()+uint64(in[0]/6%8)
 			a, b := int(in[1])<<8|int(in[2]), int(in[3])<<8|int(in[4])
 			in = in[5:]
 			switch op {
-			case 0: // a whole data packet of a bytes
-				p := wire.Packet{Header: wire.Header{Opcode: wire.PureData, Flags: wire.FlagEOT, Seq: uint32(seq)}}
-				n := min(a, maxJumboPayload)
-				pb := getBufFor(n)
+			case 0: // a whole data packet of a bytes, the end of a message unless b is odd
+				data(seq, wire.PureData, wire.FlagEOT&^uint8(b&1*wire.FlagEOT), a)
+			case 3: // an abort marker, in a buffer of a bytes
+				data(seq, wire.PureData, wire.FlagAbort, a)
+			case 4: // a RELEASE of a bytes
+				data(seq, wire.Release, wire.FlagEOT, a)
+			case 5: // a milk sender's skip
 				c.mu.Lock()
-				if !c.onData(time.Now(), &p, pb, (*pb)[:n]) {
-					putBuf(pb)
+				if c.milk {
+					c.skipTo(seq)
 				}
 				c.mu.Unlock()
 			case 1: // a fragment: offset a, total b
@@ -337,7 +367,17 @@ func fuzzJumboReceive(t *testing.T, in []byte) {
 			if extra != c.readExtra || len(c.frags.parts) > maxPartials || c.window() < 0 {
 				t.Fatalf("readExtra %d, packets carry %d; %d partial; window %d", c.readExtra, extra, len(c.frags.parts), c.window())
 			}
+			if err := rxAccountErr(c); err != nil {
+				t.Fatal(err)
+			}
+			if bud.used > bud.limit {
+				t.Fatalf("%d bytes used of %d", bud.used, bud.limit)
+			}
 			c.mu.Unlock()
+		}
+		c.teardown(nil, false)
+		if bud.used != 0 {
+			t.Fatalf("%d bytes charged after the close", bud.used)
 		}
 	}
 }
@@ -364,8 +404,9 @@ func TestBufSizes(t *testing.T) {
 	putBuf(jumbo)
 }
 
-// TestHostileWindowsBoundedJumbo is TestHostileWindowsBounded with a
-// listener that takes jumbo datagrams: the attackers' connections and
-// clones switch to jumbo buffers, and the budget, charging them at that
-// size, still bounds the heap and every reading of the accounting.
-func TestHostileWindowsBoundedJumbo(t *testing.T) { hostileWindows(t, JumboDatagramSize) }
+// TestHostileWindowsBoundedJumbo is TestHostileWindowsBounded with the
+// listener's default Config, which takes jumbo datagrams: the attackers'
+// connections and clones buffer jumbo packets, and the budget, charging
+// each by its buffer, still bounds the heap and every reading of the
+// accounting.
+func TestHostileWindowsBoundedJumbo(t *testing.T) { hostileWindows(t, 0) }

@@ -274,7 +274,6 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		c.peer = pkt.Src
 		c.listener = l
 		c.uncount = uncount
-		c.rxMax = l.cfg.listenerRxMax(c.rxMax)
 		if err := t.register(c); err != nil {
 			uncount()
 			return

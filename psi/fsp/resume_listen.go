@@ -74,7 +74,6 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 	c.peer = pkt.Src
 	c.listener = l
 	c.uncount = uncount
-	c.rxMax = l.cfg.listenerRxMax(c.rxMax)
 	if err := t.register(c); err != nil {
 		uncount()
 		return
