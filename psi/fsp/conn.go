@@ -172,6 +172,8 @@ type Conn struct {
 	gapsIn           []reliability.Gap
 	sending          bool
 	sendAgain        bool
+	sendWaited       bool // teardown waits on sendIdle (on mu) for sending to end
+	sendIdle         *sync.Cond
 	midMessage       bool // a message was begun and not ended
 	out              []*[]byte
 	outJobs          []sealJob // packets of out still to seal (conn_send.go)

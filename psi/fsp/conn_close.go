@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -155,6 +156,17 @@ func (e *abortError) Unwrap() []error {
 // protected RESET.
 func (c *Conn) teardown(err error, reset bool) {
 	c.mu.Lock()
+	// Another goroutine may be sending a batch it built with c.mu
+	// released, such as the acknowledgement of the peer's RELEASE: let it
+	// leave first, or the caller may close the socket (and the process
+	// exit) before it does, and the peer's Close time out.
+	for c.sending && c.state != stateClosed {
+		if c.sendIdle == nil {
+			c.sendIdle = sync.NewCond(&c.mu)
+		}
+		c.sendWaited = true
+		c.sendIdle.Wait()
+	}
 	if c.state == stateClosed {
 		c.mu.Unlock()
 		return

@@ -43,6 +43,9 @@ func (c *Conn) trySend() {
 		to := c.remote
 		out, jobs, tx := c.out, c.outJobs, c.tx
 		c.mu.Unlock()
+		if h := c.t.sendHook.Load(); h != nil {
+			(*h)()
+		}
 		out = sealOut(tx, out, jobs)
 		c.t.writeBatch(out, &to)
 		for _, b := range out {
@@ -60,6 +63,10 @@ func (c *Conn) trySend() {
 		}
 	}
 	c.sending = false
+	if c.sendWaited {
+		c.sendWaited = false
+		c.sendIdle.Broadcast()
+	}
 	c.freeSealed()
 	c.pmtuWake()
 	c.unsentWake()

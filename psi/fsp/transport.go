@@ -49,6 +49,9 @@ type Transport struct {
 	done    chan struct{}    // closed by Close
 	loopEnd chan struct{}    // closed when the read loop returns
 	fine    fineTimer        // the connections' near deadlines (finetimer.go)
+	// sendHook, set by tests before use, runs in trySend between building
+	// a batch and sending it: it widens that window.
+	sendHook atomic.Pointer[func()]
 
 	mu       sync.Mutex
 	conns    map[uint32]*Conn // by local ALFID
