@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/postsockets/postsockets/association"
@@ -606,7 +607,7 @@ type Listener struct {
 // 0, Listen picks a number free on every network (a UDP stack that
 // cannot share the socket then listens on a free port of its own,
 // reported by Addrs and Remote); a port number that is taken fails
-// Listen. Listen binds local.Addr: a Local with Interface set is refused
+// Listen with an error wrapping post.ErrInvalid. Listen binds local.Addr: a Local with Interface set is refused
 // with an error wrapping post.ErrNotSupported.
 func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, error) {
 	if cfg == nil {
@@ -712,7 +713,7 @@ func (l *Listener) listenAll(ctx context.Context, a *association.Association, ac
 				spare.Close()
 			}
 			l.Close()
-			return false, &post.OpError{Op: "listen", Stack: s.Name(), Path: try.String(), Err: err}
+			return false, &post.OpError{Op: "listen", Stack: s.Name(), Path: try.String(), Err: socketInvalid(err)}
 		}
 		used[network] = true
 		l.lns = append(l.lns, ln)
@@ -722,6 +723,16 @@ func (l *Listener) listenAll(ctx context.Context, a *association.Association, ac
 		spare.Close() // no other UDP stack wants the shared socket
 	}
 	return false, nil
+}
+
+// socketInvalid wraps the errors of a Local that cannot be listened on
+// (a port taken, an address not local, a port the process may not bind)
+// in post.ErrInvalid.
+func socketInvalid(err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("%w: %w", post.ErrInvalid, err)
+	}
+	return err
 }
 
 func (l *Listener) acceptLoop(ln psi.Listener, idx int, name string, acfg association.Config) {

@@ -3,6 +3,7 @@ package carrier_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
@@ -60,6 +61,38 @@ func TestListenRefusesInterface(t *testing.T) {
 		}
 		if !errors.Is(err, post.ErrNotSupported) {
 			t.Fatalf("Listen on interface %q: %v, want ErrNotSupported", name, err)
+		}
+	}
+}
+
+// TestListenTakenPort: a port number another socket holds fails Listen
+// with an error wrapping post.ErrInvalid (and the system's error), on
+// the UDP and on the TCP side; before, it wrapped no sentinel.
+func TestListenTakenPort(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		var port uint16
+		if network == "udp" {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			port = uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+		} else {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			port = uint16(ln.Addr().(*net.TCPAddr).Port)
+		}
+		local := post.Local{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}
+		l, err := carrier.Listen(ctxT(t), local, serverConfig())
+		if l != nil {
+			l.Close()
+		}
+		if !errors.Is(err, post.ErrInvalid) || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("%s port taken: %v, want ErrInvalid and EADDRINUSE", network, err)
 		}
 	}
 }
