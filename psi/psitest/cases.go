@@ -587,8 +587,12 @@ func testCloseWhilePeerBlocked(t *testing.T, mp MakePair) {
 	if m, err := readMsg(ctx, p.B, 64); err != nil || string(m) != "from A" {
 		t.Fatalf("%q, %v", m, err)
 	}
+	// Allocated here, not in the writer: zeroing 256 MiB of reused heap
+	// yields to the scheduler every chunk while a GC runs, which took 5-19 s
+	// on a loaded host, so the write began long after A's Close.
+	big := make([]byte, 256<<20)
 	werr := make(chan error, 1)
-	go func() { werr <- p.B.WriteMessage(ctx, make([]byte, 256<<20), true, nil) }()
+	go func() { werr <- p.B.WriteMessage(ctx, big, true, nil) }()
 	time.Sleep(200 * time.Millisecond) // B fills the windows and blocks
 	if err := within(t, linger+time.Second, "Close", p.A.Close); err != nil {
 		t.Fatalf("Close while the peer is blocked writing: %v", err)
