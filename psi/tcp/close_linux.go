@@ -52,3 +52,20 @@ func unanswered(c *net.TCPConn, d time.Duration) bool {
 
 // ackReporting says whether sendState can read the send queue.
 const ackReporting = true
+
+// peerFinished reports whether the peer's FIN has arrived while our side
+// is still open (CLOSE_WAIT).
+func peerFinished(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	rc.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	return err == nil && info != nil && info.State == unix.BPF_TCP_CLOSE_WAIT
+}
+
+// finReporting says whether peerFinished can tell.
+const finReporting = true

@@ -16,3 +16,10 @@ func unanswered(c *net.TCPConn, d time.Duration) bool { return false }
 
 // ackReporting says whether sendState can read the send queue.
 const ackReporting = false
+
+// peerFinished cannot tell here: a write blocked on a closed peer ends
+// when the kernel learns of it.
+func peerFinished(c *net.TCPConn) bool { return false }
+
+// finReporting says whether peerFinished can tell.
+const finReporting = false

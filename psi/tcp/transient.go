@@ -120,6 +120,8 @@ type transient struct {
 	werr   error // sticky write failure
 	wEnded bool  // close_notify and FIN sent after the peer's end
 	wd     deadline
+	pend   peerEndWatch // cuts a write blocked on a peer that closed
+	gone   atomic.Bool  // pend cut a write: the peer's FIN arrived
 
 	fmu      sync.Mutex
 	forkCh   chan *transient // server side: forks awaiting AcceptFork
@@ -192,6 +194,13 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 	startTrace(cfg, t, server)
 	t.rd.set = raw.SetReadDeadline
 	t.wd.set = raw.SetWriteDeadline
+	if t.tcp != nil && finReporting {
+		t.pend.ended = func() bool { return peerFinished(t.tcp) }
+		t.pend.cut = func() {
+			t.gone.Store(true)
+			t.wd.arm(aLongTimeAgo)
+		}
+	}
 	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
 		p := psi.PinCertificate(certs[0])
 		t.peerPin = &p
@@ -256,8 +265,8 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if t.werr != nil {
 		return t.werr
 	}
-	if t.peerEnded.Load() {
-		return wrap("send", t.path, post.Errorf(post.ErrClosed, "the peer closed the transient"))
+	if t.peerEnded.Load() || t.gone.Load() {
+		return errPeerClosed(t.path)
 	}
 	if err := ctx.Err(); err != nil {
 		return wrap("send", t.path, err)
@@ -266,6 +275,7 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if !ok {
 		return t.closedErr("send")
 	}
+	t.watchEnd()
 	t.cork.cork()
 	err := t.w.WriteMessage(p, end)
 	if err == nil && (opts == nil || !opts.More) {
@@ -275,6 +285,7 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if cerr := t.cork.uncork(); err == nil {
 		err = cerr
 	}
+	t.unwatchEnd()
 	stop()
 	switch {
 	case err == nil:
@@ -283,9 +294,31 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 		return wrap("send", t.path, err) // nothing was written
 	case t.isClosed():
 		return t.closedErr("send")
+	case t.gone.Load():
+		t.werr = errPeerClosed(t.path)
+		return t.werr
 	}
 	t.werr = wrap("send", t.path, ctxErr(ctx, err))
 	return t.werr
+}
+
+// errPeerClosed is a send's error once the peer has closed.
+func errPeerClosed(path string) error {
+	return wrap("send", path, post.Errorf(post.ErrClosed, "the peer closed the transient"))
+}
+
+// watchEnd starts cutting the write about to begin if the peer's FIN
+// arrives while it is blocked (Linux); unwatchEnd stops.
+func (t *transient) watchEnd() {
+	if t.pend.ended != nil {
+		t.pend.begin()
+	}
+}
+
+func (t *transient) unwatchEnd() {
+	if t.pend.ended != nil {
+		t.pend.end()
+	}
 }
 
 // Flush sends messages held back by WriteOptions.More.
@@ -298,16 +331,25 @@ func (t *transient) Flush(ctx context.Context) error {
 	if t.werr != nil {
 		return t.werr
 	}
+	if t.gone.Load() {
+		return errPeerClosed(t.path)
+	}
 	stop, ok := t.wd.watch(ctx)
 	if !ok {
 		return t.closedErr("send")
 	}
+	t.watchEnd()
 	t.cork.cork()
 	err := t.w.Flush()
 	if cerr := t.cork.uncork(); err == nil {
 		err = cerr
 	}
+	t.unwatchEnd()
 	stop()
+	if err != nil && !t.isClosed() && t.gone.Load() {
+		t.werr = errPeerClosed(t.path)
+		return t.werr
+	}
 	if err != nil && !t.isClosed() {
 		t.werr = wrap("send", t.path, ctxErr(ctx, err))
 		return t.werr
