@@ -360,7 +360,8 @@
 // peer's newest packets come from it. Until validated, nothing but
 // challenges goes to an address, at most three times the bytes received
 // from it (anti-amplification), and a challenge is repeated at most once
-// per RTO. A replayed packet is dropped by the replay window; a fresh
+// per RTO, each time with a fresh nonce, so the response times the
+// challenge it answers (the last four are remembered). A replayed packet is dropped by the replay window; a fresh
 // packet raced from a forged address costs one small challenge and moves
 // nothing. Data sent to an address the peer left is lost and
 // retransmitted once the new one is validated.

@@ -40,15 +40,19 @@ const (
 	maxPaths      = 8
 	amplification = 3
 	maxProbes     = 3 // probes of a silent path before it is given up
+	keptNonces    = 4 // challenges to an unvalidated path a response may answer
 )
 
 type path struct {
 	addr       peerAddr
 	validated  bool
-	nonce      uint64
 	challenged time.Time // last challenge sent; zero if none
-	recvBytes  int       // received on the path while unvalidated
-	sentBytes  int       // sent to it while unvalidated
+	// The last challenges sent, each with its own nonce, so a response
+	// times the one it answers (a resent challenge is not ambiguous).
+	nonces     [keptNonces]sentNonce
+	nextN      int
+	recvBytes  int // received on the path while unvalidated
+	sentBytes  int // sent to it while unvalidated
 	rtt        congestion.RTTStats
 	sent, lost uint64 // data packets sent on the path, declared lost
 	lastRecv   time.Time
@@ -59,6 +63,11 @@ type path struct {
 	probes  int       // probes sent since last heard
 	since   time.Time // when the path last became the peer's newest
 	demoted bool      // lost to an active path still heard from
+}
+
+type sentNonce struct {
+	nonce uint64 // zero if unused
+	at    time.Time
 }
 
 // PathInfo describes one path of a connection: a peer address it has
@@ -128,9 +137,7 @@ func (c *Conn) pathFor(from *peerAddr, now time.Time) *path {
 		}
 		c.paths = append(c.paths[:victim], c.paths[victim+1:]...)
 	}
-	var b [8]byte
-	rand.Read(b[:])
-	p := &path{addr: *from, nonce: binary.BigEndian.Uint64(b[:]) | 1}
+	p := &path{addr: *from}
 	c.paths = append(c.paths, p)
 	return p
 }
@@ -147,14 +154,21 @@ func (c *Conn) onPathPacket(from *peerAddr, n int, newest bool, pkt *wire.Packet
 	}
 	if pkt.HasResponse && !c.pmtuResponse(pkt.Response) {
 		for _, q := range c.paths {
-			if !q.validated && q.nonce == pkt.Response && !q.challenged.IsZero() {
+			if q.validated {
+				continue
+			}
+			for _, sn := range q.nonces {
+				if sn.nonce == 0 || sn.nonce != pkt.Response {
+					continue
+				}
 				q.validated = true
-				q.rtt.Update(now.Sub(q.challenged), 0)
+				q.rtt.Update(now.Sub(sn.at), 0)
 				if c.qlog != nil {
-					c.qlog.path("fsp:path_validated", nil, q, now.Sub(q.challenged))
+					c.qlog.path("fsp:path_validated", nil, q, now.Sub(sn.at))
 				}
 				c.log.Debug("fsp: path validated", "local", c.local, "addr", q.addr)
 				c.emit(psi.EventPathValidated, nil, q, nil)
+				break
 			}
 		}
 	}
@@ -313,14 +327,19 @@ func (c *Conn) challenge(p *path, now time.Time) {
 	if p.sentBytes+size > amplification*p.recvBytes {
 		return
 	}
+	var nb [8]byte
+	rand.Read(nb[:])
+	nonce := binary.BigEndian.Uint64(nb[:]) | 1
 	h := c.header(wire.KeepAlive, 0, c.snd.Next())
-	h.HasChallenge, h.Challenge = true, p.nonce
+	h.HasChallenge, h.Challenge = true, nonce
 	b := c.seal(&h, nil)
 	if b == nil {
 		return
 	}
 	p.sentBytes += len(*b)
 	p.challenged = now
+	p.nonces[p.nextN] = sentNonce{nonce, now}
+	p.nextN = (p.nextN + 1) % keptNonces
 	c.t.write(*b, &p.addr)
 	putBuf(b)
 }
