@@ -36,18 +36,24 @@ func sendState(c *net.TCPConn) (unacked int, reset, ok bool) {
 // has received no acknowledgement for at least d: the peer has vanished.
 // A peer whose reader paused still answers the zero-window probes.
 func unanswered(c *net.TCPConn, d time.Duration) bool {
+	info := tcpInfo(c)
+	return info != nil && info.Unacked > 0 && time.Duration(info.Last_ack_recv)*time.Millisecond >= d
+}
+
+// tcpInfo reads c's TCP_INFO, or returns nil if it cannot.
+func tcpInfo(c *net.TCPConn) *unix.TCPInfo {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return false
+		return nil
 	}
 	var info *unix.TCPInfo
-	rc.Control(func(fd uintptr) {
+	cerr := rc.Control(func(fd uintptr) {
 		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	})
-	if err != nil || info == nil {
-		return false
+	if cerr != nil || err != nil {
+		return nil
 	}
-	return info.Unacked > 0 && time.Duration(info.Last_ack_recv)*time.Millisecond >= d
+	return info
 }
 
 // ackReporting says whether sendState can read the send queue.
@@ -56,15 +62,8 @@ const ackReporting = true
 // peerFinished reports whether the peer's FIN has arrived while our side
 // is still open (CLOSE_WAIT).
 func peerFinished(c *net.TCPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var info *unix.TCPInfo
-	rc.Control(func(fd uintptr) {
-		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	})
-	return err == nil && info != nil && info.State == unix.BPF_TCP_CLOSE_WAIT
+	info := tcpInfo(c)
+	return info != nil && info.State == unix.BPF_TCP_CLOSE_WAIT
 }
 
 // finReporting says whether peerFinished can tell.
