@@ -140,16 +140,8 @@ func TestMaxPathMTUClamped(t *testing.T) {
 func TestTakeJumboBudget(t *testing.T) {
 	delta := int64(baseWindow) * jumboExtra
 	for _, room := range []int64{delta - 1, delta + 2*rxJumboCost} {
-		c := fragConn(t)
-		b := newBudget(connCharge() + room)
-		b.share, b.pshare = b.limit, b.limit
-		peer := netip.MustParseAddr("192.0.2.1")
-		if !b.take(peer, connCharge()) {
-			t.Fatal("no room")
-		}
+		c, b := budgetConn(t, room)
 		c.mu.Lock()
-		c.pmtu.ceil = JumboDatagramSize
-		c.bud, c.budPeer, c.charged, c.held = b, peer, connCharge(), baseWindow
 		took := c.takeJumbo()
 		used, rcvMax, dropped := b.used, c.rcvMax, c.stats.BudgetDropped
 		c.mu.Unlock()
