@@ -731,16 +731,11 @@ func (t *transient) awaitPeerEnd(ctx context.Context) error {
 }
 
 // discardInput drops what the peer sent that was not read, so closing
-// does not answer it with a reset that could cut the peer's reading of
-// our close_notify.
+// ends with a FIN rather than a reset that could cut the peer's reading
+// of our close_notify.
 func (t *transient) discardInput() {
-	raw := t.cork.Conn
-	_ = raw.SetReadDeadline(time.Now())
-	var buf [4096]byte
-	for {
-		if _, err := raw.Read(buf[:]); err != nil {
-			return
-		}
+	if t.tcp != nil {
+		discardUnread(t.tcp)
 	}
 }
 
