@@ -400,3 +400,45 @@ func TestLazyWrongCredential(t *testing.T) {
 		t.Errorf("Receive: %v, want ErrAuthentication", err)
 	}
 }
+
+// TestTrustAddressOnlyRemote: a Remote given by addresses alone names no
+// server, so a dialler verifying chains checks the listener's IP
+// address, on every stack: a certificate a trusted CA issued for another
+// name is refused. QUIC checked no name at all and connected.
+func TestTrustAddressOnlyRemote(t *testing.T) {
+	ca := testcert.Must()
+	other, err := ca.Issue("other.test") // no IP address in it
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cert tls.Certificate
+		ok   bool
+	}{{"certificate for another name", other, false}, {"certificate for the address", ca.Leaf, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := listen(t, &carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{tc.cert}}})
+			for _, stack := range []string{"fsp", "quic", "tcp", ""} {
+				ccfg := &carrier.Config{Security: psi.Security{RootCAs: ca.Pool}}
+				if stack != "" {
+					ccfg.Policy.Stack(stack, policy.Require)
+				}
+				remote := post.Remote{Addrs: []netip.AddrPort{l.Addr()}}
+				c, err := carrier.Initiate(ctxT(t), remote, ccfg)
+				won := ""
+				if err == nil {
+					won = c.Stack()
+					c.Close()
+				}
+				switch {
+				case tc.ok && err != nil:
+					t.Errorf("%q: %v", stack, err)
+				case !tc.ok && err == nil:
+					t.Errorf("%q: connected over %s to a certificate for other.test", stack, won)
+				case !tc.ok && !errors.Is(err, post.ErrAuthentication):
+					t.Errorf("%q: %v, want ErrAuthentication", stack, err)
+				}
+			}
+		})
+	}
+}

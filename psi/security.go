@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net/netip"
 	"time"
 
 	"golang.org/x/crypto/hkdf"
@@ -143,6 +144,18 @@ func (s *Security) Check() error {
 		return post.Errorf(post.ErrInvalid, "Security.PSK is shorter than 16 bytes")
 	}
 	return nil
+}
+
+// ForDial returns s for a dial to remote: when s verifies the listener's
+// chain (no PSK, pins or InsecureSkipVerify) and names no server, the
+// name checked is remote's IP address. Every stack dials with it, so a
+// Remote given by addresses alone refuses a chain issued for another
+// name on each.
+func (s Security) ForDial(remote netip.Addr) Security {
+	if s.ServerName == "" && !s.InsecureSkipVerify && len(s.PinnedKeys) == 0 && len(s.PSK) == 0 && remote.IsValid() {
+		s.ServerName = remote.Unmap().String()
+	}
+	return s
 }
 
 // ClientCertRequired reports whether a listener with these settings

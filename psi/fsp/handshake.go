@@ -175,7 +175,7 @@ func identity(cfg *Config) (*tls.Certificate, error) {
 
 // dialSecurity checks that a dialer can verify the listener at all, and
 // names the address as the server name to check when chains are
-// verified without one, as the TCP stack does.
+// verified without one, as every stack does (psi.Security.ForDial).
 func dialSecurity(s *psi.Security, remote netip.Addr) error {
 	if err := s.Check(); err != nil {
 		return err
@@ -187,9 +187,7 @@ func dialSecurity(s *psi.Security, remote netip.Addr) error {
 		return post.Errorf(post.ErrAuthentication, "fsp: no trust configured to verify the listener: "+
 			"set Security.PSK, Security.PinnedKeys, or Security.RootCAs and ServerName (InsecureSkipVerify for tests only)")
 	}
-	if s.ServerName == "" && remote.IsValid() {
-		s.ServerName = remote.Unmap().String()
-	}
+	*s = s.ForDial(remote)
 	return nil
 }
 

@@ -188,6 +188,9 @@ func keepAlive(cfg *psi.Config) time.Duration {
 // tlsConfig returns the TLS configuration from cfg.Security.
 func tlsConfig(cfg *psi.Config, server bool, remote netip.AddrPort) (*tls.Config, error) {
 	sec := cfg.Security
+	if !server {
+		sec = sec.ForDial(remote.Addr())
+	}
 	tc, err := sec.TLSConfig(server)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", post.ErrAuthentication, err)
@@ -208,7 +211,7 @@ func tlsConfig(cfg *psi.Config, server bool, remote netip.AddrPort) (*tls.Config
 		}
 	}
 	if !server && tc.ClientSessionCache != nil {
-		key := sec.ServerName
+		key := cfg.Security.ServerName
 		if key == "" {
 			key = remote.String()
 		}

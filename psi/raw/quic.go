@@ -38,7 +38,7 @@ func (*QUIC) Network() string { return "udp" }
 // Dial connects to remote, verifies the server under cfg.Security and
 // opens the first stream.
 func (s *QUIC) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (psi.Transient, error) {
-	tc, err := clientTLS(&cfg.Security, s.ALPN)
+	tc, err := clientTLS(&cfg.Security, remote, s.ALPN)
 	if err != nil {
 		return nil, err
 	}

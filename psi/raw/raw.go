@@ -104,7 +104,7 @@ func (*TLS) Network() string { return "tcp" }
 // Dial connects to remote and completes a TLS handshake that verifies the
 // server under cfg.Security.
 func (s *TLS) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (psi.Transient, error) {
-	tc, err := clientTLS(&cfg.Security, s.ALPN)
+	tc, err := clientTLS(&cfg.Security, remote, s.ALPN)
 	if err != nil {
 		return nil, err
 	}
@@ -131,9 +131,11 @@ func (*TLS) Listen(context.Context, netip.AddrPort, *psi.Config) (psi.Listener, 
 
 // clientTLS builds the client configuration: psi.Security's, which
 // verifies the server, with the chosen ALPN and TLS 1.2 allowed, since
-// ordinary servers may not speak 1.3.
-func clientTLS(s *psi.Security, alpn []string) (*tls.Config, error) {
-	tc, err := s.TLSConfig(false)
+// ordinary servers may not speak 1.3. Without a server name, a chain is
+// checked against remote's address (psi.Security.ForDial).
+func clientTLS(s *psi.Security, remote netip.AddrPort, alpn []string) (*tls.Config, error) {
+	sec := s.ForDial(remote.Addr())
+	tc, err := sec.TLSConfig(false)
 	if err != nil {
 		return nil, err
 	}

@@ -196,10 +196,7 @@ func (s Stack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config)
 		cfg = &psi.Config{}
 	}
 	d := &dialer{stack: s, remote: remote, cfg: *cfg}
-	sec := cfg.Security
-	if sec.ServerName == "" && !sec.InsecureSkipVerify && len(sec.PinnedKeys) == 0 && len(sec.PSK) == 0 {
-		sec.ServerName = remote.Addr().Unmap().String()
-	}
+	sec := cfg.Security.ForDial(remote.Addr())
 	tc, err := sec.TLSConfig(false)
 	if err != nil {
 		return nil, wrap("dial", remote.String(), err)
