@@ -34,7 +34,11 @@ func readHead(ctx context.Context, c *carrier.Carrier, limit int) (headMsg, erro
 			return headMsg{}, err
 		}
 		from := len(buf)
-		buf = append(buf, m.Content...)
+		if buf == nil {
+			buf = m.Content // Ready's own copy: the caller's to keep
+		} else {
+			buf = append(buf, m.Content...)
+		}
 		if i := headEnd(buf, from); i >= 0 {
 			if i > limit {
 				return headMsg{}, errHeadTooLarge

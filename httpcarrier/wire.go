@@ -236,10 +236,10 @@ func checkFraming(h http.Header) (int64, error) {
 // body, ContentLength and Trailer are the caller's to set from the
 // message; ContentLength is the declared length or -1.
 func parseRequestHead(head []byte) (*http.Request, error) {
-	if _, err := checkFraming(headerOnly(head)); err != nil {
+	if err := precheckFraming(head); err != nil {
 		return nil, err
 	}
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+	req, err := http.ReadRequest(headReader(head))
 	if err != nil {
 		return nil, post.Errorf(post.ErrMalformed, "request head: %v", err)
 	}
@@ -260,10 +260,10 @@ func parseRequestHead(head []byte) (*http.Request, error) {
 // parseResponseHead parses a response head to req with net/http's
 // parser; as for parseRequestHead, the body is the caller's.
 func parseResponseHead(head []byte, req *http.Request) (*http.Response, error) {
-	if _, err := checkFraming(headerOnly(head)); err != nil {
+	if err := precheckFraming(head); err != nil {
 		return nil, err
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), req)
+	resp, err := http.ReadResponse(headReader(head), req)
 	if err != nil {
 		return nil, post.Errorf(post.ErrMalformed, "response head: %v", err)
 	}
@@ -282,10 +282,51 @@ func parseResponseHead(head []byte, req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// headReader reads head through a buffer no larger than it: net/http's
+// default of 4 KiB, allocated and cleared for each head, was the largest
+// allocation of a small request and its response.
+func headReader(head []byte) *bufio.Reader {
+	return bufio.NewReaderSize(bytes.NewReader(head), min(len(head), 4096))
+}
+
+// precheckFraming rejects a head whose framing fields net/http would
+// interpret before checkFraming sees them: it removes Transfer-Encoding
+// (and with it Content-Length) from the header it returns. Only a head
+// that names the field somewhere, in any case, is parsed for it.
+func precheckFraming(head []byte) error {
+	if !containsFold(head, "transfer-encoding") {
+		return nil // net/http keeps Content-Length as sent; checkFraming sees it
+	}
+	_, err := checkFraming(headerOnly(head))
+	return err
+}
+
+// containsFold reports whether b contains the lower-case ASCII string s,
+// ignoring the case of ASCII letters in b.
+func containsFold(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		j := 0
+		for j < len(s) && lowerASCII(b[i+j]) == s[j] {
+			j++
+		}
+		if j == len(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
 // headerOnly parses the field lines of a head loosely, to look at the
 // framing fields before net/http interprets them.
 func headerOnly(head []byte) http.Header {
-	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(head)))
+	r := textproto.NewReader(headReader(head))
 	if _, err := r.ReadLine(); err != nil {
 		return nil
 	}
