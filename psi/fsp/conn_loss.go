@@ -38,8 +38,8 @@ func (c *Conn) onAck(now time.Time, pkt *wire.Packet) {
 	res := &c.ackRes
 	if res.HasRTT {
 		c.rtt.Update(res.RTTSample, ackDelay)
-		if c.active != nil {
-			c.active.rtt.Update(res.RTTSample, ackDelay)
+		if p := res.RTTEntry.Value.path; p != nil {
+			p.rtt.Update(res.RTTSample, ackDelay) // the path the packet went on
 		}
 	}
 	var sample time.Duration

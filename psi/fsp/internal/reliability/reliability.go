@@ -161,6 +161,8 @@ type AckResult[T any] struct {
 	// acknowledged entry was sent, if it was sent only once.
 	RTTSample time.Duration
 	HasRTT    bool
+	// RTTEntry is the entry the sample was taken from, when HasRTT.
+	RTTEntry *Entry[T]
 	// Lost are entries newly declared lost.
 	Lost []*Entry[T]
 	// LostBytes counts newly lost bytes.
@@ -256,7 +258,7 @@ func (s *Sender[T]) OnAck(now time.Time, expected uint64, gaps []Gap, latest uin
 		}
 		s.anyAcked = true
 		if !newest.Retrans {
-			res.RTTSample, res.HasRTT = now.Sub(newest.SentAt), true
+			res.RTTSample, res.HasRTT, res.RTTEntry = now.Sub(newest.SentAt), true, newest
 		}
 	}
 	_ = latest

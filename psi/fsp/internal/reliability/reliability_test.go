@@ -24,6 +24,9 @@ func TestSenderAckAndLoss(t *testing.T) {
 	if len(res.Acked) != 8 || !res.HasRTT || s.Base() != 4 {
 		t.Fatalf("acked %d, base %d", len(res.Acked), s.Base())
 	}
+	if res.RTTEntry == nil || res.RTTEntry.Value != 9 {
+		t.Fatalf("the sample's entry is %v, want the newest acknowledged (10th)", res.RTTEntry)
+	}
 	if len(res.Lost) != 2 || res.Lost[0].Seq != 4 || res.Lost[1].Seq != 5 {
 		t.Fatalf("lost %v", len(res.Lost))
 	}
