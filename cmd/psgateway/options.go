@@ -79,7 +79,7 @@ idle for -tunnel-idle-timeout.
 	fs.StringVar(&o.pskFile, "psk-file", "", "`file` holding the pre-shared key in hex; authenticates both gateways")
 	fs.StringVar(&o.cert, "cert", "", "postsockets certificate `file` (PEM): the back's identity, or the front's client certificate (a back trusting by certificates requires one)")
 	fs.StringVar(&o.key, "key", "", "private key `file` (PEM) for -cert")
-	fs.StringVar(&o.ca, "ca", "", "CA `file` (PEM) verifying the peer gateway; default the system roots")
+	fs.StringVar(&o.ca, "ca", "", "CA `file` (PEM) verifying the peer gateway (front: default the system roots; a back trusting by certificates needs -ca or -pins)")
 	fs.StringVar(&o.pins, "pins", "", "comma-separated hex SHA-256 public key pins of the peer gateway; replace CA verification")
 	fs.StringVar(&o.serverName, "server-name", "", "front: name to verify in the back's certificate (default the -origin host)")
 	fs.StringVar(&o.stack, "stack", "fsp", "postsockets stack: fsp, quic, tcp, or any (race them)")
@@ -208,6 +208,11 @@ func (o *options) security() (psi.Security, error) {
 	s.ServerName = o.serverName
 	if o.mode == "back" && len(s.PSK) == 0 && len(s.Certificates) == 0 {
 		return s, errors.New("back: set -psk-file or -cert/-key")
+	}
+	if o.mode == "back" && len(s.PSK) == 0 && len(s.PinnedKeys) == 0 && s.RootCAs == nil {
+		// The system roots would let in anyone holding a certificate a
+		// public CA issued for client authentication.
+		return s, errors.New("back: with -cert/-key, set -pins or -ca: the front's certificate is checked against them")
 	}
 	// Trusting by certificates, the back serves its origin only to a
 	// front that proves a key -pins or -ca accepts: a listener checks

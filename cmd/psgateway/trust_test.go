@@ -113,3 +113,40 @@ func keyFiles(t *testing.T, dir, name string) (string, string, psi.Pin) {
 	}
 	return certFile, keyFile, psi.PinCertificate(x)
 }
+
+// TestBackNeedsFrontTrust: a back gateway trusting by certificates
+// without -pins or -ca checked the front's certificate against the
+// system roots, so anyone holding a certificate a public CA issued for
+// client authentication reached the origin (and CONNECT targets, and a
+// trusted Forwarded header); shown by hand with SSL_CERT_FILE naming a
+// CA that signed the client's certificate: 200 from the origin. It now
+// refuses to start; with -pins or -ca it starts.
+func TestBackNeedsFrontTrust(t *testing.T) {
+	dir := t.TempDir()
+	backCert, backKey, _ := keyFiles(t, dir, "back")
+	_, _, frontPin := keyFiles(t, dir, "front")
+	base := []string{"-mode", "back", "-listen", "127.0.0.1:0", "-origin", "http://127.0.0.1:1", "-cert", backCert, "-key", backKey}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	run := func(args ...string) error {
+		o, err := parseOptions(args, io.Discard)
+		if err != nil {
+			return err
+		}
+		g, err := start(context.Background(), o, log)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			g.shutdown(ctx)
+		}
+		return err
+	}
+	if err := run(base...); err == nil {
+		t.Error("a back with -cert/-key and neither -pins nor -ca started: it would let in any client with a publicly trusted certificate")
+	}
+	if err := run(append(base, "-pins", hex.EncodeToString(frontPin[:]))...); err != nil {
+		t.Errorf("with -pins: %v", err)
+	}
+	if err := run(append(base, "-ca", backCert)...); err != nil {
+		t.Errorf("with -ca: %v", err)
+	}
+}
