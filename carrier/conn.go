@@ -35,7 +35,8 @@ func NewConn(c *Carrier) *Conn {
 // Carrier returns the wrapped Carrier.
 func (n *Conn) Carrier() *Carrier { return n.c }
 
-// Read reads message content.
+// Read reads message content. Empty messages carry no bytes: Read
+// skips them, and returns 0 only with an error.
 func (n *Conn) Read(p []byte) (int, error) {
 	if n.closed.Load() {
 		return 0, net.ErrClosed
@@ -46,6 +47,11 @@ func (n *Conn) Read(p []byte) (int, error) {
 	for {
 		m, err := n.c.Ready(n.rd.ctx(), ReadyOptions{Max: len(p)})
 		if err == nil {
+			if len(m.Content) == 0 {
+				// An empty message, or the end of one sent alone: no
+				// bytes of the stream, so wait for the next.
+				continue
+			}
 			return copy(p, m.Content), nil
 		}
 		if n.closed.Load() {

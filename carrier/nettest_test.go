@@ -77,3 +77,50 @@ func connPipe(stack string) (c1, c2 net.Conn, stop func(), err error) {
 	}
 	return c1, c2, stop, nil
 }
+
+// TestConnReadSkipsEmpty: a Conn reads a byte stream, where an empty
+// message (a peer's Send of nothing, or the end of a MessageWriter sent
+// alone) carries no bytes; Read returned (0, nil) for it, which io.Reader
+// discourages and bufio.Reader turns into io.ErrNoProgress after 100 in
+// a row. Read now waits for the next bytes.
+func TestConnReadSkipsEmpty(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		c, s := pairOn(t, stack, nil, nil)
+		ctx := ctxT(t)
+		for range 3 {
+			if err := c.Send(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w, err := c.NewMessageWriter(ctx, post.Properties{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte("ab")); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Send(ctx, []byte("cd")); err != nil {
+			t.Fatal(err)
+		}
+		r := carrier.NewConn(s)
+		r.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var got []byte
+		buf := make([]byte, 16)
+		for len(got) < 4 {
+			n, err := r.Read(buf)
+			if err != nil {
+				t.Fatalf("after %q: %v", got, err)
+			}
+			if n == 0 {
+				t.Fatalf("Read returned 0 bytes and no error after %q", got)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if string(got) != "abcd" {
+			t.Fatalf("read %q, want abcd", got)
+		}
+	})
+}
