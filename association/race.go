@@ -29,6 +29,8 @@ func (c Candidate) key() candidateKey { return candidateKey{c.Stack.Name(), c.Lo
 // UDP- and TCP-based stacks interleaved, and candidates that failed or
 // lost within Config.FailureTTL moved last, so the next race goes straight
 // to what worked and returns to the preferred order once that expires.
+// A candidate on port 0 is left out; a Remote with no other fails with an
+// error wrapping post.ErrInvalid.
 func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 	stacks, err := a.stacks()
 	if err != nil {
@@ -39,6 +41,7 @@ func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 		return nil, err
 	}
 	var byNet [2][]Candidate // udp, tcp
+	portless := false
 	for _, s := range stacks {
 		n := 0
 		if psi.StackNetwork(s) == "tcp" {
@@ -46,6 +49,12 @@ func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 		}
 		for _, ad := range addrs {
 			ad = netip.AddrPortFrom(ad.Addr(), a.cfg.Remote.PortFor(s.Name(), ad.Port()))
+			if ad.Port() == 0 {
+				// Nothing listens on port 0: a UDP stack would wait out
+				// its handshake timeout for an answer.
+				portless = true
+				continue
+			}
 			for _, local := range a.localsFor(ad) {
 				byNet[n] = append(byNet[n], Candidate{Stack: s, Local: local, Remote: ad})
 			}
@@ -67,6 +76,9 @@ func (a *Association) Candidates(ctx context.Context) ([]Candidate, error) {
 			out = slices.Delete(out, i, i+1)
 			out = slices.Insert(out, 0, c)
 		}
+	}
+	if len(out) == 0 && portless {
+		return nil, post.Errorf(post.ErrInvalid, "remote %s names port 0", a.cfg.Remote)
 	}
 	if len(out) == 0 {
 		return nil, post.Errorf(post.ErrNoCandidates, "no address of %s fits local %s", a.cfg.Remote, a.cfg.Local)

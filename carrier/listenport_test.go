@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/fsp"
@@ -93,6 +94,24 @@ func TestListenTakenPort(t *testing.T) {
 		}
 		if !errors.Is(err, post.ErrInvalid) || !errors.Is(err, syscall.EADDRINUSE) {
 			t.Fatalf("%s port taken: %v, want ErrInvalid and EADDRINUSE", network, err)
+		}
+	}
+}
+
+// TestInitiatePortZero: a Remote on port 0 names nothing that listens;
+// Initiate fails with an error wrapping post.ErrInvalid, on every stack
+// and the race, instead of FSP waiting out its handshake timeout for an
+// answer (the race then failed with post.ErrTimeout after 10 s, and QUIC
+// alone with post.ErrMalformed).
+func TestInitiatePortZero(t *testing.T) {
+	for _, stack := range []string{"fsp", "quic", "tcp", ""} {
+		ccfg := clientConfig()
+		if stack != "" {
+			ccfg.Policy.Stack(stack, policy.Require)
+		}
+		_, err := carrier.Initiate(ctxT(t), post.RemoteName("127.0.0.1:0"), ccfg)
+		if !errors.Is(err, post.ErrInvalid) {
+			t.Errorf("%q: %v, want ErrInvalid", stack, err)
 		}
 	}
 }
