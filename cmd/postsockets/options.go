@@ -230,16 +230,13 @@ func listenAddr(s string) (post.Local, error) {
 	return post.Local{Addr: ap}, nil
 }
 
-// remoteOf parses the address to reach: "HOST:PORT".
+// remoteOf parses the address to reach: "HOST:PORT". With -ca or the
+// system roots the listener's certificate must name HOST (an IP address
+// among its addresses); -pin and -psk check keys, not names.
 func remoteOf(s string) (post.Remote, error) {
 	r := post.RemoteName(s)
 	if _, _, err := r.HostPort(); err != nil {
 		return r, usagef("%v", err)
-	}
-	if r.AuthName() != "" {
-		if _, err := netip.ParseAddr(r.AuthName()); err == nil {
-			r.ServerName = "postsockets" // self-signed keys are pinned, not named
-		}
 	}
 	return r, nil
 }
