@@ -755,6 +755,10 @@ func confHygiene(t *testing.T, stack string) {
 	if err := c.SendMsg(ctx, &post.Message{Content: []byte("x"), Properties: post.Properties{Antecedents: []post.MessageID{1 << 40}}}); !errors.Is(err, post.ErrInvalid) {
 		t.Fatalf("unknown antecedent: %v", err)
 	}
+	// No message has ID 0 (it asks the Carrier to number the message).
+	if err := c.SendMsg(ctx, &post.Message{Content: []byte("x"), Properties: post.Properties{Antecedents: []post.MessageID{0}}}); !errors.Is(err, post.ErrInvalid) {
+		t.Fatalf("antecedent 0: %v", err)
+	}
 	if err := c.SendMsg(ctx, &post.Message{Content: []byte("x"), Properties: post.Properties{Lifetime: -time.Second}}); !errors.Is(err, post.ErrInvalid) {
 		t.Fatalf("negative lifetime: %v", err)
 	}

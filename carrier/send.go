@@ -50,7 +50,8 @@ func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 		return errCannotRevive
 	}
 	for _, a := range m.Antecedents {
-		if a != m.ID && !c.knownID(a) {
+		// A message may name itself (ignored); no message has ID 0.
+		if (a != m.ID || a == 0) && !c.knownID(a) {
 			return post.Errorf(post.ErrInvalid, "antecedent %d was not sent on this carrier", a)
 		}
 	}
