@@ -87,6 +87,10 @@ type ccShare struct {
 	hidx     int
 	blocked  bool    // the window held data back
 	queued   *ccPath // the path whose waiting list holds s
+	// left is the path the connection left at its teardown (ccLeave):
+	// ccLock hands it to a closed connection's calls (Stats) without
+	// counting the connection on it again.
+	left *ccPath
 	// wake, if set, replaces c.kick (tests of the group alone).
 	wake func()
 	// woken: kickBlocked woke the member for room in the window, which
@@ -201,14 +205,25 @@ func (c *Conn) ccLeave() {
 	s.inFlight = 0
 	if p != nil {
 		p.kickBlocked(nil)
+	} else {
+		p = s.g.newPath(c.remote) // never attached: a path of its own
 	}
+	s.left = p
 	s.g.mu.Unlock()
 }
 
 // ccLock locks the group and returns c's path with c's bytes in flight
-// brought up to date. Unlock with g.mu.Unlock.
+// brought up to date. Unlock with g.mu.Unlock. A connection that left
+// the group gets the path it left, unchanged: attached again, its
+// packets in flight, which nothing acknowledges any more, would hold
+// the session's window for good (a Stats after an Abort did, and every
+// clone of the session stalled).
 func (c *Conn) ccLock() *ccPath {
-	c.ccs.g.mu.Lock()
+	s := &c.ccs
+	s.g.mu.Lock()
+	if s.left != nil {
+		return s.left
+	}
 	p := c.ccAttach()
 	c.ccSync(p)
 	return p
