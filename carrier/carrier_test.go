@@ -579,3 +579,30 @@ func testAcceptedDormantRefusesSend(t *testing.T, stack string) {
 		t.Fatalf("Send on a dormant accepted Carrier: %v, want ErrDormant", err)
 	}
 }
+
+// TestSendMsgDuplicateID: an ID the caller sets names one message; a
+// second message under the ID of one still queued or being sent is
+// refused with post.ErrInvalid. Before, both were queued and the first
+// one's completion made the queue forget the second: Flush returned nil
+// with it still unsent.
+func TestSendMsgDuplicateID(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		ccfg := clientConfig()
+		ccfg.SendBuffer = 64 << 20
+		c, _ := pairOn(t, stack, ccfg, nil) // the server never reads
+		ctx := ctxT(t)
+		// More than the peer's window and socket buffers take.
+		big := &post.Message{ID: 7, Content: make([]byte, 16<<20)}
+		if err := c.SendMsg(ctx, big); err != nil {
+			t.Fatal(err)
+		}
+		err := c.SendMsg(ctx, &post.Message{ID: 7, Content: []byte("second")})
+		if !errors.Is(err, post.ErrInvalid) {
+			t.Fatalf("second message with ID 7: %v, want ErrInvalid", err)
+		}
+		if err := c.SendMsg(ctx, &post.Message{ID: 8, Content: []byte("other")}); err != nil {
+			t.Fatalf("ID 8: %v", err)
+		}
+		c.Abort()
+	})
+}

@@ -23,8 +23,9 @@ import (
 // ended queues nothing. After the peer closed, it fails with an error
 // wrapping post.ErrPeerClosed. Content over Config.MaxMessageSize is
 // refused with an error wrapping post.ErrMessageTooLarge (NewMessageWriter
-// sends it in parts). The Carrier keeps m.Content until it is sent: do not
-// modify it.
+// sends it in parts). An ID the caller sets must not be that of a message
+// still queued or being sent (ErrInvalid). The Carrier keeps m.Content
+// until it is sent: do not modify it.
 func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 	if m == nil {
 		return post.Errorf(post.ErrInvalid, "nil message")
@@ -55,12 +56,13 @@ func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 			return post.Errorf(post.ErrInvalid, "antecedent %d was not sent on this carrier", a)
 		}
 	}
-	if m.ID == 0 {
+	chosen := m.ID != 0
+	if !chosen {
 		m.ID = post.MessageID(c.nextID.Add(1))
 	} else {
 		c.queue.remember(m.ID)
 	}
-	om := &outMsg{m: m, size: int64(len(m.Content)), queued: time.Now()}
+	om := &outMsg{m: m, size: int64(len(m.Content)), queued: time.Now(), chosen: chosen}
 	if d, ok := m.Deadline(om.queued); ok {
 		om.deadline = d
 	}
@@ -415,6 +417,7 @@ type outMsg struct {
 	deadline time.Time
 	idx      int
 	more     bool // another message was ready when this one was taken
+	chosen   bool // the caller set the ID
 
 	evMu        sync.Mutex // orders the sent and acknowledged events
 	sentEmitted bool
@@ -508,6 +511,12 @@ func (q *sendQueue) push(ctx context.Context, om *outMsg) error {
 		if q.closed {
 			q.mu.Unlock()
 			return post.ErrClosed
+		}
+		if _, dup := q.pending[om.m.ID]; dup && om.chosen {
+			// Two messages under one ID would make it name neither
+			// (antecedents, Flush).
+			q.mu.Unlock()
+			return post.Errorf(post.ErrInvalid, "message ID %d is already queued or being sent", om.m.ID)
 		}
 		// One message larger than the buffer may go alone.
 		if q.bytes == 0 || q.bytes+om.size <= q.limit {

@@ -6,7 +6,9 @@ import (
 )
 
 // MessageID identifies a Message within one Carrier. IDs are assigned by the
-// Carrier on send when left zero, and are used to name antecedents.
+// Carrier on send when left zero, and are used to name antecedents. An ID
+// set by the caller names one message at a time: SendMsg refuses it while
+// another message with it is queued or being sent.
 type MessageID uint64
 
 // Properties describe how a Message should be sent. The zero value is a
