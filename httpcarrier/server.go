@@ -31,7 +31,8 @@ type Server struct {
 	// 256.
 	MaxConcurrentRequests int
 	// IdleTimeout bounds the wait for the next request on a fork the
-	// client keeps open between requests; zero means 5 minutes.
+	// client keeps open between requests, after which the fork is closed
+	// in order; zero means 5 minutes.
 	IdleTimeout time.Duration
 	// BaseContext, if set, is the parent of every request's context.
 	BaseContext context.Context
@@ -287,10 +288,15 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 	}
 	hctx, hcancel := context.WithTimeout(ctx, wait)
 	hm, err := readHead(hctx, f, s.maxHeader())
+	idle := !first && err != nil && hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
 	hcancel()
 	switch {
 	case !first && errors.Is(err, io.EOF):
 		return false, nil // the client closed the idle fork
+	case idle:
+		// Closed in order: the last response may not have been read yet
+		// (a reset would drop it unread and fail its request).
+		return false, nil
 	case errors.Is(err, errHeadTooLarge):
 		s.refuse(f, http.StatusRequestHeaderFieldsTooLarge)
 		return false, nil
