@@ -132,6 +132,7 @@ func BenchmarkHTTPLossy(b *testing.B) {
 					if pkts.ok {
 						b.ReportMetric(float64(pkts.sent)/n, "pkts-out/req")
 						b.ReportMetric(float64(pkts.received)/n, "pkts-in/req")
+						b.ReportMetric(float64(pkts.retx)/n, "resent-out/req")
 					}
 					b.Logf("%s %s: %d requests, p50 %v, p99 %v, max %v", path.name, proto, len(lats), p50, p99, lats[len(lats)-1])
 				})
@@ -143,9 +144,9 @@ func BenchmarkHTTPLossy(b *testing.B) {
 // packetCount is what a client's stack counted: packets sent and
 // received, retransmissions and duplicates included.
 type packetCount struct {
-	sent, received uint64
-	ok             bool
-	byFork         map[*carrier.Carrier]psi.TransientStats
+	sent, received, retx uint64
+	ok                   bool
+	byFork               map[*carrier.Carrier]psi.TransientStats
 }
 
 // sub returns what c counted since before.
@@ -154,13 +155,14 @@ func (c packetCount) sub(before packetCount) packetCount {
 		return packetCount{}
 	}
 	if c.byFork == nil {
-		return packetCount{sent: c.sent - before.sent, received: c.received - before.received, ok: true}
+		return packetCount{sent: c.sent - before.sent, received: c.received - before.received, retx: c.retx - before.retx, ok: true}
 	}
 	d := packetCount{ok: true}
 	for f, st := range c.byFork {
 		st0 := before.byFork[f] // zero for a fork new since before
 		d.sent += st.PacketsSent - st0.PacketsSent
 		d.received += st.PacketsReceived - st0.PacketsReceived
+		d.retx += st.Retransmissions - st0.Retransmissions
 	}
 	return d
 }
@@ -182,12 +184,13 @@ func benchPackets(client *http.Client) packetCount {
 		for _, st := range c.byFork {
 			c.sent += st.PacketsSent
 			c.received += st.PacketsReceived
+			c.retx += st.Retransmissions
 		}
 		return c
 	case *h3Transport:
 		if qc := tr.conn.Load(); qc != nil {
 			st := qc.ConnectionStats()
-			return packetCount{sent: st.PacketsSent, received: st.PacketsReceived, ok: true}
+			return packetCount{sent: st.PacketsSent, received: st.PacketsReceived, retx: st.PacketsLost, ok: true}
 		}
 	}
 	return packetCount{}

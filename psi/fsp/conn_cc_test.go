@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/internal/netem"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -104,6 +105,41 @@ func TestRACKRules(t *testing.T) {
 	later := rackPacket{sent: t0.Add(time.Millisecond), wait: time.Millisecond}
 	if lost, at := later.check(t0.Add(5*time.Millisecond), p); lost || !at.IsZero() {
 		t.Error("a packet sent after the newest acknowledged one is lost")
+	}
+}
+
+// TestRACKReorderJitter: the reordering window of a packet that asked for
+// an immediate acknowledgement stays at its floor on a steady path and
+// grows with the round trip's variation, up to the round trip: a sibling's
+// packet sent 300 µs later and acknowledged first shows the packet lost
+// on a steady 50 µs path, not on one whose samples vary as a loaded
+// host's loops make them (50 µs to 2 ms).
+func TestRACKReorderJitter(t *testing.T) {
+	for _, tc := range []struct {
+		minRTT, rttvar, rtt, want time.Duration
+	}{
+		{50 * time.Microsecond, 10 * time.Microsecond, 60 * time.Microsecond, rackWindow},
+		{2 * time.Millisecond, 10 * time.Microsecond, 2 * time.Millisecond, 500 * time.Microsecond},
+		{50 * time.Microsecond, 300 * time.Microsecond, 800 * time.Microsecond, 600 * time.Microsecond},
+		{50 * time.Microsecond, time.Millisecond, 800 * time.Microsecond, 800 * time.Microsecond},
+	} {
+		if got := rackReorder(tc.minRTT, tc.rttvar, tc.rtt); got != tc.want {
+			t.Errorf("rackReorder(%v, %v, %v) = %v, want %v", tc.minRTT, tc.rttvar, tc.rtt, got, tc.want)
+		}
+	}
+	t0 := time.Now()
+	e := &reliability.Entry[txData]{SentAt: t0, Sent: true, Value: txData{asked: true}}
+	p := &ccPath{ackedSent: t0.Add(300 * time.Microsecond)}
+	steady, jittery := &Conn{}, &Conn{}
+	for i := range 20 {
+		steady.rtt.Update(50*time.Microsecond, 0)
+		jittery.rtt.Update([]time.Duration{50 * time.Microsecond, 2 * time.Millisecond}[i%2], 0)
+	}
+	if lost, _ := steady.rackPacket(e, p).check(t0.Add(time.Millisecond), p); !lost {
+		t.Error("steady path: a packet sent 300 µs before one acknowledged is not lost")
+	}
+	if lost, _ := jittery.rackPacket(e, p).check(t0.Add(time.Millisecond), p); lost {
+		t.Errorf("jittery path (RTT variation %v): a packet sent 300 µs before one acknowledged is lost", jittery.rtt.RTTVar())
 	}
 }
 
