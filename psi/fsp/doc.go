@@ -442,7 +442,8 @@
 // take one flow's share of a bottleneck, and share loss detection: the
 // last packet of a burst asks for an immediate acknowledgement, and is
 // lost once a sibling's packet sent a reordering window (a quarter of the
-// minimum RTT) after it is acknowledged (RACK). A clone's timeout while
+// minimum RTT, at least 100 µs, and twice the RTT variation up to the
+// RTT) after it is acknowledged (RACK). A clone's timeout while
 // its siblings are acknowledged reduces the shared window as a loss does
 // instead of collapsing it. Each keeps its own sequence space and
 // retransmissions. The receive window is advertised in packets. Keep-alives
