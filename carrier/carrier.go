@@ -42,8 +42,10 @@ type Config struct {
 	// (NewMessageWriter, Ready with Max) are not bounded. Zero means
 	// psi.DefaultMaxMessageSize.
 	MaxMessageSize int64
-	// SendBuffer bounds the bytes of messages queued but not yet sent;
-	// SendMsg blocks when it is full. Zero means 4 MiB.
+	// SendBuffer bounds the bytes of messages queued but not yet sent,
+	// each counted with 256 bytes more for what its entry holds, so that
+	// empty messages cannot queue without bound; SendMsg blocks when it
+	// is full. Zero means 4 MiB.
 	SendBuffer int64
 	// IdleTimeout, if set, closes the transient after that long without
 	// traffic; the Carrier turns dormant and the next Send revives it. Only

@@ -18,9 +18,10 @@ import (
 // submission; a message waits for its antecedents, which must be messages
 // already submitted on this Carrier; a message whose lifetime passes
 // before it is sent is dropped and reported with EventExpired. SendMsg
-// blocks while Config.SendBuffer bytes are queued, and fails with an error
-// wrapping post.ErrBackpressure if ctx ends first; a ctx that has already
-// ended queues nothing. After the peer closed, it fails with an error
+// blocks while Config.SendBuffer bytes are queued (each message counts
+// its content and 256 bytes more), and fails with an error wrapping
+// post.ErrBackpressure if ctx ends first; a ctx that has already ended
+// queues nothing. After the peer closed, it fails with an error
 // wrapping post.ErrPeerClosed. Content over Config.MaxMessageSize is
 // refused with an error wrapping post.ErrMessageTooLarge (NewMessageWriter
 // sends it in parts). An ID the caller sets must not be that of a message
@@ -62,7 +63,8 @@ func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 	} else {
 		c.queue.remember(m.ID)
 	}
-	om := &outMsg{m: m, size: int64(len(m.Content)), queued: time.Now(), chosen: chosen}
+	size := int64(len(m.Content))
+	om := &outMsg{m: m, size: size, cost: size + queuedOverhead, queued: time.Now(), chosen: chosen}
 	if d, ok := m.Deadline(om.queued); ok {
 		om.deadline = d
 	}
@@ -413,6 +415,7 @@ type outMsg struct {
 	m        *post.Message
 	seq      uint64
 	size     int64
+	cost     int64 // size and queuedOverhead: what it takes of SendBuffer
 	queued   time.Time
 	deadline time.Time
 	idx      int
@@ -423,6 +426,12 @@ type outMsg struct {
 	sentEmitted bool
 	ackPending  bool
 }
+
+// queuedOverhead is what a queued message counts against SendBuffer
+// beyond its content: about the memory its entry holds (the Message, its
+// outMsg, the heap and map slots), so that empty or tiny messages cannot
+// queue without bound.
+const queuedOverhead = 256
 
 // sendQueue orders outbound messages and bounds their total size.
 type sendQueue struct {
@@ -519,7 +528,7 @@ func (q *sendQueue) push(ctx context.Context, om *outMsg) error {
 			return post.Errorf(post.ErrInvalid, "message ID %d is already queued or being sent", om.m.ID)
 		}
 		// One message larger than the buffer may go alone.
-		if q.bytes == 0 || q.bytes+om.size <= q.limit {
+		if q.bytes == 0 || q.bytes+om.cost <= q.limit {
 			break
 		}
 		ch := q.waitCh()
@@ -533,7 +542,7 @@ func (q *sendQueue) push(ctx context.Context, om *outMsg) error {
 	}
 	q.seq++
 	om.seq = q.seq
-	q.bytes += om.size
+	q.bytes += om.cost
 	q.pending[om.m.ID] = om
 	heap.Push(&q.h, om)
 	q.mu.Unlock()
@@ -618,7 +627,7 @@ func (q *sendQueue) done(om *outMsg, ok bool) {
 func (q *sendQueue) resolve(om *outMsg, ok bool) {
 	id := om.m.ID
 	delete(q.pending, id)
-	q.bytes -= om.size
+	q.bytes -= om.cost
 	if !ok {
 		q.failed[id] = struct{}{}
 		q.failedQ = append(q.failedQ, id)
@@ -661,7 +670,7 @@ func (q *sendQueue) close() int {
 	}
 	for _, om := range left {
 		delete(q.pending, om.m.ID)
-		q.bytes -= om.size
+		q.bytes -= om.cost
 	}
 	q.h = nil
 	clear(q.waiters)
