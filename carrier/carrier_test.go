@@ -653,4 +653,3 @@ func TestBackPressureEmptyMessages(t *testing.T) {
 		}
 	})
 }
-
