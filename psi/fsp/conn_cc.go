@@ -549,7 +549,10 @@ func (c *Conn) rackPacket(e *reliability.Entry[txData], p *ccPath) rackPacket {
 	if p.rtt.HasSample() {
 		d = max(d, p.rtt.SmoothedRTT())
 	}
-	jitter := c.rtt.RTTVar()
+	var jitter time.Duration // of the estimators with samples: RTTVar guesses before
+	if c.rtt.HasSample() {
+		jitter = c.rtt.RTTVar()
+	}
 	if p.rtt.HasSample() {
 		jitter = max(jitter, p.rtt.RTTVar())
 	}

@@ -141,6 +141,12 @@ func TestRACKReorderJitter(t *testing.T) {
 	if lost, _ := jittery.rackPacket(e, p).check(t0.Add(time.Millisecond), p); lost {
 		t.Errorf("jittery path (RTT variation %v): a packet sent 300 µs before one acknowledged is lost", jittery.rtt.RTTVar())
 	}
+	// A clone without samples of its own takes the path's variation, not
+	// the estimator's guess before any sample.
+	p.rtt = steady.rtt
+	if lost, _ := (&Conn{}).rackPacket(e, p).check(t0.Add(time.Millisecond), p); !lost {
+		t.Error("new clone on a steady path: a packet sent 300 µs before one acknowledged is not lost")
+	}
 }
 
 // TestCCTimeoutNothingInFlight: a clone's retransmission timeout that
