@@ -53,6 +53,40 @@ func BenchmarkCarrierBulk64KiB(b *testing.B) {
 	}
 }
 
+// BenchmarkCarrierReceive64KiB is BenchmarkCarrierBulk64KiB with the
+// reader calling Receive, a new buffer each message, on a Carrier from
+// Accept: the path the Listener's receive budget counts.
+func BenchmarkCarrierReceive64KiB(b *testing.B) {
+	for _, st := range benchStacks {
+		b.Run(st, func(b *testing.B) {
+			c, s := benchPair(b, st)
+			ctx := context.Background()
+			msg := make([]byte, 64<<10)
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			done := make(chan error, 1)
+			b.ResetTimer()
+			go func() {
+				for range b.N {
+					if _, err := s.Receive(ctx); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			for range b.N {
+				if err := c.Send(ctx, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
 // BenchmarkCarrierSmallMessages measures one-way 64-byte message rate.
 func BenchmarkCarrierSmallMessages(b *testing.B) {
 	for _, st := range benchStacks {

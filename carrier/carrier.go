@@ -40,8 +40,27 @@ type Config struct {
 	// refuses a larger one and Receive fails on one (both with errors
 	// wrapping post.ErrMessageTooLarge). Messages in parts
 	// (NewMessageWriter, Ready with Max) are not bounded. Zero means
-	// psi.DefaultMaxMessageSize.
+	// psi.DefaultMaxMessageSize. On a Listener, ReceiveBudget bounds
+	// what all its Carriers gather at once.
 	MaxMessageSize int64
+	// ReceiveBudget bounds, on a Listener, the memory of whole messages
+	// from its peers: the buffers in which Receive gathers them on every
+	// Carrier the Listener accepted (and their forks), and the messages
+	// a Sink or Responder queued for the application. A Receive that
+	// finds no room waits, reading nothing, so the stack's flow control
+	// holds the sender back. One source (an IPv4 address or an IPv6 /64)
+	// takes at most a quarter. Room for one whole message is kept for
+	// the gathers' turns, which sources take in rotation, so honest
+	// gathers never deadlock. While others wait, a gather that stalled
+	// (under 16 KiB read in the last second) may have its Carrier ended:
+	// Receive fails with an error wrapping post.ErrBackpressure and the
+	// peer's with post.ErrReset. A Carrier's first 128 KiB of a message
+	// is not counted, so small messages never wait. A whole message
+	// over ReceiveBudget+128 KiB fails Receive with an error wrapping
+	// post.ErrMessageTooLarge, as one over MaxMessageSize does. Zero
+	// means 4 × MaxMessageSize, at least 64 MiB; negative, no bound.
+	// Initiated Carriers, and Ready with Max, are not bounded by it.
+	ReceiveBudget int64
 	// SendBuffer bounds the bytes of messages queued but not yet sent,
 	// each counted with 256 bytes more for what its entry holds, so that
 	// empty messages cannot queue without bound; SendMsg blocks when it
@@ -199,8 +218,10 @@ type Carrier struct {
 	queue  *sendQueue
 	nextID atomic.Uint64
 
-	rmu sync.Mutex // serialises reads
-	in  inbound
+	rmu     sync.Mutex // serialises reads
+	in      inbound
+	recv    *claim      // the Listener's receive budget; nil on an initiated Carrier
+	evicted atomic.Bool // the receive budget ended the Carrier
 
 	closing  atomic.Bool
 	aborted  chan struct{} // closed by Abort
@@ -554,6 +575,7 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	f.forks = c.forks
 	f.class = class
 	c.adopt(f)
+	f.budgetLike(c)
 	return f, nil
 }
 
@@ -582,6 +604,7 @@ func (c *Carrier) AcceptFork(ctx context.Context) (*Carrier, error) {
 	}
 	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
 	c.adopt(f)
+	f.budgetLike(c)
 	return f, nil
 }
 
@@ -597,6 +620,7 @@ type Listener struct {
 	wg     sync.WaitGroup
 	log    *slog.Logger
 
+	budget     *recvBudget     // Config.ReceiveBudget; nil for none
 	accepted   []atomic.Uint64 // per stack, as names
 	acceptErrs atomic.Uint64
 	since      time.Time
@@ -638,6 +662,7 @@ func Listen(ctx context.Context, local post.Local, cfg *Config) (*Listener, erro
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.cfg.Local = local
+	l.budget = newRecvBudget(&l.cfg)
 	addr := local.Addr
 	if !addr.IsValid() {
 		addr = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
@@ -759,6 +784,9 @@ func (l *Listener) acceptLoop(ln psi.Listener, idx int, name string, acfg associ
 		delay = 0
 		a := association.FromTransient(t, acfg)
 		c := newCarrier(a, t, l.cfg, false, kindFull)
+		if l.budget != nil {
+			c.recv = l.budget.claim(t.Path().Remote.Addr(), c.evictGather)
+		}
 		l.accepted[idx].Add(1)
 		select {
 		case l.ch <- c:

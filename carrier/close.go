@@ -46,6 +46,7 @@ func (c *Carrier) CloseContext(ctx context.Context) error {
 	var closeErr error
 	c.queue.drain(ctx)
 	t := c.stop()
+	c.dropInbound()
 	if n := c.queue.close(); n > 0 {
 		errs = append(errs, post.Errorf(post.ErrClosed, "%d queued messages not sent", n))
 	}
@@ -109,6 +110,7 @@ func (c *Carrier) Abort() error {
 	}
 	defer close(c.closed)
 	t := c.stop()
+	c.dropInbound()
 	c.queue.close()
 	c.cancel()
 	if t != nil {

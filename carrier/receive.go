@@ -43,7 +43,11 @@ const keepInboundCap = 1 << 20
 // Config.MaxMessageSize fails with an error wrapping
 // post.ErrMessageTooLarge and stays pending: Ready with Max set receives
 // it in parts. After the peer's
-// orderly close and the last message, it returns io.EOF.
+// orderly close and the last message, it returns io.EOF. On a Carrier
+// from Accept, what Receive gathers counts against the Listener's
+// Config.ReceiveBudget: it waits for room there, and fails with an
+// error wrapping post.ErrBackpressure if the budget ended the Carrier
+// because its peer stalled half-way through a message.
 func (c *Carrier) Receive(ctx context.Context) (*post.Message, error) {
 	return c.Ready(ctx, ReadyOptions{})
 }
@@ -55,20 +59,49 @@ func (c *Carrier) Receive(ctx context.Context) (*post.Message, error) {
 // the next call. A message the sender abandoned, or cut by the peer's
 // close, gives an error, never a part with End set.
 func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, error) {
+	m, _, err := c.ready(ctx, opts, false)
+	return m, err
+}
+
+// ready is Ready. With keep, a whole message stays charged to the
+// Listener's receive budget, apart from the Carrier, until release is
+// called: a Sink or Responder queues it.
+func (c *Carrier) ready(ctx context.Context, opts ReadyOptions, keep bool) (m *post.Message, release func(), err error) {
 	if c.kind == kindSource {
-		return nil, post.Errorf(post.ErrNotSupported, "a source cannot receive")
+		return nil, nil, post.Errorf(post.ErrNotSupported, "a source cannot receive")
 	}
 	partial := opts.Max > 0
 	if opts.Min <= 0 {
 		opts.Min = 1
 	}
 	if partial && opts.Min > opts.Max {
-		return nil, post.Errorf(post.ErrInvalid, "ReadyOptions.Min %d exceeds Max %d", opts.Min, opts.Max)
+		return nil, nil, post.Errorf(post.ErrInvalid, "ReadyOptions.Min %d exceeds Max %d", opts.Min, opts.Max)
+	}
+	cl := c.recv
+	if cl != nil {
+		defer c.dropInbound() // after the unlock: a Close that found rmu held
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	in := &c.in
 	limit := c.cfg.maxMessage()
+	if cl != nil {
+		limit = min(limit, cl.b.limit)
+		defer func() {
+			if c.closing.Load() || c.evicted.Load() {
+				*in = inbound{}
+			}
+			// What the Carrier holds now, the budget counts; but not a
+			// buffer for parts (its size is the caller's Max), only
+			// what it still holds of a whole gather.
+			n := chargeOf(c.inboundCap())
+			if partial {
+				cl.settleAtMost(n, len(in.buf) == 0)
+			} else {
+				cl.settle(n, 0)
+			}
+		}()
+	}
 	if opts.Buffer != nil && len(in.buf) == 0 && !in.end {
 		// Read straight into the caller's buffer, and never keep it.
 		own := in.buf
@@ -82,20 +115,26 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 	}
 	for {
 		if partial && (len(in.buf) >= opts.Min || in.end) {
-			return c.deliver(min(len(in.buf), opts.Max), opts), nil
+			return c.deliver(min(len(in.buf), opts.Max), opts), nil, nil
 		}
 		if !partial && in.off+int64(len(in.buf)) > limit {
 			// The message stays pending, for Ready with Max to take in
 			// parts. Checked before the end: one read may bring the
 			// rest of a message and its end at once.
-			return nil, post.Errorf(post.ErrMessageTooLarge, "inbound message over %d bytes; read it in parts with Ready", limit)
+			if cl != nil {
+				cl.stop()
+				if limit < c.cfg.maxMessage() {
+					return nil, nil, post.Errorf(post.ErrMessageTooLarge, "inbound message over %d bytes, more than the listener's Config.ReceiveBudget can hold; read it in parts with Ready", limit)
+				}
+			}
+			return nil, nil, post.Errorf(post.ErrMessageTooLarge, "inbound message over %d bytes; read it in parts with Ready", limit)
 		}
 		if !partial && in.end {
-			return c.deliver(len(in.buf), opts), nil
-		}
-		t, err := c.readable(ctx)
-		if err != nil {
-			return nil, err
+			if cl != nil {
+				m, release := c.deliverWhole(cl, keep)
+				return m, release, nil
+			}
+			return c.deliver(len(in.buf), opts), nil, nil
 		}
 		// Make room for the next read.
 		want := 64 << 10
@@ -104,30 +143,60 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 		} else if rest := limit + 1 - in.off - int64(len(in.buf)); rest < int64(want) {
 			want = int(max(rest, 1))
 		}
-		if free := cap(in.buf) - len(in.buf); free == 0 || !in.user && free < want {
+		free := cap(in.buf) - len(in.buf)
+		// A counted gather fills its buffer before it grows it.
+		short := !in.user && free < want && (cl == nil || partial)
+		if free == 0 || short {
 			size := max(len(in.buf)+want, 2*cap(in.buf))
-			if len(in.buf) == 0 && in.cap > 0 {
+			switch {
+			case cl != nil && !partial && len(in.buf) == 0:
+				// Nothing counted until a message longer than
+				// gatherFree arrives: an idle Carrier holds no room.
+				size = min(max(in.cap, want), gatherFree)
+			case cl != nil && !partial:
+				size = max(size, in.cap)
+			case len(in.buf) == 0 && in.cap > 0:
 				size = max(in.cap, want) // at least the last large message
+			}
+			if !partial {
+				size = int(min(int64(size), limit+1-in.off))
+			}
+			if cl != nil && !partial {
+				if err := cl.grow(ctx, chargeOf(int64(size)), c.live); err != nil {
+					if errors.Is(err, errGone) {
+						if _, err = c.readable(ctx); err == nil {
+							err = post.ErrClosed
+						}
+					}
+					return nil, nil, err
+				}
 			}
 			nb := make([]byte, len(in.buf), size)
 			copy(nb, in.buf)
 			in.buf, in.user = nb, false
 		}
-		free := in.buf[len(in.buf):cap(in.buf)]
-		if partial && len(free) > want {
-			free = free[:want]
+		t, err := c.readable(ctx)
+		if err != nil {
+			return nil, nil, err
 		}
-		n, end, err := t.ReadMessage(ctx, free)
+		room := in.buf[len(in.buf):cap(in.buf)]
+		if partial && len(room) > want {
+			room = room[:want]
+		}
+		n, end, err := t.ReadMessage(ctx, room)
 		in.buf = in.buf[:len(in.buf)+n]
 		in.end = end
 		if n > 0 {
 			c.touch()
+			if cl != nil {
+				cl.noteRead(n)
+			}
 		}
 		if err != nil {
 			if cerr := ctxEnded(ctx); cerr != nil {
 				// Our own cancellation: the transient stays usable and
 				// the bytes read so far stay buffered.
-				return nil, cerr
+				return nil, nil, cerr
 			}
 			if c.revivable(t) {
 				continue
@@ -143,13 +212,16 @@ func (c *Carrier) Ready(ctx context.Context, opts ReadyOptions) (*post.Message, 
 			if !messageReset(err) {
 				c.lose(t, opError("receive", t, err))
 			}
+			if c.evicted.Load() {
+				return nil, nil, opError("receive", t, errEvicted)
+			}
 			if c.closing.Load() {
-				return nil, post.ErrClosed
+				return nil, nil, post.ErrClosed
 			}
 			if errors.Is(err, io.EOF) {
-				return nil, io.EOF
+				return nil, nil, io.EOF
 			}
-			return nil, opError("receive", t, err)
+			return nil, nil, opError("receive", t, err)
 		}
 	}
 }
@@ -268,4 +340,68 @@ func (c *Carrier) readable(ctx context.Context) (psi.Transient, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// deliverWhole delivers the whole message in c.in on a Carrier under a
+// receive budget. The Carrier keeps no buffer past gatherFree; with
+// keep, what the message holds stays charged until release is called.
+func (c *Carrier) deliverWhole(cl *claim, keep bool) (m *post.Message, release func()) {
+	in := &c.in
+	own, size := !in.user, int64(cap(in.buf))
+	m = c.deliver(len(in.buf), ReadyOptions{})
+	handed := in.buf == nil
+	if cap(in.buf) > gatherFree {
+		in.buf = nil
+	}
+	if !keep {
+		return m, nil
+	}
+	var q int64
+	switch {
+	case handed && own:
+		q = chargeOf(size) // the gather buffer, charge and all
+	case !handed:
+		q = chargeOf(int64(len(m.Content))) // a copy
+	}
+	return m, cl.settle(chargeOf(c.inboundCap()), q)
+}
+
+// inboundCap is the capacity of the Carrier's own inbound buffer.
+func (c *Carrier) inboundCap() int64 {
+	if c.in.user {
+		return 0
+	}
+	return int64(cap(c.in.buf))
+}
+
+// live returns the channel closed when the Carrier's state next changes,
+// and whether it is still open.
+func (c *Carrier) live() (<-chan struct{}, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.revived, c.state != Closed
+}
+
+// dropInbound gives back the inbound buffer of a Carrier this side
+// closed, or whose gather was evicted, unless a read holds it: that read
+// gives it back as it returns.
+func (c *Carrier) dropInbound() {
+	if c.recv == nil || !c.closing.Load() && !c.evicted.Load() || !c.rmu.TryLock() {
+		return
+	}
+	defer c.rmu.Unlock()
+	c.in = inbound{}
+	c.recv.settle(0, 0)
+}
+
+// evictGather ends a Carrier whose half-gathered message the receive
+// budget evicted: its peer is reset, and Receive fails with errEvicted.
+func (c *Carrier) evictGather() {
+	c.evicted.Store(true)
+	if t := c.transient(); t != nil {
+		c.lose(t, errEvicted)
+	} else {
+		c.endWith(errEvicted)
+	}
+	c.dropInbound()
 }

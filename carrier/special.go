@@ -49,7 +49,7 @@ func (s *Source) Abort() error { return s.c.Abort() }
 // waiting unread.
 type Sink struct {
 	l    *Listener
-	msgs chan *post.Message
+	msgs chan queued[*post.Message]
 	done chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
@@ -58,14 +58,16 @@ type Sink struct {
 // NewSink listens on local and receives from all peers. It queues at
 // most 64 complete messages, and each peer's Carrier holds at most one
 // more while it waits for room; beyond that the Sink stops reading that
-// peer and its stack applies back-pressure. So with n peers up to 64+n
-// messages, each up to Config.MaxMessageSize, are held at once.
+// peer and its stack applies back-pressure. The messages queued and
+// those being gathered count against Config.ReceiveBudget until Receive
+// returns them, so what the Sink holds stays within it however many
+// peers send.
 func NewSink(ctx context.Context, local post.Local, cfg *Config) (*Sink, error) {
 	l, err := Listen(ctx, local, noForks(cfg))
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{l: l, msgs: make(chan *post.Message, 64), done: make(chan struct{})}
+	s := &Sink{l: l, msgs: make(chan queued[*post.Message], 64), done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -85,13 +87,14 @@ func (s *Sink) acceptLoop() {
 			defer s.wg.Done()
 			defer c.Close()
 			for {
-				m, err := c.Receive(ctx)
+				m, release, err := c.ready(ctx, ReadyOptions{}, true)
 				if err != nil {
 					return
 				}
 				select {
-				case s.msgs <- m:
+				case s.msgs <- queued[*post.Message]{m, release}:
 				case <-s.done:
+					unhold(release)
 					return
 				}
 			}
@@ -102,8 +105,9 @@ func (s *Sink) acceptLoop() {
 // Receive returns the next message from any peer.
 func (s *Sink) Receive(ctx context.Context) (*post.Message, error) {
 	select {
-	case m := <-s.msgs:
-		return m, nil
+	case q := <-s.msgs:
+		unhold(q.release)
+		return q.v, nil
 	case <-s.done:
 		return nil, post.ErrClosed
 	case <-ctx.Done():
@@ -138,7 +142,7 @@ type Request struct {
 // queued as a Sink queues messages.
 type Responder struct {
 	l    *Listener
-	reqs chan Request
+	reqs chan queued[Request]
 	done chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
@@ -150,7 +154,7 @@ func NewResponder(ctx context.Context, local post.Local, cfg *Config) (*Responde
 	if err != nil {
 		return nil, err
 	}
-	r := &Responder{l: l, reqs: make(chan Request, 64), done: make(chan struct{})}
+	r := &Responder{l: l, reqs: make(chan queued[Request], 64), done: make(chan struct{})}
 	r.wg.Add(1)
 	go r.acceptLoop()
 	return r, nil
@@ -170,13 +174,14 @@ func (r *Responder) acceptLoop() {
 			defer c.Close()
 			reply := &Source{c}
 			for {
-				m, err := c.Receive(ctx)
+				m, release, err := c.ready(ctx, ReadyOptions{}, true)
 				if err != nil {
 					return
 				}
 				select {
-				case r.reqs <- Request{Message: m, Reply: reply}:
+				case r.reqs <- queued[Request]{Request{Message: m, Reply: reply}, release}:
 				case <-r.done:
+					unhold(release)
 					return
 				}
 			}
@@ -188,7 +193,8 @@ func (r *Responder) acceptLoop() {
 func (r *Responder) Receive(ctx context.Context) (Request, error) {
 	select {
 	case q := <-r.reqs:
-		return q, nil
+		unhold(q.release)
+		return q.v, nil
 	case <-r.done:
 		return Request{}, post.ErrClosed
 	case <-ctx.Done():
@@ -233,4 +239,17 @@ func noForks(cfg *Config) *Config {
 	c.Policy = c.Policy.Clone()
 	c.Policy.Feature(psi.Fork, policy.Prohibit)
 	return &c
+}
+
+// queued is a message a Sink or Responder queued, with what gives back
+// its room in the receive budget.
+type queued[T any] struct {
+	v       T
+	release func()
+}
+
+func unhold(release func()) {
+	if release != nil {
+		release()
+	}
 }

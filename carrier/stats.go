@@ -141,12 +141,19 @@ type ListenerStats struct {
 	Accepted map[string]uint64
 	// AcceptErrors counts failed accepts (handshakes refused or broken).
 	AcceptErrors uint64
-	Since        time.Time
+	// ReceiveHeld is the bytes of whole messages counted against
+	// Config.ReceiveBudget now, ReceivePeak the most counted at once,
+	// and ReceiveEvicted the Carriers ended because their half-gathered
+	// message stalled while others waited for room.
+	ReceiveHeld, ReceivePeak int64
+	ReceiveEvicted           uint64
+	Since                    time.Time
 }
 
 // Stats returns the Listener's counters.
 func (l *Listener) Stats() ListenerStats {
 	s := ListenerStats{Accepted: map[string]uint64{}, AcceptErrors: l.acceptErrs.Load(), Since: l.since}
+	s.ReceiveHeld, s.ReceivePeak, s.ReceiveEvicted = l.budget.stats()
 	for i, n := range l.names {
 		if i < len(l.accepted) {
 			s.Accepted[n] = l.accepted[i].Load()

@@ -29,4 +29,5 @@ var All = []Row{
 	{Name: "FSP connections held from one address", Run: FSPConnsOneSource},
 	{Name: "QUIC connections held from one address", Run: QUICConnsOneSource},
 	{Name: "TCP connections held from one address", Run: TCPConnsOneSource},
+	{Name: "TCP clients sending large messages to a slow Sink", Run: TCPSinkMessages},
 }
