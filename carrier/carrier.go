@@ -227,6 +227,7 @@ type Carrier struct {
 	aborted  chan struct{} // closed by Abort
 	abortOne sync.Once
 	closed   chan struct{} // closed when Close or Abort has finished
+	closeErr error         // what that first call found; set before closed closes
 	wg       sync.WaitGroup
 	ownAssoc bool          // the Association was made for this Carrier
 	forks    chan struct{} // Fork calls in flight, shared with the forks

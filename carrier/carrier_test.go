@@ -653,3 +653,34 @@ func TestBackPressureEmptyMessages(t *testing.T) {
 		}
 	})
 }
+
+// TestCloseAfterAbort: Close returns nil only when the peer's stack has
+// every message; after Abort dropped what was queued, a Close (later or
+// concurrent) returned nil all the same, since calls after the first
+// returned nil. It now returns an error wrapping post.ErrClosed, and a
+// second Close returns what the first found.
+func TestCloseAfterAbort(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		c, _ := pairOn(t, stack, nil, nil) // the server never reads
+		ctx := ctxT(t)
+		release := carrier.HoldSender(c)
+		defer release()
+		if err := c.Send(ctx, []byte("never sent")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Abort(); err != nil {
+			t.Fatalf("Abort: %v", err)
+		}
+		if err := c.Close(); !errors.Is(err, post.ErrClosed) {
+			t.Fatalf("Close after Abort: %v, want ErrClosed", err)
+		}
+
+		c2, _ := pairOn(t, stack, nil, nil)
+		if err := c2.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := c2.Close(); err != nil {
+			t.Fatalf("second Close after a clean one: %v", err)
+		}
+	})
+}

@@ -27,12 +27,16 @@ func (c *Carrier) Close() error {
 // (see Abort) and the error wraps post.ErrTimeout and ctx's error. Unread
 // inbound data is discarded; a blocked Ready returns post.ErrClosed once
 // the transient closes. Calls after the first wait for it to finish and
-// return nil.
-func (c *Carrier) CloseContext(ctx context.Context) error {
+// return what it found: nil only after a Close that returned nil, an error
+// wrapping post.ErrClosed after an Abort.
+func (c *Carrier) CloseContext(ctx context.Context) (err error) {
 	if c.closing.Swap(true) {
 		return c.waitClosed(ctx)
 	}
-	defer close(c.closed)
+	defer func() {
+		c.closeErr = err
+		close(c.closed)
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { // Abort cuts a Close short
@@ -108,7 +112,10 @@ func (c *Carrier) Abort() error {
 		<-c.closed
 		return nil
 	}
-	defer close(c.closed)
+	defer func() {
+		c.closeErr = errAborted
+		close(c.closed)
+	}()
 	t := c.stop()
 	c.dropInbound()
 	c.queue.close()
@@ -133,12 +140,18 @@ func (c *Carrier) stop() psi.Transient {
 	return t
 }
 
+// errAborted is what a Close after Abort returns: nothing queued is
+// known to have arrived.
+var errAborted = post.Errorf(post.ErrClosed, "the carrier was aborted")
+
+// waitClosed waits for the Close or Abort in progress and returns its
+// result.
 func (c *Carrier) waitClosed(ctx context.Context) error {
 	select {
 	case <-c.closed:
-		return nil
+		return c.closeErr
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("%w: close: %w", post.ErrTimeout, ctx.Err())
 	}
 }
 
