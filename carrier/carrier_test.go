@@ -684,3 +684,23 @@ func TestCloseAfterAbort(t *testing.T) {
 		}
 	})
 }
+
+// TestAcceptForkPeerAbort: an AcceptFork waiting when the peer aborts
+// fails with an error wrapping post.ErrReset, on every stack, though
+// nothing reads the Carrier. On TCP, where the reset shows only to a
+// read, it waited on (40 s and more in a throwaway run).
+func TestAcceptForkPeerAbort(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		c, s := pairOn(t, stack, nil, nil)
+		res := make(chan error, 1)
+		go func() {
+			_, err := s.AcceptFork(ctxT(t))
+			res <- err
+		}()
+		time.Sleep(50 * time.Millisecond) // let AcceptFork wait first (either order must pass)
+		c.Abort()
+		if err := <-res; !errors.Is(err, post.ErrReset) {
+			t.Fatalf("AcceptFork after the peer's Abort: %v, want ErrReset", err)
+		}
+	})
+}

@@ -68,3 +68,13 @@ func peerFinished(c *net.TCPConn) bool {
 
 // finReporting says whether peerFinished can tell.
 const finReporting = true
+
+// peerReset reports whether c was reset (CLOSE before our own close: the
+// peer's RST).
+func peerReset(c *net.TCPConn) bool {
+	info := tcpInfo(c)
+	return info != nil && info.State == unix.BPF_TCP_CLOSE
+}
+
+// resetReporting says whether peerReset can tell.
+const resetReporting = true

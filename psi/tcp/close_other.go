@@ -23,3 +23,10 @@ func peerFinished(c *net.TCPConn) bool { return false }
 
 // finReporting says whether peerFinished can tell.
 const finReporting = false
+
+// peerReset cannot tell here: an AcceptFork learns of a reset when the
+// connection is read.
+func peerReset(c *net.TCPConn) bool { return false }
+
+// resetReporting says whether peerReset can tell.
+const resetReporting = false

@@ -429,16 +429,34 @@ func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Trans
 // dialling side, which the peer cannot fork to, it blocks until ctx ends or
 // the transient closes.
 func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
-	select {
-	case f := <-t.forkCh: // nil channel on the client side
-		<-t.forkRoom
-		return f, nil
-	case <-ctx.Done():
-		return nil, wrap("accept fork", t.path, ctx.Err())
-	case <-t.done:
-		return nil, t.closedErr("accept fork")
+	// Nothing reads the connection while AcceptFork waits, so a reset by
+	// the peer's Abort shows only in the socket's state: look at it now
+	// and then (Linux), as FSP and QUIC learn of it at once.
+	var poll <-chan time.Time
+	if resetReporting && t.forkCh != nil {
+		tk := time.NewTicker(forkResetPoll)
+		defer tk.Stop()
+		poll = tk.C
+	}
+	for {
+		select {
+		case f := <-t.forkCh: // nil channel on the client side
+			<-t.forkRoom
+			return f, nil
+		case <-ctx.Done():
+			return nil, wrap("accept fork", t.path, ctx.Err())
+		case <-t.done:
+			return nil, t.closedErr("accept fork")
+		case <-poll:
+			if peerReset(t.tcp) {
+				return nil, wrap("accept fork", t.path, post.Errorf(post.ErrReset, "the peer reset the connection"))
+			}
+		}
 	}
 }
+
+// forkResetPoll is how often a waiting AcceptFork looks for a reset.
+const forkResetPoll = 100 * time.Millisecond
 
 // reserveFork takes a place in the AcceptFork queue for a fork of t by a
 // peer with the given association and key, and returns the hello status.
