@@ -3,6 +3,7 @@ package carrier_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/netip"
 	"runtime"
 	"runtime/metrics"
@@ -232,4 +233,57 @@ func testReceiveBudgetStalled(t *testing.T, stack string) {
 	for _, w := range writers {
 		w.Abort()
 	}
+}
+
+// TestReceiveBudgetGivenBack: whatever way a message is read on an
+// accepted Carrier (whole, in parts, whole past the budget and then in
+// parts), the Listener's budget holds nothing once it is read.
+func TestReceiveBudgetGivenBack(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		scfg := serverConfig()
+		scfg.ReceiveBudget = 512 << 10
+		scfg.Policy.Stack(stack, policy.Require)
+		l := listen(t, scfg)
+		ctx := ctxT(t)
+		ccfg := clientConfig()
+		ccfg.Policy.Stack(stack, policy.Require)
+		c, err := carrier.Initiate(ctx, l.Remote("localhost"), ccfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held := func(what string) {
+			t.Helper()
+			if st := l.Stats(); st.ReceiveHeld != 0 {
+				t.Fatalf("after %s: %d bytes held", what, st.ReceiveHeld)
+			}
+		}
+		small, large := random(400<<10), random(1<<20)
+		c.Send(ctx, small)
+		s, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if m, err := s.Receive(ctx); err != nil || !bytes.Equal(m.Content, small) {
+			t.Fatalf("whole: %v", err)
+		}
+		held("a whole message")
+		c.Send(ctx, large)
+		if got := readParts(t, ctx, s, 100<<10); !bytes.Equal(got, large) {
+			t.Fatal("parts differ")
+		}
+		held("a message in parts")
+		c.Send(ctx, large)
+		if _, err := s.Receive(ctx); !errors.Is(err, post.ErrMessageTooLarge) {
+			t.Fatalf("a message past the budget: %v", err)
+		}
+		if got := readParts(t, ctx, s, 100<<10); !bytes.Equal(got, large) {
+			t.Fatal("parts after ErrMessageTooLarge differ")
+		}
+		held("a message past the budget, then in parts")
+		if st := l.Stats(); st.ReceivePeak > scfg.ReceiveBudget || st.ReceivePeak == 0 {
+			t.Fatalf("peak %d of %d", st.ReceivePeak, scfg.ReceiveBudget)
+		}
+	})
 }
