@@ -93,7 +93,9 @@ type Config struct {
 	// ignores it.
 	MemoryBudget int64
 	// SendBuffer bounds the bytes written but not yet acknowledged; zero
-	// means 8 MiB.
+	// means 8 MiB. While packets are in flight a writer waits sooner,
+	// once 128 packets wait to be sent; with nothing in flight (the
+	// peer's window closed) it may fill the whole buffer.
 	SendBuffer int
 	// Linger bounds how long Close waits for the peer to acknowledge
 	// everything sent; zero means psi.DefaultLinger (3 s). CloseContext

@@ -181,6 +181,7 @@ type Conn struct {
 	txSpare          []*[]byte // acknowledged send-queue buffers for writeMessage (recycleTx)
 	writing          int       // bulk writeMessage calls under way (recycleTx)
 	pmtuWait         bool      // a writer waits in pmtuHold: trySend wakes it (pmtuWake)
+	unsentWait       bool      // a writer waits in unsentHold: trySend wakes it (unsentWake)
 	probes           int
 	backoff          uint
 	ptoCount         uint // probe timeouts since the last acknowledgement progress

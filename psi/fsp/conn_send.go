@@ -69,6 +69,7 @@ func (c *Conn) trySend() {
 	}
 	c.freeSealed()
 	c.pmtuWake()
+	c.unsentWake()
 	c.armTimer()
 }
 
@@ -485,7 +486,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 			pushed = true
 		}
 		c.mu.Lock()
-		for c.state == stateEstablished && !c.peerReleased && (c.sndBytes >= c.sndLimit || !c.milk && c.pmtuHold()) {
+		for c.state == stateEstablished && !c.peerReleased && c.writeHeld() {
 			if c.milk && c.msgStart > c.milkLive {
 				// Milk: the send buffer overflows; the oldest message
 				// goes, sent or not.
@@ -493,7 +494,11 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 				continue
 			}
 			c.trySend() // packets held back by more must not wait forever
+			if !c.writeHeld() {
+				continue // the packets it sent made room
+			}
 			c.pmtuWait = c.pmtuWait || !c.milk && c.pmtuHold()
+			c.unsentWait = c.unsentWait || c.unsentHold()
 			c.mu.Unlock()
 			if err := c.wait(ctx, c.writable); err != nil {
 				releaseStaged(staged[:k])
@@ -534,6 +539,13 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 		c.mu.Unlock()
 	}
 	return nil
+}
+
+// writeHeld reports whether a writer must wait before queueing more:
+// the send buffer is full, the path MTU search holds it (pmtuHold), or
+// enough waits to be sent (unsentHold). Called with c.mu held.
+func (c *Conn) writeHeld() bool {
+	return c.sndBytes >= c.sndLimit || !c.milk && c.pmtuHold() || c.unsentHold()
 }
 
 // AbortMessage abandons the outbound message in progress: its packets

@@ -493,7 +493,12 @@
 // from their own goroutine, but packets are built under the lock and
 // sealed after it is dropped, so no connection lock is held across AES-GCM
 // or a system call on the data path, and the connections of one socket
-// send at once (sockio.Conn.WriteBatch takes no lock). A listener's
+// send at once (sockio.Conn.WriteBatch takes no lock). While packets are
+// in flight, a writer waits once 128 of its packets wait to be sent
+// (acknowledgements and sends wake it) instead of packetizing its whole
+// send buffer ahead of the sender, which data would then be sealed from
+// long after it left the cache; with nothing in flight it fills the send
+// buffer (conn_unsent.go). A listener's
 // socket buffer grows from 4 to 16 MiB while the socket overflows with
 // its connections' data, and shrinks back when handshakes are more than
 // a sixteenth of what it reads (rcvbuf.go).
