@@ -446,7 +446,8 @@
 // RTT) after it is acknowledged (RACK). A clone's timeout while
 // its siblings are acknowledged reduces the shared window as a loss does
 // instead of collapsing it. Each keeps its own sequence space and
-// retransmissions. The receive window is advertised in packets. Keep-alives
+// retransmissions; one that ends (closed or aborted) takes its packets
+// in flight off the shared window for good. The receive window is advertised in packets. Keep-alives
 // tick every Config.KeepAlive (a third of IdleTimeout, at least 500 ms)
 // while idle and ask for an acknowledgement once the peer has been silent
 // for half that; a peer silent for IdleTimeout, or one that leaves ten
