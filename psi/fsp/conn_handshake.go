@@ -79,9 +79,17 @@ func (c *Conn) sendHandshake(now time.Time) {
 		c.earlyState = earlyNone // nothing written in time: RESTORE without data
 		c.hsPacket = c.restorePacket(c.resume, now, nil)
 	}
-	if err := c.t.write(c.hsPacket, &c.remote); err != nil && errors.Is(err, syscall.ECONNREFUSED) && c.t.recvErr.Load() {
-		c.failLocked(post.Errorf(post.ErrRefused, "fsp: port unreachable"))
-		return
+	if err := c.t.write(c.hsPacket, &c.remote); err != nil {
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED) && c.t.recvErr.Load():
+			c.failLocked(post.Errorf(post.ErrRefused, "fsp: port unreachable"))
+			return
+		case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+			// No route to the listener (the kernel's answer to this
+			// send): waiting out the handshake timeout changes nothing.
+			c.failLocked(post.Errorf(post.ErrRefused, "fsp: %v", err))
+			return
+		}
 	}
 	c.rtoAt = now.Add(min(hsInitialRTO<<c.hsTries, hsMaxRTO))
 	c.hsTries++

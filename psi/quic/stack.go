@@ -396,7 +396,8 @@ func mapError(err error) error {
 		errors.Is(err, post.ErrTimeout), errors.Is(err, post.ErrRefused),
 		errors.Is(err, post.ErrReset):
 		return err
-	case errors.Is(err, syscall.ECONNREFUSED):
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTDOWN):
 		return tag(post.ErrRefused, err)
 	case errors.As(err, &idleErr), errors.As(err, &hsErr):
 		return tag(post.ErrTimeout, err)
@@ -409,6 +410,11 @@ func mapError(err error) error {
 		}
 		if trErr.Remote {
 			return tag(post.ErrReset, err)
+		}
+		if trErr.ErrorCode == quicgo.InternalError && unreachableText(trErr.ErrorMessage) {
+			// A send the kernel refused for want of a route: quic-go
+			// keeps only the text of the error.
+			return tag(post.ErrRefused, err)
 		}
 		return tag(post.ErrMalformed, err)
 	case errors.As(err, &appErr):
@@ -493,4 +499,15 @@ func (t *transport) release() {
 		t.t.Close()
 		t.pc.Close()
 	}
+}
+
+// unreachableText reports whether msg ends with the text of an error
+// saying the remote host or network cannot be reached.
+func unreachableText(msg string) bool {
+	for _, e := range []syscall.Errno{syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.EHOSTDOWN} {
+		if strings.HasSuffix(msg, e.Error()) {
+			return true
+		}
+	}
+	return false
 }

@@ -168,7 +168,8 @@ func handshakeError(ctx context.Context, err error) error {
 		return post.Errorf(post.ErrTimeout, "raw dial: %v", ctx.Err())
 	case errors.As(err, &ne) && ne.Timeout():
 		return post.Errorf(post.ErrTimeout, "raw dial: %v", err)
-	case errors.Is(err, syscall.ECONNREFUSED):
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTDOWN):
 		return post.Errorf(post.ErrRefused, "raw dial: %v", err)
 	}
 	var ve *tls.CertificateVerificationError
