@@ -240,6 +240,8 @@ type Carrier struct {
 	firstDone atomic.Bool // the first message was stamped
 	lastStats atomic.Pointer[Stats]
 	sender    atomic.Pointer[senderInfo]
+
+	beforeWriteLock func() // tests: runs after a write chose its transient
 }
 
 // Initiate makes a Carrier to remote, racing the allowed stacks over every
@@ -522,7 +524,10 @@ func (c *Carrier) idleLoop() {
 			continue
 		}
 		if t := c.transient(); t != nil && c.lockWrite(c.ctx) {
-			c.retire(t, errors.New("idle timeout"))
+			// A message may have come while the lock was awaited.
+			if time.Since(time.Unix(0, c.lastUse.Load())) >= d && !c.queue.busy() {
+				c.retire(t, errors.New("idle timeout"))
+			}
 			c.unlockWrite()
 		}
 	}

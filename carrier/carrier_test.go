@@ -428,6 +428,41 @@ func TestDormantRevives(t *testing.T) {
 	}
 }
 
+// TestRetireRacesWrite retires the transient, as the idle timeout does,
+// after the sender chose it for a message and before it wrote: the message
+// must go on a revived transient, not fail on the closed one.
+func TestRetireRacesWrite(t *testing.T) {
+	l := listen(t, serverConfig())
+	ctx := ctxT(t)
+	c, err := carrier.Initiate(ctx, l.Remote("localhost"), clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	carrier.RetireBeforeNextWrite(c)
+	events := make(chan post.SendEvent, 4)
+	m := &post.Message{Content: []byte("raced"), OnEvent: func(e post.SendEvent) { events <- e }}
+	if err := c.SendMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if e := <-events; e.Kind != post.EventSent {
+		t.Fatalf("event %v: %v", e.Kind, e.Err)
+	}
+	for { // the retired transient ends with nothing on it; the revived one has it
+		s, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatal("the message never arrived:", err)
+		}
+		defer s.Close()
+		if got, err := s.Receive(ctx); err == nil {
+			if string(got.Content) != "raced" {
+				t.Fatalf("got %q", got.Content)
+			}
+			return
+		}
+	}
+}
+
 func TestNoGoroutineLeak(t *testing.T) { forStacks(t, testNoGoroutineLeak) }
 
 func testNoGoroutineLeak(t *testing.T, stack string) {

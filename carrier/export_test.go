@@ -1,5 +1,10 @@
 package carrier
 
+import (
+	"errors"
+	"sync"
+)
+
 // HoldSender stops c's sender taking queued messages until release is
 // called, so tests can queue several and observe their order.
 func HoldSender(c *Carrier) (release func()) {
@@ -9,3 +14,18 @@ func HoldSender(c *Carrier) (release func()) {
 
 // ConnClosed reports whether n's Close has been called.
 func ConnClosed(n *Conn) bool { return n.closed.Load() }
+
+// RetireBeforeNextWrite makes the next write retire c's transient, as the
+// idle timeout does, after the write chose that transient and before it
+// takes the write lock.
+func RetireBeforeNextWrite(c *Carrier) {
+	var once sync.Once
+	c.beforeWriteLock = func() {
+		once.Do(func() {
+			if t := c.transient(); t != nil && c.lockWrite(c.ctx) {
+				c.retire(t, errors.New("test: idle timeout"))
+				c.unlockWrite()
+			}
+		})
+	}
+}

@@ -99,6 +99,37 @@ func (c *Carrier) lockWrite(ctx context.Context) bool {
 
 func (c *Carrier) unlockWrite() { <-c.wlock }
 
+// lockActive returns the transient to write m to with the write lock
+// held, reviving a dormant Carrier as active does. The idle timeout
+// retires a transient under the write lock, so a transient chosen before
+// the lock was taken may have been closed meanwhile: then it chooses
+// again, and the message goes on the revived transient instead of failing
+// on the closed one.
+func (c *Carrier) lockActive(ctx context.Context, m *post.Message) (psi.Transient, error) {
+	for {
+		t, err := c.activeFor(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		if h := c.beforeWriteLock; h != nil {
+			h()
+		}
+		if !c.lockWrite(ctx) {
+			if err := ctx.Err(); err != nil && c.ctx.Err() == nil {
+				return nil, err
+			}
+			return nil, post.ErrClosed
+		}
+		c.mu.Lock()
+		same := c.t == t
+		c.mu.Unlock()
+		if same {
+			return t, nil
+		}
+		c.unlockWrite()
+	}
+}
+
 func (c *Carrier) sendLoop() {
 	defer c.wg.Done()
 	var held psi.Transient // holds messages written with More
@@ -166,7 +197,7 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 		ctx, cancel = context.WithDeadline(ctx, om.deadline)
 		defer cancel()
 	}
-	t, err := c.activeFor(ctx, om.m)
+	t, err := c.lockActive(ctx, om.m)
 	if err != nil {
 		if !om.deadline.IsZero() && errors.Is(err, context.DeadlineExceeded) {
 			return nil, post.ErrExpired
@@ -193,12 +224,6 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 				om.ackPending = true
 			}
 		}
-	}
-	if !c.lockWrite(ctx) {
-		if !om.deadline.IsZero() && c.ctx.Err() == nil {
-			return nil, post.ErrExpired
-		}
-		return nil, post.ErrClosed
 	}
 	err = t.WriteMessage(ctx, om.m.Content, true, opts)
 	if err != nil && ctxEnded(ctx) != nil && c.ctx.Err() == nil {
@@ -305,12 +330,9 @@ func (c *Carrier) NewMessageWriter(ctx context.Context, props post.Properties) (
 	if err := c.queue.drain(ctx); err != nil {
 		return nil, err
 	}
-	t, err := c.active(ctx)
+	t, err := c.lockActive(ctx, nil)
 	if err != nil {
 		return nil, err
-	}
-	if !c.lockWrite(ctx) {
-		return nil, ctx.Err()
 	}
 	c.writer.Store(true)
 	return &MessageWriter{c: c, t: t, props: props, ctx: ctx}, nil
