@@ -29,3 +29,9 @@ func RetireBeforeNextWrite(c *Carrier) {
 		})
 	}
 }
+
+// SinkQueued returns how many messages s queued for Receive.
+func SinkQueued(s *Sink) int { return len(s.msgs) }
+
+// ResponderQueued returns how many requests r queued for Receive.
+func ResponderQueued(r *Responder) int { return len(r.reqs) }

@@ -102,8 +102,14 @@ func (s *Sink) acceptLoop() {
 	}
 }
 
-// Receive returns the next message from any peer.
+// Receive returns the next message from any peer. After Close it fails
+// with post.ErrClosed: messages still queued are discarded.
 func (s *Sink) Receive(ctx context.Context) (*post.Message, error) {
+	select {
+	case <-s.done:
+		return nil, post.ErrClosed
+	default:
+	}
 	select {
 	case q := <-s.msgs:
 		unhold(q.release)
@@ -125,6 +131,7 @@ func (s *Sink) Close() error {
 		close(s.done)
 		err = s.l.Close()
 		s.wg.Wait()
+		discard(s.msgs)
 	})
 	return err
 }
@@ -189,8 +196,14 @@ func (r *Responder) acceptLoop() {
 	}
 }
 
-// Receive returns the next request from any peer.
+// Receive returns the next request from any peer. After Close it fails
+// with post.ErrClosed: requests still queued are discarded.
 func (r *Responder) Receive(ctx context.Context) (Request, error) {
+	select {
+	case <-r.done:
+		return Request{}, post.ErrClosed
+	default:
+	}
 	select {
 	case q := <-r.reqs:
 		unhold(q.release)
@@ -224,6 +237,7 @@ func (r *Responder) Close() error {
 		close(r.done)
 		err = r.l.Close()
 		r.wg.Wait()
+		discard(r.reqs)
 	})
 	return err
 }
@@ -251,5 +265,18 @@ type queued[T any] struct {
 func unhold(release func()) {
 	if release != nil {
 		release()
+	}
+}
+
+// discard empties a closed Sink's or Responder's queue, giving back the
+// room its messages took in the receive budget.
+func discard[T any](ch chan queued[T]) {
+	for {
+		select {
+		case q := <-ch:
+			unhold(q.release)
+		default:
+			return
+		}
 	}
 }

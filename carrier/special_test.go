@@ -2,6 +2,7 @@ package carrier_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -71,6 +72,60 @@ func TestResponder(t *testing.T) {
 			t.Fatalf("got %q, want %q", m.Content, want)
 		}
 	}
+}
+
+// TestSpecialReceiveAfterClose: once a Sink or Responder is closed,
+// Receive fails with post.ErrClosed every time, though messages were
+// queued unread (they are discarded, not returned at random).
+func TestSpecialReceiveAfterClose(t *testing.T) {
+	const n = 8
+	ctx := ctxT(t)
+	local := post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}
+	fill := func(t *testing.T, l *carrier.Listener, queued func() int) {
+		src, err := carrier.NewSource(ctx, l.Remote("localhost"), clientConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		for i := range n {
+			if err := src.Send(ctx, []byte(fmt.Sprint(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for queued() < n-1 { // the Carrier may hold the last one
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%d queued", queued())
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	t.Run("sink", func(t *testing.T) {
+		s, err := carrier.NewSink(ctx, local, serverConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fill(t, s.Listener(), func() int { return carrier.SinkQueued(s) })
+		s.Close()
+		for range 2 * n {
+			if m, err := s.Receive(ctx); !errors.Is(err, post.ErrClosed) {
+				t.Fatalf("Receive after Close: %v %v", m, err)
+			}
+		}
+	})
+	t.Run("responder", func(t *testing.T) {
+		r, err := carrier.NewResponder(ctx, local, serverConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fill(t, r.Listener(), func() int { return carrier.ResponderQueued(r) })
+		r.Close()
+		for range 2 * n {
+			if q, err := r.Receive(ctx); !errors.Is(err, post.ErrClosed) {
+				t.Fatalf("Receive after Close: %v %v", q.Message, err)
+			}
+		}
+	})
 }
 
 // TestSpecialRefusesForks: a Sink and a Responder never accept forks, so
