@@ -242,6 +242,7 @@ type Carrier struct {
 	sender    atomic.Pointer[senderInfo]
 
 	beforeWriteLock func() // tests: runs after a write chose its transient
+	beforeFork      func() // tests: runs after a fork chose its transient
 }
 
 // Initiate makes a Carrier to remote, racing the allowed stacks over every
@@ -563,18 +564,17 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	t, err := c.active(ctx)
-	if err != nil {
-		return nil, err
-	}
 	select {
 	case c.forks <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	nt, err := t.Fork(ctx, class)
+	nt, t, err := c.forkActive(ctx, class)
 	<-c.forks
 	if err != nil {
+		if t == nil {
+			return nil, err
+		}
 		return nil, opError("fork", t, err)
 	}
 	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
@@ -583,6 +583,26 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	c.adopt(f)
 	f.budgetLike(c)
 	return f, nil
+}
+
+// forkActive forks the active transient. The idle timeout may retire the
+// transient it chose before the fork is made: then it chooses again, and
+// the fork goes on the revived transient instead of failing on the
+// closed one.
+func (c *Carrier) forkActive(ctx context.Context, class psi.TrafficClass) (psi.Transient, psi.Transient, error) {
+	for {
+		t, err := c.active(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if h := c.beforeFork; h != nil {
+			h()
+		}
+		nt, err := t.Fork(ctx, class)
+		if err == nil || c.transient() == t || ctx.Err() != nil {
+			return nt, t, err
+		}
+	}
 }
 
 // forkAllowed refuses forking when the policy prohibits the fork feature.

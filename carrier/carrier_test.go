@@ -463,6 +463,50 @@ func TestRetireRacesWrite(t *testing.T) {
 	}
 }
 
+// TestRetireRacesFork: a Fork whose transient the idle timeout retires
+// just after the Fork chose it goes on the revived transient instead of
+// failing on the closed one.
+func TestRetireRacesFork(t *testing.T) {
+	l := listen(t, serverConfig())
+	ctx := ctxT(t)
+	c, err := carrier.Initiate(ctx, l.Remote("localhost"), clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	carrier.RetireBeforeNextFork(c)
+	f, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatalf("Fork raced by the idle timeout: %v", err)
+	}
+	defer f.Close()
+	if err := f.Send(ctx, []byte("forked")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(ctx, []byte("root")); err != nil {
+		t.Fatal(err)
+	}
+	for { // the retired transient ends with nothing on it; the revived one has both
+		s, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatal("the revived root never arrived:", err)
+		}
+		defer s.Close()
+		if _, err := s.Receive(ctx); err != nil {
+			continue
+		}
+		sf, err := s.AcceptFork(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sf.Close()
+		if got, err := sf.Receive(ctx); err != nil || string(got.Content) != "forked" {
+			t.Fatalf("the fork's message: %v", err)
+		}
+		return
+	}
+}
+
 func TestNoGoroutineLeak(t *testing.T) { forStacks(t, testNoGoroutineLeak) }
 
 func testNoGoroutineLeak(t *testing.T, stack string) {

@@ -30,6 +30,20 @@ func RetireBeforeNextWrite(c *Carrier) {
 	}
 }
 
+// RetireBeforeNextFork makes the next Fork retire c's transient, as the
+// idle timeout does, after the Fork chose that transient.
+func RetireBeforeNextFork(c *Carrier) {
+	var once sync.Once
+	c.beforeFork = func() {
+		once.Do(func() {
+			if t := c.transient(); t != nil && c.lockWrite(c.ctx) {
+				c.retire(t, errors.New("test: idle timeout"))
+				c.unlockWrite()
+			}
+		})
+	}
+}
+
 // SinkQueued returns how many messages s queued for Receive.
 func SinkQueued(s *Sink) int { return len(s.msgs) }
 
