@@ -18,23 +18,17 @@ func ConnClosed(n *Conn) bool { return n.closed.Load() }
 // RetireBeforeNextWrite makes the next write retire c's transient, as the
 // idle timeout does, after the write chose that transient and before it
 // takes the write lock.
-func RetireBeforeNextWrite(c *Carrier) {
-	var once sync.Once
-	c.beforeWriteLock = func() {
-		once.Do(func() {
-			if t := c.transient(); t != nil && c.lockWrite(c.ctx) {
-				c.retire(t, errors.New("test: idle timeout"))
-				c.unlockWrite()
-			}
-		})
-	}
-}
+func RetireBeforeNextWrite(c *Carrier) { c.beforeWriteLock = retireOnce(c) }
 
 // RetireBeforeNextFork makes the next Fork retire c's transient, as the
 // idle timeout does, after the Fork chose that transient.
-func RetireBeforeNextFork(c *Carrier) {
+func RetireBeforeNextFork(c *Carrier) { c.beforeFork = retireOnce(c) }
+
+// retireOnce returns a hook that retires c's transient the first time it
+// runs.
+func retireOnce(c *Carrier) func() {
 	var once sync.Once
-	c.beforeFork = func() {
+	return func() {
 		once.Do(func() {
 			if t := c.transient(); t != nil && c.lockWrite(c.ctx) {
 				c.retire(t, errors.New("test: idle timeout"))

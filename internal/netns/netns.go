@@ -154,6 +154,32 @@ func (n *NS) Exec(args ...string) (string, error) {
 	return output(nil, name, rest...)
 }
 
+// SNMP returns the namespace's counter name of protocol proto ("Tcp",
+// "Udp") from /proc/net/snmp, such as ("Tcp", "OutRsts").
+func (n *NS) SNMP(proto, name string) (int, error) {
+	out, err := n.Exec("cat", "/proc/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	var names []string
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != proto+":" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, nm := range names {
+			if nm == name && i < len(f) {
+				return strconv.Atoi(f[i])
+			}
+		}
+	}
+	return 0, fmt.Errorf("netns: no %s %s in /proc/net/snmp", proto, name)
+}
+
 // Nft feeds an nftables script to nft inside the namespace.
 func (n *NS) Nft(script string) error {
 	name, rest := n.command([]string{"nft", "-f", "-"})

@@ -104,22 +104,9 @@ func (n *bottleneck) drops() string {
 			tbf, _, _ = strings.Cut(out[i+len("dropped "):], ",")
 		}
 	}
-	if out, err := n.srv.Exec("cat", "/proc/net/snmp"); err == nil {
-		var names []string
-		for line := range strings.Lines(out) {
-			f := strings.Fields(line)
-			if len(f) == 0 || f[0] != "Udp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i, name := range names {
-				if (name == "RcvbufErrors" || name == "InErrors") && i < len(f) {
-					udp += name + " " + f[i] + " "
-				}
-			}
+	for _, name := range []string{"RcvbufErrors", "InErrors"} {
+		if v, err := n.srv.SNMP("Udp", name); err == nil {
+			udp += fmt.Sprintf("%s %d ", name, v)
 		}
 	}
 	// Devices that dropped (a TUN device of the delay line, say, when the

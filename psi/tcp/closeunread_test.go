@@ -3,8 +3,6 @@ package tcp_test
 import (
 	"context"
 	"io"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -57,30 +55,9 @@ func TestCloseWithUnreadInput(t *testing.T) {
 // outResets reads the namespace's count of TCP resets sent.
 func outResets(t *testing.T, ns *netns.NS) int {
 	t.Helper()
-	out, err := ns.Exec("cat", "/proc/net/snmp")
+	n, err := ns.SNMP("Tcp", "OutRsts")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for line := range strings.Lines(out) {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "Tcp:" {
-			continue
-		}
-		if names == nil {
-			names = f
-			continue
-		}
-		for i, name := range names {
-			if name == "OutRsts" && i < len(f) {
-				n, err := strconv.Atoi(f[i])
-				if err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
-		}
-	}
-	t.Fatal("no Tcp OutRsts in /proc/net/snmp")
-	return 0
+	return n
 }
