@@ -288,7 +288,11 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 	}
 	hctx, hcancel := context.WithTimeout(ctx, wait)
 	hm, err := readHead(hctx, f, s.maxHeader())
-	idle := !first && err != nil && hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+	// The wait ran out even if hctx's timer has not marked it done yet: a
+	// stack that maps the deadline onto its socket (TCP) fails the read
+	// first.
+	hdl, _ := hctx.Deadline()
+	idle := !first && err != nil && ctx.Err() == nil && (hctx.Err() != nil || !time.Now().Before(hdl))
 	hcancel()
 	switch {
 	case !first && errors.Is(err, io.EOF):
