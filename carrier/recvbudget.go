@@ -181,6 +181,12 @@ func (cl *claim) grow(ctx context.Context, n int64, live func() (<-chan struct{}
 // what gives those back (nil when keep is 0). With n 0, cl's gather is
 // over.
 func (cl *claim) settle(n, keep int64) (release func()) {
+	// Only the Carrier's reader (under its rmu) changes cl's count and
+	// listing, so it reads them without b.mu: a Receive that leaves both
+	// as they were, as a small message does, takes no Listener-wide lock.
+	if keep <= 0 && n == cl.held && (n != 0 || !cl.listed) {
+		return nil
+	}
 	b := cl.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -208,10 +214,7 @@ func (cl *claim) settle(n, keep int64) (release func()) {
 
 // settleAtMost lowers what cl holds to n, or to nothing with none.
 func (cl *claim) settleAtMost(n int64, none bool) {
-	b := cl.b
-	b.mu.Lock()
-	held := cl.held
-	b.mu.Unlock()
+	held := cl.held // the reader's own (settle)
 	if none {
 		n = 0
 	}
