@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/internal/netns"
-	"github.com/postsockets/postsockets/psi"
-	"github.com/postsockets/postsockets/psi/tcp"
 )
 
 // TestCloseWithUnreadInput closes an end that left the peer's message
@@ -16,17 +14,7 @@ import (
 // connection with a FIN rather than a reset, and the peer reads the last
 // message and a clean end of stream.
 func TestCloseWithUnreadInput(t *testing.T) {
-	netns.Require(t)
-	ns := netns.New(t, "tcpunread")
-	var a, b psi.Transient
-	err := ns.Do(func() error {
-		var s tcp.Stack
-		a, b = connect(t, s, listen(t, s, serverConfig()), clientConfig())
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, ns := nsPair(t, "tcpunread")
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -26,17 +26,7 @@ const peerEndBound = 10 * time.Second
 // post.ErrClosed once the peer's FIN arrives, and the writer still reads
 // what the peer sent before its Close.
 func TestPeerCloseEndsBlockedWrite(t *testing.T) {
-	netns.Require(t)
-	ns := netns.New(t, "tcppeerend")
-	var a, b psi.Transient
-	err := ns.Do(func() error {
-		var s tcp.Stack
-		a, b = connect(t, s, listen(t, s, serverConfig()), clientConfig())
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, ns := nsPair(t, "tcppeerend")
 	defer b.(psi.Aborter).Abort(nil) // its data is never acknowledged
 	if err := ns.Drop(100, "tcp flags & rst != 0"); err != nil {
 		t.Fatal(err)
@@ -75,4 +65,20 @@ func TestPeerCloseEndsBlockedWrite(t *testing.T) {
 	if err := b.WriteMessage(ctx, []byte("x"), true, nil); !errors.Is(err, post.ErrClosed) {
 		t.Fatalf("write after the peer's Close: %v, want post.ErrClosed", err)
 	}
+}
+
+// nsPair connects two transients in a network namespace of their own.
+func nsPair(t *testing.T, name string) (a, b psi.Transient, ns *netns.NS) {
+	t.Helper()
+	netns.Require(t)
+	ns = netns.New(t, name)
+	err := ns.Do(func() error {
+		var s tcp.Stack
+		a, b = connect(t, s, listen(t, s, serverConfig()), clientConfig())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b, ns
 }
