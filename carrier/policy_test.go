@@ -73,9 +73,12 @@ func testPolicyPeerProhibitsFork(t *testing.T, stack string) {
 	ctx := ctxT(t)
 	f, err := c.Fork(ctx)
 	if err != nil {
+		refused(t, err)
 		return
 	}
+	defer f.Close()
 	if err := f.Send(ctx, []byte("on a prohibited fork")); err != nil {
+		refused(t, err)
 		return
 	}
 	// The peer refuses the fork: its Receive fails at once, not by
@@ -89,5 +92,15 @@ func testPolicyPeerProhibitsFork(t *testing.T, stack string) {
 	case rctx.Err() != nil:
 		t.Fatalf("the fork was not refused, only left unanswered: %v", err)
 	}
-	f.Close()
+	refused(t, err)
+}
+
+// refused checks that a fork the peer refused failed with an error
+// wrapping post.ErrRefused, the same on every stack (FSP said ErrReset
+// until 1 December).
+func refused(t *testing.T, err error) {
+	t.Helper()
+	if !errors.Is(err, post.ErrRefused) {
+		t.Errorf("refused fork: %v; want an error wrapping post.ErrRefused", err)
+	}
 }

@@ -167,10 +167,12 @@ func TestSpecialRefusesForks(t *testing.T) {
 				}
 				f, err := c.Fork(ctx)
 				if err != nil {
+					refused(t, err)
 					return
 				}
 				defer f.Close()
 				if err := f.Send(ctx, []byte("on a fork")); err != nil {
+					refused(t, err)
 					return
 				}
 				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -179,6 +181,7 @@ func TestSpecialRefusesForks(t *testing.T) {
 				if err == nil || rctx.Err() != nil {
 					t.Fatalf("the fork was not refused: %v", err)
 				}
+				refused(t, err)
 			})
 		}
 	})

@@ -133,7 +133,8 @@ type Config struct {
 	// see doc.go), and lets a listener take such messages.
 	Allow0RTT bool
 	// NoForks refuses clones: Fork fails with post.ErrPolicyConflict and
-	// the peer's clones are reset, so its first write on one fails.
+	// the peer's clones are reset with reason refused, so its calls on
+	// one fail with an error wrapping post.ErrRefused.
 	NoForks bool
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger

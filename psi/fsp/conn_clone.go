@@ -62,7 +62,9 @@ func (c *Conn) routeClone(in *inPacket, pkt *wire.Packet, now time.Time) *Conn {
 	if c.cfg.NoForks {
 		delete(c.clones, pkt.Src)
 		c.mu.Unlock()
-		clone.teardown(post.Errorf(post.ErrPolicyConflict, "fsp: forks are prohibited here"), true)
+		// Refused as QUIC and TCP refuse it: the forking end's calls
+		// fail with post.ErrRefused (RESET reason ResetRefused).
+		clone.teardown(post.Errorf(post.ErrRefused, "fsp: forks are prohibited here"), true)
 		return nil
 	}
 	if c.forkMade >= c.forkCredit {

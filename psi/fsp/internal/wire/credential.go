@@ -28,7 +28,8 @@ const ResetAuthentication = 1
 
 // ResetRefused is the reason octet of a protected RESET that refuses a
 // connection or clone the sender will not keep (a listener over its
-// memory budget or closed, a clone beyond the fork credit).
+// memory budget or closed, a clone beyond the fork credit or where forks
+// are prohibited).
 const ResetRefused = 2
 
 // Len returns the encoded length of c.
