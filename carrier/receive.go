@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -193,7 +194,7 @@ func (c *Carrier) ready(ctx context.Context, opts ReadyOptions, keep bool) (m *p
 			}
 		}
 		if err != nil {
-			if cerr := ctxEnded(ctx); cerr != nil {
+			if cerr := ctxend.Err(ctx); cerr != nil {
 				// Our own cancellation: the transient stays usable and
 				// the bytes read so far stay buffered.
 				return nil, nil, cerr

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -226,7 +227,7 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 		}
 	}
 	err = t.WriteMessage(ctx, om.m.Content, true, opts)
-	if err != nil && ctxEnded(ctx) != nil && c.ctx.Err() == nil {
+	if err != nil && ctxend.Err(ctx) != nil && c.ctx.Err() == nil {
 		// The lifetime ran out while flow control held the message;
 		// the stack may have sent part of it, so abandon it.
 		c.abandon(t, err)
@@ -366,7 +367,7 @@ func (w *MessageWriter) Write(p []byte) (int, error) {
 
 // fail abandons the message after err and releases the transient.
 func (w *MessageWriter) fail(err error) {
-	if ctxEnded(w.ctx) != nil || err == errWriterAborted {
+	if ctxend.Err(w.ctx) != nil || err == errWriterAborted {
 		w.err = opError("send", w.t, err)
 		w.c.abandon(w.t, err)
 	} else {
