@@ -101,7 +101,7 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 		}
 		return err
 	default:
-		err := post.Errorf(post.ErrTimeout, "fsp: close: peer did not acknowledge everything sent: %v", ctx.Err())
+		err := fmt.Errorf("%w: fsp: close: peer did not acknowledge everything sent: %w", post.ErrTimeout, ctx.Err())
 		c.teardown(post.Errorf(post.ErrClosed, "fsp: connection closed: %v", err), true)
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -698,7 +699,26 @@ func testPeerCloseEndsSends(t *testing.T, mp MakePair) {
 	}
 }
 
+// testCloseContextBounded: a Close whose context ends before the peer
+// confirmed fails with an error wrapping post.ErrTimeout and the
+// context's error, also when the context's deadline has passed but its
+// timer has not marked it done yet (a stack that sets the deadline on a
+// socket sees it fire first: QUIC's Close reported that as a bare
+// "deadline exceeded" wrapping no sentinel).
 func testCloseContextBounded(t *testing.T, mp MakePair) {
+	t.Run("Timer", func(t *testing.T) {
+		testCloseBounded(t, mp, func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 500*time.Millisecond)
+		})
+	})
+	t.Run("DeadlineFirst", func(t *testing.T) {
+		testCloseBounded(t, mp, func() (context.Context, context.CancelFunc) {
+			return ctxend.Late(500 * time.Millisecond)
+		})
+	})
+}
+
+func testCloseBounded(t *testing.T, mp MakePair, closeCtx func() (context.Context, context.CancelFunc)) {
 	p := mp(t, short)
 	if p.VanishB == nil {
 		t.Skip("pair cannot make B vanish")
@@ -715,11 +735,14 @@ func testCloseContextBounded(t *testing.T, mp MakePair) {
 			break
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	cctx, cancel := closeCtx()
 	defer cancel()
 	err := within(t, 2*time.Second, "CloseContext", func() error { return psi.CloseContext(cctx, p.A) })
 	if err == nil {
 		t.Fatal("Close returned nil although the peer acknowledged nothing")
+	}
+	if !errors.Is(err, post.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close past its context's deadline: %v, want ErrTimeout and context.DeadlineExceeded", err)
 	}
 	// Closed, though the Close failed: later calls say so.
 	if _, _, err := p.A.ReadMessage(ctx, make([]byte, 64)); !errors.Is(err, post.ErrClosed) {

@@ -16,6 +16,7 @@ import (
 
 	quicgo "github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -886,10 +887,12 @@ func (t *Transient) finishClose(ctx context.Context) error {
 	return nil
 }
 
-// closeFailure reports a Close cut short by ctx as a timeout.
+// closeFailure reports a Close cut short by ctx as a timeout wrapping
+// ctx's error. awaitPeer sets ctx's deadline on the stream, whose read can
+// fail before ctx's timer marks it done.
 func closeFailure(ctx context.Context, err error) error {
-	if ctx.Err() != nil && (err == ctx.Err() || errors.Is(err, os.ErrDeadlineExceeded)) {
-		return post.Errorf(post.ErrTimeout, "peer did not confirm the close: %v", ctx.Err())
+	if cerr := ctxend.Err(ctx); cerr != nil && (errors.Is(err, cerr) || errors.Is(err, os.ErrDeadlineExceeded)) {
+		return fmt.Errorf("%w: peer did not confirm the close: %w", post.ErrTimeout, cerr)
 	}
 	return mapError(err)
 }

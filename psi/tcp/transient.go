@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -243,13 +244,20 @@ func ctxErr(ctx context.Context, err error) error {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
-	if ctx.Err() == context.Canceled {
-		return context.Canceled
-	}
-	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
-		return fmt.Errorf("%w: %w", post.ErrTimeout, context.DeadlineExceeded)
+	switch cerr := ctxend.Err(ctx); {
+	case errors.Is(cerr, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w", post.ErrTimeout, cerr)
+	case cerr != nil:
+		return cerr
 	}
 	return err
+}
+
+// closeCut is Close's error when ctx ended before the peer confirmed
+// everything: it wraps post.ErrTimeout and ctx's error, whether ctx's
+// timer or the socket's deadline fired first.
+func closeCut(ctx context.Context, what string) error {
+	return fmt.Errorf("%w: %s: %w", post.ErrTimeout, what, ctxend.Err(ctx))
 }
 
 // WriteMessage appends p to the current message and flushes at its end. A
@@ -541,7 +549,7 @@ func (t *transient) CloseContext(ctx context.Context) error {
 		case <-t.closeRes:
 			return t.closeErr
 		case <-ctx.Done():
-			return wrap("close", t.path, ctxErr(ctx, ctx.Err()))
+			return wrap("close", t.path, closeCut(ctx, "another Close still waits for the peer"))
 		}
 	}
 	err := t.finish(ctx)
@@ -655,7 +663,10 @@ func (t *transient) finish(ctx context.Context) error {
 			err = cerr
 		}
 		if err != nil {
-			return ctxErr(ctx, err)
+			if errors.Is(err, os.ErrDeadlineExceeded) && ctxend.Err(ctx) != nil {
+				return closeCut(ctx, "flush")
+			}
+			return err
 		}
 	}
 	if t.tcp != nil {
@@ -724,7 +735,7 @@ func (t *transient) awaitAcked(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return post.Errorf(post.ErrTimeout, "%d bytes not acknowledged by the peer: %v", n, ctx.Err())
+			return closeCut(ctx, fmt.Sprintf("%d bytes not acknowledged by the peer", n))
 		case <-time.After(wait):
 		}
 		// Finely at first, where a reader's quick ACK lands within about
@@ -742,10 +753,10 @@ func (t *transient) awaitPeerEnd(ctx context.Context) error {
 	dl, _ := ctx.Deadline()
 	_ = raw.SetReadDeadline(dl)
 	_, err := io.Copy(io.Discard, raw)
-	if err != nil {
-		return ctxErr(ctx, err)
+	if errors.Is(err, os.ErrDeadlineExceeded) && ctxend.Err(ctx) != nil {
+		return closeCut(ctx, "the peer did not end its stream")
 	}
-	return nil
+	return err
 }
 
 // discardInput drops what the peer sent that was not read, so closing
