@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
@@ -214,7 +215,9 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 			}
 			a.log.Debug("race attempt failed", "candidate", r.c.String(), "err", r.err)
 			errs = append(errs, fmt.Errorf("%s: %w", r.c, r.err))
-			if ctx.Err() == nil {
+			// Not once the caller's deadline passed: a stack that sets
+			// it on its socket fails before ctx's timer marks it done.
+			if ctxend.Err(ctx) == nil {
 				a.mu.Lock()
 				a.failures[r.c.key()] = time.Now()
 				a.mu.Unlock()
@@ -257,7 +260,7 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	}
 	if win == nil {
 		err := errors.Join(errs...)
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		if ctxErr := ctxend.Err(ctx); ctxErr != nil {
 			err = errors.Join(ctxErr, post.ErrTimeout, err)
 		} else if hint := a.trustHint(); authErr && hint != nil {
 			err = errors.Join(err, hint)

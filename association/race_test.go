@@ -3,7 +3,9 @@ package association_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/internal/leakcheck"
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
@@ -144,6 +147,39 @@ func TestRaceAllFail(t *testing.T) {
 	var op *post.OpError
 	if !errors.As(err, &op) || op.Op != "initiate" {
 		t.Fatalf("got %T %v", err, err)
+	}
+}
+
+// socketDeadline fails as a dial does whose context's deadline, set on
+// its socket, fired before the context's own timer marked it done.
+func socketDeadline(context.Context, netip.AddrPort) error {
+	return fmt.Errorf("%w: %w", post.ErrTimeout, os.ErrDeadlineExceeded)
+}
+
+// TestRaceCallerDeadlineNoFailure: an attempt that fails once the
+// caller's deadline has passed is not held against its candidate, and the
+// race's error wraps context.DeadlineExceeded, even before the context's
+// timer marks it done. The race took ctx.Err() alone for that: the
+// candidate was tried last for FailureTTL, and the error wrapped no
+// context error (so a Carrier reported a message whose lifetime ran out
+// while reviving as failed, not expired).
+func TestRaceCallerDeadlineNoFailure(t *testing.T) {
+	fsp := &fakeStack{name: "fsp", network: "udp", dial: socketDeadline}
+	tcp := &fakeStack{name: "tcp", network: "tcp", dial: ok}
+	a := newAssoc(t, policy.Context{AttemptDelay: time.Hour}, fsp, tcp)
+	ctx, cancel := ctxend.Late(time.Hour)
+	defer cancel()
+	if tr, err := a.Establish(ctx); err != nil || tr.Stack() != "tcp" {
+		t.Fatalf("race: %v, %v; want tcp", tr, err)
+	}
+	if cands, err := a.Candidates(context.Background()); err != nil || cands[0].Stack.Name() != "fsp" {
+		t.Fatalf("candidates after the caller's deadline failed fsp: %v, %v; want fsp first", cands, err)
+	}
+
+	only := newAssoc(t, policy.Context{}, &fakeStack{name: "fsp", network: "udp", dial: socketDeadline})
+	_, err := only.Establish(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, post.ErrTimeout) {
+		t.Fatalf("race past the caller's deadline: %v, want DeadlineExceeded and ErrTimeout", err)
 	}
 }
 
