@@ -15,6 +15,7 @@ import (
 
 	"github.com/postsockets/postsockets/carrier"
 	"github.com/postsockets/postsockets/httpcarrier"
+	"github.com/postsockets/postsockets/internal/ctxend"
 )
 
 // TestEarlyResponse: a handler that answers without reading a large body
@@ -164,6 +165,43 @@ func TestStaleIdleFork(t *testing.T) {
 		}
 		io.ReadAll(resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// TestIdleForkPastDeadline: a request on an idle fork whose context's
+// deadline has passed fails with the context's error, and is not sent
+// again as if the fork were stale. Over TCP the socket's deadline fails
+// the response's read before the context's timer marks it done, and
+// RoundTrip, which asked ctx.Err() alone, took that for a fork the
+// server had closed and forked again for it (the new fork's dial then
+// failed with 'i/o timeout').
+func TestIdleForkPastDeadline(t *testing.T) {
+	client, url, _, _ := setup(t, "tcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	resp, err := client.Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	tr := client.Transport.(*httpcarrier.Transport)
+	if n := len(httpcarrier.IdleForks(tr)); n != 1 {
+		t.Fatalf("%d idle forks, want 1", n)
+	}
+	ctx, cancel := ctxend.Late(10 * time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", url+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = tr.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a request past its deadline got its response")
+	}
+	if err != context.DeadlineExceeded {
+		t.Fatalf("request past its deadline: %v, want the context's error alone", err)
 	}
 }
 

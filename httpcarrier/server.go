@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/ctxend"
 )
 
 // Server serves an http.Handler to clients of Transport: each fork of a
@@ -291,8 +292,7 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 	// The wait ran out even if hctx's timer has not marked it done yet: a
 	// stack that maps the deadline onto its socket (TCP) fails the read
 	// first.
-	hdl, _ := hctx.Deadline()
-	idle := !first && err != nil && ctx.Err() == nil && (hctx.Err() != nil || !time.Now().Before(hdl))
+	idle := !first && err != nil && ctx.Err() == nil && ctxend.Err(hctx) != nil
 	hcancel()
 	switch {
 	case !first && errors.Is(err, io.EOF):

@@ -15,6 +15,7 @@ import (
 
 	"github.com/postsockets/postsockets/association"
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 )
 
@@ -133,7 +134,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if fork, err = rc.root.Fork(ctx); err != nil {
 				// Nothing was sent: a fresh root may take it.
 				t.release(rc, true)
-				if attempt > 0 || ctx.Err() != nil {
+				if attempt > 0 || ctxend.Err(ctx) != nil {
 					closeBody()
 					return nil, fmt.Errorf("httpcarrier: fork to %s: %w", key, err)
 				}
@@ -148,9 +149,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		tx.finish(false)
-		if ctx.Err() != nil {
+		// The deadline may have failed the read (TCP sets it on the
+		// socket) before ctx's timer marked it done: that is no stale
+		// fork to retry on.
+		if cerr := ctxend.Err(ctx); cerr != nil {
 			closeBody()
-			return nil, ctx.Err()
+			return nil, cerr
 		}
 		if stale && attempt == 0 {
 			t.log().Debug("idle fork was gone; retrying on a new one", "origin", key, "err", err)
