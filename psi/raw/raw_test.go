@@ -20,6 +20,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -111,8 +112,22 @@ func TestTCPLines(t *testing.T) {
 	start := time.Now()
 	_, _, err = tr.ReadMessage(rctx, make([]byte, 10))
 	cancel()
-	if !errors.Is(err, post.ErrTimeout) || time.Since(start) > time.Second {
+	if !errors.Is(err, post.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
 		t.Fatalf("read with no reply: %v after %v", err, time.Since(start))
+	}
+	// The same when the socket's deadline fires before the context's
+	// timer; a cancelled read is the cancellation, not a timeout (it
+	// said ErrTimeout, wrapping no context error, in both).
+	late, cancel := ctxend.Late(time.Hour)
+	_, _, err = tr.ReadMessage(late, make([]byte, 10))
+	cancel()
+	if !errors.Is(err, post.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read past its deadline, context not yet done: %v", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if _, _, err = tr.ReadMessage(cctx, make([]byte, 10)); !errors.Is(err, context.Canceled) || errors.Is(err, post.ErrTimeout) {
+		t.Fatalf("cancelled read: %v, want context.Canceled alone", err)
 	}
 	// The transient still works after a timed-out read.
 	if got := roundTrip(t, tr, "again"); got != "AGAIN" {

@@ -3,12 +3,14 @@ package raw
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -180,11 +182,16 @@ func (s *stream) ioError(ctx context.Context, op string, err error) error {
 		return nil
 	}
 	var ne net.Error
+	// during sets ctx's deadline on the conn, which can fail the call
+	// before ctx's timer marks it done.
+	cerr := ctxend.Err(ctx)
 	switch {
 	case s.isClosed():
 		err = post.Errorf(post.ErrClosed, "%v", err)
-	case ctx.Err() != nil:
-		err = post.Errorf(post.ErrTimeout, "%v", ctx.Err())
+	case errors.Is(cerr, context.DeadlineExceeded):
+		err = fmt.Errorf("%w: %w", post.ErrTimeout, cerr)
+	case cerr != nil:
+		err = cerr
 	case errors.As(err, &ne) && ne.Timeout():
 		err = post.Errorf(post.ErrTimeout, "%v", err)
 	case errors.Is(err, post.ErrMalformed), errors.Is(err, post.ErrReset), errors.Is(err, framer.ErrLineContent):
