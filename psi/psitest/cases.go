@@ -308,6 +308,41 @@ func testCancelledContext(t *testing.T, mp MakePair) {
 	}
 }
 
+// testPassedDeadline: calls whose context's deadline has passed, though
+// its timer has not marked it done yet (as a socket carrying that
+// deadline sees it), end with the context's error and leave the
+// transient working. TCP wrote such a message to the socket, whose
+// deadline failed it, and crypto/tls then refused every later write.
+func testPassedDeadline(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	late, cancel := ctxend.Late(200 * time.Millisecond)
+	defer cancel()
+	_, _, err := within(t, 5*time.Second, "ReadMessage past its deadline", func() readResult {
+		n, end, err := p.B.ReadMessage(late, make([]byte, 64))
+		return readResult{n, end, err}
+	}).unpack()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ReadMessage past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+	// A write may still go (the context only bounds waiting), or fail
+	// with the context's error; either way the next message follows.
+	err = p.A.WriteMessage(late, []byte("late"), true, nil)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WriteMessage past its deadline: %v, want nil or context.DeadlineExceeded", err)
+	}
+	if err := p.A.WriteMessage(ctx, []byte("after"), true, nil); err != nil {
+		t.Fatalf("write after one past its deadline: %v", err)
+	}
+	got, err := readMsg(ctx, p.B, 64)
+	if err == nil && string(got) == "late" {
+		got, err = readMsg(ctx, p.B, 64)
+	}
+	if err != nil || string(got) != "after" {
+		t.Fatalf("got %q, %v; want %q", got, err, "after")
+	}
+}
+
 func testForkBurst(t *testing.T, mp MakePair) {
 	// A thousand forks load a small machine; the case is about flow
 	// control, not about declaring a busy peer dead.

@@ -81,6 +81,7 @@ var cases = []testCase{
 	{"LargeMessageInParts", testLargeInParts},
 	{"Limits", testLimits},
 	{"CancelledContext", testCancelledContext},
+	{"PassedDeadline", testPassedDeadline},
 	{"ForkBothWays", testForkBothWays},
 	{"ForkBurst", testForkBurst},
 	{"CloseReadAll", testCloseReadAll},

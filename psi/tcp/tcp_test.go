@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/internal/testcert"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
@@ -353,6 +354,31 @@ func TestContextCancel(t *testing.T) {
 	}
 	if m, err := recv(sv, 64); err != nil || string(m) != "again" {
 		t.Fatalf("after deadline: %q, %v", m, err)
+	}
+}
+
+// TestWritePastDeadline: a write whose context's deadline has passed,
+// though its timer has not marked it done, fails with the context's error
+// and leaves the transient sending. It went to the socket, whose deadline
+// failed it at once, and crypto/tls ended the sending side for good on
+// that timeout: the next write failed, and a Carrier whose message
+// lifetime ran out just before its write lost its transient.
+func TestWritePastDeadline(t *testing.T) {
+	c, sv := pair(t)
+	late, cancel := ctxend.Late(time.Hour)
+	defer cancel()
+	if err := c.WriteMessage(late, []byte("late"), true, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("write past its deadline: %v, want DeadlineExceeded", err)
+	}
+	if err := c.(psi.Flusher).Flush(late); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("flush past its deadline: %v, want DeadlineExceeded", err)
+	}
+	bg := context.Background()
+	if err := c.WriteMessage(bg, []byte("on time"), true, nil); err != nil {
+		t.Fatalf("write after a write past its deadline: %v", err)
+	}
+	if m, err := recv(sv, 64); err != nil || string(m) != "on time" {
+		t.Fatalf("got %q, %v; want only %q", m, err, "on time")
 	}
 }
 

@@ -276,7 +276,10 @@ func (t *transient) WriteMessage(ctx context.Context, p []byte, end bool, opts *
 	if t.peerEnded.Load() || t.gone.Load() {
 		return errPeerClosed(t.path)
 	}
-	if err := ctx.Err(); err != nil {
+	// A deadline already past would fail the write on the socket, and
+	// crypto/tls takes any failed write, a timeout too, for the end of
+	// the connection's sending: answer it here, with nothing written.
+	if err := ctxend.Err(ctx); err != nil {
 		return wrap("send", t.path, err)
 	}
 	stop, ok := t.wd.watch(ctx)
@@ -341,6 +344,9 @@ func (t *transient) Flush(ctx context.Context) error {
 	}
 	if t.gone.Load() {
 		return errPeerClosed(t.path)
+	}
+	if err := ctxend.Err(ctx); err != nil {
+		return wrap("send", t.path, err) // as in WriteMessage
 	}
 	stop, ok := t.wd.watch(ctx)
 	if !ok {
