@@ -272,6 +272,7 @@ type Agent struct {
 	candidates  []string
 	remoteUfrag string
 	remotePwd   string
+	remote      []CandidateInfo // the peer's signalled candidates
 	conn        *PacketConn
 }
 
@@ -367,7 +368,10 @@ func (a *Agent) AddRemote(ufrag, pwd string, candidates []string) error {
 	if len(candidates) > MaxCandidates {
 		return post.Errorf(post.ErrMalformed, "ice: %d remote candidates, limit %d", len(candidates), MaxCandidates)
 	}
-	var cs []pice.Candidate
+	var (
+		cs    []pice.Candidate
+		infos []CandidateInfo
+	)
 	for _, s := range candidates {
 		if _, err := ParseCandidate(s); err != nil {
 			if errors.Is(err, post.ErrNotSupported) {
@@ -380,12 +384,14 @@ func (a *Agent) AddRemote(ufrag, pwd string, candidates []string) error {
 			return post.Errorf(post.ErrMalformed, "ice: candidate %q: %v", s, err)
 		}
 		cs = append(cs, c)
+		infos = append(infos, candidateInfo(c))
 	}
 	if len(cs) == 0 {
 		return post.Errorf(post.ErrNoCandidates, "ice: peer sent no usable candidates")
 	}
 	a.mu.Lock()
 	a.remoteUfrag, a.remotePwd = ufrag, pwd
+	a.remote = append(a.remote, infos...)
 	a.mu.Unlock()
 	for _, c := range cs {
 		if err := a.a.AddRemoteCandidate(c); err != nil {
@@ -448,13 +454,27 @@ func (a *Agent) Connect(ctx context.Context, controlling bool) (*PacketConn, err
 }
 
 // Selected returns the selected candidate pair; ok is false before Connect
-// has succeeded or after the path failed.
+// has succeeded or after the path failed. A remote candidate first
+// learnt from the peer's check (peer-reflexive, when the check overtook
+// the signalling) is reported as the signalled candidate with the same
+// address, if one came since.
 func (a *Agent) Selected() (local, remote CandidateInfo, ok bool) {
 	p, err := a.a.GetSelectedCandidatePair()
 	if err != nil || p == nil {
 		return CandidateInfo{}, CandidateInfo{}, false
 	}
-	return candidateInfo(p.Local), candidateInfo(p.Remote), true
+	remote = candidateInfo(p.Remote)
+	if remote.Type == PeerReflexive {
+		a.mu.Lock()
+		for _, c := range a.remote {
+			if c.Addr == remote.Addr && c.Network == remote.Network {
+				remote = c
+				break
+			}
+		}
+		a.mu.Unlock()
+	}
+	return candidateInfo(p.Local), remote, true
 }
 
 // Close stops the agent, its PacketConn and every goroutine they started.

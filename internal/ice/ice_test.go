@@ -467,3 +467,51 @@ func TestIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSelectedSignalledAfterCheck: b's checks reach a before b's
+// candidates do (a knows only b's credentials and a candidate nobody
+// answers on), so a learns b's address as peer-reflexive, as a
+// rendezvous answer overtaken by the checks makes it; once b's host
+// candidate is signalled, Selected reports it as that host candidate.
+func TestSelectedSignalledAfterCheck(t *testing.T) {
+	checkGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := newPeer(t, ctx, loopbackConfig()), newPeer(t, ctx, loopbackConfig())
+	silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	decoy := "candidate:1 1 udp 2130706431 127.0.0.1 " + strconv.Itoa(silent.LocalAddr().(*net.UDPAddr).Port) + " typ host"
+	if err := a.agent.AddRemote(b.ufrag, b.pwd, []string{decoy}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.agent.AddRemote(a.ufrag, a.pwd, a.cands); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg   sync.WaitGroup
+		errB error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, errB = b.agent.Connect(ctx, true)
+	}()
+	_, errA := a.agent.Connect(ctx, false)
+	wg.Wait()
+	if errA != nil || errB != nil {
+		t.Fatalf("connect: %v / %v", errA, errB)
+	}
+	bl, _, _ := b.agent.Selected()
+	if _, r, ok := a.agent.Selected(); !ok || r.Type != PeerReflexive || r.Addr != bl.Addr {
+		t.Fatalf("before b's candidates: remote %v (%v), b's local %v", r, ok, bl)
+	}
+	if err := a.agent.AddRemote(b.ufrag, b.pwd, b.cands); err != nil {
+		t.Fatal(err)
+	}
+	if _, r, ok := a.agent.Selected(); !ok || r.Type != Host || r.Addr != bl.Addr {
+		t.Fatalf("after b's candidates: remote %v (%v), b's local %v", r, ok, bl)
+	}
+}
