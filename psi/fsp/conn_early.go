@@ -11,12 +11,27 @@ import (
 
 // 0-RTT (see doc.go, "Resumption and 0-RTT"). A dial with
 // Config.Allow0RTT and a ticket returns at once; RESTORE leaves with the
-// first write, carrying the message when it is whole and fits, or after
-// earlyWait with nothing. Every other call waits for the handshake.
+// first write, carrying the message when it is whole and fits. Another
+// write, a Fork or Close sends it without data at once, and so does the
+// timer after earlyWait if none came. Reads and AcceptFork do not: a
+// reader often starts before the first write. Every call but the first
+// write waits for the handshake.
 
-// earlyWait is how long a 0-RTT dial waits for its first message before
-// RESTORE leaves without one.
-const earlyWait = 20 * time.Millisecond
+// earlyWait is how long a 0-RTT dial waits for its first write, Fork or
+// Close before RESTORE leaves without data. A loaded host can delay the
+// first write by tens of milliseconds after Dial returns (20 ms lost the
+// 0-RTT message then); only a caller that just reads waits it out.
+const earlyWait = 250 * time.Millisecond
+
+// startEarly sends RESTORE without data if a 0-RTT dial still waits for
+// its first write: the caller needs the handshake instead. Called with
+// c.mu held.
+func (c *Conn) startEarly() {
+	if c.earlyState == earlyArmed {
+		c.sendHandshake(time.Now())
+		c.armTimer()
+	}
+}
 
 // Early states of an initiator.
 const (
@@ -50,18 +65,19 @@ func (c *Conn) writeEarly(ctx context.Context, p []byte, end bool, acked func(),
 			c.mu.Unlock()
 			return true, nil
 		}
-		c.sendHandshake(now) // RESTORE without data
-		c.armTimer()
+		c.startEarly() // RESTORE without data
 	}
 	c.mu.Unlock()
 	return false, c.awaitEarly(ctx)
 }
 
 // awaitEarly waits until the handshake ends, for calls made on a
-// connection that Dial or Accept returned before it did.
+// connection that Dial or Accept returned before it did, and sends
+// RESTORE if a 0-RTT dial has not yet.
 func (c *Conn) awaitEarly(ctx context.Context) error {
 	c.mu.Lock()
 	st := c.state
+	c.startEarly()
 	c.mu.Unlock()
 	if st >= stateEstablished {
 		return nil

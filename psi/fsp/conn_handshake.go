@@ -44,10 +44,10 @@ func (c *Conn) dial(ctx context.Context) error {
 		c.resume = rs
 		if c.cfg.Allow0RTT {
 			// 0-RTT: return at once; RESTORE leaves with the first
-			// write, or after earlyWait (conn_early.go).
+			// call, or after earlyWait (conn_early.go).
 			c.earlyState = earlyArmed
 			c.state = stateInitiating
-			c.rtoAt = now.Add(earlyWait)
+			c.rtoAt = now.Add(min(earlyWait, c.cfg.handshake()/4))
 			c.armTimer()
 			c.mu.Unlock()
 			return nil

@@ -207,11 +207,12 @@
 // the first whole message written, if it fits one datagram and (through
 // the psi transient) is marked Idempotent, travels in RESTORE sealed
 // under an early key derived from the resumption secret and the client
-// nonce only (no forward secrecy). Otherwise RESTORE leaves at the first
-// write, or 20 ms after Dial, without data. A listener with Allow0RTT that
-// takes the ticket delivers the message and hands the connection to
-// Accept at once; it sends nothing on it before the initiator's first
-// protected packet. A message the listener did not take is sent again
+// nonce only (no forward secrecy). Otherwise RESTORE leaves without data
+// at the first write, Fork or Close, or 250 ms after Dial (a quarter of
+// HandshakeTimeout if less) for a caller that only reads. A listener
+// with Allow0RTT that takes the ticket delivers the message and hands
+// the connection to Accept at once; it sends nothing on it before the
+// initiator's first protected packet. A message the listener did not take is sent again
 // after the handshake, first, so nothing is lost or reordered.
 // Conn.Used0RTT reports 0-RTT on both ends. Replay protection follows
 // RFC 8446 §8: tickets are single use at the client, and a listener takes

@@ -158,6 +158,28 @@ func TestZeroRTT(t *testing.T) {
 	}
 }
 
+// TestZeroRTTLateFirstWrite: the first write of a 0-RTT dial still
+// travels as 0-RTT data when it comes 60 ms after Dial returned, as a
+// loaded host delays it. RESTORE left without data 20 ms after Dial
+// before, which lost carrier TestZeroRTTChain its 0-RTT under load.
+func TestZeroRTTLateFirstWrite(t *testing.T) {
+	l, ccfg, _ := resumable(t, true)
+	ctx := testContext(t)
+	c, err := Dial(ctx, addrOf(l), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(60 * time.Millisecond) // stands for a scheduling delay
+	if err := c.SendMessage(ctx, []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	s := acceptWant(t, ctx, l, "late")
+	if !s.Used0RTT() {
+		t.Fatal("a first write 60 ms after Dial did not go as 0-RTT")
+	}
+}
+
 // TestZeroRTTFirstFlight shows that the idempotent first message of a
 // 0-RTT dial travels in the client's very first datagram, RESTORE, and
 // that this one datagram is enough for Accept to return the connection
