@@ -78,11 +78,14 @@ func (t ticketSignal) Get(key string) (*tls.ClientSessionState, bool) {
 	return t.c.Get(key)
 }
 
+// Put stores the ticket before it reports it: a Close that awaitTicket
+// let go on the report must leave the ticket in the cache for the next
+// dial.
 func (t ticketSignal) Put(key string, cs *tls.ClientSessionState) {
-	if cs != nil {
-		t.w.once.Do(func() { close(t.w.accepted) })
-	}
 	if t.c != nil {
 		t.c.Put(key, cs)
+	}
+	if cs != nil {
+		t.w.once.Do(func() { close(t.w.accepted) })
 	}
 }
