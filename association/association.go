@@ -227,7 +227,8 @@ func (a *Association) Resolve(ctx context.Context) ([]netip.AddrPort, error) {
 	}
 	host, port, err := r.HostPort()
 	if err != nil {
-		return nil, post.Errorf(post.ErrUnknownHost, "%v", err)
+		// Not "host:port": the caller's mistake, not the network's.
+		return nil, post.Errorf(post.ErrInvalid, "%v", err)
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return []netip.AddrPort{netip.AddrPortFrom(ip.Unmap(), port)}, nil

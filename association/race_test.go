@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -343,6 +344,36 @@ func TestResolveUnknownHost(t *testing.T) {
 	if _, err := a.Establish(context.Background()); !errors.Is(err, post.ErrUnknownHost) {
 		t.Fatalf("got %v, want ErrUnknownHost", err)
 	}
+}
+
+// TestResolveErrors: a Remote name that is not "host:port" fails with
+// ErrInvalid (it said ErrUnknownHost, as if a resolver had looked the
+// name up), and a resolver's failure of any kind wraps ErrUnknownHost.
+func TestResolveErrors(t *testing.T) {
+	stacks := []psi.Stack{&fakeStack{name: "tcp", network: "tcp", dial: ok}}
+	for _, name := range []string{"127.0.0.1", "example.com", "example.com:http", "example.com:70000", ":"} {
+		a, err := association.New(association.Config{Remote: post.RemoteName(name), Stacks: stacks})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Establish(context.Background()); !errors.Is(err, post.ErrInvalid) {
+			t.Errorf("%q: got %v, want ErrInvalid", name, err)
+		}
+	}
+	a, err := association.New(association.Config{Remote: post.RemoteName("example.com:443"), Stacks: stacks,
+		Resolver: failingResolver{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Establish(context.Background()); !errors.Is(err, post.ErrUnknownHost) {
+		t.Errorf("resolver failure: got %v, want ErrUnknownHost", err)
+	}
+}
+
+type failingResolver struct{}
+
+func (failingResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return nil, &net.DNSError{Err: "server misbehaving", Name: "example.com"}
 }
 
 func TestInterleaveFamilies(t *testing.T) {
