@@ -65,8 +65,14 @@ func (c *Conn) dial(ctx context.Context) error {
 	select {
 	case <-c.established:
 	case <-ctx.Done():
-		c.teardown(ctx.Err(), false)
-		return ctx.Err()
+		err := ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			// A handshake the dialler's deadline cut short timed out,
+			// as QUIC's and TCP's do.
+			err = fmt.Errorf("%w: handshake: %w", post.ErrTimeout, err)
+		}
+		c.teardown(err, false)
+		return err
 	}
 	c.mu.Lock()
 	err = c.err

@@ -49,6 +49,7 @@ import (
 
 	quicgo "github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -370,8 +371,11 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, ua net.Addr, cf
 
 // dialError maps a quic-go dial failure onto post's sentinel errors.
 func dialError(ctx context.Context, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || (ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded)) {
-		return fmt.Errorf("%w: handshake: %v", post.ErrTimeout, err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: handshake: %w", post.ErrTimeout, err)
+	}
+	if errors.Is(ctxend.Err(ctx), context.DeadlineExceeded) || (ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded)) {
+		return fmt.Errorf("%w: handshake: %v: %w", post.ErrTimeout, err, context.DeadlineExceeded)
 	}
 	return mapError(err)
 }

@@ -75,7 +75,7 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 		if err == io.EOF {
 			err = fmt.Errorf("%w: peer closed the connection during the hello", post.ErrReset)
 		}
-		return nil, wrap(op, path, err)
+		return nil, wrap(op, path, ctxErr(ctx, err))
 	}
 	sh, err := parseServerHello(buf[:])
 	if err == nil {
