@@ -615,6 +615,13 @@ func testCloseWhilePeerWrites(t *testing.T, mp MakePair) {
 // A does not read: A's Close succeeds at once (everything A sent arrived)
 // and B's write fails as soon as A's close reaches B, instead of waiting.
 func testCloseWhilePeerBlocked(t *testing.T, mp MakePair) {
+	// Allocated first, not in the writer nor once the pair is up: zeroing
+	// 256 MiB of reused heap yields to the scheduler every chunk while a
+	// GC runs, which took 5-19 s on a loaded host, so the write began long
+	// after A's Close; and with the pair up, that stall outlasted its 2.5 s
+	// idle timeout under the race detector (QUIC's Close failed with 'no
+	// recent network activity' after 17 s).
+	big := make([]byte, 256<<20)
 	p := mp(t, short)
 	ctx := testContext(t, 20*time.Second)
 	if err := p.A.WriteMessage(ctx, []byte("from A"), true, nil); err != nil {
@@ -623,10 +630,6 @@ func testCloseWhilePeerBlocked(t *testing.T, mp MakePair) {
 	if m, err := readMsg(ctx, p.B, 64); err != nil || string(m) != "from A" {
 		t.Fatalf("%q, %v", m, err)
 	}
-	// Allocated here, not in the writer: zeroing 256 MiB of reused heap
-	// yields to the scheduler every chunk while a GC runs, which took 5-19 s
-	// on a loaded host, so the write began long after A's Close.
-	big := make([]byte, 256<<20)
 	werr := make(chan error, 1)
 	go func() { werr <- p.B.WriteMessage(ctx, big, true, nil) }()
 	time.Sleep(200 * time.Millisecond) // B fills the windows and blocks
