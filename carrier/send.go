@@ -314,7 +314,10 @@ type MessageWriter struct {
 
 // NewMessageWriter starts a partial Message. Each Write sends a part;
 // Close completes the Message and Abort abandons it. ctx bounds every
-// part: when it ends, the message is abandoned.
+// part: when it ends, the message is abandoned. On QUIC and TCP, if it
+// ends while a Write is held by the peer's flow control, the stream is
+// cut inside a frame and the Carrier ends with the message (the peer
+// gets post.ErrReset); FSP goes on with the next message.
 func (c *Carrier) NewMessageWriter(ctx context.Context, props post.Properties) (*MessageWriter, error) {
 	if c.kind == kindSink {
 		return nil, post.Errorf(post.ErrNotSupported, "a sink cannot send")

@@ -16,8 +16,10 @@ type MessageID uint64
 type Properties struct {
 	// Lifetime is how long after the send call the Message remains useful.
 	// A Message not sent before its lifetime passes is dropped and reported
-	// with EventExpired. Zero means no lifetime: sent reliably. A negative
-	// Lifetime is refused with an error wrapping ErrInvalid.
+	// with EventExpired; one whose write it cuts short is abandoned (on
+	// QUIC and TCP, with its transient, when flow control held the write;
+	// see docs/design.md). Zero means no lifetime: sent reliably. A
+	// negative Lifetime is refused with an error wrapping ErrInvalid.
 	Lifetime time.Duration
 	// Niceness orders messages on one Carrier: 0 is the highest priority,
 	// and class N+1 yields to class N.
