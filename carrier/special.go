@@ -2,7 +2,11 @@ package carrier
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
@@ -11,7 +15,12 @@ import (
 
 // Source is a Carrier over which messages can only be sent. Sources cannot
 // be forked.
-type Source struct{ c *Carrier }
+type Source struct {
+	c *Carrier
+	// ended, on a Responder's reply Source, is why the Responder closed
+	// it: the peer closed its Carrier or reset it.
+	ended atomic.Pointer[error]
+}
 
 // NewSource initiates a send-only Carrier to remote.
 func NewSource(ctx context.Context, remote post.Remote, cfg *Config) (*Source, error) {
@@ -19,14 +28,28 @@ func NewSource(ctx context.Context, remote post.Remote, cfg *Config) (*Source, e
 	if err != nil {
 		return nil, err
 	}
-	return &Source{c}, nil
+	return &Source{c: c}, nil
 }
 
 // SendMsg queues a message; see Carrier.SendMsg.
-func (s *Source) SendMsg(ctx context.Context, m *post.Message) error { return s.c.SendMsg(ctx, m) }
+func (s *Source) SendMsg(ctx context.Context, m *post.Message) error {
+	return s.why(s.c.SendMsg(ctx, m))
+}
 
 // Send queues content with default properties.
-func (s *Source) Send(ctx context.Context, content []byte) error { return s.c.Send(ctx, content) }
+func (s *Source) Send(ctx context.Context, content []byte) error {
+	return s.why(s.c.Send(ctx, content))
+}
+
+// why adds to a send that failed because a Responder closed its reply
+// Source the reason it did: the peer closed (post.ErrPeerClosed, as on
+// any Carrier whose peer closed) or reset its Carrier.
+func (s *Source) why(err error) error {
+	if p := s.ended.Load(); p != nil && errors.Is(err, post.ErrClosed) {
+		return fmt.Errorf("%w: %w", *p, err)
+	}
+	return err
+}
 
 // Flush waits until queued messages are handed to the stack.
 func (s *Source) Flush(ctx context.Context) error { return s.c.Flush(ctx) }
@@ -179,10 +202,20 @@ func (r *Responder) acceptLoop() {
 		go func() {
 			defer r.wg.Done()
 			defer c.Close()
-			reply := &Source{c}
+			reply := &Source{c: c}
 			for {
 				m, release, err := c.ready(ctx, ReadyOptions{}, true)
 				if err != nil {
+					var why error
+					switch {
+					case errors.Is(err, io.EOF):
+						why = post.Errorf(post.ErrPeerClosed, "the requester closed its Carrier")
+					case errors.Is(err, post.ErrReset):
+						why = err
+					}
+					if why != nil {
+						reply.ended.Store(&why)
+					}
 					return
 				}
 				select {

@@ -186,3 +186,51 @@ func TestSpecialRefusesForks(t *testing.T) {
 		}
 	})
 }
+
+// TestResponderReplyAfterPeerClosed: a reply to a requester that has
+// closed its Carrier fails with post.ErrPeerClosed, as a send on any
+// Carrier whose peer closed does; it failed with a bare post.ErrClosed,
+// since the Responder closes a Carrier whose peer's messages ended.
+func TestResponderReplyAfterPeerClosed(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		ctx := ctxT(t)
+		scfg, ccfg := serverConfig(), clientConfig()
+		scfg.Policy.Stack(stack, policy.Require)
+		ccfg.Policy.Stack(stack, policy.Require)
+		r, err := carrier.NewResponder(ctx, post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}, scfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		c, err := carrier.Initiate(ctx, r.Listener().Remote("localhost"), ccfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Send(ctx, []byte("request")); err != nil {
+			t.Fatal(err)
+		}
+		q, err := r.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The requester's close reaches the Responder, which then closes
+		// the reply Source's Carrier.
+		for {
+			err = q.Reply.Send(ctx, []byte("late reply"))
+			if err != nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal("every reply to a closed requester was queued")
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		if !errors.Is(err, post.ErrPeerClosed) {
+			t.Errorf("reply after the requester closed: %v; want an error wrapping post.ErrPeerClosed", err)
+		}
+	})
+}
