@@ -124,7 +124,9 @@ type Conn struct {
 	hsTries    int
 	hsSentAt   time.Time // the last handshake packet left then
 	hsDeadline time.Time
-	reaffirmAt time.Time // responder: earliest resend of ACK_CONNECT_REQ
+	// reaffirmAt: the responder's earliest resend of ACK_CONNECT_REQ; the
+	// initiator's of CONNECT_REQUEST at once on a renewed cookie.
+	reaffirmAt time.Time
 	confirmed  bool
 	authWait   bool
 	peerParam  wire.ConnectParam

@@ -1,6 +1,7 @@
 package fsp
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -129,22 +130,13 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 		if len(body) != fcrypto.CookieLen {
 			return
 		}
-		p := wire.Packet{
-			Header:       wire.Header{Opcode: wire.ConnectRequest, Src: c.local},
-			HasParam:     true,
-			Param:        c.myParam(),
-			EphemeralKey: c.kp.Public[:],
-		}
 		c.resume = nil // the listener did not take our ticket: full handshake
-		// Padded to BaseDatagramSize: the listener answers with up to
-		// three times what it received (flight.go).
-		pad := BaseDatagramSize - len(wire.AppendHeader(nil, &p)) - fcrypto.TagLen
-		payload := make([]byte, max(pad, fcrypto.CookieLen+fcrypto.NonceLen))
-		copy(payload[copy(payload, body):], c.nonce[:])
-		c.hsPacket = handshakePacket(nil, c.hsKey, &p, payload)
+		c.hsPacket = c.connectRequest(body)
 		c.state = stateRequesting
 		c.hsTries = 0
 		c.sendHandshake(now)
+	case pkt.Opcode == wire.AckInitConnect && c.state == stateRequesting:
+		c.renewCookie(body, now)
 	case pkt.Opcode == wire.AckConnectReq && c.state == stateRequesting:
 		flight, err := c.hsFrags.add(body)
 		if err != nil {
@@ -165,6 +157,51 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 		}
 		c.trySend()
 	}
+}
+
+// connectRequest returns the CONNECT_REQUEST that echoes cookie.
+func (c *Conn) connectRequest(cookie []byte) []byte {
+	p := c.connectRequestHeader()
+	// Padded to BaseDatagramSize: the listener answers with up to
+	// three times what it received (flight.go).
+	pad := BaseDatagramSize - len(wire.AppendHeader(nil, &p)) - fcrypto.TagLen
+	payload := make([]byte, max(pad, fcrypto.CookieLen+fcrypto.NonceLen))
+	copy(payload[copy(payload, cookie):], c.nonce[:])
+	return handshakePacket(nil, c.hsKey, &p, payload)
+}
+
+func (c *Conn) connectRequestHeader() wire.Packet {
+	return wire.Packet{
+		Header:       wire.Header{Opcode: wire.ConnectRequest, Src: c.local},
+		HasParam:     true,
+		Param:        c.myParam(),
+		EphemeralKey: c.kp.Public[:],
+	}
+}
+
+// renewCookie takes the listener's answer to a CONNECT_REQUEST whose
+// cookie had expired (the listener was too busy to get to it within the
+// cookie's lifetime) or that a restarted listener could not check: a
+// fresh cookie followed by the stale one, which must be ours (a late
+// answer to a repeated INIT_CONNECT has no stale cookie and is ignored).
+// The request leaves at once with the fresh cookie, at most once per
+// hsMaxRTO, so a listener that refuses every cookie cannot make a
+// ping-pong of it; its retransmissions keep their backoff. Called with
+// c.mu held.
+func (c *Conn) renewCookie(body []byte, now time.Time) {
+	h := c.connectRequestHeader()
+	ours := c.hsPacket[min(len(wire.AppendHeader(nil, &h)), len(c.hsPacket)):]
+	fresh, stale := body[:min(len(body), fcrypto.CookieLen)], body[min(len(body), fcrypto.CookieLen):]
+	if len(body) != 2*fcrypto.CookieLen || !bytes.HasPrefix(ours, stale) {
+		return
+	}
+	c.hsPacket = c.connectRequest(fresh)
+	if now.Before(c.reaffirmAt) {
+		return // sent with the next retransmission
+	}
+	c.reaffirmAt = now.Add(hsMaxRTO)
+	c.sendHandshake(now)
+	c.armTimer()
 }
 
 func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {

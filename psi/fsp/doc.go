@@ -60,6 +60,14 @@
 // The initiator verifies the chain with psi.Security.VerifyPeer (pins, a
 // PSK or CA roots). Handshake packets carry a truncated HMAC-SHA256 tag
 // under a key derived from the PSK (if any) and the initiator's ALFID.
+// A cookie is good for 30 s. A CONNECT_REQUEST whose cookie no longer
+// checks out (a listener too busy to get to it in time, or restarted)
+// gets a fresh one: an ACK_INIT_CONNECT with the stale cookie after the
+// new one, 92 bytes against the request's 164 at least (1,232 padded).
+// The initiator takes it only if the stale cookie is its own, and sends
+// CONNECT_REQUEST again at once, at most once per 2 s; so a busy
+// listener delays a dial, within its HandshakeTimeout, but does not make
+// it repeat a dead cookie until it times out.
 //
 // Client authentication: with a PSK, CONNECT_REQUEST's tag and the master
 // secret prove that the initiator holds it, and its identity is the
@@ -376,8 +384,9 @@
 // demoted until the old one falls silent for maxProbes RTOs. Data stops
 // for at most about one round trip plus one RTO.
 //
-// Before a peer proves itself a listener holds little: INIT_CONNECT gets
-// a stateless cookie; a CONNECT_REQUEST with a valid cookie costs a key
+// Before a peer proves itself a listener holds little: INIT_CONNECT, or
+// a CONNECT_REQUEST with an expired cookie, gets a stateless cookie; a
+// CONNECT_REQUEST with a valid cookie costs a key
 // exchange and a signature, at most Config.MaxHandshakeRate a second per
 // /24 (IPv4) or /48 (IPv6) prefix once 8 are pending, run by at most GOMAXPROCS handshake
 // workers off the socket's read loop, from a queue of 1,024 shared fairly

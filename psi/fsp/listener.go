@@ -218,10 +218,7 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		if len(body) != fcrypto.NonceLen {
 			return
 		}
-		cookie := t.jar.Make(now, from.ap, pkt.Src, body)
-		reply := wire.Packet{Header: wire.Header{Opcode: wire.AckInitConnect, Dst: pkt.Src}}
-		var arr [wire.HeaderLen + fcrypto.CookieLen + fcrypto.TagLen]byte
-		t.write(handshakePacket(arr[:0], key, &reply, cookie[:]), from)
+		t.sendCookie(key, from, pkt.Src, body, nil, now, len(b))
 	case wire.ConnectRequest:
 		if len(body) < fcrypto.CookieLen+fcrypto.NonceLen || !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen {
 			return
@@ -229,6 +226,13 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		// The rest is padding.
 		cookie, nonce := body[:fcrypto.CookieLen], body[fcrypto.CookieLen:fcrypto.CookieLen+fcrypto.NonceLen]
 		if !t.jar.Verify(now, cookie, from.ap, pkt.Src, nonce) {
+			// Expired (a busy listener took longer than the cookie's
+			// lifetime to get to it) or made before a restart: a fresh
+			// cookie, as to INIT_CONNECT, with the stale one after it
+			// (a renewal, not a late answer to INIT_CONNECT), and still
+			// smaller than the request. Dropped, the client would repeat
+			// the dead one until its dial timed out.
+			t.sendCookie(key, from, pkt.Src, nonce, cookie, now, len(b))
 			return
 		}
 		pk := pendingKey{from.ap, pkt.Src}
@@ -309,5 +313,19 @@ func (t *Transport) handleListener(b []byte, from *peerAddr, pkt *wire.Packet) {
 		}, drop: drop}) {
 			drop()
 		}
+	}
+}
+
+// sendCookie answers a handshake request of reqLen bytes with
+// ACK_INIT_CONNECT and a fresh cookie for the client's address, ALFID src
+// and nonce: an INIT_CONNECT, or (stale set, and echoed after the fresh
+// one) a CONNECT_REQUEST whose cookie no longer checks out. It keeps no
+// state, and its answer is smaller than either request.
+func (t *Transport) sendCookie(key []byte, to *peerAddr, src uint32, nonce, stale []byte, now time.Time, reqLen int) {
+	cookie := t.jar.Make(now, to.ap, src, nonce)
+	reply := wire.Packet{Header: wire.Header{Opcode: wire.AckInitConnect, Dst: src}}
+	var arr [wire.HeaderLen + 2*fcrypto.CookieLen + fcrypto.TagLen]byte
+	if p := handshakePacket(arr[:0], key, &reply, append(cookie[:], stale...)); len(p) <= reqLen {
+		t.write(p, to)
 	}
 }

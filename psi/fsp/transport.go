@@ -1,6 +1,7 @@
 package fsp
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -52,6 +53,9 @@ type Transport struct {
 	// sendHook, set by tests before use, runs in trySend between building
 	// a batch and sending it: it widens that window.
 	sendHook atomic.Pointer[func()]
+	// cookieLife, set by tests before use, is the handshake cookies'
+	// lifetime; zero means cookieLifetime.
+	cookieLife time.Duration
 
 	mu       sync.Mutex
 	conns    map[uint32]*Conn // by local ALFID
@@ -96,6 +100,10 @@ type Transport struct {
 }
 
 const socketBuffer = 4 << 20
+
+// cookieLifetime is how long a handshake cookie stays good; the secret
+// that makes them rotates as often.
+const cookieLifetime = 30 * time.Second
 
 type pendingKey struct {
 	addr  netip.AddrPort
@@ -154,7 +162,7 @@ func (t *Transport) init() {
 		if t.log == nil {
 			t.log = slog.New(slog.DiscardHandler)
 		}
-		t.jar = fcrypto.NewCookieJar(30 * time.Second)
+		t.jar = fcrypto.NewCookieJar(cmp.Or(t.cookieLife, cookieLifetime))
 		t.done = make(chan struct{})
 		t.loopEnd = make(chan struct{})
 		t.conns = make(map[uint32]*Conn)
