@@ -134,7 +134,7 @@ func testSinkReceiveBudget(t *testing.T, stack string) {
 	for got < peers || !small {
 		m, err := s.Receive(ctx)
 		if err != nil {
-			t.Fatalf("after %d messages: %v", got, err)
+			t.Fatalf("after %d messages: %v (the budget evicted %d gathers as stalled)", got, err, s.Listener().Stats().ReceiveEvicted)
 		}
 		switch {
 		case string(m.Content) == "legit":
