@@ -278,6 +278,15 @@ func (c *Conn) lossTimerAction() lossAction {
 	return actNone
 }
 
+// peerDone reports whether the peer released the connection and
+// acknowledged everything we sent: it owes us nothing and we owe it
+// nothing, so its silence (it may have exited) is no failure. What it
+// sent stays readable until Close, as TCP keeps data after a FIN;
+// declaring it dead freed that data, and the reader got io.EOF in its
+// place although the peer's Close had returned nil. Called with c.mu
+// held.
+func (c *Conn) peerDone() bool { return c.peerReleased && c.snd.Len() == 0 }
+
 // windowProbe is the interval between probes of a closed peer window:
 // the RTO doubled per probe, up to maxWindowProbe and
 // well within the idle timeout.
@@ -341,7 +350,9 @@ func (c *Conn) armTimer() {
 		at(c.creditAt)
 		c.scheduleCompact()
 		at(c.compactAt)
-		at(c.lastRecv.Add(c.cfg.idle()))
+		if !c.peerDone() {
+			at(c.lastRecv.Add(c.cfg.idle()))
+		}
 		if c.authWait {
 			at(c.hsDeadline)
 		}
@@ -411,7 +422,7 @@ func (c *Conn) onTimer() {
 		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: listener did not confirm our CLIENT_AUTH"))
 		return
 	}
-	if idle := c.cfg.idle(); now.Sub(c.lastRecv) >= idle {
+	if idle := c.cfg.idle(); now.Sub(c.lastRecv) >= idle && !c.peerDone() {
 		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer silent for %v", idle))
 		return
 	}

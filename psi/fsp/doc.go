@@ -462,7 +462,9 @@
 // while idle and ask for an acknowledgement once the peer has been silent
 // for half that; a peer silent for IdleTimeout, or one that leaves ten
 // backed-off retransmission timeouts and at least 5 s of data
-// unanswered, is declared dead with post.ErrTimeout.
+// unanswered, is declared dead with post.ErrTimeout. A peer that released
+// the connection and acknowledged everything sent to it is never: what it
+// sent stays readable until Close, though it has exited.
 //
 // Close flushes, sends RELEASE and waits for the cumulative
 // acknowledgement of everything up to it (the peer then reads io.EOF),
