@@ -244,6 +244,7 @@ func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, er
 			err := c.stateErr()
 			if c.state == stateEstablished {
 				err = post.Errorf(post.ErrClosed, "fsp: peer released the connection")
+				signal(c.forkable) // the next waiting Fork fails too
 			}
 			c.mu.Unlock()
 			return nil, err

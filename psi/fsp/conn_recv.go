@@ -365,6 +365,7 @@ func (c *Conn) popInOrder() {
 			c.dropAsm()
 			popped = true
 			signal(c.writable) // a writer waiting for room fails now
+			signal(c.forkable) // and a Fork waiting for credit
 			continue
 		}
 		if v.abort {
