@@ -14,6 +14,7 @@ import (
 
 	"github.com/postsockets/postsockets/internal/attack"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/sockio"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -270,6 +271,7 @@ func forgedFlood(t *testing.T, name string, forge func(s, c *Conn, i uint32) []b
 	var cpu time.Duration
 	st := s.Stats()
 	dropped := st.PacketsDropped + st.QueueDropped
+	kernel := sockio.Drops(s.t.udp)
 	ca := attack.Case{
 		Name:   name,
 		Budget: 32 << 20,
@@ -287,9 +289,13 @@ func forgedFlood(t *testing.T, name string, forge func(s, c *Conn, i uint32) []b
 			s.t.settle() // the connection's loop has taken what was queued
 			st := s.Stats()
 			d := int64(st.PacketsDropped + st.QueueDropped - dropped)
-			note += fmt.Sprintf(", %d dropped by the connection", d)
-			if d < sent*9/10 {
-				return note, fmt.Errorf("only %d of %d forged packets reached the connection and were dropped", d, sent)
+			// A loaded host's socket overflows under the flood: those
+			// never reached anything. Every other one must have reached
+			// the connection, and a good share of them did.
+			k := int64(sockio.Drops(s.t.udp) - kernel)
+			note += fmt.Sprintf(", %d dropped by the connection, %d by the kernel", d, k)
+			if d+k < sent*9/10 || d < sent/4 {
+				return note, fmt.Errorf("only %d of %d forged packets reached the connection and were dropped (%d dropped by the kernel)", d, sent, k)
 			}
 			go c.SendMessage(ctx, []byte("after"))
 			if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "after" {
