@@ -615,7 +615,9 @@ func (c *Carrier) forkAllowed() error {
 
 // AcceptFork returns the next Carrier the peer forked from this one. It
 // fails with an error wrapping post.ErrPolicyConflict when the policy
-// prohibits forking.
+// prohibits forking, and with one wrapping post.ErrClosed once the peer
+// closed this Carrier in order and no fork is queued, whether or not this
+// Carrier was read (TCP outside Linux: only once it was read).
 func (c *Carrier) AcceptFork(ctx context.Context) (*Carrier, error) {
 	if err := c.forkAllowed(); err != nil {
 		return nil, err

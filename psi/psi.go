@@ -246,6 +246,9 @@ type Transient interface {
 	// WriteMessage; it is never dropped silently.
 	Fork(ctx context.Context, class TrafficClass) (Transient, error)
 	// AcceptFork returns the next transient the peer forked from this one.
+	// Once the peer closed this one in order and no fork is queued, it
+	// fails with an error wrapping post.ErrClosed, without this transient
+	// being read (TCP outside Linux: only once it is read).
 	AcceptFork(ctx context.Context) (Transient, error)
 	// Path is the path currently in use; Paths lists all known paths.
 	Path() post.Path

@@ -91,6 +91,7 @@ type Conn struct {
 	done        chan struct{} // closed by teardown
 	established chan struct{} // closed when the handshake ends either way
 	released    chan struct{} // closed when our RELEASE is acknowledged
+	peerEnded   chan struct{} // closed when the peer's RELEASE is taken in order
 	readable    chan struct{}
 	writable    chan struct{}
 	events      eventHook // psi.EventSource handler
@@ -377,6 +378,7 @@ func newConn(t *Transport, cfg *Config, initiator bool, remote peerAddr) *Conn {
 		done:        make(chan struct{}),
 		established: make(chan struct{}),
 		released:    make(chan struct{}),
+		peerEnded:   make(chan struct{}),
 		readable:    make(chan struct{}, 1),
 		writable:    make(chan struct{}, 1),
 		forkable:    make(chan struct{}, 1),

@@ -290,6 +290,9 @@ func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, er
 }
 
 // AcceptFork returns the next clone the peer forked from this connection.
+// Once the peer released the connection in order and no clone is queued,
+// it fails with an error wrapping post.ErrClosed: the peer forks no more
+// from it. What the peer sent stays queued for ReadMessage.
 func (c *Conn) AcceptFork(ctx context.Context) (*Conn, error) {
 	if c.cfg.NoForks {
 		return nil, post.Errorf(post.ErrPolicyConflict, "fsp: forks are prohibited")
@@ -312,6 +315,14 @@ func (c *Conn) AcceptFork(ctx context.Context) (*Conn, error) {
 	case cl := <-q:
 		c.tookFork()
 		return cl, nil
+	case <-c.peerEnded:
+		select {
+		case cl := <-q:
+			c.tookFork()
+			return cl, nil
+		default:
+		}
+		return nil, post.Errorf(post.ErrClosed, "fsp: peer released the connection")
 	case <-c.done:
 		return nil, c.Err()
 	case <-ctx.Done():

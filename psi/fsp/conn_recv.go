@@ -361,6 +361,9 @@ func (c *Conn) popInOrder() {
 		}
 		if v.release {
 			c.freeRx(v.buf)
+			if !c.peerReleased {
+				close(c.peerEnded) // AcceptFork ends
+			}
 			c.peerReleased = true
 			c.dropAsm()
 			popped = true

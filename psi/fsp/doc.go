@@ -464,7 +464,8 @@
 // backed-off retransmission timeouts and at least 5 s of data
 // unanswered, is declared dead with post.ErrTimeout. A peer that released
 // the connection and acknowledged everything sent to it is never: what it
-// sent stays readable until Close, though it has exited.
+// sent stays readable until Close, though it has exited, and a waiting
+// AcceptFork fails with post.ErrClosed once no clone is queued.
 //
 // Close flushes, sends RELEASE and waits for the cumulative
 // acknowledgement of everything up to it (the peer then reads io.EOF),

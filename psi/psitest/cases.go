@@ -343,6 +343,68 @@ func testPassedDeadline(t *testing.T, mp MakePair) {
 	}
 }
 
+// testAcceptForkPeerClosed: an AcceptFork on a transient the peer closed
+// in order ends with an error wrapping post.ErrClosed once no fork is
+// queued, without the transient being read: what the peer sent before
+// its close is still read whole, then io.EOF. It waited for its context
+// on every stack before 1 December.
+func testAcceptForkPeerClosed(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	if !p.A.Features().Has(psi.Fork) {
+		t.Skip("stack cannot fork")
+	}
+	ctx := testContext(t, 20*time.Second)
+	f, err := p.A.Fork(ctx, psi.Wine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.WriteMessage(ctx, []byte("fork"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	bf, err := p.B.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bf.Close()
+	if got, err := readMsg(ctx, bf, 64); err != nil || string(got) != "fork" {
+		t.Fatalf("fork: %q, %v", got, err)
+	}
+	if err := p.A.WriteMessage(ctx, []byte("unread"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, linger+time.Second, "Close", p.A.Close); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = within(t, 10*time.Second, "AcceptFork after the peer's close", func() acceptResult {
+		f, err := p.B.AcceptFork(actx)
+		return acceptResult{f, err}
+	}).unpack()
+	if !errors.Is(err, post.ErrClosed) {
+		t.Errorf("AcceptFork after the peer's orderly close: %v, want ErrClosed", err)
+	}
+	if got, err := readMsg(ctx, p.B, 64); err != nil || string(got) != "unread" {
+		t.Fatalf("the message sent before the close: %q, %v", got, err)
+	}
+	if _, _, err := p.B.ReadMessage(ctx, make([]byte, 64)); err != io.EOF {
+		t.Fatalf("after the last message: %v, want io.EOF", err)
+	}
+}
+
+type acceptResult struct {
+	f   psi.Transient
+	err error
+}
+
+func (r acceptResult) unpack() (psi.Transient, error) {
+	if r.f != nil {
+		r.f.Close()
+	}
+	return r.f, r.err
+}
+
 func testForkBurst(t *testing.T, mp MakePair) {
 	// A thousand forks load a small machine; the case is about flow
 	// control, not about declaring a busy peer dead.
@@ -1010,4 +1072,24 @@ func testExitAfterClose(t *testing.T, mp MakePair) {
 			t.Fatalf("after the last message: %v, want io.EOF", err)
 		}
 	})
+}
+
+// testSlowReaderAfterPeerClose: what the peer sent before an orderly
+// Close that returned nil is still read whole by a reader that comes
+// later than the idle timeout. FSP declared the released peer dead after
+// the idle timeout and discarded it, and the reader got io.EOF without it.
+func testSlowReaderAfterPeerClose(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	if err := p.A.WriteMessage(ctx, []byte("unread"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.A.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	time.Sleep(idleTimeout + time.Second)
+	got, err := readMsg(ctx, p.B, 64)
+	if err != nil || string(got) != "unread" {
+		t.Errorf("message the peer's Close saw delivered, read after the idle timeout: %q, %v", got, err)
+	}
 }

@@ -84,6 +84,8 @@ var cases = []testCase{
 	{"PassedDeadline", testPassedDeadline},
 	{"ForkBothWays", testForkBothWays},
 	{"ForkBurst", testForkBurst},
+	{"AcceptForkPeerClosed", testAcceptForkPeerClosed},
+	{"SlowReaderAfterPeerClose", testSlowReaderAfterPeerClose},
 	{"CloseReadAll", testCloseReadAll},
 	{"CloseUnreadByPeer", testCloseUnreadByPeer},
 	{"ConcurrentClose", testConcurrentClose},

@@ -755,6 +755,9 @@ func (t *Transient) pushFork(f *Transient) bool {
 }
 
 // AcceptFork returns the next transient the peer forked from this one.
+// Once the peer ended this transient in order (all of its stream has
+// arrived, read or not) and no fork is queued, it fails with an error
+// wrapping post.ErrClosed: the peer forks no more from it.
 func (t *Transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 	for {
 		t.mu.Lock()
@@ -768,6 +771,10 @@ func (t *Transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 			t.forks = t.forks[1:]
 			t.mu.Unlock()
 			return f, nil
+		}
+		if t.peerDone {
+			t.mu.Unlock()
+			return nil, t.opError("accept fork", post.Errorf(post.ErrClosed, "the peer closed the transient"))
 		}
 		t.mu.Unlock()
 		select {
@@ -957,6 +964,10 @@ func (t *Transient) peerClosed() {
 	t.mu.Lock()
 	t.peerDone = true
 	t.mu.Unlock()
+	select {
+	case t.forkSig <- struct{}{}: // a waiting AcceptFork ends
+	default:
+	}
 	// A write blocked in flow control would wait for a peer that reads
 	// no more: cut it.
 	_ = s.SetWriteDeadline(time.Now())

@@ -440,14 +440,19 @@ func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Trans
 }
 
 // AcceptFork returns the next fork the peer made of this transient. On the
-// dialling side, which the peer cannot fork to, it blocks until ctx ends or
-// the transient closes.
+// dialling side, which the peer cannot fork to, it blocks until ctx ends,
+// the transient closes or (Linux) the peer closes or resets it. Once the
+// peer closed the connection (Linux: its FIN arrived, read or not) and no
+// fork is queued or between its hello and the queue, it fails with an
+// error wrapping post.ErrClosed: a fork's hello is answered before the
+// peer's Fork returns, so every fork made before the peer's Close is
+// queued by then.
 func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 	// Nothing reads the connection while AcceptFork waits, so a reset by
-	// the peer's Abort shows only in the socket's state: look at it now
-	// and then (Linux), as FSP and QUIC learn of it at once.
+	// the peer's Abort, or its FIN, shows only in the socket's state: look
+	// at it now and then (Linux), as FSP and QUIC learn of them at once.
 	var poll <-chan time.Time
-	if resetReporting && t.forkCh != nil {
+	if resetReporting && t.tcp != nil {
 		tk := time.NewTicker(forkResetPoll)
 		defer tk.Stop()
 		poll = tk.C
@@ -464,6 +469,11 @@ func (t *transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 		case <-poll:
 			if peerReset(t.tcp) {
 				return nil, wrap("accept fork", t.path, post.Errorf(post.ErrReset, "the peer reset the connection"))
+			}
+			// forkRoom counts the places taken and not yet accepted:
+			// forks queued and forks whose hello is still under way.
+			if len(t.forkRoom) == 0 && peerFinished(t.tcp) {
+				return nil, wrap("accept fork", t.path, post.Errorf(post.ErrClosed, "the peer closed the transient"))
 			}
 		}
 	}
