@@ -280,8 +280,9 @@ func (c *Conn) lossTimerAction() lossAction {
 
 // peerDone reports whether the peer released the connection and
 // acknowledged everything we sent: it owes us nothing and we owe it
-// nothing, so its silence (it may have exited) is no failure. What it
-// sent stays readable until Close, as TCP keeps data after a FIN;
+// nothing, so its silence (it may have exited) is no failure and is not
+// probed. What it sent stays readable until Close, as TCP keeps data
+// after a FIN;
 // declaring it dead freed that data, and the reader got io.EOF in its
 // place although the peer's Close had returned nil. Called with c.mu
 // held.
@@ -356,7 +357,7 @@ func (c *Conn) armTimer() {
 		if c.authWait {
 			at(c.hsDeadline)
 		}
-		if ka := c.cfg.keepAlive(); ka > 0 {
+		if ka := c.cfg.keepAlive(); ka > 0 && !c.peerDone() {
 			at(c.lastKA.Add(ka))
 		}
 		at(c.quietAt)
@@ -522,7 +523,7 @@ func (c *Conn) onTimer() {
 	}
 	c.onCreditTimer(now)
 	c.onQuietTimer(now)
-	if ka := c.cfg.keepAlive(); ka > 0 && now.Sub(c.lastKA) >= ka {
+	if ka := c.cfg.keepAlive(); ka > 0 && !c.peerDone() && now.Sub(c.lastKA) >= ka {
 		c.lastKA = now
 		if keepAliveProbe(now, c.lastRecv, ka) {
 			c.ackReq = true

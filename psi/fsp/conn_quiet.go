@@ -27,8 +27,10 @@ func (c *Conn) onQuietTimer(now time.Time) {
 	if c.quietAt.IsZero() || now.Before(c.quietAt) {
 		return
 	}
-	if now.Sub(c.lastRecv) < quietAfter<<c.quietProbes {
-		c.quietAt = time.Time{} // the peer is heard: the path works
+	if now.Sub(c.lastRecv) < quietAfter<<c.quietProbes || c.peerDone() {
+		// The peer is heard, so the path works; or it released the
+		// connection and owes nothing, so its silence says nothing.
+		c.quietAt = time.Time{}
 		return
 	}
 	c.ackReq = true

@@ -40,8 +40,15 @@ func TestReleasedDataOutlivesIdle(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	pc.Vanish()                         // the sender's process exits
-	time.Sleep(1500 * time.Millisecond) // five idle timeouts, nothing read
+	pc.Vanish() // the sender's process exits
+	time.Sleep(300 * time.Millisecond)
+	sent := s.Stats().PacketsSent
+	time.Sleep(1200 * time.Millisecond) // five idle timeouts in all, nothing read
+	// Nor is the gone peer probed: keep-alives every 500 ms went on
+	// until Close, after quiet probes 250 ms and 750 ms after its data.
+	if n := s.Stats().PacketsSent - sent; n > 0 {
+		t.Errorf("%d packets sent to the peer that released and left", n)
+	}
 	got, err := s.ReceiveMessage(ctx)
 	if err != nil || !bytes.Equal(got, msg) {
 		t.Fatalf("after the sender exited: %d of %d bytes, %v", len(got), len(msg), err)
