@@ -463,7 +463,7 @@
 // for half that; a peer silent for IdleTimeout, or one that leaves ten
 // backed-off retransmission timeouts and at least 5 s of data
 // unanswered, is declared dead with post.ErrTimeout. A peer that released
-// the connection and acknowledged everything sent to it is never: what it
+// the connection and acknowledged everything sent to it is never, nor probed: what it
 // sent stays readable until Close, though it has exited, and a waiting
 // AcceptFork fails with post.ErrClosed once no clone is queued.
 //
