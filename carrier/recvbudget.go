@@ -128,14 +128,16 @@ func (cl *claim) grow(ctx context.Context, n int64, live func() (<-chan struct{}
 		if timer != nil {
 			timer.Stop()
 		}
+		// Stalled by us, not the peer: its clock starts again, under
+		// b.mu with the end of the wait, or evictFor could find the
+		// gather neither waiting nor fresh and evict it as it resumes.
 		b.mu.Lock()
-		waited := cl.waiting
-		cl.waiting = false
-		b.mu.Unlock()
-		if waited {
-			cl.progress.Store(time.Now().UnixNano()) // stalled by us, not the peer
+		if cl.waiting {
+			cl.waiting = false
+			cl.progress.Store(time.Now().UnixNano())
 			cl.read = 0
 		}
+		b.mu.Unlock()
 	}()
 	for {
 		b.mu.Lock()
