@@ -61,18 +61,9 @@ func TestPacketStacksOverICE(t *testing.T) {
 					ExitA:   func() { va.Vanish(); ca.Close() },
 					VanishB: vb.Vanish,
 				}
-			}, skipPending(st.(psi.Stack).Name())...)
+			})
 		})
 	}
-}
-
-// skipPending names the cases a stack does not pass yet, and the fix
-// each waits for.
-func skipPending(stack string) []psitest.Option {
-	if stack != "quic" {
-		return nil
-	}
-	return []psitest.Option{psitest.Skip("SlowReaderAfterPeerClose", "pending: QUIC loses a stream's unread data when the connection ends at the idle timeout after the peer's orderly Close (keep the rest that confirmEnd peeked)")}
 }
 
 // queuedConn is a PacketConn whose first read returns a datagram taken

@@ -53,10 +53,8 @@ func TestConformance(t *testing.T) {
 			ExitA:   func() { cconn.Vanish(); cconn.PacketConn.Close() },
 			VanishB: sconn.Vanish,
 		}
-	}, psitest.Skip("SlowReaderAfterPeerClose", slowReaderPending))
+	})
 }
-
-const slowReaderPending = "pending: QUIC loses a stream's unread data when the connection ends at the idle timeout after the peer's orderly Close (keep the rest that confirmEnd peeked)"
 
 // TestConformanceLossy runs the cases about delivery and close over an
 // emulated path with a 10 ms round trip and 2% loss each way, so that

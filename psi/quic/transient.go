@@ -49,7 +49,7 @@ type Transient struct {
 	rmu     sync.Mutex
 	rs      *quicgo.Stream // stream br reads from
 	br      *bufio.Reader
-	rc      atomic.Pointer[countReader] // under br
+	rc      atomic.Pointer[countReader] // of the newest stream; see countReader
 	fr      framer.MessageReader
 	inMsg   bool   // inside a stream message
 	dcur    []byte // rest of the datagram being read
@@ -106,46 +106,36 @@ func newTransient(c *conn, s *quicgo.Stream, hdr header, assoc [16]byte, class p
 	}
 	t.setReader(s)
 	t.setWriter(s)
-	t.watchEnd(s)
+	t.watchEnd(s) // last: confirmEnd may run at once
 	return t
-}
-
-// countReader counts the bytes read from a stream.
-type countReader struct {
-	s *quicgo.Stream
-	n atomic.Int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.s.Read(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // watchEnd confirms the peer's end of stream s once all of s has arrived,
 // whether or not it has been read: see confirmEnd.
 func (t *Transient) watchEnd(s *quicgo.Stream) {
+	cr := t.countReader(s)
 	s.SetReceiveFinalSizeCallback(func(size int64) {
 		// Called from quic-go's event loop, which must not block.
-		go t.confirmEnd(s, size)
+		go t.confirmEnd(cr, size)
 	})
 }
 
-// confirmEnd waits until every byte of s up to its final size has
-// arrived, then ends our side of the stream. The peer's Close waits for
-// that end as the confirmation that its data was delivered; QUIC does not
-// tell the application when its stream data is acknowledged.
-func (t *Transient) confirmEnd(s *quicgo.Stream, size int64) {
-	var read int64
-	if cr := t.rc.Load(); cr != nil && cr.s == s {
-		read = cr.n.Load()
-	}
+// confirmEnd waits until every byte of cr's stream up to its final size
+// has arrived, keeps what is unread (so that it outlives the connection),
+// then ends our side of the stream. The peer's Close waits for that end
+// as the confirmation that its data was delivered; QUIC does not tell the
+// application when its stream data is acknowledged.
+func (t *Transient) confirmEnd(cr *countReader, size int64) {
+	s := cr.s
 	// Peeking past the end returns io.EOF once everything is there.
 	// What the peer can send beyond what was read is bounded by flow
 	// control, and so is this buffer.
-	buf := make([]byte, max(size-read, 0)+1)
+	buf := make([]byte, max(size-cr.n.Load(), 0)+1)
 	for {
 		_, err := s.Peek(buf)
+		if err == io.EOF {
+			err = cr.keepRest(buf)
+		}
 		switch {
 		case err == io.EOF:
 			t.peerClosed()
@@ -162,10 +152,23 @@ func (t *Transient) confirmEnd(s *quicgo.Stream, size int64) {
 	}
 }
 
+// countReader returns the countReader of s, shared by the reader and
+// confirmEnd; in a 0-RTT replay watchEnd sees the new stream first.
+func (t *Transient) countReader(s *quicgo.Stream) *countReader {
+	for {
+		old := t.rc.Load()
+		if old != nil && old.s == s {
+			return old
+		}
+		if cr := newCountReader(s); t.rc.CompareAndSwap(old, cr) {
+			return cr
+		}
+	}
+}
+
 func (t *Transient) setReader(s *quicgo.Stream) {
 	t.rs = s
-	cr := &countReader{s: s}
-	t.rc.Store(cr)
+	cr := t.countReader(s)
 	t.br = bufio.NewReaderSize(cr, readBuffer)
 	t.fr = framer.LengthPrefix{}.NewReader(t.br, t.c.cfg.Limit())
 	t.inMsg, t.rerr = false, nil

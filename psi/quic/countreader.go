@@ -1,0 +1,92 @@
+package quic
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	quicgo "github.com/quic-go/quic-go"
+)
+
+// countReader reads a stream and counts the bytes read. Once the whole
+// stream has arrived it can keep what is still unread (keepRest), and
+// serves that when the connection ends before the reader comes: quic-go
+// then reports the connection's error even with data still buffered.
+type countReader struct {
+	s *quicgo.Stream
+	n atomic.Int64 // bytes read, served from rest too
+
+	mu     sync.Mutex // held across s.Read, so keepRest sees a settled n
+	rest   []byte     // the stream's unread end as kept by keepRest
+	restAt int64      // n when rest was kept
+}
+
+func newCountReader(s *quicgo.Stream) *countReader { return &countReader{s: s} }
+
+func (c *countReader) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.s.Read(p)
+	c.n.Add(int64(n))
+	switch {
+	case err == io.EOF:
+		c.rest = nil
+	case c.rest != nil && n > 0:
+		c.trimRest()
+		if err != nil && connEnded(err) {
+			return n, nil // readRest serves the next read
+		}
+	case c.rest != nil && err != nil && connEnded(err):
+		return c.readRest(p)
+	}
+	return n, err
+}
+
+// trimRest drops the part of rest the stream's own reads went past once
+// it is half of rest, so that rest is at most twice what is unread,
+// which quic-go holds too within the connection's flow-control window.
+// An empty rest is kept: it still stands for the io.EOF to come.
+func (c *countReader) trimRest() {
+	off := min(c.n.Load()-c.restAt, int64(len(c.rest)))
+	if len(c.rest) == 0 || 2*off < int64(len(c.rest)) {
+		return
+	}
+	r := make([]byte, int64(len(c.rest))-off)
+	copy(r, c.rest[off:])
+	c.rest, c.restAt = r, c.n.Load()
+}
+
+// readRest serves the kept end of the stream, then io.EOF.
+func (c *countReader) readRest(p []byte) (int, error) {
+	off := c.n.Load() - c.restAt
+	if off >= int64(len(c.rest)) {
+		c.rest = nil
+		return 0, io.EOF
+	}
+	n := copy(p, c.rest[off:])
+	c.n.Add(int64(n))
+	return n, nil
+}
+
+// keepRest peeks at all of the stream not yet read into buf, which must
+// be larger than that, and keeps it. It returns io.EOF when it did; the
+// whole stream must have arrived, so a Read in progress does not block
+// it for long.
+func (c *countReader) keepRest(buf []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, err := c.s.Peek(buf)
+	if err == io.EOF {
+		c.rest, c.restAt = buf[:k:k], c.n.Load()
+	}
+	return err
+}
+
+// connEnded reports whether a stream read failed because its connection
+// ended, rather than a deadline or the stream's own reset.
+func connEnded(err error) bool {
+	var se *quicgo.StreamError
+	return !errors.Is(err, os.ErrDeadlineExceeded) && !errors.As(err, &se)
+}
