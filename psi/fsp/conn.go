@@ -117,6 +117,7 @@ type Conn struct {
 	peerNonce  []byte
 	kp         *fcrypto.KeyPair
 	hsPacket   []byte
+	cookie     []byte        // initiator: the cookie hsPacket echoes
 	hsFlight   *affirmFlight // responder: ACK_CONNECT_REQ (affirm.go)
 	hsNext     int           // responder: the next fragment to send
 	hsCredit   int           // responder: bytes it may send, 3x those received

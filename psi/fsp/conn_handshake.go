@@ -159,24 +159,22 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 	}
 }
 
-// connectRequest returns the CONNECT_REQUEST that echoes cookie.
+// connectRequest returns the CONNECT_REQUEST that echoes cookie, and
+// keeps the cookie for renewCookie.
 func (c *Conn) connectRequest(cookie []byte) []byte {
-	p := c.connectRequestHeader()
+	c.cookie = append(c.cookie[:0], cookie...)
+	p := wire.Packet{
+		Header:       wire.Header{Opcode: wire.ConnectRequest, Src: c.local},
+		HasParam:     true,
+		Param:        c.myParam(),
+		EphemeralKey: c.kp.Public[:],
+	}
 	// Padded to BaseDatagramSize: the listener answers with up to
 	// three times what it received (flight.go).
 	pad := BaseDatagramSize - len(wire.AppendHeader(nil, &p)) - fcrypto.TagLen
 	payload := make([]byte, max(pad, fcrypto.CookieLen+fcrypto.NonceLen))
 	copy(payload[copy(payload, cookie):], c.nonce[:])
 	return handshakePacket(nil, c.hsKey, &p, payload)
-}
-
-func (c *Conn) connectRequestHeader() wire.Packet {
-	return wire.Packet{
-		Header:       wire.Header{Opcode: wire.ConnectRequest, Src: c.local},
-		HasParam:     true,
-		Param:        c.myParam(),
-		EphemeralKey: c.kp.Public[:],
-	}
 }
 
 // renewCookie takes the listener's answer to a CONNECT_REQUEST whose
@@ -189,13 +187,10 @@ func (c *Conn) connectRequestHeader() wire.Packet {
 // ping-pong of it; its retransmissions keep their backoff. Called with
 // c.mu held.
 func (c *Conn) renewCookie(body []byte, now time.Time) {
-	h := c.connectRequestHeader()
-	ours := c.hsPacket[min(len(wire.AppendHeader(nil, &h)), len(c.hsPacket)):]
-	fresh, stale := body[:min(len(body), fcrypto.CookieLen)], body[min(len(body), fcrypto.CookieLen):]
-	if len(body) != 2*fcrypto.CookieLen || !bytes.HasPrefix(ours, stale) {
+	if len(body) != 2*fcrypto.CookieLen || !bytes.Equal(body[fcrypto.CookieLen:], c.cookie) {
 		return
 	}
-	c.hsPacket = c.connectRequest(fresh)
+	c.hsPacket = c.connectRequest(body[:fcrypto.CookieLen])
 	if now.Before(c.reaffirmAt) {
 		return // sent with the next retransmission
 	}
