@@ -48,6 +48,7 @@ var confCases = []confCase{
 	{"CloseWithUnreadData", confCloseUnread},
 	{"CloseLivePeer", confCloseLive},
 	{"Abort", confAbort},
+	{"CloseAfterPeerAbort", confCloseAfterPeerAbort},
 	{"PausedReader", confPausedReader},
 	{"VanishedPeer", confVanishedPeer},
 	{"ExitAfterClose", confExitAfterClose},
@@ -485,6 +486,28 @@ func confAbort(t *testing.T, stack string) {
 			t.Fatalf("peer after Abort: %v, want ErrReset", err)
 		}
 		break
+	}
+}
+
+// confCloseAfterPeerAbort: a Close called just after the peer's Abort
+// (its reset possibly still in flight, crossing our close) ends with nil
+// or an error wrapping post.ErrReset, never the linger's ErrTimeout. FSP
+// dropped a reset that crossed its RELEASE and waited out the linger
+// (found by a program written from the docs).
+func confCloseAfterPeerAbort(t *testing.T, stack string) {
+	for i := range 5 {
+		c, s := confPair(t, stack, nil, nil)
+		ctx := confCtx(t, 10*time.Second)
+		if err := c.Send(ctx, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.Abort()
+		if err := s.Close(); err != nil && (!errors.Is(err, post.ErrReset) || errors.Is(err, post.ErrTimeout)) {
+			t.Fatalf("round %d: Close after the peer's Abort: %v, want nil or ErrReset", i, err)
+		}
 	}
 }
 

@@ -146,34 +146,8 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	if pkt.Opcode <= wire.AckConnectReq {
 		return // stray handshake packet
 	}
-	if pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen {
-		// Unauthenticated RESET: only believed when closing with all data
-		// acknowledged, when the peer already forgot the connection.
-		if c.state == stateClosing && c.sentRelease && c.snd.Base() >= c.releaseSeq {
-			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
-				c.releaseDone()
-			}
-			return
-		}
-		// Or while waiting for the listener to confirm CLIENT_AUTH, as
-		// during the rest of the handshake: it refused us and lost the
-		// protected refusal, or it restarted.
-		if c.authWait {
-			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
-				c.failLocked(post.Errorf(post.ErrRefused, "fsp: the listener dropped the connection before confirming CLIENT_AUTH"))
-			}
-			return
-		}
-		// Or before the listener's first protected packet: it gave up
-		// the handshake (its HandshakeTimeout, an eviction from its
-		// pending table) after its answer left, and forgot us; without
-		// this the connection would wait for the idle timeout.
-		if c.initiator && !c.confirmed && c.parent == nil {
-			if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); ok {
-				c.failLocked(post.Errorf(post.ErrReset, "fsp: the listener dropped the handshake before confirming it"))
-			}
-			return
-		}
+	if pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen && c.unprotectedReset(b) {
+		return
 	}
 	d := c.rx[0]
 	if pkt.Flags&wire.FlagKeyPhase != 0 {
@@ -703,4 +677,38 @@ func (c *Conn) ReceiveMessage(ctx context.Context) ([]byte, error) {
 			return msg, nil
 		}
 	}
+}
+
+// unprotectedReset takes a RESET whose payload is a tag alone when the tag
+// proves it an unauthenticated one from the peer's stack, and reports
+// whether it did. The peer's protected RESET without a reason is as long:
+// one that fails the tag is opened as a protected packet next (dropping
+// it lost a peer's Abort that crossed our RELEASE, and Close waited out
+// its linger).
+func (c *Conn) unprotectedReset(b []byte) bool {
+	// Believed when closing with all data acknowledged (the peer already
+	// forgot the connection); while waiting for the listener to confirm
+	// CLIENT_AUTH, as during the rest of the handshake (it refused us and
+	// lost the protected refusal, or it restarted); or before the
+	// listener's first protected packet (it gave up the handshake, its
+	// HandshakeTimeout or an eviction from its pending table, after its
+	// answer left, and forgot us; without this the connection would wait
+	// for the idle timeout).
+	released := c.state == stateClosing && c.sentRelease && c.snd.Base() >= c.releaseSeq
+	dropped := c.initiator && !c.confirmed && c.parent == nil
+	if !released && !c.authWait && !dropped {
+		return false
+	}
+	if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); !ok {
+		return false
+	}
+	switch {
+	case released:
+		c.releaseDone()
+	case c.authWait:
+		c.failLocked(post.Errorf(post.ErrRefused, "fsp: the listener dropped the connection before confirming CLIENT_AUTH"))
+	default:
+		c.failLocked(post.Errorf(post.ErrReset, "fsp: the listener dropped the handshake before confirming it"))
+	}
+	return true
 }

@@ -481,7 +481,9 @@
 // sent as we closed completes its own Close in about a round trip too.
 // Abort sends a RESET
 // and frees the connection at once; the peer's calls fail with
-// post.ErrReset.
+// post.ErrReset, a Close waiting on our RELEASE included (until 2
+// December a RESET that crossed it was dropped, as long as an
+// unauthenticated one, and that Close waited out its linger).
 //
 // # Engine
 //
