@@ -229,9 +229,8 @@ type Carrier struct {
 	closed   chan struct{} // closed when Close or Abort has finished
 	closeErr error         // what that first call found; set before closed closes
 	wg       sync.WaitGroup
-	ownAssoc bool          // the Association was made for this Carrier
-	forks    chan struct{} // Fork calls in flight, shared with the forks
-	writer   atomic.Bool   // a MessageWriter holds the transient
+	ownAssoc bool        // the Association was made for this Carrier
+	writer   atomic.Bool // a MessageWriter holds the transient
 
 	ev        *events // nil without Config.OnEvent
 	cnt       counters
@@ -299,7 +298,6 @@ func newCarrier(a *association.Association, t psi.Transient, cfg Config, initiat
 		aborted:   make(chan struct{}),
 		closed:    make(chan struct{}),
 		wlock:     make(chan struct{}, 1),
-		forks:     make(chan struct{}, maxForking),
 	}
 	c.log = cfg.logger().With("carrier", fmt.Sprintf("%p", c))
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -536,16 +534,13 @@ func (c *Carrier) idleLoop() {
 
 // Fork makes a new Carrier to the same peer; the peer receives it from
 // AcceptFork. On FSP it is a clone made in zero round trips, on QUIC a new
-// stream, on TCP a new connection in the same Association.
+// stream, on TCP a new connection in the same Association. On FSP a Fork
+// of a forked Carrier waits, until ctx ends, for the peer to call
+// AcceptFork on that Carrier (fork credit; a root may fork four first);
+// QUIC and TCP make it at once and hold it unaccepted.
 func (c *Carrier) Fork(ctx context.Context) (*Carrier, error) {
 	return c.ForkClass(ctx, c.cfg.Class)
 }
-
-// maxForking bounds the Fork calls of one Carrier and its forks that are
-// in flight at once, so that a burst of forks waits here instead of
-// crowding the peer's handshake quota (a TCP fork is a new connection and
-// handshake; FSP and QUIC forks return at once and rarely wait).
-const maxForking = 4
 
 // ForkClass is Fork with an explicit traffic class.
 func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carrier, error) {
@@ -564,13 +559,10 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	select {
-	case c.forks <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	// No bound here on Forks in flight: psi/tcp bounds its fork
+	// handshakes itself, and one shared by a Carrier's family let Forks
+	// waiting for the peer's FSP fork credit hold up every other Fork.
 	nt, t, err := c.forkActive(ctx, class)
-	<-c.forks
 	if err != nil {
 		if t == nil {
 			return nil, err
@@ -578,7 +570,6 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 		return nil, opError("fork", t, err)
 	}
 	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
-	f.forks = c.forks
 	f.class = class
 	c.adopt(f)
 	f.budgetLike(c)

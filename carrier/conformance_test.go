@@ -44,6 +44,7 @@ var confCases = []confCase{
 	{"LargeMessageInParts", confLarge},
 	{"WriterAbort", confWriterAbort},
 	{"ForkBurst", confForkBurst},
+	{"ForkWhileForksWait", confForkWhileForksWait},
 	{"CloseDelivers", confCloseDelivers},
 	{"CloseWithUnreadData", confCloseUnread},
 	{"CloseLivePeer", confCloseLive},
@@ -350,6 +351,68 @@ func confForkBurst(t *testing.T, stack string) {
 		if n != msgs {
 			t.Errorf("fork %s: %d of %d messages", id, n, msgs)
 		}
+	}
+}
+
+// confForkWhileForksWait: Forks that wait for the peer (FSP: a fork of a
+// fork waits for fork credit until the peer calls AcceptFork on the fork
+// it is made from) do not hold up the Forks of other Carriers of the
+// family. A bound of four Fork calls in flight, shared by a Carrier and
+// its forks, made the root's Fork wait behind four such Forks until its
+// context ended (found by a program written from the docs).
+func confForkWhileForksWait(t *testing.T, stack string) {
+	c, s := confPair(t, stack, nil, nil)
+	ctx := confCtx(t, 30*time.Second)
+	// The peer takes the root's forks and never a fork's forks.
+	accepted := make(chan *carrier.Carrier, 2)
+	go func() {
+		for range 2 {
+			f, err := s.AcceptFork(ctx)
+			if err != nil {
+				return
+			}
+			accepted <- f
+		}
+	}()
+	f, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Abort()
+	if err := f.Send(ctx, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	sf := <-accepted
+	defer sf.Abort()
+	wctx, stopWaiting := context.WithCancel(ctx)
+	waiting := make(chan *carrier.Carrier, 4)
+	for range 4 {
+		go func() {
+			g, _ := f.Fork(wctx) // FSP: waits for credit the peer never grants
+			waiting <- g
+		}()
+	}
+	defer func() {
+		stopWaiting()
+		for range 4 {
+			if g := <-waiting; g != nil {
+				g.Abort()
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // let them start waiting
+	g, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatalf("the root's Fork while four forks of a fork wait: %v", err)
+	}
+	defer g.Abort()
+	if err := g.Send(ctx, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	sg := <-accepted
+	defer sg.Abort()
+	if m, err := sg.Receive(ctx); err != nil || string(m.Content) != "x" {
+		t.Fatalf("the root's new fork: %v", err)
 	}
 }
 

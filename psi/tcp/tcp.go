@@ -195,7 +195,7 @@ func (s Stack) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config)
 	if cfg == nil {
 		cfg = &psi.Config{}
 	}
-	d := &dialer{stack: s, remote: remote, cfg: *cfg}
+	d := &dialer{stack: s, remote: remote, cfg: *cfg, forking: make(chan struct{}, maxForking)}
 	sec := cfg.Security.ForDial(remote.Addr())
 	tc, err := sec.TLSConfig(false)
 	if err != nil {

@@ -27,7 +27,14 @@ type dialer struct {
 	remote netip.AddrPort
 	cfg    psi.Config
 	tls    *tls.Config
+	// forking holds the forks of a root and its forks that are dialling,
+	// at most maxForking, so that a burst of forks waits here instead of
+	// crowding the listener's handshake quota.
+	forking chan struct{}
 }
+
+// maxForking bounds the forks of one root dialling at once.
+const maxForking = 4
 
 func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.AddrPort) (*transient, error) {
 	path := d.remote.String()
@@ -432,7 +439,13 @@ func (t *transient) Fork(ctx context.Context, class psi.TrafficClass) (psi.Trans
 	if local.IsValid() {
 		local = netip.AddrPortFrom(local.Addr(), 0)
 	}
+	select {
+	case t.dialer.forking <- struct{}{}:
+	case <-ctx.Done():
+		return nil, wrap("fork", t.path, ctx.Err())
+	}
 	f, err := t.dialer.dial(ctx, kindFork, t.token, local)
+	<-t.dialer.forking
 	if err != nil {
 		return nil, err
 	}
