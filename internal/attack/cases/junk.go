@@ -121,7 +121,9 @@ func QUICJunk(o attack.Options) (*attack.Result, error) {
 		Name:   "QUIC junk datagrams, events on",
 		Budget: 32 << 20,
 		Dial: func(ctx context.Context) error {
-			t, err := st.Dial(ctx, ln.Addr(), ccfg)
+			cfg := *ccfg
+			cfg.Local = legitLocal()
+			t, err := st.Dial(ctx, ln.Addr(), &cfg)
 			if err != nil {
 				return err
 			}

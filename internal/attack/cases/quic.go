@@ -62,7 +62,8 @@ func (d *deafConn) Close() error {
 
 // QUICHandshakeFlood starts 100 QUIC handshakes from one address that
 // never get past the client's first flight, restarting each one every
-// 500 ms, while a client dials from 127.0.0.1.
+// 500 ms, while a client dials from a new address of 127.0.0.0/24 each
+// time (legitLocal).
 func QUICHandshakeFlood(o attack.Options) (*attack.Result, error) {
 	ctx := context.Background()
 	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
@@ -79,7 +80,9 @@ func QUICHandshakeFlood(o attack.Options) (*attack.Result, error) {
 		Name:   "QUIC handshakes never completed, one address",
 		Budget: 32 << 20,
 		Dial: func(ctx context.Context) error {
-			t, err := st.Dial(ctx, ln.Addr(), ccfg)
+			cfg := *ccfg
+			cfg.Local = legitLocal()
+			t, err := st.Dial(ctx, ln.Addr(), &cfg)
 			if err != nil {
 				return err
 			}
