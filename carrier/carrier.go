@@ -454,10 +454,12 @@ func (c *Carrier) endWith(err error) {
 	c.log.Debug("carrier ended: it cannot be established", "err", err)
 }
 
-// Used0RTT reports whether the Carrier's transient sent (initiator) or
-// received (listener) its first message as 0-RTT data, waiting, at most
-// until ctx ends, for the handshake to settle it. It is false for a
-// dormant Carrier and for stacks without 0-RTT (psi.ZeroRTTReporter).
+// Used0RTT reports whether the server accepted 0-RTT data on the
+// Carrier's transient, so that its first message was sent (initiator) or
+// received (listener) as 0-RTT data unless it was written after the
+// handshake ended (psi.ZeroRTTReporter), waiting, at most until ctx
+// ends, for the handshake to settle it. It is false for a dormant
+// Carrier and for stacks without 0-RTT.
 func (c *Carrier) Used0RTT(ctx context.Context) (bool, error) {
 	z, ok := c.transient().(psi.ZeroRTTReporter)
 	if !ok {

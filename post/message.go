@@ -59,8 +59,9 @@ type Message struct {
 	// Received messages only: From is the sender's address, Peer its
 	// verified identity ("pin:<hex>" or "psk:<hex>", the pin of its key)
 	// when the handshake proved one, Fork the number of the forked
-	// Carrier it came on (0: the root), and Early reports that it came as
-	// 0-RTT data.
+	// Carrier it came on (0: the root), and Early reports that it is the
+	// first message of a connection that accepted 0-RTT data, so it may
+	// have come as 0-RTT data (and so be a replay).
 	From  netip.AddrPort
 	Peer  string
 	Fork  uint64

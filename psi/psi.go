@@ -330,9 +330,11 @@ func AbortMessage(ctx context.Context, t Transient) error {
 // ZeroRTTReporter is implemented by transients that can carry their
 // first message as 0-RTT data (FSP and QUIC).
 type ZeroRTTReporter interface {
-	// Used0RTT reports whether the first message went (initiator) or
-	// came (listener) as 0-RTT data that the listener took. It is final
-	// once HandshakeComplete is closed.
+	// Used0RTT reports whether the listener accepted 0-RTT data on the
+	// connection: the first message then went (initiator) or came
+	// (listener) as 0-RTT data, unless it was written after the
+	// handshake ended or its 0-RTT copy was lost and sent again. It is
+	// final once HandshakeComplete is closed.
 	Used0RTT() bool
 	// HandshakeComplete is closed when the handshake ends either way.
 	HandshakeComplete() <-chan struct{}

@@ -127,8 +127,9 @@ type Config struct {
 	MaxPathMTU int
 	// Association is sent to the peer in CONNECT_PARAM.
 	Association [16]byte
-	// Allow0RTT lets a dial holding a resumption ticket return at once
-	// and send its first message as 0-RTT data in RESTORE (it must be
+	// Allow0RTT lets a dial holding a resumption ticket send RESTORE and
+	// return at once, and send its first message, if written before the
+	// handshake ends, as 0-RTT data in a copy of RESTORE (it must be
 	// idempotent: a replay outside the anti-replay window is refused, but
 	// see doc.go), and lets a listener take such messages.
 	Allow0RTT bool

@@ -145,14 +145,18 @@ type Conn struct {
 	resBase []byte
 	resumed bool
 	// 0-RTT (conn_early.go): the initiator's early state and message
-	// (kept until the listener took it or it was queued again), and
-	// whether the first message went or came as 0-RTT data.
+	// (kept until the listener took it or it was queued again), whether
+	// the listener said it took it, and whether 0-RTT was accepted. The
+	// listener's: whether it holds the first message (earlyIn), and
+	// until then what takes it from a copy of RESTORE (lateEarly).
 	earlyState uint8
 	used0RTT   bool
+	earlyTaken bool
 	earlyIn    bool
 	keyGen     uint32 // the generation of the keys below (InstallKey)
 	earlyData  []byte
 	earlyAcked func()
+	lateEarly  *earlyAnswer
 
 	// Keys. A session's master secret derives the keys of every
 	// connection of the session with that connection's ALFID pair.

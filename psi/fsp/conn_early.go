@@ -10,74 +10,58 @@ import (
 )
 
 // 0-RTT (see doc.go, "Resumption and 0-RTT"). A dial with
-// Config.Allow0RTT and a ticket returns at once; RESTORE leaves with the
-// first write, carrying the message when it is whole and fits. Another
-// write, a Fork or Close sends it without data at once, and so does the
-// timer after earlyWait if none came. Reads and AcceptFork do not: a
-// reader often starts before the first write. Every call but the first
-// write waits for the handshake.
-
-// earlyWait is how long a 0-RTT dial waits for its first write, Fork or
-// Close before RESTORE leaves without data. A loaded host can delay the
-// first write by tens of milliseconds after Dial returns (20 ms lost the
-// 0-RTT message then); only a caller that just reads waits it out.
-const earlyWait = 250 * time.Millisecond
-
-// startEarly sends RESTORE without data if a 0-RTT dial still waits for
-// its first write: the caller needs the handshake instead. Called with
-// c.mu held.
-func (c *Conn) startEarly() {
-	if c.earlyState == earlyArmed {
-		c.sendHandshake(time.Now())
-		c.armTimer()
-	}
-}
+// Config.Allow0RTT and a ticket sends RESTORE and returns at once, as a
+// QUIC client sends its ClientHello, so a caller that reads first waits
+// one round trip. The first whole message written before the handshake
+// ends, if it fits and the caller allows it, goes as 0-RTT data in a
+// copy of that RESTORE (same nonce, key and ticket), which then stands
+// for it in retransmissions. Any other call before the handshake ends
+// waits for it. The message is the initiator's sequence number 1 however
+// it travels, so a copy the listener took as 0-RTT data and also gets
+// under the session keys is a duplicate.
 
 // Early states of an initiator.
 const (
-	earlyNone  uint8 = iota // not a 0-RTT dial, or RESTORE sent without data
-	earlyArmed              // Dial returned; RESTORE not sent yet
-	earlySent               // RESTORE sent with the first message
+	earlyNone uint8 = iota // not a 0-RTT dial, or a first message waited
+	earlyOpen              // RESTORE sent; the first message may go 0-RTT
+	earlySent              // the first message went in a RESTORE
 )
 
 // writeEarly handles a write before the handshake completed. On a 0-RTT
 // dial the first whole message that fits travels in RESTORE, if
-// idempotent says the caller allows it; any other write makes RESTORE
-// leave without data and waits for the handshake. It reports whether the
-// write is done.
+// idempotent says the caller allows it; any other write waits for the
+// handshake. It reports whether the write is done.
 func (c *Conn) writeEarly(ctx context.Context, p []byte, end bool, acked func(), idempotent bool) (bool, error) {
 	c.mu.Lock()
 	if c.state >= stateEstablished {
 		c.mu.Unlock()
 		return false, nil
 	}
-	if c.earlyState == earlyArmed {
-		now := time.Now()
-		if idempotent && end && len(p) <= earlyRoom(c.resume) {
+	if c.earlyState == earlyOpen {
+		if c.resume != nil && idempotent && end && len(p) <= earlyRoom(c.resume) {
 			c.earlyData, c.earlyAcked = bytes.Clone(p), acked
 			if c.earlyData == nil {
 				c.earlyData = []byte{}
 			}
-			c.hsPacket = c.restorePacket(c.resume, now, p)
+			// The copy with the message replaces RESTORE: it leaves
+			// now, and the handshake timer repeats it.
+			c.hsPacket = c.restorePacket(c.resume, time.Now(), p)
 			c.earlyState = earlySent
-			c.sendHandshake(now)
-			c.armTimer()
+			c.t.write(c.hsPacket, &c.remote)
 			c.mu.Unlock()
 			return true, nil
 		}
-		c.startEarly() // RESTORE without data
+		c.earlyState = earlyNone // this first message waits
 	}
 	c.mu.Unlock()
 	return false, c.awaitEarly(ctx)
 }
 
 // awaitEarly waits until the handshake ends, for calls made on a
-// connection that Dial or Accept returned before it did, and sends
-// RESTORE if a 0-RTT dial has not yet.
+// connection that Dial or Accept returned before it did.
 func (c *Conn) awaitEarly(ctx context.Context) error {
 	c.mu.Lock()
 	st := c.state
-	c.startEarly()
 	c.mu.Unlock()
 	if st >= stateEstablished {
 		return nil
@@ -91,10 +75,10 @@ func (c *Conn) awaitEarly(ctx context.Context) error {
 }
 
 // openEstablished ends the initiator's handshake: a 0-RTT message the
-// listener did not take is queued as the first message, ahead of any
-// other write. Called with c.mu held.
+// listener did not say it took is queued as the first message (sequence
+// number 1), ahead of any other write. Called with c.mu held.
 func (c *Conn) openEstablished() {
-	if c.earlyData != nil && !c.used0RTT {
+	if c.earlyData != nil && !c.earlyTaken {
 		n := len(c.earlyData)
 		d := txData{n: n, op: wire.PureData, flags: wire.FlagEOT, acked: c.earlyAcked}
 		if n > 0 {
@@ -112,10 +96,10 @@ func (c *Conn) openEstablished() {
 }
 
 // openEarly opens a RESTORE's 0-RTT message at the listener and queues it
-// for the reader. Called with c.mu held, before the connection is
-// confirmed.
+// for the reader as the initiator's sequence number 1. Called with c.mu
+// held, before the connection is confirmed.
 func (c *Conn) openEarly(secret []byte, req *restoreRequest) bool {
-	if len(req.early) == 0 || !c.cfg.Allow0RTT {
+	if len(req.early) == 0 || !c.cfg.Allow0RTT || c.earlyIn {
 		return false
 	}
 	buf := getBuf()
@@ -131,13 +115,61 @@ func (c *Conn) openEarly(secret []byte, req *restoreRequest) bool {
 	return true
 }
 
-// Used0RTT reports whether the first message travelled as 0-RTT data and
-// the listener took it (at the initiator), or whether the first message
-// arrived as 0-RTT data (at the listener).
+// earlyAnswer is what a listener keeps, until the initiator confirms,
+// to take a first message that comes in a copy of the RESTORE it
+// answered without one: the ticket's secret, and its answer saying it
+// took the message. Kept apart from Conn, which every pending handshake
+// holds.
+type earlyAnswer struct {
+	secret, taken []byte
+}
+
+// takeEarly takes the 0-RTT message of a RESTORE repeated for a resumed
+// connection that answered it without one: the initiator wrote its first
+// message after RESTORE had left. Only until the initiator confirms, only
+// the first message, only under the binder key of the RESTORE taken. The
+// answer, now saying the message was taken, goes again at once; it is
+// smaller than the RESTORE. It reports whether the message was taken.
+func (c *Conn) takeEarly(b []byte, req *restoreRequest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ea := c.lateEarly
+	if c.state != stateAffirming || ea == nil || c.earlyIn || string(req.nonce) != string(c.peerNonce) {
+		return false
+	}
+	if _, ok := fcrypto.VerifyHandshakeTag(c.hsKey, b); !ok {
+		return false
+	}
+	if !c.openEarly(ea.secret, req) {
+		return false
+	}
+	c.lateEarly = nil
+	c.hsPacket = ea.taken
+	c.reaffirmAt = time.Now().Add(hsInitialRTO / 2)
+	c.t.write(c.hsPacket, &c.remote)
+	return true
+}
+
+// tookEarly reports whether the listener holds the initiator's first
+// message, taken as 0-RTT data.
+func (c *Conn) tookEarly() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.earlyIn
+}
+
+// Used0RTT reports whether the listener accepted 0-RTT data on this
+// resumed connection, both ends allowing it. At the initiator it also
+// means that the first message did not wait for the handshake: it went
+// as 0-RTT data, or was written after the handshake ended. At the
+// listener the first message may have come as 0-RTT data (and so may be
+// a replay, within the limits doc.go gives); it did unless the initiator
+// wrote it after the handshake or the RESTORE carrying it was lost.
+// QUIC reports the same: whether the server accepted 0-RTT.
 func (c *Conn) Used0RTT() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.used0RTT || c.earlyIn
+	return c.used0RTT
 }
 
 // HandshakeComplete is closed once the handshake ended either way. A

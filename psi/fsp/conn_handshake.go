@@ -43,17 +43,18 @@ func (c *Conn) dial(ctx context.Context) error {
 		// Resume with one round trip; a listener that cannot take the
 		// ticket answers with a cookie, as to INIT_CONNECT.
 		c.resume = rs
-		if c.cfg.Allow0RTT {
-			// 0-RTT: return at once; RESTORE leaves with the first
-			// call, or after earlyWait (conn_early.go).
-			c.earlyState = earlyArmed
-			c.state = stateInitiating
-			c.rtoAt = now.Add(min(earlyWait, c.cfg.handshake()/4))
-			c.armTimer()
-			c.mu.Unlock()
-			return nil
-		}
 		c.hsPacket = c.restorePacket(rs, now, nil)
+		if c.cfg.Allow0RTT {
+			// 0-RTT: RESTORE leaves now and Dial returns; the first
+			// message may follow in a copy of it (conn_early.go).
+			c.earlyState = earlyOpen
+			c.state = stateInitiating
+			c.sendHandshake(now)
+			c.armTimer()
+			err := c.err
+			c.mu.Unlock()
+			return err
+		}
 	} else {
 		p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: c.local}}
 		c.hsPacket = handshakePacket(nil, c.hsKey, &p, c.nonce[:])
@@ -82,10 +83,6 @@ func (c *Conn) dial(ctx context.Context) error {
 }
 
 func (c *Conn) sendHandshake(now time.Time) {
-	if c.earlyState == earlyArmed {
-		c.earlyState = earlyNone // nothing written in time: RESTORE without data
-		c.hsPacket = c.restorePacket(c.resume, now, nil)
-	}
 	if err := c.t.write(c.hsPacket, &c.remote); err != nil {
 		switch {
 		case errors.Is(err, syscall.ECONNREFUSED) && c.t.recvErr.Load():
@@ -131,6 +128,9 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 			return
 		}
 		c.resume = nil // the listener did not take our ticket: full handshake
+		if c.earlyState == earlyOpen {
+			c.earlyState = earlyNone // no 0-RTT on a full handshake
+		}
 		c.hsPacket = c.connectRequest(body)
 		c.state = stateRequesting
 		c.hsTries = 0
@@ -547,13 +547,22 @@ func (c *Conn) InstallKey(secret []byte) error {
 	return nil
 }
 
+// establish opens the data path. Sequence numbers start at 1 each way,
+// or at 2 for the initiator's data once the listener took its first
+// message, number 1, as 0-RTT data (conn_early.go).
 func (c *Conn) establish(now time.Time) {
+	sndFirst, rcvFirst := uint64(1), uint64(1)
+	if c.initiator && c.earlyTaken {
+		sndFirst = 2
+	} else if !c.initiator && c.earlyIn {
+		rcvFirst = 2
+	}
 	c.state = stateEstablished
-	c.snd = reliability.NewSender[txData](1)
-	c.rcv = reliability.NewReceiver[rxData](1)
-	c.peerLimit = 1 + uint64(c.peerParam.Window)
-	c.peerExp, c.peerWin = 1, uint64(c.peerParam.Window)
-	c.advLimit = 1 + uint64(c.rcvCap)
+	c.snd = reliability.NewSender[txData](sndFirst)
+	c.rcv = reliability.NewReceiver[rxData](rcvFirst)
+	c.peerLimit = sndFirst + uint64(c.peerParam.Window)
+	c.peerExp, c.peerWin = sndFirst, uint64(c.peerParam.Window)
+	c.advLimit = rcvFirst + uint64(c.rcvCap)
 	c.rtt.SetMaxAckDelay(maxAckDelay)
 	// A lower floor than TCP's 200 ms repairs a lone lost packet (the last
 	// of a message, say) quickly; see docs/benchmarks-hol.md.

@@ -196,7 +196,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	if c.state == stateAffirming {
 		c.establish(now)
 		c.handshakeRTT(now)
-		c.hsPacket, c.hsFlight = nil, nil
+		c.hsPacket, c.hsFlight, c.lateEarly = nil, nil, nil
 		*deliver = c.listener
 		close(c.established)
 		c.issueTicket(now)

@@ -211,25 +211,43 @@
 // smaller than it, since it carries the ticket.
 //
 // With Config.Allow0RTT (psi.Config.Allow0RTT, which the carrier sets
-// for an idempotent first message) and a ticket, Dial returns at once;
-// the first whole message written, if it fits one datagram and (through
-// the psi transient) is marked Idempotent, travels in RESTORE sealed
+// for an idempotent first message) and a ticket, Dial sends RESTORE,
+// flagged as allowing 0-RTT, and returns at once, as a QUIC client sends
+// its ClientHello: a caller that reads first has the listener's answer
+// after one round trip. The first whole message written before the
+// handshake ends, if it fits one datagram and (through the psi
+// transient) is marked Idempotent, leaves at once in a copy of that
+// RESTORE (same nonce, X25519 key and ticket) that carries it sealed
 // under an early key derived from the resumption secret and the client
-// nonce only (no forward secrecy). Otherwise RESTORE leaves without data
-// at the first write, Fork or Close, or 250 ms after Dial (a quarter of
-// HandshakeTimeout if less) for a caller that only reads. A listener
-// with Allow0RTT that takes the ticket delivers the message and hands
+// nonce only (no forward secrecy); the copy stands for RESTORE in
+// retransmissions. Any other call before the handshake ends waits for
+// it, and a first message written after it goes under the session keys
+// at once. A listener with Allow0RTT that takes the ticket of a RESTORE
+// allowing 0-RTT says so in ACK_CONNECT_REQ (helloEarly). It takes the
+// first message from the RESTORE or from a copy of it that arrives
+// before the initiator confirms, only from the address and ALFID the
+// RESTORE came from and under its binder key, holds at most that one
+// message, answers the copy with ACK_CONNECT_REQ saying it took it
+// (helloTaken; smaller than the copy), delivers the message and hands
 // the connection to Accept at once; it sends nothing on it before the
-// initiator's first protected packet. A message the listener did not take is sent again
-// after the handshake, first, so nothing is lost or reordered.
-// Conn.Used0RTT reports 0-RTT on both ends. Replay protection follows
+// initiator's first protected packet. A copy that arrives before its
+// RESTORE is a RESTORE itself. The message is the initiator's sequence
+// number 1 however it travels: unless the answer the initiator got says
+// the listener took it, it is sent again after the handshake, first, and
+// a listener that took it as 0-RTT data drops that copy as a duplicate,
+// so nothing is lost, duplicated or reordered.
+//
+// Conn.Used0RTT reports on both ends whether the listener accepted 0-RTT
+// (as QUIC's does); at the initiator, also that the first message did
+// not wait for the handshake. Replay protection follows
 // RFC 8446 §8: tickets are single use at the client, and a listener takes
 // a RESTORE only if the send time it claims (issue time plus age) is
 // within 10 s of its clock and its nonce was not seen: a strike register
 // remembers each taken nonce for 20 s, bounded to 16384 entries (when
-// full, RESTOREs get a full handshake). A replayed RESTORE gets only the
-// cookie of a full handshake, so its 0-RTT message is delivered once per
-// listener. Ticket keys belong to one listener and die with it, so a
+// full, RESTOREs get a full handshake). A replayed RESTORE, or copy, gets
+// at most the cookie of a full handshake, or while the connection it made
+// is pending the same answer again, so its 0-RTT message is delivered
+// once per listener. Ticket keys belong to one listener and die with it, so a
 // ticket opens only where that listener's register sees every copy.
 //
 // Keys: the session master secret is HKDF-Extract over the X25519 output

@@ -17,20 +17,31 @@ import (
 //
 //	RESTORE           client nonce | ticket age (ms) | ticket length (16 bits) |
 //	                  sealed ticket | [0-RTT message, sealed under the early key];
-//	                  EPHEMERAL_KEY, CONNECT_PARAM
-//	ACK_CONNECT_REQ   server nonce | flags (helloResumed) | key confirmation;
-//	                  EPHEMERAL_KEY, CONNECT_PARAM
+//	                  EPHEMERAL_KEY, CONNECT_PARAM; header flag restoreEarly
+//	                  if the initiator may send 0-RTT data
+//	ACK_CONNECT_REQ   server nonce | flags (helloResumed, helloEarly,
+//	                  helloTaken) | key confirmation; EPHEMERAL_KEY, CONNECT_PARAM
+//
+// A 0-RTT dial sends RESTORE without the message at once, and a copy
+// with it (same nonce, key and ticket) when the first message is written
+// before the handshake ends (conn_early.go).
 //
 // Both are tagged under BinderKey(resumption secret). The master secret
 // mixes a fresh X25519 output with the resumption secret, so forward
 // secrecy holds once the exchange completes; nobody signs anything.
 
-// ACK_CONNECT_REQ flags of a resumed handshake: resumed, and the 0-RTT
-// message was taken.
+// ACK_CONNECT_REQ flags of a resumed handshake: resumed, 0-RTT data
+// accepted, and the 0-RTT message taken (the initiator need not send it
+// again).
 const (
 	helloResumed = 2
 	helloEarly   = 4
+	helloTaken   = 8
 )
+
+// restoreEarly is RESTORE's header flag saying that the initiator may
+// send 0-RTT data (Config.Allow0RTT); the binder covers it.
+const restoreEarly = 1 << 4
 
 // resumeState is a ticket the client holds, taken out of the cache.
 type resumeState struct {
@@ -152,6 +163,9 @@ func (c *Conn) restorePacket(rs *resumeState, now time.Time, early []byte) []byt
 		Param:        c.myParam(),
 		EphemeralKey: c.kp.Public[:],
 	}
+	if c.cfg.Allow0RTT {
+		p.Flags = restoreEarly
+	}
 	b := wire.AppendHeader(make([]byte, 0, maxHandshakeSize), &p)
 	b = append(b, c.nonce[:]...)
 	b = binary.BigEndian.AppendUint32(b, uint32(max(0, now.Sub(rs.received).Milliseconds())))
@@ -237,18 +251,17 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet)
 	}
 	rand.Read(c.nonce[:])
 	myParam := c.myParam()
+	early := c.cfg.Allow0RTT && pkt.Flags&restoreEarly != 0
 	flags := byte(helloResumed)
-	c.mu.Lock()
-	if c.openEarly(tk.secret, req) {
+	if early {
 		flags |= helloEarly
 	}
+	c.mu.Lock()
+	if early && c.openEarly(tk.secret, req) {
+		flags |= helloTaken
+	}
 	c.mu.Unlock()
-	digest := transcript(pkt.Src, c.local, req.nonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
-		&pkt.Param, &myParam, flags, [][]byte{req.ticket})
 	master := fcrypto.MasterSecret(shared, resumeSecret(tk.secret, c.cfg.Security.PSK), req.nonce, c.nonce[:])
-	confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
-	body := make([]byte, 0, fcrypto.NonceLen+1+fcrypto.TagLen)
-	body = append(append(append(body, c.nonce[:]...), flags), confirm[:]...)
 	p := wire.Packet{
 		Header:       wire.Header{Opcode: wire.AckConnectReq, Dst: pkt.Src, Src: c.local},
 		HasParam:     true,
@@ -256,6 +269,16 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet)
 		EphemeralKey: kp.Public[:],
 	}
 	binder := fcrypto.BinderKey(tk.secret)
+	// answer is ACK_CONNECT_REQ with flags f; the flags are in the
+	// transcript its key confirmation covers.
+	answer := func(f byte) []byte {
+		digest := transcript(pkt.Src, c.local, req.nonce, c.nonce[:], pkt.EphemeralKey, kp.Public[:],
+			&pkt.Param, &myParam, f, [][]byte{req.ticket})
+		confirm := fcrypto.HandshakeTag(fcrypto.ConfirmKey(master), digest)
+		body := make([]byte, 0, fcrypto.NonceLen+1+fcrypto.TagLen)
+		body = append(append(append(body, c.nonce[:]...), f), confirm[:]...)
+		return handshakePacket(nil, binder, &p, body)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -267,9 +290,15 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet)
 	c.master = master
 	c.resBase = fcrypto.ResumptionBase(master)
 	c.resumed = true
+	c.used0RTT = early
 	c.installKeys()
 	c.peerCerts = certs
-	c.hsPacket = handshakePacket(nil, binder, &p, body)
+	c.hsPacket = answer(flags)
+	if early && flags&helloTaken == 0 {
+		// The first message may come in a copy of the RESTORE
+		// (takeEarly, conn_early.go).
+		c.lateEarly = &earlyAnswer{secret: tk.secret, taken: answer(flags | helloTaken)}
+	}
 	c.state = stateAffirming
 	c.t.write(c.hsPacket, &c.remote)
 	c.armTimer()
@@ -281,7 +310,7 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet)
 func (c *Conn) finishResume(pkt *wire.Packet, body []byte, now time.Time) error {
 	rs := c.resume
 	if !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen || pkt.Src <= 0xffff ||
-		len(body) != fcrypto.NonceLen+1+fcrypto.TagLen || body[fcrypto.NonceLen]&^helloEarly != helloResumed {
+		len(body) != fcrypto.NonceLen+1+fcrypto.TagLen || body[fcrypto.NonceLen]&^(helloEarly|helloTaken) != helloResumed {
 		return post.Errorf(post.ErrMalformed, "fsp: bad resumed ACK_CONNECT_REQ")
 	}
 	sNonce, flags, confirmGot := body[:fcrypto.NonceLen], body[fcrypto.NonceLen], body[fcrypto.NonceLen+1:]
@@ -304,7 +333,11 @@ func (c *Conn) finishResume(pkt *wire.Packet, body []byte, now time.Time) error 
 	c.installKeys()
 	c.peerCerts = rs.chain
 	c.resumed = true
-	c.used0RTT = flags&helloEarly != 0 && c.earlyState == earlySent
+	// 0-RTT was used if the listener accepted it and no first message
+	// waited for the handshake; the message need not go again if the
+	// listener took it.
+	c.used0RTT = flags&helloEarly != 0 && c.earlyState != earlyNone
+	c.earlyTaken = flags&helloTaken != 0 && c.earlyState == earlySent
 	c.resume, c.kp, c.hsPacket = nil, nil, nil
 	c.establish(now)
 	c.ackReq = true

@@ -14,7 +14,10 @@ import (
 // outside the anti-replay window, a full strike register) gets the
 // cookie of a full handshake, which the client continues, and so does a
 // replay of a RESTORE already taken; one whose binder fails gets nothing.
-// Every answer is smaller than the RESTORE: it carries the ticket.
+// A copy of a RESTORE being answered that carries the first message as
+// 0-RTT data, sent when the initiator wrote it after RESTORE left, gives
+// the message (takeEarly). Every answer is smaller than the RESTORE: it
+// carries the ticket.
 func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wire.Packet) {
 	req, err := parseRestore(pkt)
 	if err != nil {
@@ -26,6 +29,12 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 	confirmed := c == nil && t.responders[pk] != nil
 	t.mu.Unlock()
 	if c != nil {
+		if req.early != nil && c.takeEarly(b, req) {
+			// The first message, written after RESTORE left, came in
+			// a copy of it: readable now, hand the connection out.
+			l.deliver(c)
+			return
+		}
 		c.resendAffirm(req.nonce, len(b)) // the client repeats its RESTORE
 		return
 	}
@@ -95,7 +104,7 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 		c.teardown(err, true)
 		return
 	}
-	if c.Used0RTT() {
+	if c.tookEarly() {
 		// The 0-RTT message is readable now: hand the connection out. It
 		// sends nothing until the client confirms (writes wait).
 		l.deliver(c)

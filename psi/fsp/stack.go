@@ -213,8 +213,8 @@ func (t *transient) PeerIdentity() psi.Identity {
 
 func (t *transient) Features() psi.Features { return TransientFeatures }
 
-// Used0RTT reports whether the first message went (initiator) or came
-// (listener) as 0-RTT data; see Conn.Used0RTT.
+// Used0RTT reports whether the listener accepted 0-RTT data; see
+// Conn.Used0RTT.
 func (t *transient) Used0RTT() bool { return t.c.Used0RTT() }
 
 // HandshakeComplete is closed once the handshake ended; a 0-RTT dial
