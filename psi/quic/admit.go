@@ -58,10 +58,20 @@ func newHandshakes(max, perAddr, connsPerSource int) *handshakes {
 		conns: hsrate.NewConns(connsPerSource)}
 }
 
-// install sets t's callbacks; t must not be in use yet.
-func (h *handshakes) install(t *quicgo.Transport) {
+// install sets t's callbacks; t must not be in use yet. A connection it
+// refuses gives its account back to rb, if not nil.
+func (h *handshakes) install(t *quicgo.Transport, rb *budget) {
 	t.VerifySourceAddress = h.verify
 	t.ConnContext = h.connContext
+	if rb != nil {
+		t.ConnContext = func(ctx context.Context, ci *quicgo.ClientInfo) (context.Context, error) {
+			ctx, err := h.connContext(ctx, ci)
+			if err != nil {
+				rb.dropPending()
+			}
+			return ctx, err
+		}
+	}
 }
 
 // verify asks for a Retry from every Initial that carries no valid token.

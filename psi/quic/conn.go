@@ -63,6 +63,9 @@ type conn struct {
 	ended    bool            // every transient of ours is released
 	peerDone bool            // the peer said every transient of its is released
 	hooks    *connHooks      // quic-go's per-connection hooks; nil on a transport we did not set up
+	// acct is the listener's receive-budget account of a server
+	// connection, nil when none (see budget).
+	acct *account
 	// timer drops a server connection that sends no root stream, and
 	// later one whose transients are all closed (see release).
 	timer *time.Timer
@@ -70,9 +73,10 @@ type conn struct {
 
 // newConn wraps qc and starts its stream and datagram loops. The
 // connection holds one reference to tr, released when qc is closed.
-func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoot func(*Transient) bool, rootDone func()) *conn {
+func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoot func(*Transient) bool, rootDone func(), acct *account) *conn {
 	c := &conn{
 		qc:        qc,
+		acct:      acct,
 		tr:        tr,
 		cfg:       cfg,
 		log:       cfg.Log().With("stack", Name, "remote", qc.RemoteAddr().String()),

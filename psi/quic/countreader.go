@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -21,9 +22,18 @@ type countReader struct {
 	mu     sync.Mutex // held across s.Read, so keepRest sees a settled n
 	rest   []byte     // the stream's unread end as kept by keepRest
 	restAt int64      // n when rest was kept
+
+	// acct is the listener's account of the stream's connection (nil on
+	// a dialled one): a kept rest pins it, so that what the connection
+	// left unread stays charged after it ends, until the rest is read or
+	// dropped (unpin), or the reader is collected.
+	acct  *account
+	unpin atomic.Pointer[func()]
 }
 
-func newCountReader(s *quicgo.Stream) *countReader { return &countReader{s: s} }
+func newCountReader(s *quicgo.Stream, acct *account) *countReader {
+	return &countReader{s: s, acct: acct}
+}
 
 func (c *countReader) Read(p []byte) (int, error) {
 	c.mu.Lock()
@@ -33,6 +43,7 @@ func (c *countReader) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		c.rest = nil
+		c.dropPin()
 	case c.rest != nil && n > 0:
 		c.trimRest()
 		if err != nil && connEnded(err) {
@@ -63,6 +74,7 @@ func (c *countReader) readRest(p []byte) (int, error) {
 	off := c.n.Load() - c.restAt
 	if off >= int64(len(c.rest)) {
 		c.rest = nil
+		c.dropPin()
 		return 0, io.EOF
 	}
 	n := copy(p, c.rest[off:])
@@ -80,9 +92,26 @@ func (c *countReader) keepRest(buf []byte) error {
 	k, err := c.s.Peek(buf)
 	if err == io.EOF {
 		c.rest, c.restAt = buf[:k:k], c.n.Load()
+		if k > 0 && c.acct != nil && c.unpin.Load() == nil {
+			f := c.acct.pin()
+			c.unpin.Store(&f)
+			runtime.AddCleanup(c, func(f func()) { f() }, f)
+		}
 	}
 	return err
 }
+
+// dropPin gives back the pin of a kept rest, once it is read or its
+// transient is released; it does not wait for a Read in progress.
+func (c *countReader) dropPin() {
+	if f := c.unpin.Swap(&noPin); f != nil {
+		(*f)()
+	}
+}
+
+// noPin marks a countReader whose pin was given back, so that none is
+// taken again.
+var noPin = func() {}
 
 // connEnded reports whether a stream read failed because its connection
 // ended, rather than a deadline or the stream's own reset.

@@ -1,6 +1,7 @@
 package quic
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ type Listener struct {
 	ql   *quicgo.EarlyListener
 	tr   *transport
 	hs   *handshakes // nil on a transport the caller supplied
+	rb   *budget     // nil when Stack.MemoryBudget is negative
 	cfg  *psi.Config
 	addr netip.AddrPort
 
@@ -70,19 +72,26 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 	if err != nil {
 		return nil, err
 	}
+	qcfg := s.quicConfig(cfg, true)
+	var rb *budget
+	if s.MemoryBudget >= 0 {
+		rb = newBudget(cmp.Or(s.MemoryBudget, DefaultMemoryBudget))
+		qcfg = rb.config(qcfg)
+	}
 	var hs *handshakes
 	if tr.owned {
 		hs = newHandshakes(orDefault(s.MaxHandshakes, 128), orDefault(s.MaxHandshakesPerSource, 8), orDefault(s.MaxConnsPerSource, 1024))
 		hs.rate = s.MaxHandshakeRate
-		hs.install(tr.t)
+		hs.install(tr.t, rb)
 	}
-	ql, err := tr.t.ListenEarly(tc, s.quicConfig(cfg, true))
+	ql, err := tr.t.ListenEarly(tc, qcfg)
 	if err != nil {
 		tr.release()
 		return nil, mapError(err)
 	}
 	l := &Listener{
 		hs:      hs,
+		rb:      rb,
 		ql:      ql,
 		tr:      tr,
 		cfg:     cfg,
@@ -123,7 +132,7 @@ func (l *Listener) acceptLoop() {
 		}
 		l.backlog.Add(1)
 		l.tr.acquire()
-		newConn(qc, l.tr, l.cfg, true, l.deliver, func() { l.backlog.Add(-1); l.giveShare(src) })
+		newConn(qc, l.tr, l.cfg, true, l.deliver, func() { l.backlog.Add(-1); l.giveShare(src) }, l.rb.of(qc.Context()))
 	}
 }
 
@@ -174,6 +183,11 @@ func (l *Listener) Accept(ctx context.Context) (psi.Transient, error) {
 		return nil, &post.OpError{Op: "accept", Stack: Name, Path: l.addr.String(), Err: ctx.Err()}
 	}
 }
+
+// BudgetStats reports the listener's receive budget (Stack.MemoryBudget):
+// the receive windows its connections hold and the connections refused
+// for want of room.
+func (l *Listener) BudgetStats() BudgetStats { return l.rb.stats() }
 
 // Refused delivers the error of each client the listener refused for its
 // credentials and of each client that refused the listener's, both

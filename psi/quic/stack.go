@@ -113,6 +113,23 @@ type Stack struct {
 	// with post.ErrRefused). It applies to the transports the stack opens
 	// itself, as the handshake bounds do.
 	MaxConnsPerSource int
+	// MemoryBudget bounds, for a listener, what its peers may have sent
+	// that its application has not read: the sum of its connections'
+	// receive windows, which quic-go fills with whatever arrives. Zero
+	// means DefaultMemoryBudget (256 MiB); negative turns it off. A
+	// connection's window starts at 768 KiB (512 KiB a stream), halved
+	// down to 16 KiB while over a quarter of the room left in all, in
+	// its source address's sixteenth of the budget (an IPv6 /64) and in
+	// its /24 or /48 prefix's quarter; 16 KiB windows need room in the
+	// total only, so a source still reaches MaxConnsPerSource. A window
+	// grows as its reader keeps up only while the budget and its shares
+	// have room. A connection without 16 KiB of room is refused (the
+	// dialer's error wraps post.ErrRefused). By default one address's
+	// first 18 connections get the full window and later ones less. A
+	// writer to a connection with a small window waits sooner for the
+	// reader (QUIC does not buffer at the sender).
+	// Listener.BudgetStats reports the accounting; dialing ignores it.
+	MemoryBudget int64
 
 	// tokens keeps the address tokens listeners gave this stack's dials
 	// (NEW_TOKEN), so a second dial to a server skips its Retry.
@@ -348,7 +365,7 @@ func (s *Stack) dial(ctx context.Context, remote netip.AddrPort, ua net.Addr, cf
 			}()
 		}
 	}
-	c := newConn(qc, tr, cfg, false, nil, nil)
+	c := newConn(qc, tr, cfg, false, nil, nil, nil)
 	c.ticket = auth.ticket()
 	select {
 	case <-qc.HandshakeComplete():

@@ -160,7 +160,7 @@ func (t *Transient) countReader(s *quicgo.Stream) *countReader {
 		if old != nil && old.s == s {
 			return old
 		}
-		if cr := newCountReader(s); t.rc.CompareAndSwap(old, cr) {
+		if cr := newCountReader(s, t.c.acct); t.rc.CompareAndSwap(old, cr) {
 			return cr
 		}
 	}
@@ -1065,6 +1065,9 @@ func (t *Transient) releaseOnce() {
 	t.released = true
 	t.mu.Unlock()
 	if !r {
+		if cr := t.rc.Load(); cr != nil {
+			cr.dropPin() // what it kept is not read any more
+		}
 		t.c.release(t)
 	}
 }

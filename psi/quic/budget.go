@@ -1,0 +1,268 @@
+package quic
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+
+	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlogwriter"
+
+	"github.com/postsockets/postsockets/internal/hsrate"
+	"github.com/postsockets/postsockets/post"
+)
+
+// Receive windows a listener gives a new connection: fullWindow, halved
+// down to minWindow while over a quarter of the room its budget has. A stream's
+// window is two thirds of its connection's, as quic-go's defaults are.
+// At minWindow a source's share of the default budget holds its 1,024
+// connections (Stack.MaxConnsPerSource).
+const (
+	fullWindow = 768 << 10 // quic-go's default
+	minWindow  = 16 << 10
+)
+
+// DefaultMemoryBudget is a listener's budget when Stack.MemoryBudget is
+// zero.
+const DefaultMemoryBudget = 256 << 20
+
+// budget bounds what a listener's peers may have sent that its
+// application has not read: the sum of every connection's receive
+// window, as advertised, since quic-go keeps whatever arrives within it.
+// A connection takes its first window when its first Initial is taken
+// (smaller as the room left shrinks; without room for minWindow it is
+// refused), and each growth of its window as quic-go's
+// auto-tuning asks for it (AllowConnectionWindowIncrease: refused
+// without room, so the window stays as it is). One source address
+// (hsrate.Host) may hold a sixteenth of the budget and one /24 or /48
+// prefix a quarter in windows above minWindow; windows of minWindow
+// need room in the total only, so that a source's share does not bound
+// its connection count below Stack.MaxConnsPerSource. The connection
+// gives it all back when it ends and no data kept from it
+// (countReader.keepRest) waits unread.
+type budget struct {
+	mu      sync.Mutex
+	limit   int64
+	share   int64 // per source address
+	pshare  int64 // per prefix
+	used    int64
+	peak    int64
+	refused uint64
+	srcs    map[netip.Addr]int64
+	pfxs    map[netip.Prefix]int64
+	// pending is the account made for the Initial quic-go is taking,
+	// until the connection's tracer binds it (see config); byCtx finds a
+	// live connection's account by its context.
+	pending *account
+	byCtx   map[context.Context]*account
+}
+
+func newBudget(limit int64) *budget {
+	return &budget{limit: limit, share: max(limit/16, minWindow), pshare: max(limit/4, minWindow),
+		srcs: make(map[netip.Addr]int64), pfxs: make(map[netip.Prefix]int64), byCtx: make(map[context.Context]*account)}
+}
+
+// account is what one connection holds of a budget.
+type account struct {
+	b    *budget
+	src  netip.Addr
+	pfx  netip.Prefix
+	held int64 // guarded by b.mu
+	// refs is the connection (until it ends) and each keepRest that kept
+	// data unread; guarded by b.mu. At zero held goes back.
+	refs int
+}
+
+// takeLocked charges n to src and pfx if the total and both shares have
+// room. Called with b.mu held.
+func (b *budget) takeLocked(src netip.Addr, pfx netip.Prefix, n int64) bool {
+	if b.used+n > b.limit || b.srcs[src]+n > b.share || b.pfxs[pfx]+n > b.pshare {
+		return false
+	}
+	b.chargeLocked(src, pfx, n)
+	return true
+}
+
+// chargeLocked charges n to src and pfx. Called with b.mu held.
+func (b *budget) chargeLocked(src netip.Addr, pfx netip.Prefix, n int64) {
+	b.used += n
+	b.peak = max(b.peak, b.used)
+	b.srcs[src] += n
+	b.pfxs[pfx] += n
+}
+
+func (b *budget) giveLocked(src netip.Addr, pfx netip.Prefix, n int64) {
+	b.used -= n
+	if b.srcs[src] -= n; b.srcs[src] <= 0 {
+		delete(b.srcs, src)
+	}
+	if b.pfxs[pfx] -= n; b.pfxs[pfx] <= 0 {
+		delete(b.pfxs, pfx)
+	}
+}
+
+// open makes the account of a connection from addr with the window
+// that room allows, or fails with post.ErrRefused when minWindow does
+// not. An account made before and never bound (its connection was
+// refused after it, by Transport.ConnContext) is given back.
+func (b *budget) open(addr netip.Addr) (*account, int64, error) {
+	addr = addr.Unmap()
+	a := &account{b: b, src: hsrate.Host(addr), pfx: hsrate.Prefix(addr), refs: 1}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.pending; p != nil {
+		b.pending = nil
+		b.unrefLocked(p)
+	}
+	// A quarter of the room left at most, so that an address's (or
+	// the listener's) connections get smaller windows as they add up
+	// rather than the last ones none. The smallest window needs room in
+	// the total only: an address's share bounds what its windows hold
+	// above it, and its connection bound how many it holds.
+	room := min(b.limit-b.used, b.share-b.srcs[a.src], b.pshare-b.pfxs[a.pfx])
+	w := int64(fullWindow)
+	for w > minWindow && w > room/4 {
+		w = max(w/2, minWindow)
+	}
+	if w > minWindow || b.used+w <= b.limit {
+		b.chargeLocked(a.src, a.pfx, w)
+		a.held = w
+		b.pending = a
+		return a, w, nil
+	}
+	b.refused++
+	return nil, 0, post.Errorf(post.ErrRefused, "quic: receive budget full for %v", addr)
+}
+
+// bind ties the pending account to the context of its connection, which
+// quic-go cancels when the connection ends.
+func (b *budget) bind(ctx context.Context) {
+	b.mu.Lock()
+	a := b.pending
+	b.pending = nil
+	if a != nil {
+		b.byCtx[ctx] = a
+	}
+	b.mu.Unlock()
+	if a != nil {
+		context.AfterFunc(ctx, func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			delete(b.byCtx, ctx)
+			b.unrefLocked(a)
+		})
+	}
+}
+
+// of returns the account of the connection whose context is ctx, nil
+// if it has none (or has ended).
+func (b *budget) of(ctx context.Context) *account {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.byCtx[ctx]
+}
+
+// grow charges a growth of the connection's window by delta, if it fits.
+func (a *account) grow(delta int64) bool {
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.takeLocked(a.src, a.pfx, delta) {
+		return false
+	}
+	a.held += delta
+	return true
+}
+
+// pin keeps the account's charge past its connection's end; the
+// returned func gives the pin back, once.
+func (a *account) pin() func() {
+	if a == nil {
+		return func() {}
+	}
+	b := a.b
+	b.mu.Lock()
+	a.refs++
+	b.mu.Unlock()
+	return sync.OnceFunc(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.unrefLocked(a)
+	})
+}
+
+func (b *budget) unrefLocked(a *account) {
+	if a.refs--; a.refs == 0 {
+		b.giveLocked(a.src, a.pfx, a.held)
+		a.held = 0
+	}
+}
+
+// BudgetStats is a listener's receive-budget accounting (see
+// Stack.MemoryBudget).
+type BudgetStats struct {
+	Budget  int64  // the limit; zero when off
+	Held    int64  // receive windows held now
+	Peak    int64  // the most held at once
+	Refused uint64 // Initials refused for want of room (a client may send several)
+}
+
+func (b *budget) stats() BudgetStats {
+	if b == nil {
+		return BudgetStats{}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return BudgetStats{Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused}
+}
+
+// config returns base with the budget's callbacks: each incoming
+// connection gets a config of its own, its windows sized by open and
+// their growth charged to its account. quic-go calls GetConfigForClient,
+// Transport.ConnContext and the Tracer for one Initial after another on
+// the listener's one goroutine, so pending passes the account from the
+// first to the last.
+func (b *budget) config(base *quicgo.Config) *quicgo.Config {
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(ci *quicgo.ClientInfo) (*quicgo.Config, error) {
+		var addr netip.Addr
+		if ua, ok := ci.RemoteAddr.(*net.UDPAddr); ok {
+			addr = ua.AddrPort().Addr()
+		}
+		a, w, err := b.open(addr)
+		if err != nil {
+			return nil, err
+		}
+		c := base.Clone()
+		c.InitialConnectionReceiveWindow = uint64(w)
+		c.InitialStreamReceiveWindow = uint64(w * 2 / 3)
+		c.AllowConnectionWindowIncrease = func(_ *quicgo.Conn, delta uint64) bool {
+			return a.grow(int64(delta))
+		}
+		next := base.Tracer
+		c.Tracer = func(ctx context.Context, isClient bool, id quicgo.ConnectionID) qlogwriter.Trace {
+			b.bind(ctx)
+			if next == nil {
+				return nil
+			}
+			return next(ctx, isClient, id)
+		}
+		return c, nil
+	}
+	return cfg
+}
+
+// dropPending gives back the pending account of a connection refused after
+// GetConfigForClient.
+func (b *budget) dropPending() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.pending; p != nil {
+		b.pending = nil
+		b.unrefLocked(p)
+	}
+}
