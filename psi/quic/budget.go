@@ -136,7 +136,9 @@ func (b *budget) open(addr netip.Addr) (*account, int64, error) {
 }
 
 // bind ties the pending account to the context of its connection, which
-// quic-go cancels when the connection ends.
+// quic-go cancels when the connection ends (all but a connection quic-go
+// drops for a connection ID already in use before running it, which
+// admit.go's counts share).
 func (b *budget) bind(ctx context.Context) {
 	b.mu.Lock()
 	a := b.pending
@@ -171,8 +173,8 @@ func (a *account) grow(delta int64) bool {
 	b := a.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.takeLocked(a.src, a.pfx, delta) {
-		return false
+	if a.refs == 0 || !b.takeLocked(a.src, a.pfx, delta) {
+		return false // given back already, or no room
 	}
 	a.held += delta
 	return true
