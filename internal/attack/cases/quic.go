@@ -144,9 +144,10 @@ func QUICUnread(o attack.Options) (*attack.Result, error) {
 	defer ln.Close()
 	l := ln.(*quic.Listener)
 	// The application keeps the attacker's roots unread and closes the
-	// legitimate client's.
+	// legitimate client's (from 127.0.0.0/24, legitLocal).
+	legit := netip.MustParsePrefix("127.0.0.0/24")
 	serve(ctx, ln, func(t psi.Transient) {
-		if t.Path().Remote.Addr() == netip.MustParseAddr("127.0.0.1") {
+		if legit.Contains(t.Path().Remote.Addr()) {
 			t.Close()
 		}
 	})
@@ -166,7 +167,10 @@ func QUICUnread(o attack.Options) (*attack.Result, error) {
 		// holds the listener's windows to its budget.
 		Budget: 3 * quicBudget,
 		Dial: func(ctx context.Context) error {
-			t, err := st.Dial(ctx, ln.Addr(), ccfg)
+			// From a new address each time: see legitLocal.
+			cfg := *ccfg
+			cfg.Local = legitLocal()
+			t, err := st.Dial(ctx, ln.Addr(), &cfg)
 			if err != nil {
 				return err
 			}
