@@ -218,10 +218,13 @@ type Carrier struct {
 	queue  *sendQueue
 	nextID atomic.Uint64
 
-	rmu     sync.Mutex // serialises reads
-	in      inbound
-	recv    *claim      // the Listener's receive budget; nil on an initiated Carrier
-	evicted atomic.Bool // the receive budget ended the Carrier
+	rmu sync.Mutex // serialises reads
+	// discarded is set once Close read and dropped inbound data itself:
+	// Ready then fails with post.ErrClosed.
+	discarded atomic.Bool
+	in        inbound
+	recv      *claim      // the Listener's receive budget; nil on an initiated Carrier
+	evicted   atomic.Bool // the receive budget ended the Carrier
 
 	closing  atomic.Bool
 	aborted  chan struct{} // closed by Abort

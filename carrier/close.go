@@ -25,8 +25,10 @@ func (c *Carrier) Close() error {
 // (EventExpired); otherwise it returns an error, and the messages not sent
 // are reported with EventError. If ctx ends first, the Carrier is aborted
 // (see Abort) and the error wraps post.ErrTimeout and ctx's error. Unread
-// inbound data is discarded; a blocked Ready returns post.ErrClosed once
-// the transient closes. Calls after the first wait for it to finish and
+// inbound data is discarded, and what arrives while the queue is flushed
+// is read and dropped unless a Ready is reading then (a later Ready fails
+// with post.ErrClosed); a blocked Ready returns post.ErrClosed once the
+// transient closes. Calls after the first wait for it to finish and
 // return what it found: nil only after a Close that returned nil, an error
 // wrapping post.ErrClosed after an Abort.
 func (c *Carrier) CloseContext(ctx context.Context) (err error) {
@@ -48,7 +50,9 @@ func (c *Carrier) CloseContext(ctx context.Context) (err error) {
 	}()
 	var errs []error
 	var closeErr error
+	stopDiscard := c.discardInbound(ctx)
 	c.queue.drain(ctx)
+	stopDiscard()
 	t := c.stop()
 	c.dropInbound()
 	if n := c.queue.close(); n > 0 {
@@ -94,6 +98,43 @@ func (c *Carrier) CloseContext(ctx context.Context) (err error) {
 		c.assoc.Wait(ctx) // the race's losers, collected in the background
 	}
 	return errors.Join(errs...)
+}
+
+// discardInbound reads and drops what the peer sends while Close flushes
+// the queue, unless a Ready is reading: Close discards unread inbound data
+// anyway, and a peer closing at the same time would otherwise wait on our
+// window while we wait on its, both until their linger. The returned stop
+// ends it; Ready fails with post.ErrClosed from then on, as the rest of
+// a message read in part is gone.
+func (c *Carrier) discardInbound(ctx context.Context) (stop func()) {
+	if !c.rmu.TryLock() {
+		return func() {}
+	}
+	c.discarded.Store(true)
+	c.in = inbound{}
+	if c.recv != nil {
+		c.recv.settle(0, 0)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := c.transient()
+		if t == nil {
+			return
+		}
+		buf := make([]byte, 32<<10)
+		for {
+			if _, _, err := t.ReadMessage(ctx, buf); err != nil && !messageReset(err) {
+				return
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		c.rmu.Unlock()
+	}
 }
 
 // benign reports whether a transient's Close error only says that it was

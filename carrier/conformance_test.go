@@ -47,6 +47,7 @@ var confCases = []confCase{
 	{"ForkWhileForksWait", confForkWhileForksWait},
 	{"CloseDelivers", confCloseDelivers},
 	{"CloseWithUnreadData", confCloseUnread},
+	{"BothCloseUnread", confBothCloseUnread},
 	{"CloseLivePeer", confCloseLive},
 	{"Abort", confAbort},
 	{"CloseAfterPeerAbort", confCloseAfterPeerAbort},
@@ -549,6 +550,30 @@ func confAbort(t *testing.T, stack string) {
 			t.Fatalf("peer after Abort: %v, want ErrReset", err)
 		}
 		break
+	}
+}
+
+// confBothCloseUnread: both ends send more than the other's windows take
+// and close at once without reading. Close discards unread inbound data,
+// so neither waits on the other's window until the linger: each Close
+// returns nil, or says that its message met the peer's close, never
+// ErrTimeout. FSP and TCP waited out the linger on both sides, each
+// flushing into the window of a peer that was flushing too.
+func confBothCloseUnread(t *testing.T, stack string) {
+	c, s := confPair(t, stack, nil, nil)
+	ctx := confCtx(t, 10*time.Second)
+	if err := c.Send(ctx, random(1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(ctx, random(1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Close() }()
+	for _, err := range []error{c.Close(), <-errc} {
+		if errors.Is(err, post.ErrTimeout) {
+			t.Errorf("Close while the peer closes with unread data: %v", err)
+		}
 	}
 }
 

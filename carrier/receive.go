@@ -84,6 +84,9 @@ func (c *Carrier) ready(ctx context.Context, opts ReadyOptions, keep bool) (m *p
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if c.discarded.Load() {
+		return nil, nil, post.Errorf(post.ErrClosed, "the carrier is closing: unread inbound data is discarded")
+	}
 	in := &c.in
 	limit := c.cfg.maxMessage()
 	if cl != nil {

@@ -45,6 +45,7 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 		c.sndBytes += overhead
 		c.releaseSeq, c.sentRelease = seq, true
 		c.state = stateClosing
+		c.dropUnread()
 		c.lastProgress = time.Now()
 		c.trySend()
 	case c.state == stateEstablished:
@@ -53,6 +54,7 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 		// is gone), then wait for our data to be acknowledged.
 		c.releaseSeq = c.snd.Next() - 1
 		c.state = stateClosing
+		c.dropUnread()
 		c.ackNow = true
 		c.trySend()
 		if c.snd.Base() > c.releaseSeq {
@@ -150,6 +152,21 @@ func (e *abortError) Unwrap() []error {
 		return []error{post.ErrClosed, errAborted}
 	}
 	return []error{post.ErrClosed, errAborted, e.err}
+}
+
+// dropUnread discards what was received and not read once Close began,
+// and popInOrder discards what arrives in order from then on: the window
+// stays open, so a peer that closes at the same time, its data unread,
+// gets its RELEASE acknowledged rather than each waiting on the other's
+// window until the linger. Called with c.mu held.
+func (c *Conn) dropUnread() {
+	for _, d := range c.readQ[c.readHead:] {
+		c.freeRx(d.buf)
+	}
+	clear(c.readQ)
+	c.readQ, c.readHead, c.readExtra, c.readOff, c.readMid = c.readQ[:0], 0, 0, 0, false
+	c.dropAsm()
+	c.ackNow = true // tell the peer the window opened
 }
 
 // teardown frees the connection. With reset it tells the peer by a

@@ -345,6 +345,10 @@ func (c *Conn) popInOrder() {
 			signal(c.forkable) // and a Fork waiting for credit
 			continue
 		}
+		if c.state == stateClosing {
+			c.freeRx(v.buf) // Close discards unread data (dropUnread)
+			continue
+		}
 		if v.abort {
 			c.freeRx(v.buf)
 			c.stats.AbortsReceived++

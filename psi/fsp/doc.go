@@ -493,7 +493,11 @@
 // a RESET and returns an error wrapping post.ErrTimeout, so Close against
 // a vanished peer returns that error after the linger. A connection
 // whose peer released first only waits for the acknowledgement of its
-// own data, after acknowledging the peer's RELEASE. After Close the
+// own data, after acknowledging the peer's RELEASE. From Close on, what
+// was received unread and what arrives is discarded, so the window stays
+// open for a peer closing at the same time (until 2 December it stayed
+// shut, and two ends closing at once with unread data both waited out
+// their linger). After Close the
 // connection stays known for a short time-wait (4 RTOs, 200 ms to 1 s),
 // acknowledging and discarding what the peer still sends, so a peer that
 // sent as we closed completes its own Close in about a round trip too.

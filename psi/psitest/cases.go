@@ -781,6 +781,36 @@ func testCloseWithUnreadData(t *testing.T, mp MakePair) {
 	within(t, linger+time.Second, "Close", p.A.Close)
 }
 
+// testBothCloseUnread: both ends have sent more than the other's window
+// holds and close at once without reading. Close discards unread inbound
+// data, so neither waits on the other's window until its linger: each
+// Close returns nil or an error that is not the linger's ErrTimeout (FSP
+// and TCP kept the unread data and their windows shut while closing, and
+// both Closes timed out).
+func testBothCloseUnread(t *testing.T, mp MakePair) {
+	p := mp(t, short)
+	ctx := testContext(t, 20*time.Second)
+	wrote := make(chan struct{}, 2)
+	for _, tr := range []psi.Transient{p.A, p.B} {
+		go func() {
+			// Blocks once the peer's window is full; Close ends it.
+			tr.WriteMessage(ctx, pattern(1<<20, 1), true, nil)
+			wrote <- struct{}{}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // both windows fill
+	waitB := start(p.B.Close)
+	errA := within(t, linger+time.Second, "Close", p.A.Close)
+	errB := waitB(t, linger+time.Second, "the peer's Close")
+	for _, err := range []error{errA, errB} {
+		if errors.Is(err, post.ErrTimeout) {
+			t.Errorf("Close while the peer closes with our data unread: %v", err)
+		}
+	}
+	<-wrote
+	<-wrote
+}
+
 func testPeerCloseEndsSends(t *testing.T, mp MakePair) {
 	p := mp(t, short)
 	ctx := testContext(t, 20*time.Second)

@@ -93,6 +93,7 @@ var cases = []testCase{
 	{"CloseWhilePeerBlocked", testCloseWhilePeerBlocked},
 	{"ClosePrompt", testClosePrompt},
 	{"CloseWithUnreadData", testCloseWithUnreadData},
+	{"BothCloseUnread", testBothCloseUnread},
 	{"PeerCloseEndsSends", testPeerCloseEndsSends},
 	{"CloseContextBounded", testCloseContextBounded},
 	{"Abort", testAbort},

@@ -685,6 +685,7 @@ func (t *transient) finish(ctx context.Context) error {
 	_ = raw.SetWriteDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
 	defer stop()
+	defer t.discarding()()
 	if !t.wEnded {
 		t.cork.cork()
 		err := t.w.Flush()
@@ -786,6 +787,35 @@ func (t *transient) awaitPeerEnd(ctx context.Context) error {
 		return closeCut(ctx, "the peer did not end its stream")
 	}
 	return err
+}
+
+// discarding drops what the peer sends while Close flushes and waits for
+// its acknowledgements, until the returned stop: Close discards unread
+// input anyway, and a peer closing at the same time waits on our receive
+// window as we wait on its, neither reading, until both lingers run out.
+func (t *transient) discarding() (stop func()) {
+	if t.tcp == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		tk := time.NewTicker(2 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			t.discardInput()
+			select {
+			case <-done:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-ended
+	}
 }
 
 // discardInput drops what the peer sent that was not read, so closing
