@@ -224,6 +224,9 @@ type Conn struct {
 	ackAt        time.Time
 	largestAt    time.Time
 	advLimit     uint64
+	winFrom      uint64    // the limit the peer was blocked at when the window opened (conn_winupdate.go)
+	winAt        time.Time // the next repeat of that window update
+	winTries     uint      // repeats sent
 	gapsOut      []reliability.Gap
 	wgaps        []wire.Gap
 
@@ -324,6 +327,10 @@ type Stats struct {
 	// Probes counts probe timeouts: tail-loss probes sent because no
 	// acknowledgement came within the probe timeout.
 	Probes uint64
+	// WindowUpdates counts window updates repeated because the peer,
+	// blocked by the window, sent nothing beyond it after the first
+	// (conn_winupdate.go).
+	WindowUpdates uint64
 	// Duplicates counts data packets received again: each is a spurious
 	// retransmission or probe by the peer, or a resend whose first
 	// acknowledgement was lost.

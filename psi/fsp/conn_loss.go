@@ -349,6 +349,7 @@ func (c *Conn) armTimer() {
 		at(c.lossAt)
 		at(c.paceAt)
 		at(c.creditAt)
+		at(c.winAt)
 		c.scheduleCompact()
 		at(c.compactAt)
 		if !c.peerDone() {
@@ -522,6 +523,7 @@ func (c *Conn) onTimer() {
 		c.traceMetrics(now)
 	}
 	c.onCreditTimer(now)
+	c.onWindowTimer(now)
 	c.onQuietTimer(now)
 	if ka := c.cfg.keepAlive(); ka > 0 && !c.peerDone() && now.Sub(c.lastKA) >= ka {
 		c.lastKA = now

@@ -297,6 +297,7 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 	kept := c.rcv.Insert(seq, d, limit)
 	if kept {
 		c.keepRx(buf)
+		c.onWindowData(seq)
 	}
 	if !kept && seq < limit {
 		c.stats.Duplicates++
@@ -615,6 +616,7 @@ func (c *Conn) ReadMessage(ctx context.Context, p []byte) (n int, end bool, err 
 			c.autoTune(time.Now())
 			// Announce a window that grew by a quarter or more.
 			if c.state == stateEstablished && c.rcv.Expected()+uint64(c.window()) >= c.advLimit+uint64(c.rcvCap/4) {
+				c.noteWindowOpened(time.Now())
 				c.ackNow = true
 				c.trySend()
 			}

@@ -293,7 +293,11 @@
 // then at doubling intervals capped at 2 s (and at a quarter of
 // IdleTimeout): answered probes are no fault, so a reader may pause as
 // long as it likes, and only a silent peer is declared dead, by
-// IdleTimeout. A listener charges every connection and clone it holds to
+// IdleTimeout. The receiver repeats the window update that reopens a
+// window its peer had filled (an acknowledgement, which nothing
+// acknowledges) after an RTO of at least 50 ms, doubling up to 2 s, at
+// most 8 times, until data beyond the old window arrives, so one lost
+// packet does not leave the sender waiting for its next probe. A listener charges every connection and clone it holds to
 // its memory budget (Config.MemoryBudget, default 256 MiB; a quarter per
 // peer address, half per /24 or /48): 16 KiB of fixed state and a base
 // window of 4 packet buffers (1,664 bytes each) when it is made, 22.5 KiB
