@@ -52,7 +52,10 @@ type Config struct {
 	// takes at most a quarter. Room for one whole message is kept for
 	// the gathers' turns, which sources take in rotation, so honest
 	// gathers never deadlock. While others wait, a gather that stalled
-	// (under 16 KiB read in the last second) may have its Carrier ended:
+	// (under 16 KiB read in the last second, time in which its transient
+	// held data from the peer that it had not read, or the process did
+	// not run on time, excepted; or under 64 KiB in the last 4 s) may
+	// have its Carrier ended:
 	// Receive fails with an error wrapping post.ErrBackpressure and the
 	// peer's with post.ErrReset. A Carrier's first 128 KiB of a message
 	// is not counted, so small messages never wait. A whole message
@@ -809,7 +812,7 @@ func (l *Listener) acceptLoop(ln psi.Listener, idx int, name string, acfg associ
 		a := association.FromTransient(t, acfg)
 		c := newCarrier(a, t, l.cfg, false, kindFull)
 		if l.budget != nil {
-			c.recv = l.budget.claim(t.Path().Remote.Addr(), c.evictGather)
+			c.recv = l.budget.claim(t.Path().Remote.Addr(), c.evictGather, c.readBacklog)
 		}
 		l.accepted[idx].Add(1)
 		select {

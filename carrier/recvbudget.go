@@ -10,6 +10,7 @@ import (
 
 	"github.com/postsockets/postsockets/internal/hsrate"
 	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
 )
 
 // gatherFree is what a Carrier may hold of one message without counting
@@ -17,11 +18,21 @@ import (
 // room, however full the budget is.
 const gatherFree = 128 << 10
 
-// A gather that read less than stallBytes in the last stallAge is
-// stalled: while other gathers wait for room, it may be evicted.
+// A gather is stalled, and while other gathers wait for room may be
+// evicted, once it read less than stallBytes in the last stallAge, or
+// less than paceBytes (the same rate) in the last stallAgeMax. Time in
+// which its transient held data from the peer that the gather had not
+// read (psi.BacklogReporter), or in which this process did not run on
+// time (the budget's timer fired over lateSlack late), does not count
+// for the first: the wait was ours (a starved reader or process) or the
+// path's (a loss under repair), not the peer's. The second counts all
+// time, so a peer that keeps a loss open can neither hold its room past
+// stallAgeMax nor read at a lower rate.
 const (
-	stallAge   = time.Second
-	stallBytes = 16 << 10
+	stallAge    = time.Second
+	stallAgeMax = 4 * stallAge
+	stallBytes  = 16 << 10
+	lateSlack   = 20 * time.Millisecond
 )
 
 // errEvicted ends a Carrier whose half-gathered message was evicted.
@@ -70,9 +81,10 @@ type recvSource struct {
 
 // claim is one Carrier's share of a budget.
 type claim struct {
-	b     *recvBudget
-	src   netip.Addr
-	evict func()
+	b       *recvBudget
+	src     netip.Addr
+	evict   func()
+	backlog func() bool // the transient holds data the gather has not read; nil: never
 
 	// Under b.mu.
 	held     int64
@@ -80,9 +92,12 @@ type claim struct {
 	seq      uint64 // when listed
 	waiting  bool
 	evicting bool
+	excused  int64 // unix nanos when evictFor last found a backlog
 
 	progress atomic.Int64 // unix nanos of the last stallBytes read
 	read     int          // bytes read since progress; the reader's own
+	pace     atomic.Int64 // unix nanos of the last paceBytes read
+	paceRead int          // bytes read since pace; the reader's own
 }
 
 // newRecvBudget returns cfg's budget for a Listener, nil for none.
@@ -109,14 +124,15 @@ func newRecvBudget(cfg *Config) *recvBudget {
 func chargeOf(n int64) int64 { return max(0, n-gatherFree) }
 
 // claim returns a share for a Carrier whose peer is at addr; evict ends
-// the Carrier.
-func (b *recvBudget) claim(addr netip.Addr, evict func()) *claim {
-	return &claim{b: b, src: hsrate.Host(addr), evict: evict}
+// the Carrier, backlog (nil: none known) reports whether its transient
+// holds data from the peer that Receive has not read.
+func (b *recvBudget) claim(addr netip.Addr, evict func(), backlog func() bool) *claim {
+	return &claim{b: b, src: hsrate.Host(addr), evict: evict, backlog: backlog}
 }
 
 // fork returns a share for a fork of cl's Carrier, from the same peer.
-func (cl *claim) fork(evict func()) *claim {
-	return &claim{b: cl.b, src: cl.src, evict: evict}
+func (cl *claim) fork(evict func(), backlog func() bool) *claim {
+	return &claim{b: cl.b, src: cl.src, evict: evict, backlog: backlog}
 }
 
 // grow waits until cl may hold n bytes, listing cl as gathering. It
@@ -134,8 +150,7 @@ func (cl *claim) grow(ctx context.Context, n int64, live func() (<-chan struct{}
 		b.mu.Lock()
 		if cl.waiting {
 			cl.waiting = false
-			cl.progress.Store(time.Now().UnixNano())
-			cl.read = 0
+			cl.restart()
 		}
 		b.mu.Unlock()
 	}()
@@ -162,6 +177,7 @@ func (cl *claim) grow(ctx context.Context, n int64, live func() (<-chan struct{}
 		if !alive {
 			return errGone
 		}
+		armed := time.Now()
 		if timer == nil {
 			timer = time.NewTimer(stallAge / 4)
 		} else {
@@ -173,7 +189,7 @@ func (cl *claim) grow(ctx context.Context, n int64, live func() (<-chan struct{}
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer.C:
-			b.evictFor(cl, byTotal)
+			b.evictFor(cl, byTotal, time.Since(armed)-stallAge/4)
 		}
 	}
 }
@@ -238,10 +254,32 @@ func (cl *claim) stop() {
 
 // noteRead records n bytes read for the stall check.
 func (cl *claim) noteRead(n int) {
+	var now int64
 	if cl.read += n; cl.read >= stallBytes {
+		now = time.Now().UnixNano()
 		cl.read = 0
-		cl.progress.Store(time.Now().UnixNano())
+		cl.progress.Store(now)
 	}
+	if cl.paceRead += n; cl.paceRead >= paceBytes {
+		if now == 0 {
+			now = time.Now().UnixNano()
+		}
+		cl.paceRead = 0
+		cl.pace.Store(now)
+	}
+}
+
+// paceBytes is what a gather reads in stallAgeMax at the stall rate.
+const paceBytes = stallBytes * int(stallAgeMax/stallAge)
+
+// restart starts cl's stall clocks again: it read nothing for want of
+// room or of a message, not of data. Called by cl's reader (read and
+// paceRead are its own) with b.mu held (excused is under it).
+func (cl *claim) restart() {
+	now := time.Now().UnixNano()
+	cl.read, cl.paceRead, cl.excused = 0, 0, 0
+	cl.progress.Store(now)
+	cl.pace.Store(now)
 }
 
 // admits reports whether cl may take d more bytes, and if not, whether
@@ -282,8 +320,8 @@ func (b *recvBudget) add(cl *claim, d int64) {
 func (b *recvBudget) list(cl *claim) {
 	s := b.source(cl.src)
 	b.seq++
-	cl.listed, cl.seq, cl.evicting, cl.read = true, b.seq, false, 0
-	cl.progress.Store(time.Now().UnixNano())
+	cl.listed, cl.seq, cl.evicting = true, b.seq, false
+	cl.restart()
 	s.gathers = append(s.gathers, cl)
 }
 
@@ -348,10 +386,12 @@ func (b *recvBudget) wake() {
 
 // evictFor ends the stalled gathers holding up w: a stalled head always,
 // and, when the whole budget is full, those of sources holding more than
-// w's. At most one look every stallAge/4, whatever the waiters.
-func (b *recvBudget) evictFor(w *claim, byTotal bool) {
+// w's. At most one look every stallAge/4, whatever the waiters. late is
+// how much later than asked w's timer fired: time the process did not
+// run, which no gather's stall clock counts.
+func (b *recvBudget) evictFor(w *claim, byTotal bool, late time.Duration) {
 	now := time.Now()
-	var victims []func()
+	var stalled []*claim
 	b.mu.Lock()
 	if now.Before(b.scanAt) {
 		b.mu.Unlock()
@@ -361,20 +401,50 @@ func (b *recvBudget) evictFor(w *claim, byTotal bool) {
 	mine := b.srcs[w.src].held
 	for _, s := range b.srcs {
 		for _, g := range s.gathers {
-			if g == w || g.waiting || g.evicting || g.held == 0 || now.UnixNano()-g.progress.Load() < int64(stallAge) {
+			if late > lateSlack {
+				g.excuse(now.UnixNano(), late)
+			}
+			if g == w || g.waiting || g.evicting || g.held == 0 || !g.stalled(now.UnixNano()) {
 				continue
 			}
 			if g == b.head || byTotal && s.held > mine {
 				g.evicting = true
-				victims = append(victims, g.evict)
+				stalled = append(stalled, g)
 			}
 		}
 	}
 	b.mu.Unlock()
-	for _, f := range victims {
+	// The transients are asked without b.mu: evicting keeps the gathers
+	// out of other looks meanwhile. On a loaded host this goroutine may
+	// wait long between the look and the eviction, while the gather
+	// reads again: it is judged again, on the clocks as they are then.
+	for _, g := range stalled {
+		excused := g.pace.Load() > now.UnixNano()-int64(stallAgeMax) && g.backlog != nil && g.backlog()
+		b.mu.Lock()
+		at := time.Now().UnixNano()
+		if excused {
+			g.excused = at
+		}
+		if excused || !g.listed || g.waiting || !g.stalled(at) {
+			g.evicting = false
+			b.mu.Unlock()
+			continue
+		}
+		b.mu.Unlock()
 		b.evicted.Add(1)
-		go f()
+		go g.evict()
 	}
+}
+
+// excuse takes d off g's stall clock, up to now. b.mu is held.
+func (g *claim) excuse(now int64, d time.Duration) {
+	g.excused = min(now, max(g.progress.Load(), g.excused)+int64(d))
+}
+
+// stalled reports whether g read too little lately: it may be evicted,
+// unless excused by a backlog. b.mu is held.
+func (g *claim) stalled(now int64) bool {
+	return now-max(g.progress.Load(), g.excused) >= int64(stallAge) || now-g.pace.Load() >= int64(stallAgeMax)
 }
 
 // stats returns what the budget holds now, the most it held and the
@@ -391,6 +461,17 @@ func (b *recvBudget) stats() (held, peak int64, evicted uint64) {
 // budgetLike puts a fork of parent under parent's receive budget.
 func (c *Carrier) budgetLike(parent *Carrier) {
 	if parent.recv != nil {
-		c.recv = parent.recv.fork(c.evictGather)
+		c.recv = parent.recv.fork(c.evictGather, c.readBacklog)
 	}
+}
+
+// readBacklog reports whether c's transient holds data from the peer
+// that Receive has not read (psi.BacklogReporter).
+func (c *Carrier) readBacklog() bool {
+	t, ok := c.transient().(psi.BacklogReporter)
+	if !ok {
+		return false
+	}
+	ready, held := t.ReadBacklog()
+	return ready || held
 }

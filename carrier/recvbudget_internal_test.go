@@ -47,7 +47,7 @@ func TestRecvBudgetNoDeadlock(t *testing.T) {
 		b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
 		var cls []*claim
 		for i := range 12 {
-			cls = append(cls, b.claim(srcAddr(i%3), func() { t.Error("evicted a gather that was reading") }))
+			cls = append(cls, b.claim(srcAddr(i%3), func() { t.Error("evicted a gather that was reading") }, nil))
 		}
 		gatherAll(t, b, cls, 1<<20)
 		held, peak, evicted := b.stats()
@@ -65,7 +65,7 @@ func TestRecvBudgetEvictsStalled(t *testing.T) {
 		b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
 		var evicted atomic.Int32
 		for i := range 6 {
-			cl := b.claim(srcAddr(1+i%3), nil)
+			cl := b.claim(srcAddr(1+i%3), nil, nil)
 			cl.evict = func() { evicted.Add(1); cl.settle(0, 0) }
 			if err := cl.grow(t.Context(), chargeOf(1<<19), alive); err != nil {
 				t.Fatal(err)
@@ -73,7 +73,7 @@ func TestRecvBudgetEvictsStalled(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second/2)
 		defer cancel()
-		w := b.claim(srcAddr(9), nil)
+		w := b.claim(srcAddr(9), nil, nil)
 		if err := w.grow(ctx, chargeOf(1<<20), alive); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("grow before any gather stalled: %v", err)
 		}
@@ -98,11 +98,11 @@ func TestRecvBudgetEvictsStalled(t *testing.T) {
 func TestRecvBudgetWaitEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newRecvBudget(&Config{ReceiveBudget: 1 << 20, MaxMessageSize: 1 << 20})
-		full := b.claim(srcAddr(1), func() {})
+		full := b.claim(srcAddr(1), func() {}, nil)
 		if err := full.grow(t.Context(), b.total, alive); err != nil {
 			t.Fatal(err)
 		}
-		w := b.claim(srcAddr(2), nil)
+		w := b.claim(srcAddr(2), nil, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		go func() { time.Sleep(time.Second / 10); cancel() }()
 		if err := w.grow(ctx, 1, alive); !errors.Is(err, context.Canceled) {
@@ -134,4 +134,136 @@ func TestRecvBudgetOverLimit(t *testing.T) {
 	if newRecvBudget(&Config{ReceiveBudget: -1}) != nil {
 		t.Fatal("a negative budget bounds")
 	}
+}
+
+// TestRecvBudgetBacklog: gathers that hold the whole budget and read
+// nothing, while their transients hold data for them (a starved reader,
+// a loss under repair), are not evicted as stalled until stallAgeMax
+// since they last read stallBytes; then they are, backlog or not. Those
+// whose backlog ends are evicted a stallAge after it was last seen.
+func TestRecvBudgetBacklog(t *testing.T) {
+	for _, ends := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
+			var evicted atomic.Int32
+			var backlog atomic.Bool
+			backlog.Store(true)
+			for i := range 6 {
+				cl := b.claim(srcAddr(1+i%3), nil, backlog.Load)
+				cl.evict = func() { evicted.Add(1); cl.settle(0, 0) }
+				if err := cl.grow(t.Context(), chargeOf(1<<19), alive); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			w := b.claim(srcAddr(9), nil, nil)
+			wait := stallAgeMax - stallAge/4
+			if ends {
+				wait = 2 * stallAge
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), wait)
+			defer cancel()
+			if err := w.grow(ctx, chargeOf(1<<20), alive); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("grow while the stalled gathers' transients held data: %v", err)
+			}
+			if n := evicted.Load(); n != 0 {
+				t.Fatalf("%d evicted within %v while their transients held data", n, wait)
+			}
+			limit := stallAgeMax + stallAge/2
+			if ends {
+				backlog.Store(false)
+				limit = time.Since(start) + stallAge + stallAge/2
+			}
+			if err := w.grow(t.Context(), chargeOf(1<<20), alive); err != nil {
+				t.Fatal(err)
+			}
+			if evicted.Load() == 0 || time.Since(start) > limit {
+				t.Fatalf("backlog ends %v: %d evicted, room after %v, want by %v", ends, evicted.Load(), time.Since(start), limit)
+			}
+		})
+	}
+}
+
+// TestRecvBudgetTrickle: gathers that hold the whole budget and read a
+// trickle, 1 KiB every 100 ms, are evicted as stalled within a stallAge
+// and a look; with a backlog at every look (a loss kept open), within
+// stallAgeMax and a look.
+func TestRecvBudgetTrickle(t *testing.T) {
+	for _, open := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
+			var evicted atomic.Int32
+			done := make(chan struct{})
+			defer close(done)
+			for i := range 6 {
+				cl := b.claim(srcAddr(1+i%3), nil, func() bool { return open })
+				gone := make(chan struct{})
+				cl.evict = func() { evicted.Add(1); close(gone); cl.settle(0, 0) }
+				if err := cl.grow(t.Context(), chargeOf(1<<19), alive); err != nil {
+					t.Fatal(err)
+				}
+				go func() {
+					for {
+						select {
+						case <-gone:
+							return
+						case <-done:
+							return
+						case <-time.After(100 * time.Millisecond):
+							cl.noteRead(1 << 10)
+						}
+					}
+				}()
+			}
+			start := time.Now()
+			w := b.claim(srcAddr(9), nil, nil)
+			if err := w.grow(t.Context(), chargeOf(1<<20), alive); err != nil {
+				t.Fatal(err)
+			}
+			limit := stallAge + stallAge/2
+			if open {
+				limit = stallAgeMax + stallAge/2
+			}
+			if evicted.Load() == 0 || time.Since(start) > limit {
+				t.Fatalf("loss kept open %v: %d evicted, room after %v, want by %v", open, evicted.Load(), time.Since(start), limit)
+			}
+		})
+	}
+}
+
+// TestRecvBudgetLate: time in which the process did not run (the
+// budget's timer fired late) does not count on the gathers' stall
+// clocks; the rest does.
+func TestRecvBudgetLate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
+		var evicted atomic.Int32
+		for i := range 6 {
+			cl := b.claim(srcAddr(1+i%3), nil, nil)
+			cl.evict = func() { evicted.Add(1); cl.settle(0, 0) }
+			if err := cl.grow(t.Context(), chargeOf(1<<19), alive); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := b.claim(srcAddr(9), nil, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := w.grow(ctx, chargeOf(1<<20), alive); !errors.Is(err, context.Canceled) {
+			t.Fatal(err) // w is listed, waiting for room, as evictFor's callers are
+		}
+		time.Sleep(stallAge + stallAge/10)
+		b.evictFor(w, true, stallAge/2) // half of that the process did not run
+		time.Sleep(stallAge / 4)
+		b.evictFor(w, true, 0)
+		synctest.Wait()
+		if n := evicted.Load(); n != 0 {
+			t.Fatalf("%d evicted %v after their last read, %v of it the process's own stall", n, stallAge+stallAge*35/100, stallAge/2)
+		}
+		time.Sleep(stallAge / 4)
+		b.evictFor(w, true, 0)
+		synctest.Wait()
+		if evicted.Load() == 0 {
+			t.Fatal("none evicted once a stallAge of the peers' time passed")
+		}
+	})
 }

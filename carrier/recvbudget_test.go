@@ -179,15 +179,28 @@ func watchHeap(s *carrier.Sink, d time.Duration) (heap uint64, held int64) {
 // once the stalled gathers are evicted.
 func TestReceiveBudgetStalled(t *testing.T) {
 	for _, stack := range benchStacks {
-		t.Run(stack, func(t *testing.T) { testReceiveBudgetStalled(t, stack) })
+		t.Run(stack, func(t *testing.T) { testReceiveBudgetStalled(t, stack, false) })
 	}
 }
 
-func testReceiveBudgetStalled(t *testing.T, stack string) {
+// TestReceiveBudgetTrickle: as TestReceiveBudgetStalled, but the peers
+// go on sending a trickle, 1 KiB every 100 ms (slowloris): they are
+// evicted all the same, and the large message gets in.
+func TestReceiveBudgetTrickle(t *testing.T) {
+	for _, stack := range benchStacks {
+		t.Run(stack, func(t *testing.T) { testReceiveBudgetStalled(t, stack, true) })
+	}
+}
+
+func testReceiveBudgetStalled(t *testing.T, stack string, trickle bool) {
 	const budget = 4 << 20
 	s := budgetSink(t, stack, budget, 1<<20)
 	ctx := confCtx(t, 60*time.Second)
 	var writers []*carrier.MessageWriter
+	var trickling sync.WaitGroup
+	stop := make(chan struct{})
+	halt := sync.OnceFunc(func() { close(stop); trickling.Wait() })
+	defer halt()
 	for i := range 8 {
 		src := sourceAt(t, ctx, s, stack, netip.AddrFrom4([4]byte{127, 0, 0, byte(10 + i%4)}))
 		w, err := src.NewMessageWriter(ctx, post.Properties{})
@@ -198,6 +211,22 @@ func testReceiveBudgetStalled(t *testing.T, stack string) {
 			t.Fatal(err)
 		}
 		writers = append(writers, w)
+		if trickle {
+			// The writer is this goroutine's until stop: a MessageWriter
+			// is not for concurrent calls.
+			trickling.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					if _, err := w.Write(make([]byte, 1<<10)); err != nil {
+						return // evicted
+					}
+				}
+			})
+		}
 	}
 	// Until the budget is full of half messages.
 	for s.Listener().Stats().ReceivePeak < budget/2 {
@@ -223,13 +252,14 @@ func testReceiveBudgetStalled(t *testing.T, stack string) {
 		t.Fatalf("large message past stalled peers: %v (%d bytes)", err, contentLen(m))
 	}
 	st := s.Listener().Stats()
-	t.Logf("%s: peak %.1f MiB of a %d MiB budget, %d stalled Carriers evicted", stack, float64(st.ReceivePeak)/(1<<20), budget>>20, st.ReceiveEvicted)
+	t.Logf("%s (trickle %v): peak %.1f MiB of a %d MiB budget, %d stalled Carriers evicted", stack, trickle, float64(st.ReceivePeak)/(1<<20), budget>>20, st.ReceiveEvicted)
 	if st.ReceiveEvicted == 0 {
 		t.Error("no stalled gather was evicted")
 	}
 	if st.ReceivePeak > budget {
 		t.Errorf("the budget held %d bytes, over its %d", st.ReceivePeak, budget)
 	}
+	halt()
 	for _, w := range writers {
 		w.Abort()
 	}

@@ -283,6 +283,20 @@ type Aborter interface {
 	Abort(err error)
 }
 
+// BacklogReporter is implemented by transients that tell whether data
+// from the peer is on our side and no read took it yet: FSP (its read
+// queue and socket, packets held beyond a loss, datagrams its socket
+// dropped for want of room) and TCP on Linux (the kernel's receive
+// queue). A reader that finds its peer slow can tell so whether the
+// peer or its own side (a starved reader, a loss being repaired) is.
+type BacklogReporter interface {
+	// ReadBacklog reports whether bytes wait that a read would return
+	// once our side processed them (ready), and whether the peer's bytes
+	// are delayed by a loss being repaired: held beyond it, or dropped
+	// by our own full buffer since the last call (held).
+	ReadBacklog() (ready, held bool)
+}
+
 // MessageAborter is implemented by transients that can abandon the
 // outbound message in progress. Every stack in this module implements
 // it; use AbortMessage to call it.

@@ -227,6 +227,7 @@ type Conn struct {
 	winFrom      uint64    // the limit the peer was blocked at when the window opened (conn_winupdate.go)
 	winAt        time.Time // the next repeat of that window update
 	winTries     uint      // repeats sent
+	backlogDrops uint64    // the socket's drops at the last ReadBacklog
 	gapsOut      []reliability.Gap
 	wgaps        []wire.Gap
 

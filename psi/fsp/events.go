@@ -131,3 +131,7 @@ func (t *transient) TransientStats() psi.TransientStats {
 		SmoothedRTT: s.SmoothedRTT, RTTVar: s.RTTVar, CongestionWindow: s.CongestionWindow,
 	}
 }
+
+// ReadBacklog (psi.BacklogReporter) reports what the connection holds
+// unread (Conn.ReadBacklog).
+func (t *transient) ReadBacklog() (ready, held bool) { return t.c.ReadBacklog() }
