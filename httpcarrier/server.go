@@ -17,7 +17,9 @@ import (
 )
 
 // Server serves an http.Handler to clients of Transport: each fork of a
-// root Carrier carries one request and its response.
+// root Carrier carries one request and its response. A request's context
+// holds an *http.Server under http.ServerContextKey, as under net/http: it
+// is never started and carries only the Handler and the limits.
 type Server struct {
 	Handler http.Handler
 	// MaxHeaderBytes bounds a request head or trailer block; zero means
@@ -47,6 +49,7 @@ type Server struct {
 	conns     sync.WaitGroup // root serving goroutines
 	ctx       context.Context
 	cancel    context.CancelFunc
+	std       *http.Server // under http.ServerContextKey
 }
 
 // Serve serves h on every Carrier l accepts; see Server.Serve.
@@ -61,6 +64,7 @@ func (s *Server) init() {
 			base = context.Background()
 		}
 		s.ctx, s.cancel = context.WithCancel(base)
+		s.std = &http.Server{Handler: s.Handler, MaxHeaderBytes: s.maxHeader(), ReadHeaderTimeout: s.headerTimeout(), IdleTimeout: s.idleTimeout()}
 		s.listeners = map[*carrier.Listener]struct{}{}
 		s.roots = map[*carrier.Carrier]struct{}{}
 	}
@@ -314,6 +318,10 @@ func (s *Server) serveOne(f *carrier.Carrier, first bool, log *slog.Logger) (reu
 		return false, nil
 	}
 	req.RemoteAddr = f.Path().Remote.String()
+	// Handlers look for a server there: httputil.ReverseProxy aborts a
+	// response whose origin broke off mid-body only under one, and
+	// otherwise ends it as if complete.
+	ctx = context.WithValue(ctx, http.ServerContextKey, s.std)
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, carrier.Addr{Stack: f.Stack(), AddrPort: f.Path().Local})
 	req = req.WithContext(ctx)
 	w := &responseWriter{f: f, req: req, ctx: ctx, header: http.Header{}, log: log}
