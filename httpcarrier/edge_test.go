@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/postsockets/postsockets/carrier"
@@ -267,4 +268,36 @@ func mustRequest(t *testing.T, method, url string, body io.Reader) *http.Request
 		t.Fatal(err)
 	}
 	return req
+}
+
+// TestRequestBodyFailsAtOnce: a request body that fails (or runs short of
+// its Content-Length) before any byte of it was read fails RoundTrip with
+// the body's error; the request head never went out, so no response will
+// come and RoundTrip must not wait for one.
+func TestRequestBodyFailsAtOnce(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		client, url, _, _ := setup(t, stack, echo())
+		for _, c := range []struct {
+			name string
+			body io.Reader
+			n    int64
+		}{
+			{"error", errReader{}, -1},
+			{"short", strings.NewReader(""), 10},
+			{"short, with its end", iotest.DataErrReader(strings.NewReader("hello")), 10},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			req, _ := http.NewRequestWithContext(ctx, "POST", url+"/", io.NopCloser(c.body))
+			req.ContentLength = c.n
+			resp, err := client.Do(req)
+			cancel()
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("%s: a broken request body got %s", c.name, resp.Status)
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%s: RoundTrip waited for a response to a request that never went out: %v", c.name, err)
+			}
+		}
+	})
 }

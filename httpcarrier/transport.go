@@ -221,7 +221,15 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (re
 	} else if noBody(tx.body) && len(tx.req.Trailer) == 0 {
 		tx.wrote <- tx.fork.SendMsg(ctx, &post.Message{Content: head})
 	} else {
-		go func() { tx.wrote <- tx.writeBody(ctx, head) }()
+		go func() {
+			headOut, err := tx.writeBody(ctx, head)
+			tx.wrote <- err
+			if err != nil && !headOut {
+				// The server never saw the request, so no response
+				// will come: the wait for one ends with the abort.
+				tx.fork.Abort()
+			}
+		}()
 	}
 	limit := tx.t.maxHeader()
 	for n := 0; ; n++ {
@@ -287,8 +295,9 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (re
 
 // writeBody sends the request message in parts: the head, then the body
 // as it is read; the end of the message ends the body. Declared trailers
-// follow as a second message.
-func (tx *clientTx) writeBody(ctx context.Context, head []byte) error {
+// follow as a second message. headOut reports whether the head was
+// handed to the fork (it waits for the first part of the body).
+func (tx *clientTx) writeBody(ctx context.Context, head []byte) (headOut bool, err error) {
 	req := tx.req
 	if tx.body == nil {
 		tx.body = http.NoBody
@@ -296,7 +305,7 @@ func (tx *clientTx) writeBody(ctx context.Context, head []byte) error {
 	defer tx.body.Close()
 	w, err := tx.fork.NewMessageWriter(ctx, post.Properties{})
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The head goes out with the first part of the body.
 	buf := make([]byte, max(partSize, len(head)+4096))
@@ -311,26 +320,27 @@ func (tx *clientTx) writeBody(ctx context.Context, head []byte) error {
 		}
 		if rerr != nil {
 			w.Abort()
-			return fmt.Errorf("httpcarrier: reading request body: %w", rerr)
+			return headOut, fmt.Errorf("httpcarrier: reading request body: %w", rerr)
 		}
 		if n > 0 {
+			headOut = true
 			if _, err := w.Write(buf[:n]); err != nil {
-				return err
+				return true, err
 			}
 			n = 0
 		}
 	}
 	if req.ContentLength > 0 && sent != req.ContentLength {
 		w.Abort()
-		return fmt.Errorf("httpcarrier: ContentLength=%d with Body length %d", req.ContentLength, sent)
+		return headOut, fmt.Errorf("httpcarrier: ContentLength=%d with Body length %d", req.ContentLength, sent)
 	}
 	if _, err := w.WriteLast(buf[:n]); err != nil {
-		return err
+		return true, err
 	}
 	if len(req.Trailer) > 0 {
-		return tx.fork.Send(ctx, trailerBlock(req.Trailer))
+		return true, tx.fork.Send(ctx, trailerBlock(req.Trailer))
 	}
-	return nil
+	return true, nil
 }
 
 // readTrailers runs at the end of a response body whose head declared
