@@ -1074,10 +1074,12 @@ func TestWriteCancel(t *testing.T) {
 
 	// Nobody reads: the write blocks once the flow-control window is full.
 	// (A context that ends before the write starts sends nothing and
-	// leaves the transient usable, so give the write time to start.)
+	// leaves the transient usable, so give the write time to start; the
+	// message is built first, as that alone can take a second under -race.)
+	msg := pattern(8<<20, 0)
 	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := cli.WriteMessage(short, pattern(8<<20, 0), true, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if err := cli.WriteMessage(short, msg, true, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("blocked write: %v", err)
 	}
 	if err := cli.WriteMessage(ctx, []byte("x"), true, nil); err == nil {
