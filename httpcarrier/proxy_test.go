@@ -8,6 +8,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"testing"
+
+	"github.com/postsockets/postsockets/post"
 )
 
 // TestReverseProxyOriginCut: an httputil.ReverseProxy served by Server
@@ -30,7 +32,12 @@ func TestReverseProxyOriginCut(t *testing.T) {
 	client, u, _, _ := setup(t, "fsp", proxy)
 	resp, err := client.Get(u + "/cut")
 	if err != nil {
-		t.Fatal(err) // the head went out before the cut
+		// The proxy's abort can overtake the head it wrote: an error
+		// wrapping post.ErrReset says as clearly that nothing whole came.
+		if !errors.Is(err, post.ErrReset) {
+			t.Fatal(err)
+		}
+		return
 	}
 	defer resp.Body.Close()
 	n, err := io.Copy(io.Discard, resp.Body)

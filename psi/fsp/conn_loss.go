@@ -349,7 +349,9 @@ func (c *Conn) armTimer() {
 		at(c.lossAt)
 		at(c.paceAt)
 		at(c.creditAt)
-		at(c.winAt)
+		if c.win != nil {
+			at(c.win.at)
+		}
 		c.scheduleCompact()
 		at(c.compactAt)
 		if !c.peerDone() {

@@ -13,6 +13,15 @@ import "time"
 // answers with data).
 const winUpdateTries = 8
 
+// winRepeat is the state of a window update's repeats, apart from Conn
+// so that a connection whose window never fills (every pending
+// handshake) does not carry it.
+type winRepeat struct {
+	from  uint64    // the limit the peer was blocked at when the window opened
+	at    time.Time // the next repeat; zero: none
+	tries uint      // repeats sent
+}
+
 // noteWindowOpened arms the repeats of a window update about to be sent,
 // if the peer had filled the window it knew of: everything below it
 // arrived, so the peer waits for this update. Called with c.mu held,
@@ -21,36 +30,40 @@ func (c *Conn) noteWindowOpened(now time.Time) {
 	if c.milk || c.rcv.Expected() < c.advLimit {
 		return
 	}
-	c.winFrom, c.winTries = c.advLimit, 0
-	c.winAt = now.Add(c.winUpdateInterval())
+	if c.win == nil {
+		c.win = new(winRepeat)
+	}
+	c.win.from, c.win.tries = c.advLimit, 0
+	c.win.at = now.Add(c.winUpdateInterval())
 }
 
 // onWindowData ends the repeats once data at or beyond the limit the
 // peer was blocked at arrives: it has the update. Called with c.mu held.
 func (c *Conn) onWindowData(seq uint64) {
-	if !c.winAt.IsZero() && seq >= c.winFrom {
-		c.winAt = time.Time{}
+	if w := c.win; w != nil && !w.at.IsZero() && seq >= w.from {
+		w.at = time.Time{}
 	}
 }
 
 // onWindowTimer repeats a window update the peer has not acted on.
 // Called with c.mu held from the timer.
 func (c *Conn) onWindowTimer(now time.Time) {
-	if c.winAt.IsZero() || now.Before(c.winAt) {
+	w := c.win
+	if w == nil || w.at.IsZero() || now.Before(w.at) {
 		return
 	}
-	if c.winTries >= winUpdateTries || c.peerReleased || c.rcv.Largest() >= c.winFrom {
-		c.winAt = time.Time{}
+	if w.tries >= winUpdateTries || c.peerReleased || c.rcv.Largest() >= w.from {
+		w.at = time.Time{}
 		return
 	}
-	c.winTries++
+	w.tries++
 	c.stats.WindowUpdates++
 	c.ackNow = true // every header carries the window
-	c.winAt = now.Add(c.winUpdateInterval())
+	w.at = now.Add(c.winUpdateInterval())
 }
 
 // winUpdateInterval is the wait before the next repeat: the RTO (at
 // least minProbeInterval) doubled per repeat, up to maxWindowProbe.
 func (c *Conn) winUpdateInterval() time.Duration {
-	return min(max(c.rtt.RTO(), minProbeInterval)<<min(c.winTries, 16), maxWindowProbe)
+	return min(max(c.rtt.RTO(), minProbeInterval)<<min(c.win.tries, 16), maxWindowProbe)
 }
