@@ -120,16 +120,7 @@ func QUICJunk(o attack.Options) (*attack.Result, error) {
 	c := attack.Case{
 		Name:   "QUIC junk datagrams, events on",
 		Budget: 32 << 20,
-		Dial: func(ctx context.Context) error {
-			cfg := *ccfg
-			cfg.Local = legitLocal()
-			t, err := st.Dial(ctx, ln.Addr(), &cfg)
-			if err != nil {
-				return err
-			}
-			go t.Close()
-			return nil
-		},
+		Dial:   legitDial(st, ln.Addr(), ccfg),
 		Attack: func(ctx context.Context, b *attack.Bytes) { junkFlood(ctx, ln.Addr(), b, &short) },
 		Check:  func() (string, error) { return junkCheck(&short) },
 	}

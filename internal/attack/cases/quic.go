@@ -65,7 +65,7 @@ func (d *deafConn) Close() error {
 // QUICHandshakeFlood starts 100 QUIC handshakes from one address that
 // never get past the client's first flight, restarting each one every
 // 500 ms, while a client dials from a new address of 127.0.0.0/24 each
-// time (legitLocal).
+// time (legitDial).
 func QUICHandshakeFlood(o attack.Options) (*attack.Result, error) {
 	ctx := context.Background()
 	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
@@ -81,16 +81,7 @@ func QUICHandshakeFlood(o attack.Options) (*attack.Result, error) {
 	c := attack.Case{
 		Name:   "QUIC handshakes never completed, one address",
 		Budget: 32 << 20,
-		Dial: func(ctx context.Context) error {
-			cfg := *ccfg
-			cfg.Local = legitLocal()
-			t, err := st.Dial(ctx, ln.Addr(), &cfg)
-			if err != nil {
-				return err
-			}
-			go t.Close()
-			return nil
-		},
+		Dial:   legitDial(st, ln.Addr(), ccfg),
 		Attack: func(ctx context.Context, b *attack.Bytes) {
 			tc := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{quic.DefaultALPN}}
 			var wg sync.WaitGroup
@@ -144,7 +135,7 @@ func QUICUnread(o attack.Options) (*attack.Result, error) {
 	defer ln.Close()
 	l := ln.(*quic.Listener)
 	// The application keeps the attacker's roots unread and closes the
-	// legitimate client's (from 127.0.0.0/24, legitLocal).
+	// legitimate client's (from 127.0.0.0/24, legitDial).
 	legit := netip.MustParsePrefix("127.0.0.0/24")
 	serve(ctx, ln, func(t psi.Transient) {
 		if legit.Contains(t.Path().Remote.Addr()) {
@@ -166,17 +157,7 @@ func QUICUnread(o attack.Options) (*attack.Result, error) {
 		// budget and 138 MiB before it (768 KiB of window each). Check
 		// holds the listener's windows to its budget.
 		Budget: 3 * quicBudget,
-		Dial: func(ctx context.Context) error {
-			// From a new address each time: see legitLocal.
-			cfg := *ccfg
-			cfg.Local = legitLocal()
-			t, err := st.Dial(ctx, ln.Addr(), &cfg)
-			if err != nil {
-				return err
-			}
-			go t.Close()
-			return nil
-		},
+		Dial:   legitDial(st, ln.Addr(), ccfg),
 		Attack: func(ctx context.Context, _ *attack.Bytes) {
 			base = attack.LiveHeap()
 			msg := make([]byte, 64<<10)
