@@ -20,9 +20,11 @@
 // does not exist, to copy to the other side. A listener given -pin or -ca
 // requires a client certificate (-cert, -key) that they accept.
 //
-// cat closes the Carrier when its input ends, as nc -N does: `cat -l`
-// started with no input (< /dev/null, a background job) hangs up on the
-// peer at once. Use listen to only receive.
+// cat closes the Carrier when its input ends, as nc -N does; Post
+// Sockets has no half-close, so what the peer sends after that is
+// dropped. Input that ends before its first line (< /dev/null, a
+// background job) sends nothing: cat then only receives, printing every
+// message until the peer hangs up (or an interrupt), like nc -l > FILE.
 package main
 
 import (

@@ -271,3 +271,66 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("metrics:\n%s", body)
 	}
 }
+
+// TestCatReceiveOnly: cat whose input is empty from the start
+// (< /dev/null, a pipe that closes) only receives: it prints every
+// message the peer sends and exits once the peer hangs up, as nc -l
+// does, whichever end listens. Until 2 December it hung up at once and
+// dropped them.
+func TestCatReceiveOnly(t *testing.T) {
+	for _, quietListens := range []bool{true, false} {
+		t.Run(fmt.Sprintf("quietListens=%v", quietListens), func(t *testing.T) {
+			ctx := ctxT(t, time.Minute)
+			lst := exec.CommandContext(ctx, bin, "cat", "-json", "-l", "127.0.0.1:0")
+			lout, _ := lst.StdoutPipe()
+			var lerr, derr bytes.Buffer
+			lst.Stderr = &lerr
+			input := strings.NewReader("one\ntwo\nthree\n")
+			if !quietListens {
+				lst.Stdin = input
+			}
+			if err := lst.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer lst.Process.Kill()
+			lines := jsonLines(t, lout)
+			pin := next(t, lines, "pin")["pin"].(string)
+			addr := next(t, lines, "listening")["addr"].(string)
+			dial := exec.CommandContext(ctx, bin, "cat", "-json", "-pin", pin, addr)
+			dial.Stderr = &derr
+			quiet, quietCmd, talkCmd := lines, lst, dial
+			if quietListens {
+				dial.Stdin = input
+				dial.Stdout = io.Discard
+			} else {
+				dout, _ := dial.StdoutPipe()
+				quiet, quietCmd, talkCmd = jsonLines(t, dout), dial, lst
+			}
+			if err := dial.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer dial.Process.Kill()
+			for _, w := range []string{"one", "two", "three"} {
+				if m := next(t, quiet, "message"); m["content"] != w {
+					t.Errorf("the quiet end got %v, want %q", m, w)
+					break
+				}
+			}
+			// Both exit, the talking end at the end of its input, the
+			// quiet one once the talking one hung up.
+			if t.Failed() {
+				lst.Process.Kill()
+				dial.Process.Kill()
+			}
+			if err := talkCmd.Wait(); err != nil {
+				t.Errorf("the talking end: %v", err)
+			}
+			if err := quietCmd.Wait(); err != nil {
+				t.Errorf("the quiet end: %v", err)
+			}
+			if t.Failed() {
+				t.Logf("listener: %s\ndialer: %s", lerr.String(), derr.String())
+			}
+		})
+	}
+}

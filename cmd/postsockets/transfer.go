@@ -275,6 +275,9 @@ func cmdCat(ctx context.Context, args []string) error {
 
 // chat sends each line of in as a message and prints each message
 // received, until in ends, the peer closes or ctx ends. It closes c.
+// Input that ends before its first line (< /dev/null) sends nothing and
+// hangs up on nothing: chat then only receives, until the peer closes
+// or ctx ends, since a Close would drop what the peer still sends.
 func chat(ctx context.Context, c *carrier.Carrier, in io.Reader, o *output) error {
 	errc := make(chan error, 2)
 	go func() {
@@ -289,13 +292,17 @@ func chat(ctx context.Context, c *carrier.Carrier, in io.Reader, o *output) erro
 	}()
 	go func() {
 		sc := bufio.NewScanner(in)
+		sent := false
 		for sc.Scan() {
 			if err := c.Send(ctx, append([]byte(nil), sc.Bytes()...)); err != nil {
 				errc <- err
 				return
 			}
+			sent = true
 		}
-		errc <- sc.Err() // nil at the end of input: close
+		if err := sc.Err(); err != nil || sent {
+			errc <- err // nil at the end of input: close
+		}
 	}()
 	var err error
 	select {
