@@ -135,3 +135,16 @@ func TestTunnelIdleTimeoutH2C(t *testing.T) {
 		t.Fatal("an idle HTTP/2 tunnel still open after 10 s")
 	}
 }
+
+// TestFrontBodyTimeout: a client trickling a request body through the
+// front has it cut (-body-timeout, -body-min-rate), over HTTP/1.1 and
+// h2c, and an honest slow upload still arrives whole at the origin.
+// Before, the front read a trickled body for as long as it came.
+func TestFrontBodyTimeout(t *testing.T) {
+	origin := httptest.NewServer(fronttest.EchoHandler())
+	t.Cleanup(origin.Close)
+	front := gatewaysArgs(t, origin.URL, "127.0.0.1", nil, nil, nil, []string{"-body-timeout", "2s", "-body-min-rate", "1000"})
+	t.Run("http1", func(t *testing.T) { t.Parallel(); fronttest.TrickledBody(t, front) })
+	t.Run("h2c", func(t *testing.T) { t.Parallel(); fronttest.TrickledBodyH2(t, front) })
+	t.Run("slow upload", func(t *testing.T) { t.Parallel(); fronttest.SlowUpload(t, front) })
+}
