@@ -23,6 +23,18 @@ const (
 	minWindow  = 16 << 10
 )
 
+// streamCost is what a listener charges a connection's budget account
+// for each stream the peer forks, from its header until the transient
+// ends: the transient's and quic-go's state for the stream (about 4.9
+// KB a fork measured with both ends in one process, the dialler's raw
+// quic-go state included; TestReceiveBudgetBoundsForks). psi/quic's
+// 16 KiB read buffer is made by the first read and not counted: an
+// application reading the stream has it. Without the charge a peer's
+// 1,000 streams a connection (Stack.MaxStreams), each sending a few
+// bytes nobody reads, held about 20 MiB a connection (with the buffer
+// made at once, as it was) outside the budget.
+const streamCost = 4 << 10
+
 // DefaultMemoryBudget is a listener's budget when Stack.MemoryBudget is
 // zero.
 const DefaultMemoryBudget = 256 << 20
@@ -38,9 +50,10 @@ const DefaultMemoryBudget = 256 << 20
 // (hsrate.Host) may hold a sixteenth of the budget and one /24 or /48
 // prefix a quarter in windows above minWindow; windows of minWindow
 // need room in the total only, so that a source's share does not bound
-// its connection count below Stack.MaxConnsPerSource. The connection
-// gives it all back when it ends and no data kept from it
-// (countReader.keepRest) waits unread.
+// its connection count below Stack.MaxConnsPerSource. Each stream the
+// peer forks is charged streamCost within the same shares, and refused
+// without room (takeStream). The connection gives it all back when it
+// ends and no data kept from it (countReader.keepRest) waits unread.
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
@@ -49,8 +62,10 @@ type budget struct {
 	used    int64
 	peak    int64
 	refused uint64
-	srcs    map[netip.Addr]int64
-	pfxs    map[netip.Prefix]int64
+	// refusedStreams counts forks refused for want of room.
+	refusedStreams uint64
+	srcs           map[netip.Addr]int64
+	pfxs           map[netip.Prefix]int64
 	// pending is the account made for the Initial quic-go is taking,
 	// until the connection's tracer binds it (see config); byCtx finds a
 	// live connection's account by its context.
@@ -180,6 +195,36 @@ func (a *account) grow(delta int64) bool {
 	return true
 }
 
+// takeStream charges a forked stream's streamCost, if it fits in the
+// total and the source's and prefix's shares. A nil account (a dialled
+// connection) always has room.
+func (a *account) takeStream() bool {
+	if a == nil {
+		return true
+	}
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a.refs == 0 || !b.takeLocked(a.src, a.pfx, streamCost) {
+		b.refusedStreams++
+		return false
+	}
+	a.held += streamCost
+	return true
+}
+
+// giveStream gives back what takeStream charged, unless the account was
+// given back whole already (its connection ended).
+func (a *account) giveStream() {
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a.refs > 0 && a.held >= streamCost {
+		a.held -= streamCost
+		b.giveLocked(a.src, a.pfx, streamCost)
+	}
+}
+
 // pin keeps the account's charge past its connection's end; the
 // returned func gives the pin back, once.
 func (a *account) pin() func() {
@@ -211,6 +256,9 @@ type BudgetStats struct {
 	Held    int64  // receive windows held now
 	Peak    int64  // the most held at once
 	Refused uint64 // Initials refused for want of room (a client may send several)
+	// RefusedStreams counts forked streams refused for want of room
+	// for their state (streamCost).
+	RefusedStreams uint64
 }
 
 func (b *budget) stats() BudgetStats {
@@ -219,7 +267,7 @@ func (b *budget) stats() BudgetStats {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return BudgetStats{Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused}
+	return BudgetStats{Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused, RefusedStreams: b.refusedStreams}
 }
 
 // config returns base with the budget's callbacks: each incoming

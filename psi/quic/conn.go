@@ -624,7 +624,14 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 			s.CancelWrite(codeRefused)
 			return
 		}
+		if !c.acct.takeStream() {
+			c.log.Debug("fork refused: receive budget full", "stream", s.StreamID())
+			s.CancelRead(codeRefused)
+			s.CancelWrite(codeRefused)
+			return
+		}
 		t := newTransient(c, s, h, p.assoc, h.class)
+		t.charged = c.acct != nil
 		c.register(t)
 		settle()
 		if !p.pushFork(t) {

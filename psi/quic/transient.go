@@ -80,6 +80,9 @@ type Transient struct {
 	forkSig   chan struct{}
 	done      chan struct{}
 	stats     Stats
+	// charged: a fork the listener charged to its connection's budget
+	// account (account.takeStream), given back on release.
+	charged bool
 	// endedFirst: the peer had ended its side when Close came to wait
 	// for it, so our end is what the peer waits for. Close's goroutine
 	// only.
@@ -166,12 +169,24 @@ func (t *Transient) countReader(s *quicgo.Stream) *countReader {
 	}
 }
 
+// setReader moves the read side to stream s; its buffer is made by the
+// first read (reader).
 func (t *Transient) setReader(s *quicgo.Stream) {
 	t.rs = s
-	cr := t.countReader(s)
-	t.br = bufio.NewReaderSize(cr, readBuffer)
-	t.fr = framer.LengthPrefix{}.NewReader(t.br, t.c.cfg.Limit())
+	t.countReader(s)
+	t.br, t.fr = nil, nil
 	t.inMsg, t.rerr = false, nil
+}
+
+// reader returns the read buffer of the current stream, made on the
+// first read, so that a transient never read (a fork not accepted, or
+// accepted and left unread) holds no readBuffer. Called with rmu held.
+func (t *Transient) reader() *bufio.Reader {
+	if t.br == nil {
+		t.br = bufio.NewReaderSize(t.countReader(t.rs), readBuffer)
+		t.fr = framer.LengthPrefix{}.NewReader(t.br, t.c.cfg.Limit())
+	}
+	return t.br
 }
 
 func (t *Transient) setWriter(s *quicgo.Stream) {
@@ -503,6 +518,7 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 	if t.rerr != nil {
 		return 0, false, t.rerr
 	}
+	br := t.reader()
 	if !t.inMsg {
 		// At a message boundary: take a datagram, or wait for stream data
 		// while letting datagrams and ctx interrupt the wait.
@@ -533,7 +549,7 @@ func (t *Transient) read(ctx context.Context, p []byte) (int, bool, error) {
 			}
 			return 0, false, t.fail(err)
 		}
-	} else if t.br.Buffered() == 0 {
+	} else if br.Buffered() == 0 {
 		for {
 			err := t.peek(ctx)
 			if err == nil {
@@ -594,11 +610,12 @@ var errInterrupted = errors.New("interrupted")
 // a datagram arrived or a stale deadline fired, ctx's error when ctx is
 // done, post.ErrClosed after Close.
 func (t *Transient) peek(ctx context.Context) error {
-	if t.br.Buffered() > 0 {
+	br := t.reader()
+	if br.Buffered() > 0 {
 		return nil
 	}
 	stop := whenDone(ctx, t.interruptRead, t.clearReadDeadline)
-	_, err := t.br.Peek(1)
+	_, err := br.Peek(1)
 	stop()
 	if err == nil {
 		return nil
@@ -950,7 +967,13 @@ func (t *Transient) awaitPeer(ctx context.Context) error {
 		_ = t.rs.SetReadDeadline(time.Time{})
 	}
 	stop := context.AfterFunc(ctx, func() { _ = t.rs.SetReadDeadline(time.Now()) })
-	_, err := io.Copy(io.Discard, t.br)
+	// What a read buffered first, then the stream; a transient never
+	// read has no buffer to make for this.
+	var r io.Reader = t.countReader(t.rs)
+	if t.br != nil {
+		r = t.br
+	}
+	_, err := io.Copy(io.Discard, r)
 	stop()
 	t.rerr = post.ErrClosed
 	var se *quicgo.StreamError
@@ -1067,6 +1090,9 @@ func (t *Transient) releaseOnce() {
 	if !r {
 		if cr := t.rc.Load(); cr != nil {
 			cr.dropPin() // what it kept is not read any more
+		}
+		if t.charged {
+			t.c.acct.giveStream()
 		}
 		t.c.release(t)
 	}

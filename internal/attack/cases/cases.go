@@ -21,6 +21,7 @@ var All = []Row{
 	{Name: "TCP slowloris from 64 /24 prefixes", Run: TCPSlowloris64},
 	{Name: "QUIC handshakes never completed", Run: QUICHandshakeFlood},
 	{Name: "QUIC connections and forks never accepted or read", Run: QUICUnread},
+	{Name: "QUIC forks never accepted, each with a byte sent", Run: QUICForkFlood},
 	{Name: "FSP connections and clones never accepted or read", Run: FSPUnaccepted},
 	{Name: "FSP observer with a faster path", Run: FSPObserver},
 	{Name: "Rendezvous fill", Run: RendezvousFill},

@@ -233,3 +233,109 @@ func QUICUnread(o attack.Options) (*attack.Result, error) {
 	}
 	return attack.Run(c, o), nil
 }
+
+// QUICForkFlood has 8 addresses open a connection each and fork every
+// stream the listener allows (up to 1,000 a connection at once, 1,000
+// in all, 500 a second), each fork sending the first byte of a message and no more;
+// the application accepts the connections and never their forks. The
+// attacker speaks psi/quic's stream headers over quic-go directly
+// (rawFork), so that what the process holds is mostly the listener's.
+// Each fork's state is charged to the listener's receive budget
+// (psi/quic streamCost) and a fork without room is refused, so the
+// forks stay within the budget. Before, a fork cost about 20 KiB
+// (psi/quic's read buffer made at once) outside it.
+func QUICForkFlood(o attack.Options) (*attack.Result, error) {
+	ctx := context.Background()
+	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
+	st := &quic.Stack{MemoryBudget: quicBudget}
+	ln, err := st.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	l := ln.(*quic.Listener)
+	legit := netip.MustParsePrefix("127.0.0.0/24")
+	serve(ctx, ln, func(t psi.Transient) {
+		if legit.Contains(t.Path().Remote.Addr()) {
+			t.Close()
+		}
+	})
+	ccfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}}
+	var forked atomic.Int64
+	c := attack.Case{
+		Name: "QUIC forks never accepted, each with a byte sent",
+		// The attacker's raw quic-go streams run in this process too
+		// (about 1.5 KB a stream).
+		Budget: 2 * quicBudget,
+		Dial:   legitDial(st, ln.Addr(), ccfg),
+		Attack: func(ctx context.Context, _ *attack.Bytes) {
+			var wg sync.WaitGroup
+			for _, src := range attack.Sources(8) {
+				wg.Go(func() { forked.Add(int64(rawForks(ctx, src, ln.Addr(), attack.Paced(1000)))) })
+			}
+			wg.Wait()
+		},
+		Settle: time.Second,
+		Check: func() (string, error) {
+			bs := l.BudgetStats()
+			note := fmt.Sprintf("%d forks opened, %d refused by the listener's budget; the budget held at most %s of its %s",
+				forked.Load(), bs.RefusedStreams, attack.MiB(uint64(bs.Peak)), attack.MiB(uint64(bs.Budget)))
+			if bs.Peak > bs.Budget {
+				return note, fmt.Errorf("listener over its receive budget")
+			}
+			return note, nil
+		},
+	}
+	return attack.Run(c, o), nil
+}
+
+// rawForks dials to from src with quic-go, opens a root stream and up to
+// n fork streams of it, each with a psi/quic stream header (psi/quic
+// wire.go: version 1, kind 1 and a 16-byte association for the root;
+// version 1, kind 2, a traffic class and the parent's stream ID, 8
+// bytes big-endian, for a fork) and the first byte of a 100-byte
+// message, then holds them until ctx ends. It returns the forks opened.
+func rawForks(ctx context.Context, src netip.Addr, to netip.AddrPort, n int) int {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src.AsSlice()})
+	if err != nil {
+		return 0
+	}
+	defer pc.Close()
+	tc := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{quic.DefaultALPN}}
+	qc, err := quicgo.Dial(ctx, pc, net.UDPAddrFromAddrPort(to), tc, &quicgo.Config{MaxIdleTimeout: time.Minute})
+	if err != nil {
+		return 0
+	}
+	defer qc.CloseWithError(0, "")
+	root, err := qc.OpenStream()
+	if err != nil {
+		return 0
+	}
+	if _, err := root.Write(append([]byte{1, 1}, make([]byte, 16)...)); err != nil {
+		return 0
+	}
+	opened := 0
+	fork := []byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 0, byte(root.StreamID()), 0, 0, 0, 100, 'x'}
+	// Paced: 500 forks a second (a slower build fewer, attack.Slowdown),
+	// a flood of memory, not of CPU, which a loaded host's legitimate
+	// handshakes would have to share.
+	tick := time.NewTicker(2 * time.Millisecond * attack.Slowdown)
+	defer tick.Stop()
+	for range n {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return opened
+		}
+		s, err := qc.OpenStreamSync(ctx) // waits for the listener's stream credit
+		if err != nil {
+			break
+		}
+		if _, err := s.Write(fork); err != nil {
+			break
+		}
+		opened++
+	}
+	<-ctx.Done()
+	return opened
+}
