@@ -213,6 +213,7 @@ type Carrier struct {
 	ended       error         // why the transient ended, not by this side's choice
 	sendErr     error         // the transient cannot send any more
 	lost        error         // the first message accepted but not delivered
+	left        *forksLeft    // forks kept from a transient the peer closed
 	wrote       psi.Transient // the transient the last message was handed to
 	activate    sync.Mutex    // serialises re-establishment
 	lastUse     atomic.Int64  // unix nanos of last traffic
@@ -392,12 +393,17 @@ func (c *Carrier) transient() psi.Transient {
 // active returns the transient, establishing a new one if the Carrier is
 // dormant and was initiated locally.
 func (c *Carrier) active(ctx context.Context) (psi.Transient, error) {
-	return c.activeFor(ctx, nil)
+	return c.activeFor(ctx, nil, "send")
 }
 
-// activeFor is active for sending m, which may travel as 0-RTT data.
-func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient, error) {
-	t, err := c.sendable()
+// activeOp is active for op, which names the call in errors.
+func (c *Carrier) activeOp(ctx context.Context, op string) (psi.Transient, error) {
+	return c.activeFor(ctx, nil, op)
+}
+
+// activeFor is active for op, sending m, which may travel as 0-RTT data.
+func (c *Carrier) activeFor(ctx context.Context, m *post.Message, op string) (psi.Transient, error) {
+	t, err := c.sendable(op)
 	switch {
 	case err != nil:
 		return nil, err
@@ -408,7 +414,7 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message) (psi.Transient
 	}
 	c.activate.Lock()
 	defer c.activate.Unlock()
-	if t, err = c.sendable(); t != nil || err != nil {
+	if t, err = c.sendable(op); t != nil || err != nil {
 		return t, err
 	}
 	c.log.Debug("reviving dormant carrier")
@@ -479,16 +485,24 @@ func (c *Carrier) Used0RTT(ctx context.Context) (bool, error) {
 	return z.Used0RTT(), nil
 }
 
-// sendable returns the transient to send on: nil with a nil error while
-// dormant, and an error once the Carrier or its transient has ended.
-func (c *Carrier) sendable() (psi.Transient, error) {
+// sendable returns the transient for op (send, fork, accept fork): nil
+// with a nil error while dormant, and an error once the Carrier or its
+// transient has ended: for a send one wrapping post.ErrPeerClosed when
+// the peer closed or reset the transient, for a fork or accept fork one
+// wrapping post.ErrClosed.
+func (c *Carrier) sendable(op string) (psi.Transient, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.sendErr != nil:
+	case c.sendErr != nil && op == "send":
 		return nil, c.sendErr
+	case c.state == Closed && c.ended != nil && op == "send":
+		return nil, endedError(op, c.ended)
 	case c.state == Closed && c.ended != nil:
-		return nil, endedError("send", c.ended)
+		if errors.Is(c.ended, post.ErrClosed) {
+			return nil, c.ended
+		}
+		return nil, fmt.Errorf("%w: cannot %s: %w", post.ErrClosed, op, c.ended)
 	case c.state == Closed:
 		return nil, post.ErrClosed
 	}
@@ -590,7 +604,7 @@ func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carri
 // closed one.
 func (c *Carrier) forkActive(ctx context.Context, class psi.TrafficClass) (psi.Transient, psi.Transient, error) {
 	for {
-		t, err := c.active(ctx)
+		t, err := c.activeOp(ctx, "fork")
 		if err != nil {
 			return nil, nil, err
 		}
@@ -616,20 +630,29 @@ func (c *Carrier) forkAllowed() error {
 // fails with an error wrapping post.ErrPolicyConflict when the policy
 // prohibits forking, and with one wrapping post.ErrClosed once the peer
 // closed this Carrier in order and no fork is queued, whether or not this
-// Carrier was read (TCP outside Linux: only once it was read).
+// Carrier was read (TCP outside Linux: only once it was read). Forks
+// queued before the close are returned first, also after Receive
+// returned io.EOF.
 func (c *Carrier) AcceptFork(ctx context.Context) (*Carrier, error) {
 	if err := c.forkAllowed(); err != nil {
 		return nil, err
 	}
-	t, err := c.active(ctx)
-	if err != nil {
-		return nil, err
+	t, err := c.activeOp(ctx, "accept fork")
+	if err == nil {
+		var nt psi.Transient
+		if nt, err = t.AcceptFork(ctx); err != nil {
+			err = opError("accept fork", t, err)
+		}
+		t = nt
 	}
-	nt, err := t.AcceptFork(ctx)
 	if err != nil {
-		return nil, opError("accept fork", t, err)
+		// The peer's close ended the Carrier: the forks it made before
+		// are kept for AcceptFork (forkleft.go).
+		if t = c.leftFork(ctx); t == nil {
+			return nil, err
+		}
 	}
-	f := newCarrier(c.assoc, nt, c.cfg, false, kindFull)
+	f := newCarrier(c.assoc, t, c.cfg, false, kindFull)
 	c.adopt(f)
 	f.budgetLike(c)
 	return f, nil

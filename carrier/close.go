@@ -60,6 +60,7 @@ func (c *Carrier) CloseContext(ctx context.Context) (err error) {
 	}
 	c.cancel() // ends a write still in flight: only when ctx ended
 	c.wg.Wait()
+	c.dropLeftForks()
 	c.mu.Lock()
 	lost := c.lost
 	c.mu.Unlock()
@@ -170,6 +171,7 @@ func (c *Carrier) Abort() error {
 		psi.Abort(t, post.ErrClosed)
 	}
 	c.wg.Wait()
+	c.dropLeftForks()
 	return nil
 }
 

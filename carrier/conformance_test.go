@@ -57,6 +57,7 @@ var confCases = []confCase{
 	{"Limits", confLimits},
 	{"ReceiveDeadline", confReceiveDeadline},
 	{"PeerClose", confPeerClose},
+	{"AcceptForkAfterEOF", confAcceptForkAfterEOF},
 	{"APIHygiene", confHygiene},
 }
 
@@ -848,6 +849,50 @@ func confPeerClose(t *testing.T, stack string) {
 			t.Fatal("Send never reported the peer's close")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// confAcceptForkAfterEOF: a fork the peer made before it closed the root
+// is accepted after the root's io.EOF was read, as before it (until 2
+// December reading the EOF closed the transient with the fork queued on
+// it, and AcceptFork failed while the peer's fork was reset); then
+// AcceptFork and Fork fail with errors wrapping post.ErrClosed.
+func confAcceptForkAfterEOF(t *testing.T, stack string) {
+	c, s := confPair(t, stack, nil, nil)
+	ctx := ctxT(t)
+	f, err := c.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Send(ctx, []byte("on the fork")); err != nil {
+		t.Fatal(err)
+	}
+	// Close returns nil once the peer's stack has the fork whole.
+	if err := f.Close(); err != nil {
+		t.Fatalf("closing the fork: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("closing the root: %v", err)
+	}
+	if _, err := s.Receive(ctx); err != io.EOF {
+		t.Fatalf("receive on the root: %v, want io.EOF", err)
+	}
+	sf, err := s.AcceptFork(ctx)
+	if err != nil {
+		t.Fatalf("accepting the fork after the root's EOF: %v", err)
+	}
+	defer sf.Abort()
+	if m, err := sf.Receive(ctx); err != nil || string(m.Content) != "on the fork" {
+		t.Fatalf("receive on the fork: %v %v", m, err)
+	}
+	if _, err := sf.Receive(ctx); err != io.EOF {
+		t.Fatalf("receive on the fork after its close: %v, want io.EOF", err)
+	}
+	if _, err := s.AcceptFork(ctx); !errors.Is(err, post.ErrClosed) {
+		t.Fatalf("second AcceptFork: %v, want ErrClosed", err)
+	}
+	if _, err := s.Fork(ctx); !errors.Is(err, post.ErrClosed) && !errors.Is(err, post.ErrNotSupported) {
+		t.Fatalf("Fork after the peer closed: %v, want ErrClosed", err)
 	}
 }
 

@@ -267,7 +267,11 @@ func (c *Carrier) lose(t psi.Transient, why error) {
 	c.log.Debug("carrier ended", "err", why)
 	c.endEvents(t, why)
 	if orderly {
-		t.Close() // the peer closed in order: this ends our side too
+		// The peer closed in order: this ends our side too, once the
+		// forks it made before are taken off t.
+		if !c.keepForks(t) {
+			t.Close()
+		}
 	} else {
 		psi.Abort(t, why)
 	}

@@ -47,7 +47,7 @@ func (c *Carrier) SendMsg(ctx context.Context, m *post.Message) error {
 	if c.closing.Load() {
 		return post.ErrClosed
 	}
-	if t, err := c.sendable(); err != nil {
+	if t, err := c.sendable("send"); err != nil {
 		return err
 	} else if t == nil && !c.initiator {
 		return errCannotRevive
@@ -108,7 +108,7 @@ func (c *Carrier) unlockWrite() { <-c.wlock }
 // on the closed one.
 func (c *Carrier) lockActive(ctx context.Context, m *post.Message) (psi.Transient, error) {
 	for {
-		t, err := c.activeFor(ctx, m)
+		t, err := c.activeFor(ctx, m, "send")
 		if err != nil {
 			return nil, err
 		}
