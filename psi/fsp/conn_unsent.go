@@ -13,15 +13,19 @@ package fsp
 // peer has not acknowledged.
 
 // maxUnsent is the most packets written and not yet sent that a writer
-// adds to while packets are in flight: two of its batches.
+// adds to while packets are in flight: two of its batches of MaxPayload
+// bytes. Larger packets count for their size: at the jumbo size (8,972
+// bytes) about 20 hold as much, where 128 held 1.1 MB, beyond a core's
+// cache again.
 const maxUnsent = 2 * maxBatch
 
 // unsentHold reports whether a writer should wait before packetizing
-// more: maxUnsent packets wait to be sent while others are in flight.
+// more: maxUnsent packets of MaxPayload bytes (as many bytes in packets
+// of the current size) wait to be sent while others are in flight.
 // Milk connections never wait here (their send buffer overflows into
 // superseded messages). Called with c.mu held.
 func (c *Conn) unsentHold() bool {
-	return !c.milk && c.snd.Unsent() >= maxUnsent && c.snd.BytesInFlight() > 0
+	return !c.milk && c.snd.Unsent()*c.writePayload() >= maxUnsent*MaxPayload && c.snd.BytesInFlight() > 0
 }
 
 // unsentWake wakes a writer held by unsentHold once packets were sent.

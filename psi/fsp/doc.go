@@ -117,7 +117,11 @@
 // than the local link) ends the search at 1,452. A writer waits for the
 // search (at most 64 packets packetized ahead) only until
 // MaxDatagramSize is confirmed. New data is packetized at the size
-// confirmed (PathMTU, Paths, post.Path.MTU). A completed search runs
+// confirmed (PathMTU, Paths, post.Path.MTU), each write in as few
+// packets as that size allows, of one size (whole 16-byte blocks) but a
+// shorter last: a 64 KiB write takes 8 packets of 8,192 bytes at the
+// jumbo size, so writes of one size leave in GSO messages of equal
+// segments, not one ended by each write's tail. A completed search runs
 // again after 10 minutes, and a new active path starts over at the base;
 // a clone starts where its parent is.
 // Black holes (RFC 8899 section 4.3): a probe timeout alone is no
@@ -536,8 +540,9 @@
 // sealed after it is dropped, so no connection lock is held across AES-GCM
 // or a system call on the data path, and the connections of one socket
 // send at once (sockio.Conn.WriteBatch takes no lock). While packets are
-// in flight, a writer waits once 128 of its packets wait to be sent
-// (acknowledgements and sends wake it) instead of packetizing its whole
+// in flight, a writer waits once 128 of its packets wait to be sent (as
+// many bytes, about 20 packets, at the jumbo size; acknowledgements and
+// sends wake it) instead of packetizing its whole
 // send buffer ahead of the sender, which data would then be sealed from
 // long after it left the cache; with nothing in flight it fills the send
 // buffer (conn_unsent.go). A listener's
