@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -71,24 +72,61 @@ func (h *BodyTimeout) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b := &timedBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: timeout, rate: rate}
 	r2 := *r
 	r2.Body = b
-	h.Handler.ServeHTTP(w, &r2)
-	b.done()
+	tw := &answerWriter{ResponseWriter: w}
+	h.Handler.ServeHTTP(tw, &r2)
+	if b.done() && !tw.answered {
+		// The handler gave up without an answer (a ReverseProxy whose
+		// request context the failed read ended): net/http would send
+		// an empty 200.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "request body arrived too slowly", http.StatusRequestTimeout)
+	}
 }
 
-// timedBody is a request body whose reads have deadlines.
+// answerWriter records whether the handler answered (a final status or
+// body bytes).
+type answerWriter struct {
+	http.ResponseWriter
+	answered bool
+}
+
+func (w *answerWriter) WriteHeader(code int) {
+	if code >= 200 {
+		w.answered = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *answerWriter) Write(p []byte) (int, error) {
+	w.answered = true
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// timedBody is a request body whose reads have deadlines. Its handler's
+// reads may run on another goroutine (a Transport's) and outlast the
+// handler, so its state is guarded by mu, which a Read does not hold
+// while it waits.
 type timedBody struct {
 	io.ReadCloser
 	rc      *http.ResponseController
 	timeout time.Duration
 	rate    int
-	n       int64         // bytes read
-	waited  time.Duration // in Read
-	err     error         // sticky: over time, or the end
+
+	mu       sync.Mutex
+	n        int64         // bytes read
+	waited   time.Duration // in Read
+	err      error         // sticky: over time, or the end
+	deadline time.Time     // of the Read in progress; zero without one
+	finished bool          // the handler returned: done ran
 	// unbounded: the ResponseWriter cannot set deadlines.
 	unbounded bool
 }
 
-// left is the time the body may still wait for its client.
+// left is the time the body may still wait for its client. Called with
+// mu held.
 func (b *timedBody) left() time.Duration {
 	allowed := b.timeout
 	if b.rate > 0 {
@@ -98,14 +136,18 @@ func (b *timedBody) left() time.Duration {
 }
 
 func (b *timedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
 	if b.unbounded {
+		b.mu.Unlock()
 		return b.ReadCloser.Read(p)
 	}
 	if b.err != nil {
+		defer b.mu.Unlock()
 		return 0, b.err
 	}
 	left := b.left()
-	if left <= 0 {
+	if left <= 0 || b.finished {
+		defer b.mu.Unlock()
 		b.expire()
 		return 0, b.err
 	}
@@ -114,9 +156,15 @@ func (b *timedBody) Read(p []byte) (int, error) {
 		// A ResponseWriter that cannot: read without a bound rather
 		// than not at all.
 		b.unbounded = true
+		b.mu.Unlock()
 		return b.ReadCloser.Read(p)
 	}
+	b.deadline = start.Add(left)
+	b.mu.Unlock()
 	n, err := b.ReadCloser.Read(p)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.deadline = time.Time{}
 	b.waited += time.Since(start)
 	b.n += int64(n)
 	switch {
@@ -126,31 +174,43 @@ func (b *timedBody) Read(p []byte) (int, error) {
 	case err != nil:
 		b.err = err
 	}
-	// Not reading: the clock stops (HTTP/2 fires a deadline whether or
-	// not a Read waits), and at the end net/http's background read of
-	// the connection must not time out.
-	b.rc.SetReadDeadline(time.Time{})
+	if !b.finished {
+		// Not reading: the clock stops (HTTP/2 fires a deadline
+		// whether or not a Read waits), and at the end net/http's
+		// background read of the connection must not time out.
+		b.rc.SetReadDeadline(time.Time{})
+	}
 	return n, err
 }
 
 // expire fails the body and leaves the connection's deadline in the
 // past, so that net/http's discard of the rest after the handler does
-// not wait for the client either.
+// not wait for the client either. Called with mu held.
 func (b *timedBody) expire() {
 	b.err = errBodyTimeout
 	b.rc.SetReadDeadline(time.Now())
 }
 
-// done bounds what net/http reads of an unfinished body after the
-// handler (HTTP/1.1 discards up to 256 KiB to keep the connection) by
-// what is left of the body's time.
-func (b *timedBody) done() {
-	if b.err != nil || b.unbounded {
-		return
+// done ends the handler's part: it reports whether the body ran out of
+// time (a Read failed so, or one in progress is past its deadline, as
+// when the failing read cancelled the request and the handler returned
+// before the Read did), and bounds what net/http reads of an unfinished
+// body after the handler (HTTP/1.1 discards up to 256 KiB to keep the
+// connection) by what is left of the body's time.
+func (b *timedBody) done() (timedOut bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finished = true
+	if b.err == errBodyTimeout || !b.deadline.IsZero() && !time.Now().Before(b.deadline) {
+		return true
+	}
+	if b.err != nil || b.unbounded || !b.deadline.IsZero() {
+		return false
 	}
 	if left := b.left(); left > 0 {
 		b.rc.SetReadDeadline(time.Now().Add(left))
 	} else {
 		b.rc.SetReadDeadline(time.Now())
 	}
+	return false
 }

@@ -43,7 +43,11 @@ func TestBodyTimeoutTrickle(t *testing.T) {
 // HTTP/1.1 and HTTP/2, whose deadline fires whether or not a Read
 // waits.
 func TestBodyTimeoutHandlerPause(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	// A wait for the client is bounded by timeout, so it must be well
+	// above what a loaded host under the race detector takes to move
+	// the body (a wait of 500 ms failed once in 15 runs); the pause is
+	// over it.
+	const timeout = time.Second
 	body := bytes.Repeat([]byte("x"), 4<<20) // past net/http's buffers and h2's window
 	addr := bodyServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		half := make([]byte, len(body)/2)
@@ -51,29 +55,32 @@ func TestBodyTimeoutHandlerPause(t *testing.T) {
 			http.Error(w, "first half: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		time.Sleep(4 * timeout) // the origin is slow
+		time.Sleep(5 * timeout / 2) // the origin is slow
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {
 			http.Error(w, "second half: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		fmt.Fprint(w, int64(len(half))+n)
-	}), timeout, -1)
+	}), timeout, 100<<10) // 4 MiB earn 40 s: only a wait can run out
 	h2 := &http.Transport{Protocols: new(http.Protocols)}
 	h2.Protocols.SetUnencryptedHTTP2(true)
 	defer h2.CloseIdleConnections()
 	h1 := &http.Transport{}
 	defer h1.CloseIdleConnections()
 	for name, tr := range map[string]*http.Transport{"http1": h1, "h2c": h2} {
-		resp, err := (&http.Client{Transport: tr}).Post("http://"+addr+"/", "", bytes.NewReader(body))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		got, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || string(got) != fmt.Sprint(len(body)) {
-			t.Errorf("%s: %s %q, want 200 %d", name, resp.Status, got, len(body))
-		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			resp, err := (&http.Client{Transport: tr}).Post("http://"+addr+"/", "", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(got) != fmt.Sprint(len(body)) {
+				t.Errorf("%s %q, want 200 %d", resp.Status, got, len(body))
+			}
+		})
 	}
 }
 

@@ -61,7 +61,11 @@ func TrickledBody(t *testing.T, addr string) {
 	}()
 	start := time.Now()
 	c.SetReadDeadline(time.Now().Add(trickleFor + 5*time.Second))
-	io.Copy(io.Discard, c) // until the front closes it
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err == nil && resp.StatusCode == http.StatusOK {
+		t.Errorf("a trickled body of a million bytes got %s", resp.Status)
+	}
+	io.Copy(io.Discard, br) // until the front closes it
 	if gaveUp.Load() {
 		t.Fatalf("a body trickling at 10 B/s kept its connection for %v", time.Since(start).Round(time.Second))
 	}
