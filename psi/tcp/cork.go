@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -23,14 +24,20 @@ type corkConn struct {
 	mu      sync.Mutex
 	buf     *[]byte              // non-nil while corked
 	drained atomic.Bool          // the last Read emptied the kernel's receive queue
+	eof     atomic.Bool          // a Read met the peer's FIN
 	hs      atomic.Pointer[slot] // the server handshake, while it runs
 }
 
 // Read notes whether it emptied the kernel's receive queue: a read shorter
-// than its buffer took all there was.
+// than its buffer took all there was. It notes the peer's FIN too:
+// crypto/tls reads nothing after a close_notify, so a FIN it reads came
+// without one.
 func (c *corkConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.drained.Store(n < len(p))
+	if err == io.EOF {
+		c.eof.Store(true)
+	}
 	if sl := c.hs.Load(); sl != nil && n > 0 {
 		sl.progress()
 	}

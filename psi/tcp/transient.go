@@ -397,6 +397,16 @@ func (t *transient) ReadMessage(ctx context.Context, p []byte) (int, bool, error
 		// returns within about a round trip.
 		quickAck(t.tcp)
 	}
+	if err != nil && t.cork.eof.Load() && !t.isClosed() &&
+		(err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, post.ErrMalformed)) {
+		// The stream ended in a FIN without close_notify: the peer's
+		// process died or the connection was cut, with what it still
+		// meant to send. crypto/tls calls that io.EOF at a record
+		// boundary; it is no orderly close.
+		err = post.Errorf(post.ErrReset, "the peer's connection ended without close_notify (its process exited or the connection was cut)")
+		t.close(err, false)
+		return n, end, wrap("receive", t.path, err)
+	}
 	switch {
 	case err == io.EOF:
 		if !t.peerEnded.Swap(true) && !ackReporting {
