@@ -66,7 +66,7 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 	}
 	stopTunnels := make(chan struct{})
 	srv := &http.Server{
-		Handler:           o.bodyTimeoutHandler(accessLog(log, withConnect(proxy, frontConnect(tr, o, stopTunnels, log)))),
+		Handler:           o.requestLimitHandler(o.bodyTimeoutHandler(accessLog(log, withConnect(proxy, frontConnect(tr, o, stopTunnels, log))))),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute, // without it a keep-alive connection idles forever
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -148,3 +148,60 @@ func TestFrontBodyTimeout(t *testing.T) {
 	t.Run("h2c", func(t *testing.T) { t.Parallel(); fronttest.TrickledBodyH2(t, front) })
 	t.Run("slow upload", func(t *testing.T) { t.Parallel(); fronttest.SlowUpload(t, front) })
 }
+
+// h2cFrom is an HTTP/2 (h2c) client whose connections come from ip.
+func h2cFrom(ip string) *http.Client {
+	tr := &http.Transport{Protocols: new(http.Protocols),
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// TestFrontRequestsPerAddr: one address holding -max-requests-per-addr
+// requests open over one HTTP/2 connection gets 503 for the next, at
+// once, while another address is served, and is served again once its
+// requests end. Before, one address's streams could take every request
+// slot the back gives a root (256): 500 streams from one address held
+// an honest client at another address 10 s without an answer.
+func TestFrontRequestsPerAddr(t *testing.T) {
+	release := make(chan struct{})
+	origin := httptest.NewServer(fronttest.SlowHandler(release))
+	t.Cleanup(origin.Close)
+	front := gatewaysArgs(t, origin.URL, "127.0.0.1", nil, nil, nil, []string{"-max-requests-per-addr", "4"})
+	busy := h2cFrom("127.0.0.5")
+	defer busy.CloseIdleConnections()
+	get := func(c *http.Client, path string) (int, error) {
+		resp, err := c.Get("http://" + front + path)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	var held sync.WaitGroup
+	for range 4 {
+		held.Go(func() {
+			if code, err := get(busy, "/slow"); err != nil || code != http.StatusOK {
+				t.Errorf("a held request ended with %d, %v", code, err)
+			}
+		})
+	}
+	fronttest.Eventually(t, 10*time.Second, "a fifth request from one address", func() error {
+		code, err := get(busy, "/")
+		if err == nil && code != http.StatusServiceUnavailable {
+			err = errors.New(http.StatusText(code))
+		}
+		return err
+	})
+	other := h2cFrom("127.0.0.6")
+	defer other.CloseIdleConnections()
+	if code, err := get(other, "/"); err != nil || code != http.StatusOK {
+		t.Fatalf("another address got %d, %v", code, err)
+	}
+	close(release)
+	held.Wait()
+	if code, err := get(busy, "/"); err != nil || code != http.StatusOK {
+		t.Fatalf("the address once its requests ended: %d, %v", code, err)
+	}
+}
