@@ -7,8 +7,9 @@
 // of its own. cmd/psgateway is the full program (HTTP/2, TLS, CONNECT,
 // Forwarded, config files); this is the smallest working shape of it,
 // with the same bounds on the front's clients: header, body and keep-alive
-// timeouts, and at most -max-conns connections, -max-conns-per-addr from
-// one address (httpcarrier.LimitListener).
+// timeouts, at most -max-conns connections, -max-conns-per-addr from
+// one address (httpcarrier.LimitListener), and 64 requests in progress
+// from one address.
 //
 //	go run ./examples/gateway          # origin, back, front and a client in one process
 //	go run ./examples/gateway -mode back -listen 127.0.0.1:4433 -origin http://127.0.0.1:8081
@@ -147,12 +148,14 @@ func front(origin string, psk []byte) http.Handler {
 // most total connections and perAddr from one client address (<= 0: no
 // limit; httpcarrier.ConnLimiter), to serve with srv.Serve(lim). A client
 // must send its request head within 30 s, its request body within 30 s
-// plus 1 s per 512 bytes (httpcarrier.BodyTimeout's defaults), and a
-// keep-alive connection idles at most 2 minutes, as at cmd/psgateway's
-// front.
+// plus 1 s per 512 bytes (httpcarrier.BodyTimeout's defaults), one
+// address has at most 64 requests in progress (httpcarrier.RequestLimit),
+// and a keep-alive connection idles at most 2 minutes, as at
+// cmd/psgateway's front.
 func frontServer(h http.Handler, ln net.Listener, perAddr, total int) (srv *http.Server, lim net.Listener) {
 	l := httpcarrier.LimitListener(ln, perAddr, total)
-	return &http.Server{Handler: &httpcarrier.BodyTimeout{Handler: h}, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ConnState: l.ConnState}, l
+	h = &httpcarrier.RequestLimit{Handler: &httpcarrier.BodyTimeout{Handler: h}}
+	return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ConnState: l.ConnState}, l
 }
 
 // demo runs a web server, both gateways and an ordinary client in one
