@@ -43,6 +43,9 @@ type Transport struct {
 	mu     sync.Mutex
 	conns  map[string]*rootConn
 	assocs map[string]*association.Association // kept across roots: the race winner is cached
+
+	closingMu sync.Mutex
+	closing   map[chan struct{}]struct{} // Carriers closing in the background (closing.go)
 }
 
 // rootConn is one origin's root Carrier and its transactions.
@@ -378,7 +381,7 @@ func (tx *clientTx) finish(clean bool) {
 		}
 		if !clean || !stopped || !tx.keep || !tx.t.putIdle(tx.rc, tx.fork) {
 			if clean && stopped {
-				go tx.fork.Close()
+				tx.t.closeLater(tx.fork)
 			} else {
 				tx.fork.Abort()
 			}
@@ -547,7 +550,7 @@ func (t *Transport) drainLocked(rc *rootConn) {
 		}
 	}
 	for _, f := range rc.forks {
-		go f.Close()
+		t.closeLater(f)
 	}
 	rc.forks = nil
 	if rc.inflight == 0 && rc.root != nil {
@@ -555,7 +558,7 @@ func (t *Transport) drainLocked(rc *rootConn) {
 			rc.idle.Stop()
 			rc.idle = nil
 		}
-		go rc.root.Close()
+		t.closeLater(rc.root)
 	}
 }
 
@@ -585,6 +588,8 @@ func (t *Transport) release(rc *rootConn, failed bool) {
 
 // CloseIdleConnections closes the root Carriers with no request in
 // flight and drains the others; http.Client.CloseIdleConnections calls it.
+// The Carriers close in the background: a program about to exit calls
+// CloseIdleConnectionsContext, which waits for them.
 func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	defer t.mu.Unlock()

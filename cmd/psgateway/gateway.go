@@ -99,7 +99,11 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 	}()
 	g.shutdown = func(ctx context.Context) error {
 		err := srv.Shutdown(ctx)
-		tr.CloseIdleConnections()
+		// Close the roots to the back and wait: the process exits next,
+		// and a root left open holds the back until its idle timeout.
+		if cerr := tr.CloseIdleConnectionsContext(ctx); err == nil {
+			err = cerr
+		}
 		return err
 	}
 	log.Info("front gateway", "listen", g.addr, "tls", tlsOn, "origin", o.origin, "stack", o.stack)

@@ -130,7 +130,9 @@ func serve(ctx context.Context, addr string, psk []byte, ready chan<- string) er
 // whose Transport is httpcarrier's.
 func fetch(ctx context.Context, out io.Writer, origin string, psk []byte, paths []string) error {
 	tr := &httpcarrier.Transport{Config: config(psk)}
-	defer tr.CloseIdleConnections()
+	// Close the Carriers and wait for the server to have seen it, so the
+	// process may exit.
+	defer tr.CloseIdleConnectionsContext(ctx)
 	client := &http.Client{Transport: tr}
 	for _, p := range paths {
 		url := "http://" + origin + p
