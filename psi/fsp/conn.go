@@ -149,7 +149,8 @@ type Conn struct {
 	// (kept until the listener took it or it was queued again), whether
 	// the listener said it took it, and whether 0-RTT was accepted. The
 	// listener's: whether it holds the first message (earlyIn), and
-	// until then what takes it from a copy of RESTORE (lateEarly).
+	// until the initiator confirms what takes it from a copy of RESTORE
+	// and what bounds the 0.5-RTT data (earlyResp, conn_halfrtt.go).
 	earlyState uint8
 	used0RTT   bool
 	earlyTaken bool
@@ -157,7 +158,7 @@ type Conn struct {
 	keyGen     uint32 // the generation of the keys below (InstallKey)
 	earlyData  []byte
 	earlyAcked func()
-	lateEarly  *earlyAnswer
+	earlyResp  *earlyResp
 
 	// Keys. A session's master secret derives the keys of every
 	// connection of the session with that connection's ALFID pair.

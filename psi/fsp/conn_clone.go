@@ -238,6 +238,9 @@ func (c *Conn) ForkClass(ctx context.Context, class psi.TrafficClass) (*Conn, er
 	if err := c.awaitEarly(ctx); err != nil {
 		return nil, err
 	}
+	if err := c.awaitConfirmed(ctx); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	for {
 		if c.state != stateEstablished || c.peerReleased {

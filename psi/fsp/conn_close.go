@@ -188,7 +188,9 @@ func (c *Conn) teardown(err error, reset bool) {
 		c.mu.Unlock()
 		return
 	}
-	if reset && c.tx != nil && c.rcv != nil {
+	// Before the initiator of a 0-RTT resumption confirmed, only within
+	// the amplification bound (conn_halfrtt.go).
+	if reset && c.tx != nil && c.rcv != nil && c.ampRoom(overhead+1) {
 		p := c.header(wire.Reset, 0, c.snd.Next())
 		var reason []byte
 		if errors.Is(err, post.ErrRefused) {

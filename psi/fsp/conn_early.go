@@ -6,6 +6,7 @@ import (
 	"time"
 
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
+	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
@@ -115,26 +116,20 @@ func (c *Conn) openEarly(secret []byte, req *restoreRequest) bool {
 	return true
 }
 
-// earlyAnswer is what a listener keeps, until the initiator confirms,
-// to take a first message that comes in a copy of the RESTORE it
-// answered without one: the ticket's secret, and its answer saying it
-// took the message. Kept apart from Conn, which every pending handshake
-// holds.
-type earlyAnswer struct {
-	secret, taken []byte
-}
-
 // takeEarly takes the 0-RTT message of a RESTORE repeated for a resumed
 // connection that answered it without one: the initiator wrote its first
 // message after RESTORE had left. Only until the initiator confirms, only
 // the first message, only under the binder key of the RESTORE taken. The
 // answer, now saying the message was taken, goes again at once; it is
-// smaller than the RESTORE. It reports whether the message was taken.
+// smaller than the RESTORE. The connection, handed to Accept already,
+// reads it as the initiator's sequence number 1: nothing else came from
+// the initiator yet. It reports whether the message was taken.
 func (c *Conn) takeEarly(b []byte, req *restoreRequest) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ea := c.lateEarly
-	if c.state != stateAffirming || ea == nil || c.earlyIn || string(req.nonce) != string(c.peerNonce) {
+	ea := c.earlyResp
+	if ea == nil || ea.taken == nil || c.earlyIn || string(req.nonce) != string(c.peerNonce) ||
+		c.state != stateEstablished || c.rcv.Expected() != 1 || c.rcv.Span() != 0 {
 		return false
 	}
 	if _, ok := fcrypto.VerifyHandshakeTag(c.hsKey, b); !ok {
@@ -143,10 +138,15 @@ func (c *Conn) takeEarly(b []byte, req *restoreRequest) bool {
 	if !c.openEarly(ea.secret, req) {
 		return false
 	}
-	c.lateEarly = nil
+	c.rcv = reliability.NewReceiver[rxData](2)
 	c.hsPacket = ea.taken
+	ea.secret, ea.taken = nil, nil
+	c.ampReceived(len(b))
 	c.reaffirmAt = time.Now().Add(hsInitialRTO / 2)
-	c.t.write(c.hsPacket, &c.remote)
+	if c.ampRoom(len(c.hsPacket)) {
+		c.ampSent(len(c.hsPacket))
+		c.t.write(c.hsPacket, &c.remote)
+	}
 	return true
 }
 
@@ -164,7 +164,9 @@ func (c *Conn) tookEarly() bool {
 // as 0-RTT data, or was written after the handshake ended. At the
 // listener the first message may have come as 0-RTT data (and so may be
 // a replay, within the limits doc.go gives); it did unless the initiator
-// wrote it after the handshake or the RESTORE carrying it was lost.
+// wrote it after the handshake or the RESTORE carrying it was lost. Such
+// a connection was handed to Accept on RESTORE, before the initiator
+// confirmed, and may have sent 0.5-RTT data.
 // QUIC reports the same: whether the server accepted 0-RTT.
 func (c *Conn) Used0RTT() bool {
 	c.mu.Lock()
@@ -173,6 +175,7 @@ func (c *Conn) Used0RTT() bool {
 }
 
 // HandshakeComplete is closed once the handshake ended either way. A
-// 0-RTT dial, and a listener's connection handed out on a 0-RTT message,
+// 0-RTT dial, and a listener's connection handed out on a 0-RTT
+// resumption (which may send 0.5-RTT data meanwhile: conn_halfrtt.go),
 // return before it.
 func (c *Conn) HandshakeComplete() <-chan struct{} { return c.established }

@@ -497,10 +497,20 @@ func (c *Conn) resendAffirm(nonce []byte, reqLen int) {
 	}
 	// At most one answer per half initial RTO: a CONNECT_REQUEST replayed
 	// from the client's address must not make the large answer a flood.
-	if c.state == stateAffirming && string(nonce) == string(c.peerNonce) && !now.Before(c.reaffirmAt) {
+	// A connection sending 0.5-RTT data (conn_halfrtt.go) answers too,
+	// and sends its data again: the client dropped it without the keys.
+	half := c.halfOpen() && c.state != stateClosed
+	if half && string(nonce) == string(c.peerNonce) {
+		c.ampReceived(reqLen)
+	}
+	if (c.state == stateAffirming || half) && string(nonce) == string(c.peerNonce) && !now.Before(c.reaffirmAt) {
 		c.reaffirmAt = now.Add(hsInitialRTO / 2)
+		c.ampSent(len(c.hsPacket))
 		c.t.write(c.hsPacket, &c.remote)
 		c.hsTries++ // the next RTT sample would be ambiguous
+		if half {
+			c.resendHalf()
+		}
 	}
 }
 

@@ -357,7 +357,7 @@ func (c *Conn) armTimer() {
 		if !c.peerDone() {
 			at(c.lastRecv.Add(c.cfg.idle()))
 		}
-		if c.authWait {
+		if c.authWait || c.earlyResp != nil {
 			at(c.hsDeadline)
 		}
 		if ka := c.cfg.keepAlive(); ka > 0 && !c.peerDone() {
@@ -425,6 +425,15 @@ func (c *Conn) onTimer() {
 	if c.authWait && !now.Before(c.hsDeadline) {
 		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: listener did not confirm our CLIENT_AUTH"))
 		return
+	}
+	if c.earlyResp != nil && !now.Before(c.hsDeadline) {
+		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: handshake not confirmed"))
+		return
+	}
+	if c.ampBlocked() && !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
+		// Nothing more may go before the initiator confirms or repeats
+		// RESTORE (conn_halfrtt.go): no probe timeout meanwhile.
+		c.rtoAt = time.Time{}
 	}
 	if idle := c.cfg.idle(); now.Sub(c.lastRecv) >= idle && !c.peerDone() {
 		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer silent for %v", idle))

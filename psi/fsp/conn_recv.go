@@ -40,7 +40,8 @@ func (c *Conn) handlePacket(in *inPacket, pkt *wire.Packet, now time.Time) *Conn
 	var deliver *Listener
 	c.receive(in, pkt, &deliver, &op, now)
 	more := c.state == stateEstablished || c.state == stateClosing
-	early := c.earlyIn // handed to Accept already, on its 0-RTT message
+	// Handed to Accept already, on its 0-RTT resumption.
+	early := c.used0RTT && !c.initiator
 	charged := c.bud != nil
 	c.mu.Unlock()
 	if deliver != nil {
@@ -193,10 +194,14 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	newest := pn >= c.replay.Largest()
 	c.replay.Mark(pn)
 	c.lastRecv = now
-	if c.state == stateAffirming {
-		c.establish(now)
+	if c.state == stateAffirming || c.halfOpen() {
+		if c.state == stateAffirming {
+			c.establish(now)
+		} else {
+			c.confirmHalf(now)
+		}
 		c.handshakeRTT(now)
-		c.hsPacket, c.hsFlight, c.lateEarly = nil, nil, nil
+		c.hsPacket, c.hsFlight = nil, nil
 		*deliver = c.listener
 		close(c.established)
 		c.issueTicket(now)
@@ -205,15 +210,20 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	if c.qlog != nil {
 		c.qlog.received(now, pn, pkt, len(pt))
 	}
-	c.confirmed = true
-	if c.authWait && pkt.Opcode != wire.Reset {
-		c.authWait = false // the responder accepted our CLIENT_AUTH
-		c.openEstablished()
+	if pkt.Flags&flagHalfRTT == 0 {
+		// Sent once the responder had our confirmation; its 0.5-RTT
+		// data (conn_halfrtt.go) says nothing of that, so we go on
+		// asking.
+		c.confirmed = true
+		if c.authWait && pkt.Opcode != wire.Reset {
+			c.authWait = false // the responder accepted our CLIENT_AUTH
+			c.openEstablished()
+		}
+		if c.initiator && c.ackReq && c.snd.Len() == 0 {
+			c.rtoAt = time.Time{}
+		}
+		c.ackReq = false
 	}
-	if c.initiator && c.ackReq && c.snd.Len() == 0 {
-		c.rtoAt = time.Time{}
-	}
-	c.ackReq = false
 
 	c.onAck(now, pkt)
 	c.onCredit(pkt)

@@ -105,6 +105,9 @@ func (c *Conn) fill(now time.Time) {
 				break
 			}
 		}
+		if !c.dataFits() {
+			break // 0.5-RTT data beyond the amplification bound waits
+		}
 		e := c.snd.NextToSend(c.sendLimit())
 		if e == nil {
 			c.ccPassOn()
@@ -124,8 +127,10 @@ func (c *Conn) fill(now time.Time) {
 		}
 		c.sendData(now, e)
 	}
-	c.pmtuTick(now)
-	if c.ackReq || len(c.resps) > 0 || c.ackNow && len(c.out) < maxBatch {
+	if c.earlyResp == nil {
+		c.pmtuTick(now) // no probes before the initiator confirmed
+	}
+	if (c.ackReq || len(c.resps) > 0 || c.ackNow && len(c.out) < maxBatch) && c.ampRoom(ackBufferBytes) {
 		if c.authWait {
 			c.sendClientAuth()
 		} else {
@@ -184,7 +189,7 @@ func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
 	}
 	return wire.Packet{Header: wire.Header{
 		Opcode:   op,
-		Flags:    flags | c.phaseFlag(),
+		Flags:    flags | c.phaseFlag() | c.halfFlag(),
 		Window:   uint32(min(c.window(), wire.MaxWindow)),
 		Seq:      uint32(seq),
 		Expected: uint32(c.rcv.Expected()),
@@ -209,6 +214,7 @@ func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
 		return nil
 	}
 	*b = out[:len(out):cap(out)]
+	c.ampSent(len(out))
 	return b
 }
 
@@ -238,6 +244,7 @@ func (c *Conn) queueOut(p *wire.Packet, payload []byte) {
 	}
 	b := getBufFor(len(payload) + sealRoom)
 	*b = wire.AppendHeader((*b)[:0], p)
+	c.ampSent(len(*b) + len(payload) + fcrypto.TagLen)
 	c.outJobs = append(c.outJobs, sealJob{idx: len(c.out), pn: pn, payload: payload})
 	c.out = append(c.out, b)
 }

@@ -212,7 +212,8 @@
 // A ticket the listener does not take (another listener or identity, an
 // old key, expired) gets the ACK_INIT_CONNECT of a full handshake, which
 // the initiator continues with the same nonce. Answers to RESTORE are
-// smaller than it, since it carries the ticket.
+// smaller than it, since it carries the ticket (0.5-RTT data, below,
+// stays within three times it).
 //
 // With Config.Allow0RTT (psi.Config.Allow0RTT, which the carrier sets
 // for an idempotent first message) and a ticket, Dial sends RESTORE,
@@ -232,10 +233,29 @@
 // before the initiator confirms, only from the address and ALFID the
 // RESTORE came from and under its binder key, holds at most that one
 // message, answers the copy with ACK_CONNECT_REQ saying it took it
-// (helloTaken; smaller than the copy), delivers the message and hands
-// the connection to Accept at once; it sends nothing on it before the
-// initiator's first protected packet. A copy that arrives before its
-// RESTORE is a RESTORE itself. The message is the initiator's sequence
+// (helloTaken; smaller than the copy), and delivers the message.
+//
+// 0.5-RTT data: such a listener hands the connection to Accept as soon
+// as it answered a fresh RESTORE allowing 0-RTT (the ticket opened, the
+// binder checked, the strike register saw the nonce first), with or
+// without a message, and what the application writes on it leaves at
+// once under the session keys, before the initiator confirms, as QUIC's
+// 0.5-RTT data does: a client that reads first gets the listener's first
+// message one round trip after Dial. Until the initiator's first
+// authenticated packet validates its address the listener sends there at
+// most three times the bytes of the RESTOREs it received from it, its
+// answers included (RFC 9000 §8.1); the rest waits, no probe timeout
+// fires while it does, and a RESTORE repeated (the client lacks the
+// answer) raises the bound and sends the answer and the data in flight
+// again. A 0-RTT RESTORE and its copy are padded to BaseDatagramSize
+// for that room, as QUIC pads a client's Initial. The packets sent
+// before the confirmation carry a header flag (flagHalfRTT) so that the
+// initiator, which drops them until it has the answer (retransmission
+// recovers them), does not take them for the confirmation's answer and
+// goes on asking for one. A Fork on the listener's side waits for the
+// confirmation; a confirmation that does not come within the handshake
+// timeout ends the connection. A copy that arrives before its RESTORE is
+// a RESTORE itself. The message is the initiator's sequence
 // number 1 however it travels: unless the answer the initiator got says
 // the listener took it, it is sent again after the handshake, first, and
 // a listener that took it as 0-RTT data drops that copy as a duplicate,

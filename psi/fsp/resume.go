@@ -16,7 +16,8 @@ import (
 // The resumed handshake (see doc.go, "Resumption"):
 //
 //	RESTORE           client nonce | ticket age (ms) | ticket length (16 bits) |
-//	                  sealed ticket | [0-RTT message, sealed under the early key];
+//	                  sealed ticket | sealed 0-RTT message length (16 bits) |
+//	                  [0-RTT message, sealed under the early key] | [zeros];
 //	                  EPHEMERAL_KEY, CONNECT_PARAM; header flag restoreEarly
 //	                  if the initiator may send 0-RTT data
 //	ACK_CONNECT_REQ   server nonce | flags (helloResumed, helloEarly,
@@ -24,7 +25,10 @@ import (
 //
 // A 0-RTT dial sends RESTORE without the message at once, and a copy
 // with it (same nonce, key and ticket) when the first message is written
-// before the handshake ends (conn_early.go).
+// before the handshake ends (conn_early.go). Both are padded with zeros
+// to BaseDatagramSize, as QUIC pads a client's Initial: the listener may
+// send 0.5-RTT data before the initiator confirms, up to three times what
+// it received (conn_halfrtt.go).
 //
 // Both are tagged under BinderKey(resumption secret). The master secret
 // mixes a fresh X25519 output with the resumption secret, so forward
@@ -174,8 +178,14 @@ func (c *Conn) restorePacket(rs *resumeState, now time.Time, early []byte) []byt
 	if early != nil {
 		// The early key protects the message; everything before it is
 		// its associated data.
+		b = binary.BigEndian.AppendUint16(b, uint16(len(early)+fcrypto.TagLen))
 		d := fcrypto.NewDirection(fcrypto.EarlySecret(rs.secret, c.nonce[:]))
 		b, _ = d.Seal(b, 0, b, early)
+	} else {
+		b = binary.BigEndian.AppendUint16(b, 0)
+	}
+	if c.cfg.Allow0RTT {
+		b = append(b, make([]byte, max(0, BaseDatagramSize-fcrypto.TagLen-len(b)))...)
 	}
 	tag := fcrypto.HandshakeTag(fcrypto.BinderKey(rs.secret), b)
 	return append(b, tag[:]...)
@@ -201,23 +211,27 @@ type restoreRequest struct {
 func parseRestore(pkt *wire.Packet) (*restoreRequest, error) {
 	b := pkt.Payload
 	if !pkt.HasParam || len(pkt.EphemeralKey) != fcrypto.PublicLen || pkt.Src <= 0xffff ||
-		len(b) < fcrypto.NonceLen+6+ticketSealing+ticketFixed+fcrypto.TagLen {
+		len(b) < fcrypto.NonceLen+6+ticketSealing+ticketFixed+2+fcrypto.TagLen {
 		return nil, post.Errorf(post.ErrMalformed, "fsp: bad RESTORE")
 	}
 	b = b[:len(b)-fcrypto.TagLen]
 	n := int(binary.BigEndian.Uint16(b[fcrypto.NonceLen+4:]))
 	rest := b[fcrypto.NonceLen+6:]
-	if n > len(rest) || (n < len(rest) && len(rest)-n < fcrypto.TagLen) {
+	if n+2 > len(rest) {
+		return nil, post.Errorf(post.ErrMalformed, "fsp: bad RESTORE")
+	}
+	e := int(binary.BigEndian.Uint16(rest[n:]))
+	if n+2+e > len(rest) || e > 0 && e < fcrypto.TagLen {
 		return nil, post.Errorf(post.ErrMalformed, "fsp: bad RESTORE")
 	}
 	r := &restoreRequest{
 		nonce:  b[:fcrypto.NonceLen],
 		age:    time.Duration(binary.BigEndian.Uint32(b[fcrypto.NonceLen:])) * time.Millisecond,
 		ticket: rest[:n],
-		aad:    pkt.HeaderBytes[:len(pkt.HeaderBytes)+fcrypto.NonceLen+6+n],
+		aad:    pkt.HeaderBytes[:len(pkt.HeaderBytes)+fcrypto.NonceLen+6+n+2],
 	}
-	if n < len(rest) {
-		r.early = rest[n:]
+	if e > 0 {
+		r.early = rest[n+2 : n+2+e]
 	}
 	return r, nil
 }
@@ -226,9 +240,10 @@ func parseRestore(pkt *wire.Packet) (*restoreRequest, error) {
 // output: the ticket's secret, and the PSK if any.
 func resumeSecret(res, psk []byte) []byte { return append(bytes.Clone(res), psk...) }
 
-// respondResumed runs the responder's side of a RESTORE whose ticket and
-// binder checked out.
-func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet) error {
+// respondResumed runs the responder's side of a RESTORE of n bytes whose
+// ticket and binder checked out. With 0-RTT accepted the data path opens
+// at once, for 0.5-RTT data (conn_halfrtt.go).
+func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet, n int) error {
 	l := c.listener
 	kp, err := fcrypto.NewKeyPair()
 	if err != nil {
@@ -294,13 +309,24 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet)
 	c.installKeys()
 	c.peerCerts = certs
 	c.hsPacket = answer(flags)
-	if early && flags&helloTaken == 0 {
+	now := time.Now()
+	c.hsSentAt = now
+	if !early {
+		c.state = stateAffirming
+		c.t.write(c.hsPacket, &c.remote)
+		c.armTimer()
+		return nil
+	}
+	c.earlyResp = &earlyResp{recv: n, sent: len(c.hsPacket)}
+	if flags&helloTaken == 0 {
 		// The first message may come in a copy of the RESTORE
 		// (takeEarly, conn_early.go).
-		c.lateEarly = &earlyAnswer{secret: tk.secret, taken: answer(flags | helloTaken)}
+		c.earlyResp.secret, c.earlyResp.taken = tk.secret, answer(flags|helloTaken)
 	}
-	c.state = stateAffirming
+	// The answer goes first: data the client got before it would be
+	// dropped.
 	c.t.write(c.hsPacket, &c.remote)
+	c.establish(now)
 	c.armTimer()
 	return nil
 }

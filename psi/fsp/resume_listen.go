@@ -17,7 +17,10 @@ import (
 // A copy of a RESTORE being answered that carries the first message as
 // 0-RTT data, sent when the initiator wrote it after RESTORE left, gives
 // the message (takeEarly). Every answer is smaller than the RESTORE: it
-// carries the ticket.
+// carries the ticket. A fresh RESTORE accepting 0-RTT hands the
+// connection to Accept at once, and what it sends before the client
+// confirms, answers included, stays within three times the RESTOREs'
+// bytes (conn_halfrtt.go).
 func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wire.Packet) {
 	req, err := parseRestore(pkt)
 	if err != nil {
@@ -31,8 +34,7 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 	if c != nil {
 		if req.early != nil && c.takeEarly(b, req) {
 			// The first message, written after RESTORE left, came in
-			// a copy of it: readable now, hand the connection out.
-			l.deliver(c)
+			// a copy of it: readable now on the connection handed out.
 			return
 		}
 		c.resendAffirm(req.nonce, len(b)) // the client repeats its RESTORE
@@ -99,14 +101,15 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 		t.refuseHandshake(from, pkt, len(b))
 		return
 	}
-	if err := c.respondResumed(tk, req, pkt); err != nil {
+	if err := c.respondResumed(tk, req, pkt, len(b)); err != nil {
 		t.log.Debug("fsp: resumption failed", "peer", from, "err", err)
 		c.teardown(err, true)
 		return
 	}
-	if c.tookEarly() {
-		// The 0-RTT message is readable now: hand the connection out. It
-		// sends nothing until the client confirms (writes wait).
+	if c.Used0RTT() {
+		// 0-RTT accepted: hand the connection out now, with the 0-RTT
+		// message if RESTORE carried one. It may send 0.5-RTT data
+		// within the amplification bound (conn_halfrtt.go).
 		l.deliver(c)
 	}
 }

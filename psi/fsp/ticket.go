@@ -31,8 +31,9 @@ const (
 	// BaseDatagramSize: a client chain too long for that gets no ticket.
 	maxTicket = BaseDatagramSize - restoreOverhead
 	// restoreOverhead is RESTORE without its ticket: header, extensions
-	// (ephemeral key, CONNECT_PARAM), nonce, ticket age and tag.
-	restoreOverhead = wire.HeaderLen + 4 + fcrypto.PublicLen + 28 + fcrypto.NonceLen + 6 + fcrypto.TagLen
+	// (ephemeral key, CONNECT_PARAM), nonce, ticket age and length, 0-RTT
+	// message length, and tag.
+	restoreOverhead = wire.HeaderLen + 4 + fcrypto.PublicLen + 28 + fcrypto.NonceLen + 6 + 2 + fcrypto.TagLen
 )
 
 var errTicket = errors.New("fsp: bad ticket")

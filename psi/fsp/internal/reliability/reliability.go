@@ -134,6 +134,20 @@ func (s *Sender[T]) NextToSend(limit uint64) *Entry[T] {
 	return nil
 }
 
+// PeekNext returns the entry NextToSend(limit) would return, without
+// taking it.
+func (s *Sender[T]) PeekNext(limit uint64) *Entry[T] {
+	for _, seq := range s.pending() {
+		if e := s.Get(seq); e != nil && e.Lost && !e.Acked && !e.Abandoned {
+			return e
+		}
+	}
+	if e := s.PeekNew(); e != nil && e.Seq < limit {
+		return e
+	}
+	return nil
+}
+
 // OnSent records a transmission of e.
 func (s *Sender[T]) OnSent(e *Entry[T], now time.Time) {
 	if e.Sent {
