@@ -197,14 +197,14 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	if c.state == stateAffirming || c.halfOpen() {
 		if c.state == stateAffirming {
 			c.establish(now)
+			c.issueTicket(now)
 		} else {
-			c.confirmHalf(now)
+			c.confirmHalf(now) // its ticket left with the answer
 		}
 		c.handshakeRTT(now)
 		c.hsPacket, c.hsFlight = nil, nil
 		*deliver = c.listener
 		close(c.established)
-		c.issueTicket(now)
 	}
 	c.onPathPacket(from, len(b), newest, pkt, now)
 	if c.qlog != nil {

@@ -126,7 +126,7 @@ func (c *Conn) storeTicket(pt []byte) {
 }
 
 // issueTicket sends the client a NEW_TICKET once the connection is
-// confirmed: its nonce and the ticket, sealed under the listener's
+// confirmed, or at once on a 0-RTT resumption: its nonce and the ticket, sealed under the listener's
 // ticket key, holding the resumption secret and the client's verified
 // identity. It is sent once; a lost ticket costs a full handshake next
 // time. Called with c.mu held.
@@ -153,7 +153,8 @@ func (c *Conn) issueTicket(now time.Time) {
 	pn := c.pn
 	c.pn++
 	c.stats.PacketsSent++
-	if out, err := c.tx.Seal(hdr, pn, hdr, body); err == nil {
+	if out, err := c.tx.Seal(hdr, pn, hdr, body); err == nil && c.ampRoom(len(out)) {
+		c.ampSent(len(out))
 		c.t.write(out, &c.remote)
 	}
 }
@@ -324,9 +325,11 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet,
 		c.earlyResp.secret, c.earlyResp.taken = tk.secret, answer(flags|helloTaken)
 	}
 	// The answer goes first: data the client got before it would be
-	// dropped.
+	// dropped. The next ticket follows at once, ahead of any 0.5-RTT
+	// data: a client that reads the server's reply and closes has it.
 	c.t.write(c.hsPacket, &c.remote)
 	c.establish(now)
+	c.issueTicket(now)
 	c.armTimer()
 	return nil
 }
