@@ -466,7 +466,16 @@
 //
 // A dial on a socket of its own (Dial, Stack without a Transport) turns
 // on IP_RECVERR during the handshake, so an ICMP port unreachable ends it
-// at once with post.ErrRefused instead of the handshake timeout.
+// at once with post.ErrRefused instead of the handshake timeout. Once
+// established, such a connection reports each ICMP error naming its peer
+// as a SoftError (at most once per retransmission timeout) and probes
+// the peer; three port unreachables with no authenticated packet from
+// the peer since the first end it with post.ErrRefused (a peer process
+// gone from a live host, as after a crash, is noticed after a few
+// retransmissions instead of the idle timeout). A peer that answers
+// starts the count over, so forged ICMP errors end nothing. A connection
+// accepted by a Listener, or dialled over a shared Transport, does not
+// see ICMP errors and waits for its idle timeout.
 //
 // Packets are protected with
 // AES-128-GCM, the header being the associated data and the nonce a

@@ -108,16 +108,51 @@ func (c *Conn) noteLocal(dst netip.Addr) {
 
 // icmpSoftError reports an ICMP error for a packet sent to the peer
 // (port or host unreachable) as a SoftError, at most once per
-// retransmission timeout: the connection goes on, and ends only by its
-// idle timeout if the peer stays away. Called with c.mu held.
+// retransmission timeout (without backoff: retransmissions backing off
+// provoke one each), and the connection goes on. A port unreachable also
+// counts toward the end of the connection (icmpRefused). Called with
+// c.mu held.
 func (c *Conn) icmpSoftError(errno syscall.Errno) {
 	now := time.Now()
-	if now.Sub(c.events.icmpAt) < max(c.rto(), minProbeInterval) {
+	if now.Sub(c.events.icmpAt) < max(c.lossRTT().RTO(), minProbeInterval) {
 		return
 	}
 	c.events.icmpAt = now
 	c.log.Debug("fsp: ICMP error", "remote", c.remote, "err", errno)
 	c.emit(psi.EventSoftError, c.active, nil, fmt.Errorf("%w: %w", errICMP, errno))
+	if errno == syscall.ECONNREFUSED {
+		c.icmpRefused(now)
+	}
+}
+
+// maxRefusals is how many port unreachables, reported at least a
+// retransmission timeout and minProbeInterval apart (icmpSoftError) with no authenticated
+// packet from the peer since the first, end a connection.
+const maxRefusals = 3
+
+// icmpRefused counts a port unreachable for the active path. An ICMP
+// error is not authenticated, so one alone ends nothing: the first
+// probes the peer, and any authenticated packet from it starts the count
+// over. A peer whose process is gone from a live host (a crash) never
+// answers, and its host refuses each packet sent to it, so the connection
+// fails with post.ErrRefused after a few retransmissions instead of its
+// idle timeout; forged errors cannot end a connection whose peer
+// answers. Called with c.mu held.
+func (c *Conn) icmpRefused(now time.Time) {
+	p := c.active
+	if p == nil {
+		return
+	}
+	if p.refused.IsZero() || !c.lastRecv.Before(p.refused) {
+		p.refused, p.refusals = now, 0
+	}
+	p.refusals++
+	if p.refusals >= maxRefusals {
+		c.failLocked(post.Errorf(post.ErrRefused, "fsp: peer's port unreachable, %d times over %v with no word from it",
+			p.refusals, now.Sub(p.refused).Round(time.Millisecond)))
+		return
+	}
+	c.probe(p, now)
 }
 
 func (t *transient) SetEventHandler(h func(psi.Event)) { t.c.SetEventHandler(h) }

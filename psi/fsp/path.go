@@ -63,6 +63,10 @@ type path struct {
 	probes  int       // probes sent since last heard
 	since   time.Time // when the path last became the peer's newest
 	demoted bool      // lost to an active path still heard from
+
+	// Port unreachables with no word from the peer since (icmpRefused).
+	refused  time.Time // the first of them
+	refusals int
 }
 
 type sentNonce struct {

@@ -128,6 +128,88 @@ func TestICMPSoftError(t *testing.T) {
 	}
 }
 
+// TestICMPPeerGone: a peer whose socket is gone from a live host (a
+// crashed process) gets a port unreachable for every packet sent to it;
+// with no word from the peer across a few of them, the connection fails
+// with post.ErrRefused instead of waiting for its idle timeout (an hour
+// here, so only the port unreachables can end it).
+func TestICMPPeerGone(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("ICMP errors are reported on Linux")
+	}
+	scfg, ccfg := pair(t)
+	ccfg.IdleTimeout = time.Hour
+	spc := mustUDP(t)
+	st := &Transport{Conn: spc}
+	defer st.Close()
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := testContext(t)
+	c, err := Dial(ctx, spc.LocalAddr().(*net.UDPAddr).AddrPort(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Abort(nil)
+	if err := c.SendMessage(ctx, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "hello" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	spc.Close() // the server vanishes without a word
+	start := time.Now()
+	if err := c.SendMessage(ctx, []byte("anyone there?")); err != nil && !errors.Is(err, post.ErrRefused) {
+		t.Fatal(err)
+	}
+	if _, err := c.ReceiveMessage(ctx); !errors.Is(err, post.ErrRefused) {
+		t.Fatalf("receive from a vanished peer: %v; want an error wrapping post.ErrRefused", err)
+	}
+	t.Logf("refused after %v: %v", time.Since(start), c.Err())
+}
+
+// TestICMPForgedRefusals: port unreachables for a peer that answers (as
+// forged ones would be) never end the connection: each round's probe is
+// answered, which starts the count over.
+func TestICMPForgedRefusals(t *testing.T) {
+	scfg, ccfg := pair(t)
+	l := listen(t, scfg)
+	c, _ := connect(t, l, ccfg)
+	ctx := testContext(t)
+	for i := range 2 * maxRefusals {
+		c.mu.Lock()
+		c.events.icmpAt = time.Time{} // no rate limit between the rounds
+		c.icmpSoftError(syscall.ECONNREFUSED)
+		refused := c.active.refused
+		c.mu.Unlock()
+		if err := c.Err(); err != nil {
+			t.Fatalf("round %d: a forged port unreachable ended a live connection: %v", i, err)
+		}
+		// Wait for the peer's answer to the probe.
+		for {
+			c.mu.Lock()
+			answered := c.lastRecv.After(refused)
+			c.mu.Unlock()
+			if answered {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("round %d: the peer did not answer the probe", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := c.SendMessage(ctx, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRefusedReset: a listener that refuses a connection once keys exist
 // (its budget filled during the handshake, it closed with the connection
 // unaccepted) says so in the protected RESET, and the peer's calls fail

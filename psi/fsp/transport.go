@@ -439,7 +439,8 @@ func isICMPError(err error) bool {
 // from a read, or nil when a send saw them). A port unreachable fails the
 // connections still in their handshake with post.ErrRefused; an
 // established connection whose peer address the error names reports a
-// SoftError and goes on. The error queue is drained either way.
+// SoftError, and fails once its peer stays silent through a few port
+// unreachables (icmpRefused). The error queue is drained either way.
 func (t *Transport) icmpErrors(err error) {
 	if !t.recvErr.Load() {
 		return
@@ -461,7 +462,7 @@ func (t *Transport) icmpErrors(err error) {
 			}
 		case c.state == stateEstablished:
 			for _, e := range queued {
-				if !e.dst.IsValid() || e.dst == c.remote.ap {
+				if (!e.dst.IsValid() || e.dst == c.remote.ap) && c.state == stateEstablished {
 					c.icmpSoftError(e.errno)
 				}
 			}
