@@ -59,6 +59,7 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 				pr.Out.Host = o.origin
 			}
 			addForwarded(pr.Out.Header, pr.In, o.trustForwarded)
+			passTrailers(pr)
 		},
 		Transport:    tr,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -132,6 +133,7 @@ func startBack(ctx context.Context, o *options, cfg *carrier.Config, log *slog.L
 				pr.Out.Host = host
 			}
 			addForwarded(pr.Out.Header, pr.In, true) // the front is authenticated
+			passTrailers(pr)
 		},
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: proxyError(log),
@@ -218,4 +220,15 @@ func accessLog(log *slog.Logger, h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 		log.Debug("request", "client", r.RemoteAddr, "proto", r.Proto, "method", r.Method, "uri", r.RequestURI, "took", time.Since(start))
 	})
+}
+
+// passTrailers gives the outgoing request the incoming request's Trailer
+// map itself: ReverseProxy copies it before the body is read, so the
+// values the client sends after the body would never reach the origin.
+// The server fills the map when the body ends, before the Transport
+// sends the outgoing request's trailers.
+func passTrailers(pr *httputil.ProxyRequest) {
+	if pr.In.Trailer != nil {
+		pr.Out.Trailer = pr.In.Trailer
+	}
 }

@@ -118,6 +118,7 @@ func back(ctx context.Context, listen, origin string, psk []byte) (string, func(
 	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.SetURL(target)
 		pr.SetXForwarded()
+		pr.Out.Trailer = pr.In.Trailer // ReverseProxy's copy would miss the values sent after the body
 	}}
 	srv := &httpcarrier.Server{Handler: proxy}
 	go srv.Serve(l)
@@ -139,6 +140,7 @@ func front(origin string, psk []byte) http.Handler {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", origin
 			pr.SetXForwarded()
+			pr.Out.Trailer = pr.In.Trailer // as at the back
 		},
 		Transport: &httpcarrier.Transport{Config: cfg},
 	}
