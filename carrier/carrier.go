@@ -337,7 +337,7 @@ func (c *Carrier) State() State {
 }
 
 // Stack returns the name of the stack backing the Carrier, or "" when
-// dormant.
+// dormant or closed (Stats keeps the last stack's name).
 func (c *Carrier) Stack() string {
 	if t := c.transient(); t != nil {
 		return t.Stack()

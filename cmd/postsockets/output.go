@@ -63,7 +63,7 @@ func (o *output) connected(role string, c *carrier.Carrier) {
 	st.Path.Local = localOf(st.Path)
 	text := fmt.Sprintf("%s over %s: %s rtt %s", role, st.Stack, st.Path, fmtDur(st.Path.RTT))
 	if st.Race.Attempts > 0 {
-		text += fmt.Sprintf(" (won a race of %d attempts)", st.Race.Attempts)
+		text += fmt.Sprintf(" (won a race of %d %s)", st.Race.Attempts, plural(st.Race.Attempts, "attempt"))
 	}
 	if id := c.Peer(); id.Chain != nil {
 		text += fmt.Sprintf(" peer pin %s", id.Pin)
@@ -174,4 +174,12 @@ func rate(n int64, d time.Duration) string {
 		return fmt.Sprintf("%.2f Mbit/s", bps/1e6)
 	}
 	return fmt.Sprintf("%.2f kbit/s", bps/1e3)
+}
+
+// plural returns word, with an s unless n is 1.
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }
