@@ -359,3 +359,46 @@ func TestHalfRTTNeverConfirmed(t *testing.T) {
 		t.Fatal("read on a dead connection")
 	}
 }
+
+// TestHalfRTTForkWaits: the listener's side cannot fork a connection
+// handed out on RESTORE before the client confirms (a clone would send
+// beyond the amplification bound); once it has, the clone goes through.
+func TestHalfRTTForkWaits(t *testing.T) {
+	lh := &recConn{PacketConn: mustUDP(t)}
+	l, ccfg := resumableOn(t, lh, nil)
+	h := &recConn{PacketConn: mustUDP(t), drop: onlyRestores}
+	c, acc := halfDial(t, l, ccfg, h)
+	ctx := testContext(t)
+	s := <-acc
+	if s == nil {
+		t.Fatal("Accept failed")
+	}
+	fctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if f, err := s.Fork(fctx); err == nil {
+		f.Close()
+		t.Fatal("forked before the client confirmed")
+	} else if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Fork: %v", err)
+	}
+	h.mu.Lock()
+	h.drop = nil
+	h.mu.Unlock()
+	pingPong(t, c, s)
+	f, err := s.Fork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.SendMessage(ctx, []byte("from the listener's clone")); err != nil {
+		t.Fatal(err)
+	}
+	cf, err := c.AcceptFork(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
+	if m, err := cf.ReceiveMessage(ctx); err != nil || string(m) != "from the listener's clone" {
+		t.Fatalf("got %q, %v", m, err)
+	}
+}
