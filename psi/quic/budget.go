@@ -24,8 +24,8 @@ const (
 )
 
 // streamCost is what a listener charges a connection's budget account
-// for each stream the peer forks, from its header until the transient
-// ends: the transient's and quic-go's state for the stream (about 4.9
+// for each stream the peer opens after its first (the root), from its
+// arrival (its header awaited) until the fork's transient ends: the transient's and quic-go's state for the stream (about 4.9
 // KB a fork measured with both ends in one process, the dialler's raw
 // quic-go state included; TestReceiveBudgetBoundsForks). psi/quic's
 // 16 KiB read buffer is made by the first read and not counted: an
@@ -51,8 +51,8 @@ const DefaultMemoryBudget = 256 << 20
 // prefix a quarter in windows above minWindow; windows of minWindow
 // need room in the total only, so that a source's share does not bound
 // its connection count below Stack.MaxConnsPerSource. Each stream the
-// peer forks is charged streamCost within the same shares, and refused
-// without room (takeStream). The connection gives it all back when it
+// peer opens after its root is charged streamCost within the same
+// shares, and refused without room (takeStream). The connection gives it all back when it
 // ends and no data kept from it (countReader.keepRest) waits unread.
 type budget struct {
 	mu      sync.Mutex

@@ -574,6 +574,26 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 		c.mu.Unlock()
 	})
 	defer settle()
+	// Every stream but the first (the root, one a connection, which
+	// comes with the connection's window) is charged to the listener's
+	// budget from here, while its header is awaited too: a stream that
+	// never sends one holds a goroutine and its state until the
+	// handshake timeout. A fork's transient takes the charge over.
+	charged := false
+	if c.acct != nil && s.StreamID() != 0 {
+		if !c.acct.takeStream() {
+			c.log.Debug("stream refused: receive budget full", "stream", s.StreamID())
+			s.CancelRead(codeRefused)
+			s.CancelWrite(codeRefused)
+			return
+		}
+		charged = true
+		defer func() {
+			if charged {
+				c.acct.giveStream()
+			}
+		}()
+	}
 	_ = s.SetReadDeadline(time.Now().Add(c.cfg.Handshake()))
 	h, err := readHeader(s)
 	_ = s.SetReadDeadline(time.Time{})
@@ -624,14 +644,8 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 			s.CancelWrite(codeRefused)
 			return
 		}
-		if !c.acct.takeStream() {
-			c.log.Debug("fork refused: receive budget full", "stream", s.StreamID())
-			s.CancelRead(codeRefused)
-			s.CancelWrite(codeRefused)
-			return
-		}
 		t := newTransient(c, s, h, p.assoc, h.class)
-		t.charged = c.acct != nil
+		t.charged, charged = charged, false
 		c.register(t)
 		settle()
 		if !p.pushFork(t) {

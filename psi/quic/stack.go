@@ -128,7 +128,8 @@ type Stack struct {
 	// first 18 connections get the full window and later ones less. A
 	// writer to a connection with a small window waits sooner for the
 	// reader (QUIC does not buffer at the sender). Each stream the peer
-	// forks is charged 4 KiB for its state within the same shares, and
+	// opens after its root is charged 4 KiB for its state within the
+	// same shares, from its arrival (its header awaited) on, and
 	// refused without room (the dialer's fork fails with post.ErrRefused
 	// at its first write or read): by default one address holds about
 	// 4,000 forks in all, fewer when its windows are large.
