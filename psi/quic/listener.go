@@ -80,6 +80,7 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 	}
 	var hs *handshakes
 	if tr.owned {
+		tr.t.StatelessResetKey = statelessResetKey(tc)
 		hs = newHandshakes(orDefault(s.MaxHandshakes, 128), orDefault(s.MaxHandshakesPerSource, 8), orDefault(s.MaxConnsPerSource, 1024))
 		hs.rate = s.MaxHandshakeRate
 		hs.install(tr.t, rb)

@@ -26,7 +26,11 @@
 //
 // Config.IdleTimeout ends a connection only when the peer stops answering:
 // PINGs go every Config.KeepAlive (default a third of the idle timeout),
-// so a quiet connection, or one whose reader has paused, stays up.
+// so a quiet connection, or one whose reader has paused, stays up. A
+// listener on a socket of its own sends stateless resets keyed by its
+// private key: restarted with the same key on the same port (after a
+// crash), it ends its predecessor's connections at their next packet
+// (post.ErrReset) instead of leaving them to the idle timeout.
 //
 // Errors wrap post's sentinels: a dial to a closed port fails with
 // post.ErrRefused (on Linux, where ICMP errors are read during the
