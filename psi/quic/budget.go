@@ -52,7 +52,8 @@ const DefaultMemoryBudget = 256 << 20
 // need room in the total only, so that a source's share does not bound
 // its connection count below Stack.MaxConnsPerSource. Each stream the
 // peer opens after its root is charged streamCost within the same
-// shares, and refused without room (takeStream). The connection gives it all back when it
+// shares, and refused without room (takeStream); each datagram queued
+// until read, its size, and dropped without room. The connection gives it all back when it
 // ends and no data kept from it (countReader.keepRest) waits unread.
 type budget struct {
 	mu      sync.Mutex
@@ -62,10 +63,11 @@ type budget struct {
 	used    int64
 	peak    int64
 	refused uint64
-	// refusedStreams counts forks refused for want of room.
-	refusedStreams uint64
-	srcs           map[netip.Addr]int64
-	pfxs           map[netip.Prefix]int64
+	// refusedStreams counts streams refused for want of room, and
+	// droppedDatagrams datagrams (Transient.pushDatagram).
+	refusedStreams, droppedDatagrams uint64
+	srcs                             map[netip.Addr]int64
+	pfxs                             map[netip.Prefix]int64
 	// pending is the account made for the Initial quic-go is taking,
 	// until the connection's tracer binds it (see config); byCtx finds a
 	// live connection's account by its context.
@@ -195,33 +197,46 @@ func (a *account) grow(delta int64) bool {
 	return true
 }
 
-// takeStream charges a forked stream's streamCost, if it fits in the
-// total and the source's and prefix's shares. A nil account (a dialled
-// connection) always has room.
-func (a *account) takeStream() bool {
+// takeStream charges a stream's streamCost (take).
+func (a *account) takeStream() bool { return a.take(streamCost, true) }
+
+// giveStream gives back what takeStream charged (give).
+func (a *account) giveStream() { a.give(streamCost) }
+
+// take charges n, if it fits in the total and the source's and
+// prefix's shares; a stream's refusal is counted. A nil account (a
+// dialled connection) always has room.
+func (a *account) take(n int64, stream bool) bool {
 	if a == nil {
 		return true
 	}
 	b := a.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if a.refs == 0 || !b.takeLocked(a.src, a.pfx, streamCost) {
-		b.refusedStreams++
+	if a.refs == 0 || !b.takeLocked(a.src, a.pfx, n) {
+		if stream {
+			b.refusedStreams++
+		} else {
+			b.droppedDatagrams++
+		}
 		return false
 	}
-	a.held += streamCost
+	a.held += n
 	return true
 }
 
-// giveStream gives back what takeStream charged, unless the account was
-// given back whole already (its connection ended).
-func (a *account) giveStream() {
+// give gives back n that take charged, unless the account was given
+// back whole already (its connection ended). A nil account has nothing.
+func (a *account) give(n int64) {
+	if a == nil || n <= 0 {
+		return
+	}
 	b := a.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if a.refs > 0 && a.held >= streamCost {
-		a.held -= streamCost
-		b.giveLocked(a.src, a.pfx, streamCost)
+	if a.refs > 0 && a.held >= n {
+		a.held -= n
+		b.giveLocked(a.src, a.pfx, n)
 	}
 }
 
@@ -259,6 +274,9 @@ type BudgetStats struct {
 	// RefusedStreams counts forked streams refused for want of room
 	// for their state (streamCost).
 	RefusedStreams uint64
+	// DroppedDatagrams counts received datagrams dropped for want of
+	// room to queue them until read.
+	DroppedDatagrams uint64
 }
 
 func (b *budget) stats() BudgetStats {
@@ -267,7 +285,7 @@ func (b *budget) stats() BudgetStats {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return BudgetStats{Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused, RefusedStreams: b.refusedStreams}
+	return BudgetStats{Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused, RefusedStreams: b.refusedStreams, DroppedDatagrams: b.droppedDatagrams}
 }
 
 // config returns base with the budget's callbacks: each incoming

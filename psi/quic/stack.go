@@ -136,7 +136,9 @@ type Stack struct {
 	// same shares, from its arrival (its header awaited) on, and
 	// refused without room (the dialer's fork fails with post.ErrRefused
 	// at its first write or read): by default one address holds about
-	// 4,000 forks in all, fewer when its windows are large.
+	// 4,000 forks in all, fewer when its windows are large. A received
+	// datagram waiting to be read is charged its size the same way, and
+	// dropped without room.
 	// Listener.BudgetStats reports the accounting; dialing ignores it.
 	MemoryBudget int64
 

@@ -465,9 +465,17 @@ func (t *Transient) pushDatagram(msg []byte) {
 	}
 	t.stats.DatagramsReceived++
 	if len(t.dq) >= maxDatagramQueue {
+		t.c.acct.give(datagramCost(t.dq[0]))
 		t.dq[0] = nil
 		t.dq = t.dq[1:]
 		t.stats.DatagramsDropped++
+	}
+	// A listener's queued datagrams are charged to its budget, and one
+	// without room is dropped, as the network may: 256 a transient,
+	// 1,000 streams a connection, were up to 300 MiB a connection.
+	if !t.c.acct.take(datagramCost(msg), false) {
+		t.stats.DatagramsDropped++
+		return
 	}
 	t.dq = append(t.dq, msg)
 	if t.waiting {
@@ -694,9 +702,22 @@ func (t *Transient) popDatagram(wait bool) bool {
 		return false
 	}
 	t.dcur, t.dActive = t.dq[0], true
+	t.c.acct.give(datagramCost(t.dq[0]))
 	t.dq[0] = nil
 	t.dq = t.dq[1:]
 	return true
+}
+
+// datagramCost is what a queued datagram is charged: its buffer.
+func datagramCost(msg []byte) int64 { return int64(cap(msg)) }
+
+// dropDatagrams empties the queue and gives back its charge. Called with
+// mu held.
+func (t *Transient) dropDatagrams() {
+	for _, d := range t.dq {
+		t.c.acct.give(datagramCost(d))
+	}
+	t.dq = nil
 }
 
 // readDatagram copies from the datagram being read.
@@ -880,7 +901,7 @@ func (t *Transient) CloseContext(ctx context.Context) error {
 	close(t.done)
 	forks := t.forks
 	t.forks = nil
-	t.dq = nil
+	t.dropDatagrams()
 	_ = t.s.SetReadDeadline(time.Now())
 	t.mu.Unlock()
 	for _, f := range forks {
@@ -1086,6 +1107,7 @@ func (t *Transient) releaseOnce() {
 	t.mu.Lock()
 	r := t.released
 	t.released = true
+	t.dropDatagrams()
 	t.mu.Unlock()
 	if !r {
 		if cr := t.rc.Load(); cr != nil {
