@@ -154,6 +154,9 @@ func (b *Bytes) Sent(n int) {
 // Totals returns the bytes sent and received so far.
 func (b *Bytes) Totals() (sent, recv int64) { return b.sent.Load(), b.recv.Load() }
 
+// Largest returns the largest reply received so far.
+func (b *Bytes) Largest() int64 { return b.maxRepl.Load() }
+
 // Recv records one reply of n bytes received.
 func (b *Bytes) Recv(n int) {
 	b.recv.Add(int64(n))

@@ -78,12 +78,23 @@ func junkFlood(ctx context.Context, to netip.AddrPort, b, short *attack.Bytes) {
 	wg.Wait()
 }
 
-// junkCheck fails if any short junk got an answer.
-func junkCheck(short *attack.Bytes) (string, error) {
-	if sent, recv := short.Totals(); recv > 0 {
-		return "", fmt.Errorf("%d bytes back for %d bytes of short junk", recv, sent)
+// statelessReset is the size of quic-go's stateless resets, which a QUIC
+// listener with a reset key (psi/quic resetkey.go) sends to a
+// short-header datagram of a connection it does not know, if the
+// datagram is larger (RFC 9000 §10.3).
+const statelessReset = 42
+
+// junkCheck fails if any short junk got an answer larger than allowed
+// bytes (0: any answer).
+func junkCheck(short *attack.Bytes, allowed int64) (string, error) {
+	sent, recv := short.Totals()
+	switch {
+	case recv == 0:
+		return "no answer to short junk", nil
+	case short.Largest() > allowed:
+		return "", fmt.Errorf("%d bytes back for %d bytes of short junk, a reply of %d bytes", recv, sent, short.Largest())
 	}
-	return "no answer to short junk", nil
+	return fmt.Sprintf("%d bytes back for %d bytes of short junk, replies of at most %d bytes (stateless resets)", recv, sent, short.Largest()), nil
 }
 
 // goroutinesBack waits up to 5 s, once the listener is closed, for the
@@ -122,7 +133,7 @@ func QUICJunk(o attack.Options) (*attack.Result, error) {
 		Budget: 32 << 20,
 		Dial:   legitDial(st, ln.Addr(), ccfg),
 		Attack: func(ctx context.Context, b *attack.Bytes) { junkFlood(ctx, ln.Addr(), b, &short) },
-		Check:  func() (string, error) { return junkCheck(&short) },
+		Check:  func() (string, error) { return junkCheck(&short, statelessReset) },
 	}
 	r := attack.Run(c, o)
 	ln.Close()
@@ -154,7 +165,7 @@ func FSPJunk(o attack.Options) (*attack.Result, error) {
 		Budget: 32 << 20,
 		Dial:   fspDial(l, ccfg),
 		Attack: func(ctx context.Context, b *attack.Bytes) { junkFlood(ctx, fspAddr(l), b, &short) },
-		Check:  func() (string, error) { return junkCheck(&short) },
+		Check:  func() (string, error) { return junkCheck(&short, 0) },
 	}
 	r := attack.Run(c, o)
 	l.Close()
