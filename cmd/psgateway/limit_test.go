@@ -165,7 +165,17 @@ func h2cFrom(ip string) *http.Client {
 // an honest client at another address 10 s without an answer.
 func TestFrontRequestsPerAddr(t *testing.T) {
 	release := make(chan struct{})
-	origin := httptest.NewServer(fronttest.SlowHandler(release))
+	entered := make(chan struct{}, 4)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, "ok")
+	}))
 	t.Cleanup(origin.Close)
 	front := gatewaysArgs(t, origin.URL, "127.0.0.1", nil, nil, nil, []string{"-max-requests-per-addr", "4"})
 	busy := h2cFrom("127.0.0.5")
@@ -187,13 +197,17 @@ func TestFrontRequestsPerAddr(t *testing.T) {
 			}
 		})
 	}
-	fronttest.Eventually(t, 10*time.Second, "a fifth request from one address", func() error {
-		code, err := get(busy, "/")
-		if err == nil && code != http.StatusServiceUnavailable {
-			err = errors.New(http.StatusText(code))
+	// All four are in progress once the origin has them.
+	for range 4 {
+		select {
+		case <-entered:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the held requests did not reach the origin")
 		}
-		return err
-	})
+	}
+	if code, err := get(busy, "/"); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("a fifth request from one address: %d, %v; want 503", code, err)
+	}
 	other := h2cFrom("127.0.0.6")
 	defer other.CloseIdleConnections()
 	if code, err := get(other, "/"); err != nil || code != http.StatusOK {
