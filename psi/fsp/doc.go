@@ -470,7 +470,7 @@
 // established, such a connection reports each ICMP error naming its peer
 // as a SoftError (at most once per retransmission timeout) and probes
 // the peer; three port unreachables with no authenticated packet from
-// the peer since the first end it with post.ErrRefused (a peer process
+// the peer since the first end it with post.ErrReset (a peer process
 // gone from a live host, as after a crash, is noticed after a few
 // retransmissions instead of the idle timeout). A peer that answers
 // starts the count over, so forged ICMP errors end nothing. A connection

@@ -135,7 +135,7 @@ const maxRefusals = 3
 // probes the peer, and any authenticated packet from it starts the count
 // over. A peer whose process is gone from a live host (a crash) never
 // answers, and its host refuses each packet sent to it, so the connection
-// fails with post.ErrRefused after a few retransmissions instead of its
+// fails with post.ErrReset after a few retransmissions instead of its
 // idle timeout; forged errors cannot end a connection whose peer
 // answers. Called with c.mu held.
 func (c *Conn) icmpRefused(now time.Time) {
@@ -148,7 +148,7 @@ func (c *Conn) icmpRefused(now time.Time) {
 	}
 	p.refusals++
 	if p.refusals >= maxRefusals {
-		c.failLocked(post.Errorf(post.ErrRefused, "fsp: peer's port unreachable, %d times over %v with no word from it",
+		c.failLocked(post.Errorf(post.ErrReset, "fsp: peer's port unreachable, %d times over %v with no word from it",
 			p.refusals, now.Sub(p.refused).Round(time.Millisecond)))
 		return
 	}

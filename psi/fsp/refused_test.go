@@ -131,8 +131,9 @@ func TestICMPSoftError(t *testing.T) {
 // TestICMPPeerGone: a peer whose socket is gone from a live host (a
 // crashed process) gets a port unreachable for every packet sent to it;
 // with no word from the peer across a few of them, the connection fails
-// with post.ErrRefused instead of waiting for its idle timeout (an hour
-// here, so only the port unreachables can end it).
+// with post.ErrReset, as TCP reports a killed peer, instead of waiting
+// for its idle timeout (an hour here, so only the port unreachables can
+// end it).
 func TestICMPPeerGone(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("ICMP errors are reported on Linux")
@@ -165,11 +166,11 @@ func TestICMPPeerGone(t *testing.T) {
 	}
 	spc.Close() // the server vanishes without a word
 	start := time.Now()
-	if err := c.SendMessage(ctx, []byte("anyone there?")); err != nil && !errors.Is(err, post.ErrRefused) {
+	if err := c.SendMessage(ctx, []byte("anyone there?")); err != nil && !errors.Is(err, post.ErrReset) {
 		t.Fatal(err)
 	}
-	if _, err := c.ReceiveMessage(ctx); !errors.Is(err, post.ErrRefused) {
-		t.Fatalf("receive from a vanished peer: %v; want an error wrapping post.ErrRefused", err)
+	if _, err := c.ReceiveMessage(ctx); !errors.Is(err, post.ErrReset) {
+		t.Fatalf("receive from a vanished peer: %v; want an error wrapping post.ErrReset", err)
 	}
 	t.Logf("refused after %v: %v", time.Since(start), c.Err())
 }
