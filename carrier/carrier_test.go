@@ -423,8 +423,10 @@ func TestDormantRevives(t *testing.T) {
 	if m, err := s2.Receive(ctx); err != nil || string(m.Content) != "two" {
 		t.Fatalf("%v %v", err, m)
 	}
-	if c.State() != carrier.Active {
-		t.Fatalf("state %v", c.State())
+	// "two" on a new transient is the revival; with a 50 ms idle timeout
+	// a loaded host may see it idle out again before this look.
+	if st := c.State(); st != carrier.Active && st != carrier.Dormant {
+		t.Fatalf("state %v", st)
 	}
 }
 
