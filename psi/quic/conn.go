@@ -599,8 +599,14 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 	_ = s.SetReadDeadline(time.Time{})
 	if err != nil {
 		c.log.Debug("bad stream header", "stream", s.StreamID(), "err", err)
-		s.CancelRead(codeMalformed)
-		s.CancelWrite(codeMalformed)
+		// A header that did not come in time (a starved or silent
+		// peer) is refused, not called malformed.
+		code := quicgo.StreamErrorCode(codeRefused)
+		if errors.Is(err, post.ErrMalformed) {
+			code = codeMalformed
+		}
+		s.CancelRead(code)
+		s.CancelWrite(code)
 		return
 	}
 	switch h.kind {

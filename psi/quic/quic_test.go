@@ -1304,3 +1304,26 @@ func TestDisabledFeatures(t *testing.T) {
 		t.Errorf("server fork with forking disabled: %v", err)
 	}
 }
+
+// TestSlowHeaderRefused: a stream whose header does not complete within
+// the listener's handshake timeout (a starved or silent peer) is refused
+// with ErrRefused, not reported as malformed, and the connection survives.
+func TestSlowHeaderRefused(t *testing.T) {
+	var st Stack
+	scfg := serverConfig()
+	scfg.HandshakeTimeout = time.Second
+	cli, srv, _ := pair(t, &st, scfg, clientConfig())
+	ctx := testContext(t)
+	s, err := cli.c.qc.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write(appendHeader(nil, header{kind: kindFork})[:2])
+	if _, err := s.Read(make([]byte, 1)); !errors.Is(mapError(err), post.ErrRefused) {
+		t.Fatalf("half a header: %v, want ErrRefused", mapError(err))
+	}
+	send(t, ctx, cli, []byte("ok"), nil)
+	if m, err := readAll(ctx, srv, 64); err != nil || string(m) != "ok" {
+		t.Fatalf("root after a slow header: %q, %v", m, err)
+	}
+}
