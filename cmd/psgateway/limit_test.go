@@ -219,3 +219,99 @@ func TestFrontRequestsPerAddr(t *testing.T) {
 		t.Fatalf("the address once its requests ended: %d, %v", code, err)
 	}
 }
+
+// TestFrontRequestsPerPrefix: 8 addresses of one /24, each holding
+// -max-requests-per-addr (64) requests open, together get
+// -max-requests-per-prefix (128) to the origin and 503 for the rest, and
+// a client of another prefix is answered meanwhile; the held requests
+// end cleanly once the origin lets them go. Before, the 8 took all 256
+// slots the back gives the front's root and the GET waited for them.
+func TestFrontRequestsPerPrefix(t *testing.T) {
+	const addrs, perAddr, perPrefix, backSlots = 8, 64, 128, 256
+	release := make(chan struct{})
+	var mu sync.Mutex
+	entered := 0
+	cond := sync.NewCond(&mu)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			mu.Lock()
+			entered++
+			cond.Broadcast()
+			mu.Unlock()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(origin.Close)
+	front := gatewaysArgs(t, origin.URL, "127.0.0.1", nil, nil, nil, nil) // the defaults: 64 an address, 128 a prefix
+	get := func(ctx context.Context, c *http.Client, path string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+front+path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, nil
+	}
+	var held sync.WaitGroup
+	refused, ok := 0, 0
+	for i := range addrs {
+		c := h2cFrom(net.IPv4(127, 0, 0, byte(10+i)).String())
+		defer c.CloseIdleConnections()
+		for range perAddr {
+			held.Go(func() {
+				resp, err := get(context.Background(), c, "/slow")
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					t.Errorf("a held request: %v", err)
+				case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+					refused++
+				case resp.StatusCode == http.StatusOK:
+					ok++
+				default:
+					t.Errorf("a held request: %d", resp.StatusCode)
+				}
+				cond.Broadcast()
+			})
+		}
+	}
+	// Wait until every request reached the origin or was refused, or
+	// the back's slots are full (the old code's state).
+	mu.Lock()
+	for entered+refused < addrs*perAddr && entered < backSlots {
+		cond.Wait()
+	}
+	t.Logf("%d requests at the origin, %d refused", entered, refused)
+	if entered != perPrefix {
+		t.Errorf("%d requests of one /24 at the origin, want %d", entered, perPrefix)
+	}
+	mu.Unlock()
+	// The safety limit is no timed assertion: the GET has no slot at
+	// all on the old code, and releases its request at once otherwise.
+	honest := h2cFrom("127.0.1.1")
+	defer honest.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	st := time.Now()
+	resp, err := get(ctx, honest, "/")
+	cancel()
+	t.Logf("the other /24's GET: %v", time.Since(st))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("a client of another /24 while one /24 held its requests: %v, %v", resp, err)
+	}
+	close(release)
+	held.Wait()
+	if ok != entered || ok+refused != addrs*perAddr {
+		t.Errorf("%d held requests answered, %d refused, of %d", ok, refused, addrs*perAddr)
+	}
+	again := h2cFrom("127.0.0.10")
+	defer again.CloseIdleConnections()
+	if resp, err := get(context.Background(), again, "/"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("the /24 once its requests ended: %v, %v", resp, err)
+	}
+}

@@ -9,7 +9,7 @@
 // with the same bounds on the front's clients: header, body and keep-alive
 // timeouts, at most -max-conns connections, -max-conns-per-addr from
 // one address (httpcarrier.LimitListener), and 64 requests in progress
-// from one address.
+// from one address, 128 from one /24 or /48 (httpcarrier.RequestLimit).
 //
 //	go run ./examples/gateway          # origin, back, front and a client in one process
 //	go run ./examples/gateway -mode back -listen 127.0.0.1:4433 -origin http://127.0.0.1:8081
@@ -151,9 +151,9 @@ func front(origin string, psk []byte) http.Handler {
 // limit; httpcarrier.ConnLimiter), to serve with srv.Serve(lim). A client
 // must send its request head within 30 s, its request body within 30 s
 // plus 1 s per 512 bytes (httpcarrier.BodyTimeout's defaults), one
-// address has at most 64 requests in progress (httpcarrier.RequestLimit),
-// and a keep-alive connection idles at most 2 minutes, as at
-// cmd/psgateway's front.
+// address has at most 64 requests in progress and one /24 or /48 at most
+// 128 (httpcarrier.RequestLimit), and a keep-alive connection idles at
+// most 2 minutes, as at cmd/psgateway's front.
 func frontServer(h http.Handler, ln net.Listener, perAddr, total int) (srv *http.Server, lim net.Listener) {
 	l := httpcarrier.LimitListener(ln, perAddr, total)
 	h = &httpcarrier.RequestLimit{Handler: &httpcarrier.BodyTimeout{Handler: h}}
