@@ -114,8 +114,31 @@ func QUICHandshakeFlood(o attack.Options) (*attack.Result, error) {
 	return attack.Run(c, o), nil
 }
 
-// quicBudget is the QUIC listener's Stack.MemoryBudget in QUICUnread.
+// quicBudget is the QUIC listener's Stack.MemoryBudget in QUICUnread
+// and QUICForkFlood.
 const quicBudget = 32 << 20
+
+// budgetListener starts a QUIC listener with a quicBudget receive budget
+// whose application keeps the attacker's roots unread and closes the
+// legitimate client's (from 127.0.0.0/24, legitDial), and returns a
+// client config and the legitimate client's dial.
+func budgetListener() (*quic.Stack, *quic.Listener, *psi.Config, func(context.Context) error, error) {
+	ctx := context.Background()
+	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
+	st := &quic.Stack{MemoryBudget: quicBudget}
+	ln, err := st.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	legit := netip.MustParsePrefix("127.0.0.0/24")
+	serve(ctx, ln, func(t psi.Transient) {
+		if legit.Contains(t.Path().Remote.Addr()) {
+			t.Close()
+		}
+	})
+	ccfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}}
+	return st, ln.(*quic.Listener), ccfg, legitDial(st, ln.Addr(), ccfg), nil
+}
 
 // QUICUnread opens 12 connections from each of 8 addresses, one after
 // another, forks a stream on each, and has every stream send as much as
@@ -125,24 +148,11 @@ const quicBudget = 32 << 20
 // address's share its connections get the smallest window, and a dial
 // without room for that is refused with post.ErrRefused.
 func QUICUnread(o attack.Options) (*attack.Result, error) {
-	ctx := context.Background()
-	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
-	st := &quic.Stack{MemoryBudget: quicBudget}
-	ln, err := st.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	st, l, ccfg, dial, err := budgetListener()
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
-	l := ln.(*quic.Listener)
-	// The application keeps the attacker's roots unread and closes the
-	// legitimate client's (from 127.0.0.0/24, legitDial).
-	legit := netip.MustParsePrefix("127.0.0.0/24")
-	serve(ctx, ln, func(t psi.Transient) {
-		if legit.Contains(t.Path().Remote.Addr()) {
-			t.Close()
-		}
-	})
-	ccfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}}
+	defer l.Close()
 	var mu sync.Mutex
 	var opened, refused, timedOut int
 	var other []string
@@ -157,7 +167,7 @@ func QUICUnread(o attack.Options) (*attack.Result, error) {
 		// budget and 138 MiB before it (768 KiB of window each). Check
 		// holds the listener's windows to its budget.
 		Budget: 3 * quicBudget,
-		Dial:   legitDial(st, ln.Addr(), ccfg),
+		Dial:   dial,
 		Attack: func(ctx context.Context, _ *attack.Bytes) {
 			base = attack.LiveHeap()
 			msg := make([]byte, 64<<10)
@@ -169,7 +179,7 @@ func QUICUnread(o attack.Options) (*attack.Result, error) {
 				wg.Go(func() {
 					// Fewer in a slower build (attack.Paced).
 					for range attack.Paced(12) {
-						t, err := st.Dial(ctx, ln.Addr(), &acfg)
+						t, err := st.Dial(ctx, l.Addr(), &acfg)
 						if err != nil && ctx.Err() != nil {
 							return // the attack's end
 						}
@@ -245,33 +255,22 @@ func QUICUnread(o attack.Options) (*attack.Result, error) {
 // forks stay within the budget. Before, a fork cost about 20 KiB
 // (psi/quic's read buffer made at once) outside it.
 func QUICForkFlood(o attack.Options) (*attack.Result, error) {
-	ctx := context.Background()
-	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{testcert.Must().Leaf}}}
-	st := &quic.Stack{MemoryBudget: quicBudget}
-	ln, err := st.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	_, l, _, dial, err := budgetListener()
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
-	l := ln.(*quic.Listener)
-	legit := netip.MustParsePrefix("127.0.0.0/24")
-	serve(ctx, ln, func(t psi.Transient) {
-		if legit.Contains(t.Path().Remote.Addr()) {
-			t.Close()
-		}
-	})
-	ccfg := &psi.Config{Security: psi.Security{InsecureSkipVerify: true}}
+	defer l.Close()
 	var forked atomic.Int64
 	c := attack.Case{
 		Name: "QUIC forks never accepted, each with a byte sent",
 		// The attacker's raw quic-go streams run in this process too
 		// (about 1.5 KB a stream).
 		Budget: 2 * quicBudget,
-		Dial:   legitDial(st, ln.Addr(), ccfg),
+		Dial:   dial,
 		Attack: func(ctx context.Context, _ *attack.Bytes) {
 			var wg sync.WaitGroup
 			for _, src := range attack.Sources(8) {
-				wg.Go(func() { forked.Add(int64(rawForks(ctx, src, ln.Addr(), attack.Paced(1000)))) })
+				wg.Go(func() { forked.Add(int64(rawForks(ctx, src, l.Addr(), attack.Paced(1000)))) })
 			}
 			wg.Wait()
 		},
