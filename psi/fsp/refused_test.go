@@ -69,20 +69,8 @@ func TestICMPSoftError(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("ICMP errors are reported on Linux")
 	}
-	scfg, ccfg := pair(t)
-	spc := mustUDP(t)
-	st := &Transport{Conn: spc}
-	defer st.Close()
-	l, err := st.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	spc, l, c := vanishingPeer(t, nil)
 	ctx := testContext(t)
-	c, err := Dial(ctx, spc.LocalAddr().(*net.UDPAddr).AddrPort(), ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer c.Abort(nil) // its peer is gone
 	evs := make(chan psi.Event, 16)
 	c.SetEventHandler(func(e psi.Event) {
@@ -138,21 +126,8 @@ func TestICMPPeerGone(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("ICMP errors are reported on Linux")
 	}
-	scfg, ccfg := pair(t)
-	ccfg.IdleTimeout = time.Hour
-	spc := mustUDP(t)
-	st := &Transport{Conn: spc}
-	defer st.Close()
-	l, err := st.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	spc, l, c := vanishingPeer(t, func(cfg *Config) { cfg.IdleTimeout = time.Hour })
 	ctx := testContext(t)
-	c, err := Dial(ctx, spc.LocalAddr().(*net.UDPAddr).AddrPort(), ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer c.Abort(nil)
 	if err := c.SendMessage(ctx, []byte("hello")); err != nil {
 		t.Fatal(err)
@@ -224,4 +199,28 @@ func TestRefusedReset(t *testing.T) {
 	if _, err := c.ReceiveMessage(ctx); !errors.Is(err, post.ErrRefused) {
 		t.Fatalf("after a refusal: %v; want post.ErrRefused", err)
 	}
+}
+
+// vanishingPeer starts a listener on a socket the test closes to make the
+// peer vanish (spc), and dials it on a socket of the dial's own, where
+// ICMP errors are heard; edit, if set, adjusts the client's config.
+func vanishingPeer(t *testing.T, edit func(*Config)) (spc *net.UDPConn, l *Listener, c *Conn) {
+	t.Helper()
+	scfg, ccfg := pair(t)
+	if edit != nil {
+		edit(ccfg)
+	}
+	spc = mustUDP(t)
+	st := &Transport{Conn: spc}
+	t.Cleanup(func() { st.Close() })
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	c, err = Dial(testContext(t), spc.LocalAddr().(*net.UDPAddr).AddrPort(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spc, l, c
 }
