@@ -25,9 +25,10 @@ const (
 
 // streamCost is what a listener charges a connection's budget account
 // for each stream the peer opens after its first (the root), from its
-// arrival (its header awaited) until the fork's transient ends: the transient's and quic-go's state for the stream (about 4.9
-// KB a fork measured with both ends in one process, the dialler's raw
-// quic-go state included; TestReceiveBudgetBoundsForks). psi/quic's
+// arrival (its header awaited) until the fork's transient ends: the
+// transient's and quic-go's state for the stream (about 4.9 KB a fork
+// measured with both ends in one process, the dialler's raw quic-go
+// state included; TestReceiveBudgetBoundsForks). psi/quic's
 // 16 KiB read buffer is made by the first read and not counted: an
 // application reading the stream has it. Without the charge a peer's
 // 1,000 streams a connection (Stack.MaxStreams), each sending a few
@@ -53,8 +54,9 @@ const DefaultMemoryBudget = 256 << 20
 // its connection count below Stack.MaxConnsPerSource. Each stream the
 // peer opens after its root is charged streamCost within the same
 // shares, and refused without room (takeStream); each datagram queued
-// until read, its size, and dropped without room. The connection gives it all back when it
-// ends and no data kept from it (countReader.keepRest) waits unread.
+// until read, its size, and dropped without room (takeDatagram). The
+// connection gives it all back when it ends and no data kept from it
+// (countReader.keepRest) waits unread.
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
@@ -198,27 +200,28 @@ func (a *account) grow(delta int64) bool {
 }
 
 // takeStream charges a stream's streamCost (take).
-func (a *account) takeStream() bool { return a.take(streamCost, true) }
+func (a *account) takeStream() bool {
+	return a == nil || a.take(streamCost, &a.b.refusedStreams)
+}
+
+// takeDatagram charges a datagram queued until read n bytes (take).
+func (a *account) takeDatagram(n int64) bool {
+	return a == nil || a.take(n, &a.b.droppedDatagrams)
+}
 
 // giveStream gives back what takeStream charged (give).
 func (a *account) giveStream() { a.give(streamCost) }
 
 // take charges n, if it fits in the total and the source's and
-// prefix's shares; a stream's refusal is counted. A nil account (a
-// dialled connection) always has room.
-func (a *account) take(n int64, stream bool) bool {
-	if a == nil {
-		return true
-	}
+// prefix's shares, and counts a refusal in refusals (a field of the
+// budget, under its lock). A nil account (a dialled connection) always
+// has room: see takeStream, takeDatagram.
+func (a *account) take(n int64, refusals *uint64) bool {
 	b := a.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if a.refs == 0 || !b.takeLocked(a.src, a.pfx, n) {
-		if stream {
-			b.refusedStreams++
-		} else {
-			b.droppedDatagrams++
-		}
+		*refusals++
 		return false
 	}
 	a.held += n
@@ -285,7 +288,10 @@ func (b *budget) stats() BudgetStats {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return BudgetStats{Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused, RefusedStreams: b.refusedStreams, DroppedDatagrams: b.droppedDatagrams}
+	return BudgetStats{
+		Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused,
+		RefusedStreams: b.refusedStreams, DroppedDatagrams: b.droppedDatagrams,
+	}
 }
 
 // config returns base with the budget's callbacks: each incoming

@@ -473,7 +473,7 @@ func (t *Transient) pushDatagram(msg []byte) {
 	// A listener's queued datagrams are charged to its budget, and one
 	// without room is dropped, as the network may: 256 a transient,
 	// 1,000 streams a connection, were up to 300 MiB a connection.
-	if !t.c.acct.take(datagramCost(msg), false) {
+	if !t.c.acct.takeDatagram(datagramCost(msg)) {
 		t.stats.DatagramsDropped++
 		return
 	}
