@@ -261,7 +261,12 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	if win == nil {
 		err := errors.Join(errs...)
 		if ctxErr := ctxend.Err(ctx); ctxErr != nil {
-			err = errors.Join(ctxErr, post.ErrTimeout, err)
+			// A deadline is a timeout; a cancellation is not (post's
+			// doc: the context's error alone).
+			if errors.Is(ctxErr, context.DeadlineExceeded) {
+				ctxErr = fmt.Errorf("%w: %w", post.ErrTimeout, ctxErr)
+			}
+			err = errors.Join(ctxErr, err)
 		} else if hint := a.trustHint(); authErr && hint != nil {
 			err = errors.Join(err, hint)
 		}
