@@ -84,7 +84,9 @@ type Sink struct {
 // peer and its stack applies back-pressure. The messages queued and
 // those being gathered count against Config.ReceiveBudget until Receive
 // returns them, so what the Sink holds stays within it however many
-// peers send.
+// peers send. A message over Config.MaxMessageSize (or the budget) ends
+// its peer's Carrier with an abort: the peer's calls fail with an error
+// wrapping post.ErrReset. A Responder does the same.
 func NewSink(ctx context.Context, local post.Local, cfg *Config) (*Sink, error) {
 	l, err := Listen(ctx, local, noForks(cfg))
 	if err != nil {
@@ -112,6 +114,7 @@ func (s *Sink) acceptLoop() {
 			for {
 				m, release, err := c.ready(ctx, ReadyOptions{}, true)
 				if err != nil {
+					refuse(ctx, c, err)
 					return
 				}
 				select {
@@ -216,6 +219,7 @@ func (r *Responder) acceptLoop() {
 					if why != nil {
 						reply.ended.Store(&why)
 					}
+					refuse(ctx, c, err)
 					return
 				}
 				select {
@@ -273,6 +277,18 @@ func (r *Responder) Close() error {
 		discard(r.reqs)
 	})
 	return err
+}
+
+// refuse ends a Sink's or Responder's Carrier whose messages stopped
+// for err, other than by the peer's close or the Sink's own: a message
+// over MaxMessageSize or the receive budget, which no one here can take,
+// or a failed transient. Abort tells the peer, whose calls fail with
+// post.ErrReset, where an orderly close would drop that message and the
+// ones after it unread while the peer's Close reported them delivered.
+func refuse(ctx context.Context, c *Carrier, err error) {
+	if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+		c.Abort()
+	}
 }
 
 // noForks returns cfg with forking prohibited. Sinks and Responders never

@@ -234,3 +234,64 @@ func TestResponderReplyAfterPeerClosed(t *testing.T) {
 		}
 	})
 }
+
+// TestSpecialTooLargeResets: a message over a Sink's or Responder's
+// MaxMessageSize ends that peer's Carrier with a reset, so the sender
+// learns that it and the messages after it were not taken. The Sink
+// closed the Carrier in order and dropped them unread: the sender's Close
+// returned nil on TCP (and at random on FSP), and neither side learned of
+// the loss.
+func TestSpecialTooLargeResets(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		for _, kind := range []string{"sink", "responder"} {
+			t.Run(kind, func(t *testing.T) {
+				ctx := ctxT(t)
+				scfg, ccfg := serverConfig(), clientConfig()
+				scfg.Policy.Stack(stack, policy.Require)
+				ccfg.Policy.Stack(stack, policy.Require)
+				scfg.MaxMessageSize = 64 << 10
+				local := post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}
+				var l *carrier.Listener
+				var receive func(context.Context) (*post.Message, error)
+				if kind == "sink" {
+					s, err := carrier.NewSink(ctx, local, scfg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer s.Close()
+					l, receive = s.Listener(), s.Receive
+				} else {
+					r, err := carrier.NewResponder(ctx, local, scfg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer r.Close()
+					l = r.Listener()
+					receive = func(ctx context.Context) (*post.Message, error) {
+						q, err := r.Receive(ctx)
+						return q.Message, err
+					}
+				}
+				src, err := carrier.NewSource(ctx, l.Remote("localhost"), ccfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Larger than the stacks and kernels buffer, so the
+				// sender cannot have it all acknowledged before the reset.
+				big := make([]byte, 16<<20)
+				for _, m := range [][]byte{[]byte("before"), big, []byte("after")} {
+					if err := src.Send(ctx, m); err != nil {
+						t.Fatal(err)
+					}
+				}
+				m, err := receive(ctx)
+				if err != nil || string(m.Content) != "before" {
+					t.Fatalf("first message: %v", err)
+				}
+				if err := src.Close(); !errors.Is(err, post.ErrReset) {
+					t.Errorf("sender's Close after a message over the receiver's limit: %v; want an error wrapping post.ErrReset", err)
+				}
+			})
+		}
+	})
+}
