@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -15,7 +13,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/postsockets/postsockets/carrier"
-	"github.com/postsockets/postsockets/post"
 )
 
 // output prints human lines on stderr and results on stdout, or one
@@ -60,7 +57,6 @@ func (o *output) result(text string, v map[string]any) {
 // connected reports the stack that won, the path and the RTT.
 func (o *output) connected(role string, c *carrier.Carrier) {
 	st := c.Stats()
-	st.Path.Local = localOf(st.Path)
 	text := fmt.Sprintf("%s over %s: %s rtt %s", role, st.Stack, st.Path, fmtDur(st.Path.RTT))
 	if st.Race.Attempts > 0 {
 		text += fmt.Sprintf(" (won a race of %d %s)", st.Race.Attempts, plural(st.Race.Attempts, "attempt"))
@@ -123,22 +119,6 @@ func retransmissions(st carrier.Stats) (any, string) {
 		return nil, "n/a"
 	}
 	return st.Retransmissions, strconv.FormatUint(st.Retransmissions, 10)
-}
-
-// localOf returns p's local address; where the socket is bound to the
-// unspecified address, the address the system sends from to p.Remote
-// (a UDP socket connected there sends nothing but learns it).
-func localOf(p post.Path) netip.AddrPort {
-	if !p.Remote.IsValid() || p.Local.IsValid() && !p.Local.Addr().IsUnspecified() {
-		return p.Local
-	}
-	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.Remote))
-	if err != nil {
-		return p.Local
-	}
-	defer uc.Close()
-	a := uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	return netip.AddrPortFrom(a, p.Local.Port())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"syscall"
 	"time"
 
@@ -101,8 +102,9 @@ func (c *Conn) sendHandshake(now time.Time) {
 }
 
 // onHandshakeReply handles ACK_INIT_CONNECT and ACK_CONNECT_REQ at the
-// initiator, and refusals while connecting. Called with c.mu held.
-func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
+// initiator, and refusals while connecting; dst is the local address the
+// packet came to, if known. Called with c.mu held.
+func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet, dst netip.Addr) {
 	if c.hsKey == nil {
 		return
 	}
@@ -114,6 +116,7 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 			c.failLocked(err)
 			return
 		}
+		c.noteLocal(dst) // before Dial returns: Path's local end
 		c.trySend()
 		return
 	}
@@ -155,6 +158,7 @@ func (c *Conn) onHandshakeReply(b []byte, pkt *wire.Packet) {
 			c.failLocked(err)
 			return
 		}
+		c.noteLocal(dst)
 		c.trySend()
 	}
 }

@@ -141,7 +141,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 			}
 			return
 		}
-		c.onHandshakeReply(b, pkt)
+		c.onHandshakeReply(b, pkt, from.dst)
 		return
 	}
 	if pkt.Opcode <= wire.AckConnectReq {

@@ -131,7 +131,7 @@ func FuzzResumedHello(f *testing.F) {
 			return
 		}
 		c.mu.Lock()
-		c.onHandshakeReply(b, &pkt)
+		c.onHandshakeReply(b, &pkt, netip.Addr{})
 		st := c.state
 		c.mu.Unlock()
 		if st == stateEstablished {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/postsockets/postsockets/internal/srcaddr"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -177,6 +178,7 @@ type transient struct {
 	assoc [16]byte
 	fork  *psi.Identity                // a fork's peer: that of the transient it came from
 	id    atomic.Pointer[psi.Identity] // the root's peer, once the handshake verified it
+	src   srcaddr.Cache                // the local address where no packet told it yet
 }
 
 // ConnOf returns the FSP connection behind a transient made by Stack, or
@@ -299,9 +301,13 @@ func (t *transient) forked(c *Conn) *transient {
 
 func (t *transient) Path() post.Path {
 	st := t.c.Stats()
+	remote := addrPort(t.c.RemoteAddr())
 	return post.Path{
-		Local:  t.c.localAddrPort(),
-		Remote: addrPort(t.c.RemoteAddr()),
+		// The address the peer's packets come to (IP_PKTINFO); before
+		// the first, or where the system does not say, the one it
+		// sends from to the peer.
+		Local:  t.src.For(t.c.localAddrPort(), remote),
+		Remote: remote,
 		MTU:    t.c.PathMTU(),
 		RTT:    st.SmoothedRTT,
 		RTTVar: st.RTTVar,

@@ -12,6 +12,7 @@ import (
 
 	quicgo "github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/internal/srcaddr"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -47,6 +48,9 @@ type conn struct {
 	// ticket, on a dialled connection whose Association keeps session
 	// tickets, is closed when the server's first ticket arrived.
 	ticket <-chan struct{}
+	// src finds the local address a client bound to the unspecified
+	// address sends from (Transient.Path).
+	src srcaddr.Cache
 
 	mu       sync.Mutex
 	wg       sync.WaitGroup // goroutines started with spawn

@@ -833,9 +833,13 @@ func (t *Transient) AcceptFork(ctx context.Context) (psi.Transient, error) {
 // estimates.
 func (t *Transient) Path() post.Path {
 	st := t.c.qc.ConnectionStats()
+	remote := addrPort(t.c.qc.RemoteAddr())
 	p := post.Path{
-		Local:  addrPort(t.c.qc.LocalAddr()),
-		Remote: addrPort(t.c.qc.RemoteAddr()),
+		// quic-go says which address a server's connection was reached
+		// at, not a client's bound to the unspecified address: then the
+		// one the system sends from to the peer.
+		Local:  t.c.src.For(addrPort(t.c.qc.LocalAddr()), remote),
+		Remote: remote,
 		RTT:    st.SmoothedRTT,
 		RTTVar: st.MeanDeviation,
 		MTU:    packetSize,
