@@ -13,3 +13,19 @@ func IdleForks(t *Transport) []*carrier.Carrier {
 	}
 	return out
 }
+
+// SlotWaiters returns the requests t holds waiting for a slot.
+func SlotWaiters(t *Transport) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, p := range t.pools {
+		for _, c := range p.classes {
+			n += len(c.queue)
+		}
+		if p.anon != nil {
+			n += len(p.anon.queue)
+		}
+	}
+	return n
+}

@@ -11,29 +11,29 @@ import (
 // DefaultMaxRequestsPerAddr bounds the requests in progress from one
 // client address at a front (RequestLimit), as cmd/psgateway applies it:
 // a quarter of what a back serves at once on one root
-// (Server.MaxConcurrentRequests, 256).
+// (DefaultMaxConcurrentRequests, 256).
 const DefaultMaxRequestsPerAddr = 64
 
 // DefaultMaxRequestsPerPrefix bounds the requests in progress from one
-// client prefix (an IPv4 /24, an IPv6 /48) at a front (RequestLimit):
-// half of what a back serves at once on one root, so that one prefix
-// holding all it may leaves 128 slots to everyone else.
+// client prefix (an IPv4 /24, an IPv6 /48) at a front (RequestLimit),
+// waiting ones included: half of what a back serves at once on one root,
+// as many as the Transport lets a prefix alone hold there.
 const DefaultMaxRequestsPerPrefix = 128
 
 // RequestLimit is an http.Handler for an ordinary http.Server in front of
 // a Transport (a front gateway): one client address (an IPv6 /64) has at
 // most PerAddr requests in progress and one prefix (an IPv4 /24, an IPv6
 // /48) at most PerPrefix, CONNECT tunnels and upgraded connections
-// included, HTTP/2 streams counted one by one. A back serves a root's
-// requests 256 at a time and the front's clients share its roots: a
-// request past them waits for a slot. Without the bounds one address (or
-// a few of one prefix) holding requests open (heads sent, bodies or reads
-// held back) took every slot and the front answered no one else. With
-// PerPrefix below the back's 256, a client of another prefix is served
-// while one prefix holds all it may. A request over a bound gets 503
-// with Retry-After at once and takes no fork. A zero field applies its
-// default (DefaultMaxRequestsPerAddr, DefaultMaxRequestsPerPrefix); a
-// negative one no bound.
+// included, HTTP/2 streams counted one by one. A request over a bound
+// gets 503 with Retry-After at once and takes no fork. A zero field
+// applies its default (DefaultMaxRequestsPerAddr,
+// DefaultMaxRequestsPerPrefix); a negative one no bound.
+//
+// It also marks each request's context with its client (WithClient), so
+// that the Transport shares the back's slots (256 requests at once a
+// root) fairly between prefixes: a prefix that holds many waits while
+// others are served (Transport.MaxConcurrentRequests). The bounds here
+// keep what one address or prefix has waiting at the front small.
 type RequestLimit struct {
 	Handler   http.Handler
 	PerAddr   int
@@ -53,11 +53,16 @@ func (h *RequestLimit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		perPrefix = DefaultMaxRequestsPerPrefix
 	}
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if (perAddr < 0 && perPrefix < 0) || err != nil {
+	if err != nil {
 		h.Handler.ServeHTTP(w, r)
 		return
 	}
 	a := hsrate.Host(ap.Addr().Unmap())
+	r = r.WithContext(WithClient(r.Context(), a))
+	if perAddr < 0 && perPrefix < 0 {
+		h.Handler.ServeHTTP(w, r)
+		return
+	}
 	p := hsrate.Prefix(a)
 	h.mu.Lock()
 	if perAddr >= 0 && h.open[a] >= perAddr {

@@ -31,7 +31,9 @@ type Server struct {
 	// MaxConcurrentRequests bounds the requests served at once on one
 	// root Carrier; the server takes no more forks of it until one ends
 	// (the stack's fork flow control holds the client back). Zero means
-	// 256.
+	// DefaultMaxConcurrentRequests (256). A Transport assumes that many
+	// (Transport.MaxConcurrentRequests), and shares them fairly between
+	// the clients of a front.
 	MaxConcurrentRequests int
 	// IdleTimeout bounds the wait for the next request on a fork the
 	// client keeps open between requests, after which the fork is closed
@@ -174,7 +176,7 @@ func (s *Server) serveRoot(root *carrier.Carrier) {
 	}()
 	n := s.MaxConcurrentRequests
 	if n <= 0 {
-		n = 256
+		n = DefaultMaxConcurrentRequests
 	}
 	slots := make(chan struct{}, n)
 	for {

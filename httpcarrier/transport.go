@@ -38,10 +38,25 @@ type Transport struct {
 	// MaxResponseHeaderBytes bounds a response head or trailer block;
 	// zero means DefaultMaxHeaderBytes.
 	MaxResponseHeaderBytes int
-	Logger                 *slog.Logger
+	// MaxConcurrentRequests is the number of requests the origin serves at
+	// once on a root Carrier (its Server.MaxConcurrentRequests), its
+	// slots; zero means DefaultMaxConcurrentRequests (256), negative no
+	// bound (requests past the origin's wait at the origin, in arrival
+	// order). A request takes a slot before its fork and holds it until
+	// its transaction ends; past the slots it waits, and the slots are
+	// shared between the prefixes of the clients the requests are made
+	// for (WithClient): with free of n slots free, a prefix holding h
+	// takes another only while h*n < 2*free*free, and a freed slot goes to
+	// the waiting prefix holding fewest. So a prefix alone gets half of
+	// them, and a client of a prefix holding none is served at once
+	// unless every slot is held (23 prefixes at least, of 256) by others.
+	// Requests not marked with a client are not limited by the share.
+	MaxConcurrentRequests int
+	Logger                *slog.Logger
 
 	mu     sync.Mutex
 	conns  map[string]*rootConn
+	pools  map[string]*slotPool                // per origin: its slots
 	assocs map[string]*association.Association // kept across roots: the race winner is cached
 
 	closingMu sync.Mutex
@@ -122,6 +137,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			reqBody.Close()
 		}
 	}
+	s, err := t.acquire(ctx, key)
+	if err != nil {
+		closeBody()
+		return nil, err
+	}
+	kept := false // the response's transaction holds s
+	defer func() {
+		if !kept {
+			s.release()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		rc, err := t.get(ctx, key)
 		if err != nil {
@@ -134,6 +160,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		reused := fork != nil
 		if fork == nil {
+			t.makeRoom(rc)
 			if fork, err = rc.root.Fork(ctx); err != nil {
 				// Nothing was sent: a fresh root may take it.
 				t.release(rc, true)
@@ -145,12 +172,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				continue
 			}
 		}
-		tx := &clientTx{t: t, rc: rc, fork: fork, req: req, body: reqBody}
+		tx := &clientTx{t: t, rc: rc, fork: fork, req: req, body: reqBody, slot: s}
 		tx.stop = context.AfterFunc(ctx, func() { fork.Abort() })
 		resp, stale, err := tx.roundTrip(ctx, head, reused)
 		if err == nil {
+			kept = true
 			return resp, nil
 		}
+		tx.slot = nil // RoundTrip gives it back, or the next attempt uses it
 		tx.finish(false)
 		// The deadline may have failed the read (TCP sets it on the
 		// socket) before ctx's timer marked it done: that is no stale
@@ -189,6 +218,7 @@ type clientTx struct {
 	fork  *carrier.Carrier
 	req   *http.Request
 	body  io.ReadCloser // the request body of this attempt
+	slot  *slot         // released when the transaction ends
 	stop  func() bool
 	once  sync.Once
 	wrote chan error // the request writer's result
@@ -387,6 +417,7 @@ func (tx *clientTx) finish(clean bool) {
 			}
 		}
 		tx.t.release(tx.rc, false)
+		tx.slot.release()
 	})
 }
 
@@ -396,6 +427,7 @@ func (tx *clientTx) endTunnel() {
 	tx.once.Do(func() {
 		tx.stop()
 		tx.t.release(tx.rc, false)
+		tx.slot.release()
 	})
 }
 

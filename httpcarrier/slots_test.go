@@ -1,0 +1,130 @@
+package httpcarrier
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+)
+
+func prefixN(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+}
+
+// TestSlotShares: prefixes taking all they may in turn, as an attacker
+// would: the first gets half the slots, three leave 55 of 256 free for a
+// fourth, and it takes 23 to hold them all.
+func TestSlotShares(t *testing.T) {
+	p := newSlotPool(256)
+	var got []int
+	for i := 0; p.held < p.size; i++ {
+		c := p.class(prefixN(i), true)
+		for p.may(c) {
+			if p.take(c) != nil {
+				t.Fatal("queued though it may take a slot")
+			}
+		}
+		got = append(got, c.held)
+		if i == 2 {
+			if free := p.size - p.held; free != 55 {
+				t.Errorf("three prefixes left %d slots free, want 55", free)
+			}
+			if !p.may(p.class(prefixN(999), true)) {
+				t.Error("a fourth prefix may not take a free slot")
+			}
+		}
+	}
+	t.Logf("%d prefixes took all 256 slots: %v", len(got), got)
+	if got[0] != 128 {
+		t.Errorf("a prefix alone got %d slots, want 128", got[0])
+	}
+	if len(got) < 23 {
+		t.Errorf("%d prefixes took all 256 slots, want at least 23", len(got))
+	}
+}
+
+// TestSlotOrder: a freed slot goes to the waiting prefix holding fewest,
+// a prefix over its share waits while slots are free, a request that
+// gives up leaves the queue, and an unmarked request takes any free
+// slot.
+func TestSlotOrder(t *testing.T) {
+	p := newSlotPool(8)
+	heavy, light := p.class(prefixN(1), true), p.class(prefixN(2), true)
+	for p.may(heavy) {
+		p.take(heavy)
+	}
+	if heavy.held != 4 {
+		t.Fatalf("a prefix alone holds %d of 8, want 4", heavy.held)
+	}
+	wHeavy := p.take(heavy)
+	if wHeavy == nil {
+		t.Fatal("a prefix over its share took another slot")
+	}
+	for range 2 {
+		if p.take(light) != nil {
+			t.Fatal("a second prefix waits though slots are free")
+		}
+	}
+	// 2 held, 2 free: 2*8 >= 2*2*2.
+	if w := p.take(light); w == nil {
+		t.Fatal("a prefix holding 2 with 2 free took one")
+	} else if !p.leave(light, w) {
+		t.Fatal("a waiter that was never granted could not leave")
+	}
+	for i := range 2 {
+		if p.take(p.class(prefixN(3+i), true)) != nil {
+			t.Fatal("a newcomer waits though a slot is free")
+		}
+	}
+	// Full: a newcomer and the heavy prefix wait; a freed slot goes to
+	// the newcomer.
+	wLate := p.take(p.class(prefixN(5), true))
+	if wLate == nil {
+		t.Fatal("took a slot of a full pool")
+	}
+	p.put(light)
+	select {
+	case <-wLate.ready:
+	default:
+		t.Fatal("the freed slot did not go to the prefix holding none")
+	}
+	select {
+	case <-wHeavy.ready:
+		t.Fatal("the prefix holding most got the freed slot")
+	default:
+	}
+	// Unmarked requests are not limited by the share.
+	anon := p.class(netip.Prefix{}, false)
+	p.put(heavy)
+	if p.take(anon) != nil {
+		t.Fatal("an unmarked request waits though a slot is free")
+	}
+	if p.leave(heavy, wHeavy) != true || len(p.waiting) != 0 {
+		t.Fatal("the heavy prefix's waiter did not leave")
+	}
+}
+
+// TestSlotForget: the pool forgets a prefix once it holds and awaits
+// nothing, and the Transport its pool.
+func TestSlotForget(t *testing.T) {
+	tr := &Transport{MaxConcurrentRequests: 2}
+	ctx := WithClient(context.Background(), netip.MustParseAddr("192.0.2.1"))
+	s1, err := tr.acquire(ctx, "o:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := tr.acquire(context.Background(), "o:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := tr.acquire(cctx, "o:80"); err == nil {
+		t.Fatal("a request took a slot of a full pool")
+	}
+	s1.release()
+	s1.release() // once
+	s2.release()
+	if len(tr.pools) != 0 {
+		t.Fatalf("%d pools left once every slot was given back", len(tr.pools))
+	}
+}
