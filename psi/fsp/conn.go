@@ -373,7 +373,9 @@ func (c *Conn) Stats() Stats {
 	s := c.stats
 	s.QueueDropped = c.queueDropped()
 	s.MTUFallbacks = c.pmtu.blackHoles
-	s.SmoothedRTT, s.RTTVar = c.rtt.SmoothedRTT(), c.rtt.RTTVar()
+	if c.rtt.HasSample() { // zero until measured, not the timers' guess
+		s.SmoothedRTT, s.RTTVar = c.rtt.SmoothedRTT(), c.rtt.RTTVar()
+	}
 	if c.snd != nil {
 		s.CongestionWindow, _, _ = c.ccState()
 		s.BytesInFlight = c.snd.BytesInFlight()

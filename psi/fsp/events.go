@@ -10,6 +10,7 @@ import (
 
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
+	"github.com/postsockets/postsockets/psi/fsp/internal/congestion"
 )
 
 // eventHook holds a connection's psi.EventSource handler.
@@ -49,10 +50,10 @@ func (c *Conn) emit(k psi.EventKind, old, new *path, err error) {
 	local := c.localLocked()
 	ev := psi.Event{Kind: k, Err: err, Time: time.Now()}
 	if old != nil {
-		ev.Old = post.Path{Local: local, Remote: addrPort(old.addr.netAddr()), RTT: old.rtt.SmoothedRTT(), Active: old == c.active}
+		ev.Old = post.Path{Local: local, Remote: addrPort(old.addr.netAddr()), RTT: measured(&old.rtt), Active: old == c.active}
 	}
 	if new != nil {
-		ev.New = post.Path{Local: local, Remote: addrPort(new.addr.netAddr()), RTT: new.rtt.SmoothedRTT(), Active: true}
+		ev.New = post.Path{Local: local, Remote: addrPort(new.addr.netAddr()), RTT: measured(&new.rtt), Active: true}
 	}
 	(*h)(ev)
 }
@@ -101,8 +102,8 @@ func (c *Conn) noteLocal(dst netip.Addr) {
 	remote := addrPort(a.addr.netAddr())
 	(*h)(psi.Event{
 		Kind: psi.EventPathChange, Time: time.Now(),
-		Old: post.Path{Local: old, Remote: remote, RTT: a.rtt.SmoothedRTT()},
-		New: post.Path{Local: c.localLocked(), Remote: remote, RTT: a.rtt.SmoothedRTT(), Active: true},
+		Old: post.Path{Local: old, Remote: remote, RTT: measured(&a.rtt)},
+		New: post.Path{Local: c.localLocked(), Remote: remote, RTT: measured(&a.rtt), Active: true},
 	})
 }
 
@@ -170,3 +171,11 @@ func (t *transient) TransientStats() psi.TransientStats {
 // ReadBacklog (psi.BacklogReporter) reports what the connection holds
 // unread (Conn.ReadBacklog).
 func (t *transient) ReadBacklog() (ready, held bool) { return t.c.ReadBacklog() }
+
+// measured is r's smoothed RTT, or zero before its first sample.
+func measured(r *congestion.RTTStats) time.Duration {
+	if !r.HasSample() {
+		return 0
+	}
+	return r.SmoothedRTT()
+}
