@@ -14,4 +14,14 @@
 //
 // Transport is an http.RoundTripper and Server serves an http.Handler,
 // so net/http code runs unchanged on both sides.
+//
+// A Server serves 256 requests of a root at once (its slots) and the
+// Transport keeps one root per origin, so a gateway's clients share those
+// slots. The Transport gives them out by client prefix (an IPv4 /24, an
+// IPv6 /48, from the request's context: WithClient, which RequestLimit
+// sets): the fuller the origin, the fewer a prefix already holding slots
+// may take, a request past its share waits at the Transport, and a freed
+// slot goes to the waiting prefix holding fewest. A prefix alone gets
+// half, and a client of a prefix holding none is served at once unless
+// at least 23 prefixes hold every slot (Transport.MaxConcurrentRequests).
 package httpcarrier

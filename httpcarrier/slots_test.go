@@ -128,3 +128,28 @@ func TestSlotForget(t *testing.T) {
 		t.Fatalf("%d pools left once every slot was given back", len(tr.pools))
 	}
 }
+
+// BenchmarkSlotPoolFull: a full pool of 256 slots with 10,000 prefixes
+// waiting, one request each: one op ends a request, grants its slot to
+// the prefix that waited longest, and queues a new request of the
+// prefix that ended one.
+func BenchmarkSlotPoolFull(b *testing.B) {
+	const size, waiting = 256, 10_000
+	p := newSlotPool(size)
+	var holders []*slotClass
+	for i := range size + waiting {
+		c := p.class(prefixN(i), true)
+		if p.take(c) == nil {
+			holders = append(holders, c)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c := holders[0]
+		holders = holders[1:]
+		g := p.waiting[0]
+		p.put(c)
+		holders = append(holders, g)
+		p.take(p.class(c.key, true)) // c was forgotten: it held and awaited nothing
+	}
+}

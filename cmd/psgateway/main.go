@@ -22,7 +22,11 @@
 // and -max-conns-per-addr (256) from one address, an IPv6 /64 counting
 // as one, CONNECT tunnels included; when full, a newcomer from a quieter
 // address replaces an idle keep-alive connection of the busiest
-// (httpcarrier.LimitListener). Request heads must arrive within 30 s and
+// (httpcarrier.LimitListener). One address has at most 64 requests in
+// progress and one /24 or /48 at most 128 (httpcarrier.RequestLimit), and
+// the back's 256 request slots a root are shared between prefixes, one
+// holding many waiting at the front while one holding few is served
+// (httpcarrier.Transport). Request heads must arrive within 30 s and
 // keep-alive connections idle at most 2 minutes; a CONNECT tunnel closes,
 // at both gateways, once no byte moved for -tunnel-idle-timeout (10 min).
 package main
