@@ -114,7 +114,7 @@ func (s *Sink) acceptLoop() {
 			for {
 				m, release, err := c.ready(ctx, ReadyOptions{}, true)
 				if err != nil {
-					refuse(ctx, c, err)
+					refuse(c, err)
 					return
 				}
 				select {
@@ -219,7 +219,7 @@ func (r *Responder) acceptLoop() {
 					if why != nil {
 						reply.ended.Store(&why)
 					}
-					refuse(ctx, c, err)
+					refuse(c, err)
 					return
 				}
 				select {
@@ -279,14 +279,16 @@ func (r *Responder) Close() error {
 	return err
 }
 
-// refuse ends a Sink's or Responder's Carrier whose messages stopped
-// for err, other than by the peer's close or the Sink's own: a message
-// over MaxMessageSize or the receive budget, which no one here can take,
-// or a failed transient. Abort tells the peer, whose calls fail with
-// post.ErrReset, where an orderly close would drop that message and the
-// ones after it unread while the peer's Close reported them delivered.
-func refuse(ctx context.Context, c *Carrier, err error) {
-	if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+// refuse ends a Sink's or Responder's Carrier whose next message
+// failed with err, if that message is one no one here can take (over
+// MaxMessageSize or the receive budget). Abort tells the peer, whose
+// calls fail with post.ErrReset, where an orderly close would drop that
+// message and the ones after it unread while the peer's Close reported
+// them delivered. Any other error leaves the orderly close: the peer
+// closed or reset, or the application closed the reply Source, whose
+// Close must not be cut short.
+func refuse(c *Carrier, err error) {
+	if errors.Is(err, post.ErrMessageTooLarge) {
 		c.Abort()
 	}
 }

@@ -295,3 +295,41 @@ func TestSpecialTooLargeResets(t *testing.T) {
 		}
 	})
 }
+
+// TestResponderReplyClose: a handler that sends its reply and closes the
+// reply Source has the reply delivered and Close return nil on every
+// stack. The Responder's reader of that Carrier sees the close as an
+// error of its own and must leave the close to finish.
+func TestResponderReplyClose(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		ctx := ctxT(t)
+		scfg, ccfg := serverConfig(), clientConfig()
+		scfg.Policy.Stack(stack, policy.Require)
+		ccfg.Policy.Stack(stack, policy.Require)
+		r, err := carrier.NewResponder(ctx, post.Local{Addr: netip.MustParseAddrPort("127.0.0.1:0")}, scfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		closed := make(chan error, 1)
+		go r.Serve(ctx, func(q carrier.Request) {
+			q.Reply.Send(ctx, make([]byte, 1<<20))
+			closed <- q.Reply.Close()
+		})
+		c, err := carrier.Initiate(ctx, r.Listener().Remote("localhost"), ccfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Send(ctx, []byte("request")); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.Receive(ctx)
+		if err != nil || len(m.Content) != 1<<20 {
+			t.Fatalf("reply: %v", err)
+		}
+		if err := <-closed; err != nil {
+			t.Errorf("Reply.Close: %v", err)
+		}
+	})
+}
