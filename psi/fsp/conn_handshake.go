@@ -246,7 +246,7 @@ func (c *Conn) finishDial(pkt *wire.Packet, body []byte, now time.Time) error {
 	}
 	c.kp, c.hsPacket = nil, nil
 	c.establish(now)
-	c.handshakeRTT(now)
+	c.handshakeRTT()
 	// Confirm to the responder at once (with CLIENT_AUTH if it asked);
 	// repeated until it answers.
 	c.ackReq = true
@@ -452,8 +452,8 @@ func (c *Conn) respond(req *connectReq) error {
 	c.hsFlight = fl
 	c.state = stateAffirming
 	c.hsCredit = 3 * req.reqLen
+	c.hsSentAt = time.Now() // before the answer can be
 	c.sendFlight()
-	c.hsSentAt = time.Now()
 	c.armTimer()
 	return nil
 }

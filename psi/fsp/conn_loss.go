@@ -299,13 +299,16 @@ func (c *Conn) windowProbe() time.Duration {
 // handshakeRTT takes the handshake's last exchange as the first RTT
 // sample, unless it was sent more than once (which copy was answered is
 // unknown): a receiver that never sends data has no other, and its
-// window auto-tuning needs one. Called with c.mu held.
-func (c *Conn) handshakeRTT(now time.Time) {
+// window auto-tuning needs one. The clock is read afresh: the loop's,
+// read once for a run of datagrams, may be older than the send stamped
+// while they waited, and the sample, negative, was dropped (a listener
+// on a fast path kept the initial 100 ms). Called with c.mu held.
+func (c *Conn) handshakeRTT() {
 	sent := 0 // the responder counts resends only
 	if c.initiator {
 		sent = 1
 	}
-	if c.hsTries == sent && !c.hsSentAt.IsZero() && now.After(c.hsSentAt) {
+	if now := time.Now(); c.hsTries == sent && !c.hsSentAt.IsZero() && now.After(c.hsSentAt) {
 		c.rtt.Update(now.Sub(c.hsSentAt), 0)
 	}
 }

@@ -195,13 +195,13 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	c.replay.Mark(pn)
 	c.lastRecv = now
 	if c.state == stateAffirming || c.halfOpen() {
+		c.handshakeRTT() // before the ticket, which records it
 		if c.state == stateAffirming {
 			c.establish(now)
 			c.issueTicket(now)
 		} else {
 			c.confirmHalf(now) // its ticket left with the answer
 		}
-		c.handshakeRTT(now)
 		c.hsPacket, c.hsFlight = nil, nil
 		*deliver = c.listener
 		close(c.established)

@@ -192,7 +192,9 @@
 // lost ticket costs a full handshake next time): a ticket nonce and a ticket sealed
 // with AES-128-GCM under a ticket key of the listener's, which rotates
 // every hour (the previous key still opens), so the listener keeps no
-// state per client. The ticket holds its issue time, the resumption
+// state per client. The ticket holds its issue time, the listener's
+// smoothed RTT then (a 0-RTT connection handed to Accept before any round
+// trip starts from it, RFC 9002 §6.2.2), the resumption
 // secret (from the master secret and the ticket nonce), a digest of the
 // listener's certificate chain, and the client's verified chain. The
 // initiator keeps it in Security.SessionCache (an Association's cache)

@@ -138,6 +138,9 @@ func (c *Conn) issueTicket(now time.Time) {
 	var nonce [ticketNonceLen]byte
 	rand.Read(nonce[:])
 	tk := ticket{issued: now, secret: fcrypto.ResumptionSecret(c.resBase, nonce[:]), server: l.idDigest}
+	if rtt, ok := c.rtt.Estimate(); ok {
+		tk.rtt = rtt // seeds the resumed connection's estimate
+	}
 	if !(len(c.peerCerts) == 1 && c.peerCerts[0] == l.pskLeaf) {
 		for _, cert := range c.peerCerts {
 			tk.chain = append(tk.chain, cert.Raw)
@@ -307,6 +310,10 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet,
 	c.resBase = fcrypto.ResumptionBase(master)
 	c.resumed = true
 	c.used0RTT = early
+	// No round trip is measured before the confirmation, which a 0-RTT
+	// connection handed to Accept at once does not wait for: until
+	// then, the estimate of the session that issued the ticket.
+	c.rtt.SetInitial(tk.rtt)
 	c.installKeys()
 	c.peerCerts = certs
 	c.hsPacket = answer(flags)
@@ -369,6 +376,7 @@ func (c *Conn) finishResume(pkt *wire.Packet, body []byte, now time.Time) error 
 	c.earlyTaken = flags&helloTaken != 0 && c.earlyState == earlySent
 	c.resume, c.kp, c.hsPacket = nil, nil, nil
 	c.establish(now)
+	c.handshakeRTT() // RESTORE and its answer
 	c.ackReq = true
 	c.rtoAt = now.Add(hsInitialRTO)
 	c.openEstablished()

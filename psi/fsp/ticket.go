@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"math"
 	"sync"
 	"time"
 
@@ -19,12 +20,12 @@ import (
 // (the previous key still opens), so it keeps no state per client.
 const (
 	ticketLifetime = time.Hour
-	ticketVersion  = 1
+	ticketVersion  = 2
 	ticketNonceLen = 16
 	// ticketFixed is the plaintext before the client chain: version,
-	// issue time (Unix ms), resumption secret, server identity digest,
-	// chain count.
-	ticketFixed = 1 + 8 + fcrypto.SecretLen + sha256.Size + 1
+	// issue time (Unix ms), smoothed RTT (µs), resumption secret, server
+	// identity digest, chain count.
+	ticketFixed = 1 + 8 + 4 + fcrypto.SecretLen + sha256.Size + 1
 	// ticketSealing is what sealing adds: key ID, GCM nonce and tag.
 	ticketSealing = 4 + 12 + fcrypto.TagLen
 	// maxTicket bounds a sealed ticket so that RESTORE fits
@@ -41,14 +42,16 @@ var errTicket = errors.New("fsp: bad ticket")
 // ticket is what a sealed ticket holds.
 type ticket struct {
 	issued time.Time
-	secret []byte   // resumption secret
-	server [32]byte // digest of the issuing listener's identity
-	chain  [][]byte // the client's verified chain, DER, leaf first (may be empty)
+	rtt    time.Duration // the listener's estimate when it issued the ticket; 0 if none
+	secret []byte        // resumption secret
+	server [32]byte      // digest of the issuing listener's identity
+	chain  [][]byte      // the client's verified chain, DER, leaf first (may be empty)
 }
 
 func (tk *ticket) append(b []byte) []byte {
 	b = append(b, ticketVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(tk.issued.UnixMilli()))
+	b = binary.BigEndian.AppendUint32(b, uint32(min(max(tk.rtt.Microseconds(), 0), math.MaxUint32)))
 	b = append(b, tk.secret...)
 	b = append(b, tk.server[:]...)
 	b = append(b, byte(len(tk.chain)))
@@ -64,8 +67,11 @@ func parseTicket(b []byte) (*ticket, error) {
 	if len(b) < ticketFixed || b[0] != ticketVersion || int(b[ticketFixed-1]) > wire.MaxChain {
 		return nil, errTicket
 	}
-	tk := &ticket{issued: time.UnixMilli(int64(binary.BigEndian.Uint64(b[1:])))}
-	p := b[9:]
+	tk := &ticket{
+		issued: time.UnixMilli(int64(binary.BigEndian.Uint64(b[1:]))),
+		rtt:    time.Duration(binary.BigEndian.Uint32(b[9:])) * time.Microsecond,
+	}
+	p := b[13:]
 	tk.secret = append([]byte(nil), p[:fcrypto.SecretLen]...)
 	p = p[fcrypto.SecretLen:]
 	copy(tk.server[:], p)

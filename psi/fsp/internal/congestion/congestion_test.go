@@ -720,3 +720,24 @@ func TestUndoTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestRTTSetInitial: SetInitial stands in for InitialRTT until the first
+// sample, which replaces it; after a sample it changes nothing.
+func TestRTTSetInitial(t *testing.T) {
+	var r RTTStats
+	if _, ok := r.Estimate(); ok {
+		t.Fatal("an estimate before anything")
+	}
+	r.SetInitial(20 * time.Millisecond)
+	if d, ok := r.Estimate(); !ok || d != 20*time.Millisecond || r.RTTVar() != 10*time.Millisecond || r.HasSample() {
+		t.Fatalf("seeded: %v %v var %v sample %v", d, ok, r.RTTVar(), r.HasSample())
+	}
+	r.Update(40*time.Millisecond, 0)
+	if r.SmoothedRTT() != 40*time.Millisecond || r.RTTVar() != 20*time.Millisecond {
+		t.Fatalf("first sample: %v var %v", r.SmoothedRTT(), r.RTTVar())
+	}
+	r.SetInitial(time.Second)
+	if r.SmoothedRTT() != 40*time.Millisecond {
+		t.Fatalf("SetInitial after a sample: %v", r.SmoothedRTT())
+	}
+}

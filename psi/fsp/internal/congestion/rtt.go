@@ -42,6 +42,7 @@ type RTTStats struct {
 	minRTO      time.Duration // zero means MinRTO
 	backoff     uint
 	hasSample   bool
+	seeded      bool // SetInitial gave smoothed and rttvar
 }
 
 // Update adds an RTT sample: the time from sending a packet to receiving its
@@ -111,17 +112,36 @@ func (r *RTTStats) MinRTOFloor() time.Duration {
 // HasSample reports whether Update has been given a valid sample.
 func (r *RTTStats) HasSample() bool { return r.hasSample }
 
-// SmoothedRTT returns the smoothed RTT, or InitialRTT before any sample.
+// SetInitial replaces InitialRTT by d until the first sample, which
+// then replaces it as it would InitialRTT: an estimate from an earlier
+// connection over the same path (RFC 9002 §6.2.2). It does nothing once
+// a sample came, or for d not positive.
+func (r *RTTStats) SetInitial(d time.Duration) {
+	if r.hasSample || d <= 0 {
+		return
+	}
+	r.smoothed, r.rttvar, r.seeded = d, d/2, true
+}
+
+// Estimate returns the smoothed RTT and whether it comes from a sample
+// or SetInitial rather than InitialRTT.
+func (r *RTTStats) Estimate() (time.Duration, bool) {
+	return r.SmoothedRTT(), r.hasSample || r.seeded
+}
+
+// SmoothedRTT returns the smoothed RTT, or InitialRTT (or SetInitial's)
+// before any sample.
 func (r *RTTStats) SmoothedRTT() time.Duration {
-	if !r.hasSample {
+	if !r.hasSample && !r.seeded {
 		return InitialRTT
 	}
 	return r.smoothed
 }
 
-// RTTVar returns the RTT variation, or InitialRTT/2 before any sample.
+// RTTVar returns the RTT variation, or InitialRTT/2 (or half SetInitial's)
+// before any sample.
 func (r *RTTStats) RTTVar() time.Duration {
-	if !r.hasSample {
+	if !r.hasSample && !r.seeded {
 		return InitialRTT / 2
 	}
 	return r.rttvar
@@ -136,7 +156,7 @@ func (r *RTTStats) LatestRTT() time.Duration { return r.latest }
 // RTO returns the retransmission timeout: SmoothedRTT + max(4*RTTVar, 1ms)
 // + the max ack delay, at least MinRTOFloor (MinRTO by default), doubled
 // for every Backoff since the last sample and capped at MaxRTO. Before any
-// sample it is 300 ms.
+// sample, without SetInitial, it is 300 ms.
 func (r *RTTStats) RTO() time.Duration {
 	return r.backedOff(max(r.pto(), r.MinRTOFloor()))
 }
@@ -148,7 +168,8 @@ func (r *RTTStats) RTO() time.Duration {
 // send should probe (send one packet, new data or a retransmission)
 // rather than wait for the RTO: on a short path it is a few milliseconds
 // where the RTO is 200. Unlike an RTO expiry, a probe should not collapse
-// the congestion window. Before any sample it is 300 ms.
+// the congestion window. Before any sample, without SetInitial, it is
+// 300 ms.
 func (r *RTTStats) PTO() time.Duration { return r.backedOff(r.pto()) }
 
 func (r *RTTStats) pto() time.Duration {
