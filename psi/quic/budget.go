@@ -29,8 +29,8 @@ const (
 // transient's and quic-go's state for the stream (about 4.9 KB a fork
 // measured with both ends in one process, the dialler's raw quic-go
 // state included; TestReceiveBudgetBoundsForks). psi/quic's
-// 16 KiB read buffer is made by the first read and not counted: an
-// application reading the stream has it. Without the charge a peer's
+// read buffer is made by the first read and charged then (takeBuffer).
+// Without the charge a peer's
 // 1,000 streams a connection (Stack.MaxStreams), each sending a few
 // bytes nobody reads, held about 20 MiB a connection (with the buffer
 // made at once, as it was) outside the budget.
@@ -54,9 +54,12 @@ const DefaultMemoryBudget = 256 << 20
 // its connection count below Stack.MaxConnsPerSource. Each stream the
 // peer opens after its root is charged streamCost within the same
 // shares, and refused without room (takeStream); each datagram queued
-// until read, its size, and dropped without room (takeDatagram). The
-// connection gives it all back when it ends and no data kept from it
-// (countReader.keepRest) waits unread.
+// until read, its size, and dropped without room (takeDatagram), also
+// one for a stream not yet seen; a stream's read buffer, made small
+// without room (takeBuffer); the copy of a whole stream kept unread
+// (countReader.keepRest), not made without room (takeKept). The
+// connection gives it all back when it ends, but for the copies, which
+// outlive it until read or dropped.
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
@@ -65,9 +68,11 @@ type budget struct {
 	used    int64
 	peak    int64
 	refused uint64
-	// refusedStreams counts streams refused for want of room, and
-	// droppedDatagrams datagrams (Transient.pushDatagram).
+	// refusedStreams counts streams refused for want of room,
+	// droppedDatagrams datagrams (Transient.pushDatagram), smallBuffers
+	// read buffers made small and unkept whole streams not copied.
 	refusedStreams, droppedDatagrams uint64
+	smallBuffers, unkept             uint64
 	srcs                             map[netip.Addr]int64
 	pfxs                             map[netip.Prefix]int64
 	// pending is the account made for the Initial quic-go is taking,
@@ -88,15 +93,25 @@ type account struct {
 	src  netip.Addr
 	pfx  netip.Prefix
 	held int64 // guarded by b.mu
+	// kept is the part of held that copies of whole streams take
+	// (takeKept); ended, whether the connection ended. Guarded by b.mu.
+	kept  int64
+	ended bool
 	// refs is the connection (until it ends) and each keepRest that kept
-	// data unread; guarded by b.mu. At zero held goes back.
+	// data unread; guarded by b.mu. When the connection ends all but kept
+	// goes back, at zero the rest.
 	refs int
 }
 
 // takeLocked charges n to src and pfx if the total and both shares have
 // room. Called with b.mu held.
 func (b *budget) takeLocked(src netip.Addr, pfx netip.Prefix, n int64) bool {
-	if b.used+n > b.limit || b.srcs[src]+n > b.share || b.pfxs[pfx]+n > b.pshare {
+	return b.takeOfLocked(src, pfx, n, 1)
+}
+
+// takeOfLocked is takeLocked within 1/part of the total and the shares.
+func (b *budget) takeOfLocked(src netip.Addr, pfx netip.Prefix, n, part int64) bool {
+	if b.used+n > b.limit/part || b.srcs[src]+n > b.share/part || b.pfxs[pfx]+n > b.pshare/part {
 		return false
 	}
 	b.chargeLocked(src, pfx, n)
@@ -171,6 +186,7 @@ func (b *budget) bind(ctx context.Context) {
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			delete(b.byCtx, ctx)
+			a.ended = true
 			b.unrefLocked(a)
 		})
 	}
@@ -192,7 +208,7 @@ func (a *account) grow(delta int64) bool {
 	b := a.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if a.refs == 0 || !b.takeLocked(a.src, a.pfx, delta) {
+	if a.refs == 0 || a.ended || !b.takeLocked(a.src, a.pfx, delta) {
 		return false // given back already, or no room
 	}
 	a.held += delta
@@ -209,18 +225,65 @@ func (a *account) takeDatagram(n int64) bool {
 	return a == nil || a.take(n, &a.b.droppedDatagrams)
 }
 
+// takeBuffer charges a stream's read buffer (take) within half the
+// total and the shares: the rest is kept for windows and streams, which
+// a peer forking many streams that are all read (psitest ForkBurst, 1,000
+// at once) needs more than full buffers.
+func (a *account) takeBuffer() bool {
+	return a == nil || a.takeOf(readBuffer, 2, &a.b.smallBuffers)
+}
+
 // giveStream gives back what takeStream charged (give).
 func (a *account) giveStream() { a.give(streamCost) }
+
+// takeKept charges the n-byte copy of a whole stream that keepRest
+// keeps unread, to be given back with giveKept; it stays charged after
+// the connection ends (see pin). A nil account always has room.
+func (a *account) takeKept(n int64) bool {
+	if a == nil {
+		return true
+	}
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a.refs == 0 || a.ended || !b.takeLocked(a.src, a.pfx, n) {
+		b.unkept++
+		return false
+	}
+	a.held += n
+	a.kept += n
+	return true
+}
+
+// giveKept gives back n that takeKept charged.
+func (a *account) giveKept(n int64) {
+	if a == nil || n <= 0 {
+		return
+	}
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a.refs > 0 && a.kept >= n {
+		a.kept -= n
+		a.held -= n
+		b.giveLocked(a.src, a.pfx, n)
+	}
+}
 
 // take charges n, if it fits in the total and the source's and
 // prefix's shares, and counts a refusal in refusals (a field of the
 // budget, under its lock). A nil account (a dialled connection) always
 // has room: see takeStream, takeDatagram.
 func (a *account) take(n int64, refusals *uint64) bool {
+	return a.takeOf(n, 1, refusals)
+}
+
+// takeOf is take within 1/part of the total and the shares.
+func (a *account) takeOf(n, part int64, refusals *uint64) bool {
 	b := a.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if a.refs == 0 || !b.takeLocked(a.src, a.pfx, n) {
+	if a.refs == 0 || a.ended || !b.takeOfLocked(a.src, a.pfx, n, part) {
 		*refusals++
 		return false
 	}
@@ -228,8 +291,8 @@ func (a *account) take(n int64, refusals *uint64) bool {
 	return true
 }
 
-// give gives back n that take charged, unless the account was given
-// back whole already (its connection ended). A nil account has nothing.
+// give gives back n that take charged, unless the account gave it back
+// already (its connection ended). A nil account has nothing.
 func (a *account) give(n int64) {
 	if a == nil || n <= 0 {
 		return
@@ -237,7 +300,7 @@ func (a *account) give(n int64) {
 	b := a.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if a.refs > 0 && a.held >= n {
+	if a.refs > 0 && !a.ended && a.held-a.kept >= n {
 		a.held -= n
 		b.giveLocked(a.src, a.pfx, n)
 	}
@@ -260,10 +323,20 @@ func (a *account) pin() func() {
 	})
 }
 
+// unrefLocked drops a reference to a: at zero all it holds goes back,
+// once the connection ended all but kept.
 func (b *budget) unrefLocked(a *account) {
-	if a.refs--; a.refs == 0 {
-		b.giveLocked(a.src, a.pfx, a.held)
-		a.held = 0
+	give := a.held
+	if a.refs--; a.refs > 0 {
+		if !a.ended {
+			return
+		}
+		give -= a.kept
+	}
+	b.giveLocked(a.src, a.pfx, give)
+	a.held -= give
+	if a.refs == 0 {
+		a.kept = 0
 	}
 }
 
@@ -271,7 +344,7 @@ func (b *budget) unrefLocked(a *account) {
 // Stack.MemoryBudget).
 type BudgetStats struct {
 	Budget  int64  // the limit; zero when off
-	Held    int64  // receive windows held now
+	Held    int64  // charged now: windows, and what the fields below count
 	Peak    int64  // the most held at once
 	Refused uint64 // Initials refused for want of room (a client may send several)
 	// RefusedStreams counts forked streams refused for want of room
@@ -280,6 +353,13 @@ type BudgetStats struct {
 	// DroppedDatagrams counts received datagrams dropped for want of
 	// room to queue them until read.
 	DroppedDatagrams uint64
+	// SmallReadBuffers counts streams whose read buffer was made small
+	// (minReadBuffer) for want of room for a full one.
+	SmallReadBuffers uint64
+	// UnkeptStreams counts whole streams arrived unread that were not
+	// copied to outlive their connection for want of room: the peer's
+	// close waits for the application's read instead.
+	UnkeptStreams uint64
 }
 
 func (b *budget) stats() BudgetStats {
@@ -291,6 +371,7 @@ func (b *budget) stats() BudgetStats {
 	return BudgetStats{
 		Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused,
 		RefusedStreams: b.refusedStreams, DroppedDatagrams: b.droppedDatagrams,
+		SmallReadBuffers: b.smallBuffers, UnkeptStreams: b.unkept,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -126,8 +127,9 @@ func TestReceiveBudgetBoundsUnread(t *testing.T) {
 }
 
 // TestReceiveBudgetGivesBack: what a connection held goes back once it
-// ended; what it left unread after a whole message stays charged until
-// that is read.
+// ended; the copy of a whole message it left unread (keepRest) is
+// charged beside the window, and stays charged, alone, until it is read.
+// Before, the copy was not charged and the window stayed charged for it.
 func TestReceiveBudgetGivesBack(t *testing.T) {
 	ctx := testContext(t)
 	st := &Stack{}
@@ -147,6 +149,13 @@ func TestReceiveBudgetGivesBack(t *testing.T) {
 	if err := cli.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The copy was charged before the close was confirmed: the stream
+	// with its header and the message's length, and a byte.
+	held := l.BudgetStats().Held
+	copied := held - fullWindow
+	if copied <= int64(len(msg)) || copied > int64(len(msg))+64 {
+		t.Fatalf("%d bytes held with a whole %d-byte message unread, want the window (%d) and its copy", held, len(msg), fullWindow)
+	}
 	cli.c.qc.CloseWithError(0, "")
 	select {
 	case <-srv.c.qc.Context().Done():
@@ -160,8 +169,8 @@ func TestReceiveBudgetGivesBack(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if held := l.BudgetStats().Held; held != fullWindow {
-		t.Fatalf("%d bytes held for the unread message once the connection ended, want its window, %d", held, fullWindow)
+	if held := l.BudgetStats().Held; held != copied {
+		t.Fatalf("%d bytes held for the unread message once the connection ended, want its copy, %d", held, copied)
 	}
 	got, err := readAll(ctx, srv, 64<<10)
 	if err != nil || !bytes.Equal(got, msg) {
@@ -173,5 +182,47 @@ func TestReceiveBudgetGivesBack(t *testing.T) {
 			t.Fatalf("%d bytes held once the message was read and the connection ended", held)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReceiveBudgetUnkeptWaitsForReader: a whole stream that arrived
+// unread is not copied when the budget has no room for the copy; the
+// peer's Close then waits until the application has read it, and
+// returns nil once it did.
+func TestReceiveBudgetUnkeptWaitsForReader(t *testing.T) {
+	ctx := testContext(t)
+	// A 256 KiB budget: an address's share, 16 KiB, is its connection's
+	// window.
+	st := &Stack{MemoryBudget: 256 << 10}
+	cli, srv, ln := pair(t, st, serverConfig(), clientConfig())
+	l := ln.(*Listener)
+	msg := bytes.Repeat([]byte("x"), 4<<10)
+	if err := cli.WriteMessage(ctx, msg, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- cli.Close() }()
+	for l.BudgetStats().UnkeptStreams == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the whole stream was copied beyond the budget's room")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("the client's Close returned (%v) before the message was read or copied", err)
+	default:
+	}
+	if got, err := readAll(ctx, srv, 64<<10); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("read %d bytes, %v; want %d", len(got), err, len(msg))
+	}
+	if _, _, err := srv.ReadMessage(ctx, make([]byte, 8)); err != io.EOF {
+		t.Fatalf("after the message: %v, want io.EOF", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("the client's Close: %v", err)
+	}
+	if bs := l.BudgetStats(); bs.Peak > bs.Budget/16 {
+		t.Errorf("the budget held %d bytes for one address, over its share %d", bs.Peak, bs.Budget/16)
 	}
 }

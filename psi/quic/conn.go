@@ -18,7 +18,8 @@ import (
 )
 
 const (
-	// maxPending bounds datagrams held for streams not yet seen.
+	// maxPending bounds datagrams held for streams not yet seen; a
+	// listener's are charged to its receive budget too.
 	maxPending = 64
 	// maxStreamID is the largest QUIC stream ID.
 	maxStreamID = 1<<62 - 1
@@ -350,6 +351,7 @@ func (c *conn) openTransient(ctx context.Context, hdr header, parent *Transient,
 			t.replayOn = true
 			dq := c.registerLocked(t)
 			c.mu.Unlock()
+			c.givePending(dq)
 			// Small writes are queued without blocking. If 0-RTT is
 			// rejected, the header is sent again with the replay.
 			if _, err := s.Write(appendHeader(nil, hdr)); err != nil && !errors.Is(err, quicgo.Err0RTTRejected) {
@@ -402,6 +404,7 @@ func (c *conn) register(t *Transient) {
 	c.mu.Lock()
 	dq := c.registerLocked(t)
 	c.mu.Unlock()
+	c.givePending(dq) // pushDatagram charges them again
 	for _, d := range dq {
 		t.pushDatagram(d)
 	}
@@ -421,6 +424,14 @@ func (c *conn) registerLocked(t *Transient) [][]byte {
 		c.npending -= len(dq)
 	}
 	return dq
+}
+
+// givePending gives back the charge of datagrams held for a stream not
+// yet seen (receiveDatagrams).
+func (c *conn) givePending(dq [][]byte) {
+	for _, d := range dq {
+		c.acct.give(datagramCost(d))
+	}
 }
 
 // rekey moves t from stream old to its new stream after a 0-RTT replay.
@@ -569,13 +580,15 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 	settle := sync.OnceFunc(func() {
 		c.mu.Lock()
 		delete(c.inflight, s.StreamID())
-		if dq, ok := c.pending[s.StreamID()]; ok {
+		dq := c.pending[s.StreamID()]
+		if dq != nil {
 			// Refused: its early datagrams go too.
 			delete(c.pending, s.StreamID())
 			c.npending -= len(dq)
 		}
 		c.settled.Broadcast()
 		c.mu.Unlock()
+		c.givePending(dq)
 	})
 	defer settle()
 	// Every stream but the first (the root, one a connection, which
@@ -689,7 +702,11 @@ func (c *conn) receiveDatagrams() {
 			// A stream the peer has not opened yet may still be on its
 			// way; datagrams for any other are dropped.
 			_, inflight := c.inflight[sid]
-			if c.peerStream(sid) && (sid > c.accepted || inflight) && c.npending < maxPending {
+			// A listener's are charged to its budget, and dropped
+			// without room: 64 a connection were up to 90 KiB each
+			// outside it. (The budget's lock is taken last everywhere.)
+			if c.peerStream(sid) && (sid > c.accepted || inflight) && c.npending < maxPending &&
+				c.acct.takeDatagram(datagramCost(msg)) {
 				c.pending[sid] = append(c.pending[sid], msg)
 				c.npending++
 			}

@@ -24,10 +24,12 @@ type countReader struct {
 	restAt int64      // n when rest was kept
 
 	// acct is the listener's account of the stream's connection (nil on
-	// a dialled one): a kept rest pins it, so that what the connection
-	// left unread stays charged after it ends, until the rest is read or
-	// dropped (unpin), or the reader is collected.
+	// a dialled one): the kept rest's array is charged to it (kept, its
+	// size; see account.takeKept) and pins it, so that the rest stays
+	// charged after the connection ends, until it is read or dropped
+	// (unpin), or the reader is collected.
 	acct  *account
+	kept  atomic.Int64
 	unpin atomic.Pointer[func()]
 }
 
@@ -44,6 +46,7 @@ func (c *countReader) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		c.rest = nil
 		c.dropPin()
+		c.giveKept()
 	case c.rest != nil && n > 0:
 		c.trimRest()
 		if err != nil && connEnded(err) {
@@ -67,6 +70,11 @@ func (c *countReader) trimRest() {
 	r := make([]byte, int64(len(c.rest))-off)
 	copy(r, c.rest[off:])
 	c.rest, c.restAt = r, c.n.Load()
+	// The new array is charged instead of the old, unless the charge
+	// went back already (dropPin).
+	if old := c.kept.Load(); old > int64(len(r)) && c.kept.CompareAndSwap(old, int64(len(r))) {
+		c.acct.giveKept(old - int64(len(r)))
+	}
 }
 
 // readRest serves the kept end of the stream, then io.EOF.
@@ -75,6 +83,7 @@ func (c *countReader) readRest(p []byte) (int, error) {
 	if off >= int64(len(c.rest)) {
 		c.rest = nil
 		c.dropPin()
+		c.giveKept()
 		return 0, io.EOF
 	}
 	n := copy(p, c.rest[off:])
@@ -83,16 +92,26 @@ func (c *countReader) readRest(p []byte) (int, error) {
 }
 
 // keepRest peeks at all of the stream not yet read into buf, which must
-// be larger than that, and keeps it. It returns io.EOF when it did; the
-// whole stream must have arrived, so a Read in progress does not block
-// it for long.
+// be larger than that and charged to acct (takeKept), and keeps it. It
+// returns io.EOF when it did, and then owns the charge; the whole stream
+// must have arrived, so a Read in progress does not block it for long.
 func (c *countReader) keepRest(buf []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k, err := c.s.Peek(buf)
 	if err == io.EOF {
 		c.rest, c.restAt = buf[:k:k], c.n.Load()
-		if k > 0 && c.acct != nil && c.unpin.Load() == nil {
+		if k == 0 {
+			// Read already: an empty rest stands for the io.EOF.
+			c.rest = []byte{}
+			c.acct.giveKept(int64(len(buf)))
+			return err
+		}
+		c.kept.Store(int64(len(buf)))
+		if c.unpin.Load() == noPinPtr {
+			c.giveKept() // dropped already
+		}
+		if c.acct != nil && c.unpin.Load() == nil {
 			f := c.acct.pin()
 			c.unpin.Store(&f)
 			runtime.AddCleanup(c, func(f func()) { f() }, f)
@@ -102,16 +121,33 @@ func (c *countReader) keepRest(buf []byte) error {
 }
 
 // dropPin gives back the pin of a kept rest, once it is read or its
-// transient is released; it does not wait for a Read in progress.
+// transient is released; it does not wait for a Read in progress. The
+// rest's charge goes back with it when the transient is released
+// (release); a rest being read gives it back itself.
 func (c *countReader) dropPin() {
-	if f := c.unpin.Swap(&noPin); f != nil {
+	if f := c.unpin.Swap(noPinPtr); f != nil && f != noPinPtr {
 		(*f)()
 	}
 }
 
+// release gives back the pin and the charge of a kept rest that is not
+// read any more.
+func (c *countReader) release() {
+	c.dropPin() // first: a keepRest after it sees it and gives back
+	c.giveKept()
+}
+
+// giveKept gives back the kept rest's charge, once.
+func (c *countReader) giveKept() {
+	c.acct.giveKept(c.kept.Swap(0))
+}
+
 // noPin marks a countReader whose pin was given back, so that none is
 // taken again.
-var noPin = func() {}
+var (
+	noPin    = func() {}
+	noPinPtr = &noPin
+)
 
 // connEnded reports whether a stream read failed because its connection
 // ended, rather than a deadline or the stream's own reset.

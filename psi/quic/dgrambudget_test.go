@@ -85,3 +85,92 @@ func TestReceiveBudgetBoundsDatagrams(t *testing.T) {
 		t.Errorf("heap grew by %d KiB, over the %d KiB budget and 2 MiB", (full-base)>>10, budget>>10)
 	}
 }
+
+// TestReceiveBudgetChargesEarlyDatagrams: datagrams for a stream the
+// peer has not opened yet, held until it comes (64 a connection), are
+// charged to the listener's budget and dropped without room; their
+// charge moves to the stream's queue when it comes, and goes back when
+// it is refused and when the connection ends. Before, they were held
+// outside the budget: it held the connection's window alone.
+func TestReceiveBudgetChargesEarlyDatagrams(t *testing.T) {
+	// A 1 MiB budget: an address's share is 64 KiB and the connection's
+	// window 16 KiB.
+	const budget = 1 << 20
+	const size = 1000
+	ctx := testContext(t)
+	st := &Stack{MemoryBudget: budget}
+	ln, err := st.Listen(ctx, loopback, serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := ln.(*Listener)
+	defer l.Close()
+	go func() {
+		for {
+			if _, err := l.Accept(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	pc, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 4, 10)})
+	defer pc.Close()
+	qc, err := quicgo.Dial(ctx, pc, net.UDPAddrFromAddrPort(l.Addr()), rawTLS(), &quicgo.Config{EnableDatagrams: true, MaxIdleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	root, _ := qc.OpenStream()
+	root.Write(appendHeader(nil, header{kind: kindRoot}))
+	// The budget's figures settle as packets arrive; a datagram lost on
+	// loopback fails the test at ctx's end.
+	await := func(what string, ok func(BudgetStats) bool) {
+		t.Helper()
+		for {
+			bs := l.BudgetStats()
+			if ok(bs) {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s: the budget holds %d bytes, %d datagrams dropped", what, bs.Held, bs.DroppedDatagrams)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	const window = minWindow
+	await("the connection", func(bs BudgetStats) bool { return bs.Held == window })
+	payload := make([]byte, size)
+	early := func(id quicgo.StreamID, n int) {
+		d := append(binary.AppendUvarint(nil, uint64(id)), payload...)
+		for range n {
+			if err := qc.SendDatagram(d); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	fork := append(appendHeader(nil, header{kind: kindFork, parent: 0, class: psi.Wine}), 0, 0, 0, 1)
+	// 40 datagrams for the client's next stream, 4, before it is
+	// opened; then the stream, whose fork queues them, charged once.
+	early(4, 40)
+	await("40 datagrams held for stream 4", func(bs BudgetStats) bool { return bs.Held == window+40*size })
+	s4, _ := qc.OpenStream()
+	s4.Write(fork)
+	await("stream 4", func(bs BudgetStats) bool { return bs.Held == window+40*size+streamCost })
+	// 64 for stream 8: room for 5 of them in the share.
+	const fit = (budget/16 - window - 40*size - streamCost) / size
+	early(8, maxPending)
+	await("64 datagrams for stream 8", func(bs BudgetStats) bool {
+		return bs.Held == window+(40+fit)*size+streamCost && bs.DroppedDatagrams == maxPending-fit
+	})
+	// Stream 8 has no room for its fork: refused, its datagrams too.
+	s8, _ := qc.OpenStream()
+	s8.Write(fork)
+	await("stream 8 refused", func(bs BudgetStats) bool {
+		return bs.Held == window+40*size+streamCost && bs.RefusedStreams == 1
+	})
+	if bs := l.BudgetStats(); bs.Peak > budget/16 {
+		t.Errorf("the budget held %d bytes for one address, over its share %d", bs.Peak, budget/16)
+	}
+	qc.CloseWithError(0, "")
+	await("the connection's end", func(bs BudgetStats) bool { return bs.Held == 0 })
+}

@@ -137,9 +137,15 @@ type Stack struct {
 	// refused without room (the dialer's fork fails with post.ErrRefused
 	// at its first write or read): by default one address holds about
 	// 4,000 forks in all, fewer when its windows are large. A received
-	// datagram waiting to be read is charged its size the same way, and
-	// dropped without room.
-	// Listener.BudgetStats reports the accounting; dialing ignores it.
+	// datagram waiting to be read (or for its stream to arrive) is
+	// charged its size the same way, and dropped without room. A
+	// stream's 16 KiB read buffer, made by its first read, is charged
+	// while under half the budget and the shares is used, and a stream
+	// gets a 512-byte one past that. A stream that arrived whole and
+	// unread is copied to outlive its connection only with room for the
+	// copy, which stays charged until read; without, the peer's close
+	// waits for the read. Listener.BudgetStats reports the accounting;
+	// dialing ignores it.
 	MemoryBudget int64
 
 	// tokens keeps the address tokens listeners gave this stack's dials

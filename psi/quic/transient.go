@@ -23,8 +23,12 @@ import (
 )
 
 // readBuffer is the read buffer of a transient; reads at least this large
-// bypass it.
-const readBuffer = 16 << 10
+// bypass it. A listener's transient without room for it in the receive
+// budget gets minReadBuffer instead (see bufferSize).
+const (
+	readBuffer    = 16 << 10
+	minReadBuffer = 512
+)
 
 // maxDatagramQueue bounds the datagrams waiting to be read on one
 // transient; when it is full the oldest is dropped.
@@ -81,8 +85,9 @@ type Transient struct {
 	done      chan struct{}
 	stats     Stats
 	// charged: a fork the listener charged to its connection's budget
-	// account (account.takeStream), given back on release.
-	charged bool
+	// account (account.takeStream), given back on release; bufCharged
+	// the same for its read buffer (takeBuffer).
+	charged, bufCharged bool
 	// endedFirst: the peer had ended its side when Close came to wait
 	// for it, so our end is what the peer waits for. Close's goroutine
 	// only.
@@ -132,24 +137,33 @@ func (t *Transient) confirmEnd(cr *countReader, size int64) {
 	s := cr.s
 	// Peeking past the end returns io.EOF once everything is there.
 	// What the peer can send beyond what was read is bounded by flow
-	// control, and so is this buffer.
-	buf := make([]byte, max(size-cr.n.Load(), 0)+1)
+	// control, and so is this buffer. On a listener it is charged to the
+	// receive budget, as quic-go's copy of the same bytes is (in the
+	// window), and without room it is not made: the peer's close is then
+	// confirmed when the reader reaches the end (fail).
+	n := max(size-cr.n.Load(), 0) + 1
+	if !cr.acct.takeKept(n) {
+		return
+	}
+	buf := make([]byte, n)
 	for {
 		_, err := s.Peek(buf)
 		if err == io.EOF {
-			err = cr.keepRest(buf)
+			err = cr.keepRest(buf) // on io.EOF cr owns the charge
 		}
 		switch {
 		case err == io.EOF:
 			t.peerClosed()
 			return
 		case err == nil || t.isClosed():
+			cr.acct.giveKept(n)
 			return
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// A deadline set to wake a reader; look again once it
 			// is cleared.
 			time.Sleep(10 * time.Millisecond)
 		default:
+			cr.acct.giveKept(n)
 			return // reset, or the connection is gone
 		}
 	}
@@ -183,10 +197,29 @@ func (t *Transient) setReader(s *quicgo.Stream) {
 // accepted and left unread) holds no readBuffer. Called with rmu held.
 func (t *Transient) reader() *bufio.Reader {
 	if t.br == nil {
-		t.br = bufio.NewReaderSize(t.countReader(t.rs), readBuffer)
+		t.br = bufio.NewReaderSize(t.countReader(t.rs), t.bufferSize())
 		t.fr = framer.LengthPrefix{}.NewReader(t.br, t.c.cfg.Limit())
 	}
 	return t.br
+}
+
+// bufferSize returns the size of a new read buffer: a listener's is
+// charged to its connection's budget account, and minReadBuffer without
+// room. Without the charge an application reading every fork a peer
+// opened gave each 16 KiB outside the budget: 16 MiB a connection.
+func (t *Transient) bufferSize() int {
+	if t.c.acct == nil {
+		return readBuffer
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.bufCharged && !t.released && t.c.acct.takeBuffer() {
+		t.bufCharged = true
+	}
+	if t.bufCharged {
+		return readBuffer
+	}
+	return minReadBuffer
 }
 
 func (t *Transient) setWriter(s *quicgo.Stream) {
@@ -1112,10 +1145,15 @@ func (t *Transient) releaseOnce() {
 	r := t.released
 	t.released = true
 	t.dropDatagrams()
+	buf := t.bufCharged
+	t.bufCharged = false
 	t.mu.Unlock()
+	if buf {
+		t.c.acct.give(readBuffer)
+	}
 	if !r {
 		if cr := t.rc.Load(); cr != nil {
-			cr.dropPin() // what it kept is not read any more
+			cr.release() // what it kept is not read any more
 		}
 		if t.charged {
 			t.c.acct.giveStream()

@@ -22,6 +22,7 @@ var All = []Row{
 	{Name: "QUIC handshakes never completed", Run: QUICHandshakeFlood},
 	{Name: "QUIC connections and forks never accepted or read", Run: QUICUnread},
 	{Name: "QUIC forks never accepted, each with a byte sent", Run: QUICForkFlood},
+	{Name: "QUIC forks accepted and read, each with a byte sent", Run: QUICForkRead},
 	{Name: "FSP connections and clones never accepted or read", Run: FSPUnaccepted},
 	{Name: "FSP observer with a faster path", Run: FSPObserver},
 	{Name: "Rendezvous fill", Run: RendezvousFill},
