@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 
@@ -331,8 +330,9 @@ type Line struct{}
 // Name returns "line".
 func (Line) Name() string { return "line" }
 
-// ErrLineContent is returned when a message for the Line framer holds CR or LF.
-var ErrLineContent = errors.New("framer: line message contains CR or LF")
+// ErrLineContent is returned when a message for the Line framer holds CR
+// or LF. It wraps post.ErrInvalid: the content cannot be framed.
+var ErrLineContent = post.Errorf(post.ErrInvalid, "framer: line message contains CR or LF")
 
 // NewReader returns a reader of CRLF-terminated lines. Like the
 // length-prefix reader, it survives errors from r other than io.EOF.

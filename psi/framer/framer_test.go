@@ -147,7 +147,7 @@ func TestLineWire(t *testing.T) {
 	if got := b.String(); got != "HELO x\r\n\r\n" {
 		t.Fatalf("wire %q", got)
 	}
-	if err := w.WriteMessage([]byte("a\nb"), true); !errors.Is(err, ErrLineContent) {
+	if err := w.WriteMessage([]byte("a\nb"), true); !errors.Is(err, ErrLineContent) || !errors.Is(err, post.ErrInvalid) {
 		t.Fatalf("LF in content: %v", err)
 	}
 }
