@@ -29,3 +29,10 @@ func SlotWaiters(t *Transport) int {
 	}
 	return n
 }
+
+// Slots returns the slots t assumes origin serves a root.
+func Slots(t *Transport, origin string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.slots(origin)
+}

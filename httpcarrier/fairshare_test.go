@@ -133,11 +133,12 @@ func slotsSharedByPrefix(t *testing.T, stack string) {
 	}
 }
 
-// TestIdleForksMakeRoom: the forks a Transport keeps idle hold slots at
-// the server, which waits on them for a next request; a request that
-// needs a new fork while they fill the server's slots closes one.
-// Before, a POST after four concurrent GETs to a server serving four at
-// once waited for the server's 5-minute idle timeout.
+// TestIdleForksMakeRoom: the Transport learns the slots the server
+// announces on the root, and the forks it keeps idle hold slots at the
+// server, which waits on them for a next request: a request that needs
+// a new fork while they fill the server's slots closes one. Before, a
+// POST after four concurrent GETs to a server serving four at once
+// waited for the server's 5-minute idle timeout.
 func TestIdleForksMakeRoom(t *testing.T) {
 	forStacks(t, func(t *testing.T, stack string) {
 		const n = 4
@@ -151,7 +152,6 @@ func TestIdleForksMakeRoom(t *testing.T) {
 			io.WriteString(w, "ok")
 		}), func(s *httpcarrier.Server) { s.MaxConcurrentRequests = n })
 		tr := client.Transport.(*httpcarrier.Transport)
-		tr.MaxConcurrentRequests = n
 		var gets sync.WaitGroup
 		for range n {
 			gets.Go(func() {
@@ -168,7 +168,14 @@ func TestIdleForksMakeRoom(t *testing.T) {
 		if k := len(httpcarrier.IdleForks(tr)); k != n {
 			t.Fatalf("%d idle forks after %d concurrent GETs, want %d", k, n, n)
 		}
-		// The limit only bounds a hang.
+		// The root's reader may not have read the announcement yet (the
+		// limit only bounds a hang).
+		origin := strings.TrimPrefix(u, "http://")
+		for stop := time.Now().Add(20 * time.Second); httpcarrier.Slots(tr, origin) != n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(stop) {
+				t.Fatalf("the Transport assumes %d slots, the server announced %d", httpcarrier.Slots(tr, origin), n)
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, "POST", u+"/", strings.NewReader("body"))

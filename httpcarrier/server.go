@@ -31,9 +31,9 @@ type Server struct {
 	// MaxConcurrentRequests bounds the requests served at once on one
 	// root Carrier; the server takes no more forks of it until one ends
 	// (the stack's fork flow control holds the client back). Zero means
-	// DefaultMaxConcurrentRequests (256). A Transport assumes that many
-	// (Transport.MaxConcurrentRequests), and shares them fairly between
-	// the clients of a front.
+	// DefaultMaxConcurrentRequests (256). The server tells the client on
+	// the root, and a Transport shares them fairly between the clients of
+	// a front (Transport.MaxConcurrentRequests).
 	MaxConcurrentRequests int
 	// IdleTimeout bounds the wait for the next request on a fork the
 	// client keeps open between requests, after which the fork is closed
@@ -163,6 +163,19 @@ func (s *Server) serveRoot(root *carrier.Carrier) {
 		root.Abort()
 		return
 	}
+	n := s.MaxConcurrentRequests
+	if n <= 0 {
+		n = DefaultMaxConcurrentRequests
+	}
+	// The client shares the slots between its own clients by this.
+	ctx, cancel = context.WithTimeout(s.ctx, s.headerTimeout())
+	err = root.Send(ctx, slotsMsg(n))
+	cancel()
+	if err != nil {
+		log.Debug("cannot announce the slots", "err", err)
+		root.Abort()
+		return
+	}
 	ctx, cancel = context.WithCancel(s.ctx)
 	defer cancel()
 	go func() {
@@ -174,10 +187,6 @@ func (s *Server) serveRoot(root *carrier.Carrier) {
 			}
 		}
 	}()
-	n := s.MaxConcurrentRequests
-	if n <= 0 {
-		n = DefaultMaxConcurrentRequests
-	}
 	slots := make(chan struct{}, n)
 	for {
 		select {

@@ -17,27 +17,48 @@ type slot struct {
 	once   sync.Once
 }
 
-// slots returns the origin's slots a root, or -1 for no bound.
-func (t *Transport) slots() int {
+// slots returns origin's slots a root, or -1 for no bound. Called with
+// t.mu held.
+func (t *Transport) slots(origin string) int {
 	switch n := t.MaxConcurrentRequests; {
 	case n < 0:
 		return -1
+	case t.sizes[origin] > 0:
+		return t.sizes[origin]
 	case n == 0:
 		return DefaultMaxConcurrentRequests
 	default:
-		return n
+		return min(n, maxSlots)
+	}
+}
+
+// setSlots notes the slots origin announced.
+func (t *Transport) setSlots(origin string, n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.MaxConcurrentRequests < 0 || t.sizes[origin] == n {
+		return
+	}
+	if t.sizes == nil {
+		t.sizes = map[string]int{}
+	}
+	t.sizes[origin] = n
+	if p := t.pools[origin]; p != nil {
+		p.size = n
+		p.grant()
 	}
 }
 
 // acquire waits for a slot of origin for the client ctx is marked with,
 // until ctx ends.
 func (t *Transport) acquire(ctx context.Context, origin string) (*slot, error) {
-	n := t.slots()
-	if n < 0 {
-		return nil, nil
-	}
 	key, marked := clientPrefix(ctx)
 	t.mu.Lock()
+	n := t.slots(origin)
+	if n < 0 {
+		t.mu.Unlock()
+		return nil, nil
+	}
 	p := t.pools[origin]
 	if p == nil {
 		p = newSlotPool(n)
@@ -93,13 +114,10 @@ func (t *Transport) dropPoolLocked(origin string, p *slotPool) {
 // the origin's slots: the server holds a slot for each idle fork, waiting
 // for its next request, and would not take the new one.
 func (t *Transport) makeRoom(rc *rootConn) {
-	n := t.slots()
-	if n < 0 {
-		return
-	}
 	t.mu.Lock()
+	n := t.slots(rc.origin)
 	var f *carrier.Carrier
-	if len(rc.forks) > 0 && rc.inflight+len(rc.forks) > n {
+	if n >= 0 && len(rc.forks) > 0 && rc.inflight+len(rc.forks) > n {
 		f = rc.forks[0]
 		rc.forks = append(rc.forks[:0], rc.forks[1:]...)
 	}

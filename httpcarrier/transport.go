@@ -38,18 +38,19 @@ type Transport struct {
 	// MaxResponseHeaderBytes bounds a response head or trailer block;
 	// zero means DefaultMaxHeaderBytes.
 	MaxResponseHeaderBytes int
-	// MaxConcurrentRequests is the number of requests the origin serves at
-	// once on a root Carrier (its Server.MaxConcurrentRequests), its
-	// slots; zero means DefaultMaxConcurrentRequests (256), negative no
-	// bound (requests past the origin's wait at the origin, in arrival
-	// order). A request takes a slot before its fork and holds it until
-	// its transaction ends; past the slots it waits, and the slots are
-	// shared between the prefixes of the clients the requests are made
-	// for (WithClient): with free of n slots free, a prefix holding h
-	// takes another only while h*n < 2*free*free, and a freed slot goes to
-	// the waiting prefix holding fewest. So a prefix alone gets half of
-	// them, and a client of a prefix holding none is served at once
-	// unless every slot is held (23 prefixes at least, of 256) by others.
+	// MaxConcurrentRequests is the number of requests the origin is
+	// assumed to serve at once on a root Carrier (its slots) until it
+	// says (a Server announces its MaxConcurrentRequests on each root);
+	// zero means DefaultMaxConcurrentRequests (256), negative no bound
+	// (requests past the origin's wait at the origin, in arrival order).
+	// A request takes a slot before its fork and holds it until its
+	// transaction ends; past the slots it waits, and the slots are shared
+	// between the prefixes of the clients the requests are made for
+	// (WithClient): with free of n slots free, a prefix holding h takes
+	// another only while h*n < 2*free*free, and a freed slot goes to the
+	// waiting prefix holding fewest. So a prefix alone gets half of them,
+	// and a client of a prefix holding none is served at once unless
+	// every slot is held by others (23 prefixes at least, of 256).
 	// Requests not marked with a client are not limited by the share.
 	MaxConcurrentRequests int
 	Logger                *slog.Logger
@@ -57,6 +58,7 @@ type Transport struct {
 	mu     sync.Mutex
 	conns  map[string]*rootConn
 	pools  map[string]*slotPool                // per origin: its slots
+	sizes  map[string]int                      // per origin: the slots it announced
 	assocs map[string]*association.Association // kept across roots: the race winner is cached
 
 	closingMu sync.Mutex
@@ -563,6 +565,9 @@ func (t *Transport) watch(rc *rootConn) {
 		if string(m) == string(goAway) {
 			t.log().Debug("origin going away", "origin", rc.origin)
 			t.drain(rc)
+		}
+		if n, ok := parseSlots(m); ok {
+			t.setSlots(rc.origin, n)
 		}
 	}
 }

@@ -14,12 +14,35 @@ import (
 )
 
 // Root-carrier messages. The client's first message on a root Carrier is
-// preface; the server answers nothing on the root until it shuts down,
-// when it sends goAway.
+// preface; the server answers with slotsMsg, how many requests it serves
+// at once on the root, and says nothing more until it shuts down, when it
+// sends goAway.
 var (
 	preface = []byte("postsockets-http/1")
 	goAway  = []byte("goaway")
 )
+
+// slotsPrefix starts the server's slots message: "slots 256".
+const slotsPrefix = "slots "
+
+// slotsMsg is the message announcing n slots a root.
+func slotsMsg(n int) []byte {
+	return strconv.AppendInt([]byte(slotsPrefix), int64(n), 10)
+}
+
+// parseSlots returns the slots a slots message announces; ok is false
+// for any other message or an announcement out of range.
+func parseSlots(m []byte) (n int, ok bool) {
+	v, found := strings.CutPrefix(string(m), slotsPrefix)
+	if !found {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return min(n, maxSlots), true
+}
 
 // DefaultMaxHeaderBytes bounds a head or a trailer block when the
 // configuration leaves it zero.

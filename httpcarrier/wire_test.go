@@ -53,3 +53,19 @@ func TestTransferEncodingRefused(t *testing.T) {
 		t.Error("containsFold")
 	}
 }
+
+// TestSlotsMessage: the server's slots message reads back; other
+// messages and announcements out of range are not one.
+func TestSlotsMessage(t *testing.T) {
+	if n, ok := parseSlots(slotsMsg(256)); !ok || n != 256 {
+		t.Errorf("slots 256 read as %d, %v", n, ok)
+	}
+	if n, ok := parseSlots([]byte("slots 99999999999")); !ok || n != maxSlots {
+		t.Errorf("a huge announcement read as %d, %v; want %d", n, ok, maxSlots)
+	}
+	for _, m := range []string{"goaway", "slots 0", "slots -1", "slots ", "slots x", "slots 1e3", "slot 5"} {
+		if n, ok := parseSlots([]byte(m)); ok {
+			t.Errorf("%q read as %d slots", m, n)
+		}
+	}
+}
