@@ -100,13 +100,15 @@ func (c *Conn) dataFits() bool {
 func (c *Conn) halfOpen() bool { return c.earlyResp != nil && c.state >= stateEstablished }
 
 // resendHalf answers a RESTORE repeated while c sends 0.5-RTT data: the
-// initiator lacks the answer, so it dropped the data too, which goes
-// again as a probe would (the newest and oldest in flight), within the
-// bound the repeat raised. Called with c.mu held, after the answer left.
+// initiator lacks the answer, so it dropped the ticket that followed it
+// and the data too. A new ticket goes first, and the data again as a
+// probe would (the newest and oldest in flight), within the bound the
+// repeat raised. Called with c.mu held, after the answer left.
 func (c *Conn) resendHalf() {
 	if c.state != stateEstablished && c.state != stateClosing {
 		return
 	}
+	c.issueTicket(time.Now())
 	if c.snd.BytesInFlight() > 0 {
 		c.probes = max(c.probes, c.snd.Probe(2))
 	}

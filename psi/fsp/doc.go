@@ -189,7 +189,10 @@
 // Resumption and 0-RTT: once a connection is confirmed (on a 0-RTT
 // resumption, right after its answer, ahead of any 0.5-RTT data), the
 // listener sends the initiator a NEW_TICKET (protected, sent once: a
-// lost ticket costs a full handshake next time): a ticket nonce and a ticket sealed
+// lost ticket costs a full handshake next time; but a RESTORE repeated
+// while a 0-RTT connection waits for its confirmation, which says the
+// answer and so the ticket after it went unread, gets a new ticket after
+// the answer again): a ticket nonce and a ticket sealed
 // with AES-128-GCM under a ticket key of the listener's, which rotates
 // every hour (the previous key still opens), so the listener keeps no
 // state per client. The ticket holds its issue time, the listener's

@@ -402,3 +402,51 @@ func TestHalfRTTForkWaits(t *testing.T) {
 		t.Fatalf("got %q, %v", m, err)
 	}
 }
+
+// TestHalfRTTTicketLost: the listener's answer to RESTORE and the ticket
+// that followed it are lost; a reader-first client repeats RESTORE when
+// its handshake timer fires, and still gets a ticket for its next dial.
+// The ticket left once, with the first answer, and the client ended
+// without one.
+func TestHalfRTTTicketLost(t *testing.T) {
+	lh := &recConn{PacketConn: mustUDP(t)}
+	l, ccfg := resumableOn(t, lh, nil)
+	answers, tickets := 0, 0
+	lh.mu.Lock()
+	lh.drop = func(b []byte) bool {
+		var p wire.Packet
+		if wire.Parse(b, &p) != nil {
+			return false
+		}
+		switch p.Opcode {
+		case wire.AckConnectReq:
+			answers++
+			return answers == 1
+		case wire.Ticket:
+			tickets++
+			return tickets == 1
+		}
+		return false
+	}
+	lh.mu.Unlock()
+	h := &recConn{PacketConn: mustUDP(t)}
+	c, acc := halfDial(t, l, ccfg, h)
+	ctx := testContext(t)
+	s := <-acc
+	if s == nil {
+		t.Fatal("Accept failed")
+	}
+	if err := s.SendMessage(ctx, []byte("server first")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.ReceiveMessage(ctx); err != nil || string(m) != "server first" {
+		t.Fatalf("got %q, %v", m, err)
+	}
+	waitTicket(t, ccfg.Security.SessionCache, c)
+	lh.mu.Lock()
+	if answers < 2 || tickets < 2 {
+		t.Errorf("%d answers and %d tickets sent: the loss did not happen as planned", answers, tickets)
+	}
+	lh.mu.Unlock()
+	pingPong(t, c, s)
+}
