@@ -15,7 +15,7 @@ import (
 
 // rawForker is a client that speaks psi/quic's stream headers over
 // quic-go directly, so that its own state per stream is quic-go's alone.
-func rawForker(t *testing.T, ctx context.Context, from netip.Addr, to netip.AddrPort) *quicgo.Conn {
+func rawForker(t testing.TB, ctx context.Context, from netip.Addr, to netip.AddrPort) *quicgo.Conn {
 	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: from.AsSlice()})
 	if err != nil {
