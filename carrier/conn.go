@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/internal/assoccache"
 	"github.com/postsockets/postsockets/post"
 )
 
@@ -277,30 +277,28 @@ func (n *NetListener) Addr() net.Addr { return Addr{"post", n.l.Addr()} }
 // Dialer returns a function with the signature of net.Dialer.DialContext
 // that initiates a Carrier to address, for http.Transport.DialContext.
 // Carriers to the same address share one Association, so later dials
-// reuse the stack and path that won the first race.
+// reuse the stack and path that won the first race. It keeps the
+// Associations of the 1,024 addresses dialled most recently.
 func Dialer(cfg *Config) func(ctx context.Context, network, address string) (net.Conn, error) {
-	var mu sync.Mutex
-	assocs := map[string]*association.Association{}
+	return dialer(cfg, &assoccache.Cache{})
+}
+
+// dialer is Dialer keeping its Associations in assocs.
+func dialer(cfg *Config, assocs *assoccache.Cache) func(ctx context.Context, network, address string) (net.Conn, error) {
 	return func(ctx context.Context, _, address string) (net.Conn, error) {
 		var c Config
 		if cfg != nil {
 			c = *cfg
 		}
-		mu.Lock()
-		if a := assocs[address]; a != nil && c.Association == nil {
+		if a := assocs.Get(address); a != nil && c.Association == nil {
 			c.Association = a
 		}
-		mu.Unlock()
 		car, err := Initiate(ctx, post.RemoteName(address), &c)
 		if err != nil {
 			return nil, err
 		}
 		if c.Association == nil {
-			mu.Lock()
-			if assocs[address] == nil {
-				assocs[address] = car.Association()
-			}
-			mu.Unlock()
+			assocs.Add(address, car.Association())
 		}
 		return NewConn(car), nil
 	}

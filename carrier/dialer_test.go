@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/assoccache"
 )
 
 // TestDialerReusesAssociation: a second dial to the same address runs on
@@ -27,5 +28,31 @@ func TestDialerReusesAssociation(t *testing.T) {
 	}
 	if w, ok := a.Winner(); !ok || w.Stack != conns[1].Carrier().Stack() {
 		t.Fatalf("winner %+v %v, second carrier on %s", w, ok, conns[1].Carrier().Stack())
+	}
+}
+
+// TestDialerBounded: the Dialer keeps the Associations of the addresses
+// dialled most recently, at most its cache's bound, rather than one for
+// every address it ever dialled (a proxy dialling ever new addresses grew
+// by about 5 KiB an address).
+func TestDialerBounded(t *testing.T) {
+	cache := &assoccache.Cache{Max: 2}
+	dial := carrier.DialerWithCache(clientConfig(), cache)
+	var addrs []string
+	for range 3 {
+		addrs = append(addrs, listen(t, serverConfig()).Remote("localhost").Name)
+	}
+	for _, addr := range append(addrs, addrs[2]) {
+		c, err := dial(ctxT(t), "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	if n := cache.Len(); n != 2 {
+		t.Fatalf("the Dialer keeps %d Associations, want 2", n)
+	}
+	if cache.Get(addrs[0]) != nil || cache.Get(addrs[2]) == nil {
+		t.Fatal("the Dialer forgot a recent address before the oldest")
 	}
 }

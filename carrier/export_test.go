@@ -43,3 +43,6 @@ func SinkQueued(s *Sink) int { return len(s.msgs) }
 
 // ResponderQueued returns how many requests r queued for Receive.
 func ResponderQueued(r *Responder) int { return len(r.reqs) }
+
+// DialerWithCache is Dialer keeping its Associations in assocs.
+var DialerWithCache = dialer

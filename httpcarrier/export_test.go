@@ -36,3 +36,10 @@ func Slots(t *Transport, origin string) int {
 	defer t.mu.Unlock()
 	return t.slots(origin)
 }
+
+// BoundAssocs sets how many origins' Associations t keeps and returns
+// how many it keeps now.
+func BoundAssocs(t *Transport, max int) (kept func() int) {
+	t.assocs.Max = max
+	return t.assocs.Len
+}

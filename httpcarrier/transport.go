@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/postsockets/postsockets/association"
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/assoccache"
 	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/post"
 )
@@ -57,9 +57,9 @@ type Transport struct {
 
 	mu     sync.Mutex
 	conns  map[string]*rootConn
-	pools  map[string]*slotPool                // per origin: its slots
-	sizes  map[string]int                      // per origin: the slots it announced
-	assocs map[string]*association.Association // kept across roots: the race winner is cached
+	pools  map[string]*slotPool // per origin: its slots
+	sizes  map[string]int       // per origin: the slots it announced
+	assocs assoccache.Cache     // per origin, kept across roots: the race winner is cached
 
 	closingMu sync.Mutex
 	closing   map[chan struct{}]struct{} // Carriers closing in the background (closing.go)
@@ -514,11 +514,9 @@ func (t *Transport) dial(rc *rootConn) {
 		cfg = *t.Config
 	}
 	cfg.IdleTimeout, cfg.Lazy = 0, false
-	t.mu.Lock()
-	if a := t.assocs[rc.origin]; a != nil {
+	if a := t.assocs.Get(rc.origin); a != nil {
 		cfg.Association = a
 	}
-	t.mu.Unlock()
 	remote := post.RemoteName(rc.origin)
 	if t.Remote != nil {
 		remote = t.Remote(rc.origin)
@@ -537,10 +535,7 @@ func (t *Transport) dial(rc *rootConn) {
 		}
 	} else {
 		rc.root = root
-		if t.assocs == nil {
-			t.assocs = map[string]*association.Association{}
-		}
-		t.assocs[rc.origin] = root.Association()
+		t.assocs.Add(rc.origin, root.Association())
 	}
 	close(rc.ready)
 	t.mu.Unlock()
