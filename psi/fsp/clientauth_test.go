@@ -314,8 +314,8 @@ func TestClientAuthRefusalLost(t *testing.T) {
 	srv, cli, other := testcert.Must(), testcert.Must(), testcert.Must()
 	var dropped atomic.Int32
 	lt := &Transport{Conn: &hookConn{PacketConn: mustUDP(t), onWrite: func(b []byte, send func([]byte)) {
-		if len(b) > 1 && wire.Opcode(b[1]) == wire.Reset && len(b) > overhead && dropped.Add(1) == 1 {
-			return // the protected refusal, one octet longer than a bare RESET
+		if len(b) > 1 && wire.Opcode(b[1]) == wire.Reset && len(b) == overhead+1 && dropped.Add(1) == 1 {
+			return // the protected refusal, one octet (its reason) longer than a bare RESET
 		}
 		send(b)
 	}}}

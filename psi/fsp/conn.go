@@ -40,7 +40,7 @@ const (
 	minPacingDelay = time.Millisecond
 	hsInitialRTO   = 250 * time.Millisecond
 	hsMaxRTO       = 2 * time.Second
-	ackBufferBytes = overhead + 12 + 8*wire.MaxGaps
+	ackBufferBytes = overhead + 12 + 8*wire.MaxGaps + wire.ResetTokenLen
 )
 
 // ptoGranularity is the least margin of a probe timeout over the smoothed
@@ -112,8 +112,12 @@ type Conn struct {
 	err       error
 
 	// Handshake.
-	hsKey      []byte // tag key of handshake packets
-	resetKey   []byte // tag key of unauthenticated RESETs sent to us
+	hsKey []byte // tag key of handshake packets
+	// resetToken is the peer's reset token for the connection, nil
+	// until it sent one (conn_reset.go); tokenOwed: the peer asked for
+	// ours and the next acknowledgement carries it.
+	resetToken *[wire.ResetTokenLen]byte
+	tokenOwed  bool
 	nonce      [fcrypto.NonceLen]byte
 	peerNonce  []byte
 	kp         *fcrypto.KeyPair

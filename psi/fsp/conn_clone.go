@@ -196,8 +196,9 @@ func (c *Conn) newClone(peerClone uint32, forked bool) *Conn {
 		c.clones[peerClone] = cl
 	}
 	// A clone's peer forgets it like a connection: by an unauthenticated
-	// RESET, believed only as the last word of a close.
-	cl.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, cl.local)
+	// RESET, believed only as the last word of a close (its tag key is
+	// HandshakeKey(PSK, cl.local), unprotectedReset), or by a stateless
+	// reset once the peer gave it a token (conn_reset.go).
 	cl.installKeys()
 	cl.establish(time.Now())
 	// A clone shares its session's path: it starts from its RTT.

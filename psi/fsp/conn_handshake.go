@@ -38,7 +38,6 @@ func (c *Conn) dial(ctx context.Context) error {
 	c.kp = kp
 	psk := c.cfg.Security.PSK
 	c.hsKey = fcrypto.HandshakeKey(psk, c.local)
-	c.resetKey = c.hsKey
 	now := time.Now()
 	if rs := c.takeTicket(now); rs != nil {
 		// Resume with one round trip; a listener that cannot take the
@@ -437,7 +436,6 @@ func (c *Conn) respond(req *connectReq) error {
 		return nil
 	}
 	c.hsKey = key
-	c.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, c.local)
 	c.peerNonce = append([]byte(nil), clientNonce...)
 	c.peerKnown = true
 	c.peerParam = req.param

@@ -509,6 +509,11 @@ func (c *Conn) onTimer() {
 				c.qlog.timeout(now, n, c.backoff)
 			}
 			c.probes = 1
+			if c.resetToken != nil {
+				// Data packets may be too small to draw a stateless
+				// reset from a peer that forgot us: ask, padded.
+				c.ackReq = true
+			}
 			c.rtoAt = now.Add(c.rto())
 		case actWindowProbe:
 			// Blocked by the peer's window: probe for an update. A paused

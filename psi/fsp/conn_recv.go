@@ -39,11 +39,15 @@ func (c *Conn) handlePacket(in *inPacket, pkt *wire.Packet, now time.Time) *Conn
 	}
 	var deliver *Listener
 	c.receive(in, pkt, &deliver, &op, now)
+	probe := c.unansweredReset(pkt)
 	more := c.state == stateEstablished || c.state == stateClosing
 	// Handed to Accept already, on its 0-RTT resumption.
 	early := c.used0RTT && !c.initiator
 	charged := c.bud != nil
 	c.mu.Unlock()
+	if probe {
+		c.parent.probeForReset()
+	}
 	if deliver != nil {
 		c.t.mu.Lock()
 		c.t.pending.remove(c)
@@ -77,7 +81,7 @@ type opened struct {
 // left for receive. Called with c.mu held; it holds it again on return.
 func (c *Conn) openUnlocked(in *inPacket, pkt *wire.Packet, op *opened) bool {
 	if c.state != stateEstablished && c.state != stateClosing || pkt.Opcode <= wire.AckConnectReq ||
-		pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen {
+		pkt.Opcode == wire.Reset && unauthenticatedReset(pkt) {
 		return false
 	}
 	d := c.rx[0]
@@ -147,7 +151,10 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	if pkt.Opcode <= wire.AckConnectReq {
 		return // stray handshake packet
 	}
-	if pkt.Opcode == wire.Reset && len(pkt.Payload) == fcrypto.TagLen && c.unprotectedReset(b) {
+	if pkt.Opcode == wire.Reset && c.statelessReset(pkt) {
+		return
+	}
+	if pkt.Opcode == wire.Reset && unauthenticatedReset(pkt) && c.unprotectedReset(b) {
 		return
 	}
 	d := c.rx[0]
@@ -231,6 +238,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	if !c.peerKnown {
 		c.peer, c.peerKnown = pkt.Src, true // the peer's clone answered
 	}
+	c.onTokenFlags(pkt, pt)
 	if pkt.HasSkip && !c.milk && c.parent != nil && c.stats.PacketsReceived == 1 {
 		c.setMilk() // the peer forked a milk clone; a root stays wine
 	}
@@ -695,6 +703,15 @@ func (c *Conn) ReceiveMessage(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// unauthenticatedReset reports whether a RESET has the length of an
+// unauthenticated one: a tag alone (a plain RESET), or a reset token and
+// a tag (a stateless reset). A protected RESET without a reason is as
+// long as a plain one.
+func unauthenticatedReset(pkt *wire.Packet) bool {
+	_, stateless := wire.StatelessResetToken(pkt)
+	return stateless || len(pkt.Payload) == fcrypto.TagLen
+}
+
 // unprotectedReset takes a RESET whose payload is a tag alone when the tag
 // proves it an unauthenticated one from the peer's stack, and reports
 // whether it did. The peer's protected RESET without a reason is as long:
@@ -715,7 +732,7 @@ func (c *Conn) unprotectedReset(b []byte) bool {
 	if !released && !c.authWait && !dropped {
 		return false
 	}
-	if _, ok := fcrypto.VerifyHandshakeTag(c.resetKey, b); !ok {
+	if _, ok := fcrypto.VerifyHandshakeTag(fcrypto.HandshakeKey(c.cfg.Security.PSK, c.local), b); !ok {
 		return false
 	}
 	switch {

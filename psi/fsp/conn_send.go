@@ -189,7 +189,7 @@ func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
 	}
 	return wire.Packet{Header: wire.Header{
 		Opcode:   op,
-		Flags:    flags | c.phaseFlag() | c.halfFlag(),
+		Flags:    flags | c.phaseFlag() | c.halfFlag() | c.tokenFlag(),
 		Window:   uint32(min(c.window(), wire.MaxWindow)),
 		Seq:      uint32(seq),
 		Expected: uint32(c.rcv.Expected()),
@@ -397,7 +397,7 @@ func (c *Conn) sendAck(now time.Time) {
 		p.HasResponse, p.Response = true, c.resps[0]
 		c.resps = c.resps[1:]
 	}
-	c.queueOut(&p, nil)
+	c.queueOut(&p, c.ackPayload(&p.Flags))
 	c.ackNow, c.ackReq = false, false
 	c.ackPending = 0
 	c.ackAt = time.Time{}

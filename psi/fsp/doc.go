@@ -23,7 +23,8 @@
 //
 // Every datagram starts with a 28-octet fixed header: version (0),
 // opcode, header stack pointer (the offset of the payload), flags
-// (end-of-transaction, ack-request, key phase, abort), the advertised receive
+// (end-of-transaction, ack-request, key phase, abort, reset token
+// request, reset token), the advertised receive
 // window in packets (24 bits), the sequence number, the expected sequence
 // number (cumulative acknowledgement), the packet number, and the
 // destination and source ALFIDs. Optional headers (CONNECT_PARAM,
@@ -451,7 +452,8 @@
 // older than a second, else the request is; clients retransmit, nobody
 // gets a refusal for it. No reply to an unauthenticated packet is larger
 // than the packet (a RESET to an unknown ALFID answers only packets of
-// at least its 44 bytes). Keys are derived only for the current key
+// at least its 44 bytes, a stateless reset, below, only packets larger
+// than its 60). Keys are derived only for the current key
 // epoch and the next, and only a packet that authenticates moves the
 // epoch; a clone is allocated only after its first packet authenticates.
 //
@@ -481,6 +483,35 @@
 // starts the count over, so forged ICMP errors end nothing. A connection
 // accepted by a Listener, or dialled over a shared Transport, does not
 // see ICMP errors and waits for its idle timeout.
+//
+// Stateless reset (as QUIC's, RFC 9000 §10.3): a listener derives a reset
+// key (HKDF-SHA256) from its private key (Certificates[0], or the
+// PSK-derived one) and its socket's address, and the reset token of a
+// connection is a truncated HMAC-SHA256 of the connection's ALFIDs under
+// it. Each end sets FlagTokenRequest (0x40) on its protected packets
+// until it holds its peer's token; a listener's end answers with a
+// KEEP_ALIVE flagged FlagResetToken (0x80) whose encrypted payload is
+// the token, so roots and clones each get theirs, never in clear. A
+// listener that no longer knows an ALFID (restarted after a crash with
+// the same key on the same address, or it forgot the connection)
+// answers a packet of more than 60 bytes to it with a stateless reset:
+// a RESET whose payload is the token of that ALFID pair and the tag of
+// the plain RESET (60 bytes), at most 64 a second to one address (an
+// IPv6 /64) and 1,024 a second in all, the rest plain. The peer compares
+// the token in constant time and ends the connection with
+// post.ErrReset; a RESET without it is ignored (or taken as a plain
+// RESET where one is believed). A connection holding a token pads its
+// acknowledgement requests, and asks for one at each retransmission
+// timeout, so its next packets draw the reset even when its data
+// packets are small. A clone forked after the listener forgot its
+// parent sends its MULTIPLY to the parent's ALFID, which draws a reset
+// the clone holds no token for: that makes the parent probe the peer,
+// and a parent ended by a stateless reset ends its clones that never
+// heard from the peer. A listener whose private key cannot be exported
+// (a hardware signer) uses a random reset key, which does not survive a
+// restart. A crashed and restarted listener's dialers so fail at their
+// next packet instead of at the idle timeout
+// (TestRestartedListenerResets).
 //
 // Packets are protected with
 // AES-128-GCM, the header being the associated data and the nonce a
@@ -627,6 +658,7 @@
 //   - Fork credit (FORK_CREDIT) is ours; the reference has no limit on
 //     clones but its socket table.
 //   - Initial sequence numbers are 1, not random: packets are encrypted.
+//   - Reset tokens and stateless resets are ours (after QUIC's).
 //   - Unauthenticated RESETs are believed only while connecting, when
 //     tagged under the initiator's nonce (RefusalKey: only a party that
 //     saw the INIT_CONNECT or CONNECT_REQUEST can refuse a dial; others
@@ -635,5 +667,7 @@
 //     protected packet of the listener's confirmed it (the listener gave
 //     the handshake up, or refused a CLIENT_AUTH, and forgot it: the
 //     connection fails at once rather than at its idle timeout); and, as
-//     a last word, while closing with everything acknowledged.
+//     a last word, while closing with everything acknowledged. A
+//     stateless reset carrying the connection's reset token is believed
+//     at any time.
 package fsp

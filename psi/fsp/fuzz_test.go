@@ -61,6 +61,12 @@ func FuzzTransportInput(f *testing.F) {
 	p = wire.Packet{Header: wire.Header{Opcode: wire.KeepAlive, Dst: 0x30000, Src: peer}, HasCredit: true, Credit: 1 << 31}
 	f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 16)...))
 	f.Add([]byte{0x40, 1, 2, 3}) // QUIC-looking
+	// Stateless resets with a token that is not the connection's, and to
+	// ALFIDs nobody holds (the listener answers with its own).
+	p = wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: 0x30000, Src: peer}}
+	f.Add(append(wire.AppendHeader(nil, &p), make([]byte, wire.ResetTokenLen+wire.StatelessResetTag)...))
+	p = wire.Packet{Header: wire.Header{Opcode: wire.PureData, Flags: wire.FlagTokenRequest, Dst: 0x40000, Src: peer}}
+	f.Add(append(wire.AppendHeader(nil, &p), make([]byte, 100)...))
 
 	t := &Transport{Conn: &nullConn{done: make(chan struct{})}}
 	scfg, _ := pair(f)
@@ -80,6 +86,8 @@ func FuzzTransportInput(f *testing.F) {
 	c.installKeys()
 	c.mu.Lock()
 	c.establish(time.Now())
+	// It holds a reset token the fuzzer does not know (conn_reset.go).
+	c.resetToken = &[wire.ResetTokenLen]byte{1, 2, 3}
 	c.mu.Unlock()
 
 	from := peerAddr{ap: netip.MustParseAddrPort("127.0.0.1:2")}

@@ -302,7 +302,6 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet,
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.hsKey = binder
-	c.resetKey = fcrypto.HandshakeKey(c.cfg.Security.PSK, c.local)
 	c.peerNonce = bytes.Clone(req.nonce)
 	c.peerKnown = true
 	c.peerParam = pkt.Param

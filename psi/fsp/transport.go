@@ -95,6 +95,9 @@ type Transport struct {
 	// icmpPending: a send returned an ICMP error, so the error queue
 	// has entries the read loop did not hear of.
 	icmpPending atomic.Bool
+	// reset makes the reset tokens of a listener's connections and its
+	// stateless resets (reset_token.go); nil without a listener.
+	reset atomic.Pointer[resetKeys]
 	// rcvbuf sizes a listener's socket buffer (rcvbuf.go); reader only.
 	rcvbuf rcvbufTuner
 }
@@ -556,19 +559,27 @@ func handshakePacket(dst []byte, key []byte, p *wire.Packet, payload []byte) []b
 const resetLen = wire.HeaderLen + fcrypto.TagLen
 
 // sendReset refuses a packet of reqLen bytes to an unknown ALFID with an
-// unauthenticated RESET, which peers believe only while closing. It is
+// unauthenticated RESET: a stateless reset (reset_token.go) from a
+// listener, when the packet is larger and the rate limits allow, else a
+// plain one, which peers believe only while closing or connecting. It is
 // never larger than the packet: shorter packets get no answer.
 func (t *Transport) sendReset(to *peerAddr, dst, src uint32, reqLen int) {
 	if dst == 0 || reqLen < resetLen {
 		return
 	}
-	var psk []byte
-	t.mu.Lock()
-	if t.listener != nil {
-		psk = t.listener.cfg.Security.PSK
+	tagKey := func() []byte {
+		var psk []byte
+		t.mu.Lock()
+		if t.listener != nil {
+			psk = t.listener.cfg.Security.PSK
+		}
+		t.mu.Unlock()
+		return fcrypto.HandshakeKey(psk, dst)
 	}
-	t.mu.Unlock()
-	t.writeReset(to, dst, src, fcrypto.HandshakeKey(psk, dst))
+	if t.statelessReset(to, src, dst, reqLen, tagKey) { // src is ours, dst the peer's
+		return
+	}
+	t.writeReset(to, dst, src, tagKey())
 }
 
 // refuseHandshake answers an INIT_CONNECT or CONNECT_REQUEST of reqLen
@@ -787,6 +798,7 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 	}
 	t.listener = l
 	t.mu.Unlock()
+	t.reset.Store(newResetKeys(id, t.Conn.LocalAddr()))
 	t.init()
 	return l, nil
 }

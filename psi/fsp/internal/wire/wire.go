@@ -97,7 +97,27 @@ const (
 	// what it holds unread of the message and reports it reset. Parse
 	// rejects it without FlagEOT.
 	FlagAbort = 1 << 3
+	// FlagTokenRequest (ours), on a protected packet, asks the peer for
+	// the reset token of the connection: a sender that has none sets it
+	// until one arrives. A peer that can send stateless resets answers
+	// with FlagResetToken.
+	FlagTokenRequest = 1 << 6
+	// FlagResetToken (ours) marks a protected KEEP_ALIVE whose payload
+	// starts with the sender's reset token for the connection
+	// (ResetTokenLen octets, encrypted with the rest of the payload).
+	FlagResetToken = 1 << 7
 )
+
+// ResetTokenLen is the length of a reset token.
+const ResetTokenLen = 16
+
+// StatelessResetTag is the length of the tag that ends an unauthenticated
+// RESET: a truncated HMAC-SHA256 (the handshake tag).
+const StatelessResetTag = 16
+
+// StatelessResetLen is the length of a stateless reset: the fixed
+// header, the reset token and the tag.
+const StatelessResetLen = HeaderLen + ResetTokenLen + StatelessResetTag
 
 // HeaderLen is the length of the fixed header.
 const HeaderLen = 28
@@ -202,6 +222,16 @@ type Packet struct {
 // everything else to QUIC.
 func IsFSP(b []byte) bool {
 	return len(b) >= HeaderLen && b[0] == Version && b[1] >= 1 && Opcode(b[1]) <= maxOpcode
+}
+
+// StatelessResetToken returns the reset token a stateless reset carries:
+// a RESET whose payload is a reset token and a tag. It reports false for
+// any other packet.
+func StatelessResetToken(p *Packet) ([]byte, bool) {
+	if p.Opcode != Reset || len(p.Payload) != ResetTokenLen+StatelessResetTag {
+		return nil, false
+	}
+	return p.Payload[:ResetTokenLen], true
 }
 
 // PeekDst returns the destination ALFID of an FSP datagram.

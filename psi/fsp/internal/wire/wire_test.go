@@ -174,3 +174,30 @@ func TestCredentialLimits(t *testing.T) {
 		}
 	}
 }
+
+func FuzzStatelessResetToken(f *testing.F) {
+	p := Packet{Header: Header{Opcode: Reset, Dst: 0x10000, Src: 0x20000}}
+	f.Add(append(AppendHeader(nil, &p), make([]byte, ResetTokenLen+StatelessResetTag)...))
+	f.Add(append(AppendHeader(nil, &p), make([]byte, StatelessResetTag)...))
+	p.Opcode = KeepAlive
+	f.Add(append(AppendHeader(nil, &p), make([]byte, ResetTokenLen+StatelessResetTag)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p Packet
+		if Parse(b, &p) != nil {
+			return
+		}
+		tok, ok := StatelessResetToken(&p)
+		if !ok {
+			if tok != nil {
+				t.Fatal("a token from a packet that is no stateless reset")
+			}
+			return
+		}
+		if p.Opcode != Reset || len(tok) != ResetTokenLen || len(b) < StatelessResetLen {
+			t.Fatalf("token %x from %v of %d bytes", tok, p.Opcode, len(b))
+		}
+		if len(p.Payload) != ResetTokenLen+StatelessResetTag || &tok[0] != &p.Payload[0] {
+			t.Fatal("the token is not the payload's start")
+		}
+	})
+}
