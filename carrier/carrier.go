@@ -348,7 +348,9 @@ func (c *Carrier) Stack() string {
 // Class returns the Carrier's traffic class: Wine (reliable, older data
 // first) or Milk (newest data wins; older data may be dropped). Root
 // Carriers are always Wine; a Carrier forked with ForkClass(ctx, psi.Milk)
-// is Milk where the stack supports it.
+// is Milk. Only a stack with psi.MilkClones (FSP) acts on it: QUIC
+// records the class and delivers everything, as for Wine, and TCP
+// refuses the fork (see ForkClass).
 func (c *Carrier) Class() psi.TrafficClass {
 	if t, ok := c.transient().(interface{ Class() psi.TrafficClass }); ok {
 		return t.Class()
@@ -564,7 +566,10 @@ func (c *Carrier) Fork(ctx context.Context) (*Carrier, error) {
 	return c.ForkClass(ctx, c.cfg.Class)
 }
 
-// ForkClass is Fork with an explicit traffic class.
+// ForkClass is Fork with an explicit traffic class. Milk needs
+// Policy.AllowMilk (else post.ErrPolicyConflict); FSP makes a milk clone,
+// QUIC a stream that delivers everything, and TCP refuses it with an
+// error wrapping post.ErrNotSupported.
 func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carrier, error) {
 	if c.kind != kindFull {
 		return nil, post.Errorf(post.ErrNotSupported, "sources and sinks cannot be forked")
