@@ -9,7 +9,8 @@
 // with the same bounds on the front's clients: header, body and keep-alive
 // timeouts, at most -max-conns connections, -max-conns-per-addr from
 // one address (httpcarrier.LimitListener), and 64 requests in progress
-// from one address, 128 from one /24 or /48 (httpcarrier.RequestLimit).
+// from one address, 128 from one /24 or /48 (httpcarrier.RequestLimit),
+// which the Transport then shares the back's slots between.
 //
 //	go run ./examples/gateway          # origin, back, front and a client in one process
 //	go run ./examples/gateway -mode back -listen 127.0.0.1:4433 -origin http://127.0.0.1:8081
