@@ -898,7 +898,11 @@ func (l *Listener) Remote(host string) post.Remote {
 }
 
 // Close stops listening. Carriers already accepted stay open; those not
-// yet accepted are aborted.
+// yet accepted are aborted. The UDP stacks' accepted Carriers run over
+// the listener's socket, so its port stays bound until they are closed,
+// and on FSP up to a second more (time-wait): a Listen on the same port
+// number until then fails with an error wrapping post.ErrInvalid. TCP's
+// port is free at once.
 func (l *Listener) Close() error {
 	var errs []error
 	l.once.Do(func() {
