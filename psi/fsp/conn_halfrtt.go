@@ -3,6 +3,8 @@ package fsp
 import (
 	"context"
 	"time"
+
+	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
 // 0.5-RTT data (see doc.go, "Resumption and 0-RTT"). A listener that
@@ -141,5 +143,53 @@ func (c *Conn) awaitConfirmed(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// maxHeld bounds the protected datagrams a resumed dial keeps while it
+// waits for the listener's answer: 0.5-RTT data that overtook the answer
+// or outlived its loss, and the ticket after it. The amplification bound
+// lets about that many through before the client's repeated RESTOREs
+// raise it; beyond, and for datagrams larger than MaxDatagramSize, they
+// are dropped and the listener sends them again. Held while no key can
+// tell them from forgeries, so kept few: they cost at most maxHeld
+// pooled buffers per dial, until the answer or the dial's end.
+const maxHeld = 4
+
+// heldPacket is a datagram kept until the keys to open it are known.
+type heldPacket struct {
+	buf  *[]byte
+	n    int
+	from peerAddr
+}
+
+// holdEarly keeps a protected datagram that came to a resumed dial
+// before the answer to its RESTORE, taking in.buf. Called with c.mu held.
+func (c *Conn) holdEarly(in *inPacket) {
+	rs := c.resume
+	if rs == nil || c.state != stateInitiating || len(rs.held) >= maxHeld || in.buf == nil || in.n > MaxDatagramSize {
+		c.stats.PacketsDropped++
+		return
+	}
+	rs.held = append(rs.held, heldPacket{in.buf, in.n, in.from})
+	in.buf = nil
+}
+
+// replayHeld receives the datagrams holdEarly kept, now that the answer
+// installed the keys, in the order they came; they are dropped if the
+// dial went on with a full handshake (no 0.5-RTT data then) or ended.
+// Called with c.mu held.
+func (c *Conn) replayHeld(held []heldPacket, deliver **Listener, now time.Time) {
+	for _, h := range held {
+		in := inPacket{buf: h.buf, n: h.n, from: h.from}
+		var pkt wire.Packet
+		if c.state == stateEstablished && wire.Parse(in.bytes(), &pkt) == nil && pkt.Src == c.peer {
+			c.receive(&in, &pkt, deliver, &opened{}, now)
+		} else {
+			c.stats.PacketsDropped++
+		}
+		if in.buf != nil {
+			putBuf(in.buf)
+		}
 	}
 }

@@ -145,7 +145,18 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 			}
 			return
 		}
+		if pkt.Opcode > wire.AckConnectReq {
+			c.holdEarly(in) // 0.5-RTT data before the answer
+			return
+		}
+		rs := c.resume
 		c.onHandshakeReply(b, pkt, from.dst)
+		if rs != nil && c.resume == nil && len(rs.held) > 0 {
+			// Answered, or sent on to a full handshake.
+			held := rs.held
+			rs.held = nil
+			c.replayHeld(held, deliver, now)
+		}
 		return
 	}
 	if pkt.Opcode <= wire.AckConnectReq {

@@ -254,12 +254,16 @@
 // answers included (RFC 9000 §8.1); the rest waits, no probe timeout
 // fires while it does, and a RESTORE repeated (the client lacks the
 // answer) raises the bound and sends the answer and the data in flight
-// again. A 0-RTT RESTORE and its copy are padded to BaseDatagramSize
-// for that room, as QUIC pads a client's Initial. The packets sent
-// before the confirmation carry a header flag (flagHalfRTT) so that the
-// initiator, which drops them until it has the answer (retransmission
-// recovers them), does not take them for the confirmation's answer and
-// goes on asking for one. A Fork on the listener's side waits for the
+// again, with a new ticket. A 0-RTT RESTORE and its copy are padded to
+// BaseDatagramSize for that room, as QUIC pads a client's Initial. An
+// initiator that gets protected datagrams before the answer (0.5-RTT
+// data or the ticket overtook it, or outlived its loss) keeps up to four
+// of at most MaxDatagramSize bytes, unopened, and reads them once the
+// answer gives the keys; it drops any beyond (retransmission recovers
+// them), and all of them if the dial goes on with a full handshake.
+// The packets sent before the confirmation carry a header flag
+// (flagHalfRTT) so that the initiator does not take them for the
+// confirmation's answer and goes on asking for one. A Fork on the listener's side waits for the
 // confirmation; a confirmation that does not come within the handshake
 // timeout ends the connection. A copy that arrives before its RESTORE is
 // a RESTORE itself. The message is the initiator's sequence

@@ -53,6 +53,7 @@ type resumeState struct {
 	secret   []byte // resumption secret
 	received time.Time
 	chain    []*x509.Certificate // the server's verified chain
+	held     []heldPacket        // what came before the answer (conn_halfrtt.go)
 }
 
 // ticketCacheKey names the listener a ticket is for in
