@@ -377,7 +377,9 @@ func (c *Conn) Stats() Stats {
 	s := c.stats
 	s.QueueDropped = c.queueDropped()
 	s.MTUFallbacks = c.pmtu.blackHoles
-	if c.rtt.HasSample() { // zero until measured, not the timers' guess
+	// Zero until measured (here or, on a resumption, by the session
+	// that issued the ticket), not the timers' guess.
+	if _, ok := c.rtt.Estimate(); ok {
 		s.SmoothedRTT, s.RTTVar = c.rtt.SmoothedRTT(), c.rtt.RTTVar()
 	}
 	if c.snd != nil {

@@ -172,10 +172,11 @@ func (t *transient) TransientStats() psi.TransientStats {
 // unread (Conn.ReadBacklog).
 func (t *transient) ReadBacklog() (ready, held bool) { return t.c.ReadBacklog() }
 
-// measured is r's smoothed RTT, or zero before its first sample.
+// measured is r's smoothed RTT, or zero before its first sample (or
+// the estimate a ticket carried).
 func measured(r *congestion.RTTStats) time.Duration {
-	if !r.HasSample() {
-		return 0
+	if d, ok := r.Estimate(); ok {
+		return d
 	}
-	return r.SmoothedRTT()
+	return 0
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
 )
 
-// lateAnswer is a listener socket that holds back its first answer to
-// RESTORE, so that the 0.5-RTT data written meanwhile overtakes it, and
-// then, once cut, sends nothing but that answer.
+// lateAnswer is a listener socket that, once armed, holds back its first
+// answer to RESTORE, so that the 0.5-RTT data written meanwhile overtakes
+// it, and then, once cut, sends nothing but that answer.
 type lateAnswer struct {
 	net.PacketConn
 	mu     sync.Mutex
@@ -29,8 +29,12 @@ func (a *lateAnswer) WriteTo(b []byte, addr net.Addr) (int, error) {
 	parsed := wire.Parse(b, &p) == nil
 	a.mu.Lock()
 	switch {
-	case a.armed && a.answer == nil && parsed && p.Opcode == wire.AckConnectReq:
-		a.answer, a.to = bytes.Clone(b), addr
+	case a.armed && parsed && p.Opcode == wire.AckConnectReq:
+		// The first is held; repeats (the client's handshake timer fired
+		// on a slow host) are lost.
+		if a.answer == nil {
+			a.answer, a.to = bytes.Clone(b), addr
+		}
 		a.mu.Unlock()
 		return len(b), nil
 	case a.cut:
@@ -46,7 +50,7 @@ func (a *lateAnswer) WriteTo(b []byte, addr net.Addr) (int, error) {
 // release cuts the socket off and sends the answer it held.
 func (a *lateAnswer) release() {
 	a.mu.Lock()
-	a.cut = true
+	a.cut, a.armed = true, false
 	b, to := a.answer, a.to
 	a.mu.Unlock()
 	if b != nil {
