@@ -73,8 +73,11 @@ type Context struct {
 	AttemptDelay time.Duration
 	// ICEServers are STUN and TURN servers for peer-to-peer rendezvous.
 	ICEServers []ICEServer
-	// AllowMilk lets messages with a lifetime travel on milk-like clones
-	// or datagrams, where newer data may supersede older.
+	// AllowMilk lets a Carrier fork milk-like clones (Carrier.ForkClass
+	// with psi.Milk), where newer data may supersede older. Datagrams
+	// need no opt-in: an Unreliable message with a Lifetime goes as one
+	// where the stack has them (QUIC) unless the datagrams feature is
+	// prohibited.
 	AllowMilk bool
 }
 

@@ -34,7 +34,9 @@ type Properties struct {
 	Immediate bool
 	// Unreliable permits the stack to drop the message rather than
 	// retransmit it (datagrams, milk-like clones). It only takes effect
-	// together with a Lifetime and where the policy allows.
+	// together with a Lifetime and where the policy allows (the
+	// datagrams feature not prohibited). A message sent as a datagram
+	// may also arrive before or after the Carrier's other messages.
 	Unreliable bool
 }
 
