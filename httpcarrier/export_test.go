@@ -43,3 +43,10 @@ func BoundAssocs(t *Transport, max int) (kept func() int) {
 	t.assocs.Max = max
 	return t.assocs.Len
 }
+
+// SlotsKept returns how many origins' announced slots t keeps.
+func SlotsKept(t *Transport) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.sizes)
+}

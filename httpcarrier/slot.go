@@ -32,11 +32,13 @@ func (t *Transport) slots(origin string) int {
 	}
 }
 
-// setSlots notes the slots origin announced.
-func (t *Transport) setSlots(origin string, n int) {
+// setSlots notes the slots rc's origin announced on rc. A root taken out
+// of the pool (draining, closed) announces for no request to come.
+func (t *Transport) setSlots(rc *rootConn, n int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.MaxConcurrentRequests < 0 || t.sizes[origin] == n {
+	origin := rc.origin
+	if t.MaxConcurrentRequests < 0 || rc.draining || t.sizes[origin] == n {
 		return
 	}
 	if t.sizes == nil {
@@ -107,6 +109,17 @@ func (s *slot) release() {
 func (t *Transport) dropPoolLocked(origin string, p *slotPool) {
 	if p.idle() && t.pools[origin] == p {
 		delete(t.pools, origin)
+		t.forgetSlotsLocked(origin)
+	}
+}
+
+// forgetSlotsLocked forgets the slots origin announced once it has
+// neither a root nor a pool, so that t keeps them only for the origins in
+// use, not for every origin it ever reached; the next root announces them
+// again. Called with t.mu held.
+func (t *Transport) forgetSlotsLocked(origin string) {
+	if t.conns[origin] == nil && t.pools[origin] == nil {
+		delete(t.sizes, origin)
 	}
 }
 

@@ -58,7 +58,7 @@ type Transport struct {
 	mu     sync.Mutex
 	conns  map[string]*rootConn
 	pools  map[string]*slotPool // per origin: its slots
-	sizes  map[string]int       // per origin: the slots it announced
+	sizes  map[string]int       // per origin with a root or a pool: the slots it announced
 	assocs assoccache.Cache     // per origin, kept across roots: the race winner is cached
 
 	closingMu sync.Mutex
@@ -532,6 +532,7 @@ func (t *Transport) dial(rc *rootConn) {
 		rc.err = fmt.Errorf("httpcarrier: %s: %w", rc.origin, err)
 		if t.conns[rc.origin] == rc {
 			delete(t.conns, rc.origin)
+			t.forgetSlotsLocked(rc.origin)
 		}
 	} else {
 		rc.root = root
@@ -562,7 +563,7 @@ func (t *Transport) watch(rc *rootConn) {
 			t.drain(rc)
 		}
 		if n, ok := parseSlots(m); ok {
-			t.setSlots(rc.origin, n)
+			t.setSlots(rc, n)
 		}
 	}
 }
@@ -579,6 +580,7 @@ func (t *Transport) drainLocked(rc *rootConn) {
 		rc.draining = true
 		if t.conns[rc.origin] == rc {
 			delete(t.conns, rc.origin)
+			t.forgetSlotsLocked(rc.origin)
 		}
 	}
 	for _, f := range rc.forks {
