@@ -130,7 +130,29 @@ idle for -tunnel-idle-timeout.
 	if o.origin == "" {
 		return nil, errors.New("-origin is required")
 	}
+	if err := o.checkLimits(); err != nil {
+		return nil, err
+	}
 	return o, nil
+}
+
+// checkLimits refuses a negative limit or timeout: 0 is the way to turn
+// one off, and a negative one turned it off without a word.
+func (o *options) checkLimits() error {
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"max-conns", int64(o.conns)}, {"max-conns-per-addr", int64(o.connsPerAddr)},
+		{"max-requests-per-addr", int64(o.reqsPerAddr)}, {"max-requests-per-prefix", int64(o.reqsPerPrefix)},
+		{"body-min-rate", int64(o.bodyMinRate)}, {"body-timeout", int64(o.bodyTimeout)},
+		{"tunnel-idle-timeout", int64(o.tunnelIdle)},
+	} {
+		if l.v < 0 {
+			return fmt.Errorf("-%s must not be negative (0 turns it off)", l.name)
+		}
+	}
+	return nil
 }
 
 // applyConfig sets the flags named in file that the command line did not.

@@ -27,6 +27,12 @@ func TestConfigFile(t *testing.T) {
 	if _, err := parseOptions([]string{"-mode", "sideways", "-origin", "x"}, io.Discard); err == nil {
 		t.Fatal("a bad mode was accepted")
 	}
+	for _, f := range []string{"-max-conns=-5", "-max-conns-per-addr=-1", "-max-requests-per-addr=-1", "-max-requests-per-prefix=-1", "-body-min-rate=-1", "-body-timeout=-1s", "-tunnel-idle-timeout=-1m"} {
+		// A negative limit turned it off silently, as 0 does.
+		if _, err := parseOptions([]string{"-mode", "front", "-origin", "x:1", f}, io.Discard); err == nil {
+			t.Errorf("%s was accepted", f)
+		}
+	}
 	o, _ = parseOptions([]string{"-mode", "back", "-origin", "http://x"}, io.Discard)
 	if _, err := o.security(); err == nil {
 		t.Fatal("a back gateway without a key or certificate was accepted")
