@@ -15,7 +15,7 @@ import (
 const DefaultMaxConcurrentRequests = 256
 
 // maxSlots bounds a Transport's slots per origin, so that the share rule's
-// products fit an int.
+// products fit an int64.
 const maxSlots = 1 << 24
 
 type clientKey struct{}
@@ -103,7 +103,8 @@ func (p *slotPool) may(c *slotClass) bool {
 	if free <= 0 {
 		return false
 	}
-	return c.anon || c.held*p.size < 2*free*free
+	// In int64: at maxSlots the products overflow a 32-bit int.
+	return c.anon || int64(c.held)*int64(p.size) < 2*int64(free)*int64(free)
 }
 
 // take gives c a slot at once if it may and no request of its class

@@ -153,3 +153,25 @@ func BenchmarkSlotPoolFull(b *testing.B) {
 		p.take(p.class(c.key, true)) // c was forgotten: it held and awaited nothing
 	}
 }
+
+// TestSlotShareHuge: the share rule holds at the largest size a back may
+// announce (maxSlots), where its products overflowed a 32-bit int: a
+// prefix holding one slot of 2^24 free but one may take another, and one
+// holding half may not.
+func TestSlotShareHuge(t *testing.T) {
+	p := newSlotPool(maxSlots)
+	c := p.class(prefixN(1), true)
+	if p.take(c) != nil {
+		t.Fatal("the first request waits")
+	}
+	if !p.may(c) {
+		t.Fatalf("a prefix holding 1 of %d slots may not take another", maxSlots)
+	}
+	c.held, p.held = maxSlots/2, maxSlots/2
+	if p.may(c) {
+		t.Fatalf("a prefix holding half of %d slots may take another", maxSlots)
+	}
+	if !p.may(p.class(prefixN(2), true)) {
+		t.Fatal("a prefix holding none may not take a free slot")
+	}
+}
