@@ -445,3 +445,76 @@ func handshakeReset(t *testing.T, onPath bool, open string) {
 	}
 	runAttack(t, ca, open)
 }
+
+// TestAttackStatelessResetFlood: 100-byte packets to ALFIDs nobody holds
+// from 32 addresses, each asking for more stateless resets than its
+// bound (resetsPerAddr a second), together more than the listener's
+// (resetsAll): the resets stay within both bounds (bursts included), the
+// rest get the plain RESET, and no answer is larger than its packet.
+func TestAttackStatelessResetFlood(t *testing.T) {
+	l, _, dial := attackListener(t, nil)
+	const addrs = 32
+	var pcs []*net.UDPConn
+	for i := range addrs {
+		pcs = append(pcs, udpFrom(t, netip.AddrFrom4([4]byte{127, 0, 1, byte(1 + i)})))
+	}
+	var sent, stateless, plain, other atomic.Int64
+	var cpu, took time.Duration
+	maxPer := make([]atomic.Int64, addrs)
+	c := attack.Case{
+		Name:   "FSP 100-byte packets to unknown ALFIDs from 32 addresses (stateless resets)",
+		Budget: 32 << 20,
+		Dial:   dial,
+		Attack: func(ctx context.Context, b *attack.Bytes) {
+			cpu = attack.CPU()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for k, pc := range pcs {
+				wg.Go(func() {
+					i := uint32(0)
+					n := attack.UDPFlood(ctx, pc, addrOf(l), 200, func() []byte {
+						i++
+						p := wire.Packet{Header: wire.Header{Opcode: wire.PureData, Dst: 0x7000000 + i, Src: 0x20000 + uint32(k)<<16 + i}}
+						return append(wire.AppendHeader(nil, &p), make([]byte, 100-wire.HeaderLen)...)
+					}, func(r []byte) {
+						switch len(r) {
+						case wire.StatelessResetLen:
+							stateless.Add(1)
+							maxPer[k].Add(1)
+						case resetLen:
+							plain.Add(1)
+						default:
+							other.Add(1)
+						}
+					}, b)
+					sent.Add(int64(n))
+				})
+			}
+			wg.Wait()
+			took = time.Since(start)
+		},
+		Check: func() (string, error) {
+			secs := took.Seconds()
+			note := cpuPer(cpu, sent.Load()) + fmt.Sprintf(", %d stateless resets and %d plain RESETs back in %.1f s", stateless.Load(), plain.Load(), secs)
+			// The bursts, and what the buckets refilled meanwhile.
+			all := int64(resetsAll*(1+secs)) + 1
+			per := int64(resetsPerAddr*(1+secs)) + 1
+			switch {
+			case other.Load() > 0:
+				return note, fmt.Errorf("%d answers neither a stateless reset nor a RESET", other.Load())
+			case stateless.Load() == 0:
+				return note, fmt.Errorf("no stateless reset")
+			case stateless.Load() > all:
+				return note, fmt.Errorf("%d stateless resets, over the listener's bound %d", stateless.Load(), all)
+			}
+			for k := range maxPer {
+				// Addresses sharing a bucket share its rate.
+				if n := maxPer[k].Load(); n > per {
+					return note, fmt.Errorf("%d stateless resets to one address, over its bound %d", n, per)
+				}
+			}
+			return note, nil
+		},
+	}
+	runAttack(t, c, "")
+}
