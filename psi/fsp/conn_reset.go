@@ -50,7 +50,7 @@ func (c *Conn) ackPayload(flags *uint8) []byte {
 	if c.tokenOwed {
 		c.tokenOwed = false
 		if r := c.t.reset.Load(); r != nil {
-			tok := r.token(c.local, c.peer)
+			tok := r.token(c.local, c.peer, c.events.local) // where the peer's packets come
 			*flags |= wire.FlagResetToken
 			return tok[:]
 		}

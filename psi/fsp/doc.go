@@ -491,8 +491,12 @@
 // Stateless reset (as QUIC's, RFC 9000 §10.3): a listener derives a reset
 // key (HKDF-SHA256) from its private key (Certificates[0], or the
 // PSK-derived one) and its socket's address, and the reset token of a
-// connection is a truncated HMAC-SHA256 of the connection's ALFIDs under
-// it. Each end sets FlagTokenRequest (0x40) on its protected packets
+// connection is a truncated HMAC-SHA256 under it of the connection's
+// ALFIDs and the local address the peer's packets come to (IP_PKTINFO,
+// where the system says), so that listeners sharing a key and a
+// wildcard socket address on several hosts do not give out each other's
+// tokens (listeners sharing the address too, behind anycast or a load
+// balancer, still do: give each its own key). Each end sets FlagTokenRequest (0x40) on its protected packets
 // until it holds its peer's token; a listener's end answers with a
 // KEEP_ALIVE flagged FlagResetToken (0x80) whose encrypted payload is
 // the token, so roots and clones each get theirs, never in clear. A

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/netip"
 
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -61,13 +62,24 @@ func newResetKeys(id *tls.Certificate, local net.Addr) *resetKeys {
 }
 
 // token returns the reset token of the connection whose ALFID at the
-// listener's end is local and at the peer's end peer.
-func (r *resetKeys) token(local, peer uint32) [wire.ResetTokenLen]byte {
+// listener's end is local and at the peer's end peer, and whose packets
+// come to the local address at (IP_PKTINFO; invalid where the system
+// does not say). The address keeps listeners that share a key and a
+// socket address but not a host (a fleet with one certificate on
+// 0.0.0.0:443, PSK peers on the same port) from giving out each other's
+// tokens: asked about an ALFID pair it does not know, a listener answers
+// with the token for its own address, not another's.
+func (r *resetKeys) token(local, peer uint32, at netip.Addr) [wire.ResetTokenLen]byte {
 	m := hmac.New(sha256.New, r.key[:])
-	var ids [8]byte
+	var ids [8 + 16]byte
 	binary.BigEndian.PutUint32(ids[:], local)
 	binary.BigEndian.PutUint32(ids[4:], peer)
-	m.Write(ids[:])
+	n := 8
+	if at.IsValid() {
+		a := at.Unmap().As16()
+		n += copy(ids[8:], a[:])
+	}
+	m.Write(ids[:n])
 	var t [wire.ResetTokenLen]byte
 	copy(t[:], m.Sum(nil))
 	return t
@@ -85,7 +97,7 @@ func (t *Transport) statelessReset(to *peerAddr, local, peer uint32, reqLen int,
 	if r == nil || reqLen <= wire.StatelessResetLen || !r.lim.allow(to.ap.Addr()) {
 		return false
 	}
-	tok := r.token(local, peer)
+	tok := r.token(local, peer, to.dst)
 	p := wire.Packet{Header: wire.Header{Opcode: wire.Reset, Dst: peer, Src: local}}
 	var arr [wire.StatelessResetLen]byte
 	b := wire.AppendHeader(arr[:0], &p)

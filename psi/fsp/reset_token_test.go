@@ -214,7 +214,7 @@ func TestForgedStatelessReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the listener's reset token", func() bool { return hasToken(c) })
-	real := l.t.reset.Load().token(s.LocalALFID(), c.LocalALFID())
+	real := l.t.reset.Load().token(s.LocalALFID(), c.LocalALFID(), s.events.local)
 	for i := range 8 {
 		forged := real
 		forged[i%len(forged)] ^= 1 << (i % 8)
@@ -290,7 +290,7 @@ func TestStatelessResetSize(t *testing.T) {
 			t.Fatalf("a %d-byte answer to %d bytes", len(b), n)
 		case stateless != (n > wire.StatelessResetLen):
 			t.Fatalf("to %d bytes: stateless %v", n, stateless)
-		case stateless && [wire.ResetTokenLen]byte(tok) != r.token(0x123456+uint32(n), 0x654321):
+		case stateless && [wire.ResetTokenLen]byte(tok) != r.token(0x123456+uint32(n), 0x654321, netip.MustParseAddr("127.0.0.1")):
 			t.Fatalf("to %d bytes: token %x is not the pair's", n, tok)
 		}
 	}
@@ -308,4 +308,32 @@ func TestStatelessResetSize(t *testing.T) {
 		t.Fatalf("%d stateless resets in a burst of %d to one address; the bound is %d", stateless, 3*resetsPerAddr, bound)
 	}
 	t.Logf("%d stateless resets of %d answers in a burst (bound %d)", stateless, 3*resetsPerAddr, bound)
+}
+
+// TestResetTokenPerHost: two listeners with one key on the same socket
+// address but on two hosts (a fleet sharing a certificate on
+// 0.0.0.0:4433; PSK peers on the same port) derive the same reset key,
+// but a token is bound to the local address the peer's packets come to:
+// one asked about an ALFID pair it does not know answers with a token
+// the other's peer does not take. Without the address, an attacker who
+// saw a connection's ALFIDs got its token from the sibling and ended it.
+func TestResetTokenPerHost(t *testing.T) {
+	scfg, _ := pair(t)
+	id := &scfg.Security.Certificates[0]
+	local := &net.UDPAddr{IP: net.IPv4zero, Port: 4433}
+	a, b := newResetKeys(id, local), newResetKeys(id, local)
+	if a.key != b.key {
+		t.Fatal("one key and socket address gave two reset keys; the test means the shared one")
+	}
+	hostA, hostB := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	given := a.token(0x123456, 0x654321, hostA)
+	if asked := b.token(0x123456, 0x654321, hostB); asked == given {
+		t.Fatal("a sibling listener gives out the token of another host's connection")
+	}
+	if again := b.token(0x123456, 0x654321, hostA); again != given {
+		t.Fatal("the same key, ALFIDs and address gave another token: a restart would not reset")
+	}
+	if b.token(0x123456, 0x654321, netip.AddrFrom16(hostA.As16())) != given {
+		t.Fatal("an IPv4-mapped address gave another token than the IPv4 one")
+	}
 }
