@@ -73,8 +73,11 @@ type budget struct {
 	// read buffers made small and unkept whole streams not copied.
 	refusedStreams, droppedDatagrams uint64
 	smallBuffers, unkept             uint64
-	srcs                             map[netip.Addr]int64
-	pfxs                             map[netip.Prefix]int64
+	// smallFrames counts connections closed for small frames unread
+	// (frames).
+	smallFrames uint64
+	srcs        map[netip.Addr]int64
+	pfxs        map[netip.Prefix]int64
 	// pending is the account made for the Initial quic-go is taking,
 	// until the connection's tracer binds it (see config); byCtx finds a
 	// live connection's account by its context.
@@ -101,6 +104,9 @@ type account struct {
 	// data unread; guarded by b.mu. When the connection ends all but kept
 	// goes back, at zero the rest.
 	refs int
+	// frames counts the connection's small STREAM frames against its
+	// reads.
+	frames frames
 }
 
 // takeLocked charges n to src and pfx if the total and both shares have
@@ -143,6 +149,11 @@ func (b *budget) giveLocked(src netip.Addr, pfx netip.Prefix, n int64) {
 func (b *budget) open(addr netip.Addr) (*account, int64, error) {
 	addr = addr.Unmap()
 	a := &account{b: b, src: hsrate.Host(addr), pfx: hsrate.Prefix(addr), refs: 1}
+	a.frames.refused = func() {
+		b.mu.Lock()
+		b.smallFrames++
+		b.mu.Unlock()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p := b.pending; p != nil {
@@ -162,6 +173,7 @@ func (b *budget) open(addr netip.Addr) (*account, int64, error) {
 	if w > minWindow || b.used+w <= b.limit {
 		b.chargeLocked(a.src, a.pfx, w)
 		a.held = w
+		a.frames.allow(w)
 		b.pending = a
 		return a, w, nil
 	}
@@ -212,6 +224,7 @@ func (a *account) grow(delta int64) bool {
 		return false // given back already, or no room
 	}
 	a.held += delta
+	a.frames.allow(delta)
 	return true
 }
 
@@ -231,6 +244,14 @@ func (a *account) takeDatagram(n int64) bool {
 // at once) needs more than full buffers.
 func (a *account) takeBuffer() bool {
 	return a == nil || a.takeOf(readBuffer, 2, &a.b.smallBuffers)
+}
+
+// readBytes credits n stream bytes read from the connection against
+// its small frames (frames).
+func (a *account) readBytes(n int64) {
+	if a != nil {
+		a.frames.readBytes(n)
+	}
 }
 
 // giveStream gives back what takeStream charged (give).
@@ -360,6 +381,10 @@ type BudgetStats struct {
 	// copied to outlive their connection for want of room: the peer's
 	// close waits for the application's read instead.
 	UnkeptStreams uint64
+	// SmallFrameCloses counts connections closed, as refused, for
+	// sending more than a bound of small STREAM frames beyond the
+	// bytes read from them (docs/security.md, Open).
+	SmallFrameCloses uint64
 }
 
 func (b *budget) stats() BudgetStats {
@@ -372,6 +397,7 @@ func (b *budget) stats() BudgetStats {
 		Budget: b.limit, Held: b.used, Peak: b.peak, Refused: b.refused,
 		RefusedStreams: b.refusedStreams, DroppedDatagrams: b.droppedDatagrams,
 		SmallReadBuffers: b.smallBuffers, UnkeptStreams: b.unkept,
+		SmallFrameCloses: b.smallFrames,
 	}
 }
 
@@ -380,8 +406,9 @@ func (b *budget) stats() BudgetStats {
 // their growth charged to its account. quic-go calls GetConfigForClient,
 // Transport.ConnContext and the Tracer for one Initial after another on
 // the listener's one goroutine, so pending passes the account from the
-// first to the last.
-func (b *budget) config(base *quicgo.Config) *quicgo.Config {
+// first to the last. With count, or when base traces the connection,
+// its small STREAM frames are counted too (frames).
+func (b *budget) config(base *quicgo.Config, count bool) *quicgo.Config {
 	cfg := base.Clone()
 	cfg.GetConfigForClient = func(ci *quicgo.ClientInfo) (*quicgo.Config, error) {
 		var addr netip.Addr
@@ -401,10 +428,14 @@ func (b *budget) config(base *quicgo.Config) *quicgo.Config {
 		next := base.Tracer
 		c.Tracer = func(ctx context.Context, isClient bool, id quicgo.ConnectionID) qlogwriter.Trace {
 			b.bind(ctx)
-			if next == nil {
-				return nil
+			var inner qlogwriter.Trace
+			if next != nil {
+				inner = next(ctx, isClient, id)
 			}
-			return next(ctx, isClient, id)
+			if !count && inner == nil {
+				return nil // quic-go builds no events
+			}
+			return a.frames.trace(inner)
 		}
 		return c, nil
 	}

@@ -95,6 +95,9 @@ func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoo
 		accepted:  -1,
 		hooks:     hooksOf(qc.Context()),
 	}
+	if acct != nil {
+		acct.frames.bind(qc)
+	}
 	c.settled = sync.NewCond(&c.mu)
 	select {
 	case <-qc.HandshakeComplete():
@@ -614,6 +617,11 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 	_ = s.SetReadDeadline(time.Now().Add(c.cfg.Handshake()))
 	h, err := readHeader(s)
 	_ = s.SetReadDeadline(time.Time{})
+	if err == nil {
+		// A frame's worth: the header's bytes came in one frame from an
+		// honest peer, and a fork may carry nothing else.
+		c.acct.readBytes(1)
+	}
 	if err != nil {
 		c.log.Debug("bad stream header", "stream", s.StreamID(), "err", err)
 		// A header that did not come in time (a starved or silent
