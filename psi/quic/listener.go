@@ -76,7 +76,7 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 	var rb *budget
 	if s.MemoryBudget >= 0 {
 		rb = newBudget(cmp.Or(s.MemoryBudget, DefaultMemoryBudget))
-		qcfg = rb.config(qcfg, s.CountSmallFrames)
+		qcfg = rb.config(qcfg, !s.DisableSmallFrameCount)
 	}
 	var hs *handshakes
 	if tr.owned {

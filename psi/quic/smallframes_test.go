@@ -19,8 +19,8 @@ import (
 // quic-go client forks 999 streams on one connection and writes chunk
 // bytes on each in turn, so that each STREAM frame carries one chunk,
 // until the connection's window is full, the listener closed it, or 10
-// s passed; the listener (default budget, Stack.CountSmallFrames off
-// and on) never reads. It reports the
+// s passed; the listener (default budget; count=false sets
+// Stack.DisableSmallFrameCount) never reads. It reports the
 // live heap's growth from the forks' arrival to the end (both ends, in
 // this process: the client's side of the frames in flight too), that
 // per byte of the window the budget charged (its peak), and whether the
@@ -37,7 +37,7 @@ func BenchmarkUnreadSmallFrames(b *testing.B) {
 
 func benchSmallFrames(b *testing.B, count bool, chunk int) {
 	ctx := testContext(b)
-	ln, err := (&Stack{CountSmallFrames: count}).Listen(ctx, loopback, serverConfig())
+	ln, err := (&Stack{DisableSmallFrameCount: !count}).Listen(ctx, loopback, serverConfig())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func writeRound(ss []*quicgo.Stream, wait time.Duration) int {
 // TestSmallFramesUnreadClosed: a raw quic-go client forks 64 streams
 // (what the budget's share for its address holds) and writes one byte
 // on each in turn, so that each STREAM frame carries one, to a listener
-// (CountSmallFrames, 8 MiB budget: a 96 KiB window) whose application
+// (counting by default, 8 MiB budget: a 96 KiB window) whose application
 // accepts the connection and never its forks. The listener counts the
 // small frames against the bytes read and closes the connection as
 // refused past its window's 3,072 (windowPerFrame); the heap after it
@@ -139,17 +139,17 @@ func writeRound(ss []*quicgo.Stream, wait time.Duration) int {
 // 100,000 frames, the window full, took 12.1 MiB and the connection
 // stayed open; the test failed.
 func TestSmallFramesUnreadClosed(t *testing.T) {
-	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20, CountSmallFrames: true}, serverConfig(), true)
+	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20}, serverConfig(), true)
 }
 
 // TestSmallFramesTracedClosed is TestSmallFramesUnreadClosed with
-// CountSmallFrames off and the listener's connections traced
+// DisableSmallFrameCount set and the listener's connections traced
 // (Config.TraceDir): those are counted anyway. Only the close is
 // checked: the traces take heap of their own.
 func TestSmallFramesTracedClosed(t *testing.T) {
 	cfg := serverConfig()
 	cfg.TraceDir = t.TempDir()
-	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20}, cfg, false)
+	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20, DisableSmallFrameCount: true}, cfg, false)
 }
 
 // smallFramesClosed runs TestSmallFramesUnreadClosed on a listener of st
@@ -218,7 +218,7 @@ func smallFramesClosed(t *testing.T, st *Stack, cfg *psi.Config, heap bool) {
 func TestSmallFramesReadStayOpen(t *testing.T) {
 	const forks, rounds = 64, 240
 	ctx := testContext(t)
-	ln, err := (&Stack{MemoryBudget: 8 << 20, CountSmallFrames: true}).Listen(ctx, loopback, serverConfig())
+	ln, err := (&Stack{MemoryBudget: 8 << 20}).Listen(ctx, loopback, serverConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

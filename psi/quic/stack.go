@@ -147,22 +147,23 @@ type Stack struct {
 	// waits for the read. Listener.BudgetStats reports the accounting;
 	// dialing ignores it.
 	MemoryBudget int64
-	// CountSmallFrames makes a listener count, on each connection, the
-	// STREAM frames of under 128 bytes it receives against the bytes
-	// its application reads, and close the connection (as refused, the
-	// peer sees post.ErrRefused; BudgetStats.SmallFrameCloses) once the
-	// frames exceed the bytes by a 32nd of its window: 24,576 for 768
-	// KiB, 512 for 16 KiB. quic-go keeps about 130 bytes of heap for
-	// each such frame until it is read, which MemoryBudget, counting
-	// windows, does not see: 1-byte frames left unread pin about 130
-	// times their window (docs/security.md, Open). It needs MemoryBudget
-	// on. It is off by default for its cost: quic-go then builds a qlog
-	// event for every packet each connection sends and receives, with a
-	// list of its frames (1.7 to 1.9 times the allocations per message
-	// on bulk transfer, up to a third more CPU). A connection traced
-	// anyway (psi.Config.TraceDir, POSTSOCKETS_QLOGDIR,
-	// psi.Config.Events) is counted whatever this says.
-	CountSmallFrames bool
+	// DisableSmallFrameCount turns off a listener's count, on each
+	// connection, of the STREAM frames of under 128 bytes it receives
+	// against the bytes its application reads. Counting, the default,
+	// closes a connection (as refused, the peer sees post.ErrRefused;
+	// BudgetStats.SmallFrameCloses) once those frames exceed the bytes
+	// by a 32nd of its window: 24,576 for 768 KiB, 512 for 16 KiB.
+	// quic-go keeps about 130 bytes of heap for each such frame until it
+	// is read, which MemoryBudget, counting windows, does not see:
+	// uncounted, 1-byte frames left unread pin about 130 times their
+	// window (docs/security.md). Counting needs MemoryBudget on, and it
+	// costs: quic-go builds a qlog event for every packet a counted
+	// connection sends and receives, with a list of its frames (1.7
+	// times the allocations and about 1.25 times the CPU per message on
+	// bulk transfer to the listener). A connection traced anyway
+	// (psi.Config.TraceDir, POSTSOCKETS_QLOGDIR, psi.Config.Events) is
+	// counted whatever this says.
+	DisableSmallFrameCount bool
 
 	// tokens keeps the address tokens listeners gave this stack's dials
 	// (NEW_TOKEN), so a second dial to a server skips its Retry.
