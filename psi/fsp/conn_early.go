@@ -120,8 +120,8 @@ func (c *Conn) openEarly(secret []byte, req *restoreRequest) bool {
 // connection that answered it without one: the initiator wrote its first
 // message after RESTORE had left. Only until the initiator confirms, only
 // the first message, only under the binder key of the RESTORE taken. The
-// answer, now saying the message was taken, goes again at once; it is
-// smaller than the RESTORE. The connection, handed to Accept already,
+// answer, now saying the message was taken, goes again at once, and a
+// new ticket after it; it is smaller than the RESTORE. The connection, handed to Accept already,
 // reads it as the initiator's sequence number 1: nothing else came from
 // the initiator yet. It reports whether the message was taken.
 func (c *Conn) takeEarly(b []byte, req *restoreRequest) bool {
@@ -146,6 +146,11 @@ func (c *Conn) takeEarly(b []byte, req *restoreRequest) bool {
 	if c.ampRoom(len(c.hsPacket)) {
 		c.ampSent(len(c.hsPacket))
 		c.t.write(c.hsPacket, &c.remote)
+		// The copy is a repeat for the ticket too: the initiator may
+		// have lost the first answer and the ticket after it, and
+		// repeats no RESTORE once this answer reaches it. Once per
+		// connection; a repeat gets the next after reaffirmAt.
+		c.issueTicket(time.Now())
 	}
 	return true
 }

@@ -193,7 +193,8 @@
 // lost ticket costs a full handshake next time; but a RESTORE repeated
 // while a 0-RTT connection waits for its confirmation, which says the
 // answer and so the ticket after it went unread, gets a new ticket after
-// the answer again): a ticket nonce and a ticket sealed
+// the answer again, as does the copy of RESTORE carrying the first
+// message, once): a ticket nonce and a ticket sealed
 // with AES-128-GCM under a ticket key of the listener's, which rotates
 // every hour (the previous key still opens), so the listener keeps no
 // state per client. The ticket holds its issue time, the listener's

@@ -450,3 +450,67 @@ func TestHalfRTTTicketLost(t *testing.T) {
 	lh.mu.Unlock()
 	pingPong(t, c, s)
 }
+
+// TestHalfRTTTicketLostWriterFirst: the listener's answer to RESTORE and
+// the ticket that followed it are lost; the client writes its first
+// message before any answer came, so the listener gets it in a copy of
+// RESTORE, not a repeat (the client's plain repeats are lost), answers
+// that, and the client confirms. It still gets a ticket for its next
+// dial: only a repeat got a new one, and the client ended without.
+func TestHalfRTTTicketLostWriterFirst(t *testing.T) {
+	lh := &recConn{PacketConn: mustUDP(t)}
+	l, ccfg := resumableOn(t, lh, nil)
+	answers, tickets := 0, 0
+	lh.mu.Lock()
+	lh.drop = func(b []byte) bool {
+		var p wire.Packet
+		if wire.Parse(b, &p) != nil {
+			return false
+		}
+		switch p.Opcode {
+		case wire.AckConnectReq:
+			answers++
+			return answers == 1
+		case wire.Ticket:
+			tickets++
+			return tickets == 1
+		}
+		return false
+	}
+	lh.mu.Unlock()
+	plain := 0
+	h := &recConn{PacketConn: mustUDP(t), drop: func(b []byte) bool {
+		var p wire.Packet
+		if wire.Parse(b, &p) != nil || p.Opcode != wire.Restore {
+			return false
+		}
+		req, err := parseRestore(&p)
+		if err != nil || req.early != nil {
+			return false
+		}
+		plain++
+		return plain > 1
+	}}
+	c, acc := halfDial(t, l, ccfg, h)
+	ctx := testContext(t)
+	if err := c.SendMessage(ctx, []byte("client first")); err != nil {
+		t.Fatal(err)
+	}
+	s := <-acc
+	if s == nil {
+		t.Fatal("Accept failed")
+	}
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "client first" {
+		t.Fatalf("got %q, %v", m, err)
+	}
+	waitTicket(t, ccfg.Security.SessionCache, c)
+	if !s.tookEarly() {
+		t.Error("the message did not come in a copy of RESTORE")
+	}
+	lh.mu.Lock()
+	if answers < 2 || tickets < 2 {
+		t.Errorf("%d answers and %d tickets sent: the loss did not happen as planned", answers, tickets)
+	}
+	lh.mu.Unlock()
+	pingPong(t, c, s)
+}

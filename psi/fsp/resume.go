@@ -129,8 +129,10 @@ func (c *Conn) storeTicket(pt []byte) {
 // issueTicket sends the client a NEW_TICKET once the connection is
 // confirmed, or at once on a 0-RTT resumption: its nonce and the ticket, sealed under the listener's
 // ticket key, holding the resumption secret and the client's verified
-// identity. It is sent once; a lost ticket costs a full handshake next
-// time. Called with c.mu held.
+// identity. It is sent once, again only on a 0-RTT resumption's
+// repeated RESTORE (resendHalf) or the copy carrying the first message
+// (takeEarly); a lost ticket costs a full handshake next time. Called
+// with c.mu held.
 func (c *Conn) issueTicket(now time.Time) {
 	l := c.listener
 	if l == nil || c.initiator || c.resBase == nil || c.tx == nil {
