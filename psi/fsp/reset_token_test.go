@@ -1,7 +1,6 @@
 package fsp
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,10 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/childproc"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
@@ -65,35 +64,11 @@ func TestResetListenerProcess(t *testing.T) {
 	}
 }
 
-// startResetListener runs TestResetListenerProcess listening on addr and
-// returns its process and address.
+// startResetListener runs TestResetListenerProcess listening on addr
+// and returns its process and address.
 func startResetListener(t *testing.T, addr string) (*exec.Cmd, netip.AddrPort) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestResetListenerProcess$", "-test.v")
-	cmd.Env = append(os.Environ(), "PSI_FSP_RESET_LISTEN="+addr)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if a, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
-			go func() { // keep the pipe drained
-				for sc.Scan() {
-				}
-			}()
-			return cmd, netip.MustParseAddrPort(a)
-		}
-		if strings.HasPrefix(sc.Text(), "error ") {
-			t.Fatalf("listener: %s", sc.Text())
-		}
-	}
-	t.Fatal("the listener process ended without listening")
-	return nil, netip.AddrPort{}
+	return childproc.Listener(t, "TestResetListenerProcess", "PSI_FSP_RESET_LISTEN="+addr)
 }
 
 // echoOnce sends msg on c and reads the echo.

@@ -1,16 +1,15 @@
 package quic
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/childproc"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -42,31 +41,7 @@ func TestResetListenerProcess(t *testing.T) {
 // and returns its process and address.
 func startResetListener(t *testing.T, addr string) (*exec.Cmd, netip.AddrPort) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestResetListenerProcess$", "-test.v")
-	cmd.Env = append(os.Environ(), "PSI_QUIC_RESET_LISTEN="+addr)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if a, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
-			go func() { // keep the pipe drained
-				for sc.Scan() {
-				}
-			}()
-			return cmd, netip.MustParseAddrPort(a)
-		}
-		if strings.HasPrefix(sc.Text(), "error ") {
-			t.Fatalf("listener: %s", sc.Text())
-		}
-	}
-	t.Fatal("the listener process ended without listening")
-	return nil, netip.AddrPort{}
+	return childproc.Listener(t, "TestResetListenerProcess", "PSI_QUIC_RESET_LISTEN="+addr)
 }
 
 // TestRestartedListenerResets: a listener that crashed (kill -9) and was
