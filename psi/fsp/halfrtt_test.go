@@ -232,24 +232,7 @@ func TestHalfRTTLoss(t *testing.T) {
 	l, ccfg := resumableOn(t, lh, nil)
 	// Lose the listener's first answer and first two data packets from
 	// now on: the next connection's.
-	answers, datas := 0, 0
-	lh.mu.Lock()
-	lh.drop = func(b []byte) bool {
-		var p wire.Packet
-		if wire.Parse(b, &p) != nil {
-			return false
-		}
-		switch p.Opcode {
-		case wire.AckConnectReq:
-			answers++
-			return answers == 1
-		case wire.PureData:
-			datas++
-			return datas <= 2
-		}
-		return false
-	}
-	lh.mu.Unlock()
+	sent := dropFirstSent(lh, map[wire.Opcode]int{wire.AckConnectReq: 1, wire.PureData: 2})
 	h := &recConn{PacketConn: mustUDP(t)}
 	c, acc := halfDial(t, l, ccfg, h)
 	ctx := testContext(t)
@@ -269,7 +252,7 @@ func TestHalfRTTLoss(t *testing.T) {
 	}
 	noMore(t, ctx, c, 100*time.Millisecond)
 	lh.mu.Lock()
-	lost := min(answers, 1) + min(datas, 2)
+	lost := min(sent[wire.AckConnectReq], 1) + min(sent[wire.PureData], 2)
 	lh.mu.Unlock()
 	pingPong(t, c, s)
 	t.Logf("%d of the listener's packets lost; RESTOREs sent: %d", lost, len(restores(t, h.packetsFrom(c.LocalALFID()))))
@@ -411,24 +394,7 @@ func TestHalfRTTForkWaits(t *testing.T) {
 func TestHalfRTTTicketLost(t *testing.T) {
 	lh := &recConn{PacketConn: mustUDP(t)}
 	l, ccfg := resumableOn(t, lh, nil)
-	answers, tickets := 0, 0
-	lh.mu.Lock()
-	lh.drop = func(b []byte) bool {
-		var p wire.Packet
-		if wire.Parse(b, &p) != nil {
-			return false
-		}
-		switch p.Opcode {
-		case wire.AckConnectReq:
-			answers++
-			return answers == 1
-		case wire.Ticket:
-			tickets++
-			return tickets == 1
-		}
-		return false
-	}
-	lh.mu.Unlock()
+	sent := dropFirstSent(lh, map[wire.Opcode]int{wire.AckConnectReq: 1, wire.Ticket: 1})
 	h := &recConn{PacketConn: mustUDP(t)}
 	c, acc := halfDial(t, l, ccfg, h)
 	ctx := testContext(t)
@@ -444,7 +410,7 @@ func TestHalfRTTTicketLost(t *testing.T) {
 	}
 	waitTicket(t, ccfg.Security.SessionCache, c)
 	lh.mu.Lock()
-	if answers < 2 || tickets < 2 {
+	if answers, tickets := sent[wire.AckConnectReq], sent[wire.Ticket]; answers < 2 || tickets < 2 {
 		t.Errorf("%d answers and %d tickets sent: the loss did not happen as planned", answers, tickets)
 	}
 	lh.mu.Unlock()
@@ -460,24 +426,7 @@ func TestHalfRTTTicketLost(t *testing.T) {
 func TestHalfRTTTicketLostWriterFirst(t *testing.T) {
 	lh := &recConn{PacketConn: mustUDP(t)}
 	l, ccfg := resumableOn(t, lh, nil)
-	answers, tickets := 0, 0
-	lh.mu.Lock()
-	lh.drop = func(b []byte) bool {
-		var p wire.Packet
-		if wire.Parse(b, &p) != nil {
-			return false
-		}
-		switch p.Opcode {
-		case wire.AckConnectReq:
-			answers++
-			return answers == 1
-		case wire.Ticket:
-			tickets++
-			return tickets == 1
-		}
-		return false
-	}
-	lh.mu.Unlock()
+	sent := dropFirstSent(lh, map[wire.Opcode]int{wire.AckConnectReq: 1, wire.Ticket: 1})
 	plain := 0
 	h := &recConn{PacketConn: mustUDP(t), drop: func(b []byte) bool {
 		var p wire.Packet
@@ -508,9 +457,31 @@ func TestHalfRTTTicketLostWriterFirst(t *testing.T) {
 		t.Error("the message did not come in a copy of RESTORE")
 	}
 	lh.mu.Lock()
-	if answers < 2 || tickets < 2 {
+	if answers, tickets := sent[wire.AckConnectReq], sent[wire.Ticket]; answers < 2 || tickets < 2 {
 		t.Errorf("%d answers and %d tickets sent: the loss did not happen as planned", answers, tickets)
 	}
 	lh.mu.Unlock()
 	pingPong(t, c, s)
+}
+
+// dropFirstSent has h drop, from now on, the first n[op] datagrams it sends
+// of each opcode op in n. It returns how many of each it was asked to
+// send, to be read with h.mu held.
+func dropFirstSent(h *recConn, n map[wire.Opcode]int) map[wire.Opcode]int {
+	sent := make(map[wire.Opcode]int)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.drop = func(b []byte) bool {
+		var p wire.Packet
+		if wire.Parse(b, &p) != nil {
+			return false
+		}
+		limit, ok := n[p.Opcode]
+		if !ok {
+			return false
+		}
+		sent[p.Opcode]++
+		return sent[p.Opcode] <= limit
+	}
+	return sent
 }
