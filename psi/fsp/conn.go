@@ -146,9 +146,14 @@ type Conn struct {
 	authMsg      []byte
 	// Resumption (resume.go): the ticket a dial presents, the secret
 	// this session's tickets derive from, and whether it was resumed.
-	resume  *resumeState
-	resBase []byte
-	resumed bool
+	// Ticket delivery (ticket_resend.go): the initiator's ticketGot (a
+	// NEW_TICKET came), the listener's next resend and resends so far.
+	resume      *resumeState
+	resBase     []byte
+	resumed     bool
+	ticketGot   bool
+	ticketAt    time.Time
+	ticketTries uint8
 	// 0-RTT (conn_early.go): the initiator's early state and message
 	// (kept until the listener took it or it was queued again), whether
 	// the listener said it took it, and whether 0-RTT was accepted. The

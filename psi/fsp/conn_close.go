@@ -310,11 +310,14 @@ func (c *Conn) ackAfterClose(pkt *wire.Packet) {
 	}
 	buf := getBufFor(len(pkt.Payload))
 	defer putBuf(buf)
-	if _, err := c.open(d, (*buf)[:0], pn, pkt); err != nil {
+	pt, err := c.open(d, (*buf)[:0], pn, pkt)
+	if err != nil {
 		return
 	}
 	c.replay.Mark(pn)
 	switch pkt.Opcode {
+	case wire.Ticket:
+		c.onTicket(pt) // resent after our Close: still good for the next dial
 	case wire.PureData, wire.Persist, wire.Release, wire.Multiply:
 		exp := c.rcv.Expected()
 		c.rcv.Insert(wire.DecodeSeq(exp, pkt.Seq), rxData{}, exp+uint64(c.window()))

@@ -352,6 +352,7 @@ func (c *Conn) armTimer() {
 		at(c.lossAt)
 		at(c.paceAt)
 		at(c.creditAt)
+		at(c.ticketDue())
 		if c.win != nil {
 			at(c.win.at)
 		}
@@ -542,6 +543,7 @@ func (c *Conn) onTimer() {
 		c.traceMetrics(now)
 	}
 	c.onCreditTimer(now)
+	c.onTicketTimer(now)
 	c.onWindowTimer(now)
 	c.onQuietTimer(now)
 	if ka := c.cfg.keepAlive(); ka > 0 && !c.peerDone() && now.Sub(c.lastKA) >= ka {

@@ -250,6 +250,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 		c.peer, c.peerKnown = pkt.Src, true // the peer's clone answered
 	}
 	c.onTokenFlags(pkt, pt)
+	c.onTicketAck(pkt)
 	if pkt.HasSkip && !c.milk && c.parent != nil && c.stats.PacketsReceived == 1 {
 		c.setMilk() // the peer forked a milk clone; a root stays wine
 	}
@@ -273,7 +274,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	case wire.ClientAuth:
 		c.ackNow = true // confirm it (again)
 	case wire.Ticket:
-		c.storeTicket(pt)
+		c.onTicket(pt)
 	case wire.Reset:
 		switch {
 		case len(pt) > 0 && pt[0] == wire.ResetAuthentication:

@@ -189,7 +189,7 @@ func (c *Conn) header(op wire.Opcode, flags uint8, seq uint64) wire.Packet {
 	}
 	return wire.Packet{Header: wire.Header{
 		Opcode:   op,
-		Flags:    flags | c.phaseFlag() | c.halfFlag() | c.tokenFlag(),
+		Flags:    flags | c.phaseFlag() | c.halfFlag() | c.tokenFlag() | c.ticketFlag(),
 		Window:   uint32(min(c.window(), wire.MaxWindow)),
 		Seq:      uint32(seq),
 		Expected: uint32(c.rcv.Expected()),

@@ -23,8 +23,10 @@
 //
 // Every datagram starts with a 28-octet fixed header: version (0),
 // opcode, header stack pointer (the offset of the payload), flags
-// (end-of-transaction, ack-request, key phase, abort, reset token
-// request, reset token), the advertised receive
+// (end-of-transaction, ack-request, key phase, abort, 0x10: 0-RTT
+// allowed on RESTORE and ticket received on an initiator's protected
+// packet, 0x20: 0.5-RTT, reset token request, reset token), the
+// advertised receive
 // window in packets (24 bits), the sequence number, the expected sequence
 // number (cumulative acknowledgement), the packet number, and the
 // destination and source ALFIDs. Optional headers (CONNECT_PARAM,
@@ -189,12 +191,21 @@
 
 // Resumption and 0-RTT: once a connection is confirmed (on a 0-RTT
 // resumption, right after its answer, ahead of any 0.5-RTT data), the
-// listener sends the initiator a NEW_TICKET (protected, sent once: a
-// lost ticket costs a full handshake next time; but a RESTORE repeated
-// while a 0-RTT connection waits for its confirmation, which says the
-// answer and so the ticket after it went unread, gets a new ticket after
-// the answer again, as does the copy of RESTORE carrying the first
-// message, once): a ticket nonce and a ticket sealed
+// listener sends the initiator a NEW_TICKET (protected; no sequence
+// number, so the initiator acknowledges it: FlagTicketAck, 0x10, on
+// every protected packet of the connection once one came, and an
+// acknowledgement at once; until then the listener sends a new ticket
+// after max(RTO, 50 ms), doubling up to 60 s, until the connection ends
+// or, once the initiator released it, a second passes without a packet
+// from it (a client that closed takes one in its time-wait). Before
+// the initiator confirms a 0-RTT resumption the timer waits: a RESTORE
+// repeated meanwhile, which says the answer and so the ticket after it
+// went unread, gets a new ticket after the answer again, as does the
+// copy of RESTORE carrying the first message, once, within the
+// amplification bound.
+// A listener before 2 December sent it once and ignores the flag; an
+// initiator before that never sets it, and gets a ticket at each
+// resend): a ticket nonce and a ticket sealed
 // with AES-128-GCM under a ticket key of the listener's, which rotates
 // every hour (the previous key still opens), so the listener keeps no
 // state per client. The ticket holds its issue time, the listener's

@@ -392,11 +392,26 @@ func TestHalfRTTForkWaits(t *testing.T) {
 // The ticket left once, with the first answer, and the client ended
 // without one.
 func TestHalfRTTTicketLost(t *testing.T) {
+	_, _, lh, sent, c, s := serverFirstLosing(t, map[wire.Opcode]int{wire.AckConnectReq: 1, wire.Ticket: 1})
+	lh.mu.Lock()
+	if answers, tickets := sent[wire.AckConnectReq], sent[wire.Ticket]; answers < 2 || tickets < 2 {
+		t.Errorf("%d answers and %d tickets sent: the loss did not happen as planned", answers, tickets)
+	}
+	lh.mu.Unlock()
+	pingPong(t, c, s)
+}
+
+// serverFirstLosing resumes with 0-RTT on a listener that loses the
+// first drop[op] datagrams it sends of each opcode op; the listener's end
+// writes first, and the client reads that and waits for its next ticket.
+// It returns the listener, the client's configuration, the listener's
+// socket and its counts (dropFirstSent), and both ends.
+func serverFirstLosing(t *testing.T, drop map[wire.Opcode]int) (*Listener, *Config, *recConn, map[wire.Opcode]int, *Conn, *Conn) {
+	t.Helper()
 	lh := &recConn{PacketConn: mustUDP(t)}
 	l, ccfg := resumableOn(t, lh, nil)
-	sent := dropFirstSent(lh, map[wire.Opcode]int{wire.AckConnectReq: 1, wire.Ticket: 1})
-	h := &recConn{PacketConn: mustUDP(t)}
-	c, acc := halfDial(t, l, ccfg, h)
+	sent := dropFirstSent(lh, drop)
+	c, acc := halfDial(t, l, ccfg, &recConn{PacketConn: mustUDP(t)})
 	ctx := testContext(t)
 	s := <-acc
 	if s == nil {
@@ -409,12 +424,7 @@ func TestHalfRTTTicketLost(t *testing.T) {
 		t.Fatalf("got %q, %v", m, err)
 	}
 	waitTicket(t, ccfg.Security.SessionCache, c)
-	lh.mu.Lock()
-	if answers, tickets := sent[wire.AckConnectReq], sent[wire.Ticket]; answers < 2 || tickets < 2 {
-		t.Errorf("%d answers and %d tickets sent: the loss did not happen as planned", answers, tickets)
-	}
-	lh.mu.Unlock()
-	pingPong(t, c, s)
+	return l, ccfg, lh, sent, c, s
 }
 
 // TestHalfRTTTicketLostWriterFirst: the listener's answer to RESTORE and

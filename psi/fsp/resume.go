@@ -127,12 +127,12 @@ func (c *Conn) storeTicket(pt []byte) {
 }
 
 // issueTicket sends the client a NEW_TICKET once the connection is
-// confirmed, or at once on a 0-RTT resumption: its nonce and the ticket, sealed under the listener's
-// ticket key, holding the resumption secret and the client's verified
-// identity. It is sent once, again only on a 0-RTT resumption's
-// repeated RESTORE (resendHalf) or the copy carrying the first message
-// (takeEarly); a lost ticket costs a full handshake next time. Called
-// with c.mu held.
+// confirmed, or at once on a 0-RTT resumption: its nonce and the ticket,
+// sealed under the listener's ticket key, holding the resumption secret
+// and the client's verified identity. A new one goes until the client
+// acknowledges one (ticket_resend.go), and before a 0-RTT resumption is
+// confirmed on its repeated RESTORE (resendHalf) or the copy carrying
+// the first message (takeEarly). Called with c.mu held.
 func (c *Conn) issueTicket(now time.Time) {
 	l := c.listener
 	if l == nil || c.initiator || c.resBase == nil || c.tx == nil {
@@ -163,6 +163,7 @@ func (c *Conn) issueTicket(now time.Time) {
 		c.ampSent(len(out))
 		c.t.write(out, &c.remote)
 	}
+	c.ticketSent(now) // again until acknowledged (ticket_resend.go)
 }
 
 // restorePacket builds RESTORE for rs, carrying early (sealed under the

@@ -97,6 +97,11 @@ const (
 	// what it holds unread of the message and reports it reset. Parse
 	// rejects it without FlagEOT.
 	FlagAbort = 1 << 3
+	// FlagTicketAck (ours), on a protected packet of an initiator's root
+	// connection, says that a NEW_TICKET arrived on the connection: the
+	// listener stops resending it. (On RESTORE the same bit says that the
+	// initiator may send 0-RTT data.)
+	FlagTicketAck = 1 << 4
 	// FlagTokenRequest (ours), on a protected packet, asks the peer for
 	// the reset token of the connection: a sender that has none sets it
 	// until one arrives. A peer that can send stateless resets answers
