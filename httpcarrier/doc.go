@@ -21,7 +21,8 @@
 // IPv6 /48, from the request's context: WithClient, which RequestLimit
 // sets): the fuller the origin, the fewer a prefix already holding slots
 // may take, a request past its share waits at the Transport, and a freed
-// slot goes to the waiting prefix holding fewest. A prefix alone gets
+// slot goes to the waiting prefix holding fewest. A quarter of the slots
+// is kept for prefixes holding none, one each. A prefix alone gets
 // half, and a client of a prefix holding none is served at once unless
-// at least 23 prefixes hold every slot (Transport.MaxConcurrentRequests).
+// at least 65 prefixes hold every slot (Transport.MaxConcurrentRequests).
 package httpcarrier

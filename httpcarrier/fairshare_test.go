@@ -24,39 +24,39 @@ func h2cFrom(ip string) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
 }
 
-// TestSlotsSharedByPrefix: a front (RequestLimit, ReverseProxy, Transport)
-// whose clients of three /24s hold 384 requests open at the origin, 128
-// each (RequestLimit's defaults), still answers a GET from a fourth /24:
-// the Transport shares the origin's 256 slots a root between prefixes
-// and keeps free ones for a newcomer. Before, the three took all 256 and
-// the GET waited for one of them to end.
-func TestSlotsSharedByPrefix(t *testing.T) {
-	forStacks(t, slotsSharedByPrefix)
+// slotFront is a front (RequestLimit, ReverseProxy, Transport) to an
+// origin on stack that holds every request for /slow until the test
+// ends; its clients are h2c clients from addresses of their own.
+type slotFront struct {
+	t        *testing.T
+	tr       *httpcarrier.Transport
+	addr     string
+	mu       sync.Mutex
+	entered  int // requests for /slow at the origin
+	held     sync.WaitGroup
+	clients  map[string]*http.Client
+	released chan struct{}
 }
 
-func slotsSharedByPrefix(t *testing.T, stack string) {
-	const prefixes, addrs, perAddr = 3, 2, httpcarrier.DefaultMaxRequestsPerAddr
-	const total, slots = prefixes * addrs * perAddr, httpcarrier.DefaultMaxConcurrentRequests
-	release := make(chan struct{})
-	var mu sync.Mutex
-	entered := 0
+func newSlotFront(t *testing.T, stack string) *slotFront {
+	f := &slotFront{t: t, clients: map[string]*http.Client{}, released: make(chan struct{})}
 	client, origin, _, _ := setup(t, stack, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
-			mu.Lock()
-			entered++
-			mu.Unlock()
+			f.mu.Lock()
+			f.entered++
+			f.mu.Unlock()
 			select {
-			case <-release:
+			case <-f.released:
 			case <-r.Context().Done():
 			}
 		}
 		io.WriteString(w, "ok")
 	}))
-	tr := client.Transport.(*httpcarrier.Transport)
+	f.tr = client.Transport.(*httpcarrier.Transport)
 	target, _ := url.Parse(origin)
 	proxy := &httputil.ReverseProxy{
 		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
-		Transport: tr,
+		Transport: f.tr,
 		ErrorLog:  log.New(io.Discard, "", 0),
 	}
 	front := &http.Server{Handler: &httpcarrier.RequestLimit{Handler: proxy}, Protocols: new(http.Protocols)}
@@ -66,71 +66,152 @@ func slotsSharedByPrefix(t *testing.T, stack string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.addr = ln.Addr().String()
 	go front.Serve(ln)
 	t.Cleanup(func() { front.Close() })
-	get := func(ctx context.Context, c *http.Client, path string) (int, error) {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+ln.Addr().String()+path, nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, nil
-	}
-	var held sync.WaitGroup
-	var clients []*http.Client
-	defer func() {
-		close(release)
-		held.Wait()
-		for _, c := range clients {
+	// Registered after setup's: runs before the origin closes.
+	t.Cleanup(func() {
+		close(f.released)
+		f.held.Wait()
+		for _, c := range f.clients {
 			c.CloseIdleConnections()
 		}
-	}()
-	for p := range prefixes {
-		for a := range addrs {
-			c := h2cFrom(net.IPv4(127, 0, byte(1+p), byte(1+a)).String())
-			clients = append(clients, c)
-			for range perAddr {
-				held.Go(func() {
-					if code, err := get(context.Background(), c, "/slow"); err != nil || code != http.StatusOK {
-						t.Errorf("a held request: %d, %v", code, err)
-					}
-				})
-			}
-		}
+	})
+	return f
+}
+
+// client returns the client whose connections come from ip. Not for
+// concurrent calls.
+func (f *slotFront) client(ip string) *http.Client {
+	c := f.clients[ip]
+	if c == nil {
+		c = h2cFrom(ip)
+		f.clients[ip] = c
 	}
-	// Wait until every held request is at the origin or waits for a
-	// slot at the front, or the origin's slots are full (the state
-	// without the share). The limit only bounds a hang.
-	stop := time.Now().Add(60 * time.Second)
-	for {
-		mu.Lock()
-		n := entered
-		mu.Unlock()
-		if n >= slots || n+httpcarrier.SlotWaiters(tr) == total {
-			t.Logf("%s: %d requests at the origin, %d waiting at the front", stack, n, total-n)
-			// However they came, three prefixes leave 55 slots free.
-			if n > slots-55 {
-				t.Errorf("three prefixes hold %d slots", n)
-			}
-			break
+	return c
+}
+
+// get sends a GET for path with c through the front.
+func (f *slotFront) get(ctx context.Context, c *http.Client, path string) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+f.addr+path, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// hold sends a request for /slow from ip, which the origin holds until
+// the test ends.
+func (f *slotFront) hold(ip string) {
+	c := f.client(ip)
+	f.held.Go(func() {
+		if code, err := f.get(context.Background(), c, "/slow"); err != nil || code != http.StatusOK {
+			f.t.Errorf("a held request: %d, %v", code, err)
+		}
+	})
+}
+
+// counts returns the requests for /slow at the origin and those waiting
+// for a slot at the front.
+func (f *slotFront) counts() (entered, waiting int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.entered, httpcarrier.SlotWaiters(f.tr)
+}
+
+// settle waits until the held requests add up to n, at the origin or
+// waiting at the front, or until the origin's slots are full (the state
+// without the share). The limit only bounds a hang.
+func (f *slotFront) settle(n int) (entered, waiting int) {
+	for stop := time.Now().Add(60 * time.Second); ; time.Sleep(time.Millisecond) {
+		entered, waiting = f.counts()
+		if entered >= httpcarrier.DefaultMaxConcurrentRequests || entered+waiting == n {
+			return entered, waiting
 		}
 		if time.Now().After(stop) {
-			t.Fatalf("%d requests at the origin and %d waiting after 60 s, of %d", n, httpcarrier.SlotWaiters(tr), total)
+			f.t.Fatalf("%d requests at the origin and %d waiting after 60 s, of %d", entered, waiting, n)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	honest := h2cFrom("127.0.4.1")
-	defer honest.CloseIdleConnections()
+}
+
+// newcomer sends a GET from ip, of a prefix holding nothing, and fails
+// the test unless it is answered within 20 s.
+func (f *slotFront) newcomer(stack, ip string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
-	code, err := get(ctx, honest, "/")
-	t.Logf("%s: the fourth /24's GET: %v", stack, time.Since(start))
+	code, err := f.get(ctx, f.client(ip), "/")
+	f.t.Logf("%s: the GET from a new prefix: %v", stack, time.Since(start))
 	if err != nil || code != http.StatusOK {
-		t.Errorf("a client of a fourth /24 while three held their requests: %d, %v", code, err)
+		f.t.Errorf("a client of a new prefix: %d, %v", code, err)
 	}
+}
+
+// TestSlotsSharedByPrefix: a front whose clients of three /24s hold 384
+// requests open at the origin, 128 each (RequestLimit's defaults),
+// still answers a GET from a fourth /24: the Transport shares the
+// origin's 256 slots a root between prefixes and keeps free ones for a
+// newcomer. Before, the three took all 256 and the GET waited for one
+// of them to end.
+func TestSlotsSharedByPrefix(t *testing.T) {
+	forStacks(t, slotsSharedByPrefix)
+}
+
+func slotsSharedByPrefix(t *testing.T, stack string) {
+	const prefixes, addrs, perAddr = 3, 2, httpcarrier.DefaultMaxRequestsPerAddr
+	const total = prefixes * addrs * perAddr
+	f := newSlotFront(t, stack)
+	for p := range prefixes {
+		for a := range addrs {
+			for range perAddr {
+				f.hold(net.IPv4(127, 0, byte(1+p), byte(1+a)).String())
+			}
+		}
+	}
+	n, _ := f.settle(total)
+	t.Logf("%s: %d requests at the origin, %d waiting at the front", stack, n, total-n)
+	// However they came, three prefixes leave 64 slots free.
+	if free := httpcarrier.DefaultMaxConcurrentRequests - n; free < 64 {
+		t.Errorf("three prefixes left %d slots free", free)
+	}
+	f.newcomer(stack, "127.0.4.1")
+}
+
+// TestSlotsWorstOrder: clients of 40 /24s each hold requests open at the
+// origin one after the other, each prefix taking all the Transport lets
+// it (until one of its requests waits at the front, or RequestLimit's
+// 128), the order that fills the origin with the fewest prefixes; a GET
+// from a 41st /24 is still answered. Before the reserve, 23 prefixes
+// took all 256 slots (128, 49, 24, 14, ...) and the GET waited for one
+// of them to end: no answer in 20 s.
+func TestSlotsWorstOrder(t *testing.T) {
+	forStacks(t, slotsWorstOrder)
+}
+
+func slotsWorstOrder(t *testing.T, stack string) {
+	const prefixes = 40
+	perPrefix := httpcarrier.DefaultMaxRequestsPerAddr * 2 // RequestLimit's 128
+	f := newSlotFront(t, stack)
+	sent := 0
+	var took []int
+	for p := range prefixes {
+		before, waitedBefore := f.counts()
+		for i := range perPrefix {
+			f.hold(net.IPv4(127, 1, byte(p), byte(1+i/httpcarrier.DefaultMaxRequestsPerAddr)).String())
+			sent++
+			if _, waiting := f.settle(sent); waiting > waitedBefore {
+				break
+			}
+		}
+		n, _ := f.counts()
+		took = append(took, n-before)
+	}
+	n, waiting := f.counts()
+	t.Logf("%s: %d prefixes took %v: %d requests at the origin, %d waiting at the front", stack, prefixes, took, n, waiting)
+	f.newcomer(stack, "127.2.0.1")
 }
 
 // TestIdleForksMakeRoom: the Transport learns the slots the server

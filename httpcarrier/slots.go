@@ -40,16 +40,20 @@ func clientPrefix(ctx context.Context) (netip.Prefix, bool) {
 
 // slotPool shares an origin's slots between the clients' prefixes. A
 // slot is held from the start of a request until its transaction ends.
-// With free of the size slots free, a prefix holding h takes one more
-// only while h*size < 2*free*free: the fuller the origin, the less a
-// prefix already holding slots may take, and a prefix holding none takes
-// any free slot. Alone, a prefix gets half the slots; in the worst order
-// 23 prefixes are needed to take all 256 (each taking all it may in
-// turn: 128, 49, 24, 14, ...), and however they came, three leave at
-// least 55 free. A request that may not take a slot waits; a freed slot
-// goes to the waiting prefix holding fewest. Requests not marked with a
-// client share one class that takes any free slot. Called with the
-// Transport's mu held.
+// With free of the size slots free, a prefix holding h > 0 takes one
+// more only while h*size < 2*free*free and more than a quarter of the
+// slots are free (the reserve): the fuller the origin, the less a prefix
+// already holding slots may take, and a prefix holding none takes any
+// free slot, the reserve's included. Alone, a prefix gets half the
+// slots; three, whatever the order, leave at least 63 of 256 free. Only
+// prefixes holding none take from the reserve, one slot each, so holding
+// every slot takes at least size/4+1 prefixes (65 of 256) whatever the
+// order of takes and releases, and 67 in the worst (each taking all it
+// may in turn: 128, 49, 15, then one each); before the reserve, 23. A
+// request that may not take a slot waits; a freed slot goes to the
+// waiting prefix holding fewest. Requests not marked with a client
+// share one class that takes any free slot. Called with the Transport's
+// mu held.
 type slotPool struct {
 	size    int
 	held    int
@@ -103,8 +107,11 @@ func (p *slotPool) may(c *slotClass) bool {
 	if free <= 0 {
 		return false
 	}
+	if c.anon || c.held == 0 {
+		return true
+	}
 	// In int64: at maxSlots the products overflow a 32-bit int.
-	return c.anon || int64(c.held)*int64(p.size) < 2*int64(free)*int64(free)
+	return free > p.size/4 && int64(c.held)*int64(p.size) < 2*int64(free)*int64(free)
 }
 
 // take gives c a slot at once if it may and no request of its class

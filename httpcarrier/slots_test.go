@@ -3,6 +3,7 @@ package httpcarrier
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -11,8 +12,8 @@ func prefixN(i int) netip.Prefix {
 }
 
 // TestSlotShares: prefixes taking all they may in turn, as an attacker
-// would: the first gets half the slots, three leave 55 of 256 free for a
-// fourth, and it takes 23 to hold them all.
+// would: the first gets half the slots, three leave 64 of 256 free for a
+// fourth, and it takes 67 to hold them all (23 before the reserve).
 func TestSlotShares(t *testing.T) {
 	p := newSlotPool(256)
 	var got []int
@@ -25,8 +26,8 @@ func TestSlotShares(t *testing.T) {
 		}
 		got = append(got, c.held)
 		if i == 2 {
-			if free := p.size - p.held; free != 55 {
-				t.Errorf("three prefixes left %d slots free, want 55", free)
+			if free := p.size - p.held; free != 64 {
+				t.Errorf("three prefixes left %d slots free, want 64", free)
 			}
 			if !p.may(p.class(prefixN(999), true)) {
 				t.Error("a fourth prefix may not take a free slot")
@@ -37,9 +38,59 @@ func TestSlotShares(t *testing.T) {
 	if got[0] != 128 {
 		t.Errorf("a prefix alone got %d slots, want 128", got[0])
 	}
-	if len(got) < 23 {
-		t.Errorf("%d prefixes took all 256 slots, want at least 23", len(got))
+	if len(got) < 65 {
+		t.Errorf("%d prefixes took all 256 slots, want at least 65", len(got))
 	}
+}
+
+// TestSlotReserve: over every state k prefixes reach by taking and
+// giving back slots in any order, k = size/4 never hold every slot
+// (only a prefix holding none takes from the reserve); without the
+// reserve, 7 of 28 did. Ten do, so the search finds full states.
+func TestSlotReserve(t *testing.T) {
+	const size = 28
+	for k, want := range map[int]bool{size / 4: false, 10: true} {
+		if full := fullReachable(size, k); full != want {
+			t.Errorf("%d prefixes can hold all %d slots: %v, want %v", k, size, full, want)
+		}
+	}
+}
+
+// fullReachable reports whether k prefixes can hold all size slots of
+// a pool, searching every state reachable by one take (that the pool
+// allows) or one give back at a time. The prefixes are alike, so a
+// state is the slots they hold, largest first.
+func fullReachable(size, k int) bool {
+	type state [16]int // slots held by each prefix
+	seen := map[state]bool{{}: true}
+	queue := []state{{}}
+	for len(queue) > 0 {
+		s := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		p := newSlotPool(size)
+		for i := range k {
+			p.class(prefixN(i), true).held = s[i]
+			p.held += s[i]
+		}
+		if p.held == size {
+			return true
+		}
+		for i := range k {
+			for _, d := range []int{1, -1} {
+				if d > 0 && !p.may(p.class(prefixN(i), true)) || d < 0 && s[i] == 0 {
+					continue
+				}
+				next := s
+				next[i] += d
+				slices.SortFunc(next[:k], func(a, b int) int { return b - a })
+				if !seen[next] {
+					seen[next] = true
+					queue = append(queue, next)
+				}
+			}
+		}
+	}
+	return false
 }
 
 // TestSlotOrder: a freed slot goes to the waiting prefix holding fewest,

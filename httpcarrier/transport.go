@@ -46,11 +46,12 @@ type Transport struct {
 	// A request takes a slot before its fork and holds it until its
 	// transaction ends; past the slots it waits, and the slots are shared
 	// between the prefixes of the clients the requests are made for
-	// (WithClient): with free of n slots free, a prefix holding h takes
-	// another only while h*n < 2*free*free, and a freed slot goes to the
+	// (WithClient): with free of n slots free, a prefix holding h > 0
+	// takes another only while h*n < 2*free*free and free > n/4 (a
+	// reserve for prefixes holding none), and a freed slot goes to the
 	// waiting prefix holding fewest. So a prefix alone gets half of them,
 	// and a client of a prefix holding none is served at once unless
-	// every slot is held by others (23 prefixes at least, of 256).
+	// every slot is held by others (n/4+1 prefixes at least: 65 of 256).
 	// Requests not marked with a client are not limited by the share.
 	MaxConcurrentRequests int
 	Logger                *slog.Logger
