@@ -68,6 +68,9 @@ type Transport struct {
 	// foreignUsers counts open NonFSPConn handles; they keep an idle
 	// transport open.
 	foreignUsers int
+	// foreignDirect: ReadNonFSPPacket was called, so foreign datagrams
+	// are queued whatever foreignUsers.
+	foreignDirect bool
 
 	// responders holds every responder connection by its handshake's
 	// client address and ALFID until it closes, so a replayed
@@ -75,7 +78,12 @@ type Transport struct {
 	// good). Guarded by mu.
 	responders map[pendingKey]*Conn
 
-	foreign chan foreignPacket
+	// foreign queues the datagrams that are not FSP's while someone reads
+	// them (foreignOn: a NonFSPConn is open or ReadNonFSPPacket was
+	// called); foreignBytes is what it holds (foreign_queue.go).
+	foreign      chan foreignPacket
+	foreignOn    atomic.Bool
+	foreignBytes atomic.Int64
 	// recvErr is set while ICMP errors are reported on an owned dialing
 	// socket: ECONNREFUSED then refuses the connections being set up,
 	// and an established connection reports ICMP errors as SoftErrors.
@@ -111,11 +119,6 @@ const cookieLifetime = 30 * time.Second
 type pendingKey struct {
 	addr  netip.AddrPort
 	alfid uint32
-}
-
-type foreignPacket struct {
-	b    []byte
-	addr net.Addr
 }
 
 // peerAddr is a remote address in both forms: netip for the UDP fast path
@@ -216,12 +219,19 @@ func (t *Transport) closeWith(err error) {
 
 // ReadNonFSPPacket returns the next datagram that is not FSP, for a
 // protocol sharing the socket (QUIC sets bit 0x40 of its first octet; FSP
-// never does). At most 64 such datagrams are queued; more are dropped.
+// never does). Once it has been called, or while a NonFSPConn is open,
+// such datagrams wait for it, at most foreignQueueLen of them and
+// foreignQueueBytes in all; more are dropped, as are those that arrive
+// while nobody reads them.
 func (t *Transport) ReadNonFSPPacket(ctx context.Context, b []byte) (int, net.Addr, error) {
 	t.init()
+	t.mu.Lock()
+	t.foreignDirect = true
+	q := t.startForeign()
+	t.mu.Unlock()
 	select {
-	case p := <-t.foreignQueue():
-		return copy(b, p.b), p.addr, nil
+	case p := <-q:
+		return t.takeForeign(b, p)
 	case <-ctx.Done():
 		return 0, nil, ctx.Err()
 	case <-t.done:
@@ -525,28 +535,6 @@ func (t *Transport) route(b []byte, from *peerAddr, pkt *wire.Packet, rb *rxBatc
 	rb.pend = append(rb.pend, routed{c, in})
 }
 
-func (t *Transport) queueForeign(b []byte, from *peerAddr) {
-	addr := from.addr
-	if addr == nil {
-		addr = net.UDPAddrFromAddrPort(from.ap)
-	}
-	select {
-	case t.foreignQueue() <- foreignPacket{append([]byte(nil), b...), addr}:
-	default:
-	}
-}
-
-// foreignQueue returns the queue of non-FSP datagrams, made at first use:
-// most transports never see one.
-func (t *Transport) foreignQueue() chan foreignPacket {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.foreign == nil {
-		t.foreign = make(chan foreignPacket, 64)
-	}
-	return t.foreign
-}
-
 // handshakePacket builds a handshake packet tagged with the handshake key.
 func handshakePacket(dst []byte, key []byte, p *wire.Packet, payload []byte) []byte {
 	dst = wire.AppendHeader(dst, p)
@@ -831,6 +819,7 @@ func (t *Transport) NonFSPConn() net.PacketConn {
 	t.init()
 	t.mu.Lock()
 	t.foreignUsers++
+	t.startForeign()
 	t.mu.Unlock()
 	return &foreignConn{t: t}
 }
@@ -864,7 +853,7 @@ func (f *foreignConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		select {
 		case p := <-f.t.foreignQueue():
-			return copy(b, p.b), p.addr, nil
+			return f.t.takeForeign(b, p)
 		case <-f.t.done:
 			return 0, nil, net.ErrClosed
 		case <-expired:
@@ -885,7 +874,15 @@ func (f *foreignConn) Close() error {
 		t.mu.Lock()
 		t.foreignUsers--
 		idle := t.closeWhenIdle && len(t.conns) == 0 && t.listener == nil && t.foreignUsers == 0
+		unread := t.foreignUsers == 0 && !t.foreignDirect
+		if unread {
+			t.foreignOn.Store(false)
+		}
+		q := t.foreign
 		t.mu.Unlock()
+		if unread {
+			t.dropForeign(q)
+		}
 		if idle {
 			go t.closeWith(post.Errorf(post.ErrClosed, "fsp: transport closed"))
 		}
