@@ -41,12 +41,7 @@ func sendForeign(t *testing.T, ft *Transport, cl *net.UDPConn, to net.Addr, firs
 // held 64 datagrams, one batch of the read loop: the rest were dropped,
 // where QUIC on a socket of its own had the socket's buffer.
 func TestForeignBurstQueued(t *testing.T) {
-	scfg, _ := pair(t)
-	ft := &Transport{Conn: mustUDP(t)}
-	defer ft.Close()
-	if _, err := ft.Listen(scfg); err != nil {
-		t.Fatal(err)
-	}
+	ft, _, _ := foreignListener(t)
 	nc := ft.NonFSPConn()
 	defer nc.Close()
 	cl := mustUDP(t)
@@ -72,13 +67,7 @@ func TestForeignBurstQueued(t *testing.T) {
 // TestForeignQueueBytes: unread jumbo datagrams fill the queue only to
 // foreignQueueBytes.
 func TestForeignQueueBytes(t *testing.T) {
-	scfg, ccfg := pair(t)
-	ft := &Transport{Conn: mustUDP(t)}
-	defer ft.Close()
-	l, err := ft.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ft, l, ccfg := foreignListener(t)
 	nc := ft.NonFSPConn()
 	defer nc.Close()
 	cl := mustUDP(t)
@@ -105,13 +94,7 @@ func TestForeignQueueBytes(t *testing.T) {
 // KiB, until it closed), and stops keeping them when its last reader
 // closes.
 func TestForeignUnreadNotHeld(t *testing.T) {
-	scfg, ccfg := pair(t)
-	ft := &Transport{Conn: mustUDP(t)}
-	defer ft.Close()
-	l, err := ft.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ft, l, ccfg := foreignListener(t)
 	cl := mustUDP(t)
 	p := make([]byte, 9000)
 	p[0] = 0x40
@@ -140,6 +123,20 @@ func TestForeignUnreadNotHeld(t *testing.T) {
 	if n, b := len(ft.foreignQueue()), ft.foreignBytes.Load(); n != 0 || b != 0 {
 		t.Fatalf("%d datagrams, %d bytes held with no reader", n, b)
 	}
+}
+
+// foreignListener returns a transport listening on a socket of the test's
+// own, the listener, and a client configuration for it.
+func foreignListener(t *testing.T) (*Transport, *Listener, *Config) {
+	t.Helper()
+	scfg, ccfg := pair(t)
+	ft := &Transport{Conn: mustUDP(t)}
+	t.Cleanup(func() { ft.Close() })
+	l, err := ft.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ft, l, ccfg
 }
 
 // readLoopTook returns once l's read loop has taken what was sent to it before:
