@@ -50,6 +50,7 @@ var confCases = []confCase{
 	{"BothCloseUnread", confBothCloseUnread},
 	{"CloseLivePeer", confCloseLive},
 	{"Abort", confAbort},
+	{"FlushReportsLoss", confFlushReportsLoss},
 	{"CloseAfterPeerAbort", confCloseAfterPeerAbort},
 	{"PausedReader", confPausedReader},
 	{"VanishedPeer", confVanishedPeer},
@@ -551,6 +552,41 @@ func confAbort(t *testing.T, stack string) {
 			t.Fatalf("peer after Abort: %v, want ErrReset", err)
 		}
 		break
+	}
+}
+
+// confFlushReportsLoss: Flush returns nil only when every message was
+// handed to the stack. Messages queued behind a peer that never reads
+// and then aborts, or dropped by this side's Abort, make it fail with
+// the reason (until 2 December it returned nil once the queue was empty,
+// whether its messages went or were dropped), and so does every later
+// Flush, as Close counts every message SendMsg accepted.
+func confFlushReportsLoss(t *testing.T, stack string) {
+	for _, who := range []string{"peer", "self"} {
+		t.Run(who, func(t *testing.T) {
+			ccfg := clientConfig()
+			ccfg.SendBuffer = 64 << 20
+			c, s := confPair(t, stack, ccfg, nil)
+			ctx := confCtx(t, 10*time.Second)
+			// More than any stack takes for a reader that reads nothing.
+			for range 24 {
+				if err := c.Send(ctx, make([]byte, 1<<20)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := post.ErrReset
+			stop := s.Abort
+			if who == "self" {
+				want, stop = post.ErrClosed, c.Abort
+			}
+			time.AfterFunc(100*time.Millisecond, func() { stop() })
+			if err := c.Flush(ctx); !errors.Is(err, want) {
+				t.Fatalf("Flush with messages dropped: %v, want %v", err, want)
+			}
+			if err := c.Flush(ctx); !errors.Is(err, want) {
+				t.Fatalf("a later Flush: %v, want %v", err, want)
+			}
+		})
 	}
 }
 

@@ -85,7 +85,27 @@ func (c *Carrier) Send(ctx context.Context, content []byte) error {
 }
 
 // Flush waits until every queued message has been handed to the stack.
-func (c *Carrier) Flush(ctx context.Context) error { return c.queue.drain(ctx) }
+// It returns nil only if every message SendMsg accepted so far was
+// handed to the stack or dropped for its lifetime (EventExpired), as
+// Close counts them; otherwise an error says why the others were not
+// (the transient's failure, or post.ErrClosed for messages the Carrier's
+// Close or Abort dropped).
+func (c *Carrier) Flush(ctx context.Context) error {
+	if err := c.queue.drain(ctx); err != nil {
+		return err
+	}
+	n := c.queue.undelivered()
+	if n == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	lost := c.lost
+	c.mu.Unlock()
+	if lost != nil {
+		return fmt.Errorf("%d messages not sent: %w", n, lost)
+	}
+	return post.Errorf(post.ErrClosed, "%d messages not sent: the carrier was closed", n)
+}
 
 // lockWrite takes the right to write to the transient, unless ctx ends
 // first.
@@ -165,7 +185,10 @@ func (c *Carrier) sendLoop() {
 				held = t
 			}
 		}
-		c.queue.done(om, err == nil)
+		if err != nil && !errors.Is(err, post.ErrExpired) {
+			c.noteLost(err) // before done wakes a Flush that reports it
+		}
+		c.queue.done(om, err)
 		switch {
 		case err == nil:
 			c.noteSent(om.size)
@@ -179,7 +202,6 @@ func (c *Carrier) sendLoop() {
 		case errors.Is(err, post.ErrExpired):
 			emit(om.m, post.EventExpired, err)
 		default:
-			c.noteLost(err)
 			emit(om.m, post.EventError, err)
 		}
 	}
@@ -236,6 +258,11 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 	}
 	c.unlockWrite()
 	c.touch()
+	if err != nil && c.ctx.Err() != nil {
+		// Close or Abort cut the write short: say so, whatever the
+		// stack made of its context's end.
+		return nil, fmt.Errorf("%w: the carrier was closed during the write: %w", post.ErrClosed, opError("send", t, err))
+	}
 	if err != nil {
 		return nil, c.sendFailed(t, err)
 	}
@@ -473,6 +500,7 @@ type sendQueue struct {
 	limit    int64
 	seq      uint64
 	inflight int
+	lost     int // messages failed or dropped unsent, not for their lifetime
 	closed   bool
 	held     bool          // tests: keep next from taking messages
 	wake     chan struct{} // to the single consumer
@@ -637,11 +665,14 @@ pop:
 	return nil, false, false
 }
 
-// done resolves a message taken with next.
-func (q *sendQueue) done(om *outMsg, ok bool) {
+// done resolves a message taken with next: err is why it was not sent.
+func (q *sendQueue) done(om *outMsg, err error) {
 	q.mu.Lock()
 	q.inflight--
-	q.resolve(om, ok)
+	if err != nil && !errors.Is(err, post.ErrExpired) {
+		q.lost++
+	}
+	q.resolve(om, err == nil)
 	q.notify()
 	q.mu.Unlock()
 	select {
@@ -668,10 +699,11 @@ func (q *sendQueue) resolve(om *outMsg, ok bool) {
 	delete(q.waiters, id)
 }
 
-// drain waits until nothing is queued or in flight.
+// drain waits until nothing is queued or in flight. Once the queue is
+// closed only the message in flight remains, which the sender resolves.
 func (q *sendQueue) drain(ctx context.Context) error {
 	q.mu.Lock()
-	for len(q.pending) > 0 && !q.closed {
+	for len(q.pending) > 0 {
 		ch := q.waitCh()
 		q.mu.Unlock()
 		select {
@@ -685,6 +717,14 @@ func (q *sendQueue) drain(ctx context.Context) error {
 	return nil
 }
 
+// undelivered returns how many messages failed or were dropped unsent,
+// not counting those dropped for their lifetime.
+func (q *sendQueue) undelivered() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.lost
+}
+
 // close fails every message not yet taken and returns how many.
 func (q *sendQueue) close() int {
 	q.mu.Lock()
@@ -694,6 +734,7 @@ func (q *sendQueue) close() int {
 	for _, ws := range q.waiters {
 		left = append(left, ws...)
 	}
+	q.lost += len(left)
 	for _, om := range left {
 		delete(q.pending, om.m.ID)
 		q.bytes -= om.cost

@@ -51,7 +51,8 @@ func (s *Source) why(err error) error {
 	return err
 }
 
-// Flush waits until queued messages are handed to the stack.
+// Flush waits until queued messages are handed to the stack; see
+// Carrier.Flush.
 func (s *Source) Flush(ctx context.Context) error { return s.c.Flush(ctx) }
 
 // Path returns the path in use.
