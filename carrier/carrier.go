@@ -569,8 +569,12 @@ func (c *Carrier) Fork(ctx context.Context) (*Carrier, error) {
 // ForkClass is Fork with an explicit traffic class. Milk needs
 // Policy.AllowMilk (else post.ErrPolicyConflict); FSP makes a milk clone,
 // QUIC a stream that delivers everything, and TCP refuses it with an
-// error wrapping post.ErrNotSupported.
+// error wrapping post.ErrNotSupported. A class other than Wine and Milk
+// is refused with an error wrapping post.ErrInvalid.
 func (c *Carrier) ForkClass(ctx context.Context, class psi.TrafficClass) (*Carrier, error) {
+	if class != psi.Wine && class != psi.Milk {
+		return nil, post.Errorf(post.ErrInvalid, "traffic class %d", class)
+	}
 	if c.kind != kindFull {
 		return nil, post.Errorf(post.ErrNotSupported, "sources and sinks cannot be forked")
 	}

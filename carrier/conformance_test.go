@@ -960,6 +960,14 @@ func confHygiene(t *testing.T, stack string) {
 	if _, err := s.Ready(ctx, carrier.ReadyOptions{Max: 2, Min: 5}); !errors.Is(err, post.ErrInvalid) {
 		t.Fatalf("Ready with Min over Max: %v", err)
 	}
+	// A class no stack knows (FSP made a Wine clone of it, QUIC and
+	// TCP said ErrNotSupported, TCP naming it "wine").
+	if f, err := c.ForkClass(ctx, psi.TrafficClass(99)); !errors.Is(err, post.ErrInvalid) {
+		if f != nil {
+			f.Abort()
+		}
+		t.Fatalf("ForkClass with an unknown class: %v", err)
+	}
 	if got := carrier.State(42).String(); got == "" {
 		t.Fatal("empty State string")
 	}

@@ -10,6 +10,7 @@ package psi
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -77,10 +78,13 @@ const (
 )
 
 func (c TrafficClass) String() string {
-	if c == Milk {
+	switch c {
+	case Wine:
+		return "wine"
+	case Milk:
 		return "milk"
 	}
-	return "wine"
+	return fmt.Sprintf("TrafficClass(%d)", uint8(c))
 }
 
 // Config is shared by Dial and Listen. The zero value is usable: defaults
