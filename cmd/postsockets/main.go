@@ -20,6 +20,10 @@
 // does not exist, to copy to the other side. A listener given -pin or -ca
 // requires a client certificate (-cert, -key) that they accept.
 //
+// recv and cat -l take one peer and then stop listening: whoever dials
+// after it is refused. Without -pin, -ca or -psk the one peer is whoever
+// dials first.
+//
 // cat closes the Carrier when its input ends, as nc -N does; Post
 // Sockets has no half-close, so what the peer sends after that is
 // dropped. Input that ends before its first line (< /dev/null, a

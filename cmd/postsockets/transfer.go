@@ -89,6 +89,21 @@ func (o *options) accept(ctx context.Context, l *carrier.Listener) (*carrier.Car
 	return c, nil
 }
 
+// acceptOne accepts the one peer of recv and cat -l and then closes l:
+// left open, it took the connections of anyone else who dialled, up to
+// the stacks' bounds, and held them and what they sent until the
+// command ended.
+func (o *options) acceptOne(ctx context.Context, l *carrier.Listener) (*carrier.Carrier, error) {
+	c, err := l.Accept(ctx)
+	l.Close()
+	if err != nil {
+		return nil, err
+	}
+	o.track(c)
+	o.out.connected("accepted", c)
+	return c, nil
+}
+
 func cmdSend(ctx context.Context, args []string) error {
 	o := newOptions("send")
 	args, err := start(ctx, o, args, 2, "send [flags] HOST:PORT FILE|-")
@@ -152,8 +167,7 @@ func cmdRecv(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	c, err := o.accept(ctx, l)
+	c, err := o.acceptOne(ctx, l)
 	if err != nil {
 		return err
 	}
@@ -263,8 +277,7 @@ func cmdCat(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		defer l.Close()
-		if c, err = o.accept(ctx, l); err != nil {
+		if c, err = o.acceptOne(ctx, l); err != nil {
 			return err
 		}
 	} else if c, err = o.dial(ctx, args[0]); err != nil {
