@@ -25,6 +25,47 @@ func liveHeap() uint64 {
 	return ms.HeapAlloc
 }
 
+// budgetListener listens on st with cfg (serverConfig when nil) and
+// accepts its connections until it is closed, handing each to serve on
+// the accepting goroutine; serve reports whether to hold it (nil: each
+// is dropped). At the test's end the listener is closed and every
+// connection held aborted.
+func budgetListener(t testing.TB, ctx context.Context, st *Stack, cfg *psi.Config, serve func(psi.Transient) (hold bool)) *Listener {
+	t.Helper()
+	if cfg == nil {
+		cfg = serverConfig()
+	}
+	ln, err := st.Listen(ctx, loopback, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := ln.(*Listener)
+	var mu sync.Mutex
+	var held []psi.Transient
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range held {
+			s.(*Transient).Abort(nil)
+		}
+	})
+	go func() {
+		for {
+			s, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			if serve != nil && serve(s) {
+				mu.Lock()
+				held = append(held, s)
+				mu.Unlock()
+			}
+		}
+	}()
+	return l
+}
+
 // TestReceiveBudgetBoundsUnread: peers at 16 addresses, in 16 /24s,
 // dial 4 connections each and write 1 MiB on each root to a listener
 // whose application accepts them all and never reads. With an 8 MiB
@@ -42,32 +83,7 @@ func TestReceiveBudgetBoundsUnread(t *testing.T) {
 	)
 	ctx := testContext(t)
 	st := &Stack{MemoryBudget: budget}
-	ln, err := st.Listen(ctx, loopback, serverConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*Listener)
-	defer l.Close()
-	var mu sync.Mutex
-	var held []psi.Transient
-	go func() {
-		for {
-			s, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, s)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, s := range held {
-			s.(*Transient).Abort(nil)
-		}
-	}()
+	l := budgetListener(t, ctx, st, nil, func(psi.Transient) bool { return true })
 	base := liveHeap()
 	msg := make([]byte, size)
 	wctx, stop := context.WithCancel(ctx)

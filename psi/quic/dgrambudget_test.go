@@ -1,7 +1,6 @@
 package quic
 
 import (
-	"context"
 	"encoding/binary"
 	"net"
 	"testing"
@@ -22,19 +21,7 @@ func TestReceiveBudgetBoundsDatagrams(t *testing.T) {
 	const budget = 8 << 20
 	ctx := testContext(t)
 	st := &Stack{MemoryBudget: budget}
-	ln, err := st.Listen(ctx, loopback, serverConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*Listener)
-	defer l.Close()
-	go func() {
-		for {
-			if _, err := l.Accept(context.Background()); err != nil {
-				return
-			}
-		}
-	}()
+	l := budgetListener(t, ctx, st, nil, nil)
 	base := liveHeap()
 	pc, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 4, 9)})
 	defer pc.Close()
@@ -99,19 +86,7 @@ func TestReceiveBudgetChargesEarlyDatagrams(t *testing.T) {
 	const size = 1000
 	ctx := testContext(t)
 	st := &Stack{MemoryBudget: budget}
-	ln, err := st.Listen(ctx, loopback, serverConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*Listener)
-	defer l.Close()
-	go func() {
-		for {
-			if _, err := l.Accept(context.Background()); err != nil {
-				return
-			}
-		}
-	}()
+	l := budgetListener(t, ctx, st, nil, nil)
 	pc, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 4, 10)})
 	defer pc.Close()
 	qc, err := quicgo.Dial(ctx, pc, net.UDPAddrFromAddrPort(l.Addr()), rawTLS(), &quicgo.Config{EnableDatagrams: true, MaxIdleTimeout: time.Minute})

@@ -4,7 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,50 +69,29 @@ func TestReceiveBudgetBoundsForks(t *testing.T) {
 	const budget = 8 << 20
 	ctx := testContext(t)
 	st := &Stack{MemoryBudget: budget}
-	ln, err := st.Listen(ctx, loopback, serverConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*Listener)
-	defer l.Close()
-	var mu sync.Mutex
-	var held []psi.Transient
 	honest := make(chan string, 1)
-	go func() {
-		for {
-			s, err := l.Accept(context.Background())
+	var roots atomic.Int64
+	l := budgetListener(t, ctx, st, nil, func(s psi.Transient) bool {
+		if s.Path().Remote.Addr() != netip.MustParseAddr("127.0.0.1") {
+			roots.Add(1)
+			return true
+		}
+		go func() { // the honest client
+			defer s.Close()
+			f, err := s.AcceptFork(ctx)
 			if err != nil {
+				honest <- err.Error()
 				return
 			}
-			if s.Path().Remote.Addr() == netip.MustParseAddr("127.0.0.1") {
-				go func() { // the honest client
-					defer s.Close()
-					f, err := s.AcceptFork(ctx)
-					if err != nil {
-						honest <- err.Error()
-						return
-					}
-					got, err := readAll(ctx, f, 64)
-					if err != nil {
-						honest <- err.Error()
-						return
-					}
-					honest <- string(got)
-				}()
-				continue
+			got, err := readAll(ctx, f, 64)
+			if err != nil {
+				honest <- err.Error()
+				return
 			}
-			mu.Lock()
-			held = append(held, s)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, s := range held {
-			s.(*Transient).Abort(nil)
-		}
-	}()
+			honest <- string(got)
+		}()
+		return false
+	})
 	base := liveHeap()
 	const conns, forks = 4, 1000
 	// Half the peers send a fork header and a 100-byte message's first
@@ -133,11 +112,8 @@ func TestReceiveBudgetBoundsForks(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	full := liveHeap()
 	bs := l.BudgetStats()
-	mu.Lock()
-	roots := len(held)
-	mu.Unlock()
 	t.Logf("%d roots accepted, %d forks opened, %d refused by the budget; heap %d KiB over the start; the budget held %d KiB (peak %d KiB) of %d KiB",
-		roots, total, bs.RefusedStreams, (full-base)>>10, bs.Held>>10, bs.Peak>>10, bs.Budget>>10)
+		roots.Load(), total, bs.RefusedStreams, (full-base)>>10, bs.Held>>10, bs.Peak>>10, bs.Budget>>10)
 	if bs.Peak > budget {
 		t.Errorf("the budget held %d bytes, over its %d", bs.Peak, budget)
 	}

@@ -3,7 +3,6 @@ package quic
 import (
 	"context"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,55 +22,32 @@ func TestReceiveBudgetBoundsReadBuffers(t *testing.T) {
 	const budget = 8 << 20
 	ctx := testContext(t)
 	st := &Stack{MemoryBudget: budget}
-	ln, err := st.Listen(ctx, loopback, serverConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*Listener)
-	defer l.Close()
-	var mu sync.Mutex
-	var held []psi.Transient
 	reading := make(chan struct{}, 4096)
 	honest := make(chan psi.Transient, 1)
-	go func() {
-		for {
-			s, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, s)
-			mu.Unlock()
-			if s.Path().Remote.Addr() == netip.MustParseAddr("127.0.0.1") {
-				honest <- s
-				continue
-			}
-			go func() { // read every fork, as an application serving them does
-				for {
-					f, err := s.AcceptFork(context.Background())
-					if err != nil {
-						return
-					}
-					go func() {
-						reading <- struct{}{}
-						buf := make([]byte, 64)
-						for {
-							if _, _, err := f.ReadMessage(context.Background(), buf); err != nil {
-								return
-							}
-						}
-					}()
+	l := budgetListener(t, ctx, st, nil, func(s psi.Transient) bool {
+		if s.Path().Remote.Addr() == netip.MustParseAddr("127.0.0.1") {
+			honest <- s
+			return true
+		}
+		go func() { // read every fork, as an application serving them does
+			for {
+				f, err := s.AcceptFork(context.Background())
+				if err != nil {
+					return
 				}
-			}()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, s := range held {
-			s.(*Transient).Abort(nil)
-		}
-	}()
+				go func() {
+					reading <- struct{}{}
+					buf := make([]byte, 64)
+					for {
+						if _, _, err := f.ReadMessage(context.Background(), buf); err != nil {
+							return
+						}
+					}
+				}()
+			}
+		}()
+		return true
+	})
 	base := liveHeap()
 	const conns, forks = 15, 200
 	fork := append(appendHeader(nil, header{kind: kindFork, parent: 0, class: psi.Wine}), 0, 0, 0, 100, 'x')

@@ -37,19 +37,7 @@ func BenchmarkUnreadSmallFrames(b *testing.B) {
 
 func benchSmallFrames(b *testing.B, count bool, chunk int) {
 	ctx := testContext(b)
-	ln, err := (&Stack{DisableSmallFrameCount: !count}).Listen(ctx, loopback, serverConfig())
-	if err != nil {
-		b.Fatal(err)
-	}
-	l := ln.(*Listener)
-	defer l.Close()
-	go func() {
-		for {
-			if _, err := l.Accept(context.Background()); err != nil {
-				return
-			}
-		}
-	}()
+	l := budgetListener(b, ctx, &Stack{DisableSmallFrameCount: !count}, nil, nil)
 	qc := rawForker(b, ctx, netip.MustParseAddr("127.0.4.1"), l.Addr())
 	// A fork header and a 1 MiB message's length: the chunks are its
 	// first bytes.
@@ -156,21 +144,7 @@ func TestSmallFramesTracedClosed(t *testing.T) {
 // with cfg, checking the heap if heap is set.
 func smallFramesClosed(t *testing.T, st *Stack, cfg *psi.Config, heap bool) {
 	ctx := testContext(t)
-	ln, err := st.Listen(ctx, loopback, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*Listener)
-	defer l.Close()
-	go func() {
-		for {
-			s, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			defer s.Close()
-		}
-	}()
+	l := budgetListener(t, ctx, st, cfg, func(psi.Transient) bool { return true })
 	qc := rawForker(t, ctx, netip.MustParseAddr("127.0.4.2"), l.Addr())
 	ss := smallForks(t, qc, 64)
 	time.Sleep(500 * time.Millisecond) // the forks arrive; this bounds nothing
@@ -210,6 +184,29 @@ func smallFramesClosed(t *testing.T, st *Stack, cfg *psi.Config, heap bool) {
 	}
 }
 
+// readForks reads every fork of s as it comes, bufSize bytes at a time,
+// and adds what it read to read.
+func readForks(ctx context.Context, s psi.Transient, bufSize int, read *atomic.Int64) {
+	defer s.Close()
+	for {
+		f, err := s.AcceptFork(ctx)
+		if err != nil {
+			return
+		}
+		go func() {
+			defer f.Close()
+			buf := make([]byte, bufSize)
+			for {
+				n, _, err := f.ReadMessage(ctx, buf)
+				read.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
 // TestSmallFramesReadStayOpen: the same client writes one-byte frames
 // on 64 forks, 15,360 in all, to the same listener (3,072 small frames
 // unread allowed), whose application reads each fork; each round of
@@ -218,37 +215,11 @@ func smallFramesClosed(t *testing.T, st *Stack, cfg *psi.Config, heap bool) {
 func TestSmallFramesReadStayOpen(t *testing.T) {
 	const forks, rounds = 64, 240
 	ctx := testContext(t)
-	ln, err := (&Stack{MemoryBudget: 8 << 20}).Listen(ctx, loopback, serverConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*Listener)
-	defer l.Close()
 	var read atomic.Int64
-	go func() {
-		s, err := l.Accept(ctx)
-		if err != nil {
-			return
-		}
-		defer s.Close()
-		for {
-			f, err := s.AcceptFork(ctx)
-			if err != nil {
-				return
-			}
-			go func() {
-				defer f.Close()
-				buf := make([]byte, 64)
-				for {
-					n, _, err := f.ReadMessage(ctx, buf)
-					read.Add(int64(n))
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	l := budgetListener(t, ctx, &Stack{MemoryBudget: 8 << 20}, nil, func(s psi.Transient) bool {
+		go readForks(ctx, s, 64, &read)
+		return false
+	})
 	qc := rawForker(t, ctx, netip.MustParseAddr("127.0.4.3"), l.Addr())
 	ss := smallForks(t, qc, forks)
 	for r := 1; r <= rounds; r++ {
