@@ -111,27 +111,37 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// TestBrokenRequestBody: a request body that fails reaches the handler
-// as an error, never as a complete body.
+// TestBrokenRequestBody: a request body that fails after its head went
+// out reaches the handler as an error, never as a complete body, and
+// RoundTrip fails with the body's error, as net/http's does, rather than
+// return the response the handler wrote after its read failed (until 2
+// December the client got that handler's 200 and no error).
 func TestBrokenRequestBody(t *testing.T) {
-	seen := make(chan error, 1)
-	client, url, _, _ := setup(t, "quic", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, err := io.ReadAll(r.Body)
-		seen <- err
-	}))
-	body := io.MultiReader(strings.NewReader(strings.Repeat("x", 100_000)), errReader{})
-	req, _ := http.NewRequest("POST", url+"/", body)
-	if resp, err := client.Do(req); err == nil {
-		resp.Body.Close()
-	}
-	select {
-	case err := <-seen:
+	forStacks(t, func(t *testing.T, stack string) {
+		seen := make(chan error, 1)
+		client, url, _, _ := setup(t, stack, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, err := io.ReadAll(r.Body)
+			seen <- err
+		}))
+		body := io.MultiReader(strings.NewReader(strings.Repeat("x", 100_000)), errReader{})
+		req, _ := http.NewRequest("POST", url+"/", body)
+		resp, err := client.Do(req)
 		if err == nil {
-			t.Fatal("handler read a complete body")
+			resp.Body.Close()
+			t.Fatalf("a request whose body failed got %s and no error", resp.Status)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("handler did not finish reading")
-	}
+		if !strings.Contains(err.Error(), "disk on fire") {
+			t.Fatalf("RoundTrip: %v, want the body's error", err)
+		}
+		select {
+		case err := <-seen:
+			if err == nil {
+				t.Fatal("handler read a complete body")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("handler did not finish reading")
+		}
+	})
 }
 
 type errReader struct{}

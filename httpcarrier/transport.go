@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postsockets/postsockets/carrier"
@@ -225,7 +226,10 @@ type clientTx struct {
 	stop  func() bool
 	once  sync.Once
 	wrote chan error // the request writer's result
-	keep  bool       // the fork may carry another transaction
+	// bodyErr is set when the request body failed, before the message
+	// is abandoned.
+	bodyErr atomic.Pointer[error]
+	keep    bool // the fork may carry another transaction
 }
 
 // roundTrip sends the request and reads the response head. stale reports
@@ -307,6 +311,12 @@ func (tx *clientTx) roundTrip(ctx context.Context, head []byte, reused bool) (re
 			}
 			continue
 		}
+		if berr := tx.bodyErr.Load(); berr != nil {
+			// The body failed before the response came: the request
+			// was not sent whole, whatever the server made of its
+			// abandoned message (as net/http).
+			return nil, false, fmt.Errorf("httpcarrier: writing request: %w", *berr)
+		}
 		if mw != nil {
 			// Not switched: the request message ends with its head.
 			tx.wrote <- mw.Close()
@@ -355,8 +365,7 @@ func (tx *clientTx) writeBody(ctx context.Context, head []byte) (headOut bool, e
 			break // what is left goes with the end of the message
 		}
 		if rerr != nil {
-			w.Abort()
-			return headOut, fmt.Errorf("httpcarrier: reading request body: %w", rerr)
+			return headOut, tx.bodyFailed(w, fmt.Errorf("httpcarrier: reading request body: %w", rerr))
 		}
 		if n > 0 {
 			headOut = true
@@ -367,8 +376,7 @@ func (tx *clientTx) writeBody(ctx context.Context, head []byte) (headOut bool, e
 		}
 	}
 	if req.ContentLength > 0 && sent != req.ContentLength {
-		w.Abort()
-		return headOut, fmt.Errorf("httpcarrier: ContentLength=%d with Body length %d", req.ContentLength, sent)
+		return headOut, tx.bodyFailed(w, fmt.Errorf("httpcarrier: ContentLength=%d with Body length %d", req.ContentLength, sent))
 	}
 	if _, err := w.WriteLast(buf[:n]); err != nil {
 		return true, err
@@ -377,6 +385,15 @@ func (tx *clientTx) writeBody(ctx context.Context, head []byte) (headOut bool, e
 		return true, tx.fork.Send(ctx, trailerBlock(req.Trailer))
 	}
 	return true, nil
+}
+
+// bodyFailed abandons the request message after the body's own
+// failure (its Read, or a length other than its ContentLength), noting
+// it first, so that a response the abandoned message brought on finds it.
+func (tx *clientTx) bodyFailed(w *carrier.MessageWriter, err error) error {
+	tx.bodyErr.Store(&err)
+	w.Abort()
+	return err
 }
 
 // readTrailers runs at the end of a response body whose head declared
