@@ -442,3 +442,64 @@ func TestTrustAddressOnlyRemote(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiredClientCertSameOutcome: a client whose certificate expired
+// after its first connection is refused on every stack, its session
+// ticket notwithstanding. Before, FSP resumed its session (the ticket
+// held the chain verified when it was issued), while crypto/tls on QUIC
+// and TCP declines the session and verifies the chain anew.
+func TestExpiredClientCertSameOutcome(t *testing.T) {
+	ca := testcert.Must()
+	// x509 validity has whole seconds: this one ends within 2 s.
+	expiry := time.Now().Add(time.Second).Truncate(time.Second).Add(time.Second)
+	cli, err := ca.IssueUntil("client", expiry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listen(t, &carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{ca.Leaf}, RootCAs: ca.Pool, ClientAuth: true}})
+	ctx := ctxT(t)
+	go func() {
+		for {
+			c, err := l.Accept(ctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if m, err := c.Receive(ctx); err == nil {
+					c.Send(ctx, m.Content)
+				}
+			}()
+		}
+	}()
+	stacks := []string{"fsp", "quic", "tcp"}
+	cfgs := map[string]*carrier.Config{}
+	for _, stack := range stacks {
+		ccfg := &carrier.Config{Security: psi.Security{RootCAs: ca.Pool, Certificates: []tls.Certificate{cli},
+			SessionCache: tls.NewLRUClientSessionCache(4)}}
+		ccfg.Policy.Stack(stack, policy.Require)
+		cfgs[stack] = ccfg
+		// A round trip: the session ticket comes after the handshake.
+		c, err := carrier.Initiate(ctx, l.Remote("localhost"), ccfg)
+		if err != nil {
+			t.Fatalf("%s: %v", stack, err)
+		}
+		if err := c.Send(ctx, []byte("ping")); err != nil {
+			t.Fatalf("%s: %v", stack, err)
+		}
+		if _, err := c.Receive(ctx); err != nil {
+			t.Fatalf("%s: %v", stack, err)
+		}
+		c.Close()
+	}
+	time.Sleep(time.Until(expiry.Add(1100 * time.Millisecond)))
+	for _, stack := range stacks {
+		c, err := carrier.Initiate(ctx, l.Remote("localhost"), cfgs[stack])
+		if err == nil {
+			c.Close()
+			t.Errorf("%s: a client whose certificate expired connected", stack)
+		} else if !errors.Is(err, post.ErrAuthentication) {
+			t.Errorf("%s: %v, want post.ErrAuthentication", stack, err)
+		}
+	}
+}

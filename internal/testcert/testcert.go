@@ -85,6 +85,11 @@ func New(names ...string) (*Pair, error) {
 // Issue returns another leaf signed by p's CA, for a client: its common
 // name is name and it may authenticate either end.
 func (p *Pair) Issue(name string) (tls.Certificate, error) {
+	return p.IssueUntil(name, time.Now().Add(24*time.Hour))
+}
+
+// IssueUntil is Issue for a leaf that expires at notAfter.
+func (p *Pair) IssueUntil(name string, notAfter time.Time) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -94,7 +99,7 @@ func (p *Pair) Issue(name string) (tls.Certificate, error) {
 		SerialNumber: big.NewInt(now.UnixNano()),
 		Subject:      pkix.Name{CommonName: name},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{name},

@@ -221,7 +221,10 @@
 // RESTORE instead of INIT_CONNECT: its nonce, the ticket's age as it
 // measured it, the ticket, and an X25519 key, tagged under a binder key
 // from the resumption secret. A listener that opens the ticket, finds
-// its own identity in it and checks the binder answers with
+// its own identity in it, checks the binder and, with ClientAuth, finds
+// that the client's chain still passes VerifyPeer (a certificate expired
+// since then sends the client to a full handshake, as crypto/tls does on
+// QUIC and TCP) answers with
 // ACK_CONNECT_REQ carrying its nonce, its X25519 key, a resumed flag and
 // the key confirmation, tagged under the binder key: one round trip, no
 // certificate, no signature. The master secret mixes the fresh X25519

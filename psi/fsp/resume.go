@@ -249,10 +249,10 @@ func parseRestore(pkt *wire.Packet) (*restoreRequest, error) {
 func resumeSecret(res, psk []byte) []byte { return append(bytes.Clone(res), psk...) }
 
 // respondResumed runs the responder's side of a RESTORE of n bytes whose
-// ticket and binder checked out. With 0-RTT accepted the data path opens
-// at once, for 0.5-RTT data (conn_halfrtt.go).
-func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet, n int) error {
-	l := c.listener
+// ticket and binder checked out, for the client identity certs
+// (ticketPeer). With 0-RTT accepted the data path opens at once, for
+// 0.5-RTT data (conn_halfrtt.go).
+func (c *Conn) respondResumed(tk *ticket, certs []*x509.Certificate, req *restoreRequest, pkt *wire.Packet, n int) error {
 	kp, err := fcrypto.NewKeyPair()
 	if err != nil {
 		return err
@@ -260,17 +260,6 @@ func (c *Conn) respondResumed(tk *ticket, req *restoreRequest, pkt *wire.Packet,
 	shared, err := kp.Shared(pkt.EphemeralKey)
 	if err != nil {
 		return post.Errorf(post.ErrMalformed, "fsp: bad ephemeral key")
-	}
-	var certs []*x509.Certificate
-	for _, der := range tk.chain {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return post.Errorf(post.ErrMalformed, "fsp: ticket holds a bad certificate")
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 && l.pskLeaf != nil {
-		certs = []*x509.Certificate{l.pskLeaf}
 	}
 	rand.Read(c.nonce[:])
 	myParam := c.myParam()

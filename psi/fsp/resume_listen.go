@@ -1,6 +1,7 @@
 package fsp
 
 import (
+	"crypto/x509"
 	"time"
 
 	"github.com/postsockets/postsockets/internal/strike"
@@ -71,6 +72,14 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 		uncount()
 		return
 	}
+	certs, err := l.ticketPeer(tk)
+	if err != nil {
+		// The client's certificate no longer passes (expired since
+		// the ticket was issued): a full handshake checks it anew.
+		uncount()
+		t.restoreFallback(l, from, pkt, req.nonce, now)
+		return
+	}
 	t.mu.Lock()
 	evicted, room := t.pending.makeRoom(from.ap.Addr(), now, l.cfg)
 	t.mu.Unlock()
@@ -101,7 +110,7 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 		t.refuseHandshake(from, pkt, len(b))
 		return
 	}
-	if err := c.respondResumed(tk, req, pkt, len(b)); err != nil {
+	if err := c.respondResumed(tk, certs, req, pkt, len(b)); err != nil {
 		t.log.Debug("fsp: resumption failed", "peer", from, "err", err)
 		c.teardown(err, true)
 		return
@@ -122,4 +131,31 @@ func (t *Transport) restoreFallback(l *Listener, from *peerAddr, pkt *wire.Packe
 	reply := wire.Packet{Header: wire.Header{Opcode: wire.AckInitConnect, Dst: pkt.Src}}
 	var arr [wire.HeaderLen + fcrypto.CookieLen + fcrypto.TagLen]byte
 	t.write(handshakePacket(arr[:0], fcrypto.HandshakeKey(l.cfg.Security.PSK, pkt.Src), &reply, cookie[:]), from)
+}
+
+// ticketPeer returns the client identity a ticket holds. A listener that
+// asks clients for certificates (ClientAuth) checks that chain against
+// its trust settings again, now, as a full handshake would: a
+// certificate that expired after the ticket was issued gets no
+// resumption, as over QUIC and TCP, where crypto/tls declines such a
+// session and VerifyConnection runs on resumptions too. With a PSK and
+// no chain the identity is the PSK's.
+func (l *Listener) ticketPeer(tk *ticket) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for _, der := range tk.chain {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, post.Errorf(post.ErrMalformed, "fsp: ticket holds a bad certificate")
+		}
+		certs = append(certs, cert)
+	}
+	if l.cfg.Security.ClientAuth {
+		if err := l.cfg.Security.VerifyPeer(certs, true); err != nil {
+			return nil, err
+		}
+	}
+	if len(certs) == 0 && l.pskLeaf != nil {
+		certs = []*x509.Certificate{l.pskLeaf}
+	}
+	return certs, nil
 }

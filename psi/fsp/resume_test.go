@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -607,5 +608,47 @@ func TestZeroRTTFork(t *testing.T) {
 	}
 	if pc := f.PeerCertificates(); len(pc) == 0 || !pc[0].Equal(c.PeerCertificates()[0]) {
 		t.Fatal("the clone of a resumed session lost the listener's identity")
+	}
+}
+
+// TestResumeExpiredClientCert: a listener that asks clients for
+// certificates does not resume the session of one whose certificate has
+// expired since its ticket was issued; the dial then fails as a full
+// handshake would. Before, the ticket let it in for up to an hour, where
+// QUIC and TCP (crypto/tls) refuse it.
+func TestResumeExpiredClientCert(t *testing.T) {
+	ca := testcert.Must()
+	// x509 validity has whole seconds: this one ends within 2 s.
+	expiry := time.Now().Add(time.Second).Truncate(time.Second).Add(time.Second)
+	cli, err := ca.IssueUntil("client", expiry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg := &Config{Security: psi.Security{Certificates: []tls.Certificate{ca.Leaf}, ClientAuth: true, RootCAs: ca.Pool}}
+	cache := tls.NewLRUClientSessionCache(4)
+	ccfg := &Config{Security: psi.Security{RootCAs: ca.Pool, ServerName: "localhost",
+		Certificates: []tls.Certificate{cli}, SessionCache: cache}}
+	l := listen(t, scfg)
+	c1, s1 := connect(t, l, ccfg)
+	pingPong(t, c1, s1)
+	waitTicket(t, cache, c1)
+	c1.Close()
+	time.Sleep(time.Until(expiry.Add(1100 * time.Millisecond)))
+
+	ctx := testContext(t)
+	go func() {
+		if s, err := l.Accept(ctx); err == nil {
+			t.Errorf("listener accepted a client whose certificate expired (resumed %v)", s.Resumed())
+			s.Close()
+		}
+	}()
+	c, err := Dial(ctx, addrOf(l), ccfg)
+	if err == nil {
+		resumed := c.Resumed()
+		c.Close()
+		t.Fatalf("a client whose certificate expired connected (resumed %v)", resumed)
+	}
+	if !errors.Is(err, post.ErrAuthentication) {
+		t.Fatalf("dial failed with %v, want post.ErrAuthentication", err)
 	}
 }
