@@ -85,6 +85,7 @@ type Config struct {
 	// Lazy makes Initiate return a dormant Carrier without sending a
 	// packet; the first message establishes the transient, as 0-RTT data
 	// when it is Idempotent and the Association holds a session ticket.
+	// Until then Receive waits for that Send: a read dials nothing.
 	Lazy bool
 	// Transient is the template for the stacks' configuration (timeouts,
 	// keep-alive). Security, Local and MaxMessageSize are filled in.
@@ -286,12 +287,28 @@ func initiate(ctx context.Context, remote post.Remote, cfg *Config, k kind) (*Ca
 }
 
 // NewDormant makes a Carrier on an Association without establishing a
-// transient; the first Send does.
+// transient; the first Send does. A nil a means cfg.Association; without
+// either the Carrier has no Remote, and its sends fail with an error
+// wrapping post.ErrUnknownHost.
 func NewDormant(a *association.Association, cfg *Config) *Carrier {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	return newCarrier(a, nil, *cfg, true, kindFull)
+	if a == nil {
+		a = cfg.Association
+	}
+	own := a == nil
+	if own {
+		// One without a Remote, so that sends fail rather than the
+		// sender goroutine panicking on a nil Association.
+		acfg, _ := cfg.associationConfig(post.Remote{})
+		if a, _ = association.New(acfg); a == nil { // an invalid policy
+			a, _ = association.New(association.Config{})
+		}
+	}
+	c := newCarrier(a, nil, *cfg, true, kindFull)
+	c.ownAssoc = own
+	return c
 }
 
 func newCarrier(a *association.Association, t psi.Transient, cfg Config, initiator bool, k kind) *Carrier {

@@ -785,3 +785,41 @@ func TestAcceptForkPeerAbort(t *testing.T) {
 		}
 	})
 }
+
+// TestNewDormantNilAssociation: NewDormant without an Association takes
+// cfg.Association, and without either makes a Carrier whose sends fail
+// (post.ErrUnknownHost: it has no Remote); its sender goroutine panicked
+// on the nil Association, taking the process down.
+func TestNewDormantNilAssociation(t *testing.T) {
+	ctx := ctxT(t)
+	c := carrier.NewDormant(nil, clientConfig())
+	if err := c.Send(ctx, []byte("x")); err != nil {
+		t.Fatal(err) // queued: the sender establishes
+	}
+	if err := c.Flush(ctx); !errors.Is(err, post.ErrUnknownHost) {
+		t.Fatalf("Flush: %v, want ErrUnknownHost", err)
+	}
+	if err := c.Close(); err == nil {
+		t.Fatal("Close returned nil for a message that was never sent")
+	}
+	// With cfg.Association: that one.
+	l := listen(t, serverConfig())
+	first, err := carrier.Initiate(ctx, l.Remote("localhost"), clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	cfg := clientConfig()
+	cfg.Association = first.Association()
+	d := carrier.NewDormant(nil, cfg)
+	defer d.Close()
+	if d.Association() != first.Association() {
+		t.Fatal("NewDormant(nil, cfg) did not take cfg.Association")
+	}
+	if err := d.Send(ctx, []byte("revived")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatalf("Flush on cfg.Association: %v", err)
+	}
+}

@@ -48,7 +48,10 @@ const keepInboundCap = 1 << 20
 // from Accept, what Receive gathers counts against the Listener's
 // Config.ReceiveBudget: it waits for room there, and fails with an
 // error wrapping post.ErrBackpressure if the budget ended the Carrier
-// because its peer stalled half-way through a message.
+// because its peer stalled half-way through a message. On a dormant
+// Carrier from Initiate (Config.Lazy, or one that idled out) it waits,
+// until ctx ends, for a Send to establish the transient: a read dials
+// nothing, so a Lazy Carrier whose peer speaks first must send first.
 func (c *Carrier) Receive(ctx context.Context) (*post.Message, error) {
 	return c.Ready(ctx, ReadyOptions{})
 }
