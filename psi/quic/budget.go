@@ -2,6 +2,7 @@ package quic
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -73,7 +74,7 @@ type budget struct {
 	// read buffers made small and unkept whole streams not copied.
 	refusedStreams, droppedDatagrams uint64
 	smallBuffers, unkept             uint64
-	// smallFrames counts connections closed for small frames unread
+	// smallFrames counts connections closed for STREAM frames unread
 	// (frames).
 	smallFrames uint64
 	srcs        map[netip.Addr]int64
@@ -104,8 +105,8 @@ type account struct {
 	// data unread; guarded by b.mu. When the connection ends all but kept
 	// goes back, at zero the rest.
 	refs int
-	// frames counts the connection's small STREAM frames against its
-	// reads.
+	// frames counts the heap behind the connection's STREAM frames
+	// unread.
 	frames frames
 }
 
@@ -146,14 +147,14 @@ func (b *budget) giveLocked(src netip.Addr, pfx netip.Prefix, n int64) {
 // that room allows, or fails with post.ErrRefused when minWindow does
 // not. An account made before and never bound (its connection was
 // refused after it, by Transport.ConnContext) is given back.
-func (b *budget) open(addr netip.Addr) (*account, int64, error) {
+func (b *budget) open(addr netip.Addr, maxStreams, maxUniStreams int64) (*account, int64, error) {
 	addr = addr.Unmap()
 	a := &account{b: b, src: hsrate.Host(addr), pfx: hsrate.Prefix(addr), refs: 1}
-	a.frames.refused = func() {
+	a.frames.init(func() {
 		b.mu.Lock()
 		b.smallFrames++
 		b.mu.Unlock()
-	}
+	}, maxStreams, maxUniStreams)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p := b.pending; p != nil {
@@ -246,12 +247,51 @@ func (a *account) takeBuffer() bool {
 	return a == nil || a.takeOf(readBuffer, 2, &a.b.smallBuffers)
 }
 
-// readBytes credits n stream bytes read from the connection against
-// its small frames (frames).
-func (a *account) readBytes(n int64) {
+// readStream credits n bytes read from stream id, and err that ended
+// the read, against the connection's unread frames (frames.readStream).
+func (a *account) readStream(id quicgo.StreamID, n int, err error) {
 	if a != nil {
-		a.frames.readBytes(n)
+		a.frames.readStream(id, n, err)
 	}
+}
+
+// openedStream notes a stream accepted from the peer or opened
+// (frames.opened).
+func (a *account) openedStream(id quicgo.StreamID) {
+	if a != nil {
+		a.frames.opened(id)
+	}
+}
+
+// cancelRead cancels the reading of s, and notes it (frames.cancel).
+func (a *account) cancelRead(s cancelReader, code quicgo.StreamErrorCode) {
+	s.CancelRead(code)
+	if a != nil {
+		a.frames.cancel(s.StreamID())
+	}
+}
+
+// acctReader reads a stream psi/quic reads without a countReader (a
+// header, the "done" stream), crediting what it reads to a
+// (account.readStream).
+type acctReader struct {
+	s interface {
+		io.Reader
+		StreamID() quicgo.StreamID
+	}
+	a *account
+}
+
+func (r acctReader) Read(p []byte) (int, error) {
+	n, err := r.s.Read(p)
+	r.a.readStream(r.s.StreamID(), n, err)
+	return n, err
+}
+
+// cancelReader is a stream whose reading can be cancelled.
+type cancelReader interface {
+	CancelRead(quicgo.StreamErrorCode)
+	StreamID() quicgo.StreamID
 }
 
 // giveStream gives back what takeStream charged (give).
@@ -382,8 +422,8 @@ type BudgetStats struct {
 	// close waits for the application's read instead.
 	UnkeptStreams uint64
 	// SmallFrameCloses counts connections closed, as refused, for
-	// sending more than a bound of small STREAM frames beyond the
-	// bytes read from them (docs/security.md, Open).
+	// STREAM frames unread whose heap in quic-go exceeded a bound (4
+	// times the connection's window; Stack.DisableSmallFrameCount).
 	SmallFrameCloses uint64
 }
 
@@ -407,7 +447,7 @@ func (b *budget) stats() BudgetStats {
 // Transport.ConnContext and the Tracer for one Initial after another on
 // the listener's one goroutine, so pending passes the account from the
 // first to the last. With count, or when base traces the connection,
-// its small STREAM frames are counted too (frames).
+// the heap behind its unread STREAM frames is counted too (frames).
 func (b *budget) config(base *quicgo.Config, count bool) *quicgo.Config {
 	cfg := base.Clone()
 	cfg.GetConfigForClient = func(ci *quicgo.ClientInfo) (*quicgo.Config, error) {
@@ -415,7 +455,7 @@ func (b *budget) config(base *quicgo.Config, count bool) *quicgo.Config {
 		if ua, ok := ci.RemoteAddr.(*net.UDPAddr); ok {
 			addr = ua.AddrPort().Addr()
 		}
-		a, w, err := b.open(addr)
+		a, w, err := b.open(addr, base.MaxIncomingStreams, base.MaxIncomingUniStreams)
 		if err != nil {
 			return nil, err
 		}

@@ -347,6 +347,7 @@ func (c *conn) openTransient(ctx context.Context, hdr header, parent *Transient,
 				}
 				return nil, mapError(err)
 			}
+			c.acct.openedStream(s.StreamID())
 			if parent != nil {
 				hdr.parent = uint64(parent.streamID())
 			}
@@ -377,13 +378,14 @@ func (c *conn) openTransient(ctx context.Context, hdr header, parent *Transient,
 			}
 			return nil, mapError(err)
 		}
+		c.acct.openedStream(s.StreamID())
 		if parent != nil {
 			// The parent may have moved in a replay.
 			hdr.parent = uint64(parent.streamID())
 		}
 		if _, err := s.Write(appendHeader(nil, hdr)); err != nil {
 			s.CancelWrite(codeClosed)
-			s.CancelRead(codeClosed)
+			c.acct.cancelRead(s, codeClosed)
 			return nil, mapError(err)
 		}
 		t := newTransient(c, s, hdr, assoc, class)
@@ -517,10 +519,11 @@ func (c *conn) acceptDone() {
 	if err != nil {
 		return
 	}
+	c.acct.openedStream(s.StreamID())
 	var b [1]byte
 	_ = s.SetReadDeadline(time.Now().Add(c.cfg.Handshake()))
-	_, err = io.ReadFull(s, b[:])
-	s.CancelRead(codeNoError)
+	_, err = io.ReadFull(acctReader{s, c.acct}, b[:])
+	c.acct.cancelRead(s, codeNoError)
 	if err != nil || b[0] != doneByte {
 		c.log.Debug("bad done stream", "err", err)
 		return
@@ -569,6 +572,7 @@ func (c *conn) acceptStreams() {
 		if err != nil {
 			return
 		}
+		c.acct.openedStream(s.StreamID())
 		c.mu.Lock()
 		c.inflight[s.StreamID()] = struct{}{}
 		c.accepted = max(c.accepted, s.StreamID())
@@ -603,7 +607,7 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 	if c.acct != nil && s.StreamID() != 0 {
 		if !c.acct.takeStream() {
 			c.log.Debug("stream refused: receive budget full", "stream", s.StreamID())
-			s.CancelRead(codeRefused)
+			c.acct.cancelRead(s, codeRefused)
 			s.CancelWrite(codeRefused)
 			return
 		}
@@ -615,13 +619,8 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 		}()
 	}
 	_ = s.SetReadDeadline(time.Now().Add(c.cfg.Handshake()))
-	h, err := readHeader(s)
+	h, err := readHeader(acctReader{s, c.acct})
 	_ = s.SetReadDeadline(time.Time{})
-	if err == nil {
-		// A frame's worth: the header's bytes came in one frame from an
-		// honest peer, and a fork may carry nothing else.
-		c.acct.readBytes(1)
-	}
 	if err != nil {
 		c.log.Debug("bad stream header", "stream", s.StreamID(), "err", err)
 		// A header that did not come in time (a starved or silent
@@ -630,7 +629,7 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 		if errors.Is(err, post.ErrMalformed) {
 			code = codeMalformed
 		}
-		s.CancelRead(code)
+		c.acct.cancelRead(s, code)
 		s.CancelWrite(code)
 		return
 	}
@@ -641,7 +640,7 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 		c.gotRoot = true
 		c.mu.Unlock()
 		if !ok {
-			s.CancelRead(codeRefused)
+			c.acct.cancelRead(s, codeRefused)
 			s.CancelWrite(codeRefused)
 			return
 		}
@@ -671,7 +670,7 @@ func (c *conn) handleStream(s *quicgo.Stream) {
 	case kindFork:
 		p := c.parent(s.StreamID(), h.parent)
 		if p == nil || c.cfg.Disabled.Has(psi.Fork) {
-			s.CancelRead(codeRefused)
+			c.acct.cancelRead(s, codeRefused)
 			s.CancelWrite(codeRefused)
 			return
 		}

@@ -42,7 +42,7 @@ func (c *countReader) Read(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	n, err := c.s.Read(p)
 	c.n.Add(int64(n))
-	c.acct.readBytes(int64(n))
+	c.acct.readStream(c.s.StreamID(), n, err)
 	switch {
 	case err == io.EOF:
 		c.rest = nil

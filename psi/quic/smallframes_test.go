@@ -1,15 +1,19 @@
 package quic
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlog"
 
 	"github.com/postsockets/postsockets/psi"
 )
@@ -29,7 +33,7 @@ import (
 // ./psi/quic
 func BenchmarkUnreadSmallFrames(b *testing.B) {
 	for _, count := range []bool{false, true} {
-		for _, chunk := range []int{1, 16, 128, 1024} {
+		for _, chunk := range []int{1, 16, 128, 200, 1024} {
 			b.Run(fmt.Sprintf("count=%v/chunk=%d", count, chunk), func(b *testing.B) { benchSmallFrames(b, count, chunk) })
 		}
 	}
@@ -98,16 +102,16 @@ func smallForks(t *testing.T, qc *quicgo.Conn, n int) []*quicgo.Stream {
 	return ss
 }
 
-// writeRound writes one byte on each stream, each in a STREAM frame of
-// its own, and returns how many were taken. Each write waits at most
+// writeRound writes chunk on each stream, each in a STREAM frame of its
+// own, and returns how many were taken whole. Each write waits at most
 // wait (zero: as long as it takes).
-func writeRound(ss []*quicgo.Stream, wait time.Duration) int {
+func writeRound(ss []*quicgo.Stream, chunk []byte, wait time.Duration) int {
 	sent := 0
 	for _, s := range ss {
 		if wait > 0 {
 			s.SetWriteDeadline(time.Now().Add(wait))
 		}
-		if n, _ := s.Write([]byte{'x'}); n == 1 {
+		if n, _ := s.Write(chunk); n == len(chunk) {
 			sent++
 		}
 	}
@@ -119,15 +123,36 @@ func writeRound(ss []*quicgo.Stream, wait time.Duration) int {
 // (what the budget's share for its address holds) and writes one byte
 // on each in turn, so that each STREAM frame carries one, to a listener
 // (counting by default, 8 MiB budget: a 96 KiB window) whose application
-// accepts the connection and never its forks. The listener counts the
-// small frames against the bytes read and closes the connection as
-// refused past its window's 3,072 (windowPerFrame); the heap after it
-// is near the start (0.3 MiB). Without the count (the commit before
-// it) quic-go kept every frame, about 125 bytes of heap a byte:
-// 100,000 frames, the window full, took 12.1 MiB and the connection
-// stayed open; the test failed.
+// accepts the connection and never its forks. The listener counts
+// quic-go's heap behind the frames (129 bytes each, frameCost) and
+// closes the connection as refused past 4 times its window (3,048
+// frames); the heap after it is near the start (0.5 MiB). Without the
+// count (the commit before it) quic-go kept every frame, about 125 bytes
+// of heap a byte: 100,000 frames, the window full, took 12.1 MiB and the
+// connection stayed open; the test failed.
 func TestSmallFramesUnreadClosed(t *testing.T) {
-	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20}, serverConfig(), true)
+	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20}, serverConfig(), 1, 0, true)
+}
+
+// TestSmallFramesLargeUnreadClosed is TestSmallFramesUnreadClosed with
+// 200-byte frames: quic-go keeps each in a buffer of a whole packet
+// (1,452 bytes), and the listener closes the connection after about 250
+// of them. Before, frames of 128 bytes or more were not counted: the
+// window filled (935 frames as it grew, 879 KiB of heap over the start),
+// the connection stayed open and the test failed.
+func TestSmallFramesLargeUnreadClosed(t *testing.T) {
+	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20}, serverConfig(), 200, 0, false)
+}
+
+// TestSmallFramesCreditNotCarried is TestSmallFramesUnreadClosed after
+// the client sent 1 MiB on a fork of its own, which the application
+// read: a frame is given back when the reads pass it, not for any
+// byte read. Before, reads credited the connection by the byte, so the
+// 1 MiB read let the client hold as many one-byte frames unread as its
+// window took (over 100,000 here, about 130 bytes of heap each): it
+// stayed open and the test failed.
+func TestSmallFramesCreditNotCarried(t *testing.T) {
+	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20}, serverConfig(), 1, 1<<20, false)
 }
 
 // TestSmallFramesTracedClosed is TestSmallFramesUnreadClosed with
@@ -137,15 +162,46 @@ func TestSmallFramesUnreadClosed(t *testing.T) {
 func TestSmallFramesTracedClosed(t *testing.T) {
 	cfg := serverConfig()
 	cfg.TraceDir = t.TempDir()
-	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20, DisableSmallFrameCount: true}, cfg, false)
+	smallFramesClosed(t, &Stack{MemoryBudget: 8 << 20, DisableSmallFrameCount: true}, cfg, 1, 0, false)
 }
 
 // smallFramesClosed runs TestSmallFramesUnreadClosed on a listener of st
-// with cfg, checking the heap if heap is set.
-func smallFramesClosed(t *testing.T, st *Stack, cfg *psi.Config, heap bool) {
+// with cfg and frames of chunk bytes, checking the heap if heap is set;
+// with first, the client first sends first bytes on a fork the
+// application reads, in writes of 64 KiB.
+func smallFramesClosed(t *testing.T, st *Stack, cfg *psi.Config, chunk, first int, heap bool) {
 	ctx := testContext(t)
-	l := budgetListener(t, ctx, st, cfg, func(psi.Transient) bool { return true })
+	var read atomic.Int64
+	l := budgetListener(t, ctx, st, cfg, func(s psi.Transient) bool {
+		if first > 0 {
+			go func() { // read the first fork only
+				f, err := s.AcceptFork(ctx)
+				if err != nil {
+					return
+				}
+				buf := make([]byte, 64<<10)
+				for {
+					n, _, err := f.ReadMessage(ctx, buf)
+					if read.Add(int64(n)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		return true
+	})
 	qc := rawForker(t, ctx, netip.MustParseAddr("127.0.4.2"), l.Addr())
+	if first > 0 {
+		bulk := smallForks(t, qc, 1)[0]
+		for p, left := make([]byte, 64<<10), first; left > 0; left -= len(p) {
+			if _, err := bulk.Write(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for read.Load() < int64(first) && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	ss := smallForks(t, qc, 64)
 	time.Sleep(500 * time.Millisecond) // the forks arrive; this bounds nothing
 	base := liveHeap()
@@ -153,40 +209,44 @@ func smallFramesClosed(t *testing.T, st *Stack, cfg *psi.Config, heap bool) {
 	if testing.Short() {
 		limit = 20_000
 	}
+	p := bytes.Repeat([]byte{'x'}, chunk)
 	sent := 0
 	for sent < limit && qc.Context().Err() == nil && ctx.Err() == nil {
-		n := writeRound(ss, time.Millisecond)
+		n := writeRound(ss, p, time.Millisecond)
 		if n == 0 {
 			break // the window is full
 		}
 		sent += n
 	}
 	grew := int64(liveHeap()) - int64(base)
-	t.Logf("%d one-byte frames sent; heap %d KiB over the start", sent, grew>>10)
+	t.Logf("%d %d-byte frames sent; heap %d KiB over the start", sent, chunk, grew>>10)
 	// Both ends are in this process. 3,072 frames take about 0.4 MiB,
 	// 100,000 12 MiB.
 	if heap && !testing.Short() && grew > 4<<20 {
-		t.Errorf("heap grew by %d KiB with %d one-byte frames sent, over 4 MiB", grew>>10, sent)
+		t.Errorf("heap grew by %d KiB with %d %d-byte frames sent, over 4 MiB", grew>>10, sent, chunk)
 	}
 	// The listener sees the frames after they are sent: wait for its
 	// close (at most the test's context).
 	select {
 	case <-qc.Context().Done():
 	case <-ctx.Done():
-		t.Fatalf("the connection is still open with %d one-byte STREAM frames sent and none read (budget: %+v)", sent, l.BudgetStats())
+		t.Fatalf("the connection is still open with %d %d-byte STREAM frames sent and none read (budget: %+v)", sent, chunk, l.BudgetStats())
 	}
 	var ae *quicgo.ApplicationError
 	if err := context.Cause(qc.Context()); !errors.As(err, &ae) || !ae.Remote || ae.ErrorCode != codeRefused {
 		t.Errorf("the connection ended with %v, want the listener's close as refused", err)
 	}
-	if bs := l.BudgetStats(); bs.SmallFrameCloses != 1 || bs.RefusedStreams != 0 {
-		t.Errorf("BudgetStats: %d connections closed for small frames, want 1; %d forks refused, want 0", bs.SmallFrameCloses, bs.RefusedStreams)
+	// After a bulk fork the window grew into the address's share, which
+	// leaves some forks no room.
+	if bs := l.BudgetStats(); bs.SmallFrameCloses != 1 || first == 0 && bs.RefusedStreams != 0 {
+		t.Errorf("BudgetStats: %d connections closed for frames unread, want 1; %d forks refused, want 0", bs.SmallFrameCloses, bs.RefusedStreams)
 	}
 }
 
 // readForks reads every fork of s as it comes, bufSize bytes at a time,
-// and adds what it read to read.
-func readForks(ctx context.Context, s psi.Transient, bufSize int, read *atomic.Int64) {
+// waiting pause after each read (a slow reader), and adds what it read
+// to read.
+func readForks(ctx context.Context, s psi.Transient, bufSize int, pause time.Duration, read *atomic.Int64) {
 	defer s.Close()
 	for {
 		f, err := s.AcceptFork(ctx)
@@ -202,36 +262,56 @@ func readForks(ctx context.Context, s psi.Transient, bufSize int, read *atomic.I
 				if err != nil {
 					return
 				}
+				time.Sleep(pause)
 			}
 		}()
 	}
 }
 
 // TestSmallFramesReadStayOpen: the same client writes one-byte frames
-// on 64 forks, 15,360 in all, to the same listener (3,072 small frames
-// unread allowed), whose application reads each fork; each round of
-// writes waits for the previous round to be read. The connection stays
-// open: frames that are read do not count.
+// on 64 forks, 15,360 in all, to the same listener (3,048 frames unread
+// allowed), whose application reads each fork; each round of writes
+// waits for the previous round to be read. The connection stays open:
+// frames that are read do not count.
 func TestSmallFramesReadStayOpen(t *testing.T) {
-	const forks, rounds = 64, 240
+	framesReadStayOpen(t, netip.MustParseAddr("127.0.4.3"), 240, func(int) int { return 1 })
+}
+
+// TestSmallFramesBulkReadStayOpen is TestSmallFramesReadStayOpen with
+// frames of 128 to 1,400 bytes (a packet's worth), 3.2 MB in all, over
+// 30 times the frames' heap the window allows unread: frames that are
+// read do not count, whatever their size.
+func TestSmallFramesBulkReadStayOpen(t *testing.T) {
+	sizes := []int{128, 200, 700, 1400}
+	framesReadStayOpen(t, netip.MustParseAddr("127.0.4.4"), 80, func(r int) int { return sizes[r%len(sizes)] })
+}
+
+// framesReadStayOpen writes rounds of a frame of size(round) bytes on
+// each of 64 forks from address from, each round once the previous one
+// was read, and checks that the connection stays open.
+func framesReadStayOpen(t *testing.T, from netip.Addr, rounds int, size func(round int) int) {
+	const forks = 64
 	ctx := testContext(t)
 	var read atomic.Int64
 	l := budgetListener(t, ctx, &Stack{MemoryBudget: 8 << 20}, nil, func(s psi.Transient) bool {
-		go readForks(ctx, s, 64, &read)
+		go readForks(ctx, s, 64<<10, 0, &read)
 		return false
 	})
-	qc := rawForker(t, ctx, netip.MustParseAddr("127.0.4.3"), l.Addr())
+	qc := rawForker(t, ctx, from, l.Addr())
 	ss := smallForks(t, qc, forks)
+	var want int64
 	for r := 1; r <= rounds; r++ {
-		if n := writeRound(ss, 0); n != forks {
+		p := bytes.Repeat([]byte{'x'}, size(r))
+		if n := writeRound(ss, p, 0); n != forks {
 			t.Fatalf("round %d: %d of %d writes taken", r, n, forks)
 		}
-		for read.Load() < int64(r*forks) {
+		want += int64(forks * len(p))
+		for read.Load() < want {
 			if err := context.Cause(qc.Context()); err != nil {
 				t.Fatalf("round %d: the connection ended: %v", r, err)
 			}
 			if ctx.Err() != nil {
-				t.Fatalf("round %d: %d bytes read of %d", r, read.Load(), r*forks)
+				t.Fatalf("round %d: %d bytes read of %d", r, read.Load(), want)
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -240,6 +320,162 @@ func TestSmallFramesReadStayOpen(t *testing.T) {
 		t.Errorf("the connection ended: %v", err)
 	}
 	if bs := l.BudgetStats(); bs.SmallFrameCloses != 0 || bs.RefusedStreams != 0 {
-		t.Errorf("BudgetStats: %d connections closed for small frames, %d forks refused, want none", bs.SmallFrameCloses, bs.RefusedStreams)
+		t.Errorf("BudgetStats: %d connections closed for frames unread, %d forks refused, want none", bs.SmallFrameCloses, bs.RefusedStreams)
 	}
+}
+
+// TestSmallFramesSlowReaderStayOpen: an honest client forks 4 streams
+// and writes 2 MiB on each in messages of 64 KiB, as fast as the window
+// lets it, to a listener (8 MiB budget: a 96 KiB window) whose
+// application reads 4 KiB at a time and waits a millisecond after each
+// read: the window stays full, of frames of a packet's worth, and the
+// connection stays open.
+func TestSmallFramesSlowReaderStayOpen(t *testing.T) {
+	const forks, size, total = 4, 64 << 10, 2 << 20
+	ctx := testContext(t)
+	var read atomic.Int64
+	st := &Stack{MemoryBudget: 8 << 20}
+	l := budgetListener(t, ctx, st, nil, func(s psi.Transient) bool {
+		go readForks(ctx, s, 4<<10, time.Millisecond, &read)
+		return false
+	})
+	c, err := st.Dial(ctx, l.Addr(), clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.(*Transient).Abort(nil)
+	if err := c.WriteMessage(ctx, []byte("root"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	msg := bytes.Repeat([]byte{'x'}, size)
+	var wg sync.WaitGroup
+	errs := make(chan error, forks)
+	for range forks {
+		wg.Go(func() {
+			f, err := c.Fork(ctx, psi.Wine)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for range total / size {
+				if err := f.WriteMessage(ctx, msg, true, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- f.Close()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("a fork's writes: %v (read %d bytes)", err, read.Load())
+		}
+	}
+	if bs := l.BudgetStats(); bs.SmallFrameCloses != 0 {
+		t.Errorf("BudgetStats: %d connections closed for frames unread, want none", bs.SmallFrameCloses)
+	}
+}
+
+// TestSmallFramesDroppedStayOpen: the client forks 16 streams at a time
+// and writes 32 one-byte frames on each, and the listener's application
+// aborts each fork unread once they arrived; 13 rounds, 6,656 frames in
+// all, twice what the 96 KiB window allows unread. The frames of a
+// stream whose reading was cancelled go back once its final size is
+// known (the client's quic-go resets it on STOP_SENDING), so the
+// connection stays open. Before, they counted for the connection's
+// life: it was closed as refused in the 7th round, and the test failed.
+func TestSmallFramesDroppedStayOpen(t *testing.T) {
+	const batch, frames, rounds = 16, 32, 13
+	ctx := testContext(t)
+	forks := make(chan psi.Transient, batch*rounds)
+	l := budgetListener(t, ctx, &Stack{MemoryBudget: 8 << 20}, nil, func(s psi.Transient) bool {
+		go func() {
+			for {
+				f, err := s.AcceptFork(ctx)
+				if err != nil {
+					return
+				}
+				forks <- f
+			}
+		}()
+		return true
+	})
+	qc := rawForker(t, ctx, netip.MustParseAddr("127.0.4.5"), l.Addr())
+	for r := 1; r <= rounds; r++ {
+		ss := smallForks(t, qc, batch)
+		for range frames {
+			if n := writeRound(ss, []byte{'x'}, 0); n != batch {
+				t.Fatalf("round %d: %d of %d writes taken (%v)", r, n, batch, context.Cause(qc.Context()))
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // the frames arrive; a late one is not counted
+		for range batch {
+			select {
+			case f := <-forks:
+				f.(*Transient).Abort(nil)
+			case <-ctx.Done():
+				t.Fatalf("round %d: forks not accepted", r)
+			}
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // a close would arrive
+	if err := context.Cause(qc.Context()); err != nil {
+		t.Errorf("the connection ended: %v (budget: %+v)", err, l.BudgetStats())
+	}
+	if bs := l.BudgetStats(); bs.SmallFrameCloses != 0 {
+		t.Errorf("BudgetStats: %d connections closed for frames unread, want none", bs.SmallFrameCloses)
+	}
+}
+
+// TestFramesKeptUntilForgotten: a stream psi/quic is done with stays
+// charged until quic-go forgets it, as the MAX_STREAMS frames it sends
+// show, since quic-go keeps a cancelled stream's frames with it. A peer
+// that sends frames past a header not yet sent, gets the stream
+// cancelled and resets it, and never acknowledges our reset (so that
+// quic-go keeps the stream), keeps the frames charged.
+func TestFramesKeptUntilForgotten(t *testing.T) {
+	var f frames
+	f.init(func() {}, 1000, 1)
+	f.allow(1 << 20)
+	stream := func(id quicgo.StreamID, off, n int64, fin bool) {
+		f.observe(qlog.PacketReceived{Frames: []qlog.Frame{{Frame: &qlog.StreamFrame{StreamID: id, Offset: off, Length: n, Fin: fin}}}})
+	}
+	forgot := func(n int) {
+		fr := &qlog.MaxStreamsFrame{Type: streamTypeBidi, MaxStreamNum: 1000}
+		for range n { // its type is quic-go's internal one
+			fr.MaxStreamNum++
+		}
+		f.observe(qlog.PacketSent{Frames: []qlog.Frame{{Frame: fr}}})
+	}
+	held := func(want int64) {
+		t.Helper()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.held != want {
+			t.Fatalf("%d bytes of frames held, want %d", f.held, want)
+		}
+	}
+	for i := range int64(100) {
+		stream(4, 20+i, 1, false)
+	}
+	want := 100 * frameCost(1)
+	held(want)
+	f.opened(0)
+	f.opened(4)
+	f.cancel(4)
+	held(want)
+	f.observe(qlog.PacketReceived{Frames: []qlog.Frame{{Frame: &qlog.ResetStreamFrame{StreamID: 4, FinalSize: 120}}}})
+	held(want) // done, not forgotten
+	stream(0, 0, 10, true)
+	held(want + frameCost(10))
+	f.readStream(0, 10, io.EOF)
+	held(want)
+	forgot(1) // the stream holding nothing first
+	held(want)
+	stream(4, 0, 20, false) // done with: not counted
+	held(want)
+	forgot(2)
+	held(0)
 }

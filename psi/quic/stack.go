@@ -148,19 +148,20 @@ type Stack struct {
 	// dialing ignores it.
 	MemoryBudget int64
 	// DisableSmallFrameCount turns off a listener's count, on each
-	// connection, of the STREAM frames of under 128 bytes it receives
-	// against the bytes its application reads. Counting, the default,
-	// closes a connection (as refused, the peer sees post.ErrRefused;
-	// BudgetStats.SmallFrameCloses) once those frames exceed the bytes
-	// by a 32nd of its window: 24,576 for 768 KiB, 512 for 16 KiB.
-	// quic-go keeps about 130 bytes of heap for each such frame until it
-	// is read, which MemoryBudget, counting windows, does not see:
-	// uncounted, 1-byte frames left unread pin about 130 times their
-	// window (docs/security.md). Counting needs MemoryBudget on, and it
-	// costs: quic-go builds a qlog event for every packet a counted
-	// connection sends and receives, with a list of its frames (1.7
-	// times the allocations and about 1.25 times the CPU per message on
-	// bulk transfer to the listener). A connection traced anyway
+	// connection, of the heap quic-go keeps for the STREAM frames it
+	// received and the application has not read past: about 130 bytes
+	// for a frame under 128 bytes, a packet's buffer (1,452 bytes) for a
+	// longer one, which MemoryBudget, counting windows, does not see
+	// (uncounted, 1-byte frames left unread pin about 130 times their
+	// window, 128-byte ones 12 times; docs/security.md). Counting, the
+	// default, closes a connection (as refused, the peer sees
+	// post.ErrRefused; BudgetStats.SmallFrameCloses) once that heap
+	// exceeds 4 times its window: 3 MiB for 768 KiB, about 24,000
+	// one-byte frames or 2,000 of 128 bytes. Counting needs
+	// MemoryBudget on, and it costs: quic-go builds a qlog event for
+	// every packet a counted connection sends and receives, with a list
+	// of its frames (1.7 times the allocations and about 1.25 times the
+	// CPU per message on bulk transfer to the listener). A connection traced anyway
 	// (psi.Config.TraceDir, POSTSOCKETS_QLOGDIR, psi.Config.Events) is
 	// counted whatever this says.
 	DisableSmallFrameCount bool

@@ -294,6 +294,7 @@ func (t *Transient) replay(rejected bool, remap map[uint64]uint64) {
 		t.abort(codeClosed)
 		return
 	}
+	t.c.acct.openedStream(s.StreamID())
 	t.watchEnd(s)
 	t.mu.Lock()
 	t.s, t.id = s, s.StreamID()
@@ -776,10 +777,10 @@ func (t *Transient) fail(err error) error {
 		}
 		return err
 	case errors.Is(err, post.ErrMessageTooLarge):
-		t.rs.CancelRead(codeTooLarge)
+		t.c.acct.cancelRead(t.rs, codeTooLarge)
 		t.rs.CancelWrite(codeTooLarge)
 	case errors.Is(err, post.ErrMalformed):
-		t.rs.CancelRead(codeMalformed)
+		t.c.acct.cancelRead(t.rs, codeMalformed)
 		t.rs.CancelWrite(codeMalformed)
 	case errors.Is(err, os.ErrDeadlineExceeded) && t.isClosed():
 		err = post.ErrClosed
@@ -1129,7 +1130,7 @@ func (t *Transient) abort(code quicgo.StreamErrorCode) {
 		f.abort(code)
 	}
 	s := t.stream()
-	s.CancelRead(code)
+	t.c.acct.cancelRead(s, code)
 	s.CancelWrite(code)
 	t.releaseOnce()
 }
