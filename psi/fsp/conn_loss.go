@@ -203,7 +203,14 @@ func (c *Conn) tailAsked() bool {
 }
 
 // lossDeferMax bounds how long deferLoss puts off an expired loss timer.
-const lossDeferMax = 10 * time.Millisecond
+// What it waits for is the socket reader's turn on a core, which does not
+// grow with the path's round trip. At 10 ms (a quarter of the timeout up
+// to it) a clone's probe over a 20 ms round trip waited 6 ms more
+// whenever any sibling's datagram sat in the shared socket, which was
+// most of the time: in a traced BenchmarkHeadOfLineRTT request/response
+// run the client's probes went a median 32 ms after the lost packet, 26
+// ms with this bound (docs/benchmarks-hol.md).
+const lossDeferMax = time.Millisecond
 
 // deferLoss puts off, once, a probe or retransmission timeout that
 // expired while datagrams for c wait unprocessed, in its loop's queue or

@@ -235,3 +235,33 @@ func TestDeferLoss(t *testing.T) {
 		t.Fatalf("deferred by %v, more than %v", got, lossDeferMax)
 	}
 }
+
+// TestDeferLossLongPath: over a 20 ms round trip an expired probe timeout
+// with a datagram waiting is put off by at most a millisecond, the socket
+// reader's turn on a core, not by a quarter of the timeout: clones share a
+// socket, a sibling's datagram is nearly always waiting in it, and each of
+// a clone's probes waited 6 ms more (issue 15). On a short path the
+// deferral keeps its floor.
+func TestDeferLossLongPath(t *testing.T) {
+	for _, tc := range []struct {
+		rtt, min, max time.Duration
+	}{
+		{20 * time.Millisecond, ptoGranularity, time.Millisecond},
+		{100 * time.Microsecond, ptoGranularity, ptoGranularity},
+	} {
+		c := &Conn{snd: reliability.NewSender[txData](1), confirmed: true}
+		c.rtt.SetMaxAckDelay(maxAckDelay)
+		for range 20 {
+			c.rtt.Update(tc.rtt, 0)
+		}
+		now := time.Now()
+		sentEntry(c, now, true)
+		c.inq.pkts = append(c.inq.pkts, inPacket{n: 1})
+		if !c.deferLoss(now) {
+			t.Fatalf("rtt %v: not deferred with a datagram waiting", tc.rtt)
+		}
+		if got := c.rtoAt.Sub(now); got < tc.min || got > tc.max {
+			t.Errorf("rtt %v: probe timeout %v put off by %v, want %v to %v", tc.rtt, c.lossTimeout(), got, tc.min, tc.max)
+		}
+	}
+}
