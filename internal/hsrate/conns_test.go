@@ -30,3 +30,35 @@ func TestConns(t *testing.T) {
 		t.Fatalf("%d sources left after all released", c.Sources())
 	}
 }
+
+// TestConnsTotal: WithTotal bounds the connections in all and a prefix's
+// to a quarter of them, and a release makes room again.
+func TestConnsTotal(t *testing.T) {
+	c := NewConns(1024).WithTotal(16)
+	var rel []func()
+	for i := range 5 {
+		r := c.Acquire(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
+		if i < 4 && r == nil {
+			t.Fatalf("connection %d of 10.0.0.0/24 refused", i)
+		}
+		if i == 4 && r != nil {
+			t.Fatal("a fifth connection of 10.0.0.0/24 admitted, over its quarter")
+		}
+		rel = append(rel, r)
+	}
+	for p := 1; p < 4; p++ {
+		for i := range 4 {
+			if c.Acquire(netip.AddrFrom4([4]byte{10, 0, byte(p), byte(i)})) == nil {
+				t.Fatalf("10.0.%d.%d refused below the total", p, i)
+			}
+		}
+	}
+	if c.Total() != 16 || c.Acquire(netip.MustParseAddr("10.9.0.1")) != nil {
+		t.Fatalf("total %d; a 17th connection admitted", c.Total())
+	}
+	rel[0]()
+	rel[0]()
+	if c.Total() != 15 || c.Acquire(netip.MustParseAddr("10.9.0.1")) == nil {
+		t.Fatalf("total %d after a release; no room made", c.Total())
+	}
+}

@@ -34,7 +34,7 @@ const (
 	statusBusy    = 2 // the accept queue or the parent's fork queue is full, or a fork past the source's quota
 	statusBad     = 3 // the hello was not understood
 	statusNoFork  = 4 // the server's policy prohibits forking
-	statusQuota   = 5 // a root past the source's connection quota
+	statusQuota   = 5 // a root past its source's, prefix's or the listener's connection quota
 )
 
 type token [16]byte
@@ -105,7 +105,7 @@ func (h *serverHello) err() error {
 	case statusBusy:
 		return post.Errorf(post.ErrBackpressure, "peer's accept or fork queue, or its quota of connections from us, is full")
 	case statusQuota:
-		return post.Errorf(post.ErrRefused, "peer holds its quota of connections from our source")
+		return post.Errorf(post.ErrRefused, "peer holds its quota of connections from our source, our prefix or in all")
 	case statusBad:
 		return post.Errorf(post.ErrMalformed, "peer rejected our hello")
 	case statusNoFork:

@@ -57,7 +57,7 @@ func newListener(s Stack, cfg psi.Config, tc *tls.Config, ln *net.TCPListener) *
 		slots:  newSlots(s.maxHandshakes(), s.perSource(), s.perPrefix()),
 		queued: newQueueShare(s.backlog()),
 		queue:  make(chan *transient, s.backlog()),
-		conns:  hsrate.NewConns(s.maxConnsPerSource()),
+		conns:  hsrate.NewConns(s.maxConnsPerSource()).WithTotal(s.maxConns()),
 		tokens: make(map[token]*transient),
 	}
 	l.log = s.logger(&cfg).With("stack", name, "listen", l.addr.String())

@@ -96,6 +96,14 @@ type Stack struct {
 	// and QUIC, and a Fork with one wrapping post.ErrBackpressure (a fork
 	// is a connection of its own here, a stream on the other stacks).
 	MaxConnsPerSource int
+	// MaxConns bounds the live connections, roots and forks, of a
+	// listener in all, and those of one /24 or /48 prefix to a quarter of
+	// it; past either a connection is refused as past MaxConnsPerSource.
+	// Each holds a file descriptor, and a process out of them can open no
+	// socket or file, for any stack. Zero means half the process's
+	// open-file limit (RLIMIT_NOFILE) when the listener starts, between
+	// 64 and 65,536 (16,384 where there is no such limit).
+	MaxConns int
 }
 
 var _ psi.Stack = Stack{}
@@ -143,6 +151,17 @@ func (s *Stack) maxConnsPerSource() int {
 		return 1024
 	}
 	return s.MaxConnsPerSource
+}
+
+func (s *Stack) maxConns() int {
+	if s.MaxConns > 0 {
+		return s.MaxConns
+	}
+	n := fileLimit() / 2
+	if n <= 0 {
+		return 16384
+	}
+	return min(max(n, 64), 65536)
 }
 
 func (s *Stack) maxHandshakes() int {
