@@ -23,6 +23,8 @@ var All = []Row{
 	{Name: "QUIC connections and forks never accepted or read", Run: QUICUnread},
 	{Name: "QUIC forks never accepted, each with a byte sent", Run: QUICForkFlood},
 	{Name: "QUIC forks accepted and read, each with a byte sent", Run: QUICForkRead},
+	{Name: "QUIC forks fed 128-byte frames nobody reads", Run: QUICUnreadFrames,
+		Open: "legitimate dials while the attacker re-dials each connection closed (docs/security.md, QUIC: unread STREAM frames)"},
 	{Name: "FSP connections and clones never accepted or read", Run: FSPUnaccepted},
 	{Name: "FSP observer with a faster path", Run: FSPObserver},
 	{Name: "Rendezvous fill", Run: RendezvousFill},
