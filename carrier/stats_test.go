@@ -1,6 +1,7 @@
 package carrier_test
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -74,6 +75,11 @@ func testStats(t *testing.T, stack string) {
 	}
 	if stack != "tcp" && cs.PacketsSent == 0 {
 		t.Fatalf("no packet counters from %s: %+v", stack, cs.TransientStats)
+	}
+	// What every stack can tell (TCP through TCP_INFO, Linux); FSP
+	// reported no bytes and no minimum RTT until 2 December.
+	if ts := cs.TransientStats; (stack != "tcp" || runtime.GOOS == "linux") && (ts.BytesSent < 3000 || ts.BytesReceived == 0 || ts.MinRTT <= 0) {
+		t.Fatalf("%s reports no bytes or minimum RTT: %+v", stack, ts)
 	}
 	if ls := l.Stats(); ls.Accepted[stack] != 1 {
 		t.Fatalf("listener stats %+v", ls)

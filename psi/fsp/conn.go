@@ -368,11 +368,15 @@ type Stats struct {
 	// QueueDropped counts datagrams dropped before processing because
 	// the connection's receive queue, or the Transport's bound on all
 	// its connections' queues, was full.
-	QueueDropped     uint64
-	SmoothedRTT      time.Duration
-	RTTVar           time.Duration
-	CongestionWindow int
-	BytesInFlight    int
+	QueueDropped uint64
+	// BytesSent and BytesReceived count the protected datagrams'
+	// bytes (UDP payload) counted by PacketsSent and PacketsReceived.
+	BytesSent, BytesReceived uint64
+	SmoothedRTT              time.Duration
+	RTTVar                   time.Duration
+	MinRTT                   time.Duration
+	CongestionWindow         int
+	BytesInFlight            int
 }
 
 // Stats returns the connection's counters.
@@ -386,6 +390,9 @@ func (c *Conn) Stats() Stats {
 	// that issued the ticket), not the timers' guess.
 	if _, ok := c.rtt.Estimate(); ok {
 		s.SmoothedRTT, s.RTTVar = c.rtt.SmoothedRTT(), c.rtt.RTTVar()
+	}
+	if c.rtt.HasSample() {
+		s.MinRTT = c.rtt.MinRTT()
 	}
 	if c.snd != nil {
 		s.CongestionWindow, _, _ = c.ccState()

@@ -288,6 +288,7 @@ func (c *Conn) sendClientAuth() {
 			c.qlog.sent(pn, &p, len(frag))
 		}
 		if out, err := c.tx.Seal(hdr, pn, hdr, frag); err == nil {
+			c.stats.BytesSent += uint64(len(out))
 			c.t.write(out, &c.remote)
 		}
 	}

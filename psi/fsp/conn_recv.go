@@ -209,6 +209,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 		return
 	}
 	c.stats.PacketsReceived++
+	c.stats.BytesReceived += uint64(len(b))
 	newest := pn >= c.replay.Largest()
 	c.replay.Mark(pn)
 	c.lastRecv = now

@@ -214,6 +214,7 @@ func (c *Conn) seal(p *wire.Packet, payload []byte) *[]byte {
 		return nil
 	}
 	*b = out[:len(out):cap(out)]
+	c.stats.BytesSent += uint64(len(out))
 	c.ampSent(len(out))
 	return b
 }
@@ -244,6 +245,7 @@ func (c *Conn) queueOut(p *wire.Packet, payload []byte) {
 	}
 	b := getBufFor(len(payload) + sealRoom)
 	*b = wire.AppendHeader((*b)[:0], p)
+	c.stats.BytesSent += uint64(len(*b) + len(payload) + fcrypto.TagLen)
 	c.ampSent(len(*b) + len(payload) + fcrypto.TagLen)
 	c.outJobs = append(c.outJobs, sealJob{idx: len(c.out), pn: pn, payload: payload})
 	c.out = append(c.out, b)

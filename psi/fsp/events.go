@@ -164,7 +164,9 @@ func (t *transient) TransientStats() psi.TransientStats {
 	return psi.TransientStats{
 		PacketsSent: s.PacketsSent, PacketsReceived: s.PacketsReceived,
 		Retransmissions: s.Retransmissions, PacketsLost: s.PacketsLost,
-		SmoothedRTT: s.SmoothedRTT, RTTVar: s.RTTVar, CongestionWindow: s.CongestionWindow,
+		BytesSent: s.BytesSent, BytesReceived: s.BytesReceived,
+		SmoothedRTT: s.SmoothedRTT, RTTVar: s.RTTVar, MinRTT: s.MinRTT,
+		CongestionWindow: s.CongestionWindow,
 	}
 }
 

@@ -160,6 +160,7 @@ func (c *Conn) issueTicket(now time.Time) {
 	c.pn++
 	c.stats.PacketsSent++
 	if out, err := c.tx.Seal(hdr, pn, hdr, body); err == nil && c.ampRoom(len(out)) {
+		c.stats.BytesSent += uint64(len(out))
 		c.ampSent(len(out))
 		c.t.write(out, &c.remote)
 	}
