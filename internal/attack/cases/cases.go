@@ -35,5 +35,6 @@ var All = []Row{
 	{Name: "FSP connections held from one address", Run: FSPConnsOneSource},
 	{Name: "QUIC connections held from one address", Run: QUICConnsOneSource},
 	{Name: "TCP connections held from one address", Run: TCPConnsOneSource},
+	{Name: "TCP connections held from four addresses of one /24", Run: TCPConnsOnePrefix},
 	{Name: "TCP clients sending large messages to a slow Sink", Run: TCPSinkMessages},
 }

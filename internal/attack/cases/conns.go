@@ -45,7 +45,23 @@ func TCPConnsOneSource(o attack.Options) (*attack.Result, error) {
 	return connsOneSource(o, "TCP", tcp.Stack{MaxConnsPerSource: connsBound})
 }
 
+// TCPConnsOnePrefix holds connections as TCPConnsOneSource does, from
+// four addresses of 127.0.0.0/24 in turn (127.0.0.2 to .5), each allowed
+// connsBound, against a listener that holds 4·connsBound in all
+// (Stack.MaxConns), a /24 a quarter of that: together they must never
+// hold more than connsBound.
+func TCPConnsOnePrefix(o attack.Options) (*attack.Result, error) {
+	return connsHeld(o, fmt.Sprintf("TCP connections held from four addresses of one /24, bound %d", connsBound),
+		tcp.Stack{MaxConnsPerSource: connsBound, MaxConns: 4 * connsBound}, 4)
+}
+
 func connsOneSource(o attack.Options, stack string, st psi.Stack) (*attack.Result, error) {
+	return connsHeld(o, fmt.Sprintf("%s connections held from one address, bound %d", stack, connsBound), st, 1)
+}
+
+// connsHeld runs a row holding connections from addrs addresses,
+// 127.0.0.2 on, whose share together is connsBound.
+func connsHeld(o attack.Options, name string, st psi.Stack, addrs int) (*attack.Result, error) {
 	refused := post.ErrRefused
 	ctx := context.Background()
 	p := testcert.Must()
@@ -65,12 +81,10 @@ func connsOneSource(o attack.Options, stack string, st psi.Stack) (*attack.Resul
 		t.Close()
 	})
 	ccfg := &psi.Config{Security: psi.Security{RootCAs: p.Pool, ServerName: "localhost"}}
-	acfg := *ccfg
-	acfg.Local = netip.MustParseAddrPort("127.0.0.2:0")
 	var h *attack.Held
-	var legit atomic.Uint32
+	var legit, attacker atomic.Uint32
 	c := attack.Case{
-		Name:   fmt.Sprintf("%s connections held from one address, bound %d", stack, connsBound),
+		Name:   name,
 		Budget: 32 << 20,
 		Dial: func(ctx context.Context) error {
 			// Each dial from an address of its own, in another /24: the
@@ -87,6 +101,8 @@ func connsOneSource(o attack.Options, stack string, st psi.Stack) (*attack.Resul
 		},
 		Attack: func(ctx context.Context, _ *attack.Bytes) {
 			h = attack.HoldConns(ctx, 4, func(ctx context.Context) (io.Closer, error) {
+				acfg := *ccfg
+				acfg.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + attacker.Add(1)%uint32(addrs))}), 0)
 				return st.Dial(ctx, ln.Addr(), &acfg)
 			}, refused)
 		},
@@ -94,7 +110,7 @@ func connsOneSource(o attack.Options, stack string, st psi.Stack) (*attack.Resul
 			note := fmt.Sprintf("attacker held at most %d connections, %d dials refused", h.Most, h.Refused)
 			switch {
 			case h.Most > connsBound:
-				return note, fmt.Errorf("one source held %d connections, over the bound of %d", h.Most, connsBound)
+				return note, fmt.Errorf("the attacker held %d connections, over the bound of %d", h.Most, connsBound)
 			case h.Most < connsBound || h.Refused == 0:
 				return note, fmt.Errorf("the attacker never reached the bound of %d (held %d, %d refused)", connsBound, h.Most, h.Refused)
 			case len(h.Other) > 0:
