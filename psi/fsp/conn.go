@@ -147,13 +147,12 @@ type Conn struct {
 	// Resumption (resume.go): the ticket a dial presents, the secret
 	// this session's tickets derive from, and whether it was resumed.
 	// Ticket delivery (ticket_resend.go): the initiator's ticketGot (a
-	// NEW_TICKET came), the listener's next resend and resends so far.
-	resume      *resumeState
-	resBase     []byte
-	resumed     bool
-	ticketGot   bool
-	ticketAt    time.Time
-	ticketTries uint8
+	// NEW_TICKET came), the listener's ticket awaiting acknowledgement.
+	resume    *resumeState
+	resBase   []byte
+	resumed   bool
+	ticketGot bool
+	ticket    *ticketResend
 	// 0-RTT (conn_early.go): the initiator's early state and message
 	// (kept until the listener took it or it was queued again), whether
 	// the listener said it took it, and whether 0-RTT was accepted. The

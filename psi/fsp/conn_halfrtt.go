@@ -123,8 +123,8 @@ func (c *Conn) resendHalf() {
 // with c.mu held.
 func (c *Conn) confirmHalf(now time.Time) {
 	c.earlyResp = nil
-	if !c.ticketAt.IsZero() {
-		c.ticketAt = now.Add(c.ticketRetry()) // the ticket's timer starts now
+	if c.ticket != nil {
+		c.ticket.at = now.Add(c.ticketRetry()) // the ticket's timer starts now
 	}
 	if c.rtoAt.IsZero() && c.snd.BytesInFlight() > 0 {
 		c.rtoAt = now.Add(c.lossTimeout())

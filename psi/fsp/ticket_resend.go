@@ -19,6 +19,14 @@ import (
 // RESTORE or the copy carrying the first message gets one
 // (conn_halfrtt.go, conn_early.go), within the amplification bound.
 
+// ticketResend is a listener's ticket awaiting the initiator's
+// acknowledgement: when to send a new one, and how many went. Apart from
+// Conn, which every pending handshake holds.
+type ticketResend struct {
+	at    time.Time
+	tries uint8
+}
+
 // ticketFlag is the flag acknowledging the listener's ticket once one
 // came. Called with c.mu held.
 func (c *Conn) ticketFlag() uint8 {
@@ -43,29 +51,36 @@ func (c *Conn) onTicket(pt []byte) {
 // of the initiator's says its ticket arrived. Called with c.mu held.
 func (c *Conn) onTicketAck(pkt *wire.Packet) {
 	if pkt.Flags&wire.FlagTicketAck != 0 && !c.initiator {
-		c.ticketAt = time.Time{}
+		c.ticket = nil
 	}
 }
 
 // ticketSent schedules the next resend of a ticket just issued. Called
 // with c.mu held.
 func (c *Conn) ticketSent(now time.Time) {
-	c.ticketAt = now.Add(c.ticketRetry())
-	c.ticketTries = min(c.ticketTries+1, 16)
+	if c.ticket == nil {
+		c.ticket = &ticketResend{}
+	}
+	c.ticket.at = now.Add(c.ticketRetry())
+	c.ticket.tries = min(c.ticket.tries+1, 16)
 }
 
 // ticketRetry is how long a ticket waits for its acknowledgement.
 func (c *Conn) ticketRetry() time.Duration {
-	return min(max(c.rtt.RTO(), minProbeInterval)<<c.ticketTries, congestion.MaxRTO)
+	var tries uint8
+	if c.ticket != nil {
+		tries = c.ticket.tries
+	}
+	return min(max(c.rtt.RTO(), minProbeInterval)<<tries, congestion.MaxRTO)
 }
 
 // ticketDue returns when the timer resends the ticket: never before the
 // initiator confirms a 0-RTT resumption. Called with c.mu held.
 func (c *Conn) ticketDue() time.Time {
-	if c.earlyResp != nil {
+	if c.earlyResp != nil || c.ticket == nil {
 		return time.Time{}
 	}
-	return c.ticketAt
+	return c.ticket.at
 }
 
 // onTicketTimer resends an unacknowledged ticket. Called with c.mu held
@@ -76,7 +91,7 @@ func (c *Conn) onTicketTimer(now time.Time) {
 		return
 	}
 	if c.peerReleased && now.Sub(c.lastRecv) > maxTimeWait {
-		c.ticketAt = time.Time{} // past the initiator's time-wait: gone
+		c.ticket = nil // past the initiator's time-wait: gone
 		return
 	}
 	c.issueTicket(now)

@@ -39,7 +39,7 @@ func waitTicketAcked(t *testing.T, s *Conn) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		s.mu.Lock()
-		acked := s.ticketAt.IsZero()
+		acked := s.ticket == nil
 		s.mu.Unlock()
 		if acked {
 			return
