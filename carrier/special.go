@@ -164,7 +164,10 @@ func (s *Sink) Close() error {
 }
 
 // Request is a message received by a Responder, with a Source that replies
-// to its sender.
+// to its sender. Reply is the sender's Carrier, send-only, shared by all
+// its requests: closing it ends the exchange with that peer, whose
+// Receive then returns io.EOF and whose later requests are not
+// delivered (its Close says so).
 type Request struct {
 	*post.Message
 	Reply *Source
