@@ -95,7 +95,10 @@ type Config struct {
 	Logger     *slog.Logger
 	// OnEvent, if set, receives the Carrier's connection-level events
 	// (carrier/events.go), one at a time from a goroutine of the
-	// Carrier's own; Closed is the last.
+	// Carrier's own; Closed is the last. Its forks, which share the
+	// Config, report through it too, each from its own goroutine (so
+	// calls for different forks may run at once): Event.Fork tells them
+	// apart.
 	OnEvent func(Event)
 }
 
@@ -243,7 +246,7 @@ type Carrier struct {
 	ev        *events // nil without Config.OnEvent
 	cnt       counters
 	fam       *family // numbers the forks of the root
-	forkNo    uint64
+	forkNo    atomic.Uint64
 	firstDone atomic.Bool // the first message was stamped
 	lastStats atomic.Pointer[Stats]
 	sender    atomic.Pointer[senderInfo]

@@ -42,13 +42,17 @@ func (k EventKind) String() string {
 
 // Event is a connection-level event of a Carrier, delivered to
 // Config.OnEvent. Old and New are set for PathChange (New alone for
-// PathValidated); Err for SoftError and ConnectionError.
+// PathValidated); Err for SoftError and ConnectionError. Fork is the
+// number of the Carrier among its root's forks (0: the root), as in
+// Stats.Fork: forks share their root's Config.OnEvent, and each ends
+// with a Closed of its own.
 type Event struct {
 	Kind     EventKind
 	Stack    string
 	Old, New post.Path
 	Err      error
 	Time     time.Time
+	Fork     uint64
 }
 
 // eventQueueLen bounds the events waiting for Config.OnEvent; when it is
@@ -146,6 +150,7 @@ func (c *Carrier) post(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
+	ev.Fork = c.forkNo.Load()
 	c.ev.mu.Lock()
 	defer c.ev.mu.Unlock()
 	if c.ev.done {

@@ -192,3 +192,45 @@ func TestEventBlockedPath(t *testing.T) {
 		t.Fatalf("%d Closed events", n)
 	}
 }
+
+// TestEventsOfForks: forks report through their root's Config.OnEvent,
+// each with one Closed of its own, and Event.Fork says which Carrier an
+// event is for (before 2 December nothing told a fork's Closed from the
+// root's).
+func TestEventsOfForks(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		var log eventLog
+		ccfg := clientConfig()
+		ccfg.OnEvent = log.add
+		c, s := pairOn(t, stack, ccfg, nil)
+		ctx := ctxT(t)
+		var forks []*carrier.Carrier
+		for i := range 2 {
+			f, err := c.Fork(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Send(ctx, []byte{byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.AcceptFork(ctx); err != nil {
+				t.Fatal(err)
+			}
+			forks = append(forks, f)
+		}
+		for _, f := range append(forks, c) {
+			f.Close()
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(log.of(carrier.ClosedEvent)) < 3 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		got := map[uint64]int{}
+		for _, e := range log.of(carrier.ClosedEvent) {
+			got[e.Fork]++
+		}
+		if len(got) != 3 || got[0] != 1 || got[1] != 1 || got[2] != 1 {
+			t.Fatalf("Closed events by fork number: %v, want one each for 0, 1, 2", got)
+		}
+	})
+}

@@ -58,7 +58,7 @@ func (c *Carrier) Stats() Stats {
 	s := Stats{
 		MessagesSent: c.cnt.msgsOut.Load(), MessagesReceived: c.cnt.msgsIn.Load(),
 		BytesSent: c.cnt.bytesOut.Load(), BytesReceived: c.cnt.bytesIn.Load(),
-		Forks: c.cnt.forks.Load(), Fork: c.forkNo,
+		Forks: c.cnt.forks.Load(), Fork: c.forkNo.Load(),
 	}
 	if c.ev != nil {
 		s.EventsDropped = c.ev.dropped.Load()
@@ -89,7 +89,7 @@ func (c *Carrier) noteReceived(m *post.Message) {
 	if m.End {
 		c.cnt.msgsIn.Add(1)
 	}
-	m.Fork = c.forkNo
+	m.Fork = c.forkNo.Load()
 	t := c.transient()
 	if t == nil {
 		return
@@ -166,5 +166,5 @@ func (l *Listener) Stats() ListenerStats {
 func (c *Carrier) adopt(f *Carrier) {
 	c.cnt.forks.Add(1)
 	f.fam = c.fam
-	f.forkNo = c.fam.next.Add(1)
+	f.forkNo.Store(c.fam.next.Add(1))
 }
