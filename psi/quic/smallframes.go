@@ -66,6 +66,9 @@ type frames struct {
 	// done is, for the peer's bidirectional and unidirectional streams,
 	// those psi/quic is done with that quic-go may still hold.
 	done [2]doneStreams
+	// on is set once the connection is traced: without a trace there
+	// is nothing to count, and reads skip the lock.
+	on   atomic.Bool
 	over atomic.Bool
 	qc   atomic.Pointer[quicgo.Conn]
 	// refused counts the connection in BudgetStats, once.
@@ -136,6 +139,7 @@ func quicgoLimit(n int64) int64 {
 // trace returns a trace that shows next's events (next nil for none)
 // to f first.
 func (f *frames) trace(next qlogwriter.Trace) qlogwriter.Trace {
+	f.on.Store(true)
 	return &tapTrace{tap: f.observe, next: next}
 }
 
@@ -291,6 +295,9 @@ func (s *streamFrames) pop() int64 {
 // opened notes a stream psi/quic accepted from the peer or opened, so
 // that its frames are known to be its until it is done.
 func (f *frames) opened(id quicgo.StreamID) {
+	if !f.on.Load() {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.peerOpened(id) {
@@ -305,7 +312,7 @@ func (f *frames) opened(id quicgo.StreamID) {
 // when err says it is done: at its end, or reset by the peer.
 func (f *frames) readStream(id quicgo.StreamID, n int, err error) {
 	done := err != nil && peerEnded(err)
-	if n <= 0 && !done {
+	if n <= 0 && !done || !f.on.Load() {
 		return
 	}
 	f.mu.Lock()
@@ -331,6 +338,9 @@ func peerEnded(err error) bool {
 // cancel notes that the reading of stream id was cancelled: its frames
 // go back once its final size is known, when quic-go completes it.
 func (f *frames) cancel(id quicgo.StreamID) {
+	if !f.on.Load() {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s := f.streams[id]; s != nil {

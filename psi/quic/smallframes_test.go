@@ -438,6 +438,7 @@ func TestSmallFramesDroppedStayOpen(t *testing.T) {
 func TestFramesKeptUntilForgotten(t *testing.T) {
 	var f frames
 	f.init(func() {}, 1000, 1)
+	f.trace(nil)
 	f.allow(1 << 20)
 	stream := func(id quicgo.StreamID, off, n int64, fin bool) {
 		f.observe(qlog.PacketReceived{Frames: []qlog.Frame{{Frame: &qlog.StreamFrame{StreamID: id, Offset: off, Length: n, Fin: fin}}}})
