@@ -339,7 +339,11 @@ func sealOut(tx *fcrypto.Direction, out []*[]byte, jobs []sealJob) []*[]byte {
 
 func (c *Conn) sendData(now time.Time, e *reliability.Entry[txData]) {
 	flags := e.Value.flags
-	e.Value.asked = c.askAck(e)
+	// A resend asks for an immediate acknowledgement too, as a probe in
+	// RFC 9002 is acknowledged at once: it keeps the lost packet's
+	// sequence number, so the peer sees no gap (a QUIC receiver sees one
+	// in the new packet number) and would delay its acknowledgement.
+	e.Value.asked = e.Sent || c.askAck(e)
 	if e.Value.asked {
 		flags |= wire.FlagAckRequest
 	}

@@ -3,6 +3,8 @@ package fsp
 import (
 	"context"
 	"net"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -262,6 +264,90 @@ func TestDeferLossLongPath(t *testing.T) {
 		}
 		if got := c.rtoAt.Sub(now); got < tc.min || got > tc.max {
 			t.Errorf("rtt %v: probe timeout %v put off by %v, want %v to %v", tc.rtt, c.lossTimeout(), got, tc.min, tc.max)
+		}
+	}
+}
+
+// resendWatch drops the next data packet once armed and records, for
+// each later copy of it, whether it asked for an immediate
+// acknowledgement.
+type resendWatch struct {
+	net.PacketConn
+	armed atomic.Bool
+	mu    sync.Mutex
+	seq   uint32
+	drop  bool   // a packet was dropped: seq is its number
+	asked []bool // its resends
+}
+
+func (w *resendWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
+	var p wire.Packet
+	if wire.Parse(b, &p) == nil && p.Opcode == wire.PureData {
+		w.mu.Lock()
+		if w.armed.CompareAndSwap(true, false) {
+			w.seq, w.drop, w.asked = p.Seq, true, nil
+			w.mu.Unlock()
+			return len(b), nil
+		}
+		if w.drop && p.Seq == w.seq {
+			w.asked = append(w.asked, p.Flags&wire.FlagAckRequest != 0)
+		}
+		w.mu.Unlock()
+	}
+	return w.PacketConn.WriteTo(b, addr)
+}
+
+// TestResendAsksAck: the resend of a lone lost packet asks for an
+// immediate acknowledgement. It keeps the lost packet's sequence number,
+// so the receiver sees no gap and, not asked, held its acknowledgement up
+// to maxAckDelay, where a QUIC receiver acknowledges a probe at once (the
+// new packet number shows the gap). The sender waited, and on a short
+// path its doubled probe timeout could fire again first (issue 15).
+func TestResendAsksAck(t *testing.T) {
+	scfg, ccfg := pair(t)
+	spc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &resendWatch{PacketConn: cpc}
+	st, ct := &Transport{Conn: spc}, &Transport{Conn: w}
+	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
+	l, err := st.Listen(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t)
+	ch := make(chan *Conn, 1)
+	go func() {
+		s, _ := l.Accept(ctx)
+		ch <- s
+	}()
+	c, err := ct.Dial(ctx, spc.LocalAddr().(*net.UDPAddr), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-ch
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Abort(nil); s.Abort(nil) })
+	for i := range 3 {
+		w.armed.Store(true)
+		if err := c.SendMessage(ctx, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ReceiveMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.mu.Lock()
+		asked := slices.Clone(w.asked)
+		w.mu.Unlock()
+		if len(asked) == 0 || !asked[0] {
+			t.Fatalf("message %d: resends of the lost packet asked for an acknowledgement: %v, want the first to", i, asked)
 		}
 	}
 }
