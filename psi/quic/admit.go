@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
@@ -46,6 +47,9 @@ type handshakes struct {
 	proven hsrate.Limiter
 	// conns bounds each source's live connections, handshakes included.
 	conns *hsrate.Conns
+	// closed: the listener is closed, its socket still open for the
+	// connections it accepted; every new one is refused.
+	closed atomic.Bool
 }
 
 // evictAge protects a fresh handshake from eviction: its client, if
@@ -94,6 +98,9 @@ type handshake struct {
 }
 
 func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (context.Context, error) {
+	if h.closed.Load() {
+		return ctx, post.Errorf(post.ErrClosed, "quic: listener closed")
+	}
 	var addr netip.Addr
 	if ua, ok := ci.RemoteAddr.(*net.UDPAddr); ok {
 		addr = ua.AddrPort().Addr().Unmap()

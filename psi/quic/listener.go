@@ -227,10 +227,19 @@ func (l *Listener) Addr() netip.AddrPort { return l.addr }
 
 // Close stops accepting. Connections not yet returned by Accept are
 // refused; accepted transients stay open, and the socket closes with the
-// last of them.
+// last of them. Until then a new connection is refused
+// (CONNECTION_REFUSED, post.ErrRefused at the dialer), as FSP and TCP
+// refuse one at once: without a server quic-go would drop its Initials
+// and the dialer wait for its handshake timeout. quic-go's listener stays
+// for that, and closes with the socket.
 func (l *Listener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
+		if l.hs != nil {
+			l.hs.closed.Store(true)
+			l.tr.release()
+			return
+		}
 		_ = l.ql.Close()
 		l.wg.Wait()
 		l.tr.release()
