@@ -19,6 +19,13 @@ func lossyPair(t testing.TB, imp netem.Config) (client, server *Conn) {
 
 func lossyPairConfig(t testing.TB, imp netem.Config, tweak func(*Config)) (client, server *Conn) {
 	t.Helper()
+	return lossyPairWrapped(t, imp, tweak, nil)
+}
+
+// lossyPairWrapped is lossyPairConfig with the client's socket wrapped by
+// wrap, if not nil (a test that drops or watches what the client sends).
+func lossyPairWrapped(t testing.TB, imp netem.Config, tweak func(*Config), wrap func(net.PacketConn) net.PacketConn) (client, server *Conn) {
+	t.Helper()
 	scfg, ccfg := pair(t)
 	if tweak != nil {
 		tweak(scfg)
@@ -35,6 +42,9 @@ func lossyPairConfig(t testing.TB, imp netem.Config, tweak func(*Config)) (clien
 	}
 	st := &Transport{Conn: spc}
 	ct := &Transport{Conn: cpc}
+	if wrap != nil {
+		ct.Conn = wrap(cpc)
+	}
 	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
 	l, err := st.Listen(scfg)
 	if err != nil {

@@ -34,37 +34,10 @@ func (d *dropData) WriteTo(b []byte, addr net.Addr) (int, error) {
 // about a probe timeout, not after an RTO floor of tens of milliseconds
 // (issue 15).
 func TestTailLossProbe(t *testing.T) {
-	imp := netem.Config{Delay: 2 * time.Millisecond} // round trip about 4 ms
-	scfg, ccfg := pair(t)
-	spc, err := netem.Listen("udp4", "127.0.0.1:0", imp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpc, err := netem.Listen("udp4", "127.0.0.1:0", imp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	drop := &dropData{PacketConn: cpc}
-	st, ct := &Transport{Conn: spc}, &Transport{Conn: drop}
-	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
-	l, err := st.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	drop := &dropData{}
+	c, s := lossyPairWrapped(t, netem.Config{Delay: 2 * time.Millisecond}, nil, // round trip about 4 ms
+		func(pc net.PacketConn) net.PacketConn { drop.PacketConn = pc; return drop })
 	ctx := testContext(t)
-	ch := make(chan *Conn, 1)
-	go func() {
-		s, _ := l.Accept(ctx)
-		ch <- s
-	}()
-	c, err := ct.Dial(ctx, spc.LocalAddr().(*net.UDPAddr), ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-ch
-	if s == nil {
-		t.Fatal("accept failed")
-	}
 	t.Cleanup(func() { c.Abort(nil); s.Abort(nil) })
 	ping := func(ctx context.Context) time.Duration {
 		t.Helper()
@@ -304,36 +277,10 @@ func (w *resendWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
 // new packet number shows the gap). The sender waited, and on a short
 // path its doubled probe timeout could fire again first (issue 15).
 func TestResendAsksAck(t *testing.T) {
-	scfg, ccfg := pair(t)
-	spc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &resendWatch{PacketConn: cpc}
-	st, ct := &Transport{Conn: spc}, &Transport{Conn: w}
-	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
-	l, err := st.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := &resendWatch{}
+	c, s := lossyPairWrapped(t, netem.Config{}, nil,
+		func(pc net.PacketConn) net.PacketConn { w.PacketConn = pc; return w })
 	ctx := testContext(t)
-	ch := make(chan *Conn, 1)
-	go func() {
-		s, _ := l.Accept(ctx)
-		ch <- s
-	}()
-	c, err := ct.Dial(ctx, spc.LocalAddr().(*net.UDPAddr), ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-ch
-	if s == nil {
-		t.Fatal("accept failed")
-	}
 	t.Cleanup(func() { c.Abort(nil); s.Abort(nil) })
 	for i := range 3 {
 		w.armed.Store(true)
