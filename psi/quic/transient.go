@@ -339,6 +339,11 @@ func (t *Transient) Class() psi.TrafficClass { return t.class }
 // only final once the handshake is complete; see HandshakeComplete.
 func (t *Transient) Used0RTT() bool { return t.c.qc.ConnectionState().Used0RTT }
 
+// Resumed reports whether the connection resumed a TLS session from a
+// ticket (with or without 0-RTT data). It is only final once the
+// handshake is complete; see HandshakeComplete.
+func (t *Transient) Resumed() bool { return t.c.qc.ConnectionState().TLS.DidResume }
+
 // HandshakeComplete is closed when the connection's handshake completes or
 // fails.
 func (t *Transient) HandshakeComplete() <-chan struct{} { return t.c.qc.HandshakeComplete() }

@@ -228,6 +228,10 @@ func (t *transient) Stack() string { return name }
 // PeerIdentity returns what the TLS handshake verified about the peer.
 func (t *transient) PeerIdentity() psi.Identity { return t.peer }
 
+// Resumed reports whether the connection resumed a TLS session from a
+// ticket.
+func (t *transient) Resumed() bool { return t.conn.ConnectionState().DidResume }
+
 func (t *transient) Features() psi.Features    { return Features }
 func (t *transient) Association() [16]byte     { return t.assoc }
 func (t *transient) Paths() []post.Path        { return []post.Path{t.Path()} }

@@ -1,0 +1,141 @@
+package carrier_test
+
+import (
+	"crypto/tls"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/policy"
+	"github.com/postsockets/postsockets/post"
+	"github.com/postsockets/postsockets/psi"
+)
+
+// resumedOn reports whether c's transient resumed a session.
+func resumedOn(t *testing.T, c *carrier.Carrier) bool {
+	t.Helper()
+	r, ok := c.Transient().(interface{ Resumed() bool })
+	if !ok {
+		t.Fatalf("%T does not report resumption", c.Transient())
+	}
+	return r.Resumed()
+}
+
+// ticketed returns a client configuration requiring stack whose
+// Association holds a ticket from l: one Carrier made a round trip and
+// closed.
+func ticketed(t *testing.T, l *carrier.Listener, stack string) *carrier.Config {
+	t.Helper()
+	ctx := ctxT(t)
+	cfg := clientConfig()
+	cfg.Policy.Stack(stack, policy.Require)
+	c, err := carrier.Initiate(ctx, l.Remote("localhost"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(ctx, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(ctx, []byte("ack")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if resumedOn(t, c) {
+		t.Fatal("the first Carrier reports a resumed session")
+	}
+	c.Close()
+	s.Close()
+	lazy := *cfg
+	lazy.Association, lazy.Lazy = c.Association(), true
+	return &lazy
+}
+
+// exchange has a Carrier made with cfg send an idempotent message to l,
+// which must arrive once, and read the reply.
+func exchange(t *testing.T, l *carrier.Listener, cfg *carrier.Config) (client, server *carrier.Carrier) {
+	t.Helper()
+	ctx := ctxT(t)
+	c, err := carrier.Initiate(ctx, post.Remote{}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.SendMsg(ctx, &post.Message{Content: []byte("again"), Properties: post.Properties{Idempotent: true}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if m, err := s.Receive(ctx); err != nil || string(m.Content) != "again" {
+		t.Fatalf("got %v, %v", m, err)
+	}
+	if err := s.Send(ctx, []byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.Receive(ctx); err != nil || string(m.Content) != "reply" {
+		t.Fatalf("reply: %v, %v", m, err)
+	}
+	return c, s
+}
+
+// TestResumeAfterListenerRestart: the listener restarts on the same
+// address with another key (same CA), so the ticket the Association holds
+// is no good there. On every stack the next Carrier falls back to a full
+// handshake without an error, its idempotent first message arrives once,
+// and neither end reports 0-RTT. A Carrier after it resumes with the new
+// listener's ticket.
+func TestResumeAfterListenerRestart(t *testing.T) { forStacks(t, testResumeAfterRestart) }
+
+func testResumeAfterRestart(t *testing.T, stack string) {
+	l := listen(t, serverConfig())
+	cfg := ticketed(t, l, stack)
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l.Addr().Port())
+	l.Close()
+
+	leaf, err := certs.Issue("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l2 *carrier.Listener
+	for range 100 { // the port frees once the old connections are gone
+		l2, err = carrier.Listen(ctxT(t), post.Local{Addr: addr},
+			&carrier.Config{Security: psi.Security{Certificates: []tls.Certificate{leaf}}})
+		if err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l2.Close() })
+
+	c, s := exchange(t, l2, cfg)
+	ctx := ctxT(t)
+	for who, x := range map[string]*carrier.Carrier{"initiator": c, "listener": s} {
+		if used, err := x.Used0RTT(ctx); err != nil || used {
+			t.Errorf("%s: 0-RTT %v (%v) with a ticket the listener cannot open", who, used, err)
+		}
+	}
+	if resumedOn(t, c) {
+		t.Error("resumed with the old listener's ticket")
+	}
+	c.Close()
+	c2, _ := exchange(t, l2, cfg)
+	if !resumedOn(t, c2) {
+		t.Error("the Carrier after the fallback did not resume with the new listener's ticket")
+	}
+}
+
