@@ -44,7 +44,7 @@ func (c *Conn) dial(ctx context.Context) error {
 		// ticket answers with a cookie, as to INIT_CONNECT.
 		c.resume = rs
 		c.hsPacket = c.restorePacket(rs, now, nil)
-		if c.cfg.Allow0RTT {
+		if c.allow0RTT(rs) {
 			// 0-RTT: RESTORE leaves now and Dial returns; the first
 			// message may follow in a copy of it (conn_early.go).
 			c.earlyState = earlyOpen

@@ -215,7 +215,11 @@
 // listener's certificate chain, and the client's verified chain. The
 // initiator keeps it in Security.SessionCache (an Association's cache)
 // under "fsp:" + ServerName + "|" + address, with the listener's chain.
-// The next Dial there takes it out (a ticket is used once), checks the
+// The next Dial there takes it (and marks it taken: it carries 0-RTT
+// data once; dials after it, until a newer ticket replaces it, resume on
+// it without 0-RTT, as crypto/tls reuses a TLS 1.3 ticket for QUIC and
+// TCP, so concurrent dials all resume; an observer can link the
+// connections that present one ticket, as there), checks the
 // stored chain against its own trust settings (VerifyPeer; no signature
 // is checked, and the cache may be shared by other settings) and sends
 // RESTORE instead of INIT_CONNECT: its nonce, the ticket's age as it
@@ -290,11 +294,16 @@
 // Conn.Used0RTT reports on both ends whether the listener accepted 0-RTT
 // (as QUIC's does); at the initiator, also that the first message did
 // not wait for the handshake. Replay protection follows
-// RFC 8446 §8: tickets are single use at the client, and a listener takes
-// a RESTORE only if the send time it claims (issue time plus age) is
-// within 10 s of its clock and its nonce was not seen: a strike register
-// remembers each taken nonce for 20 s, bounded to 16384 entries (when
-// full, RESTOREs get a full handshake). A replayed RESTORE, or copy, gets
+// RFC 8446 §8: a ticket carries 0-RTT data once at the client, and a
+// listener takes a RESTORE only if the send time it claims (issue time
+// plus age) is within 10 s of its clock and its nonce was not seen: a
+// strike register remembers each taken nonce for 20 s, bounded to 16384
+// entries (when full, RESTOREs get a full handshake). A second register
+// of the same bounds remembers the tickets it took 0-RTT on: two dials
+// that took one ticket at the same instant (the client's mark is not
+// atomic over a shared cache) both resume, the second without 0-RTT
+// (when full, every 0-RTT RESTORE resumes without), as QUIC's listener
+// takes 0-RTT on a ticket once. A replayed RESTORE, or copy, gets
 // at most the cookie of a full handshake, or while the connection it made
 // is pending the same answer again, so its 0-RTT message is delivered
 // once per listener. Ticket keys belong to one listener and die with it, so a

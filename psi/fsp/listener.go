@@ -33,6 +33,7 @@ type Listener struct {
 	tickets       ticketKeys       // resumption (ticket.go)
 	idDigest      [32]byte         // names this listener's identity in its tickets
 	strikes       *strike.Register // anti-replay of RESTORE (strike.go)
+	earlyTickets  *strike.Register // tickets 0-RTT was taken on (strike.go)
 }
 
 // Refused delivers the error of each client the listener refused for its

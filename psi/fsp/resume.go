@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"slices"
 	"time"
 
 	"github.com/postsockets/postsockets/post"
@@ -54,7 +55,16 @@ type resumeState struct {
 	received time.Time
 	chain    []*x509.Certificate // the server's verified chain
 	held     []heldPacket        // what came before the answer (conn_halfrtt.go)
+	reused   bool                // an earlier dial took it: no 0-RTT
 }
+
+// ticketMetaLen is the length of what the client keeps with a ticket:
+// version, receive time (Unix ms), resumption secret, and whether a dial
+// took it.
+const ticketMetaLen = 1 + 8 + fcrypto.SecretLen + 1
+
+// allow0RTT reports whether a dial presenting rs may send 0-RTT data.
+func (c *Conn) allow0RTT(rs *resumeState) bool { return c.cfg.Allow0RTT && !rs.reused }
 
 // ticketCacheKey names the listener a ticket is for in
 // Security.SessionCache: the server name checked, and the address.
@@ -62,8 +72,12 @@ func (c *Conn) ticketCacheKey() string {
 	return "fsp:" + c.cfg.Security.ServerName + "|" + c.remote.String()
 }
 
-// takeTicket removes and returns the cached ticket for this dial's
-// listener: a ticket is used once. Called with c.mu held.
+// takeTicket returns the cached ticket for this dial's listener. The
+// first dial to take a ticket may send 0-RTT data on it, and marks it
+// taken; dials after it, until the ticket of a later connection replaces
+// it, resume on it without 0-RTT (as crypto/tls reuses a TLS 1.3 ticket
+// for QUIC and TCP), so concurrent dials all resume. Called with c.mu
+// held.
 func (c *Conn) takeTicket(now time.Time) *resumeState {
 	cache := c.cfg.Security.SessionCache
 	if cache == nil || c.parent != nil {
@@ -74,24 +88,44 @@ func (c *Conn) takeTicket(now time.Time) *resumeState {
 	if !ok || cs == nil {
 		return nil
 	}
-	cache.Put(key, nil)
-	blob, st, err := cs.ResumptionState()
-	if err != nil || st == nil || len(st.Extra) < 1 || len(st.Extra[0]) != 1+8+fcrypto.SecretLen || st.Extra[0][0] != ticketVersion {
+	rs, extra := c.openCached(cs, now)
+	if rs == nil {
+		cache.Put(key, nil)
 		return nil
+	}
+	if !rs.reused {
+		extra = slices.Clone(extra) // the cached state is shared: not in place
+		extra[0] = append(bytes.Clone(extra[0][:ticketMetaLen-1]), 1)
+		taken, err := tls.NewResumptionState(rs.blob, &tls.SessionState{Extra: extra})
+		if err != nil {
+			taken = nil
+		}
+		cache.Put(key, taken)
+	}
+	return rs
+}
+
+// openCached decodes a cached ticket and checks it is still good for
+// this dial; it returns nil if not, and the state's Extra.
+func (c *Conn) openCached(cs *tls.ClientSessionState, now time.Time) (*resumeState, [][]byte) {
+	blob, st, err := cs.ResumptionState()
+	if err != nil || st == nil || len(st.Extra) < 1 || len(st.Extra[0]) != ticketMetaLen || st.Extra[0][0] != ticketVersion {
+		return nil, nil
 	}
 	meta := st.Extra[0]
 	rs := &resumeState{
 		blob:     blob,
 		received: time.UnixMilli(int64(binary.BigEndian.Uint64(meta[1:]))),
-		secret:   meta[9:],
+		secret:   meta[9 : 9+fcrypto.SecretLen],
+		reused:   meta[ticketMetaLen-1] != 0,
 	}
 	if now.Sub(rs.received) >= ticketLifetime || len(blob) > maxTicket {
-		return nil
+		return nil, nil
 	}
 	for _, der := range st.Extra[1:] {
 		cert, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil
+			return nil, nil
 		}
 		rs.chain = append(rs.chain, cert)
 	}
@@ -99,9 +133,9 @@ func (c *Conn) takeTicket(now time.Time) *resumeState {
 	// listener's chain must pass this dial's (no signature is checked,
 	// and a pin costs a hash).
 	if c.cfg.Security.VerifyPeer(rs.chain, false) != nil {
-		return nil
+		return nil, nil
 	}
-	return rs
+	return rs, st.Extra
 }
 
 // storeTicket caches a NEW_TICKET from the listener. Called with c.mu
@@ -112,10 +146,11 @@ func (c *Conn) storeTicket(pt []byte) {
 		return
 	}
 	secret := fcrypto.ResumptionSecret(c.resBase, pt[:ticketNonceLen])
-	meta := make([]byte, 0, 1+8+fcrypto.SecretLen)
+	meta := make([]byte, 0, ticketMetaLen)
 	meta = append(meta, ticketVersion)
 	meta = binary.BigEndian.AppendUint64(meta, uint64(time.Now().UnixMilli()))
 	meta = append(meta, secret...)
+	meta = append(meta, 0) // not taken yet
 	extra := [][]byte{meta}
 	for _, cert := range c.peerCerts {
 		extra = append(extra, cert.Raw)
@@ -176,7 +211,7 @@ func (c *Conn) restorePacket(rs *resumeState, now time.Time, early []byte) []byt
 		Param:        c.myParam(),
 		EphemeralKey: c.kp.Public[:],
 	}
-	if c.cfg.Allow0RTT {
+	if c.allow0RTT(rs) {
 		p.Flags = restoreEarly
 	}
 	b := wire.AppendHeader(make([]byte, 0, maxHandshakeSize), &p)
@@ -193,7 +228,7 @@ func (c *Conn) restorePacket(rs *resumeState, now time.Time, early []byte) []byt
 	} else {
 		b = binary.BigEndian.AppendUint16(b, 0)
 	}
-	if c.cfg.Allow0RTT {
+	if c.allow0RTT(rs) {
 		b = append(b, make([]byte, max(0, BaseDatagramSize-fcrypto.TagLen-len(b)))...)
 	}
 	tag := fcrypto.HandshakeTag(fcrypto.BinderKey(rs.secret), b)
@@ -251,9 +286,9 @@ func resumeSecret(res, psk []byte) []byte { return append(bytes.Clone(res), psk.
 
 // respondResumed runs the responder's side of a RESTORE of n bytes whose
 // ticket and binder checked out, for the client identity certs
-// (ticketPeer). With 0-RTT accepted the data path opens at once, for
-// 0.5-RTT data (conn_halfrtt.go).
-func (c *Conn) respondResumed(tk *ticket, certs []*x509.Certificate, req *restoreRequest, pkt *wire.Packet, n int) error {
+// (ticketPeer). With 0-RTT accepted (early) the data path opens at once,
+// for 0.5-RTT data (conn_halfrtt.go).
+func (c *Conn) respondResumed(tk *ticket, certs []*x509.Certificate, req *restoreRequest, pkt *wire.Packet, n int, early bool) error {
 	kp, err := fcrypto.NewKeyPair()
 	if err != nil {
 		return err
@@ -264,7 +299,6 @@ func (c *Conn) respondResumed(tk *ticket, certs []*x509.Certificate, req *restor
 	}
 	rand.Read(c.nonce[:])
 	myParam := c.myParam()
-	early := c.cfg.Allow0RTT && pkt.Flags&restoreEarly != 0
 	flags := byte(helloResumed)
 	if early {
 		flags |= helloEarly

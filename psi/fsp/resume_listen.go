@@ -80,6 +80,13 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 		t.restoreFallback(l, from, pkt, req.nonce, now)
 		return
 	}
+	early := l.cfg.Allow0RTT && pkt.Flags&restoreEarly != 0
+	if early && l.earlyTickets.Check(req.ticket, tk.issued.Add(req.age), now) != strike.Fresh {
+		// Another dial took 0-RTT on this ticket moments ago (a client
+		// whose concurrent dials took it at once): this one resumes
+		// without, and its first message goes after the handshake.
+		early = false
+	}
 	t.mu.Lock()
 	evicted, room := t.pending.makeRoom(from.ap.Addr(), now, l.cfg)
 	t.mu.Unlock()
@@ -110,7 +117,7 @@ func (t *Transport) handleRestore(l *Listener, b []byte, from *peerAddr, pkt *wi
 		t.refuseHandshake(from, pkt, len(b))
 		return
 	}
-	if err := c.respondResumed(tk, certs, req, pkt, len(b)); err != nil {
+	if err := c.respondResumed(tk, certs, req, pkt, len(b), early); err != nil {
 		t.log.Debug("fsp: resumption failed", "peer", from, "err", err)
 		c.teardown(err, true)
 		return

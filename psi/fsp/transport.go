@@ -769,7 +769,7 @@ func (t *Transport) Listen(cfg *Config) (*Listener, error) {
 	}
 	l.chainLen = chainLen(id)
 	l.idDigest = identityDigest(id.Certificate)
-	l.strikes = newStrikes()
+	l.strikes, l.earlyTickets = newStrikes(), newStrikes()
 	if l.chainLen > maxListenerChain {
 		return nil, &post.OpError{Op: "listen", Stack: "fsp", Err: post.Errorf(post.ErrNotSupported, "fsp: certificate chain of %d bytes does not fit a handshake packet", l.chainLen)}
 	}
