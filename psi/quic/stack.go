@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -281,8 +282,28 @@ type keyedCache struct {
 	key string
 }
 
-func (k keyedCache) Get(string) (*tls.ClientSessionState, bool) { return k.c.Get(k.key) }
-func (k keyedCache) Put(_ string, cs *tls.ClientSessionState)   { k.c.Put(k.key, cs) }
+func (k keyedCache) Put(_ string, cs *tls.ClientSessionState) { k.c.Put(k.key, cs) }
+
+// Get returns a copy of the cached session, for one dial: quic-go sets
+// EarlyData on the session state it resumes from, and crypto/tls reuses
+// a TLS 1.3 ticket, so concurrent dials to one server that resumed from
+// the cached state itself wrote it at once (a data race).
+func (k keyedCache) Get(string) (*tls.ClientSessionState, bool) {
+	cs, ok := k.c.Get(k.key)
+	if !ok || cs == nil {
+		return cs, ok
+	}
+	ticket, st, err := cs.ResumptionState()
+	if err != nil || st == nil {
+		return nil, false
+	}
+	own := *st
+	own.Extra = slices.Clone(st.Extra) // quic-go appends to it when storing
+	if cs, err = tls.NewResumptionState(ticket, &own); err != nil {
+		return nil, false
+	}
+	return cs, true
+}
 
 // openTransport returns the Transport for local, or for a dial to remote;
 // own reports whether the stack opened the UDP socket itself.
