@@ -15,27 +15,13 @@ import (
 // still served. Before, quic-go, left without a server, dropped the new
 // Initials and the dial waited for its timeout.
 func TestClosedListenerRefuses(t *testing.T) {
-	l, err := (&Stack{}).listen(context.Background(), loopback, serverConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := (&Stack{}).Dial(ctx, l.addr, clientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	c, s, l := pair(t, &Stack{}, serverConfig(), clientConfig())
+	ctx := testContext(t)
 	l.Close()
 
 	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer dcancel()
-	if c2, err := (&Stack{}).Dial(dctx, l.addr, clientConfig()); err == nil {
+	if c2, err := (&Stack{}).Dial(dctx, l.Addr(), clientConfig()); err == nil {
 		c2.Close()
 		t.Fatal("a dial to a closed listener connected")
 	} else if !errors.Is(err, post.ErrRefused) {
