@@ -19,29 +19,37 @@ func TestResumeTakenTicket(t *testing.T) {
 	lh := &recConn{PacketConn: mustUDP(t)}
 	l, ccfg := resumableOn(t, lh, nil)
 	dropFirstSent(lh, map[wire.Opcode]int{wire.Ticket: 1 << 20})
-	ctx := testContext(t)
 	for i, want0RTT := range []bool{true, false, false} {
-		c, acc := halfDial(t, l, ccfg, &recConn{PacketConn: mustUDP(t)})
-		if err := c.SendMessage(ctx, []byte("first")); err != nil {
-			t.Fatal(err)
-		}
-		s := <-acc
-		if s == nil {
-			t.Fatal("Accept failed")
-		}
-		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "first" {
-			t.Fatalf("dial %d: got %q, %v", i, m, err)
-		}
-		pingPong(t, c, s)
-		if !c.Resumed() || !s.Resumed() {
-			t.Fatalf("dial %d not resumed: client %v, server %v", i, c.Resumed(), s.Resumed())
-		}
-		if c.Used0RTT() != want0RTT || s.Used0RTT() != want0RTT {
-			t.Fatalf("dial %d: 0-RTT client %v, server %v; want %v", i, c.Used0RTT(), s.Used0RTT(), want0RTT)
-		}
-		noMore(t, ctx, s, 50*time.Millisecond)
-		c.Close()
+		firstOnce(t, l, ccfg, i, want0RTT).Close()
 	}
+}
+
+// firstOnce dials l, 0-RTT allowed, and writes a first message, which
+// must arrive once on a resumed connection, as 0-RTT data if want0RTT
+// (dial i of the test). It returns the client's end.
+func firstOnce(t *testing.T, l *Listener, ccfg *Config, i int, want0RTT bool) *Conn {
+	t.Helper()
+	ctx := testContext(t)
+	c, acc := halfDial(t, l, ccfg, &recConn{PacketConn: mustUDP(t)})
+	if err := c.SendMessage(ctx, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	s := <-acc
+	if s == nil {
+		t.Fatal("Accept failed")
+	}
+	if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "first" {
+		t.Fatalf("dial %d: got %q, %v", i, m, err)
+	}
+	pingPong(t, c, s)
+	if !c.Resumed() || !s.Resumed() {
+		t.Fatalf("dial %d not resumed: client %v, server %v", i, c.Resumed(), s.Resumed())
+	}
+	if c.Used0RTT() != want0RTT || s.Used0RTT() != want0RTT {
+		t.Fatalf("dial %d: 0-RTT client %v, server %v; want %v", i, c.Used0RTT(), s.Used0RTT(), want0RTT)
+	}
+	noMore(t, ctx, s, 50*time.Millisecond)
+	return c
 }
 
 // TestZeroRTTTicketOnce: two dials present one ticket for 0-RTT, as two
@@ -54,32 +62,16 @@ func TestZeroRTTTicketOnce(t *testing.T) {
 	l, ccfg := resumableOn(t, lh, nil)
 	dropFirstSent(lh, map[wire.Opcode]int{wire.Ticket: 1 << 20}) // no newer ticket
 	cache := ccfg.Security.SessionCache
-	ctx := testContext(t)
 	key := "fsp:" + ccfg.Security.ServerName + "|" + l.Addr().String()
 	fresh, ok := cache.Get(key)
 	if !ok || fresh == nil {
 		t.Fatalf("no ticket under %q", key)
 	}
 	for i, want0RTT := range []bool{true, false} {
-		c, acc := halfDial(t, l, ccfg, &recConn{PacketConn: mustUDP(t)})
+		c := firstOnce(t, l, ccfg, i, want0RTT)
 		if c.ticketCacheKey() != key {
 			t.Fatalf("the ticket is under %q", c.ticketCacheKey())
 		}
-		if err := c.SendMessage(ctx, []byte("first")); err != nil {
-			t.Fatal(err)
-		}
-		s := <-acc
-		if s == nil {
-			t.Fatal("Accept failed")
-		}
-		if m, err := s.ReceiveMessage(ctx); err != nil || string(m) != "first" {
-			t.Fatalf("dial %d: got %q, %v", i, m, err)
-		}
-		pingPong(t, c, s)
-		if !s.Resumed() || s.Used0RTT() != want0RTT || c.Used0RTT() != want0RTT {
-			t.Fatalf("dial %d: resumed %v, 0-RTT client %v, server %v; want 0-RTT %v", i, s.Resumed(), c.Used0RTT(), s.Used0RTT(), want0RTT)
-		}
-		noMore(t, ctx, s, 50*time.Millisecond)
 		c.Close()
 		cache.Put(key, fresh) // as if no dial had taken it
 	}
