@@ -24,9 +24,9 @@ const (
 // (Host: an IPv4 address, an IPv6 /64) one of a quarter of that.
 // Buckets sit in fixed arrays: a key may use any of four slots chosen
 // by a keyed hash, and keeps the one it holds (tagged with its hash)
-// until it has been idle for a second (its bucket full again). A bucket
-// is never shared: a key whose four slots are all held by busy others
-// goes without. A source without a slot of its own is limited by its
+// until it has been idle for a second (its bucket full again) and owes
+// nothing (Charge). A bucket is never shared: a key whose four slots
+// are all held by busy others goes without. A source without a slot of its own is limited by its
 // prefix alone; a prefix without one, by its wide prefix's bucket (a /16
 // for IPv4, a /32 for IPv6, in an array of its own). So one attacker
 // spraying requests from more sources or prefixes than there are slots
@@ -47,6 +47,7 @@ type bucket struct {
 	tag    uint64 // hash of the key holding it; 0 when free
 	tokens float64
 	last   int64 // UnixNano of the last refill
+	owed   int64 // ns until which a Charge left it in debt
 }
 
 // Host returns what counts as one source: the address itself for IPv4,
@@ -86,19 +87,7 @@ func prefix(a netip.Addr, v4, v6 int) netip.Prefix {
 // own tokens. One address flooding thus takes at most a quarter of its
 // prefix's share, and its neighbours keep the rest.
 func (l *Limiter) Allow(a netip.Addr, now time.Time, rate int) bool {
-	if l.hosts == nil {
-		l.seed = maphash.MakeSeed()
-		l.epoch = now.Add(-time.Second)
-		l.hosts = new([slots]bucket)
-		l.prefixes = new([slots]bucket)
-		l.wide = new([wideSlots]bucket)
-	}
-	if rate <= 0 {
-		rate = DefaultRate
-	}
-	// Against the epoch, not UnixNano: a step of the wall clock must
-	// not drain or fill the buckets.
-	ns := int64(now.Sub(l.epoch))
+	ns, rate := l.init(now, rate)
 	host := Host(a)
 	hb := l.slot(l.hosts[:], netip.PrefixFrom(host, host.BitLen()), ns, false)
 	if hb != nil && !hb.refill(ns, max(rate/4, 1)) {
@@ -116,6 +105,62 @@ func (l *Limiter) Allow(a netip.Addr, now time.Time, rate int) bool {
 	}
 	pb.tokens--
 	return true
+}
+
+func (l *Limiter) init(now time.Time, rate int) (int64, int) {
+	if l.hosts == nil {
+		l.seed = maphash.MakeSeed()
+		l.epoch = now.Add(-time.Second)
+		l.hosts = new([slots]bucket)
+		l.prefixes = new([slots]bucket)
+		l.wide = new([wideSlots]bucket)
+	}
+	if rate <= 0 {
+		rate = DefaultRate
+	}
+	// Against the epoch, not UnixNano: a step of the wall clock must
+	// not drain or fill the buckets.
+	return int64(now.Sub(l.epoch)), rate
+}
+
+// MaxDebt bounds what Charge may leave a source owing.
+const MaxDebt = time.Minute
+
+// Charge makes a, whose connection the listener closed for abuse, pay
+// for it with d of its own handshakes (d times a quarter of rate): its
+// bucket goes into debt, up to MaxDebt, and Owes holds it off until the
+// debt is refilled. A source without a bucket of its own is charged on
+// its prefix's. So an attacker that dials again as each connection is
+// closed gets one a d, and honest sources elsewhere keep their rate.
+func (l *Limiter) Charge(a netip.Addr, now time.Time, rate int, d time.Duration) {
+	ns, rate := l.init(now, rate)
+	b, r := l.own(a, ns, rate)
+	if b == nil {
+		return
+	}
+	b.refill(ns, r)
+	b.tokens = max(b.tokens-float64(r)*d.Seconds(), -float64(r)*MaxDebt.Seconds())
+	if b.tokens < 0 {
+		b.owed = ns + int64(-b.tokens/float64(r)*1e9)
+	}
+}
+
+// Owes reports whether a is in debt at now for a Charge: it may start
+// no handshake, however few are in progress.
+func (l *Limiter) Owes(a netip.Addr, now time.Time, rate int) bool {
+	ns, rate := l.init(now, rate)
+	b, _ := l.own(a, ns, rate)
+	return b != nil && ns < b.owed
+}
+
+// own returns a's own bucket, or its prefix's if it has none, and the
+// rate it refills at.
+func (l *Limiter) own(a netip.Addr, ns int64, rate int) (*bucket, int) {
+	host := Host(a)
+	if b := l.slot(l.hosts[:], netip.PrefixFrom(host, host.BitLen()), ns, false); b != nil {
+		return b, max(rate/4, 1)
+	}
+	return l.slot(l.prefixes[:], Prefix(a), ns, false), rate
 }
 
 // choices is how many slots a key may use. With two, 32 busy /16s left
@@ -139,7 +184,7 @@ func (l *Limiter) slot(table []bucket, p netip.Prefix, ns int64, share bool) *bu
 		}
 	}
 	for _, b := range at {
-		if b.tag == 0 || ns-b.last >= 1e9 {
+		if b.tag == 0 || ns-b.last >= 1e9 && ns >= b.owed {
 			*b = bucket{tag: tag}
 			return b
 		}

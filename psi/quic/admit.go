@@ -120,6 +120,10 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	}()
 	now := time.Now()
 	h.mu.Lock()
+	if h.proven.Owes(from, now, h.rate) {
+		h.mu.Unlock()
+		return ctx, post.Errorf(post.ErrRefused, "quic: %v held off: a connection of its was closed for abuse", from)
+	}
 	if ci.AddrVerified && h.total >= rateAbove && !h.proven.Allow(from, now, h.rate) {
 		h.mu.Unlock()
 		return ctx, post.Errorf(post.ErrRefused, "quic: handshakes from %v over the rate", from)
@@ -149,6 +153,20 @@ func (h *handshakes) connContext(ctx context.Context, ci *quicgo.ClientInfo) (co
 	admitted = true
 	context.AfterFunc(ctx, release)
 	return withHooks(context.WithValue(ctx, handshakeKey{}, hs)), nil
+}
+
+// abusePenalty is what a connection closed for abuse costs its source:
+// that long of its own handshakes (hsrate.Limiter.Charge), during which
+// it is refused. An attacker that dials again as each of its
+// connections is closed gets one a penalty, and with it a fresh window
+// to fill, rather than one as fast as the listener closes them.
+const abusePenalty = 4 * time.Second
+
+// abused charges src, whose connection was closed for abuse.
+func (h *handshakes) abused(src netip.Addr) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.proven.Charge(src, time.Now(), h.rate, abusePenalty)
 }
 
 // victimLocked returns the handshake to end for a newcomer from pfx: the

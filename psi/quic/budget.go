@@ -77,8 +77,11 @@ type budget struct {
 	// smallFrames counts connections closed for STREAM frames unread
 	// (frames).
 	smallFrames uint64
-	srcs        map[netip.Addr]int64
-	pfxs        map[netip.Prefix]int64
+	// abused, if set, is told the source of each connection closed for
+	// abuse (frames unread), to charge it (handshakes.abused).
+	abused func(src netip.Addr)
+	srcs   map[netip.Addr]int64
+	pfxs   map[netip.Prefix]int64
 	// pending is the account made for the Initial quic-go is taking,
 	// until the connection's tracer binds it (see config); byCtx finds a
 	// live connection's account by its context.
@@ -153,7 +156,11 @@ func (b *budget) open(addr netip.Addr, maxStreams, maxUniStreams int64) (*accoun
 	a.frames.init(func() {
 		b.mu.Lock()
 		b.smallFrames++
+		abused := b.abused
 		b.mu.Unlock()
+		if abused != nil {
+			abused(a.src)
+		}
 	}, maxStreams, maxUniStreams)
 	b.mu.Lock()
 	defer b.mu.Unlock()

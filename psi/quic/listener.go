@@ -84,6 +84,9 @@ func (s *Stack) listen(ctx context.Context, local netip.AddrPort, cfg *psi.Confi
 		hs = newHandshakes(orDefault(s.MaxHandshakes, 128), orDefault(s.MaxHandshakesPerSource, 8), orDefault(s.MaxConnsPerSource, 1024))
 		hs.rate = s.MaxHandshakeRate
 		hs.install(tr.t, rb)
+		if rb != nil {
+			rb.abused = hs.abused
+		}
 	}
 	ql, err := tr.t.ListenEarly(tc, qcfg)
 	if err != nil {
