@@ -25,10 +25,11 @@ func NewConns(max int) *Conns {
 
 // WithTotal also bounds the connections in all to total, and those of
 // one prefix (Prefix: an IPv4 /24, an IPv6 /48) to a quarter of it, as
-// the FSP listener's budget shares its room. It returns c; call it before
-// the first Acquire.
+// the FSP listener's budget shares its room, or to a source's bound if
+// that is more (up to total): one source alone still reaches its bound.
+// It returns c; call it before the first Acquire.
 func (c *Conns) WithTotal(total int) *Conns {
-	c.total, c.perPrefix = total, max(total/4, 1)
+	c.total, c.perPrefix = total, max(total/4, min(c.max, total), 1)
 	c.prefixes = make(map[netip.Prefix]int)
 	return c
 }

@@ -32,9 +32,13 @@ func TestConns(t *testing.T) {
 }
 
 // TestConnsTotal: WithTotal bounds the connections in all and a prefix's
-// to a quarter of them, and a release makes room again.
+// to a quarter of them (more than a source's 2 here), and a release makes
+// room again.
 func TestConnsTotal(t *testing.T) {
-	c := NewConns(1024).WithTotal(16)
+	if c := NewConns(1024).WithTotal(16); c.perPrefix != 16 {
+		t.Fatalf("a prefix may hold %d of 16, less than one source's bound", c.perPrefix)
+	}
+	c := NewConns(2).WithTotal(16)
 	var rel []func()
 	for i := range 5 {
 		r := c.Acquire(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))

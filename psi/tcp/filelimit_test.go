@@ -14,14 +14,15 @@ import (
 	"github.com/postsockets/postsockets/psi"
 )
 
-// TestConnsLeaveDescriptors: with the defaults, clients of one /24 cannot
-// take the process's file descriptors. The open-file limit is lowered to
-// 400; four addresses of 127.0.0.0/24 each open connections until
-// refused, all accepted and held, then a client of 127.0.1.0/24 dials.
-// Before, each source could hold 1,024, so the first took every
-// descriptor (about 190 connections, both ends in this process) and the
-// client's dial failed; now the listener holds at most half the limit,
-// a /24 a quarter of that (50), and the client connects.
+// TestConnsLeaveDescriptors: clients of one /24 cannot take the
+// process's file descriptors. The open-file limit is lowered to 400 and
+// each source may hold 32 connections (MaxConnsPerSource); eight
+// addresses of 127.0.0.0/24 each open connections until refused, all
+// accepted and held, then a client of 127.0.1.0/24 dials. Before, the
+// eight could hold 256, more than the descriptors (about 195
+// connections, both ends in this process), and the client's dial failed;
+// now the listener holds at most half the limit (MaxConns' default), a
+// /24 a quarter of that (50), and the client connects.
 func TestConnsLeaveDescriptors(t *testing.T) {
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil || old.Cur < 400 {
@@ -33,7 +34,7 @@ func TestConnsLeaveDescriptors(t *testing.T) {
 		t.Skip(err)
 	}
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
-	l := testListener(t, Stack{})
+	l := testListener(t, Stack{MaxConnsPerSource: 32})
 	var mu sync.Mutex
 	var held []psi.Transient
 	t.Cleanup(func() {
@@ -61,7 +62,7 @@ func TestConnsLeaveDescriptors(t *testing.T) {
 		return Stack{}.Dial(ctx, l.Addr(), cfg)
 	}
 	attacker := 0
-	for i := range 4 {
+	for i := range 8 {
 		from := fmt.Sprintf("127.0.0.%d", 2+i)
 		for attacker < 400 {
 			c, err := dial(from)

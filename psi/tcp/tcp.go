@@ -98,7 +98,8 @@ type Stack struct {
 	MaxConnsPerSource int
 	// MaxConns bounds the live connections, roots and forks, of a
 	// listener in all, and those of one /24 or /48 prefix to a quarter of
-	// it; past either a connection is refused as past MaxConnsPerSource.
+	// it (or MaxConnsPerSource, if more); past either a connection is
+	// refused as past MaxConnsPerSource.
 	// Each holds a file descriptor, and a process out of them can open no
 	// socket or file, for any stack. Zero means half the process's
 	// open-file limit (RLIMIT_NOFILE) when the listener starts, between
