@@ -91,23 +91,33 @@ func exchange(t *testing.T, l *carrier.Listener, cfg *carrier.Config) (client, s
 }
 
 // TestResumeAfterListenerRestart: the listener restarts on the same
-// address with another key (same CA), so the ticket the Association holds
-// is no good there. On every stack the next Carrier falls back to a full
-// handshake without an error, its idempotent first message arrives once,
-// and neither end reports 0-RTT. A Carrier after it resumes with the new
-// listener's ticket.
-func TestResumeAfterListenerRestart(t *testing.T) { forStacks(t, testResumeAfterRestart) }
+// address, with the same key or another (same CA): its ticket keys are
+// new, so the ticket the Association holds is no good there. On every
+// stack the next Carrier falls back to a full handshake without an
+// error, its idempotent first message arrives once, and neither end
+// reports 0-RTT. A Carrier after it resumes with the new listener's
+// ticket.
+func TestResumeAfterListenerRestart(t *testing.T) {
+	forStacks(t, func(t *testing.T, stack string) {
+		t.Run("same-key", func(t *testing.T) { testResumeAfterRestart(t, stack, false) })
+		t.Run("new-key", func(t *testing.T) { testResumeAfterRestart(t, stack, true) })
+	})
+}
 
-func testResumeAfterRestart(t *testing.T, stack string) {
+func testResumeAfterRestart(t *testing.T, stack string, newKey bool) {
 	l := listen(t, serverConfig())
 	cfg := ticketed(t, l, stack)
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l.Addr().Port())
 	l.Close()
 
-	leaf, err := certs.Issue("localhost")
-	if err != nil {
-		t.Fatal(err)
+	leaf := certs.Leaf
+	if newKey {
+		var err error
+		if leaf, err = certs.Issue("localhost"); err != nil {
+			t.Fatal(err)
+		}
 	}
+	var err error
 	var l2 *carrier.Listener
 	for range 100 { // the port frees once the old connections are gone
 		l2, err = carrier.Listen(ctxT(t), post.Local{Addr: addr},
