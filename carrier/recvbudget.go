@@ -21,13 +21,18 @@ const gatherFree = 128 << 10
 // A gather is stalled, and while other gathers wait for room may be
 // evicted, once it read less than stallBytes in the last stallAge, or
 // less than paceBytes (the same rate) in the last stallAgeMax. Time in
-// which its transient held data from the peer that the gather had not
-// read (psi.BacklogReporter), or in which this process did not run on
-// time (the budget's timer fired over lateSlack late), does not count
-// for the first: the wait was ours (a starved reader or process) or the
-// path's (a loss under repair), not the peer's. The second counts all
-// time, so a peer that keeps a loss open can neither hold its room past
-// stallAgeMax nor read at a lower rate.
+// which this process did not run on time (the budget's timer fired over
+// lateSlack late) counts for neither: the wait was ours, not the peer's,
+// and our own peers, starved as we were, could not send either. Time in
+// which the gather's transient held data from the peer that it had not
+// read (psi.BacklogReporter) does not count for the first: the wait was
+// a starved reader's or the path's (a loss under repair). The second
+// counts it, so a peer that keeps a loss open can neither hold its room
+// past stallAgeMax of our running time nor read at a lower rate. A peer
+// cannot make our timers late unless it loads our CPU, and then every
+// gather is as slow as its; lateness is measured once for the budget,
+// not per gather or per waiter, so it stretches the clocks by no more
+// than the time the process did not run.
 const (
 	stallAge    = time.Second
 	stallAgeMax = 4 * stallAge
@@ -69,6 +74,7 @@ type recvBudget struct {
 	seq     uint64 // claims listed so far
 	freed   chan struct{}
 	scanAt  time.Time
+	lateTo  time.Time // the end of the latest lateness excused
 	evicted atomic.Uint64
 }
 
@@ -92,7 +98,8 @@ type claim struct {
 	seq      uint64 // when listed
 	waiting  bool
 	evicting bool
-	excused  int64 // unix nanos when evictFor last found a backlog
+	excused  int64 // unix nanos to which the first stall clock is excused (backlog, lateness)
+	paceLate int64 // unix nanos to which the second is excused (lateness only)
 
 	progress atomic.Int64 // unix nanos of the last stallBytes read
 	read     int          // bytes read since progress; the reader's own
@@ -277,7 +284,7 @@ const paceBytes = stallBytes * int(stallAgeMax/stallAge)
 // paceRead are its own) with b.mu held (excused is under it).
 func (cl *claim) restart() {
 	now := time.Now().UnixNano()
-	cl.read, cl.paceRead, cl.excused = 0, 0, 0
+	cl.read, cl.paceRead, cl.excused, cl.paceLate = 0, 0, 0, 0
 	cl.progress.Store(now)
 	cl.pace.Store(now)
 }
@@ -388,11 +395,23 @@ func (b *recvBudget) wake() {
 // and, when the whole budget is full, those of sources holding more than
 // w's. At most one look every stallAge/4, whatever the waiters. late is
 // how much later than asked w's timer fired: time the process did not
-// run, which no gather's stall clock counts.
+// run, which no gather's stall clocks count.
 func (b *recvBudget) evictFor(w *claim, byTotal bool, late time.Duration) {
 	now := time.Now()
 	var stalled []*claim
 	b.mu.Lock()
+	// Every waiter's timer sees the same starvation: excuse each stretch
+	// of it once, whichever timer saw it, and before the look is skipped.
+	if late > lateSlack {
+		if d := now.Sub(later(now.Add(-late), b.lateTo)); d > 0 {
+			for _, s := range b.srcs {
+				for _, g := range s.gathers {
+					g.excuse(now.UnixNano(), d)
+				}
+			}
+		}
+		b.lateTo = now
+	}
 	if now.Before(b.scanAt) {
 		b.mu.Unlock()
 		return
@@ -401,9 +420,6 @@ func (b *recvBudget) evictFor(w *claim, byTotal bool, late time.Duration) {
 	mine := b.srcs[w.src].held
 	for _, s := range b.srcs {
 		for _, g := range s.gathers {
-			if late > lateSlack {
-				g.excuse(now.UnixNano(), late)
-			}
 			if g == w || g.waiting || g.evicting || g.held == 0 || !g.stalled(now.UnixNano()) {
 				continue
 			}
@@ -419,7 +435,7 @@ func (b *recvBudget) evictFor(w *claim, byTotal bool, late time.Duration) {
 	// wait long between the look and the eviction, while the gather
 	// reads again: it is judged again, on the clocks as they are then.
 	for _, g := range stalled {
-		excused := g.pace.Load() > now.UnixNano()-int64(stallAgeMax) && g.backlog != nil && g.backlog()
+		excused := g.paced(now.UnixNano()) && g.backlog != nil && g.backlog()
 		b.mu.Lock()
 		at := time.Now().UnixNano()
 		if excused {
@@ -436,15 +452,31 @@ func (b *recvBudget) evictFor(w *claim, byTotal bool, late time.Duration) {
 	}
 }
 
-// excuse takes d off g's stall clock, up to now. b.mu is held.
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// excuse takes d, time the process did not run, off both of g's stall
+// clocks, up to now. b.mu is held.
 func (g *claim) excuse(now int64, d time.Duration) {
 	g.excused = min(now, max(g.progress.Load(), g.excused)+int64(d))
+	g.paceLate = min(now, max(g.pace.Load(), g.paceLate)+int64(d))
 }
 
 // stalled reports whether g read too little lately: it may be evicted,
 // unless excused by a backlog. b.mu is held.
 func (g *claim) stalled(now int64) bool {
-	return now-max(g.progress.Load(), g.excused) >= int64(stallAge) || now-g.pace.Load() >= int64(stallAgeMax)
+	return now-max(g.progress.Load(), g.excused) >= int64(stallAge) || !g.paced(now)
+}
+
+// paced reports whether g read paceBytes within the last stallAgeMax of
+// the time the process ran on time. b.mu is held.
+func (g *claim) paced(now int64) bool {
+	return now-max(g.pace.Load(), g.paceLate) < int64(stallAgeMax)
 }
 
 // stats returns what the budget holds now, the most it held and the

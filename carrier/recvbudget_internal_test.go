@@ -267,3 +267,67 @@ func TestRecvBudgetLate(t *testing.T) {
 		}
 	})
 }
+
+// TestRecvBudgetStarved: gathers whose transients hold data they have
+// not read (honest peers, their reader starved with the whole process)
+// are not evicted while the process runs a quarter of the time (every
+// timer fires 3 looks late), however long that lasts; once it runs on
+// time, a gather that still reads nothing (a loss kept open) is evicted
+// within stallAgeMax of that time and a look.
+func TestRecvBudgetStarved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
+		var evicted atomic.Int32
+		for i := range 6 {
+			cl := b.claim(srcAddr(1+i%3), nil, func() bool { return true })
+			cl.evict = func() { evicted.Add(1); cl.settle(0, 0) }
+			if err := cl.grow(t.Context(), chargeOf(1<<19), alive); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := b.claim(srcAddr(9), nil, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := w.grow(ctx, chargeOf(1<<20), alive); !errors.Is(err, context.Canceled) {
+			t.Fatal(err) // w is listed, waiting for room, as evictFor's callers are
+		}
+		const look, late = stallAge / 4, 3 * stallAge / 4
+		for range 12 { // 12 s, 3 s of it on time
+			time.Sleep(look + late)
+			b.evictFor(w, true, late)
+			synctest.Wait()
+		}
+		if n := evicted.Load(); n != 0 {
+			t.Fatalf("%d evicted after %v in which the process ran %v", n, 12*(look+late), 12*look)
+		}
+		for range 4 { // on time again: 4 s of it in all
+			time.Sleep(look)
+			b.evictFor(w, true, 0)
+		}
+		synctest.Wait()
+		if evicted.Load() == 0 {
+			t.Fatalf("none evicted after %v on time reading nothing", 16*look)
+		}
+	})
+}
+
+// TestRecvBudgetLateOnce: two waiters whose timers fired late at once
+// saw the same starvation: it is excused once, not twice.
+func TestRecvBudgetLateOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
+		g := b.claim(srcAddr(1), func() {}, nil)
+		if err := g.grow(t.Context(), chargeOf(1<<20), alive); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now().UnixNano()
+		time.Sleep(stallAge)
+		b.evictFor(g, true, stallAge/2)
+		b.evictFor(g, true, stallAge/2)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if d := time.Duration(g.paceLate - start); d != stallAge/2 {
+			t.Fatalf("excused %v of a %v stall seen by two timers", d, stallAge/2)
+		}
+	})
+}
