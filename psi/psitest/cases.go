@@ -230,7 +230,7 @@ func testPartialMessages(t *testing.T, mp MakePair) {
 // then reset the stream: "canceled by remote with error code 1").
 func streamLarge(t *testing.T, p Pair, size int64, limit int64) {
 	var read atomic.Int64
-	ctx := progressContext(t, &read, stallLimit)
+	ctx := ProgressContext(t, &read, stallLimit)
 	const part = 64 << 10
 	errc := make(chan error, 1)
 	go func() {
@@ -276,38 +276,6 @@ func streamLarge(t *testing.T, p Pair, size int64, limit int64) {
 
 // stallLimit is how long streamLarge waits for its next byte.
 const stallLimit = 30 * time.Second
-
-// progressContext returns a context that ends once *n has not changed
-// for stall (or after 10 minutes, a trickle), or when t ends.
-func progressContext(t *testing.T, n *atomic.Int64, stall time.Duration) context.Context {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	t.Cleanup(func() { cancel(nil) })
-	go func() {
-		tick := time.NewTicker(stall / 30)
-		defer tick.Stop()
-		start := time.Now()
-		last, since := n.Load(), start
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				if v := n.Load(); v != last {
-					last, since = v, now
-				}
-				switch {
-				case now.Sub(since) > stall:
-					cancel(fmt.Errorf("no progress for %v after %d bytes", stall, last))
-					return
-				case now.Sub(start) > 10*time.Minute:
-					cancel(fmt.Errorf("still at %d bytes after 10 minutes", last))
-					return
-				}
-			}
-		}
-	}()
-	return ctx
-}
 
 func testLargeInParts(t *testing.T, mp MakePair) {
 	const limit = 64 << 10

@@ -13,15 +13,17 @@ import (
 func TestProgressContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var n atomic.Int64
-		ctx := progressContext(t, &n, 30*time.Second)
+		ctx := ProgressContext(t, &n, 30*time.Second)
 		for range 10 { // 5 minutes, moving
 			time.Sleep(29 * time.Second)
 			n.Add(1)
+			synctest.Wait()
 			if ctx.Err() != nil {
 				t.Fatalf("ended while moving: %v", context.Cause(ctx))
 			}
 		}
 		time.Sleep(32 * time.Second)
+		synctest.Wait() // the watcher's last tick ran
 		if ctx.Err() == nil {
 			t.Fatal("still running 32 s after the last byte")
 		}
