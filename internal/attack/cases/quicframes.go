@@ -24,14 +24,15 @@ import (
 // bytes that the receive budget does not see; the listener's frame
 // count closes a connection whose frames hold over 4 times its window,
 // and the attacker dials again 100 ms later (a flood of memory, not of
-// handshakes, which QUICHandshakeFlood is).
+// handshakes, which QUICHandshakeFlood is); the listener refuses an
+// address whose connection it closed so for a few seconds.
 func QUICUnreadFrames(o attack.Options) (*attack.Result, error) {
 	_, l, _, dial, err := budgetListener(nil)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Close()
-	var conns, frames atomic.Int64
+	var dials, refused, frames atomic.Int64
 	c := attack.Case{
 		Name: "QUIC forks fed 128-byte frames nobody reads",
 		// The attacker's raw quic-go connections run in this process too.
@@ -43,8 +44,12 @@ func QUICUnreadFrames(o attack.Options) (*attack.Result, error) {
 				for range 4 {
 					wg.Go(func() {
 						for ctx.Err() == nil {
-							conns.Add(1)
-							frames.Add(frameFlood(ctx, src, l.Addr()))
+							dials.Add(1)
+							n, ok := frameFlood(ctx, src, l.Addr())
+							if !ok {
+								refused.Add(1)
+							}
+							frames.Add(n)
 							select {
 							case <-ctx.Done():
 							case <-time.After(100 * time.Millisecond * attack.Slowdown):
@@ -58,8 +63,8 @@ func QUICUnreadFrames(o attack.Options) (*attack.Result, error) {
 		Settle: time.Second,
 		Check: func() (string, error) {
 			bs := l.BudgetStats()
-			note := fmt.Sprintf("%d connections, %d frames sent, %d closed for frames unread; the budget held at most %s of its %s",
-				conns.Load(), frames.Load(), bs.SmallFrameCloses, attack.MiB(uint64(bs.Peak)), attack.MiB(uint64(bs.Budget)))
+			note := fmt.Sprintf("%d dials, %d refused; %d frames sent, %d connections closed for frames unread; the budget held at most %s of its %s",
+				dials.Load(), refused.Load(), frames.Load(), bs.SmallFrameCloses, attack.MiB(uint64(bs.Peak)), attack.MiB(uint64(bs.Budget)))
 			if bs.Peak > bs.Budget {
 				return note, fmt.Errorf("listener over its receive budget")
 			}
@@ -73,25 +78,26 @@ func QUICUnreadFrames(o attack.Options) (*attack.Result, error) {
 // forks of it (psi/quic stream headers, as rawForks sends, and a 1 MiB
 // message's length), and writes 128 bytes on each fork in turn, pausing
 // between rounds so that each write leaves as a frame of its own, until
-// ctx ends or the connection does. It returns the frames sent.
-func frameFlood(ctx context.Context, src netip.Addr, to netip.AddrPort) int64 {
+// ctx ends or the connection does. It returns the frames sent, and
+// whether the listener took the connection.
+func frameFlood(ctx context.Context, src netip.Addr, to netip.AddrPort) (int64, bool) {
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src.AsSlice()})
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	defer pc.Close()
 	tc := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{quic.DefaultALPN}}
 	qc, err := quicgo.Dial(ctx, pc, net.UDPAddrFromAddrPort(to), tc, &quicgo.Config{MaxIdleTimeout: time.Minute})
 	if err != nil {
-		return 0 // refused: the budget is full
+		return 0, false // refused: the budget is full, or the address held off
 	}
 	defer qc.CloseWithError(0, "")
 	root, err := qc.OpenStream()
 	if err != nil {
-		return 0
+		return 0, true
 	}
 	if _, err := root.Write(append([]byte{1, 1}, make([]byte, 16)...)); err != nil {
-		return 0
+		return 0, true
 	}
 	fork := []byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 0, byte(root.StreamID()), 0, 0x10, 0, 0}
 	var ss []*quicgo.Stream
@@ -116,5 +122,5 @@ func frameFlood(ctx context.Context, src netip.Addr, to netip.AddrPort) int64 {
 		}
 		time.Sleep(2 * time.Millisecond * attack.Slowdown)
 	}
-	return sent
+	return sent, true
 }
