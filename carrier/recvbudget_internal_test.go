@@ -231,26 +231,34 @@ func TestRecvBudgetTrickle(t *testing.T) {
 	}
 }
 
+// heldBy6 returns a budget whose whole room six stalled gathers with the
+// given backlog hold, a gather w listed as waiting for room (as
+// evictFor's callers are), and the count of gathers evicted.
+func heldBy6(t *testing.T, backlog func() bool) (b *recvBudget, w *claim, evicted *atomic.Int32) {
+	b = newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
+	evicted = new(atomic.Int32)
+	for i := range 6 {
+		cl := b.claim(srcAddr(1+i%3), nil, backlog)
+		cl.evict = func() { evicted.Add(1); cl.settle(0, 0) }
+		if err := cl.grow(t.Context(), chargeOf(1<<19), alive); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w = b.claim(srcAddr(9), nil, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := w.grow(ctx, chargeOf(1<<20), alive); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	return b, w, evicted
+}
+
 // TestRecvBudgetLate: time in which the process did not run (the
 // budget's timer fired late) does not count on the gathers' stall
 // clocks; the rest does.
 func TestRecvBudgetLate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
-		var evicted atomic.Int32
-		for i := range 6 {
-			cl := b.claim(srcAddr(1+i%3), nil, nil)
-			cl.evict = func() { evicted.Add(1); cl.settle(0, 0) }
-			if err := cl.grow(t.Context(), chargeOf(1<<19), alive); err != nil {
-				t.Fatal(err)
-			}
-		}
-		w := b.claim(srcAddr(9), nil, nil)
-		ctx, cancel := context.WithCancel(t.Context())
-		cancel()
-		if err := w.grow(ctx, chargeOf(1<<20), alive); !errors.Is(err, context.Canceled) {
-			t.Fatal(err) // w is listed, waiting for room, as evictFor's callers are
-		}
+		b, w, evicted := heldBy6(t, nil)
 		time.Sleep(stallAge + stallAge/10)
 		b.evictFor(w, true, stallAge/2) // half of that the process did not run
 		time.Sleep(stallAge / 4)
@@ -276,21 +284,7 @@ func TestRecvBudgetLate(t *testing.T) {
 // within stallAgeMax of that time and a look.
 func TestRecvBudgetStarved(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newRecvBudget(&Config{ReceiveBudget: 4 << 20, MaxMessageSize: 1 << 20})
-		var evicted atomic.Int32
-		for i := range 6 {
-			cl := b.claim(srcAddr(1+i%3), nil, func() bool { return true })
-			cl.evict = func() { evicted.Add(1); cl.settle(0, 0) }
-			if err := cl.grow(t.Context(), chargeOf(1<<19), alive); err != nil {
-				t.Fatal(err)
-			}
-		}
-		w := b.claim(srcAddr(9), nil, nil)
-		ctx, cancel := context.WithCancel(t.Context())
-		cancel()
-		if err := w.grow(ctx, chargeOf(1<<20), alive); !errors.Is(err, context.Canceled) {
-			t.Fatal(err) // w is listed, waiting for room, as evictFor's callers are
-		}
+		b, w, evicted := heldBy6(t, func() bool { return true })
 		const look, late = stallAge / 4, 3 * stallAge / 4
 		for range 12 { // 12 s, 3 s of it on time
 			time.Sleep(look + late)
