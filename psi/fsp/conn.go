@@ -109,15 +109,16 @@ type Conn struct {
 	remote    peerAddr
 	state     state
 	initiator bool
+	// tokenOwed: the peer asked for our reset token and the next
+	// acknowledgement carries it (conn_reset.go).
+	tokenOwed bool
 	err       error
 
 	// Handshake.
 	hsKey []byte // tag key of handshake packets
 	// resetToken is the peer's reset token for the connection, nil
-	// until it sent one (conn_reset.go); tokenOwed: the peer asked for
-	// ours and the next acknowledgement carries it.
+	// until it sent one (conn_reset.go).
 	resetToken *[wire.ResetTokenLen]byte
-	tokenOwed  bool
 	nonce      [fcrypto.NonceLen]byte
 	peerNonce  []byte
 	kp         *fcrypto.KeyPair
@@ -191,8 +192,8 @@ type Conn struct {
 	sending          bool
 	sendAgain        bool
 	sendWaited       bool // teardown waits on sendIdle (on mu) for sending to end
-	sendIdle         *sync.Cond
 	midMessage       bool // a message was begun and not ended
+	sendIdle         *sync.Cond
 	out              []*[]byte
 	outJobs          []sealJob // packets of out still to seal (conn_send.go)
 	txFree           []*[]byte // send-queue buffers to free once sealed (freeTx)
@@ -301,6 +302,11 @@ type Conn struct {
 	milk         bool
 	peerKnown    bool // the peer's ALFID is known (clones, above)
 	acceptsForks bool // AcceptFork was called: grant credit (fork credit, above)
+	// rxJumbo: c took a datagram above MaxDatagramSize, and its charge
+	// holds a base of jumbo buffers (conn_jumbo.go; beside the other
+	// flags: Conn and its 8-byte malloc header fit the 3,200-byte size
+	// class, TestPendingEntrySize).
+	rxJumbo bool
 
 	// Paths (path.go).
 	paths  []*path
@@ -311,12 +317,10 @@ type Conn struct {
 	resps  []uint64  // PATH_RESPONSEs owed, oldest first
 	pmtu   pmtud     // path MTU discovery on the active path (pmtud.go)
 	frags  dataFrags // data sequence numbers arriving in fragments (conn_frag.go)
-	// rxJumbo: c took a datagram above MaxDatagramSize, and its charge
-	// holds a base of jumbo buffers; rxBig counts the jumbo buffers its
-	// received packets hold (conn_jumbo.go).
-	rxJumbo bool
-	rxBig   int
-	rxMax   int // the largest datagram c takes
+	// rxBig counts the jumbo buffers c's received packets hold
+	// (conn_jumbo.go).
+	rxBig int
+	rxMax int // the largest datagram c takes
 
 	loop loopState // the connection loop's own (conn_loop.go)
 }
