@@ -58,7 +58,10 @@ type Config struct {
 	MaxMessageSize int64
 	// IdleTimeout closes a connection that has heard nothing from its peer
 	// for this long, with an error wrapping post.ErrTimeout; zero means
-	// 30 s. With keep-alives on it is the peer-dead timeout.
+	// 30 s. With keep-alives on it is the peer-dead timeout. It judges the
+	// peer's silence, not ours: time our timer fired late, and datagrams
+	// waiting unread in our socket, put it off, up to twice IdleTimeout in
+	// all (conn_idle.go).
 	IdleTimeout time.Duration
 	// KeepAlive is the KEEP_ALIVE interval while idle; zero means a third
 	// of IdleTimeout (at least 500 ms), negative disables keep-alives.

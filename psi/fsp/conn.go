@@ -243,7 +243,8 @@ type Conn struct {
 	lastRecv    time.Time
 	lastKA      time.Time
 	quietAt     time.Time // the next quiet probe (conn_quiet.go)
-	quietProbes int
+	quietProbes int32
+	idleGrace   durMs // how far the idle timeout is put off for our own delays (conn_idle.go)
 	timer       *time.Timer
 	fineAt      atomic.Int64 // the deadline given to the Transport's fine timer (finetimer.go)
 	timerAt     time.Time

@@ -366,7 +366,7 @@ func (c *Conn) armTimer() {
 		c.scheduleCompact()
 		at(c.compactAt)
 		if !c.peerDone() {
-			at(c.lastRecv.Add(c.cfg.idle()))
+			at(c.lastRecv.Add(c.cfg.idle() + c.idleGrace.d()))
 		}
 		if c.authWait || c.earlyResp != nil {
 			at(c.hsDeadline)
@@ -410,8 +410,12 @@ func (c *Conn) armTimer() {
 func (c *Conn) onTimer() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.timerAt = time.Time{}
 	now := time.Now()
+	var late time.Duration
+	if !c.timerAt.IsZero() {
+		late = now.Sub(c.timerAt)
+	}
+	c.timerAt = time.Time{}
 	switch c.state {
 	case stateClosed:
 		return
@@ -446,7 +450,7 @@ func (c *Conn) onTimer() {
 		// RESTORE (conn_halfrtt.go): no probe timeout meanwhile.
 		c.rtoAt = time.Time{}
 	}
-	if idle := c.cfg.idle(); now.Sub(c.lastRecv) >= idle && !c.peerDone() {
+	if idle := c.cfg.idle(); !c.peerDone() && c.idleExpired(now, idle, late) {
 		c.failLocked(post.Errorf(post.ErrTimeout, "fsp: peer silent for %v", idle))
 		return
 	}

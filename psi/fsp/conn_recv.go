@@ -213,6 +213,7 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 	newest := pn >= c.replay.Largest()
 	c.replay.Mark(pn)
 	c.lastRecv = now
+	c.idleGrace = 0
 	if c.state == stateAffirming || c.halfOpen() {
 		c.handshakeRTT() // before the ticket, which records it
 		if c.state == stateAffirming {

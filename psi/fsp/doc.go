@@ -586,7 +586,10 @@
 // while idle and ask for an acknowledgement once the peer has been silent
 // for half that; a peer silent for IdleTimeout, or one that leaves ten
 // backed-off retransmission timeouts and at least 5 s of data
-// unanswered, is declared dead with post.ErrTimeout. A peer that released
+// unanswered, is declared dead with post.ErrTimeout. The idle timeout
+// counts the peer's silence, not a starved host's: it is put off by the
+// time the connection's timer fired late and while datagrams wait
+// unread for it, at most to twice IdleTimeout. A peer that released
 // the connection and acknowledged everything sent to it is never, nor probed: what it
 // sent stays readable until Close, though it has exited, and a waiting
 // AcceptFork fails with post.ErrClosed once no clone is queued.

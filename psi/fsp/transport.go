@@ -53,6 +53,9 @@ type Transport struct {
 	// sendHook, set by tests before use, runs in trySend between building
 	// a batch and sending it: it widens that window.
 	sendHook atomic.Pointer[func()]
+	// readHook, set by tests, runs in the read loop before each read: it
+	// can hold the reader as a starved host does.
+	readHook atomic.Pointer[func()]
 	// cookieLife, set by tests before use, is the handshake cookies'
 	// lifetime; zero means cookieLifetime.
 	cookieLife time.Duration
@@ -346,6 +349,7 @@ func (t *Transport) readLoop() {
 	buf := make([]byte, sockio.LendSize)
 	var pkt wire.Packet
 	for {
+		t.runReadHook()
 		var (
 			n    int
 			from peerAddr
@@ -386,6 +390,13 @@ func (t *Transport) readLoop() {
 	}
 }
 
+// runReadHook runs the tests' readHook, if set.
+func (t *Transport) runReadHook() {
+	if h := t.readHook.Load(); h != nil {
+		(*h)()
+	}
+}
+
 // readBatches is the read loop over sockio: many datagrams per system
 // call, each routed to its connection's loop (conn_loop.go).
 func (t *Transport) readBatches() {
@@ -405,6 +416,7 @@ func (t *Transport) readBatches() {
 		rb   rxBatch
 	)
 	for {
+		t.runReadHook()
 		k, err := t.sio.LendBatch(pkts)
 		if err != nil {
 			select {
