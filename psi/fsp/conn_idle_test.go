@@ -1,7 +1,6 @@
 package fsp
 
 import (
-	"net"
 	"testing"
 	"time"
 )
@@ -41,37 +40,14 @@ func TestIdleDecide(t *testing.T) {
 // longer than IdleTimeout, while the peer keeps sending keep-alives that
 // pile up unread, survives: the silence was ours, not the peer's. Before,
 // it was declared dead ("peer silent") once its timer fired, as in
-// TestManyDials' starved listener. A peer that is really gone is still
-// declared dead, within twice the timeout.
+// TestManyDials' starved listener. (That a peer really gone is still
+// declared dead, within twice the timeout, is TestIdleDecide's.)
 func TestIdleReaderStarved(t *testing.T) {
 	scfg, ccfg := pair(t)
 	scfg.IdleTimeout, ccfg.IdleTimeout = 2*time.Second, 2*time.Second
 	scfg.KeepAlive, ccfg.KeepAlive = 100*time.Millisecond, 100*time.Millisecond
-	spc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, ct := &Transport{Conn: spc}, &Transport{Conn: cpc}
-	t.Cleanup(func() { ct.Close(); st.Close(); cpc.Close(); spc.Close() })
-	l, err := st.Listen(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := testContext(t)
-	acc := make(chan *Conn, 1)
-	go func() { s, _ := l.Accept(ctx); acc <- s }()
-	c, err := ct.Dial(ctx, spc.LocalAddr(), ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-acc
-	if s == nil {
-		t.Fatal("no connection accepted")
-	}
+	st := &Transport{Conn: mustUDP(t)}
+	c, s, _ := pairOver(t, st, &Transport{Conn: mustUDP(t)}, scfg, ccfg)
 	release := make(chan struct{})
 	hold := func() { <-release }
 	st.readHook.Store(&hold)
