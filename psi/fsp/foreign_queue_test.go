@@ -2,7 +2,9 @@ package fsp
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -26,10 +28,10 @@ func sendForeign(t *testing.T, ft *Transport, cl *net.UDPConn, to net.Addr, firs
 			}
 		}
 		deadline := time.Now().Add(10 * time.Second)
-		for len(ft.foreignQueue()) < end-first && time.Now().Before(deadline) {
+		for held(ft) < end-first && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if got := len(ft.foreignQueue()); got < end-first {
+		if got := held(ft); got < end-first {
 			return got
 		}
 	}
@@ -59,7 +61,7 @@ func TestForeignBurstQueued(t *testing.T) {
 			t.Fatalf("datagram %d: %d bytes, number %d, from %v", i, n, binary.BigEndian.Uint32(buf[1:]), from)
 		}
 	}
-	if b := ft.foreignBytes.Load(); b != 0 {
+	if _, b := ft.foreign.held(); b != 0 {
 		t.Fatalf("%d bytes still counted once all were read", b)
 	}
 }
@@ -84,7 +86,7 @@ func TestForeignQueueBytes(t *testing.T) {
 		time.Sleep(time.Millisecond) // the test socket's buffer is small
 	}
 	readLoopTook(t, l, ccfg)
-	if n, b := len(ft.foreignQueue()), ft.foreignBytes.Load(); n != want || b > foreignQueueBytes {
+	if n, b := ft.foreign.held(); n != want || b > foreignQueueBytes {
 		t.Fatalf("%d datagrams, %d bytes queued; want %d, at most %d bytes", n, b, want, foreignQueueBytes)
 	}
 }
@@ -102,26 +104,83 @@ func TestForeignUnreadNotHeld(t *testing.T) {
 		cl.WriteTo(p, ft.LocalAddr())
 	}
 	readLoopTook(t, l, ccfg)
-	ft.mu.Lock()
-	q := ft.foreign
-	ft.mu.Unlock()
-	if q != nil || ft.foreignBytes.Load() != 0 {
-		t.Fatalf("queue made (%v), %d bytes held with no reader", q != nil, ft.foreignBytes.Load())
+	if n, b := ft.foreign.held(); n != 0 || b != 0 {
+		t.Fatalf("%d datagrams, %d bytes held with no reader", n, b)
 	}
 	nc := ft.NonFSPConn()
 	if got := sendForeign(t, ft, cl, ft.LocalAddr(), 0, 8, 100); got != 8 {
 		t.Fatalf("%d of 8 queued for a reader", got)
 	}
 	nc.Close()
-	if n, b := len(ft.foreignQueue()), ft.foreignBytes.Load(); n != 0 || b != 0 {
+	if n, b := ft.foreign.held(); n != 0 || b != 0 {
 		t.Fatalf("%d datagrams, %d bytes held once the reader closed", n, b)
 	}
 	for range 64 {
 		cl.WriteTo(p, ft.LocalAddr())
 	}
 	readLoopTook(t, l, ccfg)
-	if n, b := len(ft.foreignQueue()), ft.foreignBytes.Load(); n != 0 || b != 0 {
+	if n, b := ft.foreign.held(); n != 0 || b != 0 {
 		t.Fatalf("%d datagrams, %d bytes held with no reader", n, b)
+	}
+}
+
+// held returns the datagrams ft's queue of non-FSP datagrams holds.
+func held(ft *Transport) int {
+	n, _ := ft.foreign.held()
+	return n
+}
+
+// TestForeignFairPerPrefix: while one /24 floods the shared port with
+// junk faster than QUIC reads it, the datagrams of a client in another
+// prefix still get into the queue, and come out next to the flood's, not
+// behind it. Before, the queue was one channel: the flood's first 1,024
+// datagrams filled it and the client's 8 were all dropped.
+func TestForeignFairPerPrefix(t *testing.T) {
+	ft, l, ccfg := foreignListener(t)
+	ft.Conn.(*net.UDPConn).SetReadBuffer(socketBuffer) // the flood's 256 and the client's 8 at once
+	nc := ft.NonFSPConn()
+	defer nc.Close()
+	flood, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 1, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	if got := sendForeign(t, ft, flood, ft.LocalAddr(), 0, foreignQueueLen, 100); got != foreignQueueLen {
+		t.Fatalf("%d of %d junk datagrams queued", got, foreignQueueLen)
+	}
+	// The flood goes on, and the client sends among it.
+	honest := mustUDP(t)
+	p := make([]byte, 1200)
+	p[0] = 0x40
+	for i := range 8 {
+		for range 32 {
+			flood.WriteTo(p[:100], ft.LocalAddr())
+		}
+		p[1] = byte(i + 1)
+		if _, err := honest.WriteTo(p, ft.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readLoopTook(t, l, ccfg)
+	buf := make([]byte, 2000)
+	var got []int // the reads that returned the client's datagrams
+	for i := range held(ft) {
+		n, from, err := nc.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from.String() == honest.LocalAddr().String() {
+			if n != 1200 || int(buf[1]) != len(got)+1 {
+				t.Fatalf("the client's datagram %d: %d bytes, number %d", len(got)+1, n, buf[1])
+			}
+			got = append(got, i)
+		}
+	}
+	if len(got) != 8 {
+		t.Fatalf("%d of the client's 8 datagrams queued during a flood from another /24", len(got))
+	}
+	if last := got[len(got)-1]; last >= 16 {
+		t.Errorf("the client's datagrams were reads %v: behind the flood, not served in turn", got)
 	}
 }
 
@@ -146,4 +205,56 @@ func readLoopTook(t *testing.T, l *Listener, ccfg *Config) {
 	cli, srv := dialAccept(t, testContext(t), &Transport{Conn: mustUDP(t)}, l, ccfg)
 	cli.Close()
 	srv.Close()
+}
+
+// TestForeignQueueBounds pushes datagrams of random sizes from a few
+// prefixes: the queue stays within its bounds, a datagram from a prefix
+// holding less than another always gets in, and pop serves the prefixes
+// in turn.
+func TestForeignQueueBounds(t *testing.T) {
+	var q foreignQueue
+	pfx := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.0.1.0/24"), netip.MustParsePrefix("2001:db8::/48")}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 20000 {
+		src := pfx[0] // the flood
+		if i%50 == 0 {
+			src = pfx[1+r.IntN(2)]
+		}
+		size := 1 + r.IntN(1500)
+		if r.IntN(100) == 0 {
+			size = 9000
+		}
+		q.mu.Lock()
+		less := q.queues[src].cost() < q.queues[q.largest()].cost()
+		full := q.n >= foreignQueueLen || q.bytes+size > foreignQueueBytes
+		q.mu.Unlock()
+		ok := q.push(src, foreignPacket{b: make([]byte, size)})
+		if full && less && src != pfx[0] && !ok {
+			t.Fatalf("push %d: a datagram of %v, holding less than the flood, was dropped", i, src)
+		}
+		if n, b := q.held(); n > foreignQueueLen || b > foreignQueueBytes {
+			t.Fatalf("push %d: %d datagrams, %d bytes held", i, n, b)
+		}
+	}
+	// Served in turn: no prefix twice in a row while another waits.
+	var last netip.Prefix
+	for {
+		q.mu.Lock()
+		waiting := len(q.ring)
+		var next netip.Prefix
+		if waiting > 0 {
+			next = q.ring[0]
+		}
+		q.mu.Unlock()
+		if _, ok := q.pop(); !ok {
+			break
+		}
+		if waiting > 1 && next == last {
+			t.Fatalf("%v served twice in a row while %d prefixes waited", next, waiting)
+		}
+		last = next
+	}
+	if n, b := q.held(); n != 0 || b != 0 || len(q.queues) != 0 || len(q.ring) != 0 {
+		t.Fatalf("%d datagrams, %d bytes, %d prefixes left once all were read", n, b, len(q.queues))
+	}
 }

@@ -81,12 +81,11 @@ type Transport struct {
 	// good). Guarded by mu.
 	responders map[pendingKey]*Conn
 
-	// foreign queues the datagrams that are not FSP's while someone reads
-	// them (foreignOn: a NonFSPConn is open or ReadNonFSPPacket was
-	// called); foreignBytes is what it holds (foreign_queue.go).
-	foreign      chan foreignPacket
-	foreignOn    atomic.Bool
-	foreignBytes atomic.Int64
+	// foreign queues the datagrams that are not FSP's, fairly between
+	// source prefixes, while someone reads them (foreignOn: a NonFSPConn
+	// is open or ReadNonFSPPacket was called) (foreign_queue.go).
+	foreign   foreignQueue
+	foreignOn atomic.Bool
 	// recvErr is set while ICMP errors are reported on an owned dialing
 	// socket: ECONNREFUSED then refuses the connections being set up,
 	// and an established connection reports ICMP errors as SoftErrors.
@@ -224,21 +223,26 @@ func (t *Transport) closeWith(err error) {
 // protocol sharing the socket (QUIC sets bit 0x40 of its first octet; FSP
 // never does). Once it has been called, or while a NonFSPConn is open,
 // such datagrams wait for it, at most foreignQueueLen of them and
-// foreignQueueBytes in all; more are dropped, as are those that arrive
-// while nobody reads them.
+// foreignQueueBytes in all, shared fairly between source prefixes
+// (foreign_queue.go); more are dropped, as are those that arrive while
+// nobody reads them.
 func (t *Transport) ReadNonFSPPacket(ctx context.Context, b []byte) (int, net.Addr, error) {
 	t.init()
 	t.mu.Lock()
 	t.foreignDirect = true
-	q := t.startForeign()
+	t.startForeign()
 	t.mu.Unlock()
-	select {
-	case p := <-q:
-		return t.takeForeign(b, p)
-	case <-ctx.Done():
-		return 0, nil, ctx.Err()
-	case <-t.done:
-		return 0, nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
+	for {
+		if p, ok := t.foreign.pop(); ok {
+			return copy(b, p.b), p.addr, nil
+		}
+		select {
+		case <-t.foreign.wait():
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		case <-t.done:
+			return 0, nil, post.Errorf(post.ErrClosed, "fsp: transport closed")
+		}
 	}
 }
 
@@ -863,9 +867,11 @@ func (f *foreignConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			defer tm.Stop()
 			expired = tm.C
 		}
+		if p, ok := f.t.foreign.pop(); ok {
+			return copy(b, p.b), p.addr, nil
+		}
 		select {
-		case p := <-f.t.foreignQueue():
-			return f.t.takeForeign(b, p)
+		case <-f.t.foreign.wait():
 		case <-f.t.done:
 			return 0, nil, net.ErrClosed
 		case <-expired:
@@ -890,10 +896,9 @@ func (f *foreignConn) Close() error {
 		if unread {
 			t.foreignOn.Store(false)
 		}
-		q := t.foreign
 		t.mu.Unlock()
 		if unread {
-			t.dropForeign(q)
+			t.foreign.drain()
 		}
 		if idle {
 			go t.closeWith(post.Errorf(post.ErrClosed, "fsp: transport closed"))

@@ -31,6 +31,7 @@ var All = []Row{
 	{Name: "QUIC junk datagrams, events on", Run: QUICJunk},
 	{Name: "FSP junk datagrams", Run: FSPJunk},
 	{Name: "QUIC junk datagrams to the port FSP and QUIC share", Run: SharedPortJunk},
+	{Name: "QUIC junk from one /24 to the port FSP and QUIC share", Run: SharedPortPrefixJunk},
 	{Name: "FSP connections held from one address", Run: FSPConnsOneSource},
 	{Name: "QUIC connections held from one address", Run: QUICConnsOneSource},
 	{Name: "TCP connections held from one address", Run: TCPConnsOneSource},

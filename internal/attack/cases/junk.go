@@ -59,21 +59,28 @@ func randBytes(r *rand.Rand, n int) []byte {
 // (Version Negotiation, no larger than the packet) and should answer
 // nothing of the second.
 func junkFlood(ctx context.Context, to netip.AddrPort, b, short *attack.Bytes) {
+	junkFloodFrom(ctx, to, []netip.Addr{attackerAddr}, b, short)
+}
+
+// junkFloodFrom is junkFlood from two sockets at each of srcs.
+func junkFloodFrom(ctx context.Context, to netip.AddrPort, srcs []netip.Addr, b, short *attack.Bytes) {
 	var wg sync.WaitGroup
-	for i, kind := range []func(*rand.Rand) []byte{longJunk, shortJunk} {
-		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: attackerAddr.AsSlice()})
-		if err != nil {
-			return
+	for j, src := range srcs {
+		for i, kind := range []func(*rand.Rand) []byte{longJunk, shortJunk} {
+			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src.AsSlice()})
+			if err != nil {
+				break
+			}
+			bytes := b
+			if i == 1 {
+				bytes = short
+			}
+			wg.Go(func() {
+				defer pc.Close()
+				r := rand.New(rand.NewPCG(uint64(2*j+i), uint64(time.Now().UnixNano())))
+				attack.UDPFlood(ctx, pc, to, 0, func() []byte { return kind(r) }, nil, bytes)
+			})
 		}
-		bytes := b
-		if i == 1 {
-			bytes = short
-		}
-		wg.Go(func() {
-			defer pc.Close()
-			r := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
-			attack.UDPFlood(ctx, pc, to, 0, func() []byte { return kind(r) }, nil, bytes)
-		})
 	}
 	wg.Wait()
 }
