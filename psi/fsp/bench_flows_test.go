@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -98,6 +99,7 @@ func benchFSPFlows(b *testing.B, bulkFlows, mtu int) {
 			cs, ss = append(cs, c), append(ss, s)
 		}
 		drops := sockio.Drops(l.t.udp)
+		stop := sampleQueue(b, cs[0])
 		runFlows(b, bulkFlows, func(i, n int) error {
 			msg := randBytes(bulkMessage)
 			for range n {
@@ -119,6 +121,7 @@ func benchFSPFlows(b *testing.B, bulkFlows, mtu int) {
 			}
 			return nil
 		})
+		stop()
 		var lost, dropped, dups, probes, rejected uint64
 		for i := range cs {
 			lost += cs[i].Stats().PacketsLost
@@ -134,6 +137,46 @@ func benchFSPFlows(b *testing.B, bulkFlows, mtu int) {
 		b.ReportMetric(float64(dropped), "queue-drops")
 		// Datagrams the listener's socket buffer overflowed with.
 		b.ReportMetric(float64(sockio.Drops(l.t.udp)-drops), "rcvbuf-drops")
+	}
+}
+
+// sampleQueue samples c's smoothed RTT and congestion window every 10 ms
+// until the returned function is called, which reports the RTT's p50 and
+// p99 (srtt-p50-us, srtt-p99-us: the queue a flow builds on loopback
+// shows as a rise of the round trip) and the largest and final window
+// (cwnd-max-KB, cwnd-KB) of the first flow.
+func sampleQueue(b *testing.B, c *Conn) (stop func()) {
+	done := make(chan struct{})
+	var srtts []time.Duration
+	var cwndMax int
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				st := c.Stats()
+				if st.SmoothedRTT > 0 {
+					srtts = append(srtts, st.SmoothedRTT)
+				}
+				cwndMax = max(cwndMax, st.CongestionWindow)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		slices.Sort(srtts)
+		if n := len(srtts); n > 0 {
+			b.ReportMetric(float64(srtts[n/2].Microseconds()), "srtt-p50-us")
+			b.ReportMetric(float64(srtts[n*99/100].Microseconds()), "srtt-p99-us")
+		}
+		b.ReportMetric(float64(cwndMax)/1e3, "cwnd-max-KB")
+		b.ReportMetric(float64(c.Stats().CongestionWindow)/1e3, "cwnd-KB")
 	}
 }
 
