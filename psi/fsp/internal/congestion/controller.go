@@ -47,7 +47,8 @@ type Controller interface {
 	InRecovery() bool
 	// PacingRate returns the rate in bytes per second at which to pace
 	// packets: 2*Window/SmoothedRTT in slow start, 1.25*Window/SmoothedRTT
-	// otherwise. rtt may be nil.
+	// otherwise (and in HyStart++'s Conservative Slow Start). rtt may be
+	// nil.
 	PacingRate(rtt *RTTStats) float64
 }
 
@@ -147,6 +148,8 @@ type window struct {
 	// For queueEmpty: the path's minimum round trip, and the least sample
 	// of this round trip and of the one before (0: none yet).
 	minRTT, roundMin, prevRoundMin time.Duration
+	// hs ends the first slow start when the round trip rises.
+	hs hystart
 }
 
 // Queue-aware reduction (after TCP Veno, Fu and Liew, IEEE JSAC 2003). A
@@ -250,6 +253,19 @@ func (w *window) Window() int                    { return w.cwnd }
 func (w *window) InRecovery() bool               { return w.inRecovery }
 func (w *window) inSlowStart() bool              { return w.cwnd < w.ssthresh }
 
+// hystartOn reports whether HyStart++ runs: in the first slow start,
+// before anything set ssthresh.
+func (w *window) hystartOn() bool { return w.inSlowStart() && w.ssthresh >= w.maxWindow }
+
+// slowStartGrowth returns what acked bytes add to the window in slow
+// start: less in HyStart++'s CSS.
+func (w *window) slowStartGrowth(acked int) float64 {
+	if w.hystartOn() {
+		return w.hs.growth(acked)
+	}
+	return float64(acked)
+}
+
 func (w *window) PacingRate(rtt *RTTStats) float64 {
 	srtt := InitialRTT
 	if rtt != nil {
@@ -257,8 +273,8 @@ func (w *window) PacingRate(rtt *RTTStats) float64 {
 	}
 	srtt = max(srtt, time.Microsecond)
 	gain := 1.25
-	if w.inSlowStart() {
-		gain = 2
+	if w.inSlowStart() && !w.hs.css {
+		gain = 2 // CSS grows the window by a quarter a round at most
 	}
 	return gain * float64(w.cwnd) / srtt.Seconds()
 }
@@ -297,12 +313,14 @@ func (w *window) beginEpoch(pn uint64, lostBytes int) bool {
 	w.recoveryEnd = w.largestSent
 	w.inRecovery = true
 	w.undoable = false
+	w.hs.end()
 	return true
 }
 
-// onAck ends the recovery epoch when pn was sent after it began, and
-// reports whether the window may grow.
-func (w *window) onAck(pn uint64, ackedBytes, priorInFlight int) bool {
+// onAck ends the recovery epoch when pn was sent after it began, gives
+// HyStart++ the round and the sample, and reports whether the window may
+// grow.
+func (w *window) onAck(pn uint64, ackedBytes, priorInFlight int, rtt *RTTStats) bool {
 	if w.recoveryValid && pn > w.recoveryEnd {
 		w.inRecovery = false
 		w.rtoPending = false
@@ -311,6 +329,13 @@ func (w *window) onAck(pn uint64, ackedBytes, priorInFlight int) bool {
 		w.wasFilled, w.filled = w.filled, false
 		w.prevRoundMin, w.roundMin = w.roundMin, 0
 		w.roundEnd = w.largestSent
+		if w.hs.newRound() && w.hystartOn() {
+			w.ssthresh = w.cwnd // CSS is over: congestion avoidance
+			w.hs.end()
+		}
+	}
+	if w.hystartOn() {
+		w.hs.sample(rtt)
 	}
 	if w.inRecovery || ackedBytes <= 0 {
 		return false
@@ -343,6 +368,7 @@ func (w *window) fills(bytesInFlight int) bool {
 func (w *window) timeout() bool {
 	first := !w.rtoPending
 	w.rtoPending = true
+	w.hs.end()
 	w.lostBytes = 0
 	w.recoveryValid = true
 	w.recoveryEnd = w.largestSent
@@ -356,6 +382,9 @@ func (w *window) clamp(v int) int { return min(max(v, w.minWindow), w.maxWindow)
 type reno struct {
 	window
 	acked int // bytes acknowledged towards the next increase in avoidance
+	// ssAcked is the fraction of a byte slow start owes the window (CSS
+	// adds a quarter of what is acknowledged)
+	ssAcked float64
 	// the window and threshold before the first of a run of timeouts
 	undoCwnd, undoSsthresh int
 }
@@ -370,11 +399,14 @@ func NewReno(cfg Config) Controller {
 
 func (r *reno) OnAck(_ time.Time, pn uint64, ackedBytes int, priorInFlight int, rtt *RTTStats) {
 	r.noteRTT(rtt)
-	if !r.onAck(pn, ackedBytes, priorInFlight) {
+	if !r.onAck(pn, ackedBytes, priorInFlight, rtt) {
 		return
 	}
 	if r.inSlowStart() {
-		r.cwnd = min(r.cwnd+ackedBytes, r.maxWindow)
+		r.ssAcked += r.slowStartGrowth(ackedBytes)
+		n := int(r.ssAcked)
+		r.ssAcked -= float64(n)
+		r.cwnd = min(r.cwnd+n, r.maxWindow)
 		return
 	}
 	r.acked += ackedBytes

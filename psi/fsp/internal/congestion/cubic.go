@@ -13,7 +13,8 @@ const (
 )
 
 // cubic is CUBIC congestion control (RFC 9438) with the Reno-friendly
-// region and fast convergence. Slow start is standard slow start.
+// region and fast convergence. The first slow start is HyStart++'s
+// (hystart).
 type cubic struct {
 	window
 	cwndF      float64   // the window with fractional bytes; cwnd mirrors it
@@ -53,7 +54,7 @@ func (c *cubic) wCubic(t float64) float64 {
 
 func (c *cubic) OnAck(now time.Time, pn uint64, ackedBytes int, priorInFlight int, rtt *RTTStats) {
 	c.noteRTT(rtt)
-	if !c.onAck(pn, ackedBytes, priorInFlight) {
+	if !c.onAck(pn, ackedBytes, priorInFlight, rtt) {
 		if !c.inRecovery && ackedBytes > 0 {
 			// Application limited: restart the epoch when growth resumes,
 			// so idle time does not count towards the curve.
@@ -62,7 +63,7 @@ func (c *cubic) OnAck(now time.Time, pn uint64, ackedBytes int, priorInFlight in
 		return
 	}
 	if c.inSlowStart() {
-		c.set(c.cwndF + float64(ackedBytes))
+		c.set(c.cwndF + c.slowStartGrowth(ackedBytes))
 		return
 	}
 	mss := float64(c.mss)

@@ -1,6 +1,8 @@
 // Package congestion implements the congestion control of the FSP stack:
 // round-trip time estimation (RTTStats), the NewReno and CUBIC window
-// controllers behind the Controller interface, and a token-bucket Pacer.
+// controllers behind the Controller interface, whose first slow start is
+// HyStart++ (RFC 9406: it ends when the round trip rises, before a queue
+// overflows), and a token-bucket Pacer.
 //
 // The package is pure logic: it performs no I/O and reads no clock. Every
 // method that depends on time takes the current time as an argument, so the
@@ -40,9 +42,10 @@ type RTTStats struct {
 	min         time.Duration
 	maxAckDelay time.Duration
 	minRTO      time.Duration // zero means MinRTO
-	backoff     uint
+	backoff     uint32
 	hasSample   bool
-	seeded      bool // SetInitial gave smoothed and rttvar
+	seeded      bool   // SetInitial gave smoothed and rttvar
+	samples     uint32 // valid samples given to Update, wrapping
 }
 
 // Update adds an RTT sample: the time from sending a packet to receiving its
@@ -58,6 +61,7 @@ func (r *RTTStats) Update(sample, ackDelay time.Duration) {
 	}
 	r.latest = sample
 	r.backoff = 0
+	r.samples++
 	if !r.hasSample {
 		r.hasSample = true
 		r.min = sample
@@ -150,6 +154,11 @@ func (r *RTTStats) RTTVar() time.Duration {
 // MinRTT returns the smallest sample seen, or zero before any sample.
 func (r *RTTStats) MinRTT() time.Duration { return r.min }
 
+// Samples returns how many valid samples Update has been given, modulo
+// 2^32: a controller that is handed the estimator once per packet
+// acknowledged tells by it whether the latest sample is new.
+func (r *RTTStats) Samples() uint32 { return r.samples }
+
 // LatestRTT returns the most recent sample, or zero before any sample.
 func (r *RTTStats) LatestRTT() time.Duration { return r.latest }
 
@@ -177,7 +186,7 @@ func (r *RTTStats) pto() time.Duration {
 }
 
 func (r *RTTStats) backedOff(d time.Duration) time.Duration {
-	for i := uint(0); i < r.backoff && d < MaxRTO; i++ {
+	for i := uint32(0); i < r.backoff && d < MaxRTO; i++ {
 		d *= 2
 	}
 	return min(d, MaxRTO)
