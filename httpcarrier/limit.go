@@ -21,6 +21,13 @@ const (
 	// DefaultMaxConnsPerAddr bounds those of one client address: enough
 	// for the users behind one NAT, far below a process's descriptors.
 	DefaultMaxConnsPerAddr = 256
+	// DefaultFrontHeaderBytes bounds a client's request head (or HTTP/2
+	// header list; http.Server.MaxHeaderBytes). A head is held whole
+	// until it ends, for up to the front's 30 s ReadHeaderTimeout, so
+	// net/http's 1 MiB let one address hold 256 MiB (DefaultMaxConnsPerAddr
+	// connections) and a full front 4 GiB before any request. 64 KiB is
+	// twice what nginx takes by default, room for large cookies.
+	DefaultFrontHeaderBytes = 64 << 10
 )
 
 // evictAfter protects a connection that has not sent its first request

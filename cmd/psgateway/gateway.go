@@ -69,6 +69,7 @@ func startFront(ctx context.Context, o *options, cfg *carrier.Config, log *slog.
 	srv := &http.Server{
 		Handler:           o.requestLimitHandler(o.bodyTimeoutHandler(accessLog(log, withConnect(proxy, frontConnect(tr, o, stopTunnels, log))))),
 		ReadHeaderTimeout: 30 * time.Second,
+		MaxHeaderBytes:    o.maxHeader,
 		IdleTimeout:       2 * time.Minute, // without it a keep-alive connection idles forever
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),

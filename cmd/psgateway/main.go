@@ -26,9 +26,10 @@
 // progress and one /24 or /48 at most 128 (httpcarrier.RequestLimit), and
 // the back's 256 request slots a root are shared between prefixes, one
 // holding many waiting at the front while one holding few is served
-// (httpcarrier.Transport). Request heads must arrive within 30 s and
-// keep-alive connections idle at most 2 minutes; a CONNECT tunnel closes,
-// at both gateways, once no byte moved for -tunnel-idle-timeout (10 min).
+// (httpcarrier.Transport). Request heads must arrive within 30 s and be
+// at most -max-header-bytes (64 KiB), and keep-alive connections idle at
+// most 2 minutes; a CONNECT tunnel closes, at both gateways, once no
+// byte moved for -tunnel-idle-timeout (10 min).
 package main
 
 import (

@@ -45,6 +45,7 @@ type options struct {
 	bodyMinRate    int
 	reqsPerAddr    int
 	reqsPerPrefix  int
+	maxHeader      int
 
 	stacks []psi.Stack // tests: stacks bound to a namespace
 }
@@ -72,7 +73,8 @@ connection of the busiest. One address has at most
 -max-requests-per-addr requests in progress, one /24 or /48
 -max-requests-per-prefix; the back serves 256 requests a root at once
 and the front shares them between /24s and /48s, a prefix holding many
-waiting while one holding few is served. Request heads must arrive within 30 s, a
+waiting while one holding few is served. Request heads must arrive within 30 s
+and be at most -max-header-bytes, a
 request body within -body-timeout plus 1 s per -body-min-rate bytes,
 keep-alive connections idle at most 2 minutes, and a tunnel closes once
 idle for -tunnel-idle-timeout.
@@ -100,6 +102,7 @@ idle for -tunnel-idle-timeout.
 	fs.IntVar(&o.bodyMinRate, "body-min-rate", httpcarrier.DefaultBodyMinRate, "front: bytes a second that earn a request body 1 s more per that many bytes past -body-timeout (the slowest upload kept); 0 means none (a body gets -body-timeout in all)")
 	fs.IntVar(&o.reqsPerAddr, "max-requests-per-addr", httpcarrier.DefaultMaxRequestsPerAddr, "front: requests in progress (HTTP/2 streams and tunnels included) one client address (an IPv6 /64) may have; past it 503 at once; 0 means no limit")
 	fs.IntVar(&o.reqsPerPrefix, "max-requests-per-prefix", httpcarrier.DefaultMaxRequestsPerPrefix, "front: requests in progress one client prefix (an IPv4 /24, an IPv6 /48) may have; waiting ones included; past it 503 at once; 0 means no limit. Whatever it is, the front shares the back's 256 slots a root between prefixes: one alone holds at most 128 and its other requests wait")
+	fs.IntVar(&o.maxHeader, "max-header-bytes", httpcarrier.DefaultFrontHeaderBytes, "front: largest request head (or HTTP/2 header list) a client may send; past it 431. 0 means net/http's 1 MiB")
 	fs.IntVar(&o.conns, "max-conns", httpcarrier.DefaultMaxConns, "front: open connections (tunnels included) in all; when full, a newcomer from an address holding fewer replaces an idle keep-alive connection of the busiest address, or is closed; 0 means no limit")
 	fs.IntVar(&o.connsPerAddr, "max-conns-per-addr", httpcarrier.DefaultMaxConnsPerAddr, "front: open connections (tunnels included) one client address (an IPv6 /64) may hold; 0 means no limit")
 	fs.StringVar(&o.connect, "connect", "", "back: comma-separated `host:port` targets a CONNECT may reach, or * for any (an open proxy to whoever passes the front); default none. A name, or any target under *, that resolves to loopback, link-local, unspecified or multicast addresses is refused; list such a target as an address or localhost")
@@ -146,7 +149,7 @@ func (o *options) checkLimits() error {
 		{"max-conns", int64(o.conns)}, {"max-conns-per-addr", int64(o.connsPerAddr)},
 		{"max-requests-per-addr", int64(o.reqsPerAddr)}, {"max-requests-per-prefix", int64(o.reqsPerPrefix)},
 		{"body-min-rate", int64(o.bodyMinRate)}, {"body-timeout", int64(o.bodyTimeout)},
-		{"tunnel-idle-timeout", int64(o.tunnelIdle)},
+		{"tunnel-idle-timeout", int64(o.tunnelIdle)}, {"max-header-bytes", int64(o.maxHeader)},
 	} {
 		if l.v < 0 {
 			return fmt.Errorf("-%s must not be negative (0 turns it off)", l.name)

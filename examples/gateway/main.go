@@ -7,7 +7,7 @@
 // of its own. cmd/psgateway is the full program (HTTP/2, TLS, CONNECT,
 // Forwarded, config files); this is the smallest working shape of it,
 // with the same bounds on the front's clients: header, body and keep-alive
-// timeouts, at most -max-conns connections, -max-conns-per-addr from
+// timeouts, request heads of at most 64 KiB, at most -max-conns connections, -max-conns-per-addr from
 // one address (httpcarrier.LimitListener), and 64 requests in progress
 // from one address, 128 from one /24 or /48 (httpcarrier.RequestLimit),
 // which the Transport then shares the back's slots between.
@@ -153,12 +153,14 @@ func front(origin string, psk []byte) http.Handler {
 // must send its request head within 30 s, its request body within 30 s
 // plus 1 s per 512 bytes (httpcarrier.BodyTimeout's defaults), one
 // address has at most 64 requests in progress and one /24 or /48 at most
-// 128 (httpcarrier.RequestLimit), and a keep-alive connection idles at
-// most 2 minutes, as at cmd/psgateway's front.
+// 128 (httpcarrier.RequestLimit), a request head is at most 64 KiB
+// (httpcarrier.DefaultFrontHeaderBytes), and a keep-alive connection
+// idles at most 2 minutes, as at cmd/psgateway's front.
 func frontServer(h http.Handler, ln net.Listener, perAddr, total int) (srv *http.Server, lim net.Listener) {
 	l := httpcarrier.LimitListener(ln, perAddr, total)
 	h = &httpcarrier.RequestLimit{Handler: &httpcarrier.BodyTimeout{Handler: h}}
-	return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ConnState: l.ConnState}, l
+	return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: httpcarrier.DefaultFrontHeaderBytes,
+		IdleTimeout: 2 * time.Minute, ConnState: l.ConnState}, l
 }
 
 // demo runs a web server, both gateways and an ordinary client in one

@@ -57,3 +57,9 @@ func TestFrontConnsTotal(t *testing.T) {
 	release := make(chan struct{})
 	fronttest.Total(t, gateways(t, fronttest.SlowHandler(release), 4, 6), release)
 }
+
+// TestFrontHeadMemory: a request head is bounded like cmd/psgateway's
+// (64 KiB; before, net/http's 1 MiB, held until the head's 30 s).
+func TestFrontHeadMemory(t *testing.T) {
+	fronttest.LargeHeads(t, gateways(t, http.NotFoundHandler(), 64, 0))
+}
