@@ -9,42 +9,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"reflect"
 	"strings"
 	"syscall"
 
+	"github.com/postsockets/postsockets/internal/tlsalert"
 	"github.com/postsockets/postsockets/post"
 )
-
-// TLS alerts that mean the peer did not accept our credentials.
-var authAlerts = map[uint8]bool{
-	42:  true, // bad_certificate
-	43:  true, // unsupported_certificate
-	44:  true, // certificate_revoked
-	45:  true, // certificate_expired
-	46:  true, // certificate_unknown
-	48:  true, // unknown_ca
-	49:  true, // access_denied
-	51:  true, // decrypt_error
-	116: true, // certificate_required
-}
-
-// alertCode extracts the code of a TLS alert and whether the peer sent it.
-func alertCode(err error) (code uint8, remote, ok bool) {
-	// An alert is a *net.OpError{Op: "local error" or "remote error"}
-	// wrapping an unexported uint8 type.
-	var oe *net.OpError
-	if errors.As(err, &oe) && (oe.Op == "remote error" || oe.Op == "local error") && oe.Err != nil {
-		if v := reflect.ValueOf(oe.Err); v.Kind() == reflect.Uint8 {
-			return uint8(v.Uint()), oe.Op == "remote error", true
-		}
-	}
-	var ae tls.AlertError
-	if errors.As(err, &ae) {
-		return uint8(ae), false, true
-	}
-	return 0, false, false
-}
 
 // classify returns the post sentinel that best describes err, or nil.
 func classify(err error) error {
@@ -74,16 +44,7 @@ func classify(err error) error {
 	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie):
 		return post.ErrAuthentication
 	}
-	if code, remote, ok := alertCode(err); ok {
-		switch {
-		case authAlerts[code]:
-			return post.ErrAuthentication
-		case remote:
-			return post.ErrReset
-		}
-		return post.ErrMalformed // we could not decode what the peer sent
-	}
-	return nil
+	return tlsalert.Sentinel(err)
 }
 
 // wrap returns err as a *post.OpError that also wraps the matching post
