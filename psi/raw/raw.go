@@ -22,11 +22,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
 	"syscall"
 
+	"github.com/postsockets/postsockets/internal/tlsalert"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -173,9 +175,18 @@ func handshakeError(ctx context.Context, err error) error {
 		return post.Errorf(post.ErrRefused, "raw dial: %v", err)
 	}
 	var ve *tls.CertificateVerificationError
-	var ae tls.AlertError
-	if errors.As(err, &ve) || errors.As(err, &ae) {
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &ve) {
 		return post.Errorf(post.ErrAuthentication, "raw dial: %v", err)
+	}
+	if s := tlsalert.Sentinel(err); s != nil {
+		return post.Errorf(s, "raw dial: %v", err)
+	}
+	switch {
+	case errors.As(err, &rhe):
+		return post.Errorf(post.ErrMalformed, "raw dial: %v", err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), isReset(err):
+		return post.Errorf(post.ErrReset, "raw dial: %v", err)
 	}
 	return fmt.Errorf("raw dial: %w", err)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/internal/ctxend"
+	"github.com/postsockets/postsockets/internal/tlsalert"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -197,6 +198,8 @@ func (s *stream) ioError(ctx context.Context, op string, err error) error {
 	case errors.Is(err, post.ErrMalformed), errors.Is(err, post.ErrReset), errors.Is(err, framer.ErrLineContent):
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), isReset(err):
 		err = post.Errorf(post.ErrReset, "%v", err)
+	case tlsalert.Sentinel(err) != nil:
+		err = fmt.Errorf("%w: %w", tlsalert.Sentinel(err), err)
 	}
 	return &post.OpError{Op: op, Stack: s.name, Path: s.path.String(), Err: err}
 }
