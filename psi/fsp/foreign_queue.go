@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/postsockets/postsockets/psi/fsp/internal/fairq"
 )
 
 // The datagrams of a socket that are not FSP's (QUIC's, on a port the two
@@ -39,28 +41,13 @@ type foreignPacket struct {
 // someone else sends: an honest client's Initial always gets in, and
 // waits behind one datagram of each busy prefix, not behind the flood.
 // (Before, one channel of 1,024 datagrams: a flood from one address kept
-// it full, and every other sender's datagrams were dropped.) The zero
-// value is ready.
+// it full, and every other sender's datagrams were dropped.) Finding the
+// largest prefix costs O(log n) (fairq), not a scan of up to 1,024
+// prefixes a datagram under a spoofed flood. The zero value is ready.
 type foreignQueue struct {
-	mu     sync.Mutex
-	queues map[netip.Prefix]*foreignFIFO
-	ring   []netip.Prefix // prefixes with datagrams, in serving order
-	n      int            // datagrams queued
-	bytes  int            // their bytes
-	ready  chan struct{}  // holds a token while datagrams may wait
-}
-
-type foreignFIFO struct {
-	pkts  []foreignPacket
-	bytes int
-}
-
-// cost is what f holds, as compared between prefixes.
-func (f *foreignFIFO) cost() int {
-	if f == nil {
-		return 0
-	}
-	return f.bytes + len(f.pkts)*foreignSlot
+	mu    sync.Mutex
+	q     fairq.Queue[netip.Prefix, foreignPacket]
+	ready chan struct{} // holds a token while datagrams may wait
 }
 
 // signal returns the channel that has a token while datagrams may wait.
@@ -90,118 +77,39 @@ func (q *foreignQueue) wait() <-chan struct{} {
 // push queues p from prefix src, making room from a larger prefix if the
 // queue is full; it reports whether p was queued.
 func (q *foreignQueue) push(src netip.Prefix, p foreignPacket) bool {
-	n := len(p.b)
-	if n > foreignQueueBytes {
-		return false
-	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.n >= foreignQueueLen || q.bytes+n > foreignQueueBytes {
-		big := q.largest()
-		if big == src || q.queues[big].cost() <= q.queues[src].cost() {
-			return false
-		}
-		q.dropNewest(big)
+	q.q.MaxItems, q.q.MaxSize, q.q.Slot = foreignQueueLen, foreignQueueBytes, foreignSlot
+	if _, ok := q.q.Push(src, p, len(p.b), nil); !ok {
+		return false
 	}
-	if q.queues == nil {
-		q.queues = make(map[netip.Prefix]*foreignFIFO)
-	}
-	f := q.queues[src]
-	if f == nil {
-		f = &foreignFIFO{}
-		q.queues[src] = f
-		q.ring = append(q.ring, src)
-	}
-	f.pkts = append(f.pkts, p)
-	f.bytes += n
-	q.n++
-	q.bytes += n
 	q.wake()
 	return true
-}
-
-// largest returns the prefix holding the most. q.mu held; at most
-// foreignQueueLen prefixes hold datagrams.
-func (q *foreignQueue) largest() netip.Prefix {
-	var best netip.Prefix
-	c := -1
-	for _, pfx := range q.ring {
-		if fc := q.queues[pfx].cost(); fc > c {
-			best, c = pfx, fc
-		}
-	}
-	return best
-}
-
-// dropNewest drops the newest datagram of pfx, which holds at least one.
-// q.mu held.
-func (q *foreignQueue) dropNewest(pfx netip.Prefix) {
-	f := q.queues[pfx]
-	last := len(f.pkts) - 1
-	q.account(f, len(f.pkts[last].b))
-	f.pkts[last] = foreignPacket{}
-	f.pkts = f.pkts[:last]
-	if len(f.pkts) == 0 {
-		q.forget(pfx)
-	}
-}
-
-// account uncounts a datagram of n bytes of f. q.mu held.
-func (q *foreignQueue) account(f *foreignFIFO, n int) {
-	f.bytes -= n
-	q.bytes -= n
-	q.n--
-}
-
-// forget removes the empty prefix pfx. q.mu held.
-func (q *foreignQueue) forget(pfx netip.Prefix) {
-	delete(q.queues, pfx)
-	for i, p := range q.ring {
-		if p == pfx {
-			q.ring = append(q.ring[:i], q.ring[i+1:]...)
-			break
-		}
-	}
 }
 
 // pop takes the oldest datagram of the prefix whose turn it is.
 func (q *foreignQueue) pop() (foreignPacket, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.n == 0 {
-		return foreignPacket{}, false
-	}
-	pfx := q.ring[0]
-	copy(q.ring, q.ring[1:])
-	q.ring = q.ring[:len(q.ring)-1]
-	f := q.queues[pfx]
-	p := f.pkts[0]
-	f.pkts[0] = foreignPacket{}
-	f.pkts = f.pkts[1:]
-	q.account(f, len(p.b))
-	if len(f.pkts) == 0 {
-		delete(q.queues, pfx)
-	} else {
-		q.ring = append(q.ring, pfx)
-	}
-	if q.n > 0 {
+	_, p, ok := q.q.Pop()
+	if q.q.Len() > 0 {
 		q.wake() // for another reader
 	}
-	return p, true
+	return p, ok
 }
 
 // drain drops every datagram.
 func (q *foreignQueue) drain() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.queues, q.ring, q.n, q.bytes = nil, nil, 0, 0
+	q.q.Drain()
 }
 
 // held returns the datagrams and bytes queued.
 func (q *foreignQueue) held() (n, bytes int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.n, q.bytes
+	return q.q.Len(), q.q.Size()
 }
 
 // startForeign lets the read loop queue non-FSP datagrams (most
