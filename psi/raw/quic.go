@@ -9,6 +9,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/internal/srcaddr"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -59,8 +60,11 @@ func (s *QUIC) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config)
 	}
 	cs := qc.ConnectionState().TLS
 	q := &quicConn{qc: qc, pc: pc, f: s.Framer, cfg: cfg,
-		id:   cfg.Security.PeerIdentity(cs.PeerCertificates, false),
-		path: post.Path{Local: addrPort(qc.LocalAddr()), Remote: addrPort(qc.RemoteAddr()), Active: true}}
+		id: cfg.Security.PeerIdentity(cs.PeerCertificates, false),
+		// The socket is bound to the unspecified address; the path
+		// names the one the system sends from to the server.
+		path: post.Path{Local: srcaddr.For(addrPort(qc.LocalAddr()), addrPort(qc.RemoteAddr())),
+			Remote: addrPort(qc.RemoteAddr()), Active: true}}
 	t, err := q.open(ctx)
 	if err != nil {
 		q.release(true)

@@ -182,6 +182,9 @@ func handshakeError(ctx context.Context, err error) error {
 	if s := tlsalert.Sentinel(err); s != nil {
 		return post.Errorf(s, "raw dial: %v", err)
 	}
+	if s := quicSentinel(err); s != nil {
+		return post.Errorf(s, "raw dial: %v", err)
+	}
 	switch {
 	case errors.As(err, &rhe):
 		return post.Errorf(post.ErrMalformed, "raw dial: %v", err)

@@ -200,6 +200,8 @@ func (s *stream) ioError(ctx context.Context, op string, err error) error {
 		err = post.Errorf(post.ErrReset, "%v", err)
 	case tlsalert.Sentinel(err) != nil:
 		err = fmt.Errorf("%w: %w", tlsalert.Sentinel(err), err)
+	case quicSentinel(err) != nil:
+		err = fmt.Errorf("%w: %w", quicSentinel(err), err)
 	}
 	return &post.OpError{Op: op, Stack: s.name, Path: s.path.String(), Err: err}
 }
