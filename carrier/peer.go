@@ -6,8 +6,10 @@ import "github.com/postsockets/postsockets/psi"
 // handshake: the certificate chain it presented, the pin of its key, and
 // whether it proved the PSK. An application authorizes a Carrier from
 // Accept by it. Every built-in stack reports it the same way; forks report
-// their root's peer. A dormant Carrier returns the zero Identity, and so
-// does a 0-RTT QUIC Carrier until its handshake completes.
+// their root's peer. A dormant Carrier returns the zero Identity, and so,
+// until the handshake completes, does a 0-RTT Carrier from Initiate, and
+// one a QUIC listener accepted with 0-RTT data (an FSP listener has the
+// client's identity from its ticket at once).
 func (c *Carrier) Peer() psi.Identity {
 	id, _ := psi.PeerIdentityOf(c.transient())
 	return id
