@@ -46,11 +46,27 @@ type Framer interface {
 	NewWriter(w io.Writer) MessageWriter
 }
 
+// Heartbeater is implemented by framings with a frame that carries
+// nothing and that their readers skip wherever it falls, between
+// messages or inside one. psi/tcp sends it to a peer that said it takes
+// it, so that the peer hears from it end to end while the application
+// sends nothing.
+type Heartbeater interface {
+	// Heartbeat returns the frame.
+	Heartbeat() []byte
+}
+
 // LengthPrefix frames each part with a 4-byte big-endian header: the top bit
 // marks the last part of a message and the low 31 bits give the part's
 // length. It carries any content. The header 0xFFFFFFFF, which no part
-// uses, aborts the message in progress.
+// uses, aborts the message in progress; 0x7FFFFFFF, which no part uses
+// either, is the heartbeat (Heartbeater), which readers skip. Readers
+// before 2 December took it for the header of a part of 2 GiB: it is
+// sent only to peers that said they take it.
 type LengthPrefix struct{}
+
+// Heartbeat returns the header 0x7FFFFFFF.
+func (LengthPrefix) Heartbeat() []byte { return []byte{0x7f, 0xff, 0xff, 0xff} }
 
 // Name returns "length-prefix".
 func (LengthPrefix) Name() string { return "length-prefix" }
@@ -58,8 +74,9 @@ func (LengthPrefix) Name() string { return "length-prefix" }
 const (
 	endBit   = 1 << 31
 	lenMask  = endBit - 1
-	maxChunk = endBit - 2 // lenMask|endBit is the abort marker
+	maxChunk = endBit - 2 // lenMask|endBit is the abort marker, lenMask the heartbeat
 	abortHdr = endBit | lenMask
+	beatHdr  = lenMask
 	hdrLen   = 4
 )
 
@@ -109,6 +126,9 @@ func (l *lpReader) ReadMessage(p []byte) (int, bool, error) {
 		}
 		l.hdrN = 0
 		h := binary.BigEndian.Uint32(l.hdr[:])
+		if h == beatHdr {
+			continue // a heartbeat: nothing for the message
+		}
 		if h == abortHdr {
 			if !l.open {
 				l.err = fmt.Errorf("%w: abort marker outside a message", post.ErrMalformed)

@@ -1,7 +1,9 @@
 package tcp
 
 import (
+	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/postsockets/postsockets/post"
 )
@@ -12,13 +14,26 @@ import (
 // follow.
 //
 //	client: "PSTC" | version | kind | association[16] | parent token[16]
-//	server: "PSTS" | version | status | token[16]
+//	server: "PSTS" | version | status | token[16] [| idle timeout[4]]
+//
+// A root has no parent: its parent field carries options, zero before 2
+// December (servers before then ignore it). Option 1 in its first byte,
+// followed by a big-endian idle timeout in milliseconds, asks for
+// liveness frames: the framing's heartbeat (framer.Heartbeater), which
+// each end sends when it has sent nothing for a while, so that the other
+// hears from it end to end. A server that takes them answers with version
+// 2 and the idle timeout both ends then keep, the smaller of the two;
+// forks keep what their root agreed, the server answering in the same
+// way. Neither end sends version 2 to a peer that did not ask.
 const (
 	helloVersion     = 1
+	helloLiveVersion = 2 // server hello: liveness frames agreed
 	clientHelloLen   = 4 + 1 + 1 + 16 + 16
 	serverHelloLen   = 4 + 1 + 1 + 16
+	serverLiveLen    = serverHelloLen + 4 // version 2
 	clientHelloMagic = "PSTC"
 	serverHelloMagic = "PSTS"
+	optLiveness      = 1 // a root's options: liveness frames, idle timeout follows
 )
 
 // Kinds of client hello.
@@ -53,6 +68,26 @@ func (h *clientHello) marshal() []byte {
 	return append(b, h.parent[:]...)
 }
 
+// liveIdle returns the idle timeout a root's hello asks liveness frames
+// for, or zero.
+func (h *clientHello) liveIdle() time.Duration {
+	if h.kind != kindRoot || h.parent[0] != optLiveness {
+		return 0
+	}
+	return time.Duration(binary.BigEndian.Uint32(h.parent[1:5])) * time.Millisecond
+}
+
+// askLive asks for liveness frames with the given idle timeout.
+func (h *clientHello) askLive(idle time.Duration) {
+	h.parent[0] = optLiveness
+	binary.BigEndian.PutUint32(h.parent[1:5], millis(idle))
+}
+
+// millis is d in whole milliseconds, at least 1, at most 2³²-1.
+func millis(d time.Duration) uint32 {
+	return uint32(min(max(d.Milliseconds(), 1), 1<<32-1))
+}
+
 func parseClientHello(b []byte) (clientHello, error) {
 	var h clientHello
 	if len(b) != clientHelloLen || string(b[:4]) != clientHelloMagic {
@@ -73,22 +108,54 @@ func parseClientHello(b []byte) (clientHello, error) {
 type serverHello struct {
 	status byte
 	token  token
+	idle   uint32 // milliseconds: liveness frames agreed (version 2); 0 if not
 }
 
 func (h *serverHello) marshal() []byte {
-	b := make([]byte, 0, serverHelloLen)
+	b := make([]byte, 0, serverLiveLen)
 	b = append(b, serverHelloMagic...)
-	b = append(b, helloVersion, h.status)
-	return append(b, h.token[:]...)
+	v := byte(helloVersion)
+	if h.idle != 0 {
+		v = helloLiveVersion
+	}
+	b = append(b, v, h.status)
+	b = append(b, h.token[:]...)
+	if h.idle != 0 {
+		b = binary.BigEndian.AppendUint32(b, h.idle)
+	}
+	return b
+}
+
+// liveIdle returns the idle timeout agreed for liveness frames, or zero.
+func (h *serverHello) liveIdle() time.Duration {
+	return time.Duration(h.idle) * time.Millisecond
+}
+
+// serverHelloRest is how many bytes of a server hello follow its first
+// serverHelloLen, judged by its version byte b[4].
+func serverHelloRest(b []byte) int {
+	if len(b) > 4 && b[4] == helloLiveVersion {
+		return serverLiveLen - serverHelloLen
+	}
+	return 0
 }
 
 func parseServerHello(b []byte) (serverHello, error) {
 	var h serverHello
-	if len(b) != serverHelloLen || string(b[:4]) != serverHelloMagic {
+	if len(b) < serverHelloLen || string(b[:4]) != serverHelloMagic {
 		return h, fmt.Errorf("%w: bad server hello", post.ErrMalformed)
 	}
-	if b[4] != helloVersion {
+	switch {
+	case b[4] == helloVersion && len(b) == serverHelloLen:
+	case b[4] == helloLiveVersion && len(b) == serverLiveLen:
+		h.idle = binary.BigEndian.Uint32(b[22:])
+		if h.idle == 0 {
+			return h, fmt.Errorf("%w: server hello agrees an idle timeout of 0", post.ErrMalformed)
+		}
+	case b[4] != helloVersion && b[4] != helloLiveVersion:
 		return h, fmt.Errorf("%w: server hello version %d", post.ErrMalformed, b[4])
+	default:
+		return h, fmt.Errorf("%w: server hello version %d of %d bytes", post.ErrMalformed, b[4], len(b))
 	}
 	h.status = b[5]
 	copy(h.token[:], b[6:22])

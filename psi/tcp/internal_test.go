@@ -182,6 +182,9 @@ func FuzzParseClientHello(f *testing.F) {
 	f.Add((&clientHello{kind: kindFork, assoc: [16]byte{1}, parent: token{2}}).marshal())
 	f.Add([]byte("PSTC"))
 	f.Add([]byte{})
+	live := clientHello{kind: kindRoot}
+	live.askLive(30 * time.Second)
+	f.Add(live.marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := parseClientHello(b)
 		if err != nil {
@@ -193,6 +196,9 @@ func FuzzParseClientHello(f *testing.F) {
 		if !bytes.Equal(h.marshal(), b) {
 			t.Fatalf("round trip: %x -> %x", b, h.marshal())
 		}
+		if d := h.liveIdle(); d < 0 || (d > 0 && h.kind != kindRoot) {
+			t.Fatalf("liveness idle timeout %v in a hello of kind %d", d, h.kind)
+		}
 	})
 }
 
@@ -200,7 +206,14 @@ func FuzzParseServerHello(f *testing.F) {
 	f.Add((&serverHello{status: statusOK, token: token{1}}).marshal())
 	f.Add((&serverHello{status: 200}).marshal())
 	f.Add([]byte("PSTS\x01"))
+	f.Add((&serverHello{status: statusOK, token: token{1}, idle: 30000}).marshal())
+	f.Add([]byte("PSTS\x02\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) >= serverHelloLen && len(b) != serverHelloLen+serverHelloRest(b) {
+			if _, err := parseServerHello(b); err == nil {
+				t.Fatalf("took %d bytes of a hello of version %d", len(b), b[4])
+			}
+		}
 		h, err := parseServerHello(b)
 		if err != nil {
 			if !errors.Is(err, post.ErrMalformed) {

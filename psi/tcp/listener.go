@@ -245,7 +245,7 @@ func (l *listener) hello(ctx context.Context, cc *corkConn, tc *tls.Conn, sl *sl
 	// Count the transient against its source's quota, or refuse it; shut
 	// uncounts it however it ends.
 	uncount := l.conns.Acquire(addrPort(cc.Conn.RemoteAddr()).Addr())
-	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken(), true, uncount)
+	t = newTransient(&l.stack, &l.cfg, cc, tc, ch.assoc, newToken(), true, uncount, l.liveFor(&ch))
 	t.ln = l
 	t.forkCh = make(chan *transient, l.stack.maxUnacceptedForks())
 	t.forkRoom = make(chan struct{}, cap(t.forkCh))
@@ -287,8 +287,11 @@ func (l *listener) hello(ctx context.Context, cc *corkConn, tc *tls.Conn, sl *sl
 		l.mu.Unlock()
 	}
 	reply := serverHello{status: status, token: t.token}
+	if t.live > 0 {
+		reply.idle = millis(t.live)
+	}
 	if status != statusOK {
-		reply.token = token{}
+		reply = serverHello{status: status}
 	}
 	if _, err := tc.Write(reply.marshal()); err != nil {
 		switch {
@@ -303,6 +306,25 @@ func (l *listener) hello(ctx context.Context, cc *corkConn, tc *tls.Conn, sl *sl
 		return t, nil, reply.err()
 	}
 	return t, parent, nil
+}
+
+// liveFor returns the idle timeout of the liveness frames agreed with a
+// client hello: for a root the smaller of ours and the one it asks for,
+// if both ends take them; for a fork its parent's.
+func (l *listener) liveFor(ch *clientHello) time.Duration {
+	if ch.kind == kindFork {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if p := l.tokens[ch.parent]; p != nil {
+			return p.live
+		}
+		return 0
+	}
+	own, ask := l.stack.liveIdle(&l.cfg), ch.liveIdle()
+	if own == 0 || ask == 0 {
+		return 0
+	}
+	return min(own, ask)
 }
 
 // forget drops a closed transient's fork token.

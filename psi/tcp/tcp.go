@@ -18,7 +18,18 @@
 // Config.IdleTimeout does not close quiet transients: it sets how long TCP
 // keep-alive probes (every Config.KeepAlive, at most a third of the idle
 // timeout, at least 1 s) may go unanswered before the kernel drops a dead
-// peer, and, on Linux, how long sent data may go unacknowledged. Config.Allow0RTT is ignored.
+// peer, and, on Linux, how long sent data may go unacknowledged. Those
+// hear from the next hop's kernel, which behind a proxy that went dark
+// (it acknowledges but forwards nothing) answers for good; so, on Linux,
+// two ends whose framing has a heartbeat (framer.Heartbeater: the
+// default's) agree liveness frames in the hello. Each sends a heartbeat
+// when it has sent nothing for the keep-alive interval (at most a third
+// of the idle timeout agreed, the smaller end's), and a transient that
+// gets no byte from its peer for that idle timeout, its receive window
+// open, fails with an error wrapping post.ErrTimeout. A paused reader's
+// shut window excuses the silence. Peers from before 2 December neither
+// ask nor answer, and keep the kernel's checks alone. Config.Allow0RTT is
+// ignored.
 package tcp
 
 import (

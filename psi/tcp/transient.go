@@ -31,6 +31,9 @@ type dialer struct {
 	// at most maxForking, so that a burst of forks waits here instead of
 	// crowding the listener's handshake quota.
 	forking chan struct{}
+	// live is the idle timeout the root agreed liveness frames for, zero
+	// if it did not; its forks keep it. Set by the root's dial.
+	live time.Duration
 }
 
 // maxForking bounds the forks of one root dialling at once.
@@ -72,10 +75,20 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 	dl := deadline{set: c.SetDeadline}
 	stop, _ := dl.watch(ctx)
 	h := clientHello{kind: kind, assoc: d.cfg.Association, parent: parent}
+	offer := d.stack.liveIdle(&d.cfg)
+	if kind == kindRoot && offer > 0 {
+		h.askLive(offer)
+	}
+	asked := offer > 0 && (kind == kindRoot || d.live > 0)
 	_, err = tc.Write(h.marshal())
-	var buf [serverHelloLen]byte
+	var buf [serverLiveLen]byte
+	n := serverHelloLen
 	if err == nil {
-		_, err = io.ReadFull(tc, buf[:])
+		_, err = io.ReadFull(tc, buf[:n])
+	}
+	if err == nil && asked && serverHelloRest(buf[:n]) > 0 {
+		_, err = io.ReadFull(tc, buf[n:])
+		n = len(buf)
 	}
 	stop()
 	if err != nil {
@@ -84,7 +97,7 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 		}
 		return nil, wrap(op, path, ctxErr(ctx, err))
 	}
-	sh, err := parseServerHello(buf[:])
+	sh, err := parseServerHello(buf[:n])
 	if err == nil {
 		err = sh.err()
 	}
@@ -94,7 +107,11 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 	if err := c.SetDeadline(time.Time{}); err != nil {
 		return nil, wrap(op, path, err)
 	}
-	t := newTransient(&d.stack, &d.cfg, cc, tc, d.cfg.Association, sh.token, false, nil)
+	live := min(sh.liveIdle(), offer)
+	if kind == kindRoot {
+		d.live = live
+	}
+	t := newTransient(&d.stack, &d.cfg, cc, tc, d.cfg.Association, sh.token, false, nil, live)
 	t.dialer = d
 	ok = true
 	t.log.Debug("tcp: transient open", "kind", kind)
@@ -113,6 +130,8 @@ type transient struct {
 	path   string
 	log    *slog.Logger
 	linger time.Duration
+	live   time.Duration // idle timeout of the agreed liveness frames; 0 if none
+	beat   []byte        // the framing's heartbeat, if live
 
 	dialer  *dialer   // client side
 	ln      *listener // server side
@@ -172,7 +191,8 @@ func lingerTime(s *Stack, cfg *psi.Config) time.Duration {
 
 // newTransient makes a transient on cc. A server's passes the func that
 // uncounts it from its source's quota (nil if refused); a client's nil.
-func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [16]byte, tok token, server bool, uncount func()) *transient {
+// live is the idle timeout liveness frames were agreed for, or zero.
+func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [16]byte, tok token, server bool, uncount func(), live time.Duration) *transient {
 	raw := cc.Conn
 	fr := s.framer()
 	t := &transient{
@@ -195,7 +215,12 @@ func newTransient(s *Stack, cfg *psi.Config, cc *corkConn, tc *tls.Conn, assoc [
 	t.noFork = cfg.Disabled.Has(psi.Fork)
 	t.events = cfg.Events
 	if t.tcp != nil {
-		go t.watchPeer(cfg.Idle())
+		var l *liveness
+		if hb, ok := fr.(framer.Heartbeater); ok && live > 0 {
+			t.live, t.beat = live, hb.Heartbeat()
+			l = newLiveness(time.Now(), live, s.liveEvery(cfg, live))
+		}
+		go t.watchPeer(cfg.Idle(), l)
 	}
 	t.path = t.local.String() + "->" + t.remote.String()
 	t.log = s.logger(cfg).With("stack", name, "path", t.path)
@@ -838,30 +863,6 @@ func (t *transient) discarding() (stop func()) {
 func (t *transient) discardInput() {
 	if t.tcp != nil {
 		discardUnread(t.tcp)
-	}
-}
-
-// watchPeer ends the transient when data it sent has gone unacknowledged
-// for the idle timeout. Keep-alives detect a vanished peer only on an idle
-// connection, and TCP_USER_TIMEOUT would also end one whose reader merely
-// paused.
-func (t *transient) watchPeer(idle time.Duration) {
-	tick := time.NewTicker(max(idle/4, 100*time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.done:
-			return
-		case <-tick.C:
-		}
-		if unanswered(t.tcp, idle) {
-			err := post.Errorf(post.ErrTimeout, "peer silent for %v with data unacknowledged", idle)
-			t.log.Debug("tcp: peer vanished", "err", err)
-			if t.shut(err) {
-				t.reset()
-			}
-			return
-		}
 	}
 }
 
