@@ -14,6 +14,7 @@ import (
 	"github.com/postsockets/postsockets/association"
 	"github.com/postsockets/postsockets/association/rendezvous"
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/httpcarrier"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -30,10 +31,15 @@ func cmdRendezvous(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	// Bounded as examples/rendezvous is: before, a client could hold any
+	// number of connections, idle or sending a body a byte at a time,
+	// each forever.
+	lim := httpcarrier.LimitListener(ln, rendezvous.DefaultMaxConnsPerSource, rendezvous.DefaultMaxConns)
+	hs := srv.HTTPServer()
+	hs.ConnState = lim.ConnState
 	go func() { <-ctx.Done(); hs.Close() }()
 	o.out.result(fmt.Sprintf("rendezvous server on http://%s", ln.Addr()), map[string]any{"event": "listening", "addr": ln.Addr().String()})
-	if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := hs.Serve(lim); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

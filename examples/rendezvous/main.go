@@ -2,7 +2,8 @@
 // connections: peers that name each other by peer ID exchange their ICE
 // candidates through it, then connect directly (see examples/p2p). Each
 // peer proves its key on every request; the server bounds what each
-// client may hold and cuts slow or idle connections.
+// client may hold and the connections of each address and in all, and
+// cuts slow or idle connections (rendezvous.Server.HTTPServer).
 //
 //	go run ./examples/rendezvous -listen :8080
 //	go run ./examples/rendezvous -listen :8443 -cert cert.pem -key key.pem
@@ -34,7 +35,8 @@ func main() {
 	maxWait := flag.Duration("max-wait", rendezvous.DefaultMaxWait, "longest single long poll")
 	perSource := flag.Int("max-per-source", rendezvous.DefaultMaxPerSource, "registrations per client address")
 	perKey := flag.Int("max-per-key", rendezvous.DefaultMaxPerKey, "registrations per peer ID")
-	conns := flag.Int("max-conns-per-source", 64, "open connections per client address (an IPv6 /64 counts as one); 0 means no limit")
+	conns := flag.Int("max-conns-per-source", rendezvous.DefaultMaxConnsPerSource, "open connections per client address (an IPv6 /64 counts as one); 0 means no limit")
+	total := flag.Int("max-conns", rendezvous.DefaultMaxConns, "open connections in all; when full, a newcomer from a quieter address replaces an idle connection of the busiest; 0 means no limit")
 	certFile := flag.String("cert", "", "TLS certificate chain (PEM) to serve HTTPS")
 	keyFile := flag.String("key", "", "TLS private key (PEM) for -cert")
 	verbose := flag.Bool("v", false, "log each match")
@@ -62,7 +64,8 @@ func main() {
 		log.Error("-cert and -key go together")
 		os.Exit(2)
 	}
-	var l net.Listener = httpcarrier.LimitListener(ln, *conns, 0) // an IPv6 /64 is one source
+	lim := httpcarrier.LimitListener(ln, *conns, *total) // an IPv6 /64 is one source
+	var l net.Listener = lim
 	if *certFile != "" {
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {
@@ -71,40 +74,17 @@ func main() {
 		}
 		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
-	if err := serve(ctx, l, srv, *maxWait, log); err != nil {
+	if err := serve(ctx, l, srv, lim.ConnState, log); err != nil {
 		log.Error("serve", "err", err)
 		os.Exit(1)
 	}
 }
 
-// Timeouts of the HTTP server. A request's headers and body must arrive
-// within ReadTimeout; the handler lifts that deadline for the long poll
-// once it has the body, and bounds the answer's write itself.
-const (
-	readHeaderTimeout = 5 * time.Second
-	readTimeout       = 10 * time.Second
-	idleTimeout       = 60 * time.Second
-	maxHeaderBytes    = 8 << 10
-)
-
-// newHTTPServer is the HTTP server for srv.
-func newHTTPServer(srv http.Handler, maxWait time.Duration) *http.Server {
-	if maxWait <= 0 {
-		maxWait = rendezvous.DefaultMaxWait
-	}
-	return &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      readTimeout + maxWait + 10*time.Second,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-	}
-}
-
 // serve runs srv on ln until ctx ends.
-func serve(ctx context.Context, ln net.Listener, srv *rendezvous.Server, maxWait time.Duration, log *slog.Logger) error {
-	hs := newHTTPServer(srv, maxWait)
+// connState, if set, is the listener's (httpcarrier.ConnLimiter).
+func serve(ctx context.Context, ln net.Listener, srv *rendezvous.Server, connState func(net.Conn, http.ConnState), log *slog.Logger) error {
+	hs := srv.HTTPServer()
+	hs.ConnState = connState
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	log.Info("rendezvous server listening", "addr", ln.Addr().String())

@@ -22,7 +22,7 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, ln, rendezvous.NewServer(rendezvous.Config{}), 0, slog.New(slog.DiscardHandler))
+		done <- serve(ctx, ln, rendezvous.NewServer(rendezvous.Config{}), nil, slog.New(slog.DiscardHandler))
 	}()
 
 	resp, err := http.Post("http://"+ln.Addr().String()+"/exchange", "application/json", strings.NewReader("{"))
@@ -46,9 +46,9 @@ func TestSlowClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := rendezvous.NewServer(rendezvous.Config{})
+	srv := rendezvous.NewServer(rendezvous.Config{MaxWait: time.Second})
 	defer srv.Close()
-	hs := newHTTPServer(srv, time.Second)
+	hs := srv.HTTPServer()
 	hs.ReadHeaderTimeout, hs.ReadTimeout = 200*time.Millisecond, 300*time.Millisecond
 	go hs.Serve(httpcarrier.LimitListener(ln, 3, 0))
 	defer hs.Close()

@@ -28,6 +28,7 @@ var All = []Row{
 	{Name: "FSP observer with a faster path", Run: FSPObserver},
 	{Name: "Rendezvous fill", Run: RendezvousFill},
 	{Name: "Rendezvous slow-body clients", Run: RendezvousSlowBody},
+	{Name: "postsockets rendezvous slow-body clients", Run: CLIRendezvousSlowBody},
 	{Name: "QUIC junk datagrams, events on", Run: QUICJunk},
 	{Name: "FSP junk datagrams", Run: FSPJunk},
 	{Name: "QUIC junk datagrams to the port FSP and QUIC share", Run: SharedPortJunk},

@@ -135,7 +135,19 @@ func shortErr(err error) string {
 // 300 connections from one address that send a request body one byte
 // every 500 ms, reconnecting when the server hangs up.
 func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
-	bin, err := buildExample("rendezvous")
+	return rendezvousSlowBody(o, "Rendezvous slow-body clients", "./examples/rendezvous", "-listen")
+}
+
+// CLIRendezvousSlowBody is RendezvousSlowBody against the rendezvous
+// server of the command-line tool, `postsockets rendezvous ADDR`.
+func CLIRendezvousSlowBody(o attack.Options) (*attack.Result, error) {
+	return rendezvousSlowBody(o, "postsockets rendezvous slow-body clients", "./cmd/postsockets", "rendezvous")
+}
+
+// rendezvousSlowBody builds pkg and runs it with args and the address to
+// listen on.
+func rendezvousSlowBody(o attack.Options, name, pkg string, args ...string) (*attack.Result, error) {
+	bin, err := buildCommand(pkg)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +158,7 @@ func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "-listen", addr)
+	cmd := exec.Command(bin, append(args, addr)...)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -158,13 +170,13 @@ func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
 			break
 		}
 		if time.Since(start) > 10*time.Second {
-			return nil, fmt.Errorf("example rendezvous server did not start")
+			return nil, fmt.Errorf("%s did not start", pkg)
 		}
 	}
 	var held, most int
 	var longest time.Duration
 	c := attack.Case{
-		Name: "Rendezvous slow-body clients",
+		Name: name,
 		Dial: exchangeDial(url),
 		Attack: func(ctx context.Context, b *attack.Bytes) {
 			held, most, longest = attack.SlowBody(ctx, attackerAddr, netip.MustParseAddrPort(addr), "/exchange", 300, 500*time.Millisecond)
@@ -175,7 +187,7 @@ func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
 			if most > 64 {
 				return note, fmt.Errorf("the server held %d connections from one address", most)
 			}
-			// The example's ReadTimeout is 10 s.
+			// The servers' ReadTimeout is 10 s.
 			if longest > 12*time.Second {
 				return note, fmt.Errorf("a slow client stayed connected for %v", longest)
 			}
@@ -185,24 +197,25 @@ func RendezvousSlowBody(o attack.Options) (*attack.Result, error) {
 	return attack.Run(c, o), nil
 }
 
-// buildExample builds ./examples/<name> of this module into a temporary
-// directory and returns the binary's path.
-func buildExample(name string) (string, error) {
+// buildCommand builds the command pkg (./examples/rendezvous) of this
+// module into a temporary directory and returns the binary's path.
+func buildCommand(pkg string) (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", err
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
+	name := filepath.Base(pkg)
 	dir, err := os.MkdirTemp("", "attack-"+name)
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", bin, "./examples/"+name)
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return "", fmt.Errorf("building examples/%s: %v: %s", name, err, out)
+		return "", fmt.Errorf("building %s: %v: %s", pkg, err, out)
 	}
 	return bin, nil
 }
