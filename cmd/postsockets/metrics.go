@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/httpcarrier"
 )
 
 // track adds c to the Carriers the exporter reports; nil does nothing.
@@ -60,7 +61,16 @@ func (k *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// serveMetrics serves /metrics on -metrics until ctx ends.
+// The -metrics listener's bounds: a scraper needs a connection or two,
+// and the address may be reachable by anyone. Before, any address could
+// hold any number of connections, idle, forever.
+const (
+	metricsConnsPerAddr = 8
+	metricsConns        = 64
+)
+
+// serveMetrics serves /metrics on -metrics until ctx ends, with the
+// bounds above, 8 KiB request heads, and requests read within 10 s.
 func (o *options) serveMetrics(ctx context.Context) error {
 	if o.metrics == "" {
 		return nil
@@ -74,10 +84,19 @@ func (o *options) serveMetrics(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	lim := httpcarrier.LimitListener(ln, metricsConnsPerAddr, metricsConns)
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    8 << 10,
+		ConnState:         lim.ConnState,
+	}
 	go func() { <-ctx.Done(); hs.Close() }()
 	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(lim); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			o.out.note("metrics: %v", err)
 		}
 	}()
