@@ -356,6 +356,11 @@ type ZeroRTTReporter interface {
 	Used0RTT() bool
 	// HandshakeComplete is closed when the handshake ends either way.
 	HandshakeComplete() <-chan struct{}
+	// HandshakeErr is why the handshake failed, once HandshakeComplete
+	// is closed; nil while it runs and once it completed. A transient
+	// Dial returned before its handshake (0-RTT) whose handshake failed
+	// delivered nothing that was written to it.
+	HandshakeErr() error
 }
 
 // Networker is implemented by stacks to say which IP protocol they run

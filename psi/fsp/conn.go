@@ -91,6 +91,7 @@ type Conn struct {
 
 	done        chan struct{} // closed by teardown
 	established chan struct{} // closed when the handshake ends either way
+	hsErr       error         // why the handshake failed, if it did
 	released    chan struct{} // closed when our RELEASE is acknowledged
 	peerEnded   chan struct{} // closed when the peer's RELEASE is taken in order
 	readable    chan struct{}

@@ -235,6 +235,10 @@ func (c *Conn) teardown(err error, reset bool) {
 	select {
 	case <-c.established:
 	default:
+		c.hsErr = err
+		if c.hsErr == nil {
+			c.hsErr = post.ErrClosed
+		}
 		close(c.established)
 	}
 	close(c.done)

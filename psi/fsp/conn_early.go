@@ -184,3 +184,13 @@ func (c *Conn) Used0RTT() bool {
 // resumption (which may send 0.5-RTT data meanwhile: conn_halfrtt.go),
 // return before it.
 func (c *Conn) HandshakeComplete() <-chan struct{} { return c.established }
+
+// HandshakeErr is why the handshake failed (the connection closed before
+// it ended), once HandshakeComplete is closed; nil otherwise. The
+// listener took nothing from a RESTORE it refused or never got; one
+// whose answer was lost may have taken its 0-RTT message.
+func (c *Conn) HandshakeErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hsErr
+}

@@ -293,7 +293,10 @@
 //
 // Conn.Used0RTT reports on both ends whether the listener accepted 0-RTT
 // (as QUIC's does); at the initiator, also that the first message did
-// not wait for the handshake. Replay protection follows
+// not wait for the handshake. Conn.HandshakeErr says why a handshake
+// failed (the connection closed before it ended): a 0-RTT dial refused
+// or never answered delivered nothing, so the carrier sends its first
+// message again on another stack. Replay protection follows
 // RFC 8446 §8: a ticket carries 0-RTT data once at the client, and a
 // listener takes a RESTORE only if the send time it claims (issue time
 // plus age) is within 10 s of its clock and its nonce was not seen: a

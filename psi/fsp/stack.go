@@ -222,8 +222,12 @@ func (t *transient) Used0RTT() bool { return t.c.Used0RTT() }
 // HandshakeComplete is closed once the handshake ended; a 0-RTT dial
 // returns before.
 func (t *transient) HandshakeComplete() <-chan struct{} { return t.c.HandshakeComplete() }
-func (t *transient) Association() [16]byte              { return t.assoc }
-func (t *transient) Close() error                       { return t.c.Close() }
+
+// HandshakeErr is why the handshake failed; see Conn.HandshakeErr.
+func (t *transient) HandshakeErr() error { return t.c.HandshakeErr() }
+
+func (t *transient) Association() [16]byte { return t.assoc }
+func (t *transient) Close() error          { return t.c.Close() }
 
 // CloseContext is Close bounded by ctx (psi.ContextCloser).
 func (t *transient) CloseContext(ctx context.Context) error { return t.c.CloseContext(ctx) }

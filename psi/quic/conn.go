@@ -42,6 +42,11 @@ type conn struct {
 	// has been reopened and its data sent again.
 	early     bool
 	recovered chan struct{}
+	// hsEnd is closed when the handshake completed or failed (quic-go's
+	// HandshakeComplete only when it completed); hsErr, set before, is
+	// why it failed.
+	hsEnd chan struct{}
+	hsErr error
 	// rootDone, if set, is called once when the server's root transient
 	// was handed over or the connection ended without one.
 	rootDone func()
@@ -99,8 +104,10 @@ func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoo
 		acct.frames.bind(qc)
 	}
 	c.settled = sync.NewCond(&c.mu)
+	c.hsEnd = make(chan struct{})
 	select {
 	case <-qc.HandshakeComplete():
+		close(c.hsEnd)
 		if !server && !qc.ConnectionState().Used0RTT {
 			// A 0-RTT attempt rejected before we got here leaves quic-go
 			// refusing streams until NextConnection; without one,
@@ -110,6 +117,7 @@ func newConn(qc *quicgo.Conn, tr *transport, cfg *psi.Config, server bool, onRoo
 		}
 	default:
 		c.early = !server
+		c.spawn(c.watchHandshake)
 	}
 	if c.early {
 		c.spawn(c.watchEarly)
@@ -186,6 +194,24 @@ func (c *conn) waitRecovered(ctx context.Context, done <-chan struct{}) error {
 	case <-c.qc.Context().Done():
 		return mapError(context.Cause(c.qc.Context()))
 	}
+}
+
+// watchHandshake closes hsEnd when the handshake completes or the
+// connection ends before it did.
+func (c *conn) watchHandshake() {
+	select {
+	case <-c.qc.HandshakeComplete():
+	case <-c.qc.Context().Done():
+		select {
+		case <-c.qc.HandshakeComplete():
+		default:
+			c.hsErr = mapError(context.Cause(c.qc.Context()))
+			if c.hsErr == nil {
+				c.hsErr = post.ErrClosed
+			}
+		}
+	}
+	close(c.hsEnd)
 }
 
 // watchEarly settles a 0-RTT connection. If the server rejected the 0-RTT

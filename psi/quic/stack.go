@@ -16,6 +16,9 @@
 // on a new stream, so nothing is lost. Other messages, forks and datagrams
 // wait for the handshake. A listener takes 0-RTT data on a ticket at most
 // once (antireplay.go), so a replayed first flight is not delivered twice.
+// Transient.HandshakeComplete is closed when the handshake completes or
+// fails (quic-go's only when it completes), and HandshakeErr says why it
+// failed.
 //
 // Close returns nil once the peer's stack has every byte of the stream:
 // the peer ends its side of the stream as soon as everything up to our FIN

@@ -345,8 +345,20 @@ func (t *Transient) Used0RTT() bool { return t.c.qc.ConnectionState().Used0RTT }
 func (t *Transient) Resumed() bool { return t.c.qc.ConnectionState().TLS.DidResume }
 
 // HandshakeComplete is closed when the connection's handshake completes or
-// fails.
-func (t *Transient) HandshakeComplete() <-chan struct{} { return t.c.qc.HandshakeComplete() }
+// fails (quic-go's own only when it completes).
+func (t *Transient) HandshakeComplete() <-chan struct{} { return t.c.hsEnd }
+
+// HandshakeErr is why the handshake failed, once HandshakeComplete is
+// closed; nil otherwise. A server that answered none of our packets took
+// no 0-RTT data; one whose answers were all lost may have.
+func (t *Transient) HandshakeErr() error {
+	select {
+	case <-t.c.hsEnd:
+		return t.c.hsErr
+	default:
+		return nil
+	}
+}
 
 // Stats returns the transient's datagram counters.
 func (t *Transient) Stats() Stats {
