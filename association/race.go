@@ -159,7 +159,8 @@ type attempt struct {
 type EstablishOptions struct {
 	// Allow0RTT lets stacks holding resumption state send the first
 	// message as 0-RTT data. Set it only when that message is idempotent;
-	// a policy prohibiting 0-RTT overrides it.
+	// a policy prohibiting 0-RTT overrides it. Such a dial returns before
+	// its handshake, and so wins the race as it starts (see Race).
 	Allow0RTT bool
 }
 
@@ -174,12 +175,24 @@ func (a *Association) Establish(ctx context.Context) (psi.Transient, error) {
 
 // EstablishWith is Establish with options.
 func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) (psi.Transient, error) {
+	t, _, err := a.Race(ctx, opts)
+	return t, err
+}
+
+// Race is EstablishWith that also returns the candidate that won (the
+// zero Candidate for a peer-to-peer Remote), for Failed. With
+// opts.Allow0RTT, a stack that sends 0-RTT data returns from its dial
+// before its handshake, and so wins the race as it starts
+// (psi.ZeroRTTReporter); if that handshake then fails, call Failed and
+// race again without 0-RTT.
+func (a *Association) Race(ctx context.Context, opts EstablishOptions) (psi.Transient, Candidate, error) {
 	if a.cfg.Remote.Peer != "" {
-		return a.establishP2P(ctx)
+		t, err := a.establishP2P(ctx)
+		return t, Candidate{}, err
 	}
 	cands, err := a.Candidates(ctx)
 	if err != nil {
-		return nil, err
+		return nil, Candidate{}, err
 	}
 	delay := a.cfg.Policy.Delay()
 	a.log.Debug("race start", "candidates", len(cands), "first", cands[0].String(), "delay", delay)
@@ -270,7 +283,7 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 		} else if hint := a.trustHint(); authErr && hint != nil {
 			err = errors.Join(err, hint)
 		}
-		return nil, &post.OpError{Op: "initiate", Path: a.cfg.Remote.String(), Err: err}
+		return nil, Candidate{}, &post.OpError{Op: "initiate", Path: a.cfg.Remote.String(), Err: err}
 	}
 	w := &Winner{Stack: win.c.Stack.Name(), Remote: win.c.Remote, Local: win.t.Path().Local, At: time.Now(), Attempts: next}
 	a.mu.Lock()
@@ -279,7 +292,20 @@ func (a *Association) EstablishWith(ctx context.Context, opts EstablishOptions) 
 	a.mu.Unlock()
 	a.log.Info("race won", "stack", w.Stack, "remote", w.Remote, "attempts", next)
 	a.ObservePath(win.t.Path())
-	return win.t, nil
+	return win.t, win.c, nil
+}
+
+// Failed records that c, which won a race, failed before its handshake
+// completed: like a candidate that failed in a race, it is tried last
+// for Config.FailureTTL. The zero Candidate is ignored.
+func (a *Association) Failed(c Candidate) {
+	if c.Stack == nil {
+		return
+	}
+	a.log.Debug("race winner failed its handshake", "candidate", c.String())
+	a.mu.Lock()
+	a.failures[c.key()] = time.Now()
+	a.mu.Unlock()
 }
 
 // collectLosers waits for the n attempts still running after a race was

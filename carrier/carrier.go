@@ -212,15 +212,16 @@ type Carrier struct {
 	mu          sync.Mutex
 	t           psi.Transient // nil while dormant
 	state       State
-	revived     chan struct{} // closed and replaced when t or state changes
-	selfRetired bool          // the Carrier itself ended the last transient (idle timeout)
-	ended       error         // why the transient ended, not by this side's choice
-	sendErr     error         // the transient cannot send any more
-	lost        error         // the first message accepted but not delivered
-	left        *forksLeft    // forks kept from a transient the peer closed
-	wrote       psi.Transient // the transient the last message was handed to
-	activate    sync.Mutex    // serialises re-establishment
-	lastUse     atomic.Int64  // unix nanos of last traffic
+	revived     chan struct{}            // closed and replaced when t or state changes
+	selfRetired bool                     // the Carrier itself ended the last transient (idle timeout)
+	ended       error                    // why the transient ended, not by this side's choice
+	sendErr     error                    // the transient cannot send any more
+	lost        error                    // the first message accepted but not delivered
+	left        *forksLeft               // forks kept from a transient the peer closed
+	wrote       psi.Transient            // the transient the last message was handed to
+	activate    sync.Mutex               // serialises re-establishment
+	lastUse     atomic.Int64             // unix nanos of last traffic
+	early       atomic.Pointer[earlyWin] // t won its race by starting 0-RTT (early.go)
 
 	wlock  chan struct{} // held (full) while writing to the transient
 	queue  *sendQueue
@@ -440,7 +441,7 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message, op string) (ps
 		return t, err
 	}
 	c.log.Debug("reviving dormant carrier")
-	t, err = c.assoc.EstablishWith(ctx, association.EstablishOptions{Allow0RTT: m != nil && m.Idempotent})
+	t, cand, err := c.assoc.Race(ctx, association.EstablishOptions{Allow0RTT: m != nil && m.Idempotent})
 	if err != nil {
 		if settled(err) {
 			c.endWith(err)
@@ -454,6 +455,7 @@ func (c *Carrier) activeFor(ctx context.Context, m *post.Message, op string) (ps
 		return nil, post.ErrClosed
 	}
 	c.t, c.state, c.selfRetired = t, Active, false
+	c.early.Store(newEarlyWin(t, cand))
 	close(c.revived)
 	c.revived = make(chan struct{})
 	c.mu.Unlock()

@@ -190,6 +190,7 @@ func (c *Carrier) ready(ctx context.Context, opts ReadyOptions, keep bool) (m *p
 		if partial && len(room) > want {
 			room = room[:want]
 		}
+		early := c.earlyOn(t)
 		n, end, err := t.ReadMessage(ctx, room)
 		in.buf = in.buf[:len(in.buf)+n]
 		in.end = end
@@ -206,6 +207,11 @@ func (c *Carrier) ready(ctx context.Context, opts ReadyOptions, keep bool) (m *p
 				return nil, nil, cerr
 			}
 			if c.revivable(t) {
+				continue
+			}
+			if early != nil && n == 0 && len(in.buf) == 0 && in.off == 0 && c.earlyFailed(ctx, early) {
+				// A 0-RTT attempt that won the race failed its
+				// handshake: wait for the sender to race again.
 				continue
 			}
 			cut := in.off > 0 || len(in.buf) > 0

@@ -27,29 +27,9 @@ func resumedOn(t *testing.T, c *carrier.Carrier) bool {
 // closed.
 func ticketed(t *testing.T, l *carrier.Listener, stack string) *carrier.Config {
 	t.Helper()
-	ctx := ctxT(t)
 	cfg := clientConfig()
 	cfg.Policy.Stack(stack, policy.Require)
-	c, err := carrier.Initiate(ctx, l.Remote("localhost"), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Send(ctx, []byte("one")); err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Send(ctx, []byte("ack")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, s := exchangeOn(t, l, l.Remote("localhost"), cfg)
 	if resumedOn(t, c) {
 		t.Fatal("the first Carrier reports a resumed session")
 	}

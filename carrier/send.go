@@ -220,7 +220,24 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 		ctx, cancel = context.WithDeadline(ctx, om.deadline)
 		defer cancel()
 	}
-	t, err := c.lockActive(ctx, om.m)
+	t, err := c.writeOn(ctx, om, om.m)
+	if errors.Is(err, errEarlyFailed) {
+		// The transient won its race as a 0-RTT attempt and failed its
+		// handshake: the message was not delivered (early.go). Race
+		// again, without 0-RTT, and send it there.
+		t, err = c.writeOn(ctx, om, nil)
+	}
+	return t, err
+}
+
+// errEarlyFailed is what writeOn returns when the message went to a
+// 0-RTT attempt that then failed its handshake: it was not delivered.
+var errEarlyFailed = post.Errorf(post.ErrRefused, "0-RTT attempt failed its handshake")
+
+// writeOn writes om to the Carrier's transient, establishing one when
+// dormant, as 0-RTT data if first allows it (activeFor).
+func (c *Carrier) writeOn(ctx context.Context, om *outMsg, first *post.Message) (psi.Transient, error) {
+	t, err := c.lockActive(ctx, first)
 	if err != nil {
 		if !om.deadline.IsZero() && errors.Is(err, context.DeadlineExceeded) {
 			return nil, post.ErrExpired
@@ -249,6 +266,10 @@ func (c *Carrier) write(om *outMsg) (psi.Transient, error) {
 		}
 	}
 	err = t.WriteMessage(ctx, om.m.Content, true, opts)
+	if (err == nil || ctxend.Err(ctx) == nil) && c.settleEarly(ctx, t) {
+		c.unlockWrite()
+		return nil, errEarlyFailed
+	}
 	if err != nil && ctxend.Err(ctx) != nil && c.ctx.Err() == nil {
 		// The lifetime ran out while flow control held the message;
 		// the stack may have sent part of it, so abandon it.
