@@ -28,6 +28,11 @@ type Pair struct {
 	// on its packets are dropped both ways. Cases that need it are skipped
 	// without it.
 	VanishB func()
+	// DarkenPath, if set, makes the middlebox between A and B (a Relay)
+	// go dark: it still takes what either end sends, and a TCP relay's
+	// kernel acknowledges it, but it forwards nothing. Cases that need it
+	// are skipped without it.
+	DarkenPath func()
 }
 
 // MakePair makes a fresh Pair, with tune applied to the psi.Config of both
@@ -100,6 +105,7 @@ var cases = []testCase{
 	{"AbortMessage", testAbortMessage},
 	{"PausedReader", testPausedReader},
 	{"VanishedPeer", testVanishedPeer},
+	{"DarkPath", testDarkPath},
 	{"ExitAfterClose", testExitAfterClose},
 }
 

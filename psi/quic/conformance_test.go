@@ -15,45 +15,67 @@ import (
 // TestConformance runs the delivery and close contract's suite.
 func TestConformance(t *testing.T) {
 	psitest.TestTransient(t, func(t *testing.T, tune func(*psi.Config)) psitest.Pair {
-		ctx := testContext(t)
-		scfg, ccfg := serverConfig(), clientConfig()
-		tune(scfg)
-		tune(ccfg)
-		var sconn, cconn *psitest.VanishingConn
-		wrap := func(dst **psitest.VanishingConn) func(netip.AddrPort) (net.PacketConn, error) {
-			return func(local netip.AddrPort) (net.PacketConn, error) {
-				pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(local))
-				if err != nil {
-					return nil, err
-				}
-				*dst = psitest.NewVanishingConn(pc)
-				return *dst, nil
-			}
-		}
-		sst := &Stack{PacketConn: wrap(&sconn)}
-		cst := &Stack{PacketConn: wrap(&cconn)}
-		l, err := sst.Listen(ctx, loopback, scfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		a, err := cst.Dial(ctx, l.Addr(), ccfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.Close() })
-		b, err := l.Accept(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		return psitest.Pair{
-			A: a, B: b,
-			// A process exit closes the socket without a word.
-			ExitA:   func() { cconn.Vanish(); cconn.PacketConn.Close() },
-			VanishB: sconn.Vanish,
-		}
+		return conformancePair(t, tune, false)
 	})
+}
+
+// TestConformanceDarkPath runs the case of a middlebox going dark, over
+// a UDP relay.
+func TestConformanceDarkPath(t *testing.T) {
+	psitest.TestTransient(t, func(t *testing.T, tune func(*psi.Config)) psitest.Pair {
+		return conformancePair(t, tune, true)
+	}, psitest.Only("DarkPath"))
+}
+
+// conformancePair makes a pair on loopback, through a UDP relay if relay.
+func conformancePair(t *testing.T, tune func(*psi.Config), relay bool) psitest.Pair {
+	ctx := testContext(t)
+	scfg, ccfg := serverConfig(), clientConfig()
+	tune(scfg)
+	tune(ccfg)
+	var sconn, cconn *psitest.VanishingConn
+	wrap := func(dst **psitest.VanishingConn) func(netip.AddrPort) (net.PacketConn, error) {
+		return func(local netip.AddrPort) (net.PacketConn, error) {
+			pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(local))
+			if err != nil {
+				return nil, err
+			}
+			*dst = psitest.NewVanishingConn(pc)
+			return *dst, nil
+		}
+	}
+	sst := &Stack{PacketConn: wrap(&sconn)}
+	cst := &Stack{PacketConn: wrap(&cconn)}
+	l, err := sst.Listen(ctx, loopback, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	addr, darken := l.Addr(), func() {}
+	if relay {
+		r := psitest.UDPRelay(t, addr)
+		addr, darken = r.Addr(), r.Darken
+	}
+	a, err := cst.Dial(ctx, addr, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	p := psitest.Pair{
+		A: a, B: b,
+		// A process exit closes the socket without a word.
+		ExitA:   func() { cconn.Vanish(); cconn.PacketConn.Close() },
+		VanishB: sconn.Vanish,
+	}
+	if relay {
+		p.DarkenPath = darken
+	}
+	return p
 }
 
 // TestConformanceLossy runs the cases about delivery and close over an

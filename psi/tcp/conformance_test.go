@@ -17,37 +17,59 @@ import (
 
 // TestConformance runs the delivery and close contract's suite.
 func TestConformance(t *testing.T) {
-	certs := testcert.Must()
 	psitest.TestTransient(t, func(t *testing.T, tune func(*psi.Config)) psitest.Pair {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		t.Cleanup(cancel)
-		scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}}
-		ccfg := &psi.Config{Security: psi.Security{RootCAs: certs.Pool}}
-		tune(scfg)
-		tune(ccfg)
-		// Room for the fork burst's concurrent handshakes.
-		s := Stack{Backlog: 1024, MaxHandshakes: 1024, MaxHandshakesPerSource: 256}
-		ln, err := s.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		a, err := s.Dial(ctx, ln.Addr(), ccfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.Close() })
-		b, err := ln.Accept(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		return psitest.Pair{
-			A: a, B: b,
-			// A process exit closes the socket.
-			ExitA: func() { a.(*transient).cork.Conn.Close() },
-		}
+		return conformancePair(t, tune, false)
 	})
+}
+
+// TestConformanceDarkPath runs the case of a middlebox going dark, over
+// a TCP relay.
+func TestConformanceDarkPath(t *testing.T) {
+	psitest.TestTransient(t, func(t *testing.T, tune func(*psi.Config)) psitest.Pair {
+		return conformancePair(t, tune, true)
+	}, psitest.Only("DarkPath"))
+}
+
+// conformancePair makes a pair on loopback, through a TCP relay if relay.
+func conformancePair(t *testing.T, tune func(*psi.Config), relay bool) psitest.Pair {
+	certs := testcert.Must()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	scfg := &psi.Config{Security: psi.Security{Certificates: []tls.Certificate{certs.Leaf}}}
+	ccfg := &psi.Config{Security: psi.Security{RootCAs: certs.Pool}}
+	tune(scfg)
+	tune(ccfg)
+	// Room for the fork burst's concurrent handshakes.
+	s := Stack{Backlog: 1024, MaxHandshakes: 1024, MaxHandshakesPerSource: 256}
+	ln, err := s.Listen(ctx, netip.MustParseAddrPort("127.0.0.1:0"), scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	addr, darken := ln.Addr(), func() {}
+	if relay {
+		r := psitest.TCPRelay(t, addr)
+		addr, darken = r.Addr(), r.Darken
+	}
+	a, err := s.Dial(ctx, addr, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	p := psitest.Pair{
+		A: a, B: b,
+		// A process exit closes the socket.
+		ExitA: func() { a.(*transient).cork.Conn.Close() },
+	}
+	if relay {
+		p.DarkenPath = darken
+	}
+	return p
 }
 
 // TestConformanceVanish runs the cases that need a peer to vanish, in a
