@@ -27,9 +27,11 @@
 // the back's 256 request slots a root are shared between prefixes, one
 // holding many waiting at the front while one holding few is served
 // (httpcarrier.Transport). Request heads must arrive within 30 s and be
-// at most -max-header-bytes (64 KiB), and keep-alive connections idle at
-// most 2 minutes; a CONNECT tunnel closes, at both gateways, once no
-// byte moved for -tunnel-idle-timeout (10 min).
+// at most -max-header-bytes (64 KiB), each write of a response must
+// complete within -write-timeout (30 s; a client that stops reading is
+// cut), and keep-alive connections idle at most 2 minutes; a CONNECT
+// tunnel closes, at both gateways, once no byte moved for
+// -tunnel-idle-timeout (10 min).
 package main
 
 import (

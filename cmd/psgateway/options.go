@@ -43,6 +43,7 @@ type options struct {
 	tunnelIdle     time.Duration
 	bodyTimeout    time.Duration
 	bodyMinRate    int
+	writeTimeout   time.Duration
 	reqsPerAddr    int
 	reqsPerPrefix  int
 	maxHeader      int
@@ -74,7 +75,8 @@ connection of the busiest. One address has at most
 -max-requests-per-prefix; the back serves 256 requests a root at once
 and the front shares them between /24s and /48s, a prefix holding many
 waiting while one holding few is served. Request heads must arrive within 30 s
-and be at most -max-header-bytes, a
+and be at most -max-header-bytes, each write of a response must complete
+within -write-timeout, a
 request body within -body-timeout plus 1 s per -body-min-rate bytes,
 keep-alive connections idle at most 2 minutes, and a tunnel closes once
 idle for -tunnel-idle-timeout.
@@ -99,6 +101,7 @@ idle for -tunnel-idle-timeout.
 	fs.BoolVar(&o.trustForwarded, "trust-forwarded", false, "front: keep a Forwarded header the client sent (the back always keeps the front's)")
 	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", defaultTunnelIdle, "close a CONNECT tunnel through which no byte moved either way for this long; 0 means never")
 	fs.DurationVar(&o.bodyTimeout, "body-timeout", httpcarrier.DefaultBodyTimeout, "front: a request body gets this long at first, and no wait for its next bytes may last longer; 0 means no bound")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", httpcarrier.DefaultWriteTimeout, "front: longest wait to hand response bytes to a client (one that stops reading is cut, its request aborted at the origin); time waiting for the origin does not count; 0 means no bound")
 	fs.IntVar(&o.bodyMinRate, "body-min-rate", httpcarrier.DefaultBodyMinRate, "front: bytes a second that earn a request body 1 s more per that many bytes past -body-timeout (the slowest upload kept); 0 means none (a body gets -body-timeout in all)")
 	fs.IntVar(&o.reqsPerAddr, "max-requests-per-addr", httpcarrier.DefaultMaxRequestsPerAddr, "front: requests in progress (HTTP/2 streams and tunnels included) one client address (an IPv6 /64) may have; past it 503 at once; 0 means no limit")
 	fs.IntVar(&o.reqsPerPrefix, "max-requests-per-prefix", httpcarrier.DefaultMaxRequestsPerPrefix, "front: requests in progress one client prefix (an IPv4 /24, an IPv6 /48) may have; waiting ones included; past it 503 at once; 0 means no limit. Whatever it is, the front shares the back's 256 slots a root between prefixes: one alone holds at most 128 and its other requests wait")
@@ -149,7 +152,7 @@ func (o *options) checkLimits() error {
 		{"max-conns", int64(o.conns)}, {"max-conns-per-addr", int64(o.connsPerAddr)},
 		{"max-requests-per-addr", int64(o.reqsPerAddr)}, {"max-requests-per-prefix", int64(o.reqsPerPrefix)},
 		{"body-min-rate", int64(o.bodyMinRate)}, {"body-timeout", int64(o.bodyTimeout)},
-		{"tunnel-idle-timeout", int64(o.tunnelIdle)}, {"max-header-bytes", int64(o.maxHeader)},
+		{"tunnel-idle-timeout", int64(o.tunnelIdle)}, {"write-timeout", int64(o.writeTimeout)}, {"max-header-bytes", int64(o.maxHeader)},
 	} {
 		if l.v < 0 {
 			return fmt.Errorf("-%s must not be negative (0 turns it off)", l.name)
@@ -288,10 +291,15 @@ func (o *options) requestLimitHandler(h http.Handler) http.Handler {
 }
 
 // bodyTimeoutHandler bounds the request bodies h reads by -body-timeout
-// and -body-min-rate (httpcarrier.BodyTimeout), where 0 turns a bound
-// off.
+// and -body-min-rate (httpcarrier.BodyTimeout), and each write of its
+// responses by -write-timeout (httpcarrier.WriteTimeout), where 0 turns
+// a bound off.
 func (o *options) bodyTimeoutHandler(h http.Handler) http.Handler {
-	bt := &httpcarrier.BodyTimeout{Handler: h, Timeout: o.bodyTimeout, MinRate: o.bodyMinRate}
+	wt := &httpcarrier.WriteTimeout{Handler: h, Timeout: o.writeTimeout}
+	if o.writeTimeout == 0 {
+		wt.Timeout = -1
+	}
+	bt := &httpcarrier.BodyTimeout{Handler: wt, Timeout: o.bodyTimeout, MinRate: o.bodyMinRate}
 	if o.bodyTimeout == 0 {
 		bt.Timeout = -1
 	}

@@ -151,14 +151,15 @@ func front(origin string, psk []byte) http.Handler {
 // most total connections and perAddr from one client address (<= 0: no
 // limit; httpcarrier.ConnLimiter), to serve with srv.Serve(lim). A client
 // must send its request head within 30 s, its request body within 30 s
-// plus 1 s per 512 bytes (httpcarrier.BodyTimeout's defaults), one
+// plus 1 s per 512 bytes (httpcarrier.BodyTimeout's defaults), take each
+// write of a response within 30 s (httpcarrier.WriteTimeout), one
 // address has at most 64 requests in progress and one /24 or /48 at most
 // 128 (httpcarrier.RequestLimit), a request head is at most 64 KiB
 // (httpcarrier.DefaultFrontHeaderBytes), and a keep-alive connection
 // idles at most 2 minutes, as at cmd/psgateway's front.
 func frontServer(h http.Handler, ln net.Listener, perAddr, total int) (srv *http.Server, lim net.Listener) {
 	l := httpcarrier.LimitListener(ln, perAddr, total)
-	h = &httpcarrier.RequestLimit{Handler: &httpcarrier.BodyTimeout{Handler: h}}
+	h = &httpcarrier.RequestLimit{Handler: &httpcarrier.BodyTimeout{Handler: &httpcarrier.WriteTimeout{Handler: h}}}
 	return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: httpcarrier.DefaultFrontHeaderBytes,
 		IdleTimeout: 2 * time.Minute, ConnState: l.ConnState}, l
 }
