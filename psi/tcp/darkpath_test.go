@@ -223,3 +223,37 @@ func TestLivePathPausedReader(t *testing.T) {
 		t.Errorf("B's read after A's Close: %v, want io.EOF", err)
 	}
 }
+
+// TestDarkPathPausedReader: the relay goes dark while the reader is
+// paused on a full window and the writer blocked. The writer, whose
+// bytes the relay now takes and drops, fails within about the idle
+// timeout; the paused reader's shut window excuses its silence while it
+// stays paused, and once it reads what it holds it finds the silence too.
+func TestDarkPathPausedReader(t *testing.T) {
+	a, b, relay := darkPair(t, Stack{})
+	ctx := context.Background()
+	writes := make(chan error, 1)
+	go func() {
+		msg := make([]byte, 64<<10)
+		for {
+			if err := a.WriteMessage(ctx, msg, true, nil); err != nil {
+				writes <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(time.Second) // B's window and the relay's fill; A blocks
+	relay.Darken()
+	await(t, "A's writes", writes)
+	read := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, _, err := b.ReadMessage(ctx, buf); err != nil {
+				read <- err
+				return
+			}
+		}
+	}()
+	await(t, "B's reads", read)
+}
