@@ -17,16 +17,29 @@ import (
 // bodyServer serves h behind BodyTimeout{timeout, rate} on loopback,
 // HTTP/1.1 and h2c, and returns its address.
 func bodyServer(t testing.TB, h http.Handler, timeout time.Duration, rate int) string {
+	return h1h2Server(t, &BodyTimeout{Handler: h, Timeout: timeout, MinRate: rate})
+}
+
+// h1h2Server serves h on loopback, HTTP/1.1 and h2c, and returns its
+// address.
+func h1h2Server(t testing.TB, h http.Handler) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: &BodyTimeout{Handler: h, Timeout: timeout, MinRate: rate}, Protocols: new(http.Protocols)}
+	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// h2cTransport is a client Transport speaking h2c with prior knowledge.
+func h2cTransport() *http.Transport {
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	return h2
 }
 
 // TestBodyTimeoutTrickle: a body trickled at 10 B/s is cut on HTTP/1.1
@@ -63,8 +76,7 @@ func TestBodyTimeoutHandlerPause(t *testing.T) {
 		}
 		fmt.Fprint(w, int64(len(half))+n)
 	}), timeout, 100<<10) // 4 MiB earn 40 s: only a wait can run out
-	h2 := &http.Transport{Protocols: new(http.Protocols)}
-	h2.Protocols.SetUnencryptedHTTP2(true)
+	h2 := h2cTransport()
 	defer h2.CloseIdleConnections()
 	h1 := &http.Transport{}
 	defer h1.CloseIdleConnections()

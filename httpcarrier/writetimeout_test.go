@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -15,16 +14,7 @@ import (
 // writeServer serves h behind WriteTimeout{timeout} on loopback, HTTP/1.1
 // and h2c, and returns its address.
 func writeServer(t testing.TB, h http.Handler, timeout time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: &WriteTimeout{Handler: h, Timeout: timeout}, Protocols: new(http.Protocols)}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	return h1h2Server(t, &WriteTimeout{Handler: h, Timeout: timeout})
 }
 
 // endless writes to w until a write fails, then closes ended.
@@ -52,8 +42,7 @@ func TestWriteTimeoutSlowReader(t *testing.T) {
 	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	// HTTP/2: the preface, a SETTINGS frame and a request, nothing read
 	// (a connection whose windows the client never opens).
-	h2 := &http.Transport{Protocols: new(http.Protocols)}
-	h2.Protocols.SetUnencryptedHTTP2(true)
+	h2 := h2cTransport()
 	defer h2.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: h2}).Get("http://" + addr + "/")
 	if err != nil {
@@ -82,8 +71,7 @@ func TestWriteTimeoutPause(t *testing.T) {
 		time.Sleep(3 * timeout)
 		io.WriteString(w, "second")
 	}), timeout)
-	h2 := &http.Transport{Protocols: new(http.Protocols)}
-	h2.Protocols.SetUnencryptedHTTP2(true)
+	h2 := h2cTransport()
 	defer h2.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: h2}).Get("http://" + addr + "/")
 	if err != nil {

@@ -4,11 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postsockets/postsockets/internal/attack"
 )
 
 // LargeHeads opens 32 connections from 127.0.0.1 to the front at addr,
@@ -21,7 +22,7 @@ func LargeHeads(t *testing.T, addr string) {
 	t.Helper()
 	const conns, head = 32, 960 << 10
 	line := "X-Pad: " + strings.Repeat("a", 1000) + "\r\n"
-	before := liveHeap()
+	before := attack.LiveHeap()
 	var wg sync.WaitGroup
 	answered := make([]string, conns)
 	for i := range conns {
@@ -44,7 +45,7 @@ func LargeHeads(t *testing.T, addr string) {
 		})
 	}
 	wg.Wait()
-	grew := int64(liveHeap()) - int64(before)
+	grew := int64(attack.LiveHeap()) - int64(before)
 	t.Logf("heap grew %.1f MiB with %d heads of %d KiB sent; first answer %q", float64(grew)/(1<<20), conns, head>>10, answered[0])
 	if grew > conns*256<<10 {
 		t.Errorf("the front's heap grew %.1f MiB for %d unfinished heads", float64(grew)/(1<<20), conns)
@@ -54,14 +55,4 @@ func LargeHeads(t *testing.T, addr string) {
 			t.Fatalf("head %d of %d KiB answered %q, want 431", i, head>>10, a)
 		}
 	}
-}
-
-// liveHeap returns the live heap after two collections (the second for
-// what sync.Pools kept through the first).
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }
