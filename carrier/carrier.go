@@ -14,10 +14,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/postsockets/postsockets/association"
+	"github.com/postsockets/postsockets/internal/sockerr"
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
@@ -836,12 +836,7 @@ func (l *Listener) listenAll(ctx context.Context, a *association.Association, ac
 // socketInvalid wraps the errors of a Local that cannot be listened on
 // (a port taken, an address not local, a port the process may not bind)
 // in post.ErrInvalid.
-func socketInvalid(err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("%w: %w", post.ErrInvalid, err)
-	}
-	return err
-}
+func socketInvalid(err error) error { return sockerr.Bind(err) }
 
 func (l *Listener) acceptLoop(ln psi.Listener, idx int, name string, acfg association.Config) {
 	defer l.wg.Done()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/internal/hsrate"
+	"github.com/postsockets/postsockets/internal/sockerr"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
@@ -721,7 +722,7 @@ func dialUDP(ctx context.Context, local, addr netip.AddrPort, cfg *Config) (*Con
 	}
 	pc, err := net.ListenUDP(network, laddr)
 	if err != nil {
-		return nil, &post.OpError{Op: "dial", Stack: "fsp", Path: addr.String(), Err: err}
+		return nil, &post.OpError{Op: "dial", Stack: "fsp", Path: addr.String(), Err: sockerr.Bind(err)}
 	}
 	t := &Transport{Conn: pc, owned: true, closeWhenIdle: true}
 	if cfg != nil {
@@ -748,7 +749,7 @@ func dialUDP(ctx context.Context, local, addr netip.AddrPort, cfg *Config) (*Con
 func Listen(addr netip.AddrPort, cfg *Config) (*Listener, error) {
 	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
 	if err != nil {
-		return nil, &post.OpError{Op: "listen", Stack: "fsp", Path: addr.String(), Err: err}
+		return nil, &post.OpError{Op: "listen", Stack: "fsp", Path: addr.String(), Err: sockerr.Bind(err)}
 	}
 	t := &Transport{Conn: pc, owned: true}
 	if cfg != nil {

@@ -58,6 +58,7 @@ import (
 	quicgo "github.com/quic-go/quic-go"
 
 	"github.com/postsockets/postsockets/internal/ctxend"
+	"github.com/postsockets/postsockets/internal/sockerr"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -347,7 +348,7 @@ func (s *Stack) openPacketConn(local, remote netip.AddrPort) (net.PacketConn, bo
 	}
 	pc, err := net.ListenUDP(network, ua)
 	if err != nil {
-		return nil, false, err
+		return nil, false, sockerr.Bind(err)
 	}
 	return pc, true, nil
 }

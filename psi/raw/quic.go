@@ -9,6 +9,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/postsockets/postsockets/internal/sockerr"
 	"github.com/postsockets/postsockets/internal/srcaddr"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
@@ -48,7 +49,7 @@ func (s *QUIC) Dial(ctx context.Context, remote netip.AddrPort, cfg *psi.Config)
 	}
 	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(cfg.Local))
 	if err != nil {
-		return nil, err
+		return nil, sockerr.Bind(err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, cfg.Handshake())
 	defer cancel()

@@ -28,6 +28,7 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/postsockets/postsockets/internal/sockerr"
 	"github.com/postsockets/postsockets/internal/tlsalert"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
@@ -155,6 +156,9 @@ func dialTCP(ctx context.Context, remote netip.AddrPort, cfg *psi.Config) (net.C
 	}
 	c, err := d.DialContext(ctx, "tcp", remote.String())
 	if err != nil {
+		if cfg.Local.IsValid() {
+			err = sockerr.Bind(err) // the Local cannot be bound
+		}
 		return nil, handshakeError(ctx, err)
 	}
 	return c, nil

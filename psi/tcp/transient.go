@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postsockets/postsockets/internal/ctxend"
+	"github.com/postsockets/postsockets/internal/sockerr"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 	"github.com/postsockets/postsockets/psi/framer"
@@ -58,6 +59,9 @@ func (d *dialer) dial(ctx context.Context, kind byte, parent token, local netip.
 	}
 	c, err := nd.DialContext(ctx, "tcp", path)
 	if err != nil {
+		if local.IsValid() {
+			err = sockerr.Bind(err) // the Local cannot be bound
+		}
 		return nil, wrap(op, path, err)
 	}
 	ok := false
