@@ -292,8 +292,9 @@ func initiate(ctx context.Context, remote post.Remote, cfg *Config, k kind) (*Ca
 
 // NewDormant makes a Carrier on an Association without establishing a
 // transient; the first Send does. A nil a means cfg.Association; without
-// either the Carrier has no Remote, and its sends fail with an error
-// wrapping post.ErrUnknownHost.
+// either the Carrier has no Remote: Send queues as ever, and each message
+// fails with an error wrapping post.ErrUnknownHost, reported to its
+// OnEvent (EventError) and by Flush and Close.
 func NewDormant(a *association.Association, cfg *Config) *Carrier {
 	if cfg == nil {
 		cfg = &Config{}
