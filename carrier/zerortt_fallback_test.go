@@ -4,12 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/postsockets/postsockets/carrier"
+	"github.com/postsockets/postsockets/internal/netem"
 	"github.com/postsockets/postsockets/policy"
 	"github.com/postsockets/postsockets/post"
 )
@@ -76,25 +76,11 @@ func testZeroRTTFallback(t *testing.T, stack string, prohibit []string, blackhol
 	}
 	t.Cleanup(func() { l2.Close() })
 	if blackhole {
-		var pc *net.UDPConn
-		for range 200 { // as for the listener
-			if pc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr)); err == nil {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		pc, err := netem.Drop(addr, 3*time.Second) // the port frees once the old connections are gone
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { pc.Close() })
-		go func() {
-			b := make([]byte, 65536)
-			for {
-				if _, _, err := pc.ReadFrom(b); err != nil {
-					return
-				}
-			}
-		}()
 	}
 
 	c := sendFirstLazy(t, remote, cache, stack)

@@ -3,10 +3,10 @@ package fsp
 import (
 	"crypto/tls"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/netem"
 	"github.com/postsockets/postsockets/post"
 )
 
@@ -53,13 +53,7 @@ func TestZeroRTTHandshakeErr(t *testing.T) {
 			s.Close()
 			l.Close()
 
-			var pc *net.UDPConn
-			for range 300 { // the port frees after time-wait
-				if pc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr)); err == nil {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			pc, err := netem.Drop(addr, 3*time.Second) // the port frees after time-wait
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,14 +61,6 @@ func TestZeroRTTHandshakeErr(t *testing.T) {
 				pc.Close() // nothing there: refused
 			} else {
 				defer pc.Close()
-				go func() {
-					b := make([]byte, 65536)
-					for {
-						if _, _, err := pc.ReadFrom(b); err != nil {
-							return
-						}
-					}
-				}()
 			}
 			cfg := *ccfg
 			cfg.HandshakeTimeout = time.Second

@@ -3,10 +3,10 @@ package quic
 import (
 	"crypto/tls"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
+	"github.com/postsockets/postsockets/internal/netem"
 	"github.com/postsockets/postsockets/post"
 	"github.com/postsockets/postsockets/psi"
 )
@@ -54,25 +54,11 @@ func TestZeroRTTHandshakeFails(t *testing.T) {
 	addr := l.Addr()
 	l.Close()
 
-	var pc *net.UDPConn
-	for range 200 { // the port frees once the connections are gone
-		if pc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr)); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	pc, err := netem.Drop(addr, 3*time.Second) // the port frees once the connections are gone
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	go func() { // drops everything
-		b := make([]byte, 65536)
-		for {
-			if _, _, err := pc.ReadFrom(b); err != nil {
-				return
-			}
-		}
-	}()
 	c2, err := st.Dial(ctx, addr, ccfg)
 	if err != nil {
 		t.Fatal(err)
