@@ -28,6 +28,7 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/postsockets/postsockets/internal/ctxend"
 	"github.com/postsockets/postsockets/internal/sockerr"
 	"github.com/postsockets/postsockets/internal/tlsalert"
 	"github.com/postsockets/postsockets/post"
@@ -170,8 +171,10 @@ func handshakeError(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, post.ErrAuthentication):
 		return err
-	case ctx.Err() != nil:
-		return post.Errorf(post.ErrTimeout, "raw dial: %v", ctx.Err())
+	case errors.Is(ctxend.Err(ctx), context.DeadlineExceeded):
+		return fmt.Errorf("%w: raw dial: %w", post.ErrTimeout, ctxend.Err(ctx))
+	case ctx.Err() != nil: // the caller cancelled: no timeout
+		return fmt.Errorf("raw dial: %w", ctx.Err())
 	case errors.As(err, &ne) && ne.Timeout():
 		return post.Errorf(post.ErrTimeout, "raw dial: %v", err)
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH),
