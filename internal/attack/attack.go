@@ -51,15 +51,23 @@ func (d *Dials) String() string {
 }
 
 // Legit calls dial rate times a second until ctx ends, each call bounded by
-// timeout and not by ctx, and waits for the calls in flight.
-func Legit(ctx context.Context, rate float64, timeout time.Duration, dial func(context.Context) error) *Dials {
+// timeout and not by ctx, and waits for the calls in flight. With inFlight
+// above zero, a tick that finds that many calls unfinished starts none.
+func Legit(ctx context.Context, rate float64, timeout time.Duration, inFlight int, dial func(context.Context) error) *Dials {
 	d := &Dials{Errs: map[string]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer tick.Stop()
+	var busy chan struct{} // a token per call in flight, with a bound
+	if inFlight > 0 {
+		busy = make(chan struct{}, inFlight)
+	}
 	one := func() {
 		defer wg.Done()
+		if busy != nil {
+			defer func() { <-busy }()
+		}
 		dctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		start := time.Now()
@@ -76,8 +84,18 @@ func Legit(ctx context.Context, rate float64, timeout time.Duration, dial func(c
 		d.lat = append(d.lat, el)
 	}
 	for {
-		wg.Add(1)
-		go one()
+		start := true
+		if busy != nil {
+			select {
+			case busy <- struct{}{}:
+			default:
+				start = false
+			}
+		}
+		if start {
+			wg.Add(1)
+			go one()
+		}
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -217,6 +235,12 @@ type Options struct {
 	Baseline time.Duration // client alone; zero means 1 s
 	Rate     float64       // client dials a second; zero means 10
 	Timeout  time.Duration // per dial; zero means 3 s
+	// InFlight bounds the client's dials in flight (a tick finding
+	// that many skips its dial); zero means none. A client whose
+	// listener serves sources in turn gets a share of its handshake
+	// rate, not a rate of its own: past its share, an unbounded client
+	// queues behind its own dials.
+	InFlight int
 }
 
 func (o *Options) fill() {
@@ -243,7 +267,7 @@ func Run(c Case, o Options) *Result {
 	o.fill()
 	r := &Result{Name: c.Name, Budget: c.Budget}
 	bctx, cancel := context.WithTimeout(context.Background(), o.Baseline)
-	r.Base = Legit(bctx, o.Rate, o.Timeout, c.Dial)
+	r.Base = Legit(bctx, o.Rate, o.Timeout, o.InFlight, c.Dial)
 	cancel()
 
 	r.Mem.Before = LiveHeap()
@@ -262,7 +286,7 @@ func Run(c Case, o Options) *Result {
 	case <-time.After(o.Warmup):
 	case <-actx.Done():
 	}
-	r.Attack = Legit(actx, o.Rate, o.Timeout, c.Dial)
+	r.Attack = Legit(actx, o.Rate, o.Timeout, o.InFlight, c.Dial)
 	<-attacked
 	r.Duration = time.Since(r.AttackStarted)
 	close(stop)

@@ -57,7 +57,18 @@ func attackListener(t *testing.T, keep func(*Conn) bool) (l *Listener, ccfg *Con
 // asserts them unless open names a fix that has not landed.
 func runAttack(t *testing.T, c attack.Case, open string) *attack.Result {
 	t.Helper()
-	r := attack.Run(c, attack.Options{Duration: *attackDuration, Baseline: 500 * time.Millisecond})
+	return runAttackWith(t, c, attack.Options{}, open)
+}
+
+// runAttackWith is runAttack with options o; their duration and
+// baseline are set here.
+func runAttackWith(t *testing.T, c attack.Case, o attack.Options, open string) *attack.Result {
+	t.Helper()
+	o.Baseline = 500 * time.Millisecond
+	if o.Duration == 0 {
+		o.Duration = *attackDuration
+	}
+	r := attack.Run(c, o)
 	t.Logf("ROW %s", r.Row())
 	t.Logf("%s", r)
 	if open != "" {
@@ -98,16 +109,17 @@ func TestAttackConnectRequestFlood(t *testing.T) {
 
 func connectRequestFlood(t *testing.T, from netip.Addr, open string) {
 	pcs := []*net.UDPConn{udpFrom(t, netip.MustParseAddr("127.0.0.10"))}
-	connectRequestFloodFrom(t, from, pcs, "127.0.0.10", 0, 32<<20, open)
+	connectRequestFloodFrom(t, from, pcs, "127.0.0.10", 0, 32<<20, attack.Options{}, open)
 }
 
 // TestAttackConnectRequestFloodPrefixes: the flood of
 // TestAttackConnectRequestFlood from 4 addresses in each of 64 /24
 // prefixes, more valid requests a second than the handshake workers
 // serve, so the queue in front of them stays full, while the client dials
-// from a prefix of its own. Each address sends 40 requests a second (and
-// as many INIT_CONNECTs): a flood of packets faster than the socket is
-// read is a volumetric attack that no listener logic answers.
+// from a prefix of its own. Each address sends up to 40 requests a second
+// (and as many INIT_CONNECTs), each only once the listener answered the
+// last (floodCookies): a flood of packets faster than the socket is read
+// is a volumetric attack that no listener logic answers.
 //
 // The workers serve the prefixes in turn, so the client's request waits
 // for one handshake of every other prefix: 64 times a handshake's CPU,
@@ -122,12 +134,26 @@ func TestAttackConnectRequestFloodPrefixes(t *testing.T) {
 		}
 	}
 	connectRequestFloodFrom(t, netip.MustParseAddr("127.0.0.1"), pcs,
-		fmt.Sprintf("4 addresses in each of %d /24 prefixes", prefixes), 40, 64<<20, "")
+		fmt.Sprintf("4 addresses in each of %d /24 prefixes", prefixes), 40, 64<<20, prefixesOptions(), "")
+}
+
+// prefixesOptions runs TestAttackConnectRequestFloodPrefixes for at least
+// 3 s, the client dialling after the first, once the flood has queued
+// more handshakes than slow workers serve in a dial's timeout (the race
+// detector on a loaded host: over 100, served 20 to 60 a second), so
+// that without fair workers the client times out behind them. The
+// client keeps at most 2 dials in flight: its prefix gets one handshake
+// in every 65 (9 with the race detector), and at 10 dials a second it
+// asked for more than that once the workers were slow, so its dials
+// queued behind its own and timed out, fair workers or not.
+func prefixesOptions() attack.Options {
+	d := max(*attackDuration, 3*time.Second)
+	return attack.Options{Duration: d, Warmup: d / 3, InFlight: 2}
 }
 
 // budget bounds the heap's growth: the full pending table (4,096 entries)
 // and the attackers' own sockets, in the same process.
-func connectRequestFloodFrom(t *testing.T, from netip.Addr, pcs []*net.UDPConn, attackers string, perSec int, budget uint64, open string) {
+func connectRequestFloodFrom(t *testing.T, from netip.Addr, pcs []*net.UDPConn, attackers string, perSec int, budget uint64, o attack.Options, open string) {
 	l, ccfg, _ := attackListener(t, nil)
 	dial := func(ctx context.Context) error {
 		c, err := dialUDP(ctx, netip.AddrPortFrom(from, 0), addrOf(l), ccfg)
@@ -153,12 +179,21 @@ func connectRequestFloodFrom(t *testing.T, from netip.Addr, pcs []*net.UDPConn, 
 			return fmt.Sprintf("%d valid CONNECT_REQUESTs, %d handshakes pending after", requests.Load(), l.Transport().PendingHandshakes()), nil
 		},
 	}
-	runAttack(t, c, open)
+	runAttackWith(t, c, o, open)
 }
 
 // floodCookies completes the cookie exchange from pc as fast as the
 // listener answers (or perSec times a second), with a fresh ALFID each
 // time, and never confirms.
+//
+// It is a closed loop: each exchange answered starts the next, so it
+// keeps burst exchanges in flight and sends only as fast as the listener
+// reads. An exchange is presumed lost (dropped by a full socket) only
+// after floodLost without an answer. A shorter wait (it was 50 ms) made
+// the flood volumetric on a listener slowed by the race detector or a
+// loaded host: every wait that ran out added an exchange the listener had
+// not read yet, so its socket queue, and the client's wait behind it in
+// the kernel, grew for as long as the listener was slower than the wait.
 func floodCookies(ctx context.Context, pc *net.UDPConn, to net.Addr, next uint32, perSec int, b *attack.Bytes, requests *atomic.Int64) {
 	start := time.Now()
 	var sent int
@@ -170,9 +205,11 @@ func floodCookies(ctx context.Context, pc *net.UDPConn, to net.Addr, next uint32
 			b.Sent(len(p))
 		}
 	}
+	inFlight := map[uint32]bool{} // the ALFIDs of INIT_CONNECTs not answered yet
 	init := func() {
 		p := wire.Packet{Header: wire.Header{Opcode: wire.InitConnect, Src: next}}
 		send(handshakePacket(nil, fcrypto.HandshakeKey(nil, next), &p, floodNonce), true)
+		inFlight[next] = true
 		next++
 	}
 	burst := 32 // INIT_CONNECTs in flight
@@ -182,14 +219,23 @@ func floodCookies(ctx context.Context, pc *net.UDPConn, to net.Addr, next uint32
 	for range burst {
 		init()
 	}
+	answered := time.Now()
 	buf := make([]byte, maxHandshakeSize)
 	var pkt wire.Packet
 	for ctx.Err() == nil {
-		pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		deadline := time.Now().Add(50 * time.Millisecond) // to see ctx end
+		if lost := answered.Add(floodLost); lost.Before(deadline) {
+			deadline = lost
+		}
+		pc.SetReadDeadline(deadline)
 		n, err := pc.Read(buf)
 		if err != nil {
-			for range burst {
-				init()
+			if time.Since(answered) >= floodLost {
+				clear(inFlight) // lost; a late answer still gets its CONNECT_REQUEST
+				for range burst {
+					init()
+				}
+				answered = time.Now()
 			}
 			continue
 		}
@@ -205,12 +251,23 @@ func floodCookies(ctx context.Context, pc *net.UDPConn, to net.Addr, next uint32
 		send(handshakePacket(nil, fcrypto.HandshakeKey(nil, alfid), &req,
 			append(append([]byte(nil), pkt.Payload[:fcrypto.CookieLen]...), floodNonce...)), false)
 		requests.Add(1)
+		if !inFlight[alfid] {
+			continue // one presumed lost: its replacement is in flight
+		}
+		delete(inFlight, alfid)
+		answered = time.Now()
 		if sent++; perSec > 0 {
 			time.Sleep(time.Until(start.Add(time.Duration(sent) * time.Second / time.Duration(perSec))))
 		}
 		init()
 	}
 }
+
+// floodLost is how long floodCookies waits for an answer before it
+// presumes its exchanges lost: longer than a loaded listener takes to
+// read the queue the closed loop keeps (the flood's own packets, two an
+// address, and the client's).
+const floodLost = time.Second
 
 // TestAttackUnknownALFID: 28-byte packets to ALFIDs nobody holds.
 func TestAttackUnknownALFID(t *testing.T) {
