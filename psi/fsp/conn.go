@@ -91,7 +91,6 @@ type Conn struct {
 
 	done        chan struct{} // closed by teardown
 	established chan struct{} // closed when the handshake ends either way
-	hsErr       error         // why the handshake failed, if it did
 	released    chan struct{} // closed when our RELEASE is acknowledged
 	peerEnded   chan struct{} // closed when the peer's RELEASE is taken in order
 	readable    chan struct{}
@@ -113,7 +112,10 @@ type Conn struct {
 	// tokenOwed: the peer asked for our reset token and the next
 	// acknowledgement carries it (conn_reset.go).
 	tokenOwed bool
-	err       error
+	// hsFailed: the connection closed before its handshake ended; err
+	// says why (HandshakeErr).
+	hsFailed bool
+	err      error
 
 	// Handshake.
 	hsKey []byte // tag key of handshake packets

@@ -235,10 +235,7 @@ func (c *Conn) teardown(err error, reset bool) {
 	select {
 	case <-c.established:
 	default:
-		c.hsErr = err
-		if c.hsErr == nil {
-			c.hsErr = post.ErrClosed
-		}
+		c.hsFailed = true
 		close(c.established)
 	}
 	close(c.done)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/postsockets/postsockets/post"
 	fcrypto "github.com/postsockets/postsockets/psi/fsp/internal/crypto"
 	"github.com/postsockets/postsockets/psi/fsp/internal/reliability"
 	"github.com/postsockets/postsockets/psi/fsp/internal/wire"
@@ -192,5 +193,11 @@ func (c *Conn) HandshakeComplete() <-chan struct{} { return c.established }
 func (c *Conn) HandshakeErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.hsErr
+	switch {
+	case !c.hsFailed:
+		return nil
+	case c.err == nil:
+		return post.ErrClosed
+	}
+	return c.err
 }
