@@ -112,14 +112,15 @@ func TestLimits(t *testing.T) {
 }
 
 // TestBrokenRequestBody: a request body that fails after its head went
-// out reaches the handler as an error, never as a complete body, and
+// out reaches the handler, if any, as an error, never as a complete body, and
 // RoundTrip fails with the body's error, as net/http's does, rather than
 // return the response the handler wrote after its read failed (until 2
 // December the client got that handler's 200 and no error).
 func TestBrokenRequestBody(t *testing.T) {
 	forStacks(t, func(t *testing.T, stack string) {
-		seen := make(chan error, 1)
+		entered, seen := make(chan struct{}), make(chan error, 1)
 		client, url, _, _ := setup(t, stack, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
 			_, err := io.ReadAll(r.Body)
 			seen <- err
 		}))
@@ -139,10 +140,15 @@ func TestBrokenRequestBody(t *testing.T) {
 				t.Fatal("handler read a complete body")
 			}
 		case <-time.After(40 * time.Second):
-			// Past the server's idle timeout. Open: in one run of the
-			// package at load 20 the FSP handler still read after 5 s
-			// (not seen in 30 runs alone under -race).
-			t.Fatalf("handler did not finish reading (RoundTrip: %v)", err)
+			// A request reset before the server took its head never
+			// reaches a handler (FSP: the client's RESET of its fork can
+			// overtake the head under load; 6 of 40 runs at load 12):
+			// nothing to read, and the client has its error.
+			select {
+			case <-entered:
+				t.Fatalf("handler did not finish reading (RoundTrip: %v)", err)
+			default:
+			}
 		}
 	})
 }
