@@ -456,7 +456,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 	// the read loop is not held up by large writes.
 	var staged [maxBatch]txData
 	var spare [maxBatch]*[]byte // buffers acknowledged meanwhile (takeSpare)
-	ns := 0
+	ns, whole := 0, len(p)
 	if len(p) > c.writePayload() {
 		// A bulk write: acknowledged buffers are kept for it (recycleTx).
 		c.mu.Lock()
@@ -503,6 +503,7 @@ func (c *Conn) writeMessage(ctx context.Context, p []byte, end bool, acked func(
 			pushed = true
 		}
 		c.mu.Lock()
+		c.wantPMTU(whole)
 		for c.state == stateEstablished && !c.peerReleased && c.writeHeld() {
 			if c.milk && c.msgStart > c.milkLive {
 				// Milk: the send buffer overflows; the oldest message

@@ -16,8 +16,9 @@ import (
 // Datagram packetization-layer path MTU discovery (RFC 8899).
 //
 // A connection starts at the base PLPMTU, BaseDatagramSize, which any
-// path of 1,280 bytes carries. While it has data to send it probes the
-// active path with a padded KEEP_ALIVE carrying a PATH_CHALLENGE:
+// path of 1,280 bytes carries. Once a write filled a packet or needed
+// more (wantPMTU), and while it has data to send, it probes the active
+// path with a padded KEEP_ALIVE carrying a PATH_CHALLENGE:
 // MaxDatagramSize first (an Ethernet path), then the search's ceiling
 // (Config.MaxPathMTU: by default 8,972 on a UDP socket, 1,452
 // otherwise), then a binary search between the largest size confirmed
@@ -90,6 +91,12 @@ type pmtud struct {
 	bhBig, bhSmall uint64
 	bhAt           time.Time
 	bhFails        int
+	// wanted: a write filled a packet or needed more (wantPMTU). Until
+	// then no probe leaves: a connection of small messages (a request
+	// and its answer) gains nothing from a larger size, and under load
+	// its probes, lost and resent, flooded a listener's socket
+	// (docs/benchmarks.md, "What floods the listener").
+	wanted bool
 	// extra is size - BaseDatagramSize, for writers that packetize
 	// outside the connection's lock.
 	extra      atomic.Int32
@@ -124,7 +131,7 @@ const pmtuAhead = 64
 // interface takes jumbo datagrams but whose links do not, their probes
 // are lost one by one. Called with c.mu held.
 func (c *Conn) pmtuHold() bool {
-	return !c.cfg.DisablePathMTUDiscovery && c.pmtu.raiseAt.IsZero() &&
+	return !c.cfg.DisablePathMTUDiscovery && c.pmtu.wanted && c.pmtu.raiseAt.IsZero() &&
 		c.plpmtu() < min(MaxDatagramSize, c.pmtu.max()) && c.snd.Unsent() >= pmtuAhead
 }
 
@@ -203,12 +210,23 @@ func (c *Conn) pmtuProbeTimeout() time.Duration {
 	return max(2*c.rtt.PTO(), minPMTUProbeTimeout)
 }
 
+// wantPMTU notes a write of n bytes: one that fills a packet at the
+// current size or needs more starts the search, as quic-go starts its
+// own only once there is data to carry (its probes are paced instead).
+// Called with c.mu held.
+func (c *Conn) wantPMTU(n int) {
+	if n >= c.writePayload() {
+		c.pmtu.wanted = true
+	}
+}
+
 // pmtuTick runs the search: it counts a probe unanswered in time as lost
-// and sends the next one. It probes only while the connection has data
-// to send. Called by fill with c.mu held.
+// and sends the next one. It probes only once a write did not fit one
+// packet (wantPMTU), and while the connection has data to send. Called
+// by fill with c.mu held.
 func (c *Conn) pmtuTick(now time.Time) {
 	pm := &c.pmtu
-	if c.active == nil || !c.peerKnown || c.state != stateEstablished || c.cfg.DisablePathMTUDiscovery {
+	if !pm.wanted || c.active == nil || !c.peerKnown || c.state != stateEstablished || c.cfg.DisablePathMTUDiscovery {
 		return
 	}
 	if c.snd.BytesInFlight() == 0 && !c.snd.HasPending() {
