@@ -15,7 +15,11 @@ const (
 	maxQuietProbes = 5 // 250 ms … 4 s after the last data
 )
 
-// onDataHeard rearms the quiet probes. Called with c.mu held.
+// onDataHeard rearms the quiet probes on new data (onData): not on a
+// duplicate, which our lost acknowledgement made the peer resend, nor on
+// the peer's RELEASE, after which it owes nothing. Rearmed by those, the
+// probes asked for acknowledgements by the thousand from TestManyDials'
+// clients under load (docs/benchmarks.md). Called with c.mu held.
 func (c *Conn) onDataHeard(now time.Time) {
 	c.quietProbes = 0
 	c.quietAt = now.Add(quietAfter)

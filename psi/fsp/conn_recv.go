@@ -268,7 +268,6 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 		}
 	case wire.PureData, wire.Persist, wire.Release:
 		keep = c.onData(now, pkt, buf, pt)
-		c.onDataHeard(now)
 	case wire.KeepAlive:
 		if pkt.Flags&wire.FlagAckRequest != 0 {
 			c.ackNow = true
@@ -298,6 +297,9 @@ func (c *Conn) receive(in *inPacket, pkt *wire.Packet, deliver **Listener, op *o
 func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) bool {
 	seq := wire.DecodeSeq(c.rcv.Expected(), pkt.Seq)
 	if pkt.HasFragment {
+		if seq >= c.rcv.Expected() {
+			c.onDataHeard(now)
+		}
 		c.onFragment(now, seq, pkt, pt)
 		return false
 	}
@@ -330,6 +332,9 @@ func (c *Conn) onData(now time.Time, pkt *wire.Packet, buf *[]byte, pt []byte) b
 	if kept {
 		c.keepRx(buf)
 		c.onWindowData(seq)
+		if !d.release {
+			c.onDataHeard(now)
+		}
 	}
 	if !kept && seq < limit {
 		c.stats.Duplicates++
