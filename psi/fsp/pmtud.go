@@ -82,6 +82,12 @@ type pmtud struct {
 	// lostJumbo: a probe above MaxDatagramSize was lost (not refused by
 	// the local interface), so the search ends at MaxDatagramSize.
 	lostJumbo bool
+	// wanted: a write filled a packet or needed more (wantPMTU). Until
+	// then no probe leaves: a connection of small messages (a request
+	// and its answer) gains nothing from a larger size, and under load
+	// its probes, lost and resent, flooded a listener's socket
+	// (docs/benchmarks.md, "What floods the listener").
+	wanted bool
 	// Black-hole detection: loss timer expiries in a row with a packet
 	// above the base size unacknowledged (reset when one is
 	// acknowledged); the test round's nonces, large and small (0 once
@@ -91,12 +97,6 @@ type pmtud struct {
 	bhBig, bhSmall uint64
 	bhAt           time.Time
 	bhFails        int
-	// wanted: a write filled a packet or needed more (wantPMTU). Until
-	// then no probe leaves: a connection of small messages (a request
-	// and its answer) gains nothing from a larger size, and under load
-	// its probes, lost and resent, flooded a listener's socket
-	// (docs/benchmarks.md, "What floods the listener").
-	wanted bool
 	// extra is size - BaseDatagramSize, for writers that packetize
 	// outside the connection's lock.
 	extra      atomic.Int32
