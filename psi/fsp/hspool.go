@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/postsockets/postsockets/psi/fsp/internal/fairq"
 )
 
 // hsQueueLen bounds the handshakes waiting for a worker. Past it a
@@ -28,15 +30,13 @@ type hsJob struct {
 //
 // The queue is fair between source prefixes (/24, /48; pendingPrefix):
 // each prefix has its own FIFO, workers take one job from each prefix in
-// turn, and a full queue makes room from the prefix holding the most.
-// So a flood from many prefixes that keeps the workers saturated delays
+// turn, and a full queue makes room from the prefix holding the most
+// (fairq, which finds it in O(log n)). So a flood from many prefixes that keeps the workers saturated delays
 // a client in a quiet prefix by one job per busy prefix, not by the whole
 // queue, and never shuts it out.
 type hsPool struct {
-	mu     sync.Mutex
-	queues map[netip.Prefix][]hsJob
-	ring   []netip.Prefix // prefixes with jobs, in serving order
-	n      int            // jobs queued
+	mu sync.Mutex
+	q  fairq.Queue[netip.Prefix, hsJob]
 
 	sem  chan struct{} // one token per running worker or acquire
 	once sync.Once
@@ -49,6 +49,7 @@ type hsPool struct {
 func (p *hsPool) init() {
 	p.once.Do(func() {
 		p.sem = make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
+		p.q.MaxItems, p.q.Slot = hsQueueLen, 1
 	})
 }
 
@@ -59,83 +60,39 @@ func (p *hsPool) init() {
 func (p *hsPool) submit(src netip.Prefix, job hsJob) bool {
 	p.init()
 	p.mu.Lock()
-	var out hsJob
-	if p.n >= hsQueueLen {
-		big := p.largest()
-		if len(p.queues[big]) <= len(p.queues[src]) {
-			p.mu.Unlock()
-			return false
-		}
-		q := p.queues[big]
-		out = q[len(q)-1]
-		q[len(q)-1] = hsJob{}
-		p.queues[big] = q[:len(q)-1] // never empties: it held more than src
-		p.n--
-	}
-	if p.queues == nil {
-		p.queues = make(map[netip.Prefix][]hsJob)
-	}
-	q, ok := p.queues[src]
-	if !ok || len(q) == 0 {
-		p.ring = append(p.ring, src)
-	}
-	p.queues[src] = append(q, job)
-	p.n++
+	out, ok := p.q.Push(src, job, 0, nil)
 	p.mu.Unlock()
-	if out.drop != nil {
-		out.drop()
+	for _, j := range out {
+		if j.drop != nil {
+			j.drop()
+		}
 	}
-	p.spawn()
-	return true
+	if ok {
+		p.spawn()
+	}
+	return ok
 }
 
 // room reports whether submit would take a job from src now.
 func (p *hsPool) room(src netip.Prefix) bool {
+	p.init()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.n < hsQueueLen || len(p.queues[p.largest()]) > len(p.queues[src])
-}
-
-// largest returns the prefix with the most queued jobs. Called with p.mu
-// held; at most hsQueueLen prefixes have jobs.
-func (p *hsPool) largest() netip.Prefix {
-	var best netip.Prefix
-	n := -1
-	for _, pfx := range p.ring {
-		if l := len(p.queues[pfx]); l > n {
-			best, n = pfx, l
-		}
-	}
-	return best
+	return p.q.Room(src, 0)
 }
 
 // next takes the oldest job of the prefix whose turn it is.
 func (p *hsPool) next() (hsJob, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.n == 0 {
-		return hsJob{}, false
-	}
-	pfx := p.ring[0]
-	copy(p.ring, p.ring[1:])
-	p.ring = p.ring[:len(p.ring)-1]
-	q := p.queues[pfx]
-	job := q[0]
-	q[0] = hsJob{}
-	if q = q[1:]; len(q) == 0 {
-		delete(p.queues, pfx)
-	} else {
-		p.queues[pfx] = q
-		p.ring = append(p.ring, pfx)
-	}
-	p.n--
-	return job, true
+	_, job, ok := p.q.Pop()
+	return job, ok
 }
 
 func (p *hsPool) queued() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.n
+	return p.q.Len()
 }
 
 // acquire waits for a worker token, for handshake work run on the

@@ -96,6 +96,17 @@ func (q *Queue[K, T]) Push(k K, v T, size int, out []T) ([]T, bool) {
 	return out, true
 }
 
+// Room reports whether Push would take an item of the given size from k
+// at once or by dropping from a heavier source's newest item (exact for a
+// queue bounded by items; by size, Push may drop several and still find
+// k the heaviest).
+func (q *Queue[K, T]) Room(k K, size int) bool {
+	if q.MaxSize > 0 && size > q.MaxSize {
+		return false
+	}
+	return !q.full(size) || (q.heap[0].key != k && q.heap[0].weight > q.Weight(k))
+}
+
 // full reports whether adding an item of the given size passes a bound.
 func (q *Queue[K, T]) full(size int) bool {
 	return q.n > 0 && ((q.MaxItems > 0 && q.n >= q.MaxItems) ||

@@ -53,6 +53,28 @@ func TestFullDropsFromLargest(t *testing.T) {
 	}
 }
 
+// TestRoom: Room says what Push would do.
+func TestRoom(t *testing.T) {
+	q := Queue[string, int]{MaxItems: 3, Slot: 1}
+	for _, k := range []string{"a", "a", "b"} {
+		if !q.Room(k, 0) {
+			t.Fatalf("no room for %s in a queue of %d", k, q.Len())
+		}
+		q.Push(k, 0, 0, nil)
+	}
+	for _, tt := range []struct {
+		k    string
+		want bool
+	}{{"a", false}, {"b", true}, {"b", false}, {"c", true}} {
+		if got := q.Room(tt.k, 0); got != tt.want {
+			t.Errorf("Room(%s) = %v, want %v", tt.k, got, tt.want)
+		}
+		if _, ok := q.Push(tt.k, 0, 0, nil); ok != tt.want {
+			t.Errorf("Push(%s) = %v, Room said %v", tt.k, ok, tt.want)
+		}
+	}
+}
+
 func TestSizeBound(t *testing.T) {
 	q := Queue[string, int]{MaxSize: 100}
 	if _, ok := q.Push("a", 0, 101, nil); ok {
