@@ -23,11 +23,12 @@ import (
 
 // liveSample is what the kernel tells of the connection at one look.
 type liveSample struct {
-	received uint64 // bytes that arrived from the peer, read or not
-	sent     uint64 // bytes we sent
-	queued   int    // bytes written that the next hop has not acknowledged
-	shut     bool   // our receive window is shut on unread data
-	over     bool   // no longer established: an end began closing, or a reset
+	received uint64        // bytes that arrived from the peer, read or not
+	sent     uint64        // bytes we sent
+	queued   int           // bytes written that the next hop has not acknowledged
+	ackWait  time.Duration // how long sent data has waited for an acknowledgement
+	shut     bool          // our receive window is shut on unread data
+	over     bool          // no longer established: an end began closing, or a reset
 }
 
 // liveness decides, from samples, when to send a heartbeat and when the
@@ -113,11 +114,10 @@ func (t *transient) watchPeer(idle time.Duration, live *liveness) {
 		case <-tick.C:
 		}
 		var err error
-		if unanswered(t.tcp, idle) {
-			err = post.Errorf(post.ErrTimeout, "peer silent for %v with data unacknowledged", idle)
-		}
-		if live != nil && err == nil {
-			err = t.checkLive(live)
+		if live != nil {
+			err = t.checkLive(live, idle) // one look at the kernel for both checks
+		} else if unanswered(t.tcp, idle) {
+			err = errUnanswered(idle)
 		}
 		if err != nil {
 			t.log.Debug("tcp: peer vanished", "err", err)
@@ -129,12 +129,20 @@ func (t *transient) watchPeer(idle time.Duration, live *liveness) {
 	}
 }
 
+func errUnanswered(idle time.Duration) error {
+	return post.Errorf(post.ErrTimeout, "peer silent for %v with data unacknowledged", idle)
+}
+
 // checkLive takes a sample for live, sends a heartbeat if it says so,
-// and returns the error that ends the transient if the peer is dead.
-func (t *transient) checkLive(live *liveness) error {
+// and returns the error that ends the transient if the peer is dead:
+// silent for live's idle timeout, or data unacknowledged for idle.
+func (t *transient) checkLive(live *liveness, idle time.Duration) error {
 	s, ok := sampleLive(t.tcp)
 	if !ok {
 		return nil
+	}
+	if s.ackWait >= idle {
+		return errUnanswered(idle)
 	}
 	s.over = s.over || t.peerEnded.Load()
 	beat, dead := live.step(time.Now(), s)

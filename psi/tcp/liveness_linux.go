@@ -4,6 +4,7 @@ package tcp
 
 import (
 	"net"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,7 +13,8 @@ import (
 const liveReporting = true
 
 // sampleLive reads what liveness needs from the kernel: TCP_INFO's byte
-// counters, window and state, and the send and receive queues. The
+// counters, window, state and time since the last acknowledgement (the
+// check unanswered makes), and the send and receive queues. The
 // window is shut when less than two segments are left of it with data
 // unread; a kernel before 6.2, which does not report the window (zero),
 // takes any unread data for a shut window.
@@ -36,6 +38,9 @@ func sampleLive(c *net.TCPConn) (s liveSample, ok bool) {
 		return s, false
 	}
 	s.received, s.sent = info.Bytes_received, info.Bytes_sent
+	if info.Unacked > 0 {
+		s.ackWait = time.Duration(info.Last_ack_recv) * time.Millisecond
+	}
 	s.shut = inq > 0 && info.Rcv_wnd < 2*max(info.Rcv_mss, 536)
 	s.over = info.State != unix.BPF_TCP_ESTABLISHED
 	return s, true
