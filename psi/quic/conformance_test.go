@@ -51,30 +51,14 @@ func conformancePair(t *testing.T, tune func(*psi.Config), relay bool) psitest.P
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	addr, darken := l.Addr(), func() {}
+	var through func(testing.TB, netip.AddrPort) *psitest.Relay
 	if relay {
-		r := psitest.UDPRelay(t, addr)
-		addr, darken = r.Addr(), r.Darken
+		through = psitest.UDPRelay
 	}
-	a, err := cst.Dial(ctx, addr, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	b, err := l.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	p := psitest.Pair{
-		A: a, B: b,
-		// A process exit closes the socket without a word.
-		ExitA:   func() { cconn.Vanish(); cconn.PacketConn.Close() },
-		VanishB: sconn.Vanish,
-	}
-	if relay {
-		p.DarkenPath = darken
-	}
+	p := psitest.Connect(t, ctx, l, func(addr netip.AddrPort) (psi.Transient, error) { return cst.Dial(ctx, addr, ccfg) }, through)
+	// A process exit closes the socket without a word.
+	p.ExitA = func() { cconn.Vanish(); cconn.PacketConn.Close() }
+	p.VanishB = sconn.Vanish
 	return p
 }
 

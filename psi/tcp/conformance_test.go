@@ -46,29 +46,13 @@ func conformancePair(t *testing.T, tune func(*psi.Config), relay bool) psitest.P
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	addr, darken := ln.Addr(), func() {}
+	var through func(testing.TB, netip.AddrPort) *psitest.Relay
 	if relay {
-		r := psitest.TCPRelay(t, addr)
-		addr, darken = r.Addr(), r.Darken
+		through = psitest.TCPRelay
 	}
-	a, err := s.Dial(ctx, addr, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	b, err := ln.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	p := psitest.Pair{
-		A: a, B: b,
-		// A process exit closes the socket.
-		ExitA: func() { a.(*transient).cork.Conn.Close() },
-	}
-	if relay {
-		p.DarkenPath = darken
-	}
+	p := psitest.Connect(t, ctx, ln, func(addr netip.AddrPort) (psi.Transient, error) { return s.Dial(ctx, addr, ccfg) }, through)
+	// A process exit closes the socket.
+	p.ExitA = func() { p.A.(*transient).cork.Conn.Close() }
 	return p
 }
 
